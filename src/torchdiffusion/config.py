@@ -1,0 +1,354 @@
+"""Typed configuration: frozen dataclasses, named presets, JSON round trip, ``key=value`` overrides.
+
+A run is fully described by one :class:`RunConfig`; its resolved form is saved as ``config.json`` in the run
+folder, and ``torchdiffusion train --preset NAME --set train.lr=1e-3 --dry-run`` prints it. Lengths are counted
+in images seen, never in steps, so a result does not depend on the batch size or the number of processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "mnist5k"  # mnist5k | digits | fashion_mnist | emoji | folder | array | toy
+    path: str | None = None  # image folder or .npy/.npz file (folder / array sources)
+    labels_path: str | None = None  # optional labels .npy for the array source (course sprite format)
+    image_size: tuple[int, int] | None = None  # (H, W) to resize/crop to; None keeps the native size
+    channels: int | None = None  # 1 (grayscale) or 3 (RGB) for folders; None keeps the native channel count
+    toy: str = "8gaussians"  # 8gaussians | moons | swissroll | checkerboard (toy source)
+    toy_size: int = 50_000  # how many toy points to draw (toy source)
+    emoji_size: int = 16  # 16 or 32 (emoji source)
+    holdout: int = 0  # images kept out of training (last ones after a seeded shuffle), for evaluation
+    limit: int | None = None  # use only the first N training examples (tests, quick runs)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    net: str = "unet"  # unet | mlp
+    channels: int = 32  # base width of the U-Net
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution level; len = number of levels
+    num_res_blocks: int = 1  # residual blocks per level (encoder side)
+    attn_resolutions: tuple[int, ...] = (7,)  # feature-map sizes (min of H, W) that get self-attention
+    head_channels: int = 32  # channels per attention head
+    dropout: float = 0.0  # dropout inside residual blocks
+    embedding: str = "sinusoidal"  # sinusoidal | fourier noise embedding
+    groups: int = 8  # GroupNorm groups (capped by the channel count)
+    mlp_width: int = 256  # hidden width of the MLP denoiser (vector data)
+    mlp_depth: int = 4  # hidden layers of the MLP denoiser
+    num_classes: int = 0  # > 0: class-conditional (label embedding)
+    context_dim: int = 0  # > 0: context-vector conditioning (one-/multi-hot, fractional, continuous)
+    text_dim: int = 0  # > 0: text conditioning by cross-attention over token features of this width
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    parameterization: str = "eps"  # eps | x0 | v | edm (what the network predicts; see precond.py)
+    process: str = "discrete"  # discrete (DDPM table of T steps) | continuous (EDM sigma range)
+    schedule: str = "linear"  # linear | cosine | sigmoid variance schedule (discrete process)
+    T: int = 1000  # number of timesteps (discrete process)
+    beta_start: float = 1e-4  # linear schedule endpoints (Ho et al.)
+    beta_end: float = 0.02
+    sigma_min: float = 0.002  # continuous process range (EDM Table 1)
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5  # EDM's data standard deviation (data in [-1, 1])
+    noise_conditioning: str = "timestep"  # timestep | log_sigma: what the network is told about the noise
+    sigma_sampling: str = "discrete"  # discrete (t ~ U{0..T-1}) | lognormal (EDM)
+    P_mean: float = -1.2  # EDM's log-normal training distribution (Table 1)
+    P_std: float = 1.2
+    weighting: str = "uniform"  # uniform (the parameterization's own MSE) | min_snr | edm | x0
+    min_snr_gamma: float = 5.0  # gamma of min-SNR weighting (Hang et al. 2023)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    images: int = 200_000  # length of training, in images seen (not steps)
+    batch_size: int = 128  # global batch (all processes together, before gradient accumulation splits it)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 2e-3  # AdamW peak learning rate
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_images: int = 10_000  # linear learning-rate warm-up, in images
+    lr_decay: str = "none"  # none | cosine (to 0 at the end)
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    ema_halflife_images: int = 25_000  # EMA half-life in images (EDM style); 0 disables EMA
+    ema_warmup_ratio: float = 0.05  # half-life grows to at most this fraction of images seen (EDM ema_rampup)
+    cond_drop_prob: float = 0.1  # probability of dropping the conditioning (classifier-free guidance)
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 (autocast; loss, sigma arithmetic and EMA stay fp32)
+    channels_last: bool = False  # NHWC memory format for the U-Net
+    compile: bool = False  # torch.compile the network (slow to start; opt-in)
+    log_every_images: int = 5_000  # metrics.jsonl cadence
+    sample_every_images: int = 0  # sample grid cadence; 0 = only at the end
+    checkpoint_every_images: int = 50_000  # training-state cadence
+    keep_checkpoints: int = 2  # keep the last K training states
+    max_nonfinite: int = 10  # stop after this many consecutive non-finite steps
+    num_workers: int = 0  # data loader worker processes
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str = "heun"  # any name in samplers.SAMPLERS
+    steps: int = 18  # steps on the sigma grid (NFE depends on the sampler)
+    grid: str = "karras"  # karras | exponential | uniform_t
+    rho: float = 7.0  # Karras grid exponent
+    spacing: str = "trailing"  # leading | trailing | linspace (uniform_t grid)
+    n: int = 64  # number of samples
+    seed: int = 0  # image k uses seed + k
+    batch_size: int = 256  # images per network call
+    guidance: float = 1.0  # classifier-free guidance scale (1 = plain conditional)
+    eta: float = 0.0  # DDIM stochasticity
+    clip_denoised: bool = True  # clamp x0_hat to the data range [-1, 1] for images
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Presets: one dict literal, each a complete RunConfig
+# ---------------------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, RunConfig] = {
+    # The demo: MNIST-5k on a 2-core CPU in minutes.
+    "mnist-cpu": RunConfig(
+        preset="mnist-cpu",
+        data=DataConfig(source="mnist5k"),
+        model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
+        diffusion=DiffusionConfig(parameterization="eps", schedule="cosine", T=1000, weighting="min_snr"),
+        train=TrainConfig(images=150_000, batch_size=128, lr=2e-3, warmup_images=5_000,
+                          ema_halflife_images=10_000, precision="bf16"),
+        sample=SampleConfig(sampler="heun", steps=12, n=64),
+    ),
+    # The course's settings: DDPM with T = 500, beta from 1e-4 to 0.02, epsilon prediction, plain MSE.
+    "course": RunConfig(
+        preset="course",
+        data=DataConfig(source="mnist5k"),
+        model=ModelConfig(channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,)),
+        diffusion=DiffusionConfig(parameterization="eps", schedule="linear", T=500, beta_start=1e-4,
+                                  beta_end=0.02, weighting="uniform"),
+        train=TrainConfig(images=1_000_000, batch_size=128, lr=1e-3),
+        sample=SampleConfig(sampler="ddpm", grid="uniform_t", steps=500, n=64),
+    ),
+    # EDM on MNIST: continuous sigma, EDM preconditioning, log-normal training sigmas.
+    "mnist-edm": RunConfig(
+        preset="mnist-edm",
+        data=DataConfig(source="mnist5k"),
+        model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
+        diffusion=DiffusionConfig(parameterization="edm", process="continuous", noise_conditioning="log_sigma",
+                                  sigma_sampling="lognormal", weighting="edm"),
+        train=TrainConfig(images=150_000, batch_size=128, lr=2e-3, warmup_images=5_000,
+                          ema_halflife_images=10_000, precision="bf16"),
+        sample=SampleConfig(sampler="heun", steps=12, n=64),
+    ),
+    # 2-D toy: an MLP denoiser on 8 Gaussians, seconds on a CPU.
+    "toy-2d": RunConfig(
+        preset="toy-2d",
+        data=DataConfig(source="toy", toy="8gaussians"),
+        model=ModelConfig(net="mlp", mlp_width=256, mlp_depth=4),
+        diffusion=DiffusionConfig(parameterization="edm", process="continuous", noise_conditioning="log_sigma",
+                                  sigma_sampling="lognormal", weighting="edm", sigma_data=1.0, sigma_max=40.0),
+        train=TrainConfig(images=1_000_000, batch_size=1024, lr=1e-3, warmup_images=20_000,
+                          ema_halflife_images=50_000, grad_clip=1.0, cond_drop_prob=0.0),
+        sample=SampleConfig(sampler="heun", steps=18, n=2000, clip_denoised=False),
+    ),
+    # Fast tests: 8x8 scikit-learn digits and a tiny U-Net.
+    "digits-test": RunConfig(
+        preset="digits-test",
+        data=DataConfig(source="digits"),
+        model=ModelConfig(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), groups=4),
+        diffusion=DiffusionConfig(parameterization="eps", schedule="cosine", T=100),
+        train=TrainConfig(images=512, batch_size=64, warmup_images=64, ema_halflife_images=256,
+                          log_every_images=128, checkpoint_every_images=256),
+        sample=SampleConfig(sampler="euler", steps=4, n=8),
+    ),
+}
+
+
+def get_preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON round trip and overrides
+# ---------------------------------------------------------------------------------------------------------
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Convert a JSON value or a command-line string to the annotated field type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, where)
+            except (ConfigError, ValueError, TypeError):
+                continue
+        raise ConfigError(f"{where}: cannot read {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip() != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        elem = args[0] if args else str
+        return tuple(_coerce(elem, v, where) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            f = float(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, d: dict, where: str = "") -> Any:
+    """Build a (nested) config dataclass from a dict, checking every key and type."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown config key {where}{sorted(unknown)[0]!r}")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(d[f.name], dict):
+                raise ConfigError(f"config section {where}{f.name} must be an object")
+            kwargs[f.name] = from_dict(tp, d[f.name], f"{where}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(tp, d[f.name], f"{where}{f.name}")
+    return cls(**kwargs)
+
+
+def from_json(text: str) -> RunConfig:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config.json is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(d, dict):
+        raise ConfigError("config.json must hold an object")
+    return from_dict(RunConfig, d)
+
+
+def override(cfg: Any, assignments: list[str]) -> Any:
+    """Apply ``section.key=value`` strings, e.g. ``train.lr=1e-3`` or ``model.channel_mult=1,2,2``."""
+    for a in assignments:
+        if "=" not in a:
+            raise ConfigError(f"override {a!r} must look like section.key=value")
+        key, value = a.split("=", 1)
+        cfg = _set(cfg, key.strip().split("."), value.strip(), key)
+    return cfg
+
+
+def _set(cfg: Any, path: list[str], value: str, full: str) -> Any:
+    hints = typing.get_type_hints(type(cfg))
+    name = path[0]
+    if name not in hints:
+        raise ConfigError(f"unknown config key {full!r}")
+    if len(path) == 1:
+        if dataclasses.is_dataclass(hints[name]):
+            raise ConfigError(f"{full!r} is a section; set one of its keys, e.g. {full}.<key>=...")
+        return replace(cfg, **{name: _coerce(hints[name], value, full)})
+    sub = getattr(cfg, name)
+    if not dataclasses.is_dataclass(sub):
+        raise ConfigError(f"unknown config key {full!r}")
+    return replace(cfg, **{name: _set(sub, path[1:], value, full)})
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Cross-field checks with one-line messages; returns cfg unchanged when it is usable."""
+    from .precond import NOISE_CONDITIONINGS, PARAMETERIZATIONS
+    from .losses import SIGMA_SAMPLINGS, WEIGHTINGS
+    from .schedules import BETA_SCHEDULES, SIGMA_GRIDS
+
+    d, m, t, s = cfg.diffusion, cfg.model, cfg.train, cfg.sample
+    checks = [
+        (d.parameterization in PARAMETERIZATIONS, f"diffusion.parameterization must be one of {PARAMETERIZATIONS}"),
+        (d.process in ("discrete", "continuous"), "diffusion.process must be discrete or continuous"),
+        (d.schedule in BETA_SCHEDULES, f"diffusion.schedule must be one of {tuple(BETA_SCHEDULES)}"),
+        (d.T >= 2, "diffusion.T must be >= 2"),
+        (d.noise_conditioning in NOISE_CONDITIONINGS, f"diffusion.noise_conditioning must be one of {NOISE_CONDITIONINGS}"),
+        (not (d.process == "continuous" and d.noise_conditioning == "timestep"),
+         "a continuous process needs diffusion.noise_conditioning=log_sigma"),
+        (d.sigma_sampling in SIGMA_SAMPLINGS, f"diffusion.sigma_sampling must be one of {SIGMA_SAMPLINGS}"),
+        (not (d.process == "continuous" and d.sigma_sampling == "discrete"),
+         "a continuous process needs diffusion.sigma_sampling=lognormal"),
+        (d.weighting in WEIGHTINGS, f"diffusion.weighting must be one of {WEIGHTINGS}"),
+        (0 < d.sigma_min < d.sigma_max, "need 0 < diffusion.sigma_min < diffusion.sigma_max"),
+        (m.net in ("unet", "mlp"), "model.net must be unet or mlp"),
+        (len(m.channel_mult) >= 1 and all(c >= 1 for c in m.channel_mult), "model.channel_mult needs >= 1 level"),
+        (m.channels >= 1 and m.num_res_blocks >= 1, "model.channels and model.num_res_blocks must be >= 1"),
+        (t.images >= 1 and t.batch_size >= 1, "train.images and train.batch_size must be >= 1"),
+        (t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
+         "train.batch_size must be a multiple of train.grad_accum"),
+        (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
+        (t.lr_decay in ("none", "cosine"), "train.lr_decay must be none or cosine"),
+        (0.0 <= t.cond_drop_prob <= 1.0, "train.cond_drop_prob must be in [0, 1]"),
+        (s.steps >= 1, f"sample.steps must be >= 1, got {s.steps}"),
+        (s.n >= 1, "sample.n must be >= 1"),
+        (s.grid in SIGMA_GRIDS, f"sample.grid must be one of {SIGMA_GRIDS}"),
+        (not (s.grid == "uniform_t" and d.process == "continuous"),
+         "sample.grid=uniform_t needs a discrete (DDPM-trained) model"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    from .samplers import SAMPLERS
+
+    if s.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {s.sampler!r}; choose from {', '.join(SAMPLERS)}")
+    return cfg

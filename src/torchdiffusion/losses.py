@@ -1,0 +1,81 @@
+"""Training losses, all written against the denoiser D.
+
+Every loss here is a weighted denoising error in x0 units (Karras et al. 2022, Eq. 2 and Eq. 8):
+
+    L = E_{sigma, x0, n} [ w(sigma) || D(x0 + sigma n, sigma) - x0 ||^2 ],
+
+and the familiar losses are choices of w:
+
+* ``uniform`` - the parameterization's own plain MSE. With F_target = (x0 - c_skip x)/c_out one has
+  F - F_target = (D - x0)/c_out, so the plain MSE on F is w = 1/c_out^2. For ``eps`` this is
+  1/sigma^2 and the loss is exactly Ho et al.'s simplified ELBO ||eps - eps_hat||^2 (Eq. 14); for ``v`` it is
+  (1 + sigma^2)/sigma^2; for ``x0`` it is 1; for ``edm`` it is EDM's lambda(sigma).
+* ``min_snr`` - Hang et al. 2023, min-SNR-gamma: w = min(SNR, gamma) with SNR = 1/sigma^2. (In eps units the
+  paper's weight is min(SNR, gamma)/SNR, in v units min(SNR, gamma)/(SNR + 1); in x0 units both are this.)
+* ``edm`` - EDM's lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (Table 1).
+
+The noise levels come from a training distribution:
+
+* ``discrete`` - t ~ U{0, .., T-1}, sigma = sigma_t from the model's DiscreteVP table (Ho et al. Alg. 1);
+* ``lognormal`` - ln sigma ~ N(P_mean, P_std^2) (EDM Table 1: -1.2, 1.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .precond import Precond, coefficients
+from .process import add_noise
+from .types import Cond
+
+WEIGHTINGS = ("uniform", "min_snr", "edm", "x0")
+SIGMA_SAMPLINGS = ("discrete", "lognormal")
+
+
+def loss_weight(weighting: str, sigma: Tensor, *, parameterization: str = "eps", sigma_data: float = 0.5,
+                gamma: float = 5.0) -> Tensor:
+    """w(sigma) in x0 units for each named weighting (see the module docstring); sigma: (B,)."""
+    if weighting == "uniform":
+        return 1.0 / coefficients(parameterization, sigma, sigma_data).c_out ** 2
+    if weighting == "min_snr":
+        return torch.minimum(1.0 / sigma**2, torch.full_like(sigma, gamma))
+    if weighting == "edm":
+        return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+    if weighting == "x0":
+        return torch.ones_like(sigma)
+    raise ValueError(f"unknown loss weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+
+
+def sample_sigmas(kind: str, batch: int, *, generator: torch.Generator | None = None,
+                  discrete_sigmas: Tensor | None = None, P_mean: float = -1.2, P_std: float = 1.2,
+                  device: torch.device | str = "cpu") -> Tensor:
+    """Draw (B,) training noise levels from the named distribution (see the module docstring)."""
+    if kind == "discrete":
+        if discrete_sigmas is None:
+            raise ValueError("discrete sigma sampling needs the model's DiscreteVP table")
+        t = torch.randint(0, len(discrete_sigmas), (batch,), generator=generator)
+        return discrete_sigmas[t].to(device=device, dtype=torch.float32)
+    if kind == "lognormal":
+        z = torch.randn(batch, generator=generator)
+        return (P_mean + P_std * z).exp().to(device=device, dtype=torch.float32)
+    raise ValueError(f"unknown sigma sampling {kind!r}; choose from {', '.join(SIGMA_SAMPLINGS)}")
+
+
+def denoising_loss(D: Callable[[Tensor, Tensor, Cond], Tensor], x0: Tensor, sigma: Tensor, noise: Tensor,
+                   weight: Tensor, cond: Cond = None) -> Tensor:
+    """Per-sample loss (B,): w(sigma) * mean over dims of (D(x0 + sigma n, sigma) - x0)^2."""
+    x = add_noise(x0, sigma, noise)
+    diff = D(x, sigma, cond) - x0
+    err = diff.to(torch.promote_types(diff.dtype, torch.float32)) ** 2  # never square in bf16
+    return weight * err.flatten(1).mean(1)
+
+
+def precond_loss(model: Precond, x0: Tensor, sigma: Tensor, noise: Tensor, *, weighting: str = "uniform",
+                 gamma: float = 5.0, cond: Cond = None) -> Tensor:
+    """:func:`denoising_loss` with the weight chosen by name for a :class:`Precond` model."""
+    w = loss_weight(weighting, sigma, parameterization=model.parameterization, sigma_data=model.sigma_data,
+                    gamma=gamma)
+    return denoising_loss(model, x0, sigma, noise, w, cond)

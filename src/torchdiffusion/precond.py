@@ -1,0 +1,144 @@
+"""Parameterizations: every network, whatever it predicts, becomes one denoiser ``D(x, sigma, cond) -> x0_hat``.
+
+Following Karras et al. 2022 (EDM), Eq. 7 and Table 1, a raw network ``F`` is wrapped as
+
+    D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma)),
+
+with ``x = x0 + sigma n`` in VE units. The four parameterizations differ only in the coefficients
+(alpha = 1/sqrt(1 + sigma^2) and s = sigma/sqrt(1 + sigma^2) are the VP signal and noise scales):
+
+=========  ==================  =========================  ===================  =========================
+param      F predicts          c_skip                     c_out                c_in
+=========  ==================  =========================  ===================  =========================
+``eps``    eps (Ho et al.)     1                          -sigma               1/sqrt(1 + sigma^2)
+``x0``     x0                  0                          1                    1/sqrt(1 + sigma^2)
+``v``      v = alpha eps - s x0  1/(1 + sigma^2)          -sigma/sqrt(1+s^2)   1/sqrt(1 + sigma^2)
+``edm``    EDM's F             sd^2/(sigma^2 + sd^2)      sigma sd/sqrt(s^2+sd^2)  1/sqrt(sigma^2 + sd^2)
+=========  ==================  =========================  ===================  =========================
+
+(sd = sigma_data; the v row is Salimans & Ho 2022 rewritten in sigma: x0_hat = alpha x_vp - s v_hat.)
+
+The noise conditioning ``c_noise`` is either the fractional DDPM timestep t(sigma) (``timestep``, for a model
+trained on a discrete VP table) or EDM's ln(sigma)/4 (``log_sigma``). This module is the only place where a
+parameterization is interpreted; samplers and losses see D alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .process import DiscreteVP
+from .types import Cond, Denoiser, append_dims
+
+PARAMETERIZATIONS = ("eps", "x0", "v", "edm")
+NOISE_CONDITIONINGS = ("timestep", "log_sigma")
+
+
+@dataclass
+class Coefficients:
+    """The four preconditioning coefficients of EDM Eq. 7, each shaped (B,)."""
+
+    c_skip: Tensor
+    c_out: Tensor
+    c_in: Tensor
+    c_noise: Tensor
+
+
+def coefficients(parameterization: str, sigma: Tensor, sigma_data: float = 0.5,
+                 c_noise: Tensor | None = None) -> Coefficients:
+    """c_skip, c_out, c_in for a parameterization (table in the module docstring); sigma: (B,)."""
+    one = torch.ones_like(sigma)
+    if c_noise is None:
+        c_noise = sigma.log() / 4
+    if parameterization == "eps":
+        return Coefficients(one, -sigma, 1 / (1 + sigma**2).sqrt(), c_noise)
+    if parameterization == "x0":
+        return Coefficients(torch.zeros_like(sigma), one, 1 / (1 + sigma**2).sqrt(), c_noise)
+    if parameterization == "v":
+        return Coefficients(1 / (1 + sigma**2), -sigma / (1 + sigma**2).sqrt(), 1 / (1 + sigma**2).sqrt(), c_noise)
+    if parameterization == "edm":
+        sd2 = sigma_data**2
+        return Coefficients(sd2 / (sigma**2 + sd2), sigma * sigma_data / (sigma**2 + sd2).sqrt(),
+                            1 / (sigma**2 + sd2).sqrt(), c_noise)
+    raise ValueError(f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}")
+
+
+class Precond(nn.Module):
+    """Wrap a raw network ``net(x_in, c_noise, cond) -> F`` as a denoiser ``D(x, sigma, cond) -> x0_hat``.
+
+    Args:
+        net: the raw network; ``x_in`` has the shape of ``x``, ``c_noise`` is ``(B,)`` float.
+        parameterization: ``eps``, ``x0``, ``v`` or ``edm`` (see the module docstring).
+        sigma_data: the data standard deviation used by ``edm`` (EDM's default 0.5 for data in [-1, 1]).
+        process: the discrete VP process the model was trained on, if any. Needed for ``timestep``
+            conditioning; it also fixes the sigma range the model knows (``sigma_min``, ``sigma_max``).
+        noise_conditioning: ``timestep`` (c_noise = fractional t(sigma)) or ``log_sigma`` (ln(sigma)/4).
+        sigma_min, sigma_max: the trained range, used to build sampling grids when ``process`` is None.
+    """
+
+    def __init__(self, net: nn.Module, parameterization: str = "eps", *, sigma_data: float = 0.5,
+                 process: DiscreteVP | None = None, noise_conditioning: str = "log_sigma",
+                 sigma_min: float = 0.002, sigma_max: float = 80.0):
+        super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}")
+        if noise_conditioning not in NOISE_CONDITIONINGS:
+            raise ValueError(f"unknown noise conditioning {noise_conditioning!r}; choose from {', '.join(NOISE_CONDITIONINGS)}")
+        if noise_conditioning == "timestep" and process is None:
+            raise ValueError("timestep noise conditioning needs the discrete process the model was trained on")
+        self.net = net
+        self.parameterization = parameterization
+        self.sigma_data = float(sigma_data)
+        self.process = process
+        self.noise_conditioning = noise_conditioning
+        self.sigma_min = process.sigma_min if process is not None else float(sigma_min)
+        self.sigma_max = process.sigma_max if process is not None else float(sigma_max)
+
+    def c_noise(self, sigma: Tensor) -> Tensor:
+        """The network's noise input for each sigma: fractional timestep or ln(sigma)/4."""
+        if self.noise_conditioning == "timestep":
+            return self.process.sigma_to_t(sigma).to(sigma.dtype)
+        return sigma.log() / 4
+
+    def coefficients(self, sigma: Tensor) -> Coefficients:
+        return coefficients(self.parameterization, sigma, self.sigma_data, self.c_noise(sigma))
+
+    def forward(self, x: Tensor, sigma: Tensor, cond: Cond = None) -> Tensor:
+        """D(x, sigma, cond) = c_skip x + c_out F(c_in x, c_noise, cond); x: (B, ...), sigma: (B,) or scalar.
+
+        The skip connection and coefficients are computed in at least float32 (never in bf16, even when the
+        network runs under autocast), so the precision of x0_hat near sigma = 0 does not depend on the network's.
+        """
+        dt = torch.promote_types(x.dtype, torch.float32)
+        sigma = torch.as_tensor(sigma, device=x.device).to(dt)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x.shape[0])
+        c = self.coefficients(sigma)
+        nd = x.ndim
+        x = x.to(dt)
+        F = self.net(append_dims(c.c_in, nd) * x, c.c_noise, cond)
+        return append_dims(c.c_skip, nd) * x + append_dims(c.c_out, nd) * F.to(dt)
+
+    def bind(self, cond: Cond = None) -> Denoiser:
+        """A ``D(x, sigma)`` closure with the conditioning fixed, ready for any sampler."""
+        return lambda x, sigma: self(x, sigma, cond)
+
+
+def denoiser_from(fn: Callable[[Tensor, Tensor], Tensor]) -> Denoiser:
+    """Accept any ``fn(x, sigma)`` where sigma may be a float; make sigma a (B,) tensor."""
+
+    def D(x: Tensor, sigma: Tensor) -> Tensor:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x.shape[0])
+        return fn(x, sigma)
+
+    return D
+
+
+# The sigma range EDM samples over by default (Karras et al. 2022, Table 1).
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0

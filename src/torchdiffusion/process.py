@@ -1,0 +1,133 @@
+"""The forward (noising) process, in the two views used throughout the library.
+
+**Discrete variance-preserving (VP) view** (Ho et al. 2020). A Markov chain
+
+    q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I),   t = 1..T,
+
+has the closed form (Ho et al. Eq. 4)
+
+    q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I),   abar_t = prod_{s<=t} (1 - beta_s),
+
+and the posterior (Ho et al. Eqs. 6-7)
+
+    q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I),
+    mu~_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
+    beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t.
+
+**Variance-exploding (VE) / sigma view** (Song et al. 2021; Karras et al. 2022). The same marginal, rescaled:
+``x = x_vp / sqrt(abar_t) = x_0 + sigma_t n`` with
+
+    sigma_t = sqrt((1 - abar_t) / abar_t),   abar_t = 1 / (1 + sigma_t^2).
+
+Every denoiser and sampler in the library works in the sigma view; this module is the one place that
+converts between them. Indices are 0-based in code: ``t = 0`` is the paper's t = 1 (least noise).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .schedules import make_betas
+from .types import append_dims
+
+
+# -- sigma <-> abar, VE <-> VP (the one place these formulas live) ----------------------------------------
+
+
+def sigma_to_alpha_bar(sigma: Tensor) -> Tensor:
+    """abar = 1 / (1 + sigma^2)."""
+    return 1.0 / (1.0 + sigma**2)
+
+
+def alpha_bar_to_sigma(alpha_bar: Tensor) -> Tensor:
+    """sigma = sqrt((1 - abar) / abar)."""
+    return ((1.0 - alpha_bar) / alpha_bar).sqrt()
+
+
+def ve_to_vp(x: Tensor, sigma: Tensor) -> Tensor:
+    """x_vp = x / sqrt(1 + sigma^2) = sqrt(abar) x."""
+    return x / append_dims((1.0 + sigma**2).sqrt(), x.ndim)
+
+
+def vp_to_ve(x_vp: Tensor, sigma: Tensor) -> Tensor:
+    """x = sqrt(1 + sigma^2) x_vp."""
+    return x_vp * append_dims((1.0 + sigma**2).sqrt(), x_vp.ndim)
+
+
+def add_noise(x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
+    """The VE forward process in one line: x = x0 + sigma * n,  sigma: (B,)."""
+    return x0 + append_dims(sigma, x0.ndim) * noise
+
+
+class DiscreteVP:
+    """A discrete VP process with T steps, built from a named variance schedule.
+
+    Attributes (all float64, shape (T,), index t = 0..T-1 for the paper's t = 1..T):
+    ``betas``, ``alphas`` = 1 - beta, ``alpha_bars`` = cumprod(alphas), ``sigmas`` = sqrt((1 - abar)/abar).
+    """
+
+    def __init__(self, schedule: str = "linear", T: int = 1000, **schedule_kwargs):
+        self.schedule = schedule
+        self.T = int(T)
+        self.betas = make_betas(schedule, self.T, **schedule_kwargs)
+        self.alphas = 1.0 - self.betas
+        self.alpha_bars = torch.cumprod(self.alphas, 0)
+        self.sigmas = alpha_bar_to_sigma(self.alpha_bars)
+        self.log_sigmas = self.sigmas.log()
+
+    # -- closed form and posterior (Ho et al. Eqs. 4, 6, 7) ------------------------------------------------
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Sample q(x_t | x_0) = N(sqrt(abar_t) x0, (1 - abar_t) I) in VP units; ``t: (B,)`` long."""
+        ab = self.alpha_bars.to(x0.device)[t].to(x0.dtype)
+        return append_dims(ab.sqrt(), x0.ndim) * x0 + append_dims((1 - ab).sqrt(), x0.ndim) * noise
+
+    def q_step(self, x_prev: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """One step of the Markov chain q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)."""
+        b = self.betas.to(x_prev.device)[t].to(x_prev.dtype)
+        return append_dims((1 - b).sqrt(), x_prev.ndim) * x_prev + append_dims(b.sqrt(), x_prev.ndim) * noise
+
+    def posterior(self, x_t: Tensor, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(x_{t-1} | x_t, x_0) in VP units, ``t: (B,)`` long with t >= 1."""
+        dev, dt, nd = x_t.device, x_t.dtype, x_t.ndim
+        ab = self.alpha_bars.to(dev)[t]
+        ab_prev = self.alpha_bars.to(dev)[t - 1]
+        beta = self.betas.to(dev)[t]
+        coef_x0 = ab_prev.sqrt() * beta / (1 - ab)
+        coef_xt = (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
+        var = (1 - ab_prev) / (1 - ab) * beta
+        mean = append_dims(coef_x0.to(dt), nd) * x0 + append_dims(coef_xt.to(dt), nd) * x_t
+        return mean, var.to(dt)
+
+    # -- sigma <-> t -----------------------------------------------------------------------------------------
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    def t_to_sigma(self, t: Tensor) -> Tensor:
+        """Continuous t in [0, T-1] to sigma, interpolating log sigma linearly between table entries."""
+        t = t.to(torch.float64).clamp(0, self.T - 1)
+        lo = t.floor().long()
+        hi = t.ceil().long()
+        w = t - lo
+        log_sigmas = self.log_sigmas.to(t.device)
+        return ((1 - w) * log_sigmas[lo] + w * log_sigmas[hi]).exp()
+
+    def sigma_to_t(self, sigma: Tensor) -> Tensor:
+        """Inverse of :meth:`t_to_sigma`: a fractional timestep for any sigma, clamped to the table's range.
+
+        log sigma_t is increasing in t, so we locate log sigma between neighbours and interpolate.
+        """
+        log_sigma = sigma.to(torch.float64).clamp(min=1e-30).log()
+        log_sigmas = self.log_sigmas.to(sigma.device)
+        log_sigma = log_sigma.clamp(log_sigmas[0], log_sigmas[-1])
+        hi = torch.searchsorted(log_sigmas, log_sigma.contiguous()).clamp(1, self.T - 1)
+        lo = hi - 1
+        w = (log_sigma - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])
+        return lo.to(torch.float64) + w.clamp(0, 1)

@@ -1,0 +1,153 @@
+"""Noise schedules: variance schedules beta_t for the discrete process, and the sigma grids samplers walk.
+
+Two different things share the word "schedule":
+
+* a **variance schedule** ``beta_1 .. beta_T`` defines a discrete variance-preserving (VP) process at
+  training time (:func:`make_betas`);
+* a **sampling grid** is the decreasing list of noise levels ``sigma_0 > ... > sigma_{N-1} > 0`` a sampler
+  steps through, with a final 0 appended (:func:`make_sigmas`).
+
+All grids are float64 and built by pure functions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# ---------------------------------------------------------------------------------------------------------
+# Variance schedules beta_t, t = 1..T (returned 0-indexed, shape (T,), float64)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """Ho et al. 2020, Sec. 4: beta_t linear from ``beta_start`` to ``beta_end``.
+
+    The defaults are the paper's for T = 1000; for other T we keep the same endpoints (the course preset
+    uses T = 500, beta from 1e-4 to 0.02).
+    """
+    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+
+
+def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """Nichol & Dhariwal 2021, Eq. 17: alpha_bar(t) = f(t)/f(0), f(t) = cos(((t/T + s)/(1 + s)) * pi/2)^2.
+
+    beta_t = 1 - alpha_bar(t)/alpha_bar(t-1), clipped at ``max_beta`` to avoid the singularity at t = T.
+    """
+    t = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    return betas.clamp(max=max_beta)
+
+
+def sigmoid_betas(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = 0.999) -> Tensor:
+    """Sigmoid schedule (Jabri et al. 2022, "Scalable Adaptive Computation", Alg. 1 / Chen 2023):
+
+    alpha_bar(t) = (-sigmoid((t*(end - start) + start)/tau) + sigmoid(end/tau)) /
+                   (sigmoid(end/tau) - sigmoid(start/tau)),  t in [0, 1].
+    """
+    t = torch.arange(T + 1, dtype=torch.float64) / T
+    v_start = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64))
+    v_end = torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
+    alpha_bar = (-torch.sigmoid((t * (end - start) + start) / tau) + v_end) / (v_end - v_start)
+    betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    return betas.clamp(min=0.0, max=max_beta)
+
+
+BETA_SCHEDULES = {
+    "linear": linear_betas,
+    "cosine": cosine_betas,
+    "sigmoid": sigmoid_betas,
+}
+
+
+def make_betas(name: str, T: int, **kwargs) -> Tensor:
+    """Look up a variance schedule by name (``linear``, ``cosine``, ``sigmoid``)."""
+    if name not in BETA_SCHEDULES:
+        raise ValueError(f"unknown beta schedule {name!r}; choose from {', '.join(BETA_SCHEDULES)}")
+    if T < 1:
+        raise ValueError(f"the number of timesteps T must be >= 1, got {T}")
+    return BETA_SCHEDULES[name](T, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling grids: decreasing sigmas with a final 0, shape (n + 1,), float64
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _append_zero(sigmas: Tensor) -> Tensor:
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """Karras et al. 2022 (EDM), Eq. 5: sigma_i = (s_max^(1/rho) + i/(n-1) (s_min^(1/rho) - s_max^(1/rho)))^rho."""
+    _check_n(n)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    inv_rho_max, inv_rho_min = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return _append_zero((inv_rho_max + ramp * (inv_rho_min - inv_rho_max)) ** rho)
+
+
+def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """Uniform in log sigma, i.e. uniform in log-SNR (lambda = -log sigma); the DPM-Solver grid."""
+    _check_n(n)
+    if n == 1:
+        return _append_zero(torch.tensor([sigma_max], dtype=torch.float64))
+    return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp())
+
+
+def _check_n(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"the number of steps must be >= 1, got {n}")
+
+
+def timestep_indices(T: int, n: int, spacing: str = "trailing") -> Tensor:
+    """Choose ``n`` of the ``T`` training timesteps (0-based, decreasing) for a DDPM-trained model.
+
+    Spacings as in Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample Steps are Flawed", Tab. 2):
+    * ``leading``  - t = 0, T/n, 2T/n, ... (DDIM's original choice; never reaches the last timestep),
+    * ``trailing`` - t = T - 1, T - 1 - T/n, ... (always starts at the noisiest timestep),
+    * ``linspace`` - n points evenly from 0 to T - 1 inclusive.
+    """
+    _check_n(n)
+    if n > T:
+        raise ValueError(f"cannot take {n} steps from a model with T = {T} timesteps")
+    if spacing == "leading":
+        step = T // n
+        idx = torch.arange(n, dtype=torch.float64) * step
+    elif spacing == "trailing":
+        idx = (T - torch.arange(n, dtype=torch.float64) * (T / n)).round() - 1
+        idx = idx.flip(0)
+    elif spacing == "linspace":
+        idx = torch.linspace(0, T - 1, n, dtype=torch.float64).round()
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}; choose leading, trailing or linspace")
+    return idx.long().flip(0)
+
+
+def make_sigmas(kind: str, n: int, sigma_min: float, sigma_max: float, *, rho: float = 7.0,
+                discrete_sigmas: Tensor | None = None, spacing: str = "trailing") -> Tensor:
+    """Build a sampling grid of ``n`` steps (``n + 1`` values, the last one 0).
+
+    ``kind``:
+    * ``karras``      - EDM's rho-spaced grid (default rho = 7);
+    * ``exponential`` - uniform in log-SNR;
+    * ``uniform_t``   - for a discrete VP model: n of its timesteps (``spacing`` leading/trailing/linspace),
+      read from ``discrete_sigmas`` (its table sigma_t, t = 0..T-1).
+    For the first two kinds, ``discrete_sigmas`` (if given) clamps the range to what the model was trained on.
+    """
+    if kind == "karras":
+        return karras_sigmas(n, sigma_min, sigma_max, rho)
+    if kind == "exponential":
+        return exponential_sigmas(n, sigma_min, sigma_max)
+    if kind == "uniform_t":
+        if discrete_sigmas is None:
+            raise ValueError("the uniform_t grid needs a discrete (DDPM-trained) model's sigma table")
+        idx = timestep_indices(len(discrete_sigmas), n, spacing)
+        return _append_zero(discrete_sigmas.to(torch.float64)[idx])
+    raise ValueError(f"unknown sigma grid {kind!r}; choose from {', '.join(SIGMA_GRIDS)}")
+
+
+SIGMA_GRIDS = ("karras", "exponential", "uniform_t")
