@@ -1,0 +1,25 @@
+"""From a config to a denoiser: the process, the raw network, and the Precond wrapper that joins them."""
+
+from __future__ import annotations
+
+from .config import DiffusionConfig, RunConfig
+from .precond import Precond
+from .process import DiscreteVP
+
+
+def build_process(d: DiffusionConfig) -> DiscreteVP | None:
+    """The discrete VP process of a DDPM-style model, or None for a continuous-sigma (EDM) model."""
+    if d.process != "discrete":
+        return None
+    kwargs = {"beta_start": d.beta_start, "beta_end": d.beta_end} if d.schedule == "linear" else {}
+    return DiscreteVP(d.schedule, d.T, **kwargs)
+
+
+def build_model(cfg: RunConfig, data_shape: tuple[int, ...]) -> Precond:
+    """The network named by ``cfg.model`` for examples of ``data_shape``, wrapped as D(x, sigma, cond)."""
+    from .nets import build_net
+
+    d = cfg.diffusion
+    net = build_net(cfg.model, tuple(data_shape))
+    return Precond(net, d.parameterization, sigma_data=d.sigma_data, process=build_process(d),
+                   noise_conditioning=d.noise_conditioning, sigma_min=d.sigma_min, sigma_max=d.sigma_max)
