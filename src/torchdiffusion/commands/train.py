@@ -1,0 +1,73 @@
+"""torchdiffusion train: train a model from a preset (+ overrides) into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "train a diffusion model into a run folder (resumes if the folder holds a checkpoint)"
+EXAMPLES = """examples:
+  torchdiffusion train --preset mnist-cpu --out runs/mnist
+  torchdiffusion train --preset toy-2d --out runs/toy --set train.images=200000
+  torchdiffusion train --preset mnist-cpu --set data.source=folder --set data.path=~/pics \\
+      --set data.image_size=32,32 --set data.channels=3 --out runs/pics
+  torchdiffusion train --preset course --dry-run          # print the resolved config and exit
+  torchrun --nproc_per_node=2 -m torchdiffusion train --preset mnist-cpu --out runs/ddp
+presets: see 'torchdiffusion train --list-presets'"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="mnist-cpu", help="named preset to start from (default: mnist-cpu)")
+    p.add_argument("--config", help="a config.json to start from instead of a preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.lr=1e-3 (repeatable)")
+    p.add_argument("--out", help="run folder (default: runs/<preset>)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+
+
+def resolve_config(args: argparse.Namespace):
+    from ..config import ConfigError, from_json, get_preset, override, validate
+
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        cfg = from_json(path.read_text())
+    else:
+        cfg = get_preset(args.preset)
+    return validate(override(cfg, args.set))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import PRESETS, to_json
+
+    if args.list_presets:
+        for name, c in PRESETS.items():
+            print(f"{name:14s} {c.data.source:12s} {c.model.net:5s} {c.diffusion.parameterization:4s} "
+                  f"{c.train.images:>9,d} images")
+        return 0
+    cfg = resolve_config(args)
+    if args.dry_run:
+        print(to_json(cfg))
+        return 0
+    out = Path(args.out or f"runs/{cfg.preset}")
+    data = load_and_check(cfg)
+    from ..training import train
+
+    train(cfg, out, resume=not args.no_resume, progress=not args.no_progress, data=data)
+    print(f"run folder: {out}", file=sys.stderr)
+    return 0
+
+
+def load_and_check(cfg):
+    """Load the data and build the network once before anything is written, so bad input fails cleanly."""
+    from ..data import load_data
+    from ..model import build_model
+
+    data = load_data(cfg.data, split="train", seed=cfg.train.seed)
+    build_model(cfg, data.shape)  # raises ConfigError for e.g. a size not divisible by 2^levels
+    return data

@@ -1,0 +1,212 @@
+"""Loading a run folder and generating from it: the library entry point every front-end calls.
+
+    run = load_run("runs/demo")                       # EMA weights, eval mode
+    x = generate(run.model, seeds=range(64), sample=run.config.sample, data_shape=run.data_shape)
+
+``generate`` builds the sigma grid, binds the conditioning, applies denoiser wrappers (clamping, guidance,
+editing) and runs the sampler batch by batch with per-image seeds: image k depends only on seeds[k].
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import ConfigError, RunConfig, SampleConfig, from_json, validate
+from .precond import Precond
+from .samplers import get_sampler
+from .schedules import make_sigmas
+from .types import Callback, Cond, Denoiser, NoiseSource
+
+
+class RunError(ValueError):
+    """A run folder that cannot be loaded; one line for the user."""
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    config: RunConfig
+    model: Precond  # eval mode, on `device`
+    data_shape: tuple[int, ...]
+    info: dict  # run.json
+
+    @property
+    def kind(self) -> str:
+        return self.info.get("kind", "image" if len(self.data_shape) == 3 else "vector")
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise RunError(f"{path.parent} is not a complete run folder: {path.name} is missing")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is damaged ({what} is not valid JSON: {e})") from None
+    if not isinstance(d, dict):
+        raise RunError(f"{path} is damaged ({what} must hold an object)")
+    return d
+
+
+def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of a run folder from config.json + run.json + ``<weights>.safetensors``.
+
+    ``weights``: ``ema`` (default; falls back to ``model`` when the run kept no EMA) or ``model`` (raw).
+    Raises :class:`RunError` (one line) for a missing folder or missing/damaged files.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model import build_model
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run folder {path} does not exist")
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise RunError(f"{path} is not a run folder: config.json is missing")
+    try:
+        cfg = validate(from_json(cfg_path.read_text()))
+    except ConfigError as e:
+        raise RunError(f"{cfg_path} is damaged: {e}") from None
+    info = _read_json(path / "run.json", "run.json")
+    data_shape = tuple(int(v) for v in info.get("data_shape", ()))
+    if not data_shape:
+        raise RunError(f"{path / 'run.json'} is damaged: no data_shape")
+    if weights not in ("ema", "model"):
+        raise RunError(f"weights must be 'ema' or 'model', got {weights!r}")
+    wfile = path / f"{weights}.safetensors"
+    if weights == "ema" and not wfile.is_file():
+        wfile = path / "model.safetensors"
+    if not wfile.is_file():
+        raise RunError(f"{path} has no trained weights yet ({wfile.name} is missing)")
+    try:
+        state = load_file(str(wfile), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise RunError(f"{wfile} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    model = build_model(cfg, data_shape)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise RunError(f"{wfile} does not match the network in config.json ({str(e).splitlines()[0]})") from None
+    model.to(device).eval().requires_grad_(False)
+    return LoadedRun(path=path, config=cfg, model=model, data_shape=data_shape, info=info)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sigma grids for a model
+# ---------------------------------------------------------------------------------------------------------
+
+
+def make_grid_sigmas(model: Precond, sample: SampleConfig, steps: int | None = None) -> Tensor:
+    """The sampling grid a SampleConfig asks for, over the sigma range the model was trained on."""
+    steps = sample.steps if steps is None else steps
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+    discrete = model.process.sigmas if model.process is not None else None
+    if sample.grid == "uniform_t" and discrete is None:
+        raise ConfigError("the uniform_t grid needs a DDPM-trained (discrete) model; use karras or exponential")
+    try:
+        return make_sigmas(sample.grid, steps, model.sigma_min, model.sigma_max, rho=sample.rho,
+                           discrete_sigmas=discrete, spacing=sample.spacing)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Denoiser wrappers used here (the full set lives in guidance.py)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def clamped(D: Denoiser, lo: float = -1.0, hi: float = 1.0) -> Denoiser:
+    """Clip x0_hat to the data range (Ho et al.'s "clipped" sampling) - a denoiser wrapper."""
+    return lambda x, sigma: D(x, sigma).clamp(lo, hi)
+
+
+def _slice_cond(cond: Cond, sl: slice) -> Cond:
+    if cond is None:
+        return None
+    if isinstance(cond, dict):
+        return {k: (v[sl] if isinstance(v, Tensor) else v) for k, v in cond.items()}
+    return cond[sl]
+
+
+def sampler_knobs(name: str, sample: SampleConfig) -> dict:
+    """The SampleConfig knobs a given sampler understands."""
+    return {"eta": sample.eta} if name == "ddim" else {}
+
+
+@torch.no_grad()
+def generate(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_shape: Sequence[int], *,
+             cond: Cond = None, callback: Callback | None = None,
+             wrap: Callable[[Denoiser, slice], Denoiser] | None = None,
+             device: str | torch.device | None = None, precision: str = "fp32") -> Tensor:
+    """Sample ``len(seeds)`` examples; returns (N, *data_shape) float32 on the CPU.
+
+    Args:
+        model: a Precond (eval mode).
+        seeds: one seed per image; image k depends only on seeds[k] (not on batch size or order).
+        sample: sampler, steps, grid, clamping, batch size...
+        data_shape: one example's shape, e.g. (1, 28, 28).
+        cond: conditioning for all N images (dict of (N, ...) tensors, or None); sliced per batch.
+        callback: receives a StepInfo per step (batch by batch).
+        wrap: optional ``wrap(D, batch_slice) -> D`` applied after conditioning (guidance, inpainting...).
+        precision: ``fp32`` or ``bf16`` (autocast of the network only; the sampler's arithmetic stays fp32).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    sampler = get_sampler(sample.sampler)
+    sigmas = make_grid_sigmas(model, sample)
+    knobs = sampler_knobs(sample.sampler, sample)
+    seeds = [int(s) for s in seeds]
+    out = []
+    bs = max(1, sample.batch_size)
+    for start in range(0, len(seeds), bs):
+        sl = slice(start, min(start + bs, len(seeds)))
+        ns = NoiseSource(seeds[sl], data_shape, device=device)
+        x = ns.initial() * float(sigmas[0])
+        D = model.bind(_slice_cond(cond, sl))
+        if sample.clip_denoised:
+            D = clamped(D)
+        if wrap is not None:
+            D = wrap(D, sl)
+        if precision == "bf16":
+            D = _autocast(D, device)
+        x = sampler(D, x, sigmas, noise=ns, callback=callback, **knobs)
+        out.append(x.float().cpu())
+    x = torch.cat(out)
+    if len(data_shape) == 3 and sample.clip_denoised:
+        x = x.clamp(-1, 1)
+    return x
+
+
+def _autocast(D: Denoiser, device: torch.device) -> Denoiser:
+    def wrapped(x, sigma):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return D(x, sigma).float()
+
+    return wrapped
+
+
+@torch.no_grad()
+def trajectory(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_shape: Sequence[int], *,
+               cond: Cond = None, frames: int = 40) -> tuple[Tensor, list[Tensor], list[Tensor], list[float]]:
+    """Sample and record the path: returns (final x, x_t per step in VP scale, x0_hat per step, sigmas).
+
+    x_t is shown divided by sqrt(1 + sigma^2) (the VP scaling) so every frame has unit-ish range; at most
+    ``frames`` evenly spaced steps are kept (always the last one).
+    """
+    xs, x0s, sig = [], [], []
+
+    def cb(info):
+        xs.append((info.x / (1 + info.sigma_next**2) ** 0.5).float().cpu())
+        x0s.append(info.denoised.float().cpu())
+        sig.append(info.sigma_next)
+
+    x = generate(model, seeds, replace(sample, batch_size=len(seeds)), data_shape, cond=cond, callback=cb)
+    keep = sorted(set(torch.linspace(0, len(xs) - 1, min(frames, len(xs))).round().long().tolist()))
+    return x, [xs[i] for i in keep], [x0s[i] for i in keep], [sig[i] for i in keep]

@@ -1,0 +1,146 @@
+"""Pictures: image grids, GIFs of the denoising, scatter plots of vector data. Pillow + numpy (+ matplotlib).
+
+All writers are atomic: they write ``<name>.tmp<suffix>`` and rename, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _atomic_target(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, path.with_name(path.stem + ".tmp" + path.suffix)
+
+
+def to_uint8_hwc(images: Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8 (C = 1 or 3; other channel counts show the first 3)."""
+    x = images.detach().to(torch.float32).cpu().clamp(-1, 1)
+    if x.shape[1] not in (1, 3):
+        x = x[:, :3] if x.shape[1] > 3 else x[:, :1]
+    x = ((x + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def make_grid(images: Tensor, nrow: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
+    """Tile (B, C, H, W) images in [-1, 1] into one (H', W', C) uint8 array, ``nrow`` images per row."""
+    arr = to_uint8_hwc(images)
+    B, H, W, C = arr.shape
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(B))))
+    ncol_rows = int(math.ceil(B / nrow))
+    grid = np.full((ncol_rows * (H + pad) + pad, nrow * (W + pad) + pad, C), pad_value, dtype=np.uint8)
+    for k in range(B):
+        r, c = divmod(k, nrow)
+        grid[pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = arr[k]
+    return grid
+
+
+def _pil(arr: np.ndarray, scale: int = 1):
+    from PIL import Image
+
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img
+
+
+def auto_scale(height: int) -> int:
+    """Nearest-neighbour upscaling so small images (8-32 px) stay visible."""
+    return max(1, 256 // max(height, 1)) if height < 64 else 1
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int | None = None) -> Path:
+    """Write a PNG grid of (B, C, H, W) images in [-1, 1]."""
+    path, tmp = _atomic_target(path)
+    scale = scale if scale is not None else min(4, auto_scale(images.shape[-2] * 2))
+    _pil(make_grid(images, nrow), scale).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def save_gif(frames: Sequence[np.ndarray], path: str | Path, duration_ms: int = 120, scale: int = 1,
+             hold_last_ms: int = 1500) -> Path:
+    """Write an animated GIF from (H, W, C) uint8 frames; the last frame is held a little longer."""
+    path, tmp = _atomic_target(path)
+    imgs = [_pil(f, scale) for f in frames]
+    durations = [duration_ms] * (len(imgs) - 1) + [hold_last_ms]
+    imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=durations, loop=0)
+    os.replace(tmp, path)
+    return path
+
+
+def trajectory_frames(xs: Sequence[Tensor], x0s: Sequence[Tensor], nrow: int | None = None) -> list[np.ndarray]:
+    """Frames showing, at each step, the noisy x_t grid (left) beside the predicted x0_hat grid (right).
+
+    ``xs[i]`` and ``x0s[i]`` are (B, C, H, W) in data units; x_t is shown scaled into [-1, 1] by its own
+    VP factor by the caller (see :func:`torchdiffusion.generate.trajectory`).
+    """
+    frames = []
+    for x, x0 in zip(xs, x0s):
+        left, right = make_grid(x, nrow), make_grid(x0, nrow)
+        gap = np.full((left.shape[0], 8, left.shape[2]), 255, dtype=np.uint8)
+        frames.append(np.concatenate([left, gap, right], axis=1))
+    return frames
+
+
+def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "",
+                 lim: float | None = None) -> Path:
+    """Scatter plot of 2-D samples (N, 2), optionally over reference data, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path, tmp = _atomic_target(path)
+    p = points.detach().cpu().to(torch.float32).numpy()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    if reference is not None:
+        r = reference.detach().cpu().to(torch.float32).numpy()
+        ax.scatter(r[:, 0], r[:, 1], s=2, alpha=0.3, c="tab:gray", label="data")
+    ax.scatter(p[:, 0], p[:, 1], s=2, alpha=0.6, c="tab:blue", label="samples")
+    if lim is not None:
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title)
+    if reference is not None:
+        ax.legend(loc="upper right", markerscale=4)
+    fig.tight_layout()
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def save_scatter_gif(frames: Sequence[Tensor], path: str | Path, lim: float = 4.0, titles: Sequence[str] | None = None,
+                     duration_ms: int = 150) -> Path:
+    """Animated scatter of 2-D points along a trajectory (one (N, 2) tensor per frame)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    for k, pts in enumerate(frames):
+        fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
+        p = pts.detach().cpu().to(torch.float32).numpy()
+        ax.scatter(p[:, 0], p[:, 1], s=2, alpha=0.6)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        if titles is not None:
+            ax.set_title(titles[k])
+        fig.tight_layout()
+        fig.canvas.draw()
+        out.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+        plt.close(fig)
+    return save_gif(out, path, duration_ms=duration_ms)
