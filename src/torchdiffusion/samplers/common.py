@@ -1,16 +1,31 @@
-"""Shared pieces of the samplers: the probability-flow derivative, step reporting, default noise.
+"""Shared pieces of the samplers: the probability-flow derivative, step reporting, default noise, and the
+quadrature weights every multistep method is built from.
 
 The probability-flow ODE in EDM form (Karras et al. 2022, Eq. 4 with s(t) = 1, sigma(t) = t) is
 
     dx/dsigma = (x - D(x, sigma)) / sigma,
 
-which every deterministic sampler integrates from sigmas[0] down to 0.
+which every deterministic sampler integrates from sigmas[0] down to 0. In the log-SNR variable
+lambda = -log sigma its solution is the variation-of-constants formula of DPM-Solver++ (Lu et al. 2022b,
+Eq. 9, written in VE units where the VP scale alpha cancels):
+
+    x_t = (sigma_t / sigma_s) x_s + sigma_t * int_{lambda_s}^{lambda_t} e^lambda D(x_lambda, lambda) dlambda,
+
+and its stochastic family (SDE-DPM-Solver++, Lu et al. 2022b Sec. 5; eta = 1 is the reverse VP SDE)
+
+    x_t = (sigma_t/sigma_s) e^{-eta h} x_s + int_0^h (1+eta) e^{-(1+eta)(h - tau)} D(lambda_s + tau) dtau
+          + sigma_t sqrt(1 - e^{-2 eta h}) z,            h = lambda_t - lambda_s.
+
+Multistep solvers replace D by the polynomial through past (and, for a corrector, new) denoiser outputs and
+integrate it exactly: :func:`exp_weights`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,6 +35,11 @@ from ..types import Callback, Denoiser, StepInfo, default_noise
 def to_d(x: Tensor, sigma: float | Tensor, denoised: Tensor) -> Tensor:
     """dx/dsigma = (x - D(x, sigma)) / sigma (EDM Eq. 4)."""
     return (x - denoised) / sigma
+
+
+def to_score(x: Tensor, sigma: float, denoised: Tensor) -> Tensor:
+    """grad_x log p_sigma(x) = (D(x, sigma) - x) / sigma^2 (Tweedie's formula)."""
+    return (denoised - x) / (sigma * sigma)
 
 
 def call_denoiser(denoise: Denoiser, x: Tensor, sigma: float | Tensor) -> Tensor:
@@ -47,3 +67,66 @@ def check_sigmas(sigmas: Tensor) -> list[float]:
     if any(b >= a for a, b in zip(s[:-1], s[1:])) or s[-1] < 0:
         raise ValueError("a sigma grid must be strictly decreasing and non-negative")
     return s
+
+
+def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
+    """Split a stochastic step sigma -> sigma_next into a deterministic part down to sigma_down and fresh
+    noise of std sigma_up, sigma_down^2 + sigma_up^2 = sigma_next^2 (the ancestral step of k-diffusion;
+    eta = 1 matches the DDPM posterior variance in VE units)."""
+    if sigma_next == 0 or eta == 0:
+        return sigma_next, 0.0
+    sigma_up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+    return math.sqrt(sigma_next**2 - sigma_up**2), sigma_up
+
+
+def _exp_moments(H: float, K: int) -> list[float]:
+    """I_k = int_0^H e^{-(H - v)} (v/H)^k dv for k = 0..K-1, stable for every H > 0.
+
+    Small H: the series e^{-H} sum_m H^{m+1} / (m! (m + k + 1)); otherwise the recurrence
+    I_0 = 1 - e^{-H}, I_k = 1 - (k/H) I_{k-1} (integration by parts)."""
+    if H < 1.0:
+        out = []
+        for k in range(K):
+            term, total, m = H, 0.0, 0
+            while True:
+                add = term / (m + k + 1)
+                total += add
+                if abs(add) < 1e-18 * abs(total) or m > 60:
+                    break
+                m += 1
+                term *= H / m
+            out.append(math.exp(-H) * total)
+        return out
+    out = [-math.expm1(-H)]
+    for k in range(1, K):
+        out.append(1.0 - k / H * out[-1])
+    return out
+
+
+def exp_weights(h: float, taus: Sequence[float], eta: float = 0.0) -> list[float]:
+    """Weights w_j with  int_0^h c e^{-c (h - tau)} P(tau) dtau = sum_j w_j D_j,  c = 1 + eta,
+
+    where P is the polynomial through the points (taus[j], D_j) (tau = lambda - lambda_s: 0 for the current
+    step, negative for past steps, h for a corrector's new point). With one node this is the first-order
+    step 1 - e^{-h} of DDIM / DPM-Solver++(1); with k nodes the step is of order k (DPM-Solver++ kM,
+    Lu et al. 2022b; DEIS tAB, Zhang & Chen 2023). Exact for polynomial D of degree len(taus) - 1.
+    """
+    k = len(taus)
+    u = np.asarray(taus, dtype=np.float64) / h  # scaled nodes keep the Vandermonde system well conditioned
+    V = np.vander(u, k, increasing=True)  # V[j, m] = u_j^m
+    A = np.linalg.inv(V)  # Lagrange basis l_j(u) = sum_m A[m, j] u^m
+    c = 1.0 + eta
+    I = np.asarray(_exp_moments(c * h, k))  # int over [0, h] of c e^{-c(h - tau)} (tau/h)^m dtau = I_m
+    return [float(v) for v in I @ A]
+
+
+def poly_integral_weights(nodes: Sequence[float], a: float, b: float) -> list[float]:
+    """Weights w_j with int_a^b P(s) ds = sum_j w_j f_j for the polynomial P through (nodes[j], f_j): the
+    Adams-Bashforth coefficients of a linear multistep method on an uneven grid."""
+    k = len(nodes)
+    scale = max(abs(v) for v in nodes) or 1.0
+    u = np.asarray(nodes, dtype=np.float64) / scale
+    A = np.linalg.inv(np.vander(u, k, increasing=True))
+    ua, ub = a / scale, b / scale
+    I = np.array([(ub ** (m + 1) - ua ** (m + 1)) / (m + 1) for m in range(k)]) * scale
+    return [float(v) for v in I @ A]
