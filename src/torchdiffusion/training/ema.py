@@ -1,0 +1,58 @@
+"""Exponential moving average of the weights, with its half-life counted in images (Karras et al. 2022).
+
+EDM (training/training_loop.py, Appendix F.1) defines the EMA by the number of images over which an old
+weight loses half its influence, not by a per-step decay, so the average means the same thing whatever the
+batch size:
+
+    h    = min(h_images, n * r)          (warm-up: the half-life grows with images seen n, ratio r)
+    beta = 0.5 ** (B / max(h, 1e-8))     (decay per optimizer step of B images)
+    theta_ema <- beta * theta_ema + (1 - beta) * theta
+
+At the first step n = 0, so h = 0, beta = 0 and the average starts as a copy of the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def ema_beta(batch_images: int, images_seen: int, halflife_images: float, warmup_ratio: float = 0.0) -> float:
+    """The EMA decay for one optimizer step of ``batch_images`` images taken after ``images_seen`` images.
+
+    ``warmup_ratio <= 0`` disables the warm-up (a constant half-life); ``halflife_images <= 0`` means no
+    averaging (beta = 0: the average is the current weights).
+    """
+    h = float(halflife_images)
+    if h <= 0:
+        return 0.0
+    if warmup_ratio > 0:
+        h = min(h, images_seen * warmup_ratio)
+    return 0.5 ** (batch_images / max(h, 1e-8))
+
+
+class EMA:
+    """A frozen float32 copy of a module whose parameters track the module's by :func:`ema_beta`.
+
+    Buffers are copied, not averaged. ``module`` is the averaged copy: save its ``state_dict()``, sample
+    from it in eval mode.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, beta: float) -> None:
+        """theta_ema <- beta theta_ema + (1 - beta) theta, parameter by parameter."""
+        for p_ema, p in zip(self.module.parameters(), model.parameters(), strict=True):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.module.buffers(), model.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state, strict=True)
