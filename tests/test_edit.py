@@ -6,8 +6,20 @@ import pytest
 import torch
 
 from torchdiffusion.analytic import IsotropicGaussian
-from torchdiffusion.edit import (EditError, img2img, inpaint, interpolate, interpolate_images, invert,
-                                 known_region, outpaint_canvas, psnr, repaint_moves, slerp, strength_sigmas)
+from torchdiffusion.edit import (
+    EditError,
+    img2img,
+    inpaint,
+    interpolate,
+    interpolate_images,
+    invert,
+    known_region,
+    outpaint_canvas,
+    psnr,
+    repaint_moves,
+    slerp,
+    strength_sigmas,
+)
 from torchdiffusion.masks import MaskError, make_mask, save_mask_png
 from torchdiffusion.samplers import SAMPLERS, get_sampler
 from torchdiffusion.schedules import karras_sigmas
@@ -230,4 +242,5 @@ def test_bad_mask_shape_is_an_edit_error():
 
 
 def test_psnr():
-    assert math.isclose(psnr(torch.zeros(1, 4), torch.full((1, 4), 0.2)).item(), 10 * math.log10(4 / 0.04), rel_tol=1e-6)
+    value = psnr(torch.zeros(1, 4), torch.full((1, 4), 0.2)).item()
+    assert math.isclose(value, 10 * math.log10(4 / 0.04), rel_tol=1e-6)

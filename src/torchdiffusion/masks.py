@@ -46,7 +46,7 @@ def _hole_box(spec: str, H: int, W: int) -> Tensor:
         x0, y0, x1, y1 = (round(v * n) for v, n in zip(vals, (W, H, W, H)))
     else:
         if any(v != int(v) for v in vals):
-            raise MaskError(f"box mask takes whole pixels or fractions like 0.25 (all with a decimal point), got {spec!r}")
+            raise MaskError(f"box mask takes whole pixels or fractions like 0.25 (with a decimal point), got {spec!r}")
         x0, y0, x1, y1 = (int(v) for v in vals)
     if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
         raise MaskError(f"box {spec!r} must satisfy 0 <= x0 < x1 <= {W} and 0 <= y0 < y1 <= {H}")
