@@ -1,0 +1,102 @@
+"""Data sources: every one loads a whole data set into memory as :class:`TensorData`.
+
+``load_data(cfg, split, seed)`` is the one entry point:
+
+* ``split="train"``: the examples left after the holdout, in the order of a seeded permutation (so
+  ``data.limit = N`` takes N examples spread over every class even when the file is sorted by class);
+* ``split="holdout"``: the last ``data.holdout`` examples of that permutation (disjoint from "train");
+* ``split="test"``: the source's own test split, in file order (Fashion-MNIST only).
+
+Then, for images, ``data.image_size`` (scale to cover, centre-crop) and ``data.channels`` (1 or 3) apply to
+every source. Sources (``SOURCES``): mnist5k, digits, fashion_mnist, emoji, folder, array, toy; see their
+modules for the file formats and value conventions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..config import DataConfig
+from .base import DataError, TensorData, cache_dir, check_size, match_channels, resize_crop, to_uint8
+from .builtin import load_digits, load_fashion_mnist, load_fashion_mnist_test, load_mnist5k
+from .emoji import EMOJI_CLASSES, load_emoji
+from .files import load_array, load_folder, read_image
+from .toy import TOYS, load_toy
+
+__all__ = [
+    "DataError", "EMOJI_CLASSES", "SOURCES", "SPLITS", "Source", "TOYS", "TensorData", "cache_dir", "load_data",
+    "read_image", "to_uint8",
+]
+
+
+@dataclass(frozen=True)
+class Source:
+    load: Callable[[DataConfig, int], TensorData]  # the training pool; seed only matters for random toys
+    load_test: Callable[[DataConfig], TensorData] | None = None  # the official test split, if the source has one
+
+
+SOURCES: dict[str, Source] = {
+    "mnist5k": Source(load_mnist5k),
+    "digits": Source(load_digits),
+    "fashion_mnist": Source(load_fashion_mnist, load_fashion_mnist_test),
+    "emoji": Source(load_emoji),
+    "folder": Source(load_folder),
+    "array": Source(load_array),
+    "toy": Source(load_toy),
+}
+SPLITS = ("train", "holdout", "test")
+
+
+def split_indices(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, holdout) index tensors: a permutation of 0..n-1 seeded with ``seed``, its last ``holdout`` kept out."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n - holdout], perm[n - holdout :]
+
+
+def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorData:
+    """The ``split`` of the source ``cfg.source`` as (N, C, H, W) images in [-1, 1] or (N, D) vectors.
+
+    Args:
+        cfg: the data section of the run config.
+        split: "train", "holdout" or "test" (see the module docstring).
+        seed: seeds the train/holdout permutation (and the draw of toy points).
+
+    Raises:
+        DataError: unknown source or split, bad holdout/limit, or a source that cannot be read.
+    """
+    if cfg.source not in SOURCES:
+        raise DataError(f"unknown data source {cfg.source!r}; choose from {', '.join(SOURCES)}")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    if cfg.holdout < 0:
+        raise DataError(f"data.holdout must be >= 0, got {cfg.holdout}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise DataError(f"data.limit must be >= 1, got {cfg.limit}")
+    size = check_size(cfg.image_size)
+    if cfg.channels not in (None, 1, 3):
+        raise DataError(f"data.channels must be 1 or 3, got {cfg.channels}")
+    src = SOURCES[cfg.source]
+
+    if split == "test":
+        if src.load_test is None:
+            raise DataError(f"the {cfg.source} source has no test split; use split=holdout with data.holdout=N")
+        data = src.load_test(cfg)
+    else:
+        data = src.load(cfg, seed)
+        n = len(data)
+        if split == "holdout" and cfg.holdout == 0:
+            raise DataError("the holdout split is empty; set data.holdout=N")
+        if cfg.holdout >= n:
+            raise DataError(f"data.holdout={cfg.holdout} leaves no training examples out of {n}")
+        train_idx, holdout_idx = split_indices(n, cfg.holdout, seed)
+        idx = holdout_idx if split == "holdout" else train_idx[: cfg.limit]
+        data = data.select(idx)
+
+    if data.kind == "image":
+        x = match_channels(resize_crop(data.x, size), cfg.channels)
+        if x is not data.x:
+            data.x = x.contiguous()
+    return data

@@ -1,0 +1,175 @@
+"""The in-memory data set every source returns, and the few pixel conversions they share.
+
+Pixel convention (one place): an 8-bit value ``u`` in 0..255 is the float ``x = u / 127.5 - 1`` in [-1, 1], and
+back ``u = round((x + 1) * 127.5)`` clamped to 0..255; the round trip is exact. Grayscale from RGB is the
+ITU-R BT.601 luma ``Y = 0.299 R + 0.587 G + 0.114 B`` (what Pillow's ``convert("L")`` uses).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class DataError(ValueError):
+    """Data that cannot be used (missing, corrupt, wrong shape); the message is one line meant for the user."""
+
+
+@dataclass
+class TensorData:
+    """A whole data set in memory; the training loop indexes ``x`` with its own seeded shuffling and sharding.
+
+    Attributes:
+        x: (N, C, H, W) float32 in [-1, 1] for images; (N, D) float32 for vectors.
+        labels: (N,) long class labels, or None.
+        context: (N, K) float context vectors (one-hot / multi-hot categories), or None.
+        captions: N strings, or None.
+        class_names: names of the label values / context columns, or None.
+        kind: "image" or "vector".
+        name: a short description of where the data came from.
+    """
+
+    x: Tensor
+    labels: Tensor | None = None
+    context: Tensor | None = None
+    captions: list[str] | None = None
+    class_names: list[str] | None = None
+    kind: str = "image"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        n = self.x.shape[0]
+        want_ndim = {"image": 4, "vector": 2}
+        if self.kind not in want_ndim:
+            raise DataError(f"TensorData.kind must be image or vector, got {self.kind!r}")
+        if self.x.ndim != want_ndim[self.kind]:
+            raise DataError(f"{self.kind} data needs x of {want_ndim[self.kind]} dims, got shape {tuple(self.x.shape)}")
+        for field_name in ("labels", "context", "captions"):
+            v = getattr(self, field_name)
+            if v is not None and len(v) != n:
+                raise DataError(f"{field_name} has {len(v)} entries but there are {n} examples")
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One example's shape, e.g. (1, 28, 28) or (2,)."""
+        return tuple(self.x.shape[1:])
+
+    def select(self, index: Tensor) -> TensorData:
+        """The examples ``index`` ((M,) long), in that order, with every per-example field kept in step."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return replace(
+            self,
+            x=self.x[index],
+            labels=None if self.labels is None else self.labels[index],
+            context=None if self.context is None else self.context[index],
+            captions=None if self.captions is None else [self.captions[i] for i in index.tolist()],
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pixel conversions
+# ---------------------------------------------------------------------------------------------------------
+
+
+def from_uint8(u: np.ndarray | Tensor) -> Tensor:
+    """8-bit pixels (any shape) -> float32 ``u / 127.5 - 1`` in [-1, 1]."""
+    if isinstance(u, Tensor):
+        return u.to(torch.float32) / 127.5 - 1.0
+    return torch.from_numpy(np.asarray(u, dtype=np.uint8).astype(np.float32)).div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """(B, C, H, W) float in [-1, 1] -> (B, H, W, C) uint8, ``round((x + 1) * 127.5)`` clamped to 0..255."""
+    if x.ndim != 4:
+        raise DataError(f"to_uint8 expects (B, C, H, W) images, got shape {tuple(x.shape)}")
+    u = ((x.detach().to("cpu", torch.float32) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return u.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def luma(x: Tensor) -> Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W) grayscale by BT.601 luma (affine, so it commutes with the [-1, 1] map)."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    return torch.einsum("nchw,c->nhw", x, w)[:, None]
+
+
+def match_channels(x: Tensor, channels: int | None) -> Tensor:
+    """(N, C, H, W) in [-1, 1] -> (N, channels, H, W): 3 -> 1 by luma, 1 -> 3 by repetition, 4 (RGBA) -> 3 or 1
+    by compositing over white. None keeps C."""
+    c = x.shape[1]
+    if channels is None or channels == c:
+        return x
+    if channels not in (1, 3):
+        raise DataError(f"data.channels must be 1 or 3, got {channels}")
+    if c == 4:  # premultiply by alpha over a white background (1.0 in [-1, 1] units)
+        a = (x[:, 3:4] + 1) / 2
+        x = x[:, :3] * a + (1 - a)
+        c = 3
+    if c == 3 and channels == 1:
+        return luma(x)
+    if c == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    if c == channels:
+        return x
+    raise DataError(f"cannot convert {c}-channel images to {channels} channels")
+
+
+def resize_crop(x: Tensor, size: tuple[int, int] | None) -> Tensor:
+    """(N, C, h, w) -> (N, C, H, W): scale so the image covers (H, W) (antialiased bilinear), then centre-crop.
+
+    The aspect ratio is kept; ``size=None`` or an equal size returns ``x`` unchanged.
+    """
+    if size is None or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    H, W = size
+    h, w = x.shape[-2:]
+    s = max(H / h, W / w)  # cover: the smaller scaled side equals its target
+    nh, nw = max(H, round(h * s)), max(W, round(w * s))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - H) // 2, (nw - W) // 2
+    return x[..., top : top + H, left : left + W].clamp(-1, 1).contiguous()
+
+
+def check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if len(size) != 2 or min(size) < 1:
+        raise DataError(f"data.image_size must be two positive integers H,W, got {size}")
+    return (int(size[0]), int(size[1]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cache of built data sets (emoji sprites): ~/.cache/torchdiffusion or $TORCHDIFFUSION_CACHE
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where built data sets are cached: ``$TORCHDIFFUSION_CACHE`` or ``~/.cache/torchdiffusion``."""
+    root = os.environ.get("TORCHDIFFUSION_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "torchdiffusion"
+
+
+def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` as .npz through a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,264 @@
+"""User files: single images, a folder of PNG/JPEG files, and .npy/.npz arrays.
+
+Images (``read_image`` and the ``folder`` source):
+  * PNG and JPEG (``.png .jpg .jpeg``, any case); a folder is searched recursively, in sorted path order,
+    skipping hidden files and folders (names starting with ``.``).
+  * Transparency (RGBA, LA, palette or colour-key transparency) is composited over a white background.
+  * Colour: an image "has colour" when its RGB channels differ anywhere by more than 2/255; otherwise it is
+    read as grayscale (1 channel). A folder is RGB if any of its files has colour, else grayscale, unless
+    ``data.channels`` says 1 or 3. 16-bit grayscale PNGs are scaled from 0..65535.
+  * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
+    must share one size.
+  * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
+    the sub-folder names are the classes (``labels`` and ``class_names``, sorted).
+
+Arrays (the ``array`` source, ``data.path`` a ``.npy`` or ``.npz``):
+  * In a ``.npz`` the images are the key ``x`` or ``images``, else the first array; ``labels`` or ``y`` holds
+    labels, ``captions`` optional strings, ``class_names`` optional names.
+  * Layout by shape: ``(N, D)`` vectors (kind "vector", values kept as they are); ``(N, H, W)`` grayscale;
+    4-D is channels-first ``(N, C, H, W)`` when ``C = shape[1] <= 4`` and ``shape[3] > 4``, otherwise
+    channels-last ``(N, H, W, C)`` with ``C = shape[3] <= 4`` (the course's sprite format).
+  * Image values: uint8 (or any integers within 0..255) are 8-bit pixels; floats with min >= 0 and max <= 1
+    are [0, 1] and mapped to [-1, 1]; other floats within [-1, 1] are kept. Anything else, NaN or inf is an
+    error. (All-nonnegative [-1, 1] data is therefore read as [0, 1]: save such data as uint8.)
+  * Labels (the npz key or ``data.labels_path``, a ``.npy``): ``(N,)`` integers -> ``labels``; ``(N, K)``
+    one-hot / multi-hot floats -> ``context`` (and also ``labels`` when every row is exactly one-hot).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import DataConfig
+from .base import DataError, TensorData, check_size, from_uint8, match_channels, resize_crop
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count as grayscale
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Single images
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _decode(path: Path) -> np.ndarray:
+    """Pillow-decoded pixels as float32 (H, W, 1) or (H, W, 3) in [0, 1], alpha composited over white."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode.startswith("I;16") or mode == "I":  # 16-bit grayscale
+                a = np.asarray(im, dtype=np.float32)
+                return (a / (65535.0 if mode != "I" or a.max() > 255 else 255.0)).clip(0, 1)[..., None]
+            transparent = "A" in im.getbands() or "transparency" in im.info
+            if transparent:
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, rgba).convert("RGB")
+            elif mode not in ("L", "RGB"):
+                im = im.convert("L" if mode in ("1", "L", "LA", "F") else "RGB")
+            a = np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if a.ndim == 2:
+        a = a[..., None]
+    elif int(np.abs(np.diff(a.astype(np.int16), axis=-1)).max(initial=0)) <= GRAY_TOLERANCE:
+        a = a[..., 1:2]  # colourless RGB: keep the green channel, which the luma weights most
+    return a.astype(np.float32) / 255.0
+
+
+def read_image(path: str | Path, size: tuple[int, int] | None = None, channels: int | None = None) -> Tensor:
+    """Read a PNG/JPEG as (C, H, W) float32 in [-1, 1].
+
+    Args:
+        path: the image file.
+        size: (H, W) to scale-to-cover and centre-crop to; None keeps the file's size.
+        channels: 1 (grayscale) or 3 (RGB); None keeps the file's (1 if it has no colour, else 3).
+
+    Raises:
+        DataError: the file is missing, unreadable or corrupt (the message names it).
+    """
+    a = _decode(Path(path))
+    x = torch.from_numpy(a).permute(2, 0, 1)[None] * 2 - 1  # (1, C, H, W)
+    x = match_channels(x, channels)
+    return resize_crop(x, check_size(size))[0].contiguous()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The folder source
+# ---------------------------------------------------------------------------------------------------------
+
+
+def list_images(root: Path) -> list[Path]:
+    """PNG/JPEG files under ``root``, recursively, sorted by relative path, hidden names skipped."""
+    files = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in rel.parts) and p.is_file():
+            files.append(rel)
+    return [root / r for r in sorted(files, key=lambda r: r.as_posix())]
+
+
+def load_folder(cfg: DataConfig, seed: int) -> TensorData:
+    """Every PNG/JPEG under ``cfg.path`` as (N, C, H, W); see the module docstring for the rules."""
+    if not cfg.path:
+        raise DataError("the folder source needs data.path=<folder of PNG/JPEG images>")
+    root = Path(cfg.path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    files = list_images(root)
+    if not files:
+        raise DataError(f"no PNG/JPEG images in {root}")
+    size = check_size(cfg.image_size)
+    images = []
+    for f in files:
+        x = torch.from_numpy(_decode(f)).permute(2, 0, 1)[None] * 2 - 1
+        images.append(resize_crop(x, size))
+        if size is None and images[-1].shape[-2:] != images[0].shape[-2:]:
+            h0, w0 = images[0].shape[-2:]
+            h, w = images[-1].shape[-2:]
+            raise DataError(f"images differ in size ({h0}x{w0} in {files[0].name}, {h}x{w} in {f.name}); "
+                            f"set data.image_size=H,W")
+    channels = cfg.channels or max(x.shape[1] for x in images)
+    x = torch.cat([match_channels(im, channels) for im in images])
+
+    labels = class_names = None
+    rel = [f.relative_to(root).parts for f in files]
+    if all(len(r) >= 2 for r in rel) and len({r[0] for r in rel}) >= 2:
+        class_names = sorted({r[0] for r in rel})
+        labels = torch.tensor([class_names.index(r[0]) for r in rel], dtype=torch.long)
+    return TensorData(x, labels=labels, class_names=class_names, name=f"folder:{root}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The array source
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a .npy (key "x") or .npz, read without pickle."""
+    if not path.is_file():
+        raise DataError(f"array file not found: {path}")
+    try:
+        if path.suffix.lower() == ".npy":
+            return {"x": np.load(path, allow_pickle=False)}
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if not z.files:
+                    raise DataError(f"{path} holds no arrays")
+                out = {k: z[k] for k in z.files}
+            x_key = next((k for k in ("x", "images") if k in out), next(iter(out)))
+            out["x"] = out.pop(x_key)
+            return out
+    except DataError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise DataError(f"{path} holds Python objects; save plain numeric arrays") from None
+        raise DataError(f"cannot read {path}: {e}") from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    raise DataError(f"data.path must be a .npy or .npz file, got {path.name}")
+
+
+def _finite(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{what} must be numeric, got dtype {a.dtype}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise DataError(f"{what} contains NaN or infinite values")
+    return a
+
+
+def array_to_images(a: np.ndarray, what: str = "array") -> Tensor:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) pixels -> (N, C, H, W) float32 in [-1, 1] (rules above)."""
+    a = _finite(a, what)
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4:
+        if a.shape[1] <= 4 and a.shape[3] > 4:
+            pass  # channels-first
+        elif a.shape[3] <= 4:
+            a = a.transpose(0, 3, 1, 2)  # channels-last -> channels-first
+        else:
+            raise DataError(f"{what} of shape {a.shape}: cannot find a channel axis of size <= 4 (second or last)")
+    else:
+        raise DataError(f"{what} must be (N, D), (N, H, W), (N, H, W, C) or (N, C, H, W); got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise DataError(f"{what} holds no examples")
+    if a.dtype.kind in "biu":
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 255:
+            raise DataError(f"{what}: integer pixels must be within 0..255, got {lo}..{hi}")
+        return from_uint8(a.astype(np.uint8))
+    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    lo, hi = float(x.min()), float(x.max())
+    tol = 1e-3
+    if lo >= -tol and hi <= 1 + tol:
+        return (x * 2 - 1).clamp(-1, 1)
+    if lo >= -1 - tol and hi <= 1 + tol:
+        return x.clamp(-1, 1)
+    raise DataError(f"{what}: float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1] or [-1, 1] (or uint8 0..255)")
+
+
+def labels_from_array(a: np.ndarray, n: int, what: str) -> tuple[Tensor | None, Tensor | None]:
+    """(N,) integers -> (labels, None); (N, K) floats -> (labels if every row is one-hot else None, context)."""
+    a = _finite(a, what)
+    if a.ndim not in (1, 2):
+        raise DataError(f"{what} must be (N,) class labels or (N, K) one-/multi-hot rows, got shape {a.shape}")
+    if a.shape[0] != n:
+        raise DataError(f"{what} has {a.shape[0]} rows but there are {n} images")
+    if a.ndim == 1:
+        if a.dtype.kind == "f" and not (a == np.round(a)).all():
+            raise DataError(f"{what}: (N,) labels must be integers")
+        labels = torch.from_numpy(a.astype(np.int64))
+        if n and int(labels.min()) < 0:
+            raise DataError(f"{what}: labels must be >= 0")
+        return labels, None
+    context = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    one_hot = bool(((context == 0) | (context == 1)).all() and (context.sum(1) == 1).all())
+    return (context.argmax(1) if one_hot else None), context
+
+
+def load_array(cfg: DataConfig, seed: int) -> TensorData:
+    """Images or vectors from ``cfg.path`` (.npy/.npz), labels from the npz or ``cfg.labels_path``."""
+    if not cfg.path:
+        raise DataError("the array source needs data.path=<file.npy or file.npz>")
+    path = Path(cfg.path).expanduser()
+    arrays = _load_arrays(path)
+    a = arrays["x"]
+    if a.ndim == 2:
+        x, kind = torch.from_numpy(np.ascontiguousarray(_finite(a, path.name), dtype=np.float32)), "vector"
+        if x.shape[0] == 0:
+            raise DataError(f"{path.name} holds no examples")
+    else:
+        x, kind = array_to_images(a, path.name), "image"
+    n = x.shape[0]
+
+    labels = context = None
+    lab_key = next((k for k in ("labels", "y") if k in arrays), None)
+    if lab_key is not None:
+        labels, context = labels_from_array(arrays[lab_key], n, f"{path.name}[{lab_key!r}]")
+    if cfg.labels_path:
+        lp = Path(cfg.labels_path).expanduser()
+        if lp.suffix.lower() != ".npy":
+            raise DataError(f"data.labels_path must be a .npy file, got {lp.name}")
+        labels, context = labels_from_array(_load_arrays(lp)["x"], n, lp.name)
+
+    captions = class_names = None
+    if "captions" in arrays:
+        c = arrays["captions"]
+        if c.dtype.kind != "U" or c.shape != (n,):
+            raise DataError(f"{path.name}['captions'] must be ({n},) strings, got {c.dtype} {c.shape}")
+        captions = [str(s) for s in c]
+    if "class_names" in arrays:
+        class_names = [str(s) for s in arrays["class_names"].reshape(-1)]
+    return TensorData(x, labels=labels, context=context, captions=captions, class_names=class_names, kind=kind,
+                      name=f"array:{path.name}")
