@@ -1,0 +1,278 @@
+"""Guidance wrappers: CFG identities, batched = unbatched, interval and rescale, negative conditioning, and
+classifier guidance / CFG on a Gaussian mixture with exact oracles (the guided samples follow theory)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from torchdiffusion.analytic import GaussianMixture
+from torchdiffusion.config import ModelConfig
+from torchdiffusion.guidance import (GuidanceError, NoisyClassifier, NoisyClassifierConfig, cat_cond,
+                                     classifier_free, classifier_guidance, guided_denoiser, load_noisy_classifier,
+                                     save_noisy_classifier, train_noisy_classifier, unconditional)
+from torchdiffusion.precond import Precond
+from torchdiffusion.samplers import SAMPLERS, get_sampler
+from torchdiffusion.schedules import make_sigmas
+
+torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A tiny random conditional U-Net (every parameter randomised so the conditioning really matters)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def net_model():
+    from torchdiffusion.nets import build_net
+
+    torch.manual_seed(0)
+    m = ModelConfig(channels=8, channel_mult=(1, 2), attn_resolutions=(4,), groups=4, num_classes=3,
+                    context_dim=4, text_dim=6)
+    net = build_net(m, (1, 8, 8))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.3)
+    return Precond(net, "eps").eval()
+
+
+def _cond(B=4):
+    g = torch.Generator().manual_seed(1)
+    return {"class": torch.randint(0, 3, (B,), generator=g), "context": torch.rand(B, 4, generator=g),
+            "text": torch.randn(B, 3, 6, generator=g), "text_mask": torch.tensor([[True, True, False]] * B)}
+
+
+def _xs(B=4):
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(B, 1, 8, 8, generator=g), torch.tensor([0.3, 1.0, 2.5, 10.0][:B])
+
+
+@torch.no_grad()
+def test_cfg_scale_one_is_conditional_and_zero_unconditional(net_model):
+    x, s = _xs()
+    c = _cond()
+    D_c, D_u = net_model(x, s, c), net_model(x, s, unconditional(c))
+    assert (D_c - D_u).abs().max() > 1e-3  # the conditioning matters, so the identities are not vacuous
+    torch.testing.assert_close(classifier_free(net_model, c, 1.0)(x, s), D_c, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(classifier_free(net_model, c, 0.0)(x, s), D_u, atol=1e-5, rtol=1e-5)
+    w = 3.5
+    torch.testing.assert_close(classifier_free(net_model, c, w)(x, s), D_u + w * (D_c - D_u), atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_batched_and_unbatched_cfg_agree(net_model):
+    x, s = _xs()
+    c = _cond()
+    # A negative prompt with a different token count exercises the padding of the concatenated text batch.
+    neg = {"class": torch.tensor([2]), "context": torch.zeros(1, 4), "text": torch.randn(1, 5, 6)}
+    for uncond in (None, neg):
+        a = classifier_free(net_model, c, 2.0, uncond=uncond, batched=True)(x, s)
+        b = classifier_free(net_model, c, 2.0, uncond=uncond, batched=False)(x, s)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_negative_conditioning_is_the_scale_zero_branch(net_model):
+    x, s = _xs()
+    c = _cond()
+    neg = {"class": torch.full((4,), 1), "context": torch.ones(4, 4), "text": torch.randn(4, 2, 6)}
+    torch.testing.assert_close(classifier_free(net_model, c, 0.0, uncond=neg)(x, s), net_model(x, s, neg),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(GuidanceError):
+        classifier_free(net_model, c, 2.0, uncond={"class": torch.tensor([1])})(x, s)  # keys differ
+
+
+@torch.no_grad()
+def test_interval_guides_only_inside(net_model):
+    x, s = _xs()  # sigmas 0.3, 1, 2.5, 10
+    c = _cond()
+    D_c, D_u = net_model(x, s, c), net_model(x, s, unconditional(c))
+    out = classifier_free(net_model, c, 4.0, interval=(0.5, 3.0))(x, s)
+    torch.testing.assert_close(out[[0, 3]], D_c[[0, 3]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[[1, 2]], (D_u + 4.0 * (D_c - D_u))[[1, 2]], atol=1e-4, rtol=1e-4)
+    with pytest.raises(GuidanceError):
+        classifier_free(net_model, c, 2.0, interval=(3.0, 1.0))
+
+
+@torch.no_grad()
+def test_rescale_matches_the_conditional_std(net_model):
+    x, s = _xs()
+    c = _cond()
+    D_c = net_model(x, s, c)
+    full = classifier_free(net_model, c, 6.0, rescale=1.0)(x, s)
+    torch.testing.assert_close(full.std((1, 2, 3)), D_c.std((1, 2, 3)), atol=1e-4, rtol=1e-4)
+    plain = classifier_free(net_model, c, 6.0)(x, s)
+    half = classifier_free(net_model, c, 6.0, rescale=0.5)(x, s)
+    torch.testing.assert_close(half, 0.5 * full + 0.5 * plain, atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_dropped_conditioning_ignores_the_condition(net_model):
+    """drop=True uses the null embedding: the output must not depend on the class, context or text."""
+    x, s = _xs()
+    c1, c2 = _cond(), {k: v.flip(0) for k, v in _cond().items()}
+    c2["class"] = (c2["class"] + 1) % 3
+    a, b = net_model(x, s, unconditional(c1)), net_model(x, s, unconditional(c2))
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(a, net_model(x, s, None), atol=1e-5, rtol=1e-5)
+    assert (net_model(x, s, c1) - net_model(x, s, c2)).abs().max() > 1e-3
+
+
+def test_cat_cond_pads_text_and_defaults_drop():
+    a = {"text": torch.ones(2, 3, 4)}
+    b = {"text": torch.ones(1, 5, 4), "text_mask": torch.tensor([[True, False, True, True, False]]), "drop": torch.tensor([True])}
+    c = cat_cond(a, b)
+    assert c["text"].shape == (3, 5, 4) and c["text"][:2, 3:].abs().sum() == 0
+    assert c["text_mask"].tolist() == [[True] * 3 + [False] * 2] * 2 + [[True, False, True, True, False]]
+    assert c["drop"].tolist() == [False, False, True]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Exact oracles on a Gaussian mixture
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _mixture() -> GaussianMixture:
+    # Three overlapping 2-D components: the unguided mass in each is its weight, not 0 or 1.
+    means = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
+    covs = torch.tensor([[0.5, 0.3], [0.4, 0.6], [0.3, 0.3]]) ** 2
+    return GaussianMixture(means, covs, torch.tensor([0.5, 0.3, 0.2]))
+
+
+def _component(gm: GaussianMixture, k: int) -> GaussianMixture:
+    return GaussianMixture(gm.means[k:k + 1], gm.covs[k:k + 1])
+
+
+def _sample_ode(D, n=2000, steps=40, sigma_max=40.0, seed=0, sampler="heun"):
+    g = torch.Generator().manual_seed(seed)
+    sigmas = make_sigmas("karras", steps, 0.002, sigma_max)
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64) * float(sigmas[0])
+    return get_sampler(sampler)(D, x, sigmas)
+
+
+def _exact_classifier(gm: GaussianMixture):
+    """log p(k | x, sigma) of the noised mixture (logits; softmax normalises them)."""
+    return lambda x, sigma: gm.responsibilities(x, sigma).clamp_min(1e-300).log()
+
+
+def _assert_is_component(x: torch.Tensor, comp: GaussianMixture, tol_mean=0.05, tol_cov=0.04):
+    mean, cov = x.mean(0), torch.cov(x.T)
+    assert (mean - comp.mean).abs().max() < tol_mean, (mean, comp.mean)
+    assert (cov - comp.covariance).abs().max() < tol_cov, (cov, comp.covariance)
+
+
+def test_classifier_guidance_scale_one_samples_the_component_exactly():
+    """s = 1 with the exact classifier gives E[x0 | x, k]: the ODE samples component k (mean and covariance)."""
+    gm = _mixture()
+    k = 1
+    D = classifier_guidance(gm.denoise, _exact_classifier(gm), k, 1.0)
+    x = _sample_ode(D)
+    _assert_is_component(x, _component(gm, k))
+
+
+def test_classifier_guidance_moves_mass_monotonically():
+    """Mass in the chosen component grows with s: w_k at s = 0, ~1 at s = 1 (the posterior), beyond at s > 1."""
+    gm = _mixture()
+    k = 2
+    fracs = []
+    for s in (0.0, 0.5, 1.0, 3.0):
+        x = _sample_ode(classifier_guidance(gm.denoise, _exact_classifier(gm), k, s), n=1500, steps=24)
+        # Which component generated each sample: exact responsibilities at sigma = 0.
+        fracs.append(float((gm.responsibilities(x, torch.zeros(len(x))).argmax(-1) == k).double().mean()))
+    # Unguided: the mass of the region where component k dominates, estimated from exact samples.
+    ref = gm.sample(20000, generator=torch.Generator().manual_seed(3))
+    base = float((gm.responsibilities(ref, torch.zeros(len(ref))).argmax(-1) == k).double().mean())
+    assert abs(fracs[0] - base) < 0.04, (fracs, base)
+    comp = _component(gm, k).sample(20000, generator=torch.Generator().manual_seed(4))
+    exact = float((gm.responsibilities(comp, torch.zeros(len(comp))).argmax(-1) == k).double().mean())
+    assert abs(fracs[2] - exact) < 0.04, (fracs, exact)
+    assert fracs[0] < fracs[1] < fracs[2] <= fracs[3] + 0.01, fracs
+
+
+class _MixtureOracle:
+    """D(x, sigma, cond): the exact class-conditional denoiser (component k), the mixture's when dropped."""
+
+    def __init__(self, gm: GaussianMixture):
+        self.gm = gm
+        self.parts = [_component(gm, k) for k in range(len(gm.weights))]
+
+    def __call__(self, x, sigma, cond):
+        out = self.gm.denoise(x, sigma)
+        if cond is None:
+            return out
+        drop = cond.get("drop", torch.zeros(len(x), dtype=torch.bool))
+        for k, part in enumerate(self.parts):
+            sel = (cond["class"] == k) & ~drop
+            if sel.any():
+                out[sel] = part.denoise(x[sel], sigma[sel])
+        return out
+
+
+def test_cfg_with_exact_oracle_scale_one_samples_the_component():
+    gm = _mixture()
+    oracle = _MixtureOracle(gm)
+    k = 0
+    x = _sample_ode(classifier_free(oracle, {"class": torch.tensor([k])}, 1.0))
+    _assert_is_component(x, _component(gm, k))
+    x0 = _sample_ode(classifier_free(oracle, {"class": torch.tensor([k])}, 0.0), n=3000)
+    _assert_is_component(x0, gm, tol_mean=0.06, tol_cov=0.06)  # scale 0: the whole mixture
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_guidance_works_with_every_sampler(name):
+    gm = _mixture()
+    oracle = _MixtureOracle(gm)
+    D = classifier_guidance(classifier_free(oracle, {"class": torch.tensor([1])}, 2.0), _exact_classifier(gm), 1, 0.5)
+    x = _sample_ode(D, n=200, steps=30, sampler=name, sigma_max=20.0)
+    assert torch.isfinite(x).all()
+    frac = float((gm.responsibilities(x, torch.zeros(len(x))).argmax(-1) == 1).double().mean())
+    assert frac > 0.9, (name, frac)
+
+
+def test_guided_denoiser_plain_when_scale_one():
+    from torchdiffusion.config import SampleConfig
+
+    calls = []
+
+    def model(x, sigma, cond):
+        calls.append(len(x))
+        return x
+
+    x = torch.zeros(3, 2)
+    guided_denoiser(model, {"class": torch.tensor([0, 1, 2])}, SampleConfig(guidance=1.0))(x, torch.ones(3))
+    guided_denoiser(model, {"class": torch.tensor([0, 1, 2])}, SampleConfig(guidance=2.0))(x, torch.ones(3))
+    assert calls == [3, 6]  # one plain forward; then one batched forward of [cond; uncond]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The noise-aware classifier
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_noisy_classifier_learns_and_round_trips(tmp_path):
+    # Two classes: a bright top half or a bright bottom half; easy at low sigma, chance at high sigma.
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (256,), generator=g)
+    x = -torch.ones(256, 1, 8, 8)
+    x[y == 0, :, :4] = 1.0
+    x[y == 1, :, 4:] = 1.0
+    sampler = lambda b, gen: (torch.randn(b, generator=gen) * 1.2 - 1.2).exp()  # EDM's log-normal sigmas
+    net = train_noisy_classifier(x, y, sampler, cfg=NoisyClassifierConfig(num_classes=2, width=8, emb_dim=16),
+                                 images=3000, batch_size=64)
+    with torch.no_grad():
+        xn = x + 0.1 * torch.randn(x.shape, generator=g)
+        acc = float((net(xn, torch.full((256,), 0.1)).argmax(-1) == y).float().mean())
+    assert acc > 0.95
+    p = save_noisy_classifier(net, tmp_path / "noisy-classifier.safetensors", {"accuracy": acc})
+    net2 = load_noisy_classifier(tmp_path)
+    torch.testing.assert_close(net2(xn, torch.full((256,), 0.1)), net(xn, torch.full((256,), 0.1)))
+    assert p.with_suffix(".json").is_file()
+    with pytest.raises(GuidanceError):
+        load_noisy_classifier(tmp_path / "missing.safetensors")
+    # The gradient guidance of a real network is finite and shaped like x.
+    D = classifier_guidance(lambda x, s: x * 0, net, 0, 2.0)
+    out = D(torch.randn(3, 1, 8, 8), torch.full((3,), 1.0))
+    assert out.shape == (3, 1, 8, 8) and torch.isfinite(out).all() and out.abs().sum() > 0
