@@ -3,16 +3,23 @@ classifier guidance / CFG on a Gaussian mixture with exact oracles (the guided s
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from torchdiffusion.analytic import GaussianMixture
 from torchdiffusion.config import ModelConfig
-from torchdiffusion.guidance import (GuidanceError, NoisyClassifier, NoisyClassifierConfig, cat_cond,
-                                     classifier_free, classifier_guidance, guided_denoiser, load_noisy_classifier,
-                                     save_noisy_classifier, train_noisy_classifier, unconditional)
+from torchdiffusion.guidance import (
+    GuidanceError,
+    NoisyClassifierConfig,
+    cat_cond,
+    classifier_free,
+    classifier_guidance,
+    guided_denoiser,
+    load_noisy_classifier,
+    save_noisy_classifier,
+    train_noisy_classifier,
+    unconditional,
+)
 from torchdiffusion.precond import Precond
 from torchdiffusion.samplers import SAMPLERS, get_sampler
 from torchdiffusion.schedules import make_sigmas
@@ -123,7 +130,8 @@ def test_dropped_conditioning_ignores_the_condition(net_model):
 
 def test_cat_cond_pads_text_and_defaults_drop():
     a = {"text": torch.ones(2, 3, 4)}
-    b = {"text": torch.ones(1, 5, 4), "text_mask": torch.tensor([[True, False, True, True, False]]), "drop": torch.tensor([True])}
+    b = {"text": torch.ones(1, 5, 4), "text_mask": torch.tensor([[True, False, True, True, False]]),
+         "drop": torch.tensor([True])}
     c = cat_cond(a, b)
     assert c["text"].shape == (3, 5, 4) and c["text"][:2, 3:].abs().sum() == 0
     assert c["text_mask"].tolist() == [[True] * 3 + [False] * 2] * 2 + [[True, False, True, True, False]]

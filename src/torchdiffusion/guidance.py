@@ -118,7 +118,8 @@ def cat_cond(a: Cond, b: Cond) -> dict:
     keys = (set(a) | set(b)) - {"drop", "text_mask"}
     for k in keys:
         if k not in a or k not in b:
-            raise GuidanceError(f"the negative conditioning must have the same keys as the conditioning (missing {k!r})")
+            raise GuidanceError(f"the negative conditioning must have the same keys as the conditioning "
+                                f"(missing {k!r})")
     out = {}
     for k in keys:
         va, vb = a[k], b[k]
