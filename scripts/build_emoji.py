@@ -97,8 +97,10 @@ def main() -> None:
 
             save_npz_atomic(emoji_cache_path(size, args.font), **arrays)
         counts = collections.Counter(arrays["labels"].tolist())
-        print(f"{size}px: {len(arrays['labels'])} emoji in {time.perf_counter() - t0:.1f} s -> "
-              f"{emoji_cache_path(size, args.font)}")
+        print(
+            f"{size}px: {len(arrays['labels'])} emoji in {time.perf_counter() - t0:.1f} s -> "
+            f"{emoji_cache_path(size, args.font)}"
+        )
         for k, name in enumerate(EMOJI_CLASSES):
             print(f"  {name:22s} {counts[k]:5d}")
         if args.preview:

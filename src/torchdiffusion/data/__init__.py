@@ -27,8 +27,17 @@ from .files import load_array, load_folder, read_image
 from .toy import TOYS, load_toy
 
 __all__ = [
-    "DataError", "EMOJI_CLASSES", "SOURCES", "SPLITS", "Source", "TOYS", "TensorData", "cache_dir", "load_data",
-    "read_image", "to_uint8",
+    "DataError",
+    "EMOJI_CLASSES",
+    "SOURCES",
+    "SPLITS",
+    "Source",
+    "TOYS",
+    "TensorData",
+    "cache_dir",
+    "load_data",
+    "read_image",
+    "to_uint8",
 ]
 
 

@@ -40,8 +40,9 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 def load_mnist5k(cfg: DataConfig, seed: int) -> TensorData:
     """5,000 MNIST digits (1, 28, 28), labels 0..9, **sorted by class** in the file (load_data shuffles)."""
     images, labels = _mnist5k_arrays()
-    return TensorData(from_uint8(images), labels=torch.from_numpy(labels.copy()), class_names=DIGIT_NAMES,
-                      name="mnist5k")
+    return TensorData(
+        from_uint8(images), labels=torch.from_numpy(labels.copy()), class_names=DIGIT_NAMES, name="mnist5k"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -79,10 +80,22 @@ def load_digits(cfg: DataConfig, seed: int) -> TensorData:
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_APT = "apt-get install -y dataset-fashion-mnist"
-FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                 "Ankle boot"]
-FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-                 "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FASHION_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -115,8 +128,12 @@ def _fashion_arrays(folder: str, part: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_fashion(cfg: DataConfig, part: str) -> TensorData:
     images, labels = _fashion_arrays(cfg.path or FASHION_DIR, part)
-    return TensorData(from_uint8(images), labels=torch.from_numpy(labels.copy()), class_names=FASHION_NAMES,
-                      name=f"fashion_mnist/{part}")
+    return TensorData(
+        from_uint8(images),
+        labels=torch.from_numpy(labels.copy()),
+        class_names=FASHION_NAMES,
+        name=f"fashion_mnist/{part}",
+    )
 
 
 def load_fashion_mnist(cfg: DataConfig, seed: int) -> TensorData:

@@ -189,5 +189,11 @@ def load_emoji(cfg: DataConfig, seed: int) -> TensorData:
     class_names = [str(s) for s in a["class_names"]]
     context = torch.nn.functional.one_hot(labels, len(class_names)).to(torch.float32)
     x = from_uint8(a["images"]).permute(0, 3, 1, 2).contiguous()
-    return TensorData(x, labels=labels, context=context, captions=[str(s) for s in a["captions"]],
-                      class_names=class_names, name=f"emoji{size}")
+    return TensorData(
+        x,
+        labels=labels,
+        context=context,
+        captions=[str(s) for s in a["captions"]],
+        class_names=class_names,
+        name=f"emoji{size}",
+    )

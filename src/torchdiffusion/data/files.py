@@ -125,8 +125,9 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
         if size is None and images[-1].shape[-2:] != images[0].shape[-2:]:
             h0, w0 = images[0].shape[-2:]
             h, w = images[-1].shape[-2:]
-            raise DataError(f"images differ in size ({h0}x{w0} in {files[0].name}, {h}x{w} in {f.name}); "
-                            f"set data.image_size=H,W")
+            raise DataError(
+                f"images differ in size ({h0}x{w0} in {files[0].name}, {h}x{w} in {f.name}); set data.image_size=H,W"
+            )
     channels = cfg.channels or max(x.shape[1] for x in images)
     x = torch.cat([match_channels(im, channels) for im in images])
 
@@ -260,5 +261,12 @@ def load_array(cfg: DataConfig, seed: int) -> TensorData:
         captions = [str(s) for s in c]
     if "class_names" in arrays:
         class_names = [str(s) for s in arrays["class_names"].reshape(-1)]
-    return TensorData(x, labels=labels, context=context, captions=captions, class_names=class_names, kind=kind,
-                      name=f"array:{path.name}")
+    return TensorData(
+        x,
+        labels=labels,
+        context=context,
+        captions=captions,
+        class_names=class_names,
+        kind=kind,
+        name=f"array:{path.name}",
+    )
