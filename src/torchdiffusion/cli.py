@@ -12,12 +12,18 @@ import argparse
 import sys
 
 from .commands import demo, sample, train
+from .commands import explain, img2img, inpaint, interpolate, outpaint
 
 # One dict literal: command name -> module. Command modules import heavy things lazily inside run().
 COMMANDS = {
     "train": train,
     "sample": sample,
     "demo": demo,
+    "inpaint": inpaint,
+    "outpaint": outpaint,
+    "img2img": img2img,
+    "interpolate": interpolate,
+    "explain": explain,
 }
 
 

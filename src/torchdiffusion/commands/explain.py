@@ -1,0 +1,124 @@
+"""torchdiffusion explain: pictures of how diffusion works, drawn from the library itself (see explain.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_sampling_arguments
+
+WHAT = ("forward", "schedules", "trajectory", "loss", "field", "ablation")
+HELP = "pictures of the ideas: forward | schedules | trajectory | loss | field | ablation"
+EXAMPLES = """examples:
+  torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999      # x0 -> noise, linear vs cosine
+  torchdiffusion explain schedules --out schedules.png                    # alpha_bar, SNR, sigma curves
+  torchdiffusion explain trajectory runs/demo --sampler heun --steps 12   # GIF (+ MP4) and PNG strip
+  torchdiffusion explain loss runs/demo                                   # loss by noise level over training
+  torchdiffusion explain field runs/toy --sigmas 0.1 0.5 2                # 2-D denoiser field, learned vs exact
+  torchdiffusion explain ablation runs/demo                               # DDPM without re-added noise, one shot
+Output goes to --out (default RUN/explain/<what>.png, or explain-<what>.png without a run)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=WHAT, help="which picture")
+    p.add_argument("run", nargs="?", help="run folder (needed by trajectory, loss, field, ablation)")
+    p.add_argument("--out", help="output PNG (trajectory also writes a GIF beside it)")
+    p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
+    g = p.add_argument_group("forward / schedules")
+    g.add_argument("--t", type=int, nargs="+", default=[0, 50, 100, 200, 300, 500, 700, 999],
+                   help="timesteps of the forward strip (0-based, < T)")
+    g.add_argument("--schedules", nargs="+", default=None,
+                   help="variance schedules (forward: linear cosine; schedules: linear cosine sigmoid)")
+    g.add_argument("--T", type=int, default=1000, help="number of timesteps (default 1000)")
+    g.add_argument("--data", default="mnist5k", help="data source for the forward strip without a run")
+    g.add_argument("--images", type=int, default=4, help="images in the forward strip (default 4)")
+    g = p.add_argument_group("field (2-D runs)")
+    g.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.3, 1.0, 3.0], help="noise levels to draw")
+    g.add_argument("--lim", type=float, default=4.0, help="half-width of the plotted square (default 4)")
+    g = p.add_argument_group("ablation")
+    g.add_argument("--ddpm-steps", type=int, default=100, help="DDPM steps of the ablation rows (default 100)")
+    add_sampling_arguments(p)
+
+
+def _out(args: argparse.Namespace, default_dir: Path | None) -> Path:
+    from ..config import ConfigError
+
+    out = Path(args.out) if args.out else (default_dir / f"{args.what}.png" if default_dir else
+                                           Path(f"explain-{args.what}.png"))
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out must end in .png, got {out}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import explain as ex
+    from ..config import ConfigError
+
+    if args.what == "schedules":
+        ex.plot_schedules(p := _out(args, None), T=args.T, schedules=args.schedules or ("linear", "cosine", "sigmoid"))
+        print(p)
+        return 0
+    if args.what == "forward":
+        from ..config import DataConfig
+        from ..data import load_data
+
+        if args.run:
+            from ..generate import load_run
+
+            run_ = load_run(args.run, weights=args.weights)
+            data = load_data(run_.config.data, seed=run_.config.train.seed)
+            out = _out(args, run_.path / "explain")
+        else:
+            data = load_data(DataConfig(source=args.data))
+            out = _out(args, None)
+        if data.kind != "image":
+            raise ex.ExplainError("the forward strip needs image data")
+        ex.forward_strip(data.x[: args.images], args.t, schedules=args.schedules or ("linear", "cosine"), T=args.T,
+                         seed=args.seed or 0, path=out)
+        print(out)
+        return 0
+    if not args.run:
+        raise ConfigError(f"'explain {args.what}' needs a run folder, e.g. 'explain {args.what} runs/demo'")
+    if args.what == "loss":
+        out = _out(args, Path(args.run) / "explain")
+        ex.plot_loss_by_noise(args.run, out)
+        print(out)
+        return 0
+
+    from dataclasses import replace
+
+    from ..config import validate
+    from ..generate import load_run
+    from .common import sample_config_from_args
+
+    run_ = load_run(args.run, weights=args.weights)
+    sample = sample_config_from_args(run_.config.sample, args)
+    validate(replace(run_.config, sample=sample))
+    out = _out(args, run_.path / "explain")
+    image = len(run_.data_shape) == 3
+    n = args.n if args.n is not None else (16 if image else 500)
+    seeds = list(range(sample.seed, sample.seed + n))
+    if args.what == "trajectory":
+        res = ex.denoising_trajectory(run_.model, sample, run_.data_shape, seeds, gif=out.with_suffix(".gif"),
+                                      png=out)
+        for p in res["files"]:
+            print(p)
+        return 0
+    if args.what == "ablation":
+        ex.ablation(run_.model, sample, run_.data_shape, seeds, ddpm_steps=args.ddpm_steps, path=out)
+        print(out)
+        return 0
+    # field
+    if run_.data_shape != (2,):
+        raise ex.ExplainError(f"the field picture needs a 2-D run; {run_.path} holds data of shape {run_.data_shape}")
+    from ..data import load_data
+    from ..generate import make_grid_sigmas
+
+    data = load_data(run_.config.data, seed=run_.config.train.seed).x[:3000]
+    toy = run_.config.data.toy if run_.config.data.source == "toy" else None
+    exact, label = ex.exact_denoiser_for(data, toy)
+    traj = make_grid_sigmas(run_.model, replace(sample, steps=min(sample.steps, 24)))
+    ex.plot_field(run_.model.bind(None), exact, args.sigmas, traj, data=data, exact_label=label, lim=args.lim,
+                  path=out)
+    print(out)
+    return 0

@@ -1,0 +1,137 @@
+"""torchdiffusion inpaint: repaint a masked region of real images with a trained run (replacement or RePaint).
+
+Also holds the small helpers the other editing commands (outpaint, img2img, interpolate) share: reading the
+input images, building the denoiser/sampler/grid of a run, writing the before/after grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from .common import add_sampling_arguments, sample_config_from_args
+
+HELP = "inpaint a masked region of images (known-region replacement, or RePaint with --resample)"
+EXAMPLES = """examples:
+  torchdiffusion inpaint runs/demo                                   # lower half of 8 held-out digits
+  torchdiffusion inpaint runs/demo --mask centre --resample 10 --jump 2 --n 16
+  torchdiffusion inpaint runs/demo --mask box:0,0,14,28 --images a.png b.png --out edits.png
+  torchdiffusion inpaint runs/demo --mask hole.png --sampler ddpm --grid uniform_t --steps 100
+masks (the region to REPAINT): box:x0,y0,x1,y1 | centre | half:bottom|top|left|right | FILE.png (white =
+repaint) | invert:SPEC.  Output rows: original, masked input (hole in grey), result."""
+
+
+def add_input_arguments(p: argparse.ArgumentParser) -> None:
+    """RUN, input images (files or the run's data), --out, --weights and the sampling overrides."""
+    p.add_argument("run", help="run folder written by 'torchdiffusion train'")
+    p.add_argument("--images", nargs="+", metavar="FILE", help="input images (default: the run's own data)")
+    p.add_argument("--index", type=int, default=0, help="first data example to use (default 0)")
+    p.add_argument("--out", help="output PNG (default: RUN/edits/<command>-....png)")
+    p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
+    add_sampling_arguments(p)
+
+
+def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
+    """(N, C, H, W) images in [-1, 1]: the files of --images (resized to the run's size), or --n examples of the
+    run's data starting at --index (its holdout split when the run kept one, else its training data)."""
+    import torch
+
+    from ..edit import EditError
+
+    if run_.kind != "image" or len(run_.data_shape) != 3:
+        raise EditError(f"editing needs an image run; {run_.path} holds {run_.kind} data")
+    C, H, W = run_.data_shape
+    if args.images:
+        from ..data import read_image
+
+        return torch.stack([read_image(f, size=(H, W), channels=C) for f in args.images])
+    from ..data import load_data
+
+    split = "holdout" if run_.config.data.holdout > 0 else "train"
+    data = load_data(run_.config.data, split=split, seed=run_.config.train.seed)
+    n = args.n if args.n is not None else n_default
+    if not 0 <= args.index < len(data) or n < 1:
+        raise EditError(f"--index/--n select no images: the {split} data has {len(data)} examples")
+    return data.x[args.index: args.index + n].clone()
+
+
+def setup(run_, args: argparse.Namespace):
+    """(sample config, denoiser D(x, sigma), sampler, sigma grid, sampler knobs) for a loaded run."""
+    from dataclasses import replace
+
+    from ..config import validate
+    from ..generate import clamped, make_grid_sigmas, sampler_knobs
+    from ..samplers import get_sampler
+
+    sample = sample_config_from_args(run_.config.sample, args)
+    validate(replace(run_.config, sample=sample))
+    D = run_.model.bind(None)
+    if sample.clip_denoised:
+        D = clamped(D)
+    return sample, D, get_sampler(sample.sampler), make_grid_sigmas(run_.model, sample), sampler_knobs(
+        sample.sampler, sample)
+
+
+def default_out(run_, args: argparse.Namespace, name: str) -> Path:
+    from ..config import ConfigError
+
+    out = Path(args.out) if args.out else run_.path / "edits" / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", name) + ".png")
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out must end in .png, got {out}")
+    return out
+
+
+def save_rows(rows, path: Path) -> Path:
+    """One PNG, one row per tensor of (N, C, H, W) images (all rows the same N)."""
+    import torch
+
+    from ..viz import save_grid
+
+    return save_grid(torch.cat([r.clamp(-1, 1) for r in rows]), path, nrow=rows[0].shape[0])
+
+
+def show_hole(x, mask, value: float = 0.0):
+    """The input as the model sees it: the hole painted a flat grey."""
+    return mask * x + (1 - mask) * value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_input_arguments(p)
+    from ..masks import MASK_HELP
+
+    p.add_argument("--mask", default="half:bottom", help=f"{MASK_HELP} (default half:bottom)")
+    p.add_argument("--resample", type=int, default=1,
+                   help="RePaint passes over each segment (default 1 = plain known-region replacement)")
+    p.add_argument("--jump", type=int, help="RePaint jump length in steps (default: steps // 4, at least 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..generate import load_run
+    from ..masks import make_mask
+
+    run_ = load_run(args.run, weights=args.weights)
+    x = load_inputs(run_, args)
+    sample, D, sampler, sigmas, knobs = setup(run_, args)
+    C, H, W = run_.data_shape
+    mask = make_mask(args.mask, H, W)
+    jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
+    result = inpaint_images(sampler, D, x, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample,
+                            knobs=knobs)
+    tag = f"inpaint-{args.mask}-{sample.sampler}{sample.steps}" + (
+        f"-repaint{args.resample}x{jump}" if args.resample > 1 else "")
+    print(save_rows([x, show_hole(x, mask), result], default_out(run_, args, tag)))
+    return 0
+
+
+def inpaint_images(sampler, D, x, sigmas, mask, *, seed: int, jump: int | None, resample: int, knobs: dict):
+    """Inpaint a batch with per-image seeds: image k's noise comes from seed + k (the known region's noise from
+    a second stream of the same seed), so a result never depends on the batch it was drawn in."""
+    from ..edit import inpaint
+    from ..types import NoiseSource
+
+    seeds = range(seed, seed + len(x))
+    ns = NoiseSource(seeds, x.shape[1:])
+    known = NoiseSource([s + 7_919_000_000 for s in seeds], x.shape[1:])
+    return inpaint(sampler, D, ns.initial() * float(sigmas[0]), sigmas, x, mask, jump=jump, resample=resample,
+                   noise=ns, known_noise=known, **knobs)

@@ -1,0 +1,449 @@
+"""Pictures of how diffusion works, each from the library's own pieces (no formula is re-derived here).
+
+Every function returns the arrays it drew and, given ``path``, writes the picture atomically (PNG, or GIF/MP4 for
+animations). The ``torchdiffusion explain`` command is a thin shell over them:
+
+* :func:`forward_strip` - the forward process q(x_t | x_0) on real images, x_0 to pure noise at chosen t, for
+  several variance schedules side by side (``process.DiscreteVP.q_sample``);
+* :func:`schedule_curves` / :func:`plot_schedules` - alpha_bar_t, SNR(t) = alpha_bar/(1 - alpha_bar) = 1/sigma^2
+  (log scale) and sigma(t) for the linear, cosine and sigmoid schedules and EDM's sampling ramp;
+* :func:`denoising_trajectory` - x_t and the predicted x0_hat at every step of any sampler, as GIF (+ MP4 when
+  ``imageio-ffmpeg`` is installed) and a PNG strip;
+* :func:`plot_loss_by_noise` - the per-noise-level training loss from ``metrics.jsonl``: the mean loss
+  plateaus while the low-noise buckets keep improving;
+* :func:`plot_field` - for 2-D data: the denoiser field x -> D(x, sigma) - x at several sigma with probability-flow
+  trajectories, learned beside exact (the analytic mixture, or the empirical data set's exact denoiser);
+* :func:`ablation` - teaching switches: DDPM with and without its re-added noise (the course's "incorrect"
+  sampler), one-shot denoising D(sigma_max n, sigma_max) versus iterative sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .analytic import GaussianMixture
+from .process import DiscreteVP, sigma_to_alpha_bar
+from .schedules import karras_sigmas
+from .types import Denoiser, NoiseSource
+from .viz import make_grid
+
+
+class ExplainError(ValueError):
+    """A picture that cannot be drawn from the given input (no metrics, wrong data kind...); one line."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small drawing helpers (matplotlib is imported lazily, Agg backend)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_fig(fig, path: str | Path | None, dpi: int = 110) -> Path | None:
+    plt = _plt()
+    if path is None:
+        plt.close(fig)
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _show_grid(ax, images: Tensor, nrow: int, title: str = "") -> None:
+    arr = make_grid(images, nrow=nrow, pad=1)
+    ax.imshow(arr[..., 0] if arr.shape[-1] == 1 else arr, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def _show_points(ax, pts: Tensor, title: str = "", lim: float = 4.0, ref: Tensor | None = None) -> None:
+    if ref is not None:
+        r = ref.float().numpy()
+        ax.scatter(r[:, 0], r[:, 1], s=1, c="0.75")
+    p = pts.float().numpy()
+    ax.scatter(p[:, 0], p[:, 1], s=2, c="tab:blue", alpha=0.6)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. The forward process on real images
+# ---------------------------------------------------------------------------------------------------------
+
+
+def forward_strip(images: Tensor, ts: Sequence[int], *, schedules: Sequence[str] = ("linear", "cosine"),
+                  T: int = 1000, seed: int = 0, path: str | Path | None = None) -> dict[str, Tensor]:
+    """Noise ``images: (B, C, H, W)`` in [-1, 1] to the timesteps ``ts`` (0-based, < T) under each schedule.
+
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n (Ho et al. Eq. 4), the same noise n for every schedule and t so
+    only the schedule differs. Returns ``{schedule: (B, len(ts), C, H, W)}`` and draws one block per schedule
+    (rows = images, columns = t, titled with alpha_bar_t).
+    """
+    if any(not 0 <= t < T for t in ts):
+        raise ExplainError(f"timesteps must lie in [0, {T - 1}], got {list(ts)}")
+    g = torch.Generator().manual_seed(seed)
+    n = torch.randn(images.shape, generator=g)
+    out = {}
+    for name in schedules:
+        vp = DiscreteVP(name, T)
+        cols = [vp.q_sample(images, torch.full((len(images),), t, dtype=torch.long), n).float() for t in ts]
+        out[name] = torch.stack(cols, 1)
+    if path is not None:
+        plt = _plt()
+        B, K = images.shape[0], len(ts)
+        fig, axes = plt.subplots(1, len(schedules), figsize=(1.0 + 0.75 * K * len(schedules), 0.9 + 0.75 * B),
+                                 squeeze=False)
+        for ax, name in zip(axes[0], schedules):
+            vp = DiscreteVP(name, T)
+            _show_grid(ax, out[name].flatten(0, 1), nrow=K, title=f"{name} schedule, T = {T}")
+            H = images.shape[-2] + 1
+            ax.set_xticks([1 + H * (k + 0.5) for k in range(K)])
+            ax.set_xticklabels([f"t={t}\n{float(vp.alpha_bars[t]):.2f}" for t in ts], fontsize=7)
+        axes[0, 0].set_ylabel("x_t  (column: t, alpha_bar_t)", fontsize=8)
+        fig.tight_layout()
+        _save_fig(fig, path)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Schedule curves
+# ---------------------------------------------------------------------------------------------------------
+
+
+def schedule_curves(T: int = 1000, schedules: Sequence[str] = ("linear", "cosine", "sigmoid"),
+                    edm: tuple[float, float, float] | None = (0.002, 80.0, 7.0)) -> dict[str, dict[str, np.ndarray]]:
+    """alpha_bar, log10 SNR and sigma against normalised time u in [0, 1] (u = t/T; 1 = most noise).
+
+    Discrete schedules come from :class:`~torchdiffusion.process.DiscreteVP`; EDM (sigma_min, sigma_max, rho) is
+    its sampling ramp (Karras et al. Eq. 5) read with u = 1 at sigma_max, mapped to alpha_bar = 1/(1 + sigma^2).
+    SNR = alpha_bar / (1 - alpha_bar) = 1/sigma^2.
+    """
+    curves = {}
+    for name in schedules:
+        vp = DiscreteVP(name, T)
+        sig = vp.sigmas
+        curves[name] = {"u": (torch.arange(T, dtype=torch.float64) + 1).numpy() / T,
+                        "alpha_bar": vp.alpha_bars.numpy(), "sigma": sig.numpy(),
+                        "log10_snr": (-2 * sig.log10()).numpy()}
+    if edm is not None:
+        s_min, s_max, rho = edm
+        sig = karras_sigmas(T, s_min, s_max, rho)[:-1].flip(0)  # increasing with u
+        curves["edm"] = {"u": (torch.arange(T, dtype=torch.float64) + 1).numpy() / T,
+                         "alpha_bar": sigma_to_alpha_bar(sig).numpy(), "sigma": sig.numpy(),
+                         "log10_snr": (-2 * sig.log10()).numpy()}
+    return curves
+
+
+def plot_schedules(path: str | Path | None = None, T: int = 1000,
+                   schedules: Sequence[str] = ("linear", "cosine", "sigmoid"), edm: bool = True) -> dict:
+    """Three panels: alpha_bar(u), SNR(u) (log scale), sigma(u) (log scale) for each schedule."""
+    curves = schedule_curves(T, schedules, (0.002, 80.0, 7.0) if edm else None)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for name, c in curves.items():
+        label = "EDM (sampling ramp, rho = 7)" if name == "edm" else name
+        axes[0].plot(c["u"], c["alpha_bar"], label=label)
+        axes[1].plot(c["u"], 10 ** c["log10_snr"], label=label)
+        axes[2].plot(c["u"], c["sigma"], label=label)
+    axes[0].set_title("signal kept: alpha_bar_t")
+    axes[1].set_title("SNR(t) = alpha_bar / (1 - alpha_bar)")
+    axes[1].set_yscale("log")
+    axes[2].set_title("VE noise level sigma_t = sqrt((1 - alpha_bar)/alpha_bar)")
+    axes[2].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("t / T  (1 = pure noise)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    return curves
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. The denoising trajectory
+# ---------------------------------------------------------------------------------------------------------
+
+
+def denoising_trajectory(model, sample, data_shape: Sequence[int], seeds: Sequence[int], *,
+                         gif: str | Path | None = None, png: str | Path | None = None, frames: int = 30,
+                         strip: int = 8, mp4: bool = True) -> dict:
+    """Sample ``seeds`` with ``sample`` (any sampler) recording x_t (VP scale) and x0_hat at every step.
+
+    Writes the GIF (left x_t, right x0_hat; + an MP4 beside it when imageio-ffmpeg is installed) and a PNG strip
+    of ``strip`` evenly spaced steps for the first few images (rows: x_t, x0_hat). Returns the recorded lists.
+    """
+    from .generate import trajectory
+    from .viz import save_gif, trajectory_frames
+
+    x, xs, x0s, sig = trajectory(model, seeds, sample, data_shape, frames=frames)
+    out = {"x": x, "xs": xs, "x0s": x0s, "sigmas": sig, "files": []}
+    image = len(data_shape) == 3
+    if gif is not None:
+        if image:
+            nrow = max(1, int(math.sqrt(len(seeds))))
+            fr = trajectory_frames(xs, x0s, nrow=nrow)
+            out["files"].append(save_gif(fr, gif, scale=3))
+            if mp4:
+                p = _save_mp4(fr, Path(gif).with_suffix(".mp4"))
+                if p is not None:
+                    out["files"].append(p)
+        else:
+            from .viz import save_scatter_gif
+
+            out["files"].append(save_scatter_gif(xs, gif, titles=[f"sigma = {s:.3g}" for s in sig]))
+    if png is not None:
+        keep = sorted(set(np.linspace(0, len(xs) - 1, min(strip, len(xs))).round().astype(int).tolist()))
+        plt = _plt()
+        if image:
+            k = min(len(seeds), 4)
+            fig, axes = plt.subplots(2, len(keep), figsize=(1.3 * len(keep), 0.8 + 1.25 * k * 2 / 2), squeeze=False)
+            for j, i in enumerate(keep):
+                _show_grid(axes[0, j], xs[i][:k], nrow=1, title=f"sigma={sig[i]:.3g}")
+                _show_grid(axes[1, j], x0s[i][:k], nrow=1)
+            axes[0, 0].set_ylabel("x_t (VP scale)")
+            axes[1, 0].set_ylabel("predicted x0_hat")
+        else:
+            fig, axes = plt.subplots(1, len(keep), figsize=(2.2 * len(keep), 2.5), squeeze=False)
+            for j, i in enumerate(keep):
+                _show_points(axes[0, j], xs[i], title=f"sigma={sig[i]:.3g}")
+        fig.suptitle(f"{sample.sampler}, {sample.steps} steps ({sample.grid} grid)", fontsize=10)
+        fig.tight_layout()
+        out["files"].append(_save_fig(fig, png))
+    return out
+
+
+def _save_mp4(frames: Sequence[np.ndarray], path: Path, fps: int = 8) -> Path | None:
+    """MP4 via imageio + imageio-ffmpeg when both are installed; None otherwise (the GIF is always written)."""
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return None
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    # H.264 wants even sizes: pad by one white row/column where needed; scale x3 like the GIF.
+    with imageio.get_writer(tmp, fps=fps, format="FFMPEG", codec="libx264", quality=8,
+                            macro_block_size=1) as w:
+        for f in frames:
+            f = np.repeat(np.repeat(f, 3, 0), 3, 1)
+            f = np.pad(f, ((0, f.shape[0] % 2), (0, f.shape[1] % 2), (0, 0)), constant_values=255)
+            w.append_data(f if f.shape[-1] == 3 else np.repeat(f, 3, -1))
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Loss by noise level
+# ---------------------------------------------------------------------------------------------------------
+
+
+def read_loss_by_noise(metrics: str | Path) -> dict:
+    """Read ``metrics.jsonl`` (a run folder or the file): images seen, mean loss, per-bucket loss (W, K), edges."""
+    p = Path(metrics)
+    if p.is_dir():
+        p = p / "metrics.jsonl"
+    if not p.is_file():
+        raise ExplainError(f"{p} does not exist (train a run first)")
+    seen, loss, rows, unit, edges = [], [], [], None, None
+    for line in p.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written
+        if "loss_by_sigma_edges" in rec:
+            unit, edges = rec.get("loss_by_sigma_unit"), rec["loss_by_sigma_edges"]
+        if rec.get("loss") is None or "loss_by_sigma" not in rec:
+            continue
+        seen.append(rec["images_seen"])
+        loss.append(rec["loss"])
+        rows.append([np.nan if v is None else v for v in rec["loss_by_sigma"]])
+    if not rows:
+        raise ExplainError(f"{p} has no loss_by_sigma records yet")
+    return {"images_seen": np.asarray(seen), "loss": np.asarray(loss), "by_noise": np.asarray(rows, dtype=float),
+            "unit": unit or "bucket", "edges": edges}
+
+
+def plot_loss_by_noise(metrics: str | Path, path: str | Path | None = None) -> dict:
+    """Left: the mean training loss against images seen (it plateaus early). Right: the loss of each noise bucket
+    divided by its own first value (log scale) - the low-noise buckets keep improving long after the mean looks
+    flat, because the mean is dominated by the high-loss buckets."""
+    d = read_loss_by_noise(metrics)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    axes[0].plot(d["images_seen"], d["loss"], color="k")
+    axes[0].set_title("mean training loss")
+    axes[0].set_xlabel("images seen")
+    axes[0].grid(alpha=0.3)
+    K = d["by_noise"].shape[1]
+    cmap = plt.get_cmap("viridis")
+    first = np.array([col[np.isfinite(col)][0] if np.isfinite(col).any() else np.nan for col in d["by_noise"].T])
+    for k in range(K):
+        if d["edges"] is not None:
+            lo, hi = d["edges"][k], d["edges"][k + 1]
+            label = f"{d['unit']} in [{lo:.3g}, {hi:.3g})"
+        else:
+            label = f"bucket {k}"
+        axes[1].plot(d["images_seen"], d["by_noise"][:, k] / first[k], color=cmap(k / max(K - 1, 1)), label=label)
+    axes[1].set_yscale("log")
+    axes[1].set_title("loss per noise level / its first value (low noise = dark)")
+    axes[1].set_xlabel("images seen")
+    axes[1].grid(alpha=0.3)
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. The denoiser / score field of 2-D data
+# ---------------------------------------------------------------------------------------------------------
+
+
+def exact_denoiser_for(points: Tensor, toy: str | None = None, max_points: int = 2000) -> tuple[Denoiser, str]:
+    """The exact denoiser to compare with: the analytic eight-Gaussian mixture for ``toy="8gaussians"``, else
+    the empirical distribution of ``points: (N, 2)`` (a mixture of near-deltas, the ideal denoiser of the
+    training set itself)."""
+    if toy == "8gaussians":
+        from .analytic import eight_gaussians
+
+        return eight_gaussians().denoise, "exact (analytic 8 Gaussians)"
+    pts = points[:max_points].to(torch.float64)
+    mix = GaussianMixture(pts, torch.full((len(pts),), 1e-6, dtype=torch.float64))
+    return mix.denoise, f"exact for the {len(pts)} data points"
+
+
+def field_data(denoise: Denoiser, sigma_levels: Sequence[float], *, lim: float = 4.0, grid: int = 17,
+               traj_sigmas: Tensor | None = None, n_traj: int = 24, seed: int = 0) -> dict:
+    """Arrows D(x, sigma) - x on a ``grid x grid`` lattice per sigma, and probability-flow (Heun) paths."""
+    from .samplers import sample_heun
+
+    g = torch.linspace(-lim, lim, grid, dtype=torch.float64)
+    xy = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    arrows = []
+    with torch.no_grad():
+        for s in sigma_levels:
+            d = denoise(xy.float(), torch.full((len(xy),), float(s))).to(torch.float64)
+            arrows.append(d - xy)
+    paths = None
+    if traj_sigmas is not None:
+        ns = NoiseSource(range(seed, seed + n_traj), (2,))
+        steps = [ns.initial() * float(traj_sigmas[0])]
+        sample_heun(lambda x, s: denoise(x, s).float(), steps[0], traj_sigmas,
+                    callback=lambda info: steps.append(info.x.float()))
+        paths = torch.stack(steps, 1)  # (n_traj, n_steps + 1, 2)
+    return {"xy": xy, "arrows": arrows, "paths": paths}
+
+
+def plot_field(learned: Denoiser, exact: Denoiser | None, sigma_levels: Sequence[float], traj_sigmas: Tensor, *,
+               data: Tensor | None = None, exact_label: str = "exact", lim: float = 4.0,
+               path: str | Path | None = None) -> dict:
+    """Rows: learned, exact. Columns: the field D(x, sigma) - x at each sigma (arrows point where the denoiser
+    would move x; the score is that divided by sigma^2), then probability-flow trajectories over the data."""
+    rows = [("learned", learned)] + ([(exact_label, exact)] if exact is not None else [])
+    res = {name: field_data(D, sigma_levels, lim=lim, traj_sigmas=traj_sigmas) for name, D in rows}
+    plt = _plt()
+    ncol = len(sigma_levels) + 1
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.6 * ncol, 2.7 * len(rows)), squeeze=False)
+    for r, (name, _) in enumerate(rows):
+        d = res[name]
+        xy = d["xy"].numpy()
+        for c, s in enumerate(sigma_levels):
+            ax = axes[r, c]
+            if data is not None:
+                ax.scatter(data[:, 0], data[:, 1], s=0.5, c="0.8")
+            a = d["arrows"][c].numpy()
+            ax.quiver(xy[:, 0], xy[:, 1], a[:, 0], a[:, 1], angles="xy", color="tab:red", width=0.004)
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{name}: D(x, {s:g}) - x", fontsize=8)
+        ax = axes[r, -1]
+        if data is not None:
+            ax.scatter(data[:, 0], data[:, 1], s=0.5, c="0.8")
+        for p in d["paths"].numpy():
+            ax.plot(p[:, 0], p[:, 1], lw=0.8, color="tab:blue", alpha=0.8)
+            ax.plot(p[-1, 0], p[-1, 1], "o", ms=2, color="k")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{name}: probability-flow paths", fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. Teaching ablations
+# ---------------------------------------------------------------------------------------------------------
+
+
+def ablation(model, sample, data_shape: Sequence[int], seeds: Sequence[int], *, ddpm_steps: int = 100,
+             path: str | Path | None = None) -> dict[str, Tensor]:
+    """The same seeds sampled four ways: DDPM ancestral (correct), DDPM without the re-added noise z (the
+    course's "incorrect" sampler), one-shot denoising x0_hat = D(sigma_max n, sigma_max), and the run's own
+    sampler (iterative). Returns ``{label: (N, *data_shape)}``."""
+    from .generate import clamped, generate, make_grid_sigmas
+    from .samplers import sample_ddpm
+
+    grid = sample.grid
+    if grid == "uniform_t" and model.process is None:
+        grid = "karras"
+    ddpm = replace(sample, sampler="ddpm", steps=ddpm_steps, grid=grid, batch_size=len(seeds))
+    out = {f"DDPM, {ddpm_steps} steps (noise re-added)": generate(model, seeds, ddpm, data_shape)}
+    sigmas = make_grid_sigmas(model, ddpm)
+    image = len(data_shape) == 3
+    with torch.no_grad():
+        ns = NoiseSource(seeds, data_shape)
+        D = model.bind(None)
+        if sample.clip_denoised and image:
+            D = clamped(D)
+        z = ns.initial()
+        out["DDPM without re-added noise"] = sample_ddpm(D, z * float(sigmas[0]), sigmas, add_noise=False).float()
+        s_max = torch.full((len(seeds),), float(sigmas[0]))
+        out["one shot: D(sigma_max n, sigma_max)"] = D(z * float(sigmas[0]), s_max).float()
+    out[f"{sample.sampler}, {sample.steps} steps (iterative)"] = generate(
+        model, seeds, replace(sample, batch_size=len(seeds)), data_shape)
+    if path is not None:
+        plt = _plt()
+        fig, axes = plt.subplots(1, len(out), figsize=(3.0 * len(out), 3.4), squeeze=False)
+        nrow = max(1, int(math.sqrt(len(seeds))))
+        for ax, (label, x) in zip(axes[0], out.items()):
+            if image:
+                _show_grid(ax, x.clamp(-1, 1), nrow=nrow, title=label)
+            else:
+                _show_points(ax, x[:, :2], title=label)
+        fig.tight_layout()
+        _save_fig(fig, path)
+    return out
