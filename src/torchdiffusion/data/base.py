@@ -33,7 +33,7 @@ class TensorData:
         context: (N, K) float context vectors (one-hot / multi-hot categories), or None.
         captions: N strings, or None.
         class_names: names of the label values / context columns, or None.
-        kind: "image" or "vector".
+        kind: "image" ((N, C, H, W)) or "vector" ((N, D)).
         name: a short description of where the data came from.
     """
 
@@ -47,10 +47,8 @@ class TensorData:
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]
-        want_ndim = {"image": 4, "vector": 2}
-        if self.kind not in want_ndim:
-            raise DataError(f"TensorData.kind must be image or vector, got {self.kind!r}")
-        if self.x.ndim != want_ndim[self.kind]:
+        want_ndim = {"image": 4, "vector": 2}  # other kinds (e.g. 1-D signals) are not checked here
+        if self.kind in want_ndim and self.x.ndim != want_ndim[self.kind]:
             raise DataError(f"{self.kind} data needs x of {want_ndim[self.kind]} dims, got shape {tuple(self.x.shape)}")
         for field_name in ("labels", "context", "captions"):
             v = getattr(self, field_name)

@@ -18,7 +18,7 @@ Arrays (the ``array`` source, ``data.path`` a ``.npy`` or ``.npz``):
   * Layout by shape: ``(N, D)`` vectors (kind "vector", values kept as they are); ``(N, H, W)`` grayscale;
     4-D is channels-first ``(N, C, H, W)`` when ``C = shape[1] <= 4`` and ``shape[3] > 4``, otherwise
     channels-last ``(N, H, W, C)`` with ``C = shape[3] <= 4`` (the course's sprite format).
-  * Image values: uint8 (or any integers within 0..255) are 8-bit pixels; floats with min >= 0 and max <= 1
+  * Image values: uint8 (or any integers within 0..255) are 8-bit pixels; booleans and floats with min >= 0 and max <= 1
     are [0, 1] and mapped to [-1, 1]; other floats within [-1, 1] are kept. Anything else, NaN or inf is an
     error. (All-nonnegative [-1, 1] data is therefore read as [0, 1]: save such data as uint8.)
   * Labels (the npz key or ``data.labels_path``, a ``.npy``): ``(N,)`` integers -> ``labels``; ``(N, K)``
@@ -181,6 +181,8 @@ def _finite(a: np.ndarray, what: str) -> np.ndarray:
 def array_to_images(a: np.ndarray, what: str = "array") -> Tensor:
     """(N, H, W), (N, H, W, C) or (N, C, H, W) pixels -> (N, C, H, W) float32 in [-1, 1] (rules above)."""
     a = _finite(a, what)
+    if a.dtype.kind == "b":
+        a = a.astype(np.float32)  # False/True -> 0/1 -> -1/+1
     if a.ndim == 3:
         a = a[:, None]
     elif a.ndim == 4:
