@@ -1,8 +1,9 @@
 """The in-memory data set every source returns, and the few pixel conversions they share.
 
 Pixel convention (one place): an 8-bit value ``u`` in 0..255 is the float ``x = u / 127.5 - 1`` in [-1, 1], and
-back ``u = round((x + 1) * 127.5)`` clamped to 0..255; the round trip is exact. Grayscale from RGB is the
-ITU-R BT.601 luma ``Y = 0.299 R + 0.587 G + 0.114 B`` (what Pillow's ``convert("L")`` uses).
+back ``u = round((x + 1) * 127.5)`` clamped to 0..255; the round trip is exact. A value in [0, 1] is
+``2 x - 1``. Grayscale from RGB is the ITU-R BT.601 luma ``Y = 0.299 R + 0.587 G + 0.114 B`` (what Pillow's
+``convert("L")`` uses).
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def from_uint8(u: np.ndarray | Tensor) -> Tensor:
     if isinstance(u, Tensor):
         return u.to(torch.float32) / 127.5 - 1.0
     return torch.from_numpy(np.asarray(u, dtype=np.uint8).astype(np.float32)).div_(127.5).sub_(1.0)
+
+
+def from_unit(x: Tensor) -> Tensor:
+    """Values in [0, 1] -> [-1, 1]: ``2 x - 1``."""
+    return x * 2 - 1
 
 
 def to_uint8(x: Tensor) -> np.ndarray:

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
-from .base import DataError, TensorData, check_size, from_uint8, match_channels, resize_crop
+from .base import DataError, TensorData, check_size, from_uint8, from_unit, match_channels, resize_crop
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count as grayscale
@@ -75,6 +75,11 @@ def _decode(path: Path) -> np.ndarray:
     return a.astype(np.float32) / 255.0
 
 
+def _decode_tensor(path: Path) -> Tensor:
+    """(1, C, H, W) in [-1, 1], C = 1 or 3, from :func:`_decode`."""
+    return from_unit(torch.from_numpy(_decode(path)).permute(2, 0, 1)[None])
+
+
 def read_image(path: str | Path, size: tuple[int, int] | None = None, channels: int | None = None) -> Tensor:
     """Read a PNG/JPEG as (C, H, W) float32 in [-1, 1].
 
@@ -86,9 +91,7 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, channels: 
     Raises:
         DataError: the file is missing, unreadable or corrupt (the message names it).
     """
-    a = _decode(Path(path))
-    x = torch.from_numpy(a).permute(2, 0, 1)[None] * 2 - 1  # (1, C, H, W)
-    x = match_channels(x, channels)
+    x = match_channels(_decode_tensor(Path(path)), channels)
     return resize_crop(x, check_size(size))[0].contiguous()
 
 
@@ -120,8 +123,7 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
     size = check_size(cfg.image_size)
     images = []
     for f in files:
-        x = torch.from_numpy(_decode(f)).permute(2, 0, 1)[None] * 2 - 1
-        images.append(resize_crop(x, size))
+        images.append(resize_crop(_decode_tensor(f), size))
         if size is None and images[-1].shape[-2:] != images[0].shape[-2:]:
             h0, w0 = images[0].shape[-2:]
             h, w = images[-1].shape[-2:]
@@ -205,7 +207,7 @@ def array_to_images(a: np.ndarray, what: str = "array") -> Tensor:
     lo, hi = float(x.min()), float(x.max())
     tol = 1e-3
     if lo >= -tol and hi <= 1 + tol:
-        return (x * 2 - 1).clamp(-1, 1)
+        return from_unit(x).clamp(-1, 1)
     if lo >= -1 - tol and hi <= 1 + tol:
         return x.clamp(-1, 1)
     raise DataError(f"{what}: float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1] or [-1, 1] (or uint8 0..255)")
