@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .config import ConfigError, RunConfig, SampleConfig, from_json, validate
+from .guidance import guided_denoiser
 from .precond import Precond
 from .samplers import get_sampler
 from .schedules import make_sigmas
@@ -143,7 +144,7 @@ def sampler_knobs(name: str, sample: SampleConfig) -> dict:
 
 @torch.no_grad()
 def generate(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_shape: Sequence[int], *,
-             cond: Cond = None, callback: Callback | None = None,
+             cond: Cond = None, uncond: Cond = None, callback: Callback | None = None,
              wrap: Callable[[Denoiser, slice], Denoiser] | None = None,
              device: str | torch.device | None = None, precision: str = "fp32") -> Tensor:
     """Sample ``len(seeds)`` examples; returns (N, *data_shape) float32 on the CPU.
@@ -154,6 +155,8 @@ def generate(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_sh
         sample: sampler, steps, grid, clamping, batch size...
         data_shape: one example's shape, e.g. (1, 28, 28).
         cond: conditioning for all N images (dict of (N, ...) tensors, or None); sliced per batch.
+        uncond: the negative conditioning of classifier-free guidance (same keys as ``cond``, (N, ...)), or
+            None for the learned null embedding; CFG runs at ``sample.guidance`` (see guidance.guided_denoiser).
         callback: receives a StepInfo per step (batch by batch).
         wrap: optional ``wrap(D, batch_slice) -> D`` applied after conditioning (guidance, inpainting...).
         precision: ``fp32`` or ``bf16`` (autocast of the network only; the sampler's arithmetic stays fp32).
@@ -169,7 +172,7 @@ def generate(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_sh
         sl = slice(start, min(start + bs, len(seeds)))
         ns = NoiseSource(seeds[sl], data_shape, device=device)
         x = ns.initial() * float(sigmas[0])
-        D = model.bind(_slice_cond(cond, sl))
+        D = guided_denoiser(model, _slice_cond(cond, sl), sample, uncond=_slice_cond(uncond, sl))
         if sample.clip_denoised:
             D = clamped(D)
         if wrap is not None:
@@ -194,7 +197,8 @@ def _autocast(D: Denoiser, device: torch.device) -> Denoiser:
 
 @torch.no_grad()
 def trajectory(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_shape: Sequence[int], *,
-               cond: Cond = None, frames: int = 40) -> tuple[Tensor, list[Tensor], list[Tensor], list[float]]:
+               cond: Cond = None, uncond: Cond = None, frames: int = 40
+               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[float]]:
     """Sample and record the path: returns (final x, x_t per step in VP scale, x0_hat per step, sigmas).
 
     x_t is shown divided by sqrt(1 + sigma^2) (the VP scaling) so every frame has unit-ish range; at most
@@ -207,6 +211,7 @@ def trajectory(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_
         x0s.append(info.denoised.float().cpu())
         sig.append(info.sigma_next)
 
-    x = generate(model, seeds, replace(sample, batch_size=len(seeds)), data_shape, cond=cond, callback=cb)
+    x = generate(model, seeds, replace(sample, batch_size=len(seeds)), data_shape, cond=cond, uncond=uncond,
+                 callback=cb)
     keep = sorted(set(torch.linspace(0, len(xs) - 1, min(frames, len(xs))).round().long().tolist()))
     return x, [xs[i] for i in keep], [x0s[i] for i in keep], [sig[i] for i in keep]

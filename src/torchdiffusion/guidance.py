@@ -145,6 +145,56 @@ def cat_cond(a: Cond, b: Cond) -> dict:
     return out
 
 
+def build_cond(model_cfg, n: int, *, classes: list[int] | None = None, contexts: list[list[float]] | None = None,
+               prompts: list[str] | None = None) -> dict | None:
+    """The cond dict of ``n`` samples for a model (a ModelConfig), each list cycled over the samples.
+
+    ``classes``: labels in [0, num_classes); ``contexts``: vectors of length context_dim; ``prompts``: strings,
+    encoded by the MiniLM encoder (text_dim = 384). Checks each against the model; None when nothing is given.
+    """
+    cond: dict[str, Tensor] = {}
+    idx = torch.arange(n)
+    if classes:
+        K = int(getattr(model_cfg, "num_classes", 0))
+        if K <= 0:
+            raise GuidanceError("this model is not class-conditional (model.num_classes = 0); drop --class")
+        bad = [c for c in classes if not 0 <= int(c) < K]
+        if bad:
+            raise GuidanceError(f"class {bad[0]} is out of range; this model has classes 0..{K - 1}")
+        cond["class"] = torch.tensor([int(c) for c in classes], dtype=torch.long)[idx % len(classes)]
+    if contexts:
+        K = int(getattr(model_cfg, "context_dim", 0))
+        if K <= 0:
+            raise GuidanceError("this model takes no context vectors (model.context_dim = 0); drop --context")
+        bad = [v for v in contexts if len(v) != K]
+        if bad:
+            raise GuidanceError(f"a context vector has {len(bad[0])} entries; this model needs {K}")
+        cond["context"] = torch.tensor(contexts, dtype=torch.float32)[idx % len(contexts)]
+    if prompts:
+        from .text import TEXT_DIM, prompt_cond
+
+        E = int(getattr(model_cfg, "text_dim", 0))
+        if E <= 0:
+            raise GuidanceError("this model is not text-conditioned (model.text_dim = 0); drop --prompt")
+        if E != TEXT_DIM:
+            raise GuidanceError(f"model.text_dim = {E} does not match the MiniLM encoder's {TEXT_DIM}")
+        cond.update(prompt_cond(prompts, n))
+    return cond or None
+
+
+def parse_vectors(text: str) -> list[list[float]]:
+    """``"1,0,0.6;0,1,0"`` -> [[1, 0, 0.6], [0, 1, 0]] (one-line GuidanceError on anything else)."""
+    out = []
+    for part in text.split(";"):
+        try:
+            out.append([float(v) for v in part.split(",") if v.strip()])
+        except ValueError:
+            raise GuidanceError(f"cannot read the vector {part!r}; write numbers separated by commas") from None
+        if not out[-1]:
+            raise GuidanceError(f"empty vector in {text!r}")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Classifier-free guidance
 # ---------------------------------------------------------------------------------------------------------
@@ -229,6 +279,8 @@ def guided_denoiser(model: ConditionalModel, cond: Cond, sample, *, uncond: Cond
     interval = getattr(sample, "guidance_interval", None)
     rescale = float(getattr(sample, "guidance_rescale", 0.0))
     if as_cond_dict(cond) is None or (scale == 1.0 and uncond is None):
+        if hasattr(model, "bind"):
+            return model.bind(cond)
         return lambda x, sigma: model(x, _sigma_vector(sigma, x), cond)
     return classifier_free(model, cond, scale, uncond=uncond, interval=tuple(interval) if interval else None,
                            rescale=rescale)

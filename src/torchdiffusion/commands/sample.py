@@ -14,6 +14,11 @@ EXAMPLES = """examples:
   torchdiffusion sample runs/demo --sampler dpmpp_2m --steps 10 --n 100 --seed 7
   torchdiffusion sample runs/demo --sampler ddpm --grid uniform_t --steps 1000 --gif
   torchdiffusion sample runs/toy --n 5000 --out toy.png
+  torchdiffusion sample runs/mnist-class --class 7 --guidance 3.0               # classifier-free guidance
+  torchdiffusion sample runs/mnist-class --class 0,1,2,3,4,5,6,7,8,9 --n 100      # one column per digit
+  torchdiffusion sample runs/emoji-context --context 1,0,0.6,0,0,0 --guidance 2
+  torchdiffusion sample runs/emoji-text --prompt "red apple" --negative-prompt "green" --guidance 3
+  torchdiffusion sample runs/mnist --class 3 --classifier runs/mnist/classifier --classifier-scale 2
   torchdiffusion sample --list-samplers"""
 
 
@@ -25,6 +30,75 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
     p.add_argument("--save-npy", action="store_true", help="also save the samples as .npy (float, [-1, 1])")
     p.add_argument("--list-samplers", action="store_true", help="list the samplers and exit")
+    add_guidance_arguments(p)
+
+
+def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
+    """--class/--context/--prompt, their negatives, and the guidance knobs (see torchdiffusion.guidance)."""
+    g = p.add_argument_group("conditioning and guidance")
+    g.add_argument("--class", dest="classes", help="class label(s), e.g. 7 or 0,1,2 (cycled over the images)")
+    g.add_argument("--context", help="context vector(s), e.g. 1,0,0.6,0,0; several separated by ';' (cycled)")
+    g.add_argument("--prompt", action="append", help="text prompt; repeat for several (cycled over the images)")
+    g.add_argument("--negative-prompt", help="the prompt classifier-free guidance steers away from")
+    g.add_argument("--negative-context", help="the context vector classifier-free guidance steers away from")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale w: 0 unconditional, 1 conditional, "
+                   ">1 guided (default: the run's sample.guidance)")
+    g.add_argument("--guidance-interval", help="LO,HI: guide only for sigma in [LO, HI] (Kynkaanniemi et al. 2024)")
+    g.add_argument("--guidance-rescale", type=float, help="phi in [0, 1]: rescaled CFG (Lin et al. 2024)")
+    g.add_argument("--classifier", help="noise-aware classifier (from 'torchdiffusion train-classifier') for "
+                   "classifier guidance towards --class")
+    g.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale s (default 1)")
+
+
+def conditioning_from_args(run_, sample, args: argparse.Namespace):
+    """(sample, cond, uncond, wrap) for generate() from the conditioning and guidance flags."""
+    from dataclasses import fields, replace
+
+    import torch
+
+    from ..guidance import GuidanceError, build_cond, classifier_guidance, load_noisy_classifier, parse_vectors
+
+    m = run_.config.model
+    n = sample.n
+    classes = [int(v) for v in parse_vectors(args.classes)[0]] if getattr(args, "classes", None) else None
+    classifier = getattr(args, "classifier", None)
+    contexts = parse_vectors(args.context) if getattr(args, "context", None) else None
+    prompts = getattr(args, "prompt", None)
+    cond = build_cond(m, n, classes=classes if (m.num_classes > 0 or not classifier) else None,
+                      contexts=contexts, prompts=prompts)
+    uncond = None
+    neg_prompt, neg_context = getattr(args, "negative_prompt", None), getattr(args, "negative_context", None)
+    if neg_prompt or neg_context:
+        if cond is None:
+            raise GuidanceError("a negative prompt/context needs a conditioning (--class, --context or --prompt)")
+        neg = build_cond(m, n, contexts=parse_vectors(neg_context) if neg_context else None,
+                         prompts=[neg_prompt] if neg_prompt else None)
+        uncond = {**cond, **neg}  # the negative replaces what it names; the rest of the conditioning is kept
+    updates = {}
+    if getattr(args, "guidance", None) is not None:
+        updates["guidance"] = args.guidance
+    if getattr(args, "guidance_interval", None):
+        lo, hi = parse_vectors(args.guidance_interval)[0][:2]
+        updates["guidance_interval"] = (lo, hi)
+    if getattr(args, "guidance_rescale", None) is not None:
+        updates["guidance_rescale"] = args.guidance_rescale
+    have = {f.name for f in fields(sample)}
+    missing = [k for k in updates if k not in have]
+    if missing:
+        raise GuidanceError(f"--{missing[0].replace('_', '-')} needs SampleConfig.{missing[0]}, "
+                            "which this version lacks")
+    sample = replace(sample, **updates)
+    wrap = None
+    if classifier:
+        if not classes:
+            raise GuidanceError("classifier guidance needs the wanted class: add --class")
+        clf = load_noisy_classifier(classifier)
+        if max(classes) >= clf.cfg.num_classes:
+            raise GuidanceError(f"class {max(classes)} is out of range; the classifier has {clf.cfg.num_classes}")
+        y = torch.tensor(classes)[torch.arange(n) % len(classes)]
+        s = float(args.classifier_scale)
+        wrap = lambda D, sl: classifier_guidance(D, clf, y[sl], s)  # noqa: E731
+    return sample, cond, uncond, wrap
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,17 +119,24 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     validate(replace(run_.config, sample=sample))
-    out = Path(args.out) if args.out else run_.path / "samples" / f"{sample.sampler}-{sample.steps}-seed{sample.seed}.png"
+    sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
+    tag = f"-w{sample.guidance:g}" if cond is not None else ""
+    out = Path(args.out) if args.out else (run_.path / "samples" /
+                                           f"{sample.sampler}-{sample.steps}-seed{sample.seed}{tag}.png")
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
-    paths = write_samples(run_, sample, out, gif=args.gif, save_npy=args.save_npy)
+    paths = write_samples(run_, sample, out, gif=args.gif, save_npy=args.save_npy, cond=cond, uncond=uncond,
+                          wrap=wrap)
     for p in paths:
         print(p)
     return 0
 
 
-def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool = False) -> list[Path]:
-    """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy)."""
+def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool = False, cond=None, uncond=None,
+                  wrap=None) -> list[Path]:
+    """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy).
+
+    ``cond``/``uncond``/``wrap``: conditioning, negative conditioning and denoiser wrapper, as in generate()."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -68,7 +149,8 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
     with tqdm(total=steps_total, desc=f"sampling ({sample.sampler}, {nfe(sample.sampler, sample.steps)} NFE)",
               unit="step", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-        x = generate(run_.model, seeds, sample, run_.data_shape, callback=lambda info: bar.update(1))
+        x = generate(run_.model, seeds, sample, run_.data_shape, cond=cond, uncond=uncond, wrap=wrap,
+                     callback=lambda info: bar.update(1))
     paths = []
     if run_.kind == "image":
         paths.append(save_grid(x, out))
@@ -82,13 +164,19 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
     if gif:
         k = min(sample.n, 16)
         if run_.kind == "image":
-            _, xs, x0s, _ = trajectory(run_.model, seeds[:k], sample, run_.data_shape)
+            first = slice(0, k)
+            _, xs, x0s, _ = trajectory(run_.model, seeds[:k], sample, run_.data_shape,
+                                       cond=_slice(cond, first), uncond=_slice(uncond, first))
             frames = trajectory_frames(xs, x0s, nrow=int(k**0.5) or 1)
             paths.append(save_gif(frames, out.with_suffix(".gif"), scale=3))
         else:
             from ..viz import save_scatter_gif
 
-            _, xs, _, sig = trajectory(run_.model, seeds, sample, run_.data_shape)
+            _, xs, _, sig = trajectory(run_.model, seeds, sample, run_.data_shape, cond=cond, uncond=uncond)
             titles = [f"sigma = {s:.3g}" for s in sig]
             paths.append(save_scatter_gif([torch.as_tensor(f) for f in xs], out.with_suffix(".gif"), titles=titles))
     return paths
+
+
+def _slice(cond, sl: slice):
+    return None if cond is None else {k: v[sl] for k, v in cond.items()}
