@@ -160,6 +160,42 @@ def outpaint_canvas(x: Tensor, *, left: int = 0, right: int = 0, top: int = 0, b
     return canvas, mask
 
 
+def _starts(size: int, tile: int, stride: int) -> list[int]:
+    """Window offsets covering [0, size) with windows of ``tile`` every ``stride``, the last one flush right."""
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile + 1, stride))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
+
+
+def tiled(denoise: Denoiser, tile: tuple[int, int], stride: int | None = None) -> Denoiser:
+    """Run a denoiser trained on ``tile = (h, w)`` images on a larger canvas ``(B, C, H, W)`` (H >= h, W >= w):
+    D is applied to overlapping windows and each pixel's estimate is the mean over the windows that cover it
+    (MultiDiffusion, Bar-Tal et al. 2023, Eq. 5 - the least-squares fusion of the per-window x0_hat). Denoiser
+    wrapper, so it works with every sampler; used by outpainting. ``stride`` defaults to half the tile."""
+    h, w = tile
+    sh = stride or max(1, h // 2)
+    sw = stride or max(1, w // 2)
+
+    def D(x: Tensor, sigma: Tensor) -> Tensor:
+        H, W = x.shape[-2:]
+        if H < h or W < w:
+            raise EditError(f"canvas {H}x{W} is smaller than the model's {h}x{w} images")
+        if (H, W) == (h, w):
+            return denoise(x, sigma)
+        acc = torch.zeros_like(x)
+        count = x.new_zeros(1, 1, H, W)
+        for i in _starts(H, h, sh):
+            for j in _starts(W, w, sw):
+                acc[..., i:i + h, j:j + w] += denoise(x[..., i:i + h, j:j + w], sigma)
+                count[..., i:i + h, j:j + w] += 1
+        return acc / count
+
+    return D
+
+
 # ---------------------------------------------------------------------------------------------------------
 # img2img / SDEdit (Meng et al. 2022)
 # ---------------------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ HELP = "grow images on any side (--left/--right/--top/--bottom pixels) and fill 
 EXAMPLES = """examples:
   torchdiffusion outpaint runs/demo --right 8 --bottom 8            # 28x28 digits -> 36x36
   torchdiffusion outpaint runs/demo --left 4 --right 4 --resample 5 --jump 3 --images a.png
-The network is convolutional, so it runs on the larger canvas; a U-Net needs the new size to be divisible by
-2^(levels - 1) (4 for the demo). Output rows: original (padded in grey), result."""
+The network only knows images of its training size, so the larger canvas is denoised in overlapping windows of
+that size whose estimates are averaged (MultiDiffusion); --stride sets the window step. Output rows: original
+(padded in grey), result."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,10 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{side}", type=int, default=0, help=f"pixels to add on the {side} (default 0)")
     p.add_argument("--resample", type=int, default=1, help="RePaint passes per segment (default 1 = replacement)")
     p.add_argument("--jump", type=int, help="RePaint jump length in steps (default: steps // 4, at least 1)")
+    p.add_argument("--stride", type=int, help="window step on the grown canvas (default: half the image size)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..edit import EditError, outpaint_canvas
+    from ..edit import outpaint_canvas, tiled
     from ..generate import load_run
     from .inpaint import default_out, inpaint_images, load_inputs, save_rows, setup, show_hole
 
@@ -32,12 +34,9 @@ def run(args: argparse.Namespace) -> int:
     sample, D, sampler, sigmas, knobs = setup(run_, args)
     canvas, mask = outpaint_canvas(x, left=args.left, right=args.right, top=args.top, bottom=args.bottom)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
-    try:
-        result = inpaint_images(sampler, D, canvas, sigmas, mask, seed=sample.seed, jump=jump,
-                                resample=args.resample, knobs=knobs)
-    except RuntimeError as e:  # the network cannot take this canvas size
-        raise EditError(f"the network cannot run on a {canvas.shape[-2]}x{canvas.shape[-1]} canvas; "
-                        f"choose margins that keep the size divisible by 4 ({str(e).splitlines()[0][:80]})") from None
+    D = tiled(D, tuple(run_.data_shape[1:]), args.stride)  # the network sees only windows of its own size
+    result = inpaint_images(sampler, D, canvas, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample,
+                            knobs=knobs)
     tag = f"outpaint-l{args.left}r{args.right}t{args.top}b{args.bottom}-{sample.sampler}{sample.steps}"
     print(save_rows([show_hole(canvas, mask), result], default_out(run_, args, tag)))
     return 0
