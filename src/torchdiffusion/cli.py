@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from .commands import demo, sample, train
+from .commands import guidance_sweep, train_classifier
 from .commands import explain, img2img, inpaint, interpolate, outpaint
 
 # One dict literal: command name -> module. Command modules import heavy things lazily inside run().
@@ -19,6 +20,8 @@ COMMANDS = {
     "train": train,
     "sample": sample,
     "demo": demo,
+    "train-classifier": train_classifier,
+    "guidance-sweep": guidance_sweep,
     "inpaint": inpaint,
     "outpaint": outpaint,
     "img2img": img2img,
