@@ -1,0 +1,208 @@
+"""The training loop in one process: LR schedule, EMA half-life, the NaN guard, data order, run-folder files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_training_worker import TINY, tiny_data
+from torchdiffusion.config import TrainConfig, get_preset, override
+from torchdiffusion.training import EMA, TrainingError, ema_beta, learning_rate, load_state, train
+from torchdiffusion.training.loop import DataOrder, make_cond, mix_seed
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine, 2 threads per process are much slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(*sets: str):
+    return override(get_preset("digits-test"), TINY + list(sets))
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Learning rate: linear warm-up and cosine decay, counted in images
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_lr_warmup_is_linear_in_images_and_independent_of_batch_size():
+    for B in (8, 32):
+        c = TrainConfig(lr=1e-3, batch_size=B, warmup_images=256, images=10_000)
+        for u in range(40):
+            n = (u + 1) * B  # images the update has seen
+            assert learning_rate(c, u) == pytest.approx(1e-3 * min(1.0, n / 256), rel=1e-12)
+    no_warm = TrainConfig(lr=1e-3, warmup_images=0)
+    assert learning_rate(no_warm, 0) == 1e-3
+
+
+def test_lr_cosine_decay_halves_at_mid_run_and_decreases():
+    c = TrainConfig(lr=2e-3, batch_size=10, warmup_images=0, images=1000, lr_decay="cosine")
+    lrs = [learning_rate(c, u) for u in range(100)]
+    assert lrs[0] == pytest.approx(2e-3)
+    assert learning_rate(c, 50) == pytest.approx(1e-3)  # cos(pi/2) = 0: half the peak after half the images
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] > 0
+
+
+def test_lr_in_metrics_follows_the_warmup(tmp_path):
+    run = train(tiny_cfg("train.images=64", "train.warmup_images=64", "train.log_every_images=16"), tmp_path,
+                data=tiny_data(), progress=False)
+    lrs = [m["lr"] for m in metrics(run)]
+    assert lrs == pytest.approx([1e-2 * k / 4 for k in (1, 2, 3, 4)], rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# EMA: half-life in images
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("B", [4, 16])
+def test_ema_halves_the_distance_after_one_halflife_of_images(B):
+    h = 64  # half-life in images; h / B updates
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model)
+    with torch.no_grad():
+        for p in ema.module.parameters():
+            p.zero_()
+        for p in model.parameters():
+            p.fill_(1.0)
+    for _ in range(h // B):
+        ema.update(model, ema_beta(B, 10**9, h, warmup_ratio=0.0))
+    for p in ema.module.parameters():  # theta_ema = 1 - 0.5^(n/h) after n images
+        torch.testing.assert_close(p, torch.full_like(p, 0.5), rtol=0, atol=1e-6)
+
+
+def test_ema_warmup_grows_the_halflife_with_images_seen():
+    assert ema_beta(16, 0, 1000, 0.05) == 0.0  # first step: the average is a copy
+    assert ema_beta(16, 4000, 1000, 0.05) == pytest.approx(0.5 ** (16 / 200))  # h = 0.05 * 4000 < 1000
+    assert ema_beta(16, 10**6, 1000, 0.05) == pytest.approx(0.5 ** (16 / 1000))  # capped at the half-life
+    assert ema_beta(16, 10**6, 0, 0.05) == 0.0  # EMA disabled: the average is the weights
+
+
+def test_ema_disabled_saves_the_raw_weights(tmp_path):
+    run = train(tiny_cfg("train.images=32", "train.ema_halflife_images=0"), tmp_path, data=tiny_data(),
+                progress=False)
+    a, b = load_file(run / "model.safetensors"), load_file(run / "ema.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data order and conditioning
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_data_order_is_a_permutation_per_epoch_and_continues_across_epochs():
+    N, B = 10, 4
+    order = DataOrder(N, B, seed=3)
+    stream = torch.cat([order.batch(s) for s in range(5)])  # 20 positions = 2 epochs
+    assert sorted(stream[:10].tolist()) == list(range(10)) and sorted(stream[10:].tolist()) == list(range(10))
+    assert order.position(3) == (1, 2)
+    assert torch.equal(DataOrder(N, B, seed=3).batch(4), order.batch(4))  # a function of (seed, step) only
+    assert not torch.equal(stream[:10], stream[10:])
+    assert mix_seed(1, 2) != mix_seed(2, 1)
+
+
+def test_make_cond_has_labels_and_drop_mask():
+    d = tiny_data()
+    cfg = tiny_cfg()
+    idx = torch.tensor([0, 1, 5])
+    drop = torch.tensor([True, False, False])
+    c = make_cond(d, idx, drop, cfg, torch.device("cpu"))
+    assert torch.equal(c["class"], d.labels[idx]) and torch.equal(c["drop"], drop)
+    assert make_cond(d, idx, drop, tiny_cfg("model.num_classes=0"), torch.device("cpu")) is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The NaN/Inf guard
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_nonfinite_step_is_skipped_leaving_optimizer_and_ema_untouched(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHDIFFUSION_INJECT_NAN", "2")
+    cfg = tiny_cfg("train.images=64", "train.checkpoint_every_images=16", "train.keep_checkpoints=10",
+                   "train.log_every_images=64")
+    run = train(cfg, tmp_path, data=tiny_data(), progress=False)
+    before, after = load_state(run / "checkpoints/state-000000032.pt"), load_state(
+        run / "checkpoints/state-000000048.pt")  # step 2 (images 32 -> 48) was poisoned
+    assert after["skipped_steps"] == 1 and after["updates"] == before["updates"] == 2
+    for key in ("model", "ema"):
+        assert all(torch.equal(before[key][k], after[key][k]) for k in before[key])
+    for i, s in before["optimizer"]["state"].items():
+        assert all(torch.equal(s[k], after["optimizer"]["state"][i][k]) for k in s)
+    last = load_state(run / "checkpoints/state-000000064.pt")
+    assert last["updates"] == 3 and not any(torch.equal(before["model"][k], last["model"][k])
+                                            for k in before["model"] if k.endswith("weight"))
+    m = metrics(run)
+    assert m[-1]["skipped_steps"] == 1 and all(math.isfinite(v) for v in (m[-1]["loss"], m[-1]["grad_norm"]))
+    assert json.loads((run / "run.json").read_text())["finished"]
+
+
+def test_too_many_nonfinite_steps_stop_with_one_line_naming_the_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHDIFFUSION_INJECT_NAN", "1,2,3")
+    with pytest.raises(TrainingError, match=r"^stopped at step 3 .*3 consecutive") as e:
+        train(tiny_cfg("train.max_nonfinite=3"), tmp_path, data=tiny_data(), progress=False)
+    assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run folder contents
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_run_folder_files_and_loss_by_noise_level(tmp_path):
+    run = train(tiny_cfg("train.images=64"), tmp_path, data=tiny_data(), progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["data_shape"] == [1, 8, 8] and info["kind"] == "image" and info["num_classes"] == 4
+    assert info["finished"] and info["images_seen"] == 64 and info["class_names"] == ["a", "b", "c", "d"]
+    m = metrics(run)
+    assert [r["images_seen"] for r in m] == [32, 64] and [r["step"] for r in m] == [2, 4]
+    edges = m[0]["loss_by_sigma_edges"]
+    assert m[0]["loss_by_sigma_unit"] == "t" and len(edges) == 9 and edges[0] == 0 and edges[-1] == 100
+    for r in m:  # the buckets partition the window: their count-weighted mean is the window's mean loss
+        assert len(r["loss_by_sigma"]) == 8
+        assert any(v is not None for v in r["loss_by_sigma"])
+    assert (run / "checkpoints/latest").read_text().strip() == "state-000000064.pt"
+    # the loss dropped from random init on this easy data
+    assert m[-1]["loss"] < m[0]["loss"]
+    cfg_json = json.loads((run / "config.json").read_text())
+    assert cfg_json["train"]["images"] == 64
+
+
+def test_loss_by_sigma_uses_log_sigma_for_continuous_models(tmp_path):
+    cfg = tiny_cfg("train.images=32", "diffusion.parameterization=edm", "diffusion.process=continuous",
+                   "diffusion.noise_conditioning=log_sigma", "diffusion.sigma_sampling=lognormal",
+                   "diffusion.weighting=edm")
+    run = train(cfg, tmp_path, data=tiny_data(), progress=False)
+    m = metrics(run)[0]
+    assert m["loss_by_sigma_unit"] == "log_sigma"
+    assert m["loss_by_sigma_edges"][0] == pytest.approx(math.log(0.002))
+    assert m["loss_by_sigma_edges"][-1] == pytest.approx(math.log(80.0))
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path):
+    train(tiny_cfg("train.images=32"), tmp_path, data=tiny_data(), progress=False)
+    with pytest.raises(ValueError, match="different model section"):
+        train(tiny_cfg("train.images=64", "model.channels=4"), tmp_path, data=tiny_data(), progress=False)
+
+
+def test_longer_run_continues_from_the_finished_state(tmp_path):
+    """Extending train.images resumes the finished run: 32 + 32 images equals 64 in one go (no LR decay)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(tiny_cfg("train.images=64"), a, data=tiny_data(), progress=False)
+    train(tiny_cfg("train.images=32"), b, data=tiny_data(), progress=False)
+    train(tiny_cfg("train.images=64"), b, data=tiny_data(), progress=False)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert (a / "ema.safetensors").read_bytes() == (b / "ema.safetensors").read_bytes()
+    assert [r["images_seen"] for r in metrics(b)] == [32, 64]
