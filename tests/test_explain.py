@@ -1,0 +1,114 @@
+"""The explain pictures: their numbers checked against the process/oracles, their files written atomically."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from torchdiffusion import explain as ex
+from torchdiffusion.analytic import IsotropicGaussian, eight_gaussians
+from torchdiffusion.process import DiscreteVP
+
+
+def test_forward_strip_follows_q_xt_given_x0(tmp_path):
+    x0 = torch.rand(3, 1, 8, 8) * 2 - 1
+    out = ex.forward_strip(x0, [0, 500, 999], schedules=("linear", "cosine"), T=1000, path=tmp_path / "f.png")
+    assert (tmp_path / "f.png").is_file() and not list(tmp_path.glob("*.tmp*"))
+    for name, x in out.items():
+        assert x.shape == (3, 3, 1, 8, 8)
+        ab = DiscreteVP(name, 1000).alpha_bars
+        n = (x[:, 1] - ab[500].sqrt() * x0) / (1 - ab[500]).sqrt()  # the same noise at every t ...
+        for k, t in ((0, 0), (2, 999)):  # ... so every column is sqrt(abar_t) x0 + sqrt(1 - abar_t) n
+            assert torch.allclose(x[:, k], (ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * n).float(), atol=1e-4)
+    # ... and the same noise for both schedules: only alpha_bar differs
+    assert not torch.allclose(out["linear"][:, 1], out["cosine"][:, 1])
+    with pytest.raises(ex.ExplainError):
+        ex.forward_strip(x0, [1000], T=1000)
+
+
+def test_schedule_curves_are_consistent():
+    c = ex.schedule_curves(T=200)
+    for name, d in c.items():
+        ab = torch.as_tensor(d["alpha_bar"])
+        snr = 10 ** torch.as_tensor(d["log10_snr"])
+        assert torch.allclose(snr, ab / (1 - ab), rtol=1e-6), name
+        assert torch.allclose(torch.as_tensor(d["sigma"]) ** 2, 1 / snr, rtol=1e-6), name
+        assert (ab[1:] <= ab[:-1]).all(), name  # less signal as t grows
+    assert math.isclose(c["edm"]["sigma"][-1], 80.0) and math.isclose(c["edm"]["sigma"][0], 0.002)
+
+
+def test_plot_schedules_writes_png(tmp_path):
+    ex.plot_schedules(tmp_path / "s.png", T=50)
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_loss_by_noise_reads_metrics(tmp_path):
+    recs = [{"images_seen": 100 * (i + 1), "loss": 1.0 / (i + 1), "loss_by_sigma": [2.0 / (i + 1), None, 0.5]}
+            for i in range(4)]
+    recs[0].update(loss_by_sigma_unit="t", loss_by_sigma_edges=[0, 10, 20, 30])
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{\"partial")
+    d = ex.plot_loss_by_noise(tmp_path, tmp_path / "loss.png")
+    assert d["by_noise"].shape == (4, 3) and d["unit"] == "t" and d["edges"] == [0, 10, 20, 30]
+    assert math.isnan(d["by_noise"][0, 1]) and (tmp_path / "loss.png").is_file()
+    with pytest.raises(ex.ExplainError):
+        ex.plot_loss_by_noise(tmp_path / "nowhere")
+
+
+def test_field_of_the_exact_mixture_points_to_the_modes(tmp_path):
+    mix = eight_gaussians()
+    d = ex.field_data(mix.denoise, [0.5], lim=3.0, grid=13)
+    near = torch.cdist(d["xy"], mix.means).min(1).values < 0.3  # lattice points next to a mode ...
+    assert near.sum() >= 8
+    target = d["xy"] + d["arrows"][0]  # ... are moved onto it: D(x, sigma) = x + arrow
+    assert torch.cdist(target[near], mix.means).min(1).values.max() < 0.05
+    # the empirical exact denoiser of samples of the data behaves the same way
+    D_emp, _ = ex.exact_denoiser_for(mix.sample(2000, torch.Generator().manual_seed(0)), toy=None)
+    e = ex.field_data(D_emp, [0.5], lim=3.0, grid=13)
+    assert torch.cdist((e["xy"] + e["arrows"][0])[near], mix.means).min(1).values.max() < 0.1
+    res = ex.plot_field(mix.denoise, mix.denoise, [0.1, 1.0], torch.tensor([10.0, 3.0, 1.0, 0.3, 0.05, 0.0]),
+                        path=tmp_path / "field.png")
+    paths = res["learned"]["paths"]
+    assert paths.shape == (24, 6, 2)
+    assert torch.cdist(paths[:, -1].double(), mix.means).min(1).values.max() < 0.3  # trajectories reach the modes
+
+
+class _Oracle(torch.nn.Module):
+    """A Precond-like model whose denoiser is the exact one of N(0, 0.5^2), on a discrete linear process."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.process = DiscreteVP("linear", 1000)
+        self.sigma_min, self.sigma_max = self.process.sigma_min, self.process.sigma_max
+        self.data = IsotropicGaussian(0.0, 0.5)
+
+    def forward(self, x, sigma, cond=None):
+        return self.data.denoise(x, sigma)
+
+    def bind(self, cond=None):
+        return lambda x, sigma: self(x, sigma, cond)
+
+
+def test_ablation_without_re_added_noise_collapses_the_variance(tmp_path):
+    from torchdiffusion.config import SampleConfig
+
+    model = _Oracle()
+    sample = SampleConfig(sampler="heun", steps=20, grid="uniform_t", clip_denoised=False)
+    out = ex.ablation(model, sample, (1, 4, 4), list(range(64)), ddpm_steps=250, path=tmp_path / "a.png")
+    var = {k.split(",")[0].split(":")[0]: v.var().item() for k, v in out.items()}
+    assert abs(var["DDPM"] - 0.25) < 0.05  # correct ancestral sampling reproduces the data variance
+    assert var["DDPM without re-added noise"] < 0.02  # the "incorrect" sampler collapses to the mean
+    assert var["one shot"] < 1e-3  # D(sigma_max n) is the mean for Gaussian data
+    assert abs(var["heun"] - 0.25) < 0.05 and (tmp_path / "a.png").is_file()
+
+
+def test_trajectory_records_every_step(tmp_path):
+    from torchdiffusion.config import SampleConfig
+
+    model = _Oracle()
+    sample = SampleConfig(sampler="euler", steps=6, clip_denoised=False)
+    res = ex.denoising_trajectory(model, sample, (1, 4, 4), [0, 1, 2, 3], gif=tmp_path / "t.gif",
+                                  png=tmp_path / "t.png")
+    assert len(res["xs"]) == 6 and res["sigmas"][-1] == 0.0
+    assert torch.allclose(res["xs"][-1], res["x"]) and (tmp_path / "t.gif").is_file()
