@@ -334,10 +334,10 @@ def exact_denoiser_for(points: Tensor, toy: str | None = None, max_points: int =
     if toy == "8gaussians":
         from .analytic import eight_gaussians
 
-        return eight_gaussians().denoise, "exact (analytic 8 Gaussians)"
+        return eight_gaussians().denoise, "exact (8 Gaussians)"
     pts = points[:max_points].to(torch.float64)
     mix = GaussianMixture(pts, torch.full((len(pts),), 1e-6, dtype=torch.float64))
-    return mix.denoise, f"exact for the {len(pts)} data points"
+    return mix.denoise, f"exact ({len(pts)} data pts)"
 
 
 def field_data(denoise: Denoiser, sigma_levels: Sequence[float], *, lim: float = 4.0, grid: int = 17,
