@@ -82,6 +82,7 @@ def main(argv=None) -> int:
             timings[k] = float(v)
     Path(args.img).mkdir(parents=True, exist_ok=True)
     sections = []
+    rel = Path(os.path.relpath(Path(args.img).resolve(), Path(args.md).resolve().parent)).as_posix()
     for key, title, cmd, needs, text in PICTURES:
         cmd = [c.format(run=args.run, toy_run=args.toy_run, img=args.img) for c in cmd]
         shown = "torchdiffusion " + " ".join(cmd)
@@ -96,9 +97,9 @@ def main(argv=None) -> int:
             print(f"{key}: {timings[key]:.1f} s", file=sys.stderr)
         extra = ""
         if key == "trajectory" and Path(args.img, "trajectory.gif").is_file():
-            extra = f"\n![the denoising as a GIF](img/explain/trajectory.gif)\n"
+            extra = f"\n![the denoising as a GIF]({rel}/trajectory.gif)\n"
         took = f" (took {timings[key]:.0f} s wall time here)" if key in timings else ""
-        sections.append(f"## {title}\n\n![{key}](img/explain/{key}.png)\n{extra}\n{text}\n\n"
+        sections.append(f"## {title}\n\n![{key}]({rel}/{key}.png)\n{extra}\n{text}\n\n"
                         f"Regenerate{took}:\n\n```\n{shown}\n```\n")
     tmp = timing_file.with_name("timings.tmp")
     tmp.write_text("".join(f"{k} {v:.1f}\n" for k, v in timings.items()))
