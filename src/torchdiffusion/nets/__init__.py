@@ -1,0 +1,48 @@
+"""Networks ``F(x_in, c_noise, cond) -> same shape as x_in``: the raw function inside :class:`~torchdiffusion.precond.Precond`.
+
+``build_net(model, data_shape)`` picks the network by ``model.net`` and the data shape:
+
+* ``unet``: :class:`UNet` for images ``(C, H, W)`` (any C, any H x W divisible by ``2^(levels-1)``) and 1-D
+  signals ``(C, L)``;
+* ``mlp``: :class:`MLP` for vectors ``(D,)``.
+
+Every net takes ``c_noise: (B,)`` (a fractional DDPM timestep or ln(sigma)/4; one embedding handles both, see
+``layers.NoiseEmbedding``) and an optional ``cond`` dict with keys ``class`` (B,) long, ``context`` (B, K),
+``text`` (B, L, E) + ``text_mask`` (B, L) bool, ``drop`` (B,) bool (use the null embedding); ``cond=None``
+means unconditional.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ..config import ConfigError, ModelConfig
+from .mlp import MLP
+from .unet import UNet
+
+NETS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
+    "unet": UNet,
+    "mlp": MLP,
+}
+
+
+def build_net(model: ModelConfig, data_shape: tuple[int, ...]) -> nn.Module:
+    """The network named by ``model.net`` for one example of shape ``data_shape`` ((C, H, W), (C, L) or (D,))."""
+    if model.net not in NETS:
+        raise ConfigError(f"unknown model.net {model.net!r}; choose from {', '.join(NETS)}")
+    if model.embedding not in ("sinusoidal", "fourier"):
+        raise ConfigError(f"model.embedding must be sinusoidal or fourier, got {model.embedding!r}")
+    data_shape = tuple(int(s) for s in data_shape)
+    if model.net == "unet" and len(data_shape) == 1:
+        raise ConfigError(f"model.net=unet needs (C, H, W) or (C, L) data, got vectors {data_shape}; use model.net=mlp")
+    return NETS[model.net](model, data_shape)
+
+
+def count_params(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+__all__ = ["MLP", "NETS", "UNet", "build_net", "count_params"]

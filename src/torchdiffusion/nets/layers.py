@@ -1,0 +1,353 @@
+"""Building blocks shared by the networks: noise and condition embeddings, residual and attention blocks.
+
+Every block works on ``(B, C, *spatial)`` tensors with one or two spatial dimensions (``dims``), in either
+memory format (contiguous or ``channels_last``) and under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+
+Speed notes (small models on a CPU are overhead- and memory-bound, see PERFORMANCE.md):
+
+* The adaptive GroupNorm of a residual block (normalise, then a per-sample scale/shift from the embedding)
+  runs as ONE ``group_norm`` kernel: viewing ``(B, C, ...)`` as ``(1, B*C, ...)`` with ``B*G`` groups turns the
+  per-sample affine into GroupNorm's own per-channel affine (contiguous layout; channels_last falls back to
+  ``group_norm`` + one ``addcmul``).
+* Attention runs on token tensors ``(B, N, C)``, which are free views of a channels_last feature map.
+* All the residual blocks' embedding projections are one ``Linear`` (see ``UNet``), not one per block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# The frequency band of the noise embedding, in radians per unit of c_noise. c_noise is either a DDPM timestep
+# in [0, T) with T up to ~1000-4000, or EDM's ln(sigma)/4, which spans only ~[-1.6, 1.1] for sigma in
+# [0.002, 80]. The DDPM embedding (Ho et al.; frequencies 1 ... 1e-4) resolves timesteps but gives ln(sigma)/4
+# at most one radian per unit; Song et al.'s Fourier features (scale 16, ~100 rad per unit) resolve ln(sigma)/4
+# but alias timesteps. A geometric band from 1/2000 to 64 rad per unit covers both: its low end varies slowly
+# (monotonically, < 0.5 rad) over [0, 1000), its high end splits ln(sigma)/4 finely.
+NOISE_FREQ_MIN = 1 / 2000
+NOISE_FREQ_MAX = 64.0
+
+
+def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
+    """``nn.Conv1d`` or ``nn.Conv2d`` by the number of spatial dimensions."""
+    if dims == 1:
+        return nn.Conv1d(*args, **kwargs)
+    if dims == 2:
+        return nn.Conv2d(*args, **kwargs)
+    raise ValueError(f"only 1-D and 2-D convolutions are supported, got dims={dims}")
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    """Zero a module's parameters in place (output layers start at zero: the block starts as identity)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def cap_groups(groups: int, channels: int) -> int:
+    """The largest group count <= ``groups`` that divides ``channels`` (GroupNorm needs a divisor)."""
+    g = max(1, min(groups, channels))
+    while channels % g:
+        g -= 1
+    return g
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Noise embedding
+# ---------------------------------------------------------------------------------------------------------
+
+
+class NoiseEmbedding(nn.Module):
+    """Features of the scalar noise input: ``c_noise (B,) -> (B, dim)`` = [cos(w c), sin(w c)].
+
+    ``kind="sinusoidal"``: the Transformer/DDPM positional embedding (Vaswani et al. 2017; Ho et al. 2020) with
+    the ``dim/2`` frequencies w spaced geometrically over [NOISE_FREQ_MIN, NOISE_FREQ_MAX] (see above).
+    ``kind="fourier"``: random Fourier features (Tancik et al. 2020; Song et al. 2021's Gaussian Fourier
+    projection) with frequencies drawn once, log-uniformly over the same band, so both c_noise ranges work;
+    they are a persistent buffer, saved with the weights.
+    """
+
+    def __init__(self, dim: int = 128, kind: str = "sinusoidal", seed: int = 0):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"noise embedding dim must be even, got {dim}")
+        lo, hi = math.log(NOISE_FREQ_MIN), math.log(NOISE_FREQ_MAX)
+        if kind == "sinusoidal":
+            w = torch.linspace(lo, hi, dim // 2, dtype=torch.float64).exp()
+            self.register_buffer("freqs", w.float(), persistent=False)
+        elif kind == "fourier":
+            g = torch.Generator().manual_seed(seed)
+            w = (lo + (hi - lo) * torch.rand(dim // 2, generator=g, dtype=torch.float64)).exp()
+            self.register_buffer("freqs", w.float(), persistent=True)
+        else:
+            raise ValueError(f"unknown noise embedding {kind!r}; choose sinusoidal or fourier")
+        self.dim = dim
+
+    def forward(self, c_noise: Tensor) -> Tensor:
+        # Computed in fp32 even under autocast: the phases w*c reach ~1e2 rad and need the mantissa.
+        a = c_noise.float()[:, None] * self.freqs[None, :]
+        return torch.cat([a.cos(), a.sin()], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conditioning: class labels, context vectors, and the null embedding for dropped samples
+# ---------------------------------------------------------------------------------------------------------
+
+
+def normalize_cond(cond: object) -> dict | None:
+    """Accept ``None``, a dict, or a bare tensor: (B,) long = class, (B, K) = context, (B, L, E) = text."""
+    if cond is None or isinstance(cond, dict):
+        return cond
+    if isinstance(cond, Tensor):
+        if cond.ndim == 1 and not cond.is_floating_point():
+            return {"class": cond}
+        if cond.ndim == 2:
+            return {"context": cond}
+        if cond.ndim == 3:
+            return {"text": cond}
+    raise ValueError("cond must be None, a dict, or a tensor shaped (B,) long / (B, K) / (B, L, E)")
+
+
+def drop_mask(cond: dict | None, batch: int, device: torch.device) -> Tensor:
+    """(B,) bool: True where the sample uses the null (unconditional) embedding."""
+    if cond is None:
+        return torch.ones(batch, dtype=torch.bool, device=device)
+    d = cond.get("drop")
+    if d is None:
+        return torch.zeros(batch, dtype=torch.bool, device=device)
+    return d.to(device=device, dtype=torch.bool).reshape(batch)
+
+
+class CondEmbedding(nn.Module):
+    """Class and context embeddings, summed, ``(B, emb_dim)``; dropped samples get learned null embeddings.
+
+    Class labels index a table with one extra row (index ``num_classes``) that is the null class; a context
+    vector ``(B, K)`` (one-hot, multi-hot, fractional or continuous) goes through a 2-layer MLP and dropped
+    samples get a learned null vector instead. The result is added to the noise embedding.
+    """
+
+    def __init__(self, emb_dim: int, num_classes: int = 0, context_dim: int = 0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.context_dim = context_dim
+        if num_classes > 0:
+            self.class_emb = nn.Embedding(num_classes + 1, emb_dim)
+            nn.init.normal_(self.class_emb.weight, std=1.0 / math.sqrt(emb_dim))
+        if context_dim > 0:
+            self.context_mlp = nn.Sequential(nn.Linear(context_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            self.context_null = nn.Parameter(torch.zeros(emb_dim))
+
+    @property
+    def active(self) -> bool:
+        return self.num_classes > 0 or self.context_dim > 0
+
+    def forward(self, cond: dict | None, drop: Tensor, batch: int) -> Tensor | None:
+        out = None
+        if self.num_classes > 0:
+            labels = None if cond is None else cond.get("class")
+            null = torch.full((batch,), self.num_classes, dtype=torch.long, device=drop.device)
+            if labels is None:
+                labels = null
+            else:
+                labels = labels.to(device=drop.device, dtype=torch.long).reshape(batch)
+                if not torch.compiler.is_compiling() and ((labels < 0) | (labels >= self.num_classes)).any():
+                    raise ValueError(f"class labels must be in [0, {self.num_classes})")
+                labels = torch.where(drop, null, labels)
+            out = self.class_emb(labels)
+        if self.context_dim > 0:
+            ctx = None if cond is None else cond.get("context")
+            null = self.context_null.to(self.context_mlp[0].weight.dtype).expand(batch, -1)
+            if ctx is None:
+                e = null
+            else:
+                if ctx.ndim != 2 or ctx.shape[1] != self.context_dim:
+                    raise ValueError(f"context must be (B, {self.context_dim}), got {tuple(ctx.shape)}")
+                e = self.context_mlp(ctx.to(self.context_mlp[0].weight.dtype))
+                e = torch.where(drop[:, None], null.to(e.dtype), e)
+            out = e if out is None else out + e
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Normalisation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def adaptive_group_norm(x: Tensor, groups: int, scale: Tensor, shift: Tensor, eps: float = 1e-5) -> Tensor:
+    """GroupNorm(x) * (1 + scale) + shift with per-sample ``scale, shift: (B, C)``; x: (B, C, *spatial).
+
+    The "scale-shift norm" of Nichol & Dhariwal 2021 (improved DDPM) / adaptive GroupNorm. For a contiguous x
+    it is one kernel: ``(B, C, ...)`` as ``(1, B*C, ...)`` with ``B*groups`` groups normalises each sample's
+    groups exactly as before, and GroupNorm's per-channel affine becomes the per-sample one.
+    """
+    B, C = x.shape[:2]
+    gain = (1 + scale).to(x.dtype)
+    bias = shift.to(x.dtype)
+    if x.is_contiguous():
+        y = F.group_norm(x.reshape(1, B * C, *x.shape[2:]), B * groups, gain.reshape(B * C), bias.reshape(B * C), eps)
+        return y.reshape(x.shape)
+    # channels_last: (1, B*C, ...) is not a view; normalise, then one fused multiply-add.
+    view = (B, C) + (1,) * (x.ndim - 2)
+    return torch.addcmul(bias.reshape(view), F.group_norm(x, groups, None, None, eps), gain.reshape(view))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Residual block
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ResBlock(nn.Module):
+    """Wide-ResNet block with the noise/condition embedding as an adaptive GroupNorm (Ho et al. 2020, App. B;
+    Nichol & Dhariwal 2021, Sec. 3 "scale-shift norm"):
+
+        h = conv1(SiLU(GN(x)));  h = conv2(dropout(SiLU(GN(h) (1 + s) + b)));  out = skip(x) + h,
+
+    with ``(s, b)`` = this block's slice of the projected embedding (computed outside, see ``emb_channels``).
+    ``conv2`` starts at zero, so every block starts as its skip path.
+    """
+
+    def __init__(self, dims: int, in_ch: int, out_ch: int, groups: int, dropout: float = 0.0):
+        super().__init__()
+        self.g1 = cap_groups(groups, in_ch)
+        self.g2 = cap_groups(groups, out_ch)
+        self.norm1 = nn.GroupNorm(self.g1, in_ch)
+        self.conv1 = conv_nd(dims, in_ch, out_ch, 3, padding=1)
+        self.conv2 = zero_(conv_nd(dims, out_ch, out_ch, 3, padding=1))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.skip = conv_nd(dims, in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.out_ch = out_ch
+
+    @property
+    def emb_channels(self) -> int:
+        """Width of this block's slice of the embedding projection: scale and shift."""
+        return 2 * self.out_ch
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x: (B, C_in, *spatial), emb: (B, 2 C_out) -> (B, C_out, *spatial)."""
+        h = F.silu(self.norm1(x), inplace=True)
+        h = self.conv1(h)
+        scale, shift = emb.chunk(2, dim=1)
+        h = F.silu(adaptive_group_norm(h, self.g2, scale, shift), inplace=True)
+        h = self.conv2(self.dropout(h))
+        return self.skip(x) + h
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------------------------
+
+
+def to_tokens(x: Tensor) -> Tensor:
+    """(B, C, *spatial) -> (B, N, C); a free view when x is channels_last."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def from_tokens(t: Tensor, like: Tensor) -> Tensor:
+    """(B, N, C) -> (B, C, *spatial) shaped like ``like`` (channels_last strides when t is contiguous)."""
+    B, N, C = t.shape
+    return t.transpose(1, 2).reshape(like.shape)
+
+
+def split_heads(t: Tensor, heads: int) -> Tensor:
+    """(B, N, C) -> (B, heads, N, C / heads)."""
+    B, N, C = t.shape
+    return t.reshape(B, N, heads, C // heads).transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over all positions (Vaswani et al. 2017), pre-GroupNorm, residual:
+    out = x + W_o softmax(Q K^T / sqrt(d)) V with Q, K, V = W_qkv GN(x). ``proj`` starts at zero."""
+
+    def __init__(self, channels: int, head_channels: int, groups: int):
+        super().__init__()
+        self.heads = max(1, channels // max(1, head_channels))
+        if channels % self.heads:
+            self.heads = 1
+        self.norm = nn.GroupNorm(cap_groups(groups, channels), channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = to_tokens(self.norm(x))  # (B, N, C)
+        B, N, C = t.shape
+        qkv = self.qkv(t).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, heads, N, d)
+        a = self.proj(a.transpose(1, 2).reshape(B, N, C))
+        return x + from_tokens(a, x)
+
+
+class CrossAttention(nn.Module):
+    """Attention from image positions to text tokens (Rombach et al. 2022, Sec. 3.3), pre-GroupNorm, residual.
+
+    Keys and values come from ``[null token, text tokens]``: the learned null token is always attendable (so no
+    row is ever fully masked), and a dropped sample (or ``cond=None``) sees the null token alone. ``proj``
+    starts at zero.
+    """
+
+    def __init__(self, channels: int, text_dim: int, head_channels: int, groups: int):
+        super().__init__()
+        self.heads = max(1, channels // max(1, head_channels))
+        if channels % self.heads:
+            self.heads = 1
+        self.norm = nn.GroupNorm(cap_groups(groups, channels), channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(text_dim, 2 * channels)
+        self.proj = zero_(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor, text: Tensor, mask: Tensor) -> Tensor:
+        """x: (B, C, *spatial); text: (B, L+1, E) with the null token first; mask: (B, 1, 1, L+1) bool."""
+        t = to_tokens(self.norm(x))
+        B, N, C = t.shape
+        q = split_heads(self.q(t), self.heads)
+        kv = self.kv(text)  # (B, L+1, 2C)
+        k, v = split_heads(kv[..., :C], self.heads), split_heads(kv[..., C:], self.heads)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        a = self.proj(a.transpose(1, 2).reshape(B, N, C))
+        return x + from_tokens(a, x)
+
+
+def text_tokens(cond: dict | None, drop: Tensor, null_token: Tensor, text_dim: int) -> tuple[Tensor, Tensor]:
+    """Keys for cross-attention: ``[null, tokens]`` (B, L+1, E) and the attention mask (B, 1, 1, L+1).
+
+    The null token is always visible; text tokens only where the sample is not dropped and the token is real.
+    """
+    B = drop.shape[0]
+    null = null_token.reshape(1, 1, text_dim).expand(B, 1, text_dim)
+    text = None if cond is None else cond.get("text")
+    if text is None:
+        return null, torch.ones(B, 1, 1, 1, dtype=torch.bool, device=drop.device)
+    if text.ndim != 3 or text.shape[2] != text_dim:
+        raise ValueError(f"text must be (B, L, {text_dim}), got {tuple(text.shape)}")
+    L = text.shape[1]
+    real = cond.get("text_mask")
+    real = torch.ones(B, L, dtype=torch.bool, device=drop.device) if real is None else real.to(drop.device, torch.bool)
+    real = real & ~drop[:, None]
+    keys = torch.cat([null.to(text.dtype), text], dim=1)
+    mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=drop.device), real], dim=1)
+    return keys, mask[:, None, None, :]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resampling (Ho et al. 2020: strided 3x3 conv down, nearest-neighbour x2 + 3x3 conv up)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Downsample(nn.Module):
+    def __init__(self, dims: int, channels: int):
+        super().__init__()
+        self.conv = conv_nd(dims, channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, dims: int, channels: int):
+        super().__init__()
+        self.conv = conv_nd(dims, channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

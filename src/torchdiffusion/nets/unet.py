@@ -1,0 +1,173 @@
+"""The U-Net denoiser for images ``(B, C, H, W)`` and 1-D signals ``(B, C, L)``.
+
+The DDPM U-Net (Ho et al. 2020, App. B) with the improvements of Nichol & Dhariwal 2021 (scale-shift norm,
+multi-head attention at several resolutions) and the layout of EDM's DDPM++ (Karras et al. 2022):
+
+    input conv
+    encoder: per level, ``num_res_blocks`` residual blocks (+ self-attention where min(H, W) is in
+             ``attn_resolutions``), then a strided-conv downsample (not after the last level)
+    middle:  res - attention - res
+    decoder: per level (reversed), ``num_res_blocks + 1`` residual blocks, each fed the matching encoder
+             activation by concatenation, then a nearest-neighbour x2 upsample (not after the top level)
+    output:  GroupNorm - SiLU - conv (zero-initialised, so the untrained net outputs 0)
+
+Noise and conditioning enter as one embedding ``e = MLP(NoiseEmbedding(c_noise)) + CondEmbedding(cond)``;
+every residual block reads its scale/shift from ONE shared projection ``Linear(SiLU(e))`` (one GEMM instead of
+one per block). Text conditioning adds cross-attention after each self-attention layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ConfigError, ModelConfig
+from .layers import (
+    CondEmbedding,
+    CrossAttention,
+    Downsample,
+    NoiseEmbedding,
+    ResBlock,
+    SelfAttention,
+    Upsample,
+    cap_groups,
+    conv_nd,
+    drop_mask,
+    normalize_cond,
+    text_tokens,
+    zero_,
+)
+
+
+class _Stage(nn.Module):
+    """One residual block, optionally followed by self-attention and cross-attention."""
+
+    def __init__(self, res: ResBlock, attn: SelfAttention | None, xattn: CrossAttention | None):
+        super().__init__()
+        self.res = res
+        self.attn = attn
+        self.xattn = xattn
+
+    def forward(self, h: Tensor, emb: Tensor, text: tuple[Tensor, Tensor] | None) -> Tensor:
+        h = self.res(h, emb)
+        if self.attn is not None:
+            h = self.attn(h)
+        if self.xattn is not None and text is not None:
+            h = self.xattn(h, *text)
+        return h
+
+
+class UNet(nn.Module):
+    """U-Net ``F(x_in, c_noise, cond) -> (B, C, *spatial)`` for data shaped ``(C, H, W)`` or ``(C, L)``.
+
+    Args:
+        model: the model config (``channels``, ``channel_mult``, ``num_res_blocks``, ``attn_resolutions``,
+            ``head_channels``, ``dropout``, ``embedding``, ``groups``, ``num_classes``, ``context_dim``,
+            ``text_dim``).
+        data_shape: one example's shape, ``(C, H, W)`` or ``(C, L)``; each spatial size must be divisible by
+            ``2 ** (len(channel_mult) - 1)``.
+    """
+
+    def __init__(self, model: ModelConfig, data_shape: tuple[int, ...]):
+        super().__init__()
+        if len(data_shape) not in (2, 3):
+            raise ConfigError(f"the U-Net needs data shaped (C, H, W) or (C, L), got {tuple(data_shape)}")
+        dims = len(data_shape) - 1
+        in_ch, spatial = int(data_shape[0]), tuple(int(s) for s in data_shape[1:])
+        levels = len(model.channel_mult)
+        f = 2 ** (levels - 1)
+        if any(s % f for s in spatial):
+            size = "x".join(str(s) for s in spatial)
+            raise ConfigError(f"image size {size} is not divisible by {f} = 2^(levels-1); "
+                              f"change data.image_size or use fewer levels in model.channel_mult")
+        self.dims, self.data_shape = dims, (in_ch,) + spatial
+        self.text_dim = model.text_dim
+        C, G, hc = model.channels, model.groups, model.head_channels
+        emb_dim = 4 * C  # embedding width (Ho et al.: 4 x base channels)
+
+        # Noise embedding e(c_noise) = Linear(SiLU(Linear(features(c_noise)))) (Ho et al. App. B).
+        self.noise_features = NoiseEmbedding(max(2 * C, 128), model.embedding)
+        self.noise_mlp = nn.Sequential(nn.Linear(self.noise_features.dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.cond_emb = CondEmbedding(emb_dim, model.num_classes, model.context_dim)
+        if model.text_dim > 0:
+            self.text_null = nn.Parameter(torch.randn(model.text_dim) / model.text_dim**0.5)
+
+        def stage(cin: int, cout: int, size: int) -> _Stage:
+            attn = size in model.attn_resolutions
+            return _Stage(
+                ResBlock(dims, cin, cout, G, model.dropout),
+                SelfAttention(cout, hc, G) if attn else None,
+                CrossAttention(cout, model.text_dim, hc, G) if attn and model.text_dim > 0 else None,
+            )
+
+        # Encoder. `skips` records the channel count of every activation the decoder will concatenate.
+        self.input_conv = conv_nd(dims, in_ch, C, 3, padding=1)
+        self.down = nn.ModuleList()
+        skips, ch, size = [C], C, min(spatial)
+        for i, mult in enumerate(model.channel_mult):
+            for _ in range(model.num_res_blocks):
+                self.down.append(stage(ch, C * mult, size))
+                ch = C * mult
+                skips.append(ch)
+            if i < levels - 1:
+                self.down.append(Downsample(dims, ch))
+                skips.append(ch)
+                size //= 2
+
+        # Middle: res - attention - res (attention always, as in Ho et al.).
+        self.mid1 = _Stage(ResBlock(dims, ch, ch, G, model.dropout), SelfAttention(ch, hc, G),
+                           CrossAttention(ch, model.text_dim, hc, G) if model.text_dim > 0 else None)
+        self.mid2 = _Stage(ResBlock(dims, ch, ch, G, model.dropout), None, None)
+
+        # Decoder: num_res_blocks + 1 blocks per level, each concatenating one encoder activation.
+        self.up = nn.ModuleList()
+        for i, mult in reversed(list(enumerate(model.channel_mult))):
+            for j in range(model.num_res_blocks + 1):
+                self.up.append(stage(ch + skips.pop(), C * mult, size))
+                ch = C * mult
+            if i > 0:
+                self.up.append(Upsample(dims, ch))
+                size *= 2
+        assert not skips
+
+        self.out_norm = nn.GroupNorm(cap_groups(G, ch), ch)
+        self.out_conv = zero_(conv_nd(dims, ch, in_ch, 3, padding=1))
+
+        # One projection of the embedding to every residual block's (scale, shift), split in forward order.
+        self._emb_sizes = [m.emb_channels for m in self.modules() if isinstance(m, ResBlock)]
+        self.emb_proj = nn.Linear(emb_dim, sum(self._emb_sizes))
+
+    def embedding(self, c_noise: Tensor, cond: dict | None, drop: Tensor) -> Tensor:
+        """e = noise MLP + condition embedding, (B, 4 C)."""
+        e = self.noise_mlp(self.noise_features(c_noise.reshape(-1)))
+        c = self.cond_emb(cond, drop, e.shape[0]) if self.cond_emb.active else None
+        return e if c is None else e + c.to(e.dtype)
+
+    def forward(self, x_in: Tensor, c_noise: Tensor, cond: dict | None = None) -> Tensor:
+        """x_in: (B, C, *spatial), c_noise: (B,) -> (B, C, *spatial), in the memory format of x_in."""
+        B = x_in.shape[0]
+        if tuple(x_in.shape[1:]) != self.data_shape:
+            raise ValueError(f"expected input (B, {', '.join(map(str, self.data_shape))}), got {tuple(x_in.shape)}")
+        cond = normalize_cond(cond)
+        drop = drop_mask(cond, B, x_in.device)
+        if c_noise.ndim == 0:
+            c_noise = c_noise.expand(B)
+        e = self.embedding(c_noise, cond, drop)
+        embs = iter(self.emb_proj(F.silu(e)).split(self._emb_sizes, dim=1))
+        text = None
+        if self.text_dim > 0:
+            keys, mask = text_tokens(cond, drop, self.text_null, self.text_dim)
+            text = (keys.to(e.dtype), mask)
+
+        h = self.input_conv(x_in)
+        hs = [h]
+        for m in self.down:
+            h = m(h) if isinstance(m, Downsample) else m(h, next(embs), text)
+            hs.append(h)
+        h = self.mid1(h, next(embs), text)
+        h = self.mid2(h, next(embs), text)
+        for m in self.up:
+            h = m(h) if isinstance(m, Upsample) else m(torch.cat([h, hs.pop()], dim=1), next(embs), text)
+        h = F.silu(self.out_norm(h), inplace=True)
+        return self.out_conv(h)
