@@ -1,4 +1,4 @@
-"""Networks ``F(x_in, c_noise, cond) -> same shape as x_in``: the raw function inside :class:`~torchdiffusion.precond.Precond`.
+"""Networks ``F(x_in, c_noise, cond) -> same shape as x_in``: the raw function inside ``Precond``.
 
 ``build_net(model, data_shape)`` picks the network by ``model.net`` and the data shape:
 

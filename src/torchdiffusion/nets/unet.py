@@ -88,7 +88,8 @@ class UNet(nn.Module):
 
         # Noise embedding e(c_noise) = Linear(SiLU(Linear(features(c_noise)))) (Ho et al. App. B).
         self.noise_features = NoiseEmbedding(max(2 * C, 128), model.embedding)
-        self.noise_mlp = nn.Sequential(nn.Linear(self.noise_features.dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        nf = self.noise_features.dim
+        self.noise_mlp = nn.Sequential(nn.Linear(nf, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.cond_emb = CondEmbedding(emb_dim, model.num_classes, model.context_dim)
         if model.text_dim > 0:
             self.text_null = nn.Parameter(torch.randn(model.text_dim) / model.text_dim**0.5)
@@ -123,7 +124,7 @@ class UNet(nn.Module):
         # Decoder: num_res_blocks + 1 blocks per level, each concatenating one encoder activation.
         self.up = nn.ModuleList()
         for i, mult in reversed(list(enumerate(model.channel_mult))):
-            for j in range(model.num_res_blocks + 1):
+            for _ in range(model.num_res_blocks + 1):
                 self.up.append(stage(ch + skips.pop(), C * mult, size))
                 ch = C * mult
             if i > 0:

@@ -1,0 +1,189 @@
+"""The networks: shapes, size errors, conditioning semantics, per-sample independence, bf16/channels_last, grads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchdiffusion.config import ConfigError, ModelConfig
+from torchdiffusion.nets import build_net, count_params
+from torchdiffusion.nets.layers import NoiseEmbedding, adaptive_group_norm
+
+TINY = ModelConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), head_channels=8, groups=4)
+
+
+def randomized(net: torch.nn.Module) -> torch.nn.Module:
+    """Perturb every parameter, so zero-initialised output layers do not hide the function being tested."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return net.eval()
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 16, 24), (4, 8, 8), (2, 12, 32)])
+def test_unet_output_shape(shape):
+    cfg = ModelConfig(channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(4, 7), groups=4,
+                      head_channels=8)
+    net = build_net(cfg, shape)
+    x = torch.randn(2, *shape)
+    assert net(x, torch.rand(2) * 1000).shape == x.shape
+    assert net(x, torch.randn(2)).shape == x.shape  # ln(sigma)/4 range
+
+
+def test_unet_1d_signals():
+    net = randomized(build_net(TINY, (3, 16)))
+    x = torch.randn(2, 3, 16)
+    assert net(x, torch.rand(2)).shape == x.shape
+
+
+def test_non_divisible_size_raises_config_error():
+    cfg = ModelConfig(channels=8, channel_mult=(1, 2, 2), groups=4)
+    with pytest.raises(ConfigError, match="30x28 is not divisible by 4"):
+        build_net(cfg, (1, 30, 28))
+    with pytest.raises(ConfigError):
+        build_net(ModelConfig(net="mlp"), (1, 8, 8))
+    with pytest.raises(ConfigError):
+        build_net(ModelConfig(net="nope"), (1, 8, 8))
+
+
+def test_groups_capped_to_divide_channels():
+    cfg = ModelConfig(channels=6, channel_mult=(1, 2), groups=4, attn_resolutions=(), head_channels=6)
+    net = build_net(cfg, (1, 8, 8))
+    for m in net.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            assert m.num_channels % m.num_groups == 0
+    assert net(torch.randn(2, 1, 8, 8), torch.rand(2)).shape == (2, 1, 8, 8)
+
+
+def test_adaptive_group_norm_matches_reference_in_both_layouts():
+    x = torch.randn(3, 8, 5, 6)
+    scale, shift = torch.randn(3, 8), torch.randn(3, 8)
+    ref = torch.nn.functional.group_norm(x, 4) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+    torch.testing.assert_close(adaptive_group_norm(x, 4, scale, shift), ref)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(adaptive_group_norm(xc, 4, scale, shift), ref)
+
+
+def test_noise_embedding_separates_both_ranges():
+    # Nearby noise levels in either convention must map to clearly different features.
+    for kind in ("sinusoidal", "fourier"):
+        emb = NoiseEmbedding(128, kind)
+        for c in (torch.tensor([10.0, 11.0, 900.0, 901.0]), torch.tensor([-1.5, -1.45, 1.0, 1.05])):
+            e = emb(c)
+            assert (e[0] - e[1]).norm() > 0.5 and (e[2] - e[3]).norm() > 0.5
+            assert e.abs().max() <= 1.0
+
+
+def _cond_cfg(**kw):
+    return ModelConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), head_channels=8,
+                       groups=4, **kw)
+
+
+CONDS = {
+    "class": (dict(num_classes=5), lambda B: {"class": torch.tensor([0, 3, 4])[:B]}),
+    "context": (dict(context_dim=4), lambda B: {"context": torch.rand(B, 4)}),
+    "text": (dict(text_dim=6), lambda B: {"text": torch.randn(B, 3, 6),
+                                          "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()}),
+}
+
+
+@pytest.mark.parametrize("kind", list(CONDS))
+def test_conditioning_and_drop(kind):
+    kw, make = CONDS[kind]
+    net = randomized(build_net(_cond_cfg(**kw), (2, 8, 8)))
+    B = 3
+    x, c = torch.randn(B, 2, 8, 8), torch.rand(B) * 100
+    cond = make(B)
+    with torch.no_grad():
+        y_cond = net(x, c, cond)
+        y_unc = net(x, c, None)
+        assert (y_cond - y_unc).abs().amax(dim=(1, 2, 3)).min() > 1e-4  # conditioning matters for every sample
+        drop = torch.tensor([True, False, True])
+        y_drop = net(x, c, {**cond, "drop": drop})
+    torch.testing.assert_close(y_drop[drop], y_unc[drop], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y_drop[~drop], y_cond[~drop], rtol=1e-5, atol=1e-5)
+
+
+def test_text_mask_hides_padding_tokens():
+    net = randomized(build_net(_cond_cfg(text_dim=6), (1, 8, 8)))
+    x, c = torch.randn(1, 1, 8, 8), torch.rand(1)
+    text, mask = torch.randn(1, 3, 6), torch.tensor([[True, True, False]])
+    other = text.clone()
+    other[:, 2] = 100.0  # a masked token's value must not matter
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, c, {"text": text, "text_mask": mask}),
+                                   net(x, c, {"text": other, "text_mask": mask}))
+
+
+def test_bare_tensor_cond_is_class_labels():
+    net = randomized(build_net(_cond_cfg(num_classes=5), (1, 8, 8)))
+    x, c, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, c, y), net(x, c, {"class": y}))
+    with pytest.raises(ValueError):
+        net(x, c, {"class": torch.tensor([1, 5])})
+
+
+@pytest.mark.parametrize("cfg,shape", [(_cond_cfg(num_classes=5, text_dim=6), (2, 8, 12)),
+                                       (ModelConfig(net="mlp", mlp_width=32, mlp_depth=2, num_classes=5), (3,))])
+def test_per_sample_independence(cfg, shape):
+    net = randomized(build_net(cfg, shape))
+    x, c = torch.randn(3, *shape), torch.rand(3) * 10
+    cond = {"class": torch.tensor([0, 1, 4]), "drop": torch.tensor([False, True, False])}
+    if cfg.text_dim:
+        cond["text"] = torch.randn(3, 2, 6)
+    with torch.no_grad():
+        y = net(x, c, cond)
+        for i in range(3):
+            ci = {k: v[i : i + 1] for k, v in cond.items()}
+            torch.testing.assert_close(net(x[i : i + 1], c[i : i + 1], ci), y[i : i + 1], rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_and_channels_last_stay_close():
+    cfg = ModelConfig(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), groups=8,
+                      head_channels=16, num_classes=3)
+    net = build_net(cfg, (1, 28, 28))
+    with torch.no_grad():  # moderate perturbation: a realistic, not chaotic, network
+        for p in net.parameters():
+            if p.abs().max() == 0:
+                p.normal_(0, 0.02)
+    net.eval()
+    x, c, y = torch.randn(4, 1, 28, 28), torch.rand(4) * 1000, torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        ref = net(x, c, y)
+        net_cl = net.to(memory_format=torch.channels_last)
+        out_cl = net_cl(x.contiguous(memory_format=torch.channels_last), c, y)
+        torch.testing.assert_close(out_cl, ref, rtol=1e-4, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out_bf = net_cl(x.contiguous(memory_format=torch.channels_last), c, y)
+    assert out_bf.shape == ref.shape and torch.isfinite(out_bf).all()
+    rel = (out_bf.float() - ref).norm() / ref.norm()
+    assert rel < 0.05, rel
+
+
+def test_mlp_on_2d_points():
+    net = randomized(build_net(ModelConfig(net="mlp", mlp_width=32, mlp_depth=3, context_dim=2), (2,)))
+    x = torch.randn(16, 2)
+    assert net(x, torch.randn(16)).shape == (16, 2)
+    assert net(x, torch.randn(16), {"context": torch.rand(16, 2)}).shape == (16, 2)
+
+
+@pytest.mark.parametrize("cfg,shape", [(_cond_cfg(num_classes=3, context_dim=2, text_dim=4, dropout=0.1), (1, 8, 8)),
+                                       (ModelConfig(net="mlp", mlp_width=16, mlp_depth=2, num_classes=3,
+                                                    context_dim=2), (2,))])
+def test_gradients_reach_every_parameter(cfg, shape):
+    net = build_net(cfg, shape)
+    with torch.no_grad():  # zero-initialised layers would block gradients to everything behind them
+        for p in net.parameters():
+            if p.abs().max() == 0:
+                p.normal_(0, 0.1)
+    net.train()
+    B = 4
+    cond = {"class": torch.tensor([0, 1, 2, 0]), "context": torch.rand(B, 2), "drop": torch.tensor([0, 1, 0, 0]).bool()}
+    if cfg.text_dim:
+        cond["text"] = torch.randn(B, 3, 4)
+    out = net(torch.randn(B, *shape), torch.rand(B), cond)
+    out.square().mean().backward()
+    assert count_params(net) > 0
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().max() > 0, name
