@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "train a diffusion model into a run folder (resumes if the folder holds a checkpoint)"
@@ -24,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. train.lr=1e-3 (repeatable)")
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
-    p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run folder")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over: discard the folder's old training states instead of continuing them")
+    p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (pip install .[tensorboard])")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
 
@@ -58,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
     data = load_and_check(cfg)
     from ..training import train
 
-    train(cfg, out, resume=not args.no_resume, progress=not args.no_progress, data=data)
-    print(f"run folder: {out}", file=sys.stderr)
+    from ..distributed import print0
+
+    train(cfg, out, resume=not args.no_resume, progress=not args.no_progress, data=data,
+          tensorboard=args.tensorboard)
+    print0(f"run folder: {out}")
     return 0
 
 
