@@ -19,12 +19,18 @@ import time
 
 import torch
 
-from torchdiffusion.evaluation.classifier import (ClassifierConfig, accuracy, card_path, save_classifier,
-                                                  train_classifier, weights_path)
+from torchdiffusion.evaluation.classifier import (
+    ClassifierConfig,
+    accuracy,
+    card_path,
+    save_classifier,
+    train_classifier,
+    weights_path,
+)
 from torchdiffusion.evaluation.datasets import balanced_split, load_labelled
 
 DEFAULTS = {  # per data set: epochs, training subset (None = all)
-    "mnist5k": {"epochs": 30, "limit": None},
+    "mnist5k": {"epochs": 20, "limit": None},
     "fashion_mnist": {"epochs": 4, "limit": None},
 }
 

@@ -176,6 +176,7 @@ def save_classifier(net: SmallClassifier, path: str | Path, card: dict | None = 
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     save_file(state, tmp, metadata=meta)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; shipped files must be readable by everyone
     os.replace(tmp, path)
     if card is not None:
         cpath = path.with_suffix(".json")
@@ -183,6 +184,7 @@ def save_classifier(net: SmallClassifier, path: str | Path, card: dict | None = 
         with os.fdopen(fd, "w") as f:
             json.dump(card, f, indent=2)
             f.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, cpath)
 
 
