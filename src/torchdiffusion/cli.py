@@ -14,6 +14,7 @@ import sys
 from .commands import demo, sample, train
 from .commands import guidance_sweep, train_classifier
 from .commands import explain, img2img, inpaint, interpolate, outpaint
+from .commands import bench_train
 
 # One dict literal: command name -> module. Command modules import heavy things lazily inside run().
 COMMANDS = {
@@ -27,6 +28,7 @@ COMMANDS = {
     "img2img": img2img,
     "interpolate": interpolate,
     "explain": explain,
+    "bench-train": bench_train,
 }
 
 
