@@ -138,8 +138,9 @@ def vp_bound_nll(denoise: Callable[[Tensor, Tensor], Tensor], process: DiscreteV
                  bin_width: float = DEFAULT_BIN_WIDTH, generator: torch.Generator | None = None) -> Tensor:
     """The variational bound L_vlb per sample, (B,) nats (>= -log P(x0) in expectation).
 
-    ``timesteps=None`` sums all T terms (T denoiser calls per batch); an integer K estimates the sum over {1..T-1} (0-based) from one
-    timestep drawn in each of K equal strata, weighted by the stratum size (unbiased); L_0 and L_T are exact.
+    ``timesteps=None`` sums all T terms (T denoiser calls per batch); an integer K estimates the sum over
+    {1..T-1} (0-based) from one timestep drawn in each of K equal strata, weighted by the stratum size
+    (unbiased); L_0 and L_T are always computed.
     ``variance``: ``small`` (beta~), ``large`` (beta) or a function (x_t, t, x0_hat) -> variance (e.g. a learned
     one, :func:`torchdiffusion.vlb.learned_log_variance`). ``decoder``: ``discrete`` for 8-bit data (x0 on the
     grid of spacing ``bin_width``), ``continuous`` for continuous data.
