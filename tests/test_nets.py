@@ -187,3 +187,25 @@ def test_gradients_reach_every_parameter(cfg, shape):
     assert count_params(net) > 0
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().max() > 0, name
+
+
+def test_bench_train_smoke(tmp_path, capsys):
+    import argparse
+    import json
+
+    from torchdiffusion.commands import bench_train
+
+    p = argparse.ArgumentParser()
+    bench_train.add_arguments(p)
+    out = tmp_path / "bench.json"
+    args = p.parse_args(["--preset", "digits-test", "--shape", "1,8,8", "--batch-size", "2", "--warmup", "0",
+                         "--windows", "1", "--steps", "1", "--peak-size", "64", "--precisions", "fp32",
+                         "--no-diffusers", "--out", str(out)])
+    assert bench_train.run(args) == 0
+    report = json.loads(out.read_text())
+    assert {r["layout"] for r in report["results"]} == {"contiguous", "channels_last"}
+    assert all(r["images_per_s"] > 0 and r["gflop_per_s"] > 0 for r in report["results"])
+    assert report["models"]["torchdiffusion"]["train_gflop_per_image"] > 0
+    assert "| torchdiffusion | fp32 | contiguous |" in capsys.readouterr().out
+    with pytest.raises(ConfigError):
+        bench_train.run(p.parse_args(["--shape", "1,8", "--no-diffusers"]))
