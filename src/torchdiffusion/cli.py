@@ -15,9 +15,11 @@ from .commands import demo, sample, train
 from .commands import guidance_sweep, train_classifier
 from .commands import explain, img2img, inpaint, interpolate, outpaint
 from .commands import bench_train
+from .commands import bench_samplers
 
 # One dict literal: command name -> module. Command modules import heavy things lazily inside run().
 COMMANDS = {
+    "bench-samplers": bench_samplers,
     "train": train,
     "sample": sample,
     "demo": demo,

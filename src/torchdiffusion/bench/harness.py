@@ -1,0 +1,308 @@
+"""The benchmark: quality against NFE for every (sampler, grid), side by side with diffusers' schedulers.
+
+Case (a), analytic: a Gaussian mixture with its exact denoiser; quality is measured against fresh exact samples.
+Case (b), a trained run folder: quality against a many-step reference solve (Heun, 200 steps) from other seeds.
+For both the finite-sample floor (the distance between two independent reference sets of the same size) is
+reported. Quality: sliced Wasserstein-1 (512 directions) and energy distance (first 4000 points) on flattened
+samples. NFE is counted by wrapping the denoiser, never taken from a table.
+
+Seeds: evaluation starting noise uses ``eval_seed``; tuned grids are fit on ``fit_seed`` (a different batch of
+starting noise) and never see the evaluation samples; reference samples use ``ref_seed`` and ``ref_seed + 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..process import DiscreteVP
+from ..samplers import DETERMINISTIC, get_sampler, steps_for_nfe
+from ..samplers.optimize_grid import (fit_noise, grid_path, load_grid, optimize_grid, reference_solution,
+                                      save_grid)
+from ..schedules import exponential_sigmas, karras_sigmas, make_sigmas
+from ..types import Denoiser
+from . import diffusers_driver
+from .metrics import energy_distance, random_directions, sliced_wasserstein
+
+OUR_SAMPLERS = ("euler", "euler_ancestral", "heun", "ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s",
+                "dpmpp_2m_sde", "dpmpp_3m_sde", "unipc", "lms", "pc", "langevin")
+GRIDS = ("karras", "exponential", "uniform_t", "tuned")
+# Knobs used in the race (the defaults otherwise); fewer Langevin steps per level so NFE 5 is reachable.
+BENCH_KNOBS = {"langevin": {"steps_per_level": 2, "step_lr": 0.2}, "pc": {"corrector_steps": 1}}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    nfes: tuple[int, ...] = (5, 10, 20, 50)  # NFE budgets
+    n: int = 20_000  # samples per row
+    samplers: tuple[str, ...] = OUR_SAMPLERS  # ours
+    grids: tuple[str, ...] = GRIDS  # karras | exponential | uniform_t | tuned
+    tuned_samplers: tuple[str, ...] = ("dpmpp_2m", "dpmpp_3m", "unipc")  # which samplers get a tuned grid
+    tune_up_to_nfe: int = 10  # above this the tuned grid is the best of the standard starts (no search)
+    tune_maxfev: int = 600  # Nelder-Mead evaluations per tuned grid
+    fit_n: int = 500  # starting samples for fitting grids (own seed)
+    adaptive_tols: tuple[float, ...] = (1e-2, 1e-3)  # rows for the adaptive solver (its NFE is reported)
+    diffusers: tuple[str, ...] = tuple(diffusers_driver.SCHEDULERS)  # empty to skip
+    sigma_min: float = 0.002  # the range our grids use (EDM's); uniform_t uses the DDPM table's own range
+    sigma_max: float = 80.0
+    eval_seed: int = 0
+    fit_seed: int = 1
+    ref_seed: int = 2
+    n_proj: int = 512
+
+
+@dataclass
+class Row:
+    case: str
+    family: str  # torchdiffusion | diffusers | floor
+    sampler: str
+    grid: str
+    budget: int  # the NFE budget asked for (0 for the floor row)
+    nfe: int  # network evaluations actually made
+    sw: float
+    energy: float
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+class Counter:
+    """Wrap a denoiser and count its calls."""
+
+    def __init__(self, denoise: Denoiser):
+        self.denoise, self.calls = denoise, 0
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.calls += 1
+        return self.denoise(x, sigma)
+
+
+def standard_grid(kind: str, steps: int, cfg: BenchConfig, process: DiscreteVP) -> Tensor:
+    if kind == "karras":
+        return karras_sigmas(steps, cfg.sigma_min, cfg.sigma_max)
+    if kind == "exponential":
+        return exponential_sigmas(steps, cfg.sigma_min, cfg.sigma_max)
+    if kind == "uniform_t":
+        return make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=process.sigmas, spacing="trailing")
+    raise ValueError(f"unknown grid {kind!r}")
+
+
+def tuned_grid(denoise: Denoiser, sampler: str, nfe: int, shape: tuple[int, ...], cfg: BenchConfig,
+               grid_dir: Path, cache: dict, log: Callable[[str], None]) -> Tensor:
+    """Load ``grid_dir/<sampler>-nfe<N>.json`` or fit it on the fit seed's starting noise and save it."""
+    path = grid_path(grid_dir, sampler, nfe).with_name(f"{sampler}-nfe{nfe}.json")
+    if path.exists():
+        return load_grid(path)[0]
+    if "ref" not in cache:
+        x_T = fit_noise(shape, cfg.fit_n, cfg.fit_seed, cfg.sigma_max)
+        cache["x_T"], cache["ref"] = x_T, reference_solution(denoise, x_T, cfg.sigma_max, cfg.sigma_min)
+    starts = tuple(cache.get(("grid", nfe), ()))
+    t0 = time.perf_counter()
+    grid, info = optimize_grid(denoise, sampler, nfe, cache["x_T"], cache["ref"], sigma_max=cfg.sigma_max,
+                               sigma_min=cfg.sigma_min, starts=starts,
+                               maxfev=cfg.tune_maxfev if nfe <= cfg.tune_up_to_nfe else 0)
+    cache[("grid", nfe)] = starts + (grid,)
+    save_grid(path, grid, {"sampler": sampler, "nfe": nfe, "fit_seed": cfg.fit_seed, "fit_n": cfg.fit_n,
+                           "objective": "rms error to the accurate ODE solution", **info})
+    log(f"  tuned {sampler} nfe={nfe}: rms {info['rms_start']:.4g} -> {info['rms']:.4g} "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return grid
+
+
+def run_case(case: str, denoise: Denoiser, shape: tuple[int, ...], reference: Tensor, reference2: Tensor,
+             cfg: BenchConfig, grid_dir: str | Path, log: Callable[[str], None] = print,
+             process: DiscreteVP | None = None) -> list[Row]:
+    """All rows of one case: the floor, our samplers x grids x NFE, adaptive, diffusers x NFE.
+
+    ``reference`` and ``reference2``: (n, ...) independent reference samples (the second only for the floor)."""
+    process = process or DiscreteVP("linear", T=1000)
+    grid_dir = Path(grid_dir)
+    dirs = random_directions(int(torch.tensor(shape).prod()), cfg.n_proj)
+
+    def quality(x: Tensor) -> tuple[float, float]:
+        x = x.flatten(1)
+        if not bool(torch.isfinite(x).all()):
+            return math.inf, math.inf
+        return sliced_wasserstein(x, reference, dirs), energy_distance(x, reference)
+
+    rows = [Row(case, "floor", "reference", "-", 0, 0, *quality(reference2), 0.0)]
+    log(f"[{case}] floor: sw {rows[0].sw:.4g}, energy {rows[0].energy:.4g}")
+    g = torch.Generator().manual_seed(cfg.eval_seed)
+    z = torch.randn((cfg.n, *shape), generator=g, dtype=torch.float64)
+    cache: dict = {}
+    for name in cfg.samplers:
+        knobs = BENCH_KNOBS.get(name, {})
+        for kind in cfg.grids:
+            if kind == "tuned" and (name not in cfg.tuned_samplers or name not in DETERMINISTIC):
+                continue
+            for budget in cfg.nfes:
+                steps = steps_for_nfe(name, budget, **knobs)
+                grid = (tuned_grid(denoise, name, budget, shape, cfg, grid_dir, cache, log) if kind == "tuned"
+                        else standard_grid(kind, steps, cfg, process))
+                counter = Counter(denoise)
+                noise_g = torch.Generator().manual_seed(cfg.eval_seed + 1000)
+                x = grid[0].item() * z.to(torch.float32)
+                noise = lambda: torch.randn(x.shape, generator=noise_g).to(x.dtype)  # noqa: E731
+                t0 = time.perf_counter()
+                out = get_sampler(name)(counter, x, grid, noise=noise, **knobs)
+                sec = time.perf_counter() - t0
+                if counter.calls > budget:
+                    continue  # cannot fit the budget (e.g. Heun at NFE 2)
+                rows.append(Row(case, "torchdiffusion", name, kind, budget, counter.calls, *quality(out), sec))
+                log(f"[{case}] {name:16s} {kind:12s} nfe {counter.calls:3d}: sw {rows[-1].sw:.4g} ({sec:.1f} s)")
+    for tol in cfg.adaptive_tols:
+        counter = Counter(denoise)
+        grid = torch.tensor([cfg.sigma_max, cfg.sigma_min, 0.0], dtype=torch.float64)
+        t0 = time.perf_counter()
+        out = get_sampler("adaptive")(counter, cfg.sigma_max * z.to(torch.float32), grid, rtol=tol, atol=tol)
+        rows.append(Row(case, "torchdiffusion", "adaptive", f"tol={tol:g}", counter.calls, counter.calls,
+                        *quality(out), time.perf_counter() - t0))
+        log(f"[{case}] adaptive tol {tol:g}: nfe {counter.calls}, sw {rows[-1].sw:.4g}")
+    if cfg.diffusers and not diffusers_driver.available():
+        log("diffusers is not installed: skipping its schedulers (pip install diffusers)")
+    elif cfg.diffusers:
+        for name in cfg.diffusers:
+            for budget in cfg.nfes:
+                counter = Counter(denoise)
+                t0 = time.perf_counter()
+                out, calls = diffusers_driver.sample_diffusers(name, counter, (cfg.n, *shape), budget,
+                                                               cfg.eval_seed, process, z=z)
+                rows.append(Row(case, "diffusers", name, "trailing" if "karras" not in name else "karras",
+                                budget, counter.calls, *quality(out), time.perf_counter() - t0))
+                log(f"[{case}] diffusers {name:26s} nfe {counter.calls:3d}: sw {rows[-1].sw:.4g}")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reporting: best-of tables, markdown, JSON, plot
+# ---------------------------------------------------------------------------------------------------------
+
+
+def best(rows: list[Row], family: str, budget: int) -> Row | None:
+    cand = [r for r in rows if r.family == family and r.budget == budget and r.sampler != "adaptive"]
+    return min(cand, key=lambda r: r.sw) if cand else None
+
+
+def ranking(rows: list[Row], nfes: tuple[int, ...], exclude_tuned: bool = False) -> list[tuple[str, str, float]]:
+    """(sampler, grid, geometric-mean SW over the NFE budgets), best first, for our rows with all budgets."""
+    out = []
+    keys = {(r.sampler, r.grid) for r in rows if r.family == "torchdiffusion" and r.sampler != "adaptive"}
+    for s, gname in keys:
+        if exclude_tuned and gname == "tuned":
+            continue
+        sws = [r.sw for r in rows if (r.sampler, r.grid) == (s, gname) and r.family == "torchdiffusion"]
+        if len(sws) == len(nfes) and all(math.isfinite(v) and v > 0 for v in sws):
+            out.append((s, gname, math.exp(sum(math.log(v) for v in sws) / len(sws))))
+    return sorted(out, key=lambda t: t[2])
+
+
+def markdown(rows: list[Row], nfes: tuple[int, ...], metric: str = "sw") -> str:
+    """One table per case: a line per (family, sampler, grid), a column per NFE budget."""
+    lines = []
+    for case in dict.fromkeys(r.case for r in rows):
+        rs = [r for r in rows if r.case == case]
+        floor = next(r for r in rs if r.family == "floor")
+        lines += [f"**{case}** - {metric} (floor {getattr(floor, metric):.4f}); measured NFE in brackets when "
+                  f"below the budget", "",
+                  "| family | sampler | grid | " + " | ".join(f"NFE {b}" for b in nfes) + " |",
+                  "|---|---|---|" + "---|" * len(nfes)]
+        keys = list(dict.fromkeys((r.family, r.sampler, r.grid) for r in rs if r.family != "floor"
+                                  and r.sampler != "adaptive"))
+        bests = {b: {f: best(rs, f, b) for f in ("torchdiffusion", "diffusers")} for b in nfes}
+        for fam, s, gname in keys:
+            cells = []
+            for b in nfes:
+                r = next((r for r in rs if (r.family, r.sampler, r.grid, r.budget) == (fam, s, gname, b)), None)
+                if r is None:
+                    cells.append("-")
+                    continue
+                v = f"{getattr(r, metric):.4f}" + (f" [{r.nfe}]" if r.nfe < b else "")
+                cells.append(f"**{v}**" if bests[b][fam] is r else v)
+            lines.append(f"| {fam} | {s} | {gname} | " + " | ".join(cells) + " |")
+        for r in rs:
+            if r.sampler == "adaptive":
+                lines.append(f"| {r.family} | adaptive ({r.grid}) | - | NFE {r.nfe}: {getattr(r, metric):.4f} |"
+                             + " |" * (len(nfes) - 1))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def summary(rows: list[Row], nfes: tuple[int, ...]) -> str:
+    """Best of each family per NFE, and the ranking with the recommended default."""
+    lines = []
+    for case in dict.fromkeys(r.case for r in rows):
+        rs = [r for r in rows if r.case == case]
+        lines.append(f"**{case}**: best sliced Wasserstein per NFE (ours vs diffusers)")
+        lines.append("")
+        lines.append("| NFE | ours | ours: sampler / grid | diffusers | diffusers: scheduler |")
+        lines.append("|---|---|---|---|---|")
+        for b in nfes:
+            o, d = best(rs, "torchdiffusion", b), best(rs, "diffusers", b)
+            lines.append(f"| {b} | {o.sw:.4f} | {o.sampler} / {o.grid} | "
+                         + (f"{d.sw:.4f} | {d.sampler} |" if d else "- | - |"))
+        rank = ranking(rs, nfes, exclude_tuned=True)
+        if rank:
+            lines.append("")
+            lines.append("Ranking on standard grids (geometric mean of SW over the NFE budgets): "
+                         + ", ".join(f"{i + 1}. {s}/{g} ({v:.4f})" for i, (s, g, v) in enumerate(rank[:6])))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: str | Path, nfes: tuple[int, ...]) -> None:
+    """SW against NFE, one panel per case: our best grid per sampler (solid), diffusers (dashed), the floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(r.case for r in rows))
+    fig, axes = plt.subplots(1, len(cases), figsize=(7 * len(cases), 5.5), squeeze=False)
+    for ax, case in zip(axes[0], cases):
+        rs = [r for r in rows if r.case == case]
+        for fam, style in (("torchdiffusion", "-"), ("diffusers", "--")):
+            for s in dict.fromkeys(r.sampler for r in rs if r.family == fam and r.sampler != "adaptive"):
+                pts = []
+                for b in nfes:
+                    c = [r for r in rs if r.family == fam and r.sampler == s and r.budget == b]
+                    if c:
+                        r = min(c, key=lambda r: r.sw)
+                        pts.append((r.nfe, r.sw))
+                if pts:
+                    ax.plot(*zip(*pts), style, marker="o" if fam == "diffusers" else ".", label=f"{fam[:5]}: {s}")
+        floor = next(r for r in rs if r.family == "floor").sw
+        ax.axhline(floor, color="k", lw=0.8, ls=":", label="finite-sample floor")
+        ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="sliced Wasserstein-1", title=case)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_results(rows: list[Row], cfg: BenchConfig, out_dir: str | Path, command: str = "") -> dict:
+    """results.json, results.md and plot.png in ``out_dir`` (each written to a temp name, then replaced)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"command": command, "config": asdict(cfg), "rows": [asdict(r) for r in rows]}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    os.replace(tmp, out / "results.json")
+    md = "\n".join([f"Command: `{command}`", "", summary(rows, cfg.nfes), "### Sliced Wasserstein-1", "",
+                    markdown(rows, cfg.nfes, "sw"), "### Energy distance", "", markdown(rows, cfg.nfes, "energy"),
+                    "### Wall-clock seconds per row (rough: shared CPU)", "", markdown(rows, cfg.nfes, "seconds")])
+    tmp = out / "results.md.tmp"
+    tmp.write_text(md)
+    os.replace(tmp, out / "results.md")
+    plot(rows, out / "plot.png", cfg.nfes)
+    return doc
