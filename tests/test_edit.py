@@ -262,3 +262,14 @@ def test_tiled_denoiser_is_exact_for_a_pixelwise_denoiser_and_covers_the_canvas(
     assert torch.allclose(out, DATA.denoise(x, sigma)) and len(calls) == 3 * 3  # rows 0, 4, 5; columns 0, 4, 8
     with pytest.raises(EditError):
         tiled(D, (6, 6))(torch.randn(1, 1, 5, 8), torch.ones(1))
+
+
+def test_ddim_inversion_is_euler_and_ddim_sampling_undoes_it():
+    x0 = _known(4)
+    sig = karras_sigmas(30, 0.002, 80.0)
+    z = invert(DATA.denoise, x0, sig, method="ddim")
+    assert torch.equal(z, invert(DATA.denoise, x0, sig, method="euler"))
+    a, b = get_sampler("ddim")(DATA.denoise, z, sig), get_sampler("euler")(DATA.denoise, z, sig)
+    assert torch.allclose(a, b, atol=1e-9)  # DDIM eta = 0 is Euler in VE units
+    with pytest.raises(EditError):
+        invert(DATA.denoise, x0, sig, method="rk4")

@@ -248,11 +248,12 @@ def invert(denoise: Denoiser, x0: Tensor, sigmas: Tensor, *, method: str = "eule
     is of order that sigma) and carried up the reversed grid to ``sigmas[0]``. With ``method="euler"`` each step is
     the DDIM (eta = 0) update run backwards, x' = D + sigma' (x - D)/sigma (Song et al. 2021, Eq. 13; Dhariwal &
     Nichol 2021, App. F); ``"heun"`` adds the trapezoidal correction (second order). Sampling the result with the
-    same grid and the matching deterministic sampler (``euler``/``ddim`` or ``heun``) gives the image back.
+    same grid and the matching deterministic sampler (``euler``/``ddim`` or ``heun``) gives the image back; ``"ddim"``
+is accepted as a name for ``"euler"`` (in VE units DDIM eta = 0 *is* Euler: x' = D + sigma' (x - D)/sigma).
     Returns ``(B, ...)`` at level ``sigmas[0]``.
     """
-    if method not in ("euler", "heun"):
-        raise EditError(f"inversion method must be euler or heun, got {method!r}")
+    if method not in ("euler", "ddim", "heun"):
+        raise EditError(f"inversion method must be euler (= ddim) or heun, got {method!r}")
     s = check_sigmas(sigmas)
     up = [v for v in reversed(s) if v > 0]  # sigmas[-2] < ... < sigmas[0]
     x = x0

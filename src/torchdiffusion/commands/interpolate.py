@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--images", nargs=2, metavar=("A", "B"), help="two image files")
     src.add_argument("--data-index", type=int, nargs=2, metavar=("I", "J"), help="two examples of the run's data")
     p.add_argument("--frames", type=int, default=9, help="images along the path, endpoints included (default 9)")
-    p.add_argument("--method", default="heun", choices=["heun", "euler"], help="ODE solver (default heun)")
+    p.add_argument("--method", default="heun", choices=["heun", "euler", "ddim"],
+                   help="ODE solver (default heun; euler = ddim with eta 0)")
     p.add_argument("--gif", action="store_true", help="also write the path as a GIF (there and back)")
     p.add_argument("--out", help="output PNG (default: RUN/edits/interpolate-....png)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
