@@ -15,6 +15,7 @@ from .commands import demo, sample, train
 from .commands import guidance_sweep, train_classifier
 from .commands import explain, img2img, inpaint, interpolate, outpaint
 from .commands import bench_train
+from .commands import evaluate
 from .commands import bench_samplers
 
 # One dict literal: command name -> module. Command modules import heavy things lazily inside run().
@@ -31,6 +32,7 @@ COMMANDS = {
     "interpolate": interpolate,
     "explain": explain,
     "bench-train": bench_train,
+    "evaluate": evaluate,
 }
 
 
