@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 def summary_lines(report: dict) -> dict:
     """The headline numbers of a report (what the README tables quote)."""
     s: dict = {"n": report.get("n")}
-    for feat, r in report.get("feature_metrics", {}).items():
+    for r in report.get("feature_metrics", {}).values():
         for which in ("samples", "heldout"):
             for k, v in r.get(which, {}).items():
                 if k not in ("n", "warnings") and not k.endswith("_expected_bias"):
