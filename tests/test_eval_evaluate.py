@@ -44,3 +44,13 @@ def test_cli_rejects_unknown_metric(tiny_run, capsys):
     assert "unknown metric" in capsys.readouterr().err
     with pytest.raises(EvaluateError):
         evaluate(tiny_run, metrics=("fd",), n=1)
+
+
+def test_quick_eval_for_training_logs(tiny_run):
+    from torchdiffusion.evaluation.evaluate import quick_eval
+    from torchdiffusion.generate import load_run
+
+    run = load_run(tiny_run)
+    train_x = torch.rand(50, *run.data_shape) * 2 - 1
+    out = quick_eval(run.model, run.config, run.data_shape, train_x, n=16, steps=2)
+    assert list(out) == ["eval/FD-raw@16"] and out["eval/FD-raw@16"] > 0

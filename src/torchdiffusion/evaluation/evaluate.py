@@ -281,3 +281,29 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path) -> Path:
             f"<h1>Evaluation of {html.escape(report.get('run', ''))}</h1><table>{rows}</table>{imgs}")
     _write_atomic(out / "summary.html", page)
     return out
+
+
+def quick_eval(model, cfg, data_shape: Sequence[int], train_x: Tensor, n: int = 256, seed: int = 10_000,
+               steps: int | None = None) -> dict:
+    """A cheap in-training evaluation: one flat dict for a ``metrics.jsonl`` line.
+
+    Samples ``n`` images with the run's sampler, then FD in the data set's classifier features (raw values for
+    vector data or data without a shipped classifier) against at most 2000 training examples, plus the
+    classifier's confident fraction. Meant to be called by ``train()`` every ``eval_every_images``.
+    """
+    from ..generate import generate
+
+    sample = replace(cfg.sample, n=n, **({"steps": steps} if steps else {}))
+    cond = {"class": torch.arange(n) % cfg.model.num_classes} if cfg.model.num_classes > 0 else None
+    was_training = model.training
+    model.eval()
+    x = generate(model, list(range(seed, seed + n)), sample, data_shape, cond=cond)
+    model.train(was_training)
+    src = cfg.data.source
+    feat = f"clf:{src}" if len(data_shape) == 3 and src in available_classifiers() else "raw"
+    ref = FE.extract(_subsample(train_x, 2000), feat)
+    fd = M.frechet_distance(M.FeatureStats.of(FE.extract(x, feat)), M.FeatureStats.of(ref))
+    out = {f"eval/FD-{FE.metric_label(feat)}@{n}": fd}
+    if feat.startswith("clf:"):
+        out["eval/confident_fraction"] = class_report(x, src)["confident_fraction"]
+    return out
