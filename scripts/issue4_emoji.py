@@ -93,7 +93,8 @@ def run_context(args, out: Path, docs: Path) -> dict:
         print(f"w = {w:g}: category accuracy {rep['accuracy']:.3f}", file=sys.stderr)
     best = max(res["scales"], key=lambda k: res["scales"][k]["accuracy"])
     save_grid(generate(run.model, range(8 * K), replace(run.config.sample, guidance=float(best)), run.data_shape,
-                       cond={"context": ctx[: 8 * K]}), docs / "emoji-context-grid.png", nrow=K)
+                       cond={"context": torch.eye(K)[torch.arange(8 * K) % K]}), docs / "emoji-context-grid.png",
+              nrow=K)
     return res
 
 
