@@ -258,6 +258,8 @@ def classifier_free(model: ConditionalModel, cond: Cond, scale: float, *, uncond
             if not bool(inside.any()):
                 return model(x, sigma, c)  # no guidance anywhere in this batch: one conditional forward
             w = torch.where(inside, w, torch.ones_like(w))
+        elif scale == 0:
+            return model(x, sigma, u)  # w = 0 is the unconditional branch alone: one forward
         if batched:
             out = model(torch.cat([x, x]), torch.cat([sigma, sigma]), cat_cond(c, u))
             D_c, D_u = out[:B], out[B:]
