@@ -26,22 +26,23 @@ def sliced_wasserstein(x: Tensor, y: Tensor, directions: Tensor | None = None) -
     x, y = x.flatten(1).to(torch.float64), y.flatten(1).to(torch.float64)
     if directions is None:
         directions = random_directions(x.shape[1])
-    px, _ = (x @ directions).sort(0)
-    py, _ = (y @ directions).sort(0)
-    if px.shape[0] != py.shape[0]:
-        m = max(px.shape[0], py.shape[0])
+    # (n_proj, N), contiguous along the samples: sorting along the last dimension is much faster.
+    px, _ = (directions.T @ x.T).contiguous().sort(1)
+    py, _ = (directions.T @ y.T).contiguous().sort(1)
+    if px.shape[1] != py.shape[1]:
+        m = max(px.shape[1], py.shape[1])
         q = (torch.arange(m, dtype=torch.float64) + 0.5) / m
         px, py = _quantiles(px, q), _quantiles(py, q)
     return float((px - py).abs().mean())
 
 
 def _quantiles(p_sorted: Tensor, q: Tensor) -> Tensor:
-    n = p_sorted.shape[0]
+    n = p_sorted.shape[1]
     pos = (q * n - 0.5).clamp(0, n - 1)
     lo = pos.floor().long()
     hi = pos.ceil().long()
-    w = (pos - lo)[:, None]
-    return (1 - w) * p_sorted[lo] + w * p_sorted[hi]
+    w = pos - lo
+    return (1 - w) * p_sorted[:, lo] + w * p_sorted[:, hi]
 
 
 def energy_distance(x: Tensor, y: Tensor, max_n: int = 4000, chunk: int = 2000) -> float:
@@ -56,3 +57,21 @@ def energy_distance(x: Tensor, y: Tensor, max_n: int = 4000, chunk: int = 2000) 
         return total / (a.shape[0] * b.shape[0])
 
     return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+
+
+class SlicedReference:
+    """A reference set with its projections sorted once, for many :meth:`distance` calls (same SW_1 value as
+    :func:`sliced_wasserstein`)."""
+
+    def __init__(self, y: Tensor, directions: Tensor):
+        self.directions = directions
+        self.py, _ = (directions.T @ y.flatten(1).to(torch.float64).T).contiguous().sort(1)
+
+    def distance(self, x: Tensor) -> float:
+        px, _ = (self.directions.T @ x.flatten(1).to(torch.float64).T).contiguous().sort(1)
+        py = self.py
+        if px.shape[1] != py.shape[1]:
+            m = max(px.shape[1], py.shape[1])
+            q = (torch.arange(m, dtype=torch.float64) + 0.5) / m
+            px, py = _quantiles(px, q), _quantiles(py, q)
+        return float((px - py).abs().mean())

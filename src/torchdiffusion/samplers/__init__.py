@@ -29,8 +29,15 @@ from collections.abc import Callable
 
 from .adaptive import sample_adaptive
 from .ddpm import sample_ddim, sample_ddpm
-from .dpmpp import (sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_2s_sde, sample_dpmpp_3m,
-                    sample_dpmpp_3m_sde, sample_unipc)
+from .dpmpp import (
+    sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
+    sample_dpmpp_2s,
+    sample_dpmpp_2s_sde,
+    sample_dpmpp_3m,
+    sample_dpmpp_3m_sde,
+    sample_unipc,
+)
 from .euler import sample_euler, sample_euler_ancestral, sample_heun
 from .langevin import sample_langevin, sample_pc
 from .lms import sample_lms

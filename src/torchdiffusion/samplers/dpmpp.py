@@ -8,6 +8,7 @@ Models"): exponential integrators in the log-SNR variable lambda = -log sigma, d
   damped by e^{-eta h}, the weights use the rate 1 + eta, and fresh noise sigma_t sqrt(1 - e^{-2 eta h}) z.
 * ``dpmpp_2s``: single-step second order (Alg. 1 with r = 1/2): a first-order half step in lambda to
   sigma_mid, a second evaluation there, then the step with the polynomial through both. NFE = 2n - 1.
+  Its SDE variant is ancestral (the 2S step to sigma_down, then fresh noise up to sigma_next).
 
 Every formula is in :mod:`.common`; this module only decides which denoiser outputs feed each step.
 """
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..types import Callback, Denoiser
-from .common import call_denoiser, check_sigmas, exp_weights, noise_fn, report
+from .common import ancestral_step, call_denoiser, check_sigmas, exp_weights, noise_fn, report
 
 
 def _check_eta(eta: float) -> None:
@@ -114,8 +115,9 @@ def sample_dpmpp_3m_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
 def sample_dpmpp_2s(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
                     callback: Callback | None = None, eta: float = 0.0, r: float = 0.5) -> Tensor:
     """DPM-Solver++(2S), Lu et al. 2022b Alg. 1: per step a first-order (DDIM) move to lambda_s + r h, a second
-    evaluation there, and the step with both outputs. eta > 0 gives the SDE variant (the intermediate move
-    stays deterministic; the full step is SDE-DPM-Solver++). NFE = 2n - 1."""
+    evaluation there, and the step with both outputs. eta > 0 gives the ancestral SDE variant: the 2S step goes
+    down to sigma_down and fresh noise of std sigma_up brings it back to sigma_next (:func:`common.ancestral_step`).
+    NFE = 2n - 1."""
     _check_eta(eta)
     if not 0 < r < 1:
         raise ValueError(f"DPM-Solver++(2S) r must be in (0, 1), got {r}")
@@ -124,14 +126,17 @@ def sample_dpmpp_2s(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Call
     draw = noise_fn(noise, x) if eta > 0 else None
     for i in range(n):
         denoised = call_denoiser(denoise, x, s[i])
-        if s[i + 1] == 0:
+        sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], eta)
+        if sigma_down == 0:
             x = denoised
         else:
-            lam, h = -math.log(s[i]), math.log(s[i] / s[i + 1])
+            lam, h = -math.log(s[i]), math.log(s[i] / sigma_down)
             sigma_mid = math.exp(-(lam + r * h))
             u = exp_step(x, s[i], sigma_mid, [(lam, denoised)])
             denoised_mid = call_denoiser(denoise, u, sigma_mid)
-            x = exp_step(x, s[i], s[i + 1], [(lam, denoised), (lam + r * h, denoised_mid)], eta, draw)
+            x = exp_step(x, s[i], sigma_down, [(lam, denoised), (lam + r * h, denoised_mid)])
+        if sigma_up > 0:
+            x = x + draw() * sigma_up
         report(callback, i, n, s[i], s[i + 1], x, denoised)
     return x
 
@@ -140,7 +145,7 @@ def sample_dpmpp_2s(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Call
 def sample_dpmpp_2s_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
                         noise: Callable[[], Tensor] | None = None, callback: Callback | None = None,
                         eta: float = 1.0) -> Tensor:
-    """SDE-DPM-Solver++(2S) with eta = 1 by default; NFE = 2n - 1."""
+    """DPM-Solver++(2S) ancestral (SDE variant) with eta = 1 by default; NFE = 2n - 1."""
     return sample_dpmpp_2s(denoise, x, sigmas, noise=noise, callback=callback, eta=eta)
 
 

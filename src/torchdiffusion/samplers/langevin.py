@@ -4,7 +4,8 @@ grad log p_sigma(x) = (D(x, sigma) - x)/sigma^2 (:func:`common.to_score`).
 * ``pc`` - Song et al. 2021 ("Score-Based Generative Modeling through SDEs"), Alg. 2 for the VE SDE: a
   reverse-diffusion predictor x <- x + (sigma_i^2 - sigma_{i+1}^2) s(x, sigma_i) + sqrt(sigma_i^2 - sigma_{i+1}^2) z,
   then ``corrector_steps`` Langevin corrector steps at sigma_{i+1} with the step size set by the
-  signal-to-noise ratio ``snr`` (Alg. 4): eps = 2 (snr ||z|| / ||s||)^2, x <- x + eps s + sqrt(2 eps) z.
+  signal-to-noise ratio ``snr`` (Alg. 4): eps = 2 (snr ||z|| / ||s||)^2 with the norms at their expected
+  values (eps = 2 (snr sigma)^2), x <- x + eps s + sqrt(2 eps) z.
   The last step to sigma = 0 returns D. NFE = (n - 1)(1 + corrector_steps) + 1.
 * ``langevin`` - annealed Langevin dynamics, Song & Ermon 2019 (NCSN), Alg. 1: at every level sigma_i of the
   grid but the final 0, ``steps_per_level`` steps x <- x + (a_i/2) s(x, sigma_i) + sqrt(a_i) z with
@@ -26,14 +27,13 @@ from .common import call_denoiser, check_sigmas, noise_fn, report, to_score
 
 
 def _langevin_corrector(denoise: Denoiser, x: Tensor, sigma: float, snr: float, draw: Callable[[], Tensor]) -> Tensor:
-    """One Langevin corrector step at level sigma with the step size of Song et al. 2021 Alg. 4 (per image)."""
+    """One Langevin corrector step at level sigma, step size from the signal-to-noise ratio (Song et al. 2021,
+    Alg. 4): eps = 2 (snr ||z|| / ||s||)^2. The norms are replaced by their values under the forward process,
+    ||z||^2 = d and ||s||^2 = d / sigma^2, so eps = 2 (snr sigma)^2: per image, the step then does not depend on
+    the rest of the batch (the paper's batch-averaged norms would break per-image seeds)."""
     score = to_score(x, sigma, call_denoiser(denoise, x, sigma))
-    z = draw()
-    dims = tuple(range(1, x.ndim))
-    z_norm = z.flatten(1).norm(dim=1)
-    s_norm = score.flatten(1).norm(dim=1).clamp(min=1e-30)
-    eps = (2 * (snr * z_norm / s_norm) ** 2).reshape((-1,) + (1,) * len(dims))
-    return x + eps * score + (2 * eps).sqrt() * z
+    eps = 2 * (snr * sigma) ** 2
+    return x + eps * score + math.sqrt(2 * eps) * draw()
 
 
 @torch.no_grad()

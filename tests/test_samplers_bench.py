@@ -1,0 +1,54 @@
+"""The sampler benchmark's pieces: metrics, the fast exact mixture denoiser, the diffusers driver, the harness."""
+
+import pytest
+import torch
+
+from torchdiffusion.analytic import IsotropicGaussian, anisotropic_mixture, eight_gaussians
+from torchdiffusion.bench.fast_mixture import FastMixtureDenoiser
+from torchdiffusion.bench.metrics import energy_distance, random_directions, sliced_wasserstein
+
+
+def test_fast_mixture_denoiser_is_the_exact_one():
+    for mix in (eight_gaussians(), anisotropic_mixture(dim=8, k=4)):
+        x = 2 * torch.randn(300, mix.dim, dtype=torch.float64)
+        for sigma in (torch.full((300,), 0.01, dtype=torch.float64), torch.rand(300, dtype=torch.float64) * 5):
+            assert torch.allclose(FastMixtureDenoiser(mix, chunk=128)(x, sigma), mix.denoise(x, sigma), atol=1e-10)
+
+
+def test_sliced_wasserstein_and_energy_distance():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    shift = torch.tensor([0.3, 0.0, 0.0], dtype=torch.float64)
+    dirs = random_directions(3, 2000)
+    assert sliced_wasserstein(x, x, dirs) == 0.0
+    # A translation moves every projection by theta . v, so SW_1 = mean |theta . v|.
+    assert sliced_wasserstein(x + shift, x, dirs) == pytest.approx((dirs.T @ shift).abs().mean().item(), rel=1e-9)
+    y = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    assert energy_distance(x, y) < 0.01 < energy_distance(x + 3 * shift, y)
+    assert sliced_wasserstein(x[:1000], y, dirs) < 0.1  # unequal sizes go through quantiles
+
+
+def test_harness_runs_and_ranks(tmp_path):
+    from torchdiffusion.bench.analytic_cases import run_analytic
+    from torchdiffusion.bench.harness import BenchConfig, ranking, write_results
+
+    cfg = BenchConfig(nfes=(5, 10), n=500, samplers=("euler", "dpmpp_2m"), grids=("karras", "tuned"),
+                      tuned_samplers=("dpmpp_2m",), tune_maxfev=30, fit_n=50, adaptive_tols=(1e-2,), diffusers=())
+    rows = run_analytic("8gaussians", cfg, tmp_path / "grids", log=lambda m: None)
+    assert (tmp_path / "grids" / "dpmpp_2m-nfe5.json").exists()
+    ours = [r for r in rows if r.family == "torchdiffusion" and r.sampler != "adaptive"]
+    assert len(ours) == 2 * 2 + 2 and all(r.nfe <= r.budget for r in ours)
+    assert ranking(rows, cfg.nfes)[0][2] > 0
+    write_results(rows, cfg, tmp_path / "out", "test")
+    assert (tmp_path / "out" / "plot.png").stat().st_size > 0
+    assert "NFE 5" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_diffusers_driver_on_the_gaussian_oracle():
+    pytest.importorskip("diffusers")
+    from torchdiffusion.bench.diffusers_driver import sample_diffusers
+
+    data = IsotropicGaussian(0.5, 0.7)
+    x, calls = sample_diffusers("DPMSolverMultistep", data.denoise, (4000, 1), 20, seed=0)
+    assert calls <= 20
+    assert x.mean().item() == pytest.approx(0.5, abs=0.05) and x.std().item() == pytest.approx(0.7, abs=0.05)
