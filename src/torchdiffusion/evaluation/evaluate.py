@@ -129,8 +129,9 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
         vb = vp_bound_bits_per_dim(D, model.process, x, variance="small", timesteps=vlb_timesteps, generator=g)
         out.update({"bits_per_dim_vlb": float(vb.mean()),
                     "bits_per_dim_vlb_se": float(vb.std() / math.sqrt(len(vb))) if len(vb) > 1 else None,
-                    "vlb": f"discrete VP bound, variance beta~ (small), discretised decoder, "
-                           f"{'all T' if vlb_timesteps is None else f'{vlb_timesteps} stratified'} timesteps",
+                    "vlb": "discrete VP bound, variance beta~ (small), discretised decoder, "
+                           + ("all T timesteps" if vlb_timesteps is None
+                              else f"~{vlb_timesteps} log-spaced strata of timesteps"),
                     "vlb_seconds": round(time.time() - t0, 1)})
     elif model.process is None:
         out["vlb"] = "not available: a continuous-sigma (EDM) model has no discrete VP chain"
@@ -226,6 +227,7 @@ def evaluate(run_path: str | Path, metrics: Sequence[str] = ("fd", "kid", "pr", 
         log(f"bits/dim on {nll_n} real images...")
         real = heldout if heldout is not None else train.x
         report["nll"] = _nll(run, real, nll_n, ode_steps, vlb_timesteps, seed)
+        report["nll"]["images"] = "held-out real images" if heldout is not None else "training images (no hold-out)"
 
     # -- memorisation ----------------------------------------------------------------------------------------
     if "memorisation" in metrics:
