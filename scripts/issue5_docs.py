@@ -22,12 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # (key, title, command arguments after "torchdiffusion", needs, what to look at)
 PICTURES = [
     ("forward", "1. The forward process: from x₀ to pure noise",
-     ["explain", "forward", "{run}", "--t", "0", "50", "100", "200", "300", "500", "700", "999",
-      "--out", "{img}/forward.png"], "run",
+     ["explain", "forward", "--data", "mnist5k", "--t", "0", "50", "100", "200", "300", "500", "700", "999",
+      "--out", "{img}/forward.png"], None,
      "Real digits noised by q(x_t | x₀) = N(√ᾱ_t x₀, (1 − ᾱ_t) I) at the same t and with the same noise for two "
-     "variance schedules (the number under each column is ᾱ_t). The linear schedule of Ho et al. destroys the "
-     "digit by t ≈ 300 and spends the last two thirds of its steps on almost-pure noise; the cosine schedule "
-     "(Nichol & Dhariwal) keeps the digit legible much longer and spreads the information loss over all t."),
+     "variance schedules (the number under each column is ᾱ_t). The linear schedule of Ho et al. has all but "
+     "erased the digit by t ≈ 500 (ᾱ ≈ 0.08) and spends its second half on almost-pure noise; the cosine "
+     "schedule (Nichol & Dhariwal) still shows the digit at t = 500 (ᾱ ≈ 0.5) and spreads the information loss "
+     "over all t. (Pixels are clipped to [-1, 1] for display.)"),
     ("schedules", "2. Schedules in numbers: ᾱ_t, SNR and σ",
      ["explain", "schedules", "--out", "{img}/schedules.png"], None,
      "The same schedules as curves, plus EDM's sampling ramp (ρ = 7). Left: the signal kept, ᾱ_t. Middle: the "
