@@ -83,7 +83,8 @@ def sample_ddpm(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable
             alpha = 1 - beta
             x_vp = x * math.sqrt(ab_t)
             # Posterior mean of q(x_s | x_t, x0), Ho et al. Eq. 7 generalised to a jump.
-            mean = (math.sqrt(ab_s) * beta / (1 - ab_t)) * denoised + (math.sqrt(alpha) * (1 - ab_s) / (1 - ab_t)) * x_vp
+            mean = ((math.sqrt(ab_s) * beta / (1 - ab_t)) * denoised
+                    + (math.sqrt(alpha) * (1 - ab_s) / (1 - ab_t)) * x_vp)
             var = (1 - ab_s) / (1 - ab_t) * beta if variance == "posterior" else beta
             x_vp_next = mean + math.sqrt(var) * draw() if add_noise else mean
             x_next = x_vp_next / math.sqrt(ab_s)
