@@ -24,7 +24,7 @@ GUIDANCE_PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="mnist5k"),
         model=ModelConfig(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), num_classes=10),
         diffusion=_EPS_COSINE,
-        train=TrainConfig(images=24_000, batch_size=32, lr=2e-3, warmup_images=1_000, ema_halflife_images=2_000,
+        train=TrainConfig(images=8_000, batch_size=32, lr=2e-3, warmup_images=1_000, ema_halflife_images=2_000,
                           ema_warmup_ratio=0.2, cond_drop_prob=0.1, log_every_images=2_000,
                           checkpoint_every_images=8_000, threads=2),
         sample=SampleConfig(sampler="dpmpp_2m", steps=8, n=100, guidance=2.0),
