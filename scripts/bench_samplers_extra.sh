@@ -4,5 +4,5 @@
 set -e
 torchdiffusion bench-samplers --case 8gaussians --n 20000 --samplers pc,dpmpp_2s_sde --grids karras,exponential,uniform_t \
     --no-diffusers --out docs/bench/8gaussians-fixed
-torchdiffusion bench-samplers --run runs/toy --n 5000 --samplers euler,heun,ddim,dpmpp_2m,dpmpp_3m,dpmpp_2s,unipc,lms,dpmpp_2m_sde,euler_ancestral \
-    --grids karras,exponential,tuned --fit-n 300 --no-diffusers --out docs/bench/toy-run
+torchdiffusion bench-samplers --run runs/toy --n 2000 --samplers euler,heun,dpmpp_2m,dpmpp_3m,unipc,dpmpp_2m_sde \
+    --grids karras,exponential,tuned --tuned-samplers unipc --tune-maxfev 150 --fit-n 200 --no-diffusers --out docs/bench/toy-run

@@ -101,7 +101,7 @@ def tuned_grid(denoise: Denoiser, sampler: str, nfe: int, shape: tuple[int, ...]
     if path.exists():
         return load_grid(path)[0]
     if "ref" not in cache:
-        x_T = fit_noise(shape, cfg.fit_n, cfg.fit_seed, cfg.sigma_max)
+        x_T = fit_noise(shape, cfg.fit_n, cfg.fit_seed, cfg.sigma_max).to(torch.float32)  # a network is float32
         cache["x_T"], cache["ref"] = x_T, reference_solution(denoise, x_T, cfg.sigma_max, cfg.sigma_min)
     starts = tuple(cache.get(("grid", nfe), ()))
     t0 = time.perf_counter()
