@@ -143,7 +143,7 @@ def plot_sweep(result: dict, path: Path, title: str = "") -> Path:
     ax2.set_ylim(bottom=0)
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], loc="lower right", fontsize=8)
-    ax.set_title(title or "classifier-free guidance sweep")
+    ax.set_title(title or "classifier-free guidance sweep", fontsize=9)
     fig.tight_layout()
     return _savefig(fig, path)
 
