@@ -248,6 +248,13 @@ def summary(rows: list[Row], nfes: tuple[int, ...]) -> str:
             lines.append(f"| {b} | {o.sw:.4f} | {o.sampler} / {o.grid} | "
                          + (f"{d.sw:.4f} | {d.sampler} |" if d else "- | - |"))
         rank = ranking(rs, nfes, exclude_tuned=True)
+        b_rec = 20 if 20 in nfes else nfes[len(nfes) // 2]
+        std = [r for r in rs if r.family == "torchdiffusion" and r.budget == b_rec and r.grid in GRIDS[:3]]
+        if std:
+            rec = min(std, key=lambda r: r.sw)
+            lines.append("")
+            lines.append(f"Recommended default (best on a standard grid at NFE {b_rec}): **{rec.sampler} / {rec.grid}**, "
+                         f"SW {rec.sw:.4f}.")
         if rank:
             lines.append("")
             lines.append("Ranking on standard grids (geometric mean of SW over the NFE budgets): "
