@@ -253,8 +253,8 @@ def summary(rows: list[Row], nfes: tuple[int, ...]) -> str:
         if std:
             rec = min(std, key=lambda r: r.sw)
             lines.append("")
-            lines.append(f"Recommended default (best on a standard grid at NFE {b_rec}): **{rec.sampler} / {rec.grid}**, "
-                         f"SW {rec.sw:.4f}.")
+            lines.append(f"Recommended default (best on a standard grid at NFE {b_rec}): "
+                         f"**{rec.sampler} / {rec.grid}**, SW {rec.sw:.4f}.")
         if rank:
             lines.append("")
             lines.append("Ranking on standard grids (geometric mean of SW over the NFE budgets): "
