@@ -21,6 +21,16 @@ def _atomic_target(path: str | Path) -> tuple[Path, Path]:
     return path, path.with_name(path.stem + ".tmp" + path.suffix)
 
 
+def save_json(obj: dict, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON atomically (a reader never sees half a file)."""
+    import json
+
+    path, tmp = _atomic_target(path)
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
 def to_uint8_hwc(images: Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8 (C = 1 or 3; other channel counts show the first 3)."""
     x = images.detach().to(torch.float32).cpu().clamp(-1, 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -143,7 +145,7 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
 
     from ..generate import generate, trajectory
     from ..samplers import nfe
-    from ..viz import save_gif, save_grid, save_scatter, trajectory_frames
+    from ..viz import save_gif, save_grid, save_json, save_scatter, trajectory_frames
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
@@ -158,8 +160,9 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
         ref = None
         paths.append(save_scatter(x[:, :2], out, reference=ref, title=f"{sample.sampler}, {sample.steps} steps"))
     if save_npy:
-        p = out.with_suffix(".npy")
-        np.save(p, x.numpy())
+        p, tmp = out.with_suffix(".npy"), out.with_name(out.stem + ".tmp.npy")
+        np.save(tmp, x.numpy())
+        os.replace(tmp, p)
         paths.append(p)
     if gif:
         k = min(sample.n, 16)
@@ -175,6 +178,12 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
             _, xs, _, sig = trajectory(run_.model, seeds, sample, run_.data_shape, cond=cond, uncond=uncond)
             titles = [f"sigma = {s:.3g}" for s in sig]
             paths.append(save_scatter_gif([torch.as_tensor(f) for f in xs], out.with_suffix(".gif"), titles=titles))
+    # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.
+    paths.append(save_json({
+        "run": str(run_.path), "seeds": [seeds[0], seeds[-1]], "nfe": nfe(sample.sampler, sample.steps),
+        "conditioning": sorted(cond) if isinstance(cond, dict) else None, "wrapped": wrap is not None,
+        "sample": dataclasses.asdict(sample), "run_config": dataclasses.asdict(run_.config),
+        "files": [p.name for p in paths]}, out.with_suffix(".json")))
     return paths
 
 
