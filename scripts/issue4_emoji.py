@@ -30,10 +30,10 @@ PROMPTS = ["red apple", "banana", "evergreen tree", "ghost", "rocket"]
 
 
 def train_run(preset: str, out: Path, data, images: int | None):
-    from torchdiffusion.presets_guidance import GUIDANCE_PRESETS
+    from torchdiffusion.config import get_preset
     from torchdiffusion.training import train
 
-    cfg = GUIDANCE_PRESETS[preset]
+    cfg = get_preset(preset)
     if images:
         cfg = replace(cfg, train=replace(cfg.train, images=images))
     t = time.time()

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/issue4_mnist_class.py --out runs/mnist-class            # train (resumes), sweep, measure
     .venv/bin/python scripts/issue4_mnist_class.py --out runs/mnist-class --skip-train
 
-1. trains the ``mnist-class`` preset (torchdiffusion.presets_guidance) into ``--out``;
+1. trains the ``mnist-class`` preset (torchdiffusion.config) into ``--out``;
 2. runs the guidance sweep (``--sweep-per-class`` samples per digit at each scale) -> ``OUT/guidance-sweep/``,
    copied to ``docs/images/guidance-sweep-mnist.png`` and ``docs/images/guidance-grid-mnist.png``;
 3. samples ``--n`` images (class k = index mod 10) at guidance 0, 1 and the preset's default, classifies them
@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     from torchdiffusion.commands.guidance_sweep import plot_grid, plot_sweep, real_diversity, sweep, write_json
     from torchdiffusion.evaluation.classifier import class_report, load_classifier
     from torchdiffusion.generate import generate, load_run
-    from torchdiffusion.presets_guidance import GUIDANCE_PRESETS
+    from torchdiffusion.config import get_preset
     from torchdiffusion.training import train
     from torchdiffusion.viz import save_grid
 
-    cfg = GUIDANCE_PRESETS["mnist-class"]
+    cfg = get_preset("mnist-class")
     if args.images:
         cfg = replace(cfg, train=replace(cfg.train, images=args.images))
     out = Path(args.out)
