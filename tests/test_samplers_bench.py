@@ -1,5 +1,7 @@
 """The sampler benchmark's pieces: metrics, the fast exact mixture denoiser, the diffusers driver, the harness."""
 
+import math
+
 import pytest
 import torch
 
@@ -52,3 +54,24 @@ def test_diffusers_driver_on_the_gaussian_oracle():
     x, calls = sample_diffusers("DPMSolverMultistep", data.denoise, (4000, 1), 20, seed=0)
     assert calls <= 20
     assert x.mean().item() == pytest.approx(0.5, abs=0.05) and x.std().item() == pytest.approx(0.7, abs=0.05)
+
+
+def test_trained_run_against_ode_and_held_out_data(tmp_path):
+    from torchdiffusion.bench.harness import BenchConfig
+    from torchdiffusion.bench.run_case import run_trained
+    from torchdiffusion.config import get_preset, override
+    from torchdiffusion.training import train
+
+    cfg = override(get_preset("digits-test"), ["train.images=128", "data.holdout=40"])
+    train(cfg, tmp_path / "run", progress=False)
+    bench = BenchConfig(nfes=(3,), n=40, samplers=("euler", "euler_ancestral"), grids=("karras",), tuned_samplers=(),
+                        adaptive_tols=(), diffusers=())
+    for reference in ("ode", "data"):
+        rows = run_trained(str(tmp_path / "run"), bench, tmp_path / "grids", ref_steps=4, reference=reference,
+                           log=lambda m: None)
+        floor = [r for r in rows if r.family == "floor"]
+        ours = [r for r in rows if r.family == "torchdiffusion"]
+        assert len(floor) == 1 and floor[0].sw > 0 and len(ours) == 2
+        assert all(r.nfe <= 3 and math.isfinite(r.sw) and r.sw > 0 for r in ours)
+    with pytest.raises(ValueError, match="reference"):
+        run_trained(str(tmp_path / "run"), bench, reference="pixels", log=lambda m: None)

@@ -118,21 +118,23 @@ def tuned_grid(denoise: Denoiser, sampler: str, nfe: int, shape: tuple[int, ...]
 
 def run_case(case: str, denoise: Denoiser, shape: tuple[int, ...], reference: Tensor, reference2: Tensor,
              cfg: BenchConfig, grid_dir: str | Path, log: Callable[[str], None] = print,
-             process: DiscreteVP | None = None) -> list[Row]:
+             process: DiscreteVP | None = None, embed: Callable[[Tensor], Tensor] | None = None) -> list[Row]:
     """All rows of one case: the floor, our samplers x grids x NFE, adaptive, diffusers x NFE.
 
-    ``reference`` and ``reference2``: (n, ...) independent reference samples (the second only for the floor)."""
+    ``reference`` and ``reference2``: (n, ...) independent reference samples (the second only for the floor),
+    already in the space of ``embed`` when one is given (samples are embedded before they are compared)."""
     process = process or DiscreteVP("linear", T=1000)
     grid_dir = Path(grid_dir)
-    sliced = SlicedReference(reference, random_directions(int(torch.tensor(shape).prod()), cfg.n_proj))
+    reference = reference.flatten(1)
+    sliced = SlicedReference(reference, random_directions(reference.shape[1], cfg.n_proj))
 
-    def quality(x: Tensor) -> tuple[float, float]:
-        x = x.flatten(1)
+    def quality(x: Tensor, embedded: bool = False) -> tuple[float, float]:
         if not bool(torch.isfinite(x).all()):
             return math.inf, math.inf
+        x = (x if embedded or embed is None else embed(x)).flatten(1)
         return sliced.distance(x), energy_distance(x, reference, max_n=cfg.energy_n)
 
-    rows = [Row(case, "floor", "reference", "-", 0, 0, *quality(reference2), 0.0)]
+    rows = [Row(case, "floor", "reference", "-", 0, 0, *quality(reference2, embedded=True), 0.0)]
     log(f"[{case}] floor: sw {rows[0].sw:.4g}, energy {rows[0].energy:.4g}")
     g = torch.Generator().manual_seed(cfg.eval_seed)
     z = torch.randn((cfg.n, *shape), generator=g, dtype=torch.float64)

@@ -1,5 +1,15 @@
-"""Case (b) of the benchmark: a trained run folder. The reference is a many-step solve (Heun on a Karras grid)
-from other seeds; quality is measured on flattened samples against it."""
+"""Case (b) of the benchmark: a trained run folder.
+
+Two references (``--reference``):
+
+* ``ode``: a many-step solve (Heun on a Karras grid) from other seeds. Rows measure how closely each sampler
+  reaches the model's own probability-flow distribution (solver error); the floor is a second solve.
+* ``data``: the run's held-out images (``data.holdout``; the training images if it kept none). Rows measure
+  sample quality against real data, so stochastic samplers that correct the model's errors can win; the floor is
+  as many training images against the same held-out set.
+
+Distances are taken on flattened pixels, or on the features of ``features`` (e.g. ``clf:mnist5k``). Samplers see
+the same clamped denoiser as ``torchdiffusion sample`` when the run clips x0_hat to the data range."""
 
 from __future__ import annotations
 
@@ -11,27 +21,48 @@ from ..samplers import get_sampler
 from ..schedules import karras_sigmas
 
 
-def run_trained(run_dir: str, cfg, grid_dir: str | None = None, *, ref_steps: int = 200, log=print) -> list:
+def run_trained(run_dir: str, cfg, grid_dir: str | None = None, *, ref_steps: int = 200, reference: str = "ode",
+                features: str | None = None, log=print) -> list:
     from dataclasses import replace
 
-    from ..generate import load_run
+    from ..generate import clamped, load_run
     from .harness import run_case
 
+    if reference not in ("ode", "data"):
+        raise ValueError(f"unknown reference {reference!r}; choose ode or data")
     run = load_run(run_dir)
     model = run.model
     D = model.bind(None)
+    if run.kind == "image" and run.config.sample.clip_denoised:
+        D = clamped(D)
     shape = tuple(run.data_shape)
     cfg = replace(cfg, sigma_min=float(model.sigma_min), sigma_max=float(model.sigma_max))
-    grid = karras_sigmas(ref_steps, cfg.sigma_min, cfg.sigma_max)
-    refs = []
-    for seed in (cfg.ref_seed, cfg.ref_seed + 1):
-        g = torch.Generator().manual_seed(seed)
-        z = torch.randn((cfg.n, *shape), generator=g)
-        out = []
-        for i in range(0, cfg.n, 1024):
-            out.append(get_sampler("heun")(D, cfg.sigma_max * z[i:i + 1024], grid).flatten(1))
-        refs.append(torch.cat(out))
-    log(f"[run] reference: Heun {ref_steps} steps x 2 sets of {cfg.n}")
-    process = model.process
-    return run_case(Path(run_dir).name, D, shape, refs[0], refs[1], cfg,
-                    grid_dir or Path(run_dir) / "grids", log, process=process)
+    if reference == "ode":
+        grid = karras_sigmas(ref_steps, cfg.sigma_min, cfg.sigma_max)
+        refs = []
+        for seed in (cfg.ref_seed, cfg.ref_seed + 1):
+            g = torch.Generator().manual_seed(seed)
+            z = torch.randn((cfg.n, *shape), generator=g)
+            out = []
+            for i in range(0, cfg.n, 1024):
+                out.append(get_sampler("heun")(D, cfg.sigma_max * z[i:i + 1024], grid))
+            refs.append(torch.cat(out))
+        log(f"[run] reference: Heun {ref_steps} steps x 2 sets of {cfg.n}")
+    else:
+        from ..data import load_data
+
+        split = "holdout" if run.config.data.holdout > 0 else "train"
+        real = load_data(run.config.data, split=split, seed=run.config.train.seed).x.to(torch.float32)
+        train = load_data(run.config.data, split="train", seed=run.config.train.seed).x.to(torch.float32)
+        g = torch.Generator().manual_seed(cfg.ref_seed)
+        floor = train[torch.randperm(len(train), generator=g)[: len(real)]]
+        refs = [real, floor]
+        log(f"[run] reference: {len(real)} real images ({split} split); floor: {len(floor)} training images")
+    embed = None
+    if features:
+        from ..evaluation.features import extract
+
+        embed = lambda x: extract(x.reshape(-1, *shape), features)  # noqa: E731
+        refs = [embed(r) for r in refs]
+    return run_case(Path(run_dir).name, D, shape, refs[0].flatten(1), refs[1].flatten(1), cfg,
+                    grid_dir or Path(run_dir) / "grids", log, process=model.process, embed=embed)

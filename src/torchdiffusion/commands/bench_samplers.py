@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   torchdiffusion bench-samplers --case 8gaussians --out bench/8g            # exact denoiser, 2-D
   torchdiffusion bench-samplers --case mixture64 --n 10000 --samplers dpmpp_2m,unipc --grids karras,tuned
   torchdiffusion bench-samplers --run runs/toy --n 2000 --out runs/toy/bench   # a trained run folder
+  torchdiffusion bench-samplers --run runs/demo --reference data --features clf:mnist5k --n 500 --nfe 10,20,50
   torchdiffusion bench-samplers --case 8gaussians --no-diffusers --nfe 5,10
 Tuned grids are fit on their own seed and stored as <grid-dir>/<sampler>-nfe<N>.json (default: OUT/grids, or
 RUN/grids for a run folder); existing files are reused."""
@@ -37,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' schedulers")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--ref-steps", type=int, default=200, help="case b: Heun steps of the reference solve")
+    p.add_argument("--reference", default="ode", choices=["ode", "data"],
+                   help="case b: compare with a many-step ODE solve (solver error; default) or with the run's "
+                        "held-out images (sample quality)")
+    p.add_argument("--features", help="case b: compare in this feature space (e.g. clf:mnist5k) instead of pixels")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if args.run:
         from ..bench.run_case import run_trained
 
-        rows = run_trained(args.run, cfg, args.grid_dir, ref_steps=args.ref_steps, log=log)
+        rows = run_trained(args.run, cfg, args.grid_dir, ref_steps=args.ref_steps, reference=args.reference,
+                           features=args.features, log=log)
     else:
         from ..bench.analytic_cases import run_analytic
 
