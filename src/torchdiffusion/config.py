@@ -133,7 +133,8 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="mnist5k", holdout=500),  # 500 digits kept out for evaluation and editing
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
         diffusion=DiffusionConfig(parameterization="eps", schedule="cosine", T=1000, weighting="min_snr"),
-        train=TrainConfig(images=150_000, batch_size=128, lr=2e-3, warmup_images=5_000,
+        # batch 64: the same images/s as 128 on 2 cores (measured), twice the optimizer steps in the budget
+        train=TrainConfig(images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000,
                           ema_halflife_images=20_000),
         sample=SampleConfig(sampler="heun", steps=12, n=64),
     ),
