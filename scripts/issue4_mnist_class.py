@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from torchdiffusion.commands.guidance_sweep import plot_grid, plot_sweep, real_diversity, sweep, write_json
+    from torchdiffusion.config import get_preset
     from torchdiffusion.evaluation.classifier import class_report, load_classifier
     from torchdiffusion.generate import generate, load_run
-    from torchdiffusion.config import get_preset
     from torchdiffusion.training import train
     from torchdiffusion.viz import save_grid
 

@@ -58,7 +58,8 @@ def test_ddim_eta1_is_ddpm_with_posterior_variance():
     outs = []
     for name, knobs in [("ddim", {"eta": 1.0}), ("ddpm", {"variance": "posterior"})]:
         g = torch.Generator().manual_seed(3)
-        outs.append(get_sampler(name)(DATA.denoise, x, sig, noise=lambda g=g: torch.randn(x.shape, generator=g, dtype=x.dtype), **knobs))
+        noise = lambda g=g: torch.randn(x.shape, generator=g, dtype=x.dtype)  # noqa: E731
+        outs.append(get_sampler(name)(DATA.denoise, x, sig, noise=noise, **knobs))
     assert torch.allclose(outs[0], outs[1], rtol=1e-9, atol=1e-9)
 
 

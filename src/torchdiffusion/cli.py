@@ -11,12 +11,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import demo, sample, train
-from .commands import guidance_sweep, train_classifier
-from .commands import explain, img2img, inpaint, interpolate, outpaint
-from .commands import bench_train
-from .commands import evaluate
-from .commands import bench_samplers
+from .commands import (
+    bench_samplers,
+    bench_train,
+    demo,
+    evaluate,
+    explain,
+    guidance_sweep,
+    img2img,
+    inpaint,
+    interpolate,
+    outpaint,
+    sample,
+    train,
+    train_classifier,
+)
 
 # One dict literal: command name -> module. Command modules import heavy things lazily inside run().
 COMMANDS = {

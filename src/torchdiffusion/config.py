@@ -136,7 +136,8 @@ PRESETS: dict[str, RunConfig] = {
         # batch 64: the same images/s as 128 on 2 cores (measured), twice the optimizer steps in the budget
         train=TrainConfig(images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000,
                           ema_halflife_images=20_000),
-        sample=SampleConfig(sampler="heun", steps=12, n=64),
+        # the default recommended by `bench-samplers --run runs/demo --reference data` (docs/samplers.md)
+        sample=SampleConfig(sampler="unipc", grid="uniform_t", steps=20, n=64),
     ),
     # The course's settings: DDPM with T = 500, beta from 1e-4 to 0.02, epsilon prediction, plain MSE.
     "course": RunConfig(
@@ -189,8 +190,8 @@ PRESETS: dict[str, RunConfig] = {
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,),
                           num_classes=10),
         diffusion=DiffusionConfig(parameterization="eps", schedule="cosine", T=1000, weighting="min_snr"),
-        train=TrainConfig(images=120_000, batch_size=128, lr=2e-3, warmup_images=5_000,
-                          ema_halflife_images=10_000, cond_drop_prob=0.1),
+        train=TrainConfig(images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000,
+                          ema_halflife_images=20_000, cond_drop_prob=0.1),
         sample=SampleConfig(sampler="dpmpp_2m", steps=10, n=100, guidance=2.0),
     ),
     # Emoji sprites (16 px RGB) conditioned on their one-hot category (6 context entries).
@@ -222,8 +223,8 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="fashion_mnist", holdout=1000),
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
         diffusion=DiffusionConfig(parameterization="eps", schedule="cosine", T=1000, weighting="min_snr"),
-        train=TrainConfig(images=180_000, batch_size=128, lr=2e-3, warmup_images=5_000,
-                          ema_halflife_images=15_000),
+        train=TrainConfig(images=180_000, batch_size=64, lr=2e-3, warmup_images=5_000,
+                          ema_halflife_images=20_000),
         sample=SampleConfig(sampler="heun", steps=12, n=64),
     ),
 }
@@ -358,8 +359,8 @@ def _set(cfg: Any, path: list[str], value: str, full: str) -> Any:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Cross-field checks with one-line messages; returns cfg unchanged when it is usable."""
-    from .precond import NOISE_CONDITIONINGS, PARAMETERIZATIONS
     from .losses import SIGMA_SAMPLINGS, WEIGHTINGS
+    from .precond import NOISE_CONDITIONINGS, PARAMETERIZATIONS
     from .schedules import BETA_SCHEDULES, SIGMA_GRIDS
 
     d, m, t, s = cfg.diffusion, cfg.model, cfg.train, cfg.sample
@@ -368,7 +369,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         (d.process in ("discrete", "continuous"), "diffusion.process must be discrete or continuous"),
         (d.schedule in BETA_SCHEDULES, f"diffusion.schedule must be one of {tuple(BETA_SCHEDULES)}"),
         (d.T >= 2, "diffusion.T must be >= 2"),
-        (d.noise_conditioning in NOISE_CONDITIONINGS, f"diffusion.noise_conditioning must be one of {NOISE_CONDITIONINGS}"),
+        (d.noise_conditioning in NOISE_CONDITIONINGS,
+         f"diffusion.noise_conditioning must be one of {NOISE_CONDITIONINGS}"),
         (not (d.process == "continuous" and d.noise_conditioning == "timestep"),
          "a continuous process needs diffusion.noise_conditioning=log_sigma"),
         (d.sigma_sampling in SIGMA_SAMPLINGS, f"diffusion.sigma_sampling must be one of {SIGMA_SAMPLINGS}"),

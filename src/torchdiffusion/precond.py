@@ -64,7 +64,8 @@ def coefficients(parameterization: str, sigma: Tensor, sigma_data: float = 0.5,
         sd2 = sigma_data**2
         return Coefficients(sd2 / (sigma**2 + sd2), sigma * sigma_data / (sigma**2 + sd2).sqrt(),
                             1 / (sigma**2 + sd2).sqrt(), c_noise)
-    raise ValueError(f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}")
+    raise ValueError(f"unknown parameterization {parameterization!r}; "
+                             f"choose from {', '.join(PARAMETERIZATIONS)}")
 
 
 class Precond(nn.Module):
@@ -85,9 +86,11 @@ class Precond(nn.Module):
                  sigma_min: float = 0.002, sigma_max: float = 80.0):
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}")
+            raise ValueError(f"unknown parameterization {parameterization!r}; "
+                             f"choose from {', '.join(PARAMETERIZATIONS)}")
         if noise_conditioning not in NOISE_CONDITIONINGS:
-            raise ValueError(f"unknown noise conditioning {noise_conditioning!r}; choose from {', '.join(NOISE_CONDITIONINGS)}")
+            raise ValueError(f"unknown noise conditioning {noise_conditioning!r}; "
+                             f"choose from {', '.join(NOISE_CONDITIONINGS)}")
         if noise_conditioning == "timestep" and process is None:
             raise ValueError("timestep noise conditioning needs the discrete process the model was trained on")
         self.net = net

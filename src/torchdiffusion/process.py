@@ -31,7 +31,6 @@ from torch import Tensor
 from .schedules import make_betas
 from .types import append_dims
 
-
 # -- sigma <-> abar, VE <-> VP (the one place these formulas live) ----------------------------------------
 
 

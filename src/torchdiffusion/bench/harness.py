@@ -31,7 +31,7 @@ from ..types import Denoiser
 from . import diffusers_driver
 from .metrics import SlicedReference, energy_distance, random_directions
 
-OUR_SAMPLERS = ("euler", "euler_ancestral", "heun", "ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s",
+OUR_SAMPLERS = ("euler", "euler_ancestral", "heun", "heun_sde", "ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s",
                 "dpmpp_2m_sde", "dpmpp_3m_sde", "unipc", "lms", "pc", "langevin")
 GRIDS = ("karras", "exponential", "uniform_t", "tuned")
 # Knobs used in the race (the defaults otherwise); fewer Langevin steps per level so NFE 5 is reachable.

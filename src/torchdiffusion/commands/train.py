@@ -57,9 +57,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out or f"runs/{cfg.preset}")
     data = load_and_check(cfg)
-    from ..training import train
-
     from ..distributed import print0
+    from ..training import train
 
     train(cfg, out, resume=not args.no_resume, progress=not args.no_progress, data=data,
           tensorboard=args.tensorboard)

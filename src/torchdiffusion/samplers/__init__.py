@@ -10,6 +10,7 @@ name                   method                                                   
 euler                  Euler on the PF-ODE (EDM Alg. 1 without correction)          n
 euler_ancestral        Euler + ancestral noise (knob eta)                           n
 heun                   Heun, EDM Alg. 2 with churn (s_churn, s_tmin, s_tmax, s_noise) 2n - 1
+heun_sde               Heun with EDM's churn on (S_churn 40, S_tmin 0.05, S_tmax 50)  2n - 1
 ddim                   DDIM (knob eta), Song et al. 2021                            n
 ddpm                   DDPM ancestral, Ho et al. Alg. 2 (knob variance)             n
 dpmpp_2m, dpmpp_3m     DPM-Solver++ multistep, order 2 / 3                          n
@@ -38,7 +39,7 @@ from .dpmpp import (
     sample_dpmpp_3m_sde,
     sample_unipc,
 )
-from .euler import sample_euler, sample_euler_ancestral, sample_heun
+from .euler import sample_euler, sample_euler_ancestral, sample_heun, sample_heun_sde
 from .langevin import sample_langevin, sample_pc
 from .lms import sample_lms
 
@@ -46,6 +47,7 @@ SAMPLERS = {
     "euler": sample_euler,
     "euler_ancestral": sample_euler_ancestral,
     "heun": sample_heun,
+    "heun_sde": sample_heun_sde,
     "ddim": sample_ddim,
     "ddpm": sample_ddpm,
     "dpmpp_2m": sample_dpmpp_2m,
@@ -65,6 +67,7 @@ SAMPLERS = {
 # The adaptive solver's NFE is not known in advance: it reports it in its ``stats`` dict (None here).
 NFE: dict[str, Callable[[int, dict], int | None]] = {
     "heun": lambda n, k: 2 * n - 1,
+    "heun_sde": lambda n, k: 2 * n - 1,
     "dpmpp_2s": lambda n, k: 2 * n - 1,
     "dpmpp_2s_sde": lambda n, k: 2 * n - 1,
     "pc": lambda n, k: (n - 1) * (1 + k.get("corrector_steps", 1)) + 1,
@@ -101,4 +104,5 @@ def steps_for_nfe(name: str, budget: int, **knobs) -> int:
 __all__ = ["DETERMINISTIC", "NFE", "SAMPLERS", "get_sampler", "nfe", "steps_for_nfe", "sample_adaptive",
            "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s",
            "sample_dpmpp_2s_sde", "sample_dpmpp_3m", "sample_dpmpp_3m_sde", "sample_euler",
-           "sample_euler_ancestral", "sample_heun", "sample_langevin", "sample_lms", "sample_pc", "sample_unipc"]
+           "sample_euler_ancestral", "sample_heun", "sample_heun_sde", "sample_langevin", "sample_lms", "sample_pc",
+           "sample_unipc"]
