@@ -59,8 +59,10 @@ PICTURES = [
      "The same 16 starting noises sampled four ways. (a) DDPM ancestral sampling as in Ho et al. Algorithm 2. "
      "(b) The same loop without the re-added noise z (the course's \"incorrect\" sampler): each step moves to the "
      "posterior mean, and the samples collapse towards the average image. (c) One shot: the model's single "
-     "prediction x̂₀ = D(σ_max n, σ_max) from pure noise - the mean of the data, a blur. (d) The run's "
-     "iterative sampler: denoising works because it is done a little at a time."),
+     "prediction x̂₀ = D(σ_max n, σ_max) from pure noise. The ideal answer is the mean of the data, a blur; an "
+     "ε-prediction model at the cosine schedule's σ_max ≈ 2·10⁴ computes x̂₀ = x − σ ε̂ and so multiplies its "
+     "small error in ε̂ by 2·10⁴ - noise (clamped to [-1, 1]). v- and EDM-parameterized models keep x̂₀ bounded "
+     "here. (d) The run's iterative sampler: denoising works because it is done a little at a time."),
 ]
 
 
