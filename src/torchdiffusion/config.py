@@ -202,7 +202,7 @@ PRESETS: dict[str, RunConfig] = {
         diffusion=DiffusionConfig(parameterization="eps", schedule="cosine", T=1000, weighting="min_snr"),
         train=TrainConfig(images=60_000, batch_size=64, lr=2e-3, warmup_images=2_000,
                           ema_halflife_images=5_000, cond_drop_prob=0.1),
-        sample=SampleConfig(sampler="dpmpp_2m", steps=10, n=60, guidance=3.0),
+        sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=60, guidance=3.0),
     ),
     # Emoji sprites conditioned on their caption: MiniLM token features (text_dim = text.TEXT_DIM = 384) read by
     # cross-attention at 8 px.
@@ -214,7 +214,7 @@ PRESETS: dict[str, RunConfig] = {
         diffusion=DiffusionConfig(parameterization="eps", schedule="cosine", T=1000, weighting="min_snr"),
         train=TrainConfig(images=60_000, batch_size=64, lr=2e-3, warmup_images=2_000,
                           ema_halflife_images=5_000, cond_drop_prob=0.1),
-        sample=SampleConfig(sampler="dpmpp_2m", steps=10, n=25, guidance=3.0),
+        sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=25, guidance=3.0),
     ),
     # Fashion-MNIST (Debian dataset-fashion-mnist, 60k images): fits in 30 CPU minutes (15 on 2 cores);
     # 1,000 images held out for evaluation.
@@ -225,7 +225,7 @@ PRESETS: dict[str, RunConfig] = {
         diffusion=DiffusionConfig(parameterization="eps", schedule="cosine", T=1000, weighting="min_snr"),
         train=TrainConfig(images=180_000, batch_size=64, lr=2e-3, warmup_images=5_000,
                           ema_halflife_images=20_000),
-        sample=SampleConfig(sampler="heun", steps=12, n=64),
+        sample=SampleConfig(sampler="unipc", grid="uniform_t", steps=20, n=64),
     ),
 }
 
