@@ -66,8 +66,10 @@ def test_trained_run_against_ode_and_held_out_data(tmp_path):
     train(cfg, tmp_path / "run", progress=False)
     bench = BenchConfig(nfes=(3,), n=40, samplers=("euler", "euler_ancestral"), grids=("karras",), tuned_samplers=(),
                         adaptive_tols=(), diffusers=())
-    for reference in ("ode", "data"):
-        rows = run_trained(str(tmp_path / "run"), bench, tmp_path / "grids", ref_steps=4, reference=reference,
+    no_holdout = tmp_path / "run0"
+    train(override(cfg, ["data.holdout=0"]), no_holdout, progress=False)
+    for run_dir, reference in ((tmp_path / "run", "ode"), (tmp_path / "run", "data"), (no_holdout, "data")):
+        rows = run_trained(str(run_dir), bench, tmp_path / "grids", ref_steps=4, reference=reference,
                            log=lambda m: None)
         floor = [r for r in rows if r.family == "floor"]
         ours = [r for r in rows if r.family == "torchdiffusion"]

@@ -51,13 +51,18 @@ def run_trained(run_dir: str, cfg, grid_dir: str | None = None, *, ref_steps: in
     else:
         from ..data import load_data
 
-        split = "holdout" if run.config.data.holdout > 0 else "train"
-        real = load_data(run.config.data, split=split, seed=run.config.train.seed).x.to(torch.float32)
-        train = load_data(run.config.data, split="train", seed=run.config.train.seed).x.to(torch.float32)
         g = torch.Generator().manual_seed(cfg.ref_seed)
-        floor = train[torch.randperm(len(train), generator=g)[: len(real)]]
+        train = load_data(run.config.data, split="train", seed=run.config.train.seed).x.to(torch.float32)
+        if run.config.data.holdout > 0:
+            split, real = "holdout", load_data(run.config.data, split="holdout", seed=run.config.train.seed).x
+            pool = train
+        else:  # no held-out images: two disjoint halves of the training images
+            perm = torch.randperm(len(train), generator=g)
+            split, real, pool = "train, first half", train[perm[: len(train) // 2]], train[perm[len(train) // 2:]]
+        real = real.to(torch.float32)
+        floor = pool[torch.randperm(len(pool), generator=g)[: len(real)]]
         refs = [real, floor]
-        log(f"[run] reference: {len(real)} real images ({split} split); floor: {len(floor)} training images")
+        log(f"[run] reference: {len(real)} real images ({split}); floor: {len(floor)} other training images")
     embed = None
     if features:
         from ..evaluation.features import extract
