@@ -113,8 +113,9 @@ def main(argv=None) -> int:
             f"(`torchdiffusion train --preset toy-2d --out {args.toy_run}`). The same functions are in Python: "
             "`torchdiffusion.explain` (`forward_strip`, `plot_schedules`, `denoising_trajectory`, "
             "`plot_loss_by_noise`, `plot_field`, `ablation`). The page itself is written by "
-            "`python scripts/issue5_docs.py`; the times are wall-clock seconds on "
-            f"{os.cpu_count()} CPU cores ({platform.machine()}), including Python start-up and loading the run.\n\n")
+            "`python scripts/issue5_docs.py`; the times are wall-clock seconds on a machine with "
+            f"{os.cpu_count()} CPU cores ({platform.machine()}, torch threads: "
+            f"{os.environ.get('OMP_NUM_THREADS', 'default')}), including Python start-up and loading the run.\n\n")
     md = Path(args.md)
     tmp = md.with_name(md.name + ".tmp")
     tmp.write_text(head + "\n".join(sections))
