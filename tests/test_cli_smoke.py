@@ -55,35 +55,32 @@ def test_toy_run_samples_a_scatter_plot(tmp_path):
     assert _is_png(png)
 
 
+def assert_training_refused(tmp_path, overrides, needle):
+    """``train --preset digits-test --set ...`` fails with one clean line naming ``needle`` and writes no run."""
+    out = tmp_path / "run"
+    sets = [a for o in overrides for a in ("--set", o)]
+    rc, _, err = td("train", "--preset", "digits-test", *sets, "--out", str(out))
+    assert_clean_error(rc, err, needle)
+    assert not out.exists()
+
+
 def test_corrupt_image_in_folder(tmp_path):
     pics = tmp_path / "pics"
     pics.mkdir()
     for k in range(3):
         Image.fromarray(np.full((8, 8), 40 * k, np.uint8)).save(pics / f"ok{k}.png")
     (pics / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    out = tmp_path / "run"
-    rc, _, err = td("train", "--preset", "digits-test", "--set", "data.source=folder",
-                    "--set", f"data.path={pics}", "--out", str(out))
-    assert_clean_error(rc, err, "broken.png")
-    assert not out.exists()
+    assert_training_refused(tmp_path, ["data.source=folder", f"data.path={pics}"], "broken.png")
 
 
 def test_array_of_the_wrong_shape(tmp_path):
     arr = tmp_path / "x.npy"
     np.save(arr, np.zeros((4, 2, 3, 5, 6), np.uint8))
-    out = tmp_path / "run"
-    rc, _, err = td("train", "--preset", "digits-test", "--set", "data.source=array",
-                    "--set", f"data.path={arr}", "--out", str(out))
-    assert_clean_error(rc, err, "shape")
-    assert not out.exists()
+    assert_training_refused(tmp_path, ["data.source=array", f"data.path={arr}"], "shape")
 
 
 def test_size_not_divisible_by_the_levels(tmp_path):
-    out = tmp_path / "run"
-    rc, _, err = td("train", "--preset", "digits-test", "--set", "data.image_size=6,6",
-                    "--set", "model.channel_mult=1,2,2", "--out", str(out))
-    assert_clean_error(rc, err, "divisible")
-    assert not out.exists()
+    assert_training_refused(tmp_path, ["data.image_size=6,6", "model.channel_mult=1,2,2"], "divisible")
 
 
 def test_damaged_weights_file(tmp_path):

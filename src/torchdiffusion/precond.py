@@ -64,8 +64,7 @@ def coefficients(parameterization: str, sigma: Tensor, sigma_data: float = 0.5,
         sd2 = sigma_data**2
         return Coefficients(sd2 / (sigma**2 + sd2), sigma * sigma_data / (sigma**2 + sd2).sqrt(),
                             1 / (sigma**2 + sd2).sqrt(), c_noise)
-    raise ValueError(f"unknown parameterization {parameterization!r}; "
-                             f"choose from {', '.join(PARAMETERIZATIONS)}")
+    raise ValueError(f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}")
 
 
 class Precond(nn.Module):

@@ -25,10 +25,9 @@ def save_json(obj: dict, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON atomically (a reader never sees half a file)."""
     import json
 
-    path, tmp = _atomic_target(path)
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    from .training.checkpoint import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def to_uint8_hwc(images: Tensor) -> np.ndarray:

@@ -185,13 +185,11 @@ def _savefig(fig, path: Path) -> Path:
 
 
 def write_json(obj: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump({k: v for k, v in obj.items() if not k.startswith("_")}, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """``obj`` without its private ``_`` keys, as JSON, written atomically."""
+    from ..training.checkpoint import atomic_write_text
+
+    return atomic_write_text(path, json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2)
+                             + "\n")
 
 
 def run(args: argparse.Namespace) -> int:

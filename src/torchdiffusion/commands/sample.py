@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -145,6 +144,7 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
 
     from ..generate import generate, trajectory
     from ..samplers import nfe
+    from ..training.checkpoint import atomic_write
     from ..viz import save_gif, save_grid, save_json, save_scatter, trajectory_frames
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
@@ -160,10 +160,7 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
         ref = None
         paths.append(save_scatter(x[:, :2], out, reference=ref, title=f"{sample.sampler}, {sample.steps} steps"))
     if save_npy:
-        p, tmp = out.with_suffix(".npy"), out.with_name(out.stem + ".tmp.npy")
-        np.save(tmp, x.numpy())
-        os.replace(tmp, p)
-        paths.append(p)
+        paths.append(atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, x.numpy())))
     if gif:
         k = min(sample.n, 16)
         if run_.kind == "image":
