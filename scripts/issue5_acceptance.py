@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (noise is drawn on the CPU either way)")
+    ap.add_argument("--skip-replacement", action="store_true", help="only RePaint")
     ap.add_argument("--out", help="JSON report (default RUN/edits/issue5_acceptance.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -72,14 +74,15 @@ def main(argv=None) -> int:
     from torchdiffusion.types import NoiseSource
     from torchdiffusion.viz import save_grid
 
-    run_ = load_run(args.run)
+    device = torch.device(args.device)
+    run_ = load_run(args.run, device=device)
     sample = replace(run_.config.sample, **{k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
                                                                 ("grid", args.grid)) if v is not None})
     out = Path(args.out) if args.out else run_.path / "edits" / "issue5_acceptance.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     x, labels, source = held_out_digits(run_, args.n)
     C, H, W = run_.data_shape
-    mask = make_mask("half:bottom", H, W)
+    mask = make_mask("half:bottom", H, W).to(device)
     D = run_.model.bind(None)
     if sample.clip_denoised:
         D = clamped(D)
@@ -90,36 +93,43 @@ def main(argv=None) -> int:
         t0 = time.time()
         res = []
         for start in range(0, len(x), args.batch):
-            xb = x[start:start + args.batch]
+            xb = x[start:start + args.batch].to(device)
             seeds = range(args.seed + start, args.seed + start + len(xb))
-            ns, known = NoiseSource(seeds, (C, H, W)), NoiseSource([s + 7_919_000_000 for s in seeds], (C, H, W))
+            ns = NoiseSource(seeds, (C, H, W), device=device)
+            known = NoiseSource([s + 7_919_000_000 for s in seeds], (C, H, W), device=device)
             res.append(inpaint(sampler, D, ns.initial() * float(sigmas[0]), sigmas, xb, mask, jump=jump,
-                               resample=resample, noise=ns, known_noise=known, **knobs))
+                               resample=resample, noise=ns, known_noise=known, **knobs).cpu())
         return torch.cat(res), time.time() - t0
 
     report: dict = {"command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])), "run": str(run_.path),
                     "digits": source, "n": len(x), "sampler": sample.sampler, "steps": sample.steps,
-                    "grid": sample.grid, "mask": "half:bottom (lower half repainted)", "threads": args.threads}
-    keep = mask.expand_as(x).bool()
+                    "grid": sample.grid, "mask": "half:bottom (lower half repainted)", "threads": args.threads,
+                    "device": str(device)}
+    keep = mask.cpu().expand_as(x).bool()
     if not args.skip_inpaint:
         clf = (load_classifier_file(args.classifier) if args.classifier.endswith(".safetensors")
                else load_classifier(args.classifier))
         report["classifier"] = args.classifier
-        acc = lambda imgs: float((classify(imgs.clamp(-1, 1), clf)[0] == labels).float().mean())  # noqa: E731
+        hits = lambda imgs: (classify(imgs.clamp(-1, 1), clf)[0] == labels)  # noqa: E731
+        acc = lambda imgs: float(hits(imgs).float().mean())  # noqa: E731
         report["accuracy_originals"] = acc(x)
         report["accuracy_half_erased_input"] = acc(torch.where(keep, x, torch.full_like(x, -1.0)))
     rows = [x[:16], torch.where(keep, x, torch.zeros_like(x))[:16]]
-    for name, (r, j) in ({} if args.skip_inpaint else {"replacement": (1, None),
-                                                          "repaint": (args.resample, args.jump)}).items():
+    methods = {} if args.skip_inpaint else {"replacement": (1, None), "repaint": (args.resample, args.jump)}
+    if args.skip_replacement:
+        methods.pop("replacement", None)
+    for name, (r, j) in methods.items():
         y, secs = run_inpaint(r, j)
-        report[name] = {"resample": r, "jump": j, "accuracy": acc(y),
-                        "known_region_mse": float(((y - x)[keep] ** 2).mean()), "seconds": round(secs, 1)}
+        h = hits(y)
+        report[name] = {"resample": r, "jump": j, "accuracy": float(h.float().mean()),
+                        "known_region_mse": float(((y - x)[keep] ** 2).mean()), "seconds": round(secs, 1),
+                        "correct": "".join("1" if v else "0" for v in h.tolist())}
         rows.append(y[:16])
         print(name, report[name], flush=True)
     if not args.skip_inpaint:
         save_grid(torch.cat(rows), out.with_name("issue5_inpaint.png"), nrow=16)
 
-    xi = x[: args.invert_n]
+    xi = x[: args.invert_n].to(device)
     inv = {}
     grids = [] if args.skip_inversion else list(dict.fromkeys(
         [sample.grid] + (["uniform_t"] if run_.model.process is not None else ["karras"])))
@@ -134,7 +144,7 @@ def main(argv=None) -> int:
                                        "latent_std": float(z.std() / sig[0]), "seconds": round(time.time() - t0, 1)}
             print("inversion", method, grid, inv[f"{method}/{grid}"], flush=True)
             if method == "euler" and grid == sample.grid:
-                save_grid(torch.cat([xi[:16], (z[:16] / float(sig[0])).clamp(-1, 1), back[:16]]),
+                save_grid(torch.cat([xi[:16], (z[:16] / float(sig[0])).clamp(-1, 1), back[:16]]).cpu(),
                           out.with_name("issue5_inversion.png"), nrow=16)
     report["inversion"] = {"steps": args.invert_steps, "n": len(xi), "results": inv}
     tmp = out.with_name(out.name + ".tmp")

@@ -11,6 +11,10 @@ Speed notes (small models on a CPU are overhead- and memory-bound, see PERFORMAN
   ``group_norm`` + one ``addcmul``).
 * Attention runs on token tensors ``(B, N, C)``, which are free views of a channels_last feature map.
 * All the residual blocks' embedding projections are one ``Linear`` (see ``UNet``), not one per block.
+* bf16 attention over few tokens (``N <= MATH_ATTENTION_MAX_TOKENS``, e.g. 7x7 or 14x14 maps) is written out
+  (``softmax(Q K^T / sqrt(d)) V`` as two matmuls): on the CPU the bf16 flash-attention kernel's backward took
+  ~10x its forward at N = 49 (13 % of a demo training step); fp32 keeps the fused kernel (fast there, and fp32
+  results stay bit-identical to earlier releases).
 """
 
 from __future__ import annotations
@@ -240,6 +244,24 @@ class ResBlock(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 
 
+MATH_ATTENTION_MAX_TOKENS = 256  # bf16 up to 16x16 maps: explicit softmax(Q K^T) V; else scaled_dot_product_attention
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``softmax(Q K^T / sqrt(d) [masked]) V`` over ``(B, heads, N, d)`` (Vaswani et al. 2017, Eq. 1).
+
+    Short bf16/fp16 sequences (N <= MATH_ATTENTION_MAX_TOKENS) use two matmuls and a softmax (fast forward and
+    backward on CPUs; the softmax runs in fp32); everything else the fused kernel, which never materialises the
+    N x N weights. ``mask``: bool, True = keep.
+    """
+    if q.shape[-2] > MATH_ATTENTION_MAX_TOKENS or q.dtype not in (torch.bfloat16, torch.float16):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    w = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
+    if mask is not None:
+        w = w.masked_fill(~mask, float("-inf"))
+    return torch.matmul(w.float().softmax(dim=-1).to(v.dtype), v)
+
+
 def to_tokens(x: Tensor) -> Tensor:
     """(B, C, *spatial) -> (B, N, C); a free view when x is channels_last."""
     return x.flatten(2).transpose(1, 2)
@@ -274,7 +296,7 @@ class SelfAttention(nn.Module):
         t = to_tokens(self.norm(x))  # (B, N, C)
         B, N, C = t.shape
         qkv = self.qkv(t).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, heads, N, d)
+        a = attention(qkv[0], qkv[1], qkv[2])  # (B, heads, N, d)
         a = self.proj(a.transpose(1, 2).reshape(B, N, C))
         return x + from_tokens(a, x)
 
@@ -304,7 +326,7 @@ class CrossAttention(nn.Module):
         q = split_heads(self.q(t), self.heads)
         kv = self.kv(text)  # (B, L+1, 2C)
         k, v = split_heads(kv[..., :C], self.heads), split_heads(kv[..., C:], self.heads)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        a = attention(q, k, v, mask)
         a = self.proj(a.transpose(1, 2).reshape(B, N, C))
         return x + from_tokens(a, x)
 
