@@ -91,7 +91,8 @@ def test_written_out_bf16_attention_matches_the_fused_kernel(masked):
         out2 = attention(low_in[0].detach(), low_in[1].detach(), v2, mask)
         torch.testing.assert_close(out2[0], out.detach()[0])
     # fp32 takes the fused kernel unchanged (bit-identical)
-    assert torch.equal(attention(q, k, v, mask), torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.equal(attention(q, k, v, mask), fused)
 
 
 def test_noise_embedding_separates_both_ranges():
