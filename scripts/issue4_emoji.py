@@ -91,10 +91,11 @@ def run_context(args, out: Path, docs: Path) -> dict:
         res["scales"][f"{w:g}"] = {"accuracy": rep["accuracy"], "per_class_accuracy": rep["per_class_accuracy"]}
         save_grid(x[: 8 * K], out / f"samples-w{w:g}.png", nrow=K)
         print(f"w = {w:g}: category accuracy {rep['accuracy']:.3f}", file=sys.stderr)
-    best = max(res["scales"], key=lambda k: res["scales"][k]["accuracy"])
-    save_grid(generate(run.model, range(8 * K), replace(run.config.sample, guidance=float(best)), run.data_shape,
+    w_grid = float(args.grid_guidance if args.grid_guidance is not None else run.config.sample.guidance)
+    save_grid(generate(run.model, range(8 * K), replace(run.config.sample, guidance=w_grid), run.data_shape,
                        cond={"context": torch.eye(K)[torch.arange(8 * K) % K]}), docs / "emoji-context-grid.png",
               nrow=K)
+    res["grid_guidance"] = w_grid
     return res
 
 
@@ -109,22 +110,23 @@ def run_text(args, out: Path, docs: Path) -> dict:
     if not args.skip_train:
         train_run("emoji-text", out, data, args.images)
     run = load_run(out)
-    P = len(PROMPTS)
+    prompts = [t.strip() for t in args.prompts.split(",")] if args.prompts else PROMPTS
+    P = len(prompts)
     per = args.per_prompt
     idx = torch.arange(per * P) % P  # column k = prompt k
-    cond = prompt_cond(PROMPTS, per * P)
-    res = {"prompts": PROMPTS, "per_prompt": per, "scales": {}}
+    cond = prompt_cond(prompts, per * P)
+    res = {"prompts": prompts, "per_prompt": per, "scales": {}}
     for w in [float(s) for s in args.scales.split(",")]:
         x = generate(run.model, range(per * P), replace(run.config.sample, guidance=w), run.data_shape, cond=cond)
-        r = caption_retrieval(x, idx, PROMPTS, data.x, data.captions)
+        r = caption_retrieval(x, idx, prompts, data.x, data.captions)
         res["scales"][f"{w:g}"] = {k: v for k, v in r.items() if k != "neighbour_captions"}
         res["scales"][f"{w:g}"]["neighbours_first_row"] = r["neighbour_captions"][:P]
         save_grid(x, out / f"samples-w{w:g}.png", nrow=P)
         print(f"w = {w:g}: retrieval {r['accuracy']:.3f} (chance {r['chance']:.2f}), exact caption "
               f"{r['exact_caption']:.3f}", file=sys.stderr)
-    best = float(run.config.sample.guidance)
+    best = float(args.grid_guidance if args.grid_guidance is not None else run.config.sample.guidance)
     x = generate(run.model, range(per * P), replace(run.config.sample, guidance=best), run.data_shape, cond=cond)
-    save_grid(x, docs / "emoji-text-grid.png", nrow=P)
+    save_grid(x, docs / (args.grid_name or "emoji-text-grid.png"), nrow=P)
     res["grid_guidance"] = best
     return res
 
@@ -139,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=30, help="context: samples per category and scale")
     ap.add_argument("--per-prompt", type=int, default=8, help="text: samples per prompt and scale")
     ap.add_argument("--clf-epochs", type=int, default=100)
+    ap.add_argument("--grid-guidance", type=float, default=None, help="scale of the docs grid (default: the run's)")
+    ap.add_argument("--prompts", default=None, help="text: comma-separated prompts (default: five emoji names)")
+    ap.add_argument("--grid-name", default=None, help="text: file name of the docs grid")
+    ap.add_argument("--json", default="acceptance.json", help="report file name inside the run folder")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--docs", default="docs/images")
     args = ap.parse_args(argv)
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     res = run_context(args, out, docs) if args.mode == "context" else run_text(args, out, docs)
-    (out / "acceptance.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / args.json).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k != "classifier"}, indent=1)[:3000])
     return 0
 

@@ -199,7 +199,7 @@ PRESETS: dict[str, RunConfig] = {
         sample=SampleConfig(sampler="dpmpp_2m", steps=10, n=100, guidance=2.0),
     ),
     # Emoji sprites (16 px RGB) conditioned on their one-hot category (6 context entries). 300k images: category
-    # accuracy 82 % at guidance 5 (60k images gave 42 %); docs/guidance.md has the times on CPU and GPU.
+    # accuracy 83 % at guidance 7 (60k images: 42 %); 12 min on one core. docs/guidance.md.
     "emoji-context": RunConfig(
         preset="emoji-context",
         data=DataConfig(source="emoji", emoji_size=16),
@@ -207,7 +207,7 @@ PRESETS: dict[str, RunConfig] = {
         diffusion=_EPS_COSINE,
         train=TrainConfig(images=300_000, batch_size=256, lr=2e-3, warmup_images=20_000,
                           ema_halflife_images=100_000, cond_drop_prob=0.1),
-        sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=60, guidance=5.0),
+        sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=60, guidance=7.0),
     ),
     # Emoji sprites conditioned on their caption: MiniLM token features (text_dim = text.TEXT_DIM = 384) read by
     # cross-attention at 8 px. 1M images (~4 min on one H200; retrieval of exact captions 100 %, docs/guidance.md).
