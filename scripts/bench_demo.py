@@ -35,8 +35,12 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
     base = override(get_preset(args.preset), args.set)
-    cfg = replace(base, train=replace(base.train, images=args.images, log_every_images=1280,
-                                      checkpoint_every_images=10**9, sample_every_images=0))
+    cfg = replace(
+        base,
+        train=replace(
+            base.train, images=args.images, log_every_images=1280, checkpoint_every_images=10**9, sample_every_images=0
+        ),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         t0 = time.perf_counter()

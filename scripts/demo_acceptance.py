@@ -43,14 +43,37 @@ def main() -> None:
     x = generate(run.model, range(args.n), sample, run.data_shape)
     dt = time.perf_counter() - t0
     rep = digit_report(x)
-    rep.update(run=str(run.path), sampler=sample.sampler, grid=sample.grid, steps=sample.steps,
-               sampling_seconds=round(dt, 2), threads=torch.get_num_threads())
+    rep.update(
+        run=str(run.path),
+        sampler=sample.sampler,
+        grid=sample.grid,
+        steps=sample.steps,
+        sampling_seconds=round(dt, 2),
+        threads=torch.get_num_threads(),
+    )
     out = Path(args.out) if args.out else run.path / "acceptance.json"
     out.write_text(json.dumps(rep, indent=2))
     save_grid(x[:100], out.with_suffix(".png"), nrow=10)
-    print(json.dumps({k: rep[k] for k in ("n", "confident_fraction", "min_class_fraction", "all_classes_present",
-                                          "passes", "classifier_heldout_accuracy", "sampler", "grid", "steps",
-                                          "sampling_seconds")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: rep[k]
+                for k in (
+                    "n",
+                    "confident_fraction",
+                    "min_class_fraction",
+                    "all_classes_present",
+                    "passes",
+                    "classifier_heldout_accuracy",
+                    "sampler",
+                    "grid",
+                    "steps",
+                    "sampling_seconds",
+                )
+            },
+            indent=2,
+        )
+    )
     print("histogram:", rep["histogram"])
 
 

@@ -35,8 +35,10 @@ def export(to: Path, size: int) -> None:
     np.savez(to / f"emoji{size}.npz", **a)
     text, mask = caption_features([str(c) for c in a["captions"]])
     L = int(mask.sum(1).max())
-    save_file({"text": text[:, :L].half().contiguous(), "text_mask": mask[:, :L].to(torch.uint8).contiguous()},
-              str(to / f"text{size}.safetensors"))
+    save_file(
+        {"text": text[:, :L].half().contiguous(), "text_mask": mask[:, :L].to(torch.uint8).contiguous()},
+        str(to / f"text{size}.safetensors"),
+    )
     print(f"{len(a['images'])} sprites, caption features (N, {L}, {text.shape[2]}) -> {to}")
 
 
@@ -52,9 +54,14 @@ def train_from(preset: str, out: Path, src: Path, overrides: list[str], size: in
     a = np.load(src / f"emoji{size}.npz", allow_pickle=False)
     labels = torch.from_numpy(a["labels"].copy())
     names = [str(s) for s in a["class_names"]]
-    data = TensorData(from_uint8(a["images"]).permute(0, 3, 1, 2).contiguous(), labels=labels,
-                      context=torch.nn.functional.one_hot(labels, len(names)).float(),
-                      captions=[str(s) for s in a["captions"]], class_names=names, name=f"emoji{size}")
+    data = TensorData(
+        from_uint8(a["images"]).permute(0, 3, 1, 2).contiguous(),
+        labels=labels,
+        context=torch.nn.functional.one_hot(labels, len(names)).float(),
+        captions=[str(s) for s in a["captions"]],
+        class_names=names,
+        name=f"emoji{size}",
+    )
     cfg = override(get_preset(preset), overrides)
     if cfg.model.text_dim > 0:
         t = load_file(str(src / f"text{size}.safetensors"))

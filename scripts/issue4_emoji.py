@@ -58,11 +58,22 @@ def eval_classifier(data, out: Path, epochs: int):
     n_te = len(data) // 5
     te, tr = perm[:n_te], perm[n_te:]
     K = len(data.class_names)
-    net = train_classifier(data.x[tr], data.labels[tr], cfg=ClassifierConfig(in_channels=data.x.shape[1],
-                           num_classes=K), epochs=epochs, max_shift=1, noise_std=0.02)
-    card = {"heldout_accuracy": accuracy(net, data.x[te], data.labels[te]), "heldout_images": n_te,
-            "train_accuracy": accuracy(net, data.x[tr], data.labels[tr]), "epochs": epochs,
-            "classes": data.class_names, "chance_majority": float(torch.bincount(data.labels[te]).max() / n_te)}
+    net = train_classifier(
+        data.x[tr],
+        data.labels[tr],
+        cfg=ClassifierConfig(in_channels=data.x.shape[1], num_classes=K),
+        epochs=epochs,
+        max_shift=1,
+        noise_std=0.02,
+    )
+    card = {
+        "heldout_accuracy": accuracy(net, data.x[te], data.labels[te]),
+        "heldout_images": n_te,
+        "train_accuracy": accuracy(net, data.x[tr], data.labels[tr]),
+        "epochs": epochs,
+        "classes": data.class_names,
+        "chance_majority": float(torch.bincount(data.labels[te]).max() / n_te),
+    }
     save_classifier(net, path, card)
     return net, card
 
@@ -85,16 +96,25 @@ def run_context(args, out: Path, docs: Path) -> dict:
     ctx = torch.nn.functional.one_hot(want, K).float()
     res = {"classifier": card, "per_class": args.per_class, "scales": {}}
     for w in [float(s) for s in args.scales.split(",")]:
-        x = generate(run.model, range(len(want)), replace(run.config.sample, guidance=w), run.data_shape,
-                     cond={"context": ctx})
+        x = generate(
+            run.model, range(len(want)), replace(run.config.sample, guidance=w), run.data_shape, cond={"context": ctx}
+        )
         rep = class_report(x, clf, labels=want)
         res["scales"][f"{w:g}"] = {"accuracy": rep["accuracy"], "per_class_accuracy": rep["per_class_accuracy"]}
         save_grid(x[: 8 * K], out / f"samples-w{w:g}.png", nrow=K)
         print(f"w = {w:g}: category accuracy {rep['accuracy']:.3f}", file=sys.stderr)
     w_grid = float(args.grid_guidance if args.grid_guidance is not None else run.config.sample.guidance)
-    save_grid(generate(run.model, range(8 * K), replace(run.config.sample, guidance=w_grid), run.data_shape,
-                       cond={"context": torch.eye(K)[torch.arange(8 * K) % K]}), docs / "emoji-context-grid.png",
-              nrow=K)
+    save_grid(
+        generate(
+            run.model,
+            range(8 * K),
+            replace(run.config.sample, guidance=w_grid),
+            run.data_shape,
+            cond={"context": torch.eye(K)[torch.arange(8 * K) % K]},
+        ),
+        docs / "emoji-context-grid.png",
+        nrow=K,
+    )
     res["grid_guidance"] = w_grid
     return res
 
@@ -122,8 +142,11 @@ def run_text(args, out: Path, docs: Path) -> dict:
         res["scales"][f"{w:g}"] = {k: v for k, v in r.items() if k != "neighbour_captions"}
         res["scales"][f"{w:g}"]["neighbours_first_row"] = r["neighbour_captions"][:P]
         save_grid(x, out / f"samples-w{w:g}.png", nrow=P)
-        print(f"w = {w:g}: retrieval {r['accuracy']:.3f} (chance {r['chance']:.2f}), exact caption "
-              f"{r['exact_caption']:.3f}", file=sys.stderr)
+        print(
+            f"w = {w:g}: retrieval {r['accuracy']:.3f} (chance {r['chance']:.2f}), exact caption "
+            f"{r['exact_caption']:.3f}",
+            file=sys.stderr,
+        )
     best = float(args.grid_guidance if args.grid_guidance is not None else run.config.sample.guidance)
     x = generate(run.model, range(per * P), replace(run.config.sample, guidance=best), run.data_shape, cond=cond)
     save_grid(x, docs / (args.grid_name or "emoji-text-grid.png"), nrow=P)

@@ -65,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     res["run"] = str(out)
     sd = out / "guidance-sweep"
     write_json(res, sd / "sweep.json")
-    plot_sweep(res, sd / "sweep.png", f"MNIST-5k class-conditional: guidance sweep ({sample.sampler}, "
-                                      f"{sample.steps} steps, {args.sweep_per_class}/class)")
+    plot_sweep(
+        res,
+        sd / "sweep.png",
+        f"MNIST-5k class-conditional: guidance sweep ({sample.sampler}, "
+        f"{sample.steps} steps, {args.sweep_per_class}/class)",
+    )
     plot_grid(res, sd / "grid.png")
     shutil.copyfile(sd / "sweep.png", docs / "guidance-sweep-mnist.png")
     shutil.copyfile(sd / "grid.png", docs / "guidance-grid-mnist.png")
@@ -74,14 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     # -- Accuracy of n samples at a few scales (acceptance 1) -----------------------------------------------
     table_scales = sorted({float(s) for s in args.scales.split(",")} | {float(sample.guidance)})
     want = torch.arange(args.n) % 10
-    acc = {"n": args.n, "sampler": sample.sampler, "steps": sample.steps, "default_guidance": sample.guidance,
-           "train_images": run.config.train.images, "scales": {}}
+    acc = {
+        "n": args.n,
+        "sampler": sample.sampler,
+        "steps": sample.steps,
+        "default_guidance": sample.guidance,
+        "train_images": run.config.train.images,
+        "scales": {},
+    }
     for w in table_scales:
         t = time.time()
         x = generate(run.model, range(args.n), replace(sample, guidance=w), run.data_shape, cond={"class": want})
         rep = class_report(x, clf, labels=want)
-        acc["scales"][f"{w:g}"] = {"accuracy": rep["accuracy"], "per_class_accuracy": rep["per_class_accuracy"],
-                                   "confident_fraction": rep["confident_fraction"]}
+        acc["scales"][f"{w:g}"] = {
+            "accuracy": rep["accuracy"],
+            "per_class_accuracy": rep["per_class_accuracy"],
+            "confident_fraction": rep["confident_fraction"],
+        }
         save_grid(x[:100], out / f"samples-w{w:g}.png", nrow=10)
         print(f"w = {w:g}: accuracy {rep['accuracy']:.3f} ({time.time() - t:.0f} s)", file=sys.stderr)
     (out / "acceptance.json").write_text(json.dumps(acc, indent=2) + "\n")

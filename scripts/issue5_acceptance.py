@@ -39,8 +39,14 @@ def held_out_digits(run_, n: int):
     x, y = load_labelled("mnist5k")
     _, held = balanced_split(y, 100, seed=0)
     held = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(0))][:n]
-    return x[held], y[held], ("the classifier's held-out split (100 per class, seed 0); the diffusion model "
-                              "trained on all of MNIST-5k (run has no holdout)")
+    return (
+        x[held],
+        y[held],
+        (
+            "the classifier's held-out split (100 per class, seed 0); the diffusion model "
+            "trained on all of MNIST-5k (run has no holdout)"
+        ),
+    )
 
 
 def main(argv=None) -> int:
@@ -76,8 +82,10 @@ def main(argv=None) -> int:
 
     device = torch.device(args.device)
     run_ = load_run(args.run, device=device)
-    sample = replace(run_.config.sample, **{k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
-                                                                ("grid", args.grid)) if v is not None})
+    sample = replace(
+        run_.config.sample,
+        **{k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("grid", args.grid)) if v is not None},
+    )
     out = Path(args.out) if args.out else run_.path / "edits" / "issue5_acceptance.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     x, labels, source = held_out_digits(run_, args.n)
@@ -86,31 +94,58 @@ def main(argv=None) -> int:
     D = run_.model.bind(None)
     if sample.clip_denoised:
         D = clamped(D)
-    sampler, sigmas, knobs = get_sampler(sample.sampler), make_grid_sigmas(run_.model, sample), sampler_knobs(
-        sample.sampler, sample)
+    sampler, sigmas, knobs = (
+        get_sampler(sample.sampler),
+        make_grid_sigmas(run_.model, sample),
+        sampler_knobs(sample.sampler, sample),
+    )
 
     def run_inpaint(resample: int, jump: int | None) -> tuple[torch.Tensor, float]:
         t0 = time.time()
         res = []
         for start in range(0, len(x), args.batch):
-            xb = x[start:start + args.batch].to(device)
+            xb = x[start : start + args.batch].to(device)
             seeds = range(args.seed + start, args.seed + start + len(xb))
             ns = NoiseSource(seeds, (C, H, W), device=device)
             known = NoiseSource([s + 7_919_000_000 for s in seeds], (C, H, W), device=device)
-            res.append(inpaint(sampler, D, ns.initial() * float(sigmas[0]), sigmas, xb, mask, jump=jump,
-                               resample=resample, noise=ns, known_noise=known, **knobs).cpu())
+            res.append(
+                inpaint(
+                    sampler,
+                    D,
+                    ns.initial() * float(sigmas[0]),
+                    sigmas,
+                    xb,
+                    mask,
+                    jump=jump,
+                    resample=resample,
+                    noise=ns,
+                    known_noise=known,
+                    **knobs,
+                ).cpu()
+            )
         return torch.cat(res), time.time() - t0
 
-    report: dict = {"command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])), "run": str(run_.path),
-                    "digits": source, "n": len(x), "sampler": sample.sampler, "steps": sample.steps,
-                    "grid": sample.grid, "mask": "half:bottom (lower half repainted)", "threads": args.threads,
-                    "device": str(device)}
+    report: dict = {
+        "command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
+        "run": str(run_.path),
+        "digits": source,
+        "n": len(x),
+        "sampler": sample.sampler,
+        "steps": sample.steps,
+        "grid": sample.grid,
+        "mask": "half:bottom (lower half repainted)",
+        "threads": args.threads,
+        "device": str(device),
+    }
     keep = mask.cpu().expand_as(x).bool()
     if not args.skip_inpaint:
-        clf = (load_classifier_file(args.classifier) if args.classifier.endswith(".safetensors")
-               else load_classifier(args.classifier))
+        clf = (
+            load_classifier_file(args.classifier)
+            if args.classifier.endswith(".safetensors")
+            else load_classifier(args.classifier)
+        )
         report["classifier"] = args.classifier
-        hits = lambda imgs: (classify(imgs.clamp(-1, 1), clf)[0] == labels)  # noqa: E731
+        hits = lambda imgs: classify(imgs.clamp(-1, 1), clf)[0] == labels  # noqa: E731
         acc = lambda imgs: float(hits(imgs).float().mean())  # noqa: E731
         report["accuracy_originals"] = acc(x)
         report["accuracy_half_erased_input"] = acc(torch.where(keep, x, torch.full_like(x, -1.0)))
@@ -121,9 +156,14 @@ def main(argv=None) -> int:
     for name, (r, j) in methods.items():
         y, secs = run_inpaint(r, j)
         h = hits(y)
-        report[name] = {"resample": r, "jump": j, "accuracy": float(h.float().mean()),
-                        "known_region_mse": float(((y - x)[keep] ** 2).mean()), "seconds": round(secs, 1),
-                        "correct": "".join("1" if v else "0" for v in h.tolist())}
+        report[name] = {
+            "resample": r,
+            "jump": j,
+            "accuracy": float(h.float().mean()),
+            "known_region_mse": float(((y - x)[keep] ** 2).mean()),
+            "seconds": round(secs, 1),
+            "correct": "".join("1" if v else "0" for v in h.tolist()),
+        }
         rows.append(y[:16])
         print(name, report[name], flush=True)
     if not args.skip_inpaint:
@@ -131,8 +171,11 @@ def main(argv=None) -> int:
 
     xi = x[: args.invert_n].to(device)
     inv = {}
-    grids = [] if args.skip_inversion else list(dict.fromkeys(
-        [sample.grid] + (["uniform_t"] if run_.model.process is not None else ["karras"])))
+    grids = (
+        []
+        if args.skip_inversion
+        else list(dict.fromkeys([sample.grid] + (["uniform_t"] if run_.model.process is not None else ["karras"])))
+    )
     for grid in grids:
         sig = make_grid_sigmas(run_.model, replace(sample, grid=grid), steps=args.invert_steps)
         for method in ("euler", "heun") if grid == sample.grid else ("euler",):
@@ -140,12 +183,19 @@ def main(argv=None) -> int:
             z = invert(D, xi, sig, method=method)
             back = get_sampler(method)(D, z, sig).clamp(-1, 1)
             p = psnr(back, xi)
-            inv[f"{method}/{grid}"] = {"psnr_mean_db": float(p.mean()), "psnr_min_db": float(p.min()),
-                                       "latent_std": float(z.std() / sig[0]), "seconds": round(time.time() - t0, 1)}
+            inv[f"{method}/{grid}"] = {
+                "psnr_mean_db": float(p.mean()),
+                "psnr_min_db": float(p.min()),
+                "latent_std": float(z.std() / sig[0]),
+                "seconds": round(time.time() - t0, 1),
+            }
             print("inversion", method, grid, inv[f"{method}/{grid}"], flush=True)
             if method == "euler" and grid == sample.grid:
-                save_grid(torch.cat([xi[:16], (z[:16] / float(sig[0])).clamp(-1, 1), back[:16]]).cpu(),
-                          out.with_name("issue5_inversion.png"), nrow=16)
+                save_grid(
+                    torch.cat([xi[:16], (z[:16] / float(sig[0])).clamp(-1, 1), back[:16]]).cpu(),
+                    out.with_name("issue5_inversion.png"),
+                    nrow=16,
+                )
     report["inversion"] = {"steps": args.invert_steps, "n": len(xi), "results": inv}
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")

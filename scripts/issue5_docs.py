@@ -21,48 +21,87 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (key, title, command arguments after "torchdiffusion", needs, what to look at)
 PICTURES = [
-    ("forward", "1. The forward process: from x₀ to pure noise",
-     ["explain", "forward", "--data", "mnist5k", "--t", "0", "50", "100", "200", "300", "500", "700", "999",
-      "--out", "{img}/forward.png"], None,
-     "Real digits noised by q(x_t | x₀) = N(√ᾱ_t x₀, (1 − ᾱ_t) I) at the same t and with the same noise for two "
-     "variance schedules (the number under each column is ᾱ_t). The linear schedule of Ho et al. has all but "
-     "erased the digit by t ≈ 500 (ᾱ ≈ 0.08) and spends its second half on almost-pure noise; the cosine "
-     "schedule (Nichol & Dhariwal) still shows the digit at t = 500 (ᾱ ≈ 0.5) and spreads the information loss "
-     "over all t. (Pixels are clipped to [-1, 1] for display.)"),
-    ("schedules", "2. Schedules in numbers: ᾱ_t, SNR and σ",
-     ["explain", "schedules", "--out", "{img}/schedules.png"], None,
-     "The same schedules as curves, plus EDM's sampling ramp (ρ = 7). Left: the signal kept, ᾱ_t. Middle: the "
-     "signal-to-noise ratio SNR = ᾱ/(1 − ᾱ) on a log scale - the quantity that really matters; cosine and "
-     "sigmoid are close to straight lines in log-SNR over most of t. Right: the same thing in the "
-     "variance-exploding units every sampler of this library works in, σ_t = √((1 − ᾱ_t)/ᾱ_t) = SNR^(-1/2)."),
-    ("trajectory", "3. Denoising, step by step",
-     ["explain", "trajectory", "{run}", "--n", "16", "--out", "{img}/trajectory.png"], "run",
-     "Sampling with the run's own sampler. Top row: the sample x_t (shown in VP scale x/√(1 + σ²)); bottom row: "
-     "the model's prediction x̂₀ = D(x_t, σ) at that step. The prediction is a blurry average digit at high noise "
-     "and sharpens as σ falls; the coarse layout is decided early, the strokes late. The GIF "
-     "(`trajectory.gif`, x_t on the left, x̂₀ on the right) shows every step; with `imageio-ffmpeg` installed an "
-     "MP4 is written too."),
-    ("loss", "4. The loss hides progress at low noise",
-     ["explain", "loss", "{run}", "--out", "{img}/loss.png"], "run",
-     "The training loss recorded per noise-level bucket (`loss_by_sigma` in `metrics.jsonl`). Left: the mean "
-     "loss flattens early. Right: each bucket divided by its own first value - the buckets improve at very "
-     "different rates, and the mean (dominated by the buckets with the largest loss) says little about whether "
-     "the model is still learning the fine detail at low noise."),
-    ("field", "5. The denoiser field of 2-D data, learned and exact",
-     ["explain", "field", "{toy_run}", "--out", "{img}/field.png"], "toy_run",
-     "For 2-D toy data we can draw what the network learned: arrows D(x, σ) − x (where the denoiser would move "
-     "each point; the score is this divided by σ²) at several noise levels, and a few probability-flow ODE "
-     "trajectories. Bottom row: the exact answer for the analytic eight-Gaussian mixture. At large σ every "
-     "arrow points to the global mean; as σ shrinks the field splits into basins, one per mode."),
-    ("ablation", "6. Two teaching ablations",
-     ["explain", "ablation", "{run}", "--n", "16", "--out", "{img}/ablation.png"], "run",
-     "The same 16 starting noises sampled four ways. (a) DDPM ancestral sampling as in Ho et al. Algorithm 2. "
-     "(b) The same loop without the re-added noise z (the course's \"incorrect\" sampler): each step moves to the "
-     "posterior mean, and the samples collapse towards the average image. (c) One shot: the model's single "
-     "prediction x̂₀ = D(σ_max n, σ_max) from pure noise. The ideal answer is the mean of the data, a blur; an "
-     "ε-prediction model at the cosine schedule's σ_max ≈ 2·10⁴ computes x̂₀ = x − σ ε̂ and so multiplies its "
-     "small error in ε̂ by 2·10⁴ - noise (clamped to [-1, 1]). v- and EDM-parameterized models keep x̂₀ bounded "
-     "here. (d) The run's iterative sampler: denoising works because it is done a little at a time."),
+    (
+        "forward",
+        "1. The forward process: from x₀ to pure noise",
+        [
+            "explain",
+            "forward",
+            "--data",
+            "mnist5k",
+            "--t",
+            "0",
+            "50",
+            "100",
+            "200",
+            "300",
+            "500",
+            "700",
+            "999",
+            "--out",
+            "{img}/forward.png",
+        ],
+        None,
+        "Real digits noised by q(x_t | x₀) = N(√ᾱ_t x₀, (1 − ᾱ_t) I) at the same t and with the same noise for two "
+        "variance schedules (the number under each column is ᾱ_t). The linear schedule of Ho et al. has all but "
+        "erased the digit by t ≈ 500 (ᾱ ≈ 0.08) and spends its second half on almost-pure noise; the cosine "
+        "schedule (Nichol & Dhariwal) still shows the digit at t = 500 (ᾱ ≈ 0.5) and spreads the information loss "
+        "over all t. (Pixels are clipped to [-1, 1] for display.)",
+    ),
+    (
+        "schedules",
+        "2. Schedules in numbers: ᾱ_t, SNR and σ",
+        ["explain", "schedules", "--out", "{img}/schedules.png"],
+        None,
+        "The same schedules as curves, plus EDM's sampling ramp (ρ = 7). Left: the signal kept, ᾱ_t. Middle: the "
+        "signal-to-noise ratio SNR = ᾱ/(1 − ᾱ) on a log scale - the quantity that really matters; cosine and "
+        "sigmoid are close to straight lines in log-SNR over most of t. Right: the same thing in the "
+        "variance-exploding units every sampler of this library works in, σ_t = √((1 − ᾱ_t)/ᾱ_t) = SNR^(-1/2).",
+    ),
+    (
+        "trajectory",
+        "3. Denoising, step by step",
+        ["explain", "trajectory", "{run}", "--n", "16", "--out", "{img}/trajectory.png"],
+        "run",
+        "Sampling with the run's own sampler. Top row: the sample x_t (shown in VP scale x/√(1 + σ²)); bottom row: "
+        "the model's prediction x̂₀ = D(x_t, σ) at that step. The prediction is a blurry average digit at high noise "
+        "and sharpens as σ falls; the coarse layout is decided early, the strokes late. The GIF "
+        "(`trajectory.gif`, x_t on the left, x̂₀ on the right) shows every step; with `imageio-ffmpeg` installed an "
+        "MP4 is written too.",
+    ),
+    (
+        "loss",
+        "4. The loss hides progress at low noise",
+        ["explain", "loss", "{run}", "--out", "{img}/loss.png"],
+        "run",
+        "The training loss recorded per noise-level bucket (`loss_by_sigma` in `metrics.jsonl`). Left: the mean "
+        "loss flattens early. Right: each bucket divided by its own first value - the buckets improve at very "
+        "different rates, and the mean (dominated by the buckets with the largest loss) says little about whether "
+        "the model is still learning the fine detail at low noise.",
+    ),
+    (
+        "field",
+        "5. The denoiser field of 2-D data, learned and exact",
+        ["explain", "field", "{toy_run}", "--out", "{img}/field.png"],
+        "toy_run",
+        "For 2-D toy data we can draw what the network learned: arrows D(x, σ) − x (where the denoiser would move "
+        "each point; the score is this divided by σ²) at several noise levels, and a few probability-flow ODE "
+        "trajectories. Bottom row: the exact answer for the analytic eight-Gaussian mixture. At large σ every "
+        "arrow points to the global mean; as σ shrinks the field splits into basins, one per mode.",
+    ),
+    (
+        "ablation",
+        "6. Two teaching ablations",
+        ["explain", "ablation", "{run}", "--n", "16", "--out", "{img}/ablation.png"],
+        "run",
+        "The same 16 starting noises sampled four ways. (a) DDPM ancestral sampling as in Ho et al. Algorithm 2. "
+        '(b) The same loop without the re-added noise z (the course\'s "incorrect" sampler): each step moves to the '
+        "posterior mean, and the samples collapse towards the average image. (c) One shot: the model's single "
+        "prediction x̂₀ = D(σ_max n, σ_max) from pure noise. The ideal answer is the mean of the data, a blur; an "
+        "ε-prediction model at the cosine schedule's σ_max ≈ 2·10⁴ computes x̂₀ = x − σ ε̂ and so multiplies its "
+        "small error in ε̂ by 2·10⁴ - noise (clamped to [-1, 1]). v- and EDM-parameterized models keep x̂₀ bounded "
+        "here. (d) The run's iterative sampler: denoising works because it is done a little at a time.",
+    ),
 ]
 
 
@@ -102,20 +141,23 @@ def main(argv=None) -> int:
         if key == "trajectory" and Path(args.img, "trajectory.gif").is_file():
             extra = f"\n![the denoising as a GIF]({rel}/trajectory.gif)\n"
         took = f" (took {timings[key]:.0f} s wall time here)" if key in timings else ""
-        sections.append(f"## {title}\n\n![{key}]({rel}/{key}.png)\n{extra}\n{text}\n\n"
-                        f"Regenerate{took}:\n\n```\n{shown}\n```\n")
+        sections.append(
+            f"## {title}\n\n![{key}]({rel}/{key}.png)\n{extra}\n{text}\n\nRegenerate{took}:\n\n```\n{shown}\n```\n"
+        )
     tmp = timing_file.with_name("timings.tmp")
     tmp.write_text("".join(f"{k} {v:.1f}\n" for k, v in timings.items()))
     os.replace(tmp, timing_file)
-    head = ("# How diffusion works, in pictures\n\n"
-            "Every picture on this page is the output of one `torchdiffusion explain` command on the demo run "
-            f"(`{args.run}`, `torchdiffusion demo`) or, for the 2-D field, a toy run "
-            f"(`torchdiffusion train --preset toy-2d --out {args.toy_run}`). The same functions are in Python: "
-            "`torchdiffusion.explain` (`forward_strip`, `plot_schedules`, `denoising_trajectory`, "
-            "`plot_loss_by_noise`, `plot_field`, `ablation`). The page itself is written by "
-            "`python scripts/issue5_docs.py`; the times are wall-clock seconds on a machine with "
-            f"{os.cpu_count()} CPU cores ({platform.machine()}, torch threads: "
-            f"{os.environ.get('OMP_NUM_THREADS', 'default')}), including Python start-up and loading the run.\n\n")
+    head = (
+        "# How diffusion works, in pictures\n\n"
+        "Every picture on this page is the output of one `torchdiffusion explain` command on the demo run "
+        f"(`{args.run}`, `torchdiffusion demo`) or, for the 2-D field, a toy run "
+        f"(`torchdiffusion train --preset toy-2d --out {args.toy_run}`). The same functions are in Python: "
+        "`torchdiffusion.explain` (`forward_strip`, `plot_schedules`, `denoising_trajectory`, "
+        "`plot_loss_by_noise`, `plot_field`, `ablation`). The page itself is written by "
+        "`python scripts/issue5_docs.py`; the times are wall-clock seconds on a machine with "
+        f"{os.cpu_count()} CPU cores ({platform.machine()}, torch threads: "
+        f"{os.environ.get('OMP_NUM_THREADS', 'default')}), including Python start-up and loading the run.\n\n"
+    )
     md = Path(args.md)
     tmp = md.with_name(md.name + ".tmp")
     tmp.write_text(head + "\n".join(sections))

@@ -55,11 +55,24 @@ def main(argv=None) -> int:
         sig = karras_sigmas(int(steps), 0.01, 80.0)
         ns, known = NoiseSource(range(100), (1, 28, 28)), NoiseSource(range(1000, 1100), (1, 28, 28))
         t0 = time.time()
-        out = inpaint(get_sampler(name), D, ns.initial() * float(sig[0]), sig, xh, mask, jump=int(j),
-                      resample=int(r), noise=ns, known_noise=known)
+        out = inpaint(
+            get_sampler(name),
+            D,
+            ns.initial() * float(sig[0]),
+            sig,
+            xh,
+            mask,
+            jump=int(j),
+            resample=int(r),
+            noise=ns,
+            known_noise=known,
+        )
         acc = (classify(out.clamp(-1, 1))[0] == yh).float().mean().item()
-        print(f"{name:6s} {steps:>3s} steps, resample {r:>2s}, jump {j:>2s}: accuracy {acc:.2f} "
-              f"({time.time() - t0:.0f} s)", flush=True)
+        print(
+            f"{name:6s} {steps:>3s} steps, resample {r:>2s}, jump {j:>2s}: accuracy {acc:.2f} "
+            f"({time.time() - t0:.0f} s)",
+            flush=True,
+        )
     return 0
 
 

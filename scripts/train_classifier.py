@@ -69,14 +69,24 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = ClassifierConfig(in_channels=x_tr.shape[1], num_classes=int(y_tr.max()) + 1)
     t0 = time.time()
-    net = train_classifier(x_tr, y_tr, cfg=cfg, epochs=epochs, lr=lr, max_shift=max_shift, seed=args.seed,
-                           log=lambda e, loss: print(f"epoch {e + 1}/{epochs}  train loss {loss:.4f}", flush=True))
+    net = train_classifier(
+        x_tr,
+        y_tr,
+        cfg=cfg,
+        epochs=epochs,
+        lr=lr,
+        max_shift=max_shift,
+        seed=args.seed,
+        log=lambda e, loss: print(f"epoch {e + 1}/{epochs}  train loss {loss:.4f}", flush=True),
+    )
     train_s = time.time() - t0
     acc_held = accuracy(net, x_te, y_te)
     acc_train = accuracy(net, x_tr, y_tr)
     n_params = sum(p.numel() for p in net.parameters())
-    print(f"held-out accuracy {acc_held:.4f} on {len(y_te)} images; train accuracy {acc_train:.4f}; "
-          f"{n_params} parameters; {train_s:.0f} s")
+    print(
+        f"held-out accuracy {acc_held:.4f} on {len(y_te)} images; train accuracy {acc_train:.4f}; "
+        f"{n_params} parameters; {train_s:.0f} s"
+    )
 
     out = args.out or weights_path(args.data)
     card = {

@@ -32,8 +32,12 @@ def tiny_cfg(*sets: str):
 
 
 def _state(images: int) -> dict:
-    return {"format": "torchdiffusion-train-state", "version": 1, "images_seen": images,
-            "w": torch.full((3,), float(images))}
+    return {
+        "format": "torchdiffusion-train-state",
+        "version": 1,
+        "images_seen": images,
+        "w": torch.full((3,), float(images)),
+    }
 
 
 def test_atomic_write_failure_keeps_the_old_file(tmp_path):

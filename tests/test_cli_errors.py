@@ -8,8 +8,9 @@ import pytest
 
 
 def td(*args, cwd=None):
-    r = subprocess.run([sys.executable, "-m", "torchdiffusion", *args], capture_output=True, text=True, cwd=cwd,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "torchdiffusion", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
     return r.returncode, r.stdout, r.stderr
 
 
@@ -59,8 +60,17 @@ def test_sample_missing_or_damaged_run(tmp_path):
 
 def test_missing_data_path_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    rc, _, err = td("train", "--preset", "digits-test", "--set", "data.source=folder",
-                    "--set", f"data.path={tmp_path / 'nope'}", "--out", str(out))
+    rc, _, err = td(
+        "train",
+        "--preset",
+        "digits-test",
+        "--set",
+        "data.source=folder",
+        "--set",
+        f"data.path={tmp_path / 'nope'}",
+        "--out",
+        str(out),
+    )
     assert_clean_error(rc, err, "nope")
     assert not out.exists()
 

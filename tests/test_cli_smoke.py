@@ -14,8 +14,7 @@ def _is_png(path):
 
 def test_train_few_steps_then_sample_grid_and_gif(tmp_path):
     run = tmp_path / "run"
-    rc, _, err = td("train", "--preset", "digits-test", "--set", "train.images=256", "--out", str(run),
-                    "--no-progress")
+    rc, _, err = td("train", "--preset", "digits-test", "--set", "train.images=256", "--out", str(run), "--no-progress")
     assert rc == 0, err
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["preset"] == "digits-test" and cfg["train"]["images"] == 256
@@ -24,8 +23,21 @@ def test_train_few_steps_then_sample_grid_and_gif(tmp_path):
     assert lines and all(np.isfinite(l["loss"]) for l in lines)
 
     png = tmp_path / "grid.png"
-    rc, out, err = td("sample", str(run), "--sampler", "dpmpp_2m", "--steps", "3", "--n", "6", "--seed", "3",
-                      "--gif", "--out", str(png))
+    rc, out, err = td(
+        "sample",
+        str(run),
+        "--sampler",
+        "dpmpp_2m",
+        "--steps",
+        "3",
+        "--n",
+        "6",
+        "--seed",
+        "3",
+        "--gif",
+        "--out",
+        str(png),
+    )
     assert rc == 0, err
     assert _is_png(png)
     gif = png.with_suffix(".gif")
@@ -38,16 +50,27 @@ def test_train_few_steps_then_sample_grid_and_gif(tmp_path):
 
     # the same seed gives the same image; a different seed a different one
     png2 = tmp_path / "again.png"
-    rc, _, err = td("sample", str(run), "--sampler", "dpmpp_2m", "--steps", "3", "--n", "6", "--seed", "3",
-                    "--out", str(png2))
+    rc, _, err = td(
+        "sample", str(run), "--sampler", "dpmpp_2m", "--steps", "3", "--n", "6", "--seed", "3", "--out", str(png2)
+    )
     assert rc == 0, err
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(png2)))
 
 
 def test_toy_run_samples_a_scatter_plot(tmp_path):
     run = tmp_path / "toy"
-    rc, _, err = td("train", "--preset", "toy-2d", "--set", "train.images=4096", "--set", "data.toy_size=2048",
-                    "--out", str(run), "--no-progress")
+    rc, _, err = td(
+        "train",
+        "--preset",
+        "toy-2d",
+        "--set",
+        "train.images=4096",
+        "--set",
+        "data.toy_size=2048",
+        "--out",
+        str(run),
+        "--no-progress",
+    )
     assert rc == 0, err
     png = tmp_path / "toy.png"
     rc, _, err = td("sample", str(run), "--steps", "4", "--n", "200", "--out", str(png))
@@ -85,8 +108,7 @@ def test_size_not_divisible_by_the_levels(tmp_path):
 
 def test_damaged_weights_file(tmp_path):
     run = tmp_path / "run"
-    rc, _, err = td("train", "--preset", "digits-test", "--set", "train.images=64", "--out", str(run),
-                    "--no-progress")
+    rc, _, err = td("train", "--preset", "digits-test", "--set", "train.images=64", "--out", str(run), "--no-progress")
     assert rc == 0, err
     (run / "ema.safetensors").write_bytes(b"garbage")
     before = sorted(p.name for p in run.rglob("*"))

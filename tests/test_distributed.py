@@ -63,8 +63,13 @@ def _descendants(pid: int) -> list[int]:
 
 def _start_and_interrupt(cmd: list[str], run: Path, sig: int, **env: str) -> subprocess.Popen:
     """Start a slowed-down run, wait until its first checkpoint exists, then send ``sig`` (SIGKILL: to the tree)."""
-    p = subprocess.Popen(cmd, env=_env(TORCHDIFFUSION_STEP_DELAY="0.4", **env), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, start_new_session=True)
+    p = subprocess.Popen(
+        cmd,
+        env=_env(TORCHDIFFUSION_STEP_DELAY="0.4", **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     latest = run / "checkpoints" / "latest"
     deadline = time.time() + 240
     while not latest.exists() and p.poll() is None and time.time() < deadline:

@@ -48,8 +48,17 @@ def test_inpaint_keeps_known_region_exactly(name, resample):
     x_known = _known()
     mask = make_mask("half:bottom", 6, 6).double()
     ns = _noise(range(4))
-    x = inpaint(get_sampler(name), DATA.denoise, ns.initial() * SIGMAS[0].item(), SIGMAS, x_known, mask,
-                jump=4, resample=resample, noise=ns)
+    x = inpaint(
+        get_sampler(name),
+        DATA.denoise,
+        ns.initial() * SIGMAS[0].item(),
+        SIGMAS,
+        x_known,
+        mask,
+        jump=4,
+        resample=resample,
+        noise=ns,
+    )
     keep = mask.expand_as(x).bool()
     assert torch.equal(x[keep], x_known[keep])
     assert not torch.allclose(x[~keep], x_known[~keep])  # the hole was really generated
@@ -110,6 +119,7 @@ def test_repaint_fits_the_conditional_of_a_correlated_gaussian():
     def D(x, sigma):  # exact denoiser of N(0, cov): cov (cov + sigma^2 I)^-1 x, one sigma per batch here
         s2 = float(sigma.reshape(-1)[0]) ** 2
         return x @ torch.linalg.solve(cov + s2 * eye, cov)
+
     N = 2000
     x_known = torch.zeros(N, 2, dtype=torch.float64)
     x_known[:, 0] = a
@@ -118,8 +128,16 @@ def test_repaint_fits_the_conditional_of_a_correlated_gaussian():
     torch.manual_seed(1)
     errs = {}
     for r in (1, 8):
-        x = inpaint(get_sampler("ddpm"), D, sig[0].item() * torch.randn(N, 2, dtype=torch.float64), sig,
-                    x_known, mask, jump=2, resample=r)
+        x = inpaint(
+            get_sampler("ddpm"),
+            D,
+            sig[0].item() * torch.randn(N, 2, dtype=torch.float64),
+            sig,
+            x_known,
+            mask,
+            jump=2,
+            resample=r,
+        )
         errs[r] = abs(x[:, 1].mean().item() - rho * a)
         if r > 1:
             assert abs(x[:, 1].var().item() - (1 - rho**2)) < 0.05
@@ -155,8 +173,10 @@ def test_img2img_cuts_the_grid_and_strength_is_monotone():
         strength_sigmas(SIGMAS, 1.5)
     x0 = _known()
     n = torch.randn_like(x0)
-    dist = [(img2img(get_sampler("euler"), DATA.denoise, x0, SIGMAS, s, initial=n) - x0).norm().item()
-            for s in (0.25, 0.5, 0.75)]
+    dist = [
+        (img2img(get_sampler("euler"), DATA.denoise, x0, SIGMAS, s, initial=n) - x0).norm().item()
+        for s in (0.25, 0.5, 0.75)
+    ]
     assert dist[0] < dist[1] < dist[2]
 
 
@@ -219,8 +239,9 @@ def test_mask_shapes():
     assert make_mask("none", 3, 3).all() and not make_mask("all", 3, 3).any()
 
 
-@pytest.mark.parametrize("spec", ["box:1,2,3", "box:3,0,1,2", "box:0,0,9,2", "half:middle", "blob", "box:a,b,c,d",
-                                  "missing.png"])
+@pytest.mark.parametrize(
+    "spec", ["box:1,2,3", "box:3,0,1,2", "box:0,0,9,2", "half:middle", "blob", "box:a,b,c,d", "missing.png"]
+)
 def test_bad_mask_specs_raise_one_line_value_errors(spec):
     with pytest.raises(MaskError) as e:
         make_mask(spec, 5, 5)
@@ -237,8 +258,14 @@ def test_mask_png_round_trip(tmp_path):
 
 def test_bad_mask_shape_is_an_edit_error():
     with pytest.raises(EditError):
-        inpaint(get_sampler("euler"), DATA.denoise, torch.randn(2, 1, 6, 6), SIGMAS, torch.zeros(2, 1, 6, 6),
-                torch.ones(1, 1, 5, 5))
+        inpaint(
+            get_sampler("euler"),
+            DATA.denoise,
+            torch.randn(2, 1, 6, 6),
+            SIGMAS,
+            torch.zeros(2, 1, 6, 6),
+            torch.ones(1, 1, 5, 5),
+        )
 
 
 def test_psnr():

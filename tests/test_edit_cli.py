@@ -31,14 +31,17 @@ def _png_size(path):
         return im.size
 
 
-@pytest.mark.parametrize("argv,rows", [
-    (["inpaint", "--n", "3", "--mask", "centre"], 3),
-    (["inpaint", "--n", "3", "--resample", "2", "--jump", "1"], 3),
-    (["outpaint", "--n", "3", "--right", "4"], 2),
-    (["img2img", "--n", "3", "--strength", "0", "0.5"], 3),
-    (["interpolate", "--seeds", "1", "2", "--frames", "3", "--steps", "2"], 1),
-    (["interpolate", "--data-index", "0", "1", "--frames", "3", "--steps", "2", "--method", "euler"], 1),
-])
+@pytest.mark.parametrize(
+    "argv,rows",
+    [
+        (["inpaint", "--n", "3", "--mask", "centre"], 3),
+        (["inpaint", "--n", "3", "--resample", "2", "--jump", "1"], 3),
+        (["outpaint", "--n", "3", "--right", "4"], 2),
+        (["img2img", "--n", "3", "--strength", "0", "0.5"], 3),
+        (["interpolate", "--seeds", "1", "2", "--frames", "3", "--steps", "2"], 1),
+        (["interpolate", "--data-index", "0", "1", "--frames", "3", "--steps", "2", "--method", "euler"], 1),
+    ],
+)
 def test_edit_commands_write_before_after_grids(run_dir, tmp_path, argv, rows, capsys):
     out = tmp_path / "o.png"
     assert main(argv[:1] + [str(run_dir)] + argv[1:] + ["--out", str(out)]) == 0
@@ -53,20 +56,23 @@ def test_img2img_strength_zero_row_is_the_input(run_dir, tmp_path):
     import numpy as np
 
     a = np.asarray(Image.open(out))
-    assert np.array_equal(a[4 * 2: 4 * 10], a[4 * 12: 4 * 20])  # row 1 (input) == row 2 (strength 0)
+    assert np.array_equal(a[4 * 2 : 4 * 10], a[4 * 12 : 4 * 20])  # row 1 (input) == row 2 (strength 0)
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["inpaint", "{run}", "--mask", "box:1,2"], "box mask"),
-    (["inpaint", "{run}", "--mask", "hole.png"], "does not exist"),
-    (["img2img", "{run}", "--strength", "1.5"], "strength"),
-    (["outpaint", "{run}"], "margins"),
-    (["interpolate", "{run}", "--frames", "1"], "frames"),
-    (["explain", "field", "{run}"], "2-D run"),
-    (["explain", "loss", "{run}"], "metrics.jsonl"),
-    (["explain", "ablation"], "needs a run folder"),
-    (["inpaint", "/nonexistent/run"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["inpaint", "{run}", "--mask", "box:1,2"], "box mask"),
+        (["inpaint", "{run}", "--mask", "hole.png"], "does not exist"),
+        (["img2img", "{run}", "--strength", "1.5"], "strength"),
+        (["outpaint", "{run}"], "margins"),
+        (["interpolate", "{run}", "--frames", "1"], "frames"),
+        (["explain", "field", "{run}"], "2-D run"),
+        (["explain", "loss", "{run}"], "metrics.jsonl"),
+        (["explain", "ablation"], "needs a run folder"),
+        (["inpaint", "/nonexistent/run"], "does not exist"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, argv, msg, capsys):
     argv = [a.format(run=run_dir) for a in argv] + ["--out", str(tmp_path / "x.png")]
     assert main(argv) == 2
@@ -77,7 +83,9 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, argv, msg, capsys):
 
 def test_explain_schedules_and_ablation(run_dir, tmp_path):
     assert main(["explain", "schedules", "--T", "50", "--out", str(tmp_path / "s.png")]) == 0
-    assert main(["explain", "ablation", str(run_dir), "--n", "4", "--ddpm-steps", "3",
-                 "--out", str(tmp_path / "a.png")]) == 0
+    assert (
+        main(["explain", "ablation", str(run_dir), "--n", "4", "--ddpm-steps", "3", "--out", str(tmp_path / "a.png")])
+        == 0
+    )
     for f in ("s.png", "a.png"):
         assert (tmp_path / f).stat().st_size > 500

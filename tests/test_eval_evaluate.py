@@ -14,8 +14,23 @@ def tiny_run(tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run") / "digits"
-    assert main(["train", "--preset", "digits-test", "--out", str(out), "--set", "train.images=128",
-                 "--set", "data.holdout=100", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "digits-test",
+                "--out",
+                str(out),
+                "--set",
+                "train.images=128",
+                "--set",
+                "data.holdout=100",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     yield out
     torch.set_num_threads(n)
 
@@ -23,8 +38,18 @@ def tiny_run(tmp_path_factory):
 def test_evaluate_writes_report_with_every_metric(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "cache"))  # reference features cached here
     out = tmp_path / "eval"
-    rep = evaluate(tiny_run, metrics=("fd", "kid", "pr", "nll", "memorisation"), n=24, features=["raw"], out=out,
-                   steps=2, nll_n=3, ode_steps=1, vlb_timesteps=3, log=lambda *a: None)
+    rep = evaluate(
+        tiny_run,
+        metrics=("fd", "kid", "pr", "nll", "memorisation"),
+        n=24,
+        features=["raw"],
+        out=out,
+        steps=2,
+        nll_n=3,
+        ode_steps=1,
+        vlb_timesteps=3,
+        log=lambda *a: None,
+    )
     saved = json.loads((out / "report.json").read_text())
     assert saved["n"] == 24 and (out / "summary.html").is_file() and (out / "closest_pairs.png").is_file()
     fm = saved["feature_metrics"]["raw"]

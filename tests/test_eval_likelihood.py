@@ -41,8 +41,9 @@ def test_ode_exact_trace_matches_exact_gaussian_nll():
 
 def test_ode_exact_trace_on_a_mixture():
     # A nonlinear denoiser: the flow of the exact mixture denoiser still carries the exact density.
-    gm = GaussianMixture(torch.tensor([[-1.0] * 4, [1.0] * 4], dtype=torch.float64),
-                         torch.tensor([0.1, 0.3], dtype=torch.float64))
+    gm = GaussianMixture(
+        torch.tensor([[-1.0] * 4, [1.0] * 4], dtype=torch.float64), torch.tensor([0.1, 0.3], dtype=torch.float64)
+    )
     x = gm.sample(32, torch.Generator().manual_seed(2))
     err = L.bits_per_dim(L.ode_nll(gm.denoise, x, steps=24, trace="exact") + gm.log_prob(x, 0.002), 4)
     assert err.abs().max() < 0.02
@@ -51,8 +52,9 @@ def test_ode_exact_trace_on_a_mixture():
 def test_ode_hutchinson_is_unbiased_on_gaussian():
     gm, g = _anisotropic(32, seed=3), torch.Generator().manual_seed(4)
     x = gm.sample(512, g)
-    err = L.bits_per_dim(L.ode_nll(gm.denoise, x, steps=12, trace="hutchinson", generator=g)
-                         + gm.log_prob(x, 0.002), 32)
+    err = L.bits_per_dim(
+        L.ode_nll(gm.denoise, x, steps=12, trace="hutchinson", generator=g) + gm.log_prob(x, 0.002), 32
+    )
     se = err.std() / math.sqrt(len(err))
     assert abs(err.mean()) < 0.02 and abs(err.mean()) < 4 * se + 0.005, (err.mean(), se)
 
@@ -74,12 +76,12 @@ def test_vp_bound_is_exact_with_true_reverse_kernels_and_above_otherwise():
     x0 = gauss.sample((256, D), g)
     exact = -(-0.5 * ((x0 - mu) ** 2).sum(1) / s**2 - 0.5 * D * math.log(2 * math.pi * s**2))
     proc = DiscreteVP("cosine", 200)
-    b = L.vp_bound_nll(gauss.denoise, proc, x0, variance=_oracle_variance(proc, s), decoder="continuous",
-                       generator=g)
+    b = L.vp_bound_nll(gauss.denoise, proc, x0, variance=_oracle_variance(proc, s), decoder="continuous", generator=g)
     err = L.bits_per_dim(b - exact, D)
     assert abs(err.mean()) < 0.02, err.mean()  # the bound is tight: measured |gap| ~ 0.01 bits/dim or less
-    large = L.bits_per_dim(L.vp_bound_nll(gauss.denoise, proc, x0, variance="large", decoder="continuous",
-                                          generator=g) - exact, D)
+    large = L.bits_per_dim(
+        L.vp_bound_nll(gauss.denoise, proc, x0, variance="large", decoder="continuous", generator=g) - exact, D
+    )
     assert large.mean() > 0.02  # fixed variances leave a real gap above the true NLL
 
 
@@ -89,8 +91,14 @@ def test_vp_bound_stratified_subset_is_unbiased():
     x0 = gauss.sample((64, 16), g)
     proc = DiscreteVP("cosine", 50)
     full = L.vp_bound_nll(gauss.denoise, proc, x0, variance="large", decoder="continuous", generator=g).mean()
-    subs = torch.stack([L.vp_bound_nll(gauss.denoise, proc, x0, variance="large", decoder="continuous",
-                                       timesteps=7, generator=g).mean() for _ in range(40)])
+    subs = torch.stack(
+        [
+            L.vp_bound_nll(
+                gauss.denoise, proc, x0, variance="large", decoder="continuous", timesteps=7, generator=g
+            ).mean()
+            for _ in range(40)
+        ]
+    )
     assert abs(subs.mean() - full) < 4 * subs.std() / math.sqrt(40) + 1e-3 * abs(full)
 
 
@@ -120,8 +128,9 @@ def test_dequantisation_convention_offset():
 def test_kl_and_learned_variance_formulas():
     m1, m2 = torch.tensor([0.3]), torch.tensor([-0.2])
     lv1, lv2 = torch.tensor([-1.0]), torch.tensor([0.5])
-    ref = torch.distributions.kl_divergence(torch.distributions.Normal(m1, (lv1 / 2).exp()),
-                                            torch.distributions.Normal(m2, (lv2 / 2).exp()))
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(m1, (lv1 / 2).exp()), torch.distributions.Normal(m2, (lv2 / 2).exp())
+    )
     assert torch.allclose(normal_kl(m1, lv1, m2, lv2), ref)
     proc = DiscreteVP("linear", 100)
     t = torch.tensor([0, 5, 99])

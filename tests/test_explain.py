@@ -44,10 +44,12 @@ def test_plot_schedules_writes_png(tmp_path):
 
 
 def test_loss_by_noise_reads_metrics(tmp_path):
-    recs = [{"images_seen": 100 * (i + 1), "loss": 1.0 / (i + 1), "loss_by_sigma": [2.0 / (i + 1), None, 0.5]}
-            for i in range(4)]
+    recs = [
+        {"images_seen": 100 * (i + 1), "loss": 1.0 / (i + 1), "loss_by_sigma": [2.0 / (i + 1), None, 0.5]}
+        for i in range(4)
+    ]
     recs[0].update(loss_by_sigma_unit="t", loss_by_sigma_edges=[0, 10, 20, 30])
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{\"partial")
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + '\n{"partial')
     d = ex.plot_loss_by_noise(tmp_path, tmp_path / "loss.png")
     assert d["by_noise"].shape == (4, 3) and d["unit"] == "t" and d["edges"] == [0, 10, 20, 30]
     assert math.isnan(d["by_noise"][0, 1]) and (tmp_path / "loss.png").is_file()
@@ -66,8 +68,13 @@ def test_field_of_the_exact_mixture_points_to_the_modes(tmp_path):
     D_emp, _ = ex.exact_denoiser_for(mix.sample(2000, torch.Generator().manual_seed(0)), toy=None)
     e = ex.field_data(D_emp, [0.5], lim=3.0, grid=13)
     assert torch.cdist((e["xy"] + e["arrows"][0])[near], mix.means).min(1).values.max() < 0.1
-    res = ex.plot_field(mix.denoise, mix.denoise, [0.1, 1.0], torch.tensor([10.0, 3.0, 1.0, 0.3, 0.05, 0.0]),
-                        path=tmp_path / "field.png")
+    res = ex.plot_field(
+        mix.denoise,
+        mix.denoise,
+        [0.1, 1.0],
+        torch.tensor([10.0, 3.0, 1.0, 0.3, 0.05, 0.0]),
+        path=tmp_path / "field.png",
+    )
     paths = res["learned"]["paths"]
     assert paths.shape == (24, 6, 2)
     assert torch.cdist(paths[:, -1].double(), mix.means).min(1).values.max() < 0.3  # trajectories reach the modes
@@ -108,7 +115,8 @@ def test_trajectory_records_every_step(tmp_path):
 
     model = _Oracle()
     sample = SampleConfig(sampler="euler", steps=6, clip_denoised=False)
-    res = ex.denoising_trajectory(model, sample, (1, 4, 4), [0, 1, 2, 3], gif=tmp_path / "t.gif",
-                                  png=tmp_path / "t.png")
+    res = ex.denoising_trajectory(
+        model, sample, (1, 4, 4), [0, 1, 2, 3], gif=tmp_path / "t.gif", png=tmp_path / "t.png"
+    )
     assert len(res["xs"]) == 6 and res["sigmas"][-1] == 0.0
     assert torch.allclose(res["xs"][-1], res["x"]) and (tmp_path / "t.gif").is_file()

@@ -37,8 +37,9 @@ def net_model():
     from torchdiffusion.nets import build_net
 
     torch.manual_seed(0)
-    m = ModelConfig(channels=8, channel_mult=(1, 2), attn_resolutions=(4,), groups=4, num_classes=3,
-                    context_dim=4, text_dim=6)
+    m = ModelConfig(
+        channels=8, channel_mult=(1, 2), attn_resolutions=(4,), groups=4, num_classes=3, context_dim=4, text_dim=6
+    )
     net = build_net(m, (1, 8, 8))
     with torch.no_grad():
         for p in net.parameters():
@@ -48,8 +49,12 @@ def net_model():
 
 def _cond(B=4):
     g = torch.Generator().manual_seed(1)
-    return {"class": torch.randint(0, 3, (B,), generator=g), "context": torch.rand(B, 4, generator=g),
-            "text": torch.randn(B, 3, 6, generator=g), "text_mask": torch.tensor([[True, True, False]] * B)}
+    return {
+        "class": torch.randint(0, 3, (B,), generator=g),
+        "context": torch.rand(B, 4, generator=g),
+        "text": torch.randn(B, 3, 6, generator=g),
+        "text_mask": torch.tensor([[True, True, False]] * B),
+    }
 
 
 def _xs(B=4):
@@ -86,8 +91,9 @@ def test_negative_conditioning_is_the_scale_zero_branch(net_model):
     x, s = _xs()
     c = _cond()
     neg = {"class": torch.full((4,), 1), "context": torch.ones(4, 4), "text": torch.randn(4, 2, 6)}
-    torch.testing.assert_close(classifier_free(net_model, c, 0.0, uncond=neg)(x, s), net_model(x, s, neg),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        classifier_free(net_model, c, 0.0, uncond=neg)(x, s), net_model(x, s, neg), atol=1e-5, rtol=1e-5
+    )
     with pytest.raises(GuidanceError):
         classifier_free(net_model, c, 2.0, uncond={"class": torch.tensor([1])})(x, s)  # keys differ
 
@@ -130,8 +136,11 @@ def test_dropped_conditioning_ignores_the_condition(net_model):
 
 def test_cat_cond_pads_text_and_defaults_drop():
     a = {"text": torch.ones(2, 3, 4)}
-    b = {"text": torch.ones(1, 5, 4), "text_mask": torch.tensor([[True, False, True, True, False]]),
-         "drop": torch.tensor([True])}
+    b = {
+        "text": torch.ones(1, 5, 4),
+        "text_mask": torch.tensor([[True, False, True, True, False]]),
+        "drop": torch.tensor([True]),
+    }
     c = cat_cond(a, b)
     assert c["text"].shape == (3, 5, 4) and c["text"][:2, 3:].abs().sum() == 0
     assert c["text_mask"].tolist() == [[True] * 3 + [False] * 2] * 2 + [[True, False, True, True, False]]
@@ -151,7 +160,7 @@ def _mixture() -> GaussianMixture:
 
 
 def _component(gm: GaussianMixture, k: int) -> GaussianMixture:
-    return GaussianMixture(gm.means[k:k + 1], gm.covs[k:k + 1])
+    return GaussianMixture(gm.means[k : k + 1], gm.covs[k : k + 1])
 
 
 def _sample_ode(D, n=2000, steps=40, sigma_max=40.0, seed=0, sampler="heun"):
@@ -268,8 +277,9 @@ def test_noisy_classifier_learns_and_round_trips(tmp_path):
     x[y == 0, :, :4] = 1.0
     x[y == 1, :, 4:] = 1.0
     sampler = lambda b, gen: (torch.randn(b, generator=gen) * 1.2 - 1.2).exp()  # EDM's log-normal sigmas
-    net = train_noisy_classifier(x, y, sampler, cfg=NoisyClassifierConfig(num_classes=2, width=8, emb_dim=16),
-                                 images=3000, batch_size=64)
+    net = train_noisy_classifier(
+        x, y, sampler, cfg=NoisyClassifierConfig(num_classes=2, width=8, emb_dim=16), images=3000, batch_size=64
+    )
     with torch.no_grad():
         xn = x + 0.1 * torch.randn(x.shape, generator=g)
         acc = float((net(xn, torch.full((256,), 0.1)).argmax(-1) == y).float().mean())
@@ -335,11 +345,34 @@ def test_sample_cli_conditioning_flags(class_run, capsys):
     from torchdiffusion.cli import main
 
     out = class_run / "g.png"
-    assert main(["sample", str(class_run), "--class", "0,1,2", "--guidance", "2", "--n", "3", "--steps", "2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(class_run),
+                "--class",
+                "0,1,2",
+                "--guidance",
+                "2",
+                "--n",
+                "3",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.is_file()
-    for bad in (["--class", "10"], ["--prompt", "red apple"], ["--context", "1,0"], ["--negative-prompt", "x"],
-                ["--class", "a,b"], ["--classifier", str(class_run / "none"), "--class", "1"]):
+    for bad in (
+        ["--class", "10"],
+        ["--prompt", "red apple"],
+        ["--context", "1,0"],
+        ["--negative-prompt", "x"],
+        ["--class", "a,b"],
+        ["--classifier", str(class_run / "none"), "--class", "1"],
+    ):
         capsys.readouterr()
         assert main(["sample", str(class_run), "--n", "2", "--steps", "2", *bad]) == 2, bad
         err = capsys.readouterr().err.strip()

@@ -22,8 +22,9 @@ def randomized(net: torch.nn.Module) -> torch.nn.Module:
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 16, 24), (4, 8, 8), (2, 12, 32)])
 def test_unet_output_shape(shape):
-    cfg = ModelConfig(channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(4, 7), groups=4,
-                      head_channels=8)
+    cfg = ModelConfig(
+        channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(4, 7), groups=4, head_channels=8
+    )
     net = build_net(cfg, shape)
     x = torch.randn(2, *shape)
     assert net(x, torch.rand(2) * 1000).shape == x.shape
@@ -106,15 +107,18 @@ def test_noise_embedding_separates_both_ranges():
 
 
 def _cond_cfg(**kw):
-    return ModelConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), head_channels=8,
-                       groups=4, **kw)
+    return ModelConfig(
+        channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), head_channels=8, groups=4, **kw
+    )
 
 
 CONDS = {
     "class": (dict(num_classes=5), lambda B: {"class": torch.tensor([0, 3, 4])[:B]}),
     "context": (dict(context_dim=4), lambda B: {"context": torch.rand(B, 4)}),
-    "text": (dict(text_dim=6), lambda B: {"text": torch.randn(B, 3, 6),
-                                          "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()}),
+    "text": (
+        dict(text_dim=6),
+        lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
+    ),
 }
 
 
@@ -142,8 +146,9 @@ def test_text_mask_hides_padding_tokens():
     other = text.clone()
     other[:, 2] = 100.0  # a masked token's value must not matter
     with torch.no_grad():
-        torch.testing.assert_close(net(x, c, {"text": text, "text_mask": mask}),
-                                   net(x, c, {"text": other, "text_mask": mask}))
+        torch.testing.assert_close(
+            net(x, c, {"text": text, "text_mask": mask}), net(x, c, {"text": other, "text_mask": mask})
+        )
 
 
 def test_bare_tensor_cond_is_class_labels():
@@ -155,8 +160,13 @@ def test_bare_tensor_cond_is_class_labels():
         net(x, c, {"class": torch.tensor([1, 5])})
 
 
-@pytest.mark.parametrize("cfg,shape", [(_cond_cfg(num_classes=5, text_dim=6), (2, 8, 12)),
-                                       (ModelConfig(net="mlp", mlp_width=32, mlp_depth=2, num_classes=5), (3,))])
+@pytest.mark.parametrize(
+    "cfg,shape",
+    [
+        (_cond_cfg(num_classes=5, text_dim=6), (2, 8, 12)),
+        (ModelConfig(net="mlp", mlp_width=32, mlp_depth=2, num_classes=5), (3,)),
+    ],
+)
 def test_per_sample_independence(cfg, shape):
     net = randomized(build_net(cfg, shape))
     x, c = torch.randn(3, *shape), torch.rand(3) * 10
@@ -171,8 +181,15 @@ def test_per_sample_independence(cfg, shape):
 
 
 def test_bf16_autocast_and_channels_last_stay_close():
-    cfg = ModelConfig(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), groups=8,
-                      head_channels=16, num_classes=3)
+    cfg = ModelConfig(
+        channels=16,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=1,
+        attn_resolutions=(7,),
+        groups=8,
+        head_channels=16,
+        num_classes=3,
+    )
     net = build_net(cfg, (1, 28, 28))
     with torch.no_grad():  # moderate perturbation: a realistic, not chaotic, network
         for p in net.parameters():
@@ -199,9 +216,13 @@ def test_mlp_on_2d_points():
     assert net(x, torch.randn(16), {"context": torch.rand(16, 2)}).shape == (16, 2)
 
 
-@pytest.mark.parametrize("cfg,shape", [(_cond_cfg(num_classes=3, context_dim=2, text_dim=4, dropout=0.1), (1, 8, 8)),
-                                       (ModelConfig(net="mlp", mlp_width=16, mlp_depth=2, num_classes=3,
-                                                    context_dim=2), (2,))])
+@pytest.mark.parametrize(
+    "cfg,shape",
+    [
+        (_cond_cfg(num_classes=3, context_dim=2, text_dim=4, dropout=0.1), (1, 8, 8)),
+        (ModelConfig(net="mlp", mlp_width=16, mlp_depth=2, num_classes=3, context_dim=2), (2,)),
+    ],
+)
 def test_gradients_reach_every_parameter(cfg, shape):
     net = build_net(cfg, shape)
     with torch.no_grad():  # zero-initialised layers would block gradients to everything behind them
@@ -229,9 +250,29 @@ def test_bench_train_smoke(tmp_path, capsys):
     p = argparse.ArgumentParser()
     bench_train.add_arguments(p)
     out = tmp_path / "bench.json"
-    args = p.parse_args(["--preset", "digits-test", "--shape", "1,8,8", "--batch-size", "2", "--warmup", "0",
-                         "--windows", "1", "--steps", "1", "--peak-size", "64", "--precisions", "fp32",
-                         "--no-diffusers", "--out", str(out)])
+    args = p.parse_args(
+        [
+            "--preset",
+            "digits-test",
+            "--shape",
+            "1,8,8",
+            "--batch-size",
+            "2",
+            "--warmup",
+            "0",
+            "--windows",
+            "1",
+            "--steps",
+            "1",
+            "--peak-size",
+            "64",
+            "--precisions",
+            "fp32",
+            "--no-diffusers",
+            "--out",
+            str(out),
+        ]
+    )
     assert bench_train.run(args) == 0
     report = json.loads(out.read_text())
     assert {r["layout"] for r in report["results"]} == {"contiguous", "channels_last"}

@@ -83,9 +83,17 @@ def _err(name, n, **knobs):
     return (x - DATA.ode_solution(x0, SMAX, SMIN)).abs().max().item()
 
 
-@pytest.mark.parametrize("name,order,ns", [("euler", 1, (32, 64)), ("heun", 2, (32, 64)), ("dpmpp_2m", 2, (32, 64)),
-                                           ("dpmpp_2s", 2, (32, 64)), ("dpmpp_3m", 3, (16, 32)),
-                                           ("lms", 3, (32, 64))])
+@pytest.mark.parametrize(
+    "name,order,ns",
+    [
+        ("euler", 1, (32, 64)),
+        ("heun", 2, (32, 64)),
+        ("dpmpp_2m", 2, (32, 64)),
+        ("dpmpp_2s", 2, (32, 64)),
+        ("dpmpp_3m", 3, (16, 32)),
+        ("lms", 3, (32, 64)),
+    ],
+)
 def test_convergence_order(name, order, ns):
     e1, e2 = _err(name, ns[0]), _err(name, ns[1])
     observed = math.log2(e1 / e2)
@@ -116,16 +124,26 @@ def test_exponential_weights_are_exact_for_polynomials():
 # -- stochastic samplers reproduce the target's moments ------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,knobs,steps", [
-    ("euler_ancestral", {}, 200), ("dpmpp_2m_sde", {}, 30), ("dpmpp_3m_sde", {}, 30), ("dpmpp_2s_sde", {}, 30),
-    ("heun", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 10.0}, 30), ("ddim", {"eta": 0.5}, 200),
-    ("pc", {"snr": 0.16}, 100), ("langevin", {"steps_per_level": 10, "step_lr": 1.0}, 60)])
+@pytest.mark.parametrize(
+    "name,knobs,steps",
+    [
+        ("euler_ancestral", {}, 200),
+        ("dpmpp_2m_sde", {}, 30),
+        ("dpmpp_3m_sde", {}, 30),
+        ("dpmpp_2s_sde", {}, 30),
+        ("heun", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 10.0}, 30),
+        ("ddim", {"eta": 0.5}, 200),
+        ("pc", {"snr": 0.16}, 100),
+        ("langevin", {"steps_per_level": 10, "step_lr": 1.0}, 60),
+    ],
+)
 def test_stochastic_samplers_reproduce_mean_and_variance(name, knobs, steps):
     g = torch.Generator().manual_seed(1)
     sig = karras_sigmas(steps, 0.01, 20.0)
     x = sig[0].item() * torch.randn(20_000, 1, generator=g, dtype=torch.float64)
-    out = get_sampler(name)(DATA.denoise, x, sig, noise=lambda: torch.randn(x.shape, generator=g, dtype=x.dtype),
-                            **knobs)
+    out = get_sampler(name)(
+        DATA.denoise, x, sig, noise=lambda: torch.randn(x.shape, generator=g, dtype=x.dtype), **knobs
+    )
     assert out.mean().item() == pytest.approx(0.5, abs=0.03)
     # Langevin dynamics at a finite number of steps per level is biased (not the exact marginal): looser.
     assert out.std().item() == pytest.approx(0.7, abs=0.05 if name == "langevin" else 0.035)
@@ -165,14 +183,23 @@ def test_optimised_grid_beats_its_start_on_unseen_noise(tmp_path):
 
     mix = eight_gaussians()
     fit_x = fit_noise((2,), 200, seed=1, sigma_max=SMAX)
-    grid, info = optimize_grid(mix.denoise, "dpmpp_2m", 5, fit_x, reference_solution(mix.denoise, fit_x, SMAX, SMIN),
-                               sigma_max=SMAX, sigma_min=SMIN, maxfev=120)
+    grid, info = optimize_grid(
+        mix.denoise,
+        "dpmpp_2m",
+        5,
+        fit_x,
+        reference_solution(mix.denoise, fit_x, SMAX, SMIN),
+        sigma_max=SMAX,
+        sigma_min=SMIN,
+        maxfev=120,
+    )
     assert len(grid) == 6 and grid[0] == SMAX and grid[-1] == 0 and bool((grid[1:] < grid[:-1]).all())
     assert info["rms"] <= info["rms_start"]
     eval_x = fit_noise((2,), 200, seed=7, sigma_max=SMAX)  # other seeds: the grid must generalise
     ref = reference_solution(mix.denoise, eval_x, SMAX, SMIN)
     assert grid_error(mix.denoise, "dpmpp_2m", grid, eval_x, ref) < grid_error(
-        mix.denoise, "dpmpp_2m", karras_sigmas(5, SMIN, SMAX), eval_x, ref)
+        mix.denoise, "dpmpp_2m", karras_sigmas(5, SMIN, SMAX), eval_x, ref
+    )
     path = grid_path(tmp_path, "dpmpp_2m", 5)
     save_grid(path, grid, {"nfe": 5})
     back, meta = load_grid(path)

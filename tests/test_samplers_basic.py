@@ -44,8 +44,9 @@ def test_ddpm_ancestral_reproduces_data_moments(variance):
     sig = make_sigmas("uniform_t", 1000, 0, 0, discrete_sigmas=p.sigmas)
     g = torch.Generator().manual_seed(1)
     x = sig[0].item() * torch.randn(20_000, 1, generator=g, dtype=torch.float64)
-    out = get_sampler("ddpm")(DATA.denoise, x, sig, noise=lambda: torch.randn(x.shape, generator=g, dtype=x.dtype),
-                              variance=variance)
+    out = get_sampler("ddpm")(
+        DATA.denoise, x, sig, noise=lambda: torch.randn(x.shape, generator=g, dtype=x.dtype), variance=variance
+    )
     assert out.mean().item() == pytest.approx(0.5, abs=0.02)
     assert out.std().item() == pytest.approx(0.7, abs=0.02)
 

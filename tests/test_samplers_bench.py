@@ -34,8 +34,17 @@ def test_harness_runs_and_ranks(tmp_path):
     from torchdiffusion.bench.analytic_cases import run_analytic
     from torchdiffusion.bench.harness import BenchConfig, ranking, write_results
 
-    cfg = BenchConfig(nfes=(5, 10), n=500, samplers=("euler", "dpmpp_2m"), grids=("karras", "tuned"),
-                      tuned_samplers=("dpmpp_2m",), tune_maxfev=30, fit_n=50, adaptive_tols=(1e-2,), diffusers=())
+    cfg = BenchConfig(
+        nfes=(5, 10),
+        n=500,
+        samplers=("euler", "dpmpp_2m"),
+        grids=("karras", "tuned"),
+        tuned_samplers=("dpmpp_2m",),
+        tune_maxfev=30,
+        fit_n=50,
+        adaptive_tols=(1e-2,),
+        diffusers=(),
+    )
     rows = run_analytic("8gaussians", cfg, tmp_path / "grids", log=lambda m: None)
     assert (tmp_path / "grids" / "dpmpp_2m-nfe5.json").exists()
     ours = [r for r in rows if r.family == "torchdiffusion" and r.sampler != "adaptive"]
@@ -64,13 +73,21 @@ def test_trained_run_against_ode_and_held_out_data(tmp_path):
 
     cfg = override(get_preset("digits-test"), ["train.images=128", "data.holdout=40"])
     train(cfg, tmp_path / "run", progress=False)
-    bench = BenchConfig(nfes=(3,), n=40, samplers=("euler", "euler_ancestral"), grids=("karras",), tuned_samplers=(),
-                        adaptive_tols=(), diffusers=())
+    bench = BenchConfig(
+        nfes=(3,),
+        n=40,
+        samplers=("euler", "euler_ancestral"),
+        grids=("karras",),
+        tuned_samplers=(),
+        adaptive_tols=(),
+        diffusers=(),
+    )
     no_holdout = tmp_path / "run0"
     train(override(cfg, ["data.holdout=0"]), no_holdout, progress=False)
     for run_dir, reference in ((tmp_path / "run", "ode"), (tmp_path / "run", "data"), (no_holdout, "data")):
-        rows = run_trained(str(run_dir), bench, tmp_path / "grids", ref_steps=4, reference=reference,
-                           log=lambda m: None)
+        rows = run_trained(
+            str(run_dir), bench, tmp_path / "grids", ref_steps=4, reference=reference, log=lambda m: None
+        )
         floor = [r for r in rows if r.family == "floor"]
         ours = [r for r in rows if r.family == "torchdiffusion"]
         assert len(floor) == 1 and floor[0].sw > 0 and len(ours) == 2

@@ -57,8 +57,12 @@ def test_lr_cosine_decay_halves_at_mid_run_and_decreases():
 
 
 def test_lr_in_metrics_follows_the_warmup(tmp_path):
-    run = train(tiny_cfg("train.images=64", "train.warmup_images=64", "train.log_every_images=16"), tmp_path,
-                data=tiny_data(), progress=False)
+    run = train(
+        tiny_cfg("train.images=64", "train.warmup_images=64", "train.log_every_images=16"),
+        tmp_path,
+        data=tiny_data(),
+        progress=False,
+    )
     lrs = [m["lr"] for m in metrics(run)]
     assert lrs == pytest.approx([1e-2 * k / 4 for k in (1, 2, 3, 4)], rel=1e-12)
 
@@ -92,8 +96,7 @@ def test_ema_warmup_grows_the_halflife_with_images_seen():
 
 
 def test_ema_disabled_saves_the_raw_weights(tmp_path):
-    run = train(tiny_cfg("train.images=32", "train.ema_halflife_images=0"), tmp_path, data=tiny_data(),
-                progress=False)
+    run = train(tiny_cfg("train.images=32", "train.ema_halflife_images=0"), tmp_path, data=tiny_data(), progress=False)
     a, b = load_file(run / "model.safetensors"), load_file(run / "ema.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -131,19 +134,23 @@ def test_make_cond_has_labels_and_drop_mask():
 
 def test_nonfinite_step_is_skipped_leaving_optimizer_and_ema_untouched(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHDIFFUSION_INJECT_NAN", "2")
-    cfg = tiny_cfg("train.images=64", "train.checkpoint_every_images=16", "train.keep_checkpoints=10",
-                   "train.log_every_images=64")
+    cfg = tiny_cfg(
+        "train.images=64", "train.checkpoint_every_images=16", "train.keep_checkpoints=10", "train.log_every_images=64"
+    )
     run = train(cfg, tmp_path, data=tiny_data(), progress=False)
-    before, after = load_state(run / "checkpoints/state-000000032.pt"), load_state(
-        run / "checkpoints/state-000000048.pt")  # step 2 (images 32 -> 48) was poisoned
+    before, after = (
+        load_state(run / "checkpoints/state-000000032.pt"),
+        load_state(run / "checkpoints/state-000000048.pt"),
+    )  # step 2 (images 32 -> 48) was poisoned
     assert after["skipped_steps"] == 1 and after["updates"] == before["updates"] == 2
     for key in ("model", "ema"):
         assert all(torch.equal(before[key][k], after[key][k]) for k in before[key])
     for i, s in before["optimizer"]["state"].items():
         assert all(torch.equal(s[k], after["optimizer"]["state"][i][k]) for k in s)
     last = load_state(run / "checkpoints/state-000000064.pt")
-    assert last["updates"] == 3 and not any(torch.equal(before["model"][k], last["model"][k])
-                                            for k in before["model"] if k.endswith("weight"))
+    assert last["updates"] == 3 and not any(
+        torch.equal(before["model"][k], last["model"][k]) for k in before["model"] if k.endswith("weight")
+    )
     m = metrics(run)
     assert m[-1]["skipped_steps"] == 1 and all(math.isfinite(v) for v in (m[-1]["loss"], m[-1]["grad_norm"]))
     assert json.loads((run / "run.json").read_text())["finished"]
@@ -181,9 +188,14 @@ def test_run_folder_files_and_loss_by_noise_level(tmp_path):
 
 
 def test_loss_by_sigma_uses_log_sigma_for_continuous_models(tmp_path):
-    cfg = tiny_cfg("train.images=32", "diffusion.parameterization=edm", "diffusion.process=continuous",
-                   "diffusion.noise_conditioning=log_sigma", "diffusion.sigma_sampling=lognormal",
-                   "diffusion.weighting=edm")
+    cfg = tiny_cfg(
+        "train.images=32",
+        "diffusion.parameterization=edm",
+        "diffusion.process=continuous",
+        "diffusion.noise_conditioning=log_sigma",
+        "diffusion.sigma_sampling=lognormal",
+        "diffusion.weighting=edm",
+    )
     run = train(cfg, tmp_path, data=tiny_data(), progress=False)
     m = metrics(run)[0]
     assert m["loss_by_sigma_unit"] == "log_sigma"
@@ -210,8 +222,12 @@ def test_longer_run_continues_from_the_finished_state(tmp_path):
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     a = train(tiny_cfg("train.images=48", "train.lr=1e-3"), tmp_path / "a", data=tiny_data(), progress=False)
-    b = train(tiny_cfg("train.images=48", "train.lr=1e-3", "train.grad_accum=4"), tmp_path / "b",
-              data=tiny_data(), progress=False)
+    b = train(
+        tiny_cfg("train.images=48", "train.lr=1e-3", "train.grad_accum=4"),
+        tmp_path / "b",
+        data=tiny_data(),
+        progress=False,
+    )
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4  # 3 steps of lr 1e-3: float order only
     assert metrics(a)[0]["loss"] == pytest.approx(metrics(b)[0]["loss"], rel=1e-5)
@@ -233,9 +249,19 @@ def test_vector_data_with_an_mlp(tmp_path):
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 2, generator=g) * 0.1 + torch.tensor([1.0, -1.0])
-    cfg = override(get_preset("toy-2d"), ["model.mlp_width=16", "model.mlp_depth=2", "train.images=64",
-                                          "train.batch_size=16", "train.log_every_images=32", "sample.n=32",
-                                          "sample.steps=2", "train.warmup_images=0"])
+    cfg = override(
+        get_preset("toy-2d"),
+        [
+            "model.mlp_width=16",
+            "model.mlp_depth=2",
+            "train.images=64",
+            "train.batch_size=16",
+            "train.log_every_images=32",
+            "sample.n=32",
+            "sample.steps=2",
+            "train.warmup_images=0",
+        ],
+    )
     run = train(cfg, tmp_path, data=TensorData(x=x, kind="vector"), progress=False)
     info = json.loads((run / "run.json").read_text())
     assert info["kind"] == "vector" and info["data_shape"] == [2] and info["num_classes"] == 0

@@ -12,10 +12,20 @@ import sys
 
 # The tiny run every process test shares: 16-image global batches, a checkpoint every 2 steps.
 TINY = [
-    "model.channels=8", "model.channel_mult=1,2", "model.groups=4", "model.attn_resolutions=4",
-    "model.num_classes=4", "train.cond_drop_prob=0.5", "train.images=128", "train.batch_size=16",
-    "train.warmup_images=32", "train.ema_halflife_images=32", "train.log_every_images=32",
-    "train.checkpoint_every_images=32", "train.keep_checkpoints=2", "train.sample_every_images=0",
+    "model.channels=8",
+    "model.channel_mult=1,2",
+    "model.groups=4",
+    "model.attn_resolutions=4",
+    "model.num_classes=4",
+    "train.cond_drop_prob=0.5",
+    "train.images=128",
+    "train.batch_size=16",
+    "train.warmup_images=32",
+    "train.ema_halflife_images=32",
+    "train.log_every_images=32",
+    "train.checkpoint_every_images=32",
+    "train.keep_checkpoints=2",
+    "train.sample_every_images=0",
     "train.lr=1e-2",
 ]
 

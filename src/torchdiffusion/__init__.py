@@ -13,6 +13,15 @@ from .types import NoiseSource, StepInfo
 __version__ = "0.1.0"
 
 __all__ = [
-    "PRESETS", "DiscreteVP", "NoiseSource", "Precond", "RunConfig", "SAMPLERS", "StepInfo", "get_preset",
-    "get_sampler", "make_betas", "make_sigmas",
+    "PRESETS",
+    "DiscreteVP",
+    "NoiseSource",
+    "Precond",
+    "RunConfig",
+    "SAMPLERS",
+    "StepInfo",
+    "get_preset",
+    "get_sampler",
+    "make_betas",
+    "make_sigmas",
 ]

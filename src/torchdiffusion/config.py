@@ -138,8 +138,7 @@ PRESETS: dict[str, RunConfig] = {
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
         diffusion=_EPS_COSINE,
         # batch 64: the same images/s as 128 on 2 cores (measured), twice the optimizer steps in the budget
-        train=TrainConfig(images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000,
-                          ema_halflife_images=20_000),
+        train=TrainConfig(images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000, ema_halflife_images=20_000),
         # the default recommended by `bench-samplers --run runs/demo --reference data` (docs/samplers.md)
         sample=SampleConfig(sampler="unipc", grid="uniform_t", steps=20, n=64),
     ),
@@ -148,8 +147,9 @@ PRESETS: dict[str, RunConfig] = {
         preset="course",
         data=DataConfig(source="mnist5k"),
         model=ModelConfig(channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,)),
-        diffusion=DiffusionConfig(parameterization="eps", schedule="linear", T=500, beta_start=1e-4,
-                                  beta_end=0.02, weighting="uniform"),
+        diffusion=DiffusionConfig(
+            parameterization="eps", schedule="linear", T=500, beta_start=1e-4, beta_end=0.02, weighting="uniform"
+        ),
         train=TrainConfig(images=1_000_000, batch_size=128, lr=1e-3),
         sample=SampleConfig(sampler="ddpm", grid="uniform_t", steps=500, n=64),
     ),
@@ -158,10 +158,14 @@ PRESETS: dict[str, RunConfig] = {
         preset="mnist-edm",
         data=DataConfig(source="mnist5k"),
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
-        diffusion=DiffusionConfig(parameterization="edm", process="continuous", noise_conditioning="log_sigma",
-                                  sigma_sampling="lognormal", weighting="edm"),
-        train=TrainConfig(images=120_000, batch_size=128, lr=2e-3, warmup_images=5_000,
-                          ema_halflife_images=10_000),
+        diffusion=DiffusionConfig(
+            parameterization="edm",
+            process="continuous",
+            noise_conditioning="log_sigma",
+            sigma_sampling="lognormal",
+            weighting="edm",
+        ),
+        train=TrainConfig(images=120_000, batch_size=128, lr=2e-3, warmup_images=5_000, ema_halflife_images=10_000),
         sample=SampleConfig(sampler="heun", steps=12, n=64),
     ),
     # 2-D toy: an MLP denoiser on 8 Gaussians, seconds on a CPU.
@@ -169,10 +173,24 @@ PRESETS: dict[str, RunConfig] = {
         preset="toy-2d",
         data=DataConfig(source="toy", toy="8gaussians"),
         model=ModelConfig(net="mlp", mlp_width=256, mlp_depth=4),
-        diffusion=DiffusionConfig(parameterization="edm", process="continuous", noise_conditioning="log_sigma",
-                                  sigma_sampling="lognormal", weighting="edm", sigma_data=1.0, sigma_max=40.0),
-        train=TrainConfig(images=1_000_000, batch_size=1024, lr=1e-3, warmup_images=20_000,
-                          ema_halflife_images=50_000, grad_clip=1.0, cond_drop_prob=0.0),
+        diffusion=DiffusionConfig(
+            parameterization="edm",
+            process="continuous",
+            noise_conditioning="log_sigma",
+            sigma_sampling="lognormal",
+            weighting="edm",
+            sigma_data=1.0,
+            sigma_max=40.0,
+        ),
+        train=TrainConfig(
+            images=1_000_000,
+            batch_size=1024,
+            lr=1e-3,
+            warmup_images=20_000,
+            ema_halflife_images=50_000,
+            grad_clip=1.0,
+            cond_drop_prob=0.0,
+        ),
         sample=SampleConfig(sampler="heun", steps=18, n=2000, clip_denoised=False),
     ),
     # Fast tests: 8x8 scikit-learn digits and a tiny U-Net.
@@ -181,8 +199,14 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="digits"),
         model=ModelConfig(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), groups=4),
         diffusion=DiffusionConfig(parameterization="eps", schedule="cosine", T=100),
-        train=TrainConfig(images=512, batch_size=64, warmup_images=64, ema_halflife_images=256,
-                          log_every_images=128, checkpoint_every_images=256),
+        train=TrainConfig(
+            images=512,
+            batch_size=64,
+            warmup_images=64,
+            ema_halflife_images=256,
+            log_every_images=128,
+            checkpoint_every_images=256,
+        ),
         sample=SampleConfig(sampler="euler", steps=4, n=8),
     ),
     # Conditional models (docs/guidance.md). Conditioning dropout 0.1 lets one model sample with and without
@@ -191,11 +215,11 @@ PRESETS: dict[str, RunConfig] = {
     "mnist-class": RunConfig(
         preset="mnist-class",
         data=DataConfig(source="mnist5k"),
-        model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,),
-                          num_classes=10),
+        model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), num_classes=10),
         diffusion=_EPS_COSINE,
-        train=TrainConfig(images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000,
-                          ema_halflife_images=20_000, cond_drop_prob=0.1),
+        train=TrainConfig(
+            images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000, ema_halflife_images=20_000, cond_drop_prob=0.1
+        ),
         sample=SampleConfig(sampler="dpmpp_2m", steps=10, n=100, guidance=2.0),
     ),
     # Emoji sprites (16 px RGB) conditioned on their one-hot category (6 context entries). 300k images: category
@@ -205,8 +229,14 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="emoji", emoji_size=16),
         model=ModelConfig(channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), context_dim=6),
         diffusion=_EPS_COSINE,
-        train=TrainConfig(images=300_000, batch_size=256, lr=2e-3, warmup_images=20_000,
-                          ema_halflife_images=100_000, cond_drop_prob=0.1),
+        train=TrainConfig(
+            images=300_000,
+            batch_size=256,
+            lr=2e-3,
+            warmup_images=20_000,
+            ema_halflife_images=100_000,
+            cond_drop_prob=0.1,
+        ),
         sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=60, guidance=7.0),
     ),
     # Emoji sprites conditioned on their caption: MiniLM token features (text_dim = text.TEXT_DIM = 384) read by
@@ -214,11 +244,18 @@ PRESETS: dict[str, RunConfig] = {
     "emoji-text": RunConfig(
         preset="emoji-text",
         data=DataConfig(source="emoji", emoji_size=16),
-        model=ModelConfig(channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
-                          head_channels=16, text_dim=384),
+        model=ModelConfig(
+            channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), head_channels=16, text_dim=384
+        ),
         diffusion=_EPS_COSINE,
-        train=TrainConfig(images=1_000_000, batch_size=256, lr=2e-3, warmup_images=20_000,
-                          ema_halflife_images=100_000, cond_drop_prob=0.1),
+        train=TrainConfig(
+            images=1_000_000,
+            batch_size=256,
+            lr=2e-3,
+            warmup_images=20_000,
+            ema_halflife_images=100_000,
+            cond_drop_prob=0.1,
+        ),
         sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=25, guidance=3.0),
     ),
     # Fashion-MNIST (Debian dataset-fashion-mnist, 60k images): ~22 CPU minutes measured (one core, 137 img/s);
@@ -228,8 +265,7 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="fashion_mnist", holdout=1000),
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
         diffusion=_EPS_COSINE,
-        train=TrainConfig(images=180_000, batch_size=64, lr=2e-3, warmup_images=5_000,
-                          ema_halflife_images=20_000),
+        train=TrainConfig(images=180_000, batch_size=64, lr=2e-3, warmup_images=5_000, ema_halflife_images=20_000),
         sample=SampleConfig(sampler="unipc", grid="uniform_t", steps=20, n=64),
     ),
 }
@@ -374,29 +410,39 @@ def validate(cfg: RunConfig) -> RunConfig:
         (d.process in ("discrete", "continuous"), "diffusion.process must be discrete or continuous"),
         (d.schedule in BETA_SCHEDULES, f"diffusion.schedule must be one of {tuple(BETA_SCHEDULES)}"),
         (d.T >= 2, "diffusion.T must be >= 2"),
-        (d.noise_conditioning in NOISE_CONDITIONINGS,
-         f"diffusion.noise_conditioning must be one of {NOISE_CONDITIONINGS}"),
-        (not (d.process == "continuous" and d.noise_conditioning == "timestep"),
-         "a continuous process needs diffusion.noise_conditioning=log_sigma"),
+        (
+            d.noise_conditioning in NOISE_CONDITIONINGS,
+            f"diffusion.noise_conditioning must be one of {NOISE_CONDITIONINGS}",
+        ),
+        (
+            not (d.process == "continuous" and d.noise_conditioning == "timestep"),
+            "a continuous process needs diffusion.noise_conditioning=log_sigma",
+        ),
         (d.sigma_sampling in SIGMA_SAMPLINGS, f"diffusion.sigma_sampling must be one of {SIGMA_SAMPLINGS}"),
-        (not (d.process == "continuous" and d.sigma_sampling == "discrete"),
-         "a continuous process needs diffusion.sigma_sampling=lognormal"),
+        (
+            not (d.process == "continuous" and d.sigma_sampling == "discrete"),
+            "a continuous process needs diffusion.sigma_sampling=lognormal",
+        ),
         (d.weighting in WEIGHTINGS, f"diffusion.weighting must be one of {WEIGHTINGS}"),
         (0 < d.sigma_min < d.sigma_max, "need 0 < diffusion.sigma_min < diffusion.sigma_max"),
         (m.net in ("unet", "mlp"), "model.net must be unet or mlp"),
         (len(m.channel_mult) >= 1 and all(c >= 1 for c in m.channel_mult), "model.channel_mult needs >= 1 level"),
         (m.channels >= 1 and m.num_res_blocks >= 1, "model.channels and model.num_res_blocks must be >= 1"),
         (t.images >= 1 and t.batch_size >= 1, "train.images and train.batch_size must be >= 1"),
-        (t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
-         "train.batch_size must be a multiple of train.grad_accum"),
+        (
+            t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
+            "train.batch_size must be a multiple of train.grad_accum",
+        ),
         (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
         (t.lr_decay in ("none", "cosine"), "train.lr_decay must be none or cosine"),
         (0.0 <= t.cond_drop_prob <= 1.0, "train.cond_drop_prob must be in [0, 1]"),
         (s.steps >= 1, f"sample.steps must be >= 1, got {s.steps}"),
         (s.n >= 1, "sample.n must be >= 1"),
         (s.grid in SIGMA_GRIDS, f"sample.grid must be one of {SIGMA_GRIDS}"),
-        (not (s.grid == "uniform_t" and d.process == "continuous"),
-         "sample.grid=uniform_t needs a discrete (DDPM-trained) model"),
+        (
+            not (s.grid == "uniform_t" and d.process == "continuous"),
+            "sample.grid=uniform_t needs a discrete (DDPM-trained) model",
+        ),
     ]
     for ok, msg in checks:
         if not ok:

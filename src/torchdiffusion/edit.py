@@ -99,9 +99,21 @@ def repaint_moves(n: int, jump: int, resample: int) -> list[tuple[int, int]]:
     return moves
 
 
-def inpaint(sampler: Sampler, denoise: Denoiser, x: Tensor, sigmas: Tensor, x_known: Tensor, mask: Tensor, *,
-            jump: int | None = None, resample: int = 1, noise: NoiseFn | None = None,
-            known_noise: NoiseFn | None = None, callback: Callback | None = None, **knobs) -> Tensor:
+def inpaint(
+    sampler: Sampler,
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    x_known: Tensor,
+    mask: Tensor,
+    *,
+    jump: int | None = None,
+    resample: int = 1,
+    noise: NoiseFn | None = None,
+    known_noise: NoiseFn | None = None,
+    callback: Callback | None = None,
+    **knobs,
+) -> Tensor:
     """Inpaint ``x_known`` where ``mask`` is 0, with any sampler.
 
     Args:
@@ -132,20 +144,22 @@ def inpaint(sampler: Sampler, denoise: Denoiser, x: Tensor, sigmas: Tensor, x_kn
     done = [0]
 
     def cb(info: StepInfo) -> None:
-        callback(StepInfo(i=done[0], n=total, sigma=info.sigma, sigma_next=info.sigma_next, x=info.x,
-                          denoised=info.denoised))
+        callback(
+            StepInfo(i=done[0], n=total, sigma=info.sigma, sigma_next=info.sigma_next, x=info.x, denoised=info.denoised)
+        )
         done[0] += 1
 
     for a, b in moves:
         if b > a:  # sample down the segment sigmas[a] -> sigmas[b]
-            x = sampler(D, x, sigmas[a:b + 1], noise=draw, callback=cb if callback else None, **knobs)
+            x = sampler(D, x, sigmas[a : b + 1], noise=draw, callback=cb if callback else None, **knobs)
         else:  # re-noise up, q(x_{sigma_b} | x_{sigma_a}) in VE units (Lugmayr et al. 2022, Alg. 1 line 12)
             x = x + math.sqrt(s[b] ** 2 - s[a] ** 2) * draw()
     return paste(x, x_known, mask)
 
 
-def outpaint_canvas(x: Tensor, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
-                    fill: float = 0.0) -> tuple[Tensor, Tensor]:
+def outpaint_canvas(
+    x: Tensor, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0, fill: float = 0.0
+) -> tuple[Tensor, Tensor]:
     """Grow images ``(B, C, H, W)`` by the given margins; returns the canvas ``(B, C, H', W')`` (new pixels =
     ``fill``) and its mask ``(1, 1, H', W')`` (1 on the original image), ready for :func:`inpaint`."""
     if x.ndim != 4:
@@ -154,9 +168,9 @@ def outpaint_canvas(x: Tensor, *, left: int = 0, right: int = 0, top: int = 0, b
         raise EditError("outpainting margins must be >= 0 and at least one of them > 0")
     B, C, H, W = x.shape
     canvas = x.new_full((B, C, H + top + bottom, W + left + right), fill)
-    canvas[:, :, top:top + H, left:left + W] = x
+    canvas[:, :, top : top + H, left : left + W] = x
     mask = x.new_zeros(1, 1, H + top + bottom, W + left + right)
-    mask[:, :, top:top + H, left:left + W] = 1
+    mask[:, :, top : top + H, left : left + W] = 1
     return canvas, mask
 
 
@@ -189,8 +203,8 @@ def tiled(denoise: Denoiser, tile: tuple[int, int], stride: int | None = None) -
         count = x.new_zeros(1, 1, H, W)
         for i in _starts(H, h, sh):
             for j in _starts(W, w, sw):
-                acc[..., i:i + h, j:j + w] += denoise(x[..., i:i + h, j:j + w], sigma)
-                count[..., i:i + h, j:j + w] += 1
+                acc[..., i : i + h, j : j + w] += denoise(x[..., i : i + h, j : j + w], sigma)
+                count[..., i : i + h, j : j + w] += 1
         return acc / count
 
     return D
@@ -210,12 +224,21 @@ def strength_sigmas(sigmas: Tensor, strength: float) -> Tensor:
         raise EditError(f"strength must be in [0, 1], got {strength}")
     n = len(sigmas) - 1
     k = int(round(strength * n))
-    return sigmas[n - k:]
+    return sigmas[n - k :]
 
 
-def img2img(sampler: Sampler, denoise: Denoiser, x0: Tensor, sigmas: Tensor, strength: float, *,
-            noise: NoiseFn | None = None, initial: Tensor | None = None, callback: Callback | None = None,
-            **knobs) -> Tensor:
+def img2img(
+    sampler: Sampler,
+    denoise: Denoiser,
+    x0: Tensor,
+    sigmas: Tensor,
+    strength: float,
+    *,
+    noise: NoiseFn | None = None,
+    initial: Tensor | None = None,
+    callback: Callback | None = None,
+    **knobs,
+) -> Tensor:
     """SDEdit (Meng et al. 2022, Alg. 1): noise ``x0`` to the level where the cut grid starts and sample from there.
 
     The grid is cut by :func:`strength_sigmas`; the start is ``x0 + sigma_start n`` (VE forward process). At
@@ -239,8 +262,9 @@ def img2img(sampler: Sampler, denoise: Denoiser, x0: Tensor, sigmas: Tensor, str
 
 
 @torch.no_grad()
-def invert(denoise: Denoiser, x0: Tensor, sigmas: Tensor, *, method: str = "euler",
-           callback: Callback | None = None) -> Tensor:
+def invert(
+    denoise: Denoiser, x0: Tensor, sigmas: Tensor, *, method: str = "euler", callback: Callback | None = None
+) -> Tensor:
     """DDIM inversion: integrate the probability-flow ODE dx/dsigma = (x - D)/sigma *upward* (EDM Eq. 4).
 
     ``sigmas`` is the sampling grid (decreasing, ending in 0) the image will later be sampled back with. The clean
@@ -248,8 +272,8 @@ def invert(denoise: Denoiser, x0: Tensor, sigmas: Tensor, *, method: str = "eule
     is of order that sigma) and carried up the reversed grid to ``sigmas[0]``. With ``method="euler"`` each step is
     the DDIM (eta = 0) update run backwards, x' = D + sigma' (x - D)/sigma (Song et al. 2021, Eq. 13; Dhariwal &
     Nichol 2021, App. F); ``"heun"`` adds the trapezoidal correction (second order). Sampling the result with the
-    same grid and the matching deterministic sampler (``euler``/``ddim`` or ``heun``) gives the image back; ``"ddim"``
-is accepted as a name for ``"euler"`` (in VE units DDIM eta = 0 *is* Euler: x' = D + sigma' (x - D)/sigma).
+    same grid and the matching deterministic sampler (``euler``/``ddim`` or ``heun``) gives the image back;
+    ``"ddim"`` is accepted as a name for ``"euler"`` (in VE units DDIM eta = 0 *is* Euler).
     Returns ``(B, ...)`` at level ``sigmas[0]``.
     """
     if method not in ("euler", "ddim", "heun"):
@@ -297,8 +321,9 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     return (wa.reshape(shape) * a.double() + wb.reshape(shape) * b.double()).to(a.dtype)
 
 
-def interpolate(sampler: Sampler, denoise: Denoiser, za: Tensor, zb: Tensor, sigmas: Tensor,
-                ts: Sequence[float], **knobs) -> Tensor:
+def interpolate(
+    sampler: Sampler, denoise: Denoiser, za: Tensor, zb: Tensor, sigmas: Tensor, ts: Sequence[float], **knobs
+) -> Tensor:
     """Decode the slerp path between two noises ``za, zb: (1, ...)`` (or (B, ...) pairs) at the levels of
     ``sigmas[0]`` (already scaled, e.g. ``sigma_max * randn`` or the output of :func:`invert`) with a
     deterministic sampler. Returns ``(len(ts) * B, ...)``, ordered by t."""
@@ -306,8 +331,17 @@ def interpolate(sampler: Sampler, denoise: Denoiser, za: Tensor, zb: Tensor, sig
     return sampler(denoise, z, sigmas, **knobs)
 
 
-def interpolate_images(sampler: Sampler, denoise: Denoiser, xa: Tensor, xb: Tensor, sigmas: Tensor,
-                       ts: Sequence[float], *, method: str = "euler", **knobs) -> Tensor:
+def interpolate_images(
+    sampler: Sampler,
+    denoise: Denoiser,
+    xa: Tensor,
+    xb: Tensor,
+    sigmas: Tensor,
+    ts: Sequence[float],
+    *,
+    method: str = "euler",
+    **knobs,
+) -> Tensor:
     """Interpolate two images ``(1, ...)``: DDIM-invert both, slerp their noises, sample back (the endpoints are
     the inversion round trips of the inputs)."""
     z = invert(denoise, torch.cat([xa, xb]), sigmas, method=method)

@@ -98,8 +98,15 @@ def _show_points(ax, pts: Tensor, title: str = "", lim: float = 4.0, ref: Tensor
 # ---------------------------------------------------------------------------------------------------------
 
 
-def forward_strip(images: Tensor, ts: Sequence[int], *, schedules: Sequence[str] = ("linear", "cosine"),
-                  T: int = 1000, seed: int = 0, path: str | Path | None = None) -> dict[str, Tensor]:
+def forward_strip(
+    images: Tensor,
+    ts: Sequence[int],
+    *,
+    schedules: Sequence[str] = ("linear", "cosine"),
+    T: int = 1000,
+    seed: int = 0,
+    path: str | Path | None = None,
+) -> dict[str, Tensor]:
     """Noise ``images: (B, C, H, W)`` in [-1, 1] to the timesteps ``ts`` (0-based, < T) under each schedule.
 
     x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n (Ho et al. Eq. 4), the same noise n for every schedule and t so
@@ -118,8 +125,9 @@ def forward_strip(images: Tensor, ts: Sequence[int], *, schedules: Sequence[str]
     if path is not None:
         plt = _plt()
         B, K = images.shape[0], len(ts)
-        fig, axes = plt.subplots(1, len(schedules), figsize=(1.0 + 0.75 * K * len(schedules), 0.9 + 0.75 * B),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(schedules), figsize=(1.0 + 0.75 * K * len(schedules), 0.9 + 0.75 * B), squeeze=False
+        )
         for ax, name in zip(axes[0], schedules):
             vp = DiscreteVP(name, T)
             _show_grid(ax, out[name].flatten(0, 1), nrow=K, title=f"{name} schedule, T = {T}")
@@ -137,8 +145,11 @@ def forward_strip(images: Tensor, ts: Sequence[int], *, schedules: Sequence[str]
 # ---------------------------------------------------------------------------------------------------------
 
 
-def schedule_curves(T: int = 1000, schedules: Sequence[str] = ("linear", "cosine", "sigmoid"),
-                    edm: tuple[float, float, float] | None = (0.002, 80.0, 7.0)) -> dict[str, dict[str, np.ndarray]]:
+def schedule_curves(
+    T: int = 1000,
+    schedules: Sequence[str] = ("linear", "cosine", "sigmoid"),
+    edm: tuple[float, float, float] | None = (0.002, 80.0, 7.0),
+) -> dict[str, dict[str, np.ndarray]]:
     """alpha_bar, log10 SNR and sigma against normalised time u in [0, 1] (u = t/T; 1 = most noise).
 
     Discrete schedules come from :class:`~torchdiffusion.process.DiscreteVP`; EDM (sigma_min, sigma_max, rho) is
@@ -149,20 +160,30 @@ def schedule_curves(T: int = 1000, schedules: Sequence[str] = ("linear", "cosine
     for name in schedules:
         vp = DiscreteVP(name, T)
         sig = vp.sigmas
-        curves[name] = {"u": (torch.arange(T, dtype=torch.float64) + 1).numpy() / T,
-                        "alpha_bar": vp.alpha_bars.numpy(), "sigma": sig.numpy(),
-                        "log10_snr": (-2 * sig.log10()).numpy()}
+        curves[name] = {
+            "u": (torch.arange(T, dtype=torch.float64) + 1).numpy() / T,
+            "alpha_bar": vp.alpha_bars.numpy(),
+            "sigma": sig.numpy(),
+            "log10_snr": (-2 * sig.log10()).numpy(),
+        }
     if edm is not None:
         s_min, s_max, rho = edm
         sig = karras_sigmas(T, s_min, s_max, rho)[:-1].flip(0)  # increasing with u
-        curves["edm"] = {"u": (torch.arange(T, dtype=torch.float64) + 1).numpy() / T,
-                         "alpha_bar": sigma_to_alpha_bar(sig).numpy(), "sigma": sig.numpy(),
-                         "log10_snr": (-2 * sig.log10()).numpy()}
+        curves["edm"] = {
+            "u": (torch.arange(T, dtype=torch.float64) + 1).numpy() / T,
+            "alpha_bar": sigma_to_alpha_bar(sig).numpy(),
+            "sigma": sig.numpy(),
+            "log10_snr": (-2 * sig.log10()).numpy(),
+        }
     return curves
 
 
-def plot_schedules(path: str | Path | None = None, T: int = 1000,
-                   schedules: Sequence[str] = ("linear", "cosine", "sigmoid"), edm: bool = True) -> dict:
+def plot_schedules(
+    path: str | Path | None = None,
+    T: int = 1000,
+    schedules: Sequence[str] = ("linear", "cosine", "sigmoid"),
+    edm: bool = True,
+) -> dict:
     """Three panels: alpha_bar(u), SNR(u) (log scale), sigma(u) (log scale) for each schedule."""
     curves = schedule_curves(T, schedules, (0.002, 80.0, 7.0) if edm else None)
     plt = _plt()
@@ -191,9 +212,18 @@ def plot_schedules(path: str | Path | None = None, T: int = 1000,
 # ---------------------------------------------------------------------------------------------------------
 
 
-def denoising_trajectory(model, sample, data_shape: Sequence[int], seeds: Sequence[int], *,
-                         gif: str | Path | None = None, png: str | Path | None = None, frames: int = 30,
-                         strip: int = 8, mp4: bool = True) -> dict:
+def denoising_trajectory(
+    model,
+    sample,
+    data_shape: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    gif: str | Path | None = None,
+    png: str | Path | None = None,
+    frames: int = 30,
+    strip: int = 8,
+    mp4: bool = True,
+) -> dict:
     """Sample ``seeds`` with ``sample`` (any sampler) recording x_t (VP scale) and x0_hat at every step.
 
     Writes the GIF (left x_t, right x0_hat; + an MP4 beside it when imageio-ffmpeg is installed) and a PNG strip
@@ -248,8 +278,7 @@ def _save_mp4(frames: Sequence[np.ndarray], path: Path, fps: int = 8) -> Path | 
         return None
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     # H.264 wants even sizes: pad by one white row/column where needed; scale x3 like the GIF.
-    with imageio.get_writer(tmp, fps=fps, format="FFMPEG", codec="libx264", quality=8,
-                            macro_block_size=1) as w:
+    with imageio.get_writer(tmp, fps=fps, format="FFMPEG", codec="libx264", quality=8, macro_block_size=1) as w:
         for f in frames:
             f = np.repeat(np.repeat(f, 3, 0), 3, 1)
             f = np.pad(f, ((0, f.shape[0] % 2), (0, f.shape[1] % 2), (0, 0)), constant_values=255)
@@ -287,8 +316,13 @@ def read_loss_by_noise(metrics: str | Path) -> dict:
         rows.append([np.nan if v is None else v for v in rec["loss_by_sigma"]])
     if not rows:
         raise ExplainError(f"{p} has no loss_by_sigma records yet")
-    return {"images_seen": np.asarray(seen), "loss": np.asarray(loss), "by_noise": np.asarray(rows, dtype=float),
-            "unit": unit or "bucket", "edges": edges}
+    return {
+        "images_seen": np.asarray(seen),
+        "loss": np.asarray(loss),
+        "by_noise": np.asarray(rows, dtype=float),
+        "unit": unit or "bucket",
+        "edges": edges,
+    }
 
 
 def plot_loss_by_noise(metrics: str | Path, path: str | Path | None = None) -> dict:
@@ -340,8 +374,16 @@ def exact_denoiser_for(points: Tensor, toy: str | None = None, max_points: int =
     return mix.denoise, f"exact ({len(pts)} data pts)"
 
 
-def field_data(denoise: Denoiser, sigma_levels: Sequence[float], *, lim: float = 4.0, grid: int = 17,
-               traj_sigmas: Tensor | None = None, n_traj: int = 24, seed: int = 0) -> dict:
+def field_data(
+    denoise: Denoiser,
+    sigma_levels: Sequence[float],
+    *,
+    lim: float = 4.0,
+    grid: int = 17,
+    traj_sigmas: Tensor | None = None,
+    n_traj: int = 24,
+    seed: int = 0,
+) -> dict:
     """Arrows D(x, sigma) - x on a ``grid x grid`` lattice per sigma, and probability-flow (Heun) paths."""
     from .samplers import sample_heun
 
@@ -356,15 +398,27 @@ def field_data(denoise: Denoiser, sigma_levels: Sequence[float], *, lim: float =
     if traj_sigmas is not None:
         ns = NoiseSource(range(seed, seed + n_traj), (2,))
         steps = [ns.initial() * float(traj_sigmas[0])]
-        sample_heun(lambda x, s: denoise(x, s).float(), steps[0], traj_sigmas,
-                    callback=lambda info: steps.append(info.x.float()))
+        sample_heun(
+            lambda x, s: denoise(x, s).float(),
+            steps[0],
+            traj_sigmas,
+            callback=lambda info: steps.append(info.x.float()),
+        )
         paths = torch.stack(steps, 1)  # (n_traj, n_steps + 1, 2)
     return {"xy": xy, "arrows": arrows, "paths": paths}
 
 
-def plot_field(learned: Denoiser, exact: Denoiser | None, sigma_levels: Sequence[float], traj_sigmas: Tensor, *,
-               data: Tensor | None = None, exact_label: str = "exact", lim: float = 4.0,
-               path: str | Path | None = None) -> dict:
+def plot_field(
+    learned: Denoiser,
+    exact: Denoiser | None,
+    sigma_levels: Sequence[float],
+    traj_sigmas: Tensor,
+    *,
+    data: Tensor | None = None,
+    exact_label: str = "exact",
+    lim: float = 4.0,
+    path: str | Path | None = None,
+) -> dict:
     """Rows: learned, exact. Columns: the field D(x, sigma) - x at each sigma (arrows point where the denoiser
     would move x; the score is that divided by sigma^2), then probability-flow trajectories over the data."""
     rows = [("learned", learned)] + ([(exact_label, exact)] if exact is not None else [])
@@ -409,8 +463,15 @@ def plot_field(learned: Denoiser, exact: Denoiser | None, sigma_levels: Sequence
 # ---------------------------------------------------------------------------------------------------------
 
 
-def ablation(model, sample, data_shape: Sequence[int], seeds: Sequence[int], *, ddpm_steps: int = 100,
-             path: str | Path | None = None) -> dict[str, Tensor]:
+def ablation(
+    model,
+    sample,
+    data_shape: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    ddpm_steps: int = 100,
+    path: str | Path | None = None,
+) -> dict[str, Tensor]:
     """The same seeds sampled four ways: DDPM ancestral (correct), DDPM without the re-added noise z (the
     course's "incorrect" sampler), one-shot denoising x0_hat = D(sigma_max n, sigma_max), and the run's own
     sampler (iterative). Returns ``{label: (N, *data_shape)}``."""
@@ -434,7 +495,8 @@ def ablation(model, sample, data_shape: Sequence[int], seeds: Sequence[int], *, 
         s_max = torch.full((len(seeds),), float(sigmas[0]))
         out["one shot: D(sigma_max n, sigma_max)"] = D(z * float(sigmas[0]), s_max).float()
     out[f"{sample.sampler}, {sample.steps} steps (iterative)"] = generate(
-        model, seeds, replace(sample, batch_size=len(seeds)), data_shape)
+        model, seeds, replace(sample, batch_size=len(seeds)), data_shape
+    )
     if path is not None:
         plt = _plt()
         fig, axes = plt.subplots(1, len(out), figsize=(3.0 * len(out), 3.4), squeeze=False)

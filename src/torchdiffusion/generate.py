@@ -113,8 +113,15 @@ def make_grid_sigmas(model: Precond, sample: SampleConfig, steps: int | None = N
     if sample.grid == "uniform_t" and discrete is None:
         raise ConfigError("the uniform_t grid needs a DDPM-trained (discrete) model; use karras or exponential")
     try:
-        return make_sigmas(sample.grid, steps, model.sigma_min, model.sigma_max, rho=sample.rho,
-                           discrete_sigmas=discrete, spacing=sample.spacing)
+        return make_sigmas(
+            sample.grid,
+            steps,
+            model.sigma_min,
+            model.sigma_max,
+            rho=sample.rho,
+            discrete_sigmas=discrete,
+            spacing=sample.spacing,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -143,10 +150,19 @@ def sampler_knobs(name: str, sample: SampleConfig) -> dict:
 
 
 @torch.no_grad()
-def generate(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_shape: Sequence[int], *,
-             cond: Cond = None, uncond: Cond = None, callback: Callback | None = None,
-             wrap: Callable[[Denoiser, slice], Denoiser] | None = None,
-             device: str | torch.device | None = None, precision: str = "fp32") -> Tensor:
+def generate(
+    model: Precond,
+    seeds: Sequence[int],
+    sample: SampleConfig,
+    data_shape: Sequence[int],
+    *,
+    cond: Cond = None,
+    uncond: Cond = None,
+    callback: Callback | None = None,
+    wrap: Callable[[Denoiser, slice], Denoiser] | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+) -> Tensor:
     """Sample ``len(seeds)`` examples; returns (N, *data_shape) float32 on the CPU.
 
     Args:
@@ -196,9 +212,16 @@ def _autocast(D: Denoiser, device: torch.device) -> Denoiser:
 
 
 @torch.no_grad()
-def trajectory(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_shape: Sequence[int], *,
-               cond: Cond = None, uncond: Cond = None, frames: int = 40
-               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[float]]:
+def trajectory(
+    model: Precond,
+    seeds: Sequence[int],
+    sample: SampleConfig,
+    data_shape: Sequence[int],
+    *,
+    cond: Cond = None,
+    uncond: Cond = None,
+    frames: int = 40,
+) -> tuple[Tensor, list[Tensor], list[Tensor], list[float]]:
     """Sample and record the path: returns (final x, x_t per step in VP scale, x0_hat per step, sigmas).
 
     x_t is shown divided by sqrt(1 + sigma^2) (the VP scaling) so every frame has unit-ish range; at most
@@ -211,7 +234,8 @@ def trajectory(model: Precond, seeds: Sequence[int], sample: SampleConfig, data_
         x0s.append(info.denoised.float().cpu())
         sig.append(info.sigma_next)
 
-    x = generate(model, seeds, replace(sample, batch_size=len(seeds)), data_shape, cond=cond, uncond=uncond,
-                 callback=cb)
+    x = generate(
+        model, seeds, replace(sample, batch_size=len(seeds)), data_shape, cond=cond, uncond=uncond, callback=cb
+    )
     keep = sorted(set(torch.linspace(0, len(xs) - 1, min(frames, len(xs))).round().long().tolist()))
     return x, [xs[i] for i in keep], [x0s[i] for i in keep], [sig[i] for i in keep]

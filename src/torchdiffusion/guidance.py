@@ -118,8 +118,9 @@ def cat_cond(a: Cond, b: Cond) -> dict:
     keys = (set(a) | set(b)) - {"drop", "text_mask"}
     for k in keys:
         if k not in a or k not in b:
-            raise GuidanceError(f"the negative conditioning must have the same keys as the conditioning "
-                                f"(missing {k!r})")
+            raise GuidanceError(
+                f"the negative conditioning must have the same keys as the conditioning (missing {k!r})"
+            )
     out = {}
     for k in keys:
         va, vb = a[k], b[k]
@@ -145,8 +146,14 @@ def cat_cond(a: Cond, b: Cond) -> dict:
     return out
 
 
-def build_cond(model_cfg, n: int, *, classes: list[int] | None = None, contexts: list[list[float]] | None = None,
-               prompts: list[str] | None = None) -> dict | None:
+def build_cond(
+    model_cfg,
+    n: int,
+    *,
+    classes: list[int] | None = None,
+    contexts: list[list[float]] | None = None,
+    prompts: list[str] | None = None,
+) -> dict | None:
     """The cond dict of ``n`` samples for a model (a ModelConfig), each list cycled over the samples.
 
     ``classes``: labels in [0, num_classes); ``contexts``: vectors of length context_dim; ``prompts``: strings,
@@ -222,9 +229,16 @@ def cfg_combine(D_c: Tensor, D_u: Tensor, w: Tensor | float, rescale: float = 0.
     return D_g
 
 
-def classifier_free(model: ConditionalModel, cond: Cond, scale: float, *, uncond: Cond = None,
-                    interval: tuple[float, float] | None = None, rescale: float = 0.0,
-                    batched: bool = True) -> Denoiser:
+def classifier_free(
+    model: ConditionalModel,
+    cond: Cond,
+    scale: float,
+    *,
+    uncond: Cond = None,
+    interval: tuple[float, float] | None = None,
+    rescale: float = 0.0,
+    batched: bool = True,
+) -> Denoiser:
     """Classifier-free guidance as a denoiser: ``D_u + w (D_c - D_u)`` (module docstring).
 
     Args:
@@ -284,8 +298,9 @@ def guided_denoiser(model: ConditionalModel, cond: Cond, sample, *, uncond: Cond
         if hasattr(model, "bind"):
             return model.bind(cond)
         return lambda x, sigma: model(x, _sigma_vector(sigma, x), cond)
-    return classifier_free(model, cond, scale, uncond=uncond, interval=tuple(interval) if interval else None,
-                           rescale=rescale)
+    return classifier_free(
+        model, cond, scale, uncond=uncond, interval=tuple(interval) if interval else None, rescale=rescale
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -366,8 +381,14 @@ class NoisyClassifier(nn.Module):
         w, e = cfg.width, cfg.emb_dim
         self.embed = NoiseEmbedding(e)
         self.emb_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU())
-        self.stages = nn.ModuleList([_Stage(cfg.in_channels, w, e, 1), _Stage(w, 2 * w, e, 2),
-                                     _Stage(2 * w, 2 * w, e, 1), _Stage(2 * w, 2 * w, e, 2)])
+        self.stages = nn.ModuleList(
+            [
+                _Stage(cfg.in_channels, w, e, 1),
+                _Stage(w, 2 * w, e, 2),
+                _Stage(2 * w, 2 * w, e, 1),
+                _Stage(2 * w, 2 * w, e, 2),
+            ]
+        )
         self.head = nn.Linear(2 * w, cfg.num_classes)
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
@@ -380,10 +401,18 @@ class NoisyClassifier(nn.Module):
         return self.head(h.mean((2, 3)))
 
 
-def train_noisy_classifier(x: Tensor, labels: Tensor, sigma_sampler: Callable[[int, torch.Generator], Tensor], *,
-                           cfg: NoisyClassifierConfig | None = None, images: int = 100_000, batch_size: int = 128,
-                           lr: float = 2e-3, seed: int = 0, log: Callable[[int, float, float], None] | None = None
-                           ) -> NoisyClassifier:
+def train_noisy_classifier(
+    x: Tensor,
+    labels: Tensor,
+    sigma_sampler: Callable[[int, torch.Generator], Tensor],
+    *,
+    cfg: NoisyClassifierConfig | None = None,
+    images: int = 100_000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    log: Callable[[int, float, float], None] | None = None,
+) -> NoisyClassifier:
     """Train p(y | x, sigma) on noised data ``x0 + sigma n``, sigma drawn as the diffusion model draws it.
 
     Args:

@@ -35,8 +35,9 @@ WEIGHTINGS = ("uniform", "min_snr", "edm", "x0")
 SIGMA_SAMPLINGS = ("discrete", "lognormal")
 
 
-def loss_weight(weighting: str, sigma: Tensor, *, parameterization: str = "eps", sigma_data: float = 0.5,
-                gamma: float = 5.0) -> Tensor:
+def loss_weight(
+    weighting: str, sigma: Tensor, *, parameterization: str = "eps", sigma_data: float = 0.5, gamma: float = 5.0
+) -> Tensor:
     """w(sigma) in x0 units for each named weighting (see the module docstring); sigma: (B,)."""
     if weighting == "uniform":
         return 1.0 / coefficients(parameterization, sigma, sigma_data).c_out ** 2
@@ -49,9 +50,16 @@ def loss_weight(weighting: str, sigma: Tensor, *, parameterization: str = "eps",
     raise ValueError(f"unknown loss weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
 
 
-def sample_sigmas(kind: str, batch: int, *, generator: torch.Generator | None = None,
-                  discrete_sigmas: Tensor | None = None, P_mean: float = -1.2, P_std: float = 1.2,
-                  device: torch.device | str = "cpu") -> Tensor:
+def sample_sigmas(
+    kind: str,
+    batch: int,
+    *,
+    generator: torch.Generator | None = None,
+    discrete_sigmas: Tensor | None = None,
+    P_mean: float = -1.2,
+    P_std: float = 1.2,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """Draw (B,) training noise levels from the named distribution (see the module docstring)."""
     if kind == "discrete":
         if discrete_sigmas is None:
@@ -64,8 +72,14 @@ def sample_sigmas(kind: str, batch: int, *, generator: torch.Generator | None = 
     raise ValueError(f"unknown sigma sampling {kind!r}; choose from {', '.join(SIGMA_SAMPLINGS)}")
 
 
-def denoising_loss(D: Callable[[Tensor, Tensor, Cond], Tensor], x0: Tensor, sigma: Tensor, noise: Tensor,
-                   weight: Tensor, cond: Cond = None) -> Tensor:
+def denoising_loss(
+    D: Callable[[Tensor, Tensor, Cond], Tensor],
+    x0: Tensor,
+    sigma: Tensor,
+    noise: Tensor,
+    weight: Tensor,
+    cond: Cond = None,
+) -> Tensor:
     """Per-sample loss (B,): w(sigma) * mean over dims of (D(x0 + sigma n, sigma) - x0)^2."""
     x = add_noise(x0, sigma, noise)
     diff = D(x, sigma, cond) - x0
@@ -73,9 +87,16 @@ def denoising_loss(D: Callable[[Tensor, Tensor, Cond], Tensor], x0: Tensor, sigm
     return weight * err.flatten(1).mean(1)
 
 
-def precond_loss(model: Precond, x0: Tensor, sigma: Tensor, noise: Tensor, *, weighting: str = "uniform",
-                 gamma: float = 5.0, cond: Cond = None) -> Tensor:
+def precond_loss(
+    model: Precond,
+    x0: Tensor,
+    sigma: Tensor,
+    noise: Tensor,
+    *,
+    weighting: str = "uniform",
+    gamma: float = 5.0,
+    cond: Cond = None,
+) -> Tensor:
     """:func:`denoising_loss` with the weight chosen by name for a :class:`Precond` model."""
-    w = loss_weight(weighting, sigma, parameterization=model.parameterization, sigma_data=model.sigma_data,
-                    gamma=gamma)
+    w = loss_weight(weighting, sigma, parameterization=model.parameterization, sigma_data=model.sigma_data, gamma=gamma)
     return denoising_loss(model, x0, sigma, noise, w, cond)

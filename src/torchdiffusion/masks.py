@@ -29,8 +29,10 @@ class MaskError(ValueError):
     """A mask spec that cannot be read; one-line message."""
 
 
-MASK_HELP = ("region to repaint: box:x0,y0,x1,y1 | centre | half:bottom|top|left|right | all | none | FILE.png "
-             "(white = repaint); prefix invert: to swap")
+MASK_HELP = (
+    "region to repaint: box:x0,y0,x1,y1 | centre | half:bottom|top|left|right | all | none | FILE.png "
+    "(white = repaint); prefix invert: to swap"
+)
 
 
 def _hole_box(spec: str, H: int, W: int) -> Tensor:
@@ -58,13 +60,13 @@ def _hole_box(spec: str, H: int, W: int) -> Tensor:
 def _hole_half(side: str, H: int, W: int) -> Tensor:
     hole = torch.zeros(H, W)
     if side == "bottom":
-        hole[H // 2:, :] = 1
+        hole[H // 2 :, :] = 1
     elif side == "top":
         hole[: H - H // 2, :] = 1
     elif side == "left":
         hole[:, : W - W // 2] = 1
     elif side == "right":
-        hole[:, W // 2:] = 1
+        hole[:, W // 2 :] = 1
     else:
         raise MaskError(f"half mask side must be bottom, top, left or right, got {side!r}")
     return hole
@@ -90,7 +92,7 @@ def hole_from_spec(spec: str, H: int, W: int) -> Tensor:
     spec = spec.strip()
     low = spec.lower()
     if low.startswith("invert:"):
-        return 1 - hole_from_spec(spec[len("invert:"):], H, W)
+        return 1 - hole_from_spec(spec[len("invert:") :], H, W)
     if low.endswith(".png"):
         return _hole_png(spec, H, W)
     if low.startswith("box:"):
@@ -99,7 +101,7 @@ def hole_from_spec(spec: str, H: int, W: int) -> Tensor:
         return _hole_half(low[5:].strip(), H, W)
     if low in ("centre", "center"):
         hole = torch.zeros(H, W)
-        hole[H // 4: H // 4 + (H + 1) // 2, W // 4: W // 4 + (W + 1) // 2] = 1
+        hole[H // 4 : H // 4 + (H + 1) // 2, W // 4 : W // 4 + (W + 1) // 2] = 1
         return hole
     if low == "all":
         return torch.ones(H, W)

@@ -21,5 +21,12 @@ def build_model(cfg: RunConfig, data_shape: tuple[int, ...]) -> Precond:
 
     d = cfg.diffusion
     net = build_net(cfg.model, tuple(data_shape))
-    return Precond(net, d.parameterization, sigma_data=d.sigma_data, process=build_process(d),
-                   noise_conditioning=d.noise_conditioning, sigma_min=d.sigma_min, sigma_max=d.sigma_max)
+    return Precond(
+        net,
+        d.parameterization,
+        sigma_data=d.sigma_data,
+        process=build_process(d),
+        noise_conditioning=d.noise_conditioning,
+        sigma_min=d.sigma_min,
+        sigma_max=d.sigma_max,
+    )

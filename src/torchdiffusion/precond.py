@@ -48,8 +48,9 @@ class Coefficients:
     c_noise: Tensor
 
 
-def coefficients(parameterization: str, sigma: Tensor, sigma_data: float = 0.5,
-                 c_noise: Tensor | None = None) -> Coefficients:
+def coefficients(
+    parameterization: str, sigma: Tensor, sigma_data: float = 0.5, c_noise: Tensor | None = None
+) -> Coefficients:
     """c_skip, c_out, c_in for a parameterization (table in the module docstring); sigma: (B,)."""
     one = torch.ones_like(sigma)
     if c_noise is None:
@@ -62,8 +63,9 @@ def coefficients(parameterization: str, sigma: Tensor, sigma_data: float = 0.5,
         return Coefficients(1 / (1 + sigma**2), -sigma / (1 + sigma**2).sqrt(), 1 / (1 + sigma**2).sqrt(), c_noise)
     if parameterization == "edm":
         sd2 = sigma_data**2
-        return Coefficients(sd2 / (sigma**2 + sd2), sigma * sigma_data / (sigma**2 + sd2).sqrt(),
-                            1 / (sigma**2 + sd2).sqrt(), c_noise)
+        return Coefficients(
+            sd2 / (sigma**2 + sd2), sigma * sigma_data / (sigma**2 + sd2).sqrt(), 1 / (sigma**2 + sd2).sqrt(), c_noise
+        )
     raise ValueError(f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}")
 
 
@@ -80,16 +82,26 @@ class Precond(nn.Module):
         sigma_min, sigma_max: the trained range, used to build sampling grids when ``process`` is None.
     """
 
-    def __init__(self, net: nn.Module, parameterization: str = "eps", *, sigma_data: float = 0.5,
-                 process: DiscreteVP | None = None, noise_conditioning: str = "log_sigma",
-                 sigma_min: float = 0.002, sigma_max: float = 80.0):
+    def __init__(
+        self,
+        net: nn.Module,
+        parameterization: str = "eps",
+        *,
+        sigma_data: float = 0.5,
+        process: DiscreteVP | None = None,
+        noise_conditioning: str = "log_sigma",
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+    ):
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"unknown parameterization {parameterization!r}; "
-                             f"choose from {', '.join(PARAMETERIZATIONS)}")
+            raise ValueError(
+                f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}"
+            )
         if noise_conditioning not in NOISE_CONDITIONINGS:
-            raise ValueError(f"unknown noise conditioning {noise_conditioning!r}; "
-                             f"choose from {', '.join(NOISE_CONDITIONINGS)}")
+            raise ValueError(
+                f"unknown noise conditioning {noise_conditioning!r}; choose from {', '.join(NOISE_CONDITIONINGS)}"
+            )
         if noise_conditioning == "timestep" and process is None:
             raise ValueError("timestep noise conditioning needs the discrete process the model was trained on")
         self.net = net

@@ -127,8 +127,16 @@ def timestep_indices(T: int, n: int, spacing: str = "trailing") -> Tensor:
     return idx.long().flip(0)
 
 
-def make_sigmas(kind: str, n: int, sigma_min: float, sigma_max: float, *, rho: float = 7.0,
-                discrete_sigmas: Tensor | None = None, spacing: str = "trailing") -> Tensor:
+def make_sigmas(
+    kind: str,
+    n: int,
+    sigma_min: float,
+    sigma_max: float,
+    *,
+    rho: float = 7.0,
+    discrete_sigmas: Tensor | None = None,
+    spacing: str = "trailing",
+) -> Tensor:
     """Build a sampling grid of ``n`` steps (``n + 1`` values, the last one 0).
 
     ``kind``:

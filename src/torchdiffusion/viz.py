@@ -48,7 +48,7 @@ def make_grid(images: Tensor, nrow: int | None = None, pad: int = 2, pad_value: 
     grid = np.full((ncol_rows * (H + pad) + pad, nrow * (W + pad) + pad, C), pad_value, dtype=np.uint8)
     for k in range(B):
         r, c = divmod(k, nrow)
-        grid[pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = arr[k]
+        grid[pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = arr[k]
     return grid
 
 
@@ -75,8 +75,9 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: 
     return path
 
 
-def save_gif(frames: Sequence[np.ndarray], path: str | Path, duration_ms: int = 120, scale: int = 1,
-             hold_last_ms: int = 1500) -> Path:
+def save_gif(
+    frames: Sequence[np.ndarray], path: str | Path, duration_ms: int = 120, scale: int = 1, hold_last_ms: int = 1500
+) -> Path:
     """Write an animated GIF from (H, W, C) uint8 frames; the last frame is held a little longer."""
     path, tmp = _atomic_target(path)
     imgs = [_pil(f, scale) for f in frames]
@@ -100,8 +101,9 @@ def trajectory_frames(xs: Sequence[Tensor], x0s: Sequence[Tensor], nrow: int | N
     return frames
 
 
-def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "",
-                 lim: float | None = None) -> Path:
+def save_scatter(
+    points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "", lim: float | None = None
+) -> Path:
     """Scatter plot of 2-D samples (N, 2), optionally over reference data, as PNG."""
     import matplotlib
 
@@ -130,8 +132,13 @@ def save_scatter(points: Tensor, path: str | Path, reference: Tensor | None = No
     return path
 
 
-def save_scatter_gif(frames: Sequence[Tensor], path: str | Path, lim: float = 4.0, titles: Sequence[str] | None = None,
-                     duration_ms: int = 150) -> Path:
+def save_scatter_gif(
+    frames: Sequence[Tensor],
+    path: str | Path,
+    lim: float = 4.0,
+    titles: Sequence[str] | None = None,
+    duration_ms: int = 150,
+) -> Path:
     """Animated scatter of 2-D points along a trajectory (one (N, 2) tensor per frame)."""
     import matplotlib
 

@@ -42,8 +42,7 @@ def gaussian_log_density(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * (math.log(2 * math.pi) + logvar + (x - mean) ** 2 * torch.exp(-logvar))
 
 
-def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, logvar: Tensor, bin_width: float = 2 / 255
-                                        ) -> Tensor:
+def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, logvar: Tensor, bin_width: float = 2 / 255) -> Tensor:
     """log P(x) per element for data on a grid of spacing ``bin_width`` in [-1, 1] (Ho et al. Eq. 13):
 
         P(x) = Phi((x + d/2 - mu)/s) - Phi((x - d/2 - mu)/s),
@@ -114,8 +113,16 @@ def prior_kl(process: DiscreteVP, x0: Tensor) -> Tensor:
     return normal_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0)).flatten(1).sum(1)
 
 
-def vlb_term_from_prediction(process: DiscreteVP, x0: Tensor, x_vp: Tensor, t: Tensor, x0_hat: Tensor,
-                              logvar: Tensor, decoder: str = "discrete", bin_width: float = 2 / 255) -> Tensor:
+def vlb_term_from_prediction(
+    process: DiscreteVP,
+    x0: Tensor,
+    x_vp: Tensor,
+    t: Tensor,
+    x0_hat: Tensor,
+    logvar: Tensor,
+    decoder: str = "discrete",
+    bin_width: float = 2 / 255,
+) -> Tensor:
     """L_{t-1} (t >= 1) or L_0 (t = 0) per sample, (B,) nats, given x_t (VP), the model's x0_hat and log Sigma."""
     nd = x0.ndim
     logvar = logvar.expand_as(x0)
@@ -133,8 +140,16 @@ def vlb_term_from_prediction(process: DiscreteVP, x0: Tensor, x_vp: Tensor, t: T
     return torch.where(t == 0, -ll.flatten(1).sum(1), kl)
 
 
-def vlb_term(denoise: Callable[[Tensor, Tensor], Tensor], process: DiscreteVP, x0: Tensor, t: Tensor,
-             noise: Tensor, variance: VarianceFn, decoder: str = "discrete", bin_width: float = 2 / 255) -> Tensor:
+def vlb_term(
+    denoise: Callable[[Tensor, Tensor], Tensor],
+    process: DiscreteVP,
+    x0: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    variance: VarianceFn,
+    decoder: str = "discrete",
+    bin_width: float = 2 / 255,
+) -> Tensor:
     """One term of the bound per sample, (B,) nats: L_{t-1} for t >= 1 and L_0 for t = 0 (0-based ``t``).
 
     ``x_t`` is drawn from q(x_t | x_0) with the given ``noise``; the denoiser is called in VE units
@@ -149,8 +164,9 @@ def vlb_term(denoise: Callable[[Tensor, Tensor], Tensor], process: DiscreteVP, x
     return vlb_term_from_prediction(process, x0, x_vp, t, x0_hat, logvar, decoder, bin_width)
 
 
-def hybrid_vlb_term(process: DiscreteVP, x0: Tensor, x_vp: Tensor, t: Tensor, x0_hat: Tensor, v: Tensor,
-                    lam: float = 0.001) -> Tensor:
+def hybrid_vlb_term(
+    process: DiscreteVP, x0: Tensor, x_vp: Tensor, t: Tensor, x0_hat: Tensor, v: Tensor, lam: float = 0.001
+) -> Tensor:
     """The L_vlb part of the hybrid loss (Nichol & Dhariwal Eq. 16) for one sampled t, per sample (B,).
 
     lambda L_vlb with L_vlb ~ T E_t[L_t] gives lambda T L_t; the mean x0_hat is detached (stop-gradient) so this

@@ -42,8 +42,15 @@ def make_scheduler(name: str, T: int = 1000, spacing: str = "trailing"):
 
     cls_name, extra = SCHEDULERS[name]
     cls = getattr(diffusers, cls_name)
-    return cls(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-               prediction_type="epsilon", timestep_spacing=spacing, **extra)
+    return cls(
+        num_train_timesteps=T,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        prediction_type="epsilon",
+        timestep_spacing=spacing,
+        **extra,
+    )
 
 
 def eps_model(denoise: Denoiser, process: DiscreteVP) -> Callable[[Tensor, Tensor], Tensor]:
@@ -69,8 +76,15 @@ def steps_for_budget(name: str, nfe: int) -> int:
     return best
 
 
-def sample_diffusers(name: str, denoise: Denoiser, shape: tuple[int, ...], nfe: int, seed: int,
-                     process: DiscreteVP | None = None, z: Tensor | None = None) -> tuple[Tensor, int]:
+def sample_diffusers(
+    name: str,
+    denoise: Denoiser,
+    shape: tuple[int, ...],
+    nfe: int,
+    seed: int,
+    process: DiscreteVP | None = None,
+    z: Tensor | None = None,
+) -> tuple[Tensor, int]:
     """(n, *shape) samples from diffusers' scheduler ``name`` within ``nfe`` calls; returns (x0, calls).
 
     ``z``: the unit starting noise (n, *shape); pass the one our samplers use so that both start from the same

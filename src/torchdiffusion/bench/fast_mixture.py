@@ -32,7 +32,7 @@ class FastMixtureDenoiser:
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
-        out = [self._chunk(x[i:i + self.chunk], sigma[i:i + self.chunk]) for i in range(0, x.shape[0], self.chunk)]
+        out = [self._chunk(x[i : i + self.chunk], sigma[i : i + self.chunk]) for i in range(0, x.shape[0], self.chunk)]
         return torch.cat(out).to(x.dtype)
 
     def _chunk(self, x: Tensor, sigma: Tensor) -> Tensor:

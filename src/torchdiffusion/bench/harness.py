@@ -31,8 +31,23 @@ from ..types import Denoiser
 from . import diffusers_driver
 from .metrics import SlicedReference, energy_distance, random_directions
 
-OUR_SAMPLERS = ("euler", "euler_ancestral", "heun", "heun_sde", "ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s",
-                "dpmpp_2m_sde", "dpmpp_3m_sde", "unipc", "lms", "pc", "langevin")
+OUR_SAMPLERS = (
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "heun_sde",
+    "ddim",
+    "ddpm",
+    "dpmpp_2m",
+    "dpmpp_3m",
+    "dpmpp_2s",
+    "dpmpp_2m_sde",
+    "dpmpp_3m_sde",
+    "unipc",
+    "lms",
+    "pc",
+    "langevin",
+)
 GRIDS = ("karras", "exponential", "uniform_t", "tuned")
 # Knobs used in the race (the defaults otherwise); fewer Langevin steps per level so NFE 5 is reachable.
 BENCH_KNOBS = {"langevin": {"steps_per_level": 2, "step_lr": 0.2}, "pc": {"corrector_steps": 1}}
@@ -94,8 +109,16 @@ def standard_grid(kind: str, steps: int, cfg: BenchConfig, process: DiscreteVP) 
     raise ValueError(f"unknown grid {kind!r}")
 
 
-def tuned_grid(denoise: Denoiser, sampler: str, nfe: int, shape: tuple[int, ...], cfg: BenchConfig,
-               grid_dir: Path, cache: dict, log: Callable[[str], None]) -> Tensor:
+def tuned_grid(
+    denoise: Denoiser,
+    sampler: str,
+    nfe: int,
+    shape: tuple[int, ...],
+    cfg: BenchConfig,
+    grid_dir: Path,
+    cache: dict,
+    log: Callable[[str], None],
+) -> Tensor:
     """Load ``grid_dir/<sampler>-nfe<N>.json`` or fit it on the fit seed's starting noise and save it."""
     path = Path(grid_dir) / f"{sampler}-nfe{nfe}.json"
     if path.exists():
@@ -105,20 +128,49 @@ def tuned_grid(denoise: Denoiser, sampler: str, nfe: int, shape: tuple[int, ...]
         cache["x_T"], cache["ref"] = x_T, reference_solution(denoise, x_T, cfg.sigma_max, cfg.sigma_min)
     starts = tuple(cache.get(("grid", nfe), ()))
     t0 = time.perf_counter()
-    grid, info = optimize_grid(denoise, sampler, nfe, cache["x_T"], cache["ref"], sigma_max=cfg.sigma_max,
-                               sigma_min=cfg.sigma_min, starts=starts,
-                               maxfev=cfg.tune_maxfev if nfe <= cfg.tune_up_to_nfe else 0)
+    grid, info = optimize_grid(
+        denoise,
+        sampler,
+        nfe,
+        cache["x_T"],
+        cache["ref"],
+        sigma_max=cfg.sigma_max,
+        sigma_min=cfg.sigma_min,
+        starts=starts,
+        maxfev=cfg.tune_maxfev if nfe <= cfg.tune_up_to_nfe else 0,
+    )
     cache[("grid", nfe)] = starts + (grid,)
-    save_grid(path, grid, {"sampler": sampler, "nfe": nfe, "fit_seed": cfg.fit_seed, "fit_n": cfg.fit_n,
-                           "objective": "rms error to the accurate ODE solution", **info})
-    log(f"  tuned {sampler} nfe={nfe}: rms {info['rms_start']:.4g} -> {info['rms']:.4g} "
-        f"({time.perf_counter() - t0:.0f} s)")
+    save_grid(
+        path,
+        grid,
+        {
+            "sampler": sampler,
+            "nfe": nfe,
+            "fit_seed": cfg.fit_seed,
+            "fit_n": cfg.fit_n,
+            "objective": "rms error to the accurate ODE solution",
+            **info,
+        },
+    )
+    log(
+        f"  tuned {sampler} nfe={nfe}: rms {info['rms_start']:.4g} -> {info['rms']:.4g} "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
     return grid
 
 
-def run_case(case: str, denoise: Denoiser, shape: tuple[int, ...], reference: Tensor, reference2: Tensor,
-             cfg: BenchConfig, grid_dir: str | Path, log: Callable[[str], None] = print,
-             process: DiscreteVP | None = None, embed: Callable[[Tensor], Tensor] | None = None) -> list[Row]:
+def run_case(
+    case: str,
+    denoise: Denoiser,
+    shape: tuple[int, ...],
+    reference: Tensor,
+    reference2: Tensor,
+    cfg: BenchConfig,
+    grid_dir: str | Path,
+    log: Callable[[str], None] = print,
+    process: DiscreteVP | None = None,
+    embed: Callable[[Tensor], Tensor] | None = None,
+) -> list[Row]:
     """All rows of one case: the floor, our samplers x grids x NFE, adaptive, diffusers x NFE.
 
     ``reference`` and ``reference2``: (n, ...) independent reference samples (the second only for the floor),
@@ -146,8 +198,11 @@ def run_case(case: str, denoise: Denoiser, shape: tuple[int, ...], reference: Te
                 continue
             for budget in cfg.nfes:
                 steps = steps_for_nfe(name, budget, **knobs)
-                grid = (tuned_grid(denoise, name, budget, shape, cfg, grid_dir, cache, log) if kind == "tuned"
-                        else standard_grid(kind, steps, cfg, process))
+                grid = (
+                    tuned_grid(denoise, name, budget, shape, cfg, grid_dir, cache, log)
+                    if kind == "tuned"
+                    else standard_grid(kind, steps, cfg, process)
+                )
                 counter = Counter(denoise)
                 noise_g = torch.Generator().manual_seed(cfg.eval_seed + 1000)
                 x = grid[0].item() * z.to(torch.float32)
@@ -164,8 +219,18 @@ def run_case(case: str, denoise: Denoiser, shape: tuple[int, ...], reference: Te
         grid = torch.tensor([cfg.sigma_max, cfg.sigma_min, 0.0], dtype=torch.float64)
         t0 = time.perf_counter()
         out = get_sampler("adaptive")(counter, cfg.sigma_max * z.to(torch.float32), grid, rtol=tol, atol=tol)
-        rows.append(Row(case, "torchdiffusion", "adaptive", f"tol={tol:g}", counter.calls, counter.calls,
-                        *quality(out), time.perf_counter() - t0))
+        rows.append(
+            Row(
+                case,
+                "torchdiffusion",
+                "adaptive",
+                f"tol={tol:g}",
+                counter.calls,
+                counter.calls,
+                *quality(out),
+                time.perf_counter() - t0,
+            )
+        )
         log(f"[{case}] adaptive tol {tol:g}: nfe {counter.calls}, sw {rows[-1].sw:.4g}")
     if cfg.diffusers and not diffusers_driver.available():
         log("diffusers is not installed: skipping its schedulers (pip install diffusers)")
@@ -174,10 +239,21 @@ def run_case(case: str, denoise: Denoiser, shape: tuple[int, ...], reference: Te
             for budget in cfg.nfes:
                 counter = Counter(denoise)
                 t0 = time.perf_counter()
-                out, calls = diffusers_driver.sample_diffusers(name, counter, (cfg.n, *shape), budget,
-                                                               cfg.eval_seed, process, z=z)
-                rows.append(Row(case, "diffusers", name, "trailing" if "karras" not in name else "karras",
-                                budget, counter.calls, *quality(out), time.perf_counter() - t0))
+                out, calls = diffusers_driver.sample_diffusers(
+                    name, counter, (cfg.n, *shape), budget, cfg.eval_seed, process, z=z
+                )
+                rows.append(
+                    Row(
+                        case,
+                        "diffusers",
+                        name,
+                        "trailing" if "karras" not in name else "karras",
+                        budget,
+                        counter.calls,
+                        *quality(out),
+                        time.perf_counter() - t0,
+                    )
+                )
                 log(f"[{case}] diffusers {name:26s} nfe {counter.calls:3d}: sw {rows[-1].sw:.4g}")
     return rows
 
@@ -211,12 +287,16 @@ def markdown(rows: list[Row], nfes: tuple[int, ...], metric: str = "sw") -> str:
     for case in dict.fromkeys(r.case for r in rows):
         rs = [r for r in rows if r.case == case]
         floor = next(r for r in rs if r.family == "floor")
-        lines += [f"**{case}** - {metric} (floor {getattr(floor, metric):.4f}); measured NFE in brackets when "
-                  f"below the budget", "",
-                  "| family | sampler | grid | " + " | ".join(f"NFE {b}" for b in nfes) + " |",
-                  "|---|---|---|" + "---|" * len(nfes)]
-        keys = list(dict.fromkeys((r.family, r.sampler, r.grid) for r in rs if r.family != "floor"
-                                  and r.sampler != "adaptive"))
+        lines += [
+            f"**{case}** - {metric} (floor {getattr(floor, metric):.4f}); measured NFE in brackets when "
+            f"below the budget",
+            "",
+            "| family | sampler | grid | " + " | ".join(f"NFE {b}" for b in nfes) + " |",
+            "|---|---|---|" + "---|" * len(nfes),
+        ]
+        keys = list(
+            dict.fromkeys((r.family, r.sampler, r.grid) for r in rs if r.family != "floor" and r.sampler != "adaptive")
+        )
         bests = {b: {f: best(rs, f, b) for f in ("torchdiffusion", "diffusers")} for b in nfes}
         for fam, s, gname in keys:
             cells = []
@@ -230,8 +310,10 @@ def markdown(rows: list[Row], nfes: tuple[int, ...], metric: str = "sw") -> str:
             lines.append(f"| {fam} | {s} | {gname} | " + " | ".join(cells) + " |")
         for r in rs:
             if r.sampler == "adaptive":
-                lines.append(f"| {r.family} | adaptive ({r.grid}) | - | NFE {r.nfe}: {getattr(r, metric):.4f} |"
-                             + " |" * (len(nfes) - 1))
+                lines.append(
+                    f"| {r.family} | adaptive ({r.grid}) | - | NFE {r.nfe}: {getattr(r, metric):.4f} |"
+                    + " |" * (len(nfes) - 1)
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -247,20 +329,25 @@ def summary(rows: list[Row], nfes: tuple[int, ...]) -> str:
         lines.append("|---|---|---|---|---|")
         for b in nfes:
             o, d = best(rs, "torchdiffusion", b), best(rs, "diffusers", b)
-            lines.append(f"| {b} | {o.sw:.4f} | {o.sampler} / {o.grid} | "
-                         + (f"{d.sw:.4f} | {d.sampler} |" if d else "- | - |"))
+            lines.append(
+                f"| {b} | {o.sw:.4f} | {o.sampler} / {o.grid} | " + (f"{d.sw:.4f} | {d.sampler} |" if d else "- | - |")
+            )
         rank = ranking(rs, nfes, exclude_tuned=True)
         b_rec = 20 if 20 in nfes else nfes[len(nfes) // 2]
         std = [r for r in rs if r.family == "torchdiffusion" and r.budget == b_rec and r.grid in GRIDS[:3]]
         if std:
             rec = min(std, key=lambda r: r.sw)
             lines.append("")
-            lines.append(f"Recommended default (best on a standard grid at NFE {b_rec}): "
-                         f"**{rec.sampler} / {rec.grid}**, SW {rec.sw:.4f}.")
+            lines.append(
+                f"Recommended default (best on a standard grid at NFE {b_rec}): "
+                f"**{rec.sampler} / {rec.grid}**, SW {rec.sw:.4f}."
+            )
         if rank:
             lines.append("")
-            lines.append("Ranking on standard grids (geometric mean of SW over the NFE budgets): "
-                         + ", ".join(f"{i + 1}. {s}/{g} ({v:.4f})" for i, (s, g, v) in enumerate(rank[:6])))
+            lines.append(
+                "Ranking on standard grids (geometric mean of SW over the NFE budgets): "
+                + ", ".join(f"{i + 1}. {s}/{g} ({v:.4f})" for i, (s, g, v) in enumerate(rank[:6]))
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -307,9 +394,22 @@ def write_results(rows: list[Row], cfg: BenchConfig, out_dir: str | Path, comman
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     os.replace(tmp, out / "results.json")
-    md = "\n".join([f"Command: `{command}`", "", summary(rows, cfg.nfes), "### Sliced Wasserstein-1", "",
-                    markdown(rows, cfg.nfes, "sw"), "### Energy distance", "", markdown(rows, cfg.nfes, "energy"),
-                    "### Wall-clock seconds per row (rough: shared CPU)", "", markdown(rows, cfg.nfes, "seconds")])
+    md = "\n".join(
+        [
+            f"Command: `{command}`",
+            "",
+            summary(rows, cfg.nfes),
+            "### Sliced Wasserstein-1",
+            "",
+            markdown(rows, cfg.nfes, "sw"),
+            "### Energy distance",
+            "",
+            markdown(rows, cfg.nfes, "energy"),
+            "### Wall-clock seconds per row (rough: shared CPU)",
+            "",
+            markdown(rows, cfg.nfes, "seconds"),
+        ]
+    )
     tmp = out / "results.md.tmp"
     tmp.write_text(md)
     os.replace(tmp, out / "results.md")

@@ -53,7 +53,7 @@ def energy_distance(x: Tensor, y: Tensor, max_n: int = 4000, chunk: int = 2000) 
     def mean_dist(a: Tensor, b: Tensor) -> float:
         total = 0.0
         for i in range(0, a.shape[0], chunk):
-            total += float(torch.cdist(a[i:i + chunk], b).sum())
+            total += float(torch.cdist(a[i : i + chunk], b).sum())
         return total / (a.shape[0] * b.shape[0])
 
     return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)

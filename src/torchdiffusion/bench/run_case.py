@@ -21,8 +21,16 @@ from ..samplers import get_sampler
 from ..schedules import karras_sigmas
 
 
-def run_trained(run_dir: str, cfg, grid_dir: str | None = None, *, ref_steps: int = 200, reference: str = "ode",
-                features: str | None = None, log=print) -> list:
+def run_trained(
+    run_dir: str,
+    cfg,
+    grid_dir: str | None = None,
+    *,
+    ref_steps: int = 200,
+    reference: str = "ode",
+    features: str | None = None,
+    log=print,
+) -> list:
     from dataclasses import replace
 
     from ..generate import clamped, load_run
@@ -45,7 +53,7 @@ def run_trained(run_dir: str, cfg, grid_dir: str | None = None, *, ref_steps: in
             z = torch.randn((cfg.n, *shape), generator=g)
             out = []
             for i in range(0, cfg.n, 1024):
-                out.append(get_sampler("heun")(D, cfg.sigma_max * z[i:i + 1024], grid))
+                out.append(get_sampler("heun")(D, cfg.sigma_max * z[i : i + 1024], grid))
             refs.append(torch.cat(out))
         log(f"[run] reference: Heun {ref_steps} steps x 2 sets of {cfg.n}")
     else:
@@ -58,7 +66,7 @@ def run_trained(run_dir: str, cfg, grid_dir: str | None = None, *, ref_steps: in
             pool = train
         else:  # no held-out images: two disjoint halves of the training images
             perm = torch.randperm(len(train), generator=g)
-            split, real, pool = "train, first half", train[perm[: len(train) // 2]], train[perm[len(train) // 2:]]
+            split, real, pool = "train, first half", train[perm[: len(train) // 2]], train[perm[len(train) // 2 :]]
         real = real.to(torch.float32)
         floor = pool[torch.randperm(len(pool), generator=g)[: len(real)]]
         refs = [real, floor]
@@ -69,5 +77,15 @@ def run_trained(run_dir: str, cfg, grid_dir: str | None = None, *, ref_steps: in
 
         embed = lambda x: extract(x.reshape(-1, *shape), features)  # noqa: E731
         refs = [embed(r) for r in refs]
-    return run_case(Path(run_dir).name, D, shape, refs[0].flatten(1), refs[1].flatten(1), cfg,
-                    grid_dir or Path(run_dir) / "grids", log, process=model.process, embed=embed)
+    return run_case(
+        Path(run_dir).name,
+        D,
+        shape,
+        refs[0].flatten(1),
+        refs[1].flatten(1),
+        cfg,
+        grid_dir or Path(run_dir) / "grids",
+        log,
+        process=model.process,
+        embed=embed,
+    )

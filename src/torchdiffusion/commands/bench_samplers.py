@@ -38,9 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' schedulers")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--ref-steps", type=int, default=200, help="case b: Heun steps of the reference solve")
-    p.add_argument("--reference", default="ode", choices=["ode", "data"],
-                   help="case b: compare with a many-step ODE solve (solver error; default) or with the run's "
-                        "held-out images (sample quality)")
+    p.add_argument(
+        "--reference",
+        default="ode",
+        choices=["ode", "data"],
+        help="case b: compare with a many-step ODE solve (solver error; default) or with the run's "
+        "held-out images (sample quality)",
+    )
     p.add_argument("--features", help="case b: compare in this feature space (e.g. clf:mnist5k) instead of pixels")
 
 
@@ -69,16 +73,31 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown diffusers scheduler {d!r}; choose from {', '.join(diffusers_driver.SCHEDULERS)}")
     if args.n < 2:
         raise ValueError("--n must be >= 2")
-    cfg = BenchConfig(nfes=nfes, n=args.n, samplers=samplers, grids=grids, tuned_samplers=_csv(args.tuned_samplers),
-                      tune_maxfev=args.tune_maxfev, fit_n=args.fit_n, diffusers=dif)
+    cfg = BenchConfig(
+        nfes=nfes,
+        n=args.n,
+        samplers=samplers,
+        grids=grids,
+        tuned_samplers=_csv(args.tuned_samplers),
+        tune_maxfev=args.tune_maxfev,
+        fit_n=args.fit_n,
+        diffusers=dif,
+    )
     command = "torchdiffusion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     log = lambda m: print(m, flush=True)  # noqa: E731
     rows = []
     if args.run:
         from ..bench.run_case import run_trained
 
-        rows = run_trained(args.run, cfg, args.grid_dir, ref_steps=args.ref_steps, reference=args.reference,
-                           features=args.features, log=log)
+        rows = run_trained(
+            args.run,
+            cfg,
+            args.grid_dir,
+            ref_steps=args.ref_steps,
+            reference=args.reference,
+            features=args.features,
+            log=log,
+        )
     else:
         from ..bench.analytic_cases import run_analytic
 

@@ -31,8 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per setting (default 3)")
     p.add_argument("--windows", type=int, default=5, help="timed windows per setting (default 5)")
     p.add_argument("--steps", type=int, default=3, help="training steps per timed window (default 3)")
-    p.add_argument("--precisions", default=None,
-                   help="comma list of fp32, bf16 (default both; bf16 is left out where the CPU emulates it)")
+    p.add_argument(
+        "--precisions",
+        default=None,
+        help="comma list of fp32, bf16 (default both; bf16 is left out where the CPU emulates it)",
+    )
     p.add_argument("--layouts", default="contiguous,channels_last", help="comma list (default both)")
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' UNet2DModel even if installed")
     p.add_argument("--peak-size", type=int, default=2048, help="matrix size of the peak matmul (default 2048)")
@@ -51,17 +54,23 @@ def _ours(model_cfg, shape):
     return net, lambda m, x, c: m(x, c)
 
 
-def _diffusers_unet(shape, c: int, mult: tuple[int, ...], layers: int, attn_levels: set[int], head: int,
-                    groups: int):
+def _diffusers_unet(shape, c: int, mult: tuple[int, ...], layers: int, attn_levels: set[int], head: int, groups: int):
     from diffusers import UNet2DModel  # optional: the `bench` extra
 
     levels = len(mult)
     down = tuple("AttnDownBlock2D" if i in attn_levels else "DownBlock2D" for i in range(levels))
     up = tuple("AttnUpBlock2D" if i in attn_levels else "UpBlock2D" for i in reversed(range(levels)))
-    return UNet2DModel(sample_size=tuple(shape[1:]), in_channels=shape[0], out_channels=shape[0],
-                       block_out_channels=tuple(c * m for m in mult), layers_per_block=layers,
-                       down_block_types=down, up_block_types=up, attention_head_dim=head,
-                       norm_num_groups=groups)
+    return UNet2DModel(
+        sample_size=tuple(shape[1:]),
+        in_channels=shape[0],
+        out_channels=shape[0],
+        block_out_channels=tuple(c * m for m in mult),
+        layers_per_block=layers,
+        down_block_types=down,
+        up_block_types=up,
+        attention_head_dim=head,
+        norm_num_groups=groups,
+    )
 
 
 def train_flops(net, forward, shape, batch: int = 2) -> float:
@@ -103,8 +112,19 @@ def match_diffusers(model_cfg, shape, params: int, flops: float):
             f = train_flops(net, _diffusers_forward, shape)
             err = max(abs(p / params - 1), abs(f / flops - 1))
             if best is None or err < best[0]:
-                best = (err, dict(channels=c, channel_mult=mult, layers_per_block=layers,
-                                  attn_levels=sorted(attn_levels), head=head, groups=groups), p, f)
+                best = (
+                    err,
+                    dict(
+                        channels=c,
+                        channel_mult=mult,
+                        layers_per_block=layers,
+                        attn_levels=sorted(attn_levels),
+                        head=head,
+                        groups=groups,
+                    ),
+                    p,
+                    f,
+                )
     return best
 
 
@@ -226,22 +246,36 @@ def run(args: argparse.Namespace) -> int:
 
                 def make_diffusers(d=d):
                     torch.manual_seed(0)
-                    return (_diffusers_unet(shape, d["channels"], d["channel_mult"], d["layers_per_block"],
-                                            set(d["attn_levels"]), d["head"], d["groups"]), _diffusers_forward)
+                    return (
+                        _diffusers_unet(
+                            shape,
+                            d["channels"],
+                            d["channel_mult"],
+                            d["layers_per_block"],
+                            set(d["attn_levels"]),
+                            d["head"],
+                            d["groups"],
+                        ),
+                        _diffusers_forward,
+                    )
 
                 models["diffusers"] = (make_diffusers, p, f, dcfg)
                 diffusers_note = f"matched within {100 * err:.1f} %" + ("" if err <= 0.10 else " (NOT within 10 %)")
         except ImportError:
             pass
 
-    print(f"# bench-train: preset {cfg.preset}, shape {shape}, batch {batch}, threads {torch.get_num_threads()}",
-          file=sys.stderr)
+    print(
+        f"# bench-train: preset {cfg.preset}, shape {shape}, batch {batch}, threads {torch.get_num_threads()}",
+        file=sys.stderr,
+    )
     peaks = measure_peaks(args.peak_size)
     notes = []
     if peaks["peak_bf16"] < 0.5 * peaks["peak_fp32"]:
         # No native bf16 (e.g. an AVX2-only CPU): autocast would run emulated bf16, often 10-50x slower.
-        notes.append(f"bf16 peak {peaks['peak_bf16']:.0f} GFLOP/s < half the fp32 peak: this CPU has no fast bf16"
-                     f" (capability {torch.backends.cpu.get_cpu_capability()}); prefer train.precision=fp32 here")
+        notes.append(
+            f"bf16 peak {peaks['peak_bf16']:.0f} GFLOP/s < half the fp32 peak: this CPU has no fast bf16"
+            f" (capability {torch.backends.cpu.get_cpu_capability()}); prefer train.precision=fp32 here"
+        )
         if args.precisions is None:
             precisions = [p for p in precisions if p != "bf16"]
             notes.append("bf16 settings skipped (pass --precisions fp32,bf16 to time them anyway)")
@@ -264,20 +298,37 @@ def run(args: argparse.Namespace) -> int:
             for name, rs in rates.items():
                 ips = statistics.median(rs)
                 gflops = ips * models[name][2] / 1e9
-                results.append(dict(model=name, precision=prec, layout=layout, images_per_s=ips,
-                                    windows=rs, gflop_per_s=gflops, fraction_of_peak=gflops / peaks[f"peak_{prec}"]))
+                results.append(
+                    dict(
+                        model=name,
+                        precision=prec,
+                        layout=layout,
+                        images_per_s=ips,
+                        windows=rs,
+                        gflop_per_s=gflops,
+                        fraction_of_peak=gflops / peaks[f"peak_{prec}"],
+                    )
+                )
             del trainers
 
     best = {name: max((r for r in results if r["model"] == name), key=lambda r: r["images_per_s"]) for name in models}
     report = dict(
-        preset=cfg.preset, shape=list(shape), batch=batch, threads=torch.get_num_threads(),
-        allocator=os.environ.get("LD_PRELOAD", "glibc malloc"), torch=torch.__version__,
-        cpu_capability=torch.backends.cpu.get_cpu_capability(), notes=notes,
-        peaks_gflop_per_s=peaks, diffusers=diffusers_note,
+        preset=cfg.preset,
+        shape=list(shape),
+        batch=batch,
+        threads=torch.get_num_threads(),
+        allocator=os.environ.get("LD_PRELOAD", "glibc malloc"),
+        torch=torch.__version__,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        notes=notes,
+        peaks_gflop_per_s=peaks,
+        diffusers=diffusers_note,
         models={name: dict(params=m[1], train_gflop_per_image=m[2] / 1e9, config=m[3]) for name, m in models.items()},
         results=results,
-        best={name: dict(precision=r["precision"], layout=r["layout"], images_per_s=r["images_per_s"])
-              for name, r in best.items()},
+        best={
+            name: dict(precision=r["precision"], layout=r["layout"], images_per_s=r["images_per_s"])
+            for name, r in best.items()
+        },
     )
     if "diffusers" in best:
         report["speedup_best_vs_best"] = best["torchdiffusion"]["images_per_s"] / best["diffusers"]["images_per_s"]
@@ -294,22 +345,34 @@ def run(args: argparse.Namespace) -> int:
 
 def markdown(report: dict) -> str:
     """The results as a markdown table, with the models and peaks above it."""
-    lines = [f"Shape {tuple(report['shape'])}, batch {report['batch']}, {report['threads']} threads, "
-             f"allocator {report['allocator']}, torch {report['torch']} ({report['cpu_capability']}); "
-             f"diffusers: {report['diffusers']}.", ""]
+    lines = [
+        f"Shape {tuple(report['shape'])}, batch {report['batch']}, {report['threads']} threads, "
+        f"allocator {report['allocator']}, torch {report['torch']} ({report['cpu_capability']}); "
+        f"diffusers: {report['diffusers']}.",
+        "",
+    ]
     lines += [f"- note: {n}" for n in report["notes"]]
     for name, m in report["models"].items():
-        lines.append(f"- {name}: {m['params'] / 1e6:.3f} M params, {m['train_gflop_per_image']:.3f} GFLOP per "
-                     f"image per training step" + (f", config {m['config']}" if m["config"] else ""))
+        lines.append(
+            f"- {name}: {m['params'] / 1e6:.3f} M params, {m['train_gflop_per_image']:.3f} GFLOP per "
+            f"image per training step" + (f", config {m['config']}" if m["config"] else "")
+        )
     pk = report["peaks_gflop_per_s"]
-    lines.append(f"- peaks (GFLOP/s): fp32 {pk['peak_fp32']:.0f} (matmul {pk['matmul_fp32']:.0f}, conv "
-                 f"{pk['conv_fp32']:.0f}); bf16 {pk['peak_bf16']:.0f} (matmul {pk['matmul_bf16']:.0f}, conv "
-                 f"{pk['conv_bf16']:.0f})")
-    lines += ["", "| model | precision | layout | images/s (median) | GFLOP/s | % of peak |",
-              "|---|---|---|---|---|---|"]
+    lines.append(
+        f"- peaks (GFLOP/s): fp32 {pk['peak_fp32']:.0f} (matmul {pk['matmul_fp32']:.0f}, conv "
+        f"{pk['conv_fp32']:.0f}); bf16 {pk['peak_bf16']:.0f} (matmul {pk['matmul_bf16']:.0f}, conv "
+        f"{pk['conv_bf16']:.0f})"
+    )
+    lines += [
+        "",
+        "| model | precision | layout | images/s (median) | GFLOP/s | % of peak |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
-        lines.append(f"| {r['model']} | {r['precision']} | {r['layout']} | {r['images_per_s']:.1f} | "
-                     f"{r['gflop_per_s']:.1f} | {100 * r['fraction_of_peak']:.1f} |")
+        lines.append(
+            f"| {r['model']} | {r['precision']} | {r['layout']} | {r['images_per_s']:.1f} | "
+            f"{r['gflop_per_s']:.1f} | {100 * r['fraction_of_peak']:.1f} |"
+        )
     if "speedup_best_vs_best" in report:
         lines += ["", f"Best vs best: torchdiffusion / diffusers = {report['speedup_best_vs_best']:.2f}x"]
     return "\n".join(lines)

@@ -24,6 +24,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 def sample_config_from_args(base: SampleConfig, args: argparse.Namespace) -> SampleConfig:
     from dataclasses import replace
 
-    updates = {k: getattr(args, k) for k in ("sampler", "steps", "grid", "rho", "spacing", "eta", "n", "seed",
-                                              "batch_size") if getattr(args, k, None) is not None}
+    updates = {
+        k: getattr(args, k)
+        for k in ("sampler", "steps", "grid", "rho", "spacing", "eta", "n", "seed", "batch_size")
+        if getattr(args, k, None) is not None
+    }
     return replace(base, **updates)

@@ -18,11 +18,17 @@ Writes RUN/eval/report.json and RUN/eval/summary.html (or --out DIR)."""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder written by 'torchdiffusion train'")
-    p.add_argument("--metrics", default="fd,kid,pr,nll,memorisation",
-                   help="comma-separated: fd, kid, pr, nll, memorisation (default: all)")
+    p.add_argument(
+        "--metrics",
+        default="fd,kid,pr,nll,memorisation",
+        help="comma-separated: fd, kid, pr, nll, memorisation (default: all)",
+    )
     p.add_argument("--n", type=int, default=5000, help="generated samples (default 5000)")
-    p.add_argument("--features", help="comma-separated feature networks: effnet_lite0, clf:<data>, inception, raw "
-                                      "(default: effnet_lite0 + the data set's classifier)")
+    p.add_argument(
+        "--features",
+        help="comma-separated feature networks: effnet_lite0, clf:<data>, inception, raw "
+        "(default: effnet_lite0 + the data set's classifier)",
+    )
     p.add_argument("--out", help="output folder (default RUN/eval)")
     p.add_argument("--sampler", help="override the run's sampler")
     p.add_argument("--steps", type=int, help="override the run's sampling steps")
@@ -30,8 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=100, help="images per network call")
     p.add_argument("--nll-n", type=int, default=64, help="real (held-out) images for bits/dim (default 64)")
     p.add_argument("--ode-steps", type=int, default=32, help="RK4 steps of the probability-flow ODE (default 32)")
-    p.add_argument("--vlb-timesteps", type=int, default=100,
-                   help="stratified timesteps for the VP bound; 0 = all T (default 100)")
+    p.add_argument(
+        "--vlb-timesteps", type=int, default=100, help="stratified timesteps for the VP bound; 0 = all T (default 100)"
+    )
     p.add_argument("--inception", help="TorchScript Inception-v3 file for --features inception")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
@@ -46,9 +53,22 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     feats = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
-    report = evaluate(args.run, metrics, args.n, features=feats, out=args.out, steps=args.steps, sampler=args.sampler,
-                      seed=args.seed, batch_size=args.batch_size, nll_n=args.nll_n, ode_steps=args.ode_steps,
-                      vlb_timesteps=args.vlb_timesteps or None, inception_path=args.inception, device=args.device)
+    report = evaluate(
+        args.run,
+        metrics,
+        args.n,
+        features=feats,
+        out=args.out,
+        steps=args.steps,
+        sampler=args.sampler,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        nll_n=args.nll_n,
+        ode_steps=args.ode_steps,
+        vlb_timesteps=args.vlb_timesteps or None,
+        inception_path=args.inception,
+        device=args.device,
+    )
     print(json.dumps(summary_lines(report), indent=2))
     return 0
 

@@ -25,10 +25,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output PNG (trajectory also writes a GIF beside it)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
     g = p.add_argument_group("forward / schedules")
-    g.add_argument("--t", type=int, nargs="+", default=[0, 50, 100, 200, 300, 500, 700, 999],
-                   help="timesteps of the forward strip (0-based, < T)")
-    g.add_argument("--schedules", nargs="+", default=None,
-                   help="variance schedules (forward: linear cosine; schedules: linear cosine sigmoid)")
+    g.add_argument(
+        "--t",
+        type=int,
+        nargs="+",
+        default=[0, 50, 100, 200, 300, 500, 700, 999],
+        help="timesteps of the forward strip (0-based, < T)",
+    )
+    g.add_argument(
+        "--schedules",
+        nargs="+",
+        default=None,
+        help="variance schedules (forward: linear cosine; schedules: linear cosine sigmoid)",
+    )
     g.add_argument("--T", type=int, default=1000, help="number of timesteps (default 1000)")
     g.add_argument("--data", default="mnist5k", help="data source for the forward strip without a run")
     g.add_argument("--images", type=int, default=4, help="images in the forward strip (default 4)")
@@ -43,8 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _out(args: argparse.Namespace, default_dir: Path | None) -> Path:
     from ..config import ConfigError
 
-    out = Path(args.out) if args.out else (default_dir / f"{args.what}.png" if default_dir else
-                                           Path(f"explain-{args.what}.png"))
+    out = (
+        Path(args.out)
+        if args.out
+        else (default_dir / f"{args.what}.png" if default_dir else Path(f"explain-{args.what}.png"))
+    )
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
     return out
@@ -73,8 +85,14 @@ def run(args: argparse.Namespace) -> int:
             out = _out(args, None)
         if data.kind != "image":
             raise ex.ExplainError("the forward strip needs image data")
-        ex.forward_strip(data.x[: args.images], args.t, schedules=args.schedules or ("linear", "cosine"), T=args.T,
-                         seed=args.seed or 0, path=out)
+        ex.forward_strip(
+            data.x[: args.images],
+            args.t,
+            schedules=args.schedules or ("linear", "cosine"),
+            T=args.T,
+            seed=args.seed or 0,
+            path=out,
+        )
         print(out)
         return 0
     if not args.run:
@@ -99,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
     n = args.n if args.n is not None else (16 if image else 500)
     seeds = list(range(sample.seed, sample.seed + n))
     if args.what == "trajectory":
-        res = ex.denoising_trajectory(run_.model, sample, run_.data_shape, seeds, gif=out.with_suffix(".gif"),
-                                      png=out)
+        res = ex.denoising_trajectory(run_.model, sample, run_.data_shape, seeds, gif=out.with_suffix(".gif"), png=out)
         for p in res["files"]:
             print(p)
         return 0
@@ -118,7 +135,6 @@ def run(args: argparse.Namespace) -> int:
     toy = run_.config.data.toy if run_.config.data.source == "toy" else None
     exact, label = ex.exact_denoiser_for(data, toy)
     traj = make_grid_sigmas(run_.model, replace(sample, steps=min(sample.steps, 24)))
-    ex.plot_field(run_.model.bind(None), exact, args.sigmas, traj, data=data, exact_label=label, lim=args.lim,
-                  path=out)
+    ex.plot_field(run_.model.bind(None), exact, args.sigmas, traj, data=data, exact_label=label, lim=args.lim, path=out)
     print(out)
     return 0

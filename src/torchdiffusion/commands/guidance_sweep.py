@@ -24,11 +24,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder of a class- or context-conditional model")
     p.add_argument("--scales", default="0,1,1.5,2,3,5", help="comma-separated guidance scales (default 0,1,1.5,2,3,5)")
     p.add_argument("--n-per-class", type=int, default=20, help="samples per class and scale (default 20)")
-    p.add_argument("--mode", choices=["class", "context"], default=None,
-                   help="condition on class labels or one-hot context vectors (default: what the model takes)")
-    p.add_argument("--classifier", default=None,
-                   help="evaluation classifier: a shipped name (e.g. mnist5k) or a .safetensors file "
-                        "(default: the shipped one named like the run's data source)")
+    p.add_argument(
+        "--mode",
+        choices=["class", "context"],
+        default=None,
+        help="condition on class labels or one-hot context vectors (default: what the model takes)",
+    )
+    p.add_argument(
+        "--classifier",
+        default=None,
+        help="evaluation classifier: a shipped name (e.g. mnist5k) or a .safetensors file "
+        "(default: the shipped one named like the run's data source)",
+    )
     p.add_argument("--out", help="output folder (default: RUN/guidance-sweep)")
     p.add_argument("--sampler", help="sampler (default: the run's)")
     p.add_argument("--steps", type=int, help="steps (default: the run's)")
@@ -83,8 +90,15 @@ def sweep(run_, scales: list[float], *, classifier, n_per_class: int, mode: str,
     want = torch.arange(N) % K
     cond = {"class": want} if mode == "class" else {"context": torch.nn.functional.one_hot(want, K).float()}
     seeds = list(range(sample.seed, sample.seed + N))
-    out = {"mode": mode, "classes": K, "n_per_class": n_per_class, "sampler": sample.sampler, "steps": sample.steps,
-           "scales": [], "_images": []}
+    out = {
+        "mode": mode,
+        "classes": K,
+        "n_per_class": n_per_class,
+        "sampler": sample.sampler,
+        "steps": sample.steps,
+        "scales": [],
+        "_images": [],
+    }
     for w in scales:
         x = generate(run_.model, seeds, replace(sample, guidance=float(w)), run_.data_shape, cond=cond)
         probs = predict(classifier, x.clamp(-1, 1))
@@ -92,15 +106,20 @@ def sweep(run_, scales: list[float], *, classifier, n_per_class: int, mode: str,
         with torch.no_grad():
             feats = classifier.features(x.clamp(-1, 1))
         hit = (pred == want).float()
-        out["scales"].append({
-            "scale": float(w),
-            "accuracy": float(hit.mean()),
-            "per_class_accuracy": [round(float(hit[want == k].mean()), 4) for k in range(K)],
-            "diversity": class_diversity(feats, want, K),
-        })
+        out["scales"].append(
+            {
+                "scale": float(w),
+                "accuracy": float(hit.mean()),
+                "per_class_accuracy": [round(float(hit[want == k].mean()), 4) for k in range(K)],
+                "diversity": class_diversity(feats, want, K),
+            }
+        )
         out["_images"].append(x)
-        print(f"  w = {w:g}: accuracy {out['scales'][-1]['accuracy']:.3f}, "
-              f"diversity {out['scales'][-1]['diversity']:.3f}", file=sys.stderr)
+        print(
+            f"  w = {w:g}: accuracy {out['scales'][-1]['accuracy']:.3f}, "
+            f"diversity {out['scales'][-1]['diversity']:.3f}",
+            file=sys.stderr,
+        )
     return out
 
 
@@ -188,8 +207,7 @@ def write_json(obj: dict, path: Path) -> Path:
     """``obj`` without its private ``_`` keys, as JSON, written atomically."""
     from ..training.checkpoint import atomic_write_text
 
-    return atomic_write_text(path, json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2)
-                             + "\n")
+    return atomic_write_text(path, json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,7 +233,10 @@ def run(args: argparse.Namespace) -> int:
     result["real_diversity"] = None if args.no_reference else real_diversity(run_, clf, args.n_per_class)
     result["run"] = str(run_.path)
     title = f"{run_.path.name}: guidance sweep ({sample.sampler}, {sample.steps} steps)"
-    for p in (write_json(result, out / "sweep.json"), plot_sweep(result, out / "sweep.png", title),
-              plot_grid(result, out / "grid.png")):
+    for p in (
+        write_json(result, out / "sweep.json"),
+        plot_sweep(result, out / "sweep.png", title),
+        plot_grid(result, out / "grid.png"),
+    ):
         print(p)
     return 0

@@ -53,7 +53,7 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
     n = args.n if args.n is not None else n_default
     if not 0 <= args.index < len(data) or n < 1:
         raise EditError(f"--index/--n select no images: the {split} data has {len(data)} examples")
-    return data.x[args.index: args.index + n].clone()
+    return data.x[args.index : args.index + n].clone()
 
 
 def setup(run_, args: argparse.Namespace):
@@ -69,8 +69,13 @@ def setup(run_, args: argparse.Namespace):
     D = run_.model.bind(None)
     if sample.clip_denoised:
         D = clamped(D)
-    return sample, D, get_sampler(sample.sampler), make_grid_sigmas(run_.model, sample), sampler_knobs(
-        sample.sampler, sample)
+    return (
+        sample,
+        D,
+        get_sampler(sample.sampler),
+        make_grid_sigmas(run_.model, sample),
+        sampler_knobs(sample.sampler, sample),
+    )
 
 
 def default_out(run_, args: argparse.Namespace, name: str) -> Path:
@@ -101,8 +106,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..masks import MASK_HELP
 
     p.add_argument("--mask", default="half:bottom", help=f"{MASK_HELP} (default half:bottom)")
-    p.add_argument("--resample", type=int, default=1,
-                   help="RePaint passes over each segment (default 1 = plain known-region replacement)")
+    p.add_argument(
+        "--resample",
+        type=int,
+        default=1,
+        help="RePaint passes over each segment (default 1 = plain known-region replacement)",
+    )
     p.add_argument("--jump", type=int, help="RePaint jump length in steps (default: steps // 4, at least 1)")
 
 
@@ -116,10 +125,12 @@ def run(args: argparse.Namespace) -> int:
     C, H, W = run_.data_shape
     mask = make_mask(args.mask, H, W)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
-    result = inpaint_images(sampler, D, x, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample,
-                            knobs=knobs)
+    result = inpaint_images(
+        sampler, D, x, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs
+    )
     tag = f"inpaint-{args.mask}-{sample.sampler}{sample.steps}" + (
-        f"-repaint{args.resample}x{jump}" if args.resample > 1 else "")
+        f"-repaint{args.resample}x{jump}" if args.resample > 1 else ""
+    )
     print(save_rows([x, show_hole(x, mask), result], default_out(run_, args, tag)))
     return 0
 
@@ -133,5 +144,16 @@ def inpaint_images(sampler, D, x, sigmas, mask, *, seed: int, jump: int | None, 
     seeds = range(seed, seed + len(x))
     ns = NoiseSource(seeds, x.shape[1:])
     known = NoiseSource([s + 7_919_000_000 for s in seeds], x.shape[1:])
-    return inpaint(sampler, D, ns.initial() * float(sigmas[0]), sigmas, x, mask, jump=jump, resample=resample,
-                   noise=ns, known_noise=known, **knobs)
+    return inpaint(
+        sampler,
+        D,
+        ns.initial() * float(sigmas[0]),
+        sigmas,
+        x,
+        mask,
+        jump=jump,
+        resample=resample,
+        noise=ns,
+        known_noise=known,
+        **knobs,
+    )

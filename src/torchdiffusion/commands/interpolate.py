@@ -23,9 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--images", nargs=2, metavar=("A", "B"), help="two image files")
     src.add_argument("--data-index", type=int, nargs=2, metavar=("I", "J"), help="two examples of the run's data")
     p.add_argument("--frames", type=int, default=9, help="images along the path, endpoints included (default 9)")
-    p.add_argument("--method", default="euler", choices=["heun", "euler", "ddim"],
-                   help="ODE solver (default euler = ddim with eta 0, safe on every grid; heun is 2nd order but "
-                        "unstable on a discrete model's uniform_t grid, whose first step spans sigma_max)")
+    p.add_argument(
+        "--method",
+        default="euler",
+        choices=["heun", "euler", "ddim"],
+        help="ODE solver (default euler = ddim with eta 0, safe on every grid; heun is 2nd order but "
+        "unstable on a discrete model's uniform_t grid, whose first step spans sigma_max)",
+    )
     p.add_argument("--gif", action="store_true", help="also write the path as a GIF (there and back)")
     p.add_argument("--out", help="output PNG (default: RUN/edits/interpolate-....png)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")

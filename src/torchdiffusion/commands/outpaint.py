@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     canvas, mask = outpaint_canvas(x, left=args.left, right=args.right, top=args.top, bottom=args.bottom)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
     D = tiled(D, tuple(run_.data_shape[1:]), args.stride)  # the network sees only windows of its own size
-    result = inpaint_images(sampler, D, canvas, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample,
-                            knobs=knobs)
+    result = inpaint_images(
+        sampler, D, canvas, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs
+    )
     tag = f"outpaint-l{args.left}r{args.right}t{args.top}b{args.bottom}-{sample.sampler}{sample.steps}"
     print(save_rows([show_hole(canvas, mask), result], default_out(run_, args, tag)))
     return 0

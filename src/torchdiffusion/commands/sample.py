@@ -42,12 +42,18 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt", action="append", help="text prompt; repeat for several (cycled over the images)")
     g.add_argument("--negative-prompt", help="the prompt classifier-free guidance steers away from")
     g.add_argument("--negative-context", help="the context vector classifier-free guidance steers away from")
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale w: 0 unconditional, 1 conditional, "
-                   ">1 guided (default: the run's sample.guidance)")
+    g.add_argument(
+        "--guidance",
+        type=float,
+        help="classifier-free guidance scale w: 0 unconditional, 1 conditional, "
+        ">1 guided (default: the run's sample.guidance)",
+    )
     g.add_argument("--guidance-interval", help="LO,HI: guide only for sigma in [LO, HI] (Kynkaanniemi et al. 2024)")
     g.add_argument("--guidance-rescale", type=float, help="phi in [0, 1]: rescaled CFG (Lin et al. 2024)")
-    g.add_argument("--classifier", help="noise-aware classifier (from 'torchdiffusion train-classifier') for "
-                   "classifier guidance towards --class")
+    g.add_argument(
+        "--classifier",
+        help="noise-aware classifier (from 'torchdiffusion train-classifier') for classifier guidance towards --class",
+    )
     g.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale s (default 1)")
 
 
@@ -65,15 +71,20 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
     classifier = getattr(args, "classifier", None)
     contexts = parse_vectors(args.context) if getattr(args, "context", None) else None
     prompts = getattr(args, "prompt", None)
-    cond = build_cond(m, n, classes=classes if (m.num_classes > 0 or not classifier) else None,
-                      contexts=contexts, prompts=prompts)
+    cond = build_cond(
+        m, n, classes=classes if (m.num_classes > 0 or not classifier) else None, contexts=contexts, prompts=prompts
+    )
     uncond = None
     neg_prompt, neg_context = getattr(args, "negative_prompt", None), getattr(args, "negative_context", None)
     if neg_prompt or neg_context:
         if cond is None:
             raise GuidanceError("a negative prompt/context needs a conditioning (--class, --context or --prompt)")
-        neg = build_cond(m, n, contexts=parse_vectors(neg_context) if neg_context else None,
-                         prompts=[neg_prompt] if neg_prompt else None)
+        neg = build_cond(
+            m,
+            n,
+            contexts=parse_vectors(neg_context) if neg_context else None,
+            prompts=[neg_prompt] if neg_prompt else None,
+        )
         uncond = {**cond, **neg}  # the negative replaces what it names; the rest of the conditioning is kept
     updates = {}
     if getattr(args, "guidance", None) is not None:
@@ -86,8 +97,9 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
     have = {f.name for f in fields(sample)}
     missing = [k for k in updates if k not in have]
     if missing:
-        raise GuidanceError(f"--{missing[0].replace('_', '-')} needs SampleConfig.{missing[0]}, "
-                            "which this version lacks")
+        raise GuidanceError(
+            f"--{missing[0].replace('_', '-')} needs SampleConfig.{missing[0]}, which this version lacks"
+        )
     sample = replace(sample, **updates)
     wrap = None
     if classifier:
@@ -122,19 +134,22 @@ def run(args: argparse.Namespace) -> int:
     validate(replace(run_.config, sample=sample))
     sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
     tag = f"-w{sample.guidance:g}" if cond is not None else ""
-    out = Path(args.out) if args.out else (run_.path / "samples" /
-                                           f"{sample.sampler}-{sample.steps}-seed{sample.seed}{tag}.png")
+    out = (
+        Path(args.out)
+        if args.out
+        else (run_.path / "samples" / f"{sample.sampler}-{sample.steps}-seed{sample.seed}{tag}.png")
+    )
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
-    paths = write_samples(run_, sample, out, gif=args.gif, save_npy=args.save_npy, cond=cond, uncond=uncond,
-                          wrap=wrap)
+    paths = write_samples(run_, sample, out, gif=args.gif, save_npy=args.save_npy, cond=cond, uncond=uncond, wrap=wrap)
     for p in paths:
         print(p)
     return 0
 
 
-def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool = False, cond=None, uncond=None,
-                  wrap=None) -> list[Path]:
+def write_samples(
+    run_, sample, out: Path, *, gif: bool = False, save_npy: bool = False, cond=None, uncond=None, wrap=None
+) -> list[Path]:
     """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy).
 
     ``cond``/``uncond``/``wrap``: conditioning, negative conditioning and denoiser wrapper, as in generate()."""
@@ -149,10 +164,23 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
-    with tqdm(total=steps_total, desc=f"sampling ({sample.sampler}, {nfe(sample.sampler, sample.steps)} NFE)",
-              unit="step", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-        x = generate(run_.model, seeds, sample, run_.data_shape, cond=cond, uncond=uncond, wrap=wrap,
-                     callback=lambda info: bar.update(1))
+    with tqdm(
+        total=steps_total,
+        desc=f"sampling ({sample.sampler}, {nfe(sample.sampler, sample.steps)} NFE)",
+        unit="step",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+    ) as bar:
+        x = generate(
+            run_.model,
+            seeds,
+            sample,
+            run_.data_shape,
+            cond=cond,
+            uncond=uncond,
+            wrap=wrap,
+            callback=lambda info: bar.update(1),
+        )
     paths = []
     if run_.kind == "image":
         paths.append(save_grid(x, out))
@@ -165,8 +193,9 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
         k = min(sample.n, 16)
         if run_.kind == "image":
             first = slice(0, k)
-            _, xs, x0s, _ = trajectory(run_.model, seeds[:k], sample, run_.data_shape,
-                                       cond=_slice(cond, first), uncond=_slice(uncond, first))
+            _, xs, x0s, _ = trajectory(
+                run_.model, seeds[:k], sample, run_.data_shape, cond=_slice(cond, first), uncond=_slice(uncond, first)
+            )
             frames = trajectory_frames(xs, x0s, nrow=int(k**0.5) or 1)
             paths.append(save_gif(frames, out.with_suffix(".gif"), scale=3))
         else:
@@ -176,11 +205,21 @@ def write_samples(run_, sample, out: Path, *, gif: bool = False, save_npy: bool 
             titles = [f"sigma = {s:.3g}" for s in sig]
             paths.append(save_scatter_gif([torch.as_tensor(f) for f in xs], out.with_suffix(".gif"), titles=titles))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.
-    paths.append(save_json({
-        "run": str(run_.path), "seeds": [seeds[0], seeds[-1]], "nfe": nfe(sample.sampler, sample.steps),
-        "conditioning": sorted(cond) if isinstance(cond, dict) else None, "wrapped": wrap is not None,
-        "sample": dataclasses.asdict(sample), "run_config": dataclasses.asdict(run_.config),
-        "files": [p.name for p in paths]}, out.with_suffix(".json")))
+    paths.append(
+        save_json(
+            {
+                "run": str(run_.path),
+                "seeds": [seeds[0], seeds[-1]],
+                "nfe": nfe(sample.sampler, sample.steps),
+                "conditioning": sorted(cond) if isinstance(cond, dict) else None,
+                "wrapped": wrap is not None,
+                "sample": dataclasses.asdict(sample),
+                "run_config": dataclasses.asdict(run_.config),
+                "files": [p.name for p in paths],
+            },
+            out.with_suffix(".json"),
+        )
+    )
     return paths
 
 

@@ -19,12 +19,20 @@ presets: see 'torchdiffusion train --list-presets'"""
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="mnist-cpu", help="named preset to start from (default: mnist-cpu)")
     p.add_argument("--config", help="a config.json to start from instead of a preset")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. train.lr=1e-3 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.lr=1e-3 (repeatable)",
+    )
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
-    p.add_argument("--no-resume", action="store_true",
-                   help="start over: discard the folder's old training states instead of continuing them")
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over: discard the folder's old training states instead of continuing them",
+    )
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (pip install .[tensorboard])")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
@@ -48,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_presets:
         for name, c in PRESETS.items():
-            print(f"{name:14s} {c.data.source:12s} {c.model.net:5s} {c.diffusion.parameterization:4s} "
-                  f"{c.train.images:>9,d} images")
+            print(
+                f"{name:14s} {c.data.source:12s} {c.model.net:5s} {c.diffusion.parameterization:4s} "
+                f"{c.train.images:>9,d} images"
+            )
         return 0
     cfg = resolve_config(args)
     if args.dry_run:
@@ -60,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import print0
     from ..training import train
 
-    train(cfg, out, resume=not args.no_resume, progress=not args.no_progress, data=data,
-          tensorboard=args.tensorboard)
+    train(cfg, out, resume=not args.no_resume, progress=not args.no_progress, data=data, tensorboard=args.tensorboard)
     print0(f"run folder: {out}")
     return 0
 

@@ -53,8 +53,9 @@ def sigma_sampler(cfg):
     d = cfg.diffusion
     process = build_process(d)
     table = process.sigmas if process is not None else None
-    return lambda b, g: sample_sigmas(d.sigma_sampling, b, generator=g, discrete_sigmas=table, P_mean=d.P_mean,
-                                      P_std=d.P_std)
+    return lambda b, g: sample_sigmas(
+        d.sigma_sampling, b, generator=g, discrete_sigmas=table, P_mean=d.P_mean, P_std=d.P_std
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,16 +79,26 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.holdout < n:
         raise GuidanceError(f"--holdout must be in [0, {n})")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed))
-    tr, te = perm[: n - args.holdout], perm[n - args.holdout:]
+    tr, te = perm[: n - args.holdout], perm[n - args.holdout :]
     K = int(data.labels.max()) + 1
-    ncfg = NoisyClassifierConfig(in_channels=data.x.shape[1], num_classes=K, width=args.width,
-                                 sigma_data=cfg.diffusion.sigma_data)
+    ncfg = NoisyClassifierConfig(
+        in_channels=data.x.shape[1], num_classes=K, width=args.width, sigma_data=cfg.diffusion.sigma_data
+    )
 
     def log(seen, loss, acc):
         print(f"  {seen:>9,d} images  loss {loss:.4f}  train acc {acc:.3f}", file=sys.stderr)
 
-    net = train_noisy_classifier(data.x[tr], data.labels[tr], sigma_sampler(cfg), cfg=ncfg, images=args.images,
-                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, log=log)
+    net = train_noisy_classifier(
+        data.x[tr],
+        data.labels[tr],
+        sigma_sampler(cfg),
+        cfg=ncfg,
+        images=args.images,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        log=log,
+    )
     acc = {}
     if args.holdout > 0:
         g = torch.Generator().manual_seed(args.seed + 1)
@@ -98,9 +109,15 @@ def run(args: argparse.Namespace) -> int:
                 pred = net(xn, torch.full((len(xn),), s)).argmax(-1)
                 acc[str(s)] = round(float((pred == y).float().mean()), 4)
         print("held-out accuracy by sigma: " + ", ".join(f"{k}: {v:.3f}" for k, v in acc.items()), file=sys.stderr)
-    card = {"data": cfg.data.source, "classes": data.class_names, "images": args.images, "holdout": args.holdout,
-            "heldout_accuracy_by_sigma": acc, "sigma_sampling": cfg.diffusion.sigma_sampling,
-            "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}}
+    card = {
+        "data": cfg.data.source,
+        "classes": data.class_names,
+        "images": args.images,
+        "holdout": args.holdout,
+        "heldout_accuracy_by_sigma": acc,
+        "sigma_sampling": cfg.diffusion.sigma_sampling,
+        "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"},
+    }
     path = save_noisy_classifier(net, out / "noisy-classifier.safetensors", card)
     print(path)
     return 0

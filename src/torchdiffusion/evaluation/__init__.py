@@ -13,6 +13,16 @@ from .evaluate import evaluate
 from .metrics import FeatureStats, energy_distance, frechet_distance, kid, mmd, precision_recall, sliced_wasserstein
 
 __all__ = [
-    "FeatureStats", "class_report", "classify", "digit_report", "energy_distance", "evaluate", "frechet_distance",
-    "kid", "load_classifier", "mmd", "precision_recall", "sliced_wasserstein",
+    "FeatureStats",
+    "class_report",
+    "classify",
+    "digit_report",
+    "energy_distance",
+    "evaluate",
+    "frechet_distance",
+    "kid",
+    "load_classifier",
+    "mmd",
+    "precision_recall",
+    "sliced_wasserstein",
 ]

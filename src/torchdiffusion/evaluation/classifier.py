@@ -53,11 +53,16 @@ class SmallClassifier(nn.Module):
         w = cfg.width
         c1, c2, c3, c4 = w // 2, w, 2 * w, 3 * w
         self.body = nn.Sequential(
-            nn.Conv2d(cfg.in_channels, c1, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.SiLU(),  # H/2
-            nn.Conv2d(c2, c2, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c2, c3, 3, stride=2, padding=1), nn.SiLU(),  # H/4
-            nn.Conv2d(c3, c4, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(cfg.in_channels, c1, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            nn.SiLU(),  # H/2
+            nn.Conv2d(c2, c2, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1),
+            nn.SiLU(),  # H/4
+            nn.Conv2d(c3, c4, 3, padding=1),
+            nn.SiLU(),
         )
         self.hidden = nn.Linear(c4, cfg.feature_dim)
         self.drop = nn.Dropout(cfg.dropout)
@@ -87,15 +92,26 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     padded = F.pad(x, (p, p, p, p), value=-1.0)
     dy = torch.randint(0, 2 * p + 1, (B,), generator=generator)
     dx = torch.randint(0, 2 * p + 1, (B,), generator=generator)
-    rows = (dy[:, None] + torch.arange(H)[None])  # (B, H)
-    cols = (dx[:, None] + torch.arange(W)[None])  # (B, W)
+    rows = dy[:, None] + torch.arange(H)[None]  # (B, H)
+    cols = dx[:, None] + torch.arange(W)[None]  # (B, W)
     idx_b = torch.arange(B)[:, None, None]
     return padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
-def train_classifier(x: Tensor, labels: Tensor, *, cfg: ClassifierConfig | None = None, epochs: int = 20,
-                     batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4, max_shift: int = 2,
-                     noise_std: float = 0.05, seed: int = 0, log=None) -> SmallClassifier:
+def train_classifier(
+    x: Tensor,
+    labels: Tensor,
+    *,
+    cfg: ClassifierConfig | None = None,
+    epochs: int = 20,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    max_shift: int = 2,
+    noise_std: float = 0.05,
+    seed: int = 0,
+    log=None,
+) -> SmallClassifier:
     """Train a :class:`SmallClassifier` on ``x: (N, C, H, W)`` in [-1, 1] with ``labels: (N,)`` long.
 
     AdamW with a cosine learning-rate decay; light augmentation (random shifts of up to ``max_shift`` pixels
@@ -103,8 +119,9 @@ def train_classifier(x: Tensor, labels: Tensor, *, cfg: ClassifierConfig | None 
     Deterministic for a given seed on one thread. ``log(epoch, loss)`` is called after every epoch.
     """
     if x.ndim != 4 or labels.shape != (x.shape[0],):
-        raise ClassifierError(f"expected x: (N, C, H, W) and labels: (N,), got {tuple(x.shape)} and "
-                              f"{tuple(labels.shape)}")
+        raise ClassifierError(
+            f"expected x: (N, C, H, W) and labels: (N,), got {tuple(x.shape)} and {tuple(labels.shape)}"
+        )
     labels = labels.long()
     if cfg is None:
         cfg = ClassifierConfig(in_channels=x.shape[1], num_classes=int(labels.max()) + 1)
@@ -121,7 +138,7 @@ def train_classifier(x: Tensor, labels: Tensor, *, cfg: ClassifierConfig | None 
         perm = torch.randperm(n, generator=g)
         running = 0.0
         for i in range(steps_per_epoch):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
+            idx = perm[i * batch_size : (i + 1) * batch_size]
             xb = random_shift(x[idx], max_shift, g)
             if noise_std > 0:
                 xb = (xb + noise_std * torch.randn(xb.shape, generator=g)).clamp(-1, 1)
@@ -142,8 +159,10 @@ def predict(net: SmallClassifier, x: Tensor, batch_size: int = 512) -> Tensor:
     """Class probabilities ``(N, K)`` of ``x: (N, C, H, W)``, in batches, eval mode."""
     net.eval()
     p = next(net.parameters())
-    out = [torch.softmax(net(x[i:i + batch_size].to(p.device, p.dtype)).float(), -1).cpu()
-           for i in range(0, x.shape[0], batch_size)]
+    out = [
+        torch.softmax(net(x[i : i + batch_size].to(p.device, p.dtype)).float(), -1).cpu()
+        for i in range(0, x.shape[0], batch_size)
+    ]
     return torch.cat(out) if out else torch.zeros(0, net.cfg.num_classes)
 
 
@@ -219,8 +238,10 @@ def load_classifier(name: str = "mnist5k") -> SmallClassifier:
         path = weights_path(name)
         if not path.is_file():
             have = ", ".join(available_classifiers()) or "none"
-            raise ClassifierError(f"no shipped classifier {name!r} (available: {have}); "
-                                  f"train one with scripts/train_classifier.py --data {name}")
+            raise ClassifierError(
+                f"no shipped classifier {name!r} (available: {have}); "
+                f"train one with scripts/train_classifier.py --data {name}"
+            )
         _CACHE[name] = load_classifier_file(path)
     return _CACHE[name]
 
@@ -250,8 +271,13 @@ def classify(images: Tensor, classifier: str | SmallClassifier = "mnist5k") -> t
     return labels, conf
 
 
-def class_report(images: Tensor, classifier: str | SmallClassifier = "mnist5k", threshold: float = 0.9,
-                 min_fraction: float = 0.03, labels: Tensor | None = None) -> dict:
+def class_report(
+    images: Tensor,
+    classifier: str | SmallClassifier = "mnist5k",
+    threshold: float = 0.9,
+    min_fraction: float = 0.03,
+    labels: Tensor | None = None,
+) -> dict:
     """Confidence and class balance of generated images (and accuracy when the intended ``labels`` are known).
 
     Returns a JSON-ready dict: ``n``, ``confident_fraction`` (share with confidence >= ``threshold``),
@@ -280,7 +306,8 @@ def class_report(images: Tensor, classifier: str | SmallClassifier = "mnist5k", 
         labels = labels.long().cpu()
         out["accuracy"] = float((pred == labels).double().mean())
         out["per_class_accuracy"] = [
-            float((pred[labels == k] == k).double().mean()) if (labels == k).any() else None for k in range(K)]
+            float((pred[labels == k] == k).double().mean()) if (labels == k).any() else None for k in range(K)
+        ]
     return out
 
 

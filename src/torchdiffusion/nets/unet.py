@@ -79,8 +79,10 @@ class UNet(nn.Module):
         f = 2 ** (levels - 1)
         if any(s % f for s in spatial):
             size = "x".join(str(s) for s in spatial)
-            raise ConfigError(f"image size {size} is not divisible by {f} = 2^(levels-1); "
-                              f"change data.image_size or use fewer levels in model.channel_mult")
+            raise ConfigError(
+                f"image size {size} is not divisible by {f} = 2^(levels-1); "
+                f"change data.image_size or use fewer levels in model.channel_mult"
+            )
         self.dims, self.data_shape = dims, (in_ch,) + spatial
         self.text_dim = model.text_dim
         C, G, hc = model.channels, model.groups, model.head_channels
@@ -117,8 +119,11 @@ class UNet(nn.Module):
                 size //= 2
 
         # Middle: res - attention - res (attention always, as in Ho et al.).
-        self.mid1 = _Stage(ResBlock(dims, ch, ch, G, model.dropout), SelfAttention(ch, hc, G),
-                           CrossAttention(ch, model.text_dim, hc, G) if model.text_dim > 0 else None)
+        self.mid1 = _Stage(
+            ResBlock(dims, ch, ch, G, model.dropout),
+            SelfAttention(ch, hc, G),
+            CrossAttention(ch, model.text_dim, hc, G) if model.text_dim > 0 else None,
+        )
         self.mid2 = _Stage(ResBlock(dims, ch, ch, G, model.dropout), None, None)
 
         # Decoder: num_res_blocks + 1 blocks per level, each concatenating one encoder activation.

@@ -101,8 +101,28 @@ def steps_for_nfe(name: str, budget: int, **knobs) -> int:
     return n
 
 
-__all__ = ["DETERMINISTIC", "NFE", "SAMPLERS", "get_sampler", "nfe", "steps_for_nfe", "sample_adaptive",
-           "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s",
-           "sample_dpmpp_2s_sde", "sample_dpmpp_3m", "sample_dpmpp_3m_sde", "sample_euler",
-           "sample_euler_ancestral", "sample_heun", "sample_heun_sde", "sample_langevin", "sample_lms", "sample_pc",
-           "sample_unipc"]
+__all__ = [
+    "DETERMINISTIC",
+    "NFE",
+    "SAMPLERS",
+    "get_sampler",
+    "nfe",
+    "steps_for_nfe",
+    "sample_adaptive",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde",
+    "sample_dpmpp_2s",
+    "sample_dpmpp_2s_sde",
+    "sample_dpmpp_3m",
+    "sample_dpmpp_3m_sde",
+    "sample_euler",
+    "sample_euler_ancestral",
+    "sample_heun",
+    "sample_heun_sde",
+    "sample_langevin",
+    "sample_lms",
+    "sample_pc",
+    "sample_unipc",
+]

@@ -39,9 +39,19 @@ B_HAT = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100
 
 
 @torch.no_grad()
-def sample_adaptive(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                    callback: Callback | None = None, rtol: float = 1e-3, atol: float = 1e-3,
-                    h_init: float = 0.5, max_steps: int = 10_000, stats: dict | None = None) -> Tensor:
+def sample_adaptive(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    rtol: float = 1e-3,
+    atol: float = 1e-3,
+    h_init: float = 0.5,
+    max_steps: int = 10_000,
+    stats: dict | None = None,
+) -> Tensor:
     """Adaptive Dormand-Prince 5(4) on the probability-flow ODE in log sigma; see the module docstring.
 
     ``callback`` gets one StepInfo per accepted step (``n`` = 0 because the number of steps is not known in

@@ -48,8 +48,9 @@ def call_denoiser(denoise: Denoiser, x: Tensor, sigma: float | Tensor) -> Tensor
     return denoise(x, s)
 
 
-def report(callback: Callback | None, i: int, n: int, sigma: float, sigma_next: float, x: Tensor,
-           denoised: Tensor) -> None:
+def report(
+    callback: Callback | None, i: int, n: int, sigma: float, sigma_next: float, x: Tensor, denoised: Tensor
+) -> None:
     if callback is not None:
         callback(StepInfo(i=i, n=n, sigma=float(sigma), sigma_next=float(sigma_next), x=x, denoised=denoised))
 

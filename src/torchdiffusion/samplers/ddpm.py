@@ -33,8 +33,15 @@ def _abar(sigma: float) -> float:
 
 
 @torch.no_grad()
-def sample_ddim(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                callback: Callback | None = None, eta: float = 0.0) -> Tensor:
+def sample_ddim(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    eta: float = 0.0,
+) -> Tensor:
     """DDIM (Song et al. 2021) with stochasticity eta in [0, 1] on any decreasing sigma grid."""
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"DDIM eta must be in [0, 1], got {eta}")
@@ -60,9 +67,16 @@ def sample_ddim(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable
 
 
 @torch.no_grad()
-def sample_ddpm(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                callback: Callback | None = None, variance: str = "posterior",
-                add_noise: bool = True) -> Tensor:
+def sample_ddpm(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    variance: str = "posterior",
+    add_noise: bool = True,
+) -> Tensor:
     """DDPM ancestral sampling, Ho et al. Algorithm 2, with ``variance`` = ``posterior`` (beta~) or ``beta``.
 
     ``add_noise=False`` drops the re-added noise z: the course's "incorrect" sampler, kept as a teaching
@@ -83,8 +97,9 @@ def sample_ddpm(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable
             alpha = 1 - beta
             x_vp = x * math.sqrt(ab_t)
             # Posterior mean of q(x_s | x_t, x0), Ho et al. Eq. 7 generalised to a jump.
-            mean = ((math.sqrt(ab_s) * beta / (1 - ab_t)) * denoised
-                    + (math.sqrt(alpha) * (1 - ab_s) / (1 - ab_t)) * x_vp)
+            mean = (math.sqrt(ab_s) * beta / (1 - ab_t)) * denoised + (
+                math.sqrt(alpha) * (1 - ab_s) / (1 - ab_t)
+            ) * x_vp
             var = (1 - ab_s) / (1 - ab_t) * beta if variance == "posterior" else beta
             x_vp_next = mean + math.sqrt(var) * draw() if add_noise else mean
             x_next = x_vp_next / math.sqrt(ab_s)

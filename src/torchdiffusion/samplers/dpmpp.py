@@ -30,8 +30,14 @@ def _check_eta(eta: float) -> None:
         raise ValueError(f"DPM-Solver++ eta must be >= 0, got {eta}")
 
 
-def exp_step(x: Tensor, sigma: float, sigma_next: float, hist: list[tuple[float, Tensor]], eta: float = 0.0,
-             draw: Callable[[], Tensor] | None = None) -> Tensor:
+def exp_step(
+    x: Tensor,
+    sigma: float,
+    sigma_next: float,
+    hist: list[tuple[float, Tensor]],
+    eta: float = 0.0,
+    draw: Callable[[], Tensor] | None = None,
+) -> Tensor:
     """One exponential-integrator step sigma -> sigma_next > 0 with the polynomial through ``hist``:
     a list of (lambda_j, D_j) nodes (lambda = -log sigma). Common.py's module docstring has the formula."""
     lam, lam_next = -math.log(sigma), -math.log(sigma_next)
@@ -46,9 +52,17 @@ def exp_step(x: Tensor, sigma: float, sigma_next: float, hist: list[tuple[float,
 
 
 @torch.no_grad()
-def multistep(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, order: int, eta: float = 0.0,
-              corrector: bool = False, noise: Callable[[], Tensor] | None = None,
-              callback: Callback | None = None) -> Tensor:
+def multistep(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    order: int,
+    eta: float = 0.0,
+    corrector: bool = False,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """The multistep exponential integrator behind DPM-Solver++ kM and UniPC; one evaluation per step.
 
     ``corrector=True`` (ODE only) adds UniPC's corrector: after the denoiser is evaluated at the predicted
@@ -82,38 +96,70 @@ def multistep(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, order: int, eta: 
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                    callback: Callback | None = None) -> Tensor:
+def sample_dpmpp_2m(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """DPM-Solver++(2M), second-order multistep; NFE = n."""
     return multistep(denoise, x, sigmas, order=2, noise=noise, callback=callback)
 
 
 @torch.no_grad()
-def sample_dpmpp_3m(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                    callback: Callback | None = None) -> Tensor:
+def sample_dpmpp_3m(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """DPM-Solver++(3M), third-order multistep; NFE = n."""
     return multistep(denoise, x, sigmas, order=3, noise=noise, callback=callback)
 
 
 @torch.no_grad()
-def sample_dpmpp_2m_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
-                        noise: Callable[[], Tensor] | None = None, callback: Callback | None = None,
-                        eta: float = 1.0) -> Tensor:
+def sample_dpmpp_2m_sde(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    eta: float = 1.0,
+) -> Tensor:
     """SDE-DPM-Solver++(2M); eta = 1 is the reverse VP SDE, eta = 0 is DPM-Solver++(2M). NFE = n."""
     return multistep(denoise, x, sigmas, order=2, eta=eta, noise=noise, callback=callback)
 
 
 @torch.no_grad()
-def sample_dpmpp_3m_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
-                        noise: Callable[[], Tensor] | None = None, callback: Callback | None = None,
-                        eta: float = 1.0) -> Tensor:
+def sample_dpmpp_3m_sde(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    eta: float = 1.0,
+) -> Tensor:
     """SDE-DPM-Solver++(3M); NFE = n."""
     return multistep(denoise, x, sigmas, order=3, eta=eta, noise=noise, callback=callback)
 
 
 @torch.no_grad()
-def sample_dpmpp_2s(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                    callback: Callback | None = None, eta: float = 0.0, r: float = 0.5) -> Tensor:
+def sample_dpmpp_2s(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    eta: float = 0.0,
+    r: float = 0.5,
+) -> Tensor:
     """DPM-Solver++(2S), Lu et al. 2022b Alg. 1: per step a first-order (DDIM) move to lambda_s + r h, a second
     evaluation there, and the step with both outputs. eta > 0 gives the ancestral SDE variant: the 2S step goes
     down to sigma_down and fresh noise of std sigma_up brings it back to sigma_next (:func:`common.ancestral_step`).
@@ -142,16 +188,29 @@ def sample_dpmpp_2s(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Call
 
 
 @torch.no_grad()
-def sample_dpmpp_2s_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
-                        noise: Callable[[], Tensor] | None = None, callback: Callback | None = None,
-                        eta: float = 1.0) -> Tensor:
+def sample_dpmpp_2s_sde(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    eta: float = 1.0,
+) -> Tensor:
     """DPM-Solver++(2S) ancestral (SDE variant) with eta = 1 by default; NFE = 2n - 1."""
     return sample_dpmpp_2s(denoise, x, sigmas, noise=noise, callback=callback, eta=eta)
 
 
 @torch.no_grad()
-def sample_unipc(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                 callback: Callback | None = None, order: int = 3) -> Tensor:
+def sample_unipc(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    order: int = 3,
+) -> Tensor:
     """UniPC (Zhao et al. 2023): a multistep predictor of order p (UniP) and a corrector of order p + 1 (UniC)
     that reuses the next step's evaluation, so NFE = n. Both integrate the interpolating polynomial in lambda
     exactly (the phi-function weights of :func:`common.exp_weights`) rather than with the paper's B(h)

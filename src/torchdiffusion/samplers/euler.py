@@ -13,8 +13,14 @@ from .common import ancestral_step, call_denoiser, check_sigmas, noise_fn, repor
 
 
 @torch.no_grad()
-def sample_euler(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                 callback: Callback | None = None) -> Tensor:
+def sample_euler(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """Euler's method on the probability-flow ODE: x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i (EDM Alg. 1, no
     correction). One network evaluation per step; first order."""
     s = check_sigmas(sigmas)
@@ -28,9 +34,16 @@ def sample_euler(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callabl
 
 
 @torch.no_grad()
-def sample_euler_ancestral(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
-                           noise: Callable[[], Tensor] | None = None, callback: Callback | None = None,
-                           eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
+def sample_euler_ancestral(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
     """Euler-ancestral: an Euler step down to sigma_down, then fresh noise of std sigma_up back up to
     sigma_next (sigma_down^2 + sigma_up^2 = sigma_next^2; see :func:`common.ancestral_step`). eta = 0 is Euler.
     One network evaluation per step."""
@@ -50,9 +63,18 @@ def sample_euler_ancestral(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
 
 
 @torch.no_grad()
-def sample_heun(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                callback: Callback | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
-                s_tmax: float = math.inf, s_noise: float = 1.0) -> Tensor:
+def sample_heun(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = math.inf,
+    s_noise: float = 1.0,
+) -> Tensor:
     """Heun's second-order method, EDM Algorithm 2 (Algorithm 1 when ``s_churn`` = 0).
 
     Churn: for sigma_i in [s_tmin, s_tmax], raise the noise level to sigma_hat = sigma_i (1 + gamma),
@@ -85,12 +107,29 @@ def sample_heun(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable
     return x
 
 
-def sample_heun_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                    callback: Callback | None = None, s_churn: float = 40.0, s_tmin: float = 0.05,
-                    s_tmax: float = 50.0, s_noise: float = 1.003) -> Tensor:
+def sample_heun_sde(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    s_churn: float = 40.0,
+    s_tmin: float = 0.05,
+    s_tmax: float = 50.0,
+    s_noise: float = 1.003,
+) -> Tensor:
     """EDM's stochastic sampler (Karras et al. 2022, Alg. 2) with churn on by default: :func:`sample_heun` with
     the paper's ImageNet settings (S_churn 40, S_tmin 0.05, S_tmax 50, S_noise 1.003). The fresh noise corrects
     the errors of an imperfect denoiser that a deterministic solve carries to the end (EDM Sec. 4)."""
-    return sample_heun(denoise, x, sigmas, noise=noise, callback=callback, s_churn=s_churn, s_tmin=s_tmin,
-                       s_tmax=s_tmax, s_noise=s_noise)
-
+    return sample_heun(
+        denoise,
+        x,
+        sigmas,
+        noise=noise,
+        callback=callback,
+        s_churn=s_churn,
+        s_tmin=s_tmin,
+        s_tmax=s_tmax,
+        s_noise=s_noise,
+    )

@@ -37,8 +37,16 @@ def _langevin_corrector(denoise: Denoiser, x: Tensor, sigma: float, snr: float, 
 
 
 @torch.no_grad()
-def sample_pc(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-              callback: Callback | None = None, snr: float = 0.16, corrector_steps: int = 1) -> Tensor:
+def sample_pc(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    snr: float = 0.16,
+    corrector_steps: int = 1,
+) -> Tensor:
     """Reverse-diffusion predictor + Langevin corrector (Song et al. 2021, Alg. 2, VE SDE)."""
     if snr <= 0 or corrector_steps < 0:
         raise ValueError("pc needs snr > 0 and corrector_steps >= 0")
@@ -59,8 +67,16 @@ def sample_pc(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[
 
 
 @torch.no_grad()
-def sample_langevin(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-                    callback: Callback | None = None, steps_per_level: int = 5, step_lr: float = 0.1) -> Tensor:
+def sample_langevin(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    steps_per_level: int = 5,
+    step_lr: float = 0.1,
+) -> Tensor:
     """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) over the positive levels of the grid, then one
     denoising step to sigma = 0. The paper's eps = 2e-5 at sigma_L = 0.01 is step_lr = 0.2."""
     if steps_per_level < 1 or step_lr <= 0:

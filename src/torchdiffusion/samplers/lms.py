@@ -17,8 +17,15 @@ from .common import call_denoiser, check_sigmas, poly_integral_weights, report, 
 
 
 @torch.no_grad()
-def sample_lms(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[[], Tensor] | None = None,
-               callback: Callback | None = None, order: int = 4) -> Tensor:
+def sample_lms(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    order: int = 4,
+) -> Tensor:
     """Linear multistep of order ``order`` (Adams-Bashforth in sigma); NFE = n."""
     if order < 1:
         raise ValueError(f"LMS order must be >= 1, got {order}")
@@ -28,7 +35,7 @@ def sample_lms(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Callable[
     for i in range(n):
         denoised = call_denoiser(denoise, x, s[i])
         ds = (ds + [to_d(x, s[i], denoised)])[-order:]
-        nodes = s[i + 1 - len(ds): i + 1]
+        nodes = s[i + 1 - len(ds) : i + 1]
         w = poly_integral_weights(nodes, s[i], s[i + 1])
         for w_j, d_j in zip(w, ds):
             x = x + w_j * d_j

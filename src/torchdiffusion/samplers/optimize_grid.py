@@ -35,8 +35,9 @@ class GridError(ValueError):
     """A stored grid that cannot be used; one line for the user."""
 
 
-def reference_solution(denoise: Denoiser, x_T: Tensor, sigma_max: float, sigma_min: float, *,
-                       tol: float = 1e-6) -> Tensor:
+def reference_solution(
+    denoise: Denoiser, x_T: Tensor, sigma_max: float, sigma_min: float, *, tol: float = 1e-6
+) -> Tensor:
     """The probability-flow ODE solved from sigma_max to sigma_min to ``tol``, then D at sigma_min: (B, ...)."""
     grid = torch.tensor([sigma_max, sigma_min, 0.0], dtype=torch.float64)
     return sample_adaptive(denoise, x_T, grid, rtol=tol, atol=tol)
@@ -46,16 +47,28 @@ def _grid_from_logs(sigma_max: float, logs: np.ndarray) -> Tensor:
     return torch.tensor([sigma_max, *np.exp(logs).tolist(), 0.0], dtype=torch.float64)
 
 
-def grid_error(denoise: Denoiser, sampler: str, grid: Tensor, x_T: Tensor, reference: Tensor,
-               knobs: dict | None = None) -> float:
+def grid_error(
+    denoise: Denoiser, sampler: str, grid: Tensor, x_T: Tensor, reference: Tensor, knobs: dict | None = None
+) -> float:
     """RMS distance between the sampler's output on ``grid`` and the reference samples."""
     out = get_sampler(sampler)(denoise, x_T, grid, **(knobs or {}))
     return float((out.to(torch.float64) - reference.to(torch.float64)).pow(2).mean().sqrt())
 
 
-def optimize_grid(denoise: Denoiser, sampler: str, nfe: int, x_T: Tensor, reference: Tensor, *,
-                  sigma_max: float, sigma_min: float, knobs: dict | None = None, max_free: int = 10,
-                  maxfev: int = 1500, starts: Sequence[Tensor] = ()) -> tuple[Tensor, dict]:
+def optimize_grid(
+    denoise: Denoiser,
+    sampler: str,
+    nfe: int,
+    x_T: Tensor,
+    reference: Tensor,
+    *,
+    sigma_max: float,
+    sigma_min: float,
+    knobs: dict | None = None,
+    max_free: int = 10,
+    maxfev: int = 1500,
+    starts: Sequence[Tensor] = (),
+) -> tuple[Tensor, dict]:
     """Optimise an n-step grid (n from the NFE budget) for a deterministic sampler; see the module docstring.
 
     Args:
@@ -106,8 +119,12 @@ def optimize_grid(denoise: Denoiser, sampler: str, nfe: int, x_T: Tensor, refere
             to_logs = lambda th: np.interp(u, u_knots, th)  # noqa: E731
             theta0 = np.interp(u_knots, u, best_logs)
         for _ in range(2):  # a restart lets Nelder-Mead rebuild its simplex around the first optimum
-            res = minimize(lambda th: err_of_logs(to_logs(th)), theta0, method="Nelder-Mead",
-                           options={"maxfev": maxfev // 2, "xatol": 1e-4, "fatol": 1e-7, "adaptive": True})
+            res = minimize(
+                lambda th: err_of_logs(to_logs(th)),
+                theta0,
+                method="Nelder-Mead",
+                options={"maxfev": maxfev // 2, "xatol": 1e-4, "fatol": 1e-7, "adaptive": True},
+            )
             theta0 = res.x
         if res.fun < best:
             best_logs, best = to_logs(res.x), float(res.fun)

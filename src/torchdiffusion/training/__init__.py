@@ -15,6 +15,15 @@ from .loop import TrainingError, make_cond, train
 from .lr import learning_rate
 
 __all__ = [
-    "CheckpointError", "EMA", "TrainingError", "ema_beta", "latest_state", "learning_rate", "load_state",
-    "make_cond", "save_safetensors", "save_state", "train",
+    "CheckpointError",
+    "EMA",
+    "TrainingError",
+    "ema_beta",
+    "latest_state",
+    "learning_rate",
+    "load_state",
+    "make_cond",
+    "save_safetensors",
+    "save_state",
+    "train",
 ]

@@ -56,8 +56,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], *,
-                 before_rename: Callable[[], None] | None = None) -> Path:
+def atomic_write(
+    path: str | Path, write: Callable[[IO[bytes]], Any], *, before_rename: Callable[[], None] | None = None
+) -> Path:
     """Write ``path`` through ``write(file)`` on a temporary name, fsync, then ``os.replace`` it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,8 +117,9 @@ def save_state(ckpt_dir: str | Path, state: dict, images_seen: int, keep: int = 
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    path = atomic_write(ckpt_dir / state_name(images_seen), lambda f: f.write(data),
-                        before_rename=_crash_hook(images_seen))
+    path = atomic_write(
+        ckpt_dir / state_name(images_seen), lambda f: f.write(data), before_rename=_crash_hook(images_seen)
+    )
     atomic_write_text(ckpt_dir / LATEST, path.name + "\n")
     states = list_states(ckpt_dir)
     for _, old in states[: max(0, len(states) - max(1, keep))]:

@@ -111,8 +111,7 @@ class DataOrder:
         if epoch not in self._cache:
             if len(self._cache) > 2:
                 self._cache.pop(min(self._cache))
-            self._cache[epoch] = torch.randperm(self.N, generator=_generator(mix_seed(self.seed, STREAM_DATA,
-                                                                                       epoch)))
+            self._cache[epoch] = torch.randperm(self.N, generator=_generator(mix_seed(self.seed, STREAM_DATA, epoch)))
         return self._cache[epoch]
 
     def position(self, step: int) -> tuple[int, int]:
@@ -164,8 +163,9 @@ def _check_cond_data(data: Any, cfg: RunConfig) -> None:
     if m.context_dim > 0 and getattr(data, "context", None) is None:
         raise ConfigError("model.context_dim > 0 but the data has no context vectors")
     if m.context_dim > 0 and data.context.shape[-1] != m.context_dim:
-        raise ConfigError(f"model.context_dim={m.context_dim} but the data's context vectors have "
-                          f"{data.context.shape[-1]} entries")
+        raise ConfigError(
+            f"model.context_dim={m.context_dim} but the data's context vectors have {data.context.shape[-1]} entries"
+        )
     if m.text_dim > 0 and getattr(data, "text", None) is None:
         raise ConfigError("model.text_dim > 0 but the data has no text features")
 
@@ -233,8 +233,12 @@ def _rng_state(device: torch.device) -> dict:
     np_state = np.random.get_state()
     state = {
         "torch_cpu": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "python": [int(v) for v in random.getstate()[1]],
     }
     if device.type == "cuda":
@@ -248,8 +252,9 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["torch_cuda"], device)
     n = state.get("numpy")
     if n is not None:
-        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                             n["cached_gaussian"]))
+        np.random.set_state(
+            ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        )
     if state.get("python"):
         random.setstate((3, tuple(state["python"]), None))
 
@@ -293,8 +298,16 @@ def _crossed(images_seen: int, batch: int, every: int) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
-          data: Any | None = None, tensorboard: bool = False, device: str | torch.device | None = None) -> Path:
+def train(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    data: Any | None = None,
+    tensorboard: bool = False,
+    device: str | torch.device | None = None,
+) -> Path:
     """Train the model that ``cfg`` describes and return the run folder.
 
     Args:
@@ -318,15 +331,25 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = True, progress:
     with _StopFlag() as stop:
         try:
             device = dist.init(None if device is None else torch.device(device))
-            return _train(cfg, out, resume=resume, progress=progress, data=data, tensorboard=tensorboard,
-                          device=device, stop=stop)
+            return _train(
+                cfg, out, resume=resume, progress=progress, data=data, tensorboard=tensorboard, device=device, stop=stop
+            )
         finally:
             if owns_group:
                 dist.shutdown()
 
 
-def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, data: Any, tensorboard: bool,
-           device: torch.device, stop: _StopFlag) -> Path:
+def _train(
+    cfg: RunConfig,
+    out: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    data: Any,
+    tensorboard: bool,
+    device: torch.device,
+    stop: _StopFlag,
+) -> Path:
     from ..model import build_model
 
     t_cfg = cfg.train
@@ -417,24 +440,34 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, data: Any
     d = cfg.diffusion
     nan_steps = _nan_steps(rank)
     step_delay = float(os.environ.get("TORCHDIFFUSION_STEP_DELAY", "0") or 0)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t_cfg.precision == "bf16"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if t_cfg.precision == "bf16" else contextlib.nullcontext()
+    )
 
     def state_dict() -> dict:
         epoch, offset = order.position(step)
         return {
-            "format": STATE_FORMAT, "version": STATE_VERSION,
-            "images_seen": step * B, "step": step, "updates": updates,
-            "skipped_steps": skipped, "consecutive_nonfinite": consecutive,
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "images_seen": step * B,
+            "step": step,
+            "updates": updates,
+            "skipped_steps": skipped,
+            "consecutive_nonfinite": consecutive,
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(),
             "lr_schedule": {"updates": updates, "next_lr": learning_rate(t_cfg, updates, total_images)},
             "data": {"epoch": epoch, "offset": offset, "num_examples": N, "seed": t_cfg.seed},
-            "rng": _rng_state(device), "window": window.clone(), "world_size": W,
+            "rng": _rng_state(device),
+            "window": window.clone(),
+            "world_size": W,
         }
 
     def write_run_json(finished: bool) -> None:
-        run = dict(info, images_seen=step * B, finished=finished, version=VERSION,
-                   loss_by_sigma={"unit": unit, "edges": edges})
+        run = dict(
+            info, images_seen=step * B, finished=finished, version=VERSION, loss_by_sigma={"unit": unit, "edges": edges}
+        )
         atomic_write_text(out / "run.json", json.dumps(run, indent=2) + "\n")
 
     def checkpoint(finished: bool) -> None:
@@ -456,8 +489,7 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, data: Any
     if main and progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_images, initial=step * B, unit="img", unit_scale=True, dynamic_ncols=True,
-                   desc="train")
+        bar = tqdm(total=total_images, initial=step * B, unit="img", unit_scale=True, dynamic_ncols=True, desc="train")
     t_window = time.perf_counter()
 
     # -- Steps ---------------------------------------------------------------------------------------------
@@ -466,11 +498,13 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, data: Any
         # Randomness of this global batch, from (seed, step) only; each rank keeps its shard.
         torch.manual_seed(mix_seed(t_cfg.seed, STREAM_TORCH, step, rank))  # e.g. dropout inside the network
         g = _generator(mix_seed(t_cfg.seed, STREAM_DRAWS, step))
-        sigma = sample_sigmas(d.sigma_sampling, B, generator=g, discrete_sigmas=discrete, P_mean=d.P_mean,
-                              P_std=d.P_std)
+        sigma = sample_sigmas(
+            d.sigma_sampling, B, generator=g, discrete_sigmas=discrete, P_mean=d.P_mean, P_std=d.P_std
+        )
         drop = torch.rand(B, generator=g) < t_cfg.cond_drop_prob
-        noise = torch.randn((B, *data_shape), generator=_generator(mix_seed(t_cfg.seed, STREAM_NOISE, step),
-                                                                    device), device=device)
+        noise = torch.randn(
+            (B, *data_shape), generator=_generator(mix_seed(t_cfg.seed, STREAM_NOISE, step), device), device=device
+        )
         idx = order.batch(step)
         buckets = bucket_index(model, sigma, edges)
 
@@ -484,15 +518,14 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, data: Any
             cond = make_cond(data, idx[sl], drop[sl], cfg, device)
             s = sigma[sl].to(device)
             with autocast:
-                per = precond_loss(model, x0, s, noise[sl], weighting=d.weighting, gamma=d.min_snr_gamma,
-                                   cond=cond)
+                per = precond_loss(model, x0, s, noise[sl], weighting=d.weighting, gamma=d.min_snr_gamma, cond=cond)
             if step in nan_steps:
                 per = per * float("nan")
             (per.sum() / B).backward()
             per = per.detach().float().cpu()
             stats[0] += per.sum()
-            stats[2:2 + K].index_add_(0, buckets[sl], per)
-            stats[2 + K:].index_add_(0, buckets[sl], torch.ones_like(per))
+            stats[2 : 2 + K].index_add_(0, buckets[sl], per)
+            stats[2 + K :].index_add_(0, buckets[sl], torch.ones_like(per))
         stats[1] = float(stop.requested)
 
         # One all-reduce for gradients and statistics; afterwards every rank holds the same bits.
@@ -502,7 +535,7 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, data: Any
             dist.all_reduce_sum_(flat)
             o = 0
             for g_ in grads:
-                g_.copy_(flat[o:o + g_.numel()].view_as(g_))
+                g_.copy_(flat[o : o + g_.numel()].view_as(g_))
                 o += g_.numel()
             stats = flat[o:].cpu()
         grad_norm = torch.nn.utils.get_total_norm(grads)
@@ -523,16 +556,18 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, data: Any
             window[1] += B
             window[2] += float(grad_norm)
             window[3] += 1
-            window[5:5 + K] += stats[2:2 + K].double()
-            window[5 + K:] += stats[2 + K:].double()
+            window[5 : 5 + K] += stats[2 : 2 + K].double()
+            window[5 + K :] += stats[2 + K :].double()
         else:
             skipped += 1
             consecutive += 1
             window[4] += 1
             if consecutive >= t_cfg.max_nonfinite:
-                raise TrainingError(f"stopped at step {step} ({step * B} images): {consecutive} consecutive "
-                                    f"steps had a non-finite loss or gradient (train.max_nonfinite="
-                                    f"{t_cfg.max_nonfinite}); try a lower train.lr or train.precision=fp32")
+                raise TrainingError(
+                    f"stopped at step {step} ({step * B} images): {consecutive} consecutive "
+                    f"steps had a non-finite loss or gradient (train.max_nonfinite="
+                    f"{t_cfg.max_nonfinite}); try a lower train.lr or train.precision=fp32"
+                )
         for g_ in grads:
             g_.zero_()
         if step_delay > 0:
@@ -548,9 +583,15 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, data: Any
         if _crossed(seen, B, t_cfg.log_every_images) or last or stop_now:
             if main and window[1] + window[4] > 0:
                 dt = time.perf_counter() - t_window
-                rec = logger.log(window, seen=seen, step=step, lr=learning_rate(t_cfg, max(updates - 1, 0),
-                                                                                total_images),
-                                 skipped=skipped, dt=dt, B=B)
+                rec = logger.log(
+                    window,
+                    seen=seen,
+                    step=step,
+                    lr=learning_rate(t_cfg, max(updates - 1, 0), total_images),
+                    skipped=skipped,
+                    dt=dt,
+                    B=B,
+                )
                 if bar is not None and rec.get("loss") is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}")
             window.zero_()
@@ -586,8 +627,10 @@ def _check_same_run(out: Path, cfg: RunConfig) -> None:
         return
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
-            raise ConfigError(f"{out} holds a run with a different {section} section; pass --no-resume to start "
-                              f"over or choose another --out")
+            raise ConfigError(
+                f"{out} holds a run with a different {section} section; pass --no-resume to start "
+                f"over or choose another --out"
+            )
 
 
 def _dump_rank(out: Path, model: torch.nn.Module, rank: int, step: int, updates: int, skipped: int) -> None:
@@ -595,8 +638,10 @@ def _dump_rank(out: Path, model: torch.nn.Module, rank: int, step: int, updates:
     if os.environ.get("TORCHDIFFUSION_DUMP_RANKS", "") not in ("1", "true", "yes"):
         return
     save_safetensors(model.state_dict(), out / "debug" / f"rank-{rank}.safetensors")
-    atomic_write_text(out / "debug" / f"rank-{rank}.json",
-                      json.dumps({"rank": rank, "step": step, "updates": updates, "skipped_steps": skipped}))
+    atomic_write_text(
+        out / "debug" / f"rank-{rank}.json",
+        json.dumps({"rank": rank, "step": step, "updates": updates, "skipped_steps": skipped}),
+    )
 
 
 class _Logger:
@@ -617,7 +662,7 @@ class _Logger:
     def log(self, w: Tensor, *, seen: int, step: int, lr: float, skipped: int, dt: float, B: int) -> dict:
         K = (len(w) - 5) // 2
         n, n_up = float(w[1]), float(w[3])
-        sums, counts = w[5:5 + K], w[5 + K:]
+        sums, counts = w[5 : 5 + K], w[5 + K :]
         rec: dict[str, Any] = {
             "images_seen": seen,
             "step": step,
@@ -665,8 +710,9 @@ def _sample_grid(model: Precond, cfg: RunConfig, data: Any, info: dict, path: Pa
     if cond is not None and "class" in cond:
         cond["class"] = torch.arange(n, device=device) % cfg.model.num_classes
     try:
-        x = generate(model, seeds, replace(cfg.sample, n=n), tuple(info["data_shape"]), cond=cond,
-                     precision=cfg.train.precision)
+        x = generate(
+            model, seeds, replace(cfg.sample, n=n), tuple(info["data_shape"]), cond=cond, precision=cfg.train.precision
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         if image:
             save_grid(x, path)
