@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-inversion", action="store_true")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="digit i (counted from --first) gets noise seed SEED + i")
+    ap.add_argument("--first", type=int, default=0, help="skip the first FIRST held-out digits (default 0)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (noise is drawn on the CPU either way)")
     ap.add_argument("--skip-replacement", action="store_true", help="only RePaint")
     ap.add_argument("--out", help="JSON report (default RUN/edits/issue5_acceptance.json)")
@@ -88,7 +89,8 @@ def main(argv=None) -> int:
     )
     out = Path(args.out) if args.out else run_.path / "edits" / "issue5_acceptance.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    x, labels, source = held_out_digits(run_, args.n)
+    x, labels, source = held_out_digits(run_, args.first + args.n)
+    x, labels = x[args.first :], labels[args.first :]
     C, H, W = run_.data_shape
     mask = make_mask("half:bottom", H, W).to(device)
     D = run_.model.bind(None)
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
         res = []
         for start in range(0, len(x), args.batch):
             xb = x[start : start + args.batch].to(device)
-            seeds = range(args.seed + start, args.seed + start + len(xb))
+            seeds = range(args.seed + args.first + start, args.seed + args.first + start + len(xb))
             ns = NoiseSource(seeds, (C, H, W), device=device)
             known = NoiseSource([s + 7_919_000_000 for s in seeds], (C, H, W), device=device)
             res.append(
@@ -129,6 +131,7 @@ def main(argv=None) -> int:
         "command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
         "run": str(run_.path),
         "digits": source,
+        "first": args.first,
         "n": len(x),
         "sampler": sample.sampler,
         "steps": sample.steps,
