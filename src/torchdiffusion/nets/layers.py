@@ -250,11 +250,12 @@ MATH_ATTENTION_MAX_TOKENS = 256  # bf16 up to 16x16 maps: explicit softmax(Q K^T
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     """``softmax(Q K^T / sqrt(d) [masked]) V`` over ``(B, heads, N, d)`` (Vaswani et al. 2017, Eq. 1).
 
-    Short bf16/fp16 sequences (N <= MATH_ATTENTION_MAX_TOKENS) use two matmuls and a softmax (fast forward and
-    backward on CPUs; the softmax runs in fp32); everything else the fused kernel, which never materialises the
-    N x N weights. ``mask``: bool, True = keep.
+    Short bf16/fp16 sequences on the CPU (N <= MATH_ATTENTION_MAX_TOKENS) use two matmuls and a softmax (fast
+    forward and backward there; the softmax runs in fp32); everything else - fp32, GPUs, long sequences - the
+    fused kernel, which never materialises the N x N weights. ``mask``: bool, True = keep.
     """
-    if q.shape[-2] > MATH_ATTENTION_MAX_TOKENS or q.dtype not in (torch.bfloat16, torch.float16):
+    low = q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu"
+    if not low or q.shape[-2] > MATH_ATTENTION_MAX_TOKENS:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     w = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     if mask is not None:
