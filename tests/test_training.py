@@ -187,6 +187,28 @@ def test_run_folder_files_and_loss_by_noise_level(tmp_path):
     assert cfg_json["train"]["images"] == 64
 
 
+def test_periodic_quick_eval_is_logged_and_leaves_training_unchanged(tmp_path):
+    """train.eval_every_images: FD lines in metrics.jsonl at every multiple and at the end; the trained weights
+    are bit-identical to a run without evaluation (sampling never touches the training RNG streams)."""
+    from torchdiffusion.explain import read_loss_by_noise
+
+    a = train(
+        tiny_cfg("train.images=96", "train.eval_every_images=64", "train.eval_n=16"),
+        tmp_path / "a",
+        data=tiny_data(),
+        progress=False,
+    )
+    b = train(tiny_cfg("train.images=96"), tmp_path / "b", data=tiny_data(), progress=False)
+    evals = [r for r in metrics(a) if any(k.startswith("eval/FD") for k in r)]
+    assert [r["images_seen"] for r in evals] == [64, 96]
+    for r in evals:
+        fd = next(v for k, v in r.items() if k.startswith("eval/FD"))
+        assert math.isfinite(fd) and fd >= 0 and r["eval/seconds"] > 0
+    wa, wb = load_file(str(a / "ema.safetensors")), load_file(str(b / "ema.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert len(read_loss_by_noise(a)["loss"]) == len(read_loss_by_noise(b)["loss"])  # eval lines are skipped
+
+
 def test_loss_by_sigma_uses_log_sigma_for_continuous_models(tmp_path):
     cfg = tiny_cfg(
         "train.images=32",

@@ -90,6 +90,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (slow to start; opt-in)
     log_every_images: int = 5_000  # metrics.jsonl cadence
     sample_every_images: int = 0  # sample grid cadence; 0 = only at the end
+    eval_every_images: int = 0  # quick evaluation cadence (FD, confident share -> metrics.jsonl); 0 = never
+    eval_n: int = 256  # samples per quick evaluation
     checkpoint_every_images: int = 50_000  # training-state cadence
     keep_checkpoints: int = 2  # keep the last K training states
     max_nonfinite: int = 10  # stop after this many consecutive non-finite steps
@@ -436,6 +438,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
         (t.lr_decay in ("none", "cosine"), "train.lr_decay must be none or cosine"),
         (0.0 <= t.cond_drop_prob <= 1.0, "train.cond_drop_prob must be in [0, 1]"),
+        (t.eval_every_images >= 0 and t.eval_n >= 2, "train.eval_every_images must be >= 0 and train.eval_n >= 2"),
         (s.steps >= 1, f"sample.steps must be >= 1, got {s.steps}"),
         (s.n >= 1, "sample.n must be >= 1"),
         (s.grid in SIGMA_GRIDS, f"sample.grid must be one of {SIGMA_GRIDS}"),

@@ -364,10 +364,10 @@ def quick_eval(
     from ..generate import generate
 
     sample = replace(cfg.sample, n=n, **({"steps": steps} if steps else {}))
-    cond = {"class": torch.arange(n) % cfg.model.num_classes} if cfg.model.num_classes > 0 else None
+    cond = {"class": torch.arange(n) % cfg.model.num_classes} if cfg.model.num_classes > 0 else None  # else uncond.
     was_training = model.training
     model.eval()
-    x = generate(model, list(range(seed, seed + n)), sample, data_shape, cond=cond)
+    x = generate(model, list(range(seed, seed + n)), sample, data_shape, cond=cond).cpu()
     model.train(was_training)
     src = cfg.data.source
     feat = f"clf:{src}" if len(data_shape) == 3 and src in available_classifiers() else "raw"

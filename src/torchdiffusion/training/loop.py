@@ -598,6 +598,8 @@ def _train(
             t_window = time.perf_counter()
         if main and _crossed(seen, B, t_cfg.sample_every_images) and not last:
             _sample_grid(ema.module, cfg, data, info, out / "samples" / f"grid-{seen:09d}.png")
+        if main and (_crossed(seen, B, t_cfg.eval_every_images) or (last and t_cfg.eval_every_images > 0)):
+            _quick_eval(logger, ema.module, cfg, data_shape, X, seen=seen, step=step)
         if _crossed(seen, B, t_cfg.checkpoint_every_images) or last or stop_now:
             checkpoint(finished=last)
             _dump_rank(out, model, rank, step, updates, skipped)
@@ -644,6 +646,19 @@ def _dump_rank(out: Path, model: torch.nn.Module, rank: int, step: int, updates:
     )
 
 
+def _quick_eval(logger: _Logger, model: Precond, cfg: RunConfig, data_shape, X: Tensor, *, seen: int, step: int):
+    """``train.eval_every_images``: evaluation.quick_eval of the EMA model, one metrics.jsonl line (rank 0).
+
+    Sampling uses its own per-image seeds and every training step reseeds the global RNG, so evaluating (or not)
+    leaves the training trajectory bit-identical.
+    """
+    from ..evaluation.evaluate import quick_eval
+
+    t0 = time.perf_counter()
+    rec = quick_eval(model, cfg, data_shape, X, n=cfg.train.eval_n)
+    logger.write({"images_seen": seen, "step": step, **rec, "eval/seconds": time.perf_counter() - t0}, seen)
+
+
 class _Logger:
     """metrics.jsonl (always) and TensorBoard (optional), on rank 0."""
 
@@ -687,6 +702,15 @@ class _Logger:
                 if v is not None:
                     self.tb.add_scalar(f"loss_by_{self.unit}/bucket{k}", v, seen)
         return rec
+
+    def write(self, rec: dict, seen: int) -> None:
+        """One extra metrics.jsonl line (e.g. a quick evaluation); its numbers also go to TensorBoard."""
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for key, v in rec.items():
+                if "/" in key and isinstance(v, (int, float)):
+                    self.tb.add_scalar(key, v, seen)
 
     def close(self) -> None:
         if self.tb is not None:
