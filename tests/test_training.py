@@ -209,6 +209,23 @@ def test_periodic_quick_eval_is_logged_and_leaves_training_unchanged(tmp_path):
     assert len(read_loss_by_noise(a)["loss"]) == len(read_loss_by_noise(b)["loss"])  # eval lines are skipped
 
 
+def test_a_failing_quick_eval_is_logged_and_training_goes_on(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from torchdiffusion.evaluation.evaluate import quick_eval  # noqa: F401 - loads the module
+
+    ev = sys.modules["torchdiffusion.evaluation.evaluate"]  # (the package's `evaluate` name is the function)
+
+    def broken(*a, **k):
+        raise RuntimeError("feature network missing")
+
+    monkeypatch.setattr(ev, "quick_eval", broken)
+    run = train(tiny_cfg("train.images=64", "train.eval_every_images=32"), tmp_path, data=tiny_data(), progress=False)
+    errs = [r["eval/error"] for r in metrics(run) if "eval/error" in r]
+    assert errs == ["feature network missing"] * 2 and json.loads((run / "run.json").read_text())["finished"]
+    assert "quick evaluation at 32 images failed (feature network missing)" in capsys.readouterr().err
+
+
 def test_loss_by_sigma_uses_log_sigma_for_continuous_models(tmp_path):
     cfg = tiny_cfg(
         "train.images=32",

@@ -650,12 +650,18 @@ def _quick_eval(logger: _Logger, model: Precond, cfg: RunConfig, data_shape, X: 
     """``train.eval_every_images``: evaluation.quick_eval of the EMA model, one metrics.jsonl line (rank 0).
 
     Sampling uses its own per-image seeds and every training step reseeds the global RNG, so evaluating (or not)
-    leaves the training trajectory bit-identical.
+    leaves the training trajectory bit-identical. An evaluation that fails is logged (one line on stderr and an
+    ``eval/error`` record) and training goes on: a metric must not end a long run.
     """
     from ..evaluation.evaluate import quick_eval
 
     t0 = time.perf_counter()
-    rec = quick_eval(model, cfg, data_shape, X, n=cfg.train.eval_n)
+    try:
+        rec = quick_eval(model, cfg, data_shape, X, n=cfg.train.eval_n)
+    except Exception as e:  # noqa: BLE001 - reported, not raised (see above)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        dist.print0(f"quick evaluation at {seen} images failed ({msg}); training continues")
+        rec = {"eval/error": msg}
     logger.write({"images_seen": seen, "step": step, **rec, "eval/seconds": time.perf_counter() - t0}, seen)
 
 
