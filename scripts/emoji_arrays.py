@@ -9,9 +9,10 @@
 ``export`` writes ``emoji16.npz`` (the arrays of ``torchdiffusion.data.emoji.emoji_arrays``, in file order) and
 ``text16.safetensors`` (MiniLM token features of every caption, in the same order, cut to the longest caption
 and stored as fp16 to halve the copy; they are cast back to fp32). ``train`` builds the same TensorData that
-``load_data(source="emoji")`` + ``encode_captions`` would (without the seeded train permutation, which only
-changes the order in which the data loader sees examples) and calls ``train()`` with the preset. The emoji
-models of docs/guidance.md that were trained on a GPU were trained this way, stopped by SIGTERM (a clean save).
+``load_data(source="emoji")`` + ``encode_captions`` would (``data.emoji.emoji_tensor_data``; without the loader's
+seeded permutation, which only changes the order in which examples are drawn) and calls ``train()`` with the
+preset. The emoji models of docs/guidance.md that were trained on a GPU were trained this way, stopped by SIGTERM
+(a clean save).
 """
 
 from __future__ import annotations
@@ -46,22 +47,13 @@ def train_from(preset: str, out: Path, src: Path, overrides: list[str], size: in
     from safetensors.torch import load_file
 
     from torchdiffusion.config import get_preset, override
-    from torchdiffusion.data.base import TensorData, from_uint8
+    from torchdiffusion.data.emoji import emoji_tensor_data
     from torchdiffusion.training import train
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    a = np.load(src / f"emoji{size}.npz", allow_pickle=False)
-    labels = torch.from_numpy(a["labels"].copy())
-    names = [str(s) for s in a["class_names"]]
-    data = TensorData(
-        from_uint8(a["images"]).permute(0, 3, 1, 2).contiguous(),
-        labels=labels,
-        context=torch.nn.functional.one_hot(labels, len(names)).float(),
-        captions=[str(s) for s in a["captions"]],
-        class_names=names,
-        name=f"emoji{size}",
-    )
+    with np.load(src / f"emoji{size}.npz", allow_pickle=False) as z:
+        data = emoji_tensor_data({k: z[k] for k in z.files})
     cfg = override(get_preset(preset), overrides)
     if cfg.model.text_dim > 0:
         t = load_file(str(src / f"text{size}.safetensors"))

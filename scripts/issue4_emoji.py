@@ -78,6 +78,11 @@ def eval_classifier(data, out: Path, epochs: int):
     return net, card
 
 
+def grid_scale(args, run) -> float:
+    """Guidance scale of the docs grid: --grid-guidance, else the run's sample.guidance."""
+    return float(args.grid_guidance if args.grid_guidance is not None else run.config.sample.guidance)
+
+
 def run_context(args, out: Path, docs: Path) -> dict:
     from torchdiffusion.config import DataConfig
     from torchdiffusion.data import load_data
@@ -103,7 +108,7 @@ def run_context(args, out: Path, docs: Path) -> dict:
         res["scales"][f"{w:g}"] = {"accuracy": rep["accuracy"], "per_class_accuracy": rep["per_class_accuracy"]}
         save_grid(x[: 8 * K], out / f"samples-w{w:g}.png", nrow=K)
         print(f"w = {w:g}: category accuracy {rep['accuracy']:.3f}", file=sys.stderr)
-    w_grid = float(args.grid_guidance if args.grid_guidance is not None else run.config.sample.guidance)
+    w_grid = grid_scale(args, run)
     save_grid(
         generate(
             run.model,
@@ -147,7 +152,7 @@ def run_text(args, out: Path, docs: Path) -> dict:
             f"{r['exact_caption']:.3f}",
             file=sys.stderr,
         )
-    best = float(args.grid_guidance if args.grid_guidance is not None else run.config.sample.guidance)
+    best = grid_scale(args, run)
     x = generate(run.model, range(per * P), replace(run.config.sample, guidance=best), run.data_shape, cond=cond)
     save_grid(x, docs / (args.grid_name or "emoji-text-grid.png"), nrow=P)
     res["grid_guidance"] = best

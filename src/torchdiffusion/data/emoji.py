@@ -179,12 +179,9 @@ def emoji_arrays(size: int, font_path: str = EMOJI_FONT) -> dict[str, np.ndarray
     return arrays
 
 
-def load_emoji(cfg: DataConfig, seed: int) -> TensorData:
-    """Emoji sprites (3, S, S), S = ``cfg.emoji_size``; ``cfg.path`` may name another copy of the font."""
-    size = cfg.emoji_size
-    if not 4 <= size <= 128:
-        raise DataError(f"data.emoji_size must be between 4 and 128 (16 or 32 are the usual), got {size}")
-    a = emoji_arrays(size, cfg.path or EMOJI_FONT)
+def emoji_tensor_data(a: dict[str, np.ndarray]) -> TensorData:
+    """The TensorData of built emoji arrays (``emoji_arrays`` or an exported copy): images (N, 3, S, S) in
+    [-1, 1], category labels, their one-hot ``context``, captions and class names, in the arrays' order."""
     labels = torch.from_numpy(a["labels"].copy())
     class_names = [str(s) for s in a["class_names"]]
     context = torch.nn.functional.one_hot(labels, len(class_names)).to(torch.float32)
@@ -195,5 +192,13 @@ def load_emoji(cfg: DataConfig, seed: int) -> TensorData:
         context=context,
         captions=[str(s) for s in a["captions"]],
         class_names=class_names,
-        name=f"emoji{size}",
+        name=f"emoji{x.shape[-1]}",
     )
+
+
+def load_emoji(cfg: DataConfig, seed: int) -> TensorData:
+    """Emoji sprites (3, S, S), S = ``cfg.emoji_size``; ``cfg.path`` may name another copy of the font."""
+    size = cfg.emoji_size
+    if not 4 <= size <= 128:
+        raise DataError(f"data.emoji_size must be between 4 and 128 (16 or 32 are the usual), got {size}")
+    return emoji_tensor_data(emoji_arrays(size, cfg.path or EMOJI_FONT))

@@ -698,8 +698,7 @@ class _Logger:
             rec["loss_by_sigma_unit"] = self.unit
             rec["loss_by_sigma_edges"] = self.edges
             self.first = False
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+        self._append(rec)
         if self.tb is not None:
             for key in ("loss", "grad_norm", "lr", "images_per_s", "skipped_steps"):
                 if rec[key] is not None:
@@ -711,12 +710,15 @@ class _Logger:
 
     def write(self, rec: dict, seen: int) -> None:
         """One extra metrics.jsonl line (e.g. a quick evaluation); its numbers also go to TensorBoard."""
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+        self._append(rec)
         if self.tb is not None:
             for key, v in rec.items():
                 if "/" in key and isinstance(v, (int, float)):
                     self.tb.add_scalar(key, v, seen)
+
+    def _append(self, rec: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
 
     def close(self) -> None:
         if self.tb is not None:
