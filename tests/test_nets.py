@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -281,3 +283,24 @@ def test_bench_train_smoke(tmp_path, capsys):
     assert "| torchdiffusion | fp32 | contiguous |" in capsys.readouterr().out
     with pytest.raises(ConfigError):
         bench_train.run(p.parse_args(["--shape", "1,8", "--no-diffusers"]))
+
+
+@pytest.mark.slow
+def test_bench_train_compile_smoke(tmp_path):
+    """--compile adds a torch.compile row per setting (~25 s of compiling for this tiny net)."""
+    import argparse
+    import json
+
+    from torchdiffusion.commands import bench_train
+
+    p = argparse.ArgumentParser()
+    bench_train.add_arguments(p)
+    out = tmp_path / "bench.json"
+    argv = "--preset digits-test --shape 1,8,8 --batch-size 2 --warmup 0 --windows 1 --steps 1 --peak-size 64"
+    argv += f" --precisions fp32 --layouts channels_last --no-diffusers --compile --out {out}"
+    assert bench_train.run(p.parse_args(argv.split())) == 0
+    report = json.loads(out.read_text())
+    assert [r["compile"] for r in report["results"]] == [False, True]
+    assert all(r["images_per_s"] > 0 and 0 < r["fraction_of_matmul_peak"] for r in report["results"])
+    if shutil.which("cc") or shutil.which("gcc"):  # the channels_last rows ran the fused GroupNorm kernel
+        assert report["fused_group_norm"] == "built"

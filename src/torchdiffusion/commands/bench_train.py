@@ -37,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma list of fp32, bf16 (default both; bf16 is left out where the CPU emulates it)",
     )
     p.add_argument("--layouts", default="contiguous,channels_last", help="comma list (default both)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time every setting under torch.compile (both models; ~1 min of compiling per model and setting)",
+    )
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' UNet2DModel even if installed")
     p.add_argument("--peak-size", type=int, default=2048, help="matrix size of the peak matmul (default 2048)")
     p.add_argument("--out", help="write the results as JSON here (the table goes to stdout)")
@@ -140,7 +145,7 @@ def _diffusers_forward(m, x, c):
 class _Trainer:
     """One model at one setting: its optimizer, a fixed batch, and ``step()``."""
 
-    def __init__(self, net, forward, shape, batch: int, bf16: bool, channels_last: bool):
+    def __init__(self, net, forward, shape, batch: int, bf16: bool, channels_last: bool, compile: bool = False):
         import torch
 
         self.torch = torch
@@ -152,11 +157,12 @@ class _Trainer:
         self.c = torch.rand(batch, generator=g) * 999
         self.forward, self.bf16 = forward, bf16
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-4)
+        self.call = torch.compile(self.net) if compile else self.net
 
     def step(self) -> None:
         torch = self.torch
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.forward(self.net, self.x, self.c)
+            out = self.forward(self.call, self.x, self.c)
         loss = (out.float() - self.target).square().mean()  # the loss stays fp32
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,6 +204,15 @@ def measure_peaks(n: int) -> dict[str, float]:
             out[f"conv_{name}"] = best(lambda xd=xd, wd=wd: F.conv2d(xd, wd, padding=1), conv_flops)
             out[f"peak_{name}"] = max(out[f"matmul_{name}"], out[f"conv_{name}"])
     return out
+
+
+def fused_norm_status() -> str:
+    """Whether channels_last settings of our U-Net ran the fused GroupNorm kernel (nets.fused)."""
+    from ..nets import fused
+
+    if not fused.enabled():
+        return "disabled (TORCHDIFFUSION_FUSED_NORM=0)"
+    return "built" if fused.library() is not None else f"unavailable: {fused.unavailable_reason()}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -283,33 +298,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"# note: {n}", file=sys.stderr)
 
     results = []
-    for prec in precisions:
-        for layout in layouts:
-            trainers = {}
-            for name, (make, *_rest) in models.items():
-                net, fwd = make()
-                trainers[name] = _Trainer(net, fwd, shape, batch, prec == "bf16", layout == "channels_last")
-                for _ in range(args.warmup):
-                    trainers[name].step()
-            rates = {name: [] for name in trainers}
-            for _ in range(args.windows):  # alternate models window by window: shared-machine noise hits both
-                for name, tr in trainers.items():
-                    rates[name].append(tr.window(args.steps))
-            for name, rs in rates.items():
-                ips = statistics.median(rs)
-                gflops = ips * models[name][2] / 1e9
-                results.append(
-                    dict(
-                        model=name,
-                        precision=prec,
-                        layout=layout,
-                        images_per_s=ips,
-                        windows=rs,
-                        gflop_per_s=gflops,
-                        fraction_of_peak=gflops / peaks[f"peak_{prec}"],
-                    )
+    compiles = [False, True] if args.compile else [False]
+    settings = [(p, lay, comp) for p in precisions for lay in layouts for comp in compiles]
+    for prec, layout, comp in settings:
+        trainers = {}
+        for name, (make, *_rest) in models.items():
+            net, fwd = make()
+            trainers[name] = _Trainer(net, fwd, shape, batch, prec == "bf16", layout == "channels_last", comp)
+            for _ in range(max(args.warmup, 2 if comp else 0)):  # compiled: the first steps compile
+                trainers[name].step()
+        rates = {name: [] for name in trainers}
+        for _ in range(args.windows):  # alternate models window by window: shared-machine noise hits both
+            for name, tr in trainers.items():
+                rates[name].append(tr.window(args.steps))
+        for name, rs in rates.items():
+            ips = statistics.median(rs)
+            gflops = ips * models[name][2] / 1e9
+            results.append(
+                dict(
+                    model=name,
+                    precision=prec,
+                    layout=layout,
+                    compile=comp,
+                    images_per_s=ips,
+                    windows=rs,
+                    gflop_per_s=gflops,
+                    fraction_of_peak=gflops / peaks[f"peak_{prec}"],
+                    fraction_of_matmul_peak=gflops / peaks[f"matmul_{prec}"],
                 )
-            del trainers
+            )
+        del trainers
 
     best = {name: max((r for r in results if r["model"] == name), key=lambda r: r["images_per_s"]) for name in models}
     report = dict(
@@ -321,12 +339,15 @@ def run(args: argparse.Namespace) -> int:
         torch=torch.__version__,
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
         notes=notes,
+        fused_group_norm=fused_norm_status(),
         peaks_gflop_per_s=peaks,
         diffusers=diffusers_note,
         models={name: dict(params=m[1], train_gflop_per_image=m[2] / 1e9, config=m[3]) for name, m in models.items()},
         results=results,
         best={
-            name: dict(precision=r["precision"], layout=r["layout"], images_per_s=r["images_per_s"])
+            name: dict(
+                precision=r["precision"], layout=r["layout"], compile=r["compile"], images_per_s=r["images_per_s"]
+            )
             for name, r in best.items()
         },
     )
@@ -348,7 +369,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"Shape {tuple(report['shape'])}, batch {report['batch']}, {report['threads']} threads, "
         f"allocator {report['allocator']}, torch {report['torch']} ({report['cpu_capability']}); "
-        f"diffusers: {report['diffusers']}.",
+        f"diffusers: {report['diffusers']}; fused channels-last GroupNorm: {report['fused_group_norm']}.",
         "",
     ]
     lines += [f"- note: {n}" for n in report["notes"]]
@@ -365,13 +386,14 @@ def markdown(report: dict) -> str:
     )
     lines += [
         "",
-        "| model | precision | layout | images/s (median) | GFLOP/s | % of peak |",
-        "|---|---|---|---|---|---|",
+        "| model | precision | layout | images/s (median) | GFLOP/s | % of peak | % of matmul peak |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
+        layout = r["layout"] + (" + compile" if r.get("compile") else "")
         lines.append(
-            f"| {r['model']} | {r['precision']} | {r['layout']} | {r['images_per_s']:.1f} | "
-            f"{r['gflop_per_s']:.1f} | {100 * r['fraction_of_peak']:.1f} |"
+            f"| {r['model']} | {r['precision']} | {layout} | {r['images_per_s']:.1f} | "
+            f"{r['gflop_per_s']:.1f} | {100 * r['fraction_of_peak']:.1f} | {100 * r['fraction_of_matmul_peak']:.1f} |"
         )
     if "speedup_best_vs_best" in report:
         lines += ["", f"Best vs best: torchdiffusion / diffusers = {report['speedup_best_vs_best']:.2f}x"]

@@ -11,6 +11,9 @@ Speed notes (small models on a CPU are overhead- and memory-bound, see PERFORMAN
   ``group_norm`` + one ``addcmul``).
 * Attention runs on token tensors ``(B, N, C)``, which are free views of a channels_last feature map.
 * All the residual blocks' embedding projections are one ``Linear`` (see ``UNet``), not one per block.
+* On channels_last CPU tensors every GroupNorm (with the SiLU that follows it, and the per-sample affine) is the
+  fused kernel of ``nets.fused`` (PyTorch's channels-last GroupNorm is 10-80x slower than its contiguous one);
+  contiguous tensors keep PyTorch's kernels.
 * bf16 attention over few tokens (``N <= MATH_ATTENTION_MAX_TOKENS``, e.g. 7x7 or 14x14 maps) is written out
   (``softmax(Q K^T / sqrt(d)) V`` as two matmuls): on the CPU the bf16 flash-attention kernel's backward took
   ~10x its forward at N = 49 (13 % of a demo training step); fp32 keeps the fused kernel (fast there, and fp32
@@ -24,6 +27,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from . import fused
 
 # The frequency band of the noise embedding, in radians per unit of c_noise. c_noise is either a DDPM timestep
 # in [0, T) with T up to ~1000-4000, or EDM's ln(sigma)/4, which spans only ~[-1.6, 1.1] for sigma in
@@ -180,13 +185,32 @@ class CondEmbedding(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def adaptive_group_norm(x: Tensor, groups: int, scale: Tensor, shift: Tensor, eps: float = 1e-5) -> Tensor:
-    """GroupNorm(x) * (1 + scale) + shift with per-sample ``scale, shift: (B, C)``; x: (B, C, *spatial).
+def norm_act(norm: nn.GroupNorm, x: Tensor, silu: bool = False) -> Tensor:
+    """``norm(x)``, then SiLU if asked; one fused kernel for channels_last CPU tensors (``nets.fused``)."""
+    if norm.affine and fused.applies(x):
+        return fused.group_norm_act(x, norm.num_groups, norm.weight, norm.bias, norm.eps, silu)
+    h = norm(x)
+    return F.silu(h, inplace=True) if silu else h
+
+
+def adaptive_group_norm(
+    x: Tensor, groups: int, scale: Tensor, shift: Tensor, eps: float = 1e-5, silu: bool = False
+) -> Tensor:
+    """GroupNorm(x) * (1 + scale) + shift with per-sample ``scale, shift: (B, C)``; x: (B, C, *spatial); then
+    SiLU if ``silu``.
 
     The "scale-shift norm" of Nichol & Dhariwal 2021 (improved DDPM) / adaptive GroupNorm. For a contiguous x
     it is one kernel: ``(B, C, ...)`` as ``(1, B*C, ...)`` with ``B*groups`` groups normalises each sample's
-    groups exactly as before, and GroupNorm's per-channel affine becomes the per-sample one.
+    groups exactly as before, and GroupNorm's per-channel affine becomes the per-sample one. A channels_last
+    CPU x takes the fused kernel of ``nets.fused`` (normalisation, affine and SiLU in one pass).
     """
+    if fused.applies(x):
+        return fused.group_norm_act(x, groups, 1 + scale.float(), shift.float(), eps, silu)
+    y = _adaptive_group_norm(x, groups, scale, shift, eps)
+    return F.silu(y, inplace=True) if silu else y
+
+
+def _adaptive_group_norm(x: Tensor, groups: int, scale: Tensor, shift: Tensor, eps: float) -> Tensor:
     B, C = x.shape[:2]
     gain = (1 + scale).to(x.dtype)
     bias = shift.to(x.dtype)
@@ -231,10 +255,9 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """x: (B, C_in, *spatial), emb: (B, 2 C_out) -> (B, C_out, *spatial)."""
-        h = F.silu(self.norm1(x), inplace=True)
-        h = self.conv1(h)
+        h = self.conv1(norm_act(self.norm1, x, silu=True))
         scale, shift = emb.chunk(2, dim=1)
-        h = F.silu(adaptive_group_norm(h, self.g2, scale, shift), inplace=True)
+        h = adaptive_group_norm(h, self.g2, scale, shift, silu=True)
         h = self.conv2(self.dropout(h))
         return self.skip(x) + h
 
@@ -294,7 +317,7 @@ class SelfAttention(nn.Module):
         self.proj = zero_(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        t = to_tokens(self.norm(x))  # (B, N, C)
+        t = to_tokens(norm_act(self.norm, x))  # (B, N, C)
         B, N, C = t.shape
         qkv = self.qkv(t).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         a = attention(qkv[0], qkv[1], qkv[2])  # (B, heads, N, d)
@@ -322,7 +345,7 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: Tensor, text: Tensor, mask: Tensor) -> Tensor:
         """x: (B, C, *spatial); text: (B, L+1, E) with the null token first; mask: (B, 1, 1, L+1) bool."""
-        t = to_tokens(self.norm(x))
+        t = to_tokens(norm_act(self.norm, x))
         B, N, C = t.shape
         q = split_heads(self.q(t), self.heads)
         kv = self.kv(text)  # (B, L+1, 2C)

@@ -34,6 +34,7 @@ from .layers import (
     cap_groups,
     conv_nd,
     drop_mask,
+    norm_act,
     normalize_cond,
     text_tokens,
     zero_,
@@ -175,5 +176,5 @@ class UNet(nn.Module):
         h = self.mid2(h, next(embs), text)
         for m in self.up:
             h = m(h) if isinstance(m, Upsample) else m(torch.cat([h, hs.pop()], dim=1), next(embs), text)
-        h = F.silu(self.out_norm(h), inplace=True)
+        h = norm_act(self.out_norm, h, silu=True)
         return self.out_conv(h)
