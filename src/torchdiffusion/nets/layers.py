@@ -7,8 +7,8 @@ Speed notes (small models on a CPU are overhead- and memory-bound, see PERFORMAN
 
 * The adaptive GroupNorm of a residual block (normalise, then a per-sample scale/shift from the embedding)
   runs as ONE ``group_norm`` kernel: viewing ``(B, C, ...)`` as ``(1, B*C, ...)`` with ``B*G`` groups turns the
-  per-sample affine into GroupNorm's own per-channel affine (contiguous layout; channels_last falls back to
-  ``group_norm`` + one ``addcmul``).
+  per-sample affine into GroupNorm's own per-channel affine (contiguous layout; channels_last takes the fused
+  kernel below, or, where it cannot be built, ``group_norm`` + one ``addcmul``).
 * Attention runs on token tensors ``(B, N, C)``, which are free views of a channels_last feature map.
 * All the residual blocks' embedding projections are one ``Linear`` (see ``UNet``), not one per block.
 * On channels_last CPU tensors every GroupNorm (with the SiLU that follows it, and the per-sample affine) is the
