@@ -48,10 +48,11 @@ static inline float f32_store(float v) { return v; }
 
 /* exp(x) for the sigmoid, vectorisable (no libm call): x = n ln2 + r, |r| <= ln2 / 2, e^r by a degree-6
  * Taylor polynomial (relative error < 2e-7), times 2^n built in the exponent bits. x is clamped to
- * [-87, 87] (e^87 ~ 6e37 stays finite; NaN passes through the comparisons and the caller's z * ... keeps it). */
+ * [-87, 87] (e^87 ~ 6e37 stays finite); a NaN fails the first comparison and becomes 87, so the float-to-int
+ * conversion below is always defined - the callers multiply by z itself, which carries the NaN on. */
 static inline float fast_exp(float x) {
-    x = x > 87.0f ? 87.0f : x;
-    x = x < -87.0f ? -87.0f : x;
+    x = x < 87.0f ? x : 87.0f;
+    x = x > -87.0f ? x : -87.0f;
     float t = x * 1.44269504088896341f;
     float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest integer (1.5 * 2^23 trick) */
     float r = x - n * 0.693145751953125f;      /* ln2, split hi + lo for an exact product */
@@ -63,7 +64,7 @@ static inline float fast_exp(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
+    uint32_t e = (uint32_t)((int32_t)n + 127) << 23; /* n in [-126, 126]: a normal power of two */
     float scale;
     memcpy(&scale, &e, 4);
     return p * scale;
