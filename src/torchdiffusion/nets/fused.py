@@ -4,9 +4,9 @@ PyTorch 2.13's CPU ``group_norm`` is fast on contiguous (NCHW) tensors but slow 
 measured on this project's 2-core VM (64 x 32 x 28 x 28, two threads) 0.20 ms contiguous against 2.4 ms
 channels_last in fp32 and 0.26 ms against 19.8 ms in bf16 (docs/bench-train.md). Channels-last is the layout in
 which oneDNN's convolutions are fastest, so the slow normalisation decided the layout. ``kernels/group_norm_act.c``
-is one memory-bound pass per direction for NHWC data - statistics, normalisation, the residual block's
-per-sample scale/shift and the SiLU that follows it, forward and backward - with the math written out in its
-header comment.
+does it for NHWC data in memory-bound passes (one forward, two backward) - statistics, normalisation, the
+residual block's per-sample scale/shift and the SiLU that follows it - with the math written out in its header
+comment.
 
 It is plain C with OpenMP and no PyTorch headers: the system C compiler builds it in about a second on first
 use, into ``$TORCHDIFFUSION_CACHE`` (default ``~/.cache/torchdiffusion``)/kernels, keyed by the source, the
