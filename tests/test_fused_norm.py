@@ -144,7 +144,6 @@ def test_unet_with_and_without_the_kernel(monkeypatch, bf16):
 
 def test_without_a_compiler_everything_falls_back(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(fused, "_lib", None)
-    monkeypatch.setattr(fused, "_tried", False)
     monkeypatch.setattr(fused, "_error", None)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "cache"))

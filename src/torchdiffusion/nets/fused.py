@@ -38,8 +38,7 @@ CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-err
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
-_error: str | None = None  # why the kernel is unavailable (None: not tried yet, or built)
-_tried = False
+_error: str | None = None  # why the kernel is unavailable; neither set: not tried yet
 
 
 def cache_dir() -> Path:
@@ -108,11 +107,11 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernel library, building it on first use; None (and ``unavailable_reason()``) if it cannot be."""
-    global _lib, _error, _tried
-    if _tried:
+    global _lib, _error
+    if _lib is not None or _error is not None:
         return _lib
     with _lock:
-        if not _tried:
+        if _lib is None and _error is None:
             try:
                 lib = ctypes.CDLL(str(build()))
                 _declare(lib)
@@ -121,7 +120,6 @@ def library() -> ctypes.CDLL | None:
                 _error = f"{type(e).__name__}: {e}"
                 msg = f"torchdiffusion: fused channels-last GroupNorm unavailable ({_error}); using PyTorch's"
                 print(msg, file=sys.stderr)
-            _tried = True
     return _lib
 
 
@@ -148,8 +146,11 @@ def applies(x: Tensor) -> bool:
     )
 
 
-def _ptr(t: Tensor) -> int:
-    return t.data_ptr()
+def _call(kernel: str, dtype: torch.dtype, *args) -> None:
+    """Run ``gn_act_<kernel>_<f32|bf16>`` on ``args`` (tensors passed as their memory), on torch's thread count."""
+    fn = getattr(library(), f"gn_act_{kernel}_{'bf16' if dtype == torch.bfloat16 else 'f32'}")
+    if fn(*(a.data_ptr() if isinstance(a, Tensor) else a for a in args), torch.get_num_threads()):
+        raise MemoryError("fused GroupNorm: out of memory for its scratch buffers")
 
 
 class _GroupNormAct(torch.autograd.Function):
@@ -158,20 +159,13 @@ class _GroupNormAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, gain: Tensor, bias: Tensor, groups: int, eps: float, silu: bool) -> Tensor:
         B, C, H, W = x.shape
-        lib = library()
         g32 = gain.detach().float().contiguous()
         b32 = bias.detach().float().contiguous()
         stride = C if g32.ndim == 2 else 0
         y = torch.empty_like(x, memory_format=torch.channels_last)
         mean = torch.empty(B, groups)
         rstd = torch.empty(B, groups)
-        fn = lib.gn_act_forward_bf16 if x.dtype == torch.bfloat16 else lib.gn_act_forward_f32
-        rc = fn(
-            _ptr(x), _ptr(y), _ptr(g32), _ptr(b32), stride, _ptr(mean), _ptr(rstd),
-            B, H * W, C, groups, float(eps), int(silu), torch.get_num_threads(),
-        )  # fmt: skip
-        if rc:
-            raise MemoryError("fused GroupNorm: out of memory for its scratch buffers")
+        _call("forward", x.dtype, x, y, g32, b32, stride, mean, rstd, B, H * W, C, groups, float(eps), int(silu))
         ctx.save_for_backward(x, g32, b32, mean, rstd)
         ctx.groups, ctx.silu, ctx.stride = groups, silu, stride
         ctx.gain_dtype, ctx.bias_dtype = gain.dtype, bias.dtype
@@ -182,18 +176,12 @@ class _GroupNormAct(torch.autograd.Function):
     def backward(ctx, dy: Tensor):
         x, g32, b32, mean, rstd = ctx.saved_tensors
         B, C, H, W = x.shape
-        lib = library()
         dy = dy.to(x.dtype).contiguous(memory_format=torch.channels_last)
         dx = torch.empty_like(x, memory_format=torch.channels_last)
         dgain = torch.empty(B, C)
         dbias = torch.empty(B, C)
-        fn = lib.gn_act_backward_bf16 if x.dtype == torch.bfloat16 else lib.gn_act_backward_f32
-        rc = fn(
-            _ptr(x), _ptr(dy), _ptr(dx), _ptr(g32), _ptr(b32), ctx.stride, _ptr(mean), _ptr(rstd),
-            _ptr(dgain), _ptr(dbias), B, H * W, C, ctx.groups, int(ctx.silu), torch.get_num_threads(),
-        )  # fmt: skip
-        if rc:
-            raise MemoryError("fused GroupNorm: out of memory for its scratch buffers")
+        args = (x, dy, dx, g32, b32, ctx.stride, mean, rstd, dgain, dbias, B, H * W, C, ctx.groups, int(ctx.silu))
+        _call("backward", x.dtype, *args)
         if ctx.stride == 0:  # one affine for the whole batch: its gradient sums over samples
             dgain, dbias = dgain.sum(0), dbias.sum(0)
         return dx, dgain.to(ctx.gain_dtype), dbias.to(ctx.bias_dtype), None, None, None
