@@ -110,6 +110,8 @@ class SampleConfig:
     seed: int = 0  # image k uses seed + k
     batch_size: int = 256  # images per network call
     guidance: float = 1.0  # classifier-free guidance scale (1 = plain conditional)
+    guidance_interval: tuple[float, float] | None = None  # guide only for sigma in [lo, hi] (Kynkaanniemi 2024)
+    guidance_rescale: float = 0.0  # phi in [0, 1] of rescaled CFG (Lin et al. 2024); 0 = off
     eta: float = 0.0  # DDIM stochasticity
     clip_denoised: bool = True  # clamp x0_hat to the data range [-1, 1] for images
 
@@ -441,6 +443,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         (t.eval_every_images >= 0 and t.eval_n >= 2, "train.eval_every_images must be >= 0 and train.eval_n >= 2"),
         (s.steps >= 1, f"sample.steps must be >= 1, got {s.steps}"),
         (s.n >= 1, "sample.n must be >= 1"),
+        (0.0 <= s.guidance_rescale <= 1.0, "sample.guidance_rescale must be in [0, 1]"),
+        (
+            s.guidance_interval is None
+            or (len(s.guidance_interval) == 2 and 0 <= s.guidance_interval[0] < s.guidance_interval[1]),
+            "sample.guidance_interval needs two sigmas 0 <= lo < hi",
+        ),
         (s.grid in SIGMA_GRIDS, f"sample.grid must be one of {SIGMA_GRIDS}"),
         (
             not (s.grid == "uniform_t" and d.process == "continuous"),

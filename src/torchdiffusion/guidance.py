@@ -288,12 +288,10 @@ def guided_denoiser(model: ConditionalModel, cond: Cond, sample, *, uncond: Cond
     """The denoiser ``generate`` samples with: CFG at ``sample.guidance`` when there is something to guide.
 
     A plain ``model.bind(cond)``-style closure when ``cond`` is None or the scale is 1 with no negative
-    conditioning (one forward per step); :func:`classifier_free` otherwise. Reads ``sample.guidance`` and, when
-    the SampleConfig has them, ``guidance_interval`` and ``guidance_rescale``.
+    conditioning (one forward per step); :func:`classifier_free` otherwise. Reads the SampleConfig's
+    ``guidance``, ``guidance_interval`` and ``guidance_rescale``.
     """
-    scale = float(getattr(sample, "guidance", 1.0))
-    interval = getattr(sample, "guidance_interval", None)
-    rescale = float(getattr(sample, "guidance_rescale", 0.0))
+    scale, interval, rescale = float(sample.guidance), sample.guidance_interval, float(sample.guidance_rescale)
     if as_cond_dict(cond) is None or (scale == 1.0 and uncond is None):
         if hasattr(model, "bind"):
             return model.bind(cond)
