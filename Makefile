@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test install lint bench data clean
+.PHONY: demo test install lint bench docs docs-explain docs-samplers docs-guidance docs-checks docs-speed data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,60 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_demo.py
+
+# `make docs` regenerates every figure and table of the docs from the scripts that make them, training the runs
+# they need when missing (hours on a 2-core CPU: the sampler benchmark and the emoji models dominate; never run by
+# the tests). Each part is a target of its own. Figure or table -> what makes it:
+#   docs/images/demo.png                                 make demo (runs/demo/samples/demo.png)
+#   docs/images/explain-*.png, explain-trajectory.gif,   scripts/explain_figures.py (torchdiffusion explain on
+#     docs/how-diffusion-works.md, docs/benchmarks/explain-timings.txt       runs/demo and runs/toy)
+#   docs/images/samplers-*.png, docs/benchmarks/samplers/*/  scripts/bench_samplers.sh (docs/samplers.md tables)
+#   docs/images/guidance-sweep-mnist.png, guidance-grid-mnist.png, mnist-class-samples.png, MNIST tables of
+#     docs/guidance.md                                   scripts/mnist_guidance_check.py (trains runs/mnist-class)
+#   docs/images/emoji-*.png, emoji tables of docs/guidance.md   scripts/emoji_guidance_check.py (trains runs/emoji-*)
+#   tables of docs/editing.md                            scripts/editing_check.py, scripts/oracle_inpaint.py
+#   tables of docs/evaluation.md, README's digit check   scripts/eval_known_answers.py, scripts/digit_check.py
+#   docs/benchmarks/demo-speed.json (README)             scripts/bench_demo.py
+#   docs/benchmarks/train-speed*.json (docs/bench-train.md)  torchdiffusion bench-train
+# The tables in the .md pages quote these outputs (docs/benchmarks/, the run folders).
+TD := $(PY) -m torchdiffusion
+
+runs/demo/run.json: $(STAMP)
+	$(TD) demo --out runs/demo
+
+runs/toy/run.json: $(STAMP)
+	$(TD) train --preset toy-2d --out runs/toy
+
+docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed
+
+docs-explain: runs/demo/run.json runs/toy/run.json
+	cp runs/demo/samples/demo.png docs/images/demo.png
+	OMP_NUM_THREADS=1 $(PY) scripts/explain_figures.py --run runs/demo --toy-run runs/toy
+
+docs-samplers: runs/demo/run.json runs/toy/run.json
+	TD="$(TD)" sh scripts/bench_samplers.sh
+
+docs-guidance: $(STAMP)
+	$(PY) scripts/mnist_guidance_check.py --out runs/mnist-class --threads 1
+	$(PY) scripts/emoji_guidance_check.py context --out runs/emoji-context --scales 0,1,3,5,7,9 --per-class 100 \
+	    --grid-guidance 7 --threads 1
+	$(PY) scripts/emoji_guidance_check.py text --out runs/emoji-text --scales 0,1,3,5 --threads 1
+	$(PY) scripts/emoji_guidance_check.py text --out runs/emoji-text --skip-train --scales 0,1,3,5 --threads 1 \
+	    --prompts "a shiny red apple,ripe yellow fruit,pine tree in winter,spooky halloween spirit,spaceship launch" \
+	    --grid-name emoji-text-paraphrase-grid.png --json guidance-check-paraphrase.json
+
+docs-checks: runs/demo/run.json
+	$(PY) scripts/digit_check.py runs/demo; test $$? -le 1   # exit 1 = the check failed; the report is written
+	cp runs/demo/digit-check.json docs/benchmarks/digit-check.json
+	$(PY) scripts/editing_check.py runs/demo --threads 1
+	cp runs/demo/edits/editing-check.json docs/benchmarks/editing-check.json
+	$(PY) scripts/oracle_inpaint.py > docs/benchmarks/oracle-inpaint.txt
+	$(PY) scripts/eval_known_answers.py > docs/benchmarks/eval-known-answers.txt
+
+docs-speed: $(STAMP)
+	$(PY) scripts/bench_demo.py --out docs/benchmarks/demo-speed.json
+	$(TD) bench-train --threads 2 --out docs/benchmarks/train-speed.json
+	$(TD) bench-train --threads 2 --compile --out docs/benchmarks/train-speed-compile.json
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,8 +1,8 @@
-"""Issue 2, acceptance 4: training throughput and sampling time of the demo preset on this machine.
+"""Training throughput and sampling time of the demo preset on the machine it runs on.
 
 Trains the demo preset (mnist-cpu) for a short while into a temporary folder (same model, batch and
 precision as `make demo`), reports the median training throughput over the logging windows after warm-up,
-then times sampling 64 and 256 images with the preset's default sampler. Writes docs/bench-demo.json.
+then times sampling 64 and 256 images with the preset's default sampler. Writes docs/benchmarks/demo-speed.json.
 
     .venv/bin/python scripts/bench_demo.py [--images 25600] [--preset mnist-cpu]
 """
@@ -31,7 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="mnist-cpu")
     ap.add_argument("--images", type=int, default=25_600, help="images to train for the timing")
-    ap.add_argument("--out", default="docs/bench-demo.json")
+    ap.add_argument("--out", default="docs/benchmarks/demo-speed.json")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
     base = override(get_preset(args.preset), args.set)

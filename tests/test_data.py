@@ -212,7 +212,7 @@ def test_folder_empty_or_missing(tmp_path):
 
 
 def test_npy_channels_last_uint8_round_trip(tmp_path):
-    a = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)  # the course's sprite layout
+    a = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)  # the course's sprites
     np.save(tmp_path / "sprites.npy", a)
     d = load_data(DataConfig(source="array", path=str(tmp_path / "sprites.npy")))
     assert d.shape == (3, 16, 16) and len(d) == 10

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 class DataConfig:
     source: str = "mnist5k"  # mnist5k | digits | fashion_mnist | emoji | folder | array | toy
     path: str | None = None  # image folder or .npy/.npz file (folder / array sources)
-    labels_path: str | None = None  # optional labels .npy for the array source (course sprite format)
+    labels_path: str | None = None  # optional labels .npy for the array source (the course preset's sprite format)
     image_size: tuple[int, int] | None = None  # (H, W) to resize/crop to; None keeps the native size
     channels: int | None = None  # 1 (grayscale) or 3 (RGB) for folders; None keeps the native channel count
     toy: str = "8gaussians"  # 8gaussians | moons | swissroll | checkerboard (toy source)
@@ -141,12 +141,13 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="mnist5k", holdout=500),  # 500 digits kept out for evaluation and editing
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
         diffusion=_EPS_COSINE,
-        # batch 64: the same images/s as 128 on 2 cores (measured), twice the optimizer steps in the budget
+        # batch 64: twice the optimizer steps of batch 128 in the same image budget
         train=TrainConfig(images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000, ema_halflife_images=20_000),
         # the default recommended by `bench-samplers --run runs/demo --reference data` (docs/samplers.md)
         sample=SampleConfig(sampler="unipc", grid="uniform_t", steps=20, n=64),
     ),
-    # The course's settings: DDPM with T = 500, beta from 1e-4 to 0.02, epsilon prediction, plain MSE.
+    # The settings of the DeepLearning.AI short course "How Diffusion Models Work": DDPM with T = 500, beta from
+    # 1e-4 to 0.02, epsilon prediction, plain MSE.
     "course": RunConfig(
         preset="course",
         data=DataConfig(source="mnist5k"),
@@ -262,7 +263,7 @@ PRESETS: dict[str, RunConfig] = {
         ),
         sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=25, guidance=3.0),
     ),
-    # Fashion-MNIST (Debian dataset-fashion-mnist, 60k images): ~22 CPU minutes measured (one core, 137 img/s);
+    # Fashion-MNIST (Debian dataset-fashion-mnist, 60k images; training time in docs/evaluation.md);
     # 1,000 training images held out (bench-samplers, editing); `evaluate` compares with the official test set.
     "fashion-cpu": RunConfig(
         preset="fashion-cpu",

@@ -13,8 +13,9 @@ animations). The ``torchdiffusion explain`` command is a thin shell over them:
   plateaus while the low-noise buckets keep improving;
 * :func:`plot_field` - for 2-D data: the denoiser field x -> D(x, sigma) - x at several sigma with probability-flow
   trajectories, learned beside exact (the analytic mixture, or the empirical data set's exact denoiser);
-* :func:`ablation` - teaching switches: DDPM with and without its re-added noise (the course's "incorrect"
-  sampler), one-shot denoising D(sigma_max n, sigma_max) versus iterative sampling.
+* :func:`ablation` - teaching switches: DDPM with and without its re-added noise (the "incorrect" sampler of
+  the DeepLearning.AI short course "How Diffusion Models Work"), one-shot denoising D(sigma_max n, sigma_max)
+  versus iterative sampling.
 """
 
 from __future__ import annotations
@@ -473,8 +474,8 @@ def ablation(
     path: str | Path | None = None,
 ) -> dict[str, Tensor]:
     """The same seeds sampled four ways: DDPM ancestral (correct), DDPM without the re-added noise z (the
-    course's "incorrect" sampler), one-shot denoising x0_hat = D(sigma_max n, sigma_max), and the run's own
-    sampler (iterative). Returns ``{label: (N, *data_shape)}``."""
+    "incorrect" sampler of the course "How Diffusion Models Work"), one-shot denoising
+    x0_hat = D(sigma_max n, sigma_max), and the run's own sampler (iterative). Returns ``{label: (N, *data_shape)}``."""
     from .generate import clamped, generate, make_grid_sigmas
     from .samplers import sample_ddpm
 

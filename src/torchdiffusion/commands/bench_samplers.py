@@ -14,7 +14,7 @@ EXAMPLES = """examples:
   torchdiffusion bench-samplers --run runs/demo --reference data --features clf:mnist5k --n 500 --nfe 10,20,50
   torchdiffusion bench-samplers --case 8gaussians --no-diffusers --nfe 5,10
 Tuned grids are fit on their own seed and stored as <grid-dir>/<sampler>-nfe<N>.json (default: OUT/grids, or
-RUN/grids for a run folder); existing files are reused."""
+OUT/grids/<case> when several cases share OUT, or RUN/grids for a run folder); existing files are reused."""
 
 
 def _csv(s: str) -> tuple[str, ...]:
@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ..bench.analytic_cases import run_analytic
 
-        for case in _csv(args.case or "8gaussians,mixture64"):
-            grid_dir = args.grid_dir or f"{args.out}/grids/{case}"
+        cases = _csv(args.case or "8gaussians,mixture64")
+        for case in cases:  # one case: OUT/grids; several: OUT/grids/<case>
+            grid_dir = args.grid_dir or (f"{args.out}/grids/{case}" if len(cases) > 1 else f"{args.out}/grids")
             rows += run_analytic(case, cfg, grid_dir, log)
     write_results(rows, cfg, args.out, command)
     print(f"wrote {args.out}/results.md, results.json, plot.png")

@@ -15,7 +15,7 @@ EXAMPLES = """examples:
   torchdiffusion bench-train                                  # mnist-cpu shape and batch, all settings
   torchdiffusion bench-train --threads 2 --out bench-train.json
   torchdiffusion bench-train --batch-size 8 --windows 2 --steps 1 --warmup 1 --peak-size 256   # smoke test
-  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4 torchdiffusion bench-train          # see PERFORMANCE.md
+  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4 torchdiffusion bench-train          # docs/bench-train.md
 One training step = forward + MSE loss (fp32) + backward + AdamW step. Reports median images/s over timed
 windows after warm-up, GFLOP/s (FlopCounterMode count of one step) and its fraction of a matmul/conv peak
 measured in the same process. With diffusers installed (pip install diffusers), its UNet2DModel is sized to

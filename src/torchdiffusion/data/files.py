@@ -17,7 +17,8 @@ Arrays (the ``array`` source, ``data.path`` a ``.npy`` or ``.npz``):
     labels, ``captions`` optional strings, ``class_names`` optional names.
   * Layout by shape: ``(N, D)`` vectors (kind "vector", values kept as they are); ``(N, H, W)`` grayscale;
     4-D is channels-first ``(N, C, H, W)`` when ``C = shape[1] <= 4`` and ``shape[3] > 4``, otherwise
-    channels-last ``(N, H, W, C)`` with ``C = shape[3] <= 4`` (the course's sprite format).
+    channels-last ``(N, H, W, C)`` with ``C = shape[3] <= 4`` (the sprite format of the DeepLearning.AI course
+    "How Diffusion Models Work").
   * Image values: uint8 (or any integers within 0..255) are 8-bit pixels; booleans and floats with min >= 0 and max <= 1
     are [0, 1] and mapped to [-1, 1]; other floats within [-1, 1] are kept. Anything else, NaN or inf is an
     error. (All-nonnegative [-1, 1] data is therefore read as [0, 1]: save such data as uint8.)

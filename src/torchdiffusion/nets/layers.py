@@ -3,7 +3,7 @@
 Every block works on ``(B, C, *spatial)`` tensors with one or two spatial dimensions (``dims``), in either
 memory format (contiguous or ``channels_last``) and under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
 
-Speed notes (small models on a CPU are overhead- and memory-bound, see PERFORMANCE.md):
+Speed notes (small models on a CPU are overhead- and memory-bound; measurements in docs/bench-train.md):
 
 * The adaptive GroupNorm of a residual block (normalise, then a per-sample scale/shift from the embedding)
   runs as ONE ``group_norm`` kernel: viewing ``(B, C, ...)`` as ``(1, B*C, ...)`` with ``B*G`` groups turns the
@@ -12,12 +12,12 @@ Speed notes (small models on a CPU are overhead- and memory-bound, see PERFORMAN
 * Attention runs on token tensors ``(B, N, C)``, which are free views of a channels_last feature map.
 * All the residual blocks' embedding projections are one ``Linear`` (see ``UNet``), not one per block.
 * On channels_last CPU tensors every GroupNorm (with the SiLU that follows it, and the per-sample affine) is the
-  fused kernel of ``nets.fused`` (PyTorch's channels-last GroupNorm is 10-80x slower than its contiguous one);
+  fused kernel of ``nets.fused`` (PyTorch's channels-last GroupNorm is much slower than its contiguous one);
   contiguous tensors keep PyTorch's kernels.
 * bf16 attention over few tokens (``N <= MATH_ATTENTION_MAX_TOKENS``, e.g. 7x7 or 14x14 maps) is written out
   (``softmax(Q K^T / sqrt(d)) V`` as two matmuls): on the CPU the bf16 flash-attention kernel's backward took
-  ~10x its forward at N = 49 (13 % of a demo training step); fp32 keeps the fused kernel (fast there, and fp32
-  results stay bit-identical to earlier releases).
+  ~10x its forward (docs/bench-train.md); fp32 keeps the fused kernel (fast there, and fp32 results do not
+  depend on this path).
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ def sample_ddpm(
 ) -> Tensor:
     """DDPM ancestral sampling, Ho et al. Algorithm 2, with ``variance`` = ``posterior`` (beta~) or ``beta``.
 
-    ``add_noise=False`` drops the re-added noise z: the course's "incorrect" sampler, kept as a teaching
+    ``add_noise=False`` drops the re-added noise z: the "incorrect" sampler of the DeepLearning.AI short
+    course "How Diffusion Models Work", kept as a teaching
     ablation (it collapses towards the mean image).
     """
     if variance not in ("posterior", "beta"):

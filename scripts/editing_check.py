@@ -1,7 +1,7 @@
-"""Issue 5 acceptance: inpainting accuracy on held-out digits and the DDIM-inversion round trip.
+"""Inpainting accuracy on held-out digits and the DDIM-inversion round trip.
 
-    .venv/bin/python scripts/issue5_acceptance.py runs/demo                       # defaults below
-    .venv/bin/python scripts/issue5_acceptance.py runs/demo --n 200 --resample 10 --jump 2 --steps 12
+    .venv/bin/python scripts/editing_check.py runs/demo                       # defaults below
+    .venv/bin/python scripts/editing_check.py runs/demo --n 200 --resample 10 --jump 2 --steps 12
 
 1. Inpaint the lower half (mask ``half:bottom``) of ``--n`` real digits, once with plain known-region replacement
    and once with RePaint (``--resample`` passes over segments of ``--jump`` steps); classify the results with the
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--first", type=int, default=0, help="skip the first FIRST held-out digits (default 0)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (noise is drawn on the CPU either way)")
     ap.add_argument("--skip-replacement", action="store_true", help="only RePaint")
-    ap.add_argument("--out", help="JSON report (default RUN/edits/issue5_acceptance.json)")
+    ap.add_argument("--out", help="JSON report (default RUN/edits/editing-check.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         run_.config.sample,
         **{k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("grid", args.grid)) if v is not None},
     )
-    out = Path(args.out) if args.out else run_.path / "edits" / "issue5_acceptance.json"
+    out = Path(args.out) if args.out else run_.path / "edits" / "editing-check.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     x, labels, source = held_out_digits(run_, args.first + args.n)
     x, labels = x[args.first :], labels[args.first :]
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         rows.append(y[:16])
         print(name, report[name], flush=True)
     if not args.skip_inpaint:
-        save_grid(torch.cat(rows), out.with_name("issue5_inpaint.png"), nrow=16)
+        save_grid(torch.cat(rows), out.with_name("editing-check-inpaint.png"), nrow=16)
 
     xi = x[: args.invert_n].to(device)
     inv = {}
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
             if method == "euler" and grid == sample.grid:
                 save_grid(
                     torch.cat([xi[:16], (z[:16] / float(sig[0])).clamp(-1, 1), back[:16]]).cpu(),
-                    out.with_name("issue5_inversion.png"),
+                    out.with_name("editing-check-inversion.png"),
                     nrow=16,
                 )
     report["inversion"] = {"steps": args.invert_steps, "n": len(xi), "results": inv}

@@ -1,6 +1,6 @@
 """Build docs/how-diffusion-works.md ("How diffusion works, in pictures") from `torchdiffusion explain` outputs.
 
-    .venv/bin/python scripts/issue5_docs.py --run runs/demo --toy-run runs/toy
+    .venv/bin/python scripts/explain_figures.py --run runs/demo --toy-run runs/toy
 
 Every picture is produced by one `torchdiffusion explain ...` command, run here in a fresh process with its wall
 time measured; the page shows the picture, what to look at, the exact command and the time it took. A 2-D run
@@ -39,7 +39,7 @@ PICTURES = [
             "700",
             "999",
             "--out",
-            "{img}/forward.png",
+            "{img}/explain-forward.png",
         ],
         None,
         "Real digits noised by q(x_t | x₀) = N(√ᾱ_t x₀, (1 − ᾱ_t) I) at the same t and with the same noise for two "
@@ -51,7 +51,7 @@ PICTURES = [
     (
         "schedules",
         "2. Schedules in numbers: ᾱ_t, SNR and σ",
-        ["explain", "schedules", "--out", "{img}/schedules.png"],
+        ["explain", "schedules", "--out", "{img}/explain-schedules.png"],
         None,
         "The same schedules as curves, plus EDM's sampling ramp (ρ = 7). Left: the signal kept, ᾱ_t. Middle: the "
         "signal-to-noise ratio SNR = ᾱ/(1 − ᾱ) on a log scale - the quantity that really matters; cosine and "
@@ -61,18 +61,18 @@ PICTURES = [
     (
         "trajectory",
         "3. Denoising, step by step",
-        ["explain", "trajectory", "{run}", "--n", "16", "--out", "{img}/trajectory.png"],
+        ["explain", "trajectory", "{run}", "--n", "16", "--out", "{img}/explain-trajectory.png"],
         "run",
         "Sampling with the run's own sampler. Top row: the sample x_t (shown in VP scale x/√(1 + σ²)); bottom row: "
         "the model's prediction x̂₀ = D(x_t, σ) at that step. The prediction is a blurry average digit at high noise "
         "and sharpens as σ falls; the coarse layout is decided early, the strokes late. The GIF "
-        "(`trajectory.gif`, x_t on the left, x̂₀ on the right) shows every step; with `imageio-ffmpeg` installed an "
-        "MP4 is written too.",
+        "(`explain-trajectory.gif`, x_t on the left, x̂₀ on the right) shows every step; with `imageio-ffmpeg` "
+        "installed an MP4 is written too.",
     ),
     (
         "loss",
         "4. The loss hides progress at low noise",
-        ["explain", "loss", "{run}", "--out", "{img}/loss.png"],
+        ["explain", "loss", "{run}", "--out", "{img}/explain-loss.png"],
         "run",
         "The training loss recorded per noise-level bucket (`loss_by_sigma` in `metrics.jsonl`). Left: the mean "
         "loss flattens early. Right: each bucket divided by its own first value - the buckets improve at very "
@@ -82,7 +82,7 @@ PICTURES = [
     (
         "field",
         "5. The denoiser field of 2-D data, learned and exact",
-        ["explain", "field", "{toy_run}", "--out", "{img}/field.png"],
+        ["explain", "field", "{toy_run}", "--out", "{img}/explain-field.png"],
         "toy_run",
         "For 2-D toy data we can draw what the network learned: arrows D(x, σ) − x (where the denoiser would move "
         "each point; the score is this divided by σ²) at several noise levels, and a few probability-flow ODE "
@@ -92,10 +92,11 @@ PICTURES = [
     (
         "ablation",
         "6. Two teaching ablations",
-        ["explain", "ablation", "{run}", "--n", "16", "--out", "{img}/ablation.png"],
+        ["explain", "ablation", "{run}", "--n", "16", "--out", "{img}/explain-ablation.png"],
         "run",
         "The same 16 starting noises sampled four ways. (a) DDPM ancestral sampling as in Ho et al. Algorithm 2. "
-        '(b) The same loop without the re-added noise z (the course\'s "incorrect" sampler): each step moves to the '
+        '(b) The same loop without the re-added noise z (the "incorrect" sampler of the DeepLearning.AI short course '
+        '"How Diffusion Models Work"): each step moves to the '
         "posterior mean, and the samples collapse towards the average image. (c) One shot: the model's single "
         "prediction x̂₀ = D(σ_max n, σ_max) from pure noise. The ideal answer is the mean of the data, a blur; an "
         "ε-prediction model at the cosine schedule's σ_max ≈ 2·10⁴ computes x̂₀ = x − σ ε̂ and so multiplies its "
@@ -109,7 +110,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="runs/demo")
     ap.add_argument("--toy-run", default="runs/toy")
-    ap.add_argument("--img", default="docs/img/explain")
+    ap.add_argument("--img", default="docs/images", help="figure folder (files explain-<key>.png)")
+    ap.add_argument("--timings", default="docs/benchmarks/explain-timings.txt", help="wall times of the commands")
     ap.add_argument("--md", default="docs/how-diffusion-works.md")
     ap.add_argument("--only", nargs="+", help="regenerate only these pictures (keys)")
     args = ap.parse_args(argv)
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     exe = [sys.executable, "-m", "torchdiffusion"]
     have = {"run": Path(args.run, "run.json").is_file(), "toy_run": Path(args.toy_run, "run.json").is_file()}
     timings: dict[str, float] = {}
-    timing_file = Path(args.img) / "timings.txt"
+    timing_file = Path(args.timings)
     if timing_file.is_file():  # keep earlier timings of pictures not regenerated now
         for line in timing_file.read_text().splitlines():
             k, v = line.split()
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
         shown = "torchdiffusion " + " ".join(cmd)
         if needs and not have[needs]:
             print(f"skip {key}: {getattr(args, needs)} is not a finished run", file=sys.stderr)
-            if not Path(args.img, f"{key}.png").is_file():
+            if not Path(args.img, f"explain-{key}.png").is_file():
                 continue
         elif args.only is None or key in args.only:
             t0 = time.time()
@@ -138,13 +140,15 @@ def main(argv=None) -> int:
             timings[key] = time.time() - t0
             print(f"{key}: {timings[key]:.1f} s", file=sys.stderr)
         extra = ""
-        if key == "trajectory" and Path(args.img, "trajectory.gif").is_file():
-            extra = f"\n![the denoising as a GIF]({rel}/trajectory.gif)\n"
+        if key == "trajectory" and Path(args.img, "explain-trajectory.gif").is_file():
+            extra = f"\n![the denoising as a GIF]({rel}/explain-trajectory.gif)\n"
         took = f" (took {timings[key]:.0f} s wall time here)" if key in timings else ""
         sections.append(
-            f"## {title}\n\n![{key}]({rel}/{key}.png)\n{extra}\n{text}\n\nRegenerate{took}:\n\n```\n{shown}\n```\n"
+            f"## {title}\n\n![{key}]({rel}/explain-{key}.png)\n{extra}\n{text}\n\n"
+            f"Regenerate{took}:\n\n```\n{shown}\n```\n"
         )
-    tmp = timing_file.with_name("timings.tmp")
+    timing_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = timing_file.with_name(timing_file.name + ".tmp")
     tmp.write_text("".join(f"{k} {v:.1f}\n" for k, v in timings.items()))
     os.replace(tmp, timing_file)
     head = (
@@ -154,7 +158,7 @@ def main(argv=None) -> int:
         f"(`torchdiffusion train --preset toy-2d --out {args.toy_run}`). The same functions are in Python: "
         "`torchdiffusion.explain` (`forward_strip`, `plot_schedules`, `denoising_trajectory`, "
         "`plot_loss_by_noise`, `plot_field`, `ablation`). The page itself is written by "
-        "`python scripts/issue5_docs.py`; the times are wall-clock seconds on a machine with "
+        "`python scripts/explain_figures.py`; the times are wall-clock seconds on a machine with "
         f"{os.cpu_count()} CPU cores ({platform.machine()}, torch threads: "
         f"{os.environ.get('OMP_NUM_THREADS', 'default')}), including Python start-up and loading the run.\n\n"
     )

@@ -1,7 +1,7 @@
 """Inpainting with the exact denoiser of the MNIST-5k training set: replacement vs RePaint, no network needed.
 
-    .venv/bin/python scripts/issue5_oracle_inpaint.py                       # the default settings below
-    .venv/bin/python scripts/issue5_oracle_inpaint.py ddpm,20,10,2 heun,12,10,2
+    .venv/bin/python scripts/oracle_inpaint.py                       # the default settings below
+    .venv/bin/python scripts/oracle_inpaint.py ddpm,20,10,2 heun,12,10,2
 
 The empirical distribution of the 4,000 training digits (the classifier's split, 100 per class held out) has an
 exact denoiser, D(x, sigma) = sum_i softmax_i(-|x - x_i|^2 / 2 sigma^2) x_i (the ideal, memorising model). Its

@@ -1,7 +1,7 @@
-"""Issue 4, acceptance 2: context- and text-conditioned models on the 16 px emoji sprites.
+"""Guidance check of the context- and text-conditioned models on the 16 px emoji sprites.
 
-    .venv/bin/python scripts/issue4_emoji.py context --out runs/emoji-context
-    .venv/bin/python scripts/issue4_emoji.py text --out runs/emoji-text
+    .venv/bin/python scripts/emoji_guidance_check.py context --out runs/emoji-context
+    .venv/bin/python scripts/emoji_guidance_check.py text --out runs/emoji-text
     (add --skip-train to only measure an existing run)
 
 ``context``: trains the ``emoji-context`` preset (one-hot category as the context vector); trains an evaluation
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid-guidance", type=float, default=None, help="scale of the docs grid (default: the run's)")
     ap.add_argument("--prompts", default=None, help="text: comma-separated prompts (default: five emoji names)")
     ap.add_argument("--grid-name", default=None, help="text: file name of the docs grid")
-    ap.add_argument("--json", default="acceptance.json", help="report file name inside the run folder")
+    ap.add_argument("--json", default="guidance-check.json", help="report file name inside the run folder")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--docs", default="docs/images")
     args = ap.parse_args(argv)

@@ -1,13 +1,13 @@
-"""Issue 4, acceptance 1 and 3: a class-conditional MNIST-5k model sampled with classifier-free guidance.
+"""Guidance check of a class-conditional MNIST-5k model sampled with classifier-free guidance.
 
-    .venv/bin/python scripts/issue4_mnist_class.py --out runs/mnist-class            # train (resumes), sweep, measure
-    .venv/bin/python scripts/issue4_mnist_class.py --out runs/mnist-class --skip-train
+    .venv/bin/python scripts/mnist_guidance_check.py --out runs/mnist-class            # train (resumes), sweep, measure
+    .venv/bin/python scripts/mnist_guidance_check.py --out runs/mnist-class --skip-train
 
 1. trains the ``mnist-class`` preset (torchdiffusion.config) into ``--out``;
 2. runs the guidance sweep (``--sweep-per-class`` samples per digit at each scale) -> ``OUT/guidance-sweep/``,
    copied to ``docs/images/guidance-sweep-mnist.png`` and ``docs/images/guidance-grid-mnist.png``;
 3. samples ``--n`` images (class k = index mod 10) at guidance 0, 1 and the preset's default, classifies them
-   with the shipped MNIST-5k evaluation classifier, and writes ``OUT/acceptance.json`` plus a markdown table.
+   with the shipped MNIST-5k evaluation classifier, and writes ``OUT/guidance-check.json`` plus a markdown table.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
 
-    # -- Guidance sweep (acceptance 3) ----------------------------------------------------------------------
+    # -- Guidance sweep -------------------------------------------------------------------------------------
     scales = [float(s) for s in args.sweep_scales.split(",")]
     res = sweep(run, scales, classifier=clf, n_per_class=args.sweep_per_class, mode="class", sample=sample)
     res["real_diversity"] = real_diversity(run, clf, args.sweep_per_class)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(sd / "sweep.png", docs / "guidance-sweep-mnist.png")
     shutil.copyfile(sd / "grid.png", docs / "guidance-grid-mnist.png")
 
-    # -- Accuracy of n samples at a few scales (acceptance 1) -----------------------------------------------
+    # -- Accuracy of n samples at a few scales --------------------------------------------------------------
     table_scales = sorted({float(s) for s in args.scales.split(",")} | {float(sample.guidance)})
     want = torch.arange(args.n) % 10
     acc = {
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         save_grid(x[:100], out / f"samples-w{w:g}.png", nrow=10)
         print(f"w = {w:g}: accuracy {rep['accuracy']:.3f} ({time.time() - t:.0f} s)", file=sys.stderr)
-    (out / "acceptance.json").write_text(json.dumps(acc, indent=2) + "\n")
+    (out / "guidance-check.json").write_text(json.dumps(acc, indent=2) + "\n")
     shutil.copyfile(out / f"samples-w{sample.guidance:g}.png", docs / "mnist-class-samples.png")
 
     head = "| guidance w | accuracy | " + " | ".join(str(k) for k in range(10)) + " |"
