@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pictures import TAB_BLUE, TAB_ORANGE, assert_plot
 from torchdiffusion.cli import main
 from torchdiffusion.config import get_preset, override, to_json
 from torchdiffusion.model import build_model
@@ -87,5 +88,5 @@ def test_explain_schedules_and_ablation(run_dir, tmp_path):
         main(["explain", "ablation", str(run_dir), "--n", "4", "--ddpm-steps", "3", "--out", str(tmp_path / "a.png")])
         == 0
     )
-    for f in ("s.png", "a.png"):
-        assert (tmp_path / f).stat().st_size > 500
+    assert_plot(tmp_path / "s.png", min_aspect=2.5, colours=(TAB_BLUE, TAB_ORANGE))  # three panels of curves
+    assert_plot(tmp_path / "a.png")

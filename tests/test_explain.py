@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from pictures import TAB_BLUE, TAB_ORANGE, assert_plot, gif_frames
 from torchdiffusion import explain as ex
 from torchdiffusion.analytic import IsotropicGaussian, eight_gaussians
 from torchdiffusion.process import DiscreteVP
@@ -14,7 +15,8 @@ from torchdiffusion.process import DiscreteVP
 def test_forward_strip_follows_q_xt_given_x0(tmp_path):
     x0 = torch.rand(3, 1, 8, 8) * 2 - 1
     out = ex.forward_strip(x0, [0, 500, 999], schedules=("linear", "cosine"), T=1000, path=tmp_path / "f.png")
-    assert (tmp_path / "f.png").is_file() and not list(tmp_path.glob("*.tmp*"))
+    assert not list(tmp_path.glob("*.tmp*"))
+    assert_plot(tmp_path / "f.png")
     for name, x in out.items():
         assert x.shape == (3, 3, 1, 8, 8)
         ab = DiscreteVP(name, 1000).alpha_bars
@@ -39,8 +41,10 @@ def test_schedule_curves_are_consistent():
 
 
 def test_plot_schedules_writes_png(tmp_path):
-    ex.plot_schedules(tmp_path / "s.png", T=50)
-    assert (tmp_path / "s.png").stat().st_size > 1000
+    curves = ex.plot_schedules(tmp_path / "s.png", T=50)
+    assert list(curves) == ["linear", "cosine", "sigmoid", "edm"]
+    # three panels side by side, with the first two schedules' curves drawn in their colours
+    assert_plot(tmp_path / "s.png", min_aspect=2.5, colours=(TAB_BLUE, TAB_ORANGE))
 
 
 def test_loss_by_noise_reads_metrics(tmp_path):
@@ -52,7 +56,8 @@ def test_loss_by_noise_reads_metrics(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + '\n{"partial')
     d = ex.plot_loss_by_noise(tmp_path, tmp_path / "loss.png")
     assert d["by_noise"].shape == (4, 3) and d["unit"] == "t" and d["edges"] == [0, 10, 20, 30]
-    assert math.isnan(d["by_noise"][0, 1]) and (tmp_path / "loss.png").is_file()
+    assert math.isnan(d["by_noise"][0, 1])
+    assert_plot(tmp_path / "loss.png")
     with pytest.raises(ex.ExplainError):
         ex.plot_loss_by_noise(tmp_path / "nowhere")
 
@@ -107,7 +112,8 @@ def test_ablation_without_re_added_noise_collapses_the_variance(tmp_path):
     assert abs(var["DDPM"] - 0.25) < 0.05  # correct ancestral sampling reproduces the data variance
     assert var["DDPM without re-added noise"] < 0.02  # the "incorrect" sampler collapses to the mean
     assert var["one shot"] < 1e-3  # D(sigma_max n) is the mean for Gaussian data
-    assert abs(var["heun"] - 0.25) < 0.05 and (tmp_path / "a.png").is_file()
+    assert abs(var["heun"] - 0.25) < 0.05
+    assert_plot(tmp_path / "a.png")
 
 
 def test_trajectory_records_every_step(tmp_path):
@@ -119,4 +125,8 @@ def test_trajectory_records_every_step(tmp_path):
         model, sample, (1, 4, 4), [0, 1, 2, 3], gif=tmp_path / "t.gif", png=tmp_path / "t.png"
     )
     assert len(res["xs"]) == 6 and res["sigmas"][-1] == 0.0
-    assert torch.allclose(res["xs"][-1], res["x"]) and (tmp_path / "t.gif").is_file()
+    assert torch.allclose(res["xs"][-1], res["x"])
+    frames = gif_frames(tmp_path / "t.gif")
+    assert len(frames) == 6  # one frame per step: x_t beside x0_hat
+    assert (frames[0] != frames[-1]).any()  # the noise is gone by the last step
+    assert_plot(tmp_path / "t.png")

@@ -3,9 +3,13 @@ classifier guidance / CFG on a Gaussian mixture with exact oracles (the guided s
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
+from pictures import assert_grid_of
 from torchdiffusion.analytic import GaussianMixture
 from torchdiffusion.config import ModelConfig
 from torchdiffusion.guidance import (
@@ -287,7 +291,7 @@ def test_noisy_classifier_learns_and_round_trips(tmp_path):
     p = save_noisy_classifier(net, tmp_path / "noisy-classifier.safetensors", {"accuracy": acc})
     net2 = load_noisy_classifier(tmp_path)
     torch.testing.assert_close(net2(xn, torch.full((256,), 0.1)), net(xn, torch.full((256,), 0.1)))
-    assert p.with_suffix(".json").is_file()
+    assert json.loads(p.with_suffix(".json").read_text())["accuracy"] == acc
     with pytest.raises(GuidanceError):
         load_noisy_classifier(tmp_path / "missing.safetensors")
     # The gradient guidance of a real network is finite and shaped like x.
@@ -358,13 +362,16 @@ def test_sample_cli_conditioning_flags(class_run, capsys):
                 "3",
                 "--steps",
                 "2",
+                "--save-npy",
                 "--out",
                 str(out),
             ]
         )
         == 0
     )
-    assert out.is_file()
+    x = torch.from_numpy(np.load(out.with_suffix(".npy")))
+    assert x.shape == (3, 1, 8, 8)
+    assert_grid_of(out, x)  # the PNG shows exactly the saved samples
     for bad in (
         ["--class", "10"],
         ["--prompt", "red apple"],
