@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .analytic import GaussianMixture
+from .io import atomic_path, atomic_write
 from .process import DiscreteVP, sigma_to_alpha_bar
 from .schedules import karras_sigmas
 from .types import Denoiser, NoiseSource
@@ -62,11 +62,8 @@ def _save_fig(fig, path: str | Path | None, dpi: int = 110) -> Path | None:
         plt.close(fig)
         return None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi)
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -277,14 +274,15 @@ def _save_mp4(frames: Sequence[np.ndarray], path: Path, fps: int = 8) -> Path | 
         import imageio_ffmpeg  # noqa: F401
     except ImportError:
         return None
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     # H.264 wants even sizes: pad by one white row/column where needed; scale x3 like the GIF.
-    with imageio.get_writer(tmp, fps=fps, format="FFMPEG", codec="libx264", quality=8, macro_block_size=1) as w:
+    with (
+        atomic_path(path) as tmp,
+        imageio.get_writer(tmp, fps=fps, format="FFMPEG", codec="libx264", quality=8, macro_block_size=1) as w,
+    ):
         for f in frames:
             f = np.repeat(np.repeat(f, 3, 0), 3, 1)
             f = np.pad(f, ((0, f.shape[0] % 2), (0, f.shape[1] % 2), (0, 0)), constant_values=255)
             w.append_data(f if f.shape[-1] == 3 else np.repeat(f, 3, -1))
-    os.replace(tmp, path)
     return path
 
 

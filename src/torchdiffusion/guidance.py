@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .io import atomic_write, save_safetensors
 from .types import Cond, Denoiser, append_dims
 
 
@@ -454,20 +453,9 @@ def train_noisy_classifier(
 
 def save_noisy_classifier(net: NoisyClassifier, path: str | Path, card: dict | None = None) -> Path:
     """Write ``path`` (.safetensors, config in its metadata) and ``path`` with .json (config + card), atomically."""
-    from safetensors.torch import save_file
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp, metadata={"config": json.dumps(asdict(net.cfg))})
-    os.replace(tmp, path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"config": asdict(net.cfg), **(card or {})}, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path.with_suffix(".json"))
+    save_safetensors(net.state_dict(), path, metadata={"config": json.dumps(asdict(net.cfg))})
+    atomic_write(path.with_suffix(".json"), json.dumps({"config": asdict(net.cfg), **(card or {})}, indent=2) + "\n")
     return path
 
 

@@ -119,14 +119,9 @@ def make_mask(spec: str, H: int, W: int) -> Tensor:
 
 def save_mask_png(mask: Tensor, path: str | Path) -> Path:
     """Write a known-region mask ``(1, 1, H, W)`` as a PNG in the file convention (white = repaint); atomic."""
-    import os
-
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    from .io import atomic_write
+
     hole = ((1 - mask[0, 0].clamp(0, 1)) * 255).round().to(torch.uint8).numpy()
-    Image.fromarray(hole).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: Image.fromarray(hole).save(f, format="PNG"))

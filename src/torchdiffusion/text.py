@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .io import save_safetensors
 
 TEXT_DIM = 384  # width of all-MiniLM-L6-v2's token features (ModelConfig.text_dim of a text-conditioned model)
 MAX_TOKENS = 32  # token features kept per caption, [CLS] and [SEP] included (emoji names are < 20 tokens)
@@ -121,7 +122,7 @@ def caption_features(captions: Sequence[str], *, batch_size: int = 256, cache: b
     Each distinct caption is encoded once; the result is cached under ``cache_dir()/text`` keyed by the set of
     captions (safetensors, written atomically), so a data set's ~1,300 emoji names are encoded once per machine.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     captions = _check_texts(captions)
     unique = sorted(set(captions))
@@ -141,11 +142,7 @@ def caption_features(captions: Sequence[str], *, batch_size: int = 256, cache: b
         feats = torch.cat([F.pad(t, (0, 0, 0, L - t.shape[1])) for t, _ in parts])
         masks = torch.cat([F.pad(m, (0, L - m.shape[1])) for _, m in parts])
         if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            os.close(fd)
-            save_file({"text": feats.contiguous(), "text_mask": masks.to(torch.uint8)}, tmp)
-            os.replace(tmp, path)
+            save_safetensors({"text": feats, "text_mask": masks.to(torch.uint8)}, path)
     pos = {c: i for i, c in enumerate(unique)}
     index = torch.tensor([pos[c] for c in captions])
     return feats[index], masks[index]

@@ -1,12 +1,11 @@
 """Pictures: image grids, GIFs of the denoising, scatter plots of vector data. Pillow + numpy (+ matplotlib).
 
-All writers are atomic: they write ``<name>.tmp<suffix>`` and rename, so a crash never leaves a half-written file.
+All writers are atomic (:mod:`torchdiffusion.io`): a crash never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,20 +13,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-
-def _atomic_target(path: str | Path) -> tuple[Path, Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, path.with_name(path.stem + ".tmp" + path.suffix)
+from .io import atomic_write
 
 
 def save_json(obj: dict, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON atomically (a reader never sees half a file)."""
     import json
 
-    from .training.checkpoint import atomic_write_text
-
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+    return atomic_write(path, json.dumps(obj, indent=2, default=str))
 
 
 def to_uint8_hwc(images: Tensor) -> np.ndarray:
@@ -68,23 +61,21 @@ def auto_scale(height: int) -> int:
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int | None = None) -> Path:
     """Write a PNG grid of (B, C, H, W) images in [-1, 1]."""
-    path, tmp = _atomic_target(path)
     scale = scale if scale is not None else min(4, auto_scale(images.shape[-2] * 2))
-    _pil(make_grid(images, nrow), scale).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    img = _pil(make_grid(images, nrow), scale)
+    return atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
 def save_gif(
     frames: Sequence[np.ndarray], path: str | Path, duration_ms: int = 120, scale: int = 1, hold_last_ms: int = 1500
 ) -> Path:
     """Write an animated GIF from (H, W, C) uint8 frames; the last frame is held a little longer."""
-    path, tmp = _atomic_target(path)
     imgs = [_pil(f, scale) for f in frames]
     durations = [duration_ms] * (len(imgs) - 1) + [hold_last_ms]
-    imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=durations, loop=0)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(
+        path,
+        lambda f: imgs[0].save(f, format="GIF", save_all=True, append_images=imgs[1:], duration=durations, loop=0),
+    )
 
 
 def trajectory_frames(xs: Sequence[Tensor], x0s: Sequence[Tensor], nrow: int | None = None) -> list[np.ndarray]:
@@ -110,7 +101,6 @@ def save_scatter(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path, tmp = _atomic_target(path)
     p = points.detach().cpu().to(torch.float32).numpy()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     if reference is not None:
@@ -126,10 +116,9 @@ def save_scatter(
     if reference is not None:
         ax.legend(loc="upper right", markerscale=4)
     fig.tight_layout()
-    fig.savefig(tmp, format="png")
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def save_scatter_gif(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..io import atomic_write
 from ..process import DiscreteVP
 from ..samplers import DETERMINISTIC, get_sampler, steps_for_nfe
 from ..samplers.optimize_grid import fit_noise, load_grid, optimize_grid, reference_solution, save_grid
@@ -378,12 +378,8 @@ def plot(rows: list[Row], path: str | Path, nfes: tuple[int, ...]) -> None:
         ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="sliced Wasserstein-1", title=case)
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_results(rows: list[Row], cfg: BenchConfig, out_dir: str | Path, command: str = "") -> dict:
@@ -391,9 +387,7 @@ def write_results(rows: list[Row], cfg: BenchConfig, out_dir: str | Path, comman
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"command": command, "config": asdict(cfg), "rows": [asdict(r) for r in rows]}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    os.replace(tmp, out / "results.json")
+    atomic_write(out / "results.json", json.dumps(doc, indent=1, default=str))
     md = "\n".join(
         [
             f"Command: `{command}`",
@@ -410,8 +404,6 @@ def write_results(rows: list[Row], cfg: BenchConfig, out_dir: str | Path, comman
             markdown(rows, cfg.nfes, "seconds"),
         ]
     )
-    tmp = out / "results.md.tmp"
-    tmp.write_text(md)
-    os.replace(tmp, out / "results.md")
+    atomic_write(out / "results.md", md)
     plot(rows, out / "plot.png", cfg.nfes)
     return doc

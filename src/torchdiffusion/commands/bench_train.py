@@ -8,7 +8,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from ..io import atomic_write
 
 HELP = "time U-Net training steps (fp32/bf16, channels_last on/off) against a FLOP-matched diffusers UNet2DModel"
 EXAMPLES = """examples:
@@ -356,11 +357,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(markdown(report))
     if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, path)
+        atomic_write(args.out, json.dumps(report, indent=2))
     return 0
 
 

@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from ..io import atomic_write
 
 HELP = "sample a conditional model over a range of guidance scales; plot class accuracy and diversity vs scale"
 EXAMPLES = """examples:
@@ -194,20 +195,14 @@ def plot_grid(result: dict, path: Path, rows_per_scale: int = 2) -> Path:
 def _savefig(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
 def write_json(obj: dict, path: Path) -> Path:
     """``obj`` without its private ``_`` keys, as JSON, written atomically."""
-    from ..training.checkpoint import atomic_write_text
-
-    return atomic_write_text(path, json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2) + "\n")
+    return atomic_write(path, json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -155,8 +155,8 @@ def write_samples(
     from tqdm import tqdm
 
     from ..generate import generate, trajectory
+    from ..io import atomic_write
     from ..samplers import nfe
-    from ..training.checkpoint import atomic_write
     from ..viz import save_gif, save_grid, save_json, save_scatter, trajectory_frames
 
     seeds = list(range(sample.seed, sample.seed + sample.n))

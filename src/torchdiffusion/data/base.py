@@ -8,9 +8,7 @@ back ``u = round((x + 1) * 127.5)`` clamped to 0..255; the round trip is exact. 
 
 from __future__ import annotations
 
-import io
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..io import atomic_write
 
 
 class DataError(ValueError):
@@ -165,15 +165,5 @@ def cache_dir() -> Path:
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` as .npz through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` to ``path`` as .npz, atomically."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))

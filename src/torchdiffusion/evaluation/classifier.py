@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..io import atomic_write, save_safetensors
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -186,25 +186,10 @@ def card_path(name: str) -> Path:
 
 def save_classifier(net: SmallClassifier, path: str | Path, card: dict | None = None) -> None:
     """Write weights (safetensors, config in its metadata) and an optional JSON card, atomically."""
-    from safetensors.torch import save_file
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    meta = {"config": json.dumps(asdict(net.cfg))}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp, metadata=meta)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; shipped files must be readable by everyone
-    os.replace(tmp, path)
+    save_safetensors(net.state_dict(), path, metadata={"config": json.dumps(asdict(net.cfg))})
     if card is not None:
-        cpath = path.with_suffix(".json")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(card, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cpath)
+        atomic_write(path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
 
 
 def load_classifier_file(path: str | Path) -> SmallClassifier:

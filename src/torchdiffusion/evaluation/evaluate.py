@@ -17,8 +17,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -28,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..io import atomic_write
 from . import features as FE
 from . import metrics as M
 from .classifier import available_classifiers, class_report, classifier_card
@@ -39,15 +38,6 @@ METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes")
 
 class EvaluateError(ValueError):
     """Bad evaluation request (unknown metric, unusable run); one-line message."""
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def default_features(data_source: str, kind: str) -> list[str]:
@@ -329,7 +319,7 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
 def write_report(report: dict, samples: Tensor | None, out: str | Path) -> Path:
     """report.json and a one-page summary.html (metric table, sample grid, closest pairs) under ``out``."""
     out = Path(out)
-    _write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(out / "report.json", json.dumps(report, indent=2) + "\n")
     imgs = ""
     if samples is not None:
         from ..viz import save_grid
@@ -348,7 +338,7 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path) -> Path:
         f"<style>body{{font-family:sans-serif;max-width:60em}}td{{padding:0 1em}}</style>"
         f"<h1>Evaluation of {html.escape(report.get('run', ''))}</h1><table>{rows}</table>{imgs}"
     )
-    _write_atomic(out / "summary.html", page)
+    atomic_write(out / "summary.html", page)
     return out
 
 

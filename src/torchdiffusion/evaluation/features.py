@@ -19,7 +19,6 @@ Metric names follow the features: ``FD-EffNetLite0``, ``FD-MNIST5kclf``; only ``
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..io import save_safetensors
 from .metrics import FeatureStats
 
 
@@ -168,17 +168,13 @@ def reference_features(key: str, images_fn: Callable[[], Tensor], feature: str, 
     ``key`` names the data (e.g. ``mnist5k-all``); ``images_fn()`` produces its images when not cached. The
     features themselves are cached (not only mean and covariance) so KID and precision/recall can use them.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     path = cache_dir() / f"{key}--{feature.replace(':', '-')}.safetensors"
     if path.is_file():
         return load_file(str(path))["features"]
     feats = extract(images_fn(), feature, **kw).contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    save_file({"features": feats}, tmp, metadata={"key": key, "feature": feature})
-    os.replace(tmp, path)
+    save_safetensors({"features": feats}, path, metadata={"key": key, "feature": feature})
     return feats
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..io import atomic_write
 from ..schedules import exponential_sigmas, karras_sigmas
 from ..types import Denoiser
 from . import get_sampler, sample_adaptive, steps_for_nfe
@@ -133,13 +133,9 @@ def optimize_grid(
 
 
 def save_grid(path: str | Path, sigmas: Tensor, meta: dict) -> None:
-    """Write a grid and its metadata as JSON (temp file, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a grid and its metadata as JSON, atomically."""
     doc = {"sigmas": [float(v) for v in sigmas], **meta}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc, indent=2))
 
 
 def load_grid(path: str | Path) -> tuple[Tensor, dict]:

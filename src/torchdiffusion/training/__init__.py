@@ -9,7 +9,8 @@ See loop.py for the step, ema.py for the EMA, lr.py for the schedule and checkpo
 
 from __future__ import annotations
 
-from .checkpoint import CheckpointError, latest_state, load_state, save_safetensors, save_state
+from ..io import save_safetensors
+from .checkpoint import CheckpointError, latest_state, load_state, save_state
 from .ema import EMA, ema_beta
 from .loop import TrainingError, make_cond, train
 from .lr import learning_rate

@@ -6,10 +6,10 @@ Layout inside a run folder::
     checkpoints/state-<images:09d>.pt       full training state (torch.save of plain tensors/dicts)
     checkpoints/latest                      one line: the file name of the newest *complete* state
 
-Every file is written to a temporary name in the same folder, flushed, fsynced and then ``os.replace``d, so a
-crash at any moment leaves either the old file or the new one, never half of one; ``latest`` is replaced only
-after the state it names is complete, and old states are deleted only after that. States are read back with
-``torch.load(..., weights_only=True)`` alone: a pickle that would run code is refused.
+Every file is written through :func:`torchdiffusion.io.atomic_write` (a temporary name in the same folder, fsync,
+``os.replace``), so a crash at any moment leaves either the old file or the new one, never half of one; ``latest``
+is replaced only after the state it names is complete, and old states are deleted only after that. States are
+read back with ``torch.load(..., weights_only=True)`` alone: a pickle that would run code is refused.
 
 Test hook: ``TORCHDIFFUSION_CRASH_IN_CHECKPOINT=<images_seen>`` makes the process exit hard (code 17) while
 writing that state, after the temporary file is complete and before it is renamed.
@@ -23,10 +23,10 @@ import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
 
 import torch
-from torch import Tensor
+
+from ..io import atomic_write
 
 STATE_FORMAT = "torchdiffusion-train-state"
 STATE_VERSION = 1
@@ -41,54 +41,6 @@ class CheckpointError(ValueError):
 def state_name(images_seen: int) -> str:
     """``state-<images_seen:09d>.pt``."""
     return f"state-{int(images_seen):09d}.pt"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(
-    path: str | Path, write: Callable[[IO[bytes]], Any], *, before_rename: Callable[[], None] | None = None
-) -> Path:
-    """Write ``path`` through ``write(file)`` on a temporary name, fsync, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def save_safetensors(state: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Save a state_dict as safetensors, atomically (tensors made contiguous, on the CPU)."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    data = save(tensors, metadata=metadata)
-    return atomic_write(path, lambda f: f.write(data))
 
 
 def _crash_hook(images_seen: int) -> Callable[[], None] | None:
@@ -120,7 +72,7 @@ def save_state(ckpt_dir: str | Path, state: dict, images_seen: int, keep: int = 
     path = atomic_write(
         ckpt_dir / state_name(images_seen), lambda f: f.write(data), before_rename=_crash_hook(images_seen)
     )
-    atomic_write_text(ckpt_dir / LATEST, path.name + "\n")
+    atomic_write(ckpt_dir / LATEST, path.name + "\n")
     states = list_states(ckpt_dir)
     for _, old in states[: max(0, len(states) - max(1, keep))]:
         if old != path:

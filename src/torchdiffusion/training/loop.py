@@ -49,25 +49,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import __version__ as VERSION
 from .. import distributed as dist
 from ..config import ConfigError, RunConfig, from_json, to_dict, to_json, validate
+from ..io import atomic_write, save_safetensors
 from ..losses import precond_loss, sample_sigmas
 from ..precond import Precond
 from .checkpoint import (
     STATE_FORMAT,
     STATE_VERSION,
     CheckpointError,
-    atomic_write_text,
     latest_state,
     list_states,
     load_state,
-    save_safetensors,
     save_state,
 )
 from .ema import EMA, ema_beta
 from .lr import learning_rate
 
-VERSION = "0.1.0"
 NUM_NOISE_BUCKETS = 8  # loss_by_sigma resolution
 
 
@@ -285,7 +284,7 @@ def _truncate_metrics(path: Path, images_seen: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a half-written last line from a kill
-    atomic_write_text(path, "".join(s + "\n" for s in keep))
+    atomic_write(path, "".join(s + "\n" for s in keep))
 
 
 def _crossed(images_seen: int, batch: int, every: int) -> bool:
@@ -391,7 +390,7 @@ def _train(
             (ckpt_dir / "latest").unlink(missing_ok=True)
             (out / "metrics.jsonl").unlink(missing_ok=True)
             shutil.rmtree(out / "debug", ignore_errors=True)
-        atomic_write_text(out / "config.json", to_json(cfg) + "\n")
+        atomic_write(out / "config.json", to_json(cfg) + "\n")
     resume_images = dist.broadcast_int(int(state_path.name[6:-3]) if state_path is not None else -1)
     if resume_images >= 0 and state_path is None:
         state_path = ckpt_dir / f"state-{resume_images:09d}.pt"  # other ranks read the same (shared) folder
@@ -468,7 +467,7 @@ def _train(
         run = dict(
             info, images_seen=step * B, finished=finished, version=VERSION, loss_by_sigma={"unit": unit, "edges": edges}
         )
-        atomic_write_text(out / "run.json", json.dumps(run, indent=2) + "\n")
+        atomic_write(out / "run.json", json.dumps(run, indent=2) + "\n")
 
     def checkpoint(finished: bool) -> None:
         checksum = sum(float(p.detach().double().sum()) for p in model.parameters())
@@ -640,7 +639,7 @@ def _dump_rank(out: Path, model: torch.nn.Module, rank: int, step: int, updates:
     if os.environ.get("TORCHDIFFUSION_DUMP_RANKS", "") not in ("1", "true", "yes"):
         return
     save_safetensors(model.state_dict(), out / "debug" / f"rank-{rank}.safetensors")
-    atomic_write_text(
+    atomic_write(
         out / "debug" / f"rank-{rank}.json",
         json.dumps({"rank": rank, "step": step, "updates": updates, "skipped_steps": skipped}),
     )

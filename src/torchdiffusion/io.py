@@ -1,0 +1,91 @@
+"""Atomic files: every artefact (weights, states, JSON, PNG, GIF, MP4, .npy/.npz, compiled kernels) is written here.
+
+A file is written to a temporary name in the same folder (``.<name>.tmp-<pid>-<random><suffix>``: hidden,
+recognisable, and with the final suffix so that writers that choose a format by it still work), flushed and
+fsynced, then ``os.replace``d over the final name, and the folder is fsynced. A crash or an interrupt
+(``KeyboardInterrupt`` included) at any moment leaves either the old file or the new one, never half of one,
+and the temporary file is removed on any exception.
+
+- :func:`atomic_write` for bytes, text, or a function that writes to a binary file object;
+- :func:`atomic_path` for writers that insist on a path (matplotlib, ffmpeg, a C compiler);
+- :func:`save_safetensors` for weights.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+TMP_MARK = ".tmp-"  # every temporary file is named ``.<final name>.tmp-…``
+
+
+def temp_name(path: Path) -> Path:
+    """``.<name>.tmp-<pid>-<random><suffix>`` beside ``path`` (unique across processes and threads)."""
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY if directory else os.O_RDWR)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems (and folders on some platforms) do not support it
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends normally, fsync it and replace ``path`` with it.
+
+    On any exception in the block (or in the replace) the temporary file is removed and ``path`` is untouched.
+    ``before_rename`` runs after the temporary file is complete and before the rename (a crash-test hook).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        _fsync(tmp)
+        if before_rename is not None:
+            before_rename()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent, directory=True)
+
+
+def atomic_write(
+    path: str | Path,
+    data: bytes | str | Callable[[IO[bytes]], Any],
+    *,
+    before_rename: Callable[[], None] | None = None,
+) -> Path:
+    """Write ``path`` atomically from ``bytes``, ``str`` (UTF-8) or ``write(file)`` on a binary file object."""
+    with atomic_path(path, before_rename=before_rename) as tmp, open(tmp, "xb") as f:
+        if isinstance(data, str):
+            f.write(data.encode("utf-8"))
+        elif isinstance(data, bytes | bytearray | memoryview):
+            f.write(data)
+        else:
+            data(f)
+    return Path(path)
+
+
+def save_safetensors(state: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save a state_dict as safetensors, atomically (tensors detached, made contiguous, on the CPU)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    return atomic_write(path, save(tensors, metadata=metadata))

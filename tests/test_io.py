@@ -1,0 +1,71 @@
+"""The atomic writer: every artefact appears whole or not at all, and no temporary file survives a failure."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from torchdiffusion.io import TMP_MARK, atomic_path, atomic_write, save_safetensors
+
+
+def test_bytes_text_and_writer_function_round_trip(tmp_path):
+    assert atomic_write(tmp_path / "a.bin", b"\x00\x01") == tmp_path / "a.bin"
+    atomic_write(tmp_path / "b.json", json.dumps({"σ": 1.5}))
+    atomic_write(tmp_path / "sub" / "c.npy", lambda f: np.save(f, np.arange(5)))  # the folder is created
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+    assert json.loads((tmp_path / "b.json").read_text(encoding="utf-8")) == {"σ": 1.5}
+    assert np.array_equal(np.load(tmp_path / "sub" / "c.npy"), np.arange(5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.json", "sub"]
+
+
+def test_replacing_an_existing_file_and_the_mode_follows_the_umask(tmp_path):
+    p = tmp_path / "f.txt"
+    p.write_text("old")
+    old_mask = os.umask(0o022)
+    try:
+        atomic_write(p, "new")
+    finally:
+        os.umask(old_mask)
+    assert p.read_text() == "new"
+    assert p.stat().st_mode & 0o777 == 0o644  # like open(..., "w"), not mkstemp's 0600
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
+def test_a_failure_keeps_the_old_file_and_removes_the_temporary_one(tmp_path, error):
+    p = tmp_path / "grid.png"
+    p.write_bytes(b"old")
+
+    def bad(f):
+        f.write(b"half")
+        raise error
+
+    with pytest.raises(type(error)):
+        atomic_write(p, bad)
+    assert p.read_bytes() == b"old" and [q.name for q in tmp_path.iterdir()] == ["grid.png"]
+
+
+def test_atomic_path_gives_a_hidden_sibling_with_the_same_suffix(tmp_path):
+    p = tmp_path / "movie.mp4"
+    with atomic_path(p) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".mp4"
+        assert tmp.name.startswith(".movie.mp4" + TMP_MARK)
+        assert not p.exists()  # the final name appears only when the block ends
+        tmp.write_bytes(b"frames")
+    assert p.read_bytes() == b"frames" and not tmp.exists()
+    with pytest.raises(RuntimeError), atomic_path(p) as tmp2:
+        tmp2.write_bytes(b"partial")
+        raise RuntimeError("encoder failed")
+    assert p.read_bytes() == b"frames" and [q.name for q in tmp_path.iterdir()] == ["movie.mp4"]
+
+
+def test_safetensors_round_trip_with_metadata(tmp_path):
+    from safetensors import safe_open
+
+    w = torch.arange(6.0).reshape(2, 3).t()  # not contiguous
+    save_safetensors({"w": w}, tmp_path / "m.safetensors", metadata={"config": "{}"})
+    with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
+        assert torch.equal(f.get_tensor("w"), w) and f.metadata() == {"config": "{}"}
