@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+
+from torchdiffusion.io import atomic_write
 
 
 def held_out_digits(run_, n: int):
@@ -200,9 +201,7 @@ def main(argv=None) -> int:
                     nrow=16,
                 )
     report["inversion"] = {"steps": args.invert_steps, "n": len(xi), "results": inv}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(report, indent=2) + "\n")
     print(out)
     return 0
 

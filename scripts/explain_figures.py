@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from torchdiffusion.io import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (key, title, command arguments after "torchdiffusion", needs, what to look at)
@@ -147,10 +149,7 @@ def main(argv=None) -> int:
             f"## {title}\n\n![{key}]({rel}/explain-{key}.png)\n{extra}\n{text}\n\n"
             f"Regenerate{took}:\n\n```\n{shown}\n```\n"
         )
-    timing_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = timing_file.with_name(timing_file.name + ".tmp")
-    tmp.write_text("".join(f"{k} {v:.1f}\n" for k, v in timings.items()))
-    os.replace(tmp, timing_file)
+    atomic_write(timing_file, "".join(f"{k} {v:.1f}\n" for k, v in timings.items()))
     head = (
         "# How diffusion works, in pictures\n\n"
         "Every picture on this page is the output of one `torchdiffusion explain` command on the demo run "
@@ -162,10 +161,7 @@ def main(argv=None) -> int:
         f"{os.cpu_count()} CPU cores ({platform.machine()}, torch threads: "
         f"{os.environ.get('OMP_NUM_THREADS', 'default')}), including Python start-up and loading the run.\n\n"
     )
-    md = Path(args.md)
-    tmp = md.with_name(md.name + ".tmp")
-    tmp.write_text(head + "\n".join(sections))
-    os.replace(tmp, md)
+    md = atomic_write(args.md, head + "\n".join(sections))
     print(md)
     return 0
 
