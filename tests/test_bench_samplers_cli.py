@@ -1,0 +1,37 @@
+"""`torchdiffusion bench-samplers` end to end on the exact 8-Gaussians denoiser, tiny settings (real subprocess)."""
+
+import json
+
+from pictures import assert_plot
+from tinyruns import td
+
+
+def test_bench_samplers_on_the_exact_mixture(tmp_path):
+    out = tmp_path / "bench"
+    rc, _, err = td(
+        *("bench-samplers", "--case", "8gaussians", "--n", "300", "--nfe", "2,16", "--samplers", "euler,heun"),
+        *("--grids", "karras,tuned", "--tuned-samplers", "euler", "--tune-maxfev", "10", "--fit-n", "50"),
+        *("--no-diffusers", "--out", out),
+    )
+    assert rc == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert "--case 8gaussians" in res["command"]
+    rows = res["rows"]
+    assert [r["family"] for r in rows].count("floor") == 1
+    ours = {(r["sampler"], r["grid"], r["budget"]): r for r in rows if r["family"] == "torchdiffusion"}
+    want = {("euler", g, b) for g in ("karras", "tuned") for b in (2, 16)} | {("heun", "karras", b) for b in (2, 16)}
+    assert want <= set(ours)
+    for key in want:
+        assert 1 <= ours[key]["nfe"] <= key[2], key  # never more network calls than the budget
+    # Euler converges: 16 steps on the Karras grid are far closer to the data than 2.
+    assert ours[("euler", "karras", 16)]["sw"] < 0.3 * ours[("euler", "karras", 2)]["sw"]
+    # A grid fitted to the denoiser beats the standard grid at 2 steps; one case keeps its grids in OUT/grids.
+    assert ours[("euler", "tuned", 2)]["sw"] < ours[("euler", "karras", 2)]["sw"]
+    for nfe in (2, 16):
+        g = json.loads((out / "grids" / f"euler-nfe{nfe}.json").read_text())
+        s = g["sigmas"]
+        assert len(s) == nfe + 1 and s[-1] == 0 and all(a > b for a, b in zip(s, s[1:]))
+        assert g["rms"] <= g["rms_start"]  # the fit never ends worse than it started
+    table = (out / "results.md").read_text()
+    assert "**8gaussians**" in table and "euler" in table and "heun" in table
+    assert_plot(out / "plot.png")
