@@ -254,8 +254,6 @@ def test_guidance_works_with_every_sampler(name):
 
 
 def test_guided_denoiser_plain_when_scale_one():
-    from torchdiffusion.config import SampleConfig
-
     calls = []
 
     def model(x, sigma, cond):
@@ -263,8 +261,8 @@ def test_guided_denoiser_plain_when_scale_one():
         return x
 
     x = torch.zeros(3, 2)
-    guided_denoiser(model, {"class": torch.tensor([0, 1, 2])}, SampleConfig(guidance=1.0))(x, torch.ones(3))
-    guided_denoiser(model, {"class": torch.tensor([0, 1, 2])}, SampleConfig(guidance=2.0))(x, torch.ones(3))
+    guided_denoiser(model, {"class": torch.tensor([0, 1, 2])}, scale=1.0)(x, torch.ones(3))
+    guided_denoiser(model, {"class": torch.tensor([0, 1, 2])}, scale=2.0)(x, torch.ones(3))
     assert calls == [3, 6]  # one plain forward; then one batched forward of [cond; uncond]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .cond import slice_cond
 from .config import ConfigError, RunConfig, SampleConfig, from_json, validate
 from .guidance import guided_denoiser
 from .precond import Precond
@@ -136,14 +137,6 @@ def clamped(D: Denoiser, lo: float = -1.0, hi: float = 1.0) -> Denoiser:
     return lambda x, sigma: D(x, sigma).clamp(lo, hi)
 
 
-def _slice_cond(cond: Cond, sl: slice) -> Cond:
-    if cond is None:
-        return None
-    if isinstance(cond, dict):
-        return {k: (v[sl] if isinstance(v, Tensor) else v) for k, v in cond.items()}
-    return cond[sl]
-
-
 def sampler_knobs(name: str, sample: SampleConfig) -> dict:
     """The SampleConfig knobs a given sampler understands."""
     return {"eta": sample.eta} if name == "ddim" else {}
@@ -188,7 +181,14 @@ def generate(
         sl = slice(start, min(start + bs, len(seeds)))
         ns = NoiseSource(seeds[sl], data_shape, device=device)
         x = ns.initial() * float(sigmas[0])
-        D = guided_denoiser(model, _slice_cond(cond, sl), sample, uncond=_slice_cond(uncond, sl))
+        D = guided_denoiser(
+            model,
+            slice_cond(cond, sl),
+            scale=sample.guidance,
+            uncond=slice_cond(uncond, sl),
+            interval=sample.guidance_interval,
+            rescale=sample.guidance_rescale,
+        )
         if sample.clip_denoised:
             D = clamped(D)
         if wrap is not None:

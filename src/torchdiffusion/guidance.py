@@ -37,168 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cond import CondError, as_cond, cat_cond, expand_cond, unconditional
 from .io import atomic_write, save_safetensors
 from .types import Cond, Denoiser, append_dims
 
-
-class GuidanceError(ValueError):
-    """Unusable guidance input (mismatched conditioning, bad interval, bad classifier file); one line."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Conditioning dicts: normal form, the unconditional twin, and batch concatenation
-# ---------------------------------------------------------------------------------------------------------
-
-
-def as_cond_dict(cond: Cond) -> dict | None:
-    """``None`` or a cond dict; a bare tensor becomes ``{"class"}`` ((B,) long), ``{"context"}`` ((B, K)) or
-    ``{"text"}`` ((B, L, E)), the nets' own reading of a bare tensor."""
-    if cond is None or isinstance(cond, dict):
-        return cond
-    if isinstance(cond, Tensor):
-        if cond.ndim == 1 and not cond.is_floating_point():
-            return {"class": cond}
-        if cond.ndim == 2:
-            return {"context": cond}
-        if cond.ndim == 3:
-            return {"text": cond}
-    raise GuidanceError("cond must be None, a dict, or a tensor shaped (B,) long / (B, K) / (B, L, E)")
-
-
-def cond_batch(cond: dict) -> int:
-    """The batch size B of a cond dict (the leading size of its first tensor)."""
-    for v in cond.values():
-        if isinstance(v, Tensor):
-            return int(v.shape[0])
-    raise GuidanceError("a cond dict needs at least one tensor")
-
-
-def unconditional(cond: Cond) -> dict | None:
-    """The same conditioning with every sample dropped (``drop=True``: the net's learned null embedding)."""
-    c = as_cond_dict(cond)
-    if c is None:
-        return None
-    B = cond_batch(c)
-    device = next(v for v in c.values() if isinstance(v, Tensor)).device
-    return {**c, "drop": torch.ones(B, dtype=torch.bool, device=device)}
-
-
-def expand_cond(cond: Cond, n: int) -> dict | None:
-    """Repeat a batch-1 conditioning to ``n`` samples (or check that it already has ``n``)."""
-    c = as_cond_dict(cond)
-    if c is None:
-        return None
-    B = cond_batch(c)
-    if B == n:
-        return c
-    if B != 1:
-        raise GuidanceError(f"conditioning has batch {B}; need 1 or {n}")
-    return {k: (v.expand(n, *v.shape[1:]) if isinstance(v, Tensor) else v) for k, v in c.items()}
-
-
-def _pad_tokens(t: Tensor, L: int) -> Tensor:
-    """Pad (B, L0, ...) along dim 1 with zeros (False for masks) to length L."""
-    if t.shape[1] == L:
-        return t
-    pad = torch.zeros(t.shape[0], L - t.shape[1], *t.shape[2:], dtype=t.dtype, device=t.device)
-    return torch.cat([t, pad], 1)
-
-
-def cat_cond(a: Cond, b: Cond) -> dict:
-    """Concatenate two cond dicts along the batch, ``[a; b]``.
-
-    ``drop`` defaults to False and ``text_mask`` to all-True where missing; text token features of different
-    lengths are padded (the padding masked out). Any other key must be present in both.
-    """
-    a, b = as_cond_dict(a), as_cond_dict(b)
-    if a is None or b is None:
-        raise GuidanceError("cat_cond needs two conditionings (use unconditional(cond) for the null branch)")
-    Ba, Bb = cond_batch(a), cond_batch(b)
-    keys = (set(a) | set(b)) - {"drop", "text_mask"}
-    for k in keys:
-        if k not in a or k not in b:
-            raise GuidanceError(
-                f"the negative conditioning must have the same keys as the conditioning (missing {k!r})"
-            )
-    out = {}
-    for k in keys:
-        va, vb = a[k], b[k]
-        if k == "text":
-            L = max(va.shape[1], vb.shape[1])
-            va, vb = _pad_tokens(va, L), _pad_tokens(vb, L)
-        out[k] = torch.cat([va, vb.to(va.device, va.dtype)])
-    if "text" in out:
-        L = out["text"].shape[1]
-        masks = []
-        for c, B in ((a, Ba), (b, Bb)):
-            m = c.get("text_mask")
-            if m is None:
-                m = torch.ones(B, c["text"].shape[1], dtype=torch.bool, device=c["text"].device)
-            masks.append(_pad_tokens(m.to(torch.bool), L))
-        out["text_mask"] = torch.cat([masks[0], masks[1].to(masks[0].device)])
-    device = out[next(iter(keys))].device if keys else torch.device("cpu")
-    drops = []
-    for c, B in ((a, Ba), (b, Bb)):
-        d = c.get("drop")
-        drops.append(torch.zeros(B, dtype=torch.bool, device=device) if d is None else d.to(device, torch.bool))
-    out["drop"] = torch.cat(drops)
-    return out
-
-
-def build_cond(
-    model_cfg,
-    n: int,
-    *,
-    classes: list[int] | None = None,
-    contexts: list[list[float]] | None = None,
-    prompts: list[str] | None = None,
-) -> dict | None:
-    """The cond dict of ``n`` samples for a model (a ModelConfig), each list cycled over the samples.
-
-    ``classes``: labels in [0, num_classes); ``contexts``: vectors of length context_dim; ``prompts``: strings,
-    encoded by the MiniLM encoder (text_dim = 384). Checks each against the model; None when nothing is given.
-    """
-    cond: dict[str, Tensor] = {}
-    idx = torch.arange(n)
-    if classes:
-        K = int(getattr(model_cfg, "num_classes", 0))
-        if K <= 0:
-            raise GuidanceError("this model is not class-conditional (model.num_classes = 0); drop --class")
-        bad = [c for c in classes if not 0 <= int(c) < K]
-        if bad:
-            raise GuidanceError(f"class {bad[0]} is out of range; this model has classes 0..{K - 1}")
-        cond["class"] = torch.tensor([int(c) for c in classes], dtype=torch.long)[idx % len(classes)]
-    if contexts:
-        K = int(getattr(model_cfg, "context_dim", 0))
-        if K <= 0:
-            raise GuidanceError("this model takes no context vectors (model.context_dim = 0); drop --context")
-        bad = [v for v in contexts if len(v) != K]
-        if bad:
-            raise GuidanceError(f"a context vector has {len(bad[0])} entries; this model needs {K}")
-        cond["context"] = torch.tensor(contexts, dtype=torch.float32)[idx % len(contexts)]
-    if prompts:
-        from .text import TEXT_DIM, prompt_cond
-
-        E = int(getattr(model_cfg, "text_dim", 0))
-        if E <= 0:
-            raise GuidanceError("this model is not text-conditioned (model.text_dim = 0); drop --prompt")
-        if E != TEXT_DIM:
-            raise GuidanceError(f"model.text_dim = {E} does not match the MiniLM encoder's {TEXT_DIM}")
-        cond.update(prompt_cond(prompts, n))
-    return cond or None
-
-
-def parse_vectors(text: str) -> list[list[float]]:
-    """``"1,0,0.6;0,1,0"`` -> [[1, 0, 0.6], [0, 1, 0]] (one-line GuidanceError on anything else)."""
-    out = []
-    for part in text.split(";"):
-        try:
-            out.append([float(v) for v in part.split(",") if v.strip()])
-        except ValueError:
-            raise GuidanceError(f"cannot read the vector {part!r}; write numbers separated by commas") from None
-        if not out[-1]:
-            raise GuidanceError(f"empty vector in {text!r}")
-    return out
+GuidanceError = CondError  # unusable guidance input (conditioning, interval, rescale, classifier file); one line
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -257,7 +100,7 @@ def classifier_free(
             raise GuidanceError(f"the guidance interval needs 0 <= sigma_lo < sigma_hi, got ({lo}, {hi})")
     if not 0.0 <= rescale <= 1.0:
         raise GuidanceError(f"guidance rescale must be in [0, 1], got {rescale}")
-    if as_cond_dict(cond) is None:
+    if as_cond(cond) is None:
         raise GuidanceError("classifier-free guidance needs a conditioning (a class, context or prompt)")
 
     def D(x: Tensor, sigma: Tensor) -> Tensor:
@@ -283,20 +126,28 @@ def classifier_free(
     return D
 
 
-def guided_denoiser(model: ConditionalModel, cond: Cond, sample, *, uncond: Cond = None) -> Denoiser:
-    """The denoiser ``generate`` samples with: CFG at ``sample.guidance`` when there is something to guide.
+def guided_denoiser(
+    model: ConditionalModel,
+    cond: Cond | Tensor,
+    *,
+    scale: float = 1.0,
+    uncond: Cond | Tensor = None,
+    interval: tuple[float, float] | None = None,
+    rescale: float = 0.0,
+) -> Denoiser:
+    """The denoiser ``generate`` samples with: CFG at ``scale`` when there is something to guide.
 
     A plain ``model.bind(cond)``-style closure when ``cond`` is None or the scale is 1 with no negative
-    conditioning (one forward per step); :func:`classifier_free` otherwise. Reads the SampleConfig's
-    ``guidance``, ``guidance_interval`` and ``guidance_rescale``.
+    conditioning (one forward per step); :func:`classifier_free` (``uncond``, ``interval``, ``rescale`` as
+    there) otherwise.
     """
-    scale, interval, rescale = float(sample.guidance), sample.guidance_interval, float(sample.guidance_rescale)
-    if as_cond_dict(cond) is None or (scale == 1.0 and uncond is None):
+    scale = float(scale)
+    if as_cond(cond) is None or (scale == 1.0 and uncond is None):
         if hasattr(model, "bind"):
             return model.bind(cond)
         return lambda x, sigma: model(x, _sigma_vector(sigma, x), cond)
     return classifier_free(
-        model, cond, scale, uncond=uncond, interval=tuple(interval) if interval else None, rescale=rescale
+        model, cond, scale, uncond=uncond, interval=tuple(interval) if interval else None, rescale=float(rescale)
     )
 
 

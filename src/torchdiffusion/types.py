@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-Cond = Any  # None | (B,) long class labels | (B, K) context | (B, L, E) token features | dict of these
+# Conditioning: None, or per-sample tensors by name ("class", "context", "text", "text_mask", "drop"; see cond.py).
+Cond = dict[str, Tensor] | None
 
 
 class Denoiser(Protocol):

@@ -208,8 +208,9 @@ def write_json(obj: dict, path: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..cond import parse_vectors
     from ..generate import load_run
-    from ..guidance import GuidanceError, parse_vectors
+    from ..guidance import GuidanceError
 
     scales = parse_vectors(args.scales)[0]
     if any(s < 0 for s in scales):

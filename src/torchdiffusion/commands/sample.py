@@ -63,7 +63,8 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
 
     import torch
 
-    from ..guidance import GuidanceError, build_cond, classifier_guidance, load_noisy_classifier, parse_vectors
+    from ..cond import build_cond, parse_vectors
+    from ..guidance import GuidanceError, classifier_guidance, load_noisy_classifier
 
     m = run_.config.model
     n = sample.n
@@ -154,6 +155,7 @@ def write_samples(
     import torch
     from tqdm import tqdm
 
+    from ..cond import slice_cond
     from ..generate import generate, trajectory
     from ..io import atomic_write
     from ..samplers import nfe
@@ -191,7 +193,12 @@ def write_samples(
         if run_.kind == "image":
             first = slice(0, k)
             _, xs, x0s, _ = trajectory(
-                run_.model, seeds[:k], sample, run_.data_shape, cond=_slice(cond, first), uncond=_slice(uncond, first)
+                run_.model,
+                seeds[:k],
+                sample,
+                run_.data_shape,
+                cond=slice_cond(cond, first),
+                uncond=slice_cond(uncond, first),
             )
             frames = trajectory_frames(xs, x0s, nrow=int(k**0.5) or 1)
             paths.append(save_gif(frames, out.with_suffix(".gif"), scale=3))
@@ -218,7 +225,3 @@ def write_samples(
         )
     )
     return paths
-
-
-def _slice(cond, sl: slice):
-    return None if cond is None else {k: v[sl] for k, v in cond.items()}

@@ -106,30 +106,6 @@ class NoiseEmbedding(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def normalize_cond(cond: object) -> dict | None:
-    """Accept ``None``, a dict, or a bare tensor: (B,) long = class, (B, K) = context, (B, L, E) = text."""
-    if cond is None or isinstance(cond, dict):
-        return cond
-    if isinstance(cond, Tensor):
-        if cond.ndim == 1 and not cond.is_floating_point():
-            return {"class": cond}
-        if cond.ndim == 2:
-            return {"context": cond}
-        if cond.ndim == 3:
-            return {"text": cond}
-    raise ValueError("cond must be None, a dict, or a tensor shaped (B,) long / (B, K) / (B, L, E)")
-
-
-def drop_mask(cond: dict | None, batch: int, device: torch.device) -> Tensor:
-    """(B,) bool: True where the sample uses the null (unconditional) embedding."""
-    if cond is None:
-        return torch.ones(batch, dtype=torch.bool, device=device)
-    d = cond.get("drop")
-    if d is None:
-        return torch.zeros(batch, dtype=torch.bool, device=device)
-    return d.to(device=device, dtype=torch.bool).reshape(batch)
-
-
 class CondEmbedding(nn.Module):
     """Class and context embeddings, summed, ``(B, emb_dim)``; dropped samples get learned null embeddings.
 

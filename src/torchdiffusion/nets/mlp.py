@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cond import as_cond, drop_mask
 from ..config import ConfigError, ModelConfig
-from .layers import CondEmbedding, NoiseEmbedding, drop_mask, normalize_cond, zero_
+from .layers import CondEmbedding, NoiseEmbedding, zero_
 
 
 class _MLPBlock(nn.Module):
@@ -64,7 +65,7 @@ class MLP(nn.Module):
         B = x_in.shape[0]
         if tuple(x_in.shape[1:]) != self.data_shape:
             raise ValueError(f"expected input (B, {self.data_shape[0]}), got {tuple(x_in.shape)}")
-        cond = normalize_cond(cond)
+        cond = as_cond(cond)
         drop = drop_mask(cond, B, x_in.device)
         if c_noise.ndim == 0:
             c_noise = c_noise.expand(B)

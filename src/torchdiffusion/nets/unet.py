@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cond import as_cond, drop_mask
 from ..config import ConfigError, ModelConfig
 from .layers import (
     CondEmbedding,
@@ -33,9 +34,7 @@ from .layers import (
     Upsample,
     cap_groups,
     conv_nd,
-    drop_mask,
     norm_act,
-    normalize_cond,
     text_tokens,
     zero_,
 )
@@ -156,7 +155,7 @@ class UNet(nn.Module):
         B = x_in.shape[0]
         if tuple(x_in.shape[1:]) != self.data_shape:
             raise ValueError(f"expected input (B, {', '.join(map(str, self.data_shape))}), got {tuple(x_in.shape)}")
-        cond = normalize_cond(cond)
+        cond = as_cond(cond)
         drop = drop_mask(cond, B, x_in.device)
         if c_noise.ndim == 0:
             c_noise = c_noise.expand(B)

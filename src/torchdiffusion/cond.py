@@ -1,0 +1,195 @@
+"""Conditioning: its one type and every operation on it.
+
+A conditioning is ``None`` (unconditional) or a dict of per-sample tensors (:data:`torchdiffusion.types.Cond`):
+
+    "class"      (B,) long      class labels in [0, num_classes)
+    "context"    (B, K) float   context vectors of length context_dim
+    "text"       (B, L, E)      token features (MiniLM, E = 384), with
+    "text_mask"  (B, L) bool    True for real tokens, False for padding
+    "drop"       (B,) bool      True where a sample uses the learned null embedding (classifier-free dropout)
+
+At the edges a bare tensor is also accepted and read by :func:`as_cond`. Everything here keeps the
+batch dimension first: normalise (:func:`as_cond`), its size (:func:`cond_batch`), the null twin
+(:func:`unconditional`, :func:`drop_mask`), broadcast (:func:`expand_cond`), batch concatenation
+(:func:`cat_cond`), batch slicing (:func:`slice_cond`), and the conditioning of ``n`` samples from user
+input (:func:`build_cond`, :func:`parse_vectors`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .types import Cond
+
+
+class CondError(ValueError):
+    """Unusable conditioning (wrong shape, mismatched keys or batch, out-of-range class); one line."""
+
+
+def as_cond(cond: Cond | Tensor) -> Cond:
+    """``None`` or a cond dict; a bare tensor becomes ``{"class"}`` ((B,) long), ``{"context"}`` ((B, K)) or
+    ``{"text"}`` ((B, L, E))."""
+    if cond is None or isinstance(cond, dict):
+        return cond
+    if isinstance(cond, Tensor):
+        if cond.ndim == 1 and not cond.is_floating_point():
+            return {"class": cond}
+        if cond.ndim == 2:
+            return {"context": cond}
+        if cond.ndim == 3:
+            return {"text": cond}
+    raise CondError("cond must be None, a dict, or a tensor shaped (B,) long / (B, K) / (B, L, E)")
+
+
+def cond_batch(cond: dict) -> int:
+    """The batch size B of a cond dict (the leading size of its first tensor)."""
+    for v in cond.values():
+        if isinstance(v, Tensor):
+            return int(v.shape[0])
+    raise CondError("a cond dict needs at least one tensor")
+
+
+def unconditional(cond: Cond | Tensor) -> Cond:
+    """The same conditioning with every sample dropped (``drop=True``: the net's learned null embedding)."""
+    c = as_cond(cond)
+    if c is None:
+        return None
+    B = cond_batch(c)
+    device = next(v for v in c.values() if isinstance(v, Tensor)).device
+    return {**c, "drop": torch.ones(B, dtype=torch.bool, device=device)}
+
+
+def drop_mask(cond: Cond, batch: int, device: torch.device) -> Tensor:
+    """(B,) bool: True where the sample uses the null (unconditional) embedding; all True for ``None``."""
+    if cond is None:
+        return torch.ones(batch, dtype=torch.bool, device=device)
+    d = cond.get("drop")
+    if d is None:
+        return torch.zeros(batch, dtype=torch.bool, device=device)
+    return d.to(device=device, dtype=torch.bool).reshape(batch)
+
+
+def expand_cond(cond: Cond | Tensor, n: int) -> Cond:
+    """Repeat a batch-1 conditioning to ``n`` samples (or check that it already has ``n``)."""
+    c = as_cond(cond)
+    if c is None:
+        return None
+    B = cond_batch(c)
+    if B == n:
+        return c
+    if B != 1:
+        raise CondError(f"conditioning has batch {B}; need 1 or {n}")
+    return {k: (v.expand(n, *v.shape[1:]) if isinstance(v, Tensor) else v) for k, v in c.items()}
+
+
+def slice_cond(cond: Cond | Tensor, sl: slice) -> Cond | Tensor:
+    """Samples ``sl`` of a conditioning (every tensor sliced along the batch); ``None`` stays ``None``."""
+    if cond is None:
+        return None
+    if isinstance(cond, dict):
+        return {k: (v[sl] if isinstance(v, Tensor) else v) for k, v in cond.items()}
+    return cond[sl]
+
+
+def _pad_tokens(t: Tensor, L: int) -> Tensor:
+    """Pad (B, L0, ...) along dim 1 with zeros (False for masks) to length L."""
+    if t.shape[1] == L:
+        return t
+    pad = torch.zeros(t.shape[0], L - t.shape[1], *t.shape[2:], dtype=t.dtype, device=t.device)
+    return torch.cat([t, pad], 1)
+
+
+def cat_cond(a: Cond | Tensor, b: Cond | Tensor) -> dict[str, Tensor]:
+    """Concatenate two cond dicts along the batch, ``[a; b]``.
+
+    ``drop`` defaults to False and ``text_mask`` to all-True where missing; text token features of different
+    lengths are padded (the padding masked out). Any other key must be present in both.
+    """
+    a, b = as_cond(a), as_cond(b)
+    if a is None or b is None:
+        raise CondError("cat_cond needs two conditionings (use unconditional(cond) for the null branch)")
+    Ba, Bb = cond_batch(a), cond_batch(b)
+    keys = (set(a) | set(b)) - {"drop", "text_mask"}
+    for k in keys:
+        if k not in a or k not in b:
+            raise CondError(f"the negative conditioning must have the same keys as the conditioning (missing {k!r})")
+    out = {}
+    for k in keys:
+        va, vb = a[k], b[k]
+        if k == "text":
+            L = max(va.shape[1], vb.shape[1])
+            va, vb = _pad_tokens(va, L), _pad_tokens(vb, L)
+        out[k] = torch.cat([va, vb.to(va.device, va.dtype)])
+    if "text" in out:
+        L = out["text"].shape[1]
+        masks = []
+        for c, B in ((a, Ba), (b, Bb)):
+            m = c.get("text_mask")
+            if m is None:
+                m = torch.ones(B, c["text"].shape[1], dtype=torch.bool, device=c["text"].device)
+            masks.append(_pad_tokens(m.to(torch.bool), L))
+        out["text_mask"] = torch.cat([masks[0], masks[1].to(masks[0].device)])
+    device = out[next(iter(keys))].device if keys else torch.device("cpu")
+    drops = []
+    for c, B in ((a, Ba), (b, Bb)):
+        d = c.get("drop")
+        drops.append(torch.zeros(B, dtype=torch.bool, device=device) if d is None else d.to(device, torch.bool))
+    out["drop"] = torch.cat(drops)
+    return out
+
+
+def build_cond(
+    model_cfg,
+    n: int,
+    *,
+    classes: list[int] | None = None,
+    contexts: list[list[float]] | None = None,
+    prompts: list[str] | None = None,
+) -> Cond:
+    """The cond dict of ``n`` samples for a model (a ModelConfig), each list cycled over the samples.
+
+    ``classes``: labels in [0, num_classes); ``contexts``: vectors of length context_dim; ``prompts``: strings,
+    encoded by the MiniLM encoder (text_dim = 384). Checks each against the model; None when nothing is given.
+    """
+    cond: dict[str, Tensor] = {}
+    idx = torch.arange(n)
+    if classes:
+        K = int(getattr(model_cfg, "num_classes", 0))
+        if K <= 0:
+            raise CondError("this model is not class-conditional (model.num_classes = 0); drop --class")
+        bad = [c for c in classes if not 0 <= int(c) < K]
+        if bad:
+            raise CondError(f"class {bad[0]} is out of range; this model has classes 0..{K - 1}")
+        cond["class"] = torch.tensor([int(c) for c in classes], dtype=torch.long)[idx % len(classes)]
+    if contexts:
+        K = int(getattr(model_cfg, "context_dim", 0))
+        if K <= 0:
+            raise CondError("this model takes no context vectors (model.context_dim = 0); drop --context")
+        bad = [v for v in contexts if len(v) != K]
+        if bad:
+            raise CondError(f"a context vector has {len(bad[0])} entries; this model needs {K}")
+        cond["context"] = torch.tensor(contexts, dtype=torch.float32)[idx % len(contexts)]
+    if prompts:
+        from .text import TEXT_DIM, prompt_cond
+
+        E = int(getattr(model_cfg, "text_dim", 0))
+        if E <= 0:
+            raise CondError("this model is not text-conditioned (model.text_dim = 0); drop --prompt")
+        if E != TEXT_DIM:
+            raise CondError(f"model.text_dim = {E} does not match the MiniLM encoder's {TEXT_DIM}")
+        cond.update(prompt_cond(prompts, n))
+    return cond or None
+
+
+def parse_vectors(text: str) -> list[list[float]]:
+    """``"1,0,0.6;0,1,0"`` -> [[1, 0, 0.6], [0, 1, 0]] (one-line CondError on anything else)."""
+    out = []
+    for part in text.split(";"):
+        try:
+            out.append([float(v) for v in part.split(",") if v.strip()])
+        except ValueError:
+            raise CondError(f"cannot read the vector {part!r}; write numbers separated by commas") from None
+        if not out[-1]:
+            raise CondError(f"empty vector in {text!r}")
+    return out
