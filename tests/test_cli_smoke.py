@@ -3,7 +3,9 @@
 import json
 
 import numpy as np
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from test_cli_errors import assert_clean_error, td
 
@@ -18,7 +20,9 @@ def test_train_few_steps_then_sample_grid_and_gif(tmp_path):
     assert rc == 0, err
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["preset"] == "digits-test" and cfg["train"]["images"] == 256
-    assert (run / "ema.safetensors").exists() and (run / "model.safetensors").exists()
+    ema, raw = (load_file(str(run / f"{w}.safetensors")) for w in ("ema", "model"))
+    assert ema and ema.keys() == raw.keys()  # the EMA copy has every weight of the model, each finite
+    assert all(ema[k].shape == raw[k].shape and torch.isfinite(ema[k]).all() for k in ema)
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert lines and all(np.isfinite(l["loss"]) for l in lines)
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from pictures import read_image
 from torchdiffusion.cli import main
 from torchdiffusion.evaluation.evaluate import EvaluateError, evaluate
 
@@ -51,9 +52,16 @@ def test_evaluate_writes_report_with_every_metric(tiny_run, tmp_path, monkeypatc
         log=lambda *a: None,
     )
     saved = json.loads((out / "report.json").read_text())
-    assert saved["n"] == 24 and (out / "summary.html").is_file() and (out / "closest_pairs.png").is_file()
+    assert saved["n"] == 24
     fm = saved["feature_metrics"]["raw"]
     s, h = fm["samples"], fm["heldout"]
+    page = (out / "summary.html").read_text()  # the report's numbers as a table, beside its pictures
+    assert f"<td>feature_metrics.raw.samples.FD-raw</td><td>{s['FD-raw']:.5g}</td>" in page
+    for picture in ("samples.png", "closest_pairs.png"):
+        assert f'<img src="{picture}">' in page
+        assert (read_image(out / picture) < 128).any()  # something drawn on the white page
+    grid = read_image(out / "samples.png")  # 24 samples of 8x8 in rows of 8: 3 x 8 tiles of 10 px + 2 px border
+    assert grid.shape[0] * (8 * 10 + 2) == grid.shape[1] * (3 * 10 + 2)
     for r in (s, h):
         assert {"FD-raw", "KID-raw", "KID-raw_se", "precision-raw", "recall-raw"} <= set(r)
         assert "FD-raw_expected_bias" in r  # n = 24 is far below the warning threshold
