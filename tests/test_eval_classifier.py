@@ -99,5 +99,5 @@ def test_shipped_mnist_classifier_on_its_heldout_split():
     assert abs(rep["accuracy"] - card["heldout_accuracy"]) < 1e-3  # the card tells the truth
     assert rep["accuracy"] > 0.95
     d = C.digit_report(x[te])
-    assert d["passes"]  # real digits pass the demo's acceptance check
+    assert d["passes"]  # real digits pass the demo's digit check
     assert C.load_classifier("mnist5k").features(x[:3]).shape == (3, 128)

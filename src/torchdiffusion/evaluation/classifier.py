@@ -297,7 +297,7 @@ def class_report(
 
 
 def digit_report(images: Tensor, threshold: float = 0.9, min_fraction: float = 0.03) -> dict:
-    """The demo's acceptance check on ``images: (N, 1, 28, 28)`` in [-1, 1] with the MNIST-5k classifier.
+    """The demo's digit check on ``images: (N, 1, 28, 28)`` in [-1, 1] with the MNIST-5k classifier.
 
     ``passes`` is True when ``confident_fraction >= 0.7`` and every digit makes up >= ``min_fraction``.
     """
