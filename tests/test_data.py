@@ -261,7 +261,7 @@ def test_npz_keys_and_label_files(tmp_path):
     [
         (np.zeros(5, np.uint8), "shape"),  # 1-D
         (np.zeros((2, 1, 3, 4, 5), np.uint8), "shape"),  # 5-D
-        (np.zeros((2, 8, 8, 7), np.uint8), "channel"),  # no channel axis of size <= 4
+        (np.zeros((2, 8, 8, 8), np.uint8), "channel axis"),  # second and last axes equal: ambiguous
         (np.full((2, 8, 8), np.nan, np.float32), "NaN"),
         (np.full((2, 8, 8), 255.0, np.float32), r"\[0, 1\] or \[-1, 1\]"),
         (np.full((2, 8, 8), 300, np.int32), "0..255"),

@@ -26,6 +26,7 @@ class DataConfig:
     labels_path: str | None = None  # optional labels .npy for the array source (the course preset's sprite format)
     image_size: tuple[int, int] | None = None  # (H, W) to resize/crop to; None keeps the native size
     channels: int | None = None  # 1 (grayscale) or 3 (RGB) for folders; None keeps the native channel count
+    layout: str = "auto"  # auto | NCHW | NHWC | NHW (images) | NCL (1-D signals): how the array source reads axes
     toy: str = "8gaussians"  # 8gaussians | moons | swissroll | checkerboard (toy source)
     toy_size: int = 50_000  # how many toy points to draw (toy source)
     emoji_size: int = 16  # 16 or 32 (emoji source)
@@ -47,7 +48,7 @@ class ModelConfig:
     mlp_width: int = 256  # hidden width of the MLP denoiser (vector data)
     mlp_depth: int = 4  # hidden layers of the MLP denoiser
     num_classes: int = 0  # > 0: class-conditional (label embedding)
-    context_dim: int = 0  # > 0: context-vector conditioning (one-/multi-hot, fractional, continuous)
+    context_dim: int = 0  # > 0: context-vector conditioning (one-/multi-hot, fractional, continuous); -1: from the data
     text_dim: int = 0  # > 0: text conditioning by cross-attention over token features of this width
 
 
@@ -263,6 +264,25 @@ PRESETS: dict[str, RunConfig] = {
         ),
         sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=25, guidance=3.0),
     ),
+    # The course's recipe on its sprite files (docs/course.md): 16x16 RGB sprites, (N, 5) one-hot labels whose
+    # width sets model.context_dim (-1 = from the labels file), 10 % context dropout, DDPM with T = 500 and linear
+    # beta 1e-4 -> 0.02. `python -m torchdiffusion.data.sprites --out sprites` writes synthetic files of this format.
+    "course-sprites": RunConfig(
+        preset="course-sprites",
+        data=DataConfig(
+            source="array",
+            path="sprites/sprites_1788_16x16.npy",
+            labels_path="sprites/sprite_labels_nc_1788_16x5.npy",
+        ),
+        model=ModelConfig(channels=64, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), context_dim=-1),
+        diffusion=DiffusionConfig(
+            parameterization="eps", schedule="linear", T=500, beta_start=1e-4, beta_end=0.02, weighting="uniform"
+        ),
+        train=TrainConfig(
+            images=300_000, batch_size=100, lr=1e-3, warmup_images=5_000, ema_halflife_images=20_000, cond_drop_prob=0.1
+        ),
+        sample=SampleConfig(sampler="ddpm", grid="uniform_t", steps=500, n=32),
+    ),
     # Fashion-MNIST (Debian dataset-fashion-mnist, 60k images; training time in docs/evaluation.md);
     # 1,000 training images held out (bench-samplers, editing); `evaluate` compares with the official test set.
     "fashion-cpu": RunConfig(
@@ -433,6 +453,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         (m.net in ("unet", "mlp"), "model.net must be unet or mlp"),
         (len(m.channel_mult) >= 1 and all(c >= 1 for c in m.channel_mult), "model.channel_mult needs >= 1 level"),
         (m.channels >= 1 and m.num_res_blocks >= 1, "model.channels and model.num_res_blocks must be >= 1"),
+        (m.context_dim >= -1, "model.context_dim must be >= 0, or -1 to take it from the data's context vectors"),
         (t.images >= 1 and t.batch_size >= 1, "train.images and train.batch_size must be >= 1"),
         (
             t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,

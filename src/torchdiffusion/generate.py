@@ -189,7 +189,7 @@ def generate(
             interval=sample.guidance_interval,
             rescale=sample.guidance_rescale,
         )
-        if sample.clip_denoised:
+        if sample.clip_denoised and len(data_shape) == 3:  # images only: their data range is [-1, 1]
             D = clamped(D)
         if wrap is not None:
             D = wrap(D, sl)

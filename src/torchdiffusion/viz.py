@@ -1,4 +1,8 @@
-"""Pictures: image grids, GIFs of the denoising, scatter plots of vector data. Pillow + numpy (+ matplotlib).
+"""Pictures: image grids, GIFs of the denoising, scatter plots of vector data, line plots of 1-D signals.
+Pillow + numpy (+ matplotlib). :func:`save_samples` picks the picture by data kind, in one place.
+
+Images of other than 1 or 3 channels are shown by their first 3 (or first 1, for 2 channels); see
+:func:`channel_note`.
 
 All writers are atomic (:mod:`torchdiffusion.io`): a crash never leaves a half-written file.
 """
@@ -23,11 +27,24 @@ def save_json(obj: dict, path: str | Path) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, default=str))
 
 
+def shown_channels(channels: int) -> int:
+    """How many leading channels a picture shows: 1 or 3 as they are, the first 3 of more, the first 1 of 2."""
+    return channels if channels in (1, 3) else (3 if channels > 3 else 1)
+
+
+def channel_note(channels: int) -> str | None:
+    """One line saying which channels a picture of ``channels``-channel images shows, or None when all."""
+    shown = shown_channels(channels)
+    if shown == channels:
+        return None
+    which = "channels 1-3 as RGB" if shown == 3 else "channel 1 as grayscale"
+    return f"the pictures show {which} of the {channels} channels (the .npy output holds all of them)"
+
+
 def to_uint8_hwc(images: Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8 (C = 1 or 3; other channel counts show the first 3)."""
+    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8 of the :func:`shown_channels` leading channels."""
     x = images.detach().to(torch.float32).cpu().clamp(-1, 1)
-    if x.shape[1] not in (1, 3):
-        x = x[:, :3] if x.shape[1] > 3 else x[:, :1]
+    x = x[:, : shown_channels(x.shape[1])]
     x = ((x + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy()
 
@@ -149,3 +166,80 @@ def save_scatter_gif(
         out.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
         plt.close(fig)
     return save_gif(out, path, duration_ms=duration_ms)
+
+
+def save_signals(
+    signals: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "", max_plots: int = 16
+) -> Path:
+    """Line plots of (B, C, L) 1-D signals as PNG: one panel per example (at most ``max_plots``), one line per
+    channel (at most 4; the title says when more exist), optionally a training example in grey behind each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = signals.detach().cpu().to(torch.float32)
+    B, C, L = x.shape
+    k = min(B, max_plots)
+    cols = int(math.ceil(math.sqrt(k)))
+    rows = int(math.ceil(k / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 1.6 * rows), dpi=100, squeeze=False, sharey=True)
+    t = np.arange(L)
+    for i, ax in enumerate(axes.flat):
+        if i >= k:
+            ax.axis("off")
+            continue
+        if reference is not None:
+            for c in range(min(C, 4)):
+                ax.plot(t, reference[i % len(reference), c].cpu().float().numpy(), c="0.75", lw=0.8)
+        for c in range(min(C, 4)):
+            ax.plot(t, x[i, c].numpy(), lw=0.9, c=f"C{c}")
+        ax.tick_params(labelsize=6)
+    note = f" (channels 1-4 of {C})" if C > 4 else ""
+    if title or note:
+        fig.suptitle(title + note, fontsize=9)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def signal_frames(xs: Sequence[Tensor], x0s: Sequence[Tensor], titles: Sequence[str] | None = None) -> list[np.ndarray]:
+    """GIF frames of 1-D signals along a trajectory: per step, x_t (grey) and x0_hat (colour) of the first
+    4 examples' first channel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = []
+    lim = max(1.0, max(float(x0[:4, 0].abs().max()) for x0 in x0s)) * 1.1
+    for j, (x, x0) in enumerate(zip(xs, x0s)):
+        k = min(4, x.shape[0])
+        fig, axes = plt.subplots(k, 1, figsize=(5, 1.2 * k), dpi=80, squeeze=False, sharex=True)
+        for i in range(k):
+            ax = axes[i, 0]
+            ax.plot(x[i, 0].float().numpy(), c="0.7", lw=0.8)
+            ax.plot(x0[i, 0].float().numpy(), c="C0", lw=1.0)
+            ax.set_ylim(-lim, lim)
+            ax.tick_params(labelsize=6)
+        if titles is not None:
+            fig.suptitle(titles[j], fontsize=8)
+        fig.tight_layout()
+        fig.canvas.draw()
+        frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+        plt.close(fig)
+    return frames
+
+
+def save_samples(x: Tensor, kind: str, path: str | Path, reference: Tensor | None = None, title: str = "") -> Path:
+    """The picture of samples ``x`` by data kind: a grid of images, line plots of signals, a scatter of the
+    first two coordinates of vectors (``reference``: training data drawn behind, for signals and vectors)."""
+    if kind == "image":
+        return save_grid(x, path)
+    if kind == "signal":
+        return save_signals(x, path, reference=reference, title=title)
+    if kind == "vector":
+        return save_scatter(x[:, :2], path, reference=None if reference is None else reference[:, :2], title=title)
+    raise ValueError(f"no picture for data kind {kind!r}")

@@ -159,7 +159,7 @@ def write_samples(
     from ..generate import generate, trajectory
     from ..io import atomic_write
     from ..samplers import nfe
-    from ..viz import save_gif, save_grid, save_json, save_scatter, trajectory_frames
+    from ..viz import channel_note, save_gif, save_json, save_samples, signal_frames, trajectory_frames
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
@@ -180,12 +180,9 @@ def write_samples(
             wrap=wrap,
             callback=lambda info: bar.update(1),
         )
-    paths = []
-    if run_.kind == "image":
-        paths.append(save_grid(x, out))
-    else:
-        ref = None
-        paths.append(save_scatter(x[:, :2], out, reference=ref, title=f"{sample.sampler}, {sample.steps} steps"))
+    paths = [save_samples(x, run_.kind, out, title=f"{sample.sampler}, {sample.steps} steps")]
+    if run_.kind == "image" and channel_note(x.shape[1]):
+        print(channel_note(x.shape[1]), file=sys.stderr)
     if save_npy:
         paths.append(atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, x.numpy())))
     if gif:
@@ -202,6 +199,18 @@ def write_samples(
             )
             frames = trajectory_frames(xs, x0s, nrow=int(k**0.5) or 1)
             paths.append(save_gif(frames, out.with_suffix(".gif"), scale=3))
+        elif run_.kind == "signal":
+            first = slice(0, min(sample.n, 4))
+            _, xs, x0s, sig = trajectory(
+                run_.model,
+                seeds[first],
+                sample,
+                run_.data_shape,
+                cond=slice_cond(cond, first),
+                uncond=slice_cond(uncond, first),
+            )
+            frames = signal_frames(xs, x0s, titles=[f"sigma = {s:.3g}" for s in sig])
+            paths.append(save_gif(frames, out.with_suffix(".gif")))
         else:
             from ..viz import save_scatter_gif
 

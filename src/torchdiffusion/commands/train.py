@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
 def load_and_check(cfg):
     """Load the data and build the network once before anything is written, so bad input fails cleanly."""
-    from ..data import load_data
+    from ..data import fit_conditioning, load_data
     from ..model import build_model
 
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
-    build_model(cfg, data.shape)  # raises ConfigError for e.g. a size not divisible by 2^levels
+    build_model(fit_conditioning(cfg, data), data.shape)  # ConfigError for e.g. a size not divisible by 2^levels
     return data

@@ -9,18 +9,33 @@
 
 Then, for images, ``data.image_size`` (scale to cover, centre-crop) and ``data.channels`` (1 or 3) apply to
 every source. Sources (``SOURCES``): mnist5k, digits, fashion_mnist, emoji, folder, array, toy; see their
-modules for the file formats and value conventions.
+modules for the file formats and value conventions. Every data set has a ``kind`` (``KINDS``): "image"
+(N, C, H, W) with any channel count, "signal" (N, C, L) or "vector" (N, D); networks and pictures are
+chosen by it.
+
+``fit_conditioning(cfg, data)`` sets a model's context width from the data (``model.context_dim=-1``) and
+refuses a labels file that the model would ignore.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..config import DataConfig
-from .base import DataError, TensorData, cache_dir, check_size, match_channels, resize_crop, to_uint8
+from ..config import ConfigError, DataConfig, RunConfig
+from .base import (
+    KINDS,
+    DataError,
+    TensorData,
+    cache_dir,
+    check_size,
+    kind_of_shape,
+    match_channels,
+    resize_crop,
+    to_uint8,
+)
 from .builtin import load_digits, load_fashion_mnist, load_fashion_mnist_test, load_mnist5k
 from .emoji import EMOJI_CLASSES, load_emoji
 from .files import load_array, load_folder, read_image
@@ -29,12 +44,15 @@ from .toy import TOYS, load_toy
 __all__ = [
     "DataError",
     "EMOJI_CLASSES",
+    "KINDS",
     "SOURCES",
     "SPLITS",
     "Source",
     "TOYS",
     "TensorData",
     "cache_dir",
+    "fit_conditioning",
+    "kind_of_shape",
     "load_data",
     "read_image",
     "to_uint8",
@@ -108,4 +126,34 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
         x = match_channels(resize_crop(data.x, size), cfg.channels)
         if x is not data.x:
             data.x = x.contiguous()
+    elif size is not None or cfg.channels is not None:
+        raise DataError(f"data.image_size and data.channels apply to images; this {data.kind} data keeps its shape")
     return data
+
+
+def fit_conditioning(cfg: RunConfig, data: TensorData) -> RunConfig:
+    """``cfg`` with ``model.context_dim`` taken from ``data`` when it is -1 (``K`` of its (N, K) context rows).
+
+    Raises:
+        ConfigError: ``model.context_dim=-1`` but the data has no context vectors, or a labels file
+            (``data.labels_path``) is given to a model with no class, context or text input, which would
+            silently train an unconditional model.
+    """
+    m = cfg.model
+    context = getattr(data, "context", None)
+    if m.context_dim == -1:
+        if context is None:
+            raise ConfigError(
+                "model.context_dim=-1 takes the context width from the data, but it has no context vectors"
+            )
+        return replace(cfg, model=replace(m, context_dim=int(context.shape[-1])))
+    if cfg.data.labels_path and m.num_classes == 0 and m.context_dim == 0 and m.text_dim == 0:
+        labels = getattr(data, "labels", None)
+        if context is not None:
+            fix = f"model.context_dim={int(context.shape[-1])} (or -1 to read it from the labels)"
+        else:
+            fix = f"model.num_classes={int(labels.max()) + 1 if labels is not None and len(labels) else 'K'}"
+        raise ConfigError(
+            f"data.labels_path is set but the model takes no conditioning: set {fix}, or drop data.labels_path"
+        )
+    return cfg

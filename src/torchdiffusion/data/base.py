@@ -24,17 +24,28 @@ class DataError(ValueError):
     """Data that cannot be used (missing, corrupt, wrong shape); the message is one line meant for the user."""
 
 
+KINDS = {"image": 3, "signal": 2, "vector": 1}  # data kind -> dims of one example: (C, H, W), (C, L), (D,)
+
+
+def kind_of_shape(shape: tuple[int, ...]) -> str:
+    """The data kind of one example's shape: (C, H, W) "image", (C, L) "signal", (D,) "vector"."""
+    for kind, ndim in KINDS.items():
+        if len(shape) == ndim:
+            return kind
+    raise DataError(f"no data kind has examples of shape {tuple(shape)}; expected (C, H, W), (C, L) or (D,)")
+
+
 @dataclass
 class TensorData:
     """A whole data set in memory; the training loop indexes ``x`` with its own seeded shuffling and sharding.
 
     Attributes:
-        x: (N, C, H, W) float32 in [-1, 1] for images; (N, D) float32 for vectors.
+        x: (N, C, H, W) float32 in [-1, 1] for images; (N, C, L) float32 for 1-D signals; (N, D) for vectors.
         labels: (N,) long class labels, or None.
         context: (N, K) float context vectors (one-hot / multi-hot categories), or None.
         captions: N strings, or None.
         class_names: names of the label values / context columns, or None.
-        kind: "image" ((N, C, H, W)) or "vector" ((N, D)).
+        kind: "image" ((N, C, H, W)), "signal" ((N, C, L)) or "vector" ((N, D)).
         name: a short description of where the data came from.
     """
 
@@ -48,9 +59,8 @@ class TensorData:
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]
-        want_ndim = {"image": 4, "vector": 2}  # other kinds (e.g. 1-D signals) are not checked here
-        if self.kind in want_ndim and self.x.ndim != want_ndim[self.kind]:
-            raise DataError(f"{self.kind} data needs x of {want_ndim[self.kind]} dims, got shape {tuple(self.x.shape)}")
+        if self.kind in KINDS and self.x.ndim != KINDS[self.kind] + 1:
+            raise DataError(f"{self.kind} data needs x of {KINDS[self.kind] + 1} dims, got shape {tuple(self.x.shape)}")
         for field_name in ("labels", "context", "captions"):
             v = getattr(self, field_name)
             if v is not None and len(v) != n:

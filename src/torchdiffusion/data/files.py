@@ -1,12 +1,15 @@
-"""User files: single images, a folder of PNG/JPEG files, and .npy/.npz arrays.
+"""User files: single images, a folder of PNG/JPEG/TIFF files, and .npy/.npz arrays.
 
 Images (``read_image`` and the ``folder`` source):
-  * PNG and JPEG (``.png .jpg .jpeg``, any case); a folder is searched recursively, in sorted path order,
-    skipping hidden files and folders (names starting with ``.``).
+  * PNG, JPEG and TIFF (``.png .jpg .jpeg .tif .tiff``, any case); a folder is searched recursively, in sorted
+    path order, skipping hidden files and folders (names starting with ``.``).
   * Transparency (RGBA, LA, palette or colour-key transparency) is composited over a white background.
   * Colour: an image "has colour" when its RGB channels differ anywhere by more than 2/255; otherwise it is
     read as grayscale (1 channel). A folder is RGB if any of its files has colour, else grayscale, unless
-    ``data.channels`` says 1 or 3. 16-bit grayscale PNGs are scaled from 0..65535.
+    ``data.channels`` says 1 or 3.
+  * 16-bit grayscale PNG/TIFF (Pillow modes ``I;16*``, or ``I`` holding 16-bit values) are scaled from the
+    format's range 0..65535 (whatever the values in the file), keeping their 16-bit precision; float TIFF
+    (mode ``F``) must hold values in [0, 1]. (Pillow reads 16-bit colour PNGs at 8-bit precision.)
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
     must share one size.
   * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
@@ -15,10 +18,13 @@ Images (``read_image`` and the ``folder`` source):
 Arrays (the ``array`` source, ``data.path`` a ``.npy`` or ``.npz``):
   * In a ``.npz`` the images are the key ``x`` or ``images``, else the first array; ``labels`` or ``y`` holds
     labels, ``captions`` optional strings, ``class_names`` optional names.
-  * Layout by shape: ``(N, D)`` vectors (kind "vector", values kept as they are); ``(N, H, W)`` grayscale;
-    4-D is channels-first ``(N, C, H, W)`` when ``C = shape[1] <= 4`` and ``shape[3] > 4``, otherwise
-    channels-last ``(N, H, W, C)`` with ``C = shape[3] <= 4`` (the sprite format of the DeepLearning.AI course
-    "How Diffusion Models Work").
+  * Layout (``data.layout``; "auto" reads it from the shape, see :func:`array_layout`): ``(N, D)`` vectors
+    (kind "vector"); ``(N, C, L)`` 1-D signals (kind "signal") when ``L >= 8 C``, else ``(N, H, W)`` grayscale;
+    4-D images of any channel count: channels-first ``(N, C, H, W)`` or channels-last ``(N, H, W, C)`` (the
+    sprite format of the DeepLearning.AI course "How Diffusion Models Work"), the channel axis being the one
+    of size <= 4, else the smaller of the two.
+  * Vector and signal values are kept as they are (scale them to about [-1, 1], the range the noise levels
+    are made for).
   * Image values: uint8 (or any integers within 0..255) are 8-bit pixels; booleans and floats with min >= 0 and max <= 1
     are [0, 1] and mapped to [-1, 1]; other floats within [-1, 1] are kept. Anything else, NaN or inf is an
     error. (All-nonnegative [-1, 1] data is therefore read as [0, 1]: save such data as uint8.)
@@ -37,13 +43,36 @@ from torch import Tensor
 from ..config import DataConfig
 from .base import DataError, TensorData, check_size, from_uint8, from_unit, match_channels, resize_crop
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LAYOUTS = ("auto", "NCHW", "NHWC", "NHW", "NCL")
+SIGNAL_ASPECT = 8  # "auto" reads a 3-D array (N, A, B) as signals (N, C, L) when B >= 8 A, else as (N, H, W)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count as grayscale
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Single images
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _high_depth(im) -> np.ndarray | None:
+    """Grayscale pixels of a 16-bit or float image as float32 (H, W) in [0, 1]; None for 8-bit modes.
+
+    Scaled by the true range of the format, never by the values in the file: 16-bit modes (``I;16``, ``I;16B``,
+    ``I;16L``, ``I;16N``, and ``I`` holding 16-bit data) by 65535; float (``F``) values must already be in [0, 1].
+    """
+    mode = im.mode
+    if not (mode.startswith("I;16") or mode in ("I", "F")):
+        return None
+    a = np.asarray(im, dtype=np.float64)
+    if mode == "F":
+        lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
+        if not np.isfinite(a).all() or lo < 0 or hi > 1:
+            raise DataError(f"float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1]")
+        return a.astype(np.float32)
+    if a.min(initial=0) < 0 or a.max(initial=0) > 65535:
+        raise DataError("32-bit integer pixels beyond 0..65535 are not supported; save 8- or 16-bit images")
+    return (a / 65535.0).astype(np.float32)
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -53,20 +82,22 @@ def _decode(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            high = _high_depth(im)
+            if high is not None:
+                return high[..., None]
             mode = im.mode
-            if mode.startswith("I;16") or mode == "I":  # 16-bit grayscale
-                a = np.asarray(im, dtype=np.float32)
-                return (a / (65535.0 if mode != "I" or a.max() > 255 else 255.0)).clip(0, 1)[..., None]
             transparent = "A" in im.getbands() or "transparency" in im.info
             if transparent:
                 rgba = im.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(white, rgba).convert("RGB")
             elif mode not in ("L", "RGB"):
-                im = im.convert("L" if mode in ("1", "L", "LA", "F") else "RGB")
+                im = im.convert("L" if mode in ("1", "L", "LA") else "RGB")
             a = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
+    except DataError as e:
+        raise DataError(f"cannot read image {path}: {e}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if a.ndim == 2:
@@ -181,22 +212,48 @@ def _finite(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def array_to_images(a: np.ndarray, what: str = "array") -> Tensor:
+def array_layout(shape: tuple[int, ...], layout: str = "auto", what: str = "array") -> str:
+    """The axes of an array of ``shape``: "ND", "NCL", "NHW", "NCHW" or "NHWC".
+
+    ``layout`` names them ("auto" decides from the shape): 2-D is vectors; 3-D is signals (N, C, L) when
+    ``L >= SIGNAL_ASPECT * C``, else grayscale images; in 4-D the channel axis is whichever of the second and
+    last has size <= 4 (the last when both do), else the smaller of the two; equal sizes are ambiguous.
+    """
+    ndims = {"NCL": 3, "NHW": 3, "NCHW": 4, "NHWC": 4}
+    if layout not in LAYOUTS:
+        raise DataError(f"data.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if len(shape) == 2 and layout == "auto":
+        return "ND"
+    if layout != "auto":
+        if len(shape) != ndims[layout]:
+            raise DataError(f"data.layout={layout} needs a {ndims[layout]}-D array, got {what} of shape {shape}")
+        return layout
+    if len(shape) == 3:
+        return "NCL" if shape[2] >= SIGNAL_ASPECT * shape[1] else "NHW"
+    if len(shape) != 4:
+        raise DataError(f"{what} must be (N, D), (N, C, L), (N, H, W), (N, H, W, C) or (N, C, H, W); got shape {shape}")
+    first, last = shape[1], shape[3]
+    if last <= 4 or (first > 4 and last < first):
+        return "NHWC"
+    if first <= 4 or first < last:
+        return "NCHW"
+    raise DataError(
+        f"{what} of shape {shape}: cannot tell the channel axis (second or last); set data.layout=NCHW or NHWC"
+    )
+
+
+def array_to_images(a: np.ndarray, what: str = "array", layout: str = "auto") -> Tensor:
     """(N, H, W), (N, H, W, C) or (N, C, H, W) pixels -> (N, C, H, W) float32 in [-1, 1] (rules above)."""
     a = _finite(a, what)
     if a.dtype.kind == "b":
         a = a.astype(np.float32)  # False/True -> 0/1 -> -1/+1
-    if a.ndim == 3:
+    axes = array_layout(a.shape, layout, what)
+    if axes in ("ND", "NCL"):
+        raise DataError(f"{what} of shape {a.shape} holds {'vectors' if axes == 'ND' else '1-D signals'}, not images")
+    if axes == "NHW":
         a = a[:, None]
-    elif a.ndim == 4:
-        if a.shape[1] <= 4 and a.shape[3] > 4:
-            pass  # channels-first
-        elif a.shape[3] <= 4:
-            a = a.transpose(0, 3, 1, 2)  # channels-last -> channels-first
-        else:
-            raise DataError(f"{what} of shape {a.shape}: cannot find a channel axis of size <= 4 (second or last)")
-    else:
-        raise DataError(f"{what} must be (N, D), (N, H, W), (N, H, W, C) or (N, C, H, W); got shape {a.shape}")
+    elif axes == "NHWC":
+        a = a.transpose(0, 3, 1, 2)  # channels-last -> channels-first
     if a.shape[0] == 0:
         raise DataError(f"{what} holds no examples")
     if a.dtype.kind in "biu":
@@ -234,18 +291,20 @@ def labels_from_array(a: np.ndarray, n: int, what: str) -> tuple[Tensor | None, 
 
 
 def load_array(cfg: DataConfig, seed: int) -> TensorData:
-    """Images or vectors from ``cfg.path`` (.npy/.npz), labels from the npz or ``cfg.labels_path``."""
+    """Images, signals or vectors from ``cfg.path`` (.npy/.npz), labels from the npz or ``cfg.labels_path``."""
     if not cfg.path:
         raise DataError("the array source needs data.path=<file.npy or file.npz>")
     path = Path(cfg.path).expanduser()
     arrays = _load_arrays(path)
     a = arrays["x"]
-    if a.ndim == 2:
-        x, kind = torch.from_numpy(np.ascontiguousarray(_finite(a, path.name), dtype=np.float32)), "vector"
+    axes = array_layout(a.shape, cfg.layout, path.name)
+    if axes in ("ND", "NCL"):  # vectors and signals: values kept as they are
+        x = torch.from_numpy(np.ascontiguousarray(_finite(a, path.name), dtype=np.float32))
+        kind = "vector" if axes == "ND" else "signal"
         if x.shape[0] == 0:
             raise DataError(f"{path.name} holds no examples")
     else:
-        x, kind = array_to_images(a, path.name), "image"
+        x, kind = array_to_images(a, path.name, axes), "image"
     n = x.shape[0]
 
     labels = context = None

@@ -78,10 +78,11 @@ class UNet(nn.Module):
         levels = len(model.channel_mult)
         f = 2 ** (levels - 1)
         if any(s % f for s in spatial):
+            what, fix = ("image size", "data.image_size") if dims == 2 else ("signal length", "the signal length")
             size = "x".join(str(s) for s in spatial)
             raise ConfigError(
-                f"image size {size} is not divisible by {f} = 2^(levels-1); "
-                f"change data.image_size or use fewer levels in model.channel_mult"
+                f"{what} {size} is not divisible by {f} = 2^(levels-1); "
+                f"change {fix} or use fewer levels in model.channel_mult"
             )
         self.dims, self.data_shape = dims, (in_ch,) + spatial
         self.text_dim = model.text_dim

@@ -52,6 +52,7 @@ from torch import Tensor
 from .. import __version__ as VERSION
 from .. import distributed as dist
 from ..config import ConfigError, RunConfig, from_json, to_dict, to_json, validate
+from ..data import fit_conditioning, kind_of_shape
 from ..io import atomic_write, save_safetensors
 from ..losses import precond_loss, sample_sigmas
 from ..precond import Precond
@@ -266,7 +267,7 @@ def _data_info(data: Any) -> dict:
     class_names = getattr(data, "class_names", None)
     return {
         "data_shape": shape,
-        "kind": "vector" if len(shape) == 1 else "image",
+        "kind": getattr(data, "kind", None) or kind_of_shape(tuple(shape)),
         "class_names": list(class_names) if class_names is not None else None,
         "num_classes": int(labels.max().item()) + 1 if labels is not None and len(labels) else 0,
         "context_dim": int(context.shape[-1]) if context is not None else 0,
@@ -365,6 +366,7 @@ def _train(
         from ..data import load_data
 
         data = load_data(cfg.data, split="train", seed=t_cfg.seed)
+    cfg = fit_conditioning(cfg, data)  # model.context_dim=-1 -> the data's width, before config.json is written
     X = data.x.to(torch.float32)
     N = X.shape[0]
     if N == 0:
@@ -725,16 +727,16 @@ class _Logger:
 
 
 def _sample_grid(model: Precond, cfg: RunConfig, data: Any, info: dict, path: Path) -> None:
-    """A small grid (images) or scatter (2-D vectors) from the EMA model; skipped if generate/viz are missing."""
+    """A small grid (images), line plots (signals) or scatter (2-D vectors) from the EMA model (viz.save_samples)."""
     try:
         from ..generate import generate
-        from ..viz import save_grid
+        from ..viz import save_samples
     except ImportError:
         return
-    image = info["kind"] == "image"
-    if not image and info["data_shape"] != [2]:
+    vector = info["kind"] == "vector"
+    if vector and info["data_shape"] != [2]:
         return
-    n = min(cfg.sample.n, 64 if image else 2000)
+    n = min(cfg.sample.n, 2000 if vector else 64)
     seeds = range(cfg.sample.seed, cfg.sample.seed + n)
     device = next(model.parameters()).device
     cond = make_cond(data, torch.arange(n) % data.x.shape[0], torch.zeros(n, dtype=torch.bool), cfg, device)
@@ -745,11 +747,6 @@ def _sample_grid(model: Precond, cfg: RunConfig, data: Any, info: dict, path: Pa
             model, seeds, replace(cfg.sample, n=n), tuple(info["data_shape"]), cond=cond, precision=cfg.train.precision
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        if image:
-            save_grid(x, path)
-        else:
-            from ..viz import save_scatter
-
-            save_scatter(x, path, reference=data.x[:2000])
+        save_samples(x, info["kind"], path, reference=data.x[:2000] if vector else None)
     except Exception as e:  # a grid is a convenience: report it, never lose a training run over it
         dist.print0(f"warning: could not draw {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")

@@ -1,0 +1,196 @@
+"""Data kinds in the library: 1-D signals, images of any channel count, 16-bit and float image files, the
+context width taken from the data, and the synthetic course sprites."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from torchdiffusion.config import ConfigError, DataConfig, DiffusionConfig, ModelConfig, RunConfig
+from torchdiffusion.data import DataError, TensorData, fit_conditioning, kind_of_shape, load_data
+from torchdiffusion.data.files import array_layout
+from torchdiffusion.data.sprites import SPRITE_CLASSES, make_sprites, write_sprites
+from torchdiffusion.losses import precond_loss
+from torchdiffusion.model import build_model
+from torchdiffusion.viz import channel_note, save_samples, to_uint8_hwc
+
+
+def sines(n: int, channels: int = 2, length: int = 32, seed: int = 0) -> np.ndarray:
+    """(n, channels, length) sinusoids of random phase, amplitude 0.8; channel c has frequency c + 1."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, length, endpoint=False)
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    freq = np.arange(1, channels + 1)[None, :, None]
+    return (0.8 * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "shape, layout",
+    [
+        ((10, 3), "ND"),
+        ((10, 1, 64), "NCL"),
+        ((10, 4, 32), "NCL"),  # L = 8 C: signals
+        ((10, 28, 28), "NHW"),
+        ((10, 8, 60), "NHW"),  # L < 8 C: a grayscale picture
+        ((10, 16, 16, 3), "NHWC"),  # the course's sprites
+        ((10, 3, 32, 32), "NCHW"),
+        ((10, 6, 8, 8), "NCHW"),  # many channels, either side
+        ((10, 8, 8, 6), "NHWC"),
+        ((10, 3, 4, 4), "NHWC"),  # both <= 4: channels-last, as before
+    ],
+)
+def test_array_layout_by_shape(shape, layout):
+    assert array_layout(shape) == layout
+
+
+def test_array_layout_ambiguous_and_named():
+    with pytest.raises(DataError, match="data.layout=NCHW or NHWC"):
+        array_layout((10, 8, 8, 8))
+    assert array_layout((10, 8, 8, 8), "NCHW") == "NCHW"
+    assert array_layout((10, 1, 64), "NHW") == "NHW"
+    with pytest.raises(DataError, match="needs a 3-D array"):
+        array_layout((10, 8, 8, 8), "NCL")
+    with pytest.raises(DataError, match="data.layout must be one of"):
+        array_layout((10, 8), "HWC")
+
+
+def test_signals_load_with_values_kept(tmp_path):
+    a = sines(12, channels=3, length=40) * 3  # beyond [-1, 1]: signals are not pixels
+    np.save(tmp_path / "s.npy", a)
+    d = load_data(DataConfig(source="array", path=str(tmp_path / "s.npy")))
+    assert d.kind == "signal" and d.shape == (3, 40) and len(d) == 12
+    assert sorted(map(bytes, d.x.numpy())) == sorted(map(bytes, a))  # exact values, shuffled rows
+    assert kind_of_shape(d.shape) == "signal"
+    with pytest.raises(DataError, match="apply to images"):
+        load_data(DataConfig(source="array", path=str(tmp_path / "s.npy"), image_size=(8, 8)))
+    np.save(tmp_path / "u.npy", a / 3)
+    g = load_data(DataConfig(source="array", path=str(tmp_path / "u.npy"), layout="NHW"))
+    assert g.kind == "image" and g.shape == (1, 3, 40)
+
+
+def test_many_channel_images_either_layout_round_trip(tmp_path):
+    u = np.random.default_rng(3).integers(0, 256, (5, 6, 8, 10), dtype=np.uint8)  # (N, C, H, W), C = 6
+    np.save(tmp_path / "first.npy", u)
+    np.save(tmp_path / "last.npy", u.transpose(0, 2, 3, 1))
+    a = load_data(DataConfig(source="array", path=str(tmp_path / "first.npy")))
+    b = load_data(DataConfig(source="array", path=str(tmp_path / "last.npy")))
+    assert a.kind == b.kind == "image" and a.shape == b.shape == (6, 8, 10)
+    assert torch.equal(a.x, b.x)
+    back = np.round((a.x.numpy() + 1) * 127.5).astype(np.uint8)
+    assert sorted(map(bytes, back)) == sorted(map(bytes, u))
+    with pytest.raises(DataError, match="cannot convert 6-channel"):
+        load_data(DataConfig(source="array", path=str(tmp_path / "first.npy"), channels=3))
+
+
+def test_pictures_of_many_channels_show_the_first_three(tmp_path):
+    x = torch.rand(2, 6, 4, 4) * 2 - 1
+    assert np.array_equal(to_uint8_hwc(x), to_uint8_hwc(x[:, :3]))
+    assert "channels 1-3" in channel_note(6) and "of the 6 channels" in channel_note(6)
+    assert "channel 1" in channel_note(2) and channel_note(3) is None and channel_note(1) is None
+    p = save_samples(torch.from_numpy(sines(5)), "signal", tmp_path / "s.png", title="t")
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _u16(seed: int, hi: int = 65536) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, hi, (6, 5), dtype=np.uint16)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".tiff"])
+def test_16bit_gray_files_keep_16bit_precision(tmp_path, suffix):
+    imgs = [_u16(0), _u16(1), _u16(2, hi=200)]  # the last one is dark: scaled by 65535 all the same
+    for i, a in enumerate(imgs):
+        Image.fromarray(a).save(tmp_path / f"im{i}{suffix}")
+        with Image.open(tmp_path / f"im{i}{suffix}") as im:
+            assert im.mode.startswith("I;16")
+    d = load_data(DataConfig(source="folder", path=str(tmp_path)))
+    assert d.shape == (1, 6, 5) and len(d) == 3
+    back = np.round((d.x[:, 0].double().numpy() + 1) / 2 * 65535).astype(np.uint16)
+    assert sorted(map(bytes, back)) == sorted(map(bytes, imgs))
+    assert float(d.x.max()) > 0.9 and float(d.x.min()) < -0.9
+    dark = d.x[[int(a.max()) < 256 for a in back]]
+    assert len(dark) == 1 and float(dark.max()) < -0.99  # 199/65535, not 199/255
+
+
+def test_float_tiff_in_unit_range_and_out_of_range(tmp_path):
+    a = np.random.default_rng(4).random((4, 6)).astype(np.float32)
+    Image.fromarray(a, "F").save(tmp_path / "f.tif")
+    d = load_data(DataConfig(source="folder", path=str(tmp_path)))
+    assert torch.allclose(d.x[0, 0], torch.from_numpy(a) * 2 - 1, atol=1e-6)
+    Image.fromarray(a * 5, "F").save(tmp_path / "g.tif")
+    with pytest.raises(DataError, match=r"g.tif.*expected \[0, 1\]"):
+        load_data(DataConfig(source="folder", path=str(tmp_path)))
+
+
+def _cfg(context_dim: int = 0, labels_path: str | None = None, num_classes: int = 0) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(source="array", path="x.npy", labels_path=labels_path),
+        model=ModelConfig(context_dim=context_dim, num_classes=num_classes),
+    )
+
+
+def test_context_width_from_the_data_or_refused():
+    data = TensorData(torch.zeros(4, 3, 8, 8), context=torch.eye(7)[:4])
+    assert fit_conditioning(_cfg(-1), data).model.context_dim == 7
+    assert fit_conditioning(_cfg(7, "y.npy"), data).model.context_dim == 7
+    with pytest.raises(ConfigError, match="model.context_dim=7"):
+        fit_conditioning(_cfg(0, "y.npy"), data)
+    labelled = TensorData(torch.zeros(4, 3, 8, 8), labels=torch.tensor([0, 2, 1, 2]))
+    with pytest.raises(ConfigError, match="model.num_classes=3"):
+        fit_conditioning(_cfg(0, "y.npy"), labelled)
+    assert fit_conditioning(_cfg(0, "y.npy", num_classes=3), labelled).model.num_classes == 3
+    with pytest.raises(ConfigError, match="no context vectors"):
+        fit_conditioning(_cfg(-1), labelled)
+    assert fit_conditioning(_cfg(0), data) == _cfg(0)  # no labels file: an unconditional model is a choice
+
+
+def test_unet_on_signals_learns():
+    """A small 1-D U-Net's denoising loss on held-fixed noise falls by 40 % within 60 steps on sinusoids."""
+    cfg = RunConfig(
+        model=ModelConfig(channels=8, channel_mult=(1, 2), attn_resolutions=(8,), groups=4, head_channels=8),
+        diffusion=DiffusionConfig(parameterization="edm", process="continuous", noise_conditioning="log_sigma"),
+    )
+    model = build_model(cfg, (2, 16))
+    x = torch.from_numpy(sines(256, length=16))
+    g = torch.Generator().manual_seed(0)
+    x_eval, n_eval = x[:64], torch.randn(64, 2, 16, generator=g)
+    s_eval = (torch.randn(64, generator=g) * 1.2 - 1.2).exp()  # EDM's log-normal training sigmas
+
+    def eval_loss() -> float:
+        with torch.no_grad():
+            return float(precond_loss(model, x_eval, s_eval, n_eval, weighting="edm").mean())
+
+    before = eval_loss()
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(60):
+        idx = torch.randint(0, len(x), (32,), generator=g)
+        sigma = (torch.randn(32, generator=g) * 1.2 - 1.2).exp()
+        loss = precond_loss(model, x[idx], sigma, torch.randn(32, 2, 16, generator=g), weighting="edm").mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model(x_eval, s_eval).shape == x_eval.shape
+    assert eval_loss() < 0.6 * before
+
+
+def test_sprites_format_balance_and_seed(tmp_path):
+    s, y = make_sprites(50, seed=1)
+    assert s.shape == (50, 16, 16, 3) and s.dtype == np.uint8
+    assert y.shape == (50, 5) and y.dtype == np.float64 and np.array_equal(y.sum(1), np.ones(50))
+    assert np.bincount(y.argmax(1)).tolist() == [10] * 5
+    assert np.array_equal(make_sprites(50, seed=1)[0], s) and not np.array_equal(make_sprites(50, seed=2)[0], s)
+    a, b = write_sprites(tmp_path, 20)
+    assert (a.name, b.name) == ("sprites_1788_16x16.npy", "sprite_labels_nc_1788_16x5.npy")
+    d = load_data(DataConfig(source="array", path=str(a), labels_path=str(b)))
+    assert d.shape == (3, 16, 16) and d.context.shape == (20, 5) and torch.equal(d.labels, d.context.argmax(1))
+
+
+def test_sprite_classes_are_told_apart_by_their_pixels():
+    """Nearest class mean (fitted on one draw) names the class of >= 95 % of a fresh draw."""
+    s, y = make_sprites(500, seed=0)
+    t, z = make_sprites(250, seed=1)
+    feats = lambda a: a.reshape(len(a), -1).astype(np.float64)  # noqa: E731
+    means = np.stack([feats(s)[y.argmax(1) == k].mean(0) for k in range(len(SPRITE_CLASSES))])
+    dist = ((feats(t)[:, None] - means[None]) ** 2).sum(-1)
+    assert (dist.argmin(1) == z.argmax(1)).mean() >= 0.95
