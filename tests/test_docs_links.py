@@ -67,6 +67,19 @@ def test_named_repository_paths_exist(page):
     assert not missing, missing
 
 
+def test_every_figure_is_shown():
+    """docs/images holds the figures the pages show, nothing else (`make docs` regenerates them)."""
+    shown = {(page.parent / t.partition("#")[0]).resolve() for page in PAGES for t in links(page)}
+    unused = [p.name for p in sorted((ROOT / "docs" / "images").iterdir()) if p.resolve() not in shown]
+    assert not unused, unused
+
+
+def test_makefile_names_existing_scripts():
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    scripts = [n for n in REPO_PATH.findall(text) if n.startswith("scripts/")]
+    assert scripts and not [n for n in scripts if not (ROOT / n).is_file()]
+
+
 def test_the_checker_sees_broken_links(tmp_path):
     (tmp_path / "a.md").write_text("# Title\n\n## Two words\n")
     page = tmp_path / "p.md"
