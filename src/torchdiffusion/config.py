@@ -228,8 +228,8 @@ PRESETS: dict[str, RunConfig] = {
         ),
         sample=SampleConfig(sampler="dpmpp_2m", steps=10, n=100, guidance=2.0),
     ),
-    # Emoji sprites (16 px RGB) conditioned on their one-hot category (6 context entries). 300k images: category
-    # accuracy 83 % at guidance 7 (60k images: 42 %); 12 min on one core. docs/guidance.md.
+    # Emoji sprites (16 px RGB) conditioned on their one-hot category (6 context entries); guidance 7 is the first
+    # scale above 80 % category accuracy (results and training time: docs/guidance.md).
     "emoji-context": RunConfig(
         preset="emoji-context",
         data=DataConfig(source="emoji", emoji_size=16),
@@ -246,7 +246,7 @@ PRESETS: dict[str, RunConfig] = {
         sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=60, guidance=7.0),
     ),
     # Emoji sprites conditioned on their caption: MiniLM token features (text_dim = text.TEXT_DIM = 384) read by
-    # cross-attention at 8 px. 1M images (~4 min on one H200; retrieval of exact captions 100 %, docs/guidance.md).
+    # cross-attention at 8 px (results and training time: docs/guidance.md).
     "emoji-text": RunConfig(
         preset="emoji-text",
         data=DataConfig(source="emoji", emoji_size=16),
