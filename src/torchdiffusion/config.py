@@ -228,8 +228,8 @@ PRESETS: dict[str, RunConfig] = {
         ),
         sample=SampleConfig(sampler="dpmpp_2m", steps=10, n=100, guidance=2.0),
     ),
-    # Emoji sprites (16 px RGB) conditioned on their one-hot category (6 context entries); guidance 7 is the first
-    # scale above 80 % category accuracy (results and training time: docs/guidance.md).
+    # Emoji sprites (16 px RGB) conditioned on their one-hot category (6 context entries); the guidance scale is the
+    # one chosen by the sweep in docs/guidance.md (results and training time there).
     "emoji-context": RunConfig(
         preset="emoji-context",
         data=DataConfig(source="emoji", emoji_size=16),
