@@ -140,6 +140,7 @@ def main(argv=None) -> int:
             t0 = time.time()
             subprocess.run(exe + cmd, check=True)
             timings[key] = time.time() - t0
+            Path(args.img, f"explain-{key}.mp4").unlink(missing_ok=True)  # the page shows the GIF
             print(f"{key}: {timings[key]:.1f} s", file=sys.stderr)
         extra = ""
         if key == "trajectory" and Path(args.img, "explain-trajectory.gif").is_file():
