@@ -12,16 +12,19 @@ import torch
 from pictures import assert_grid_of
 from torchdiffusion.analytic import GaussianMixture
 from torchdiffusion.config import ModelConfig
+from torchdiffusion.evaluation.classifier import ClassifierError
+from torchdiffusion.evaluation.noisy_classifier import (
+    NoisyClassifierConfig,
+    load_noisy_classifier,
+    save_noisy_classifier,
+    train_noisy_classifier,
+)
 from torchdiffusion.guidance import (
     GuidanceError,
-    NoisyClassifierConfig,
     cat_cond,
     classifier_free,
     classifier_guidance,
     guided_denoiser,
-    load_noisy_classifier,
-    save_noisy_classifier,
-    train_noisy_classifier,
     unconditional,
 )
 from torchdiffusion.precond import Precond
@@ -290,7 +293,7 @@ def test_noisy_classifier_learns_and_round_trips(tmp_path):
     net2 = load_noisy_classifier(tmp_path)
     torch.testing.assert_close(net2(xn, torch.full((256,), 0.1)), net(xn, torch.full((256,), 0.1)))
     assert json.loads(p.with_suffix(".json").read_text())["accuracy"] == acc
-    with pytest.raises(GuidanceError):
+    with pytest.raises(ClassifierError):
         load_noisy_classifier(tmp_path / "missing.safetensors")
     # The gradient guidance of a real network is finite and shaped like x.
     D = classifier_guidance(lambda x, s: x * 0, net, 0, 2.0)

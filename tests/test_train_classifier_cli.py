@@ -34,7 +34,7 @@ def test_train_classifier_then_guide_towards_a_class(tmp_path):
         assert rc == 0, err
         samples[name] = torch.from_numpy(np.load(out.with_suffix(".npy")))
     assert samples["plain"].shape == samples["guided"].shape == (16, 1, 8, 8)
-    from torchdiffusion.guidance import load_noisy_classifier
+    from torchdiffusion.evaluation.noisy_classifier import load_noisy_classifier
 
     net = load_noisy_classifier(clf)
     with torch.no_grad():

@@ -88,6 +88,12 @@ def default_noise(x: Tensor) -> Callable[[], Tensor]:
     return lambda: torch.randn_like(x)
 
 
+def sigma_vector(sigma: Tensor | float, x: Tensor) -> Tensor:
+    """``sigma`` as a ``(B,)`` tensor on ``x``'s device: a scalar is repeated for each of the B samples of ``x``."""
+    sigma = torch.as_tensor(sigma, device=x.device)
+    return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+
+
 def append_dims(v: Tensor, ndim: int) -> Tensor:
     """Reshape a ``(B,)`` tensor to ``(B, 1, ..., 1)`` so it broadcasts against a ``ndim``-d tensor."""
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))

@@ -64,7 +64,8 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
     import torch
 
     from ..cond import build_cond, parse_vectors
-    from ..guidance import GuidanceError, classifier_guidance, load_noisy_classifier
+    from ..evaluation.noisy_classifier import load_noisy_classifier
+    from ..guidance import GuidanceError, classifier_guidance
 
     m = run_.config.model
     n = sample.n

@@ -62,7 +62,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import load_data
-    from ..guidance import GuidanceError, NoisyClassifierConfig, save_noisy_classifier, train_noisy_classifier
+    from ..evaluation.noisy_classifier import (
+        FILE_NAME,
+        NoisyClassifierConfig,
+        save_noisy_classifier,
+        train_noisy_classifier,
+    )
+    from ..guidance import GuidanceError
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -118,6 +124,6 @@ def run(args: argparse.Namespace) -> int:
         "sigma_sampling": cfg.diffusion.sigma_sampling,
         "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"},
     }
-    path = save_noisy_classifier(net, out / "noisy-classifier.safetensors", card)
+    path = save_noisy_classifier(net, out / FILE_NAME, card)
     print(path)
     return 0

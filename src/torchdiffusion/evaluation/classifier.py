@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -98,6 +100,39 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     return padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
+Batch = tuple[tuple[Tensor, ...], Tensor]  # (network inputs, labels (B,) long)
+
+
+def fit(
+    net: nn.Module,
+    batch: Callable[[int], Batch],
+    steps: int,
+    *,
+    lr: float,
+    weight_decay: float = 1e-4,
+    on_step: Callable[[int, Tensor, Tensor, Tensor], None] | None = None,
+) -> nn.Module:
+    """Cross-entropy training shared by the classifiers: AdamW, learning rate decayed to 0 by a cosine.
+
+    ``batch(step) -> (inputs, labels)`` draws step ``step``'s batch; the logits are ``net(*inputs)``.
+    ``on_step(step, loss, logits, labels)`` runs after each update. Returns ``net`` in eval mode.
+    """
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    net.train()
+    for step in range(steps):
+        inputs, y = batch(step)
+        logits = net(*inputs)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if on_step is not None:
+            on_step(step, loss.detach(), logits.detach(), y)
+    return net.eval()
+
+
 def train_classifier(
     x: Tensor,
     labels: Tensor,
@@ -128,30 +163,29 @@ def train_classifier(
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # initialisation and dropout
     net = SmallClassifier(cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     n = x.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    net.train()
-    for epoch in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        running = 0.0
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            xb = random_shift(x[idx], max_shift, g)
-            if noise_std > 0:
-                xb = (xb + noise_std * torch.randn(xb.shape, generator=g)).clamp(-1, 1)
-            loss = F.cross_entropy(net(xb), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.item() * len(idx)
-        if log is not None:
-            log(epoch, running / n)
-    net.eval()
-    return net
+    perm, running = torch.empty(0, dtype=torch.long), [0.0]
+
+    def batch(step: int) -> Batch:
+        nonlocal perm
+        i = step % steps_per_epoch
+        if i == 0:  # a new epoch: a new permutation
+            perm = torch.randperm(n, generator=g)
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        xb = random_shift(x[idx], max_shift, g)
+        if noise_std > 0:
+            xb = (xb + noise_std * torch.randn(xb.shape, generator=g)).clamp(-1, 1)
+        return (xb,), labels[idx]
+
+    def on_step(step: int, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        running[0] += loss.item() * len(y)
+        if (step + 1) % steps_per_epoch == 0:  # the end of an epoch: its mean loss
+            if log is not None:
+                log(step // steps_per_epoch, running[0] / n)
+            running[0] = 0.0
+
+    return fit(net, batch, epochs * steps_per_epoch, lr=lr, weight_decay=weight_decay, on_step=on_step)
 
 
 @torch.no_grad()
@@ -184,29 +218,44 @@ def card_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}-classifier.json"
 
 
-def save_classifier(net: SmallClassifier, path: str | Path, card: dict | None = None) -> None:
-    """Write weights (safetensors, config in its metadata) and an optional JSON card, atomically."""
+def save_classifier(net: nn.Module, path: str | Path, card: dict | None = None) -> Path:
+    """Write a classifier's weights (safetensors, its ``cfg`` dataclass as JSON in the metadata) and an optional
+    JSON card beside them (``path`` with .json), atomically."""
     path = Path(path)
     save_safetensors(net.state_dict(), path, metadata={"config": json.dumps(asdict(net.cfg))})
     if card is not None:
         atomic_write(path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def read_classifier_file(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """The metadata (``"config"``: the network's config as JSON) and the tensors of a classifier file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return meta, load_file(str(path))
 
 
 def load_classifier_file(path: str | Path) -> SmallClassifier:
     """A :class:`SmallClassifier` from a safetensors file written by :func:`save_classifier`, in eval mode."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise ClassifierError(f"no classifier weights at {path}")
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    meta, state = read_classifier_file(path)
     if "config" not in meta:
         raise ClassifierError(f"{path} has no classifier config in its metadata")
     net = SmallClassifier(ClassifierConfig(**json.loads(meta["config"])))
-    net.load_state_dict(load_file(str(path)))
+    net.load_state_dict(state)
     return net.eval()
+
+
+def classifier_from(spec: str) -> SmallClassifier:
+    """A shipped classifier by name (``mnist5k``) or one from a ``.safetensors`` path."""
+    if spec.endswith(".safetensors") or os.sep in spec:
+        return load_classifier_file(spec)
+    return load_classifier(spec)
 
 
 _CACHE: dict[str, SmallClassifier] = {}
