@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from torchdiffusion.commands.guidance_sweep import plot_grid, plot_sweep, real_diversity, sweep, write_json
     from torchdiffusion.config import get_preset
     from torchdiffusion.evaluation.classifier import class_report, load_classifier
+    from torchdiffusion.evaluation.guidance_sweep import real_diversity, save_sweep, sweep
     from torchdiffusion.generate import generate, load_run
     from torchdiffusion.training import train
     from torchdiffusion.viz import save_grid
@@ -60,18 +60,23 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- Guidance sweep -------------------------------------------------------------------------------------
     scales = [float(s) for s in args.sweep_scales.split(",")]
-    res = sweep(run, scales, classifier=clf, n_per_class=args.sweep_per_class, mode="class", sample=sample)
+    res = sweep(
+        run,
+        scales,
+        classifier=clf,
+        n_per_class=args.sweep_per_class,
+        mode="class",
+        sample=sample,
+        log=lambda line: print(line, file=sys.stderr),
+    )
     res["real_diversity"] = real_diversity(run, clf, args.sweep_per_class)
     res["run"] = str(out)
     sd = out / "guidance-sweep"
-    write_json(res, sd / "sweep.json")
-    plot_sweep(
-        res,
-        sd / "sweep.png",
+    title = (
         f"MNIST-5k class-conditional: guidance sweep ({sample.sampler}, "
-        f"{sample.steps} steps, {args.sweep_per_class}/class)",
+        f"{sample.steps} steps, {args.sweep_per_class}/class)"
     )
-    plot_grid(res, sd / "grid.png")
+    save_sweep(res, sd, title)
     shutil.copyfile(sd / "sweep.png", docs / "guidance-sweep-mnist.png")
     shutil.copyfile(sd / "grid.png", docs / "guidance-grid-mnist.png")
 

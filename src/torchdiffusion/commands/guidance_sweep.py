@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
-
-from ..io import atomic_write
 
 HELP = "sample a conditional model over a range of guidance scales; plot class accuracy and diversity vs scale"
 EXAMPLES = """examples:
@@ -45,170 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", action="store_true", help="skip the diversity of real images")
 
 
-def load_eval_classifier(spec: str):
-    """A SmallClassifier from a shipped name or a .safetensors path."""
-    from ..evaluation.classifier import load_classifier, load_classifier_file
-
-    if spec.endswith(".safetensors") or os.sep in spec:
-        return load_classifier_file(spec)
-    return load_classifier(spec)
-
-
-def class_diversity(features, labels, K: int) -> float:
-    """Mean over classes of the mean pairwise L2 distance between same-class feature vectors (B, F)."""
-    import torch
-
-    vals = []
-    for k in range(K):
-        f = features[labels == k]
-        if len(f) >= 2:
-            d = torch.cdist(f, f)
-            vals.append(float(d.sum() / (len(f) * (len(f) - 1))))
-    return sum(vals) / len(vals) if vals else float("nan")
-
-
-def sweep(run_, scales: list[float], *, classifier, n_per_class: int, mode: str, sample) -> dict:
-    """Sample ``n_per_class * K`` images at every scale (class k = image index mod K) and score them.
-
-    Returns a JSON-ready dict with, per scale, ``accuracy``, ``per_class_accuracy`` and ``diversity``, plus the
-    images themselves under ``"_images"`` (a list of (N, C, H, W) tensors, one per scale).
-    """
-    from dataclasses import replace
-
-    import torch
-
-    from ..evaluation.classifier import predict
-    from ..generate import generate
-    from ..guidance import GuidanceError
-
-    m = run_.config.model
-    K = m.num_classes if mode == "class" else m.context_dim
-    if K <= 0:
-        raise GuidanceError(f"this model takes no {'class labels' if mode == 'class' else 'context vectors'}")
-    if classifier.cfg.num_classes < K:
-        raise GuidanceError(f"the evaluation classifier knows {classifier.cfg.num_classes} classes; the model has {K}")
-    N = n_per_class * K
-    want = torch.arange(N) % K
-    cond = {"class": want} if mode == "class" else {"context": torch.nn.functional.one_hot(want, K).float()}
-    seeds = list(range(sample.seed, sample.seed + N))
-    out = {
-        "mode": mode,
-        "classes": K,
-        "n_per_class": n_per_class,
-        "sampler": sample.sampler,
-        "steps": sample.steps,
-        "scales": [],
-        "_images": [],
-    }
-    for w in scales:
-        x = generate(run_.model, seeds, replace(sample, guidance=float(w)), run_.data_shape, cond=cond)
-        probs = predict(classifier, x.clamp(-1, 1))
-        pred = probs.argmax(-1)
-        with torch.no_grad():
-            feats = classifier.features(x.clamp(-1, 1))
-        hit = (pred == want).float()
-        out["scales"].append(
-            {
-                "scale": float(w),
-                "accuracy": float(hit.mean()),
-                "per_class_accuracy": [round(float(hit[want == k].mean()), 4) for k in range(K)],
-                "diversity": class_diversity(feats, want, K),
-            }
-        )
-        out["_images"].append(x)
-        print(
-            f"  w = {w:g}: accuracy {out['scales'][-1]['accuracy']:.3f}, "
-            f"diversity {out['scales'][-1]['diversity']:.3f}",
-            file=sys.stderr,
-        )
-    return out
-
-
-def real_diversity(run_, classifier, n_per_class: int) -> float | None:
-    """The same diversity measure on real images of the run's data set (n_per_class per class), or None."""
-    import torch
-
-    from ..data import load_data
-
-    try:
-        data = load_data(run_.config.data, split="train", seed=0)
-    except ValueError:
-        return None
-    if data.labels is None or data.kind != "image":
-        return None
-    K = int(data.labels.max()) + 1
-    idx = torch.cat([torch.nonzero(data.labels == k).flatten()[:n_per_class] for k in range(K)])
-    with torch.no_grad():
-        f = classifier.features(data.x[idx])
-    return class_diversity(f, data.labels[idx], K)
-
-
-def plot_sweep(result: dict, path: Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = [r["scale"] for r in result["scales"]]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(s, [100 * r["accuracy"] for r in result["scales"]], "o-", color="C0", label="class accuracy")
-    ax.set_xlabel("guidance scale w")
-    ax.set_ylabel("accuracy (%)", color="C0")
-    ax.set_ylim(0, 100)
-    ax2 = ax.twinx()
-    ax2.plot(s, [r["diversity"] for r in result["scales"]], "s-", color="C1", label="diversity")
-    if result.get("real_diversity") is not None:
-        ax2.axhline(result["real_diversity"], color="C1", ls="--", lw=1, label="diversity of real images")
-    ax2.set_ylabel("within-class diversity (classifier features)", color="C1")
-    ax2.set_ylim(bottom=0)
-    lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [ln.get_label() for ln in lines], loc="lower right", fontsize=8)
-    ax.set_title(title or "classifier-free guidance sweep", fontsize=9)
-    fig.tight_layout()
-    return _savefig(fig, path)
-
-
-def plot_grid(result: dict, path: Path, rows_per_scale: int = 2) -> Path:
-    """One band per scale: the first ``rows_per_scale`` samples of every class (class k in column k)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..viz import make_grid
-
-    K = result["classes"]
-    n = len(result["_images"])
-    fig, axes = plt.subplots(n, 1, figsize=(max(4, 0.45 * K + 1), 0.5 * rows_per_scale * n + 0.6 * n), squeeze=False)
-    for ax, x, r in zip(axes[:, 0], result["_images"], result["scales"]):
-        g = make_grid(x[: rows_per_scale * K], nrow=K)
-        if g.ndim == 3 and g.shape[-1] == 1:
-            g = g[..., 0]
-        ax.imshow(g, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(f"w = {r['scale']:g}", rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    return _savefig(fig, path)
-
-
-def _savefig(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
-    return path
-
-
-def write_json(obj: dict, path: Path) -> Path:
-    """``obj`` without its private ``_`` keys, as JSON, written atomically."""
-    return atomic_write(path, json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2) + "\n")
-
-
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..cond import parse_vectors
+    from ..evaluation.classifier import classifier_from
+    from ..evaluation.guidance_sweep import real_diversity, save_sweep, sweep
     from ..generate import load_run
     from ..guidance import GuidanceError
 
@@ -220,19 +58,19 @@ def run(args: argparse.Namespace) -> int:
     run_ = load_run(args.run)
     m = run_.config.model
     mode = args.mode or ("class" if m.num_classes > 0 else "context")
-    clf = load_eval_classifier(args.classifier or run_.config.data.source)
+    clf = classifier_from(args.classifier or run_.config.data.source)
     sample = run_.config.sample
     updates = {k: getattr(args, k) for k in ("sampler", "steps", "batch_size") if getattr(args, k) is not None}
     sample = replace(sample, seed=args.seed, **updates)
     out = Path(args.out) if args.out else run_.path / "guidance-sweep"
-    result = sweep(run_, scales, classifier=clf, n_per_class=args.n_per_class, mode=mode, sample=sample)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    result = sweep(run_, scales, classifier=clf, n_per_class=args.n_per_class, mode=mode, sample=sample, log=log)
     result["real_diversity"] = None if args.no_reference else real_diversity(run_, clf, args.n_per_class)
     result["run"] = str(run_.path)
     title = f"{run_.path.name}: guidance sweep ({sample.sampler}, {sample.steps} steps)"
-    for p in (
-        write_json(result, out / "sweep.json"),
-        plot_sweep(result, out / "sweep.png", title),
-        plot_grid(result, out / "grid.png"),
-    ):
+    for p in save_sweep(result, out, title):
         print(p)
     return 0
