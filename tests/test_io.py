@@ -69,3 +69,14 @@ def test_safetensors_round_trip_with_metadata(tmp_path):
     save_safetensors({"w": w}, tmp_path / "m.safetensors", metadata={"config": "{}"})
     with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
         assert torch.equal(f.get_tensor("w"), w) and f.metadata() == {"config": "{}"}
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from torchdiffusion.io import cache_dir
+
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path and cache_dir("kernels") == tmp_path / "kernels"
+    monkeypatch.delenv("TORCHDIFFUSION_CACHE")
+    assert cache_dir("refstats") == Path.home() / ".cache" / "torchdiffusion" / "refstats"

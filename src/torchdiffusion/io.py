@@ -8,7 +8,8 @@ and the temporary file is removed on any exception.
 
 - :func:`atomic_write` for bytes, text, or a function that writes to a binary file object;
 - :func:`atomic_path` for writers that insist on a path (matplotlib, ffmpeg, a C compiler);
-- :func:`save_safetensors` for weights.
+- :func:`save_safetensors` for weights;
+- :func:`cache_dir`: where built artefacts are cached (data sets, reference features, compiled kernels).
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
+CACHE_ENV = "TORCHDIFFUSION_CACHE"  # overrides the cache folder
 TMP_MARK = ".tmp-"  # every temporary file is named ``.<final name>.tmp-…``
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$TORCHDIFFUSION_CACHE`` (default ``~/.cache/torchdiffusion``), or a sub-folder of it."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root, *parts) if root else Path.home().joinpath(".cache", "torchdiffusion", *parts)
 
 
 def temp_name(path: Path) -> Path:

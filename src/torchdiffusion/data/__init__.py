@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..config import ConfigError, DataConfig, RunConfig
+from ..io import cache_dir
 from .base import (
     KINDS,
     DataError,
     TensorData,
-    cache_dir,
     check_size,
     kind_of_shape,
     match_channels,

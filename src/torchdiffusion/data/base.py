@@ -8,7 +8,6 @@ back ``u = round((x + 1) * 127.5)`` clamped to 0..255; the round trip is exact. 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -166,12 +165,6 @@ def check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
 # ---------------------------------------------------------------------------------------------------------
 # Cache of built data sets (emoji sprites): ~/.cache/torchdiffusion or $TORCHDIFFUSION_CACHE
 # ---------------------------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """Where built data sets are cached: ``$TORCHDIFFUSION_CACHE`` or ``~/.cache/torchdiffusion``."""
-    root = os.environ.get("TORCHDIFFUSION_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "torchdiffusion"
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from .base import DataError, TensorData, cache_dir, from_uint8, save_npz_atomic
+from ..io import cache_dir
+from .base import DataError, TensorData, from_uint8, save_npz_atomic
 
 EMOJI_VERSION = 1  # bump when the rendering, the selection or the categories change (invalidates caches)
 EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"

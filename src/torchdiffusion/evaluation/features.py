@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..io import save_safetensors
+from ..io import cache_dir, save_safetensors
 from .metrics import FeatureStats
 
 
@@ -156,21 +156,15 @@ def extract(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def cache_dir() -> Path:
-    """``$TORCHDIFFUSION_CACHE`` or ``~/.cache/torchdiffusion``, sub-folder ``refstats``."""
-    root = os.environ.get("TORCHDIFFUSION_CACHE") or Path.home() / ".cache" / "torchdiffusion"
-    return Path(root) / "refstats"
-
-
 def reference_features(key: str, images_fn: Callable[[], Tensor], feature: str, **kw) -> Tensor:
-    """Reference features for a data set, computed once and cached as safetensors under :func:`cache_dir`.
+    """Reference features for a data set, computed once and cached as safetensors under ``cache_dir("refstats")``.
 
     ``key`` names the data (e.g. ``mnist5k-all``); ``images_fn()`` produces its images when not cached. The
     features themselves are cached (not only mean and covariance) so KID and precision/recall can use them.
     """
     from safetensors.torch import load_file
 
-    path = cache_dir() / f"{key}--{feature.replace(':', '-')}.safetensors"
+    path = cache_dir("refstats") / f"{key}--{feature.replace(':', '-')}.safetensors"
     if path.is_file():
         return load_file(str(path))["features"]
     feats = extract(images_fn(), feature, **kw).contiguous()

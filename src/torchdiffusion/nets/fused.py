@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..io import atomic_path
+from ..io import atomic_path, cache_dir
 
 SOURCE = Path(__file__).with_name("kernels") / "group_norm_act.c"
 CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
@@ -39,11 +39,6 @@ CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-err
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _error: str | None = None  # why the kernel is unavailable; neither set: not tried yet
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("TORCHDIFFUSION_CACHE") or Path.home() / ".cache" / "torchdiffusion"
-    return Path(root) / "kernels"
 
 
 def _cpu_flags() -> str:
@@ -75,7 +70,7 @@ def build(force: bool = False) -> Path:
         raise RuntimeError(f"cannot run the C compiler {cc}: {e}") from None
     key = hashlib.sha256(b"\0".join([src, version.encode(), " ".join(CFLAGS).encode(), _cpu_flags().encode(),
                                      platform.machine().encode()])).hexdigest()[:16]  # fmt: skip
-    out = cache_dir() / f"group_norm_act-{key}.so"
+    out = cache_dir("kernels") / f"group_norm_act-{key}.so"
     if out.exists() and not force:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
