@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from .types import append_dims
+from .types import append_dims, sigma_vector
 
 
 class GaussianMixture:
@@ -87,9 +87,7 @@ class GaussianMixture:
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Exact D(x, sigma) = E[x0 | x] for x: (B, D), sigma: (B,); returned in x's dtype."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
+        sigma = sigma_vector(sigma, x, torch.float64)
         log_p, Dk = self._component_terms(x, sigma)
         r = torch.softmax(log_p, -1)
         return (r[..., None] * Dk).sum(1).to(x.dtype)
@@ -119,9 +117,7 @@ class IsotropicGaussian:
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         """D(x, sigma) = mu + s^2/(s^2 + sigma^2) (x - mu)."""
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
+        sigma = sigma_vector(sigma, x, x.dtype)
         k = self.s**2 / (self.s**2 + append_dims(sigma, x.ndim) ** 2)
         return self.mu + k * (x - self.mu)
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .process import DiscreteVP
-from .types import Cond, Denoiser, append_dims
+from .types import Cond, Denoiser, append_dims, sigma_vector
 
 PARAMETERIZATIONS = ("eps", "x0", "v", "edm")
 NOISE_CONDITIONINGS = ("timestep", "log_sigma")
@@ -128,9 +128,7 @@ class Precond(nn.Module):
         network runs under autocast), so the precision of x0_hat near sigma = 0 does not depend on the network's.
         """
         dt = torch.promote_types(x.dtype, torch.float32)
-        sigma = torch.as_tensor(sigma, device=x.device).to(dt)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
+        sigma = sigma_vector(sigma, x).to(dt)
         c = self.coefficients(sigma)
         nd = x.ndim
         x = x.to(dt)
@@ -146,10 +144,7 @@ def denoiser_from(fn: Callable[[Tensor, Tensor], Tensor]) -> Denoiser:
     """Accept any ``fn(x, sigma)`` where sigma may be a float; make sigma a (B,) tensor."""
 
     def D(x: Tensor, sigma: Tensor) -> Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
-        return fn(x, sigma)
+        return fn(x, sigma_vector(sigma, x, x.dtype))
 
     return D
 

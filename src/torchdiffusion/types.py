@@ -88,9 +88,10 @@ def default_noise(x: Tensor) -> Callable[[], Tensor]:
     return lambda: torch.randn_like(x)
 
 
-def sigma_vector(sigma: Tensor | float, x: Tensor) -> Tensor:
-    """``sigma`` as a ``(B,)`` tensor on ``x``'s device: a scalar is repeated for each of the B samples of ``x``."""
-    sigma = torch.as_tensor(sigma, device=x.device)
+def sigma_vector(sigma: Tensor | float, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``sigma`` as a ``(B,)`` tensor on ``x``'s device (in ``dtype`` if given): a scalar is repeated for each of
+    the B samples of ``x``."""
+    sigma = torch.as_tensor(sigma, dtype=dtype, device=x.device)
     return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
 
 

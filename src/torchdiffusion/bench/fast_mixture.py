@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..analytic import GaussianMixture
+from ..types import sigma_vector
 
 
 class FastMixtureDenoiser:
@@ -29,9 +30,7 @@ class FastMixtureDenoiser:
         self.means = mix.means
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
+        sigma = sigma_vector(sigma, x, torch.float64)
         out = [self._chunk(x[i : i + self.chunk], sigma[i : i + self.chunk]) for i in range(0, x.shape[0], self.chunk)]
         return torch.cat(out).to(x.dtype)
 
