@@ -101,10 +101,33 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SamplerSettings:
+    """Settings passed as is to the sampler as keyword arguments; None keeps the default the sampler's name gives
+    it. Each sampler takes only some of them (``torchdiffusion sample --list-samplers`` shows which, with their
+    defaults); setting one the chosen sampler does not take is an error, never silently ignored."""
+
+    eta: float | None = None  # stochasticity: ddim, euler_ancestral, dpmpp_* (0 = ODE; 1 = DDPM / reverse SDE)
+    s_churn: float | None = None  # heun: EDM's S_churn (0 = deterministic; heun_sde: 40)
+    s_tmin: float | None = None  # heun: churn only for sigma in [s_tmin, s_tmax]
+    s_tmax: float | None = None
+    s_noise: float | None = None  # heun, euler_ancestral: scale of the fresh noise (EDM's S_noise)
+    order: int | None = None  # lms, unipc: multistep order
+    r: float | None = None  # dpmpp_2s: where the second evaluation sits, lambda_i + r h
+    variance: str | None = None  # ddpm: posterior (beta~) | beta
+    add_noise: bool | None = None  # ddpm: false drops the re-added noise (a teaching ablation)
+    snr: float | None = None  # pc: the corrector's signal-to-noise ratio
+    corrector_steps: int | None = None  # pc: Langevin corrector steps per level
+    steps_per_level: int | None = None  # langevin: Langevin steps per noise level
+    step_lr: float | None = None  # langevin: step size a_i = step_lr sigma_i^2
+    rtol: float | None = None  # adaptive: relative and absolute error tolerances
+    atol: float | None = None
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     sampler: str = "heun"  # any name in samplers.SAMPLERS
     steps: int = 18  # steps on the sigma grid (NFE depends on the sampler)
-    grid: str = "karras"  # karras | exponential | uniform_t
+    grid: str = "karras"  # karras | exponential | uniform_t | tuned (the run's grids/<sampler>-nfe<N>.json)
     rho: float = 7.0  # Karras grid exponent
     spacing: str = "trailing"  # leading | trailing | linspace (uniform_t grid)
     n: int = 64  # number of samples
@@ -113,7 +136,7 @@ class SampleConfig:
     guidance: float = 1.0  # classifier-free guidance scale (1 = plain conditional)
     guidance_interval: tuple[float, float] | None = None  # guide only for sigma in [lo, hi] (Kynkaanniemi 2024)
     guidance_rescale: float = 0.0  # phi in [0, 1] of rescaled CFG (Lin et al. 2024); 0 = off
-    eta: float = 0.0  # DDIM stochasticity
+    settings: SamplerSettings = field(default_factory=SamplerSettings)  # the sampler's own settings
     clip_denoised: bool = True  # clamp x0_hat to the data range [-1, 1] for images
 
 
@@ -395,6 +418,11 @@ def from_json(text: str) -> RunConfig:
         raise ConfigError(f"config.json is not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(d, dict):
         raise ConfigError("config.json must hold an object")
+    sample = d.get("sample")
+    if isinstance(sample, dict) and "eta" in sample:  # written before sampler settings had their own section
+        eta = sample.pop("eta")
+        if sample.get("sampler") == "ddim" and eta:  # the only sampler that read it
+            sample["settings"] = {**sample.get("settings", {}), "eta": eta}
     return from_dict(RunConfig, d)
 
 
@@ -480,8 +508,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
-    from .samplers import SAMPLERS
+    from .samplers import SAMPLERS, resolve_settings
 
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {s.sampler!r}; choose from {', '.join(SAMPLERS)}")
+    try:
+        resolve_settings(s.sampler, dataclasses.asdict(s.settings))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return cfg

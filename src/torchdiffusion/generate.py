@@ -105,11 +105,24 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
 # ---------------------------------------------------------------------------------------------------------
 
 
-def make_grid_sigmas(model: Precond, sample: SampleConfig, steps: int | None = None) -> Tensor:
-    """The sampling grid a SampleConfig asks for, over the sigma range the model was trained on."""
+def make_grid_sigmas(
+    model: Precond, sample: SampleConfig, steps: int | None = None, *, grid_dir: str | Path | None = None
+) -> Tensor:
+    """The sampling grid a SampleConfig asks for, over the sigma range the model was trained on: the one grid
+    builder of ``sample``, ``generate``, the editing commands and ``bench-samplers``.
+
+    ``grid = "tuned"`` reads the grid fitted for ``sample.sampler`` at ``steps`` steps from ``grid_dir`` (a run
+    folder's ``grids/``, written by ``bench-samplers``). ``model`` needs only ``sigma_min``, ``sigma_max`` and
+    ``process`` (the DDPM table, or None)."""
     steps = sample.steps if steps is None else steps
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
+    if sample.grid == "tuned":
+        from .samplers.optimize_grid import find_tuned_grid
+
+        if grid_dir is None:
+            raise ConfigError("grid=tuned needs a run folder's tuned grids (sample from a run folder)")
+        return find_tuned_grid(grid_dir, sample.sampler, steps)
     discrete = model.process.sigmas if model.process is not None else None
     if sample.grid == "uniform_t" and discrete is None:
         raise ConfigError("the uniform_t grid needs a DDPM-trained (discrete) model; use karras or exponential")
@@ -138,8 +151,16 @@ def clamped(D: Denoiser, lo: float = -1.0, hi: float = 1.0) -> Denoiser:
 
 
 def sampler_knobs(name: str, sample: SampleConfig) -> dict:
-    """The SampleConfig knobs a given sampler understands."""
-    return {"eta": sample.eta} if name == "ddim" else {}
+    """The keyword settings of ``sample.settings`` that are set, for sampler ``name`` (an error names a setting
+    the sampler does not take)."""
+    from dataclasses import asdict
+
+    from .samplers import resolve_settings
+
+    try:
+        return resolve_settings(name, asdict(sample.settings))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 @torch.no_grad()
@@ -155,6 +176,7 @@ def generate(
     wrap: Callable[[Denoiser, slice], Denoiser] | None = None,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    grid_dir: str | Path | None = None,
 ) -> Tensor:
     """Sample ``len(seeds)`` examples; returns (N, *data_shape) float32 on the CPU.
 
@@ -169,10 +191,11 @@ def generate(
         callback: receives a StepInfo per step (batch by batch).
         wrap: optional ``wrap(D, batch_slice) -> D`` applied after conditioning (guidance, inpainting...).
         precision: ``fp32`` or ``bf16`` (autocast of the network only; the sampler's arithmetic stays fp32).
+        grid_dir: where ``sample.grid = "tuned"`` finds its grids (a run folder's ``grids/``).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sampler = get_sampler(sample.sampler)
-    sigmas = make_grid_sigmas(model, sample)
+    sigmas = make_grid_sigmas(model, sample, grid_dir=grid_dir)
     knobs = sampler_knobs(sample.sampler, sample)
     seeds = [int(s) for s in seeds]
     out = []

@@ -144,6 +144,8 @@ def make_sigmas(
     * ``exponential`` - uniform in log-SNR;
     * ``uniform_t``   - for a discrete VP model: n of its timesteps (``spacing`` leading/trailing/linspace),
       read from ``discrete_sigmas`` (its table sigma_t, t = 0..T-1).
+    (A fourth kind, ``tuned``, is a grid fitted to one run and read from its folder:
+    :func:`generate.make_grid_sigmas`.)
     For the first two kinds, ``discrete_sigmas`` (if given) clamps the range to what the model was trained on.
     """
     if kind == "karras":
@@ -155,7 +157,9 @@ def make_sigmas(
             raise ValueError("the uniform_t grid needs a discrete (DDPM-trained) model's sigma table")
         idx = timestep_indices(len(discrete_sigmas), n, spacing)
         return _append_zero(discrete_sigmas.to(torch.float64)[idx])
+    if kind == "tuned":
+        raise ValueError("a tuned grid is read from a run folder's grids/ (bench-samplers writes them)")
     raise ValueError(f"unknown sigma grid {kind!r}; choose from {', '.join(SIGMA_GRIDS)}")
 
 
-SIGMA_GRIDS = ("karras", "exponential", "uniform_t")
+SIGMA_GRIDS = ("karras", "exponential", "uniform_t", "tuned")

@@ -1,10 +1,11 @@
 """Drive diffusers' schedulers (an optional dev extra) on any of our denoisers, as a DDPM-trained model.
 
 diffusers' schedulers expect an epsilon-prediction network on a discrete VP table (here T = 1000, linear beta
-from 1e-4 to 0.02, "trailing" timestep spacing). We give them exactly that, built from the denoiser with the
-conversions of :mod:`torchdiffusion.process`: at timestep t (fractional for Karras-sigma schedulers),
-sigma_t from the table, x = vp_to_ve(x_vp, sigma_t), eps = (x - D(x, sigma_t)) / sigma_t. Every call of the
-network is counted; a scheduler gets the largest number of inference steps whose calls fit the NFE budget.
+from 1e-4 to 0.02, at the timestep spacing asked for: leading, trailing or linspace). We give them exactly
+that, built from the denoiser with the conversions of :mod:`torchdiffusion.process`: at timestep t
+(fractional for Karras-sigma schedulers), sigma_t from the table, x = vp_to_ve(x_vp, sigma_t),
+eps = (x - D(x, sigma_t)) / sigma_t. Every call of the network is counted; a scheduler gets the largest number
+of inference steps whose calls fit the NFE budget.
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ def eps_model(denoise: Denoiser, process: DiscreteVP) -> Callable[[Tensor, Tenso
     return eps
 
 
-def steps_for_budget(name: str, nfe: int) -> int:
+def steps_for_budget(name: str, nfe: int, spacing: str = "trailing") -> int:
     """The largest num_inference_steps whose number of network calls is <= nfe."""
     best = 1
     for steps in range(1, nfe + 1):
-        s = make_scheduler(name)
+        s = make_scheduler(name, spacing=spacing)
         s.set_timesteps(steps)
         if len(s.timesteps) <= nfe:
             best = steps
@@ -84,6 +85,7 @@ def sample_diffusers(
     seed: int,
     process: DiscreteVP | None = None,
     z: Tensor | None = None,
+    spacing: str = "trailing",
 ) -> tuple[Tensor, int]:
     """(n, *shape) samples from diffusers' scheduler ``name`` within ``nfe`` calls; returns (x0, calls).
 
@@ -92,8 +94,8 @@ def sample_diffusers(
 
     Samples come back in VE units (the same as x_vp at t = 0 up to sqrt(1 + sigma_min^2) ~ 1)."""
     process = process or DiscreteVP("linear", T=1000)
-    sched = make_scheduler(name, T=process.T)
-    sched.set_timesteps(steps_for_budget(name, nfe))
+    sched = make_scheduler(name, T=process.T, spacing=spacing)
+    sched.set_timesteps(steps_for_budget(name, nfe, spacing))
     g = torch.Generator().manual_seed(seed)
     if z is None:
         z = torch.randn(shape, generator=g, dtype=torch.float32)

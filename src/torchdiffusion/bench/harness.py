@@ -6,6 +6,11 @@ For both the finite-sample floor (the distance between two independent reference
 reported. Quality: sliced Wasserstein-1 (256 directions) and energy distance (first 2000 points) on flattened
 samples. NFE is counted by wrapping the denoiser, never taken from a table.
 
+Grids: every standard grid is the one ``torchdiffusion sample --grid KIND --steps N`` would use on the same
+model, built by the same function (:func:`generate.make_grid_sigmas`) over the model's own sigma range; the
+analytic cases are sampled as a linear-beta DDPM model (:func:`analytic_model`), the same model diffusers'
+schedulers see. diffusers runs at each of its timestep spacings (leading, trailing, linspace).
+
 Seeds: evaluation starting noise uses ``eval_seed``; tuned grids are fit on ``fit_seed`` (a different batch of
 starting noise) and never see the evaluation samples; reference samples use ``ref_seed`` and ``ref_seed + 1``.
 """
@@ -16,41 +21,25 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ..config import ConfigError, SampleConfig
+from ..generate import make_grid_sigmas
 from ..io import atomic_write
+from ..precond import Precond
 from ..process import DiscreteVP
-from ..samplers import DETERMINISTIC, get_sampler, steps_for_nfe
+from ..samplers import DETERMINISTIC, SAMPLERS, get_sampler, steps_for_nfe
 from ..samplers.optimize_grid import fit_noise, load_grid, optimize_grid, reference_solution, save_grid
-from ..schedules import exponential_sigmas, karras_sigmas, make_sigmas
 from ..types import Denoiser
 from . import diffusers_driver
 from .metrics import SlicedReference, energy_distance, random_directions
 
-OUR_SAMPLERS = (
-    "euler",
-    "euler_ancestral",
-    "heun",
-    "heun_sde",
-    "ddim",
-    "ddpm",
-    "dpmpp_2m",
-    "dpmpp_3m",
-    "dpmpp_2s",
-    "dpmpp_2m_sde",
-    "dpmpp_3m_sde",
-    "unipc",
-    "lms",
-    "pc",
-    "langevin",
-)
+OUR_SAMPLERS = tuple(name for name in SAMPLERS if name != "adaptive")  # adaptive gets its own rows
 GRIDS = ("karras", "exponential", "uniform_t", "tuned")
-# Knobs used in the race (the defaults otherwise); fewer Langevin steps per level so NFE 5 is reachable.
-BENCH_KNOBS = {"langevin": {"steps_per_level": 2, "step_lr": 0.2}, "pc": {"corrector_steps": 1}}
 
 
 @dataclass(frozen=True)
@@ -65,8 +54,7 @@ class BenchConfig:
     fit_n: int = 500  # starting samples for fitting grids (own seed)
     adaptive_tols: tuple[float, ...] = (1e-2, 1e-3)  # rows for the adaptive solver (its NFE is reported)
     diffusers: tuple[str, ...] = tuple(diffusers_driver.SCHEDULERS)  # empty to skip
-    sigma_min: float = 0.002  # the range our grids use (EDM's); uniform_t uses the DDPM table's own range
-    sigma_max: float = 80.0
+    diffusers_spacings: tuple[str, ...] = ("leading", "trailing", "linspace")  # diffusers' timestep_spacing
     eval_seed: int = 0
     fit_seed: int = 1
     ref_seed: int = 2
@@ -99,14 +87,29 @@ class Counter:
         return self.denoise(x, sigma)
 
 
-def standard_grid(kind: str, steps: int, cfg: BenchConfig, process: DiscreteVP) -> Tensor:
-    if kind == "karras":
-        return karras_sigmas(steps, cfg.sigma_min, cfg.sigma_max)
-    if kind == "exponential":
-        return exponential_sigmas(steps, cfg.sigma_min, cfg.sigma_max)
-    if kind == "uniform_t":
-        return make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=process.sigmas, spacing="trailing")
-    raise ValueError(f"unknown grid {kind!r}")
+@dataclass(frozen=True)
+class GridModel:
+    """What :func:`generate.make_grid_sigmas` reads off a model: its sigma range and DDPM table (if any)."""
+
+    sigma_min: float
+    sigma_max: float
+    process: DiscreteVP | None = None
+
+
+def analytic_model() -> GridModel:
+    """The analytic cases are sampled as a DDPM-trained model would be (the one diffusers' schedulers see):
+    T = 1000, linear beta from 1e-4 to 0.02, sigma from 0.01 to 157."""
+    p = DiscreteVP("linear", T=1000)
+    return GridModel(p.sigma_min, p.sigma_max, p)
+
+
+def standard_grid(kind: str, steps: int, model: GridModel | Precond, sample: SampleConfig) -> Tensor | None:
+    """The grid ``torchdiffusion sample --grid KIND --steps STEPS`` uses on this model (None: not defined
+    for it, e.g. uniform_t on a continuous model)."""
+    try:
+        return make_grid_sigmas(model, replace(sample, grid=kind), steps)
+    except ConfigError:
+        return None
 
 
 def tuned_grid(
@@ -115,6 +118,7 @@ def tuned_grid(
     nfe: int,
     shape: tuple[int, ...],
     cfg: BenchConfig,
+    model: GridModel | Precond,
     grid_dir: Path,
     cache: dict,
     log: Callable[[str], None],
@@ -123,9 +127,10 @@ def tuned_grid(
     path = Path(grid_dir) / f"{sampler}-nfe{nfe}.json"
     if path.exists():
         return load_grid(path)[0]
+    sigma_min, sigma_max = model.sigma_min, model.sigma_max
     if "ref" not in cache:
-        x_T = fit_noise(shape, cfg.fit_n, cfg.fit_seed, cfg.sigma_max).to(torch.float32)  # a network is float32
-        cache["x_T"], cache["ref"] = x_T, reference_solution(denoise, x_T, cfg.sigma_max, cfg.sigma_min)
+        x_T = fit_noise(shape, cfg.fit_n, cfg.fit_seed, sigma_max).to(torch.float32)  # a network is float32
+        cache["x_T"], cache["ref"] = x_T, reference_solution(denoise, x_T, sigma_max, sigma_min)
     starts = tuple(cache.get(("grid", nfe), ()))
     t0 = time.perf_counter()
     grid, info = optimize_grid(
@@ -134,8 +139,8 @@ def tuned_grid(
         nfe,
         cache["x_T"],
         cache["ref"],
-        sigma_max=cfg.sigma_max,
-        sigma_min=cfg.sigma_min,
+        sigma_max=sigma_max,
+        sigma_min=sigma_min,
         starts=starts,
         maxfev=cfg.tune_maxfev if nfe <= cfg.tune_up_to_nfe else 0,
     )
@@ -159,6 +164,19 @@ def tuned_grid(
     return grid
 
 
+@dataclass
+class Case:
+    """One benchmark case: what is sampled, the grids it is sampled on, and how samples are judged."""
+
+    name: str
+    denoise: Denoiser
+    shape: tuple[int, ...]
+    model: GridModel | Precond  # the sigma range and DDPM table the grids are built from
+    sample: SampleConfig  # rho and spacing of the standard grids (the run's own, for a run folder)
+    quality: Callable[[Tensor], tuple[float, float]]  # samples -> (sliced Wasserstein, energy distance)
+    z: Tensor  # (n, *shape) unit starting noise of the evaluation seed, float64
+
+
 def run_case(
     case: str,
     denoise: Denoiser,
@@ -168,15 +186,15 @@ def run_case(
     cfg: BenchConfig,
     grid_dir: str | Path,
     log: Callable[[str], None] = print,
-    process: DiscreteVP | None = None,
+    model: GridModel | Precond | None = None,
+    sample: SampleConfig | None = None,
     embed: Callable[[Tensor], Tensor] | None = None,
 ) -> list[Row]:
-    """All rows of one case: the floor, our samplers x grids x NFE, adaptive, diffusers x NFE.
+    """All rows of one case: the floor, our samplers x grids x NFE, adaptive, diffusers x spacings x NFE.
 
     ``reference`` and ``reference2``: (n, ...) independent reference samples (the second only for the floor),
-    already in the space of ``embed`` when one is given (samples are embedded before they are compared)."""
-    process = process or DiscreteVP("linear", T=1000)
-    grid_dir = Path(grid_dir)
+    already in the space of ``embed`` when one is given (samples are embedded before they are compared).
+    ``model`` gives the sigma range (default: :func:`analytic_model`), ``sample`` the grids' rho and spacing."""
     reference = reference.flatten(1)
     sliced = SlicedReference(reference, random_directions(reference.shape[1], cfg.n_proj))
 
@@ -186,75 +204,79 @@ def run_case(
         x = (x if embedded or embed is None else embed(x)).flatten(1)
         return sliced.distance(x), energy_distance(x, reference, max_n=cfg.energy_n)
 
+    z = torch.randn((cfg.n, *shape), generator=torch.Generator().manual_seed(cfg.eval_seed), dtype=torch.float64)
+    c = Case(case, denoise, shape, model or analytic_model(), sample or SampleConfig(), quality, z)
     rows = [Row(case, "floor", "reference", "-", 0, 0, *quality(reference2, embedded=True), 0.0)]
     log(f"[{case}] floor: sw {rows[0].sw:.4g}, energy {rows[0].energy:.4g}")
-    g = torch.Generator().manual_seed(cfg.eval_seed)
-    z = torch.randn((cfg.n, *shape), generator=g, dtype=torch.float64)
-    cache: dict = {}
+    rows += our_rows(c, cfg, Path(grid_dir), log)
+    rows += adaptive_rows(c, cfg, log)
+    if cfg.diffusers and not diffusers_driver.available():
+        log("diffusers is not installed: skipping its schedulers (pip install diffusers)")
+    elif cfg.diffusers:
+        rows += diffusers_rows(c, cfg, log)
+    return rows
+
+
+def _timed(c: Case, sampler: Callable, grid_first: float, *args, **kwargs) -> tuple[Tensor, int, float]:
+    """Run ``sampler(counter, x, *args, **kwargs)`` from the case's noise at ``grid_first``: (out, NFE, seconds)."""
+    counter = Counter(c.denoise)
+    t0 = time.perf_counter()
+    out = sampler(counter, grid_first * c.z.to(torch.float32), *args, **kwargs)
+    return out, counter.calls, time.perf_counter() - t0
+
+
+def our_rows(c: Case, cfg: BenchConfig, grid_dir: Path, log: Callable[[str], None]) -> list[Row]:
+    """Our samplers at their default settings, on every grid and NFE budget that they fit."""
+    rows, cache = [], {}
     for name in cfg.samplers:
-        knobs = BENCH_KNOBS.get(name, {})
         for kind in cfg.grids:
             if kind == "tuned" and (name not in cfg.tuned_samplers or name not in DETERMINISTIC):
                 continue
             for budget in cfg.nfes:
-                steps = steps_for_nfe(name, budget, **knobs)
-                grid = (
-                    tuned_grid(denoise, name, budget, shape, cfg, grid_dir, cache, log)
-                    if kind == "tuned"
-                    else standard_grid(kind, steps, cfg, process)
-                )
-                counter = Counter(denoise)
+                steps = steps_for_nfe(name, budget)
+                if kind == "tuned":
+                    grid = tuned_grid(c.denoise, name, budget, c.shape, cfg, c.model, grid_dir, cache, log)
+                else:
+                    grid = standard_grid(kind, steps, c.model, c.sample)
+                if grid is None:
+                    continue
                 noise_g = torch.Generator().manual_seed(cfg.eval_seed + 1000)
-                x = grid[0].item() * z.to(torch.float32)
-                noise = lambda x=x, g=noise_g: torch.randn(x.shape, generator=g).to(x.dtype)  # noqa: E731
-                t0 = time.perf_counter()
-                out = get_sampler(name)(counter, x, grid, noise=noise, **knobs)
-                sec = time.perf_counter() - t0
-                if counter.calls > budget:
+                noise = lambda g=noise_g: torch.randn(c.z.shape, generator=g)  # noqa: E731
+                out, calls, sec = _timed(c, get_sampler(name), grid[0].item(), grid, noise=noise)
+                if calls > budget:
                     continue  # cannot fit the budget (e.g. Heun at NFE 2)
-                rows.append(Row(case, "torchdiffusion", name, kind, budget, counter.calls, *quality(out), sec))
-                log(f"[{case}] {name:16s} {kind:12s} nfe {counter.calls:3d}: sw {rows[-1].sw:.4g} ({sec:.1f} s)")
+                extra = {"sigmas": [float(v) for v in grid]}
+                rows.append(Row(c.name, "torchdiffusion", name, kind, budget, calls, *c.quality(out), sec, extra))
+                log(f"[{c.name}] {name:16s} {kind:12s} nfe {calls:3d}: sw {rows[-1].sw:.4g} ({sec:.1f} s)")
+    return rows
+
+
+def adaptive_rows(c: Case, cfg: BenchConfig, log: Callable[[str], None]) -> list[Row]:
+    """The adaptive solver at each tolerance (its NFE is what it used)."""
+    rows = []
+    grid = torch.tensor([c.model.sigma_max, c.model.sigma_min, 0.0], dtype=torch.float64)
     for tol in cfg.adaptive_tols:
-        counter = Counter(denoise)
-        grid = torch.tensor([cfg.sigma_max, cfg.sigma_min, 0.0], dtype=torch.float64)
-        t0 = time.perf_counter()
-        out = get_sampler("adaptive")(counter, cfg.sigma_max * z.to(torch.float32), grid, rtol=tol, atol=tol)
-        rows.append(
-            Row(
-                case,
-                "torchdiffusion",
-                "adaptive",
-                f"tol={tol:g}",
-                counter.calls,
-                counter.calls,
-                *quality(out),
-                time.perf_counter() - t0,
-            )
-        )
-        log(f"[{case}] adaptive tol {tol:g}: nfe {counter.calls}, sw {rows[-1].sw:.4g}")
-    if cfg.diffusers and not diffusers_driver.available():
-        log("diffusers is not installed: skipping its schedulers (pip install diffusers)")
-    elif cfg.diffusers:
-        for name in cfg.diffusers:
+        out, calls, sec = _timed(c, get_sampler("adaptive"), c.model.sigma_max, grid, rtol=tol, atol=tol)
+        rows.append(Row(c.name, "torchdiffusion", "adaptive", f"tol={tol:g}", calls, calls, *c.quality(out), sec))
+        log(f"[{c.name}] adaptive tol {tol:g}: nfe {calls}, sw {rows[-1].sw:.4g}")
+    return rows
+
+
+def diffusers_rows(c: Case, cfg: BenchConfig, log: Callable[[str], None]) -> list[Row]:
+    """diffusers' schedulers at each timestep spacing and NFE budget, from the same starting noise."""
+    rows = []
+    process = getattr(c.model, "process", None) or DiscreteVP("linear", T=1000)
+    for name in cfg.diffusers:
+        for spacing in cfg.diffusers_spacings:
             for budget in cfg.nfes:
-                counter = Counter(denoise)
+                counter = Counter(c.denoise)
                 t0 = time.perf_counter()
                 out, calls = diffusers_driver.sample_diffusers(
-                    name, counter, (cfg.n, *shape), budget, cfg.eval_seed, process, z=z
+                    name, counter, (cfg.n, *c.shape), budget, cfg.eval_seed, process, z=c.z, spacing=spacing
                 )
-                rows.append(
-                    Row(
-                        case,
-                        "diffusers",
-                        name,
-                        "trailing" if "karras" not in name else "karras",
-                        budget,
-                        counter.calls,
-                        *quality(out),
-                        time.perf_counter() - t0,
-                    )
-                )
-                log(f"[{case}] diffusers {name:26s} nfe {counter.calls:3d}: sw {rows[-1].sw:.4g}")
+                sec = time.perf_counter() - t0
+                rows.append(Row(c.name, "diffusers", name, spacing, budget, counter.calls, *c.quality(out), sec))
+                log(f"[{c.name}] diffusers {name:26s} {spacing:8s} nfe {counter.calls:3d}: sw {rows[-1].sw:.4g}")
     return rows
 
 

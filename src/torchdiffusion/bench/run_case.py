@@ -31,8 +31,6 @@ def run_trained(
     features: str | None = None,
     log=print,
 ) -> list:
-    from dataclasses import replace
-
     from ..generate import clamped, load_run
     from .harness import run_case
 
@@ -44,16 +42,16 @@ def run_trained(
     if run.kind == "image" and run.config.sample.clip_denoised:
         D = clamped(D)
     shape = tuple(run.data_shape)
-    cfg = replace(cfg, sigma_min=float(model.sigma_min), sigma_max=float(model.sigma_max))
+    sigma_max = float(model.sigma_max)
     if reference == "ode":
-        grid = karras_sigmas(ref_steps, cfg.sigma_min, cfg.sigma_max)
+        grid = karras_sigmas(ref_steps, float(model.sigma_min), sigma_max)
         refs = []
         for seed in (cfg.ref_seed, cfg.ref_seed + 1):
             g = torch.Generator().manual_seed(seed)
             z = torch.randn((cfg.n, *shape), generator=g)
             out = []
             for i in range(0, cfg.n, 1024):
-                out.append(get_sampler("heun")(D, cfg.sigma_max * z[i : i + 1024], grid))
+                out.append(get_sampler("heun")(D, sigma_max * z[i : i + 1024], grid))
             refs.append(torch.cat(out))
         log(f"[run] reference: Heun {ref_steps} steps x 2 sets of {cfg.n}")
     else:
@@ -86,6 +84,7 @@ def run_trained(
         cfg,
         grid_dir or Path(run_dir) / "grids",
         log,
-        process=model.process,
+        model=model,
+        sample=run.config.sample,
         embed=embed,
     )

@@ -3,30 +3,76 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
 
-from ..config import SampleConfig
+from ..config import SampleConfig, SamplerSettings, override
+
+
+def _setting_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def setting_comments() -> dict[str, str]:
+    """The comment beside each SamplerSettings field in config.py (the one description of each setting)."""
+    import inspect
+    import re
+
+    out, last = {}, ""
+    for line in inspect.getsource(SamplerSettings).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", line)
+        if m:
+            out[m.group(1)] = m.group(2) or f"(with {last})"
+            last = m.group(1)
+    return out
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
-    """--sampler/--steps/--grid/--n/--seed/... overriding the run's SampleConfig (None = keep the run's)."""
+    """--sampler/--steps/--grid/--n/--seed/... and one flag per sampler setting (--eta, --s-churn, ...),
+    overriding the run's SampleConfig (None = keep the run's)."""
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", help="sampler name (see 'torchdiffusion sample --list-samplers')")
     g.add_argument("--steps", type=int, help="steps on the sigma grid")
-    g.add_argument("--grid", help="sigma grid: karras | exponential | uniform_t")
+    g.add_argument(
+        "--grid", help="sigma grid: karras | exponential | uniform_t | tuned (the run's grids/, from bench-samplers)"
+    )
     g.add_argument("--rho", type=float, help="Karras grid exponent")
     g.add_argument("--spacing", help="uniform_t spacing: leading | trailing | linspace")
-    g.add_argument("--eta", type=float, help="DDIM stochasticity in [0, 1]")
     g.add_argument("--n", type=int, help="number of samples")
     g.add_argument("--seed", type=int, help="image k uses seed + k")
     g.add_argument("--batch-size", type=int, help="images per network call")
+    g.add_argument(
+        "--set",
+        dest="sample_set",
+        action="append",
+        default=[],
+        metavar="sample.KEY=VALUE",
+        help="override any sample setting, e.g. sample.settings.eta=0.5 (repeatable)",
+    )
+    s = p.add_argument_group("sampler settings (each sampler takes some; see --list-samplers)")
+    about = setting_comments()
+    for f in dataclasses.fields(SamplerSettings):
+        kind = typing.get_args(typing.get_type_hints(SamplerSettings)[f.name])[0].__name__
+        s.add_argument(_setting_flag(f.name), dest=f"setting_{f.name}", metavar=kind.upper(), help=about[f.name])
 
 
 def sample_config_from_args(base: SampleConfig, args: argparse.Namespace) -> SampleConfig:
+    """The run's SampleConfig with the sampling flags applied: --set first, then the dedicated flags."""
     from dataclasses import replace
 
+    for a in getattr(args, "sample_set", None) or []:
+        key = a.split("=", 1)[0].strip()
+        if not key.startswith("sample."):
+            raise ValueError(f"--set {a!r}: only sample settings can be changed here (sample.KEY=VALUE)")
+        base = override(base, [a.strip()[len("sample.") :]])
     updates = {
         k: getattr(args, k)
-        for k in ("sampler", "steps", "grid", "rho", "spacing", "eta", "n", "seed", "batch_size")
+        for k in ("sampler", "steps", "grid", "rho", "spacing", "n", "seed", "batch_size")
         if getattr(args, k, None) is not None
     }
-    return replace(base, **updates)
+    flags = [
+        f"settings.{f.name}={getattr(args, 'setting_' + f.name)}"
+        for f in dataclasses.fields(SamplerSettings)
+        if getattr(args, "setting_" + f.name, None) is not None
+    ]
+    return override(replace(base, **updates), flags)

@@ -30,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gif", action="store_true", help="also write a GIF of x_t beside x0_hat at each step")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
     p.add_argument("--save-npy", action="store_true", help="also save the samples as .npy (float, [-1, 1])")
-    p.add_argument("--list-samplers", action="store_true", help="list the samplers and exit")
+    p.add_argument(
+        "--list-samplers", action="store_true", help="list the samplers with their settings and defaults, and exit"
+    )
     add_guidance_arguments(p)
 
 
@@ -112,14 +114,28 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
     return sample, cond, uncond, wrap
 
 
+def list_samplers() -> str:
+    """Every sampler: its whole description, its NFE on n steps, and each setting with its default."""
+    import textwrap
+
+    from ..samplers import SAMPLERS, sampler_settings
+
+    lines = []
+    for name, entry in SAMPLERS.items():
+        lines.append(name)
+        lines += textwrap.wrap(entry.about, 100, initial_indent="    ", subsequent_indent="    ")
+        lines.append(f"    NFE on n steps: {entry.nfe_text}")
+        settings = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in sampler_settings(name).items())
+        lines.append(f"    settings (default): {settings or 'none'}")
+    lines.append("Each setting is also sample.settings.<name> (train/sample --set); see docs/samplers.md.")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError, validate
-    from ..samplers import SAMPLERS
 
     if args.list_samplers:
-        for name, fn in SAMPLERS.items():
-            doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-            print(f"{name:18s} {doc}")
+        print(list_samplers())
         return 0
     if not args.run:
         raise ConfigError("give a run folder, e.g. 'torchdiffusion sample runs/demo'")
@@ -157,16 +173,17 @@ def write_samples(
     from tqdm import tqdm
 
     from ..cond import slice_cond
-    from ..generate import generate, trajectory
+    from ..generate import generate, sampler_knobs, trajectory
     from ..io import atomic_write
     from ..samplers import nfe
     from ..viz import channel_note, save_gif, save_json, save_samples, signal_frames, trajectory_frames
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
+    spent = nfe(sample.sampler, sample.steps, **sampler_knobs(sample.sampler, sample))
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
     with tqdm(
         total=steps_total,
-        desc=f"sampling ({sample.sampler}, {nfe(sample.sampler, sample.steps)} NFE)",
+        desc=f"sampling ({sample.sampler}, {spent} NFE)",
         unit="step",
         file=sys.stderr,
         disable=not sys.stderr.isatty(),
@@ -180,6 +197,7 @@ def write_samples(
             uncond=uncond,
             wrap=wrap,
             callback=lambda info: bar.update(1),
+            grid_dir=run_.path / "grids",
         )
     paths = [save_samples(x, run_.kind, out, title=f"{sample.sampler}, {sample.steps} steps")]
     if run_.kind == "image" and channel_note(x.shape[1]):
@@ -224,7 +242,7 @@ def write_samples(
             {
                 "run": str(run_.path),
                 "seeds": [seeds[0], seeds[-1]],
-                "nfe": nfe(sample.sampler, sample.steps),
+                "nfe": spent,
                 "conditioning": sorted(cond) if isinstance(cond, dict) else None,
                 "wrapped": wrap is not None,
                 "sample": dataclasses.asdict(sample),

@@ -1,126 +1,237 @@
-"""Samplers: stateless functions ``sampler(denoise, x, sigmas, *, noise=None, callback=None, **knobs) -> x``.
+"""Samplers: stateless functions ``sampler(denoise, x, sigmas, *, noise=None, callback=None, **settings) -> x``.
 
 ``x`` starts at noise level ``sigmas[0]`` (so pure noise is ``sigmas[0] * randn``); ``sigmas`` is a strictly
 decreasing grid ending in 0; ``noise()`` returns fresh unit Gaussian noise shaped like ``x`` for stochastic
-steps (a :class:`~torchdiffusion.types.NoiseSource` makes it per-image). One dict literal is the registry.
+steps (a :class:`~torchdiffusion.types.NoiseSource` makes it per-image). A sampler's settings are its
+keyword-only arguments (``eta``, ``s_churn``, ``order``, ...); ``SampleConfig.settings`` passes them as is.
 
-=====================  ===========================================================  ==================
-name                   method                                                       NFE on n steps
-=====================  ===========================================================  ==================
-euler                  Euler on the PF-ODE (EDM Alg. 1 without correction)          n
-euler_ancestral        Euler + ancestral noise (knob eta)                           n
-heun                   Heun, EDM Alg. 2 with churn (s_churn, s_tmin, s_tmax, s_noise) 2n - 1
-heun_sde               Heun with EDM's churn on (S_churn 40, S_tmin 0.05, S_tmax 50)  2n - 1
-ddim                   DDIM (knob eta), Song et al. 2021                            n
-ddpm                   DDPM ancestral, Ho et al. Alg. 2 (knob variance)             n
-dpmpp_2m, dpmpp_3m     DPM-Solver++ multistep, order 2 / 3                          n
-dpmpp_2m_sde, _3m_sde  SDE-DPM-Solver++ multistep (knob eta)                        n
-dpmpp_2s, dpmpp_2s_sde DPM-Solver++ single-step 2S and its SDE variant               2n - 1
-unipc                  UniPC predictor-corrector (knob order)                       n
-lms                    linear multistep, Adams-Bashforth in sigma (knob order)      n
-pc                     reverse-diffusion predictor + Langevin corrector (Song 2021) (n - 1)(1 + c) + 1
-langevin               annealed Langevin dynamics (NCSN)                            n * k + 1
-adaptive               Dormand-Prince 5(4) with rtol / atol                         reported in stats
-=====================  ===========================================================  ==================
+One dict literal is the registry. A name may fix some settings of a function: ``heun_sde`` is ``heun`` with
+EDM's churn, ``dpmpp_2m_sde`` is ``dpmpp_2m`` with eta = 1 (user settings still override them).
+``torchdiffusion sample --list-samplers`` prints this table with every setting's default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from .adaptive import sample_adaptive
 from .ddpm import sample_ddim, sample_ddpm
 from .dpmpp import (
     sample_dpmpp_2m,
-    sample_dpmpp_2m_sde,
+    sample_dpmpp_2m_exact,
     sample_dpmpp_2s,
-    sample_dpmpp_2s_sde,
+    sample_dpmpp_2s_exact,
     sample_dpmpp_3m,
-    sample_dpmpp_3m_sde,
+    sample_dpmpp_3m_exact,
     sample_unipc,
 )
-from .euler import sample_euler, sample_euler_ancestral, sample_heun, sample_heun_sde
+from .euler import sample_euler, sample_euler_ancestral, sample_heun
 from .langevin import sample_langevin, sample_pc
 from .lms import sample_lms
 
-SAMPLERS = {
-    "euler": sample_euler,
-    "euler_ancestral": sample_euler_ancestral,
-    "heun": sample_heun,
-    "heun_sde": sample_heun_sde,
-    "ddim": sample_ddim,
-    "ddpm": sample_ddpm,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "dpmpp_3m": sample_dpmpp_3m,
-    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
-    "dpmpp_2s": sample_dpmpp_2s,
-    "dpmpp_2s_sde": sample_dpmpp_2s_sde,
-    "unipc": sample_unipc,
-    "lms": sample_lms,
-    "pc": sample_pc,
-    "langevin": sample_langevin,
-    "adaptive": sample_adaptive,
+
+def _n(n: int, k: dict) -> int:
+    return n
+
+
+def _two_per_step(n: int, k: dict) -> int:
+    return 2 * n - 1
+
+
+@dataclass(frozen=True)
+class SamplerEntry:
+    fn: Callable  # the sampler function
+    about: str  # what it is, with its reference (printed whole by --list-samplers)
+    nfe: Callable[[int, dict], int | None] = _n  # network evaluations on n steps, given the resolved settings
+    nfe_text: str = "n"  # the same, for people
+    preset: dict[str, Any] = field(default_factory=dict)  # settings this name fixes (user settings override)
+
+
+_HEUN_SDE = {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003}
+
+SAMPLERS: dict[str, SamplerEntry] = {
+    "euler": SamplerEntry(sample_euler, "Euler's method on the probability-flow ODE (EDM Alg. 1 without correction)."),
+    "euler_ancestral": SamplerEntry(
+        sample_euler_ancestral,
+        "Euler step to sigma_down, then fresh noise of std sigma_up to sigma_next (k-diffusion's ancestral step; "
+        "eta = 0 is Euler, eta = 1 the DDPM posterior variance).",
+    ),
+    "heun": SamplerEntry(
+        sample_heun,
+        "Heun's second-order method, EDM Alg. 2; churn off (s_churn = 0) by default, which is EDM Alg. 1.",
+        _two_per_step,
+        "2n - 1",
+    ),
+    "heun_sde": SamplerEntry(
+        sample_heun,
+        "heun with EDM's stochastic churn on (the paper's ImageNet settings): fresh noise raises sigma by up to "
+        "sqrt(2) - 1 before each step inside [s_tmin, s_tmax].",
+        _two_per_step,
+        "2n - 1",
+        _HEUN_SDE,
+    ),
+    "ddim": SamplerEntry(
+        sample_ddim,
+        "DDIM, Song et al. 2021 Eq. 12; eta = 0 deterministic (Euler in VE units), eta = 1 the DDPM posterior.",
+    ),
+    "ddpm": SamplerEntry(
+        sample_ddpm,
+        "DDPM ancestral sampling, Ho et al. 2020 Alg. 2, respaced to the grid; variance posterior (beta~) or beta; "
+        "add_noise = false is the course's noise-free ablation.",
+    ),
+    "dpmpp_2m": SamplerEntry(
+        sample_dpmpp_2m,
+        "DPM-Solver++(2M), Lu et al. 2022b Alg. 2, the published rule (as k-diffusion and diffusers); eta > 0 is "
+        "SDE-DPM-Solver++(2M).",
+    ),
+    "dpmpp_2m_sde": SamplerEntry(
+        sample_dpmpp_2m, "dpmpp_2m with eta = 1: SDE-DPM-Solver++(2M), the reverse VP SDE.", preset={"eta": 1.0}
+    ),
+    "dpmpp_3m": SamplerEntry(
+        sample_dpmpp_3m, "DPM-Solver++(3M), the published third-order multistep rule; eta > 0 is its SDE form."
+    ),
+    "dpmpp_3m_sde": SamplerEntry(sample_dpmpp_3m, "dpmpp_3m with eta = 1 (SDE-DPM-Solver++(3M)).", preset={"eta": 1.0}),
+    "dpmpp_2s": SamplerEntry(
+        sample_dpmpp_2s,
+        "DPM-Solver++(2S), Lu et al. 2022b Alg. 1 (r = 1/2); eta > 0 makes it ancestral.",
+        _two_per_step,
+        "2n - 1",
+    ),
+    "dpmpp_2s_sde": SamplerEntry(
+        sample_dpmpp_2s,
+        "dpmpp_2s with eta = 1: ancestral DPM-Solver++(2S) (k-diffusion's dpmpp_2s_ancestral).",
+        _two_per_step,
+        "2n - 1",
+        {"eta": 1.0},
+    ),
+    "dpmpp_2m_exact": SamplerEntry(
+        sample_dpmpp_2m_exact,
+        "Second-order multistep exponential integrator that integrates the line through the last two denoiser "
+        "outputs exactly (k-diffusion's dpmpp_2m_sde with solver_type heun); eta as dpmpp_2m.",
+    ),
+    "dpmpp_3m_exact": SamplerEntry(
+        sample_dpmpp_3m_exact,
+        "Third-order multistep exponential integrator that integrates the quadratic through the last three "
+        "denoiser outputs exactly; eta as dpmpp_3m.",
+    ),
+    "dpmpp_2s_exact": SamplerEntry(
+        sample_dpmpp_2s_exact,
+        "dpmpp_2s with the line through both evaluations integrated exactly instead of Alg. 1's midpoint rule.",
+        _two_per_step,
+        "2n - 1",
+    ),
+    "unipc": SamplerEntry(
+        sample_unipc,
+        "UniPC, Zhao et al. 2023: multistep predictor of order p and a corrector of order p + 1 that reuses the "
+        "next evaluation (exact phi-function weights).",
+    ),
+    "lms": SamplerEntry(sample_lms, "Linear multistep: Adams-Bashforth of order `order` in sigma (k-diffusion's lms)."),
+    "pc": SamplerEntry(
+        sample_pc,
+        "Predictor-corrector, Song et al. 2021 Alg. 2 (VE SDE): reverse-diffusion predictor, then corrector_steps "
+        "Langevin corrector steps with step size from the signal-to-noise ratio snr.",
+        lambda n, k: (n - 1) * (1 + k["corrector_steps"]) + 1,
+        "(n - 1)(1 + corrector_steps) + 1",
+    ),
+    "langevin": SamplerEntry(
+        sample_langevin,
+        "Annealed Langevin dynamics, Song & Ermon 2019 Alg. 1: steps_per_level Langevin steps of size "
+        "step_lr sigma_i^2 at every level, then a final denoising step.",
+        lambda n, k: n * k["steps_per_level"] + 1,
+        "n * steps_per_level + 1",
+    ),
+    "adaptive": SamplerEntry(
+        sample_adaptive,
+        "Adaptive Dormand-Prince 5(4) on the probability-flow ODE in log sigma, error tolerances rtol / atol; "
+        "uses only the grid's first and last positive sigma.",
+        lambda n, k: None,
+        "chosen by the tolerances (reported in stats)",
+    ),
 }
 
-# NFE a sampler spends on a grid of n steps (ending in 0), given its knobs, where it is not simply n.
-# The adaptive solver's NFE is not known in advance: it reports it in its ``stats`` dict (None here).
-NFE: dict[str, Callable[[int, dict], int | None]] = {
-    "heun": lambda n, k: 2 * n - 1,
-    "heun_sde": lambda n, k: 2 * n - 1,
-    "dpmpp_2s": lambda n, k: 2 * n - 1,
-    "dpmpp_2s_sde": lambda n, k: 2 * n - 1,
-    "pc": lambda n, k: (n - 1) * (1 + k.get("corrector_steps", 1)) + 1,
-    "langevin": lambda n, k: n * k.get("steps_per_level", 5) + 1,
-    "adaptive": lambda n, k: None,
-}
+# Samplers whose output, at their default settings, is a deterministic function of the starting noise.
+DETERMINISTIC = tuple(
+    name
+    for name in SAMPLERS
+    if name in ("euler", "heun", "ddim", "lms", "unipc", "adaptive") or (name.startswith("dpmpp") and "sde" not in name)
+)
 
-# Samplers whose output is a deterministic function of the starting noise (no fresh noise inside), with
-# their default knobs.
-DETERMINISTIC = ("euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "unipc", "lms", "adaptive")
+_NOT_SETTINGS = ("noise", "callback", "stats")
 
 
-def get_sampler(name: str):
-    """Look a sampler up by name; unknown names give a one-line error listing the choices."""
+def _entry(name: str) -> SamplerEntry:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
 
 
-def nfe(name: str, steps: int, **knobs) -> int | None:
+def get_sampler(name: str) -> Callable:
+    """The sampler function of a name, with the settings the name fixes bound; unknown names give a one-line
+    error listing the choices."""
+    e = _entry(name)
+    return functools.partial(e.fn, **e.preset) if e.preset else e.fn
+
+
+def sampler_settings(name: str) -> dict[str, Any]:
+    """The settings a sampler takes, with their defaults under this name."""
+    e = _entry(name)
+    params = inspect.signature(e.fn).parameters.values()
+    out = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_SETTINGS}
+    return {**out, **e.preset}
+
+
+def resolve_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings to pass to sampler ``name``: those of ``settings`` that are not None. A setting the sampler
+    does not take is an error (one line naming the ones it takes), never silently ignored."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    takes = sampler_settings(name)
+    for k in given:
+        if k not in takes:
+            raise ValueError(
+                f"sampler {name!r} has no setting {k!r}; it takes: {', '.join(takes) or 'none'} "
+                "(see 'torchdiffusion sample --list-samplers')"
+            )
+    return given
+
+
+def nfe(name: str, steps: int, **settings) -> int | None:
     """Network evaluations a sampler spends on a grid of ``steps`` steps ending in 0 (None: adaptive)."""
-    get_sampler(name)
-    return NFE.get(name, lambda n, k: n)(steps, knobs)
+    return _entry(name).nfe(steps, {**sampler_settings(name), **settings})
 
 
-def steps_for_nfe(name: str, budget: int, **knobs) -> int:
+def steps_for_nfe(name: str, budget: int, **settings) -> int:
     """The largest number of grid steps whose NFE fits in ``budget`` (at least 1)."""
     n = 1
-    while nfe(name, n + 1, **knobs) is not None and nfe(name, n + 1, **knobs) <= budget:
+    while nfe(name, n + 1, **settings) is not None and nfe(name, n + 1, **settings) <= budget:
         n += 1
     return n
 
 
 __all__ = [
     "DETERMINISTIC",
-    "NFE",
     "SAMPLERS",
+    "SamplerEntry",
     "get_sampler",
     "nfe",
+    "resolve_settings",
+    "sampler_settings",
     "steps_for_nfe",
     "sample_adaptive",
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
-    "sample_dpmpp_2m_sde",
+    "sample_dpmpp_2m_exact",
     "sample_dpmpp_2s",
-    "sample_dpmpp_2s_sde",
+    "sample_dpmpp_2s_exact",
     "sample_dpmpp_3m",
-    "sample_dpmpp_3m_sde",
+    "sample_dpmpp_3m_exact",
     "sample_euler",
     "sample_euler_ancestral",
     "sample_heun",
-    "sample_heun_sde",
     "sample_langevin",
     "sample_lms",
     "sample_pc",

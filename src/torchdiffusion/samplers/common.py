@@ -16,8 +16,9 @@ and its stochastic family (SDE-DPM-Solver++, Lu et al. 2022b Sec. 5; eta = 1 is 
     x_t = (sigma_t/sigma_s) e^{-eta h} x_s + int_0^h (1+eta) e^{-(1+eta)(h - tau)} D(lambda_s + tau) dtau
           + sigma_t sqrt(1 - e^{-2 eta h}) z,            h = lambda_t - lambda_s.
 
-Multistep solvers replace D by the polynomial through past (and, for a corrector, new) denoiser outputs and
-integrate it exactly: :func:`exp_weights`.
+Multistep solvers replace D by the polynomial through past (and, for a corrector, new) denoiser outputs. The
+published DPM-Solver++ rules integrate it approximately (:func:`dpmpp_2m_weights`, :func:`dpmpp_3m_weights`,
+:func:`dpmpp_2s_weights`); the ``*_exact`` variants and UniPC integrate it exactly (:func:`exp_weights`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def to_score(x: Tensor, sigma: float, denoised: Tensor) -> Tensor:
 
 
 def call_denoiser(denoise: Denoiser, x: Tensor, sigma: float | Tensor) -> Tensor:
-    """Evaluate D at a scalar noise level, broadcast to the batch as a (B,) tensor."""
-    s = torch.full((x.shape[0],), float(sigma), dtype=torch.float32, device=x.device)
+    """Evaluate D at a scalar noise level, broadcast to the batch as a (B,) tensor in x's dtype (a float64
+    solve sees float64 sigmas; a network that wants float32 casts at its own boundary)."""
+    s = torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
     return denoise(x, s)
 
 
@@ -119,6 +121,60 @@ def exp_weights(h: float, taus: Sequence[float], eta: float = 0.0) -> list[float
     c = 1.0 + eta
     I = np.asarray(_exp_moments(c * h, k))  # int over [0, h] of c e^{-c(h - tau)} (tau/h)^m dtau = I_m
     return [float(v) for v in I @ A]
+
+
+def _phi(h: float, eta: float) -> tuple[float, float, float]:
+    """phi_1 = 1 - e^{-H}, phi_2 = 1 - phi_1/H, phi_3 = phi_2/H - 1/2 at H = (1 + eta) h."""
+    H = (1.0 + eta) * h
+    phi_1 = -math.expm1(-H)
+    phi_2 = 1.0 - phi_1 / H
+    return phi_1, phi_2, phi_2 / H - 0.5
+
+
+def dpmpp_2m_weights(h: float, taus: Sequence[float], eta: float = 0.0) -> list[float]:
+    """DPM-Solver++(2M), Lu et al. 2022b Alg. 2 (and its SDE form, "midpoint"): with r = h_{i-1}/h,
+
+        x_{i+1} = (sigma_{i+1}/sigma_i) e^{-eta h} x_i + phi_1 ((1 + 1/(2r)) D_i - 1/(2r) D_{i-1});
+
+    one node (the first step) is DPM-Solver++(1) = DDIM. Returns the weights on [D_i, D_{i-1}]."""
+    phi_1 = _phi(h, eta)[0]
+    if len(taus) == 1:
+        return [phi_1]
+    r = -taus[1] / h
+    return [phi_1 * (1 + 1 / (2 * r)), -phi_1 / (2 * r)]
+
+
+def dpmpp_3m_weights(h: float, taus: Sequence[float], eta: float = 0.0) -> list[float]:
+    """DPM-Solver++(3M) (Lu et al. 2022b, App. B; the rule of k-diffusion's ``dpmpp_3m_sde`` and diffusers'
+    third-order multistep): with r0 = h_{i-1}/h, r1 = h_{i-2}/h and the divided differences
+    d1_0 = (D_i - D_{i-1})/r0, d1_1 = (D_{i-1} - D_{i-2})/r1,
+
+        D-part = phi_1 D_i + phi_2 d1 - phi_3 d2,   d1 = d1_0 + (d1_0 - d1_1) r0/(r0 + r1),
+                                                      d2 = (d1_0 - d1_1)/(r0 + r1);
+
+    the second step (two nodes) is phi_1 D_i + phi_2 d1_0. Returns the weights on [D_i, D_{i-1}, D_{i-2}]."""
+    phi_1, phi_2, phi_3 = _phi(h, eta)
+    D = np.eye(len(taus))  # D[j] stands for D_{i-j}: the formula, evaluated on unit vectors, gives the weights
+    w = phi_1 * D[0]
+    if len(taus) >= 2:
+        r0 = -taus[1] / h
+        d1_0 = (D[0] - D[1]) / r0
+        if len(taus) == 2:
+            w = w + phi_2 * d1_0
+        else:
+            r1 = (taus[1] - taus[2]) / h
+            d1_1 = (D[1] - D[2]) / r1
+            d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            w = w + phi_2 * d1 - phi_3 * d2
+    return [float(v) for v in w]
+
+
+def dpmpp_2s_weights(h: float, r: float) -> list[float]:
+    """DPM-Solver++(2S), Lu et al. 2022b Alg. 1: weights on [D(x_i, sigma_i), D(u, sigma_mid)] where u is the
+    first-order step to lambda_i + r h:  phi_1 ((1 - 1/(2r)) D_i + 1/(2r) D_mid)  (r = 1/2: D_mid alone)."""
+    phi_1 = -math.expm1(-h)
+    return [phi_1 * (1 - 1 / (2 * r)), phi_1 / (2 * r)]
 
 
 def poly_integral_weights(nodes: Sequence[float], a: float, b: float) -> list[float]:

@@ -1,28 +1,46 @@
 """DPM-Solver++ (Lu et al. 2022b, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic
 Models"): exponential integrators in the log-SNR variable lambda = -log sigma, data prediction D.
 
-* ``dpmpp_2m`` / ``dpmpp_3m``: multistep, order 2 / 3 (Alg. 2 and its third-order extension): the polynomial
-  through the last k denoiser outputs, integrated exactly (:func:`common.exp_weights`, the phi-function form).
-  The first steps warm up at lower order; the last step to sigma = 0 returns D.
-* ``*_sde``: the same with eta > 0 (SDE-DPM-Solver++, Sec. 5; eta = 1 is the reverse VP SDE): the state is
-  damped by e^{-eta h}, the weights use the rate 1 + eta, and fresh noise sigma_t sqrt(1 - e^{-2 eta h}) z.
-* ``dpmpp_2s``: single-step second order (Alg. 1 with r = 1/2): a first-order half step in lambda to
-  sigma_mid, a second evaluation there, then the step with the polynomial through both. NFE = 2n - 1.
-  Its SDE variant is ancestral (the 2S step to sigma_down, then fresh noise up to sigma_next).
+The published rules, under the names every library uses (checked against k-diffusion's outputs in the tests):
 
-Every formula is in :mod:`.common`; this module only decides which denoiser outputs feed each step.
+* ``dpmpp_2m`` / ``dpmpp_3m``: multistep, order 2 (Alg. 2) / 3 (App. B), the weights of
+  :func:`common.dpmpp_2m_weights` / :func:`common.dpmpp_3m_weights`. The first steps warm up at lower order;
+  the last step to sigma = 0 returns D. Setting ``eta`` > 0 gives SDE-DPM-Solver++ (Sec. 5; eta = 1 is the
+  reverse VP SDE): the state is damped by e^{-eta h}, the weights use H = (1 + eta) h, and fresh noise
+  sigma_t sqrt(1 - e^{-2 eta h}) z is added. ``dpmpp_2m_sde`` / ``dpmpp_3m_sde`` are these with eta = 1.
+* ``dpmpp_2s``: single-step second order (Alg. 1, r = 1/2): a first-order half step in lambda to sigma_mid, a
+  second evaluation there, then the step with :func:`common.dpmpp_2s_weights`. NFE = 2n - 1. With eta > 0
+  (``dpmpp_2s_sde``: eta = 1) it is ancestral: the 2S step to sigma_down, then fresh noise up to sigma_next.
+
+Exact-integration variants, under names of their own: ``dpmpp_2m_exact``, ``dpmpp_3m_exact`` and
+``dpmpp_2s_exact`` integrate the polynomial through the same denoiser outputs exactly (:func:`common.exp_weights`;
+for 2M this is k-diffusion's ``dpmpp_2m_sde`` with ``solver_type="heun"``). Same orders; on few-step Karras grids
+they are measurably worse than the published rules (docs/samplers.md). UniPC's predictor and corrector are built
+on the exact weights too.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..types import Callback, Denoiser
-from .common import ancestral_step, call_denoiser, check_sigmas, exp_weights, noise_fn, report
+from .common import (
+    ancestral_step,
+    call_denoiser,
+    check_sigmas,
+    dpmpp_2m_weights,
+    dpmpp_2s_weights,
+    dpmpp_3m_weights,
+    exp_weights,
+    noise_fn,
+    report,
+)
+
+Weights = Callable[[float, Sequence[float], float], list[float]]
 
 
 def _check_eta(eta: float) -> None:
@@ -37,12 +55,14 @@ def exp_step(
     hist: list[tuple[float, Tensor]],
     eta: float = 0.0,
     draw: Callable[[], Tensor] | None = None,
+    weights: Weights = exp_weights,
 ) -> Tensor:
-    """One exponential-integrator step sigma -> sigma_next > 0 with the polynomial through ``hist``:
-    a list of (lambda_j, D_j) nodes (lambda = -log sigma). Common.py's module docstring has the formula."""
+    """One exponential-integrator step sigma -> sigma_next > 0 with the denoiser outputs ``hist``, a list of
+    (lambda_j, D_j) nodes, newest first (lambda = -log sigma), combined by ``weights``. Common.py's module
+    docstring has the formula."""
     lam, lam_next = -math.log(sigma), -math.log(sigma_next)
     h = lam_next - lam
-    w = exp_weights(h, [l_j - lam for l_j, _ in hist], eta)
+    w = weights(h, [l_j - lam for l_j, _ in hist], eta)
     x_next = (sigma_next / sigma * math.exp(-eta * h)) * x
     for w_j, (_, D_j) in zip(w, hist):
         x_next = x_next + w_j * D_j
@@ -59,12 +79,14 @@ def multistep(
     *,
     order: int,
     eta: float = 0.0,
+    weights: Weights = exp_weights,
     corrector: bool = False,
     noise: Callable[[], Tensor] | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """The multistep exponential integrator behind DPM-Solver++ kM and UniPC; one evaluation per step.
 
+    ``weights`` turns the last ``order`` denoiser outputs into the step (published DPM-Solver++ or exact).
     ``corrector=True`` (ODE only) adds UniPC's corrector: after the denoiser is evaluated at the predicted
     x_{i+1}, the step i -> i+1 is redone with that output as one more node (order + 1), and the output is
     reused for the next step, so the NFE is unchanged (Zhao et al. 2023, UniC)."""
@@ -76,94 +98,38 @@ def multistep(
     s = check_sigmas(sigmas)
     n = len(s) - 1
     draw = noise_fn(noise, x) if eta > 0 else None
-    hist: list[tuple[float, Tensor]] = []  # (lambda_j, D_j), newest last
+    hist: list[tuple[float, Tensor]] = []  # (lambda_j, D_j), newest first
     prev: tuple[Tensor, float, list[tuple[float, Tensor]]] | None = None  # state before the last step
     for i in range(n):
         denoised = call_denoiser(denoise, x, s[i])
         lam = -math.log(s[i])
         if corrector and prev is not None:
             x_prev, sigma_prev, hist_prev = prev
-            x = exp_step(x_prev, sigma_prev, s[i], hist_prev + [(lam, denoised)])
-        hist = (hist + [(lam, denoised)])[-order:]
+            x = exp_step(x_prev, sigma_prev, s[i], [(lam, denoised)] + hist_prev)
+        hist = ([(lam, denoised)] + hist)[:order]
         if s[i + 1] == 0:
             x_next = denoised
         else:
-            prev = (x, s[i], hist[-order:] if corrector else [])
-            x_next = exp_step(x, s[i], s[i + 1], hist, eta, draw)
+            prev = (x, s[i], hist if corrector else [])
+            x_next = exp_step(x, s[i], s[i + 1], hist, eta, draw, weights)
         x = x_next
         report(callback, i, n, s[i], s[i + 1], x, denoised)
     return x
 
 
-@torch.no_grad()
-def sample_dpmpp_2m(
+def _singlestep(
     denoise: Denoiser,
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: Callable[[], Tensor] | None = None,
-    callback: Callback | None = None,
+    eta: float,
+    r: float,
+    exact: bool,
+    noise: Callable[[], Tensor] | None,
+    callback: Callback | None,
 ) -> Tensor:
-    """DPM-Solver++(2M), second-order multistep; NFE = n."""
-    return multistep(denoise, x, sigmas, order=2, noise=noise, callback=callback)
-
-
-@torch.no_grad()
-def sample_dpmpp_3m(
-    denoise: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: Callable[[], Tensor] | None = None,
-    callback: Callback | None = None,
-) -> Tensor:
-    """DPM-Solver++(3M), third-order multistep; NFE = n."""
-    return multistep(denoise, x, sigmas, order=3, noise=noise, callback=callback)
-
-
-@torch.no_grad()
-def sample_dpmpp_2m_sde(
-    denoise: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: Callable[[], Tensor] | None = None,
-    callback: Callback | None = None,
-    eta: float = 1.0,
-) -> Tensor:
-    """SDE-DPM-Solver++(2M); eta = 1 is the reverse VP SDE, eta = 0 is DPM-Solver++(2M). NFE = n."""
-    return multistep(denoise, x, sigmas, order=2, eta=eta, noise=noise, callback=callback)
-
-
-@torch.no_grad()
-def sample_dpmpp_3m_sde(
-    denoise: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: Callable[[], Tensor] | None = None,
-    callback: Callback | None = None,
-    eta: float = 1.0,
-) -> Tensor:
-    """SDE-DPM-Solver++(3M); NFE = n."""
-    return multistep(denoise, x, sigmas, order=3, eta=eta, noise=noise, callback=callback)
-
-
-@torch.no_grad()
-def sample_dpmpp_2s(
-    denoise: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: Callable[[], Tensor] | None = None,
-    callback: Callback | None = None,
-    eta: float = 0.0,
-    r: float = 0.5,
-) -> Tensor:
-    """DPM-Solver++(2S), Lu et al. 2022b Alg. 1: per step a first-order (DDIM) move to lambda_s + r h, a second
-    evaluation there, and the step with both outputs. eta > 0 gives the ancestral SDE variant: the 2S step goes
-    down to sigma_down and fresh noise of std sigma_up brings it back to sigma_next (:func:`common.ancestral_step`).
-    NFE = 2n - 1."""
+    """DPM-Solver++(2S) steps, ancestral when eta > 0 (the 2S step to sigma_down, then fresh noise of std
+    sigma_up back to sigma_next, :func:`common.ancestral_step`). NFE = 2n - 1."""
     _check_eta(eta)
     if not 0 < r < 1:
         raise ValueError(f"DPM-Solver++(2S) r must be in (0, 1), got {r}")
@@ -179,26 +145,79 @@ def sample_dpmpp_2s(
             lam, h = -math.log(s[i]), math.log(s[i] / sigma_down)
             sigma_mid = math.exp(-(lam + r * h))
             u = exp_step(x, s[i], sigma_mid, [(lam, denoised)])
-            denoised_mid = call_denoiser(denoise, u, sigma_mid)
-            x = exp_step(x, s[i], sigma_down, [(lam, denoised), (lam + r * h, denoised_mid)])
+            nodes = [(lam, denoised), (lam + r * h, call_denoiser(denoise, u, sigma_mid))]
+            weights = exp_weights if exact else lambda h_, taus, eta_: dpmpp_2s_weights(h_, r)
+            x = exp_step(x, s[i], sigma_down, nodes, weights=weights)
         if sigma_up > 0:
             x = x + draw() * sigma_up
         report(callback, i, n, s[i], s[i + 1], x, denoised)
     return x
 
 
+def _dpmpp(order: int, rule: str):
+    """The sampler function of DPM-Solver++(kM), rule ``published`` or ``exact``; its settings: eta."""
+    weights = {"published": {2: dpmpp_2m_weights, 3: dpmpp_3m_weights}[order], "exact": exp_weights}[rule]
+
+    @torch.no_grad()
+    def sampler(
+        denoise: Denoiser,
+        x: Tensor,
+        sigmas: Tensor,
+        *,
+        noise: Callable[[], Tensor] | None = None,
+        callback: Callback | None = None,
+        eta: float = 0.0,
+    ) -> Tensor:
+        return multistep(denoise, x, sigmas, order=order, eta=eta, weights=weights, noise=noise, callback=callback)
+
+    return sampler
+
+
+sample_dpmpp_2m = _dpmpp(2, "published")
+sample_dpmpp_2m.__doc__ = """DPM-Solver++(2M), Lu et al. 2022b Alg. 2 (the rule k-diffusion and diffusers ship);
+eta > 0 is SDE-DPM-Solver++(2M) (eta = 1: reverse VP SDE). NFE = n."""
+sample_dpmpp_3m = _dpmpp(3, "published")
+sample_dpmpp_3m.__doc__ = """DPM-Solver++(3M), third-order multistep (Lu et al. 2022b App. B; k-diffusion's rule);
+eta > 0 is its SDE form. NFE = n."""
+sample_dpmpp_2m_exact = _dpmpp(2, "exact")
+sample_dpmpp_2m_exact.__doc__ = """Second-order multistep exponential integrator with the linear interpolant
+integrated exactly (k-diffusion's dpmpp_2m_sde with solver_type="heun"); eta as in dpmpp_2m. NFE = n."""
+sample_dpmpp_3m_exact = _dpmpp(3, "exact")
+sample_dpmpp_3m_exact.__doc__ = """Third-order multistep exponential integrator with the quadratic interpolant
+integrated exactly (twice the published 3M's quadratic term); eta as in dpmpp_3m. NFE = n."""
+
+
 @torch.no_grad()
-def sample_dpmpp_2s_sde(
+def sample_dpmpp_2s(
     denoise: Denoiser,
     x: Tensor,
     sigmas: Tensor,
     *,
     noise: Callable[[], Tensor] | None = None,
     callback: Callback | None = None,
-    eta: float = 1.0,
+    eta: float = 0.0,
+    r: float = 0.5,
 ) -> Tensor:
-    """DPM-Solver++(2S) ancestral (SDE variant) with eta = 1 by default; NFE = 2n - 1."""
-    return sample_dpmpp_2s(denoise, x, sigmas, noise=noise, callback=callback, eta=eta)
+    """DPM-Solver++(2S), Lu et al. 2022b Alg. 1: per step a first-order (DDIM) move to lambda_i + r h, a second
+    evaluation there, and the step phi_1 ((1 - 1/(2r)) D_i + 1/(2r) D_mid). eta > 0 makes it ancestral
+    (k-diffusion's dpmpp_2s_ancestral). NFE = 2n - 1."""
+    return _singlestep(denoise, x, sigmas, eta=eta, r=r, exact=False, noise=noise, callback=callback)
+
+
+@torch.no_grad()
+def sample_dpmpp_2s_exact(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: Callable[[], Tensor] | None = None,
+    callback: Callback | None = None,
+    eta: float = 0.0,
+    r: float = 0.5,
+) -> Tensor:
+    """DPM-Solver++(2S) with the line through D_i and D_mid integrated exactly instead of Alg. 1's midpoint
+    rule; eta and r as in dpmpp_2s. NFE = 2n - 1."""
+    return _singlestep(denoise, x, sigmas, eta=eta, r=r, exact=True, noise=noise, callback=callback)
 
 
 @torch.no_grad()

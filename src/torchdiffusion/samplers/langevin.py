@@ -74,11 +74,15 @@ def sample_langevin(
     *,
     noise: Callable[[], Tensor] | None = None,
     callback: Callback | None = None,
-    steps_per_level: int = 5,
-    step_lr: float = 0.1,
+    steps_per_level: int = 3,
+    step_lr: float = 1.0,
 ) -> Tensor:
     """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) over the positive levels of the grid, then one
-    denoising step to sigma = 0. The paper's eps = 2e-5 at sigma_L = 0.01 is step_lr = 0.2."""
+    denoising step to sigma = 0. The paper's eps = 2e-5 at sigma_L = 0.01 is step_lr = 0.2, tuned for 10 levels
+    with 100 steps each. Far from the data a step scales the excess spread by (1 - step_lr/2), so on the few
+    widely spaced levels of a 10-20 step grid step_lr = 1 (halving it per step, 3 steps per level) lets each
+    level forget the last; its stationary variance is 1/(1 - step_lr/4) too wide, which the small steps at the
+    low levels undo. scripts/langevin_defaults.py measures the choice (docs/samplers.md)."""
     if steps_per_level < 1 or step_lr <= 0:
         raise ValueError("langevin needs steps_per_level >= 1 and step_lr > 0")
     s = check_sigmas(sigmas)

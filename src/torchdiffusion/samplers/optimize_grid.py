@@ -156,6 +156,25 @@ def grid_path(run_dir: str | Path, sampler: str, nfe: int) -> Path:
     return Path(run_dir) / "grids" / f"{sampler}-nfe{nfe}.json"
 
 
+def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int) -> Tensor:
+    """The grid of ``grid_dir`` tuned for ``sampler`` with ``steps`` steps (``<sampler>-nfe<N>.json`` written
+    by ``bench-samplers``); a :class:`GridError` naming what there is when none matches."""
+    grid_dir = Path(grid_dir)
+    found = {}
+    for path in sorted(grid_dir.glob(f"{sampler}-nfe*.json")):
+        sigmas, meta = load_grid(path)
+        if meta.get("sampler", sampler) == sampler:
+            found[len(sigmas) - 1] = sigmas
+    if steps in found:
+        return found[steps]
+    have = f"it has {sampler} grids for {', '.join(map(str, sorted(found)))} steps" if found else "it has none"
+    raise GridError(
+        f"no grid tuned for {sampler} at {steps} steps in {grid_dir} ({have}); fit one with "
+        f"'torchdiffusion bench-samplers --run RUN --samplers {sampler} --tuned-samplers {sampler} --grids tuned "
+        f"--nfe N' (N = the NFE of {steps} steps)"
+    )
+
+
 def fit_noise(shape: Sequence[int], n: int, seed: int, sigma_max: float, dtype=torch.float64) -> Tensor:
     """Starting samples for fitting, sigma_max * N(0, I) of shape (n, *shape) from their own seed."""
     g = torch.Generator().manual_seed(seed)

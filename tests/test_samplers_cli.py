@@ -1,0 +1,108 @@
+"""Sampler settings, tuned grids and the sampler benchmark from the command line, on tiny run folders."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tinyruns import td, write_run
+from torchdiffusion.config import SampleConfig
+from torchdiffusion.generate import load_run, make_grid_sigmas
+from torchdiffusion.process import DiscreteVP
+
+TINY = ("digits-test", ["sample.steps=3", "sample.n=4", "sample.sampler=euler"])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return write_run(tmp_path_factory.mktemp("samplers") / "run", *TINY)
+
+
+def _sample(run, tmp_path, tag, *flags):
+    out = tmp_path / f"{tag}.png"
+    code, _, err = td("sample", run, "--n", 4, "--steps", 3, "--out", out, "--save-npy", *flags)
+    assert code == 0, err
+    return np.load(out.with_suffix(".npy")), json.loads(out.with_suffix(".json").read_text())
+
+
+def test_sampler_settings_reach_every_sampler(run, tmp_path):
+    a, _ = _sample(run, tmp_path, "eta0", "--sampler", "dpmpp_2m_sde", "--eta", 0)
+    b, meta = _sample(run, tmp_path, "eta1", "--sampler", "dpmpp_2m_sde", "--eta", 1)
+    assert meta["sample"]["settings"]["eta"] == 1.0
+    assert not np.array_equal(a, b)  # --eta changes a sampler other than ddim
+    c, _ = _sample(run, tmp_path, "plain", "--sampler", "dpmpp_2m")
+    assert np.array_equal(a, c)  # dpmpp_2m_sde at eta 0 is dpmpp_2m: one sampler, a named setting
+    d, _ = _sample(run, tmp_path, "churn", "--sampler", "heun", "--set", "sample.settings.s_churn=20")
+    e, _ = _sample(run, tmp_path, "churn-flag", "--sampler", "heun", "--s-churn", 20)
+    f, _ = _sample(run, tmp_path, "heun", "--sampler", "heun")
+    assert np.array_equal(d, e) and not np.array_equal(d, f)
+    g, meta = _sample(run, tmp_path, "lang", "--sampler", "langevin", "--steps-per-level", 2)
+    assert meta["nfe"] == 3 * 2 + 1
+    code, out, err = td("sample", run, "--sampler", "heun", "--eta", 0.5)
+    assert code == 2 and "has no setting 'eta'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_saved_with_the_old_eta_field_keeps_it(run, tmp_path):
+    old = write_run(tmp_path / "old", *TINY)
+    cfg = json.loads((old / "config.json").read_text())
+    cfg["sample"].pop("settings")
+    cfg["sample"].update(sampler="ddim", eta=0.5)
+    (old / "config.json").write_text(json.dumps(cfg))
+    assert load_run(old).config.sample.settings.eta == 0.5
+
+
+def test_list_samplers_shows_settings_defaults_and_whole_descriptions():
+    code, out, _ = td("sample", "--list-samplers")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "langevin Annealed Langevin dynamics" in text and "--steps-per-level 3, --step-lr 1.0" in text
+    assert "inside [s_tmin, s_tmax]." in text  # heun_sde's description, to its last word
+    assert "--s-churn 40.0, --s-tmin 0.05, --s-tmax 50.0, --s-noise 1.003" in text
+    assert "dpmpp_2m_exact" in text and "dpmpp_2s_sde" in text
+
+
+def test_sample_uses_the_tuned_grid_bench_samplers_fitted(run, tmp_path):
+    code, _, err = td("sample", run, "--grid", "tuned", "--steps", 3, "--sampler", "euler", "--out", tmp_path / "x.png")
+    assert code == 2 and "no grid tuned for euler at 3 steps" in err
+    args = ["--run", run, "--samplers", "euler", "--tuned-samplers", "euler", "--grids", "tuned", "--nfe", 3]
+    args += ["--n", 16, "--no-diffusers", "--tune-maxfev", 10, "--fit-n", 8, "--ref-steps", 3]
+    code, _, err = td("bench-samplers", *args, "--out", tmp_path / "bench", timeout=600)
+    assert code == 0, err
+    grid = json.loads((run / "grids" / "euler-nfe3.json").read_text())["sigmas"]
+    a, meta = _sample(run, tmp_path, "tuned", "--grid", "tuned", "--sampler", "euler")
+    b, _ = _sample(run, tmp_path, "karras", "--grid", "karras", "--sampler", "euler")
+    assert meta["sample"]["grid"] == "tuned" and len(grid) == 4 and not np.array_equal(a, b)
+    code, _, err = td("sample", run, "--grid", "tuned", "--steps", 5, "--out", tmp_path / "y.png")
+    assert code == 2 and "it has euler grids for 3 steps" in err
+
+
+def test_bench_samplers_builds_the_grids_sample_builds(run, tmp_path):
+    """The benchmark's standard grids are the ones `sample --grid KIND` uses on the same model; its default
+    sampler list is every sampler but adaptive (which has rows of its own)."""
+    args = ["--run", run, "--grids", "karras,exponential,uniform_t", "--nfe", 4, "--n", 8, "--no-diffusers"]
+    code, _, err = td("bench-samplers", *args, "--ref-steps", 2, "--out", tmp_path / "b", timeout=600)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
+    ours = [r for r in rows if r["family"] == "torchdiffusion" and r["sampler"] != "adaptive"]
+    assert {"dpmpp_2s_sde", "dpmpp_2m_exact", "heun_sde", "langevin"} <= {r["sampler"] for r in ours}
+    model = load_run(run).model
+    base = load_run(run).config.sample
+    for r in ours:
+        steps = len(r["extra"]["sigmas"]) - 1
+        expected = make_grid_sigmas(model, SampleConfig(**{**base.__dict__, "grid": r["grid"]}), steps)
+        assert torch.equal(torch.tensor(r["extra"]["sigmas"], dtype=torch.float64), expected), r["sampler"]
+
+
+def test_bench_samplers_analytic_case_is_sampled_as_a_linear_ddpm_model(tmp_path):
+    """The analytic case's Karras rows span the sigma range diffusers' schedulers see (0.01..157), and Annealed
+    Langevin at its default settings lands near Heun's quality at a similar budget."""
+    args = ["--case", "8gaussians", "--samplers", "heun,langevin", "--grids", "karras", "--nfe", 31]
+    code, _, err = td("bench-samplers", *args, "--n", 2000, "--no-diffusers", "--out", tmp_path / "a", timeout=600)
+    assert code == 0, err
+    rows = {r["sampler"]: r for r in json.loads((tmp_path / "a" / "results.json").read_text())["rows"]}
+    p = DiscreteVP("linear", T=1000)
+    assert rows["heun"]["extra"]["sigmas"][0] == pytest.approx(p.sigma_max)
+    assert rows["heun"]["extra"]["sigmas"][-2] == pytest.approx(p.sigma_min)
+    assert rows["langevin"]["nfe"] == 31 and rows["langevin"]["sw"] < 0.15  # 31 NFE = 10 levels x 3 + 1
+    assert rows["langevin"]["sw"] < 2 * rows["heun"]["sw"] + rows["reference"]["sw"]  # reference: the floor row
