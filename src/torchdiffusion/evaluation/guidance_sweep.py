@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_write
+from ..types import Callback
 
 
 def class_diversity(features, labels, K: int) -> float:
@@ -38,12 +39,13 @@ def sweep(
     mode: str,
     sample,
     log: Callable[[str], None] | None = None,
+    callback: Callback | None = None,
 ) -> dict:
     """Sample ``n_per_class * K`` images at every scale (class k = image index mod K) and score them.
 
     Returns a JSON-ready dict with, per scale, ``accuracy``, ``per_class_accuracy`` and ``diversity``, plus the
     images themselves under ``"_images"`` (a list of (N, C, H, W) tensors, one per scale). ``log(line)`` gets
-    one line per scale.
+    one line per scale; ``callback`` receives every sampler step (a progress bar).
     """
     from dataclasses import replace
 
@@ -71,7 +73,9 @@ def sweep(
         "_images": [],
     }
     for w in scales:
-        x = generate(run_.model, seeds, replace(sample, guidance=float(w)), run_.data_shape, cond=cond)
+        x = generate(
+            run_.model, seeds, replace(sample, guidance=float(w)), run_.data_shape, cond=cond, callback=callback
+        )
         probs = predict(classifier, x.clamp(-1, 1))
         pred = probs.argmax(-1)
         with torch.no_grad():
