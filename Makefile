@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test install lint bench docs docs-explain docs-samplers docs-guidance docs-checks docs-speed data clean
+.PHONY: demo test install lint bench docs docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,7 @@ bench: $(STAMP)
 #   tables of docs/evaluation.md, README's digit check   scripts/eval_known_answers.py, scripts/digit_check.py
 #   docs/benchmarks/demo-speed.json (README)             scripts/bench_demo.py
 #   docs/benchmarks/train-speed*.json (docs/bench-train.md)  torchdiffusion bench-train
+#   docs/images/course-*, docs/benchmarks/course-figures.json   scripts/course_figures.py (docs/course.md's commands)
 # The tables in the .md pages quote these outputs (docs/benchmarks/, the run folders).
 TD := $(PY) -m torchdiffusion
 
@@ -52,7 +53,10 @@ runs/demo/run.json: $(STAMP)
 runs/toy/run.json: $(STAMP)
 	$(TD) train --preset toy-2d --out runs/toy
 
-docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed
+docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course
+
+docs-course: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) scripts/course_figures.py
 
 docs-explain: runs/demo/run.json runs/toy/run.json
 	cp runs/demo/samples/demo.png docs/images/demo.png
