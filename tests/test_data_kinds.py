@@ -194,3 +194,57 @@ def test_sprite_classes_are_told_apart_by_their_pixels():
     means = np.stack([feats(s)[y.argmax(1) == k].mean(0) for k in range(len(SPRITE_CLASSES))])
     dist = ((feats(t)[:, None] - means[None]) ** 2).sum(-1)
     assert (dist.argmin(1) == z.argmax(1)).mean() >= 0.95
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+
+def write_png16(path, a: np.ndarray) -> None:
+    """A reference 16-bit RGB/RGBA PNG writer, scanline y filtered with type y % 5 (None, Sub, Up, Average,
+    Paeth), written byte by byte from the PNG specification."""
+    import struct
+    import zlib
+
+    h, w, c = a.shape
+    rows = [a[y].astype(">u2").tobytes() for y in range(h)]
+    bpp, out = 2 * c, bytearray()
+    for y, row in enumerate(rows):
+        prev = rows[y - 1] if y else bytes(len(row))
+        kind = y % 5
+        out.append(kind)
+        for x, v in enumerate(row):
+            left, up = (row[x - bpp] if x >= bpp else 0), prev[x]
+            upleft = prev[x - bpp] if x >= bpp else 0
+            pred = [0, left, up, (left + up) // 2, _paeth(left, up, upleft)][kind]
+            out.append((v - pred) % 256)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    data = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + data)
+
+
+def test_16bit_colour_png_keeps_16bit_precision(tmp_path):
+    rng = np.random.default_rng(5)
+    imgs = [rng.integers(0, 65536, (7, 6, 3), dtype=np.uint16) for _ in range(2)]
+    for i, a in enumerate(imgs):
+        write_png16(tmp_path / f"c{i}.png", a)
+    with Image.open(tmp_path / "c0.png") as im:  # Pillow itself would keep the high byte only
+        assert np.array_equal(np.asarray(im.convert("RGB")), (imgs[0] >> 8).astype(np.uint8))
+    d = load_data(DataConfig(source="folder", path=str(tmp_path)))
+    assert d.shape == (3, 7, 6)
+    back = np.round((d.x.double().numpy() + 1) / 2 * 65535).astype(np.uint16).transpose(0, 2, 3, 1)
+    assert sorted(map(bytes, back)) == sorted(map(bytes, imgs))
+    rgba = np.concatenate([imgs[0], np.zeros((7, 6, 1), np.uint16)], -1)  # fully transparent: white, gray
+    write_png16(tmp_path / "t.png", rgba)
+    from torchdiffusion.data import read_image
+
+    assert torch.equal(read_image(tmp_path / "t.png"), torch.ones(1, 7, 6))
+    (tmp_path / "t.png").write_bytes((tmp_path / "t.png").read_bytes()[:60])
+    with pytest.raises(DataError, match="t.png"):
+        read_image(tmp_path / "t.png")

@@ -1,0 +1,102 @@
+"""16-bit colour PNGs at full precision (Pillow decodes them to 8 bits per channel).
+
+A small reader for the one case Pillow truncates: bit depth 16, colour type 2 (RGB) or 6 (RGBA), not
+interlaced. It follows the PNG specification (W3C PNG 2nd ed., Sec. 9 "Filtering"): the IDAT stream is
+inflated, then each scanline's filter (None, Sub, Up, Average, Paeth) is undone byte by byte with ``bpp`` =
+bytes per pixel, and samples are big-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CHANNELS = {2: 3, 6: 4}  # colour type -> samples per pixel
+
+
+def is_png16_colour(path: Path) -> bool:
+    """Whether ``path`` starts like a 16-bit RGB/RGBA PNG (the IHDR chunk comes first)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(29)
+    except OSError:
+        return False
+    if len(head) < 29 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
+        return False
+    return head[24] == 16 and head[25] in CHANNELS  # bit depth, colour type
+
+
+def _chunks(data: bytes):
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        yield kind, data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+
+
+def _unfilter_row(kind: int, line: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
+    """One reconstructed scanline (uint8) from its filtered bytes and the previous reconstructed one."""
+    if kind == 0:
+        return line
+    if kind == 1:  # Sub: Recon(x) = Filt(x) + Recon(a); a cumulative sum per byte position, mod 256
+        return (np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.int64) % 256).astype(np.uint8).reshape(-1)
+    if kind == 2:  # Up: Recon(x) = Filt(x) + Recon(b)
+        return line + prev
+    if kind not in (3, 4):
+        raise ValueError(f"unknown PNG filter type {kind}")
+    out = np.zeros(len(line) + bpp, dtype=np.int64)  # bpp leading zeros stand for the bytes left of the row
+    up = np.concatenate([np.zeros(bpp, dtype=np.int64), prev.astype(np.int64)])
+    filt = line.astype(np.int64)
+    for x in range(bpp, len(out), bpp):
+        a, b, c = out[x - bpp : x], up[x : x + bpp], up[x - bpp : x]
+        if kind == 3:  # Average: Recon(x) = Filt(x) + floor((Recon(a) + Recon(b)) / 2)
+            pred = (a + b) // 2
+        else:  # Paeth: the one of a, b, c nearest to p = a + b - c (ties: a, then b)
+            p = a + b - c
+            pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+            pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        out[x : x + bpp] = (filt[x - bpp : x] + pred) % 256
+    return out[bpp:].astype(np.uint8)
+
+
+def read_png16(path: Path) -> np.ndarray:
+    """A 16-bit RGB/RGBA PNG as uint16 (H, W, 3 or 4).
+
+    Raises:
+        ValueError: not such a PNG, interlaced, or corrupt (the caller names the file).
+    """
+    data = Path(path).read_bytes()
+    if not data.startswith(SIGNATURE):
+        raise ValueError("not a PNG file")
+    header, idat = None, []
+    for kind, body in _chunks(data):
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            idat.append(body)
+    if header is None:
+        raise ValueError("PNG without an IHDR chunk")
+    w, h, depth, ctype, _, _, interlace = header
+    if depth != 16 or ctype not in CHANNELS:
+        raise ValueError("not a 16-bit RGB/RGBA PNG")
+    if interlace:
+        raise ValueError("interlaced 16-bit colour PNGs are not supported; save it without interlacing")
+    bpp = 2 * CHANNELS[ctype]
+    stride = w * bpp
+    try:
+        raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
+    except zlib.error as e:
+        raise ValueError(f"corrupt PNG data ({e})") from None
+    if raw.size < h * (stride + 1):
+        raise ValueError("truncated PNG data")
+    rows = raw[: h * (stride + 1)].reshape(h, stride + 1)
+    out = np.empty((h, stride), dtype=np.uint8)
+    prev = np.zeros(stride, dtype=np.uint8)
+    for y in range(h):
+        prev = out[y] = _unfilter_row(int(rows[y, 0]), rows[y, 1:], prev, bpp)
+    return out.view(">u2").reshape(h, w, CHANNELS[ctype]).astype(np.uint16)
