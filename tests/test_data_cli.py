@@ -117,6 +117,8 @@ def test_course_sprites_preset_takes_the_context_width_from_the_labels(tmp_path)
 
 
 def test_labels_given_to_a_model_without_conditioning_are_refused(tmp_path):
+    rc, _, err = td("train", "--preset", "course-sprites", "--out", "run", cwd=tmp_path)  # no sprites yet
+    assert_clean_error(rc, err, "python -m torchdiffusion.data.sprites --out DIR")
     rc, _, err = run("-m", "torchdiffusion.data.sprites", "--out", "sprites", "--n", "10", cwd=tmp_path)
     assert rc == 0, err
     rc, _, err = td("train", "--preset", "course", "--set", "data.source=array",

@@ -200,7 +200,8 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a .npy (key "x") or .npz, read without pickle."""
     if not path.is_file():
-        raise DataError(f"array file not found: {path}")
+        hint = " (python -m torchdiffusion.data.sprites --out DIR writes synthetic course sprites)"
+        raise DataError(f"array file not found: {path}{hint if path.name.startswith('sprite') else ''}")
     try:
         if path.suffix.lower() == ".npy":
             return {"x": np.load(path, allow_pickle=False)}
