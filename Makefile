@@ -36,6 +36,8 @@ bench: $(STAMP)
 #   docs/images/explain-*.png, explain-trajectory.gif,   scripts/explain_figures.py (torchdiffusion explain on
 #     docs/how-diffusion-works.md, docs/benchmarks/explain-timings.txt       runs/demo and runs/toy)
 #   docs/images/samplers-*.png, docs/benchmarks/samplers/*/  scripts/bench_samplers.sh (docs/samplers.md tables)
+#   docs/benchmarks/samplers/kdiffusion-agreement.md, langevin-defaults.md, sw-floor.md   scripts/kdiffusion_reference.py
+#     --compare, scripts/langevin_defaults.py, scripts/sw_floor.py (docs/samplers.md)
 #   docs/images/guidance-sweep-mnist.png, guidance-grid-mnist.png, mnist-class-samples.png, MNIST tables of
 #     docs/guidance.md                                   scripts/mnist_guidance_check.py (trains runs/mnist-class)
 #   docs/images/emoji-*.png, emoji tables of docs/guidance.md   scripts/emoji_guidance_check.py (trains runs/emoji-*)
@@ -64,6 +66,9 @@ docs-explain: runs/demo/run.json runs/toy/run.json
 
 docs-samplers: runs/demo/run.json runs/toy/run.json
 	TD="$(TD)" sh scripts/bench_samplers.sh
+	$(PY) scripts/kdiffusion_reference.py --compare > docs/benchmarks/samplers/kdiffusion-agreement.md
+	$(PY) scripts/langevin_defaults.py > docs/benchmarks/samplers/langevin-defaults.md
+	$(PY) scripts/sw_floor.py > docs/benchmarks/samplers/sw-floor.md
 
 docs-guidance: $(STAMP)
 	$(PY) scripts/mnist_guidance_check.py --out runs/mnist-class --threads 1
