@@ -103,8 +103,9 @@ def test_malicious_pickle_is_refused_without_running_code(tmp_path):
 
 def test_crash_in_the_middle_of_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     run, ref = tmp_path / "run", tmp_path / "ref"
-    env = dict(os.environ, TORCHDIFFUSION_CRASH_IN_CHECKPOINT="64", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, WORKER, str(run)], env=env, capture_output=True, timeout=300)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, WORKER, str(run), "--crash-in-checkpoint", "64"]
+    r = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
     assert r.returncode == 17, r.stderr.decode()[-2000:]
     ckpt = run / "checkpoints"
     assert list(ckpt.glob(".state-000000064.pt.tmp-*")), "the crash should have happened mid-write"

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_training_worker import TINY, tiny_data
+from test_training_worker import TINY, InjectNaN, tiny_data
 from torchdiffusion.config import get_preset, override
 from torchdiffusion.model import build_model
 from torchdiffusion.training import train
@@ -26,19 +26,17 @@ from torchdiffusion.training import train
 WORKER = str(Path(__file__).with_name("test_training_worker.py"))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", WORKER]
 NAN_1, NAN_2 = "3", "3@1"  # the same step skipped: by every rank of one process / by rank 1 of two
+TWO_ARGS = ["--nan", NAN_2, "--dump-ranks"]  # every rank also writes its weights and counters to debug/
 
 pytestmark = pytest.mark.slow
 
 
-def _env(**extra: str) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TORCHDIFFUSION_DUMP_RANKS="1")
-    env.pop("TORCHDIFFUSION_STEP_DELAY", None)
-    env.update(extra)
-    return env
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1")
 
 
-def _run(cmd: list[str], **env: str) -> None:
-    r = subprocess.run(cmd, env=_env(**env), capture_output=True, timeout=300)
+def _run(cmd: list[str]) -> None:
+    r = subprocess.run(cmd, env=_env(), capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
 
 
@@ -61,11 +59,11 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _start_and_interrupt(cmd: list[str], run: Path, sig: int, **env: str) -> subprocess.Popen:
+def _start_and_interrupt(cmd: list[str], run: Path, sig: int) -> subprocess.Popen:
     """Start a slowed-down run, wait until its first checkpoint exists, then send ``sig`` (SIGKILL: to the tree)."""
     p = subprocess.Popen(
-        cmd,
-        env=_env(TORCHDIFFUSION_STEP_DELAY="0.4", **env),
+        [*cmd, "--step-delay", "0.4"],
+        env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -88,13 +86,13 @@ def _start_and_interrupt(cmd: list[str], run: Path, sig: int, **env: str) -> sub
     return p
 
 
-def _resume_here(run: Path, monkeypatch) -> None:
+def _resume_here(run: Path) -> None:
     """Finish a one-process run in this process (saves a torch import; the worker uses one thread too)."""
-    monkeypatch.setenv("TORCHDIFFUSION_INJECT_NAN", NAN_1)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(override(get_preset("digits-test"), TINY), run, data=tiny_data(), progress=False)
+        cfg = override(get_preset("digits-test"), TINY)
+        train(cfg, run, data=tiny_data(), progress=False, callbacks=[InjectNaN(NAN_1)])
     finally:
         torch.set_num_threads(n)
 
@@ -116,11 +114,10 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ref")
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCHDIFFUSION_INJECT_NAN", NAN_1)
-        train(override(get_preset("digits-test"), TINY), root / "one", data=tiny_data(), progress=False)
+    cfg = override(get_preset("digits-test"), TINY)
+    train(cfg, root / "one", data=tiny_data(), progress=False, callbacks=[InjectNaN(NAN_1)])
     torch.set_num_threads(n)
-    _run([*TORCHRUN, str(root / "two")], TORCHDIFFUSION_INJECT_NAN=NAN_2)
+    _run([*TORCHRUN, str(root / "two"), *TWO_ARGS])
     return root / "one", root / "two"
 
 
@@ -157,28 +154,28 @@ def test_nan_on_one_rank_is_skipped_by_both(runs):
 def test_sigkill_and_resume_two_processes_is_bit_identical(runs, tmp_path):
     _, two = runs
     run = tmp_path / "run"
-    _start_and_interrupt([*TORCHRUN, str(run)], run, signal.SIGKILL, TORCHDIFFUSION_INJECT_NAN=NAN_2)
+    _start_and_interrupt([*TORCHRUN, str(run), *TWO_ARGS], run, signal.SIGKILL)
     assert _unfinished(run) < 128
-    _run([*TORCHRUN, str(run)], TORCHDIFFUSION_INJECT_NAN=NAN_2)
+    _run([*TORCHRUN, str(run), *TWO_ARGS])
     _same_bytes(run, two)
 
 
-def test_sigkill_and_resume_one_process_is_bit_identical(runs, tmp_path, monkeypatch):
+def test_sigkill_and_resume_one_process_is_bit_identical(runs, tmp_path):
     one, _ = runs
     run = tmp_path / "run"
-    _start_and_interrupt([sys.executable, WORKER, str(run)], run, signal.SIGKILL, TORCHDIFFUSION_INJECT_NAN=NAN_1)
+    _start_and_interrupt([sys.executable, WORKER, str(run), "--nan", NAN_1], run, signal.SIGKILL)
     assert _unfinished(run) < 128
-    _resume_here(run, monkeypatch)
+    _resume_here(run)
     _same_bytes(run, one)
 
 
-def test_sigterm_checkpoints_and_exits_zero_then_resumes_exactly(runs, tmp_path, monkeypatch):
+def test_sigterm_checkpoints_and_exits_zero_then_resumes_exactly(runs, tmp_path):
     one, _ = runs
     run = tmp_path / "run"
-    p = _start_and_interrupt([sys.executable, WORKER, str(run)], run, signal.SIGTERM, TORCHDIFFUSION_INJECT_NAN=NAN_1)
+    p = _start_and_interrupt([sys.executable, WORKER, str(run), "--nan", NAN_1], run, signal.SIGTERM)
     assert p.returncode == 0, p.stderr.read().decode()[-2000:]
     seen = _unfinished(run)
     assert 32 < seen < 128  # a checkpoint taken at the step the signal interrupted, off the 32-image cadence
     assert (run / "checkpoints" / "latest").read_text().strip() == f"state-{seen:09d}.pt"
-    _resume_here(run, monkeypatch)
+    _resume_here(run)
     _same_bytes(run, one)

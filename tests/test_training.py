@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_training_worker import TINY, tiny_data
+from test_training_worker import TINY, InjectNaN, tiny_data
 from torchdiffusion.config import TrainConfig, get_preset, override
 from torchdiffusion.training import EMA, TrainingError, ema_beta, learning_rate, load_state, train
 from torchdiffusion.training.loop import DataOrder, make_cond, mix_seed
@@ -132,12 +132,11 @@ def test_make_cond_has_labels_and_drop_mask():
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_nonfinite_step_is_skipped_leaving_optimizer_and_ema_untouched(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCHDIFFUSION_INJECT_NAN", "2")
+def test_nonfinite_step_is_skipped_leaving_optimizer_and_ema_untouched(tmp_path):
     cfg = tiny_cfg(
         "train.images=64", "train.checkpoint_every_images=16", "train.keep_checkpoints=10", "train.log_every_images=64"
     )
-    run = train(cfg, tmp_path, data=tiny_data(), progress=False)
+    run = train(cfg, tmp_path, data=tiny_data(), progress=False, callbacks=[InjectNaN("2")])
     before, after = (
         load_state(run / "checkpoints/state-000000032.pt"),
         load_state(run / "checkpoints/state-000000048.pt"),
@@ -156,10 +155,10 @@ def test_nonfinite_step_is_skipped_leaving_optimizer_and_ema_untouched(tmp_path,
     assert json.loads((run / "run.json").read_text())["finished"]
 
 
-def test_too_many_nonfinite_steps_stop_with_one_line_naming_the_step(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCHDIFFUSION_INJECT_NAN", "1,2,3")
+def test_too_many_nonfinite_steps_stop_with_one_line_naming_the_step(tmp_path):
     with pytest.raises(TrainingError, match=r"^stopped at step 3 .*3 consecutive") as e:
-        train(tiny_cfg("train.max_nonfinite=3"), tmp_path, data=tiny_data(), progress=False)
+        cfg = tiny_cfg("train.max_nonfinite=3")
+        train(cfg, tmp_path, data=tiny_data(), progress=False, callbacks=[InjectNaN("1,2,3")])
     assert "\n" not in str(e.value)
 
 

@@ -1,14 +1,29 @@
-"""Subprocess entry for the training tests: ``python tests/test_training_worker.py OUT [key=value ...]``.
+"""Subprocess entry for the training tests: ``python tests/test_training_worker.py OUT [key=value ...] [options]``.
 
 Run directly (one process) or under torchrun (several). Trains a tiny class-conditional U-Net on a small
 synthetic data set, so the process tests do not depend on any data source. Pytest collects this file but it
-holds no tests. Environment: TD_WORKER_RESUME=0 starts over.
+holds no tests. Faults are injected through training callbacks (the in-process tests use the same classes):
+
+    --nan STEPS               a non-finite loss at these steps: "3,5@1" = step 3 on every rank, 5 on rank 1 only
+    --step-delay SECONDS      sleep after every step (so a test can interrupt a run mid-way)
+    --dump-ranks              every rank writes debug/rank-<r>.safetensors and debug/rank-<r>.json at the end
+    --crash-in-checkpoint N   exit hard (code 17) while writing the state at N images, after its temporary
+                              file is complete and before it is renamed into place
+
+Environment: TD_WORKER_RESUME=0 starts over.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
+import time
+from pathlib import Path
+
+from torchdiffusion import distributed as dist
+from torchdiffusion.training.callbacks import Callback
 
 # The tiny run every process test shares: 16-image global batches, a checkpoint every 2 steps.
 TINY = [
@@ -41,6 +56,54 @@ def tiny_data():
     return TensorData(x=x, labels=labels, class_names=["a", "b", "c", "d"])
 
 
+class InjectNaN(Callback):
+    """Poison this rank's examples (x0 = NaN, so its loss and gradients are NaN) at the steps of ``spec``."""
+
+    def __init__(self, spec: str):
+        self.spec = [item.strip().partition("@") for item in spec.split(",") if item.strip()]
+
+    def before_step(self, state, batch) -> None:
+        rank = dist.rank()
+        if any(int(step) == batch.step and (r == "" or int(r) == rank) for step, _, r in self.spec):
+            for mb in batch.micro:
+                mb.x0.fill_(float("nan"))
+
+
+class StepDelay(Callback):
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def after_step(self, state, stats) -> None:
+        time.sleep(self.seconds)
+
+
+class DumpRank(Callback):
+    """Every rank writes its own weights and counters (the checkpoint holds rank 0's only)."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out) / "debug"
+
+    def end(self, state) -> None:
+        from torchdiffusion.io import atomic_write, save_safetensors
+
+        r = dist.rank()
+        save_safetensors(state.model.state_dict(), self.out / f"rank-{r}.safetensors")
+        counters = {"rank": r, "step": state.step, "updates": state.updates, "skipped_steps": state.skipped}
+        atomic_write(self.out / f"rank-{r}.json", json.dumps(counters))
+
+
+def crash_in_checkpoint(images: int) -> None:
+    """Exit with code 17 when the state at ``images`` is about to be renamed into place (a power cut mid-write)."""
+    replace, name = os.replace, f"state-{images:09d}.pt"
+
+    def replace_or_crash(src, dst):
+        if Path(dst).name == name:
+            os._exit(17)
+        return replace(src, dst)
+
+    os.replace = replace_or_crash
+
+
 def main(argv: list[str]) -> int:
     import torch
 
@@ -48,8 +111,24 @@ def main(argv: list[str]) -> int:
     from torchdiffusion.config import get_preset, override
     from torchdiffusion.training import train
 
-    cfg = override(get_preset("digits-test"), TINY + argv[1:])
-    train(cfg, argv[0], data=tiny_data(), progress=False, resume=os.environ.get("TD_WORKER_RESUME", "1") == "1")
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("sets", nargs="*")
+    p.add_argument("--nan", default="")
+    p.add_argument("--step-delay", type=float, default=0.0)
+    p.add_argument("--dump-ranks", action="store_true")
+    p.add_argument("--crash-in-checkpoint", type=int, default=None)
+    a = p.parse_intermixed_args(argv)
+    callbacks: list[Callback] = [InjectNaN(a.nan)]
+    if a.step_delay > 0:
+        callbacks.append(StepDelay(a.step_delay))
+    if a.dump_ranks:
+        callbacks.append(DumpRank(a.out))
+    if a.crash_in_checkpoint is not None:
+        crash_in_checkpoint(a.crash_in_checkpoint)
+    cfg = override(get_preset("digits-test"), TINY + a.sets)
+    resume = os.environ.get("TD_WORKER_RESUME", "1") == "1"
+    train(cfg, a.out, data=tiny_data(), progress=False, resume=resume, callbacks=callbacks)
     return 0
 
 

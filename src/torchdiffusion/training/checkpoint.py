@@ -10,18 +10,13 @@ Every file is written through :func:`torchdiffusion.io.atomic_write` (a temporar
 ``os.replace``), so a crash at any moment leaves either the old file or the new one, never half of one; ``latest``
 is replaced only after the state it names is complete, and old states are deleted only after that. States are
 read back with ``torch.load(..., weights_only=True)`` alone: a pickle that would run code is refused.
-
-Test hook: ``TORCHDIFFUSION_CRASH_IN_CHECKPOINT=<images_seen>`` makes the process exit hard (code 17) while
-writing that state, after the temporary file is complete and before it is renamed.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,13 +38,6 @@ def state_name(images_seen: int) -> str:
     return f"state-{int(images_seen):09d}.pt"
 
 
-def _crash_hook(images_seen: int) -> Callable[[], None] | None:
-    target = os.environ.get("TORCHDIFFUSION_CRASH_IN_CHECKPOINT")
-    if target is None or target.strip() != str(int(images_seen)):
-        return None
-    return lambda: os._exit(17)
-
-
 def list_states(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete state files in a folder, oldest first, as (images_seen, path)."""
     ckpt_dir = Path(ckpt_dir)
@@ -69,9 +57,7 @@ def save_state(ckpt_dir: str | Path, state: dict, images_seen: int, keep: int = 
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    path = atomic_write(
-        ckpt_dir / state_name(images_seen), lambda f: f.write(data), before_rename=_crash_hook(images_seen)
-    )
+    path = atomic_write(ckpt_dir / state_name(images_seen), lambda f: f.write(data))
     atomic_write(ckpt_dir / LATEST, path.name + "\n")
     states = list_states(ckpt_dir)
     for _, old in states[: max(0, len(states) - max(1, keep))]:

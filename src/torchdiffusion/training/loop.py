@@ -22,62 +22,39 @@ Everything that makes the run trustworthy is decided by (seed, step) alone:
   the per-step draws are re-derived from (seed, step), a run killed at any moment and resumed ends with the
   same bits as an uninterrupted one.
 
-Test hooks (environment variables, used only by the tests):
-
-* ``TORCHDIFFUSION_INJECT_NAN="3,5@1"``: multiply the loss by NaN at steps 3 (every rank) and 5 (rank 1 only).
-* ``TORCHDIFFUSION_DUMP_RANKS=1``: every rank writes ``debug/rank-<r>.safetensors`` and ``debug/rank-<r>.json``.
-* ``TORCHDIFFUSION_STEP_DELAY=<seconds>``: sleep after every step (so a test can kill a run mid-way).
-* ``TORCHDIFFUSION_CRASH_IN_CHECKPOINT=<images>``: see checkpoint.py.
+The loop itself (``_train``) reads top to bottom: data, run folder, TrainState, then
+``draw_batch -> train_step -> callbacks`` until the images are seen. Logging, sample grids, evaluation and
+checkpoints are callbacks (callbacks.py); ``train(..., callbacks=[...])`` adds more.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import random
-import shutil
 import signal
 import threading
-import time
-from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .. import __version__ as VERSION
 from .. import distributed as dist
-from ..config import ConfigError, RunConfig, from_json, to_dict, to_json, validate
+from ..config import ConfigError, RunConfig, validate
 from ..data import fit_conditioning, kind_of_shape
-from ..io import atomic_write, save_safetensors
 from ..losses import precond_loss, sample_sigmas
 from ..precond import Precond
-from .checkpoint import (
-    STATE_FORMAT,
-    STATE_VERSION,
-    CheckpointError,
-    latest_state,
-    list_states,
-    load_state,
-    save_state,
-)
+from .callbacks import Callback, default_callbacks
 from .ema import EMA, ema_beta
 from .lr import learning_rate
+from .run_folder import open_run_folder, restore, truncate_metrics, write_run_json
+from .state import NUM_NOISE_BUCKETS, Batch, MicroBatch, Setup, StepStats, TrainingError, TrainState
 
-NUM_NOISE_BUCKETS = 8  # loss_by_sigma resolution
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. too many non-finite steps); the message is one line for the user."""
+__all__ = ["DataOrder", "TrainingError", "draw_batch", "make_cond", "mix_seed", "train", "train_step"]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Deterministic randomness: one 63-bit seed per (seed, purpose, index)
-# ---------------------------------------------------------------------------------------------------------
 
 _MASK = (1 << 64) - 1
 STREAM_DATA, STREAM_DRAWS, STREAM_NOISE, STREAM_TORCH = 1, 2, 3, 4
@@ -129,11 +106,7 @@ class DataOrder:
         return out
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Conditioning and noise-level buckets
-# ---------------------------------------------------------------------------------------------------------
-
-
 def make_cond(data: Any, idx: Tensor, drop: Tensor, cfg: RunConfig, device: torch.device) -> dict | None:
     """The cond dict for examples ``idx`` of ``data``: "class", "context", "text"/"text_mask" and "drop".
 
@@ -156,7 +129,10 @@ def make_cond(data: Any, idx: Tensor, drop: Tensor, cfg: RunConfig, device: torc
     return cond
 
 
-def _check_cond_data(data: Any, cfg: RunConfig) -> None:
+def _check_data(data: Any, cfg: RunConfig) -> None:
+    """Refuse an empty data set, or a conditional model whose data lacks its conditioning."""
+    if data.x.shape[0] == 0:
+        raise ConfigError("the training data is empty")
     m = cfg.model
     if m.num_classes > 0 and getattr(data, "labels", None) is None:
         raise ConfigError("model.num_classes > 0 but the data has no labels")
@@ -190,75 +166,6 @@ def bucket_index(model: Precond, sigma: Tensor, edges: list[float]) -> Tensor:
     return ((u - lo) / (hi - lo) * K).floor().clamp(0, K - 1).long()
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Signals, test hooks, run-folder files
-# ---------------------------------------------------------------------------------------------------------
-
-
-class _StopFlag:
-    """SIGTERM/SIGINT set a flag; the loop finishes the current step, checkpoints and returns."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def _handler(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means "now"
-        self.requested = True
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-def _nan_steps(rank: int) -> set[int]:
-    """Steps at which the TORCHDIFFUSION_INJECT_NAN test hook poisons this rank's loss."""
-    spec = os.environ.get("TORCHDIFFUSION_INJECT_NAN", "").strip()
-    out = set()
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        step, _, r = item.partition("@")
-        if r == "" or int(r) == rank:
-            out.add(int(step))
-    return out
-
-
-def _rng_state(device: torch.device) -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch_cpu": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": [int(v) for v in random.getstate()[1]],
-    }
-    if device.type == "cuda":
-        state["torch_cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch_cpu"])
-    if device.type == "cuda" and "torch_cuda" in state:
-        torch.cuda.set_rng_state(state["torch_cuda"], device)
-    n = state.get("numpy")
-    if n is not None:
-        np.random.set_state(
-            ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-        )
-    if state.get("python"):
-        random.setstate((3, tuple(state["python"]), None))
-
-
 def _data_info(data: Any) -> dict:
     x = data.x
     shape = [int(s) for s in x.shape[1:]]
@@ -274,28 +181,30 @@ def _data_info(data: Any) -> dict:
     }
 
 
-def _truncate_metrics(path: Path, images_seen: int) -> None:
-    """Drop log lines written after the state we resume from (they will be written again)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("images_seen", 0) <= images_seen:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a half-written last line from a kill
-    atomic_write(path, "".join(s + "\n" for s in keep))
+class StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop finishes the current step, checkpoints and returns."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means "now"
+        self.requested = True
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
 
 
-def _crossed(images_seen: int, batch: int, every: int) -> bool:
-    """Whether the step that just brought images_seen up by ``batch`` passed a multiple of ``every``."""
-    return every > 0 and images_seen // every > (images_seen - batch) // every
-
-
-# ---------------------------------------------------------------------------------------------------------
 # The loop
-# ---------------------------------------------------------------------------------------------------------
 
 
 def train(
@@ -307,6 +216,7 @@ def train(
     data: Any | None = None,
     tensorboard: bool = False,
     device: str | torch.device | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Train the model that ``cfg`` describes and return the run folder.
 
@@ -320,6 +230,8 @@ def train(
             ``cfg.data`` when None.
         tensorboard: also log to ``out_dir/tensorboard`` (when the tensorboard package is installed).
         device: defaults to ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+        callbacks: more :class:`~torchdiffusion.training.callbacks.Callback` s, run on every rank after the
+            built-in log / sample grid / evaluation / checkpoint ones.
 
     Raises:
         ConfigError / CheckpointError (ValueError): unusable configuration, data or run folder.
@@ -328,11 +240,19 @@ def train(
     cfg = validate(cfg)
     out = Path(out_dir)
     owns_group = not dist.is_initialized()
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         try:
             device = dist.init(None if device is None else torch.device(device))
             return _train(
-                cfg, out, resume=resume, progress=progress, data=data, tensorboard=tensorboard, device=device, stop=stop
+                cfg,
+                out,
+                resume=resume,
+                progress=progress,
+                data=data,
+                tensorboard=tensorboard,
+                device=device,
+                stop=stop,
+                callbacks=callbacks,
             )
         finally:
             if owns_group:
@@ -348,405 +268,216 @@ def _train(
     data: Any,
     tensorboard: bool,
     device: torch.device,
-    stop: _StopFlag,
+    stop: StopFlag,
+    callbacks: Sequence[Callback],
 ) -> Path:
-    from ..model import build_model
+    t = cfg.train
+    W = dist.world_size()
+    if t.batch_size % (W * t.grad_accum) != 0:
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} must be divisible by world size x grad_accum = {W} x {t.grad_accum}"
+        )
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
 
-    t_cfg = cfg.train
-    rank, W, main = dist.rank(), dist.world_size(), dist.is_main()
-    B, A = t_cfg.batch_size, t_cfg.grad_accum
-    if B % (W * A) != 0:
-        raise ConfigError(f"train.batch_size={B} must be divisible by world size x grad_accum = {W} x {A}")
-    shard, micro = B // W, B // (W * A)
-    if t_cfg.threads > 0:
-        torch.set_num_threads(t_cfg.threads)
-
-    # -- Data ----------------------------------------------------------------------------------------------
+    # Data: the whole training set in memory, as float32 (N, *data_shape).
     if data is None:
         from ..data import load_data
 
-        data = load_data(cfg.data, split="train", seed=t_cfg.seed)
+        data = load_data(cfg.data, split="train", seed=t.seed)
     cfg = fit_conditioning(cfg, data)  # model.context_dim=-1 -> the data's width, before config.json is written
-    X = data.x.to(torch.float32)
-    N = X.shape[0]
-    if N == 0:
-        raise ConfigError("the training data is empty")
-    _check_cond_data(data, cfg)
-    info = _data_info(data)
-    data_shape = tuple(info["data_shape"])
-    total_steps = math.ceil(t_cfg.images / B)
-    total_images = total_steps * B
+    _check_data(data, cfg)
 
-    # -- Run folder: decide between resuming and starting over (rank 0 decides, everyone follows) ---------
-    ckpt_dir = out / "checkpoints"
-    state_path = None
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            state_path = latest_state(ckpt_dir)
-            if state_path is not None:
-                _check_same_run(out, cfg)
-        else:
-            for _, p in list_states(ckpt_dir):
-                p.unlink()
-            (ckpt_dir / "latest").unlink(missing_ok=True)
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-            shutil.rmtree(out / "debug", ignore_errors=True)
-        atomic_write(out / "config.json", to_json(cfg) + "\n")
-    resume_images = dist.broadcast_int(int(state_path.name[6:-3]) if state_path is not None else -1)
-    if resume_images >= 0 and state_path is None:
-        state_path = ckpt_dir / f"state-{resume_images:09d}.pt"  # other ranks read the same (shared) folder
-
-    # -- Model, EMA, optimizer: same initial weights on every rank ------------------------------------------
-    torch.manual_seed(t_cfg.seed)
-    model = build_model(cfg, data_shape).to(device)
-    for p in model.parameters():  # rank 0's initial weights everywhere, whatever the init code does
-        dist.broadcast_(p.data)
-    if t_cfg.channels_last and len(data_shape) == 3:
-        model = model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    ema = EMA(model)
-    opt = torch.optim.AdamW(params, lr=t_cfg.lr, betas=tuple(t_cfg.betas), weight_decay=t_cfg.weight_decay)
-    for p in params:  # zero (never None) grads: every rank reduces the same list, unused params included
-        p.grad = torch.zeros_like(p)
-
-    step = updates = skipped = consecutive = 0
-    unit, edges = noise_buckets(model)
-    K = len(edges) - 1
-    # Logging window, summed over ranks: [loss_sum, examples, grad_norm_sum, updates, skipped, K sums, K counts]
-    window = torch.zeros(5 + 2 * K, dtype=torch.float64)
+    # Run folder: the state to resume from, or a fresh start. Then model, EMA and optimizer (the same on every
+    # rank), what stays fixed for the run, and the saved state on top.
+    state_path = open_run_folder(out, cfg, resume)
+    state = new_state(cfg, tuple(data.x.shape[1:]), device)
+    setup = _setup(cfg, out, data, device, state.model, stop)
     if state_path is not None:
-        state = load_state(state_path)
-        try:
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{state_path} does not match this model ({str(e).splitlines()[0]})") from None
-        step, updates = int(state["step"]), int(state["updates"])
-        skipped, consecutive = int(state["skipped_steps"]), int(state["consecutive_nonfinite"])
-        if "window" in state and state["window"].shape == window.shape:
-            window = state["window"].clone()
-        _set_rng_state(state["rng"], device)
-        if step * B != int(state["images_seen"]):
-            raise CheckpointError(f"{state_path} was written with train.batch_size != {B}; resume with the same one")
-        dist.print0(f"resuming {out} from {state_path.name} ({step * B} images seen)")
-    if main:
-        _truncate_metrics(out / "metrics.jsonl", step * B)
+        restore(state, state_path, setup)
+    if setup.main:
+        truncate_metrics(out / "metrics.jsonl", state.images_seen)
+    if t.compile:
+        state.model.net.compile()
+    if setup.main:
+        write_run_json(state, setup, finished=state.step >= setup.total_steps)
+    callbacks = [*default_callbacks(setup, state, progress=progress, tensorboard=tensorboard), *callbacks]
 
-    if t_cfg.compile:
-        model.net.compile()
-    order = DataOrder(N, B, t_cfg.seed)
-    discrete = model.process.sigmas if model.process is not None else None
-    d = cfg.diffusion
-    nan_steps = _nan_steps(rank)
-    step_delay = float(os.environ.get("TORCHDIFFUSION_STEP_DELAY", "0") or 0)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if t_cfg.precision == "bf16" else contextlib.nullcontext()
-    )
-
-    def state_dict() -> dict:
-        epoch, offset = order.position(step)
-        return {
-            "format": STATE_FORMAT,
-            "version": STATE_VERSION,
-            "images_seen": step * B,
-            "step": step,
-            "updates": updates,
-            "skipped_steps": skipped,
-            "consecutive_nonfinite": consecutive,
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "lr_schedule": {"updates": updates, "next_lr": learning_rate(t_cfg, updates, total_images)},
-            "data": {"epoch": epoch, "offset": offset, "num_examples": N, "seed": t_cfg.seed},
-            "rng": _rng_state(device),
-            "window": window.clone(),
-            "world_size": W,
-        }
-
-    def write_run_json(finished: bool) -> None:
-        run = dict(
-            info, images_seen=step * B, finished=finished, version=VERSION, loss_by_sigma={"unit": unit, "edges": edges}
-        )
-        atomic_write(out / "run.json", json.dumps(run, indent=2) + "\n")
-
-    def checkpoint(finished: bool) -> None:
-        checksum = sum(float(p.detach().double().sum()) for p in model.parameters())
-        if not dist.ranks_agree(checksum):
-            raise TrainingError(f"the processes' weights diverged by step {step}; this is a bug, please report it")
-        if main:
-            save_state(ckpt_dir, state_dict(), step * B, keep=t_cfg.keep_checkpoints)
-            save_safetensors(model.state_dict(), out / "model.safetensors")
-            save_safetensors(ema.state_dict(), out / "ema.safetensors")
-            write_run_json(finished)
-
-    if main:
-        write_run_json(finished=step >= total_steps)
-    metrics = out / "metrics.jsonl"
-    fresh_metrics = not metrics.is_file() or metrics.stat().st_size == 0
-    logger = _Logger(out, tensorboard and main, first=fresh_metrics, unit=unit, edges=edges) if main else None
-    bar = None
-    if main and progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_images, initial=step * B, unit="img", unit_scale=True, dynamic_ncols=True, desc="train")
-    t_window = time.perf_counter()
-
-    # -- Steps ---------------------------------------------------------------------------------------------
-    model.train()
-    while step < total_steps:
-        # Randomness of this global batch, from (seed, step) only; each rank keeps its shard.
-        torch.manual_seed(mix_seed(t_cfg.seed, STREAM_TORCH, step, rank))  # e.g. dropout inside the network
-        g = _generator(mix_seed(t_cfg.seed, STREAM_DRAWS, step))
-        sigma = sample_sigmas(
-            d.sigma_sampling, B, generator=g, discrete_sigmas=discrete, P_mean=d.P_mean, P_std=d.P_std
-        )
-        drop = torch.rand(B, generator=g) < t_cfg.cond_drop_prob
-        noise = torch.randn(
-            (B, *data_shape), generator=_generator(mix_seed(t_cfg.seed, STREAM_NOISE, step), device), device=device
-        )
-        idx = order.batch(step)
-        buckets = bucket_index(model, sigma, edges)
-
-        # Forward/backward over this rank's micro-batches; grads accumulate (sum of losses) / B.
-        stats = torch.zeros(2 + 2 * K, dtype=torch.float32)  # [loss_sum, stop, K sums, K counts]
-        for k in range(A):
-            sl = slice(rank * shard + k * micro, rank * shard + (k + 1) * micro)
-            x0 = X[idx[sl]].to(device, non_blocking=True)
-            if t_cfg.channels_last and x0.ndim == 4:
-                x0 = x0.contiguous(memory_format=torch.channels_last)
-            cond = make_cond(data, idx[sl], drop[sl], cfg, device)
-            s = sigma[sl].to(device)
-            with autocast:
-                per = precond_loss(model, x0, s, noise[sl], weighting=d.weighting, gamma=d.min_snr_gamma, cond=cond)
-            if step in nan_steps:
-                per = per * float("nan")
-            (per.sum() / B).backward()
-            per = per.detach().float().cpu()
-            stats[0] += per.sum()
-            stats[2 : 2 + K].index_add_(0, buckets[sl], per)
-            stats[2 + K :].index_add_(0, buckets[sl], torch.ones_like(per))
-        stats[1] = float(stop.requested)
-
-        # One all-reduce for gradients and statistics; afterwards every rank holds the same bits.
-        grads = [p.grad for p in params]
-        if W > 1:
-            flat = torch.cat([g_.reshape(-1) for g_ in grads] + [stats.to(device)])
-            dist.all_reduce_sum_(flat)
-            o = 0
-            for g_ in grads:
-                g_.copy_(flat[o : o + g_.numel()].view_as(g_))
-                o += g_.numel()
-            stats = flat[o:].cpu()
-        grad_norm = torch.nn.utils.get_total_norm(grads)
-        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(stats[0]))
-
-        # Update, or skip the step everywhere (optimizer, LR schedule and EMA untouched).
-        if finite:
-            consecutive = 0
-            if t_cfg.grad_clip > 0:
-                torch.nn.utils.clip_grads_with_norm_(params, t_cfg.grad_clip, grad_norm)
-            lr = learning_rate(t_cfg, updates, total_images)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.step()
-            ema.update(model, ema_beta(B, updates * B, t_cfg.ema_halflife_images, t_cfg.ema_warmup_ratio))
-            updates += 1
-            window[0] += float(stats[0])
-            window[1] += B
-            window[2] += float(grad_norm)
-            window[3] += 1
-            window[5 : 5 + K] += stats[2 : 2 + K].double()
-            window[5 + K :] += stats[2 + K :].double()
-        else:
-            skipped += 1
-            consecutive += 1
-            window[4] += 1
-            if consecutive >= t_cfg.max_nonfinite:
-                raise TrainingError(
-                    f"stopped at step {step} ({step * B} images): {consecutive} consecutive "
-                    f"steps had a non-finite loss or gradient (train.max_nonfinite="
-                    f"{t_cfg.max_nonfinite}); try a lower train.lr or train.precision=fp32"
-                )
-        for g_ in grads:
-            g_.zero_()
-        if step_delay > 0:
-            time.sleep(step_delay)
-        step += 1
-        seen = step * B
-        stop_now = bool(stats[1] > 0)
-        last = step >= total_steps
-
-        # Logging, sample grids and checkpoints, on the images-seen cadence of the config.
-        if bar is not None:
-            bar.update(B)
-        if _crossed(seen, B, t_cfg.log_every_images) or last or stop_now:
-            if main and window[1] + window[4] > 0:
-                dt = time.perf_counter() - t_window
-                rec = logger.log(
-                    window,
-                    seen=seen,
-                    step=step,
-                    lr=learning_rate(t_cfg, max(updates - 1, 0), total_images),
-                    skipped=skipped,
-                    dt=dt,
-                    B=B,
-                )
-                if bar is not None and rec.get("loss") is not None:
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            window.zero_()
-            t_window = time.perf_counter()
-        if main and _crossed(seen, B, t_cfg.sample_every_images) and not last:
-            _sample_grid(ema.module, cfg, data, info, out / "samples" / f"grid-{seen:09d}.png")
-        if main and (_crossed(seen, B, t_cfg.eval_every_images) or (last and t_cfg.eval_every_images > 0)):
-            _quick_eval(logger, ema.module, cfg, data_shape, X, seen=seen, step=step)
-        if _crossed(seen, B, t_cfg.checkpoint_every_images) or last or stop_now:
-            checkpoint(finished=last)
-            _dump_rank(out, model, rank, step, updates, skipped)
-        if stop_now and not last:
-            dist.print0(f"stopped by a signal after {seen} images; rerun the same command to resume")
+    # Steps until train.images are seen; the callbacks log, sample, evaluate and checkpoint on their cadences.
+    state.model.train()
+    while state.step < setup.total_steps:
+        batch = draw_batch(setup, state.step)
+        for cb in callbacks:
+            cb.before_step(state, batch)
+        stats = train_step(state, batch, setup)
+        state.window.add(stats, t.batch_size)
+        for cb in callbacks:
+            cb.after_step(state, stats)
+        if stats.stop and state.step < setup.total_steps:
+            dist.print0(f"stopped by a signal after {state.images_seen} images; rerun the same command to resume")
             break
-
-    if bar is not None:
-        bar.close()
-    if logger is not None:
-        logger.close()
-    final_grid = out / "samples" / f"grid-{step * B:09d}.png"
-    if main and step >= total_steps and not final_grid.is_file():
-        _sample_grid(ema.module, cfg, data, info, final_grid)
+    for cb in callbacks:
+        cb.end(state)
     dist.barrier()
     return out
 
 
-def _check_same_run(out: Path, cfg: RunConfig) -> None:
-    """Resuming is allowed when the data, model and diffusion sections match the saved config.json."""
-    path = out / "config.json"
-    if not path.is_file():
-        return
-    try:
-        old = from_json(path.read_text())
-    except ConfigError:
-        return
-    for section in ("data", "model", "diffusion"):
-        if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
-            raise ConfigError(
-                f"{out} holds a run with a different {section} section; pass --no-resume to start "
-                f"over or choose another --out"
-            )
-
-
-def _dump_rank(out: Path, model: torch.nn.Module, rank: int, step: int, updates: int, skipped: int) -> None:
-    """TORCHDIFFUSION_DUMP_RANKS test hook: every rank writes its own weights and counters."""
-    if os.environ.get("TORCHDIFFUSION_DUMP_RANKS", "") not in ("1", "true", "yes"):
-        return
-    save_safetensors(model.state_dict(), out / "debug" / f"rank-{rank}.safetensors")
-    atomic_write(
-        out / "debug" / f"rank-{rank}.json",
-        json.dumps({"rank": rank, "step": step, "updates": updates, "skipped_steps": skipped}),
+def _setup(cfg: RunConfig, out: Path, data: Any, device: torch.device, model: Precond, stop: StopFlag) -> Setup:
+    t = cfg.train
+    X = data.x.to(torch.float32)
+    unit, edges = noise_buckets(model)
+    bf16 = t.precision == "bf16"
+    return Setup(
+        cfg=cfg,
+        out=out,
+        data=data,
+        X=X,
+        info=_data_info(data),
+        device=device,
+        rank=dist.rank(),
+        world_size=dist.world_size(),
+        total_steps=math.ceil(t.images / t.batch_size),
+        order=DataOrder(X.shape[0], t.batch_size, t.seed),
+        unit=unit,
+        edges=edges,
+        discrete_sigmas=model.process.sigmas if model.process is not None else None,
+        stop=stop,
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext(),
     )
 
 
-def _quick_eval(logger: _Logger, model: Precond, cfg: RunConfig, data_shape, X: Tensor, *, seen: int, step: int):
-    """``train.eval_every_images``: evaluation.quick_eval of the EMA model, one metrics.jsonl line (rank 0).
+def new_state(cfg: RunConfig, data_shape: tuple[int, ...], device: torch.device) -> TrainState:
+    """The network built from train.seed (rank 0's weights on every rank), its EMA and AdamW; counters at 0."""
+    from ..model import build_model
 
-    Sampling uses its own per-image seeds and every training step reseeds the global RNG, so evaluating (or not)
-    leaves the training trajectory bit-identical. An evaluation that fails is logged (one line on stderr and an
-    ``eval/error`` record) and training goes on: a metric must not end a long run.
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    model = build_model(cfg, data_shape).to(device)
+    for p in model.parameters():  # rank 0's initial weights everywhere, whatever the init code does
+        dist.broadcast_(p.data)
+    if t.channels_last and len(data_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ema = EMA(model)
+    opt = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    for p in params:  # zero (never None) grads: every rank reduces the same list, unused params included
+        p.grad = torch.zeros_like(p)
+    return TrainState(model=model, ema=ema, opt=opt, params=params, batch_size=t.batch_size)
+
+
+def draw_batch(setup: Setup, step: int) -> Batch:
+    """This rank's micro-batches of global batch ``step``: every draw comes from (train.seed, step) alone.
+
+    sigma, drop and noise are drawn for the whole global batch (B examples) and sliced, so an example's draws
+    depend on its position in the global batch, never on the rank or the number of processes.
     """
-    from ..evaluation.evaluate import quick_eval
+    t, d, device = setup.cfg.train, setup.cfg.diffusion, setup.device
+    B, shard, b = t.batch_size, t.batch_size // setup.world_size, setup.micro_batch
+    torch.manual_seed(mix_seed(t.seed, STREAM_TORCH, step, setup.rank))  # e.g. dropout inside the network
+    g = _generator(mix_seed(t.seed, STREAM_DRAWS, step))
+    sigma = sample_sigmas(
+        d.sigma_sampling, B, generator=g, discrete_sigmas=setup.discrete_sigmas, P_mean=d.P_mean, P_std=d.P_std
+    )
+    drop = torch.rand(B, generator=g) < t.cond_drop_prob
+    noise_g = _generator(mix_seed(t.seed, STREAM_NOISE, step), device)
+    noise = torch.randn((B, *setup.data_shape), generator=noise_g, device=device)
+    idx = setup.order.batch(step)
 
-    t0 = time.perf_counter()
-    try:
-        rec = quick_eval(model, cfg, data_shape, X, n=cfg.train.eval_n)
-    except Exception as e:  # noqa: BLE001 - reported, not raised (see above)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        dist.print0(f"quick evaluation at {seen} images failed ({msg}); training continues")
-        rec = {"eval/error": msg}
-    logger.write({"images_seen": seen, "step": step, **rec, "eval/seconds": time.perf_counter() - t0}, seen)
-
-
-class _Logger:
-    """metrics.jsonl (always) and TensorBoard (optional), on rank 0."""
-
-    def __init__(self, out: Path, tensorboard: bool, first: bool, unit: str, edges: list[float]):
-        self.path = out / "metrics.jsonl"
-        self.first, self.unit, self.edges = first, unit, edges
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"))
-            except ImportError:
-                dist.print0("tensorboard is not installed; logging to metrics.jsonl only")
-
-    def log(self, w: Tensor, *, seen: int, step: int, lr: float, skipped: int, dt: float, B: int) -> dict:
-        K = (len(w) - 5) // 2
-        n, n_up = float(w[1]), float(w[3])
-        sums, counts = w[5 : 5 + K], w[5 + K :]
-        rec: dict[str, Any] = {
-            "images_seen": seen,
-            "step": step,
-            "loss": float(w[0]) / n if n > 0 else None,
-            "grad_norm": float(w[2]) / n_up if n_up > 0 else None,
-            "lr": lr,
-            "images_per_s": (n + float(w[4]) * B) / dt if dt > 0 else None,  # skipped steps cost time too
-            "skipped_steps": skipped,
-            "loss_by_sigma": [float(s / c) if c > 0 else None for s, c in zip(sums.tolist(), counts.tolist())],
-        }
-        if self.first:
-            rec["loss_by_sigma_unit"] = self.unit
-            rec["loss_by_sigma_edges"] = self.edges
-            self.first = False
-        self._append(rec)
-        if self.tb is not None:
-            for key in ("loss", "grad_norm", "lr", "images_per_s", "skipped_steps"):
-                if rec[key] is not None:
-                    self.tb.add_scalar(f"train/{key}", rec[key], seen)
-            for k, v in enumerate(rec["loss_by_sigma"]):
-                if v is not None:
-                    self.tb.add_scalar(f"loss_by_{self.unit}/bucket{k}", v, seen)
-        return rec
-
-    def write(self, rec: dict, seen: int) -> None:
-        """One extra metrics.jsonl line (e.g. a quick evaluation); its numbers also go to TensorBoard."""
-        self._append(rec)
-        if self.tb is not None:
-            for key, v in rec.items():
-                if "/" in key and isinstance(v, (int, float)):
-                    self.tb.add_scalar(key, v, seen)
-
-    def _append(self, rec: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+    # This rank's contiguous shard of B / world_size examples, in grad_accum micro-batches of b.
+    micro = []
+    for k in range(t.grad_accum):
+        sl = slice(setup.rank * shard + k * b, setup.rank * shard + (k + 1) * b)
+        x0 = setup.X[idx[sl]].to(device, non_blocking=True)
+        if t.channels_last and x0.ndim == 4:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        cond = make_cond(setup.data, idx[sl], drop[sl], setup.cfg, device)
+        micro.append(MicroBatch(x0=x0, sigma=sigma[sl].to(device), noise=noise[sl], cond=cond))
+    return Batch(step=step, micro=micro)
 
 
-def _sample_grid(model: Precond, cfg: RunConfig, data: Any, info: dict, path: Path) -> None:
-    """A small grid (images), line plots (signals) or scatter (2-D vectors) from the EMA model (viz.save_samples)."""
-    try:
-        from ..generate import generate
-        from ..viz import save_samples
-    except ImportError:
-        return
-    vector = info["kind"] == "vector"
-    if vector and info["data_shape"] != [2]:
-        return
-    n = min(cfg.sample.n, 2000 if vector else 64)
-    seeds = range(cfg.sample.seed, cfg.sample.seed + n)
-    device = next(model.parameters()).device
-    cond = make_cond(data, torch.arange(n) % data.x.shape[0], torch.zeros(n, dtype=torch.bool), cfg, device)
-    if cond is not None and "class" in cond:
-        cond["class"] = torch.arange(n, device=device) % cfg.model.num_classes
-    try:
-        x = generate(
-            model, seeds, replace(cfg.sample, n=n), tuple(info["data_shape"]), cond=cond, precision=cfg.train.precision
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_samples(x, info["kind"], path, reference=data.x[:2000] if vector else None)
-    except Exception as e:  # a grid is a convenience: report it, never lose a training run over it
-        dist.print0(f"warning: could not draw {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+def train_step(state: TrainState, batch: Batch, setup: Setup) -> StepStats:
+    """One optimizer step on one global batch: forward/backward, one all-reduce, then update or skip everywhere.
+
+    A step whose loss or gradient is not finite (on any rank) is skipped by every rank: weights, optimizer,
+    LR schedule and EMA stay as they were. train.max_nonfinite such steps in a row raise TrainingError.
+    """
+    t, d = setup.cfg.train, setup.cfg.diffusion
+    B, K = t.batch_size, len(setup.edges) - 1
+
+    # Forward/backward over this rank's micro-batches; gradients accumulate (sum of losses) / B.
+    loss_sum, sums, counts = torch.zeros(1), torch.zeros(K), torch.zeros(K)
+    for mb in batch.micro:
+        with setup.autocast:
+            per = precond_loss(
+                state.model, mb.x0, mb.sigma, mb.noise, weighting=d.weighting, gamma=d.min_snr_gamma, cond=mb.cond
+            )
+        (per.sum() / B).backward()
+        per, bucket = per.detach().float().cpu(), bucket_index(state.model, mb.sigma, setup.edges)
+        loss_sum += per.sum()
+        sums.index_add_(0, bucket, per)
+        counts.index_add_(0, bucket, torch.ones_like(per))
+
+    # One all-reduce for gradients and statistics; afterwards every rank holds the same bits.
+    grads = [p.grad for p in state.params]
+    stop = torch.tensor([float(setup.stop.requested)])
+    loss_sum, stop, sums, counts = _all_reduce_sum(grads, [loss_sum, stop, sums, counts], setup.device)
+    grad_norm = torch.nn.utils.get_total_norm(grads)
+    finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss_sum[0]))
+
+    # Update, or skip the step everywhere (optimizer, LR schedule and EMA untouched).
+    if finite:
+        _update(state, grad_norm, setup)
+    else:
+        state.skipped += 1
+        state.consecutive_nonfinite += 1
+        if state.consecutive_nonfinite >= t.max_nonfinite:
+            raise TrainingError(
+                f"stopped at step {state.step} ({state.images_seen} images): {state.consecutive_nonfinite} "
+                f"consecutive steps had a non-finite loss or gradient (train.max_nonfinite={t.max_nonfinite}); "
+                f"try a lower train.lr or train.precision=fp32"
+            )
+    for g in grads:
+        g.zero_()
+    state.step += 1
+    return StepStats(
+        loss_sum=float(loss_sum[0]),
+        grad_norm=float(grad_norm),
+        finite=finite,
+        stop=bool(stop[0] > 0),
+        bucket_sums=sums,
+        bucket_counts=counts,
+    )
+
+
+def _update(state: TrainState, grad_norm: Tensor, setup: Setup) -> None:
+    """theta <- AdamW(theta, clip(grad)) at the scheduled lr, then the EMA; counts the update."""
+    t, B = setup.cfg.train, state.batch_size
+    state.consecutive_nonfinite = 0
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grads_with_norm_(state.params, t.grad_clip, grad_norm)
+    lr = learning_rate(t, state.updates, setup.total_images)
+    for group in state.opt.param_groups:
+        group["lr"] = lr
+    state.opt.step()
+    state.ema.update(state.model, ema_beta(B, state.updates * B, t.ema_halflife_images, t.ema_warmup_ratio))
+    state.updates += 1
+
+
+def _all_reduce_sum(grads: list[Tensor], stats: list[Tensor], device: torch.device) -> list[Tensor]:
+    """Sum the gradients (in place) and the CPU statistics over every rank in one flat all-reduce.
+
+    Returns the summed statistics (the inputs themselves with one process).
+    """
+    if dist.world_size() == 1:
+        return stats
+    flat = torch.cat([g.reshape(-1) for g in grads] + [s.to(device) for s in stats])
+    dist.all_reduce_sum_(flat)
+    o = 0
+    for g in grads:
+        g.copy_(flat[o : o + g.numel()].view_as(g))
+        o += g.numel()
+    out = []
+    for s in stats:
+        out.append(flat[o : o + s.numel()].cpu().view_as(s))
+        o += s.numel()
+    return out

@@ -1,0 +1,252 @@
+"""What the loop does besides stepping, on cadences counted in images seen.
+
+Every callback is called on every rank, in list order: ``before_step(state, batch)`` after the batch is drawn,
+``after_step(state, stats)`` after the step is applied or skipped, ``end(state)`` after the last step (or a
+stop). The built-in ones, in the order :func:`default_callbacks` lists them:
+
+    LogMetrics      tqdm bar; metrics.jsonl (+ TensorBoard) every train.log_every_images, at the end, on a stop
+    SampleGrids     a grid of EMA samples every train.sample_every_images, and one at the end
+    QuickEval       evaluation.quick_eval of the EMA model every train.eval_every_images, and at the end
+    SaveCheckpoint  the training state and weights every train.checkpoint_every_images, at the end, on a stop
+
+``train(..., callbacks=[...])`` appends more: e.g. a test that poisons a batch, slows the steps down or dumps
+each rank's weights. Sampling uses its own per-image seeds and every step reseeds the global RNG, so a
+callback that samples leaves the training trajectory bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import distributed as dist
+from ..config import RunConfig
+from ..precond import Precond
+from .lr import learning_rate
+from .run_folder import save_checkpoint
+from .state import Batch, Setup, StepStats, TrainState, Window
+
+
+class Callback:
+    """A hook into the loop; override the methods you need (each runs on every rank)."""
+
+    def before_step(self, state: TrainState, batch: Batch) -> None:
+        """After this rank's share of global batch ``state.step`` is drawn, before the forward pass."""
+
+    def after_step(self, state: TrainState, stats: StepStats) -> None:
+        """After the step was applied or skipped (``state.step`` already counts it)."""
+
+    def end(self, state: TrainState) -> None:
+        """After the loop: the run is finished, or stopped by a signal."""
+
+
+def crossed(state: TrainState, every: int) -> bool:
+    """Whether the step that just brought images_seen up by one batch passed a multiple of ``every``."""
+    seen = state.images_seen
+    return every > 0 and seen // every > (seen - state.batch_size) // every
+
+
+def default_callbacks(setup: Setup, state: TrainState, *, progress: bool, tensorboard: bool) -> list[Callback]:
+    """Log, sample, evaluate, checkpoint: in this order after every step."""
+    log = LogMetrics(setup, state, progress=progress, tensorboard=tensorboard)
+    return [log, SampleGrids(setup), QuickEval(setup, log), SaveCheckpoint(setup)]
+
+
+class LogMetrics(Callback):
+    """The progress bar (rank 0) and one metrics.jsonl line per window of train.log_every_images images."""
+
+    def __init__(self, setup: Setup, state: TrainState, *, progress: bool, tensorboard: bool):
+        self.setup = setup
+        path = setup.out / "metrics.jsonl"
+        first = not path.is_file() or path.stat().st_size == 0
+        self.writer = MetricsWriter(setup, first=first, tensorboard=tensorboard) if setup.main else None
+        self.bar = None
+        if setup.main and progress:
+            from tqdm.auto import tqdm
+
+            total, initial = setup.total_images, state.images_seen
+            self.bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True, desc="train")
+        self.t_window = time.perf_counter()
+
+    def after_step(self, state: TrainState, stats: StepStats) -> None:
+        if self.bar is not None:
+            self.bar.update(state.batch_size)
+        last = state.step >= self.setup.total_steps
+        if not (crossed(state, self.setup.cfg.train.log_every_images) or last or stats.stop):
+            return
+        w = state.window
+        if self.writer is not None and w.examples + w.skipped > 0:
+            # the lr of the last applied update
+            lr = learning_rate(self.setup.cfg.train, max(state.updates - 1, 0), self.setup.total_images)
+            rec = self.writer.log(w, state, lr=lr, dt=time.perf_counter() - self.t_window)
+            if self.bar is not None and rec.get("loss") is not None:
+                self.bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        state.window = Window.empty(len(w.bucket_sums))
+        self.t_window = time.perf_counter()
+
+    def end(self, state: TrainState) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class MetricsWriter:
+    """metrics.jsonl (always) and TensorBoard (optional), on rank 0."""
+
+    def __init__(self, setup: Setup, *, first: bool, tensorboard: bool):
+        self.path = setup.out / "metrics.jsonl"
+        self.first, self.unit, self.edges = first, setup.unit, setup.edges
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(setup.out / "tensorboard"))
+            except ImportError:
+                dist.print0("tensorboard is not installed; logging to metrics.jsonl only")
+
+    def log(self, w: Window, state: TrainState, *, lr: float, dt: float) -> dict:
+        """The window's line: mean loss and gradient norm, lr, throughput, mean loss by noise-level bucket."""
+        n, n_up = float(w.examples), float(w.updates)
+        seen = state.images_seen
+        rec: dict[str, Any] = {
+            "images_seen": seen,
+            "step": state.step,
+            "loss": w.loss_sum / n if n > 0 else None,
+            "grad_norm": w.grad_norm_sum / n_up if n_up > 0 else None,
+            "lr": lr,
+            "images_per_s": (n + float(w.skipped) * state.batch_size) / dt if dt > 0 else None,  # skips cost time too
+            "skipped_steps": state.skipped,
+            "loss_by_sigma": [
+                float(s / c) if c > 0 else None for s, c in zip(w.bucket_sums.tolist(), w.bucket_counts.tolist())
+            ],
+        }
+        if self.first:
+            rec["loss_by_sigma_unit"] = self.unit
+            rec["loss_by_sigma_edges"] = self.edges
+            self.first = False
+        self._append(rec)
+        if self.tb is not None:
+            for key in ("loss", "grad_norm", "lr", "images_per_s", "skipped_steps"):
+                if rec[key] is not None:
+                    self.tb.add_scalar(f"train/{key}", rec[key], seen)
+            for k, v in enumerate(rec["loss_by_sigma"]):
+                if v is not None:
+                    self.tb.add_scalar(f"loss_by_{self.unit}/bucket{k}", v, seen)
+        return rec
+
+    def write(self, rec: dict, seen: int) -> None:
+        """One extra metrics.jsonl line (e.g. a quick evaluation); its numbers also go to TensorBoard."""
+        self._append(rec)
+        if self.tb is not None:
+            for key, v in rec.items():
+                if "/" in key and isinstance(v, (int, float)):
+                    self.tb.add_scalar(key, v, seen)
+
+    def _append(self, rec: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class SampleGrids(Callback):
+    """``samples/grid-<images>.png`` from the EMA model every train.sample_every_images, and at the end (rank 0)."""
+
+    def __init__(self, setup: Setup):
+        self.setup = setup
+
+    def after_step(self, state: TrainState, stats: StepStats) -> None:
+        last = state.step >= self.setup.total_steps
+        if self.setup.main and crossed(state, self.setup.cfg.train.sample_every_images) and not last:
+            self.draw(state)
+
+    def end(self, state: TrainState) -> None:
+        if self.setup.main and state.step >= self.setup.total_steps and not self.path(state).is_file():
+            self.draw(state)
+
+    def path(self, state: TrainState) -> Path:
+        return self.setup.out / "samples" / f"grid-{state.images_seen:09d}.png"
+
+    def draw(self, state: TrainState) -> None:
+        s = self.setup
+        _sample_grid(state.ema.module, s.cfg, s.data, s.info, self.path(state))
+
+
+def _sample_grid(model: Precond, cfg: RunConfig, data: Any, info: dict, path: Path) -> None:
+    """A small grid (images), line plots (signals) or scatter (2-D vectors) from the EMA model (viz.save_samples)."""
+    try:
+        from ..generate import generate
+        from ..viz import save_samples
+    except ImportError:
+        return
+    from .loop import make_cond
+
+    vector = info["kind"] == "vector"
+    if vector and info["data_shape"] != [2]:
+        return
+    n = min(cfg.sample.n, 2000 if vector else 64)
+    seeds = range(cfg.sample.seed, cfg.sample.seed + n)
+    device = next(model.parameters()).device
+    cond = make_cond(data, torch.arange(n) % data.x.shape[0], torch.zeros(n, dtype=torch.bool), cfg, device)
+    if cond is not None and "class" in cond:
+        cond["class"] = torch.arange(n, device=device) % cfg.model.num_classes
+    try:
+        x = generate(
+            model, seeds, replace(cfg.sample, n=n), tuple(info["data_shape"]), cond=cond, precision=cfg.train.precision
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_samples(x, info["kind"], path, reference=data.x[:2000] if vector else None)
+    except Exception as e:  # a grid is a convenience: report it, never lose a training run over it
+        dist.print0(f"warning: could not draw {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+class QuickEval(Callback):
+    """``train.eval_every_images``: evaluation.quick_eval of the EMA model, one metrics.jsonl line (rank 0).
+
+    An evaluation that fails is logged (one line on stderr and an ``eval/error`` record) and training goes
+    on: a metric must not end a long run.
+    """
+
+    def __init__(self, setup: Setup, log: LogMetrics):
+        self.setup, self.log = setup, log
+
+    def after_step(self, state: TrainState, stats: StepStats) -> None:
+        every = self.setup.cfg.train.eval_every_images
+        last = state.step >= self.setup.total_steps
+        if self.setup.main and (crossed(state, every) or (last and every > 0)):
+            self.evaluate(state)
+
+    def evaluate(self, state: TrainState) -> None:
+        from ..evaluation.evaluate import quick_eval
+
+        s, seen = self.setup, state.images_seen
+        t0 = time.perf_counter()
+        try:
+            rec = quick_eval(state.ema.module, s.cfg, s.data_shape, s.X, n=s.cfg.train.eval_n)
+        except Exception as e:  # noqa: BLE001 - reported, not raised (see above)
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            dist.print0(f"quick evaluation at {seen} images failed ({msg}); training continues")
+            rec = {"eval/error": msg}
+        rec = {"images_seen": seen, "step": state.step, **rec, "eval/seconds": time.perf_counter() - t0}
+        self.log.writer.write(rec, seen)
+
+
+class SaveCheckpoint(Callback):
+    """run_folder.save_checkpoint every train.checkpoint_every_images, at the end and on a stop (every rank)."""
+
+    def __init__(self, setup: Setup):
+        self.setup = setup
+
+    def after_step(self, state: TrainState, stats: StepStats) -> None:
+        last = state.step >= self.setup.total_steps
+        if crossed(state, self.setup.cfg.train.checkpoint_every_images) or last or stats.stop:
+            save_checkpoint(state, self.setup, finished=last)

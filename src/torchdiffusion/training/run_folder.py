@@ -1,0 +1,192 @@
+"""The run folder of a training run: resume or start over, training states, run.json, metrics truncation.
+
+    config.json                         the whole resolved config (written at every start)
+    run.json                            data shape/kind/classes, images seen, finished, loss_by_sigma buckets
+    model.safetensors, ema.safetensors  raw and averaged weights, written with every checkpoint
+    checkpoints/state-<images>.pt       the TrainState plus every RNG (checkpoint.py writes it safely)
+    metrics.jsonl                       one line per log window (callbacks.LogMetrics)
+
+Rank 0 writes every file; the other ranks read the same (shared) folder.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__ as VERSION
+from .. import distributed as dist
+from ..config import ConfigError, RunConfig, from_json, to_dict, to_json
+from ..io import atomic_write, save_safetensors
+from .checkpoint import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    CheckpointError,
+    latest_state,
+    list_states,
+    load_state,
+    save_state,
+    state_name,
+)
+from .lr import learning_rate
+from .state import Setup, TrainingError, TrainState, Window
+
+
+def open_run_folder(out: Path, cfg: RunConfig, resume: bool) -> Path | None:
+    """Write config.json and return the state to resume from, if any (rank 0 decides, every rank follows).
+
+    With ``resume`` the newest complete state is used, provided the folder holds the same run (same data,
+    model and diffusion sections); without it the old states and metrics are deleted.
+    """
+    ckpt_dir = out / "checkpoints"
+    state_path = None
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            state_path = latest_state(ckpt_dir)
+            if state_path is not None:
+                _check_same_run(out, cfg)
+        else:
+            for _, p in list_states(ckpt_dir):
+                p.unlink()
+            (ckpt_dir / "latest").unlink(missing_ok=True)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        atomic_write(out / "config.json", to_json(cfg) + "\n")
+    resume_images = dist.broadcast_int(int(state_path.name[6:-3]) if state_path is not None else -1)
+    if resume_images >= 0 and state_path is None:
+        state_path = ckpt_dir / state_name(resume_images)
+    return state_path
+
+
+def _check_same_run(out: Path, cfg: RunConfig) -> None:
+    """Resuming is allowed when the data, model and diffusion sections match the saved config.json."""
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    try:
+        old = from_json(path.read_text())
+    except ConfigError:
+        return
+    for section in ("data", "model", "diffusion"):
+        if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
+            raise ConfigError(
+                f"{out} holds a run with a different {section} section; pass --no-resume to start "
+                f"over or choose another --out"
+            )
+
+
+def truncate_metrics(path: Path, images_seen: int) -> None:
+    """Drop log lines written after the state we resume from (they will be written again)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("images_seen", 0) <= images_seen:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a half-written last line from a kill
+    atomic_write(path, "".join(s + "\n" for s in keep))
+
+
+def write_run_json(state: TrainState, setup: Setup, finished: bool) -> None:
+    """run.json: what a reader of the folder needs besides config.json (rank 0)."""
+    run = dict(
+        setup.info,
+        images_seen=state.images_seen,
+        finished=finished,
+        version=VERSION,
+        loss_by_sigma={"unit": setup.unit, "edges": setup.edges},
+    )
+    atomic_write(setup.out / "run.json", json.dumps(run, indent=2) + "\n")
+
+
+def save_checkpoint(state: TrainState, setup: Setup, finished: bool) -> None:
+    """Check that every rank holds the same weights, then (rank 0) the training state, both weight files, run.json."""
+    checksum = sum(float(p.detach().double().sum()) for p in state.model.parameters())
+    if not dist.ranks_agree(checksum):
+        raise TrainingError(f"the processes' weights diverged by step {state.step}; this is a bug, please report it")
+    if setup.main:
+        out, t = setup.out, setup.cfg.train
+        save_state(out / "checkpoints", state_dict(state, setup), state.images_seen, keep=t.keep_checkpoints)
+        save_safetensors(state.model.state_dict(), out / "model.safetensors")
+        save_safetensors(state.ema.state_dict(), out / "ema.safetensors")
+        write_run_json(state, setup, finished)
+
+
+def state_dict(state: TrainState, setup: Setup) -> dict:
+    """The training state as plain tensors and containers (loadable with ``weights_only=True``)."""
+    epoch, offset = setup.order.position(state.step)
+    t = setup.cfg.train
+    return {
+        "format": STATE_FORMAT,
+        "version": STATE_VERSION,
+        "images_seen": state.images_seen,
+        "step": state.step,
+        "updates": state.updates,
+        "skipped_steps": state.skipped,
+        "consecutive_nonfinite": state.consecutive_nonfinite,
+        "model": state.model.state_dict(),
+        "ema": state.ema.state_dict(),
+        "optimizer": state.opt.state_dict(),
+        "lr_schedule": {"updates": state.updates, "next_lr": learning_rate(t, state.updates, setup.total_images)},
+        "data": {"epoch": epoch, "offset": offset, "num_examples": setup.X.shape[0], "seed": t.seed},
+        "rng": _rng_state(setup.device),
+        "window": state.window.to_tensor(),
+        "world_size": setup.world_size,
+    }
+
+
+def restore(state: TrainState, path: Path, setup: Setup) -> None:
+    """Load a training state written by :func:`save_checkpoint` into ``state`` (and the global RNGs)."""
+    saved = load_state(path)
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.ema.load_state_dict(saved["ema"])
+        state.opt.load_state_dict(saved["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} does not match this model ({str(e).splitlines()[0]})") from None
+    state.step, state.updates = int(saved["step"]), int(saved["updates"])
+    state.skipped, state.consecutive_nonfinite = int(saved["skipped_steps"]), int(saved["consecutive_nonfinite"])
+    if "window" in saved and saved["window"].shape == state.window.to_tensor().shape:
+        state.window = Window.from_tensor(saved["window"])
+    _set_rng_state(saved["rng"], setup.device)
+    if state.images_seen != int(saved["images_seen"]):
+        raise CheckpointError(
+            f"{path} was written with train.batch_size != {state.batch_size}; resume with the same one"
+        )
+    dist.print0(f"resuming {setup.out} from {path.name} ({state.images_seen} images seen)")
+
+
+def _rng_state(device: torch.device) -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch_cpu": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [int(v) for v in random.getstate()[1]],
+    }
+    if device.type == "cuda":
+        state["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    if device.type == "cuda" and "torch_cuda" in state:
+        torch.cuda.set_rng_state(state["torch_cuda"], device)
+    n = state.get("numpy")
+    if n is not None:
+        np.random.set_state(
+            ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        )
+    if state.get("python"):
+        random.setstate((3, tuple(state["python"]), None))

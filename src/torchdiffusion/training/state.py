@@ -1,0 +1,170 @@
+"""The records the training loop passes around.
+
+Setup       what stays fixed for a whole run: config, data, process group, length, noise-level buckets
+TrainState  what a step changes and a checkpoint saves: model, EMA, optimizer, counters, the log window
+Batch       this rank's micro-batches of one global batch: x0, sigma, noise, cond
+StepStats   what one optimizer step measured, summed over every rank
+Window      the StepStats of the steps since the last metrics line, summed
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from ..config import RunConfig
+from ..precond import Precond
+from .ema import EMA
+
+if TYPE_CHECKING:
+    from .loop import DataOrder, StopFlag
+
+NUM_NOISE_BUCKETS = 8  # loss_by_sigma resolution
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite steps); the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What stays fixed for the whole run, on this rank."""
+
+    cfg: RunConfig
+    out: Path  # the run folder
+    data: Any  # the TensorData: .x, and .labels / .context / .text when the model is conditional
+    X: Tensor  # (N, *data_shape) float32, the training examples
+    info: dict  # data_shape, kind, class_names, num_classes, context_dim (saved in run.json)
+    device: torch.device
+    rank: int
+    world_size: int
+    total_steps: int  # ceil(train.images / B): the run ends after this many global batches
+    order: DataOrder  # which examples make up global batch ``step``
+    unit: str  # loss_by_sigma buckets over "t" (discrete models) or "log_sigma"
+    edges: list[float]  # the K + 1 bucket edges in that unit
+    discrete_sigmas: Tensor | None  # the sigma table of a discrete model (training draws from it)
+    stop: StopFlag  # set by SIGTERM/SIGINT; read at every step's all-reduce
+    autocast: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)
+
+    @property
+    def batch_size(self) -> int:
+        """B: the global batch, all ranks and micro-batches together."""
+        return self.cfg.train.batch_size
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples per forward/backward pass on one rank: B / (world size x grad_accum)."""
+        return self.batch_size // (self.world_size * self.cfg.train.grad_accum)
+
+    @property
+    def total_images(self) -> int:
+        return self.total_steps * self.batch_size
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return tuple(self.info["data_shape"])
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the only process that writes files."""
+        return self.rank == 0
+
+
+@dataclass
+class Window:
+    """The statistics of the steps since the last metrics line, summed over every rank.
+
+    Checkpointed (as one float64 tensor, see :meth:`to_tensor`), so a resumed run writes the same lines.
+    """
+
+    loss_sum: float  # per-example losses of the applied steps
+    examples: int  # examples in the applied steps
+    grad_norm_sum: float  # gradient norms of the applied steps
+    updates: int  # applied steps
+    skipped: int  # skipped (non-finite) steps
+    bucket_sums: Tensor  # (K,) float64 per-example losses by noise-level bucket
+    bucket_counts: Tensor  # (K,) float64 examples by bucket
+
+    @classmethod
+    def empty(cls, num_buckets: int = NUM_NOISE_BUCKETS) -> Window:
+        zeros = torch.zeros(num_buckets, dtype=torch.float64)
+        return cls(0.0, 0, 0.0, 0, 0, zeros, zeros.clone())
+
+    def add(self, stats: StepStats, batch_size: int) -> None:
+        if stats.finite:
+            self.loss_sum += stats.loss_sum
+            self.examples += batch_size
+            self.grad_norm_sum += stats.grad_norm
+            self.updates += 1
+            self.bucket_sums += stats.bucket_sums.double()
+            self.bucket_counts += stats.bucket_counts.double()
+        else:
+            self.skipped += 1
+
+    def to_tensor(self) -> Tensor:
+        """(5 + 2K,) float64: [loss_sum, examples, grad_norm_sum, updates, skipped, K sums, K counts]."""
+        head = torch.tensor(
+            [self.loss_sum, self.examples, self.grad_norm_sum, self.updates, self.skipped], dtype=torch.float64
+        )
+        return torch.cat([head, self.bucket_sums, self.bucket_counts])
+
+    @classmethod
+    def from_tensor(cls, t: Tensor) -> Window:
+        K = (len(t) - 5) // 2
+        h = t[:5].tolist()
+        return cls(h[0], int(h[1]), h[2], int(h[3]), int(h[4]), t[5 : 5 + K].clone(), t[5 + K :].clone())
+
+
+@dataclass
+class TrainState:
+    """What a step changes and a checkpoint saves (the RNG states are read when the checkpoint is written)."""
+
+    model: Precond
+    ema: EMA
+    opt: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]  # the trainable parameters; their gradients are reduced in this order
+    batch_size: int  # B, to count images
+    window: Window = field(default_factory=Window.empty)
+    step: int = 0  # global batches consumed (applied or skipped steps)
+    updates: int = 0  # optimizer updates applied: the LR schedule and the EMA count these
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient
+    consecutive_nonfinite: int = 0  # skipped steps in a row (training stops at train.max_nonfinite)
+
+    @property
+    def images_seen(self) -> int:
+        return self.step * self.batch_size
+
+
+@dataclass
+class MicroBatch:
+    """One forward/backward pass: the draws of Alg. 1 for examples of this rank's shard."""
+
+    x0: Tensor  # (b, *data_shape) clean examples, on the device
+    sigma: Tensor  # (b,) noise levels
+    noise: Tensor  # (b, *data_shape) n ~ N(0, I)
+    cond: dict | None  # make_cond: class / context / text and the guidance drop mask
+
+
+@dataclass
+class Batch:
+    """This rank's shard of global batch ``step``, cut into train.grad_accum micro-batches."""
+
+    step: int
+    micro: list[MicroBatch]
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One optimizer step, summed over every rank (so every rank holds the same numbers)."""
+
+    loss_sum: float  # sum of the B per-example losses
+    grad_norm: float  # global gradient norm, before clipping
+    finite: bool  # False: the step was skipped on every rank
+    stop: bool  # some rank was asked to stop (SIGTERM/SIGINT) during the step
+    bucket_sums: Tensor  # (K,) per-example losses summed by noise-level bucket
+    bucket_counts: Tensor  # (K,) examples in each bucket
