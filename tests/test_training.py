@@ -162,6 +162,40 @@ def test_too_many_nonfinite_steps_stop_with_one_line_naming_the_step(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_callbacks_see_every_step_and_its_stats_add_up_to_the_metrics_lines(tmp_path):
+    """A callback passed to train() sees each global batch before its step and the step's statistics after it;
+    the statistics summed over a log window give that window's metrics.jsonl line exactly."""
+    from torchdiffusion.training.callbacks import Callback
+
+    class Record(Callback):
+        def __init__(self):
+            self.batches, self.stats, self.ended = [], [], 0
+
+        def before_step(self, state, batch):
+            assert batch.step == state.step
+            self.batches.append([mb.x0.shape[0] for mb in batch.micro])
+
+        def after_step(self, state, stats):
+            self.stats.append((state.step, stats))
+
+        def end(self, state):
+            self.ended += 1
+
+    rec = Record()
+    cfg = tiny_cfg("train.images=64", "train.grad_accum=2")
+    run = train(cfg, tmp_path, data=tiny_data(), progress=False, callbacks=[rec])
+    assert rec.batches == [[8, 8]] * 4 and [s for s, _ in rec.stats] == [1, 2, 3, 4] and rec.ended == 1
+    assert all(st.finite and not st.stop and st.bucket_counts.sum() == 16 for _, st in rec.stats)
+    for line, window in zip(metrics(run), (rec.stats[:2], rec.stats[2:]), strict=True):
+        assert line["loss"] == sum(st.loss_sum for _, st in window) / 32
+        assert line["grad_norm"] == sum(st.grad_norm for _, st in window) / 2
+        counts = sum(st.bucket_counts.double() for _, st in window)
+        sums = sum(st.bucket_sums.double() for _, st in window)
+        assert line["loss_by_sigma"] == [
+            float(s / c) if c > 0 else None for s, c in zip(sums.tolist(), counts.tolist())
+        ]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Run folder contents
 # ---------------------------------------------------------------------------------------------------------
