@@ -271,8 +271,7 @@ def _train(
     stop: StopFlag,
     callbacks: Sequence[Callback],
 ) -> Path:
-    t = cfg.train
-    W = dist.world_size()
+    t, W = cfg.train, dist.world_size()
     if t.batch_size % (W * t.grad_accum) != 0:
         raise ConfigError(
             f"train.batch_size={t.batch_size} must be divisible by world size x grad_accum = {W} x {t.grad_accum}"
