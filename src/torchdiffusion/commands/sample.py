@@ -205,10 +205,10 @@ def write_samples(
     if save_npy:
         paths.append(atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, x.numpy())))
     if gif:
-        k = min(sample.n, 16)
-        if run_.kind == "image":
+        if run_.kind in ("image", "signal"):  # the first 16 images or 4 signals
+            k = min(sample.n, 16 if run_.kind == "image" else 4)
             first = slice(0, k)
-            _, xs, x0s, _ = trajectory(
+            _, xs, x0s, sig = trajectory(
                 run_.model,
                 seeds[:k],
                 sample,
@@ -216,20 +216,11 @@ def write_samples(
                 cond=slice_cond(cond, first),
                 uncond=slice_cond(uncond, first),
             )
-            frames = trajectory_frames(xs, x0s, nrow=int(k**0.5) or 1)
-            paths.append(save_gif(frames, out.with_suffix(".gif"), scale=3))
-        elif run_.kind == "signal":
-            first = slice(0, min(sample.n, 4))
-            _, xs, x0s, sig = trajectory(
-                run_.model,
-                seeds[first],
-                sample,
-                run_.data_shape,
-                cond=slice_cond(cond, first),
-                uncond=slice_cond(uncond, first),
-            )
-            frames = signal_frames(xs, x0s, titles=[f"sigma = {s:.3g}" for s in sig])
-            paths.append(save_gif(frames, out.with_suffix(".gif")))
+            if run_.kind == "image":
+                frames, scale = trajectory_frames(xs, x0s, nrow=int(k**0.5) or 1), 3
+            else:
+                frames, scale = signal_frames(xs, x0s, titles=[f"sigma = {s:.3g}" for s in sig]), 1
+            paths.append(save_gif(frames, out.with_suffix(".gif"), scale=scale))
         else:
             from ..viz import save_scatter_gif
 
