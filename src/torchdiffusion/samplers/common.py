@@ -145,8 +145,9 @@ def dpmpp_2m_weights(h: float, taus: Sequence[float], eta: float = 0.0) -> list[
 
 
 def dpmpp_3m_weights(h: float, taus: Sequence[float], eta: float = 0.0) -> list[float]:
-    """DPM-Solver++(3M) (Lu et al. 2022b, App. B; the rule of k-diffusion's ``dpmpp_3m_sde`` and diffusers'
-    third-order multistep): with r0 = h_{i-1}/h, r1 = h_{i-2}/h and the divided differences
+    """DPM-Solver++(3M): the third-order multistep rule of the DPM-Solver reference code (Lu et al. 2022b's
+    ``multistep_dpm_solver_third_update``), k-diffusion's ``dpmpp_3m_sde`` and diffusers' third-order multistep:
+    with r0 = h_{i-1}/h, r1 = h_{i-2}/h and the divided differences
     d1_0 = (D_i - D_{i-1})/r0, d1_1 = (D_{i-1} - D_{i-2})/r1,
 
         D-part = phi_1 D_i + phi_2 d1 - phi_3 d2,   d1 = d1_0 + (d1_0 - d1_1) r0/(r0 + r1),

@@ -3,7 +3,7 @@ Models"): exponential integrators in the log-SNR variable lambda = -log sigma, d
 
 The published rules, under the names every library uses (checked against k-diffusion's outputs in the tests):
 
-* ``dpmpp_2m`` / ``dpmpp_3m``: multistep, order 2 (Alg. 2) / 3 (App. B), the weights of
+* ``dpmpp_2m`` / ``dpmpp_3m``: multistep, order 2 (Alg. 2) / 3 (the authors' reference code), the weights of
   :func:`common.dpmpp_2m_weights` / :func:`common.dpmpp_3m_weights`. The first steps warm up at lower order;
   the last step to sigma = 0 returns D. Setting ``eta`` > 0 gives SDE-DPM-Solver++ (Sec. 5; eta = 1 is the
   reverse VP SDE): the state is damped by e^{-eta h}, the weights use H = (1 + eta) h, and fresh noise
@@ -177,8 +177,8 @@ sample_dpmpp_2m = _dpmpp(2, "published")
 sample_dpmpp_2m.__doc__ = """DPM-Solver++(2M), Lu et al. 2022b Alg. 2 (the rule k-diffusion and diffusers ship);
 eta > 0 is SDE-DPM-Solver++(2M) (eta = 1: reverse VP SDE). NFE = n."""
 sample_dpmpp_3m = _dpmpp(3, "published")
-sample_dpmpp_3m.__doc__ = """DPM-Solver++(3M), third-order multistep (Lu et al. 2022b App. B; k-diffusion's rule);
-eta > 0 is its SDE form. NFE = n."""
+sample_dpmpp_3m.__doc__ = """DPM-Solver++(3M), third-order multistep (the DPM-Solver reference code's rule, as
+k-diffusion); eta > 0 is its SDE form. NFE = n."""
 sample_dpmpp_2m_exact = _dpmpp(2, "exact")
 sample_dpmpp_2m_exact.__doc__ = """Second-order multistep exponential integrator with the linear interpolant
 integrated exactly (k-diffusion's dpmpp_2m_sde with solver_type="heun"); eta as in dpmpp_2m. NFE = n."""
