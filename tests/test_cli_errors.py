@@ -1,6 +1,7 @@
 """Bad input at the command line: one line on stderr, exit code 2, no traceback, nothing half-written."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,8 +9,9 @@ import pytest
 
 
 def td(*args, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny runs: spinning extra threads only slow a busy machine
     r = subprocess.run(
-        [sys.executable, "-m", "torchdiffusion", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+        [sys.executable, "-m", "torchdiffusion", *args], capture_output=True, text=True, cwd=cwd, timeout=300, env=env
     )
     return r.returncode, r.stdout, r.stderr
 

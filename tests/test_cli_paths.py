@@ -1,10 +1,12 @@
 """Every advertised command-line path works end to end: options, presets, GIFs, stops, evaluation messages."""
 
+import signal
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from tinyruns import CLASS_RUN, td, write_run
+from tinyruns import CLASS_RUN, assert_clean_stop, run_and_stop, td, write_run
 
 
 @pytest.fixture(scope="module")
@@ -34,3 +36,35 @@ def test_guidance_interval_and_rescale_change_the_samples(class_run, tmp_path):
     rc, _, err = td(*base, "--guidance-rescale", "1.5", "--out", tmp_path / "bad.png")
     assert rc == 2 and "guidance_rescale" in err and "Traceback" not in err
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_demo_stopped_during_training_checkpoints_and_samples_nothing(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--preset", "digits-test", "--set", "train.images=1000000", "--out", out, "--n", "4"]
+    rc, err, seen = run_and_stop(args, signal.SIGINT, when=rb"train: +\d+%")
+    assert_clean_stop(rc, err, seen, signal.SIGINT)
+    assert (out / "checkpoints" / "latest").is_file()  # training checkpointed, so the same command resumes
+    assert not (out / "samples" / "demo.png").exists()  # and the half-trained model was not sampled
+    rc, err, seen = run_and_stop(args, signal.SIGTERM, when=rb"train: +\d+%")
+    assert_clean_stop(rc, err, seen, signal.SIGTERM)
+    assert not (out / "samples" / "demo.png").exists()
+
+
+def test_end_of_training_grid_has_a_bar_and_stops_at_the_first_ctrl_c(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--preset", "digits-test", "--set", "train.images=64", "--set", "sample.steps=100000"]
+    rc, err, seen = run_and_stop([*args, "--out", out], signal.SIGINT, when=rb"sample grid.*\[\d\d:\d\d")
+    assert_clean_stop(rc, err, seen, signal.SIGINT)
+    assert (out / "ema.safetensors").is_file() and not list((out / "samples").glob("grid-*.png"))
+
+
+def test_emoji_text_preset_trains_from_the_command_line(tmp_path):
+    out = tmp_path / "text"
+    settings = ["train.images=32", "train.batch_size=16", "data.limit=48", "sample.n=2", "sample.steps=2"]
+    rc, _, err = td("train", "--preset", "emoji-text", *[a for s in settings for a in ("--set", s)], "--out", out)
+    assert rc == 0, err[-2000:]
+    assert (out / "ema.safetensors").is_file()
+    png = tmp_path / "apple.png"
+    rc, _, err = td("sample", out, "--prompt", "red apple", "--n", "2", "--steps", "2", "--out", png)
+    assert rc == 0, err[-2000:]
+    assert png.is_file()

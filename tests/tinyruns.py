@@ -1,8 +1,13 @@
 """Tiny run folders for the command-line tests: written as `train` writes them, with random weights (seconds)."""
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -11,8 +16,11 @@ from safetensors.torch import save_file
 from torchdiffusion.config import get_preset, override, to_json
 from torchdiffusion.model import build_model
 
+# One thread per subprocess: tiny networks gain nothing from more, and spinning threads crawl on a busy machine.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-def td(*args, cwd=None, timeout=180, env=None):
+
+def td(*args, cwd=None, timeout=300, env=None):
     """Run ``python -m torchdiffusion ARGS``; returns (exit code, stdout, stderr)."""
     r = subprocess.run(
         [sys.executable, "-m", "torchdiffusion", *map(str, args)],
@@ -20,7 +28,7 @@ def td(*args, cwd=None, timeout=180, env=None):
         text=True,
         cwd=cwd,
         timeout=timeout,
-        env=env,
+        env={**ENV, **(env or {})},
     )
     return r.returncode, r.stdout, r.stderr
 
@@ -48,3 +56,42 @@ def write_run(folder: Path, preset: str, settings: list[str], data_shape=(1, 8, 
 
 # A class-conditional 8x8 digits model (10 classes), 3 Euler steps.
 CLASS_RUN = ("digits-test", ["model.num_classes=10", "train.cond_drop_prob=0.1", "sample.steps=3", "sample.n=4"])
+
+
+def run_and_stop(args, sig=signal.SIGINT, when=rb"\[\d\d:\d\d", timeout=120):
+    """Start ``python -m torchdiffusion ARGS`` with progress bars forced on; once stderr matches ``when`` (by
+    default: any tqdm bar has been drawn) send ``sig``. Returns (exit code, stderr, whether ``when`` was seen)."""
+    env = {**ENV, "TORCHDIFFUSION_PROGRESS": "1"}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "torchdiffusion", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    buf = bytearray()
+    reader = threading.Thread(target=lambda: [buf.extend(c) for c in iter(lambda: p.stderr.read1(4096), b"")])
+    reader.start()
+    deadline = time.monotonic() + timeout
+    seen = False
+    while p.poll() is None and time.monotonic() < deadline:
+        if re.search(when, bytes(buf)):
+            seen = True
+            p.send_signal(sig)
+            break
+        time.sleep(0.02)
+    try:
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    reader.join()
+    return p.returncode, bytes(buf).decode(errors="replace"), seen
+
+
+def assert_clean_stop(rc, err, seen, sig=signal.SIGINT):
+    """A stop: the bar was drawn, the exit code is 128 + signal, no traceback, the last line says it stopped."""
+    assert seen, f"no progress bar before the stop:\n{err[-2000:]}"
+    assert rc == 128 + int(sig), f"exit code {rc}:\n{err[-2000:]}"
+    assert "Traceback" not in err, err[-3000:]
+    last = [l for l in re.split(r"[\r\n]", err) if l.strip()][-1]
+    assert "stopped by" in last, last

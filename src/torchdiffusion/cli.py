@@ -3,7 +3,8 @@
 A thin shell over the library: each command lives in ``commands/<name>.py`` with ``HELP`` (one line),
 ``EXAMPLES`` (shown by --help), ``add_arguments(parser)`` and ``run(args) -> int``. Bad input - a ValueError
 such as ConfigError, DataError or RunError, or a missing file - prints one line on stderr and exits 2;
-no traceback.
+no traceback. Ctrl-C (SIGINT) or SIGTERM stops any command at any phase: one line, exit code 130 or 143
+(see progress.py).
 """
 
 from __future__ import annotations
@@ -71,11 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from .progress import Stopped, stop_on_signals
+
     try:
-        return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print("torchdiffusion: interrupted", file=sys.stderr)
-        return 130
+        with stop_on_signals():
+            return int(args._run(args) or 0)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: stop now, one line, exit 128 + signal number
+        code = e.exit_code if isinstance(e, Stopped) else 130
+        what = "SIGTERM" if code == 143 else "Ctrl-C"
+        print(f"torchdiffusion {args.command}: stopped by {what}; no partial files were written", file=sys.stderr)
+        return code
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"torchdiffusion {args.command}: error: {msg}", file=sys.stderr)

@@ -10,7 +10,9 @@ from pathlib import Path
 HELP = "train the demo model on MNIST-5k (a few CPU minutes) and sample a grid + a denoising GIF"
 EXAMPLES = """examples:
   torchdiffusion demo                      # runs/demo: train (or resume), then sample
-  torchdiffusion demo --out runs/demo2 --set train.images=50000"""
+  torchdiffusion demo --out runs/demo2 --set train.images=50000
+Ctrl-C (or SIGTERM) at any phase stops: training checkpoints first (rerun to resume), sampling writes nothing;
+the exit code is 130 (143 for SIGTERM)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     data = load_and_check(cfg)
     print(f"[demo] training {cfg.preset} on {data.name} ({len(data)} images) -> {out}", file=sys.stderr)
-    train(cfg, out, resume=True, progress=not args.no_progress, data=data)
+    train(cfg, out, resume=True, progress=not args.no_progress, data=data, raise_on_stop=True)
     t1 = time.time()
     run_ = load_run(out)
     sample = replace(run_.config.sample, n=args.n)
-    paths = write_samples(run_, sample, out / "samples" / "demo.png", gif=True)
+    paths = write_samples(run_, sample, out / "samples" / "demo.png", gif=True, progress=not args.no_progress)
     t2 = time.time()
     print(f"[demo] trained in {t1 - t0:.0f} s, sampled in {t2 - t1:.0f} s", file=sys.stderr)
     for p in paths:

@@ -163,31 +163,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_samples(
-    run_, sample, out: Path, *, gif: bool = False, save_npy: bool = False, cond=None, uncond=None, wrap=None
+    run_,
+    sample,
+    out: Path,
+    *,
+    gif: bool = False,
+    save_npy: bool = False,
+    cond=None,
+    uncond=None,
+    wrap=None,
+    progress: bool = True,
 ) -> list[Path]:
     """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy).
 
-    ``cond``/``uncond``/``wrap``: conditioning, negative conditioning and denoiser wrapper, as in generate()."""
+    ``cond``/``uncond``/``wrap``: conditioning, negative conditioning and denoiser wrapper, as in generate().
+    The GIF is recorded from the same single run (the sampler callback), guidance and all."""
     import numpy as np
-    import torch
-    from tqdm import tqdm
 
-    from ..cond import slice_cond
-    from ..generate import generate, sampler_knobs, trajectory
+    from ..generate import generate, sampler_knobs
     from ..io import atomic_write
+    from ..progress import chain, step_bar
     from ..samplers import nfe
-    from ..viz import channel_note, save_gif, save_json, save_samples, signal_frames, trajectory_frames
+    from ..viz import channel_note, save_json, save_samples
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
     spent = nfe(sample.sampler, sample.steps, **sampler_knobs(sample.sampler, sample))
+    shown = {"image": 16, "signal": 4}.get(run_.kind, sample.n)  # samples drawn in the GIF
+    recorder = Recorder(min(sample.n, shown), sample.batch_size) if gif else None
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
-    with tqdm(
-        total=steps_total,
-        desc=f"sampling ({sample.sampler}, {spent} NFE)",
-        unit="step",
-        file=sys.stderr,
-        disable=not sys.stderr.isatty(),
-    ) as bar:
+    with step_bar(steps_total, f"sampling ({sample.sampler}, {spent} NFE)", show=progress) as bar:
         x = generate(
             run_.model,
             seeds,
@@ -196,7 +200,7 @@ def write_samples(
             cond=cond,
             uncond=uncond,
             wrap=wrap,
-            callback=lambda info: bar.update(1),
+            callback=chain(bar.step, recorder),
             grid_dir=run_.path / "grids",
         )
     paths = [save_samples(x, run_.kind, out, title=f"{sample.sampler}, {sample.steps} steps")]
@@ -204,29 +208,8 @@ def write_samples(
         print(channel_note(x.shape[1]), file=sys.stderr)
     if save_npy:
         paths.append(atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, x.numpy())))
-    if gif:
-        if run_.kind in ("image", "signal"):  # the first 16 images or 4 signals
-            k = min(sample.n, 16 if run_.kind == "image" else 4)
-            first = slice(0, k)
-            _, xs, x0s, sig = trajectory(
-                run_.model,
-                seeds[:k],
-                sample,
-                run_.data_shape,
-                cond=slice_cond(cond, first),
-                uncond=slice_cond(uncond, first),
-            )
-            if run_.kind == "image":
-                frames, scale = trajectory_frames(xs, x0s, nrow=int(k**0.5) or 1), 3
-            else:
-                frames, scale = signal_frames(xs, x0s, titles=[f"sigma = {s:.3g}" for s in sig]), 1
-            paths.append(save_gif(frames, out.with_suffix(".gif"), scale=scale))
-        else:
-            from ..viz import save_scatter_gif
-
-            _, xs, _, sig = trajectory(run_.model, seeds, sample, run_.data_shape, cond=cond, uncond=uncond)
-            titles = [f"sigma = {s:.3g}" for s in sig]
-            paths.append(save_scatter_gif([torch.as_tensor(f) for f in xs], out.with_suffix(".gif"), titles=titles))
+    if recorder is not None:
+        paths.append(recorder.save(out.with_suffix(".gif"), run_.kind))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.
     paths.append(
         save_json(
@@ -244,3 +227,46 @@ def write_samples(
         )
     )
     return paths
+
+
+class Recorder:
+    """A generate() callback keeping, at every step, x_t (VP scale, x / sqrt(1 + sigma^2)) and x0_hat of the
+    first ``k`` samples, across batches of ``batch_size``; ``save`` writes them as a GIF of at most ``frames``."""
+
+    def __init__(self, k: int, batch_size: int, frames: int = 40) -> None:
+        self.k, self.bs, self.frames = k, max(1, batch_size), frames
+        self.batch = -1
+        self.xs: list[list] = []
+        self.x0s: list[list] = []
+        self.sigmas: list[float] = []
+
+    def __call__(self, info) -> None:
+        if info.i == 0:
+            self.batch += 1
+        lo = self.batch * self.bs
+        if lo >= self.k:
+            return
+        if info.i >= len(self.xs):
+            self.xs.append([])
+            self.x0s.append([])
+            self.sigmas.append(info.sigma_next)
+        take = slice(0, self.k - lo)
+        self.xs[info.i].append((info.x[take] / (1 + info.sigma_next**2) ** 0.5).float().cpu())
+        self.x0s[info.i].append(info.denoised[take].float().cpu())
+
+    def save(self, path: Path, kind: str) -> Path:
+        """The GIF: x_t beside x0_hat (images), both as lines (signals) or a scatter of x_t (2-D vectors)."""
+        import torch
+
+        from ..viz import save_gif, save_scatter_gif, signal_frames, trajectory_frames
+
+        n = len(self.xs)
+        keep = sorted(set(torch.linspace(0, n - 1, min(self.frames, n)).round().long().tolist()))
+        xs = [torch.cat(self.xs[i]) for i in keep]
+        x0s = [torch.cat(self.x0s[i]) for i in keep]
+        titles = [f"sigma = {self.sigmas[i]:.3g}" for i in keep]
+        if kind == "image":
+            return save_gif(trajectory_frames(xs, x0s, nrow=int(self.k**0.5) or 1), path, scale=3)
+        if kind == "signal":
+            return save_gif(signal_frames(xs, x0s, titles=titles), path)
+        return save_scatter_gif([x[:, :2] for x in xs], path, titles=titles)

@@ -13,7 +13,8 @@ EXAMPLES = """examples:
       --set data.image_size=32,32 --set data.channels=3 --out runs/pics
   torchdiffusion train --preset course --dry-run          # print the resolved config and exit
   torchrun --nproc_per_node=2 -m torchdiffusion train --preset mnist-cpu --out runs/ddp
-presets: see 'torchdiffusion train --list-presets'"""
+presets: see 'torchdiffusion train --list-presets'
+Ctrl-C (or SIGTERM) checkpoints and stops with exit code 130 (143); the same command resumes."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,7 +71,15 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import print0
     from ..training import train
 
-    train(cfg, out, resume=not args.no_resume, progress=not args.no_progress, data=data, tensorboard=args.tensorboard)
+    train(
+        cfg,
+        out,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+        data=data,
+        tensorboard=args.tensorboard,
+        raise_on_stop=True,
+    )
     print0(f"run folder: {out}")
     return 0
 
@@ -82,4 +91,18 @@ def load_and_check(cfg):
 
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
     build_model(fit_conditioning(cfg, data), data.shape)  # ConfigError for e.g. a size not divisible by 2^levels
+    if cfg.model.text_dim > 0 and getattr(data, "text", None) is None:
+        data = caption_features_for(cfg, data)
     return data
+
+
+def caption_features_for(cfg, data):
+    """Attach the MiniLM token features of the data's captions (text.encode_captions; cached per machine)."""
+    from ..config import ConfigError
+    from ..distributed import print0
+    from ..text import TEXT_DIM, encode_captions
+
+    if cfg.model.text_dim != TEXT_DIM:
+        raise ConfigError(f"model.text_dim must be {TEXT_DIM} (the width of the MiniLM token features)")
+    print0(f"encoding the captions of {len(data)} examples with MiniLM (cached after the first run)")
+    return encode_captions(data)

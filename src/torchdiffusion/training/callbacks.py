@@ -16,6 +16,7 @@ callback that samples leaves the training trajectory bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import replace
@@ -27,6 +28,7 @@ import torch
 from .. import distributed as dist
 from ..config import RunConfig
 from ..precond import Precond
+from ..progress import Stopped, step_bar
 from .lr import learning_rate
 from .run_folder import save_checkpoint
 from .state import Batch, Setup, StepStats, TrainState, Window
@@ -54,7 +56,7 @@ def crossed(state: TrainState, every: int) -> bool:
 def default_callbacks(setup: Setup, state: TrainState, *, progress: bool, tensorboard: bool) -> list[Callback]:
     """Log, sample, evaluate, checkpoint: in this order after every step."""
     log = LogMetrics(setup, state, progress=progress, tensorboard=tensorboard)
-    return [log, SampleGrids(setup), QuickEval(setup, log), SaveCheckpoint(setup)]
+    return [log, SampleGrids(setup, progress=progress), QuickEval(setup, log), SaveCheckpoint(setup)]
 
 
 class LogMetrics(Callback):
@@ -161,28 +163,34 @@ class MetricsWriter:
 class SampleGrids(Callback):
     """``samples/grid-<images>.png`` from the EMA model every train.sample_every_images, and at the end (rank 0)."""
 
-    def __init__(self, setup: Setup):
-        self.setup = setup
+    def __init__(self, setup: Setup, progress: bool = False):
+        self.setup, self.progress = setup, progress
 
     def after_step(self, state: TrainState, stats: StepStats) -> None:
         last = state.step >= self.setup.total_steps
         if self.setup.main and crossed(state, self.setup.cfg.train.sample_every_images) and not last:
-            self.draw(state)
+            with contextlib.suppress(Stopped):  # a stop skips the grid; the next step checkpoints and returns
+                self.draw(state)
 
     def end(self, state: TrainState) -> None:
+        """The final grid, with a bar; a stop while it is drawn raises Stopped (the next call draws it)."""
         if self.setup.main and state.step >= self.setup.total_steps and not self.path(state).is_file():
-            self.draw(state)
+            self.draw(state, progress=self.progress)
 
     def path(self, state: TrainState) -> Path:
         return self.setup.out / "samples" / f"grid-{state.images_seen:09d}.png"
 
-    def draw(self, state: TrainState) -> None:
+    def draw(self, state: TrainState, progress: bool = False) -> None:
         s = self.setup
-        _sample_grid(state.ema.module, s.cfg, s.data, s.info, self.path(state))
+        _sample_grid(state.ema.module, s.cfg, s.data, s.info, self.path(state), stop=s.stop, progress=progress)
 
 
-def _sample_grid(model: Precond, cfg: RunConfig, data: Any, info: dict, path: Path) -> None:
-    """A small grid (images), line plots (signals) or scatter (2-D vectors) from the EMA model (viz.save_samples)."""
+def _sample_grid(
+    model: Precond, cfg: RunConfig, data: Any, info: dict, path: Path, *, stop, progress: bool = False
+) -> None:
+    """A small grid (images), line plots (signals) or scatter (2-D vectors) from the EMA model (viz.save_samples).
+
+    A stop asked while it is drawn ends it at the next sampler step (:class:`Stopped`; nothing is written)."""
     try:
         from ..generate import generate
         from ..viz import save_samples
@@ -199,10 +207,19 @@ def _sample_grid(model: Precond, cfg: RunConfig, data: Any, info: dict, path: Pa
     cond = make_cond(data, torch.arange(n) % data.x.shape[0], torch.zeros(n, dtype=torch.bool), cfg, device)
     if cond is not None and "class" in cond:
         cond["class"] = torch.arange(n, device=device) % cfg.model.num_classes
+    sample = replace(cfg.sample, n=n)
     try:
-        x = generate(
-            model, seeds, replace(cfg.sample, n=n), tuple(info["data_shape"]), cond=cond, precision=cfg.train.precision
-        )
+        total = -(-n // max(1, sample.batch_size)) * sample.steps
+        with step_bar(total, f"sample grid ({sample.sampler}, {n} images)", show=progress) as bar:
+            x = generate(
+                model,
+                seeds,
+                sample,
+                tuple(info["data_shape"]),
+                cond=cond,
+                precision=cfg.train.precision,
+                callback=lambda i: (stop.check(), bar.step(i)),
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         save_samples(x, info["kind"], path, reference=data.x[:2000] if vector else None)
     except Exception as e:  # a grid is a convenience: report it, never lose a training run over it

@@ -45,6 +45,7 @@ from ..config import ConfigError, RunConfig, validate
 from ..data import fit_conditioning, kind_of_shape
 from ..losses import precond_loss, sample_sigmas
 from ..precond import Precond
+from ..progress import Stopped
 from .callbacks import Callback, default_callbacks
 from .ema import EMA, ema_beta
 from .lr import learning_rate
@@ -186,12 +187,18 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = signal.SIGINT
         self._old: dict[int, Any] = {}
 
     def _handler(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means "now"
-        self.requested = True
+            raise Stopped(signum)  # a second Ctrl-C means "now"
+        self.requested, self.signum = True, signum
+
+    def check(self) -> None:
+        """Raise :class:`Stopped` if a stop was asked (a sampler callback: stops a sample grid mid-way)."""
+        if self.requested:
+            raise Stopped(self.signum)
 
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
@@ -217,6 +224,7 @@ def train(
     tensorboard: bool = False,
     device: str | torch.device | None = None,
     callbacks: Sequence[Callback] = (),
+    raise_on_stop: bool = False,
 ) -> Path:
     """Train the model that ``cfg`` describes and return the run folder.
 
@@ -232,6 +240,9 @@ def train(
         device: defaults to ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
         callbacks: more :class:`~torchdiffusion.training.callbacks.Callback` s, run on every rank after the
             built-in log / sample grid / evaluation / checkpoint ones.
+        raise_on_stop: after a SIGINT/SIGTERM stop (checkpoint written), raise ``progress.Stopped`` instead of
+            returning, so a caller never goes on with a half-trained model (the command line does this). A stop
+            during the final sample grid (training complete) raises ``Stopped`` either way; the next call draws it.
 
     Raises:
         ConfigError / CheckpointError (ValueError): unusable configuration, data or run folder.
@@ -243,7 +254,7 @@ def train(
     with StopFlag() as stop:
         try:
             device = dist.init(None if device is None else torch.device(device))
-            return _train(
+            out = _train(
                 cfg,
                 out,
                 resume=resume,
@@ -254,6 +265,9 @@ def train(
                 stop=stop,
                 callbacks=callbacks,
             )
+            if stop.requested and raise_on_stop:
+                raise Stopped(stop.signum)
+            return out
         finally:
             if owns_group:
                 dist.shutdown()
