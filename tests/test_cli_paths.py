@@ -4,6 +4,7 @@ import signal
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tinyruns import CLASS_RUN, assert_clean_stop, run_and_stop, td, write_run
@@ -68,3 +69,37 @@ def test_emoji_text_preset_trains_from_the_command_line(tmp_path):
     rc, _, err = td("sample", out, "--prompt", "red apple", "--n", "2", "--steps", "2", "--out", png)
     assert rc == 0, err[-2000:]
     assert png.is_file()
+
+
+@pytest.fixture(scope="module")
+def noisy_classifier(tmp_path_factory):
+    """A noise-aware classifier file with random weights (10 classes, 1 channel), as train-classifier writes."""
+    from torchdiffusion.guidance import NoisyClassifier, NoisyClassifierConfig, save_noisy_classifier
+
+    torch.manual_seed(1)
+    net = NoisyClassifier(NoisyClassifierConfig(in_channels=1, num_classes=10, width=8, emb_dim=16))
+    return save_noisy_classifier(net, tmp_path_factory.mktemp("clf") / "noisy-classifier.safetensors", {})
+
+
+def _last_gif_frame(path):
+    with Image.open(path) as im:
+        im.seek(im.n_frames - 1)
+        return np.asarray(im.convert("L"), dtype=np.int16)
+
+
+def test_gif_is_the_guided_run_itself(class_run, noisy_classifier, tmp_path):
+    """The GIF's last frame shows the very samples of the grid (classifier guidance included), not a re-run."""
+    from torchdiffusion.viz import make_grid
+
+    base = ["sample", class_run, "--steps", "3", "--n", "4", "--class", "3", "--save-npy"]
+    rc, _, err = td(*base, "--out", tmp_path / "plain.png")
+    assert rc == 0, err
+    png = tmp_path / "guided.png"
+    rc, _, err = td(*base, "--classifier", noisy_classifier, "--classifier-scale", "30", "--gif", "--out", png)
+    assert rc == 0, err
+    guided, plain = np.load(png.with_suffix(".npy")), np.load(tmp_path / "plain.npy")
+    want = make_grid(torch.from_numpy(guided), nrow=2)[..., 0].astype(np.int16)
+    other = make_grid(torch.from_numpy(plain), nrow=2)[..., 0].astype(np.int16)
+    assert np.abs(want - other).mean() > 5  # the guidance matters, so a re-run without it would show
+    frame = _last_gif_frame(png.with_suffix(".gif"))[::3, ::3][:, : want.shape[1]]  # left panel: x_t at sigma 0
+    assert np.abs(frame - want).max() <= 1
