@@ -1,32 +1,41 @@
 # The two commands of the README: `make demo` (train + sample on MNIST-5k) and `make test`.
-# Both create .venv and install what they need on a fresh machine.
+# Both create .venv and install what they need on a fresh machine: `make demo` the package alone (training,
+# sampling, editing, explain pictures); `make test` (and `make install`, lint, docs) the package with every
+# optional extra - eval, text, video, bench, tensorboard: `pip install -e '.[dev,all]'` - so no test is skipped
+# for a missing extra.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH   := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-base-$(HASH)
+STAMP_ALL := $(VENV)/.installed-all-$(HASH)
 
 .PHONY: demo test install lint bench docs docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e .
 	@sh scripts/install_debian_data.sh
-	@rm -f $(VENV)/.installed-* && touch $@
+	@rm -f $(VENV)/.installed-base-* && touch $@
 
-install: $(STAMP)
+$(STAMP_ALL): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,all]'
+	@rm -f $(VENV)/.installed-all-* && touch $@
+
+install: $(STAMP_ALL)
 
 demo: $(STAMP)
 	$(PY) -m torchdiffusion demo --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP_ALL)
 	$(PY) -m pytest
 
-lint: $(STAMP)
+lint: $(STAMP_ALL)
 	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/ruff format --check src tests scripts
 
-bench: $(STAMP)
+bench: $(STAMP_ALL)
 	$(PY) scripts/bench_demo.py
 
 # `make docs` regenerates every figure and table of the docs from the scripts that make them, training the runs
@@ -52,7 +61,7 @@ TD := $(PY) -m torchdiffusion
 runs/demo/run.json: $(STAMP)
 	$(TD) demo --out runs/demo
 
-runs/toy/run.json: $(STAMP)
+runs/toy/run.json: $(STAMP_ALL)
 	$(TD) train --preset toy-2d --out runs/toy
 
 docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course
@@ -70,7 +79,7 @@ docs-samplers: runs/demo/run.json runs/toy/run.json
 	$(PY) scripts/langevin_defaults.py > docs/benchmarks/samplers/langevin-defaults.md
 	$(PY) scripts/sw_floor.py > docs/benchmarks/samplers/sw-floor.md
 
-docs-guidance: $(STAMP)
+docs-guidance: $(STAMP_ALL)
 	$(PY) scripts/mnist_guidance_check.py --out runs/mnist-class --threads 1
 	$(PY) scripts/emoji_guidance_check.py context --out runs/emoji-context --scales 0,1,3,5,7,9 --per-class 100 \
 	    --grid-guidance 7 --threads 1
@@ -87,7 +96,7 @@ docs-checks: runs/demo/run.json
 	$(PY) scripts/oracle_inpaint.py > docs/benchmarks/oracle-inpaint.txt
 	$(PY) scripts/eval_known_answers.py > docs/benchmarks/eval-known-answers.txt
 
-docs-speed: $(STAMP)
+docs-speed: $(STAMP_ALL)
 	$(PY) scripts/bench_demo.py --out docs/benchmarks/demo-speed.json
 	$(TD) bench-train --threads 2 --out docs/benchmarks/train-speed.json
 	$(TD) bench-train --threads 2 --compile --out docs/benchmarks/train-speed-compile.json

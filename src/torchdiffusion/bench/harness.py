@@ -211,7 +211,9 @@ def run_case(
     rows += our_rows(c, cfg, Path(grid_dir), log)
     rows += adaptive_rows(c, cfg, log)
     if cfg.diffusers and not diffusers_driver.available():
-        log("diffusers is not installed: skipping its schedulers (pip install diffusers)")
+        from ..extras import missing
+
+        log(missing("bench", "diffusers schedulers skipped"))
     elif cfg.diffusers:
         rows += diffusers_rows(c, cfg, log)
     return rows

@@ -138,7 +138,9 @@ def contenders(model_cfg, shape, with_diffusers: bool) -> tuple[dict[str, Conten
     try:
         import diffusers  # noqa: F401
     except ImportError:
-        return models, "not installed"
+        from ..extras import missing
+
+        return models, missing("bench", "the diffusers UNet2DModel")
     found = match_diffusers(model_cfg, shape, params, flops)
     if found is None:
         return models, "no UNet2DModel config within 30 % of our parameter count"
@@ -251,8 +253,11 @@ def time_settings(
     settings: list[tuple[str, str, bool]],
     timing: Timing,
     peaks: dict[str, float],
+    tick: Callable[[], Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (model, precision, layout, compile) setting: median images/s, GFLOP/s, fractions of peak."""
+    """One row per (model, precision, layout, compile) setting: median images/s, GFLOP/s, fractions of peak.
+
+    ``tick()`` is called after every timed window (a progress bar)."""
     results = []
     for prec, layout, comp in settings:
         trainers = {}
@@ -265,6 +270,8 @@ def time_settings(
         for _ in range(timing.windows):  # alternate models window by window: shared-machine noise hits both
             for name, tr in trainers.items():
                 rates[name].append(tr.window(timing.steps))
+                if tick is not None:
+                    tick()
         for name, rs in rates.items():
             ips = statistics.median(rs)
             gflops = ips * models[name].flops / 1e9

@@ -84,7 +84,18 @@ def run(args: argparse.Namespace) -> int:
         diffusers=dif,
     )
     command = "torchdiffusion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    log = lambda m: print(m, flush=True)  # noqa: E731
+    from ..progress import step_bar
+
+    bar = step_bar(None, "bench-samplers", "row")
+    log = lambda m: (bar.write(m, file=sys.stdout), bar.update(1))  # noqa: E731  a line per measured row
+    with bar:
+        rows = _measure(args, cfg, log)
+    write_results(rows, cfg, args.out, command)
+    print(f"wrote {args.out}/results.md, results.json, plot.png")
+    return 0
+
+
+def _measure(args: argparse.Namespace, cfg, log) -> list:
     rows = []
     if args.run:
         from ..bench.run_case import run_trained
@@ -105,6 +116,4 @@ def run(args: argparse.Namespace) -> int:
         for case in cases:  # one case: OUT/grids; several: OUT/grids/<case>
             grid_dir = args.grid_dir or (f"{args.out}/grids/{case}" if len(cases) > 1 else f"{args.out}/grids")
             rows += run_analytic(case, cfg, grid_dir, log)
-    write_results(rows, cfg, args.out, command)
-    print(f"wrote {args.out}/results.md, results.json, plot.png")
-    return 0
+    return rows

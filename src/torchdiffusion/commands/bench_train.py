@@ -88,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
     compiles = [False, True] if args.compile else [False]
     settings = [(p, lay, comp) for p in precisions for lay in layouts for comp in compiles]
     timing = B.Timing(warmup=args.warmup, windows=args.windows, steps=args.steps)
-    results = B.time_settings(models, shape, batch, settings, timing, peaks)
+    from ..progress import step_bar
+
+    with step_bar(len(settings) * len(models) * timing.windows, "bench-train", "window") as bar:
+        results = B.time_settings(models, shape, batch, settings, timing, peaks, tick=bar.update)
     report = B.make_report(cfg.preset, shape, batch, models, diffusers_note, peaks, notes, results)
     print(B.markdown(report))
     if args.out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 HELP = "evaluate a trained run: Fréchet distance, KID, precision/recall, bits/dim, memorisation -> JSON + HTML"
 EXAMPLES = """examples:
@@ -13,7 +14,9 @@ EXAMPLES = """examples:
   TORCHDIFFUSION_INCEPTION=inception-2015-12-05.pt torchdiffusion evaluate runs/demo --features inception
 
 Metrics are named for their features (FD-EffNetLite0, FD-MNIST5kclf); "FID" only with --features inception.
-Writes RUN/eval/report.json and RUN/eval/summary.html (or --out DIR)."""
+Writes RUN/eval/report.json and RUN/eval/summary.html (or --out DIR). Warnings (a feature network that cannot
+run and the pip install that fixes it, the small-n bias of FD) are printed on stderr as well. --metrics nll
+alone scores real images and draws no samples."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         vlb_timesteps=args.vlb_timesteps or None,
         inception_path=args.inception,
         device=args.device,
+        log=lambda line: print(line, file=sys.stderr),  # phases and warnings on screen; the numbers on stdout
+        progress=True,
     )
     print(json.dumps(summary_lines(report), indent=2))
     return 0

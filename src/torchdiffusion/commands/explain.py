@@ -63,78 +63,109 @@ def _out(args: argparse.Namespace, default_dir: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import explain as ex
     from ..config import ConfigError
 
-    if args.what == "schedules":
-        ex.plot_schedules(p := _out(args, None), T=args.T, schedules=args.schedules or ("linear", "cosine", "sigmoid"))
-        print(p)
-        return 0
-    if args.what == "forward":
-        from ..config import DataConfig
-        from ..data import load_data
-
-        if args.run:
-            from ..generate import load_run
-
-            run_ = load_run(args.run, weights=args.weights)
-            data = load_data(run_.config.data, seed=run_.config.train.seed)
-            out = _out(args, run_.path / "explain")
-        else:
-            data = load_data(DataConfig(source=args.data))
-            out = _out(args, None)
-        if data.kind != "image":
-            raise ex.ExplainError("the forward strip needs image data")
-        ex.forward_strip(
-            data.x[: args.images],
-            args.t,
-            schedules=args.schedules or ("linear", "cosine"),
-            T=args.T,
-            seed=args.seed or 0,
-            path=out,
-        )
-        print(out)
-        return 0
-    if not args.run:
+    if args.what in ("schedules", "forward"):
+        files = _schedules(args) if args.what == "schedules" else _forward(args)
+    elif not args.run:
         raise ConfigError(f"'explain {args.what}' needs a run folder, e.g. 'explain {args.what} runs/demo'")
-    if args.what == "loss":
-        out = _out(args, Path(args.run) / "explain")
-        ex.plot_loss_by_noise(args.run, out)
-        print(out)
-        return 0
+    elif args.what == "loss":
+        files = _loss(args)
+    else:
+        files = _sampled(args)
+    for p in files:
+        print(p)
+    return 0
 
+
+def _figure_bar(args: argparse.Namespace):
+    """The bar of a picture drawn without sampling: one unit per figure."""
+    from ..progress import step_bar
+
+    return step_bar(1, f"explain {args.what}", "figure")
+
+
+def _schedules(args: argparse.Namespace) -> list:
+    from .. import explain as ex
+
+    with _figure_bar(args) as bar:
+        ex.plot_schedules(p := _out(args, None), T=args.T, schedules=args.schedules or ("linear", "cosine", "sigmoid"))
+        bar.update(1)
+    return [p]
+
+
+def _forward(args: argparse.Namespace) -> list:
+    from .. import explain as ex
+    from ..config import DataConfig
+    from ..data import load_data
+
+    if args.run:
+        from ..generate import load_run
+
+        run_ = load_run(args.run, weights=args.weights)
+        data = load_data(run_.config.data, seed=run_.config.train.seed)
+        out = _out(args, run_.path / "explain")
+    else:
+        data = load_data(DataConfig(source=args.data))
+        out = _out(args, None)
+    if data.kind != "image":
+        raise ex.ExplainError("the forward strip needs image data")
+    with _figure_bar(args) as bar:
+        schedules = args.schedules or ("linear", "cosine")
+        ex.forward_strip(data.x[: args.images], args.t, schedules=schedules, T=args.T, seed=args.seed or 0, path=out)
+        bar.update(1)
+    return [out]
+
+
+def _loss(args: argparse.Namespace) -> list:
+    from .. import explain as ex
+
+    out = _out(args, Path(args.run) / "explain")
+    with _figure_bar(args) as bar:
+        ex.plot_loss_by_noise(args.run, out)
+        bar.update(1)
+    return [out]
+
+
+def _sampled(args: argparse.Namespace) -> list:
+    """trajectory, ablation and field: pictures that sample the run (a bar over the sampler steps)."""
     from dataclasses import replace
 
+    from .. import explain as ex
     from ..config import validate
-    from ..generate import load_run
+    from ..generate import load_run, make_grid_sigmas
+    from ..progress import step_bar
     from .common import sample_config_from_args
 
     run_ = load_run(args.run, weights=args.weights)
     sample = sample_config_from_args(run_.config.sample, args)
     validate(replace(run_.config, sample=sample))
     out = _out(args, run_.path / "explain")
-    image = len(run_.data_shape) == 3
-    n = args.n if args.n is not None else (16 if image else 500)
+    n = args.n if args.n is not None else (16 if len(run_.data_shape) == 3 else 500)
     seeds = list(range(sample.seed, sample.seed + n))
     if args.what == "trajectory":
-        res = ex.denoising_trajectory(run_.model, sample, run_.data_shape, seeds, gif=out.with_suffix(".gif"), png=out)
-        for p in res["files"]:
-            print(p)
-        return 0
+        with step_bar(sample.steps, f"explain trajectory ({sample.sampler})") as bar:
+            res = ex.denoising_trajectory(
+                run_.model, sample, run_.data_shape, seeds, gif=out.with_suffix(".gif"), png=out, callback=bar.step
+            )
+        return res["files"]
     if args.what == "ablation":
-        ex.ablation(run_.model, sample, run_.data_shape, seeds, ddpm_steps=args.ddpm_steps, path=out)
-        print(out)
-        return 0
-    # field
+        with step_bar(2 * args.ddpm_steps + sample.steps, "explain ablation (four samplers)") as bar:
+            ex.ablation(
+                run_.model, sample, run_.data_shape, seeds, ddpm_steps=args.ddpm_steps, path=out, callback=bar.step
+            )
+        return [out]
     if run_.data_shape != (2,):
         raise ex.ExplainError(f"the field picture needs a 2-D run; {run_.path} holds data of shape {run_.data_shape}")
     from ..data import load_data
-    from ..generate import make_grid_sigmas
 
     data = load_data(run_.config.data, seed=run_.config.train.seed).x[:3000]
     toy = run_.config.data.toy if run_.config.data.source == "toy" else None
     exact, label = ex.exact_denoiser_for(data, toy)
     traj = make_grid_sigmas(run_.model, replace(sample, steps=min(sample.steps, 24)))
-    ex.plot_field(run_.model.bind(None), exact, args.sigmas, traj, data=data, exact_label=label, lim=args.lim, path=out)
-    print(out)
-    return 0
+    with step_bar((len(traj) - 1) * (2 if exact is not None else 1), "explain field (Heun paths)") as bar:
+        D = run_.model.bind(None)
+        ex.plot_field(
+            D, exact, args.sigmas, traj, data=data, exact_label=label, lim=args.lim, path=out, callback=bar.step
+        )
+    return [out]

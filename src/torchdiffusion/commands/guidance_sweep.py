@@ -67,7 +67,21 @@ def run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr)
 
-    result = sweep(run_, scales, classifier=clf, n_per_class=args.n_per_class, mode=mode, sample=sample, log=log)
+    from ..progress import step_bar
+
+    K = m.num_classes if mode == "class" else m.context_dim
+    total = len(scales) * -(-args.n_per_class * max(K, 1) // max(1, sample.batch_size)) * sample.steps
+    with step_bar(total, f"guidance sweep ({len(scales)} scales)") as bar:
+        result = sweep(
+            run_,
+            scales,
+            classifier=clf,
+            n_per_class=args.n_per_class,
+            mode=mode,
+            sample=sample,
+            log=log,
+            callback=bar.step,
+        )
     result["real_diversity"] = None if args.no_reference else real_diversity(run_, clf, args.n_per_class)
     result["run"] = str(run_.path)
     title = f"{run_.path.name}: guidance sweep ({sample.sampler}, {sample.steps} steps)"

@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..edit import img2img, strength_sigmas
     from ..generate import load_run
+    from ..progress import step_bar
     from ..types import NoiseSource
     from .inpaint import default_out, load_inputs, save_rows, setup
 
@@ -32,9 +33,11 @@ def run(args: argparse.Namespace) -> int:
         strength_sigmas(sigmas, s)  # validate every strength before the slow part
     rows = [x]
     seeds = range(sample.seed, sample.seed + len(x))
-    for s in args.strength:
-        ns = NoiseSource(seeds, x.shape[1:])  # the same noise for every strength: only s changes
-        rows.append(img2img(sampler, D, x, sigmas, s, noise=ns, initial=ns.initial(), **knobs))
+    total = sum(len(strength_sigmas(sigmas, s)) - 1 for s in args.strength)
+    with step_bar(total, f"img2img ({len(args.strength)} strengths)") as bar:
+        for s in args.strength:
+            ns = NoiseSource(seeds, x.shape[1:])  # the same noise for every strength: only s changes
+            rows.append(img2img(sampler, D, x, sigmas, s, noise=ns, initial=ns.initial(), callback=bar.step, **knobs))
     tag = f"img2img-{'_'.join(f'{s:g}' for s in args.strength)}-{sample.sampler}{sample.steps}"
     print(save_rows(rows, default_out(run_, args, tag)))
     return 0

@@ -125,9 +125,10 @@ def run(args: argparse.Namespace) -> int:
     C, H, W = run_.data_shape
     mask = make_mask(args.mask, H, W)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
-    result = inpaint_images(
-        sampler, D, x, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs
-    )
+    with repaint_bar(len(sigmas) - 1, jump, args.resample, "inpaint") as bar:
+        result = inpaint_images(
+            sampler, D, x, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar
+        )
     tag = f"inpaint-{args.mask}-{sample.sampler}{sample.steps}" + (
         f"-repaint{args.resample}x{jump}" if args.resample > 1 else ""
     )
@@ -135,7 +136,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def inpaint_images(sampler, D, x, sigmas, mask, *, seed: int, jump: int | None, resample: int, knobs: dict):
+def repaint_bar(steps: int, jump: int, resample: int, what: str):
+    """A progress bar over every sampler step of RePaint's schedule (``resample`` passes per ``jump`` steps)."""
+    from ..edit import repaint_moves
+    from ..progress import step_bar
+
+    total = sum(b - a for a, b in repaint_moves(steps, jump, resample) if b > a)
+    return step_bar(total, f"{what} ({resample} pass{'es' if resample > 1 else ''} per segment)")
+
+
+def inpaint_images(sampler, D, x, sigmas, mask, *, seed: int, jump: int | None, resample: int, knobs: dict, bar=None):
     """Inpaint a batch with per-image seeds: image k's noise comes from seed + k (the known region's noise from
     a second stream of the same seed), so a result never depends on the batch it was drawn in."""
     from ..edit import inpaint
@@ -155,5 +165,6 @@ def inpaint_images(sampler, D, x, sigmas, mask, *, seed: int, jump: int | None, 
         resample=resample,
         noise=ns,
         known_noise=known,
+        callback=None if bar is None else bar.step,
         **knobs,
     )

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..edit import EditError, interpolate, interpolate_images
     from ..generate import load_run
+    from ..progress import step_bar
     from ..samplers import get_sampler
     from ..types import NoiseSource
     from .inpaint import default_out, save_rows, setup
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     sample, D, _, sigmas, _ = setup(run_, args)
     sampler = get_sampler(args.method)
     ts = torch.linspace(0, 1, args.frames).tolist()
+    n = len(sigmas) - 1  # sampler steps (the inversion takes n - 1)
     if args.images or args.data_index:
         from .inpaint import load_inputs
 
@@ -66,14 +68,16 @@ def run(args: argparse.Namespace) -> int:
             args.index = j
             x = torch.cat([xa, load_inputs(run_, args)])
             tag = f"data{i}-{j}"
-        path = interpolate_images(sampler, D, x[:1], x[1:2], sigmas, ts, method=args.method)
+        with step_bar(2 * n - 1, f"interpolate (invert, then {args.method})") as bar:
+            path = interpolate_images(sampler, D, x[:1], x[1:2], sigmas, ts, method=args.method, callback=bar.step)
         rows = [torch.cat([x[:1], path, x[1:2]])]
     else:
         a, b = args.seeds or (0, 1)
         if len(run_.data_shape) != 3:
             raise EditError("interpolate draws image rows; use an image run")
         z = NoiseSource([a, b], run_.data_shape).initial() * float(sigmas[0])
-        path = interpolate(sampler, D, z[:1], z[1:], sigmas, ts)
+        with step_bar(n, f"interpolate ({args.method})") as bar:
+            path = interpolate(sampler, D, z[:1], z[1:], sigmas, ts, callback=bar.step)
         rows = [path]
         tag = f"seeds{a}-{b}"
     out = default_out(run_, args, f"interpolate-{tag}-{args.method}{sample.steps}")

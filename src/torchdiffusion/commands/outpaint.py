@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..edit import outpaint_canvas, tiled
     from ..generate import load_run
-    from .inpaint import default_out, inpaint_images, load_inputs, save_rows, setup, show_hole
+    from .inpaint import default_out, inpaint_images, load_inputs, repaint_bar, save_rows, setup, show_hole
 
     run_ = load_run(args.run, weights=args.weights)
     x = load_inputs(run_, args)
@@ -35,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     canvas, mask = outpaint_canvas(x, left=args.left, right=args.right, top=args.top, bottom=args.bottom)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
     D = tiled(D, tuple(run_.data_shape[1:]), args.stride)  # the network sees only windows of its own size
-    result = inpaint_images(
-        sampler, D, canvas, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs
-    )
+    with repaint_bar(len(sigmas) - 1, jump, args.resample, "outpaint") as bar:
+        result = inpaint_images(
+            sampler, D, canvas, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar
+        )
     tag = f"outpaint-l{args.left}r{args.right}t{args.top}b{args.bottom}-{sample.sampler}{sample.steps}"
     print(save_rows([show_hole(canvas, mask), result], default_out(run_, args, tag)))
     return 0

@@ -6,13 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "train a noise-aware classifier p(y | x, sigma) on noised data, for 'sample --classifier'"
+HELP = (
+    "train a noise-aware classifier p(y | x, sigma) for 'sample --classifier', or (--evaluation) a clean "
+    "classifier of any labelled data for 'guidance-sweep --classifier'"
+)
 EXAMPLES = """examples:
   torchdiffusion train-classifier runs/mnist                    # the run's data and sigma distribution
   torchdiffusion train-classifier mnist-cpu --out runs/mnist-clf --images 200000
   torchdiffusion sample runs/mnist --class 3 --classifier runs/mnist/classifier --classifier-scale 2
+  torchdiffusion train-classifier runs/sprites --evaluation     # your own labelled data (e.g. an .npy + labels)
+  torchdiffusion guidance-sweep runs/sprites --classifier runs/sprites/classifier/eval-classifier.safetensors
 Writes OUT/noisy-classifier.safetensors and OUT/noisy-classifier.json (config, held-out accuracy per sigma,
-the arguments). Labels are the data's class labels (for emoji: the categories)."""
+the arguments); with --evaluation OUT/eval-classifier.safetensors (+ .json, held-out accuracy). Labels are the
+data's class labels (for emoji: the categories)."""
 
 EVAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # noise levels of the held-out accuracy report
 
@@ -28,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", type=int, default=500, help="examples kept out for the accuracy report")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument(
+        "--evaluation",
+        action="store_true",
+        help="train the clean evaluation classifier (SmallClassifier) that guidance-sweep scores samples with",
+    )
+    p.add_argument("--epochs", type=int, default=10, help="--evaluation: passes over the training images")
 
 
 def resolve(source: str, sets: list[str]):
@@ -62,49 +74,94 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import load_data
-    from ..evaluation.noisy_classifier import (
-        FILE_NAME,
-        NoisyClassifierConfig,
-        save_noisy_classifier,
-        train_noisy_classifier,
-    )
     from ..guidance import GuidanceError
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.images < 1 or args.batch_size < 1:
-        raise GuidanceError("--images and --batch-size must be >= 1")
+    if args.images < 1 or args.batch_size < 1 or args.epochs < 1:
+        raise GuidanceError("--images, --batch-size and --epochs must be >= 1")
     cfg, default_out = resolve(args.source, args.set)
     out = Path(args.out) if args.out else default_out
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
     if data.labels is None:
         raise GuidanceError(f"the {cfg.data.source} data has no class labels to train a classifier on")
     if data.kind != "image":
-        raise GuidanceError("the noise-aware classifier is a CNN for image data")
+        raise GuidanceError("the classifiers are CNNs for image data")
     n = len(data)
     if not 0 <= args.holdout < n:
         raise GuidanceError(f"--holdout must be in [0, {n})")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed))
     tr, te = perm[: n - args.holdout], perm[n - args.holdout :]
+    card = {
+        "data": cfg.data.source,
+        "classes": data.class_names,
+        "holdout": args.holdout,
+        "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"},
+    }
+    train_one = _evaluation_classifier if args.evaluation else _noisy_classifier
+    print(train_one(args, cfg, data, tr, te, out, card))
+    return 0
+
+
+def _evaluation_classifier(args, cfg, data, tr, te, out: Path, card: dict) -> Path:
+    """The clean SmallClassifier of evaluation.classifier (what guidance-sweep and evaluate score samples with)."""
+    from ..evaluation.classifier import ClassifierConfig, accuracy, save_classifier, train_classifier
+    from ..progress import step_bar
+
+    K = int(data.labels.max()) + 1
+    ccfg = ClassifierConfig(in_channels=data.x.shape[1], num_classes=K, width=args.width)
+    with step_bar(args.epochs, "evaluation classifier", "epoch") as bar:
+        net = train_classifier(
+            data.x[tr],
+            data.labels[tr],
+            cfg=ccfg,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            log=lambda epoch, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}")),
+        )
+    acc = round(accuracy(net, data.x[te], data.labels[te]), 4) if args.holdout > 0 else None
+    if acc is not None:
+        print(f"held-out accuracy: {acc:.3f} on {args.holdout} images", file=sys.stderr)
+    path = out / "eval-classifier.safetensors"
+    save_classifier(net, path, {**card, "heldout_accuracy": acc, "epochs": args.epochs, "config": ccfg.__dict__})
+    return path
+
+
+def _noisy_classifier(args, cfg, data, tr, te, out: Path, card: dict) -> Path:
+    """The noise-aware classifier of guidance.py, trained on the diffusion model's own sigma distribution."""
+    import torch
+
+    from ..evaluation.noisy_classifier import (
+        FILE_NAME,
+        NoisyClassifierConfig,
+        save_noisy_classifier,
+        train_noisy_classifier,
+    )
+    from ..progress import step_bar
+
     K = int(data.labels.max()) + 1
     ncfg = NoisyClassifierConfig(
         in_channels=data.x.shape[1], num_classes=K, width=args.width, sigma_data=cfg.diffusion.sigma_data
     )
 
-    def log(seen, loss, acc):
-        print(f"  {seen:>9,d} images  loss {loss:.4f}  train acc {acc:.3f}", file=sys.stderr)
+    def log(seen, loss, acc):  # about every 10 % of training
+        bar.update(seen - bar.n)
+        bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}")
 
-    net = train_noisy_classifier(
-        data.x[tr],
-        data.labels[tr],
-        sigma_sampler(cfg),
-        cfg=ncfg,
-        images=args.images,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        log=log,
-    )
+    with step_bar(args.images, "noise-aware classifier", "img") as bar:
+        net = train_noisy_classifier(
+            data.x[tr],
+            data.labels[tr],
+            sigma_sampler(cfg),
+            cfg=ncfg,
+            images=args.images,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            log=log,
+        )
     acc = {}
     if args.holdout > 0:
         g = torch.Generator().manual_seed(args.seed + 1)
@@ -115,15 +172,5 @@ def run(args: argparse.Namespace) -> int:
                 pred = net(xn, torch.full((len(xn),), s)).argmax(-1)
                 acc[str(s)] = round(float((pred == y).float().mean()), 4)
         print("held-out accuracy by sigma: " + ", ".join(f"{k}: {v:.3f}" for k, v in acc.items()), file=sys.stderr)
-    card = {
-        "data": cfg.data.source,
-        "classes": data.class_names,
-        "images": args.images,
-        "holdout": args.holdout,
-        "heldout_accuracy_by_sigma": acc,
-        "sigma_sampling": cfg.diffusion.sigma_sampling,
-        "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"},
-    }
-    path = save_noisy_classifier(net, out / FILE_NAME, card)
-    print(path)
-    return 0
+    card.update(images=args.images, heldout_accuracy_by_sigma=acc, sigma_sampling=cfg.diffusion.sigma_sampling)
+    return save_noisy_classifier(net, out / FILE_NAME, card)

@@ -273,8 +273,8 @@ def load_classifier(name: str = "mnist5k") -> SmallClassifier:
         if not path.is_file():
             have = ", ".join(available_classifiers()) or "none"
             raise ClassifierError(
-                f"no shipped classifier {name!r} (available: {have}); "
-                f"train one with scripts/train_classifier.py --data {name}"
+                f"no shipped classifier for {name!r} data (shipped: {have}); train one on a run's data with "
+                "'torchdiffusion train-classifier RUN --evaluation' and pass the file it prints as --classifier"
             )
         _CACHE[name] = load_classifier_file(path)
     return _CACHE[name]

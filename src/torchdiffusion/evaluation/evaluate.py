@@ -69,13 +69,14 @@ def feature_metrics(
     cache_key: str | None = None,
     real_fn=None,
     inception_path: str | None = None,
+    progress: bool = False,
 ) -> dict:
     """FD, KID and precision/recall of ``fake`` against ``real`` in one feature space, plus the held-out floor.
 
     ``real_fn``/``cache_key`` let the reference features be cached (see :func:`features.reference_features`).
     """
     label = FE.metric_label(feature)
-    kw = {"batch_size": batch_size, "inception_path": inception_path}
+    kw = {"batch_size": batch_size, "inception_path": inception_path, "progress": progress}
     if cache_key is not None and real_fn is not None:
         real_f = FE.reference_features(cache_key, real_fn, feature, **kw)
     else:
@@ -154,6 +155,9 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
     return out
 
 
+SAMPLE_METRICS = ("fd", "kid", "pr", "memorisation", "classes")  # the metrics that need generated samples
+
+
 def evaluate(
     run_path: str | Path,
     metrics: Sequence[str] = ("fd", "kid", "pr", "nll", "memorisation"),
@@ -173,21 +177,24 @@ def evaluate(
     samples: Tensor | None = None,
     device: str = "cpu",
     log=print,
+    progress: bool = False,
 ) -> dict:
     """Evaluate a run folder; returns the report dict and writes report.json + summary.html under ``out``.
 
     Args:
         run_path: a run folder (config.json, run.json, weights).
-        metrics: any of fd, kid, pr, nll, memorisation, classes (classes runs when a classifier ships).
+        metrics: any of fd, kid, pr, nll, memorisation, classes (classes runs when a classifier ships). Samples
+            are drawn only for the metrics that use them (``nll`` alone scores real images only).
         n: number of generated samples (image k uses seed ``seed + k``).
         features: feature networks (default: effnet_lite0 + the data set's classifier; raw for vectors).
         steps, sampler: override the run's sampling settings.
         nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: all T).
         holdout_n: cap on the held-out real images used for the floor (default: n).
         samples: precomputed samples (N, ...) instead of generating.
+        log: receives one line per phase and every warning (a skipped feature network, small-n bias).
+        progress: progress bars for sampling and feature extraction (progress.step_bar).
     """
-    from ..data import load_data
-    from ..generate import generate, load_run
+    from ..generate import load_run
 
     bad = [m for m in metrics if m not in METRICS]
     if bad:
@@ -198,16 +205,39 @@ def evaluate(
     cfg = run.config
     out = Path(out) if out is not None else run.path / "eval"
     features = list(features) if features else default_features(cfg.data.source, run.kind)
-    report: dict = {
-        "run": str(run.path),
-        "data": cfg.data.source,
-        "n": n,
-        "metrics": list(metrics),
-        "features": features,
-        "torch": torch.__version__,
-    }
+    report: dict = {"run": str(run.path), "data": cfg.data.source, "n": 0, "metrics": list(metrics)}
+    report.update(features=features, torch=torch.__version__)
+    train, heldout = _real_sets(cfg, holdout_n or n)
+    report["train_n"] = len(train)
+    if heldout is not None:
+        report["heldout_n"] = int(heldout.shape[0])
+    labels = None
+    if samples is None and any(m in metrics for m in SAMPLE_METRICS):
+        samples, labels, report["sampling"] = _draw_samples(run, n, seed, batch_size, steps, sampler, log, progress)
+    if samples is not None:
+        report["n"] = int(samples.shape[0])
+        if any(m in metrics for m in ("fd", "kid", "pr")):
+            fm = dict(metrics=metrics, batch_size=batch_size, inception_path=inception_path, progress=progress)
+            report["feature_metrics"] = _feature_section(samples, train, heldout, features, cfg, log, **fm)
+        if run.kind == "image" and cfg.data.source in available_classifiers() and samples.shape[1] == 1:
+            report["classes"] = class_report(samples, cfg.data.source, labels=labels)
+            report["classes"]["classifier_heldout_accuracy"] = classifier_card(cfg.data.source).get("heldout_accuracy")
+    if "nll" in metrics:
+        log(f"bits/dim on {nll_n} real images...")
+        real = heldout if heldout is not None else train.x
+        report["nll"] = _nll(run, real, nll_n, ode_steps, vlb_timesteps, seed)
+        report["nll"]["images"] = "held-out real images" if heldout is not None else "training images (no hold-out)"
+    if "memorisation" in metrics:
+        log("memorisation...")
+        report["memorisation"] = _memorisation(run, samples, train, heldout, out)
+    write_report(report, samples if run.kind == "image" and samples is not None else None, out)
+    return report
 
-    # -- data: training set (reference), held-out real images (floor) -------------------------------------------
+
+def _real_sets(cfg, cap: int):
+    """(training data: the reference, held-out real images for the floor or None, at most ``cap`` of them)."""
+    from ..data import load_data
+
     train = load_data(cfg.data, split="train", seed=cfg.train.seed)
     heldout = None
     try:
@@ -217,91 +247,72 @@ def evaluate(
             heldout = load_data(cfg.data, split="holdout", seed=cfg.train.seed).x
     except ValueError:
         heldout = None
-    if heldout is not None:
-        heldout = _subsample(heldout, holdout_n or n, seed=1)
-        report["heldout_n"] = int(heldout.shape[0])
-    report["train_n"] = len(train)
+    return train, (None if heldout is None else _subsample(heldout, cap, seed=1))
 
-    # -- samples ---------------------------------------------------------------------------------------------
-    labels = None
-    if samples is None:
-        sample = cfg.sample
-        sample = replace(
-            sample,
-            n=n,
-            batch_size=batch_size,
-            **({"steps": steps} if steps else {}),
-            **({"sampler": sampler} if sampler else {}),
-        )
-        cond = None
-        if cfg.model.num_classes > 0:
-            labels = torch.arange(n) % cfg.model.num_classes
-            cond = {"class": labels}
-        t0 = time.time()
-        log(f"sampling {n} images ({sample.sampler}, {sample.steps} steps)...")
-        samples = generate(run.model, list(range(seed, seed + n)), sample, run.data_shape, cond=cond)
-        report["sampling"] = {
-            "sampler": sample.sampler,
-            "steps": sample.steps,
-            "grid": sample.grid,
-            "guidance": sample.guidance,
-            "seed": seed,
-            "seconds": round(time.time() - t0, 1),
-        }
-    report["n"] = int(samples.shape[0])
 
-    # -- feature metrics -------------------------------------------------------------------------------------
-    if any(m in metrics for m in ("fd", "kid", "pr")):
-        report["feature_metrics"] = {}
-        for feat in features:
-            log(f"features {feat}...")
-            key = f"{cfg.data.source}-train-seed{cfg.train.seed}-holdout{cfg.data.holdout}-n{len(train)}"
-            try:
-                report["feature_metrics"][feat] = feature_metrics(
-                    samples,
-                    train.x,
-                    feat,
-                    metrics,
-                    heldout=heldout,
-                    batch_size=batch_size,
-                    cache_key=key,
-                    real_fn=lambda: _subsample(train.x, 10_000),
-                    inception_path=inception_path,
-                )
-            except FE.FeatureError as e:
-                report["feature_metrics"][feat] = {"skipped": str(e)}
+def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, log, progress: bool):
+    """(samples, class labels or None, the sampling record) - class k = image index mod K for class models."""
+    from ..generate import generate
+    from ..progress import step_bar
 
-    # -- classes ---------------------------------------------------------------------------------------------
-    if run.kind == "image" and cfg.data.source in available_classifiers() and samples.shape[1] == 1:
-        rep = class_report(samples, cfg.data.source, labels=labels)
-        rep["classifier_heldout_accuracy"] = classifier_card(cfg.data.source).get("heldout_accuracy")
-        report["classes"] = rep
+    over = {"steps": steps} if steps else {}
+    over.update({"sampler": sampler} if sampler else {})
+    sample = replace(run.config.sample, n=n, batch_size=batch_size, **over)
+    K = run.config.model.num_classes
+    labels = torch.arange(n) % K if K > 0 else None
+    t0 = time.time()
+    log(f"sampling {n} images ({sample.sampler}, {sample.steps} steps)...")
+    total = -(-n // batch_size) * sample.steps
+    with step_bar(total, f"sampling {n} images ({sample.sampler})", show=progress) as bar:
+        cond = None if labels is None else {"class": labels}
+        x = generate(run.model, list(range(seed, seed + n)), sample, run.data_shape, cond=cond, callback=bar.step)
+    record = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, "guidance": sample.guidance}
+    return x, labels, {**record, "seed": seed, "seconds": round(time.time() - t0, 1)}
 
-    # -- likelihood ------------------------------------------------------------------------------------------
-    if "nll" in metrics:
-        log(f"bits/dim on {nll_n} real images...")
-        real = heldout if heldout is not None else train.x
-        report["nll"] = _nll(run, real, nll_n, ode_steps, vlb_timesteps, seed)
-        report["nll"]["images"] = "held-out real images" if heldout is not None else "training images (no hold-out)"
 
-    # -- memorisation ----------------------------------------------------------------------------------------
-    if "memorisation" in metrics:
-        log("memorisation...")
-        clf_feat = f"clf:{cfg.data.source}"
-        kw = {}
-        if run.kind == "image" and cfg.data.source in available_classifiers():
-            kw = {"sample_feats": FE.extract(samples, clf_feat), "train_feats": FE.extract(train.x, clf_feat)}
-            if heldout is not None:
-                kw["holdout_feats"] = FE.extract(heldout, clf_feat)
-        mem = memorisation_report(samples, train.x, holdout=heldout, **kw)
-        if run.kind == "image":
-            save_closest_pairs(samples, train.x, mem, out / "closest_pairs.png")
-        report["memorisation"] = {k: v for k, v in mem.items() if k not in ("nearest", "nn_distance")}
-        if "features" in mem:
-            report["memorisation"]["features"] = {k: v for k, v in mem["features"].items() if k != "nearest"}
+def _feature_section(samples, train, heldout, features, cfg, log, **kw) -> dict:
+    """feature_metrics per feature network; a network that cannot run is skipped with its reason, said on screen
+    like every small-sample bias warning."""
+    key = f"{cfg.data.source}-train-seed{cfg.train.seed}-holdout{cfg.data.holdout}-n{len(train)}"
+    section: dict = {}
+    for feat in features:
+        log(f"features {feat}...")
+        try:
+            section[feat] = feature_metrics(
+                samples,
+                train.x,
+                feat,
+                heldout=heldout,
+                cache_key=key,
+                real_fn=lambda: _subsample(train.x, 10_000),
+                **kw,
+            )
+        except FE.FeatureError as e:
+            section[feat] = {"skipped": str(e)}
+            log(f"warning: {feat} skipped: {e}")
+            continue
+        for which in ("samples", "heldout"):
+            for w in section[feat].get(which, {}).get("warnings", []):
+                log(f"warning ({which}): {w}")
+    return section
 
-    write_report(report, samples if run.kind == "image" else None, out)
-    return report
+
+def _memorisation(run, samples, train, heldout, out: Path) -> dict:
+    """Nearest training neighbours of the samples (pixels, and the data set's classifier features when it ships)."""
+    src = run.config.data.source
+    kw = {}
+    if run.kind == "image" and src in available_classifiers():
+        clf = f"clf:{src}"
+        kw = {"sample_feats": FE.extract(samples, clf), "train_feats": FE.extract(train.x, clf)}
+        if heldout is not None:
+            kw["holdout_feats"] = FE.extract(heldout, clf)
+    mem = memorisation_report(samples, train.x, holdout=heldout, **kw)
+    if run.kind == "image":
+        save_closest_pairs(samples, train.x, mem, out / "closest_pairs.png")
+    rep = {k: v for k, v in mem.items() if k not in ("nearest", "nn_distance")}
+    if "features" in mem:
+        rep["features"] = {k: v for k, v in mem["features"].items() if k != "nearest"}
+    return rep
 
 
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:

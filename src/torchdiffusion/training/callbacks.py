@@ -111,7 +111,9 @@ class MetricsWriter:
 
                 self.tb = SummaryWriter(str(setup.out / "tensorboard"))
             except ImportError:
-                dist.print0("tensorboard is not installed; logging to metrics.jsonl only")
+                from ..extras import missing
+
+                dist.print0(missing("tensorboard", "TensorBoard logging skipped (metrics.jsonl only)"))
 
     def log(self, w: Window, state: TrainState, *, lr: float, dt: float) -> dict:
         """The window's line: mean loss and gradient norm, lr, throughput, mean loss by noise-level bucket."""

