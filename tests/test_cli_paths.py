@@ -76,7 +76,7 @@ def test_emoji_text_preset_trains_from_the_command_line(tmp_path):
 @pytest.fixture(scope="module")
 def noisy_classifier(tmp_path_factory):
     """A noise-aware classifier file with random weights (10 classes, 1 channel), as train-classifier writes."""
-    from torchdiffusion.guidance import NoisyClassifier, NoisyClassifierConfig, save_noisy_classifier
+    from torchdiffusion.evaluation.noisy_classifier import NoisyClassifier, NoisyClassifierConfig, save_noisy_classifier
 
     torch.manual_seed(1)
     net = NoisyClassifier(NoisyClassifierConfig(in_channels=1, num_classes=10, width=8, emb_dim=16))
@@ -155,3 +155,26 @@ def test_guidance_sweep_on_user_data_points_to_a_classifier_command_that_works(t
     assert rc == 0, err[-2000:]
     res = json.loads((sweep / "sweep.json").read_text())
     assert [s["scale"] for s in res["scales"]] == [0, 2] and all(0 <= s["accuracy"] <= 1 for s in res["scales"])
+
+
+def test_schedules_titles_fit_inside_the_figure(tmp_path, monkeypatch):
+    """explain schedules: every panel title lies inside the figure and inside its own column (none clipped)."""
+    import torchdiffusion.explain as ex
+
+    seen = []
+    save = ex._save_fig
+
+    def check(fig, path, dpi=110):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        boxes = [ax.title.get_window_extent(r) for ax in fig.axes]
+        for k, b in enumerate(boxes):
+            assert 0 <= b.x0 and b.x1 <= fig.bbox.width and b.y1 <= fig.bbox.height, (k, b)
+            if k:
+                assert b.x0 > boxes[k - 1].x1, (k, b, boxes[k - 1])  # no overlap with the left neighbour
+        seen.append(len(boxes))
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(ex, "_save_fig", check)
+    ex.plot_schedules(tmp_path / "schedules.png")
+    assert seen == [3]
