@@ -1,4 +1,5 @@
-"""Real processes: 2-process torchrun (gloo) vs 1 process, SIGKILL + resume bit-identity, SIGTERM, NaN on one rank.
+"""Real processes: 2-process torchrun (gloo) vs 1 process, SIGKILL + resume bit-identity, SIGTERM, NaN on one rank,
+kills inside the final exports, workers that die with their launcher, a run folder locked against a second job.
 
 All runs share one tiny configuration (see test_training_worker.py) and poison step 3 with a NaN (on every
 rank for one process, on rank 1 only for two), so one set of runs checks several promises at once.
@@ -6,6 +7,7 @@ rank for one process, on rank 1 only for two), so one set of runs checks several
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,10 +20,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from procs import descendants, gone
 from test_training_worker import TINY, InjectNaN, tiny_data
 from torchdiffusion.config import get_preset, override
+from torchdiffusion.generate import RunError, load_run
 from torchdiffusion.model import build_model
 from torchdiffusion.training import train
+from torchdiffusion.training.checkpoint import EXPORTS, WEIGHTS_KEY
+from torchdiffusion.training.runlock import RunLock
 
 WORKER = str(Path(__file__).with_name("test_training_worker.py"))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", WORKER]
@@ -35,32 +41,32 @@ def _env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1")
 
 
-def _run(cmd: list[str]) -> None:
+def _run(cmd: list[str], *, rc: int | None = 0) -> subprocess.CompletedProcess:
+    """Run to the end; the exit status must be ``rc`` (None: any failure)."""
     r = subprocess.run(cmd, env=_env(), capture_output=True, timeout=300)
-    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    assert (r.returncode != 0) if rc is None else (r.returncode == rc), r.stderr.decode()[-3000:]
+    return r
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (reads /proc; torchrun puts workers in their own sessions)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = Path(f"/proc/{d}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _start_and_interrupt(cmd: list[str], run: Path, sig: int) -> subprocess.Popen:
-    """Start a slowed-down run, wait until its first checkpoint exists, then send ``sig`` (SIGKILL: to the tree)."""
+def _honest(run: Path, ref: Path) -> None:
+    """After any kill: a run that says it finished has the uninterrupted run's weights, and a weights file that
+    run.json does not vouch for (sha256) is refused by load_run instead of being used."""
+    info = json.loads((run / "run.json").read_text())
+    files = {n: _sha(run / n) for n in EXPORTS if (run / n).exists()}
+    if info["finished"]:
+        assert files == info[WEIGHTS_KEY] == {n: _sha(ref / n) for n in EXPORTS}
+    for name, digest in files.items():
+        if (info.get(WEIGHTS_KEY) or {}).get(name) != digest:
+            with pytest.raises(RunError):
+                load_run(run, weights=name.split(".")[0])
+
+
+def _start_slow(cmd: list[str], run: Path) -> subprocess.Popen:
+    """Start a slowed-down run in a session of its own and wait until its first checkpoint exists."""
     p = subprocess.Popen(
         [*cmd, "--step-delay", "0.4"],
         env=_env(),
@@ -73,9 +79,15 @@ def _start_and_interrupt(cmd: list[str], run: Path, sig: int) -> subprocess.Pope
     while not latest.exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert p.poll() is None, f"the run ended before it could be interrupted: {p.stderr.read().decode()[-2000:]}"
+    return p
+
+
+def _start_and_interrupt(cmd: list[str], run: Path, sig: int) -> subprocess.Popen:
+    """Start a slowed-down run, wait until its first checkpoint exists, then send ``sig`` (SIGKILL: to the tree)."""
+    p = _start_slow(cmd, run)
     time.sleep(0.5)  # somewhere inside a later step
     if sig == signal.SIGKILL:
-        for pid in [*_descendants(p.pid), p.pid]:  # the whole tree at once, like a machine going down
+        for pid in [*descendants(p.pid), p.pid]:  # the whole tree at once, like a machine going down
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -156,6 +168,11 @@ def test_sigkill_and_resume_two_processes_is_bit_identical(runs, tmp_path):
     run = tmp_path / "run"
     _start_and_interrupt([*TORCHRUN, str(run), *TWO_ARGS], run, signal.SIGKILL)
     assert _unfinished(run) < 128
+    _honest(run, two)
+    # killed again, inside the final export (rank 0 between ema.safetensors and run.json)
+    _run([*TORCHRUN, str(run), *TWO_ARGS, "--crash-at", "after:ema.safetensors:128"], rc=None)
+    assert _unfinished(run) < 128
+    _honest(run, two)
     _run([*TORCHRUN, str(run), *TWO_ARGS])
     _same_bytes(run, two)
 
@@ -165,6 +182,12 @@ def test_sigkill_and_resume_one_process_is_bit_identical(runs, tmp_path):
     run = tmp_path / "run"
     _start_and_interrupt([sys.executable, WORKER, str(run), "--nan", NAN_1], run, signal.SIGKILL)
     assert _unfinished(run) < 128
+    _honest(run, one)
+    for where in ("before:model.safetensors:128", "after:model.safetensors:128", "before:run.json:128"):
+        # killed inside the final exports: the rerun writes them again before anything else
+        r = _run([sys.executable, WORKER, str(run), "--nan", NAN_1, "--crash-at", where], rc=-signal.SIGKILL)
+        assert not json.loads((run / "run.json").read_text())["finished"], (where, r.stderr.decode()[-2000:])
+        _honest(run, one)
     _resume_here(run)
     _same_bytes(run, one)
 
@@ -179,3 +202,20 @@ def test_sigterm_checkpoints_and_exits_zero_then_resumes_exactly(runs, tmp_path)
     assert (run / "checkpoints" / "latest").read_text().strip() == f"state-{seen:09d}.pt"
     _resume_here(run)
     _same_bytes(run, one)
+
+
+def test_killing_the_launcher_stops_its_workers_and_a_held_folder_stops_every_rank(runs, tmp_path):
+    _, two = runs
+    run = tmp_path / "run"
+    p = _start_slow([*TORCHRUN, str(run), *TWO_ARGS], run)
+    workers = descendants(p.pid)
+    assert len(workers) >= 2
+    os.killpg(p.pid, signal.SIGKILL)  # torchrun's process group; its workers live in sessions of their own
+    p.wait(timeout=60)
+    assert all(gone(w, 120) for w in workers), "a worker outlived its launcher"
+    _honest(run, two)
+    with RunLock(run):  # another job holds the folder: every rank stops at once, none waits forever
+        r = _run([*TORCHRUN, str(run), *TWO_ARGS], rc=None)
+    assert "is being trained by another process" in r.stderr.decode()
+    _run([*TORCHRUN, str(run), *TWO_ARGS])
+    _same_bytes(run, two)

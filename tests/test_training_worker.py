@@ -9,6 +9,8 @@ holds no tests. Faults are injected through training callbacks (the in-process t
     --dump-ranks              every rank writes debug/rank-<r>.safetensors and debug/rank-<r>.json at the end
     --crash-in-checkpoint N   exit hard (code 17) while writing the state at N images, after its temporary
                               file is complete and before it is renamed into place
+    --crash-at WHEN:FILE:N    SIGKILL itself just before (WHEN=before) or after (after) FILE (model.safetensors,
+                              ema.safetensors, run.json) is renamed into place by the checkpoint at N images
 
 Environment: TD_WORKER_RESUME=0 starts over.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -104,6 +107,25 @@ def crash_in_checkpoint(images: int) -> None:
     os.replace = replace_or_crash
 
 
+def crash_at(spec: str) -> None:
+    """``before|after:<file name>:<images>``: SIGKILL this process at that rename of the checkpoint at <images>.
+
+    A write belongs to that checkpoint when its state file is already in place (the state is written first).
+    """
+    when, name, images = spec.split(":")
+    replace, state = os.replace, f"state-{int(images):09d}.pt"
+
+    def replace_or_crash(src, dst):
+        ours = Path(dst).name == name and (Path(dst).parent / "checkpoints" / state).is_file()
+        if ours and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        replace(src, dst)
+        if ours and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace_or_crash
+
+
 def main(argv: list[str]) -> int:
     import torch
 
@@ -118,6 +140,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--step-delay", type=float, default=0.0)
     p.add_argument("--dump-ranks", action="store_true")
     p.add_argument("--crash-in-checkpoint", type=int, default=None)
+    p.add_argument("--crash-at", default=None)
     a = p.parse_intermixed_args(argv)
     callbacks: list[Callback] = [InjectNaN(a.nan)]
     if a.step_delay > 0:
@@ -126,6 +149,8 @@ def main(argv: list[str]) -> int:
         callbacks.append(DumpRank(a.out))
     if a.crash_in_checkpoint is not None:
         crash_in_checkpoint(a.crash_in_checkpoint)
+    if a.crash_at is not None:
+        crash_at(a.crash_at)
     cfg = override(get_preset("digits-test"), TINY + a.sets)
     resume = os.environ.get("TD_WORKER_RESUME", "1") == "1"
     train(cfg, a.out, data=tiny_data(), progress=False, resume=resume, callbacks=callbacks)

@@ -9,13 +9,23 @@ Launch with ``torchrun`` (it sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MA
 Without torchrun (no ``WORLD_SIZE`` in the environment, or ``WORLD_SIZE=1``) nothing is initialised and every
 helper below degrades to the single-process answer, so the training loop never branches on "distributed or
 not". The backend is NCCL when the process trains on CUDA and gloo on the CPU.
+
+Workers die with their launcher. torchrun starts each worker in a session of its own, so killing torchrun's
+process group (or torchrun alone, with SIGKILL) would leave them training and checkpointing on their own.
+``init`` therefore asks the kernel for SIGTERM when the parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``) and
+starts a watchdog thread that notices a changed parent pid anywhere: both make the training loop stop cleanly
+(SIGTERM: finish the step, checkpoint, return); a worker still alive ``ORPHAN_GRACE_S`` later is killed.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import os
+import signal
 import sys
+import threading
+import time
 
 import torch
 import torch.distributed as dist
@@ -69,11 +79,70 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+ORPHAN_GRACE_S = 60.0  # a worker whose launcher died gets this long to checkpoint before it is killed
+_PR_SET_PDEATHSIG = 1
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is a torchrun worker (torchrun sets TORCHELASTIC_RUN_ID for its workers)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def die_with_parent(grace_s: float = ORPHAN_GRACE_S, poll_s: float = 0.5) -> None:
+    """Stop this process (SIGTERM, then SIGKILL after ``grace_s``) as soon as its parent process is gone."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still works
+    if parent == 1 or not _alive(parent):  # the launcher died before we got here
+        _orphaned(grace_s)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        _orphaned(grace_s)
+
+    threading.Thread(target=watch, name="torchdiffusion-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _orphaned(grace_s: float) -> None:
+    """The launcher is gone: ask for a clean stop now, insist after ``grace_s``."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+    def kill_later() -> None:
+        time.sleep(grace_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=kill_later, name="torchdiffusion-orphan-kill", daemon=True).start()
+
+
+_watching = False
+
+
 def init(device: torch.device | None = None, timeout_s: float = 1800.0) -> torch.device:
     """Join the process group that torchrun describes (no-op for one process); returns the training device.
 
-    Idempotent: calling it when a group is already up only returns the device.
+    Idempotent: calling it when a group is already up only returns the device. A torchrun worker is also
+    bound to its launcher's life here (see ``die_with_parent``).
     """
+    global _watching
+    if launched_by_torchrun() and not _watching:
+        _watching = True
+        die_with_parent()
     device = default_device() if device is None else torch.device(device)
     if _env_int("WORLD_SIZE", 1) > 1 and not is_initialized():
         if device.type == "cuda":
@@ -124,14 +193,34 @@ def broadcast_(t: Tensor, src: int = 0) -> Tensor:
     return t
 
 
-def broadcast_int(value: int, src: int = 0, device: torch.device | str = "cpu") -> int:
+def _comm_device() -> torch.device:
+    """Where small collective tensors live: the current CUDA device under NCCL, else the CPU."""
+    if is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def broadcast_int(value: int, src: int = 0, device: torch.device | str | None = None) -> int:
     """Rank ``src``'s integer on every rank."""
-    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device or _comm_device())
     return int(broadcast_(t, src).item())
 
 
-def ranks_agree(value: float, device: torch.device | str = "cpu") -> bool:
+def broadcast_text(text: str, src: int = 0) -> str:
+    """Rank ``src``'s string on every rank (e.g. one error line that every rank must raise)."""
+    if not is_initialized():
+        return text
+    n = broadcast_int(len(text.encode("utf-8")), src)
+    if n == 0:
+        return ""
+    buf = torch.zeros(n, dtype=torch.uint8, device=_comm_device())
+    if rank() == src:
+        buf.copy_(torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8))
+    return bytes(broadcast_(buf, src).cpu().tolist()).decode("utf-8", errors="replace")
+
+
+def ranks_agree(value: float, device: torch.device | str | None = None) -> bool:
     """Whether every rank holds the same float (e.g. a checksum of the weights)."""
-    t = torch.tensor([value, -value], dtype=torch.float64, device=device)
+    t = torch.tensor([value, -value], dtype=torch.float64, device=device or _comm_device())
     all_reduce_max_(t)
     return bool(t[0].item() == -t[1].item())

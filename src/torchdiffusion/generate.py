@@ -10,6 +10,7 @@ editing) and runs the sampler batch by batch with per-image seeds: image k depen
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,6 +56,34 @@ def _read_json(path: Path, what: str) -> dict:
     return d
 
 
+def _check_weights_digest(run: Path, wfile: Path, data: bytes, info: dict) -> dict:
+    """The weights file must be the one run.json vouches for (sha256); runs from before digests pass unchecked.
+
+    Training writes the weights files first and run.json last, so a reader that meets a new file with the old
+    run.json reads run.json once more before refusing.
+    """
+    from .training.checkpoint import RUN_INFO, WEIGHTS_KEY, sha256_bytes
+
+    if WEIGHTS_KEY not in info:
+        return info
+    digest = sha256_bytes(data)
+    for attempt in range(3):
+        recorded = info.get(WEIGHTS_KEY)
+        if recorded is None:
+            raise RunError(f"{run} has no trained weights yet (training has not written its first checkpoint)")
+        if not isinstance(recorded, dict):
+            raise RunError(f"{run / RUN_INFO} is damaged ({WEIGHTS_KEY} must hold an object)")
+        if recorded.get(wfile.name) == digest:
+            return info
+        if attempt < 2:
+            time.sleep(0.2)
+            info = _read_json(run / RUN_INFO, "run.json")
+    raise RunError(
+        f"{wfile} is not the file run.json records (sha256 differs): its training was interrupted while "
+        f"writing it; run the same train command again to finish"
+    )
+
+
 def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run folder from config.json + run.json + ``<weights>.safetensors``.
 
@@ -62,7 +91,7 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     Raises :class:`RunError` (one line) for a missing folder or missing/damaged files.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     from .model import build_model
 
@@ -88,8 +117,12 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     if not wfile.is_file():
         raise RunError(f"{path} has no trained weights yet ({wfile.name} is missing)")
     try:
-        state = load_file(str(wfile), device=str(device))
+        data = wfile.read_bytes()
+        info = _check_weights_digest(path, wfile, data, info)
+        state = {k: v.to(device) for k, v in load(data).items()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        if isinstance(e, RunError):
+            raise
         raise RunError(f"{wfile} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     model = build_model(cfg, data_shape)
     try:

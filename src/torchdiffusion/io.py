@@ -9,7 +9,8 @@ and the temporary file is removed on any exception.
 - :func:`atomic_write` for bytes, text, or a function that writes to a binary file object;
 - :func:`atomic_path` for writers that insist on a path (matplotlib, ffmpeg, a C compiler);
 - :func:`save_safetensors` for weights;
-- :func:`cache_dir`: where built artefacts are cached (data sets, reference features, compiled kernels).
+- :func:`cache_dir`: where built artefacts are cached (data sets, reference features, compiled kernels);
+- :func:`append_text` for the one file that grows line by line (metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def _fsync(path: Path, directory: bool = False) -> None:
 def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends normally, fsync it and replace ``path`` with it.
 
-    On any exception in the block (or in the replace) the temporary file is removed and ``path`` is untouched.
+    On any exception in the block (or in the replace) the temporary file is removed and ``path`` is untouched;
+    an OSError that names no file (ENOSPC from a write, say) is raised again naming ``path``.
     ``before_rename`` runs after the temporary file is complete and before the rename (a crash-test hook).
     """
     path = Path(path)
@@ -68,8 +70,10 @@ def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = 
         if before_rename is not None:
             before_rename()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
         raise
     _fsync(path.parent, directory=True)
 
@@ -89,6 +93,20 @@ def atomic_write(
         else:
             data(f)
     return Path(path)
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` to a log file (not atomic: a kill may leave a partial last line, which readers skip).
+
+    An OSError that names no file (ENOSPC from the write, say) is raised again naming ``path``.
+    """
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
+        raise
 
 
 def save_safetensors(state: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:

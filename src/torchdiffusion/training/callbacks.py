@@ -27,6 +27,7 @@ import torch
 
 from .. import distributed as dist
 from ..config import RunConfig
+from ..io import append_text
 from ..precond import Precond
 from ..progress import Stopped, step_bar
 from .lr import learning_rate
@@ -154,8 +155,7 @@ class MetricsWriter:
                     self.tb.add_scalar(key, v, seen)
 
     def _append(self, rec: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_text(self.path, json.dumps(rec) + "\n")
 
     def close(self) -> None:
         if self.tb is not None:

@@ -49,7 +49,8 @@ from ..progress import Stopped
 from .callbacks import Callback, default_callbacks
 from .ema import EMA, ema_beta
 from .lr import learning_rate
-from .run_folder import open_run_folder, restore, truncate_metrics, write_run_json
+from .run_folder import open_run_folder, publish, restore, truncate_metrics, write_config
+from .runlock import hold_run_folder
 from .state import NUM_NOISE_BUCKETS, Batch, MicroBatch, Setup, StepStats, TrainingError, TrainState
 
 __all__ = ["DataOrder", "TrainingError", "draw_batch", "make_cond", "mix_seed", "train", "train_step"]
@@ -230,8 +231,8 @@ def train(
 
     Args:
         cfg: the whole run configuration (validated here).
-        out_dir: the run folder; created if needed. With ``resume`` and a ``checkpoints/latest`` inside it,
-            training continues exactly where that state left off.
+        out_dir: the run folder; created if needed. With ``resume`` and a training state inside it, training
+            continues exactly where the newest intact state left off.
         resume: False starts over, deleting the folder's old training states and metrics.
         progress: draw a tqdm bar in images (rank 0 only).
         data: a TensorData (``.x`` (N, C, H, W) or (N, D), ``.labels``, ``.context`` ...); loaded from
@@ -246,7 +247,8 @@ def train(
 
     Raises:
         ConfigError / CheckpointError (ValueError): unusable configuration, data or run folder.
-        TrainingError (RuntimeError): ``max_nonfinite`` consecutive non-finite steps.
+        RunFolderBusy (ValueError): another process is training into ``out_dir``.
+        TrainingError (RuntimeError): ``max_nonfinite`` consecutive non-finite steps, or no finite step at all.
     """
     cfg = validate(cfg)
     out = Path(out_dir)
@@ -254,17 +256,18 @@ def train(
     with StopFlag() as stop:
         try:
             device = dist.init(None if device is None else torch.device(device))
-            out = _train(
-                cfg,
-                out,
-                resume=resume,
-                progress=progress,
-                data=data,
-                tensorboard=tensorboard,
-                device=device,
-                stop=stop,
-                callbacks=callbacks,
-            )
+            with hold_run_folder(out):  # one writer per run folder (a second one is refused here)
+                out = _train(
+                    cfg,
+                    out,
+                    resume=resume,
+                    progress=progress,
+                    data=data,
+                    tensorboard=tensorboard,
+                    device=device,
+                    stop=stop,
+                    callbacks=callbacks,
+                )
             if stop.requested and raise_on_stop:
                 raise Stopped(stop.signum)
             return out
@@ -308,12 +311,14 @@ def _train(
     setup = _setup(cfg, out, data, device, state.model, stop)
     if state_path is not None:
         restore(state, state_path, setup)
+    write_config(out, cfg)  # only now: a refused resume leaves config.json as it was
     if setup.main:
         truncate_metrics(out / "metrics.jsonl", state.images_seen)
+        # A resumed run writes its weights files again from the state (a kill may have cut the last export
+        # short) before run.json vouches for them; a fresh one records that it has none yet.
+        publish(state, setup, finished=state.step >= setup.total_steps, exported=state_path is not None)
     if t.compile:
         state.model.net.compile()
-    if setup.main:
-        write_run_json(state, setup, finished=state.step >= setup.total_steps)
     callbacks = [*default_callbacks(setup, state, progress=progress, tensorboard=tensorboard), *callbacks]
 
     # Steps until train.images are seen; the callbacks log, sample, evaluate and checkpoint on their cadences.
@@ -331,6 +336,11 @@ def _train(
             break
     for cb in callbacks:
         cb.end(state)
+    if state.step >= setup.total_steps and state.updates == 0:
+        raise TrainingError(
+            f"every one of the {state.skipped} steps had a non-finite loss or gradient, so nothing was learned; "
+            f"try a lower train.lr or train.precision=fp32"
+        )
     dist.barrier()
     return out
 

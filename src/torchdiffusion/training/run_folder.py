@@ -1,10 +1,12 @@
 """The run folder of a training run: resume or start over, training states, run.json, metrics truncation.
 
-    config.json                         the whole resolved config (written at every start)
-    run.json                            data shape/kind/classes, images seen, finished, loss_by_sigma buckets
+    config.json                         the whole resolved config (written once a start or resume is accepted)
+    run.json                            data shape/kind/classes, images seen, finished, loss_by_sigma buckets,
+                                        and the sha256 of both weights files (written last: it vouches for them)
     model.safetensors, ema.safetensors  raw and averaged weights, written with every checkpoint
-    checkpoints/state-<images>.pt       the TrainState plus every RNG (checkpoint.py writes it safely)
+    checkpoints/state-<images>.pt       the TrainState plus every RNG, with its sha256 beside it (checkpoint.py)
     metrics.jsonl                       one line per log window (callbacks.LogMetrics)
+    .train.lock                         held while training (runlock.py): one writer at a time
 
 Rank 0 writes every file; the other ranks read the same (shared) folder.
 """
@@ -21,45 +23,67 @@ import torch
 from .. import __version__ as VERSION
 from .. import distributed as dist
 from ..config import ConfigError, RunConfig, from_json, to_dict, to_json
-from ..io import atomic_write, save_safetensors
+from ..io import atomic_write
 from .checkpoint import (
+    DAMAGED_SUFFIX,
+    DIGEST_SUFFIX,
+    EXPORTS,
     STATE_FORMAT,
     STATE_VERSION,
+    WEIGHTS_KEY,
     CheckpointError,
-    latest_state,
+    export_weights,
     list_states,
     load_state,
+    newest_intact_state,
     save_state,
     state_name,
+    write_run_info,
 )
 from .lr import learning_rate
 from .state import Setup, TrainingError, TrainState, Window
 
 
 def open_run_folder(out: Path, cfg: RunConfig, resume: bool) -> Path | None:
-    """Write config.json and return the state to resume from, if any (rank 0 decides, every rank follows).
+    """The state to resume from, if any (rank 0 decides, every rank follows).
 
-    With ``resume`` the newest complete state is used, provided the folder holds the same run (same data,
-    model and diffusion sections); without it the old states and metrics are deleted.
+    With ``resume`` the newest intact state is used (damaged newer ones are set aside with a one-line warning),
+    provided the folder holds the same run (same data, model and diffusion sections); without it the old
+    states and metrics are deleted. config.json is written later (:func:`write_config`), once the state has
+    been accepted, so a refused resume leaves the folder as it was.
     """
     ckpt_dir = out / "checkpoints"
     state_path = None
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         if resume:
-            state_path = latest_state(ckpt_dir)
-            if state_path is not None:
+            found = newest_intact_state(ckpt_dir, warn=dist.print0)
+            if found is not None:
+                state_path = found[0]
                 _check_same_run(out, cfg)
         else:
-            for _, p in list_states(ckpt_dir):
-                p.unlink()
-            (ckpt_dir / "latest").unlink(missing_ok=True)
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-        atomic_write(out / "config.json", to_json(cfg) + "\n")
+            _discard_states(out, ckpt_dir)
     resume_images = dist.broadcast_int(int(state_path.name[6:-3]) if state_path is not None else -1)
     if resume_images >= 0 and state_path is None:
         state_path = ckpt_dir / state_name(resume_images)
     return state_path
+
+
+def _discard_states(out: Path, ckpt_dir: Path) -> None:
+    """--no-resume: delete the old training states (with their digests and damaged ones) and metrics."""
+    for _, p in list_states(ckpt_dir):
+        p.unlink()
+    if ckpt_dir.is_dir():
+        for p in [*ckpt_dir.glob(f"*{DIGEST_SUFFIX}"), *ckpt_dir.glob(f"*{DAMAGED_SUFFIX}")]:
+            p.unlink()
+    (ckpt_dir / "latest").unlink(missing_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def write_config(out: Path, cfg: RunConfig) -> None:
+    """config.json (rank 0), once the start or resume has been accepted."""
+    if dist.is_main():
+        atomic_write(out / "config.json", to_json(cfg) + "\n")
 
 
 def _check_same_run(out: Path, cfg: RunConfig) -> None:
@@ -93,16 +117,23 @@ def truncate_metrics(path: Path, images_seen: int) -> None:
     atomic_write(path, "".join(s + "\n" for s in keep))
 
 
-def write_run_json(state: TrainState, setup: Setup, finished: bool) -> None:
-    """run.json: what a reader of the folder needs besides config.json (rank 0)."""
+def publish(state: TrainState, setup: Setup, finished: bool, exported: bool = True) -> None:
+    """Both weights files, then run.json with their sha256 and "finished" (rank 0; order: see checkpoint.py).
+
+    ``exported=False`` (a fresh start) writes run.json alone, recording that no weights files exist yet.
+    """
+    weights = None
+    if exported:
+        weights = export_weights(setup.out, dict(zip(EXPORTS, (state.model.state_dict(), state.ema.state_dict()))))
     run = dict(
         setup.info,
         images_seen=state.images_seen,
         finished=finished,
         version=VERSION,
         loss_by_sigma={"unit": setup.unit, "edges": setup.edges},
+        **{WEIGHTS_KEY: weights},
     )
-    atomic_write(setup.out / "run.json", json.dumps(run, indent=2) + "\n")
+    write_run_info(setup.out, run)
 
 
 def save_checkpoint(state: TrainState, setup: Setup, finished: bool) -> None:
@@ -111,11 +142,9 @@ def save_checkpoint(state: TrainState, setup: Setup, finished: bool) -> None:
     if not dist.ranks_agree(checksum):
         raise TrainingError(f"the processes' weights diverged by step {state.step}; this is a bug, please report it")
     if setup.main:
-        out, t = setup.out, setup.cfg.train
-        save_state(out / "checkpoints", state_dict(state, setup), state.images_seen, keep=t.keep_checkpoints)
-        save_safetensors(state.model.state_dict(), out / "model.safetensors")
-        save_safetensors(state.ema.state_dict(), out / "ema.safetensors")
-        write_run_json(state, setup, finished)
+        t = setup.cfg.train
+        save_state(setup.out / "checkpoints", state_dict(state, setup), state.images_seen, keep=t.keep_checkpoints)
+        publish(state, setup, finished)
 
 
 def state_dict(state: TrainState, setup: Setup) -> dict:
@@ -155,11 +184,22 @@ def restore(state: TrainState, path: Path, setup: Setup) -> None:
     if "window" in saved and saved["window"].shape == state.window.to_tensor().shape:
         state.window = Window.from_tensor(saved["window"])
     _set_rng_state(saved["rng"], setup.device)
+    _check_same_trajectory(saved, path, state, setup.cfg.train.seed)
+    dist.print0(f"resuming {setup.out} from {path.name} ({state.images_seen} images seen)")
+
+
+def _check_same_trajectory(saved: dict, path: Path, state: TrainState, seed: int) -> None:
+    """A resume must continue the same trajectory: the state's global batch size and seed."""
     if state.images_seen != int(saved["images_seen"]):
         raise CheckpointError(
             f"{path} was written with train.batch_size != {state.batch_size}; resume with the same one"
         )
-    dist.print0(f"resuming {setup.out} from {path.name} ({state.images_seen} images seen)")
+    old_seed = saved.get("data", {}).get("seed")
+    if old_seed is not None and int(old_seed) != seed:
+        raise CheckpointError(
+            f"{path} was written with train.seed={int(old_seed)}, not {seed}; resume with the same one "
+            f"or pass --no-resume to start over"
+        )
 
 
 def _rng_state(device: torch.device) -> dict:

@@ -1,0 +1,284 @@
+"""Nothing lost, nothing mixed up: state digests and fallback, weights that run.json vouches for, the run-folder
+lock, refused resumes that change nothing, runs that learned nothing, workers that die with their launcher."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from damage import KINDS, damage
+from procs import gone
+from test_training_worker import TINY, InjectNaN, tiny_data
+from torchdiffusion.config import get_preset, override
+from torchdiffusion.training import CheckpointError, TrainingError, load_state, train
+from torchdiffusion.training.checkpoint import (
+    WEIGHTS_KEY,
+    list_states,
+    newest_intact_state,
+    safetensors_bytes,
+    verify_state,
+)
+from torchdiffusion.training.runlock import RunFolderBusy, RunLock
+
+EXPORTS = ("model.safetensors", "ema.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # bitwise comparisons with runs made under the same setting
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(*sets: str):
+    return override(get_preset("digits-test"), TINY + list(sets))
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """An uninterrupted tiny run (states at 96 and 128 images) and the sha256 of its weights files."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run = train(tiny_cfg(), tmp_path_factory.mktemp("ref") / "run", data=tiny_data(), progress=False)
+    torch.set_num_threads(n)
+    return run, {name: sha(run / name) for name in EXPORTS}
+
+
+def _copy(run: Path, dst: Path) -> Path:
+    shutil.copytree(run, dst)
+    return dst
+
+
+def test_run_json_vouches_for_the_weights_and_they_are_the_final_state(finished):
+    run, digests = finished
+    info = json.loads((run / "run.json").read_text())
+    assert info["finished"] and info["images_seen"] == 128 and info[WEIGHTS_KEY] == digests
+    state = load_state(run / "checkpoints" / "state-000000128.pt")
+    for name, key in zip(EXPORTS, ("model", "ema")):
+        assert hashlib.sha256(safetensors_bytes(state[key])).hexdigest() == digests[name]
+
+
+def test_every_random_damage_to_the_latest_state_is_detected_and_the_previous_one_is_used(finished, tmp_path):
+    run, _ = finished
+    folder = _copy(run / "checkpoints", tmp_path / "ckpt")
+    latest, previous = (p for _, p in reversed(list_states(folder)))
+    original = {p: p.read_bytes() for p in folder.iterdir()}
+    rng = random.Random(0)
+    kinds = set()
+    for i in range(100):
+        kinds.add(damage(latest, rng))
+        assert verify_state(latest) is not None
+        if i % 10:  # detection is a sha256; the fallback below loads a state (slow): checked every 10th time
+            latest.write_bytes(original[latest])
+            continue
+        warnings: list[str] = []
+        path, state = newest_intact_state(folder, warn=warnings.append)
+        assert path == previous and state["images_seen"] == 96
+        assert len(warnings) == 1 and "\n" not in warnings[0] and latest.name in warnings[0]
+        assert not latest.exists() and latest.with_name(latest.name + ".damaged").is_file()
+        assert (folder / "latest").read_text().strip() == previous.name
+        latest.with_name(latest.name + ".damaged").unlink()
+        for p, data in original.items():
+            p.write_bytes(data)
+    assert kinds == set(KINDS)
+
+
+@pytest.mark.parametrize("kind", ["bit_flip", "truncate"])
+def test_a_damaged_latest_state_resumes_from_the_previous_one_to_the_same_weights(finished, tmp_path, kind, capfd):
+    run, digests = finished
+    work = _copy(run, tmp_path / "run")
+    damage(work / "checkpoints" / "state-000000128.pt", random.Random(kind), kind)
+    train(tiny_cfg(), work, data=tiny_data(), progress=False)
+    err = capfd.readouterr().err
+    assert "state-000000128.pt is damaged" in err and "resuming from state-000000096.pt" in err
+    assert {name: sha(work / name) for name in EXPORTS} == digests
+    assert verify_state(work / "checkpoints" / "state-000000128.pt") is None  # written again, intact
+
+
+def test_a_damaged_digest_file_counts_as_a_damaged_state(finished, tmp_path):
+    run, _ = finished
+    work = _copy(run / "checkpoints", tmp_path / "ckpt")
+    (work / "state-000000128.pt.sha256").write_text("0" * 64 + "  state-000000128.pt\n")
+    path, _ = newest_intact_state(work, warn=lambda s: None)
+    assert path.name == "state-000000096.pt"
+
+
+def test_when_every_state_is_damaged_resume_is_refused_in_one_line(finished, tmp_path):
+    run, _ = finished
+    work = _copy(run, tmp_path / "run")
+    for _, p in list_states(work / "checkpoints"):
+        damage(p, random.Random(1), "bit_flip")
+    with pytest.raises(CheckpointError, match="no earlier intact state") as e:
+        train(tiny_cfg(), work, data=tiny_data(), progress=False)
+    assert "\n" not in str(e.value) and "--no-resume" in str(e.value)
+
+
+def test_load_run_refuses_weights_files_that_run_json_does_not_vouch_for(finished, tmp_path):
+    from torchdiffusion.generate import RunError, load_run
+
+    run, _ = finished
+    work = _copy(run, tmp_path / "run")
+    load_run(work)  # as written: fine
+    older = load_state(work / "checkpoints" / "state-000000096.pt")
+    (work / "ema.safetensors").write_bytes(safetensors_bytes(older["ema"]))  # a kill between export and run.json
+    with pytest.raises(RunError, match="sha256") as e:
+        load_run(work)
+    assert "\n" not in str(e.value)
+    load_run(work, weights="model")  # the other file is still the one recorded
+    info = json.loads((work / "run.json").read_text())
+    del info[WEIGHTS_KEY]  # a run folder written before digests were recorded
+    (work / "run.json").write_text(json.dumps(info))
+    load_run(work)
+
+
+@pytest.mark.parametrize("change", ["train.batch_size=8", "train.seed=7"])
+def test_a_refused_resume_leaves_the_run_folder_as_it_was(finished, tmp_path, change):
+    run, _ = finished
+    work = _copy(run, tmp_path / "run")
+    before = {p.relative_to(work): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()}
+    with pytest.raises(CheckpointError, match=change.split("=")[0]):
+        train(tiny_cfg(change), work, data=tiny_data(), progress=False)
+    after = {p.relative_to(work): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()}
+    assert after == before
+
+
+def test_a_run_in_which_every_step_is_non_finite_fails(tmp_path):
+    cfg = tiny_cfg("train.images=32", "train.max_nonfinite=5")
+    with pytest.raises(TrainingError, match="every one of the 2 steps") as e:
+        train(cfg, tmp_path / "run", data=tiny_data(), progress=False, callbacks=[InjectNaN("0,1")])
+    assert "\n" not in str(e.value)
+
+
+def test_a_second_writer_is_refused_and_a_released_folder_is_free(tmp_path):
+    run = tmp_path / "run"
+    with RunLock(run):
+        with pytest.raises(RunFolderBusy, match=f"pid {os.getpid()}") as e:
+            RunLock(run).acquire()
+        assert "\n" not in str(e.value)
+        with pytest.raises(RunFolderBusy):
+            train(tiny_cfg("train.images=16"), run, data=tiny_data(), progress=False)
+        assert sorted(p.name for p in run.iterdir()) == [".train.lock"]  # the refused run wrote nothing
+    assert not run.exists()  # the folder was the lock's own and is empty: removed
+    with RunLock(run):
+        pass
+
+
+def test_the_lock_of_a_killed_owner_is_free(tmp_path):
+    run = tmp_path / "run"
+    code = (
+        "import sys, time; from torchdiffusion.training.runlock import RunLock; "
+        "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().strip() == b"held"
+        with pytest.raises(RunFolderBusy, match=f"pid {p.pid}"):
+            RunLock(run).acquire()
+    finally:
+        p.kill()
+        p.wait()
+    with RunLock(run):  # the kernel dropped the dead owner's lock
+        pass
+
+
+def test_a_worker_dies_with_its_launcher():
+    """A launcher killed with SIGKILL, whose child asked to die with it: the child stops on its own."""
+    child = (
+        "import signal, sys, time; from torchdiffusion.distributed import die_with_parent; "
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); die_with_parent(); print('armed', flush=True); "
+        "time.sleep(600)"
+    )
+    launcher = (
+        "import subprocess, sys; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True); "
+        "print(p.pid, flush=True); p.wait()"
+    )
+    lp = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, start_new_session=True)
+    worker = int(lp.stdout.readline())
+    assert lp.stdout.readline().strip() == b"armed"  # the child shares the launcher's stdout
+    os.killpg(lp.pid, signal.SIGKILL)  # the launcher's group: the worker is in a session of its own
+    lp.wait()
+    assert gone(worker, 30), "the worker outlived its launcher"
+
+
+TRAIN = [sys.executable, "-m", "torchdiffusion", "train", "--preset", "digits-test", "--no-progress"]
+SMALL = ["model.channels=8", "data.limit=64", "train.images=1000000", "train.batch_size=16"]
+SMALL += ["train.checkpoint_every_images=16", "train.log_every_images=16", "train.sample_every_images=0"]
+
+
+def _train_cli(run: Path, seed: int) -> subprocess.Popen:
+    """A training too long to end by itself (the test stops it with SIGTERM once the other writer is done)."""
+    args = [a for s in (*SMALL, f"train.seed={seed}") for a in ("--set", s)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([*TRAIN, "--out", str(run), *args], env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _intact(run: Path, seed: int) -> None:
+    """One run's files only: its config, weights = its newest state, one metrics line per log point."""
+    info = json.loads((run / "run.json").read_text())
+    assert info[WEIGHTS_KEY] == {n: sha(run / n) for n in EXPORTS}
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == seed
+    state = load_state(run / "checkpoints" / f"state-{info['images_seen']:09d}.pt")
+    assert state["data"]["seed"] == seed
+    for name, key in zip(EXPORTS, ("model", "ema")):
+        assert hashlib.sha256(safetensors_bytes(state[key])).hexdigest() == info[WEIGHTS_KEY][name]
+    seen = [json.loads(s)["images_seen"] for s in (run / "metrics.jsonl").read_text().splitlines()]
+    assert seen == sorted(set(seen)) and seen[-1] == info["images_seen"]
+    assert not list(run.rglob("*.tmp*")) and not (run / ".train.lock").exists()
+
+
+def _refused(err: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "is being trained by another process" in lines[0], err[-2000:]
+
+
+def _stop(p: subprocess.Popen) -> None:
+    p.send_signal(signal.SIGTERM)  # checkpoint at the current step, exit 128 + SIGTERM
+    assert p.wait(timeout=300) == 128 + signal.SIGTERM, p.stderr.read()[-2000:]
+
+
+@pytest.mark.slow
+def test_two_writers_at_the_same_moment_with_different_seeds(tmp_path):
+    run = tmp_path / "run"
+    procs = [_train_cli(run, seed) for seed in (1, 2)]
+    while all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    loser = next(i for i, p in enumerate(procs) if p.poll() is not None)
+    assert procs[loser].returncode == 2
+    _refused(procs[loser].stderr.read())
+    while not (run / "checkpoints" / "latest").exists():  # the winner trains on
+        assert procs[1 - loser].poll() is None, procs[1 - loser].stderr.read()[-2000:]
+        time.sleep(0.05)
+    _stop(procs[1 - loser])
+    _intact(run, seed=2 - loser)
+
+
+@pytest.mark.slow
+def test_a_second_writer_started_during_training_is_refused(tmp_path):
+    run = tmp_path / "run"
+    first = _train_cli(run, seed=1)
+    while not (run / "checkpoints" / "latest").exists():
+        assert first.poll() is None, first.stderr.read()[-2000:]
+        time.sleep(0.05)
+    second = _train_cli(run, seed=1)  # the very same command, rerun too early
+    assert second.wait(timeout=300) == 2
+    _refused(second.stderr.read())
+    assert first.poll() is None
+    _stop(first)
+    _intact(run, seed=1)
