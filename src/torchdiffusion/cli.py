@@ -72,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from .progress import Stopped, stop_on_signals
+    from .progress import Stopped, close_bars, stop_on_signals
 
     try:
         with stop_on_signals():
             return int(args._run(args) or 0)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: stop now, one line, exit 128 + signal number
+        close_bars()
         code = e.exit_code if isinstance(e, Stopped) else 130
         what = "SIGTERM" if code == 143 else "Ctrl-C"
         print(f"torchdiffusion {args.command}: stopped by {what}; no partial files were written", file=sys.stderr)

@@ -79,3 +79,11 @@ def chain(*callbacks):
     """One callback calling each of ``callbacks`` (None entries skipped) in order."""
     cbs = [c for c in callbacks if c is not None]
     return lambda info: [c(info) for c in cbs] and None
+
+
+def close_bars() -> None:
+    """Close every open bar (each ends its line), so what follows a stop starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

@@ -1,0 +1,242 @@
+"""Every command's --help examples, run as written on tiny runs: each exits 0, and each long one draws a progress
+bar and stops cleanly on Ctrl-C (exit 130, one line, nothing half-written). docs/cli.md holds the table.
+
+The examples are parsed from the commands' help epilogs; run folders named in them (runs/demo, runs/toy ...) are
+tiny run folders of the same kind, and sizes (--n, --steps, --images, train.images ...) are shrunk to seconds.
+"""
+
+import io
+import re
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tinyruns import write_run
+from torchdiffusion.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTANT = ("--dry-run", "--list-samplers")  # examples that only print: no long work, no bar
+# Examples that need a file the repository cannot ship: TorchScript Inception-v3 weights.
+NEEDS_EXTERNAL = ("TORCHDIFFUSION_INCEPTION=",)
+
+# Sizes: flag -> tiny value (replacing the example's value, or appended when the command takes the flag).
+TINY_FLAGS = {
+    "--n": "4",
+    "--steps": "3",
+    "--images": "64",
+    "--n-per-class": "1",
+    "--nll-n": "2",
+    "--vlb-timesteps": "2",
+    "--ode-steps": "2",
+    "--resample": "2",
+    "--frames": "3",
+    "--nfe": "3",
+    "--ddpm-steps": "3",
+    "--epochs": "1",
+    "--holdout": "16",
+    "--width": "8",
+    "--batch-size": "4",
+    "--ref-steps": "4",
+    "--tune-maxfev": "4",
+    "--fit-n": "16",
+    "--windows": "1",
+    "--warmup": "0",
+    "--peak-size": "64",
+}
+TINY_SETTINGS = {
+    "train.images": "64",
+    "train.batch_size": "32",
+    "train.sample_every_images": "0",
+    "data.limit": "64",
+    "data.holdout": "0",
+    "data.toy_size": "256",
+    "sample.n": "2",
+    "sample.steps": "2",
+}
+
+
+def examples(name: str) -> list[str]:
+    """The example command lines of a command's --help ('torchdiffusion ...', continuation lines joined)."""
+    text = COMMANDS[name].EXAMPLES.replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.split("  #")[0].strip()
+        m = re.match(r"^((?:[A-Z_]+=\S+ )*)torchdiffusion (.*)$", line)
+        if m and not any(m.group(1).startswith(e) for e in NEEDS_EXTERNAL):
+            out.append(m.group(2))
+    return out
+
+
+def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: set[str]) -> list[str]:
+    """The example with tiny sizes: values of TINY_FLAGS/TINY_SETTINGS replaced, missing ones appended
+    (``numeric_flags``: the command's flags that take a number, ``command_flags``: all its flags)."""
+    argv = list(argv)
+    for i, a in enumerate(argv[:-1]):
+        if a in TINY_FLAGS and a in numeric_flags:
+            argv[i + 1] = TINY_FLAGS[a]
+            j = i + 2
+            while j < len(argv) and re.fullmatch(r"[\d.]+", argv[j]) and a not in ("--n", "--steps"):
+                j += 1  # nargs="+" flags: keep one value
+            del argv[i + 2 : j]
+        if a == "--set" and argv[i + 1].split("=")[0] in TINY_SETTINGS:
+            key = argv[i + 1].split("=")[0]
+            argv[i + 1] = f"{key}={TINY_SETTINGS[key]}"
+    if argv and argv[0] in ("forward", "schedules", "trajectory", "loss", "field", "ablation"):
+        argv += ["--images", "2"]  # explain forward: images in the strip
+    for flag, value in TINY_FLAGS.items():
+        if flag in numeric_flags and flag not in argv:
+            argv += [flag, value]
+    if command in ("train", "demo"):
+        for key, value in TINY_SETTINGS.items():
+            if f"--set {key}=" not in " ".join(argv):
+                argv += ["--set", f"{key}={value}"]
+    for flag in ("--no-reference", "--no-diffusers"):
+        if flag in command_flags and flag not in argv and "--diffusers" not in argv:
+            argv.append(flag)
+    return argv
+
+
+def flags_of(name: str) -> tuple[set[str], set[str]]:
+    """(the flags of a command that take a number, all its flags)."""
+    from torchdiffusion.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices[name]
+    numeric = {s for a in sub._actions if a.type in (int, float) for s in a.option_strings}
+    numeric |= {"--nfe"} if name == "bench-samplers" else set()  # a comma list of numbers
+    return numeric, {s for a in sub._actions for s in a.option_strings}
+
+
+def _png(path: Path, size=(28, 28), mode="L"):
+    rng = np.random.default_rng(0)
+    shape = size[::-1] + ((3,) if mode == "RGB" else ())
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A folder with runs/ (tiny versions of every run the examples name), input pictures and ~/pics."""
+    root = tmp_path_factory.mktemp("world")
+    runs = root / "runs"
+    mnist = ["data.source=mnist5k", "data.limit=48", "data.holdout=8", "sample.steps=3"]
+    trained = {
+        "demo": ["--preset", "digits-test", *[a for s in mnist for a in ("--set", s)]],
+        "toy": ["--preset", "toy-2d", "--set", "data.toy_size=256", "--set", "sample.steps=3"],
+    }
+    for name, args in trained.items():
+        base = ["--set", "train.images=64", "--set", "train.batch_size=32", "--no-progress"]
+        assert main(["train", *args, *base, "--out", str(runs / name)]) == 0
+    write_run(runs / "mnist", "digits-test", mnist, (1, 28, 28))
+    write_run(runs / "mnist-class", "digits-test", [*mnist, "model.num_classes=10"], (1, 28, 28))
+    ctx = ["model.channels=8", "model.channel_mult=1,2", "sample.steps=3"]
+    write_run(runs / "emoji-context", "emoji-context", ctx, (3, 16, 16))
+    (runs / "emoji-ctx").symlink_to(runs / "emoji-context")
+    (runs / "fashion").symlink_to(runs / "demo")
+    write_run(runs / "emoji-text", "emoji-text", ["model.channels=16", "sample.steps=3"], (3, 16, 16))
+    from sklearn.datasets import load_digits
+
+    from torchdiffusion.evaluation.classifier import ClassifierConfig, SmallClassifier, save_classifier
+    from torchdiffusion.evaluation.noisy_classifier import NoisyClassifier, NoisyClassifierConfig, save_noisy_classifier
+
+    d = load_digits()
+    np.save(root / "sprites.npy", (d.images[:200] * (255 / 16)).astype(np.uint8)[:, None])
+    np.save(root / "sprite-labels.npy", d.target[:200].astype(np.int64))
+    user = ["data.source=array", f"data.path={root / 'sprites.npy'}", f"data.labels_path={root / 'sprite-labels.npy'}"]
+    write_run(runs / "sprites", "digits-test", [*user, "model.num_classes=10", "sample.steps=3"])
+    torch.manual_seed(0)
+    clf = NoisyClassifier(NoisyClassifierConfig(in_channels=1, num_classes=10, width=8, emb_dim=16))
+    save_noisy_classifier(clf, runs / "mnist" / "classifier" / "noisy-classifier.safetensors", {})
+    eval_clf = SmallClassifier(ClassifierConfig(in_channels=3, num_classes=6, width=8, feature_dim=16))
+    save_classifier(eval_clf, runs / "emoji-context" / "eval-classifier.safetensors")
+    # what 'train-classifier runs/sprites --evaluation' writes, for the example after it when run alone
+    sprites_clf = SmallClassifier(ClassifierConfig(in_channels=1, num_classes=10, width=8, feature_dim=16))
+    save_classifier(sprites_clf, runs / "sprites" / "classifier" / "eval-classifier.safetensors")
+    for f in ("a.png", "b.png", "sketch.png", "hole.png"):
+        _png(root / f)
+    (root / "pics").mkdir()
+    for k in range(4):
+        _png(root / "pics" / f"p{k}.png", (40, 36), "RGB")
+    return root
+
+
+def _argv(world: Path, example: str) -> list[str]:
+    parts = shlex.split(example.replace("~/pics", str(world / "pics")))
+    return [parts[0], *tiny(parts[0], parts[1:], *flags_of(parts[0]))]
+
+
+def _cwd(world: Path, name: str, tmp_path: Path) -> Path:
+    """train and demo write new run folders: an empty folder; the others work among the tiny runs."""
+    return tmp_path if name in ("train", "demo") else world
+
+
+CASES = [(name, k, ex) for name in COMMANDS for k, ex in enumerate(examples(name))]
+
+
+@pytest.mark.parametrize("name,k,example", CASES, ids=[f"{n}-{k}" for n, k, _ in CASES])
+def test_help_example_runs(world, tmp_path, monkeypatch, name, k, example):
+    argv = _argv(world, example)
+    monkeypatch.chdir(_cwd(world, name, tmp_path))
+    monkeypatch.setenv("TORCHDIFFUSION_PROGRESS", "0")
+    assert main(argv) == 0, argv
+
+
+class _CtrlCAtFirstBar(io.StringIO):
+    """stderr that presses Ctrl-C (raises SIGINT in this process) the moment a progress bar is first drawn."""
+
+    BAR = re.compile(r"\d+%\||\[\d\d:\d\d")
+
+    def __init__(self):
+        super().__init__()
+        self.fired = False
+
+    def write(self, s):
+        n = super().write(s)
+        if not self.fired and self.BAR.search(s):
+            self.fired = True
+            signal.raise_signal(signal.SIGINT)
+        return n
+
+    def isatty(self):
+        return False
+
+
+LONG = [(n, k, ex) for n, k, ex in CASES if not any(f in ex for f in INSTANT)]
+
+
+@pytest.mark.parametrize("name,k,example", LONG, ids=[f"{n}-{k}" for n, k, _ in LONG])
+def test_ctrl_c_during_the_bar_stops_cleanly(world, tmp_path, monkeypatch, name, k, example):
+    argv = _argv(world, example)
+    monkeypatch.chdir(_cwd(world, name, tmp_path))
+    monkeypatch.setenv("TORCHDIFFUSION_PROGRESS", "1")
+    err = _CtrlCAtFirstBar()
+    monkeypatch.setattr(sys, "stderr", err)
+    rc = main(argv)
+    text = err.getvalue()
+    assert err.fired, f"{argv}: no progress bar\n{text[-1500:]}"
+    assert rc == 130, f"{argv}: exit code {rc}\n{text[-1500:]}"
+    assert "Traceback" not in text
+    last = [l for l in re.split(r"[\r\n]", text) if l.strip()][-1]
+    # (the bar interrupted while it was first drawn may still hold the line the message ends)
+    assert last.endswith(f"torchdiffusion {argv[0]}: stopped by Ctrl-C; no partial files were written"), last
+    leftovers = [p for p in Path.cwd().rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers  # atomic writers: no half-written file
+
+
+def test_docs_table_says_yes_for_every_command():
+    """docs/cli.md: one row per command, every cell 'yes'; the test above checks what the row claims."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[0] != "`command`":
+            rows[cells[0].strip("`")] = cells[1:]
+    assert set(rows) == set(COMMANDS)
+    assert all(v == ["yes", "yes", "yes"] for v in rows.values()), rows
+    for name in COMMANDS:
+        assert examples(name), f"{name} has no runnable --help example"
+        assert any(not any(f in ex for f in INSTANT) for ex in examples(name)) or name == "train"
