@@ -1,15 +1,19 @@
 """The command line: ``torchdiffusion <command> ...`` (also ``python -m torchdiffusion``).
 
 A thin shell over the library: each command lives in ``commands/<name>.py`` with ``HELP`` (one line),
-``EXAMPLES`` (shown by --help), ``add_arguments(parser)`` and ``run(args) -> int``. Bad input - a ValueError
-such as ConfigError, DataError or RunError, or a missing file - prints one line on stderr and exits 2;
-no traceback. Ctrl-C (SIGINT) or SIGTERM stops any command at any phase: one line, exit code 130 or 143
-(see progress.py).
+``EXAMPLES`` (shown by --help), ``add_arguments(parser)`` and ``run(args) -> int``.
+
+Every failure the user can act on ends in one line on stderr, ``torchdiffusion <command>: error: ...``, and
+one of the exit codes below - never a traceback. Under ``torchrun`` only rank 0 prints a bad value (every rank
+sees the same one) and every rank exits with the same code. Only genuine bugs raise. Ctrl-C (SIGINT) or
+SIGTERM stops any command at any phase: one line, exit code 130 or 143 (see progress.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 from .commands import (
@@ -46,32 +50,154 @@ COMMANDS = {
 }
 
 
+EXIT_OK = 0
+EXIT_TRAINING = 1  # training ran but could not go on (e.g. every step non-finite)
+EXIT_USAGE = 2  # bad input: a flag, a value, a file that is missing, damaged or of the wrong kind
+EXIT_ENVIRONMENT = 3  # the system refused: disk full, read-only file system, permission denied, out of memory
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGTERM: 143)
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 done, 1 training could not go on (non-finite steps), 2 bad input (flag, value, file),\n"
+    "  3 the system refused (disk full, read-only file system, permission denied, out of memory),\n"
+    "  130 Ctrl-C, 143 SIGTERM.\n"
+    "  Every failure is one line on stderr: 'torchdiffusion <command>: error: ...'; nothing is left half-written."
+)
+
+# errno values that say "the machine refused", not "the input is wrong": EXIT_ENVIRONMENT
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device; free some space and run the command again",
+    errno.EDQUOT: "disk quota exceeded; free some space and run the command again",
+    errno.EROFS: "read-only file system; choose another output path",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "input/output error",
+    errno.EFBIG: "file too large for this file system",
+    errno.ENOMEM: "out of memory",
+    errno.EMFILE: "too many open files",
+    errno.ENFILE: "too many open files in the system",
+}
+# errno values of a path that is not what the command needs: EXIT_USAGE
+_PATH_ERRNOS = {
+    errno.ENOENT: "does not exist",
+    errno.EISDIR: "is a folder where a file is expected",
+    errno.ENOTDIR: "a part of the path is a file where a folder is expected",
+    errno.EEXIST: "already exists",
+    errno.ENOTEMPTY: "is a folder that is not empty",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ELOOP: "too many symbolic links",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``torchdiffusion <command>: error: ...`` is the only stderr line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        _print_error(f"{self.prog}: error: {message} (see '{self.prog} --help')", everywhere=False)
+        raise SystemExit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="torchdiffusion",
         description="Diffusion models in PyTorch: train, sample, steer, edit, measure and explain.",
-        epilog="Run 'torchdiffusion <command> --help' for a command's options and examples.",
+        epilog="Run 'torchdiffusion <command> --help' for a command's options and examples.\n\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
     for name, mod in COMMANDS.items():
         p = sub.add_parser(
             name,
             help=mod.HELP,
             description=mod.HELP,
-            epilog=mod.EXAMPLES,
+            epilog=mod.EXAMPLES.rstrip() + "\n\n" + EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _parser=p)
     return parser
+
+
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _print_error(line: str, *, everywhere: bool) -> None:
+    """One line on stderr: from rank 0 only, unless ``everywhere`` (a failure one rank may meet alone)."""
+    rank = _rank()
+    if rank == 0:
+        print(line, file=sys.stderr, flush=True)
+    elif everywhere:
+        print(f"{line} [rank {rank}]", file=sys.stderr, flush=True)
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    for line in str(e).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(e).__name__
+
+
+def describe_os_error(e: OSError) -> tuple[str, int]:
+    """(one line, exit code) for an OSError: the path(s) it concerns and what went wrong."""
+    names = [str(f) for f in (e.filename, e.filename2) if f is not None]
+    where = " -> ".join(names)
+    if e.errno in _ENVIRONMENT_ERRNOS:
+        what, code = _ENVIRONMENT_ERRNOS[e.errno], EXIT_ENVIRONMENT
+    elif e.errno in _PATH_ERRNOS:
+        what, code = _PATH_ERRNOS[e.errno], EXIT_USAGE
+    else:  # no errno (e.g. PIL's "cannot identify image file"): the message says it
+        what, code = (e.strerror or first_line(e)), EXIT_USAGE
+        if not names:
+            return first_line(e), code
+    return (f"{where}: {what}" if where else what), code
+
+
+def _bad_file_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of readers fed a file of the wrong kind (random bytes, a pickle, a truncated header)."""
+    import pickle
+    import zipfile
+
+    kinds: list[type[BaseException]] = [pickle.UnpicklingError, zipfile.BadZipFile, EOFError]
+    try:
+        from safetensors import SafetensorError
+
+        kinds.append(SafetensorError)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+def classify(e: BaseException) -> tuple[str, int, bool] | None:
+    """(message, exit code, print on every rank) for a failure the user can act on; None for a bug."""
+    from .training.loop import TrainingError
+
+    if isinstance(e, (ValueError, *_bad_file_errors())):  # ConfigError, DataError, RunError, ...: bad input
+        return first_line(e), EXIT_USAGE, False
+    if isinstance(e, OSError):
+        msg, code = describe_os_error(e)
+        return msg, code, True
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return f"out of memory ({first_line(e)}); try a smaller batch size", EXIT_ENVIRONMENT, True
+    if isinstance(e, TrainingError):
+        return first_line(e), EXIT_TRAINING, False
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 with one line on bad flags
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the command's own parser: 'torchdiffusion sample: error: ...'
+            getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed as one line)
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
+        _print_error("torchdiffusion: error: give a command (see 'torchdiffusion --help')", everywhere=False)
+        return EXIT_USAGE
     from .progress import Stopped, close_bars, stop_on_signals
 
     try:
@@ -79,20 +205,19 @@ def main(argv: list[str] | None = None) -> int:
             return int(args._run(args) or 0)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: stop now, one line, exit 128 + signal number
         close_bars()
-        code = e.exit_code if isinstance(e, Stopped) else 130
+        code = e.exit_code if isinstance(e, Stopped) else EXIT_INTERRUPTED
         what = "SIGTERM" if code == 143 else "Ctrl-C"
-        print(f"torchdiffusion {args.command}: stopped by {what}; no partial files were written", file=sys.stderr)
+        _print_error(
+            f"torchdiffusion {args.command}: stopped by {what}; no partial files were written", everywhere=False
+        )
         return code
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"torchdiffusion {args.command}: error: {msg}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        # Training failures (e.g. too many non-finite steps) are reported in one line with exit code 1.
-        if type(e).__name__ == "TrainingError":
-            print(f"torchdiffusion {args.command}: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
-            return 1
-        raise
+    except Exception as e:
+        known = classify(e)
+        if known is None:
+            raise
+        msg, code, everywhere = known
+        _print_error(f"torchdiffusion {args.command}: error: {msg}", everywhere=everywhere)
+        return code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -373,18 +374,23 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
         try:
             f = float(str(value).replace("_", ""))
         except ValueError:
             raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return int(f)
     if tp is float:
         try:
-            return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
-        except (ValueError, TypeError):
+            f = float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+        except (ValueError, TypeError, OverflowError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return f
     if tp is str:
         return str(value)
     return value
@@ -451,18 +457,84 @@ def _set(cfg: Any, path: list[str], value: str, full: str) -> Any:
     return replace(cfg, **{name: _set(sub, path[1:], value, full)})
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Cross-field checks with one-line messages; returns cfg unchanged when it is usable."""
+# Upper bounds of sizes: far above any sensible run, far below an allocation that would fail or take forever
+MAX_IMAGES = 10**12  # images seen in training (and every *_images cadence)
+MAX_BATCH = 65_536  # images per optimizer step or per network call
+MAX_WIDTH = 4096  # channels, widths, embedding sizes
+MAX_PIXELS = 16_384  # one side of an image
+MAX_T = 100_000  # timesteps of a discrete process, sampler steps
+MAX_SAMPLES = 10_000_000  # images to generate
+MAX_SEED = 2**62  # image k uses seed + k: room for k
+
+
+def _finite_numbers(cfg: Any, where: str = "") -> list[tuple[bool, str]]:
+    """Every float field (and float inside a tuple) of every section is finite: no NaN, no infinity."""
+    checks = []
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            checks += _finite_numbers(v, f"{where}{f.name}.")
+        elif isinstance(v, float) or (isinstance(v, tuple) and any(isinstance(e, float) for e in v)):
+            ok = all(math.isfinite(e) for e in (v if isinstance(v, tuple) else (v,)))
+            checks.append((ok, f"{where}{f.name} must be a finite number, got {v!r}"))
+    return checks
+
+
+def _between(v: Any, lo: float, hi: float, name: str) -> tuple[bool, str]:
+    return (lo <= v <= hi, f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
+
+
+def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
+    size_ok = d.image_size is None or (len(d.image_size) == 2 and all(1 <= v <= MAX_PIXELS for v in d.image_size))
+    return [
+        (size_ok, f"data.image_size must be H,W with sides in [1, {MAX_PIXELS}], got {d.image_size!r}"),
+        (d.channels in (None, 1, 3), f"data.channels must be 1 or 3, got {d.channels!r}"),
+        _between(d.toy_size, 1, MAX_SAMPLES, "data.toy_size"),
+        _between(d.holdout, 0, MAX_SAMPLES, "data.holdout"),
+        (d.limit is None or d.limit >= 1, f"data.limit must be >= 1, got {d.limit!r}"),
+    ]
+
+
+def _model_checks(m: ModelConfig) -> list[tuple[bool, str]]:
+    return [
+        (m.net in ("unet", "mlp"), "model.net must be unet or mlp"),
+        (
+            1 <= len(m.channel_mult) <= 8 and all(1 <= c <= 64 for c in m.channel_mult),
+            f"model.channel_mult needs 1 to 8 levels of multipliers in [1, 64], got {m.channel_mult!r}",
+        ),
+        _between(m.channels, 1, MAX_WIDTH, "model.channels"),
+        _between(m.num_res_blocks, 1, 64, "model.num_res_blocks"),
+        (all(r >= 1 for r in m.attn_resolutions), "model.attn_resolutions must be sizes >= 1"),
+        _between(m.head_channels, 1, MAX_WIDTH, "model.head_channels"),
+        (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout!r}"),
+        (m.embedding in ("sinusoidal", "fourier"), "model.embedding must be sinusoidal or fourier"),
+        _between(m.groups, 1, MAX_WIDTH, "model.groups"),
+        _between(m.mlp_width, 1, 65_536, "model.mlp_width"),
+        _between(m.mlp_depth, 1, 256, "model.mlp_depth"),
+        _between(m.num_classes, 0, 1_000_000, "model.num_classes"),
+        (
+            -1 <= m.context_dim <= 65_536,
+            "model.context_dim must be in [0, 65536], or -1 to take it from the data's context vectors",
+        ),
+        _between(m.text_dim, 0, 65_536, "model.text_dim"),
+    ]
+
+
+def _diffusion_checks(d: DiffusionConfig) -> list[tuple[bool, str]]:
     from .losses import SIGMA_SAMPLINGS, WEIGHTINGS
     from .precond import NOISE_CONDITIONINGS, PARAMETERIZATIONS
-    from .schedules import BETA_SCHEDULES, SIGMA_GRIDS
+    from .schedules import BETA_SCHEDULES
 
-    d, m, t, s = cfg.diffusion, cfg.model, cfg.train, cfg.sample
-    checks = [
+    return [
         (d.parameterization in PARAMETERIZATIONS, f"diffusion.parameterization must be one of {PARAMETERIZATIONS}"),
         (d.process in ("discrete", "continuous"), "diffusion.process must be discrete or continuous"),
         (d.schedule in BETA_SCHEDULES, f"diffusion.schedule must be one of {tuple(BETA_SCHEDULES)}"),
-        (d.T >= 2, "diffusion.T must be >= 2"),
+        _between(d.T, 2, MAX_T, "diffusion.T"),
+        # Ho et al.'s linear schedule: 0 < beta_1 <= beta_T < 1 (each beta_t is a variance fraction)
+        (
+            0.0 < d.beta_start <= d.beta_end < 1.0,
+            f"need 0 < diffusion.beta_start <= diffusion.beta_end < 1, got {d.beta_start!r}, {d.beta_end!r}",
+        ),
         (
             d.noise_conditioning in NOISE_CONDITIONINGS,
             f"diffusion.noise_conditioning must be one of {NOISE_CONDITIONINGS}",
@@ -478,21 +550,45 @@ def validate(cfg: RunConfig) -> RunConfig:
         ),
         (d.weighting in WEIGHTINGS, f"diffusion.weighting must be one of {WEIGHTINGS}"),
         (0 < d.sigma_min < d.sigma_max, "need 0 < diffusion.sigma_min < diffusion.sigma_max"),
-        (m.net in ("unet", "mlp"), "model.net must be unet or mlp"),
-        (len(m.channel_mult) >= 1 and all(c >= 1 for c in m.channel_mult), "model.channel_mult needs >= 1 level"),
-        (m.channels >= 1 and m.num_res_blocks >= 1, "model.channels and model.num_res_blocks must be >= 1"),
-        (m.context_dim >= -1, "model.context_dim must be >= 0, or -1 to take it from the data's context vectors"),
-        (t.images >= 1 and t.batch_size >= 1, "train.images and train.batch_size must be >= 1"),
+        (d.sigma_data > 0, f"diffusion.sigma_data must be > 0, got {d.sigma_data!r}"),
+        (d.P_std > 0, f"diffusion.P_std must be > 0, got {d.P_std!r}"),
+        (d.min_snr_gamma > 0, f"diffusion.min_snr_gamma must be > 0, got {d.min_snr_gamma!r}"),
+    ]
+
+
+def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
+    cadences = ("warmup_images", "ema_halflife_images", "log_every_images", "sample_every_images")
+    cadences += ("eval_every_images", "checkpoint_every_images")
+    return [
+        _between(t.images, 1, MAX_IMAGES, "train.images"),
+        _between(t.batch_size, 1, MAX_BATCH, "train.batch_size"),
         (
             t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
             "train.batch_size must be a multiple of train.grad_accum",
         ),
+        (t.lr > 0, f"train.lr must be > 0, got {t.lr!r}"),
+        (len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "train.betas must be two numbers in [0, 1)"),
+        (t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay!r}"),
+        (t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables clipping), got {t.grad_clip!r}"),
+        *(_between(getattr(t, k), 0, MAX_IMAGES, f"train.{k}") for k in cadences),
+        (t.ema_warmup_ratio >= 0, f"train.ema_warmup_ratio must be >= 0, got {t.ema_warmup_ratio!r}"),
+        _between(t.seed, 0, MAX_SEED, "train.seed"),
         (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
         (t.lr_decay in ("none", "cosine"), "train.lr_decay must be none or cosine"),
         (0.0 <= t.cond_drop_prob <= 1.0, "train.cond_drop_prob must be in [0, 1]"),
-        (t.eval_every_images >= 0 and t.eval_n >= 2, "train.eval_every_images must be >= 0 and train.eval_n >= 2"),
-        (s.steps >= 1, f"sample.steps must be >= 1, got {s.steps}"),
-        (s.n >= 1, "sample.n must be >= 1"),
+        _between(t.eval_n, 2, MAX_SAMPLES, "train.eval_n"),
+        _between(t.keep_checkpoints, 1, 10_000, "train.keep_checkpoints"),
+        _between(t.max_nonfinite, 1, MAX_IMAGES, "train.max_nonfinite"),
+        _between(t.num_workers, 0, 256, "train.num_workers"),
+        _between(t.threads, 0, 4096, "train.threads"),
+    ]
+
+
+def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]]:
+    from .schedules import SIGMA_GRIDS
+
+    return [
+        (1 <= s.steps <= MAX_T, f"sample.steps must be >= 1 and <= {MAX_T}, got {s.steps}"),
         (0.0 <= s.guidance_rescale <= 1.0, "sample.guidance_rescale must be in [0, 1]"),
         (
             s.guidance_interval is None
@@ -504,12 +600,30 @@ def validate(cfg: RunConfig) -> RunConfig:
             not (s.grid == "uniform_t" and d.process == "continuous"),
             "sample.grid=uniform_t needs a discrete (DDPM-trained) model",
         ),
+        (s.rho > 0, f"sample.rho must be > 0, got {s.rho!r}"),
+        (s.spacing in ("leading", "trailing", "linspace"), "sample.spacing must be leading, trailing or linspace"),
+        (1 <= s.n <= MAX_SAMPLES, f"sample.n must be >= 1 and <= {MAX_SAMPLES}, got {s.n}"),
+        _between(s.seed, 0, MAX_SEED, "sample.seed"),
+        _between(s.batch_size, 1, MAX_BATCH, "sample.batch_size"),
     ]
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Every field in its domain (one place for all of them); returns cfg unchanged when it is usable.
+
+    Raises ConfigError with a one-line message naming the first field out of its domain: a NaN or infinite
+    number, a size <= 0 or absurdly large (refused before anything is allocated), a schedule parameter
+    outside its domain (0 < beta < 1, rho > 0, sigma_data > 0), an unknown name.
+    """
+    checks = _finite_numbers(cfg)
+    checks += _data_checks(cfg.data) + _model_checks(cfg.model) + _diffusion_checks(cfg.diffusion)
+    checks += _train_checks(cfg.train) + _sample_checks(cfg.sample, cfg.diffusion)
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
     from .samplers import SAMPLERS, resolve_settings
 
+    s = cfg.sample
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {s.sampler!r}; choose from {', '.join(SAMPLERS)}")
     try:

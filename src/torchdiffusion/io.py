@@ -4,7 +4,7 @@ A file is written to a temporary name in the same folder (``.<name>.tmp-<pid>-<r
 recognisable, and with the final suffix so that writers that choose a format by it still work), flushed and
 fsynced, then ``os.replace``d over the final name, and the folder is fsynced. A crash or an interrupt
 (``KeyboardInterrupt`` included) at any moment leaves either the old file or the new one, never half of one,
-and the temporary file is removed on any exception.
+and the temporary file (and any folder created for it) is removed on any exception.
 
 - :func:`atomic_write` for bytes, text, or a function that writes to a binary file object;
 - :func:`atomic_path` for writers that insist on a path (matplotlib, ffmpeg, a C compiler);
@@ -53,6 +53,26 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing ancestors; return the folders created, deepest first."""
+    created = []
+    q = folder
+    while not q.exists() and q.parent != q:
+        created.append(q)
+        q = q.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders a failed write created (deepest first), as long as they are still empty."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 @contextmanager
 def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends normally, fsync it and replace ``path`` with it.
@@ -62,7 +82,7 @@ def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = 
     ``before_rename`` runs after the temporary file is complete and before the rename (a crash-test hook).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(path.parent)
     tmp = temp_name(path)
     try:
         yield tmp
@@ -72,6 +92,7 @@ def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = 
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
+        _remove_empty(created)
         if isinstance(e, OSError) and e.filename is None and e.errno is not None:
             raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
         raise

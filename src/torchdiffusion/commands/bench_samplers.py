@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from .argtypes import MAX_COUNT, MAX_STEPS, MAX_THREADS, check_output_dir, int_in, nonneg_int, positive_int
+
 HELP = "benchmark samplers x grids x NFE (sliced Wasserstein, energy distance, time) against diffusers"
 EXAMPLES = """examples:
   torchdiffusion bench-samplers --case 8gaussians --out bench/8g            # exact denoiser, 2-D
@@ -26,18 +28,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--case", help="analytic case(s): 8gaussians, mixture64 (comma-separated)")
     src.add_argument("--run", help="a trained run folder (case b)")
     p.add_argument("--out", default="bench-samplers", help="output folder: results.md, results.json, plot.png")
-    p.add_argument("--n", type=int, default=20_000, help="samples per row (default 20000)")
+    p.add_argument("--n", type=int_in(2, MAX_COUNT), default=20_000, help="samples per row (default 20000)")
     p.add_argument("--nfe", default="5,10,20,50", help="NFE budgets (default 5,10,20,50)")
     p.add_argument("--samplers", help="our samplers (default: all but adaptive, which gets its own rows)")
     p.add_argument("--grids", default="karras,exponential,uniform_t,tuned", help="grids to race")
     p.add_argument("--tuned-samplers", default="dpmpp_2m,dpmpp_3m,unipc", help="samplers that get tuned grids")
-    p.add_argument("--tune-maxfev", type=int, default=600, help="grid search evaluations per tuned grid")
-    p.add_argument("--fit-n", type=int, default=500, help="starting samples (own seed) the grids are fit on")
+    p.add_argument(
+        "--tune-maxfev", type=positive_int(1_000_000), default=600, help="grid search evaluations per tuned grid"
+    )
+    p.add_argument(
+        "--fit-n", type=positive_int(MAX_COUNT), default=500, help="starting samples (own seed) the grids are fit on"
+    )
     p.add_argument("--grid-dir", help="where tuned grids are read from / written to")
     p.add_argument("--diffusers", default=None, help="diffusers schedulers (default: all, if installed)")
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' schedulers")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--ref-steps", type=int, default=200, help="case b: Heun steps of the reference solve")
+    p.add_argument("--threads", type=nonneg_int(MAX_THREADS), default=1, help="torch threads (default 1)")
+    p.add_argument(
+        "--ref-steps", type=positive_int(MAX_STEPS), default=200, help="case b: Heun steps of the reference solve"
+    )
     p.add_argument(
         "--reference",
         default="ode",
@@ -48,6 +56,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", help="case b: compare in this feature space (e.g. clf:mnist5k) instead of pixels")
 
 
+def check_sources(args: argparse.Namespace) -> None:
+    """Refuse unknown cases and feature spaces and unwritable output folders before anything is sampled."""
+    from ..bench.analytic_cases import CASES
+
+    for case in _csv(args.case or "") if not args.run else ():
+        if case not in CASES:
+            raise ValueError(f"unknown case {case!r}; choose from {', '.join(CASES)}")
+    if args.features:
+        from ..evaluation.features import get_features
+
+        get_features(args.features)
+    check_output_dir(args.out)
+    if args.grid_dir:
+        check_output_dir(args.grid_dir)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -56,9 +80,13 @@ def run(args: argparse.Namespace) -> int:
     from ..samplers import SAMPLERS
 
     torch.set_num_threads(max(1, args.threads))
-    nfes = tuple(int(v) for v in _csv(args.nfe))
-    if not nfes or min(nfes) < 1:
-        raise ValueError("--nfe needs positive integers, e.g. 5,10,20,50")
+    try:
+        nfes = tuple(positive_int(MAX_STEPS)(v) for v in _csv(args.nfe))
+    except argparse.ArgumentTypeError:
+        nfes = ()
+    if not nfes:
+        raise ValueError(f"--nfe needs positive integers up to {MAX_STEPS}, e.g. 5,10,20,50; got {args.nfe!r}")
+    check_sources(args)
     samplers = _csv(args.samplers) if args.samplers else OUR_SAMPLERS
     for s in samplers + _csv(args.tuned_samplers):
         if s not in SAMPLERS:

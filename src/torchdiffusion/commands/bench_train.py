@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..io import atomic_write
+from .argtypes import MAX_BATCH, MAX_PIXELS, MAX_THREADS, check_output_file, nonneg_int, positive_int
 
 HELP = "time U-Net training steps (fp32/bf16, channels_last on/off) against a FLOP-matched diffusers UNet2DModel"
 EXAMPLES = """examples:
@@ -24,11 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="mnist-cpu", help="preset whose model config is benchmarked (default mnist-cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--shape", default="1,28,28", help="one example's shape C,H,W (default 1,28,28)")
-    p.add_argument("--batch-size", type=int, default=0, help="batch (default: the preset's train.batch_size)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per setting (default 3)")
-    p.add_argument("--windows", type=int, default=5, help="timed windows per setting (default 5)")
-    p.add_argument("--steps", type=int, default=3, help="training steps per timed window (default 3)")
+    p.add_argument(
+        "--batch-size", type=nonneg_int(MAX_BATCH), default=0, help="batch (default: the preset's train.batch_size)"
+    )
+    p.add_argument("--threads", type=nonneg_int(MAX_THREADS), default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--warmup", type=nonneg_int(10_000), default=3, help="untimed steps per setting (default 3)")
+    p.add_argument("--windows", type=positive_int(10_000), default=5, help="timed windows per setting (default 5)")
+    p.add_argument("--steps", type=positive_int(10_000), default=3, help="training steps per timed window (default 3)")
     p.add_argument(
         "--precisions",
         default=None,
@@ -41,13 +44,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also time every setting under torch.compile (both models; ~1 min of compiling per model and setting)",
     )
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' UNet2DModel even if installed")
-    p.add_argument("--peak-size", type=int, default=2048, help="matrix size of the peak matmul (default 2048)")
+    p.add_argument(
+        "--peak-size", type=positive_int(MAX_PIXELS), default=2048, help="matrix size of the peak matmul (default 2048)"
+    )
     p.add_argument("--out", help="write the results as JSON here (the table goes to stdout)")
 
 
 def _settings(args: argparse.Namespace):
     """The preset, example shape and (precisions, layouts) the flags ask for; ConfigError on bad flags."""
-    from ..config import ConfigError, get_preset, override
+    from ..config import ConfigError, get_preset, override, validate
 
     cfg = override(get_preset(args.preset), args.set)
     try:
@@ -64,7 +69,11 @@ def _settings(args: argparse.Namespace):
         raise ConfigError("--layouts takes contiguous and/or channels_last")
     if min(args.warmup, args.windows - 1, args.steps - 1) < 0:
         raise ConfigError("need --warmup >= 0, --windows >= 1, --steps >= 1")
-    return cfg, shape, precisions, layouts
+    if not all(1 <= s <= MAX_PIXELS for s in shape):
+        raise ConfigError(f"--shape sizes must be in [1, {MAX_PIXELS}], got {args.shape!r}")
+    if args.out:
+        check_output_file(args.out)
+    return validate(cfg), shape, precisions, layouts
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import dataclasses
 import typing
 
 from ..config import SampleConfig, SamplerSettings, override
+from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, nonneg_int, positive_float, positive_int
 
 
 def _setting_flag(name: str) -> str:
@@ -32,15 +33,15 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     overriding the run's SampleConfig (None = keep the run's)."""
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", help="sampler name (see 'torchdiffusion sample --list-samplers')")
-    g.add_argument("--steps", type=int, help="steps on the sigma grid")
+    g.add_argument("--steps", type=positive_int(MAX_STEPS), help="steps on the sigma grid")
     g.add_argument(
         "--grid", help="sigma grid: karras | exponential | uniform_t | tuned (the run's grids/, from bench-samplers)"
     )
-    g.add_argument("--rho", type=float, help="Karras grid exponent")
+    g.add_argument("--rho", type=positive_float, help="Karras grid exponent")
     g.add_argument("--spacing", help="uniform_t spacing: leading | trailing | linspace")
-    g.add_argument("--n", type=int, help="number of samples")
-    g.add_argument("--seed", type=int, help="image k uses seed + k")
-    g.add_argument("--batch-size", type=int, help="images per network call")
+    g.add_argument("--n", type=positive_int(MAX_COUNT), help="number of samples")
+    g.add_argument("--seed", type=nonneg_int(MAX_SEED), help="image k uses seed + k")
+    g.add_argument("--batch-size", type=positive_int(MAX_BATCH), help="images per network call")
     g.add_argument(
         "--set",
         dest="sample_set",

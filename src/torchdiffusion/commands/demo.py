@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
+
+from .argtypes import MAX_COUNT, output_folder, positive_int
 
 HELP = "train the demo model on MNIST-5k (a few CPU minutes) and sample a grid + a denoising GIF"
 EXAMPLES = """examples:
@@ -19,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--preset", default="mnist-cpu", help="preset (default: mnist-cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    p.add_argument("--n", type=int, default=64, help="samples in the grid (default 64)")
+    p.add_argument("--n", type=positive_int(MAX_COUNT), default=64, help="samples in the grid (default 64)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -34,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     cfg = validate(override(get_preset(args.preset), args.set))
-    out = Path(args.out)
-    data = load_and_check(cfg)
-    print(f"[demo] training {cfg.preset} on {data.name} ({len(data)} images) -> {out}", file=sys.stderr)
-    train(cfg, out, resume=True, progress=not args.no_progress, data=data, raise_on_stop=True)
+    validate(replace(cfg, sample=replace(cfg.sample, n=args.n)))
+    with output_folder(args.out) as out:
+        data = load_and_check(cfg)
+        print(f"[demo] training {cfg.preset} on {data.name} ({len(data)} images) -> {out}", file=sys.stderr)
+        train(cfg, out, resume=True, progress=not args.no_progress, data=data, raise_on_stop=True)
     t1 = time.time()
     run_ = load_run(out)
     sample = replace(run_.config.sample, n=args.n)

@@ -6,11 +6,13 @@ import argparse
 import json
 import sys
 
+from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_THREADS, int_in, nonneg_int, positive_int
+
 HELP = "evaluate a trained run: Fréchet distance, KID, precision/recall, bits/dim, memorisation -> JSON + HTML"
 EXAMPLES = """examples:
   torchdiffusion evaluate runs/demo --metrics fd,kid,pr,nll,memorisation --n 5000
   torchdiffusion evaluate runs/demo --metrics fd,kid --features clf:mnist5k --n 1000   # fast: no EfficientNet
-  torchdiffusion evaluate runs/fashion --n 5000 --nll-n 256 --vlb-timesteps 1000
+  torchdiffusion evaluate runs/fashion --n 5000 --nll-n 256 --vlb-timesteps 0   # all T terms
   TORCHDIFFUSION_INCEPTION=inception-2015-12-05.pt torchdiffusion evaluate runs/demo --features inception
 
 Metrics are named for their features (FD-EffNetLite0, FD-MNIST5kclf); "FID" only with --features inception.
@@ -26,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="fd,kid,pr,nll,memorisation",
         help="comma-separated: fd, kid, pr, nll, memorisation (default: all)",
     )
-    p.add_argument("--n", type=int, default=5000, help="generated samples (default 5000)")
+    p.add_argument("--n", type=int_in(2, MAX_COUNT), default=5000, help="generated samples (default 5000)")
     p.add_argument(
         "--features",
         help="comma-separated feature networks: effnet_lite0, clf:<data>, inception, raw "
@@ -34,17 +36,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", help="output folder (default RUN/eval)")
     p.add_argument("--sampler", help="override the run's sampler")
-    p.add_argument("--steps", type=int, help="override the run's sampling steps")
-    p.add_argument("--seed", type=int, default=10_000, help="image k uses seed + k (default 10000)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per network call")
-    p.add_argument("--nll-n", type=int, default=64, help="real (held-out) images for bits/dim (default 64)")
-    p.add_argument("--ode-steps", type=int, default=32, help="RK4 steps of the probability-flow ODE (default 32)")
+    p.add_argument("--steps", type=positive_int(MAX_STEPS), help="override the run's sampling steps")
+    p.add_argument("--seed", type=nonneg_int(MAX_SEED), default=10_000, help="image k uses seed + k (default 10000)")
+    p.add_argument("--batch-size", type=positive_int(MAX_BATCH), default=100, help="images per network call")
     p.add_argument(
-        "--vlb-timesteps", type=int, default=100, help="stratified timesteps for the VP bound; 0 = all T (default 100)"
+        "--nll-n", type=positive_int(MAX_COUNT), default=64, help="real (held-out) images for bits/dim (default 64)"
+    )
+    p.add_argument(
+        "--ode-steps",
+        type=positive_int(MAX_STEPS),
+        default=32,
+        help="RK4 steps of the probability-flow ODE (default 32)",
+    )
+    p.add_argument(
+        "--vlb-timesteps",
+        type=nonneg_int(MAX_STEPS),
+        default=None,
+        help="stratified timesteps for the VP bound, in [1, T - 1]; 0 = all T (default 100, or T - 1 if smaller)",
     )
     p.add_argument("--inception", help="TorchScript Inception-v3 file for --features inception")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    p.add_argument(
+        "--threads", type=nonneg_int(MAX_THREADS), default=0, help="torch intra-op threads (0 = torch's default)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,10 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..evaluation.evaluate import evaluate
 
+    metrics, feats, vlb_timesteps = check_request(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    feats = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
     report = evaluate(
         args.run,
         metrics,
@@ -68,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         nll_n=args.nll_n,
         ode_steps=args.ode_steps,
-        vlb_timesteps=args.vlb_timesteps or None,
+        vlb_timesteps=vlb_timesteps,
         inception_path=args.inception,
         device=args.device,
         log=lambda line: print(line, file=sys.stderr),  # phases and warnings on screen; the numbers on stdout
@@ -76,6 +89,55 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary_lines(report), indent=2))
     return 0
+
+
+def _csv(text: str | None) -> list[str]:
+    return [v.strip() for v in (text or "").split(",") if v.strip()]
+
+
+def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None, int | None]:
+    """(metrics, features, VP-bound timesteps) once every argument is checked - before anything is sampled.
+
+    Refuses an empty or unknown --metrics, an unknown --features name, a missing or unloadable Inception
+    file, --vlb-timesteps outside [1, T - 1] for the run's T, an unwritable --out and an unusable --device.
+    """
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from ..config import from_json
+    from ..evaluation import features as FE
+    from ..evaluation.evaluate import METRICS, EvaluateError
+    from .argtypes import check_output_dir
+
+    metrics = _csv(args.metrics)
+    if not metrics:
+        raise EvaluateError(f"--metrics names no metric; choose from {', '.join(METRICS)}")
+    for m in metrics:
+        if m not in METRICS:
+            raise EvaluateError(f"--metrics: unknown metric {m!r}; choose from {', '.join(METRICS)}")
+    feats = _csv(args.features) or None
+    if args.features is not None and not feats:
+        raise EvaluateError(f"--features names no feature network; choose from {', '.join(FE.feature_names())}")
+    inception = args.inception or os.environ.get("TORCHDIFFUSION_INCEPTION")
+    if inception and not Path(inception).is_file():
+        raise FileNotFoundError(2, "No such file or directory", inception)
+    for f in feats or []:
+        FE.get_features(f, inception_path=args.inception)  # unknown names, missing packages, bad files: now
+    if not (args.device == "cpu" or (args.device.startswith("cuda") and torch.cuda.is_available())):
+        raise EvaluateError(f"--device must be cpu or cuda (with a GPU present), got {args.device!r}")
+    run = Path(args.run)
+    if not (run / "config.json").is_file():
+        return metrics, feats, args.vlb_timesteps or None  # evaluate() names what is missing
+    check_output_dir(args.out or run / "eval")
+    cfg = from_json((run / "config.json").read_text())
+    T, vlb = cfg.diffusion.T, args.vlb_timesteps
+    if vlb is None:
+        vlb = min(100, T - 1)
+    elif vlb > T - 1 and "nll" in metrics and cfg.diffusion.process == "discrete":
+        raise EvaluateError(f"--vlb-timesteps must be in [1, {T - 1}] for this run (T = {T}), or 0 for all T")
+    return metrics, feats, vlb or None
 
 
 def summary_lines(report: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .argtypes import MAX_STEPS, check_output_file, int_in, nonneg_int, positive_float, positive_int
 from .common import add_sampling_arguments
 
 WHAT = ("forward", "schedules", "trajectory", "loss", "field", "ablation")
@@ -27,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("forward / schedules")
     g.add_argument(
         "--t",
-        type=int,
+        type=nonneg_int(MAX_STEPS),
         nargs="+",
         default=[0, 50, 100, 200, 300, 500, 700, 999],
         help="timesteps of the forward strip (0-based, < T)",
@@ -38,14 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="variance schedules (forward: linear cosine; schedules: linear cosine sigmoid)",
     )
-    g.add_argument("--T", type=int, default=1000, help="number of timesteps (default 1000)")
+    g.add_argument("--T", type=int_in(2, MAX_STEPS), default=1000, help="number of timesteps (default 1000)")
     g.add_argument("--data", default="mnist5k", help="data source for the forward strip without a run")
-    g.add_argument("--images", type=int, default=4, help="images in the forward strip (default 4)")
+    g.add_argument("--images", type=positive_int(1024), default=4, help="images in the forward strip (default 4)")
     g = p.add_argument_group("field (2-D runs)")
-    g.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.3, 1.0, 3.0], help="noise levels to draw")
-    g.add_argument("--lim", type=float, default=4.0, help="half-width of the plotted square (default 4)")
+    g.add_argument(
+        "--sigmas", type=positive_float, nargs="+", default=[0.05, 0.3, 1.0, 3.0], help="noise levels to draw"
+    )
+    g.add_argument("--lim", type=positive_float, default=4.0, help="half-width of the plotted square (default 4)")
     g = p.add_argument_group("ablation")
-    g.add_argument("--ddpm-steps", type=int, default=100, help="DDPM steps of the ablation rows (default 100)")
+    g.add_argument(
+        "--ddpm-steps", type=positive_int(MAX_STEPS), default=100, help="DDPM steps of the ablation rows (default 100)"
+    )
     add_sampling_arguments(p)
 
 
@@ -59,7 +64,7 @@ def _out(args: argparse.Namespace, default_dir: Path | None) -> Path:
     )
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
-    return out
+    return check_output_file(out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from pathlib import Path
+
+from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, check_output_dir, nonneg_int, positive_int
 
 HELP = "sample a conditional model over a range of guidance scales; plot class accuracy and diversity vs scale"
 EXAMPLES = """examples:
@@ -20,7 +22,9 @@ feature space (its value on real images of the data set is drawn as a reference 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder of a class- or context-conditional model")
     p.add_argument("--scales", default="0,1,1.5,2,3,5", help="comma-separated guidance scales (default 0,1,1.5,2,3,5)")
-    p.add_argument("--n-per-class", type=int, default=20, help="samples per class and scale (default 20)")
+    p.add_argument(
+        "--n-per-class", type=positive_int(MAX_COUNT), default=20, help="samples per class and scale (default 20)"
+    )
     p.add_argument(
         "--mode",
         choices=["class", "context"],
@@ -35,9 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", help="output folder (default: RUN/guidance-sweep)")
     p.add_argument("--sampler", help="sampler (default: the run's)")
-    p.add_argument("--steps", type=int, help="steps (default: the run's)")
-    p.add_argument("--batch-size", type=int, help="images per network call")
-    p.add_argument("--seed", type=int, default=0, help="image k uses seed + k at every scale")
+    p.add_argument("--steps", type=positive_int(MAX_STEPS), help="steps (default: the run's)")
+    p.add_argument("--batch-size", type=positive_int(MAX_BATCH), help="images per network call")
+    p.add_argument("--seed", type=nonneg_int(MAX_SEED), default=0, help="image k uses seed + k at every scale")
     p.add_argument("--no-reference", action="store_true", help="skip the diversity of real images")
 
 
@@ -51,18 +55,18 @@ def run(args: argparse.Namespace) -> int:
     from ..guidance import GuidanceError
 
     scales = parse_vectors(args.scales)[0]
-    if any(s < 0 for s in scales):
-        raise GuidanceError("guidance scales must be >= 0")
+    if not all(math.isfinite(s) and s >= 0 for s in scales):
+        raise GuidanceError(f"--scales must be finite numbers >= 0, got {args.scales!r}")
     if args.n_per_class < 1:
         raise GuidanceError("--n-per-class must be >= 1")
     run_ = load_run(args.run)
+    out = check_output_dir(args.out or run_.path / "guidance-sweep")
     m = run_.config.model
     mode = args.mode or ("class" if m.num_classes > 0 else "context")
     clf = classifier_from(args.classifier or run_.config.data.source)
     sample = run_.config.sample
     updates = {k: getattr(args, k) for k in ("sampler", "steps", "batch_size") if getattr(args, k) is not None}
     sample = replace(sample, seed=args.seed, **updates)
-    out = Path(args.out) if args.out else run_.path / "guidance-sweep"
 
     def log(line: str) -> None:
         print(line, file=sys.stderr)

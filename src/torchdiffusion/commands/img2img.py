@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .argtypes import unit_float
 from .inpaint import add_input_arguments
 
 HELP = "img2img / SDEdit: partly noise images (strength in [0, 1]) and sample back from there"
@@ -16,7 +17,7 @@ Output rows: original, then one row per strength."""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_arguments(p)
-    p.add_argument("--strength", type=float, nargs="+", default=[0.5], help="strength(s) in [0, 1] (default 0.5)")
+    p.add_argument("--strength", type=unit_float, nargs="+", default=[0.5], help="strength(s) in [0, 1] (default 0.5)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
+from .argtypes import MAX_COUNT, MAX_STEPS, check_output_file, nonneg_int, positive_int
 from .common import add_sampling_arguments, sample_config_from_args
 
 HELP = "inpaint a masked region of images (known-region replacement, or RePaint with --resample)"
@@ -26,7 +27,7 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     """RUN, input images (files or the run's data), --out, --weights and the sampling overrides."""
     p.add_argument("run", help="run folder written by 'torchdiffusion train'")
     p.add_argument("--images", nargs="+", metavar="FILE", help="input images (default: the run's own data)")
-    p.add_argument("--index", type=int, default=0, help="first data example to use (default 0)")
+    p.add_argument("--index", type=nonneg_int(MAX_COUNT), default=0, help="first data example to use (default 0)")
     p.add_argument("--out", help="output PNG (default: RUN/edits/<command>-....png)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
     add_sampling_arguments(p)
@@ -64,6 +65,7 @@ def setup(run_, args: argparse.Namespace):
     from ..generate import clamped, make_grid_sigmas, sampler_knobs
     from ..samplers import get_sampler
 
+    default_out(run_, args, "check")  # an unusable --out (or edits folder) is refused before any sampling
     sample = sample_config_from_args(run_.config.sample, args)
     validate(replace(run_.config, sample=sample))
     D = run_.model.bind(None)
@@ -84,7 +86,7 @@ def default_out(run_, args: argparse.Namespace, name: str) -> Path:
     out = Path(args.out) if args.out else run_.path / "edits" / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", name) + ".png")
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
-    return out
+    return check_output_file(out)
 
 
 def save_rows(rows, path: Path) -> Path:
@@ -108,11 +110,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", default="half:bottom", help=f"{MASK_HELP} (default half:bottom)")
     p.add_argument(
         "--resample",
-        type=int,
+        type=positive_int(1000),
         default=1,
         help="RePaint passes over each segment (default 1 = plain known-region replacement)",
     )
-    p.add_argument("--jump", type=int, help="RePaint jump length in steps (default: steps // 4, at least 1)")
+    p.add_argument(
+        "--jump", type=positive_int(MAX_STEPS), help="RePaint jump length in steps (default: steps // 4, at least 1)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from .argtypes import MAX_COUNT, MAX_FRAMES, MAX_SEED, int_in, nonneg_int
 from .common import add_sampling_arguments
 
 HELP = "interpolate between two seeds or two images (spherical in noise space, DDIM inversion for images)"
@@ -19,10 +20,14 @@ images the row starts and ends with the inputs' inversion round trips. Output: o
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder written by 'torchdiffusion train'")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--seeds", type=int, nargs=2, metavar=("A", "B"), help="two seeds (default 0 1)")
+    src.add_argument("--seeds", type=nonneg_int(MAX_SEED), nargs=2, metavar=("A", "B"), help="two seeds (default 0 1)")
     src.add_argument("--images", nargs=2, metavar=("A", "B"), help="two image files")
-    src.add_argument("--data-index", type=int, nargs=2, metavar=("I", "J"), help="two examples of the run's data")
-    p.add_argument("--frames", type=int, default=9, help="images along the path, endpoints included (default 9)")
+    src.add_argument(
+        "--data-index", type=nonneg_int(MAX_COUNT), nargs=2, metavar=("I", "J"), help="two examples of the run's data"
+    )
+    p.add_argument(
+        "--frames", type=int_in(2, MAX_FRAMES), default=9, help="images along the path, endpoints included (default 9)"
+    )
     p.add_argument(
         "--method",
         default="euler",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .argtypes import MAX_PIXELS, MAX_STEPS, nonneg_int, positive_int
 from .inpaint import add_input_arguments
 
 HELP = "grow images on any side (--left/--right/--top/--bottom pixels) and fill the new area"
@@ -18,10 +19,18 @@ that size whose estimates are averaged (MultiDiffusion); --stride sets the windo
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_arguments(p)
     for side in ("left", "right", "top", "bottom"):
-        p.add_argument(f"--{side}", type=int, default=0, help=f"pixels to add on the {side} (default 0)")
-    p.add_argument("--resample", type=int, default=1, help="RePaint passes per segment (default 1 = replacement)")
-    p.add_argument("--jump", type=int, help="RePaint jump length in steps (default: steps // 4, at least 1)")
-    p.add_argument("--stride", type=int, help="window step on the grown canvas (default: half the image size)")
+        p.add_argument(
+            f"--{side}", type=nonneg_int(MAX_PIXELS), default=0, help=f"pixels to add on the {side} (default 0)"
+        )
+    p.add_argument(
+        "--resample", type=positive_int(1000), default=1, help="RePaint passes per segment (default 1 = replacement)"
+    )
+    p.add_argument(
+        "--jump", type=positive_int(MAX_STEPS), help="RePaint jump length in steps (default: steps // 4, at least 1)"
+    )
+    p.add_argument(
+        "--stride", type=positive_int(MAX_PIXELS), help="window step on the grown canvas (default: half the image size)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from .argtypes import check_output_file, finite_float
 from .common import add_sampling_arguments, sample_config_from_args
 
 HELP = "sample a trained run: a PNG grid (scatter plot for 2-D data) and, with --gif, the denoising as a GIF"
@@ -46,7 +47,7 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--negative-context", help="the context vector classifier-free guidance steers away from")
     g.add_argument(
         "--guidance",
-        type=float,
+        type=finite_float,
         help="classifier-free guidance scale w: 0 unconditional, 1 conditional, "
         ">1 guided (default: the run's sample.guidance)",
     )
@@ -56,7 +57,7 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
         "--classifier",
         help="noise-aware classifier (from 'torchdiffusion train-classifier') for classifier guidance towards --class",
     )
-    g.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale s (default 1)")
+    g.add_argument("--classifier-scale", type=finite_float, default=1.0, help="classifier guidance scale s (default 1)")
 
 
 def conditioning_from_args(run_, sample, args: argparse.Namespace):
@@ -156,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
+    check_output_file(out)
     paths = write_samples(run_, sample, out, gif=args.gif, save_npy=args.save_npy, cond=cond, uncond=uncond, wrap=wrap)
     for p in paths:
         print(p)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .argtypes import output_folder
+
 HELP = "train a diffusion model into a run folder (resumes if the folder holds a checkpoint)"
 EXAMPLES = """examples:
   torchdiffusion train --preset mnist-cpu --out runs/mnist
@@ -46,7 +48,11 @@ def resolve_config(args: argparse.Namespace):
         path = Path(args.config)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        cfg = from_json(path.read_text())
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not JSON text") from None
+        cfg = from_json(text)
     else:
         cfg = get_preset(args.preset)
     return validate(override(cfg, args.set))
@@ -66,20 +72,20 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(to_json(cfg))
         return 0
-    out = Path(args.out or f"runs/{cfg.preset}")
-    data = load_and_check(cfg)
     from ..distributed import print0
     from ..training import train
 
-    train(
-        cfg,
-        out,
-        resume=not args.no_resume,
-        progress=not args.no_progress,
-        data=data,
-        tensorboard=args.tensorboard,
-        raise_on_stop=True,
-    )
+    with output_folder(args.out or f"runs/{cfg.preset}") as out:
+        data = load_and_check(cfg)
+        train(
+            cfg,
+            out,
+            resume=not args.no_resume,
+            progress=not args.no_progress,
+            data=data,
+            tensorboard=args.tensorboard,
+            raise_on_stop=True,
+        )
     print0(f"run folder: {out}")
     return 0
 

@@ -6,6 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from .argtypes import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_IMAGES_SEEN,
+    MAX_SEED,
+    MAX_THREADS,
+    check_output_dir,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
+
 HELP = (
     "train a noise-aware classifier p(y | x, sigma) for 'sample --classifier', or (--evaluation) a clean "
     "classifier of any labelled data for 'guidance-sweep --classifier'"
@@ -27,19 +39,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="run folder (uses its config.json) or preset name")
     p.add_argument("--out", help="output folder (default: RUN/classifier, or runs/classifier-<preset>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    p.add_argument("--images", type=int, default=100_000, help="training length in images seen (default 100000)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--width", type=int, default=32, help="channels of the first stage (default 32)")
-    p.add_argument("--holdout", type=int, default=500, help="examples kept out for the accuracy report")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument(
+        "--images",
+        type=positive_int(MAX_IMAGES_SEEN),
+        default=100_000,
+        help="training length in images seen (default 100000)",
+    )
+    p.add_argument("--batch-size", type=positive_int(MAX_BATCH), default=128)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
+    p.add_argument("--width", type=positive_int(1024), default=32, help="channels of the first stage (default 32)")
+    p.add_argument(
+        "--holdout", type=nonneg_int(MAX_COUNT), default=500, help="examples kept out for the accuracy report"
+    )
+    p.add_argument("--seed", type=nonneg_int(MAX_SEED), default=0)
+    p.add_argument("--threads", type=nonneg_int(MAX_THREADS), default=0, help="torch threads (0 = torch's default)")
     p.add_argument(
         "--evaluation",
         action="store_true",
         help="train the clean evaluation classifier (SmallClassifier) that guidance-sweep scores samples with",
     )
-    p.add_argument("--epochs", type=int, default=10, help="--evaluation: passes over the training images")
+    p.add_argument(
+        "--epochs", type=positive_int(10_000), default=10, help="--evaluation: passes over the training images"
+    )
 
 
 def resolve(source: str, sets: list[str]):
@@ -81,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.images < 1 or args.batch_size < 1 or args.epochs < 1:
         raise GuidanceError("--images, --batch-size and --epochs must be >= 1")
     cfg, default_out = resolve(args.source, args.set)
-    out = Path(args.out) if args.out else default_out
+    out = check_output_dir(args.out or default_out)
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
     if data.labels is None:
         raise GuidanceError(f"the {cfg.data.source} data has no class labels to train a classifier on")

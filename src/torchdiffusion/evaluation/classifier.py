@@ -233,9 +233,16 @@ def read_classifier_file(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    return meta, load_file(str(path))
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return meta, load_file(str(path))
+    except Exception as e:  # random bytes, a pickle, a truncated file: safetensors' own error types
+        raise ClassifierError(f"{path} is not a safetensors weights file ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
 
 
 def load_classifier_file(path: str | Path) -> SmallClassifier:
@@ -246,8 +253,11 @@ def load_classifier_file(path: str | Path) -> SmallClassifier:
     meta, state = read_classifier_file(path)
     if "config" not in meta:
         raise ClassifierError(f"{path} has no classifier config in its metadata")
-    net = SmallClassifier(ClassifierConfig(**json.loads(meta["config"])))
-    net.load_state_dict(state)
+    try:
+        net = SmallClassifier(ClassifierConfig(**json.loads(meta["config"])))
+        net.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError) as e:  # another network's weights or config
+        raise ClassifierError(f"{path} does not hold this classifier ({_first_line(e)})") from None
     return net.eval()
 
 

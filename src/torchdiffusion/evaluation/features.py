@@ -86,7 +86,11 @@ def _inception(path: str | None) -> FeatureFn:
             "or pass inception_path (none ships with torchdiffusion)"
         )
     # A TorchScript archive is code: load only a file you trust (the user supplies it explicitly).
-    net = torch.jit.load(path, map_location="cpu").eval()
+    try:
+        net = torch.jit.load(path, map_location="cpu").eval()
+    except (RuntimeError, ValueError, OSError) as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise FeatureError(f"{path} is not a TorchScript Inception-v3 file ({first.strip()})") from None
 
     @torch.no_grad()
     def f(x: Tensor) -> Tensor:

@@ -1,0 +1,153 @@
+"""argparse ``type=`` functions for numbers and paths: a bad value is refused while parsing, before any work.
+
+Each returns a converter whose error becomes argparse's one line, e.g.
+``torchdiffusion sample: error: argument --steps: must be an integer in [1, 100000], got '0'``.
+Upper bounds keep absurd sizes (``--steps 1000000000000``) from reaching an allocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# Upper bounds shared by the commands (far above any sensible use, far below an allocation failure)
+MAX_STEPS = 100_000  # sampler steps, timesteps, ODE steps
+MAX_COUNT = 1_000_000  # images to generate / read (a million 28x28 images are 3 GB of floats)
+MAX_BATCH = 65_536  # images per network call
+MAX_FRAMES = 10_000  # frames of an interpolation
+MAX_THREADS = 4096
+MAX_SEED = 2**62  # image k uses seed + k: room for k
+MAX_IMAGES_SEEN = 10**12  # training lengths in images
+MAX_PIXELS = 16_384  # one side of an image
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An integer in [lo, hi] (written as an integer: ``10``, ``1_000``; not ``1e3`` or ``10**3``)."""
+
+    def convert(text: str) -> int:
+        try:
+            v = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {text!r}")
+        return v
+
+    convert.__name__ = "integer"
+    return convert
+
+
+def positive_int(hi: int) -> Callable[[str], int]:
+    return int_in(1, hi)
+
+
+def nonneg_int(hi: int) -> Callable[[str], int]:
+    return int_in(0, hi)
+
+
+def float_in(
+    lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False
+) -> Callable[[str], float]:
+    """A finite number in the interval from lo to hi (ends closed unless ``*_open``); never NaN or inf."""
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    domain = f" in {left}{lo:g}, {hi:g}{right}" if math.isfinite(lo) or math.isfinite(hi) else ""
+
+    def convert(text: str) -> float:
+        try:
+            v = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = v < lo or (lo_open and v == lo)
+        too_high = v > hi or (hi_open and v == hi)
+        if not math.isfinite(v) or too_low or too_high:
+            raise argparse.ArgumentTypeError(f"must be a finite number{domain}, got {text!r}")
+        return v
+
+    convert.__name__ = "number"
+    return convert
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (no NaN, no infinity)."""
+    return float_in()(text)
+
+
+def positive_float(text: str) -> float:
+    return float_in(0.0, lo_open=True)(text)
+
+
+def unit_float(text: str) -> float:
+    """A number in [0, 1] (a strength, a probability, a stochasticity)."""
+    return float_in(0.0, 1.0)(text)
+
+
+def existing_file(text: str) -> str:
+    """A path that exists and is a file (not a folder)."""
+    p = Path(text).expanduser()
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a file")
+    return str(p)
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Refuse an output file path that cannot be written, before any work: a folder, a parent that is a
+    file, or a read-only/unwritable place. (A full disk only shows while writing; the writers clean up.)"""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(p))
+    _check_output_dir_path(p.parent)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise PermissionError(13, "Permission denied", str(p))
+    return p
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Refuse an output folder that is a file, sits under a file, or cannot be written, before any work."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(p))
+    _check_output_dir_path(p)
+    return p
+
+
+def _check_output_dir_path(p: Path) -> None:
+    """The nearest existing ancestor of ``p`` must be a writable folder (created folders go under it)."""
+    q = p
+    while not q.exists():
+        if q.parent == q:
+            return
+        q = q.parent
+    if not q.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(q))
+    if not os.access(q, os.W_OK | os.X_OK):
+        err = os.statvfs(q)
+        if err.f_flag & os.ST_RDONLY:
+            raise OSError(30, "Read-only file system", str(q))
+        raise PermissionError(13, "Permission denied", str(q))
+
+
+@contextmanager
+def output_folder(path: str | Path) -> Iterator[Path]:
+    """Checked output folder (see :func:`check_output_dir`) that is removed again, with the folders created for
+    it, when the block fails while it is still empty - a refused command leaves nothing behind."""
+    p = check_output_dir(path)
+    created = []
+    q = p
+    while not q.exists() and q.parent != q:
+        created.append(q)
+        q = q.parent
+    try:
+        yield p
+    except BaseException:
+        for d in created:  # deepest first; stops at the first folder that holds something
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise

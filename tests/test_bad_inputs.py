@@ -1,0 +1,612 @@
+"""A corpus of bad inputs for every command: bad values, files of the wrong kind, paths of the wrong kind,
+read-only and full file systems.
+
+Each case must end with exit code 2 (bad input) or 3 (the system refused: disk full, read-only), exactly one
+line on stderr naming the command (``torchdiffusion <command>: error: ...``), no traceback, and the files
+around it byte-identical: nothing written, no temporary file left, earlier artefacts untouched.
+
+Cases run in-process through ``torchdiffusion.cli.main`` (fast: they fail before any expensive work); a few run
+as real subprocesses, and a few under torchrun. Runs are tiny folders written once per session.
+"""
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyruns import CLASS_RUN, write_run
+from torchdiffusion.cli import COMMANDS, EXIT_ENVIRONMENT, EXIT_USAGE, main
+
+BIG = "1000000000000"  # 10**12 written out
+HUGE = "1e30"
+
+# Each case: (command line with {placeholders}, expected exit code, a word the error line must contain).
+# {run} a class-conditional 8x8 run (T = 100); {bad}/<name> damaged copies of it; {ws} the shared folder of
+# bad files; {ro} a read-only mount; {full} a full tmpfs; {cwd} the case's own (empty) working folder.
+U, E = EXIT_USAGE, EXIT_ENVIRONMENT
+POSITIONAL = {
+    **{c: ["{run}"] for c in ("sample", "inpaint", "outpaint", "img2img", "interpolate", "evaluate", "guidance-sweep")},
+    "train-classifier": ["{run}"],
+    "explain": ["schedules"],
+}
+
+TRAIN_VALUES = [
+    ("train.images=inf", "train.images"),
+    ("train.images=nan", "train.images"),
+    ("train.images=0", "train.images"),
+    ("train.images=-5", "train.images"),
+    ("train.images=1e30", "train.images"),
+    ("train.images=1.5", "train.images"),
+    ("train.batch_size=1e30", "train.batch_size"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("train.batch_size=-64", "train.batch_size"),
+    ("train.grad_accum=0", "grad_accum"),
+    ("train.grad_accum=3", "grad_accum"),
+    ("train.lr=0", "train.lr"),
+    ("train.lr=-1e-3", "train.lr"),
+    ("train.lr=nan", "train.lr"),
+    ("train.lr=inf", "train.lr"),
+    ("train.lr=fast", "train.lr"),
+    ("train.grad_clip=-1", "train.grad_clip"),
+    ("train.grad_clip=nan", "train.grad_clip"),
+    ("train.ema_halflife_images=-1", "train.ema_halflife_images"),
+    ("train.ema_warmup_ratio=-0.1", "train.ema_warmup_ratio"),
+    ("train.num_workers=-1", "train.num_workers"),
+    ("train.num_workers=100000", "train.num_workers"),
+    ("train.threads=-2", "train.threads"),
+    ("train.cond_drop_prob=1.5", "cond_drop_prob"),
+    ("train.precision=fp8", "train.precision"),
+    ("train.lr_decay=step", "train.lr_decay"),
+    ("train.betas=0.9,1.0", "train.betas"),
+    ("train.weight_decay=-0.1", "train.weight_decay"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints"),
+    ("train.max_nonfinite=0", "train.max_nonfinite"),
+    ("train.seed=-1", "train.seed"),
+    ("train.warmup_images=-1", "train.warmup_images"),
+    ("train.log_every_images=-5", "train.log_every_images"),
+    ("train.eval_n=1", "train.eval_n"),
+    ("train.compile=maybe", "train.compile"),
+    ("diffusion.beta_start=0", "beta_start"),
+    ("diffusion.beta_start=-0.01", "beta_start"),
+    ("diffusion.beta_end=1", "beta_end"),
+    ("diffusion.beta_end=1.5", "beta_end"),
+    ("diffusion.beta_start=0.5", "beta_start"),
+    ("diffusion.beta_end=nan", "beta_end"),
+    ("diffusion.T=1", "diffusion.T"),
+    ("diffusion.T=1000000000", "diffusion.T"),
+    ("diffusion.T=inf", "diffusion.T"),
+    ("diffusion.sigma_data=0", "sigma_data"),
+    ("diffusion.sigma_data=-0.5", "sigma_data"),
+    ("diffusion.sigma_data=nan", "sigma_data"),
+    ("diffusion.sigma_min=0", "sigma_min"),
+    ("diffusion.sigma_max=inf", "sigma_max"),
+    ("diffusion.P_std=0", "P_std"),
+    ("diffusion.min_snr_gamma=0", "min_snr_gamma"),
+    ("diffusion.schedule=quadratic", "diffusion.schedule"),
+    ("diffusion.parameterization=score", "parameterization"),
+    ("model.channels=0", "model.channels"),
+    ("model.channels=-8", "model.channels"),
+    ("model.channels=1e9", "model.channels"),
+    ("model.channel_mult=0,1", "channel_mult"),
+    ("model.channel_mult=", "channel_mult"),
+    ("model.num_res_blocks=0", "num_res_blocks"),
+    ("model.groups=0", "model.groups"),
+    ("model.dropout=1", "model.dropout"),
+    ("model.head_channels=0", "head_channels"),
+    ("model.mlp_width=0", "mlp_width"),
+    ("model.embedding=learned", "model.embedding"),
+    ("model.num_classes=-1", "num_classes"),
+    ("sample.rho=0", "sample.rho"),
+    ("sample.rho=-7", "sample.rho"),
+    ("sample.rho=nan", "sample.rho"),
+    ("sample.steps=0", "sample.steps"),
+    ("sample.steps=" + BIG, "sample.steps"),
+    ("sample.n=0", "sample.n"),
+    ("sample.eta=-1", "sample.eta"),
+    ("sample.spacing=random", "sample.spacing"),
+    ("sample.batch_size=0", "sample.batch_size"),
+    ("sample.guidance=nan", "sample.guidance"),
+    ("sample.guidance=inf", "sample.guidance"),
+    ("sample.sampler=magic", "unknown sampler"),
+    ("data.image_size=0,0", "data.image_size"),
+    ("data.channels=2", "data.channels"),
+    ("data.toy_size=0", "data.toy_size"),
+    ("data.holdout=-1", "data.holdout"),
+    ("data.limit=0", "data.limit"),
+    ("nosection.x=1", "unknown config key"),
+    ("train=1", "section"),
+    ("train.lr", "section.key=value"),
+]
+
+CASES = [
+    # -- the entry point and argparse -------------------------------------------------------------------------
+    ([], U, "give a command"),
+    (["nope"], U, "invalid choice"),
+    *[([cmd, *POSITIONAL.get(cmd, []), "--no-such-flag"], U, "unrecognized arguments") for cmd in COMMANDS],
+    # -- train: every config field out of its domain (refused before data is loaded) ------------------------
+    *[(["train", "--preset", "digits-test", "--set", s, "--out", "{cwd}/run"], U, w) for s, w in TRAIN_VALUES],
+    (["train", "--preset", "nope"], U, "unknown preset"),
+    (["train", "--config", "{ws}/missing.json"], U, "does not exist"),
+    (["train", "--config", "{ws}/folder.png"], U, "does not exist"),
+    (["train", "--config", "{ws}/rand.bin", "--out", "{cwd}/run"], U, "config"),
+    (["train", "--config", "{ws}/array.json", "--out", "{cwd}/run"], U, "object"),
+    (["train", "--config", "{bad}/badvalue/config.json", "--out", "{cwd}/run"], U, "sample.rho"),
+    (["train", "--preset", "digits-test", "--out", "{ws}/file.txt"], U, "file.txt"),
+    (["train", "--preset", "digits-test", "--out", "{ws}/file.txt/run"], U, "file.txt"),
+    (["train", "--preset", "digits-test", "--out", "{ro}/run"], E, "read-only"),
+    (
+        ["train", "--preset", "digits-test", "--set", "train.images=64", "--no-progress", "--out", "{full}/r"],
+        E,
+        "space",
+    ),
+    (["train", "--preset", "digits-test", "--set", "data.source=folder", "--set", "data.path={ws}/nope"], U, "nope"),
+    (["train", "--preset", "digits-test", "--set", "data.source=array", "--set", "data.path={ws}/trunc.npy"], U, ""),
+    (["train", "--preset", "digits-test", "--set", "data.source=array", "--set", "data.path={ws}/rand.bin"], U, ""),
+    (["train", "--preset", "digits-test", "--set", "data.source=folder", "--set", "data.path={ws}/file.txt"], U, ""),
+    # -- sample -------------------------------------------------------------------------------------------------
+    (["sample", "{run}", "--steps", "0"], U, "--steps"),
+    (["sample", "{run}", "--steps", "-3"], U, "--steps"),
+    (["sample", "{run}", "--steps", BIG], U, "--steps"),
+    (["sample", "{run}", "--steps", "10**12"], U, "--steps"),
+    (["sample", "{run}", "--steps", "x"], U, "--steps"),
+    (["sample", "{run}", "--n", "0"], U, "--n"),
+    (["sample", "{run}", "--n", "-1"], U, "--n"),
+    (["sample", "{run}", "--n", BIG], U, "--n"),
+    (["sample", "{run}", "--rho", "0"], U, "--rho"),
+    (["sample", "{run}", "--rho", "nan"], U, "--rho"),
+    (["sample", "{run}", "--rho", "-7"], U, "--rho"),
+    (["sample", "{run}", "--eta", "nan"], U, "--eta"),
+    (["sample", "{run}", "--eta", "2"], U, "--eta"),
+    (["sample", "{run}", "--seed", "-1"], U, "--seed"),
+    (["sample", "{run}", "--batch-size", "0"], U, "--batch-size"),
+    (["sample", "{run}", "--batch-size", HUGE], U, "--batch-size"),
+    (["sample", "{run}", "--guidance", "nan"], U, "--guidance"),
+    (["sample", "{run}", "--guidance", "inf"], U, "--guidance"),
+    (["sample", "{run}", "--guidance-rescale", "1.5"], U, "guidance_rescale"),
+    (["sample", "{run}", "--guidance-rescale", "nan"], U, "guidance_rescale"),
+    (["sample", "{run}", "--classifier-scale", "nan"], U, "--classifier-scale"),
+    (["sample", "{run}", "--sampler", "magic"], U, "unknown sampler"),
+    (["sample", "{run}", "--grid", "nope"], U, "sample.grid"),
+    (["sample", "{run}", "--spacing", "nope"], U, "spacing"),
+    (["sample", "{run}", "--weights", "best"], U, "--weights"),
+    (["sample", "{run}", "--out", "{cwd}/x.jpg"], U, ".png"),
+    (["sample", "{run}", "--out", "{ws}/folder.png"], U, "folder.png"),
+    (["sample", "{run}", "--out", "{ws}/file.txt/x.png"], U, "file.txt"),
+    (["sample", "{run}", "--out", "{ro}/x.png"], E, "read-only"),
+    (["sample", "{run}", "--n", "2", "--steps", "1", "--out", "{full}/x.png"], E, "space"),
+    (["sample", "{run}", "--n", "2", "--steps", "1", "--gif", "--out", "{full}/x.png"], E, "space"),
+    (["sample", "{run}", "--class", "99"], U, "class"),
+    (["sample", "{run}", "--class", "x"], U, "'x'"),
+    (["sample", "{run}", "--context", "1,0"], U, "context"),
+    (["sample", "{run}", "--classifier", "{ws}/missing.safetensors", "--class", "1"], U, "missing"),
+    (["sample", "{run}", "--classifier", "{ws}/rand.safetensors", "--class", "1"], U, "rand.safetensors"),
+    (["sample", "{run}", "--classifier", "{ws}/pickle.safetensors", "--class", "1"], U, "pickle.safetensors"),
+    (["sample"], U, "run folder"),
+    (["sample", "{ws}/missing"], U, "does not exist"),
+    (["sample", "{ws}/file.txt"], U, "does not exist"),
+    (["sample", "{bad}/noconfig"], U, "config.json"),
+    (["sample", "{bad}/badjson"], U, "damaged"),
+    (["sample", "{bad}/jsonarray"], U, "damaged"),
+    (["sample", "{bad}/badvalue"], U, "sample.rho"),
+    (["sample", "{bad}/nanvalue"], U, "sample.rho"),
+    (["sample", "{bad}/randweights"], U, "ema.safetensors"),
+    (["sample", "{bad}/pickleweights"], U, "ema.safetensors"),
+    (["sample", "{bad}/truncweights"], U, "ema.safetensors"),
+    (["sample", "{bad}/emptyweights"], U, "ema.safetensors"),
+    (["sample", "{bad}/randweights", "--weights", "model"], U, "model.safetensors"),
+    (["sample", "{bad}/noweights"], U, "no trained weights"),
+    (["sample", "{bad}/wrongnet"], U, "does not match"),
+    (["sample", "{bad}/norunjson"], U, "run.json"),
+    (["sample", "{bad}/badrunjson"], U, "run.json"),
+    # -- demo: the grid size is checked before training ---------------------------------------------------------
+    (["demo", "--n", "0"], U, "--n"),
+    (["demo", "--n", "-4"], U, "--n"),
+    (["demo", "--n", "x"], U, "--n"),
+    (["demo", "--n", BIG], U, "--n"),
+    (["demo", "--preset", "nope"], U, "unknown preset"),
+    (["demo", "--preset", "digits-test", "--set", "train.images=inf", "--out", "{cwd}/d"], U, "train.images"),
+    (["demo", "--preset", "digits-test", "--out", "{ws}/file.txt"], U, "file.txt"),
+    (["demo", "--preset", "digits-test", "--out", "{ro}/d"], E, "read-only"),
+    (["demo", "--preset", "digits-test", "--set", "train.images=64", "--no-progress", "--out", "{full}/d"], E, "space"),
+    # -- inpaint / outpaint / img2img / interpolate -----------------------------------------------------------
+    (["inpaint", "{run}", "--mask", "nope"], U, "mask"),
+    (["inpaint", "{run}", "--mask", "box:0,0,0,0"], U, "box"),
+    (["inpaint", "{run}", "--mask", "{ws}/missing.png"], U, "missing.png"),
+    (["inpaint", "{run}", "--mask", "{ws}/rand.png"], U, "rand.png"),
+    (["inpaint", "{run}", "--images", "{ws}/missing.png"], U, "missing.png"),
+    (["inpaint", "{run}", "--images", "{ws}/folder.png"], U, "folder.png"),
+    (["inpaint", "{run}", "--images", "{ws}/rand.png"], U, "rand.png"),
+    (["inpaint", "{run}", "--images", "{ws}/file.txt"], U, "file.txt"),
+    (["inpaint", "{run}", "--index", "-1"], U, "--index"),
+    (["inpaint", "{run}", "--index", "100000"], U, "--index"),
+    (["inpaint", "{run}", "--resample", "0"], U, "--resample"),
+    (["inpaint", "{run}", "--jump", "0"], U, "--jump"),
+    (["inpaint", "{run}", "--steps", "0"], U, "--steps"),
+    (["inpaint", "{run}", "--n", "0"], U, "--n"),
+    (["inpaint", "{run}", "--out", "{cwd}/a.jpg"], U, ".png"),
+    (["inpaint", "{run}", "--out", "{ws}/folder.png"], U, "folder.png"),
+    (["inpaint", "{run}", "--out", "{ro}/a.png"], E, "read-only"),
+    (["inpaint", "{run}", "--n", "1", "--steps", "1", "--out", "{full}/a.png"], E, "space"),
+    (["inpaint", "{bad}/randweights"], U, "ema.safetensors"),
+    (["outpaint", "{run}", "--left", "-1"], U, "--left"),
+    (["outpaint", "{run}", "--right", BIG], U, "--right"),
+    (["outpaint", "{run}", "--stride", "0"], U, "--stride"),
+    (["outpaint", "{run}", "--resample", "0"], U, "--resample"),
+    (["outpaint", "{run}", "--left", "2", "--out", "{ws}/file.txt/a.png"], U, "file.txt"),
+    (["img2img", "{run}", "--strength", "1.5"], U, "--strength"),
+    (["img2img", "{run}", "--strength", "-0.1"], U, "--strength"),
+    (["img2img", "{run}", "--strength", "nan"], U, "--strength"),
+    (["img2img", "{run}", "--images", "{ws}/missing.png"], U, "missing.png"),
+    (["interpolate", "{run}", "--frames", "1"], U, "--frames"),
+    (["interpolate", "{run}", "--frames", "0"], U, "--frames"),
+    (["interpolate", "{run}", "--frames", "100000000000"], U, "--frames"),
+    (["interpolate", "{run}", "--frames", "10**11"], U, "--frames"),
+    (["interpolate", "{run}", "--seeds", "-1", "0"], U, "--seeds"),
+    (["interpolate", "{run}", "--data-index", "0", "100000"], U, "index"),
+    (["interpolate", "{run}", "--images", "{ws}/missing.png", "{ws}/rand.png"], U, "missing.png"),
+    (["interpolate", "{run}", "--method", "nope"], U, "--method"),
+    (["interpolate", "{run}", "--out", "{ws}/folder.png"], U, "folder.png"),
+    # -- explain ------------------------------------------------------------------------------------------------
+    (["explain", "nope"], U, "invalid choice"),
+    (["explain", "schedules", "--T", "1", "--out", "{cwd}/s.png"], U, "--T"),
+    (["explain", "schedules", "--T", BIG, "--out", "{cwd}/s.png"], U, "--T"),
+    (["explain", "schedules", "--schedules", "quadratic", "--out", "{cwd}/s.png"], U, "quadratic"),
+    (["explain", "schedules", "--out", "{cwd}/s.jpg"], U, ".png"),
+    (["explain", "schedules", "--out", "{ws}/folder.png"], U, "folder.png"),
+    (["explain", "schedules", "--out", "{ro}/s.png"], E, "read-only"),
+    (["explain", "schedules", "--out", "{full}/s.png"], E, "space"),
+    (["explain", "forward", "{run}", "--t", "-1", "--out", "{cwd}/f.png"], U, "--t"),
+    (["explain", "forward", "{run}", "--t", "0", "5000", "--out", "{cwd}/f.png"], U, "5000"),
+    (["explain", "forward", "{run}", "--images", "0", "--out", "{cwd}/f.png"], U, "--images"),
+    (["explain", "field", "{run}", "--sigmas", "0", "--out", "{cwd}/f.png"], U, "--sigmas"),
+    (["explain", "field", "{run}", "--sigmas", "nan", "--out", "{cwd}/f.png"], U, "--sigmas"),
+    (["explain", "field", "{run}", "--lim", "-1", "--out", "{cwd}/f.png"], U, "--lim"),
+    (["explain", "field", "{run}", "--out", "{cwd}/f.png"], U, "2-D"),
+    (["explain", "ablation", "{run}", "--ddpm-steps", "0", "--out", "{cwd}/f.png"], U, "--ddpm-steps"),
+    (["explain", "trajectory"], U, "run folder"),
+    (["explain", "loss", "{ws}/missing"], U, "does not exist"),
+    (["explain", "trajectory", "{bad}/pickleweights"], U, "ema.safetensors"),
+    # -- evaluate: every argument checked before sampling -------------------------------------------------------
+    (["evaluate", "{run}", "--metrics", ""], U, "--metrics"),
+    (["evaluate", "{run}", "--metrics", ","], U, "--metrics"),
+    (["evaluate", "{run}", "--metrics", "fid"], U, "fid"),
+    (["evaluate", "{run}", "--features", "nope"], U, "nope"),
+    (["evaluate", "{run}", "--features", ""], U, "--features"),
+    (["evaluate", "{run}", "--features", "inception"], U, "inception"),
+    (["evaluate", "{run}", "--features", "inception", "--inception", "{ws}/missing.pt"], U, "missing.pt"),
+    (["evaluate", "{run}", "--features", "inception", "--inception", "{ws}/rand.bin"], U, "rand.bin"),
+    (["evaluate", "{run}", "--features", "inception", "--inception", "{ws}/folder.png"], U, "folder.png"),
+    (["evaluate", "{run}", "--metrics", "nll", "--vlb-timesteps", "100"], U, "--vlb-timesteps"),
+    (["evaluate", "{run}", "--metrics", "nll", "--vlb-timesteps", "-1"], U, "--vlb-timesteps"),
+    (["evaluate", "{run}", "--n", "1"], U, "--n"),
+    (["evaluate", "{run}", "--n", "0"], U, "--n"),
+    (["evaluate", "{run}", "--n", BIG], U, "--n"),
+    (["evaluate", "{run}", "--nll-n", "0"], U, "--nll-n"),
+    (["evaluate", "{run}", "--ode-steps", "0"], U, "--ode-steps"),
+    (["evaluate", "{run}", "--batch-size", "0"], U, "--batch-size"),
+    (["evaluate", "{run}", "--seed", "-1"], U, "--seed"),
+    (["evaluate", "{run}", "--steps", "0"], U, "--steps"),
+    (["evaluate", "{run}", "--threads", "-1"], U, "--threads"),
+    (["evaluate", "{run}", "--device", "tpu"], U, "--device"),
+    (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "{ws}/file.txt"], U, "file.txt"),
+    (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "{ro}/eval"], E, "read-only"),
+    (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "{full}/eval"], E, "space"),
+    (["evaluate", "{ws}/missing"], U, "does not exist"),
+    (["evaluate", "{bad}/truncweights", "--metrics", "memorisation"], U, "ema.safetensors"),
+    # -- bench-train --------------------------------------------------------------------------------------------
+    (["bench-train", "--shape", "1,28"], U, "--shape"),
+    (["bench-train", "--shape", "0,28,28"], U, "--shape"),
+    (["bench-train", "--shape", "x,y,z"], U, "--shape"),
+    (["bench-train", "--shape", "1,100000,100000"], U, "--shape"),
+    (["bench-train", "--batch-size", "-1"], U, "--batch-size"),
+    (["bench-train", "--batch-size", HUGE], U, "--batch-size"),
+    (["bench-train", "--warmup", "-1"], U, "--warmup"),
+    (["bench-train", "--windows", "0"], U, "--windows"),
+    (["bench-train", "--steps", "0"], U, "--steps"),
+    (["bench-train", "--steps", BIG], U, "--steps"),
+    (["bench-train", "--threads", "-1"], U, "--threads"),
+    (["bench-train", "--peak-size", "0"], U, "--peak-size"),
+    (["bench-train", "--precisions", "fp8"], U, "--precisions"),
+    (["bench-train", "--layouts", "nchw"], U, "--layouts"),
+    (["bench-train", "--preset", "nope"], U, "unknown preset"),
+    (["bench-train", "--set", "model.channels=0"], U, "model.channels"),
+    (["bench-train", "--set", "train.batch_size=inf"], U, "train.batch_size"),
+    (["bench-train", "--out", "{ws}/folder.png"], U, "folder.png"),
+    (["bench-train", "--out", "{ws}/file.txt/r.json"], U, "file.txt"),
+    (["bench-train", "--out", "{ro}/r.json"], E, "read-only"),
+    # -- bench-samplers -----------------------------------------------------------------------------------------
+    (["bench-samplers", "--n", "1"], U, "--n"),
+    (["bench-samplers", "--n", "0"], U, "--n"),
+    (["bench-samplers", "--n", BIG], U, "--n"),
+    (["bench-samplers", "--nfe", "0"], U, "--nfe"),
+    (["bench-samplers", "--nfe", "x"], U, "--nfe"),
+    (["bench-samplers", "--nfe", ""], U, "--nfe"),
+    (["bench-samplers", "--nfe", BIG], U, "--nfe"),
+    (["bench-samplers", "--samplers", "magic"], U, "magic"),
+    (["bench-samplers", "--tuned-samplers", "magic"], U, "magic"),
+    (["bench-samplers", "--grids", "nope"], U, "nope"),
+    (["bench-samplers", "--diffusers", "nope"], U, "nope"),
+    (["bench-samplers", "--tune-maxfev", "0"], U, "--tune-maxfev"),
+    (["bench-samplers", "--fit-n", "0"], U, "--fit-n"),
+    (["bench-samplers", "--ref-steps", "0"], U, "--ref-steps"),
+    (["bench-samplers", "--threads", "-1"], U, "--threads"),
+    (["bench-samplers", "--case", "nope", "--out", "{cwd}/b"], U, "nope"),
+    (["bench-samplers", "--run", "{run}", "--features", "nope", "--out", "{cwd}/b"], U, "nope"),
+    (["bench-samplers", "--run", "{run}", "--case", "8gaussians"], U, "not allowed"),
+    (["bench-samplers", "--reference", "nope"], U, "--reference"),
+    (["bench-samplers", "--out", "{ws}/file.txt"], U, "file.txt"),
+    (["bench-samplers", "--out", "{ro}/b"], E, "read-only"),
+    (["bench-samplers", "--grid-dir", "{ws}/file.txt", "--out", "{cwd}/b"], U, "file.txt"),
+    # -- guidance-sweep -----------------------------------------------------------------------------------------
+    (["guidance-sweep", "{run}", "--scales", "-1,2"], U, "scales"),
+    (["guidance-sweep", "{run}", "--scales", "x"], U, "x"),
+    (["guidance-sweep", "{run}", "--scales", "nan"], U, "scales"),
+    (["guidance-sweep", "{run}", "--n-per-class", "0"], U, "--n-per-class"),
+    (["guidance-sweep", "{run}", "--n-per-class", BIG], U, "--n-per-class"),
+    (["guidance-sweep", "{run}", "--steps", "0"], U, "--steps"),
+    (["guidance-sweep", "{run}", "--batch-size", "0"], U, "--batch-size"),
+    (["guidance-sweep", "{run}", "--seed", "-1"], U, "--seed"),
+    (["guidance-sweep", "{run}", "--mode", "nope"], U, "--mode"),
+    (["guidance-sweep", "{run}", "--classifier", "{ws}/missing.safetensors"], U, "missing"),
+    (["guidance-sweep", "{run}", "--classifier", "{ws}/rand.safetensors"], U, "rand.safetensors"),
+    (["guidance-sweep", "{run}", "--classifier", "{ws}/pickle.safetensors"], U, "pickle.safetensors"),
+    (["guidance-sweep", "{run}", "--out", "{ws}/file.txt"], U, "file.txt"),
+    (["guidance-sweep", "{ws}/missing"], U, "does not exist"),
+    (["guidance-sweep", "{bad}/randweights"], U, "ema.safetensors"),
+    # -- train-classifier ---------------------------------------------------------------------------------------
+    (["train-classifier", "nope"], U, "unknown preset"),
+    (["train-classifier", "{bad}/noconfig"], U, "config.json"),
+    (["train-classifier", "{run}", "--images", "0"], U, "--images"),
+    (["train-classifier", "{run}", "--images", BIG + "000"], U, "--images"),
+    (["train-classifier", "{run}", "--batch-size", "0"], U, "--batch-size"),
+    (["train-classifier", "{run}", "--lr", "0"], U, "--lr"),
+    (["train-classifier", "{run}", "--lr", "nan"], U, "--lr"),
+    (["train-classifier", "{run}", "--width", "0"], U, "--width"),
+    (["train-classifier", "{run}", "--holdout", "-1"], U, "--holdout"),
+    (["train-classifier", "{run}", "--holdout", "1000000"], U, "--holdout"),
+    (["train-classifier", "{run}", "--seed", "-1"], U, "--seed"),
+    (["train-classifier", "{run}", "--threads", "-1"], U, "--threads"),
+    (["train-classifier", "{run}", "--set", "train.images=inf"], U, "train.images"),
+    (["train-classifier", "{run}", "--out", "{ws}/file.txt"], U, "file.txt"),
+    (["train-classifier", "{run}", "--out", "{ro}/clf"], E, "read-only"),
+    (["train-classifier", "{run}", "--images", "64", "--holdout", "32", "--out", "{full}/clf"], E, "space"),
+    (["train-classifier", "toy-2d", "--out", "{cwd}/clf"], U, "labels"),
+]
+
+
+def _case_id(case) -> str:
+    argv = case[0]
+    return " ".join(a.replace("{", "").replace("}", "") for a in argv)[:80] or "(no command)"
+
+
+def _mount(*args) -> bool:
+    r = subprocess.run(["mount", *args], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def _make_bad_runs(run: Path, bad: Path) -> None:
+    """Damaged copies of a run folder: one way of damage each."""
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(run, bad / name))
+
+    (copy("noconfig") / "config.json").unlink()
+    (copy("badjson") / "config.json").write_text("{ not json")
+    (copy("jsonarray") / "config.json").write_text("[1, 2]")
+    for name, rho in (("badvalue", -1.0), ("nanvalue", "NaN")):
+        d = json.loads((run / "config.json").read_text())
+        d["sample"]["rho"] = rho
+        (copy(name) / "config.json").write_text(json.dumps(d).replace('"NaN"', "NaN"))
+    rng = np.random.default_rng(0)
+    for w in ("ema", "model"):
+        size = (run / f"{w}.safetensors").stat().st_size
+        (copy("randweights") if w == "ema" else bad / "randweights").joinpath(f"{w}.safetensors").write_bytes(
+            rng.bytes(size)
+        )
+    (copy("pickleweights") / "ema.safetensors").write_bytes(pickle.dumps({"weight": [1.0, 2.0]}))
+    whole = (run / "ema.safetensors").read_bytes()
+    (copy("truncweights") / "ema.safetensors").write_bytes(whole[: len(whole) // 2])
+    (copy("emptyweights") / "ema.safetensors").write_bytes(b"")
+    nw = copy("noweights")
+    (nw / "ema.safetensors").unlink()
+    (nw / "model.safetensors").unlink()
+    other = write_run(bad / "_other", "digits-test", ["model.channels=8", "model.groups=2"])
+    wn = copy("wrongnet")
+    for w in ("ema", "model"):
+        shutil.copy(other / f"{w}.safetensors", wn / f"{w}.safetensors")
+    shutil.rmtree(other)
+    (copy("norunjson") / "run.json").unlink()
+    (copy("badrunjson") / "run.json").write_text("{")
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The shared folder: a run, damaged runs, bad files, a read-only mount and a full tmpfs (as root)."""
+    ws = tmp_path_factory.mktemp("bad-inputs")
+    run = write_run(ws / "run", *CLASS_RUN)
+    bad = ws / "bad"
+    bad.mkdir()
+    _make_bad_runs(run, bad)
+    rng = np.random.default_rng(1)
+    (ws / "file.txt").write_text("not a folder\n")
+    (ws / "folder.png").mkdir()
+    (ws / "folder.png" / "keep.txt").write_text("inside a folder named like a file\n")
+    for name in ("rand.bin", "rand.png", "rand.safetensors"):
+        (ws / name).write_bytes(rng.bytes(4096))
+    (ws / "pickle.safetensors").write_bytes(pickle.dumps({"net": "not tensors"}))
+    (ws / "array.json").write_text("[1, 2, 3]\n")
+    np.save(ws / "full.npy", np.zeros((16, 8, 8), np.float32))
+    (ws / "trunc.npy").write_bytes((ws / "full.npy").read_bytes()[:40])
+    (ws / "full.npy").unlink()
+    mounts = {}
+    try:
+        _mount_both(ws, mounts)
+        yield {"ws": ws, "run": run, "bad": bad, "mounts": mounts}
+    finally:
+        for m in mounts.values():
+            _mount_cleanup(m)
+
+
+def _mount_both(ws: Path, mounts: dict) -> None:
+    """A read-only bind mount at ws/ro and a full 256 KiB tmpfs at ws/full, each with an earlier artefact."""
+    (ws / "ro_src").mkdir()
+    (ws / "ro_src" / "before.txt").write_text("an earlier artefact\n")
+    (ws / "ro").mkdir()
+    if _mount("--bind", str(ws / "ro_src"), str(ws / "ro")):
+        if _mount("-o", "remount,ro,bind", str(ws / "ro")):
+            mounts["ro"] = ws / "ro"
+        else:
+            _mount_cleanup(ws / "ro")
+    (ws / "full").mkdir()
+    if _mount("-t", "tmpfs", "-o", "size=256k", "tmpfs", str(ws / "full")):
+        (ws / "full" / "before.txt").write_text("an earlier artefact\n")
+        _fill(ws / "full" / "filler")
+        mounts["full"] = ws / "full"
+
+
+def _mount_cleanup(path: Path) -> None:
+    subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def _fill(path: Path) -> None:
+    """Write until the file system is full (ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 4096, 512, 1):
+            while True:
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every file and folder under ``roots``: path -> sha256 of its bytes ('dir' for a folder)."""
+    state = {}
+    for root in roots:
+        for p in sorted(Path(root).rglob("*")):
+            state[str(p)] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return state
+
+
+def run_case(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, expected: int, needle: str, command: str | None) -> None:
+    assert code == expected, f"exit {code}, expected {expected}: {err}"
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"{len(lines)} lines on stderr:\n{err}"
+    prefix = f"torchdiffusion {command}: error: " if command in COMMANDS else "torchdiffusion"
+    assert lines[0].startswith(prefix), lines[0]
+    assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_bad_input(case, world, tmp_path, monkeypatch, capsys):
+    template, expected, needle = case
+    for key in ("ro", "full"):
+        if any("{" + key + "}" in a for a in template) and key not in world["mounts"]:
+            pytest.skip(f"mounting a {'read-only bind' if key == 'ro' else 'tmpfs'} folder is not permitted here")
+    places = {"ws": world["ws"], "run": world["run"], "bad": world["bad"], "cwd": tmp_path}
+    places.update({k: world["mounts"].get(k, "") for k in ("ro", "full")})
+    argv = [a.format(**places) for a in template]
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(world["ws"], tmp_path)
+    code, _, err = run_case(argv, capsys)
+    assert_one_line_error(code, err, expected, needle, argv[0] if argv else None)
+    assert snapshot(world["ws"], tmp_path) == before, "files were written, changed or left behind"
+
+
+def test_corpus_covers_every_command():
+    per_command = {}
+    for argv, _, _ in CASES:
+        if argv and argv[0] in COMMANDS:
+            per_command[argv[0]] = per_command.get(argv[0], 0) + 1
+    assert set(per_command) == set(COMMANDS)
+    assert len(CASES) >= 150
+
+
+def test_help_is_the_only_output_on_stdout(capsys):
+    for cmd in COMMANDS:
+        assert main([cmd, "--help"]) == 0
+        out, err = capsys.readouterr()
+        assert err == "" and "usage: torchdiffusion " + cmd in out and "exit codes:" in out
+
+
+def td(*args, cwd=None, env=None):
+    r = subprocess.run(
+        [sys.executable, "-m", "torchdiffusion", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize(
+    "template,expected,needle",
+    [
+        (["sample", "{run}", "--steps", "0"], U, "--steps"),
+        (["train", "--preset", "digits-test", "--set", "train.images=inf"], U, "train.images"),
+        (["sample", "{bad}/pickleweights"], U, "ema.safetensors"),
+        (["evaluate", "{run}", "--metrics", "nll", "--vlb-timesteps", "100"], U, "--vlb-timesteps"),
+        (["sample", "{run}", "--n", "2", "--steps", "1", "--out", "{full}/x.png"], E, "space"),
+    ],
+    ids=["argparse", "config", "weights", "evaluate", "disk-full"],
+)
+def test_bad_input_in_a_real_process(template, expected, needle, world, tmp_path):
+    if any("{full}" in a for a in template) and "full" not in world["mounts"]:
+        pytest.skip("mounting a tmpfs folder is not permitted here")
+    places = {"ws": world["ws"], "run": world["run"], "bad": world["bad"], "full": world["mounts"].get("full", "")}
+    before = snapshot(world["ws"], tmp_path)
+    code, out, err = td(*[a.format(**places) for a in template], cwd=tmp_path)
+    assert_one_line_error(code, err, expected, needle, template[0])
+    assert snapshot(world["ws"], tmp_path) == before
+
+
+def test_usage_error_is_the_last_line_and_help_goes_to_stdout(tmp_path):
+    code, out, err = td("sample", "--steps", "x", cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-1].startswith("torchdiffusion sample: error: argument --steps")
+    code, out, err = td("sample", "--help", cwd=tmp_path)
+    assert code == 0 and err == "" and out.startswith("usage: torchdiffusion sample")
+
+
+def _torchrun(args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "torchdiffusion", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "--preset", "digits-test", "--set", "train.batch_size=0"], "train.batch_size"),
+        (["train", "--preset", "digits-test", "--steps-typo", "1"], "unrecognized arguments"),
+        (["train", "--preset", "digits-test", "--set", "train.batch_size=63"], "divisible"),
+    ],
+    ids=["bad-value", "usage", "training-error"],
+)
+def test_torchrun_prints_one_line_once(args, needle, tmp_path):
+    r = _torchrun([*args, "--out", str(tmp_path / "run")], tmp_path)
+    assert r.returncode != 0
+    ours = [line for line in r.stderr.splitlines() if line.startswith("torchdiffusion train")]
+    assert len(ours) == 1 and needle in ours[0], r.stderr
+    # torchrun's own summary names each failed worker's exit code; no traceback of ours anywhere
+    assert 'File "' + str(Path(__file__).parents[1] / "src") not in r.stderr, r.stderr
+    assert "torchdiffusion/" not in "\n".join(line for line in r.stderr.splitlines() if line.strip().startswith("File"))
