@@ -109,7 +109,7 @@ TRAIN_VALUES = [
     ("sample.steps=0", "sample.steps"),
     ("sample.steps=" + BIG, "sample.steps"),
     ("sample.n=0", "sample.n"),
-    ("sample.eta=-1", "sample.eta"),
+    ("sample.settings.eta=nan", "sample.settings.eta"),
     ("sample.spacing=random", "sample.spacing"),
     ("sample.batch_size=0", "sample.batch_size"),
     ("sample.guidance=nan", "sample.guidance"),
@@ -162,8 +162,8 @@ CASES = [
     (["sample", "{run}", "--rho", "0"], U, "--rho"),
     (["sample", "{run}", "--rho", "nan"], U, "--rho"),
     (["sample", "{run}", "--rho", "-7"], U, "--rho"),
-    (["sample", "{run}", "--eta", "nan"], U, "--eta"),
-    (["sample", "{run}", "--eta", "2"], U, "--eta"),
+    (["sample", "{run}", "--eta", "nan"], U, "eta"),
+    (["sample", "{run}", "--eta", "-2"], U, "eta"),
     (["sample", "{run}", "--seed", "-1"], U, "--seed"),
     (["sample", "{run}", "--batch-size", "0"], U, "--batch-size"),
     (["sample", "{run}", "--batch-size", HUGE], U, "--batch-size"),
@@ -505,9 +505,14 @@ def run_case(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def assert_one_line_error(code: int, err: str, expected: int, needle: str, command: str | None) -> None:
+    """Exit code, no traceback, one error line. A full disk shows only while writing, after the work (whose
+    log lines may come first): there the error line must be the last line and the only error line."""
     assert code == expected, f"exit {code}, expected {expected}: {err}"
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
+    if needle == "space":
+        assert sum(": error: " in line for line in lines) == 1, err
+        lines = lines[-1:]
     assert len(lines) == 1, f"{len(lines)} lines on stderr:\n{err}"
     prefix = f"torchdiffusion {command}: error: " if command in COMMANDS else "torchdiffusion"
     assert lines[0].startswith(prefix), lines[0]
