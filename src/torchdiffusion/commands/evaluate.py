@@ -124,7 +124,12 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     if inception and not Path(inception).is_file():
         raise FileNotFoundError(2, "No such file or directory", inception)
     for f in feats or []:
-        FE.get_features(f, inception_path=args.inception)  # unknown names, missing packages, bad files: now
+        if f not in FE.feature_names():
+            raise EvaluateError(
+                f"--features: unknown feature network {f!r}; choose from {', '.join(FE.feature_names())}"
+            )
+    if "inception" in (feats or []):
+        FE.get_features("inception", inception_path=args.inception)  # a missing or damaged file: refused now
     if not (args.device == "cpu" or (args.device.startswith("cuda") and torch.cuda.is_available())):
         raise EvaluateError(f"--device must be cpu or cuda (with a GPU present), got {args.device!r}")
     run = Path(args.run)
