@@ -107,7 +107,9 @@ def flags_of(name: str) -> tuple[set[str], set[str]]:
     from torchdiffusion.cli import build_parser
 
     sub = build_parser()._subparsers._group_actions[0].choices[name]
-    numeric = {s for a in sub._actions if a.type in (int, float) for s in a.option_strings}
+    numeric = {
+        s for a in sub._actions if a.type in (int, float) or hasattr(a.type, "kind") for s in a.option_strings
+    }  # plain int/float or a bounded converter of commands/argtypes.py
     numeric |= {"--nfe"} if name == "bench-samplers" else set()  # a comma list of numbers
     return numeric, {s for a in sub._actions for s in a.option_strings}
 

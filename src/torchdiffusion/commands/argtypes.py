@@ -38,6 +38,7 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
         return v
 
     convert.__name__ = "integer"
+    convert.kind = int  # type: ignore[attr-defined]  # what it parses, for tools that look at flags
     return convert
 
 
@@ -68,6 +69,7 @@ def float_in(
         return v
 
     convert.__name__ = "number"
+    convert.kind = float  # type: ignore[attr-defined]
     return convert
 
 
@@ -76,13 +78,22 @@ def finite_float(text: str) -> float:
     return float_in()(text)
 
 
+finite_float.kind = float  # type: ignore[attr-defined]
+
+
 def positive_float(text: str) -> float:
     return float_in(0.0, lo_open=True)(text)
+
+
+positive_float.kind = float  # type: ignore[attr-defined]
 
 
 def unit_float(text: str) -> float:
     """A number in [0, 1] (a strength, a probability, a stochasticity)."""
     return float_in(0.0, 1.0)(text)
+
+
+unit_float.kind = float  # type: ignore[attr-defined]
 
 
 def existing_file(text: str) -> str:
