@@ -149,8 +149,8 @@ def main(argv=None) -> int:
             else load_classifier(args.classifier)
         )
         report["classifier"] = args.classifier
-        hits = lambda imgs: classify(imgs.clamp(-1, 1), clf)[0] == labels  # noqa: E731
-        acc = lambda imgs: float(hits(imgs).float().mean())  # noqa: E731
+        hits = lambda imgs: classify(imgs.clamp(-1, 1), clf)[0] == labels
+        acc = lambda imgs: float(hits(imgs).float().mean())
         report["accuracy_originals"] = acc(x)
         report["accuracy_half_erased_input"] = acc(torch.where(keep, x, torch.full_like(x, -1.0)))
     rows = [x[:16], torch.where(keep, x, torch.zeros_like(x))[:16]]

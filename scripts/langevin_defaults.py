@@ -28,7 +28,7 @@ def sw(case: str, sigma_range: tuple[float, float], name: str, steps: int, setti
     g = torch.Generator().manual_seed(0)
     sig = karras_sigmas(steps, *sigma_range)
     x = sig[0].item() * torch.randn(n, mix.dim, generator=g, dtype=torch.float64)
-    draw = lambda: torch.randn(n, mix.dim, generator=g, dtype=torch.float64)  # noqa: E731
+    draw = lambda: torch.randn(n, mix.dim, generator=g, dtype=torch.float64)
     out = get_sampler(name)(FastMixtureDenoiser(mix), x, sig, noise=draw, **settings)
     return sliced_wasserstein(out, ref, random_directions(mix.dim, 256))
 

@@ -26,9 +26,7 @@ def _hashes(x: torch.Tensor) -> list[bytes]:
     return [bytes(row) for row in to_uint8(x).reshape(len(x), -1)]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Built-in sources
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_mnist5k_shapes_labels_and_balance():
@@ -106,9 +104,7 @@ def test_split_and_config_errors():
         load_data(DataConfig(source="digits", limit=0))
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Pixel helpers and TensorData
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_uint8_round_trip_and_select():
@@ -135,9 +131,7 @@ def test_resize_crop_covers_and_centres():
     assert torch.equal(resize_crop(torch.full((2, 3, 7, 9), 0.25), (5, 12)), torch.full((2, 3, 5, 12), 0.25))
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Folder source and read_image
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _gray(h: int, w: int, seed: int) -> np.ndarray:
@@ -206,9 +200,7 @@ def test_folder_empty_or_missing(tmp_path):
         load_data(DataConfig(source="folder"))
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Array source
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_npy_channels_last_uint8_round_trip(tmp_path):
@@ -285,9 +277,7 @@ def test_label_count_mismatch_and_missing_file(tmp_path):
         load_data(DataConfig(source="array", path=str(tmp_path / "obj.npy")))
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Toy distributions
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _toy(name: str, n: int = 4000, seed: int = 0) -> torch.Tensor:
@@ -325,13 +315,11 @@ def test_toy_moons_swissroll_checkerboard_geometry():
         load_data(DataConfig(source="toy", toy="spiral"))
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Emoji sprites
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_emoji_category_table():
-    cat = lambda ch: emoji_mod.EMOJI_CLASSES[emoji_mod.emoji_category(ord(ch))]  # noqa: E731
+    cat = lambda ch: emoji_mod.EMOJI_CLASSES[emoji_mod.emoji_category(ord(ch))]
     assert cat("\U0001f600") == "faces & people"  # grinning face
     assert cat("\U0001f436") == "animals & nature"  # dog face
     assert cat("\U0001f34e") == "food & drink"  # red apple

@@ -190,7 +190,7 @@ def test_sprite_classes_are_told_apart_by_their_pixels():
     """Nearest class mean (fitted on one draw) names the class of >= 95 % of a fresh draw."""
     s, y = make_sprites(500, seed=0)
     t, z = make_sprites(250, seed=1)
-    feats = lambda a: a.reshape(len(a), -1).astype(np.float64)  # noqa: E731
+    feats = lambda a: a.reshape(len(a), -1).astype(np.float64)
     means = np.stack([feats(s)[y.argmax(1) == k].mean(0) for k in range(len(SPRITE_CLASSES))])
     dist = ((feats(t)[:, None] - means[None]) ** 2).sum(-1)
     assert (dist.argmin(1) == z.argmax(1)).mean() >= 0.95

@@ -34,9 +34,7 @@ from torchdiffusion.schedules import make_sigmas
 torch.set_num_threads(1)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # A tiny random conditional U-Net (every parameter randomised so the conditioning really matters)
-# ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +152,7 @@ def test_cat_cond_pads_text_and_defaults_drop():
     assert c["drop"].tolist() == [False, False, True]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Exact oracles on a Gaussian mixture
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _mixture() -> GaussianMixture:
@@ -269,9 +265,7 @@ def test_guided_denoiser_plain_when_scale_one():
     assert calls == [3, 6]  # one plain forward; then one batched forward of [cond; uncond]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # The noise-aware classifier
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_noisy_classifier_learns_and_round_trips(tmp_path):
@@ -301,9 +295,7 @@ def test_noisy_classifier_learns_and_round_trips(tmp_path):
     assert out.shape == (3, 1, 8, 8) and torch.isfinite(out).all() and out.abs().sum() > 0
 
 
-# ---------------------------------------------------------------------------------------------------------
 # generate() and the sample command with conditioning
-# ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

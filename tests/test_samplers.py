@@ -123,7 +123,7 @@ def test_exponential_weights_are_exact_for_polynomials():
     for eta in (0.0, 1.0):
         c = 1 + eta
         w = exp_weights(h, taus, eta)
-        P = lambda t: 1.0 - 2.0 * t + 0.5 * t**2  # noqa: E731
+        P = lambda t: 1.0 - 2.0 * t + 0.5 * t**2
         tt = torch.linspace(0, h, 200_001, dtype=torch.float64)
         exact = torch.trapezoid(c * torch.exp(-c * (h - tt)) * P(tt), tt).item()
         assert sum(wj * P(t) for wj, t in zip(w, taus)) == pytest.approx(exact, rel=1e-8)

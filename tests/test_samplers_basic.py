@@ -42,7 +42,7 @@ def test_ddim_eta1_is_ddpm_with_posterior_variance():
     outs = []
     for name, knobs in [("ddim", {"eta": 1.0}), ("ddpm", {"variance": "posterior"})]:
         g = torch.Generator().manual_seed(3)
-        noise = lambda g=g: torch.randn(x.shape, generator=g, dtype=x.dtype)  # noqa: E731
+        noise = lambda g=g: torch.randn(x.shape, generator=g, dtype=x.dtype)
         outs.append(get_sampler(name)(DATA.denoise, x, sig, noise=noise, **knobs))
     assert torch.allclose(outs[0], outs[1], rtol=1e-9, atol=1e-9)
 

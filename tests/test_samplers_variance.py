@@ -159,7 +159,7 @@ CASES = [
 def _monte_carlo(name, settings, sigmas, scale=1.0):
     g = torch.Generator().manual_seed(7)
     x = sigmas[0].item() * torch.randn(N, DIM, generator=g, dtype=torch.float64)
-    draw = lambda: scale * torch.randn(N, DIM, generator=g, dtype=torch.float64)  # noqa: E731
+    draw = lambda: scale * torch.randn(N, DIM, generator=g, dtype=torch.float64)
     return get_sampler(name)(DATA.denoise, x, sigmas, noise=draw, **settings).flatten()
 
 

@@ -32,9 +32,7 @@ def metrics(run) -> list[dict]:
     return [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Learning rate: linear warm-up and cosine decay, counted in images
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_lr_warmup_is_linear_in_images_and_independent_of_batch_size():
@@ -67,9 +65,7 @@ def test_lr_in_metrics_follows_the_warmup(tmp_path):
     assert lrs == pytest.approx([1e-2 * k / 4 for k in (1, 2, 3, 4)], rel=1e-12)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # EMA: half-life in images
-# ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("B", [4, 16])
@@ -101,9 +97,7 @@ def test_ema_disabled_saves_the_raw_weights(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Data order and conditioning
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_data_order_is_a_permutation_per_epoch_and_continues_across_epochs():
@@ -127,9 +121,7 @@ def test_make_cond_has_labels_and_drop_mask():
     assert make_cond(d, idx, drop, tiny_cfg("model.num_classes=0"), torch.device("cpu")) is None
 
 
-# ---------------------------------------------------------------------------------------------------------
 # The NaN/Inf guard
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_nonfinite_step_is_skipped_leaving_optimizer_and_ema_untouched(tmp_path):
@@ -196,9 +188,7 @@ def test_callbacks_see_every_step_and_its_stats_add_up_to_the_metrics_lines(tmp_
         ]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Run folder contents
-# ---------------------------------------------------------------------------------------------------------
 
 
 def test_run_folder_files_and_loss_by_noise_level(tmp_path):

@@ -151,9 +151,7 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Presets: one dict literal, each a complete RunConfig
-# ---------------------------------------------------------------------------------------------------------
 
 # epsilon prediction on the cosine schedule (Nichol & Dhariwal) with min-SNR-5 weighting (Hang et al. 2023):
 # the recipe of every CPU-minutes image preset below
@@ -326,9 +324,7 @@ def get_preset(name: str) -> RunConfig:
     return PRESETS[name]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # JSON round trip and overrides
-# ---------------------------------------------------------------------------------------------------------
 
 
 def to_dict(cfg: Any) -> dict:

@@ -44,9 +44,7 @@ class EditError(ValueError):
     """Unusable editing input (bad strength, mask shape, jump length...); one-line message."""
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Inpainting: known-region replacement (a denoiser wrapper) and RePaint resampling (a sampler wrapper)
-# ---------------------------------------------------------------------------------------------------------
 
 
 def check_mask(mask: Tensor, x: Tensor) -> Tensor:
@@ -210,9 +208,7 @@ def tiled(denoise: Denoiser, tile: tuple[int, int], stride: int | None = None) -
     return D
 
 
-# ---------------------------------------------------------------------------------------------------------
 # img2img / SDEdit (Meng et al. 2022)
-# ---------------------------------------------------------------------------------------------------------
 
 
 def strength_sigmas(sigmas: Tensor, strength: float) -> Tensor:
@@ -256,9 +252,7 @@ def img2img(
     return sampler(denoise, x, sub, noise=noise, callback=callback, **knobs)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # DDIM inversion and interpolation
-# ---------------------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()

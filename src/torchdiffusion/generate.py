@@ -133,9 +133,7 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     return LoadedRun(path=path, config=cfg, model=model, data_shape=data_shape, info=info)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Sigma grids for a model
-# ---------------------------------------------------------------------------------------------------------
 
 
 def make_grid_sigmas(
@@ -173,9 +171,7 @@ def make_grid_sigmas(
         raise ConfigError(str(e)) from None
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Denoiser wrappers used here (the full set lives in guidance.py)
-# ---------------------------------------------------------------------------------------------------------
 
 
 def clamped(D: Denoiser, lo: float = -1.0, hi: float = 1.0) -> Denoiser:

@@ -40,9 +40,7 @@ from .types import Cond, Denoiser, append_dims, sigma_vector
 GuidanceError = CondError  # unusable guidance input (conditioning, interval, rescale); a one-line message
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Classifier-free guidance
-# ---------------------------------------------------------------------------------------------------------
 
 ConditionalModel = Callable[[Tensor, Tensor, Cond], Tensor]  # D(x, sigma, cond), e.g. a Precond
 
@@ -142,9 +140,7 @@ def guided_denoiser(
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Classifier guidance
-# ---------------------------------------------------------------------------------------------------------
 
 NoisyLogits = Callable[[Tensor, Tensor], Tensor]  # classifier(x, sigma) -> logits (B, K)
 

@@ -17,9 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-# ---------------------------------------------------------------------------------------------------------
 # Variance schedules beta_t, t = 1..T (returned 0-indexed, shape (T,), float64)
-# ---------------------------------------------------------------------------------------------------------
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -73,9 +71,7 @@ def make_betas(name: str, T: int, **kwargs) -> Tensor:
     return BETA_SCHEDULES[name](T, **kwargs)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Sampling grids: decreasing sigmas with a final 0, shape (n + 1,), float64
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _append_zero(sigmas: Tensor) -> Tensor:

@@ -104,9 +104,7 @@ def get_encoder(device: str | torch.device = "cpu") -> TextEncoder:
     return _ENCODERS[key]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Caption features of a data set, cached
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _cache_path(unique: list[str]) -> Path:
@@ -170,9 +168,7 @@ def prompt_cond(prompts: Sequence[str], n: int | None = None) -> dict:
     return {"text": text, "text_mask": mask}
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Caption retrieval: does a sample look like its prompt?
-# ---------------------------------------------------------------------------------------------------------
 
 
 def caption_retrieval(

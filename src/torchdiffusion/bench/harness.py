@@ -243,7 +243,7 @@ def our_rows(c: Case, cfg: BenchConfig, grid_dir: Path, log: Callable[[str], Non
                 if grid is None:
                     continue
                 noise_g = torch.Generator().manual_seed(cfg.eval_seed + 1000)
-                noise = lambda g=noise_g: torch.randn(c.z.shape, generator=g)  # noqa: E731
+                noise = lambda g=noise_g: torch.randn(c.z.shape, generator=g)
                 out, calls, sec = _timed(c, get_sampler(name), grid[0].item(), grid, noise=noise)
                 if calls > budget:
                     continue  # cannot fit the budget (e.g. Heun at NFE 2)
@@ -282,9 +282,7 @@ def diffusers_rows(c: Case, cfg: BenchConfig, log: Callable[[str], None]) -> lis
     return rows
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Reporting: best-of tables, markdown, JSON, plot
-# ---------------------------------------------------------------------------------------------------------
 
 
 def best(rows: list[Row], family: str, budget: int) -> Row | None:

@@ -73,7 +73,7 @@ def run_trained(
     if features:
         from ..evaluation.features import extract
 
-        embed = lambda x: extract(x.reshape(-1, *shape), features)  # noqa: E731
+        embed = lambda x: extract(x.reshape(-1, *shape), features)
         refs = [embed(r) for r in refs]
     return run_case(
         Path(run_dir).name,

@@ -105,7 +105,7 @@ def match_diffusers(model_cfg, shape, params: int, flops: float):
             head = model_cfg.head_channels if c % model_cfg.head_channels == 0 else c
             try:
                 net = diffusers_unet(shape, c, mult, layers, attn_levels, head, groups)
-            except Exception:  # noqa: BLE001 - an invalid diffusers config is simply not a candidate
+            except Exception:  # an invalid diffusers config is simply not a candidate
                 continue
             p = count_params(net)
             if abs(p / params - 1) > 0.3:

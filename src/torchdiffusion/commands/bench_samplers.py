@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import step_bar
 
     bar = step_bar(None, "bench-samplers", "row")
-    log = lambda m: (bar.write(m, file=sys.stdout), bar.update(1))  # noqa: E731  a line per measured row
+    log = lambda m: (bar.write(m, file=sys.stdout), bar.update(1))  # a line per measured row
     with bar:
         rows = _measure(args, cfg, log)
     write_results(rows, cfg, args.out, command)

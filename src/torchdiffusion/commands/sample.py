@@ -111,7 +111,7 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
             raise GuidanceError(f"class {max(classes)} is out of range; the classifier has {clf.cfg.num_classes}")
         y = torch.tensor(classes)[torch.arange(n) % len(classes)]
         s = float(args.classifier_scale)
-        wrap = lambda D, sl: classifier_guidance(D, clf, y[sl], s)  # noqa: E731
+        wrap = lambda D, sl: classifier_guidance(D, clf, y[sl], s)
     return sample, cond, uncond, wrap
 
 

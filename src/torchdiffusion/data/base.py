@@ -85,9 +85,7 @@ class TensorData:
         )
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Pixel conversions
-# ---------------------------------------------------------------------------------------------------------
 
 
 def from_uint8(u: np.ndarray | Tensor) -> Tensor:
@@ -162,9 +160,7 @@ def check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
     return (int(size[0]), int(size[1]))
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Cache of built data sets (emoji sprites): ~/.cache/torchdiffusion or $TORCHDIFFUSION_CACHE
-# ---------------------------------------------------------------------------------------------------------
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:

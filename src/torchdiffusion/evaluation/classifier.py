@@ -80,9 +80,7 @@ class SmallClassifier(nn.Module):
         return self.out(self.drop(self.features(x)))
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Training
-# ---------------------------------------------------------------------------------------------------------
 
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
@@ -205,9 +203,7 @@ def accuracy(net: SmallClassifier, x: Tensor, labels: Tensor) -> float:
     return float((predict(net, x).argmax(-1) == labels.long().cpu()).float().mean())
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Shipped weights
-# ---------------------------------------------------------------------------------------------------------
 
 
 def weights_path(name: str) -> Path:

@@ -115,7 +115,7 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
     model = run.model
     x = x[:nll_n].to(next(model.parameters()).device)
     g = torch.Generator().manual_seed(seed)
-    D = lambda xx, s: model(xx, s)  # noqa: E731  unconditional, unclamped
+    D = lambda xx, s: model(xx, s)  # unconditional, unclamped
     t0 = time.time()
     ode = ode_bits_per_dim(
         D,

@@ -164,9 +164,7 @@ def extract(
     return torch.cat(out)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Reference statistics, cached per (data set, split, feature network, n)
-# ---------------------------------------------------------------------------------------------------------
 
 
 def reference_features(key: str, images_fn: Callable[[], Tensor], feature: str, **kw) -> Tensor:

@@ -58,9 +58,7 @@ def dequantise(x: Tensor, bin_width: float, generator: torch.Generator | None = 
     return x + bin_width * (u - 0.5)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # (a) the probability-flow ODE
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _field_and_div(denoise, x: Tensor, u: float, trace: str, eps: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -137,9 +135,7 @@ def ode_bits_per_dim(
     return bits_per_dim(nll, x[0].numel(), bin_width)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # (b) the discrete VP variational bound
-# ---------------------------------------------------------------------------------------------------------
 
 
 def vp_bound_nll(

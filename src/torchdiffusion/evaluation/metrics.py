@@ -32,9 +32,7 @@ def _same_dim(a: Tensor, b: Tensor) -> None:
         raise MetricError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Fréchet distance (Heusel et al. 2017; Dowson & Landau 1982)
-# ---------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -109,9 +107,7 @@ def fd_with_warning(
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Kernel inception distance (Bińkowski et al. 2018): unbiased MMD^2 with a cubic polynomial kernel
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _poly_kernel(x: Tensor, y: Tensor) -> Tensor:
@@ -162,9 +158,7 @@ def kid(fake: Tensor, real: Tensor) -> tuple[float, float]:
     return mmd2_unbiased(fake, real, _poly_kernel)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Improved precision and recall (Kynkäänniemi et al. 2019)
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _kth_nn_radius(x: Tensor, k: int, chunk: int = 1024) -> Tensor:
@@ -199,9 +193,7 @@ def precision_recall(fake: Tensor, real: Tensor, k: int = 3) -> tuple[float, flo
     return float(precision), float(recall)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Distances for vector data and 2-D toys
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _mean_dist(x: Tensor, y: Tensor, same: bool, chunk: int = 2048) -> float:

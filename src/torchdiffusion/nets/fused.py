@@ -105,7 +105,7 @@ def library() -> ctypes.CDLL | None:
                 lib = ctypes.CDLL(str(build()))
                 _declare(lib)
                 _lib = lib
-            except Exception as e:  # noqa: BLE001 - any failure means: use PyTorch's kernels
+            except Exception as e:  # any failure means: use PyTorch's kernels
                 _error = f"{type(e).__name__}: {e}"
                 msg = f"torchdiffusion: fused channels-last GroupNorm unavailable ({_error}); using PyTorch's"
                 print(msg, file=sys.stderr)

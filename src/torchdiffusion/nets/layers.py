@@ -64,9 +64,7 @@ def cap_groups(groups: int, channels: int) -> int:
     return g
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Noise embedding
-# ---------------------------------------------------------------------------------------------------------
 
 
 class NoiseEmbedding(nn.Module):
@@ -101,9 +99,7 @@ class NoiseEmbedding(nn.Module):
         return torch.cat([a.cos(), a.sin()], dim=1)
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Conditioning: class labels, context vectors, and the null embedding for dropped samples
-# ---------------------------------------------------------------------------------------------------------
 
 
 class CondEmbedding(nn.Module):
@@ -156,9 +152,7 @@ class CondEmbedding(nn.Module):
         return out
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Normalisation
-# ---------------------------------------------------------------------------------------------------------
 
 
 def norm_act(norm: nn.GroupNorm, x: Tensor, silu: bool = False) -> Tensor:
@@ -198,9 +192,7 @@ def _adaptive_group_norm(x: Tensor, groups: int, scale: Tensor, shift: Tensor, e
     return torch.addcmul(bias.reshape(view), F.group_norm(x, groups, None, None, eps), gain.reshape(view))
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Residual block
-# ---------------------------------------------------------------------------------------------------------
 
 
 class ResBlock(nn.Module):
@@ -238,9 +230,7 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Attention
-# ---------------------------------------------------------------------------------------------------------
 
 
 MATH_ATTENTION_MAX_TOKENS = 256  # bf16 up to 16x16 maps: explicit softmax(Q K^T) V; else scaled_dot_product_attention
@@ -352,9 +342,7 @@ def text_tokens(cond: dict | None, drop: Tensor, null_token: Tensor, text_dim: i
     return keys, mask[:, None, None, :]
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Resampling (Ho et al. 2020: strided 3x3 conv down, nearest-neighbour x2 + 3x3 conv up)
-# ---------------------------------------------------------------------------------------------------------
 
 
 class Downsample(nn.Module):

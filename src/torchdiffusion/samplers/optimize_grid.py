@@ -111,12 +111,12 @@ def optimize_grid(
     if n > 1:
         m = n - 1
         if m <= max_free:
-            to_logs = lambda th: th  # noqa: E731
+            to_logs = lambda th: th
             theta0 = best_logs
         else:  # a piecewise-linear warp: knots at evenly spaced positions of the interior index
             u_knots = np.linspace(0, 1, max_free)
             u = np.linspace(0, 1, m)
-            to_logs = lambda th: np.interp(u, u_knots, th)  # noqa: E731
+            to_logs = lambda th: np.interp(u, u_knots, th)
             theta0 = np.interp(u_knots, u, best_logs)
         for _ in range(2):  # a restart lets Nelder-Mead rebuild its simplex around the first optimum
             res = minimize(

@@ -251,7 +251,7 @@ class QuickEval(Callback):
         t0 = time.perf_counter()
         try:
             rec = quick_eval(state.ema.module, s.cfg, s.data_shape, s.X, n=s.cfg.train.eval_n)
-        except Exception as e:  # noqa: BLE001 - reported, not raised (see above)
+        except Exception as e:  # reported, not raised (see above)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             dist.print0(f"quick evaluation at {seen} images failed ({msg}); training continues")
             rec = {"eval/error": msg}
