@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from test_training_worker import TINY, InjectNaN, tiny_data
+from torchdiffusion.cond import cond_from_data
 from torchdiffusion.config import TrainConfig, get_preset, override
 from torchdiffusion.training import EMA, TrainingError, ema_beta, learning_rate, load_state, train
-from torchdiffusion.training.loop import DataOrder, make_cond, mix_seed
+from torchdiffusion.training.loop import DataOrder, mix_seed
 
 
 @pytest.fixture(autouse=True)
@@ -111,14 +112,14 @@ def test_data_order_is_a_permutation_per_epoch_and_continues_across_epochs():
     assert mix_seed(1, 2) != mix_seed(2, 1)
 
 
-def test_make_cond_has_labels_and_drop_mask():
+def test_cond_from_data_has_labels_and_drop_mask():
     d = tiny_data()
     cfg = tiny_cfg()
     idx = torch.tensor([0, 1, 5])
     drop = torch.tensor([True, False, False])
-    c = make_cond(d, idx, drop, cfg, torch.device("cpu"))
+    c = cond_from_data(d, idx, drop, cfg.model, torch.device("cpu"))
     assert torch.equal(c["class"], d.labels[idx]) and torch.equal(c["drop"], drop)
-    assert make_cond(d, idx, drop, tiny_cfg("model.num_classes=0"), torch.device("cpu")) is None
+    assert cond_from_data(d, idx, drop, tiny_cfg("model.num_classes=0").model, torch.device("cpu")) is None
 
 
 # The NaN/Inf guard

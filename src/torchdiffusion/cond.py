@@ -11,8 +11,9 @@ A conditioning is ``None`` (unconditional) or a dict of per-sample tensors (:dat
 At the edges a bare tensor is also accepted and read by :func:`as_cond`. Everything here keeps the
 batch dimension first: normalise (:func:`as_cond`), its size (:func:`cond_batch`), the null twin
 (:func:`unconditional`, :func:`drop_mask`), broadcast (:func:`expand_cond`), batch concatenation
-(:func:`cat_cond`), batch slicing (:func:`slice_cond`), and the conditioning of ``n`` samples from user
-input (:func:`build_cond`, :func:`parse_vectors`).
+(:func:`cat_cond`), batch slicing (:func:`slice_cond`), the conditioning of a training batch from the data
+(:func:`cond_from_data`), and the conditioning of ``n`` samples from user input (:func:`build_cond`,
+:func:`parse_vectors`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,27 @@ def cat_cond(a: Cond | Tensor, b: Cond | Tensor) -> dict[str, Tensor]:
         drops.append(torch.zeros(B, dtype=torch.bool, device=device) if d is None else d.to(device, torch.bool))
     out["drop"] = torch.cat(drops)
     return out
+
+
+def cond_from_data(data, idx: Tensor, drop: Tensor, model_cfg, device: torch.device) -> Cond:
+    """The conditioning of examples ``idx`` of ``data`` (a TensorData) for a model (a ModelConfig).
+
+    A key is present when the model asks for it (num_classes / context_dim / text_dim > 0) and the data has
+    it. ``drop`` (B,) bool marks examples that use the null embedding (classifier-free guidance dropout).
+    """
+    cond: dict[str, Tensor] = {}
+    if model_cfg.num_classes > 0 and getattr(data, "labels", None) is not None:
+        cond["class"] = data.labels[idx].to(device=device, dtype=torch.long)
+    if model_cfg.context_dim > 0 and getattr(data, "context", None) is not None:
+        cond["context"] = data.context[idx].to(device=device, dtype=torch.float32)
+    if model_cfg.text_dim > 0 and getattr(data, "text", None) is not None:
+        cond["text"] = data.text[idx].to(device=device, dtype=torch.float32)
+        if getattr(data, "text_mask", None) is not None:
+            cond["text_mask"] = data.text_mask[idx].to(device=device)
+    if not cond:
+        return None
+    cond["drop"] = drop.to(device=device, dtype=torch.bool)
+    return cond
 
 
 def build_cond(

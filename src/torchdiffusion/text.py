@@ -150,7 +150,7 @@ def encode_captions(data: Any) -> Any:
     """Attach ``data.text`` (N, L, 384) float32 and ``data.text_mask`` (N, L) bool for ``data.captions``.
 
     Returns the same TensorData (the attributes are set on it), ready for a ``model.text_dim=384`` run: the
-    training loop's ``make_cond`` reads them per batch as ``cond["text"]`` / ``cond["text_mask"]``.
+    training loop's ``cond.cond_from_data`` reads them per batch as ``cond["text"]`` / ``cond["text_mask"]``.
     """
     captions = getattr(data, "captions", None)
     if captions is None:

@@ -17,7 +17,7 @@ from ..io import save_safetensors
 from .callbacks import Callback
 from .checkpoint import CheckpointError, latest_state, load_state, save_state
 from .ema import EMA, ema_beta
-from .loop import TrainingError, make_cond, train
+from .loop import TrainingError, train
 from .lr import learning_rate
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "latest_state",
     "learning_rate",
     "load_state",
-    "make_cond",
     "save_safetensors",
     "save_state",
     "train",

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .. import distributed as dist
+from ..cond import cond_from_data
 from ..config import RunConfig
 from ..io import append_text
 from ..precond import Precond
@@ -198,15 +199,13 @@ def _sample_grid(
         from ..viz import save_samples
     except ImportError:
         return
-    from .loop import make_cond
-
     vector = info["kind"] == "vector"
     if vector and info["data_shape"] != [2]:
         return
     n = min(cfg.sample.n, 2000 if vector else 64)
     seeds = range(cfg.sample.seed, cfg.sample.seed + n)
     device = next(model.parameters()).device
-    cond = make_cond(data, torch.arange(n) % data.x.shape[0], torch.zeros(n, dtype=torch.bool), cfg, device)
+    cond = cond_from_data(data, torch.arange(n) % data.x.shape[0], torch.zeros(n, dtype=torch.bool), cfg.model, device)
     if cond is not None and "class" in cond:
         cond["class"] = torch.arange(n, device=device) % cfg.model.num_classes
     sample = replace(cfg.sample, n=n)

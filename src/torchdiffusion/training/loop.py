@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed as dist
+from ..cond import cond_from_data
 from ..config import ConfigError, RunConfig, validate
 from ..data import fit_conditioning, kind_of_shape
 from ..losses import precond_loss, sample_sigmas
@@ -53,7 +54,7 @@ from .run_folder import open_run_folder, publish, restore, truncate_metrics, wri
 from .runlock import hold_run_folder
 from .state import NUM_NOISE_BUCKETS, Batch, MicroBatch, Setup, StepStats, TrainingError, TrainState
 
-__all__ = ["DataOrder", "TrainingError", "draw_batch", "make_cond", "mix_seed", "train", "train_step"]
+__all__ = ["DataOrder", "TrainingError", "draw_batch", "mix_seed", "train", "train_step"]
 
 
 # Deterministic randomness: one 63-bit seed per (seed, purpose, index)
@@ -108,29 +109,7 @@ class DataOrder:
         return out
 
 
-# Conditioning and noise-level buckets
-def make_cond(data: Any, idx: Tensor, drop: Tensor, cfg: RunConfig, device: torch.device) -> dict | None:
-    """The cond dict for examples ``idx`` of ``data``: "class", "context", "text"/"text_mask" and "drop".
-
-    A key is present when the model asks for it (num_classes / context_dim / text_dim > 0) and the data has
-    it. ``drop`` (B,) bool marks examples that use the null embedding (classifier-free guidance dropout).
-    """
-    m = cfg.model
-    cond: dict[str, Tensor] = {}
-    if m.num_classes > 0 and getattr(data, "labels", None) is not None:
-        cond["class"] = data.labels[idx].to(device=device, dtype=torch.long)
-    if m.context_dim > 0 and getattr(data, "context", None) is not None:
-        cond["context"] = data.context[idx].to(device=device, dtype=torch.float32)
-    if m.text_dim > 0 and getattr(data, "text", None) is not None:
-        cond["text"] = data.text[idx].to(device=device, dtype=torch.float32)
-        if getattr(data, "text_mask", None) is not None:
-            cond["text_mask"] = data.text_mask[idx].to(device=device)
-    if not cond:
-        return None
-    cond["drop"] = drop.to(device=device, dtype=torch.bool)
-    return cond
-
-
+# Conditioning checks and noise-level buckets
 def _check_data(data: Any, cfg: RunConfig) -> None:
     """Refuse an empty data set, or a conditional model whose data lacks its conditioning."""
     if data.x.shape[0] == 0:
@@ -413,7 +392,7 @@ def draw_batch(setup: Setup, step: int) -> Batch:
         x0 = setup.X[idx[sl]].to(device, non_blocking=True)
         if t.channels_last and x0.ndim == 4:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        cond = make_cond(setup.data, idx[sl], drop[sl], setup.cfg, device)
+        cond = cond_from_data(setup.data, idx[sl], drop[sl], setup.cfg.model, device)
         micro.append(MicroBatch(x0=x0, sigma=sigma[sl].to(device), noise=noise[sl], cond=cond))
     return Batch(step=step, micro=micro)
 

@@ -147,7 +147,7 @@ class MicroBatch:
     x0: Tensor  # (b, *data_shape) clean examples, on the device
     sigma: Tensor  # (b,) noise levels
     noise: Tensor  # (b, *data_shape) n ~ N(0, I)
-    cond: dict | None  # make_cond: class / context / text and the guidance drop mask
+    cond: dict | None  # cond.cond_from_data: class / context / text and the guidance drop mask
 
 
 @dataclass
