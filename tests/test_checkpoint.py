@@ -19,12 +19,7 @@ from torchdiffusion.training.checkpoint import atomic_write, list_states
 WORKER = str(Path(__file__).with_name("test_training_worker.py"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the worker subprocesses use one thread too (bitwise comparisons)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(*sets: str):

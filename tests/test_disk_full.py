@@ -24,12 +24,7 @@ from torchdiffusion.training import train
 EXPORTS = ("model.safetensors", "ema.safetensors")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @contextlib.contextmanager

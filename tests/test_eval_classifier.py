@@ -8,14 +8,7 @@ import torch
 from torchdiffusion.evaluation import classifier as C
 from torchdiffusion.evaluation.datasets import balanced_split, load_labelled
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small convolutions run far faster on one thread than on two contended ones.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digits():

@@ -15,13 +15,7 @@ from torchdiffusion.evaluation import likelihood as L
 from torchdiffusion.process import DiscreteVP
 from torchdiffusion.vlb import discretized_gaussian_log_likelihood, fixed_variance, learned_log_variance, normal_kl
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _anisotropic(D, seed=0):

@@ -34,12 +34,7 @@ from torchdiffusion.training.runlock import RunFolderBusy, RunLock
 EXPORTS = ("model.safetensors", "ema.safetensors")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # bitwise comparisons with runs made under the same setting
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(*sets: str):

@@ -15,14 +15,7 @@ from torchdiffusion.config import TrainConfig, get_preset, override
 from torchdiffusion.training import EMA, TrainingError, ema_beta, learning_rate, load_state, train
 from torchdiffusion.training.loop import DataOrder, mix_seed
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, 2 threads per process are much slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(*sets: str):
