@@ -22,7 +22,6 @@ import errno
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from test_disk_full import fill, temporaries  # noqa: E402
 from test_training_worker import TINY, tiny_data  # noqa: E402
 from torchdiffusion.config import get_preset, override  # noqa: E402
 from torchdiffusion.training import train  # noqa: E402
@@ -49,21 +49,6 @@ def kind_of(name: str) -> str:
     if name.startswith("grid-"):
         return "grid"
     return {"model.safetensors": "export", "ema.safetensors": "export"}.get(name, name)
-
-
-def fill(disk: Path, leave: int) -> Path:
-    filler = disk / "filler"
-    st = os.statvfs(disk)
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        os.posix_fallocate(fd, 0, max(st.f_bavail * st.f_frsize - leave, 1))
-    finally:
-        os.close(fd)
-    return filler
-
-
-def temporaries(folder: Path) -> list[str]:
-    return [str(p) for p in folder.rglob("*") if ".tmp" in p.name]
 
 
 def sha(path: Path) -> str:
@@ -101,7 +86,7 @@ def training_trial(disk: Path, k: int, cfg, ref: dict) -> dict:
             if e.errno != errno.ENOSPC:
                 raise
             failed = Path(e.filename).name if e.filename else "(no file name)"
-    left = temporaries(disk)
+    left = [str(t) for t in temporaries(disk)]
     grid_warnings = sum("could not draw" in s for s in err.getvalue().splitlines())
     (disk / "filler").unlink(missing_ok=True)
     with contextlib.redirect_stderr(io.StringIO()):
@@ -143,7 +128,7 @@ def picture_trials(disk: Path) -> list[dict]:
             {
                 "file": name,
                 "error_names": named,
-                "temporaries": temporaries(disk),
+                "temporaries": [str(t) for t in temporaries(disk)],
                 "previous_intact": (disk / name).read_bytes() == b"previous",
             }
         )
