@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyruns import CLASS_RUN, write_run
+from tinyruns import CLASS_RUN, td, write_run
 from torchdiffusion.cli import COMMANDS, EXIT_ENVIRONMENT, EXIT_USAGE, main
 
 BIG = "1000000000000"  # 10**12 written out
@@ -549,18 +549,6 @@ def test_help_is_the_only_output_on_stdout(capsys):
         assert main([cmd, "--help"]) == 0
         out, err = capsys.readouterr()
         assert err == "" and "usage: torchdiffusion " + cmd in out and "exit codes:" in out
-
-
-def td(*args, cwd=None, env=None):
-    r = subprocess.run(
-        [sys.executable, "-m", "torchdiffusion", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
-    return r.returncode, r.stdout, r.stderr
 
 
 @pytest.mark.parametrize(
