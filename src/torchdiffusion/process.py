@@ -60,20 +60,39 @@ def add_noise(x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
 
 
 class DiscreteVP:
-    """A discrete VP process with T steps, built from a named variance schedule.
+    """A discrete VP process with T steps, built from a named variance schedule (or a given table abar_t:
+    :meth:`from_alpha_bars`).
 
     Attributes (all float64, shape (T,), index t = 0..T-1 for the paper's t = 1..T):
     ``betas``, ``alphas`` = 1 - beta, ``alpha_bars`` = cumprod(alphas), ``sigmas`` = sqrt((1 - abar)/abar).
     """
 
     def __init__(self, schedule: str = "linear", T: int = 1000, **schedule_kwargs):
+        betas = make_betas(schedule, int(T), **schedule_kwargs)
+        self._set_table(schedule, betas, torch.cumprod(1.0 - betas, 0))
+
+    @classmethod
+    def from_alpha_bars(cls, alpha_bars: Tensor, *, name: str = "table", steps_offset: int = 0) -> DiscreteVP:
+        """The process of a given table abar_t (e.g. a diffusers scheduler's ``alphas_cumprod``), strictly
+        decreasing in (0, 1]; ``steps_offset`` shifts the ``leading`` timestep spacing (diffusers' setting)."""
+        ab = torch.as_tensor(alpha_bars, dtype=torch.float64)
+        if ab.ndim != 1 or len(ab) < 2 or not bool(((ab > 0) & (ab <= 1)).all()) or not bool((ab.diff() < 0).all()):
+            raise ValueError("alpha_bars must be a strictly decreasing table of at least 2 values in (0, 1]")
+        # beta_t = 1 - abar_t / abar_{t-1} (abar_0 = 1): the inverse of the cumulative product
+        betas = 1.0 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
+        vp = cls.__new__(cls)
+        vp._set_table(name, betas, ab, steps_offset)
+        return vp
+
+    def _set_table(self, schedule: str, betas: Tensor, alpha_bars: Tensor, steps_offset: int = 0) -> None:
         self.schedule = schedule
-        self.T = int(T)
-        self.betas = make_betas(schedule, self.T, **schedule_kwargs)
-        self.alphas = 1.0 - self.betas
-        self.alpha_bars = torch.cumprod(self.alphas, 0)
-        self.sigmas = alpha_bar_to_sigma(self.alpha_bars)
+        self.T = len(betas)
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alpha_bars = alpha_bars
+        self.sigmas = alpha_bar_to_sigma(alpha_bars)
         self.log_sigmas = self.sigmas.log()
+        self.steps_offset = int(steps_offset)  # diffusers' shift of the leading spacing (0 for our own models)
 
     # -- closed form and posterior (Ho et al. Eqs. 4, 6, 7) ------------------------------------------------
 

@@ -99,11 +99,12 @@ def _check_n(n: int) -> None:
         raise ValueError(f"the number of steps must be >= 1, got {n}")
 
 
-def timestep_indices(T: int, n: int, spacing: str = "trailing") -> Tensor:
+def timestep_indices(T: int, n: int, spacing: str = "trailing", offset: int = 0) -> Tensor:
     """Choose ``n`` of the ``T`` training timesteps (0-based, decreasing) for a DDPM-trained model.
 
     Spacings as in Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample Steps are Flawed", Tab. 2):
-    * ``leading``  - t = 0, T/n, 2T/n, ... (DDIM's original choice; never reaches the last timestep),
+    * ``leading``  - t = offset, offset + T/n, ... (DDIM's original choice; never reaches the last timestep;
+      ``offset`` is diffusers' ``steps_offset``, 1 for Stable Diffusion),
     * ``trailing`` - t = T - 1, T - 1 - T/n, ... (always starts at the noisiest timestep),
     * ``linspace`` - n points evenly from 0 to T - 1 inclusive.
     """
@@ -112,7 +113,9 @@ def timestep_indices(T: int, n: int, spacing: str = "trailing") -> Tensor:
         raise ValueError(f"cannot take {n} steps from a model with T = {T} timesteps")
     if spacing == "leading":
         step = T // n
-        idx = torch.arange(n, dtype=torch.float64) * step
+        idx = torch.arange(n, dtype=torch.float64) * step + offset
+        if offset < 0 or idx[-1] > T - 1:
+            raise ValueError(f"steps offset {offset} puts leading timesteps outside 0..{T - 1}")
     elif spacing == "trailing":
         idx = (T - torch.arange(n, dtype=torch.float64) * (T / n)).round() - 1
         idx = idx.flip(0)
@@ -132,6 +135,7 @@ def make_sigmas(
     rho: float = 7.0,
     discrete_sigmas: Tensor | None = None,
     spacing: str = "trailing",
+    steps_offset: int = 0,
 ) -> Tensor:
     """Build a sampling grid of ``n`` steps (``n + 1`` values, the last one 0).
 
@@ -139,7 +143,7 @@ def make_sigmas(
     * ``karras``      - EDM's rho-spaced grid (default rho = 7);
     * ``exponential`` - uniform in log-SNR;
     * ``uniform_t``   - for a discrete VP model: n of its timesteps (``spacing`` leading/trailing/linspace),
-      read from ``discrete_sigmas`` (its table sigma_t, t = 0..T-1).
+      read from ``discrete_sigmas`` (its table sigma_t, t = 0..T-1); ``steps_offset`` shifts ``leading``.
     (A fourth kind, ``tuned``, is a grid fitted to one run and read from its folder:
     :func:`generate.make_grid_sigmas`.)
     For the first two kinds, ``discrete_sigmas`` (if given) clamps the range to what the model was trained on.
@@ -151,7 +155,7 @@ def make_sigmas(
     if kind == "uniform_t":
         if discrete_sigmas is None:
             raise ValueError("the uniform_t grid needs a discrete (DDPM-trained) model's sigma table")
-        idx = timestep_indices(len(discrete_sigmas), n, spacing)
+        idx = timestep_indices(len(discrete_sigmas), n, spacing, steps_offset)
         return _append_zero(discrete_sigmas.to(torch.float64)[idx])
     if kind == "tuned":
         raise ValueError("a tuned grid is read from a run folder's grids/ (bench-samplers writes them)")

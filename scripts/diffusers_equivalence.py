@@ -1,0 +1,152 @@
+"""Our ``ddim`` sampler on a diffusers folder loaded by ``load_run``, against diffusers' own DDIM, in fp32.
+
+    python scripts/diffusers_equivalence.py            # prints max |ours - diffusers| per case (a few seconds)
+
+Each case builds a small U-Net with seeded random weights and a DDIMScheduler config, saves them with
+``save_pretrained`` into a temporary folder, and samples 10 steps (eta = 0) from the same unit noise z two ways:
+diffusers (``DDIMPipeline``; for class-conditional models the scheduler loop by hand with ``class_labels``, as the
+pipeline takes no labels) and ours (``load_run`` -> the run's ``uniform_t`` grid at the scheduler's timestep
+spacing -> ``ddim``, starting from x = sqrt(1 + sigma_0^2) z, the same point in VE units). Compared is the sample
+before the pipeline's ``(x / 2 + 0.5).clamp(0, 1)``. ``tests/test_diffusers_in.py`` runs the same cases.
+
+The eps case uses a linear schedule that ends at beta = 2e-3: a random eps network on a full-range schedule
+returns samples of size ~200 (x0_hat = (x_vp - sqrt(1 - abar) eps_hat)/sqrt(abar) with abar_T ~ 4e-5), where one
+float32 ulp is already 1.5e-5; the relative difference is printed for that case too (``eps, full range``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+STEPS = 10
+SHAPE = (2, 1, 8, 8)  # (B, C, H, W) of the comparison
+# name -> (U-Net class, num_class_embeds, scheduler config)
+CASES = {
+    "eps": ("UNet2DModel", 0, {"prediction_type": "epsilon", "beta_end": 0.002}),
+    "v": ("UNet2DModel", 0, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}),
+    "class (UNet2DModel)": ("UNet2DModel", 4, {"prediction_type": "v_prediction"}),
+    "class (UNet2DConditionModel)": (
+        "UNet2DConditionModel",
+        4,
+        {"prediction_type": "sample", "beta_schedule": "scaled_linear", "beta_start": 8.5e-4, "beta_end": 0.012}
+        | {"steps_offset": 1},
+    ),
+    "eps, full range": ("UNet2DModel", 0, {"prediction_type": "epsilon"}),
+}
+
+
+def make_unet(cls_name: str, num_classes: int, seed: int = 0):
+    """A tiny diffusers U-Net (8x8, widths 8 and 16) with seeded random weights."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    common = dict(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        num_class_embeds=num_classes or None,
+    )
+    if cls_name == "UNet2DConditionModel":  # no cross-attention blocks: class labels are its only conditioning
+        return diffusers.UNet2DConditionModel(**common, mid_block_type=None, cross_attention_dim=8)
+    return diffusers.UNet2DModel(**common)
+
+
+def make_folder(root: Path, case: str) -> Path:
+    """A ``save_pretrained`` pipeline folder (model_index.json + unet/ + scheduler/) for one case."""
+    import diffusers
+
+    cls_name, num_classes, sched = CASES[case]
+    unet = make_unet(cls_name, num_classes)
+    scheduler = diffusers.DDIMScheduler(clip_sample=False, **sched)
+    out = root / case.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
+    diffusers.DDIMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out)
+    return out
+
+
+def labels_for(case: str) -> torch.Tensor | None:
+    return torch.arange(SHAPE[0]) % CASES[case][1] if CASES[case][1] else None
+
+
+def diffusers_ddim(folder: Path, case: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, x0) of diffusers' DDIM, eta = 0: DDIMPipeline, or the scheduler loop by hand with class labels."""
+    import diffusers
+
+    g = torch.Generator().manual_seed(seed)
+    labels = labels_for(case)
+    if labels is None:
+        pipe = diffusers.DDIMPipeline.from_pretrained(folder)
+        pipe.set_progress_bar_config(disable=True)
+        seen = []
+        step = pipe.scheduler.step
+
+        def recording_step(model_output, timestep, sample, *args, **kwargs):
+            seen.append(sample.clone())  # the first call sees the pipeline's starting noise
+            out = step(model_output, timestep, sample, *args, **kwargs)
+            seen.append(out.prev_sample)
+            return out
+
+        pipe.scheduler.step = recording_step
+        images = pipe(batch_size=SHAPE[0], generator=g, num_inference_steps=STEPS, eta=0.0, output_type="np").images
+        x0 = seen[-1]
+        # the pipeline's output is this sample, scaled to [0, 1]: what we compare is what it returns
+        assert torch.allclose(torch.from_numpy(images), (x0 / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1))
+        return seen[0], x0
+    cls_name = CASES[case][0]
+    unet = getattr(diffusers, cls_name).from_pretrained(folder / "unet")
+    sched = diffusers.DDIMScheduler.from_pretrained(folder / "scheduler")
+    sched.set_timesteps(STEPS)
+    z = torch.randn(SHAPE, generator=g)
+    extra = {"encoder_hidden_states": None} if cls_name == "UNet2DConditionModel" else {}
+    x = z
+    with torch.no_grad():
+        for t in sched.timesteps:
+            out = unet(x, t, class_labels=labels, **extra).sample
+            x = sched.step(out, t, x, eta=0.0).prev_sample
+    return z, x
+
+
+def ours_ddim(folder: Path, case: str, z: torch.Tensor) -> torch.Tensor:
+    """Our ddim (eta = 0) on the loaded run's own grid, from the diffusers noise z (VP units) moved to VE."""
+    from torchdiffusion.generate import load_run, make_grid_sigmas
+    from torchdiffusion.process import vp_to_ve
+    from torchdiffusion.samplers import get_sampler
+
+    run = load_run(folder)
+    sigmas = make_grid_sigmas(run.model, replace(run.config.sample, steps=STEPS))
+    labels = labels_for(case)
+    D = run.model.bind({"class": labels} if labels is not None else None)
+    x = vp_to_ve(z.double(), sigmas[:1].expand(len(z))).float()
+    return get_sampler("ddim")(D, x, sigmas)
+
+
+def compare(case: str, root: Path) -> tuple[float, float]:
+    """(max |ours - diffusers|, the same divided by max |diffusers|) for one case."""
+    folder = make_folder(root, case)
+    z, ref = diffusers_ddim(folder, case)
+    ours = ours_ddim(folder, case, z)
+    diff = float((ours - ref).abs().max())
+    return diff, diff / float(ref.abs().max())
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"{'case':<30} {'max abs diff':>14} {'relative':>10}")
+        for case in CASES:
+            diff, rel = compare(case, Path(tmp))
+            print(f"{case:<30} {diff:>14.2e} {rel:>10.1e}")
+
+
+if __name__ == "__main__":
+    main()

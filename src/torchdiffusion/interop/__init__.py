@@ -1,0 +1,1 @@
+"""Interoperation with other libraries: diffusers model folders read as runs (``diffusers_in``)."""
