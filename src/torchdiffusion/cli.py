@@ -1,7 +1,8 @@
 """The command line: ``torchdiffusion <command> ...`` (also ``python -m torchdiffusion``).
 
 A thin shell over the library: each command lives in ``commands/<name>.py`` with ``HELP`` (one line),
-``EXAMPLES`` (shown by --help), ``add_arguments(parser)`` and ``run(args) -> int``.
+``EXAMPLES`` (shown by --help), ``add_arguments(parser)`` and ``run(args) -> int``. A command that sets
+``MANIFESTS = True`` runs inside ``provenance.recording``: each file it writes gets a manifest beside it.
 
 Every failure the user can act on ends in one line on stderr, ``torchdiffusion <command>: error: ...``, and
 one of the exit codes below - never a traceback. Under ``torchrun`` only rank 0 prints a bad value (every rank
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run, _parser=p)
+        p.set_defaults(_run=mod.run, _parser=p, _manifests=getattr(mod, "MANIFESTS", False))
     return parser
 
 
@@ -199,10 +200,17 @@ def main(argv: list[str] | None = None) -> int:
         _print_error("torchdiffusion: error: give a command (see 'torchdiffusion --help')", everywhere=False)
         return EXIT_USAGE
     from .progress import Stopped, close_bars, stop_on_signals
+    from .provenance import recording
 
     try:
         with stop_on_signals():
-            return int(args._run(args) or 0)
+            if not args._manifests:
+                return int(args._run(args) or 0)
+            with recording(args.command, sys.argv[1:] if argv is None else list(argv)) as rec:
+                rc = int(args._run(args) or 0)
+                if rc != 0:
+                    rec.files.clear()  # a command that did not succeed vouches for nothing
+            return rc
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: stop now, one line, exit 128 + signal number
         close_bars()
         code = e.exit_code if isinstance(e, Stopped) else EXIT_INTERRUPTED

@@ -22,6 +22,7 @@ from .cond import slice_cond
 from .config import ConfigError, RunConfig, SampleConfig, from_json, validate
 from .guidance import guided_denoiser
 from .precond import Precond
+from .provenance import describe_wrapper, note_run, note_sampling
 from .samplers import get_sampler
 from .schedules import make_sigmas
 from .types import Callback, Cond, Denoiser, NoiseSource
@@ -38,6 +39,7 @@ class LoadedRun:
     model: Precond  # eval mode, on `device`
     data_shape: tuple[int, ...]
     info: dict  # run.json
+    weights_file: str = ""  # the weights file loaded (ema.safetensors or model.safetensors)
 
     @property
     def kind(self) -> str:
@@ -135,7 +137,9 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     except RuntimeError as e:
         raise RunError(f"{wfile} does not match the network in config.json ({str(e).splitlines()[0]})") from None
     model.to(device).eval().requires_grad_(False)
-    return LoadedRun(path=path, config=cfg, model=model, data_shape=data_shape, info=info)
+    run = LoadedRun(path=path, config=cfg, model=model, data_shape=data_shape, info=info, weights_file=wfile.name)
+    note_run(run)  # for the manifests of what the command writes (provenance.py)
+    return run
 
 
 # Sigma grids for a model
@@ -233,6 +237,14 @@ def generate(
     sigmas = make_grid_sigmas(model, sample, grid_dir=grid_dir)
     knobs = sampler_knobs(sample.sampler, sample)
     seeds = [int(s) for s in seeds]
+    note_sampling(
+        sample,
+        seeds,
+        wrappers=[describe_wrapper(wrap)] if wrap is not None else [],
+        conditioning=sorted(cond) if isinstance(cond, dict) else None,
+        device=str(device),
+        precision=precision,
+    )
     out = []
     bs = max(1, sample.batch_size)
     for start in range(0, len(seeds), bs):

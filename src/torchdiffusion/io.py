@@ -10,7 +10,10 @@ and the temporary file (and any folder created for it) is removed on any excepti
 - :func:`atomic_path` for writers that insist on a path (matplotlib, ffmpeg, a C compiler);
 - :func:`save_safetensors` for weights;
 - :func:`cache_dir`: where built artefacts are cached (data sets, reference features, compiled kernels);
-- :func:`append_text` for the one file that grows line by line (metrics.jsonl).
+- :func:`append_text` for the one file that grows line by line (metrics.jsonl);
+- :func:`watch_writes`: while a :class:`WriteWatcher` is active, every file written here is routed through it
+  (``route``: where it really goes) and reported to it (``written``); provenance.py uses it to put a manifest
+  beside each artefact of a command, and ``reproduce`` to send a re-run's files to a folder of its own.
 """
 
 from __future__ import annotations
@@ -19,14 +22,36 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 CACHE_ENV = "TORCHDIFFUSION_CACHE"  # overrides the cache folder
 TMP_MARK = ".tmp-"  # every temporary file is named ``.<final name>.tmp-…``
+
+
+class WriteWatcher(Protocol):
+    def route(self, path: Path) -> Path:
+        """Where a write of ``path`` really goes (``path`` itself, unless redirected)."""
+
+    def written(self, path: Path, actual: Path) -> None:
+        """``path`` (as the writer named it) is complete, at ``actual``."""
+
+
+_WATCHER: ContextVar[WriteWatcher | None] = ContextVar("torchdiffusion_write_watcher", default=None)
+
+
+@contextmanager
+def watch_writes(watcher: WriteWatcher | None) -> Iterator[WriteWatcher | None]:
+    """Route and report every atomic write in the block through ``watcher`` (None: no watcher)."""
+    token = _WATCHER.set(watcher)
+    try:
+        yield watcher
+    finally:
+        _WATCHER.reset(token)
 
 
 def cache_dir(*parts: str) -> Path:
@@ -81,7 +106,9 @@ def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = 
     an OSError that names no file (ENOSPC from a write, say) is raised again naming ``path``.
     ``before_rename`` runs after the temporary file is complete and before the rename (a crash-test hook).
     """
-    path = Path(path)
+    named = Path(path)
+    watcher = _WATCHER.get()
+    path = watcher.route(named) if watcher is not None else named
     created = _make_parents(path.parent)
     tmp = temp_name(path)
     try:
@@ -97,6 +124,8 @@ def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = 
             raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
         raise
     _fsync(path.parent, directory=True)
+    if watcher is not None:
+        watcher.written(named, path)
 
 
 def atomic_write(

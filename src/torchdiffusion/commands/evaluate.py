@@ -8,6 +8,7 @@ import sys
 
 from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_THREADS, int_in, nonneg_int, positive_int
 
+MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "evaluate a trained run: Fréchet distance, KID, precision/recall, bits/dim, memorisation -> JSON + HTML"
 EXAMPLES = """examples:
   torchdiffusion evaluate runs/demo --metrics fd,kid,pr,nll,memorisation --n 5000

@@ -9,6 +9,7 @@ from .argtypes import MAX_STEPS, check_output_file, int_in, nonneg_int, positive
 from .common import add_sampling_arguments
 
 WHAT = ("forward", "schedules", "trajectory", "loss", "field", "ablation")
+MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "pictures of the ideas: forward | schedules | trajectory | loss | field | ablation"
 EXAMPLES = """examples:
   torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999      # x0 -> noise, linear vs cosine

@@ -8,6 +8,7 @@ import sys
 
 from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, check_output_dir, nonneg_int, positive_int
 
+MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "sample a conditional model over a range of guidance scales; plot class accuracy and diversity vs scale"
 EXAMPLES = """examples:
   torchdiffusion guidance-sweep runs/mnist-class --scales 0,1,2,3,5 --n-per-class 20

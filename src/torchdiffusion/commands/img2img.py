@@ -7,6 +7,7 @@ import argparse
 from .argtypes import unit_float
 from .inpaint import add_input_arguments
 
+MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "img2img / SDEdit: partly noise images (strength in [0, 1]) and sample back from there"
 EXAMPLES = """examples:
   torchdiffusion img2img runs/demo --strength 0.3 0.5 0.7              # one row per strength

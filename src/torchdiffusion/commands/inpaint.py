@@ -13,6 +13,7 @@ from pathlib import Path
 from .argtypes import MAX_COUNT, MAX_STEPS, check_output_file, nonneg_int, positive_int
 from .common import add_sampling_arguments, sample_config_from_args
 
+MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "inpaint a masked region of images (known-region replacement, or RePaint with --resample)"
 EXAMPLES = """examples:
   torchdiffusion inpaint runs/demo                                   # lower half of 8 held-out digits
@@ -63,6 +64,7 @@ def setup(run_, args: argparse.Namespace):
 
     from ..config import validate
     from ..generate import clamped, make_grid_sigmas, sampler_knobs
+    from ..provenance import note_sampling
     from ..samplers import get_sampler
 
     default_out(run_, args, "check")  # an unusable --out (or edits folder) is refused before any sampling
@@ -71,6 +73,8 @@ def setup(run_, args: argparse.Namespace):
     D = run_.model.bind(None)
     if sample.clip_denoised:
         D = clamped(D)
+    edit = {k: v for k, v in vars(args).items() if k in _EDIT_KNOBS and v is not None}
+    note_sampling(sample, [sample.seed], wrappers=[{"name": args.command, **edit}])
     return (
         sample,
         D,
@@ -78,6 +82,10 @@ def setup(run_, args: argparse.Namespace):
         make_grid_sigmas(run_.model, sample),
         sampler_knobs(sample.sampler, sample),
     )
+
+
+# The flags of the editing commands that say what the edit does (recorded in the manifests).
+_EDIT_KNOBS = ("mask", "resample", "jump", "strength", "method", "left", "right", "top", "bottom", "stride", "frames")
 
 
 def default_out(run_, args: argparse.Namespace, name: str) -> Path:

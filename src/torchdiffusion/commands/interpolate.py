@@ -8,6 +8,7 @@ import argparse
 from .argtypes import MAX_COUNT, MAX_FRAMES, MAX_SEED, int_in, nonneg_int
 from .common import add_sampling_arguments
 
+MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "interpolate between two seeds or two images (spherical in noise space, DDIM inversion for images)"
 EXAMPLES = """examples:
   torchdiffusion interpolate runs/demo --seeds 3 11 --frames 9

@@ -7,6 +7,7 @@ import argparse
 from .argtypes import MAX_PIXELS, MAX_STEPS, nonneg_int, positive_int
 from .inpaint import add_input_arguments
 
+MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "grow images on any side (--left/--right/--top/--bottom pixels) and fill the new area"
 EXAMPLES = """examples:
   torchdiffusion outpaint runs/demo --right 8 --bottom 8            # 28x28 digits -> 36x36

@@ -10,6 +10,7 @@ from pathlib import Path
 from .argtypes import check_output_file, finite_float
 from .common import add_sampling_arguments, sample_config_from_args
 
+MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "sample a trained run: a PNG grid (scatter plot for 2-D data) and, with --gif, the denoising as a GIF"
 EXAMPLES = """examples:
   torchdiffusion sample runs/demo                                  # the run's default sampler
@@ -112,6 +113,7 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
         y = torch.tensor(classes)[torch.arange(n) % len(classes)]
         s = float(args.classifier_scale)
         wrap = lambda D, sl: classifier_guidance(D, clf, y[sl], s)
+        wrap.provenance = {"name": "classifier_guidance", "classifier": str(classifier), "scale": s}
     return sample, cond, uncond, wrap
 
 

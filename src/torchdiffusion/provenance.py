@@ -1,0 +1,381 @@
+"""Provenance: a manifest beside every artefact, saying what made it and how to make it again.
+
+An artefact ``grid.png`` gets ``grid.png.manifest.json`` beside it (one convention for every file and folder
+we write: grids, GIFs, .npy, reports, edits, explain pictures, exports)::
+
+    {"format": "torchdiffusion-manifest", "version": 1,
+     "artefact": {"name", "kind", "sha256", "bytes"},     # what this manifest vouches for
+     "files": {name: sha256},                            # every other file the same command wrote
+     "command": {"name", "argv", "cwd"},                 # the full command: enough to run it again
+     "run": {"path", "id", "config_sha256", "weights_file", "weights_sha256", "weights_verified"},
+     "sampling": [{"sampler", "steps", "grid", "rho", "spacing", "settings", "seeds", "n",
+                   "guidance", "wrappers", "conditioning", "device", "precision"}],
+     "environment": {"torchdiffusion", "torch", "numpy", "python", "platform", "git_commit", "git_dirty",
+                     "device", "threads"},
+     "date": "2026-01-01T00:00:00Z", "extra": {...}}
+
+Two ways to write one:
+
+- by hand, for a writer outside the command line: ``write_manifest(path, manifest(run, kind="onnx"))``;
+- automatically, for a command whose module sets ``MANIFESTS = True``: the command line runs it inside
+  :func:`recording`, which sees every file the command writes through :mod:`torchdiffusion.io`, the run that
+  ``load_run`` loaded and each ``generate`` call, and writes one manifest per artefact once the command has
+  succeeded (a stopped or failed command leaves none). A command that writes a folder as one artefact (an
+  export) calls :func:`note_artefact` on it: the files under it are then listed in the folder's manifest.
+
+``torchdiffusion reproduce MANIFEST`` (commands/reproduce.py) runs ``command.argv`` again and compares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write, cache_dir, watch_writes
+
+FORMAT = "torchdiffusion-manifest"
+VERSION = 1
+SUFFIX = ".manifest.json"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read or whose run no longer matches it; one line for the user."""
+
+
+def manifest_path(artefact: str | Path) -> Path:
+    """``<artefact>.manifest.json`` beside the artefact (file or folder)."""
+    artefact = Path(artefact)
+    return artefact.with_name(artefact.name + SUFFIX)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artefact_digest(path: str | Path) -> tuple[str, int]:
+    """(sha256, bytes) of a file; of a folder, the sha256 of its sorted ``<sha256>  <relative path>`` lines."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path), path.stat().st_size
+    lines, size = [], 0
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        lines.append(f"{sha256_file(p)}  {p.relative_to(path).as_posix()}\n")
+        size += p.stat().st_size
+    return hashlib.sha256("".join(lines).encode()).hexdigest(), size
+
+
+def config_sha256(cfg: Any) -> str:
+    """sha256 of the canonical JSON of a resolved config (keys sorted, no spaces): equal configs, equal hash."""
+    d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    text = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _git() -> tuple[str | None, bool | None]:
+    """(commit, has uncommitted changes) of the checkout the package is imported from, or (None, None)."""
+    here = Path(__file__).resolve().parent
+    try:
+        run = lambda *a: subprocess.run(  # noqa: E731
+            ["git", "-C", str(here), *a], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        dirty = bool(run("status", "--porcelain", "--untracked-files=no", "--", str(here)))
+        return commit, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def environment(device: str | None = None) -> dict:
+    """Versions (torch, numpy, ours, Python), the git commit of our checkout if any, device and threads."""
+    import numpy
+    import torch
+
+    from . import __version__
+
+    commit, dirty = _git()
+    env = {
+        "torchdiffusion": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "device": device or "cpu",
+        "threads": torch.get_num_threads(),
+    }
+    if env["device"].startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(torch.device(env["device"]))
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def seed_ranges(seeds: Iterable[int]) -> list[list[int]]:
+    """Seeds as inclusive ``[first, last]`` runs of consecutive integers: [0..99] -> [[0, 99]]."""
+    out: list[list[int]] = []
+    for s in (int(v) for v in seeds):
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def run_record(run: Any) -> dict:
+    """What identifies a loaded run: path, id, config hash, and the weights file with its sha256, checked
+    against the digest run.json records (``weights_verified``: None for runs from before digests)."""
+    from .training.checkpoint import WEIGHTS_KEY
+
+    path = Path(run.path).resolve()
+    wname = getattr(run, "weights_file", None) or ""
+    rec = {"path": str(path), "id": path.name, "config_sha256": config_sha256(run.config), "weights_file": wname}
+    wfile = path / wname
+    if wname and wfile.is_file():
+        digest = sha256_file(wfile)
+        recorded = (run.info.get(WEIGHTS_KEY) or {}).get(wname) if isinstance(run.info, dict) else None
+        if recorded is not None and recorded != digest:
+            raise ManifestError(f"{wfile} no longer has the sha256 run.json records; the run changed while in use")
+        rec.update(weights_sha256=digest, weights_verified=recorded is not None)
+    return rec
+
+
+def sampling_record(
+    sample: Any,
+    seeds: Sequence[int] | None = None,
+    *,
+    wrappers: Sequence[dict] = (),
+    conditioning: Sequence[str] | None = None,
+    device: str | None = None,
+    precision: str = "fp32",
+) -> dict:
+    """Sampler, σ grid, steps, settings, seeds (as ranges), guidance and the denoiser wrappers of one draw."""
+    settings = {k: v for k, v in dataclasses.asdict(sample.settings).items() if v is not None}
+    guidance = {"scale": sample.guidance, "interval": sample.guidance_interval, "rescale": sample.guidance_rescale}
+    return {
+        "sampler": sample.sampler,
+        "steps": sample.steps,
+        "grid": sample.grid,
+        "rho": sample.rho,
+        "spacing": sample.spacing,
+        "settings": settings,
+        "clip_denoised": sample.clip_denoised,
+        "seeds": seed_ranges(seeds) if seeds is not None else None,
+        "n": len(seeds) if seeds is not None else None,
+        "guidance": guidance if conditioning else None,
+        "conditioning": sorted(conditioning) if conditioning else None,
+        "wrappers": list(wrappers),
+        "device": str(device or "cpu"),
+        "precision": precision,
+    }
+
+
+def manifest(
+    run: Any = None,
+    *,
+    kind: str,
+    sample: Any = None,
+    seeds: Sequence[int] | None = None,
+    wrappers: Sequence[dict] = (),
+    extra: dict | None = None,
+    argv: Sequence[str] | None = None,
+    command: str | None = None,
+    sampling: Sequence[dict] | None = None,
+    device: str | None = None,
+    precision: str = "fp32",
+) -> dict:
+    """A manifest (without its artefact section: :func:`write_manifest` adds that).
+
+    Args:
+        run: a LoadedRun (``generate.load_run``), or None for artefacts that need no run.
+        kind: what the artefact is (``sample-grid``, ``gif``, ``npy``, ``report``, ``edit``, ``onnx`` ...).
+        sample, seeds, wrappers: one draw (a SampleConfig, its seeds, ``[{"name": ..., **parameters}]``);
+            or ``sampling``: the records of several (:func:`sampling_record`).
+        extra: anything else worth keeping (export format, tolerances ...).
+        argv, command: the command line (default: this process's ``sys.argv``).
+    """
+    if sampling is None:
+        sampling = [] if sample is None else [sampling_record(sample, seeds, wrappers=wrappers, device=device)]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "command": {"name": command or (argv[0] if argv else None), "argv": argv, "cwd": os.getcwd()},
+        "run": run_record(run) if run is not None else None,
+        "sampling": list(sampling),
+        "environment": environment(device or (sampling[0]["device"] if sampling else None)),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "extra": dict(extra or {}),
+    }
+
+
+def write_manifest(artefact: str | Path, record: dict, files: dict[str, str] | None = None) -> Path:
+    """Write ``<artefact>.manifest.json`` (atomically) for an artefact that exists; returns its path.
+
+    Adds the artefact's name, sha256 and size (a folder: see :func:`artefact_digest`), and ``files``: the other
+    files written with it ({name: sha256})."""
+    artefact = Path(artefact)
+    digest, size = artefact_digest(artefact)
+    record = {
+        **record,
+        "artefact": {"name": artefact.name, "folder": artefact.is_dir(), "sha256": digest, "bytes": size},
+        "files": dict(files or {}),
+    }
+    with watch_writes(None):  # a manifest is not itself an artefact of the command being recorded
+        return atomic_write(manifest_path(artefact), json.dumps(record, indent=2, default=str) + "\n")
+
+
+def read_manifest(path: str | Path) -> dict:
+    """A manifest read back and checked; :class:`ManifestError` (one line) for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ManifestError(f"{path} is not a manifest (not JSON)") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ManifestError(f'{path} is not a manifest (no "format": "{FORMAT}")')
+    if d.get("version") != VERSION:
+        raise ManifestError(f"{path} is a manifest of version {d.get('version')!r}; this version reads {VERSION}")
+    art, cmd = d.get("artefact"), d.get("command")
+    if not isinstance(art, dict) or not isinstance(art.get("name"), str) or not isinstance(art.get("sha256"), str):
+        raise ManifestError(f"{path} is damaged: its artefact section is missing or incomplete")
+    argv = cmd.get("argv") if isinstance(cmd, dict) else None
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ManifestError(f"{path} is damaged: it records no command line")
+    if d.get("run") is not None and not isinstance(d["run"], dict):
+        raise ManifestError(f"{path} is damaged: its run section is not an object")
+    return d
+
+
+class Recording:
+    """What one command did: runs loaded, draws made, files written (a :class:`torchdiffusion.io.WriteWatcher`)."""
+
+    def __init__(self, command: str, argv: Sequence[str]) -> None:
+        self.command, self.argv = command, list(argv)
+        self.runs: list[Any] = []
+        self.sampling: list[dict] = []
+        self.files: dict[Path, None] = {}  # absolute paths, in the order written
+        self.folders: list[Path] = []  # folders that are one artefact each
+        self.device: str | None = None
+
+    def route(self, path: Path) -> Path:
+        return path
+
+    def written(self, path: Path, actual: Path) -> None:
+        self.files[Path(os.path.abspath(actual))] = None
+
+    def artefacts(self) -> list[Path]:
+        """Files and claimed folders that get a manifest: not manifests, not caches, not files of a claimed
+        folder, and not the ``.json`` settings record ``sample`` writes beside a picture of the same stem."""
+        cache = Path(os.path.abspath(cache_dir()))
+        files = [p for p in self.files if p.is_file() and not p.name.endswith(SUFFIX) and cache not in p.parents]
+        files = [p for p in files if not any(f == p or f in p.parents for f in self.folders)]
+        stems = {(p.parent, p.stem) for p in files if p.suffix != ".json"}
+        files = [p for p in files if not (p.suffix == ".json" and (p.parent, p.stem) in stems)]
+        return [*files, *(f for f in self.folders if f.is_dir())]
+
+    def finish(self) -> list[Path]:
+        """Write one manifest per artefact; returns their paths."""
+        arts = self.artefacts()
+        if not arts:
+            return []
+        base = manifest(
+            self.runs[0] if self.runs else None,
+            kind="",
+            argv=self.argv,
+            command=self.command,
+            sampling=_dedupe(self.sampling),
+            device=self.device,
+        )
+        digests = {p: artefact_digest(p)[0] for p in self.files if p.is_file() and not p.name.endswith(SUFFIX)}
+        out = []
+        for a in arts:
+            others = {str(_rel(p, a.parent)): d for p, d in digests.items() if p != a}
+            out.append(write_manifest(a, {**base, "kind": f"{self.command}:{_kind(a)}"}, others))
+        return out
+
+
+def _rel(p: Path, root: Path) -> Path:
+    try:
+        return p.relative_to(root)
+    except ValueError:
+        return p
+
+
+def _kind(p: Path) -> str:
+    return "folder" if p.is_dir() else (p.suffix.lstrip(".").lower() or "file")
+
+
+def _dedupe(records: list[dict]) -> list[dict]:
+    out: list[dict] = []
+    for r in records:
+        if r not in out:
+            out.append(r)
+    return out
+
+
+_RECORDING: ContextVar[Recording | None] = ContextVar("torchdiffusion_recording", default=None)
+
+
+@contextlib.contextmanager
+def recording(command: str, argv: Sequence[str]) -> Iterator[Recording]:
+    """Record a command: on success, a manifest beside each artefact it wrote (see the module docstring)."""
+    rec = Recording(command, argv)
+    token = _RECORDING.set(rec)
+    try:
+        with watch_writes(rec):
+            yield rec
+        if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun, rank 0 writes the manifests
+            rec.finish()
+    finally:
+        _RECORDING.reset(token)
+
+
+def note_run(run: Any) -> None:
+    """``load_run`` reports the run it loaded (no-op outside :func:`recording`)."""
+    rec = _RECORDING.get()
+    if rec is not None and all(r.path != run.path for r in rec.runs):
+        rec.runs.append(run)
+
+
+def note_sampling(sample: Any, seeds: Sequence[int] | None = None, **kw: Any) -> None:
+    """A draw reports itself (``generate`` does; so do the editing commands): see :func:`sampling_record`."""
+    rec = _RECORDING.get()
+    if rec is not None:
+        rec.sampling.append(sampling_record(sample, seeds, **kw))
+        rec.device = rec.device or rec.sampling[-1]["device"]
+
+
+def note_artefact(folder: str | Path) -> None:
+    """Declare a folder one artefact (an export): one manifest for it, listing the files under it."""
+    rec = _RECORDING.get()
+    if rec is not None:
+        rec.folders.append(Path(os.path.abspath(folder)))
+
+
+def describe_wrapper(wrap: Any) -> dict:
+    """``{"name": ..., **parameters}`` of a denoiser wrapper: its ``provenance`` attribute when it has one
+    (set it on a wrapper to record its parameters), else its function name."""
+    info = getattr(wrap, "provenance", None)
+    if isinstance(info, dict):
+        return dict(info)
+    return {"name": getattr(wrap, "__qualname__", type(wrap).__name__)}

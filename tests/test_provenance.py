@@ -1,0 +1,85 @@
+"""Manifests: what they record (run, config hash, weights sha256, sampling, command) and when they are written."""
+
+import dataclasses
+import json
+
+import pytest
+
+from tinyruns import td, write_run
+from torchdiffusion import provenance as P
+from torchdiffusion.config import get_preset, override
+from torchdiffusion.training.checkpoint import sha256_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_config_hash_is_canonical_and_sensitive():
+    a = get_preset("digits-test")
+    b = override(get_preset("digits-test"), [])  # an equal config built another way
+    assert P.config_sha256(a) == P.config_sha256(b)
+    assert P.config_sha256(a) == P.config_sha256(json.loads(json.dumps(dataclasses.asdict(a))))
+    assert P.config_sha256(a) != P.config_sha256(override(a, ["sample.steps=7"]))
+
+
+def test_seed_ranges_round_trip():
+    seeds = [0, 1, 2, 3, 10, 11, 5]
+    ranges = P.seed_ranges(seeds)
+    assert ranges == [[0, 3], [10, 11], [5, 5]]
+    assert [s for lo, hi in ranges for s in range(lo, hi + 1)] == seeds
+
+
+def test_sample_writes_one_manifest_per_artefact(tmp_path):
+    run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2"])
+    out = tmp_path / "out" / "g.png"
+    rc, _, err = td("sample", run, "--n", "3", "--seed", "5", "--save-npy", "--gif", "--out", out, cwd=tmp_path)
+    assert rc == 0, err
+    for name in ("g.png", "g.npy", "g.gif"):
+        m = P.read_manifest(out.with_name(name + P.SUFFIX))
+        assert m["artefact"] == {
+            "name": name,
+            "folder": False,
+            "sha256": sha256_file(out.with_name(name)),
+            "bytes": out.with_name(name).stat().st_size,
+        }
+        assert set(m["files"]) == {"g.png", "g.npy", "g.gif", "g.json"} - {name}
+        assert m["command"]["argv"][:2] == ["sample", str(run)] and m["command"]["cwd"] == str(tmp_path)
+        assert m["run"]["weights_file"] == "ema.safetensors"
+        assert m["run"]["weights_sha256"] == sha256_file(run / "ema.safetensors")
+        assert m["run"]["config_sha256"] == P.config_sha256(override(get_preset("digits-test"), ["sample.steps=2"]))
+        (s,) = m["sampling"]
+        assert (s["sampler"], s["steps"], s["seeds"], s["n"]) == ("euler", 2, [[5, 7]], 3)
+        assert m["environment"]["threads"] == 1 and m["environment"]["torch"]
+    assert not (out.with_suffix(".json").with_name("g.json" + P.SUFFIX)).exists()  # the settings record
+
+
+def test_failed_command_writes_no_manifest(tmp_path):
+    run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2"])
+    rc, _, err = td("sample", run, "--n", "2", "--sampler", "nope", "--out", tmp_path / "g.png")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*" + P.SUFFIX))
+
+
+def test_read_manifest_refuses_what_is_not_one(tmp_path):
+    bad = {"noise.manifest.json": b"\x00\xff garbage", "list.manifest.json": b"[1, 2]", "cfg.json": b'{"a": 1}'}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(P.ManifestError, match="not a manifest"):
+            P.read_manifest(tmp_path / name)
+    (tmp_path / "v.json").write_text(json.dumps({"format": P.FORMAT, "version": 1, "artefact": {}}))
+    with pytest.raises(P.ManifestError, match="damaged"):
+        P.read_manifest(tmp_path / "v.json")
+    with pytest.raises(P.ManifestError, match="does not exist"):
+        P.read_manifest(tmp_path / "missing.json")
+
+
+def test_folder_artefact_digest_names_every_file(tmp_path):
+    d = tmp_path / "export"
+    (d / "unet").mkdir(parents=True)
+    (d / "unet" / "w.bin").write_bytes(b"abc")
+    (d / "config.json").write_text("{}")
+    first = P.artefact_digest(d)
+    (d / "unet" / "w.bin").rename(d / "w.bin")  # same bytes, another path
+    assert P.artefact_digest(d) != first and first[1] == 5
+    path = P.write_manifest(d, P.manifest(None, kind="export", argv=["export", "runs/x"]))
+    assert path == tmp_path / ("export" + P.SUFFIX)
+    assert P.read_manifest(path)["artefact"]["folder"] is True
