@@ -133,6 +133,8 @@ def world(tmp_path_factory):
     for name, args in trained.items():
         base = ["--set", "train.images=64", "--set", "train.batch_size=32", "--no-progress"]
         assert main(["train", *args, *base, "--out", str(runs / name)]) == 0
+    grid = runs / "demo" / "samples" / "grid.png"  # a sample grid with its manifest, for 'reproduce'
+    assert main(["sample", str(runs / "demo"), "--n", "2", "--steps", "2", "--out", str(grid)]) == 0
     write_run(runs / "mnist", "digits-test", mnist, (1, 28, 28))
     write_run(runs / "mnist-class", "digits-test", [*mnist, "model.num_classes=10"], (1, 28, 28))
     ctx = ["model.channels=8", "model.channel_mult=1,2", "sample.steps=3"]

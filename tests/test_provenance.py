@@ -37,6 +37,7 @@ def test_sample_writes_one_manifest_per_artefact(tmp_path):
         m = P.read_manifest(out.with_name(name + P.SUFFIX))
         assert m["artefact"] == {
             "name": name,
+            "path": str(out.with_name(name)),
             "folder": False,
             "sha256": sha256_file(out.with_name(name)),
             "bytes": out.with_name(name).stat().st_size,

@@ -28,6 +28,7 @@ from .commands import (
     inpaint,
     interpolate,
     outpaint,
+    reproduce,
     sample,
     train,
     train_classifier,
@@ -48,6 +49,7 @@ COMMANDS = {
     "explain": explain,
     "bench-train": bench_train,
     "evaluate": evaluate,
+    "reproduce": reproduce,
 }
 
 

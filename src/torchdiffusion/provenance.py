@@ -4,7 +4,8 @@ An artefact ``grid.png`` gets ``grid.png.manifest.json`` beside it (one conventi
 we write: grids, GIFs, .npy, reports, edits, explain pictures, exports)::
 
     {"format": "torchdiffusion-manifest", "version": 1,
-     "artefact": {"name", "kind", "sha256", "bytes"},     # what this manifest vouches for
+     "kind": "sample:png",                               # the command and the artefact's type
+     "artefact": {"name", "path", "folder", "sha256", "bytes"},   # what this manifest vouches for
      "files": {name: sha256},                            # every other file the same command wrote
      "command": {"name", "argv", "cwd"},                 # the full command: enough to run it again
      "run": {"path", "id", "config_sha256", "weights_file", "weights_sha256", "weights_verified"},
@@ -204,7 +205,7 @@ def manifest(
 
     Args:
         run: a LoadedRun (``generate.load_run``), or None for artefacts that need no run.
-        kind: what the artefact is (``sample-grid``, ``gif``, ``npy``, ``report``, ``edit``, ``onnx`` ...).
+        kind: what the artefact is, ``<command>:<type>`` (``sample:png``, ``evaluate:json``, ``export:onnx`` ...).
         sample, seeds, wrappers: one draw (a SampleConfig, its seeds, ``[{"name": ..., **parameters}]``);
             or ``sampling``: the records of several (:func:`sampling_record`).
         extra: anything else worth keeping (export format, tolerances ...).
@@ -235,7 +236,13 @@ def write_manifest(artefact: str | Path, record: dict, files: dict[str, str] | N
     digest, size = artefact_digest(artefact)
     record = {
         **record,
-        "artefact": {"name": artefact.name, "folder": artefact.is_dir(), "sha256": digest, "bytes": size},
+        "artefact": {
+            "name": artefact.name,
+            "path": os.path.abspath(artefact),  # where the command wrote it (reproduce finds the new one so)
+            "folder": artefact.is_dir(),
+            "sha256": digest,
+            "bytes": size,
+        },
         "files": dict(files or {}),
     }
     with watch_writes(None):  # a manifest is not itself an artefact of the command being recorded
@@ -379,3 +386,111 @@ def describe_wrapper(wrap: Any) -> dict:
     if isinstance(info, dict):
         return dict(info)
     return {"name": getattr(wrap, "__qualname__", type(wrap).__name__)}
+
+
+# Comparing a regenerated artefact with the original
+
+# Tolerances when the bytes differ (another machine, another torch): arrays within ABS_TOL, 8-bit pictures
+# within PIXEL_TOL levels, numbers in JSON reports within REL_TOL; timing fields of reports are not compared.
+ABS_TOL = 1e-4
+PIXEL_TOL = 1
+REL_TOL = 1e-6
+TIMING_KEYS = ("seconds", "date", "elapsed")  # a key ending in one of these is a timing field
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    verdict: str  # "bit-identical" | "identical" | "within tolerance" | "different"
+    detail: str
+
+    @property
+    def reproduced(self) -> bool:
+        return self.verdict != "different"
+
+
+def compare(original: Path, regenerated: Path) -> Comparison:
+    """Bytes first; then decoded content: pixels of PNG/GIF frames, .npy/.npz arrays, JSON data without timings."""
+    if artefact_digest(original)[0] == artefact_digest(regenerated)[0]:
+        return Comparison("bit-identical", f"sha256 {artefact_digest(original)[0][:16]}")
+    if original.is_dir() or regenerated.is_dir():
+        return _compare_folders(original, regenerated)
+    suffix = original.suffix.lower()
+    try:
+        if suffix in (".png", ".gif"):
+            return _compare_arrays(_frames(original), _frames(regenerated), PIXEL_TOL, "pixel levels")
+        if suffix in (".npy", ".npz"):
+            return _compare_arrays(_arrays(original), _arrays(regenerated), ABS_TOL, "max |difference|")
+        if suffix == ".json":
+            return _compare_json(original, regenerated)
+    except (OSError, ValueError) as e:
+        return Comparison("different", f"cannot decode: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    return Comparison("different", "the bytes differ")
+
+
+def _frames(path: Path) -> list:
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as im:
+        return [np.asarray(f.convert("RGBA"), dtype=np.int16) for f in ImageSequence.Iterator(im)]
+
+
+def _arrays(path: Path) -> list:
+    import numpy as np
+
+    with open(path, "rb") as f:
+        data = np.load(f, allow_pickle=False)
+        return [data[k] for k in sorted(data.files)] if hasattr(data, "files") else [data]
+
+
+def _compare_arrays(a: list, b: list, tol: float, unit: str) -> Comparison:
+    import numpy as np
+
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return Comparison("different", "the shapes (or the number of frames) differ")
+    diff = max((float(np.max(np.abs(x.astype(np.float64) - y))) if x.size else 0.0) for x, y in zip(a, b))
+    if diff == 0:
+        return Comparison("identical", "the decoded content is equal (the file bytes differ)")
+    verdict = "within tolerance" if diff <= tol else "different"
+    return Comparison(verdict, f"{unit} {diff:.3g} (tolerance {tol:g})")
+
+
+def _without_timings(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _without_timings(v) for k, v in d.items() if not str(k).endswith(TIMING_KEYS)}
+    if isinstance(d, list):
+        return [_without_timings(v) for v in d]
+    return d
+
+
+def _numbers_close(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_numbers_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_numbers_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        return abs(a - b) <= REL_TOL * max(abs(a), abs(b), 1e-12)
+    return a == b
+
+
+def _compare_json(original: Path, regenerated: Path) -> Comparison:
+    a, b = (_without_timings(json.loads(p.read_text(encoding="utf-8"))) for p in (original, regenerated))
+    if a == b:
+        return Comparison("identical", "equal apart from timing fields")
+    if _numbers_close(a, b):
+        return Comparison("within tolerance", f"numbers within relative {REL_TOL:g}; timing fields not compared")
+    return Comparison("different", "the reports differ beyond timing fields")
+
+
+def _compare_folders(original: Path, regenerated: Path) -> Comparison:
+    names = lambda d: {p.relative_to(d) for p in d.rglob("*") if p.is_file()}  # noqa: E731
+    if not (original.is_dir() and regenerated.is_dir()) or names(original) != names(regenerated):
+        return Comparison("different", "the folders hold different files")
+    worst = Comparison("identical", "every file equal")
+    for rel in sorted(names(original)):
+        c = compare(original / rel, regenerated / rel)
+        if c.verdict == "different":
+            return Comparison("different", f"{rel}: {c.detail}")
+        if c.verdict == "within tolerance":
+            worst = Comparison("within tolerance", f"{rel}: {c.detail}")
+    return worst

@@ -1,0 +1,105 @@
+"""torchdiffusion reproduce: five kinds of artefact regenerate bit-identically; changed weights, a file that is not
+a manifest and a damaged run are refused in one line (exit 2); a changed artefact is reported as different."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinyruns import td, write_run
+from torchdiffusion import provenance as P
+from torchdiffusion.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A tiny run and five artefacts made from it by the command line: grid PNG, .npy, GIF, an inpainting, and
+    an explain picture."""
+    root = tmp_path_factory.mktemp("made")
+    run = write_run(root / "run", "digits-test", ["sample.steps=2"])
+    out = root / "out"
+    assert (
+        main(["sample", str(run), "--n", "3", "--seed", "4", "--gif", "--save-npy", "--out", str(out / "g.png")]) == 0
+    )
+    assert (
+        main(["inpaint", str(run), "--mask", "box:0,0,4,8", "--n", "2", "--steps", "2", "--out", str(out / "e.png")])
+        == 0
+    )
+    assert main(["explain", "schedules", "--T", "50", "--out", str(out / "x.png")]) == 0
+    return root
+
+
+@pytest.mark.parametrize("name", ["g.png", "g.npy", "g.gif", "e.png", "x.png"])
+def test_artefact_reproduces_bit_identically(made, name, capsys):
+    capsys.readouterr()
+    assert main(["reproduce", str(made / "out" / (name + P.SUFFIX))]) == 0
+    assert capsys.readouterr().out.strip().startswith(f"{name}: bit-identical")
+
+
+def test_regenerated_files_go_to_out_and_the_originals_stay(made, tmp_path, capsys):
+    art = made / "out" / "g.npy"
+    before = {p: p.stat().st_mtime_ns for p in art.parent.iterdir()}
+    assert main(["reproduce", str(art) + P.SUFFIX, "--out", str(tmp_path / "again")]) == 0
+    assert np.array_equal(np.load(tmp_path / "again" / "g.npy"), np.load(art))
+    assert {p: p.stat().st_mtime_ns for p in art.parent.iterdir()} == before
+
+
+def test_a_changed_artefact_is_reported_different(made, tmp_path, capsys):
+    import shutil
+
+    for f in ("g.png", "g.png" + P.SUFFIX):
+        shutil.copy(made / "out" / f, tmp_path / f)
+    img = np.asarray(Image.open(tmp_path / "g.png")).copy()
+    img[5, 5] = 255 - img[5, 5]
+    Image.fromarray(img).save(tmp_path / "g.png")
+    capsys.readouterr()
+    assert main(["reproduce", str(tmp_path / ("g.png" + P.SUFFIX))]) == 1
+    assert "g.png: different" in capsys.readouterr().out
+
+
+def test_compare_by_content_and_tolerance(tmp_path):
+    x = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    np.save(tmp_path / "b.npy", x + 1e-6)
+    np.save(tmp_path / "c.npy", x + 1e-2)
+    assert P.compare(tmp_path / "a.npy", tmp_path / "b.npy").verdict == "within tolerance"
+    assert P.compare(tmp_path / "a.npy", tmp_path / "c.npy").verdict == "different"
+    img = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    img.save(tmp_path / "a.png", compress_level=9)
+    img.save(tmp_path / "b.png", compress_level=0)  # other bytes, same pixels
+    assert P.compare(tmp_path / "a.png", tmp_path / "b.png").verdict == "identical"
+    report = {"fd": 1.0, "sampling": {"seconds": 3.0, "n": 8}}
+    (tmp_path / "a.json").write_text(json.dumps(report))
+    (tmp_path / "b.json").write_text(json.dumps({**report, "sampling": {"seconds": 9.0, "n": 8}}))
+    (tmp_path / "c.json").write_text(json.dumps({**report, "fd": 1.5}))
+    assert P.compare(tmp_path / "a.json", tmp_path / "b.json").verdict == "identical"
+    assert P.compare(tmp_path / "a.json", tmp_path / "c.json").verdict == "different"
+
+
+def test_bad_manifests_are_refused_in_one_line(made, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    manifest = json.loads((made / "out" / ("g.png" + P.SUFFIX)).read_text())
+    manifest["run"]["path"] = str(run)
+    m = tmp_path / ("g.png" + P.SUFFIX)
+    m.write_text(json.dumps(manifest))
+    w = bytearray((run / "ema.safetensors").read_bytes())
+    w[-1] ^= 1  # one bit of one weight
+    (run / "ema.safetensors").write_bytes(bytes(w))
+    (tmp_path / "notes.json").write_text('{"hello": 1}')
+    out = tmp_path / "again"
+    for args, says in [
+        ((m, "--out", out), "has changed since"),
+        ((tmp_path / "notes.json",), "is not a manifest"),
+    ]:
+        rc, stdout, err = td("reproduce", *args)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    (run / "config.json").write_text("{ damaged")
+    rc, _, err = td("reproduce", m, "--out", out)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "config.json is damaged" in err, err
+    assert not out.exists()  # refused before anything was written
