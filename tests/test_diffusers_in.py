@@ -1,5 +1,6 @@
-"""diffusers model folders loaded by load_run: our ddim on them equals diffusers' DDIM (scripts/diffusers_equivalence.py
-holds the cases), the grid visits the scheduler's own timesteps, and every bad folder is one line (exit 2 from the CLI).
+"""diffusers model folders loaded by load_run: our ddim on them equals diffusers' DDIM, our euler its Euler
+(scripts/diffusers_equivalence.py holds the cases), the grid visits the scheduler's own timesteps, and every bad
+folder is one line (exit 2 from the CLI).
 """
 
 import importlib.util
@@ -39,10 +40,10 @@ def folders(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", [c for c in EQ.CASES if c != "eps, full range"])
-def test_ddim_equals_diffusers_ddim(folders, case):
-    """10 DDIM steps (eta = 0) from the same noise: ours on the loaded run == diffusers' within 1e-5 (fp32)."""
-    z, ref = EQ.diffusers_ddim(folders[case], case)
-    ours = EQ.ours_ddim(folders[case], case, z)
+def test_sampling_equals_diffusers(folders, case):
+    """10 steps of DDIM (eta = 0; Euler for linspace) from the same point: ours == diffusers' within 1e-5 (fp32)."""
+    x_T, ref = EQ.diffusers_sample(folders[case], case)
+    ours = EQ.ours_sample(folders[case], case, x_T)
     assert ref.abs().max() > 0.1  # a real sample, not a collapsed one
     assert (ours - ref).abs().max() <= 1e-5
 
@@ -50,8 +51,8 @@ def test_ddim_equals_diffusers_ddim(folders, case):
 def test_ddim_equals_diffusers_on_a_full_range_schedule(folders):
     """The standard linear schedule: samples of size ~200, equal to float32 rounding (relative 2e-6)."""
     case = "eps, full range"
-    z, ref = EQ.diffusers_ddim(folders[case], case)
-    ours = EQ.ours_ddim(folders[case], case, z)
+    x_T, ref = EQ.diffusers_sample(folders[case], case)
+    ours = EQ.ours_sample(folders[case], case, x_T)
     assert (ours - ref).abs().max() <= 2e-6 * ref.abs().max()
 
 
