@@ -35,6 +35,11 @@ class TextbookOracle(nn.Module):
 
     def forward(self, x_in, c_noise, cond=None):
         sigma = _sigma_from_c_noise(c_noise, self.nc, self.process).reshape(-1, 1).to(x_in.dtype)
+        if self.param == "flow":  # x_in is the straight-path point x_t = (1 - t) x0 + t n (Liu et al. 2022)
+            t = sigma / (1 + sigma)
+            gain = (1 - t) * S**2 / ((1 - t) ** 2 * S**2 + t**2)  # Bayes: x_t | x0 ~ N((1 - t) x0, t^2)
+            x0_hat = MU + gain * (x_in - (1 - t) * MU)
+            return (x_in - (1 - t) * x0_hat) / t - x0_hat  # v_hat = E[n - x0 | x_t]
         if self.param == "edm":
             x = x_in * (sigma**2 + self.sd**2).sqrt()
         else:
@@ -56,7 +61,7 @@ class TextbookOracle(nn.Module):
         return (x0_hat - c_skip * x) / c_out
 
 
-@pytest.mark.parametrize("param", ["eps", "x0", "v", "edm"])
+@pytest.mark.parametrize("param", ["eps", "x0", "v", "edm", "flow"])
 @pytest.mark.parametrize("nc", ["log_sigma", "timestep"])
 def test_oracle_network_gives_exact_denoiser(param, nc):
     process = DiscreteVP("cosine", T=200) if nc == "timestep" else None

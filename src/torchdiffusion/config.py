@@ -70,6 +70,7 @@ class DiffusionConfig:
     P_std: float = 1.2
     weighting: str = "uniform"  # uniform (the parameterization's own MSE) | min_snr | edm | x0
     min_snr_gamma: float = 5.0  # gamma of min-SNR weighting (Hang et al. 2023)
+    boundary: str = "none"  # none | consistency: f(x, sigma_min) = x (Song et al. 2023; see precond.py)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,22 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class ObjectiveConfig:
+    """What training minimises (training/objective.py); the distillation ones learn from a teacher run folder."""
+
+    name: str = "denoising"  # denoising | progressive | consistency_distillation | consistency_training | reflow
+    teacher: str | None = None  # the teacher's run folder (progressive, consistency_distillation, reflow)
+    teacher_steps: int = 0  # progressive: the teacher's DDIM steps on this halving (the student takes half)
+    guidance: float = 1.0  # the classifier-free guidance scale the teacher is distilled at (conditional models)
+    max_steps: int = 0  # the sampling steps a student was distilled for (more are refused); 0 = no limit
+    ct_steps_start: int = 10  # consistency: discretisation steps s0 at the start of the curriculum (iCT: 10)
+    ct_steps_end: int = 1280  # consistency: s1 at its end (iCT: 1280; equal to s0 for a fixed grid)
+    ct_P_mean: float = -1.1  # consistency: log-normal proposal over the grid's levels (iCT Sec. 3.5)
+    ct_P_std: float = 2.0
+    reflow_pairs: int = 0  # reflow: (noise, teacher sample) pairs drawn from the teacher; data.path holds them
+
+
+@dataclass(frozen=True)
 class RunConfig:
     preset: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
@@ -149,6 +166,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
 
 # Presets: one dict literal, each a complete RunConfig
@@ -518,7 +536,7 @@ def _model_checks(m: ModelConfig) -> list[tuple[bool, str]]:
 
 def _diffusion_checks(d: DiffusionConfig) -> list[tuple[bool, str]]:
     from .losses import SIGMA_SAMPLINGS, WEIGHTINGS
-    from .precond import NOISE_CONDITIONINGS, PARAMETERIZATIONS
+    from .precond import BOUNDARIES, NOISE_CONDITIONINGS, PARAMETERIZATIONS
     from .schedules import BETA_SCHEDULES
 
     return [
@@ -542,9 +560,10 @@ def _diffusion_checks(d: DiffusionConfig) -> list[tuple[bool, str]]:
         (d.sigma_sampling in SIGMA_SAMPLINGS, f"diffusion.sigma_sampling must be one of {SIGMA_SAMPLINGS}"),
         (
             not (d.process == "continuous" and d.sigma_sampling == "discrete"),
-            "a continuous process needs diffusion.sigma_sampling=lognormal",
+            "a continuous process needs diffusion.sigma_sampling=lognormal or rf_uniform",
         ),
         (d.weighting in WEIGHTINGS, f"diffusion.weighting must be one of {WEIGHTINGS}"),
+        (d.boundary in BOUNDARIES, f"diffusion.boundary must be one of {BOUNDARIES}"),
         (0 < d.sigma_min < d.sigma_max, "need 0 < diffusion.sigma_min < diffusion.sigma_max"),
         (d.sigma_data > 0, f"diffusion.sigma_data must be > 0, got {d.sigma_data!r}"),
         (d.P_std > 0, f"diffusion.P_std must be > 0, got {d.P_std!r}"),
@@ -604,6 +623,29 @@ def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]
     ]
 
 
+OBJECTIVES = ("denoising", "progressive", "consistency_distillation", "consistency_training", "reflow")
+TEACHER_OBJECTIVES = ("progressive", "consistency_distillation", "reflow")
+
+
+def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -> list[tuple[bool, str]]:
+    consistency = o.name in ("consistency_distillation", "consistency_training")
+    return [
+        (o.name in OBJECTIVES, f"objective.name must be one of {OBJECTIVES}"),
+        (o.name not in TEACHER_OBJECTIVES or bool(o.teacher), f"objective.name={o.name} needs objective.teacher"),
+        (not consistency or d.boundary == "consistency", f"{o.name} needs diffusion.boundary=consistency"),
+        (o.name != "progressive" or o.teacher_steps >= 2, "progressive needs objective.teacher_steps >= 2"),
+        _between(o.max_steps, 0, MAX_T, "objective.max_steps"),
+        (2 <= o.ct_steps_start <= o.ct_steps_end <= MAX_T, "need 2 <= objective.ct_steps_start <= ct_steps_end"),
+        (o.ct_P_std > 0, f"objective.ct_P_std must be > 0, got {o.ct_P_std!r}"),
+        (o.guidance >= 0, f"objective.guidance must be >= 0, got {o.guidance!r}"),
+        _between(o.reflow_pairs, 0, MAX_SAMPLES, "objective.reflow_pairs"),
+        (
+            o.max_steps == 0 or s.steps <= o.max_steps,
+            f"this model was distilled for at most {o.max_steps} sampling steps; sample.steps={s.steps} asks for more",
+        ),
+    ]
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Every field in its domain (one place for all of them); returns cfg unchanged when it is usable.
 
@@ -614,6 +656,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     checks = _finite_numbers(cfg)
     checks += _data_checks(cfg.data) + _model_checks(cfg.model) + _diffusion_checks(cfg.diffusion)
     checks += _train_checks(cfg.train) + _sample_checks(cfg.sample, cfg.diffusion)
+    checks += _objective_checks(cfg.objective, cfg.diffusion, cfg.sample)
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)

@@ -17,7 +17,13 @@ and the familiar losses are choices of w:
 The noise levels come from a training distribution:
 
 * ``discrete`` - t ~ U{0, .., T-1}, sigma = sigma_t from the model's DiscreteVP table (Ho et al. Alg. 1);
-* ``lognormal`` - ln sigma ~ N(P_mean, P_std^2) (EDM Table 1: -1.2, 1.2).
+* ``lognormal`` - ln sigma ~ N(P_mean, P_std^2) (EDM Table 1: -1.2, 1.2). Since sigma = t/(1 - t), this is
+  also rectified flow's logit-normal t (Esser et al. 2024, Eq. 19): logit t = ln sigma;
+* ``rf_uniform`` - rectified flow's t ~ U(t(sigma_min), t(sigma_max)), sigma = t/(1 - t) (Liu et al. 2022).
+
+The flow-matching loss of rectified flow (Liu et al. 2022, Eq. 1; Lipman et al. 2022, Eq. 23),
+E ||(n - x0) - v_hat(x_t, t)||^2, is the ``uniform`` weighting of the ``flow`` parameterization
+(w = 1/c_out^2 = 1/t^2, see precond.py): ``train --objective rectified_flow`` chooses exactly that.
 """
 
 from __future__ import annotations
@@ -28,11 +34,11 @@ import torch
 from torch import Tensor
 
 from .precond import Precond, coefficients
-from .process import add_noise
+from .process import add_noise, rf_t_to_sigma
 from .types import Cond
 
 WEIGHTINGS = ("uniform", "min_snr", "edm", "x0")
-SIGMA_SAMPLINGS = ("discrete", "lognormal")
+SIGMA_SAMPLINGS = ("discrete", "lognormal", "rf_uniform")
 
 
 def loss_weight(
@@ -58,6 +64,8 @@ def sample_sigmas(
     discrete_sigmas: Tensor | None = None,
     P_mean: float = -1.2,
     P_std: float = 1.2,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
     device: torch.device | str = "cpu",
 ) -> Tensor:
     """Draw (B,) training noise levels from the named distribution (see the module docstring)."""
@@ -69,6 +77,10 @@ def sample_sigmas(
     if kind == "lognormal":
         z = torch.randn(batch, generator=generator)
         return (P_mean + P_std * z).exp().to(device=device, dtype=torch.float32)
+    if kind == "rf_uniform":
+        lo, hi = sigma_min / (1 + sigma_min), sigma_max / (1 + sigma_max)  # process.rf_sigma_to_t, as floats
+        t = lo + (hi - lo) * torch.rand(batch, generator=generator, dtype=torch.float64)
+        return rf_t_to_sigma(t).to(device=device, dtype=torch.float32)
     raise ValueError(f"unknown sigma sampling {kind!r}; choose from {', '.join(SIGMA_SAMPLINGS)}")
 
 

@@ -29,4 +29,5 @@ def build_model(cfg: RunConfig, data_shape: tuple[int, ...]) -> Precond:
         noise_conditioning=d.noise_conditioning,
         sigma_min=d.sigma_min,
         sigma_max=d.sigma_max,
+        boundary=d.boundary,
     )

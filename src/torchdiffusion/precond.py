@@ -14,9 +14,22 @@ param      F predicts          c_skip                     c_out                c
 ``x0``     x0                  0                          1                    1/sqrt(1 + sigma^2)
 ``v``      v = alpha eps - s x0  1/(1 + sigma^2)          -sigma/sqrt(1+s^2)   1/sqrt(1 + sigma^2)
 ``edm``    EDM's F             sd^2/(sigma^2 + sd^2)      sigma sd/sqrt(s^2+sd^2)  1/sqrt(sigma^2 + sd^2)
+``flow``   v = n - x0 (RF)     1/(1 + sigma)              -sigma/(1 + sigma)   1/(1 + sigma)
 =========  ==================  =========================  ===================  =========================
 
-(sd = sigma_data; the v row is Salimans & Ho 2022 rewritten in sigma: x0_hat = alpha x_vp - s v_hat.)
+(sd = sigma_data; the v row is Salimans & Ho 2022 rewritten in sigma: x0_hat = alpha x_vp - s v_hat. The flow
+row is rectified flow / flow matching (Liu et al. 2022; Lipman et al. 2022): the network sees the straight-path
+point x_t = x/(1 + sigma) and predicts the velocity, and D = x_t - t v_hat with t = sigma/(1 + sigma); the
+conversions live in process.py. Its plain MSE, w = 1/c_out^2, is the flow-matching loss ||v - v_hat||^2.)
+
+**Consistency boundary** (Song et al. 2023, Eq. 5 and Appendix C). With ``boundary = "consistency"`` the
+model is a consistency function f(x, sigma) that is exactly the identity at sigma_min:
+
+    f(x, sigma) = c_skip_cm(sigma) x + (1 - c_skip_cm(sigma)) D(x, sigma),
+    c_skip_cm(sigma) = sd^2 / ((sigma - sigma_min)^2 + sd^2),
+
+so f(x, sigma_min) = x for any weights. Written over the parameterization's own D (rather than a raw F), a
+diffusion teacher's weights are a sensible start for a consistency student.
 
 The noise conditioning ``c_noise`` is either the fractional DDPM timestep t(sigma) (``timestep``, for a model
 trained on a discrete VP table) or EDM's ln(sigma)/4 (``log_sigma``). This module is the only place where a
@@ -31,10 +44,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .process import DiscreteVP
+from .process import DiscreteVP, rf_sigma_to_t
 from .types import Cond, Denoiser, append_dims, sigma_vector
 
-PARAMETERIZATIONS = ("eps", "x0", "v", "edm")
+PARAMETERIZATIONS = ("eps", "x0", "v", "edm", "flow")
+BOUNDARIES = ("none", "consistency")
 NOISE_CONDITIONINGS = ("timestep", "log_sigma")
 
 
@@ -66,7 +80,15 @@ def coefficients(
         return Coefficients(
             sd2 / (sigma**2 + sd2), sigma * sigma_data / (sigma**2 + sd2).sqrt(), 1 / (sigma**2 + sd2).sqrt(), c_noise
         )
+    if parameterization == "flow":
+        t = rf_sigma_to_t(sigma)
+        return Coefficients(1 - t, -t, 1 - t, c_noise)
     raise ValueError(f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}")
+
+
+def consistency_c_skip(sigma: Tensor, sigma_min: float, sigma_data: float = 0.5) -> Tensor:
+    """c_skip(sigma) = sd^2 / ((sigma - sigma_min)^2 + sd^2) of Song et al. 2023 (Appendix C): 1 at sigma_min."""
+    return sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)
 
 
 class Precond(nn.Module):
@@ -80,6 +102,7 @@ class Precond(nn.Module):
             conditioning; it also fixes the sigma range the model knows (``sigma_min``, ``sigma_max``).
         noise_conditioning: ``timestep`` (c_noise = fractional t(sigma)) or ``log_sigma`` (ln(sigma)/4).
         sigma_min, sigma_max: the trained range, used to build sampling grids when ``process`` is None.
+        boundary: ``none``, or ``consistency`` for a consistency function with f(x, sigma_min) = x.
     """
 
     def __init__(
@@ -92,6 +115,7 @@ class Precond(nn.Module):
         noise_conditioning: str = "log_sigma",
         sigma_min: float = 0.002,
         sigma_max: float = 80.0,
+        boundary: str = "none",
     ):
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
@@ -104,7 +128,10 @@ class Precond(nn.Module):
             )
         if noise_conditioning == "timestep" and process is None:
             raise ValueError("timestep noise conditioning needs the discrete process the model was trained on")
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"unknown boundary {boundary!r}; choose from {', '.join(BOUNDARIES)}")
         self.net = net
+        self.boundary = boundary
         self.parameterization = parameterization
         self.sigma_data = float(sigma_data)
         self.process = process
@@ -133,7 +160,11 @@ class Precond(nn.Module):
         nd = x.ndim
         x = x.to(dt)
         F = self.net(append_dims(c.c_in, nd) * x, c.c_noise, cond)
-        return append_dims(c.c_skip, nd) * x + append_dims(c.c_out, nd) * F.to(dt)
+        D = append_dims(c.c_skip, nd) * x + append_dims(c.c_out, nd) * F.to(dt)
+        if self.boundary == "consistency":
+            k = append_dims(consistency_c_skip(sigma, self.sigma_min, self.sigma_data), nd)
+            return k * x + (1 - k) * D
+        return D
 
     def bind(self, cond: Cond = None) -> Denoiser:
         """A ``D(x, sigma)`` closure with the conditioning fixed, ready for any sampler."""

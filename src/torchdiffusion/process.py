@@ -19,6 +19,14 @@ and the posterior (Ho et al. Eqs. 6-7)
 
     sigma_t = sqrt((1 - abar_t) / abar_t),   abar_t = 1 / (1 + sigma_t^2).
 
+**Rectified-flow (RF) view** (Liu et al. 2022; Lipman et al. 2022). The straight interpolation
+``x_t = (1 - t) x_0 + t n``, t in [0, 1], is the same marginal once more, rescaled:
+
+    x_t / (1 - t) = x_0 + sigma n,   sigma = t / (1 - t),   t = sigma / (1 + sigma),
+
+so ``x_t = x / (1 + sigma)``. Its velocity ``v = n - x_0`` and the denoiser ``D`` determine each other:
+``x_0 = x_t - t v``, i.e. ``D = x_t - t v`` and ``v = (x_t - D) / t`` (see :func:`rf_velocity`).
+
 Every denoiser and sampler in the library works in the sigma view; this module is the one place that
 converts between them. Indices are 0-based in code: ``t = 0`` is the paper's t = 1 (least noise).
 """
@@ -52,6 +60,35 @@ def ve_to_vp(x: Tensor, sigma: Tensor) -> Tensor:
 def vp_to_ve(x_vp: Tensor, sigma: Tensor) -> Tensor:
     """x = sqrt(1 + sigma^2) x_vp."""
     return x_vp * append_dims((1.0 + sigma**2).sqrt(), x_vp.ndim)
+
+
+def rf_t_to_sigma(t: Tensor) -> Tensor:
+    """Rectified flow's time to the VE noise level: sigma = t / (1 - t)."""
+    return t / (1.0 - t)
+
+
+def rf_sigma_to_t(sigma: Tensor) -> Tensor:
+    """The VE noise level to rectified flow's time: t = sigma / (1 + sigma)."""
+    return sigma / (1.0 + sigma)
+
+
+def ve_to_rf(x: Tensor, sigma: Tensor) -> Tensor:
+    """x_t = (1 - t) x = x / (1 + sigma): the point of the straight path x_t = (1 - t) x0 + t n."""
+    return x / append_dims(1.0 + sigma, x.ndim)
+
+
+def rf_to_ve(x_t: Tensor, sigma: Tensor) -> Tensor:
+    """x = x_t / (1 - t) = (1 + sigma) x_t."""
+    return x_t * append_dims(1.0 + sigma, x_t.ndim)
+
+
+def rf_velocity(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor:
+    """The rectified-flow velocity v = (x_t - D) / t at the VE point x (Liu et al. 2022, Eq. 1 with v = n - x0).
+
+    With x_t = x / (1 + sigma) and t = sigma / (1 + sigma): v = (x - (1 + sigma) D) / sigma.
+    """
+    s = append_dims(sigma, x.ndim)
+    return (x - (1.0 + s) * denoised) / s
 
 
 def add_noise(x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:

@@ -354,13 +354,21 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path) -> Path:
 
 
 def quick_eval(
-    model, cfg, data_shape: Sequence[int], train_x: Tensor, n: int = 256, seed: int = 10_000, steps: int | None = None
+    model,
+    cfg,
+    data_shape: Sequence[int],
+    train_x: Tensor,
+    n: int = 256,
+    seed: int = 10_000,
+    steps: int | None = None,
+    grid_dir: str | Path | None = None,
 ) -> dict:
     """A cheap in-training evaluation: one flat dict for a ``metrics.jsonl`` line.
 
     Samples ``n`` images with the run's sampler, then FD in the data set's classifier features (raw values for
     vector data or data without a shipped classifier) against at most 2000 training examples, plus the
     classifier's confident fraction. Meant to be called by ``train()`` every ``eval_every_images``.
+    ``grid_dir``: the run folder's ``grids/`` (for ``sample.grid = "tuned"``, e.g. a distilled student's grid).
     """
     from ..generate import generate
 
@@ -368,7 +376,7 @@ def quick_eval(
     cond = {"class": torch.arange(n) % cfg.model.num_classes} if cfg.model.num_classes > 0 else None  # else uncond.
     was_training = model.training
     model.eval()
-    x = generate(model, list(range(seed, seed + n)), sample, data_shape, cond=cond).cpu()
+    x = generate(model, list(range(seed, seed + n)), sample, data_shape, cond=cond, grid_dir=grid_dir).cpu()
     model.train(was_training)
     src = cfg.data.source
     feat = f"clf:{src}" if len(data_shape) == 3 and src in available_classifiers() else "raw"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .adaptive import sample_adaptive
+from .consistency import sample_consistency
 from .ddpm import sample_ddim, sample_ddpm
 from .dpmpp import (
     sample_dpmpp_2m,
@@ -144,6 +145,11 @@ SAMPLERS: dict[str, SamplerEntry] = {
         lambda n, k: n * k["steps_per_level"] + 1,
         "n * steps_per_level + 1",
     ),
+    "consistency": SamplerEntry(
+        sample_consistency,
+        "Multistep consistency sampling, Song et al. 2023 Alg. 1: jump to x0_hat, re-noise to the next sigma, "
+        "repeat (the sampler of consistency models; stochastic from the second step).",
+    ),
     "adaptive": SamplerEntry(
         sample_adaptive,
         "Adaptive Dormand-Prince 5(4) on the probability-flow ODE in log sigma, error tolerances rtol / atol; "
@@ -221,6 +227,7 @@ __all__ = [
     "sampler_settings",
     "steps_for_nfe",
     "sample_adaptive",
+    "sample_consistency",
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",

@@ -220,6 +220,7 @@ def _sample_grid(
                 cond=cond,
                 precision=cfg.train.precision,
                 callback=lambda i: (stop.check(), bar.step(i)),
+                grid_dir=path.parent.parent / "grids",  # the run folder's (a distilled student's grid)
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         save_samples(x, info["kind"], path, reference=data.x[:2000] if vector else None)
@@ -249,7 +250,7 @@ class QuickEval(Callback):
         s, seen = self.setup, state.images_seen
         t0 = time.perf_counter()
         try:
-            rec = quick_eval(state.ema.module, s.cfg, s.data_shape, s.X, n=s.cfg.train.eval_n)
+            rec = quick_eval(state.ema.module, s.cfg, s.data_shape, s.X, n=s.cfg.train.eval_n, grid_dir=s.out / "grids")
         except Exception as e:  # reported, not raised (see above)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             dist.print0(f"quick evaluation at {seen} images failed ({msg}); training continues")

@@ -4,6 +4,8 @@ One optimizer step, for a global batch of B images (Ho et al. 2020 Alg. 1; Karra
 
     x0 ~ data,  sigma ~ p_train(sigma),  n ~ N(0, I),  drop ~ Bernoulli(cond_drop_prob)
     L  = 1/B sum_i w(sigma_i) || D(x0_i + sigma_i n_i, sigma_i, cond_i) - x0_i ||^2      (losses.precond_loss)
+
+(the denoising objective; objective.py swaps in the draws and loss of distillation and consistency objectives)
     theta <- AdamW(theta, clip(grad L)),  lr from lr.learning_rate,  theta_ema from ema.ema_beta
 
 Everything that makes the run trustworthy is decided by (seed, step) alone:
@@ -44,12 +46,12 @@ from .. import distributed as dist
 from ..cond import cond_from_data
 from ..config import ConfigError, RunConfig, validate
 from ..data import fit_conditioning, kind_of_shape
-from ..losses import precond_loss, sample_sigmas
 from ..precond import Precond
 from ..progress import Stopped
 from .callbacks import Callback, default_callbacks
 from .ema import EMA, ema_beta
 from .lr import learning_rate
+from .objective import Objective, build_objective
 from .run_folder import open_run_folder, publish, restore, truncate_metrics, write_config
 from .runlock import hold_run_folder
 from .state import NUM_NOISE_BUCKETS, Batch, MicroBatch, Setup, StepStats, TrainingError, TrainState
@@ -205,6 +207,8 @@ def train(
     device: str | torch.device | None = None,
     callbacks: Sequence[Callback] = (),
     raise_on_stop: bool = False,
+    objective: Objective | None = None,
+    init_weights: dict[str, Tensor] | None = None,
 ) -> Path:
     """Train the model that ``cfg`` describes and return the run folder.
 
@@ -220,6 +224,9 @@ def train(
         device: defaults to ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
         callbacks: more :class:`~torchdiffusion.training.callbacks.Callback` s, run on every rank after the
             built-in log / sample grid / evaluation / checkpoint ones.
+        objective: what a step minimises (training/objective.py); built from ``cfg.objective`` when None.
+        init_weights: a state dict to start a fresh run from (a distillation student starts from its teacher);
+            ignored when the run resumes from a training state.
         raise_on_stop: after a SIGINT/SIGTERM stop (checkpoint written), raise ``progress.Stopped`` instead of
             returning, so a caller never goes on with a half-trained model (the command line does this). A stop
             during the final sample grid (training complete) raises ``Stopped`` either way; the next call draws it.
@@ -246,6 +253,8 @@ def train(
                     device=device,
                     stop=stop,
                     callbacks=callbacks,
+                    objective=objective,
+                    init_weights=init_weights,
                 )
             if stop.requested and raise_on_stop:
                 raise Stopped(stop.signum)
@@ -266,6 +275,8 @@ def _train(
     device: torch.device,
     stop: StopFlag,
     callbacks: Sequence[Callback],
+    objective: Objective | None = None,
+    init_weights: dict[str, Tensor] | None = None,
 ) -> Path:
     t, W = cfg.train, dist.world_size()
     if t.batch_size % (W * t.grad_accum) != 0:
@@ -287,7 +298,10 @@ def _train(
     # rank), what stays fixed for the run, and the saved state on top.
     state_path = open_run_folder(out, cfg, resume)
     state = new_state(cfg, tuple(data.x.shape[1:]), device)
-    setup = _setup(cfg, out, data, device, state.model, stop)
+    if state_path is None and init_weights is not None:
+        state.model.load_state_dict(init_weights)
+        state.ema = EMA(state.model)
+    setup = _setup(cfg, out, data, device, state.model, stop, objective)
     if state_path is not None:
         restore(state, state_path, setup)
     write_config(out, cfg)  # only now: a refused resume leaves config.json as it was
@@ -324,8 +338,13 @@ def _train(
     return out
 
 
-def _setup(cfg: RunConfig, out: Path, data: Any, device: torch.device, model: Precond, stop: StopFlag) -> Setup:
+def _setup(
+    cfg: RunConfig, out: Path, data: Any, device: torch.device, model: Precond, stop: StopFlag, objective: Any
+) -> Setup:
     t = cfg.train
+    total_steps = math.ceil(t.images / t.batch_size)
+    if objective is None:
+        objective = build_objective(cfg, model, total_steps, device, out)
     X = data.x.to(torch.float32)
     unit, edges = noise_buckets(model)
     bf16 = t.precision == "bf16"
@@ -338,12 +357,13 @@ def _setup(cfg: RunConfig, out: Path, data: Any, device: torch.device, model: Pr
         device=device,
         rank=dist.rank(),
         world_size=dist.world_size(),
-        total_steps=math.ceil(t.images / t.batch_size),
+        total_steps=total_steps,
         order=DataOrder(X.shape[0], t.batch_size, t.seed),
         unit=unit,
         edges=edges,
         discrete_sigmas=model.process.sigmas if model.process is not None else None,
         stop=stop,
+        objective=objective,
         autocast=torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext(),
     )
 
@@ -373,13 +393,11 @@ def draw_batch(setup: Setup, step: int) -> Batch:
     sigma, drop and noise are drawn for the whole global batch (B examples) and sliced, so an example's draws
     depend on its position in the global batch, never on the rank or the number of processes.
     """
-    t, d, device = setup.cfg.train, setup.cfg.diffusion, setup.device
+    t, device = setup.cfg.train, setup.device
     B, shard, b = t.batch_size, t.batch_size // setup.world_size, setup.micro_batch
     torch.manual_seed(mix_seed(t.seed, STREAM_TORCH, step, setup.rank))  # e.g. dropout inside the network
     g = _generator(mix_seed(t.seed, STREAM_DRAWS, step))
-    sigma = sample_sigmas(
-        d.sigma_sampling, B, generator=g, discrete_sigmas=setup.discrete_sigmas, P_mean=d.P_mean, P_std=d.P_std
-    )
+    sigma = setup.objective.draw_sigmas(B, g, step)
     drop = torch.rand(B, generator=g) < t.cond_drop_prob
     noise_g = _generator(mix_seed(t.seed, STREAM_NOISE, step), device)
     noise = torch.randn((B, *setup.data_shape), generator=noise_g, device=device)
@@ -393,7 +411,7 @@ def draw_batch(setup: Setup, step: int) -> Batch:
         if t.channels_last and x0.ndim == 4:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         cond = cond_from_data(setup.data, idx[sl], drop[sl], setup.cfg.model, device)
-        micro.append(MicroBatch(x0=x0, sigma=sigma[sl].to(device), noise=noise[sl], cond=cond))
+        micro.append(MicroBatch(x0=x0, sigma=sigma[sl].to(device), noise=noise[sl], cond=cond, index=idx[sl]))
     return Batch(step=step, micro=micro)
 
 
@@ -403,16 +421,14 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> StepStats:
     A step whose loss or gradient is not finite (on any rank) is skipped by every rank: weights, optimizer,
     LR schedule and EMA stay as they were. train.max_nonfinite such steps in a row raise TrainingError.
     """
-    t, d = setup.cfg.train, setup.cfg.diffusion
+    t = setup.cfg.train
     B, K = t.batch_size, len(setup.edges) - 1
 
     # Forward/backward over this rank's micro-batches; gradients accumulate (sum of losses) / B.
     loss_sum, sums, counts = torch.zeros(1), torch.zeros(K), torch.zeros(K)
     for mb in batch.micro:
         with setup.autocast:
-            per = precond_loss(
-                state.model, mb.x0, mb.sigma, mb.noise, weighting=d.weighting, gamma=d.min_snr_gamma, cond=mb.cond
-            )
+            per = setup.objective.loss(state.model, mb, batch.step)
         (per.sum() / B).backward()
         per, bucket = per.detach().float().cpu(), bucket_index(state.model, mb.sigma, setup.edges)
         loss_sum += per.sum()

@@ -23,6 +23,7 @@ from .ema import EMA
 
 if TYPE_CHECKING:
     from .loop import DataOrder, StopFlag
+    from .objective import Objective
 
 NUM_NOISE_BUCKETS = 8  # loss_by_sigma resolution
 
@@ -49,6 +50,7 @@ class Setup:
     edges: list[float]  # the K + 1 bucket edges in that unit
     discrete_sigmas: Tensor | None  # the sigma table of a discrete model (training draws from it)
     stop: StopFlag  # set by SIGTERM/SIGINT; read at every step's all-reduce
+    objective: Objective  # the sigma draws and per-example loss of a step (objective.py)
     autocast: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)
 
     @property
@@ -148,6 +150,7 @@ class MicroBatch:
     sigma: Tensor  # (b,) noise levels
     noise: Tensor  # (b, *data_shape) n ~ N(0, I)
     cond: dict | None  # cond.cond_from_data: class / context / text and the guidance drop mask
+    index: Tensor | None = None  # (b,) long: the examples' positions in the data set (reflow pairs them with noise)
 
 
 @dataclass

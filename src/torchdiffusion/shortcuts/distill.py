@@ -1,0 +1,238 @@
+"""``distill(teacher, method, steps, out)``: a few-step student as an ordinary run folder.
+
+    progressive   halvings teacher_steps -> ... -> steps, each a training run (the last one into ``out``,
+                  the others into ``out/stages/<N>-steps``); DDIM on the halved grid (grids/ddim-nfe<N>.json)
+    consistency   consistency distillation from the teacher's Heun steps; multistep consistency sampling
+    reflow        (noise, teacher sample) pairs, then the denoising loss on them; Euler on a uniform-t grid
+
+Every student starts from its teacher's weights, trains through ``train()`` (progress bar, metrics.jsonl,
+periodic evaluation, checkpoints, exact resume) and records in config.json the steps it was distilled for
+(objective.max_steps; more are refused) and the sampler and grid it samples with (sample.*, grids/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, ObjectiveConfig, RunConfig, SampleConfig, validate
+from ..samplers.optimize_grid import grid_path, save_grid
+from .objectives import Teacher
+
+METHODS = ("progressive", "consistency", "reflow")
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    images: int = 20_000  # images seen per training run (each halving of progressive is one run)
+    batch_size: int = 64
+    lr: float = 2e-4  # small: the student starts from the teacher's weights
+    teacher_steps: int = 0  # progressive: the first teacher's DDIM steps (0: steps x 2^3)
+    levels: int = 40  # consistency: the fixed discretisation N of consistency distillation
+    pairs: int = 5_000  # reflow: (noise, teacher sample) pairs
+    guidance: float | None = None  # conditional teachers: the CFG scale distilled (None: the teacher's default)
+    eval_every_images: int = 0  # quick evaluation cadence, as in training
+    seed: int = 0
+
+
+def check_teacher(teacher: Teacher, method: str, steps: int) -> None:
+    """Refuse, in one line, a teacher the method cannot learn from."""
+    cfg, where = teacher.run.config, teacher.run.path
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if not 1 <= steps <= 1024:
+        raise ConfigError(f"--steps must be in [1, 1024], got {steps}")
+    if cfg.diffusion.boundary == "consistency":
+        raise ConfigError(f"{where} is a consistency model: it has no probability-flow ODE to distil ({method})")
+    if method == "progressive" and cfg.diffusion.parameterization == "eps" and steps == 1:
+        raise ConfigError(
+            f"{where} predicts eps: a one-step progressive student cannot use it (x0 = x - sigma eps is unstable at "
+            "sigma_max, Salimans & Ho 2022 Sec. 4); distil to 2 steps or train the teacher with "
+            "diffusion.parameterization=v"
+        )
+
+
+def student_config(
+    teacher: Teacher, objective: ObjectiveConfig, sample: SampleConfig, s: DistillSettings, boundary: str = "none"
+) -> RunConfig:
+    """The teacher's config with the student's objective, sampler and a short fine-tuning schedule."""
+    cfg = teacher.run.config
+    diffusion = replace(cfg.diffusion, boundary=boundary)
+    train = replace(
+        cfg.train,
+        images=s.images,
+        batch_size=s.batch_size,
+        grad_accum=1,
+        lr=s.lr,
+        warmup_images=min(1_000, s.images),
+        lr_decay="none",
+        ema_halflife_images=max(1, s.images // 10),
+        cond_drop_prob=0.0,  # the student learns the guided teacher at a fixed w (objectives.py)
+        eval_every_images=s.eval_every_images,
+        checkpoint_every_images=max(s.images // 2, s.batch_size),
+        sample_every_images=0,
+        seed=s.seed,
+    )
+    name = f"{cfg.preset}-{objective.name}"
+    return validate(replace(cfg, preset=name, diffusion=diffusion, train=train, sample=sample, objective=objective))
+
+
+def write_grids(out: Path, sampler: str, grids: Sequence[torch.Tensor], about: str) -> None:
+    for g in grids:
+        save_grid(grid_path(out, sampler, len(g) - 1), g, {"sampler": sampler, "about": about})
+
+
+def consistency_grid(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """Multistep consistency sampling at ``steps`` levels: the top ``steps`` of a (steps + 1)-level Karras grid."""
+    from ..schedules import karras_sigmas
+
+    g = karras_sigmas(steps + 1, sigma_min, sigma_max)
+    return torch.cat([g[:steps], g.new_zeros(1)])
+
+
+def uniform_t_grid(steps: int, sigma_max: float) -> torch.Tensor:
+    """Euler steps uniform in rectified flow's t, from t(sigma_max) to 0 (the grid a straight flow wants)."""
+    from ..process import rf_sigma_to_t, rf_t_to_sigma
+
+    t0 = float(rf_sigma_to_t(torch.tensor(sigma_max, dtype=torch.float64)))
+    t = torch.linspace(t0, 0.0, steps + 1, dtype=torch.float64)
+    return rf_t_to_sigma(t)
+
+
+def _train(cfg: RunConfig, out: Path, teacher: Teacher, data, progress: bool, objective=None) -> Path:
+    from ..training import train
+
+    init = {k: v.detach().clone() for k, v in teacher.run.model.state_dict().items()}
+    return train(cfg, out, data=data, progress=progress, init_weights=init, raise_on_stop=True, objective=objective)
+
+
+def _teacher_data(teacher: Teacher, seed: int):
+    from ..data import load_data
+
+    return load_data(teacher.run.config.data, split="train", seed=seed)
+
+
+def _load_teacher(path: Path, method: str, steps: int, s: DistillSettings) -> Teacher:
+    """The teacher run, checked for the method, guided at ``s.guidance`` (a conditional teacher's default if None)."""
+    teacher = Teacher(path, 1.0, "cpu")
+    check_teacher(teacher, method, steps)
+    m = teacher.run.config.model
+    conditional = m.num_classes > 0 or m.context_dim != 0 or m.text_dim > 0
+    teacher.guidance = (
+        float(s.guidance) if s.guidance is not None else (teacher.run.config.sample.guidance if conditional else 1.0)
+    )
+    return teacher
+
+
+def _student_sample(teacher: Teacher, sampler: str, steps: int) -> SampleConfig:
+    from ..config import SamplerSettings
+
+    base = teacher.run.config.sample
+    return replace(base, sampler=sampler, grid="tuned", steps=steps, guidance=1.0, settings=SamplerSettings())
+
+
+def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSettings, progress: bool) -> Path:
+    """Halvings teacher_steps -> teacher_steps/2 -> ... -> steps (Salimans & Ho 2022, Alg. 2 repeated)."""
+    n = s.teacher_steps or steps * 8
+    if n <= steps or n % steps or (n // steps) & (n // steps - 1):
+        raise ConfigError(f"--teacher-steps must be --steps times a power of 2 (>= 2x), got {n} and {steps}")
+    current, data = teacher_path, None
+    while n > steps:
+        half = n // 2
+        teacher = _load_teacher(current, "progressive", half, s)
+        if data is None:  # the first teacher: its data for every halving, its CFG scale baked into the first student
+            data = _teacher_data(teacher, s.seed)
+        else:
+            teacher.guidance = 1.0
+        obj = ObjectiveConfig(
+            name="progressive", teacher=str(current), teacher_steps=n, guidance=teacher.guidance, max_steps=half
+        )
+        cfg = student_config(teacher, obj, _student_sample(teacher, "ddim", half), s)
+        stage = out if half == steps else out / "stages" / f"{half:04d}-steps"
+        stage.mkdir(parents=True, exist_ok=True)
+        from .progressive import halve_grid
+
+        write_grids(stage, "ddim", [halve_grid(teacher.grid(n))], f"progressive distillation from {n} steps")
+        _train(cfg, stage, teacher, data, progress)
+        current, n = stage, half
+    return out
+
+
+def distill_consistency(teacher_path: Path, steps: int, out: Path, s: DistillSettings, progress: bool) -> Path:
+    """Consistency distillation (Song et al. 2023, Alg. 2) with a fixed grid of ``s.levels`` levels."""
+    teacher = _load_teacher(teacher_path, "consistency", steps, s)
+    obj = ObjectiveConfig(
+        name="consistency_distillation",
+        teacher=str(teacher_path),
+        guidance=teacher.guidance,
+        max_steps=steps,
+        ct_steps_start=s.levels,
+        ct_steps_end=s.levels,
+    )
+    cfg = student_config(teacher, obj, _student_sample(teacher, "consistency", steps), s, boundary="consistency")
+    out.mkdir(parents=True, exist_ok=True)
+    m = teacher.run.model
+    grids = [consistency_grid(k, m.sigma_min, m.sigma_max) for k in range(1, steps + 1)]
+    write_grids(out, "consistency", grids, "multistep consistency sampling (top levels of a Karras grid)")
+    return _train(cfg, out, teacher, _teacher_data(teacher, s.seed), progress)
+
+
+def draw_pairs(teacher: Teacher, count: int, progress: bool):
+    """(x0 (count, ...), noise (count, ...), labels or None): the teacher's deterministic ODE samples."""
+    from ..generate import generate
+    from ..progress import step_bar
+    from ..samplers import DETERMINISTIC
+    from .reflow import PAIR_SEED, pair_noise
+
+    run = teacher.run
+    sample = replace(run.config.sample, guidance=teacher.guidance)
+    if sample.sampler not in DETERMINISTIC:
+        sample = replace(sample, sampler="heun", steps=18, grid="karras", settings=type(sample.settings)())
+    k = run.config.model.num_classes
+    labels = torch.arange(count) % k if k > 0 else None
+    cond = {"class": labels} if labels is not None else None
+    total = -(-count // sample.batch_size) * sample.steps
+    with step_bar(total, f"reflow pairs ({sample.sampler}, {count} samples)", show=progress) as bar:
+        x0 = generate(
+            run.model,
+            range(PAIR_SEED, PAIR_SEED + count),
+            sample,
+            run.data_shape,
+            cond=cond,
+            callback=bar.step,
+            grid_dir=run.path / "grids",
+        )
+    return x0, pair_noise(count, run.data_shape), labels
+
+
+def distill_reflow(teacher_path: Path, steps: int, out: Path, s: DistillSettings, progress: bool) -> Path:
+    """Reflow (Liu et al. 2022): pairs from the teacher's ODE, then the denoising loss with paired noise."""
+    from ..data.base import TensorData
+    from .reflow import save_pairs
+
+    teacher = _load_teacher(teacher_path, "reflow", steps, s)
+    obj = ObjectiveConfig(
+        name="reflow", teacher=str(teacher_path), guidance=teacher.guidance, max_steps=steps, reflow_pairs=s.pairs
+    )
+    cfg = student_config(teacher, obj, _student_sample(teacher, "euler", steps), s)
+    x0, noise, labels = draw_pairs(teacher, s.pairs, progress)
+    info = teacher.run.info
+    data = TensorData(x=x0, labels=labels, class_names=info.get("class_names"), kind=teacher.run.kind)
+    out.mkdir(parents=True, exist_ok=True)
+    save_pairs(out, x0, noise, labels)
+    sigma_max = teacher.run.model.sigma_max
+    write_grids(out, "euler", [uniform_t_grid(k, sigma_max) for k in range(1, steps + 1)], "uniform in RF time t")
+    return _train(cfg, out, teacher, data, progress)
+
+
+def distill(
+    teacher: str | Path, method: str, steps: int, out: str | Path, settings: DistillSettings, *, progress: bool = True
+) -> Path:
+    """Distil the run folder ``teacher`` into a ``steps``-step student in ``out`` (see the module docstring)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    fn = {"progressive": distill_progressive, "consistency": distill_consistency, "reflow": distill_reflow}[method]
+    return fn(Path(teacher), int(steps), Path(out), settings, progress)

@@ -1,0 +1,136 @@
+"""The training objectives of few-step students (training/objective.py's hook): progressive distillation,
+consistency distillation and training, reflow. Each draws its noise levels and computes its per-example loss
+from the formulas of progressive.py, consistency.py and reflow.py; a teacher is a run folder (load_run).
+
+Class-conditional teachers are distilled **with guidance at a fixed scale** (objective.guidance, the teacher's
+default sample.guidance unless set): the teacher is the CFG denoiser at that w, the student is an ordinary
+conditional model sampled at guidance 1, so its CFG wrapper still works but w is baked in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..config import ConfigError, RunConfig
+from ..losses import precond_loss
+from ..precond import Precond
+from ..process import add_noise
+from ..training.objective import Denoising, Objective
+from ..training.state import MicroBatch
+from ..types import Denoiser
+from . import consistency as cm
+from . import progressive as pd
+from .reflow import load_pairs, reflow_noise
+
+
+class Teacher:
+    """A loaded teacher run as the denoiser the student learns from (guided at a fixed w, clamped like its sampler)."""
+
+    def __init__(self, path: str | Path, guidance: float, device: torch.device):
+        from ..generate import load_run
+
+        self.run = load_run(path, device=device)
+        self.guidance = guidance
+        s, shape = self.run.config.sample, self.run.data_shape
+        self.clip = s.clip_denoised and len(shape) == 3
+
+    def denoiser(self, cond: dict | None) -> Denoiser:
+        from ..generate import clamped
+        from ..guidance import guided_denoiser
+
+        if cond is not None:
+            cond = {k: v for k, v in cond.items() if k != "drop"}
+        D = guided_denoiser(self.run.model, cond, scale=self.guidance)
+        return clamped(D) if self.clip else D
+
+    def grid(self, steps: int) -> Tensor:
+        """The teacher's own DDIM grid of ``steps`` steps (its sample.grid; a student's grids/ file)."""
+        from ..generate import make_grid_sigmas
+
+        sample = replace(self.run.config.sample, sampler="ddim", steps=steps)
+        return make_grid_sigmas(self.run.model, sample, grid_dir=self.run.path / "grids")
+
+
+class Progressive(Objective):
+    """Salimans & Ho 2022 Alg. 2 on the teacher's grid of ``teacher_steps`` steps (progressive.py)."""
+
+    def __init__(self, teacher: Teacher, teacher_steps: int):
+        self.teacher = teacher
+        self.grid = teacher.grid(teacher_steps)
+        self.student_grid = pd.halve_grid(self.grid)
+
+    def draw_sigmas(self, batch: int, generator: torch.Generator, step: int) -> Tensor:
+        i = torch.randint(0, len(self.student_grid) - 1, (batch,), generator=generator)
+        return self.student_grid[i].float()
+
+    def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
+        i = pd.grid_levels(self.student_grid, mb.sigma).cpu()
+        dt, dev = mb.x0.dtype, mb.x0.device
+        sigma, mid, nxt = (self.grid[j].to(dev, dt) for j in (2 * i, 2 * i + 1, 2 * i + 2))
+        x = add_noise(mb.x0, sigma, mb.noise)
+        with torch.no_grad():
+            target = pd.progressive_target(self.teacher.denoiser(mb.cond), x, sigma, mid, nxt)
+        err = (model(x, sigma, mb.cond) - target).flatten(1).float().pow(2).mean(1)
+        return pd.truncated_snr_weight(sigma.float()) * err
+
+
+class Consistency(Objective):
+    """Consistency distillation (a teacher's Heun step) or consistency training (data alone), iCT's recipe."""
+
+    def __init__(self, cfg: RunConfig, model: Precond, total_steps: int, teacher: Teacher | None):
+        self.o, self.teacher, self.total_steps = cfg.objective, teacher, total_steps
+        self.sigma_min, self.sigma_max = model.sigma_min, model.sigma_max
+
+    def levels(self, step: int) -> Tensor:
+        o = self.o
+        n = cm.curriculum_levels(step, self.total_steps, o.ct_steps_start, o.ct_steps_end)
+        return cm.level_grid(n, self.sigma_min, self.sigma_max)
+
+    def draw_sigmas(self, batch: int, generator: torch.Generator, step: int) -> Tensor:
+        levels = self.levels(step)
+        p = cm.level_probabilities(levels, self.o.ct_P_mean, self.o.ct_P_std)
+        i = torch.multinomial(p, batch, replacement=True, generator=generator)
+        return levels[i + 1].float()  # the upper level of each pair
+
+    def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
+        levels = self.levels(step)
+        j = pd.grid_levels(torch.cat([levels, levels.new_zeros(1)]), mb.sigma).clamp(min=1).cpu()
+        dt, dev = mb.x0.dtype, mb.x0.device
+        hi, lo = levels[j].to(dev, dt), levels[j - 1].to(dev, dt)
+        x_hi = add_noise(mb.x0, hi, mb.noise)
+        if self.teacher is None:  # consistency training: the same noise at the lower level
+            x_lo = add_noise(mb.x0, lo, mb.noise)
+        else:
+            with torch.no_grad():
+                x_lo = cm.heun_step(self.teacher.denoiser(mb.cond), x_hi, hi, lo)
+        return cm.consistency_loss(lambda x, s: model(x, s, mb.cond), x_hi, hi, x_lo, lo)
+
+
+class Reflow(Denoising):
+    """The denoising loss on the teacher's (noise, sample) pairs: the noise of example k is n_k (reflow.py)."""
+
+    def __init__(self, cfg: RunConfig, discrete_sigmas: Tensor | None, out: Path):
+        super().__init__(cfg, discrete_sigmas)
+        self.noise = load_pairs(out)["noise"]
+
+    def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
+        d = self.d
+        noise = reflow_noise(self.noise, mb.index).to(mb.x0.device, mb.x0.dtype)
+        return precond_loss(model, mb.x0, mb.sigma, noise, weighting=d.weighting, gamma=d.min_snr_gamma, cond=mb.cond)
+
+
+def build(cfg: RunConfig, model: Precond, total_steps: int, device: torch.device, out: Path) -> Objective:
+    """The objective ``cfg.objective.name`` names, with its teacher loaded on ``device``."""
+    o = cfg.objective
+    teacher = Teacher(o.teacher, o.guidance, device) if o.teacher else None
+    if o.name == "progressive":
+        return Progressive(teacher, o.teacher_steps)
+    if o.name in ("consistency_distillation", "consistency_training"):
+        return Consistency(cfg, model, total_steps, teacher if o.name == "consistency_distillation" else None)
+    if o.name == "reflow":
+        return Reflow(cfg, model.process.sigmas if model.process is not None else None, out)
+    raise ConfigError(f"unknown objective {o.name!r}")

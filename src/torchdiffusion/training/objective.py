@@ -1,0 +1,72 @@
+"""What one training step minimises: the noise levels of a batch and each example's loss.
+
+The loop (loop.py) is the same for every objective; only these two things change:
+
+    draw_sigmas(B, generator, step) -> (B,)   the noise levels of global batch ``step`` (from (seed, step) alone)
+    loss(model, micro_batch, step)  -> (b,)   each example's loss, to be averaged and backpropagated
+
+``Denoising`` is the diffusion loss every preset trains with (losses.precond_loss, Karras et al. 2022 Eq. 2).
+The others learn a model that needs few steps: progressive distillation, consistency distillation and
+training, and reflow (shortcuts/). :func:`build_objective` chooses one from ``cfg.objective.name``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from ..config import RunConfig
+from ..losses import precond_loss, sample_sigmas
+from ..precond import Precond
+
+if TYPE_CHECKING:
+    from .state import MicroBatch
+
+
+class Objective:
+    """The training distribution of sigma and the per-example loss (override both)."""
+
+    def draw_sigmas(self, batch: int, generator: torch.Generator, step: int) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
+        raise NotImplementedError
+
+
+class Denoising(Objective):
+    """w(sigma) ||D(x0 + sigma n, sigma) - x0||^2 with sigma from diffusion.sigma_sampling (losses.py)."""
+
+    def __init__(self, cfg: RunConfig, discrete_sigmas: Tensor | None):
+        self.d = cfg.diffusion
+        self.discrete_sigmas = discrete_sigmas
+
+    def draw_sigmas(self, batch: int, generator: torch.Generator, step: int) -> Tensor:
+        d = self.d
+        return sample_sigmas(
+            d.sigma_sampling,
+            batch,
+            generator=generator,
+            discrete_sigmas=self.discrete_sigmas,
+            P_mean=d.P_mean,
+            P_std=d.P_std,
+            sigma_min=d.sigma_min,
+            sigma_max=d.sigma_max,
+        )
+
+    def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
+        d, cond = self.d, mb.cond
+        return precond_loss(model, mb.x0, mb.sigma, mb.noise, weighting=d.weighting, gamma=d.min_snr_gamma, cond=cond)
+
+
+def build_objective(cfg: RunConfig, model: Precond, total_steps: int, device: torch.device, out: Path) -> Objective:
+    """The objective ``cfg.objective.name`` names, its teacher (if any) loaded on ``device``."""
+    name = cfg.objective.name
+    discrete = model.process.sigmas if model.process is not None else None
+    if name == "denoising":
+        return Denoising(cfg, discrete)
+    from ..shortcuts import objectives
+
+    return objectives.build(cfg, model, total_steps, device, out)
