@@ -48,6 +48,7 @@ TINY_FLAGS = {
     "--windows": "1",
     "--warmup": "0",
     "--peak-size": "64",
+    "--pairs": "32",
 }
 TINY_SETTINGS = {
     "train.images": "64",

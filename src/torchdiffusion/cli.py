@@ -21,6 +21,7 @@ from .commands import (
     bench_samplers,
     bench_train,
     demo,
+    distill,
     evaluate,
     explain,
     guidance_sweep,
@@ -38,6 +39,7 @@ from .commands import (
 COMMANDS = {
     "bench-samplers": bench_samplers,
     "train": train,
+    "distill": distill,
     "sample": sample,
     "demo": demo,
     "train-classifier": train_classifier,

@@ -336,6 +336,30 @@ PRESETS: dict[str, RunConfig] = {
 }
 
 
+# ``train --objective NAME``: the settings each training objective applies before --set overrides.
+TRAIN_OBJECTIVES: dict[str, list[str]] = {
+    "denoising": [],
+    # rectified flow / flow matching (Liu et al. 2022; Lipman et al. 2022): velocity prediction, t ~ U(0, 1),
+    # the plain velocity MSE (losses.py), sampled with Euler steps
+    "rectified_flow": [
+        "diffusion.parameterization=flow",
+        "diffusion.process=continuous",
+        "diffusion.noise_conditioning=log_sigma",
+        "diffusion.sigma_sampling=rf_uniform",
+        "diffusion.weighting=uniform",
+        "sample.sampler=euler",
+        "sample.grid=karras",
+    ],
+    # consistency training from data alone (Song & Dhariwal 2023, iCT), sampled in one step
+    "consistency": [
+        "objective.name=consistency_training",
+        "diffusion.boundary=consistency",
+        "sample.sampler=consistency",
+        "sample.steps=1",
+    ],
+}
+
+
 def get_preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")

@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   torchdiffusion train --preset toy-2d --out runs/toy --set train.images=200000
   torchdiffusion train --preset mnist-cpu --set data.source=folder --set data.path=~/pics \\
       --set data.image_size=32,32 --set data.channels=3 --out runs/pics
+  torchdiffusion train --preset toy-2d --objective rectified_flow --out runs/toy-rf --set train.images=100000
   torchdiffusion train --preset course --dry-run          # print the resolved config and exit
   torchrun --nproc_per_node=2 -m torchdiffusion train --preset mnist-cpu --out runs/ddp
 presets: see 'torchdiffusion train --list-presets'
@@ -29,6 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. train.lr=1e-3 (repeatable)",
     )
+    p.add_argument(
+        "--objective",
+        choices=("denoising", "rectified_flow", "consistency"),
+        default=None,
+        help="what to train: denoising (the preset's diffusion loss), rectified_flow (flow matching, velocity "
+        "prediction) or consistency (consistency training from data, one-step sampling); applied before --set",
+    )
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument(
@@ -42,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..config import ConfigError, from_json, get_preset, override, validate
+    from ..config import TRAIN_OBJECTIVES, ConfigError, from_json, get_preset, override, validate
 
     if args.config:
         path = Path(args.config)
@@ -55,7 +63,8 @@ def resolve_config(args: argparse.Namespace):
         cfg = from_json(text)
     else:
         cfg = get_preset(args.preset)
-    return validate(override(cfg, args.set))
+    objective = TRAIN_OBJECTIVES[getattr(args, "objective", None) or "denoising"]
+    return validate(override(cfg, [*objective, *args.set]))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -142,7 +142,7 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
     current, data = teacher_path, None
     while n > steps:
         half = n // 2
-        teacher = _load_teacher(current, "progressive", half, s)
+        teacher = _load_teacher(current, "progressive", steps, s)  # checked for the last halving up front
         if data is None:  # the first teacher: its data for every halving, its CFG scale baked into the first student
             data = _teacher_data(teacher, s.seed)
         else:

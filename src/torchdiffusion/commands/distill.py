@@ -1,0 +1,63 @@
+"""torchdiffusion distill: a student that samples in 1-4 steps, learnt from a trained run (shortcuts/)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .argtypes import float_in, int_in, output_folder, positive_int
+
+HELP = "distil a run into a few-step student (progressive distillation, consistency distillation, reflow)"
+EXAMPLES = """examples:
+  torchdiffusion distill runs/demo --method progressive --steps 4 --out runs/demo-pd4
+  torchdiffusion distill runs/demo --method consistency --steps 2 --out runs/demo-cd --images 40000
+  torchdiffusion distill runs/toy --method reflow --steps 1 --out runs/toy-reflow --pairs 20000
+Then 'torchdiffusion sample runs/demo-pd4' samples with the sampler and grid the student was distilled for.
+The student is an ordinary run folder: it loads with load_run, samples through generate (asking it for more steps
+than it was distilled for is refused) and every evaluate metric applies. A class-conditional teacher is distilled
+with classifier-free guidance at a fixed scale (--guidance, default the teacher's sample.guidance): the student
+samples at guidance 1. Ctrl-C checkpoints and stops (exit 130); the same command resumes."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("teacher", help="the teacher's run folder")
+    p.add_argument("--method", required=True, choices=("progressive", "consistency", "reflow"), help="the shortcut")
+    p.add_argument("--steps", type=int_in(1, 1024), default=4, help="sampling steps of the student (default 4)")
+    p.add_argument("--out", required=True, help="the student's run folder")
+    p.add_argument(
+        "--images", type=positive_int(10**12), default=20_000, help="images seen per training run (default 20000)"
+    )
+    p.add_argument("--batch-size", type=int_in(1, 65_536), default=64, help="images per optimizer step (default 64)")
+    p.add_argument("--lr", type=float_in(0.0, 1.0, lo_open=True), default=2e-4, help="learning rate (default 2e-4)")
+    p.add_argument(
+        "--teacher-steps",
+        type=int_in(2, 65_536),
+        default=None,
+        help="progressive: the first teacher's DDIM steps, --steps times a power of 2 (default --steps x 8)",
+    )
+    p.add_argument("--levels", type=int_in(2, 10_000), default=40, help="consistency: discretisation levels (40)")
+    p.add_argument("--pairs", type=int_in(2, 10_000_000), default=5_000, help="reflow: (noise, sample) pairs (5000)")
+    p.add_argument("--guidance", type=float_in(0.0, 100.0), default=None, help="the CFG scale distilled")
+    p.add_argument("--eval-every", type=int_in(0, 10**12), default=0, help="quick evaluation cadence in images")
+    p.add_argument("--seed", type=int_in(0, 2**62), default=0, help="training seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..distributed import print0
+    from ..shortcuts.distill import DistillSettings, distill
+
+    settings = DistillSettings(
+        images=args.images,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        teacher_steps=args.teacher_steps or 0,
+        levels=args.levels,
+        pairs=args.pairs,
+        guidance=args.guidance,
+        eval_every_images=args.eval_every,
+        seed=args.seed,
+    )
+    with output_folder(args.out) as out:
+        distill(args.teacher, args.method, args.steps, out, settings, progress=not args.no_progress)
+    print0(f"student run folder: {out}")
+    return 0

@@ -1,0 +1,131 @@
+"""torchdiffusion distill and train --objective on tiny runs: students are ordinary run folders that refuse more
+steps than they were distilled for; teachers a method cannot use are refused in one line, nothing written."""
+
+import json
+
+import pytest
+import torch
+
+from tinyruns import td, write_run
+from torchdiffusion.cli import main
+from torchdiffusion.config import ConfigError
+from torchdiffusion.generate import generate, load_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["--images", "64", "--batch-size", "32", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """An 8x8 digits model (eps, discrete cosine process, T = 100), random weights."""
+    return write_run(tmp_path_factory.mktemp("runs") / "teacher", "digits-test", ["sample.steps=3"])
+
+
+def _one_line_error(rc, err, *words):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_progressive_student_is_a_run_that_refuses_more_steps(teacher, tmp_path):
+    out = tmp_path / "pd2"
+    assert (
+        main(
+            [
+                "distill",
+                str(teacher),
+                "--method",
+                "progressive",
+                "--steps",
+                "2",
+                "--teacher-steps",
+                "4",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    student = load_run(out)
+    o, s = student.config.objective, student.config.sample
+    assert (o.name, o.max_steps, o.teacher_steps, s.sampler, s.steps, s.grid) == (
+        "progressive",
+        2,
+        4,
+        "ddim",
+        2,
+        "tuned",
+    )
+    grid = json.loads((out / "grids" / "ddim-nfe2.json").read_text())["sigmas"]
+    assert len(grid) == 3 and grid[-1] == 0 and not (out / "stages").exists()  # one halving: 4 -> 2
+    x = generate(student.model, range(3), s, student.data_shape, grid_dir=out / "grids")
+    assert x.shape == (3, 1, 8, 8) and bool(torch.isfinite(x).all())
+    rc, _, err = td("sample", out, "--steps", "4", "--n", "2")
+    _one_line_error(rc, err, "distilled for at most 2")
+
+
+def test_consistency_student_keeps_the_boundary_and_cannot_be_distilled_again(teacher, tmp_path):
+    out = tmp_path / "cd"
+    assert (
+        main(
+            [
+                "distill",
+                str(teacher),
+                "--method",
+                "consistency",
+                "--steps",
+                "2",
+                "--levels",
+                "6",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    student = load_run(out)
+    assert student.config.diffusion.boundary == "consistency" and student.config.sample.sampler == "consistency"
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(student.model(x, torch.full((4,), student.model.sigma_min)), x)  # f(x, sigma_min) = x
+    rc, _, err = td("distill", out, "--method", "reflow", "--steps", "1", "--out", tmp_path / "again", *TINY)
+    _one_line_error(rc, err, "consistency model")
+    assert not (tmp_path / "again").exists()
+
+
+def test_bad_teachers_are_refused_in_one_line(teacher, tmp_path):
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for f in ("config.json", "run.json"):
+        (damaged / f).write_bytes((teacher / f).read_bytes())
+    (damaged / "ema.safetensors").write_bytes(b"\x00not a safetensors file")
+    rc, _, err = td("distill", damaged, "--method", "progressive", "--steps", "2", "--out", tmp_path / "s1", *TINY)
+    _one_line_error(rc, err, "damaged")
+    rc, _, err = td("distill", teacher, "--method", "progressive", "--steps", "1", "--out", tmp_path / "s2", *TINY)
+    _one_line_error(rc, err, "predicts eps")
+    assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()
+
+
+def test_train_objectives_resolve_to_their_settings(capsys):
+    assert main(["train", "--preset", "toy-2d", "--objective", "rectified_flow", "--dry-run"]) == 0
+    d = json.loads(capsys.readouterr().out)["diffusion"]
+    assert (d["parameterization"], d["sigma_sampling"], d["weighting"]) == ("flow", "rf_uniform", "uniform")
+    assert main(["train", "--preset", "digits-test", "--objective", "consistency", "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["objective"]["name"] == "consistency_training" and cfg["diffusion"]["boundary"] == "consistency"
+    with pytest.raises(ConfigError, match="needs objective.teacher"):
+        from torchdiffusion.config import get_preset, override, validate
+
+        validate(override(get_preset("digits-test"), ["objective.name=reflow"]))
+
+
+def test_consistency_training_from_data_trains(tmp_path):
+    """train --objective consistency (iCT) runs through the ordinary loop and writes a one-step model."""
+    out = tmp_path / "ct"
+    args = ["--set", "train.images=64", "--set", "train.batch_size=32", "--set", "sample.n=2", "--no-progress"]
+    assert main(["train", "--preset", "digits-test", "--objective", "consistency", "--out", str(out), *args]) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in lines if "loss" in r)
+    assert load_run(out).config.sample.steps == 1
