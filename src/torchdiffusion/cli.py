@@ -20,6 +20,7 @@ import sys
 from .commands import (
     bench_samplers,
     bench_train,
+    card,
     demo,
     distill,
     evaluate,
@@ -52,6 +53,7 @@ COMMANDS = {
     "bench-train": bench_train,
     "evaluate": evaluate,
     "reproduce": reproduce,
+    "card": card,
 }
 
 

@@ -131,6 +131,9 @@ def publish(state: TrainState, setup: Setup, finished: bool, exported: bool = Tr
         finished=finished,
         version=VERSION,
         loss_by_sigma={"unit": setup.unit, "edges": setup.edges},
+        train_examples=int(setup.X.shape[0]),  # for the model card: what the run learnt from, where
+        device=setup.device.type,
+        world_size=setup.world_size,
         **{WEIGHTS_KEY: weights},
     )
     write_run_info(setup.out, run)
