@@ -1,0 +1,116 @@
+"""Model and data cards: compute from metrics.jsonl, the evaluation beside its floor, memorisation with its grid,
+class balance against the data, Hugging Face front matter; bad run folders refused in one line (exit 2)."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinyruns import td, write_run
+from torchdiffusion import cards as C
+from torchdiffusion.cli import main
+
+
+def front_matter(text: str) -> dict:
+    import yaml
+
+    m = re.match(r"^---\n(.*?)\n---\n", text, flags=re.S)
+    assert m, text[:200]
+    return yaml.safe_load(m.group(1))
+
+
+def test_training_compute_sums_windows_over_their_throughput(tmp_path):
+    lines = [
+        {"images_seen": 1000, "images_per_s": 100.0},  # 10 s
+        {"images_seen": 3000, "images_per_s": 200.0},  # 10 s
+        "{half a line from a kill",
+        {"images_seen": 500, "images_per_s": 50.0},  # a new attempt from zero: 10 s
+    ]
+    text = "\n".join(json.dumps(d) if isinstance(d, dict) else d for d in lines)
+    (tmp_path / "metrics.jsonl").write_text(text + "\n")
+    c = C.training_compute(tmp_path / "metrics.jsonl", world_size=4)
+    assert c["hours"] == pytest.approx(30 / 3600) and c["device_hours"] == pytest.approx(4 * 30 / 3600)
+    assert c["attempts"] == 2 and c["median_images_per_s"] == 100.0
+
+
+@pytest.fixture
+def evaluated(tmp_path):
+    """A tiny digits run with the files 'evaluate' writes: report.json (floors, memorisation, classes) and grids."""
+    run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2"])
+    info = json.loads((run / "run.json").read_text())
+    info.update(images_seen=6400, train_examples=1797, device="cpu", world_size=1)
+    (run / "run.json").write_text(json.dumps(info))
+    (run / "metrics.jsonl").write_text(json.dumps({"images_seen": 6400, "images_per_s": 32.0}) + "\n")
+    (run / "eval").mkdir()
+    report = {
+        "n": 100,
+        "sampling": {"sampler": "euler", "steps": 2, "seed": 10000, "seconds": 1.0},
+        "feature_metrics": {
+            "clf:digits": {"samples": {"n": 100, "FD-x": 12.5, "KID-x": 0.25}, "heldout": {"FD-x": 3.5, "KID-x": 0.0}}
+        },
+        "memorisation": {"rule": "d1/d2 < 0.3333", "copy_fraction": 0.02, "nn_distance_median": 4.0}
+        | {"holdout_copy_fraction": 0.01, "holdout_nn_distance_median": 4.5},
+        "classes": {"histogram": [0.5] + [0.5 / 9] * 9, "confident_fraction": 0.9},
+    }
+    (run / "eval" / "report.json").write_text(json.dumps(report))
+    for name in ("closest_pairs.png", "samples.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(run / "eval" / name)
+    return run
+
+
+def test_model_card_reports_evaluation_memorisation_and_balance(evaluated, tmp_path):
+    out = tmp_path / "docs" / "card.md"
+    assert main(["card", str(evaluated), "--out", str(out)]) == 0
+    text = out.read_text()
+    fm = front_matter(text)
+    assert fm["license"] == "apache-2.0" and fm["library_name"] == "torchdiffusion" and "unconditional" in fm["tags"]
+    assert "| FD-x | 12.5 | 3.5 |" in text and "| KID-x | 0.25 | 0 |" in text  # each metric beside its floor
+    assert "**2.00%** (held-out real images: 1.00%)" in text
+    assert "(card-closest_pairs.png)" in text and (out.parent / "card-closest_pairs.png").is_file()  # copied
+    assert "(card-samples.png)" in text
+    assert "**0.06 CPU-hours**" in text  # 6400 images at 32 images/s = 200 s
+    shares = C.data_class_shares(C.read_run(evaluated)[1])
+    assert sum(shares) == pytest.approx(1) and len(shares) == 10
+    assert f"| 0 | {shares[0]:.1%} | 50.0% |" in text and "largest gap: class 0" in text
+    assert "CC BY 4.0" in text and "@misc{alpaydin1998optical" in text
+    for section in ("Model details", "Intended use", "Training data", "Training compute", "Evaluation"):
+        assert f"\n## {section}\n" in text
+    assert main(["card", str(evaluated)]) == 0  # inside the run folder: relative links, no copies
+    text = (evaluated / "MODEL_CARD.md").read_text()
+    assert "(eval/closest_pairs.png)" in text and not list(evaluated.glob("MODEL_CARD-*"))
+
+
+def test_card_without_report_says_how_to_make_one(tmp_path):
+    run = write_run(tmp_path / "run", "digits-test", [])
+    text = C.model_card(run)
+    assert f"torchdiffusion evaluate {run}" in text and "not recorded in run.json" in text
+
+
+def test_data_cards(tmp_path):
+    text = C.data_card("sprites")
+    assert "| hero | 358 |" in text and "| side-facing | 357 |" in text and "1,788 examples" in text
+    emoji = C.data_card("emoji")
+    assert "SIL Open Font License 1.1" in emoji and "Unicode character names" in emoji
+    assert front_matter(emoji)["tags"] == ["torchdiffusion", "image", "text-to-image"]
+    if "Not available here" not in emoji:  # the font is installed: counts per category and captions
+        assert "Example captions:" in emoji and "| food & drink |" in emoji
+    with pytest.raises(C.CardError, match="no data card"):
+        C.data_card("folder")
+
+
+def test_bad_run_folders_are_refused_in_one_line(tmp_path, capsys):
+    run = write_run(tmp_path / "run", "digits-test", [])
+    (run / "run.json").unlink()
+    for args, says in [((str(run),), "run.json is missing"), ((str(run), "--data", "emoji"), "one of the two")]:
+        assert main(["card", *args]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and says in err, err
+    (run / "run.json").write_text("{}")
+    (run / "config.json").write_text("{ damaged")
+    for args, says in [((tmp_path / "nowhere",), "does not exist"), ((run,), "config.json is damaged")]:
+        rc, _, err = td("card", *args)  # the real command line: one line, exit 2, no traceback
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err and "Traceback" not in err, err
+    assert not (run / "MODEL_CARD.md").exists() and not list(Path(run).glob(".*tmp*"))
