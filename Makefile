@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (train + sample on MNIST-5k) and `make test`.
 # Both create .venv and install what they need on a fresh machine: `make demo` the package alone (training,
 # sampling, editing, explain pictures); `make test` (and `make install`, lint, docs) the package with every
-# optional extra - eval, text, video, bench, tensorboard: `pip install -e '.[dev,all]'` - so no test is skipped
+# optional extra - eval, text, video, bench, tensorboard, onnx: `pip install -e '.[dev,all]'` - so no test is skipped
 # for a missing extra.
 PYTHON ?= python3
 VENV   ?= .venv

@@ -25,6 +25,7 @@ from .commands import (
     distill,
     evaluate,
     explain,
+    export,
     guidance_sweep,
     img2img,
     inpaint,
@@ -54,6 +55,7 @@ COMMANDS = {
     "evaluate": evaluate,
     "reproduce": reproduce,
     "card": card,
+    "export": export,
 }
 
 

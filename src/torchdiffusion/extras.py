@@ -19,6 +19,7 @@ EXTRAS = {
     "video": ("MP4 output beside the GIFs", ("imageio", "imageio_ffmpeg")),
     "bench": ("diffusers: the baselines of bench-samplers and bench-train; loading diffusers folders", ("diffusers",)),
     "tensorboard": ("TensorBoard logging of 'train --tensorboard'", ("tensorboard",)),
+    "onnx": ("'export --format onnx' and sampling an ONNX export with ONNX Runtime", ("onnx", "onnxruntime")),
 }
 
 

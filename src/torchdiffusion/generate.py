@@ -91,16 +91,21 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
 
     ``weights``: ``ema`` (default; falls back to ``model`` when the run kept no EMA) or ``model`` (raw).
     A diffusers folder (``save_pretrained`` layout) loads too, as the run its U-Net and scheduler describe
-    (``weights`` does not apply; see :mod:`torchdiffusion.interop.diffusers_in`).
+    (``weights`` does not apply; see :mod:`torchdiffusion.interop.diffusers_in`), and so does an ONNX export (a
+    folder holding ``denoiser.onnx``, or the file), its network run by ONNX Runtime on the CPU
+    (:func:`torchdiffusion.interop.onnx.load_onnx`).
     Raises :class:`RunError` (one line) for a missing folder or missing/damaged files.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     from .interop.diffusers_in import is_diffusers_folder, load_diffusers
+    from .interop.onnx import load_onnx, onnx_file
     from .model import build_model
 
     path = Path(path)
+    if onnx_file(path) is not None:  # an ONNX export ('torchdiffusion export --format onnx'): ONNX Runtime
+        return load_onnx(path)
     if not path.is_dir():
         raise RunError(f"run folder {path} does not exist")
     if is_diffusers_folder(path):

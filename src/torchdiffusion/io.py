@@ -9,6 +9,7 @@ and the temporary file (and any folder created for it) is removed on any excepti
 - :func:`atomic_write` for bytes, text, or a function that writes to a binary file object;
 - :func:`atomic_path` for writers that insist on a path (matplotlib, ffmpeg, a C compiler);
 - :func:`save_safetensors` for weights;
+- :func:`atomic_folder` for a folder of files that must appear whole (an exported pipeline);
 - :func:`cache_dir`: where built artefacts are cached (data sets, reference features, compiled kernels);
 - :func:`append_text` for the one file that grows line by line (metrics.jsonl);
 - :func:`watch_writes`: while a :class:`WriteWatcher` is active, every file written here is routed through it
@@ -165,3 +166,27 @@ def save_safetensors(state: dict[str, Tensor], path: str | Path, metadata: dict[
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     return atomic_write(path, save(tensors, metadata=metadata))
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to fill; when the block ends normally it is renamed to ``path``
+    (which must not exist, or be an empty folder). On any exception the temporary folder is removed, with
+    everything in it, and ``path`` is untouched: a folder of files (a diffusers pipeline) appears whole or not."""
+    import shutil
+
+    path = Path(path)
+    created = _make_parents(path.parent)
+    tmp = temp_name(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync(f)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    _fsync(path.parent, directory=True)

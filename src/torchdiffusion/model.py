@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from .config import DiffusionConfig, RunConfig
 from .precond import Precond
 from .process import DiscreteVP
@@ -19,8 +21,13 @@ def build_model(cfg: RunConfig, data_shape: tuple[int, ...]) -> Precond:
     """The network named by ``cfg.model`` for examples of ``data_shape``, wrapped as D(x, sigma, cond)."""
     from .nets import build_net
 
+    return wrap_net(cfg, build_net(cfg.model, tuple(data_shape)))
+
+
+def wrap_net(cfg: RunConfig, net: nn.Module) -> Precond:
+    """A raw network ``F(x_in, c_noise, cond)`` (ours, or one run elsewhere: ONNX Runtime) as D(x, sigma, cond),
+    with the parameterization and process of ``cfg.diffusion``."""
     d = cfg.diffusion
-    net = build_net(cfg.model, tuple(data_shape))
     return Precond(
         net,
         d.parameterization,

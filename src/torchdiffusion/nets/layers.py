@@ -184,12 +184,18 @@ def _adaptive_group_norm(x: Tensor, groups: int, scale: Tensor, shift: Tensor, e
     B, C = x.shape[:2]
     gain = (1 + scale).to(x.dtype)
     bias = shift.to(x.dtype)
-    if x.is_contiguous():
+    if x.is_contiguous() and not _tracing():  # (a traced graph must not fix B in the group count B * groups)
         y = F.group_norm(x.reshape(1, B * C, *x.shape[2:]), B * groups, gain.reshape(B * C), bias.reshape(B * C), eps)
         return y.reshape(x.shape)
-    # channels_last: (1, B*C, ...) is not a view; normalise, then one fused multiply-add.
+    # channels_last: (1, B*C, ...) is not a view (and an exported graph keeps B free): normalise, then one
+    # fused multiply-add.
     view = (B, C) + (1,) * (x.ndim - 2)
     return torch.addcmul(bias.reshape(view), F.group_norm(x, groups, None, None, eps), gain.reshape(view))
+
+
+def _tracing() -> bool:
+    """Whether the network is being traced into a graph (ONNX export), where the batch size must stay symbolic."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 # Residual block

@@ -1,0 +1,46 @@
+"""torchdiffusion export: a run as a diffusers pipeline folder or as an ONNX denoiser, checked after writing."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .argtypes import check_output_dir
+
+HELP = "export a run: a diffusers pipeline folder (DDPM/DDIMPipeline) or the denoiser network as ONNX"
+EXAMPLES = """examples:
+  torchdiffusion export runs/demo --format diffusers --out runs/demo-diffusers
+  torchdiffusion export runs/demo --format onnx --out runs/demo-onnx
+The diffusers folder loads with DDPMPipeline/DDIMPipeline.from_pretrained after 'import
+torchdiffusion.interop.diffusers_out'. The ONNX folder is a run whose network runs in ONNX Runtime: every command
+that takes a run takes it, e.g. 'sample runs/demo-onnx --sampler ddim --steps 20'. Each export is read back and
+compared with the run before it is kept (the largest difference is printed). docs/interop.md says more."""
+
+FORMATS = ("diffusers", "onnx")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder written by 'torchdiffusion train'")
+    p.add_argument("--format", required=True, choices=FORMATS, help="diffusers | onnx")
+    p.add_argument("--out", required=True, help="output folder (new, or empty)")
+    p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
+
+
+def check_new_folder(path: str) -> Path:
+    """An output folder that does not exist yet or is empty (an export never mixes with other files)."""
+    out = check_output_dir(path)
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"--out {out} already exists and is not empty; choose a new folder")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..generate import load_run
+    from ..interop.export import export
+
+    out = check_new_folder(args.out)
+    run_ = load_run(args.run, weights=args.weights)
+    report = export(run_, args.format, out)
+    print(out)
+    print(report)
+    return 0

@@ -1,0 +1,170 @@
+"""The denoiser network as an ONNX graph, and ONNX Runtime running it under any of our samplers.
+
+    export(load_run("runs/demo"), "onnx", Path("runs/demo-onnx"))  # runs/demo-onnx/denoiser.onnx
+    run = load_run("runs/demo-onnx")                               # or load_onnx(...): a LoadedRun
+    x = generate(run.model, seeds=range(16), sample=run.config.sample, data_shape=run.data_shape)
+
+What is exported is the raw network ``F(x_in, c_noise) -> (B, *data_shape)`` with a dynamic batch dimension
+(inputs ``x_in`` float32 ``(B, *data_shape)`` and ``c_noise`` float32 ``(B,)``), nothing else: the
+preconditioning ``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise(sigma))`` (``precond.py``), the sigma grid and
+the sampler stay ours, so every sampler, guidance-free wrapper and grid works around the exported graph unchanged.
+The run's whole config.json and its data shape travel inside the file (ONNX metadata ``torchdiffusion.config``,
+``torchdiffusion.data_shape``, ``torchdiffusion.kind``): one ``.onnx`` file is a complete model.
+
+Only unconditional runs are exported (conditioning by class, context or text would need the null-embedding logic
+of ``nets/layers.py`` in the graph); a conditional run is refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..extras import missing
+from ..config import ConfigError, from_json, to_json, validate
+from ..generate import LoadedRun, RunError
+from ..io import atomic_path
+from ..model import wrap_net
+
+ONNX_FILE = "denoiser.onnx"  # the file in an export folder
+OPSET = 18  # ONNX opset of the export (GroupNorm with per-channel affine, LayerNorm, attention ops)
+META_CONFIG, META_SHAPE, META_KIND = "torchdiffusion.config", "torchdiffusion.data_shape", "torchdiffusion.kind"
+
+
+class _Unconditional(nn.Module):
+    """``F(x_in, c_noise)``: the network with ``cond = None``, the signature the graph is traced with."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_in: Tensor, c_noise: Tensor) -> Tensor:
+        return self.net(x_in, c_noise, None)
+
+
+def check_exportable(run: LoadedRun) -> None:
+    m = run.config.model
+    if m.num_classes > 0 or m.context_dim != 0 or m.text_dim > 0:
+        raise ConfigError(
+            f"{run.path} is a conditional run (class, context or text); the ONNX export covers unconditional runs"
+        )
+
+
+def write(run: LoadedRun, folder: Path, *, batch: int = 2) -> Path:
+    """Write ``folder/denoiser.onnx`` (atomically): the run's network with a dynamic batch, plus its config."""
+    import onnx
+
+    check_exportable(run)
+    net = _Unconditional(run.model.net).eval()
+    x = torch.randn(batch, *run.data_shape)
+    c_noise = run.model.c_noise(torch.linspace(run.model.sigma_max, run.model.sigma_min, batch))
+    path = folder / ONNX_FILE
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        # The TorchScript-based exporter: seconds where torch.export-based one (dynamo=True) takes a minute on
+        # a small CPU, with the same graph and outputs (checked by the tests at batch 1 and 5).
+        torch.onnx.export(
+            net,
+            (x, c_noise.float()),
+            str(tmp),
+            input_names=["x_in", "c_noise"],
+            output_names=["F"],
+            dynamic_axes={"x_in": {0: "batch"}, "c_noise": {0: "batch"}, "F": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        model = onnx.load_model(str(tmp))
+        meta = {META_CONFIG: to_json(run.config), META_SHAPE: json.dumps(list(run.data_shape)), META_KIND: run.kind}
+        for k, v in meta.items():
+            model.metadata_props.add(key=k, value=v)
+        onnx.save_model(model, str(tmp))
+    return path
+
+
+class OnnxNet(nn.Module):
+    """An ONNX Runtime session behind our network signature ``F(x_in, c_noise, cond) -> Tensor`` (CPU).
+
+    It holds one empty parameter so that code asking a model for its device (``next(model.parameters())``)
+    finds the CPU, where the session returns its outputs.
+    """
+
+    def __init__(self, session):
+        super().__init__()
+        self.session = session
+        self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def forward(self, x_in: Tensor, c_noise: Tensor, cond: dict | None = None) -> Tensor:
+        if cond:
+            raise ValueError("the ONNX export is of an unconditional run; it takes no conditioning")
+        feeds = {
+            "x_in": x_in.detach().to("cpu", torch.float32).contiguous().numpy(),
+            "c_noise": c_noise.detach().to("cpu", torch.float32).reshape(-1).expand(x_in.shape[0]).contiguous().numpy(),
+        }
+        (F,) = self.session.run(["F"], feeds)
+        return torch.from_numpy(np.ascontiguousarray(F)).to(x_in.device)
+
+
+# What the read-back check measures: the exported network F. The denoiser D = c_skip x + c_out F multiplies F's
+# float32 rounding by c_out = -sigma (up to 2e4 on a cosine table of 1000 steps), in PyTorch as in ONNX Runtime.
+DIFFERENCE_OF = "max |F_onnx - F_torch| of the network at batch 1 and 5 ="
+
+
+@torch.no_grad()
+def max_difference(run: LoadedRun, folder: Path) -> float:
+    """Load the written file in ONNX Runtime and compare its network with the run's at batch 1 and 5, on noisy
+    inputs over the whole sigma range."""
+    from .export import probe
+
+    net = load_onnx(folder).model.net
+    worst = 0.0
+    for batch in (1, 5):
+        x_in, c_noise = probe(run, batch, seed=batch)
+        worst = max(worst, float((net(x_in, c_noise) - run.model.net(x_in, c_noise)).abs().max()))
+    return worst
+
+
+def onnx_file(path: str | Path) -> Path | None:
+    """The ONNX file a path names: the file itself, or ``denoiser.onnx`` in an export folder; else None."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".onnx":
+        return p
+    if p.is_dir() and (p / ONNX_FILE).is_file():
+        return p / ONNX_FILE
+    return None
+
+
+def load_onnx(path: str | Path, *, threads: int = 0) -> LoadedRun:
+    """A LoadedRun whose model is our Precond around an ONNX Runtime session (``generate`` and every sampler
+    take it). ``path``: an export folder or its ``.onnx`` file; ``threads``: ONNX Runtime intra-op threads
+    (0 = its default)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RunError(missing("onnx", f"{path}: running an ONNX export")) from None
+
+    f = onnx_file(path)
+    if f is None:
+        raise RunError(f"{path} is neither an ONNX file nor a folder holding {ONNX_FILE}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3  # errors only
+    try:
+        session = ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for a damaged file
+        raise RunError(f"{f} is not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if META_CONFIG not in meta or META_SHAPE not in meta:
+        raise RunError(f"{f} was not written by 'torchdiffusion export' (no {META_CONFIG} metadata)")
+    try:
+        cfg = validate(from_json(meta[META_CONFIG]))
+        data_shape = tuple(int(s) for s in json.loads(meta[META_SHAPE]))
+    except (ConfigError, ValueError, TypeError) as e:
+        raise RunError(f"{f} carries a damaged config ({e})") from None
+    model = wrap_net(cfg, OnnxNet(session)).eval()
+    info = {"data_shape": list(data_shape), "kind": meta.get(META_KIND, "image"), "onnx": f.name}
+    return LoadedRun(path=f.parent, config=cfg, model=model, data_shape=data_shape, info=info)
