@@ -170,23 +170,34 @@ def save_safetensors(state: dict[str, Tensor], path: str | Path, metadata: dict[
 
 @contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path`` to fill; when the block ends normally it is renamed to ``path``
-    (which must not exist, or be an empty folder). On any exception the temporary folder is removed, with
-    everything in it, and ``path`` is untouched: a folder of files (a diffusers pipeline) appears whole or not."""
+    """Yield a temporary folder beside ``path`` to fill; when the block ends normally it takes the place of
+    ``path`` (missing, an empty folder, or an earlier version of the same artefact, which is removed). On any
+    exception the temporary folder is removed, with everything in it, and ``path`` is untouched: a folder of files
+    (an exported pipeline) appears whole or not at all."""
     import shutil
 
     path = Path(path)
     created = _make_parents(path.parent)
     tmp = temp_name(path)
     tmp.mkdir()
+    old = None
     try:
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
                 _fsync(f)
+        if path.is_dir() and any(path.iterdir()):
+            old = temp_name(path)
+            os.replace(path, old)  # the earlier version steps aside, then the new one moves in
         os.replace(tmp, path)
     except BaseException:
+        if old is not None and not path.exists():
+            os.replace(old, path)
+            old = None
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     _fsync(path.parent, directory=True)

@@ -22,15 +22,18 @@ FORMATS = ("diffusers", "onnx")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder written by 'torchdiffusion train'")
     p.add_argument("--format", required=True, choices=FORMATS, help="diffusers | onnx")
-    p.add_argument("--out", required=True, help="output folder (new, or empty)")
+    p.add_argument("--out", required=True, help="output folder: new, empty, or an earlier export (replaced)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
 
 
-def check_new_folder(path: str) -> Path:
-    """An output folder that does not exist yet or is empty (an export never mixes with other files)."""
+def check_out_folder(path: str) -> Path:
+    """An output folder that does not exist yet, is empty, or holds an earlier export (replaced whole); never a
+    folder with other files in it."""
+    from ..interop.export import is_export
+
     out = check_output_dir(path)
-    if out.is_dir() and any(out.iterdir()):
-        raise ValueError(f"--out {out} already exists and is not empty; choose a new folder")
+    if out.is_dir() and any(out.iterdir()) and not is_export(out):
+        raise ValueError(f"--out {out} already exists and holds other files; choose a new folder")
     return out
 
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generate import load_run
     from ..interop.export import export
 
-    out = check_new_folder(args.out)
+    out = check_out_folder(args.out)
     run_ = load_run(args.run, weights=args.weights)
     report = export(run_, args.format, out)
     print(out)

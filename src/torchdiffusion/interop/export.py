@@ -20,6 +20,25 @@ from ..types import append_dims
 FORMATS = ("diffusers", "onnx")
 
 
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an export this module wrote (a diffusers folder naming our network, or an ONNX
+    denoiser), which a new export may replace."""
+    import json
+
+    from .onnx import ONNX_FILE
+
+    if (folder / ONNX_FILE).is_file():
+        return True
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(index, dict) and index.get("unet") == [
+        "torchdiffusion.interop.diffusers_out",
+        "TorchdiffusionUNet",
+    ]
+
+
 def _require(module: str, extra: str, what: str) -> None:
     import importlib.util
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..extras import missing
 from ..config import ConfigError, from_json, to_json, validate
+from ..extras import missing
 from ..generate import LoadedRun, RunError
 from ..io import atomic_path
 from ..model import wrap_net

@@ -1,0 +1,188 @@
+"""export: a run as a diffusers pipeline folder (DDPM/DDIMPipeline sample what our ddpm/ddim sample from the same
+noise) and as an ONNX denoiser (ONNX Runtime computes our network; our samplers around it give our samples)."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from tinyruns import td, write_run
+from torchdiffusion.cli import main
+from torchdiffusion.generate import generate, load_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+needs_diffusers = pytest.mark.skipif(
+    importlib.util.find_spec("diffusers") is None,
+    reason="diffusers is not installed (pip install 'torchdiffusion[bench]')",
+)
+needs_onnx = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="onnx / onnxruntime are not installed (pip install 'torchdiffusion[onnx]')",
+)
+
+
+def tiny(tmp_path_factory, name, settings):
+    """A tiny 8x8 eps/v/x0 run on the cosine table of T = 100 (digits-test) with jittered random weights."""
+    return load_run(write_run(tmp_path_factory.mktemp(name) / "run", "digits-test", settings, (1, 8, 8)))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(run, diffusers folder) per parameterization (diffusers DDIM steps to t - T/n, which is the next timestep
+    for leading and trailing spacing when n divides T, not for linspace: docs/interop.md)."""
+    from torchdiffusion.interop.export import export
+
+    out = {}
+    for param, spacing in (("eps", "leading"), ("v", "trailing"), ("x0", "leading")):
+        run = tiny(tmp_path_factory, param, [f"diffusion.parameterization={param}", f"sample.spacing={spacing}"])
+        folder = tmp_path_factory.mktemp(param) / "diffusers"
+        export(run, "diffusers", folder, progress=False)
+        out[param] = (run, folder)
+    return out
+
+
+@needs_diffusers
+def test_scheduler_config_is_our_process(exported):
+    run, folder = exported["v"]
+    cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert cfg["prediction_type"] == "v_prediction" and cfg["num_train_timesteps"] == run.model.process.T
+    assert cfg["clip_sample"] is False and cfg["timestep_spacing"] == "trailing"
+    assert torch.equal(torch.tensor(cfg["trained_betas"], dtype=torch.float64), run.model.process.betas)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["unet"] == ["torchdiffusion.interop.diffusers_out", "TorchdiffusionUNet"]
+
+
+@needs_diffusers
+@pytest.mark.parametrize("param", ["eps", "v", "x0"])
+def test_ddim_pipeline_samples_equal_ours(exported, param):
+    """DDIMPipeline.from_pretrained(folder), 10 steps from generator seed 3, vs our ddim from the same noise."""
+    from torchdiffusion.interop.diffusers_out import load_pipeline, pipeline_samples, sample_like_pipeline
+
+    run, folder = exported[param]
+    pipe = load_pipeline(folder, "ddim")
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    theirs = pipeline_samples(pipe, steps=10, batch=3, seed=3)
+    ours = sample_like_pipeline(run, "ddim", steps=10, batch=3, seed=3, spacing=run.config.sample.spacing)
+    assert theirs.shape == ours.shape == (3, 1, 8, 8)
+    assert (theirs - ours).abs().max() < 1e-4
+    assert ours.std() > 0.1  # a sample, not a constant
+
+
+@needs_diffusers
+def test_ddpm_pipeline_samples_equal_ours(exported):
+    """DDPMPipeline draws fresh noise at every step from its generator; ours draws the same, in the same order."""
+    from torchdiffusion.interop.diffusers_out import load_pipeline, pipeline_samples, sample_like_pipeline
+
+    run, folder = exported["eps"]
+    pipe = load_pipeline(folder, "ddpm")
+    theirs = pipeline_samples(pipe, steps=4, batch=3, seed=5)
+    ours = sample_like_pipeline(run, "ddpm", steps=4, batch=3, seed=5, spacing="leading")
+    assert (theirs - ours).abs().max() < 1e-4
+    other = sample_like_pipeline(run, "ddpm", steps=4, batch=3, seed=6, spacing="leading")
+    assert (other - ours).abs().max() > 1e-2  # the noise matters: the match is not a coincidence
+
+
+@pytest.fixture(scope="module")
+def onnx_run(tmp_path_factory):
+    from torchdiffusion.interop.export import export
+
+    # The linear table (sigma_max = 1.6): most samples stay inside [-1, 1], so the comparison is not of clamped
+    # values. (On the cosine table, sigma_max = 2029 multiplies float32 rounding: heun's samples differ by 1e-4
+    # between two batch sizes in PyTorch alone.)
+    settings = ["diffusion.schedule=linear", "sample.sampler=ddim", "sample.steps=6", "sample.grid=uniform_t"]
+    run = tiny(tmp_path_factory, "onnx", settings)
+    folder = tmp_path_factory.mktemp("onnx") / "export"
+    export(run, "onnx", folder, progress=False)
+    return run, folder
+
+
+@needs_onnx
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_network_equals_pytorch(onnx_run, batch):
+    from torchdiffusion.interop.export import probe
+
+    run, folder = onnx_run
+    loaded = load_run(folder)  # load_run reads an ONNX export as a run
+    x_in, c_noise = probe(run, batch, seed=10 + batch)
+    F_onnx, F_torch = loaded.model.net(x_in, c_noise), run.model.net(x_in, c_noise)
+    assert F_onnx.shape == F_torch.shape == (batch, 1, 8, 8)
+    assert (F_onnx - F_torch).abs().max() < 1e-4
+    assert F_torch.abs().max() > 1e-2
+
+
+@needs_onnx
+@pytest.mark.parametrize("sampler", ["ddim", "heun"])
+def test_samples_through_onnx_equal_pytorch(onnx_run, sampler):
+    from dataclasses import replace
+
+    run, folder = onnx_run
+    loaded = load_run(folder / "denoiser.onnx")  # the file alone carries its config
+    assert loaded.config == run.config and loaded.data_shape == run.data_shape
+    sample = replace(run.config.sample, sampler=sampler, batch_size=3)
+    ours = generate(run.model, range(5), sample, run.data_shape)
+    theirs = generate(loaded.model, range(5), sample, loaded.data_shape)
+    assert (ours - theirs).abs().max() < 1e-4
+    assert (ours.abs() < 0.99).float().mean() > 0.3  # not a comparison of clamped values
+
+
+@needs_onnx
+def test_export_cli_and_sample_from_the_onnx_folder(tmp_path):
+    """The command end to end in a subprocess: export, then sample from the export like from a run."""
+    run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2"], (1, 8, 8))
+    rc, out, err = td("export", run, "--format", "onnx", "--out", tmp_path / "onnx")
+    assert rc == 0, err[-2000:]
+    assert "max |F_onnx - F_torch|" in out and not list(tmp_path.glob(".*tmp*"))
+    first = (tmp_path / "onnx" / "denoiser.onnx").stat().st_ino
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0  # replaces it
+    assert (tmp_path / "onnx" / "denoiser.onnx").stat().st_ino != first and not list(tmp_path.glob(".*tmp*"))
+    rc, out, err = td("sample", tmp_path / "onnx", "--n", "2", "--sampler", "ddim")
+    assert rc == 0, err[-2000:]
+    assert (tmp_path / "onnx" / "samples" / "ddim-2-seed0.png").is_file()
+
+
+def _refused(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    write_run(root / "demo", "digits-test", [], (1, 8, 8))
+    write_run(root / "edm", "mnist-edm", ["model.channels=8", "model.channel_mult=1,2", "model.groups=4"], (1, 8, 8))
+    write_run(root / "toy", "toy-2d", ["model.mlp_width=8"], (2,))
+    write_run(root / "class", "digits-test", ["model.num_classes=3"], (1, 8, 8))
+    (root / "a-file").write_text("x")
+    (root / "full").mkdir()
+    (root / "full" / "keep.txt").write_text("x")
+    return root
+
+
+@pytest.mark.parametrize(
+    "case,fmt,out,says",
+    [
+        pytest.param("edm", "diffusers", "new", "continuous sigma", marks=needs_diffusers),
+        pytest.param("toy", "diffusers", "new", "continuous sigma", marks=needs_diffusers),
+        pytest.param("class", "onnx", "new", "conditional run", marks=needs_onnx),
+        ("demo", "onnx", "a-file", "a-file"),
+        ("demo", "diffusers", "full", "holds other files"),
+        ("demo", "zip", "new", "invalid choice: 'zip'"),
+        ("missing", "onnx", "new", "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(runs, capsys, case, fmt, out, says):
+    before = sorted(p.name for p in runs.rglob("*"))
+    line = _refused(capsys, ["export", str(runs / case), "--format", fmt, "--out", str(runs / out)])
+    assert line.startswith("torchdiffusion export: error:") and says in line, line
+    assert sorted(p.name for p in runs.rglob("*")) == before  # nothing written, nothing removed
+
+
+def test_a_damaged_onnx_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "bad.onnx").write_bytes(b"not a protobuf")
+    line = _refused(capsys, ["sample", str(tmp_path / "bad.onnx"), "--n", "1"])
+    assert "bad.onnx" in line and ("not a readable ONNX model" in line or "'onnx' extra" in line), line
