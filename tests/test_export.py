@@ -134,6 +134,10 @@ def test_export_cli_and_sample_from_the_onnx_folder(tmp_path):
     rc, out, err = td("export", run, "--format", "onnx", "--out", tmp_path / "onnx")
     assert rc == 0, err[-2000:]
     assert "max |F_onnx - F_torch|" in out and not list(tmp_path.glob(".*tmp*"))
+    from torchdiffusion.provenance import artefact_digest, read_manifest
+
+    m = read_manifest(tmp_path / "onnx.manifest.json")  # the folder is one artefact, its manifest beside it
+    assert m["artefact"]["sha256"] == artefact_digest(tmp_path / "onnx")[0] and m["run"]["id"] == "run"
     first = (tmp_path / "onnx" / "denoiser.onnx").stat().st_ino
     assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0  # replaces it
     assert (tmp_path / "onnx" / "denoiser.onnx").stat().st_ino != first and not list(tmp_path.glob(".*tmp*"))

@@ -168,21 +168,31 @@ def save_safetensors(state: dict[str, Tensor], path: str | Path, metadata: dict[
     return atomic_write(path, save(tensors, metadata=metadata))
 
 
+def routed(path: str | Path) -> Path:
+    """Where a write of ``path`` really goes: ``path``, unless the active watcher sends it elsewhere."""
+    watcher = _WATCHER.get()
+    return watcher.route(Path(path)) if watcher is not None else Path(path)
+
+
 @contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` to fill; when the block ends normally it takes the place of
     ``path`` (missing, an empty folder, or an earlier version of the same artefact, which is removed). On any
     exception the temporary folder is removed, with everything in it, and ``path`` is untouched: a folder of files
-    (an exported pipeline) appears whole or not at all."""
+    (an exported pipeline) appears whole or not at all. The folder is one write for a watcher: it is routed
+    (:func:`routed`) and reported as a whole; the writes that fill it are not."""
     import shutil
 
-    path = Path(path)
+    named = Path(path)
+    watcher = _WATCHER.get()
+    path = routed(named)
     created = _make_parents(path.parent)
     tmp = temp_name(path)
     tmp.mkdir()
     old = None
     try:
-        yield tmp
+        with watch_writes(None):
+            yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
                 _fsync(f)
@@ -201,3 +211,5 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     _fsync(path.parent, directory=True)
+    if watcher is not None:
+        watcher.written(named, path)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from .argtypes import check_output_dir
 
+MANIFESTS = True  # the exported folder gets <folder>.manifest.json (provenance.py)
+
 HELP = "export a run: a diffusers pipeline folder (DDPM/DDIMPipeline) or the denoiser network as ONNX"
 EXAMPLES = """examples:
   torchdiffusion export runs/demo --format diffusers --out runs/demo-diffusers

@@ -2,7 +2,9 @@
 
 Both formats are written into a temporary folder beside ``folder`` and renamed into place only after the
 written files have been loaded again and compared with the run (``io.atomic_folder``): a failed or interrupted
-export leaves nothing.
+export leaves nothing. Under the command line the folder is one artefact with a manifest beside it,
+``<folder>.manifest.json`` (provenance.py: the run, its config and weights digests, every file's sha256, the
+command, package versions).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import torch
 
 from ..extras import missing
 from ..generate import LoadedRun
-from ..io import atomic_folder
+from ..io import atomic_folder, routed
 from ..progress import step_bar
+from ..provenance import note_artefact
 from ..types import append_dims
 
 FORMATS = ("diffusers", "onnx")
@@ -75,4 +78,5 @@ def export(run: LoadedRun, fmt: str, folder: Path, *, progress: bool = True) -> 
         bar.update(1)
         diff = target.max_difference(run, tmp)
         bar.update(1)
+    note_artefact(routed(folder))  # under 'torchdiffusion export': one manifest beside the folder
     return f"read back from {folder}: {target.DIFFERENCE_OF} {diff:.2e}"

@@ -30,6 +30,7 @@ from ..extras import missing
 from ..generate import LoadedRun, RunError
 from ..io import atomic_path
 from ..model import wrap_net
+from ..provenance import note_run
 
 ONNX_FILE = "denoiser.onnx"  # the file in an export folder
 OPSET = 18  # ONNX opset of the export (GroupNorm with per-channel affine, LayerNorm, attention ops)
@@ -167,4 +168,6 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> LoadedRun:
         raise RunError(f"{f} carries a damaged config ({e})") from None
     model = wrap_net(cfg, OnnxNet(session)).eval()
     info = {"data_shape": list(data_shape), "kind": meta.get(META_KIND, "image"), "onnx": f.name}
-    return LoadedRun(path=f.parent, config=cfg, model=model, data_shape=data_shape, info=info)
+    run = LoadedRun(path=f.parent, config=cfg, model=model, data_shape=data_shape, info=info, weights_file=f.name)
+    note_run(run)  # for the manifests of what a command writes from it (provenance.py)
+    return run
