@@ -73,13 +73,12 @@ def make_unet(cls_name: str, num_classes: int, seed: int = 0):
     return diffusers.UNet2DModel(**common)
 
 
-def make_folder(root: Path, case: str) -> Path:
-    """A ``save_pretrained`` pipeline folder (model_index.json + unet/ + scheduler/) for one case."""
+def make_folder(out: Path, case: str) -> Path:
+    """``out``: a ``save_pretrained`` pipeline folder (model_index.json + unet/ + scheduler/) for one case."""
     import diffusers
 
     cls_name, num_classes, sched_name, sched = CASES[case]
     unet = make_unet(cls_name, num_classes)
-    out = root / case.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
     if sched_name == "DDIMScheduler":
         scheduler = diffusers.DDIMScheduler(clip_sample=False, **sched)
         diffusers.DDIMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out)
@@ -149,7 +148,7 @@ def ours_sample(folder: Path, case: str, x_T: torch.Tensor) -> torch.Tensor:
 
 def compare(case: str, root: Path) -> tuple[float, float]:
     """(max |ours - diffusers|, the same divided by max |diffusers|) for one case."""
-    folder = make_folder(root, case)
+    folder = make_folder(root / case.replace(" ", "_").replace("(", "").replace(")", "").replace(",", ""), case)
     x_T, ref = diffusers_sample(folder, case)
     ours = ours_sample(folder, case, x_T)
     diff = float((ours - ref).abs().max())

@@ -5,6 +5,7 @@ The examples are parsed from the commands' help epilogs; run folders named in th
 tiny run folders of the same kind, and sizes (--n, --steps, --images, train.images ...) are shrunk to seconds.
 """
 
+import importlib.util
 import io
 import re
 import shlex
@@ -17,13 +18,14 @@ import pytest
 import torch
 from PIL import Image
 
-from tinyruns import write_run
+from tinyruns import write_diffusers_folder, write_run
 from torchdiffusion.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANT = ("--dry-run", "--list-samplers")  # examples that only print: no long work, no bar
 # Examples that need a file the repository cannot ship: TorchScript Inception-v3 weights.
 NEEDS_EXTERNAL = ("TORCHDIFFUSION_INCEPTION=",)
+HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None  # the 'bench' extra: diffusers folders as runs
 
 # Sizes: flag -> tiny value (replacing the example's value, or appended when the command takes the flag).
 TINY_FLAGS = {
@@ -143,6 +145,8 @@ def world(tmp_path_factory):
     (runs / "emoji-ctx").symlink_to(runs / "emoji-context")
     (runs / "fashion").symlink_to(runs / "demo")
     write_run(runs / "emoji-text", "emoji-text", ["model.channels=16", "sample.steps=3"], (3, 16, 16))
+    if HAS_DIFFUSERS:
+        write_diffusers_folder(runs / "ddpm-diffusers")
     from sklearn.datasets import load_digits
 
     from torchdiffusion.evaluation.classifier import ClassifierConfig, SmallClassifier, save_classifier
@@ -170,6 +174,8 @@ def world(tmp_path_factory):
 
 
 def _argv(world: Path, example: str) -> list[str]:
+    if "diffusers" in example and not HAS_DIFFUSERS:
+        pytest.skip("the 'bench' extra (diffusers) is not installed")
     parts = shlex.split(example.replace("~/pics", str(world / "pics")))
     return [parts[0], *tiny(parts[0], parts[1:], *flags_of(parts[0]))]
 

@@ -3,7 +3,6 @@
 folder is one line (exit 2 from the CLI).
 """
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,30 +12,20 @@ import torch
 
 pytest.importorskip("diffusers", reason="the 'bench' extra (diffusers) is not installed")
 
-from tinyruns import td  # noqa: E402
+from tinyruns import equivalence_script, td  # noqa: E402
 from torchdiffusion.generate import RunError, load_run, make_grid_sigmas  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "diffusers_equivalence", ROOT / "scripts" / "diffusers_equivalence.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-EQ = _script()
+EQ = equivalence_script()
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """One save_pretrained pipeline folder per case of the script."""
     root = tmp_path_factory.mktemp("diffusers")
-    return {case: EQ.make_folder(root, case) for case in EQ.CASES}
+    return {case: EQ.make_folder(root / f"case{k}", case) for k, case in enumerate(EQ.CASES)}
 
 
 @pytest.mark.parametrize("case", [c for c in EQ.CASES if c != "eps, full range"])
@@ -73,7 +62,7 @@ def test_grid_visits_the_schedulers_timesteps(tmp_path, spacing, offset):
     import diffusers
 
     sched = diffusers.DDIMScheduler(timestep_spacing=spacing, steps_offset=offset, beta_schedule="squaredcos_cap_v2")
-    folder = EQ.make_folder(tmp_path, "eps")
+    folder = EQ.make_folder(tmp_path / "eps", "eps")
     sched.save_config(folder / "scheduler")
     run = load_run(folder)
     assert run.config.sample.spacing == spacing and run.config.diffusion.schedule == "cosine"
@@ -224,3 +213,24 @@ def test_missing_diffusers_names_the_extra(folders, monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
     with pytest.raises(RunError, match=r"pip install 'torchdiffusion\[bench\]'"):
         load_run(folders["eps"])
+
+
+def test_float64_input_runs_at_the_networks_precision(folders):
+    """Callers that hand the denoiser float64 (diffusers' schedulers in bench-samplers) get the float32 answer."""
+    model = load_run(folders["v"]).model
+    x, sigma = torch.randn(2, 1, 8, 8), torch.tensor([0.5, 20.0])
+    assert torch.allclose(model(x.double(), sigma.double()).float(), model(x, sigma), atol=1e-5)
+
+
+def test_samples_carry_a_manifest_that_reproduces(folders, tmp_path, capsys):
+    """The manifest names the folder and the U-Net's weights with their sha256; reproduce is bit-identical."""
+    from torchdiffusion.cli import main
+
+    out = tmp_path / "s.png"
+    assert main(["sample", str(folders["eps"]), "--n", "2", "--steps", "2", "--out", str(out)]) == 0
+    rec = json.loads((tmp_path / "s.png.manifest.json").read_text())["run"]
+    assert rec["path"] == str(folders["eps"].resolve())
+    assert rec["weights_file"] == "unet/diffusion_pytorch_model.safetensors" and len(rec["weights_sha256"]) == 64
+    capsys.readouterr()
+    assert main(["reproduce", str(tmp_path / "s.png.manifest.json")]) == 0
+    assert "bit-identical" in capsys.readouterr().out

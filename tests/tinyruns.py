@@ -54,6 +54,22 @@ def write_run(folder: Path, preset: str, settings: list[str], data_shape=(1, 8, 
     return folder
 
 
+def equivalence_script():
+    """scripts/diffusers_equivalence.py as a module: its cases and the tiny diffusers folders it builds."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "diffusers_equivalence.py"
+    spec = importlib.util.spec_from_file_location("diffusers_equivalence", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write_diffusers_folder(folder: Path, case: str = "eps") -> Path:
+    """A diffusers pipeline folder (save_pretrained layout): a tiny random U-Net and its scheduler config."""
+    return equivalence_script().make_folder(folder, case)
+
+
 # A class-conditional 8x8 digits model (10 classes), 3 Euler steps.
 CLASS_RUN = ("digits-test", ["model.num_classes=10", "train.cond_drop_prob=0.1", "sample.steps=3", "sample.n=4"])
 

@@ -109,7 +109,9 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     if not path.is_dir():
         raise RunError(f"run folder {path} does not exist")
     if is_diffusers_folder(path):
-        return load_diffusers(path, device=device)
+        run = load_diffusers(path, device=device)
+        note_run(run)
+        return run
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise RunError(f"{path} is not a run folder: config.json is missing")

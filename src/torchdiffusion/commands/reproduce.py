@@ -54,18 +54,25 @@ class Redirect:
 def check_run(m: dict, where: Path) -> None:
     """The run the manifest names must still have the config and weights it records (sha256), else refuse."""
     from ..config import ConfigError, from_json, validate
+    from ..interop.diffusers_in import is_diffusers_folder, load_diffusers
     from ..provenance import ManifestError, config_sha256, sha256_file
 
     rec = m.get("run")
     if not rec:
         return
     run = Path(str(rec.get("path", "")))
-    if not (run / "config.json").is_file():
+    if is_diffusers_folder(run):  # its RunConfig is the one load_run resolves from the diffusers configs
+        try:
+            cfg = load_diffusers(run).config
+        except ValueError as e:
+            raise ManifestError(f"{where}: the diffusers folder it names no longer loads ({e})") from None
+    elif not (run / "config.json").is_file():
         raise ManifestError(f"{where}: the run folder it names, {run}, is missing or is not a run folder")
-    try:
-        cfg = validate(from_json((run / "config.json").read_text()))
-    except (ConfigError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{run / 'config.json'} is damaged: {e}") from None
+    else:
+        try:
+            cfg = validate(from_json((run / "config.json").read_text()))
+        except (ConfigError, UnicodeDecodeError) as e:
+            raise ManifestError(f"{run / 'config.json'} is damaged: {e}") from None
     if rec.get("config_sha256") and config_sha256(cfg) != rec["config_sha256"]:
         raise ManifestError(f"{run / 'config.json'} has changed since {where.name} was written (config sha256 differs)")
     wname, recorded = rec.get("weights_file"), rec.get("weights_sha256")

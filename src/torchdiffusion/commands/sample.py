@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   torchdiffusion sample runs/demo --sampler dpmpp_2m --steps 10 --n 100 --seed 7
   torchdiffusion sample runs/demo --sampler ddpm --grid uniform_t --steps 1000 --gif
   torchdiffusion sample runs/toy --n 5000 --out toy.png
+  torchdiffusion sample runs/ddpm-diffusers --sampler ddim --steps 10   # a diffusers folder (save_pretrained)
   torchdiffusion sample runs/mnist-class --class 7 --guidance 3.0               # classifier-free guidance
   torchdiffusion sample runs/mnist-class --class 0,1,2,3,4,5,6,7,8,9 --n 100      # one column per digit
   torchdiffusion sample runs/emoji-context --context 1,0,0.6,0,0,0 --guidance 2
@@ -26,7 +27,7 @@ EXAMPLES = """examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", nargs="?", help="run folder written by 'torchdiffusion train'")
+    p.add_argument("run", nargs="?", help="run folder written by 'torchdiffusion train', or a diffusers model folder")
     add_sampling_arguments(p)
     p.add_argument("--out", help="output PNG (default: RUN/samples/<sampler>-<steps>-seed<seed>.png)")
     p.add_argument("--gif", action="store_true", help="also write a GIF of x_t beside x0_hat at each step")

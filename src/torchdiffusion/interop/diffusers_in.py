@@ -197,7 +197,8 @@ class DiffusersUNet(nn.Module):
             kwargs["class_labels"] = self._labels(cond)
         if self.text_free_conditional:
             kwargs["encoder_hidden_states"] = None
-        out = self.unet(x_in, t, return_dict=False, **kwargs)[0]
+        dtype = self.unet.dtype  # the network's own precision (callers may hand us float64)
+        out = self.unet(x_in.to(dtype), t.to(dtype), return_dict=False, **kwargs)[0]
         return out[:, : x_in.shape[1]]
 
     @staticmethod
@@ -248,7 +249,8 @@ def load_diffusers(path: str | Path, *, device: str | torch.device = "cpu"):
         "unet": {"class": name, "dir": str(unet_dir)},
         "scheduler": sched,
     }
-    return LoadedRun(path=path, config=cfg, model=model, data_shape=data_shape, info=info)
+    wfile = (unet_dir / WEIGHTS_FILE).relative_to(path).as_posix()
+    return LoadedRun(path=path, config=cfg, model=model, data_shape=data_shape, info=info, weights_file=wfile)
 
 
 def resolved_config(
