@@ -117,6 +117,11 @@ def _drop(path: Path, key: str):
 BAD = {
     "unet config missing": (lambda f: (f / "unet" / "config.json").unlink(), "config.json is missing"),
     "sample_size absent": (lambda f: _drop(f / "unet" / "config.json", "sample_size"), "no sample_size"),
+    "sample_size not a size": (lambda f: _edit(f / "unet" / "config.json", sample_size="8"), "sample_size must be"),
+    "latent pipeline": (
+        lambda f: _edit(f / "model_index.json", vqvae=["diffusers", "VQModel"]),
+        "only pixel-space U-Net pipelines are supported",
+    ),
     "weights missing": (
         lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").unlink(),
         "diffusion_pytorch_model.safetensors is missing",

@@ -79,18 +79,34 @@ def is_diffusers_folder(path: str | Path) -> bool:
         return False  # load_run reports the damaged file
 
 
-def locate(path: Path) -> tuple[Path, Path]:
-    """(unet folder, scheduler config file) of a pipeline folder or a bare unet folder."""
+def unet_folder(path: Path) -> Path:
+    """The U-Net folder of a pipeline folder (``unet/``) or a bare unet folder; a pipeline whose samples need
+    more than the U-Net (a latent pipeline's autoencoder, a text encoder) is refused."""
     pipeline = (path / "model_index.json").is_file() or (path / "unet").is_dir()
+    if (path / "model_index.json").is_file():
+        index = _read_json(path / "model_index.json")
+        extra = [
+            k for k in ("vae", "vqvae", "text_encoder") if isinstance(index.get(k), list) and index[k][:1] != [None]
+        ]
+        if extra:
+            raise _error(
+                f"{path} is a pipeline with {', '.join(extra)}: only pixel-space U-Net pipelines are supported"
+            )
     unet_dir = path / "unet" if pipeline else path
     if not (unet_dir / "config.json").is_file():
         raise _error(f"{path} is not a complete diffusers folder: {unet_dir / 'config.json'} is missing")
+    return unet_dir
+
+
+def scheduler_file(path: Path, unet_dir: Path) -> Path:
+    """The scheduler config: ``scheduler/scheduler_config.json``, or beside a bare unet folder's config, or in
+    ``../scheduler/`` of a pipeline's ``unet/`` folder given alone."""
     candidates = [path / "scheduler" / "scheduler_config.json", path / "scheduler_config.json"]
-    if not pipeline:
+    if unet_dir == path:
         candidates.append(path.parent / "scheduler" / "scheduler_config.json")
     for c in candidates:
         if c.is_file():
-            return unet_dir, c
+            return c
     raise _error(f"{path} has no scheduler config (looked for {', '.join(str(c) for c in candidates)})")
 
 
@@ -151,8 +167,12 @@ def _check_unet_config(file: Path) -> str:
     name = raw.get("_class_name")
     if name not in UNETS:
         raise _error(f"{file}: model class {name!r} is not supported; a {' or '.join(UNETS)} folder is")
-    if raw.get("sample_size") is None:
+    size = raw.get("sample_size")
+    if size is None:
         raise _error(f"{file} has no sample_size: the image size of the model is unknown")
+    sizes = size if isinstance(size, list) else [size]
+    if len(sizes) not in (1, 2) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+        raise _error(f"{file}: sample_size must be a size >= 1 or [height, width], got {size!r}")
     if name == "UNet2DConditionModel":
         blocks = [*raw.get("down_block_types", ()), *raw.get("up_block_types", ()), raw.get("mid_block_type") or ""]
         if any("CrossAttn" in str(b) for b in blocks) or raw.get("addition_embed_type") or raw.get("encoder_hid_dim"):
@@ -224,9 +244,9 @@ def load_diffusers(path: str | Path, *, device: str | torch.device = "cpu"):
         import diffusers  # noqa: F401
     except ImportError:
         raise _error(missing("bench", f"loading the diffusers folder {path}")) from None
-    unet_dir, sched_file = locate(path)
+    unet_dir = unet_folder(path)
     name = _check_unet_config(unet_dir / "config.json")
-    process, sched = read_scheduler(sched_file)
+    process, sched = read_scheduler(scheduler_file(path, unet_dir))
     unet = _load_unet(unet_dir, name)
     uc = unet.config
     size = uc.sample_size if isinstance(uc.sample_size, (list, tuple)) else (uc.sample_size, uc.sample_size)
@@ -279,4 +299,7 @@ def resolved_config(
             settings=SamplerSettings(variance=variance) if sampler == "ddpm" else SamplerSettings(),
         ),
     )
-    return validate(cfg)
+    try:
+        return validate(cfg)
+    except ValueError as e:
+        raise _error(f"{sched['file']}: {e}") from None
