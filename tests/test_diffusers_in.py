@@ -239,3 +239,17 @@ def test_samples_carry_a_manifest_that_reproduces(folders, tmp_path, capsys):
     capsys.readouterr()
     assert main(["reproduce", str(tmp_path / "s.png.manifest.json")]) == 0
     assert "bit-identical" in capsys.readouterr().out
+
+
+def test_our_diffusers_export_loads_back_exactly(tmp_path):
+    """export --format diffusers, then load_run on the folder: the same config and bit-identical denoiser."""
+    from tinyruns import write_run
+    from torchdiffusion.interop import diffusers_out
+
+    run = load_run(write_run(tmp_path / "run", "digits-test", ["model.num_classes=3"], (1, 8, 8)))
+    folder = diffusers_out.write(run, tmp_path / "exported")
+    back = load_run(folder)
+    assert back.config == run.config and back.data_shape == run.data_shape and back.info["source"] == "diffusers"
+    x, sigma, cond = torch.randn(3, 1, 8, 8), torch.tensor([0.1, 2.0, 50.0]), {"class": torch.tensor([0, 1, 2])}
+    assert torch.equal(back.model(x, sigma, cond), run.model(x, sigma, cond))
+    assert torch.equal(back.model.process.alpha_bars, run.model.process.alpha_bars)
