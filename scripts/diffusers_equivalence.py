@@ -146,13 +146,13 @@ def ours_sample(folder: Path, case: str, x_T: torch.Tensor) -> torch.Tensor:
     return get_sampler(run.config.sample.sampler)(D, x_T.float(), sigmas)
 
 
-def compare(case: str, root: Path) -> tuple[float, float]:
-    """(max |ours - diffusers|, the same divided by max |diffusers|) for one case."""
+def compare(case: str, root: Path) -> tuple[float, float, float]:
+    """(max |ours - diffusers|, the same divided by max |diffusers|, max |diffusers|) for one case."""
     folder = make_folder(root / case.replace(" ", "_").replace("(", "").replace(")", "").replace(",", ""), case)
     x_T, ref = diffusers_sample(folder, case)
     ours = ours_sample(folder, case, x_T)
     diff = float((ours - ref).abs().max())
-    return diff, diff / float(ref.abs().max())
+    return diff, diff / float(ref.abs().max()), float(ref.abs().max())
 
 
 def main() -> None:
@@ -163,10 +163,10 @@ def main() -> None:
     diffusers.utils.logging.set_verbosity_error()  # the pipeline's notes on optional packages
     diffusers.utils.logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{'case':<30} {'max abs diff':>14} {'relative':>10}")
+        print(f"{'case':<30} {'max abs diff':>14} {'relative':>10} {'max |x|':>9}")
         for case in CASES:
-            diff, rel = compare(case, Path(tmp))
-            print(f"{case:<30} {diff:>14.2e} {rel:>10.1e}")
+            diff, rel, size = compare(case, Path(tmp))
+            print(f"{case:<30} {diff:>14.2e} {rel:>10.1e} {size:>9.3g}")
 
 
 if __name__ == "__main__":
