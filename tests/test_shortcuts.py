@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from torchdiffusion.analytic import IsotropicGaussian, eight_gaussians
+from torchdiffusion.config import ObjectiveConfig
 from torchdiffusion.losses import precond_loss, sample_sigmas
 from torchdiffusion.precond import Precond
 from torchdiffusion.process import add_noise, rf_sigma_to_t, rf_t_to_sigma, rf_to_ve, rf_velocity, ve_to_rf
@@ -180,12 +181,7 @@ def test_ict_curriculum_and_level_distribution():
     assert torch.allclose(cm.pseudo_huber(a, a), torch.zeros(4), atol=1e-7)
 
 
-class ConsistencyConfig:
-    """The objective section Consistency reads: a fixed grid of 8 levels, iCT's level distribution."""
-
-    class objective:
-        ct_steps_start = ct_steps_end = 7
-        ct_P_mean, ct_P_std = -1.1, 2.0
+CD = ObjectiveConfig(name="consistency_distillation", teacher="exact", ct_steps_start=7, ct_steps_end=7)  # 8 levels
 
 
 def _heun_chain(denoise, x, levels):
@@ -202,7 +198,7 @@ def test_consistency_function_fitted_to_the_exact_ode_reproduces_its_endpoint():
     sigma_min, sigma_max = 0.01, 10.0
     levels = cm.level_grid(8, sigma_min, sigma_max)
     model = Precond(LevelAffine(levels, 2), "edm", boundary="consistency", sigma_min=sigma_min, sigma_max=sigma_max)
-    obj = Consistency(ConsistencyConfig, model, 1000, ExactTeacher(data))
+    obj = Consistency(CD, sigma_min, sigma_max, 1000, ExactTeacher(data))
     _fit(obj, model, 2, 800)
     x = sigma_max * torch.randn(512, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     solver_end = _heun_chain(data.denoise, x, levels.double()).float()

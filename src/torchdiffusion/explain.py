@@ -505,3 +505,56 @@ def ablation(
         fig.tight_layout()
         _save_fig(fig, path)
     return out
+
+
+# 7. Shortcuts: curved teacher paths, straightened reflow paths, consistency jumps
+
+
+def plot_shortcuts(toy, path: str | Path | None = None, *, n: int = 24, seed: int = 0, numbers: dict | None = None):
+    """One figure, the same noises in three panels, in rectified flow's coordinates x_t = x / (1 + sigma): the exact
+    teacher's probability-flow paths (curved), the reflowed student's (straighter), and the consistency student's
+    one-evaluation jumps x_t0 -> f(x, sigma_max) (shortcuts/toy.py). ``numbers``: straightness to print."""
+    from .shortcuts.straightness import rf_path
+    from .shortcuts.toy import float64_denoiser
+
+    noise = NoiseSource(range(seed, seed + n), (2,)).initial().double()
+    data = toy.teacher.mixture.sample(2000, torch.Generator().manual_seed(seed)).numpy()
+    with torch.no_grad():
+        paths = {
+            "teacher (exact 8 Gaussians)": rf_path(toy.teacher.denoiser(), noise, toy.sigma_max, 48)[1],
+            "reflowed student": rf_path(float64_denoiser(toy.reflow), noise, toy.sigma_max, 48)[1],
+        }
+        x = (noise * toy.sigma_max).float()
+        jump = toy.consistency(x, torch.full((n,), toy.sigma_max))
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 4.2))
+    start = paths["teacher (exact 8 Gaussians)"][0].numpy()
+    for ax, (name, p) in zip(axes, paths.items()):
+        ax.scatter(data[:, 0], data[:, 1], s=0.5, c="0.8")
+        for k in range(n):
+            ax.plot(p[:, k, 0].numpy(), p[:, k, 1].numpy(), lw=1.4 if k == 0 else 0.7, color="tab:blue" if k else "k")
+        ax.plot(p[0, :, 0].numpy(), p[0, :, 1].numpy(), ".", ms=3, color="0.4")  # the noises
+        ax.plot(p[-1, :, 0].numpy(), p[-1, :, 1].numpy(), "o", ms=2.5, color="k")  # the samples
+        key = "teacher" if name.startswith("teacher") else "reflow"
+        S = ""
+        if numbers and key in numbers:
+            S = f"\nS = {numbers[key]['S']:.3f}, length/chord = {numbers[key]['length_ratio']:.2f}"
+        ax.set_title(f"{name}{S}", fontsize=9)
+    ax = axes[2]
+    ax.scatter(data[:, 0], data[:, 1], s=0.5, c="0.8")
+    j = jump.numpy()
+    for k in range(n):
+        ax.annotate(
+            "", j[k], start[k], arrowprops={"arrowstyle": "->", "color": "k" if k == 0 else "tab:red", "lw": 0.7}
+        )
+    ax.plot(start[:, 0], start[:, 1], ".", ms=3, color="0.4")
+    ax.plot(j[:, 0], j[:, 1], "o", ms=2.5, color="k")
+    ax.set_title("consistency student: one evaluation\nx(sigma_max) -> f(x, sigma_max)", fontsize=9)
+    for ax in axes:
+        ax.set_xlim(-3.5, 3.5)
+        ax.set_ylim(-3.5, 3.5)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return _save_fig(fig, path)

@@ -13,6 +13,7 @@ HELP = "evaluate a trained run: Fréchet distance, KID, precision/recall, bits/d
 EXAMPLES = """examples:
   torchdiffusion evaluate runs/demo --metrics fd,kid,pr,nll,memorisation --n 5000
   torchdiffusion evaluate runs/demo --metrics fd,kid --features clf:mnist5k --n 1000   # fast: no EfficientNet
+  torchdiffusion evaluate runs/toy --metrics straightness --n 256     # Liu et al.'s straightness of the ODE paths
   torchdiffusion evaluate runs/fashion --n 5000 --nll-n 256 --vlb-timesteps 0   # all T terms
   TORCHDIFFUSION_INCEPTION=inception-2015-12-05.pt torchdiffusion evaluate runs/demo --features inception
 
@@ -27,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metrics",
         default="fd,kid,pr,nll,memorisation",
-        help="comma-separated: fd, kid, pr, nll, memorisation (default: all)",
+        help="comma-separated: fd, kid, pr, nll, memorisation, straightness (how straight the ODE paths are; "
+        "default: all but straightness)",
     )
     p.add_argument("--n", type=int_in(2, MAX_COUNT), default=5000, help="generated samples (default 5000)")
     p.add_argument(
@@ -164,4 +166,7 @@ def summary_lines(report: dict) -> dict:
         s["heldout_copy_fraction"] = mem.get("holdout_copy_fraction")
     if "classes" in report:
         s["confident_fraction"] = report["classes"]["confident_fraction"]
+    if "straightness" in report:
+        s["straightness_S"] = round(report["straightness"]["S"], 5)
+        s["path_length_ratio"] = round(report["straightness"]["length_ratio"], 4)
     return s

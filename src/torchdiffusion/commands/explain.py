@@ -8,9 +8,9 @@ from pathlib import Path
 from .argtypes import MAX_STEPS, check_output_file, int_in, nonneg_int, positive_float, positive_int
 from .common import add_sampling_arguments
 
-WHAT = ("forward", "schedules", "trajectory", "loss", "field", "ablation")
+WHAT = ("forward", "schedules", "trajectory", "loss", "field", "ablation", "shortcuts")
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
-HELP = "pictures of the ideas: forward | schedules | trajectory | loss | field | ablation"
+HELP = "pictures of the ideas: forward | schedules | trajectory | loss | field | ablation | shortcuts"
 EXAMPLES = """examples:
   torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999      # x0 -> noise, linear vs cosine
   torchdiffusion explain schedules --out schedules.png                    # alpha_bar, SNR, sigma curves
@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   torchdiffusion explain loss runs/demo                                   # loss by noise level over training
   torchdiffusion explain field runs/toy --sigmas 0.1 0.5 2                # 2-D denoiser field, learned vs exact
   torchdiffusion explain ablation runs/demo                               # DDPM without re-added noise, one shot
+  torchdiffusion explain shortcuts --images 300000    # curved teacher vs reflowed vs consistency jump (8 Gaussians)
 Output goes to --out (default RUN/explain/<what>.png, or explain-<what>.png without a run)."""
 
 
@@ -42,7 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--T", type=int_in(2, MAX_STEPS), default=1000, help="number of timesteps (default 1000)")
     g.add_argument("--data", default="mnist5k", help="data source for the forward strip without a run")
-    g.add_argument("--images", type=positive_int(1024), default=4, help="images in the forward strip (default 4)")
+    g.add_argument(
+        "--images",
+        type=positive_int(10**9),
+        default=None,
+        help="forward: images in the strip (default 4, at most 1024); shortcuts: training images of each toy "
+        "student (default 300000)",
+    )
     g = p.add_argument_group("field (2-D runs)")
     g.add_argument(
         "--sigmas", type=positive_float, nargs="+", default=[0.05, 0.3, 1.0, 3.0], help="noise levels to draw"
@@ -73,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.what in ("schedules", "forward"):
         files = _schedules(args) if args.what == "schedules" else _forward(args)
+    elif args.what == "shortcuts":
+        files = _shortcuts(args)
     elif not args.run:
         raise ConfigError(f"'explain {args.what}' needs a run folder, e.g. 'explain {args.what} runs/demo'")
     elif args.what == "loss":
@@ -118,9 +127,39 @@ def _forward(args: argparse.Namespace) -> list:
         raise ex.ExplainError("the forward strip needs image data")
     with _figure_bar(args) as bar:
         schedules = args.schedules or ("linear", "cosine")
-        ex.forward_strip(data.x[: args.images], args.t, schedules=schedules, T=args.T, seed=args.seed or 0, path=out)
+        ex.forward_strip(
+            data.x[: _strip_images(args)], args.t, schedules=schedules, T=args.T, seed=args.seed or 0, path=out
+        )
         bar.update(1)
     return [out]
+
+
+def _strip_images(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
+
+    if args.images is not None and args.images > 1024:
+        raise ConfigError(f"--images of the forward strip must be at most 1024, got {args.images}")
+    return args.images or 4
+
+
+def _shortcuts(args: argparse.Namespace) -> list:
+    """Train the toy students (reflow, consistency distillation) of the exact 8-Gaussians teacher; one figure."""
+    import json
+
+    from .. import explain as ex
+    from ..io import atomic_write
+    from ..shortcuts.toy import toy_numbers, train_toy_shortcuts
+
+    out = _out(args, None)
+    numbers_path = out.with_suffix(".json")
+    toy = train_toy_shortcuts(args.images or 300_000, seed=args.seed or 0, progress=True)
+    with _figure_bar(args) as bar:
+        numbers = toy_numbers(toy, seed=args.seed or 0)
+        ex.plot_shortcuts(toy, out, seed=args.seed or 0, numbers=numbers)
+        bar.update(1)
+    record = {"images_per_student": args.images or 300_000, "seed": args.seed or 0, "straightness": numbers}
+    atomic_write(numbers_path, json.dumps(record, indent=2) + "\n")
+    return [out, numbers_path]
 
 
 def _loss(args: argparse.Namespace) -> list:

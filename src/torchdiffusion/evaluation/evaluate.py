@@ -33,7 +33,7 @@ from .classifier import available_classifiers, class_report, classifier_card
 from .likelihood import DEFAULT_BIN_WIDTH, ode_bits_per_dim, vp_bound_bits_per_dim
 from .memorisation import memorisation_report, save_closest_pairs
 
-METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes")
+METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes", "straightness")
 
 
 class EvaluateError(ValueError):
@@ -227,11 +227,31 @@ def evaluate(
         real = heldout if heldout is not None else train.x
         report["nll"] = _nll(run, real, nll_n, ode_steps, vlb_timesteps, seed)
         report["nll"]["images"] = "held-out real images" if heldout is not None else "training images (no hold-out)"
+    if "straightness" in metrics:
+        log(f"straightness of the probability-flow paths ({min(n, 256)} noises, {ode_steps} Heun steps)...")
+        report["straightness"] = _straightness(run, min(n, 256), seed, ode_steps, progress)
     if "memorisation" in metrics:
         log("memorisation...")
         report["memorisation"] = _memorisation(run, samples, train, heldout, out)
     write_report(report, samples if run.kind == "image" and samples is not None else None, out)
     return report
+
+
+def _straightness(run, n: int, seed: int, steps: int, progress: bool = False) -> dict:
+    """Liu et al.'s straightness S and the path/chord length ratio of the run's ODE (shortcuts/straightness.py),
+    from the noises of seeds seed..seed+n-1 (class k = index mod K, at the run's guidance scale)."""
+    from ..guidance import guided_denoiser
+    from ..progress import step_bar
+    from ..shortcuts.straightness import straightness
+    from ..types import NoiseSource
+
+    K = run.config.model.num_classes
+    cond = {"class": torch.arange(n) % K} if K > 0 else None
+    D = guided_denoiser(run.model, cond, scale=run.config.sample.guidance)
+    noise = NoiseSource(range(seed, seed + n), run.data_shape).initial()
+    with torch.no_grad(), step_bar(steps, "straightness (Heun steps)", show=progress) as bar:
+        st = straightness(D, noise, run.model.sigma_max, steps, callback=bar.step)
+    return {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps}
 
 
 def _real_sets(cfg, cap: int):
@@ -265,7 +285,10 @@ def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, log, 
     total = -(-n // batch_size) * sample.steps
     with step_bar(total, f"sampling {n} images ({sample.sampler})", show=progress) as bar:
         cond = None if labels is None else {"class": labels}
-        x = generate(run.model, list(range(seed, seed + n)), sample, run.data_shape, cond=cond, callback=bar.step)
+        seeds = list(range(seed, seed + n))
+        x = generate(
+            run.model, seeds, sample, run.data_shape, cond=cond, callback=bar.step, grid_dir=run.path / "grids"
+        )
     record = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, "guidance": sample.guidance}
     return x, labels, {**record, "seed": seed, "seconds": round(time.time() - t0, 1)}
 

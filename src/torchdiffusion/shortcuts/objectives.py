@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, ObjectiveConfig, RunConfig
 from ..losses import precond_loss
 from ..precond import Precond
 from ..process import add_noise
@@ -79,11 +79,13 @@ class Progressive(Objective):
 
 
 class Consistency(Objective):
-    """Consistency distillation (a teacher's Heun step) or consistency training (data alone), iCT's recipe."""
+    """Consistency distillation (a teacher's Heun step) or consistency training (data alone), iCT's recipe.
 
-    def __init__(self, cfg: RunConfig, model: Precond, total_steps: int, teacher: Teacher | None):
-        self.o, self.teacher, self.total_steps = cfg.objective, teacher, total_steps
-        self.sigma_min, self.sigma_max = model.sigma_min, model.sigma_max
+    ``teacher``: anything with ``denoiser(cond) -> D`` (a :class:`Teacher`, or an exact one); None for training."""
+
+    def __init__(self, o: ObjectiveConfig, sigma_min: float, sigma_max: float, total_steps: int, teacher=None):
+        self.o, self.teacher, self.total_steps = o, teacher, total_steps
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
     def levels(self, step: int) -> Tensor:
         o = self.o
@@ -130,7 +132,8 @@ def build(cfg: RunConfig, model: Precond, total_steps: int, device: torch.device
     if o.name == "progressive":
         return Progressive(teacher, o.teacher_steps)
     if o.name in ("consistency_distillation", "consistency_training"):
-        return Consistency(cfg, model, total_steps, teacher if o.name == "consistency_distillation" else None)
+        distil = o.name == "consistency_distillation"
+        return Consistency(o, model.sigma_min, model.sigma_max, total_steps, teacher if distil else None)
     if o.name == "reflow":
         return Reflow(cfg, model.process.sigmas if model.process is not None else None, out)
     raise ConfigError(f"unknown objective {o.name!r}")

@@ -32,9 +32,11 @@ class Straightness:
 
 
 @torch.no_grad()
-def rf_path(denoise: Denoiser, noise: Tensor, sigma_max: float, steps: int = 64) -> tuple[Tensor, Tensor, Tensor]:
+def rf_path(
+    denoise: Denoiser, noise: Tensor, sigma_max: float, steps: int = 64, callback=None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Heun's method on dx_t/dt = v in RF units on a uniform t grid: ts (steps + 1,), the path x_t
-    (steps + 1, B, ...) and v at every node but the last (steps, B, ...)."""
+    (steps + 1, B, ...) and v at every node but the last (steps, B, ...). ``callback(i)`` after each step."""
     ts = torch.linspace(float(rf_sigma_to_t(torch.tensor(sigma_max))), 0.0, steps + 1, dtype=torch.float64)
 
     def v_at(x_t: Tensor, t: float) -> Tensor:
@@ -54,12 +56,14 @@ def rf_path(denoise: Denoiser, noise: Tensor, sigma_max: float, steps: int = 64)
         x_t = x_next
         xs.append(x_t)
         vs.append(v)
+        if callback is not None:
+            callback(i)
     return ts, torch.stack(xs), torch.stack(vs)
 
 
-def straightness(denoise: Denoiser, noise: Tensor, sigma_max: float, steps: int = 64) -> Straightness:
+def straightness(denoise: Denoiser, noise: Tensor, sigma_max: float, steps: int = 64, callback=None) -> Straightness:
     """S and the length ratio of the paths that start from ``noise`` (B, ...) (see the module docstring)."""
-    ts, xs, vs = rf_path(denoise, noise, sigma_max, steps)
+    ts, xs, vs = rf_path(denoise, noise, sigma_max, steps, callback)
     chord = (xs[0] - xs[-1]) / float(ts[0])  # the constant velocity of the straight path from x_t0 to x_0
     dev = (chord[None] - vs).flatten(2).pow(2).mean(2)  # (steps, B)
     dt = (ts[:-1] - ts[1:]).to(dev.dtype)[:, None]
