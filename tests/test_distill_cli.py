@@ -129,3 +129,19 @@ def test_consistency_training_from_data_trains(tmp_path):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in lines if "loss" in r)
     assert load_run(out).config.sample.steps == 1
+
+
+def test_class_conditional_student_learns_the_guided_teacher_at_a_fixed_scale(tmp_path):
+    """CFG is baked in: the student records the teacher's scale, trains without conditioning dropout and samples
+    at guidance 1 with its class labels (the CFG wrapper still applies to it)."""
+    teacher = write_run(tmp_path / "class", "digits-test", ["model.num_classes=10", "sample.guidance=3.0"])
+    out = tmp_path / "reflow"
+    args = ["--steps", "2", "--pairs", "16", "--out", str(out), *TINY]
+    assert main(["distill", str(teacher), "--method", "reflow", *args]) == 0
+    student = load_run(out)
+    cfg = student.config
+    assert (cfg.objective.guidance, cfg.sample.guidance, cfg.train.cond_drop_prob) == (3.0, 1.0, 0.0)
+    x = generate(
+        student.model, range(4), cfg.sample, student.data_shape, cond={"class": torch.arange(4)}, grid_dir=out / "grids"
+    )
+    assert x.shape == (4, 1, 8, 8) and bool(torch.isfinite(x).all())
