@@ -145,3 +145,13 @@ def test_class_conditional_student_learns_the_guided_teacher_at_a_fixed_scale(tm
         student.model, range(4), cfg.sample, student.data_shape, cond={"class": torch.arange(4)}, grid_dir=out / "grids"
     )
     assert x.shape == (4, 1, 8, 8) and bool(torch.isfinite(x).all())
+
+
+def test_evaluate_refuses_more_steps_than_a_student_was_distilled_for(teacher, tmp_path):
+    out = tmp_path / "reflow"
+    assert (
+        main(["distill", str(teacher), "--method", "reflow", "--steps", "1", "--pairs", "16", "--out", str(out), *TINY])
+        == 0
+    )
+    rc, _, err = td("evaluate", out, "--metrics", "fd", "--features", "raw", "--n", "4", "--steps", "3")
+    _one_line_error(rc, err, "distilled for at most 1")

@@ -272,12 +272,14 @@ def _real_sets(cfg, cap: int):
 
 def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, log, progress: bool):
     """(samples, class labels or None, the sampling record) - class k = image index mod K for class models."""
+    from ..config import validate
     from ..generate import generate
     from ..progress import step_bar
 
     over = {"steps": steps} if steps else {}
     over.update({"sampler": sampler} if sampler else {})
     sample = replace(run.config.sample, n=n, batch_size=batch_size, **over)
+    validate(replace(run.config, sample=sample))  # e.g. a student asked for more steps than it was distilled for
     K = run.config.model.num_classes
     labels = torch.arange(n) % K if K > 0 else None
     t0 = time.time()
