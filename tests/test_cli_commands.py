@@ -132,6 +132,8 @@ def world(tmp_path_factory):
     trained = {
         "demo": ["--preset", "digits-test", *[a for s in mnist for a in ("--set", s)]],
         "toy": ["--preset", "toy-2d", "--set", "data.toy_size=256", "--set", "sample.steps=3"],
+        "wine": ["--preset", "table-wine", "--set", "sample.steps=3", "--set", "sample.n=8"],
+        "text": ["--preset", "text-chars", "--set", "sample.steps=3", "--set", "sample.n=2"],
     }
     for name, args in trained.items():
         base = ["--set", "train.images=64", "--set", "train.batch_size=32", "--no-progress"]
@@ -165,6 +167,21 @@ def world(tmp_path_factory):
     # what 'train-classifier runs/sprites --evaluation' writes, for the example after it when run alone
     sprites_clf = SmallClassifier(ClassifierConfig(in_channels=1, num_classes=10, width=8, feature_dim=16))
     save_classifier(sprites_clf, runs / "sprites" / "classifier" / "eval-classifier.safetensors")
+    from torchdiffusion.data.table import sklearn_table
+
+    wine = sklearn_table("wine")  # two rows of the wine table with a hole each, for the impute example
+    (root / "holes.csv").write_text(
+        ",".join(wine.columns)
+        + "\n"
+        + "\n".join(
+            ",".join(
+                "" if j == i + 1 else str(wine.numeric[c][i]) if c in wine.numeric else wine.categorical[c][i]
+                for j, c in enumerate(wine.columns)
+            )
+            for i in range(2)
+        )
+        + "\n"
+    )
     for f in ("a.png", "b.png", "sketch.png", "hole.png"):
         _png(root / f)
     (root / "pics").mkdir()

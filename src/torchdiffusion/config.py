@@ -22,7 +22,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "mnist5k"  # mnist5k | digits | fashion_mnist | emoji | folder | array | toy
+    source: str = "mnist5k"  # mnist5k | digits | fashion_mnist | emoji | folder | array | toy | csv | sklearn:<set>
+    # | text | fasta | sklearn_text (tables: data/table.py; sequences: data/sequence.py)
     path: str | None = None  # image folder or .npy/.npz file (folder / array sources)
     labels_path: str | None = None  # optional labels .npy for the array source (the course preset's sprite format)
     image_size: tuple[int, int] | None = None  # (H, W) to resize/crop to; None keeps the native size
@@ -33,11 +34,14 @@ class DataConfig:
     emoji_size: int = 16  # 16 or 32 (emoji source)
     holdout: int = 0  # images kept out of training (last ones after a seeded shuffle), for evaluation
     limit: int | None = None  # use only the first N training examples (tests, quick runs)
+    categorical: tuple[str, ...] = ()  # table: columns read as categories besides the non-numeric ones
+    target: str | None = None  # table: the categorical column train-on-synthetic models predict (sklearn: target)
+    seq_len: int = 64  # sequence: symbols per example (non-overlapping windows of the source)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    net: str = "unet"  # unet | mlp
+    net: str = "unet"  # unet (images, signals) | mlp (vectors) | table (tables) | transformer (sequences)
     channels: int = 32  # base width of the U-Net
     channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution level; len = number of levels
     num_res_blocks: int = 1  # residual blocks per level (encoder side)
@@ -46,17 +50,21 @@ class ModelConfig:
     dropout: float = 0.0  # dropout inside residual blocks
     embedding: str = "sinusoidal"  # sinusoidal | fourier noise embedding
     groups: int = 8  # GroupNorm groups (capped by the channel count)
-    mlp_width: int = 256  # hidden width of the MLP denoiser (vector data)
-    mlp_depth: int = 4  # hidden layers of the MLP denoiser
+    mlp_width: int = 256  # hidden width of the MLP denoiser (vectors, tables) and of the transformer (sequences)
+    mlp_depth: int = 4  # hidden layers of the MLP denoiser; layers of the transformer
     num_classes: int = 0  # > 0: class-conditional (label embedding)
     context_dim: int = 0  # > 0: context-vector conditioning (one-/multi-hot, fractional, continuous); -1: from the data
     text_dim: int = 0  # > 0: text conditioning by cross-attention over token features of this width
+    categories: tuple[int, ...] = ()  # table: classes of each categorical column (set from the data at training)
+    vocab: int = 0  # sequence: number of symbols (set from the data at training)
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
     parameterization: str = "eps"  # eps | x0 | v | edm (what the network predicts; see precond.py)
-    process: str = "discrete"  # discrete (DDPM table of T steps) | continuous (EDM sigma range)
+    process: str = "discrete"  # discrete (DDPM table of T steps) | continuous (EDM sigma range) | categorical
+    # (sequences: no Gaussian part; diffusion.discrete corrupts the symbols, categorical.py)
+    discrete: str = "masked"  # masked (absorbing state; MDLM/MD4) | uniform (D3PM): sequences; tables use masked
     schedule: str = "linear"  # linear | cosine | sigmoid variance schedule (discrete process)
     T: int = 1000  # number of timesteps (discrete process)
     beta_start: float = 1e-4  # linear schedule endpoints (Ho et al.)
@@ -65,7 +73,7 @@ class DiffusionConfig:
     sigma_max: float = 80.0
     sigma_data: float = 0.5  # EDM's data standard deviation (data in [-1, 1])
     noise_conditioning: str = "timestep"  # timestep | log_sigma: what the network is told about the noise
-    sigma_sampling: str = "discrete"  # discrete (t ~ U{0..T-1}) | lognormal (EDM)
+    sigma_sampling: str = "discrete"  # discrete (t ~ U{0..T-1}) | lognormal (EDM) | uniform (t ~ U(0, 1): categorical)
     P_mean: float = -1.2  # EDM's log-normal training distribution (Table 1)
     P_std: float = 1.2
     weighting: str = "uniform"  # uniform (the parameterization's own MSE) | min_snr | edm | x0
@@ -174,6 +182,18 @@ class RunConfig:
 # epsilon prediction on the cosine schedule (Nichol & Dhariwal) with min-SNR-5 weighting (Hang et al. 2023):
 # the recipe of every CPU-minutes image preset below
 _EPS_COSINE = DiffusionConfig(parameterization="eps", schedule="cosine", T=1000, weighting="min_snr")
+
+# EDM on a table's unit-Gaussian numeric columns (tabular.py)
+_TABLE_EDM = DiffusionConfig(
+    parameterization="edm",
+    process="continuous",
+    noise_conditioning="log_sigma",
+    sigma_sampling="lognormal",
+    weighting="edm",
+    sigma_data=1.0,
+    P_mean=-0.5,
+    P_std=1.5,
+)
 
 PRESETS: dict[str, RunConfig] = {
     # The demo: MNIST-5k on a 2-core CPU in minutes.
@@ -332,6 +352,49 @@ PRESETS: dict[str, RunConfig] = {
         diffusion=_EPS_COSINE,
         train=TrainConfig(images=180_000, batch_size=64, lr=2e-3, warmup_images=5_000, ema_halflife_images=20_000),
         sample=SampleConfig(sampler="unipc", grid="uniform_t", steps=20, n=64),
+    ),
+    # Tables (docs/tables.md): TabDDPM-style mixed diffusion, EDM on the quantile-normalised numeric columns
+    # (sigma_data = 1) with log-normal training sigmas shifted up (P_mean -0.5, P_std 1.5) so the categorical
+    # cells, masked with probability sigma^2/(1 + sigma^2), are seen at every masking rate. 30 % of rows held out.
+    **{
+        f"table-{name.replace('_', '-')}": RunConfig(
+            preset=f"table-{name.replace('_', '-')}",
+            data=DataConfig(source=f"sklearn:{name}", holdout=holdout),
+            model=ModelConfig(net="table", mlp_width=256, mlp_depth=4),
+            diffusion=_TABLE_EDM,
+            train=TrainConfig(
+                images=100_000,
+                batch_size=256,
+                lr=1e-3,
+                warmup_images=10_000,
+                ema_halflife_images=10_000,
+                cond_drop_prob=0.0,
+                log_every_images=10_000,
+                checkpoint_every_images=50_000,
+            ),
+            sample=SampleConfig(sampler="euler", steps=64, n=1000, clip_denoised=False),
+        )
+        for name, holdout in (("wine", 54), ("breast_cancer", 171), ("iris", 45))
+    },
+    # Characters of scikit-learn's data-set descriptions (docs/sequences.md): masked diffusion (MDLM/MD4) with a
+    # 2-layer transformer over windows of 32 characters; 128 of the 1,345 windows held out for the bound.
+    # sample.steps is the number of unmasking steps (sample.sampler does not apply to symbols).
+    "text-chars": RunConfig(
+        preset="text-chars",
+        data=DataConfig(source="sklearn_text", seq_len=32, holdout=128),
+        model=ModelConfig(net="transformer", mlp_width=128, mlp_depth=2, head_channels=32),
+        diffusion=DiffusionConfig(process="categorical", discrete="masked", sigma_sampling="uniform"),
+        train=TrainConfig(
+            images=64_000,
+            batch_size=32,
+            lr=1e-3,
+            warmup_images=2_000,
+            ema_halflife_images=8_000,
+            cond_drop_prob=0.0,
+            log_every_images=4_000,
+            checkpoint_every_images=16_000,
+        ),
+        sample=SampleConfig(sampler="euler", steps=32, n=16, clip_denoised=False),
     ),
 }
 
@@ -495,6 +558,9 @@ def _set(cfg: Any, path: list[str], value: str, full: str) -> Any:
     return replace(cfg, **{name: _set(sub, path[1:], value, full)})
 
 
+NET_NAMES = ("unet", "mlp", "table", "transformer")  # nets.NETS and model.build_model
+PROCESSES = ("discrete", "continuous", "categorical")
+
 # Upper bounds of sizes: far above any sensible run, far below an allocation that would fail or take forever
 MAX_IMAGES = 10**12  # images seen in training (and every *_images cadence)
 MAX_BATCH = 65_536  # images per optimizer step or per network call
@@ -530,12 +596,15 @@ def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
         _between(d.toy_size, 1, MAX_SAMPLES, "data.toy_size"),
         _between(d.holdout, 0, MAX_SAMPLES, "data.holdout"),
         (d.limit is None or d.limit >= 1, f"data.limit must be >= 1, got {d.limit!r}"),
+        _between(d.seq_len, 2, 1_000_000, "data.seq_len"),
     ]
 
 
 def _model_checks(m: ModelConfig) -> list[tuple[bool, str]]:
     return [
-        (m.net in ("unet", "mlp"), "model.net must be unet or mlp"),
+        (m.net in NET_NAMES, f"model.net must be one of {', '.join(NET_NAMES)}"),
+        (all(k >= 1 for k in m.categories), "model.categories must be class counts >= 1"),
+        _between(m.vocab, 0, 1_000_000, "model.vocab"),
         (
             1 <= len(m.channel_mult) <= 8 and all(1 <= c <= 64 for c in m.channel_mult),
             f"model.channel_mult needs 1 to 8 levels of multipliers in [1, 64], got {m.channel_mult!r}",
@@ -565,7 +634,12 @@ def _diffusion_checks(d: DiffusionConfig) -> list[tuple[bool, str]]:
 
     return [
         (d.parameterization in PARAMETERIZATIONS, f"diffusion.parameterization must be one of {PARAMETERIZATIONS}"),
-        (d.process in ("discrete", "continuous"), "diffusion.process must be discrete or continuous"),
+        (d.process in PROCESSES, f"diffusion.process must be one of {', '.join(PROCESSES)}"),
+        (d.discrete in ("masked", "uniform"), "diffusion.discrete must be masked or uniform"),
+        (
+            (d.process == "categorical") == (d.sigma_sampling == "uniform"),
+            "diffusion.process=categorical goes with diffusion.sigma_sampling=uniform (and only it)",
+        ),
         (d.schedule in BETA_SCHEDULES, f"diffusion.schedule must be one of {tuple(BETA_SCHEDULES)}"),
         _between(d.T, 2, MAX_T, "diffusion.T"),
         # Ho et al.'s linear schedule: 0 < beta_1 <= beta_T < 1 (each beta_t is a variance fraction)

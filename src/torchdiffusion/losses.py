@@ -19,11 +19,15 @@ The noise levels come from a training distribution:
 * ``discrete`` - t ~ U{0, .., T-1}, sigma = sigma_t from the model's DiscreteVP table (Ho et al. Alg. 1);
 * ``lognormal`` - ln sigma ~ N(P_mean, P_std^2) (EDM Table 1: -1.2, 1.2). Since sigma = t/(1 - t), this is
   also rectified flow's logit-normal t (Esser et al. 2024, Eq. 19): logit t = ln sigma;
-* ``rf_uniform`` - rectified flow's t ~ U(t(sigma_min), t(sigma_max)), sigma = t/(1 - t) (Liu et al. 2022).
+* ``rf_uniform`` - rectified flow's t ~ U(t(sigma_min), t(sigma_max)), sigma = t/(1 - t) (Liu et al. 2022);
+* ``uniform`` - the time t ~ U(0, 1) of a categorical process, passed in the place of sigma (categorical.py).
 
 The flow-matching loss of rectified flow (Liu et al. 2022, Eq. 1; Lipman et al. 2022, Eq. 23),
 E ||(n - x0) - v_hat(x_t, t)||^2, is the ``uniform`` weighting of the ``flow`` parameterization
 (w = 1/c_out^2 = 1/t^2, see precond.py): ``train --objective rectified_flow`` chooses exactly that.
+
+A model with its own objective (tables, sequences) has a ``training_loss(x0, sigma, noise, cond)`` method;
+:func:`model_loss` calls it, and :func:`precond_loss` otherwise.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from .process import add_noise, rf_t_to_sigma
 from .types import Cond
 
 WEIGHTINGS = ("uniform", "min_snr", "edm", "x0")
-SIGMA_SAMPLINGS = ("discrete", "lognormal", "rf_uniform")
+SIGMA_SAMPLINGS = ("discrete", "lognormal", "rf_uniform", "uniform")
 
 
 def loss_weight(
@@ -81,6 +85,8 @@ def sample_sigmas(
         lo, hi = sigma_min / (1 + sigma_min), sigma_max / (1 + sigma_max)  # process.rf_sigma_to_t, as floats
         t = lo + (hi - lo) * torch.rand(batch, generator=generator, dtype=torch.float64)
         return rf_t_to_sigma(t).to(device=device, dtype=torch.float32)
+    if kind == "uniform":
+        return torch.rand(batch, generator=generator).to(device=device, dtype=torch.float32)
     raise ValueError(f"unknown sigma sampling {kind!r}; choose from {', '.join(SIGMA_SAMPLINGS)}")
 
 
@@ -112,3 +118,11 @@ def precond_loss(
     """:func:`denoising_loss` with the weight chosen by name for a :class:`Precond` model."""
     w = loss_weight(weighting, sigma, parameterization=model.parameterization, sigma_data=model.sigma_data, gamma=gamma)
     return denoising_loss(model, x0, sigma, noise, w, cond)
+
+
+def model_loss(model, x0: Tensor, sigma: Tensor, noise: Tensor, *, weighting: str, gamma: float, cond: Cond = None):
+    """Per-sample loss (B,): the model's own ``training_loss`` when it has one, else :func:`precond_loss`."""
+    own = getattr(model, "training_loss", None)
+    if own is not None:
+        return own(x0, sigma, noise, cond)
+    return precond_loss(model, x0, sigma, noise, weighting=weighting, gamma=gamma, cond=cond)

@@ -18,9 +18,21 @@ def build_process(d: DiffusionConfig) -> DiscreteVP | None:
 
 
 def build_model(cfg: RunConfig, data_shape: tuple[int, ...]) -> Precond:
-    """The network named by ``cfg.model`` for examples of ``data_shape``, wrapped as D(x, sigma, cond)."""
+    """The network named by ``cfg.model`` for examples of ``data_shape``, wrapped as D(x, sigma, cond).
+
+    Tables (``model.net=table``) and sequences (``transformer``) get their own model classes, which carry their
+    process and ``training_loss``; they follow Precond's attributes (process, sigma_min, sigma_max)."""
     from .nets import build_net
 
+    if cfg.model.net == "table":  # its own process and loss (tabular.py)
+        from .tabular import TableDiffusion
+
+        D = int(data_shape[0])
+        return TableDiffusion(cfg, D - len(cfg.model.categories), cfg.model.categories)
+    if cfg.model.net == "transformer":  # discrete diffusion on symbols (sequences.py)
+        from .sequences import SequenceDiffusion
+
+        return SequenceDiffusion(cfg, int(data_shape[0]), cfg.model.vocab)
     return wrap_net(cfg, build_net(cfg.model, tuple(data_shape)))
 
 

@@ -233,13 +233,94 @@ def signal_frames(xs: Sequence[Tensor], x0s: Sequence[Tensor], titles: Sequence[
     return frames
 
 
-def save_samples(x: Tensor, kind: str, path: str | Path, reference: Tensor | None = None, title: str = "") -> Path:
+def save_samples(
+    x: Tensor, kind: str, path: str | Path, reference: Tensor | None = None, title: str = "", schema=None
+) -> Path:
     """The picture of samples ``x`` by data kind: a grid of images, line plots of signals, a scatter of the
-    first two coordinates of vectors (``reference``: training data drawn behind, for signals and vectors)."""
+    first two coordinates of vectors (``reference``: training data drawn behind, for signals and vectors), the
+    column marginals of a table against ``reference`` rows, the text of sequences (``schema``: the table's
+    TableSchema or the sequences' Vocabulary)."""
     if kind == "image":
         return save_grid(x, path)
     if kind == "signal":
         return save_signals(x, path, reference=reference, title=title)
     if kind == "vector":
         return save_scatter(x[:, :2], path, reference=None if reference is None else reference[:, :2], title=title)
+    if kind == "table":
+        return save_table_marginals(x, reference, schema, path, title=title)
+    if kind == "sequence":
+        return save_text([schema.decode(row) for row in x.round().long()], path, title=title)
     raise ValueError(f"no picture for data kind {kind!r}")
+
+
+def save_table_marginals(x: Tensor, reference: Tensor | None, schema, path: str | Path, title: str = "") -> Path:
+    """One panel per column (at most 16): histograms of the encoded numeric values (quantile-normal units) and
+    category shares, samples over the ``reference`` rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [*schema.numeric, *schema.categorical][:16]
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows), squeeze=False)
+    for k, name in enumerate(names):
+        ax = axes[k // cols][k % cols]
+        _marginal_panel(ax, x[:, k], None if reference is None else reference[:, k], k, schema)
+        ax.set_title(name[:28], fontsize=7)
+        ax.tick_params(labelsize=6)
+    for k in range(len(names), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def _marginal_panel(ax, v: Tensor, ref: Tensor | None, k: int, schema, mask_label: str | None = None) -> None:
+    """One column's marginal: a histogram (numeric) or bars (categorical; a mask share if ``mask_label``)."""
+    if k < schema.num_numeric:
+        bins = np.linspace(-4, 4, 33)
+        if ref is not None:
+            ax.hist(ref.numpy(), bins=bins, density=True, color="0.75", label="real")
+        ax.hist(v.numpy(), bins=bins, density=True, histtype="step", color="C0", label="samples")
+        return
+    cats = list(schema.categories[k - schema.num_numeric])
+    K = len(cats) + (1 if mask_label else 0)
+    codes = v.round().long().clamp(0, K - 1).numpy()
+    share = np.bincount(codes, minlength=K) / max(1, len(codes))
+    pos = np.arange(K)
+    if ref is not None:
+        ref_share = np.bincount(ref.round().long().clamp(0, K - 1).numpy(), minlength=K) / max(1, len(ref))
+        ax.bar(pos - 0.2, ref_share, 0.4, color="0.75", label="real")
+    ax.bar(pos + (0.2 if ref is not None else 0), share, 0.4, color="C0", label="samples")
+    ax.set_xticks(pos, [c[:8] for c in cats] + ([mask_label] if mask_label else []), fontsize=5, rotation=30)
+
+
+def save_text(lines: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Text lines drawn in a monospaced font (line breaks shown as ⏎), one row each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [ln.replace("\n", "⏎") for ln in lines[:32]]
+    width = max((len(ln) for ln in shown), default=10)
+    fig = plt.figure(figsize=(max(4.0, 0.11 * width), 0.25 * len(shown) + (0.5 if title else 0.2)))
+    for i, ln in enumerate(shown):
+        fig.text(0.01, 1 - (i + 1.2) / (len(shown) + (2 if title else 1)), ln, family="monospace", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write(path, buf.getvalue())

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..evaluation.evaluate import evaluate
 
+    if run_kind(args.run) in ("table", "sequence"):
+        return evaluate_discrete(args)
     metrics, feats, vlb_timesteps = check_request(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -91,6 +93,45 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
     )
     print(json.dumps(summary_lines(report), indent=2))
+    return 0
+
+
+def run_kind(run: str) -> str | None:
+    """The data kind run.json records, or None (evaluate() then names what is wrong with the folder)."""
+    from pathlib import Path
+
+    try:
+        return json.loads((Path(run) / "run.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def evaluate_discrete(args: argparse.Namespace) -> int:
+    """Tables and sequences: their metrics and baseline (kinds.metrics) -> OUT/report.json + the samples."""
+    from pathlib import Path
+
+    import torch
+
+    from ..generate import load_run
+    from ..kinds import metrics, save, schema_of
+    from ..viz import save_json
+    from .argtypes import check_output_dir
+
+    if args.metrics != "fd,kid,pr,nll,memorisation" or args.features:
+        raise ValueError("--metrics/--features choose image metrics; table and sequence runs report all of theirs")
+    out = check_output_dir(args.out or Path(args.run) / "eval")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    run_ = load_run(args.run)
+    steps = args.steps or run_.config.sample.steps
+    report = metrics(run_, args.n, args.seed, steps)
+    samples = report.pop("samples")
+    suffix = ".csv" if run_.kind == "table" else ".txt"
+    out.mkdir(parents=True, exist_ok=True)
+    save(samples, run_.kind, schema_of(run_.info, run_.kind), out / f"samples{suffix}", title=f"{args.n} samples")
+    report = {"run": str(run_.path), "kind": run_.kind, "n": args.n, "steps": steps, "seed": args.seed, **report}
+    print(save_json(report, out / "report.json"), file=sys.stderr)
+    print(json.dumps(report, indent=2))
     return 0
 
 

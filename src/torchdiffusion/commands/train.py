@@ -101,11 +101,13 @@ def run(args: argparse.Namespace) -> int:
 
 def load_and_check(cfg):
     """Load the data and build the network once before anything is written, so bad input fails cleanly."""
-    from ..data import fit_conditioning, load_data
+    from ..data import fit_conditioning, fit_kind, load_data
     from ..model import build_model
 
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
-    build_model(fit_conditioning(cfg, data), data.shape)  # ConfigError for e.g. a size not divisible by 2^levels
+    build_model(
+        fit_kind(fit_conditioning(cfg, data), data), data.shape
+    )  # ConfigError for e.g. a size not divisible by 2^levels
     if cfg.model.text_dim > 0 and getattr(data, "text", None) is None:
         data = caption_features_for(cfg, data)
     return data

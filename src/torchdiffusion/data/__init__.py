@@ -28,6 +28,7 @@ from ..config import ConfigError, DataConfig, RunConfig
 from ..io import cache_dir
 from .base import (
     KINDS,
+    NET_OF_KIND,
     DataError,
     TensorData,
     check_size,
@@ -39,6 +40,8 @@ from .base import (
 from .builtin import load_digits, load_fashion_mnist, load_fashion_mnist_test, load_mnist5k
 from .emoji import EMOJI_CLASSES, load_emoji
 from .files import load_array, load_folder, read_image
+from .sequence import load_fasta, load_sklearn_text, load_text
+from .table import SKLEARN_TABLES, load_csv_table, normalise_table, sklearn_loader
 from .toy import TOYS, load_toy
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "TensorData",
     "cache_dir",
     "fit_conditioning",
+    "fit_kind",
     "kind_of_shape",
     "load_data",
     "read_image",
@@ -73,6 +77,11 @@ SOURCES: dict[str, Source] = {
     "folder": Source(load_folder),
     "array": Source(load_array),
     "toy": Source(load_toy),
+    "csv": Source(load_csv_table),
+    **{f"sklearn:{name}": Source(sklearn_loader(name)) for name in SKLEARN_TABLES},
+    "text": Source(load_text),
+    "fasta": Source(load_fasta),
+    "sklearn_text": Source(load_sklearn_text),
 }
 SPLITS = ("train", "holdout", "test")
 
@@ -120,6 +129,8 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
             raise DataError(f"data.holdout={cfg.holdout} leaves no training examples out of {n}")
         train_idx, holdout_idx = split_indices(n, cfg.holdout, seed)
         idx = holdout_idx if split == "holdout" else train_idx[: cfg.limit]
+        if data.kind == "table":  # quantile knots from the training rows only, for every split
+            data = normalise_table(data, train_idx[: cfg.limit])
         data = data.select(idx)
 
     if data.kind == "image":
@@ -156,4 +167,23 @@ def fit_conditioning(cfg: RunConfig, data: TensorData) -> RunConfig:
         raise ConfigError(
             f"data.labels_path is set but the model takes no conditioning: set {fix}, or drop data.labels_path"
         )
+    return cfg
+
+
+def fit_kind(cfg: RunConfig, data: TensorData) -> RunConfig:
+    """``cfg`` with what the data kind decides: a table's category counts (``model.categories``) and a sequence's
+    vocabulary size (``model.vocab``), both from the data; the network must be the kind's (``NET_OF_KIND``).
+
+    Raises:
+        ConfigError: a table or sequence trained with another network, or a table/sequence network on other data.
+    """
+    kind, m = data.kind, cfg.model
+    wanted = NET_OF_KIND.get(kind)
+    special = ("table", "transformer")
+    if (kind in ("table", "sequence") or m.net in special) and m.net != wanted:
+        raise ConfigError(f"{kind} data is modelled by model.net={wanted}, not model.net={m.net}")
+    if kind == "table":
+        return replace(cfg, model=replace(m, categories=data.schema.num_categories))
+    if kind == "sequence":
+        return replace(cfg, model=replace(m, vocab=len(data.schema)))
     return cfg

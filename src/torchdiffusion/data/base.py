@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,11 @@ class DataError(ValueError):
     """Data that cannot be used (missing, corrupt, wrong shape); the message is one line meant for the user."""
 
 
-KINDS = {"image": 3, "signal": 2, "vector": 1}  # data kind -> dims of one example: (C, H, W), (C, L), (D,)
+# data kind -> dims of one example: (C, H, W), (C, L), (D,); a table row (D,) and a sequence (L,) are never guessed
+# from a shape (kind_of_shape finds "vector" first): their sources say so
+KINDS = {"image": 3, "signal": 2, "vector": 1, "table": 1, "sequence": 1}
+# the network of each data kind (model.net); image and signal share the U-Net
+NET_OF_KIND = {"image": "unet", "signal": "unet", "vector": "mlp", "table": "table", "sequence": "transformer"}
 
 
 def kind_of_shape(shape: tuple[int, ...]) -> str:
@@ -44,8 +49,10 @@ class TensorData:
         context: (N, K) float context vectors (one-hot / multi-hot categories), or None.
         captions: N strings, or None.
         class_names: names of the label values / context columns, or None.
-        kind: "image" ((N, C, H, W)), "signal" ((N, C, L)) or "vector" ((N, D)).
+        kind: "image" ((N, C, H, W)), "signal" ((N, C, L)), "vector" ((N, D)), "table" ((N, D) encoded rows,
+            data/table.py) or "sequence" ((N, L) symbol ids as floats, data/sequence.py).
         name: a short description of where the data came from.
+        schema: what a table's columns or a sequence's symbols are (TableSchema / Vocabulary), or None.
     """
 
     x: Tensor
@@ -55,6 +62,7 @@ class TensorData:
     class_names: list[str] | None = None
     kind: str = "image"
     name: str = ""
+    schema: Any = None
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]

@@ -39,9 +39,10 @@ class MLP(nn.Module):
         model: the model config (``mlp_width``, ``mlp_depth``, ``embedding``, ``dropout``, ``num_classes``,
             ``context_dim``).
         data_shape: ``(D,)``.
+        out_dim: the output width when it differs from D (a table's logits); default D.
     """
 
-    def __init__(self, model: ModelConfig, data_shape: tuple[int, ...]):
+    def __init__(self, model: ModelConfig, data_shape: tuple[int, ...], out_dim: int | None = None):
         super().__init__()
         if len(data_shape) != 1:
             raise ConfigError(f"the MLP denoiser needs vector data shaped (D,), got {tuple(data_shape)}")
@@ -58,7 +59,7 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(_MLPBlock(W, model.dropout) for _ in range(model.mlp_depth))
         self.emb_proj = nn.Linear(W, 2 * W * model.mlp_depth)  # every block's (scale, shift) in one GEMM
         self.out_norm = nn.LayerNorm(W)
-        self.output = zero_(nn.Linear(W, D))
+        self.output = zero_(nn.Linear(W, D if out_dim is None else out_dim))
 
     def forward(self, x_in: Tensor, c_noise: Tensor, cond: dict | None = None) -> Tensor:
         """x_in: (B, D), c_noise: (B,) -> (B, D)."""

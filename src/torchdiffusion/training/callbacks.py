@@ -199,6 +199,10 @@ def _sample_grid(
         from ..viz import save_samples
     except ImportError:
         return
+    from ..kinds import DISCRETE_KINDS
+
+    if info["kind"] in DISCRETE_KINDS:
+        return _sample_discrete(model, cfg, data, info, path, stop=stop, progress=progress)
     vector = info["kind"] == "vector"
     if vector and info["data_shape"] != [2]:
         return
@@ -225,6 +229,23 @@ def _sample_grid(
         path.parent.mkdir(parents=True, exist_ok=True)
         save_samples(x, info["kind"], path, reference=data.x[:2000] if vector else None)
     except Exception as e:  # a grid is a convenience: report it, never lose a training run over it
+        dist.print0(f"warning: could not draw {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def _sample_discrete(model, cfg: RunConfig, data: Any, info: dict, path: Path, *, stop, progress: bool) -> None:
+    """A table's marginals (samples over the training rows) or a few sequences as text, from the EMA model."""
+    from ..kinds import draw
+    from ..viz import save_samples
+
+    n = min(cfg.sample.n, 1000 if info["kind"] == "table" else 16)
+    try:
+        seeds = range(cfg.sample.seed, cfg.sample.seed + n)
+        x = draw(model, info["kind"], seeds, cfg.sample.steps, progress=progress, stop=stop)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_samples(x, info["kind"], path, reference=data.x, schema=data.schema, title=f"{n} samples")
+    except Stopped:
+        raise
+    except Exception as e:  # a picture is a convenience: report it, never lose a training run over it
         dist.print0(f"warning: could not draw {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 

@@ -45,7 +45,7 @@ from torch import Tensor
 from .. import distributed as dist
 from ..cond import cond_from_data
 from ..config import ConfigError, RunConfig, validate
-from ..data import fit_conditioning, kind_of_shape
+from ..data import fit_conditioning, fit_kind, kind_of_shape
 from ..precond import Precond
 from ..progress import Stopped
 from .callbacks import Callback, default_callbacks
@@ -161,6 +161,7 @@ def _data_info(data: Any) -> dict:
         "class_names": list(class_names) if class_names is not None else None,
         "num_classes": int(labels.max().item()) + 1 if labels is not None and len(labels) else 0,
         "context_dim": int(context.shape[-1]) if context is not None else 0,
+        "schema": data.schema.to_dict() if getattr(data, "schema", None) is not None else None,
     }
 
 
@@ -292,6 +293,7 @@ def _train(
 
         data = load_data(cfg.data, split="train", seed=t.seed)
     cfg = fit_conditioning(cfg, data)  # model.context_dim=-1 -> the data's width, before config.json is written
+    cfg = fit_kind(cfg, data)  # a table's categories, a sequence's vocabulary; the network of the data kind
     _check_data(data, cfg)
 
     # Run folder: the state to resume from, or a fresh start. Then model, EMA and optimizer (the same on every

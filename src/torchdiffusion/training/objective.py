@@ -5,7 +5,8 @@ The loop (loop.py) is the same for every objective; only these two things change
     draw_sigmas(B, generator, step) -> (B,)   the noise levels of global batch ``step`` (from (seed, step) alone)
     loss(model, micro_batch, step)  -> (b,)   each example's loss, to be averaged and backpropagated
 
-``Denoising`` is the diffusion loss every preset trains with (losses.precond_loss, Karras et al. 2022 Eq. 2).
+``Denoising`` is the diffusion loss every preset trains with (losses.precond_loss, Karras et al. 2022 Eq. 2; a
+table or sequence model's own ``training_loss`` through losses.model_loss).
 The others learn a model that needs few steps: progressive distillation, consistency distillation and
 training, and reflow (shortcuts/). :func:`build_objective` chooses one from ``cfg.objective.name``.
 """
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig
-from ..losses import precond_loss, sample_sigmas
+from ..losses import model_loss, sample_sigmas
 from ..precond import Precond
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Denoising(Objective):
 
     def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
         d, cond = self.d, mb.cond
-        return precond_loss(model, mb.x0, mb.sigma, mb.noise, weighting=d.weighting, gamma=d.min_snr_gamma, cond=cond)
+        return model_loss(model, mb.x0, mb.sigma, mb.noise, weighting=d.weighting, gamma=d.min_snr_gamma, cond=cond)
 
 
 def build_objective(cfg: RunConfig, model: Precond, total_steps: int, device: torch.device, out: Path) -> Objective:

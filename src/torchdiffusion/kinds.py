@@ -1,0 +1,156 @@
+"""Tables and sequences through the same commands: the one place that samples, fills in, saves and measures them.
+
+``sample``, ``impute``, ``evaluate`` and the training loop's end-of-run samples call these functions when a run's
+data kind is in ``DISCRETE_KINDS``; images, signals and vectors keep their own paths (generate.py).
+
+* tables: rows decode to a CSV in the file's column order (data/table.py); ``given`` cells (``COL=VALUE``)
+  make conditional generation, missing cells of a CSV make imputation - both are the same fill-in;
+* sequences: one line of text per sequence; infilling fixes the known symbols (``MASK_CHAR`` marks the others).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+DISCRETE_KINDS = ("table", "sequence")
+MASK_CHAR = "_"  # the symbol to fill in, in infilling text (a vocabulary holding "_" takes --mask-char)
+
+
+def schema_of(info: dict, kind: str) -> Any:
+    """The TableSchema or Vocabulary saved in run.json."""
+    from .data.sequence import Vocabulary
+    from .data.table import TableSchema
+
+    d = info.get("schema")
+    if not d:
+        raise ValueError("run.json holds no schema for this table/sequence run; it was damaged")
+    return TableSchema.from_dict(d) if kind == "table" else Vocabulary.from_dict(d)
+
+
+def draw(
+    model,
+    kind: str,
+    seeds: Sequence[int],
+    steps: int,
+    *,
+    known: Tensor | None = None,
+    known_mask: Tensor | None = None,
+    progress: bool = True,
+    stop=None,
+) -> Tensor:
+    """Encoded samples (N, D) or (N, L), sample k from seeds[k] alone, in batches of 256 with a step bar."""
+    from .progress import step_bar
+    from .sequences import sample_sequences
+    from .tabular import sample_table
+
+    fn = sample_table if kind == "table" else sample_sequences
+    seeds = list(seeds)
+    out = []
+    batches = [slice(i, min(i + 256, len(seeds))) for i in range(0, len(seeds), 256)]
+    with step_bar(len(batches) * steps, f"sampling {kind} ({steps} steps)", show=progress) as bar:
+
+        def cb(i, x):
+            if stop is not None:
+                stop.check()
+            bar.update(1)
+
+        for sl in batches:
+            k = None if known is None else known[sl]
+            m = None if known_mask is None else known_mask[sl]
+            out.append(fn(model, seeds[sl], steps, known=k, known_mask=m, callback=cb))
+    return torch.cat(out).float()
+
+
+def save(x: Tensor, kind: str, schema, out: Path, reference: Tensor | None = None, title: str = "") -> list[Path]:
+    """Tables: ``out`` (.csv) and a picture of the marginals beside it; sequences: ``out`` (.txt, one per line)
+    and a picture of the first lines."""
+    from .io import atomic_write
+    from .viz import save_samples
+
+    if kind == "table":
+        from .data.table import decode_rows, write_csv
+
+        data = write_csv(out, decode_rows(x, schema), schema)
+    else:
+        data = atomic_write(out, "".join(schema.decode(r).replace("\n", "\\n") + "\n" for r in x.round().long()))
+    picture = save_samples(x, kind, out.with_suffix(".png"), reference=reference, title=title, schema=schema)
+    return [data, picture]
+
+
+def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
+    """``COL=VALUE`` conditions -> (known (n, D), known_mask (n, D)) for every row (conditional generation)."""
+    from .data.table import RawTable, encode_rows
+
+    values: dict[str, str] = {}
+    for g in given:
+        if "=" not in g:
+            raise ValueError(f"--given {g!r} must look like COLUMN=VALUE")
+        col, v = g.split("=", 1)
+        if col.strip() not in schema.columns:
+            raise ValueError(
+                f"--given names {col.strip()!r}, not a column; the columns are {', '.join(schema.columns)}"
+            )
+        values[col.strip()] = v.strip()
+    table = RawTable(list(schema.columns), {}, {})
+    for c in schema.columns:
+        table.categorical[c] = [values.get(c)]
+    for c in schema.numeric:  # numeric cells are read as numbers (a non-number is refused by encode_rows)
+        text = values.get(c)
+        if text is not None:
+            try:
+                table.numeric[c] = torch.tensor([float(text)], dtype=torch.float64).numpy()
+            except ValueError:
+                raise ValueError(f"--given {c}={text!r}: column {c!r} is numeric") from None
+            del table.categorical[c]
+        else:
+            table.numeric[c] = torch.tensor([float("nan")], dtype=torch.float64).numpy()
+            del table.categorical[c]
+    known, mask = encode_rows(table, schema, "--given")
+    return known.expand(n, -1).clone(), mask.expand(n, -1).clone()
+
+
+def infill_text(vocab, texts: Sequence[str], seq_len: int, mask_char: str = MASK_CHAR) -> tuple[Tensor, Tensor]:
+    """Texts with ``mask_char`` at the symbols to fill -> (known (N, L) long, known_mask (N, L) bool).
+
+    A text shorter than L is completed at its end; a longer one, or a symbol outside the vocabulary, is refused."""
+    known = torch.zeros(len(texts), seq_len, dtype=torch.long)
+    mask = torch.zeros(len(texts), seq_len, dtype=torch.bool)
+    for i, t in enumerate(texts):
+        if len(t) > seq_len:
+            raise ValueError(f"the text to fill has {len(t)} symbols; the model's sequences have {seq_len}")
+        for j, ch in enumerate(t):
+            if ch != mask_char:
+                known[i, j] = vocab.encode(ch, "the text to fill")[0]
+                mask[i, j] = True
+    return known, mask
+
+
+def metrics(run, n: int, seed: int, steps: int, progress: bool = True) -> dict:
+    """The kind's metrics (evaluation/tables.py, evaluation/sequences.py) and its baseline beside them."""
+    from .data import load_data
+
+    cfg, kind = run.config, run.kind
+    schema = schema_of(run.info, kind)
+    train = load_data(cfg.data, "train", cfg.train.seed)
+    if cfg.data.holdout == 0:
+        raise ValueError("evaluating a table or sequence run needs held-out rows: train with data.holdout=N")
+    held = load_data(cfg.data, "holdout", cfg.train.seed)
+    x = draw(run.model, kind, range(seed, seed + n), steps, progress=progress)
+    if kind == "table":
+        from .evaluation.tables import independent_marginals, table_metrics
+
+        base = independent_marginals(train.x, n, schema, seed)
+        return {
+            "model": table_metrics(train.x, held.x, x, schema, seed),
+            "independent_marginals": table_metrics(train.x, held.x, base, schema, seed),
+            "training_rows_fed_back": table_metrics(train.x, held.x, train.x, schema, seed),
+            "samples": x,
+        }
+    from .evaluation.sequences import sequence_metrics
+
+    return {**sequence_metrics(run.model, train.x, held.x, x, len(schema), seed=seed), "samples": x}

@@ -1,0 +1,170 @@
+"""Tables: the quantile map, the mixed diffusion against an exact denoiser, imputation, the metrics, the CLI."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tinyruns import td
+from torchdiffusion.config import get_preset, override
+from torchdiffusion.data import DataError, load_data
+from torchdiffusion.data.table import (
+    decode_rows,
+    encode_rows,
+    fit_quantiles,
+    quantile_forward,
+    quantile_inverse,
+    read_csv,
+)
+from torchdiffusion.evaluation.tables import correlation_error, dcr, independent_marginals, tstr
+from torchdiffusion.tabular import TableDiffusion, sample_table
+from torchdiffusion.types import NoiseSource
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+P_CAT = torch.tensor([0.6, 0.3, 0.1])  # the categorical column's law in the oracle
+
+
+def test_quantile_map_round_trip_and_gaussian_output():
+    v = np.random.default_rng(0).exponential(size=500)
+    q = fit_quantiles(v)
+    z = quantile_forward(v, q, 500)
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.05  # a skewed column becomes ~N(0, 1)
+    assert z.max() == pytest.approx(-z.min()) and z.max() == pytest.approx(3.0902, abs=1e-4)  # Phi^-1(1 - 1/1000)
+    np.testing.assert_allclose(quantile_inverse(z, q, 500), v, rtol=1e-6, atol=1e-9)  # exact on the data's range
+    assert np.all(np.diff(quantile_forward(np.sort(v), q, 500)) >= 0)  # monotone
+
+
+class ExactTable(TableDiffusion):
+    """The exact denoiser of independent columns: N(0, 1) numeric (D = x / (1 + sigma^2)) and P_CAT categorical."""
+
+    def denoise(self, z, c, sigma, cond=None):
+        return z / (1 + sigma[:, None] ** 2), [P_CAT.log().expand(len(z), -1) for _ in self.categories]
+
+
+def _exact_model(steps_cfg="sample.steps=64"):
+    cfg = override(get_preset("table-iris"), [steps_cfg])
+    return ExactTable(cfg, 2, (3,))
+
+
+def test_exact_denoiser_samples_the_data_law():
+    m = _exact_model()
+
+    def error(steps):  # vs the probability-flow ODE of N(0, 1) data solved exactly: z(0) = z(s_max)/sqrt(1 + s_max^2)
+        z = sample_table(m, range(200), steps)[:, :2]
+        z_max = NoiseSource(range(200), (2 + 2 * (steps + 1),)).initial()[:, :2] * m.sigma_max
+        return (z - z_max / math.sqrt(1 + m.sigma_max**2)).abs().max().item()
+
+    e32, e64 = error(32), error(64)
+    assert e64 < 0.02 and e32 / e64 > 3.5  # Heun: second order
+    c = sample_table(m, range(3000), 16)[:, 2].long()
+    share = torch.bincount(c, minlength=3) / len(c)
+    assert (share - P_CAT).abs().max() < 0.03
+
+
+def test_per_row_seeds_and_known_cells():
+    m = _exact_model()
+    a = sample_table(m, [5, 6, 7], 16)
+    b = sample_table(m, [7], 16)
+    assert torch.equal(a[2], b[0])  # row k depends on seed k alone
+    known = torch.tensor([[1.5, 0.0, 2.0]]).expand(4, -1)
+    mask = torch.tensor([[True, False, True]]).expand(4, -1)
+    x = sample_table(m, range(4), 16, known=known, known_mask=mask)
+    assert torch.equal(x[:, 0], known[:, 0]) and torch.equal(x[:, 2], known[:, 2])
+
+
+def test_training_loss_is_finite_and_masks_categories(tmp_path):
+    cfg = get_preset("table-iris")
+    m = TableDiffusion(cfg, 4, (3,))
+    x0 = torch.cat([torch.randn(8, 4), torch.randint(0, 3, (8, 1)).float()], 1)
+    big = m.training_loss(x0, torch.full((8,), 80.0), torch.randn(8, 5))
+    assert torch.isfinite(big).all()
+    # at sigma -> 0 nothing is masked: no cross-entropy, only the (zero-initialised net) numeric error
+    small = m.training_loss(x0, torch.full((8,), 1e-3), torch.randn(8, 5))
+    assert torch.isfinite(small).all()
+
+
+def _csv(path, rows, header="a,b,colour"):
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_csv_kinds_missing_cells_and_unseen_categories(tmp_path):
+    f = _csv(tmp_path / "t.csv", ["1.5,2,red", "2.5,,blue", "NaN,4,red"])
+    t = read_csv(f)
+    assert set(t.numeric) == {"a", "b"} and t.categorical["colour"] == ["red", "blue", "red"]
+    assert math.isnan(t.numeric["a"][2]) and math.isnan(t.numeric["b"][1])
+    cfg = override(get_preset("table-iris"), ["data.source=csv", f"data.path={f}", "data.holdout=0"])
+    with pytest.raises(DataError, match="column 'a' has 1 missing cell"):
+        load_data(cfg.data)
+    good = _csv(tmp_path / "g.csv", [f"{i + 0.25},{i % 3},{'red' if i % 2 else 'blue'}" for i in range(20)])
+    cfg = override(cfg, [f"data.path={good}"])
+    data = load_data(cfg.data)
+    x, known = encode_rows(read_csv(f), data.schema, "t.csv")
+    assert known.tolist() == [[True, True, True], [True, False, True], [False, True, True]]
+    rows = decode_rows(x[:1], data.schema)
+    assert rows[0][0] == pytest.approx(1.5, rel=1e-4) and rows[0][1] == 2 and rows[0][2] == "red"  # b: integers
+    bad = _csv(tmp_path / "b.csv", ["1,2,green"])
+    with pytest.raises(DataError, match="'green', unseen in training"):
+        encode_rows(read_csv(bad), data.schema, "b.csv")
+
+
+def test_metrics_flag_copies_and_the_baseline_loses_correlations():
+    cfg = get_preset("table-wine")
+    train, held = load_data(cfg.data, "train"), load_data(cfg.data, "holdout")
+    s = train.schema
+    copy = dcr(train.x, held.x, train.x, s)
+    assert copy["dcr_copy_share"] == 1.0
+    indep = independent_marginals(train.x, 2000, s)
+    assert dcr(train.x, held.x, indep, s)["dcr_copy_share"] < 0.2
+    assert correlation_error(held.x, indep, s) > 2 * correlation_error(held.x, train.x, s)
+    fed_back = tstr(train.x, held.x, train.x, s)
+    assert fed_back["tstr"] == fed_back["trtr"] > 0.9  # the same rows give the same classifier
+    assert tstr(train.x, held.x, indep, s)["tstr"] < 0.7
+
+
+def test_cli_train_sample_impute_and_bad_input(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(120):
+        k = i % 3
+        rows.append(f"{rng.normal(k, 0.3):.3f},{rng.normal(-k, 0.3):.3f},c{k}")
+    data = _csv(tmp_path / "d.csv", rows, header="u,v,kind")
+    run = tmp_path / "run"
+    settings = ["data.source=csv", f"data.path={data}", "data.target=kind", "data.holdout=30"]
+    settings += ["train.images=512", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=4", "sample.n=8"]
+    rc, _, err = td("train", "--preset", "table-iris", "--out", run, "--no-progress", *[f"--set={a}" for a in settings])
+    assert rc == 0, err
+    rc, out, err = td("sample", run, "--n", "6", "--given", "kind=c2", "--out", tmp_path / "s.csv")
+    assert rc == 0, err
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "u,v,kind" and len(lines) == 7 and all(ln.endswith(",c2") for ln in lines[1:])
+    _csv(tmp_path / "h.csv", ["1.0,,c1", ",-2.0,"], header="u,v,kind")
+    rc, out, err = td("impute", run, "--csv", tmp_path / "h.csv", "--out", tmp_path / "f.csv")
+    assert rc == 0, err
+    filled = [ln.split(",") for ln in (tmp_path / "f.csv").read_text().splitlines()[1:]]
+    assert filled[0][0] == "1" and filled[0][2] == "c1" and filled[1][1] == "-2"  # known cells kept
+    assert all(cell for row in filled for cell in row)
+    _csv(tmp_path / "x.csv", ["1.0,,c7"], header="u,v,kind")
+    for args, msg in [
+        (("impute", run, "--csv", tmp_path / "x.csv", "--out", tmp_path / "g.csv"), "'c7', unseen in training"),
+        (("sample", run, "--given", "kind=c9", "--out", tmp_path / "g.csv"), "'c9', unseen in training"),
+        (
+            (
+                "train",
+                "--preset",
+                "table-iris",
+                "--out",
+                tmp_path / "r2",
+                "--set",
+                "data.source=csv",
+                "--set",
+                f"data.path={tmp_path / 'h.csv'}",
+            ),
+            "missing cell",
+        ),
+    ]:
+        rc, _, err = td(*args)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
+    assert not (tmp_path / "g.csv").exists() and not (tmp_path / "r2" / "config.json").exists()
