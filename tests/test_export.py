@@ -55,6 +55,18 @@ def test_scheduler_config_is_our_process(exported):
 
 
 @needs_diffusers
+def test_an_exported_folder_loads_back_as_its_run(exported):
+    """load_run reads our own diffusers export (without diffusers): the same config, bit-identical denoiser."""
+    from torchdiffusion.interop.export import probe
+
+    run, folder = exported["v"]
+    back = load_run(folder)
+    assert back.config == run.config and back.data_shape == run.data_shape
+    x, sigma = probe(run, 4)
+    assert torch.equal(back.model(x, sigma), run.model(x, sigma))
+
+
+@needs_diffusers
 @pytest.mark.parametrize("param", ["eps", "v", "x0"])
 def test_ddim_pipeline_samples_equal_ours(exported, param):
     """DDIMPipeline.from_pretrained(folder), 10 steps from generator seed 3, vs our ddim from the same noise."""

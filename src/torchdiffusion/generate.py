@@ -91,8 +91,9 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
 
     ``weights``: ``ema`` (default; falls back to ``model`` when the run kept no EMA) or ``model`` (raw).
     A diffusers folder (``save_pretrained`` layout) loads too, as the run its U-Net and scheduler describe
-    (``weights`` does not apply; see :mod:`torchdiffusion.interop.diffusers_in`), and so does an ONNX export (a
-    folder holding ``denoiser.onnx``, or the file), its network run by ONNX Runtime on the CPU
+    (``weights`` does not apply; see :mod:`torchdiffusion.interop.diffusers_in`); one we exported ourselves loads
+    back as its run (:func:`torchdiffusion.interop.export.load_diffusers_export`); an ONNX export (a folder
+    holding ``denoiser.onnx``, or the file) loads with its network run by ONNX Runtime on the CPU
     (:func:`torchdiffusion.interop.onnx.load_onnx`).
     Raises :class:`RunError` (one line) for a missing folder or missing/damaged files.
     """
@@ -100,6 +101,7 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     from safetensors.torch import load
 
     from .interop.diffusers_in import is_diffusers_folder, load_diffusers
+    from .interop.export import is_diffusers_export, load_diffusers_export
     from .interop.onnx import load_onnx, onnx_file
     from .model import build_model
 
@@ -108,6 +110,8 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
         return load_onnx(path)
     if not path.is_dir():
         raise RunError(f"run folder {path} does not exist")
+    if is_diffusers_export(path):  # our own run, exported with 'torchdiffusion export --format diffusers'
+        return load_diffusers_export(path, device=device)
     if is_diffusers_folder(path):
         run = load_diffusers(path, device=device)
         note_run(run)

@@ -177,24 +177,34 @@ def max_difference(run: LoadedRun, folder: Path) -> float:
 
 @torch.no_grad()
 def sample_like_pipeline(
-    run: LoadedRun, sampler: str, steps: int, batch: int, seed: int, spacing: str = "leading"
+    run: LoadedRun,
+    sampler: str,
+    steps: int,
+    batch: int,
+    seed: int,
+    spacing: str = "leading",
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Our ``ddim`` or ``ddpm`` sampler run the way ``DDIMPipeline``/``DDPMPipeline(batch_size=batch,
     generator=torch.Generator().manual_seed(seed), num_inference_steps=steps)`` runs: the grid of the
     scheduler's timesteps (``uniform_t`` with its ``timestep_spacing``), the starting noise and every step's
     noise drawn from one generator in the pipeline's order, no clamping of x0_hat, the result clamped to
-    [-1, 1]. Returns (B, C, H, W)."""
+    [-1, 1]. ``dtype``: float32, or float64 (the network in float64 too, as ``pipe.to(torch.float64)``).
+    Returns (B, C, H, W)."""
+    import copy
+
     from ..generate import make_sigmas
     from ..process import vp_to_ve
     from ..samplers import get_sampler
 
+    model = run.model if dtype == torch.float32 else copy.deepcopy(run.model).to(dtype)
     shape = (batch, *run.data_shape)
     g = torch.Generator().manual_seed(seed)
-    start = torch.randn(shape, generator=g)  # x_T in VP units, as the pipeline draws it
+    start = torch.randn(shape, generator=g, dtype=dtype)  # x_T in VP units, as the pipeline draws it
     sigmas = make_sigmas("uniform_t", steps, 0.0, 0.0, discrete_sigmas=run.model.process.sigmas, spacing=spacing)
-    x = vp_to_ve(start, sigmas[:1].float().expand(batch))
-    noise = lambda: torch.randn(shape, generator=g)  # noqa: E731 (the pipeline's per-step draws)
-    return get_sampler(sampler)(run.model.bind(None), x, sigmas, noise=noise).clamp(-1, 1)
+    x = vp_to_ve(start, sigmas[:1].to(dtype).expand(batch))
+    noise = lambda: torch.randn(shape, generator=g, dtype=dtype)  # noqa: E731 (the pipeline's per-step draws)
+    return get_sampler(sampler)(model.bind(None), x, sigmas, noise=noise).clamp(-1, 1)
 
 
 def pipeline_samples(pipe, steps: int, batch: int, seed: int) -> Tensor:

@@ -26,12 +26,15 @@ FORMATS = ("diffusers", "onnx")
 def is_export(folder: Path) -> bool:
     """Whether ``folder`` holds an export this module wrote (a diffusers folder naming our network, or an ONNX
     denoiser), which a new export may replace."""
-    import json
-
     from .onnx import ONNX_FILE
 
-    if (folder / ONNX_FILE).is_file():
-        return True
+    return (folder / ONNX_FILE).is_file() or is_diffusers_export(folder)
+
+
+def is_diffusers_export(folder: Path) -> bool:
+    """Whether ``folder`` is a diffusers folder whose ``model_index.json`` names our network class."""
+    import json
+
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError):
@@ -40,6 +43,40 @@ def is_export(folder: Path) -> bool:
         "torchdiffusion.interop.diffusers_out",
         "TorchdiffusionUNet",
     ]
+
+
+UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"  # where save_pretrained puts our network's weights
+
+
+def load_diffusers_export(folder: Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """A diffusers folder written by :func:`export` read back as the run it came from, without diffusers:
+    ``unet/config.json`` carries the run's whole config and data shape, the safetensors file our network's
+    weights (under ``denoiser.``)."""
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..config import ConfigError, from_json, validate
+    from ..generate import RunError
+    from ..model import build_model
+    from ..provenance import note_run
+
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        cfg = validate(from_json(json.dumps(unet["run_config"])))
+        data_shape = tuple(int(s) for s in unet["data_shape"])
+        state = load_file(str(folder / UNET_WEIGHTS), device=str(device))
+        model = build_model(cfg, data_shape)
+        model.load_state_dict({k.removeprefix("denoiser."): v for k, v in state.items()}, strict=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, ConfigError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RunError(f"{folder} is a damaged export of ours ({msg})") from None
+    model.to(device).eval().requires_grad_(False)
+    info = {"data_shape": list(data_shape), "kind": "image", "source": "torchdiffusion export --format diffusers"}
+    run = LoadedRun(path=folder, config=cfg, model=model, data_shape=data_shape, info=info, weights_file=UNET_WEIGHTS)
+    note_run(run)
+    return run
 
 
 def _require(module: str, extra: str, what: str) -> None:
