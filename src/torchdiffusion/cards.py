@@ -489,6 +489,10 @@ BUILT = {
 }
 
 
+# Hugging Face licence ids of the data cards' front matter ("other" + license_name when there is none)
+LICENCE_IDS = {"sprites": "apache-2.0", "mnist5k": "cc-by-sa-3.0", "digits": "cc-by-4.0", "fashion_mnist": "mit"}
+
+
 def data_composition(name: str) -> tuple[list[str], list[int], list[str]] | None:
     """(class names, examples per class, a few captions) of a data set, or None when it cannot be read here."""
     import numpy as np
@@ -529,7 +533,9 @@ def data_card(name: str) -> str:
         if captions:
             composition += "\nExample captions: " + "; ".join(f"'{c}'" for c in captions) + ".\n"
     tags = ["torchdiffusion", "image"] + (["text-to-image"] if name == "emoji" else [])
-    front = f"---\nlicense: other\ntags:{_yaml_list(tags)}\n---\n"
+    licence = LICENCE_IDS.get(name, "other")
+    named = "\nlicense_name: ofl-1.1-and-unicode-3.0" if licence == "other" else ""
+    front = f"---\nlicense: {licence}{named}\ntags:{_yaml_list(tags)}\n---\n"
     cite = f"\n## How to cite\n\n```bibtex\n{src.cite}\n```\n" if src.cite else ""
     return (
         f"{front}\n# Data card: {name}\n\n{src.title}.\n\n## How it is made\n\n{built}\n\n"
