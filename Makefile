@@ -10,7 +10,7 @@ HASH   := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP  := $(VENV)/.installed-base-$(HASH)
 STAMP_ALL := $(VENV)/.installed-all-$(HASH)
 
-.PHONY: demo test install lint bench docs docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course data clean
+.PHONY: demo test install lint bench docs docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,7 @@ bench: $(STAMP_ALL)
 #   docs/benchmarks/demo-speed.json (README)             scripts/bench_demo.py
 #   docs/benchmarks/train-speed*.json (docs/bench-train.md)  torchdiffusion bench-train
 #   docs/images/course-*, docs/benchmarks/course-figures.json   scripts/course_figures.py (docs/course.md's commands)
+#   docs/benchmarks/reproduce-check.md, docs/cards/ (docs/provenance.md)   scripts/reproduce_check.py, torchdiffusion card
 # The tables in the .md pages quote these outputs (docs/benchmarks/, the run folders).
 TD := $(PY) -m torchdiffusion
 
@@ -64,7 +65,13 @@ runs/demo/run.json: $(STAMP)
 runs/toy/run.json: $(STAMP_ALL)
 	$(TD) train --preset toy-2d --out runs/toy
 
-docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course
+docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance
+
+docs-provenance: runs/demo/run.json
+	$(PY) scripts/reproduce_check.py runs/demo --out docs/benchmarks/reproduce-check.md
+	$(TD) card runs/demo --evaluate --n 1000 --out docs/cards/demo/MODEL_CARD.md
+	$(TD) card --data emoji --out docs/cards/DATA_CARD-emoji.md
+	$(TD) card --data sprites --out docs/cards/DATA_CARD-sprites.md
 
 docs-course: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) scripts/course_figures.py

@@ -274,7 +274,7 @@ def read_manifest(path: str | Path) -> dict:
 
 
 class Recording:
-    """What one command did: runs loaded, draws made, files written (a :class:`torchdiffusion.io.WriteWatcher`)."""
+    """What one command did: runs loaded, draws made, files and folders written (an ``io.WriteWatcher``)."""
 
     def __init__(self, command: str, argv: Sequence[str]) -> None:
         self.command, self.argv = command, list(argv)
@@ -294,11 +294,12 @@ class Recording:
         """Files and claimed folders that get a manifest: not manifests, not caches, not files of a claimed
         folder, and not the ``.json`` settings record ``sample`` writes beside a picture of the same stem."""
         cache = Path(os.path.abspath(cache_dir()))
+        folders = list(dict.fromkeys([*self.folders, *(p for p in self.files if p.is_dir())]))  # io.atomic_folder
         files = [p for p in self.files if p.is_file() and not p.name.endswith(SUFFIX) and cache not in p.parents]
-        files = [p for p in files if not any(f == p or f in p.parents for f in self.folders)]
+        files = [p for p in files if not any(f == p or f in p.parents for f in folders)]
         stems = {(p.parent, p.stem) for p in files if p.suffix != ".json"}
         files = [p for p in files if not (p.suffix == ".json" and (p.parent, p.stem) in stems)]
-        return [*files, *(f for f in self.folders if f.is_dir())]
+        return [*files, *(f for f in folders if f.is_dir())]
 
     def finish(self) -> list[Path]:
         """Write one manifest per artefact; returns their paths."""
