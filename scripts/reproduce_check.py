@@ -1,4 +1,4 @@
-"""Make six kinds of artefact from a trained run, then regenerate each from its manifest and compare.
+"""Make seven kinds of artefact from a trained run, then regenerate each from its manifest and compare.
 
     .venv/bin/python scripts/reproduce_check.py runs/demo --out docs/benchmarks/reproduce-check.md
 
@@ -56,6 +56,7 @@ def artefacts(run: str, work: Path) -> list[tuple[str, list[str], Path]]:
             ],
             work / "eval" / "report.json",
         ),
+        ("ONNX export (folder)", ["export", run, "--format", "onnx", "--out", str(work / "onnx")], work / "onnx"),
     ]
 
 

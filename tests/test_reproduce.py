@@ -103,3 +103,16 @@ def test_bad_manifests_are_refused_in_one_line(made, tmp_path):
     rc, _, err = td("reproduce", m, "--out", out)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "config.json is damaged" in err, err
     assert not out.exists()  # refused before anything was written
+
+
+def test_an_exported_folder_reproduces_bit_identically(made, tmp_path, capsys):
+    """A folder artefact (written whole by io.atomic_folder) is regenerated elsewhere and compared file by file."""
+    for module in ("onnx", "onnxruntime"):
+        pytest.importorskip(module, reason=f"{module} is not installed (the 'onnx' extra)")
+    folder = tmp_path / "onnx"
+    assert main(["export", str(made / "run"), "--format", "onnx", "--out", str(folder)]) == 0
+    before = P.artefact_digest(folder)
+    capsys.readouterr()
+    assert main(["reproduce", str(folder) + P.SUFFIX]) == 0
+    assert capsys.readouterr().out.startswith("onnx: bit-identical")
+    assert P.artefact_digest(folder) == before  # the original folder was not rewritten
