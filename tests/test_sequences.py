@@ -125,3 +125,13 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
         rc, _, err = td(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "g.txt").exists()
+
+
+def test_explain_sequence_forward_draws_text(tmp_path):
+    from torchdiffusion.explain import sequence_forward
+
+    vocab = Vocabulary(("a", "b", "c", "d"))
+    out = sequence_forward(
+        exact_model("masked"), vocab, draw_data(1)[0].float(), [0, 0.5, 1], steps=4, path=tmp_path / "s.png"
+    )
+    assert out.stat().st_size > 5_000

@@ -168,3 +168,13 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         rc, _, err = td(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "g.csv").exists() and not (tmp_path / "r2" / "config.json").exists()
+
+
+def test_explain_table_forward_draws_and_refuses_other_data(tmp_path):
+    from torchdiffusion.explain import table_forward
+
+    data = load_data(get_preset("table-iris").data)
+    out = table_forward(data.x, data.schema, [0.01, 1.0, 8.0], path=tmp_path / "f.png")
+    assert out.stat().st_size > 10_000
+    rc, _, err = td("explain", "table-forward", "--data", "digits", "--out", tmp_path / "g.png")
+    assert rc == 2 and "needs table data" in err and len(err.strip().splitlines()) == 1

@@ -558,3 +558,72 @@ def plot_shortcuts(toy, path: str | Path | None = None, *, n: int = 24, seed: in
         ax.set_yticks([])
     fig.tight_layout()
     return _save_fig(fig, path)
+
+
+# Tables and sequences: the forward corruption of the discrete kinds
+
+
+def table_forward(x: Tensor, schema, sigmas: Sequence[float], *, columns: int = 3, seed: int = 0, path=None):
+    """The forward process of a table's marginals (tabular.py): for a few numeric and categorical columns
+    (rows), their marginal at each sigma (columns): z + sigma n for numeric ones (a histogram in VP scale,
+    x / sqrt(1 + sigma^2), so every panel has unit-ish range), and for categorical ones the category shares
+    with the mask share 1 - alpha(sigma) = sigma^2 / (1 + sigma^2) beside them."""
+    from .categorical import alpha_of_sigma, mask_cells, uniform_from_normal
+    from .viz import _marginal_panel
+
+    plt = _plt()
+    picked = list(range(min(columns, schema.num_numeric)))
+    picked += [schema.num_numeric + j for j in range(min(columns, len(schema.categorical)))]
+    g = torch.Generator().manual_seed(seed)
+    fig, axes = plt.subplots(len(picked), len(sigmas), figsize=(2.0 * len(sigmas), 1.7 * len(picked)), squeeze=False)
+    names = [*schema.numeric, *schema.categorical]
+    for i, k in enumerate(picked):
+        for j, s in enumerate(sigmas):
+            n = torch.randn(len(x), generator=g)
+            ax = axes[i][j]
+            if k < schema.num_numeric:
+                v = (x[:, k] + s * n) / math.sqrt(1 + s**2)
+                _marginal_panel(ax, v, None, k, schema)
+            else:
+                K = schema.num_categories[k - schema.num_numeric]
+                keep = alpha_of_sigma(torch.tensor(float(s)))
+                v = mask_cells(x[:, k].round().long(), keep, uniform_from_normal(n), K)
+                _marginal_panel(ax, v.float(), None, k, schema, mask_label="mask")
+            ax.tick_params(labelsize=5)
+            if i == 0:
+                ax.set_title(f"sigma = {s:g}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(names[k][:16], fontsize=7)
+    fig.suptitle("forward process of a table: numeric columns + Gaussian noise, categorical cells masked", fontsize=9)
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def sequence_forward(model, vocab, x0: Tensor, ts: Sequence[float], *, steps: int = 8, seed: int = 0, path=None):
+    """Masked diffusion as text: one sequence noised at times ``ts`` (top block; '_' is the mask), then a
+    sample from the model being unmasked in ``steps`` steps (bottom block, one line per step)."""
+    from .sequences import sample_sequences
+
+    g = torch.Generator().manual_seed(seed)
+    x0 = x0.round().long()[None]
+    lines = []
+    for t in ts:
+        x_t = model.corrupt(x0, torch.tensor([float(t)]), torch.randn(x0.shape, generator=g))
+        lines.append((f"t={t:.2f}", x_t[0]))
+    frames: list[Tensor] = []
+    sample_sequences(model, [seed], steps, callback=lambda i, x: frames.append(x[0].clone()))
+    lines += [(f"step {i + 1}", f) for i, f in enumerate(frames)]
+    mask = "_" if "_" not in vocab.symbols else "\u2588"
+
+    def show(ids: Tensor) -> str:
+        return "".join(mask if k >= len(vocab) else vocab.symbols[k] for k in ids.tolist()).replace("\n", "\u23ce")
+
+    plt = _plt()
+    fig = plt.figure(figsize=(0.11 * x0.shape[1] + 1.2, 0.26 * (len(lines) + 3)))
+    fig.text(0.01, 0.98, "forward: a held-out sequence masked at time t", fontsize=8, va="top")
+    for i, (label, ids) in enumerate(lines):
+        y = 0.98 - (i + 1 + (i >= len(ts))) / (len(lines) + 3)
+        if i == len(ts):
+            fig.text(0.01, y + 1 / (len(lines) + 3), f"reverse: a sample unmasked in {steps} steps", fontsize=8)
+        fig.text(0.01, y, f"{label:>8} {show(ids)}", family="monospace", fontsize=8, va="top")
+    return _save_fig(fig, path)

@@ -131,7 +131,8 @@ def infill_text(vocab, texts: Sequence[str], seq_len: int, mask_char: str = MASK
 
 
 def metrics(run, n: int, seed: int, steps: int, progress: bool = True) -> dict:
-    """The kind's metrics (evaluation/tables.py, evaluation/sequences.py) and its baseline beside them."""
+    """The kind's metrics (evaluation/tables.py, evaluation/sequences.py) and its baseline beside them; also the
+    encoded ``samples`` and the held-out rows a table's picture draws them over (``reference``)."""
     from .data import load_data
 
     cfg, kind = run.config, run.kind
@@ -150,7 +151,8 @@ def metrics(run, n: int, seed: int, steps: int, progress: bool = True) -> dict:
             "independent_marginals": table_metrics(train.x, held.x, base, schema, seed),
             "training_rows_fed_back": table_metrics(train.x, held.x, train.x, schema, seed),
             "samples": x,
+            "reference": held.x,
         }
     from .evaluation.sequences import sequence_metrics
 
-    return {**sequence_metrics(run.model, train.x, held.x, x, len(schema), seed=seed), "samples": x}
+    return {**sequence_metrics(run.model, train.x, held.x, x, len(schema), seed=seed), "samples": x, "reference": None}

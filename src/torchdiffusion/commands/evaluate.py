@@ -125,10 +125,11 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
     run_ = load_run(args.run)
     steps = args.steps or run_.config.sample.steps
     report = metrics(run_, args.n, args.seed, steps)
-    samples = report.pop("samples")
+    samples, reference = report.pop("samples"), report.pop("reference")
     suffix = ".csv" if run_.kind == "table" else ".txt"
     out.mkdir(parents=True, exist_ok=True)
-    save(samples, run_.kind, schema_of(run_.info, run_.kind), out / f"samples{suffix}", title=f"{args.n} samples")
+    schema, title = schema_of(run_.info, run_.kind), f"{args.n} samples over the held-out data (grey)"
+    save(samples, run_.kind, schema, out / f"samples{suffix}", reference=reference, title=title)
     report = {"run": str(run_.path), "kind": run_.kind, "n": args.n, "steps": steps, "seed": args.seed, **report}
     print(save_json(report, out / "report.json"), file=sys.stderr)
     print(json.dumps(report, indent=2))

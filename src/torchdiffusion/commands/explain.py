@@ -8,9 +8,22 @@ from pathlib import Path
 from .argtypes import MAX_STEPS, check_output_file, int_in, nonneg_int, positive_float, positive_int
 from .common import add_sampling_arguments
 
-WHAT = ("forward", "schedules", "trajectory", "loss", "field", "ablation", "shortcuts")
+WHAT = (
+    "forward",
+    "schedules",
+    "trajectory",
+    "loss",
+    "field",
+    "ablation",
+    "shortcuts",
+    "table-forward",
+    "sequence-forward",
+)
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
-HELP = "pictures of the ideas: forward | schedules | trajectory | loss | field | ablation | shortcuts"
+HELP = (
+    "pictures of the ideas: forward | schedules | trajectory | loss | field | ablation | shortcuts | table-forward"
+    " | sequence-forward"
+)
 EXAMPLES = """examples:
   torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999      # x0 -> noise, linear vs cosine
   torchdiffusion explain schedules --out schedules.png                    # alpha_bar, SNR, sigma curves
@@ -18,6 +31,8 @@ EXAMPLES = """examples:
   torchdiffusion explain loss runs/demo                                   # loss by noise level over training
   torchdiffusion explain field runs/toy --sigmas 0.1 0.5 2                # 2-D denoiser field, learned vs exact
   torchdiffusion explain ablation runs/demo                               # DDPM without re-added noise, one shot
+  torchdiffusion explain table-forward --data sklearn:wine --sigmas 0.01 0.5 1 2 8   # a table's marginals
+  torchdiffusion explain sequence-forward runs/text --steps 8             # text masked, then unmasked
   torchdiffusion explain shortcuts --images 300000    # curved teacher vs reflowed vs consistency jump (8 Gaussians)
 Output goes to --out (default RUN/explain/<what>.png, or explain-<what>.png without a run)."""
 
@@ -78,12 +93,16 @@ def _out(args: argparse.Namespace, default_dir: Path | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
 
-    if args.what in ("schedules", "forward"):
+    if args.what == "table-forward":
+        files = _table_forward(args)
+    elif args.what in ("schedules", "forward"):
         files = _schedules(args) if args.what == "schedules" else _forward(args)
     elif args.what == "shortcuts":
         files = _shortcuts(args)
     elif not args.run:
         raise ConfigError(f"'explain {args.what}' needs a run folder, e.g. 'explain {args.what} runs/demo'")
+    elif args.what == "sequence-forward":
+        files = _sequence_forward(args)
     elif args.what == "loss":
         files = _loss(args)
     else:
@@ -107,6 +126,56 @@ def _schedules(args: argparse.Namespace) -> list:
         ex.plot_schedules(p := _out(args, None), T=args.T, schedules=args.schedules or ("linear", "cosine", "sigmoid"))
         bar.update(1)
     return [p]
+
+
+def _table_forward(args: argparse.Namespace) -> list:
+    """A table's marginals under the forward process, from a run's data or --data (e.g. sklearn:wine)."""
+    from .. import explain as ex
+    from ..config import DataConfig
+    from ..data import load_data
+
+    if args.run:
+        from ..generate import load_run
+
+        run_ = load_run(args.run, weights=args.weights)
+        data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
+    else:
+        data, out = load_data(DataConfig(source=args.data)), _out(args, None)
+    if data.kind != "table":
+        raise ex.ExplainError(f"table-forward needs table data (e.g. --data sklearn:wine), got {data.kind} data")
+    with _figure_bar(args) as bar:
+        ex.table_forward(data.x, data.schema, args.sigmas, seed=args.seed or 0, path=out)
+        bar.update(1)
+    return [out]
+
+
+def _sequence_forward(args: argparse.Namespace) -> list:
+    """A held-out sequence of a masked-diffusion run masked at several t, and a sample being unmasked."""
+    from .. import explain as ex
+    from ..data import load_data
+    from ..generate import load_run
+    from ..kinds import schema_of
+    from ..progress import step_bar
+
+    run_ = load_run(args.run, weights=args.weights)
+    if run_.kind != "sequence" or run_.config.diffusion.discrete != "masked":
+        raise ex.ExplainError("sequence-forward needs a masked-diffusion sequence run")
+    cfg = run_.config
+    data = load_data(cfg.data, "holdout" if cfg.data.holdout else "train", cfg.train.seed)
+    out = _out(args, run_.path / "explain")
+    steps = args.steps or 8
+    with step_bar(steps, f"explain {args.what}") as bar:
+        ex.sequence_forward(
+            run_.model,
+            schema_of(run_.info, "sequence"),
+            data.x[0],
+            (0.0, 0.25, 0.5, 0.75, 1.0),
+            steps=steps,
+            seed=args.seed or 0,
+            path=out,
+        )
+        bar.update(steps)
+    return [out]
 
 
 def _forward(args: argparse.Namespace) -> list:
