@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .argtypes import MAX_SEED, MAX_STEPS, check_output_file, nonneg_int, positive_int
 
+MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "fill in missing cells of a table (CSV) or masked symbols of a text with a trained table/sequence run"
 EXAMPLES = """examples:
   torchdiffusion impute runs/wine --csv holes.csv --out filled.csv       # empty / NaN cells are filled
