@@ -35,6 +35,7 @@ POSITIONAL = {
     **{c: ["{run}"] for c in ("sample", "inpaint", "outpaint", "img2img", "interpolate", "evaluate", "guidance-sweep")},
     "train-classifier": ["{run}"],
     "explain": ["schedules"],
+    "distill": ["{run}", "--method", "reflow", "--out", "{cwd}/student"],
 }
 
 TRAIN_VALUES = [
@@ -191,6 +192,9 @@ CASES = [
     (["sample"], U, "run folder"),
     (["sample", "{ws}/missing"], U, "does not exist"),
     (["sample", "{ws}/file.txt"], U, "does not exist"),
+    (["distill", "{bad}/badjson", "--method", "progressive", "--out", "{cwd}/student"], U, "damaged"),
+    (["distill", "{run}", "--method", "shortcut", "--out", "{cwd}/student"], U, "--method"),
+    (["distill", "{run}", "--method", "reflow", "--steps", "0", "--out", "{cwd}/student"], U, "--steps"),
     (["sample", "{bad}/noconfig"], U, "config.json"),
     (["sample", "{bad}/badjson"], U, "damaged"),
     (["sample", "{bad}/jsonarray"], U, "damaged"),
