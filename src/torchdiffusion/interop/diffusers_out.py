@@ -184,13 +184,15 @@ def sample_like_pipeline(
     seed: int,
     spacing: str = "leading",
     dtype: torch.dtype = torch.float32,
+    draw_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Our ``ddim`` or ``ddpm`` sampler run the way ``DDIMPipeline``/``DDPMPipeline(batch_size=batch,
     generator=torch.Generator().manual_seed(seed), num_inference_steps=steps)`` runs: the grid of the
     scheduler's timesteps (``uniform_t`` with its ``timestep_spacing``), the starting noise and every step's
     noise drawn from one generator in the pipeline's order, no clamping of x0_hat, the result clamped to
-    [-1, 1]. ``dtype``: float32, or float64 (the network in float64 too, as ``pipe.to(torch.float64)``).
-    Returns (B, C, H, W)."""
+    [-1, 1]. ``dtype``: float32, or float64 (the network in float64 too, as ``pipe.to(torch.float64)``);
+    ``draw_dtype``: the dtype the noise is drawn in (default ``dtype``, as the pipeline draws it; float32 with
+    ``dtype`` float64 gives the float64 solution from the float32 run's noise). Returns (B, C, H, W)."""
     import copy
 
     from ..generate import make_sigmas
@@ -200,10 +202,11 @@ def sample_like_pipeline(
     model = run.model if dtype == torch.float32 else copy.deepcopy(run.model).to(dtype)
     shape = (batch, *run.data_shape)
     g = torch.Generator().manual_seed(seed)
-    start = torch.randn(shape, generator=g, dtype=dtype)  # x_T in VP units, as the pipeline draws it
+    draw = dtype if draw_dtype is None else draw_dtype
+    start = torch.randn(shape, generator=g, dtype=draw).to(dtype)  # x_T in VP units, as the pipeline draws it
     sigmas = make_sigmas("uniform_t", steps, 0.0, 0.0, discrete_sigmas=run.model.process.sigmas, spacing=spacing)
     x = vp_to_ve(start, sigmas[:1].to(dtype).expand(batch))
-    noise = lambda: torch.randn(shape, generator=g, dtype=dtype)  # noqa: E731 (the pipeline's per-step draws)
+    noise = lambda: torch.randn(shape, generator=g, dtype=draw).to(dtype)  # noqa: E731 (the pipeline's draws)
     return get_sampler(sampler)(model.bind(None), x, sigmas, noise=noise).clamp(-1, 1)
 
 
