@@ -36,6 +36,7 @@ POSITIONAL = {
     "train-classifier": ["{run}"],
     "explain": ["schedules"],
     "distill": ["{run}", "--method", "reflow", "--out", "{cwd}/student"],
+    "export": ["{run}", "--format", "diffusers", "--out", "{cwd}/export"],
 }
 
 TRAIN_VALUES = [
@@ -382,6 +383,14 @@ CASES = [
     (["train-classifier", "{run}", "--out", "{ro}/clf"], E, "read-only"),
     (["train-classifier", "{run}", "--images", "64", "--holdout", "32", "--out", "{full}/clf"], E, "space"),
     (["train-classifier", "toy-2d", "--out", "{cwd}/clf"], U, "labels"),
+    # -- export -------------------------------------------------------------------------------------------------
+    (["export", "{run}", "--format", "zip", "--out", "{cwd}/x"], U, "invalid choice"),
+    (["export", "{run}", "--out", "{cwd}/x"], U, "--format"),
+    (["export", "{run}", "--format", "onnx", "--out", "{cwd}/x"], U, "conditional run"),
+    (["export", "{run}", "--format", "diffusers", "--out", "{ws}/file.txt"], U, "file.txt"),
+    (["export", "{run}", "--format", "diffusers", "--out", "{ws}"], U, "holds other files"),
+    (["export", "{run}", "--format", "diffusers", "--out", "{ro}/x"], E, "read-only"),
+    (["export", "{bad}/pickleweights", "--format", "diffusers", "--out", "{cwd}/x"], U, "ema.safetensors"),
 ]
 
 
