@@ -33,6 +33,7 @@ HUGE = "1e30"
 U, E = EXIT_USAGE, EXIT_ENVIRONMENT
 POSITIONAL = {
     **{c: ["{run}"] for c in ("sample", "inpaint", "outpaint", "img2img", "interpolate", "evaluate", "guidance-sweep")},
+    "impute": ["{run}"],
     "train-classifier": ["{run}"],
     "explain": ["schedules"],
     "distill": ["{run}", "--method", "reflow", "--out", "{cwd}/student"],
