@@ -1,8 +1,9 @@
 # The two commands of the README: `make demo` (train + sample on MNIST-5k) and `make test`.
 # Both create .venv and install what they need on a fresh machine: `make demo` the package alone (training,
 # sampling, editing, explain pictures); `make test` (and `make install`, lint, docs) the package with every
-# optional extra - eval, text, video, bench, tensorboard, onnx: `pip install -e '.[dev,all]'` - so no test is skipped
-# for a missing extra.
+# optional extra - eval, text, video, bench, tensorboard, onnx, studio: `pip install -e '.[dev,all]'` - and Debian's
+# chromium for the studio's browser test (scripts/install_debian_browser.sh), so no test is skipped for a missing
+# extra.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ HASH   := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP  := $(VENV)/.installed-base-$(HASH)
 STAMP_ALL := $(VENV)/.installed-all-$(HASH)
 
-.PHONY: demo test install lint bench docs docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance data clean
+.PHONY: demo test install lint bench docs docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance docs-studio data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,7 @@ $(STAMP): pyproject.toml
 
 $(STAMP_ALL): $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,all]'
+	@sh scripts/install_debian_browser.sh
 	@rm -f $(VENV)/.installed-all-* && touch $@
 
 install: $(STAMP_ALL)
@@ -56,6 +58,8 @@ bench: $(STAMP_ALL)
 #   docs/benchmarks/train-speed*.json (docs/bench-train.md)  torchdiffusion bench-train
 #   docs/images/course-*, docs/benchmarks/course-figures.json   scripts/course_figures.py (docs/course.md's commands)
 #   docs/benchmarks/reproduce-check.md, docs/cards/ (docs/provenance.md)   scripts/reproduce_check.py, torchdiffusion card
+#   docs/images/studio-*.png, docs/benchmarks/studio-overhead.json   tests/test_studio_browser.py with
+#     TORCHDIFFUSION_SCREENSHOTS, scripts/studio_bench.py (docs/studio.md; its load and stop figures: the same script)
 # The tables in the .md pages quote these outputs (docs/benchmarks/, the run folders).
 TD := $(PY) -m torchdiffusion
 
@@ -65,13 +69,17 @@ runs/demo/run.json: $(STAMP)
 runs/toy/run.json: $(STAMP_ALL)
 	$(TD) train --preset toy-2d --out runs/toy
 
-docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance
+docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance docs-studio
 
 docs-provenance: runs/demo/run.json
 	$(PY) scripts/reproduce_check.py runs/demo --out docs/benchmarks/reproduce-check.md
 	$(TD) card runs/demo --evaluate --n 1000 --out docs/cards/demo/MODEL_CARD.md
 	$(TD) card --data emoji --out docs/cards/DATA_CARD-emoji.md
 	$(TD) card --data sprites --out docs/cards/DATA_CARD-sprites.md
+
+docs-studio: runs/demo/run.json
+	TORCHDIFFUSION_SCREENSHOTS=docs/images TORCHDIFFUSION_STUDIO_RUN=runs/demo $(PY) -m pytest tests/test_studio_browser.py
+	OMP_NUM_THREADS=1 $(PY) scripts/studio_bench.py overhead runs/demo --reps 7 --out docs/benchmarks/studio-overhead.json
 
 docs-course: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) scripts/course_figures.py

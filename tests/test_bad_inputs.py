@@ -327,6 +327,10 @@ CASES = [
     (["bench-train", "--out", "{ws}/folder.png"], U, "folder.png"),
     (["bench-train", "--out", "{ws}/file.txt/r.json"], U, "file.txt"),
     (["bench-train", "--out", "{ro}/r.json"], E, "read-only"),
+    # -- studio (refused before the server starts) ---------------------------------------------------------------
+    (["studio", "{ws}/missing"], U, "does not exist"),
+    (["studio", "{ws}/folder.png", "--port", "70000"], U, "--port"),
+    (["studio", "{ws}/folder.png", "--port", "x"], U, "--port"),
     # -- bench-samplers -----------------------------------------------------------------------------------------
     (["bench-samplers", "--n", "1"], U, "--n"),
     (["bench-samplers", "--n", "0"], U, "--n"),

@@ -34,6 +34,7 @@ from .commands import (
     outpaint,
     reproduce,
     sample,
+    studio,
     train,
     train_classifier,
 )
@@ -58,6 +59,7 @@ COMMANDS = {
     "reproduce": reproduce,
     "card": card,
     "export": export,
+    "studio": studio,
 }
 
 

@@ -20,6 +20,7 @@ EXTRAS = {
     "bench": ("diffusers: the baselines of bench-samplers and bench-train; loading diffusers folders", ("diffusers",)),
     "tensorboard": ("TensorBoard logging of 'train --tensorboard'", ("tensorboard",)),
     "onnx": ("'export --format onnx' and sampling an ONNX export with ONNX Runtime", ("onnx", "onnxruntime")),
+    "studio": ("the local web page 'torchdiffusion studio' and its browser test", ("fastapi", "uvicorn", "playwright")),
 }
 
 

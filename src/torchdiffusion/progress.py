@@ -9,6 +9,7 @@ A bar is a tqdm bar on stderr, fed by the samplers' ``StepInfo`` callback (``bar
 (logs, tests) and ``=0`` hides it. :class:`Stopped` is a ``KeyboardInterrupt``, so ``except Exception`` never
 swallows it; the command line reports it in one line and exits with ``128 + signal number`` (130 for Ctrl-C,
 143 for SIGTERM). Every writer in the package is atomic, so a stop leaves no half-written file.
+:func:`observe_steps` lets a front-end (the studio) see every step a bar is fed, whatever the command.
 """
 
 from __future__ import annotations
@@ -71,8 +72,31 @@ def step_bar(total: int | None = None, desc: str = "", unit: str = "step", *, sh
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=not bars_enabled(show))
-    bar.step = lambda info=None: bar.update(1)
+    observer = getattr(_observer, "callback", None)
+
+    def step(info=None) -> None:
+        bar.update(1)
+        if observer is not None and info is not None:
+            observer(info)
+
+    bar.step = step
     return bar
+
+
+_observer = threading.local()  # .callback: the step observer of this thread (see observe_steps)
+
+
+@contextlib.contextmanager
+def observe_steps(callback) -> Iterator[None]:
+    """Inside the block, every bar made by :func:`step_bar` in this thread also passes each ``StepInfo`` it is
+    stepped with to ``callback`` - how a front-end (the studio) watches any command's sampler, step by step. An
+    exception raised by ``callback`` stops the command there, like a Ctrl-C (the writers are atomic)."""
+    previous = getattr(_observer, "callback", None)
+    _observer.callback = callback
+    try:
+        yield
+    finally:
+        _observer.callback = previous
 
 
 def chain(*callbacks):

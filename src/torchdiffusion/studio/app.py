@@ -1,0 +1,387 @@
+"""The studio's web application: a thin FastAPI shell over the command line's own commands (sample, inpaint,
+outpaint, img2img, interpolate, explain), run one at a time by the worker of jobs.py, their sampler steps
+streamed to the page as server-sent events.
+
+    app = create_app("runs", token=None, allow_train=False)      # uvicorn.run(app, host="127.0.0.1", port=8765)
+
+Every parameter goes through the command's argparse parser and the config validation (params.py): a refused
+value is a 400 with the CLI's one line; a path outside the runs root, a hidden file or a bad upload is a 400
+(security.py); an unknown run or job a 404; a full queue a 429. An unexpected error is logged and answered
+500 - the fuzz test checks that none happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from .jobs import Job, JobQueue, QueueFull
+from .params import COMMANDS, ParamError, command_parser, parse_command, precheck
+from .runs import data_example, details, list_runs
+from .security import (
+    LOCAL_HOSTS,
+    MAX_BODY_BYTES,
+    TOKEN_HEADER,
+    TOKEN_PARAM,
+    PathRefused,
+    decode_data_url,
+    decode_upload,
+    resolve_under,
+    run_name,
+    token_ok,
+)
+from .training import Trainer
+
+log = logging.getLogger("torchdiffusion.studio")
+STATIC = Path(__file__).parent / "static"
+SERVED = {".png": "image/png", ".gif": "image/gif", ".json": "application/json", ".mp4": "video/mp4"}
+MAX_UPLOADS = 8  # pictures in one request
+KEEP_UPLOADS = 200  # saved uploads per run folder (oldest removed)
+EVENT_SECONDS = 1800  # an event stream ends after this
+EVENT_POLL = 0.04  # seconds between looks at a job's state
+
+
+class Forbidden(Exception):
+    """An action the studio was not started for (training without --allow-train): 403."""
+
+
+def jsonable(obj):
+    """``obj`` with every non-finite float written as a string ("inf", "nan"): JSON has no such numbers."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def describe(e: BaseException) -> str | None:
+    """One line for a failure the user can act on (the CLI's rules), None for a bug."""
+    from ..cli import classify
+
+    known = classify(e)
+    return known[0] if known else None
+
+
+def create_app(
+    root: str | Path, *, token: str | None = None, allow_train: bool = False, max_pending: int = 32
+) -> FastAPI:
+    """The studio over the run folders under ``root``; ``token`` (when not None) is required on every request."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise ValueError(f"runs folder {root} does not exist")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.queue = JobQueue(describe, max_pending=max_pending)
+        yield
+        await asyncio.to_thread(app.state.queue.close)  # cancel and wait: no half-written file
+        await asyncio.to_thread(app.state.trainer.close)  # SIGTERM: each trainer checkpoints
+
+    app = FastAPI(title="torchdiffusion studio", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.root, app.state.token, app.state.allow_train = root, token, allow_train
+    app.state.trainer = Trainer(root)
+    _guard(app)
+    _errors(app)
+    _pages(app)
+    _run_routes(app)
+    _job_routes(app)
+    _train_routes(app)
+    return app
+
+
+def _guard(app: FastAPI) -> None:
+    """Host check on 127.0.0.1 (against DNS rebinding), the token elsewhere, same-origin writes (against
+    cross-site requests), and the request size limit."""
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        token = app.state.token
+        if token is None and request.url.hostname not in LOCAL_HOSTS:
+            return JSONResponse({"error": "the studio answers only at 127.0.0.1 or localhost"}, status_code=403)
+        given = (
+            request.query_params.get(TOKEN_PARAM)
+            or request.headers.get(TOKEN_HEADER)
+            or request.cookies.get(TOKEN_PARAM)
+        )
+        if not token_ok(token, given):
+            return JSONResponse({"error": "access token missing or wrong (see the studio's start line)"}, 401)
+        origin = request.headers.get("origin")
+        if request.method != "GET" and origin and urlsplit(origin).netloc != request.headers.get("host"):
+            return JSONResponse({"error": "cross-site requests are refused"}, status_code=403)  # CSRF
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
+            return JSONResponse({"error": f"request body over {MAX_BODY_BYTES // 2**20} MB"}, status_code=413)
+        response = await call_next(request)
+        if token is not None and request.query_params.get(TOKEN_PARAM) == token:
+            response.set_cookie(TOKEN_PARAM, token, httponly=True, samesite="strict")
+        return response
+
+
+def _errors(app: FastAPI) -> None:
+    def one_line(e: BaseException) -> str:
+        from ..cli import first_line
+
+        return first_line(e)[:500]
+
+    @app.exception_handler(QueueFull)
+    async def busy(request: Request, e: QueueFull):
+        return JSONResponse({"error": one_line(e)}, status_code=429)
+
+    @app.exception_handler(FileNotFoundError)
+    async def not_found(request: Request, e: FileNotFoundError):
+        return JSONResponse({"error": one_line(e)}, status_code=404)
+
+    @app.exception_handler(ValueError)  # ParamError, ConfigError, RunError, PathRefused, UploadRefused, ...
+    async def refused(request: Request, e: ValueError):
+        return JSONResponse({"error": one_line(e)}, status_code=400)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, e: Forbidden):
+        return JSONResponse({"error": one_line(e)}, status_code=403)
+
+    @app.exception_handler(OSError)  # what the CLI says of it: a path (400) or a refusal of the machine (507)
+    async def os_error(request: Request, e: OSError):
+        known = describe(e) or one_line(e)
+        return JSONResponse({"error": known}, status_code=507 if "space" in known or "quota" in known else 400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception):
+        log.exception("studio: unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error ({type(e).__name__})"}, status_code=500)
+
+
+async def read_json(request: Request) -> dict:
+    """The request body as a JSON object, read up to MAX_BODY_BYTES (also without a Content-Length). The content
+    type must say JSON: a cross-site form cannot send that without the browser asking first."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise ParamError("send the body as application/json")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ParamError(f"request body over {MAX_BODY_BYTES // 2**20} MB")
+    try:
+        data = json.loads(bytes(body) or b"{}")
+    except (ValueError, RecursionError):
+        raise ParamError("the request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ParamError("the request body must be a JSON object")
+    return data
+
+
+def _pages(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/")
+    def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/api/info")
+    def info():
+        from .. import __version__
+        from ..config import PRESETS
+        from ..samplers import SAMPLERS, sampler_settings
+
+        samplers = {name: sampler_settings(name) for name in SAMPLERS}
+        return jsonable(
+            {
+                "version": __version__,
+                "root": app.state.root.name,
+                "samplers": samplers,
+                "presets": list(PRESETS),
+                "allow_train": app.state.allow_train,
+                "commands": list(COMMANDS),
+            }
+        )
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return Response(status_code=204)
+
+
+def _run_routes(app: FastAPI) -> None:
+    root = app.state.root
+
+    @app.get("/api/runs")
+    def runs():
+        return {"runs": list_runs(root)}
+
+    @app.get("/api/run")
+    def run(name: str = ""):
+        return jsonable(details(root, name))
+
+    @app.get("/api/example")
+    def example(run: str = "", index: str = "0"):
+        if not index.isdigit() or int(index) > 10**7:
+            raise ParamError(f"index: expected a non-negative integer, got {index[:20]!r}")
+        return Response(data_example(root, run, int(index)), media_type="image/png")
+
+    @app.get("/api/file")
+    def file(path: str = "", download: str = ""):
+        p = resolve_under(root, path)
+        if p.suffix.lower() not in SERVED:
+            raise PathRefused(f"only {', '.join(SERVED)} files are served")
+        if not p.is_file():
+            raise FileNotFoundError(f"no file {path!r} under the runs folder")
+        name = p.name if download else None
+        return FileResponse(p, media_type=SERVED[p.suffix.lower()], filename=name)
+
+
+def save_upload(run_dir: Path, data_url, what: str) -> Path:
+    """Decode a data-URL picture with limits and keep it as PNG in RUN/studio/uploads/<sha256>.png."""
+    from ..io import atomic_write
+
+    img = decode_upload(decode_data_url(data_url))
+    if what == "mask":  # white (or painted, opaque) = repaint
+        img = img.getchannel("A") if "A" in img.getbands() else img.convert("L")
+    folder = run_dir / "studio" / "uploads"
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    data = buf.getvalue()
+    path = folder / f"{what}-{hashlib.sha256(data).hexdigest()[:20]}.png"
+    if not path.is_file():
+        atomic_write(path, data)
+        olds = sorted(folder.glob("*.png"), key=lambda p: p.stat().st_mtime)
+        for p in olds[: max(0, len(olds) - KEEP_UPLOADS)]:
+            p.unlink(missing_ok=True)
+    return path
+
+
+def _files(body: dict, run_dir: Path) -> dict:
+    images, mask = body.get("images"), body.get("mask")
+    takes = command_parser(body["command"])._option_string_actions
+    for key, value in (("images", images), ("mask", mask)):
+        if value is not None and f"--{key}" not in takes:
+            raise ParamError(f"{body['command']} takes no {key}")
+    files = {}
+    if images is not None:
+        if not isinstance(images, list) or not 1 <= len(images) <= MAX_UPLOADS:
+            raise ParamError(f"images: a list of 1 to {MAX_UPLOADS} data: URLs")
+        files["images"] = [save_upload(run_dir, im, "image") for im in images]
+    if mask is not None:
+        files["mask"] = save_upload(run_dir, mask, "mask")
+    return files
+
+
+def new_job(root: Path, body: dict) -> Job:
+    """A job from a request body {command, run, params, what?, images?, mask?}, validated now."""
+    command = body.get("command")
+    if command not in COMMANDS:
+        raise ParamError(f"command: one of {', '.join(COMMANDS)}")
+    name = run_name(body.get("run"))
+    run_dir = resolve_under(root, name)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no run named {name!r} under the runs folder")
+    params = body.get("params", {})
+    what = body.get("what") if command == "explain" else None
+    job = Job(command=command, label=name, work=lambda: [])
+    stem = f"{command}-{what}-{job.id}" if what else f"{command}-{job.id}"
+    out = run_dir / "studio" / f"{stem}.png"
+    parse_command(command, run_dir, params, out=out, what=what)  # refuse bad values before saving uploads
+    args = parse_command(command, run_dir, params, out=out, what=what, files=_files(body, run_dir))
+    precheck(args, run_dir)
+
+    def work() -> list[str]:
+        COMMANDS[command].run(args)
+        return [p.relative_to(root).as_posix() for p in sorted(out.parent.glob(f"{stem}.*")) if p.suffix in SERVED]
+
+    job.work = work
+    return job
+
+
+def _job_routes(app: FastAPI) -> None:
+    @app.post("/api/jobs", status_code=202)
+    async def submit(request: Request):
+        body = await read_json(request)
+        job = await asyncio.to_thread(new_job, app.state.root, body)
+        app.state.queue.submit(job)
+        return job.public(app.state.queue.position(job))
+
+    @app.get("/api/jobs")
+    def queue():
+        return app.state.queue.snapshot()
+
+    def find(job_id: str) -> Job:
+        job = app.state.queue.get(job_id)
+        if job is None:
+            raise FileNotFoundError(f"no job {job_id[:20]!r}")
+        return job
+
+    @app.get("/api/jobs/{job_id}")
+    def status(job_id: str, preview: str = ""):
+        job = find(job_id)
+        out = job.public(app.state.queue.position(job))
+        if preview:
+            out["preview"] = job.preview
+        return out
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel(job_id: str):
+        find(job_id)
+        job = app.state.queue.cancel(job_id)
+        return job.public(app.state.queue.position(job))
+
+    @app.get("/api/jobs/{job_id}/events")
+    async def events(job_id: str, request: Request):
+        job = find(job_id)
+        return StreamingResponse(_event_stream(app, job, request), media_type="text/event-stream")
+
+
+async def _event_stream(app: FastAPI, job: Job, request: Request):
+    """Server-sent events: one ``data:`` line per preview (every step's, unless the client lags more than
+    RECENT_PREVIEWS behind) and per change of state, until the job ends, the client leaves, or EVENT_SECONDS pass."""
+    seq, sent, t_end = -1, 0, time.monotonic() + EVENT_SECONDS
+    while time.monotonic() < t_end:
+        if job.seq != seq:
+            seq = job.seq
+            state = job.public(app.state.queue.position(job))
+            new = [(k, p) for k, p in list(job.recent) if k > sent]
+            for k, preview in new:
+                sent = k
+                yield f"data: {json.dumps({**state, 'preview': preview, 'preview_index': k})}\n\n"
+            if not new or job.done:
+                yield f"data: {json.dumps(state)}\n\n"
+            if job.done:
+                return
+        elif await request.is_disconnected():
+            return
+        await asyncio.sleep(EVENT_POLL)
+
+
+def _train_routes(app: FastAPI) -> None:
+    def allowed() -> Trainer:
+        if not app.state.allow_train:
+            raise Forbidden("training from the studio is off; start it with --allow-train")
+        return app.state.trainer
+
+    @app.get("/api/train")
+    def trainings():
+        return {"allowed": app.state.allow_train, "trainings": app.state.trainer.all()}
+
+    @app.post("/api/train", status_code=202)
+    async def start(request: Request):
+        trainer = allowed()
+        body = await read_json(request)
+        name = await asyncio.to_thread(trainer.start, body)
+        return trainer.status(name)
+
+    @app.post("/api/train/stop")
+    async def stop(request: Request):
+        trainer = allowed()
+        body = await read_json(request)
+        return await asyncio.to_thread(trainer.stop, run_name(body.get("name")), 60.0)

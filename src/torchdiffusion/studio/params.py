@@ -1,0 +1,173 @@
+"""A request's parameters checked by the command line's own rules: the JSON object ``{"steps": 20, "eta": 0.5}``
+becomes ``--steps=20 --eta=0.5`` and goes through the command's argparse parser (the converters of
+commands/argtypes.py, the choices, the flags a command takes), then through the config validation of a run.
+Anything refused raises :class:`ParamError` with argparse's one line; the app answers it with a 400.
+
+    args = parse_command("sample", run_dir, {"sampler": "heun", "steps": 12, "n": 16}, out=run_dir / "studio/x.png")
+
+The studio adds its own bounds (:data:`LIMITS`) so that one request cannot hold the worker for hours, and
+refuses the flags that name files (``--out``, ``--images``, ``--classifier``): the studio sets those itself,
+under the runs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from ..commands import explain, img2img, inpaint, interpolate, outpaint, sample
+
+# The commands a job can run: name -> module (HELP, add_arguments, run), as in cli.COMMANDS
+COMMANDS = {
+    "sample": sample,
+    "inpaint": inpaint,
+    "outpaint": outpaint,
+    "img2img": img2img,
+    "interpolate": interpolate,
+    "explain": explain,
+}
+# Flags the studio sets itself or that name files outside its control
+BLOCKED = {"--out", "--images", "--classifier", "--list-samplers", "--save-npy", "--data", "--help", "-h"}
+# Studio bounds on top of the CLI's (dest -> largest value, or largest number of values for a list)
+LIMITS = {
+    "n": 64,
+    "steps": 500,
+    "batch_size": 64,
+    "frames": 32,
+    "resample": 10,
+    "ddpm_steps": 500,
+    "T": 10_000,
+    "images": 16,
+    "left": 64,
+    "right": 64,
+    "top": 64,
+    "bottom": 64,
+    "t": 16,
+    "sigmas": 8,
+    "strength": 8,
+    "prompt": 16,
+    "sample_set": 16,
+}
+MAX_TEXT = 300  # characters of one string value
+
+
+class ParamError(ValueError):
+    """A parameter the command line would refuse (or the studio bounds); one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise ParamError(message)
+
+
+_PARSERS: dict[str, argparse.ArgumentParser] = {}
+
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The argparse parser of a studio command (built once): the CLI's own flags, without --help."""
+    if command not in COMMANDS:
+        raise ParamError(f"unknown command {str(command)[:40]!r}; choose from {', '.join(COMMANDS)}")
+    if command not in _PARSERS:
+        p = _Parser(prog=f"torchdiffusion {command}", add_help=False, allow_abbrev=False)
+        COMMANDS[command].add_arguments(p)
+        _PARSERS[command] = p
+    return _PARSERS[command]
+
+
+def _option(parser: argparse.ArgumentParser, key: str) -> argparse.Action:
+    if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", key):
+        raise ParamError(f"not a parameter name: {str(key)[:40]!r}")
+    flag = "--" + key.replace("_", "-")
+    action = parser._option_string_actions.get(flag)
+    if action is None or flag in BLOCKED:
+        raise ParamError(f"{parser.prog} takes no parameter {key!r}")
+    return action
+
+
+def _text(key: str, value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ParamError(f"{key}: expected a number or a string, got {type(value).__name__}")
+    text = str(value)
+    if len(text) > MAX_TEXT or "\x00" in text:
+        raise ParamError(f"{key}: at most {MAX_TEXT} characters, no NUL bytes")
+    return text
+
+
+def _flag_args(parser: argparse.ArgumentParser, key: str, value) -> list[str]:
+    """The argv words of one parameter: a switch, ``--flag=value``, repeated ``--flag=v``, or ``--flag n1 n2``."""
+    action = _option(parser, key)
+    flag = action.option_strings[-1]
+    if value is None:
+        return []
+    if action.nargs == 0:  # store_true
+        if not isinstance(value, bool):
+            raise ParamError(f"{key}: expected true or false")
+        return [flag] if value else []
+    values = value if isinstance(value, list) else [value]
+    if isinstance(action, argparse._AppendAction):
+        return [f"{flag}={_text(key, v)}" for v in values]
+    if action.nargs in (None, "?"):
+        if isinstance(value, list):
+            raise ParamError(f"{key}: expected one value, got a list")
+        return [f"{flag}={_text(key, value)}"]
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ParamError(f"{key}: expected a list of numbers")
+    return [flag, *(_text(key, v) for v in values)]
+
+
+def _check_limits(args: argparse.Namespace) -> None:
+    for dest, hi in LIMITS.items():
+        v = getattr(args, dest, None)
+        if isinstance(v, list) and len(v) > hi:
+            raise ParamError(f"{dest}: the studio takes at most {hi} values")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > hi:
+            raise ParamError(f"{dest}: the studio allows at most {hi}, got {v}")
+        if dest == "t" and isinstance(v, list) and any(t > LIMITS["T"] for t in v):
+            raise ParamError(f"t: the studio allows timesteps up to {LIMITS['T']}")
+
+
+def parse_command(
+    command: str, run_dir: Path, params: dict, *, out: Path, what: str | None = None, files: dict | None = None
+) -> argparse.Namespace:
+    """The Namespace the command's ``run(args)`` takes, from the run folder, the request's parameters, the output
+    path the studio chose and ``files`` (``{"images": [paths], "mask": path}`` of saved uploads)."""
+    parser = command_parser(command)
+    if not isinstance(params, dict):
+        raise ParamError("params must be an object of parameter -> value")
+    if len(params) > 64:
+        raise ParamError("too many parameters")
+    mask = params.get("mask")
+    if command in ("inpaint",) and isinstance(mask, str) and ("/" in mask or "." in mask):
+        raise ParamError("mask: give a spec (box:x0,y0,x1,y1 | centre | half:SIDE | invert:SPEC) or paint one")
+    argv = [what] if command == "explain" else []
+    if command == "explain" and not isinstance(what, str):
+        raise ParamError("explain needs 'what': forward | schedules | trajectory | loss | field | ablation")
+    argv.append(str(run_dir))
+    for key, value in params.items():
+        argv += _flag_args(parser, key, value)
+    for key, paths in (files or {}).items():
+        argv += [f"--{key}", *map(str, paths)] if isinstance(paths, list) else [f"--{key}={paths}"]
+    argv.append(f"--out={out}")
+    args = parser.parse_args(argv)
+    _check_limits(args)
+    return args
+
+
+def precheck(args: argparse.Namespace, run_dir: Path) -> None:
+    """The run's config with the sampling parameters applied must pass the config validation (as ``sample``
+    checks it before sampling), so a bad setting is a 400 now rather than a failed job later."""
+    from dataclasses import replace
+
+    from ..commands.common import sample_config_from_args
+    from ..config import from_json, validate
+    from ..generate import RunError
+
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.is_file():
+        raise RunError(f"{run_dir.name} is not a run folder: config.json is missing")
+    try:
+        cfg = validate(from_json(cfg_file.read_text()))
+    except UnicodeDecodeError:
+        raise RunError(f"{run_dir.name}/config.json is not text") from None
+    validate(replace(cfg, sample=sample_config_from_args(cfg.sample, args)))

@@ -1,0 +1,359 @@
+// torchdiffusion studio: the page's behaviour, plain JavaScript, no libraries.
+// Every action posts a job (/api/jobs) that the server runs with the command line's own command, then follows
+// its server-sent events (/api/jobs/ID/events): queue position, steps, and previews of x_t and x0_hat.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { info: null, run: null, runDetails: null, job: null, source: null };
+
+function say(text) { $("message").textContent = text || ""; }
+
+async function api(path, body) {
+  const opts = body === undefined ? {} : {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+  };
+  const r = await fetch(path, opts);
+  const data = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  if (!r.ok) throw new Error(data.error || `HTTP ${r.status}`);
+  return data;
+}
+
+function fileUrl(path, download) {
+  return `/api/file?path=${encodeURIComponent(path)}` + (download ? "&download=1" : "");
+}
+
+// Tabs
+
+function showTab(name) {
+  document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+  document.querySelectorAll(".tab").forEach((s) => { s.hidden = s.id !== `tab-${name}`; });
+  if (name === "runs") loadRun();
+}
+
+// Runs: summary, curves, pictures
+
+async function loadRuns() {
+  const { runs } = await api("/api/runs");
+  const sel = $("run");
+  const keep = sel.value;
+  sel.innerHTML = "";
+  for (const r of runs) {
+    const o = document.createElement("option");
+    o.value = r.name;
+    o.textContent = r.name + (r.ready ? "" : " (training)");
+    sel.appendChild(o);
+  }
+  if (keep && runs.some((r) => r.name === keep)) sel.value = keep;
+  state.run = sel.value || null;
+}
+
+async function loadRun() {
+  if (!state.run) return;
+  const d = await api(`/api/run?name=${encodeURIComponent(state.run)}`);
+  state.runDetails = d;
+  const rows = [["preset", d.preset], ["data", `${d.source} (${d.kind}, ${JSON.stringify(d.data_shape)})`],
+    ["classes", d.num_classes], ["ready", d.ready], ["finished", d.finished],
+    ["images seen", d.metrics.length ? d.metrics[d.metrics.length - 1].images_seen : "-"]];
+  $("run-summary").innerHTML = rows.map(([k, v]) => `<tr><td>${k}</td><td>${escapeHtml(String(v))}</td></tr>`).join("");
+  $("run-config").textContent = JSON.stringify(d.config, null, 2);
+  $("run-report").textContent = d.report ? JSON.stringify(d.report, null, 2) : "none";
+  plotLoss(d.metrics);
+  plotSigma(d.metrics);
+  $("gallery").innerHTML = d.pictures.slice(0, 40).map((p) =>
+    `<figure><img src="${fileUrl(p)}" loading="lazy" alt=""><figcaption>${escapeHtml(p)}</figcaption></figure>`).join("");
+  document.querySelectorAll(".cond").forEach((l) => { l.hidden = !(d.num_classes || d.context_dim || d.text_dim); });
+}
+
+function escapeHtml(s) {
+  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+function plotLine(canvas, xs, ys, label) {
+  const ctx = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height, m = 36;
+  ctx.clearRect(0, 0, W, H);
+  ctx.strokeStyle = "#999"; ctx.strokeRect(m, 8, W - m - 8, H - m - 8);
+  if (!ys.length) { ctx.fillText("no metrics yet", m + 10, H / 2); return; }
+  const finite = ys.filter(Number.isFinite);
+  const lo = Math.min(...finite), hi = Math.max(...finite), x0 = Math.min(...xs), x1 = Math.max(...xs);
+  const px = (x) => m + (W - m - 8) * (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5);
+  const py = (y) => H - m - (H - m - 16) * (hi > lo ? (y - lo) / (hi - lo) : 0.5);
+  ctx.strokeStyle = "#1565c0"; ctx.beginPath();
+  xs.forEach((x, k) => { if (Number.isFinite(ys[k])) (k ? ctx.lineTo(px(x), py(ys[k])) : ctx.moveTo(px(x), py(ys[k]))); });
+  ctx.stroke();
+  ctx.fillStyle = "#333";
+  ctx.fillText(hi.toPrecision(3), 2, 16); ctx.fillText(lo.toPrecision(3), 2, H - m);
+  ctx.fillText(label, m + 4, H - 8);
+}
+
+function plotLoss(metrics) {
+  const rows = metrics.filter((r) => typeof r.loss === "number");
+  plotLine($("loss-plot"), rows.map((r) => r.images_seen), rows.map((r) => r.loss), "images seen");
+}
+
+function plotSigma(metrics) {
+  const last = [...metrics].reverse().find((r) => Array.isArray(r.loss_by_sigma));
+  const ys = last ? last.loss_by_sigma : [];
+  plotLine($("sigma-plot"), ys.map((_, k) => k), ys, last ? `noise-level bucket (${last.loss_by_sigma_unit || "sigma"})` : "");
+}
+
+// Jobs: submit, follow, cancel
+
+function follow(job, onEvent) {
+  return new Promise((resolve) => {
+    const es = new EventSource(`/api/jobs/${job.id}/events`);
+    es.onmessage = (m) => {
+      const ev = JSON.parse(m.data);
+      onEvent(ev);
+      if (["done", "failed", "cancelled"].includes(ev.state)) { es.close(); resolve(ev); }
+    };
+    es.onerror = () => { es.close(); resolve({ state: "failed", error: "event stream closed" }); };
+  });
+}
+
+function describeJob(ev) {
+  if (ev.state === "queued") return `queued: position ${ev.position + 1}`;
+  if (ev.state === "running") return `running: step ${ev.step[0]}/${ev.step[1]} (${ev.steps} steps), sigma ${ev.sigma ? ev.sigma.toPrecision(3) : "-"}`;
+  if (ev.state === "failed") return `failed: ${ev.error}`;
+  return ev.state;
+}
+
+async function runJob(body, { status, onPreview }) {
+  say("");
+  let job;
+  try { job = await api("/api/jobs", body); } catch (e) { say(e.message); return null; }
+  state.job = job;
+  $("cancel-btn").disabled = false;
+  const final = await follow(job, (ev) => {
+    $(status).textContent = describeJob(ev);
+    if (ev.preview && onPreview) onPreview(ev.preview, ev);
+  });
+  $("cancel-btn").disabled = true;
+  state.job = null;
+  if (final.state !== "done") say(final.error || final.state);
+  return final;
+}
+
+// Sample
+
+function formParams(form) {
+  const p = {};
+  for (const el of form.elements) {
+    if (!el.name || el.value === "" || el.closest("[hidden]")) continue;
+    const key = el.name === "class" ? "class" : el.name;
+    p[key] = el.type === "number" ? Number(el.value) : (key === "prompt" ? [el.value] : el.value);
+  }
+  return p;
+}
+
+function showResult(final, img, png, json) {
+  const pngFile = final.files.find((f) => f.endsWith(".png"));
+  const jsonFile = final.files.find((f) => f.endsWith(".json"));
+  if (pngFile) { $(img).src = fileUrl(pngFile); if (png) { $(png).href = fileUrl(pngFile, true); $(png).hidden = false; } }
+  if (jsonFile && json) { $(json).href = fileUrl(jsonFile, true); $(json).hidden = false; }
+}
+
+async function sample(ev) {
+  ev.preventDefault();
+  $("sample-btn").disabled = true;
+  let count = 0;
+  const final = await runJob({ command: "sample", run: state.run, params: formParams($("sample-form")) }, {
+    status: "job-status",
+    onPreview: (p) => {
+      $("preview-x").src = `data:image/png;base64,${p.x}`;
+      $("preview-x0").src = `data:image/png;base64,${p.x0}`;
+      $("preview-count").textContent = String(++count);
+    },
+  });
+  $("sample-btn").disabled = false;
+  if (final && final.state === "done") { showResult(final, "result-img", "download-png", "download-json"); loadRun(); }
+}
+
+async function compare() {
+  const params = { ...formParams($("sample-form")), sampler: $("compare-sampler").value };
+  $("compare-card").hidden = false;
+  $("compare-title").textContent = `${params.sampler}, same seed`;
+  const final = await runJob({ command: "sample", run: state.run, params }, { status: "job-status" });
+  if (final && final.state === "done") showResult(final, "compare-img");
+}
+
+async function cancel() {
+  if (state.job) await api(`/api/jobs/${state.job.id}/cancel`, {}).catch((e) => say(e.message));
+}
+
+// Edit: source picture, mask painting, the four edits
+
+function drawSource(img) {
+  const [C, H, W] = state.runDetails ? state.runDetails.data_shape : [1, img.height, img.width];
+  for (const id of ["edit-canvas", "mask-canvas"]) { $(id).width = W; $(id).height = H; }
+  $("edit-canvas").getContext("2d").drawImage(img, 0, 0, W, H);
+  state.source = $("edit-canvas").toDataURL("image/png");
+  $("edit-canvas").dataset.loaded = String(Number($("edit-canvas").dataset.loaded || 0) + 1);
+}
+
+function loadImage(src) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("could not load the picture"));
+    img.src = src;
+  });
+}
+
+async function loadExample() {
+  say("");
+  const r = await fetch(`/api/example?run=${encodeURIComponent(state.run)}&index=${$("edit-index").value}`);
+  if (!r.ok) { say((await r.json()).error); return; }
+  drawSource(await loadImage(URL.createObjectURL(await r.blob())));
+}
+
+function uploadSource(ev) {
+  const f = ev.target.files[0];
+  if (!f) return;
+  const reader = new FileReader();
+  reader.onload = async () => drawSource(await loadImage(reader.result));
+  reader.readAsDataURL(f);
+}
+
+function paintAt(ev) {
+  const c = $("mask-canvas"), rect = c.getBoundingClientRect();
+  const x = ((ev.clientX - rect.left) / rect.width) * c.width, y = ((ev.clientY - rect.top) / rect.height) * c.height;
+  const ctx = c.getContext("2d");
+  const eraser = document.querySelector("input[name=tool]:checked").value === "eraser";
+  ctx.globalCompositeOperation = eraser ? "destination-out" : "source-over";
+  ctx.fillStyle = "#ff3030";
+  ctx.beginPath(); ctx.arc(x, y, Number($("brush-size").value) / 2, 0, 2 * Math.PI); ctx.fill();
+}
+
+function setupMask() {
+  const c = $("mask-canvas");
+  let down = false;
+  c.addEventListener("pointerdown", (e) => { down = true; c.setPointerCapture(e.pointerId); paintAt(e); });
+  c.addEventListener("pointermove", (e) => { if (down) paintAt(e); });
+  c.addEventListener("pointerup", () => { down = false; });
+  $("mask-clear").onclick = () => c.getContext("2d").clearRect(0, 0, c.width, c.height);
+  $("mask-invert").onclick = () => {
+    const ctx = c.getContext("2d"), d = ctx.getImageData(0, 0, c.width, c.height);
+    for (let k = 0; k < d.data.length; k += 4) {
+      const on = d.data[k + 3] >= 128;
+      d.data[k] = 255; d.data[k + 1] = 48; d.data[k + 2] = 48; d.data[k + 3] = on ? 0 : 255;
+    }
+    ctx.putImageData(d, 0, 0);
+  };
+}
+
+function editRequest() {
+  const mode = $("edit-mode").value;
+  const params = { steps: Number($("edit-steps").value), seed: Number($("edit-seed").value) };
+  const body = { command: mode, run: state.run, params };
+  if (mode === "interpolate") {
+    params.seeds = [Number($("seed-a").value), Number($("seed-b").value)];
+    params.frames = Number($("frames").value);
+    return body;
+  }
+  if (!state.source) throw new Error("load a data example or upload a picture first");
+  body.images = [state.source];
+  if (mode === "inpaint") body.mask = $("mask-canvas").toDataURL("image/png");
+  if (mode === "outpaint") for (const s of ["left", "right", "top", "bottom"]) params[s] = Number($(`out-${s}`).value);
+  if (mode === "img2img") params.strength = [Number($("strength").value)];
+  return body;
+}
+
+async function runEdit() {
+  let body;
+  try { body = editRequest(); } catch (e) { say(e.message); return; }
+  $("edit-btn").disabled = true;
+  const final = await runJob(body, {
+    status: "edit-status",
+    onPreview: (p) => { $("edit-preview").src = `data:image/png;base64,${p.x0}`; },
+  });
+  $("edit-btn").disabled = false;
+  if (final && final.state === "done") showResult(final, "edit-result", "edit-download");
+}
+
+function showEditMode() {
+  const mode = $("edit-mode").value;
+  for (const m of ["inpaint", "outpaint", "img2img", "interpolate"]) {
+    document.querySelectorAll(`.mode-${m}`).forEach((el) => { el.hidden = m !== mode; });
+  }
+  $("mask-canvas").hidden = mode !== "inpaint";
+}
+
+// Explain
+
+async function explain() {
+  const what = $("explain-what").value;
+  const body = { command: "explain", what, run: state.run, params: {} };
+  if (what === "trajectory") body.params.steps = Number($("explain-steps").value);
+  $("explain-btn").disabled = true;
+  const final = await runJob(body, { status: "explain-status" });
+  $("explain-btn").disabled = false;
+  if (final && final.state === "done") {
+    $("explain-out").innerHTML = final.files.filter((f) => /\.(png|gif)$/.test(f)).map((f) =>
+      `<figure><img src="${fileUrl(f)}" alt=""><figcaption>${escapeHtml(f)}</figcaption></figure>`).join("");
+  }
+}
+
+// Train
+
+async function startTraining() {
+  const body = { preset: $("train-preset").value, name: $("train-name").value };
+  if ($("train-data").value) body.data = $("train-data").value;
+  if ($("train-images").value) body.images = Number($("train-images").value);
+  try { await api("/api/train", body); say(""); } catch (e) { say(e.message); }
+  refreshTrainings();
+}
+
+async function refreshTrainings() {
+  const { trainings } = await api("/api/train");
+  $("trainings").innerHTML = trainings.map((t) => `<div class="card"><b>${escapeHtml(t.name)}</b>
+    ${t.running ? `running <button data-stop="${escapeHtml(t.name)}">Stop (checkpoint)</button>` : `exit code ${t.exit_code}`}
+    <pre>${escapeHtml(t.log.join("\n"))}</pre></div>`).join("");
+  document.querySelectorAll("[data-stop]").forEach((b) => {
+    b.onclick = async () => { b.disabled = true; await api("/api/train/stop", { name: b.dataset.stop }).catch((e) => say(e.message)); refreshTrainings(); };
+  });
+}
+
+// Start
+
+async function refreshQueue() {
+  try {
+    const q = await api("/api/jobs");
+    $("queue").textContent = q.running ? `busy: ${q.running.command} on ${q.running.run}, ${q.waiting.length} waiting` : `idle, ${q.waiting.length} waiting`;
+  } catch (e) { $("queue").textContent = ""; }
+}
+
+async function start() {
+  state.info = await api("/api/info");
+  const names = Object.keys(state.info.samplers);
+  for (const id of ["sampler", "compare-sampler"]) {
+    $(id).innerHTML = (id === "sampler" ? `<option value="">run's</option>` : "") + names.map((n) => `<option>${n}</option>`).join("");
+  }
+  $("compare-sampler").value = names.includes("heun") ? "heun" : names[0];
+  $("train-preset").innerHTML = state.info.presets.map((n) => `<option>${n}</option>`).join("");
+  $("train-tab").hidden = !state.info.allow_train;
+  document.querySelectorAll("#tabs button").forEach((b) => { b.onclick = () => showTab(b.dataset.tab); });
+  $("run").onchange = () => { state.run = $("run").value; state.source = null; loadRun(); };
+  $("sample-form").onsubmit = sample;
+  $("cancel-btn").onclick = cancel;
+  $("compare-btn").onclick = compare;
+  $("edit-load").onclick = loadExample;
+  $("edit-file").onchange = uploadSource;
+  $("edit-btn").onclick = runEdit;
+  $("edit-mode").onchange = showEditMode;
+  $("strength").oninput = () => { $("strength-value").textContent = $("strength").value; };
+  $("explain-btn").onclick = explain;
+  $("train-btn").onclick = startTraining;
+  setupMask();
+  showEditMode();
+  await loadRuns();
+  await loadRun();
+  setInterval(refreshQueue, 2000);
+  setInterval(() => {
+    if (!$("tab-runs").hidden) loadRuns().then(loadRun).catch(() => {});
+    if (state.info.allow_train && !$("tab-train").hidden) refreshTrainings().catch(() => {});
+  }, 5000);
+  document.body.dataset.ready = "1";
+}
+
+start().catch((e) => say(e.message));

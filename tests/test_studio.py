@@ -1,0 +1,396 @@
+"""The studio (torchdiffusion studio): paths stay under the runs root, parameters pass the CLI's own checks,
+uploads are decoded with limits, the one worker runs and cancels jobs, a sampling job writes what `sample`
+writes, and a fuzz of hostile requests gets no 5xx and touches nothing outside the root."""
+
+import base64
+import io
+import json
+import os
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the studio extra is not installed: pip install '.[studio]'")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from tinyruns import write_run  # noqa: E402
+from torchdiffusion.progress import observe_steps, step_bar  # noqa: E402
+from torchdiffusion.studio.app import create_app  # noqa: E402
+from torchdiffusion.studio.jobs import Job, JobQueue  # noqa: E402
+from torchdiffusion.studio.params import ParamError, parse_command  # noqa: E402
+from torchdiffusion.studio.security import PathRefused, UploadRefused, decode_upload, resolve_under  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """runs/ with a tiny 8x8 digits run (random weights) and, beside it, a sentinel folder outside the root."""
+    top = tmp_path_factory.mktemp("studio")
+    root = top / "runs"
+    write_run(root / "tiny", "digits-test", ["sample.steps=4", "sample.n=4", "data.limit=64", "data.holdout=8"])
+    (root / "notarun").mkdir()
+    sentinel = top / "sentinel"
+    sentinel.mkdir()
+    (sentinel / "secret.txt").write_text("outside the runs root\n")
+    (root / "escape").symlink_to(sentinel)
+    (root / "tiny" / "inside").symlink_to(root / "tiny" / "config.json")
+    return top
+
+
+def png_bytes(size=(8, 8), mode="L", value=128) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, value).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header claims width x height (a decompression bomb's header, a few bytes)."""
+    data = png_bytes((1, 1))
+    ihdr = struct.pack(">II", width, height) + data[24:29]
+    chunk = b"IHDR" + ihdr
+    return data[:12] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+
+
+# Paths
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["../sentinel/secret.txt", "tiny/../../sentinel", "/etc/passwd", "~/x", "C:/x", "a\\..\\b", "tiny/\x00", "", "."]
+    + ["escape/secret.txt", "tiny/.hidden", ".git/config", "x" * 600],
+)
+def test_paths_outside_the_root_or_hidden_are_refused(world, rel):
+    with pytest.raises(PathRefused):
+        p = resolve_under((world / "runs").resolve(), rel)
+        assert p == (world / "runs").resolve()  # "." is the root itself: refused below as "give a path"
+        raise PathRefused("root")
+
+
+def test_paths_inside_the_root_resolve_there(world):
+    root = (world / "runs").resolve()
+    assert resolve_under(root, "tiny/config.json") == root / "tiny" / "config.json"
+    assert resolve_under(root, "tiny//./inside") == root / "tiny" / "config.json"  # a symlink inside the root
+
+
+# Parameters: the CLI's parser and bounds
+
+
+def test_parameters_go_through_the_command_line_parser(world):
+    run = world / "runs" / "tiny"
+    args = parse_command("sample", run, {"sampler": "heun", "steps": 7, "n": 4, "eta": 0.5}, out=run / "x.png")
+    assert (args.sampler, args.steps, args.n, args.setting_eta, args.out) == ("heun", 7, 4, "0.5", str(run / "x.png"))
+    bad = [
+        {"steps": 0},
+        {"steps": "many"},
+        {"steps": float("nan")},
+        {"guidance": float("inf")},
+        {"n": 10**12},
+        {"n": 65},  # the studio's bound (the CLI allows a million)
+        {"out": "/tmp/x.png"},
+        {"classifier": "../x"},
+        {"steps": True},
+        {"steps": [1, 2]},
+        {"nope": 1},
+        {"--steps": 3},
+        {"prompt": ["x" * 400]},
+        {"seed": -1},
+    ]
+    for params in bad:
+        with pytest.raises(ParamError):
+            parse_command("sample", run, params, out=run / "x.png")
+    with pytest.raises(ParamError):
+        parse_command("inpaint", run, {"mask": "../../sentinel/m.png"}, out=run / "x.png")
+    with pytest.raises(ParamError):
+        parse_command("rm", run, {}, out=run / "x.png")
+
+
+# Uploads
+
+
+def test_uploads_are_decoded_with_limits():
+    assert decode_upload(png_bytes((5, 3))).size == (5, 3)
+    for data in (bomb_png(100_000, 100_000), bomb_png(5000, 5000), b"\x89PNG\r\n\x1a\n" + b"0" * 50, b"GIF87a", b""):
+        with pytest.raises(UploadRefused):
+            decode_upload(data)
+    noise = Image.frombytes("L", (64, 64), bytes(torch.randint(0, 256, (64 * 64,), dtype=torch.uint8).tolist()))
+    buf = io.BytesIO()
+    noise.save(buf, format="PNG")
+    with pytest.raises(UploadRefused):
+        decode_upload(buf.getvalue()[: len(buf.getvalue()) // 2])  # truncated
+
+
+# The worker
+
+
+def fake_step(i, n=5):
+    from torchdiffusion.types import StepInfo
+
+    x = torch.zeros(2, 1, 4, 4)
+    return StepInfo(i=i, n=n, sigma=1.0, sigma_next=0.5, x=x, denoised=x)
+
+
+def test_observe_steps_sees_every_bar_step_and_can_stop_the_work():
+    seen = []
+    with observe_steps(lambda info: seen.append(info.i)), step_bar(3, show=False) as bar:
+        for i in range(3):
+            bar.step(fake_step(i))
+    assert seen == [0, 1, 2]
+    with step_bar(3, show=False) as bar:  # outside the block: no observer
+        bar.step(fake_step(0))
+    assert seen == [0, 1, 2]
+
+
+def test_one_worker_runs_jobs_in_order_and_cancels_at_the_next_step():
+    order, gate = [], threading.Event()
+
+    def work(tag, steps):
+        def run():
+            with step_bar(steps, show=False) as bar:
+                for i in range(steps):
+                    gate.wait(5)
+                    order.append(tag)
+                    bar.step(fake_step(i, steps))
+            return []
+
+        return run
+
+    q = JobQueue(lambda e: None)
+    a = q.submit(Job(command="t", label="a", work=work("a", 3)))
+    b = q.submit(Job(command="t", label="b", work=work("b", 1000)))
+    c = q.submit(Job(command="t", label="c", work=work("c", 1)))
+    time.sleep(0.1)
+    assert q.position(b) == 0 and q.position(c) == 1  # a runs, b is next
+    q.cancel(c.id)
+    assert c.state == "cancelled" and q.position(c) is None
+    gate.set()
+    t0 = time.monotonic()
+    while b.steps < 5 and time.monotonic() - t0 < 10:
+        time.sleep(0.01)
+    q.cancel(b.id)
+    q.close(10)
+    assert a.state == "done" and a.previews == 3 and b.state == "cancelled"
+    assert order[:3] == ["a"] * 3 and "c" not in order and order.count("b") < 1000
+
+
+# The app in-process
+
+
+def client(root, **kw):
+    return TestClient(create_app(root, **kw), base_url="http://127.0.0.1", raise_server_exceptions=False)
+
+
+def wait_job(c, job_id, timeout=120):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        j = c.get(f"/api/jobs/{job_id}").json()
+        if j["state"] in ("done", "failed", "cancelled"):
+            return j
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_a_sampling_job_streams_previews_and_writes_what_sample_writes(world):
+    root = world / "runs"
+    with client(root) as c:
+        r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "params": {"n": 4, "steps": 4, "seed": 3}})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        events = []
+        with c.stream("GET", f"/api/jobs/{job['id']}/events") as s:
+            for line in s.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+        final = events[-1]
+        assert final["state"] == "done", final
+        assert [e["preview_index"] for e in events if "preview" in e] == [1, 2, 3, 4]  # every step, in order
+        assert final["previews"] == 4 and final["steps"] == 4
+        png, js = (next(f for f in final["files"] if f.endswith(x)) for x in (".png", ".json"))
+        manifest = c.get("/api/file", params={"path": js}).json()
+        assert (
+            manifest["seeds"] == [3, 6] and manifest["sample"]["steps"] == 4 and manifest["files"][0].endswith(".png")
+        )
+        img = Image.open(io.BytesIO(c.get("/api/file", params={"path": png, "download": "1"}).content))
+        assert img.format == "PNG" and img.size[0] > 8
+        # the same settings through the command line give the same picture
+        from torchdiffusion.cli import main
+
+        out = world / "cli.png"
+        assert main(["sample", str(root / "tiny"), "--n", "4", "--steps", "4", "--seed", "3", "--out", str(out)]) == 0
+        assert Image.open(out).tobytes() == img.tobytes()
+
+
+def test_inpaint_with_a_painted_mask_keeps_the_known_region(world):
+    root = world / "runs"
+    mask = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    mask.paste((255, 0, 0, 255), (0, 4, 8, 8))  # paint the lower half
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    with client(root) as c:
+        src = c.get("/api/example", params={"run": "tiny", "index": "2"}).content
+        body = {"command": "inpaint", "run": "tiny", "params": {"steps": 3}, "images": [data_url(src)]}
+        r = c.post("/api/jobs", json={**body, "mask": data_url(buf.getvalue())})
+        assert r.status_code == 202, r.text
+        final = wait_job(c, r.json()["id"])
+        assert final["state"] == "done", final
+        grid = Image.open(io.BytesIO(c.get("/api/file", params={"path": final["files"][0]}).content)).convert("L")
+    rows = torch.from_numpy(np.asarray(grid, dtype=np.float32))
+    scale = grid.size[0] // 12  # one 8x8 image, 2-pixel padding, upscaled
+    tile = lambda r: rows[(2 + r * 10) * scale : (10 + r * 10) * scale : scale, 2 * scale : 10 * scale : scale]
+    original, result = tile(0), tile(2)
+    assert torch.equal(original[:4], result[:4])  # the unpainted (known) upper half is kept exactly
+    assert not torch.equal(original[4:], result[4:])
+
+
+def test_token_host_and_training_switch(world):
+    root = world / "runs"
+    with client(root, token="s3cret") as c:
+        assert c.get("/api/runs").status_code == 401
+        assert c.get("/api/runs", headers={"x-studio-token": "wrong"}).status_code == 401
+        r = c.get("/", params={"token": "s3cret"})
+        assert r.status_code == 200 and "studio" in r.text
+        assert c.get("/api/runs").status_code == 200  # the cookie set by the first page load
+    with client(root) as c:
+        assert c.get("/api/runs", headers={"host": "evil.example:8765"}).status_code == 403  # DNS rebinding
+        assert [r["name"] for r in c.get("/api/runs").json()["runs"]] == ["tiny"]
+        assert c.post("/api/train", json={"preset": "toy-2d", "name": "t"}).status_code == 403
+        job = {"command": "sample", "run": "tiny", "params": {"steps": 0}}
+        assert c.post("/api/jobs", json=job, headers={"origin": "https://evil.example"}).status_code == 403  # CSRF
+        assert c.post("/api/jobs", content=json.dumps(job), headers={"content-type": "text/plain"}).status_code == 400
+        assert c.get("/static/app.js").status_code == 200 and c.get("/static/../app.py").status_code == 404
+
+
+def snapshot(folder: Path, skip: Path) -> dict:
+    out = {}
+    for dirpath, _, filenames in os.walk(folder):
+        if Path(dirpath) == skip or skip in Path(dirpath).parents:
+            continue
+        for f in filenames:
+            p = Path(dirpath) / f
+            st = p.lstat()
+            out[str(p)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def hostile_requests(rng) -> list[tuple[str, str, dict]]:
+    """(method, path, kwargs) of malformed and hostile requests over every endpoint (>= 300)."""
+    traversal = ["../sentinel/secret.txt", "/etc/passwd", "escape/secret.txt", "..%2fsentinel", "tiny/../../x", "\x00"]
+    values = [0, -1, 10**30, 1e308, float("nan"), "nan", "inf", "", "x" * 5000, [], {}, None, True, [1] * 100, "-1"]
+    keys = ["steps", "n", "seed", "guidance", "sampler", "eta", "batch_size", "class", "prompt", "strength", "mask"]
+    keys += ["frames", "seeds", "left", "out", "images", "grid", "s_churn", "set", "index", "what", "__proto__"]
+    uploads = [data_url(bomb_png(60000, 60000)), "data:image/png;base64,!!!", data_url(b"notapng"), 7, "x" * 10]
+    reqs = []
+    for t in traversal:
+        reqs += [("GET", "/api/file", {"params": {"path": t}}), ("GET", "/api/run", {"params": {"name": t}})]
+        reqs += [("GET", "/api/example", {"params": {"run": t, "index": "0"}})]
+        reqs += [("POST", "/api/jobs", {"json": {"command": "sample", "run": t, "params": {}}})]
+        reqs += [("POST", "/api/train", {"json": {"preset": "toy-2d", "name": t, "data": t}})]
+        q = quote(t)
+        reqs += [("GET", f"/static/{q}", {}), ("GET", f"/api/jobs/{q}", {}), ("POST", f"/api/jobs/{q}/cancel", {})]
+    for command in ("sample", "inpaint", "outpaint", "img2img", "interpolate", "explain", "train", 3, None):
+        for _ in range(25):
+            params = {keys[int(rng.integers(len(keys)))]: values[int(rng.integers(len(values)))] for _ in range(2)}
+            reqs.append(("POST", "/api/jobs", {"json": {"command": command, "run": "tiny", "params": params}}))
+    for up in uploads:
+        for command in ("inpaint", "img2img", "interpolate"):
+            body = {"command": command, "run": "tiny", "params": {"steps": 2}, "images": [up], "mask": up}
+            reqs.append(("POST", "/api/jobs", {"json": body}))
+    bodies = [b"{", b"[]", b"null", b'"x"', b"\xff\xfe", b"{" * 10000, b'{"command": "sample"}' + b" " * 10]
+    for b in bodies:
+        for path in ("/api/jobs", "/api/train", "/api/train/stop"):
+            reqs.append(("POST", path, {"content": b, "headers": {"content-type": "application/json"}}))
+    reqs.append(("POST", "/api/jobs", {"content": b"x" * (13 * 2**20)}))  # over the body limit
+    reqs.append(("POST", "/api/jobs", {"content": b"{}", "headers": {"content-length": "-5"}}))
+    for q in ("index=-1", "index=1e9", "index=abc", "index=99999", "run=notarun&index=0", "run=tiny&index=999999"):
+        reqs.append(("GET", "/api/example?" + q, {}))
+    for name in ("notarun", "tiny/config.json", "", "a" * 300, "tiny\n"):
+        reqs.append(("GET", "/api/run", {"params": {"name": name}}))
+    valid = [{"command": "sample", "params": {"n": 1, "steps": 2}}, {"command": "explain", "what": "schedules"}]
+    valid += [{"command": "interpolate", "params": {"frames": 2, "steps": 2}}]
+    valid += [{"command": "img2img", "params": {"steps": 2, "strength": [0.5]}, "images": [data_url(png_bytes())]}]
+    reqs += [("POST", "/api/jobs", {"json": {**v, "run": "tiny"}}) for v in valid * 3]
+    for m, p in [("DELETE", "/api/jobs"), ("PUT", "/api/run"), ("GET", "/api/nothing"), ("GET", "/docs")]:
+        reqs.append((m, p, {}))
+    return reqs
+
+
+def test_fuzz_hostile_requests_get_no_5xx_and_touch_nothing_outside_the_root(world, tmp_path, monkeypatch):
+    root = world / "runs"
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(world, skip=root) | snapshot(tmp_path, skip=root)
+    reqs = hostile_requests(np.random.default_rng(0))
+    assert len(reqs) >= 300
+    codes = []
+    with client(root) as c:
+        for method, path, kw in reqs:
+            if "json" in kw:  # NaN and infinities too, as Python's json writes them
+                kw = {"content": json.dumps(kw["json"]), "headers": {"content-type": "application/json"}}
+            codes.append(c.request(method, path, **kw).status_code)
+        jobs = c.get("/api/jobs").json()
+        t0 = time.monotonic()
+        while (jobs["running"] or jobs["waiting"]) and time.monotonic() - t0 < 60:
+            time.sleep(0.1)
+            jobs = c.get("/api/jobs").json()
+        internal = [j for j in c.app.state.queue.jobs.values() if (j.error or "").startswith("internal")]
+    after = snapshot(world, skip=root) | snapshot(tmp_path, skip=root)
+    touched = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    print(f"fuzz: {len(codes)} requests, {sum(c < 300 for c in codes)} 2xx, {sum(400 <= c < 500 for c in codes)} 4xx,")
+    print(f"  {sum(c >= 500 for c in codes)} 5xx, {len(touched)} files outside the root touched")
+    assert [c for c in codes if c >= 500] == [], sorted(set(codes))
+    assert after == before  # nothing outside the runs root created or modified
+    assert internal == []  # every job that failed failed with the CLI's one line
+    assert sum(400 <= c < 500 for c in codes) >= 0.9 * len(codes)
+
+
+def test_stopping_the_server_while_sampling_cancels_the_job_and_leaves_no_partial_file(world):
+    root = world / "runs"
+    with client(root) as c:
+        r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "params": {"n": 64, "steps": 500}})
+        job = c.app.state.queue.get(r.json()["id"])
+        t0 = time.monotonic()
+        while job.steps < 3 and time.monotonic() - t0 < 60:
+            time.sleep(0.01)
+        assert job.state == "running"
+    # leaving the block is the server's shutdown: the job stops at its next step, the worker is joined
+    assert job.state == "cancelled" and not c.app.state.queue.thread.is_alive()
+    studio = root / "tiny" / "studio"
+    assert not list(studio.glob(f"*{job.id}*")), list(studio.iterdir())  # no grid, no manifest
+    assert not [p for p in root.rglob("*") if ".tmp-" in p.name]  # no half-written file
+
+
+def test_trainings_are_checked_by_the_train_command_before_they_start(world):
+    from torchdiffusion.config import ConfigError
+    from torchdiffusion.studio.training import Trainer
+
+    root = (world / "runs").resolve()
+    t = Trainer(root)
+    name, argv = t.argv({"preset": "toy-2d", "name": "new-run", "images": 1000})
+    assert name == "new-run" and argv[:3] == ["--preset=toy-2d", "--set", "train.images=1000"]
+    assert argv[argv.index("--out") + 1] == str(root / "new-run")
+    refused = [
+        ({"preset": "nope", "name": "x"}, ConfigError),
+        ({"preset": "toy-2d", "name": "tiny"}, ParamError),  # exists already
+        ({"preset": "toy-2d", "name": "../x"}, PathRefused),
+        ({"preset": "toy-2d", "name": "x", "data": "escape"}, PathRefused),
+        ({"preset": "toy-2d", "name": "x", "images": True}, ParamError),
+        ({"preset": "toy-2d", "name": "x", "images": 0}, ParamError),
+    ]
+    for params, error in refused:
+        with pytest.raises(error):
+            t.argv(params)
+    with client(root, allow_train=True) as c:
+        r = c.post("/api/train", json={"preset": "toy-2d", "name": "x", "data": "../sentinel"})
+        assert r.status_code == 400 and "'..'" in r.json()["error"]

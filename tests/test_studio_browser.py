@@ -1,0 +1,175 @@
+"""The studio in a real browser: Playwright drives Debian's Chromium (headless) against `torchdiffusion studio`
+served by uvicorn on a free 127.0.0.1 port, over a tiny run trained here. Open the page, pick the run, sample
+(the live preview updates at every step, then the grid), download the PNG and its manifest; paint a mask and
+inpaint. With TORCHDIFFUSION_SCREENSHOTS=DIR each screen is saved as DIR/studio-<screen>.png (docs/studio.md)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from torchdiffusion.cli import main
+
+CHROMIUM = os.environ.get("TORCHDIFFUSION_CHROMIUM", "/usr/bin/chromium")
+SHOTS = os.environ.get("TORCHDIFFUSION_SCREENSHOTS")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install '.[studio]'")
+pytest.importorskip("fastapi", reason="the studio extra is not installed: pip install '.[studio]'")
+if not shutil.which(CHROMIUM):
+    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (make test does)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """runs/digits: a tiny MNIST model trained for 128 images (seconds), or a copy of the MNIST run folder named by
+    TORCHDIFFUSION_STUDIO_RUN (for screenshots of a model that draws digits)."""
+    root = tmp_path_factory.mktemp("studio-browser") / "runs"
+    given = os.environ.get("TORCHDIFFUSION_STUDIO_RUN")
+    if given:
+        shutil.copytree(given, root / "digits", ignore=shutil.ignore_patterns("checkpoints", "studio", "edits"))
+        return root
+    sets = ["data.source=mnist5k", "data.limit=128", "data.holdout=16", "train.images=128", "train.batch_size=32"]
+    sets += ["sample.steps=8", "sample.sampler=euler", "train.sample_every_images=0"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert main(["train", "--preset", "digits-test", *args, "--no-progress", "--out", str(root / "digits")]) == 0
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHDIFFUSION_PROGRESS": "0"}
+    cmd = [sys.executable, "-m", "torchdiffusion", "studio", str(runs), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60:
+        try:
+            urllib.request.urlopen(url + "/api/info", timeout=2).close()
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out  # SIGTERM: a clean stop
+    assert "Traceback" not in out, out
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        pg.set_default_timeout(60_000)
+        pg.goto(server + "/")
+        pg.wait_for_selector("body[data-ready='1']")
+        yield pg
+        browser.close()
+
+
+def wait_image(page, selector: str) -> None:
+    """Until the <img> shows a file of the studio (loaded, not just requested)."""
+    page.wait_for_function(
+        f"(() => {{ const i = document.querySelector('{selector}');"
+        " return i.src.includes('/api/file') && i.complete && i.naturalWidth > 0; })()"
+    )
+
+
+def shot(page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"studio-{name}.png"), full_page=True)
+
+
+def test_runs_screen_shows_the_run(page):
+    assert page.input_value("#run") == "digits"
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
+    assert page.locator("#gallery img").count() >= 1  # the end-of-training grid
+    shot(page, "runs")
+
+
+def test_sample_with_live_preview_then_download_png_and_manifest(page, tmp_path):
+    page.click("#tabs button[data-tab=sample]")
+    page.fill("#sample-form input[name=steps]", "12")
+    page.fill("#sample-form input[name=n]", "16")
+    page.fill("#sample-form input[name=seed]", "5")
+    seen = page.evaluate_handle(
+        "() => { const s = new Set(); const img = document.querySelector('#preview-x0');"
+        " new MutationObserver(() => s.add(img.src)).observe(img, {attributes: true}); return s; }"
+    )
+    page.click("#sample-btn")
+    wait_image(page, "#result-img")
+    previews = page.evaluate("(s) => s.size", seen)
+    assert previews >= 3, previews  # the live view changed at least three times
+    assert int(page.text_content("#preview-count")) == 12  # one preview per step
+    assert page.text_content("#job-status") == "done"
+    shot(page, "sample")
+    with page.expect_download() as d:
+        page.click("#download-png")
+    png = tmp_path / d.value.suggested_filename
+    d.value.save_as(png)
+    with page.expect_download() as d:
+        page.click("#download-json")
+    manifest = json.loads(Path(d.value.path()).read_text())
+    img = Image.open(png)
+    assert img.format == "PNG" and img.size[0] >= 4 * 28
+    assert manifest["seeds"] == [5, 20] and manifest["sample"]["steps"] == 12 and manifest["files"][0] == png.name
+
+
+def test_paint_a_mask_and_inpaint(page):
+    page.click("#tabs button[data-tab=edit]")
+    page.select_option("#edit-mode", "inpaint")
+    page.fill("#edit-steps", "8")
+    page.click("#edit-load")
+    page.wait_for_selector("#edit-canvas[data-loaded='1']", state="attached")
+    page.eval_on_selector("#brush-size", "(e) => { e.value = 4; }")
+    box = page.locator("#mask-canvas").bounding_box()
+    page.mouse.move(box["x"] + 10, box["y"] + box["height"] * 0.75)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 10, box["y"] + box["height"] * 0.75, steps=30)  # across the lower half
+    page.mouse.up()
+    painted = page.evaluate(
+        "() => { const c = document.querySelector('#mask-canvas'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let k = 3; k < d.length; k += 4) n += d[k] > 127;"
+        " return n; }"
+    )
+    assert painted > 20, painted
+    page.click("#edit-btn")
+    wait_image(page, "#edit-result")
+    assert page.text_content("#edit-status") == "done"
+    shot(page, "inpaint")
+    src = page.get_attribute("#edit-result", "src")
+    grid = np.asarray(Image.open(urllib.request.urlopen(page.url.rstrip("/") + src)).convert("L"), dtype=np.int16)
+    s = grid.shape[1] // 32  # one 28x28 image per row, 2-pixel padding, upscaled by s
+    rows = [
+        grid[(2 + r * 30) * s : (30 + r * 30) * s : s, 2 * s : 30 * s : s] for r in range(3)
+    ]  # original, input, result
+    changed = np.abs(rows[0] - rows[2]) > 0
+    assert changed.any() and not changed[:14].any()  # only the painted lower part was repainted
+
+
+def test_explain_draws_a_trajectory(page):
+    page.click("#tabs button[data-tab=explain]")
+    page.select_option("#explain-what", "trajectory")
+    page.fill("#explain-steps", "6")
+    page.click("#explain-btn")
+    page.wait_for_selector("#explain-out img")
+    page.wait_for_function("[...document.querySelectorAll('#explain-out img')].every((i) => i.complete)")
+    assert page.text_content("#explain-status") == "done"
+    shot(page, "explain")
