@@ -3,6 +3,7 @@ uploads are decoded with limits, the one worker runs and cancels jobs, a samplin
 writes, and a fuzz of hostile requests gets no 5xx and touches nothing outside the root."""
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -218,12 +219,17 @@ def test_a_sampling_job_streams_previews_and_writes_what_sample_writes(world):
         assert final["state"] == "done", final
         assert [e["preview_index"] for e in events if "preview" in e] == [1, 2, 3, 4]  # every step, in order
         assert final["previews"] == 4 and final["steps"] == 4
-        png, js = (next(f for f in final["files"] if f.endswith(x)) for x in (".png", ".json"))
-        manifest = c.get("/api/file", params={"path": js}).json()
-        assert (
-            manifest["seeds"] == [3, 6] and manifest["sample"]["steps"] == 4 and manifest["files"][0].endswith(".png")
-        )
-        img = Image.open(io.BytesIO(c.get("/api/file", params={"path": png, "download": "1"}).content))
+        png = next(f for f in final["files"] if f.endswith(".png"))
+        settings = c.get("/api/file", params={"path": png[: -len(".png")] + ".json"}).json()  # what `sample` writes
+        assert settings["seeds"] == [3, 6] and settings["sample"]["steps"] == 4
+        assert settings["files"][0] == Path(png).name
+        manifest = c.get("/api/file", params={"path": png + ".manifest.json"}).json()  # provenance, as the CLI's
+        assert png + ".manifest.json" in final["files"]
+        data = c.get("/api/file", params={"path": png, "download": "1"}).content
+        assert manifest["artefact"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert manifest["sampling"][0]["seeds"] == [[3, 6]] and manifest["sampling"][0]["steps"] == 4
+        assert manifest["command"]["argv"][:2] == ["sample", str((root / "tiny").resolve())]
+        img = Image.open(io.BytesIO(data))
         assert img.format == "PNG" and img.size[0] > 8
         # the same settings through the command line give the same picture
         from torchdiffusion.cli import main

@@ -3,6 +3,7 @@ served by uvicorn on a free 127.0.0.1 port, over a tiny run trained here. Open t
 (the live preview updates at every step, then the grid), download the PNG and its manifest; paint a mask and
 inpaint. With TORCHDIFFUSION_SCREENSHOTS=DIR each screen is saved as DIR/studio-<screen>.png (docs/studio.md)."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -126,10 +127,12 @@ def test_sample_with_live_preview_then_download_png_and_manifest(page, tmp_path)
     d.value.save_as(png)
     with page.expect_download() as d:
         page.click("#download-json")
-    manifest = json.loads(Path(d.value.path()).read_text())
+    manifest = json.loads(Path(d.value.path()).read_text())  # the provenance manifest beside the grid
     img = Image.open(png)
     assert img.format == "PNG" and img.size[0] >= 4 * 28
-    assert manifest["seeds"] == [5, 20] and manifest["sample"]["steps"] == 12 and manifest["files"][0] == png.name
+    assert manifest["artefact"]["name"] == png.name
+    assert manifest["artefact"]["sha256"] == hashlib.sha256(png.read_bytes()).hexdigest()
+    assert manifest["sampling"][0]["seeds"] == [[5, 20]] and manifest["sampling"][0]["steps"] == 12
 
 
 def test_paint_a_mask_and_inpaint(page):

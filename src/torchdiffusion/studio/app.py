@@ -297,7 +297,14 @@ def new_job(root: Path, body: dict) -> Job:
     precheck(args, run_dir)
 
     def work() -> list[str]:
-        COMMANDS[command].run(args)
+        from ..provenance import recording
+
+        module = COMMANDS[command]
+        if getattr(module, "MANIFESTS", False):  # as the CLI does: a manifest beside each file written
+            with recording(command, args.argv):
+                module.run(args)
+        else:
+            module.run(args)
         return [p.relative_to(root).as_posix() for p in sorted(out.parent.glob(f"{stem}.*")) if p.suffix in SERVED]
 
     job.work = work

@@ -131,7 +131,8 @@ def parse_command(
     command: str, run_dir: Path, params: dict, *, out: Path, what: str | None = None, files: dict | None = None
 ) -> argparse.Namespace:
     """The Namespace the command's ``run(args)`` takes, from the run folder, the request's parameters, the output
-    path the studio chose and ``files`` (``{"images": [paths], "mask": path}`` of saved uploads)."""
+    path the studio chose and ``files`` (``{"images": [paths], "mask": path}`` of saved uploads); ``args.argv`` is
+    the equivalent command line."""
     parser = command_parser(command)
     if not isinstance(params, dict):
         raise ParamError("params must be an object of parameter -> value")
@@ -151,6 +152,7 @@ def parse_command(
     argv.append(f"--out={out}")
     args = parser.parse_args(argv)
     _check_limits(args)
+    args.command, args.argv = command, [command, *argv]  # the command line this job equals (its manifest says it)
     return args
 
 

@@ -148,7 +148,7 @@ function formParams(form) {
 
 function showResult(final, img, png, json) {
   const pngFile = final.files.find((f) => f.endsWith(".png"));
-  const jsonFile = final.files.find((f) => f.endsWith(".json"));
+  const jsonFile = final.files.find((f) => f.endsWith(".manifest.json")) || final.files.find((f) => f.endsWith(".json"));
   if (pngFile) { $(img).src = fileUrl(pngFile); if (png) { $(png).href = fileUrl(pngFile, true); $(png).hidden = false; } }
   if (jsonFile && json) { $(json).href = fileUrl(jsonFile, true); $(json).hidden = false; }
 }
