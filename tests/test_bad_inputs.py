@@ -38,6 +38,7 @@ POSITIONAL = {
     "explain": ["schedules"],
     "distill": ["{run}", "--method", "reflow", "--out", "{cwd}/student"],
     "export": ["{run}", "--format", "diffusers", "--out", "{cwd}/export"],
+    "reproduce": ["{ws}/rand.bin"],
 }
 
 TRAIN_VALUES = [
@@ -136,6 +137,10 @@ CASES = [
     # -- train: every config field out of its domain (refused before data is loaded) ------------------------
     *[(["train", "--preset", "digits-test", "--set", s, "--out", "{cwd}/run"], U, w) for s, w in TRAIN_VALUES],
     (["train", "--preset", "nope"], U, "unknown preset"),
+    (["reproduce", "{ws}/rand.bin"], U, "not a manifest"),
+    (["reproduce", "{ws}/array.json"], U, "not a manifest"),
+    (["card", "{ws}/missing"], U, "does not exist"),
+    (["card", "{run}", "--out", "{ws}/file.txt"], U, "must end in .md"),
     (["train", "--config", "{ws}/missing.json"], U, "does not exist"),
     (["train", "--config", "{ws}/folder.png"], U, "does not exist"),
     (["train", "--config", "{ws}/rand.bin", "--out", "{cwd}/run"], U, "config"),
