@@ -241,15 +241,16 @@ def test_samples_carry_a_manifest_that_reproduces(folders, tmp_path, capsys):
     assert "bit-identical" in capsys.readouterr().out
 
 
-def test_our_diffusers_export_loads_back_exactly(tmp_path):
-    """export --format diffusers, then load_run on the folder: the same config and bit-identical denoiser."""
+def test_samples_of_our_diffusers_export_reproduce(tmp_path, capsys):
+    """A run exported to diffusers and sampled from the export: reproduce finds the export's config and weights."""
     from tinyruns import write_run
-    from torchdiffusion.interop import diffusers_out
+    from torchdiffusion.cli import main
 
-    run = load_run(write_run(tmp_path / "run", "digits-test", ["model.num_classes=3"], (1, 8, 8)))
-    folder = diffusers_out.write(run, tmp_path / "exported")
-    back = load_run(folder)
-    assert back.config == run.config and back.data_shape == run.data_shape and back.info["source"] == "diffusers"
-    x, sigma, cond = torch.randn(3, 1, 8, 8), torch.tensor([0.1, 2.0, 50.0]), {"class": torch.tensor([0, 1, 2])}
-    assert torch.equal(back.model(x, sigma, cond), run.model(x, sigma, cond))
-    assert torch.equal(back.model.process.alpha_bars, run.model.process.alpha_bars)
+    run = write_run(tmp_path / "run", "digits-test", [], (1, 8, 8))
+    assert main(["export", str(run), "--format", "diffusers", "--out", str(tmp_path / "exported")]) == 0
+    assert (
+        main(["sample", str(tmp_path / "exported"), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.png")]) == 0
+    )
+    capsys.readouterr()
+    assert main(["reproduce", str(tmp_path / "s.png.manifest.json")]) == 0
+    assert "bit-identical" in capsys.readouterr().out

@@ -54,16 +54,17 @@ class Redirect:
 def check_run(m: dict, where: Path) -> None:
     """The run the manifest names must still have the config and weights it records (sha256), else refuse."""
     from ..config import ConfigError, from_json, validate
-    from ..interop.diffusers_in import is_diffusers_folder, load_diffusers
+    from ..generate import load_run
+    from ..interop.diffusers_in import is_diffusers_folder
     from ..provenance import ManifestError, config_sha256, sha256_file
 
     rec = m.get("run")
     if not rec:
         return
     run = Path(str(rec.get("path", "")))
-    if is_diffusers_folder(run):  # its RunConfig is the one load_run resolves from the diffusers configs
+    if is_diffusers_folder(run):  # its RunConfig is the one load_run resolves (diffusers configs, or our export's)
         try:
-            cfg = load_diffusers(run).config
+            cfg = load_run(run).config
         except ValueError as e:
             raise ManifestError(f"{where}: the diffusers folder it names no longer loads ({e})") from None
     elif not (run / "config.json").is_file():

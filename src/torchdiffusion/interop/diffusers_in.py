@@ -44,7 +44,6 @@ SCHEDULERS = {
 # diffusers prediction_type -> our parameterization (precond.py)
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 UNETS = ("UNet2DModel", "UNet2DConditionModel")
-OWN_UNET = "TorchdiffusionUNet"  # our network, as 'torchdiffusion export --format diffusers' writes it
 SPACINGS = ("leading", "trailing", "linspace")
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
@@ -242,9 +241,6 @@ def load_diffusers(path: str | Path, *, device: str | torch.device = "cpu"):
 
     path = Path(path)
     unet_dir = unet_folder(path)
-    raw = _read_json(unet_dir / "config.json")
-    if raw.get("_class_name") == OWN_UNET:
-        return load_own_export(path, unet_dir, raw, device)
     try:
         import diffusers  # noqa: F401
     except ImportError:
@@ -307,36 +303,3 @@ def resolved_config(
         return validate(cfg)
     except ValueError as e:
         raise _error(f"{sched['file']}: {e}") from None
-
-
-def load_own_export(path: Path, unet_dir: Path, raw: dict, device: str | torch.device = "cpu"):
-    """A folder our diffusers export wrote: its unet config holds the run's whole config and data shape, its
-    weights are our network's (keys ``denoiser.*``), so the run comes back exactly, with our process (the
-    scheduler's float32 ``trained_betas`` are not read back). diffusers is not needed."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from ..config import ConfigError, from_json
-    from ..generate import LoadedRun
-    from ..model import build_model
-
-    file = unet_dir / "config.json"
-    try:
-        cfg = validate(from_json(json.dumps(raw["run_config"])))
-        data_shape = tuple(int(v) for v in raw["data_shape"])
-    except (KeyError, TypeError, ValueError, ConfigError) as e:
-        raise _error(f"{file} is damaged (run_config / data_shape: {str(e).splitlines()[0]})") from None
-    wfile = unet_dir / WEIGHTS_FILE
-    if not wfile.is_file():
-        raise _error(f"{unet_dir} has no safetensors weights ({WEIGHTS_FILE} is missing)")
-    model = build_model(cfg, data_shape)
-    try:
-        state = {k.removeprefix("denoiser."): v for k, v in load_file(wfile, device=str(device)).items()}
-        model.load_state_dict(state, strict=True)
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise _error(f"{wfile} does not fit the network in {file} ({str(e).splitlines()[0]})") from None
-    model.to(device).eval().requires_grad_(False)
-    info = {"kind": "image", "data_shape": list(data_shape), "source": "diffusers", "path": str(path)}
-    info["unet"] = {"class": OWN_UNET, "dir": str(unet_dir)}
-    weights = wfile.relative_to(path).as_posix()
-    return LoadedRun(path=path, config=cfg, model=model, data_shape=data_shape, info=info, weights_file=weights)
