@@ -255,6 +255,34 @@ def test_ctrl_c_during_the_bar_stops_cleanly(world, tmp_path, monkeypatch, name,
     assert not leftovers, leftovers  # atomic writers: no half-written file
 
 
+def test_a_stop_while_a_bar_is_drawn_leaves_bars_usable_by_other_threads():
+    """A Ctrl-C raised inside a bar's write (as above) must not leave tqdm's global lock held: after the CLI's
+    close_bars(), another thread can still make and draw a bar (the studio's worker does, in the same process)."""
+    import threading
+
+    from tqdm import tqdm
+
+    from torchdiffusion.progress import Stopped, close_bars
+
+    class StopOnWrite(io.StringIO):
+        def write(self, s):
+            raise Stopped()
+
+    with pytest.raises(Stopped):
+        tqdm(total=3, file=StopOnWrite(), disable=False, mininterval=0)  # the first refresh writes
+    close_bars()
+    drawn = threading.Event()
+
+    def other():
+        with tqdm(total=1, file=io.StringIO(), disable=False) as bar:
+            bar.update(1)
+        drawn.set()
+
+    t = threading.Thread(target=other, daemon=True)
+    t.start()
+    assert drawn.wait(10), "another thread is blocked on the progress bars' lock"
+
+
 def test_docs_table_says_yes_for_every_command():
     """docs/cli.md: one row per command, every cell 'yes'; the test above checks what the row claims."""
     text = (ROOT / "docs" / "cli.md").read_text()

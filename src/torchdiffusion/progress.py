@@ -111,3 +111,20 @@ def close_bars() -> None:
 
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
+    release_bar_lock()
+
+
+def release_bar_lock() -> None:
+    """Release tqdm's global write lock where this thread still holds it.
+
+    tqdm's ``refresh`` takes that (re-entrant) lock without try/finally, so a stop raised while a bar is drawn
+    (Ctrl-C inside the write) leaves it held by the stopped thread: the thread itself never notices, but every
+    other thread that makes or draws a bar (the studio's worker) would then wait forever."""
+    from tqdm.std import TqdmDefaultWriteLock
+
+    th = TqdmDefaultWriteLock.th_lock
+    while th is not None and th._is_owned():
+        th.release()
+    mp = getattr(TqdmDefaultWriteLock, "mp_lock", None)
+    while mp is not None and mp._semlock._is_mine():
+        mp.release()
