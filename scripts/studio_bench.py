@@ -51,7 +51,10 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "TORCHDIFFUSION_PROGRESS": "0"}
         cmd = [*TD, "studio", str(root), "--port", str(port), *extra]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # The server's output goes to a file, not a pipe: the commands it runs print the files they write, and a
+        # pipe nobody reads until the end fills up (64 KiB) and blocks the worker in the middle of a long run.
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 120:
             try:
@@ -59,7 +62,7 @@ class Server:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stdout.read()) from None
+                    raise RuntimeError(self.output()) from None
                 time.sleep(0.1)
         raise RuntimeError("the studio did not start in 120 s")
 
@@ -76,8 +79,13 @@ class Server:
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 120) -> tuple[int, str]:
         self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out
+        self.proc.wait(timeout=timeout)
+        return self.proc.returncode, self.output()
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
 
 
 def stage(run: str) -> Path:
