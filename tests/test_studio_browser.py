@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -55,7 +56,14 @@ def server(runs):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHDIFFUSION_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "torchdiffusion", "studio", str(runs), "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a pipe read only at the end can fill and block the server
+
+    def output() -> str:
+        log.flush()
+        log.seek(0)
+        return log.read()
+
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     while time.monotonic() - t0 < 60:
@@ -63,11 +71,12 @@ def server(runs):
             urllib.request.urlopen(url + "/api/info", timeout=2).close()
             break
         except OSError:
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, output()
             time.sleep(0.1)
     yield url
     proc.terminate()
-    out, _ = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    out = output()
     assert proc.returncode == 143, out  # SIGTERM: a clean stop
     assert "Traceback" not in out, out
 
