@@ -19,6 +19,7 @@ and the temporary file (and any folder created for it) is removed on any excepti
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -213,3 +214,12 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     _fsync(path.parent, directory=True)
     if watcher is not None:
         watcher.written(named, path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

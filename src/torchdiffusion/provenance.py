@@ -44,7 +44,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write, cache_dir, watch_writes
+from .io import atomic_write, cache_dir, sha256_file, watch_writes
 
 FORMAT = "torchdiffusion-manifest"
 VERSION = 1
@@ -59,14 +59,6 @@ def manifest_path(artefact: str | Path) -> Path:
     """``<artefact>.manifest.json`` beside the artefact (file or folder)."""
     artefact = Path(artefact)
     return artefact.with_name(artefact.name + SUFFIX)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def artefact_digest(path: str | Path) -> tuple[str, int]:
