@@ -239,6 +239,49 @@ def test_a_sampling_job_streams_previews_and_writes_what_sample_writes(world):
         assert Image.open(out).tobytes() == img.tobytes()
 
 
+class _FinishesWhileRead(Job):
+    """A job the worker finishes between two reads of the event stream: the first ``public()`` sees it running
+    at step 2, then step 3's preview lands and the job ends before the stream looks at the previews."""
+
+    def public(self, position=None):
+        state = super().public(position)
+        if self.state == "running":
+            self.recent.append((3, {"x": "c", "x0": "c"}))
+            self.previews, self.state, self.seq = 3, "done", self.seq + 2
+        return state
+
+
+@pytest.mark.parametrize("race", [False, True], ids=["finished before the stream", "finishes while it reads"])
+def test_the_event_stream_ends_with_one_final_state_after_every_preview(race):
+    """The page stops at the first message with a final state, so a job that ended while previews were still
+    unsent must get them first, each marked running, then exactly one final message."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from torchdiffusion.studio.app import _event_stream
+
+    job = (_FinishesWhileRead if race else Job)(command="sample", label="tiny", work=lambda: [])
+    job.recent.extend([(1, {"x": "a", "x0": "a"}), (2, {"x": "b", "x0": "b"})])
+    job.previews, job.state, job.seq = 2, "running" if race else "done", 5
+    if not race:
+        job.recent.append((3, {"x": "c", "x0": "c"}))
+        job.previews = 3
+    app = SimpleNamespace(state=SimpleNamespace(queue=SimpleNamespace(position=lambda j: None)))
+
+    async def connected():
+        return False
+
+    async def collect():
+        request = SimpleNamespace(is_disconnected=connected)
+        return [json.loads(m[len("data: ") :]) async for m in _event_stream(app, job, request)]
+
+    events = asyncio.run(asyncio.wait_for(collect(), 10))
+    assert [e["preview_index"] for e in events if "preview" in e] == [1, 2, 3]
+    final = [k for k, e in enumerate(events) if e["state"] in ("done", "failed", "cancelled")]
+    assert final == [len(events) - 1], [e["state"] for e in events]  # one final state, the last message
+    assert events[-1]["previews"] == 3
+
+
 def test_inpaint_with_a_painted_mask_keeps_the_known_region(world):
     root = world / "runs"
     mask = Image.new("RGBA", (8, 8), (0, 0, 0, 0))

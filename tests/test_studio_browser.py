@@ -93,8 +93,14 @@ def page(server):
         browser.close()
 
 
-def wait_image(page, selector: str) -> None:
-    """Until the <img> shows a file of the studio (loaded, not just requested)."""
+def wait_image(page, selector: str, status: str) -> None:
+    """Until the job whose state the page shows in ``status`` has ended (it must end done: else the page's
+    message is the failure) and the <img> shows a file of the studio (loaded, not just requested)."""
+    page.wait_for_function(
+        f"['done', 'cancelled'].includes(document.querySelector('{status}').textContent)"
+        f" || document.querySelector('{status}').textContent.startsWith('failed')"
+    )
+    assert page.text_content(status) == "done", (page.text_content(status), page.text_content("#message"))
     page.wait_for_function(
         f"(() => {{ const i = document.querySelector('{selector}');"
         " return i.src.includes('/api/file') && i.complete && i.naturalWidth > 0; })()"
@@ -124,7 +130,7 @@ def test_sample_with_live_preview_then_download_png_and_manifest(page, tmp_path)
         " new MutationObserver(() => s.add(img.src)).observe(img, {attributes: true}); return s; }"
     )
     page.click("#sample-btn")
-    wait_image(page, "#result-img")
+    wait_image(page, "#result-img", "#job-status")
     previews = page.evaluate("(s) => s.size", seen)
     assert previews >= 3, previews  # the live view changed at least three times
     assert int(page.text_content("#preview-count")) == 12  # one preview per step
@@ -163,7 +169,7 @@ def test_paint_a_mask_and_inpaint(page):
     )
     assert painted > 20, painted
     page.click("#edit-btn")
-    wait_image(page, "#edit-result")
+    wait_image(page, "#edit-result", "#edit-status")
     assert page.text_content("#edit-status") == "done"
     shot(page, "inpaint")
     src = page.get_attribute("#edit-result", "src")

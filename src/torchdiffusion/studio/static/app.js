@@ -107,7 +107,15 @@ function follow(job, onEvent) {
       onEvent(ev);
       if (["done", "failed", "cancelled"].includes(ev.state)) { es.close(); resolve(ev); }
     };
-    es.onerror = () => { es.close(); resolve({ state: "failed", error: "event stream closed" }); };
+    es.onerror = async () => {  // the stream broke before a final state: ask for the job's state once
+      es.close();
+      try {
+        const r = await fetch(`/api/jobs/${job.id}`);
+        const j = r.ok ? await r.json() : null;
+        if (j && ["done", "failed", "cancelled"].includes(j.state)) { onEvent(j); resolve(j); return; }
+      } catch (e) { /* the server is gone */ }
+      resolve({ state: "failed", error: "the event stream closed before the job ended" });
+    };
   });
 }
 
