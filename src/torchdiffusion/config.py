@@ -41,7 +41,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    net: str = "unet"  # unet (images, signals) | mlp (vectors) | table (tables) | transformer (sequences)
+    net: str = "unet"  # unet (images, signals, volumes) | mlp (vectors) | table (tables) | transformer (sequences)
     channels: int = 32  # base width of the U-Net
     channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution level; len = number of levels
     num_res_blocks: int = 1  # residual blocks per level (encoder side)
@@ -57,6 +57,7 @@ class ModelConfig:
     text_dim: int = 0  # > 0: text conditioning by cross-attention over token features of this width
     categories: tuple[int, ...] = ()  # table: classes of each categorical column (set from the data at training)
     vocab: int = 0  # sequence: number of symbols (set from the data at training)
+    checkpoint: bool = False  # U-Net: recompute each block's activations in backward (less memory, ~1/3 more time)
 
 
 @dataclass(frozen=True)

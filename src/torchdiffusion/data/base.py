@@ -24,19 +24,29 @@ class DataError(ValueError):
     """Data that cannot be used (missing, corrupt, wrong shape); the message is one line meant for the user."""
 
 
-# data kind -> dims of one example: (C, H, W), (C, L), (D,); a table row (D,) and a sequence (L,) are never guessed
-# from a shape (kind_of_shape finds "vector" first): their sources say so
-KINDS = {"image": 3, "signal": 2, "vector": 1, "table": 1, "sequence": 1}
-# the network of each data kind (model.net); image and signal share the U-Net
-NET_OF_KIND = {"image": "unet", "signal": "unet", "vector": "mlp", "table": "table", "sequence": "transformer"}
+# data kind -> dims of one example: (C, H, W), (C, L), (D,), (C, D, H, W); a table row (D,) and a sequence (L,) are
+# never guessed from a shape (kind_of_shape finds "vector" first): their sources say so
+KINDS = {"image": 3, "signal": 2, "vector": 1, "table": 1, "sequence": 1, "volume": 4}
+# the network of each data kind (model.net); image, signal and volume share the U-Net
+NET_OF_KIND = {
+    "image": "unet",
+    "signal": "unet",
+    "vector": "mlp",
+    "table": "table",
+    "sequence": "transformer",
+    "volume": "unet",
+}
 
 
 def kind_of_shape(shape: tuple[int, ...]) -> str:
-    """The data kind of one example's shape: (C, H, W) "image", (C, L) "signal", (D,) "vector"."""
+    """The data kind of one example's shape: (C, H, W) "image", (C, L) "signal", (D,) "vector", (C, D, H, W)
+    "volume"."""
     for kind, ndim in KINDS.items():
         if len(shape) == ndim:
             return kind
-    raise DataError(f"no data kind has examples of shape {tuple(shape)}; expected (C, H, W), (C, L) or (D,)")
+    raise DataError(
+        f"no data kind has examples of shape {tuple(shape)}; expected (C, H, W), (C, L), (D,) or (C, D, H, W)"
+    )
 
 
 @dataclass
@@ -50,7 +60,8 @@ class TensorData:
         captions: N strings, or None.
         class_names: names of the label values / context columns, or None.
         kind: "image" ((N, C, H, W)), "signal" ((N, C, L)), "vector" ((N, D)), "table" ((N, D) encoded rows,
-            data/table.py) or "sequence" ((N, L) symbol ids as floats, data/sequence.py).
+            data/table.py), "sequence" ((N, L) symbol ids as floats, data/sequence.py) or "volume"
+            ((N, C, D, H, W), data/volume.py).
         name: a short description of where the data came from.
         schema: what a table's columns or a sequence's symbols are (TableSchema / Vocabulary), or None.
     """

@@ -2,8 +2,8 @@
 
 ``build_net(model, data_shape)`` picks the network by ``model.net`` and the data shape:
 
-* ``unet``: :class:`UNet` for images ``(C, H, W)`` (any C, any H x W divisible by ``2^(levels-1)``) and 1-D
-  signals ``(C, L)``;
+* ``unet``: :class:`UNet` for images ``(C, H, W)`` (any C, any H x W divisible by ``2^(levels-1)``), 1-D
+  signals ``(C, L)`` and volumes ``(C, D, H, W)``;
 * ``mlp``: :class:`MLP` for vectors ``(D,)``.
 
 Every net takes ``c_noise: (B,)`` (a fractional DDPM timestep or ln(sigma)/4; one embedding handles both, see
@@ -29,14 +29,17 @@ NETS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
 
 
 def build_net(model: ModelConfig, data_shape: tuple[int, ...]) -> nn.Module:
-    """The network named by ``model.net`` for one example of shape ``data_shape`` ((C, H, W), (C, L) or (D,))."""
+    """The network named by ``model.net`` for one example of shape ``data_shape`` ((C, H, W), (C, L), (D,) or
+    (C, D, H, W))."""
     if model.net not in NETS:
         raise ConfigError(f"unknown model.net {model.net!r}; choose from {', '.join(NETS)}")
     if model.embedding not in ("sinusoidal", "fourier"):
         raise ConfigError(f"model.embedding must be sinusoidal or fourier, got {model.embedding!r}")
     data_shape = tuple(int(s) for s in data_shape)
     if model.net == "unet" and len(data_shape) == 1:
-        raise ConfigError(f"model.net=unet needs (C, H, W) or (C, L) data, got vectors {data_shape}; use model.net=mlp")
+        raise ConfigError(
+            f"model.net=unet needs (C, H, W), (C, L) or (C, D, H, W) data, got vectors {data_shape}; use model.net=mlp"
+        )
     return NETS[model.net](model, data_shape)
 
 

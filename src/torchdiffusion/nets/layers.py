@@ -1,6 +1,6 @@
 """Building blocks shared by the networks: noise and condition embeddings, residual and attention blocks.
 
-Every block works on ``(B, C, *spatial)`` tensors with one or two spatial dimensions (``dims``), in either
+Every block works on ``(B, C, *spatial)`` tensors with one, two or three spatial dimensions (``dims``), in either
 memory format (contiguous or ``channels_last``) and under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
 
 Speed notes (small models on a CPU are overhead- and memory-bound; measurements in docs/bench-train.md):
@@ -41,12 +41,14 @@ NOISE_FREQ_MAX = 64.0
 
 
 def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
-    """``nn.Conv1d`` or ``nn.Conv2d`` by the number of spatial dimensions."""
+    """``nn.Conv1d``, ``nn.Conv2d`` or ``nn.Conv3d`` by the number of spatial dimensions."""
     if dims == 1:
         return nn.Conv1d(*args, **kwargs)
     if dims == 2:
         return nn.Conv2d(*args, **kwargs)
-    raise ValueError(f"only 1-D and 2-D convolutions are supported, got dims={dims}")
+    if dims == 3:
+        return nn.Conv3d(*args, **kwargs)
+    raise ValueError(f"only 1-D, 2-D and 3-D convolutions are supported, got dims={dims}")
 
 
 def zero_(module: nn.Module) -> nn.Module:

@@ -1,4 +1,4 @@
-"""The U-Net denoiser for images ``(B, C, H, W)`` and 1-D signals ``(B, C, L)``.
+"""The U-Net denoiser for images ``(B, C, H, W)``, 1-D signals ``(B, C, L)`` and volumes ``(B, C, D, H, W)``.
 
 The DDPM U-Net (Ho et al. 2020, App. B) with the improvements of Nichol & Dhariwal 2021 (scale-shift norm,
 multi-head attention at several resolutions) and the layout of EDM's DDPM++ (Karras et al. 2022):
@@ -14,6 +14,10 @@ multi-head attention at several resolutions) and the layout of EDM's DDPM++ (Kar
 Noise and conditioning enter as one embedding ``e = MLP(NoiseEmbedding(c_noise)) + CondEmbedding(cond)``;
 every residual block reads its scale/shift from ONE shared projection ``Linear(SiLU(e))`` (one GEMM instead of
 one per block). Text conditioning adds cross-attention after each self-attention layer.
+
+``model.checkpoint`` recomputes each stage's activations in the backward pass instead of keeping them
+(activation checkpointing, Chen et al. 2016, ``torch.utils.checkpoint``): the same gradients for about one more
+forward pass, and only the stage boundaries held in memory - what lets a 32^3 volume model train on a laptop.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..cond import as_cond, drop_mask
 from ..config import ConfigError, ModelConfig
@@ -59,26 +64,31 @@ class _Stage(nn.Module):
 
 
 class UNet(nn.Module):
-    """U-Net ``F(x_in, c_noise, cond) -> (B, C, *spatial)`` for data shaped ``(C, H, W)`` or ``(C, L)``.
+    """U-Net ``F(x_in, c_noise, cond) -> (B, C, *spatial)`` for data shaped ``(C, H, W)``, ``(C, L)`` or
+    ``(C, D, H, W)``.
 
     Args:
         model: the model config (``channels``, ``channel_mult``, ``num_res_blocks``, ``attn_resolutions``,
             ``head_channels``, ``dropout``, ``embedding``, ``groups``, ``num_classes``, ``context_dim``,
-            ``text_dim``).
-        data_shape: one example's shape, ``(C, H, W)`` or ``(C, L)``; each spatial size must be divisible by
-            ``2 ** (len(channel_mult) - 1)``.
+            ``text_dim``, ``checkpoint``).
+        data_shape: one example's shape, ``(C, H, W)``, ``(C, L)`` or ``(C, D, H, W)`` (sizes may differ from
+            each other); each spatial size must be divisible by ``2 ** (len(channel_mult) - 1)``.
     """
 
     def __init__(self, model: ModelConfig, data_shape: tuple[int, ...]):
         super().__init__()
-        if len(data_shape) not in (2, 3):
-            raise ConfigError(f"the U-Net needs data shaped (C, H, W) or (C, L), got {tuple(data_shape)}")
+        if len(data_shape) not in (2, 3, 4):
+            raise ConfigError(f"the U-Net needs data shaped (C, H, W), (C, L) or (C, D, H, W), got {tuple(data_shape)}")
         dims = len(data_shape) - 1
         in_ch, spatial = int(data_shape[0]), tuple(int(s) for s in data_shape[1:])
         levels = len(model.channel_mult)
         f = 2 ** (levels - 1)
         if any(s % f for s in spatial):
-            what, fix = ("image size", "data.image_size") if dims == 2 else ("signal length", "the signal length")
+            what, fix = {
+                1: ("signal length", "the signal length"),
+                2: ("image size", "data.image_size"),
+                3: ("volume size (D x H x W)", "the volume size"),
+            }[dims]
             size = "x".join(str(s) for s in spatial)
             raise ConfigError(
                 f"{what} {size} is not divisible by {f} = 2^(levels-1); "
@@ -86,6 +96,7 @@ class UNet(nn.Module):
             )
         self.dims, self.data_shape = dims, (in_ch,) + spatial
         self.text_dim = model.text_dim
+        self.checkpoint = model.checkpoint
         C, G, hc = model.channels, model.groups, model.head_channels
         emb_dim = 4 * C  # embedding width (Ho et al.: 4 x base channels)
 
@@ -167,14 +178,24 @@ class UNet(nn.Module):
             keys, mask = text_tokens(cond, drop, self.text_null, self.text_dim)
             text = (keys.to(e.dtype), mask)
 
+        run = self._checkpointed if self.checkpoint and torch.is_grad_enabled() else _call
         h = self.input_conv(x_in)
         hs = [h]
         for m in self.down:
-            h = m(h) if isinstance(m, Downsample) else m(h, next(embs), text)
+            h = m(h) if isinstance(m, Downsample) else run(m, h, next(embs), text)
             hs.append(h)
-        h = self.mid1(h, next(embs), text)
-        h = self.mid2(h, next(embs), text)
+        h = run(self.mid1, h, next(embs), text)
+        h = run(self.mid2, h, next(embs), text)
         for m in self.up:
-            h = m(h) if isinstance(m, Upsample) else m(torch.cat([h, hs.pop()], dim=1), next(embs), text)
+            h = m(h) if isinstance(m, Upsample) else run(m, torch.cat([h, hs.pop()], dim=1), next(embs), text)
         h = norm_act(self.out_norm, h, silu=True)
         return self.out_conv(h)
+
+    @staticmethod
+    def _checkpointed(stage: _Stage, h: Tensor, emb: Tensor, text) -> Tensor:
+        """The stage without its activations kept: recomputed in the backward pass (RNG state replayed)."""
+        return checkpoint(stage, h, emb, text, use_reentrant=False)
+
+
+def _call(stage: _Stage, h: Tensor, emb: Tensor, text) -> Tensor:
+    return stage(h, emb, text)
