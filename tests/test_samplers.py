@@ -10,7 +10,7 @@ import torch
 from torchdiffusion.analytic import IsotropicGaussian, eight_gaussians
 from torchdiffusion.precond import Precond
 from torchdiffusion.samplers import DETERMINISTIC, SAMPLERS, get_sampler, nfe, steps_for_nfe
-from torchdiffusion.samplers.common import exp_weights, poly_integral_weights
+from torchdiffusion.samplers.common import dpmpp_2m_weights, exp_weights, poly_integral_weights, unipc_weights
 from torchdiffusion.schedules import exponential_sigmas, karras_sigmas
 from torchdiffusion.types import NoiseSource
 
@@ -109,6 +109,38 @@ def test_convergence_order(name, order, at_least):
     observed = math.log2(e1 / e2)
     # at_least: multistep rules of higher order whose error on the Gaussian's smooth denoiser falls faster.
     assert observed > order - 0.25 and (at_least or observed < order + 0.35), (e1, e2, observed)
+
+
+@pytest.mark.parametrize("name", ["unipc_bh1", "unipc_bh2", "unipc"])
+@pytest.mark.parametrize("p", [1, 2])
+def test_unipc_order_is_p_plus_one(name, p):
+    """UniPC-p (predictor of order p, corrector of order p + 1; Zhao et al. 2023 Thm. 3.3): the global error
+    falls as h^(p + 1), published B(h) variants and the exact-weight rule alike."""
+    e1, e2 = _err(name, 32, order=p), _err(name, 64, order=p)
+    observed = math.log2(e1 / e2)
+    assert p + 1 - 0.25 < observed < p + 1 + 0.35, (e1, e2, observed)
+
+
+@pytest.mark.parametrize("name", ["unipc_bh1", "unipc_bh2"])
+def test_unipc_order_three_beats_order_two(name):
+    # Order 3 is limited by its lower-order warm-up steps on this grid (slope >= 2.5 from 32 to 64 steps),
+    # but at every step count it is far more accurate than order 2.
+    e1, e2 = _err(name, 32, order=3), _err(name, 64, order=3)
+    assert math.log2(e1 / e2) > 2.4
+    assert e1 < 0.1 * _err(name, 32, order=2)
+
+
+def test_unipc_bh2_predictor_is_dpmpp_2m():
+    """With B(h) = e^h - 1 the order-2 predictor is DPM-Solver++(2M) (rho = 1/2), and the order-1 corrector is
+    the trapezoidal rule phi_1 (D_i + D_{i+1}) / 2 in lambda."""
+    h, taus = 0.37, [0.0, -0.52]
+    assert unipc_weights(h, taus, "bh2") == pytest.approx(dpmpp_2m_weights(h, taus))
+    phi_1 = -math.expm1(-h)
+    assert unipc_weights(h, [h, 0.0], "bh2", corrector=True) == pytest.approx([phi_1 / 2, phi_1 / 2])
+    # Any variant reproduces a constant D exactly: the weights sum to phi_1.
+    for variant in ("bh1", "bh2"):
+        for nodes, corr in (([0.0, -0.3, -0.7], False), ([h, 0.0, -0.3, -0.7], True)):
+            assert sum(unipc_weights(h, nodes, variant, corr)) == pytest.approx(phi_1)
 
 
 def test_unipc_corrector_beats_its_predictor():

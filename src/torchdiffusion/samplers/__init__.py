@@ -29,6 +29,8 @@ from .dpmpp import (
     sample_dpmpp_3m,
     sample_dpmpp_3m_exact,
     sample_unipc,
+    sample_unipc_bh1,
+    sample_unipc_bh2,
 )
 from .euler import sample_euler, sample_euler_ancestral, sample_heun
 from .langevin import sample_langevin, sample_pc
@@ -130,6 +132,15 @@ SAMPLERS: dict[str, SamplerEntry] = {
         "UniPC, Zhao et al. 2023: multistep predictor of order p and a corrector of order p + 1 that reuses the "
         "next evaluation (exact phi-function weights).",
     ),
+    "unipc_bh1": SamplerEntry(
+        sample_unipc_bh1,
+        "UniPC as published, Zhao et al. 2023 Alg. 2-3 (data prediction): UniP-p + UniC-p with B(h) = h, the "
+        "evaluation at the predicted point reused; the paper's choice for unconditional sampling at few steps.",
+    ),
+    "unipc_bh2": SamplerEntry(
+        sample_unipc_bh2,
+        "UniPC as published with B(h) = e^h - 1 (diffusers' UniPCMultistepScheduler default, solver_type bh2).",
+    ),
     "lms": SamplerEntry(sample_lms, "Linear multistep: Adams-Bashforth of order `order` in sigma (k-diffusion's lms)."),
     "pc": SamplerEntry(
         sample_pc,
@@ -163,7 +174,9 @@ SAMPLERS: dict[str, SamplerEntry] = {
 DETERMINISTIC = tuple(
     name
     for name in SAMPLERS
-    if name in ("euler", "heun", "ddim", "lms", "unipc", "adaptive") or (name.startswith("dpmpp") and "sde" not in name)
+    if name in ("euler", "heun", "ddim", "lms", "adaptive")
+    or name.startswith("unipc")
+    or (name.startswith("dpmpp") and "sde" not in name)
 )
 
 _NOT_SETTINGS = ("noise", "callback", "stats")
@@ -243,4 +256,6 @@ __all__ = [
     "sample_lms",
     "sample_pc",
     "sample_unipc",
+    "sample_unipc_bh1",
+    "sample_unipc_bh2",
 ]

@@ -188,3 +188,48 @@ def poly_integral_weights(nodes: Sequence[float], a: float, b: float) -> list[fl
     ua, ub = a / scale, b / scale
     I = np.array([(ub ** (m + 1) - ua ** (m + 1)) / (m + 1) for m in range(k)]) * scale
     return [float(v) for v in I @ A]
+
+
+def _unipc_b(h: float, p: int, variant: str) -> tuple[float, float, np.ndarray]:
+    """UniPC's constants (Zhao et al. 2023, Alg. 2 and 3 with data prediction): phi_1 = 1 - e^{-h},
+    B(h) = h (``bh1``) or e^h - 1 scaled as in the reference code, i.e. -expm1(-h) (``bh2``), and the
+    right-hand side b_k = h phi_{k+1}(h) k! / B(h), k = 1..p (the reference code's ``h_phi_k`` recursion)."""
+    hh = -h
+    h_phi_1 = math.expm1(hh)  # e^{-h} - 1 = -phi_1
+    B_h = {"bh1": hh, "bh2": h_phi_1}[variant]
+    h_phi_k, factorial, b = h_phi_1 / hh - 1.0, 1, []
+    for k in range(1, p + 1):
+        b.append(h_phi_k * factorial / B_h)
+        factorial *= k + 1
+        h_phi_k = h_phi_k / hh - 1.0 / factorial
+    return -h_phi_1, B_h, np.asarray(b)
+
+
+def unipc_weights(h: float, taus: Sequence[float], variant: str = "bh2", corrector: bool = False) -> list[float]:
+    """The published UniP-p / UniC-p update (Zhao et al. 2023, Alg. 2 / 3; the reference code and diffusers'
+    ``multistep_uni_p_bh_update`` / ``multistep_uni_c_bh_update``), as weights on the nodes.
+
+    Nodes, newest first: the predictor gets [D_i, D_{i-1}, ..., D_{i-p+1}] (taus 0, tau_1 < 0, ...); the corrector
+    gets [D_{i+1}, D_i, D_{i-1}, ...] (taus h, 0, ...), D_{i+1} the evaluation at the predicted point. With
+    r_k = tau_k / h and divided differences D1_k = (D_{i-k} - D_i) / r_k,
+
+        x_{i+1} = (sigma_{i+1}/sigma_i) x_i + phi_1 D_i - B(h) sum_k rho_k D1_k,
+
+    rho solving R rho = b on the rows r_k^0 .. r_k^{p-2} (predictor; rho = 1/2 for p = 2) or, with r = 1 and
+    D1 = D_{i+1} - D_i appended, r_k^0 .. r_k^{p-1} (corrector; rho = 1/2 for p = 1)."""
+    e = np.eye(len(taus))  # e[j] stands for node j: the update, evaluated on unit vectors, gives the weights
+    new, cur, past = (e[0], e[1], list(range(2, len(taus)))) if corrector else (None, e[0], list(range(1, len(taus))))
+    p = len(past) + 1
+    phi_1, B_h, b = _unipc_b(h, p, variant)
+    rks = [taus[j] / h for j in past]
+    D1s = [(e[j] - cur) / r for j, r in zip(past, rks)]
+    w = phi_1 * cur
+    if corrector:
+        R = np.vander(np.asarray(rks + [1.0]), p, increasing=True).T  # R[i, k] = r_k^i
+        rho = np.array([0.5]) if p == 1 else np.linalg.solve(R, b)
+        w = w - B_h * (sum(rk * d for rk, d in zip(rho[:-1], D1s)) + rho[-1] * (new - cur))
+    elif D1s:
+        R = np.vander(np.asarray(rks), p - 1, increasing=True).T
+        rho = np.array([0.5]) if p == 2 else np.linalg.solve(R, b[:-1])
+        w = w - B_h * sum(rk * d for rk, d in zip(rho, D1s))
+    return [float(v) for v in w]

@@ -15,8 +15,9 @@ The published rules, under the names every library uses (checked against k-diffu
 Exact-integration variants, under names of their own: ``dpmpp_2m_exact``, ``dpmpp_3m_exact`` and
 ``dpmpp_2s_exact`` integrate the polynomial through the same denoiser outputs exactly (:func:`common.exp_weights`;
 for 2M this is k-diffusion's ``dpmpp_2m_sde`` with ``solver_type="heun"``). Same orders; on few-step Karras grids
-they are measurably worse than the published rules (docs/samplers.md). UniPC's predictor and corrector are built
-on the exact weights too.
+they are measurably worse than the published rules (docs/samplers.md). ``unipc`` builds UniPC's predictor and
+corrector on the exact weights too; ``unipc_bh1`` / ``unipc_bh2`` are the published UniPC with the paper's B(h)
+(:func:`common.unipc_weights`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .common import (
     exp_weights,
     noise_fn,
     report,
+    unipc_weights,
 )
 
 Weights = Callable[[float, Sequence[float], float], list[float]]
@@ -80,20 +82,20 @@ def multistep(
     order: int,
     eta: float = 0.0,
     weights: Weights = exp_weights,
-    corrector: bool = False,
+    corrector: Weights | None = None,
     noise: Callable[[], Tensor] | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """The multistep exponential integrator behind DPM-Solver++ kM and UniPC; one evaluation per step.
 
     ``weights`` turns the last ``order`` denoiser outputs into the step (published DPM-Solver++ or exact).
-    ``corrector=True`` (ODE only) adds UniPC's corrector: after the denoiser is evaluated at the predicted
-    x_{i+1}, the step i -> i+1 is redone with that output as one more node (order + 1), and the output is
-    reused for the next step, so the NFE is unchanged (Zhao et al. 2023, UniC)."""
+    ``corrector`` (ODE only) adds UniPC's corrector with those weights: after the denoiser is evaluated at the
+    predicted x_{i+1}, the step i -> i+1 is redone with that output as one more node (order + 1), and the output
+    is reused for the next step, so the NFE is unchanged (Zhao et al. 2023, UniC)."""
     if order < 1:
         raise ValueError(f"multistep order must be >= 1, got {order}")
     _check_eta(eta)
-    if corrector and eta > 0:
+    if corrector is not None and eta > 0:
         raise ValueError("the UniPC corrector is defined for the ODE (eta = 0) only")
     s = check_sigmas(sigmas)
     n = len(s) - 1
@@ -103,14 +105,14 @@ def multistep(
     for i in range(n):
         denoised = call_denoiser(denoise, x, s[i])
         lam = -math.log(s[i])
-        if corrector and prev is not None:
+        if corrector is not None and prev is not None:
             x_prev, sigma_prev, hist_prev = prev
-            x = exp_step(x_prev, sigma_prev, s[i], [(lam, denoised)] + hist_prev)
+            x = exp_step(x_prev, sigma_prev, s[i], [(lam, denoised)] + hist_prev, weights=corrector)
         hist = ([(lam, denoised)] + hist)[:order]
         if s[i + 1] == 0:
             x_next = denoised
         else:
-            prev = (x, s[i], hist if corrector else [])
+            prev = (x, s[i], hist if corrector is not None else [])
             x_next = exp_step(x, s[i], s[i + 1], hist, eta, draw, weights)
         x = x_next
         report(callback, i, n, s[i], s[i + 1], x, denoised)
@@ -234,4 +236,35 @@ def sample_unipc(
     that reuses the next step's evaluation, so NFE = n. Both integrate the interpolating polynomial in lambda
     exactly (the phi-function weights of :func:`common.exp_weights`) rather than with the paper's B(h)
     approximations; the orders are the same."""
-    return multistep(denoise, x, sigmas, order=order, corrector=True, noise=noise, callback=callback)
+    return multistep(denoise, x, sigmas, order=order, corrector=exp_weights, noise=noise, callback=callback)
+
+
+def _unipc_published(variant: str):
+    """The sampler function of the published UniPC with B(h) = ``variant`` (bh1 | bh2); its setting: order."""
+    predictor = lambda h, taus, eta: unipc_weights(h, taus, variant)
+    corrector = lambda h, taus, eta: unipc_weights(h, taus, variant, corrector=True)
+
+    @torch.no_grad()
+    def sampler(
+        denoise: Denoiser,
+        x: Tensor,
+        sigmas: Tensor,
+        *,
+        noise: Callable[[], Tensor] | None = None,
+        callback: Callback | None = None,
+        order: int = 3,
+    ) -> Tensor:
+        return multistep(
+            denoise, x, sigmas, order=order, weights=predictor, corrector=corrector, noise=noise, callback=callback
+        )
+
+    return sampler
+
+
+sample_unipc_bh1 = _unipc_published("bh1")
+sample_unipc_bh1.__doc__ = """UniPC as published (Zhao et al. 2023, Alg. 2-3, data prediction) with B(h) = h: UniP-p
+predictor and UniC-p corrector (order p + 1), the evaluation at the predicted point reused, NFE = n; the paper's
+choice for unconditional sampling at few steps. Warm-up steps use the orders the history allows."""
+sample_unipc_bh2 = _unipc_published("bh2")
+sample_unipc_bh2.__doc__ = """UniPC as published with B(h) = e^h - 1 (diffusers' UniPCMultistepScheduler default,
+solver_type "bh2"); otherwise as unipc_bh1. At order 2 its predictor is DPM-Solver++(2M)."""
