@@ -41,7 +41,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    net: str = "unet"  # unet (images, signals, volumes) | mlp (vectors) | table (tables) | transformer (sequences)
+    net: str = "unet"  # unet (images, signals, volumes) | dit (images) | mlp (vectors) | table | transformer
     channels: int = 32  # base width of the U-Net
     channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution level; len = number of levels
     num_res_blocks: int = 1  # residual blocks per level (encoder side)
@@ -58,6 +58,10 @@ class ModelConfig:
     categories: tuple[int, ...] = ()  # table: classes of each categorical column (set from the data at training)
     vocab: int = 0  # sequence: number of symbols (set from the data at training)
     checkpoint: bool = False  # U-Net: recompute each block's activations in backward (less memory, ~1/3 more time)
+    # DiT (model.net=dit; width = channels, heads = channels / head_channels; sizes: DIT_SIZES)
+    patch: int = 2  # DiT: patch size p (must divide H and W); N = HW / p^2 tokens
+    depth: int = 12  # DiT: transformer blocks (12 for DiT-S and DiT-B)
+    pos_embedding: str = "sincos"  # DiT: sincos (fixed 2-D sin-cos, as DiT) | learned (a table started from it)
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,34 @@ _TABLE_EDM = DiffusionConfig(
     P_std=1.5,
 )
 
+# DiT sizes (Peebles & Xie 2023, Table 1): width W, depth, heads; 64 channels per head.
+DIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "DiT-S": (384, 12, 6),
+    "DiT-B": (768, 12, 12),
+    "DiT-L": (1024, 24, 16),
+    "DiT-XL": (1152, 28, 16),
+}
+
+
+def dit_model(size: str, patch: int = 2, **kw: Any) -> ModelConfig:
+    """The ModelConfig of a named DiT size (``DIT_SIZES``) with patch size ``patch`` (DiT-S/2: size "DiT-S",
+    patch 2); ``kw`` sets other ModelConfig fields (num_classes, text_dim, ...)."""
+    width, depth, heads = DIT_SIZES[size]
+    return ModelConfig(net="dit", channels=width, depth=depth, head_channels=width // heads, patch=patch, **kw)
+
+
+# The mnist-cpu U-Net's recipe (data, diffusion, training, sampling) with a DiT in place of the U-Net
+def _mnist_dit(preset: str, model: ModelConfig, lr: float) -> RunConfig:
+    return RunConfig(
+        preset=preset,
+        data=DataConfig(source="mnist5k", holdout=500),
+        model=model,
+        diffusion=_EPS_COSINE,
+        train=TrainConfig(images=150_000, batch_size=64, lr=lr, warmup_images=5_000, ema_halflife_images=20_000),
+        sample=SampleConfig(sampler="unipc", grid="uniform_t", steps=20, n=64),
+    )
+
+
 PRESETS: dict[str, RunConfig] = {
     # The demo: MNIST-5k on a 2-core CPU in minutes.
     "mnist-cpu": RunConfig(
@@ -260,6 +292,13 @@ PRESETS: dict[str, RunConfig] = {
         ),
         sample=SampleConfig(sampler="heun", steps=18, n=2000, clip_denoised=False),
     ),
+    # DiT on MNIST-5k pixels (docs/dit.md): mnist-dit matches mnist-cpu's U-Net in forward FLOPs per image
+    # (W = 128, 4 blocks, 4 heads, 2x2 patches: 196 tokens); the DiT-S/2 and DiT-B/2 sizes build for GPUs.
+    "mnist-dit": _mnist_dit(
+        "mnist-dit", ModelConfig(net="dit", channels=128, depth=4, head_channels=32, patch=2), lr=1e-3
+    ),
+    "mnist-dit-s": _mnist_dit("mnist-dit-s", dit_model("DiT-S", 2), lr=1e-4),
+    "mnist-dit-b": _mnist_dit("mnist-dit-b", dit_model("DiT-B", 2), lr=1e-4),
     # Fast tests: 8x8 scikit-learn digits and a tiny U-Net.
     "digits-test": RunConfig(
         preset="digits-test",
@@ -559,7 +598,7 @@ def _set(cfg: Any, path: list[str], value: str, full: str) -> Any:
     return replace(cfg, **{name: _set(sub, path[1:], value, full)})
 
 
-NET_NAMES = ("unet", "mlp", "table", "transformer")  # nets.NETS and model.build_model
+NET_NAMES = ("unet", "dit", "mlp", "table", "transformer")  # nets.NETS and model.build_model
 PROCESSES = ("discrete", "continuous", "categorical")
 
 # Upper bounds of sizes: far above any sensible run, far below an allocation that would fail or take forever
@@ -625,6 +664,9 @@ def _model_checks(m: ModelConfig) -> list[tuple[bool, str]]:
             "model.context_dim must be in [0, 65536], or -1 to take it from the data's context vectors",
         ),
         _between(m.text_dim, 0, 65_536, "model.text_dim"),
+        _between(m.patch, 1, MAX_PIXELS, "model.patch"),
+        _between(m.depth, 1, 256, "model.depth"),
+        (m.pos_embedding in ("sincos", "learned"), "model.pos_embedding must be sincos or learned"),
     ]
 
 

@@ -15,11 +15,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError, ModelConfig
-from .layers import NoiseEmbedding
+from .layers import NoiseEmbedding, attention, split_heads, zero_
 
 
-class _Block(nn.Module):
-    def __init__(self, width: int, heads: int, dropout: float):
+class AdaLNBlock(nn.Module):
+    """A pre-norm transformer block with adaLN-Zero conditioning (Peebles & Xie 2023, Sec. 3.2 and Fig. 3):
+
+        (s1, g1, b1, s2, g2, b2) = W_ada c                    c: (B, W), the conditioning embedding
+        h = h + g1 * Attn(LN(h) (1 + s1) + b1)
+        h = h + CrossAttn(LN'(h), [null, text])                only when ``text_dim > 0``
+        h = h + g2 * MLP(LN(h) (1 + s2) + b2)
+
+    ``W_ada`` starts at zero, so every gate g is 0 and the block is exactly the identity at initialisation (the
+    "-Zero"); the cross-attention's output projection starts at zero too (``layers.CrossAttention``'s rule).
+    Shared by the sequence transformer and the DiT.
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float, text_dim: int = 0):
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False)
@@ -27,20 +39,38 @@ class _Block(nn.Module):
         self.proj = nn.Linear(width, width)
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-        self.ada = nn.Linear(width, 6 * width)  # shift, scale, gate for attention and MLP
-        nn.init.zeros_(self.ada.weight)
-        nn.init.zeros_(self.ada.bias)
+        self.ada = zero_(nn.Linear(width, 6 * width))  # shift, scale, gate for attention and MLP
         self.dropout = dropout
+        if text_dim > 0:
+            self.xnorm = nn.LayerNorm(width)
+            self.xq = nn.Linear(width, width)
+            self.xkv = nn.Linear(text_dim, 2 * width)
+            self.xproj = zero_(nn.Linear(width, width))
 
-    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, h: Tensor, emb: Tensor, text: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """h: (B, L, W) tokens; emb: (B, W); text: (keys (B, L'+1, E) with the null token first, mask)."""
         B, L, W = h.shape
         s1, g1, b1, s2, g2, b2 = self.ada(emb)[:, None].chunk(6, -1)
         a = self.norm1(h) * (1 + s1) + b1
         q, k, v = self.qkv(a).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
-        p = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p).transpose(1, 2).reshape(B, L, W)
-        h = h + g1 * self.proj(a)
+        h = h + g1 * self.proj(self._attend(q, k, v).transpose(1, 2).reshape(B, L, W))
+        if text is not None and hasattr(self, "xq"):
+            h = h + self.cross_attention(h, *text)
         return h + g2 * self.mlp(self.norm2(h) * (1 + s2) + b2)
+
+    def cross_attention(self, h: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        """Attention from the tokens to ``[null, text tokens]`` (Rombach et al. 2022, Sec. 3.3), (B, L, W)."""
+        B, L, W = h.shape
+        q = split_heads(self.xq(self.xnorm(h)), self.heads)
+        kv = self.xkv(keys.to(h.dtype))
+        k, v = split_heads(kv[..., :W], self.heads), split_heads(kv[..., W:], self.heads)
+        return self.xproj(self._attend(q, k, v, mask).transpose(1, 2).reshape(B, L, W))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        p = self.dropout if self.training else 0.0
+        if p > 0:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return attention(q, k, v, mask)
 
 
 class SequenceTransformer(nn.Module):
@@ -64,7 +94,7 @@ class SequenceTransformer(nn.Module):
         self.noise_features = NoiseEmbedding(128, model.embedding)
         self.noise_mlp = nn.Sequential(nn.Linear(128, W), nn.SiLU(), nn.Linear(W, W), nn.SiLU())
         heads = W // model.head_channels
-        self.blocks = nn.ModuleList(_Block(W, heads, model.dropout) for _ in range(model.mlp_depth))
+        self.blocks = nn.ModuleList(AdaLNBlock(W, heads, model.dropout) for _ in range(model.mlp_depth))
         self.out_norm = nn.LayerNorm(W)
         self.output = nn.Linear(W, vocab)
 
