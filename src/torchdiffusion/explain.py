@@ -13,6 +13,7 @@ animations). The ``torchdiffusion explain`` command is a thin shell over them:
   plateaus while the low-noise buckets keep improving;
 * :func:`plot_field` - for 2-D data: the denoiser field x -> D(x, sigma) - x at several sigma with probability-flow
   trajectories, learned beside exact (the analytic mixture, or the empirical data set's exact denoiser);
+* :func:`volume_forward` - the forward process of a 3-D volume, slice by slice (and its projections);
 * :func:`ablation` - teaching switches: DDPM with and without its re-added noise (the "incorrect" sampler of
   the DeepLearning.AI short course "How Diffusion Models Work"), one-shot denoising D(sigma_max n, sigma_max)
   versus iterative sampling.
@@ -626,4 +627,36 @@ def sequence_forward(model, vocab, x0: Tensor, ts: Sequence[float], *, steps: in
         if i == len(ts):
             fig.text(0.01, y + 1 / (len(lines) + 3), f"reverse: a sample unmasked in {steps} steps", fontsize=8)
         fig.text(0.01, y, f"{label:>8} {show(ids)}", family="monospace", fontsize=8, va="top")
+    return _save_fig(fig, path)
+
+
+# Volumes: the forward process slice by slice
+
+
+def volume_forward(x: Tensor, sigmas: Sequence[float], *, slices: int = 6, seed: int = 0, path=None):
+    """One volume ``x`` (C, D, H, W) under the forward process: a row per noise level sigma, its slices along D
+    and maximum-intensity projections (viz.volume_panels) of x_sigma = x + sigma n shown in VP scale,
+    x / sqrt(1 + sigma^2) (the DDPM x_t of the same signal-to-noise ratio), so every row keeps a unit-ish range.
+    The projections show why a volume keeps its shape longer than any one slice: the max over a line of voxels
+    averages nothing, but the eye reads the whole column."""
+    from .viz import volume_panels
+
+    plt = _plt()
+    g = torch.Generator().manual_seed(seed)
+    n = torch.randn(x.shape, generator=g)
+    rows = [volume_panels(((x + s * n) / math.sqrt(1 + s**2))[0].float(), slices) for s in sigmas]
+    cols = len(rows[0])
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols, 1.1 * len(rows) + 0.4), squeeze=False)
+    for i, panels in enumerate(rows):
+        for j, (label, a) in enumerate(panels):
+            ax = axes[i][j]
+            ax.imshow(a, cmap="gray", vmin=-1.5, vmax=1.5, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(label, fontsize=6)
+            if j == 0:
+                ax.set_ylabel(f"sigma={sigmas[i]:g}", fontsize=6)
+    fig.suptitle("forward process of a volume: x + sigma n (VP scale), slices along D and projections", fontsize=8)
+    fig.tight_layout()
     return _save_fig(fig, path)

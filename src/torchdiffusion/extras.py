@@ -21,6 +21,7 @@ EXTRAS = {
     "tensorboard": ("TensorBoard logging of 'train --tensorboard'", ("tensorboard",)),
     "onnx": ("'export --format onnx' and sampling an ONNX export with ONNX Runtime", ("onnx", "onnxruntime")),
     "studio": ("the local web page 'torchdiffusion studio' and its browser test", ("fastapi", "uvicorn", "playwright")),
+    "volumes": ("NIfTI volumes (data.source=nifti)", ("nibabel",)),
 }
 
 

@@ -239,7 +239,7 @@ def save_samples(
     """The picture of samples ``x`` by data kind: a grid of images, line plots of signals, a scatter of the
     first two coordinates of vectors (``reference``: training data drawn behind, for signals and vectors), the
     column marginals of a table against ``reference`` rows, the text of sequences (``schema``: the table's
-    TableSchema or the sequences' Vocabulary)."""
+    TableSchema or the sequences' Vocabulary), slices and maximum-intensity projections of volumes."""
     if kind == "image":
         return save_grid(x, path)
     if kind == "signal":
@@ -250,7 +250,53 @@ def save_samples(
         return save_table_marginals(x, reference, schema, path, title=title)
     if kind == "sequence":
         return save_text([schema.decode(row) for row in x.round().long()], path, title=title)
+    if kind == "volume":
+        return save_volumes(x, path, title=title)
     raise ValueError(f"no picture for data kind {kind!r}")
+
+
+def volume_panels(v: Tensor, slices: int = 6) -> list[tuple[str, np.ndarray]]:
+    """(D, H, W) -> ``slices`` evenly spaced slices along D (each H x W), then the maximum-intensity projections
+    along D, H and W (H x W, D x W, D x H), as (label, array) pairs."""
+    D = v.shape[0]
+    ks = sorted({round(i) for i in np.linspace(0, D - 1, min(slices, D) + 2)[1:-1]}) or [D // 2]
+    panels = [(f"slice {k}", v[k].numpy()) for k in ks]
+    return panels + [(f"MIP {a}", v.amax(dim=i).numpy()) for i, a in enumerate("DHW")]
+
+
+def save_volumes(
+    volumes: Tensor, path: str | Path, title: str = "", max_rows: int = 8, slices: int = 6, row_labels=None
+) -> Path:
+    """(B, C, D, H, W) volumes as PNG: one row per volume (at most ``max_rows``, channel 0), its slices along D
+    and its maximum-intensity projections along D, H and W, grey on the data range [-1, 1]."""
+    plt = _pyplot()
+    x = volumes.detach().cpu().to(torch.float32)[:max_rows, 0]
+    rows = [volume_panels(v, slices) for v in x]
+    cols = len(rows[0])
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols, 1.1 * len(rows) + 0.4), squeeze=False)
+    for i, panels in enumerate(rows):
+        for j, (label, a) in enumerate(panels):
+            ax = axes[i][j]
+            ax.imshow(a, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(label, fontsize=6)
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[i]), fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_table_marginals(x: Tensor, reference: Tensor | None, schema, path: str | Path, title: str = "") -> Path:

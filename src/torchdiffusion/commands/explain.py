@@ -18,11 +18,12 @@ WHAT = (
     "shortcuts",
     "table-forward",
     "sequence-forward",
+    "volume-forward",
 )
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = (
     "pictures of the ideas: forward | schedules | trajectory | loss | field | ablation | shortcuts | table-forward"
-    " | sequence-forward"
+    " | sequence-forward | volume-forward"
 )
 EXAMPLES = """examples:
   torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999      # x0 -> noise, linear vs cosine
@@ -33,6 +34,7 @@ EXAMPLES = """examples:
   torchdiffusion explain ablation runs/demo                               # DDPM without re-added noise, one shot
   torchdiffusion explain table-forward --data sklearn:wine --sigmas 0.01 0.5 1 2 8   # a table's marginals
   torchdiffusion explain sequence-forward runs/text --steps 8             # text masked, then unmasked
+  torchdiffusion explain volume-forward --data shapes3d --sigmas 0.1 0.5 1 2 5   # a volume's slices noised
   torchdiffusion explain shortcuts --images 300000    # curved teacher vs reflowed vs consistency jump (8 Gaussians)
 Output goes to --out (default RUN/explain/<what>.png, or explain-<what>.png without a run)."""
 
@@ -93,8 +95,8 @@ def _out(args: argparse.Namespace, default_dir: Path | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
 
-    if args.what == "table-forward":
-        files = _table_forward(args)
+    if args.what in ("table-forward", "volume-forward"):
+        files = _table_forward(args) if args.what == "table-forward" else _volume_forward(args)
     elif args.what in ("schedules", "forward"):
         files = _schedules(args) if args.what == "schedules" else _forward(args)
     elif args.what == "shortcuts":
@@ -145,6 +147,27 @@ def _table_forward(args: argparse.Namespace) -> list:
         raise ex.ExplainError(f"table-forward needs table data (e.g. --data sklearn:wine), got {data.kind} data")
     with _figure_bar(args) as bar:
         ex.table_forward(data.x, data.schema, args.sigmas, seed=args.seed or 0, path=out)
+        bar.update(1)
+    return [out]
+
+
+def _volume_forward(args: argparse.Namespace) -> list:
+    """One volume of a run's data or --data (e.g. shapes3d) under the forward process, slice by slice."""
+    from .. import explain as ex
+    from ..config import DataConfig
+    from ..data import load_data
+
+    if args.run:
+        from ..generate import load_run
+
+        run_ = load_run(args.run, weights=args.weights)
+        data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
+    else:
+        data, out = load_data(DataConfig(source=args.data, volume_count=8)), _out(args, None)
+    if data.kind != "volume":
+        raise ex.ExplainError(f"volume-forward needs volume data (e.g. --data shapes3d), got {data.kind} data")
+    with _figure_bar(args) as bar:
+        ex.volume_forward(data.x[(args.seed or 0) % len(data)], args.sigmas, seed=args.seed or 0, path=out)
         bar.update(1)
     return [out]
 

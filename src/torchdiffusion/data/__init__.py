@@ -8,10 +8,10 @@
 * ``split="test"``: the source's own test split, in file order (Fashion-MNIST only).
 
 Then, for images, ``data.image_size`` (scale to cover, centre-crop) and ``data.channels`` (1 or 3) apply to
-every source. Sources (``SOURCES``): mnist5k, digits, fashion_mnist, emoji, folder, array, toy; see their
-modules for the file formats and value conventions. Every data set has a ``kind`` (``KINDS``): "image"
-(N, C, H, W) with any channel count, "signal" (N, C, L) or "vector" (N, D); networks and pictures are
-chosen by it.
+every source. Sources (``SOURCES``): mnist5k, digits, fashion_mnist, emoji, folder, array, toy, the tables,
+sequences and volumes (shapes3d, nifti); see their modules for the file formats and value conventions. Every
+data set has a ``kind`` (``KINDS``): "image" (N, C, H, W) with any channel count, "signal" (N, C, L), "vector"
+(N, D), "table", "sequence" or "volume" (N, C, D, H, W); networks and pictures are chosen by it.
 
 ``fit_conditioning(cfg, data)`` sets a model's context width from the data (``model.context_dim=-1``) and
 refuses a labels file that the model would ignore.
@@ -43,6 +43,7 @@ from .files import load_array, load_folder, read_image
 from .sequence import load_fasta, load_sklearn_text, load_text
 from .table import SKLEARN_TABLES, load_csv_table, normalise_table, sklearn_loader
 from .toy import TOYS, load_toy
+from .volume import load_nifti, load_shapes3d
 
 __all__ = [
     "DataError",
@@ -82,6 +83,8 @@ SOURCES: dict[str, Source] = {
     "text": Source(load_text),
     "fasta": Source(load_fasta),
     "sklearn_text": Source(load_sklearn_text),
+    "shapes3d": Source(load_shapes3d),
+    "nifti": Source(load_nifti),
 }
 SPLITS = ("train", "holdout", "test")
 

@@ -23,8 +23,9 @@ Arrays (the ``array`` source, ``data.path`` a ``.npy`` or ``.npz``):
     (kind "vector"); ``(N, C, L)`` 1-D signals (kind "signal") when ``L >= 8 C``, else ``(N, H, W)`` grayscale;
     4-D images of any channel count: channels-first ``(N, C, H, W)`` or channels-last ``(N, H, W, C)`` (the
     sprite format of the DeepLearning.AI course "How Diffusion Models Work"), the channel axis being the one
-    of size <= 4, else the smaller of the two.
-  * Vector and signal values are kept as they are (scale them to about [-1, 1], the range the noise levels
+    of size <= 4, else the smaller of the two; 5-D arrays are volumes ``(N, C, D, H, W)`` (kind "volume"), and
+    a 4-D array of single-channel volumes ``(N, D, H, W)`` needs ``data.layout=NDHW``.
+  * Vector, signal and volume values are kept as they are (scale them to about [-1, 1], the range the noise levels
     are made for).
   * Image values: uint8 (or any integers within 0..255) are 8-bit pixels; booleans and floats with min >= 0 and max <= 1
     are [0, 1] and mapped to [-1, 1]; other floats within [-1, 1] are kept. Anything else, NaN or inf is an
@@ -45,7 +46,7 @@ from ..config import DataConfig
 from .base import DataError, TensorData, check_size, from_uint8, from_unit, match_channels, resize_crop
 from .png16 import is_png16_colour, read_png16
 
-LAYOUTS = ("auto", "NCHW", "NHWC", "NHW", "NCL")
+LAYOUTS = ("auto", "NCHW", "NHWC", "NHW", "NCL", "NCDHW", "NDHW")
 SIGNAL_ASPECT = 8  # "auto" reads a 3-D array (N, A, B) as signals (N, C, L) when B >= 8 A, else as (N, H, W)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -227,13 +228,14 @@ def _finite(a: np.ndarray, what: str) -> np.ndarray:
 
 
 def array_layout(shape: tuple[int, ...], layout: str = "auto", what: str = "array") -> str:
-    """The axes of an array of ``shape``: "ND", "NCL", "NHW", "NCHW" or "NHWC".
+    """The axes of an array of ``shape``: "ND", "NCL", "NHW", "NCHW", "NHWC", "NCDHW" or "NDHW".
 
     ``layout`` names them ("auto" decides from the shape): 2-D is vectors; 3-D is signals (N, C, L) when
     ``L >= SIGNAL_ASPECT * C``, else grayscale images; in 4-D the channel axis is whichever of the second and
-    last has size <= 4 (the last when both do), else the smaller of the two; equal sizes are ambiguous.
+    last has size <= 4 (the last when both do), else the smaller of the two; equal sizes are ambiguous; 5-D is
+    volumes (N, C, D, H, W).
     """
-    ndims = {"NCL": 3, "NHW": 3, "NCHW": 4, "NHWC": 4}
+    ndims = {"NCL": 3, "NHW": 3, "NCHW": 4, "NHWC": 4, "NCDHW": 5, "NDHW": 4}
     if layout not in LAYOUTS:
         raise DataError(f"data.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if len(shape) == 2 and layout == "auto":
@@ -244,8 +246,13 @@ def array_layout(shape: tuple[int, ...], layout: str = "auto", what: str = "arra
         return layout
     if len(shape) == 3:
         return "NCL" if shape[2] >= SIGNAL_ASPECT * shape[1] else "NHW"
+    if len(shape) == 5:
+        return "NCDHW"
     if len(shape) != 4:
-        raise DataError(f"{what} must be (N, D), (N, C, L), (N, H, W), (N, H, W, C) or (N, C, H, W); got shape {shape}")
+        raise DataError(
+            f"{what} must be (N, D), (N, C, L), (N, H, W), (N, H, W, C), (N, C, H, W) or (N, C, D, H, W) volumes; "
+            f"got a {len(shape)}-D array of shape {shape}"
+        )
     first, last = shape[1], shape[3]
     if last <= 4 or (first > 4 and last < first):
         return "NHWC"
@@ -262,8 +269,9 @@ def array_to_images(a: np.ndarray, what: str = "array", layout: str = "auto") ->
     if a.dtype.kind == "b":
         a = a.astype(np.float32)  # False/True -> 0/1 -> -1/+1
     axes = array_layout(a.shape, layout, what)
-    if axes in ("ND", "NCL"):
-        raise DataError(f"{what} of shape {a.shape} holds {'vectors' if axes == 'ND' else '1-D signals'}, not images")
+    if axes in ("ND", "NCL", "NCDHW", "NDHW"):
+        held = {"ND": "vectors", "NCL": "1-D signals"}.get(axes, "volumes")
+        raise DataError(f"{what} of shape {a.shape} holds {held}, not images")
     if axes == "NHW":
         a = a[:, None]
     elif axes == "NHWC":
@@ -305,16 +313,17 @@ def labels_from_array(a: np.ndarray, n: int, what: str) -> tuple[Tensor | None, 
 
 
 def load_array(cfg: DataConfig, seed: int) -> TensorData:
-    """Images, signals or vectors from ``cfg.path`` (.npy/.npz), labels from the npz or ``cfg.labels_path``."""
+    """Images, signals, vectors or volumes from ``cfg.path`` (.npy/.npz), labels from the npz or ``cfg.labels_path``."""
     if not cfg.path:
         raise DataError("the array source needs data.path=<file.npy or file.npz>")
     path = Path(cfg.path).expanduser()
     arrays = _load_arrays(path)
     a = arrays["x"]
     axes = array_layout(a.shape, cfg.layout, path.name)
-    if axes in ("ND", "NCL"):  # vectors and signals: values kept as they are
+    if axes in ("ND", "NCL", "NCDHW", "NDHW"):  # vectors, signals and volumes: values kept as they are
         x = torch.from_numpy(np.ascontiguousarray(_finite(a, path.name), dtype=np.float32))
-        kind = "vector" if axes == "ND" else "signal"
+        kind = {"ND": "vector", "NCL": "signal"}.get(axes, "volume")
+        x = x[:, None] if axes == "NDHW" else x
         if x.shape[0] == 0:
             raise DataError(f"{path.name} holds no examples")
     else:

@@ -1,0 +1,166 @@
+"""3-D volumes (data kind "volume", one example shaped ``(C, D, H, W)``): procedural shapes and NIfTI files.
+
+``shapes3d`` (built in, installs offline): ``data.volume_count`` soft-edged solids in a ``data.volume_size`` grid
+(D, H, W; the sides may differ), one class each - sphere, cube, torus, ellipsoid - with a random rotation
+(uniform on SO(3)), size and offset. Volume k is the same for every run: the set is drawn from ``SHAPES_SEED``
+(the training seed only chooses the held-out split, like for every source). Voxel values are the occupancy
+``o = sigmoid(-sdf / w)`` (``sdf``: the solid's signed distance, ``w`` half a voxel) mapped to ``2 o - 1`` in
+[-1, 1]. The grid spans [-1, 1] on every axis, so an anisotropic grid has anisotropic voxels.
+
+``nifti`` (``data.path``: a ``.nii``/``.nii.gz`` file or a folder of them; needs ``nibabel``, the ``volumes``
+extra): a 3-D file ``(X, Y, Z)`` is one volume, a 4-D file ``(X, Y, Z, N)`` is N volumes (a series); each is read
+as ``(1, D, H, W) = (1, Z, Y, X)`` (axial slices first). All volumes must share one size. Intensities are mapped
+to [-1, 1] by the set's 0.5 and 99.5 percentiles (clamped beyond them).
+
+``.npy``/``.npz`` volumes go through the ``array`` source: a 5-D array ``(N, C, D, H, W)``, or a 4-D
+``(N, D, H, W)`` with ``data.layout=NDHW``; their values are kept as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import DataConfig
+from .base import DataError, TensorData
+
+SHAPES = ("sphere", "cube", "torus", "ellipsoid")
+SHAPES_SEED = 20_260_302  # the fixed seed of the shapes3d set
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def random_rotations(n: int, g: torch.Generator) -> Tensor:
+    """(n, 3, 3) rotations uniform on SO(3): QR of a Gaussian matrix with the signs of R's diagonal fixed
+    (Mezzadri 2007), then a reflection flipped into a rotation."""
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    flip = torch.linalg.det(q) < 0
+    q[flip, :, 0] *= -1
+    return q
+
+
+def signed_distance(shape: str, p: Tensor, a: Tensor) -> Tensor:
+    """Signed distance (negative inside) of a solid centred at the origin; ``p``: (B, M, 3) local points, ``a``:
+    (B, 3) its size parameters (radius / half-sides / ring and tube radii / semi-axes)."""
+    if shape == "sphere":
+        return p.norm(dim=-1) - a[:, None, 0]
+    if shape == "cube":  # box of half-sides a: |max(q, 0)| + min(max_i q_i, 0), q = |p| - a
+        q = p.abs() - a[:, None, :]
+        return q.clamp(min=0).norm(dim=-1) + q.amax(dim=-1).clamp(max=0)
+    if shape == "torus":  # ring radius a0 in the local xy plane, tube radius a1
+        ring = p[..., :2].norm(dim=-1) - a[:, None, 0]
+        return torch.stack([ring, p[..., 2]], -1).norm(dim=-1) - a[:, None, 1]
+    if shape == "ellipsoid":  # the first-order distance (|p / a| - 1) min(a), exact on the surface
+        return (p / a[:, None, :]).norm(dim=-1).sub(1) * a.amin(dim=-1)[:, None]
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _sizes(shape: str, n: int, g: torch.Generator) -> Tensor:
+    """(n, 3) random size parameters, in grid units (the grid spans [-1, 1])."""
+    u = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    if shape == "sphere":
+        return 0.3 + 0.3 * u
+    if shape == "cube":
+        return (0.22 + 0.2 * u[:, :1]).expand(n, 3)
+    if shape == "torus":
+        return torch.stack([0.35 + 0.2 * u[:, 0], 0.12 + 0.08 * u[:, 1], u[:, 2]], 1)
+    return 0.2 + 0.45 * u  # ellipsoid semi-axes
+
+
+def shapes3d(n: int, size: tuple[int, int, int], seed: int = SHAPES_SEED) -> tuple[Tensor, Tensor]:
+    """(n, 1, D, H, W) volumes in [-1, 1] and (n,) labels (index into SHAPES, cycling), volume k from the seed."""
+    g = torch.Generator().manual_seed(seed)
+    D, H, W = size
+    axes = [torch.linspace(-1, 1, s, dtype=torch.float64) for s in (D, H, W)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)  # (M, 3) voxel centres
+    labels = torch.arange(n) % len(SHAPES)
+    R, offset = random_rotations(n, g), 0.2 * (2 * torch.rand(n, 3, generator=g, dtype=torch.float64) - 1)
+    sizes = torch.stack([_sizes(s, n, g) for s in SHAPES], 1)[torch.arange(n), labels]  # (n, 3)
+    w = 0.5 * 2 / (min(size) - 1)  # half a voxel of the finest axis
+    out = torch.empty(n, D * H * W, dtype=torch.float32)
+    for start in range(0, n, 64):  # chunks of 64 volumes keep the (B, M, 3) points small at 32^3
+        sl = slice(start, min(n, start + 64))
+        local = (
+            torch.einsum("bij,mj->bmi", R[sl].transpose(1, 2), grid)
+            - torch.einsum("bij,bj->bi", R[sl].transpose(1, 2), offset[sl])[:, None, :]
+        )  # p = R^T (x - c)
+        sdf = torch.empty(local.shape[:2], dtype=torch.float64)
+        for k, name in enumerate(SHAPES):
+            m = labels[sl] == k
+            if m.any():
+                sdf[m] = signed_distance(name, local[m], sizes[sl][m])
+        out[sl] = (2 * torch.sigmoid(-sdf / w) - 1).float()
+    return out.reshape(n, 1, D, H, W), labels
+
+
+def load_shapes3d(cfg: DataConfig, seed: int) -> TensorData:
+    """The built-in procedural set (module docstring); ``seed`` is not used: the set is fixed."""
+    size = tuple(int(s) for s in cfg.volume_size)
+    if len(size) != 3 or min(size) < 4:
+        raise DataError(f"data.volume_size must be three sides D,H,W of at least 4, got {cfg.volume_size}")
+    x, labels = shapes3d(cfg.volume_count, size)
+    name = f"shapes3d {'x'.join(map(str, size))}"
+    return TensorData(x, labels=labels, class_names=list(SHAPES), kind="volume", name=name)
+
+
+def nifti_files(path: Path) -> list[Path]:
+    """The NIfTI files of ``path`` (a file, or a folder searched recursively, sorted, hidden names skipped)."""
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(
+            f
+            for f in path.rglob("*")
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
+        )
+        files = [f for f in files if f.name.lower().endswith(NIFTI_SUFFIXES)]
+    else:
+        raise DataError(f"data.path {path} does not exist")
+    bad = [f for f in files if not f.name.lower().endswith(NIFTI_SUFFIXES)]
+    if bad:
+        raise DataError(f"{bad[0].name} is not a NIfTI file (.nii or .nii.gz)")
+    if not files:
+        raise DataError(f"no .nii or .nii.gz files under {path}")
+    return files
+
+
+def read_nifti(path: Path) -> np.ndarray:
+    """(N, D, H, W) float64 volumes of one file: (X, Y, Z) -> one, (X, Y, Z, N) -> N, axes as (Z, Y, X)."""
+    try:
+        import nibabel
+    except ImportError:
+        from ..extras import missing
+
+        raise DataError(missing("volumes", "reading NIfTI files")) from None
+    try:
+        a = np.asarray(nibabel.load(str(path)).get_fdata(dtype=np.float64))
+    except Exception as e:  # nibabel raises many types for a damaged file; the message is what matters
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"cannot read NIfTI file {path.name}: {first}") from None
+    if a.ndim == 3:
+        a = a[..., None]
+    if a.ndim != 4:
+        raise DataError(f"{path.name} is {a.ndim}-D {a.shape}; a NIfTI volume must be (X, Y, Z) or (X, Y, Z, N)")
+    if not np.isfinite(a).all():
+        raise DataError(f"{path.name} contains NaN or infinite values")
+    return a.transpose(3, 2, 1, 0)
+
+
+def load_nifti(cfg: DataConfig, seed: int) -> TensorData:
+    """Volumes from NIfTI files (module docstring), intensities scaled to [-1, 1] by the set's percentiles."""
+    if not cfg.path:
+        raise DataError("the nifti source needs data.path=<file.nii[.gz] or a folder of them>")
+    vols = []
+    for f in nifti_files(Path(cfg.path).expanduser()):
+        v = read_nifti(f)
+        if vols and v.shape[1:] != vols[0].shape[1:]:
+            raise DataError(f"{f.name} holds volumes of size {v.shape[1:]}, the first file {vols[0].shape[1:]}")
+        vols.append(v)
+    a = np.concatenate(vols)
+    lo, hi = np.percentile(a, [0.5, 99.5])
+    scale = (hi - lo) if hi > lo else 1.0
+    x = torch.from_numpy(np.clip(2 * (a - lo) / scale - 1, -1, 1).astype(np.float32))[:, None].contiguous()
+    return TensorData(x, kind="volume", name=f"nifti:{Path(cfg.path).name}")
