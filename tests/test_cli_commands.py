@@ -62,6 +62,8 @@ TINY_SETTINGS = {
     "sample.n": "2",
     "sample.steps": "2",
 }
+# train-autoencoder's config has its own sections: these keys only
+TINY_AE_SETTINGS = {"train.images": "32", "train.batch_size": "16", "data.limit": "32", "data.holdout": "0"}
 
 
 def examples(name: str) -> list[str]:
@@ -95,8 +97,8 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
     for flag, value in TINY_FLAGS.items():
         if flag in numeric_flags and flag not in argv:
             argv += [flag, value]
-    if command in ("train", "demo"):
-        for key, value in TINY_SETTINGS.items():
+    if command in ("train", "demo", "train-autoencoder"):
+        for key, value in (TINY_AE_SETTINGS if command == "train-autoencoder" else TINY_SETTINGS).items():
             if f"--set {key}=" not in " ".join(argv):
                 argv += ["--set", f"{key}={value}"]
     for flag in ("--no-reference", "--no-diffusers"):
@@ -199,7 +201,7 @@ def _argv(world: Path, example: str) -> list[str]:
 
 def _cwd(world: Path, name: str, tmp_path: Path) -> Path:
     """train and demo write new run folders: an empty folder; the others work among the tiny runs."""
-    return tmp_path if name in ("train", "demo") else world
+    return tmp_path if name in ("train", "demo", "train-autoencoder") else world
 
 
 CASES = [(name, k, ex) for name in COMMANDS for k, ex in enumerate(examples(name))]

@@ -36,6 +36,7 @@ from .commands import (
     sample,
     studio,
     train,
+    train_autoencoder,
     train_classifier,
 )
 
@@ -47,6 +48,7 @@ COMMANDS = {
     "sample": sample,
     "demo": demo,
     "train-classifier": train_classifier,
+    "train-autoencoder": train_autoencoder,
     "guidance-sweep": guidance_sweep,
     "inpaint": inpaint,
     "impute": impute,

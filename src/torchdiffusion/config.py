@@ -33,7 +33,8 @@ class DataConfig:
     # the array source reads axes
     toy: str = "8gaussians"  # 8gaussians | moons | swissroll | checkerboard (toy source)
     toy_size: int = 50_000  # how many toy points to draw (toy source)
-    emoji_size: int = 16  # 16 or 32 (emoji source)
+    emoji_size: int = 16  # 16 or 32 (emoji source); 64 for the latent-diffusion presets
+    emoji_set: str = "single"  # single (one code point each) | sequences (also skin tones and ZWJ sequences)
     holdout: int = 0  # images kept out of training (last ones after a seeded shuffle), for evaluation
     limit: int | None = None  # use only the first N training examples (tests, quick runs)
     categorical: tuple[str, ...] = ()  # table: columns read as categories besides the non-numeric ones
@@ -660,6 +661,7 @@ def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
         (size_ok, f"data.image_size must be H,W with sides in [1, {MAX_PIXELS}], got {d.image_size!r}"),
         (d.channels in (None, 1, 3), f"data.channels must be 1 or 3, got {d.channels!r}"),
         _between(d.toy_size, 1, MAX_SAMPLES, "data.toy_size"),
+        (d.emoji_set in ("single", "sequences"), f"data.emoji_set must be single or sequences, got {d.emoji_set!r}"),
         _between(d.holdout, 0, MAX_SAMPLES, "data.holdout"),
         (d.limit is None or d.limit >= 1, f"data.limit must be >= 1, got {d.limit!r}"),
         _between(d.seq_len, 2, 1_000_000, "data.seq_len"),
