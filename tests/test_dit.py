@@ -216,6 +216,18 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().max() > 0, name
 
 
+def test_checkpointed_blocks_give_the_same_gradients():
+    shape, cond = (2, 8, 8), {"text": torch.randn(3, 2, 4)}
+    grads = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        net = randomized(build_net(tiny(text_dim=4, checkpoint=recompute), shape)).train()
+        net(torch.ones(3, *shape), torch.full((3,), 2.0), cond).square().sum().backward()
+        grads.append({n: p.grad for n, p in net.named_parameters()})
+    for n, g in grads[0].items():
+        torch.testing.assert_close(grads[1][n], g, msg=n)
+
+
 def test_bf16_autocast_stays_close():
     net = build_net(tiny(num_classes=3), (1, 16, 16))
     with torch.no_grad():

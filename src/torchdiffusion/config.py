@@ -62,7 +62,7 @@ class ModelConfig:
     text_dim: int = 0  # > 0: text conditioning by cross-attention over token features of this width
     categories: tuple[int, ...] = ()  # table: classes of each categorical column (set from the data at training)
     vocab: int = 0  # sequence: number of symbols (set from the data at training)
-    checkpoint: bool = False  # U-Net: recompute each block's activations in backward (less memory, ~1/3 more time)
+    checkpoint: bool = False  # U-Net, DiT: recompute each block's activations in backward (less memory, ~1/3 more time)
     # DiT (model.net=dit; width = channels, heads = channels / head_channels; sizes: DIT_SIZES)
     patch: int = 2  # DiT: patch size p (must divide H and W); N = HW / p^2 tokens
     depth: int = 12  # DiT: transformer blocks (12 for DiT-S and DiT-B)

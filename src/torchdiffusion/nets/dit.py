@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..cond import as_cond, drop_mask
 from ..config import ConfigError, ModelConfig
@@ -84,7 +85,8 @@ class DiT(nn.Module):
     Args:
         model: ``channels`` (width W), ``depth`` (blocks), ``head_channels`` (width per head: W/head_channels
             heads), ``patch`` (p), ``pos_embedding`` (sincos | learned), ``dropout`` (attention), ``embedding``
-            (noise features), ``num_classes``, ``context_dim``, ``text_dim``.
+            (noise features), ``num_classes``, ``context_dim``, ``text_dim``, ``checkpoint`` (recompute each
+            block's activations in the backward pass: less memory for the same gradients, as the U-Net).
         data_shape: one example's shape ``(C, H, W)``.
     """
 
@@ -95,6 +97,7 @@ class DiT(nn.Module):
         p, W = model.patch, model.channels
         self.data_shape, self.patch, self.grid = (C, H, W_img), p, (H // p, W_img // p)
         self.text_dim = model.text_dim
+        self.checkpoint = model.checkpoint
 
         # Patchify: a p x p convolution with stride p is one linear map of each patch (ViT, Dosovitskiy et al.)
         self.patchify = nn.Conv2d(C, W, kernel_size=p, stride=p)
@@ -159,8 +162,9 @@ class DiT(nn.Module):
             text = text_tokens(cond, drop, self.text_null, self.text_dim)
 
         h = self.patchify(x_in).flatten(2).transpose(1, 2) + self.pos.to(x_in.dtype)  # (B, N, W)
+        recompute = self.checkpoint and torch.is_grad_enabled()
         for block in self.blocks:
-            h = block(h, emb, text)
+            h = checkpoint(block, h, emb, text, use_reentrant=False) if recompute else block(h, emb, text)
         return self.unpatchify(self.final(h, emb))
 
 
