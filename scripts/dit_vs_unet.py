@@ -62,6 +62,7 @@ def curve(run: Path) -> list[dict]:
                 dict(
                     images=rec["images_seen"],
                     confident_fraction=rec["eval/confident_fraction"],
+                    min_class_fraction=rec.get("eval/min_class_fraction"),  # logged by newer runs
                     fd=fd,
                     train_seconds=seconds,
                 )

@@ -392,7 +392,8 @@ def quick_eval(
 
     Samples ``n`` images with the run's sampler, then FD in the data set's classifier features (raw values for
     vector data or data without a shipped classifier) against at most 2000 training examples, plus the
-    classifier's confident fraction. Meant to be called by ``train()`` every ``eval_every_images``.
+    classifier's confident fraction and the share of its rarest class. Meant to be called by ``train()`` every
+    ``eval_every_images``.
     ``grid_dir``: the run folder's ``grids/`` (for ``sample.grid = "tuned"``, e.g. a distilled student's grid).
     """
     from ..generate import generate
@@ -409,5 +410,7 @@ def quick_eval(
     fd = M.frechet_distance(M.FeatureStats.of(FE.extract(x, feat)), M.FeatureStats.of(ref))
     out = {f"eval/FD-{FE.metric_label(feat)}@{n}": fd}
     if feat.startswith("clf:"):
-        out["eval/confident_fraction"] = class_report(x, src)["confident_fraction"]
+        rep = class_report(x, src)
+        out["eval/confident_fraction"] = rep["confident_fraction"]
+        out["eval/min_class_fraction"] = rep["min_class_fraction"]  # a model of one class is confident too
     return out
