@@ -8,6 +8,7 @@ import sys
 
 from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_THREADS, int_in, nonneg_int, positive_int
 
+DEFAULT_METRICS = "fd,kid,pr,nll,memorisation"
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "evaluate a trained run: Fréchet distance, KID, precision/recall, bits/dim, memorisation -> JSON + HTML"
 EXAMPLES = """examples:
@@ -27,9 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder written by 'torchdiffusion train'")
     p.add_argument(
         "--metrics",
-        default="fd,kid,pr,nll,memorisation",
-        help="comma-separated: fd, kid, pr, nll, memorisation, straightness (how straight the ODE paths are; "
-        "default: all but straightness)",
+        default=DEFAULT_METRICS,
+        help="comma-separated: fd, kid, pr, nll, memorisation, straightness (how straight the ODE paths are), "
+        "volume (energy / MMD in a 3-D classifier's features, slice profiles, the Gaussian baseline; the default "
+        "for volume runs); default: fd, kid, pr, nll, memorisation",
     )
     p.add_argument("--n", type=int_in(2, MAX_COUNT), default=5000, help="generated samples (default 5000)")
     p.add_argument(
@@ -69,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..evaluation.evaluate import evaluate
 
-    if run_kind(args.run) in ("table", "sequence"):
+    kind = run_kind(args.run)
+    if kind in ("table", "sequence"):
         return evaluate_discrete(args)
+    if kind == "volume" and args.metrics == DEFAULT_METRICS:
+        args.metrics = "volume"  # pixel-space image metrics do not apply; the volume metrics and their baseline
     metrics, feats, vlb_timesteps = check_request(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -117,7 +122,7 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
     from ..viz import save_json
     from .argtypes import check_output_dir
 
-    if args.metrics != "fd,kid,pr,nll,memorisation" or args.features:
+    if args.metrics != DEFAULT_METRICS or args.features:
         raise ValueError("--metrics/--features choose image metrics; table and sequence runs report all of theirs")
     out = check_output_dir(args.out or Path(args.run) / "eval")
     if args.threads > 0:
@@ -211,4 +216,7 @@ def summary_lines(report: dict) -> dict:
     if "straightness" in report:
         s["straightness_S"] = round(report["straightness"]["S"], 5)
         s["path_length_ratio"] = round(report["straightness"]["length_ratio"], 4)
+    for who, r in report.get("volume", {}).items():
+        if isinstance(r, dict) and "energy" in r:
+            s.update({f"{k} ({who})": round(v, 5) for k, v in r.items() if k != "n"})
     return s

@@ -33,7 +33,7 @@ from .classifier import available_classifiers, class_report, classifier_card
 from .likelihood import DEFAULT_BIN_WIDTH, ode_bits_per_dim, vp_bound_bits_per_dim
 from .memorisation import memorisation_report, save_closest_pairs
 
-METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes", "straightness")
+METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes", "straightness", "volume")
 
 
 class EvaluateError(ValueError):
@@ -155,7 +155,7 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
     return out
 
 
-SAMPLE_METRICS = ("fd", "kid", "pr", "memorisation", "classes")  # the metrics that need generated samples
+SAMPLE_METRICS = ("fd", "kid", "pr", "memorisation", "classes", "volume")  # the metrics that need generated samples
 
 
 def evaluate(
@@ -219,6 +219,9 @@ def evaluate(
         if any(m in metrics for m in ("fd", "kid", "pr")):
             fm = dict(metrics=metrics, batch_size=batch_size, inception_path=inception_path, progress=progress)
             report["feature_metrics"] = _feature_section(samples, train, heldout, features, cfg, log, **fm)
+        if "volume" in metrics:
+            log("volume metrics (a 3-D classifier's features; the Gaussian baseline beside)...")
+            report["volume"] = _volume_section(run, samples, labels, train, seed, out)
         if run.kind == "image" and cfg.data.source in available_classifiers() and samples.shape[1] == 1:
             report["classes"] = class_report(samples, cfg.data.source, labels=labels)
             report["classes"]["classifier_heldout_accuracy"] = classifier_card(cfg.data.source).get("heldout_accuracy")
@@ -235,6 +238,35 @@ def evaluate(
         report["memorisation"] = _memorisation(run, samples, train, heldout, out)
     write_report(report, samples if run.kind == "image" and samples is not None else None, out)
     return report
+
+
+def _volume_section(run, samples: Tensor, labels, train, seed: int, out: Path) -> dict:
+    """evaluation/volumes.py's metrics for the model's samples, the Gaussian-in-PCA-basis baseline and as many
+    training volumes (the floor), against the held-out volumes; pictures of the samples and the baseline."""
+    from ..data import load_data
+    from ..viz import save_volumes
+    from .volumes import gaussian_pca, slice_profiles, volume_metrics
+
+    cfg = run.config
+    if run.kind != "volume":
+        raise EvaluateError(f"--metrics volume measures volumes; {run.path} holds {run.kind} data")
+    if cfg.data.holdout < 2:
+        raise EvaluateError("the volume metrics compare with held-out volumes: train with data.holdout=N (N >= 2)")
+    held = load_data(cfg.data, "holdout", cfg.train.seed)
+    n = len(samples)
+    baseline = gaussian_pca(train.x, n, seed)
+    floor = _subsample(train.x, n, seed)
+    floor_labels = None if train.labels is None else train.labels[_subsample(torch.arange(len(train)), n, seed)]
+    candidates = {
+        "model": (samples, labels),
+        "gaussian_pca": (baseline, None),
+        "training_volumes": (floor, floor_labels),
+    }
+    rep = volume_metrics(train.x, train.labels, held.x, held.labels, candidates, seed=seed)
+    rep["profiles"].update(model=slice_profiles(samples), gaussian_pca=slice_profiles(baseline))
+    save_volumes(samples, out / "samples.png", title="samples (row k: class k mod K)")
+    save_volumes(baseline, out / "gaussian_pca.png", title="Gaussian baseline (data mean and covariance)")
+    return rep
 
 
 def _straightness(run, n: int, seed: int, steps: int, progress: bool = False) -> dict:
