@@ -80,7 +80,7 @@ def report(out: Path, presets: list[str], overrides: list[str]) -> dict:
         params = count_params(build_net(cfg.model, shape))
         pts = curve(run)
         for pt in pts:
-            pt["train_pflop"] = pt["images"] * 3 * fwd / 1e15
+            pt["train_tflop"] = pt["images"] * 3 * fwd / 1e12
         rows[p] = dict(net=cfg.model.net, params=params, forward_gflop_per_image=fwd / 1e9, points=pts)
     return rows
 
@@ -91,17 +91,20 @@ def markdown(rows: dict) -> str:
         lines.append(f"| {p} | {r['net']} | {r['params'] / 1e6:.2f} M | {r['forward_gflop_per_image']:.3f} |")
     lines += [
         "",
-        "| images seen | preset | training PFLOP | confident share | FD (classifier features) | train s (loaded) |",
-        "|---|---|---|---|---|---|",
+        "| images seen | preset | training TFLOP | confident share | rarest digit | FD (classifier features) | "
+        "train s (loaded) |",
+        "|---|---|---|---|---|---|---|",
     ]
     images = sorted({pt["images"] for r in rows.values() for pt in r["points"]})
     for n in images:
         for p, r in rows.items():
             for pt in r["points"]:
                 if pt["images"] == n:
+                    rare = pt.get("min_class_fraction")
+                    rare = "-" if rare is None else f"{100 * rare:.1f} %"
                     lines.append(
-                        f"| {n:,} | {p} | {pt['train_pflop']:.3f} | {100 * pt['confident_fraction']:.1f} % | "
-                        f"{pt['fd']:.2f} | {pt['train_seconds']:.0f} |"
+                        f"| {n:,} | {p} | {pt['train_tflop']:.1f} | {100 * pt['confident_fraction']:.1f} % | "
+                        f"{rare} | {pt['fd']:.1f} | {pt['train_seconds']:.0f} |"
                     )
     return "\n".join(lines) + "\n"
 
