@@ -80,7 +80,7 @@ class AutoencoderRunConfig:
 AUTOENCODER_PRESETS: dict[str, AutoencoderRunConfig] = {
     "emoji64-ae": AutoencoderRunConfig(
         preset="emoji64-ae",
-        data=DataConfig(source="emoji", emoji_size=64, holdout=300),
+        data=DataConfig(source="emoji", emoji_size=64, emoji_set="sequences", holdout=300),
         model=AutoencoderNetConfig(latent_channels=3, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1),
         loss=AutoencoderLossConfig(reconstruction="l1", beta=1e-6),
         train=AutoencoderTrainConfig(images=60_000, batch_size=16, lr=1e-3),

@@ -22,6 +22,7 @@ EXTRAS = {
     "onnx": ("'export --format onnx' and sampling an ONNX export with ONNX Runtime", ("onnx", "onnxruntime")),
     "studio": ("the local web page 'torchdiffusion studio' and its browser test", ("fastapi", "uvicorn", "playwright")),
     "volumes": ("NIfTI volumes (data.source=nifti)", ("nibabel",)),
+    "emoji": ("multi-code-point emoji and their names (data.emoji_set=sequences)", ("emoji",)),
 }
 
 

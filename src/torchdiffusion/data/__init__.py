@@ -4,7 +4,9 @@
 
 * ``split="train"``: the examples left after the holdout, in the order of a seeded permutation (so
   ``data.limit = N`` takes N examples spread over every class even when the file is sorted by class);
-* ``split="holdout"``: the last ``data.holdout`` examples of that permutation (disjoint from "train");
+* ``split="holdout"``: the last ``data.holdout`` examples of that permutation (disjoint from "train"); data
+  with ``groups`` (emoji with their skin-tone variants) permute whole groups and hold out the last groups until
+  they hold at least ``data.holdout`` examples (``split_groups``);
 * ``split="test"``: the source's own test split, in file order (Fashion-MNIST only).
 
 Then, for images, ``data.image_size`` (scale to cover, centre-crop) and ``data.channels`` (1 or 3) apply to
@@ -95,6 +97,20 @@ def split_indices(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.
     return perm[: n - holdout], perm[n - holdout :]
 
 
+def split_groups(groups: torch.Tensor, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, holdout) index tensors that keep each group whole: the groups in a permutation seeded with ``seed``,
+    the last ones kept out until they hold at least ``holdout`` examples; examples in that group order."""
+    ids, inverse = torch.unique(groups, return_inverse=True)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    idx = torch.argsort(rank[inverse] * len(groups) + torch.arange(len(groups)))  # grouped, stable
+    sizes = torch.bincount(inverse, minlength=len(ids))[order]
+    kept_out = min(len(ids), int((sizes.flip(0).cumsum(0) < holdout).sum()) + 1) if holdout > 0 else 0
+    n_out = int(sizes[len(sizes) - kept_out :].sum()) if kept_out else 0
+    return idx[: len(groups) - n_out], idx[len(groups) - n_out :]
+
+
 def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorData:
     """The ``split`` of the source ``cfg.source`` as (N, C, H, W) images in [-1, 1] or (N, D) vectors.
 
@@ -130,7 +146,12 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
             raise DataError("the holdout split is empty; set data.holdout=N")
         if cfg.holdout >= n:
             raise DataError(f"data.holdout={cfg.holdout} leaves no training examples out of {n}")
-        train_idx, holdout_idx = split_indices(n, cfg.holdout, seed)
+        if data.groups is None:
+            train_idx, holdout_idx = split_indices(n, cfg.holdout, seed)
+        else:  # variants of one item (an emoji's skin tones) stay on one side
+            train_idx, holdout_idx = split_groups(data.groups, cfg.holdout, seed)
+            if len(train_idx) == 0:
+                raise DataError(f"data.holdout={cfg.holdout} leaves no training examples out of {n}")
         idx = holdout_idx if split == "holdout" else train_idx[: cfg.limit]
         if data.kind == "table":  # quantile knots from the training rows only, for every split
             data = normalise_table(data, train_idx[: cfg.limit])

@@ -64,6 +64,8 @@ class TensorData:
             ((N, C, D, H, W), data/volume.py).
         name: a short description of where the data came from.
         schema: what a table's columns or a sequence's symbols are (TableSchema / Vocabulary), or None.
+        groups: (N,) long ids of examples that are variants of one item (an emoji's skin tones), or None;
+            the held-out split keeps each group whole.
     """
 
     x: Tensor
@@ -74,12 +76,13 @@ class TensorData:
     kind: str = "image"
     name: str = ""
     schema: Any = None
+    groups: Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]
         if self.kind in KINDS and self.x.ndim != KINDS[self.kind] + 1:
             raise DataError(f"{self.kind} data needs x of {KINDS[self.kind] + 1} dims, got shape {tuple(self.x.shape)}")
-        for field_name in ("labels", "context", "captions"):
+        for field_name in ("labels", "context", "captions", "groups"):
             v = getattr(self, field_name)
             if v is not None and len(v) != n:
                 raise DataError(f"{field_name} has {len(v)} entries but there are {n} examples")
@@ -101,6 +104,7 @@ class TensorData:
             labels=None if self.labels is None else self.labels[index],
             context=None if self.context is None else self.context[index],
             captions=None if self.captions is None else [self.captions[i] for i in index.tolist()],
+            groups=None if self.groups is None else self.groups[index],
         )
 
 

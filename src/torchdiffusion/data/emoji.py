@@ -14,6 +14,15 @@ drawn with Pillow at the font's only bitmap size (109 -> a 136 x 128 bitmap whos
 
 Building takes a few seconds; the arrays are cached as .npz under :func:`cache_dir`, keyed by the sprite
 size, :data:`EMOJI_VERSION` and the font file, written atomically.
+
+``data.emoji_set = "sequences"`` (the 64-px presets) adds the multi-code-point emoji the font draws as ONE glyph:
+skin-tone variants, ZWJ sequences (professions, families, "heart on fire"), flags and keycaps (2,402 with font
+2.042). The list and the captions come from the ``emoji`` package's copy of Unicode's emoji-test data (its CLDR
+short names, "man technologist: medium skin tone"; the ``emoji`` extra, offline); a sequence counts only when
+Pillow's raqm layout shapes it into a single glyph (one em box wide). Its category is its first code point's
+(regional-indicator flags and keycaps: symbols & flags). Each sprite belongs to a ``group``: the sequence with
+skin tones and variation selectors removed, so a held-out split (``data.holdout``) keeps every variant of an
+emoji on one side ("whole emoji", see ``data.split_groups``).
 """
 
 from __future__ import annotations
@@ -128,12 +137,13 @@ def emoji_code_points(font) -> list[int]:
     return out
 
 
-def render_emoji(font, cp: int, size: int) -> np.ndarray:
-    """One sprite: (size, size, 3) uint8, the em box over the background, Lanczos-downscaled."""
+def render_emoji(font, cp: int | str, size: int) -> np.ndarray:
+    """One sprite: (size, size, 3) uint8, the em box over the background, Lanczos-downscaled. ``cp``: a code
+    point, or a string the font draws as one glyph (a sequence, with a raqm-layout font)."""
     from PIL import Image, ImageDraw
 
     glyph = Image.new("RGBA", (136, 128), (0, 0, 0, 0))
-    ImageDraw.Draw(glyph).text((0, 0), chr(cp), font=font, embedded_color=True)
+    ImageDraw.Draw(glyph).text((0, 0), chr(cp) if isinstance(cp, int) else cp, font=font, embedded_color=True)
     box = glyph.crop(EM_BOX)
     sprite = Image.alpha_composite(Image.new("RGBA", box.size, BACKGROUND + (255,)), box).convert("RGB")
     return np.asarray(sprite.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
@@ -198,8 +208,17 @@ def emoji_tensor_data(a: dict[str, np.ndarray]) -> TensorData:
 
 
 def load_emoji(cfg: DataConfig, seed: int) -> TensorData:
-    """Emoji sprites (3, S, S), S = ``cfg.emoji_size``; ``cfg.path`` may name another copy of the font."""
+    """Emoji sprites (3, S, S), S = ``cfg.emoji_size``; ``cfg.path`` may name another copy of the font.
+
+    ``cfg.emoji_set``: "single" (one code point each) or "sequences" (those, then the multi-code-point ones).
+    """
     size = cfg.emoji_size
     if not 4 <= size <= 128:
-        raise DataError(f"data.emoji_size must be between 4 and 128 (16 or 32 are the usual), got {size}")
-    return emoji_tensor_data(emoji_arrays(size, cfg.path or EMOJI_FONT))
+        raise DataError(f"data.emoji_size must be between 4 and 128 (16, 32 or 64 are the usual), got {size}")
+    if cfg.emoji_set == "single":
+        return emoji_tensor_data(emoji_arrays(size, cfg.path or EMOJI_FONT))
+    if cfg.emoji_set == "sequences":
+        from .emoji_sequences import emoji_sequence_data
+
+        return emoji_sequence_data(size, cfg.path or EMOJI_FONT)
+    raise DataError(f"data.emoji_set must be single or sequences, got {cfg.emoji_set!r}")
