@@ -26,3 +26,4 @@ cp "$RUNS/text-chars/eval/samples.png" docs/images/text-chars-samples.png
 $TD explain table-forward --data sklearn:wine --out docs/images/table-forward.png
 $TD explain sequence-forward "$RUNS/text-chars" --out docs/images/sequence-forward.png
 python scripts/kinds_table.py docs/benchmarks/kinds > docs/benchmarks/kinds/summary.md
+RUNS="$RUNS" bash scripts/volume_figures.sh  # volumes (docs/volumes.md); also rewrites summary.md

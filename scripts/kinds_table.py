@@ -1,4 +1,5 @@
-"""Markdown tables of the table and sequence reports (docs/benchmarks/kinds/*.json, written by kinds_figures.sh).
+"""Markdown tables of the table, sequence and volume reports (docs/benchmarks/kinds/*.json, written by
+kinds_figures.sh and volume_figures.sh).
 
 python scripts/kinds_table.py docs/benchmarks/kinds > docs/benchmarks/kinds/summary.md
 """
@@ -40,6 +41,23 @@ def sequences(folder: Path) -> list[str]:
     return lines
 
 
+def volumes(folder: Path) -> list[str]:
+    lines = [
+        "| run | n | samples | energy (features) | MMD^2 (features) | class accuracy | slice-mean error | "
+        "slice-variance error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in sorted(folder.glob("volume-*.json")):
+        r = json.loads(f.read_text())
+        if "volume" not in r:
+            continue
+        for who in ("model", "gaussian_pca", "training_volumes"):
+            m = r["volume"][who]
+            cells = [m["energy"], m["mmd2"], m.get("class_accuracy"), m["profile_mean_error"], m["profile_var_error"]]
+            lines.append(f"| {f.stem} | {m['n']} | {who.replace('_', ' ')} | " + " | ".join(map(fmt, cells)) + " |")
+    return lines
+
+
 if __name__ == "__main__":
     folder = Path(sys.argv[1])
-    print("\n".join(tables(folder) + [""] + sequences(folder)))
+    print("\n".join(tables(folder) + [""] + sequences(folder) + [""] + volumes(folder)))

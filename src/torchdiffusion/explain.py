@@ -637,8 +637,8 @@ def volume_forward(x: Tensor, sigmas: Sequence[float], *, slices: int = 6, seed:
     """One volume ``x`` (C, D, H, W) under the forward process: a row per noise level sigma, its slices along D
     and maximum-intensity projections (viz.volume_panels) of x_sigma = x + sigma n shown in VP scale,
     x / sqrt(1 + sigma^2) (the DDPM x_t of the same signal-to-noise ratio), so every row keeps a unit-ish range.
-    The projections show why a volume keeps its shape longer than any one slice: the max over a line of voxels
-    averages nothing, but the eye reads the whole column."""
+    A maximum over a line of D noisy voxels grows with the noise (about sigma sqrt(2 ln D)), so the projections
+    whiten and lose the shape at sigma ~ 1, a little before the central slices do."""
     from .viz import volume_panels
 
     plt = _plt()
