@@ -179,8 +179,9 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
     tiny += ["model.channels=8", "model.channel_mult=1,2", "sample.steps=3", "sample.n=4", "model.checkpoint=true"]
     rc, _, err = td("train", "--preset", "volume-shapes", "--out", run, "--no-progress", *[f"--set={a}" for a in tiny])
     assert rc == 0, err
-    rc, out, err = td("sample", run, "--n", "4", "--steps", "3", "--save-npy", "--out", tmp_path / "s.png")
+    rc, out, err = td("sample", run, "--n", "4", "--steps", "3", "--save-npy", "--gif", "--out", tmp_path / "s.png")
     assert rc == 0, err
+    assert (tmp_path / "s.gif").read_bytes()[:6] == b"GIF89a"  # the middle slices' trajectory
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (4, 1, 8, 8, 8) and np.isfinite(x).all() and (tmp_path / "s.png").stat().st_size > 5_000
     rc, out, err = td("evaluate", run, "--n", "8", "--steps", "3", "--out", tmp_path / "ev")

@@ -205,7 +205,7 @@ def write_samples(
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
     spent = nfe(sample.sampler, sample.steps, **sampler_knobs(sample.sampler, sample))
-    shown = {"image": 16, "signal": 4}.get(run_.kind, sample.n)  # samples drawn in the GIF
+    shown = {"image": 16, "signal": 4, "volume": 16}.get(run_.kind, sample.n)  # samples drawn in the GIF
     recorder = Recorder(min(sample.n, shown), sample.batch_size) if gif else None
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
     with step_bar(steps_total, f"sampling ({sample.sampler}, {spent} NFE)", show=progress) as bar:
@@ -272,7 +272,8 @@ class Recorder:
         self.x0s[info.i].append(info.denoised[take].float().cpu())
 
     def save(self, path: Path, kind: str) -> Path:
-        """The GIF: x_t beside x0_hat (images), both as lines (signals) or a scatter of x_t (2-D vectors)."""
+        """The GIF: x_t beside x0_hat (images; volumes: their middle slice along D), both as lines (signals) or a
+        scatter of x_t (2-D vectors)."""
         import torch
 
         from ..viz import save_gif, save_scatter_gif, signal_frames, trajectory_frames
@@ -286,6 +287,12 @@ class Recorder:
             return save_gif(trajectory_frames(xs, x0s, nrow=int(self.k**0.5) or 1), path, scale=3)
         if kind == "signal":
             return save_gif(signal_frames(xs, x0s, titles=titles), path)
+        if kind == "volume":
+            mid = xs[0].shape[2] // 2
+            frames = trajectory_frames(
+                [x[:, :, mid] for x in xs], [x[:, :, mid] for x in x0s], nrow=int(self.k**0.5) or 1
+            )
+            return save_gif(frames, path, scale=3)
         return save_scatter_gif([x[:, :2] for x in xs], path, titles=titles)
 
 
