@@ -19,13 +19,18 @@ run's whole ``config.json``, its weights our network's, as safetensors. Nothing 
 the folder: diffusers (>= 0.40) resolves a component of another library from the modules the process has
 imported, so import this module before ``from_pretrained``.
 
-**What the network computes for diffusers.** A pipeline hands it ``x_t`` in VP units and an integer timestep t
-of our table; with sigma_t = sqrt((1 - abar_t)/abar_t), ``x_t`` is exactly ``c_in(sigma_t) x`` of our
-preconditioning for the eps, x0 and v parameterizations (``precond.py``), so the network's raw output ``F`` is
-already what diffusers expects for ``prediction_type`` epsilon, sample and v_prediction. The scheduler config
-is written from our process: ``trained_betas`` = our beta table, ``num_train_timesteps`` = T, ``clip_sample``
-false (our clamping of x0_hat is a sampling choice, and diffusers' DDIM would clip without re-deriving eps from
-the clipped x0, which ours does), ``timestep_spacing`` = the run's ``sample.spacing``.
+**What the network computes for diffusers: x0_hat, in float64.** A pipeline hands it ``x_t`` in VP units and an
+integer timestep t of our table; the network returns the run's denoiser x0_hat = D(x, sigma_t) at
+x = x_t / sqrt(abar_t) (``prediction_type`` sample), computed in float64 around our float32 network (which sees
+``x_t`` unchanged) and clamped to [-1, 1] when the run's sampling clamps (``sample.clip_denoised``). Why not the
+raw eps: at the top of a 1000-step cosine table abar_T = 2.4e-9, and x0_hat = (x_t - sqrt(1 - abar) eps_hat) /
+sqrt(abar) divides by 4.9e-5 a difference of two O(1) float32 numbers; diffusers computes it on its float32
+abar table (1.3e-5 off ours there), unclamped, and on the demo such a first step sends the samples to +-thousands
+(``docs/interop.md``). From x0_hat, DDIM's only work is eps_hat = (x_t - sqrt(abar) x0_hat)/sqrt(1 - abar), with
+no cancellation, which is the eps our ``ddim`` re-derives from a clamped x0_hat; DDPM's posterior mean takes
+x0_hat as ours does. The scheduler config is written from our process: ``trained_betas`` = our beta table,
+``num_train_timesteps`` = T, ``clip_sample`` false (the network has clamped already), ``timestep_spacing`` = the
+run's ``sample.spacing``.
 """
 
 from __future__ import annotations
@@ -42,13 +47,13 @@ from torch import Tensor
 from ..config import from_json, to_json, validate
 from ..generate import LoadedRun
 from ..model import build_model
-from ..process import ve_to_vp
+from ..process import ve_to_vp, vp_to_ve
 from ..types import append_dims
 
 # (ModelMixin and ConfigMixin must be names of this module: diffusers finds the loading method of a component
 # by looking its base classes up in the component's module.)
 
-# our parameterization -> diffusers' prediction_type (the network's raw output is that quantity)
+# the parameterizations of a DDPM table the export covers, with the prediction_type their raw output would be
 PREDICTION_TYPES = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 
@@ -57,8 +62,8 @@ class ExportError(ValueError):
 
 
 class TorchdiffusionUNet(ModelMixin, ConfigMixin):
-    """Our network behind diffusers' ``UNet2DModel`` call: ``unet(x_t, t).sample`` = the prediction of
-    ``prediction_type`` for VP-scaled ``x_t`` at timestep(s) ``t`` of the run's DDPM table.
+    """Our network behind diffusers' ``UNet2DModel`` call: ``unet(x_t, t).sample`` = the run's x0_hat
+    (``prediction_type`` sample) for VP-scaled ``x_t`` at timestep(s) ``t`` of the run's DDPM table.
 
     Config: ``run_config`` (the run's whole config.json, as a dict), ``data_shape`` ``[C, H, W]``, and the two
     keys pipelines read to draw their starting noise, ``in_channels`` and ``sample_size`` (``[H, W]``).
@@ -71,22 +76,28 @@ class TorchdiffusionUNet(ModelMixin, ConfigMixin):
         super().__init__()
         cfg = validate(from_json(json.dumps(run_config)))
         self.denoiser = build_model(cfg, tuple(int(s) for s in data_shape))
+        self.clip = bool(cfg.sample.clip_denoised)  # the run's own clamping of x0_hat (generate.clamped)
 
     def forward(
         self, sample: Tensor, timestep: Tensor | int, class_labels: Tensor | None = None, return_dict: bool = True
     ) -> UNet2DOutput | tuple[Tensor]:
         """sample: (B, C, H, W) = x_t in VP units; timestep: scalar or (B,) (a fractional t interpolates
-        log sigma); class_labels: (B,) for a class-conditional run (None = the null class)."""
+        log sigma); class_labels: (B,) for a class-conditional run (None = the null class). Returns the run's
+        x0_hat = D(x_t / sqrt(abar_t), sigma_t) (``prediction_type`` sample), clamped to [-1, 1] when the run's
+        sampling clamps (``sample.clip_denoised``), in ``sample``'s dtype."""
         D = self.denoiser
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(sample.shape[0])
-        table = D.process.sigmas.to(sample.device)
-        sigma = table[t.long()] if not t.is_floating_point() or bool((t == t.round()).all()) else None
-        if sigma is None:
-            sigma = D.process.t_to_sigma(t)
-        sigma = sigma.to(torch.promote_types(sample.dtype, torch.float32))  # as Precond.forward casts it
+        whole = not t.is_floating_point() or bool((t == t.round()).all())
+        sigma = D.process.sigmas[t.long().cpu()] if whole else D.process.t_to_sigma(t.cpu())  # float64
+        sigma = sigma.to(sample.device)
         cond = None if class_labels is None else {"class": class_labels}
-        F = D.net(sample, D.c_noise(sigma), cond)  # x_t = c_in(sigma) x for eps, x0 and v (precond.py table)
-        return UNet2DOutput(sample=F) if return_dict else (F,)
+        # float64 around the float32 network: x_t reaches the network unchanged, and D = c_skip x + c_out F
+        # keeps its digits at sigma_T ~ 2e4, where x and sigma F agree to ~1e-4 of their size
+        x0 = D(vp_to_ve(sample.to(torch.float64), sigma), sigma, cond)
+        if self.clip:
+            x0 = x0.clamp(-1, 1)
+        x0 = x0.to(sample.dtype)
+        return UNet2DOutput(sample=x0) if return_dict else (x0,)
 
 
 def check_exportable(run: LoadedRun) -> None:
@@ -115,7 +126,7 @@ def scheduler_for(run: LoadedRun) -> DDPMScheduler:
     return DDPMScheduler(
         num_train_timesteps=process.T,
         trained_betas=process.betas.tolist(),  # beta_t = 1 - abar_t / abar_{t-1} of our table
-        prediction_type=PREDICTION_TYPES[run.config.diffusion.parameterization],
+        prediction_type="sample",  # the network returns the run's x0_hat (TorchdiffusionUNet.forward)
         variance_type="fixed_small",  # beta~: our ddpm sampler's default "posterior" variance
         clip_sample=False,
         timestep_spacing=run.config.sample.spacing,
@@ -157,22 +168,24 @@ def load_pipeline(folder: Path, kind: str = "ddim") -> DDIMPipeline | DDPMPipeli
     return pipe
 
 
-DIFFERENCE_OF = "max |unet(x_t, t) - F_run(x_t, t)| of the reloaded pipeline's network over the table ="
+DIFFERENCE_OF = "max |unet(x_t, t) - x0_hat_run(x_t, t)| of the reloaded pipeline's network over the table ="
 
 
 @torch.no_grad()
 def max_difference(run: LoadedRun, folder: Path) -> float:
-    """Reload the folder with DDIMPipeline and compare its unet's prediction with the run's network on 8 noisy
-    inputs at 8 timesteps spread over the table."""
+    """Reload the folder with DDIMPipeline and compare its unet's x0_hat with the run's denoiser (float64 around
+    its network, clamped as the run samples) on 8 noisy inputs at 8 timesteps spread over the table."""
     pipe = load_pipeline(folder)
     process, B = run.model.process, 8
     t = torch.linspace(0, process.T - 1, B).round().long()
-    sigma = process.sigmas[t].float()
+    sigma = process.sigmas[t]
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand((B, *run.data_shape), generator=g) * 2 - 1
-    x_t = ve_to_vp(x0 + append_dims(sigma, 4) * torch.randn(x0.shape, generator=g), sigma)
+    x_t = ve_to_vp(x0 + append_dims(sigma.float(), 4) * torch.randn(x0.shape, generator=g), sigma.float())
     theirs = pipe.unet(x_t, t).sample
-    return float((theirs - run.model.net(x_t, run.model.c_noise(sigma))).abs().max())
+    ours = run.model(vp_to_ve(x_t.double(), sigma), sigma)
+    ours = ours.clamp(-1, 1) if run.config.sample.clip_denoised else ours
+    return float((theirs - ours.float()).abs().max())
 
 
 @torch.no_grad()
@@ -183,31 +196,28 @@ def sample_like_pipeline(
     batch: int,
     seed: int,
     spacing: str = "leading",
-    dtype: torch.dtype = torch.float32,
-    draw_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Our ``ddim`` or ``ddpm`` sampler run the way ``DDIMPipeline``/``DDPMPipeline(batch_size=batch,
     generator=torch.Generator().manual_seed(seed), num_inference_steps=steps)`` runs: the grid of the
     scheduler's timesteps (``uniform_t`` with its ``timestep_spacing``), the starting noise and every step's
-    noise drawn from one generator in the pipeline's order, no clamping of x0_hat, the result clamped to
-    [-1, 1]. ``dtype``: float32, or float64 (the network in float64 too, as ``pipe.to(torch.float64)``);
-    ``draw_dtype``: the dtype the noise is drawn in (default ``dtype``, as the pipeline draws it; float32 with
-    ``dtype`` float64 gives the float64 solution from the float32 run's noise). Returns (B, C, H, W)."""
-    import copy
-
-    from ..generate import make_sigmas
-    from ..process import vp_to_ve
+    noise drawn from one generator in the pipeline's order, x0_hat clamped as the run samples
+    (``sample.clip_denoised``, as the exported network does), the result clamped to [-1, 1]. ``dtype``: the
+    sampler's state, by default ``generate.state_dtype`` (float64) as ``generate`` runs it; the network runs
+    in float32 either way. Returns (B, C, H, W) float32."""
+    from ..generate import clamped, make_sigmas, state_dtype
     from ..samplers import get_sampler
 
-    model = run.model if dtype == torch.float32 else copy.deepcopy(run.model).to(dtype)
+    dt = dtype or state_dtype(torch.device("cpu"))
     shape = (batch, *run.data_shape)
     g = torch.Generator().manual_seed(seed)
-    draw = dtype if draw_dtype is None else draw_dtype
-    start = torch.randn(shape, generator=g, dtype=draw).to(dtype)  # x_T in VP units, as the pipeline draws it
+    start = torch.randn(shape, generator=g)  # x_T in VP units, as the pipeline draws it (float32)
     sigmas = make_sigmas("uniform_t", steps, 0.0, 0.0, discrete_sigmas=run.model.process.sigmas, spacing=spacing)
-    x = vp_to_ve(start, sigmas[:1].to(dtype).expand(batch))
-    noise = lambda: torch.randn(shape, generator=g, dtype=draw).to(dtype)  # noqa: E731 (the pipeline's draws)
-    return get_sampler(sampler)(model.bind(None), x, sigmas, noise=noise).clamp(-1, 1)
+    x = vp_to_ve(start.to(dt), sigmas[:1].to(dt).expand(batch))
+    D = run.model.bind(None)
+    D = clamped(D) if run.config.sample.clip_denoised else D
+    noise = lambda: torch.randn(shape, generator=g).to(dt)  # noqa: E731 (the pipeline's draws)
+    return get_sampler(sampler)(D, x, sigmas, noise=noise).clamp(-1, 1).float()
 
 
 def pipeline_samples(pipe, steps: int, batch: int, seed: int) -> Tensor:
