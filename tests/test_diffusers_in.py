@@ -181,9 +181,18 @@ def test_bad_folder_is_one_line(bad_folder, name):
     assert BAD[name][1] in msg and "\n" not in msg
 
 
-def test_cli_bad_folder_exits_2_with_one_line(bad_folder, tmp_path):
+@pytest.mark.parametrize(
+    "name",
+    [
+        "unet config missing",
+        "scheduler config missing",
+        "channels of the config not those of the weights",
+        "unsupported scheduler",
+        "unsupported prediction type",
+    ],
+)
+def test_cli_bad_folder_exits_2_with_one_line(bad_folder, tmp_path, name):
     """A real subprocess: one line on stderr, exit 2, no traceback, no picture."""
-    name = "unsupported prediction type"
     rc, out, err = td("sample", bad_folder(name), "--n", "2", "--steps", "2", "--out", tmp_path / "x.png")
     assert rc == 2 and BAD[name][1] in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
