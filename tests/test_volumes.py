@@ -189,7 +189,7 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
     report = json.loads((tmp_path / "ev" / "report.json").read_text())["volume"]
     assert {"model", "gaussian_pca", "training_volumes"} <= set(report) and report["model"]["n"] == 8
     assert all(math.isfinite(report[k]["energy"]) for k in ("model", "gaussian_pca", "training_volumes"))
-    assert (tmp_path / "ev" / "samples.png").is_file() and (tmp_path / "ev" / "gaussian_pca.png").is_file()
+    assert all((tmp_path / "ev" / f).is_file() for f in ("samples.png", "gaussian_pca.png", "profiles.png"))
     np.save(tmp_path / "six.npy", np.zeros((4, 1, 8, 8, 8, 1), np.float32))
     for settings, msg in [
         (["data.source=array", f"data.path={tmp_path / 'six.npy'}"], "got a 6-D array of shape (4, 1, 8, 8, 8, 1)"),

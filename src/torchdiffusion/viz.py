@@ -290,6 +290,26 @@ def save_volumes(
     return _save_figure(fig, path)
 
 
+def save_profiles(profiles: dict, path: str | Path, title: str = "") -> Path:
+    """Slice profiles (evaluation/volumes.slice_profiles) of several sets, ``{name: {axis: {"mean": [...],
+    "var": [...]}}}``: the mean (top) and variance (bottom) of each slice along D, H and W, one line per set."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(9, 4.2), squeeze=False)
+    for k, (name, prof) in enumerate(profiles.items()):
+        for j, axis in enumerate("DHW"):
+            for i, stat in enumerate(("mean", "var")):
+                ax = axes[i][j]
+                style = {"c": "0.5", "lw": 2.5} if k == 0 else {"c": f"C{k - 1}", "lw": 1.2}
+                ax.plot(prof[axis][stat], label=name, **style)
+                ax.set_title(f"voxel {stat} by slice along {axis}", fontsize=8)
+                ax.tick_params(labelsize=6)
+    axes[0][0].legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
 def _pyplot():
     import matplotlib
 

@@ -244,7 +244,7 @@ def _volume_section(run, samples: Tensor, labels, train, seed: int, out: Path) -
     """evaluation/volumes.py's metrics for the model's samples, the Gaussian-in-PCA-basis baseline and as many
     training volumes (the floor), against the held-out volumes; pictures of the samples and the baseline."""
     from ..data import load_data
-    from ..viz import save_volumes
+    from ..viz import save_profiles, save_volumes
     from .volumes import gaussian_pca, slice_profiles, volume_metrics
 
     cfg = run.config
@@ -266,6 +266,7 @@ def _volume_section(run, samples: Tensor, labels, train, seed: int, out: Path) -
     rep["profiles"].update(model=slice_profiles(samples), gaussian_pca=slice_profiles(baseline))
     save_volumes(samples, out / "samples.png", title="samples (row k: class k mod K)")
     save_volumes(baseline, out / "gaussian_pca.png", title="Gaussian baseline (data mean and covariance)")
+    save_profiles(rep["profiles"], out / "profiles.png", title="slice profiles: held-out volumes (grey) and samples")
     return rep
 
 
