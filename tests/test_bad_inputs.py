@@ -376,6 +376,12 @@ CASES = [
     (["guidance-sweep", "{ws}/missing"], U, "does not exist"),
     (["guidance-sweep", "{bad}/randweights"], U, "ema.safetensors"),
     # -- train-classifier ---------------------------------------------------------------------------------------
+    (["train-clip", "--preset", "nope"], U, "unknown preset"),
+    (["train-clip", "--set", "data.source=digits", "--out", "{cwd}/clip"], U, "no captions"),
+    (["train-clip", "--set", "model.embed_dim=0", "--out", "{cwd}/clip"], U, "model.embed_dim"),
+    (["train-clip", "--set", "train.lr=nan", "--out", "{cwd}/clip"], U, "train.lr"),
+    (["train-clip", "--images", "0"], U, "--images"),
+    (["train-clip", "--config", "{ws}/rand.bin"], U, "config"),
     (["train-classifier", "nope"], U, "unknown preset"),
     (["train-classifier", "{bad}/noconfig"], U, "config.json"),
     (["train-classifier", "{run}", "--images", "0"], U, "--images"),

@@ -200,8 +200,9 @@ def _argv(world: Path, example: str) -> list[str]:
 
 
 def _cwd(world: Path, name: str, tmp_path: Path) -> Path:
-    """train and demo write new run folders: an empty folder; the others work among the tiny runs."""
-    return tmp_path if name in ("train", "demo", "train-autoencoder") else world
+    """train, train-autoencoder, train-clip and demo write new run folders: an empty folder; the others work among
+    the tiny runs."""
+    return tmp_path if name in ("train", "demo", "train-autoencoder", "train-clip") else world
 
 
 CASES = [(name, k, ex) for name in COMMANDS for k, ex in enumerate(examples(name))]

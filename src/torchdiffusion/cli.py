@@ -38,6 +38,7 @@ from .commands import (
     train,
     train_autoencoder,
     train_classifier,
+    train_clip,
 )
 
 # One dict literal: command name -> module. Command modules import heavy things lazily inside run().
@@ -49,6 +50,7 @@ COMMANDS = {
     "demo": demo,
     "train-classifier": train_classifier,
     "train-autoencoder": train_autoencoder,
+    "train-clip": train_clip,
     "guidance-sweep": guidance_sweep,
     "inpaint": inpaint,
     "impute": impute,

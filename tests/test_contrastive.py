@@ -1,0 +1,190 @@
+"""The contrastive text-image model: InfoNCE against a hand-computed case, the temperature clamp, retrieval
+ranks on constructed similarities, save/load, augmentation, and train-clip end to end and on bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tinyruns import td, write_run
+from torchdiffusion.contrastive import metrics as CM
+from torchdiffusion.contrastive.config import TowerConfig
+from torchdiffusion.contrastive.model import (
+    ContrastiveError,
+    ContrastiveModel,
+    info_nce,
+    load_contrastive,
+    save_contrastive,
+)
+from torchdiffusion.contrastive.train import random_translate
+
+torch.set_num_threads(1)
+TINY = TowerConfig(embed_dim=8, width=4, channel_mult=(1, 2), groups=2, text_hidden=0, dropout=0.0)
+
+
+def test_info_nce_against_a_hand_computed_2x2_case():
+    # Unit vectors with S = z_I z_T^T = [[1, 0], [0.6, 0.8]] and s = 1:
+    #   image 0 -> text: -log(e^1 / (e^1 + e^0))       = log(1 + e^-1)
+    #   image 1 -> text: -log(e^0.8 / (e^0.6 + e^0.8))  = log(1 + e^-0.2)
+    #   text 0 -> image (column 0: 1, 0.6):             = log(1 + e^-0.4)
+    #   text 1 -> image (column 1: 0, 0.8):             = log(1 + e^-0.8)
+    z_img = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    z_txt = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    i2t = (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(-0.2))) / 2
+    t2i = (math.log(1 + math.exp(-0.4)) + math.log(1 + math.exp(-0.8))) / 2
+    assert info_nce(z_img @ z_txt.T).item() == pytest.approx((i2t + t2i) / 2, abs=1e-6)
+    assert (i2t + t2i) / 2 == pytest.approx(0.448879, abs=1e-6)  # the same numbers, added by hand
+
+
+def test_info_nce_3x3_limits():
+    # a perfect match at a huge scale costs nothing; all-equal logits cost log B in both directions
+    assert info_nce(100.0 * torch.eye(3)).item() == pytest.approx(0.0, abs=1e-6)
+    assert info_nce(torch.full((3, 3), 0.3)).item() == pytest.approx(math.log(3), abs=1e-6)
+    # a swapped pair: image 0 is nearest caption 1 -> one row and one column pay log(1 + e^s)
+    s = 2.0
+    S = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) * s
+    # rows 0 and 1: -log(e^0 / (e^s + 2)); row 2: -log(e^s / (e^s + 2)); S is symmetric, so columns = rows
+    hand = (2 * math.log(math.exp(s) + 2) + math.log(math.exp(s) + 2) - s) / 3
+    assert info_nce(S).item() == pytest.approx(hand, abs=1e-6)
+
+
+def test_temperature_stays_in_its_clamp():
+    torch.manual_seed(0)
+    model = ContrastiveModel(TINY)
+    assert model.logit_scale().item() == pytest.approx(1 / 0.07, rel=1e-6)
+    opt = torch.optim.SGD([model.log_scale], lr=1e3)
+    for sign in (-1.0, 1.0):  # push 1/tau far past both ends of [1, 100]
+        for _ in range(3):
+            opt.zero_grad()
+            (sign * model.log_scale).backward()
+            opt.step()
+            model.clamp_temperature_()
+            assert 0.0 <= model.log_scale.item() <= math.log(100) + 1e-6
+            assert 1.0 - 1e-6 <= model.logit_scale().item() <= 100.0 + 1e-4
+    assert model.logit_scale().item() == pytest.approx(1.0)  # pushed down last: at the lower end
+    with torch.no_grad():
+        model.log_scale.fill_(50.0)  # even unclamped, the scale used is capped
+    assert model.logit_scale().item() == pytest.approx(100.0, rel=1e-5)
+
+
+def test_retrieval_ranks_and_top_k_on_a_constructed_case():
+    # 4 queries x 6 candidates; the right candidate ranks 0, 2, 5 and 1 (with a tie, counted against the query)
+    sim = torch.tensor(
+        [
+            [0.9, 0.1, 0.2, 0.3, 0.0, 0.0],
+            [0.5, 0.9, 0.6, 0.7, 0.1, 0.2],
+            [0.5, 0.6, 0.7, 0.8, 0.9, 0.1],
+            [0.3, 0.3, 0.1, 0.0, 0.0, 0.0],
+        ]
+    )
+    ranks = CM.retrieval_ranks(sim, torch.tensor([0, 2, 5, 1]))
+    assert ranks.tolist() == [0, 2, 5, 1]
+    assert CM.top_k(ranks, (1, 2, 5)) == {"top1": 0.25, "top2": 0.5, "top5": 0.75}
+    flat = CM.retrieval_ranks(torch.zeros(3, 3), torch.arange(3))  # a model that tells nothing apart
+    assert flat.tolist() == [2, 2, 2]
+
+
+def test_retrieval_counts_any_image_of_a_repeated_caption(monkeypatch):
+    # images embed as e0..e3; captions 1 and 2 are the same string, so images 1 and 2 both match it
+    caps = ["cat", "dog", "dog", "sun"]
+    z_txt = torch.tensor(
+        [
+            [0.5, 0.0, 0.0, 0.9],  # cat: image 3 scores above its image 0 -> rank 1
+            [0.1, 0.2, 0.8, 0.0],  # dog: image 2 is a "dog" image and scores highest -> rank 0
+            [0.1, 0.2, 0.8, 0.0],  # dog again -> rank 0
+            [0.9, 0.3, 0.0, 0.1],  # sun: images 0 and 1 score above its image 3 -> rank 2
+        ]
+    )
+    monkeypatch.setattr(CM, "embed_images", lambda model, x: torch.eye(4))
+    monkeypatch.setattr(CM, "embed_texts", lambda model, texts: z_txt)
+    r = CM.retrieval(None, torch.zeros(4, 3, 2, 2), caps, ks=(1, 2, 3))
+    assert r["caption_to_image"] == {"top1": 0.5, "top2": 0.75, "top3": 1.0}
+    assert r["chance"] == {"top1": 0.25, "top2": 0.5, "top3": 0.75}
+
+
+def test_zero_shot_picks_the_nearest_class_prompt(monkeypatch):
+    z_img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [0.6, 0.8]])
+    monkeypatch.setattr(CM, "embed_images", lambda model, x: z_img)
+    monkeypatch.setattr(CM, "class_embeddings", lambda model, names: torch.eye(2))
+    z = CM.zero_shot(None, torch.zeros(4, 3, 2, 2), torch.tensor([0, 1, 1, 1]), ["food & drink", "animals"])
+    assert z["accuracy"] == 0.75 and z["per_class"] == {"food & drink": 1.0, "animals": 2 / 3}
+    assert z["majority"] == 0.75 and z["chance"] == 0.5
+    assert CM.class_prompts("food & drink") == ["food & drink", "food", "drink"]
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    torch.manual_seed(0)
+    model = ContrastiveModel(TINY).eval()
+    path = save_contrastive(model, tmp_path / "contrastive.safetensors", card={"preset": "x"})
+    back, card = load_contrastive(tmp_path)
+    x = torch.rand(3, 3, 8, 8) * 2 - 1
+    tokens, mask = torch.randn(3, 5, 384), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]).bool()
+    assert torch.equal(model(x, tokens, mask), back(x, tokens, mask)) and card == {"preset": "x"}
+    path.write_bytes(b"not weights")
+    with pytest.raises(ContrastiveError):
+        load_contrastive(path)
+    with pytest.raises(ContrastiveError):
+        model.encode_image(torch.zeros(2, 1, 8, 8))
+
+
+def test_random_translate_moves_content_and_repeats_the_border():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 9, 9)
+    assert torch.equal(random_translate(x, 0, g), x)
+    y = random_translate(x, 2, g)
+    assert y.shape == x.shape
+    for b in range(16):  # each image is x shifted by some (dy, dx) in [-2, 2]^2: the centre 5x5 is found in x
+        hits = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(y[b, :, 2:7, 2:7], x[b, :, 2 + dy : 7 + dy, 2 + dx : 7 + dx])
+        ]
+        assert hits, b
+
+
+def test_train_clip_end_to_end(tmp_path):
+    out = tmp_path / "clip"
+    rc, stdout, err = td(
+        "train-clip", "--preset", "emoji16-clip-tiny", "--images", "256", "--out", out, "--no-progress"
+    )
+    assert rc == 0, err
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "contrastive.safetensors", "report.json"}
+    report = json.loads((out / "report.json").read_text())
+    r = report["heldout"]["retrieval"]
+    assert r["n"] == 64 and set(r["caption_to_image"]) == {"top1", "top5"} and r["chance"]["top1"] == 1 / 64
+    assert 0 <= report["heldout"]["zero_shot"]["accuracy"] <= 1
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines and lines[-1]["images_seen"] == report["images_seen"] == 256
+    assert json.loads(stdout)["heldout_n"] == 64
+    model, _ = load_contrastive(out)
+    assert model.in_channels == 3 and model.cfg.embed_dim == 32
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--set", "data.source=digits"], "no captions"),
+        (["--set", "model.embed_dim=0"], "model.embed_dim"),
+        (["--set", "train.batch_size=1"], "train.batch_size"),
+        (["--preset", "nope"], "unknown preset"),
+    ],
+)
+def test_train_clip_bad_input_writes_nothing(tmp_path, args, needle):
+    rc, _, err = td("train-clip", "--preset", "emoji16-clip-tiny", *args, "--out", tmp_path / "a" / "b", cwd=tmp_path)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("torchdiffusion train-clip: error:"), err
+    assert needle in lines[0]
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_prompt_for_a_model_trained_without_text(tmp_path):
+    run = write_run(tmp_path / "run", "digits-test", ["model.channels=8", "model.channel_mult=1,2"], (1, 8, 8))
+    before = sorted(p.name for p in run.rglob("*"))
+    rc, _, err = td("sample", run, "--prompt", "red apple", "--n", "2", "--steps", "2", "--out", tmp_path / "s.png")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "not text-conditioned" in lines[0], err
+    assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "s.png").exists()
