@@ -69,7 +69,10 @@ runs/demo/run.json: $(STAMP)
 runs/toy/run.json: $(STAMP_ALL)
 	$(TD) train --preset toy-2d --out runs/toy
 
-docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance docs-studio
+docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance docs-studio docs-autoencoder
+
+docs-autoencoder: $(STAMP_ALL)
+	PATH="$(VENV)/bin:$$PATH" bash scripts/autoencoder_figures.sh
 
 docs-provenance: runs/demo/run.json
 	$(PY) scripts/reproduce_check.py runs/demo --out docs/benchmarks/reproduce-check.md
