@@ -42,6 +42,7 @@ class DataConfig:
     seq_len: int = 64  # sequence: symbols per example (non-overlapping windows of the source)
     volume_size: tuple[int, int, int] = (16, 16, 16)  # shapes3d: D, H, W of each volume (the sides may differ)
     volume_count: int = 2000  # shapes3d: how many volumes (classes cycle: sphere, cube, torus, ellipsoid)
+    latents_of: str | None = None  # an autoencoder run folder: diffuse its latents of these images (latent.py)
 
 
 @dataclass(frozen=True)

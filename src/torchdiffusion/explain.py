@@ -215,16 +215,18 @@ def denoising_trajectory(
     strip: int = 8,
     mp4: bool = True,
     callback=None,
+    codec=None,
 ) -> dict:
     """Sample ``seeds`` with ``sample`` (any sampler) recording x_t (VP scale) and x0_hat at every step.
 
     Writes the GIF (left x_t, right x0_hat; + an MP4 beside it when imageio-ffmpeg is installed) and a PNG strip
-    of ``strip`` evenly spaced steps for the first few images (rows: x_t, x0_hat). Returns the recorded lists.
+    of ``strip`` evenly spaced steps for the first few images (rows: x_t, x0_hat). Returns the recorded lists,
+    decoded to images for a latent run (its ``codec``).
     """
     from .generate import trajectory
     from .viz import save_gif, trajectory_frames
 
-    x, xs, x0s, sig = trajectory(model, seeds, sample, data_shape, frames=frames, callback=callback)
+    x, xs, x0s, sig = trajectory(model, seeds, sample, data_shape, frames=frames, callback=callback, codec=codec)
     out = {"x": x, "xs": xs, "x0s": x0s, "sigmas": sig, "files": []}
     image = len(data_shape) == 3
     if gif is not None:
@@ -467,32 +469,36 @@ def ablation(
     ddpm_steps: int = 100,
     path: str | Path | None = None,
     callback=None,
+    codec=None,
 ) -> dict[str, Tensor]:
     """The same seeds sampled four ways: DDPM ancestral (correct), DDPM without the re-added noise z (the
     "incorrect" sampler of the course "How Diffusion Models Work"), one-shot denoising
-    x0_hat = D(sigma_max n, sigma_max), and the run's own sampler (iterative). Returns ``{label: (N, *data_shape)}``."""
+    x0_hat = D(sigma_max n, sigma_max), and the run's own sampler (iterative). Returns ``{label: (N, *data_shape)}``,
+    decoded images ``(N, *codec.image_shape)`` for a latent run."""
     from .generate import clamped, generate, make_grid_sigmas
+    from .latent import as_pixels
     from .samplers import sample_ddpm
 
     grid = sample.grid
     if grid == "uniform_t" and model.process is None:
         grid = "karras"
     ddpm = replace(sample, sampler="ddpm", steps=ddpm_steps, grid=grid, batch_size=len(seeds))
-    out = {f"DDPM, {ddpm_steps} steps (noise re-added)": generate(model, seeds, ddpm, data_shape, callback=callback)}
+    ddpm_label = f"DDPM, {ddpm_steps} steps (noise re-added)"
+    out = {ddpm_label: generate(model, seeds, ddpm, data_shape, callback=callback, codec=codec)}
     sigmas = make_grid_sigmas(model, ddpm)
     image = len(data_shape) == 3
     with torch.no_grad():
         ns = NoiseSource(seeds, data_shape)
         D = model.bind(None)
-        if sample.clip_denoised and image:
+        if sample.clip_denoised and image and codec is None:
             D = clamped(D)
         z = ns.initial()
         x = sample_ddpm(D, z * float(sigmas[0]), sigmas, add_noise=False, callback=callback)
-        out["DDPM without re-added noise"] = x.float()
+        out["DDPM without re-added noise"] = as_pixels(x.float(), codec)
         s_max = torch.full((len(seeds),), float(sigmas[0]))
-        out["one shot: D(sigma_max n, sigma_max)"] = D(z * float(sigmas[0]), s_max).float()
+        out["one shot: D(sigma_max n, sigma_max)"] = as_pixels(D(z * float(sigmas[0]), s_max).float(), codec)
     out[f"{sample.sampler}, {sample.steps} steps (iterative)"] = generate(
-        model, seeds, replace(sample, batch_size=len(seeds)), data_shape, callback=callback
+        model, seeds, replace(sample, batch_size=len(seeds)), data_shape, callback=callback, codec=codec
     )
     if path is not None:
         plt = _plt()

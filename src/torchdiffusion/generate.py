@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -26,6 +27,9 @@ from .provenance import describe_wrapper, note_run, note_sampling
 from .samplers import get_sampler
 from .schedules import make_sigmas
 from .types import Callback, Cond, Denoiser, NoiseSource
+
+if TYPE_CHECKING:
+    from .latent import LatentCodec
 
 
 class RunError(ValueError):
@@ -40,6 +44,12 @@ class LoadedRun:
     data_shape: tuple[int, ...]
     info: dict  # run.json
     weights_file: str = ""  # the weights file loaded (ema.safetensors or model.safetensors)
+    codec: LatentCodec | None = None  # a latent run's autoencoder (run.json latents_of; latent.py), else None
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """One output's shape: the decoded images' (C, H, W) for a latent run, else ``data_shape``."""
+        return self.codec.image_shape if self.codec is not None else self.data_shape
 
     @property
     def kind(self) -> str:
@@ -148,7 +158,15 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     except RuntimeError as e:
         raise RunError(f"{wfile} does not match the network in config.json ({str(e).splitlines()[0]})") from None
     model.to(device).eval().requires_grad_(False)
-    run = LoadedRun(path=path, config=cfg, model=model, data_shape=data_shape, info=info, weights_file=wfile.name)
+    from .latent import codec_of_run
+
+    try:
+        codec = codec_of_run(path, info, device=device)
+    except ConfigError as e:
+        raise RunError(str(e)) from None
+    run = LoadedRun(
+        path=path, config=cfg, model=model, data_shape=data_shape, info=info, weights_file=wfile.name, codec=codec
+    )
     note_run(run)  # for the manifests of what the command writes (provenance.py)
     return run
 
@@ -238,8 +256,10 @@ def generate(
     device: str | torch.device | None = None,
     precision: str = "fp32",
     grid_dir: str | Path | None = None,
+    codec: LatentCodec | None = None,
 ) -> Tensor:
-    """Sample ``len(seeds)`` examples; returns (N, *data_shape) float32 on the CPU.
+    """Sample ``len(seeds)`` examples; returns (N, *data_shape) float32 on the CPU, or (N, *codec.image_shape)
+    decoded images for a latent model given its ``codec``.
 
     Args:
         model: a Precond (eval mode).
@@ -254,7 +274,11 @@ def generate(
         precision: ``fp32`` or ``bf16`` (autocast of the network only; the sampler's arithmetic stays in
             :func:`state_dtype`, float64).
         grid_dir: where ``sample.grid = "tuned"`` finds its grids (a run folder's ``grids/``).
+        codec: a latent model's autoencoder (``LoadedRun.codec``): the sampler works on latents of
+            ``data_shape``, unclamped, and each batch is decoded at the very end, ``x = G(z / s)`` (latent.py).
     """
+    from .latent import as_pixels
+
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sampler = get_sampler(sample.sampler)
     sigmas = make_grid_sigmas(model, sample, grid_dir=grid_dir)
@@ -282,16 +306,16 @@ def generate(
             interval=sample.guidance_interval,
             rescale=sample.guidance_rescale,
         )
-        if sample.clip_denoised and len(data_shape) == 3:  # images only: their data range is [-1, 1]
+        if sample.clip_denoised and len(data_shape) == 3 and codec is None:  # images only: range [-1, 1]
             D = clamped(D)
         if wrap is not None:
             D = wrap(D, sl)
         if precision == "bf16":
             D = _autocast(D, device)
         x = sampler(D, x, sigmas, noise=ns, callback=callback, **knobs)
-        out.append(x.float().cpu())
+        out.append(as_pixels(x.float(), codec).cpu())
     x = torch.cat(out)
-    if len(data_shape) == 3 and sample.clip_denoised:
+    if len(data_shape) == 3 and sample.clip_denoised and codec is None:
         x = x.clamp(-1, 1)
     return x
 
@@ -315,12 +339,16 @@ def trajectory(
     uncond: Cond = None,
     frames: int = 40,
     callback: Callback | None = None,
+    codec: LatentCodec | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor], list[float]]:
     """Sample and record the path: returns (final x, x_t per step in VP scale, x0_hat per step, sigmas).
 
     x_t is shown divided by sqrt(1 + sigma^2) (the VP scaling) so every frame has unit-ish range; at most
-    ``frames`` evenly spaced steps are kept (always the last one).
+    ``frames`` evenly spaced steps are kept (always the last one). A latent model's ``codec`` decodes every
+    frame and the result, so all of them are images.
     """
+    from .latent import as_pixels
+
     xs, x0s, sig = [], [], []
 
     def cb(info):
@@ -331,7 +359,14 @@ def trajectory(
             callback(info)  # e.g. a progress bar
 
     x = generate(
-        model, seeds, replace(sample, batch_size=len(seeds)), data_shape, cond=cond, uncond=uncond, callback=cb
+        model,
+        seeds,
+        replace(sample, batch_size=len(seeds)),
+        data_shape,
+        cond=cond,
+        uncond=uncond,
+        callback=cb,
+        codec=codec,
     )
     keep = sorted(set(torch.linspace(0, len(xs) - 1, min(frames, len(xs))).round().long().tolist()))
-    return x, [xs[i] for i in keep], [x0s[i] for i in keep], [sig[i] for i in keep]
+    return x, [as_pixels(xs[i], codec) for i in keep], [as_pixels(x0s[i], codec) for i in keep], [sig[i] for i in keep]

@@ -283,13 +283,27 @@ def _sampled(args: argparse.Namespace) -> list:
     if args.what == "trajectory":
         with step_bar(sample.steps, f"explain trajectory ({sample.sampler})") as bar:
             res = ex.denoising_trajectory(
-                run_.model, sample, run_.data_shape, seeds, gif=out.with_suffix(".gif"), png=out, callback=bar.step
+                run_.model,
+                sample,
+                run_.data_shape,
+                seeds,
+                gif=out.with_suffix(".gif"),
+                png=out,
+                callback=bar.step,
+                codec=run_.codec,
             )
         return res["files"]
     if args.what == "ablation":
         with step_bar(2 * args.ddpm_steps + sample.steps, "explain ablation (four samplers)") as bar:
             ex.ablation(
-                run_.model, sample, run_.data_shape, seeds, ddpm_steps=args.ddpm_steps, path=out, callback=bar.step
+                run_.model,
+                sample,
+                run_.data_shape,
+                seeds,
+                ddpm_steps=args.ddpm_steps,
+                path=out,
+                callback=bar.step,
+                codec=run_.codec,
             )
         return [out]
     if run_.data_shape != (2,):

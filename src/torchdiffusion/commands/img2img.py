@@ -22,10 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..edit import img2img, strength_sigmas
+    from ..edit import strength_sigmas
     from ..generate import load_run
     from ..progress import step_bar
-    from ..types import NoiseSource
     from .inpaint import default_out, load_inputs, save_rows, setup
 
     run_ = load_run(args.run, weights=args.weights)
@@ -38,8 +37,25 @@ def run(args: argparse.Namespace) -> int:
     total = sum(len(strength_sigmas(sigmas, s)) - 1 for s in args.strength)
     with step_bar(total, f"img2img ({len(args.strength)} strengths)") as bar:
         for s in args.strength:
-            ns = NoiseSource(seeds, x.shape[1:])  # the same noise for every strength: only s changes
-            rows.append(img2img(sampler, D, x, sigmas, s, noise=ns, initial=ns.initial(), callback=bar.step, **knobs))
+            rows.append(img2img_images(run_, sampler, D, x, sigmas, s, seeds=seeds, knobs=knobs, bar=bar))
     tag = f"img2img-{'_'.join(f'{s:g}' for s in args.strength)}-{sample.sampler}{sample.steps}"
     print(save_rows(rows, default_out(run_, args, tag)))
     return 0
+
+
+def img2img_images(run_, sampler, D, x, sigmas, strength: float, *, seeds, knobs: dict, bar=None):
+    """SDEdit of images ``x`` at one strength with per-image seeds (the same noise at every strength); a latent run
+    edits the latents of ``x`` and decodes them (strength 0 returns ``x`` itself)."""
+    from ..edit import img2img, strength_sigmas
+    from ..types import NoiseSource
+
+    def edit(v):
+        ns = NoiseSource(seeds, v.shape[1:])
+        cb = None if bar is None else bar.step
+        return img2img(sampler, D, v, sigmas, strength, noise=ns, initial=ns.initial(), callback=cb, **knobs)
+
+    if run_.codec is None or len(strength_sigmas(sigmas, strength)) < 2:
+        return edit(x) if run_.codec is None else x.clone()
+    from ..latent import edit_in_latents
+
+    return edit_in_latents(run_.codec, x, edit)

@@ -43,7 +43,7 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
 
     if run_.kind != "image" or len(run_.data_shape) != 3:
         raise EditError(f"editing needs an image run; {run_.path} holds {run_.kind} data")
-    C, H, W = run_.data_shape
+    C, H, W = run_.image_shape  # a latent run edits images of its autoencoder's shape
     if args.images:
         from ..data import read_image
 
@@ -71,7 +71,7 @@ def setup(run_, args: argparse.Namespace):
     sample = sample_config_from_args(run_.config.sample, args)
     validate(replace(run_.config, sample=sample))
     D = run_.model.bind(None)
-    if sample.clip_denoised:
+    if sample.clip_denoised and run_.codec is None:  # latents have no [-1, 1] range
         D = clamped(D)
     edit = {k: v for k, v in vars(args).items() if k in _EDIT_KNOBS and v is not None}
     note_sampling(sample, [sample.seed], wrappers=[{"name": args.command, **edit}])
@@ -134,13 +134,20 @@ def run(args: argparse.Namespace) -> int:
     run_ = load_run(args.run, weights=args.weights)
     x = load_inputs(run_, args)
     sample, D, sampler, sigmas, knobs = setup(run_, args)
-    C, H, W = run_.data_shape
+    C, H, W = run_.image_shape
     mask = make_mask(args.mask, H, W)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
     with repaint_bar(len(sigmas) - 1, jump, args.resample, "inpaint") as bar:
-        result = inpaint_images(
-            sampler, D, x, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar
-        )
+        kw = dict(seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar)
+        if run_.codec is None:
+            result = inpaint_images(sampler, D, x, sigmas, mask, **kw)
+        else:  # in latents, the mask on the latent grid; the known pixels pasted back at the end
+            from ..latent import edit_in_latents, latent_mask
+
+            m_z = latent_mask(mask, run_.data_shape[1:])
+            result = edit_in_latents(
+                run_.codec, x, lambda z: inpaint_images(sampler, D, z, sigmas, m_z, **kw), mask=mask
+            )
     tag = f"inpaint-{args.mask}-{sample.sampler}{sample.steps}" + (
         f"-repaint{args.resample}x{jump}" if args.resample > 1 else ""
     )

@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 2:
         raise EditError(f"--frames must be >= 2, got {args.frames}")
     run_ = load_run(args.run, weights=args.weights)
+    if run_.codec is not None:
+        from ..edit import EditError
+
+        raise EditError(f"interpolate works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
     sample, D, _, sigmas, _ = setup(run_, args)
     sampler = get_sampler(args.method)
     ts = torch.linspace(0, 1, args.frames).tolist()

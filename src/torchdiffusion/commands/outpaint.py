@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from .inpaint import default_out, inpaint_images, load_inputs, repaint_bar, save_rows, setup, show_hole
 
     run_ = load_run(args.run, weights=args.weights)
+    if run_.codec is not None:
+        from ..edit import EditError
+
+        raise EditError(f"outpaint works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
     x = load_inputs(run_, args)
     sample, D, sampler, sigmas, knobs = setup(run_, args)
     canvas, mask = outpaint_canvas(x, left=args.left, right=args.right, top=args.top, bottom=args.bottom)

@@ -219,6 +219,7 @@ def write_samples(
             wrap=wrap,
             callback=chain(bar.step, recorder),
             grid_dir=run_.path / "grids",
+            codec=run_.codec,  # a latent run: the images decoded from its latents
         )
     paths = [save_samples(x, run_.kind, out, title=f"{sample.sampler}, {sample.steps} steps")]
     if run_.kind == "image" and channel_note(x.shape[1]):
@@ -226,7 +227,7 @@ def write_samples(
     if save_npy:
         paths.append(atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, x.numpy())))
     if recorder is not None:
-        paths.append(recorder.save(out.with_suffix(".gif"), run_.kind))
+        paths.append(recorder.save(out.with_suffix(".gif"), run_.kind, codec=run_.codec))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.
     paths.append(
         save_json(
@@ -271,17 +272,18 @@ class Recorder:
         self.xs[info.i].append((info.x[take] / (1 + info.sigma_next**2) ** 0.5).float().cpu())
         self.x0s[info.i].append(info.denoised[take].float().cpu())
 
-    def save(self, path: Path, kind: str) -> Path:
-        """The GIF: x_t beside x0_hat (images; volumes: their middle slice along D), both as lines (signals) or a
-        scatter of x_t (2-D vectors)."""
+    def save(self, path: Path, kind: str, codec=None) -> Path:
+        """The GIF: x_t beside x0_hat (images, decoded by a latent run's ``codec``; volumes: their middle slice
+        along D), both as lines (signals) or a scatter of x_t (2-D vectors)."""
         import torch
 
+        from ..latent import as_pixels
         from ..viz import save_gif, save_scatter_gif, signal_frames, trajectory_frames
 
         n = len(self.xs)
         keep = sorted(set(torch.linspace(0, n - 1, min(self.frames, n)).round().long().tolist()))
-        xs = [torch.cat(self.xs[i]) for i in keep]
-        x0s = [torch.cat(self.x0s[i]) for i in keep]
+        xs = [as_pixels(torch.cat(self.xs[i]), codec) for i in keep]
+        x0s = [as_pixels(torch.cat(self.x0s[i]), codec) for i in keep]
         titles = [f"sigma = {self.sigmas[i]:.3g}" for i in keep]
         if kind == "image":
             return save_gif(trajectory_frames(xs, x0s, nrow=int(self.k**0.5) or 1), path, scale=3)

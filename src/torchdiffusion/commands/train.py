@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training import train
 
     with output_folder(args.out or f"runs/{cfg.preset}") as out:
-        data = load_and_check(cfg)
+        data = load_and_check(cfg, out, resume=not args.no_resume, progress=not args.no_progress)
         train(
             cfg,
             out,
@@ -99,12 +99,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_and_check(cfg):
-    """Load the data and build the network once before anything is written, so bad input fails cleanly."""
+def load_and_check(cfg, out=None, *, resume: bool = True, progress: bool = True):
+    """Load the data and build the network once before anything is written, so bad input fails cleanly.
+
+    A latent run (``data.latents_of``) loads its autoencoder's latents (encoded once, cached; latent.py); ``out``
+    and ``resume`` let it refuse to resume a run trained on another autoencoder's latents."""
     from ..data import fit_conditioning, fit_kind, load_data
     from ..model import build_model
 
-    data = load_data(cfg.data, split="train", seed=cfg.train.seed)
+    if cfg.data.latents_of:
+        from ..distributed import is_main
+        from ..latent import training_latents
+
+        data = training_latents(cfg, out, resume=resume, progress=progress and is_main())
+    else:
+        data = load_data(cfg.data, split="train", seed=cfg.train.seed)
     build_model(
         fit_kind(fit_conditioning(cfg, data), data), data.shape
     )  # ConfigError for e.g. a size not divisible by 2^levels

@@ -225,7 +225,9 @@ def evaluate(
         if run.kind == "image" and cfg.data.source in available_classifiers() and samples.shape[1] == 1:
             report["classes"] = class_report(samples, cfg.data.source, labels=labels)
             report["classes"]["classifier_heldout_accuracy"] = classifier_card(cfg.data.source).get("heldout_accuracy")
-    if "nll" in metrics:
+    if "nll" in metrics and run.codec is not None:  # bits/dim of latents says nothing about images: not measured
+        report["nll"] = {"skipped": "a latent run's likelihood is its latents', not its images'"}
+    elif "nll" in metrics:
         log(f"bits/dim on {nll_n} real images...")
         real = heldout if heldout is not None else train.x
         report["nll"] = _nll(run, real, nll_n, ode_steps, vlb_timesteps, seed)
@@ -322,7 +324,14 @@ def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, log, 
         cond = None if labels is None else {"class": labels}
         seeds = list(range(seed, seed + n))
         x = generate(
-            run.model, seeds, sample, run.data_shape, cond=cond, callback=bar.step, grid_dir=run.path / "grids"
+            run.model,
+            seeds,
+            sample,
+            run.data_shape,
+            cond=cond,
+            callback=bar.step,
+            grid_dir=run.path / "grids",
+            codec=run.codec,  # a latent run's samples are decoded: every metric measures images
         )
     record = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, "guidance": sample.guidance}
     return x, labels, {**record, "seed": seed, "seconds": round(time.time() - t0, 1)}
@@ -420,6 +429,7 @@ def quick_eval(
     seed: int = 10_000,
     steps: int | None = None,
     grid_dir: str | Path | None = None,
+    codec=None,
 ) -> dict:
     """A cheap in-training evaluation: one flat dict for a ``metrics.jsonl`` line.
 
@@ -428,18 +438,22 @@ def quick_eval(
     classifier's confident fraction and the share of its rarest class. Meant to be called by ``train()`` every
     ``eval_every_images``.
     ``grid_dir``: the run folder's ``grids/`` (for ``sample.grid = "tuned"``, e.g. a distilled student's grid).
+    ``codec``: a latent run's autoencoder; samples and the training latents ``train_x`` are decoded (the
+    reference is then the reconstructions of the training images) before the features are taken.
     """
     from ..generate import generate
+    from ..latent import as_pixels
 
     sample = replace(cfg.sample, n=n, **({"steps": steps} if steps else {}))
     cond = {"class": torch.arange(n) % cfg.model.num_classes} if cfg.model.num_classes > 0 else None  # else uncond.
     was_training = model.training
     model.eval()
-    x = generate(model, list(range(seed, seed + n)), sample, data_shape, cond=cond, grid_dir=grid_dir).cpu()
+    seeds = list(range(seed, seed + n))
+    x = generate(model, seeds, sample, data_shape, cond=cond, grid_dir=grid_dir, codec=codec).cpu()
     model.train(was_training)
     src = cfg.data.source
     feat = f"clf:{src}" if len(data_shape) == 3 and src in available_classifiers() else "raw"
-    ref = FE.extract(_subsample(train_x, 2000), feat)
+    ref = FE.extract(as_pixels(_subsample(train_x, 2000), codec), feat)
     fd = M.frechet_distance(M.FeatureStats.of(FE.extract(x, feat)), M.FeatureStats.of(ref))
     out = {f"eval/FD-{FE.metric_label(feat)}@{n}": fd}
     if feat.startswith("clf:"):

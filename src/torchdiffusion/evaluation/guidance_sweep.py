@@ -74,7 +74,13 @@ def sweep(
     }
     for w in scales:
         x = generate(
-            run_.model, seeds, replace(sample, guidance=float(w)), run_.data_shape, cond=cond, callback=callback
+            run_.model,
+            seeds,
+            replace(sample, guidance=float(w)),
+            run_.data_shape,
+            cond=cond,
+            callback=callback,
+            codec=getattr(run_, "codec", None),  # a latent run is measured on its decoded images
         )
         probs = predict(classifier, x.clamp(-1, 1))
         pred = probs.argmax(-1)

@@ -225,6 +225,7 @@ def _sample_grid(
                 precision=cfg.train.precision,
                 callback=lambda i: (stop.check(), bar.step(i)),
                 grid_dir=path.parent.parent / "grids",  # the run folder's (a distilled student's grid)
+                codec=getattr(data, "codec", None),  # a latent run's grid shows decoded images
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         save_samples(x, info["kind"], path, reference=data.x[:2000] if vector else None)
@@ -271,7 +272,15 @@ class QuickEval(Callback):
         s, seen = self.setup, state.images_seen
         t0 = time.perf_counter()
         try:
-            rec = quick_eval(state.ema.module, s.cfg, s.data_shape, s.X, n=s.cfg.train.eval_n, grid_dir=s.out / "grids")
+            rec = quick_eval(
+                state.ema.module,
+                s.cfg,
+                s.data_shape,
+                s.X,
+                n=s.cfg.train.eval_n,
+                grid_dir=s.out / "grids",
+                codec=getattr(s.data, "codec", None),  # a latent run: decoded samples and references
+            )
         except Exception as e:  # reported, not raised (see above)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             dist.print0(f"quick evaluation at {seen} images failed ({msg}); training continues")

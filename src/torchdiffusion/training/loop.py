@@ -36,6 +36,7 @@ import math
 import signal
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -149,13 +150,29 @@ def bucket_index(model: Precond, sigma: Tensor, edges: list[float]) -> Tensor:
     return ((u - lo) / (hi - lo) * K).floor().clamp(0, K - 1).long()
 
 
+def _fit_latents(cfg: RunConfig, data: Any, out: Path, resume: bool) -> RunConfig:
+    """A latent run: the autoencoder must be the one a resumed run was trained with, and x0_hat is not clamped
+    to [-1, 1] (latents have no such range; the decoded images are clamped)."""
+    codec = getattr(data, "codec", None)
+    if codec is None:
+        return cfg
+    if resume:
+        from ..latent import check_resume
+
+        check_resume(out, codec)
+    return replace(cfg, sample=replace(cfg.sample, clip_denoised=False))
+
+
 def _data_info(data: Any) -> dict:
     x = data.x
     shape = [int(s) for s in x.shape[1:]]
     labels = getattr(data, "labels", None)
     context = getattr(data, "context", None)
     class_names = getattr(data, "class_names", None)
+    codec = getattr(data, "codec", None)
+    latent = {"latents_of": codec.record(), "image_shape": list(codec.image_shape)} if codec is not None else {}
     return {
+        **latent,
         "data_shape": shape,
         "kind": getattr(data, "kind", None) or kind_of_shape(tuple(shape)),
         "class_names": list(class_names) if class_names is not None else None,
@@ -288,10 +305,15 @@ def _train(
         torch.set_num_threads(t.threads)
 
     # Data: the whole training set in memory, as float32 (N, *data_shape).
-    if data is None:
+    if data is None and cfg.data.latents_of:  # latent diffusion: the autoencoder's latents, cached (latent.py)
+        from ..latent import training_latents
+
+        data = training_latents(cfg, out, resume=resume, progress=progress and dist.is_main(), device=device)
+    elif data is None:
         from ..data import load_data
 
         data = load_data(cfg.data, split="train", seed=t.seed)
+    cfg = _fit_latents(cfg, data, out, resume)
     cfg = fit_conditioning(cfg, data)  # model.context_dim=-1 -> the data's width, before config.json is written
     cfg = fit_kind(cfg, data)  # a table's categories, a sequence's vocabulary; the network of the data kind
     _check_data(data, cfg)

@@ -1,0 +1,309 @@
+"""Latent diffusion (Rombach et al. 2022, Sec. 3): diffuse the latents of an autoencoder run instead of pixels.
+
+    data.latents_of = RUN      the autoencoder run (autoencoder.py) whose encoder E and decoder G are used
+    z = s * mean(q(z | x))     a training example: the posterior mean of E, times the run's scale factor s
+    x = G(z / s)               decoding, once, after the sampler has finished (generate(..., codec=run.codec))
+
+The diffusion model only ever sees ``z``: the training loop, every sampler, guidance and editing wrapper work
+on it unchanged, since they only call ``D(z, sigma)``. The data section of a latent run still describes the
+*pixel* data (source, image size, channels, holdout); it must match the images the autoencoder was trained on.
+
+The latents of a data set are encoded once and cached as a ``.npy`` in ``cache_dir("latents")``, memory-mapped
+when training reads it. The file name is a digest of the data section, the split, the split seed and the
+autoencoder's sha256, so an autoencoder whose weights changed gets a new file (encoded again) and the old one is
+never read for it. Beside each ``.npy`` a ``.json`` records what it holds (autoencoder sha256, shape, the
+``.npy``'s own sha256); a cache whose record disagrees is refused, never used.
+
+A latent run's ``run.json`` records its autoencoder (``latents_of``: path and sha256); :func:`codec_of_run`
+reloads it and refuses a run whose autoencoder changed after training (its latents no longer decode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import ConfigError, DataConfig, RunConfig
+from .data.base import TensorData
+from .io import atomic_write, cache_dir, sha256_file
+
+CACHE_FORMAT = 1  # bump when the cache's content or record changes meaning
+RECORD_KEY = "latents_of"  # run.json: {"path": autoencoder run folder, "sha256": its weights}
+
+
+@dataclass
+class LatentCodec:
+    """An autoencoder run seen from a diffusion model: scaled latents in, images out.
+
+    Attributes:
+        autoencoder: the loaded Autoencoder (eval mode): ``encode``, ``decode``, ``scale_factor``, ``data_shape``.
+        path: its run folder.
+    """
+
+    autoencoder: Any
+    path: Path
+
+    @property
+    def sha256(self) -> str:
+        return str(self.autoencoder.sha256)
+
+    @property
+    def scale_factor(self) -> float:
+        return float(self.autoencoder.scale_factor)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the images it encodes and decodes."""
+        return tuple(int(v) for v in self.autoencoder.data_shape)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """(c, H / f, W / f) of one latent."""
+        return tuple(int(v) for v in self.autoencoder.latent_shape(self.image_shape))
+
+    def record(self) -> dict:
+        """What a latent run's run.json keeps to find and check its autoencoder."""
+        return {"path": str(self.path.resolve()), "sha256": self.sha256}
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, batch_size: int = 64, bar: Any = None) -> Tensor:
+        """(N, C, H, W) images in [-1, 1] -> (N, c, h, w) latents ``z = s * mean(q(z | x))``, float32 on the CPU."""
+        out = []
+        dev = _device_of(self.autoencoder)
+        for start in range(0, len(x), batch_size):
+            mean, _ = self.autoencoder.encode(x[start : start + batch_size].to(dev, torch.float32))
+            out.append((self.scale_factor * mean).float().cpu())
+            if bar is not None:
+                bar.update(len(out[-1]))
+        return torch.cat(out) if out else x.new_zeros((0, *self.latent_shape))
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, batch_size: int = 64) -> Tensor:
+        """(N, c, h, w) scaled latents -> (N, C, H, W) images ``G(z / s)`` clamped to [-1, 1], float32 on the CPU."""
+        out = []
+        dev = _device_of(self.autoencoder)
+        for start in range(0, len(z), batch_size):
+            zb = z[start : start + batch_size].to(dev, torch.float32) / self.scale_factor
+            out.append(self.autoencoder.decode(zb).float().clamp(-1, 1).cpu())
+        return torch.cat(out) if out else z.new_zeros((0, *self.image_shape))
+
+
+def _device_of(autoencoder: Any) -> torch.device:
+    return torch.device(getattr(autoencoder, "device", "cpu"))
+
+
+def open_codec(path: str | Path, device: str | torch.device = "cpu") -> LatentCodec:
+    """The autoencoder run at ``path`` as a codec.
+
+    Raises:
+        ConfigError: ``path`` is missing or is not an autoencoder run (one line naming it).
+    """
+    from .autoencoder import load_autoencoder
+
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"data.latents_of={path}: no such run folder")
+    try:
+        ae = load_autoencoder(p, device=device)
+    except (ValueError, OSError) as e:  # AutoencoderError: another kind of run, missing or damaged weights
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"data.latents_of: {msg}") from None
+    return LatentCodec(ae, p)
+
+
+def check_image_shape(codec: LatentCodec, shape: tuple[int, ...]) -> None:
+    """The pixel data must be the images the autoencoder was trained on: same channel count and size."""
+    want = codec.image_shape
+    if tuple(shape) != want:
+        got = "x".join(map(str, shape))
+        raise ConfigError(
+            f"data.latents_of={codec.path} encodes {'x'.join(map(str, want))} images (C x H x W) but this data "
+            f"is {got}; set data.image_size / data.channels to match or choose another autoencoder"
+        )
+
+
+@dataclass
+class LatentData(TensorData):
+    """A data set of latents: ``x`` is (N, c, h, w) (memory-mapped), the labels and captions of its images."""
+
+    codec: LatentCodec | None = None
+
+
+def cache_key(cfg: DataConfig, split: str, seed: int, sha256: str) -> str:
+    """The cache file's name: a digest of everything the latents depend on (and nothing else)."""
+    what = {"data": asdict(replace(cfg, latents_of=None)), "split": split, "seed": seed}
+    what |= {"autoencoder": sha256, "format": CACHE_FORMAT}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def load_latents(
+    cfg: DataConfig, split: str = "train", seed: int = 0, *, codec: LatentCodec | None = None, progress: bool = True
+) -> LatentData:
+    """The latents of ``load_data(cfg, split, seed)`` under ``cfg.latents_of`` (or the given ``codec``): read
+    from the cache, or encoded once and cached (atomically: an interrupted encoding leaves no file).
+
+    Raises:
+        ConfigError: not an autoencoder run, images of another shape, or a cache whose record disagrees.
+    """
+    from .data import load_data
+
+    if codec is None and not cfg.latents_of:
+        raise ConfigError("load_latents needs data.latents_of")
+    codec = codec if codec is not None else open_codec(cfg.latents_of)
+    pixels = load_data(cfg, split=split, seed=seed)
+    if pixels.kind != "image":
+        raise ConfigError(f"data.latents_of needs image data; {cfg.source} gives {pixels.kind} data")
+    check_image_shape(codec, pixels.shape)
+    path = cache_dir("latents") / f"{cache_key(cfg, split, seed, codec.sha256)}.npy"
+    if not path.is_file():
+        _encode_to(path, codec, pixels.x, progress=progress)
+    z = _read_cache(path, codec, len(pixels))
+    fields = {k: getattr(pixels, k) for k in ("labels", "context", "captions", "class_names", "schema")}
+    extra = {k: v for k, v in vars(pixels).items() if k not in fields and k not in ("x", "kind", "name")}
+    data = LatentData(x=z, kind="image", name=f"latents of {pixels.name} by {codec.path}", codec=codec, **fields)
+    for k, v in extra.items():  # e.g. the text features of a captioned source
+        setattr(data, k, v)
+    return data
+
+
+def training_latents(
+    cfg: RunConfig, out: str | Path | None, *, resume: bool, progress: bool = True, device: Any = "cpu"
+) -> LatentData:
+    """The training data of a latent run (``cfg.data.latents_of`` set): its autoencoder opened, a resumed run
+    (``out`` holding one) checked against it *before* anything is encoded, then :func:`load_latents`."""
+    codec = open_codec(cfg.data.latents_of, device=device)
+    if resume and out is not None:
+        check_resume(Path(out), codec)
+    return load_latents(cfg.data, "train", cfg.train.seed, codec=codec, progress=progress)
+
+
+def _encode_to(path: Path, codec: LatentCodec, x: Tensor, *, progress: bool) -> None:
+    from tqdm import tqdm
+
+    from .progress import bars_enabled
+
+    bar = tqdm(total=len(x), desc="encoding latents", unit="img", disable=not bars_enabled(progress))
+    with bar:
+        z = codec.encode(x, bar=bar).numpy()
+    atomic_write(path, lambda f: np.save(f, z))
+    record = {"format": CACHE_FORMAT, "autoencoder": codec.record(), "shape": list(z.shape)}
+    atomic_write(path.with_suffix(".json"), json.dumps(record | {"npy_sha256": sha256_file(path)}) + "\n")
+
+
+def _read_cache(path: Path, codec: LatentCodec, n: int) -> Tensor:
+    """The cached latents, memory-mapped, after checking the record beside them."""
+    rec_path = path.with_suffix(".json")
+    try:
+        rec = json.loads(rec_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        rec = None
+    shape = [n, *codec.latent_shape]
+    ok = (
+        isinstance(rec, dict)
+        and rec.get("autoencoder", {}).get("sha256") == codec.sha256
+        and rec.get("shape") == shape
+        and rec.get("npy_sha256") == sha256_file(path)
+    )
+    if not ok:
+        raise ConfigError(
+            f"the latent cache {path} does not hold the latents of {codec.path} (sha256 {codec.sha256[:12]}); "
+            f"delete it (and its .json) to encode again"
+        )
+    with warnings.catch_warnings():  # a read-only memory map: torch warns that it is not writable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.load(path, mmap_mode="r"))
+
+
+def codec_of_run(run: Path, info: dict, device: str | torch.device = "cpu") -> LatentCodec | None:
+    """The autoencoder a latent run's ``run.json`` records (None for a pixel run), checked against its sha256.
+
+    Raises:
+        ValueError (ConfigError): the autoencoder run is gone, or its weights changed since this run was trained.
+    """
+    rec = info.get(RECORD_KEY)
+    if not rec:
+        return None
+    if not isinstance(rec, dict) or "path" not in rec or "sha256" not in rec:
+        raise ConfigError(f"{run / 'run.json'} is damaged ({RECORD_KEY} must hold a path and a sha256)")
+    codec = open_codec(rec["path"], device=device)
+    check_same_autoencoder(run, rec, codec)
+    return codec
+
+
+def check_same_autoencoder(run: Path, rec: dict, codec: LatentCodec) -> None:
+    """Refuse a latent run whose autoencoder's weights are not the ones it was trained with."""
+    if rec.get("sha256") != codec.sha256:
+        raise ConfigError(
+            f"{run} was trained on the latents of {rec.get('path')} with weights sha256 "
+            f"{str(rec.get('sha256'))[:12]}, but that autoencoder now has {codec.sha256[:12]}: the latents are "
+            f"stale; retrain {run} (--no-resume) or restore the autoencoder"
+        )
+
+
+def check_resume(out: Path, codec: LatentCodec) -> None:
+    """Before resuming a latent run: its run.json must name the autoencoder we are about to encode with."""
+    path = out / "run.json"
+    if not path.is_file():
+        return
+    try:
+        rec = json.loads(path.read_text()).get(RECORD_KEY)
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return
+    if isinstance(rec, dict):
+        check_same_autoencoder(out, rec, codec)
+
+
+# Editing in latents: the edit runs on z = s E(x) with the mask on the latent grid; pixels are pasted at the end
+
+
+def latent_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """A pixel mask ``(..., H, W)`` (1 = known) on the latent grid ``(..., h, w)``: a latent cell is known only as
+    far as *every* pixel it covers is, ``m_z = 1 - maxpool(1 - m)`` (so the generated latents cover the whole hole
+    and a border the decoder blends; the known pixels themselves are pasted back exactly afterwards)."""
+    lead = mask.shape[:-2]
+    hole = (1 - mask.float()).reshape(-1, 1, *mask.shape[-2:])
+    m = 1 - torch.nn.functional.adaptive_max_pool2d(hole, tuple(size))
+    return m.reshape(*lead, *size)
+
+
+def edit_in_latents(
+    codec: LatentCodec, x: Tensor, edit: Callable[[Tensor], Tensor], mask: Tensor | None = None
+) -> Tensor:
+    """Run ``edit`` (img2img, inpainting ... on latents, ``(B, c, h, w) -> (B, c, h, w)``) on ``z = s E(x)`` for
+    images ``x: (B, C, H, W)``, decode the result, and paste the known pixels of ``x`` back where the pixel
+    ``mask`` is 1: ``m x + (1 - m) G(z' / s)``; the known region is then exactly the input."""
+    from .edit import paste
+
+    out = codec.decode(edit(codec.encode(x)))
+    return out if mask is None else paste(out, x, mask.to(out.dtype))
+
+
+def as_pixels(x: Tensor, codec: LatentCodec | None) -> Tensor:
+    """Decoded images of latents ``x`` (the codec's), or ``x`` itself for a pixel run: the one place pictures
+    and metrics turn what a sampler produced into images."""
+    return x if codec is None else codec.decode(x)
+
+
+__all__ = [
+    "LatentCodec",
+    "LatentData",
+    "as_pixels",
+    "cache_key",
+    "edit_in_latents",
+    "latent_mask",
+    "check_image_shape",
+    "check_resume",
+    "codec_of_run",
+    "load_latents",
+    "open_codec",
+    "training_latents",
+]

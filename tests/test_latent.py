@@ -1,0 +1,281 @@
+"""Latent diffusion on the training/sampling path: a tiny autoencoder (random weights, 8x8 digits -> 2x4x4
+latents), a diffusion run on its cached latents, decoded sampling, editing in latents, and the refusals."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinyruns import td
+from torchdiffusion.autoencoder import WEIGHTS_FILE, save_autoencoder
+from torchdiffusion.config import DataConfig, get_preset, override
+from torchdiffusion.nets.autoencoder import AutoencoderKL, AutoencoderNetConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LATENT_RUN = ["train.images=128", "data.holdout=50", "model.attn_resolutions=2", "sample.steps=3", "sample.n=4"]
+
+
+def make_autoencoder(folder: Path, *, channels: int = 1, size: int = 8, seed: int = 0, scale: float = 1.5) -> Path:
+    """An autoencoder run folder as train-autoencoder writes its weights: f = 2, c = 2, random weights."""
+    torch.manual_seed(seed)
+    net = AutoencoderKL(
+        AutoencoderNetConfig(in_channels=channels, latent_channels=2, channels=8, channel_mult=(1, 2), groups=4)
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    save_autoencoder(net, folder / WEIGHTS_FILE, scale, (channels, size, size))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The autoencoder, a latent run trained on its latents (by the CLI, as a user would), and the cache folder."""
+    root = tmp_path_factory.mktemp("latent")
+    env = {"TORCHDIFFUSION_CACHE": str(root / "cache")}
+    ae = make_autoencoder(root / "ae")
+    sets = [f"data.latents_of={ae}", *LATENT_RUN]
+    code, _, err = td("train", "--preset", "digits-test", "--out", root / "ldm", "--no-progress",
+                      *[a for s in sets for a in ("--set", s)], env=env)  # fmt: skip
+    assert code == 0, err
+    return {"root": root, "ae": ae, "run": root / "ldm", "env": env, "sets": sets}
+
+
+@pytest.fixture
+def cache_env(world, monkeypatch):
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", world["env"]["TORCHDIFFUSION_CACHE"])
+
+
+def test_the_run_records_its_autoencoder_and_trains_on_latents(world):
+    from torchdiffusion.autoencoder import load_autoencoder
+
+    info = json.loads((world["run"] / "run.json").read_text())
+    ae = load_autoencoder(world["ae"])
+    assert info["latents_of"] == {"path": str(world["ae"].resolve()), "sha256": ae.sha256}
+    assert info["data_shape"] == [2, 4, 4] and info["image_shape"] == [1, 8, 8]
+    cfg = json.loads((world["run"] / "config.json").read_text())
+    assert cfg["data"]["latents_of"] == str(world["ae"])
+    assert cfg["sample"]["clip_denoised"] is False  # latents have no [-1, 1] range; decoded images are clamped
+
+
+def test_sampling_decodes_to_images(world, cache_env):
+    from torchdiffusion.generate import generate, load_run
+
+    run = load_run(world["run"])
+    assert run.codec is not None and run.data_shape == (2, 4, 4) and run.image_shape == (1, 8, 8)
+    x = generate(run.model, range(6), run.config.sample, run.data_shape, codec=run.codec)
+    assert x.shape == (6, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
+    # the decode is the last step: the same seeds without the codec give latents that decode to the same images
+    z = generate(run.model, range(6), run.config.sample, run.data_shape)
+    assert z.shape == (6, 2, 4, 4)
+    torch.testing.assert_close(run.codec.decode(z), x)
+    # per-image seeds: image k does not depend on the batch size
+    x2 = generate(run.model, range(6), run.config.sample.__class__(**{**vars(run.config.sample), "batch_size": 2}),
+                  run.data_shape, codec=run.codec)  # fmt: skip
+    torch.testing.assert_close(x2, x)
+
+
+def test_sample_command_writes_decoded_images(world, tmp_path):
+    out = tmp_path / "s.png"
+    code, stdout, err = td("sample", world["run"], "--n", "5", "--out", out, "--save-npy", env=world["env"])
+    assert code == 0, err
+    x = np.load(out.with_suffix(".npy"))
+    assert x.shape == (5, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
+
+
+def test_the_cache_is_reused_and_a_changed_autoencoder_invalidates_it(world, cache_env, monkeypatch, tmp_path):
+    from torchdiffusion import latent
+
+    cfg = override(get_preset("digits-test"), [f"data.latents_of={world['ae']}", *LATENT_RUN]).data
+    files = sorted((Path(world["env"]["TORCHDIFFUSION_CACHE"]) / "latents").glob("*.npy"))
+    assert len(files) == 1  # encoded once, by the training
+    before = files[0].read_bytes()
+
+    def never(*a, **k):
+        raise AssertionError("encoded again although the cache holds these latents")
+
+    with monkeypatch.context() as m:
+        m.setattr(latent.LatentCodec, "encode", never)
+        data = latent.load_latents(cfg, "train", 0, progress=False)
+    assert not data.x.numpy().flags.owndata  # memory-mapped from the cache file
+    assert data.x.shape == (1747, 2, 4, 4) and data.labels is not None
+    # the cached latents are s * mean(q(z | x)) of the pixel data
+    from torchdiffusion.data import load_data
+
+    pixels = load_data(cfg, "train", 0).x[:16]
+    codec = latent.open_codec(world["ae"])
+    mean, _ = codec.autoencoder.encode(pixels)
+    torch.testing.assert_close(data.x[:16], codec.scale_factor * mean)
+
+    # the same folder, new weights: another sha256, so another cache file; the old one is left as it was
+    ae2 = make_autoencoder(tmp_path / "ae", seed=1)
+    moved = replace_weights(world["ae"], ae2)
+    try:
+        data2 = latent.load_latents(cfg, "train", 0, progress=False)
+        files2 = sorted((Path(world["env"]["TORCHDIFFUSION_CACHE"]) / "latents").glob("*.npy"))
+        assert len(files2) == 2 and files[0].read_bytes() == before
+        assert not torch.allclose(data2.x[:16], data.x[:16])
+    finally:
+        restore_weights(world["ae"], moved)
+
+
+def replace_weights(folder: Path, other: Path) -> bytes:
+    old = (folder / WEIGHTS_FILE).read_bytes()
+    (folder / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())
+    return old
+
+
+def restore_weights(folder: Path, old: bytes) -> None:
+    (folder / WEIGHTS_FILE).write_bytes(old)
+
+
+def test_a_cache_that_disagrees_with_its_record_is_refused(world, cache_env):
+    from torchdiffusion import latent
+    from torchdiffusion.config import ConfigError
+
+    cfg = override(get_preset("digits-test"), [f"data.latents_of={world['ae']}", *LATENT_RUN]).data
+    codec = latent.open_codec(world["ae"])
+    path = (
+        Path(world["env"]["TORCHDIFFUSION_CACHE"])
+        / "latents"
+        / f"{latent.cache_key(cfg, 'train', 0, codec.sha256)}.npy"
+    )
+    rec = path.with_suffix(".json")
+    old = rec.read_text()
+    try:
+        rec.write_text(json.dumps({**json.loads(old), "npy_sha256": "0" * 64}))
+        with pytest.raises(ConfigError, match="does not hold the latents"):
+            latent.load_latents(cfg, "train", 0, progress=False)
+    finally:
+        rec.write_text(old)
+
+
+def test_a_run_whose_autoencoder_changed_is_refused(world, tmp_path):
+    moved = replace_weights(world["ae"], make_autoencoder(tmp_path / "ae", seed=2))
+    try:
+        code, _, err = td("sample", world["run"], "--n", "2", "--out", tmp_path / "s.png", env=world["env"])
+        assert code == 2 and "stale" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "s.png").exists()
+        before = {p: p.stat().st_mtime_ns for p in world["run"].rglob("*")}
+        sets = [a for s in world["sets"] for a in ("--set", s)]
+        code, _, err = td("train", "--preset", "digits-test", "--out", world["run"], "--no-progress", *sets,
+                          "--set", "train.images=256", env=world["env"])  # fmt: skip
+        assert code == 2 and "stale" in err and len(err.strip().splitlines()) == 1
+        assert {p: p.stat().st_mtime_ns for p in world["run"].rglob("*")} == before
+    finally:
+        restore_weights(world["ae"], moved)
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda root: make_autoencoder(root / "ae16", size=16), "encodes 1x16x16 images"),
+        (lambda root: make_autoencoder(root / "ae3", channels=3), "encodes 3x8x8 images"),
+        (lambda root: (root / "notae").mkdir() or (root / "notae"), "is not an autoencoder run"),
+        (lambda root: root / "missing", "no such run folder"),
+    ],
+)
+def test_bad_latents_of_is_one_line_exit_2_nothing_written(make, needle, world, tmp_path):
+    ae = make(tmp_path)
+    cache = tmp_path / "cache"
+    code, _, err = td("train", "--preset", "digits-test", "--out", tmp_path / "run", "--no-progress",
+                      "--set", f"data.latents_of={ae}", env={"TORCHDIFFUSION_CACHE": str(cache)})  # fmt: skip
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists() and not cache.exists()
+
+
+def test_a_diffusion_run_is_not_an_autoencoder(world, tmp_path):
+    code, _, err = td("train", "--preset", "digits-test", "--out", tmp_path / "run", "--no-progress",
+                      "--set", f"data.latents_of={world['run']}", env=world["env"])  # fmt: skip
+    assert code == 2 and "not an autoencoder run" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_latent_mask_is_known_only_where_every_pixel_is():
+    from torchdiffusion.latent import latent_mask
+
+    m = torch.ones(1, 1, 8, 8)
+    m[..., 3:6, 0:2] = 0  # a hole over rows 3..5, columns 0..1
+    mz = latent_mask(m, (4, 4))
+    want = torch.ones(1, 1, 4, 4)
+    want[..., 1:3, 0] = 0  # latent rows 1 (pixels 2, 3) and 2 (pixels 4, 5) touch the hole; column 0 only
+    assert torch.equal(mz, want)
+    assert torch.equal(latent_mask(torch.ones(1, 1, 8, 8), (4, 4)), torch.ones(1, 1, 4, 4))
+
+
+def test_latent_inpainting_keeps_the_known_pixels_exactly(world, cache_env):
+    from torchdiffusion.commands.inpaint import inpaint_images
+    from torchdiffusion.data import load_data
+    from torchdiffusion.generate import load_run, make_grid_sigmas
+    from torchdiffusion.latent import edit_in_latents, latent_mask
+    from torchdiffusion.masks import make_mask
+    from torchdiffusion.samplers import get_sampler
+
+    run = load_run(world["run"])
+    x = load_data(run.config.data, "holdout", 0).x[:4]
+    mask = make_mask("centre", 8, 8)
+    sigmas = make_grid_sigmas(run.model, run.config.sample)
+    D, sampler = run.model.bind(None), get_sampler(run.config.sample.sampler)
+    m_z = latent_mask(mask, (4, 4))
+    kw = dict(seed=0, jump=None, resample=1, knobs={})
+    out = edit_in_latents(run.codec, x, lambda z: inpaint_images(sampler, D, z, sigmas, m_z, **kw), mask=mask)
+    assert out.shape == x.shape
+    known = mask.expand_as(x).bool()
+    assert torch.equal(out[known], x[known])  # bit for bit
+    assert not torch.equal(out[~known], x[~known])  # the hole was generated
+
+
+def test_inpaint_and_img2img_commands_on_a_latent_run(world, tmp_path):
+    from PIL import Image
+
+    for cmd, extra in (("inpaint", ["--mask", "centre"]), ("img2img", ["--strength", "0", "0.7"])):
+        out = tmp_path / f"{cmd}.png"
+        code, _, err = td(cmd, world["run"], "--n", "3", "--out", out, *extra, env=world["env"])
+        assert code == 0, err
+        grid = np.asarray(Image.open(out))
+        assert grid.shape[0] > 8 * 3  # three rows of 8x8 images (with padding)
+
+
+def test_latent_img2img_strength_0_is_the_input_and_1_is_decoded_sampling(world, cache_env):
+    from torchdiffusion.commands.img2img import img2img_images
+    from torchdiffusion.data import load_data
+    from torchdiffusion.generate import generate, load_run, make_grid_sigmas
+    from torchdiffusion.samplers import get_sampler
+
+    run = load_run(world["run"])
+    sample = run.config.sample
+    x = load_data(run.config.data, "holdout", 0).x[:3]
+    sigmas = make_grid_sigmas(run.model, sample)
+    D, sampler = run.model.bind(None), get_sampler(sample.sampler)
+    kw = dict(seeds=range(3), knobs={})
+    assert torch.equal(img2img_images(run, sampler, D, x, sigmas, 0.0, **kw), x)  # the input, not its reconstruction
+    full = img2img_images(run, sampler, D, x, sigmas, 1.0, **kw)  # the input ignored: plain sampling, decoded
+    torch.testing.assert_close(full, generate(run.model, range(3), sample, run.data_shape, codec=run.codec))
+    half = img2img_images(run, sampler, D, x, sigmas, 0.5, **kw)
+    assert half.shape == x.shape and half.min() >= -1 and half.max() <= 1
+
+
+def test_outpaint_refuses_a_latent_run(world, tmp_path):
+    code, _, err = td("outpaint", world["run"], "--left", "4", "--out", tmp_path / "o.png", env=world["env"])
+    assert code == 2 and "latents" in err and not (tmp_path / "o.png").exists()
+
+
+def test_explain_and_evaluate_decode(world, tmp_path, cache_env):
+    code, _, err = td("explain", "trajectory", world["run"], "--n", "4", "--out", tmp_path / "t.png", env=world["env"])
+    assert code == 0, err
+    from torchdiffusion.evaluation.evaluate import quick_eval
+    from torchdiffusion.generate import load_run
+
+    run = load_run(world["run"])
+    z = torch.randn(32, 2, 4, 4)
+    rec = quick_eval(run.model, run.config, run.data_shape, z, n=8, codec=run.codec)
+    assert all(np.isfinite(v) for v in rec.values())
+
+
+def test_data_config_round_trips_latents_of():
+    from torchdiffusion.config import from_json, to_json
+
+    cfg = override(get_preset("digits-test"), ["data.latents_of=runs/ae"])
+    assert from_json(to_json(cfg)).data == cfg.data
+    assert DataConfig().latents_of is None
