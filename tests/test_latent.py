@@ -279,3 +279,21 @@ def test_data_config_round_trips_latents_of():
     cfg = override(get_preset("digits-test"), ["data.latents_of=runs/ae"])
     assert from_json(to_json(cfg)).data == cfg.data
     assert DataConfig().latents_of is None
+
+
+def test_emoji64_presets_are_one_unet_on_the_autoencoders_latents_and_on_pixels():
+    from dataclasses import replace
+
+    from torchdiffusion.autoencoder import AUTOENCODER_PRESETS
+    from torchdiffusion.model import build_model
+
+    ldm, pixel, ae = get_preset("emoji64-ldm"), get_preset("emoji64-pixel"), AUTOENCODER_PRESETS["emoji64-ae"]
+    assert replace(ldm.data, latents_of=None) == pixel.data == ae.data  # same images, same held-out emoji
+    assert ldm.model.num_classes == pixel.model.num_classes == 6 and ldm.train == pixel.train
+    f = ae.model.factor
+    latent_shape = (ae.model.latent_channels, 64 // f, 64 // f)
+
+    def params(cfg, shape):
+        return sum(p.numel() for p in build_model(cfg, shape).parameters())
+
+    assert params(ldm, latent_shape) == params(pixel, (3, 64, 64))

@@ -234,6 +234,13 @@ def _mnist_dit(preset: str, model: ModelConfig, lr: float) -> RunConfig:
     )
 
 
+# The U-Net and training of the 64 px emoji presets: three levels (1, 2, 2) with attention at the lowest one
+# (4 px for 16 x 16 latents), class labels = the six emoji categories.
+_EMOJI64_UNET = ModelConfig(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(4,), num_classes=6)
+_EMOJI64_TRAIN = TrainConfig(
+    images=200_000, batch_size=64, lr=1e-3, warmup_images=5_000, ema_halflife_images=20_000, cond_drop_prob=0.1
+)
+
 PRESETS: dict[str, RunConfig] = {
     # The demo: MNIST-5k on a 2-core CPU in minutes.
     "mnist-cpu": RunConfig(
@@ -463,6 +470,28 @@ PRESETS: dict[str, RunConfig] = {
             checkpoint_every_images=4_000,
         ),
         sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=16),
+    ),
+    # Latent diffusion (docs/latent.md): 64 px emoji, class-conditional on their six categories, diffused as the
+    # 3 x 16 x 16 latents of an emoji64-ae run (train it first: 'torchdiffusion train-autoencoder --preset
+    # emoji64-ae'); the same holdout as that run, so held-out emoji are unseen by both networks.
+    "emoji64-ldm": RunConfig(
+        preset="emoji64-ldm",
+        data=DataConfig(source="emoji", emoji_size=64, holdout=300, latents_of="runs/emoji64-ae"),
+        model=_EMOJI64_UNET,
+        diffusion=_EPS_COSINE,
+        train=_EMOJI64_TRAIN,
+        sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=64, guidance=2.0, clip_denoised=False),
+    ),
+    # Its pixel-space baseline: the same U-Net (same parameters: widths, blocks, attention at the lowest level)
+    # on the 3 x 64 x 64 pixels, 16 times the activations per example; compare at equal wall-clock time by
+    # setting train.images (docs/latent.md).
+    "emoji64-pixel": RunConfig(
+        preset="emoji64-pixel",
+        data=DataConfig(source="emoji", emoji_size=64, holdout=300),
+        model=replace(_EMOJI64_UNET, attn_resolutions=(16,)),
+        diffusion=_EPS_COSINE,
+        train=_EMOJI64_TRAIN,
+        sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=64, guidance=2.0),
     ),
 }
 

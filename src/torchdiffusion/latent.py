@@ -164,7 +164,7 @@ def load_latents(
         raise ConfigError(f"data.latents_of needs image data; {cfg.source} gives {pixels.kind} data")
     check_image_shape(codec, pixels.shape)
     path = cache_dir("latents") / f"{cache_key(cfg, split, seed, codec.sha256)}.npy"
-    if not path.is_file():
+    if not (path.is_file() and path.with_suffix(".json").is_file()):  # the record is written last
         _encode_to(path, codec, pixels.x, progress=progress)
     z = _read_cache(path, codec, len(pixels))
     fields = {k: getattr(pixels, k) for k in ("labels", "context", "captions", "class_names", "schema")}

@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_out_folder(args.out)
     run_ = load_run(args.run, weights=args.weights)
+    if run_.codec is not None:
+        from ..config import ConfigError
+
+        raise ConfigError(f"{run_.path} diffuses latents; export writes a denoiser alone, without its autoencoder")
     report = export(run_, args.format, out)
     print(out)
     print(report)

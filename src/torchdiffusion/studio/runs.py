@@ -129,7 +129,10 @@ def data_example(root: Path, name: str, index: int) -> bytes:
     cfg = validate(from_json((d / "config.json").read_text()))
     info = _json(d / "run.json") or {}
     shape = tuple(info.get("data_shape") or ())
-    run_ = argparse.Namespace(path=d, config=cfg, data_shape=shape, kind=info.get("kind", "image"))
+    image_shape = tuple(info.get("image_shape") or shape)  # a latent run's images (latent.py)
+    run_ = argparse.Namespace(
+        path=d, config=cfg, data_shape=shape, image_shape=image_shape, kind=info.get("kind", "image")
+    )
     x = load_inputs(run_, argparse.Namespace(images=None, index=index, n=1))
     buf = io.BytesIO()
     _pil(to_uint8_hwc(x)[0]).save(buf, format="PNG")
