@@ -99,8 +99,11 @@ def main() -> None:
         "pixel_s_per_64": time_sampling(pix, pix_cfg, pix_shape, None, args.repeats),
         "latent_shape": list(ldm_shape),
         "pixel_shape": list(pix_shape),
-        "networks": {"autoencoder": str(codec.path), "latent": args.ldm or "emoji64-ldm (initial weights)",
-                     "pixel": args.pixel or "emoji64-pixel (initial weights)"},  # fmt: skip
+        "networks": {
+            "autoencoder": str(codec.path),
+            "latent": args.ldm or "emoji64-ldm (initial weights)",
+            "pixel": args.pixel or "emoji64-pixel (initial weights)",
+        },
         "threads": args.threads,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
     }

@@ -234,7 +234,10 @@ def codec_of_run(run: Path, info: dict, device: str | torch.device = "cpu") -> L
         return None
     if not isinstance(rec, dict) or "path" not in rec or "sha256" not in rec:
         raise ConfigError(f"{run / 'run.json'} is damaged ({RECORD_KEY} must hold a path and a sha256)")
-    codec = open_codec(rec["path"], device=device)
+    try:
+        codec = open_codec(rec["path"], device=device)
+    except ConfigError as e:
+        raise ConfigError(f"{run} diffuses the latents of {rec['path']}, which cannot be loaded ({e})") from None
     check_same_autoencoder(run, rec, codec)
     return codec
 
