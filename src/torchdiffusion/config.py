@@ -476,7 +476,9 @@ PRESETS: dict[str, RunConfig] = {
     # emoji64-ae'); the same holdout as that run, so held-out emoji are unseen by both networks.
     "emoji64-ldm": RunConfig(
         preset="emoji64-ldm",
-        data=DataConfig(source="emoji", emoji_size=64, holdout=300, latents_of="runs/emoji64-ae"),
+        data=DataConfig(
+            source="emoji", emoji_size=64, emoji_set="sequences", holdout=300, latents_of="runs/emoji64-ae"
+        ),
         model=_EMOJI64_UNET,
         diffusion=_EPS_COSINE,
         train=_EMOJI64_TRAIN,
@@ -487,7 +489,7 @@ PRESETS: dict[str, RunConfig] = {
     # setting train.images (docs/latent.md).
     "emoji64-pixel": RunConfig(
         preset="emoji64-pixel",
-        data=DataConfig(source="emoji", emoji_size=64, holdout=300),
+        data=DataConfig(source="emoji", emoji_size=64, emoji_set="sequences", holdout=300),
         model=replace(_EMOJI64_UNET, attn_resolutions=(16,)),
         diffusion=_EPS_COSINE,
         train=_EMOJI64_TRAIN,
