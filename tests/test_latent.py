@@ -297,3 +297,18 @@ def test_emoji64_presets_are_one_unet_on_the_autoencoders_latents_and_on_pixels(
         return sum(p.numel() for p in build_model(cfg, shape).parameters())
 
     assert params(ldm, latent_shape) == params(pixel, (3, 64, 64))
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["export", "{run}", "--format", "diffusers", "--out", "{tmp}/export"], "without its autoencoder"),
+        (["sample", "{run}", "--class", "1", "--classifier", "{tmp}/c.safetensors", "--out", "{tmp}/s.png"], "pixels"),
+    ],
+)
+def test_what_a_latent_run_cannot_do_is_refused(args, needle, world, tmp_path):
+    (tmp_path / "c.safetensors").write_bytes(b"")
+    args = [a.format(run=world["run"], tmp=tmp_path) for a in args]
+    code, _, err = td(*args, env=world["env"])
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "export").exists() and not (tmp_path / "s.png").exists()

@@ -112,6 +112,8 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
     sample = replace(sample, **updates)
     wrap = None
     if classifier:
+        if getattr(run_, "codec", None) is not None:
+            raise GuidanceError("classifier guidance reads pixels; this run diffuses latents (use --guidance)")
         if not classes:
             raise GuidanceError("classifier guidance needs the wanted class: add --class")
         clf = load_noisy_classifier(classifier)
