@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 class DataConfig:
     source: str = "mnist5k"  # mnist5k | digits | fashion_mnist | emoji | folder | array | toy | csv | sklearn:<set>
     # | text | fasta | sklearn_text (tables: data/table.py; sequences: data/sequence.py) | shapes3d | nifti (volumes:
-    # data/volume.py)
+    # data/volume.py) | signal_csv | ucr:<set> (signals: data/signal.py)
     path: str | None = None  # image folder or .npy/.npz file (folder / array sources)
     labels_path: str | None = None  # optional labels .npy for the array source (the course preset's sprite format)
     image_size: tuple[int, int] | None = None  # (H, W) to resize/crop to; None keeps the native size
@@ -43,6 +43,7 @@ class DataConfig:
     volume_size: tuple[int, int, int] = (16, 16, 16)  # shapes3d: D, H, W of each volume (the sides may differ)
     volume_count: int = 2000  # shapes3d: how many volumes (classes cycle: sphere, cube, torus, ellipsoid)
     latents_of: str | None = None  # an autoencoder run folder: diffuse its latents of these images (latent.py)
+    signal_length: int | None = None  # signal: resample every series to this many points (None keeps the length)
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,16 @@ _EMOJI64_TRAIN = TrainConfig(
     images=200_000, batch_size=64, lr=1e-3, warmup_images=5_000, ema_halflife_images=20_000, cond_drop_prob=0.1
 )
 
+# EDM (Karras et al. 2022, Table 1) on z-normalised 1-D signals: sigma_data = 1
+_SIGNAL_EDM = DiffusionConfig(
+    parameterization="edm",
+    process="continuous",
+    noise_conditioning="log_sigma",
+    sigma_sampling="lognormal",
+    weighting="edm",
+    sigma_data=1.0,
+)
+
 PRESETS: dict[str, RunConfig] = {
     # The demo: MNIST-5k on a 2-core CPU in minutes.
     "mnist-cpu": RunConfig(
@@ -429,6 +440,46 @@ PRESETS: dict[str, RunConfig] = {
         )
         for name, holdout in (("wine", 54), ("breast_cancer", 171), ("iris", 45))
     },
+    # 1-D signals (docs/signals.md): class-conditional U-Nets (Conv1d) on UCR sets that the sktime wheel ships.
+    # The series stay z-normalised as the archive gives them: unbounded values with no [-1, 1] clamp to catch an
+    # epsilon-prediction's error at a DDPM table's sigma_max (~2e4), so EDM's preconditioning (D bounded at every
+    # sigma) with sigma_data = 1, the data's standard deviation.
+    # GunPoint: 200 hand-motion series (2 classes) resampled from 150 to 128 points; 50 held out.
+    "signal-gunpoint": RunConfig(
+        preset="signal-gunpoint",
+        data=DataConfig(source="ucr:GunPoint", signal_length=128, holdout=50),
+        model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(32,), num_classes=2),
+        diffusion=_SIGNAL_EDM,
+        train=TrainConfig(
+            images=60_000,
+            batch_size=32,
+            lr=1e-3,
+            warmup_images=2_000,
+            ema_halflife_images=5_000,
+            cond_drop_prob=0.1,
+            log_every_images=5_000,
+            checkpoint_every_images=20_000,
+        ),
+        sample=SampleConfig(sampler="heun", steps=18, n=64, clip_denoised=False),
+    ),
+    # ItalyPowerDemand: 1,096 days of hourly electricity demand (24 points; winter vs summer days); 296 held out.
+    "signal-italypower": RunConfig(
+        preset="signal-italypower",
+        data=DataConfig(source="ucr:ItalyPowerDemand", holdout=296),
+        model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(6,), num_classes=2),
+        diffusion=_SIGNAL_EDM,
+        train=TrainConfig(
+            images=60_000,
+            batch_size=32,
+            lr=1e-3,
+            warmup_images=2_000,
+            ema_halflife_images=5_000,
+            cond_drop_prob=0.1,
+            log_every_images=5_000,
+            checkpoint_every_images=20_000,
+        ),
+        sample=SampleConfig(sampler="heun", steps=18, n=64, clip_denoised=False),
+    ),
     # Characters of scikit-learn's data-set descriptions (docs/sequences.md): masked diffusion (MDLM/MD4) with a
     # 2-layer transformer over windows of 32 characters; 128 of the 1,345 windows held out for the bound.
     # sample.steps is the number of unmasking steps (sample.sampler does not apply to symbols).
@@ -701,6 +752,10 @@ def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
         (
             len(d.volume_size) == 3 and all(4 <= v <= 1024 for v in d.volume_size),
             f"data.volume_size must be D,H,W with sides in [4, 1024], got {d.volume_size!r}",
+        ),
+        (
+            d.signal_length is None or 2 <= d.signal_length <= 1_000_000,
+            f"data.signal_length must be in [2, 1e6], got {d.signal_length!r}",
         ),
     ]
 

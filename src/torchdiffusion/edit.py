@@ -159,7 +159,11 @@ def outpaint_canvas(
     x: Tensor, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0, fill: float = 0.0
 ) -> tuple[Tensor, Tensor]:
     """Grow images ``(B, C, H, W)`` by the given margins; returns the canvas ``(B, C, H', W')`` (new pixels =
-    ``fill``) and its mask ``(1, 1, H', W')`` (1 on the original image), ready for :func:`inpaint`."""
+    ``fill``) and its mask ``(1, 1, H', W')`` (1 on the original image), ready for :func:`inpaint`. Signals
+    ``(B, C, L)`` grow in time (``left``/``right``; forecasting is growing to the right)."""
+    if x.ndim == 3 and top == bottom == 0:
+        canvas, mask = outpaint_canvas(x[:, :, None], left=left, right=right, fill=fill)
+        return canvas[:, :, 0], mask[:, :, 0]
     if x.ndim != 4:
         raise EditError(f"outpainting needs images (B, C, H, W), got shape {tuple(x.shape)}")
     if min(left, right, top, bottom) < 0 or left + right + top + bottom == 0:
@@ -182,11 +186,15 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
-def tiled(denoise: Denoiser, tile: tuple[int, int], stride: int | None = None) -> Denoiser:
+def tiled(denoise: Denoiser, tile: tuple[int, ...], stride: int | None = None) -> Denoiser:
     """Run a denoiser trained on ``tile = (h, w)`` images on a larger canvas ``(B, C, H, W)`` (H >= h, W >= w):
     D is applied to overlapping windows and each pixel's estimate is the mean over the windows that cover it
     (MultiDiffusion, Bar-Tal et al. 2023, Eq. 5 - the least-squares fusion of the per-window x0_hat). Denoiser
-    wrapper, so it works with every sampler; used by outpainting. ``stride`` defaults to half the tile."""
+    wrapper, so it works with every sampler; used by outpainting. ``stride`` defaults to half the tile.
+    ``tile = (l,)``: signals ``(B, C, L)``, windows along time."""
+    if len(tile) == 1:
+        inner = tiled(lambda x, sigma: denoise(x[..., 0, :], sigma)[..., None, :], (1, tile[0]), stride)
+        return lambda x, sigma: inner(x[..., None, :], sigma)[..., 0, :]
     h, w = tile
     sh = stride or max(1, h // 2)
     sw = stride or max(1, w // 2)

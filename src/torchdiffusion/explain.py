@@ -135,6 +135,35 @@ def forward_strip(
     return out
 
 
+def signal_forward(
+    x: Tensor, ts: Sequence[int], *, schedule: str = "cosine", T: int = 1000, seed: int = 0, path=None
+) -> Tensor:
+    """The forward process of 1-D signals ``x: (B, C, L)``: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n (Ho et
+    al. Eq. 4) at each t of ``ts``, the same noise n at every t; one panel per t with the first channel of each
+    series as a curve (x_0 in grey behind). Returns (B, len(ts), C, L)."""
+    if any(not 0 <= t < T for t in ts):
+        raise ExplainError(f"timesteps must lie in [0, {T - 1}], got {list(ts)}")
+    n = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    vp = DiscreteVP(schedule, T)
+    cols = torch.stack([vp.q_sample(x, torch.full((len(x),), t, dtype=torch.long), n).float() for t in ts], 1)
+    if path is not None:
+        plt = _plt()
+        fig, axes = plt.subplots(1, len(ts), figsize=(1.9 * len(ts), 2.0), sharey=True, squeeze=False)
+        for j, t in enumerate(ts):
+            ax = axes[0, j]
+            for i in range(len(x)):
+                ax.plot(x[i, 0].numpy(), c="0.8", lw=0.7)
+                ax.plot(cols[i, j, 0].numpy(), c=f"C{i}", lw=0.8)
+            ax.set_title(f"t={t}, abar={float(vp.alpha_bars[t]):.2f}", fontsize=7)
+            ax.tick_params(labelsize=6)
+        fig.suptitle(
+            f"forward process of signals ({schedule} schedule, T = {T}): x_t in colour, x_0 in grey", fontsize=8
+        )
+        fig.tight_layout()
+        _save_fig(fig, path)
+    return cols
+
+
 # 2. Schedule curves
 
 
@@ -228,9 +257,13 @@ def denoising_trajectory(
 
     x, xs, x0s, sig = trajectory(model, seeds, sample, data_shape, frames=frames, callback=callback, codec=codec)
     out = {"x": x, "xs": xs, "x0s": x0s, "sigmas": sig, "files": []}
-    image = len(data_shape) == 3
+    image, signal = len(data_shape) == 3, len(data_shape) == 2
     if gif is not None:
-        if image:
+        if signal:
+            from .viz import signal_frames
+
+            out["files"].append(save_gif(signal_frames(xs, x0s, titles=[f"sigma = {s:.3g}" for s in sig]), gif))
+        elif image:
             nrow = max(1, int(math.sqrt(len(seeds))))
             fr = trajectory_frames(xs, x0s, nrow=nrow)
             out["files"].append(save_gif(fr, gif, scale=3))
@@ -253,6 +286,15 @@ def denoising_trajectory(
                 _show_grid(axes[1, j], x0s[i][:k], nrow=1)
             axes[0, 0].set_ylabel("x_t (VP scale)")
             axes[1, 0].set_ylabel("predicted x0_hat")
+        elif signal:
+            fig, axes = plt.subplots(1, len(keep), figsize=(1.9 * len(keep), 2.0), sharey=True, squeeze=False)
+            for j, i in enumerate(keep):
+                for k in range(min(len(seeds), 3)):
+                    axes[0, j].plot(xs[i][k, 0].numpy(), c="0.75", lw=0.6)
+                    axes[0, j].plot(x0s[i][k, 0].numpy(), c=f"C{k}", lw=0.9)
+                axes[0, j].set_title(f"sigma={sig[i]:.3g}", fontsize=7)
+                axes[0, j].tick_params(labelsize=6)
+            axes[0, 0].set_ylabel("x_t grey, x0_hat colour", fontsize=7)
         else:
             fig, axes = plt.subplots(1, len(keep), figsize=(2.2 * len(keep), 2.5), squeeze=False)
             for j, i in enumerate(keep):

@@ -9,6 +9,8 @@ the region to repaint (as in most inpainting tools: white in the PNG = repaint),
   (0, 1] with a decimal point, e.g. ``box:0.25,0.25,0.75,0.75``, are fractions of the width/height;
 * ``centre`` (or ``center``) - the central square of half the width and height;
 * ``half:bottom|top|left|right`` - that half of the image;
+* ``span:x0,x1`` - the columns x0..x1-1 of every row (fractions as for ``box``): for 1-D signals, a stretch of
+  time points (a signal of length L is a 1 x L picture here);
 * ``all`` / ``none`` - everything / nothing (plain sampling);
 * a path ending in ``.png`` - white (>= 50 % grey) pixels are the hole; the file is resized to (H, W) with
   nearest-neighbour sampling.
@@ -30,7 +32,7 @@ class MaskError(ValueError):
 
 
 MASK_HELP = (
-    "region to repaint: box:x0,y0,x1,y1 | centre | half:bottom|top|left|right | all | none | FILE.png "
+    "region to repaint: box:x0,y0,x1,y1 | span:x0,x1 | centre | half:bottom|top|left|right | all | none | FILE.png "
     "(white = repaint); prefix invert: to swap"
 )
 
@@ -97,6 +99,12 @@ def hole_from_spec(spec: str, H: int, W: int) -> Tensor:
         return _hole_png(spec, H, W)
     if low.startswith("box:"):
         return _hole_box(spec[4:], H, W)
+    if low.startswith("span:"):
+        parts = spec[5:].split(",")
+        if len(parts) != 2:
+            raise MaskError(f"span mask needs two numbers span:x0,x1, got {spec!r}")
+        frac = all("." in p for p in parts)
+        return _hole_box(",".join([parts[0], "0." if frac else "0", parts[1], "1." if frac else str(H)]), H, W)
     if low.startswith("half:"):
         return _hole_half(low[5:].strip(), H, W)
     if low in ("centre", "center"):

@@ -390,3 +390,34 @@ def _save_figure(fig, path: str | Path) -> Path:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     return atomic_write(path, buf.getvalue())
+
+
+def save_forecast(
+    history: Tensor, samples: Tensor, path: str | Path, truth: Tensor | None = None, title: str = ""
+) -> Path:
+    """A forecast with uncertainty bands: ``history: (N, C, L0)`` in black, the S continuations ``samples:
+    (N, S, C, L)`` (L > L0) as their median with 25-75 % and 5-95 % bands, ``truth: (N, C, L)`` dashed if
+    known; one panel per series (first channel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    N, L0, L = history.shape[0], history.shape[-1], samples.shape[-1]
+    fig, axes = plt.subplots(1, N, figsize=(3.2 * N, 2.3), dpi=100, squeeze=False, sharey=True)
+    t = np.arange(L0 - 1, L)
+    for i, ax in enumerate(axes[0]):
+        s = samples[i, :, 0, L0 - 1 :].double()
+        q = torch.quantile(s, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64), dim=0).numpy()
+        ax.fill_between(t, q[0], q[4], color="C0", alpha=0.2, lw=0, label="5-95 %")
+        ax.fill_between(t, q[1], q[3], color="C0", alpha=0.4, lw=0, label="25-75 %")
+        ax.plot(t, q[2], c="C0", lw=1.0, label="median")
+        if truth is not None:
+            ax.plot(np.arange(L), truth[i, 0].float().numpy(), c="C3", lw=0.9, ls="--", label="truth")
+        ax.plot(np.arange(L0), history[i, 0].float().numpy(), c="k", lw=1.0, label="history")
+        ax.axvline(L0 - 0.5, c="0.6", lw=0.6)
+        ax.tick_params(labelsize=6)
+    axes[0, 0].legend(fontsize=6, loc="best")
+    fig.suptitle(title or f"forecast: {samples.shape[1]} samples per series", fontsize=9)
+    fig.tight_layout()
+    return _save_figure(fig, path)

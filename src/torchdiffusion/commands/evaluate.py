@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return evaluate_discrete(args)
     if kind == "volume" and args.metrics == DEFAULT_METRICS:
         args.metrics = "volume"  # pixel-space image metrics do not apply; the volume metrics and their baseline
+    if kind == "signal":
+        return evaluate_signals(args)
     metrics, feats, vlb_timesteps = check_request(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -136,6 +138,34 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
     schema, title = schema_of(run_.info, run_.kind), f"{args.n} samples over the held-out data (grey)"
     save(samples, run_.kind, schema, out / f"samples{suffix}", reference=reference, title=title)
     report = {"run": str(run_.path), "kind": run_.kind, "n": args.n, "steps": steps, "seed": args.seed, **report}
+    print(save_json(report, out / "report.json"), file=sys.stderr)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def evaluate_signals(args: argparse.Namespace) -> int:
+    """Signals: FD in a classifier's features and train-on-synthetic accuracy, beside the Gaussian-process
+    baseline and the real data (evaluation/signals.py) -> OUT/report.json + a picture of the samples."""
+    from pathlib import Path
+
+    import torch
+
+    from ..evaluation.signals import evaluate_signal_run
+    from ..generate import load_run
+    from ..viz import save_json, save_signals
+    from .argtypes import check_output_dir
+
+    if args.metrics != DEFAULT_METRICS or args.features:
+        raise ValueError("--metrics/--features choose image metrics; signal runs report all of theirs")
+    out = check_output_dir(args.out or Path(args.run) / "eval")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    run_ = load_run(args.run)
+    report = evaluate_signal_run(run_, args.n, args.seed, args.steps)
+    samples, reference = report.pop("samples"), report.pop("reference")
+    out.mkdir(parents=True, exist_ok=True)
+    save_signals(samples, out / "samples.png", reference=reference, title="generated (colour) over held-out (grey)")
+    report = {"run": str(run_.path), "kind": "signal", "n": args.n, "seed": args.seed, **report}
     print(save_json(report, out / "report.json"), file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0

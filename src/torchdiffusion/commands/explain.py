@@ -27,6 +27,7 @@ HELP = (
 )
 EXAMPLES = """examples:
   torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999      # x0 -> noise, linear vs cosine
+  torchdiffusion explain forward --data ucr:GunPoint --t 0 100 300 500 700 900   # signals: curves at each t
   torchdiffusion explain schedules --out schedules.png                    # alpha_bar, SNR, sigma curves
   torchdiffusion explain trajectory runs/demo --sampler heun --steps 12   # GIF (+ MP4) and PNG strip
   torchdiffusion explain loss runs/demo                                   # loss by noise level over training
@@ -215,8 +216,13 @@ def _forward(args: argparse.Namespace) -> list:
     else:
         data = load_data(DataConfig(source=args.data))
         out = _out(args, None)
+    if data.kind == "signal":
+        with _figure_bar(args) as bar:
+            ex.signal_forward(data.x[: min(_strip_images(args), 3)], args.t, T=args.T, seed=args.seed or 0, path=out)
+            bar.update(1)
+        return [out]
     if data.kind != "image":
-        raise ex.ExplainError("the forward strip needs image data")
+        raise ex.ExplainError("the forward strip needs image or signal data")
     with _figure_bar(args) as bar:
         schedules = args.schedules or ("linear", "cosine")
         ex.forward_strip(
@@ -278,7 +284,7 @@ def _sampled(args: argparse.Namespace) -> list:
     sample = sample_config_from_args(run_.config.sample, args)
     validate(replace(run_.config, sample=sample))
     out = _out(args, run_.path / "explain")
-    n = args.n if args.n is not None else (16 if len(run_.data_shape) == 3 else 500)
+    n = args.n if args.n is not None else {3: 16, 2: 4}.get(len(run_.data_shape), 500)
     seeds = list(range(sample.seed, sample.seed + n))
     if args.what == "trajectory":
         with step_bar(sample.steps, f"explain trajectory ({sample.sampler})") as bar:

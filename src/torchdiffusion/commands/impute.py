@@ -1,4 +1,5 @@
-"""torchdiffusion impute: fill in the missing cells of a table (CSV) or the masked symbols of texts."""
+"""torchdiffusion impute: fill in the missing cells of a table (CSV), the masked symbols of texts, or the missing
+points of 1-D signals (inpainting, signals.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from pathlib import Path
 from .argtypes import MAX_SEED, MAX_STEPS, check_output_file, nonneg_int, positive_int
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
-HELP = "fill in missing cells of a table (CSV) or masked symbols of a text with a trained table/sequence run"
+HELP = "fill in missing cells of a table (CSV), masked symbols of a text, or missing points of signals"
 EXAMPLES = """examples:
   torchdiffusion impute runs/wine --csv holes.csv --out filled.csv       # empty / NaN cells are filled
   torchdiffusion impute runs/text --text "The data set ___ ____ rows" --out filled.txt
+  torchdiffusion impute runs/gunpoint --series gaps.csv --resample 5 --out filled.npy   # NaN points are filled
+  torchdiffusion impute runs/gunpoint --series whole.npy --mask span:0.4,0.6 --out filled.csv
+Signals: a .npy/.npz (N, C, L) or (N, L), or a CSV of one series per row; NaN / empty cells are missing, and
+--mask hides a stretch of every series as well; a picture of the filled series is written beside --out.
 Tables: the CSV has the model's columns; empty, NA and NaN cells are missing. Texts: '_' (--mask-char) marks
 each symbol to fill; a text shorter than the model's sequences is completed at its end."""
 
@@ -21,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="table with missing cells (tables)")
     p.add_argument("--text", action="append", help="text with masked symbols (sequences); repeat for several")
     p.add_argument("--mask-char", default="_", help="the symbol that marks what to fill in texts (default _)")
+    p.add_argument("--series", help="signals with missing (NaN) points: .npy, .npz or .csv (signals)")
+    p.add_argument("--mask", help="signals: also hide this stretch of every series, e.g. span:0.4,0.6")
+    p.add_argument("--resample", type=positive_int(1000), default=1, help="signals: RePaint passes per segment")
+    p.add_argument("--jump", type=positive_int(MAX_STEPS), help="signals: RePaint jump length (default steps // 4)")
     p.add_argument("--out", help="output .csv / .txt (default RUN/imputed/<name>)")
     p.add_argument("--steps", type=positive_int(MAX_STEPS), help="sampling steps (default: the run's sample.steps)")
     p.add_argument("--seed", type=nonneg_int(MAX_SEED), default=0, help="row/text k uses seed + k (default 0)")
@@ -33,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from ..kinds import draw, infill_text, save, schema_of
 
     run_ = load_run(args.run, weights=args.weights)
+    if run_.kind == "signal":
+        return impute_signals(run_, args)
+    if args.series or args.mask:
+        raise ConfigError(f"--series and --mask fill signals; this run holds {run_.kind} data")
     if run_.kind == "table":
         if not args.csv or args.text:
             raise ConfigError("a table run fills a CSV: give --csv FILE (and no --text)")
@@ -46,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else run_.path / "imputed" / "texts.txt"
         suffix = ".txt"
     else:
-        raise ConfigError(f"impute fills tables and sequences; {args.run} holds {run_.kind} data (see inpaint)")
+        raise ConfigError(
+            f"impute fills tables, sequences and signals; {args.run} holds {run_.kind} data (see inpaint)"
+        )
     if out.suffix.lower() != suffix:
         raise ConfigError(f"--out must end in {suffix}, got {out}")
     check_output_file(out)
@@ -67,4 +82,46 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for p in save(x, run_.kind, schema, out, title=f"filled in, {steps} steps"):
         print(p)
+    return 0
+
+
+def impute_signals(run_, args: argparse.Namespace) -> int:
+    """Missing points of the series in --series (NaN, and --mask's stretch) inpainted -> .npy or .csv + .png."""
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    from ..config import ConfigError
+    from ..data.signal import read_signal_file
+    from ..io import atomic_write
+    from ..masks import make_mask
+    from ..progress import step_bar
+    from ..signals import impute
+    from ..viz import save_signals
+
+    if not args.series or args.csv or args.text:
+        raise ConfigError("a signal run fills series: give --series FILE (and no --csv / --text)")
+    out = Path(args.out) if args.out else run_.path / "imputed" / (Path(args.series).stem + ".npy")
+    if out.suffix.lower() not in (".npy", ".csv"):
+        raise ConfigError(f"--out must end in .npy or .csv, got {out}")
+    check_output_file(out)
+    a, _ = read_signal_file(args.series)
+    x = torch.from_numpy(a).float()
+    if tuple(x.shape[1:]) != tuple(run_.data_shape):
+        raise ConfigError(f"--series holds series of shape {tuple(x.shape[1:])}; the run's are {run_.data_shape}")
+    mask = (~torch.isnan(x)).float()
+    if args.mask:
+        mask = mask * make_mask(args.mask, 1, x.shape[-1])[:, :, 0]
+    sample = replace(run_.config.sample, steps=args.steps or run_.config.sample.steps)
+    with step_bar(None, f"impute ({args.resample} pass{'es' if args.resample > 1 else ''} per segment)") as bar:
+        y = impute(run_, x, mask, sample, seed=args.seed, resample=args.resample, jump=args.jump, bar=bar)
+    if out.suffix.lower() == ".npy":
+        atomic_write(out, lambda f: np.save(f, y.numpy()))
+    else:
+        rows = y[:, 0] if y.shape[1] == 1 else y.flatten(1)
+        atomic_write(out, "".join(",".join(f"{v:.7g}" for v in r.tolist()) + "\n" for r in rows))
+    print(out)
+    shown = torch.where(mask.bool().expand_as(x), x, torch.full_like(x, float("nan")))
+    print(save_signals(y, out.with_suffix(".png"), reference=shown, title="filled (colour) and given points (grey)"))
     return 0

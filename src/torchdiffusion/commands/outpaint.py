@@ -8,13 +8,17 @@ from .argtypes import MAX_PIXELS, MAX_STEPS, nonneg_int, positive_int
 from .inpaint import add_input_arguments
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
-HELP = "grow images on any side (--left/--right/--top/--bottom pixels) and fill the new area"
+HELP = "grow images on any side (--left/--right/--top/--bottom pixels) and fill the new area; forecast signals"
 EXAMPLES = """examples:
   torchdiffusion outpaint runs/demo --right 8 --bottom 8            # 28x28 digits -> 36x36
   torchdiffusion outpaint runs/demo --left 4 --right 4 --resample 5 --jump 3 --images a.png
 The network only knows images of its training size, so the larger canvas is denoised in overlapping windows of
 that size whose estimates are averaged (MultiDiffusion); --stride sets the window step. Output rows: original
-(padded in grey), result."""
+(padded in grey), result.
+Signals (forecasting): each series grows by --right points, --samples continuations from consecutive seeds,
+drawn as median and 25-75 / 5-95 % bands (and written to a .npy beside the PNG):
+  torchdiffusion outpaint runs/gunpoint --right 32 --cut 32 --n 3      # hide the last 32 points, then forecast
+  torchdiffusion outpaint runs/gunpoint --right 64 --series history.csv --samples 64"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stride", type=positive_int(MAX_PIXELS), help="window step on the grown canvas (default: half the image size)"
     )
+    g = p.add_argument_group("signals (forecasting)")
+    g.add_argument("--series", help="series to continue: .npy, .npz or .csv (default: the run's held-out series)")
+    g.add_argument("--samples", type=positive_int(MAX_PIXELS), default=32, help="continuations per series (default 32)")
+    g.add_argument(
+        "--cut", type=nonneg_int(MAX_PIXELS), default=0, help="drop the last CUT points first (drawn as truth)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from .inpaint import default_out, inpaint_images, load_inputs, repaint_bar, save_rows, setup, show_hole
 
     run_ = load_run(args.run, weights=args.weights)
+    if run_.kind == "signal":
+        return forecast_signals(run_, args)
     if run_.codec is not None:
         from ..edit import EditError
 
@@ -56,3 +68,63 @@ def run(args: argparse.Namespace) -> int:
     tag = f"outpaint-l{args.left}r{args.right}t{args.top}b{args.bottom}-{sample.sampler}{sample.steps}"
     print(save_rows([show_hole(canvas, mask), result], default_out(run_, args, tag)))
     return 0
+
+
+def forecast_signals(run_, args: argparse.Namespace) -> int:
+    """--samples continuations of each series by --right points (signals.forecast) -> PNG with bands + .npy."""
+    import numpy as np
+    import torch
+
+    from ..config import ConfigError
+    from ..io import atomic_write
+    from ..progress import step_bar
+    from ..signals import forecast
+    from ..viz import save_forecast
+    from .common import sample_config_from_args
+    from .inpaint import default_out
+
+    if args.left or args.top or args.bottom or not args.right:
+        raise ConfigError("signals grow to the right only: give --right N (forecasting)")
+    out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}")
+    sample = sample_config_from_args(run_.config.sample, args)
+    series = _signal_inputs(run_, args)
+    truth = series if args.cut else None
+    history = series[..., : series.shape[-1] - args.cut] if args.cut else series
+    if history.shape[-1] < 1:
+        raise ConfigError(f"--cut {args.cut} leaves nothing of series of {series.shape[-1]} points")
+    runs = []
+    with step_bar(None, f"forecast ({args.samples} samples per series)") as bar:
+        for i, h in enumerate(history):
+            seed = sample.seed + i * args.samples  # series i's continuations: seeds seed + i S ... seed + (i + 1) S - 1
+            runs.append(
+                forecast(run_, h, args.right, sample, samples=args.samples, seed=seed, resample=args.resample, bar=bar)
+            )
+    y = torch.stack(runs)  # (N, S, C, L0 + right)
+    atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, y.numpy()))
+    print(save_forecast(history, y, out, truth=truth))
+    print(out.with_suffix(".npy"))
+    return 0
+
+
+def _signal_inputs(run_, args: argparse.Namespace):
+    """(N, C, L) series of --series, or --n (default 3) held-out series of the run from --index."""
+    import numpy as np
+    import torch
+
+    from ..config import ConfigError
+
+    if args.series:
+        from ..data.signal import read_signal_file
+
+        a, _ = read_signal_file(args.series)
+        if np.isnan(a).any():
+            raise ConfigError(f"{args.series} has missing values; fill them first (torchdiffusion impute)")
+        return torch.from_numpy(a).float()
+    from ..data import load_data
+
+    split = "holdout" if run_.config.data.holdout > 0 else "train"
+    data = load_data(run_.config.data, split=split, seed=run_.config.train.seed)
+    n = args.n or 3
+    if not 0 <= args.index < len(data):
+        raise ConfigError(f"--index selects no series: the {split} data has {len(data)}")
+    return data.x[args.index : args.index + n].clone()

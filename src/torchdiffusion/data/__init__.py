@@ -10,8 +10,9 @@
 * ``split="test"``: the source's own test split, in file order (Fashion-MNIST only).
 
 Then, for images, ``data.image_size`` (scale to cover, centre-crop) and ``data.channels`` (1 or 3) apply to
-every source. Sources (``SOURCES``): mnist5k, digits, fashion_mnist, emoji, folder, array, toy, the tables,
-sequences and volumes (shapes3d, nifti); see their modules for the file formats and value conventions. Every
+every source, and for signals ``data.signal_length`` (linear resampling). Sources (``SOURCES``): mnist5k,
+digits, fashion_mnist, emoji, folder, array, toy, the tables, sequences, volumes (shapes3d, nifti) and signals
+(signal_csv, ucr:<set>); see their modules for the file formats and value conventions. Every
 data set has a ``kind`` (``KINDS``): "image" (N, C, H, W) with any channel count, "signal" (N, C, L), "vector"
 (N, D), "table", "sequence" or "volume" (N, C, D, H, W); networks and pictures are chosen by it.
 
@@ -43,6 +44,7 @@ from .builtin import load_digits, load_fashion_mnist, load_fashion_mnist_test, l
 from .emoji import EMOJI_CLASSES, load_emoji
 from .files import load_array, load_folder, read_image
 from .sequence import load_fasta, load_sklearn_text, load_text
+from .signal import UCR_SETS, load_signal_csv, resample, ucr_loader
 from .table import SKLEARN_TABLES, load_csv_table, normalise_table, sklearn_loader
 from .toy import TOYS, load_toy
 from .volume import load_nifti, load_shapes3d
@@ -87,6 +89,8 @@ SOURCES: dict[str, Source] = {
     "sklearn_text": Source(load_sklearn_text),
     "shapes3d": Source(load_shapes3d),
     "nifti": Source(load_nifti),
+    "signal_csv": Source(load_signal_csv),
+    **{f"ucr:{name}": Source(ucr_loader(name)) for name in UCR_SETS},
 }
 SPLITS = ("train", "holdout", "test")
 
@@ -161,7 +165,9 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
         x = match_channels(resize_crop(data.x, size), cfg.channels)
         if x is not data.x:
             data.x = x.contiguous()
-    elif size is not None or cfg.channels is not None:
+    elif data.kind == "signal" and cfg.signal_length is not None:
+        data.x = resample(data.x, cfg.signal_length)
+    if data.kind != "image" and (size is not None or cfg.channels is not None):
         raise DataError(f"data.image_size and data.channels apply to images; this {data.kind} data keeps its shape")
     return data
 

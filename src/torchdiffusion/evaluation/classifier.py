@@ -1,6 +1,8 @@
 """A small CNN classifier per built-in data set: class accuracy of samples, and a feature network.
 
-The network maps ``(B, C, H, W)`` images in [-1, 1] (any C, any H, W >= 8) to class logits; its penultimate
+The network maps ``(B, C, H, W)`` images in [-1, 1] (any C, any H, W >= 8) to class logits (with
+``ClassifierConfig.dims = 1`` the same layers in Conv1d read 1-D signals ``(B, C, L)``: evaluation/signals.py);
+its penultimate
 layer (:meth:`SmallClassifier.features`, a ``(B, F)`` vector after global average pooling and a ReLU
 layer) is the project's own feature space for a Fréchet distance (named ``FD-<Data>clf``, never "FID").
 
@@ -40,6 +42,7 @@ class ClassifierConfig:
     width: int = 32  # channels of the middle stage; stages are (w/2, w, 2w) and the head is 3w
     feature_dim: int = 128  # F: width of the penultimate (feature) layer
     dropout: float = 0.2  # dropout before the last layer (training only)
+    dims: int = 2  # spatial dimensions: 2 for images (N, C, H, W), 1 for signals (N, C, L)
 
 
 class SmallClassifier(nn.Module):
@@ -54,16 +57,17 @@ class SmallClassifier(nn.Module):
         self.cfg = cfg
         w = cfg.width
         c1, c2, c3, c4 = w // 2, w, 2 * w, 3 * w
+        conv = nn.Conv1d if cfg.dims == 1 else nn.Conv2d
         self.body = nn.Sequential(
-            nn.Conv2d(cfg.in_channels, c1, 3, padding=1),
+            conv(cfg.in_channels, c1, 3, padding=1),
             nn.SiLU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            conv(c1, c2, 3, stride=2, padding=1),
             nn.SiLU(),  # H/2
-            nn.Conv2d(c2, c2, 3, padding=1),
+            conv(c2, c2, 3, padding=1),
             nn.SiLU(),
-            nn.Conv2d(c2, c3, 3, stride=2, padding=1),
+            conv(c2, c3, 3, stride=2, padding=1),
             nn.SiLU(),  # H/4
-            nn.Conv2d(c3, c4, 3, padding=1),
+            conv(c3, c4, 3, padding=1),
             nn.SiLU(),
         )
         self.hidden = nn.Linear(c4, cfg.feature_dim)
@@ -71,8 +75,8 @@ class SmallClassifier(nn.Module):
         self.out = nn.Linear(cfg.feature_dim, cfg.num_classes)
 
     def features(self, x: Tensor) -> Tensor:
-        """Penultimate-layer features ``(B, F)`` of images ``x: (B, C, H, W)`` in [-1, 1]."""
-        h = self.body(x).mean((2, 3))  # global average pool -> (B, 3w)
+        """Penultimate-layer features ``(B, F)`` of images ``x: (B, C, H, W)`` in [-1, 1] (signals: (B, C, L))."""
+        h = self.body(x).flatten(2).mean(2)  # global average pool -> (B, 3w)
         return F.silu(self.hidden(h))
 
     def forward(self, x: Tensor) -> Tensor:
