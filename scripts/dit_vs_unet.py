@@ -56,12 +56,12 @@ def curve(run: Path) -> list[dict]:
         if "images_per_s" in rec:  # a log line: images since the last one at this rate
             seconds += (rec["images_seen"] - last_seen) / max(rec["images_per_s"], 1e-9)
             last_seen = rec["images_seen"]
-        if "eval/confident_fraction" in rec:
-            fd = next(v for k, v in rec.items() if k.startswith("eval/FD-"))
+        fd = next((v for k, v in rec.items() if k.startswith("eval/FD-")), None)
+        if fd is not None:
             points.append(
                 dict(
                     images=rec["images_seen"],
-                    confident_fraction=rec["eval/confident_fraction"],
+                    confident_fraction=rec.get("eval/confident_fraction"),  # data with a shipped classifier
                     min_class_fraction=rec.get("eval/min_class_fraction"),  # logged by newer runs
                     fd=fd,
                     train_seconds=seconds,
@@ -100,11 +100,11 @@ def markdown(rows: dict) -> str:
         for p, r in rows.items():
             for pt in r["points"]:
                 if pt["images"] == n:
-                    rare = pt.get("min_class_fraction")
-                    rare = "-" if rare is None else f"{100 * rare:.1f} %"
+                    share, rare = (pt.get(k) for k in ("confident_fraction", "min_class_fraction"))
+                    share, rare = ("-" if v is None else f"{100 * v:.1f} %" for v in (share, rare))
                     lines.append(
-                        f"| {n:,} | {p} | {pt['train_tflop']:.1f} | {100 * pt['confident_fraction']:.1f} % | "
-                        f"{rare} | {pt['fd']:.1f} | {pt['train_seconds']:.0f} |"
+                        f"| {n:,} | {p} | {pt['train_tflop']:.1f} | {share} | {rare} | {pt['fd']:.1f} | "
+                        f"{pt['train_seconds']:.0f} |"
                     )
     return "\n".join(lines) + "\n"
 
