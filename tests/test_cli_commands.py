@@ -136,6 +136,7 @@ def world(tmp_path_factory):
         "toy": ["--preset", "toy-2d", "--set", "data.toy_size=256", "--set", "sample.steps=3"],
         "wine": ["--preset", "table-wine", "--set", "sample.steps=3", "--set", "sample.n=8"],
         "text": ["--preset", "text-chars", "--set", "sample.steps=3", "--set", "sample.n=2"],
+        "gunpoint": ["--preset", "signal-gunpoint", "--set", "model.channels=8", "--set", "sample.steps=3"],
     }
     for name, args in trained.items():
         base = ["--set", "train.images=64", "--set", "train.batch_size=32", "--no-progress"]
@@ -184,6 +185,12 @@ def world(tmp_path_factory):
         )
         + "\n"
     )
+    series = np.sin(np.linspace(0, 6, 128))[None].repeat(3, 0)  # signals for the impute / outpaint examples
+    np.save(root / "whole.npy", series[:, None])
+    (root / "gaps.csv").write_text(
+        "\n".join(",".join("" if 40 <= j < 60 else f"{v:.4f}" for j, v in enumerate(r)) for r in series)
+    )
+    (root / "history.csv").write_text("\n".join(",".join(f"{v:.4f}" for v in r[:100]) for r in series))
     for f in ("a.png", "b.png", "sketch.png", "hole.png"):
         _png(root / f)
     (root / "pics").mkdir()
