@@ -188,3 +188,41 @@ def test_a_prompt_for_a_model_trained_without_text(tmp_path):
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "not text-conditioned" in lines[0], err
     assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "s.png").exists()
+
+
+@pytest.fixture(scope="module")
+def text_run_and_scorer(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contrastive-eval")
+    settings = ["model.channels=8", "model.channel_mult=1,2", "model.attn_resolutions=", "data.holdout=40"]
+    run = write_run(root / "run", "emoji-text", settings, (3, 16, 16))
+    torch.manual_seed(0)
+    save_contrastive(ContrastiveModel(TINY, image_size=32), root / "clip" / "contrastive.safetensors")
+    return run, root / "clip"
+
+
+def test_evaluate_scores_samples_of_the_heldout_captions(text_run_and_scorer, tmp_path, capsys):
+    from torchdiffusion.cli import main
+
+    run, clip = text_run_and_scorer
+    argv = ["evaluate", str(run), "--metrics", "contrastive", "--n", "6", "--steps", "2", "--out", str(tmp_path)]
+    assert main([*argv, "--contrastive", str(clip)]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "report.json").read_text())
+    c = report["contrastive"]
+    prompts = report["sampling"]["prompts"]
+    assert len(prompts) == len(set(prompts)) == 40  # the held-out emoji's captions, one prompt each
+    assert c["name"] == CM.SCORE_NAME and c["n"] == 6 and c["prompts"] == 40 and c["chance"] == 1 / 40
+    assert -100 <= c["score"] <= 100 and c["real_images"]["n"] == 40 and 0 <= c["real_images"]["prompt_top1"] <= 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["contrastive_score"] == round(c["score"], 3)
+
+
+def test_evaluate_contrastive_needs_a_text_run(tmp_path, capsys):
+    from torchdiffusion.cli import main
+
+    run = write_run(tmp_path / "run", "digits-test", ["model.channels=8", "model.channel_mult=1,2"], (1, 8, 8))
+    rc = main(
+        ["evaluate", str(run), "--metrics", "contrastive", "--n", "2", "--steps", "2", "--out", str(tmp_path / "e")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "text-conditioned" in err and "sampling" not in err, err
+    assert not (tmp_path / "e" / "report.json").exists()

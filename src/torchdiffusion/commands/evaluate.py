@@ -15,10 +15,12 @@ EXAMPLES = """examples:
   torchdiffusion evaluate runs/demo --metrics fd,kid,pr,nll,memorisation --n 5000
   torchdiffusion evaluate runs/demo --metrics fd,kid --features clf:mnist5k --n 1000   # fast: no EfficientNet
   torchdiffusion evaluate runs/toy --metrics straightness --n 256     # Liu et al.'s straightness of the ODE paths
+  torchdiffusion evaluate runs/emoji-text --metrics contrastive,fd --n 1000   # scored by the shipped emoji model
   torchdiffusion evaluate runs/fashion --n 5000 --nll-n 256 --vlb-timesteps 0   # all T terms
   TORCHDIFFUSION_INCEPTION=inception-2015-12-05.pt torchdiffusion evaluate runs/demo --features inception
 
 Metrics are named for their features (FD-EffNetLite0, FD-MNIST5kclf); "FID" only with --features inception.
+The contrastive score is named for its weights ("torchdiffusion emoji model", from train-clip): not OpenAI's CLIP.
 Writes RUN/eval/report.json and RUN/eval/summary.html (or --out DIR). Warnings (a feature network that cannot
 run and the pip install that fixes it, the small-n bias of FD) are printed on stderr as well. --metrics nll
 alone scores real images and draws no samples."""
@@ -31,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_METRICS,
         help="comma-separated: fd, kid, pr, nll, memorisation, straightness (how straight the ODE paths are), "
         "volume (energy / MMD in a 3-D classifier's features, slice profiles, the Gaussian baseline; the default "
-        "for volume runs); default: fd, kid, pr, nll, memorisation",
+        "for volume runs), contrastive (text-conditioned runs: how well samples match their prompts, by our "
+        "contrastive emoji model; see --contrastive); default: fd, kid, pr, nll, memorisation",
     )
     p.add_argument("--n", type=int_in(2, MAX_COUNT), default=5000, help="generated samples (default 5000)")
     p.add_argument(
@@ -60,6 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stratified timesteps for the VP bound, in [1, T - 1]; 0 = all T (default 100, or T - 1 if smaller)",
     )
     p.add_argument("--inception", help="TorchScript Inception-v3 file for --features inception")
+    p.add_argument(
+        "--contrastive",
+        help="a train-clip run folder (or its contrastive.safetensors) for --metrics contrastive "
+        "(default: the shipped 32-px emoji model)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
         "--threads", type=nonneg_int(MAX_THREADS), default=0, help="torch intra-op threads (0 = torch's default)"
@@ -95,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         ode_steps=args.ode_steps,
         vlb_timesteps=vlb_timesteps,
         inception_path=args.inception,
+        contrastive=args.contrastive,
         device=args.device,
         log=lambda line: print(line, file=sys.stderr),  # phases and warnings on screen; the numbers on stdout
         progress=True,
@@ -243,6 +252,12 @@ def summary_lines(report: dict) -> dict:
         s["heldout_copy_fraction"] = mem.get("holdout_copy_fraction")
     if "classes" in report:
         s["confident_fraction"] = report["classes"]["confident_fraction"]
+    if "contrastive" in report:
+        c = report["contrastive"]
+        s["contrastive_score"] = round(c["score"], 3)
+        s["contrastive_prompt_top1"] = round(c["prompt_top1"], 4)
+        s["contrastive_score (real images)"] = round(c["real_images"]["score"], 3)
+        s["contrastive_prompt_top1 (real images)"] = round(c["real_images"]["prompt_top1"], 4)
     if "straightness" in report:
         s["straightness_S"] = round(report["straightness"]["S"], 5)
         s["path_length_ratio"] = round(report["straightness"]["length_ratio"], 4)

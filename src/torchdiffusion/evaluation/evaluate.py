@@ -33,7 +33,7 @@ from .classifier import available_classifiers, class_report, classifier_card
 from .likelihood import DEFAULT_BIN_WIDTH, ode_bits_per_dim, vp_bound_bits_per_dim
 from .memorisation import memorisation_report, save_closest_pairs
 
-METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes", "straightness", "volume")
+METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes", "straightness", "volume", "contrastive")
 
 
 class EvaluateError(ValueError):
@@ -155,7 +155,8 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
     return out
 
 
-SAMPLE_METRICS = ("fd", "kid", "pr", "memorisation", "classes", "volume")  # the metrics that need generated samples
+# the metrics that need generated samples
+SAMPLE_METRICS = ("fd", "kid", "pr", "memorisation", "classes", "volume", "contrastive")
 
 
 def evaluate(
@@ -175,6 +176,7 @@ def evaluate(
     holdout_n: int | None = None,
     inception_path: str | None = None,
     samples: Tensor | None = None,
+    contrastive: str | Path | None = None,
     device: str = "cpu",
     log=print,
     progress: bool = False,
@@ -191,6 +193,8 @@ def evaluate(
         nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: all T).
         holdout_n: cap on the held-out real images used for the floor (default: n).
         samples: precomputed samples (N, ...) instead of generating.
+        contrastive: a train-clip run folder (or its weights) for the ``contrastive`` metric (default: the
+            shipped emoji model); samples of a text-conditioned run are drawn from the held-out captions.
         log: receives one line per phase and every warning (a skipped feature network, small-n bias).
         progress: progress bars for sampling and feature extraction (progress.step_bar).
     """
@@ -209,6 +213,7 @@ def evaluate(
     report.update(features=features, torch=torch.__version__)
     train, heldout = _real_sets(cfg, holdout_n or n)
     report["train_n"] = len(train)
+    scorer = _contrastive_model(run, contrastive) if "contrastive" in metrics else None  # refused before sampling
     if heldout is not None:
         report["heldout_n"] = int(heldout.shape[0])
     labels = None
@@ -225,6 +230,9 @@ def evaluate(
         if run.kind == "image" and cfg.data.source in available_classifiers() and samples.shape[1] == 1:
             report["classes"] = class_report(samples, cfg.data.source, labels=labels)
             report["classes"]["classifier_heldout_accuracy"] = classifier_card(cfg.data.source).get("heldout_accuracy")
+    if scorer is not None:
+        log("contrastive score...")
+        report["contrastive"] = _contrastive(run, samples, report.get("sampling", {}).get("prompts"), scorer)
     if "nll" in metrics and run.codec is not None:  # bits/dim of latents says nothing about images: not measured
         report["nll"] = {"skipped": "a latent run's likelihood is its latents', not its images'"}
     elif "nll" in metrics:
@@ -317,11 +325,16 @@ def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, log, 
     validate(replace(run.config, sample=sample))  # e.g. a student asked for more steps than it was distilled for
     K = run.config.model.num_classes
     labels = torch.arange(n) % K if K > 0 else None
+    cond = None if labels is None else {"class": labels}
+    prompts = eval_prompts(run.config) if run.config.model.text_dim > 0 else None
+    if prompts:  # a text-conditioned run: image k is drawn for prompt k mod P
+        from ..text import prompt_cond
+
+        cond = {**(cond or {}), **prompt_cond(prompts, n)}
     t0 = time.time()
     log(f"sampling {n} images ({sample.sampler}, {sample.steps} steps)...")
     total = -(-n // batch_size) * sample.steps
     with step_bar(total, f"sampling {n} images ({sample.sampler})", show=progress) as bar:
-        cond = None if labels is None else {"class": labels}
         seeds = list(range(seed, seed + n))
         x = generate(
             run.model,
@@ -334,7 +347,47 @@ def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, log, 
             codec=run.codec,  # a latent run's samples are decoded: every metric measures images
         )
     record = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, "guidance": sample.guidance}
+    if prompts:
+        record["prompts"] = prompts
     return x, labels, {**record, "seed": seed, "seconds": round(time.time() - t0, 1)}
+
+
+def eval_prompts(cfg, max_prompts: int = 256) -> list[str] | None:
+    """The prompts a text-conditioned run is sampled with: the captions of its held-out data (never seen in
+    training) when it has some, else of its training data; at most ``max_prompts``, distinct, in data order."""
+    from ..data import load_data
+
+    split = "holdout" if cfg.data.holdout > 0 else "train"
+    captions = load_data(cfg.data, split=split, seed=cfg.train.seed).captions
+    return list(dict.fromkeys(captions))[:max_prompts] if captions else None
+
+
+def _contrastive_model(run, weights):
+    """(contrastive model, its card) for a text-conditioned image run; EvaluateError for any other run."""
+    from ..contrastive.metrics import default_contrastive_model
+
+    if run.kind != "image" or run.config.model.text_dim <= 0:
+        raise EvaluateError("the contrastive metric needs a text-conditioned image run (model.text_dim > 0)")
+    return default_contrastive_model(weights, run.image_shape)  # a latent run's samples are decoded images
+
+
+def _contrastive(run, samples: Tensor | None, prompts: list[str] | None, scorer) -> dict:
+    """The contrastive score (contrastive/metrics.py) of samples against their prompts, beside the same score of
+    real images of those captions (what a perfect model would reach)."""
+    from ..contrastive.metrics import contrastive_score
+    from ..data import load_data
+
+    if not prompts or samples is None:
+        raise EvaluateError("the contrastive metric needs samples drawn from prompts (a run with captions)")
+    model, card = scorer
+    index = torch.arange(samples.shape[0]) % len(prompts)
+    out = {"weights": card.get("source"), **contrastive_score(model, samples, prompts, index)}
+    cfg = run.config
+    real = load_data(cfg.data, split="holdout" if cfg.data.holdout > 0 else "train", seed=cfg.train.seed)
+    first = {c: i for i, c in reversed(list(enumerate(real.captions)))}  # one real image per prompt
+    keep = torch.tensor([first[p] for p in prompts])
+    out["real_images"] = contrastive_score(model, real.x[keep], prompts, torch.arange(len(prompts)))
+    return out
 
 
 def _feature_section(samples, train, heldout, features, cfg, log, **kw) -> dict:
