@@ -278,3 +278,26 @@ def test_volume_metrics_tell_real_from_blurred_volumes():
     assert m["classifier_heldout_accuracy"] > 0.8
     assert m["real"]["energy"] < 0.5 * m["blurred"]["energy"] and m["real"]["energy"] < 0.5 * m["gaussian"]["energy"]
     assert m["real"]["mmd2"] < m["gaussian"]["mmd2"] and m["real"]["class_accuracy"] > 0.8
+
+
+def test_sampled_volumes_are_clamped_to_the_data_range():
+    """x0_hat of an eps-network is x - sigma eps_hat: at the cosine schedule's sigma_max (~2e4) any error in eps_hat
+    is multiplied by it, so volumes, like images, are sampled with x0_hat clamped to [-1, 1]."""
+    from dataclasses import replace
+
+    from torchdiffusion.config import SampleConfig, get_preset
+    from torchdiffusion.generate import generate
+    from torchdiffusion.model import build_model
+
+    cfg = get_preset("volume-shapes")
+    cfg = replace(cfg, model=replace(TINY, num_classes=4), diffusion=replace(cfg.diffusion, T=100))
+    model = build_model(cfg, (1, 4, 8, 8)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    sample = SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=4)
+    x = generate(model, [0, 1], sample, (1, 4, 8, 8), cond={"class": torch.tensor([0, 1])})
+    assert x.shape == (2, 1, 4, 8, 8) and x.abs().max() <= 1
+    wild = generate(
+        model, [0, 1], replace(sample, clip_denoised=False), (1, 4, 8, 8), cond={"class": torch.tensor([0, 1])}
+    )
+    assert wild.abs().max() > 1

@@ -159,7 +159,7 @@ class SampleConfig:
     guidance_interval: tuple[float, float] | None = None  # guide only for sigma in [lo, hi] (Kynkaanniemi 2024)
     guidance_rescale: float = 0.0  # phi in [0, 1] of rescaled CFG (Lin et al. 2024); 0 = off
     settings: SamplerSettings = field(default_factory=SamplerSettings)  # the sampler's own settings
-    clip_denoised: bool = True  # clamp x0_hat to the data range [-1, 1] for images
+    clip_denoised: bool = True  # clamp x0_hat to the data range [-1, 1] for images and volumes
 
 
 @dataclass(frozen=True)

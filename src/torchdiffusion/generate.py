@@ -306,7 +306,7 @@ def generate(
             interval=sample.guidance_interval,
             rescale=sample.guidance_rescale,
         )
-        if sample.clip_denoised and len(data_shape) == 3 and codec is None:  # images only: range [-1, 1]
+        if sample.clip_denoised and len(data_shape) in (3, 4) and codec is None:  # images, volumes: in [-1, 1]
             D = clamped(D)
         if wrap is not None:
             D = wrap(D, sl)
@@ -315,7 +315,7 @@ def generate(
         x = sampler(D, x, sigmas, noise=ns, callback=callback, **knobs)
         out.append(as_pixels(x.float(), codec).cpu())
     x = torch.cat(out)
-    if len(data_shape) == 3 and sample.clip_denoised and codec is None:
+    if len(data_shape) in (3, 4) and sample.clip_denoised and codec is None:
         x = x.clamp(-1, 1)
     return x
 
