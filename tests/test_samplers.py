@@ -288,3 +288,27 @@ def test_settings_are_checked_against_the_sampler():
         resolve_settings("heun", {"eta": 0.5})
     assert sampler_settings("langevin") == {"steps_per_level": 3, "step_lr": 1.0}
     assert sampler_settings("dpmpp_2m_sde") == {"eta": 1.0}
+
+
+def test_default_grid_follows_the_process_and_caps_discrete_karras():
+    """grid auto: a DDPM model's own timesteps, log-SNR for a continuous model; Karras and log-SNR grids of a
+    discrete model start at DISCRETE_SIGMA_MAX, a continuous model's at its own sigma_max."""
+    from torchdiffusion.bench.harness import GridModel, analytic_model
+    from torchdiffusion.config import SampleConfig
+    from torchdiffusion.generate import resolve_grid
+    from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, exponential_sigmas, make_sigmas
+
+    ddpm, edm = analytic_model(), GridModel(0.002, 80.0)
+    sig, rec = resolve_grid(ddpm, SampleConfig(steps=7))
+    assert rec["grid"] == "uniform_t" and torch.equal(
+        sig, make_sigmas("uniform_t", 7, 0, 0, discrete_sigmas=ddpm.process.sigmas)
+    )
+    sig, rec = resolve_grid(edm, SampleConfig(steps=7))
+    assert rec["grid"] == "exponential" and torch.equal(sig, exponential_sigmas(7, 0.002, 80.0))
+    assert ddpm.sigma_max > 150
+    for kind in ("karras", "exponential"):
+        assert float(resolve_grid(ddpm, SampleConfig(grid=kind, steps=7))[0][0]) == pytest.approx(DISCRETE_SIGMA_MAX)
+        assert resolve_grid(ddpm, SampleConfig(grid=kind, steps=7))[0][-2] == pytest.approx(ddpm.sigma_min)
+    assert float(resolve_grid(GridModel(0.002, 200.0), SampleConfig(grid="karras", steps=7))[0][0]) == pytest.approx(
+        200.0
+    )

@@ -10,6 +10,7 @@ from tinyruns import td, write_run
 from torchdiffusion.config import SampleConfig
 from torchdiffusion.generate import load_run, make_grid_sigmas
 from torchdiffusion.process import DiscreteVP
+from torchdiffusion.schedules import DISCRETE_SIGMA_MAX
 
 TINY = ("digits-test", ["sample.steps=3", "sample.n=4", "sample.sampler=euler"])
 
@@ -73,6 +74,15 @@ def test_sample_uses_the_tuned_grid_bench_samplers_fitted(run, tmp_path):
     a, meta = _sample(run, tmp_path, "tuned", "--grid", "tuned", "--sampler", "euler")
     b, _ = _sample(run, tmp_path, "karras", "--grid", "karras", "--sampler", "euler")
     assert meta["sample"]["grid"] == "tuned" and len(grid) == 4 and not np.array_equal(a, b)
+    # grid auto (the default of new runs) takes the tuned grid when one matches, and the JSON says which it used
+    c, meta_auto = _sample(run, tmp_path, "auto", "--grid", "auto", "--sampler", "euler")
+    assert np.array_equal(a, c) and meta_auto["grid_used"]["grid"] == "tuned"
+    assert meta_auto["grid_used"]["path"].endswith("euler-nfe3.json") and meta_auto["grid_used"]["sigmas"] == grid
+    _, meta_k = _sample(run, tmp_path, "karras-meta", "--grid", "karras", "--sampler", "euler")
+    assert meta_k["grid_used"]["grid"] == "karras"
+    assert meta_k["grid_used"]["sigmas"][0] == pytest.approx(min(load_run(run).model.sigma_max, DISCRETE_SIGMA_MAX))
+    _, meta_other = _sample(run, tmp_path, "auto-heun", "--grid", "auto", "--sampler", "heun")  # no tuned grid
+    assert meta_other["grid_used"]["grid"] == "uniform_t"
     code, _, err = td("sample", run, "--grid", "tuned", "--steps", 5, "--out", tmp_path / "y.png")
     assert code == 2 and "it has euler grids for 3 steps" in err
 
@@ -95,14 +105,16 @@ def test_bench_samplers_builds_the_grids_sample_builds(run, tmp_path):
 
 
 def test_bench_samplers_analytic_case_is_sampled_as_a_linear_ddpm_model(tmp_path):
-    """The analytic case's Karras rows span the sigma range diffusers' schedulers see (0.01..157), and Annealed
+    """The analytic case's Karras rows span the linear DDPM table diffusers' schedulers see (sigma_min 0.01), capped
+    at DISCRETE_SIGMA_MAX = 80 below its sigma_max of 157 as every Karras grid of a discrete model; and Annealed
     Langevin at its default settings lands near Heun's quality at a similar budget."""
     args = ["--case", "8gaussians", "--samplers", "heun,langevin", "--grids", "karras", "--nfe", 31]
     code, _, err = td("bench-samplers", *args, "--n", 2000, "--no-diffusers", "--out", tmp_path / "a", timeout=600)
     assert code == 0, err
     rows = {r["sampler"]: r for r in json.loads((tmp_path / "a" / "results.json").read_text())["rows"]}
     p = DiscreteVP("linear", T=1000)
-    assert rows["heun"]["extra"]["sigmas"][0] == pytest.approx(p.sigma_max)
+    assert p.sigma_max > DISCRETE_SIGMA_MAX
+    assert rows["heun"]["extra"]["sigmas"][0] == pytest.approx(DISCRETE_SIGMA_MAX)
     assert rows["heun"]["extra"]["sigmas"][-2] == pytest.approx(p.sigma_min)
     assert rows["langevin"]["nfe"] == 31 and rows["langevin"]["sw"] < 0.15  # 31 NFE = 10 levels x 3 + 1
     assert rows["langevin"]["sw"] < 2 * rows["heun"]["sw"] + rows["reference"]["sw"]  # reference: the floor row

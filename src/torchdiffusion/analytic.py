@@ -155,3 +155,41 @@ def anisotropic_mixture(dim: int = 64, k: int = 16, seed: int = 0) -> GaussianMi
     covs = (covs + covs.transpose(1, 2)) / 2
     w = -torch.log(torch.rand(k, generator=g, dtype=torch.float64))  # exponential draws -> Dirichlet(1)
     return GaussianMixture(means, covs, w)
+
+
+def grid_mixture(side: int = 5, spacing: float = 1.5, std: float = 0.08, seed: int = 5) -> GaussianMixture:
+    """``side`` x ``side`` isotropic Gaussians on a square lattice in 2-D (centred), with unequal Dirichlet(1)
+    weights drawn from ``seed``: many close modes of very different mass."""
+    g = torch.Generator().manual_seed(seed)
+    ticks = (torch.arange(side, dtype=torch.float64) - (side - 1) / 2) * spacing
+    means = torch.stack(torch.meshgrid(ticks, ticks, indexing="ij"), -1).reshape(-1, 2)
+    w = -torch.log(torch.rand(side * side, generator=g, dtype=torch.float64))
+    return GaussianMixture(means, torch.full((side * side,), std**2, dtype=torch.float64), w)
+
+
+def random_mixture(
+    dim: int,
+    k: int,
+    seed: int,
+    *,
+    mean_scale: float = 1.0,
+    var_range: tuple[float, float] = (0.003, 0.3),
+    rank: int | None = None,
+) -> GaussianMixture:
+    """A ``k``-mode mixture in ``dim`` dimensions from ``seed``: means ~ N(0, mean_scale^2 I), randomly rotated
+    covariances with log-uniform variances in ``var_range`` (or, with ``rank``, variance var_range[1] along a
+    random ``rank``-dimensional subspace and var_range[0] across it: data near low-dimensional pieces), and
+    Dirichlet(1) weights."""
+    g = torch.Generator().manual_seed(seed)
+    means = mean_scale * torch.randn(k, dim, generator=g, dtype=torch.float64)
+    lo, hi = math.log(var_range[0]), math.log(var_range[1])
+    if rank is None:
+        log_var = torch.empty(k, dim, dtype=torch.float64).uniform_(lo, hi, generator=g)
+    else:
+        log_var = torch.full((k, dim), lo, dtype=torch.float64)
+        log_var[:, :rank] = hi
+    Q, _ = torch.linalg.qr(torch.randn(k, dim, dim, generator=g, dtype=torch.float64))
+    covs = Q @ torch.diag_embed(log_var.exp()) @ Q.transpose(1, 2)
+    covs = (covs + covs.transpose(1, 2)) / 2
+    w = -torch.log(torch.rand(k, generator=g, dtype=torch.float64))
+    return GaussianMixture(means, covs, w)

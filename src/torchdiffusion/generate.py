@@ -25,7 +25,7 @@ from .guidance import guided_denoiser
 from .precond import Precond
 from .provenance import describe_wrapper, note_run, note_sampling
 from .samplers import get_sampler
-from .schedules import make_sigmas
+from .schedules import default_grid, grid_sigma_max, make_sigmas
 from .types import Callback, Cond, Denoiser, NoiseSource
 
 if TYPE_CHECKING:
@@ -178,29 +178,46 @@ def make_grid_sigmas(
     model: Precond, sample: SampleConfig, steps: int | None = None, *, grid_dir: str | Path | None = None
 ) -> Tensor:
     """The sampling grid a SampleConfig asks for, over the sigma range the model was trained on: the one grid
-    builder of ``sample``, ``generate``, the editing commands and ``bench-samplers``.
+    builder of ``sample``, ``generate``, the editing commands and ``bench-samplers``. See :func:`resolve_grid`."""
+    return resolve_grid(model, sample, steps, grid_dir=grid_dir)[0]
+
+
+def resolve_grid(
+    model: Precond, sample: SampleConfig, steps: int | None = None, *, grid_dir: str | Path | None = None
+) -> tuple[Tensor, dict]:
+    """(sigmas (n + 1,) float64 ending in 0, a record of which grid that is) for ``sample`` on ``model``.
 
     ``grid = "tuned"`` reads the grid fitted for ``sample.sampler`` at ``steps`` steps from ``grid_dir`` (a run
-    folder's ``grids/``, written by ``bench-samplers``). ``model`` needs only ``sigma_min``, ``sigma_max`` and
-    ``process`` (the DDPM table, or None)."""
+    folder's ``grids/``, written by ``bench-samplers`` or ``fit-grid``); an error when there is none.
+    ``grid = "auto"`` uses that tuned grid when one matches, else the process's default
+    (:func:`schedules.default_grid`). Karras and log-SNR grids of a discrete model stop at
+    ``schedules.DISCRETE_SIGMA_MAX``. ``model`` needs only ``sigma_min``, ``sigma_max`` and ``process``."""
+    from .samplers.optimize_grid import GridError, find_tuned_grid
+
     steps = sample.steps if steps is None else steps
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
-    if sample.grid == "tuned":
-        from .samplers.optimize_grid import find_tuned_grid
-
-        if grid_dir is None:
-            raise ConfigError("grid=tuned needs a run folder's tuned grids (sample from a run folder)")
-        return find_tuned_grid(grid_dir, sample.sampler, steps)
     discrete = model.process.sigmas if model.process is not None else None
-    if sample.grid == "uniform_t" and discrete is None:
+    kind = sample.grid
+    if kind in ("tuned", "auto") and grid_dir is not None:
+        try:
+            sigmas, path = find_tuned_grid(grid_dir, sample.sampler, steps, with_path=True)
+            return sigmas, {"grid": "tuned", "asked": kind, "path": str(path), "sigmas": sigmas.tolist()}
+        except GridError:
+            if kind == "tuned":
+                raise
+    if kind == "tuned":
+        raise ConfigError("grid=tuned needs a run folder's tuned grids (sample from a run folder)")
+    if kind == "auto":
+        kind = default_grid(discrete is not None)
+    if kind == "uniform_t" and discrete is None:
         raise ConfigError("the uniform_t grid needs a DDPM-trained (discrete) model; use karras or exponential")
     try:
-        return make_sigmas(
-            sample.grid,
+        sigmas = make_sigmas(
+            kind,
             steps,
             model.sigma_min,
-            model.sigma_max,
+            grid_sigma_max(kind, model.sigma_max, discrete is not None),
             rho=sample.rho,
             discrete_sigmas=discrete,
             spacing=sample.spacing,
@@ -208,6 +225,7 @@ def make_grid_sigmas(
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    return sigmas, {"grid": kind, "asked": sample.grid, "sigmas": sigmas.tolist()}
 
 
 # Denoiser wrappers used here (the full set lives in guidance.py)

@@ -146,7 +146,7 @@ def make_sigmas(
       read from ``discrete_sigmas`` (its table sigma_t, t = 0..T-1); ``steps_offset`` shifts ``leading``.
     (A fourth kind, ``tuned``, is a grid fitted to one run and read from its folder:
     :func:`generate.make_grid_sigmas`.)
-    For the first two kinds, ``discrete_sigmas`` (if given) clamps the range to what the model was trained on.
+    For the first two kinds the caller chooses the range (:func:`grid_sigma_max` caps a discrete model's).
     """
     if kind == "karras":
         return karras_sigmas(n, sigma_min, sigma_max, rho)
@@ -162,4 +162,23 @@ def make_sigmas(
     raise ValueError(f"unknown sigma grid {kind!r}; choose from {', '.join(SIGMA_GRIDS)}")
 
 
-SIGMA_GRIDS = ("karras", "exponential", "uniform_t", "tuned")
+SIGMA_GRIDS = ("auto", "karras", "exponential", "uniform_t", "tuned")
+
+# The top of a Karras or log-SNR grid for a discrete (DDPM-trained) model: its own sigma_max is set by alpha-bar at
+# t = T - 1 (157 for the linear schedule, 2.0e4 for the cosine one), where x is noise to many digits; a rho = 7 grid
+# from there spends most of its steps above any level where the data still show. EDM's sigma_max = 80 (Karras et
+# al. 2022, Sec. 5) leaves data of unit scale a signal-to-noise ratio of 1/80; docs/samplers.md measures the cap.
+DISCRETE_SIGMA_MAX = 80.0
+
+
+def default_grid(discrete: bool) -> str:
+    """What ``grid = "auto"`` means without a tuned grid: a discrete model's own timesteps (``uniform_t``,
+    trailing), else uniform in log-SNR (``exponential``): on the Gaussian-mixture bench (docs/samplers.md) the
+    first is best at NFE 5 on the DDPM table, and both beat rho = 7 Karras grids at NFE 5-10."""
+    return "uniform_t" if discrete else "exponential"
+
+
+def grid_sigma_max(kind: str, sigma_max: float, discrete: bool) -> float:
+    """The top of a ``karras`` / ``exponential`` grid: the model's sigma_max, capped at DISCRETE_SIGMA_MAX for a
+    discrete model."""
+    return min(sigma_max, DISCRETE_SIGMA_MAX) if discrete and kind in ("karras", "exponential") else sigma_max

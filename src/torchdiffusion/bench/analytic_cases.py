@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from ..analytic import GaussianMixture, anisotropic_mixture, eight_gaussians
+from ..analytic import GaussianMixture, anisotropic_mixture, eight_gaussians, grid_mixture, random_mixture
 from .fast_mixture import FastMixtureDenoiser
 
 CASES = {
     "8gaussians": eight_gaussians,
     "mixture64": anisotropic_mixture,
+    # held-out cases: no grid or default was developed on them (scripts/bench_default_sampler.py)
+    "grid25": grid_mixture,  # 2-D, 25 lattice modes of unequal weight
+    "wide8": lambda: random_mixture(8, 6, 21, mean_scale=3.0, var_range=(1e-3, 0.1)),  # far-apart modes
+    "twoscale16": lambda: random_mixture(16, 12, 22, var_range=(1e-4, 1.0)),  # variances over four decades
+    "lowrank32": lambda: random_mixture(32, 10, 23, var_range=(1e-4, 0.2), rank=4),  # 4-D pieces in 32-D
+    "mixture64b": lambda: random_mixture(64, 24, 24, mean_scale=1.5),  # more, farther modes than mixture64
 }
+HELD_OUT_CASES = ("grid25", "wide8", "twoscale16", "lowrank32", "mixture64b")
 
 
 def make_case(name: str) -> GaussianMixture:

@@ -50,8 +50,10 @@ class BenchConfig:
     grids: tuple[str, ...] = GRIDS  # karras | exponential | uniform_t | tuned
     tuned_samplers: tuple[str, ...] = ("dpmpp_2m", "dpmpp_3m", "unipc")  # which samplers get a tuned grid
     tune_up_to_nfe: int = 10  # above this the tuned grid is the best of the standard starts (no search)
-    tune_maxfev: int = 600  # Nelder-Mead evaluations per tuned grid
-    fit_n: int = 500  # starting samples for fitting grids (own seed)
+    tune_maxfev: int = 120  # Nelder-Mead evaluations per tuned grid (optimize_grid.fit_grid's budget)
+    fit_n: int = 128  # starting samples for fitting grids (own seed)
+    fit_knots: int = 4  # free knots of the log-sigma warp a tuned grid moves
+    fit_tol: float = 1e-4  # tolerance of the reference ODE solve grids are fit to
     adaptive_tols: tuple[float, ...] = (1e-2, 1e-3)  # rows for the adaptive solver (its NFE is reported)
     diffusers: tuple[str, ...] = tuple(diffusers_driver.SCHEDULERS)  # empty to skip
     diffusers_spacings: tuple[str, ...] = ("leading", "trailing", "linspace")  # diffusers' timestep_spacing
@@ -130,8 +132,10 @@ def tuned_grid(
     sigma_min, sigma_max = model.sigma_min, model.sigma_max
     if "ref" not in cache:
         x_T = fit_noise(shape, cfg.fit_n, cfg.fit_seed, sigma_max).to(torch.float32)  # a network is float32
-        cache["x_T"], cache["ref"] = x_T, reference_solution(denoise, x_T, sigma_max, sigma_min)
+        cache["x_T"], cache["ref"] = x_T, reference_solution(denoise, x_T, sigma_max, sigma_min, tol=cfg.fit_tol)
     starts = tuple(cache.get(("grid", nfe), ()))
+    default = standard_grid("auto", steps_for_nfe(sampler, nfe), model, SampleConfig())  # never worse than it
+    starts += (default,) if default is not None and float(default[0]) == sigma_max else ()
     t0 = time.perf_counter()
     grid, info = optimize_grid(
         denoise,
@@ -143,6 +147,7 @@ def tuned_grid(
         sigma_min=sigma_min,
         starts=starts,
         maxfev=cfg.tune_maxfev if nfe <= cfg.tune_up_to_nfe else 0,
+        max_free=cfg.fit_knots,
     )
     cache[("grid", nfe)] = starts + (grid,)
     save_grid(

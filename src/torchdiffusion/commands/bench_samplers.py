@@ -34,10 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grids", default="karras,exponential,uniform_t,tuned", help="grids to race")
     p.add_argument("--tuned-samplers", default="dpmpp_2m,dpmpp_3m,unipc", help="samplers that get tuned grids")
     p.add_argument(
-        "--tune-maxfev", type=positive_int(1_000_000), default=600, help="grid search evaluations per tuned grid"
+        "--tune-maxfev", type=positive_int(1_000_000), default=120, help="grid search evaluations per tuned grid"
     )
     p.add_argument(
-        "--fit-n", type=positive_int(MAX_COUNT), default=500, help="starting samples (own seed) the grids are fit on"
+        "--fit-n", type=positive_int(MAX_COUNT), default=128, help="starting samples (own seed) the grids are fit on"
     )
     p.add_argument("--grid-dir", help="where tuned grids are read from / written to")
     p.add_argument("--diffusers", default=None, help="diffusers schedulers (default: all, if installed)")

@@ -35,7 +35,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sampler", help="sampler name (see 'torchdiffusion sample --list-samplers')")
     g.add_argument("--steps", type=positive_int(MAX_STEPS), help="steps on the sigma grid")
     g.add_argument(
-        "--grid", help="sigma grid: karras | exponential | uniform_t | tuned (the run's grids/, from bench-samplers)"
+        "--grid",
+        help="sigma grid: auto (the run's tuned grid when one matches, else the process's default) | karras | "
+        "exponential | uniform_t | tuned (the run's grids/, from bench-samplers or fit-grid)",
     )
     g.add_argument("--rho", type=positive_float, help="Karras grid exponent")
     g.add_argument("--spacing", help="uniform_t spacing: leading | trailing | linspace")

@@ -199,7 +199,7 @@ def write_samples(
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
     import numpy as np
 
-    from ..generate import generate, sampler_knobs
+    from ..generate import generate, resolve_grid, sampler_knobs
     from ..io import atomic_write
     from ..progress import chain, step_bar
     from ..samplers import nfe
@@ -237,6 +237,7 @@ def write_samples(
                 "run": str(run_.path),
                 "seeds": [seeds[0], seeds[-1]],
                 "nfe": spent,
+                "grid_used": resolve_grid(run_.model, sample, grid_dir=run_.path / "grids")[1],
                 "conditioning": sorted(cond) if isinstance(cond, dict) else None,
                 "wrapped": wrap is not None,
                 "sample": dataclasses.asdict(sample),

@@ -156,17 +156,18 @@ def grid_path(run_dir: str | Path, sampler: str, nfe: int) -> Path:
     return Path(run_dir) / "grids" / f"{sampler}-nfe{nfe}.json"
 
 
-def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int) -> Tensor:
+def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int, *, with_path: bool = False):
     """The grid of ``grid_dir`` tuned for ``sampler`` with ``steps`` steps (``<sampler>-nfe<N>.json`` written
-    by ``bench-samplers``); a :class:`GridError` naming what there is when none matches."""
+    by ``bench-samplers`` or ``fit-grid``), and its path when ``with_path``; a :class:`GridError` naming what
+    there is when none matches."""
     grid_dir = Path(grid_dir)
     found = {}
     for path in sorted(grid_dir.glob(f"{sampler}-nfe*.json")):
         sigmas, meta = load_grid(path)
         if meta.get("sampler", sampler) == sampler:
-            found[len(sigmas) - 1] = sigmas
+            found[len(sigmas) - 1] = (sigmas, path)
     if steps in found:
-        return found[steps]
+        return found[steps] if with_path else found[steps][0]
     have = f"it has {sampler} grids for {', '.join(map(str, sorted(found)))} steps" if found else "it has none"
     raise GridError(
         f"no grid tuned for {sampler} at {steps} steps in {grid_dir} ({have}); fit one with "
@@ -179,3 +180,46 @@ def fit_noise(shape: Sequence[int], n: int, seed: int, sigma_max: float, dtype=t
     """Starting samples for fitting, sigma_max * N(0, I) of shape (n, *shape) from their own seed."""
     g = torch.Generator().manual_seed(seed)
     return sigma_max * torch.randn((n, *shape), generator=g, dtype=dtype)
+
+
+def fit_grid(
+    denoise: Denoiser,
+    sampler: str,
+    nfe: int,
+    shape: Sequence[int],
+    *,
+    sigma_max: float,
+    sigma_min: float,
+    fit_n: int = 128,
+    seed: int = 1,
+    maxfev: int = 120,
+    max_free: int = 4,
+    tol: float = 1e-4,
+    starts: Sequence[Tensor] = (),
+    dtype=torch.float64,
+) -> tuple[Tensor, dict]:
+    """A tuned grid at a small, fixed cost: ``fit_n`` starting noises of their own ``seed``, their reference ODE
+        solutions to ``tol``, then :func:`optimize_grid` with at most ``maxfev`` solves moving ``max_free`` knots of
+        the log-sigma warp. The cost is about (reference NFE + maxfev x nfe) network calls on ``fit_n`` samples; on
+        the Gaussian-mixture bench that is a few seconds per setting (docs/samplers.md). ``starts``: grids to start
+    from besides the Karras / log-SNR family (pass the model's default grid, e.g. its own timesteps, so the tuned
+    grid is never worse than it on the fit seed). ``info`` adds ``seconds``."""
+    import time
+
+    t0 = time.perf_counter()
+    x_T = fit_noise(shape, fit_n, seed, sigma_max, dtype)
+    ref = reference_solution(denoise, x_T, sigma_max, sigma_min, tol=tol)
+    grid, info = optimize_grid(
+        denoise,
+        sampler,
+        nfe,
+        x_T,
+        ref,
+        sigma_max=sigma_max,
+        sigma_min=sigma_min,
+        max_free=max_free,
+        maxfev=maxfev,
+        starts=[g for g in starts if float(g[0]) == sigma_max],
+    )
+    info.update(fit_n=fit_n, fit_seed=seed, seconds=round(time.perf_counter() - t0, 2))
+    return grid, info

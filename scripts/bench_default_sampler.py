@@ -1,0 +1,236 @@
+"""The library's default sampler and grid, and cheap tuned grids, on Gaussian mixtures nobody tuned for.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_default_sampler.py --out docs/benchmarks/samplers/held-out
+
+For each held-out mixture of ``bench.analytic_cases.HELD_OUT_CASES`` (2-64 dimensions, exact denoisers), sampled
+as the linear-beta DDPM model diffusers' schedulers see (``bench.harness.analytic_model``), from the same unit
+starting noise (seed 0) for everyone, quality = sliced Wasserstein-1 to fresh exact samples (seed 2):
+
+* the floor: two independent exact sets (seeds 2 and 3) of the same size;
+* ours at NFE 10: ``SampleConfig()``'s sampler on its ``auto`` grid (no tuned grid), i.e. what a new run gets;
+* diffusers at NFE 10: every scheduler of ``bench.diffusers_driver`` at each timestep spacing, the best kept;
+* k-diffusion at NFE 10: its samplers on its Karras grid from the model's sigma_max and from 80, and on its
+  exponential / polyexponential grids from 80, sigma_min the model's, the best kept (``k_diffusion.sampling``);
+* ours at NFE 5 on a tuned grid fitted by ``optimize_grid.fit_grid`` on its own seed (1), with its fitting time
+  (seconds on the machine it ran on; a loaded machine inflates them).
+
+Writes ``results.json`` and ``results.md`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from torchdiffusion.bench import diffusers_driver
+from torchdiffusion.bench.analytic_cases import CASES, HELD_OUT_CASES
+from torchdiffusion.bench.fast_mixture import FastMixtureDenoiser
+from torchdiffusion.bench.harness import Counter, analytic_model
+from torchdiffusion.bench.metrics import SlicedReference, random_directions
+from torchdiffusion.config import SampleConfig
+from torchdiffusion.generate import resolve_grid
+from torchdiffusion.samplers import get_sampler, steps_for_nfe
+from torchdiffusion.samplers.optimize_grid import fit_grid
+from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, make_sigmas
+
+# k-diffusion samplers: name -> (function, keyword arguments, evaluations per step)
+K_SAMPLERS = {
+    "euler": ("sample_euler", {}, 1),
+    "heun": ("sample_heun", {}, 2),
+    "dpm_2": ("sample_dpm_2", {}, 2),
+    "lms": ("sample_lms", {}, 1),
+    "dpmpp_2m": ("sample_dpmpp_2m", {}, 1),
+    "dpmpp_2s_ancestral eta 0": ("sample_dpmpp_2s_ancestral", {"eta": 0.0}, 2),
+    "dpmpp_3m_sde eta 0": ("sample_dpmpp_3m_sde", {"eta": 0.0}, 1),
+    "dpmpp_2m_sde": ("sample_dpmpp_2m_sde", {"eta": 1.0}, 1),
+    "euler_ancestral": ("sample_euler_ancestral", {"eta": 1.0}, 1),
+}
+
+
+def import_k_sampling():
+    """``k_diffusion.sampling`` alone (scripts/kdiffusion_reference.py), or None when it is not installed."""
+    if importlib.util.find_spec("k_diffusion") is None:
+        return None
+    if diffusers_driver.available():  # diffusers checks its optional packages once: before k-diffusion's stand-ins
+        diffusers_driver.make_scheduler("DDIM")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from kdiffusion_reference import import_k_sampling as load
+
+    return load()
+
+
+def k_rows(K, D, z: torch.Tensor, nfe: int, model, quality) -> list[dict]:
+    """Every k-diffusion sampler x grid x sigma_max within ``nfe`` evaluations."""
+    rows = []
+    grids = {
+        "karras": lambda n, lo, hi: K.get_sigmas_karras(n, lo, hi, rho=7.0, device="cpu"),
+        "exponential": lambda n, lo, hi: K.get_sigmas_exponential(n, lo, hi, device="cpu"),
+        "polyexponential": lambda n, lo, hi: K.get_sigmas_polyexponential(n, lo, hi, rho=1.0, device="cpu"),
+    }
+    for name, (fn, kw, per_step) in K_SAMPLERS.items():
+        steps = (nfe + 1) // 2 if per_step == 2 else nfe
+        for gname, make in grids.items():
+            for top in (model.sigma_max, 80.0) if gname == "karras" else (80.0,):
+                sig = make(steps, model.sigma_min, top).to(torch.float64)
+                counter = Counter(D)
+                g = torch.Generator().manual_seed(0)  # the stochastic samplers' fresh noise
+                if "eta" in kw:
+                    kw = {
+                        **kw,
+                        "noise_sampler": lambda s, s_next, g=g: torch.randn(z.shape, generator=g, dtype=z.dtype),
+                    }
+                x = getattr(K, fn)(counter, float(sig[0]) * z, sig, disable=True, **kw)
+                rows.append({"sampler": name, "grid": f"{gname} to {top:.0f}", "nfe": counter.calls, "sw": quality(x)})
+    return rows
+
+
+def diffusers_rows(D, z, nfe: int, model, quality) -> list[dict]:
+    rows = []
+    for name in diffusers_driver.SCHEDULERS:
+        for spacing in ("leading", "trailing", "linspace"):
+            counter = Counter(D)
+            x, _ = diffusers_driver.sample_diffusers(
+                name, counter, tuple(z.shape), nfe, 0, model.process, z=z, spacing=spacing
+            )
+            rows.append({"sampler": name, "grid": spacing, "nfe": counter.calls, "sw": quality(x)})
+    return rows
+
+
+def ours(D, z, sampler: str, sigmas, quality) -> dict:
+    counter = Counter(D)
+    x = get_sampler(sampler)(counter, float(sigmas[0]) * z, sigmas)
+    return {"nfe": counter.calls, "sw": quality(x)}
+
+
+def grid_rows(D, z, model, quality) -> list[dict]:
+    """The old default (Heun on a Karras grid from the model's sigma_max), and Heun / the default sampler on Karras
+    grids from the model's sigma_max and from the cap, on the log-SNR grid from the cap and on the model's
+    timesteps: NFE 10 (Heun: 5 steps, 9 NFE)."""
+    rows = []
+    for sampler in ("heun", SampleConfig().sampler):
+        steps = steps_for_nfe(sampler, 10)
+        for kind, top in (("karras", model.sigma_max), ("karras", DISCRETE_SIGMA_MAX), ("exponential", 80.0)):
+            sig = make_sigmas(kind, steps, model.sigma_min, top)
+            rows.append({"sampler": sampler, "grid": f"{kind} to {top:.0f}", **ours(D, z, sampler, sig, quality)})
+        sig = make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=model.process.sigmas)
+        rows.append({"sampler": sampler, "grid": "uniform_t", **ours(D, z, sampler, sig, quality)})
+    return rows
+
+
+def run_case(name: str, n: int, K, log) -> dict:
+    mix = CASES[name]()
+    D = FastMixtureDenoiser(mix)
+    model = analytic_model()
+    ref = mix.sample(n, torch.Generator().manual_seed(2))
+    sliced = SlicedReference(ref, random_directions(mix.dim, 256))
+
+    def quality(x) -> float:
+        x = x.to(torch.float64)
+        return sliced.distance(x) if bool(torch.isfinite(x).all()) else math.inf
+
+    z = torch.randn(n, mix.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out: dict = {"case": name, "dim": mix.dim, "modes": len(mix.weights), "n": n}
+    out["floor"] = quality(mix.sample(n, torch.Generator().manual_seed(3)))
+    default = SampleConfig()
+    steps = steps_for_nfe(default.sampler, 10)
+    sigmas, record = resolve_grid(model, replace(default, steps=steps))
+    out["default_nfe10"] = {
+        "sampler": default.sampler,
+        "grid": record["grid"],
+        **ours(D, z, default.sampler, sigmas, quality),
+    }
+    out["grids_nfe10"] = grid_rows(D, z, model, quality)
+    log(f"[{name}] floor {out['floor']:.4g}; default {out['default_nfe10']}")
+    if diffusers_driver.available():
+        rows = diffusers_rows(D, z, 10, model, quality)
+        out["diffusers_nfe10"] = min(rows, key=lambda r: r["sw"])
+        log(f"[{name}] diffusers best {out['diffusers_nfe10']}")
+    if K is not None:
+        rows = k_rows(K, D, z, 10, model, quality)
+        out["kdiffusion_nfe10"] = min(rows, key=lambda r: r["sw"])
+        log(f"[{name}] k-diffusion best {out['kdiffusion_nfe10']}")
+    std, _ = resolve_grid(model, replace(default, steps=steps_for_nfe(default.sampler, 5)))
+    sigma_max = float(std[0])  # the tuned grid starts where the default one does, and from it
+    grid, info = fit_grid(
+        D, default.sampler, 5, (mix.dim,), sigma_max=sigma_max, sigma_min=model.sigma_min, starts=(std,)
+    )
+    out["tuned_nfe5"] = {
+        "sampler": default.sampler,
+        "fit_seconds_loaded": info["seconds"],
+        "sigmas": grid.tolist(),
+        **ours(D, z, default.sampler, grid, quality),
+    }
+    out["tuned_nfe5"]["over_floor"] = out["tuned_nfe5"]["sw"] / out["floor"]
+    out["default_nfe5"] = ours(D, z, default.sampler, std, quality)
+    log(f"[{name}] tuned nfe 5 {out['tuned_nfe5']['sw']:.4g} ({info['seconds']} s fit)")
+    return out
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| mixture | dim / modes | floor | default NFE 10 | best diffusers NFE 10 | best k-diffusion NFE 10 | "
+        "default NFE 5 | tuned NFE 5 (x floor) | fit s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        d, t = r["default_nfe10"], r["tuned_nfe5"]
+        df, kd = r.get("diffusers_nfe10"), r.get("kdiffusion_nfe10")
+        cell = lambda b: f"{b['sw']:.4f} ({b['sampler']}, {b['grid']})" if b else "-"
+        lines.append(
+            f"| {r['case']} | {r['dim']} / {r['modes']} | {r['floor']:.4f} | {cell(d)} | {cell(df)} | {cell(kd)} "
+            f"| {r['default_nfe5']['sw']:.4f} | {t['sw']:.4f} ({t['over_floor']:.2f}x) "
+            f"| {t['fit_seconds_loaded']:.1f} |"
+        )
+    lines += ["", "Grids at NFE 10 (Heun: 9), sliced Wasserstein-1:", ""]
+    keys = [(g["sampler"], g["grid"]) for g in results[0]["grids_nfe10"]]
+    lines.append("| sampler | grid | " + " | ".join(r["case"] for r in results) + " |")
+    lines.append("|---|---|" + "---|" * len(results))
+    for i, (sampler, grid) in enumerate(keys):
+        cells = " | ".join(f"{r['grids_nfe10'][i]['sw']:.4g}" for r in results)
+        lines.append(f"| {sampler} | {grid} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cases", default=",".join(HELD_OUT_CASES[:4]), help=f"any of {', '.join(HELD_OUT_CASES)}")
+    ap.add_argument("--n", type=int, default=5000, help="samples per set")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cases = [c for c in args.cases.split(",") if c]
+    bad = [c for c in cases if c not in CASES]
+    if bad:
+        print(f"error: unknown case {bad[0]!r}; choose from {', '.join(CASES)}", file=sys.stderr)
+        return 2
+    K = import_k_sampling()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    t0 = time.perf_counter()
+    try:
+        for c in tqdm(cases, desc="mixtures"):
+            results.append(run_case(c, args.n, K, lambda s: tqdm.write(s)))
+    except KeyboardInterrupt:
+        print("stopped; nothing written", file=sys.stderr)
+        return 130
+    doc = {"command": " ".join(["scripts/bench_default_sampler.py", *(argv or sys.argv[1:])]), "results": results}
+    doc["seconds_loaded"] = round(time.perf_counter() - t0)
+    (out / "results.json").write_text(json.dumps(doc, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

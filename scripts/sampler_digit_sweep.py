@@ -1,0 +1,127 @@
+"""Which sampler, grid and step count give the most recognisable digits? The digit check for each candidate.
+
+    .venv/bin/python scripts/sampler_digit_sweep.py runs/demo --out runs/sweep \
+        [--candidates unipc:uniform_t:20,dpmpp_2m_sde:uniform_t:20] [--n 256] [--table docs/benchmarks/x.md]
+
+For every candidate ``sampler:grid:steps`` it draws ``--n`` samples from seeds 0..n-1 (the README's digit check)
+and scores them as ``torchdiffusion evaluate --features clf:mnist5k`` does (``evaluation.evaluate`` on the
+samples): the share the MNIST-5k evaluation classifier is >= 0.9 confident about, the rarest digit's share, and
+the Fréchet distance in that classifier's features (FD-MNIST5kclf) against the run's training digits, with the
+held-out digits' own FD as the floor. The run folder is only read; reports go under ``--out``. Writes
+``sweep.json`` and a markdown table (``--table``, default ``OUT/sweep.md``), rows in the order given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+DEFAULT_CANDIDATES = (
+    "unipc:uniform_t:20,dpmpp_2m_sde:uniform_t:20,dpmpp_2m_sde:karras:20,dpmpp_2m_sde:exponential:20,"
+    "dpmpp_3m_sde:uniform_t:20,euler_ancestral:uniform_t:20,ddpm:uniform_t:20,unipc_bh1:uniform_t:20,"
+    "dpmpp_2m:uniform_t:20,dpmpp_2m_sde:uniform_t:30,dpmpp_3m_sde:uniform_t:30"
+)
+
+
+def parse_candidates(text: str) -> list[tuple[str, str, int]]:
+    out = []
+    for item in text.split(","):
+        sampler, grid, steps = item.strip().split(":")
+        out.append((sampler, grid, int(steps)))
+    return out
+
+
+def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
+    """Sample ``n`` digits (seeds 0..n-1) with one candidate and evaluate them; one result row."""
+    from torchdiffusion.evaluation.evaluate import evaluate
+    from torchdiffusion.generate import generate, resolve_grid
+    from torchdiffusion.samplers import nfe
+
+    sample = replace(run.config.sample, sampler=sampler, grid=grid, steps=steps, n=n)
+    t0 = time.perf_counter()
+    x = generate(run.model, range(n), sample, run.data_shape, grid_dir=run.path / "grids")
+    seconds = time.perf_counter() - t0
+    rep = evaluate(run.path, ("fd",), n, features=["clf:mnist5k"], samples=x, out=out, log=lambda s: None)
+    fm = rep["feature_metrics"]["clf:mnist5k"]
+    return {
+        "sampler": sampler,
+        "grid": grid,
+        "grid_used": resolve_grid(run.model, sample, grid_dir=run.path / "grids")[1]["grid"],
+        "steps": steps,
+        "nfe": nfe(sampler, steps),
+        "confident_fraction": rep["classes"]["confident_fraction"],
+        "min_class_fraction": rep["classes"]["min_class_fraction"],
+        "FD-MNIST5kclf": fm["samples"]["FD-MNIST5kclf"],
+        "FD-MNIST5kclf_heldout": fm.get("heldout", {}).get("FD-MNIST5kclf"),
+        "sampling_seconds_loaded": round(seconds, 1),
+    }
+
+
+def markdown(rows: list[dict], n: int) -> str:
+    lines = [
+        f"| sampler | grid | steps | NFE | confident >= 0.9 (of {n}) | rarest digit | FD-MNIST5kclf |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['sampler']}` | {r['grid']} | {r['steps']} | {r['nfe']} | {100 * r['confident_fraction']:.1f} % "
+            f"| {100 * r['min_class_fraction']:.1f} % | {r['FD-MNIST5kclf']:.2f} |"
+        )
+    floor = rows[0].get("FD-MNIST5kclf_heldout") if rows else None
+    if floor is not None:
+        lines.append(f"\nFloor: the run's held-out digits against its training digits, FD-MNIST5kclf {floor:.2f}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", help="a run folder (read only)")
+    ap.add_argument("--out", required=True, help="folder for the reports")
+    ap.add_argument("--candidates", default=DEFAULT_CANDIDATES, help="comma-separated sampler:grid:steps")
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--table", help="markdown table (default OUT/sweep.md)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resume", action="store_true", help="keep the rows OUT/sweep.json already has")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from torchdiffusion.generate import load_run
+
+    try:
+        cands = parse_candidates(args.candidates)
+        run = load_run(args.run)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if args.resume and (out / "sweep.json").exists():  # rows this script already wrote for the same run and n
+        old = json.loads((out / "sweep.json").read_text())
+        if old.get("n") == args.n and old.get("run") == str(run.path):
+            done = {(r["sampler"], r["grid"], r["steps"]): r for r in old["rows"]}
+    rows = []
+    try:
+        for sampler, grid, steps in tqdm(cands, desc="candidates"):
+            key = (sampler, grid, steps)
+            rows.append(done.get(key) or score(run, sampler, grid, steps, args.n, out / f"{sampler}-{grid}-{steps}"))
+            r = rows[-1]
+            tqdm.write(f"{sampler}/{grid}/{steps}: {100 * r['confident_fraction']:.1f} % FD {r['FD-MNIST5kclf']:.2f}")
+            (out / "sweep.json").write_text(json.dumps({"run": str(run.path), "n": args.n, "rows": rows}, indent=2))
+    except KeyboardInterrupt:
+        print("stopped; the rows so far are in sweep.json", file=sys.stderr)
+        return 130
+    table = Path(args.table) if args.table else out / "sweep.md"
+    table.write_text(markdown(rows, args.n))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
