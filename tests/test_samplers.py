@@ -312,3 +312,23 @@ def test_default_grid_follows_the_process_and_caps_discrete_karras():
     assert float(resolve_grid(GridModel(0.002, 200.0), SampleConfig(grid="karras", steps=7))[0][0]) == pytest.approx(
         200.0
     )
+
+
+def test_fit_grid_is_never_worse_than_its_starts():
+    """fit_grid (the cheap fit) keeps a caller's start grid when nothing beats it on the fit seed, so a tuned grid
+    started from the model's own timesteps is at least as close to the accurate ODE solution as they are."""
+    from torchdiffusion.bench.fast_mixture import FastMixtureDenoiser
+    from torchdiffusion.bench.harness import analytic_model
+    from torchdiffusion.samplers.optimize_grid import fit_grid, fit_noise, grid_error, reference_solution
+    from torchdiffusion.schedules import make_sigmas
+
+    D, m = FastMixtureDenoiser(eight_gaussians()), analytic_model()
+    start = make_sigmas("uniform_t", 4, 0, 0, discrete_sigmas=m.process.sigmas)
+    grid, info = fit_grid(
+        D, "unipc", 4, (2,), sigma_max=float(start[0]), sigma_min=m.sigma_min, fit_n=32, maxfev=20, starts=(start,)
+    )
+    assert len(grid) == 5 and grid[0] == start[0] and grid[-1] == 0 and info["seconds"] >= 0
+    x_T = fit_noise((2,), 32, 1, float(start[0]))
+    ref = reference_solution(D, x_T, float(start[0]), m.sigma_min, tol=1e-4)
+    assert info["rms"] <= grid_error(D, "unipc", start, x_T, ref) + 1e-12
+    assert info["rms"] == pytest.approx(grid_error(D, "unipc", grid, x_T, ref))
