@@ -147,8 +147,8 @@ class SamplerSettings:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    # UniPC (exact weights) on the process's own grid: the best geometric mean over the Gaussian-mixture bench at
-    # NFE 5 and 10 (docs/samplers.md, "Defaults"); Heun on a rho = 7 Karras grid diverged there at NFE <= 10.
+    # UniPC (exact weights) on the process's own grid: at NFE 10 level with diffusers' best on held-out Gaussian
+    # mixtures, where Heun on a rho = 7 Karras grid (the old default) diverged (docs/samplers.md, "Defaults")
     sampler: str = "unipc"  # any name in samplers.SAMPLERS
     steps: int = 18  # steps on the sigma grid (NFE depends on the sampler)
     # auto: the run's tuned grid for this sampler and steps when it has one, else uniform_t for a DDPM-trained

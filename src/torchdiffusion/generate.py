@@ -188,7 +188,8 @@ def resolve_grid(
     """(sigmas (n + 1,) float64 ending in 0, a record of which grid that is) for ``sample`` on ``model``.
 
     ``grid = "tuned"`` reads the grid fitted for ``sample.sampler`` at ``steps`` steps from ``grid_dir`` (a run
-    folder's ``grids/``, written by ``bench-samplers`` or ``fit-grid``); an error when there is none.
+    folder's ``grids/``, written by ``bench-samplers`` or
+    ``save_grid`` after ``fit_grid``); an error when there is none.
     ``grid = "auto"`` uses that tuned grid when one matches, else the process's default
     (:func:`schedules.default_grid`). Karras and log-SNR grids of a discrete model stop at
     ``schedules.DISCRETE_SIGMA_MAX``. ``model`` needs only ``sigma_min``, ``sigma_max`` and ``process``."""

@@ -37,7 +37,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--grid",
         help="sigma grid: auto (the run's tuned grid when one matches, else the process's default) | karras | "
-        "exponential | uniform_t | tuned (the run's grids/, from bench-samplers or fit-grid)",
+        "exponential | uniform_t | tuned (the run's grids/, from bench-samplers)",
     )
     g.add_argument("--rho", type=positive_float, help="Karras grid exponent")
     g.add_argument("--spacing", help="uniform_t spacing: leading | trailing | linspace")

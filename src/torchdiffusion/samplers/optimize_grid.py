@@ -158,8 +158,8 @@ def grid_path(run_dir: str | Path, sampler: str, nfe: int) -> Path:
 
 def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int, *, with_path: bool = False):
     """The grid of ``grid_dir`` tuned for ``sampler`` with ``steps`` steps (``<sampler>-nfe<N>.json`` written
-    by ``bench-samplers`` or ``fit-grid``), and its path when ``with_path``; a :class:`GridError` naming what
-    there is when none matches."""
+    by ``bench-samplers``, or ``save_grid`` after ``fit_grid``), and its path when ``with_path``; a
+    :class:`GridError` naming what there is when none matches."""
     grid_dir = Path(grid_dir)
     found = {}
     for path in sorted(grid_dir.glob(f"{sampler}-nfe*.json")):
