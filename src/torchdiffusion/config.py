@@ -294,7 +294,7 @@ PRESETS: dict[str, RunConfig] = {
             weighting="edm",
         ),
         train=TrainConfig(images=120_000, batch_size=128, lr=2e-3, warmup_images=5_000, ema_halflife_images=10_000),
-        sample=SampleConfig(sampler="heun", steps=12, n=64),
+        sample=SampleConfig(sampler="heun", grid="karras", steps=12, n=64),
     ),
     # 2-D toy: an MLP denoiser on 8 Gaussians, seconds on a CPU.
     "toy-2d": RunConfig(
@@ -319,7 +319,7 @@ PRESETS: dict[str, RunConfig] = {
             grad_clip=1.0,
             cond_drop_prob=0.0,
         ),
-        sample=SampleConfig(sampler="heun", steps=18, n=2000, clip_denoised=False),
+        sample=SampleConfig(sampler="heun", grid="karras", steps=18, n=2000, clip_denoised=False),
     ),
     # DiT on MNIST-5k pixels (docs/dit.md): mnist-dit matches mnist-cpu's U-Net in forward FLOPs per image
     # (W = 128, 4 blocks, 4 heads, 2x2 patches: 196 tokens); the DiT-S/2 and DiT-B/2 sizes build for GPUs.
@@ -342,7 +342,7 @@ PRESETS: dict[str, RunConfig] = {
             log_every_images=128,
             checkpoint_every_images=256,
         ),
-        sample=SampleConfig(sampler="euler", steps=4, n=8),
+        sample=SampleConfig(sampler="euler", grid="karras", steps=4, n=8),
     ),
     # Conditional models (docs/guidance.md). Conditioning dropout 0.1 lets one model sample with and without
     # classifier-free guidance; sample.guidance is the default scale chosen from the guidance sweep.
@@ -355,7 +355,7 @@ PRESETS: dict[str, RunConfig] = {
         train=TrainConfig(
             images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000, ema_halflife_images=20_000, cond_drop_prob=0.1
         ),
-        sample=SampleConfig(sampler="dpmpp_2m", steps=10, n=100, guidance=2.0),
+        sample=SampleConfig(sampler="dpmpp_2m", grid="karras", steps=10, n=100, guidance=2.0),
     ),
     # Emoji sprites (16 px RGB) conditioned on their one-hot category (6 context entries); the guidance scale is the
     # one chosen by the sweep in docs/guidance.md (results and training time there).
@@ -441,7 +441,7 @@ PRESETS: dict[str, RunConfig] = {
                 log_every_images=10_000,
                 checkpoint_every_images=50_000,
             ),
-            sample=SampleConfig(sampler="euler", steps=64, n=1000, clip_denoised=False),
+            sample=SampleConfig(sampler="euler", grid="karras", steps=64, n=1000, clip_denoised=False),
         )
         for name, holdout in (("wine", 54), ("breast_cancer", 171), ("iris", 45))
     },
@@ -465,7 +465,7 @@ PRESETS: dict[str, RunConfig] = {
             log_every_images=5_000,
             checkpoint_every_images=20_000,
         ),
-        sample=SampleConfig(sampler="heun", steps=18, n=64, clip_denoised=False),
+        sample=SampleConfig(sampler="heun", grid="karras", steps=18, n=64, clip_denoised=False),
     ),
     # ItalyPowerDemand: 1,096 days of hourly electricity demand (24 points; winter vs summer days); 296 held out.
     "signal-italypower": RunConfig(
@@ -483,7 +483,7 @@ PRESETS: dict[str, RunConfig] = {
             log_every_images=5_000,
             checkpoint_every_images=20_000,
         ),
-        sample=SampleConfig(sampler="heun", steps=18, n=64, clip_denoised=False),
+        sample=SampleConfig(sampler="heun", grid="karras", steps=18, n=64, clip_denoised=False),
     ),
     # Characters of scikit-learn's data-set descriptions (docs/sequences.md): masked diffusion (MDLM/MD4) with a
     # 2-layer transformer over windows of 32 characters; 128 of the 1,345 windows held out for the bound.
