@@ -161,7 +161,8 @@ class Precond(nn.Module):
         c = self.coefficients(sigma)
         nd = x.ndim
         x = x.to(dt)
-        net_dt = next((p.dtype for p in self.net.parameters() if p.is_floating_point()), dt)
+        weights = self.net.parameters() if isinstance(self.net, nn.Module) else ()  # a plain function has none
+        net_dt = next((p.dtype for p in weights if p.is_floating_point()), dt)
         F = self.net((append_dims(c.c_in, nd) * x).to(net_dt), c.c_noise.to(net_dt), cond)
         D = append_dims(c.c_skip, nd) * x + append_dims(c.c_out, nd) * F.to(dt)
         if self.boundary == "consistency":
