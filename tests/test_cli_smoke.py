@@ -102,7 +102,7 @@ def test_corrupt_image_in_folder(tmp_path):
 
 def test_array_of_the_wrong_shape(tmp_path):
     arr = tmp_path / "x.npy"
-    np.save(arr, np.zeros((4, 2, 3, 5, 6), np.uint8))
+    np.save(arr, np.zeros((4, 2, 2, 3, 4, 5), np.uint8))  # 6-D: neither images nor volumes
     assert_training_refused(tmp_path, ["data.source=array", f"data.path={arr}"], "shape")
 
 

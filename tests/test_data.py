@@ -252,7 +252,7 @@ def test_npz_keys_and_label_files(tmp_path):
     "array, match",
     [
         (np.zeros(5, np.uint8), "shape"),  # 1-D
-        (np.zeros((2, 1, 3, 4, 5), np.uint8), "shape"),  # 5-D
+        (np.zeros((2, 1, 2, 3, 4, 5), np.uint8), "shape"),  # 6-D (5-D arrays are volumes)
         (np.zeros((2, 8, 8, 8), np.uint8), "channel axis"),  # second and last axes equal: ambiguous
         (np.full((2, 8, 8), np.nan, np.float32), "NaN"),
         (np.full((2, 8, 8), 255.0, np.float32), r"\[0, 1\] or \[-1, 1\]"),

@@ -23,6 +23,7 @@ EXTRAS = {
     "studio": ("the local web page 'torchdiffusion studio' and its browser test", ("fastapi", "uvicorn", "playwright")),
     "volumes": ("NIfTI volumes (data.source=nifti)", ("nibabel",)),
     "emoji": ("multi-code-point emoji and their names (data.emoji_set=sequences)", ("emoji",)),
+    "signals": ("the UCR time-series sets read from the sktime wheel (data.source=ucr:<set>)", ("sktime",)),
 }
 
 
