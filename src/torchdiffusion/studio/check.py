@@ -50,6 +50,7 @@ def _follow(base: str, job: dict) -> dict:
 
 def check(root, create_app, uvicorn, bind, server) -> int:
     from ..generate import RunError
+    from ..progress import release_bar_lock
 
     sock = bind("127.0.0.1", 0)
     srv = server(create_app(root), uvicorn)
@@ -69,6 +70,9 @@ def check(root, create_app, uvicorn, bind, server) -> int:
         print(f"studio check: {name}: {final['steps']} steps streamed, {final['previews']} previews, wrote:")
         print("\n".join(str(root / f) for f in final["files"]))
     finally:
+        # a stop raised while the check's bar was drawn leaves tqdm's lock held by this thread, and the server's
+        # worker (a sample job draws a bar) would wait for it until the join below gives up
+        release_bar_lock()
         srv.should_exit = True
         thread.join(120)
         sock.close()
