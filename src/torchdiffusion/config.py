@@ -255,6 +255,17 @@ _SIGNAL_EDM = DiffusionConfig(
     weighting="edm",
     sigma_data=1.0,
 )
+_SIGNAL_TRAIN = TrainConfig(
+    images=60_000,
+    batch_size=32,
+    lr=1e-3,
+    warmup_images=2_000,
+    ema_halflife_images=5_000,
+    cond_drop_prob=0.1,
+    log_every_images=5_000,
+    checkpoint_every_images=20_000,
+)
+_SIGNAL_SAMPLE = SampleConfig(sampler="heun", grid="karras", steps=18, n=64, clip_denoised=False)
 
 PRESETS: dict[str, RunConfig] = {
     # The demo: MNIST-5k on a 2-core CPU in minutes.
@@ -455,17 +466,8 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="ucr:GunPoint", signal_length=128, holdout=50),
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(32,), num_classes=2),
         diffusion=_SIGNAL_EDM,
-        train=TrainConfig(
-            images=60_000,
-            batch_size=32,
-            lr=1e-3,
-            warmup_images=2_000,
-            ema_halflife_images=5_000,
-            cond_drop_prob=0.1,
-            log_every_images=5_000,
-            checkpoint_every_images=20_000,
-        ),
-        sample=SampleConfig(sampler="heun", grid="karras", steps=18, n=64, clip_denoised=False),
+        train=_SIGNAL_TRAIN,
+        sample=_SIGNAL_SAMPLE,
     ),
     # ItalyPowerDemand: 1,096 days of hourly electricity demand (24 points; winter vs summer days); 296 held out.
     "signal-italypower": RunConfig(
@@ -473,17 +475,8 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="ucr:ItalyPowerDemand", holdout=296),
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(6,), num_classes=2),
         diffusion=_SIGNAL_EDM,
-        train=TrainConfig(
-            images=60_000,
-            batch_size=32,
-            lr=1e-3,
-            warmup_images=2_000,
-            ema_halflife_images=5_000,
-            cond_drop_prob=0.1,
-            log_every_images=5_000,
-            checkpoint_every_images=20_000,
-        ),
-        sample=SampleConfig(sampler="heun", grid="karras", steps=18, n=64, clip_denoised=False),
+        train=_SIGNAL_TRAIN,
+        sample=_SIGNAL_SAMPLE,
     ),
     # Characters of scikit-learn's data-set descriptions (docs/sequences.md): masked diffusion (MDLM/MD4) with a
     # 2-layer transformer over windows of 32 characters; 128 of the 1,345 windows held out for the bound.

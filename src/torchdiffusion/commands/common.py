@@ -5,9 +5,41 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Callable
+from pathlib import Path
 
 from ..config import SampleConfig, SamplerSettings, override
 from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, nonneg_int, positive_float, positive_int
+
+
+def add_config_arguments(p: argparse.ArgumentParser, preset: str, config_help: str) -> None:
+    """--preset / --config / --set of the commands that train from a typed config (train, train-autoencoder,
+    train-clip)."""
+    p.add_argument("--preset", default=preset, help=f"named preset to start from (default: {preset})")
+    p.add_argument("--config", help=config_help)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.lr=1e-3 (repeatable)",
+    )
+
+
+def base_config(args: argparse.Namespace, from_json: Callable[[str], typing.Any], get_preset: Callable):
+    """The config --config names (read by ``from_json``), else the --preset's; --set is applied by the caller."""
+    from ..config import ConfigError
+
+    if not args.config:
+        return get_preset(args.preset)
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not JSON text") from None
+    return from_json(text)
 
 
 def _setting_flag(name: str) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .argtypes import output_folder
+from .common import add_config_arguments, base_config
 
 HELP = "train a diffusion model into a run folder (resumes if the folder holds a checkpoint)"
 EXAMPLES = """examples:
@@ -21,15 +21,7 @@ Ctrl-C (or SIGTERM) checkpoints and stops with exit code 130 (143); the same com
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="mnist-cpu", help="named preset to start from (default: mnist-cpu)")
-    p.add_argument("--config", help="a config.json to start from instead of a preset")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. train.lr=1e-3 (repeatable)",
-    )
+    add_config_arguments(p, "mnist-cpu", "a config.json to start from instead of a preset")
     p.add_argument(
         "--objective",
         choices=("denoising", "rectified_flow", "consistency"),
@@ -50,19 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..config import TRAIN_OBJECTIVES, ConfigError, from_json, get_preset, override, validate
+    from ..config import TRAIN_OBJECTIVES, from_json, get_preset, override, validate
 
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path} is not JSON text") from None
-        cfg = from_json(text)
-    else:
-        cfg = get_preset(args.preset)
+    cfg = base_config(args, from_json, get_preset)
     objective = TRAIN_OBJECTIVES[getattr(args, "objective", None) or "denoising"]
     return validate(override(cfg, [*objective, *args.set]))
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .argtypes import output_folder
+from .common import add_config_arguments, base_config
 
 HELP = "train a KL-regularised autoencoder (the encoder/decoder of latent diffusion) into a run folder"
 EXAMPLES = """examples:
@@ -21,11 +22,7 @@ are written only when training has finished."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="emoji64-ae", help="named preset to start from (default: emoji64-ae)")
-    p.add_argument("--config", help="a config.json (of an autoencoder run) to start from instead of a preset")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)"
-    )
+    add_config_arguments(p, "emoji64-ae", "a config.json (of an autoencoder run) to start from instead of a preset")
     p.add_argument("--out", help="run folder, new or empty (default: runs/<preset>)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -34,18 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace):
     from ..autoencoder import autoencoder_config_from_json, get_autoencoder_preset, validate_autoencoder_config
-    from ..config import ConfigError, override
+    from ..config import override
 
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            cfg = autoencoder_config_from_json(path.read_text())
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path} is not JSON text") from None
-    else:
-        cfg = get_autoencoder_preset(args.preset)
+    cfg = base_config(args, autoencoder_config_from_json, get_autoencoder_preset)
     return validate_autoencoder_config(override(cfg, args.set))
 
 

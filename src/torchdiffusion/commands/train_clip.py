@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from .argtypes import MAX_BATCH, MAX_IMAGES_SEEN, output_folder, positive_int
+from .common import add_config_arguments, base_config
 
 HELP = "train a small contrastive text-image model (image tower + frozen MiniLM with a projection) on captions"
 EXAMPLES = """examples:
@@ -20,11 +20,7 @@ seen in training). Training starts over each time; Ctrl-C stops it (exit 130) le
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="emoji32-clip", help="named preset to start from (default: emoji32-clip)")
-    p.add_argument("--config", help="a train-clip config.json to start from instead of a preset")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)"
-    )
+    add_config_arguments(p, "emoji32-clip", "a train-clip config.json to start from instead of a preset")
     p.add_argument("--images", type=positive_int(MAX_IMAGES_SEEN), help="training length in images seen")
     p.add_argument("--batch-size", type=positive_int(MAX_BATCH), help="pairs per step (the InfoNCE batch)")
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
@@ -34,19 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..config import ConfigError, override
+    from ..config import override
     from ..contrastive.config import check_clip_config, clip_config_from_json, get_clip_preset
 
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            cfg = clip_config_from_json(path.read_text())
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path} is not JSON text") from None
-    else:
-        cfg = get_clip_preset(args.preset)
+    cfg = base_config(args, clip_config_from_json, get_clip_preset)
     flags = [f"train.images={args.images}"] if args.images else []
     flags += [f"train.batch_size={args.batch_size}"] if args.batch_size else []
     return check_clip_config(override(cfg, [*args.set, *flags]))

@@ -173,7 +173,12 @@ def emoji_cache_path(size: int, font_path: str = EMOJI_FONT) -> Path:
 def emoji_arrays(size: int, font_path: str = EMOJI_FONT) -> dict[str, np.ndarray]:
     """The built arrays, from the cache when it is there (and readable), else built and cached."""
     _font(font_path)  # a clear error first when the font is missing
-    path = emoji_cache_path(size, font_path)
+    return cached_sprites(emoji_cache_path(size, font_path), size, lambda: build_emoji(size, font_path))
+
+
+def cached_sprites(path: Path, size: int, build) -> dict[str, np.ndarray]:
+    """The arrays cached at ``path`` when they are there, readable and of images size x size, else ``build()``
+    and cache them (a read-only cache folder only costs a rebuild next time)."""
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -182,11 +187,11 @@ def emoji_arrays(size: int, font_path: str = EMOJI_FONT) -> dict[str, np.ndarray
                 return arrays
         except (OSError, ValueError, KeyError, EOFError):
             pass  # unreadable cache: rebuild it
-    arrays = build_emoji(size, font_path)
+    arrays = build()
     try:
         save_npz_atomic(path, **arrays)
     except OSError:
-        pass  # a read-only cache folder only costs a rebuild next time
+        pass
     return arrays
 
 

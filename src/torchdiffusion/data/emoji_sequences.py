@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from ..io import cache_dir
-from .base import DataError, TensorData, save_npz_atomic
+from .base import DataError, TensorData
 from .emoji import (
     EMOJI_CLASSES,
     EMOJI_VERSION,
     FONT_SIZE,
     _font,
+    cached_sprites,
     emoji_arrays,
     emoji_cache_path,
     emoji_category,
@@ -104,20 +105,7 @@ def sequence_arrays(size: int, font_path: str) -> dict[str, np.ndarray]:
     version = _emoji_package().__version__
     single = emoji_cache_path(size, font_path)
     path = cache_dir() / single.name.replace(f"emoji-v{EMOJI_VERSION}-", f"emoji-seq-v{SEQUENCES_VERSION}-{version}-")
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            if arrays["images"].shape[1:] == (size, size, 3):
-                return arrays
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # unreadable cache: rebuild it
-    arrays = build_sequences(size, font_path)
-    try:
-        save_npz_atomic(path, **arrays)
-    except OSError:
-        pass
-    return arrays
+    return cached_sprites(path, size, lambda: build_sequences(size, font_path))
 
 
 def emoji_sequence_data(size: int, font_path: str) -> TensorData:
