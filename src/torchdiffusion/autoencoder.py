@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import ConfigError, DataConfig, from_dict
+from .config import ConfigError, DataConfig, from_dict, json_object, pick_preset
 from .nets.autoencoder import AutoencoderKL, AutoencoderNetConfig
 
 WEIGHTS_FILE = "autoencoder.safetensors"
@@ -95,19 +95,11 @@ AUTOENCODER_PRESETS: dict[str, AutoencoderRunConfig] = {
 
 
 def get_autoencoder_preset(name: str) -> AutoencoderRunConfig:
-    if name not in AUTOENCODER_PRESETS:
-        raise ConfigError(f"unknown autoencoder preset {name!r}; choose from {', '.join(AUTOENCODER_PRESETS)}")
-    return AUTOENCODER_PRESETS[name]
+    return pick_preset(AUTOENCODER_PRESETS, name, "autoencoder preset")
 
 
 def autoencoder_config_from_json(text: str) -> AutoencoderRunConfig:
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"config.json is not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(d, dict):
-        raise ConfigError("config.json must hold an object")
-    return from_dict(AutoencoderRunConfig, d)
+    return from_dict(AutoencoderRunConfig, json_object(text))
 
 
 def validate_autoencoder_config(cfg: AutoencoderRunConfig) -> AutoencoderRunConfig:

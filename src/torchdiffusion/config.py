@@ -584,9 +584,14 @@ TRAIN_OBJECTIVES: dict[str, list[str]] = {
 
 
 def get_preset(name: str) -> RunConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return PRESETS[name]
+    return pick_preset(PRESETS, name)
+
+
+def pick_preset(presets: dict, name: str, what: str = "preset"):
+    """``presets[name]``, or a ConfigError that lists the names (train, train-autoencoder, train-clip)."""
+    if name not in presets:
+        raise ConfigError(f"unknown {what} {name!r}; choose from {', '.join(presets)}")
+    return presets[name]
 
 
 # JSON round trip and overrides
@@ -678,13 +683,19 @@ def from_dict(cls: type, d: dict, where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def from_json(text: str) -> RunConfig:
+def json_object(text: str) -> dict:
+    """The object a config.json holds; a ConfigError in one line when it is not JSON or not an object."""
     try:
         d = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"config.json is not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(d, dict):
         raise ConfigError("config.json must hold an object")
+    return d
+
+
+def from_json(text: str) -> RunConfig:
+    d = json_object(text)
     sample = d.get("sample")
     if isinstance(sample, dict) and "eta" in sample:  # written before sampler settings had their own section
         eta = sample.pop("eta")

@@ -70,9 +70,9 @@ CLIP_PRESETS: dict[str, ContrastiveConfig] = {
 
 
 def get_clip_preset(name: str) -> ContrastiveConfig:
-    if name not in CLIP_PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(CLIP_PRESETS)}")
-    return CLIP_PRESETS[name]
+    from ..config import pick_preset
+
+    return pick_preset(CLIP_PRESETS, name)
 
 
 def check_clip_config(cfg: ContrastiveConfig) -> ContrastiveConfig:
@@ -116,14 +116,6 @@ def check_clip_config(cfg: ContrastiveConfig) -> ContrastiveConfig:
 
 def clip_config_from_json(text: str) -> ContrastiveConfig:
     """The config of a contrastive run's config.json (ConfigError when it is not one)."""
-    import json
+    from ..config import from_dict, json_object
 
-    from ..config import from_dict
-
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"config.json is not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(d, dict):
-        raise ConfigError("config.json must hold an object")
-    return from_dict(ContrastiveConfig, d)
+    return from_dict(ContrastiveConfig, json_object(text))
