@@ -19,7 +19,7 @@ from torchdiffusion.contrastive.model import (
     load_contrastive,
     save_contrastive,
 )
-from torchdiffusion.contrastive.train import random_translate
+from torchdiffusion.contrastive.train import random_translate, templated_captions, text_features
 
 torch.set_num_threads(1)
 TINY = TowerConfig(embed_dim=8, width=4, channel_mult=(1, 2), groups=2, text_hidden=0, dropout=0.0)
@@ -170,6 +170,8 @@ def test_train_clip_end_to_end(tmp_path):
         (["--set", "data.source=digits"], "no captions"),
         (["--set", "model.embed_dim=0"], "model.embed_dim"),
         (["--set", "train.batch_size=1"], "train.batch_size"),
+        (["--set", "train.templates=an emoji"], "train.templates"),
+        (["--set", "train.templates={caption} {colour}"], "train.templates"),
         (["--preset", "nope"], "unknown preset"),
     ],
 )
@@ -226,3 +228,29 @@ def test_evaluate_contrastive_needs_a_text_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "text-conditioned" in err and "sampling" not in err, err
     assert not (tmp_path / "e" / "report.json").exists()
+
+
+def test_caption_templates_fill_the_caption_and_its_category():
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(captions=["red apple", "rocket"], labels=torch.tensor([2, 3]), class_names=list("abcd"))
+    texts = templated_captions(data, ("{caption}", "{caption}: {category}", "a {category} emoji: {caption}"))
+    assert texts == [
+        ["red apple", "rocket"],
+        ["red apple: c", "rocket: d"],
+        ["a c emoji: red apple", "a d emoji: rocket"],
+    ]
+    with pytest.raises(ValueError, match="class labels"):
+        templated_captions(SimpleNamespace(captions=["x"], labels=None, class_names=None), ("{caption} {category}",))
+
+
+def test_pooled_text_features_give_the_text_tower_the_same_output():
+    """A tower without transformer layers reads only the mean of its tokens: one pooled token per text is exact."""
+    texts = [["red apple", "a rocket in the sky at night"], ["green apple", "rocket"]]
+    full, full_mask = text_features(texts, pool=False)  # (K, N, L, E)
+    one, one_mask = text_features(texts, pool=True)  # (K, N, 1, E)
+    assert one.shape[:3] == (2, 2, 1) and one_mask.all()
+    torch.manual_seed(0)
+    tower = ContrastiveModel(TINY).eval()
+    for k in range(2):
+        torch.testing.assert_close(tower.encode_text(one[k], one_mask[k]), tower.encode_text(full[k], full_mask[k]))

@@ -312,3 +312,54 @@ def test_what_a_latent_run_cannot_do_is_refused(args, needle, world, tmp_path):
     code, _, err = td(*args, env=world["env"])
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "export").exists() and not (tmp_path / "s.png").exists()
+
+
+TEXT_RUN = [
+    "data.emoji_size=16", "data.emoji_set=single", "data.holdout=16", "data.limit=48", "model.channels=8",
+    "model.channel_mult=1,2", "model.attn_resolutions=4", "model.head_channels=8", "train.images=256",
+    "train.batch_size=16", "train.warmup_images=0", "train.lr=1e-2", "train.log_every_images=256", "sample.steps=2",
+    "sample.n=4",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def text_world(tmp_path_factory):
+    """A tiny emoji64-ldm-text run: 16 px emoji -> 2 x 8 x 8 latents of a random autoencoder, caption-conditioned."""
+    root = tmp_path_factory.mktemp("latent-text")
+    env = {"TORCHDIFFUSION_CACHE": str(root / "cache")}
+    ae = make_autoencoder(root / "ae", channels=3, size=16)
+    sets = [f"data.latents_of={ae}", *TEXT_RUN]
+    code, _, err = td("train", "--preset", "emoji64-ldm-text", "--out", root / "run", "--no-progress",
+                      *[a for s in sets for a in ("--set", s)], env=env)  # fmt: skip
+    assert code == 0, err
+    return {"run": root / "run", "env": env, "root": root}
+
+
+def sample_npy(world, out: Path, *args) -> np.ndarray:
+    code, _, err = td("sample", world["run"], "--n", "4", "--steps", "2", "--out", out, "--save-npy", *args,
+                      env=world["env"])  # fmt: skip
+    assert code == 0, err
+    return np.load(out.with_suffix(".npy"))
+
+
+def test_text_to_image_in_latents_samples_from_a_prompt_with_a_negative_prompt(text_world, tmp_path):
+    info = json.loads((text_world["run"] / "run.json").read_text())
+    assert info["data_shape"] == [2, 8, 8] and info["image_shape"] == [3, 16, 16]
+    guided = ["--prompt", "red apple", "--negative-prompt", "green", "--guidance", "5"]
+    x = sample_npy(text_world, tmp_path / "a.png", *guided)
+    assert x.shape == (4, 3, 16, 16) and np.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
+    # the prompt and the negative prompt reach the network: changing either changes the images of the same seeds
+    other = sample_npy(text_world, tmp_path / "b.png", "--prompt", "rocket", *guided[2:])
+    unneg = sample_npy(text_world, tmp_path / "c.png", *guided[:2], "--guidance", "5")
+    assert np.abs(other - x).max() > 1e-3 and np.abs(unneg - x).max() > 1e-3
+    # at w = 1 classifier-free guidance is the conditional model alone: the negative prompt has no effect
+    w1 = sample_npy(text_world, tmp_path / "d.png", *guided[:4], "--guidance", "1")
+    w1_plain = sample_npy(text_world, tmp_path / "e.png", *guided[:2], "--guidance", "1")
+    np.testing.assert_allclose(w1, w1_plain, atol=1e-5)
+
+
+def test_a_prompt_for_a_latent_model_trained_without_text_is_refused(world, tmp_path):
+    code, _, err = td("sample", world["run"], "--prompt", "red apple", "--negative-prompt", "green",
+                      "--out", tmp_path / "s.png", env=world["env"])  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not text-conditioned" in err, err
+    assert not list(tmp_path.iterdir())

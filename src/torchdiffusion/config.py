@@ -533,6 +533,31 @@ PRESETS: dict[str, RunConfig] = {
         train=_EMOJI64_TRAIN,
         sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=64, guidance=2.0, clip_denoised=False),
     ),
+    # Text-to-image in latents (docs/latent.md): the 3 x 16 x 16 latents of an emoji64-ae run conditioned on
+    # their captions, MiniLM token features (text_dim = 384) read by cross-attention at 8 x 8 and in the middle
+    # block; the emoji-text network on latents instead of 16 px pixels, 10 % caption dropout for classifier-free
+    # guidance; the same holdout as the autoencoder, so held-out captions are unseen by both networks.
+    "emoji64-ldm-text": RunConfig(
+        preset="emoji64-ldm-text",
+        data=DataConfig(
+            source="emoji", emoji_size=64, emoji_set="sequences", holdout=300, latents_of="runs/emoji64-ae"
+        ),
+        model=ModelConfig(
+            channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), head_channels=16, text_dim=384
+        ),
+        diffusion=_EPS_COSINE,
+        train=TrainConfig(
+            images=200_000,
+            batch_size=128,
+            lr=2e-3,
+            warmup_images=10_000,
+            ema_halflife_images=40_000,
+            cond_drop_prob=0.1,
+            log_every_images=20_000,
+            checkpoint_every_images=50_000,
+        ),
+        sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=64, guidance=5.0, clip_denoised=False),
+    ),
     # The DiT in its place (docs/dit.md): W = 192, 8 blocks of 3 heads, 2 x 2 patches of the 3 x 16 x 16 latents
     # (64 tokens); the U-Net's forward FLOPs per example within 3 %, for the DiT vs U-Net comparison in latents.
     "emoji64-dit": RunConfig(

@@ -37,6 +37,11 @@ class ContrastiveTrainConfig:
     weight_decay: float = 0.1  # AdamW decoupled weight decay (CLIP: 0.2); not on the temperature
     warmup_images: int = 5_000  # linear learning-rate warm-up, in images
     max_shift: int = 2  # augmentation: random translation of up to this many pixels (background filled in)
+    # caption augmentation: each training pair reads its caption through one of these templates, drawn at random
+    # per pair and step; "{caption}" is the caption, "{category}" the name of its class (data.class_names), so a
+    # template with {category} puts the category into the training text (zero-shot then no longer is: see
+    # docs/contrastive.md). The held-out report always uses the plain captions.
+    templates: tuple[str, ...] = ("{caption}",)
     seed: int = 0  # initialisation, batches and augmentation
     log_every_images: int = 6_000  # metrics.jsonl cadence (loss, temperature, held-out retrieval)
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
@@ -53,6 +58,18 @@ class ContrastiveConfig:
 # Presets: one dict literal. 200 of the ~1,350 emoji are held out whole (never seen in training).
 CLIP_PRESETS: dict[str, ContrastiveConfig] = {
     "emoji32-clip": ContrastiveConfig(preset="emoji32-clip"),
+    # The judge of the emoji64 family (emoji64-ae, emoji64-ldm-text): the same ~3,760 emoji and skin-tone/ZWJ
+    # sequences and the same held-out whole emoji, read at 32 px; half of the training texts name the emoji's
+    # category (so its category accuracy is not zero-shot; docs/contrastive.md)
+    "emoji32-seq-clip": ContrastiveConfig(
+        preset="emoji32-seq-clip",
+        data=DataConfig(source="emoji", emoji_size=32, emoji_set="sequences", holdout=300),
+        train=ContrastiveTrainConfig(
+            images=70_000,
+            log_every_images=10_000,
+            templates=("{caption}", "an emoji of {caption}", "{caption}: {category}", "a {category} emoji: {caption}"),
+        ),
+    ),
     "emoji16-clip": ContrastiveConfig(
         preset="emoji16-clip",
         data=DataConfig(source="emoji", emoji_size=16, holdout=200),
@@ -103,6 +120,11 @@ def check_clip_config(cfg: ContrastiveConfig) -> ContrastiveConfig:
         (t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}"),
         (0 <= t.warmup_images <= MAX_IMAGES, f"train.warmup_images must be >= 0, got {t.warmup_images}"),
         (0 <= t.max_shift <= 64, f"train.max_shift must be in [0, 64], got {t.max_shift}"),
+        (
+            1 <= len(t.templates) <= 16 and all(_template_ok(s) for s in t.templates),
+            "train.templates must hold 1 to 16 strings, each naming {caption} and no field but {caption} and "
+            f"{{category}}, got {t.templates}",
+        ),
         (0 <= t.seed < 2**62, f"train.seed must be in [0, 2^62), got {t.seed}"),
         (0 <= t.log_every_images <= MAX_IMAGES, f"train.log_every_images must be >= 0, got {t.log_every_images}"),
         (0 <= t.threads <= 1024, f"train.threads must be in [0, 1024], got {t.threads}"),
@@ -112,6 +134,17 @@ def check_clip_config(cfg: ContrastiveConfig) -> ContrastiveConfig:
         if not ok:
             raise ConfigError(msg)
     return cfg
+
+
+def _template_ok(template: str) -> bool:
+    """A caption template names {caption}, and no format field but {caption} and {category}."""
+    import string
+
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError:  # an unmatched brace
+        return False
+    return "caption" in fields and fields <= {"caption", "category"}
 
 
 def clip_config_from_json(text: str) -> ContrastiveConfig:

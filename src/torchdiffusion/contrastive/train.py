@@ -60,6 +60,34 @@ def random_translate(x: Tensor, max_shift: int, g: torch.Generator) -> Tensor:
     return h.gather(3, cols)
 
 
+def templated_captions(train, templates: tuple[str, ...]) -> list[list[str]]:
+    """K lists of N training texts: caption n through template k ("{caption}", "{category}" filled in); a
+    template naming {category} needs class labels (ConfigError otherwise)."""
+    if any("{category}" in t for t in templates) and (train.labels is None or not train.class_names):
+        raise ConfigError("train.templates name {category}, but the data has no class labels")
+    names = [train.class_names[int(y)] for y in train.labels] if train.labels is not None else [""] * len(train)
+    return [[t.format(caption=c, category=k) for c, k in zip(train.captions, names)] for t in templates]
+
+
+def text_features(texts: list[list[str]], pool: bool) -> tuple[Tensor, Tensor]:
+    """MiniLM features of K lists of N texts: (K, N, L, E) tokens and (K, N, L) masks; with ``pool`` (a text
+    tower without transformer layers reads only the mean of its tokens) each text is one token, its pooled
+    feature: the tower's output is the same, and K x N x L x E floats are never held."""
+    from ..text import caption_features, pooled
+
+    toks, masks = [], []
+    for k, batch in enumerate(texts):
+        t, m = caption_features(batch, cache=k == 0)  # the plain captions' features are cached per machine
+        if pool:
+            t, m = pooled(t, m)[:, None], torch.ones(len(batch), 1, dtype=torch.bool)
+        toks.append(t)
+        masks.append(m)
+    L = max(t.shape[1] for t in toks)
+    toks = [F.pad(t, (0, 0, 0, L - t.shape[1])) for t in toks]
+    masks = [F.pad(m, (0, L - m.shape[1])) for m in masks]
+    return torch.stack(toks), torch.stack(masks)
+
+
 def learning_rate(cfg: ContrastiveConfig, seen: int) -> float:
     """Linear warm-up over ``warmup_images``, then a cosine decay to 0 at ``images`` (in images seen)."""
     t = cfg.train
@@ -99,15 +127,15 @@ def train_contrastive(
     number of training pairs (InfoNCE needs distinct pairs in a batch).
     """
     from ..progress import step_bar
-    from ..text import caption_features
 
     out = Path(out)
     t = cfg.train
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     train, holdout = data if data is not None else load_caption_data(cfg)
-    log(f"MiniLM features of {len(train)} captions (cached after the first run)")
-    tokens, mask = caption_features(train.captions)
+    texts = templated_captions(train, t.templates)
+    log(f"MiniLM features of {len(train)} captions x {len(texts)} templates (plain captions cached)")
+    tokens, mask = text_features(texts, pool=cfg.model.text_layers == 0)  # (K, N, L, E), (K, N, L)
     torch.manual_seed(t.seed)
     model = ContrastiveModel(cfg.model, train.x.shape[1], tokens.shape[-1], image_size=train.x.shape[-1])
     opt = optimizer(model, cfg)
@@ -127,7 +155,8 @@ def train_contrastive(
                 group["lr"] = learning_rate(cfg, seen)
             model.train()
             x = random_translate(train.x[idx], t.max_shift, g)
-            loss = info_nce(model(x, tokens[idx], mask[idx]))
+            k = torch.randint(0, len(texts), (len(idx),), generator=g) if len(texts) > 1 else torch.zeros_like(idx)
+            loss = info_nce(model(x, tokens[k, idx], mask[k, idx]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
