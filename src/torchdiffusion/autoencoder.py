@@ -57,6 +57,8 @@ class AutoencoderLossConfig:
 @dataclass(frozen=True)
 class AutoencoderTrainConfig:
     images: int = 100_000  # length of training, in images seen
+    cpu_minutes: float = 0.0  # also stop after this much process CPU time (all threads; 0 = no limit)
+    minutes: float = 0.0  # also stop after this much wall-clock time (0 = no limit)
     batch_size: int = 32  # images per optimizer step
     lr: float = 1e-3  # Adam learning rate, after a linear warm-up
     warmup_images: int = 2_000  # linear learning-rate warm-up, in images
@@ -117,8 +119,10 @@ def validate_autoencoder_config(cfg: AutoencoderRunConfig) -> AutoencoderRunConf
         (t.lr > 0 and t.warmup_images >= 0 and t.grad_clip >= 0, "train.lr must be > 0, warm-up and clip >= 0"),
         (t.log_every_images >= 1 and t.grid_images >= 1, "train.log_every_images and grid_images must be >= 1"),
         (t.threads >= 0 and t.seed >= 0, "train.threads and train.seed must be >= 0"),
+        (t.cpu_minutes >= 0 and t.minutes >= 0, "train.cpu_minutes and train.minutes must be >= 0 (0 = no limit)"),
     ]
-    checks += [(math.isfinite(v), "loss and train numbers must be finite") for v in (lo.beta, lo.perceptual, t.lr)]
+    finite = (lo.beta, lo.perceptual, t.lr, t.cpu_minutes, t.minutes)
+    checks += [(math.isfinite(v), "loss and train numbers must be finite") for v in finite]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

@@ -96,6 +96,8 @@ class DiffusionConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     images: int = 200_000  # length of training, in images seen (not steps)
+    cpu_minutes: float = 0.0  # also stop after this much process CPU time (all threads; 0 = no limit)
+    minutes: float = 0.0  # also stop after this much wall-clock time (0 = no limit)
     batch_size: int = 128  # global batch (all processes together, before gradient accumulation splits it)
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 2e-3  # AdamW peak learning rate
@@ -884,6 +886,10 @@ def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
     return [
         _between(t.images, 1, MAX_IMAGES, "train.images"),
         _between(t.batch_size, 1, MAX_BATCH, "train.batch_size"),
+        *(
+            (math.isfinite(v) and v >= 0, f"train.{k} must be >= 0 (0 = no limit), got {v!r}")
+            for k, v in (("cpu_minutes", t.cpu_minutes), ("minutes", t.minutes))
+        ),
         (
             t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
             "train.batch_size must be a multiple of train.grad_accum",

@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{cfg.preset}")
     if out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty; give a new or empty folder with --out")
+    from ..training.state import Clock
+
+    clock = Clock()  # train.cpu_minutes / train.minutes count the data loading too
     x_train, x_holdout = load_images(cfg)
     perceptual = None
     if cfg.loss.perceptual > 0:
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     with output_folder(out) as out:
         try:
             summary = train_autoencoder(
-                cfg, out, x_train, x_holdout, progress=not args.no_progress, perceptual=perceptual
+                cfg, out, x_train, x_holdout, progress=not args.no_progress, perceptual=perceptual, clock=clock
             )
         except BaseException:  # Ctrl-C or a failure: the folder was empty, so it is left empty again
             for name in ("config.json", "metrics.jsonl", RECONSTRUCTIONS_FILE, WEIGHTS_FILE, INFO_FILE):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ..autoencoder import (
 from ..config import to_json
 from ..io import append_text, atomic_write
 from ..nets.autoencoder import AutoencoderKL
+from .state import LIMITS, Clock
 
 SCALE_SEED = 12345  # seeds the q(z | x) draws the scale factor is computed on
 
@@ -54,14 +56,17 @@ def train_autoencoder(
     x_holdout: torch.Tensor | None,
     progress: bool = True,
     perceptual=None,
+    clock: Clock | None = None,
 ) -> dict:
     """Train ``cfg`` on ``x_train`` (N, C, H, W) in [-1, 1]; write the run folder ``out``; return the summary.
 
-    ``perceptual``: the feature distance ``(x, x_hat) -> (B,)`` when ``cfg.loss.perceptual > 0``.
+    ``perceptual``: the feature distance ``(x, x_hat) -> (B,)`` when ``cfg.loss.perceptual > 0``. ``clock``: counts
+    the run's CPU and wall seconds for train.cpu_minutes / train.minutes (started here when None; the command
+    starts it before loading the data). A run ended by a limit finishes as at its normal end.
     """
     from ..progress import step_bar
 
-    t = cfg.train
+    t, clock = cfg.train, clock or Clock()
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
@@ -70,7 +75,7 @@ def train_autoencoder(
     g = torch.Generator().manual_seed(t.seed + 1)  # q(z | x) draws
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.json", to_json(cfg) + "\n")
-    start, seen, next_log = time.perf_counter(), 0, t.log_every_images
+    start, seen, next_log, limit = time.perf_counter(), 0, t.log_every_images, 0
     net.train()
     with step_bar(t.images, "autoencoder", "img", show=progress) as bar:
         for idx in batches(len(x_train), t.batch_size, t.images, t.seed):
@@ -86,12 +91,26 @@ def train_autoencoder(
             bar.update(len(idx))
             loss = float(loss.detach())
             bar.set_postfix(loss=f"{loss:.1f}")
-            if seen >= next_log or seen == t.images:
-                row = {"images_seen": seen, "loss": loss, **parts, "seconds": time.perf_counter() - start}
+            limit = clock.over(t.cpu_minutes, t.minutes) if seen < t.images else 0
+            if seen >= next_log or seen == t.images or limit:
+                times = {"cpu_s": round(clock.cpu_s(), 3), "wall_s": round(clock.wall_s(), 3)}
+                row = {"images_seen": seen, "loss": loss, **parts, "seconds": time.perf_counter() - start, **times}
                 append_text(out / "metrics.jsonl", json.dumps(row) + "\n")
                 next_log += t.log_every_images
+            if limit:
+                print(f"{LIMITS[limit]} reached after {seen} images: the run ends here", file=sys.stderr)
+                break
     net.eval()
-    return finish(cfg, net, out, x_train, x_holdout, seconds=time.perf_counter() - start)
+    summary = finish(
+        cfg,
+        net,
+        out,
+        x_train,
+        x_holdout,
+        seconds=time.perf_counter() - start,
+        extra={"images_seen": seen, "stopped_by": LIMITS.get(limit), "cpu_s": round(clock.cpu_s(), 3)},
+    )
+    return summary
 
 
 @torch.no_grad()
@@ -106,7 +125,9 @@ def reconstruct(net: AutoencoderKL, x: torch.Tensor, batch_size: int = 256) -> t
     return torch.cat([net.decode(net.encode(b)[0]).clamp(-1, 1) for b in x.split(batch_size)])
 
 
-def finish(cfg: AutoencoderRunConfig, net, out: Path, x_train, x_holdout, seconds: float) -> dict:
+def finish(
+    cfg: AutoencoderRunConfig, net, out: Path, x_train, x_holdout, seconds: float, extra: dict | None = None
+) -> dict:
     """Scale factor, held-out figures, grid, weights and summary: the end of a run."""
     from ..viz import save_grid
 
@@ -123,6 +144,7 @@ def finish(cfg: AutoencoderRunConfig, net, out: Path, x_train, x_holdout, second
         "latent_mean": float(z.mean()),
         "latent_std": float(z.std()),
         "seconds": round(seconds, 1),
+        **(extra or {}),
         "train_psnr_db": float(psnr_db(x_train[:1024], reconstruct(net, x_train[:1024])).mean()),
     }
     if x_holdout is not None and len(x_holdout):

@@ -80,7 +80,7 @@ class LogMetrics(Callback):
     def after_step(self, state: TrainState, stats: StepStats) -> None:
         if self.bar is not None:
             self.bar.update(state.batch_size)
-        last = state.step >= self.setup.total_steps
+        last = self.setup.finished(state)
         if not (crossed(state, self.setup.cfg.train.log_every_images) or last or stats.stop):
             return
         w = state.window
@@ -129,6 +129,8 @@ class MetricsWriter:
             "lr": lr,
             "images_per_s": (n + float(w.skipped) * state.batch_size) / dt if dt > 0 else None,  # skips cost time too
             "skipped_steps": state.skipped,
+            "cpu_s": round(state.clock.cpu_s(), 3),  # cumulative for the run (resumes continue them)
+            "wall_s": round(state.clock.wall_s(), 3),
             "loss_by_sigma": [
                 float(s / c) if c > 0 else None for s, c in zip(w.bucket_sums.tolist(), w.bucket_counts.tolist())
             ],
@@ -170,14 +172,14 @@ class SampleGrids(Callback):
         self.setup, self.progress = setup, progress
 
     def after_step(self, state: TrainState, stats: StepStats) -> None:
-        last = state.step >= self.setup.total_steps
+        last = self.setup.finished(state)
         if self.setup.main and crossed(state, self.setup.cfg.train.sample_every_images) and not last:
             with contextlib.suppress(Stopped):  # a stop skips the grid; the next step checkpoints and returns
                 self.draw(state)
 
     def end(self, state: TrainState) -> None:
         """The final grid, with a bar; a stop while it is drawn raises Stopped (the next call draws it)."""
-        if self.setup.main and state.step >= self.setup.total_steps and not self.path(state).is_file():
+        if self.setup.main and self.setup.finished(state) and not self.path(state).is_file():
             self.draw(state, progress=self.progress)
 
     def path(self, state: TrainState) -> Path:
@@ -262,7 +264,7 @@ class QuickEval(Callback):
 
     def after_step(self, state: TrainState, stats: StepStats) -> None:
         every = self.setup.cfg.train.eval_every_images
-        last = state.step >= self.setup.total_steps
+        last = self.setup.finished(state)
         if self.setup.main and (crossed(state, every) or (last and every > 0)):
             self.evaluate(state)
 
@@ -271,6 +273,7 @@ class QuickEval(Callback):
 
         s, seen = self.setup, state.images_seen
         t0 = time.perf_counter()
+        spent = {"cpu_s": round(state.clock.cpu_s(), 3), "wall_s": round(state.clock.wall_s(), 3)}  # before it
         try:
             rec = quick_eval(
                 state.ema.module,
@@ -285,7 +288,7 @@ class QuickEval(Callback):
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             dist.print0(f"quick evaluation at {seen} images failed ({msg}); training continues")
             rec = {"eval/error": msg}
-        rec = {"images_seen": seen, "step": state.step, **rec, "eval/seconds": time.perf_counter() - t0}
+        rec = {"images_seen": seen, "step": state.step, **spent, **rec, "eval/seconds": time.perf_counter() - t0}
         self.log.writer.write(rec, seen)
 
 
@@ -296,6 +299,6 @@ class SaveCheckpoint(Callback):
         self.setup = setup
 
     def after_step(self, state: TrainState, stats: StepStats) -> None:
-        last = state.step >= self.setup.total_steps
+        last = self.setup.finished(state)
         if crossed(state, self.setup.cfg.train.checkpoint_every_images) or last or stats.stop:
             save_checkpoint(state, self.setup, finished=last)

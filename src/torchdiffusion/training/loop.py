@@ -55,7 +55,7 @@ from .lr import learning_rate
 from .objective import Objective, build_objective
 from .run_folder import open_run_folder, publish, restore, truncate_metrics, write_config
 from .runlock import hold_run_folder
-from .state import NUM_NOISE_BUCKETS, Batch, MicroBatch, Setup, StepStats, TrainingError, TrainState
+from .state import LIMITS, NUM_NOISE_BUCKETS, Batch, Clock, MicroBatch, Setup, StepStats, TrainingError, TrainState
 
 __all__ = ["DataOrder", "TrainingError", "draw_batch", "mix_seed", "train", "train_step"]
 
@@ -296,7 +296,7 @@ def _train(
     objective: Objective | None = None,
     init_weights: dict[str, Tensor] | None = None,
 ) -> Path:
-    t, W = cfg.train, dist.world_size()
+    t, W, clock = cfg.train, dist.world_size(), Clock()  # the time limits count data loading too
     if t.batch_size % (W * t.grad_accum) != 0:
         raise ConfigError(
             f"train.batch_size={t.batch_size} must be divisible by world size x grad_accum = {W} x {t.grad_accum}"
@@ -322,25 +322,29 @@ def _train(
     # rank), what stays fixed for the run, and the saved state on top.
     state_path = open_run_folder(out, cfg, resume)
     state = new_state(cfg, tuple(data.x.shape[1:]), device)
+    state.clock = clock
     if state_path is None and init_weights is not None:
         state.model.load_state_dict(init_weights)
         state.ema = EMA(state.model)
     setup = _setup(cfg, out, data, device, state.model, stop, objective)
     if state_path is not None:
         restore(state, state_path, setup)
+        # a run that has used up its time limit is finished (a raised limit continues it); rank 0 decides
+        state.limit = LIMITS.get(dist.broadcast_int(state.clock.over(t.cpu_minutes, t.minutes) if setup.main else 0))
     write_config(out, cfg)  # only now: a refused resume leaves config.json as it was
     if setup.main:
         truncate_metrics(out / "metrics.jsonl", state.images_seen)
         # A resumed run writes its weights files again from the state (a kill may have cut the last export
         # short) before run.json vouches for them; a fresh one records that it has none yet.
-        publish(state, setup, finished=state.step >= setup.total_steps, exported=state_path is not None)
+        publish(state, setup, finished=setup.finished(state), exported=state_path is not None)
     if t.compile:
         state.model.net.compile()
     callbacks = [*default_callbacks(setup, state, progress=progress, tensorboard=tensorboard), *callbacks]
 
-    # Steps until train.images are seen; the callbacks log, sample, evaluate and checkpoint on their cadences.
+    # Steps until train.images are seen or a time limit is reached; the callbacks log, sample, evaluate and
+    # checkpoint on their cadences, and at the end.
     state.model.train()
-    while state.step < setup.total_steps:
+    while not setup.finished(state):
         batch = draw_batch(setup, state.step)
         for cb in callbacks:
             cb.before_step(state, batch)
@@ -348,12 +352,18 @@ def _train(
         state.window.add(stats, t.batch_size)
         for cb in callbacks:
             cb.after_step(state, stats)
-        if stats.stop and state.step < setup.total_steps:
+        if stats.stop and not setup.finished(state):
             dist.print0(f"stopped by a signal after {state.images_seen} images; rerun the same command to resume")
             break
+    if state.limit is not None and state.step < setup.total_steps:
+        c = state.clock
+        dist.print0(
+            f"{state.limit}={getattr(t, state.limit[6:])} reached after {state.images_seen} images "
+            f"({c.cpu_s():.0f} CPU s, {c.wall_s():.0f} s wall): the run ends here"
+        )
     for cb in callbacks:
         cb.end(state)
-    if state.step >= setup.total_steps and state.updates == 0:
+    if setup.finished(state) and state.step > 0 and state.updates == 0:
         raise TrainingError(
             f"every one of the {state.skipped} steps had a non-finite loss or gradient, so nothing was learned; "
             f"try a lower train.lr or train.precision=fp32"
@@ -461,7 +471,9 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> StepStats:
 
     # One all-reduce for gradients and statistics; afterwards every rank holds the same bits.
     grads = [p.grad for p in state.params]
-    stop = torch.tensor([float(setup.stop.requested)])
+    # [a signal, the time limit rank 0 has reached (its code; the other ranks add 0)]: every rank stops together
+    limit = state.clock.over(t.cpu_minutes, t.minutes) if setup.main else 0
+    stop = torch.tensor([float(setup.stop.requested), float(limit)])
     loss_sum, stop, sums, counts = _all_reduce_sum(grads, [loss_sum, stop, sums, counts], setup.device)
     grad_norm = torch.nn.utils.get_total_norm(grads)
     finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss_sum[0]))
@@ -481,6 +493,8 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> StepStats:
     for g in grads:
         g.zero_()
     state.step += 1
+    if int(stop[1]) and state.step < setup.total_steps:
+        state.limit = LIMITS[int(stop[1])]
     return StepStats(
         loss_sum=float(loss_sum[0]),
         grad_norm=float(grad_norm),

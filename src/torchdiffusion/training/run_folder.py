@@ -134,6 +134,9 @@ def publish(state: TrainState, setup: Setup, finished: bool, exported: bool = Tr
         train_examples=int(setup.X.shape[0]),  # for the model card: what the run learnt from, where
         device=setup.device.type,
         world_size=setup.world_size,
+        stopped_by=state.limit,  # "train.cpu_minutes" / "train.minutes" when a time limit ended the run
+        cpu_s=round(state.clock.cpu_s(), 3),  # rank 0's process CPU seconds and wall seconds, cumulative
+        wall_s=round(state.clock.wall_s(), 3),
         **{WEIGHTS_KEY: weights},
     )
     write_run_info(setup.out, run)
@@ -169,6 +172,7 @@ def state_dict(state: TrainState, setup: Setup) -> dict:
         "data": {"epoch": epoch, "offset": offset, "num_examples": setup.X.shape[0], "seed": t.seed},
         "rng": _rng_state(setup.device),
         "window": state.window.to_tensor(),
+        "clock": {"cpu_s": state.clock.cpu_s(), "wall_s": state.clock.wall_s()},
         "world_size": setup.world_size,
     }
 
@@ -186,6 +190,8 @@ def restore(state: TrainState, path: Path, setup: Setup) -> None:
     state.skipped, state.consecutive_nonfinite = int(saved["skipped_steps"]), int(saved["consecutive_nonfinite"])
     if "window" in saved and saved["window"].shape == state.window.to_tensor().shape:
         state.window = Window.from_tensor(saved["window"])
+    clock = saved.get("clock", {})
+    state.clock.resume(clock.get("cpu_s", 0.0), clock.get("wall_s", 0.0))
     _set_rng_state(saved["rng"], setup.device)
     _check_same_trajectory(saved, path, state, setup.cfg.train.seed)
     dist.print0(f"resuming {setup.out} from {path.name} ({state.images_seen} images seen)")

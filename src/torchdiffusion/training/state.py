@@ -2,6 +2,7 @@
 
 Setup       what stays fixed for a whole run: config, data, process group, length, noise-level buckets
 TrainState  what a step changes and a checkpoint saves: model, EMA, optimizer, counters, the log window
+Clock       the run's cumulative process CPU and wall seconds, and the train.cpu_minutes / train.minutes limits
 Batch       this rank's micro-batches of one global batch: x0, sigma, noise, cond
 StepStats   what one optimizer step measured, summed over every rank
 Window      the StepStats of the steps since the last metrics line, summed
@@ -10,6 +11,7 @@ Window      the StepStats of the steps since the last metrics line, summed
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +78,41 @@ class Setup:
         """Rank 0: the only process that writes files."""
         return self.rank == 0
 
+    def finished(self, state: TrainState) -> bool:
+        """The run has ended: train.images are seen, or a time limit stopped it (``state.limit``)."""
+        return state.step >= self.total_steps or state.limit is not None
+
+
+# The time limits: the name recorded in run.json's "stopped_by", and its code in the stop all-reduce.
+LIMITS = {1: "train.cpu_minutes", 2: "train.minutes"}
+
+
+class Clock:
+    """The run's cumulative seconds: process CPU time (``time.process_time``: user + system time of every thread of
+    this process) and wall-clock time, counted from the start of training in this process plus what the state it
+    resumed from had counted (so an exact resume continues both counters)."""
+
+    def __init__(self) -> None:
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+        self.cpu_before, self.wall_before = 0.0, 0.0
+
+    def resume(self, cpu_s: float, wall_s: float) -> None:
+        self.cpu_before, self.wall_before = float(cpu_s), float(wall_s)
+
+    def cpu_s(self) -> float:
+        return self.cpu_before + time.process_time() - self.cpu0
+
+    def wall_s(self) -> float:
+        return self.wall_before + time.perf_counter() - self.wall0
+
+    def over(self, cpu_minutes: float, minutes: float) -> int:
+        """The code (a key of LIMITS) of the first limit reached, 0 if none; a limit of 0 is off."""
+        if cpu_minutes > 0 and self.cpu_s() >= 60.0 * cpu_minutes:
+            return 1
+        if minutes > 0 and self.wall_s() >= 60.0 * minutes:
+            return 2
+        return 0
+
 
 @dataclass
 class Window:
@@ -136,6 +173,8 @@ class TrainState:
     updates: int = 0  # optimizer updates applied: the LR schedule and the EMA count these
     skipped: int = 0  # steps skipped for a non-finite loss or gradient
     consecutive_nonfinite: int = 0  # skipped steps in a row (training stops at train.max_nonfinite)
+    clock: Clock = field(default_factory=Clock)  # cumulative CPU and wall seconds (checkpointed)
+    limit: str | None = None  # the time limit (a value of LIMITS) that ended the run, if one did
 
     @property
     def images_seen(self) -> int:
