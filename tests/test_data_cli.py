@@ -99,6 +99,7 @@ def test_course_sprites_preset_takes_the_context_width_from_the_labels(tmp_path)
     y = np.load(tmp_path / "sprites" / "sprite_labels_nc_1788_16x5.npy")
     assert x.shape == (40, 16, 16, 3) and x.dtype == np.uint8 and y.shape == (40, 5)
     short = ["--set", "train.images=40", "--set", "sample.sampler=ddim", "--set", "sample.steps=3", "--no-progress"]
+    short += ["--set", "model.channels=16", "--set", "sample.n=4"]  # a narrower net: the widths checked are context
     rc, _, err = td("train", "--preset", "course-sprites", "--out", "run", *short, cwd=tmp_path)  # the page's paths
     assert rc == 0, err
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())

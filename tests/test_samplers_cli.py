@@ -1,4 +1,7 @@
-"""Sampler settings, tuned grids and the sampler benchmark from the command line, on tiny run folders."""
+"""Sampler settings, tuned grids and the sampler benchmark from the command line, on tiny run folders.
+
+Samples whose pixels are compared go through the CLI's ``main`` in this process (the same parsing and code as
+``python -m torchdiffusion``, without a torch import each); refusals and the benchmark run as real processes."""
 
 import json
 
@@ -7,6 +10,7 @@ import pytest
 import torch
 
 from tinyruns import td, write_run
+from torchdiffusion.cli import main
 from torchdiffusion.config import SampleConfig
 from torchdiffusion.generate import load_run, make_grid_sigmas
 from torchdiffusion.process import DiscreteVP
@@ -22,8 +26,7 @@ def run(tmp_path_factory):
 
 def _sample(run, tmp_path, tag, *flags):
     out = tmp_path / f"{tag}.png"
-    code, _, err = td("sample", run, "--n", 4, "--steps", 3, "--out", out, "--save-npy", *flags)
-    assert code == 0, err
+    assert main(list(map(str, ["sample", run, "--n", 4, "--steps", 3, "--out", out, "--save-npy", *flags]))) == 0
     return np.load(out.with_suffix(".npy")), json.loads(out.with_suffix(".json").read_text())
 
 
@@ -67,7 +70,7 @@ def test_sample_uses_the_tuned_grid_bench_samplers_fitted(run, tmp_path):
     code, _, err = td("sample", run, "--grid", "tuned", "--steps", 3, "--sampler", "euler", "--out", tmp_path / "x.png")
     assert code == 2 and "no grid tuned for euler at 3 steps" in err
     args = ["--run", run, "--samplers", "euler", "--tuned-samplers", "euler", "--grids", "tuned", "--nfe", 3]
-    args += ["--n", 16, "--no-diffusers", "--tune-maxfev", 10, "--fit-n", 8, "--ref-steps", 3]
+    args += ["--n", 4, "--no-diffusers", "--tune-maxfev", 4, "--fit-n", 8, "--ref-steps", 3]
     code, _, err = td("bench-samplers", *args, "--out", tmp_path / "bench", timeout=600)
     assert code == 0, err
     grid = json.loads((run / "grids" / "euler-nfe3.json").read_text())["sigmas"]

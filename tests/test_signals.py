@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from test_cli_errors import assert_clean_error
+from tinyruns import ENV
 from torchdiffusion.config import ConfigError, DataConfig, ModelConfig, get_preset
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.signal import resample
@@ -37,7 +38,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def td(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torchdiffusion", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "torchdiffusion", *args], capture_output=True, text=True, timeout=300, env=ENV
+    )
 
 
 def gp(length: int = 32, ell: float = 4.0, s2: float = 1.0, classes: int = 1) -> GaussianProcess:
@@ -261,12 +264,12 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
     ]
     p = tmp_path / "sines.csv"
     p.write_text(",".join(f"t{i}" for i in t) + ",label\n" + "\n".join(rows) + "\n")
-    run = tmp_path / "run"
+    run = tmp_path / "run"  # sample.n/steps: the final grid is not checked here, only drawn
     r = td("train", "--preset", "signal-gunpoint", "--set", "data.source=signal_csv", "--set", f"data.path={p}",
            "--set", "data.signal_length=null", "--set", "data.holdout=12", "--set", "model.channels=8",
            "--set", "model.attn_resolutions=4", "--set", "model.groups=4", "--set", "model.head_channels=8",
-           "--set", "train.images=64", "--set", "train.warmup_images=0", "--out", str(run),
-           "--no-progress")  # fmt: skip
+           "--set", "train.images=64", "--set", "train.warmup_images=0", "--set", "sample.n=2",
+           "--set", "sample.steps=2", "--out", str(run), "--no-progress")  # fmt: skip
     assert r.returncode == 0, r.stderr
     r = td("evaluate", str(run), "--n", "8", "--steps", "2", "--threads", "1")
     assert r.returncode == 0, r.stderr
