@@ -1,0 +1,226 @@
+"""Text-to-image in latents, judged by the contrastive model: held-out captions and their paraphrases -> samples
+-> zero-shot category; and the contrastive model's own held-out retrieval and zero-shot figures.
+
+    OMP_NUM_THREADS=1 python scripts/text_to_image_check.py --clip runs/emoji32-seq-clip \
+        --run runs/emoji64-ldm-text --guidance 1,3,5 \
+        --json docs/benchmarks/text-to-image.json --grid docs/images/latent-text-to-image.png
+
+Without ``--run`` only the contrastive model is measured. The held-out emoji are the run's (the contrastive
+model must hold out the same ones: same data section and seed, checked). Each held-out emoji (a group: an
+emoji with its skin-tone variants) gives ONE prompt, its shortest caption ("kiss man man"), and three
+paraphrases built by the templates below ("a red apple", "an apple, red", "an emoji of a red apple").
+Each prompt is sampled ``--per-prompt`` times (seeds 0, 1, ...) with the run's sampler at each guidance scale;
+a sample counts when the contrastive model's zero-shot classifier (the nearest category prompt embedding,
+``contrastive.metrics.zero_shot``) reads the category of the emoji the prompt names. The same classifier on
+the real held-out images (one per emoji, and all of them) is the reference a perfect generator would reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+# Paraphrase templates over a caption's words. "reordered" puts the noun first for a two-word caption ("red apple"
+# -> "an apple, red"); a longer caption ("face with rolling eyes") keeps its order and becomes "a picture of ...".
+PARAPHRASES = {
+    "article": "{a} {caption}",  # "a red apple"
+    "reordered": "{a_second} {second}, {first}",  # "an apple, red"
+    "emoji of": "an emoji of {a} {caption}",  # "an emoji of a red apple"
+}
+LONG_REORDERED = "a picture of {a} {caption}"
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def paraphrase(caption: str, template: str) -> str:
+    """``caption`` through one of :data:`PARAPHRASES`' templates."""
+    words = caption.split()
+    if template == PARAPHRASES["reordered"] and len(words) != 2:
+        template = LONG_REORDERED
+    first, second = (words + [""])[:2]
+    return template.format(a=article(caption), caption=caption, a_second=article(second), second=second, first=first)
+
+
+def heldout_prompts(data) -> tuple[list[str], list[int], list[int]]:
+    """(prompt, category, index of its image) per held-out emoji: the group's shortest caption and its image."""
+    groups = data.groups if data.groups is not None else torch.arange(len(data))
+    best: dict[int, int] = {}
+    for i, g in enumerate(groups.tolist()):
+        if g not in best or len(data.captions[i]) < len(data.captions[best[g]]):
+            best[g] = i
+    idx = sorted(best.values())
+    return [data.captions[i] for i in idx], [int(data.labels[i]) for i in idx], idx
+
+
+def contrastive_section(clip, data, idx: list[int]) -> dict:
+    """Retrieval and zero-shot of the contrastive model on all held-out images and on one per emoji."""
+    from torchdiffusion.contrastive.metrics import heldout_report, retrieval, zero_shot
+
+    one = [data.captions[i] for i in idx]
+    rep = heldout_report(clip, data)
+    rep["retrieval_one_per_emoji"] = retrieval(clip, data.x[idx], one)
+    rep["zero_shot_one_per_emoji"] = zero_shot(clip, data.x[idx], data.labels[idx], data.class_names)
+    return rep
+
+
+def classify(clip, images: torch.Tensor, class_names) -> torch.Tensor:
+    """Zero-shot category of each image: the nearest category prompt embedding (contrastive.metrics)."""
+    from torchdiffusion.contrastive.metrics import class_embeddings, embed_images
+
+    return (embed_images(clip, images) @ class_embeddings(clip, class_names).T).argmax(1)
+
+
+def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) -> torch.Tensor:
+    """(P * per_prompt, C, H, W) decoded samples, prompt-major; image k of every prompt uses seed k."""
+    from torchdiffusion.generate import generate
+    from torchdiffusion.text import prompt_cond
+
+    cond = prompt_cond(prompts)
+    rep = torch.arange(len(prompts)).repeat_interleave(per_prompt)
+    cond = {k: v[rep] for k, v in cond.items()}
+    seeds = list(range(per_prompt)) * len(prompts)
+    sample = replace(run.config.sample, guidance=guidance, batch_size=128)
+    return generate(run.model, seeds, sample, run.data_shape, cond=cond, codec=run.codec)
+
+
+def measure_run(run, clip, prompts, labels, class_names, scales, per_prompt) -> tuple[dict, dict]:
+    """Per guidance scale and prompt set: the share of samples read as the prompt's category; and the samples."""
+    sets = {"caption": prompts, **{k: [paraphrase(p, t) for p in prompts] for k, t in PARAPHRASES.items()}}
+    want = torch.tensor(labels).repeat_interleave(per_prompt)
+    out, kept = {}, {}
+    for w in scales:
+        row = {}
+        for name, ps in sets.items():
+            t = time.time()
+            x = sample_prompts(run, ps, per_prompt, w)
+            hit = (classify(clip, x, class_names) == want).double()
+            row[name] = {"accuracy": float(hit.mean()), "n": len(hit), "seconds": round(time.time() - t, 1)}
+            kept[(w, name)] = x
+            print(f"w={w} {name}: {row[name]['accuracy']:.3f} ({len(hit)} samples)", file=sys.stderr)
+        allhits = sum(r["accuracy"] * r["n"] for r in row.values()) / sum(r["n"] for r in row.values())
+        row["paraphrases and captions"] = {"accuracy": allhits, "n": sum(r["n"] for r in row.values())}
+        out[str(w)] = row
+    return out, {"sets": sets, "samples": kept}
+
+
+def save_figure(path: Path, real, prompts, sets, samples, w, rows: list[int], per_prompt: int) -> None:
+    """Rows: held-out emoji; columns: the real image, then the samples of the caption and each paraphrase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(sets)
+    cols = 1 + len(names)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 1.35 * len(rows) + 0.3), squeeze=False)
+    for r, p in enumerate(rows):
+        pics = [real[p]] + [samples[(w, n)][p * per_prompt] for n in names]
+        titles = ["held-out image"] + [sets[n][p] for n in names]
+        for c, (img, title) in enumerate(zip(pics, titles)):
+            ax = axes[r][c]
+            ax.imshow(((img.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
+            ax.set_title(title if len(title) < 30 else title[:28] + "...", fontsize=6)
+            ax.axis("off")
+    fig.suptitle(f"held-out captions and paraphrases -> samples (guidance {w})", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clip", required=True, help="train-clip run folder (the judge)")
+    ap.add_argument("--run", help="text-conditioned latent run (emoji64-ldm-text); omit to measure the judge alone")
+    ap.add_argument("--data-from", help="without --run: a config.json whose data section names the held-out emoji")
+    ap.add_argument("--guidance", default="5", help="comma-separated guidance scales")
+    ap.add_argument("--per-prompt", type=int, default=1, help="samples per prompt")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N held-out emoji (0 = all)")
+    ap.add_argument("--figure-rows", type=int, default=8)
+    ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--grid", type=Path)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from torchdiffusion.config import to_dict
+    from torchdiffusion.contrastive import load_contrastive
+    from torchdiffusion.data import load_data
+    from torchdiffusion.generate import load_run
+
+    t0 = time.time()
+    clip, _ = load_contrastive(args.clip)
+    clip_cfg = json.loads((Path(args.clip) / "config.json").read_text())
+    run = load_run(args.run) if args.run else None
+    data_cfg, seed = judged_split(run, clip_cfg)
+    data = load_data(data_cfg, split="holdout", seed=seed)
+    prompts, labels, idx = heldout_prompts(data)
+    if args.limit:
+        prompts, labels, idx = prompts[: args.limit], labels[: args.limit], idx[: args.limit]
+    report = {
+        "heldout": {"images": len(data), "emoji": len(prompts), "data": to_dict(data_cfg), "seed": seed},
+        "contrastive": {"run": str(args.clip), **contrastive_section(clip, data, idx)},
+        "paraphrase_templates": PARAPHRASES,
+    }
+    if run is not None:
+        scales = [float(v) for v in args.guidance.split(",")]
+        res, kept = measure_run(run, clip, prompts, labels, data.class_names, scales, args.per_prompt)
+        s = run.config.sample
+        report["text_to_image"] = {
+            "run": str(args.run),
+            "sampler": f"{s.sampler}, {s.steps} steps, grid {s.grid}",
+            "per_prompt": args.per_prompt,
+            "by_guidance": res,
+            "examples": {k: v[:5] for k, v in kept["sets"].items()},
+        }
+        if args.grid:
+            best = max(scales, key=lambda w: res[str(w)]["paraphrases and captions"]["accuracy"])
+            rows = list(range(0, len(prompts), max(1, len(prompts) // args.figure_rows)))[: args.figure_rows]
+            real = data.x[idx]
+            save_figure(args.grid, real, prompts, kept["sets"], kept["samples"], best, rows, args.per_prompt)
+    report["seconds"] = round(time.time() - t0, 1)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(summary(report), indent=2))
+    return 0
+
+
+def judged_split(run, clip_cfg: dict):
+    """(pixel data section, seed) of the held-out emoji: the run's when given, else the contrastive model's; a
+    contrastive model trained on other images (another holdout, set or seed) is refused."""
+    from torchdiffusion.config import DataConfig, from_dict
+
+    clip_data = from_dict(DataConfig, clip_cfg["data"])
+    clip_seed = int(clip_cfg["train"]["seed"])
+    if run is None:
+        return clip_data, clip_seed
+    d = replace(run.config.data, latents_of=None)
+    same = (d.emoji_set, d.holdout, d.source) == (clip_data.emoji_set, clip_data.holdout, clip_data.source)
+    if not same or run.config.train.seed != clip_seed:
+        sys.exit("the contrastive model holds out other emoji than the run (data.emoji_set/holdout or seed differ)")
+    return d, run.config.train.seed
+
+
+def summary(report: dict) -> dict:
+    c = report["contrastive"]
+    out = {
+        "caption_to_image (all held-out images)": c["retrieval"]["caption_to_image"],
+        "caption_to_image (one per emoji)": c["retrieval_one_per_emoji"]["caption_to_image"],
+        "zero_shot (all)": c["zero_shot"]["accuracy"],
+        "zero_shot (one per emoji)": c["zero_shot_one_per_emoji"]["accuracy"],
+    }
+    for w, row in report.get("text_to_image", {}).get("by_guidance", {}).items():
+        out[f"w={w}"] = {k: round(v["accuracy"], 3) for k, v in row.items()}
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
