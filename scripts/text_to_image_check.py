@@ -60,22 +60,28 @@ def heldout_prompts(data) -> tuple[list[str], list[int], list[int]]:
     return [data.captions[i] for i in idx], [int(data.labels[i]) for i in idx], idx
 
 
-def contrastive_section(clip, data, idx: list[int]) -> dict:
-    """Retrieval and zero-shot of the contrastive model on all held-out images and on one per emoji."""
+def contrastive_section(clip, data, idx: list[int], templates) -> dict:
+    """Retrieval and zero-shot of the contrastive model on all held-out images and on one per emoji; zero-shot
+    with the plain category names and with ``templates`` (the judge's prompts)."""
     from torchdiffusion.contrastive.metrics import heldout_report, retrieval, zero_shot
 
     one = [data.captions[i] for i in idx]
     rep = heldout_report(clip, data)
     rep["retrieval_one_per_emoji"] = retrieval(clip, data.x[idx], one)
     rep["zero_shot_one_per_emoji"] = zero_shot(clip, data.x[idx], data.labels[idx], data.class_names)
+    rep["judge_templates"] = list(templates)
+    rep["judge_on_real_images"] = {
+        "all": zero_shot(clip, data.x, data.labels, data.class_names, templates),
+        "one_per_emoji": zero_shot(clip, data.x[idx], data.labels[idx], data.class_names, templates),
+    }
     return rep
 
 
-def classify(clip, images: torch.Tensor, class_names) -> torch.Tensor:
+def classify(clip, images: torch.Tensor, class_names, templates) -> torch.Tensor:
     """Zero-shot category of each image: the nearest category prompt embedding (contrastive.metrics)."""
     from torchdiffusion.contrastive.metrics import class_embeddings, embed_images
 
-    return (embed_images(clip, images) @ class_embeddings(clip, class_names).T).argmax(1)
+    return (embed_images(clip, images) @ class_embeddings(clip, class_names, templates).T).argmax(1)
 
 
 def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) -> torch.Tensor:
@@ -91,7 +97,7 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
     return generate(run.model, seeds, sample, run.data_shape, cond=cond, codec=run.codec)
 
 
-def measure_run(run, clip, prompts, labels, class_names, scales, per_prompt) -> tuple[dict, dict]:
+def measure_run(run, clip, prompts, labels, class_names, scales, per_prompt, templates) -> tuple[dict, dict]:
     """Per guidance scale and prompt set: the share of samples read as the prompt's category; and the samples."""
     sets = {"caption": prompts, **{k: [paraphrase(p, t) for p in prompts] for k, t in PARAPHRASES.items()}}
     want = torch.tensor(labels).repeat_interleave(per_prompt)
@@ -101,7 +107,7 @@ def measure_run(run, clip, prompts, labels, class_names, scales, per_prompt) -> 
         for name, ps in sets.items():
             t = time.time()
             x = sample_prompts(run, ps, per_prompt, w)
-            hit = (classify(clip, x, class_names) == want).double()
+            hit = (classify(clip, x, class_names, templates) == want).double()
             row[name] = {"accuracy": float(hit.mean()), "n": len(hit), "seconds": round(time.time() - t, 1)}
             kept[(w, name)] = x
             print(f"w={w} {name}: {row[name]['accuracy']:.3f} ({len(hit)} samples)", file=sys.stderr)
@@ -142,6 +148,12 @@ def main(argv=None) -> int:
     ap.add_argument("--run", help="text-conditioned latent run (emoji64-ldm-text); omit to measure the judge alone")
     ap.add_argument("--data-from", help="without --run: a config.json whose data section names the held-out emoji")
     ap.add_argument("--guidance", default="5", help="comma-separated guidance scales")
+    ap.add_argument(
+        "--judge-prompts",
+        choices=("plain", "emoji"),
+        default="plain",
+        help="category prompts: the names (plain) or the names through contrastive.metrics.EMOJI_PROMPTS",
+    )
     ap.add_argument("--per-prompt", type=int, default=1, help="samples per prompt")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N held-out emoji (0 = all)")
     ap.add_argument("--figure-rows", type=int, default=8)
@@ -153,10 +165,12 @@ def main(argv=None) -> int:
 
     from torchdiffusion.config import to_dict
     from torchdiffusion.contrastive import load_contrastive
+    from torchdiffusion.contrastive.metrics import EMOJI_PROMPTS, PLAIN_PROMPTS
     from torchdiffusion.data import load_data
     from torchdiffusion.generate import load_run
 
     t0 = time.time()
+    templates = EMOJI_PROMPTS if args.judge_prompts == "emoji" else PLAIN_PROMPTS
     clip, _ = load_contrastive(args.clip)
     clip_cfg = json.loads((Path(args.clip) / "config.json").read_text())
     run = load_run(args.run) if args.run else None
@@ -167,12 +181,12 @@ def main(argv=None) -> int:
         prompts, labels, idx = prompts[: args.limit], labels[: args.limit], idx[: args.limit]
     report = {
         "heldout": {"images": len(data), "emoji": len(prompts), "data": to_dict(data_cfg), "seed": seed},
-        "contrastive": {"run": str(args.clip), **contrastive_section(clip, data, idx)},
+        "contrastive": {"run": str(args.clip), **contrastive_section(clip, data, idx, templates)},
         "paraphrase_templates": PARAPHRASES,
     }
     if run is not None:
         scales = [float(v) for v in args.guidance.split(",")]
-        res, kept = measure_run(run, clip, prompts, labels, data.class_names, scales, args.per_prompt)
+        res, kept = measure_run(run, clip, prompts, labels, data.class_names, scales, args.per_prompt, templates)
         s = run.config.sample
         report["text_to_image"] = {
             "run": str(args.run),
@@ -216,6 +230,8 @@ def summary(report: dict) -> dict:
         "caption_to_image (one per emoji)": c["retrieval_one_per_emoji"]["caption_to_image"],
         "zero_shot (all)": c["zero_shot"]["accuracy"],
         "zero_shot (one per emoji)": c["zero_shot_one_per_emoji"]["accuracy"],
+        "judge on real images (one per emoji)": c["judge_on_real_images"]["one_per_emoji"]["accuracy"],
+        "judge on real images (all)": c["judge_on_real_images"]["all"]["accuracy"],
     }
     for w, row in report.get("text_to_image", {}).get("by_guidance", {}).items():
         out[f"w={w}"] = {k: round(v["accuracy"], 3) for k, v in row.items()}

@@ -108,11 +108,14 @@ def test_retrieval_counts_any_image_of_a_repeated_caption(monkeypatch):
 def test_zero_shot_picks_the_nearest_class_prompt(monkeypatch):
     z_img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [0.6, 0.8]])
     monkeypatch.setattr(CM, "embed_images", lambda model, x: z_img)
-    monkeypatch.setattr(CM, "class_embeddings", lambda model, names: torch.eye(2))
+    monkeypatch.setattr(CM, "class_embeddings", lambda model, names, templates: torch.eye(2))
     z = CM.zero_shot(None, torch.zeros(4, 3, 2, 2), torch.tensor([0, 1, 1, 1]), ["food & drink", "animals"])
     assert z["accuracy"] == 0.75 and z["per_class"] == {"food & drink": 1.0, "animals": 2 / 3}
     assert z["majority"] == 0.75 and z["chance"] == 0.5
     assert CM.class_prompts("food & drink") == ["food & drink", "food", "drink"]
+    assert CM.class_prompts("food & drink", ("{}", "a {} emoji")) == [
+        "food & drink", "a food & drink emoji", "food", "a food emoji", "drink", "a drink emoji"
+    ]  # fmt: skip
 
 
 def test_save_load_round_trip_is_exact(tmp_path):

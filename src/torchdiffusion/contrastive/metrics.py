@@ -79,26 +79,42 @@ def embed_texts(model: ContrastiveModel, texts: Sequence[str]) -> Tensor:
     return model.encode_text(tokens, mask)
 
 
-def class_prompts(name: str) -> list[str]:
-    """The prompts of a category: its name and each of its parts ("food & drink" -> that, "food", "drink")."""
+# Prompt templates of the category prompts (CLIP's prompt engineering, Sec. 3.1.4): the plain names, and for a
+# model trained with train.templates the forms its training texts took ("a food emoji", "an emoji of food")
+PLAIN_PROMPTS: tuple[str, ...] = ("{}",)
+EMOJI_PROMPTS: tuple[str, ...] = ("{}", "a {} emoji", "an emoji of {}")
+
+
+def class_prompts(name: str, templates: Sequence[str] = PLAIN_PROMPTS) -> list[str]:
+    """The prompts of a category: its name and each of its parts ("food & drink" -> that, "food", "drink"),
+    each through every template ("{}" keeps it as it is)."""
     parts = [p.strip() for p in name.replace("&", ",").split(",") if p.strip()]
-    return [name, *parts] if len(parts) > 1 else [name]
+    names = [name, *parts] if len(parts) > 1 else [name]
+    return [t.format(p) for p in names for t in templates]
 
 
 @torch.no_grad()
-def class_embeddings(model: ContrastiveModel, class_names: Sequence[str]) -> Tensor:
+def class_embeddings(
+    model: ContrastiveModel, class_names: Sequence[str], templates: Sequence[str] = PLAIN_PROMPTS
+) -> Tensor:
     """(K, D): per class, the normalised mean of its prompts' z_T (CLIP's prompt ensembling, Sec. 3.1.4)."""
-    rows = [embed_texts(model, class_prompts(c)).mean(0) for c in class_names]
+    rows = [embed_texts(model, class_prompts(c, templates)).mean(0) for c in class_names]
     return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
 
 
-def zero_shot(model: ContrastiveModel, x: Tensor, labels: Tensor, class_names: Sequence[str]) -> dict:
+def zero_shot(
+    model: ContrastiveModel,
+    x: Tensor,
+    labels: Tensor,
+    class_names: Sequence[str],
+    templates: Sequence[str] = PLAIN_PROMPTS,
+) -> dict:
     """Zero-shot category accuracy: each image gets the class whose prompt embedding is nearest (cosine).
 
     Reports ``accuracy``, ``per_class`` accuracies, and the two baselines it must beat: ``chance`` (1/K) and
     ``majority`` (always the most frequent class).
     """
-    pred = (embed_images(model, x) @ class_embeddings(model, class_names).T).argmax(1)
+    pred = (embed_images(model, x) @ class_embeddings(model, class_names, templates).T).argmax(1)
     labels = labels.long().cpu()
     K = len(class_names)
     counts = torch.bincount(labels, minlength=K)
@@ -109,7 +125,7 @@ def zero_shot(model: ContrastiveModel, x: Tensor, labels: Tensor, class_names: S
         },
         "chance": 1.0 / K,
         "majority": float(counts.max() / counts.sum()),
-        "prompts": {c: class_prompts(c) for c in class_names},
+        "prompts": {c: class_prompts(c, templates) for c in class_names},
     }
 
 
