@@ -2,7 +2,7 @@
 -> zero-shot category; and the contrastive model's own held-out retrieval and zero-shot figures.
 
     OMP_NUM_THREADS=1 python scripts/text_to_image_check.py --clip runs/emoji32-seq-clip \
-        --run runs/emoji64-ldm-text --guidance 1,3,5 \
+        --run runs/emoji64-ldm-text --judge-prompts emoji --sweep 1,3,5,8 --sweep-emoji 64 --guidance 5 \
         --json docs/benchmarks/text-to-image.json --grid docs/images/latent-text-to-image.png
 
 Without ``--run`` only the contrastive model is measured. The held-out emoji are the run's (the contrastive
@@ -97,27 +97,37 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
     return generate(run.model, seeds, sample, run.data_shape, cond=cond, codec=run.codec)
 
 
-def measure_run(run, clip, prompts, labels, class_names, scales, per_prompt, templates) -> tuple[dict, dict]:
-    """Per guidance scale and prompt set: the share of samples read as the prompt's category; and the samples."""
+def measure_set(run, clip, prompts, labels, w, per_prompt, templates, class_names) -> tuple[dict, torch.Tensor]:
+    """The share of the samples of ``prompts`` at guidance ``w`` read as their prompt's category; the samples."""
+    t = time.time()
+    x = sample_prompts(run, prompts, per_prompt, w)
+    hit = (classify(clip, x, class_names, templates) == torch.tensor(labels).repeat_interleave(per_prompt)).double()
+    return {"accuracy": float(hit.mean()), "n": len(hit), "seconds": round(time.time() - t, 1)}, x
+
+
+def measure_run(run, clip, prompts, labels, class_names, w, per_prompt, templates) -> tuple[dict, dict]:
+    """At guidance ``w``, per prompt set (the captions and each paraphrase template): the share of samples read
+    as the prompt's category; and the samples."""
     sets = {"caption": prompts, **{k: [paraphrase(p, t) for p in prompts] for k, t in PARAPHRASES.items()}}
-    want = torch.tensor(labels).repeat_interleave(per_prompt)
-    out, kept = {}, {}
+    row, kept = {}, {}
+    for name, ps in sets.items():
+        row[name], kept[name] = measure_set(run, clip, ps, labels, w, per_prompt, templates, class_names)
+        print(f"w={w} {name}: {row[name]['accuracy']:.3f} ({row[name]['n']} samples)", file=sys.stderr)
+    n = sum(r["n"] for r in row.values())
+    row["paraphrases and captions"] = {"accuracy": sum(r["accuracy"] * r["n"] for r in row.values()) / n, "n": n}
+    return row, {"sets": sets, "samples": kept}
+
+
+def sweep(run, clip, prompts, labels, class_names, scales, per_prompt, templates) -> dict:
+    """The captions alone at each guidance scale (the cheaper measurement that picks the scale)."""
+    out = {}
     for w in scales:
-        row = {}
-        for name, ps in sets.items():
-            t = time.time()
-            x = sample_prompts(run, ps, per_prompt, w)
-            hit = (classify(clip, x, class_names, templates) == want).double()
-            row[name] = {"accuracy": float(hit.mean()), "n": len(hit), "seconds": round(time.time() - t, 1)}
-            kept[(w, name)] = x
-            print(f"w={w} {name}: {row[name]['accuracy']:.3f} ({len(hit)} samples)", file=sys.stderr)
-        allhits = sum(r["accuracy"] * r["n"] for r in row.values()) / sum(r["n"] for r in row.values())
-        row["paraphrases and captions"] = {"accuracy": allhits, "n": sum(r["n"] for r in row.values())}
-        out[str(w)] = row
-    return out, {"sets": sets, "samples": kept}
+        out[str(w)], _ = measure_set(run, clip, prompts, labels, w, per_prompt, templates, class_names)
+        print(f"sweep w={w}: {out[str(w)]['accuracy']:.3f} ({out[str(w)]['n']} samples)", file=sys.stderr)
+    return out
 
 
-def save_figure(path: Path, real, prompts, sets, samples, w, rows: list[int], per_prompt: int) -> None:
+def save_figure(path: Path, real, sets, samples, w, rows: list[int], per_prompt: int) -> None:
     """Rows: held-out emoji; columns: the real image, then the samples of the caption and each paraphrase."""
     import matplotlib
 
@@ -128,7 +138,7 @@ def save_figure(path: Path, real, prompts, sets, samples, w, rows: list[int], pe
     cols = 1 + len(names)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 1.35 * len(rows) + 0.3), squeeze=False)
     for r, p in enumerate(rows):
-        pics = [real[p]] + [samples[(w, n)][p * per_prompt] for n in names]
+        pics = [real[p]] + [samples[n][p * per_prompt] for n in names]
         titles = ["held-out image"] + [sets[n][p] for n in names]
         for c, (img, title) in enumerate(zip(pics, titles)):
             ax = axes[r][c]
@@ -147,7 +157,9 @@ def main(argv=None) -> int:
     ap.add_argument("--clip", required=True, help="train-clip run folder (the judge)")
     ap.add_argument("--run", help="text-conditioned latent run (emoji64-ldm-text); omit to measure the judge alone")
     ap.add_argument("--data-from", help="without --run: a config.json whose data section names the held-out emoji")
-    ap.add_argument("--guidance", default="5", help="comma-separated guidance scales")
+    ap.add_argument("--guidance", type=float, default=5.0, help="the guidance scale of the full measurement")
+    ap.add_argument("--sweep", help="comma-separated guidance scales tried on the captions alone first")
+    ap.add_argument("--sweep-emoji", type=int, default=0, help="the sweep uses the first N held-out emoji (0 = all)")
     ap.add_argument(
         "--judge-prompts",
         choices=("plain", "emoji"),
@@ -185,26 +197,33 @@ def main(argv=None) -> int:
         "paraphrase_templates": PARAPHRASES,
     }
     if run is not None:
-        scales = [float(v) for v in args.guidance.split(",")]
-        res, kept = measure_run(run, clip, prompts, labels, data.class_names, scales, args.per_prompt, templates)
-        s = run.config.sample
-        report["text_to_image"] = {
-            "run": str(args.run),
-            "sampler": f"{s.sampler}, {s.steps} steps, grid {s.grid}",
-            "per_prompt": args.per_prompt,
-            "by_guidance": res,
-            "examples": {k: v[:5] for k, v in kept["sets"].items()},
-        }
-        if args.grid:
-            best = max(scales, key=lambda w: res[str(w)]["paraphrases and captions"]["accuracy"])
-            rows = list(range(0, len(prompts), max(1, len(prompts) // args.figure_rows)))[: args.figure_rows]
-            real = data.x[idx]
-            save_figure(args.grid, real, prompts, kept["sets"], kept["samples"], best, rows, args.per_prompt)
+        report["text_to_image"] = text_to_image_section(run, clip, data, prompts, labels, idx, templates, args)
     report["seconds"] = round(time.time() - t0, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(summary(report), indent=2))
     return 0
+
+
+def text_to_image_section(run, clip, data, prompts, labels, idx, templates, args) -> dict:
+    """The guidance sweep on the first ``--sweep-emoji`` captions, then every prompt set at ``--guidance``."""
+    s = run.config.sample
+    out = {
+        "run": str(args.run),
+        "sampler": f"{s.sampler}, {s.steps} steps, grid {s.grid}",
+        "per_prompt": args.per_prompt,
+    }
+    if args.sweep:
+        k = args.sweep_emoji or len(prompts)
+        scales = [float(v) for v in args.sweep.split(",")]
+        out["sweep_emoji"] = k
+        out["sweep"] = sweep(run, clip, prompts[:k], labels[:k], data.class_names, scales, args.per_prompt, templates)
+    row, kept = measure_run(run, clip, prompts, labels, data.class_names, args.guidance, args.per_prompt, templates)
+    out |= {"guidance": args.guidance, "by_prompt_set": row, "examples": {k: v[:5] for k, v in kept["sets"].items()}}
+    if args.grid:
+        rows = list(range(0, len(prompts), max(1, len(prompts) // args.figure_rows)))[: args.figure_rows]
+        save_figure(args.grid, data.x[idx], kept["sets"], kept["samples"], args.guidance, rows, args.per_prompt)
+    return out
 
 
 def judged_split(run, clip_cfg: dict):
@@ -233,8 +252,11 @@ def summary(report: dict) -> dict:
         "judge on real images (one per emoji)": c["judge_on_real_images"]["one_per_emoji"]["accuracy"],
         "judge on real images (all)": c["judge_on_real_images"]["all"]["accuracy"],
     }
-    for w, row in report.get("text_to_image", {}).get("by_guidance", {}).items():
-        out[f"w={w}"] = {k: round(v["accuracy"], 3) for k, v in row.items()}
+    t2i = report.get("text_to_image", {})
+    for w, r in t2i.get("sweep", {}).items():
+        out[f"sweep w={w} (captions)"] = round(r["accuracy"], 3)
+    if "by_prompt_set" in t2i:
+        out[f"w={t2i['guidance']}"] = {k: round(v["accuracy"], 3) for k, v in t2i["by_prompt_set"].items()}
     return out
 
 
