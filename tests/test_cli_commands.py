@@ -64,6 +64,10 @@ TINY_SETTINGS = {
 }
 # train-autoencoder's config has its own sections: these keys only
 TINY_AE_SETTINGS = {"train.images": "32", "train.batch_size": "16", "data.limit": "32", "data.holdout": "0"}
+# Values replaced where an example gives them, never appended: one thread (more only spin on a tiny model).
+TINY_GIVEN = {"--threads": "1"}
+# bench-train times the preset's U-Net: a narrow one (the example's flags, shape and settings stay as written)
+TINY_BENCH_TRAIN = ["--set", "model.channels=8"]
 
 
 def examples(name: str) -> list[str]:
@@ -83,6 +87,8 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
     (``numeric_flags``: the command's flags that take a number, ``command_flags``: all its flags)."""
     argv = list(argv)
     for i, a in enumerate(argv[:-1]):
+        if a in TINY_GIVEN and a in numeric_flags:
+            argv[i + 1] = TINY_GIVEN[a]
         if a in TINY_FLAGS and a in numeric_flags:
             argv[i + 1] = TINY_FLAGS[a]
             j = i + 2
@@ -101,6 +107,8 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         for key, value in (TINY_AE_SETTINGS if command == "train-autoencoder" else TINY_SETTINGS).items():
             if f"--set {key}=" not in " ".join(argv):
                 argv += ["--set", f"{key}={value}"]
+    if command == "bench-train" and "model.channels=" not in " ".join(argv):
+        argv += TINY_BENCH_TRAIN
     for flag in ("--no-reference", "--no-diffusers"):
         if flag in command_flags and flag not in argv and "--diffusers" not in argv:
             argv.append(flag)
@@ -130,13 +138,14 @@ def world(tmp_path_factory):
     """A folder with runs/ (tiny versions of every run the examples name), input pictures and ~/pics."""
     root = tmp_path_factory.mktemp("world")
     runs = root / "runs"
-    mnist = ["data.source=mnist5k", "data.limit=48", "data.holdout=8", "sample.steps=3"]
+    mnist = ["data.source=mnist5k", "data.limit=48", "data.holdout=8", "sample.steps=3", "model.channels=8"]
+    signal = ["model.channels=8", "sample.steps=3", "sample.n=4"]  # n: the end-of-training line plots
     trained = {
         "demo": ["--preset", "digits-test", *[a for s in mnist for a in ("--set", s)]],
         "toy": ["--preset", "toy-2d", "--set", "data.toy_size=256", "--set", "sample.steps=3"],
         "wine": ["--preset", "table-wine", "--set", "sample.steps=3", "--set", "sample.n=8"],
         "text": ["--preset", "text-chars", "--set", "sample.steps=3", "--set", "sample.n=2"],
-        "gunpoint": ["--preset", "signal-gunpoint", "--set", "model.channels=8", "--set", "sample.steps=3"],
+        "gunpoint": ["--preset", "signal-gunpoint", *[a for s in signal for a in ("--set", s)]],
     }
     for name, args in trained.items():
         base = ["--set", "train.images=64", "--set", "train.batch_size=32", "--no-progress"]
