@@ -32,8 +32,9 @@ class ExactNet(nn.Module):
         return P.log().expand(*x_t.shape, len(P))
 
 
-def exact_model(discrete: str, L: int = 8) -> SequenceDiffusion:
+def exact_model(discrete: str, L: int = 8, bound: str = "weighted") -> SequenceDiffusion:
     cfg = override(get_preset("text-chars"), [f"diffusion.discrete={discrete}", "model.mlp_width=32"])
+    cfg = override(cfg, [f"diffusion.masked_bound={bound}"])
     m = SequenceDiffusion(cfg, L, len(P))
     m.net = ExactNet(discrete)
     return m
@@ -43,10 +44,13 @@ def draw_data(n: int, L: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.multinomial(P, n * L, replacement=True, generator=torch.Generator().manual_seed(seed)).view(n, L)
 
 
-@pytest.mark.parametrize("discrete", ["masked", "uniform"])
-def test_exact_denoiser_bound_is_the_entropy(discrete):
+BOUNDS = [("masked", "weighted"), ("masked", "anchored"), ("uniform", "weighted")]
+
+
+@pytest.mark.parametrize(("discrete", "bound"), BOUNDS)
+def test_exact_denoiser_bound_is_the_entropy(discrete, bound):
     x0 = draw_data(400)
-    bits = bound_bits(exact_model(discrete), x0.float(), samples=16)
+    bits = bound_bits(exact_model(discrete, bound=bound), x0.float(), samples=16)
     data_bits = float(-P.log2()[x0].mean())  # -log2 p(x0) of these very sequences per symbol
     assert bits == pytest.approx(data_bits, rel=0.03)
     assert data_bits == pytest.approx(ENTROPY_BITS, rel=0.03)
@@ -59,6 +63,77 @@ def test_exact_denoiser_samples_the_product_law(discrete):
     assert (share - P).abs().max() < 0.03
     a = sample_sequences(exact_model(discrete), [3, 4], 16)
     assert torch.equal(a[1], sample_sequences(exact_model(discrete), [4], 16)[0])  # sequence k: seed k alone
+
+
+class CountingNet(nn.Module):
+    """A denoiser that reads x_t and t: its law at every position leans toward symbol 0 the more masks it sees,
+    and toward symbol 3 the larger t is - so the bound is not the entropy, and both estimators must agree on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x_t, c_noise):
+        share = (x_t == len(P)).float().mean(1, keepdim=True)  # fraction of masks in each sequence
+        logits = P.log().expand(*x_t.shape, len(P)).clone()
+        logits[..., 0] += 3 * share
+        logits[..., 3] += (c_noise.view(-1, 1) / 1000) * 2
+        return logits
+
+
+def test_anchored_and_weighted_estimate_the_same_bound_with_less_spread():
+    """categorical.py: for every t and every denoiser the anchored draw's integrand equals the 1/t-weighted one."""
+    x0 = draw_data(256, L=6).float()
+    est = {}
+    for bound in ("weighted", "anchored"):
+        m = exact_model("masked", L=6, bound=bound)
+        m.net = CountingNet()
+        runs = torch.tensor([bound_bits(m, x0, samples=4, seed=s) for s in range(12)])
+        est[bound] = (float(runs.mean()), float(runs.std()))
+    (w, w_sd), (a, a_sd) = est["weighted"], est["anchored"]
+    assert a == pytest.approx(w, abs=3 * (w_sd**2 / 12 + a_sd**2 / 12) ** 0.5 + 1e-3)
+    assert a_sd < w_sd / 2
+    assert abs(w - ENTROPY_BITS) > 0.05  # the denoiser is not exact: the test compares more than the entropy
+
+
+def test_anchored_draw_masks_the_anchor_and_others_with_probability_t():
+    from torchdiffusion.categorical import anchor, anchored_mask
+
+    u = torch.rand(20000, 5, generator=torch.Generator().manual_seed(0))
+    i_star, v = anchor(u)
+    assert torch.bincount(i_star, minlength=5).float().div(20000).sub(0.2).abs().max() < 0.01
+    assert v.min() >= 0 and v.max() < 1 and abs(float(v[:, 0].mean()) - 0.5) < 0.01
+    masked = anchored_mask(u, torch.tensor(0.7))  # keep 0.7: mask probability t = 0.3 away from the anchor
+    assert masked[torch.arange(20000), i_star].all()
+    others = masked.clone()
+    others[torch.arange(20000), i_star] = False
+    assert float(others.sum()) / (20000 * 4) == pytest.approx(0.3, abs=0.01)
+
+
+def test_stratified_times_cover_each_stratum_once():
+    from torchdiffusion.losses import sample_sigmas
+
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_sigmas("stratified", 16, generator=g) for _ in range(2000)])
+    strata = (draws * 16).floor().long()
+    assert all(torch.equal(row.sort().values, torch.arange(16)) for row in strata)  # one t per [k/16, (k+1)/16)
+    assert abs(float(draws.mean()) - 0.5) < 0.01 and float(draws.min()) >= 0 and float(draws.max()) < 1
+
+
+def test_rotary_attention_scores_depend_on_the_offset_only():
+    from torchdiffusion.nets.transformer import rotary_angles, rotate
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16, generator=g), torch.randn(1, 1, 1, 16, generator=g)
+    ang = rotary_angles(12, 16)
+
+    def score(m, n):
+        return float((rotate(q, ang[m : m + 1]) * rotate(k, ang[n : n + 1])).sum())
+
+    assert score(3, 1) == pytest.approx(score(10, 8), abs=1e-4) and score(0, 0) == pytest.approx(float((q * k).sum()))
+    assert abs(score(3, 1) - score(3, 2)) > 1e-3
+    x = torch.randn(2, 3, 12, 16, generator=g)
+    assert torch.allclose(rotate(x, ang).norm(dim=-1), x.norm(dim=-1), atol=1e-5)  # a rotation keeps lengths
 
 
 def test_infilling_keeps_the_known_symbols():
@@ -102,8 +177,12 @@ def test_text_and_fasta_sources(tmp_path):
     (tmp_path / "b.fasta").write_text("no header\n")
     with pytest.raises(DataError, match="not a FASTA file"):
         load_data(override(cfg, [f"data.path={tmp_path / 'b.fasta'}"]).data)
-    default = load_data(get_preset("text-chars").data, "holdout")
-    assert default.x.shape == (128, 32) and "scikit-learn" in "".join(default.schema.decode(r) for r in default.x)
+    small = override(get_preset("text-chars"), ["data.source=sklearn_text", "data.seq_len=32", "data.holdout=128"])
+    old = load_data(small.data, "holdout")
+    assert old.x.shape == (128, 32) and "scikit-learn" in "".join(old.schema.decode(r) for r in old.x)
+    docs = load_data(override(small, ["data.source=python_docs"]).data)
+    text = "".join(docs.schema.decode(r) for r in docs.x)
+    assert len(text) > 400_000 and "assert" in text and "\n" in docs.schema.symbols
 
 
 def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):

@@ -11,7 +11,19 @@ the mask and copies unmasked symbols, the continuous-time bound on -log p(x0) is
     L = int_0^1  alpha'(t) / (1 - alpha(t))  E_q sum_{i: x_t^i = m} log p_theta(x0^i | x_t)  dt
       = E_{t ~ U(0,1)} [ (1/t) sum_{i masked} -log p_theta(x0^i | x_t) ]        for alpha = 1 - t,
 
-and the reverse step from t to s < t unmasks each masked position with probability
+Its Monte Carlo estimate with one t per sequence has a heavy tail: a symbol masked at small t weighs 1/t (the
+variance of (1/t) 1[masked] grows like int dt/t). The **anchored** estimator of the same bound removes the weight:
+given t, mask one position i* drawn uniformly, and every other one with probability t; then
+
+    L / L_len = E_t E_{i*, mask} [ (1 / #masked) sum_{i masked} -log p_theta(x0^i | x_t) ],
+
+the mean loss over the masked positions. (For a set S of k masked positions the anchored draw has probability
+(k/L_len) t^(k-1) (1-t)^(L_len-k) = (1/t) t^k (1-t)^(L_len-k) k/L_len, so the two integrands agree for every t and
+every denoiser, including one that reads t; summed over t it is the any-order autoregressive form of the bound,
+Hoogeboom et al. 2022's ARDM, Eq. 3, with k = #masked uniform on 1..L_len.) Each term lies between the smallest
+and largest -log p of the window, so its variance is finite.
+
+The reverse step from t to s < t unmasks each masked position with probability
 (alpha_s - alpha_t) / (1 - alpha_t), drawing its symbol from p_theta(x0^i | x_t) (MDLM Eq. 7).
 
 **Uniform diffusion** (D3PM-uniform, Austin et al. 2021 Sec. 3.1 and App. A): a replaced symbol is drawn
@@ -74,6 +86,27 @@ def masked_loss(logp: Tensor, x0: Tensor, masked: Tensor, t: Tensor) -> Tensor:
     """
     nll = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
     return (nll * masked).sum(1) / t / x0.shape[1]
+
+
+def anchor(u: Tensor) -> tuple[Tensor, Tensor]:
+    """Split the uniforms u (B, L) for the anchored draw (module docstring): the anchor i* = floor(L u_0) (B,) and
+    the uniforms with u_0 replaced by frac(L u_0), which is uniform and independent of i*."""
+    L = u.shape[1]
+    scaled = u[:, 0] * L
+    i_star = scaled.floor().long().clamp_max(L - 1)
+    return i_star, torch.cat([(scaled - i_star).unsqueeze(1), u[:, 1:]], 1)
+
+
+def anchored_mask(u: Tensor, keep: Tensor) -> Tensor:
+    """The masked positions (B, L) bool of the anchored draw: i* always, any other where its uniform >= keep."""
+    i_star, u = anchor(u)
+    return (u >= keep) | F.one_hot(i_star, u.shape[1]).bool()
+
+
+def anchored_loss(logp: Tensor, x0: Tensor, masked: Tensor) -> Tensor:
+    """Per-example anchored estimate (B,) in nats per position: the mean -log p(x0 | x_t) over masked positions."""
+    nll = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    return (nll * masked).sum(1) / masked.sum(1)
 
 
 def uniform_corrupt(x0: Tensor, keep: Tensor, u: Tensor, replacement: Tensor) -> Tensor:

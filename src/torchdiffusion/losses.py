@@ -20,7 +20,10 @@ The noise levels come from a training distribution:
 * ``lognormal`` - ln sigma ~ N(P_mean, P_std^2) (EDM Table 1: -1.2, 1.2). Since sigma = t/(1 - t), this is
   also rectified flow's logit-normal t (Esser et al. 2024, Eq. 19): logit t = ln sigma;
 * ``rf_uniform`` - rectified flow's t ~ U(t(sigma_min), t(sigma_max)), sigma = t/(1 - t) (Liu et al. 2022);
-* ``uniform`` - the time t ~ U(0, 1) of a categorical process, passed in the place of sigma (categorical.py).
+* ``uniform`` - the time t ~ U(0, 1) of a categorical process, passed in the place of sigma (categorical.py);
+* ``stratified`` - the same times drawn low-discrepancy (MDLM's sampler, Sahoo et al. 2024 Sec. 3.5):
+  t_i = (u + i/B) mod 1 for one u ~ U(0, 1), so a batch covers (0, 1) evenly; each t_i is still U(0, 1), the
+  loss stays an unbiased estimate of the bound, and its variance across batches drops.
 
 The flow-matching loss of rectified flow (Liu et al. 2022, Eq. 1; Lipman et al. 2022, Eq. 23),
 E ||(n - x0) - v_hat(x_t, t)||^2, is the ``uniform`` weighting of the ``flow`` parameterization
@@ -42,7 +45,7 @@ from .process import add_noise, rf_t_to_sigma
 from .types import Cond
 
 WEIGHTINGS = ("uniform", "min_snr", "edm", "x0")
-SIGMA_SAMPLINGS = ("discrete", "lognormal", "rf_uniform", "uniform")
+SIGMA_SAMPLINGS = ("discrete", "lognormal", "rf_uniform", "uniform", "stratified")
 
 
 def loss_weight(
@@ -87,6 +90,9 @@ def sample_sigmas(
         return rf_t_to_sigma(t).to(device=device, dtype=torch.float32)
     if kind == "uniform":
         return torch.rand(batch, generator=generator).to(device=device, dtype=torch.float32)
+    if kind == "stratified":
+        u = torch.rand(1, generator=generator, dtype=torch.float64)
+        return ((u + torch.arange(batch, dtype=torch.float64) / batch) % 1.0).to(device=device, dtype=torch.float32)
     raise ValueError(f"unknown sigma sampling {kind!r}; choose from {', '.join(SIGMA_SAMPLINGS)}")
 
 

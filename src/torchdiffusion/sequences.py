@@ -23,6 +23,8 @@ from .categorical import (
     UNIFORM_CE_WEIGHT,
     UNIFORM_STEPS,
     alpha,
+    anchored_loss,
+    anchored_mask,
     mask_cells,
     masked_loss,
     uniform_corrupt,
@@ -54,6 +56,7 @@ class SequenceDiffusion(nn.Module):
         from .nets.transformer import SequenceTransformer
 
         self.discrete = cfg.diffusion.discrete
+        self.anchored = self.discrete == "masked" and cfg.diffusion.masked_bound == "anchored"
         if self.discrete not in ("masked", "uniform"):
             raise ConfigError(f"diffusion.discrete must be masked or uniform, got {self.discrete!r}")
         self.seq_len, self.vocab = int(seq_len), int(vocab)
@@ -85,6 +88,10 @@ class SequenceDiffusion(nn.Module):
         """Per-sequence loss (B,) in nats per symbol; ``sigma`` is the time t (B,), ``noise`` (B, L)."""
         x0 = x0.round().long()
         t = sigma.clamp(T_MIN, 1.0)
+        if self.anchored:
+            masked = anchored_mask(uniform_from_normal(noise), alpha(t)[:, None])
+            x_t = x0.masked_fill(masked, self.mask_id)
+            return anchored_loss(self.log_probs(x_t, t), x0, masked)
         if self.discrete == "masked":
             x_t = self.corrupt(x0, t, noise)
             return masked_loss(self.log_probs(x_t, t), x0, x_t == self.mask_id, t)
@@ -104,8 +111,9 @@ class SequenceDiffusion(nn.Module):
 def bound_bits(model: SequenceDiffusion, x0: Tensor, *, samples: int = 16, seed: int = 0) -> float:
     """The bound on -log2 p(x0) per symbol, averaged over the sequences x0 (N, L).
 
-    Masked: the Monte Carlo estimate of E_t[(1/t) sum_masked -log p] with ``samples`` stratified times per
-    sequence; uniform: the T-step bound with ``samples`` stratified steps (each term scaled by T). Both are
+    Masked: the Monte Carlo estimate of E_t[(1/t) sum_masked -log p] (or its anchored form, categorical.py, as
+    the model was trained) with ``samples`` stratified times per sequence; uniform: the T-step bound with
+    ``samples`` stratified steps (each term scaled by T). Both are
     unbiased estimates of the bound (the exact denoiser of a product distribution gives its entropy)."""
     g = torch.Generator().manual_seed(seed)
     x0 = x0.round().long()

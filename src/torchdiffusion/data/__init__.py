@@ -43,7 +43,7 @@ from .base import (
 from .builtin import load_digits, load_fashion_mnist, load_fashion_mnist_test, load_mnist5k
 from .emoji import EMOJI_CLASSES, load_emoji
 from .files import load_array, load_folder, read_image
-from .sequence import load_fasta, load_sklearn_text, load_text
+from .sequence import load_fasta, load_python_docs, load_sklearn_text, load_text
 from .signal import UCR_SETS, load_signal_csv, resample, ucr_loader
 from .table import SKLEARN_TABLES, load_csv_table, normalise_table, sklearn_loader
 from .toy import TOYS, load_toy
@@ -87,6 +87,7 @@ SOURCES: dict[str, Source] = {
     "text": Source(load_text),
     "fasta": Source(load_fasta),
     "sklearn_text": Source(load_sklearn_text),
+    "python_docs": Source(load_python_docs),
     "shapes3d": Source(load_shapes3d),
     "nifti": Source(load_nifti),
     "signal_csv": Source(load_signal_csv),

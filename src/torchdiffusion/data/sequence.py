@@ -6,7 +6,10 @@ Sources:
 * ``fasta``: ``data.path`` a FASTA file: the residues of every record (header lines ``>...`` and line breaks
   dropped), upper-cased, records joined by ``*`` so a window can tell where one ends;
 * ``sklearn_text``: scikit-learn's data-set descriptions (``sklearn/datasets/descr/*.rst``, about 43,000
-  characters of English prose under scikit-learn's BSD-3 licence): a text that installs with the package.
+  characters of English prose under scikit-learn's BSD-3 licence): a text that installs with the package;
+* ``python_docs``: the Python language reference and library topics that ship with CPython itself
+  (``pydoc_data.topics``, the text ``help("assert")`` shows; about 465,000 characters of English prose with
+  grammar rules and code examples for Python 3.11, under the PSF licence), topics in sorted order.
 
 The vocabulary is the sorted set of symbols in the whole source (saved in run.json); a sequence is the ids of
 its symbols, stored as floats in ``x`` (N, L). Windows do not overlap; the last partial one is dropped.
@@ -88,6 +91,15 @@ def sklearn_text() -> str:
     return "\n".join(p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.rst")))
 
 
+def python_docs() -> str:
+    """The pydoc topics of the running Python (``pydoc_data.topics``), in sorted topic order."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:  # a Python installed without its pydoc data
+        raise DataError("this Python has no pydoc_data.topics; use data.source=sklearn_text") from None
+    return "\n".join(topics[k] for k in sorted(topics))
+
+
 def windows(text: str, cfg: DataConfig, name: str) -> TensorData:
     L = cfg.seq_len
     if L < 2:
@@ -114,3 +126,7 @@ def load_fasta(cfg: DataConfig, seed: int) -> TensorData:
 
 def load_sklearn_text(cfg: DataConfig, seed: int) -> TensorData:
     return windows(sklearn_text(), cfg, "sklearn_text")
+
+
+def load_python_docs(cfg: DataConfig, seed: int) -> TensorData:
+    return windows(python_docs(), cfg, "python_docs")

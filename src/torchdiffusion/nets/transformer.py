@@ -3,9 +3,13 @@
     h = Embed(x_t) + P;  h = h + Attn(adaLN(h));  h = h + MLP(adaLN(h))   (x layers);  logits = Linear(LN(h))
 
 Pre-norm blocks (Vaswani et al. 2017 with the pre-LN of Xiong et al. 2020) whose LayerNorm scale/shift and
-residual gates come from the time embedding (adaLN-Zero, Peebles & Xie 2023's DiT); learned absolute
-positions P; full (non-causal) self-attention. The time input lets one network serve the uniform process,
-which needs it; masked diffusion can read the time from the number of masks too (Sahoo et al. 2024).
+residual gates come from the time embedding (adaLN-Zero, Peebles & Xie 2023's DiT); full (non-causal)
+self-attention. Positions: a learned absolute table P (started small), or with ``model.rotary`` rotary position
+embeddings (RoPE, Su et al. 2021, Eq. 34): the query and key of position m are rotated by the angles
+m theta_j, theta_j = 10000^(-2j/d), so their dot product depends on the offset between positions only - the
+relation a masked symbol needs to its neighbours, there from the first step. The time input lets one network
+serve the uniform process, which needs it; masked diffusion can read the time from the number of masks too
+(Sahoo et al. 2024).
 """
 
 from __future__ import annotations
@@ -16,6 +20,19 @@ from torch import Tensor, nn
 
 from ..config import ConfigError, ModelConfig
 from .layers import NoiseEmbedding, attention, split_heads, zero_
+
+
+def rotary_angles(length: int, dim: int) -> Tensor:
+    """RoPE's angles m theta_j (L, dim/2) for positions m = 0..L-1, theta_j = 10000^(-2j/dim) (module docstring)."""
+    theta = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    return torch.arange(length, dtype=torch.float32)[:, None] * theta
+
+
+def rotate(x: Tensor, angles: Tensor) -> Tensor:
+    """x (..., L, d) with each pair (x_j, x_{j+d/2}) rotated by angles (L, d/2) (RoPE, Su et al. 2021)."""
+    x1, x2 = x.float().chunk(2, -1)
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).to(x.dtype)
 
 
 class AdaLNBlock(nn.Module):
@@ -47,12 +64,17 @@ class AdaLNBlock(nn.Module):
             self.xkv = nn.Linear(text_dim, 2 * width)
             self.xproj = zero_(nn.Linear(width, width))
 
-    def forward(self, h: Tensor, emb: Tensor, text: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """h: (B, L, W) tokens; emb: (B, W); text: (keys (B, L'+1, E) with the null token first, mask)."""
+    def forward(
+        self, h: Tensor, emb: Tensor, text: tuple[Tensor, Tensor] | None = None, rope: Tensor | None = None
+    ) -> Tensor:
+        """h: (B, L, W) tokens; emb: (B, W); text: (keys (B, L'+1, E) with the null token first, mask);
+        rope: (L, d/2) rotary angles (``rotary_angles``) applied to queries and keys, or None."""
         B, L, W = h.shape
         s1, g1, b1, s2, g2, b2 = self.ada(emb)[:, None].chunk(6, -1)
         a = self.norm1(h) * (1 + s1) + b1
         q, k, v = self.qkv(a).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = rotate(q, rope), rotate(k, rope)
         h = h + g1 * self.proj(self._attend(q, k, v).transpose(1, 2).reshape(B, L, W))
         if text is not None and hasattr(self, "xq"):
             h = h + self.cross_attention(h, *text)
@@ -90,7 +112,11 @@ class SequenceTransformer(nn.Module):
         if W % model.head_channels != 0:
             raise ConfigError(f"model.mlp_width={W} must be a multiple of model.head_channels={model.head_channels}")
         self.embed = nn.Embedding(num_tokens, W)
-        self.pos = nn.Parameter(torch.randn(seq_len, W) * 0.02)
+        if model.rotary:
+            self.register_buffer("rope", rotary_angles(seq_len, model.head_channels), persistent=False)
+        else:
+            self.rope = None
+            self.pos = nn.Parameter(torch.randn(seq_len, W) * 0.02)
         self.noise_features = NoiseEmbedding(128, model.embedding)
         self.noise_mlp = nn.Sequential(nn.Linear(128, W), nn.SiLU(), nn.Linear(W, W), nn.SiLU())
         heads = W // model.head_channels
@@ -100,7 +126,10 @@ class SequenceTransformer(nn.Module):
 
     def forward(self, tokens: Tensor, c_noise: Tensor) -> Tensor:
         emb = self.noise_mlp(self.noise_features(c_noise.reshape(-1)))
-        h = self.embed(tokens) + self.pos[: tokens.shape[1]]
+        L = tokens.shape[1]
+        h = self.embed(tokens)
+        if self.rope is None:
+            h = h + self.pos[:L]
         for block in self.blocks:
-            h = block(h, emb)
+            h = block(h, emb, rope=None if self.rope is None else self.rope[:L])
         return self.output(self.out_norm(h))
