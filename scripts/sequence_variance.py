@@ -3,7 +3,7 @@ a batch of 32 held-out windows with t ~ U(0, 1) or stratified t, weighted (1/t) 
 bound (``sequences.bound_bits``, 4 and 16 stratified times per window) across seeds. Both estimators are unbiased
 for the same bound, so their means agree and only their spread differs. Prints JSON.
 
-python scripts/sequence_variance.py runs/text-chars > docs/benchmarks/kinds/text-chars-variance.json
+python scripts/sequence_variance.py runs/text-chars > docs/benchmarks/kinds/variance-text-chars.json
 """
 
 import json

@@ -495,12 +495,12 @@ PRESETS: dict[str, RunConfig] = {
             process="categorical", discrete="masked", sigma_sampling="stratified", masked_bound="anchored"
         ),
         train=TrainConfig(
-            images=480_000,
+            images=320_000,
             batch_size=32,
             lr=2e-3,
             lr_decay="cosine",
             warmup_images=4_000,
-            ema_halflife_images=40_000,
+            ema_halflife_images=30_000,
             cond_drop_prob=0.0,
             precision="bf16",
             log_every_images=16_000,
