@@ -282,22 +282,26 @@ def test_volume_metrics_tell_real_from_blurred_volumes():
 
 def test_sampled_volumes_are_clamped_to_the_data_range():
     """x0_hat of an eps-network is x - sigma eps_hat: at the cosine schedule's sigma_max (~2e4) any error in eps_hat
-    is multiplied by it, so volumes, like images, are sampled with x0_hat clamped to [-1, 1]."""
+    is multiplied by it, so volumes, like images, are sampled with x0_hat clamped to [-1, 1]; so are those of the
+    preset's EDM network (D = c_skip x + c_out F is bounded only as far as F is)."""
     from dataclasses import replace
 
-    from torchdiffusion.config import SampleConfig, get_preset
+    from torchdiffusion.config import DiffusionConfig, SampleConfig, get_preset
     from torchdiffusion.generate import generate
     from torchdiffusion.model import build_model
 
     cfg = get_preset("volume-shapes")
-    cfg = replace(cfg, model=replace(TINY, num_classes=4), diffusion=replace(cfg.diffusion, T=100))
-    model = build_model(cfg, (1, 4, 8, 8)).eval()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    sample = SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=4)
-    x = generate(model, [0, 1], sample, (1, 4, 8, 8), cond={"class": torch.tensor([0, 1])})
-    assert x.shape == (2, 1, 4, 8, 8) and x.abs().max() <= 1
-    wild = generate(
-        model, [0, 1], replace(sample, clip_denoised=False), (1, 4, 8, 8), cond={"class": torch.tensor([0, 1])}
-    )
-    assert wild.abs().max() > 1
+    eps_cosine = DiffusionConfig(parameterization="eps", schedule="cosine", T=100, weighting="min_snr")
+    for diffusion, sample in [
+        (eps_cosine, SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=4)),
+        (cfg.diffusion, replace(cfg.sample, steps=4)),
+    ]:
+        run = replace(cfg, model=replace(TINY, num_classes=4), diffusion=diffusion)
+        model = build_model(run, (1, 4, 8, 8)).eval()
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        cond = {"class": torch.tensor([0, 1])}
+        x = generate(model, [0, 1], sample, (1, 4, 8, 8), cond=cond)
+        assert x.shape == (2, 1, 4, 8, 8) and x.abs().max() <= 1
+        wild = generate(model, [0, 1], replace(sample, clip_denoised=False), (1, 4, 8, 8), cond=cond)
+        assert wild.abs().max() > 1
