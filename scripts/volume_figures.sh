@@ -12,14 +12,9 @@ mkdir -p docs/benchmarks/kinds docs/images
   --out "$RUNS/volume-shapes" --set train.threads=1 --no-progress 2>> docs/benchmarks/kinds/train-times.txt
 $TD evaluate "$RUNS/volume-shapes" --n 200 --threads 1 --out "$RUNS/volume-shapes/eval" > /dev/null
 cp "$RUNS/volume-shapes/eval/report.json" docs/benchmarks/kinds/volume-shapes.json
-for s in euler_ancestral:20:euler-ancestral-20 ddpm:25:ddpm-25; do  # stochastic samplers, same samples' seeds
-  IFS=: read -r sampler steps name <<< "$s"
-  $TD evaluate "$RUNS/volume-shapes" --n 200 --threads 1 --sampler "$sampler" --steps "$steps" \
-    --out "$RUNS/volume-shapes/eval-$name" > /dev/null
-  cp "$RUNS/volume-shapes/eval-$name/report.json" "docs/benchmarks/kinds/volume-shapes-$name.json"
-done
 cp "$RUNS/volume-shapes/eval/samples.png" docs/images/volume-shapes-samples.png
 cp "$RUNS/volume-shapes/eval/gaussian_pca.png" docs/images/volume-shapes-gaussian.png
+cp "$RUNS/volume-shapes/eval/profiles.png" docs/images/volume-shapes-profiles.png
 $TD explain volume-forward --data shapes3d --sigmas 0.05 0.2 0.5 1 2 5 --out docs/images/volume-forward.png
 rm -f docs/images/volume-forward.png.manifest.json  # the pictures in docs are shown, not reproduced
 python scripts/volume_memory.py --size 32 --batch 32 --steps 1 > docs/benchmarks/kinds/volume-memory.json

@@ -533,7 +533,7 @@ PRESETS: dict[str, RunConfig] = {
         ),
         diffusion=_VOLUME_EDM,
         train=TrainConfig(
-            images=28_000,
+            images=16_000,
             batch_size=16,
             lr=2e-3,
             warmup_images=1_000,
@@ -542,7 +542,7 @@ PRESETS: dict[str, RunConfig] = {
             log_every_images=2_000,
             checkpoint_every_images=8_000,
         ),
-        sample=SampleConfig(sampler="heun", grid="karras", steps=18, n=16),
+        sample=SampleConfig(sampler="heun", grid="karras", steps=18, n=16, guidance=2.0),
     ),
     # Latent diffusion (docs/latent.md): 64 px emoji, class-conditional on their six categories, diffused as the
     # 3 x 16 x 16 latents of an emoji64-ae run (train it first: 'torchdiffusion train-autoencoder --preset
