@@ -36,6 +36,9 @@ PARAPHRASES = {
 LONG_REORDERED = "a picture of {a} {caption}"
 
 
+SIGMA_GRID = [""]  # --sigma-grid: the sampler's grid kind in place of the run's (empty: the run's own)
+
+
 def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
@@ -93,7 +96,8 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
     rep = torch.arange(len(prompts)).repeat_interleave(per_prompt)
     cond = {k: v[rep] for k, v in cond.items()}
     seeds = list(range(per_prompt)) * len(prompts)
-    sample = replace(run.config.sample, guidance=guidance, batch_size=128)
+    grid = {"grid": SIGMA_GRID[0]} if SIGMA_GRID[0] else {}
+    sample = replace(run.config.sample, guidance=guidance, batch_size=128, **grid)
     return generate(run.model, seeds, sample, run.data_shape, cond=cond, codec=run.codec)
 
 
@@ -148,7 +152,7 @@ def save_figure(path: Path, real, sets, samples, w, rows: list[int], per_prompt:
     fig.suptitle(f"held-out captions and paraphrases -> samples (guidance {w})", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -158,6 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run", help="text-conditioned latent run (emoji64-ldm-text); omit to measure the judge alone")
     ap.add_argument("--data-from", help="without --run: a config.json whose data section names the held-out emoji")
     ap.add_argument("--guidance", type=float, default=5.0, help="the guidance scale of the full measurement")
+    ap.add_argument("--sigma-grid", default="", help="sigma grid kind in place of the run's sample.grid (karras, ...)")
     ap.add_argument("--sweep", help="comma-separated guidance scales tried on the captions alone first")
     ap.add_argument("--sweep-emoji", type=int, default=0, help="the sweep uses the first N held-out emoji (0 = all)")
     ap.add_argument(
@@ -182,6 +187,7 @@ def main(argv=None) -> int:
     from torchdiffusion.generate import load_run
 
     t0 = time.time()
+    SIGMA_GRID[0] = args.sigma_grid
     templates = EMOJI_PROMPTS if args.judge_prompts == "emoji" else PLAIN_PROMPTS
     clip, _ = load_contrastive(args.clip)
     clip_cfg = json.loads((Path(args.clip) / "config.json").read_text())
@@ -210,7 +216,7 @@ def text_to_image_section(run, clip, data, prompts, labels, idx, templates, args
     s = run.config.sample
     out = {
         "run": str(args.run),
-        "sampler": f"{s.sampler}, {s.steps} steps, grid {s.grid}",
+        "sampler": f"{s.sampler}, {s.steps} steps, grid {args.sigma_grid or s.grid}",
         "per_prompt": args.per_prompt,
     }
     if args.sweep:
