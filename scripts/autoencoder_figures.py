@@ -60,7 +60,7 @@ def measure(runs: list[Path], classifier: str | None) -> tuple[dict, dict]:
             "psnr_db": round(float(psnr_db(x, x_hat).mean()), 2),
             "scale_factor": round(ae.scale_factor, 4),
             "perceptual_weight": cfg["loss"]["perceptual"],
-            "images_seen": cfg["train"]["images"],
+            "images_seen": info.get("images_seen", cfg["train"]["images"]),  # a time limit may end it sooner
             "train_seconds": info["seconds"],
         }
         if net is not None:

@@ -39,13 +39,20 @@ from torchdiffusion.samplers import nfe
 N, STEPS = 64, 20  # 64 samples, 20 Euler steps = 20 NFE
 
 
-def median_seconds(fn, repeats: int, warmup=None) -> float:
+CPU_S: dict[str, float] = {}  # process CPU seconds (every thread) of the timed calls, by what they timed
+
+
+def median_seconds(fn, repeats: int, warmup=None, name: str | None = None) -> float:
+    """Median wall seconds of ``fn`` after a warm-up; its median process CPU seconds go to CPU_S[name]."""
     (warmup or fn)()  # warm-up: the first call pays for allocation and kernel selection
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    if name:
+        CPU_S[name] = statistics.median(cpu)
     return statistics.median(times)
 
 
@@ -66,7 +73,7 @@ def model_of(path: str | None, preset: str, shape: tuple[int, ...]):
     return build_model(cfg, shape).eval().requires_grad_(False), cfg, shape
 
 
-def time_sampling(model, cfg, shape, codec, repeats: int) -> float:
+def time_sampling(model, cfg, shape, codec, repeats: int, name: str) -> float:
     sample = replace(cfg.sample, sampler="euler", steps=STEPS, guidance=1.0, batch_size=N, n=N)
     K = cfg.model.num_classes
 
@@ -74,7 +81,7 @@ def time_sampling(model, cfg, shape, codec, repeats: int) -> float:
         cond = {"class": torch.arange(n) % K} if K else None
         return generate(model, range(n), replace(sample, steps=steps), shape, cond=cond, codec=codec)
 
-    return median_seconds(lambda: draw(N, STEPS), repeats, warmup=lambda: draw(4, 2))
+    return median_seconds(lambda: draw(N, STEPS), repeats, warmup=lambda: draw(4, 2), name=name)
 
 
 def main() -> None:
@@ -86,6 +93,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--encode-images", type=int, default=512, help="images encoded for the encoding speed")
     ap.add_argument("--out", default="docs/benchmarks/latent-speed.json")
+    ap.add_argument("--note", help="a note stored with the figures (e.g. that the machine was loaded)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -100,8 +108,8 @@ def main() -> None:
         f"{args.repeats} after a warm-up; latent includes the decode",
         "encode_images_per_s": args.encode_images / enc,
         "decode_s_per_64": median_seconds(lambda: codec.decode(z), args.repeats),
-        "latent_s_per_64": time_sampling(ldm, ldm_cfg, ldm_shape, codec, args.repeats),
-        "pixel_s_per_64": time_sampling(pix, pix_cfg, pix_shape, None, args.repeats),
+        "latent_s_per_64": time_sampling(ldm, ldm_cfg, ldm_shape, codec, args.repeats, "latent"),
+        "pixel_s_per_64": time_sampling(pix, pix_cfg, pix_shape, None, args.repeats, "pixel"),
         "latent_shape": list(ldm_shape),
         "pixel_shape": list(pix_shape),
         "networks": {
@@ -113,6 +121,10 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
     }
     record["speedup"] = record["pixel_s_per_64"] / record["latent_s_per_64"]
+    if args.note:
+        record["note"] = args.note
+    record["latent_cpu_s_per_64"], record["pixel_cpu_s_per_64"] = CPU_S["latent"], CPU_S["pixel"]
+    record["speedup_cpu"] = CPU_S["pixel"] / CPU_S["latent"]  # CPU time hardly depends on the load
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, json.dumps(record, indent=2) + "\n")
