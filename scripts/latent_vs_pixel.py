@@ -325,7 +325,10 @@ def cmd_pictures(args) -> None:
     x = x[torch.linspace(0, len(x) - 1, k).round().long()]
     z = codec.encode(x)  # s * mean(q(z | x)), what the diffusion model is trained on
     cond = {"class": torch.arange(k) % run.config.model.num_classes}
-    z_new = generate(run.model, range(k), replace(run.config.sample, n=k), run.data_shape, cond=cond)
+    from torchdiffusion.config import override
+
+    sample = replace(override(run.config, args.set).sample, n=k)
+    z_new = generate(run.model, range(k), sample, run.data_shape, cond=cond)
     rows = [x, latent_picture(z, 64), codec.decode(z).clamp(-1, 1), latent_picture(z_new, 64)]
     rows.append(codec.decode(z_new).clamp(-1, 1))
     save_grid(torch.cat(rows), args.picture, nrow=k, scale=1)
@@ -359,6 +362,7 @@ def main() -> None:
     p.add_argument("run")
     p.add_argument("--picture", default="docs/images/latent-pipeline.png")
     p.add_argument("--show", type=int, default=12)
+    p.add_argument("--set", action="append", default=[], help="a sample.* override (repeatable)")
     args = ap.parse_args()
     {"train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report, "pictures": cmd_pictures}[args.command](args)
 
