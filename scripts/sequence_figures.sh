@@ -44,4 +44,5 @@ if [ "${EARLIER:-0}" = 1 ]; then
 fi
 cp "$RUNS/text-chars/eval/samples.png" docs/images/text-chars-samples.png
 $TD explain sequence-forward "$RUNS/text-chars" --out docs/images/sequence-forward.png
+rm -f docs/images/sequence-forward.png.manifest.json  # the pictures in docs are shown, not reproduced
 python scripts/kinds_table.py docs/benchmarks/kinds > docs/benchmarks/kinds/summary.md
