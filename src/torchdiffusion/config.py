@@ -246,6 +246,11 @@ def _mnist_dit(preset: str, model: ModelConfig, lr: float) -> RunConfig:
 # The U-Net and training of the 64 px emoji presets: three levels (1, 2, 2) with attention at the lowest one
 # (4 px for 16 x 16 latents), class labels = the six emoji categories.
 _EMOJI64_UNET = ModelConfig(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(4,), num_classes=6)
+# The caption-conditioned U-Net of emoji-text (16 px) and emoji64-ldm-text (latents): MiniLM token features
+# (text_dim = text.TEXT_DIM = 384) read by cross-attention at 8 px.
+_EMOJI_TEXT_UNET = ModelConfig(
+    channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), head_channels=16, text_dim=384
+)
 # Sampling a latent model: x0_hat is not clamped (latents have no [-1, 1] range), so the grid must not start at t = T,
 # where the cosine schedule's sigma is ~2e4 and x0_hat = x - sigma * eps_hat amplifies the error of eps_hat 2e4-fold
 # (the samples come out at a std of ~1e3); "leading" spacing starts at t = T - T/steps + 1 (sigma ~ 13).
@@ -412,9 +417,7 @@ PRESETS: dict[str, RunConfig] = {
     "emoji-text": RunConfig(
         preset="emoji-text",
         data=DataConfig(source="emoji", emoji_size=16),
-        model=ModelConfig(
-            channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), head_channels=16, text_dim=384
-        ),
+        model=_EMOJI_TEXT_UNET,
         diffusion=_EPS_COSINE,
         train=TrainConfig(
             images=1_000_000,
@@ -572,9 +575,7 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(
             source="emoji", emoji_size=64, emoji_set="sequences", holdout=300, latents_of="runs/emoji64-ae"
         ),
-        model=ModelConfig(
-            channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), head_channels=16, text_dim=384
-        ),
+        model=_EMOJI_TEXT_UNET,
         diffusion=_EPS_COSINE,
         train=TrainConfig(
             images=200_000,
