@@ -304,19 +304,7 @@ def _train(
     if t.threads > 0:
         torch.set_num_threads(t.threads)
 
-    # Data: the whole training set in memory, as float32 (N, *data_shape).
-    if data is None and cfg.data.latents_of:  # latent diffusion: the autoencoder's latents, cached (latent.py)
-        from ..latent import training_latents
-
-        data = training_latents(cfg, out, resume=resume, progress=progress and dist.is_main(), device=device)
-    elif data is None:
-        from ..data import load_data
-
-        data = load_data(cfg.data, split="train", seed=t.seed)
-    cfg = _fit_latents(cfg, data, out, resume)
-    cfg = fit_conditioning(cfg, data)  # model.context_dim=-1 -> the data's width, before config.json is written
-    cfg = fit_kind(cfg, data)  # a table's categories, a sequence's vocabulary; the network of the data kind
-    _check_data(data, cfg)
+    cfg, data = _training_data(cfg, out, data, resume=resume, progress=progress, device=device)
 
     # Run folder: the state to resume from, or a fresh start. Then model, EMA and optimizer (the same on every
     # rank), what stays fixed for the run, and the saved state on top.
@@ -370,6 +358,25 @@ def _train(
         )
     dist.barrier()
     return out
+
+
+def _training_data(
+    cfg: RunConfig, out: Path, data: Any, *, resume: bool, progress: bool, device: torch.device
+) -> tuple[RunConfig, Any]:
+    """The whole training set in memory, as float32 (N, *data_shape), and the config fitted to it."""
+    if data is None and cfg.data.latents_of:  # latent diffusion: the autoencoder's latents, cached (latent.py)
+        from ..latent import training_latents
+
+        data = training_latents(cfg, out, resume=resume, progress=progress and dist.is_main(), device=device)
+    elif data is None:
+        from ..data import load_data
+
+        data = load_data(cfg.data, split="train", seed=cfg.train.seed)
+    cfg = _fit_latents(cfg, data, out, resume)
+    cfg = fit_conditioning(cfg, data)  # model.context_dim=-1 -> the data's width, before config.json is written
+    cfg = fit_kind(cfg, data)  # a table's categories, a sequence's vocabulary; the network of the data kind
+    _check_data(data, cfg)
+    return cfg, data
 
 
 def _setup(
