@@ -190,6 +190,12 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
     assert {"model", "gaussian_pca", "training_volumes"} <= set(report) and report["model"]["n"] == 8
     assert all(math.isfinite(report[k]["energy"]) for k in ("model", "gaussian_pca", "training_volumes"))
     assert all((tmp_path / "ev" / f).is_file() for f in ("samples.png", "gaussian_pca.png", "profiles.png"))
+    # another --seed draws other samples, in the same feature space (the classifier does not move with it)
+    rc, out, err = td("evaluate", run, "--n", "8", "--steps", "3", "--seed", "3", "--out", tmp_path / "ev3")
+    assert rc == 0, err
+    other = json.loads((tmp_path / "ev3" / "report.json").read_text())["volume"]
+    assert other["bandwidth"] == report["bandwidth"]
+    assert other["classifier_heldout_accuracy"] == report["classifier_heldout_accuracy"]
     np.save(tmp_path / "six.npy", np.zeros((4, 1, 8, 8, 8, 1), np.float32))
     for settings, msg in [
         (["data.source=array", f"data.path={tmp_path / 'six.npy'}"], "got a 6-D array of shape (4, 1, 8, 8, 8, 1)"),
