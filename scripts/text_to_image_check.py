@@ -80,13 +80,6 @@ def contrastive_section(clip, data, idx: list[int], templates) -> dict:
     return rep
 
 
-def classify(clip, images: torch.Tensor, class_names, templates) -> torch.Tensor:
-    """Zero-shot category of each image: the nearest category prompt embedding (contrastive.metrics)."""
-    from torchdiffusion.contrastive.metrics import class_embeddings, embed_images
-
-    return (embed_images(clip, images) @ class_embeddings(clip, class_names, templates).T).argmax(1)
-
-
 def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) -> torch.Tensor:
     """(P * per_prompt, C, H, W) decoded samples, prompt-major; image k of every prompt uses seed k."""
     from torchdiffusion.generate import generate
@@ -103,9 +96,12 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
 
 def measure_set(run, clip, prompts, labels, w, per_prompt, templates, class_names) -> tuple[dict, torch.Tensor]:
     """The share of the samples of ``prompts`` at guidance ``w`` read as their prompt's category; the samples."""
+    from torchdiffusion.contrastive.metrics import zero_shot_classes
+
     t = time.time()
     x = sample_prompts(run, prompts, per_prompt, w)
-    hit = (classify(clip, x, class_names, templates) == torch.tensor(labels).repeat_interleave(per_prompt)).double()
+    asked = torch.tensor(labels).repeat_interleave(per_prompt)
+    hit = (zero_shot_classes(clip, x, class_names, templates) == asked).double()
     return {"accuracy": float(hit.mean()), "n": len(hit), "seconds": round(time.time() - t, 1)}, x
 
 

@@ -102,6 +102,13 @@ def class_embeddings(
     return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
 
 
+def zero_shot_classes(
+    model: ContrastiveModel, x: Tensor, class_names: Sequence[str], templates: Sequence[str] = PLAIN_PROMPTS
+) -> Tensor:
+    """(N,) the zero-shot category of each image: the class whose prompt embedding is nearest (cosine)."""
+    return (embed_images(model, x) @ class_embeddings(model, class_names, templates).T).argmax(1)
+
+
 def zero_shot(
     model: ContrastiveModel,
     x: Tensor,
@@ -114,7 +121,7 @@ def zero_shot(
     Reports ``accuracy``, ``per_class`` accuracies, and the two baselines it must beat: ``chance`` (1/K) and
     ``majority`` (always the most frequent class).
     """
-    pred = (embed_images(model, x) @ class_embeddings(model, class_names, templates).T).argmax(1)
+    pred = zero_shot_classes(model, x, class_names, templates)
     labels = labels.long().cpu()
     K = len(class_names)
     counts = torch.bincount(labels, minlength=K)
