@@ -101,7 +101,7 @@ def train_autoencoder(
                 print(f"{LIMITS[limit]} reached after {seen} images: the run ends here", file=sys.stderr)
                 break
     net.eval()
-    summary = finish(
+    return finish(
         cfg,
         net,
         out,
@@ -110,7 +110,6 @@ def train_autoencoder(
         seconds=time.perf_counter() - start,
         extra={"images_seen": seen, "stopped_by": LIMITS.get(limit), "cpu_s": round(clock.cpu_s(), 3)},
     )
-    return summary
 
 
 @torch.no_grad()
