@@ -79,12 +79,17 @@ def uniform_from_normal(noise: Tensor) -> Tensor:
     return 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
 
 
+def symbol_nll(logp: Tensor, x0: Tensor) -> Tensor:
+    """-log p_theta(x0^i | x_t) (B, L) of each position's true symbol; logp: (B, L, V), x0: (B, L) long."""
+    return -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+
+
 def masked_loss(logp: Tensor, x0: Tensor, masked: Tensor, t: Tensor) -> Tensor:
     """Per-example bound (B,) in nats per position: (1/t) sum_{masked} -log p(x0 | x_t) / L.
 
     logp: (B, L, V) log p_theta(x0 | x_t); x0: (B, L) long; masked: (B, L) bool; t: (B,).
     """
-    nll = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    nll = symbol_nll(logp, x0)
     return (nll * masked).sum(1) / t / x0.shape[1]
 
 
@@ -105,7 +110,7 @@ def anchored_mask(u: Tensor, keep: Tensor) -> Tensor:
 
 def anchored_loss(logp: Tensor, x0: Tensor, masked: Tensor) -> Tensor:
     """Per-example anchored estimate (B,) in nats per position: the mean -log p(x0 | x_t) over masked positions."""
-    nll = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    nll = symbol_nll(logp, x0)
     return (nll * masked).sum(1) / masked.sum(1)
 
 

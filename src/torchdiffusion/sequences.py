@@ -27,6 +27,7 @@ from .categorical import (
     anchored_mask,
     mask_cells,
     masked_loss,
+    symbol_nll,
     uniform_corrupt,
     uniform_from_normal,
     uniform_step,
@@ -99,7 +100,7 @@ class SequenceDiffusion(nn.Module):
         t = k.float() / UNIFORM_STEPS
         x_t = self.corrupt(x0, t, noise)
         logp = self.log_probs(x_t, t)
-        ce = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1).mean(1)
+        ce = symbol_nll(logp, x0).mean(1)
         return uniform_step_loss(logp, x0, x_t, k, UNIFORM_STEPS) + UNIFORM_CE_WEIGHT * ce
 
     def forward(self, x: Tensor, sigma: Tensor, cond=None) -> Tensor:
