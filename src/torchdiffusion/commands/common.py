@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -46,18 +47,34 @@ def _setting_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+@functools.cache
 def setting_comments() -> dict[str, str]:
-    """The comment beside each SamplerSettings field in config.py (the one description of each setting)."""
+    """The comment beside each SamplerSettings field in config.py (the one description of each setting).
+
+    Read from the class's own lines of config.py (inspect.getsource would parse the whole module), once per
+    process: several commands add these flags to the parser."""
     import inspect
+    import linecache
     import re
 
+    lines = linecache.getlines(inspect.getsourcefile(SamplerSettings))
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"class {SamplerSettings.__name__}"))
     out, last = {}, ""
-    for line in inspect.getsource(SamplerSettings).splitlines():
-        m = re.match(r"\s+(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", line)
+    for line in lines[start + 1 :]:
+        if line.strip() and not line[0].isspace():  # the class's body has ended
+            break
+        m = re.match(r"\s+(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", line.rstrip("\n"))
         if m:
             out[m.group(1)] = m.group(2) or f"(with {last})"
             last = m.group(1)
     return out
+
+
+@functools.cache
+def _setting_kinds() -> dict[str, str]:
+    """Each SamplerSettings field's value type (``float | None`` -> float), resolved once per process."""
+    hints = typing.get_type_hints(SamplerSettings)
+    return {f.name: typing.get_args(hints[f.name])[0].__name__ for f in dataclasses.fields(SamplerSettings)}
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,9 +103,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     )
     s = p.add_argument_group("sampler settings (each sampler takes some; see --list-samplers)")
     about = setting_comments()
-    for f in dataclasses.fields(SamplerSettings):
-        kind = typing.get_args(typing.get_type_hints(SamplerSettings)[f.name])[0].__name__
-        s.add_argument(_setting_flag(f.name), dest=f"setting_{f.name}", metavar=kind.upper(), help=about[f.name])
+    for name, kind in _setting_kinds().items():
+        s.add_argument(_setting_flag(name), dest=f"setting_{name}", metavar=kind.upper(), help=about[name])
 
 
 def sample_config_from_args(base: SampleConfig, args: argparse.Namespace) -> SampleConfig:
