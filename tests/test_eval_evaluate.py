@@ -79,6 +79,15 @@ def test_cli_rejects_unknown_metric(tiny_run, capsys):
         evaluate(tiny_run, metrics=("fd",), n=1)
 
 
+def test_cli_refuses_guidance_for_an_unconditional_run(tiny_run, tmp_path, capsys):
+    out = tmp_path / "ev"
+    args = ["evaluate", str(tiny_run), "--metrics", "fd", "--features", "raw", "--n", "4", "--out", str(out)]
+    assert main([*args, "--guidance", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--guidance needs a class-, context- or text-conditioned run" in err[0], err
+    assert not out.exists()
+
+
 def test_quick_eval_for_training_logs(tiny_run):
     from torchdiffusion.evaluation.evaluate import quick_eval
     from torchdiffusion.generate import load_run

@@ -196,6 +196,15 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
     other = json.loads((tmp_path / "ev3" / "report.json").read_text())["volume"]
     assert other["bandwidth"] == report["bandwidth"]
     assert other["classifier_heldout_accuracy"] == report["classifier_heldout_accuracy"]
+    # --guidance overrides the run's scale (2 in the preset): recorded, and other samples from the same noises
+    rc, out, err = td(
+        "evaluate", run, "--n", "8", "--steps", "3", "--seed", "3", "--guidance", "0", "--out", tmp_path / "g0"
+    )
+    assert rc == 0, err
+    unguided = json.loads((tmp_path / "g0" / "report.json").read_text())
+    guided = json.loads((tmp_path / "ev3" / "report.json").read_text())
+    assert unguided["sampling"]["guidance"] == 0 and guided["sampling"]["guidance"] == 2
+    assert unguided["volume"]["model"]["energy"] != other["model"]["energy"]
     np.save(tmp_path / "six.npy", np.zeros((4, 1, 8, 8, 8, 1), np.float32))
     for settings, msg in [
         (["data.source=array", f"data.path={tmp_path / 'six.npy'}"], "got a 6-D array of shape (4, 1, 8, 8, 8, 1)"),

@@ -6,7 +6,17 @@ import argparse
 import json
 import sys
 
-from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, MAX_THREADS, int_in, nonneg_int, positive_int
+from .argtypes import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_THREADS,
+    float_in,
+    int_in,
+    nonneg_int,
+    positive_int,
+)
 
 DEFAULT_METRICS = "fd,kid,pr,nll,memorisation"
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
@@ -45,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default RUN/eval)")
     p.add_argument("--sampler", help="override the run's sampler")
     p.add_argument("--steps", type=positive_int(MAX_STEPS), help="override the run's sampling steps")
+    p.add_argument(
+        "--guidance",
+        type=float_in(0.0, 100.0),
+        help="override the run's classifier-free guidance scale (conditional image and volume runs)",
+    )
     p.add_argument("--seed", type=nonneg_int(MAX_SEED), default=10_000, help="image k uses seed + k (default 10000)")
     p.add_argument("--batch-size", type=positive_int(MAX_BATCH), default=100, help="images per network call")
     p.add_argument(
@@ -80,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate
 
     kind = run_kind(args.run)
+    if kind in ("table", "sequence", "signal") and args.guidance is not None:
+        raise ValueError(f"--guidance applies to image and volume runs; {kind} runs are evaluated at their own")
     if kind in ("table", "sequence"):
         return evaluate_discrete(args)
     if kind == "volume" and args.metrics == DEFAULT_METRICS:
@@ -97,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         steps=args.steps,
         sampler=args.sampler,
+        guidance=args.guidance,
         seed=args.seed,
         batch_size=args.batch_size,
         nll_n=args.nll_n,

@@ -168,6 +168,7 @@ def evaluate(
     out: str | Path | None = None,
     steps: int | None = None,
     sampler: str | None = None,
+    guidance: float | None = None,
     seed: int = 10_000,
     batch_size: int = 100,
     nll_n: int = 64,
@@ -189,7 +190,8 @@ def evaluate(
             are drawn only for the metrics that use them (``nll`` alone scores real images only).
         n: number of generated samples (image k uses seed ``seed + k``).
         features: feature networks (default: effnet_lite0 + the data set's classifier; raw for vectors).
-        steps, sampler: override the run's sampling settings.
+        steps, sampler, guidance: override the run's sampling settings (guidance: the classifier-free scale of
+            a conditional run's samples).
         nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: all T).
         holdout_n: cap on the held-out real images used for the floor (default: n).
         samples: precomputed samples (N, ...) instead of generating.
@@ -218,7 +220,9 @@ def evaluate(
         report["heldout_n"] = int(heldout.shape[0])
     labels = None
     if samples is None and any(m in metrics for m in SAMPLE_METRICS):
-        samples, labels, report["sampling"] = _draw_samples(run, n, seed, batch_size, steps, sampler, log, progress)
+        samples, labels, report["sampling"] = _draw_samples(
+            run, n, seed, batch_size, steps, sampler, guidance, log, progress
+        )
     if samples is not None:
         report["n"] = int(samples.shape[0])
         if any(m in metrics for m in ("fd", "kid", "pr")):
@@ -315,7 +319,7 @@ def _real_sets(cfg, cap: int):
     return train, (None if heldout is None else _subsample(heldout, cap, seed=1))
 
 
-def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, log, progress: bool):
+def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, guidance, log, progress: bool):
     """(samples, class labels or None, the sampling record) - class k = image index mod K for class models."""
     from ..config import validate
     from ..generate import generate
@@ -323,6 +327,10 @@ def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, log, 
 
     over = {"steps": steps} if steps else {}
     over.update({"sampler": sampler} if sampler else {})
+    m = run.config.model
+    if guidance is not None and not (m.num_classes > 0 or m.context_dim != 0 or m.text_dim > 0):
+        raise EvaluateError("--guidance needs a class-, context- or text-conditioned run; this one is unconditional")
+    over.update({"guidance": guidance} if guidance is not None else {})
     sample = replace(run.config.sample, n=n, batch_size=batch_size, **over)
     validate(replace(run.config, sample=sample))  # e.g. a student asked for more steps than it was distilled for
     K = run.config.model.num_classes
