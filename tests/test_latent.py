@@ -1,5 +1,8 @@
 """Latent diffusion on the training/sampling path: a tiny autoencoder (random weights, 8x8 digits -> 2x4x4
-latents), a diffusion run on its cached latents, decoded sampling, editing in latents, and the refusals."""
+latents), a diffusion run on its cached latents, decoded sampling, editing in latents, and the refusals.
+
+Commands run through the CLI's ``main`` in this process (``tinyruns.cli``: the same parsing, code and one-line
+errors as ``python -m torchdiffusion``, without a torch import each)."""
 
 import json
 from pathlib import Path
@@ -8,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyruns import td
+from tinyruns import cli
 from torchdiffusion.autoencoder import WEIGHTS_FILE, save_autoencoder
 from torchdiffusion.config import DataConfig, get_preset, override
 from torchdiffusion.nets.autoencoder import AutoencoderKL, AutoencoderNetConfig
@@ -36,8 +39,8 @@ def world(tmp_path_factory):
     env = {"TORCHDIFFUSION_CACHE": str(root / "cache")}
     ae = make_autoencoder(root / "ae")
     sets = [f"data.latents_of={ae}", *LATENT_RUN]
-    code, _, err = td("train", "--preset", "digits-test", "--out", root / "ldm", "--no-progress",
-                      *[a for s in sets for a in ("--set", s)], env=env)  # fmt: skip
+    code, _, err = cli("train", "--preset", "digits-test", "--out", root / "ldm", "--no-progress",
+                       *[a for s in sets for a in ("--set", s)], env=env)  # fmt: skip
     assert code == 0, err
     return {"root": root, "ae": ae, "run": root / "ldm", "env": env, "sets": sets}
 
@@ -78,7 +81,7 @@ def test_sampling_decodes_to_images(world, cache_env):
 
 def test_sample_command_writes_decoded_images(world, tmp_path):
     out = tmp_path / "s.png"
-    code, stdout, err = td("sample", world["run"], "--n", "5", "--out", out, "--save-npy", env=world["env"])
+    code, stdout, err = cli("sample", world["run"], "--n", "5", "--out", out, "--save-npy", env=world["env"])
     assert code == 0, err
     x = np.load(out.with_suffix(".npy"))
     assert x.shape == (5, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
@@ -154,13 +157,13 @@ def test_a_cache_that_disagrees_with_its_record_is_refused(world, cache_env):
 def test_a_run_whose_autoencoder_changed_is_refused(world, tmp_path):
     moved = replace_weights(world["ae"], make_autoencoder(tmp_path / "ae", seed=2))
     try:
-        code, _, err = td("sample", world["run"], "--n", "2", "--out", tmp_path / "s.png", env=world["env"])
+        code, _, err = cli("sample", world["run"], "--n", "2", "--out", tmp_path / "s.png", env=world["env"])
         assert code == 2 and "stale" in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "s.png").exists()
         before = {p: p.stat().st_mtime_ns for p in world["run"].rglob("*")}
         sets = [a for s in world["sets"] for a in ("--set", s)]
-        code, _, err = td("train", "--preset", "digits-test", "--out", world["run"], "--no-progress", *sets,
-                          "--set", "train.images=256", env=world["env"])  # fmt: skip
+        code, _, err = cli("train", "--preset", "digits-test", "--out", world["run"], "--no-progress", *sets,
+                           "--set", "train.images=256", env=world["env"])  # fmt: skip
         assert code == 2 and "stale" in err and len(err.strip().splitlines()) == 1
         assert {p: p.stat().st_mtime_ns for p in world["run"].rglob("*")} == before
     finally:
@@ -179,15 +182,15 @@ def test_a_run_whose_autoencoder_changed_is_refused(world, tmp_path):
 def test_bad_latents_of_is_one_line_exit_2_nothing_written(make, needle, world, tmp_path):
     ae = make(tmp_path)
     cache = tmp_path / "cache"
-    code, _, err = td("train", "--preset", "digits-test", "--out", tmp_path / "run", "--no-progress",
-                      "--set", f"data.latents_of={ae}", env={"TORCHDIFFUSION_CACHE": str(cache)})  # fmt: skip
+    code, _, err = cli("train", "--preset", "digits-test", "--out", tmp_path / "run", "--no-progress",
+                       "--set", f"data.latents_of={ae}", env={"TORCHDIFFUSION_CACHE": str(cache)})  # fmt: skip
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists() and not cache.exists()
 
 
 def test_a_diffusion_run_is_not_an_autoencoder(world, tmp_path):
-    code, _, err = td("train", "--preset", "digits-test", "--out", tmp_path / "run", "--no-progress",
-                      "--set", f"data.latents_of={world['run']}", env=world["env"])  # fmt: skip
+    code, _, err = cli("train", "--preset", "digits-test", "--out", tmp_path / "run", "--no-progress",
+                       "--set", f"data.latents_of={world['run']}", env=world["env"])  # fmt: skip
     assert code == 2 and "not an autoencoder run" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
@@ -231,7 +234,7 @@ def test_inpaint_and_img2img_commands_on_a_latent_run(world, tmp_path):
 
     for cmd, extra in (("inpaint", ["--mask", "centre"]), ("img2img", ["--strength", "0", "0.7"])):
         out = tmp_path / f"{cmd}.png"
-        code, _, err = td(cmd, world["run"], "--n", "3", "--out", out, *extra, env=world["env"])
+        code, _, err = cli(cmd, world["run"], "--n", "3", "--out", out, *extra, env=world["env"])
         assert code == 0, err
         grid = np.asarray(Image.open(out))
         assert grid.shape[0] > 8 * 3  # three rows of 8x8 images (with padding)
@@ -257,12 +260,12 @@ def test_latent_img2img_strength_0_is_the_input_and_1_is_decoded_sampling(world,
 
 
 def test_outpaint_refuses_a_latent_run(world, tmp_path):
-    code, _, err = td("outpaint", world["run"], "--left", "4", "--out", tmp_path / "o.png", env=world["env"])
+    code, _, err = cli("outpaint", world["run"], "--left", "4", "--out", tmp_path / "o.png", env=world["env"])
     assert code == 2 and "latents" in err and not (tmp_path / "o.png").exists()
 
 
 def test_explain_and_evaluate_decode(world, tmp_path, cache_env):
-    code, _, err = td("explain", "trajectory", world["run"], "--n", "4", "--out", tmp_path / "t.png", env=world["env"])
+    code, _, err = cli("explain", "trajectory", world["run"], "--n", "4", "--out", tmp_path / "t.png", env=world["env"])
     assert code == 0, err
     from torchdiffusion.evaluation.evaluate import quick_eval
     from torchdiffusion.generate import load_run
@@ -309,7 +312,7 @@ def test_emoji64_presets_are_one_unet_on_the_autoencoders_latents_and_on_pixels(
 def test_what_a_latent_run_cannot_do_is_refused(args, needle, world, tmp_path):
     (tmp_path / "c.safetensors").write_bytes(b"")
     args = [a.format(run=world["run"], tmp=tmp_path) for a in args]
-    code, _, err = td(*args, env=world["env"])
+    code, _, err = cli(*args, env=world["env"])
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "export").exists() and not (tmp_path / "s.png").exists()
 
@@ -329,15 +332,15 @@ def text_world(tmp_path_factory):
     env = {"TORCHDIFFUSION_CACHE": str(root / "cache")}
     ae = make_autoencoder(root / "ae", channels=3, size=16)
     sets = [f"data.latents_of={ae}", *TEXT_RUN]
-    code, _, err = td("train", "--preset", "emoji64-ldm-text", "--out", root / "run", "--no-progress",
-                      *[a for s in sets for a in ("--set", s)], env=env)  # fmt: skip
+    code, _, err = cli("train", "--preset", "emoji64-ldm-text", "--out", root / "run", "--no-progress",
+                       *[a for s in sets for a in ("--set", s)], env=env)  # fmt: skip
     assert code == 0, err
     return {"run": root / "run", "env": env, "root": root}
 
 
 def sample_npy(world, out: Path, *args) -> np.ndarray:
-    code, _, err = td("sample", world["run"], "--n", "4", "--steps", "2", "--out", out, "--save-npy", *args,
-                      env=world["env"])  # fmt: skip
+    code, _, err = cli("sample", world["run"], "--n", "4", "--steps", "2", "--out", out, "--save-npy", *args,
+                       env=world["env"])  # fmt: skip
     assert code == 0, err
     return np.load(out.with_suffix(".npy"))
 
@@ -359,7 +362,7 @@ def test_text_to_image_in_latents_samples_from_a_prompt_with_a_negative_prompt(t
 
 
 def test_a_prompt_for_a_latent_model_trained_without_text_is_refused(world, tmp_path):
-    code, _, err = td("sample", world["run"], "--prompt", "red apple", "--negative-prompt", "green",
-                      "--out", tmp_path / "s.png", env=world["env"])  # fmt: skip
+    code, _, err = cli("sample", world["run"], "--prompt", "red apple", "--negative-prompt", "green",
+                       "--out", tmp_path / "s.png", env=world["env"])  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "not text-conditioned" in err, err
     assert not list(tmp_path.iterdir())
