@@ -1,4 +1,7 @@
-"""Every advertised command-line path works end to end: options, presets, GIFs, stops, evaluation messages."""
+"""Every advertised command-line path works end to end: options, presets, GIFs, stops, evaluation messages.
+
+Commands run through the CLI's ``main`` in this process (``tinyruns.cli``, no torch import each); stops by a signal
+and a missing optional import run as real processes."""
 
 import json
 import os
@@ -9,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tinyruns import CLASS_RUN, assert_clean_stop, run_and_stop, td, write_run
+from tinyruns import CLASS_RUN, assert_clean_stop, cli, run_and_stop, td, write_run
 from torchdiffusion.cli import main
 
 
@@ -36,7 +39,7 @@ def test_guidance_interval_and_rescale_change_the_samples(class_run, tmp_path):
         outs[name] = _pixels(png)
     assert np.abs(outs["rescale"] - outs["plain"]).max() > 0
     assert np.abs(outs["interval"] - outs["plain"]).max() > 0
-    rc, _, err = td(*base, "--guidance-rescale", "1.5", "--out", tmp_path / "bad.png")
+    rc, _, err = cli(*base, "--guidance-rescale", "1.5", "--out", tmp_path / "bad.png")
     assert rc == 2 and "guidance_rescale" in err and "Traceback" not in err
     assert not (tmp_path / "bad.png").exists()
 
@@ -64,11 +67,11 @@ def test_end_of_training_grid_has_a_bar_and_stops_at_the_first_ctrl_c(tmp_path):
 def test_emoji_text_preset_trains_from_the_command_line(tmp_path):
     out = tmp_path / "text"
     settings = ["train.images=32", "train.batch_size=16", "data.limit=48", "sample.n=2", "sample.steps=2"]
-    rc, _, err = td("train", "--preset", "emoji-text", *[a for s in settings for a in ("--set", s)], "--out", out)
+    rc, _, err = cli("train", "--preset", "emoji-text", *[a for s in settings for a in ("--set", s)], "--out", out)
     assert rc == 0, err[-2000:]
     assert (out / "ema.safetensors").is_file()
     png = tmp_path / "apple.png"
-    rc, _, err = td("sample", out, "--prompt", "red apple", "--n", "2", "--steps", "2", "--out", png)
+    rc, _, err = cli("sample", out, "--prompt", "red apple", "--n", "2", "--steps", "2", "--out", png)
     assert rc == 0, err[-2000:]
     assert png.is_file()
 
@@ -96,7 +99,7 @@ def test_gif_is_the_guided_run_itself(class_run, noisy_classifier, tmp_path):
     base = ["sample", class_run, "--steps", "3", "--n", "4", "--class", "3", "--save-npy"]
     assert main([*map(str, base), "--out", str(tmp_path / "plain.png")]) == 0  # the reference, in this process
     png = tmp_path / "guided.png"
-    rc, _, err = td(*base, "--classifier", noisy_classifier, "--classifier-scale", "30", "--gif", "--out", png)
+    rc, _, err = cli(*base, "--classifier", noisy_classifier, "--classifier-scale", "30", "--gif", "--out", png)
     assert rc == 0, err
     guided, plain = np.load(png.with_suffix(".npy")), np.load(tmp_path / "plain.npy")
     want = make_grid(torch.from_numpy(guided), nrow=2)[..., 0].astype(np.int16)
@@ -109,7 +112,7 @@ def test_gif_is_the_guided_run_itself(class_run, noisy_classifier, tmp_path):
 def test_evaluate_nll_alone_draws_no_samples(class_run, tmp_path):
     out = tmp_path / "eval"
     args = ["--metrics", "nll", "--n", "5000", "--nll-n", "4", "--ode-steps", "2", "--vlb-timesteps", "2"]
-    rc, _, err = td("evaluate", class_run, *args, "--out", out, env={"TORCHDIFFUSION_PROGRESS": "1"})
+    rc, _, err = cli("evaluate", class_run, *args, "--out", out, env={"TORCHDIFFUSION_PROGRESS": "1"})
     assert rc == 0, err[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert "sampling" not in report and "bits_per_dim_ode" in report["nll"]
@@ -142,15 +145,15 @@ def test_guidance_sweep_on_user_data_points_to_a_classifier_command_that_works(t
     np.save(tmp_path / "y.npy", d.target[:300].astype(np.int64))
     data = ["data.source=array", f"data.path={tmp_path / 'x.npy'}", f"data.labels_path={tmp_path / 'y.npy'}"]
     run = write_run(tmp_path / "run", "digits-test", [*data, *CLASS_RUN[1]])
-    rc, _, err = td("guidance-sweep", run, "--scales", "1", "--n-per-class", "1", "--steps", "2")
+    rc, _, err = cli("guidance-sweep", run, "--scales", "1", "--n-per-class", "1", "--steps", "2")
     assert rc == 2 and "train-classifier RUN --evaluation" in err, err
-    rc, out, err = td("train-classifier", run, "--evaluation", "--epochs", "1", "--holdout", "50", "--width", "8")
+    rc, out, err = cli("train-classifier", run, "--evaluation", "--epochs", "1", "--holdout", "50", "--width", "8")
     assert rc == 0, err[-2000:]
     clf = out.strip().splitlines()[-1]
     assert clf.endswith("eval-classifier.safetensors")
     sweep = tmp_path / "sweep"
     args = ["--scales", "0,2", "--n-per-class", "1", "--steps", "2", "--classifier", clf, "--out", sweep]
-    rc, _, err = td("guidance-sweep", run, *args, "--no-reference")
+    rc, _, err = cli("guidance-sweep", run, *args, "--no-reference")
     assert rc == 0, err[-2000:]
     res = json.loads((sweep / "sweep.json").read_text())
     assert [s["scale"] for s in res["scales"]] == [0, 2] and all(0 <= s["accuracy"] <= 1 for s in res["scales"])

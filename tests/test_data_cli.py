@@ -1,5 +1,8 @@
-"""Data kinds from the command line, end to end through real subprocesses: 1-D signals, many-channel arrays,
-16-bit PNG/TIFF folders, the synthetic course sprites and the preset whose context width comes from the labels."""
+"""Data kinds from the command line, end to end: 1-D signals, many-channel arrays, 16-bit PNG/TIFF folders, the
+synthetic course sprites and the preset whose context width comes from the labels. Commands run through the CLI's
+``main`` in this process (``tinyruns.cli``: the same parsing, code and one-line errors as ``python -m
+torchdiffusion``, without a torch import each); the sprite maker runs as the real process the page tells users
+to start."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from PIL import Image
 
 from test_cli_errors import assert_clean_error
 from test_data_kinds import sines
+from tinyruns import cli
 
 TINY = ["--set", "train.images=64", "--set", "train.batch_size=32", "--set", "train.warmup_images=0", "--no-progress"]
 
@@ -21,14 +25,10 @@ def run(*args: str, cwd=None) -> tuple[int, str, str]:
     return r.returncode, r.stdout, r.stderr
 
 
-def td(*args: str, cwd=None) -> tuple[int, str, str]:
-    return run("-m", "torchdiffusion", *args, cwd=cwd)
-
-
 def train_array(tmp_path, path, *extra: str) -> dict:
     out = tmp_path / f"run-{path.stem}"
-    rc, _, err = td("train", "--preset", "digits-test", "--set", "data.source=array", "--set", f"data.path={path}",
-                    "--out", str(out), *TINY, *extra)  # fmt: skip
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=array", "--set", f"data.path={path}",
+                     "--out", str(out), *TINY, *extra)  # fmt: skip
     assert rc == 0, err
     return json.loads((out / "run.json").read_text()) | {"path": out}
 
@@ -39,8 +39,8 @@ def test_signals_train_and_sample_as_signals(tmp_path):
     assert info["kind"] == "signal" and info["data_shape"] == [2, 32]
     assert list((info["path"] / "samples").glob("*.png"))  # the end-of-training picture: line plots
     out = tmp_path / "s.png"
-    rc, _, err = td("sample", str(info["path"]), "--sampler", "euler", "--steps", "3", "--n", "5",
-                    "--save-npy", "--gif", "--out", str(out))  # fmt: skip
+    rc, _, err = cli("sample", str(info["path"]), "--sampler", "euler", "--steps", "3", "--n", "5",
+                     "--save-npy", "--gif", "--out", str(out))  # fmt: skip
     assert rc == 0, err
     x = np.load(out.with_suffix(".npy"))
     assert x.shape == (5, 2, 32) and np.isfinite(x).all()
@@ -58,7 +58,7 @@ def test_six_channel_arrays_in_either_layout(tmp_path):
     info = train_array(tmp_path, tmp_path / "last.npy")
     assert info["kind"] == "image" and info["data_shape"] == [6, 8, 8]
     out = tmp_path / "six.png"
-    rc, _, err = td("sample", str(info["path"]), "--steps", "2", "--n", "4", "--save-npy", "--out", str(out))
+    rc, _, err = cli("sample", str(info["path"]), "--steps", "2", "--n", "4", "--save-npy", "--out", str(out))
     assert rc == 0, err
     assert "channels 1-3 as RGB of the 6 channels" in err
     assert np.load(out.with_suffix(".npy")).shape == (4, 6, 8, 8)
@@ -72,8 +72,8 @@ def test_16bit_png_and_tiff_folder_trains(tmp_path):
         Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)).save(tmp_path / f"a{i}.tif")
         Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)).save(tmp_path / f"b{i}.png")
     out = tmp_path / "run"
-    rc, _, err = td("train", "--preset", "digits-test", "--set", "data.source=folder", "--set",
-                    f"data.path={tmp_path}", "--out", str(out), *TINY)  # fmt: skip
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=folder", "--set",
+                     f"data.path={tmp_path}", "--out", str(out), *TINY)  # fmt: skip
     assert rc == 0, err
     assert json.loads((out / "run.json").read_text())["data_shape"] == [1, 8, 8]
 
@@ -83,11 +83,11 @@ def test_shapes_that_cannot_work_are_one_line_errors(tmp_path):
     np.save(tmp_path / "odd.npy", sines(4, length=33))
     np.save(tmp_path / "sig.npy", sines(4))
     base = ["train", "--preset", "digits-test", "--set", "data.source=array", "--out", str(tmp_path / "r")]
-    rc, _, err = td(*base, "--set", f"data.path={tmp_path / 'cube.npy'}")
+    rc, _, err = cli(*base, "--set", f"data.path={tmp_path / 'cube.npy'}")
     assert_clean_error(rc, err, "cannot tell the channel axis")
-    rc, _, err = td(*base, "--set", f"data.path={tmp_path / 'odd.npy'}")
+    rc, _, err = cli(*base, "--set", f"data.path={tmp_path / 'odd.npy'}")
     assert_clean_error(rc, err, "signal length 33 is not divisible by 2")
-    rc, _, err = td(*base, "--set", f"data.path={tmp_path / 'sig.npy'}", "--set", "data.image_size=8,8")
+    rc, _, err = cli(*base, "--set", f"data.path={tmp_path / 'sig.npy'}", "--set", "data.image_size=8,8")
     assert_clean_error(rc, err, "apply to images")
     assert not (tmp_path / "r").exists()
 
@@ -100,32 +100,32 @@ def test_course_sprites_preset_takes_the_context_width_from_the_labels(tmp_path)
     assert x.shape == (40, 16, 16, 3) and x.dtype == np.uint8 and y.shape == (40, 5)
     short = ["--set", "train.images=40", "--set", "sample.sampler=ddim", "--set", "sample.steps=3", "--no-progress"]
     short += ["--set", "model.channels=16", "--set", "sample.n=4"]  # a narrower net: the widths checked are context
-    rc, _, err = td("train", "--preset", "course-sprites", "--out", "run", *short, cwd=tmp_path)  # the page's paths
+    rc, _, err = cli("train", "--preset", "course-sprites", "--out", "run", *short, cwd=tmp_path)  # the page's paths
     assert rc == 0, err
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["model"]["context_dim"] == 5 and cfg["train"]["cond_drop_prob"] == 0.1
     d = cfg["diffusion"]
     assert (d["T"], d["schedule"], d["beta_start"], d["beta_end"]) == (500, "linear", 1e-4, 0.02)
-    rc, _, err = td("sample", "run", "--sampler", "ddim", "--steps", "3", "--n", "4", "--context", "0.5,0,0.5,0,0",
-                    "--out", "mix.png", cwd=tmp_path)  # fmt: skip
+    rc, _, err = cli("sample", "run", "--sampler", "ddim", "--steps", "3", "--n", "4", "--context", "0.5,0,0.5,0,0",
+                     "--out", "mix.png", cwd=tmp_path)  # fmt: skip
     assert rc == 0, err
     # three categories instead of five: the width follows the labels file, not a number in the preset
     np.save(tmp_path / "three.npy", np.eye(3)[np.arange(40) % 3])
-    rc, _, err = td("train", "--preset", "course-sprites", "--set", "data.labels_path=three.npy", "--out", "run3",
-                    *short, cwd=tmp_path)  # fmt: skip
+    rc, _, err = cli("train", "--preset", "course-sprites", "--set", "data.labels_path=three.npy", "--out", "run3",
+                     *short, cwd=tmp_path)  # fmt: skip
     assert rc == 0, err
     assert json.loads((tmp_path / "run3" / "config.json").read_text())["model"]["context_dim"] == 3
 
 
 def test_labels_given_to_a_model_without_conditioning_are_refused(tmp_path):
-    rc, _, err = td("train", "--preset", "course-sprites", "--out", "run", cwd=tmp_path)  # no sprites yet
+    rc, _, err = cli("train", "--preset", "course-sprites", "--out", "run", cwd=tmp_path)  # no sprites yet
     assert_clean_error(rc, err, "python -m torchdiffusion.data.sprites --out DIR")
     rc, _, err = run("-m", "torchdiffusion.data.sprites", "--out", "sprites", "--n", "10", cwd=tmp_path)
     assert rc == 0, err
-    rc, _, err = td("train", "--preset", "course", "--set", "data.source=array",
-                    "--set", "data.path=sprites/sprites_1788_16x16.npy",
-                    "--set", "data.labels_path=sprites/sprite_labels_nc_1788_16x5.npy",
-                    "--out", "run", cwd=tmp_path)  # fmt: skip
+    rc, _, err = cli("train", "--preset", "course", "--set", "data.source=array",
+                     "--set", "data.path=sprites/sprites_1788_16x16.npy",
+                     "--set", "data.labels_path=sprites/sprite_labels_nc_1788_16x5.npy",
+                     "--out", "run", cwd=tmp_path)  # fmt: skip
     assert_clean_error(rc, err, "set model.context_dim=5")
     assert not (tmp_path / "run").exists()
     rc, _, err = run("-m", "torchdiffusion.data.sprites", "--out", "sprites", "--n", "0", cwd=tmp_path)

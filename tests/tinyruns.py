@@ -50,13 +50,13 @@ def environ(env: dict[str, str] | None):
                 os.environ[k] = v
 
 
-def cli(*args, env=None):
+def cli(*args, cwd=None, env=None):
     """``torchdiffusion ARGS`` through ``cli.main`` in this process: the parsing, code and one-line errors of
     ``td`` without a new process importing torch (seconds of CPU each). Returns (exit code, stdout, stderr)."""
     from torchdiffusion.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    with environ(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.chdir(cwd or "."), environ(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(map(str, args)))
     return code, out.getvalue(), err.getvalue()
 
