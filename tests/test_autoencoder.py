@@ -1,5 +1,5 @@
 """The KL autoencoder: shapes, the KL term against its closed form, a round trip a tiny net learns, the latent scale
-factor, loading a run, and `train-autoencoder` end to end (real subprocess)."""
+factor, loading a run, and `train-autoencoder` end to end (through the CLI's ``main`` in this process)."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tinyruns import td
+from tinyruns import cli
 from torchdiffusion.autoencoder import (
     AUTOENCODER_PRESETS,
     Autoencoder,
@@ -152,7 +152,7 @@ def test_emoji64_preset_is_f4_on_64px_emoji():
 
 def test_train_autoencoder_command_writes_a_run_folder(tmp_path):
     out = tmp_path / "ae"
-    rc, stdout, err = td(
+    rc, stdout, err = cli(
         *("train-autoencoder", "--preset", "tiny-ae", "--out", out, "--no-progress"),
         *("--set", "train.images=256", "--set", "train.log_every_images=128"),
     )
@@ -168,7 +168,7 @@ def test_train_autoencoder_command_writes_a_run_folder(tmp_path):
     assert config["preset"] == "tiny-ae" and config["train"]["images"] == 256
     ae = load_autoencoder(out)
     assert ae.data_shape == (1, 8, 8) and f"scale factor {ae.scale_factor:.4f}" in stdout
-    rc, stdout, _ = td("train-autoencoder", "--preset", "tiny-ae", "--set", "loss.beta=0.5", "--dry-run")
+    rc, stdout, _ = cli("train-autoencoder", "--preset", "tiny-ae", "--set", "loss.beta=0.5", "--dry-run")
     assert rc == 0 and json.loads(stdout)["loss"]["beta"] == 0.5
 
 
@@ -183,7 +183,7 @@ def test_train_autoencoder_command_writes_a_run_folder(tmp_path):
 )
 def test_train_autoencoder_refuses_bad_input_in_one_line(tmp_path, settings, needle):
     out = tmp_path / "new" / "ae"
-    rc, stdout, err = td(
+    rc, stdout, err = cli(
         "train-autoencoder", "--preset", "tiny-ae", "--out", out, *[a for s in settings for a in ("--set", s)]
     )
     assert rc == 2 and stdout == "" and len(err.strip().splitlines()) == 1, err

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from tinyruns import td, write_run
+from tinyruns import cli, write_run
 from torchdiffusion.contrastive import metrics as CM
 from torchdiffusion.contrastive.config import TowerConfig
 from torchdiffusion.contrastive.model import (
@@ -151,7 +151,7 @@ def test_random_translate_moves_content_and_repeats_the_border():
 
 def test_train_clip_end_to_end(tmp_path):
     out = tmp_path / "clip"
-    rc, stdout, err = td(
+    rc, stdout, err = cli(
         "train-clip", "--preset", "emoji16-clip-tiny", "--images", "256", "--out", out, "--no-progress"
     )
     assert rc == 0, err
@@ -179,7 +179,7 @@ def test_train_clip_end_to_end(tmp_path):
     ],
 )
 def test_train_clip_bad_input_writes_nothing(tmp_path, args, needle):
-    rc, _, err = td("train-clip", "--preset", "emoji16-clip-tiny", *args, "--out", tmp_path / "a" / "b", cwd=tmp_path)
+    rc, _, err = cli("train-clip", "--preset", "emoji16-clip-tiny", *args, "--out", tmp_path / "a" / "b", cwd=tmp_path)
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("torchdiffusion train-clip: error:"), err
     assert needle in lines[0]
@@ -189,7 +189,7 @@ def test_train_clip_bad_input_writes_nothing(tmp_path, args, needle):
 def test_a_prompt_for_a_model_trained_without_text(tmp_path):
     run = write_run(tmp_path / "run", "digits-test", ["model.channels=8", "model.channel_mult=1,2"], (1, 8, 8))
     before = sorted(p.name for p in run.rglob("*"))
-    rc, _, err = td("sample", run, "--prompt", "red apple", "--n", "2", "--steps", "2", "--out", tmp_path / "s.png")
+    rc, _, err = cli("sample", run, "--prompt", "red apple", "--n", "2", "--steps", "2", "--out", tmp_path / "s.png")
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "not text-conditioned" in lines[0], err
     assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "s.png").exists()

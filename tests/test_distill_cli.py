@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from tinyruns import td, write_run
+from tinyruns import cli, write_run
 from torchdiffusion.cli import main
 from torchdiffusion.config import ConfigError
 from torchdiffusion.generate import generate, load_run
@@ -62,7 +62,7 @@ def test_progressive_student_is_a_run_that_refuses_more_steps(teacher, tmp_path)
     assert len(grid) == 3 and grid[-1] == 0 and not (out / "stages").exists()  # one halving: 4 -> 2
     x = generate(student.model, range(3), s, student.data_shape, grid_dir=out / "grids")
     assert x.shape == (3, 1, 8, 8) and bool(torch.isfinite(x).all())
-    rc, _, err = td("sample", out, "--steps", "4", "--n", "2")
+    rc, _, err = cli("sample", out, "--steps", "4", "--n", "2")
     _one_line_error(rc, err, "distilled for at most 2")
 
 
@@ -90,7 +90,7 @@ def test_consistency_student_keeps_the_boundary_and_cannot_be_distilled_again(te
     assert student.config.diffusion.boundary == "consistency" and student.config.sample.sampler == "consistency"
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(student.model(x, torch.full((4,), student.model.sigma_min)), x)  # f(x, sigma_min) = x
-    rc, _, err = td("distill", out, "--method", "reflow", "--steps", "1", "--out", tmp_path / "again", *TINY)
+    rc, _, err = cli("distill", out, "--method", "reflow", "--steps", "1", "--out", tmp_path / "again", *TINY)
     _one_line_error(rc, err, "consistency model")
     assert not (tmp_path / "again").exists()
 
@@ -101,9 +101,9 @@ def test_bad_teachers_are_refused_in_one_line(teacher, tmp_path):
     for f in ("config.json", "run.json"):
         (damaged / f).write_bytes((teacher / f).read_bytes())
     (damaged / "ema.safetensors").write_bytes(b"\x00not a safetensors file")
-    rc, _, err = td("distill", damaged, "--method", "progressive", "--steps", "2", "--out", tmp_path / "s1", *TINY)
+    rc, _, err = cli("distill", damaged, "--method", "progressive", "--steps", "2", "--out", tmp_path / "s1", *TINY)
     _one_line_error(rc, err, "damaged")
-    rc, _, err = td("distill", teacher, "--method", "progressive", "--steps", "1", "--out", tmp_path / "s2", *TINY)
+    rc, _, err = cli("distill", teacher, "--method", "progressive", "--steps", "1", "--out", tmp_path / "s2", *TINY)
     _one_line_error(rc, err, "predicts eps")
     assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()
 
@@ -153,5 +153,5 @@ def test_evaluate_refuses_more_steps_than_a_student_was_distilled_for(teacher, t
         main(["distill", str(teacher), "--method", "reflow", "--steps", "1", "--pairs", "16", "--out", str(out), *TINY])
         == 0
     )
-    rc, _, err = td("evaluate", out, "--metrics", "fd", "--features", "raw", "--n", "4", "--steps", "3")
+    rc, _, err = cli("evaluate", out, "--metrics", "fd", "--features", "raw", "--n", "4", "--steps", "3")
     _one_line_error(rc, err, "distilled for at most 1")

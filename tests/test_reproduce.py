@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinyruns import td, write_run
+from tinyruns import cli, write_run
 from torchdiffusion import provenance as P
 from torchdiffusion.cli import main
 
@@ -97,10 +97,10 @@ def test_bad_manifests_are_refused_in_one_line(made, tmp_path):
         ((m, "--out", out), "has changed since"),
         ((tmp_path / "notes.json",), "is not a manifest"),
     ]:
-        rc, stdout, err = td("reproduce", *args)
+        rc, stdout, err = cli("reproduce", *args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, err
     (run / "config.json").write_text("{ damaged")
-    rc, _, err = td("reproduce", m, "--out", out)
+    rc, _, err = cli("reproduce", m, "--out", out)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "config.json is damaged" in err, err
     assert not out.exists()  # refused before anything was written
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from tinyruns import td
+from tinyruns import cli
 from torchdiffusion.categorical import uniform_posterior
 from torchdiffusion.config import get_preset, override
 from torchdiffusion.data import DataError, load_data
@@ -191,9 +191,9 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
     run = tmp_path / "run"
     sets = ["data.source=text", f"data.path={text}", "data.seq_len=12", "data.holdout=8", "train.images=256"]
     sets += ["train.batch_size=32", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=4", "sample.n=2"]
-    rc, _, err = td("train", "--preset", "text-chars", "--out", run, "--no-progress", *[f"--set={a}" for a in sets])
+    rc, _, err = cli("train", "--preset", "text-chars", "--out", run, "--no-progress", *[f"--set={a}" for a in sets])
     assert rc == 0, err
-    rc, out, err = td("impute", run, "--text", "ab__b ca", "--out", tmp_path / "f.txt")
+    rc, out, err = cli("impute", run, "--text", "ab__b ca", "--out", tmp_path / "f.txt")
     assert rc == 0, err
     line = (tmp_path / "f.txt").read_text().splitlines()[0]
     assert len(line) == 12 and line.startswith("ab") and line[4:8] == "b ca" and set(line) <= set("abc ")
@@ -201,7 +201,7 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
         (("impute", run, "--text", "abz_", "--out", tmp_path / "g.txt"), "'z', which is not in the model's"),
         (("sample", run, "--given", "a=1", "--out", tmp_path / "g.txt"), "--given fixes cells of a table"),
     ]:
-        rc, _, err = td(*args)
+        rc, _, err = cli(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "g.txt").exists()
 

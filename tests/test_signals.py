@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from test_cli_errors import assert_clean_error
-from tinyruns import ENV
+from tinyruns import cli
 from torchdiffusion.config import ConfigError, DataConfig, ModelConfig, get_preset
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.signal import resample
@@ -38,9 +38,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def td(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "torchdiffusion", *args], capture_output=True, text=True, timeout=300, env=ENV
-    )
+    """``torchdiffusion ARGS`` through the CLI's ``main`` in this process (``tinyruns.cli``: no torch import each)."""
+    code, out, err = cli(*args)
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def gp(length: int = 32, ell: float = 4.0, s2: float = 1.0, classes: int = 1) -> GaussianProcess:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyruns import td
+from tinyruns import cli
 from torchdiffusion.config import get_preset, override
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.table import (
@@ -134,14 +134,16 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     run = tmp_path / "run"
     settings = ["data.source=csv", f"data.path={data}", "data.target=kind", "data.holdout=30"]
     settings += ["train.images=512", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=4", "sample.n=8"]
-    rc, _, err = td("train", "--preset", "table-iris", "--out", run, "--no-progress", *[f"--set={a}" for a in settings])
+    rc, _, err = cli(
+        "train", "--preset", "table-iris", "--out", run, "--no-progress", *[f"--set={a}" for a in settings]
+    )
     assert rc == 0, err
-    rc, out, err = td("sample", run, "--n", "6", "--given", "kind=c2", "--out", tmp_path / "s.csv")
+    rc, out, err = cli("sample", run, "--n", "6", "--given", "kind=c2", "--out", tmp_path / "s.csv")
     assert rc == 0, err
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0] == "u,v,kind" and len(lines) == 7 and all(ln.endswith(",c2") for ln in lines[1:])
     _csv(tmp_path / "h.csv", ["1.0,,c1", ",-2.0,"], header="u,v,kind")
-    rc, out, err = td("impute", run, "--csv", tmp_path / "h.csv", "--out", tmp_path / "f.csv")
+    rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", "--out", tmp_path / "f.csv")
     assert rc == 0, err
     filled = [ln.split(",") for ln in (tmp_path / "f.csv").read_text().splitlines()[1:]]
     assert filled[0][0] == "1" and filled[0][2] == "c1" and filled[1][1] == "-2"  # known cells kept
@@ -165,7 +167,7 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
             "missing cell",
         ),
     ]:
-        rc, _, err = td(*args)
+        rc, _, err = cli(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "g.csv").exists() and not (tmp_path / "r2" / "config.json").exists()
 
@@ -176,5 +178,5 @@ def test_explain_table_forward_draws_and_refuses_other_data(tmp_path):
     data = load_data(get_preset("table-iris").data)
     out = table_forward(data.x, data.schema, [0.01, 1.0, 8.0], path=tmp_path / "f.png")
     assert out.stat().st_size > 10_000
-    rc, _, err = td("explain", "table-forward", "--data", "digits", "--out", tmp_path / "g.png")
+    rc, _, err = cli("explain", "table-forward", "--data", "digits", "--out", tmp_path / "g.png")
     assert rc == 2 and "needs table data" in err and len(err.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyruns import td
+from tinyruns import cli
 from torchdiffusion.config import ConfigError, DataConfig, ModelConfig
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.volume import random_rotations, shapes3d, signed_distance
@@ -169,7 +169,7 @@ def test_pictures_and_explain_of_volumes(tmp_path):
     torch.testing.assert_close(torch.from_numpy(panels[-3][1]), x[0, 0].amax(0))
     assert save_samples(x, "volume", tmp_path / "s.png").stat().st_size > 5_000
     assert volume_forward(x[0], [0.1, 1.0, 5.0], path=tmp_path / "f.png").stat().st_size > 5_000
-    rc, _, err = td("explain", "volume-forward", "--data", "digits", "--out", tmp_path / "g.png")
+    rc, _, err = cli("explain", "volume-forward", "--data", "digits", "--out", tmp_path / "g.png")
     assert rc == 2 and "needs volume data" in err and len(err.strip().splitlines()) == 1
 
 
@@ -177,27 +177,27 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
     run = tmp_path / "run"
     tiny = ["data.volume_size=8,8,8", "data.volume_count=64", "data.holdout=16", "train.images=64"]
     tiny += ["model.channels=8", "model.channel_mult=1,2", "sample.steps=3", "sample.n=4", "model.checkpoint=true"]
-    rc, _, err = td("train", "--preset", "volume-shapes", "--out", run, "--no-progress", *[f"--set={a}" for a in tiny])
+    rc, _, err = cli("train", "--preset", "volume-shapes", "--out", run, "--no-progress", *[f"--set={a}" for a in tiny])
     assert rc == 0, err
-    rc, out, err = td("sample", run, "--n", "4", "--steps", "3", "--save-npy", "--gif", "--out", tmp_path / "s.png")
+    rc, out, err = cli("sample", run, "--n", "4", "--steps", "3", "--save-npy", "--gif", "--out", tmp_path / "s.png")
     assert rc == 0, err
     assert (tmp_path / "s.gif").read_bytes()[:6] == b"GIF89a"  # the middle slices' trajectory
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (4, 1, 8, 8, 8) and np.isfinite(x).all() and (tmp_path / "s.png").stat().st_size > 5_000
-    rc, out, err = td("evaluate", run, "--n", "8", "--steps", "3", "--out", tmp_path / "ev")
+    rc, out, err = cli("evaluate", run, "--n", "8", "--steps", "3", "--out", tmp_path / "ev")
     assert rc == 0, err
     report = json.loads((tmp_path / "ev" / "report.json").read_text())["volume"]
     assert {"model", "gaussian_pca", "training_volumes"} <= set(report) and report["model"]["n"] == 8
     assert all(math.isfinite(report[k]["energy"]) for k in ("model", "gaussian_pca", "training_volumes"))
     assert all((tmp_path / "ev" / f).is_file() for f in ("samples.png", "gaussian_pca.png", "profiles.png"))
     # another --seed draws other samples, in the same feature space (the classifier does not move with it)
-    rc, out, err = td("evaluate", run, "--n", "8", "--steps", "3", "--seed", "3", "--out", tmp_path / "ev3")
+    rc, out, err = cli("evaluate", run, "--n", "8", "--steps", "3", "--seed", "3", "--out", tmp_path / "ev3")
     assert rc == 0, err
     other = json.loads((tmp_path / "ev3" / "report.json").read_text())["volume"]
     assert other["bandwidth"] == report["bandwidth"]
     assert other["classifier_heldout_accuracy"] == report["classifier_heldout_accuracy"]
     # --guidance overrides the run's scale (2 in the preset): recorded, and other samples from the same noises
-    rc, out, err = td(
+    rc, out, err = cli(
         "evaluate", run, "--n", "8", "--steps", "3", "--seed", "3", "--guidance", "0", "--out", tmp_path / "g0"
     )
     assert rc == 0, err
@@ -212,7 +212,7 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
         (["data.volume_size=8,8,5"], "volume size (D x H x W) 8x8x5 is not divisible by 2"),
     ]:
         args = [f"--set={a}" for a in tiny + settings]
-        rc, _, err = td("train", "--preset", "volume-shapes", "--out", tmp_path / "r2", "--no-progress", *args)
+        rc, _, err = cli("train", "--preset", "volume-shapes", "--out", tmp_path / "r2", "--no-progress", *args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "r2" / "config.json").exists()
 

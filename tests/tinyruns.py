@@ -56,8 +56,17 @@ def cli(*args, cwd=None, env=None):
     from torchdiffusion.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.chdir(cwd or "."), environ(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(map(str, args)))
+    threads = torch.get_num_threads()  # --threads and train.threads set this process's: the next test gets it back
+    try:
+        with (
+            contextlib.chdir(cwd or "."),
+            environ(env),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            code = main(list(map(str, args)))
+    finally:
+        torch.set_num_threads(threads)
     return code, out.getvalue(), err.getvalue()
 
 
