@@ -1,8 +1,11 @@
 """Sequences: masked and uniform discrete diffusion against the exact denoiser of a product distribution, the
 n-gram baseline, the data sources and the command line's refusals."""
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from tinyruns import cli
@@ -204,6 +207,79 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
         rc, _, err = cli(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "g.txt").exists()
+
+
+# text-chars' sequence options, each set alone over the library's defaults (a learned position table, uniform
+# times, the weighted bound); tiny runs on a 3-letter text, all with the same seed, data and length
+SEQ_TINY = ["data.source=text", "data.seq_len=12", "data.holdout=8", "train.images=128", "train.batch_size=32"]
+SEQ_TINY += ["train.log_every_images=32", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=2", "sample.n=2"]
+SEQ_DEFAULTS = ["model.rotary=false", "diffusion.sigma_sampling=uniform", "diffusion.masked_bound=weighted"]
+
+
+def train_text_chars(out, *settings) -> dict:
+    """``train --preset text-chars`` with ``settings``: its config.json, run.json, logged losses and EMA weights."""
+    sets = [f"--set={a}" for a in settings]
+    rc, _, err = cli("train", "--preset", "text-chars", "--out", out, "--no-progress", *sets)
+    assert rc == 0, err
+    return {
+        "config": json.loads((out / "config.json").read_text()),
+        "run": json.loads((out / "run.json").read_text()),
+        "losses": [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()],
+        "weights": load_file(out / "ema.safetensors"),
+    }
+
+
+@pytest.fixture(scope="module")
+def text_base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seq-options")
+    text = root / "t.txt"
+    text.write_text("abcab cabca bcabc " * 40)
+    tiny = [f"data.path={text}", *SEQ_TINY]
+    base = train_text_chars(root / "base", *tiny, *SEQ_DEFAULTS)
+    again = train_text_chars(root / "again", *tiny, *SEQ_DEFAULTS)
+    assert again["losses"] == base["losses"] and len(base["losses"]) == 4  # the same settings: the same run
+    return {"tiny": tiny, "base": base}
+
+
+@pytest.mark.parametrize(
+    "section,name,default,value",
+    [
+        ("model", "rotary", False, True),
+        ("diffusion", "sigma_sampling", "uniform", "stratified"),
+        ("diffusion", "masked_bound", "weighted", "anchored"),
+    ],
+)
+def test_cli_sequence_option_is_recorded_and_changes_the_training(text_base, tmp_path, section, name, default, value):
+    base = text_base["base"]
+    setting = f"{section}.{name}={str(value).lower()}"
+    run = train_text_chars(tmp_path / "run", *text_base["tiny"], *SEQ_DEFAULTS, setting)
+    assert base["config"][section][name] == default and run["config"][section][name] == value  # recorded
+    assert {**run["config"], section: {**run["config"][section], name: default}} == base["config"]  # alone
+    assert all(a != b for a, b in zip(run["losses"], base["losses"], strict=True))  # every logged loss moved
+    if name == "rotary":  # rotary angles in attention replace the learned position table
+        assert "net.pos" in base["weights"] and set(run["weights"]) == set(base["weights"]) - {"net.pos"}
+    else:  # the same network, trained at other times (sigma_sampling) or on another estimate of the bound
+        assert set(run["weights"]) == set(base["weights"])
+        assert any(not torch.equal(run["weights"][k], base["weights"][k]) for k in base["weights"])
+
+
+def test_cli_python_docs_source_trains_on_the_python_documentation(tmp_path):
+    """data.source=python_docs (text-chars' default) against the older sklearn_text corpus: each run records its
+    source and learns the vocabulary and windows of that text."""
+    tiny = ["data.seq_len=12", "data.holdout=8", "train.images=64", "train.batch_size=32", "model.mlp_width=32"]
+    tiny += ["model.mlp_depth=1", "sample.steps=2", "sample.n=2"]
+    runs = {}
+    for source in ("python_docs", "sklearn_text"):
+        runs[source] = train_text_chars(tmp_path / source, f"data.source={source}", *tiny)
+        cfg = override(get_preset("text-chars"), [f"data.source={source}", *tiny])
+        data = load_data(cfg.data, "train", seed=cfg.train.seed)
+        assert runs[source]["config"]["data"]["source"] == source
+        assert runs[source]["run"]["schema"]["symbols"] == "".join(data.schema.symbols)
+        assert runs[source]["run"]["train_examples"] == len(data.x)
+        assert runs[source]["config"]["model"]["vocab"] == len(data.schema.symbols)
+    docs, old = runs["python_docs"], runs["sklearn_text"]
+    assert "\n" in docs["run"]["schema"]["symbols"] and docs["run"]["schema"] != old["run"]["schema"]
+    assert docs["run"]["train_examples"] > 10 * old["run"]["train_examples"]  # ~465,000 characters vs ~43,000
 
 
 def test_explain_sequence_forward_draws_text(tmp_path):
