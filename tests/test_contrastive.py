@@ -167,6 +167,36 @@ def test_train_clip_end_to_end(tmp_path):
     assert model.in_channels == 3 and model.cfg.embed_dim == 32
 
 
+def test_train_clip_templates_are_recorded_and_change_the_training_texts(tmp_path):
+    """train.templates: recorded in config.json, each training caption read through one of them, and the training
+    moves with them (other losses and weights at the same seed); the held-out report keeps the plain captions."""
+    from safetensors.torch import load_file
+
+    base = ["--preset", "emoji16-clip-tiny", "--images", "128", "--no-progress"]
+    runs = {}
+    for name, extra in (("plain", []), ("templated", ["--set", "train.templates={caption},an emoji of {caption}"])):
+        out = tmp_path / name
+        rc, stdout, err = cli("train-clip", *base, *extra, "--out", out)
+        assert rc == 0, err
+        runs[name] = {
+            "config": json.loads((out / "config.json").read_text()),
+            "loss": [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()],
+            "weights": load_file(out / "contrastive.safetensors"),
+            "heldout_n": json.loads(stdout)["heldout_n"],
+            "log": err,
+        }
+    plain, templated = runs["plain"], runs["templated"]
+    assert plain["config"]["train"]["templates"] == ["{caption}"]
+    assert templated["config"]["train"]["templates"] == ["{caption}", "an emoji of {caption}"]
+    templated["config"]["train"]["templates"] = ["{caption}"]
+    assert templated["config"] == plain["config"]  # the one setting that differs
+    assert "x 1 templates" in plain["log"] and "x 2 templates" in templated["log"]
+    assert len(plain["loss"]) == len(templated["loss"]) == 1 and plain["loss"] != templated["loss"]
+    assert set(plain["weights"]) == set(templated["weights"])
+    assert any(not torch.equal(plain["weights"][k], templated["weights"][k]) for k in plain["weights"])
+    assert plain["heldout_n"] == templated["heldout_n"] == 64
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
