@@ -142,7 +142,7 @@ def run_case(name: str, n: int, K, log) -> dict:
     out["floor"] = quality(mix.sample(n, torch.Generator().manual_seed(3)))
     default = SampleConfig()
     steps = steps_for_nfe(default.sampler, 10)
-    sigmas, record = resolve_grid(model, replace(default, steps=steps))
+    sigmas, record = resolve_grid(model, replace(default, steps=steps), clamped=False)  # vectors: never clamped
     out["default_nfe10"] = {
         "sampler": default.sampler,
         "grid": record["grid"],
@@ -158,7 +158,7 @@ def run_case(name: str, n: int, K, log) -> dict:
         rows = k_rows(K, D, z, 10, model, quality)
         out["kdiffusion_nfe10"] = min(rows, key=lambda r: r["sw"])
         log(f"[{name}] k-diffusion best {out['kdiffusion_nfe10']}")
-    std, _ = resolve_grid(model, replace(default, steps=steps_for_nfe(default.sampler, 5)))
+    std, _ = resolve_grid(model, replace(default, steps=steps_for_nfe(default.sampler, 5)), clamped=False)
     sigma_max = float(std[0])  # the tuned grid starts where the default one does, and from it
     grid, info = fit_grid(
         D, default.sampler, 5, (mix.dim,), sigma_max=sigma_max, sigma_min=model.sigma_min, starts=(std,)

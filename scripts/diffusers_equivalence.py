@@ -136,11 +136,12 @@ def diffusers_sample(folder: Path, case: str, seed: int = 0) -> tuple[torch.Tens
 
 def ours_sample(folder: Path, case: str, x_T: torch.Tensor) -> torch.Tensor:
     """The run's own sampler (ddim, eta = 0; euler) on its own grid, from diffusers' starting point x_T (VE)."""
-    from torchdiffusion.generate import load_run, make_grid_sigmas
+    from torchdiffusion.generate import clamps_x0, load_run, make_grid_sigmas
     from torchdiffusion.samplers import get_sampler
 
     run = load_run(folder)
-    sigmas = make_grid_sigmas(run.model, replace(run.config.sample, steps=STEPS))
+    sample = replace(run.config.sample, steps=STEPS)
+    sigmas = make_grid_sigmas(run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec))
     labels = labels_for(case)
     D = run.model.bind({"class": labels} if labels is not None else None)
     return get_sampler(run.config.sample.sampler)(D, x_T.float(), sigmas)

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     from torchdiffusion.edit import inpaint, invert, psnr
     from torchdiffusion.evaluation.classifier import classify, load_classifier, load_classifier_file
-    from torchdiffusion.generate import clamped, load_run, make_grid_sigmas, sampler_knobs
+    from torchdiffusion.generate import clamped, clamps_x0, load_run, make_grid_sigmas, sampler_knobs
     from torchdiffusion.masks import make_mask
     from torchdiffusion.samplers import get_sampler
     from torchdiffusion.types import NoiseSource
@@ -95,11 +95,12 @@ def main(argv=None) -> int:
     C, H, W = run_.data_shape
     mask = make_mask("half:bottom", H, W).to(device)
     D = run_.model.bind(None)
-    if sample.clip_denoised:
+    clip = clamps_x0(sample, run_.data_shape, run_.codec)
+    if clip:
         D = clamped(D)
     sampler, sigmas, knobs = (
         get_sampler(sample.sampler),
-        make_grid_sigmas(run_.model, sample),
+        make_grid_sigmas(run_.model, sample, clamped=clip),
         sampler_knobs(sample.sampler, sample),
     )
 
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
         else list(dict.fromkeys([sample.grid] + (["uniform_t"] if run_.model.process is not None else ["karras"])))
     )
     for grid in grids:
-        sig = make_grid_sigmas(run_.model, replace(sample, grid=grid), steps=args.invert_steps)
+        sig = make_grid_sigmas(run_.model, replace(sample, grid=grid), steps=args.invert_steps, clamped=clip)
         for method in ("euler", "heun") if grid == sample.grid else ("euler",):
             t0 = time.time()
             z = invert(D, xi, sig, method=method)

@@ -41,7 +41,7 @@ def parse_candidates(text: str) -> list[tuple[str, str, int]]:
 def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
     """Sample ``n`` digits (seeds 0..n-1) with one candidate and evaluate them; one result row."""
     from torchdiffusion.evaluation.evaluate import evaluate
-    from torchdiffusion.generate import generate, resolve_grid
+    from torchdiffusion.generate import clamps_x0, generate, resolve_grid
     from torchdiffusion.samplers import nfe
 
     sample = replace(run.config.sample, sampler=sampler, grid=grid, steps=steps, n=n)
@@ -53,7 +53,9 @@ def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
     return {
         "sampler": sampler,
         "grid": grid,
-        "grid_used": resolve_grid(run.model, sample, grid_dir=run.path / "grids")[1]["grid"],
+        "grid_used": resolve_grid(
+            run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec), grid_dir=run.path / "grids"
+        )[1]["grid"],
         "steps": steps,
         "nfe": nfe(sampler, steps),
         "confident_fraction": rep["classes"]["confident_fraction"],

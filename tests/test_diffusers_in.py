@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("diffusers", reason="the 'bench' extra (diffusers) is not installed")
 
 from tinyruns import equivalence_script, td  # noqa: E402
-from torchdiffusion.generate import RunError, load_run, make_grid_sigmas  # noqa: E402
+from torchdiffusion.generate import RunError, clamps_x0, load_run, make_grid_sigmas  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +68,9 @@ def test_grid_visits_the_schedulers_timesteps(tmp_path, spacing, offset):
     assert run.config.sample.spacing == spacing and run.config.diffusion.schedule == "cosine"
     for n in (1, 7, 10, 50):
         sched.set_timesteps(n)
-        sigmas = make_grid_sigmas(run.model, run.config.sample, n)
+        sigmas = make_grid_sigmas(
+            run.model, run.config.sample, n, clamped=clamps_x0(run.config.sample, run.data_shape, run.codec)
+        )
         assert sigmas[-1] == 0 and torch.equal(
             run.model.process.sigma_to_t(sigmas[:-1]).round().long(), sched.timesteps
         )

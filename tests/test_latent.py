@@ -210,7 +210,7 @@ def test_latent_mask_is_known_only_where_every_pixel_is():
 def test_latent_inpainting_keeps_the_known_pixels_exactly(world, cache_env):
     from torchdiffusion.commands.inpaint import inpaint_images
     from torchdiffusion.data import load_data
-    from torchdiffusion.generate import load_run, make_grid_sigmas
+    from torchdiffusion.generate import clamps_x0, load_run, make_grid_sigmas
     from torchdiffusion.latent import edit_in_latents, latent_mask
     from torchdiffusion.masks import make_mask
     from torchdiffusion.samplers import get_sampler
@@ -218,7 +218,9 @@ def test_latent_inpainting_keeps_the_known_pixels_exactly(world, cache_env):
     run = load_run(world["run"])
     x = load_data(run.config.data, "holdout", 0).x[:4]
     mask = make_mask("centre", 8, 8)
-    sigmas = make_grid_sigmas(run.model, run.config.sample)
+    sigmas = make_grid_sigmas(
+        run.model, run.config.sample, clamped=clamps_x0(run.config.sample, run.data_shape, run.codec)
+    )
     D, sampler = run.model.bind(None), get_sampler(run.config.sample.sampler)
     m_z = latent_mask(mask, (4, 4))
     kw = dict(seed=0, jump=None, resample=1, knobs={})
@@ -243,13 +245,13 @@ def test_inpaint_and_img2img_commands_on_a_latent_run(world, tmp_path):
 def test_latent_img2img_strength_0_is_the_input_and_1_is_decoded_sampling(world, cache_env):
     from torchdiffusion.commands.img2img import img2img_images
     from torchdiffusion.data import load_data
-    from torchdiffusion.generate import generate, load_run, make_grid_sigmas
+    from torchdiffusion.generate import clamps_x0, generate, load_run, make_grid_sigmas
     from torchdiffusion.samplers import get_sampler
 
     run = load_run(world["run"])
     sample = run.config.sample
     x = load_data(run.config.data, "holdout", 0).x[:3]
-    sigmas = make_grid_sigmas(run.model, sample)
+    sigmas = make_grid_sigmas(run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec))
     D, sampler = run.model.bind(None), get_sampler(sample.sampler)
     kw = dict(seeds=range(3), knobs={})
     assert torch.equal(img2img_images(run, sampler, D, x, sigmas, 0.0, **kw), x)  # the input, not its reconstruction

@@ -291,27 +291,115 @@ def test_settings_are_checked_against_the_sampler():
 
 
 def test_default_grid_follows_the_process_and_caps_discrete_karras():
-    """grid auto: a DDPM model's own timesteps, log-SNR for a continuous model; Karras and log-SNR grids of a
-    discrete model start at DISCRETE_SIGMA_MAX, a continuous model's at its own sigma_max."""
+    """grid auto: a DDPM model's own timesteps when x0_hat is clamped, log-SNR for a continuous model; Karras and
+    log-SNR grids of a discrete model start at DISCRETE_SIGMA_MAX, a continuous model's at its own sigma_max."""
     from torchdiffusion.bench.harness import GridModel, analytic_model
     from torchdiffusion.config import SampleConfig
     from torchdiffusion.generate import resolve_grid
     from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, exponential_sigmas, make_sigmas
 
     ddpm, edm = analytic_model(), GridModel(0.002, 80.0)
-    sig, rec = resolve_grid(ddpm, SampleConfig(steps=7))
-    assert rec["grid"] == "uniform_t" and torch.equal(
-        sig, make_sigmas("uniform_t", 7, 0, 0, discrete_sigmas=ddpm.process.sigmas)
-    )
-    sig, rec = resolve_grid(edm, SampleConfig(steps=7))
-    assert rec["grid"] == "exponential" and torch.equal(sig, exponential_sigmas(7, 0.002, 80.0))
+    sig, rec = resolve_grid(ddpm, SampleConfig(steps=7), clamped=True)
+    assert rec["grid"] == "uniform_t" and "sigma_cap" not in rec
+    assert torch.equal(sig, make_sigmas("uniform_t", 7, 0, 0, discrete_sigmas=ddpm.process.sigmas))
+    for clamped in (True, False):
+        sig, rec = resolve_grid(edm, SampleConfig(steps=7), clamped=clamped)
+        assert rec["grid"] == "exponential" and torch.equal(sig, exponential_sigmas(7, 0.002, 80.0))
     assert ddpm.sigma_max > 150
     for kind in ("karras", "exponential"):
-        assert float(resolve_grid(ddpm, SampleConfig(grid=kind, steps=7))[0][0]) == pytest.approx(DISCRETE_SIGMA_MAX)
-        assert resolve_grid(ddpm, SampleConfig(grid=kind, steps=7))[0][-2] == pytest.approx(ddpm.sigma_min)
-    assert float(resolve_grid(GridModel(0.002, 200.0), SampleConfig(grid="karras", steps=7))[0][0]) == pytest.approx(
-        200.0
+        for clamped in (True, False):
+            sig = resolve_grid(ddpm, SampleConfig(grid=kind, steps=7), clamped=clamped)[0]
+            assert float(sig[0]) == pytest.approx(DISCRETE_SIGMA_MAX) and sig[-2] == pytest.approx(ddpm.sigma_min)
+    big = GridModel(0.002, 200.0)
+    assert float(resolve_grid(big, SampleConfig(grid="karras", steps=7), clamped=False)[0][0]) == pytest.approx(200.0)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_unclamped_auto_grid_takes_the_model_s_timesteps_below_the_cap(schedule):
+    """grid auto, x0_hat not clamped: the trailing timesteps of the part of the table with sigma <= 80, so the grid
+    never starts above DISCRETE_SIGMA_MAX; named grids and the clamped auto grid are the same as before."""
+    from torchdiffusion.bench.harness import GridModel
+    from torchdiffusion.config import ConfigError, SampleConfig
+    from torchdiffusion.generate import resolve_grid
+    from torchdiffusion.process import DiscreteVP
+    from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, make_sigmas
+
+    p = DiscreteVP(schedule, T=1000)
+    model = GridModel(p.sigma_min, p.sigma_max, p)
+    below = int((p.sigmas <= DISCRETE_SIGMA_MAX).sum())  # 991 (cosine), 930 (linear)
+    assert p.sigma_max > DISCRETE_SIGMA_MAX and p.sigmas[below] > DISCRETE_SIGMA_MAX >= p.sigmas[below - 1]
+    for steps in (1, 2, 5, 20, 100, below):
+        sig, rec = resolve_grid(model, SampleConfig(steps=steps), clamped=False)
+        assert rec["grid"] == "uniform_t" and rec["asked"] == "auto" and rec["sigma_cap"] == DISCRETE_SIGMA_MAX
+        assert float(sig[0]) == float(p.sigmas[below - 1]) <= DISCRETE_SIGMA_MAX  # trailing: the top timestep
+        assert sig[-1] == 0 and bool((sig[:-1] > sig[1:]).all()) and float(sig[-2]) >= p.sigma_min
+        t = p.sigma_to_t(sig[:-1])
+        assert torch.allclose(t, t.round(), atol=1e-6)  # the model's own timesteps, as on a clamped run
+        assert rec["sigmas"] == sig.tolist()
+        # the same steps on the part of the table below the cap, the spacing honoured
+        assert torch.equal(sig, make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=p.sigmas[:below]))
+        lead = resolve_grid(model, SampleConfig(steps=steps, spacing="leading"), clamped=False)[0]
+        assert torch.equal(
+            lead, make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=p.sigmas[:below], spacing="leading")
+        )
+        # clamped: exactly today's grid over the whole table (it starts at t = T - 1)
+        full = resolve_grid(model, SampleConfig(steps=steps), clamped=True)[0]
+        assert torch.equal(full, make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=p.sigmas))
+        assert float(full[0]) == p.sigma_max
+        named = SampleConfig(grid="uniform_t", steps=steps)  # a named grid is the user's: never capped
+        assert torch.equal(resolve_grid(model, named, clamped=False)[0], full)
+    with pytest.raises(ConfigError, match=f"at most {below} steps"):
+        resolve_grid(model, SampleConfig(steps=below + 1), clamped=False)
+
+
+class BiasedOracleEps(torch.nn.Module):
+    """The exact eps of N(0, 1) data on a DDPM table (timestep conditioning), plus a constant error ``delta``: a
+    network whose only fault is a small error in eps_hat, so x0_hat = x - sigma eps_hat is off by sigma delta."""
+
+    def __init__(self, process, delta: float):
+        super().__init__()
+        self.process, self.delta, self.data = process, delta, IsotropicGaussian(0.0, 1.0)
+
+    def forward(self, x_in, c_noise, cond=None):
+        sigma = self.process.t_to_sigma(c_noise).to(x_in.dtype)
+        s = sigma.reshape((-1,) + (1,) * (x_in.ndim - 1))
+        x = x_in * (1 + s**2).sqrt()
+        return (x - self.data.denoise(x, sigma)) / s + self.delta
+
+
+def test_unclamped_x0_hat_stays_bounded_on_the_auto_grid():
+    """An eps model with an error delta in eps_hat, on the cosine table (sigma_max 2.0e4), sampled by generate()
+    as vectors (never clamped): x0_hat at the top of the auto grid is off by sigma_0 delta <= 80 delta, and with
+    Euler the samples move by at most sigma_0 delta from the exact model's (each step adds (sigma_i - sigma_{i+1})
+    delta, which later steps only shrink for Gaussian data). On the whole table, where a clamped run starts, both
+    are hundreds of times larger."""
+    from dataclasses import replace
+
+    from torchdiffusion.config import SampleConfig
+    from torchdiffusion.generate import generate, resolve_grid
+    from torchdiffusion.process import DiscreteVP
+    from torchdiffusion.schedules import DISCRETE_SIGMA_MAX
+
+    p, delta = DiscreteVP("cosine", T=1000), 0.01
+    exact, biased = (
+        Precond(BiasedOracleEps(p, d), "eps", process=p, noise_conditioning="timestep") for d in (0.0, delta)
     )
+    sample = SampleConfig(sampler="euler", steps=10)  # grid auto
+    seeds, shape = list(range(64)), (4,)
+    top = float(resolve_grid(exact, sample, clamped=False)[0][0])
+    assert top <= DISCRETE_SIGMA_MAX
+    x = NoiseSource(seeds, shape, dtype=torch.float64).initial() * top
+    sigma = torch.full((len(seeds),), top, dtype=torch.float64)
+    err = (biased(x, sigma) - exact(x, sigma)).abs()
+    assert torch.allclose(err, torch.full_like(err, top * delta), rtol=1e-6)  # x0_hat off by sigma_0 delta exactly
+    run = lambda model, sample: generate(model, seeds, sample, shape, device="cpu")  # noqa: E731
+    moved = (run(biased, sample) - run(exact, sample)).abs().max()  # float32 samples
+    assert 0 < float(moved) <= top * delta + 1e-5
+    # the grid a clamped model gets (the whole table, from sigma 2.0e4): the same error is not contained
+    whole = replace(sample, grid="uniform_t")
+    assert resolve_grid(exact, whole, clamped=False)[0][0] == p.sigma_max
+    wild = (run(biased, whole) - run(exact, whole)).abs().max()
+    assert float(wild) > 10 * DISCRETE_SIGMA_MAX * delta
 
 
 def test_fit_grid_is_never_worse_than_its_starts():

@@ -12,7 +12,7 @@ import torch
 from tinyruns import td, write_run
 from torchdiffusion.cli import main
 from torchdiffusion.config import SampleConfig
-from torchdiffusion.generate import load_run, make_grid_sigmas
+from torchdiffusion.generate import clamps_x0, load_run, make_grid_sigmas
 from torchdiffusion.process import DiscreteVP
 from torchdiffusion.schedules import DISCRETE_SIGMA_MAX
 
@@ -99,11 +99,12 @@ def test_bench_samplers_builds_the_grids_sample_builds(run, tmp_path):
     rows = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
     ours = [r for r in rows if r["family"] == "torchdiffusion" and r["sampler"] != "adaptive"]
     assert {"dpmpp_2s_sde", "dpmpp_2m_exact", "heun_sde", "langevin"} <= {r["sampler"] for r in ours}
-    model = load_run(run).model
-    base = load_run(run).config.sample
+    loaded = load_run(run)
+    model, base = loaded.model, loaded.config.sample
+    clamped = clamps_x0(base, loaded.data_shape, loaded.codec)  # as the benchmark samples the run
     for r in ours:
         steps = len(r["extra"]["sigmas"]) - 1
-        expected = make_grid_sigmas(model, SampleConfig(**{**base.__dict__, "grid": r["grid"]}), steps)
+        expected = make_grid_sigmas(model, SampleConfig(**{**base.__dict__, "grid": r["grid"]}), steps, clamped=clamped)
         assert torch.equal(torch.tensor(r["extra"]["sigmas"], dtype=torch.float64), expected), r["sampler"]
 
 
@@ -121,3 +122,48 @@ def test_bench_samplers_analytic_case_is_sampled_as_a_linear_ddpm_model(tmp_path
     assert rows["heun"]["extra"]["sigmas"][-2] == pytest.approx(p.sigma_min)
     assert rows["langevin"]["nfe"] == 31 and rows["langevin"]["sw"] < 0.15  # 31 NFE = 10 levels x 3 + 1
     assert rows["langevin"]["sw"] < 2 * rows["heun"]["sw"] + rows["reference"]["sw"]  # reference: the floor row
+
+
+# A DDPM model of 2-D points (eps, cosine table): sampled as vectors, its x0_hat is never clamped.
+POINTS_DDPM = [
+    "diffusion.process=discrete",
+    "diffusion.parameterization=eps",
+    "diffusion.schedule=cosine",
+    "diffusion.noise_conditioning=timestep",
+    "diffusion.sigma_sampling=discrete",
+    "diffusion.weighting=uniform",
+    "sample.sampler=euler",
+    "sample.grid=auto",
+    "sample.n=4",
+]
+
+
+def test_sample_records_the_grid_generate_walks(tmp_path):
+    """The JSON beside `sample`'s output names the grid generate() stepped through: for an unclamped DDPM model
+    (points) the timesteps below DISCRETE_SIGMA_MAX, for a clamped image model the whole table as before."""
+    from dataclasses import replace
+
+    from torchdiffusion.generate import generate
+
+    points = write_run(tmp_path / "points", "toy-2d", POINTS_DDPM, data_shape=(2,))
+    image = write_run(tmp_path / "image", "digits-test", ["sample.grid=auto", "sample.n=4"])
+    for folder, capped in ((points, True), (image, False)):
+        _, meta = _sample(folder, tmp_path, folder.name)  # 3 steps, grid auto
+        run = load_run(folder)
+        seen = []
+        generate(
+            run.model,
+            [0],
+            replace(run.config.sample, steps=3),
+            run.data_shape,
+            callback=lambda info, seen=seen: seen.extend([info.sigma] + [info.sigma_next] * (info.i == info.n - 1)),
+            grid_dir=folder / "grids",
+            codec=run.codec,
+        )
+        used = meta["grid_used"]
+        assert used["sigmas"] == seen and used["asked"] == "auto" and used["grid"] == "uniform_t"
+        assert ("sigma_cap" in used) == capped
+        if capped:
+            assert run.model.sigma_max > DISCRETE_SIGMA_MAX >= used["sigmas"][0]
+        else:
+            assert used["sigmas"][0] == run.model.sigma_max > DISCRETE_SIGMA_MAX

@@ -517,7 +517,7 @@ def ablation(
     "incorrect" sampler of the course "How Diffusion Models Work"), one-shot denoising
     x0_hat = D(sigma_max n, sigma_max), and the run's own sampler (iterative). Returns ``{label: (N, *data_shape)}``,
     decoded images ``(N, *codec.image_shape)`` for a latent run."""
-    from .generate import clamped, generate, make_grid_sigmas
+    from .generate import clamped, clamps_x0, generate, make_grid_sigmas
     from .latent import as_pixels
     from .samplers import sample_ddpm
 
@@ -527,12 +527,13 @@ def ablation(
     ddpm = replace(sample, sampler="ddpm", steps=ddpm_steps, grid=grid, batch_size=len(seeds))
     ddpm_label = f"DDPM, {ddpm_steps} steps (noise re-added)"
     out = {ddpm_label: generate(model, seeds, ddpm, data_shape, callback=callback, codec=codec)}
-    sigmas = make_grid_sigmas(model, ddpm)
+    clip = clamps_x0(ddpm, data_shape, codec)
+    sigmas = make_grid_sigmas(model, ddpm, clamped=clip)  # the grid generate() took for the first picture
     image = len(data_shape) == 3
     with torch.no_grad():
         ns = NoiseSource(seeds, data_shape)
         D = model.bind(None)
-        if sample.clip_denoised and image and codec is None:
+        if clip:
             D = clamped(D)
         z = ns.initial()
         x = sample_ddpm(D, z * float(sigmas[0]), sigmas, add_noise=False, callback=callback)

@@ -25,7 +25,7 @@ from .guidance import guided_denoiser
 from .precond import Precond
 from .provenance import describe_wrapper, note_run, note_sampling
 from .samplers import get_sampler
-from .schedules import default_grid, grid_sigma_max, make_sigmas
+from .schedules import DISCRETE_SIGMA_MAX, default_grid, grid_sigma_max, make_sigmas, unclamped_timesteps
 from .types import Callback, Cond, Denoiser, NoiseSource
 
 if TYPE_CHECKING:
@@ -174,16 +174,33 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
 # Sigma grids for a model
 
 
+def clamps_x0(sample: SampleConfig, data_shape: Sequence[int], codec: LatentCodec | None = None) -> bool:
+    """Whether sampling clips x0_hat to [-1, 1] (:func:`clamped`): images and volumes in pixel space with
+    ``sample.clip_denoised``; latents, vectors, signals and tables never. The one place this is decided: it
+    chooses the denoiser wrapper and the ``auto`` grid (:func:`resolve_grid`)."""
+    return bool(sample.clip_denoised) and len(data_shape) in (3, 4) and codec is None
+
+
 def make_grid_sigmas(
-    model: Precond, sample: SampleConfig, steps: int | None = None, *, grid_dir: str | Path | None = None
+    model: Precond,
+    sample: SampleConfig,
+    steps: int | None = None,
+    *,
+    clamped: bool,
+    grid_dir: str | Path | None = None,
 ) -> Tensor:
     """The sampling grid a SampleConfig asks for, over the sigma range the model was trained on: the one grid
     builder of ``sample``, ``generate``, the editing commands and ``bench-samplers``. See :func:`resolve_grid`."""
-    return resolve_grid(model, sample, steps, grid_dir=grid_dir)[0]
+    return resolve_grid(model, sample, steps, clamped=clamped, grid_dir=grid_dir)[0]
 
 
 def resolve_grid(
-    model: Precond, sample: SampleConfig, steps: int | None = None, *, grid_dir: str | Path | None = None
+    model: Precond,
+    sample: SampleConfig,
+    steps: int | None = None,
+    *,
+    clamped: bool,
+    grid_dir: str | Path | None = None,
 ) -> tuple[Tensor, dict]:
     """(sigmas (n + 1,) float64 ending in 0, a record of which grid that is) for ``sample`` on ``model``.
 
@@ -191,7 +208,9 @@ def resolve_grid(
     folder's ``grids/``, written by ``bench-samplers`` or
     ``save_grid`` after ``fit_grid``); an error when there is none.
     ``grid = "auto"`` uses that tuned grid when one matches, else the process's default
-    (:func:`schedules.default_grid`). Karras and log-SNR grids of a discrete model stop at
+    (:func:`schedules.default_grid`); for a discrete model whose x0_hat is not ``clamped`` (:func:`clamps_x0`)
+    only the timesteps with sigma <= ``schedules.DISCRETE_SIGMA_MAX`` (:func:`schedules.unclamped_timesteps`;
+    the record says ``sigma_cap``). Karras and log-SNR grids of a discrete model stop at
     ``schedules.DISCRETE_SIGMA_MAX``. ``model`` needs only ``sigma_min``, ``sigma_max`` and ``process``."""
     from .samplers.optimize_grid import GridError, find_tuned_grid
 
@@ -209,8 +228,17 @@ def resolve_grid(
                 raise
     if kind == "tuned":
         raise ConfigError("grid=tuned needs a run folder's tuned grids (sample from a run folder)")
+    cap = {}
     if kind == "auto":
         kind = default_grid(discrete is not None)
+        if discrete is not None and not clamped:
+            discrete, cap = unclamped_timesteps(discrete), {"sigma_cap": DISCRETE_SIGMA_MAX}
+            if steps > len(discrete):
+                raise ConfigError(
+                    f"grid auto takes an unclamped DDPM model's {len(discrete)} timesteps with sigma <= "
+                    f"{DISCRETE_SIGMA_MAX:g}: ask for at most {len(discrete)} steps, or name a grid (uniform_t, "
+                    f"exponential)"
+                )
     if kind == "uniform_t" and discrete is None:
         raise ConfigError("the uniform_t grid needs a DDPM-trained (discrete) model; use karras or exponential")
     try:
@@ -226,7 +254,7 @@ def resolve_grid(
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return sigmas, {"grid": kind, "asked": sample.grid, "sigmas": sigmas.tolist()}
+    return sigmas, {"grid": kind, "asked": sample.grid, **cap, "sigmas": sigmas.tolist()}
 
 
 # Denoiser wrappers used here (the full set lives in guidance.py)
@@ -300,7 +328,8 @@ def generate(
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sampler = get_sampler(sample.sampler)
-    sigmas = make_grid_sigmas(model, sample, grid_dir=grid_dir)
+    clip = clamps_x0(sample, data_shape, codec)
+    sigmas = make_grid_sigmas(model, sample, clamped=clip, grid_dir=grid_dir)
     knobs = sampler_knobs(sample.sampler, sample)
     seeds = [int(s) for s in seeds]
     note_sampling(
@@ -325,7 +354,7 @@ def generate(
             interval=sample.guidance_interval,
             rescale=sample.guidance_rescale,
         )
-        if sample.clip_denoised and len(data_shape) in (3, 4) and codec is None:  # images, volumes: in [-1, 1]
+        if clip:  # images, volumes: in [-1, 1]
             D = clamped(D)
         if wrap is not None:
             D = wrap(D, sl)
@@ -334,7 +363,7 @@ def generate(
         x = sampler(D, x, sigmas, noise=ns, callback=callback, **knobs)
         out.append(as_pixels(x.float(), codec).cpu())
     x = torch.cat(out)
-    if len(data_shape) in (3, 4) and sample.clip_denoised and codec is None:
+    if clip:
         x = x.clamp(-1, 1)
     return x
 

@@ -24,7 +24,7 @@ from .edit import EditError, outpaint_canvas, tiled
 
 def _editing(run, sample):
     """(denoiser D(x, sigma), sampler, sigma grid, sampler knobs) of a loaded signal run."""
-    from .generate import make_grid_sigmas, sampler_knobs
+    from .generate import clamps_x0, make_grid_sigmas, sampler_knobs
     from .samplers import get_sampler
 
     if run.kind != "signal":
@@ -32,7 +32,7 @@ def _editing(run, sample):
     return (
         run.model.bind(None),
         get_sampler(sample.sampler),
-        make_grid_sigmas(run.model, sample),
+        make_grid_sigmas(run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec)),
         sampler_knobs(sample.sampler, sample),
     )
 

@@ -34,6 +34,7 @@ from ..precond import Precond
 from ..process import DiscreteVP
 from ..samplers import DETERMINISTIC, SAMPLERS, get_sampler, steps_for_nfe
 from ..samplers.optimize_grid import fit_noise, load_grid, optimize_grid, reference_solution, save_grid
+from ..schedules import unclamped_timesteps
 from ..types import Denoiser
 from . import diffusers_driver
 from .metrics import SlicedReference, energy_distance, random_directions
@@ -105,11 +106,13 @@ def analytic_model() -> GridModel:
     return GridModel(p.sigma_min, p.sigma_max, p)
 
 
-def standard_grid(kind: str, steps: int, model: GridModel | Precond, sample: SampleConfig) -> Tensor | None:
-    """The grid ``torchdiffusion sample --grid KIND --steps STEPS`` uses on this model (None: not defined
-    for it, e.g. uniform_t on a continuous model)."""
+def standard_grid(
+    kind: str, steps: int, model: GridModel | Precond, sample: SampleConfig, clamped: bool = False
+) -> Tensor | None:
+    """The grid ``torchdiffusion sample --grid KIND --steps STEPS`` uses on this model, whose x0_hat is ``clamped``
+    or not (None: not defined for it, e.g. uniform_t on a continuous model)."""
     try:
-        return make_grid_sigmas(model, replace(sample, grid=kind), steps)
+        return make_grid_sigmas(model, replace(sample, grid=kind), steps, clamped=clamped)
     except ConfigError:
         return None
 
@@ -124,17 +127,22 @@ def tuned_grid(
     grid_dir: Path,
     cache: dict,
     log: Callable[[str], None],
+    clamped: bool = False,
 ) -> Tensor:
-    """Load ``grid_dir/<sampler>-nfe<N>.json`` or fit it on the fit seed's starting noise and save it."""
+    """Load ``grid_dir/<sampler>-nfe<N>.json`` or fit it on the fit seed's starting noise and save it (``clamped``:
+    whether ``denoise`` clips x0_hat; for a discrete model that does not, the fit starts where its ``auto`` grid
+    does, at the top of :func:`schedules.unclamped_timesteps`, since ``auto`` takes the tuned grid when one fits)."""
     path = Path(grid_dir) / f"{sampler}-nfe{nfe}.json"
     if path.exists():
         return load_grid(path)[0]
     sigma_min, sigma_max = model.sigma_min, model.sigma_max
+    if model.process is not None and not clamped:
+        sigma_max = float(unclamped_timesteps(model.process.sigmas)[-1])
     if "ref" not in cache:
         x_T = fit_noise(shape, cfg.fit_n, cfg.fit_seed, sigma_max).to(torch.float32)  # a network is float32
         cache["x_T"], cache["ref"] = x_T, reference_solution(denoise, x_T, sigma_max, sigma_min, tol=cfg.fit_tol)
     starts = tuple(cache.get(("grid", nfe), ()))
-    default = standard_grid("auto", steps_for_nfe(sampler, nfe), model, SampleConfig())  # never worse than it
+    default = standard_grid("auto", steps_for_nfe(sampler, nfe), model, SampleConfig(), clamped)  # never worse
     starts += (default,) if default is not None and float(default[0]) == sigma_max else ()
     t0 = time.perf_counter()
     grid, info = optimize_grid(
@@ -180,6 +188,7 @@ class Case:
     sample: SampleConfig  # rho and spacing of the standard grids (the run's own, for a run folder)
     quality: Callable[[Tensor], tuple[float, float]]  # samples -> (sliced Wasserstein, energy distance)
     z: Tensor  # (n, *shape) unit starting noise of the evaluation seed, float64
+    clamped: bool = False  # whether ``denoise`` clips x0_hat (generate.clamps_x0): it chooses the auto grid
 
 
 def run_case(
@@ -194,12 +203,14 @@ def run_case(
     model: GridModel | Precond | None = None,
     sample: SampleConfig | None = None,
     embed: Callable[[Tensor], Tensor] | None = None,
+    clamped: bool = False,
 ) -> list[Row]:
     """All rows of one case: the floor, our samplers x grids x NFE, adaptive, diffusers x spacings x NFE.
 
     ``reference`` and ``reference2``: (n, ...) independent reference samples (the second only for the floor),
     already in the space of ``embed`` when one is given (samples are embedded before they are compared).
-    ``model`` gives the sigma range (default: :func:`analytic_model`), ``sample`` the grids' rho and spacing."""
+    ``model`` gives the sigma range (default: :func:`analytic_model`), ``sample`` the grids' rho and spacing,
+    ``clamped`` whether ``denoise`` clips x0_hat (the analytic cases do not)."""
     reference = reference.flatten(1)
     sliced = SlicedReference(reference, random_directions(reference.shape[1], cfg.n_proj))
 
@@ -210,7 +221,7 @@ def run_case(
         return sliced.distance(x), energy_distance(x, reference, max_n=cfg.energy_n)
 
     z = torch.randn((cfg.n, *shape), generator=torch.Generator().manual_seed(cfg.eval_seed), dtype=torch.float64)
-    c = Case(case, denoise, shape, model or analytic_model(), sample or SampleConfig(), quality, z)
+    c = Case(case, denoise, shape, model or analytic_model(), sample or SampleConfig(), quality, z, clamped)
     rows = [Row(case, "floor", "reference", "-", 0, 0, *quality(reference2, embedded=True), 0.0)]
     log(f"[{case}] floor: sw {rows[0].sw:.4g}, energy {rows[0].energy:.4g}")
     rows += our_rows(c, cfg, Path(grid_dir), log)
@@ -242,9 +253,11 @@ def our_rows(c: Case, cfg: BenchConfig, grid_dir: Path, log: Callable[[str], Non
             for budget in cfg.nfes:
                 steps = steps_for_nfe(name, budget)
                 if kind == "tuned":
-                    grid = tuned_grid(c.denoise, name, budget, c.shape, cfg, c.model, grid_dir, cache, log)
+                    grid = tuned_grid(
+                        c.denoise, name, budget, c.shape, cfg, c.model, grid_dir, cache, log, clamped=c.clamped
+                    )
                 else:
-                    grid = standard_grid(kind, steps, c.model, c.sample)
+                    grid = standard_grid(kind, steps, c.model, c.sample, c.clamped)
                 if grid is None:
                     continue
                 noise_g = torch.Generator().manual_seed(cfg.eval_seed + 1000)

@@ -31,7 +31,7 @@ def run_trained(
     features: str | None = None,
     log=print,
 ) -> list:
-    from ..generate import clamped, load_run
+    from ..generate import clamped, clamps_x0, load_run
     from .harness import run_case
 
     if reference not in ("ode", "data"):
@@ -39,7 +39,8 @@ def run_trained(
     run = load_run(run_dir)
     model = run.model
     D = model.bind(None)
-    if run.kind == "image" and run.config.sample.clip_denoised:
+    clip = clamps_x0(run.config.sample, run.data_shape, run.codec)  # as generate() samples the run
+    if clip:
         D = clamped(D)
     shape = tuple(run.data_shape)
     sigma_max = float(model.sigma_max)
@@ -87,4 +88,5 @@ def run_trained(
         model=model,
         sample=run.config.sample,
         embed=embed,
+        clamped=clip,
     )

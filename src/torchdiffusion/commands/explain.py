@@ -276,7 +276,7 @@ def _sampled(args: argparse.Namespace) -> list:
 
     from .. import explain as ex
     from ..config import validate
-    from ..generate import load_run, make_grid_sigmas
+    from ..generate import clamps_x0, load_run, make_grid_sigmas
     from ..progress import step_bar
     from .common import sample_config_from_args
 
@@ -319,7 +319,8 @@ def _sampled(args: argparse.Namespace) -> list:
     data = load_data(run_.config.data, seed=run_.config.train.seed).x[:3000]
     toy = run_.config.data.toy if run_.config.data.source == "toy" else None
     exact, label = ex.exact_denoiser_for(data, toy)
-    traj = make_grid_sigmas(run_.model, replace(sample, steps=min(sample.steps, 24)))
+    traj_sample = replace(sample, steps=min(sample.steps, 24))
+    traj = make_grid_sigmas(run_.model, traj_sample, clamped=clamps_x0(traj_sample, run_.data_shape, run_.codec))
     with step_bar((len(traj) - 1) * (2 if exact is not None else 1), "explain field (Heun paths)") as bar:
         D = run_.model.bind(None)
         ex.plot_field(

@@ -63,7 +63,7 @@ def setup(run_, args: argparse.Namespace):
     from dataclasses import replace
 
     from ..config import validate
-    from ..generate import clamped, make_grid_sigmas, sampler_knobs
+    from ..generate import clamped, clamps_x0, make_grid_sigmas, sampler_knobs
     from ..provenance import note_sampling
     from ..samplers import get_sampler
 
@@ -71,7 +71,8 @@ def setup(run_, args: argparse.Namespace):
     sample = sample_config_from_args(run_.config.sample, args)
     validate(replace(run_.config, sample=sample))
     D = run_.model.bind(None)
-    if sample.clip_denoised and run_.codec is None:  # latents have no [-1, 1] range
+    clip = clamps_x0(sample, run_.data_shape, run_.codec)  # latents have no [-1, 1] range
+    if clip:
         D = clamped(D)
     edit = {k: v for k, v in vars(args).items() if k in _EDIT_KNOBS and v is not None}
     note_sampling(sample, [sample.seed], wrappers=[{"name": args.command, **edit}])
@@ -79,7 +80,7 @@ def setup(run_, args: argparse.Namespace):
         sample,
         D,
         get_sampler(sample.sampler),
-        make_grid_sigmas(run_.model, sample),
+        make_grid_sigmas(run_.model, sample, clamped=clip),  # the grid generate() takes for this run
         sampler_knobs(sample.sampler, sample),
     )
 

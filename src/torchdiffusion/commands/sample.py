@@ -199,7 +199,7 @@ def write_samples(
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
     import numpy as np
 
-    from ..generate import generate, resolve_grid, sampler_knobs
+    from ..generate import clamps_x0, generate, resolve_grid, sampler_knobs
     from ..io import atomic_write
     from ..progress import chain, step_bar
     from ..samplers import nfe
@@ -237,7 +237,12 @@ def write_samples(
                 "run": str(run_.path),
                 "seeds": [seeds[0], seeds[-1]],
                 "nfe": spent,
-                "grid_used": resolve_grid(run_.model, sample, grid_dir=run_.path / "grids")[1],
+                "grid_used": resolve_grid(
+                    run_.model,
+                    sample,
+                    clamped=clamps_x0(sample, run_.data_shape, run_.codec),
+                    grid_dir=run_.path / "grids",
+                )[1],
                 "conditioning": sorted(cond) if isinstance(cond, dict) else None,
                 "wrapped": wrap is not None,
                 "sample": dataclasses.asdict(sample),

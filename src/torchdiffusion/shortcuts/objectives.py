@@ -31,12 +31,11 @@ class Teacher:
     """A loaded teacher run as the denoiser the student learns from (guided at a fixed w, clamped like its sampler)."""
 
     def __init__(self, path: str | Path, guidance: float, device: torch.device):
-        from ..generate import load_run
+        from ..generate import clamps_x0, load_run
 
         self.run = load_run(path, device=device)
         self.guidance = guidance
-        s, shape = self.run.config.sample, self.run.data_shape
-        self.clip = s.clip_denoised and len(shape) == 3
+        self.clip = clamps_x0(self.run.config.sample, self.run.data_shape, self.run.codec)
 
     def denoiser(self, cond: dict | None) -> Denoiser:
         from ..generate import clamped
@@ -52,7 +51,7 @@ class Teacher:
         from ..generate import make_grid_sigmas
 
         sample = replace(self.run.config.sample, sampler="ddim", steps=steps)
-        return make_grid_sigmas(self.run.model, sample, grid_dir=self.run.path / "grids")
+        return make_grid_sigmas(self.run.model, sample, clamped=self.clip, grid_dir=self.run.path / "grids")
 
 
 class Progressive(Objective):
