@@ -1,19 +1,11 @@
-"""Bad input at the command line: one line on stderr, exit code 2, no traceback, nothing half-written."""
+"""Bad input at the command line: one line on stderr, exit code 2, no traceback, nothing half-written. Commands run
+through the CLI's ``main`` in this process (``tinyruns.cli``); test_bad_inputs.py runs such cases as real processes."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-
-def td(*args, cwd=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny runs: spinning extra threads only slow a busy machine
-    r = subprocess.run(
-        [sys.executable, "-m", "torchdiffusion", *args], capture_output=True, text=True, cwd=cwd, timeout=300, env=env
-    )
-    return r.returncode, r.stdout, r.stderr
+from tinyruns import cli
 
 
 def assert_clean_error(rc, err, needle):
@@ -25,44 +17,44 @@ def assert_clean_error(rc, err, needle):
 
 
 def test_unknown_preset():
-    rc, _, err = td("train", "--preset", "nope", "--dry-run")
+    rc, _, err = cli("train", "--preset", "nope", "--dry-run")
     assert_clean_error(rc, err, "unknown preset")
 
 
 def test_bad_override_and_steps():
-    rc, _, err = td("train", "--set", "train.lr=fast", "--dry-run")
+    rc, _, err = cli("train", "--set", "train.lr=fast", "--dry-run")
     assert_clean_error(rc, err, "train.lr")
-    rc, _, err = td("train", "--set", "sample.steps=0", "--dry-run")
+    rc, _, err = cli("train", "--set", "sample.steps=0", "--dry-run")
     assert_clean_error(rc, err, "steps")
-    rc, _, err = td("train", "--set", "sample.sampler=magic", "--dry-run")
+    rc, _, err = cli("train", "--set", "sample.sampler=magic", "--dry-run")
     assert_clean_error(rc, err, "unknown sampler")
-    rc, _, err = td("train", "--set", "nosection.x=1", "--dry-run")
+    rc, _, err = cli("train", "--set", "nosection.x=1", "--dry-run")
     assert_clean_error(rc, err, "unknown config key")
 
 
 def test_dry_run_prints_resolved_config():
-    rc, out, err = td("train", "--preset", "course", "--set", "train.lr=5e-4", "--dry-run")
+    rc, out, err = cli("train", "--preset", "course", "--set", "train.lr=5e-4", "--dry-run")
     assert rc == 0, err
     cfg = json.loads(out)
     assert cfg["train"]["lr"] == 5e-4 and cfg["diffusion"]["T"] == 500 and cfg["diffusion"]["beta_end"] == 0.02
 
 
 def test_sample_missing_or_damaged_run(tmp_path):
-    rc, _, err = td("sample", str(tmp_path / "missing"))
+    rc, _, err = cli("sample", str(tmp_path / "missing"))
     assert_clean_error(rc, err, "does not exist")
     run = tmp_path / "run"
     run.mkdir()
-    rc, _, err = td("sample", str(run))
+    rc, _, err = cli("sample", str(run))
     assert_clean_error(rc, err, "config.json is missing")
     (run / "config.json").write_text("{ not json")
-    rc, _, err = td("sample", str(run))
+    rc, _, err = cli("sample", str(run))
     assert_clean_error(rc, err, "damaged")
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]  # nothing written
 
 
 def test_missing_data_path_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    rc, _, err = td(
+    rc, _, err = cli(
         "train",
         "--preset",
         "digits-test",
@@ -79,5 +71,5 @@ def test_missing_data_path_writes_nothing(tmp_path):
 
 @pytest.mark.parametrize("cmd", ["train", "sample", "demo"])
 def test_help_has_examples(cmd):
-    rc, out, _ = td(cmd, "--help")
+    rc, out, _ = cli(cmd, "--help")
     assert rc == 0 and "examples:" in out

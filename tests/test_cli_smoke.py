@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from test_cli_errors import assert_clean_error, td
+from test_cli_errors import assert_clean_error
+from tinyruns import td
 
 
 def _is_png(path):

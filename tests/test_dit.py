@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from test_cli_errors import assert_clean_error, td
+from test_cli_errors import assert_clean_error
 from test_training_worker import TINY, tiny_data
+from tinyruns import cli
 from torchdiffusion.analytic import IsotropicGaussian
 from torchdiffusion.config import ConfigError, ModelConfig, dit_model, get_preset, override
 from torchdiffusion.generate import generate, load_run
@@ -298,12 +299,12 @@ def test_bad_patch_sizes_raise_config_errors():
 
 def test_cli_patch_that_does_not_divide_the_image_exits_2_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    rc, _, err = td(
+    rc, _, err = cli(
         "train", "--preset", "digits-test", "--set", "model.net=dit", "--set", "model.patch=3", "--out", str(out)
     )
     assert_clean_error(rc, err, "model.patch=3 does not divide the image size 8x8")
     assert not out.exists()
-    rc, _, err = td("train", "--preset", "mnist-dit", "--set", "model.pos_embedding=random", "--dry-run")
+    rc, _, err = cli("train", "--preset", "mnist-dit", "--set", "model.pos_embedding=random", "--dry-run")
     assert_clean_error(rc, err, "model.pos_embedding must be sincos or learned")
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tinyruns import td, write_run
+from tinyruns import cli, write_run
 from torchdiffusion.cli import main
 from torchdiffusion.generate import generate, load_run
 
@@ -177,9 +177,9 @@ def test_samples_through_onnx_equal_pytorch(onnx_run, sampler):
 
 @needs_onnx
 def test_export_cli_and_sample_from_the_onnx_folder(tmp_path):
-    """The command end to end in a subprocess: export, then sample from the export like from a run."""
+    """The command end to end: export, then sample from the export like from a run."""
     run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2"], (1, 8, 8))
-    rc, out, err = td("export", run, "--format", "onnx", "--out", tmp_path / "onnx")
+    rc, out, err = cli("export", run, "--format", "onnx", "--out", tmp_path / "onnx")
     assert rc == 0, err[-2000:]
     assert "max |F_onnx - F_torch|" in out and not list(tmp_path.glob(".*tmp*"))
     from torchdiffusion.provenance import artefact_digest, read_manifest
@@ -189,7 +189,7 @@ def test_export_cli_and_sample_from_the_onnx_folder(tmp_path):
     first = (tmp_path / "onnx" / "denoiser.onnx").stat().st_ino
     assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0  # replaces it
     assert (tmp_path / "onnx" / "denoiser.onnx").stat().st_ino != first and not list(tmp_path.glob(".*tmp*"))
-    rc, out, err = td("sample", tmp_path / "onnx", "--n", "2", "--sampler", "ddim")
+    rc, out, err = cli("sample", tmp_path / "onnx", "--n", "2", "--sampler", "ddim")
     assert rc == 0, err[-2000:]
     assert (tmp_path / "onnx" / "samples" / "ddim-2-seed0.png").is_file()
 

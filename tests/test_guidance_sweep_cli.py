@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 
 from pictures import assert_plot
-from tinyruns import CLASS_RUN, td, write_run
+from tinyruns import CLASS_RUN, cli, write_run
 from torchdiffusion.evaluation.classifier import (
     ClassifierConfig,
     load_classifier_file,
@@ -34,7 +34,7 @@ def test_guidance_sweep_matches_generate_and_the_classifier(tmp_path):
     run_dir = write_run(tmp_path / "run", *CLASS_RUN)
     clf = digits_classifier(tmp_path / "clf.safetensors")
     out = tmp_path / "sweep"
-    rc, _, err = td(
+    rc, _, err = cli(
         *("guidance-sweep", run_dir, "--scales", "0,2,2", "--n-per-class", "3", "--steps", "2"),
         *("--classifier", clf, "--no-reference", "--out", out),
     )

@@ -1,7 +1,7 @@
 """Sampler settings, tuned grids and the sampler benchmark from the command line, on tiny run folders.
 
-Samples whose pixels are compared go through the CLI's ``main`` in this process (the same parsing and code as
-``python -m torchdiffusion``, without a torch import each); refusals and the benchmark run as real processes."""
+Commands go through the CLI's ``main`` in this process (``tinyruns.cli``: the same parsing, code and one-line errors
+as ``python -m torchdiffusion``, without a torch import each)."""
 
 import json
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyruns import td, write_run
+from tinyruns import cli, write_run
 from torchdiffusion.cli import main
 from torchdiffusion.config import SampleConfig
 from torchdiffusion.generate import clamps_x0, load_run, make_grid_sigmas
@@ -43,7 +43,7 @@ def test_sampler_settings_reach_every_sampler(run, tmp_path):
     assert np.array_equal(d, e) and not np.array_equal(d, f)
     g, meta = _sample(run, tmp_path, "lang", "--sampler", "langevin", "--steps-per-level", 2)
     assert meta["nfe"] == 3 * 2 + 1
-    code, out, err = td("sample", run, "--sampler", "heun", "--eta", 0.5)
+    code, out, err = cli("sample", run, "--sampler", "heun", "--eta", 0.5)
     assert code == 2 and "has no setting 'eta'" in err and len(err.strip().splitlines()) == 1
 
 
@@ -57,7 +57,7 @@ def test_a_run_saved_with_the_old_eta_field_keeps_it(run, tmp_path):
 
 
 def test_list_samplers_shows_settings_defaults_and_whole_descriptions():
-    code, out, _ = td("sample", "--list-samplers")
+    code, out, _ = cli("sample", "--list-samplers")
     assert code == 0
     text = " ".join(out.split())
     assert "langevin Annealed Langevin dynamics" in text and "--steps-per-level 3, --step-lr 1.0" in text
@@ -67,11 +67,13 @@ def test_list_samplers_shows_settings_defaults_and_whole_descriptions():
 
 
 def test_sample_uses_the_tuned_grid_bench_samplers_fitted(run, tmp_path):
-    code, _, err = td("sample", run, "--grid", "tuned", "--steps", 3, "--sampler", "euler", "--out", tmp_path / "x.png")
+    code, _, err = cli(
+        "sample", run, "--grid", "tuned", "--steps", 3, "--sampler", "euler", "--out", tmp_path / "x.png"
+    )
     assert code == 2 and "no grid tuned for euler at 3 steps" in err
     args = ["--run", run, "--samplers", "euler", "--tuned-samplers", "euler", "--grids", "tuned", "--nfe", 3]
     args += ["--n", 4, "--no-diffusers", "--tune-maxfev", 4, "--fit-n", 8, "--ref-steps", 3]
-    code, _, err = td("bench-samplers", *args, "--out", tmp_path / "bench", timeout=600)
+    code, _, err = cli("bench-samplers", *args, "--out", tmp_path / "bench")
     assert code == 0, err
     grid = json.loads((run / "grids" / "euler-nfe3.json").read_text())["sigmas"]
     a, meta = _sample(run, tmp_path, "tuned", "--grid", "tuned", "--sampler", "euler")
@@ -86,7 +88,7 @@ def test_sample_uses_the_tuned_grid_bench_samplers_fitted(run, tmp_path):
     assert meta_k["grid_used"]["sigmas"][0] == pytest.approx(min(load_run(run).model.sigma_max, DISCRETE_SIGMA_MAX))
     _, meta_other = _sample(run, tmp_path, "auto-heun", "--grid", "auto", "--sampler", "heun")  # no tuned grid
     assert meta_other["grid_used"]["grid"] == "uniform_t"
-    code, _, err = td("sample", run, "--grid", "tuned", "--steps", 5, "--out", tmp_path / "y.png")
+    code, _, err = cli("sample", run, "--grid", "tuned", "--steps", 5, "--out", tmp_path / "y.png")
     assert code == 2 and "it has euler grids for 3 steps" in err
 
 
@@ -94,7 +96,7 @@ def test_bench_samplers_builds_the_grids_sample_builds(run, tmp_path):
     """The benchmark's standard grids are the ones `sample --grid KIND` uses on the same model; its default
     sampler list is every sampler but adaptive (which has rows of its own)."""
     args = ["--run", run, "--grids", "karras,exponential,uniform_t", "--nfe", 4, "--n", 8, "--no-diffusers"]
-    code, _, err = td("bench-samplers", *args, "--ref-steps", 2, "--out", tmp_path / "b", timeout=600)
+    code, _, err = cli("bench-samplers", *args, "--ref-steps", 2, "--out", tmp_path / "b")
     assert code == 0, err
     rows = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
     ours = [r for r in rows if r["family"] == "torchdiffusion" and r["sampler"] != "adaptive"]
@@ -113,7 +115,7 @@ def test_bench_samplers_analytic_case_is_sampled_as_a_linear_ddpm_model(tmp_path
     at DISCRETE_SIGMA_MAX = 80 below its sigma_max of 157 as every Karras grid of a discrete model; and Annealed
     Langevin at its default settings lands near Heun's quality at a similar budget."""
     args = ["--case", "8gaussians", "--samplers", "heun,langevin", "--grids", "karras", "--nfe", 31]
-    code, _, err = td("bench-samplers", *args, "--n", 2000, "--no-diffusers", "--out", tmp_path / "a", timeout=600)
+    code, _, err = cli("bench-samplers", *args, "--n", 2000, "--no-diffusers", "--out", tmp_path / "a")
     assert code == 0, err
     rows = {r["sampler"]: r for r in json.loads((tmp_path / "a" / "results.json").read_text())["rows"]}
     p = DiscreteVP("linear", T=1000)

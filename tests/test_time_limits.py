@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from test_training_worker import TINY, tiny_data
+from tinyruns import cli
 from torchdiffusion.config import get_preset, override
 from torchdiffusion.generate import load_run
 from torchdiffusion.training import load_state, train
@@ -105,10 +106,9 @@ def _env() -> dict:
 @pytest.mark.parametrize("key", ["train.cpu_minutes", "train.minutes"])
 def test_a_negative_limit_is_refused_in_one_line_before_anything_is_written(tmp_path, key):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torchdiffusion", "train", "--preset", "digits-test", "--set", f"{key}=-1"]
-    r = subprocess.run([*cmd, "--out", str(out), "--no-progress"], env=_env(), capture_output=True, text=True)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().count("\n") == 0 and f"{key} must be >= 0" in r.stderr
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", f"{key}=-1", "--out", out, "--no-progress")
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and f"{key} must be >= 0" in err
     assert not out.exists()
 
 
@@ -151,7 +151,6 @@ def test_autoencoder_training_ends_at_its_cpu_limit_with_a_complete_run_folder(t
 @pytest.mark.parametrize("key", ["train.cpu_minutes", "train.minutes"])
 def test_autoencoder_refuses_a_negative_limit_in_one_line(tmp_path, key):
     out = tmp_path / "ae"
-    cmd = [sys.executable, "-m", "torchdiffusion", "train-autoencoder", "--preset", "tiny-ae", "--set", f"{key}=-0.5"]
-    r = subprocess.run([*cmd, "--out", str(out), "--no-progress"], env=_env(), capture_output=True, text=True)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "must be >= 0" in r.stderr
+    rc, _, err = cli("train-autoencoder", "--preset", "tiny-ae", "--set", f"{key}=-0.5", "--out", out, "--no-progress")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "must be >= 0" in err
     assert not out.exists()
