@@ -113,7 +113,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser. With ``only`` (a command name, or "" for none) the other commands are listed by name
+    and help but get no arguments: all that parsing one command line needs, without the work (and the imports) of
+    building every command's options."""
     parser = _Parser(
         prog="torchdiffusion",
         description="Diffusion models in PyTorch: train, sample, steer, edit, measure and explain.",
@@ -129,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=mod.EXAMPLES.rstrip() + "\n\n" + EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        mod.add_arguments(p)
+        if only is None or only == name:
+            mod.add_arguments(p)
         p.set_defaults(_run=mod.run, _parser=p, _manifests=getattr(mod, "MANIFESTS", False))
     return parser
 
@@ -190,7 +194,8 @@ def _bad_file_errors() -> tuple[type[BaseException], ...]:
 
 def classify(e: BaseException) -> tuple[str, int, bool] | None:
     """(message, exit code, print on every rank) for a failure the user can act on; None for a bug."""
-    from .training.loop import TrainingError
+    loop = sys.modules.get(f"{__package__}.training.loop")  # a TrainingError exists only once it is imported:
+    TrainingError = loop.TrainingError if loop is not None else ()  # earlier failures are told without importing it
 
     if isinstance(e, (ValueError, *_bad_file_errors())):  # ConfigError, DataError, RunError, ...: bad input
         return first_line(e), EXIT_USAGE, False
@@ -205,7 +210,8 @@ def classify(e: BaseException) -> tuple[str, int, bool] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    parser = build_parser(only=words[0] if words else "")  # the top level takes no option but -h: words[0] names it
     try:
         args, extra = parser.parse_known_args(argv)
         if extra:  # reported by the command's own parser: 'torchdiffusion sample: error: ...'
