@@ -63,7 +63,13 @@ TINY_SETTINGS = {
     "sample.steps": "2",
 }
 # train-autoencoder's config has its own sections: these keys only
-TINY_AE_SETTINGS = {"train.images": "32", "train.batch_size": "16", "data.limit": "32", "data.holdout": "0"}
+TINY_AE_SETTINGS = {
+    "train.images": "32",
+    "train.batch_size": "16",
+    "data.limit": "32",
+    "data.holdout": "0",
+    "model.channels": "8",  # a narrow net: the examples' levels (channel_mult) stay as written
+}
 # Values replaced where an example gives them, never appended: one thread (more only spin on a tiny model).
 TINY_GIVEN = {"--threads": "1"}
 # bench-train times the preset's U-Net: a narrow one (the example's flags, shape and settings stay as written)
