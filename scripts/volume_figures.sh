@@ -12,6 +12,9 @@ mkdir -p docs/benchmarks/kinds docs/images
   --out "$RUNS/volume-shapes" --set train.threads=1 --no-progress 2>> docs/benchmarks/kinds/train-times.txt
 $TD evaluate "$RUNS/volume-shapes" --n 200 --threads 1 --out "$RUNS/volume-shapes/eval" > /dev/null
 cp "$RUNS/volume-shapes/eval/report.json" docs/benchmarks/kinds/volume-shapes.json
+# the same run at three evaluation seeds (one n = 200 evaluation moves with the seed): mean and standard error
+python scripts/volume_guidance.py "$RUNS/volume-shapes" --guidance 2 --seeds 10000,20000,30000 --n 200 \
+  --json docs/benchmarks/kinds/volume-shapes-seeds.json
 cp "$RUNS/volume-shapes/eval/samples.png" docs/images/volume-shapes-samples.png
 cp "$RUNS/volume-shapes/eval/gaussian_pca.png" docs/images/volume-shapes-gaussian.png
 cp "$RUNS/volume-shapes/eval/profiles.png" docs/images/volume-shapes-profiles.png
