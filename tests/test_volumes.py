@@ -173,6 +173,42 @@ def test_pictures_and_explain_of_volumes(tmp_path):
     assert rc == 2 and "needs volume data" in err and len(err.strip().splitlines()) == 1
 
 
+def _bands(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The [start, stop) runs of True in a 1-D mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def test_volume_picture_tiles_are_the_upscaled_slices_and_projections(tmp_path):
+    """Every tile of save_volumes' picture is its panel (volume_panels) mapped [-1, 1] -> [0, 255] and upscaled by
+    one integer factor: one row per volume (at most max_rows), labels drawn above the columns and left of the rows."""
+    from PIL import Image
+
+    from torchdiffusion.viz import save_volumes, volume_panels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(10, 2, 8, 12, 16, generator=g) * 1.9 - 1  # in [-1, 0.9]: no tile pixel is white like the gaps
+    path = save_volumes(x, tmp_path / "v.png", title="ten volumes", max_rows=4, row_labels=list("abcd"))
+    img = np.asarray(Image.open(path).convert("L"))
+    dark = img < 255
+    rows = [b for b in _bands(dark.mean(1) > 0.5) if b[1] - b[0] > 20]
+    assert len(rows) == 4  # max_rows of the 10 volumes
+    for i, (r0, r1) in enumerate(rows):
+        panels = volume_panels(x[i, 0], slices=6)
+        tiles = [b for b in _bands(dark[r0:r1].mean(0) > 0.5) if b[1] - b[0] > 20]
+        assert len(tiles) == len(panels) == 9
+        for (c0, c1), (label, a) in zip(tiles, panels):
+            ys = np.flatnonzero(dark[r0:r1, c0:c1].all(1))
+            tile = img[r0 + ys[0] : r0 + ys[-1] + 1, c0:c1].astype(np.int16)
+            s = tile.shape[1] // a.shape[1]
+            assert s >= 4 and tile.shape == (a.shape[0] * s, a.shape[1] * s), label
+            want = np.round((a + 1) * 127.5).repeat(s, 0).repeat(s, 1)
+            assert np.abs(tile - want).max() <= 1, (i, label)
+    c0 = [b for b in _bands(dark[rows[0][0] : rows[0][1]].mean(0) > 0.5) if b[1] - b[0] > 20][0][0]
+    assert dark[: rows[0][0] - 2].sum() > 200  # the title and the column labels
+    assert all(dark[r0:r1, : c0 - 2].sum() > 10 for r0, r1 in rows)  # the row labels
+
+
 def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
     run = tmp_path / "run"
     tiny = ["data.volume_size=8,8,8", "data.volume_count=64", "data.holdout=16", "train.images=64"]

@@ -269,25 +269,64 @@ def save_volumes(
 ) -> Path:
     """(B, C, D, H, W) volumes as PNG: one row per volume (at most ``max_rows``, channel 0), its slices along D
     and its maximum-intensity projections along D, H and W, grey on the data range [-1, 1]."""
-    plt = _pyplot()
     x = volumes.detach().cpu().to(torch.float32)[:max_rows, 0]
     rows = [volume_panels(v, slices) for v in x]
-    cols = len(rows[0])
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols, 1.1 * len(rows) + 0.4), squeeze=False)
+    labels = None if row_labels is None else [str(r) for r in row_labels]
+    img = panel_picture(rows, title=title, row_labels=labels)
+    return atomic_write(path, lambda f: img.save(f, format="PNG"))
+
+
+def panel_picture(
+    rows: Sequence[Sequence[tuple[str, np.ndarray]]],
+    title: str = "",
+    row_labels: Sequence[str] | None = None,
+    tile: int = 112,
+):
+    """A greyscale Pillow image of rows of labelled 2-D panels in [-1, 1] (:func:`volume_panels`), black to white:
+    each panel upscaled by one integer factor (nearest) to about ``tile`` pixels and centred in its cell, the
+    first row's labels above the columns, ``row_labels`` left of the rows, ``title`` on top. One array and a
+    few text calls, so a picture of 8 rows of 9 panels costs milliseconds, not a second of matplotlib."""
+    from PIL import Image, ImageDraw
+
+    ch = max(a.shape[0] for r in rows for _, a in r)
+    cw = max(a.shape[1] for r in rows for _, a in r)
+    s = max(1, tile // max(ch, cw))
+    ch, cw, pad = ch * s, cw * s, 8
+    font = _font(13)
+    line = _text_box(font, "Mg")[3] + 6
+    left = pad + (max(_text_box(font, t)[2] for t in row_labels) + pad if row_labels else 0)
+    top = pad + (line + pad if title else 0) + line
+    cols = max(len(r) for r in rows)
+    canvas = np.full((top + len(rows) * (ch + pad), left + cols * (cw + pad)), 255, dtype=np.uint8)
     for i, panels in enumerate(rows):
-        for j, (label, a) in enumerate(panels):
-            ax = axes[i][j]
-            ax.imshow(a, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(label, fontsize=6)
-            if j == 0 and row_labels is not None:
-                ax.set_ylabel(str(row_labels[i]), fontsize=6)
+        for j, (_, a) in enumerate(panels):
+            g = to_uint8_hwc(torch.as_tensor(a)[None, None])[0, ..., 0].repeat(s, 0).repeat(s, 1)
+            y = top + i * (ch + pad) + (ch - g.shape[0]) // 2
+            x = left + j * (cw + pad) + (cw - g.shape[1]) // 2
+            canvas[y : y + g.shape[0], x : x + g.shape[1]] = g
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
     if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    return _save_figure(fig, path)
+        draw.text(((img.width - _text_box(font, title)[2]) // 2, pad), title, fill=0, font=font)
+    for j, (label, _) in enumerate(rows[0]):
+        draw.text((left + j * (cw + pad) + (cw - _text_box(font, label)[2]) // 2, top - line), label, 0, font)
+    for i, label in enumerate(row_labels or []):
+        draw.text((left - pad - _text_box(font, label)[2], top + i * (ch + pad) + (ch - line) // 2), label, 0, font)
+    return img
+
+
+def _text_box(font, text: str) -> tuple[int, int, int, int]:
+    return tuple(int(v) for v in font.getbbox(text))
+
+
+def _font(size: int):
+    """Pillow's built-in font at ``size`` pixels (its fixed bitmap font where Pillow is older than 10.1)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
 
 
 def save_profiles(profiles: dict, path: str | Path, title: str = "") -> Path:
