@@ -199,7 +199,7 @@ def _yaml_list(items: list[str]) -> str:
 def front_matter(cfg: RunConfig, info: dict, licence: str) -> str:
     """The YAML block Hugging Face reads: licence, library, tags, data sets, pipeline."""
     src = DATA_SOURCES.get(cfg.data.source)
-    conditional = cfg.model.num_classes > 0 or cfg.model.context_dim != 0 or cfg.model.text_dim > 0
+    conditional = cfg.model.conditional
     tags = ["diffusion", "torchdiffusion", f"preset-{cfg.preset}", f"{cfg.diffusion.parameterization}-prediction"]
     tags.append(
         "class-conditional" if cfg.model.num_classes > 0 else "unconditional" if not conditional else "conditional"

@@ -71,6 +71,11 @@ class ModelConfig:
     depth: int = 12  # DiT: transformer blocks (12 for DiT-S and DiT-B)
     pos_embedding: str = "sincos"  # DiT: sincos (fixed 2-D sin-cos, as DiT) | learned (a table started from it)
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the network takes a class, a context vector or text (what classifier-free guidance steers)."""
+        return self.num_classes > 0 or self.context_dim != 0 or self.text_dim > 0
+
 
 @dataclass(frozen=True)
 class DiffusionConfig:

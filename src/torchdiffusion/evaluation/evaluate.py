@@ -327,8 +327,7 @@ def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, guida
 
     over = {"steps": steps} if steps else {}
     over.update({"sampler": sampler} if sampler else {})
-    m = run.config.model
-    if guidance is not None and not (m.num_classes > 0 or m.context_dim != 0 or m.text_dim > 0):
+    if guidance is not None and not run.config.model.conditional:
         raise EvaluateError("--guidance needs a class-, context- or text-conditioned run; this one is unconditional")
     over.update({"guidance": guidance} if guidance is not None else {})
     sample = replace(run.config.sample, n=n, batch_size=batch_size, **over)

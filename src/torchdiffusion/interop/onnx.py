@@ -49,8 +49,7 @@ class _Unconditional(nn.Module):
 
 
 def check_exportable(run: LoadedRun) -> None:
-    m = run.config.model
-    if m.num_classes > 0 or m.context_dim != 0 or m.text_dim > 0:
+    if run.config.model.conditional:
         raise ConfigError(
             f"{run.path} is a conditional run (class, context or text); the ONNX export covers unconditional runs"
         )

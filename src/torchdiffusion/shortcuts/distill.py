@@ -119,8 +119,7 @@ def _load_teacher(path: Path, method: str, steps: int, s: DistillSettings) -> Te
     """The teacher run, checked for the method, guided at ``s.guidance`` (a conditional teacher's default if None)."""
     teacher = Teacher(path, 1.0, "cpu")
     check_teacher(teacher, method, steps)
-    m = teacher.run.config.model
-    conditional = m.num_classes > 0 or m.context_dim != 0 or m.text_dim > 0
+    conditional = teacher.run.config.model.conditional
     teacher.guidance = (
         float(s.guidance) if s.guidance is not None else (teacher.run.config.sample.guidance if conditional else 1.0)
     )
