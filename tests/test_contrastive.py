@@ -15,6 +15,7 @@ from torchdiffusion.contrastive.config import TowerConfig
 from torchdiffusion.contrastive.model import (
     ContrastiveError,
     ContrastiveModel,
+    FrozenBackboneTower,
     info_nce,
     load_contrastive,
     save_contrastive,
@@ -197,6 +198,45 @@ def test_train_clip_templates_are_recorded_and_change_the_training_texts(tmp_pat
     assert plain["heldout_n"] == templated["heldout_n"] == 64
 
 
+def test_locked_image_tower_trains_the_heads_only_and_round_trips(tmp_path):
+    """model.image_backbone=effnet_lite0 (LiT): the frozen ImageNet features under a trained head. The weights file
+    holds the heads and the temperature only (never the backbone); the loss falls; the reloaded model gives the
+    held-out report of the run again."""
+    from safetensors.torch import load_file
+
+    base = ["--preset", "emoji16-clip-tiny", "--set", "data.limit=96", "--set", "data.holdout=16"]
+    lit = ["--set", "model.image_backbone=effnet_lite0", "--set", "model.image_hidden=32", "--set", "train.max_shift=0"]
+    out = tmp_path / "lit"
+    rc, _, err = cli(
+        "train-clip",
+        *base,
+        *lit,
+        "--images",
+        "1024",
+        "--set",
+        "train.warmup_images=128",
+        "--set",
+        "train.log_every_images=256",
+        "--out",
+        out,
+        "--no-progress",
+    )
+    assert rc == 0, err
+    weights = load_file(out / "contrastive.safetensors")
+    assert weights and all(k.startswith(("image.head.", "text.", "log_scale")) for k in weights), sorted(weights)
+    losses = [json.loads(s)["loss"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses
+    model, _ = load_contrastive(out)
+    assert model.cfg.image_backbone == "effnet_lite0" and isinstance(model.image, FrozenBackboneTower)
+    report = json.loads((out / "report.json").read_text())["heldout"]
+    from torchdiffusion.contrastive.config import clip_config_from_json
+    from torchdiffusion.contrastive.train import load_caption_data
+
+    _, holdout = load_caption_data(clip_config_from_json((out / "config.json").read_text()))
+    again = CM.heldout_report(model, holdout)
+    assert again["retrieval"] == report["retrieval"] and again["zero_shot"] == report["zero_shot"]
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -206,6 +246,8 @@ def test_train_clip_templates_are_recorded_and_change_the_training_texts(tmp_pat
         (["--set", "train.templates=an emoji"], "train.templates"),
         (["--set", "train.templates={caption} {colour}"], "train.templates"),
         (["--preset", "nope"], "unknown preset"),
+        (["--set", "model.image_backbone=resnet50"], "model.image_backbone"),
+        (["--set", "model.image_backbone=effnet_lite0"], "train.max_shift must be 0"),
     ],
 )
 def test_train_clip_bad_input_writes_nothing(tmp_path, args, needle):

@@ -1,6 +1,7 @@
 """A small contrastive text-image model trained on our own data: two towers, one embedding space, InfoNCE.
 
-    z_I = normalize(f_I(x))      image tower: a small residual conv net, trained from scratch
+    z_I = normalize(f_I(x))      image tower: a small residual conv net, trained from scratch, or a frozen
+                                 pretrained feature network under a trained head (LiT, Zhai et al. 2022)
     z_T = normalize(f_T(t))      text tower: the frozen shipped MiniLM (text.py) + a trained projection
     S   = s * z_I z_T^T          (B, B) similarities, s = exp(log s) the learned inverse temperature 1/tau
     L   = (CE(S, I) + CE(S^T, I)) / 2                                    symmetric InfoNCE (Eq. 1 below)
@@ -77,6 +78,50 @@ class ImageTower(nn.Module):
         return self.head(F.silu(self.norm(h)).mean((2, 3)))
 
 
+class FrozenBackboneTower(nn.Module):
+    """x (B, C, H, W) -> (B, D) = h(phi(x)): ``phi`` a frozen pretrained feature network (evaluation/features.py;
+    "effnet_lite0": EfficientNet-Lite0's pooled 1280-d ImageNet features at 224 px), ``h`` a trained head (a
+    2-layer MLP, or one linear map with image_hidden=0). This is locked-image tuning (LiT, Zhai et al. 2022,
+    Sec. 2: "locked" image tower, trained text side), with a trained head on top of the locked features so the
+    two towers meet in a space of their own. ``phi`` is not a submodule: its weights come from the package that
+    ships them and are never saved with the run (the run records the backbone's name)."""
+
+    def __init__(self, cfg: TowerConfig, in_channels: int = 3):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ContrastiveError(f"the {cfg.image_backbone} image tower reads 1- or 3-channel images")
+        self.backbone = cfg.image_backbone
+        self._phi = None  # loaded on first use (the eval extra)
+        dim = BACKBONE_DIMS[cfg.image_backbone]
+        if cfg.image_hidden > 0:
+            self.head = nn.Sequential(
+                nn.Linear(dim, cfg.image_hidden),
+                nn.GELU(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.image_hidden, cfg.embed_dim),
+            )
+        else:
+            self.head = nn.Linear(dim, cfg.embed_dim)
+
+    def features(self, x: Tensor) -> Tensor:
+        """phi(x): (B, F), no gradient (the backbone is frozen)."""
+        if self._phi is None:
+            from ..evaluation.features import get_features
+
+            self._phi = get_features(self.backbone)
+        return self._phi(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+BACKBONE_DIMS = {"effnet_lite0": 1280}  # feature width of each frozen backbone
+
+
+def image_tower(cfg: TowerConfig, in_channels: int) -> nn.Module:
+    return ImageTower(cfg, in_channels) if cfg.image_backbone == "conv" else FrozenBackboneTower(cfg, in_channels)
+
+
 class TextTower(nn.Module):
     """Frozen MiniLM token features (B, L, 384) + mask (B, L) -> (B, D).
 
@@ -117,7 +162,7 @@ class ContrastiveModel(nn.Module):
         self.cfg = cfg
         self.in_channels, self.text_dim = int(in_channels), int(text_dim)
         self.image_size = int(image_size)  # side of the square images it was trained on (0: not recorded)
-        self.image = ImageTower(cfg, in_channels)
+        self.image = image_tower(cfg, in_channels)
         self.text = TextTower(cfg, text_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
 

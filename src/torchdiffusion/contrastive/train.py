@@ -25,7 +25,7 @@ from ..config import ConfigError, to_dict, to_json
 from ..io import atomic_write
 from .config import ContrastiveConfig
 from .metrics import heldout_report
-from .model import WEIGHTS_NAME, ContrastiveModel, info_nce, save_contrastive
+from .model import WEIGHTS_NAME, ContrastiveModel, FrozenBackboneTower, info_nce, save_contrastive
 
 
 def load_caption_data(cfg: ContrastiveConfig):
@@ -88,6 +88,18 @@ def text_features(texts: list[list[str]], pool: bool) -> tuple[Tensor, Tensor]:
     return torch.stack(toks), torch.stack(masks)
 
 
+def frozen_features(tower: FrozenBackboneTower, x: Tensor, progress: bool) -> Tensor:
+    """phi(x) of a frozen backbone for images ``x``, cached per machine under the sha256 of the images' bytes."""
+    import hashlib
+
+    from ..evaluation.features import reference_features
+
+    digest = hashlib.sha256(x.float().contiguous().numpy().tobytes()).hexdigest()[:20]
+    return reference_features(
+        f"clip-images-{digest}", lambda: x.float(), tower.backbone, batch_size=64, progress=progress
+    )
+
+
 def learning_rate(cfg: ContrastiveConfig, seen: int) -> float:
     """Linear warm-up over ``warmup_images``, then a cosine decay to 0 at ``images`` (in images seen)."""
     t = cfg.train
@@ -139,6 +151,10 @@ def train_contrastive(
     torch.manual_seed(t.seed)
     model = ContrastiveModel(cfg.model, train.x.shape[1], tokens.shape[-1], image_size=train.x.shape[-1])
     opt = optimizer(model, cfg)
+    frozen = isinstance(model.image, FrozenBackboneTower)
+    if frozen:  # phi(x) of every training image, once: each step then trains the heads only
+        log(f"{cfg.model.image_backbone} features of {len(train)} training images (cached per machine)")
+        phi = frozen_features(model.image, train.x, progress)
     g = torch.Generator().manual_seed(t.seed)
     B = min(t.batch_size, len(train))
     out.mkdir(parents=True, exist_ok=True)
@@ -154,9 +170,13 @@ def train_contrastive(
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, seen)
             model.train()
-            x = random_translate(train.x[idx], t.max_shift, g)
             k = torch.randint(0, len(texts), (len(idx),), generator=g) if len(texts) > 1 else torch.zeros_like(idx)
-            loss = info_nce(model(x, tokens[k, idx], mask[k, idx]))
+            if frozen:
+                z_img = F.normalize(model.image.head(phi[idx]), dim=-1)
+                loss = info_nce(model.logit_scale() * z_img @ model.encode_text(tokens[k, idx], mask[k, idx]).T)
+            else:
+                x = random_translate(train.x[idx], t.max_shift, g)
+                loss = info_nce(model(x, tokens[k, idx], mask[k, idx]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
