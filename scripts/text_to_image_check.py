@@ -10,9 +10,12 @@ model must hold out the same ones: same data section and seed, checked). Each he
 emoji with its skin-tone variants) gives ONE prompt, its shortest caption ("kiss man man"), and three
 paraphrases built by the templates below ("a red apple", "an apple, red", "an emoji of a red apple").
 Each prompt is sampled ``--per-prompt`` times (seeds 0, 1, ...) with the run's sampler at each guidance scale;
-a sample counts when the contrastive model's zero-shot classifier (the nearest category prompt embedding,
-``contrastive.metrics.zero_shot``) reads the category of the emoji the prompt names. The same classifier on
-the real held-out images (one per emoji, and all of them) is the reference a perfect generator would reach.
+a sample counts when the contrastive model reads the category of the emoji the prompt names. ``--judge-by``
+says how it reads: ``captions`` (default) retrieves the ``--judge-k`` training captions nearest the image and
+takes their similarity-weighted majority category (``contrastive.metrics.caption_vote_classes``; the gallery is
+the training split, so a held-out emoji's own caption is never in it); ``prompts`` takes the nearest category
+prompt embedding (zero-shot, ``contrastive.metrics.zero_shot_classes``). The same reader on the real held-out
+images (one per emoji, and all of them) is the reference a perfect generator would reach.
 """
 
 from __future__ import annotations
@@ -63,19 +66,37 @@ def heldout_prompts(data) -> tuple[list[str], list[int], list[int]]:
     return [data.captions[i] for i in idx], [int(data.labels[i]) for i in idx], idx
 
 
-def contrastive_section(clip, data, idx: list[int], templates) -> dict:
-    """Retrieval and zero-shot of the contrastive model on all held-out images and on one per emoji; zero-shot
-    with the plain category names and with ``templates`` (the judge's prompts)."""
+def category_reader(clip, args, gallery, class_names):
+    """x -> (N,) categories as the judge reads them (``--judge-by``), and a record of how."""
+    from torchdiffusion.contrastive.metrics import EMOJI_PROMPTS, PLAIN_PROMPTS, caption_vote_classes, zero_shot_classes
+
+    if args.judge_by == "captions":
+        how = {"by": "captions", "k": args.judge_k, "gallery": f"{len(gallery)} training captions"}
+        return lambda x: caption_vote_classes(
+            clip, x, gallery.captions, gallery.labels, len(class_names), args.judge_k
+        ), how
+    templates = EMOJI_PROMPTS if args.judge_prompts == "emoji" else PLAIN_PROMPTS
+    return lambda x: zero_shot_classes(clip, x, class_names, templates), {"by": "prompts", "templates": list(templates)}
+
+
+def read_accuracy(read, x, labels) -> dict:
+    pred, labels = read(x), torch.as_tensor(labels).long()
+    return {"accuracy": float((pred == labels).double().mean()), "n": len(labels)}
+
+
+def contrastive_section(clip, data, idx: list[int], read, how: dict) -> dict:
+    """Retrieval and zero-shot (plain category names) of the contrastive model on all held-out images and on one
+    per emoji, and the judge's reading (``read``) of the real held-out images."""
     from torchdiffusion.contrastive.metrics import heldout_report, retrieval, zero_shot
 
     one = [data.captions[i] for i in idx]
     rep = heldout_report(clip, data)
     rep["retrieval_one_per_emoji"] = retrieval(clip, data.x[idx], one)
     rep["zero_shot_one_per_emoji"] = zero_shot(clip, data.x[idx], data.labels[idx], data.class_names)
-    rep["judge_templates"] = list(templates)
+    rep["judge"] = how
     rep["judge_on_real_images"] = {
-        "all": zero_shot(clip, data.x, data.labels, data.class_names, templates),
-        "one_per_emoji": zero_shot(clip, data.x[idx], data.labels[idx], data.class_names, templates),
+        "all": read_accuracy(read, data.x, data.labels),
+        "one_per_emoji": read_accuracy(read, data.x[idx], data.labels[idx]),
     }
     return rep
 
@@ -94,35 +115,33 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
     return generate(run.model, seeds, sample, run.data_shape, cond=cond, codec=run.codec)
 
 
-def measure_set(run, clip, prompts, labels, w, per_prompt, templates, class_names) -> tuple[dict, torch.Tensor]:
+def measure_set(run, read, prompts, labels, w, per_prompt) -> tuple[dict, torch.Tensor]:
     """The share of the samples of ``prompts`` at guidance ``w`` read as their prompt's category; the samples."""
-    from torchdiffusion.contrastive.metrics import zero_shot_classes
-
     t = time.time()
     x = sample_prompts(run, prompts, per_prompt, w)
     asked = torch.tensor(labels).repeat_interleave(per_prompt)
-    hit = (zero_shot_classes(clip, x, class_names, templates) == asked).double()
+    hit = (read(x) == asked).double()
     return {"accuracy": float(hit.mean()), "n": len(hit), "seconds": round(time.time() - t, 1)}, x
 
 
-def measure_run(run, clip, prompts, labels, class_names, w, per_prompt, templates) -> tuple[dict, dict]:
+def measure_run(run, read, prompts, labels, w, per_prompt) -> tuple[dict, dict]:
     """At guidance ``w``, per prompt set (the captions and each paraphrase template): the share of samples read
     as the prompt's category; and the samples."""
     sets = {"caption": prompts, **{k: [paraphrase(p, t) for p in prompts] for k, t in PARAPHRASES.items()}}
     row, kept = {}, {}
     for name, ps in sets.items():
-        row[name], kept[name] = measure_set(run, clip, ps, labels, w, per_prompt, templates, class_names)
+        row[name], kept[name] = measure_set(run, read, ps, labels, w, per_prompt)
         print(f"w={w} {name}: {row[name]['accuracy']:.3f} ({row[name]['n']} samples)", file=sys.stderr)
     n = sum(r["n"] for r in row.values())
     row["paraphrases and captions"] = {"accuracy": sum(r["accuracy"] * r["n"] for r in row.values()) / n, "n": n}
     return row, {"sets": sets, "samples": kept}
 
 
-def sweep(run, clip, prompts, labels, class_names, scales, per_prompt, templates) -> dict:
+def sweep(run, read, prompts, labels, scales, per_prompt) -> dict:
     """The captions alone at each guidance scale (the cheaper measurement that picks the scale)."""
     out = {}
     for w in scales:
-        out[str(w)], _ = measure_set(run, clip, prompts, labels, w, per_prompt, templates, class_names)
+        out[str(w)], _ = measure_set(run, read, prompts, labels, w, per_prompt)
         print(f"sweep w={w}: {out[str(w)]['accuracy']:.3f} ({out[str(w)]['n']} samples)", file=sys.stderr)
     return out
 
@@ -165,8 +184,10 @@ def main(argv=None) -> int:
         "--judge-prompts",
         choices=("plain", "emoji"),
         default="plain",
-        help="category prompts: the names (plain) or the names through contrastive.metrics.EMOJI_PROMPTS",
+        help="with --judge-by prompts: the names (plain) or the names through contrastive.metrics.EMOJI_PROMPTS",
     )
+    ap.add_argument("--judge-by", choices=("captions", "prompts"), default="captions", help="how the judge reads")
+    ap.add_argument("--judge-k", type=int, default=5, help="with --judge-by captions: nearest training captions")
     ap.add_argument("--per-prompt", type=int, default=1, help="samples per prompt")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N held-out emoji (0 = all)")
     ap.add_argument("--figure-rows", type=int, default=8)
@@ -178,28 +199,27 @@ def main(argv=None) -> int:
 
     from torchdiffusion.config import to_dict
     from torchdiffusion.contrastive import load_contrastive
-    from torchdiffusion.contrastive.metrics import EMOJI_PROMPTS, PLAIN_PROMPTS
     from torchdiffusion.data import load_data
     from torchdiffusion.generate import load_run
 
     t0 = time.time()
     SIGMA_GRID[0] = args.sigma_grid
-    templates = EMOJI_PROMPTS if args.judge_prompts == "emoji" else PLAIN_PROMPTS
     clip, _ = load_contrastive(args.clip)
     clip_cfg = json.loads((Path(args.clip) / "config.json").read_text())
     run = load_run(args.run) if args.run else None
     data_cfg, seed = judged_split(run, clip_cfg)
     data = load_data(data_cfg, split="holdout", seed=seed)
+    read, how = category_reader(clip, args, load_data(data_cfg, split="train", seed=seed), data.class_names)
     prompts, labels, idx = heldout_prompts(data)
     if args.limit:
         prompts, labels, idx = prompts[: args.limit], labels[: args.limit], idx[: args.limit]
     report = {
         "heldout": {"images": len(data), "emoji": len(prompts), "data": to_dict(data_cfg), "seed": seed},
-        "contrastive": {"run": str(args.clip), **contrastive_section(clip, data, idx, templates)},
+        "contrastive": {"run": str(args.clip), **contrastive_section(clip, data, idx, read, how)},
         "paraphrase_templates": PARAPHRASES,
     }
     if run is not None:
-        report["text_to_image"] = text_to_image_section(run, clip, data, prompts, labels, idx, templates, args)
+        report["text_to_image"] = text_to_image_section(run, read, data, prompts, labels, idx, args)
     report["seconds"] = round(time.time() - t0, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -207,7 +227,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def text_to_image_section(run, clip, data, prompts, labels, idx, templates, args) -> dict:
+def text_to_image_section(run, read, data, prompts, labels, idx, args) -> dict:
     """The guidance sweep on the first ``--sweep-emoji`` captions, then every prompt set at ``--guidance``."""
     s = run.config.sample
     out = {
@@ -219,8 +239,8 @@ def text_to_image_section(run, clip, data, prompts, labels, idx, templates, args
         k = args.sweep_emoji or len(prompts)
         scales = [float(v) for v in args.sweep.split(",")]
         out["sweep_emoji"] = k
-        out["sweep"] = sweep(run, clip, prompts[:k], labels[:k], data.class_names, scales, args.per_prompt, templates)
-    row, kept = measure_run(run, clip, prompts, labels, data.class_names, args.guidance, args.per_prompt, templates)
+        out["sweep"] = sweep(run, read, prompts[:k], labels[:k], scales, args.per_prompt)
+    row, kept = measure_run(run, read, prompts, labels, args.guidance, args.per_prompt)
     out |= {"guidance": args.guidance, "by_prompt_set": row, "examples": {k: v[:5] for k, v in kept["sets"].items()}}
     if args.grid:
         rows = list(range(0, len(prompts), max(1, len(prompts) // args.figure_rows)))[: args.figure_rows]

@@ -119,6 +119,20 @@ def test_zero_shot_picks_the_nearest_class_prompt(monkeypatch):
     ]  # fmt: skip
 
 
+def test_caption_votes_weigh_the_k_nearest_captions_by_similarity(monkeypatch):
+    # 2 images, 4 gallery captions of categories 0, 1, 1, 2. Image 0: nearest caption is category 0 (0.9), but its
+    # 3 nearest hold two of category 1 (0.5 + 0.45 = 0.95 > 0.9): k=1 reads 0, k=3 reads 1.
+    sim = torch.tensor([[0.9, 0.5, 0.45, 0.1], [0.0, 0.3, 0.2, 0.8]])
+    monkeypatch.setattr(CM, "embed_images", lambda model, x: sim)
+    monkeypatch.setattr(CM, "embed_texts", lambda model, texts: torch.eye(4))
+    caps, labels, x = ["a", "b", "c", "d"], torch.tensor([0, 1, 1, 2]), torch.zeros(2, 3, 2, 2)
+    assert CM.caption_vote_classes(None, x, caps, labels, 3, k=1).tolist() == [0, 2]
+    # image 1 at k=3: category 2 holds 0.8, category 1 only 0.3 + 0.2 = 0.5
+    assert CM.caption_vote_classes(None, x, caps, labels, 3, k=3).tolist() == [1, 2]
+    with pytest.raises(ValueError):
+        CM.caption_vote_classes(None, x, caps, labels, 3, k=5)
+
+
 def test_save_load_round_trip_is_exact(tmp_path):
     torch.manual_seed(0)
     model = ContrastiveModel(TINY).eval()

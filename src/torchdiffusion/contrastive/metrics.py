@@ -3,6 +3,7 @@
     ranks = retrieval_ranks(sim, target)                 # rank of the right item per query (0 = first)
     topk = top_k(ranks, (1, 5))                          # {"top1": ..., "top5": ...}
     rep = heldout_report(model, data)                    # caption->image retrieval + zero-shot categories
+    cls = caption_vote_classes(model, x, captions, y, K)  # categories read through the k nearest captions
     s = contrastive_score(model, images, prompts)        # cosine of each image with its prompt
 
 Every number is named for the model's own weights ("contrastive score (torchdiffusion emoji model)"): it is
@@ -107,6 +108,25 @@ def zero_shot_classes(
 ) -> Tensor:
     """(N,) the zero-shot category of each image: the class whose prompt embedding is nearest (cosine)."""
     return (embed_images(model, x) @ class_embeddings(model, class_names, templates).T).argmax(1)
+
+
+@torch.no_grad()
+def caption_vote_classes(
+    model: ContrastiveModel, x: Tensor, captions: Sequence[str], labels: Tensor, num_classes: int, k: int = 5
+) -> Tensor:
+    """(N,) the category of each image read by retrieval: its ``k`` nearest ``captions`` (cosine of z_I and z_T)
+    vote for their own category (``labels``), each vote weighted by its similarity; the heaviest category wins.
+
+    A k-nearest-neighbour classifier in the shared space (CLIP's retrieval, Radford et al. 2021, Sec. 3.1, with a
+    captioned gallery in place of class prompts): a category is then read through every caption that belongs to
+    it, not through its name alone. The gallery should be training captions, never the images' own.
+    """
+    if not 1 <= k <= len(captions) or len(labels) != len(captions):
+        raise ValueError(f"need 1 <= k <= {len(captions)} captions, one label each; got k={k}, {len(labels)} labels")
+    sim = embed_images(model, x) @ embed_texts(model, captions).T  # (N, M)
+    top, where = sim.topk(k, dim=1)
+    votes = torch.zeros(len(x), num_classes).scatter_add_(1, labels.long().cpu()[where], top)
+    return votes.argmax(1)
 
 
 def zero_shot(
