@@ -39,7 +39,7 @@ PARAPHRASES = {
 LONG_REORDERED = "a picture of {a} {caption}"
 
 
-SIGMA_GRID = [""]  # --sigma-grid: the sampler's grid kind in place of the run's (empty: the run's own)
+GRID: dict = {}  # --sigma-grid / --spacing: the sampler's grid kind and spacing in place of the run's
 
 
 def article(word: str) -> str:
@@ -110,8 +110,7 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
     rep = torch.arange(len(prompts)).repeat_interleave(per_prompt)
     cond = {k: v[rep] for k, v in cond.items()}
     seeds = list(range(per_prompt)) * len(prompts)
-    grid = {"grid": SIGMA_GRID[0]} if SIGMA_GRID[0] else {}
-    sample = replace(run.config.sample, guidance=guidance, batch_size=128, **grid)
+    sample = replace(run.config.sample, guidance=guidance, batch_size=128, **GRID)
     return generate(run.model, seeds, sample, run.data_shape, cond=cond, codec=run.codec)
 
 
@@ -178,6 +177,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-from", help="without --run: a config.json whose data section names the held-out emoji")
     ap.add_argument("--guidance", type=float, default=5.0, help="the guidance scale of the full measurement")
     ap.add_argument("--sigma-grid", default="", help="sigma grid kind in place of the run's sample.grid (karras, ...)")
+    ap.add_argument("--spacing", default="", help="timestep spacing in place of the run's (leading, trailing, ...)")
     ap.add_argument("--sweep", help="comma-separated guidance scales tried on the captions alone first")
     ap.add_argument("--sweep-emoji", type=int, default=0, help="the sweep uses the first N held-out emoji (0 = all)")
     ap.add_argument(
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     from torchdiffusion.generate import load_run
 
     t0 = time.time()
-    SIGMA_GRID[0] = args.sigma_grid
+    GRID.update({k: v for k, v in (("grid", args.sigma_grid), ("spacing", args.spacing)) if v})
     clip, _ = load_contrastive(args.clip)
     clip_cfg = json.loads((Path(args.clip) / "config.json").read_text())
     run = load_run(args.run) if args.run else None
@@ -232,7 +232,7 @@ def text_to_image_section(run, read, data, prompts, labels, idx, args) -> dict:
     s = run.config.sample
     out = {
         "run": str(args.run),
-        "sampler": f"{s.sampler}, {s.steps} steps, grid {args.sigma_grid or s.grid}",
+        "sampler": f"{s.sampler}, {s.steps} steps, grid {args.sigma_grid or s.grid} ({args.spacing or s.spacing})",
         "per_prompt": args.per_prompt,
     }
     if args.sweep:
