@@ -17,6 +17,10 @@ sampler (DPM-Solver++(2M), 20 steps, classifier-free guidance 2), decoded for th
 
 * category accuracy: the share of samples the category classifier (``--classifier``, trained on real 64 px
   emoji) puts in the category the sample was conditioned on;
+* with ``--clip`` (a train-clip run on the same emoji and holdout, e.g. ``emoji64-lit``): the same accuracy read by
+  the contrastive model, each sample's five nearest training captions voting for their category
+  (``contrastive.metrics.caption_vote_classes``). The small CNN reads samples unlike any training emoji as its
+  most common category; the contrastive judge's image features come from a frozen ImageNet network;
 * the Fréchet distance between the samples and the real 64 px training images in the same classifier's 128-d
   penultimate features (``--effnet``: also in EfficientNet-Lite0's 1280-d ImageNet features at 224 px, slow on a
   CPU);
@@ -132,7 +136,7 @@ class Judge:
     """Category accuracy and Fréchet distances (classifier and EfficientNet-Lite0 features) against the real
     training images."""
 
-    def __init__(self, classifier: str, cache: Path, effnet: bool = False):
+    def __init__(self, classifier: str, cache: Path, effnet: bool = False, clip: str | None = None, k: int = 5):
         from safetensors.torch import load_file
 
         from torchdiffusion.evaluation import features as FE
@@ -148,6 +152,7 @@ class Judge:
             feats = self.features(real_images("train")[0]) | {"classifier_" + digest: torch.zeros(1)}
             save_safetensors({k: v.contiguous() for k, v in feats.items()}, cache)
         self.ref = {name: FeatureStats.of(feats[name]) for name in ("clf64", "effnet_lite0") if name in feats}
+        self.read = contrastive_reader(clip, k) if clip else None
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> dict:
@@ -163,9 +168,36 @@ class Judge:
 
         pred = torch.cat([self.net(b.clamp(-1, 1)).argmax(1) for b in x.split(256)])
         out = {"accuracy": float((pred == labels).float().mean())}
+        if self.read is not None:
+            out["accuracy_contrastive"] = float((self.read(x) == labels).float().mean())
         for name, f in self.features(x).items():
             out[f"fd_{name}"] = frechet_distance(self.Stats.of(f), self.ref[name])
         return out
+
+
+def contrastive_reader(clip: str, k: int):
+    """x -> (N,) categories read by a train-clip run (its k nearest training captions vote,
+    ``contrastive.metrics.caption_vote_classes``): a second category judge, trained on the same real 64 px emoji
+    and the same holdout as the runs (a contrastive model of another holdout is refused)."""
+    from torchdiffusion.config import DataConfig, from_dict, get_preset
+    from torchdiffusion.contrastive import load_contrastive
+    from torchdiffusion.contrastive.metrics import caption_vote_classes
+    from torchdiffusion.data import load_data
+
+    model, _ = load_contrastive(clip)
+    ccfg = json.loads((Path(clip) / "config.json").read_text())
+    data, mine = from_dict(DataConfig, ccfg["data"]), get_preset(PIXEL)
+    same = (data.source, data.emoji_set, data.holdout, data.emoji_size) == (
+        mine.data.source,
+        mine.data.emoji_set,
+        mine.data.holdout,
+        mine.data.emoji_size,
+    )
+    if not same or int(ccfg["train"]["seed"]) != mine.train.seed:
+        sys.exit(f"--clip {clip}: trained on other emoji or another holdout than {PIXEL}")
+    gallery = load_data(data, split="train", seed=mine.train.seed)
+    n = len(gallery.class_names)
+    return lambda x: caption_vote_classes(model, x.clamp(-1, 1), gallery.captions, gallery.labels, n, k)
 
 
 def samples(model, cfg, shape, codec, n: int) -> torch.Tensor:
@@ -198,16 +230,18 @@ def cmd_evaluate(args) -> None:
     out = Path(args.out)
     (out / args.evals).mkdir(parents=True, exist_ok=True)
     cache = out / f"reference-features{'-effnet' if args.effnet else ''}.safetensors"
-    judge = Judge(args.classifier, cache, effnet=args.effnet)
+    judge = Judge(args.classifier, cache, effnet=args.effnet, clip=args.clip)
     floor = out / args.evals / "floor.json"
-    if not floor.is_file() or json.loads(floor.read_text())["floor"]["n"] != args.n:  # real held-out, same n
+    old = json.loads(floor.read_text())["floor"] if floor.is_file() else {}
+    if old.get("n") != args.n or (args.clip and "accuracy_contrastive" not in old):  # real held-out, same n
         x, labels = real_images("holdout")
         idx = torch.linspace(0, len(x) - 1, args.n).round().long()
         rec = {
             "n": args.n,
             **judge.judge(x[idx], labels[idx]),
-            "accuracy_all_heldout": judge.judge(x, labels)["accuracy"],
         }
+        every = judge.judge(x, labels)
+        rec |= {f"{k}_all_heldout": v for k, v in every.items() if k.startswith("accuracy")}
         atomic_write(floor, json.dumps({"floor": rec}, indent=2) + "\n")
     for preset in args.runs.split(","):
         path = out / args.evals / f"{preset}.json"
@@ -224,7 +258,7 @@ def cmd_evaluate(args) -> None:
             chosen = [(n, p) for n, p in states if n in {int(v) for v in args.images.split(",")}]
         for images, state in chosen:
             key = f"{preset}/{images}"
-            if key in done and done[key]["n"] == args.n:
+            if key in done and done[key]["n"] == args.n and ("accuracy_contrastive" in done[key] or not args.clip):
                 continue
             done[key] = {"preset": preset, **evaluate_state(state, out / preset, judge, args.n, args.set)}
             print(key, json.dumps(done[key]), flush=True)
@@ -255,19 +289,23 @@ def plot(evals: dict, path: Path) -> None:
 
     from torchdiffusion.viz import _save_figure
 
-    keys = [("accuracy", "category accuracy (%)", 100), ("fd_clf64", "FD, classifier features", 1)]
+    keys = [("accuracy", "category accuracy, CNN (%)", 100)]
+    if "accuracy_contrastive" in evals["floor"]:
+        keys.append(("accuracy_contrastive", "category accuracy, contrastive (%)", 100))
+    keys.append(("fd_clf64", "FD, classifier features", 1))
     if "fd_effnet_lite0" in evals["floor"]:
         keys.append(("fd_effnet_lite0", "FD, EfficientNet-Lite0 features", 1))
     fig, axes = plt.subplots(1, len(keys), figsize=(3.7 * len(keys), 3.2))
     for ax, (key, label, scale) in zip(axes, keys, strict=True):
         for preset, rows in curves(evals).items():
+            rows = [r for r in rows if key in r]
             ax.plot([r["cpu_s"] / 60 for r in rows], [scale * r[key] for r in rows], "o-", label=preset, ms=3)
         ax.axhline(
             scale * evals["floor"][key], color="k", ls="--", lw=0.8, label=f"real held-out (n={evals['floor']['n']})"
         )
         ax.set_xlabel("training CPU minutes")
         ax.set_ylabel(label)
-        if key != "accuracy":
+        if key.startswith("fd"):
             ax.set_yscale("log")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -277,15 +315,18 @@ def plot(evals: dict, path: Path) -> None:
 def table(evals: dict) -> str:
     fds = [k for k in ("fd_clf64", "fd_effnet_lite0") if k in evals["floor"]]
     names = {"fd_clf64": "FD (classifier features)", "fd_effnet_lite0": "FD (EffNet-Lite0)"}
-    head = ["preset", "images seen", "training CPU min", "category accuracy", *(names[k] for k in fds)]
+    accs = [k for k in ("accuracy", "accuracy_contrastive") if k in evals["floor"]]
+    heads = {"accuracy": "category accuracy (CNN)", "accuracy_contrastive": "category accuracy (contrastive)"}
+    head = ["preset", "images seen", "training CPU min", *(heads[k] for k in accs), *(names[k] for k in fds)]
     lines = ["| " + " | ".join([*head, "sampling CPU s"]) + " |", "|---" * (len(head) + 1) + "|"]
     for preset, rows in curves(evals).items():
         for r in rows:
-            cells = [preset, f"{r['images']:,}", f"{r['cpu_s'] / 60:.2f}", f"{100 * r['accuracy']:.1f} %"]
+            cells = [preset, f"{r['images']:,}", f"{r['cpu_s'] / 60:.2f}"]
+            cells += [f"{100 * r[k]:.1f} %" if k in r else "-" for k in accs]
             cells += [f"{r[k]:.1f}" for k in fds] + [f"{r['sample_cpu_s']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
     f = evals["floor"]
-    cells = [f"real held-out emoji (n={f['n']})", "-", "-", f"{100 * f['accuracy']:.1f} %"]
+    cells = [f"real held-out emoji (n={f['n']})", "-", "-", *(f"{100 * f[k]:.1f} %" for k in accs)]
     lines.append("| " + " | ".join([*cells, *(f"{f[k]:.1f}" for k in fds), "-"]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -349,6 +390,7 @@ def main() -> None:
     e.add_argument("--n", type=int, default=60, help="samples per evaluation")
     e.add_argument("--runs", default=",".join(PRESETS))
     e.add_argument("--every", type=int, default=1, help="every k-th state (and the final one)")
+    e.add_argument("--clip", help="a train-clip run (emoji64-lit): also category accuracy read by its captions")
     e.add_argument("--effnet", action="store_true", help="also FD in EfficientNet-Lite0 features (slow on a CPU)")
     e.add_argument("--last", action="store_true", help="also the newest state of a run that has not finished")
     e.add_argument("--images", help="only the states at these images seen (comma-separated)")
