@@ -79,9 +79,21 @@ def category_reader(clip, args, gallery, class_names):
     return lambda x: zero_shot_classes(clip, x, class_names, templates), {"by": "prompts", "templates": list(templates)}
 
 
-def read_accuracy(read, x, labels) -> dict:
+def read_accuracy(read, x, labels, names: list[str] | None = None) -> dict:
+    """The share of ``x`` read as its label; with ``names``, also per category: that share and what its images
+    were read as (counts per category, in ``names`` order)."""
     pred, labels = read(x), torch.as_tensor(labels).long()
-    return {"accuracy": float((pred == labels).double().mean()), "n": len(labels)}
+    out = {"accuracy": float((pred == labels).double().mean()), "n": len(labels)}
+    if names:
+        out["by_category"] = {
+            name: {
+                "n": int((labels == c).sum()),
+                "accuracy": float((pred[labels == c] == c).double().mean()) if (labels == c).any() else None,
+                "read_as": torch.bincount(pred[labels == c], minlength=len(names)).tolist(),
+            }
+            for c, name in enumerate(names)
+        }
+    return out
 
 
 def contrastive_section(clip, data, idx: list[int], read, how: dict) -> dict:
@@ -96,7 +108,7 @@ def contrastive_section(clip, data, idx: list[int], read, how: dict) -> dict:
     rep["judge"] = how
     rep["judge_on_real_images"] = {
         "all": read_accuracy(read, data.x, data.labels),
-        "one_per_emoji": read_accuracy(read, data.x[idx], data.labels[idx]),
+        "one_per_emoji": read_accuracy(read, data.x[idx], data.labels[idx], data.class_names),
     }
     return rep
 
@@ -114,22 +126,22 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
     return generate(run.model, seeds, sample, run.data_shape, cond=cond, codec=run.codec)
 
 
-def measure_set(run, read, prompts, labels, w, per_prompt) -> tuple[dict, torch.Tensor]:
-    """The share of the samples of ``prompts`` at guidance ``w`` read as their prompt's category; the samples."""
+def measure_set(run, read, prompts, labels, w, per_prompt, names=None) -> tuple[dict, torch.Tensor]:
+    """The share of the samples of ``prompts`` at guidance ``w`` read as their prompt's category (with ``names``:
+    per category too); the samples."""
     t = time.time()
     x = sample_prompts(run, prompts, per_prompt, w)
     asked = torch.tensor(labels).repeat_interleave(per_prompt)
-    hit = (read(x) == asked).double()
-    return {"accuracy": float(hit.mean()), "n": len(hit), "seconds": round(time.time() - t, 1)}, x
+    return read_accuracy(read, x, asked, names) | {"seconds": round(time.time() - t, 1)}, x
 
 
-def measure_run(run, read, prompts, labels, w, per_prompt) -> tuple[dict, dict]:
+def measure_run(run, read, prompts, labels, w, per_prompt, names=None) -> tuple[dict, dict]:
     """At guidance ``w``, per prompt set (the captions and each paraphrase template): the share of samples read
     as the prompt's category; and the samples."""
     sets = {"caption": prompts, **{k: [paraphrase(p, t) for p in prompts] for k, t in PARAPHRASES.items()}}
     row, kept = {}, {}
     for name, ps in sets.items():
-        row[name], kept[name] = measure_set(run, read, ps, labels, w, per_prompt)
+        row[name], kept[name] = measure_set(run, read, ps, labels, w, per_prompt, names)
         print(f"w={w} {name}: {row[name]['accuracy']:.3f} ({row[name]['n']} samples)", file=sys.stderr)
     n = sum(r["n"] for r in row.values())
     row["paraphrases and captions"] = {"accuracy": sum(r["accuracy"] * r["n"] for r in row.values()) / n, "n": n}
@@ -240,7 +252,7 @@ def text_to_image_section(run, read, data, prompts, labels, idx, args) -> dict:
         scales = [float(v) for v in args.sweep.split(",")]
         out["sweep_emoji"] = k
         out["sweep"] = sweep(run, read, prompts[:k], labels[:k], scales, args.per_prompt)
-    row, kept = measure_run(run, read, prompts, labels, args.guidance, args.per_prompt)
+    row, kept = measure_run(run, read, prompts, labels, args.guidance, args.per_prompt, data.class_names)
     out |= {"guidance": args.guidance, "by_prompt_set": row, "examples": {k: v[:5] for k, v in kept["sets"].items()}}
     if args.grid:
         rows = list(range(0, len(prompts), max(1, len(prompts) // args.figure_rows)))[: args.figure_rows]
