@@ -78,6 +78,14 @@ class ImageTower(nn.Module):
         return self.head(F.silu(self.norm(h)).mean((2, 3)))
 
 
+def projection(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Module:
+    """A tower's head into the shared space: a 2-layer MLP (Linear, GELU, dropout, Linear), or one linear map
+    with ``hidden`` = 0."""
+    if hidden <= 0:
+        return nn.Linear(d_in, d_out)
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_out))
+
+
 class FrozenBackboneTower(nn.Module):
     """x (B, C, H, W) -> (B, D) = h(phi(x)): ``phi`` a frozen pretrained feature network (evaluation/features.py;
     "effnet_lite0": EfficientNet-Lite0's pooled 1280-d ImageNet features at 224 px), ``h`` a trained head (a
@@ -92,16 +100,7 @@ class FrozenBackboneTower(nn.Module):
             raise ContrastiveError(f"the {cfg.image_backbone} image tower reads 1- or 3-channel images")
         self.backbone = cfg.image_backbone
         self._phi = None  # loaded on first use (the eval extra)
-        dim = BACKBONE_DIMS[cfg.image_backbone]
-        if cfg.image_hidden > 0:
-            self.head = nn.Sequential(
-                nn.Linear(dim, cfg.image_hidden),
-                nn.GELU(),
-                nn.Dropout(cfg.dropout),
-                nn.Linear(cfg.image_hidden, cfg.embed_dim),
-            )
-        else:
-            self.head = nn.Linear(dim, cfg.embed_dim)
+        self.head = projection(BACKBONE_DIMS[cfg.image_backbone], cfg.image_hidden, cfg.embed_dim, cfg.dropout)
 
     def features(self, x: Tensor) -> Tensor:
         """phi(x): (B, F), no gradient (the backbone is frozen)."""
@@ -137,15 +136,7 @@ class TextTower(nn.Module):
             )
             for _ in range(cfg.text_layers)
         )
-        if cfg.text_hidden > 0:
-            self.proj = nn.Sequential(
-                nn.Linear(text_dim, cfg.text_hidden),
-                nn.GELU(),
-                nn.Dropout(cfg.dropout),
-                nn.Linear(cfg.text_hidden, cfg.embed_dim),
-            )
-        else:
-            self.proj = nn.Linear(text_dim, cfg.embed_dim)
+        self.proj = projection(text_dim, cfg.text_hidden, cfg.embed_dim, cfg.dropout)
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         h = tokens
