@@ -15,17 +15,22 @@ REPO_PATH = re.compile(r"(?<![\w/.-])((?:docs|scripts|src|tests)/[\w./-]*\.[a-z]
 EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # http:, https:, mailto:, ...
 
 
+def unfenced(text: str) -> str:
+    """The page without fenced code blocks (a ``# comment`` there is not a heading)."""
+    return re.sub(r"^(```|~~~).*?^\1[^\n]*$", "", text, flags=re.M | re.S)
+
+
 def prose(text: str) -> str:
     """The page without fenced code blocks and inline code spans (links there are examples, not links)."""
-    text = re.sub(r"^(```|~~~).*?^\1[^\n]*$", "", text, flags=re.M | re.S)
-    return re.sub(r"(`+)(?:(?!\1).)+\1", "", text)
+    return re.sub(r"(`+)(?:(?!\1).)+\1", "", unfenced(text))
 
 
 def anchors(page: Path) -> set[str]:
-    """GitHub's ids of the page's headings: lower case, punctuation dropped, spaces -> '-', repeats get -1, -2."""
+    """GitHub's ids of the page's headings: lower case, punctuation dropped, spaces -> '-', repeats get -1, -2.
+    Inline code in a heading keeps its text (only the backticks go)."""
     seen: dict[str, int] = {}
     out = set()
-    for line in prose(page.read_text(encoding="utf-8")).splitlines():
+    for line in unfenced(page.read_text(encoding="utf-8")).splitlines():
         m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not m:
             continue
@@ -93,3 +98,9 @@ def test_the_checker_sees_broken_links(tmp_path):
         "scripts/x_check.py",
         "docs/images/a-b.png",
     ]
+
+
+def test_heading_ids_follow_github(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Top\n## A judge (`emoji64-lit`), step 2\n```\n# not a heading\n```\n## Top\n## Top\n")
+    assert anchors(page) == {"top", "a-judge-emoji64-lit-step-2", "top-1", "top-2"}
