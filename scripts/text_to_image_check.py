@@ -291,6 +291,12 @@ def summary(report: dict) -> dict:
         out[f"sweep w={w} (captions)"] = round(r["accuracy"], 3)
     if "by_prompt_set" in t2i:
         out[f"w={t2i['guidance']}"] = {k: round(v["accuracy"], 3) for k, v in t2i["by_prompt_set"].items()}
+        real = c["judge_on_real_images"]["one_per_emoji"]["by_category"]
+        out[f"w={t2i['guidance']} captions by category (real images)"] = {
+            name: f"{r['accuracy']:.3f} ({real[name]['accuracy']:.3f})"
+            for name, r in t2i["by_prompt_set"]["caption"]["by_category"].items()
+            if r["n"]
+        }
     return out
 
 
