@@ -63,7 +63,7 @@ def flops(preset: str, latent_shape: tuple[int, ...]) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ae", required=True, help="an emoji64-ae run folder")
-    ap.add_argument("--out", required=True, help="a folder for the benchmark's run folders (replaced)")
+    ap.add_argument("--out", required=True, help="its run folders go to OUT/<preset> and OUT/encode (replaced)")
     ap.add_argument("--json", default="docs/benchmarks/latent-training-speed.json")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--presets", default="emoji64-ldm,emoji64-dit,emoji64-pixel")
@@ -72,11 +72,15 @@ def main() -> int:
     ae, out = Path(args.ae).resolve(), Path(args.out)
     import shutil
 
-    shutil.rmtree(out, ignore_errors=True)
+    presets = args.presets.split(",")
+    if unknown := [p for p in presets if p not in IMAGES]:
+        ap.error(f"--presets: {', '.join(unknown)} not among {', '.join(IMAGES)}")
+    for name in ("encode", *presets):  # only the run folders this benchmark writes, each trained afresh
+        shutil.rmtree(out / name, ignore_errors=True)
     train("emoji64-ldm", out / "encode", ae, 1, args.threads)  # the latent cache, encoded once
     latent_shape = tuple(json.loads((out / "encode" / "run.json").read_text())["data_shape"])
     rows = {}
-    for preset in args.presets.split(","):
+    for preset in presets:
         r = train(preset, out / preset, ae, IMAGES[preset], args.threads)
         r["gflops_per_example"] = flops(preset, latent_shape) / 1e9
         rows[preset] = r
