@@ -73,3 +73,24 @@ def test_missing_data_path_writes_nothing(tmp_path):
 def test_help_has_examples(cmd):
     rc, out, _ = cli(cmd, "--help")
     assert rc == 0 and "examples:" in out
+
+
+def test_no_help_imports_torch():
+    """``torchdiffusion CMD --help`` answers without importing torch (2 CPU s), for every command: one new Python
+    reads every command's help and names those after which torch was loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from torchdiffusion.cli import COMMANDS, main\n"
+        "bad = []\n"
+        "for name in COMMANDS:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main([name, '--help'])\n"
+        "    if 'torch' in sys.modules:\n"
+        "        bad.append(name); break\n"
+        "print(len(COMMANDS), ' '.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) > 10 and out[1:] == [], f"--help of {out[1:]} imports torch"

@@ -21,10 +21,10 @@ Add ``invert:`` in front of any spec to swap hole and known region (e.g. ``inver
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported where a mask is made: the commands' --help reads MASK_HELP without it
+    from torch import Tensor
 
 
 class MaskError(ValueError):
@@ -38,6 +38,8 @@ MASK_HELP = (
 
 
 def _hole_box(spec: str, H: int, W: int) -> Tensor:
+    import torch
+
     parts = spec.split(",")
     if len(parts) != 4:
         raise MaskError(f"box mask needs four numbers box:x0,y0,x1,y1, got {spec!r}")
@@ -60,6 +62,8 @@ def _hole_box(spec: str, H: int, W: int) -> Tensor:
 
 
 def _hole_half(side: str, H: int, W: int) -> Tensor:
+    import torch
+
     hole = torch.zeros(H, W)
     if side == "bottom":
         hole[H // 2 :, :] = 1
@@ -75,6 +79,8 @@ def _hole_half(side: str, H: int, W: int) -> Tensor:
 
 
 def _hole_png(path: str, H: int, W: int) -> Tensor:
+    import numpy as np
+    import torch
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path).expanduser()
@@ -91,6 +97,8 @@ def _hole_png(path: str, H: int, W: int) -> Tensor:
 
 def hole_from_spec(spec: str, H: int, W: int) -> Tensor:
     """The region to repaint, ``(H, W)`` float in {0, 1}, from a spec (see the module docstring)."""
+    import torch
+
     spec = spec.strip()
     low = spec.lower()
     if low.startswith("invert:"):
@@ -127,6 +135,7 @@ def make_mask(spec: str, H: int, W: int) -> Tensor:
 
 def save_mask_png(mask: Tensor, path: str | Path) -> Path:
     """Write a known-region mask ``(1, 1, H, W)`` as a PNG in the file convention (white = repaint); atomic."""
+    import torch
     from PIL import Image
 
     from .io import atomic_write
