@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from torchdiffusion.provenance import cpu_name
 
 IMAGES = {"emoji64-ldm": 4096, "emoji64-dit": 4096, "emoji64-pixel": 256}  # a few minutes each on one thread
 LATENT = ("emoji64-ldm", "emoji64-dit")
@@ -85,8 +86,7 @@ def main() -> int:
         r["gflops_per_example"] = flops(preset, latent_shape) / 1e9
         rows[preset] = r
         print(preset, json.dumps({k: round(v, 3) for k, v in r.items()}), flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    record = {"machine": {"cpu": cpu or platform.processor(), "threads": args.threads}, "runs": rows}
+    record = {"machine": {"cpu": cpu_name(), "threads": args.threads}, "runs": rows}
     if args.note:
         record["note"] = args.note
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from torchdiffusion.provenance import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTEXTS = "1,0,0,0,0;0,1,0,0,0;0,0,1,0,0;0,0,0,1,0;0,0,0,0,1"  # hero, non-hero, food, spell, side-facing
@@ -58,15 +59,6 @@ def cpu_settings(images: int, channels: int) -> list[str]:
     ]
 
 
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return name
-
-
 def run(command: str, cwd: Path) -> float:
     """Run one page command (``torchdiffusion`` / ``python`` mapped to this interpreter); its wall seconds."""
     argv = shlex.split(command)
@@ -101,7 +93,7 @@ def main() -> int:
     metrics = [json.loads(line) for line in (work / "runs/sprites/metrics.jsonl").read_text().splitlines() if line]
     losses = [m["loss"] for m in metrics if m.get("loss") is not None]
     report = {
-        "machine": machine(),
+        "machine": cpu_name(),
         "train_overrides": settings,
         "sprites": "python -m torchdiffusion.data.sprites (synthetic, 1788 sprites, seed 0)",
         "first_logged_loss": round(losses[0], 4) if losses else None,

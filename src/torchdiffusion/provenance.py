@@ -95,6 +95,16 @@ def _git() -> tuple[str | None, bool | None]:
         return None, None
 
 
+def cpu_name() -> str:
+    """The CPU's model name as ``lscpu`` gives it ("AMD EPYC 9654 ..."); ``platform.processor()`` where lscpu is
+    missing. Benchmarks name the machine their figures came from with it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
 def environment(device: str | None = None) -> dict:
     """Versions (torch, numpy, ours, Python), the git commit of our checkout if any, device and threads."""
     import numpy
