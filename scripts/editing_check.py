@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -70,15 +71,22 @@ def main(argv=None) -> int:
     ap.add_argument("--first", type=int, default=0, help="skip the first FIRST held-out digits (default 0)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (noise is drawn on the CPU either way)")
     ap.add_argument("--skip-replacement", action="store_true", help="only RePaint")
+    ap.add_argument(
+        "--guidance", type=float, default=0.0, help="pseudoinverse-guidance weight for every method (default 0: none)"
+    )
+    ap.add_argument(
+        "--resample-band", type=float, nargs=2, metavar=("LO", "HI"), help="resample only segments starting in it"
+    )
+    ap.add_argument("--guidance-sigma-max", type=float, default=math.inf, help="no guidance above this sigma")
     ap.add_argument("--out", help="JSON report (default RUN/edits/editing-check.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from torchdiffusion.edit import inpaint, invert, psnr
+    from torchdiffusion.edit import inpaint, invert, psnr, repaint_moves
     from torchdiffusion.evaluation.classifier import classify, load_classifier, load_classifier_file
     from torchdiffusion.generate import clamped, clamps_x0, load_run, make_grid_sigmas, sampler_knobs
     from torchdiffusion.masks import make_mask
-    from torchdiffusion.samplers import get_sampler
+    from torchdiffusion.samplers import get_sampler, nfe
     from torchdiffusion.types import NoiseSource
     from torchdiffusion.viz import save_grid
 
@@ -124,6 +132,10 @@ def main(argv=None) -> int:
                     resample=resample,
                     noise=ns,
                     known_noise=known,
+                    guidance=args.guidance,
+                    guidance_sigma_max=args.guidance_sigma_max,
+                    resample_band=args.resample_band,
+                    sigma_data=run_.config.diffusion.sigma_data,
                     **knobs,
                 ).cpu()
             )
@@ -141,6 +153,9 @@ def main(argv=None) -> int:
         "mask": "half:bottom (lower half repainted)",
         "threads": args.threads,
         "device": str(device),
+        "guidance": args.guidance,
+        "guidance_sigma_max": args.guidance_sigma_max,
+        "resample_band": args.resample_band,
     }
     keep = mask.cpu().expand_as(x).bool()
     if not args.skip_inpaint:
@@ -161,9 +176,11 @@ def main(argv=None) -> int:
     for name, (r, j) in methods.items():
         y, secs = run_inpaint(r, j)
         h = hits(y)
+        moves = repaint_moves(len(sigmas) - 1, len(sigmas) - 1 if j is None else j, r, sigmas, args.resample_band)
         report[name] = {
             "resample": r,
             "jump": j,
+            "nfe_per_image": sum(nfe(sample.sampler, b - a) for a, b in moves if b > a),
             "accuracy": float(h.float().mean()),
             "known_region_mse": float(((y - x)[keep] ** 2).mean()),
             "seconds": round(secs, 1),

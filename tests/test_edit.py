@@ -15,6 +15,7 @@ from torchdiffusion.edit import (
     invert,
     known_region,
     outpaint_canvas,
+    pseudoinverse_guided,
     psnr,
     repaint_moves,
     slerp,
@@ -109,6 +110,24 @@ def test_repaint_schedule_visits_every_segment_resample_times():
         repaint_moves(n, 0, 1)
 
 
+def test_repaint_band_resamples_only_the_segments_that_start_inside_it():
+    n, jump, r = 12, 3, 5
+    sig = karras_sigmas(n, 0.01, 50.0)
+    band = (float(sig[6]) - 1e-9, float(sig[3]) + 1e-9)  # segments start at indices 0, 3, 6, 9: only 3 and 6 inside
+    moves = repaint_moves(n, jump, r, sig, band)
+    passes = {a: sum(1 for m in moves if m == (a, a + jump)) for a in range(0, n, jump)}
+    assert passes == {0: 1, 3: r, 6: r, 9: 1}
+    assert sum(b - a for a, b in moves if b > a) == n + (r - 1) * 2 * jump
+    pos = 0
+    for a, b in moves:
+        assert a == pos
+        pos = b
+    assert pos == n
+    assert repaint_moves(n, jump, r, sig, (0.0, math.inf)) == repaint_moves(n, jump, r)
+    with pytest.raises(EditError):
+        repaint_moves(n, jump, r, None, band)
+
+
 def test_repaint_fits_the_conditional_of_a_correlated_gaussian():
     """Two pixels with correlation rho: inpainting pixel 2 given pixel 1 = a must sample
     N(rho a, 1 - rho^2). Plain replacement is biased towards the prior; RePaint resampling closes the gap."""
@@ -142,6 +161,53 @@ def test_repaint_fits_the_conditional_of_a_correlated_gaussian():
         if r > 1:
             assert abs(x[:, 1].var().item() - (1 - rho**2)) < 0.05
     assert errs[8] < 0.1 and errs[8] < errs[1] / 4, errs
+
+
+def _correlated_pair(rho):
+    cov = torch.tensor([[1.0, rho], [rho, 1.0]], dtype=torch.float64)
+    eye = torch.eye(2, dtype=torch.float64)
+
+    def D(x, sigma):  # exact denoiser of N(0, cov): cov (cov + sigma^2 I)^-1 x, one sigma per batch here
+        s2 = float(sigma.reshape(-1)[0]) ** 2
+        return x @ torch.linalg.solve(cov + s2 * eye, cov)
+
+    return cov, D
+
+
+def test_pseudoinverse_guidance_is_the_denoiser_plus_the_analytic_vector_jacobian_product():
+    """D' = D + w (sigma^2 + s^2) / s^2 J^T m (y - D) with J = cov (cov + sigma^2 I)^-1 for the Gaussian oracle."""
+    rho, w, s = 0.7, 0.8, 0.6
+    cov, D = _correlated_pair(rho)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    for sigma in (0.05, 1.0, 30.0):
+        sig = torch.full((5,), sigma, dtype=torch.float64)
+        J = torch.linalg.solve(cov + sigma**2 * torch.eye(2, dtype=torch.float64), cov)  # symmetric here
+        expected = D(x, sig) + w * (sigma**2 + s**2) / s**2 * (mask * (y - D(x, sig))) @ J
+        got = pseudoinverse_guided(D, y, mask, sigma_data=s, weight=w)(x, sig)
+        assert torch.allclose(got, expected, atol=1e-12), sigma
+    assert torch.equal(pseudoinverse_guided(D, y, mask, 0.5, weight=0.0)(x, sig), D(x, sig))
+
+
+@pytest.mark.parametrize("name", ["ddpm", "euler", "euler_ancestral", "dpmpp_2m", "heun"])
+def test_pseudoinverse_guidance_brings_one_pass_inpainting_near_the_exact_conditional(name):
+    """Pixel 2 given pixel 1 = a under correlation rho is N(rho a, 1 - rho^2). Plain replacement (one pass) misses
+    the conditional mean by ~0.45-0.77; pseudoinverse guidance (its r^2 an isotropic approximation of the true
+    posterior covariance, so not exact) brings the miss under 0.15 with every sampler."""
+    rho, a, N = 0.9, 1.5, 2000
+    _, D = _correlated_pair(rho)
+    x_known = torch.zeros(N, 2, dtype=torch.float64)
+    x_known[:, 0] = a
+    mask = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    sig = karras_sigmas(20, 0.01, 20.0)
+    miss = {}
+    for w in (0.0, 1.0):
+        torch.manual_seed(1)
+        x0 = sig[0].item() * torch.randn(N, 2, dtype=torch.float64)
+        x = inpaint(get_sampler(name), D, x0, sig, x_known, mask, guidance=w, sigma_data=1.0)
+        miss[w] = abs(x[:, 1].mean().item() - rho * a)
+    assert miss[1.0] < 0.15 and miss[1.0] < miss[0.0] / 4, miss
 
 
 def test_outpaint_canvas_and_mask():

@@ -37,6 +37,7 @@ def _png_size(path):
     [
         (["inpaint", "--n", "3", "--mask", "centre"], 3),
         (["inpaint", "--n", "3", "--resample", "2", "--jump", "1"], 3),
+        (["inpaint", "--n", "3", "--pseudoinverse", "1", "--pseudoinverse-sigma-max", "100"], 3),
         (["outpaint", "--n", "3", "--right", "4"], 2),
         (["img2img", "--n", "3", "--strength", "0", "0.5"], 3),
         (["interpolate", "--seeds", "1", "2", "--frames", "3", "--steps", "2"], 1),
@@ -72,6 +73,8 @@ def test_img2img_strength_zero_row_is_the_input(run_dir, tmp_path):
         (["explain", "loss", "{run}"], "metrics.jsonl"),
         (["explain", "ablation"], "needs a run folder"),
         (["inpaint", "/nonexistent/run"], "does not exist"),
+        (["inpaint", "{run}", "--pseudoinverse", "-1"], "--pseudoinverse"),
+        (["inpaint", "{run}", "--pseudoinverse", "1", "--pseudoinverse-sigma-max", "0"], "--pseudoinverse-sigma-max"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, argv, msg, capsys):

@@ -10,7 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
-from .argtypes import MAX_COUNT, MAX_STEPS, check_output_file, nonneg_int, positive_int
+from .argtypes import MAX_COUNT, MAX_STEPS, check_output_file, float_in, nonneg_int, positive_float, positive_int
 from .common import add_sampling_arguments, sample_config_from_args
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   torchdiffusion inpaint runs/demo --mask centre --resample 10 --jump 2 --n 16
   torchdiffusion inpaint runs/demo --mask box:0,0,14,28 --images a.png b.png --out edits.png
   torchdiffusion inpaint runs/demo --mask hole.png --sampler ddpm --grid uniform_t --steps 100
+  torchdiffusion inpaint runs/demo --pseudoinverse 1 --sampler euler_ancestral --steps 100   # guided (PiGDM)
 masks (the region to REPAINT): box:x0,y0,x1,y1 | centre | half:bottom|top|left|right | FILE.png (white =
 repaint) | invert:SPEC.  Output rows: original, masked input (hole in grey), result."""
 
@@ -86,7 +87,21 @@ def setup(run_, args: argparse.Namespace):
 
 
 # The flags of the editing commands that say what the edit does (recorded in the manifests).
-_EDIT_KNOBS = ("mask", "resample", "jump", "strength", "method", "left", "right", "top", "bottom", "stride", "frames")
+_EDIT_KNOBS = (
+    "mask",
+    "resample",
+    "jump",
+    "pseudoinverse",
+    "pseudoinverse_sigma_max",
+    "strength",
+    "method",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "stride",
+    "frames",
+)
 
 
 def default_out(run_, args: argparse.Namespace, name: str) -> Path:
@@ -126,6 +141,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--jump", type=positive_int(MAX_STEPS), help="RePaint jump length in steps (default: steps // 4, at least 1)"
     )
+    p.add_argument(
+        "--pseudoinverse",
+        type=float_in(0.0, 100.0),
+        default=0.0,
+        metavar="W",
+        help="pseudoinverse guidance weight (PiGDM: the hole follows the known pixels through the network's "
+        "Jacobian; one backward pass per step; default 0 = off, 1 = the paper's)",
+    )
+    p.add_argument(
+        "--pseudoinverse-sigma-max",
+        type=positive_float,
+        metavar="SIGMA",
+        help="no pseudoinverse guidance above this noise level (default 10 x the run's sigma_data)",
+    )
+
+
+def guidance_knobs(run_, args: argparse.Namespace) -> dict:
+    """inpaint()'s pseudoinverse-guidance arguments from --pseudoinverse / --pseudoinverse-sigma-max."""
+    sd = run_.config.diffusion.sigma_data
+    cap = args.pseudoinverse_sigma_max if args.pseudoinverse_sigma_max is not None else 10 * sd
+    return {"guidance": args.pseudoinverse, "sigma_data": sd, "guidance_sigma_max": cap}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
     with repaint_bar(len(sigmas) - 1, jump, args.resample, "inpaint") as bar:
         kw = dict(seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar)
+        kw["guide"] = guidance_knobs(run_, args)
         if run_.codec is None:
             result = inpaint_images(sampler, D, x, sigmas, mask, **kw)
         else:  # in latents, the mask on the latent grid; the known pixels pasted back at the end
@@ -149,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
             result = edit_in_latents(
                 run_.codec, x, lambda z: inpaint_images(sampler, D, z, sigmas, m_z, **kw), mask=mask
             )
-    tag = f"inpaint-{args.mask}-{sample.sampler}{sample.steps}" + (
-        f"-repaint{args.resample}x{jump}" if args.resample > 1 else ""
+    tag = (
+        f"inpaint-{args.mask}-{sample.sampler}{sample.steps}"
+        + (f"-repaint{args.resample}x{jump}" if args.resample > 1 else "")
+        + (f"-pigdm{args.pseudoinverse:g}" if args.pseudoinverse else "")
     )
     print(save_rows([x, show_hole(x, mask), result], default_out(run_, args, tag)))
     return 0
@@ -165,9 +204,23 @@ def repaint_bar(steps: int, jump: int, resample: int, what: str):
     return step_bar(total, f"{what} ({resample} pass{'es' if resample > 1 else ''} per segment)")
 
 
-def inpaint_images(sampler, D, x, sigmas, mask, *, seed: int, jump: int | None, resample: int, knobs: dict, bar=None):
+def inpaint_images(
+    sampler,
+    D,
+    x,
+    sigmas,
+    mask,
+    *,
+    seed: int,
+    jump: int | None,
+    resample: int,
+    knobs: dict,
+    bar=None,
+    guide: dict | None = None,
+):
     """Inpaint a batch with per-image seeds: image k's noise comes from seed + k (the known region's noise from
-    a second stream of the same seed), so a result never depends on the batch it was drawn in."""
+    a second stream of the same seed), so a result never depends on the batch it was drawn in. ``guide``: the
+    pseudoinverse-guidance arguments of :func:`torchdiffusion.edit.inpaint` (:func:`guidance_knobs`)."""
     from ..edit import inpaint
     from ..types import NoiseSource
 
@@ -186,5 +239,6 @@ def inpaint_images(sampler, D, x, sigmas, mask, *, seed: int, jump: int | None, 
         noise=ns,
         known_noise=known,
         callback=None if bar is None else bar.step,
+        **(guide or {}),
         **knobs,
     )
