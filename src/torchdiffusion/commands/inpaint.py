@@ -153,14 +153,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--pseudoinverse-sigma-max",
         type=positive_float,
         metavar="SIGMA",
-        help="no pseudoinverse guidance above this noise level (default 10 x the run's sigma_data)",
+        help="no pseudoinverse guidance above this noise level (default 20 x the run's sigma_data)",
     )
 
 
 def guidance_knobs(run_, args: argparse.Namespace) -> dict:
     """inpaint()'s pseudoinverse-guidance arguments from --pseudoinverse / --pseudoinverse-sigma-max."""
     sd = run_.config.diffusion.sigma_data
-    cap = args.pseudoinverse_sigma_max if args.pseudoinverse_sigma_max is not None else 10 * sd
+    cap = args.pseudoinverse_sigma_max if args.pseudoinverse_sigma_max is not None else 20 * sd
     return {"guidance": args.pseudoinverse, "sigma_data": sd, "guidance_sigma_max": cap}
 
 
