@@ -74,9 +74,6 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--guidance", type=float, default=0.0, help="pseudoinverse-guidance weight for every method (default 0: none)"
     )
-    ap.add_argument(
-        "--resample-band", type=float, nargs=2, metavar=("LO", "HI"), help="resample only segments starting in it"
-    )
     ap.add_argument("--guidance-sigma-max", type=float, default=math.inf, help="no guidance above this sigma")
     ap.add_argument("--out", help="JSON report (default RUN/edits/editing-check.json)")
     args = ap.parse_args(argv)
@@ -134,7 +131,6 @@ def main(argv=None) -> int:
                     known_noise=known,
                     guidance=args.guidance,
                     guidance_sigma_max=args.guidance_sigma_max,
-                    resample_band=args.resample_band,
                     sigma_data=run_.config.diffusion.sigma_data,
                     **knobs,
                 ).cpu()
@@ -155,7 +151,6 @@ def main(argv=None) -> int:
         "device": str(device),
         "guidance": args.guidance,
         "guidance_sigma_max": args.guidance_sigma_max,
-        "resample_band": args.resample_band,
     }
     keep = mask.cpu().expand_as(x).bool()
     if not args.skip_inpaint:
@@ -176,7 +171,7 @@ def main(argv=None) -> int:
     for name, (r, j) in methods.items():
         y, secs = run_inpaint(r, j)
         h = hits(y)
-        moves = repaint_moves(len(sigmas) - 1, len(sigmas) - 1 if j is None else j, r, sigmas, args.resample_band)
+        moves = repaint_moves(len(sigmas) - 1, len(sigmas) - 1 if j is None else j, r)
         report[name] = {
             "resample": r,
             "jump": j,

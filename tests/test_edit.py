@@ -110,24 +110,6 @@ def test_repaint_schedule_visits_every_segment_resample_times():
         repaint_moves(n, 0, 1)
 
 
-def test_repaint_band_resamples_only_the_segments_that_start_inside_it():
-    n, jump, r = 12, 3, 5
-    sig = karras_sigmas(n, 0.01, 50.0)
-    band = (float(sig[6]) - 1e-9, float(sig[3]) + 1e-9)  # segments start at indices 0, 3, 6, 9: only 3 and 6 inside
-    moves = repaint_moves(n, jump, r, sig, band)
-    passes = {a: sum(1 for m in moves if m == (a, a + jump)) for a in range(0, n, jump)}
-    assert passes == {0: 1, 3: r, 6: r, 9: 1}
-    assert sum(b - a for a, b in moves if b > a) == n + (r - 1) * 2 * jump
-    pos = 0
-    for a, b in moves:
-        assert a == pos
-        pos = b
-    assert pos == n
-    assert repaint_moves(n, jump, r, sig, (0.0, math.inf)) == repaint_moves(n, jump, r)
-    with pytest.raises(EditError):
-        repaint_moves(n, jump, r, None, band)
-
-
 def test_repaint_fits_the_conditional_of_a_correlated_gaussian():
     """Two pixels with correlation rho: inpainting pixel 2 given pixel 1 = a must sample
     N(rho a, 1 - rho^2). Plain replacement is biased towards the prior; RePaint resampling closes the gap."""

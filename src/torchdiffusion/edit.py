@@ -110,32 +110,20 @@ def pseudoinverse_guided(
     return D
 
 
-def repaint_moves(
-    n: int,
-    jump: int,
-    resample: int,
-    sigmas: Sequence[float] | Tensor | None = None,
-    band: tuple[float, float] | None = None,
-) -> list[tuple[int, int]]:
+def repaint_moves(n: int, jump: int, resample: int) -> list[tuple[int, int]]:
     """The RePaint schedule on a grid of ``n`` steps as moves between grid indices (0 = noisiest).
 
     ``(a, b)`` with ``a < b`` samples from sigmas[a] down to sigmas[b]; ``a > b`` re-noises from sigmas[a] up to
     sigmas[b]. Segments of ``jump`` steps are each traversed ``resample`` times (``resample = 1``: plain sampling).
-    With ``band = (lo, hi)`` (and the grid ``sigmas``) only the segments that start at a level in [lo, hi] are
-    resampled, the others are traversed once: resampling where the content is decided, not where it is noise or
-    texture.
     """
     if jump < 1 or resample < 1:
         raise EditError(f"RePaint needs jump >= 1 and resample >= 1, got jump={jump}, resample={resample}")
-    if band is not None and (sigmas is None or not 0 <= band[0] <= band[1]):
-        raise EditError(f"a resampling band needs the grid and 0 <= lo <= hi, got {band}")
     moves: list[tuple[int, int]] = []
     a = 0
     while a < n:
         b = min(a + jump, n)
         moves.append((a, b))
-        passes = resample if band is None or band[0] <= float(sigmas[a]) <= band[1] else 1
-        for _ in range(passes - 1):
+        for _ in range(resample - 1):
             moves += [(b, a), (a, b)]
         a = b
     return moves
@@ -157,7 +145,6 @@ def inpaint(
     guidance: float = 0.0,
     sigma_data: float = 0.5,
     guidance_sigma_max: float = math.inf,
-    resample_band: tuple[float, float] | None = None,
     **knobs,
 ) -> Tensor:
     """Inpaint ``x_known`` where ``mask`` is 0, with any sampler.
@@ -177,7 +164,6 @@ def inpaint(
         callback: receives a StepInfo per sampler step, ``i`` counted over all passes.
         guidance, sigma_data, guidance_sigma_max: weight of pseudoinverse guidance (:func:`pseudoinverse_guided`;
             0 = none), the data scale it assumes and the level above which it is off.
-        resample_band: resample only the segments starting at a level in ``(lo, hi)`` (:func:`repaint_moves`).
 
     Returns ``(B, ...)`` with ``m x_known + (1 - m) x`` exact in the known region. NFE is about ``resample`` times
     the sampler's.
@@ -186,7 +172,7 @@ def inpaint(
     n = len(s) - 1
     mask = check_mask(mask, x)
     x_known = x_known.to(x.device, x.dtype)
-    moves = repaint_moves(n, n if jump is None else jump, resample, s, resample_band)
+    moves = repaint_moves(n, n if jump is None else jump, resample)
     if guidance:
         denoise = pseudoinverse_guided(denoise, x_known, mask, sigma_data, guidance, guidance_sigma_max)
     D = known_region(denoise, x_known, mask, known_noise)
