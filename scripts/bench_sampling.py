@@ -143,20 +143,19 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         large = preset_run(args.large_preset, tuple(int(v) for v in args.large_shape.split(",")), Path(tmp))
-        plan = [("run", args.run, args.n, b, p) for p in ("fp32", "bf16") for b in args.batches]
+        ours, big = f"{args.run} (our U-Net)", f"{args.large_preset} preset (random weights)"
+        theirs = "diffusers UNet2DModel (matched)"
+        # (label, kind, the run folder it loads, the run named in the report, images, batch, precision)
+        plan = [(ours, "ours", args.run, args.run, args.n, b, p) for p in ("fp32", "bf16") for b in args.batches]
         plan += [
-            (args.large_preset, str(large), args.large_n, b, p) for p in ("fp32", "bf16") for b in args.large_batches
+            (big, "ours", str(large), args.large_preset, args.large_n, b, p)
+            for p in ("fp32", "bf16")
+            for b in args.large_batches
         ]
-        plan += [("diffusers", args.run, args.n, b, "fp32") for b in args.batches if b >= 16]
-        for model, path, n, b, prec in plan:
-            kind = "diffusers" if model == "diffusers" else "ours"
+        plan += [(theirs, "diffusers", args.run, args.run, args.n, b, "fp32") for b in args.batches if b >= 16]
+        for label, kind, path, shown, n, b, prec in plan:
             spec = {"kind": kind, "run": path, "n": n, "batch": b, "precision": prec, "threads": args.threads}
-            spec["steps"] = steps
-            r = run_child(spec)
-            r["model"] = {"run": f"{args.run} (our U-Net)", "diffusers": "diffusers UNet2DModel (matched)"}.get(
-                model, f"{model} preset (random weights)"
-            )
-            r["run"] = args.run if model != args.large_preset else args.large_preset
+            r = run_child(spec | {"steps": steps}) | {"run": shown, "model": label}
             rows.append(r)
             print(json.dumps(r), flush=True)
     record = {"cpu": cpu_name(), "threads": args.threads, "rows": rows}

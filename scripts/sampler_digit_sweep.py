@@ -38,9 +38,23 @@ def parse_candidates(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
+def digit_scores(run, x, out: Path) -> dict:
+    """The digit check of samples ``x`` of ``run``, as ``evaluate --features clf:mnist5k`` reports it: the confident
+    share, the rarest digit's share, FD-MNIST5kclf against the training digits and the held-out digits' own FD."""
+    from torchdiffusion.evaluation.evaluate import evaluate
+
+    rep = evaluate(run.path, ("fd",), len(x), features=["clf:mnist5k"], samples=x, out=out, log=lambda s: None)
+    fm = rep["feature_metrics"]["clf:mnist5k"]
+    return {
+        "confident_fraction": rep["classes"]["confident_fraction"],
+        "min_class_fraction": rep["classes"]["min_class_fraction"],
+        "FD-MNIST5kclf": fm["samples"]["FD-MNIST5kclf"],
+        "FD-MNIST5kclf_heldout": fm.get("heldout", {}).get("FD-MNIST5kclf"),
+    }
+
+
 def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
     """Sample ``n`` digits (seeds 0..n-1) with one candidate and evaluate them; one result row."""
-    from torchdiffusion.evaluation.evaluate import evaluate
     from torchdiffusion.generate import clamps_x0, generate, resolve_grid
     from torchdiffusion.samplers import nfe
 
@@ -48,8 +62,6 @@ def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
     t0 = time.perf_counter()
     x = generate(run.model, range(n), sample, run.data_shape, grid_dir=run.path / "grids")
     seconds = time.perf_counter() - t0
-    rep = evaluate(run.path, ("fd",), n, features=["clf:mnist5k"], samples=x, out=out, log=lambda s: None)
-    fm = rep["feature_metrics"]["clf:mnist5k"]
     return {
         "sampler": sampler,
         "grid": grid,
@@ -58,10 +70,7 @@ def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
         )[1]["grid"],
         "steps": steps,
         "nfe": nfe(sampler, steps),
-        "confident_fraction": rep["classes"]["confident_fraction"],
-        "min_class_fraction": rep["classes"]["min_class_fraction"],
-        "FD-MNIST5kclf": fm["samples"]["FD-MNIST5kclf"],
-        "FD-MNIST5kclf_heldout": fm.get("heldout", {}).get("FD-MNIST5kclf"),
+        **digit_scores(run, x, out),
         "sampling_seconds_loaded": round(seconds, 1),
     }
 

@@ -14,6 +14,7 @@ is >= 0.9 confident about, the rarest digit's share and the Fréchet distance in
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import tempfile
 import time
@@ -22,15 +23,13 @@ from pathlib import Path
 import torch
 
 
-def scores(run, x: torch.Tensor, out: Path) -> dict:
-    from torchdiffusion.evaluation.evaluate import evaluate
-
-    rep = evaluate(run.path, ("fd",), len(x), features=["clf:mnist5k"], samples=x, out=out, log=lambda s: None)
-    return {
-        "confident_fraction": rep["classes"]["confident_fraction"],
-        "min_class_fraction": rep["classes"]["min_class_fraction"],
-        "FD-MNIST5kclf": rep["feature_metrics"]["clf:mnist5k"]["samples"]["FD-MNIST5kclf"],
-    }
+def digit_scores():
+    """``scripts/sampler_digit_sweep.py``'s digit check (one definition of how it is read)."""
+    path = Path(__file__).with_name("sampler_digit_sweep.py")
+    spec = importlib.util.spec_from_file_location("sampler_digit_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.digit_scores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         theirs = pipeline_samples(pipe, steps=args.ddim_steps, batch=args.n, seed=0)
         theirs_s = time.perf_counter() - t0
+    scores = digit_scores()
     for name, x, secs, n_fe, how in (
         ("torchdiffusion default", ours, ours_s, nfe(s.sampler, s.steps), f"{s.sampler}, {s.grid}, {s.steps} steps"),
         ("diffusers DDIMPipeline", theirs, theirs_s, args.ddim_steps, f"eta 0, leading, {args.ddim_steps} steps"),

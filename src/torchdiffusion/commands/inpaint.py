@@ -175,8 +175,9 @@ def run(args: argparse.Namespace) -> int:
     mask = make_mask(args.mask, H, W)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
     with repaint_bar(len(sigmas) - 1, jump, args.resample, "inpaint") as bar:
-        kw = dict(seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar)
-        kw["guide"] = guidance_knobs(run_, args)
+        kw = dict(
+            seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar, guide=guidance_knobs(run_, args)
+        )
         if run_.codec is None:
             result = inpaint_images(sampler, D, x, sigmas, mask, **kw)
         else:  # in latents, the mask on the latent grid; the known pixels pasted back at the end
