@@ -61,6 +61,32 @@ def test_img2img_strength_zero_row_is_the_input(run_dir, tmp_path):
     assert np.array_equal(a[4 * 2 : 4 * 10], a[4 * 12 : 4 * 20])  # row 1 (input) == row 2 (strength 0)
 
 
+def test_pseudoinverse_changes_the_repainted_rows_only(run_dir, tmp_path):
+    """--pseudoinverse alters the result row; the original and masked-input rows stay as they were. The U-Net's
+    zero-initialised output layer would make D(x) = x (no pixel depends on another), so its weights get noise."""
+    import shutil
+
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    g = torch.Generator().manual_seed(0)
+    weights = load_file(str(run / "ema.safetensors"))
+    weights = {
+        k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in weights.items()
+    }
+    save_file(weights, str(run / "ema.safetensors"))
+    rows = {}
+    for name, extra in (("plain", []), ("guided", ["--pseudoinverse", "1", "--pseudoinverse-sigma-max", "100"])):
+        out = tmp_path / f"{name}.png"
+        assert main(["inpaint", str(run), "--n", "2", "--out", str(out), *extra]) == 0
+        rows[name] = np.asarray(Image.open(out)).astype(int)
+    a, b = rows["plain"], rows["guided"]
+    assert np.array_equal(a[: 4 * 20], b[: 4 * 20])  # rows 1-2: originals and inputs
+    assert np.abs(a[4 * 22 :] - b[4 * 22 :]).max() > 0  # row 3: the repainted images
+
+
 @pytest.mark.parametrize(
     "argv,msg",
     [
