@@ -11,8 +11,8 @@ samples from the EMA model with the preset's sampler, read by the data set's eva
 classified with confidence >= 0.9, as ``evaluate`` and ``scripts/digit_check.py`` report it) and the Fréchet
 distance in its features. Then writes OUT/dit-vs-unet.json and OUT/dit-vs-unet.md: per evaluation point, the
 images seen, the training FLOPs spent (3 x the forward FLOPs per image, ``nets.count_flops``: forward plus a
-backward of twice its cost) and the training seconds (sum over the log lines; a timing, so only meaningful on a
-quiet machine). ``--set`` overrides apply to every preset (e.g. ``train.precision=bf16``).
+backward of twice its cost) and the training seconds (wall clock less the evaluations; a timing, so only
+meaningful on a quiet machine). ``--set`` overrides apply to every preset (e.g. ``train.precision=bf16``).
 """
 
 from __future__ import annotations
@@ -49,8 +49,12 @@ def train(preset: str, out: Path, args: argparse.Namespace) -> None:
 
 
 def curve(run: Path) -> list[dict]:
-    """The evaluation points of a run folder's metrics.jsonl, each with the training seconds up to it."""
-    points, seconds, last_seen = [], 0.0, 0
+    """The evaluation points of a run folder's metrics.jsonl, each with the training seconds up to it.
+
+    Training seconds: the run's wall clock when the evaluation started (``wall_s`` of its line) less the seconds
+    of the evaluations before it, so evaluating more often does not make a run look slower; lines of runs from
+    before ``wall_s`` was logged fall back to summing images / rate over the log lines (evaluation included)."""
+    points, seconds, last_seen, evaluating = [], 0.0, 0, 0.0
     for line in (run / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if "images_per_s" in rec:  # a log line: images since the last one at this rate
@@ -64,9 +68,10 @@ def curve(run: Path) -> list[dict]:
                     confident_fraction=rec.get("eval/confident_fraction"),  # data with a shipped classifier
                     min_class_fraction=rec.get("eval/min_class_fraction"),  # logged by newer runs
                     fd=fd,
-                    train_seconds=seconds,
+                    train_seconds=rec["wall_s"] - evaluating if "wall_s" in rec else seconds,
                 )
             )
+            evaluating += rec.get("eval/seconds", 0.0)
     return points
 
 

@@ -300,6 +300,66 @@ def test_bf16_channels_last_trains_and_resumes_exactly(tmp_path):
     assert all(math.isfinite(r["loss"]) for r in m) and m[-1]["skipped_steps"] == 0
 
 
+def test_auto_precision_takes_bf16_on_native_bf16_cpus_fp32_elsewhere_and_records_it(tmp_path, monkeypatch):
+    """train.precision=auto trains exactly the explicit bf16 + channels-last run where the CPU reports
+    avx512_bf16 or amx_bf16 and exactly the fp32 run where it reports neither; config.json says which ran, and a
+    resumed run keeps its precision on a machine that would choose the other."""
+    import torchdiffusion.training.precision as P
+
+    def cpu(*flags):
+        monkeypatch.setattr(P, "cpu_flags", lambda: {"avx512f", "sse2", *flags})
+
+    def weights(run):
+        return (run / "model.safetensors").read_bytes()
+
+    def saved(run):
+        return json.loads((run / "config.json").read_text())["train"]
+
+    fast = train(
+        tiny_cfg("train.images=64", "train.precision=bf16", "train.channels_last=true"),
+        tmp_path / "bf16",
+        data=tiny_data(),
+        progress=False,
+    )
+    plain = train(tiny_cfg("train.images=64"), tmp_path / "fp32", data=tiny_data(), progress=False)
+    assert weights(fast) != weights(plain)  # the two paths differ, so the comparisons below can tell them apart
+    for flags, ref, want in (
+        (("avx512_bf16",), fast, ("bf16", True)),
+        (("amx_bf16", "amx_tile"), fast, ("bf16", True)),
+        ((), plain, ("fp32", False)),
+    ):
+        cpu(*flags)
+        run = train(
+            tiny_cfg("train.images=64", "train.precision=auto"),
+            tmp_path / f"auto{len(flags)}",
+            data=tiny_data(),
+            progress=False,
+        )
+        assert weights(run) == weights(ref)
+        assert (saved(run)["precision"], saved(run)["channels_last"]) == want
+    # started on a native-bf16 CPU, resumed on one without: bf16 to the end, the same weights as in one go
+    cpu("avx512_bf16")
+    run = tmp_path / "moved"
+    train(tiny_cfg("train.images=32", "train.precision=auto"), run, data=tiny_data(), progress=False)
+    cpu()
+    train(tiny_cfg("train.images=64", "train.precision=auto"), run, data=tiny_data(), progress=False)
+    assert weights(run) == weights(fast) and saved(run)["precision"] == "bf16"
+    # a fresh start in the same folder decides again
+    train(tiny_cfg("train.images=64", "train.precision=auto"), run, data=tiny_data(), progress=False, resume=False)
+    assert weights(run) == weights(plain) and saved(run)["precision"] == "fp32"
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
+    import torchdiffusion.training.precision as P
+
+    cpu = torch.device("cpu")
+    for flags, want in (({"avx512_bf16"}, True), ({"amx_bf16"}, True), ({"avx512f", "avx2"}, False), (set(), False)):
+        monkeypatch.setattr(P, "cpu_flags", lambda f=flags: f)
+        ok, why = P.native_bf16(cpu)
+        assert ok is want and why
+    assert isinstance(P.cpu_flags(), set)  # this machine's, read for real (empty off Linux)
+
+
 def test_vector_data_with_an_mlp(tmp_path):
     from torchdiffusion.data.base import TensorData
 

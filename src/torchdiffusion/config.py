@@ -117,7 +117,8 @@ class TrainConfig:
     ema_warmup_ratio: float = 0.05  # half-life grows to at most this fraction of images seen (EDM ema_rampup)
     cond_drop_prob: float = 0.1  # probability of dropping the conditioning (classifier-free guidance)
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 (autocast; loss, sigma arithmetic and EMA stay fp32)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; loss, sigma arithmetic and EMA stay fp32) | auto (bf16 +
+    # channels-last where the hardware has native bf16, else fp32; config.json records which ran: training/precision.py)
     channels_last: bool = False  # NHWC memory format for the U-Net
     compile: bool = False  # torch.compile the network (slow to start; opt-in)
     log_every_images: int = 5_000  # metrics.jsonl cadence
@@ -310,8 +311,12 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="mnist5k", holdout=500),  # 500 digits kept out for evaluation and editing
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
         diffusion=_EPS_COSINE,
-        # batch 64: twice the optimizer steps of batch 128 in the same image budget
-        train=TrainConfig(images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000, ema_halflife_images=20_000),
+        # batch 64: twice the optimizer steps of batch 128 in the same image budget; precision auto: bf16 +
+        # channels-last where the CPU has native bf16 (2x the images per minute at equal or better quality per image
+        # on the quality-per-minute curves, scripts/preset_curves.py, docs/bench-train.md), fp32 elsewhere
+        train=TrainConfig(
+            images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000, ema_halflife_images=20_000, precision="auto"
+        ),
         # chosen by the digit check on the demo model (scripts/sampler_digit_sweep.py, docs/samplers.md): 73.0 %
         # confident, classifier-feature FD 8.78, against 62.9 % / 14.34 for unipc on the same grid
         sample=SampleConfig(sampler="dpmpp_2m_sde", grid="uniform_t", steps=20, n=64),
@@ -951,7 +956,7 @@ def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
         *(_between(getattr(t, k), 0, MAX_IMAGES, f"train.{k}") for k in cadences),
         (t.ema_warmup_ratio >= 0, f"train.ema_warmup_ratio must be >= 0, got {t.ema_warmup_ratio!r}"),
         _between(t.seed, 0, MAX_SEED, "train.seed"),
-        (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
+        (t.precision in ("fp32", "bf16", "auto"), "train.precision must be fp32, bf16 or auto"),
         (t.lr_decay in ("none", "cosine"), "train.lr_decay must be none or cosine"),
         (0.0 <= t.cond_drop_prob <= 1.0, "train.cond_drop_prob must be in [0, 1]"),
         _between(t.eval_n, 2, MAX_SAMPLES, "train.eval_n"),

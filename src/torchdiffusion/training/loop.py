@@ -53,7 +53,8 @@ from .callbacks import Callback, default_callbacks
 from .ema import EMA, ema_beta
 from .lr import learning_rate
 from .objective import Objective, build_objective
-from .run_folder import open_run_folder, publish, restore, truncate_metrics, write_config
+from .precision import resolve_precision
+from .run_folder import open_run_folder, publish, restore, saved_config, truncate_metrics, write_config
 from .runlock import hold_run_folder
 from .state import LIMITS, NUM_NOISE_BUCKETS, Batch, Clock, MicroBatch, Setup, StepStats, TrainingError, TrainState
 
@@ -309,6 +310,10 @@ def _train(
     # Run folder: the state to resume from, or a fresh start. Then model, EMA and optimizer (the same on every
     # rank), what stays fixed for the run, and the saved state on top.
     state_path = open_run_folder(out, cfg, resume)
+    cfg = resolve_precision(
+        cfg, device, saved_config(out) if state_path is not None else None
+    )  # train.precision=auto -> what runs here (and is saved)
+    t = cfg.train
     state = new_state(cfg, tuple(data.x.shape[1:]), device)
     state.clock = clock
     if state_path is None and init_weights is not None:

@@ -86,14 +86,19 @@ def write_config(out: Path, cfg: RunConfig) -> None:
         atomic_write(out / "config.json", to_json(cfg) + "\n")
 
 
+def saved_config(out: Path) -> RunConfig | None:
+    """The run folder's config.json as it stands (before this start rewrites it); None if missing or unreadable."""
+    path = out / "config.json"
+    try:
+        return from_json(path.read_text()) if path.is_file() else None
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return None
+
+
 def _check_same_run(out: Path, cfg: RunConfig) -> None:
     """Resuming is allowed when the data, model and diffusion sections match the saved config.json."""
-    path = out / "config.json"
-    if not path.is_file():
-        return
-    try:
-        old = from_json(path.read_text())
-    except ConfigError:
+    old = saved_config(out)
+    if old is None:
         return
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):

@@ -1,0 +1,179 @@
+"""Quality per training minute of preset candidates: the digit check against wall-clock training time.
+
+    .venv/bin/python scripts/preset_curves.py --out runs/preset-curves [--minutes 11] [--eval-every 15000] \\
+        [--candidate NAME=PRESET[,KEY=VALUE...] ...] [--chosen NAME] [--threads 2]
+    .venv/bin/python scripts/preset_curves.py --out runs/preset-curves --plot-only   # redraw from the runs so far
+
+Trains each candidate into OUT/<NAME> with ``torchdiffusion train`` for ``--minutes`` of wall-clock time (the
+learning rate has no decay, so a run stopped by the clock is a point on its own curve, not a truncated schedule),
+with the in-training quick evaluation every ``--eval-every`` images: 256 samples of the EMA model with the
+preset's sampler, read by the evaluation classifier (the share it is >= 0.9 confident about, as ``evaluate`` and
+``scripts/digit_check.py`` report it, and the share of the rarest digit) and the Fréchet distance in its features
+against 2,000 training images. The x axis is training wall-clock minutes, evaluation excluded (the run's clock
+less its evaluations, ``scripts/dit_vs_unet.curve``), so run it alone on a quiet machine: a timing.
+Writes OUT/preset-curves.json, OUT/preset-curves.md (a table per candidate) and OUT/quality-per-minute.png (the
+two curves, the chosen candidate drawn thick and its last point starred). A finished run is left as it is.
+
+The default candidates vary one thing each from the demo preset ``mnist-cpu``: its precision and layout (bf16
+autocast with channels-last activations, the path ``train.precision=auto`` takes on CPUs with native bf16), its
+width, and its batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dit_vs_unet import curve  # noqa: E402  (the evaluation points of a run folder, with training seconds)
+
+CANDIDATES = [
+    "mnist-cpu fp32=mnist-cpu,train.precision=fp32",
+    "mnist-cpu bf16=mnist-cpu,train.precision=bf16,train.channels_last=true",
+    "wide bf16=mnist-cpu,train.precision=bf16,train.channels_last=true,model.channels=48",
+    "batch 128 bf16=mnist-cpu,train.precision=bf16,train.channels_last=true,train.batch_size=128,train.lr=3e-3",
+]
+
+
+def parse(spec: str) -> tuple[str, str, list[str]]:
+    """``NAME=PRESET[,KEY=VALUE...]`` -> (name, preset, overrides)."""
+    name, _, rest = spec.partition("=")
+    preset, *sets = rest.split(",")
+    if not name or not preset:
+        raise SystemExit(f"error: a candidate is NAME=PRESET[,KEY=VALUE...], got {spec!r}")
+    return name, preset, sets
+
+
+def folder(name: str) -> str:
+    return name.replace(" ", "-")
+
+
+def train(name: str, preset: str, sets: list[str], out: Path, args: argparse.Namespace) -> None:
+    settings = [
+        "train.images=10000000",  # the clock stops it
+        f"train.minutes={args.minutes}",
+        f"train.eval_every_images={args.eval_every}",
+        f"train.eval_n={args.eval_n}",
+        f"train.log_every_images={max(1, args.eval_every // 3)}",
+        f"train.threads={args.threads}",
+        *sets,
+    ]
+    cmd = [sys.executable, "-m", "torchdiffusion", "train", "--preset", preset, "--out", str(out / folder(name))]
+    for s in settings:
+        cmd += ["--set", s]
+    cmd.append("--no-progress")
+    print(" ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+
+
+def markdown(rows: dict, chosen: str) -> str:
+    lines = []
+    for name, r in rows.items():
+        mark = " (chosen)" if name == chosen else ""
+        lines += [
+            f"**{name}**{mark}: `{r['preset']}` with {', '.join(r['overrides']) or 'no overrides'}",
+            "",
+            "| images seen | training minutes | confident share | rarest digit | FD (classifier features) |",
+            "|---|---|---|---|---|",
+        ]
+        for pt in r["points"]:
+            share, rare = (
+                "-" if pt.get(k) is None else f"{100 * pt[k]:.1f} %"
+                for k in ("confident_fraction", "min_class_fraction")
+            )
+            lines.append(f"| {pt['images']:,} | {pt['train_seconds'] / 60:.1f} | {share} | {rare} | {pt['fd']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    """The CPU's model name and whether it computes bf16 natively (what train.precision=auto looks at)."""
+    from torchdiffusion.training.precision import native_bf16
+
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    name = next((ln.partition(":")[2].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+    ok, why = native_bf16(torch.device("cpu"))
+    return f"{name}, {os.cpu_count()} CPUs ({why})"
+
+
+def plot(rows: dict, chosen: str, path: Path, where: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, r in rows.items():
+        pts = r["points"]
+        if not pts:
+            continue
+        t = [p["train_seconds"] / 60 for p in pts]
+        conf = [100 * (p.get("confident_fraction") or 0.0) for p in pts]
+        fd = [p["fd"] for p in pts]
+        lw, label = (3.0, f"{name} (chosen)") if name == chosen else (1.3, name)
+        (line,) = a.plot(t, conf, marker="o", ms=3, lw=lw, label=label)
+        b.plot(t, fd, marker="o", ms=3, lw=lw, color=line.get_color())
+        if name == chosen:
+            a.plot(t[-1], conf[-1], marker="*", ms=16, color=line.get_color())
+            b.plot(t[-1], fd[-1], marker="*", ms=16, color=line.get_color())
+    a.set(
+        xlabel="training minutes (wall clock, evaluation excluded)",
+        ylabel="% of 256 samples confident >= 0.9",
+        title="digit check: confident share",
+    )
+    b.set(
+        xlabel="training minutes (wall clock, evaluation excluded)",
+        ylabel="Fréchet distance (classifier features)",
+        title="digit check: Fréchet distance",
+        yscale="log",
+    )
+    a.grid(alpha=0.3)
+    b.grid(alpha=0.3, which="both")
+    a.legend(fontsize=8)
+    fig.suptitle(where, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="folder of the run folders, the table and the plot")
+    ap.add_argument("--candidate", action="append", default=[], help="NAME=PRESET[,KEY=VALUE...] (repeatable)")
+    ap.add_argument("--chosen", default="mnist-cpu bf16", help="the candidate drawn as chosen")
+    ap.add_argument("--minutes", type=float, default=11.0, help="wall-clock training budget per candidate")
+    ap.add_argument("--eval-every", type=int, default=15_000, help="images between evaluations")
+    ap.add_argument("--eval-n", type=int, default=256, help="samples per evaluation")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each training (default 2)")
+    ap.add_argument("--plot-only", action="store_true", help="only redraw the table and plot of the runs in --out")
+    args = ap.parse_args()
+    out = Path(args.out)
+    candidates = [parse(s) for s in (args.candidate or CANDIDATES)]
+    if not args.plot_only:
+        for name, preset, sets in candidates:
+            train(name, preset, sets, out, args)
+    rows = {}
+    for name, preset, sets in candidates:
+        run = out / folder(name)
+        if (run / "metrics.jsonl").exists():
+            rows[name] = dict(preset=preset, overrides=sets, points=curve(run))
+    where = machine()
+    (out / "preset-curves.json").write_text(
+        json.dumps(dict(machine=where, chosen=args.chosen, candidates=rows), indent=2)
+    )
+    table = markdown(rows, args.chosen)
+    (out / "preset-curves.md").write_text(table)
+    plot(rows, args.chosen, out / "quality-per-minute.png", where)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
