@@ -9,6 +9,7 @@ state.py       Setup, TrainState, Batch, StepStats, Window: the records the loop
 callbacks.py   log, sample grids, quick evaluation, checkpoints on cadences in images; train(callbacks=[...]) adds
 run_folder.py  resume or start over, training states, run.json
 checkpoint.py  safe training-state files; ema.py the EMA; lr.py the learning-rate schedule
+precision.py   train.precision=auto: bf16 + channels-last on native-bf16 hardware, else fp32
 """
 
 from __future__ import annotations
