@@ -310,9 +310,8 @@ def _train(
     # Run folder: the state to resume from, or a fresh start. Then model, EMA and optimizer (the same on every
     # rank), what stays fixed for the run, and the saved state on top.
     state_path = open_run_folder(out, cfg, resume)
-    cfg = resolve_precision(
-        cfg, device, saved_config(out) if state_path is not None else None
-    )  # train.precision=auto -> what runs here (and is saved)
+    # train.precision=auto -> what runs here, or what the resumed run ran; config.json below records it
+    cfg = resolve_precision(cfg, device, saved_config(out) if state_path is not None else None)
     t = cfg.train
     state = new_state(cfg, tuple(data.x.shape[1:]), device)
     state.clock = clock
