@@ -27,6 +27,14 @@ from torchdiffusion.samplers import nfe
 from torchdiffusion.training import train
 
 
+def cpu_name() -> str:
+    """``lscpu``'s model name where /proc/cpuinfo has one, else what ``platform`` knows."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    name = next((ln.partition(":")[2].strip() for ln in lines if ln.startswith("model name")), "")
+    return name or platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="mnist-cpu")
@@ -48,7 +56,8 @@ def main() -> None:
         wall = time.perf_counter() - t0
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         rates = [r["images_per_s"] for r in rows if "images_per_s" in r][2:]  # skip the warm-up windows
-        run = load_run(run_dir)
+        run = load_run(run_dir)  # its config says which precision and layout ran (train.precision=auto decides)
+        ran = run.config.train
         timing = {}
         for n in (64, 256):
             s = replace(cfg.sample, n=n)
@@ -58,9 +67,12 @@ def main() -> None:
     rep = {
         "preset": args.preset,
         "batch_size": cfg.train.batch_size,
-        "precision": cfg.train.precision,
+        "precision": ran.precision
+        if ran.precision == cfg.train.precision
+        else f"{cfg.train.precision}: {ran.precision}",
+        "channels_last": ran.channels_last,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "train_images": args.images,
         "train_wall_s": round(wall, 1),
