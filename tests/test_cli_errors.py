@@ -37,6 +37,19 @@ def test_dry_run_prints_resolved_config():
     assert rc == 0, err
     cfg = json.loads(out)
     assert cfg["train"]["lr"] == 5e-4 and cfg["diffusion"]["T"] == 500 and cfg["diffusion"]["beta_end"] == 0.02
+    assert "precision=auto" not in err  # an fp32 preset: nothing to decide
+
+
+def test_dry_run_says_what_auto_precision_would_take_here(monkeypatch):
+    import torchdiffusion.training.precision as P
+
+    for flags, want in (({"avx512_bf16"}, "bf16, channels-last on this machine"), (set(), "fp32 on this machine")):
+        monkeypatch.setattr(P, "cpu_flags", lambda f=flags: f)
+        monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+        rc, out, err = cli("train", "--preset", "mnist-cpu", "--dry-run")
+        assert rc == 0, err
+        assert json.loads(out)["train"]["precision"] == "auto"  # decided when training starts
+        assert want in err, err
 
 
 def test_sample_missing_or_damaged_run(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .argtypes import output_folder
 from .common import add_config_arguments, base_config
@@ -62,6 +63,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     if args.dry_run:
         print(to_json(cfg))
+        if cfg.train.precision == "auto":  # decided when training starts; say what it would be on this machine
+            import torch
+
+            from ..training.precision import native_bf16
+
+            ok, why = native_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+            way = "bf16, channels-last" if ok else "fp32"
+            print(f"train.precision=auto: {way} on this machine ({why}); config.json will record it", file=sys.stderr)
         return 0
     from ..distributed import print0
     from ..training import train
