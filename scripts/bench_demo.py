@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -23,16 +22,9 @@ import torch
 
 from torchdiffusion.config import get_preset, override
 from torchdiffusion.generate import generate, load_run
+from torchdiffusion.provenance import cpu_name
 from torchdiffusion.samplers import nfe
 from torchdiffusion.training import train
-
-
-def cpu_name() -> str:
-    """``lscpu``'s model name where /proc/cpuinfo has one, else what ``platform`` knows."""
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.exists() else []
-    name = next((ln.partition(":")[2].strip() for ln in lines if ln.startswith("model name")), "")
-    return name or platform.processor() or platform.machine()
 
 
 def main() -> None:

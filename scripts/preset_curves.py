@@ -94,13 +94,11 @@ def markdown(rows: dict, chosen: str) -> str:
 
 def machine() -> str:
     """The CPU's model name and whether it computes bf16 natively (what train.precision=auto looks at)."""
+    from torchdiffusion.provenance import cpu_name
     from torchdiffusion.training.precision import native_bf16
 
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.exists() else []
-    name = next((ln.partition(":")[2].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
-    ok, why = native_bf16(torch.device("cpu"))
-    return f"{name}, {os.cpu_count()} CPUs ({why})"
+    _, why = native_bf16(torch.device("cpu"))
+    return f"{cpu_name()}, {os.cpu_count()} CPUs ({why})"
 
 
 def plot(rows: dict, chosen: str, path: Path, where: str) -> None:

@@ -64,11 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(to_json(cfg))
         if cfg.train.precision == "auto":  # decided when training starts; say what it would be on this machine
-            import torch
-
+            from ..distributed import default_device
             from ..training.precision import native_bf16
 
-            ok, why = native_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+            ok, why = native_bf16(default_device())
             way = "bf16, channels-last" if ok else "fp32"
             print(f"train.precision=auto: {way} on this machine ({why}); config.json will record it", file=sys.stderr)
         return 0

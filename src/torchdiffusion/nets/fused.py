@@ -41,14 +41,20 @@ _lib: ctypes.CDLL | None = None
 _error: str | None = None  # why the kernel is unavailable; neither set: not tried yet
 
 
-def _cpu_flags() -> str:
+def cpu_flags_line() -> str:
+    """The CPU feature-flags line of Linux's /proc/cpuinfo (``flags`` on x86, ``Features`` on ARM); "" where there
+    is none. The kernel's cache key here, and what ``train.precision=auto`` reads (training/precision.py)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
                 return line
     except OSError:
         pass
-    return platform.processor()
+    return ""
+
+
+def _cpu_flags() -> str:
+    return cpu_flags_line() or platform.processor()
 
 
 def _compiler() -> str | None:

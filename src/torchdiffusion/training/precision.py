@@ -12,26 +12,19 @@ on; ``train.precision=fp32`` is the hardware-independent run.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 from .. import distributed as dist
 from ..config import RunConfig
+from ..nets.fused import cpu_flags_line
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names, strongest first
 
 
 def cpu_flags() -> set[str]:
     """The CPU feature flags the Linux kernel reports (empty elsewhere or when unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.partition(":")[2].split())
-    return set()
+    return set(cpu_flags_line().partition(":")[2].split())
 
 
 def native_bf16(device: torch.device) -> tuple[bool, str]:
