@@ -40,6 +40,27 @@ def test_dry_run_prints_resolved_config():
     assert "precision=auto" not in err  # an fp32 preset: nothing to decide
 
 
+def test_train_with_auto_precision_records_and_trains_what_the_cpu_allows(tmp_path, monkeypatch):
+    """``train --set train.precision=auto`` on the command line: config.json and the weights follow the CPU flags
+    (bf16 + channels-last with avx512_bf16, the fp32 run's weights without)."""
+    import torchdiffusion.training.precision as P
+
+    base = ["train", "--preset", "digits-test", "--no-progress", "--set", "train.images=64", "--set", "sample.n=4"]
+    runs = {}
+    for name, sets, flags in (
+        ("fp32", [], set()),
+        ("auto-bf16", ["--set", "train.precision=auto"], {"avx512_bf16"}),
+        ("auto-fp32", ["--set", "train.precision=auto"], set()),
+    ):
+        monkeypatch.setattr(P, "cpu_flags", lambda f=flags: f)
+        rc, _, err = cli(*base, *sets, "--out", str(tmp_path / name))
+        assert rc == 0, err
+        saved = json.loads((tmp_path / name / "config.json").read_text())["train"]
+        runs[name] = (saved["precision"], saved["channels_last"], (tmp_path / name / "model.safetensors").read_bytes())
+    assert runs["auto-bf16"][:2] == ("bf16", True) and runs["auto-fp32"][:2] == ("fp32", False)
+    assert runs["auto-fp32"][2] == runs["fp32"][2] and runs["auto-bf16"][2] != runs["fp32"][2]
+
+
 def test_dry_run_says_what_auto_precision_would_take_here(monkeypatch):
     import torchdiffusion.training.precision as P
 
