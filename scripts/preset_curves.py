@@ -12,7 +12,8 @@ preset's sampler, read by the evaluation classifier (the share it is >= 0.9 conf
 against 2,000 training images. The x axis is training wall-clock minutes, evaluation excluded (the run's clock
 less its evaluations, ``scripts/dit_vs_unet.curve``), so run it alone on a quiet machine: a timing.
 Writes OUT/preset-curves.json, OUT/preset-curves.md (a table per candidate) and OUT/quality-per-minute.png (the
-two curves, the chosen candidate drawn thick and its last point starred). A finished run is left as it is.
+two curves, the chosen candidate drawn thick and its last point starred). A finished run is left as it is;
+Ctrl-C stops the training in progress at a checkpoint, and the same command resumes it.
 
 The default candidates vary one thing each from the demo preset ``mnist-cpu``: its precision and layout (bf16
 autocast with channels-last activations, the path ``train.precision=auto`` takes on CPUs with native bf16), its
@@ -67,9 +68,8 @@ def train(name: str, preset: str, sets: list[str], out: Path, args: argparse.Nam
     cmd = [sys.executable, "-m", "torchdiffusion", "train", "--preset", preset, "--out", str(out / folder(name))]
     for s in settings:
         cmd += ["--set", s]
-    cmd.append("--no-progress")
     print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})  # its progress bar
 
 
 def markdown(rows: dict, chosen: str) -> str:
@@ -155,8 +155,15 @@ def main() -> int:
     out = Path(args.out)
     candidates = [parse(s) for s in (args.candidate or CANDIDATES)]
     if not args.plot_only:
-        for name, preset, sets in candidates:
-            train(name, preset, sets, out, args)
+        try:
+            for name, preset, sets in candidates:
+                train(name, preset, sets, out, args)
+        except KeyboardInterrupt:  # the training checkpointed on the same Ctrl-C
+            print("stopped; rerun the same command to resume", file=sys.stderr)
+            return 130
+        except subprocess.CalledProcessError as e:
+            print(f"error: training {name!r} ended with exit code {e.returncode}; rerun to resume", file=sys.stderr)
+            return e.returncode if 0 < e.returncode < 256 else 1
     rows = {}
     for name, preset, sets in candidates:
         run = out / folder(name)
