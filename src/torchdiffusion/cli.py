@@ -221,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         _print_error("torchdiffusion: error: give a command (see 'torchdiffusion --help')", everywhere=False)
         return EXIT_USAGE
+    from .heap import keep_freed_memory
     from .progress import Stopped, close_bars, stop_on_signals
     from .provenance import recording
+
+    keep_freed_memory()  # every command: freed tensors' memory is reused, not returned to the OS (heap.py)
 
     try:
         with stop_on_signals():
