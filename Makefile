@@ -15,13 +15,13 @@ STAMP_ALL := $(VENV)/.installed-all-$(HASH)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e .
+	$(PY) -m pip install -q --no-compile --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --no-compile --disable-pip-version-check -e .
 	@sh scripts/install_debian_data.sh
 	@rm -f $(VENV)/.installed-base-* && touch $@
 
 $(STAMP_ALL): $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,all]'
+	$(PY) -m pip install -q --no-compile --disable-pip-version-check -e '.[dev,all]'
 	@sh scripts/install_debian_browser.sh
 	@rm -f $(VENV)/.installed-all-* && touch $@
 

@@ -46,8 +46,10 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, beta: float) -> None:
         """theta_ema <- beta theta_ema + (1 - beta) theta, parameter by parameter."""
-        for p_ema, p in zip(self.module.parameters(), model.parameters(), strict=True):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        ema, params = list(self.module.parameters()), [p.detach() for p in model.parameters()]
+        if len(ema) != len(params):
+            raise ValueError(f"the EMA holds {len(ema)} parameters, the model {len(params)}")
+        torch._foreach_copy_(ema, torch._foreach_lerp(params, ema, beta))  # one call for every tensor
         for b_ema, b in zip(self.module.buffers(), model.buffers(), strict=True):
             b_ema.copy_(b)
 
