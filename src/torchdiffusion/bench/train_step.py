@@ -301,6 +301,12 @@ def fused_norm_status() -> str:
     return "built" if fused.library() is not None else f"unavailable: {fused.unavailable_reason()}"
 
 
+def _glibc_setting() -> str:
+    from ..heap import keep_freed_memory
+
+    return "glibc malloc, freed memory kept (heap.py)" if keep_freed_memory() else "glibc malloc"
+
+
 def make_report(
     preset: str,
     shape,
@@ -318,7 +324,7 @@ def make_report(
         shape=list(shape),
         batch=batch,
         threads=torch.get_num_threads(),
-        allocator=os.environ.get("LD_PRELOAD", "glibc malloc"),
+        allocator=os.environ.get("LD_PRELOAD") or _glibc_setting(),
         torch=torch.__version__,
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
         notes=notes,
