@@ -15,10 +15,10 @@
  *              dxh = dz * gain;  dx = rstd * (dxh - mean_g(dxh) - xh * mean_g(dxh * xh))
  *   (the standard normalisation backward, e.g. Wu & He 2018's GroupNorm with the chain rule through SiLU).
  *
- * Statistics and reductions add blocks of ROWS rows summed in float into double totals, element math is float, storage is float or bf16 (bf16 in
- * and out, rounded to nearest even like PyTorch). Work is split over samples (OpenMP): each sample's sums run in a
- * fixed order, so results do not depend on the thread count. gain/bias are float (B, C) with a sample stride
- * of C (per-sample) or 0 (one affine shared by the batch).
+ * Statistics and reductions sum blocks of ROWS rows in float and add each block to double totals; element math
+ * is float, storage is float or bf16 (bf16 in and out, rounded to nearest even like PyTorch). Work is split over
+ * samples (OpenMP): each sample's sums run in a fixed order, so results do not depend on the thread count.
+ * gain/bias are float (B, C) with a sample stride of C (per-sample) or 0 (one affine shared by the batch).
  *
  * Built and loaded by torchdiffusion/nets/fused.py with the system C compiler; no PyTorch headers.
  */
