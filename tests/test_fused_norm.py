@@ -79,6 +79,20 @@ def test_large_mean_small_spread_statistics(mean, std):
     assert err < max(2 * pytorch_err, 1e-5) and err < 1e-2, (err, pytorch_err)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_groups_of_channels_with_far_apart_means(dtype):
+    """A group's variance is mostly the spread between its channels' means (the between-channel term of the
+    pairwise update that combines per-channel sums taken about per-channel shifts); 40 positions, so the float
+    blocks of 16 rows end in a partial one."""
+    offsets = torch.tensor([0.0, 300.0, -120.0, 5.0, 1e3, -1e3, 2.0, 40.0]).reshape(1, 8, 1, 1)
+    x = (offsets + torch.randn(3, 8, 5, 8)).to(dtype)
+    gain, bias, dy = torch.randn(8), torch.randn(8), torch.randn(3, 8, 5, 8)
+    got, want, _ = run_both(x, 2, gain, bias, True, dy)
+    for name, a, b in zip(("y", "dx", "dgain", "dbias"), got, want):
+        tol = 1e-2 if dtype == torch.bfloat16 and name in ("y", "dx") else 2e-6
+        assert rel_err(a, b) < tol, name
+
+
 def test_results_do_not_depend_on_the_thread_count():
     x = torch.randn(8, 32, 9, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
     scale, shift, dy = torch.randn(8, 32), torch.randn(8, 32), torch.randn(8, 32, 9, 9)
