@@ -28,6 +28,11 @@ TOP_PAD = 64 * 1024 * 1024  # grow the heap in steps of this much (fewer brk cal
 _done: bool | None = None
 
 
+def kept() -> bool:
+    """Whether :func:`keep_freed_memory` has set glibc to keep freed memory in this process (changes nothing)."""
+    return _done is True
+
+
 def keep_freed_memory() -> bool:
     """Set glibc malloc to keep and reuse freed memory (once per process); True if the settings took effect."""
     global _done

@@ -303,9 +303,9 @@ def fused_norm_status() -> str:
 
 
 def _glibc_setting() -> str:
-    from ..heap import keep_freed_memory
+    from ..heap import kept
 
-    return "glibc malloc, freed memory kept (heap.py)" if keep_freed_memory() else "glibc malloc"
+    return "glibc malloc, freed memory kept (heap.py)" if kept() else "glibc malloc"
 
 
 def make_report(
