@@ -115,6 +115,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     ema_halflife_images: int = 25_000  # EMA half-life in images (EDM style); 0 disables EMA
     ema_warmup_ratio: float = 0.05  # half-life grows to at most this fraction of images seen (EDM ema_rampup)
+    # keep the EMA weights as they are after this fraction of train.images: the run's guide model (guide.safetensors),
+    # the weaker version of itself that autoguidance (sample.autoguidance) steers away from; 0 = keep none
+    guide_at: float = 0.0
     cond_drop_prob: float = 0.1  # probability of dropping the conditioning (classifier-free guidance)
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (autocast; loss, sigma arithmetic and EMA stay fp32) | auto (bf16 +
@@ -173,6 +176,9 @@ class SampleConfig:
     guidance: float = 1.0  # classifier-free guidance scale (1 = plain conditional)
     guidance_interval: tuple[float, float] | None = None  # guide only for sigma in [lo, hi] (Kynkaanniemi 2024)
     guidance_rescale: float = 0.0  # phi in [0, 1] of rescaled CFG (Lin et al. 2024); 0 = off
+    # autoguidance weight w (Karras et al. 2024): D_guide + w (D - D_guide), D_guide the run's guide model (its
+    # EMA at train.guide_at); 1 = off, > 1 steers away from the guide's errors (one more network call per step)
+    autoguidance: float = 1.0
     settings: SamplerSettings = field(default_factory=SamplerSettings)  # the sampler's own settings
     clip_denoised: bool = True  # clamp x0_hat to the data range [-1, 1] for images and volumes
 
@@ -314,13 +320,22 @@ PRESETS: dict[str, RunConfig] = {
         # batch 64: twice the optimizer steps of batch 128 in the same image budget; precision auto: bf16 +
         # channels-last where the CPU has native bf16 (2x the images per minute at equal or better quality per image
         # on the quality-per-minute curves, scripts/preset_curves.py, docs/bench-train.md), fp32 elsewhere
+        # guide_at: the EMA at 20,000 of the 150,000 images is kept as the guide model of autoguidance (below)
         train=TrainConfig(
-            images=150_000, batch_size=64, lr=2e-3, warmup_images=5_000, ema_halflife_images=20_000, precision="auto"
+            images=150_000,
+            batch_size=64,
+            lr=2e-3,
+            warmup_images=5_000,
+            ema_halflife_images=20_000,
+            precision="auto",
+            guide_at=0.1333,
         ),
-        # chosen by the digit check on the demo model (scripts/sampler_digit_sweep.py, docs/samplers.md): 73.0 %
-        # confident, classifier-feature FD 8.78, against 62.9 % / 14.34 for unipc on the same grid (fp32 model);
-        # first again on the bf16 model: 82.0 %, FD 9.23, against 79.7 % for the next (dpmpp_3m_sde)
-        sample=SampleConfig(sampler="dpmpp_2m_sde", grid="uniform_t", steps=20, n=64),
+        # sampler chosen by the digit check on the demo model (scripts/sampler_digit_sweep.py, docs/samplers.md):
+        # 73.0 % confident, classifier-feature FD 8.78, against 62.9 % / 14.34 for unipc on the same grid (fp32
+        # model); first again on the bf16 model: 82.0 %, FD 9.23, against 79.7 % for the next (dpmpp_3m_sde).
+        # Autoguidance 1.5 with the 20,000-image guide (scripts/autoguidance_check.py, docs/guidance.md): two bf16
+        # models (seeds 0, 1) go from 75.0 % / FD 7.48 and 73.0 % / 10.28 unguided to 83-84 % / 5.0-6.1
+        sample=SampleConfig(sampler="dpmpp_2m_sde", grid="uniform_t", steps=20, n=64, autoguidance=1.5),
     ),
     # The settings of the DeepLearning.AI short course "How Diffusion Models Work": DDPM with T = 500, beta from
     # 1e-4 to 0.02, epsilon prediction, plain MSE.
@@ -955,6 +970,7 @@ def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
         (t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay!r}"),
         (t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables clipping), got {t.grad_clip!r}"),
         *(_between(getattr(t, k), 0, MAX_IMAGES, f"train.{k}") for k in cadences),
+        (0.0 <= t.guide_at < 1.0, f"train.guide_at must be in [0, 1) (a fraction of train.images), got {t.guide_at!r}"),
         (t.ema_warmup_ratio >= 0, f"train.ema_warmup_ratio must be >= 0, got {t.ema_warmup_ratio!r}"),
         _between(t.seed, 0, MAX_SEED, "train.seed"),
         (t.precision in ("fp32", "bf16", "auto"), "train.precision must be fp32, bf16 or auto"),
@@ -974,6 +990,10 @@ def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]
     return [
         (1 <= s.steps <= MAX_T, f"sample.steps must be >= 1 and <= {MAX_T}, got {s.steps}"),
         (0.0 <= s.guidance_rescale <= 1.0, "sample.guidance_rescale must be in [0, 1]"),
+        (
+            math.isfinite(s.autoguidance) and s.autoguidance >= 0,
+            f"sample.autoguidance must be >= 0 (1 = off), got {s.autoguidance!r}",
+        ),
         (
             s.guidance_interval is None
             or (len(s.guidance_interval) == 2 and 0 <= s.guidance_interval[0] < s.guidance_interval[1]),
@@ -1015,6 +1035,16 @@ def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -
     ]
 
 
+def _autoguidance_checks(t: TrainConfig, s: SampleConfig) -> list[tuple[bool, str]]:
+    return [
+        (
+            s.autoguidance == 1.0 or t.guide_at > 0,
+            f"sample.autoguidance={s.autoguidance:g} needs a guide model, and this run keeps none "
+            f"(train.guide_at=0); use sample.autoguidance=1",
+        ),
+    ]
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Every field in its domain (one place for all of them); returns cfg unchanged when it is usable.
 
@@ -1026,6 +1056,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     checks += _data_checks(cfg.data) + _model_checks(cfg.model) + _diffusion_checks(cfg.diffusion)
     checks += _train_checks(cfg.train) + _sample_checks(cfg.sample, cfg.diffusion)
     checks += _objective_checks(cfg.objective, cfg.diffusion, cfg.sample)
+    checks += _autoguidance_checks(cfg.train, cfg.sample)
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from .cond import slice_cond
 from .config import ConfigError, RunConfig, SampleConfig, from_json, validate
-from .guidance import guided_denoiser
+from .guidance import autoguided, guided_denoiser
 from .precond import Precond
 from .provenance import describe_wrapper, note_run, note_sampling
 from .samplers import get_sampler
@@ -34,6 +35,27 @@ if TYPE_CHECKING:
 
 class RunError(ValueError):
     """A run folder that cannot be loaded; one line for the user."""
+
+
+# Autoguidance's guide model travels with the model object it belongs to (load_run attaches it; training attaches
+# the one it keeps), so every caller of generate() with a run's model samples as the run's config says.
+_GUIDES: weakref.WeakKeyDictionary[Precond, Precond] = weakref.WeakKeyDictionary()
+
+
+def attach_guide(model: Precond, guide: Precond) -> None:
+    """Make ``guide`` the weaker model that ``sample.autoguidance`` steers ``model`` away from."""
+    _GUIDES[model] = guide
+
+
+def guide_of(model: Precond) -> Precond | None:
+    """The guide model attached to ``model`` (None when it has none)."""
+    return _GUIDES.get(model)
+
+
+def before_guide(sample: SampleConfig, model: Precond) -> SampleConfig:
+    """``sample`` with autoguidance off while ``model`` has no guide yet: what training samples with before it has
+    reached train.guide_at (the records say which ran)."""
+    return sample if guide_of(model) is not None else replace(sample, autoguidance=1.0)
 
 
 @dataclass
@@ -96,6 +118,31 @@ def _check_weights_digest(run: Path, wfile: Path, data: bytes, info: dict) -> di
     )
 
 
+def _load_weights(
+    path: Path, wfile: Path, info: dict, cfg: RunConfig, data_shape: tuple[int, ...], device
+) -> tuple[Precond, dict]:
+    """The network of config.json with the weights of ``wfile`` (checked against run.json's digest)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from .model import build_model
+
+    try:
+        data = wfile.read_bytes()
+        info = _check_weights_digest(path, wfile, data, info)
+        state = {k: v.to(device) for k, v in load(data).items()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        if isinstance(e, RunError):
+            raise
+        raise RunError(f"{wfile} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    model = build_model(cfg, data_shape)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise RunError(f"{wfile} does not match the network in config.json ({str(e).splitlines()[0]})") from None
+    return model, info
+
+
 def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run folder from config.json + run.json + ``<weights>.safetensors``.
 
@@ -107,13 +154,10 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     (:func:`torchdiffusion.interop.onnx.load_onnx`).
     Raises :class:`RunError` (one line) for a missing folder or missing/damaged files.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     from .interop.diffusers_in import is_diffusers_folder, load_diffusers
     from .interop.export import is_diffusers_export, load_diffusers_export
     from .interop.onnx import load_onnx, onnx_file
-    from .model import build_model
+    from .training.checkpoint import GUIDE_FILE, WEIGHTS_KEY
 
     path = Path(path)
     if onnx_file(path) is not None:  # an ONNX export ('torchdiffusion export --format onnx'): ONNX Runtime
@@ -144,19 +188,10 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
         wfile = path / "model.safetensors"
     if not wfile.is_file():
         raise RunError(f"{path} has no trained weights yet ({wfile.name} is missing)")
-    try:
-        data = wfile.read_bytes()
-        info = _check_weights_digest(path, wfile, data, info)
-        state = {k: v.to(device) for k, v in load(data).items()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        if isinstance(e, RunError):
-            raise
-        raise RunError(f"{wfile} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    model = build_model(cfg, data_shape)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise RunError(f"{wfile} does not match the network in config.json ({str(e).splitlines()[0]})") from None
+    model, info = _load_weights(path, wfile, info, cfg, data_shape, device)
+    if GUIDE_FILE in (info.get(WEIGHTS_KEY) or {}):  # the run kept a guide model (train.guide_at)
+        guide, info = _load_weights(path, path / GUIDE_FILE, info, cfg, data_shape, device)
+        attach_guide(model, guide.to(device).eval().requires_grad_(False))
     model.to(device).eval().requires_grad_(False)
     from .latent import codec_of_run
 
@@ -331,6 +366,12 @@ def generate(
     clip = clamps_x0(sample, data_shape, codec)
     sigmas = make_grid_sigmas(model, sample, clamped=clip, grid_dir=grid_dir)
     knobs = sampler_knobs(sample.sampler, sample)
+    guide = guide_of(model) if sample.autoguidance != 1.0 else None
+    if sample.autoguidance != 1.0 and guide is None:
+        raise RunError(
+            f"sample.autoguidance={sample.autoguidance:g} needs the run's guide model (guide.safetensors, kept by "
+            f"training with train.guide_at > 0) and this model has none; use sample.autoguidance=1"
+        )
     seeds = [int(s) for s in seeds]
     note_sampling(
         sample,
@@ -346,14 +387,16 @@ def generate(
         sl = slice(start, min(start + bs, len(seeds)))
         ns = NoiseSource(seeds[sl], data_shape, device=device, dtype=state_dtype(device))
         x = ns.initial() * float(sigmas[0])
-        D = guided_denoiser(
-            model,
-            slice_cond(cond, sl),
-            scale=sample.guidance,
-            uncond=slice_cond(uncond, sl),
-            interval=sample.guidance_interval,
-            rescale=sample.guidance_rescale,
-        )
+        guided = {
+            "scale": sample.guidance,
+            "uncond": slice_cond(uncond, sl),
+            "interval": sample.guidance_interval,
+            "rescale": sample.guidance_rescale,
+        }
+        D = guided_denoiser(model, slice_cond(cond, sl), **guided)
+        if guide is not None:  # autoguidance: the guide sees the same conditioning and CFG; both clamped first
+            D_0 = guided_denoiser(guide, slice_cond(cond, sl), **guided)
+            D = autoguided(clamped(D) if clip else D, clamped(D_0) if clip else D_0, sample.autoguidance)
         if clip:  # images, volumes: in [-1, 1]
             D = clamped(D)
         if wrap is not None:

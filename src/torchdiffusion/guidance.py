@@ -15,6 +15,16 @@ Options: a guidance *interval* (Kynkäänniemi et al. 2024: guide only for sigma
 conditional elsewhere), and *rescale* (Lin et al. 2024, Sec. 3.4: match the per-sample std of the guided
 prediction to the conditional one, blended by phi).
 
+**Autoguidance** (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", Eq. 2): the same
+extrapolation with a weaker model of the same task in place of the unconditional branch,
+
+    D_w(x, sigma) = D_0(x, sigma) + w (D_1(x, sigma) - D_0(x, sigma)),
+
+D_1 the model, D_0 its guide (here: the run's own EMA weights from early in training, ``train.guide_at``).
+Where both models err the same way the difference cancels the shared part of the error and w > 1 pushes away
+from what the weaker model still gets wrong; unlike CFG it needs no conditioning, so it sharpens unconditional
+models too, without CFG's loss of variety.
+
 **Classifier guidance** (Dhariwal & Nichol 2021; Song et al. 2021, Eq. 14). With Tweedie's formula
 D(x, sigma) = x + sigma^2 grad_x log p_sigma(x), the guided score grad log p_sigma(x) + s grad log p_sigma(y | x)
 belongs to the denoiser
@@ -138,6 +148,19 @@ def guided_denoiser(
     return classifier_free(
         model, cond, scale, uncond=uncond, interval=tuple(interval) if interval else None, rescale=float(rescale)
     )
+
+
+def autoguided(D: Denoiser, D_guide: Denoiser, w: float) -> Denoiser:
+    """Autoguidance: ``D_guide + w (D - D_guide)`` (module docstring); ``w = 1`` is ``D`` alone."""
+    w = float(w)
+    if w == 1.0:
+        return D
+
+    def D_w(x: Tensor, sigma: Tensor | float) -> Tensor:
+        D_0 = D_guide(x, sigma)
+        return D_0 + w * (D(x, sigma) - D_0)
+
+    return D_w
 
 
 # Classifier guidance

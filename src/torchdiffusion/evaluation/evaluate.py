@@ -503,10 +503,10 @@ def quick_eval(
     ``codec``: a latent run's autoencoder; samples and the training latents ``train_x`` are decoded (the
     reference is then the reconstructions of the training images) before the features are taken.
     """
-    from ..generate import generate
+    from ..generate import before_guide, generate
     from ..latent import as_pixels
 
-    sample = replace(cfg.sample, n=n, **({"steps": steps} if steps else {}))
+    sample = before_guide(replace(cfg.sample, n=n, **({"steps": steps} if steps else {})), model)
     cond = {"class": torch.arange(n) % cfg.model.num_classes} if cfg.model.num_classes > 0 else None  # else uncond.
     was_training = model.training
     model.eval()
@@ -518,6 +518,8 @@ def quick_eval(
     ref = FE.extract(as_pixels(_subsample(train_x, 2000), codec), feat)
     fd = M.frechet_distance(M.FeatureStats.of(FE.extract(x, feat)), M.FeatureStats.of(ref))
     out = {f"eval/FD-{FE.metric_label(feat)}@{n}": fd}
+    if cfg.sample.autoguidance != 1.0:  # whether the run's guide model was there yet (training keeps it midway)
+        out["eval/autoguidance"] = sample.autoguidance
     if feat.startswith("clf:"):
         rep = class_report(x, src)
         out["eval/confident_fraction"] = rep["confident_fraction"]

@@ -197,7 +197,7 @@ def _sample_grid(
 
     A stop asked while it is drawn ends it at the next sampler step (:class:`Stopped`; nothing is written)."""
     try:
-        from ..generate import generate
+        from ..generate import before_guide, generate
         from ..viz import save_samples
     except ImportError:
         return
@@ -214,7 +214,7 @@ def _sample_grid(
     cond = cond_from_data(data, torch.arange(n) % data.x.shape[0], torch.zeros(n, dtype=torch.bool), cfg.model, device)
     if cond is not None and "class" in cond:
         cond["class"] = torch.arange(n, device=device) % cfg.model.num_classes
-    sample = replace(cfg.sample, n=n)
+    sample = before_guide(replace(cfg.sample, n=n), model)  # unguided until the run keeps its guide model
     try:
         total = -(-n // max(1, sample.batch_size)) * sample.steps
         with step_bar(total, f"sample grid ({sample.sampler}, {n} images)", show=progress) as bar:

@@ -3,6 +3,7 @@
 Layout inside a run folder::
 
     model.safetensors, ema.safetensors      raw and averaged weights (the state_dict of the Precond)
+    guide.safetensors                       the EMA at train.guide_at, autoguidance's guide (if kept)
     run.json                                what the run is, how far it got, and the sha256 of both weights files
     checkpoints/state-<images:09d>.pt       full training state (torch.save of plain tensors/dicts)
     checkpoints/state-<images:09d>.pt.sha256   its digest, in ``sha256sum`` format
@@ -46,6 +47,7 @@ LATEST = "latest"
 DIGEST_SUFFIX = ".sha256"
 DAMAGED_SUFFIX = ".damaged"
 EXPORTS = ("model.safetensors", "ema.safetensors")
+GUIDE_FILE = "guide.safetensors"  # autoguidance's guide model, the EMA at train.guide_at (when the run keeps one)
 RUN_INFO = "run.json"
 WEIGHTS_KEY = "weights_sha256"  # run.json: {file name: sha256 hex}, or null before the first export
 _STATE_RE = re.compile(r"^state-(\d{9,})\.pt$")

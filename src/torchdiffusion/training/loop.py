@@ -343,6 +343,7 @@ def _train(
         for cb in callbacks:
             cb.before_step(state, batch)
         stats = train_step(state, batch, setup)
+        state.keep_guide(math.ceil(t.guide_at * setup.total_images))  # autoguidance's guide: the EMA at train.guide_at
         state.window.add(stats, t.batch_size)
         for cb in callbacks:
             cb.after_step(state, stats)

@@ -28,6 +28,7 @@ from .checkpoint import (
     DAMAGED_SUFFIX,
     DIGEST_SUFFIX,
     EXPORTS,
+    GUIDE_FILE,
     STATE_FORMAT,
     STATE_VERSION,
     WEIGHTS_KEY,
@@ -129,7 +130,10 @@ def publish(state: TrainState, setup: Setup, finished: bool, exported: bool = Tr
     """
     weights = None
     if exported:
-        weights = export_weights(setup.out, dict(zip(EXPORTS, (state.model.state_dict(), state.ema.state_dict()))))
+        files = dict(zip(EXPORTS, (state.model.state_dict(), state.ema.state_dict())))
+        if state.guide is not None:  # autoguidance's guide model (train.guide_at)
+            files[GUIDE_FILE] = state.guide
+        weights = export_weights(setup.out, files)
     run = dict(
         setup.info,
         images_seen=state.images_seen,
@@ -172,6 +176,7 @@ def state_dict(state: TrainState, setup: Setup) -> dict:
         "consecutive_nonfinite": state.consecutive_nonfinite,
         "model": state.model.state_dict(),
         "ema": state.ema.state_dict(),
+        **({"guide": state.guide} if state.guide is not None else {}),
         "optimizer": state.opt.state_dict(),
         "lr_schedule": {"updates": state.updates, "next_lr": learning_rate(t, state.updates, setup.total_images)},
         "data": {"epoch": epoch, "offset": offset, "num_examples": setup.X.shape[0], "seed": t.seed},
@@ -189,6 +194,8 @@ def restore(state: TrainState, path: Path, setup: Setup) -> None:
         state.model.load_state_dict(saved["model"])
         state.ema.load_state_dict(saved["ema"])
         state.opt.load_state_dict(saved["optimizer"])
+        state.guide = saved.get("guide")
+        state.attach_guide()
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path} does not match this model ({str(e).splitlines()[0]})") from None
     state.step, state.updates = int(saved["step"]), int(saved["updates"])

@@ -1,0 +1,106 @@
+"""Autoguidance: the formula, the guide model a run keeps (train.guide_at), resume, sampling, bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_checkpoint import tiny_cfg
+from test_training_worker import tiny_data
+from tinyruns import cli
+from torchdiffusion.config import ConfigError, validate
+from torchdiffusion.generate import RunError, attach_guide, generate, guide_of, load_run
+from torchdiffusion.guidance import autoguided
+from torchdiffusion.training import train
+from torchdiffusion.training.checkpoint import GUIDE_FILE, WEIGHTS_KEY, sha256_bytes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_autoguided_is_the_extrapolation_from_the_guide():
+    g = torch.Generator().manual_seed(0)
+    A, B = torch.randn(6, 6, generator=g), torch.randn(6, 6, generator=g)
+    D1, D0 = (lambda x, s: x @ A / (1 + s)), (lambda x, s: x @ B / (1 + s))
+    x, sigma = torch.randn(3, 6, generator=g), 0.7
+    for w in (0.0, 0.5, 2.0, 3.5):
+        expect = D0(x, sigma) + w * (D1(x, sigma) - D0(x, sigma))
+        torch.testing.assert_close(autoguided(D1, D0, w)(x, sigma), expect)
+    assert autoguided(D1, D0, 1.0) is D1  # w = 1: the model alone, no guide call
+
+
+def test_gaussian_autoguidance_sharpens_toward_the_model():
+    """Exact Gaussian denoisers D(x, sigma) = s^2 / (s^2 + sigma^2) x: the model of data N(0, 1) guided away from
+    a guide that believes N(0, 2^2) is, for w > 1, the denoiser of a narrower Gaussian, its Tweedie gain
+    a_0 + w (a_1 - a_0) below a_1 at every sigma - what the guide gets wrong (too much spread) is pushed out."""
+
+    def gain(s2, sigma):
+        return s2 / (s2 + sigma**2)
+
+    for sigma in (0.1, 0.5, 1.0, 3.0, 10.0):
+        x = torch.tensor([[1.0]])
+        D = autoguided(lambda x, s: gain(1.0, s) * x, lambda x, s: gain(4.0, s) * x, 2.0)
+        a_w = float(D(x, sigma))
+        assert a_w == pytest.approx(2 * gain(1.0, sigma) - gain(4.0, sigma))
+        assert a_w < gain(1.0, sigma)
+
+
+def test_run_keeps_its_ema_at_guide_at_bit_for_bit(tmp_path):
+    """The guide is the EMA of the same run at train.guide_at: a run stopped there has it as its ema.safetensors;
+    it survives a resume and is vouched for by run.json."""
+    full, short, resumed = tmp_path / "full", tmp_path / "short", tmp_path / "resumed"
+    train(tiny_cfg("train.guide_at=0.375"), full, data=tiny_data(), progress=False)  # 48 of 128 images
+    train(tiny_cfg("train.images=48"), short, data=tiny_data(), progress=False)
+    assert (full / GUIDE_FILE).read_bytes() == (short / "ema.safetensors").read_bytes()
+    assert (full / GUIDE_FILE).read_bytes() != (full / "ema.safetensors").read_bytes()
+    info = json.loads((full / "run.json").read_text())
+    assert info[WEIGHTS_KEY][GUIDE_FILE] == sha256_bytes((full / GUIDE_FILE).read_bytes())
+    # stopped at 96 images (after the guide was kept at 48), then resumed to the end: the same guide and weights
+    train(tiny_cfg("train.guide_at=0.5", "train.images=96"), resumed, data=tiny_data(), progress=False)
+    train(tiny_cfg("train.guide_at=0.375"), resumed, data=tiny_data(), progress=False)
+    for name in (GUIDE_FILE, "ema.safetensors"):
+        assert (resumed / name).read_bytes() == (full / name).read_bytes()
+    # a run without train.guide_at keeps none
+    assert (
+        not (short / GUIDE_FILE).exists()
+        and GUIDE_FILE not in json.loads((short / "run.json").read_text())[WEIGHTS_KEY]
+    )
+
+
+def test_sampling_with_the_guide(tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_cfg("train.guide_at=0.375", "train.ema_halflife_images=0"), run_dir, data=tiny_data(), progress=False)
+    run = load_run(run_dir)
+    guide = guide_of(run.model)
+    assert guide is not None
+    want = load_file(str(run_dir / GUIDE_FILE))
+    assert all(torch.equal(guide.state_dict()[k], v) for k, v in want.items())
+    cond = {"class": torch.arange(4) % 4}
+    base = replace(run.config.sample, sampler="ddim", steps=4, n=4)
+    plain = generate(run.model, range(4), base, run.data_shape, cond=cond)
+    guided = generate(run.model, range(4), replace(base, autoguidance=2.5), run.data_shape, cond=cond)
+    assert not torch.equal(plain, guided)
+    # a model guided by itself is the model: D + w (D - D) = D at every step, whatever w
+    attach_guide(run.model, run.model)
+    same = generate(run.model, range(4), replace(base, autoguidance=2.5), run.data_shape, cond=cond)
+    torch.testing.assert_close(same, plain, atol=1e-6, rtol=0)
+
+
+def test_autoguidance_without_a_guide_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_cfg("train.images=32"), run_dir, data=tiny_data(), progress=False)
+    run = load_run(run_dir)
+    with pytest.raises(RunError, match="guide model"):
+        generate(run.model, range(2), replace(run.config.sample, autoguidance=2.0), run.data_shape)
+    rc, out, err = cli("sample", run_dir, "--set", "sample.autoguidance=2", "--n", "2", "--out", tmp_path / "s.png")
+    assert rc == 2 and "guide" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.png").exists()
+    with pytest.raises(ConfigError, match="train.guide_at"):
+        validate(tiny_cfg("train.guide_at=1"))  # the end of training: no earlier state
+    with pytest.raises(ConfigError, match="sample.autoguidance=2 needs a guide model"):
+        validate(tiny_cfg("sample.autoguidance=2"))
+    with pytest.raises(ConfigError, match="sample.autoguidance"):
+        validate(tiny_cfg("sample.autoguidance=-1"))
