@@ -104,3 +104,39 @@ def test_autoguidance_without_a_guide_is_refused(tmp_path):
         validate(tiny_cfg("sample.autoguidance=2"))
     with pytest.raises(ConfigError, match="sample.autoguidance"):
         validate(tiny_cfg("sample.autoguidance=-1"))
+
+
+@pytest.mark.parametrize("fmt", ["diffusers", "onnx"])
+def test_exports_carry_the_model_alone_and_sample_unguided(tmp_path, fmt):
+    """An export holds the network, not the guide: its config says autoguidance 1, and it samples like the run with
+    autoguidance off."""
+    need = {"diffusers": ["diffusers"], "onnx": ["onnx", "onnxruntime"]}[fmt]
+    for module in need:
+        pytest.importorskip(module)
+    from torchdiffusion.interop.export import export
+
+    run_dir = tmp_path / "run"
+    cfg = tiny_cfg("train.guide_at=0.375", "sample.autoguidance=2", "model.num_classes=0")  # ONNX: unconditional
+    train(cfg, run_dir, data=tiny_data(), progress=False)
+    run = load_run(run_dir)
+    export(run, fmt, tmp_path / fmt, progress=False)
+    back = load_run(tmp_path / fmt)
+    assert back.config.sample.autoguidance == 1.0 and back.config.train.guide_at == 0.0
+    sample = replace(back.config.sample, sampler="ddim", steps=3, n=2)
+    x = generate(back.model, range(2), sample, back.data_shape)  # the export's own config: unguided
+    ref = generate(run.model, range(2), replace(sample, autoguidance=1.0), run.data_shape)
+    torch.testing.assert_close(x, ref, atol=1e-3, rtol=0)
+
+
+def test_students_learn_the_teacher_alone_and_keep_no_guide(tmp_path):
+    from torchdiffusion.cli import main
+
+    teacher = tmp_path / "teacher"
+    cfg = tiny_cfg("train.guide_at=0.375", "sample.autoguidance=2", "model.num_classes=0")
+    train(cfg, teacher, data=tiny_data(), progress=False)
+    out = tmp_path / "student"
+    args = ["distill", str(teacher), "--method", "consistency", "--steps", "2", "--out", str(out)]
+    assert main([*args, "--images", "64", "--batch-size", "32", "--no-progress"]) == 0
+    student = load_run(out)
+    assert student.config.sample.autoguidance == 1.0 and student.config.train.guide_at == 0.0
+    assert guide_of(student.model) is None and not (out / GUIDE_FILE).exists()

@@ -1045,6 +1045,12 @@ def _autoguidance_checks(t: TrainConfig, s: SampleConfig) -> list[tuple[bool, st
     ]
 
 
+def without_guide(cfg: RunConfig) -> RunConfig:
+    """The config of a copy of the model that travels without its guide model (the ONNX and diffusers exports):
+    autoguidance off, so the copy samples as the model alone (docs/interop.md)."""
+    return replace(cfg, train=replace(cfg.train, guide_at=0.0), sample=replace(cfg.sample, autoguidance=1.0))
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Every field in its domain (one place for all of them); returns cfg unchanged when it is usable.
 

@@ -44,7 +44,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch import Tensor
 
-from ..config import from_json, to_json, validate
+from ..config import from_json, to_json, validate, without_guide
 from ..generate import LoadedRun
 from ..model import build_model
 from ..process import ve_to_vp, vp_to_ve
@@ -138,7 +138,10 @@ def unet_for(run: LoadedRun) -> TorchdiffusionUNet:
     """The run's network, with its weights, as a diffusers model."""
     C, H, W = (int(s) for s in run.data_shape)
     unet = TorchdiffusionUNet(
-        run_config=json.loads(to_json(run.config)), data_shape=[C, H, W], in_channels=C, sample_size=[H, W]
+        run_config=json.loads(to_json(without_guide(run.config))),  # the export carries no guide model
+        data_shape=[C, H, W],
+        in_channels=C,
+        sample_size=[H, W],
     )
     unet.denoiser.load_state_dict(run.model.state_dict(), strict=True)
     return unet.eval().requires_grad_(False)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError, from_json, to_json, validate
+from ..config import ConfigError, from_json, to_json, validate, without_guide
 from ..extras import missing
 from ..generate import LoadedRun, RunError
 from ..io import atomic_path
@@ -79,7 +79,8 @@ def write(run: LoadedRun, folder: Path, *, batch: int = 2) -> Path:
             dynamo=False,
         )
         model = onnx.load_model(str(tmp))
-        meta = {META_CONFIG: to_json(run.config), META_SHAPE: json.dumps(list(run.data_shape)), META_KIND: run.kind}
+        config = to_json(without_guide(run.config))  # the export carries no guide model: it samples unguided
+        meta = {META_CONFIG: config, META_SHAPE: json.dumps(list(run.data_shape)), META_KIND: run.kind}
         for k, v in meta.items():
             model.metadata_props.add(key=k, value=v)
         onnx.save_model(model, str(tmp))

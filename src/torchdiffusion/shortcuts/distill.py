@@ -75,6 +75,7 @@ def student_config(
         checkpoint_every_images=max(s.images // 2, s.batch_size),
         sample_every_images=0,
         seed=s.seed,
+        guide_at=0.0,  # a student keeps no autoguidance guide: it learns the teacher's model alone
     )
     name = f"{cfg.preset}-{objective.name}"
     return validate(replace(cfg, preset=name, diffusion=diffusion, train=train, sample=sample, objective=objective))
@@ -130,7 +131,9 @@ def _student_sample(teacher: Teacher, sampler: str, steps: int) -> SampleConfig:
     from ..config import SamplerSettings
 
     base = teacher.run.config.sample
-    return replace(base, sampler=sampler, grid="tuned", steps=steps, guidance=1.0, settings=SamplerSettings())
+    return replace(
+        base, sampler=sampler, grid="tuned", steps=steps, guidance=1.0, autoguidance=1.0, settings=SamplerSettings()
+    )
 
 
 def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSettings, progress: bool) -> Path:
@@ -187,7 +190,7 @@ def draw_pairs(teacher: Teacher, count: int, progress: bool):
     from .reflow import PAIR_SEED, pair_noise
 
     run = teacher.run
-    sample = replace(run.config.sample, guidance=teacher.guidance)
+    sample = replace(run.config.sample, guidance=teacher.guidance, autoguidance=1.0)  # the teacher's model alone
     if sample.sampler not in DETERMINISTIC:
         sample = replace(sample, sampler="heun", steps=18, grid="karras", settings=type(sample.settings)())
     k = run.config.model.num_classes
