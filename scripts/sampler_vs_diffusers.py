@@ -62,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         theirs = pipeline_samples(pipe, steps=args.ddim_steps, batch=args.n, seed=0)
         theirs_s = time.perf_counter() - t0
     scores = digit_scores()
+    ours_how = f"{s.sampler}, {s.grid}, {s.steps} steps"
+    ours_nfe = nfe(s.sampler, s.steps)
+    if s.autoguidance != 1.0:  # the guide model is one more network call per step (docs/guidance.md)
+        ours_how, ours_nfe = f"{ours_how}, autoguidance {s.autoguidance:g}", 2 * ours_nfe
     for name, x, secs, n_fe, how in (
-        ("torchdiffusion default", ours, ours_s, nfe(s.sampler, s.steps), f"{s.sampler}, {s.grid}, {s.steps} steps"),
+        ("torchdiffusion default", ours, ours_s, ours_nfe, ours_how),
         ("diffusers DDIMPipeline", theirs, theirs_s, args.ddim_steps, f"eta 0, leading, {args.ddim_steps} steps"),
     ):
         rows.append(
