@@ -334,7 +334,7 @@ PRESETS: dict[str, RunConfig] = {
         # 73.0 % confident, classifier-feature FD 8.78, against 62.9 % / 14.34 for unipc on the same grid (fp32
         # model); first again on the bf16 model: 82.0 %, FD 9.23, against 79.7 % for the next (dpmpp_3m_sde).
         # Autoguidance 1.5 with the 20,000-image guide (scripts/autoguidance_check.py, docs/guidance.md): two bf16
-        # models (seeds 0, 1) go from 75.0 % / FD 7.48 and 73.0 % / 10.28 unguided to 83-84 % / 5.0-6.1
+        # models (seeds 0, 1) go from 75.0 % / FD 7.48 and 73.0 % / 10.28 unguided to 84.8 % / 4.97 and 80.5 % / 5.69
         sample=SampleConfig(sampler="dpmpp_2m_sde", grid="uniform_t", steps=20, n=64, autoguidance=1.5),
     ),
     # The settings of the DeepLearning.AI short course "How Diffusion Models Work": DDPM with T = 500, beta from

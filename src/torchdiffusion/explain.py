@@ -521,6 +521,7 @@ def ablation(
     from .latent import as_pixels
     from .samplers import sample_ddpm
 
+    sample = replace(sample, autoguidance=1.0)  # four samplers on one denoiser: the model alone, no guide
     grid = sample.grid
     if grid == "uniform_t" and model.process is None:
         grid = "karras"
