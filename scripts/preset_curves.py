@@ -11,7 +11,10 @@ preset's sampler, read by the evaluation classifier (the share it is >= 0.9 conf
 ``scripts/digit_check.py`` report it, and the share of the rarest digit) and the Fréchet distance in its features
 against 2,000 training images. The x axis is training wall-clock minutes, evaluation excluded (the run's clock
 less its evaluations, ``scripts/dit_vs_unet.curve``), so run it alone on a quiet machine: a timing.
-Writes OUT/preset-curves.json, OUT/preset-curves.md (a table per candidate) and OUT/quality-per-minute.png (the
+A candidate with autoguidance (the demo preset since it keeps a guide at ``train.guide_at``, a fraction of
+``train.images``) is scored unguided here: the clock-stopped runs never reach that fraction of their nominal
+10,000,000 images, and the evaluations record ``eval/autoguidance`` 1 (scripts/autoguidance_check.py scores the
+guided model). Writes OUT/preset-curves.json, OUT/preset-curves.md (a table per candidate) and OUT/quality-per-minute.png (the
 two curves, the chosen candidate drawn thick and its last point starred). A finished run is left as it is;
 Ctrl-C stops the training in progress at a checkpoint, and the same command resumes it.
 
