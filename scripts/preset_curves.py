@@ -14,8 +14,8 @@ less its evaluations, ``scripts/dit_vs_unet.curve``), so run it alone on a quiet
 A candidate with autoguidance (the demo preset since it keeps a guide at ``train.guide_at``, a fraction of
 ``train.images``) is scored unguided here: the clock-stopped runs never reach that fraction of their nominal
 10,000,000 images, and the evaluations record ``eval/autoguidance`` 1 (scripts/autoguidance_check.py scores the
-guided model). Writes OUT/preset-curves.json, OUT/preset-curves.md (a table per candidate) and OUT/quality-per-minute.png (the
-two curves, the chosen candidate drawn thick and its last point starred). A finished run is left as it is;
+guided model). Writes OUT/preset-curves.json, OUT/preset-curves.md (a table per candidate) and
+OUT/quality-per-minute.png (the two curves, the chosen candidate drawn thick and its last point starred). A finished run is left as it is;
 Ctrl-C stops the training in progress at a checkpoint, and the same command resumes it.
 
 The default candidates vary one thing each from the demo preset ``mnist-cpu``: its precision and layout (bf16
