@@ -15,8 +15,9 @@ A candidate with autoguidance (the demo preset since it keeps a guide at ``train
 ``train.images``) is scored unguided here: the clock-stopped runs never reach that fraction of their nominal
 10,000,000 images, and the evaluations record ``eval/autoguidance`` 1 (scripts/autoguidance_check.py scores the
 guided model). Writes OUT/preset-curves.json, OUT/preset-curves.md (a table per candidate) and
-OUT/quality-per-minute.png (the two curves, the chosen candidate drawn thick and its last point starred). A finished run is left as it is;
-Ctrl-C stops the training in progress at a checkpoint, and the same command resumes it.
+OUT/quality-per-minute.png (the two curves, the chosen candidate drawn thick and its last point starred). A
+finished run is left as it is; Ctrl-C stops the training in progress at a checkpoint, and the same command
+resumes it.
 
 The default candidates vary one thing each from the demo preset ``mnist-cpu``: its precision and layout (bf16
 autocast with channels-last activations, the path ``train.precision=auto`` takes on CPUs with native bf16), its
