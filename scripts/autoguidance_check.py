@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampler_digit_sweep import digit_scores  # noqa: E402  (the README's digit check, one definition)
+from sampler_digit_sweep import digit_scores, floor_note  # noqa: E402  (the README's digit check, one definition)
 
 
 def load_guide(run, spec: str):
@@ -109,9 +109,7 @@ def markdown(rows: list[dict], n: int, sample) -> str:
             f"| {r['guide']} | {r['w']:g} | {100 * r['confident_fraction']:.1f} % "
             f"| {100 * r['min_class_fraction']:.1f} % | {r['FD-MNIST5kclf']:.2f} | {r['sampling_seconds']} |"
         )
-    floor = rows[0].get("FD-MNIST5kclf_heldout") if rows else None
-    if floor is not None:
-        lines.append(f"\nFloor: the run's held-out digits against its training digits, FD-MNIST5kclf {floor:.2f}.")
+    lines += floor_note(rows)
     return "\n".join(lines) + "\n"
 
 

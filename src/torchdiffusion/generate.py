@@ -366,8 +366,8 @@ def generate(
     clip = clamps_x0(sample, data_shape, codec)
     sigmas = make_grid_sigmas(model, sample, clamped=clip, grid_dir=grid_dir)
     knobs = sampler_knobs(sample.sampler, sample)
-    guide = guide_of(model) if sample.autoguidance != 1.0 else None
-    if sample.autoguidance != 1.0 and guide is None:
+    guide = guide_of(model) if sample.autoguidance != 1.0 else None  # None: the model alone
+    if guide is None and sample.autoguidance != 1.0:
         raise RunError(
             f"sample.autoguidance={sample.autoguidance:g} needs the run's guide model (guide.safetensors, kept by "
             f"training with train.guide_at > 0) and this model has none; use sample.autoguidance=1"

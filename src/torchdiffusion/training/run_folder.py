@@ -132,7 +132,7 @@ def publish(state: TrainState, setup: Setup, finished: bool, exported: bool = Tr
     if exported:
         files = dict(zip(EXPORTS, (state.model.state_dict(), state.ema.state_dict())))
         if state.guide is not None:  # autoguidance's guide model (train.guide_at)
-            files[GUIDE_FILE] = state.guide
+            files[GUIDE_FILE] = state.guide.state_dict()
         weights = export_weights(setup.out, files)
     run = dict(
         setup.info,
@@ -176,7 +176,7 @@ def state_dict(state: TrainState, setup: Setup) -> dict:
         "consecutive_nonfinite": state.consecutive_nonfinite,
         "model": state.model.state_dict(),
         "ema": state.ema.state_dict(),
-        **({"guide": state.guide} if state.guide is not None else {}),
+        **({"guide": state.guide.state_dict()} if state.guide is not None else {}),
         "optimizer": state.opt.state_dict(),
         "lr_schedule": {"updates": state.updates, "next_lr": learning_rate(t, state.updates, setup.total_images)},
         "data": {"epoch": epoch, "offset": offset, "num_examples": setup.X.shape[0], "seed": t.seed},
@@ -194,8 +194,8 @@ def restore(state: TrainState, path: Path, setup: Setup) -> None:
         state.model.load_state_dict(saved["model"])
         state.ema.load_state_dict(saved["ema"])
         state.opt.load_state_dict(saved["optimizer"])
-        state.guide = saved.get("guide")
-        state.attach_guide()
+        if "guide" in saved:
+            state.set_guide(saved["guide"])
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path} does not match this model ({str(e).splitlines()[0]})") from None
     state.step, state.updates = int(saved["step"]), int(saved["updates"])

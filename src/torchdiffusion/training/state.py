@@ -176,24 +176,22 @@ class TrainState:
     consecutive_nonfinite: int = 0  # skipped steps in a row (training stops at train.max_nonfinite)
     clock: Clock = field(default_factory=Clock)  # cumulative CPU and wall seconds (checkpointed)
     limit: str | None = None  # the time limit (a value of LIMITS) that ended the run, if one did
-    guide: dict[str, Tensor] | None = None  # the EMA weights at train.guide_at (autoguidance), once seen
+    guide: Precond | None = None  # the EMA model as it was at train.guide_at (autoguidance), once reached
 
     def keep_guide(self, at_images: int) -> None:
-        """Copy the EMA weights as the run's guide model once ``at_images`` images are seen (autoguidance,
-        Karras et al. 2024: a weaker version of the model itself), and attach it to the EMA module so in-training
-        samples use it."""
+        """Keep a frozen copy of the EMA model as the run's guide once ``at_images`` images are seen (autoguidance,
+        Karras et al. 2024: a weaker version of the model itself)."""
         if at_images > 0 and self.guide is None and self.images_seen >= at_images:
-            self.guide = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
-            self.attach_guide()
+            self.set_guide(self.ema.state_dict())
 
-    def attach_guide(self) -> None:
-        """Build the guide model from ``self.guide`` beside the EMA module (generate.attach_guide)."""
+    def set_guide(self, weights: dict[str, Tensor]) -> None:
+        """The guide model with ``weights``, attached to the EMA module so in-training samples use it
+        (generate.attach_guide)."""
         from ..generate import attach_guide
 
-        if self.guide is not None:
-            guide = copy.deepcopy(self.ema.module)
-            guide.load_state_dict(self.guide)
-            attach_guide(self.ema.module, guide.eval().requires_grad_(False))
+        self.guide = copy.deepcopy(self.ema.module)
+        self.guide.load_state_dict(weights)
+        attach_guide(self.ema.module, self.guide)
 
     @property
     def images_seen(self) -> int:
