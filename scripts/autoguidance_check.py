@@ -79,19 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     plan = [("none", 1.0)] if 1.0 in ws else []  # w = 1 is the run alone, whatever the guide: scored once
     plan += [(spec, w) for spec in guides for w in ws if w != 1.0]
-    for spec, w in tqdm(plan, desc="autoguidance"):
-        if spec != "none":
-            attach_guide(run.model, guides[spec])
-        sample = replace(run.config.sample, n=args.n, autoguidance=w)
-        t0 = time.perf_counter()
-        x = generate(run.model, range(args.n), sample, run.data_shape, grid_dir=run.path / "grids")
-        seconds = time.perf_counter() - t0
-        tag = f"w{w:g}-{Path(spec).name or spec}"
-        r = {"guide": spec, "w": w, **digit_scores(run, x, out / tag)}
-        r["sampling_seconds"] = round(seconds, 1)
-        rows.append(r)
-        tqdm.write(f"{r['guide']} w={w:g}: {100 * r['confident_fraction']:.1f} % FD {r['FD-MNIST5kclf']:.2f}")
-        (out / "autoguidance.json").write_text(json.dumps({"run": str(run.path), "n": args.n, "rows": rows}, indent=2))
+    try:
+        for spec, w in tqdm(plan, desc="autoguidance"):
+            if spec != "none":
+                attach_guide(run.model, guides[spec])
+            sample = replace(run.config.sample, n=args.n, autoguidance=w)
+            t0 = time.perf_counter()
+            x = generate(run.model, range(args.n), sample, run.data_shape, grid_dir=run.path / "grids")
+            seconds = time.perf_counter() - t0
+            tag = f"w{w:g}-{Path(spec).name or spec}"
+            r = {"guide": spec, "w": w, **digit_scores(run, x, out / tag)}
+            r["sampling_seconds"] = round(seconds, 1)
+            rows.append(r)
+            tqdm.write(f"{r['guide']} w={w:g}: {100 * r['confident_fraction']:.1f} % FD {r['FD-MNIST5kclf']:.2f}")
+            record = {"run": str(run.path), "n": args.n, "rows": rows}
+            (out / "autoguidance.json").write_text(json.dumps(record, indent=2))
+    except KeyboardInterrupt:
+        print("stopped; the rows so far are in autoguidance.json", file=sys.stderr)
+        return 130
     table = Path(args.table) if args.table else out / "autoguidance.md"
     table.write_text(markdown(rows, args.n, run.config.sample))
     print(table)

@@ -140,3 +140,33 @@ def test_students_learn_the_teacher_alone_and_keep_no_guide(tmp_path):
     student = load_run(out)
     assert student.config.sample.autoguidance == 1.0 and student.config.train.guide_at == 0.0
     assert guide_of(student.model) is None and not (out / GUIDE_FILE).exists()
+
+
+def test_cli_train_keeps_a_guide_and_sample_uses_it(tmp_path):
+    """``train --set train.guide_at`` writes guide.safetensors; ``sample --set sample.autoguidance`` changes the
+    samples (and 1 gives the run alone)."""
+    import numpy as np
+
+    run_dir = tmp_path / "run"
+    sets = [
+        "model.channels=8",
+        "model.channel_mult=1,2",
+        "model.groups=4",
+        "model.attn_resolutions=4",
+        "train.images=64",
+        "train.batch_size=16",
+        "train.guide_at=0.5",
+    ]
+    args = ["train", "--preset", "digits-test", "--out", run_dir, "--no-progress"]
+    rc, _, err = cli(*args, *[a for s in sets for a in ("--set", s)])
+    assert rc == 0, err
+    assert (run_dir / GUIDE_FILE).is_file()
+    out = {}
+    for w in ("1", "3"):
+        png = tmp_path / f"w{w}.png"
+        common = ["--n", "4", "--sampler", "ddim", "--steps", "4", "--save-npy", "--out", png]
+        rc, _, err = cli("sample", run_dir, "--set", f"sample.autoguidance={w}", *common)
+        assert rc == 0, err
+        out[w] = np.load(png.with_suffix(".npy"))
+        assert json.loads(png.with_suffix(".json").read_text())["sample"]["autoguidance"] == float(w)
+    assert not np.array_equal(out["1"], out["3"])
