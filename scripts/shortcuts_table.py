@@ -1,7 +1,7 @@
 """Few-step students of an MNIST teacher, side by side with the teacher at NFE 1, 2, 4 and 20.
 
     OMP_NUM_THREADS=1 nice .venv/bin/python scripts/shortcuts_table.py runs/demo --out runs/shortcuts \\
-        [--images 20000] [--n 1000] [--methods progressive consistency reflow]
+        [--images 20000] [--n 1000] [--methods progressive consistency reflow] [--distill-only] [--guidance W]
 
 Distils (``torchdiffusion.shortcuts.distill``, the code of ``torchdiffusion distill``) one student per method -
 progressive to 2 steps through its 8 -> 4 -> 2 halvings (the 4-step stage is scored too; an eps teacher cannot be
@@ -13,6 +13,11 @@ the teacher's own (run.json), and in process CPU seconds of the whole distillati
 pair drawing included) against the teacher's training CPU seconds (run.json ``cpu_s``). The teacher is scored with
 each of ``--teacher-samplers`` at every NFE; the table keeps, per NFE, the sampler with the lowest Fréchet distance
 (its best sampler), and table.json keeps them all. Writes OUT/table.json and OUT/table.md.
+
+A class-conditional teacher (``mnist-class``): sample i asks for digit i mod 10; the teacher is sampled with
+classifier-free guidance at its ``sample.guidance`` (or ``--guidance``), which is also the scale its students
+distil (they sample at guidance 1, the scale baked in), and the table gains the requested-digit accuracy: the
+share of samples the classifier assigns to the digit asked for.
 """
 
 from __future__ import annotations
@@ -28,19 +33,37 @@ import torch
 from torchdiffusion.data import load_data
 from torchdiffusion.evaluation import features as FE
 from torchdiffusion.evaluation import metrics as M
-from torchdiffusion.evaluation.classifier import digit_report
+from torchdiffusion.evaluation.classifier import class_report
 from torchdiffusion.generate import generate, load_run
 from torchdiffusion.shortcuts.distill import DistillSettings, distill
 
 
+def requested_digits(run, n: int):
+    """Sample i asks for digit i mod 10 when ``run`` is class-conditional; None for an unconditional run."""
+    return torch.arange(n) % run.config.model.num_classes if run.config.model.num_classes else None
+
+
 def score(run, sample, n: int, ref_stats) -> dict:
-    """confident share and classifier-feature FD of ``n`` samples (seeds 0..n-1) with ``sample``."""
+    """confident share and classifier-feature FD of ``n`` samples (seeds 0..n-1) with ``sample``, and for a
+    class-conditional run the share classified as the digit each sample asked for (``accuracy``)."""
+    labels = requested_digits(run, n)
     t0 = time.time()
-    x = generate(run.model, range(n), replace(sample, n=n, batch_size=250), run.data_shape, grid_dir=run.path / "grids")
+    x = generate(
+        run.model,
+        range(n),
+        replace(sample, n=n, batch_size=250),
+        run.data_shape,
+        cond=None if labels is None else {"class": labels},
+        grid_dir=run.path / "grids",
+    )
     seconds = time.time() - t0
     fd = M.frechet_distance(M.FeatureStats.of(FE.extract(x, "clf:mnist5k")), ref_stats)
-    rep = digit_report(x)
-    return {"confident": rep["confident_fraction"], "fd_clf": fd, "seconds_per_64": seconds * 64 / n}
+    rep = class_report(x, "mnist5k", labels=labels)
+    out = {"confident": rep["confident_fraction"], "fd_clf": fd, "seconds_per_64": seconds * 64 / n}
+    if labels is not None:
+        out["accuracy"] = rep["accuracy"]
+        out["guidance"] = sample.guidance
+    return out
 
 
 def images_seen(folder: Path) -> int:
@@ -70,6 +93,18 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="samples per row")
     ap.add_argument("--methods", nargs="+", default=["progressive", "consistency", "reflow"])
     ap.add_argument(
+        "--distill-only",
+        action="store_true",
+        help="distil the students of --methods (CPU seconds recorded) and stop: run one process per method side by "
+        "side, then once more without this flag to score them all",
+    )
+    ap.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="class-conditional teacher: the CFG scale it is sampled and distilled at (default its sample.guidance)",
+    )
+    ap.add_argument(
         "--teacher-samplers",
         nargs="+",
         default=["dpmpp_2m_sde", "unipc", "dpmpp_2m", "ddim"],
@@ -78,19 +113,32 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     teacher_path, out = Path(args.teacher), Path(args.out)
     teacher = load_run(teacher_path)
+    conditional = requested_digits(teacher, 1) is not None
+    w = args.guidance if args.guidance is not None else teacher.config.sample.guidance
+    # the teacher's model alone (no autoguidance guide: its students learn the model alone too); CFG at w
+    teacher_sample = replace(teacher.config.sample, autoguidance=1.0, guidance=w if conditional else 1.0)
     train = load_data(teacher.config.data, split="train", seed=teacher.config.train.seed)
     ref = M.FeatureStats.of(FE.extract(train.x[:5000], "clf:mnist5k"))
+    s = DistillSettings(
+        images=args.images,
+        pairs=args.pairs,
+        guidance=w if conditional else None,
+        threads=torch.get_num_threads(),  # this process's (one, below), whatever the teacher trained with
+    )
+    plan = {"progressive": (2, {4: "stages/0004-steps", 2: "."}), "consistency": (4, None), "reflow": (4, None)}
+    if args.distill_only:
+        for method in args.methods:
+            student(teacher_path, method, plan[method][0], out / method, s)
+        return 0
     rows, teacher_all = [], []
     for nfe in (1, 2, 4, 20):
         tried = []
         for name in args.teacher_samplers:
-            r = score(teacher, replace(teacher.config.sample, sampler=name, steps=nfe), args.n, ref)
+            r = score(teacher, replace(teacher_sample, sampler=name, steps=nfe), args.n, ref)
             tried.append({"model": f"teacher ({name})", "nfe": nfe, **r})
             print(tried[-1], flush=True)
         teacher_all += tried
         rows.append(min(tried, key=lambda r: r["fd_clf"]))
-    s = DistillSettings(images=args.images, pairs=args.pairs)
-    plan = {"progressive": (2, {4: "stages/0004-steps", 2: "."}), "consistency": (4, None), "reflow": (4, None)}
     for method in args.methods:
         steps, folders = plan[method]
         folder, cpu = student(teacher_path, method, steps, out / method, s)
@@ -106,20 +154,23 @@ def main(argv=None) -> int:
         "teacher_cpu_s": teacher.info.get("cpu_s"),
         "teacher_threads": teacher.config.train.threads,
         "n": args.n,
-        "distill": {"images": args.images, "pairs": args.pairs},
+        "distill": {"images": args.images, "pairs": args.pairs, "guidance": w if conditional else None},
         "rows": rows,
         "teacher_all_samplers": teacher_all,
     }
     (out / "table.json").write_text(json.dumps(record, indent=2))
+    acc_head = " requested digit |" if conditional else ""
     lines = [
-        "| model | NFE | confident (>= 0.9) | FD (classifier features) | training images | CPU s |",
-        "|---|---|---|---|---|---|",
+        f"| model | NFE | confident (>= 0.9) |{acc_head} FD (classifier features) | training images | CPU s |",
+        "|---|---|---|---|---|---|" + ("---|" if conditional else ""),
     ]
     for r in rows:
         cost = r.get("train_images", record["teacher_images"])
         cpu = r.get("cpu_s", record["teacher_cpu_s"])
         cpu = "-" if cpu is None else f"{cpu:,.0f}"
-        lines.append(f"| {r['model']} | {r['nfe']} | {r['confident']:.1%} | {r['fd_clf']:.2f} | {cost:,} | {cpu} |")
+        cost = "-" if cost is None else f"{cost:,}"
+        acc = f" {r['accuracy']:.1%} |" if conditional else ""
+        lines.append(f"| {r['model']} | {r['nfe']} | {r['confident']:.1%} |{acc} {r['fd_clf']:.2f} | {cost} | {cpu} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

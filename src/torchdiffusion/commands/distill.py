@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float_in(0.0, 100.0), default=None, help="the CFG scale distilled")
     p.add_argument("--eval-every", type=int_in(0, 10**12), default=0, help="quick evaluation cadence in images")
     p.add_argument("--seed", type=int_in(0, 2**62), default=0, help="training seed")
+    p.add_argument(
+        "--threads",
+        type=int_in(0, 4096),
+        default=None,
+        help="torch threads (0: torch's default; default: the teacher's)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -56,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         eval_every_images=args.eval_every,
         seed=args.seed,
+        threads=args.threads,
     )
     with output_folder(args.out) as out:
         distill(args.teacher, args.method, args.steps, out, settings, progress=not args.no_progress)

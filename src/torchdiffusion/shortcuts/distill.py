@@ -36,6 +36,9 @@ class DistillSettings:
     guidance: float | None = None  # conditional teachers: the CFG scale distilled (None: the teacher's default)
     eval_every_images: int = 0  # quick evaluation cadence, as in training
     seed: int = 0
+    # torch threads of the distillation (0: the torch default); None keeps the teacher's train.threads, which a
+    # teacher trained with e.g. threads=2 would impose on students distilled side by side, one core each
+    threads: int | None = None
 
 
 def check_teacher(teacher: Teacher, method: str, steps: int) -> None:
@@ -75,6 +78,7 @@ def student_config(
         checkpoint_every_images=max(s.images // 2, s.batch_size),
         sample_every_images=0,
         seed=s.seed,
+        threads=cfg.train.threads if s.threads is None else s.threads,
         guide_at=0.0,  # a student keeps no autoguidance guide: it learns the teacher's model alone
     )
     name = f"{cfg.preset}-{objective.name}"
