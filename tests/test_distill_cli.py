@@ -2,6 +2,7 @@
 steps than they were distilled for; teachers a method cannot use are refused in one line, nothing written."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -64,6 +65,35 @@ def test_progressive_student_is_a_run_that_refuses_more_steps(teacher, tmp_path)
     assert x.shape == (3, 1, 8, 8) and bool(torch.isfinite(x).all())
     rc, _, err = cli("sample", out, "--steps", "4", "--n", "2")
     _one_line_error(rc, err, "distilled for at most 2")
+
+
+def test_progressive_on_another_teacher_grid(teacher, tmp_path):
+    """--grid gives the first halving another teacher grid, built as sampling builds it: the student's grid is every
+    other level of it and the config records it; later halvings take the previous student's grid; other methods
+    and unknown grids are refused in one line, nothing written."""
+    from torchdiffusion.generate import clamps_x0, make_grid_sigmas
+    from torchdiffusion.shortcuts.progressive import halve_grid
+
+    out = tmp_path / "pd-ut"
+    args = ["--method", "progressive", "--steps", "2", "--teacher-steps", "8", "--out", str(out), *TINY]
+    assert main(["distill", str(teacher), *args, "--grid", "uniform_t"]) == 0
+    t = load_run(teacher)
+    clip = clamps_x0(t.config.sample, t.data_shape, t.codec)
+    own = make_grid_sigmas(t.model, replace(t.config.sample, sampler="ddim", steps=8), clamped=clip)
+    other = make_grid_sigmas(t.model, replace(t.config.sample, sampler="ddim", steps=8, grid="uniform_t"), clamped=clip)
+    assert t.config.sample.grid != "uniform_t" and not torch.allclose(own, other)
+    first = out / "stages" / "0004-steps"
+    got = torch.tensor(json.loads((first / "grids" / "ddim-nfe4.json").read_text())["sigmas"], dtype=other.dtype)
+    assert torch.allclose(got, halve_grid(other), rtol=1e-6)
+    assert load_run(first).config.objective.teacher_grid == "uniform_t"
+    assert load_run(out).config.objective.teacher_grid == ""  # the second halving: the 4-step student's own grid
+    last = torch.tensor(json.loads((out / "grids" / "ddim-nfe2.json").read_text())["sigmas"], dtype=other.dtype)
+    assert torch.allclose(last, halve_grid(halve_grid(other)), rtol=1e-6)
+    for bad, words in ((["--method", "reflow", "--grid", "karras"], "progressive"), (["--grid", "zigzag"], "grid")):
+        args = ["--method", "progressive", "--steps", "2", "--out", tmp_path / "bad", *TINY, *bad]
+        rc, _, err = cli("distill", teacher, *args)
+        _one_line_error(rc, err, words)
+        assert not (tmp_path / "bad").exists()
 
 
 def test_consistency_student_keeps_the_boundary_and_cannot_be_distilled_again(teacher, tmp_path):

@@ -190,6 +190,7 @@ class ObjectiveConfig:
     name: str = "denoising"  # denoising | progressive | consistency_distillation | consistency_training | reflow
     teacher: str | None = None  # the teacher's run folder (progressive, consistency_distillation, reflow)
     teacher_steps: int = 0  # progressive: the teacher's DDIM steps on this halving (the student takes half)
+    teacher_grid: str = ""  # progressive: the grid of those steps, a sample.grid name ("" = the teacher's own)
     guidance: float = 1.0  # the classifier-free guidance scale the teacher is distilled at (conditional models)
     max_steps: int = 0  # the sampling steps a student was distilled for (more are refused); 0 = no limit
     ct_steps_start: int = 10  # consistency: discretisation steps s0 at the start of the curriculum (iCT: 10)
@@ -1017,12 +1018,22 @@ TEACHER_OBJECTIVES = ("progressive", "consistency_distillation", "reflow")
 
 
 def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -> list[tuple[bool, str]]:
+    from .schedules import SIGMA_GRIDS
+
     consistency = o.name in ("consistency_distillation", "consistency_training")
     return [
         (o.name in OBJECTIVES, f"objective.name must be one of {OBJECTIVES}"),
         (o.name not in TEACHER_OBJECTIVES or bool(o.teacher), f"objective.name={o.name} needs objective.teacher"),
         (not consistency or d.boundary == "consistency", f"{o.name} needs diffusion.boundary=consistency"),
         (o.name != "progressive" or o.teacher_steps >= 2, "progressive needs objective.teacher_steps >= 2"),
+        (
+            o.teacher_grid in ("", *SIGMA_GRIDS) and (o.name == "progressive" or not o.teacher_grid),
+            f"objective.teacher_grid (progressive only) must be one of {SIGMA_GRIDS}, got {o.teacher_grid!r}",
+        ),
+        (
+            not (o.teacher_grid == "uniform_t" and d.process == "continuous"),
+            "objective.teacher_grid=uniform_t needs a discrete (DDPM-trained) teacher",
+        ),
         _between(o.max_steps, 0, MAX_T, "objective.max_steps"),
         (2 <= o.ct_steps_start <= o.ct_steps_end <= MAX_T, "need 2 <= objective.ct_steps_start <= ct_steps_end"),
         (o.ct_P_std > 0, f"objective.ct_P_std must be > 0, got {o.ct_P_std!r}"),

@@ -34,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="progressive: the first teacher's DDIM steps, --steps times a power of 2 (default --steps x 8)",
     )
+    p.add_argument(
+        "--grid",
+        default=None,
+        help="progressive: the first teacher's grid, karras | exponential | uniform_t | ... (default its own "
+        "sample.grid; a discrete model's karras and exponential grids start at sigma 80)",
+    )
     p.add_argument("--levels", type=int_in(2, 10_000), default=40, help="consistency: discretisation levels (40)")
     p.add_argument("--pairs", type=int_in(2, 10_000_000), default=5_000, help="reflow: (noise, sample) pairs (5000)")
     p.add_argument("--guidance", type=float_in(0.0, 100.0), default=None, help="the CFG scale distilled")
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         teacher_steps=args.teacher_steps or 0,
+        grid=args.grid,
         levels=args.levels,
         pairs=args.pairs,
         guidance=args.guidance,

@@ -31,6 +31,7 @@ class DistillSettings:
     batch_size: int = 64
     lr: float = 2e-4  # small: the student starts from the teacher's weights
     teacher_steps: int = 0  # progressive: the first teacher's DDIM steps (0: steps x 2^3)
+    grid: str | None = None  # progressive: the first teacher's grid, a sample.grid name (None: its own sample.grid)
     levels: int = 40  # consistency: the fixed discretisation N of consistency distillation
     pairs: int = 5_000  # reflow: (noise, teacher sample) pairs
     guidance: float | None = None  # conditional teachers: the CFG scale distilled (None: the teacher's default)
@@ -153,15 +154,21 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
             data = _teacher_data(teacher, s.seed)
         else:
             teacher.guidance = 1.0
+        grid = (s.grid or "") if current == teacher_path else ""  # later halvings: the previous student's grid
         obj = ObjectiveConfig(
-            name="progressive", teacher=str(current), teacher_steps=n, guidance=teacher.guidance, max_steps=half
+            name="progressive",
+            teacher=str(current),
+            teacher_steps=n,
+            teacher_grid=grid,
+            guidance=teacher.guidance,
+            max_steps=half,
         )
         cfg = student_config(teacher, obj, _student_sample(teacher, "ddim", half), s)
         stage = out if half == steps else out / "stages" / f"{half:04d}-steps"
         stage.mkdir(parents=True, exist_ok=True)
         from .progressive import halve_grid
 
-        write_grids(stage, "ddim", [halve_grid(teacher.grid(n))], f"progressive distillation from {n} steps")
+        write_grids(stage, "ddim", [halve_grid(teacher.grid(n, grid))], f"progressive distillation from {n} steps")
         _train(cfg, stage, teacher, data, progress)
         current, n = stage, half
     return out
@@ -240,5 +247,7 @@ def distill(
     """Distil the run folder ``teacher`` into a ``steps``-step student in ``out`` (see the module docstring)."""
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if settings.grid and method != "progressive":
+        raise ConfigError(f"a teacher grid (--grid) applies to progressive distillation only, not {method}")
     fn = {"progressive": distill_progressive, "consistency": distill_consistency, "reflow": distill_reflow}[method]
     return fn(Path(teacher), int(steps), Path(out), settings, progress)

@@ -46,20 +46,21 @@ class Teacher:
         D = guided_denoiser(self.run.model, cond, scale=self.guidance)
         return clamped(D) if self.clip else D
 
-    def grid(self, steps: int) -> Tensor:
-        """The teacher's own DDIM grid of ``steps`` steps (its sample.grid; a student's grids/ file)."""
+    def grid(self, steps: int, kind: str = "") -> Tensor:
+        """The teacher's DDIM grid of ``steps`` steps: its own sample.grid (a student's grids/ file) unless ``kind``
+        names another, built as sampling builds it (a discrete model's Karras or log-SNR grid capped at sigma 80)."""
         from ..generate import make_grid_sigmas
 
-        sample = replace(self.run.config.sample, sampler="ddim", steps=steps)
+        sample = replace(self.run.config.sample, sampler="ddim", steps=steps, grid=kind or self.run.config.sample.grid)
         return make_grid_sigmas(self.run.model, sample, clamped=self.clip, grid_dir=self.run.path / "grids")
 
 
 class Progressive(Objective):
     """Salimans & Ho 2022 Alg. 2 on the teacher's grid of ``teacher_steps`` steps (progressive.py)."""
 
-    def __init__(self, teacher: Teacher, teacher_steps: int):
+    def __init__(self, teacher: Teacher, teacher_steps: int, grid: str = ""):
         self.teacher = teacher
-        self.grid = teacher.grid(teacher_steps)
+        self.grid = teacher.grid(teacher_steps, grid)
         self.student_grid = pd.halve_grid(self.grid)
 
     def draw_sigmas(self, batch: int, generator: torch.Generator, step: int) -> Tensor:
@@ -129,7 +130,7 @@ def build(cfg: RunConfig, model: Precond, total_steps: int, device: torch.device
     o = cfg.objective
     teacher = Teacher(o.teacher, o.guidance, device) if o.teacher else None
     if o.name == "progressive":
-        return Progressive(teacher, o.teacher_steps)
+        return Progressive(teacher, o.teacher_steps, o.teacher_grid)
     if o.name in ("consistency_distillation", "consistency_training"):
         distil = o.name == "consistency_distillation"
         return Consistency(o, model.sigma_min, model.sigma_max, total_steps, teacher if distil else None)
