@@ -16,6 +16,7 @@ import argparse
 import errno
 import os
 import sys
+import time
 
 from .commands import (
     bench_samplers,
@@ -145,13 +146,25 @@ def _rank() -> int:
         return 0
 
 
-def _print_error(line: str, *, everywhere: bool) -> None:
-    """One line on stderr: from rank 0 only, unless ``everywhere`` (a failure one rank may meet alone)."""
+# How long a silent rank waits for rank 0 to print an error every rank meets alike (seconds; see _print_error)
+QUIET_RANK_WAIT_S = 30.0
+
+
+def _print_error(line: str, *, everywhere: bool, wait: bool = True) -> None:
+    """One line on stderr: from rank 0 only, unless ``everywhere`` (a failure one rank may meet alone).
+
+    A rank that stays silent does not exit at once: torchrun stops every worker as soon as one fails, so a silent
+    rank that got there first would take rank 0 down before its line is out (seen on a loaded machine, where rank 0
+    was still importing). It waits instead - rank 0, meeting the same error, exits non-zero within seconds and
+    torchrun then ends this rank - at most ``QUIET_RANK_WAIT_S``, and exits with the same code. Not after a stop
+    (``wait=False``): every rank was told to stop and each exits as soon as it has."""
     rank = _rank()
     if rank == 0:
         print(line, file=sys.stderr, flush=True)
     elif everywhere:
         print(f"{line} [rank {rank}]", file=sys.stderr, flush=True)
+    elif wait:
+        time.sleep(QUIET_RANK_WAIT_S)
 
 
 def first_line(e: BaseException) -> str:
@@ -241,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         code = e.exit_code if isinstance(e, Stopped) else EXIT_INTERRUPTED
         what = "SIGTERM" if code == 143 else "Ctrl-C"
         _print_error(
-            f"torchdiffusion {args.command}: stopped by {what}; no partial files were written", everywhere=False
+            f"torchdiffusion {args.command}: stopped by {what}; no partial files were written",
+            everywhere=False,
+            wait=False,
         )
         return code
     except Exception as e:
