@@ -1,7 +1,8 @@
 """Few-step students of an MNIST teacher, side by side with the teacher at NFE 1, 2, 4 and 20.
 
     OMP_NUM_THREADS=1 nice .venv/bin/python scripts/shortcuts_table.py runs/demo --out runs/shortcuts \\
-        [--images 20000] [--n 1000] [--methods progressive consistency reflow] [--distill-only] [--guidance W]
+        [--images 20000] [--n 1000] [--methods progressive consistency reflow] [--distill-only] [--guidance W] \\
+        [--grid G]
 
 Distils (``torchdiffusion.shortcuts.distill``, the code of ``torchdiffusion distill``) one student per method -
 progressive to 2 steps through its 8 -> 4 -> 2 halvings (the 4-step stage is scored too; an eps teacher cannot be
@@ -99,6 +100,9 @@ def main(argv=None) -> int:
         "side, then once more without this flag to score them all",
     )
     ap.add_argument(
+        "--grid", default=None, help="progressive: the first teacher's grid (distill --grid; default its sample.grid)"
+    )
+    ap.add_argument(
         "--guidance",
         type=float,
         default=None,
@@ -123,6 +127,7 @@ def main(argv=None) -> int:
         images=args.images,
         pairs=args.pairs,
         guidance=w if conditional else None,
+        grid=args.grid,
         threads=torch.get_num_threads(),  # this process's (one, below), whatever the teacher trained with
     )
     plan = {"progressive": (2, {4: "stages/0004-steps", 2: "."}), "consistency": (4, None), "reflow": (4, None)}
@@ -154,7 +159,12 @@ def main(argv=None) -> int:
         "teacher_cpu_s": teacher.info.get("cpu_s"),
         "teacher_threads": teacher.config.train.threads,
         "n": args.n,
-        "distill": {"images": args.images, "pairs": args.pairs, "guidance": w if conditional else None},
+        "distill": {
+            "images": args.images,
+            "pairs": args.pairs,
+            "guidance": w if conditional else None,
+            "progressive_grid": args.grid,
+        },
         "rows": rows,
         "teacher_all_samplers": teacher_all,
     }
