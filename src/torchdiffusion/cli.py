@@ -156,14 +156,15 @@ def _print_error(line: str, *, everywhere: bool, wait: bool = True) -> None:
     A rank that stays silent does not exit at once: torchrun stops every worker as soon as one fails, so a silent
     rank that got there first would take rank 0 down before its line is out (seen on a loaded machine, where rank 0
     was still importing). It waits instead - rank 0, meeting the same error, exits non-zero within seconds and
-    torchrun then ends this rank - at most ``QUIET_RANK_WAIT_S``, and exits with the same code. Not after a stop
+    torchrun then ends this rank - at most ``QUIET_RANK_WAIT_S``, and exits with the same code (only under torchrun,
+    which sets ``TORCHELASTIC_RUN_ID``; a process with RANK set by other means exits at once). Not after a stop
     (``wait=False``): every rank was told to stop and each exits as soon as it has."""
     rank = _rank()
     if rank == 0:
         print(line, file=sys.stderr, flush=True)
     elif everywhere:
         print(f"{line} [rank {rank}]", file=sys.stderr, flush=True)
-    elif wait:
+    elif wait and os.environ.get("TORCHELASTIC_RUN_ID"):  # a torchrun worker (the launcher sets it)
         time.sleep(QUIET_RANK_WAIT_S)
 
 
