@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     teacher_path, out = Path(args.teacher), Path(args.out)
     teacher = load_run(teacher_path)
-    conditional = requested_digits(teacher, 1) is not None
+    conditional = teacher.config.model.num_classes > 0
     w = args.guidance if args.guidance is not None else teacher.config.sample.guidance
     # the teacher's model alone (no autoguidance guide: its students learn the model alone too); CFG at w
     teacher_sample = replace(teacher.config.sample, autoguidance=1.0, guidance=w if conditional else 1.0)
