@@ -96,6 +96,19 @@ def test_progressive_on_another_teacher_grid(teacher, tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+def test_students_take_the_teachers_threads_unless_told(tmp_path):
+    """A student is distilled on its teacher's train.threads unless --threads says otherwise."""
+    teacher = write_run(tmp_path / "teacher", "digits-test", ["sample.steps=3", "train.threads=2"])
+    threads = {}
+    for flag in ([], ["--threads", "1"]):
+        out = tmp_path / f"reflow{len(flag)}"
+        args = ["--method", "reflow", "--steps", "1", "--pairs", "16", "--out", out, *TINY, *flag]
+        rc, _, err = cli("distill", teacher, *args)
+        assert rc == 0, err
+        threads[tuple(flag)] = load_run(out).config.train.threads
+    assert threads == {(): 2, ("--threads", "1"): 1}
+
+
 def test_consistency_student_keeps_the_boundary_and_cannot_be_distilled_again(teacher, tmp_path):
     out = tmp_path / "cd"
     assert (

@@ -32,11 +32,13 @@ def test_class_conditional_table_with_requested_digit_accuracy(tmp_path):
     )
     out = tmp_path / "students"
     common = [str(teacher), "--out", str(out), "--images", "32", "--pairs", "8", "--methods", "reflow"]
+    common += ["--guidance", "3"]  # not the teacher's own 2.5: teacher rows and students both take it
     assert shortcuts_table.main([*common, "--distill-only"]) == 0
     student = out / "reflow"
     assert json.loads((student / "run.json").read_text())["finished"]
     # distilled on this process's one thread, not the teacher's two (side-by-side students would oversubscribe)
-    assert json.loads((student / "config.json").read_text())["train"]["threads"] == 1
+    cfg = json.loads((student / "config.json").read_text())
+    assert cfg["train"]["threads"] == 1 and cfg["objective"]["guidance"] == 3.0
     assert not (out / "table.json").exists()  # distil only: nothing scored
     cost = json.loads((student / "distill-cpu.json").read_text())
     stamp = (student / "ema.safetensors").stat().st_mtime_ns
@@ -44,14 +46,14 @@ def test_class_conditional_table_with_requested_digit_accuracy(tmp_path):
     assert shortcuts_table.main([*common, "--n", "20", "--teacher-samplers", "ddim"]) == 0
     assert (student / "ema.safetensors").stat().st_mtime_ns == stamp  # reused, not distilled again
     record = json.loads((out / "table.json").read_text())
-    assert record["distill"]["guidance"] == 2.5
+    assert record["distill"]["guidance"] == 3.0
     rows = record["rows"]
     assert [(r["model"], r["nfe"]) for r in rows] == [("teacher (ddim)", n) for n in (1, 2, 4, 20)] + [
         ("reflow student", n) for n in (1, 2, 4)
     ]
     for r in rows:
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["confident"] <= 1.0 and r["fd_clf"] >= 0.0
-    assert {r["guidance"] for r in rows[:4]} == {2.5} and {r["guidance"] for r in rows[4:]} == {1.0}
+    assert {r["guidance"] for r in rows[:4]} == {3.0} and {r["guidance"] for r in rows[4:]} == {1.0}
     assert all(r["cpu_s"] == cost["cpu_s"] for r in rows[4:])
     head = (out / "table.md").read_text().splitlines()[0]
     assert "requested digit" in head
