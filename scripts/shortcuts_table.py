@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -188,4 +189,8 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # a distillation in progress has saved its state: the same command resumes it
+        print("stopped; the same command resumes (finished students are reused)", file=sys.stderr)
+        raise SystemExit(130) from None
