@@ -1,6 +1,7 @@
 """scripts/bench_default_sampler.py on a small set: every figure is the mean over the starting-noise seeds, the
 floor is the mean of its independent exact draws, and the exact ODE from the same noises scores at the floor's
-level (it gives exact samples); an unknown mixture is refused in one line."""
+level (it gives exact samples); an unknown mixture is refused in one line. And scripts/unclamped_default_check.py:
+every table x error x step count compares every candidate setting with the default."""
 
 import json
 import math
@@ -42,3 +43,17 @@ def test_unknown_mixture_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown case 'nope'")
     assert not (tmp_path / "x").exists()
+
+
+def test_unclamped_default_check_compares_every_setting_with_the_default(tmp_path):
+    import unclamped_default_check as check
+
+    out = tmp_path / "check"
+    assert check.main(["--out", str(out), "--cases", "narrow3", "--n", "300"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    # two tables x two errors x three step counts x every setting, on the one mixture
+    assert len(rows) == 2 * 2 * 3 * len(check.SETTINGS)
+    assert all(math.isfinite(r["sw"]) for r in rows)
+    table = (out / "results.md").read_text().splitlines()
+    assert len(table) == 2 + 2 * 2 * 3 and all(line.count("/1, worst") == len(check.SETTINGS) - 1 for line in table[2:])
+    assert check.main(["--out", str(tmp_path / "x"), "--cases", "nope"]) == 2
