@@ -35,3 +35,22 @@ def test_bench_samplers_on_the_exact_mixture(tmp_path):
     table = (out / "results.md").read_text()
     assert "**8gaussians**" in table and "euler" in table and "heun" in table
     assert_plot(out / "plot.png")
+
+
+def test_tuned_grids_that_stop_short(tmp_path):
+    """--stop-short --fit-objective sw: the tuned grids of the samplers that can stop short record where their last
+    step stops and what they minimised; a sampler that cannot (Heun evaluates D twice at the last level) is fitted
+    without it, and the run still completes."""
+    out = tmp_path / "bench"
+    rc, _, err = td(
+        *("bench-samplers", "--case", "8gaussians", "--n", "300", "--nfe", "5", "--samplers", "unipc,heun"),
+        *("--grids", "tuned", "--tuned-samplers", "unipc,heun", "--tune-maxfev", "30", "--fit-n", "64"),
+        *("--stop-short", "--fit-objective", "sw", "--no-diffusers", "--out", out),
+    )
+    assert rc == 0, err
+    unipc = json.loads((out / "grids" / "unipc-nfe5.json").read_text())
+    heun = json.loads((out / "grids" / "heun-nfe5.json").read_text())
+    assert 0 <= unipc["sigma_end"] < unipc["sigmas"][-2] and heun["sigma_end"] == 0
+    assert unipc["objective"] == "sliced Wasserstein-1 to the accurate ODE solution"
+    rows = {r["sampler"]: r for r in json.loads((out / "results.json").read_text())["rows"] if r["grid"] == "tuned"}
+    assert rows["unipc"]["nfe"] <= 5 and rows["unipc"]["extra"].get("sigma_end", 0.0) == unipc["sigma_end"]

@@ -26,7 +26,8 @@ def test_means_over_seeds_and_the_exact_ode_at_the_floor(tmp_path, monkeypatch):
     (r,) = json.loads((out / "results.json").read_text())["results"]
     assert r["seeds"] == [0, 100]
     assert len(r["floor_draws"]) == 4 and math.isclose(r["floor"], sum(r["floor_draws"]) / 4)
-    for row in (r["default_nfe10"], r["default_nfe5"], r["tuned_nfe5"], r["exact_ode"], *r["grids_nfe10"]):
+    rows = (r["default_nfe10"], r["default_nfe5"], r["tuned_nfe5"], r["tuned_short_nfe5"], r["tuned_short_nfe10"])
+    for row in (*rows, r["exact_ode"], *r["grids_nfe10"]):
         assert len(row["sw_seeds"]) == 2 and math.isclose(row["sw"], sum(row["sw_seeds"]) / 2)
     # The exact ODE maps the starting noise to exact samples: its distance is sampling noise, like the floor's.
     spread = max(r["floor_draws"]) - min(r["floor_draws"])

@@ -246,6 +246,55 @@ def test_optimised_grid_beats_its_start_on_unseen_noise(tmp_path):
         load_grid(path)
 
 
+def test_a_grid_that_stops_short_restores_the_spread_the_last_denoising_step_removes():
+    """Gaussian data N(0, s^2): the exact ODE maps x_T to x_T s / sqrt(s^2 + sigma_max^2). A two-step DDIM ends
+    in D, which keeps s^2 / (s^2 + sigma_1^2) of the spread at sigma_1: for any sigma_1 its output's spread is at
+    most half the exact one. Stopping the last step at sigma_end (a first-order step that keeps that much noise)
+    makes the two-step map exact for some (sigma_1, sigma_end); the fit finds it."""
+    from torchdiffusion.analytic import IsotropicGaussian
+    from torchdiffusion.samplers.optimize_grid import final_step, fit_noise, optimize_grid
+
+    data = IsotropicGaussian(0.0, 0.1)
+    x_T = fit_noise((1,), 256, seed=1, sigma_max=SMAX)
+    ref = data.ode_solution(x_T, SMAX, 0.0)
+    kw = {"sigma_max": SMAX, "sigma_min": SMIN, "maxfev": 150}
+    plain, info0 = optimize_grid(data.denoise, "ddim", 2, x_T, ref, **kw)
+    short, info = optimize_grid(data.denoise, "ddim", 2, x_T, ref, final_step=True, objective="sw", **kw)
+    assert info0["sigma_end"] == 0 and 0 < info["sigma_end"] < float(short[-2])
+    spread = lambda grid, end: float(
+        get_sampler("ddim")(final_step(data.denoise, float(grid[-2]), end), x_T, grid).std() / ref.std()
+    )
+    assert spread(plain, 0.0) < 0.55
+    assert spread(short, info["sigma_end"]) == pytest.approx(1.0, abs=0.02)
+    # the wrapper touches the last level only, and there it is the first-order step to sigma_end
+    D = final_step(data.denoise, 0.5, 0.1)
+    x = torch.randn(8, 1, dtype=torch.float64)
+    assert torch.equal(D(x, torch.tensor(0.7)), data.denoise(x, torch.tensor(0.7)))
+    d = data.denoise(x, torch.tensor(0.5))
+    assert torch.allclose(D(x, torch.tensor(0.5)), d + 0.2 * (x - d))
+    with pytest.raises(ValueError, match="stops short"):
+        optimize_grid(data.denoise, "heun", 4, x_T, ref, final_step=True, **kw)  # D twice at the last level
+
+
+def test_a_saved_sigma_end_is_checked(tmp_path):
+    from torchdiffusion.samplers.optimize_grid import GridError, load_grid, save_grid
+
+    grid = torch.tensor([80.0, 1.0, 0.1, 0.0], dtype=torch.float64)
+    path = tmp_path / "unipc-nfe3.json"
+    save_grid(path, grid, {"sampler": "unipc", "sigma_end": 0.03})
+    assert load_grid(path)[1]["sigma_end"] == 0.03
+    for meta in (
+        {"sampler": "unipc", "sigma_end": 0.1},
+        {"sampler": "unipc", "sigma_end": -1.0},
+        {"sampler": "unipc", "sigma_end": "x"},
+        {"sampler": "heun", "sigma_end": 0.03},
+    ):
+        save_grid(path, grid, meta)
+        with pytest.raises(GridError) as e:
+            load_grid(path)
+        assert "sigma_end" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_deterministic_list_is_deterministic():
     sig = karras_sigmas(5, SMIN, SMAX)
     x = SMAX * torch.randn(4, 2, dtype=torch.float64)

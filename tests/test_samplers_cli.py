@@ -169,3 +169,37 @@ def test_sample_records_the_grid_generate_walks(tmp_path):
             assert run.model.sigma_max > DISCRETE_SIGMA_MAX >= used["sigmas"][0]
         else:
             assert used["sigmas"][0] == run.model.sigma_max > DISCRETE_SIGMA_MAX
+
+
+def test_generate_stops_where_the_tuned_grid_says(tmp_path):
+    """A tuned grid saved with sigma_end: sample's record names it, and generate's output is the first-order step
+    from the last level to sigma_end, D + (sigma_end / sigma_{n-1}) (x_{n-1} - D), where the same grid without
+    sigma_end returns D."""
+    from dataclasses import replace
+
+    from torchdiffusion.generate import generate
+    from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
+
+    folder = write_run(tmp_path / "points", "toy-2d", POINTS_DDPM, data_shape=(2,))
+    run = load_run(folder)
+    sample = replace(run.config.sample, sampler="unipc", steps=3, grid="tuned")
+    grid = torch.tensor([50.0, 2.0, 0.3, 0.0], dtype=torch.float64)
+    for name, end in (("plain", 0.0), ("short", 0.06)):
+        save_grid(grid_path(tmp_path / name, "unipc", 3), grid, {"sampler": "unipc", "nfe": 3, "sigma_end": end})
+    seen = []
+    plain = generate(
+        run.model,
+        range(4),
+        sample,
+        run.data_shape,
+        grid_dir=tmp_path / "plain" / "grids",
+        callback=lambda info: seen.append(info.x) if info.i == info.n - 2 else None,
+    )
+    short = generate(run.model, range(4), sample, run.data_shape, grid_dir=tmp_path / "short" / "grids")
+    x_last = seen[0].float()
+    assert torch.allclose(short, plain + 0.2 * (x_last - plain), atol=1e-5)
+    assert not torch.allclose(short, plain)
+    (folder / "grids").mkdir(exist_ok=True)
+    (folder / "grids" / "unipc-nfe3.json").write_text((grid_path(tmp_path / "short", "unipc", 3)).read_text())
+    _, meta = _sample(folder, tmp_path, "tuned", "--sampler", "unipc", "--grid", "tuned")
+    assert meta["grid_used"]["grid"] == "tuned" and meta["grid_used"]["sigma_end"] == 0.06

@@ -247,7 +247,7 @@ def resolve_grid(
     only the timesteps with sigma <= ``schedules.DISCRETE_SIGMA_MAX`` (:func:`schedules.unclamped_timesteps`;
     the record says ``sigma_cap``). Karras and log-SNR grids of a discrete model stop at
     ``schedules.DISCRETE_SIGMA_MAX``. ``model`` needs only ``sigma_min``, ``sigma_max`` and ``process``."""
-    from .samplers.optimize_grid import GridError, find_tuned_grid
+    from .samplers.optimize_grid import GridError, find_tuned_grid, load_grid
 
     steps = sample.steps if steps is None else steps
     if steps < 1:
@@ -257,7 +257,9 @@ def resolve_grid(
     if kind in ("tuned", "auto") and grid_dir is not None:
         try:
             sigmas, path = find_tuned_grid(grid_dir, sample.sampler, steps, with_path=True)
-            return sigmas, {"grid": "tuned", "asked": kind, "path": str(path), "sigmas": sigmas.tolist()}
+            end = float(load_grid(path)[1].get("sigma_end", 0.0))  # where its last step stops (0: at 0)
+            record = {"grid": "tuned", "asked": kind, "path": str(path), "sigmas": sigmas.tolist()}
+            return sigmas, {**record, "sigma_end": end} if end else record
         except GridError:
             if kind == "tuned":
                 raise
@@ -360,11 +362,13 @@ def generate(
             ``data_shape``, unclamped, and each batch is decoded at the very end, ``x = G(z / s)`` (latent.py).
     """
     from .latent import as_pixels
+    from .samplers.optimize_grid import final_step
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sampler = get_sampler(sample.sampler)
     clip = clamps_x0(sample, data_shape, codec)
-    sigmas = make_grid_sigmas(model, sample, clamped=clip, grid_dir=grid_dir)
+    sigmas, grid_record = resolve_grid(model, sample, clamped=clip, grid_dir=grid_dir)
+    sigma_end = grid_record.get("sigma_end", 0.0)  # a tuned grid may stop short of 0 (optimize_grid.final_step)
     knobs = sampler_knobs(sample.sampler, sample)
     guide = guide_of(model) if sample.autoguidance != 1.0 else None  # None: the model alone
     if guide is None and sample.autoguidance != 1.0:
@@ -403,6 +407,8 @@ def generate(
             D = wrap(D, sl)
         if precision == "bf16":
             D = _autocast(D, device)
+        if sigma_end:
+            D = final_step(D, float(sigmas[-2]), sigma_end)
         x = sampler(D, x, sigmas, noise=ns, callback=callback, **knobs)
         out.append(as_pixels(x.float(), codec).cpu())
     x = torch.cat(out)

@@ -21,6 +21,12 @@ CASES = {
     "broad6": lambda: random_mixture(6, 15, 32, var_range=(1e-3, 1.0)),  # broad and narrow modes overlapping
     "lowrank48": lambda: random_mixture(48, 6, 33, var_range=(1e-3, 0.3), rank=3),  # 3-D pieces in 48-D
     "dense20": lambda: random_mixture(20, 40, 34, mean_scale=0.5, var_range=(0.01, 0.2)),  # many close modes
+    # a third held-out set: drawn to check candidate defaults and the tuned grids that stop short of 0, and used
+    # for nothing else
+    "mid5": lambda: random_mixture(5, 12, 41, mean_scale=1.2, var_range=(2e-3, 0.2)),
+    "lowrank10": lambda: random_mixture(10, 8, 42, var_range=(1e-3, 0.4), rank=2),  # 2-D pieces in 10-D
+    "mid28": lambda: random_mixture(28, 18, 43, mean_scale=0.8, var_range=(5e-3, 0.1)),
+    "narrow2": lambda: random_mixture(2, 6, 44, mean_scale=2.0, var_range=(1e-3, 0.02)),  # six narrow modes in 2-D
 }
 HELD_OUT_CASES = (
     "grid25",
@@ -32,6 +38,10 @@ HELD_OUT_CASES = (
     "broad6",
     "lowrank48",
     "dense20",
+    "mid5",
+    "lowrank10",
+    "mid28",
+    "narrow2",
 )
 
 

@@ -33,7 +33,15 @@ from ..io import atomic_write
 from ..precond import Precond
 from ..process import DiscreteVP
 from ..samplers import DETERMINISTIC, SAMPLERS, get_sampler, steps_for_nfe
-from ..samplers.optimize_grid import fit_noise, load_grid, optimize_grid, reference_solution, save_grid
+from ..samplers.optimize_grid import (
+    STOPS_SHORT,
+    final_step,
+    fit_noise,
+    load_grid,
+    optimize_grid,
+    reference_solution,
+    save_grid,
+)
 from ..schedules import unclamped_timesteps
 from ..types import Denoiser
 from . import diffusers_driver
@@ -55,6 +63,8 @@ class BenchConfig:
     fit_n: int = 128  # starting samples for fitting grids (own seed)
     fit_knots: int = 4  # free knots of the log-sigma warp a tuned grid moves
     fit_tol: float = 1e-4  # tolerance of the reference ODE solve grids are fit to
+    fit_objective: str = "rms"  # rms | sw: what a tuned grid minimises (optimize_grid.grid_error)
+    stop_short: bool = False  # tuned grids may stop their last step short of 0 (optimize_grid.final_step)
     adaptive_tols: tuple[float, ...] = (1e-2, 1e-3)  # rows for the adaptive solver (its NFE is reported)
     diffusers: tuple[str, ...] = tuple(diffusers_driver.SCHEDULERS)  # empty to skip
     diffusers_spacings: tuple[str, ...] = ("leading", "trailing", "linspace")  # diffusers' timestep_spacing
@@ -128,13 +138,15 @@ def tuned_grid(
     cache: dict,
     log: Callable[[str], None],
     clamped: bool = False,
-) -> Tensor:
+) -> tuple[Tensor, float]:
     """Load ``grid_dir/<sampler>-nfe<N>.json`` or fit it on the fit seed's starting noise and save it (``clamped``:
     whether ``denoise`` clips x0_hat; for a discrete model that does not, the fit starts where its ``auto`` grid
-    does, at the top of :func:`schedules.unclamped_timesteps`, since ``auto`` takes the tuned grid when one fits)."""
+    does, at the top of :func:`schedules.unclamped_timesteps`, since ``auto`` takes the tuned grid when one fits).
+    Returns the grid and its ``sigma_end`` (where its last step stops; 0 unless ``cfg.stop_short``)."""
     path = Path(grid_dir) / f"{sampler}-nfe{nfe}.json"
     if path.exists():
-        return load_grid(path)[0]
+        grid, meta = load_grid(path)
+        return grid, float(meta.get("sigma_end", 0.0))
     sigma_min, sigma_max = model.sigma_min, model.sigma_max
     if model.process is not None and not clamped:
         sigma_max = float(unclamped_timesteps(model.process.sigmas)[-1])
@@ -156,6 +168,8 @@ def tuned_grid(
         starts=starts,
         maxfev=cfg.tune_maxfev if nfe <= cfg.tune_up_to_nfe else 0,
         max_free=cfg.fit_knots,
+        objective=cfg.fit_objective,
+        final_step=cfg.stop_short and sampler in STOPS_SHORT and steps_for_nfe(sampler, nfe) >= 2,
     )
     cache[("grid", nfe)] = starts + (grid,)
     save_grid(
@@ -166,15 +180,17 @@ def tuned_grid(
             "nfe": nfe,
             "fit_seed": cfg.fit_seed,
             "fit_n": cfg.fit_n,
-            "objective": "rms error to the accurate ODE solution",
             **info,
+            "objective": {"rms": "rms error", "sw": "sliced Wasserstein-1"}[cfg.fit_objective]
+            + " to the accurate ODE solution",
         },
     )
     log(
         f"  tuned {sampler} nfe={nfe}: rms {info['rms_start']:.4g} -> {info['rms']:.4g} "
         f"({time.perf_counter() - t0:.0f} s)"
+        + (f"; stops at sigma {info['sigma_end']:.3g}" if info["sigma_end"] else "")
     )
-    return grid
+    return grid, info["sigma_end"]
 
 
 @dataclass
@@ -252,8 +268,9 @@ def our_rows(c: Case, cfg: BenchConfig, grid_dir: Path, log: Callable[[str], Non
                 continue
             for budget in cfg.nfes:
                 steps = steps_for_nfe(name, budget)
+                end = 0.0
                 if kind == "tuned":
-                    grid = tuned_grid(
+                    grid, end = tuned_grid(
                         c.denoise, name, budget, c.shape, cfg, c.model, grid_dir, cache, log, clamped=c.clamped
                     )
                 else:
@@ -262,10 +279,13 @@ def our_rows(c: Case, cfg: BenchConfig, grid_dir: Path, log: Callable[[str], Non
                     continue
                 noise_g = torch.Generator().manual_seed(cfg.eval_seed + 1000)
                 noise = lambda g=noise_g: torch.randn(c.z.shape, generator=g)
-                out, calls, sec = _timed(c, get_sampler(name), grid[0].item(), grid, noise=noise)
+                fn = get_sampler(name)
+                if end:  # the tuned grid's last step stops short of 0, as generate() samples it
+                    fn = lambda D, x, sig, f=fn, e=end, **kw: f(final_step(D, float(sig[-2]), e), x, sig, **kw)
+                out, calls, sec = _timed(c, fn, grid[0].item(), grid, noise=noise)
                 if calls > budget:
                     continue  # cannot fit the budget (e.g. Heun at NFE 2)
-                extra = {"sigmas": [float(v) for v in grid]}
+                extra = {"sigmas": [float(v) for v in grid], **({"sigma_end": end} if end else {})}
                 rows.append(Row(c.name, "torchdiffusion", name, kind, budget, calls, *c.quality(out), sec, extra))
                 log(f"[{c.name}] {name:16s} {kind:12s} nfe {calls:3d}: sw {rows[-1].sw:.4g} ({sec:.1f} s)")
     return rows

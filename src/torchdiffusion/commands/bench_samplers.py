@@ -39,6 +39,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fit-n", type=positive_int(MAX_COUNT), default=128, help="starting samples (own seed) the grids are fit on"
     )
+    p.add_argument(
+        "--fit-objective",
+        choices=("rms", "sw"),
+        default="rms",
+        help="what a tuned grid minimises: rms distance of each sample to its accurate ODE solution, or sliced "
+        "Wasserstein-1 between the two sample sets (default rms)",
+    )
+    p.add_argument(
+        "--stop-short",
+        action="store_true",
+        help="tuned grids also fit where their last step stops (a little noise left in; at few steps the full "
+        "step to 0 narrows the data's narrow modes); sample/generate then stop there too",
+    )
     p.add_argument("--grid-dir", help="where tuned grids are read from / written to")
     p.add_argument("--diffusers", default=None, help="diffusers schedulers (default: all, if installed)")
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' schedulers")
@@ -109,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         tuned_samplers=_csv(args.tuned_samplers),
         tune_maxfev=args.tune_maxfev,
         fit_n=args.fit_n,
+        fit_objective=args.fit_objective,
+        stop_short=args.stop_short,
         diffusers=dif,
     )
     command = "torchdiffusion " + " ".join(shlex.quote(a) for a in sys.argv[1:])

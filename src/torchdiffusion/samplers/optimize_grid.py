@@ -12,6 +12,19 @@ a bound on the Wasserstein-2 distance between the few-step and the exact ODE sam
 search is derivative-free (Nelder-Mead on log sigma), started from the best of a few Karras / log-SNR grids;
 grids with more than ``max_free`` interior points are moved through ``max_free`` knots of a piecewise-linear
 warp of log sigma. Grids are saved as JSON (``grids/<sampler>-nfe<N>.json`` in a run folder).
+
+Two options for few steps (``bench_default_sampler.py`` uses both; docs/samplers.md has the figures):
+
+* ``objective="sw"``: instead of the RMS distance, the sliced Wasserstein-1 distance between the outputs and the
+  references (64 fixed directions): the sample *distribution* must match, not each sample's path.
+* ``final_step=True``: one more free number, sigma_end in [0, sigma_{n-1}): the last step stops there, a
+  first-order (DDIM) step that keeps noise of size sigma_end in the sample,
+  x_out = D + (sigma_end / sigma_{n-1}) (x_{n-1} - D)  with D = D(x_{n-1}, sigma_{n-1})
+  (:func:`final_step`). The step all the way to 0 returns the posterior mean D, which narrows every mode of the
+  data narrower than sigma_{n-1} (a Gaussian mode of std s keeps s^2 / (s^2 + sigma^2) of its spread); with five
+  steps sigma_{n-1} cannot be small, and stopping short gives some of that spread back. Only for the samplers
+  whose final state is D at the last level (:data:`STOPS_SHORT`); diffusers' ``final_sigmas_type="sigma_min"``
+  is the untuned form of the same idea.
 """
 
 from __future__ import annotations
@@ -47,12 +60,65 @@ def _grid_from_logs(sigma_max: float, logs: np.ndarray) -> Tensor:
     return torch.tensor([sigma_max, *np.exp(logs).tolist(), 0.0], dtype=torch.float64)
 
 
+# Samplers whose output on a grid [..., sigma_{n-1}, 0] is D(x_{n-1}, sigma_{n-1}), with D evaluated once at that
+# level: a tuned grid may stop short of 0 for them (final_step).
+STOPS_SHORT = (
+    "euler",
+    "ddim",
+    "unipc",
+    "unipc_bh1",
+    "unipc_bh2",
+    "dpmpp_2m",
+    "dpmpp_3m",
+    "dpmpp_2m_exact",
+    "dpmpp_3m_exact",
+    "dpmpp_2s",
+    "dpmpp_2s_exact",
+)
+OBJECTIVES = ("rms", "sw")
+
+
+def final_step(denoise: Denoiser, sigma_last: float, sigma_end: float) -> Denoiser:
+    """``denoise`` whose evaluation at ``sigma_last`` (the grid's last level before 0) returns the first-order step
+    to ``sigma_end`` instead of D: D + (sigma_end / sigma_last) (x - D). For the samplers of :data:`STOPS_SHORT`
+    that makes the last step stop at ``sigma_end``; other levels are untouched."""
+    if sigma_end <= 0:
+        return denoise
+    if not 0 < sigma_end < sigma_last:
+        raise ValueError(f"sigma_end must be in (0, {sigma_last:g}), got {sigma_end:g}")
+    a = sigma_end / sigma_last
+
+    def D(x: Tensor, sigma: Tensor) -> Tensor:
+        d = denoise(x, sigma)
+        if abs(float(torch.as_tensor(sigma).flatten()[0]) - sigma_last) <= 1e-6 * sigma_last:  # float32 states too
+            return d + a * (x - d)
+        return d
+
+    return D
+
+
 def grid_error(
-    denoise: Denoiser, sampler: str, grid: Tensor, x_T: Tensor, reference: Tensor, knobs: dict | None = None
+    denoise: Denoiser,
+    sampler: str,
+    grid: Tensor,
+    x_T: Tensor,
+    reference: Tensor,
+    knobs: dict | None = None,
+    *,
+    sigma_end: float = 0.0,
+    objective: str = "rms",
 ) -> float:
-    """RMS distance between the sampler's output on ``grid`` and the reference samples."""
-    out = get_sampler(sampler)(denoise, x_T, grid, **(knobs or {}))
-    return float((out.to(torch.float64) - reference.to(torch.float64)).pow(2).mean().sqrt())
+    """The distance between the sampler's output on ``grid`` (stopping at ``sigma_end``, :func:`final_step`) and the
+    reference samples: RMS over samples (``rms``) or sliced Wasserstein-1 between the two sets (``sw``)."""
+    if sigma_end > 0:
+        denoise = final_step(denoise, float(grid[-2]), sigma_end)
+    out = get_sampler(sampler)(denoise, x_T, grid, **(knobs or {})).to(torch.float64)
+    ref = reference.to(torch.float64)
+    if objective == "sw":
+        from ..bench.metrics import random_directions, sliced_wasserstein
+
+        return sliced_wasserstein(out.flatten(1), ref.flatten(1), random_directions(out[0].numel(), 64, seed=7))
+    return float((out - ref).pow(2).mean().sqrt())
 
 
 def optimize_grid(
@@ -68,6 +134,8 @@ def optimize_grid(
     max_free: int = 10,
     maxfev: int = 1500,
     starts: Sequence[Tensor] = (),
+    objective: str = "rms",
+    final_step: bool = False,
 ) -> tuple[Tensor, dict]:
     """Optimise an n-step grid (n from the NFE budget) for a deterministic sampler; see the module docstring.
 
@@ -79,20 +147,36 @@ def optimize_grid(
         reference: (B, ...) their accurate ODE solutions (:func:`reference_solution`).
         sigma_max, sigma_min: the model's range; interior levels stay inside (sigma_min / 10, sigma_max).
         starts: extra starting grids of the same length (e.g. another sampler's optimum).
+        objective: ``rms`` or ``sw`` (:func:`grid_error`).
+        final_step: also fit sigma_end, where the last step stops (:func:`final_step`; samplers of
+            :data:`STOPS_SHORT` only, with at least two steps).
     Returns:
-        the grid (n + 1,) float64 ending in 0, and an info dict (``rms`` before and after, evaluations).
+        the grid (n + 1,) float64 ending in 0, and an info dict (the objective's value ``rms`` before and after,
+        whatever the objective, evaluations, and ``sigma_end``: 0 unless ``final_step``).
     """
     from scipy.optimize import minimize
 
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown grid objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
     n = steps_for_nfe(sampler, nfe, **(knobs or {}))
+    if final_step and (sampler not in STOPS_SHORT or n < 2):
+        raise ValueError(
+            f"a grid that stops short of 0 needs one of {', '.join(STOPS_SHORT)} and at least two steps "
+            f"(got {sampler}, {n} steps)"
+        )
     lo, hi = math.log(sigma_min / 10), math.log(sigma_max)
     evals = {"count": 0}
 
-    def err_of_logs(logs: np.ndarray) -> float:
+    def err_of_logs(logs: np.ndarray, a: float = 0.0) -> float:
         if n > 1 and (np.any(np.diff(logs) >= 0) or logs[0] >= hi or logs[-1] <= lo):
             return 1e6
+        if not 0 <= a < 1:
+            return 1e6
         evals["count"] += 1
-        e = grid_error(denoise, sampler, _grid_from_logs(sigma_max, logs), x_T, reference, knobs)
+        grid = _grid_from_logs(sigma_max, logs)
+        e = grid_error(
+            denoise, sampler, grid, x_T, reference, knobs, sigma_end=a * float(grid[-2]), objective=objective
+        )
         return e if math.isfinite(e) else 1e6
 
     # Start from the best of a few standard grids (and the caller's).
@@ -108,6 +192,26 @@ def optimize_grid(
         if e < best:
             best_logs, best = logs, e
     start_err = best
+    if (
+        final_step and maxfev > 0
+    ):  # the interior levels and a = sigma_end / sigma_{n-1}, from a = 0.1, with a wide first simplex
+        theta0 = np.concatenate([best_logs, [0.1]])
+        f = lambda th: err_of_logs(th[:-1], float(th[-1]))
+        for _ in range(3):  # restarts rebuild the simplex around the last optimum
+            simplex = [theta0] + [theta0 + np.eye(len(theta0))[i] * (0.2 if i == n - 1 else 0.5) for i in range(n)]
+            res = minimize(
+                f,
+                theta0,
+                method="Nelder-Mead",
+                options={"maxfev": maxfev // 3, "initial_simplex": np.array(simplex), "adaptive": True},
+            )
+            theta0 = res.x
+        a_best = 0.0
+        if res.fun < best:
+            best_logs, best, a_best = res.x[:-1], float(res.fun), float(res.x[-1])
+        grid = _grid_from_logs(sigma_max, best_logs)
+        info = {"rms_start": start_err, "rms": best, "evaluations": evals["count"], "steps": n}
+        return grid, {**info, "objective": objective, "sigma_end": a_best * float(grid[-2])}
     if n > 1:
         m = n - 1
         if m <= max_free:
@@ -129,7 +233,8 @@ def optimize_grid(
         if res.fun < best:
             best_logs, best = to_logs(res.x), float(res.fun)
     grid = _grid_from_logs(sigma_max, best_logs)
-    return grid, {"rms_start": start_err, "rms": best, "evaluations": evals["count"], "steps": n}
+    info = {"rms_start": start_err, "rms": best, "evaluations": evals["count"], "steps": n}
+    return grid, {**info, "objective": objective, "sigma_end": 0.0}
 
 
 def save_grid(path: str | Path, sigmas: Tensor, meta: dict) -> None:
@@ -148,6 +253,11 @@ def load_grid(path: str | Path) -> tuple[Tensor, dict]:
         raise GridError(f"cannot read grid {path}: {e}") from None
     if len(sigmas) < 2 or sigmas[-1] != 0 or bool((sigmas[1:] >= sigmas[:-1]).any()):
         raise GridError(f"grid {path} is not a decreasing list of sigmas ending in 0")
+    end = doc.get("sigma_end", 0.0)
+    if not isinstance(end, (int, float)) or not 0 <= end < float(sigmas[-2]) or (end and len(sigmas) < 3):
+        raise GridError(f"grid {path}: sigma_end must be a number in [0, {float(sigmas[-2]):g}), got {end!r}")
+    if end and doc.get("sampler") not in STOPS_SHORT:
+        raise GridError(f"grid {path}: sigma_end > 0 needs one of {', '.join(STOPS_SHORT)}")
     return sigmas, doc
 
 
@@ -197,13 +307,16 @@ def fit_grid(
     tol: float = 1e-4,
     starts: Sequence[Tensor] = (),
     dtype=torch.float64,
+    objective: str = "rms",
+    final_step: bool = False,
 ) -> tuple[Tensor, dict]:
     """A tuned grid at a small, fixed cost: ``fit_n`` starting noises of their own ``seed``, their reference ODE
         solutions to ``tol``, then :func:`optimize_grid` with at most ``maxfev`` solves moving ``max_free`` knots of
         the log-sigma warp. The cost is about (reference NFE + maxfev x nfe) network calls on ``fit_n`` samples; on
         the Gaussian-mixture bench that is a few seconds per setting (docs/samplers.md). ``starts``: grids to start
     from besides the Karras / log-SNR family (pass the model's default grid, e.g. its own timesteps, so the tuned
-    grid is never worse than it on the fit seed). ``info`` adds ``seconds``."""
+    grid is never worse than it on the fit seed). ``objective`` and ``final_step`` as in :func:`optimize_grid`
+    (``info["sigma_end"]`` is where the last step stops; save it with the grid). ``info`` adds ``seconds``."""
     import time
 
     t0 = time.perf_counter()
@@ -220,6 +333,8 @@ def fit_grid(
         max_free=max_free,
         maxfev=maxfev,
         starts=[g for g in starts if float(g[0]) == sigma_max],
+        objective=objective,
+        final_step=final_step,
     )
     info.update(fit_n=fit_n, fit_seed=seed, seconds=round(time.perf_counter() - t0, 2))
     return grid, info
