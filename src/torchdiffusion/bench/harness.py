@@ -186,7 +186,7 @@ def tuned_grid(
         },
     )
     log(
-        f"  tuned {sampler} nfe={nfe}: rms {info['rms_start']:.4g} -> {info['rms']:.4g} "
+        f"  tuned {sampler} nfe={nfe}: {cfg.fit_objective} {info['rms_start']:.4g} -> {info['rms']:.4g} "
         f"({time.perf_counter() - t0:.0f} s)"
         + (f"; stops at sigma {info['sigma_end']:.3g}" if info["sigma_end"] else "")
     )
