@@ -247,7 +247,7 @@ def resolve_grid(
     only the timesteps with sigma <= ``schedules.DISCRETE_SIGMA_MAX`` (:func:`schedules.unclamped_timesteps`;
     the record says ``sigma_cap``). Karras and log-SNR grids of a discrete model stop at
     ``schedules.DISCRETE_SIGMA_MAX``. ``model`` needs only ``sigma_min``, ``sigma_max`` and ``process``."""
-    from .samplers.optimize_grid import GridError, find_tuned_grid, load_grid
+    from .samplers.optimize_grid import GridError, find_tuned_grid
 
     steps = sample.steps if steps is None else steps
     if steps < 1:
@@ -256,8 +256,8 @@ def resolve_grid(
     kind = sample.grid
     if kind in ("tuned", "auto") and grid_dir is not None:
         try:
-            sigmas, path = find_tuned_grid(grid_dir, sample.sampler, steps, with_path=True)
-            end = float(load_grid(path)[1].get("sigma_end", 0.0))  # where its last step stops (0: at 0)
+            sigmas, path, meta = find_tuned_grid(grid_dir, sample.sampler, steps, with_path=True)
+            end = float(meta.get("sigma_end", 0.0))  # where its last step stops (0: at 0)
             record = {"grid": "tuned", "asked": kind, "path": str(path), "sigmas": sigmas.tolist()}
             return sigmas, {**record, "sigma_end": end} if end else record
         except GridError:

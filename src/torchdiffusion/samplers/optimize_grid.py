@@ -149,7 +149,8 @@ def optimize_grid(
         starts: extra starting grids of the same length (e.g. another sampler's optimum).
         objective: ``rms`` or ``sw`` (:func:`grid_error`).
         final_step: also fit sigma_end, where the last step stops (:func:`final_step`; samplers of
-            :data:`STOPS_SHORT` only, with at least two steps).
+            :data:`STOPS_SHORT` only, with at least two steps); the interior levels then move freely, not through
+            ``max_free`` knots.
     Returns:
         the grid (n + 1,) float64 ending in 0, and an info dict (the objective's value ``rms`` before and after,
         whatever the objective, evaluations, and ``sigma_end``: 0 unless ``final_step``).
@@ -192,9 +193,9 @@ def optimize_grid(
         if e < best:
             best_logs, best = logs, e
     start_err = best
-    if (
-        final_step and maxfev > 0
-    ):  # the interior levels and a = sigma_end / sigma_{n-1}, from a = 0.1, with a wide first simplex
+    a_best = 0.0  # sigma_end / sigma_{n-1} of the best grid (0: its last step goes to 0)
+    if final_step and maxfev > 0:
+        # all interior levels (no warp) and a, from a = 0.1, with a wide first simplex
         theta0 = np.concatenate([best_logs, [0.1]])
         f = lambda th: err_of_logs(th[:-1], float(th[-1]))
         for _ in range(3):  # restarts rebuild the simplex around the last optimum
@@ -206,13 +207,9 @@ def optimize_grid(
                 options={"maxfev": maxfev // 3, "initial_simplex": np.array(simplex), "adaptive": True},
             )
             theta0 = res.x
-        a_best = 0.0
         if res.fun < best:
             best_logs, best, a_best = res.x[:-1], float(res.fun), float(res.x[-1])
-        grid = _grid_from_logs(sigma_max, best_logs)
-        info = {"rms_start": start_err, "rms": best, "evaluations": evals["count"], "steps": n}
-        return grid, {**info, "objective": objective, "sigma_end": a_best * float(grid[-2])}
-    if n > 1:
+    elif n > 1:
         m = n - 1
         if m <= max_free:
             to_logs = lambda th: th
@@ -234,7 +231,7 @@ def optimize_grid(
             best_logs, best = to_logs(res.x), float(res.fun)
     grid = _grid_from_logs(sigma_max, best_logs)
     info = {"rms_start": start_err, "rms": best, "evaluations": evals["count"], "steps": n}
-    return grid, {**info, "objective": objective, "sigma_end": 0.0}
+    return grid, {**info, "objective": objective, "sigma_end": a_best * float(grid[-2])}
 
 
 def save_grid(path: str | Path, sigmas: Tensor, meta: dict) -> None:
@@ -268,14 +265,14 @@ def grid_path(run_dir: str | Path, sampler: str, nfe: int) -> Path:
 
 def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int, *, with_path: bool = False):
     """The grid of ``grid_dir`` tuned for ``sampler`` with ``steps`` steps (``<sampler>-nfe<N>.json`` written
-    by ``bench-samplers``, or ``save_grid`` after ``fit_grid``), and its path when ``with_path``; a
-    :class:`GridError` naming what there is when none matches."""
+    by ``bench-samplers``, or ``save_grid`` after ``fit_grid``), with its path and metadata, ``(sigmas, path,
+    meta)``, when ``with_path``; a :class:`GridError` naming what there is when none matches."""
     grid_dir = Path(grid_dir)
     found = {}
     for path in sorted(grid_dir.glob(f"{sampler}-nfe*.json")):
         sigmas, meta = load_grid(path)
         if meta.get("sampler", sampler) == sampler:
-            found[len(sigmas) - 1] = (sigmas, path)
+            found[len(sigmas) - 1] = (sigmas, path, meta)
     if steps in found:
         return found[steps] if with_path else found[steps][0]
     have = f"it has {sampler} grids for {', '.join(map(str, sorted(found)))} steps" if found else "it has none"
