@@ -13,12 +13,16 @@ with the same number):
   the sampling noise of the mode weights, so a single draw is not a floor;
 * the exact ODE: the probability-flow ODE solved to 1e-6 from the same starting noises (what any deterministic
   sampler converges to; its mean estimates the floor again);
-* ours at NFE 10: ``SampleConfig()``'s sampler on its ``auto`` grid (no tuned grid), i.e. what a new run gets;
+* ours at NFE 10 (and 5): ``SampleConfig()``'s sampler on its ``auto`` grid (no tuned grid) with the settings
+  that grid brings (``generate.sampling_plan``: UniPC of order 2 on a log-SNR grid from 80 down to 1 / n), i.e.
+  what a new run gets;
 * diffusers at NFE 10: every scheduler of ``bench.diffusers_driver`` at each timestep spacing, the best mean kept;
 * k-diffusion at NFE 10: its samplers on its Karras grid from the model's sigma_max and from 80, and on its
   exponential / polyexponential grids from 80, sigma_min the model's, the best mean kept (``k_diffusion.sampling``);
 * ours at NFE 10 on the tuned grid that stops short (below; 300 solves), against the same peers;
-* ours at NFE 5 on a tuned grid fitted by ``optimize_grid.fit_grid`` on its own seed (1), with its fitting time
+* ours at NFE 5 on a tuned grid fitted by ``optimize_grid.fit_grid`` on its own seed (1), starting from the
+  model's timesteps with sigma <= 80 and sampled, as ``generate`` samples a tuned grid, at the sampler's own
+  settings (UniPC of order 3), with its fitting time
   (seconds on the machine it ran on; a loaded machine inflates them): the RMS fit (128 starting points, 120
   solves; what ``bench-samplers`` fits) and the fit of the sample distribution whose last step stops short of 0
   (``objective="sw"``, ``final_step=True``; 512 starting points, 450 solves).
@@ -50,10 +54,10 @@ from torchdiffusion.bench.fast_mixture import FastMixtureDenoiser
 from torchdiffusion.bench.harness import Counter, analytic_model
 from torchdiffusion.bench.metrics import SlicedReference, random_directions
 from torchdiffusion.config import SampleConfig
-from torchdiffusion.generate import resolve_grid
+from torchdiffusion.generate import sampling_plan
 from torchdiffusion.samplers import get_sampler, sample_adaptive, steps_for_nfe
 from torchdiffusion.samplers.optimize_grid import final_step, fit_grid
-from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, make_sigmas
+from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, make_sigmas, unclamped_timesteps
 
 # k-diffusion samplers: name -> (function, keyword arguments, evaluations per step)
 K_SAMPLERS = {
@@ -118,9 +122,15 @@ def diffusers_rows(D, z, nfe: int, model, quality, seed: int = 0) -> list[dict]:
     return rows
 
 
-def ours(D, z, sampler: str, sigmas, quality, sigma_end: float = 0.0) -> dict:
+def timesteps_grid(model, steps: int):
+    """``steps`` of the model's timesteps with sigma <= 80, trailing (the unclamped ``auto`` grid of stochastic
+    samplers; what every sampler took before the log-SNR grid down to 1 / n)."""
+    return make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=unclamped_timesteps(model.process.sigmas))
+
+
+def ours(D, z, sampler: str, sigmas, quality, sigma_end: float = 0.0, knobs: dict | None = None) -> dict:
     counter = Counter(final_step(D, float(sigmas[-2]), sigma_end) if sigma_end else D)
-    x = get_sampler(sampler)(counter, float(sigmas[0]) * z, sigmas)
+    x = get_sampler(sampler)(counter, float(sigmas[0]) * z, sigmas, **(knobs or {}))
     return {"nfe": counter.calls, "sw": quality(x)}
 
 
@@ -188,14 +198,17 @@ def run_case(name: str, n: int, K, log, seeds: int = 3, floor_draws: int = 8) ->
     ]
     out["exact_ode"] = {"sw": sum(exact) / len(exact), "sw_seeds": exact}
     default = SampleConfig()
+
+    def default_row(nfe: int) -> dict:
+        """The default sampler on its default grid with the settings that grid brings (vectors: never clamped)."""
+        sample = replace(default, steps=steps_for_nfe(default.sampler, nfe))
+        sigmas, knobs, record = sampling_plan(model, sample, clamped=False)
+        about = {"sampler": default.sampler, "grid": record["grid"], "knobs": knobs, "sigmas": sigmas.tolist()}
+        rows = [[ours(D, z, default.sampler, sigmas, quality, knobs=knobs)] for z in zs.values()]
+        return {**about, **mean_rows(rows)[0]}
+
     steps = steps_for_nfe(default.sampler, 10)
-    sigmas, record = resolve_grid(model, replace(default, steps=steps), clamped=False)  # vectors: never clamped
-    out["default_nfe10"] = mean_rows(
-        [
-            [{"sampler": default.sampler, "grid": record["grid"], **ours(D, z, default.sampler, sigmas, quality)}]
-            for z in zs.values()
-        ]
-    )[0]
+    out["default_nfe10"] = default_row(10)
     out["grids_nfe10"] = mean_rows([grid_rows(D, z, model, quality) for z in zs.values()])
     log(
         f"[{name}] floor {out['floor']:.4g} (sd {out['floor_sd']:.2g}); exact ODE {out['exact_ode']['sw']:.4g}; "
@@ -209,8 +222,10 @@ def run_case(name: str, n: int, K, log, seeds: int = 3, floor_draws: int = 8) ->
         rows = mean_rows([k_rows(K, D, z, 10, model, quality, s) for s, z in zs.items()])
         out["kdiffusion_nfe10"] = min(rows, key=lambda r: r["sw"])
         log(f"[{name}] k-diffusion best {out['kdiffusion_nfe10']}")
-    std, _ = resolve_grid(model, replace(default, steps=steps_for_nfe(default.sampler, 5)), clamped=False)
-    sigma_max = float(std[0])  # the tuned grid starts where the default one does, and from it
+    # the tuned grids start from the model's timesteps <= 80 (the default grid before the log-SNR one; a tuned grid
+    # is sampled at the sampler's own settings, UniPC of order 3) and at their top
+    std = timesteps_grid(model, steps_for_nfe(default.sampler, 5))
+    sigma_max = float(std[0])
     grid, info = fit_grid(
         D, default.sampler, 5, (mix.dim,), sigma_max=sigma_max, sigma_min=model.sigma_min, starts=(std,)
     )
@@ -245,9 +260,8 @@ def run_case(name: str, n: int, K, log, seeds: int = 3, floor_draws: int = 8) ->
 
     floor = out["floor"]
     out["tuned_short_nfe5"] = short = stopping_short(5, std, 450)
-    out["default_nfe5"] = mean_rows([[ours(D, z, default.sampler, std, quality)] for z in zs.values()])[0]
-    std10, _ = resolve_grid(model, replace(default, steps=steps), clamped=False)
-    out["tuned_short_nfe10"] = stopping_short(10, std10, 300)
+    out["default_nfe5"] = default_row(5)
+    out["tuned_short_nfe10"] = stopping_short(10, timesteps_grid(model, steps), 300)
     log(
         f"[{name}] tuned nfe 5 {out['tuned_nfe5']['sw']:.4g}; stopping short at {short['sigma_end']:.3g} "
         f"{short['sw']:.4g} ({short['fit_seconds_loaded']} s fit)"

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     from torchdiffusion.edit import inpaint, invert, psnr, repaint_moves
     from torchdiffusion.evaluation.classifier import classify, load_classifier, load_classifier_file
-    from torchdiffusion.generate import clamped, clamps_x0, load_run, make_grid_sigmas, sampler_knobs
+    from torchdiffusion.generate import clamped, clamps_x0, load_run, make_grid_sigmas, sampling_plan
     from torchdiffusion.masks import make_mask
     from torchdiffusion.samplers import get_sampler, nfe
     from torchdiffusion.types import NoiseSource
@@ -103,11 +103,8 @@ def main(argv=None) -> int:
     clip = clamps_x0(sample, run_.data_shape, run_.codec)
     if clip:
         D = clamped(D)
-    sampler, sigmas, knobs = (
-        get_sampler(sample.sampler),
-        make_grid_sigmas(run_.model, sample, clamped=clip),
-        sampler_knobs(sample.sampler, sample),
-    )
+    sampler = get_sampler(sample.sampler)
+    sigmas, knobs, _ = sampling_plan(run_.model, sample, clamped=clip)
 
     def run_inpaint(resample: int, jump: int | None) -> tuple[torch.Tensor, float]:
         t0 = time.time()

@@ -40,11 +40,12 @@ def test_bench_samplers_on_the_exact_mixture(tmp_path):
 def test_tuned_grids_that_stop_short(tmp_path):
     """--stop-short --fit-objective sw: the tuned grids of the samplers that can stop short record where their last
     step stops and what they minimised; a sampler that cannot (Heun evaluates D twice at the last level) is fitted
-    without it, and the run still completes."""
+    without it, and the run still completes. (80 solves: the fit starts from the unclamped auto grid, which 30 do
+    not improve on for this mixture.)"""
     out = tmp_path / "bench"
     rc, _, err = td(
         *("bench-samplers", "--case", "8gaussians", "--n", "300", "--nfe", "5", "--samplers", "unipc,heun"),
-        *("--grids", "tuned", "--tuned-samplers", "unipc,heun", "--tune-maxfev", "30", "--fit-n", "64"),
+        *("--grids", "tuned", "--tuned-samplers", "unipc,heun", "--tune-maxfev", "80", "--fit-n", "64"),
         *("--stop-short", "--fit-objective", "sw", "--no-diffusers", "--out", out),
     )
     assert rc == 0, err

@@ -13,6 +13,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bench_default_sampler as bench  # noqa: E402
 
+POINTS_DDPM = [  # an eps model of 2-D points on the 1000-step cosine table (as scripts/unclamped_plan_check.py's runs)
+    "diffusion.process=discrete",
+    "diffusion.parameterization=eps",
+    "diffusion.schedule=cosine",
+    "diffusion.noise_conditioning=timestep",
+    "diffusion.sigma_sampling=discrete",
+]
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -58,3 +66,37 @@ def test_unclamped_default_check_compares_every_setting_with_the_default(tmp_pat
     table = (out / "results.md").read_text().splitlines()
     assert len(table) == 2 + 2 * 2 * 3 and all(line.count("/1, worst") == len(check.SETTINGS) - 1 for line in table[2:])
     assert check.main(["--out", str(tmp_path / "x"), "--cases", "nope"]) == 2
+
+
+def test_unclamped_plan_check_compares_the_auto_plan_with_the_grid_it_replaced(tmp_path, capsys):
+    """scripts/unclamped_plan_check.py on a DDPM and a continuous point run: a row per setting, the deterministic
+    samplers on the log-SNR grid down to 1 / n (UniPC of order 2), the stochastic ones on the model's timesteps,
+    every ratio auto / before; a missing run folder is one line, exit 2."""
+    import unclamped_plan_check as check
+
+    from tinyruns import write_run
+
+    ddpm = write_run(tmp_path / "ddpm", "toy-2d", [*POINTS_DDPM, "model.mlp_width=32"], data_shape=(2,))
+    edm = write_run(tmp_path / "edm", "toy-2d", ["model.mlp_width=32"], data_shape=(2,))
+    out = tmp_path / "plan" / "results.json"
+    assert check.main([str(ddpm), str(edm), "--json", str(out), "--n", "200"]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["process"] for r in results] == ["discrete", "continuous"]
+    for r in results:
+        assert [(row["sampler"], row["steps"]) for row in r["rows"]] == list(check.SETTINGS)
+        for row in r["rows"]:
+            assert math.isclose(row["ratio"], row["auto"] / row["before"])
+            stochastic = row["sampler"] in ("ddpm", "euler_ancestral", "dpmpp_2m_sde")
+            if stochastic and r["process"] == "discrete":
+                assert row["auto_grid"] == "uniform_t (timesteps <= 80)" and row["ratio"] == 1.0  # the same grid
+            elif stochastic:
+                assert row["auto_grid"] == "exponential (whole sigma range)" and row["ratio"] == 1.0
+            elif not stochastic:
+                assert row["auto_grid"] == f"exponential to {max(r['sigma_range'][0], 1 / row['steps']):.3g}"
+            assert row["auto_knobs"] == ({"order": 2} if row["sampler"] == "unipc" else {})
+            assert ("ode_grid" in row) == stochastic and (not stochastic or math.isfinite(row["ode_grid"]))
+    assert "| unipc | 5 | exponential to 0.2 (order 2) |" in out.with_suffix(".md").read_text()
+    capsys.readouterr()
+    assert check.main([str(tmp_path / "nope"), "--json", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and not (tmp_path / "x.json").exists()

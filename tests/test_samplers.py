@@ -351,9 +351,13 @@ def test_default_grid_follows_the_process_and_caps_discrete_karras():
     sig, rec = resolve_grid(ddpm, SampleConfig(steps=7), clamped=True)
     assert rec["grid"] == "uniform_t" and "sigma_cap" not in rec
     assert torch.equal(sig, make_sigmas("uniform_t", 7, 0, 0, discrete_sigmas=ddpm.process.sigmas))
-    for clamped in (True, False):
-        sig, rec = resolve_grid(edm, SampleConfig(steps=7), clamped=clamped)
+    for sampler in ("unipc", "ddpm"):  # clamped: the whole sigma range whatever the sampler
+        sig, rec = resolve_grid(edm, SampleConfig(sampler=sampler, steps=7), clamped=True)
         assert rec["grid"] == "exponential" and torch.equal(sig, exponential_sigmas(7, 0.002, 80.0))
+    sig, rec = resolve_grid(edm, SampleConfig(sampler="ddpm", steps=7), clamped=False)
+    assert rec["grid"] == "exponential" and torch.equal(sig, exponential_sigmas(7, 0.002, 80.0))
+    sig, rec = resolve_grid(edm, SampleConfig(steps=7), clamped=False)  # unclamped, deterministic: down to 1 / n
+    assert rec["sigma_low"] == 1 / 7 and torch.equal(sig, exponential_sigmas(7, 1 / 7, 80.0))
     assert ddpm.sigma_max > 150
     for kind in ("karras", "exponential"):
         for clamped in (True, False):
@@ -364,21 +368,28 @@ def test_default_grid_follows_the_process_and_caps_discrete_karras():
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
-def test_unclamped_auto_grid_takes_the_model_s_timesteps_below_the_cap(schedule):
-    """grid auto, x0_hat not clamped: the trailing timesteps of the part of the table with sigma <= 80, so the grid
-    never starts above DISCRETE_SIGMA_MAX; named grids and the clamped auto grid are the same as before."""
+@pytest.mark.parametrize("sampler", ["ddpm", "dpmpp_2m_sde", "ddim:eta=1", "adaptive"])
+def test_unclamped_auto_grid_of_a_stochastic_sampler_takes_the_model_s_timesteps_below_the_cap(schedule, sampler):
+    """grid auto, x0_hat not clamped, a sampler that is not a deterministic grid walker (fresh noise, or adaptive):
+    the trailing timesteps of the part of the table with sigma <= 80, so the grid never starts above
+    DISCRETE_SIGMA_MAX; named grids and the clamped auto grid are the same as before."""
+    from dataclasses import replace
+
     from torchdiffusion.bench.harness import GridModel
-    from torchdiffusion.config import ConfigError, SampleConfig
+    from torchdiffusion.config import ConfigError, SampleConfig, SamplerSettings
     from torchdiffusion.generate import resolve_grid
     from torchdiffusion.process import DiscreteVP
     from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, make_sigmas
 
+    name, _, eta = sampler.partition(":eta=")
+    settings = SamplerSettings(eta=float(eta)) if eta else SamplerSettings()
+    base = SampleConfig(sampler=name, settings=settings)
     p = DiscreteVP(schedule, T=1000)
     model = GridModel(p.sigma_min, p.sigma_max, p)
     below = int((p.sigmas <= DISCRETE_SIGMA_MAX).sum())  # 991 (cosine), 930 (linear)
     assert p.sigma_max > DISCRETE_SIGMA_MAX and p.sigmas[below] > DISCRETE_SIGMA_MAX >= p.sigmas[below - 1]
     for steps in (1, 2, 5, 20, 100, below):
-        sig, rec = resolve_grid(model, SampleConfig(steps=steps), clamped=False)
+        sig, rec = resolve_grid(model, replace(base, steps=steps), clamped=False)
         assert rec["grid"] == "uniform_t" and rec["asked"] == "auto" and rec["sigma_cap"] == DISCRETE_SIGMA_MAX
         assert float(sig[0]) == float(p.sigmas[below - 1]) <= DISCRETE_SIGMA_MAX  # trailing: the top timestep
         assert sig[-1] == 0 and bool((sig[:-1] > sig[1:]).all()) and float(sig[-2]) >= p.sigma_min
@@ -387,18 +398,86 @@ def test_unclamped_auto_grid_takes_the_model_s_timesteps_below_the_cap(schedule)
         assert rec["sigmas"] == sig.tolist()
         # the same steps on the part of the table below the cap, the spacing honoured
         assert torch.equal(sig, make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=p.sigmas[:below]))
-        lead = resolve_grid(model, SampleConfig(steps=steps, spacing="leading"), clamped=False)[0]
+        lead = resolve_grid(model, replace(base, steps=steps, spacing="leading"), clamped=False)[0]
         assert torch.equal(
             lead, make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=p.sigmas[:below], spacing="leading")
         )
         # clamped: exactly today's grid over the whole table (it starts at t = T - 1)
-        full = resolve_grid(model, SampleConfig(steps=steps), clamped=True)[0]
+        full = resolve_grid(model, replace(base, steps=steps), clamped=True)[0]
         assert torch.equal(full, make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=p.sigmas))
         assert float(full[0]) == p.sigma_max
-        named = SampleConfig(grid="uniform_t", steps=steps)  # a named grid is the user's: never capped
+        named = replace(base, grid="uniform_t", steps=steps)  # a named grid is the user's: never capped
         assert torch.equal(resolve_grid(model, named, clamped=False)[0], full)
     with pytest.raises(ConfigError, match=f"at most {below} steps"):
-        resolve_grid(model, SampleConfig(steps=below + 1), clamped=False)
+        resolve_grid(model, replace(base, steps=below + 1), clamped=False)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", None])
+def test_unclamped_auto_grid_of_an_ode_sampler_is_log_snr_down_to_one_over_n(schedule):
+    """grid auto, x0_hat not clamped, a deterministic sampler: uniform in log-SNR from the model's sigma_max (80 for
+    a DDPM table) down to max(sigma_min, 1 / n); plain UniPC takes order 2 there unless an order is set (the record
+    says so and sampling_plan passes it on), other samplers get the grid alone; clamped runs are unchanged."""
+    from dataclasses import replace
+
+    from torchdiffusion.bench.harness import GridModel
+    from torchdiffusion.config import SampleConfig, SamplerSettings
+    from torchdiffusion.generate import resolve_grid, sampling_plan
+    from torchdiffusion.process import DiscreteVP
+    from torchdiffusion.samplers import UNIPC_AUTO_ORDER
+    from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, exponential_sigmas
+
+    if schedule is None:
+        model, top = GridModel(0.002, 40.0), 40.0
+    else:
+        p = DiscreteVP(schedule, T=1000)
+        model, top = GridModel(p.sigma_min, p.sigma_max, p), DISCRETE_SIGMA_MAX
+    for steps in (1, 2, 5, 10, 18, 100, 2000):
+        low = min(max(model.sigma_min, 1 / steps), top / 2)
+        for sampler in ("unipc", "dpmpp_2m", "euler", "heun", "ddim", "dpmpp_3m_exact"):
+            sig, knobs, rec = sampling_plan(model, SampleConfig(sampler=sampler, steps=steps), clamped=False)
+            assert rec["grid"] == "exponential" and rec["asked"] == "auto" and rec["sigma_low"] == low
+            assert ("sigma_cap" in rec) == (schedule is not None) and rec["sigmas"] == sig.tolist()
+            assert torch.equal(sig, exponential_sigmas(steps, low, top))
+            assert knobs == ({"order": UNIPC_AUTO_ORDER} if sampler == "unipc" else {})
+        # an order the user sets is kept, and recorded as theirs
+        mine = SampleConfig(steps=steps, settings=SamplerSettings(order=3))
+        _, knobs, rec = sampling_plan(model, mine, clamped=False)
+        assert knobs == {"order": 3} and "order" not in rec
+        # clamped: the process's own grid (no more steps than a DDPM table has), no order chosen for the user
+        if schedule is None or steps <= 1000:
+            _, knobs, rec = sampling_plan(model, SampleConfig(steps=steps), clamped=True)
+            assert knobs == {} and "sigma_low" not in rec
+            assert rec["grid"] == ("exponential" if schedule is None else "uniform_t")
+        assert torch.equal(
+            resolve_grid(model, replace(SampleConfig(steps=steps), grid="exponential"), clamped=False)[0],
+            exponential_sigmas(steps, model.sigma_min, top),
+        )  # a named grid keeps the full range
+
+
+def test_the_unclamped_auto_plan_beats_the_model_s_timesteps_on_a_gaussian_mixture():
+    """With an exact denoiser (a 3-D mixture of nine narrow modes), the plan a new unclamped run gets - UniPC of
+    order 2 on log-SNR down to 1 / n - lands closer to exact samples than UniPC on the model's timesteps <= 80 (the
+    auto grid before) at 5 and 10 steps, by the sliced Wasserstein distance over three starting noises."""
+    from torchdiffusion.bench.analytic_cases import CASES
+    from torchdiffusion.bench.fast_mixture import FastMixtureDenoiser
+    from torchdiffusion.bench.harness import analytic_model
+    from torchdiffusion.bench.metrics import SlicedReference, random_directions
+    from torchdiffusion.config import SampleConfig
+    from torchdiffusion.generate import sampling_plan
+    from torchdiffusion.schedules import make_sigmas, unclamped_timesteps
+
+    mix, model, n = CASES["narrow3"](), analytic_model(), 2000
+    D = FastMixtureDenoiser(mix)
+    sliced = SlicedReference(mix.sample(n, torch.Generator().manual_seed(2)), random_directions(mix.dim, 128))
+    zs = [torch.randn(n, mix.dim, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in (0, 1, 2)]
+
+    def sw(sigmas, **knobs):
+        return sum(sliced.distance(get_sampler("unipc")(D, float(sigmas[0]) * z, sigmas, **knobs)) for z in zs) / 3
+
+    for steps in (5, 10):
+        sigmas, knobs, _ = sampling_plan(model, SampleConfig(steps=steps), clamped=False)
+        before = make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=unclamped_timesteps(model.process.sigmas))
+        assert sw(sigmas, **knobs) < 0.9 * sw(before)
 
 
 class BiasedOracleEps(torch.nn.Module):

@@ -142,7 +142,8 @@ POINTS_DDPM = [
 
 def test_sample_records_the_grid_generate_walks(tmp_path):
     """The JSON beside `sample`'s output names the grid generate() stepped through: for an unclamped DDPM model
-    (points) the timesteps below DISCRETE_SIGMA_MAX, for a clamped image model the whole table as before."""
+    (points, Euler) the log-SNR grid from DISCRETE_SIGMA_MAX down to 1 / n, for a clamped image model the whole
+    table as before."""
     from dataclasses import replace
 
     from torchdiffusion.generate import generate
@@ -163,11 +164,13 @@ def test_sample_records_the_grid_generate_walks(tmp_path):
             codec=run.codec,
         )
         used = meta["grid_used"]
-        assert used["sigmas"] == seen and used["asked"] == "auto" and used["grid"] == "uniform_t"
+        assert used["sigmas"] == seen and used["asked"] == "auto"
         assert ("sigma_cap" in used) == capped
         if capped:
-            assert run.model.sigma_max > DISCRETE_SIGMA_MAX >= used["sigmas"][0]
+            assert used["grid"] == "exponential" and used["sigma_low"] == pytest.approx(1 / 3) == used["sigmas"][-2]
+            assert run.model.sigma_max > DISCRETE_SIGMA_MAX == pytest.approx(used["sigmas"][0])
         else:
+            assert used["grid"] == "uniform_t" and "sigma_low" not in used
             assert used["sigmas"][0] == run.model.sigma_max > DISCRETE_SIGMA_MAX
 
 

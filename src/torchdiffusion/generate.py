@@ -26,7 +26,14 @@ from .guidance import autoguided, guided_denoiser
 from .precond import Precond
 from .provenance import describe_wrapper, note_run, note_sampling
 from .samplers import get_sampler
-from .schedules import DISCRETE_SIGMA_MAX, default_grid, grid_sigma_max, make_sigmas, unclamped_timesteps
+from .schedules import (
+    DISCRETE_SIGMA_MAX,
+    default_grid,
+    grid_sigma_max,
+    make_sigmas,
+    ode_sigma_low,
+    unclamped_timesteps,
+)
 from .types import Callback, Cond, Denoiser, NoiseSource
 
 if TYPE_CHECKING:
@@ -242,11 +249,18 @@ def resolve_grid(
     ``grid = "tuned"`` reads the grid fitted for ``sample.sampler`` at ``steps`` steps from ``grid_dir`` (a run
     folder's ``grids/``, written by ``bench-samplers`` or
     ``save_grid`` after ``fit_grid``); an error when there is none.
-    ``grid = "auto"`` uses that tuned grid when one matches, else the process's default
-    (:func:`schedules.default_grid`); for a discrete model whose x0_hat is not ``clamped`` (:func:`clamps_x0`)
-    only the timesteps with sigma <= ``schedules.DISCRETE_SIGMA_MAX`` (:func:`schedules.unclamped_timesteps`;
-    the record says ``sigma_cap``). Karras and log-SNR grids of a discrete model stop at
-    ``schedules.DISCRETE_SIGMA_MAX``. ``model`` needs only ``sigma_min``, ``sigma_max`` and ``process``."""
+    ``grid = "auto"`` uses that tuned grid when one matches, else the default (:func:`schedules.default_grid`).
+    When x0_hat is not ``clamped`` (:func:`clamps_x0`) that default depends on the sampler: a deterministic one
+    (:func:`samplers.walks_ode_grid`) gets a log-SNR grid from the model's sigma_max (at most
+    ``schedules.DISCRETE_SIGMA_MAX`` for a discrete model) down to :func:`schedules.ode_sigma_low` (the record
+    says ``sigma_low``), and ``unipc`` without an order set takes ``samplers.UNIPC_AUTO_ORDER`` there (the record
+    says ``order``: :func:`sampling_plan` passes it on); a stochastic one gets a discrete model's timesteps with
+    sigma <= ``schedules.DISCRETE_SIGMA_MAX`` (:func:`schedules.unclamped_timesteps`; the record says
+    ``sigma_cap``). Karras and log-SNR grids of a discrete model stop at ``schedules.DISCRETE_SIGMA_MAX``.
+    ``model`` needs only ``sigma_min``, ``sigma_max`` and ``process``."""
+    from dataclasses import asdict
+
+    from .samplers import UNIPC_AUTO_ORDER, walks_ode_grid
     from .samplers.optimize_grid import GridError, find_tuned_grid
 
     steps = sample.steps if steps is None else steps
@@ -266,9 +280,17 @@ def resolve_grid(
     if kind == "tuned":
         raise ConfigError("grid=tuned needs a run folder's tuned grids (sample from a run folder)")
     cap = {}
+    sigma_low = model.sigma_min
     if kind == "auto":
-        kind = default_grid(discrete is not None)
-        if discrete is not None and not clamped:
+        ode = not clamped and walks_ode_grid(sample.sampler, asdict(sample.settings))
+        kind = default_grid(discrete is not None, unclamped_ode=ode)
+        if ode:
+            top = grid_sigma_max(kind, model.sigma_max, discrete is not None)
+            sigma_low = min(ode_sigma_low(steps, model.sigma_min), top / 2)
+            cap = {"sigma_low": sigma_low, **({"sigma_cap": DISCRETE_SIGMA_MAX} if discrete is not None else {})}
+            if sample.sampler == "unipc" and sample.settings.order is None:
+                cap["order"] = UNIPC_AUTO_ORDER
+        elif discrete is not None and not clamped:
             discrete, cap = unclamped_timesteps(discrete), {"sigma_cap": DISCRETE_SIGMA_MAX}
             if steps > len(discrete):
                 raise ConfigError(
@@ -282,7 +304,7 @@ def resolve_grid(
         sigmas = make_sigmas(
             kind,
             steps,
-            model.sigma_min,
+            sigma_low,
             grid_sigma_max(kind, model.sigma_max, discrete is not None),
             rho=sample.rho,
             discrete_sigmas=discrete,
@@ -313,17 +335,34 @@ def clamped(D: Denoiser, lo: float = -1.0, hi: float = 1.0) -> Denoiser:
     return lambda x, sigma: D(x, sigma).clamp(lo, hi)
 
 
-def sampler_knobs(name: str, sample: SampleConfig) -> dict:
+def sampler_knobs(name: str, sample: SampleConfig, grid_record: dict | None = None) -> dict:
     """The keyword settings of ``sample.settings`` that are set, for sampler ``name`` (an error names a setting
-    the sampler does not take)."""
+    the sampler does not take), with the ``order`` an ``auto`` grid's record chose (:func:`resolve_grid`) where
+    none is set."""
     from dataclasses import asdict
 
     from .samplers import resolve_settings
 
     try:
-        return resolve_settings(name, asdict(sample.settings))
+        knobs = resolve_settings(name, asdict(sample.settings))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if grid_record and "order" in grid_record and "order" not in knobs:
+        knobs["order"] = grid_record["order"]
+    return knobs
+
+
+def sampling_plan(
+    model: Precond,
+    sample: SampleConfig,
+    *,
+    clamped: bool,
+    grid_dir: str | Path | None = None,
+) -> tuple[Tensor, dict, dict]:
+    """(sigma grid, sampler settings, grid record) for ``sample`` on ``model``: what ``generate`` and the editing
+    commands run, so that a grid and the settings it brings (:func:`resolve_grid`) always travel together."""
+    sigmas, record = resolve_grid(model, sample, clamped=clamped, grid_dir=grid_dir)
+    return sigmas, sampler_knobs(sample.sampler, sample, record), record
 
 
 @torch.no_grad()
@@ -367,9 +406,8 @@ def generate(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sampler = get_sampler(sample.sampler)
     clip = clamps_x0(sample, data_shape, codec)
-    sigmas, grid_record = resolve_grid(model, sample, clamped=clip, grid_dir=grid_dir)
+    sigmas, knobs, grid_record = sampling_plan(model, sample, clamped=clip, grid_dir=grid_dir)
     sigma_end = grid_record.get("sigma_end", 0.0)  # a tuned grid may stop short of 0 (optimize_grid.final_step)
-    knobs = sampler_knobs(sample.sampler, sample)
     guide = guide_of(model) if sample.autoguidance != 1.0 else None  # None: the model alone
     if guide is None and sample.autoguidance != 1.0:
         raise RunError(

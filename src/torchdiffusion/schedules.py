@@ -171,27 +171,47 @@ SIGMA_GRIDS = ("auto", "karras", "exponential", "uniform_t", "tuned")
 DISCRETE_SIGMA_MAX = 80.0
 
 
-def default_grid(discrete: bool) -> str:
-    """What ``grid = "auto"`` means without a tuned grid: a discrete model's own timesteps (``uniform_t``,
-    trailing; only those of :func:`unclamped_timesteps` when x0_hat is not clamped), else uniform in log-SNR
-    (``exponential``): on the Gaussian-mixture bench (docs/samplers.md) the first is best at NFE 5 on the DDPM
-    table, and both beat rho = 7 Karras grids at NFE 5-10."""
-    return "uniform_t" if discrete else "exponential"
+def default_grid(discrete: bool, unclamped_ode: bool = False) -> str:
+    """What ``grid = "auto"`` means without a tuned grid: uniform in log-SNR (``exponential``) for a continuous
+    model, and for any model whose x0_hat is not clamped when a deterministic sampler walks it (down to
+    :func:`ode_sigma_low`); otherwise a discrete model's own timesteps (``uniform_t``, trailing; only those of
+    :func:`unclamped_timesteps` when x0_hat is not clamped). On the Gaussian-mixture bench (docs/samplers.md) the
+    timesteps are best for DDPM and the other stochastic samplers, and both beat rho = 7 Karras grids at NFE 5-10."""
+    return "exponential" if unclamped_ode or not discrete else "uniform_t"
+
+
+# The lowest level of the ``auto`` grid of an unclamped run sampled by an ODE sampler in n steps: 1 / n, for data of
+# unit scale (as DISCRETE_SIGMA_MAX assumes), never below the model's sigma_min (:func:`ode_sigma_low`).
+ODE_SIGMA_LOW = 1.0
+
+
+def ode_sigma_low(steps: int, sigma_min: float) -> float:
+    """The lowest positive level of the ``auto`` grid of a run whose x0_hat is not clamped, sampled by a
+    deterministic (probability-flow ODE) sampler in ``steps`` steps: max(sigma_min, ODE_SIGMA_LOW / steps).
+
+    Why: the last step returns D(x, sigma_{n-1}), the posterior mean, so a grid that ends higher gives up detail
+    narrower than its last level, while every step spent between the data's finest scale and sigma_min is one
+    fewer where the modes separate. With few steps the second cost dominates: on the Gaussian-mixture bench, the
+    perturbed-eps mixtures and trained point models (docs/samplers.md, "Defaults") a log-SNR grid down to 1 / n
+    with UniPC of order 2 beats the model's timesteps at 5-20 steps, and the best lowest level grows as the step
+    count falls (0.2 at 5 steps, 0.05-0.1 at 10, 0.01-0.05 at 20 on the mixtures)."""
+    return max(float(sigma_min), ODE_SIGMA_LOW / max(int(steps), 1))
 
 
 def unclamped_timesteps(discrete_sigmas: Tensor) -> Tensor:
     """The timesteps ``t = 0 .. t_cap`` of a DDPM table whose sigma_t is at most DISCRETE_SIGMA_MAX: what
-    ``grid = "auto"`` spaces its steps over when x0_hat is not clamped (``generate.resolve_grid``). 1000-step
-    tables: cosine t_cap = 990 (sigma 71.3, instead of 2.0e4 at t = 999), linear t_cap = 929 (sigma 79.5).
+    ``grid = "auto"`` spaces a stochastic sampler's steps over when x0_hat is not clamped (``generate.resolve_grid``;
+    a deterministic sampler gets the log-SNR grid down to :func:`ode_sigma_low`). 1000-step tables: cosine
+    t_cap = 990 (sigma 71.3, instead of 2.0e4 at t = 999), linear t_cap = 929 (sigma 79.5).
 
     Why: x0_hat = x - sigma eps_hat carries the network's error in eps_hat times sigma, and nothing clips it
     when the data have no [-1, 1] range (latents, vectors, signals: ``sample.clip_denoised = false``). From
     t = 999 of the cosine table a trained eps model's samples came out at a standard deviation of ~450 instead
     of 1.4; from sigma <= 80 the error is amplified at most 80-fold, as on the capped Karras and log-SNR grids.
-    Why these timesteps rather than a log-SNR grid from 80 or ``leading`` spacing: with an exact denoiser they
-    are never worse than the whole table, and with an error in eps_hat they are the best of the three at 5-10
-    UniPC steps (log-SNR is 2-5x worse at 5 steps, a few % better at 20; leading starts at sigma 3 at 5 steps
-    and is worst) - docs/samplers.md, "Defaults".
+    Why these timesteps for the stochastic samplers: on trained point models DDPM at 50-200 steps and the
+    ancestral / SDE samplers at 10-20 are up to 1.4x worse on the log-SNR grid (docs/samplers.md, "Defaults";
+    for UniPC of order 3, too, these timesteps were the best of the grids from 80 at 5-10 steps, and the log-SNR
+    grid down to sigma_min 2-5x worse at 5 steps).
     """
     keep = int((discrete_sigmas <= DISCRETE_SIGMA_MAX).sum())  # sigma_t increases with t: a prefix of the table
     return discrete_sigmas[: max(keep, 1)]

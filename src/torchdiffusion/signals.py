@@ -24,17 +24,13 @@ from .edit import EditError, outpaint_canvas, tiled
 
 def _editing(run, sample):
     """(denoiser D(x, sigma), sampler, sigma grid, sampler knobs) of a loaded signal run."""
-    from .generate import clamps_x0, make_grid_sigmas, sampler_knobs
+    from .generate import clamps_x0, sampling_plan
     from .samplers import get_sampler
 
     if run.kind != "signal":
         raise EditError(f"imputing and forecasting need a signal run; {run.path} holds {run.kind} data")
-    return (
-        run.model.bind(None),
-        get_sampler(sample.sampler),
-        make_grid_sigmas(run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec)),
-        sampler_knobs(sample.sampler, sample),
-    )
+    sigmas, knobs, _ = sampling_plan(run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec))
+    return run.model.bind(None), get_sampler(sample.sampler), sigmas, knobs
 
 
 def impute(

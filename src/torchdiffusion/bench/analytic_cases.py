@@ -27,6 +27,11 @@ CASES = {
     "lowrank10": lambda: random_mixture(10, 8, 42, var_range=(1e-3, 0.4), rank=2),  # 2-D pieces in 10-D
     "mid28": lambda: random_mixture(28, 18, 43, mean_scale=0.8, var_range=(5e-3, 0.1)),
     "narrow2": lambda: random_mixture(2, 6, 44, mean_scale=2.0, var_range=(1e-3, 0.02)),  # six narrow modes in 2-D
+    # a fourth held-out set: drawn after the log-SNR auto grid down to 1 / n was chosen, to check it
+    "far4": lambda: random_mixture(4, 7, 51, mean_scale=2.5, var_range=(2e-3, 0.05)),  # far-apart modes in 4-D
+    "mixed14": lambda: random_mixture(14, 16, 52, var_range=(1e-3, 0.5)),
+    "lowrank24": lambda: random_mixture(24, 9, 53, var_range=(2e-3, 0.3), rank=3),  # 3-D pieces in 24-D
+    "tight40": lambda: random_mixture(40, 20, 54, mean_scale=0.6, var_range=(5e-3, 0.05)),  # close narrow modes
 }
 HELD_OUT_CASES = (
     "grid25",
@@ -42,6 +47,10 @@ HELD_OUT_CASES = (
     "lowrank10",
     "mid28",
     "narrow2",
+    "far4",
+    "mixed14",
+    "lowrank24",
+    "tight40",
 )
 
 

@@ -7,7 +7,7 @@ reported. Quality: sliced Wasserstein-1 (256 directions) and energy distance (fi
 samples. NFE is counted by wrapping the denoiser, never taken from a table.
 
 Grids: every standard grid is the one ``torchdiffusion sample --grid KIND --steps N`` would use on the same
-model, built by the same function (:func:`generate.make_grid_sigmas`) over the model's own sigma range; the
+model, built by the same function (:func:`generate.resolve_grid`) over the model's own sigma range; the
 analytic cases are sampled as a linear-beta DDPM model (:func:`analytic_model`), the same model diffusers'
 schedulers see. diffusers runs at each of its timestep spacings (leading, trailing, linspace).
 
@@ -17,6 +17,7 @@ starting noise) and never see the evaluation samples; reference samples use ``re
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError, SampleConfig
-from ..generate import make_grid_sigmas
+from ..generate import resolve_grid
 from ..io import atomic_write
 from ..precond import Precond
 from ..process import DiscreteVP
@@ -42,7 +43,6 @@ from ..samplers.optimize_grid import (
     reference_solution,
     save_grid,
 )
-from ..schedules import unclamped_timesteps
 from ..types import Denoiser
 from . import diffusers_driver
 from .metrics import SlicedReference, energy_distance, random_directions
@@ -102,7 +102,7 @@ class Counter:
 
 @dataclass(frozen=True)
 class GridModel:
-    """What :func:`generate.make_grid_sigmas` reads off a model: its sigma range and DDPM table (if any)."""
+    """What :func:`generate.resolve_grid` reads off a model: its sigma range and DDPM table (if any)."""
 
     sigma_min: float
     sigma_max: float
@@ -118,13 +118,17 @@ def analytic_model() -> GridModel:
 
 def standard_grid(
     kind: str, steps: int, model: GridModel | Precond, sample: SampleConfig, clamped: bool = False
-) -> Tensor | None:
-    """The grid ``torchdiffusion sample --grid KIND --steps STEPS`` uses on this model, whose x0_hat is ``clamped``
-    or not (None: not defined for it, e.g. uniform_t on a continuous model)."""
+) -> tuple[Tensor, dict] | tuple[None, dict]:
+    """The grid ``torchdiffusion sample --sampler SAMPLER --grid KIND --steps STEPS`` uses on this model, whose
+    x0_hat is ``clamped`` or not, and the sampler settings that grid brings (``auto``: UniPC's order on an
+    unclamped run, :func:`generate.resolve_grid`); (None, {}) where it is not defined (e.g. uniform_t on a
+    continuous model)."""
     try:
-        return make_grid_sigmas(model, replace(sample, grid=kind), steps, clamped=clamped)
+        sample = replace(sample, grid=kind, steps=steps)
+        sigmas, record = resolve_grid(model, sample, clamped=clamped)
+        return sigmas, {"order": record["order"]} if "order" in record else {}
     except ConfigError:
-        return None
+        return None, {}
 
 
 def tuned_grid(
@@ -140,22 +144,22 @@ def tuned_grid(
     clamped: bool = False,
 ) -> tuple[Tensor, float]:
     """Load ``grid_dir/<sampler>-nfe<N>.json`` or fit it on the fit seed's starting noise and save it (``clamped``:
-    whether ``denoise`` clips x0_hat; for a discrete model that does not, the fit starts where its ``auto`` grid
-    does, at the top of :func:`schedules.unclamped_timesteps`, since ``auto`` takes the tuned grid when one fits).
+    whether ``denoise`` clips x0_hat; for a discrete model that does not, the fit starts where the sampler's
+    ``auto`` grid does, below ``schedules.DISCRETE_SIGMA_MAX``, since ``auto`` takes the tuned grid when one fits).
     Returns the grid and its ``sigma_end`` (where its last step stops; 0 unless ``cfg.stop_short``)."""
     path = Path(grid_dir) / f"{sampler}-nfe{nfe}.json"
     if path.exists():
         grid, meta = load_grid(path)
         return grid, float(meta.get("sigma_end", 0.0))
     sigma_min, sigma_max = model.sigma_min, model.sigma_max
-    if model.process is not None and not clamped:
-        sigma_max = float(unclamped_timesteps(model.process.sigmas)[-1])
+    default, _ = standard_grid("auto", steps_for_nfe(sampler, nfe), model, SampleConfig(sampler=sampler), clamped)
+    if model.process is not None and not clamped and default is not None:
+        sigma_max = float(default[0])  # where this sampler's auto grid starts (below DISCRETE_SIGMA_MAX)
     if "ref" not in cache:
         x_T = fit_noise(shape, cfg.fit_n, cfg.fit_seed, sigma_max).to(torch.float32)  # a network is float32
         cache["x_T"], cache["ref"] = x_T, reference_solution(denoise, x_T, sigma_max, sigma_min, tol=cfg.fit_tol)
     starts = tuple(cache.get(("grid", nfe), ()))
-    default = standard_grid("auto", steps_for_nfe(sampler, nfe), model, SampleConfig(), clamped)  # never worse
-    starts += (default,) if default is not None and float(default[0]) == sigma_max else ()
+    starts += (default,) if default is not None and float(default[0]) == sigma_max else ()  # never worse
     t0 = time.perf_counter()
     grid, info = optimize_grid(
         denoise,
@@ -273,13 +277,14 @@ def our_rows(c: Case, cfg: BenchConfig, grid_dir: Path, log: Callable[[str], Non
                     grid, end = tuned_grid(
                         c.denoise, name, budget, c.shape, cfg, c.model, grid_dir, cache, log, clamped=c.clamped
                     )
+                    knobs = {}
                 else:
-                    grid = standard_grid(kind, steps, c.model, c.sample, c.clamped)
+                    grid, knobs = standard_grid(kind, steps, c.model, replace(c.sample, sampler=name), c.clamped)
                 if grid is None:
                     continue
                 noise_g = torch.Generator().manual_seed(cfg.eval_seed + 1000)
                 noise = lambda g=noise_g: torch.randn(c.z.shape, generator=g)
-                fn = get_sampler(name)
+                fn = functools.partial(get_sampler(name), **knobs) if knobs else get_sampler(name)
                 if end:  # the tuned grid's last step stops short of 0, as generate() samples it
                     fn = lambda D, x, sig, f=fn, e=end, **kw: f(final_step(D, float(sig[-2]), e), x, sig, **kw)
                 out, calls, sec = _timed(c, fn, grid[0].item(), grid, noise=noise)

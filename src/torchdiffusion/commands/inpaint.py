@@ -64,7 +64,7 @@ def setup(run_, args: argparse.Namespace):
     from dataclasses import replace
 
     from ..config import validate
-    from ..generate import clamped, clamps_x0, make_grid_sigmas, sampler_knobs
+    from ..generate import clamped, clamps_x0, sampling_plan
     from ..provenance import note_sampling
     from ..samplers import get_sampler
 
@@ -77,13 +77,8 @@ def setup(run_, args: argparse.Namespace):
         D = clamped(D)
     edit = {k: v for k, v in vars(args).items() if k in _EDIT_KNOBS and v is not None}
     note_sampling(sample, [sample.seed], wrappers=[{"name": args.command, **edit}])
-    return (
-        sample,
-        D,
-        get_sampler(sample.sampler),
-        make_grid_sigmas(run_.model, sample, clamped=clip),  # the grid generate() takes for this run
-        sampler_knobs(sample.sampler, sample),
-    )
+    sigmas, knobs, _ = sampling_plan(run_.model, sample, clamped=clip)  # the grid generate() takes for this run
+    return sample, D, get_sampler(sample.sampler), sigmas, knobs
 
 
 # The flags of the editing commands that say what the edit does (recorded in the manifests).
