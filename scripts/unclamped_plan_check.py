@@ -42,7 +42,7 @@ from torchdiffusion.bench.metrics import SlicedReference, random_directions
 from torchdiffusion.config import SampleConfig
 from torchdiffusion.generate import load_run, sampling_plan
 from torchdiffusion.samplers import get_sampler
-from torchdiffusion.schedules import make_sigmas, ode_sigma_low, unclamped_timesteps
+from torchdiffusion.schedules import make_sigmas, unclamped_timesteps
 from torchdiffusion.types import NoiseSource
 
 SETTINGS = (
@@ -103,8 +103,7 @@ def measure(path: str, n: int) -> dict:
              "before": before, "ratio": auto / before}
         )  # fmt: skip
         if "sigma_low" not in record:  # a stochastic sampler: how it fares on the ODE samplers' grid
-            top = float(sampling_plan(run.model, SampleConfig(steps=steps), clamped=False)[0][0])
-            ode = make_sigmas("exponential", steps, ode_sigma_low(steps, run.model.sigma_min), top)
+            ode = sampling_plan(run.model, SampleConfig(steps=steps), clamped=False)[0]  # UniPC's auto grid
             rows[-1]["ode_grid"] = sw(sampler, ode, {})
         print(f"  {path}: {sampler} {steps}: auto {auto:.4f} before {before:.4f} ({auto / before:.2f})", flush=True)
     floor = [sliced.distance(mix.sample(n, torch.Generator().manual_seed(3 + k))) for k in range(4)]

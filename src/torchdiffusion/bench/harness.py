@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError, SampleConfig
-from ..generate import resolve_grid
+from ..generate import sampling_plan
 from ..io import atomic_write
 from ..precond import Precond
 from ..process import DiscreteVP
@@ -120,13 +120,12 @@ def standard_grid(
     kind: str, steps: int, model: GridModel | Precond, sample: SampleConfig, clamped: bool = False
 ) -> tuple[Tensor, dict] | tuple[None, dict]:
     """The grid ``torchdiffusion sample --sampler SAMPLER --grid KIND --steps STEPS`` uses on this model, whose
-    x0_hat is ``clamped`` or not, and the sampler settings that grid brings (``auto``: UniPC's order on an
-    unclamped run, :func:`generate.resolve_grid`); (None, {}) where it is not defined (e.g. uniform_t on a
+    x0_hat is ``clamped`` or not, and the sampler settings it runs with (:func:`generate.sampling_plan`: ``auto``
+    brings UniPC's order on an unclamped run); (None, {}) where it is not defined (e.g. uniform_t on a
     continuous model)."""
     try:
-        sample = replace(sample, grid=kind, steps=steps)
-        sigmas, record = resolve_grid(model, sample, clamped=clamped)
-        return sigmas, {"order": record["order"]} if "order" in record else {}
+        sigmas, knobs, _ = sampling_plan(model, replace(sample, grid=kind, steps=steps), clamped=clamped)
+        return sigmas, knobs
     except ConfigError:
         return None, {}
 
