@@ -23,7 +23,8 @@ seeded alike), of
 
 The ratio auto / before is below 1 where the plan is better. For the stochastic samplers, whose plan is the grid
 before, the table also gives them on the deterministic samplers' log-SNR grid down to 1 / n (``ode grid``): the
-reason they keep theirs. Writes the JSON (with the Markdown table beside it, ``.md``) and prints the table.
+reason they keep theirs. Writes the JSON (with the Markdown table beside it, ``.md``) and prints the table; a
+progress bar per run, and Ctrl-C stops it with nothing written.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from torchdiffusion.analytic import eight_gaussians
 from torchdiffusion.bench.metrics import SlicedReference, random_directions
@@ -94,7 +96,7 @@ def measure(path: str, n: int) -> dict:
         return sum(out) / len(out)
 
     rows = []
-    for sampler, steps in SETTINGS:
+    for sampler, steps in tqdm(SETTINGS, desc=Path(path).name, unit="setting"):
         sigmas, knobs, record = sampling_plan(run.model, SampleConfig(sampler=sampler, steps=steps), clamped=False)
         auto, before = sw(sampler, sigmas, knobs), sw(sampler, before_grid(run.model, steps), {})
         grid = grid_label(record)
@@ -105,7 +107,6 @@ def measure(path: str, n: int) -> dict:
         if "sigma_low" not in record:  # a stochastic sampler: how it fares on the ODE samplers' grid
             ode = sampling_plan(run.model, SampleConfig(steps=steps), clamped=False)[0]  # UniPC's auto grid
             rows[-1]["ode_grid"] = sw(sampler, ode, {})
-        print(f"  {path}: {sampler} {steps}: auto {auto:.4f} before {before:.4f} ({auto / before:.2f})", flush=True)
     floor = [sliced.distance(mix.sample(n, torch.Generator().manual_seed(3 + k))) for k in range(4)]
     return {
         "run": path,
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped; nothing written", file=sys.stderr)
+        return 130
     doc = {"command": " ".join(["scripts/unclamped_plan_check.py", *(argv or sys.argv[1:])]), "results": results}
     doc["seconds"] = round(time.perf_counter() - t0)
     args.json.parent.mkdir(parents=True, exist_ok=True)

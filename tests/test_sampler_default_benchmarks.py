@@ -100,3 +100,14 @@ def test_unclamped_plan_check_compares_the_auto_plan_with_the_grid_it_replaced(t
     assert check.main([str(tmp_path / "nope"), "--json", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and not (tmp_path / "x.json").exists()
+
+
+def test_unclamped_plan_check_stops_on_ctrl_c_with_nothing_written(tmp_path, monkeypatch, capsys):
+    import unclamped_plan_check as check
+
+    def interrupted(path, n):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(check, "measure", interrupted)
+    assert check.main([str(tmp_path), "--json", str(tmp_path / "out" / "r.json")]) == 130
+    assert capsys.readouterr().err.strip() == "stopped; nothing written" and not (tmp_path / "out").exists()
