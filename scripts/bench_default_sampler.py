@@ -20,9 +20,10 @@ with the same number):
 * k-diffusion at NFE 10: its samplers on its Karras grid from the model's sigma_max and from 80, and on its
   exponential / polyexponential grids from 80, sigma_min the model's, the best mean kept (``k_diffusion.sampling``);
 * ours at NFE 10 on the tuned grid that stops short (below; 300 solves), against the same peers;
-* ours at NFE 5 on a tuned grid fitted by ``optimize_grid.fit_grid`` on its own seed (1), starting from the
-  model's timesteps with sigma <= 80 and sampled, as ``generate`` samples a tuned grid, at the sampler's own
-  settings (UniPC of order 3), with its fitting time
+* ours at NFE 5 on a tuned grid fitted by ``optimize_grid.fit_grid`` on its own seed (1), as ``bench-samplers``
+  fits one: starting from the default plan's grid, at the settings that plan brings (UniPC of order 2) and at the
+  sampler's own (order 3), the better on the fit's objective kept (those settings are saved with the grid, and
+  ``generate`` samples it at them); with its fitting time
   (seconds on the machine it ran on; a loaded machine inflates them): the RMS fit (128 starting points, 120
   solves; what ``bench-samplers`` fits) and the fit of the sample distribution whose last step stops short of 0
   (``objective="sw"``, ``final_step=True``; 512 starting points, 450 solves).
@@ -55,9 +56,9 @@ from torchdiffusion.bench.harness import Counter, analytic_model
 from torchdiffusion.bench.metrics import SlicedReference, random_directions
 from torchdiffusion.config import SampleConfig
 from torchdiffusion.generate import sampling_plan
-from torchdiffusion.samplers import get_sampler, sample_adaptive, steps_for_nfe
+from torchdiffusion.samplers import get_sampler, sample_adaptive, sampler_settings, steps_for_nfe
 from torchdiffusion.samplers.optimize_grid import final_step, fit_grid
-from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, make_sigmas, unclamped_timesteps
+from torchdiffusion.schedules import DISCRETE_SIGMA_MAX, make_sigmas
 
 # k-diffusion samplers: name -> (function, keyword arguments, evaluations per step)
 K_SAMPLERS = {
@@ -120,12 +121,6 @@ def diffusers_rows(D, z, nfe: int, model, quality, seed: int = 0) -> list[dict]:
             )
             rows.append({"sampler": name, "grid": spacing, "nfe": counter.calls, "sw": quality(x)})
     return rows
-
-
-def timesteps_grid(model, steps: int):
-    """``steps`` of the model's timesteps with sigma <= 80, trailing (the unclamped ``auto`` grid of stochastic
-    samplers; what every sampler took before the log-SNR grid down to 1 / n)."""
-    return make_sigmas("uniform_t", steps, 0, 0, discrete_sigmas=unclamped_timesteps(model.process.sigmas))
 
 
 def ours(D, z, sampler: str, sigmas, quality, sigma_end: float = 0.0, knobs: dict | None = None) -> dict:
@@ -207,7 +202,6 @@ def run_case(name: str, n: int, K, log, seeds: int = 3, floor_draws: int = 8) ->
         rows = [[ours(D, z, default.sampler, sigmas, quality, knobs=knobs)] for z in zs.values()]
         return {**about, **mean_rows(rows)[0]}
 
-    steps = steps_for_nfe(default.sampler, 10)
     out["default_nfe10"] = default_row(10)
     out["grids_nfe10"] = mean_rows([grid_rows(D, z, model, quality) for z in zs.values()])
     log(
@@ -222,24 +216,43 @@ def run_case(name: str, n: int, K, log, seeds: int = 3, floor_draws: int = 8) ->
         rows = mean_rows([k_rows(K, D, z, 10, model, quality, s) for s, z in zs.items()])
         out["kdiffusion_nfe10"] = min(rows, key=lambda r: r["sw"])
         log(f"[{name}] k-diffusion best {out['kdiffusion_nfe10']}")
-    # the tuned grids start from the model's timesteps <= 80 (the default grid before the log-SNR one; a tuned grid
-    # is sampled at the sampler's own settings, UniPC of order 3) and at their top
-    std = timesteps_grid(model, steps_for_nfe(default.sampler, 5))
+
+    # the tuned grids are fitted as bench-samplers fits them: from the default plan of their NFE (its grid among the
+    # starts, at its top), at the settings it brings (UniPC of order 2) and at the sampler's own (order 3), the better
+    # on the fit's objective kept; those settings are saved with the grid, and generate samples it at them
+    def plan(nfe: int):
+        sigmas, knobs, _ = sampling_plan(
+            model, replace(default, steps=steps_for_nfe(default.sampler, nfe)), clamped=False
+        )
+        return sigmas, knobs
+
+    std, knobs5 = plan(5)
     sigma_max = float(std[0])
     grid, info = fit_grid(
-        D, default.sampler, 5, (mix.dim,), sigma_max=sigma_max, sigma_min=model.sigma_min, starts=(std,)
+        D,
+        default.sampler,
+        5,
+        (mix.dim,),
+        sigma_max=sigma_max,
+        sigma_min=model.sigma_min,
+        starts=(std,),
+        knobs=knobs5,
+        other_knobs=({},),
     )
-    tuned = mean_rows([[ours(D, z, default.sampler, grid, quality)] for z in zs.values()])[0]
+    knobs = info["settings"]
+    tuned = mean_rows([[ours(D, z, default.sampler, grid, quality, knobs=knobs)] for z in zs.values()])[0]
     out["tuned_nfe5"] = {
         "sampler": default.sampler,
+        "settings": info["settings"],
         "fit_seconds_loaded": info["seconds"],
         "sigmas": grid.tolist(),
         **tuned,
     }
     out["tuned_nfe5"]["over_floor"] = out["tuned_nfe5"]["sw"] / out["floor"]
 
-    def stopping_short(nfe: int, start, maxfev: int) -> dict:
+    def stopping_short(nfe: int, maxfev: int) -> dict:
         """The grid that stops short of 0 (sliced Wasserstein fit, 512 starting points), scored over the seeds."""
+        start, knobs = plan(nfe)
         grid, info = fit_grid(
             D,
             default.sampler,
@@ -252,16 +265,23 @@ def run_case(name: str, n: int, K, log, seeds: int = 3, floor_draws: int = 8) ->
             maxfev=maxfev,
             objective="sw",
             final_step=True,
+            knobs=knobs,
+            other_knobs=({},),
         )
-        end = info["sigma_end"]
-        row = mean_rows([[ours(D, z, default.sampler, grid, quality, end)] for z in zs.values()])[0]
-        fit = {"sampler": default.sampler, "fit_seconds_loaded": info["seconds"], "sigmas": grid.tolist()}
-        return {**fit, "sigma_end": end, **row, "over_floor": row["sw"] / floor}
+        end, knobs = info["sigma_end"], info["settings"]
+        row = mean_rows([[ours(D, z, default.sampler, grid, quality, end, knobs)] for z in zs.values()])[0]
+        fit = {
+            "sampler": default.sampler,
+            "settings": knobs,
+            "tried": info["tried"],
+            "fit_seconds_loaded": info["seconds"],
+        }
+        return {**fit, "sigmas": grid.tolist(), "sigma_end": end, **row, "over_floor": row["sw"] / floor}
 
     floor = out["floor"]
-    out["tuned_short_nfe5"] = short = stopping_short(5, std, 450)
+    out["tuned_short_nfe5"] = short = stopping_short(5, 450)
     out["default_nfe5"] = default_row(5)
-    out["tuned_short_nfe10"] = stopping_short(10, timesteps_grid(model, steps), 300)
+    out["tuned_short_nfe10"] = stopping_short(10, 300)
     log(
         f"[{name}] tuned nfe 5 {out['tuned_nfe5']['sw']:.4g}; stopping short at {short['sigma_end']:.3g} "
         f"{short['sw']:.4g} ({short['fit_seconds_loaded']} s fit)"
@@ -280,12 +300,13 @@ def markdown(results: list[dict]) -> str:
         d, t, ts = r["default_nfe10"], r["tuned_nfe5"], r["tuned_short_nfe5"]
         df, kd = r.get("diffusers_nfe10"), r.get("kdiffusion_nfe10")
         cell = lambda b: f"{b['sw']:.4f} ({b['sampler']}, {b['grid']})" if b else "-"
+        order = lambda b: {**sampler_settings(b["sampler"]), **b["settings"]}.get("order")  # the order it runs at
         lines.append(
             f"| {r['case']} | {r['dim']} / {r['modes']} | {r['floor']:.4f} ({r['floor_sd']:.4f}) "
             f"| {r['exact_ode']['sw']:.4f} | {cell(d)} | {cell(df)} | {cell(kd)} | {r['tuned_short_nfe10']['sw']:.4f} "
             f"| {r['default_nfe5']['sw']:.4f} | {t['sw']:.4f} ({t['over_floor']:.2f}x) "
             f"| {t['fit_seconds_loaded']:.1f} | {ts['sw']:.4f} ({ts['over_floor']:.2f}x; "
-            f"sigma_end {ts['sigma_end']:.3g}) | {ts['fit_seconds_loaded']:.1f} |"
+            f"sigma_end {ts['sigma_end']:.3g}; order {order(ts)}) | {ts['fit_seconds_loaded']:.1f} |"
         )
     seeds = results[0]["seeds"]
     lines += ["", f"Means over {len(seeds)} starting noises (seeds {', '.join(map(str, seeds))}).", ""]

@@ -40,12 +40,12 @@ def test_bench_samplers_on_the_exact_mixture(tmp_path):
 def test_tuned_grids_that_stop_short(tmp_path):
     """--stop-short --fit-objective sw: the tuned grids of the samplers that can stop short record where their last
     step stops and what they minimised; a sampler that cannot (Heun evaluates D twice at the last level) is fitted
-    without it, and the run still completes. (80 solves: the fit starts from the unclamped auto grid, which 30 do
+    without it, and the run still completes. (160 solves, 80 at each order: the fit starts from the unclamped auto grid, which 30 do
     not improve on for this mixture.)"""
     out = tmp_path / "bench"
     rc, _, err = td(
         *("bench-samplers", "--case", "8gaussians", "--n", "300", "--nfe", "5", "--samplers", "unipc,heun"),
-        *("--grids", "tuned", "--tuned-samplers", "unipc,heun", "--tune-maxfev", "80", "--fit-n", "64"),
+        *("--grids", "tuned", "--tuned-samplers", "unipc,heun", "--tune-maxfev", "160", "--fit-n", "64"),
         *("--stop-short", "--fit-objective", "sw", "--no-diffusers", "--out", out),
     )
     assert rc == 0, err
@@ -53,5 +53,11 @@ def test_tuned_grids_that_stop_short(tmp_path):
     heun = json.loads((out / "grids" / "heun-nfe5.json").read_text())
     assert 0 < unipc["sigma_end"] < unipc["sigmas"][-2] and heun["sigma_end"] == 0  # the flag changes the grid
     assert unipc["objective"] == "sliced Wasserstein-1 to the accurate ODE solution"
+    # UniPC is fitted at the order the unclamped auto plan gives it (2) and at its own (3), and the grid keeps the
+    # order whose fit scored better; Heun has no setting the plan changes
+    assert [t["settings"] for t in unipc["tried"]] == [{"order": 2}, {}]
+    key = "sw"
+    assert unipc["settings"] == min(unipc["tried"], key=lambda t: t[key])["settings"]
+    assert heun["settings"] == {} and "tried" not in heun
     rows = {r["sampler"]: r for r in json.loads((out / "results.json").read_text())["rows"] if r["grid"] == "tuned"}
     assert rows["unipc"]["nfe"] <= 5 and rows["unipc"]["extra"].get("sigma_end", 0.0) == unipc["sigma_end"]

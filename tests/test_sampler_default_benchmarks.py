@@ -37,6 +37,13 @@ def test_means_over_seeds_and_the_exact_ode_at_the_floor(tmp_path, monkeypatch):
     rows = (r["default_nfe10"], r["default_nfe5"], r["tuned_nfe5"], r["tuned_short_nfe5"], r["tuned_short_nfe10"])
     for row in (*rows, r["exact_ode"], *r["grids_nfe10"]):
         assert len(row["sw_seeds"]) == 2 and math.isclose(row["sw"], sum(row["sw_seeds"]) / 2)
+    # the tuned grids are fitted at the settings the default plan brings (UniPC of order 2) and at UniPC's own, the
+    # one with the better fit objective kept and sampled at
+    assert r["default_nfe5"]["knobs"] == {"order": 2}
+    short = r["tuned_short_nfe5"]
+    assert [t["settings"] for t in short["tried"]] == [{"order": 2}, {}]
+    assert short["settings"] == min(short["tried"], key=lambda t: t["sw"])["settings"]
+    assert r["tuned_nfe5"]["settings"] in ({"order": 2}, {})
     # The exact ODE maps the starting noise to exact samples: its distance is sampling noise, like the floor's.
     spread = max(r["floor_draws"]) - min(r["floor_draws"])
     assert r["exact_ode"]["sw"] < max(r["floor_draws"]) + spread

@@ -548,3 +548,23 @@ def test_fit_grid_is_never_worse_than_its_starts():
     ref = reference_solution(D, x_T, float(start[0]), m.sigma_min, tol=1e-4)
     assert info["rms"] <= grid_error(D, "unipc", start, x_T, ref) + 1e-12
     assert info["rms"] == pytest.approx(grid_error(D, "unipc", grid, x_T, ref))
+    assert info["settings"] == {}
+
+
+def test_fit_grid_fits_at_the_sampler_settings_it_is_given():
+    """fit_grid(knobs=...) runs the sampler at those settings while fitting (UniPC at order 2: its error is the
+    order-2 error of the grid, not the order-3 one) and returns them in ``info["settings"]`` to save with the grid."""
+    from torchdiffusion.bench.fast_mixture import FastMixtureDenoiser
+    from torchdiffusion.bench.harness import analytic_model
+    from torchdiffusion.samplers.optimize_grid import fit_grid, fit_noise, grid_error, reference_solution
+
+    D, m = FastMixtureDenoiser(eight_gaussians()), analytic_model()
+    top = 80.0
+    grid, info = fit_grid(
+        D, "unipc", 5, (2,), sigma_max=top, sigma_min=m.sigma_min, fit_n=32, maxfev=30, knobs={"order": 2}
+    )
+    assert info["settings"] == {"order": 2}
+    x_T = fit_noise((2,), 32, 1, top)
+    ref = reference_solution(D, x_T, top, m.sigma_min, tol=1e-4)
+    at2, at3 = (grid_error(D, "unipc", grid, x_T, ref, {"order": k}) for k in (2, 3))
+    assert info["rms"] == pytest.approx(at2) and abs(at3 - at2) > 1e-3 * at2

@@ -206,3 +206,45 @@ def test_generate_stops_where_the_tuned_grid_says(tmp_path):
     (folder / "grids" / "unipc-nfe3.json").write_text((grid_path(tmp_path / "short", "unipc", 3)).read_text())
     _, meta = _sample(folder, tmp_path, "tuned", "--sampler", "unipc", "--grid", "tuned")
     assert meta["grid_used"]["grid"] == "tuned" and meta["grid_used"]["sigma_end"] == 0.06
+
+
+def test_a_tuned_grid_runs_at_the_settings_it_was_fitted_at(tmp_path):
+    """A tuned grid saved with ``settings`` (UniPC's order) is sampled at them: the same samples as the bare grid at
+    that order, not the sampler's own order 3; an order the user sets wins; sample's record names them; settings
+    the sampler does not take, or that are not an object, are one line and exit 2."""
+    from dataclasses import replace
+
+    from torchdiffusion.config import SamplerSettings
+    from torchdiffusion.generate import generate, sampling_plan
+    from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
+
+    folder = write_run(tmp_path / "points", "toy-2d", POINTS_DDPM, data_shape=(2,))
+    run = load_run(folder)
+    grid = torch.tensor([50.0, 4.0, 1.0, 0.3, 0.0], dtype=torch.float64)
+    for name, meta in (("bare", {}), ("order2", {"settings": {"order": 2}})):
+        save_grid(grid_path(tmp_path / name, "unipc", 4), grid, {"sampler": "unipc", "nfe": 4, **meta})
+    tuned = replace(run.config.sample, sampler="unipc", steps=4, grid="tuned")
+    at = lambda name, order=None: generate(  # noqa: E731
+        run.model,
+        range(6),
+        replace(tuned, settings=SamplerSettings(order=order)),
+        run.data_shape,
+        grid_dir=tmp_path / name / "grids",
+    )
+    assert torch.equal(at("order2"), at("bare", 2))
+    assert not torch.allclose(at("order2"), at("bare"))  # the bare grid runs at UniPC's own order 3
+    assert torch.equal(at("order2", 3), at("bare"))  # the user's order wins
+    _, knobs, record = sampling_plan(run.model, tuned, clamped=False, grid_dir=tmp_path / "order2" / "grids")
+    assert knobs == {"order": 2} and record["settings"] == {"order": 2}
+    (folder / "grids").mkdir(exist_ok=True)
+    saved = folder / "grids" / "unipc-nfe4.json"
+    saved.write_text(grid_path(tmp_path / "order2", "unipc", 4).read_text())
+    _, meta = _sample(folder, tmp_path, "tuned", "--sampler", "unipc", "--grid", "auto", "--steps", 4)
+    assert meta["grid_used"]["grid"] == "tuned" and meta["grid_used"]["settings"] == {"order": 2}
+    for bad, says in (({"eta": 1.0}, "has no setting 'eta'"), ([2], "settings must be an object")):
+        saved.write_text(json.dumps({"sampler": "unipc", "sigmas": grid.tolist(), "settings": bad}))
+        code, out, err = cli(
+            "sample", folder, "--steps", 4, "--sampler", "unipc", "--grid", "tuned", "--out", tmp_path / "bad.png"
+        )
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "bad.png").exists()

@@ -165,8 +165,9 @@ class SampleConfig:
     sampler: str = "unipc"  # any name in samplers.SAMPLERS
     steps: int = 18  # steps on the sigma grid (NFE depends on the sampler)
     # auto: the run's tuned grid for this sampler and steps when it has one, else uniform_t for a DDPM-trained
-    # model (only its timesteps with sigma <= 80 when x0_hat is not clamped: generate.resolve_grid) and
-    # exponential (log-SNR) otherwise; karras | exponential | uniform_t | tuned name one kind
+    # model and exponential (log-SNR) otherwise; when x0_hat is not clamped, a log-SNR grid from sigma <= 80 down
+    # to 1 / n for an ODE sampler, a DDPM model's timesteps with sigma <= 80 for a stochastic one
+    # (generate.resolve_grid); karras | exponential | uniform_t | tuned name one kind
     grid: str = "auto"
     rho: float = 7.0  # Karras grid exponent
     spacing: str = "trailing"  # leading | trailing | linspace (uniform_t grid)

@@ -250,6 +250,8 @@ def resolve_grid(
     folder's ``grids/``, written by ``bench-samplers`` or
     ``save_grid`` after ``fit_grid``); an error when there is none.
     ``grid = "auto"`` uses that tuned grid when one matches, else the default (:func:`schedules.default_grid`).
+    A tuned grid's record carries the sampler settings it was fitted at (``settings``, from its JSON, e.g. UniPC's
+    ``order``), which :func:`sampling_plan` passes on where the user sets none.
     When x0_hat is not ``clamped`` (:func:`clamps_x0`) that default depends on the sampler: a deterministic one
     (:func:`samplers.walks_ode_grid`) gets a log-SNR grid from the model's sigma_max (at most
     ``schedules.DISCRETE_SIGMA_MAX`` for a discrete model) down to :func:`schedules.ode_sigma_low` (the record
@@ -273,7 +275,10 @@ def resolve_grid(
             sigmas, path, meta = find_tuned_grid(grid_dir, sample.sampler, steps, with_path=True)
             end = float(meta.get("sigma_end", 0.0))  # where its last step stops (0: at 0)
             record = {"grid": "tuned", "asked": kind, "path": str(path), "sigmas": sigmas.tolist()}
-            return sigmas, {**record, "sigma_end": end} if end else record
+            record.update({"sigma_end": end} if end else {})
+            if meta.get("settings"):  # the sampler settings it was fitted at
+                record["settings"] = dict(meta["settings"])
+            return sigmas, record
         except GridError:
             if kind == "tuned":
                 raise
@@ -337,8 +342,8 @@ def clamped(D: Denoiser, lo: float = -1.0, hi: float = 1.0) -> Denoiser:
 
 def sampler_knobs(name: str, sample: SampleConfig, grid_record: dict | None = None) -> dict:
     """The keyword settings of ``sample.settings`` that are set, for sampler ``name`` (an error names a setting
-    the sampler does not take), with the ``order`` an ``auto`` grid's record chose (:func:`resolve_grid`) where
-    none is set."""
+    the sampler does not take), with the settings the grid's record brings (:func:`resolve_grid`: the ``order``
+    of an ``auto`` plan, the ``settings`` a tuned grid was fitted at) where the user sets none."""
     from dataclasses import asdict
 
     from .samplers import resolve_settings
@@ -347,9 +352,9 @@ def sampler_knobs(name: str, sample: SampleConfig, grid_record: dict | None = No
         knobs = resolve_settings(name, asdict(sample.settings))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if grid_record and "order" in grid_record and "order" not in knobs:
-        knobs["order"] = grid_record["order"]
-    return knobs
+    record = grid_record or {}
+    brought = {**record.get("settings", {}), **({"order": record["order"]} if "order" in record else {})}
+    return {**brought, **knobs}
 
 
 def sampling_plan(

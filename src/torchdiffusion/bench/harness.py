@@ -141,17 +141,21 @@ def tuned_grid(
     cache: dict,
     log: Callable[[str], None],
     clamped: bool = False,
-) -> tuple[Tensor, float]:
+) -> tuple[Tensor, float, dict]:
     """Load ``grid_dir/<sampler>-nfe<N>.json`` or fit it on the fit seed's starting noise and save it (``clamped``:
     whether ``denoise`` clips x0_hat; for a discrete model that does not, the fit starts where the sampler's
     ``auto`` grid does, below ``schedules.DISCRETE_SIGMA_MAX``, since ``auto`` takes the tuned grid when one fits).
-    Returns the grid and its ``sigma_end`` (where its last step stops; 0 unless ``cfg.stop_short``)."""
+    The fit starts from the sampler's ``auto`` grid and runs it at the settings that grid brings (UniPC's order 2 on
+    an unclamped run) and at the sampler's own (order 3), keeping the better on the fit's objective; the winning
+    settings are saved with the grid (``generate`` runs a tuned grid at them).
+    Returns the grid, its ``sigma_end`` (where its last step stops; 0 unless ``cfg.stop_short``) and its settings."""
     path = Path(grid_dir) / f"{sampler}-nfe{nfe}.json"
     if path.exists():
         grid, meta = load_grid(path)
-        return grid, float(meta.get("sigma_end", 0.0))
+        return grid, float(meta.get("sigma_end", 0.0)), dict(meta.get("settings", {}))
     sigma_min, sigma_max = model.sigma_min, model.sigma_max
-    default, _ = standard_grid("auto", steps_for_nfe(sampler, nfe), model, SampleConfig(sampler=sampler), clamped)
+    sample = SampleConfig(sampler=sampler)
+    default, knobs = standard_grid("auto", steps_for_nfe(sampler, nfe), model, sample, clamped)
     if model.process is not None and not clamped and default is not None:
         sigma_max = float(default[0])  # where this sampler's auto grid starts (below DISCRETE_SIGMA_MAX)
     if "ref" not in cache:
@@ -172,7 +176,9 @@ def tuned_grid(
         maxfev=cfg.tune_maxfev if nfe <= cfg.tune_up_to_nfe else 0,
         max_free=cfg.fit_knots,
         objective=cfg.fit_objective,
-        final_step=cfg.stop_short and sampler in STOPS_SHORT and steps_for_nfe(sampler, nfe) >= 2,
+        final_step=cfg.stop_short and sampler in STOPS_SHORT and steps_for_nfe(sampler, nfe, **knobs) >= 2,
+        knobs=knobs,
+        other_knobs=({},) if knobs else (),  # and at the sampler's own settings: the fit keeps the better
     )
     cache[("grid", nfe)] = starts + (grid,)
     save_grid(
@@ -193,7 +199,7 @@ def tuned_grid(
         f"({time.perf_counter() - t0:.0f} s)"
         + (f"; stops at sigma {info['sigma_end']:.3g}" if info["sigma_end"] else "")
     )
-    return grid, info["sigma_end"]
+    return grid, info["sigma_end"], info["settings"]
 
 
 @dataclass
@@ -273,10 +279,9 @@ def our_rows(c: Case, cfg: BenchConfig, grid_dir: Path, log: Callable[[str], Non
                 steps = steps_for_nfe(name, budget)
                 end = 0.0
                 if kind == "tuned":
-                    grid, end = tuned_grid(
+                    grid, end, knobs = tuned_grid(
                         c.denoise, name, budget, c.shape, cfg, c.model, grid_dir, cache, log, clamped=c.clamped
                     )
-                    knobs = {}
                 else:
                     grid, knobs = standard_grid(kind, steps, c.model, replace(c.sample, sampler=name), c.clamped)
                 if grid is None:

@@ -11,7 +11,9 @@ of an n-step grid (sigma_0 = sigma_max and the final 0 stay fixed) that minimise
 a bound on the Wasserstein-2 distance between the few-step and the exact ODE sample distributions. The
 search is derivative-free (Nelder-Mead on log sigma), started from the best of a few Karras / log-SNR grids;
 grids with more than ``max_free`` interior points are moved through ``max_free`` knots of a piecewise-linear
-warp of log sigma. Grids are saved as JSON (``grids/<sampler>-nfe<N>.json`` in a run folder).
+warp of log sigma. Grids are saved as JSON (``grids/<sampler>-nfe<N>.json`` in a run folder) with the sampler
+settings they were fitted at (``settings``, e.g. UniPC's order): a grid is tuned for a sampler *at* its settings,
+and ``generate`` runs it at them unless the user sets them.
 
 Two options for few steps (``bench_default_sampler.py`` uses both; docs/samplers.md has the figures):
 
@@ -136,6 +138,7 @@ def optimize_grid(
     starts: Sequence[Tensor] = (),
     objective: str = "rms",
     final_step: bool = False,
+    other_knobs: Sequence[dict] = (),
 ) -> tuple[Tensor, dict]:
     """Optimise an n-step grid (n from the NFE budget) for a deterministic sampler; see the module docstring.
 
@@ -151,11 +154,41 @@ def optimize_grid(
         final_step: also fit sigma_end, where the last step stops (:func:`final_step`; samplers of
             :data:`STOPS_SHORT` only, with at least two steps); the interior levels then move freely, not through
             ``max_free`` knots.
+        knobs: the sampler settings to fit at (None: the sampler's own).
+        other_knobs: further settings to fit at (e.g. UniPC's own order 3 beside the order 2 of an unclamped run's
+            plan); the ``maxfev`` budget is shared equally, and the settings whose grid scores best on the
+            objective are kept.
     Returns:
         the grid (n + 1,) float64 ending in 0, and an info dict (the objective's value ``rms`` before and after,
-        whatever the objective, evaluations, and ``sigma_end``: 0 unless ``final_step``).
+        whatever the objective, evaluations, ``sigma_end``: 0 unless ``final_step``, and ``settings``: the
+        sampler settings it was fitted at, which the sampler must run with on it - save them with the grid).
     """
     from scipy.optimize import minimize
+
+    if other_knobs:
+        tried = [dict(knobs or {}), *(dict(k) for k in other_knobs)]
+        fits = [
+            optimize_grid(
+                denoise,
+                sampler,
+                nfe,
+                x_T,
+                reference,
+                sigma_max=sigma_max,
+                sigma_min=sigma_min,
+                knobs=k,
+                max_free=max_free,
+                maxfev=maxfev // len(tried),
+                starts=starts,
+                objective=objective,
+                final_step=final_step,
+            )
+            for k in tried
+        ]
+        grid, info = min(fits, key=lambda f: f[1]["rms"])
+        info["evaluations"] = sum(f[1]["evaluations"] for f in fits)
+        info["tried"] = [{"settings": f[1]["settings"], objective: f[1]["rms"]} for f in fits]
+        return grid, info
 
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown grid objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
@@ -231,7 +264,8 @@ def optimize_grid(
             best_logs, best = to_logs(res.x), float(res.fun)
     grid = _grid_from_logs(sigma_max, best_logs)
     info = {"rms_start": start_err, "rms": best, "evaluations": evals["count"], "steps": n}
-    return grid, {**info, "objective": objective, "sigma_end": a_best * float(grid[-2])}
+    info.update(objective=objective, sigma_end=a_best * float(grid[-2]), settings=dict(knobs or {}))
+    return grid, info
 
 
 def save_grid(path: str | Path, sigmas: Tensor, meta: dict) -> None:
@@ -255,6 +289,16 @@ def load_grid(path: str | Path) -> tuple[Tensor, dict]:
         raise GridError(f"grid {path}: sigma_end must be a number in [0, {float(sigmas[-2]):g}), got {end!r}")
     if end and doc.get("sampler") not in STOPS_SHORT:
         raise GridError(f"grid {path}: sigma_end > 0 needs one of {', '.join(STOPS_SHORT)}")
+    settings = doc.get("settings", {})
+    if not isinstance(settings, dict):
+        raise GridError(f"grid {path}: settings must be an object of sampler settings, got {settings!r}")
+    if "sampler" in doc:
+        from . import resolve_settings
+
+        try:
+            resolve_settings(doc["sampler"], settings)
+        except (KeyError, ValueError) as e:
+            raise GridError(f"grid {path}: {e}") from None
     return sigmas, doc
 
 
@@ -306,6 +350,8 @@ def fit_grid(
     dtype=torch.float64,
     objective: str = "rms",
     final_step: bool = False,
+    knobs: dict | None = None,
+    other_knobs: Sequence[dict] = (),
 ) -> tuple[Tensor, dict]:
     """A tuned grid at a small, fixed cost: ``fit_n`` starting noises of their own ``seed``, their reference ODE
         solutions to ``tol``, then :func:`optimize_grid` with at most ``maxfev`` solves moving ``max_free`` knots of
@@ -313,7 +359,10 @@ def fit_grid(
         the Gaussian-mixture bench that is a few seconds per setting (docs/samplers.md). ``starts``: grids to start
     from besides the Karras / log-SNR family (pass the model's default grid, e.g. its own timesteps, so the tuned
     grid is never worse than it on the fit seed). ``objective`` and ``final_step`` as in :func:`optimize_grid`
-    (``info["sigma_end"]`` is where the last step stops; save it with the grid). ``info`` adds ``seconds``."""
+    (``info["sigma_end"]`` is where the last step stops; save it with the grid). ``knobs``: the sampler settings
+    to fit at, e.g. the ``order`` an unclamped run's ``auto`` plan gives UniPC (``generate.sampling_plan``), and
+    ``other_knobs`` more to try (:func:`optimize_grid`); the winner is ``info["settings"]``, and ``generate`` runs a
+    saved grid at the settings saved with it. ``info`` adds ``seconds``."""
     import time
 
     t0 = time.perf_counter()
@@ -332,6 +381,8 @@ def fit_grid(
         starts=[g for g in starts if float(g[0]) == sigma_max],
         objective=objective,
         final_step=final_step,
+        knobs=knobs,
+        other_knobs=other_knobs,
     )
     info.update(fit_n=fit_n, fit_seed=seed, seconds=round(time.perf_counter() - t0, 2))
     return grid, info
