@@ -40,8 +40,8 @@ def test_bench_samplers_on_the_exact_mixture(tmp_path):
 def test_tuned_grids_that_stop_short(tmp_path):
     """--stop-short --fit-objective sw: the tuned grids of the samplers that can stop short record where their last
     step stops and what they minimised; a sampler that cannot (Heun evaluates D twice at the last level) is fitted
-    without it, and the run still completes. (160 solves, 80 at each order: the fit starts from the unclamped auto grid, which 30 do
-    not improve on for this mixture.)"""
+    without it, and the run still completes. (160 solves, 80 at each order: the fit starts from the unclamped auto
+    grid, which 30 do not improve on for this mixture.)"""
     out = tmp_path / "bench"
     rc, _, err = td(
         *("bench-samplers", "--case", "8gaussians", "--n", "300", "--nfe", "5", "--samplers", "unipc,heun"),

@@ -241,10 +241,16 @@ def test_a_tuned_grid_runs_at_the_settings_it_was_fitted_at(tmp_path):
     saved.write_text(grid_path(tmp_path / "order2", "unipc", 4).read_text())
     _, meta = _sample(folder, tmp_path, "tuned", "--sampler", "unipc", "--grid", "auto", "--steps", 4)
     assert meta["grid_used"]["grid"] == "tuned" and meta["grid_used"]["settings"] == {"order": 2}
-    for bad, says in (({"eta": 1.0}, "has no setting 'eta'"), ([2], "settings must be an object")):
-        saved.write_text(json.dumps({"sampler": "unipc", "sigmas": grid.tolist(), "settings": bad}))
-        code, out, err = cli(
-            "sample", folder, "--steps", 4, "--sampler", "unipc", "--grid", "tuned", "--out", tmp_path / "bad.png"
-        )
-        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
-        assert not (tmp_path / "bad.png").exists()
+    bad_files = (
+        ({"settings": {"eta": 1.0}}, "has no setting 'eta'"),
+        ({"settings": [2]}, "settings must be an object"),
+        ({"sigmas": [50.0, 60.0, 0.0]}, "not a decreasing list"),
+    )
+    for bad, says in bad_files:  # under grid auto too: a damaged grid file is never silently replaced by another grid
+        saved.write_text(json.dumps({"sampler": "unipc", "sigmas": grid.tolist(), **bad}))
+        for kind in ("tuned", "auto"):
+            code, out, err = cli(
+                "sample", folder, "--steps", 4, "--sampler", "unipc", "--grid", kind, "--out", tmp_path / "bad.png"
+            )
+            assert code == 2 and says in err and "unipc-nfe4.json" in err, err
+            assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()

@@ -249,7 +249,8 @@ def resolve_grid(
     ``grid = "tuned"`` reads the grid fitted for ``sample.sampler`` at ``steps`` steps from ``grid_dir`` (a run
     folder's ``grids/``, written by ``bench-samplers`` or
     ``save_grid`` after ``fit_grid``); an error when there is none.
-    ``grid = "auto"`` uses that tuned grid when one matches, else the default (:func:`schedules.default_grid`).
+    ``grid = "auto"`` uses that tuned grid when one matches, else the default (:func:`schedules.default_grid`); a
+    grid file of the sampler's that cannot be read is an error either way (a ``GridError`` naming it).
     A tuned grid's record carries the sampler settings it was fitted at (``settings``, from its JSON, e.g. UniPC's
     ``order``), which :func:`sampling_plan` passes on where the user sets none.
     When x0_hat is not ``clamped`` (:func:`clamps_x0`) that default depends on the sampler: a deterministic one
@@ -263,7 +264,7 @@ def resolve_grid(
     from dataclasses import asdict
 
     from .samplers import UNIPC_AUTO_ORDER, walks_ode_grid
-    from .samplers.optimize_grid import GridError, find_tuned_grid
+    from .samplers.optimize_grid import NoTunedGrid, find_tuned_grid
 
     steps = sample.steps if steps is None else steps
     if steps < 1:
@@ -279,7 +280,7 @@ def resolve_grid(
             if meta.get("settings"):  # the sampler settings it was fitted at
                 record["settings"] = dict(meta["settings"])
             return sigmas, record
-        except GridError:
+        except NoTunedGrid:  # a damaged grid file is an error under auto too: never silently another grid
             if kind == "tuned":
                 raise
     if kind == "tuned":

@@ -50,6 +50,11 @@ class GridError(ValueError):
     """A stored grid that cannot be used; one line for the user."""
 
 
+class NoTunedGrid(GridError):
+    """No stored grid matches the sampler and step count asked for (a ``grid = "auto"`` run then takes its default
+    grid; a damaged grid file is a :class:`GridError` either way)."""
+
+
 def reference_solution(
     denoise: Denoiser, x_T: Tensor, sigma_max: float, sigma_min: float, *, tol: float = 1e-6
 ) -> Tensor:
@@ -310,7 +315,8 @@ def grid_path(run_dir: str | Path, sampler: str, nfe: int) -> Path:
 def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int, *, with_path: bool = False):
     """The grid of ``grid_dir`` tuned for ``sampler`` with ``steps`` steps (``<sampler>-nfe<N>.json`` written
     by ``bench-samplers``, or ``save_grid`` after ``fit_grid``), with its path and metadata, ``(sigmas, path,
-    meta)``, when ``with_path``; a :class:`GridError` naming what there is when none matches."""
+    meta)``, when ``with_path``; a :class:`NoTunedGrid` naming what there is when none matches, and a
+    :class:`GridError` naming the file when one of the sampler's grid files cannot be read."""
     grid_dir = Path(grid_dir)
     found = {}
     for path in sorted(grid_dir.glob(f"{sampler}-nfe*.json")):
@@ -320,7 +326,7 @@ def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int, *, with_path
     if steps in found:
         return found[steps] if with_path else found[steps][0]
     have = f"it has {sampler} grids for {', '.join(map(str, sorted(found)))} steps" if found else "it has none"
-    raise GridError(
+    raise NoTunedGrid(
         f"no grid tuned for {sampler} at {steps} steps in {grid_dir} ({have}); fit one with "
         f"'torchdiffusion bench-samplers --run RUN --samplers {sampler} --tuned-samplers {sampler} --grids tuned "
         f"--nfe N' (N = the NFE of {steps} steps)"
