@@ -244,6 +244,7 @@ def test_a_tuned_grid_runs_at_the_settings_it_was_fitted_at(tmp_path):
     bad_files = (
         ({"settings": {"eta": 1.0}}, "has no setting 'eta'"),
         ({"settings": [2]}, "settings must be an object"),
+        ({"settings": {"order": "two"}}, "settings.order"),
         ({"sigmas": [50.0, 60.0, 0.0]}, "not a decreasing list"),
     )
     for bad, says in bad_files:  # under grid auto too: a damaged grid file is never silently replaced by another grid

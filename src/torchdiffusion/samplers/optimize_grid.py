@@ -297,13 +297,15 @@ def load_grid(path: str | Path) -> tuple[Tensor, dict]:
     settings = doc.get("settings", {})
     if not isinstance(settings, dict):
         raise GridError(f"grid {path}: settings must be an object of sampler settings, got {settings!r}")
-    if "sampler" in doc:
-        from . import resolve_settings
+    from ..config import SamplerSettings, from_dict
+    from . import resolve_settings
 
-        try:
-            resolve_settings(doc["sampler"], settings)
-        except (KeyError, ValueError) as e:
-            raise GridError(f"grid {path}: {e}") from None
+    try:
+        from_dict(SamplerSettings, settings, "settings.")  # names and types, as in a run's config.json
+        if "sampler" in doc:
+            resolve_settings(doc["sampler"], settings)  # and ones this sampler takes
+    except (KeyError, ValueError) as e:  # ConfigError is a ValueError
+        raise GridError(f"grid {path}: {e}") from None
     return sigmas, doc
 
 
