@@ -75,7 +75,9 @@ def test_sample_uses_the_tuned_grid_bench_samplers_fitted(run, tmp_path):
     args += ["--n", 4, "--no-diffusers", "--tune-maxfev", 4, "--fit-n", 8, "--ref-steps", 3]
     code, _, err = cli("bench-samplers", *args, "--out", tmp_path / "bench")
     assert code == 0, err
-    grid = json.loads((run / "grids" / "euler-nfe3.json").read_text())["sigmas"]
+    fitted = json.loads((run / "grids" / "euler-nfe3.json").read_text())
+    assert fitted["objective"] == "rms error to the accurate ODE solution"  # images (clamped): each path, by default
+    grid = fitted["sigmas"]
     a, meta = _sample(run, tmp_path, "tuned", "--grid", "tuned", "--sampler", "euler")
     b, _ = _sample(run, tmp_path, "karras", "--grid", "karras", "--sampler", "euler")
     assert meta["sample"]["grid"] == "tuned" and len(grid) == 4 and not np.array_equal(a, b)

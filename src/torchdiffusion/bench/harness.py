@@ -63,8 +63,11 @@ class BenchConfig:
     fit_n: int = 128  # starting samples for fitting grids (own seed)
     fit_knots: int = 4  # free knots of the log-sigma warp a tuned grid moves
     fit_tol: float = 1e-4  # tolerance of the reference ODE solve grids are fit to
-    fit_objective: str = "rms"  # rms | sw: what a tuned grid minimises (optimize_grid.grid_error)
-    stop_short: bool = False  # tuned grids may stop their last step short of 0 (optimize_grid.final_step)
+    # what a tuned grid minimises (optimize_grid.grid_error): rms | sw | auto = sw for a run whose x0_hat is not
+    # clamped (vectors, tables, signals: at NFE 5 the RMS fit's samples are blurred, docs/samplers.md), rms otherwise
+    fit_objective: str = "auto"
+    # tuned grids may stop their last step short of 0 (optimize_grid.final_step); None: when x0_hat is not clamped
+    stop_short: bool | None = None
     adaptive_tols: tuple[float, ...] = (1e-2, 1e-3)  # rows for the adaptive solver (its NFE is reported)
     diffusers: tuple[str, ...] = tuple(diffusers_driver.SCHEDULERS)  # empty to skip
     diffusers_spacings: tuple[str, ...] = ("leading", "trailing", "linspace")  # diffusers' timestep_spacing
@@ -130,6 +133,13 @@ def standard_grid(
         return None, {}
 
 
+def fit_choice(cfg: BenchConfig, clamped: bool) -> tuple[str, bool]:
+    """(objective, stop short) of the tuned grids of a run whose x0_hat is ``clamped`` or not: ``auto`` / None fit
+    the sample distribution, stopping short, where nothing is clamped, and each sample's path (rms) where it is."""
+    objective = cfg.fit_objective if cfg.fit_objective != "auto" else ("rms" if clamped else "sw")
+    return objective, (not clamped) if cfg.stop_short is None else cfg.stop_short
+
+
 def tuned_grid(
     denoise: Denoiser,
     sampler: str,
@@ -148,7 +158,8 @@ def tuned_grid(
     The fit starts from the sampler's ``auto`` grid and runs it at the settings that grid brings (UniPC's order 2 on
     an unclamped run) and at the sampler's own (order 3), keeping the better on the fit's objective; the winning
     settings are saved with the grid (``generate`` runs a tuned grid at them).
-    Returns the grid, its ``sigma_end`` (where its last step stops; 0 unless ``cfg.stop_short``) and its settings."""
+    The objective and whether the grid may stop short: :func:`fit_choice`.
+    Returns the grid, its ``sigma_end`` (where its last step stops; 0 unless it stops short) and its settings."""
     path = Path(grid_dir) / f"{sampler}-nfe{nfe}.json"
     if path.exists():
         grid, meta = load_grid(path)
@@ -156,6 +167,7 @@ def tuned_grid(
     sigma_min, sigma_max = model.sigma_min, model.sigma_max
     sample = SampleConfig(sampler=sampler)
     default, knobs = standard_grid("auto", steps_for_nfe(sampler, nfe), model, sample, clamped)
+    objective, stop_short = fit_choice(cfg, clamped)
     if model.process is not None and not clamped and default is not None:
         sigma_max = float(default[0])  # where this sampler's auto grid starts (below DISCRETE_SIGMA_MAX)
     if "ref" not in cache:
@@ -175,8 +187,8 @@ def tuned_grid(
         starts=starts,
         maxfev=cfg.tune_maxfev if nfe <= cfg.tune_up_to_nfe else 0,
         max_free=cfg.fit_knots,
-        objective=cfg.fit_objective,
-        final_step=cfg.stop_short and sampler in STOPS_SHORT and steps_for_nfe(sampler, nfe, **knobs) >= 2,
+        objective=objective,
+        final_step=stop_short and sampler in STOPS_SHORT and steps_for_nfe(sampler, nfe, **knobs) >= 2,
         knobs=knobs,
         other_knobs=({},) if knobs else (),  # and at the sampler's own settings: the fit keeps the better
     )
@@ -190,12 +202,12 @@ def tuned_grid(
             "fit_seed": cfg.fit_seed,
             "fit_n": cfg.fit_n,
             **info,
-            "objective": {"rms": "rms error", "sw": "sliced Wasserstein-1"}[cfg.fit_objective]
+            "objective": {"rms": "rms error", "sw": "sliced Wasserstein-1"}[objective]
             + " to the accurate ODE solution",
         },
     )
     log(
-        f"  tuned {sampler} nfe={nfe}: {cfg.fit_objective} {info['rms_start']:.4g} -> {info['rms']:.4g} "
+        f"  tuned {sampler} nfe={nfe}: {objective} {info['rms_start']:.4g} -> {info['rms']:.4g} "
         f"({time.perf_counter() - t0:.0f} s)"
         + (f"; stops at sigma {info['sigma_end']:.3g}" if info["sigma_end"] else "")
     )

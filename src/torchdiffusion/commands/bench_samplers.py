@@ -41,16 +41,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--fit-objective",
-        choices=("rms", "sw"),
-        default="rms",
+        choices=("auto", "rms", "sw"),
+        default="auto",
         help="what a tuned grid minimises: rms distance of each sample to its accurate ODE solution, or sliced "
-        "Wasserstein-1 between the two sample sets (default rms)",
+        "Wasserstein-1 between the two sample sets (default auto: sw for a run whose x0_hat is not clamped - "
+        "vectors, tables, signals, latents - and rms for images and volumes)",
     )
     p.add_argument(
         "--stop-short",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="tuned grids also fit where their last step stops (a little noise left in; at few steps the full "
-        "step to 0 narrows the data's narrow modes); sample/generate then stop there too",
+        "step to 0 narrows the data's narrow modes); sample/generate then stop there too (default: where x0_hat "
+        "is not clamped, as --fit-objective auto)",
     )
     p.add_argument("--grid-dir", help="where tuned grids are read from / written to")
     p.add_argument("--diffusers", default=None, help="diffusers schedulers (default: all, if installed)")
