@@ -25,8 +25,9 @@ with the same number):
   sampler's own (order 3), the better on the fit's objective kept (those settings are saved with the grid, and
   ``generate`` samples it at them); with its fitting time
   (seconds on the machine it ran on; a loaded machine inflates them): the RMS fit (128 starting points, 120
-  solves; what ``bench-samplers`` fits) and the fit of the sample distribution whose last step stops short of 0
-  (``objective="sw"``, ``final_step=True``; 512 starting points, 450 solves).
+  solves; ``bench-samplers --fit-objective rms``, its default for images) and the fit of the sample distribution
+  whose last step stops short of 0 (``objective="sw"``, ``final_step=True``; 512 starting points, 450 solves;
+  ``bench-samplers``' default for unclamped runs, which fits 128 points with 120 solves).
 
 Choosing the best of some forty settings by one draw each would favour the stochastic ones, whose fresh noise
 is a new draw of the sampling error every time (with one seed, k-diffusion's Euler-ancestral "beat" the exact
