@@ -63,3 +63,14 @@ def test_tuned_grids_that_stop_short(tmp_path):
     assert heun["settings"] == {} and "tried" not in heun
     rows = {r["sampler"]: r for r in json.loads((out / "results.json").read_text())["rows"] if r["grid"] == "tuned"}
     assert rows["unipc"]["nfe"] <= 5 and rows["unipc"]["extra"].get("sigma_end", 0.0) == unipc["sigma_end"]
+
+
+def test_the_fit_follows_the_data_unless_told():
+    """Tuned grids of unclamped data fit the sample distribution and stop short; images keep the RMS fit; both can
+    be set."""
+    from torchdiffusion.bench.harness import BenchConfig, fit_choice
+
+    assert fit_choice(BenchConfig(), clamped=False) == ("sw", True)
+    assert fit_choice(BenchConfig(), clamped=True) == ("rms", False)
+    assert fit_choice(BenchConfig(fit_objective="rms", stop_short=False), clamped=False) == ("rms", False)
+    assert fit_choice(BenchConfig(fit_objective="sw", stop_short=True), clamped=True) == ("sw", True)
