@@ -195,10 +195,13 @@ def run_case(name: str, n: int, K, log, seeds: int = 3, floor_draws: int = 8) ->
     out["exact_ode"] = {"sw": sum(exact) / len(exact), "sw_seeds": exact}
     default = SampleConfig()
 
+    def plan(nfe: int):
+        """The default plan at this NFE: (grid, the settings it brings, its record) of an unclamped run."""
+        return sampling_plan(model, replace(default, steps=steps_for_nfe(default.sampler, nfe)), clamped=False)
+
     def default_row(nfe: int) -> dict:
         """The default sampler on its default grid with the settings that grid brings (vectors: never clamped)."""
-        sample = replace(default, steps=steps_for_nfe(default.sampler, nfe))
-        sigmas, knobs, record = sampling_plan(model, sample, clamped=False)
+        sigmas, knobs, record = plan(nfe)
         about = {"sampler": default.sampler, "grid": record["grid"], "knobs": knobs, "sigmas": sigmas.tolist()}
         rows = [[ours(D, z, default.sampler, sigmas, quality, knobs=knobs)] for z in zs.values()]
         return {**about, **mean_rows(rows)[0]}
@@ -221,13 +224,7 @@ def run_case(name: str, n: int, K, log, seeds: int = 3, floor_draws: int = 8) ->
     # the tuned grids are fitted as bench-samplers fits them: from the default plan of their NFE (its grid among the
     # starts, at its top), at the settings it brings (UniPC of order 2) and at the sampler's own (order 3), the better
     # on the fit's objective kept; those settings are saved with the grid, and generate samples it at them
-    def plan(nfe: int):
-        sigmas, knobs, _ = sampling_plan(
-            model, replace(default, steps=steps_for_nfe(default.sampler, nfe)), clamped=False
-        )
-        return sigmas, knobs
-
-    std, knobs5 = plan(5)
+    std, knobs5, _ = plan(5)
     sigma_max = float(std[0])
     grid, info = fit_grid(
         D,
@@ -253,7 +250,7 @@ def run_case(name: str, n: int, K, log, seeds: int = 3, floor_draws: int = 8) ->
 
     def stopping_short(nfe: int, maxfev: int) -> dict:
         """The grid that stops short of 0 (sliced Wasserstein fit, 512 starting points), scored over the seeds."""
-        start, knobs = plan(nfe)
+        start, knobs, _ = plan(nfe)
         grid, info = fit_grid(
             D,
             default.sampler,
