@@ -74,3 +74,21 @@ def test_the_fit_follows_the_data_unless_told():
     assert fit_choice(BenchConfig(), clamped=True) == ("rms", False)
     assert fit_choice(BenchConfig(fit_objective="rms", stop_short=False), clamped=False) == ("rms", False)
     assert fit_choice(BenchConfig(fit_objective="sw", stop_short=True), clamped=True) == ("sw", True)
+
+
+def test_no_stop_short_and_rms_turn_the_unclamped_default_off(tmp_path):
+    """On unclamped data bench-samplers fits the distribution and stops short by default; --fit-objective rms
+    --no-stop-short gives the RMS fit that ends at 0 - the flags change the saved grid."""
+    grids = {}
+    for tag, flags in (("default", ()), ("rms", ("--fit-objective", "rms", "--no-stop-short"))):
+        out = tmp_path / tag
+        rc, _, err = td(
+            *("bench-samplers", "--case", "8gaussians", "--n", "300", "--nfe", "5", "--samplers", "unipc"),
+            *("--grids", "tuned", "--tuned-samplers", "unipc", "--tune-maxfev", "160", "--fit-n", "64"),
+            *("--no-diffusers", "--out", out, *flags),
+        )
+        assert rc == 0, err
+        grids[tag] = json.loads((out / "grids" / "unipc-nfe5.json").read_text())
+    assert grids["default"]["objective"].startswith("sliced Wasserstein-1") and grids["default"]["sigma_end"] > 0
+    assert grids["rms"]["objective"].startswith("rms error") and grids["rms"]["sigma_end"] == 0
+    assert grids["default"]["sigmas"] != grids["rms"]["sigmas"]
