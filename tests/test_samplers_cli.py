@@ -210,6 +210,33 @@ def test_generate_stops_where_the_tuned_grid_says(tmp_path):
     assert meta["grid_used"]["grid"] == "tuned" and meta["grid_used"]["sigma_end"] == 0.06
 
 
+def test_sample_counts_runs_and_records_one_resolved_grid(tmp_path, monkeypatch):
+    """``sample`` resolves its grid once: the NFE it records counts the settings a tuned grid brings (the
+    predictor-corrector's corrector steps change the count), the record is the grid that ran, and the grid
+    file is read once."""
+    from torchdiffusion.samplers import nfe
+    from torchdiffusion.samplers import optimize_grid as og
+
+    folder = write_run(tmp_path / "points", "toy-2d", POINTS_DDPM, data_shape=(2,))
+    grid = [40.0, 3.0, 0.5, 0.0]
+    og.save_grid(
+        og.grid_path(folder, "pc", 10),
+        torch.tensor(grid, dtype=torch.float64),
+        {"sampler": "pc", "settings": {"corrector_steps": 2}},
+    )
+    reads = []
+    load = og.load_grid
+    monkeypatch.setattr(og, "load_grid", lambda path: reads.append(path) or load(path))
+    x, meta = _sample(folder, tmp_path, "pc", "--sampler", "pc", "--grid", "tuned")
+    assert len(reads) == 1
+    assert meta["grid_used"]["settings"] == {"corrector_steps": 2} and meta["grid_used"]["sigmas"] == grid
+    assert meta["nfe"] == nfe("pc", 3, corrector_steps=2) == 2 * 3 + 1 != nfe("pc", 3)
+    x2, _ = _sample(
+        folder, tmp_path, "pc2", "--sampler", "pc", "--grid", "tuned", "--set", "sample.settings.corrector_steps=2"
+    )
+    assert np.array_equal(x, x2)  # the grid's corrector steps are the ones that ran
+
+
 def test_a_tuned_grid_runs_at_the_settings_it_was_fitted_at(tmp_path):
     """A tuned grid saved with ``settings`` (UniPC's order) is sampled at them: the same samples as the bare grid at
     that order, not the sampler's own order 3; an order the user sets wins; sample's record names them; settings

@@ -386,6 +386,7 @@ def generate(
     precision: str = "fp32",
     grid_dir: str | Path | None = None,
     codec: LatentCodec | None = None,
+    plan: tuple[Tensor, dict, dict] | None = None,
 ) -> Tensor:
     """Sample ``len(seeds)`` examples; returns (N, *data_shape) float32 on the CPU, or (N, *codec.image_shape)
     decoded images for a latent model given its ``codec``.
@@ -405,6 +406,9 @@ def generate(
         grid_dir: where ``sample.grid = "tuned"`` finds its grids (a run folder's ``grids/``).
         codec: a latent model's autoencoder (``LoadedRun.codec``): the sampler works on latents of
             ``data_shape``, unclamped, and each batch is decoded at the very end, ``x = G(z / s)`` (latent.py).
+        plan: the (grid, settings, grid record) of :func:`sampling_plan` for this model, ``sample`` and
+            ``grid_dir``, when the caller has resolved it already (to record or count it): sampled as given, so
+            the grid a caller records is the grid that ran (a tuned grid file is read once).
     """
     from .latent import as_pixels
     from .samplers.optimize_grid import final_step
@@ -412,7 +416,7 @@ def generate(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sampler = get_sampler(sample.sampler)
     clip = clamps_x0(sample, data_shape, codec)
-    sigmas, knobs, grid_record = sampling_plan(model, sample, clamped=clip, grid_dir=grid_dir)
+    sigmas, knobs, grid_record = plan or sampling_plan(model, sample, clamped=clip, grid_dir=grid_dir)
     sigma_end = grid_record.get("sigma_end", 0.0)  # a tuned grid may stop short of 0 (optimize_grid.final_step)
     guide = guide_of(model) if sample.autoguidance != 1.0 else None  # None: the model alone
     if guide is None and sample.autoguidance != 1.0:

@@ -199,14 +199,18 @@ def write_samples(
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
     import numpy as np
 
-    from ..generate import clamps_x0, generate, resolve_grid, sampler_knobs
+    from ..generate import clamps_x0, generate, sampling_plan
     from ..io import atomic_write
     from ..progress import chain, step_bar
     from ..samplers import nfe
     from ..viz import channel_note, save_json, save_samples
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
-    spent = nfe(sample.sampler, sample.steps, **sampler_knobs(sample.sampler, sample))
+    # the grid and the settings it brings, resolved once: counted, sampled and recorded alike
+    plan = sampling_plan(
+        run_.model, sample, clamped=clamps_x0(sample, run_.data_shape, run_.codec), grid_dir=run_.path / "grids"
+    )
+    spent = nfe(sample.sampler, sample.steps, **plan[1])
     shown = {"image": 16, "signal": 4, "volume": 16}.get(run_.kind, sample.n)  # samples drawn in the GIF
     recorder = Recorder(min(sample.n, shown), sample.batch_size) if gif else None
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
@@ -222,6 +226,7 @@ def write_samples(
             callback=chain(bar.step, recorder),
             grid_dir=run_.path / "grids",
             codec=run_.codec,  # a latent run: the images decoded from its latents
+            plan=plan,
         )
     paths = [save_samples(x, run_.kind, out, title=f"{sample.sampler}, {sample.steps} steps")]
     if run_.kind == "image" and channel_note(x.shape[1]):
@@ -237,12 +242,7 @@ def write_samples(
                 "run": str(run_.path),
                 "seeds": [seeds[0], seeds[-1]],
                 "nfe": spent,
-                "grid_used": resolve_grid(
-                    run_.model,
-                    sample,
-                    clamped=clamps_x0(sample, run_.data_shape, run_.codec),
-                    grid_dir=run_.path / "grids",
-                )[1],
+                "grid_used": plan[2],
                 "conditioning": sorted(cond) if isinstance(cond, dict) else None,
                 "wrapped": wrap is not None,
                 "sample": dataclasses.asdict(sample),
