@@ -439,10 +439,11 @@ def test_unclamped_auto_grid_of_an_ode_sampler_is_log_snr_down_to_one_over_n(sch
             assert ("sigma_cap" in rec) == (schedule is not None) and rec["sigmas"] == sig.tolist()
             assert torch.equal(sig, exponential_sigmas(steps, low, top))
             assert knobs == ({"order": UNIPC_AUTO_ORDER} if sampler == "unipc" else {})
+            assert rec.get("settings") == ({"order": UNIPC_AUTO_ORDER} if sampler == "unipc" else None)
         # an order the user sets is kept, and recorded as theirs
         mine = SampleConfig(steps=steps, settings=SamplerSettings(order=3))
         _, knobs, rec = sampling_plan(model, mine, clamped=False)
-        assert knobs == {"order": 3} and "order" not in rec
+        assert knobs == {"order": 3} and "settings" not in rec
         # clamped: the process's own grid (no more steps than a DDPM table has), no order chosen for the user
         if schedule is None or steps <= 1000:
             _, knobs, rec = sampling_plan(model, SampleConfig(steps=steps), clamped=True)

@@ -257,9 +257,9 @@ def resolve_grid(
     (:func:`samplers.walks_ode_grid`) gets a log-SNR grid from the model's sigma_max (at most
     ``schedules.DISCRETE_SIGMA_MAX`` for a discrete model) down to :func:`schedules.ode_sigma_low` (the record
     says ``sigma_low``), and ``unipc`` without an order set takes ``samplers.UNIPC_AUTO_ORDER`` there (the record
-    says ``order``: :func:`sampling_plan` passes it on); a stochastic one gets a discrete model's timesteps with
-    sigma <= ``schedules.DISCRETE_SIGMA_MAX`` (:func:`schedules.unclamped_timesteps`; the record says
-    ``sigma_cap``). Karras and log-SNR grids of a discrete model stop at ``schedules.DISCRETE_SIGMA_MAX``.
+    says ``settings: {order}``, as a tuned grid's does: :func:`sampling_plan` passes it on); a stochastic one gets
+    a discrete model's timesteps with sigma <= ``schedules.DISCRETE_SIGMA_MAX``
+    (:func:`schedules.unclamped_timesteps`; the record says ``sigma_cap``). Karras and log-SNR grids of a discrete model stop at ``schedules.DISCRETE_SIGMA_MAX``.
     ``model`` needs only ``sigma_min``, ``sigma_max`` and ``process``."""
     from dataclasses import asdict
 
@@ -295,7 +295,7 @@ def resolve_grid(
             sigma_low = min(ode_sigma_low(steps, model.sigma_min), top / 2)
             cap = {"sigma_low": sigma_low, **({"sigma_cap": DISCRETE_SIGMA_MAX} if discrete is not None else {})}
             if sample.sampler == "unipc" and sample.settings.order is None:
-                cap["order"] = UNIPC_AUTO_ORDER
+                cap["settings"] = {"order": UNIPC_AUTO_ORDER}
         elif discrete is not None and not clamped:
             discrete, cap = unclamped_timesteps(discrete), {"sigma_cap": DISCRETE_SIGMA_MAX}
             if steps > len(discrete):
@@ -343,8 +343,8 @@ def clamped(D: Denoiser, lo: float = -1.0, hi: float = 1.0) -> Denoiser:
 
 def sampler_knobs(name: str, sample: SampleConfig, grid_record: dict | None = None) -> dict:
     """The keyword settings of ``sample.settings`` that are set, for sampler ``name`` (an error names a setting
-    the sampler does not take), with the settings the grid's record brings (:func:`resolve_grid`: the ``order``
-    of an ``auto`` plan, the ``settings`` a tuned grid was fitted at) where the user sets none."""
+    the sampler does not take), with the settings the grid's record brings (:func:`resolve_grid`'s ``settings``: the
+    UniPC order of an ``auto`` plan, the settings a tuned grid was fitted at) where the user sets none."""
     from dataclasses import asdict
 
     from .samplers import resolve_settings
@@ -353,9 +353,7 @@ def sampler_knobs(name: str, sample: SampleConfig, grid_record: dict | None = No
         knobs = resolve_settings(name, asdict(sample.settings))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    record = grid_record or {}
-    brought = {**record.get("settings", {}), **({"order": record["order"]} if "order" in record else {})}
-    return {**brought, **knobs}
+    return {**(grid_record or {}).get("settings", {}), **knobs}
 
 
 def sampling_plan(
