@@ -259,7 +259,8 @@ def resolve_grid(
     says ``sigma_low``), and ``unipc`` without an order set takes ``samplers.UNIPC_AUTO_ORDER`` there (the record
     says ``settings: {order}``, as a tuned grid's does: :func:`sampling_plan` passes it on); a stochastic one gets
     a discrete model's timesteps with sigma <= ``schedules.DISCRETE_SIGMA_MAX``
-    (:func:`schedules.unclamped_timesteps`; the record says ``sigma_cap``). Karras and log-SNR grids of a discrete model stop at ``schedules.DISCRETE_SIGMA_MAX``.
+    (:func:`schedules.unclamped_timesteps`; the record says ``sigma_cap``). Karras and log-SNR grids of a discrete
+    model stop at ``schedules.DISCRETE_SIGMA_MAX``.
     ``model`` needs only ``sigma_min``, ``sigma_max`` and ``process``."""
     from dataclasses import asdict
 
