@@ -220,7 +220,7 @@ def test_sample_counts_runs_and_records_one_resolved_grid(tmp_path, monkeypatch)
     folder = write_run(tmp_path / "points", "toy-2d", POINTS_DDPM, data_shape=(2,))
     grid = [40.0, 3.0, 0.5, 0.0]
     og.save_grid(
-        og.grid_path(folder, "pc", 10),
+        og.grid_path(folder, "pc", 7),  # 3 steps at 1 + 2 evaluations each, + 1
         torch.tensor(grid, dtype=torch.float64),
         {"sampler": "pc", "settings": {"corrector_steps": 2}},
     )
@@ -235,6 +235,10 @@ def test_sample_counts_runs_and_records_one_resolved_grid(tmp_path, monkeypatch)
         folder, tmp_path, "pc2", "--sampler", "pc", "--grid", "tuned", "--set", "sample.settings.corrector_steps=2"
     )
     assert np.array_equal(x, x2)  # the grid's corrector steps are the ones that ran
+    x1, meta1 = _sample(
+        folder, tmp_path, "pc1", "--sampler", "pc", "--grid", "tuned", "--set", "sample.settings.corrector_steps=1"
+    )
+    assert not np.allclose(x, x1) and meta1["nfe"] == nfe("pc", 3)  # the user's setting wins, and is counted
 
 
 def test_a_tuned_grid_runs_at_the_settings_it_was_fitted_at(tmp_path):
