@@ -210,7 +210,8 @@ def write_samples(
     plan = sampling_plan(
         run_.model, sample, clamped=clamps_x0(sample, run_.data_shape, run_.codec), grid_dir=run_.path / "grids"
     )
-    spent = nfe(sample.sampler, sample.steps, **plan[1])
+    _, knobs, grid_record = plan
+    spent = nfe(sample.sampler, sample.steps, **knobs)
     shown = {"image": 16, "signal": 4, "volume": 16}.get(run_.kind, sample.n)  # samples drawn in the GIF
     recorder = Recorder(min(sample.n, shown), sample.batch_size) if gif else None
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
@@ -224,7 +225,6 @@ def write_samples(
             uncond=uncond,
             wrap=wrap,
             callback=chain(bar.step, recorder),
-            grid_dir=run_.path / "grids",
             codec=run_.codec,  # a latent run: the images decoded from its latents
             plan=plan,
         )
@@ -242,7 +242,7 @@ def write_samples(
                 "run": str(run_.path),
                 "seeds": [seeds[0], seeds[-1]],
                 "nfe": spent,
-                "grid_used": plan[2],
+                "grid_used": grid_record,
                 "conditioning": sorted(cond) if isinstance(cond, dict) else None,
                 "wrapped": wrap is not None,
                 "sample": dataclasses.asdict(sample),
