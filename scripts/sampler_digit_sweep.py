@@ -55,21 +55,24 @@ def digit_scores(run, x, out: Path) -> dict:
 
 def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
     """Sample ``n`` digits (seeds 0..n-1) with one candidate and evaluate them; one result row."""
-    from torchdiffusion.generate import clamps_x0, generate, resolve_grid
+    from torchdiffusion.generate import clamps_x0, generate, sampling_plan
     from torchdiffusion.samplers import nfe
 
     sample = replace(run.config.sample, sampler=sampler, grid=grid, steps=steps, n=n)
+    # the grid and the settings it brings, resolved once: sampled, recorded and counted alike
+    plan = sampling_plan(
+        run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec), grid_dir=run.path / "grids"
+    )
+    _, knobs, grid_record = plan
     t0 = time.perf_counter()
-    x = generate(run.model, range(n), sample, run.data_shape, grid_dir=run.path / "grids")
+    x = generate(run.model, range(n), sample, run.data_shape, plan=plan)
     seconds = time.perf_counter() - t0
     return {
         "sampler": sampler,
         "grid": grid,
-        "grid_used": resolve_grid(
-            run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec), grid_dir=run.path / "grids"
-        )[1]["grid"],
+        "grid_used": grid_record["grid"],
         "steps": steps,
-        "nfe": nfe(sampler, steps),
+        "nfe": nfe(sampler, steps, **knobs),
         **digit_scores(run, x, out),
         "sampling_seconds_loaded": round(seconds, 1),
     }
