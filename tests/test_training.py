@@ -48,6 +48,19 @@ def test_lr_cosine_decay_halves_at_mid_run_and_decreases():
     assert lrs[-1] > 0
 
 
+def test_lr_cooldown_is_constant_then_linear_to_zero_over_the_last_fraction():
+    # warm-up-stable-decay: peak lr until the last F of the images, then a straight line to 0 at train.images
+    c = TrainConfig(lr=2e-3, batch_size=10, warmup_images=0, images=1000, lr_decay="cooldown", lr_cooldown=0.25)
+    lrs = [learning_rate(c, u) for u in range(101)]
+    assert all(lr == pytest.approx(2e-3) for lr in lrs[:76])  # up to 750 of 1000 images: the peak
+    for u in range(75, 101):
+        assert lrs[u] == pytest.approx(2e-3 * (1000 - 10 * u) / 250, abs=1e-15)  # linear in images left
+    assert lrs[100] == 0.0 and lrs[90] == pytest.approx(8e-4)
+    # the same straight line in images whatever the batch size
+    c40 = TrainConfig(lr=2e-3, batch_size=40, warmup_images=0, images=1000, lr_decay="cooldown", lr_cooldown=0.25)
+    assert learning_rate(c40, 20) == pytest.approx(learning_rate(c, 80))
+
+
 def test_lr_in_metrics_follows_the_warmup(tmp_path):
     run = train(
         tiny_cfg("train.images=64", "train.warmup_images=64", "train.log_every_images=16"),

@@ -111,7 +111,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_images: int = 10_000  # linear learning-rate warm-up, in images
-    lr_decay: str = "none"  # none | cosine (to 0 at the end)
+    lr_decay: str = "none"  # none | cosine (to 0 at the end) | cooldown (constant, then linearly to 0: lr_cooldown)
+    lr_cooldown: float = 0.2  # lr_decay = cooldown: the final fraction of train.images over which lr falls to 0
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     ema_halflife_images: int = 25_000  # EMA half-life in images (EDM style); 0 disables EMA
     ema_warmup_ratio: float = 0.05  # half-life grows to at most this fraction of images seen (EDM ema_rampup)
@@ -976,7 +977,11 @@ def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
         (t.ema_warmup_ratio >= 0, f"train.ema_warmup_ratio must be >= 0, got {t.ema_warmup_ratio!r}"),
         _between(t.seed, 0, MAX_SEED, "train.seed"),
         (t.precision in ("fp32", "bf16", "auto"), "train.precision must be fp32, bf16 or auto"),
-        (t.lr_decay in ("none", "cosine"), "train.lr_decay must be none or cosine"),
+        (t.lr_decay in ("none", "cosine", "cooldown"), "train.lr_decay must be none, cosine or cooldown"),
+        (
+            0.0 < t.lr_cooldown <= 1.0,
+            f"train.lr_cooldown must be in (0, 1] (a fraction of train.images), got {t.lr_cooldown!r}",
+        ),
         (0.0 <= t.cond_drop_prob <= 1.0, "train.cond_drop_prob must be in [0, 1]"),
         _between(t.eval_n, 2, MAX_SAMPLES, "train.eval_n"),
         _between(t.keep_checkpoints, 1, 10_000, "train.keep_checkpoints"),
