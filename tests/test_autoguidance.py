@@ -168,5 +168,8 @@ def test_cli_train_keeps_a_guide_and_sample_uses_it(tmp_path):
         rc, _, err = cli("sample", run_dir, "--set", f"sample.autoguidance={w}", *common)
         assert rc == 0, err
         out[w] = np.load(png.with_suffix(".npy"))
-        assert json.loads(png.with_suffix(".json").read_text())["sample"]["autoguidance"] == float(w)
+        meta = json.loads(png.with_suffix(".json").read_text())
+        assert meta["sample"]["autoguidance"] == float(w)
+        # the guide's forward is counted: twice the network evaluations of the run alone at the same NFE
+        assert meta["network_evaluations_per_image"] == meta["nfe"] * (1 if w == "1" else 2)
     assert not np.array_equal(out["1"], out["3"])

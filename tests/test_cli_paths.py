@@ -39,6 +39,14 @@ def test_guidance_interval_and_rescale_change_the_samples(class_run, tmp_path):
         outs[name] = _pixels(png)
     assert np.abs(outs["rescale"] - outs["plain"]).max() > 0
     assert np.abs(outs["interval"] - outs["plain"]).max() > 0
+    # the record counts what guidance costs: two network rows per denoiser call (conditional and unconditional),
+    # one outside the guidance interval, one at w = 1
+    meta = {k: json.loads((tmp_path / f"{k}.json").read_text()) for k in outs}
+    nfe = meta["plain"]["nfe"]
+    assert meta["plain"]["network_evaluations_per_image"] == meta["rescale"]["network_evaluations_per_image"] == 2 * nfe
+    assert nfe <= meta["interval"]["network_evaluations_per_image"] < 2 * nfe
+    assert main([*map(str, base[:4]), "--guidance", "1", *map(str, base[6:]), "--out", str(tmp_path / "w1.png")]) == 0
+    assert json.loads((tmp_path / "w1.json").read_text())["network_evaluations_per_image"] == nfe
     rc, _, err = cli(*base, "--guidance-rescale", "1.5", "--out", tmp_path / "bad.png")
     assert rc == 2 and "guidance_rescale" in err and "Traceback" not in err
     assert not (tmp_path / "bad.png").exists()

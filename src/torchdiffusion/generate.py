@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,6 +64,29 @@ def before_guide(sample: SampleConfig, model: Precond) -> SampleConfig:
     """``sample`` with autoguidance off while ``model`` has no guide yet: what training samples with before it has
     reached train.guide_at (the records say which ran)."""
     return sample if guide_of(model) is not None else replace(sample, autoguidance=1.0)
+
+
+@contextmanager
+def network_evaluations(model: Precond) -> Iterator[dict[str, int]]:
+    """Count the rows the denoising networks evaluate while the block runs: ``model`` and its autoguidance guide.
+
+    A sampler's NFE counts calls of the denoiser it is handed; behind one call the networks may run more than once
+    per image: classifier-free guidance evaluates the conditional and the unconditional row (outside its interval
+    only the first), autoguidance the guide model as well. Divided by the images sampled, ``counter["rows"]`` is
+    the networks' evaluations per image that the sampling really cost."""
+    counter = {"rows": 0}
+
+    def count(module, args, kwargs):
+        x = args[0] if args else kwargs["x"]
+        counter["rows"] += int(x.shape[0])
+
+    models = [m for m in (model, guide_of(model)) if m is not None]
+    handles = [m.register_forward_pre_hook(count, with_kwargs=True) for m in models]
+    try:
+        yield counter
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @dataclass

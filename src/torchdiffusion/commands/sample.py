@@ -199,7 +199,7 @@ def write_samples(
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
     import numpy as np
 
-    from ..generate import clamps_x0, generate, sampling_plan
+    from ..generate import clamps_x0, generate, network_evaluations, sampling_plan
     from ..io import atomic_write
     from ..progress import chain, step_bar
     from ..samplers import nfe
@@ -215,7 +215,10 @@ def write_samples(
     shown = {"image": 16, "signal": 4, "volume": 16}.get(run_.kind, sample.n)  # samples drawn in the GIF
     recorder = Recorder(min(sample.n, shown), sample.batch_size) if gif else None
     steps_total = -(-sample.n // max(1, sample.batch_size)) * sample.steps
-    with step_bar(steps_total, f"sampling ({sample.sampler}, {spent} NFE)", show=progress) as bar:
+    with (
+        step_bar(steps_total, f"sampling ({sample.sampler}, {spent} NFE)", show=progress) as bar,
+        network_evaluations(run_.model) as evaluated,
+    ):
         x = generate(
             run_.model,
             seeds,
@@ -241,7 +244,9 @@ def write_samples(
             {
                 "run": str(run_.path),
                 "seeds": [seeds[0], seeds[-1]],
-                "nfe": spent,
+                "nfe": spent,  # calls of the (guided) denoiser per sampler run
+                # what they cost: network evaluations per image (x2 for classifier-free guidance, x2 autoguidance)
+                "network_evaluations_per_image": evaluated["rows"] / max(1, sample.n),
                 "grid_used": grid_record,
                 "conditioning": sorted(cond) if isinstance(cond, dict) else None,
                 "wrapped": wrap is not None,
