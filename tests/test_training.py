@@ -98,6 +98,18 @@ def test_ema_warmup_grows_the_halflife_with_images_seen():
     assert ema_beta(16, 10**6, 0, 0.05) == 0.0  # EMA disabled: the average is the weights
 
 
+def test_training_says_when_the_ema_ramp_caps_the_halflife_to_the_end(tmp_path, capsys):
+    # 0.05 x 32 images = 1.6 < 1,000: the configured half-life is never reached, and the run says so in one line
+    train(
+        tiny_cfg("train.images=32", "train.ema_halflife_images=1000"), tmp_path / "a", data=tiny_data(), progress=False
+    )
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "ema_halflife_images" in ln]
+    assert len(said) == 1 and "caps the half-life at 2 images" in said[0]
+    sets = ("train.images=32", "train.ema_halflife_images=1", "train.ema_warmup_ratio=0.05")  # 1.6 >= 1: reached
+    train(tiny_cfg(*sets), tmp_path / "b", data=tiny_data(), progress=False)
+    assert "ema_halflife_images" not in capsys.readouterr().err
+
+
 def test_ema_disabled_saves_the_raw_weights(tmp_path):
     run = train(tiny_cfg("train.images=32", "train.ema_halflife_images=0"), tmp_path, data=tiny_data(), progress=False)
     a, b = load_file(run / "model.safetensors"), load_file(run / "ema.safetensors")

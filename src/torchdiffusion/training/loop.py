@@ -315,6 +315,12 @@ def _train(
     # train.precision=auto -> what runs here, or what the resumed run ran; config.json below records it
     cfg = resolve_precision(cfg, device, saved_config(out) if state_path is not None else None)
     t = cfg.train
+    if 0 < t.ema_warmup_ratio * t.images < t.ema_halflife_images:  # the EMA ramp (ema.ema_beta) binds to the end
+        dist.print0(
+            f"train.ema_halflife_images={t.ema_halflife_images:,} is not reached in this run: "
+            f"train.ema_warmup_ratio={t.ema_warmup_ratio:g} caps the half-life at "
+            f"{t.ema_warmup_ratio * t.images:,.0f} images at the end of its {t.images:,}"
+        )
     state = new_state(cfg, tuple(data.x.shape[1:]), device)
     state.clock = clock
     if state_path is None and init_weights is not None:
