@@ -319,7 +319,7 @@ def _train(
         dist.print0(
             f"train.ema_halflife_images={t.ema_halflife_images:,} is not reached in this run: "
             f"train.ema_warmup_ratio={t.ema_warmup_ratio:g} caps the half-life at "
-            f"{t.ema_warmup_ratio * t.images:,.0f} images at the end of its {t.images:,}"
+            f"{t.ema_warmup_ratio * t.images:,.0f} images by the end of its {t.images:,}"
         )
     state = new_state(cfg, tuple(data.x.shape[1:]), device)
     state.clock = clock
