@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from preset_curves import folder, parse  # noqa: E402  (a candidate NAME=PRESET[,KEY=VALUE...] and its run folder)
 from sampler_digit_sweep import digit_cells  # noqa: E402  (the README's digit check, one definition)
 
 CANDIDATES = [
@@ -47,15 +48,6 @@ CANDIDATES = [
     "long EMA 150k=mnist-cpu,train.ema_warmup_ratio=0.14",
     "long EMA 150k seed 1=mnist-cpu,train.ema_warmup_ratio=0.14,train.seed=1",
 ]
-
-
-def parse(spec: str) -> tuple[str, str, list[str]]:
-    """``NAME=PRESET[,KEY=VALUE...]`` -> (name, preset, overrides)."""
-    name, _, rest = spec.partition("=")
-    preset, *sets = rest.split(",")
-    if not name or not preset:
-        raise SystemExit(f"error: a candidate is NAME=PRESET[,KEY=VALUE...], got {spec!r}")
-    return name, preset, sets
 
 
 def cpu_name() -> str:
@@ -84,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for spec in args.candidate or CANDIDATES:
         name, preset, sets = parse(spec)
-        run = out / name.replace(" ", "-")
+        run = out / folder(name)
         state = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
         if not state.get("finished"):
             cmd = [sys.executable, "-m", "torchdiffusion", "train", "--preset", preset, "--out", str(run)]
