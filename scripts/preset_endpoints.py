@@ -29,13 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preset_curves import folder, parse  # noqa: E402  (a candidate NAME=PRESET[,KEY=VALUE...] and its run folder)
+from preset_curves import folder, machine, parse  # noqa: E402  (a candidate NAME=PRESET[,KEY=VALUE...], its folder, the CPU)
 from sampler_digit_sweep import digit_cells  # noqa: E402  (the README's digit check, one definition)
 
 CANDIDATES = [
@@ -50,17 +49,6 @@ CANDIDATES = [
 ]
 
 
-def cpu_name() -> str:
-    """The CPU's model name and whether it has native bf16 (what ``train.precision=auto`` decides on)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = [f for f in ("amx_bf16", "avx512_bf16") if f" {f}" in info]
-    return f"{model} ({', '.join(flags) or 'no native bf16'})"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder of the runs and the reports")
@@ -73,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    rows = []
+    cpu, rows = machine(), []
     for spec in args.candidate or CANDIDATES:
         name, preset, sets = parse(spec)
         run = out / folder(name)
@@ -104,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 "scores": scores,
             }
         )
-        record = {"cpu": cpu_name(), "threads": args.threads, "rows": rows}
+        record = {"cpu": cpu, "threads": args.threads, "rows": rows}
         Path(args.json or out / "preset-endpoints.json").write_text(json.dumps(record, indent=2))
     table = Path(args.table or out / "preset-endpoints.md")
-    table.write_text(markdown(rows, cpu_name()))
+    table.write_text(markdown(rows, cpu))
     print(table.read_text())
     return 0
 

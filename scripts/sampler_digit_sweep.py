@@ -55,14 +55,12 @@ def digit_scores(run, x, out: Path) -> dict:
 
 def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
     """Sample ``n`` digits (seeds 0..n-1) with one candidate and evaluate them; one result row."""
-    from torchdiffusion.generate import clamps_x0, generate, network_evaluations, sampling_plan
+    from torchdiffusion.generate import generate, network_evaluations
     from torchdiffusion.samplers import nfe
 
     sample = replace(run.config.sample, sampler=sampler, grid=grid, steps=steps, n=n)
     # the grid and the settings it brings, resolved once: sampled, recorded and counted alike
-    plan = sampling_plan(
-        run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec), grid_dir=run.path / "grids"
-    )
+    plan = run.sampling_plan(sample)
     _, knobs, grid_record = plan
     t0 = time.perf_counter()
     with network_evaluations(run.model) as evaluated:  # autoguidance (the run's own setting) runs two networks

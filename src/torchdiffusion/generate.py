@@ -108,6 +108,12 @@ class LoadedRun:
     def kind(self) -> str:
         return self.info.get("kind", "image" if len(self.data_shape) == 3 else "vector")
 
+    def sampling_plan(self, sample: SampleConfig) -> tuple[Tensor, dict, dict]:
+        """:func:`sampling_plan` of this run for ``sample``: its clamping and its tuned grids (``grids/``), the
+        plan :func:`generate` samples by when handed ``grid_dir=run.path / "grids"`` (or the plan itself)."""
+        clamped = clamps_x0(sample, self.data_shape, self.codec)
+        return sampling_plan(self.model, sample, clamped=clamped, grid_dir=self.path / "grids")
+
 
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():

@@ -199,7 +199,7 @@ def write_samples(
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
     import numpy as np
 
-    from ..generate import clamps_x0, generate, network_evaluations, sampling_plan
+    from ..generate import generate, network_evaluations
     from ..io import atomic_write
     from ..progress import chain, step_bar
     from ..samplers import nfe
@@ -207,9 +207,7 @@ def write_samples(
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
     # the grid and the settings it brings, resolved once: counted, sampled and recorded alike
-    plan = sampling_plan(
-        run_.model, sample, clamped=clamps_x0(sample, run_.data_shape, run_.codec), grid_dir=run_.path / "grids"
-    )
+    plan = run_.sampling_plan(sample)
     _, knobs, grid_record = plan
     spent = nfe(sample.sampler, sample.steps, **knobs)
     shown = {"image": 16, "signal": 4, "volume": 16}.get(run_.kind, sample.n)  # samples drawn in the GIF

@@ -25,12 +25,17 @@ def ema_beta(batch_images: int, images_seen: int, halflife_images: float, warmup
     ``warmup_ratio <= 0`` disables the warm-up (a constant half-life); ``halflife_images <= 0`` means no
     averaging (beta = 0: the average is the current weights).
     """
-    h = float(halflife_images)
-    if h <= 0:
+    h = ema_halflife(images_seen, halflife_images, warmup_ratio)
+    if halflife_images <= 0:
         return 0.0
-    if warmup_ratio > 0:
-        h = min(h, images_seen * warmup_ratio)
     return 0.5 ** (batch_images / max(h, 1e-8))
+
+
+def ema_halflife(images_seen: int, halflife_images: float, warmup_ratio: float = 0.0) -> float:
+    """The half-life in images after ``images_seen`` images: h = min(h_images, n * r), h_images itself when
+    ``warmup_ratio <= 0`` (no warm-up)."""
+    h = float(halflife_images)
+    return min(h, images_seen * warmup_ratio) if warmup_ratio > 0 else h
 
 
 class EMA:

@@ -51,7 +51,7 @@ from ..heap import keep_freed_memory
 from ..precond import Precond
 from ..progress import Stopped
 from .callbacks import Callback, default_callbacks
-from .ema import EMA, ema_beta
+from .ema import EMA, ema_beta, ema_halflife
 from .lr import learning_rate
 from .objective import Objective, build_objective
 from .precision import resolve_precision
@@ -315,11 +315,12 @@ def _train(
     # train.precision=auto -> what runs here, or what the resumed run ran; config.json below records it
     cfg = resolve_precision(cfg, device, saved_config(out) if state_path is not None else None)
     t = cfg.train
-    if 0 < t.ema_warmup_ratio * t.images < t.ema_halflife_images:  # the EMA ramp (ema.ema_beta) binds to the end
+    h_end = ema_halflife(t.images, t.ema_halflife_images, t.ema_warmup_ratio)
+    if 0 < h_end < t.ema_halflife_images:  # the EMA's warm-up ramp still binds at the end of the run
         dist.print0(
             f"train.ema_halflife_images={t.ema_halflife_images:,} is not reached in this run: "
             f"train.ema_warmup_ratio={t.ema_warmup_ratio:g} caps the half-life at "
-            f"{t.ema_warmup_ratio * t.images:,.0f} images by the end of its {t.images:,}"
+            f"{h_end:,.0f} images by the end of its {t.images:,}"
         )
     state = new_state(cfg, tuple(data.x.shape[1:]), device)
     state.clock = clock

@@ -28,9 +28,10 @@ def learning_rate(cfg: TrainConfig, updates: int, total_images: int | None = Non
     B = cfg.batch_size
     N = cfg.images if total_images is None else total_images
     warm = 1.0 if cfg.warmup_images <= 0 else min(1.0, (updates + 1) * B / cfg.warmup_images)
+    done = min(1.0, updates * B / max(N, 1))  # the share of the run's images behind this update
     decay = 1.0
     if cfg.lr_decay == "cosine":
-        decay = 0.5 * (1.0 + math.cos(math.pi * min(1.0, updates * B / max(N, 1))))
+        decay = 0.5 * (1.0 + math.cos(math.pi * done))
     elif cfg.lr_decay == "cooldown":
-        decay = min(1.0, (1.0 - min(1.0, updates * B / max(N, 1))) / cfg.lr_cooldown)
+        decay = min(1.0, (1.0 - done) / cfg.lr_cooldown)
     return cfg.lr * warm * decay
