@@ -1,25 +1,30 @@
 """Few-step students of an MNIST teacher, side by side with the teacher at NFE 1, 2, 4 and 20.
 
     OMP_NUM_THREADS=1 nice .venv/bin/python scripts/shortcuts_table.py runs/demo --out runs/shortcuts \\
-        [--images 20000] [--n 1000] [--methods progressive consistency reflow] [--distill-only] [--guidance W] \\
-        [--grid G]
+        [--images 20000] [--n 1000] [--methods progressive consistency dmd reflow] [--distill-only] [--guidance W] \\
+        [--grid G] [--autoguidance W] [--threads N]
 
 Distils (``torchdiffusion.shortcuts.distill``, the code of ``torchdiffusion distill``) one student per method -
 progressive to 2 steps through its 8 -> 4 -> 2 halvings (the 4-step stage is scored too; an eps teacher cannot be
-halved to 1 step), consistency distillation and reflow to 4 steps, sampled at 1, 2 and 4 - reusing students
-already in ``--out``. Scores every row with the shipped MNIST-5k classifier (scripts/digit_check.py's check:
-share of samples classified with confidence >= 0.9) and the Fréchet distance in that classifier's features
-against the training images. Cost is counted in training images seen: each student's (all its stages) against
-the teacher's own (run.json), and in process CPU seconds of the whole distillation (teacher evaluations and reflow's
-pair drawing included) against the teacher's training CPU seconds (run.json ``cpu_s``). The teacher is scored with
-each of ``--teacher-samplers`` at every NFE; the table keeps, per NFE, the sampler with the lowest Fréchet distance
-(its best sampler), and table.json keeps them all. Writes OUT/table.json and OUT/table.md.
+halved to 1 step), consistency distillation, distribution matching distillation (dmd) and reflow to 4 steps,
+sampled at 1, 2 and 4 - reusing students already in ``--out``. Scores every row with the shipped MNIST-5k
+classifier (scripts/digit_check.py's check: share of samples classified with confidence >= 0.9) and the Fréchet
+distance in that classifier's features against the training images. Cost is counted in training images seen: each
+student's (all its stages) against the teacher's own (run.json), and in process CPU seconds of the whole
+distillation (teacher evaluations and reflow's pair drawing included) against the teacher's training CPU seconds
+(run.json ``cpu_s``). The teacher is scored with each of ``--teacher-samplers`` at every NFE; the table keeps, per
+NFE, the sampler with the lowest Fréchet distance (its best sampler), and table.json keeps them all. Writes
+OUT/table.json and OUT/table.md.
 
 A class-conditional teacher (``mnist-class``): sample i asks for digit i mod 10; the teacher is sampled with
 classifier-free guidance at its ``sample.guidance`` (or ``--guidance``), which is also the scale its students
-distil (they sample at guidance 1, the scale baked in), and the table gains the requested-digit accuracy: the
-share of samples the classifier assigns to the digit asked for.
-"""
+distil (they sample at guidance 1, the scale baked in), and the table gains the requested-digit accuracy: the share
+of samples the classifier assigns to the digit asked for.
+
+``--autoguidance W`` distils the teacher steered from the guide model its run keeps (``distill --autoguidance``)
+and adds rows of the teacher sampled that way (two network evaluations per step, said in the row's name).
+``--threads`` sets torch's threads for the whole script (default 1: students distilled side by side with
+--distill-only, one core each)."""
 
 from __future__ import annotations
 
@@ -93,7 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=20_000, help="training images per distillation run")
     ap.add_argument("--pairs", type=int, default=5_000, help="reflow pairs")
     ap.add_argument("--n", type=int, default=1000, help="samples per row")
-    ap.add_argument("--methods", nargs="+", default=["progressive", "consistency", "reflow"])
+    ap.add_argument("--methods", nargs="+", default=["progressive", "consistency", "dmd", "reflow"])
     ap.add_argument(
         "--distill-only",
         action="store_true",
@@ -110,12 +115,20 @@ def main(argv=None) -> int:
         help="class-conditional teacher: the CFG scale it is sampled and distilled at (default its sample.guidance)",
     )
     ap.add_argument(
+        "--autoguidance",
+        type=float,
+        default=1.0,
+        help="distil the teacher steered from its guide model at this w, and score the teacher so too (default 1)",
+    )
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument(
         "--teacher-samplers",
         nargs="+",
         default=["dpmpp_2m_sde", "unipc", "dpmpp_2m", "ddim"],
         help="samplers the teacher is scored with at each NFE (one network evaluation per step each)",
     )
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     teacher_path, out = Path(args.teacher), Path(args.out)
     teacher = load_run(teacher_path)
     conditional = teacher.config.model.num_classes > 0
@@ -129,9 +142,15 @@ def main(argv=None) -> int:
         pairs=args.pairs,
         guidance=w if conditional else None,
         grid=args.grid,
+        autoguidance=args.autoguidance,
         threads=torch.get_num_threads(),  # this process's (one, below), whatever the teacher trained with
     )
-    plan = {"progressive": (2, {4: "stages/0004-steps", 2: "."}), "consistency": (4, None), "reflow": (4, None)}
+    plan = {
+        "progressive": (2, {4: "stages/0004-steps", 2: "."}),
+        "consistency": (4, None),
+        "dmd": (4, None),
+        "reflow": (4, None),
+    }
     if args.distill_only:
         for method in args.methods:
             student(teacher_path, method, plan[method][0], out / method, s)
@@ -145,6 +164,16 @@ def main(argv=None) -> int:
             print(tried[-1], flush=True)
         teacher_all += tried
         rows.append(min(tried, key=lambda r: r["fd_clf"]))
+        if args.autoguidance != 1.0:  # the steered teacher its students distil: two network evaluations per step
+            guided = replace(teacher_sample, autoguidance=args.autoguidance)
+            tried = []
+            for name in args.teacher_samplers:
+                r = score(teacher, replace(guided, sampler=name, steps=nfe), args.n, ref)
+                label = f"teacher, autoguided w={args.autoguidance:g}, 2 network evaluations per step ({name})"
+                tried.append({"model": label, "nfe": nfe, **r})
+                print(tried[-1], flush=True)
+            teacher_all += tried
+            rows.append(min(tried, key=lambda r: r["fd_clf"]))
     for method in args.methods:
         steps, folders = plan[method]
         folder, cpu = student(teacher_path, method, steps, out / method, s)
@@ -165,6 +194,8 @@ def main(argv=None) -> int:
             "pairs": args.pairs,
             "guidance": w if conditional else None,
             "progressive_grid": args.grid,
+            "autoguidance": args.autoguidance,
+            "threads": torch.get_num_threads(),
         },
         "rows": rows,
         "teacher_all_samplers": teacher_all,
@@ -188,7 +219,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     try:
         raise SystemExit(main())
     except KeyboardInterrupt:  # a distillation in progress has saved its state: the same command resumes it

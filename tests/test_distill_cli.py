@@ -1,11 +1,14 @@
 """torchdiffusion distill and train --objective on tiny runs: students are ordinary run folders that refuse more
 steps than they were distilled for; teachers a method cannot use are refused in one line, nothing written."""
 
+import hashlib
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from tinyruns import cli, write_run
 from torchdiffusion.cli import main
@@ -198,3 +201,71 @@ def test_evaluate_refuses_more_steps_than_a_student_was_distilled_for(teacher, t
     )
     rc, _, err = cli("evaluate", out, "--metrics", "fd", "--features", "raw", "--n", "4", "--steps", "3")
     _one_line_error(rc, err, "distilled for at most 1")
+
+
+def test_dmd_student_samples_on_the_prefixes_of_its_levels_and_resumes_exactly(teacher, tmp_path):
+    """distill --method dmd: a run folder sampled by multistep consistency sampling on the first k of its K levels
+    (the top of a Karras grid, a discrete teacher's capped at 80); the fake denoiser trained alongside is part of
+    the checkpoint, so a distillation stopped half-way and resumed ends on the same weights bit for bit."""
+    from torchdiffusion.data import load_data
+    from torchdiffusion.shortcuts.dmd import teacher_levels
+    from torchdiffusion.training import train
+
+    out = tmp_path / "dmd"
+    rc, _, err = cli("distill", teacher, "--method", "dmd", "--steps", "3", "--out", out, "--fake-updates", "2", *TINY)
+    assert rc == 0, err
+    student = load_run(out)
+    o, s = student.config.objective, student.config.sample
+    assert (o.name, o.max_steps, o.dmd_fake_updates) == ("distribution_matching", 3, 2)
+    assert (s.sampler, s.steps, s.grid) == ("consistency", 3, "tuned")
+    levels = teacher_levels(load_run(teacher).model, 3)
+    assert float(levels[0]) == 80.0
+    for k in (1, 2, 3):
+        doc = json.loads((out / "grids" / f"consistency-nfe{k}.json").read_text())
+        grid = torch.tensor(doc["sigmas"], dtype=torch.float64)
+        torch.testing.assert_close(grid, torch.cat([levels[:k], torch.zeros(1, dtype=levels.dtype)]))
+    x = generate(student.model, range(4), replace(s, steps=2), student.data_shape, grid_dir=out / "grids")
+    assert x.shape == (4, 1, 8, 8) and bool(torch.isfinite(x).all())
+    rc, _, err = cli("sample", out, "--steps", "4", "--n", "2", "--out", tmp_path / "more")
+    _one_line_error(rc, err, "distilled for at most 3")
+
+    cfg = student.config
+    data = load_data(load_run(teacher).config.data, split="train", seed=0)
+    init = {k: v.clone() for k, v in load_run(teacher).model.state_dict().items()}
+    half = tmp_path / "half"
+    short = replace(cfg, train=replace(cfg.train, images=32))
+    train(short, half, data=data, progress=False, init_weights=init)
+    train(cfg, half, data=data, progress=False, init_weights=init)
+    assert (half / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+
+def test_autoguided_teacher_is_its_guide_steered_and_needs_one(teacher, tmp_path):
+    """--autoguidance w distils D_guide + w (D - D_guide) (both clamped), as sampling steers the teacher; a teacher
+    that keeps no guide model is refused in one line, nothing written."""
+    from torchdiffusion.generate import guide_of
+    from torchdiffusion.shortcuts.objectives import Teacher
+
+    rc, _, err = cli("distill", teacher, "--method", "dmd", "--autoguidance", "1.5", "--out", tmp_path / "s", *TINY)
+    _one_line_error(rc, err, "keeps no guide model")
+    assert not (tmp_path / "s").exists()
+
+    guided = tmp_path / "guided"
+    shutil.copytree(teacher, guided)
+    torch.manual_seed(1)
+    guide = {k: (v + 0.05 * torch.randn_like(v)).contiguous() for k, v in load_run(teacher).model.state_dict().items()}
+    save_file(guide, str(guided / "guide.safetensors"))
+    info = json.loads((guided / "run.json").read_text())
+    files = ("ema.safetensors", "model.safetensors", "guide.safetensors")
+    info["weights_sha256"] = {f: hashlib.sha256((guided / f).read_bytes()).hexdigest() for f in files}
+    (guided / "run.json").write_text(json.dumps(info))
+
+    t = Teacher(guided, 1.0, "cpu", autoguidance=2.0)
+    x, sigma = 3 * torch.randn(4, 1, 8, 8), torch.full((4,), 2.0)
+    D, D_0 = t.run.model(x, sigma).clamp(-1, 1), guide_of(t.run.model)(x, sigma).clamp(-1, 1)
+    assert not torch.allclose(D, D_0)
+    torch.testing.assert_close(t.denoiser(None)(x, sigma), (D_0 + 2.0 * (D - D_0)).clamp(-1, 1))
+
+    out = tmp_path / "dmd-ag"
+    rc, _, err = cli("distill", guided, "--method", "dmd", "--steps", "2", "--autoguidance", "1.5", "--out", out, *TINY)
+    assert rc == 0, err
+    assert load_run(out).config.objective.autoguidance == 1.5

@@ -1,4 +1,5 @@
-"""Few-step students checked against exact answers: rectified flow, progressive distillation, consistency models."""
+"""Few-step students checked against exact answers: rectified flow, progressive distillation, consistency models,
+distribution matching."""
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torchdiffusion.process import add_noise, rf_sigma_to_t, rf_t_to_sigma, rf_t
 from torchdiffusion.samplers import sample_consistency, sample_ddim
 from torchdiffusion.schedules import karras_sigmas
 from torchdiffusion.shortcuts import consistency as cm
+from torchdiffusion.shortcuts import dmd
 from torchdiffusion.shortcuts import progressive as pd
 from torchdiffusion.shortcuts.objectives import Consistency, Progressive
 from torchdiffusion.shortcuts.reflow import straight_line
@@ -226,3 +228,39 @@ def test_multistep_consistency_sampling_with_the_exact_consistency_function_keep
         noise=lambda: torch.randn(20_000, 1, generator=g, dtype=torch.float64),
     )
     assert float(out.mean()) == pytest.approx(MU, abs=0.02) and float(out.std()) == pytest.approx(S, rel=0.03)
+
+
+def test_distribution_matching_gradient_moves_a_gaussian_generator_onto_the_data():
+    """DMD's update with exact scores (DMD Eq. 7-8): data N(mu, s^2 I), a generator x = m + e^l z with D_real the
+    data's exact denoiser and D_fake the exact denoiser of the generator's own law; following the generator loss
+    carries (m, e^l) from (-1, 2) onto (mu, s), and the gradient vanishes once the laws agree."""
+    torch.manual_seed(0)
+    data = IsotropicGaussian(MU, S)
+    m = torch.tensor(-1.0, requires_grad=True)
+    log_s = torch.tensor(float(torch.tensor(2.0).log()), requires_grad=True)
+    opt = torch.optim.Adam([m, log_s], lr=0.05)
+    for _ in range(300):
+        x0 = m + log_s.exp() * torch.randn(256, 64)
+        sigma = torch.exp(torch.empty(256).uniform_(-3, 1.5))
+        x = x0.detach() + sigma[:, None] * torch.randn_like(x0)
+        fake = IsotropicGaussian(m.detach(), float(log_s.exp()))
+        g = dmd.dmd_gradient(x0.detach(), data.denoise(x, sigma), fake.denoise(x, sigma))
+        opt.zero_grad()
+        dmd.generator_loss(x0, g).mean().backward()
+        opt.step()
+    assert abs(float(m) - MU) < 0.03 and abs(float(log_s.exp()) - S) < 0.03, (float(m), float(log_s.exp()))
+    x0 = data.sample((8, 64)).float()
+    x = x0 + torch.randn_like(x0)
+    same = data.denoise(x, torch.ones(8))
+    assert torch.equal(dmd.dmd_gradient(x0, same, same), torch.zeros_like(x0))
+
+
+def test_distribution_matching_generator_loss_has_the_normalised_gradient():
+    """d/dx0 of 1/2 mean ||x0 - sg(x0 - g)||^2 is g / pixels; the normalisation is mean |x0 - D_real| (Eq. 8)."""
+    x0 = torch.randn(3, 2, 4, requires_grad=True)
+    d_real, d_fake = torch.randn(3, 2, 4), torch.randn(3, 2, 4)
+    g = dmd.dmd_gradient(x0.detach(), d_real, d_fake)
+    dmd.generator_loss(x0, g).sum().backward()
+    torch.testing.assert_close(x0.grad, g / 8)
+    scale = (x0.detach() - d_real).abs().mean((1, 2), keepdim=True)
+    torch.testing.assert_close(g, (d_fake - d_real) / scale)

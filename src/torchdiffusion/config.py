@@ -189,17 +189,21 @@ class SampleConfig:
 class ObjectiveConfig:
     """What training minimises (training/objective.py); the distillation ones learn from a teacher run folder."""
 
-    name: str = "denoising"  # denoising | progressive | consistency_distillation | consistency_training | reflow
-    teacher: str | None = None  # the teacher's run folder (progressive, consistency_distillation, reflow)
+    # denoising | progressive | consistency_distillation | consistency_training | distribution_matching | reflow
+    name: str = "denoising"
+    teacher: str | None = None  # the teacher's run folder (the distillation objectives)
     teacher_steps: int = 0  # progressive: the teacher's DDIM steps on this halving (the student takes half)
     teacher_grid: str = ""  # progressive: the grid of those steps, a sample.grid name ("" = the teacher's own)
     guidance: float = 1.0  # the classifier-free guidance scale the teacher is distilled at (conditional models)
+    autoguidance: float = 1.0  # the teacher steered from its run's guide model at this w (1: the model alone)
     max_steps: int = 0  # the sampling steps a student was distilled for (more are refused); 0 = no limit
     ct_steps_start: int = 10  # consistency: discretisation steps s0 at the start of the curriculum (iCT: 10)
     ct_steps_end: int = 1280  # consistency: s1 at its end (iCT: 1280; equal to s0 for a fixed grid)
     ct_P_mean: float = -1.1  # consistency: log-normal proposal over the grid's levels (iCT Sec. 3.5)
     ct_P_std: float = 2.0
     reflow_pairs: int = 0  # reflow: (noise, teacher sample) pairs drawn from the teacher; data.path holds them
+    dmd_fake_updates: int = 3  # distribution matching: fake-denoiser updates per generator update (DMD2: 5)
+    dmd_fake_lr: float = 0.0  # distribution matching: the fake denoiser's learning rate (0: train.lr)
 
 
 @dataclass(frozen=True)
@@ -1019,8 +1023,15 @@ def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]
     ]
 
 
-OBJECTIVES = ("denoising", "progressive", "consistency_distillation", "consistency_training", "reflow")
-TEACHER_OBJECTIVES = ("progressive", "consistency_distillation", "reflow")
+OBJECTIVES = (
+    "denoising",
+    "progressive",
+    "consistency_distillation",
+    "consistency_training",
+    "distribution_matching",
+    "reflow",
+)
+TEACHER_OBJECTIVES = ("progressive", "consistency_distillation", "distribution_matching", "reflow")
 
 
 def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -> list[tuple[bool, str]]:
@@ -1044,6 +1055,13 @@ def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -
         (2 <= o.ct_steps_start <= o.ct_steps_end <= MAX_T, "need 2 <= objective.ct_steps_start <= ct_steps_end"),
         (o.ct_P_std > 0, f"objective.ct_P_std must be > 0, got {o.ct_P_std!r}"),
         (o.guidance >= 0, f"objective.guidance must be >= 0, got {o.guidance!r}"),
+        _between(o.autoguidance, 0, 100, "objective.autoguidance"),
+        (
+            o.name != "distribution_matching" or o.max_steps >= 1,
+            "distribution_matching needs objective.max_steps >= 1 (the generator's steps)",
+        ),
+        _between(o.dmd_fake_updates, 1, 1000, "objective.dmd_fake_updates"),
+        _between(o.dmd_fake_lr, 0, 1, "objective.dmd_fake_lr"),
         _between(o.reflow_pairs, 0, MAX_SAMPLES, "objective.reflow_pairs"),
         (
             o.max_steps == 0 or s.steps <= o.max_steps,

@@ -6,10 +6,15 @@ import argparse
 
 from .argtypes import float_in, int_in, output_folder, positive_int
 
-HELP = "distil a run into a few-step student (progressive distillation, consistency distillation, reflow)"
+METHODS = ("progressive", "consistency", "dmd", "reflow")  # shortcuts/distill.py's, without importing torch here
+HELP = (
+    "distil a run into a few-step student (progressive distillation, consistency distillation, distribution "
+    "matching distillation, reflow)"
+)
 EXAMPLES = """examples:
   torchdiffusion distill runs/demo --method progressive --steps 4 --out runs/demo-pd4
   torchdiffusion distill runs/demo --method consistency --steps 2 --out runs/demo-cd --images 40000
+  torchdiffusion distill runs/demo --method dmd --steps 4 --out runs/demo-dmd --images 16000 --autoguidance 1.5
   torchdiffusion distill runs/toy --method reflow --steps 1 --out runs/toy-reflow --pairs 20000
 Then 'torchdiffusion sample runs/demo-pd4' samples with the sampler and grid the student was distilled for.
 The student is an ordinary run folder: it loads with load_run, samples through generate (asking it for more steps
@@ -20,7 +25,7 @@ samples at guidance 1. Ctrl-C checkpoints and stops (exit 130); the same command
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("teacher", help="the teacher's run folder")
-    p.add_argument("--method", required=True, choices=("progressive", "consistency", "reflow"), help="the shortcut")
+    p.add_argument("--method", required=True, choices=METHODS, help="the shortcut")
     p.add_argument("--steps", type=int_in(1, 1024), default=4, help="sampling steps of the student (default 4)")
     p.add_argument("--out", required=True, help="the student's run folder")
     p.add_argument(
@@ -43,6 +48,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--levels", type=int_in(2, 10_000), default=40, help="consistency: discretisation levels (40)")
     p.add_argument("--pairs", type=int_in(2, 10_000_000), default=5_000, help="reflow: (noise, sample) pairs (5000)")
     p.add_argument("--guidance", type=float_in(0.0, 100.0), default=None, help="the CFG scale distilled")
+    p.add_argument(
+        "--autoguidance",
+        type=float_in(0.0, 100.0),
+        default=1.0,
+        help="distil the teacher steered from the guide model its run keeps at this w (default 1: the model alone)",
+    )
+    p.add_argument(
+        "--fake-updates", type=int_in(1, 1000), default=3, help="dmd: fake-denoiser updates per generator update (3)"
+    )
     p.add_argument("--eval-every", type=int_in(0, 10**12), default=0, help="quick evaluation cadence in images")
     p.add_argument("--seed", type=int_in(0, 2**62), default=0, help="training seed")
     p.add_argument(
@@ -67,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         levels=args.levels,
         pairs=args.pairs,
         guidance=args.guidance,
+        autoguidance=args.autoguidance,
+        fake_updates=args.fake_updates,
         eval_every_images=args.eval_every,
         seed=args.seed,
         threads=args.threads,

@@ -3,6 +3,9 @@
     progressive   halvings teacher_steps -> ... -> steps, each a training run (the last one into ``out``,
                   the others into ``out/stages/<N>-steps``); DDIM on the halved grid (grids/ddim-nfe<N>.json)
     consistency   consistency distillation from the teacher's Heun steps; multistep consistency sampling
+    dmd           distribution matching distillation (DMD2, dmd.py): a generator sampled by multistep consistency
+                  sampling on fixed levels, pushed toward the teacher's distribution by a fake denoiser trained
+                  alongside
     reflow        (noise, teacher sample) pairs, then the denoising loss on them; Euler on a uniform-t grid
 
 Every student starts from its teacher's weights, trains through ``train()`` (progress bar, metrics.jsonl,
@@ -22,7 +25,7 @@ from ..config import ConfigError, ObjectiveConfig, RunConfig, SampleConfig, vali
 from ..samplers.optimize_grid import grid_path, save_grid
 from .objectives import Teacher
 
-METHODS = ("progressive", "consistency", "reflow")
+METHODS = ("progressive", "consistency", "dmd", "reflow")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class DistillSettings:
     levels: int = 40  # consistency: the fixed discretisation N of consistency distillation
     pairs: int = 5_000  # reflow: (noise, teacher sample) pairs
     guidance: float | None = None  # conditional teachers: the CFG scale distilled (None: the teacher's default)
+    autoguidance: float = 1.0  # the teacher steered from its run's guide model at this w (1: the model alone)
+    fake_updates: int = 3  # dmd: fake-denoiser updates per generator update
     eval_every_images: int = 0  # quick evaluation cadence, as in training
     seed: int = 0
     # torch threads of the distillation (0: the torch default); None keeps the teacher's train.threads, which a
@@ -123,7 +128,7 @@ def _teacher_data(teacher: Teacher, seed: int):
 
 def _load_teacher(path: Path, method: str, steps: int, s: DistillSettings) -> Teacher:
     """The teacher run, checked for the method, guided at ``s.guidance`` (a conditional teacher's default if None)."""
-    teacher = Teacher(path, 1.0, "cpu")
+    teacher = Teacher(path, 1.0, "cpu", s.autoguidance)
     check_teacher(teacher, method, steps)
     conditional = teacher.run.config.model.conditional
     teacher.guidance = (
@@ -152,8 +157,8 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
         teacher = _load_teacher(current, "progressive", steps, s)  # checked for the last halving up front
         if data is None:  # the first teacher: its data for every halving, its CFG scale baked into the first student
             data = _teacher_data(teacher, s.seed)
-        else:
-            teacher.guidance = 1.0
+        else:  # a student: guidance baked in, no guide model
+            teacher.guidance, teacher.autoguidance = 1.0, 1.0
         grid = (s.grid or "") if current == teacher_path else ""  # later halvings: the previous student's grid
         obj = ObjectiveConfig(
             name="progressive",
@@ -161,6 +166,7 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
             teacher_steps=n,
             teacher_grid=grid,
             guidance=teacher.guidance,
+            autoguidance=teacher.autoguidance,
             max_steps=half,
         )
         cfg = student_config(teacher, obj, _student_sample(teacher, "ddim", half), s)
@@ -181,6 +187,7 @@ def distill_consistency(teacher_path: Path, steps: int, out: Path, s: DistillSet
         name="consistency_distillation",
         teacher=str(teacher_path),
         guidance=teacher.guidance,
+        autoguidance=teacher.autoguidance,
         max_steps=steps,
         ct_steps_start=s.levels,
         ct_steps_end=s.levels,
@@ -193,6 +200,30 @@ def distill_consistency(teacher_path: Path, steps: int, out: Path, s: DistillSet
     return _train(cfg, out, teacher, _teacher_data(teacher, s.seed), progress)
 
 
+def distill_dmd(teacher_path: Path, steps: int, out: Path, s: DistillSettings, progress: bool) -> Path:
+    """Distribution matching distillation (DMD2: Yin et al. 2024b) into a ``steps``-step generator (dmd.py)."""
+    from .dmd import teacher_levels
+
+    teacher = _load_teacher(teacher_path, "dmd", steps, s)
+    obj = ObjectiveConfig(
+        name="distribution_matching",
+        teacher=str(teacher_path),
+        guidance=teacher.guidance,
+        autoguidance=teacher.autoguidance,
+        max_steps=steps,
+        dmd_fake_updates=s.fake_updates,
+    )
+    cfg = student_config(teacher, obj, _student_sample(teacher, "consistency", steps), s)
+    # DMD2's Adam betas, for both networks; the EMA of the generator over its last eighth, from the teacher's weights
+    train = replace(cfg.train, betas=(0.0, 0.999), ema_halflife_images=max(1, s.images // 8), ema_warmup_ratio=0.0)
+    cfg = replace(cfg, train=train)
+    out.mkdir(parents=True, exist_ok=True)
+    levels = teacher_levels(teacher.run.model, steps)
+    grids = [torch.cat([levels[:k], levels.new_zeros(1)]) for k in range(1, steps + 1)]
+    write_grids(out, "consistency", grids, "the generator's first levels (distribution matching trains every stage)")
+    return _train(cfg, out, teacher, _teacher_data(teacher, s.seed), progress)
+
+
 def draw_pairs(teacher: Teacher, count: int, progress: bool):
     """(x0 (count, ...), noise (count, ...), labels or None): the teacher's deterministic ODE samples."""
     from ..generate import generate
@@ -201,7 +232,7 @@ def draw_pairs(teacher: Teacher, count: int, progress: bool):
     from .reflow import PAIR_SEED, pair_noise
 
     run = teacher.run
-    sample = replace(run.config.sample, guidance=teacher.guidance, autoguidance=1.0)  # the teacher's model alone
+    sample = replace(run.config.sample, guidance=teacher.guidance, autoguidance=teacher.autoguidance)
     if sample.sampler not in DETERMINISTIC:
         sample = replace(sample, sampler="heun", steps=18, grid="karras", settings=type(sample.settings)())
     k = run.config.model.num_classes
@@ -228,7 +259,12 @@ def distill_reflow(teacher_path: Path, steps: int, out: Path, s: DistillSettings
 
     teacher = _load_teacher(teacher_path, "reflow", steps, s)
     obj = ObjectiveConfig(
-        name="reflow", teacher=str(teacher_path), guidance=teacher.guidance, max_steps=steps, reflow_pairs=s.pairs
+        name="reflow",
+        teacher=str(teacher_path),
+        guidance=teacher.guidance,
+        autoguidance=teacher.autoguidance,
+        max_steps=steps,
+        reflow_pairs=s.pairs,
     )
     cfg = student_config(teacher, obj, _student_sample(teacher, "euler", steps), s)
     x0, noise, labels = draw_pairs(teacher, s.pairs, progress)
@@ -249,5 +285,10 @@ def distill(
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if settings.grid and method != "progressive":
         raise ConfigError(f"a teacher grid (--grid) applies to progressive distillation only, not {method}")
-    fn = {"progressive": distill_progressive, "consistency": distill_consistency, "reflow": distill_reflow}[method]
+    fn = {
+        "progressive": distill_progressive,
+        "consistency": distill_consistency,
+        "dmd": distill_dmd,
+        "reflow": distill_reflow,
+    }[method]
     return fn(Path(teacher), int(steps), Path(out), settings, progress)

@@ -1,6 +1,7 @@
 """The training objectives of few-step students (training/objective.py's hook): progressive distillation,
-consistency distillation and training, reflow. Each draws its noise levels and computes its per-example loss
-from the formulas of progressive.py, consistency.py and reflow.py; a teacher is a run folder (load_run).
+consistency distillation and training, distribution matching distillation, reflow. Each draws its noise levels
+and computes its per-example loss from the formulas of progressive.py, consistency.py, dmd.py and reflow.py; a
+teacher is a run folder (load_run).
 
 Class-conditional teachers are distilled **with guidance at a fixed scale** (objective.guidance, the teacher's
 default sample.guidance unless set): the teacher is the CFG denoiser at that w, the student is an ordinary
@@ -16,34 +17,47 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError, ObjectiveConfig, RunConfig
-from ..losses import precond_loss
+from ..losses import model_loss, precond_loss, sample_sigmas
 from ..precond import Precond
 from ..process import add_noise
 from ..training.objective import Denoising, Objective
 from ..training.state import MicroBatch
 from ..types import Denoiser
 from . import consistency as cm
+from . import dmd
 from . import progressive as pd
 from .reflow import load_pairs, reflow_noise
 
 
 class Teacher:
-    """A loaded teacher run as the denoiser the student learns from (guided at a fixed w, clamped like its sampler)."""
+    """A loaded teacher run as the denoiser the student learns from (guided at a fixed w, clamped like its sampler).
 
-    def __init__(self, path: str | Path, guidance: float, device: torch.device):
-        from ..generate import clamps_x0, load_run
+    ``autoguidance`` != 1 steers the teacher away from the guide model its run keeps (guide.safetensors), as
+    sampling does: D_guide + w (D - D_guide), both clamped first."""
+
+    def __init__(self, path: str | Path, guidance: float, device: torch.device, autoguidance: float = 1.0):
+        from ..generate import clamps_x0, guide_of, load_run
 
         self.run = load_run(path, device=device)
         self.guidance = guidance
+        self.autoguidance = float(autoguidance)
         self.clip = clamps_x0(self.run.config.sample, self.run.data_shape, self.run.codec)
+        if self.autoguidance != 1.0 and guide_of(self.run.model) is None:
+            raise ConfigError(
+                f"{self.run.path} keeps no guide model (it was trained with train.guide_at=0): "
+                f"autoguidance {self.autoguidance:g} needs one; use 1"
+            )
 
     def denoiser(self, cond: dict | None) -> Denoiser:
-        from ..generate import clamped
-        from ..guidance import guided_denoiser
+        from ..generate import clamped, guide_of
+        from ..guidance import autoguided, guided_denoiser
 
         if cond is not None:
             cond = {k: v for k, v in cond.items() if k != "drop"}
         D = guided_denoiser(self.run.model, cond, scale=self.guidance)
+        if self.autoguidance != 1.0:
+            D_0 = guided_denoiser(guide_of(self.run.model), cond, scale=self.guidance)
+            D = autoguided(clamped(D) if self.clip else D, clamped(D_0) if self.clip else D_0, self.autoguidance)
         return clamped(D) if self.clip else D
 
     def grid(self, steps: int, kind: str = "") -> Tensor:
@@ -112,6 +126,86 @@ class Consistency(Objective):
         return cm.consistency_loss(lambda x, s: model(x, s, mb.cond), x_hi, hi, x_lo, lo)
 
 
+class DistributionMatching(Objective):
+    """DMD2 (dmd.py): batch ``step`` trains the generator's stage k = step mod K on inputs from its own earlier
+    stages; each step also updates the fake denoiser ``objective.dmd_fake_updates`` times (its state is
+    checkpointed with the run's, so a resumed distillation continues exactly)."""
+
+    def __init__(self, cfg: RunConfig, teacher: Teacher):
+        from ..distributed import world_size
+        from ..generate import guide_of
+
+        if world_size() > 1:
+            raise ConfigError("distribution matching distillation runs in one process; launch it without torchrun")
+        o, tm = cfg.objective, teacher.run.model
+        self.teacher, self.o, self.d = teacher, o, teacher.run.config.diffusion  # the teacher's training levels
+        self.levels = dmd.teacher_levels(tm, o.max_steps).float()
+        self.discrete = tm.process.sigmas if tm.process is not None else None
+        cl = cfg.train.channels_last and len(teacher.run.data_shape) == 3
+        if cl:  # the teacher (and its guide) in the student's memory layout
+            for net in {tm, guide_of(tm)} - {None}:
+                net.to(memory_format=torch.channels_last)
+        self.fake = dmd.FakeScore(tm, o.dmd_fake_lr or cfg.train.lr, cl)
+        self.grad_clip = cfg.train.grad_clip
+
+    def draw_sigmas(self, batch: int, generator: torch.Generator, step: int) -> Tensor:
+        return self.levels[step % len(self.levels)].expand(batch).clone()
+
+    def _teacher_sigmas(self, batch: int, device: torch.device) -> Tensor:
+        """The teacher's own training levels (what D_fake trains on)."""
+        d = self.d
+        s = sample_sigmas(
+            d.sigma_sampling,
+            batch,
+            discrete_sigmas=self.discrete,
+            P_mean=d.P_mean,
+            P_std=d.P_std,
+            sigma_min=d.sigma_min,
+            sigma_max=d.sigma_max,
+        )
+        return s.to(device, torch.float32)
+
+    def _matching_sigmas(self, batch: int, device: torch.device) -> Tensor:
+        """The levels the distributions are compared at (dmd.matching_levels)."""
+        if self.discrete is not None:
+            return dmd.matching_levels(self.discrete, batch).to(device, torch.float32)
+        return self._teacher_sigmas(batch, device).clamp(min=dmd.MATCH_SIGMA_LOW * self.d.sigma_data)
+
+    def _fake_loss(self, x0: Tensor, cond) -> Tensor:
+        """The teacher's own denoising loss, for D_fake on generator outputs ``x0``."""
+        d, sigma = self.d, self._teacher_sigmas(x0.shape[0], x0.device)
+        n = torch.randn_like(x0)
+        return model_loss(self.fake.net, x0, sigma, n, weighting=d.weighting, gamma=d.min_snr_gamma, cond=cond).mean()
+
+    def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
+        K, clip, cond = len(self.levels), self.teacher.clip, mb.cond
+        levels = self.levels.to(mb.x0.device, mb.x0.dtype)
+        G = lambda x, s: model(x, s, cond)  # noqa: E731
+        x0 = model(dmd.simulate(G, mb.noise, levels, step % K, clip), mb.sigma, cond)
+        sigma = self._matching_sigmas(x0.shape[0], x0.device)
+        x_s = add_noise(x0.detach(), sigma, torch.randn_like(x0))
+        with torch.no_grad():
+            d_real = self.teacher.denoiser(cond)(x_s, sigma).float()
+            d_fake = self.fake.net(x_s, sigma, cond).float()
+        per = dmd.generator_loss(x0.float(), dmd.dmd_gradient(x0.detach().float(), d_real, d_fake))
+        # D_fake follows the generator: on this batch's outputs, then on fresh ones from random stages
+        for r in range(self.o.dmd_fake_updates):
+            if r == 0:
+                fake_x0 = x0.detach()
+            else:
+                k = int(torch.randint(0, K, ()))
+                with torch.no_grad():
+                    fake_x0 = G(dmd.simulate(G, torch.randn_like(x0), levels, k, clip), levels[k].expand(len(x0)))
+            self.fake.update(self._fake_loss(fake_x0.clamp(-1, 1) if clip else fake_x0, cond), self.grad_clip)
+        return per
+
+    def state_dict(self) -> dict:
+        return {"fake": self.fake.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.fake.load_state_dict(state["fake"])
+
+
 class Reflow(Denoising):
     """The denoising loss on the teacher's (noise, sample) pairs: the noise of example k is n_k (reflow.py)."""
 
@@ -128,12 +222,14 @@ class Reflow(Denoising):
 def build(cfg: RunConfig, model: Precond, total_steps: int, device: torch.device, out: Path) -> Objective:
     """The objective ``cfg.objective.name`` names, with its teacher loaded on ``device``."""
     o = cfg.objective
-    teacher = Teacher(o.teacher, o.guidance, device) if o.teacher else None
+    teacher = Teacher(o.teacher, o.guidance, device, o.autoguidance) if o.teacher else None
     if o.name == "progressive":
         return Progressive(teacher, o.teacher_steps, o.teacher_grid)
     if o.name in ("consistency_distillation", "consistency_training"):
         distil = o.name == "consistency_distillation"
         return Consistency(o, model.sigma_min, model.sigma_max, total_steps, teacher if distil else None)
+    if o.name == "distribution_matching":
+        return DistributionMatching(cfg, teacher)
     if o.name == "reflow":
         return Reflow(cfg, model.process.sigmas if model.process is not None else None, out)
     raise ConfigError(f"unknown objective {o.name!r}")

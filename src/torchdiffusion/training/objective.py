@@ -4,6 +4,7 @@ The loop (loop.py) is the same for every objective; only these two things change
 
     draw_sigmas(B, generator, step) -> (B,)   the noise levels of global batch ``step`` (from (seed, step) alone)
     loss(model, micro_batch, step)  -> (b,)   each example's loss, to be averaged and backpropagated
+    state_dict() / load_state_dict()          an objective's own trained state, checkpointed with the run's
 
 ``Denoising`` is the diffusion loss every preset trains with (losses.precond_loss, Karras et al. 2022 Eq. 2; a
 table or sequence model's own ``training_loss`` through losses.model_loss).
@@ -34,6 +35,14 @@ class Objective:
         raise NotImplementedError
 
     def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict | None:
+        """What the objective itself learns (e.g. distribution matching's fake denoiser), saved in each checkpoint
+        so a resume continues exactly; None for an objective without state."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
         raise NotImplementedError
 
 

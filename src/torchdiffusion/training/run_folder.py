@@ -178,6 +178,7 @@ def state_dict(state: TrainState, setup: Setup) -> dict:
         "ema": state.ema.state_dict(),
         **({"guide": state.guide.state_dict()} if state.guide is not None else {}),
         "optimizer": state.opt.state_dict(),
+        **({"objective": own} if (own := setup.objective.state_dict()) is not None else {}),
         "lr_schedule": {"updates": state.updates, "next_lr": learning_rate(t, state.updates, setup.total_images)},
         "data": {"epoch": epoch, "offset": offset, "num_examples": setup.X.shape[0], "seed": t.seed},
         "rng": _rng_state(setup.device),
@@ -196,6 +197,8 @@ def restore(state: TrainState, path: Path, setup: Setup) -> None:
         state.opt.load_state_dict(saved["optimizer"])
         if "guide" in saved:
             state.set_guide(saved["guide"])
+        if setup.objective.state_dict() is not None:
+            setup.objective.load_state_dict(saved["objective"])
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path} does not match this model ({str(e).splitlines()[0]})") from None
     state.step, state.updates = int(saved["step"]), int(saved["updates"])
