@@ -122,6 +122,11 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument(
+        "--teacher-rows",
+        default=None,
+        help="a table.json of the same teacher, --n and samplers: reuse its teacher rows instead of sampling again",
+    )
+    ap.add_argument(
         "--teacher-samplers",
         nargs="+",
         default=["dpmpp_2m_sde", "unipc", "dpmpp_2m", "ddim"],
@@ -156,7 +161,13 @@ def main(argv=None) -> int:
             student(teacher_path, method, plan[method][0], out / method, s)
         return 0
     rows, teacher_all = [], []
-    for nfe in (1, 2, 4, 20):
+    if args.teacher_rows:
+        earlier = json.loads(Path(args.teacher_rows).read_text())
+        if earlier["teacher"] != str(teacher_path) or earlier["n"] != args.n:
+            raise SystemExit(f"{args.teacher_rows} scored another teacher or another --n")
+        rows = [r for r in earlier["rows"] if r["model"].startswith("teacher")]
+        teacher_all = earlier["teacher_all_samplers"]
+    for nfe in () if args.teacher_rows else (1, 2, 4, 20):
         tried = []
         for name in args.teacher_samplers:
             r = score(teacher, replace(teacher_sample, sampler=name, steps=nfe), args.n, ref)

@@ -154,6 +154,20 @@ def test_bad_teachers_are_refused_in_one_line(teacher, tmp_path):
     assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()
 
 
+def test_a_discrete_token_teacher_is_refused_by_every_method_in_one_line(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("abcab cabca bcabc " * 40)
+    run = tmp_path / "text"
+    sets = ["data.source=text", f"data.path={text}", "data.seq_len=12", "data.holdout=8", "train.images=64"]
+    sets += ["train.batch_size=32", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=4", "sample.n=2"]
+    rc, _, err = cli("train", "--preset", "text-chars", "--out", run, "--no-progress", *[f"--set={a}" for a in sets])
+    assert rc == 0, err
+    for method in ("progressive", "consistency", "dmd", "reflow"):
+        rc, _, err = cli("distill", run, "--method", method, "--steps", "2", "--out", tmp_path / method, *TINY)
+        _one_line_error(rc, err, "discrete tokens", method)
+        assert not (tmp_path / method).exists()
+
+
 def test_train_objectives_resolve_to_their_settings(capsys):
     assert main(["train", "--preset", "toy-2d", "--objective", "rectified_flow", "--dry-run"]) == 0
     d = json.loads(capsys.readouterr().out)["diffusion"]

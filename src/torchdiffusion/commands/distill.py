@@ -32,7 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--images", type=positive_int(10**12), default=20_000, help="images seen per training run (default 20000)"
     )
     p.add_argument("--batch-size", type=int_in(1, 65_536), default=64, help="images per optimizer step (default 64)")
-    p.add_argument("--lr", type=float_in(0.0, 1.0, lo_open=True), default=2e-4, help="learning rate (default 2e-4)")
+    p.add_argument(
+        "--lr",
+        type=float_in(0.0, 1.0, lo_open=True),
+        default=None,
+        help="learning rate of the student (default 2e-4; dmd's generator 1e-4)",
+    )
     p.add_argument(
         "--teacher-steps",
         type=int_in(2, 65_536),
@@ -56,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--fake-updates", type=int_in(1, 1000), default=3, help="dmd: fake-denoiser updates per generator update (3)"
+    )
+    p.add_argument(
+        "--fake-lr", type=float_in(0.0, 1.0, lo_open=True), default=2e-4, help="dmd: the fake denoiser's lr (2e-4)"
     )
     p.add_argument("--eval-every", type=int_in(0, 10**12), default=0, help="quick evaluation cadence in images")
     p.add_argument("--seed", type=int_in(0, 2**62), default=0, help="training seed")
@@ -83,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         autoguidance=args.autoguidance,
         fake_updates=args.fake_updates,
+        fake_lr=args.fake_lr,
         eval_every_images=args.eval_every,
         seed=args.seed,
         threads=args.threads,

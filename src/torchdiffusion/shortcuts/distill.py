@@ -32,7 +32,7 @@ METHODS = ("progressive", "consistency", "dmd", "reflow")
 class DistillSettings:
     images: int = 20_000  # images seen per training run (each halving of progressive is one run)
     batch_size: int = 64
-    lr: float = 2e-4  # small: the student starts from the teacher's weights
+    lr: float | None = None  # None: 2e-4 (small: the student starts from the teacher's weights), dmd's generator 1e-4
     teacher_steps: int = 0  # progressive: the first teacher's DDIM steps (0: steps x 2^3)
     grid: str | None = None  # progressive: the first teacher's grid, a sample.grid name (None: its own sample.grid)
     levels: int = 40  # consistency: the fixed discretisation N of consistency distillation
@@ -40,6 +40,7 @@ class DistillSettings:
     guidance: float | None = None  # conditional teachers: the CFG scale distilled (None: the teacher's default)
     autoguidance: float = 1.0  # the teacher steered from its run's guide model at this w (1: the model alone)
     fake_updates: int = 3  # dmd: fake-denoiser updates per generator update
+    fake_lr: float = 2e-4  # dmd: the fake denoiser's learning rate
     eval_every_images: int = 0  # quick evaluation cadence, as in training
     seed: int = 0
     # torch threads of the distillation (0: the torch default); None keeps the teacher's train.threads, which a
@@ -54,6 +55,11 @@ def check_teacher(teacher: Teacher, method: str, steps: int) -> None:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if not 1 <= steps <= 1024:
         raise ConfigError(f"--steps must be in [1, 1024], got {steps}")
+    if cfg.diffusion.process == "categorical":
+        raise ConfigError(
+            f"{where} models discrete tokens (diffusion.process=categorical): it has no probability-flow ODE or "
+            f"score to distil ({method})"
+        )
     if cfg.diffusion.boundary == "consistency":
         raise ConfigError(f"{where} is a consistency model: it has no probability-flow ODE to distil ({method})")
     if method == "progressive" and cfg.diffusion.parameterization == "eps" and steps == 1:
@@ -65,7 +71,12 @@ def check_teacher(teacher: Teacher, method: str, steps: int) -> None:
 
 
 def student_config(
-    teacher: Teacher, objective: ObjectiveConfig, sample: SampleConfig, s: DistillSettings, boundary: str = "none"
+    teacher: Teacher,
+    objective: ObjectiveConfig,
+    sample: SampleConfig,
+    s: DistillSettings,
+    boundary: str = "none",
+    lr: float = 2e-4,
 ) -> RunConfig:
     """The teacher's config with the student's objective, sampler and a short fine-tuning schedule."""
     cfg = teacher.run.config
@@ -75,7 +86,7 @@ def student_config(
         images=s.images,
         batch_size=s.batch_size,
         grad_accum=1,
-        lr=s.lr,
+        lr=s.lr if s.lr is not None else lr,
         warmup_images=min(1_000, s.images),
         lr_decay="none",
         ema_halflife_images=max(1, s.images // 10),
@@ -212,8 +223,9 @@ def distill_dmd(teacher_path: Path, steps: int, out: Path, s: DistillSettings, p
         autoguidance=teacher.autoguidance,
         max_steps=steps,
         dmd_fake_updates=s.fake_updates,
+        dmd_fake_lr=s.fake_lr,
     )
-    cfg = student_config(teacher, obj, _student_sample(teacher, "consistency", steps), s)
+    cfg = student_config(teacher, obj, _student_sample(teacher, "consistency", steps), s, lr=1e-4)
     # DMD2's Adam betas, for both networks; the EMA of the generator over its last eighth, from the teacher's weights
     train = replace(cfg.train, betas=(0.0, 0.999), ema_halflife_images=max(1, s.images // 8), ema_warmup_ratio=0.0)
     cfg = replace(cfg, train=train)

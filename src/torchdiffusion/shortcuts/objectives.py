@@ -48,17 +48,19 @@ class Teacher:
                 f"autoguidance {self.autoguidance:g} needs one; use 1"
             )
 
-    def denoiser(self, cond: dict | None) -> Denoiser:
+    def denoiser(self, cond: dict | None, clip: bool | None = None) -> Denoiser:
+        """The teacher's denoiser; ``clip=False`` leaves out the clamping to [-1, 1] its sampler applies."""
         from ..generate import clamped, guide_of
         from ..guidance import autoguided, guided_denoiser
 
+        clip = self.clip if clip is None else clip
         if cond is not None:
             cond = {k: v for k, v in cond.items() if k != "drop"}
         D = guided_denoiser(self.run.model, cond, scale=self.guidance)
         if self.autoguidance != 1.0:
             D_0 = guided_denoiser(guide_of(self.run.model), cond, scale=self.guidance)
-            D = autoguided(clamped(D) if self.clip else D, clamped(D_0) if self.clip else D_0, self.autoguidance)
-        return clamped(D) if self.clip else D
+            D = autoguided(clamped(D) if clip else D, clamped(D_0) if clip else D_0, self.autoguidance)
+        return clamped(D) if clip else D
 
     def grid(self, steps: int, kind: str = "") -> Tensor:
         """The teacher's DDIM grid of ``steps`` steps: its own sample.grid (a student's grids/ file) unless ``kind``
@@ -184,8 +186,8 @@ class DistributionMatching(Objective):
         x0 = model(dmd.simulate(G, mb.noise, levels, step % K, clip), mb.sigma, cond)
         sigma = self._matching_sigmas(x0.shape[0], x0.device)
         x_s = add_noise(x0.detach(), sigma, torch.randn_like(x0))
-        with torch.no_grad():
-            d_real = self.teacher.denoiser(cond)(x_s, sigma).float()
+        with torch.no_grad():  # both denoisers unclamped: a clamp on one side only would bias g at the bounds
+            d_real = self.teacher.denoiser(cond, clip=False)(x_s, sigma).float()
             d_fake = self.fake.net(x_s, sigma, cond).float()
         per = dmd.generator_loss(x0.float(), dmd.dmd_gradient(x0.detach().float(), d_real, d_fake))
         # D_fake follows the generator: on this batch's outputs, then on fresh ones from random stages
