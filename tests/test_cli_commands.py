@@ -147,7 +147,8 @@ def world(tmp_path_factory):
     mnist = ["data.source=mnist5k", "data.limit=48", "data.holdout=8", "sample.steps=3", "model.channels=8"]
     signal = ["model.channels=8", "sample.steps=3", "sample.n=4"]  # n: the end-of-training line plots
     trained = {
-        "demo": ["--preset", "digits-test", *[a for s in mnist for a in ("--set", s)]],
+        # the demo keeps an autoguidance guide, as the real one does (distill --autoguidance needs it)
+        "demo": ["--preset", "digits-test", *[a for s in [*mnist, "train.guide_at=0.5"] for a in ("--set", s)]],
         "toy": ["--preset", "toy-2d", "--set", "data.toy_size=256", "--set", "sample.steps=3"],
         "wine": ["--preset", "table-wine", "--set", "sample.steps=3", "--set", "sample.n=8"],
         "text": ["--preset", "text-chars", "--set", "sample.steps=3", "--set", "sample.n=2"],

@@ -148,6 +148,18 @@ def _load_teacher(path: Path, method: str, steps: int, s: DistillSettings) -> Te
     return teacher
 
 
+def _objective(name: str, teacher_path: Path, teacher: Teacher, steps: int, **settings) -> ObjectiveConfig:
+    """A student's objective: its teacher's folder, the guidance it distils that teacher at, the steps it samples."""
+    return ObjectiveConfig(
+        name=name,
+        teacher=str(teacher_path),
+        guidance=teacher.guidance,
+        autoguidance=teacher.autoguidance,
+        max_steps=steps,
+        **settings,
+    )
+
+
 def _student_sample(teacher: Teacher, sampler: str, steps: int) -> SampleConfig:
     from ..config import SamplerSettings
 
@@ -171,15 +183,7 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
         else:  # a student: guidance baked in, no guide model
             teacher.guidance, teacher.autoguidance = 1.0, 1.0
         grid = (s.grid or "") if current == teacher_path else ""  # later halvings: the previous student's grid
-        obj = ObjectiveConfig(
-            name="progressive",
-            teacher=str(current),
-            teacher_steps=n,
-            teacher_grid=grid,
-            guidance=teacher.guidance,
-            autoguidance=teacher.autoguidance,
-            max_steps=half,
-        )
+        obj = _objective("progressive", current, teacher, half, teacher_steps=n, teacher_grid=grid)
         cfg = student_config(teacher, obj, _student_sample(teacher, "ddim", half), s)
         stage = out if half == steps else out / "stages" / f"{half:04d}-steps"
         stage.mkdir(parents=True, exist_ok=True)
@@ -194,14 +198,8 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
 def distill_consistency(teacher_path: Path, steps: int, out: Path, s: DistillSettings, progress: bool) -> Path:
     """Consistency distillation (Song et al. 2023, Alg. 2) with a fixed grid of ``s.levels`` levels."""
     teacher = _load_teacher(teacher_path, "consistency", steps, s)
-    obj = ObjectiveConfig(
-        name="consistency_distillation",
-        teacher=str(teacher_path),
-        guidance=teacher.guidance,
-        autoguidance=teacher.autoguidance,
-        max_steps=steps,
-        ct_steps_start=s.levels,
-        ct_steps_end=s.levels,
+    obj = _objective(
+        "consistency_distillation", teacher_path, teacher, steps, ct_steps_start=s.levels, ct_steps_end=s.levels
     )
     cfg = student_config(teacher, obj, _student_sample(teacher, "consistency", steps), s, boundary="consistency")
     out.mkdir(parents=True, exist_ok=True)
@@ -216,14 +214,8 @@ def distill_dmd(teacher_path: Path, steps: int, out: Path, s: DistillSettings, p
     from .dmd import teacher_levels
 
     teacher = _load_teacher(teacher_path, "dmd", steps, s)
-    obj = ObjectiveConfig(
-        name="distribution_matching",
-        teacher=str(teacher_path),
-        guidance=teacher.guidance,
-        autoguidance=teacher.autoguidance,
-        max_steps=steps,
-        dmd_fake_updates=s.fake_updates,
-        dmd_fake_lr=s.fake_lr,
+    obj = _objective(
+        "distribution_matching", teacher_path, teacher, steps, dmd_fake_updates=s.fake_updates, dmd_fake_lr=s.fake_lr
     )
     cfg = student_config(teacher, obj, _student_sample(teacher, "consistency", steps), s, lr=1e-4)
     # DMD2's Adam betas, for both networks; the EMA of the generator over its last eighth, from the teacher's weights
@@ -270,14 +262,7 @@ def distill_reflow(teacher_path: Path, steps: int, out: Path, s: DistillSettings
     from .reflow import save_pairs
 
     teacher = _load_teacher(teacher_path, "reflow", steps, s)
-    obj = ObjectiveConfig(
-        name="reflow",
-        teacher=str(teacher_path),
-        guidance=teacher.guidance,
-        autoguidance=teacher.autoguidance,
-        max_steps=steps,
-        reflow_pairs=s.pairs,
-    )
+    obj = _objective("reflow", teacher_path, teacher, steps, reflow_pairs=s.pairs)
     cfg = student_config(teacher, obj, _student_sample(teacher, "euler", steps), s)
     x0, noise, labels = draw_pairs(teacher, s.pairs, progress)
     info = teacher.run.info
