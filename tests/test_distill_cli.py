@@ -283,3 +283,10 @@ def test_autoguided_teacher_is_its_guide_steered_and_needs_one(teacher, tmp_path
     rc, _, err = cli("distill", guided, "--method", "dmd", "--steps", "2", "--autoguidance", "1.5", "--out", out, *TINY)
     assert rc == 0, err
     assert load_run(out).config.objective.autoguidance == 1.5
+    # progressive: the first halving learns the steered teacher, the later ones its guide-less students
+    pd = tmp_path / "pd-ag"
+    args = ["--method", "progressive", "--steps", "2", "--teacher-steps", "8", "--autoguidance", "1.5", "--out", pd]
+    rc, _, err = cli("distill", guided, *args, *TINY)
+    assert rc == 0, err
+    first, last = load_run(pd / "stages" / "0004-steps").config.objective, load_run(pd).config.objective
+    assert (first.autoguidance, last.autoguidance, last.teacher) == (1.5, 1.0, str(pd / "stages" / "0004-steps"))

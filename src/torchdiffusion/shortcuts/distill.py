@@ -177,11 +177,13 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
     current, data = teacher_path, None
     while n > steps:
         half = n // 2
-        teacher = _load_teacher(current, "progressive", steps, s)  # checked for the last halving up front
-        if data is None:  # the first teacher: its data for every halving, its CFG scale baked into the first student
+        first = data is None
+        # checked for the last halving up front; a later teacher is a student: its guidance baked in, no guide model
+        teacher = _load_teacher(current, "progressive", steps, s if first else replace(s, autoguidance=1.0))
+        if first:  # the first teacher: its data for every halving, its CFG scale baked into the first student
             data = _teacher_data(teacher, s.seed)
-        else:  # a student: guidance baked in, no guide model
-            teacher.guidance, teacher.autoguidance = 1.0, 1.0
+        else:
+            teacher.guidance = 1.0
         grid = (s.grid or "") if current == teacher_path else ""  # later halvings: the previous student's grid
         obj = _objective("progressive", current, teacher, half, teacher_steps=n, teacher_grid=grid)
         cfg = student_config(teacher, obj, _student_sample(teacher, "ddim", half), s)

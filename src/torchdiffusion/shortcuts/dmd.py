@@ -87,7 +87,7 @@ def simulate(G: Denoiser, noise: Tensor, levels: Tensor, stage: int, clip: bool)
 
 
 class FakeScore:
-    """D_fake: a trainable copy of a denoiser with its own Adam, trained by ``loss_fn`` on generator outputs."""
+    """D_fake: a trainable copy of a denoiser with its own Adam; :meth:`update` takes one step on a loss."""
 
     def __init__(self, net: torch.nn.Module, lr: float, channels_last: bool):
         self.net = copy.deepcopy(net).train().requires_grad_(True)

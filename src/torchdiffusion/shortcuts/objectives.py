@@ -130,7 +130,7 @@ class Consistency(Objective):
 
 class DistributionMatching(Objective):
     """DMD2 (dmd.py): batch ``step`` trains the generator's stage k = step mod K on inputs from its own earlier
-    stages; each step also updates the fake denoiser ``objective.dmd_fake_updates`` times (its state is
+    stages; each micro-batch also updates the fake denoiser ``objective.dmd_fake_updates`` times (its state is
     checkpointed with the run's, so a resumed distillation continues exactly)."""
 
     def __init__(self, cfg: RunConfig, teacher: Teacher):
