@@ -1,6 +1,6 @@
 """What one training step minimises: the noise levels of a batch and each example's loss.
 
-The loop (loop.py) is the same for every objective; only these two things change:
+The loop (loop.py) is the same for every objective; only these change:
 
     draw_sigmas(B, generator, step) -> (B,)   the noise levels of global batch ``step`` (from (seed, step) alone)
     loss(model, micro_batch, step)  -> (b,)   each example's loss, to be averaged and backpropagated
