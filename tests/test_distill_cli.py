@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tinyruns import cli, write_run
+from tinyruns import cli, train_text_run, write_run
 from torchdiffusion.cli import main
 from torchdiffusion.config import ConfigError
 from torchdiffusion.generate import generate, load_run
@@ -155,13 +155,7 @@ def test_bad_teachers_are_refused_in_one_line(teacher, tmp_path):
 
 
 def test_a_discrete_token_teacher_is_refused_by_every_method_in_one_line(tmp_path):
-    text = tmp_path / "t.txt"
-    text.write_text("abcab cabca bcabc " * 40)
-    run = tmp_path / "text"
-    sets = ["data.source=text", f"data.path={text}", "data.seq_len=12", "data.holdout=8", "train.images=64"]
-    sets += ["train.batch_size=32", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=4", "sample.n=2"]
-    rc, _, err = cli("train", "--preset", "text-chars", "--out", run, "--no-progress", *[f"--set={a}" for a in sets])
-    assert rc == 0, err
+    run = train_text_run(tmp_path / "text")
     for method in ("progressive", "consistency", "dmd", "reflow"):
         rc, _, err = cli("distill", run, "--method", method, "--steps", "2", "--out", tmp_path / method, *TINY)
         _one_line_error(rc, err, "discrete tokens", method)
@@ -253,6 +247,21 @@ def test_dmd_student_samples_on_the_prefixes_of_its_levels_and_resumes_exactly(t
     assert (half / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
 
 
+def test_dmd_fake_denoiser_options_change_the_student(teacher, tmp_path):
+    """--fake-updates and --fake-lr reach the fake denoiser: recorded in config.json, and the student's weights differ
+    (two generator steps: the second sees the fake denoiser the first step's updates made)."""
+    weights, objectives = {}, {}
+    for name, flags in {"base": [], "updates": ["--fake-updates", "1"], "lr": ["--fake-lr", "1e-3"]}.items():
+        out = tmp_path / name
+        rc, _, err = cli("distill", teacher, "--method", "dmd", "--steps", "2", "--out", out, *TINY, *flags)
+        assert rc == 0, err
+        weights[name] = (out / "model.safetensors").read_bytes()
+        objectives[name] = load_run(out).config.objective
+    assert (objectives["base"].dmd_fake_updates, objectives["base"].dmd_fake_lr) == (3, 2e-4)
+    assert objectives["updates"].dmd_fake_updates == 1 and objectives["lr"].dmd_fake_lr == 1e-3
+    assert weights["updates"] != weights["base"] and weights["lr"] != weights["base"]
+
+
 def test_autoguided_teacher_is_its_guide_steered_and_needs_one(teacher, tmp_path):
     """--autoguidance w distils D_guide + w (D - D_guide) (both clamped), as sampling steers the teacher; a teacher
     that keeps no guide model is refused in one line, nothing written."""
@@ -283,6 +292,10 @@ def test_autoguided_teacher_is_its_guide_steered_and_needs_one(teacher, tmp_path
     rc, _, err = cli("distill", guided, "--method", "dmd", "--steps", "2", "--autoguidance", "1.5", "--out", out, *TINY)
     assert rc == 0, err
     assert load_run(out).config.objective.autoguidance == 1.5
+    plain = tmp_path / "dmd-plain"
+    rc, _, err = cli("distill", guided, "--method", "dmd", "--steps", "2", "--out", plain, *TINY)
+    assert rc == 0, err
+    assert (plain / "model.safetensors").read_bytes() != (out / "model.safetensors").read_bytes()
     # progressive: the first halving learns the steered teacher, the later ones its guide-less students
     pd = tmp_path / "pd-ag"
     args = ["--method", "progressive", "--steps", "2", "--teacher-steps", "8", "--autoguidance", "1.5", "--out", pd]

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tinyruns import cli
+from tinyruns import cli, train_text_run
 from torchdiffusion.categorical import uniform_posterior
 from torchdiffusion.config import get_preset, override
 from torchdiffusion.data import DataError, load_data
@@ -189,13 +189,7 @@ def test_text_and_fasta_sources(tmp_path):
 
 
 def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
-    text = tmp_path / "t.txt"
-    text.write_text("abcab cabca bcabc " * 40)
-    run = tmp_path / "run"
-    sets = ["data.source=text", f"data.path={text}", "data.seq_len=12", "data.holdout=8", "train.images=256"]
-    sets += ["train.batch_size=32", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=4", "sample.n=2"]
-    rc, _, err = cli("train", "--preset", "text-chars", "--out", run, "--no-progress", *[f"--set={a}" for a in sets])
-    assert rc == 0, err
+    run = train_text_run(tmp_path / "run", images=256)
     rc, out, err = cli("impute", run, "--text", "ab__b ca", "--out", tmp_path / "f.txt")
     assert rc == 0, err
     line = (tmp_path / "f.txt").read_text().splitlines()[0]

@@ -91,6 +91,18 @@ def write_run(folder: Path, preset: str, settings: list[str], data_shape=(1, 8, 
     return folder
 
 
+def train_text_run(folder: Path, images: int = 64) -> Path:
+    """``train --preset text-chars`` on a tiny repeating text (12-character windows, a 1-layer transformer) into
+    ``folder``; the text file sits beside it."""
+    text = folder.parent / f"{folder.name}.txt"
+    text.write_text("abcab cabca bcabc " * 40)
+    sets = ["data.source=text", f"data.path={text}", "data.seq_len=12", "data.holdout=8", f"train.images={images}"]
+    sets += ["train.batch_size=32", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=4", "sample.n=2"]
+    rc, _, err = cli("train", "--preset", "text-chars", "--out", folder, "--no-progress", *[f"--set={a}" for a in sets])
+    assert rc == 0, err
+    return folder
+
+
 def equivalence_script():
     """scripts/diffusers_equivalence.py as a module: its cases and the tiny diffusers folders it builds."""
     import importlib.util
