@@ -167,6 +167,10 @@ CONDS = {
         dict(text_dim=6),
         lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
     ),
+    "text_pooled": (
+        dict(text_dim=6, text_pooled=True),
+        lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
+    ),
 }
 
 

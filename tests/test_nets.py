@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from torchdiffusion.config import ConfigError, ModelConfig
 from torchdiffusion.nets import build_net, count_params
-from torchdiffusion.nets.layers import MATH_ATTENTION_MAX_TOKENS, NoiseEmbedding, adaptive_group_norm, attention
+from torchdiffusion.nets.layers import (
+    MATH_ATTENTION_MAX_TOKENS,
+    CrossAttention,
+    NoiseEmbedding,
+    PooledText,
+    adaptive_group_norm,
+    attention,
+)
 
 TINY = ModelConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), head_channels=8, groups=4)
 
@@ -119,6 +130,10 @@ CONDS = {
         dict(text_dim=6),
         lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
     ),
+    "text_pooled": (
+        dict(text_dim=6, text_pooled=True),
+        lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
+    ),
 }
 
 
@@ -139,8 +154,9 @@ def test_conditioning_and_drop(kind):
     torch.testing.assert_close(y_drop[~drop], y_cond[~drop], rtol=1e-5, atol=1e-5)
 
 
-def test_text_mask_hides_padding_tokens():
-    net = randomized(build_net(_cond_cfg(text_dim=6), (1, 8, 8)))
+@pytest.mark.parametrize("pooled", [False, True])
+def test_text_mask_hides_padding_tokens(pooled):
+    net = randomized(build_net(_cond_cfg(text_dim=6, text_pooled=pooled), (1, 8, 8)))
     x, c = torch.randn(1, 1, 8, 8), torch.rand(1)
     text, mask = torch.randn(1, 3, 6), torch.tensor([[True, True, False]])
     other = text.clone()
@@ -149,6 +165,31 @@ def test_text_mask_hides_padding_tokens():
         torch.testing.assert_close(
             net(x, c, {"text": text, "text_mask": mask}), net(x, c, {"text": other, "text_mask": mask})
         )
+
+
+def test_pooled_text_is_the_normalised_mean_of_the_real_tokens():
+    """PooledText: p = normalize(mean of the unmasked tokens), the null token for a dropped or empty caption; the
+    U-Net adds MLP(p) to its noise embedding, so the pooled path alone (no attention anywhere) carries the text."""
+    pool = randomized(PooledText(6, 16))
+    tokens = torch.randn(3, 4, 6)
+    null = torch.randn(6)
+    keys = torch.cat([null.expand(3, 1, 6), tokens], dim=1)
+    real = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]).bool()
+    mask = torch.cat([torch.ones(3, 1, dtype=torch.bool), real], dim=1)[:, None, None, :]
+    expected = torch.stack([F.normalize(tokens[0, :2].mean(0), dim=0), F.normalize(tokens[1].mean(0), dim=0), null])
+    with torch.no_grad():
+        torch.testing.assert_close(pool(keys, mask), pool.mlp(expected))
+    cfg = replace(_cond_cfg(text_dim=6, text_pooled=True), attn_resolutions=())
+    net = randomized(build_net(cfg, (1, 8, 8)))
+    for m in net.modules():  # silence every cross-attention: only the pooled vector can carry the caption
+        if isinstance(m, CrossAttention):
+            nn.init.zeros_(m.proj.weight), nn.init.zeros_(m.proj.bias)
+    x, c = torch.randn(2, 1, 8, 8), torch.rand(2)
+    text = torch.randn(2, 3, 6)
+    with torch.no_grad():
+        y = net(x, c, {"text": text})
+        assert (y - net(x, c, {"text": text.flip(0)})).abs().amax() > 1e-4
+        torch.testing.assert_close(net(x, c, {"text": text.flip(1)}), y)  # a mean: the tokens' order is lost
 
 
 def test_bare_tensor_cond_is_class_labels():

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..cond import as_cond, drop_mask
 from ..config import ConfigError, ModelConfig
-from .layers import CondEmbedding, NoiseEmbedding, text_tokens, zero_
+from .layers import CondEmbedding, NoiseEmbedding, PooledText, text_tokens, zero_
 from .transformer import AdaLNBlock
 
 POS_EMBEDDINGS = ("sincos", "learned")
@@ -113,6 +113,7 @@ class DiT(nn.Module):
         self.cond_emb = CondEmbedding(W, model.num_classes, model.context_dim)
         if model.text_dim > 0:
             self.text_null = nn.Parameter(torch.randn(model.text_dim) / model.text_dim**0.5)
+        self.text_pool = PooledText(model.text_dim, W) if model.text_pooled else None
 
         heads = W // model.head_channels
         self.blocks = nn.ModuleList(AdaLNBlock(W, heads, model.dropout, model.text_dim) for _ in range(model.depth))
@@ -156,10 +157,12 @@ class DiT(nn.Module):
         c = self.noise_mlp(self.noise_features(c_noise.reshape(-1)))
         if self.cond_emb.active:
             c = c + self.cond_emb(cond, drop, B).to(c.dtype)
-        emb = F.silu(c)
         text = None
         if self.text_dim > 0:
             text = text_tokens(cond, drop, self.text_null, self.text_dim)
+            if self.text_pool is not None:
+                c = c + self.text_pool(text[0].to(c.dtype), text[1])
+        emb = F.silu(c)
 
         h = self.patchify(x_in).flatten(2).transpose(1, 2) + self.pos.to(x_in.dtype)  # (B, N, W)
         recompute = self.checkpoint and torch.is_grad_enabled()
@@ -191,4 +194,5 @@ def text_flops(model: ModelConfig, data_shape: tuple[int, ...], text_tokens: int
     C, H, W_img = data_shape
     p, W, L1 = model.patch, model.channels, text_tokens + 1  # + the null token
     N = (H // p) * (W_img // p)
-    return model.depth * (2 * N * W * W + L1 * model.text_dim * 2 * W + 2 * N * L1 * W)
+    pooled = model.text_dim * W + W * W if model.text_pooled else 0  # PooledText's MLP
+    return model.depth * (2 * N * W * W + L1 * model.text_dim * 2 * W + 2 * N * L1 * W) + pooled

@@ -350,6 +350,32 @@ def text_tokens(cond: dict | None, drop: Tensor, null_token: Tensor, text_dim: i
     return keys, mask[:, None, None, :]
 
 
+class PooledText(nn.Module):
+    """The caption as one vector added to the noise embedding (Imagen, Saharia et al. 2022, Sec. 2.1/App. E:
+    "pooled text embedding"; SDXL does the same with CLIP's pooled output), beside cross-attention to its tokens.
+
+        p = normalize(sum_l m_l h_l / sum_l m_l)   over the real tokens h_l (MiniLM's own sentence embedding)
+        p = null token                              for a dropped sample, or no text at all
+        e_text = Linear(SiLU(Linear(p)))           (B, emb_dim), last layer zero at the start
+
+    It takes the keys and mask of :func:`text_tokens` (null token first), so dropping a caption for classifier-free
+    guidance drops both paths at once. A global vector reaches every residual block's scale and shift, where
+    cross-attention reads the tokens only at the attention resolutions.
+    """
+
+    def __init__(self, text_dim: int, emb_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(text_dim, emb_dim), nn.SiLU(), zero_(nn.Linear(emb_dim, emb_dim)))
+
+    def forward(self, keys: Tensor, mask: Tensor) -> Tensor:
+        """keys: (B, L+1, E) with the null token first; mask: (B, 1, 1, L+1) bool -> (B, emb_dim)."""
+        real = mask.reshape(mask.shape[0], -1)[:, 1:].to(keys.dtype)  # (B, L)
+        count = real.sum(1, keepdim=True)
+        mean = (keys[:, 1:] * real[..., None]).sum(1) / count.clamp(min=1.0)
+        p = torch.where(count > 0, F.normalize(mean, dim=-1), keys[:, 0])
+        return self.mlp(p)
+
+
 # Resampling (Ho et al. 2020: strided 3x3 conv down, nearest-neighbour x2 + 3x3 conv up)
 
 

@@ -13,7 +13,8 @@ multi-head attention at several resolutions) and the layout of EDM's DDPM++ (Kar
 
 Noise and conditioning enter as one embedding ``e = MLP(NoiseEmbedding(c_noise)) + CondEmbedding(cond)``;
 every residual block reads its scale/shift from ONE shared projection ``Linear(SiLU(e))`` (one GEMM instead of
-one per block). Text conditioning adds cross-attention after each self-attention layer.
+one per block). Text conditioning adds cross-attention after each self-attention layer, and with
+``model.text_pooled`` the pooled caption joins ``e`` as well (``layers.PooledText``).
 
 ``model.checkpoint`` recomputes each stage's activations in the backward pass instead of keeping them
 (activation checkpointing, Chen et al. 2016, ``torch.utils.checkpoint``): the same gradients for about one more
@@ -34,6 +35,7 @@ from .layers import (
     CrossAttention,
     Downsample,
     NoiseEmbedding,
+    PooledText,
     ResBlock,
     SelfAttention,
     Upsample,
@@ -107,6 +109,7 @@ class UNet(nn.Module):
         self.cond_emb = CondEmbedding(emb_dim, model.num_classes, model.context_dim)
         if model.text_dim > 0:
             self.text_null = nn.Parameter(torch.randn(model.text_dim) / model.text_dim**0.5)
+        self.text_pool = PooledText(model.text_dim, emb_dim) if model.text_pooled else None
 
         def stage(cin: int, cout: int, size: int) -> _Stage:
             attn = size in model.attn_resolutions
@@ -172,11 +175,13 @@ class UNet(nn.Module):
         if c_noise.ndim == 0:
             c_noise = c_noise.expand(B)
         e = self.embedding(c_noise, cond, drop)
-        embs = iter(self.emb_proj(F.silu(e)).split(self._emb_sizes, dim=1))
         text = None
         if self.text_dim > 0:
             keys, mask = text_tokens(cond, drop, self.text_null, self.text_dim)
             text = (keys.to(e.dtype), mask)
+            if self.text_pool is not None:
+                e = e + self.text_pool(*text)
+        embs = iter(self.emb_proj(F.silu(e)).split(self._emb_sizes, dim=1))
 
         run = self._checkpointed if self.checkpoint and torch.is_grad_enabled() else _call
         h = self.input_conv(x_in)
