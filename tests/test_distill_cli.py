@@ -3,12 +3,16 @@ steps than they were distilled for; teachers a method cannot use are refused in 
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from tinyruns import cli, train_text_run, write_run
 from torchdiffusion.cli import main
@@ -245,6 +249,27 @@ def test_dmd_student_samples_on_the_prefixes_of_its_levels_and_resumes_exactly(t
     train(short, half, data=data, progress=False, init_weights=init)
     train(cfg, half, data=data, progress=False, init_weights=init)
     assert (half / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_dmd_under_torchrun_keeps_the_fake_denoisers_of_all_ranks_identical(teacher, tmp_path):
+    """Two torchrun processes distil one student: the ranks see different examples, and each rank's D_fake takes
+    the gradient averaged over the ranks, so both copies end bit for bit equal, away from the teacher's weights."""
+    out = tmp_path / "dmd2"
+    worker = str(Path(__file__).with_name("dmd_worker.py"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker]
+    args = [str(teacher), str(out), "--steps", "2", "--images", "96", "--batch-size", "16", "--fake-lr", "1e-3"]
+    r = subprocess.run(
+        [*cmd, *args], env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    f0, f1 = (load_file(out / "debug" / f"fake-{rank}.safetensors") for rank in (0, 1))
+    assert f0.keys() == f1.keys() and all(torch.equal(f0[k], f1[k]) for k in f0)
+    start = load_run(teacher).model.state_dict()
+    assert max(float((f0[k] - start[k]).abs().max()) for k in f0) > 1e-4  # D_fake was trained
+    student = load_run(out)
+    x = generate(student.model, range(4), student.config.sample, student.data_shape, grid_dir=out / "grids")
+    assert x.shape == (4, 1, 8, 8) and bool(torch.isfinite(x).all())
 
 
 def test_dmd_fake_denoiser_options_change_the_student(teacher, tmp_path):

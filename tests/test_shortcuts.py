@@ -264,3 +264,17 @@ def test_distribution_matching_generator_loss_has_the_normalised_gradient():
     torch.testing.assert_close(x0.grad, g / 8)
     scale = (x0.detach() - d_real).abs().mean((1, 2), keepdim=True)
     torch.testing.assert_close(g, (d_fake - d_real) / scale)
+
+
+def test_fake_denoiser_skips_a_step_whose_gradient_is_not_finite():
+    """dmd.FakeScore.update: a finite loss moves the weights; a NaN loss leaves the weights and Adam's state alone."""
+    from torchdiffusion.shortcuts.dmd import FakeScore
+
+    fake = FakeScore(nn.Linear(3, 2), lr=1e-2, channels_last=False)
+    x = torch.randn(4, 3)
+    assert fake.update(fake.net(x).square().mean(), grad_clip=1.0)
+    before = {k: v.clone() for k, v in fake.net.state_dict().items()}
+    steps = fake.opt.state_dict()["state"][0]["step"].clone()
+    assert not fake.update(fake.net(x).square().mean() * float("nan"), grad_clip=1.0)
+    assert all(torch.equal(before[k], v) for k, v in fake.net.state_dict().items())
+    assert torch.equal(fake.opt.state_dict()["state"][0]["step"], steps)

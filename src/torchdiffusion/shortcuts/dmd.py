@@ -87,7 +87,12 @@ def simulate(G: Denoiser, noise: Tensor, levels: Tensor, stage: int, clip: bool)
 
 
 class FakeScore:
-    """D_fake: a trainable copy of a denoiser with its own Adam; :meth:`update` takes one step on a loss."""
+    """D_fake: a trainable copy of a denoiser with its own Adam; :meth:`update` takes one step on a loss.
+
+    Under torchrun every rank holds a copy and :meth:`update` averages the gradients over the ranks before the
+    step (one flat all-reduce, as the training loop does for the generator), so the copies stay identical; a
+    step whose averaged gradient is not finite is skipped by every rank.
+    """
 
     def __init__(self, net: torch.nn.Module, lr: float, channels_last: bool):
         self.net = copy.deepcopy(net).train().requires_grad_(True)
@@ -96,12 +101,29 @@ class FakeScore:
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=lr, betas=(0.0, 0.999))  # DMD2's betas
 
-    def update(self, loss: Tensor, grad_clip: float) -> None:
+    def update(self, loss: Tensor, grad_clip: float) -> bool:
+        """One Adam step on ``loss`` (this rank's mean over its examples); False when skipped (not finite)."""
+        from .. import distributed as dist
+
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        grads = []
+        for p in self.params:
+            if p.grad is None:  # a parameter the loss did not reach: zeros, so every rank reduces the same list
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        if dist.world_size() > 1:
+            flat = dist.all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
+            for g, f in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+                g.copy_(f.view_as(g))
+        norm = torch.nn.utils.get_total_norm(grads)
+        if not bool(torch.isfinite(norm)):
+            self.opt.zero_grad(set_to_none=True)
+            return False
         if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, grad_clip)
+            torch.nn.utils.clip_grads_with_norm_(self.params, grad_clip, norm)
         self.opt.step()
+        return True
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
