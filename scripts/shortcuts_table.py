@@ -7,7 +7,8 @@
 Distils (``torchdiffusion.shortcuts.distill``, the code of ``torchdiffusion distill``) one student per method -
 progressive to 2 steps through its 8 -> 4 -> 2 halvings (the 4-step stage is scored too; an eps teacher cannot be
 halved to 1 step), consistency distillation, distribution matching distillation (dmd) and reflow to 4 steps,
-sampled at 1, 2 and 4 - reusing students already in ``--out``. Scores every row with the shipped MNIST-5k
+sampled at 1, 2 and 4 (``dmd2`` and ``dmd1``: distribution matching distilled for 2 steps and for 1, sampled at
+each step count up to their own) - reusing students already in ``--out``. Scores every row with the shipped MNIST-5k
 classifier (scripts/digit_check.py's check: share of samples classified with confidence >= 0.9) and the Fréchet
 distance in that classifier's features against the training images. Cost is counted in training images seen: each
 student's (all its stages) against the teacher's own (run.json), and in process CPU seconds of the whole
@@ -71,6 +72,9 @@ def score(run, sample, n: int, ref_stats) -> dict:
         out["accuracy"] = rep["accuracy"]
         out["guidance"] = sample.guidance
     return out
+
+
+METHOD = {"dmd2": "dmd", "dmd1": "dmd"}  # --methods names of students distilled for fewer steps than the table's 4
 
 
 def images_seen(folder: Path) -> int:
@@ -154,11 +158,13 @@ def main(argv=None) -> int:
         "progressive": (2, {4: "stages/0004-steps", 2: "."}),
         "consistency": (4, None),
         "dmd": (4, None),
+        "dmd2": (2, {1: ".", 2: "."}),  # distribution matching distilled for 2 steps, and for 1
+        "dmd1": (1, {1: "."}),
         "reflow": (4, None),
     }
     if args.distill_only:
         for method in args.methods:
-            student(teacher_path, method, plan[method][0], out / method, s)
+            student(teacher_path, METHOD.get(method, method), plan[method][0], out / method, s)
         return 0
     rows, teacher_all = [], []
     if args.teacher_rows:
@@ -187,12 +193,13 @@ def main(argv=None) -> int:
             rows.append(min(tried, key=lambda r: r["fd_clf"]))
     for method in args.methods:
         steps, folders = plan[method]
-        folder, cpu = student(teacher_path, method, steps, out / method, s)
+        folder, cpu = student(teacher_path, METHOD.get(method, method), steps, out / method, s)
         cost = images_seen(folder)
         for k, sub in (folders or {k: "." for k in (1, 2, 4)}).items():
             run = load_run(folder / sub)
             r = score(run, replace(run.config.sample, steps=k), args.n, ref)
-            rows.append({"model": f"{method} student", "nfe": k, "train_images": cost, "cpu_s": cpu, **r})
+            name = f"{METHOD.get(method, method)} student" + (f" ({steps} steps)" if method in METHOD else "")
+            rows.append({"model": name, "nfe": k, "train_images": cost, "cpu_s": cpu, **r})
             print(rows[-1], flush=True)
     record = {
         "teacher": str(teacher_path),
