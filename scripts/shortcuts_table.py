@@ -198,8 +198,11 @@ def main(argv=None) -> int:
         for k, sub in (folders or {k: "." for k in (1, 2, 4)}).items():
             run = load_run(folder / sub)
             r = score(run, replace(run.config.sample, steps=k), args.n, ref)
-            name = f"{METHOD.get(method, method)} student" + (f" ({steps} steps)" if method in METHOD else "")
-            rows.append({"model": name, "nfe": k, "train_images": cost, "cpu_s": cpu, **r})
+            for_steps = f", distilled for {steps} step{'s' if steps > 1 else ''}" if method in METHOD else ""
+            name = f"{METHOD.get(method, method)} student{for_steps}"
+            cost_file = folder / "distill-cpu.json"  # the threads its distillation ran with (CPU s depend on them)
+            threads = json.loads(cost_file.read_text())["threads"] if cost_file.is_file() else None
+            rows.append({"model": name, "nfe": k, "train_images": cost, "cpu_s": cpu, "threads": threads, **r})
             print(rows[-1], flush=True)
     record = {
         "teacher": str(teacher_path),
