@@ -271,10 +271,11 @@ def test_flops_match_the_paper_table(size, patch):
 
 
 def test_flop_formula_with_context_and_text():
-    model = tiny(context_dim=3, text_dim=5)
-    shape, L = (2, 8, 12), 4
-    cond = {"context": torch.zeros(1, 3), "text": torch.zeros(1, L, 5)}
-    assert count_flops(model, shape, cond) == 2 * (dit_flops(model, shape) + text_flops(model, shape, L))
+    for pooled in (False, True):
+        model = tiny(context_dim=3, text_dim=5, text_pooled=pooled)
+        shape, L = (2, 8, 12), 4
+        cond = {"context": torch.zeros(1, 3), "text": torch.zeros(1, L, 5)}
+        assert count_flops(model, shape, cond) == 2 * (dit_flops(model, shape) + text_flops(model, shape, L))
 
 
 def test_named_sizes_build_and_mnist_dit_matches_the_unet_in_flops():
