@@ -272,6 +272,26 @@ def test_dmd_under_torchrun_keeps_the_fake_denoisers_of_all_ranks_identical(teac
     assert x.shape == (4, 1, 8, 8) and bool(torch.isfinite(x).all())
 
 
+@pytest.mark.slow
+def test_progressive_distillation_under_torchrun_trains_every_halving(teacher, tmp_path):
+    """Several training stages in one torchrun job: 8 -> 4 -> 2 steps, each stage a finished run (the process group
+    lives across the stages; one created and destroyed per stage left the workers hanging at the second)."""
+    out = tmp_path / "pd"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "torchdiffusion"]
+    args = ["distill", str(teacher), "--method", "progressive", "--steps", "2", "--out", str(out), *TINY[:4]]
+    r = subprocess.run(
+        [*cmd, *args, "--no-progress"],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    for stage in (out / "stages" / "0004-steps", out):
+        assert json.loads((stage / "run.json").read_text())["finished"]
+    assert load_run(out).config.sample.steps == 2
+
+
 def test_dmd_fake_denoiser_options_change_the_student(teacher, tmp_path):
     """--fake-updates and --fake-lr reach the fake denoiser: recorded in config.json, and the student's weights differ
     (two generator steps: the second sees the fake denoiser the first step's updates made)."""

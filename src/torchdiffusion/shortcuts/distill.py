@@ -290,4 +290,14 @@ def distill(
         "dmd": distill_dmd,
         "reflow": distill_reflow,
     }[method]
-    return fn(Path(teacher), int(steps), Path(out), settings, progress)
+    from .. import distributed as dist
+
+    # Under torchrun: one process group for every training stage (progressive distillation trains several); a
+    # group that train() had to create and destroy per stage could not be joined again by torchrun's workers.
+    owns_group = not dist.is_initialized()
+    dist.init()
+    try:
+        return fn(Path(teacher), int(steps), Path(out), settings, progress)
+    finally:
+        if owns_group:
+            dist.shutdown()
