@@ -351,7 +351,7 @@ def text_tokens(cond: dict | None, drop: Tensor, null_token: Tensor, text_dim: i
 
 
 class PooledText(nn.Module):
-    """The caption as one vector added to the noise embedding (Imagen, Saharia et al. 2022, Sec. 2.1/App. E:
+    """The caption as one vector added to the noise embedding (Imagen, Saharia et al. 2022, Sec. 2.4:
     "pooled text embedding"; SDXL does the same with CLIP's pooled output), beside cross-attention to its tokens.
 
         p = normalize(sum_l m_l h_l / sum_l m_l)   over the real tokens h_l (MiniLM's own sentence embedding)
