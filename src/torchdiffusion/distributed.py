@@ -171,6 +171,15 @@ def all_reduce_sum_(t: Tensor) -> Tensor:
     return t
 
 
+def all_reduce_sum_flat_(tensors: list[Tensor]) -> list[Tensor]:
+    """In-place sum over ranks of several tensors (one device) in ONE flat all-reduce. Returns ``tensors``."""
+    if is_initialized() and tensors:
+        flat = all_reduce_sum_(torch.cat([t.reshape(-1) for t in tensors]))
+        for t, f in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+            t.copy_(f.view_as(t))
+    return tensors
+
+
 def all_reduce_max_(t: Tensor) -> Tensor:
     """In-place maximum over ranks. Returns ``t``."""
     if is_initialized():

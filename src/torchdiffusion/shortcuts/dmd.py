@@ -112,10 +112,8 @@ class FakeScore:
             if p.grad is None:  # a parameter the loss did not reach: zeros, so every rank reduces the same list
                 p.grad = torch.zeros_like(p)
             grads.append(p.grad)
-        if dist.world_size() > 1:
-            flat = dist.all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
-            for g, f in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
-                g.copy_(f.view_as(g))
+        if dist.world_size() > 1:  # the mean over ranks of each rank's mean loss
+            torch._foreach_div_(dist.all_reduce_sum_flat_(grads), dist.world_size())
         norm = torch.nn.utils.get_total_norm(grads)
         if not bool(torch.isfinite(norm)):
             self.opt.zero_grad(set_to_none=True)

@@ -553,14 +553,6 @@ def _all_reduce_sum(grads: list[Tensor], stats: list[Tensor], device: torch.devi
     """
     if dist.world_size() == 1:
         return stats
-    flat = torch.cat([g.reshape(-1) for g in grads] + [s.to(device) for s in stats])
-    dist.all_reduce_sum_(flat)
-    o = 0
-    for g in grads:
-        g.copy_(flat[o : o + g.numel()].view_as(g))
-        o += g.numel()
-    out = []
-    for s in stats:
-        out.append(flat[o : o + s.numel()].cpu().view_as(s))
-        o += s.numel()
-    return out
+    moved = [s.to(device) for s in stats]
+    dist.all_reduce_sum_flat_(grads + moved)
+    return [m.cpu() for m in moved]
