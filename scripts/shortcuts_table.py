@@ -83,16 +83,18 @@ def images_seen(folder: Path) -> int:
     return sum(json.loads((f / "run.json").read_text()).get("images_seen", 0) for f in folders)
 
 
-def student(teacher: Path, method: str, steps: int, out: Path, s: DistillSettings) -> tuple[Path, float | None]:
+def student(teacher: Path, method: str, steps: int, out: Path, s: DistillSettings) -> tuple[Path, dict]:
     """The student in ``out`` (distilled unless a finished one is there) and the CPU seconds its distillation took
-    (kept in ``out/distill-cpu.json``; None for a student distilled before that file existed)."""
+    with the threads it ran on (kept in ``out/distill-cpu.json``; None for a student distilled before that file
+    existed)."""
     cost_file = out / "distill-cpu.json"
     if not (out / "run.json").is_file() or not json.loads((out / "run.json").read_text()).get("finished"):
         t0 = time.process_time()
         distill(teacher, method, steps, out, s)
         spent = {"cpu_s": round(time.process_time() - t0, 1), "threads": torch.get_num_threads()}
         cost_file.write_text(json.dumps(spent))
-    return out, json.loads(cost_file.read_text())["cpu_s"] if cost_file.is_file() else None
+    spent = json.loads(cost_file.read_text()) if cost_file.is_file() else {}
+    return out, {"cpu_s": spent.get("cpu_s"), "threads": spent.get("threads")}
 
 
 def main(argv=None) -> int:
@@ -193,16 +195,14 @@ def main(argv=None) -> int:
             rows.append(min(tried, key=lambda r: r["fd_clf"]))
     for method in args.methods:
         steps, folders = plan[method]
-        folder, cpu = student(teacher_path, METHOD.get(method, method), steps, out / method, s)
+        folder, spent = student(teacher_path, METHOD.get(method, method), steps, out / method, s)
         cost = images_seen(folder)
         for k, sub in (folders or {k: "." for k in (1, 2, 4)}).items():
             run = load_run(folder / sub)
             r = score(run, replace(run.config.sample, steps=k), args.n, ref)
             for_steps = f", distilled for {steps} step{'s' if steps > 1 else ''}" if method in METHOD else ""
             name = f"{METHOD.get(method, method)} student{for_steps}"
-            cost_file = folder / "distill-cpu.json"  # the threads its distillation ran with (CPU s depend on them)
-            threads = json.loads(cost_file.read_text())["threads"] if cost_file.is_file() else None
-            rows.append({"model": name, "nfe": k, "train_images": cost, "cpu_s": cpu, "threads": threads, **r})
+            rows.append({"model": name, "nfe": k, "train_images": cost, **spent, **r})  # CPU s depend on the threads
             print(rows[-1], flush=True)
     record = {
         "teacher": str(teacher_path),
