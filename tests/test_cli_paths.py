@@ -14,6 +14,7 @@ from PIL import Image
 
 from tinyruns import CLASS_RUN, assert_clean_stop, cli, run_and_stop, td, write_run
 from torchdiffusion.cli import main
+from torchdiffusion.generate import load_run
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,26 @@ def test_emoji_text_preset_trains_from_the_command_line(tmp_path):
     rc, _, err = cli("sample", out, "--prompt", "red apple", "--n", "2", "--steps", "2", "--out", png)
     assert rc == 0, err[-2000:]
     assert png.is_file()
+    # model.text_pooled from the command line: recorded, trained, sampled, and its path reaches the output
+    pooled = tmp_path / "text-pooled"
+    # full lr at once, four steps: the zero-started layers between the pooled path and the output all move
+    settings += ["model.text_pooled=true", "train.warmup_images=0", "train.images=64"]
+    rc, _, err = cli("train", "--preset", "emoji-text", *[a for s in settings for a in ("--set", s)], "--out", pooled)
+    assert rc == 0, err[-2000:]
+    run = load_run(pooled, weights="model")  # the trained weights, not their EMA
+    assert run.config.model.text_pooled and any(k.startswith("net.text_pool.") for k in run.model.state_dict())
+    rc, _, err = cli("sample", pooled, "--prompt", "red apple", "--n", "2", "--steps", "2", "--out", png)
+    assert rc == 0, err[-2000:]
+    from torchdiffusion.text import prompt_cond
+
+    x, sigma, cond = torch.randn(2, *run.data_shape), torch.tensor([1.0, 5.0]), prompt_cond(["red apple"], 2)
+    with torch.no_grad():
+        y = run.model(x, sigma, cond)
+        (
+            torch.nn.init.zeros_(run.model.net.text_pool.mlp[2].weight),
+            torch.nn.init.zeros_(run.model.net.text_pool.mlp[2].bias),
+        )
+        assert (run.model(x, sigma, cond) - y).abs().max() > 1e-6  # the trained pooled path reaches the output
 
 
 @pytest.fixture(scope="module")
