@@ -119,6 +119,10 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
     from torchdiffusion.text import prompt_cond
 
     cond = prompt_cond(prompts)
+    if run.retrieval is not None:  # model.text_retrieval: each prompt's nearest training examples join it
+        from torchdiffusion.retrieval import prompt_neighbours
+
+        cond["neighbours"] = prompt_neighbours(run.retrieval, prompts)
     rep = torch.arange(len(prompts)).repeat_interleave(per_prompt)
     cond = {k: v[rep] for k, v in cond.items()}
     seeds = list(range(per_prompt)) * len(prompts)
@@ -157,19 +161,23 @@ def sweep(run, read, prompts, labels, scales, per_prompt) -> dict:
     return out
 
 
-def save_figure(path: Path, real, sets, samples, w, rows: list[int], per_prompt: int) -> None:
-    """Rows: held-out emoji; columns: the real image, then the samples of the caption and each paraphrase."""
+def save_figure(path: Path, real, sets, samples, w, rows: list[int], per_prompt: int, retrieved=None) -> None:
+    """Rows: held-out emoji; columns: the real image, then the samples of the caption and each paraphrase; with
+    ``retrieved`` (a retrieval run) the caption's nearest training image comes second."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(sets)
-    cols = 1 + len(names)
+    cols = 1 + len(names) + (retrieved is not None)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 1.35 * len(rows) + 0.3), squeeze=False)
     for r, p in enumerate(rows):
         pics = [real[p]] + [samples[n][p * per_prompt] for n in names]
         titles = ["held-out image"] + [sets[n][p] for n in names]
+        if retrieved is not None:
+            pics.insert(1, retrieved[p])
+            titles.insert(1, "nearest training image")
         for c, (img, title) in enumerate(zip(pics, titles)):
             ax = axes[r][c]
             ax.imshow(((img.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
@@ -221,7 +229,8 @@ def main(argv=None) -> int:
     run = load_run(args.run) if args.run else None
     data_cfg, seed = judged_split(run, clip_cfg)
     data = load_data(data_cfg, split="holdout", seed=seed)
-    read, how = category_reader(clip, args, load_data(data_cfg, split="train", seed=seed), data.class_names)
+    train = load_data(data_cfg, split="train", seed=seed)
+    read, how = category_reader(clip, args, train, data.class_names)
     prompts, labels, idx = heldout_prompts(data)
     if args.limit:
         prompts, labels, idx = prompts[: args.limit], labels[: args.limit], idx[: args.limit]
@@ -231,7 +240,7 @@ def main(argv=None) -> int:
         "paraphrase_templates": PARAPHRASES,
     }
     if run is not None:
-        report["text_to_image"] = text_to_image_section(run, read, data, prompts, labels, idx, args)
+        report["text_to_image"] = text_to_image_section(run, read, data, prompts, labels, idx, args, train)
     report["seconds"] = round(time.time() - t0, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -239,8 +248,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def text_to_image_section(run, read, data, prompts, labels, idx, args) -> dict:
-    """The guidance sweep on the first ``--sweep-emoji`` captions, then every prompt set at ``--guidance``."""
+def text_to_image_section(run, read, data, prompts, labels, idx, args, train) -> dict:
+    """The guidance sweep on the first ``--sweep-emoji`` captions, then every prompt set at ``--guidance``; for a
+    retrieval run (``model.text_retrieval``) also :func:`retrieval_section`."""
     s = run.config.sample
     out = {
         "run": str(args.run),
@@ -254,10 +264,53 @@ def text_to_image_section(run, read, data, prompts, labels, idx, args) -> dict:
         out["sweep"] = sweep(run, read, prompts[:k], labels[:k], scales, args.per_prompt)
     row, kept = measure_run(run, read, prompts, labels, args.guidance, args.per_prompt, data.class_names)
     out |= {"guidance": args.guidance, "by_prompt_set": row, "examples": {k: v[:5] for k, v in kept["sets"].items()}}
+    retrieved = None
+    if run.retrieval is not None:
+        out["retrieval"], retrieved = retrieval_section(run, read, data, train, labels, kept)
     if args.grid:
         rows = list(range(0, len(prompts), max(1, len(prompts) // args.figure_rows)))[: args.figure_rows]
-        save_figure(args.grid, data.x[idx], kept["sets"], kept["samples"], args.guidance, rows, args.per_prompt)
+        save_figure(
+            args.grid, data.x[idx], kept["sets"], kept["samples"], args.guidance, rows, args.per_prompt, retrieved
+        )
     return out
+
+
+def retrieval_section(run, read, data, train, labels, kept) -> dict:
+    """What retrieval alone gives, and whether the samples are copies of training emoji; and the captions'
+    nearest training images (for the figure).
+
+    ``nearest_retrieved_image``: per prompt set, the share of prompts whose single nearest training image (by
+    caption, as the run retrieves) the judge reads as the prompt's category - a retrieval system that returns a
+    training emoji instead of drawing one. ``distance_to_nearest_training_image``: the median RMS pixel distance
+    (in [-1, 1] units) from each caption sample, and from each real held-out image (new emoji by construction),
+    to its nearest training image; samples copied from the training set would sit far below the held-out images.
+    """
+    from torchdiffusion.text import get_encoder
+
+    if len(train) != run.retrieval.keys.shape[0]:
+        sys.exit("the run's retrieval database does not match the training split of its data section")
+    keys = run.retrieval.keys.float()
+    asked = torch.tensor(labels)
+    alone, first = {}, None
+    for name, ps in kept["sets"].items():
+        nearest = train.x[(get_encoder().embed(ps) @ keys.T).argmax(1)]
+        alone[name] = float((read(nearest) == asked).double().mean())
+        first = nearest if first is None else first
+
+    def median_nearest(x: torch.Tensor) -> float:
+        flat, ref = x.flatten(1).float(), train.x.flatten(1).float()
+        d = torch.cat([torch.cdist(flat[i : i + 256], ref).min(1).values for i in range(0, len(flat), 256)])
+        return float((d / flat.shape[1] ** 0.5).median())
+
+    samples = kept["samples"]["caption"]
+    return {
+        "k": run.retrieval.k,
+        "nearest_retrieved_image": alone,
+        "distance_to_nearest_training_image": {
+            "caption samples (median)": median_nearest(samples.clamp(-1, 1)),
+            "real held-out images (median)": median_nearest(data.x),
+        },
+    }, first
 
 
 def judged_split(run, clip_cfg: dict):
@@ -297,6 +350,8 @@ def summary(report: dict) -> dict:
             for name, r in t2i["by_prompt_set"]["caption"]["by_category"].items()
             if r["n"]
         }
+    if "retrieval" in t2i:
+        out["retrieval"] = t2i["retrieval"]
     return out
 
 

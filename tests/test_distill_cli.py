@@ -166,6 +166,22 @@ def test_a_discrete_token_teacher_is_refused_by_every_method_in_one_line(tmp_pat
         assert not (tmp_path / method).exists()
 
 
+def test_a_text_conditioned_teacher_is_refused_in_one_line(tmp_path):
+    """Distillation samples its teacher without prompts: a caption-conditioned teacher (with or without retrieved
+    neighbours) would be distilled as an unconditional one, so it is refused before anything is written."""
+    for name, extra in (("text", []), ("retrieval", ["model.text_retrieval=2"])):
+        run = write_run(
+            tmp_path / name, "emoji-text", ["model.channels=8", "model.head_channels=8", *extra], (3, 16, 16)
+        )
+        if extra:  # the run's retrieval database, as training writes it
+            from torchdiffusion.retrieval import Database, save_database
+
+            save_database(Database(torch.randn(4, 384).half(), torch.randn(4, 3 * 16 * 16).half(), 2), run)
+        rc, _, err = cli("distill", run, "--method", "dmd", "--steps", "2", "--out", tmp_path / f"{name}-s", *TINY)
+        _one_line_error(rc, err, "text-conditioned")
+        assert not (tmp_path / f"{name}-s").exists()
+
+
 def test_train_objectives_resolve_to_their_settings(capsys):
     assert main(["train", "--preset", "toy-2d", "--objective", "rectified_flow", "--dry-run"]) == 0
     d = json.loads(capsys.readouterr().out)["diffusion"]

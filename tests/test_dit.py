@@ -171,6 +171,10 @@ CONDS = {
         dict(text_dim=6, text_pooled=True),
         lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
     ),
+    "text_retrieval": (  # retrieval.py: the mean of the prompt's retrieved training examples, (B, 2 * 8 * 8)
+        dict(text_dim=6, text_retrieval=2),
+        lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
+    ),
 }
 
 
@@ -271,10 +275,11 @@ def test_flops_match_the_paper_table(size, patch):
 
 
 def test_flop_formula_with_context_and_text():
-    for pooled in (False, True):
-        model = tiny(context_dim=3, text_dim=5, text_pooled=pooled)
+    for pooled, retrieval in ((False, 0), (True, 0), (False, 3)):
+        model = tiny(context_dim=3, text_dim=5, text_pooled=pooled, text_retrieval=retrieval)
         shape, L = (2, 8, 12), 4
         cond = {"context": torch.zeros(1, 3), "text": torch.zeros(1, L, 5)}
+        cond |= {"neighbours": torch.zeros(1, 2 * 8 * 12)} if retrieval else {}
         assert count_flops(model, shape, cond) == 2 * (dit_flops(model, shape) + text_flops(model, shape, L))
 
 

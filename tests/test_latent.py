@@ -368,3 +368,49 @@ def test_a_prompt_for_a_latent_model_trained_without_text_is_refused(world, tmp_
                        "--out", tmp_path / "s.png", env=world["env"])  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "not text-conditioned" in err, err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def retrieval_world(tmp_path_factory):
+    """The tiny text run with model.text_retrieval=2: each caption's two nearest training emoji join it."""
+    root = tmp_path_factory.mktemp("latent-retrieval")
+    env = {"TORCHDIFFUSION_CACHE": str(root / "cache")}
+    ae = make_autoencoder(root / "ae", channels=3, size=16)
+    sets = [f"data.latents_of={ae}", *TEXT_RUN, "model.text_retrieval=2"]
+    code, _, err = cli("train", "--preset", "emoji64-ldm-text", "--out", root / "run", "--no-progress",
+                       *[a for s in sets for a in ("--set", s)], env=env)  # fmt: skip
+    assert code == 0, err
+    return {"run": root / "run", "env": env, "root": root, "ae": ae}
+
+
+def test_a_retrieval_run_samples_a_prompt_with_the_neighbours_its_database_gives(retrieval_world, tmp_path):
+    import shutil
+
+    from torchdiffusion.retrieval import FILE, Database, load_database, save_database
+
+    run = retrieval_world["run"]
+    db = load_database(run, 2, 2 * 8 * 8)  # every training example's caption key and latent (data.limit=48)
+    assert db.keys.shape == (48, 384) and db.values.shape == (48, 128)
+    x = sample_npy(retrieval_world, tmp_path / "a.png", "--prompt", "red apple", "--guidance", "3")
+    assert x.shape == (4, 3, 16, 16) and np.isfinite(x).all()
+    # the same weights beside another database: other neighbours for the same prompt, other images
+    other = tmp_path / "other-database"
+    shutil.copytree(run, other)
+    save_database(Database(keys=db.keys, values=-db.values, k=2), other)
+    y = sample_npy({**retrieval_world, "run": other}, tmp_path / "b.png", "--prompt", "red apple", "--guidance", "3")
+    assert np.abs(y - x).max() > 1e-3
+    # without its database the run cannot serve a prompt: one line, exit 2, nothing written
+    (other / FILE).unlink()
+    out = tmp_path / "none"
+    out.mkdir()
+    code, _, err = cli("sample", other, "--prompt", "red apple", "--out", out / "c.png", env=retrieval_world["env"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "retrieval.safetensors is missing" in err, err
+    assert not list(out.iterdir())
+
+
+def test_text_retrieval_without_text_is_refused(retrieval_world, tmp_path):
+    sets = [f"data.latents_of={retrieval_world['ae']}", *TEXT_RUN, "model.text_dim=0", "model.text_retrieval=2"]
+    code, _, err = cli("train", "--preset", "emoji64-ldm-text", "--out", tmp_path / "run", "--no-progress",
+                       *[a for s in sets for a in ("--set", s)], env=retrieval_world["env"])  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "needs a text-conditioned model" in err, err
+    assert not (tmp_path / "run").exists()

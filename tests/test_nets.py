@@ -134,6 +134,10 @@ CONDS = {
         dict(text_dim=6, text_pooled=True),
         lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
     ),
+    "text_retrieval": (  # retrieval.py: the mean of the prompt's retrieved training examples, (B, 2 * 8 * 8)
+        dict(text_dim=6, text_retrieval=2),
+        lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
+    ),
 }
 
 

@@ -6,6 +6,7 @@ A conditioning is ``None`` (unconditional) or a dict of per-sample tensors (:dat
     "context"    (B, K) float   context vectors of length context_dim
     "text"       (B, L, E)      token features (MiniLM, E = 384), with
     "text_mask"  (B, L) bool    True for real tokens, False for padding
+    "neighbours" (B, D) float   the mean of the prompt's retrieved training examples (model.text_retrieval)
     "drop"       (B,) bool      True where a sample uses the learned null embedding (classifier-free dropout)
 
 At the edges a bare tensor is also accepted and read by :func:`as_cond`. Everything here keeps the
@@ -155,6 +156,8 @@ def cond_from_data(data, idx: Tensor, drop: Tensor, model_cfg, device: torch.dev
         cond["text"] = data.text[idx].to(device=device, dtype=torch.float32)
         if getattr(data, "text_mask", None) is not None:
             cond["text_mask"] = data.text_mask[idx].to(device=device)
+        if getattr(model_cfg, "text_retrieval", 0) and getattr(data, "neighbours", None) is not None:
+            cond["neighbours"] = data.neighbours[idx].to(device=device, dtype=torch.float32)
     if not cond:
         return None
     cond["drop"] = drop.to(device=device, dtype=torch.bool)
@@ -168,11 +171,14 @@ def build_cond(
     classes: list[int] | None = None,
     contexts: list[list[float]] | None = None,
     prompts: list[str] | None = None,
+    retrieval=None,
 ) -> Cond:
     """The cond dict of ``n`` samples for a model (a ModelConfig), each list cycled over the samples.
 
     ``classes``: labels in [0, num_classes); ``contexts``: vectors of length context_dim; ``prompts``: strings,
-    encoded by the MiniLM encoder (text_dim = 384). Checks each against the model; None when nothing is given.
+    encoded by the MiniLM encoder (text_dim = 384), and for a ``model.text_retrieval`` model their neighbours
+    retrieved from ``retrieval`` (a ``retrieval.Database``, the run's). Checks each against the model; None when
+    nothing is given.
     """
     cond: dict[str, Tensor] = {}
     idx = torch.arange(n)
@@ -201,6 +207,12 @@ def build_cond(
         if E != TEXT_DIM:
             raise CondError(f"model.text_dim = {E} does not match the MiniLM encoder's {TEXT_DIM}")
         cond.update(prompt_cond(prompts, n))
+        if getattr(model_cfg, "text_retrieval", 0):
+            from .retrieval import prompt_neighbours
+
+            if retrieval is None:
+                raise CondError("this model retrieves training examples for its prompts; give its run's database")
+            cond["neighbours"] = prompt_neighbours(retrieval, prompts)[idx % len(prompts)]
     return cond or None
 
 

@@ -63,6 +63,7 @@ class ModelConfig:
     context_dim: int = 0  # > 0: context-vector conditioning (one-/multi-hot, fractional, continuous); -1: from the data
     text_dim: int = 0  # > 0: text conditioning by cross-attention over token features of this width
     text_pooled: bool = False  # text: also add the pooled caption (mean of its tokens) to the noise embedding
+    text_retrieval: int = 0  # text: > 0 also conditions on the mean of the caption's k nearest training examples
     categories: tuple[int, ...] = ()  # table: classes of each categorical column (set from the data at training)
     vocab: int = 0  # sequence: number of symbols (set from the data at training)
     rotary: bool = False  # sequence transformer: rotary positions in attention (RoPE) in place of the learned table
@@ -911,6 +912,11 @@ def _model_checks(m: ModelConfig) -> list[tuple[bool, str]]:
         ),
         _between(m.text_dim, 0, 65_536, "model.text_dim"),
         (not m.text_pooled or m.text_dim > 0, "model.text_pooled needs a text-conditioned model (model.text_dim > 0)"),
+        _between(m.text_retrieval, 0, 1024, "model.text_retrieval"),
+        (
+            not m.text_retrieval or m.text_dim > 0,
+            "model.text_retrieval needs a text-conditioned model (model.text_dim > 0)",
+        ),
         _between(m.patch, 1, MAX_PIXELS, "model.patch"),
         _between(m.depth, 1, 256, "model.depth"),
         (m.pos_embedding in ("sincos", "learned"), "model.pos_embedding must be sincos or learned"),

@@ -10,13 +10,14 @@ editing) and runs the sampler batch by batch with per-image seeds: image k depen
 from __future__ import annotations
 
 import json
+import math
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -98,6 +99,7 @@ class LoadedRun:
     info: dict  # run.json
     weights_file: str = ""  # the weights file loaded (ema.safetensors or model.safetensors)
     codec: LatentCodec | None = None  # a latent run's autoencoder (run.json latents_of; latent.py), else None
+    retrieval: Any = None  # model.text_retrieval: the run's retrieval.Database (retrieval.safetensors), else None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -236,8 +238,23 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
         codec = codec_of_run(path, info, device=device)
     except ConfigError as e:
         raise RunError(str(e)) from None
+    retrieval = None
+    if cfg.model.text_retrieval:
+        from .retrieval import RetrievalError, load_database
+
+        try:
+            retrieval = load_database(path, cfg.model.text_retrieval, math.prod(data_shape))
+        except RetrievalError as e:
+            raise RunError(str(e)) from None
     run = LoadedRun(
-        path=path, config=cfg, model=model, data_shape=data_shape, info=info, weights_file=wfile.name, codec=codec
+        path=path,
+        config=cfg,
+        model=model,
+        data_shape=data_shape,
+        info=info,
+        weights_file=wfile.name,
+        codec=codec,
+        retrieval=retrieval,
     )
     note_run(run)  # for the manifests of what the command writes (provenance.py)
     return run

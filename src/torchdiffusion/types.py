@@ -19,7 +19,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-# Conditioning: None, or per-sample tensors by name ("class", "context", "text", "text_mask", "drop"; see cond.py).
+# Conditioning: None, or per-sample tensors by name ("class", "context", "text", "text_mask", "neighbours", "drop";
+# see cond.py).
 Cond = dict[str, Tensor] | None
 
 

@@ -84,8 +84,14 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
     classifier = getattr(args, "classifier", None)
     contexts = parse_vectors(args.context) if getattr(args, "context", None) else None
     prompts = getattr(args, "prompt", None)
+    db = getattr(run_, "retrieval", None)  # model.text_retrieval: prompts bring their training neighbours
     cond = build_cond(
-        m, n, classes=classes if (m.num_classes > 0 or not classifier) else None, contexts=contexts, prompts=prompts
+        m,
+        n,
+        classes=classes if (m.num_classes > 0 or not classifier) else None,
+        contexts=contexts,
+        prompts=prompts,
+        retrieval=db,
     )
     uncond = None
     neg_prompt, neg_context = getattr(args, "negative_prompt", None), getattr(args, "negative_context", None)
@@ -97,6 +103,7 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
             n,
             contexts=parse_vectors(neg_context) if neg_context else None,
             prompts=[neg_prompt] if neg_prompt else None,
+            retrieval=db,
         )
         uncond = {**cond, **neg}  # the negative replaces what it names; the rest of the conditioning is kept
     updates = {}

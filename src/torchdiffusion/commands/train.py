@@ -109,6 +109,10 @@ def load_and_check(cfg, out=None, *, resume: bool = True, progress: bool = True)
     )  # ConfigError for e.g. a size not divisible by 2^levels
     if cfg.model.text_dim > 0 and getattr(data, "text", None) is None:
         data = caption_features_for(cfg, data)
+    if cfg.model.text_retrieval:  # each example's nearest training examples by caption (retrieval.py)
+        from ..retrieval import attach_neighbours
+
+        data = attach_neighbours(data, cfg.model.text_retrieval)
     return data
 
 

@@ -340,6 +340,10 @@ def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, guida
         from ..text import prompt_cond
 
         cond = {**(cond or {}), **prompt_cond(prompts, n)}
+        if run.retrieval is not None:  # model.text_retrieval: each prompt's retrieved training examples
+            from ..retrieval import prompt_neighbours
+
+            cond["neighbours"] = prompt_neighbours(run.retrieval, prompts)[torch.arange(n) % len(prompts)]
     t0 = time.time()
     log(f"sampling {n} images ({sample.sampler}, {sample.steps} steps)...")
     total = -(-n // batch_size) * sample.steps

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..cond import as_cond, drop_mask
 from ..config import ConfigError, ModelConfig
-from .layers import CondEmbedding, NoiseEmbedding, PooledText, text_tokens, zero_
+from .layers import CondEmbedding, NoiseEmbedding, PooledText, neighbour_dim, text_tokens, zero_
 from .transformer import AdaLNBlock
 
 POS_EMBEDDINGS = ("sincos", "learned")
@@ -110,7 +110,7 @@ class DiT(nn.Module):
         # Conditioning c = noise MLP + class/context embedding (DiT's t and y embedders, summed)
         self.noise_features = NoiseEmbedding(256, model.embedding)
         self.noise_mlp = nn.Sequential(nn.Linear(256, W), nn.SiLU(), nn.Linear(W, W))
-        self.cond_emb = CondEmbedding(W, model.num_classes, model.context_dim)
+        self.cond_emb = CondEmbedding(W, model.num_classes, model.context_dim, neighbour_dim(model, data_shape))
         if model.text_dim > 0:
             self.text_null = nn.Parameter(torch.randn(model.text_dim) / model.text_dim**0.5)
         self.text_pool = PooledText(model.text_dim, W) if model.text_pooled else None
@@ -186,6 +186,7 @@ def dit_flops(model: ModelConfig, data_shape: tuple[int, ...]) -> int:
     total = model.depth * block + N * p * p * C * W + 2 * W * W + N * W * p * p * C + 256 * W + W * W
     if model.context_dim > 0:
         total += model.context_dim * W + W * W
+    total += neighbour_dim(model, data_shape) * W + W * W if model.text_retrieval else 0  # the neighbours' MLP
     return total
 
 

@@ -104,18 +104,32 @@ class NoiseEmbedding(nn.Module):
 # Conditioning: class labels, context vectors, and the null embedding for dropped samples
 
 
+def neighbour_dim(model, data_shape: tuple[int, ...]) -> int:
+    """The width D of ``cond["neighbours"]`` for a model (a ModelConfig): one flattened example with
+    ``model.text_retrieval`` (retrieval.py), else 0."""
+    return math.prod(int(s) for s in data_shape) if getattr(model, "text_retrieval", 0) else 0
+
+
 class CondEmbedding(nn.Module):
     """Class and context embeddings, summed, ``(B, emb_dim)``; dropped samples get learned null embeddings.
 
     Class labels index a table with one extra row (index ``num_classes``) that is the null class; a context
     vector ``(B, K)`` (one-hot, multi-hot, fractional or continuous) goes through a 2-layer MLP and dropped
-    samples get a learned null vector instead. The result is added to the noise embedding.
+    samples get a learned null vector instead. With ``neighbour_dim`` the mean of a prompt's retrieved training
+    examples ``cond["neighbours"]`` (B, D) (``retrieval.py``) goes through its own 2-layer MLP (last layer zero at
+    initialisation) the same way. The result is added to the noise embedding.
     """
 
-    def __init__(self, emb_dim: int, num_classes: int = 0, context_dim: int = 0):
+    def __init__(self, emb_dim: int, num_classes: int = 0, context_dim: int = 0, neighbour_dim: int = 0):
         super().__init__()
         self.num_classes = num_classes
         self.context_dim = context_dim
+        self.neighbour_dim = neighbour_dim
+        if neighbour_dim > 0:  # retrieval.py: n(c), the mean of a caption's nearest training examples
+            self.neighbour_mlp = nn.Sequential(
+                nn.Linear(neighbour_dim, emb_dim), nn.SiLU(), zero_(nn.Linear(emb_dim, emb_dim))
+            )
+            self.neighbour_null = nn.Parameter(torch.zeros(emb_dim))
         if num_classes > 0:
             self.class_emb = nn.Embedding(num_classes + 1, emb_dim)
             nn.init.normal_(self.class_emb.weight, std=1.0 / math.sqrt(emb_dim))
@@ -125,7 +139,7 @@ class CondEmbedding(nn.Module):
 
     @property
     def active(self) -> bool:
-        return self.num_classes > 0 or self.context_dim > 0
+        return self.num_classes > 0 or self.context_dim > 0 or self.neighbour_dim > 0
 
     def forward(self, cond: dict | None, drop: Tensor, batch: int) -> Tensor | None:
         out = None
@@ -149,6 +163,19 @@ class CondEmbedding(nn.Module):
                 if ctx.ndim != 2 or ctx.shape[1] != self.context_dim:
                     raise ValueError(f"context must be (B, {self.context_dim}), got {tuple(ctx.shape)}")
                 e = self.context_mlp(ctx.to(self.context_mlp[0].weight.dtype))
+                e = torch.where(drop[:, None], null.to(e.dtype), e)
+            out = e if out is None else out + e
+        if self.neighbour_dim > 0:
+            nb = None if cond is None else cond.get("neighbours")
+            null = self.neighbour_null.to(self.neighbour_mlp[0].weight.dtype).expand(batch, -1)
+            if nb is None:
+                if cond is not None and not bool(drop.all()):
+                    raise ValueError("this model also takes its prompt's retrieved neighbours (cond['neighbours'])")
+                e = null
+            else:
+                if nb.ndim != 2 or nb.shape[1] != self.neighbour_dim:
+                    raise ValueError(f"neighbours must be (B, {self.neighbour_dim}), got {tuple(nb.shape)}")
+                e = self.neighbour_mlp(nb.to(self.neighbour_mlp[0].weight.dtype))
                 e = torch.where(drop[:, None], null.to(e.dtype), e)
             out = e if out is None else out + e
         return out

@@ -14,7 +14,8 @@ multi-head attention at several resolutions) and the layout of EDM's DDPM++ (Kar
 Noise and conditioning enter as one embedding ``e = MLP(NoiseEmbedding(c_noise)) + CondEmbedding(cond)``;
 every residual block reads its scale/shift from ONE shared projection ``Linear(SiLU(e))`` (one GEMM instead of
 one per block). Text conditioning adds cross-attention after each self-attention layer, and with
-``model.text_pooled`` the pooled caption joins ``e`` as well (``layers.PooledText``).
+``model.text_pooled`` the pooled caption joins ``e`` as well (``layers.PooledText``); with ``model.text_retrieval``
+the mean of the caption's retrieved training examples does (``retrieval.py``, through ``layers.CondEmbedding``).
 
 ``model.checkpoint`` recomputes each stage's activations in the backward pass instead of keeping them
 (activation checkpointing, Chen et al. 2016, ``torch.utils.checkpoint``): the same gradients for about one more
@@ -41,6 +42,7 @@ from .layers import (
     Upsample,
     cap_groups,
     conv_nd,
+    neighbour_dim,
     norm_act,
     text_tokens,
     zero_,
@@ -106,7 +108,7 @@ class UNet(nn.Module):
         self.noise_features = NoiseEmbedding(max(2 * C, 128), model.embedding)
         nf = self.noise_features.dim
         self.noise_mlp = nn.Sequential(nn.Linear(nf, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.cond_emb = CondEmbedding(emb_dim, model.num_classes, model.context_dim)
+        self.cond_emb = CondEmbedding(emb_dim, model.num_classes, model.context_dim, neighbour_dim(model, data_shape))
         if model.text_dim > 0:
             self.text_null = nn.Parameter(torch.randn(model.text_dim) / model.text_dim**0.5)
         self.text_pool = PooledText(model.text_dim, emb_dim) if model.text_pooled else None

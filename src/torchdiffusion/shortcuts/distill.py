@@ -60,6 +60,11 @@ def check_teacher(teacher: Teacher, method: str, steps: int) -> None:
             f"{where} models discrete tokens (diffusion.process=categorical): it has no probability-flow ODE or "
             f"score to distil ({method})"
         )
+    if cfg.model.text_dim > 0:
+        raise ConfigError(
+            f"{where} is text-conditioned: distillation draws no prompts, so it takes unconditional and "
+            f"class-conditional teachers ({method})"
+        )
     if cfg.diffusion.boundary == "consistency":
         raise ConfigError(f"{where} is a consistency model: it has no probability-flow ODE to distil ({method})")
     if method == "progressive" and cfg.diffusion.parameterization == "eps" and steps == 1:

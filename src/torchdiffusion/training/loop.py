@@ -333,6 +333,10 @@ def _train(
         # a run that has used up its time limit is finished (a raised limit continues it); rank 0 decides
         state.limit = LIMITS.get(dist.broadcast_int(state.clock.over(t.cpu_minutes, t.minutes) if setup.main else 0))
     write_config(out, cfg)  # only now: a refused resume leaves config.json as it was
+    if setup.main and cfg.model.text_retrieval:  # the database sample --prompt retrieves from (retrieval.py)
+        from ..retrieval import save_database
+
+        save_database(data.retrieval, out)
     if setup.main:
         truncate_metrics(out / "metrics.jsonl", state.images_seen)
         # A resumed run writes its weights files again from the state (a kill may have cut the last export
@@ -390,6 +394,10 @@ def _training_data(
     cfg = fit_conditioning(cfg, data)  # model.context_dim=-1 -> the data's width, before config.json is written
     cfg = fit_kind(cfg, data)  # a table's categories, a sequence's vocabulary; the network of the data kind
     _check_data(data, cfg)
+    if cfg.model.text_retrieval and getattr(data, "retrieval", None) is None:
+        from ..retrieval import attach_neighbours  # each example's neighbours by caption, from other groups
+
+        data = attach_neighbours(data, cfg.model.text_retrieval)
     return cfg, data
 
 
