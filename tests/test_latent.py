@@ -399,6 +399,10 @@ def test_a_retrieval_run_samples_a_prompt_with_the_neighbours_its_database_gives
     save_database(Database(keys=db.keys, values=-db.values, k=2), other)
     y = sample_npy({**retrieval_world, "run": other}, tmp_path / "b.png", "--prompt", "red apple", "--guidance", "3")
     assert np.abs(y - x).max() > 1e-3
+    # evaluate draws the held-out captions, each with its neighbours
+    ev = ["evaluate", run, "--metrics", "fd", "--features", "raw", "--n", "4", "--out", tmp_path / "ev"]
+    code, _, err = cli(*ev, env=retrieval_world["env"])
+    assert code == 0, err
     # without its database the run cannot serve a prompt: one line, exit 2, nothing written
     (other / FILE).unlink()
     out = tmp_path / "none"
