@@ -4,6 +4,7 @@ against Peebles & Xie's table, bad patch sizes at the CLI, and a fit of the exac
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -175,6 +176,10 @@ CONDS = {
         dict(text_dim=6, text_retrieval=2),
         lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
     ),
+    "text_retrieval_channels": (  # the same, as two extra input channels
+        dict(text_dim=6, text_retrieval=2, retrieval_input="channels"),
+        lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
+    ),
 }
 
 
@@ -275,8 +280,9 @@ def test_flops_match_the_paper_table(size, patch):
 
 
 def test_flop_formula_with_context_and_text():
-    for pooled, retrieval in ((False, 0), (True, 0), (False, 3)):
+    for pooled, retrieval, path in ((False, 0, ""), (True, 0, ""), (False, 3, "embedding"), (False, 3, "channels")):
         model = tiny(context_dim=3, text_dim=5, text_pooled=pooled, text_retrieval=retrieval)
+        model = replace(model, retrieval_input=path or model.retrieval_input)
         shape, L = (2, 8, 12), 4
         cond = {"context": torch.zeros(1, 3), "text": torch.zeros(1, L, 5)}
         cond |= {"neighbours": torch.zeros(1, 2 * 8 * 12)} if retrieval else {}

@@ -138,6 +138,10 @@ CONDS = {
         dict(text_dim=6, text_retrieval=2),
         lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
     ),
+    "text_retrieval_channels": (  # the same, as two extra input channels
+        dict(text_dim=6, text_retrieval=2, retrieval_input="channels"),
+        lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
+    ),
 }
 
 

@@ -3,6 +3,8 @@ database file, and the neighbours' path into the network."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -92,3 +94,34 @@ def test_the_neighbours_reach_the_embedding_and_dropped_samples_get_the_null_vec
     with pytest.raises(ValueError, match="neighbours"):
         emb({"text": torch.zeros(3, 2, 384)}, torch.zeros(3, dtype=torch.bool), 3)  # a prompt without them
     torch.testing.assert_close(emb(None, torch.ones(3, dtype=torch.bool), 3), emb.neighbour_null.expand(3, 8))
+
+
+def test_the_retrieval_settings_are_checked():
+    from torchdiffusion.config import ConfigError, get_preset, override, validate
+
+    base = ["data.latents_of=runs/ae", "model.text_retrieval=2"]
+    for bad, words in (
+        (["model.retrieval_input=pixels"], "model.retrieval_input must be one of embedding, channels"),
+        (["model.text_dim=0"], "needs a text-conditioned model"),
+        (["model.text_retrieval=-1"], "model.text_retrieval must be in [0, 1024]"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            validate(override(get_preset("emoji64-ldm-text"), base + bad))
+
+
+def test_channel_neighbours_are_the_example_shaped_input_beside_x_and_zero_when_dropped():
+    from torchdiffusion.nets.layers import with_neighbour_channels
+
+    x = torch.randn(3, 2, 4, 4).contiguous(memory_format=torch.channels_last)
+    nb = torch.randn(3, 32)
+    drop = torch.tensor([False, True, False])
+    out = with_neighbour_channels(x, {"neighbours": nb}, drop)
+    assert out.shape == (3, 4, 4, 4) and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out[:, :2], x)
+    torch.testing.assert_close(out[0, 2:], nb[0].reshape(2, 4, 4))
+    assert torch.equal(out[1, 2:], torch.zeros(2, 4, 4))
+    assert torch.equal(
+        with_neighbour_channels(x, None, torch.ones(3, dtype=torch.bool))[:, 2:], torch.zeros(3, 2, 4, 4)
+    )
+    with pytest.raises(ValueError, match="neighbours"):
+        with_neighbour_channels(x, {"text": torch.zeros(3, 1, 384)}, torch.zeros(3, dtype=torch.bool))

@@ -64,6 +64,7 @@ class ModelConfig:
     text_dim: int = 0  # > 0: text conditioning by cross-attention over token features of this width
     text_pooled: bool = False  # text: also add the pooled caption (mean of its tokens) to the noise embedding
     text_retrieval: int = 0  # text: > 0 also conditions on the mean of the caption's k nearest training examples
+    retrieval_input: str = "embedding"  # how they enter: "embedding" (MLP -> noise embedding) or "channels" (input)
     categories: tuple[int, ...] = ()  # table: classes of each categorical column (set from the data at training)
     vocab: int = 0  # sequence: number of symbols (set from the data at training)
     rotary: bool = False  # sequence transformer: rotary positions in attention (RoPE) in place of the learned table
@@ -861,6 +862,9 @@ def _finite_numbers(cfg: Any, where: str = "") -> list[tuple[bool, str]]:
     return checks
 
 
+RETRIEVAL_INPUTS = ("embedding", "channels")  # model.retrieval_input (retrieval.py)
+
+
 def _between(v: Any, lo: float, hi: float, name: str) -> tuple[bool, str]:
     return (lo <= v <= hi, f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
 
@@ -913,6 +917,10 @@ def _model_checks(m: ModelConfig) -> list[tuple[bool, str]]:
         _between(m.text_dim, 0, 65_536, "model.text_dim"),
         (not m.text_pooled or m.text_dim > 0, "model.text_pooled needs a text-conditioned model (model.text_dim > 0)"),
         _between(m.text_retrieval, 0, 1024, "model.text_retrieval"),
+        (
+            m.retrieval_input in RETRIEVAL_INPUTS,
+            f"model.retrieval_input must be one of {', '.join(RETRIEVAL_INPUTS)}, got {m.retrieval_input!r}",
+        ),
         (
             not m.text_retrieval or m.text_dim > 0,
             "model.text_retrieval needs a text-conditioned model (model.text_dim > 0)",

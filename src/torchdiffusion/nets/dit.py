@@ -25,7 +25,16 @@ from torch.utils.checkpoint import checkpoint
 
 from ..cond import as_cond, drop_mask
 from ..config import ConfigError, ModelConfig
-from .layers import CondEmbedding, NoiseEmbedding, PooledText, neighbour_dim, text_tokens, zero_
+from .layers import (
+    CondEmbedding,
+    NoiseEmbedding,
+    PooledText,
+    neighbour_channels,
+    neighbour_dim,
+    text_tokens,
+    with_neighbour_channels,
+    zero_,
+)
 from .transformer import AdaLNBlock
 
 POS_EMBEDDINGS = ("sincos", "learned")
@@ -100,7 +109,8 @@ class DiT(nn.Module):
         self.checkpoint = model.checkpoint
 
         # Patchify: a p x p convolution with stride p is one linear map of each patch (ViT, Dosovitskiy et al.)
-        self.patchify = nn.Conv2d(C, W, kernel_size=p, stride=p)
+        self.neighbour_channels = neighbour_channels(model, data_shape)  # model.retrieval_input="channels"
+        self.patchify = nn.Conv2d(C + self.neighbour_channels, W, kernel_size=p, stride=p)
         pos = sincos_2d(W, *self.grid)[None]  # (1, N, W)
         if model.pos_embedding == "learned":
             self.pos = nn.Parameter(pos)
@@ -164,7 +174,8 @@ class DiT(nn.Module):
                 c = c + self.text_pool(text[0].to(c.dtype), text[1])
         emb = F.silu(c)
 
-        h = self.patchify(x_in).flatten(2).transpose(1, 2) + self.pos.to(x_in.dtype)  # (B, N, W)
+        x = with_neighbour_channels(x_in, cond, drop) if self.neighbour_channels else x_in
+        h = self.patchify(x).flatten(2).transpose(1, 2) + self.pos.to(x_in.dtype)  # (B, N, W)
         recompute = self.checkpoint and torch.is_grad_enabled()
         for block in self.blocks:
             h = checkpoint(block, h, emb, text, use_reentrant=False) if recompute else block(h, emb, text)
@@ -183,10 +194,12 @@ def dit_flops(model: ModelConfig, data_shape: tuple[int, ...]) -> int:
     p, W = model.patch, model.channels
     N = (H // p) * (W_img // p)
     block = 12 * N * W * W + 2 * N * N * W + 6 * W * W
-    total = model.depth * block + N * p * p * C * W + 2 * W * W + N * W * p * p * C + 256 * W + W * W
+    C_in = C + neighbour_channels(model, data_shape)  # the retrieved neighbours as input channels
+    total = model.depth * block + N * p * p * C_in * W + 2 * W * W + N * W * p * p * C + 256 * W + W * W
     if model.context_dim > 0:
         total += model.context_dim * W + W * W
-    total += neighbour_dim(model, data_shape) * W + W * W if model.text_retrieval else 0  # the neighbours' MLP
+    D = neighbour_dim(model, data_shape)
+    total += D * W + W * W if D else 0  # the neighbours' MLP (model.retrieval_input="embedding")
     return total
 
 

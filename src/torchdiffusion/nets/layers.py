@@ -105,9 +105,37 @@ class NoiseEmbedding(nn.Module):
 
 
 def neighbour_dim(model, data_shape: tuple[int, ...]) -> int:
-    """The width D of ``cond["neighbours"]`` for a model (a ModelConfig): one flattened example with
-    ``model.text_retrieval`` (retrieval.py), else 0."""
-    return math.prod(int(s) for s in data_shape) if getattr(model, "text_retrieval", 0) else 0
+    """The width of the neighbours' MLP into the noise embedding (``model.text_retrieval`` with
+    ``model.retrieval_input="embedding"``; retrieval.py): one flattened example; else 0."""
+    on = getattr(model, "text_retrieval", 0) and getattr(model, "retrieval_input", "embedding") == "embedding"
+    return math.prod(int(s) for s in data_shape) if on else 0
+
+
+def neighbour_channels(model, data_shape: tuple[int, ...]) -> int:
+    """The input channels the neighbours add (``model.retrieval_input="channels"``): the example's C; else 0."""
+    on = getattr(model, "text_retrieval", 0) and getattr(model, "retrieval_input", "embedding") == "channels"
+    return int(data_shape[0]) if on else 0
+
+
+def with_neighbour_channels(x_in: Tensor, cond: dict | None, drop: Tensor) -> Tensor:
+    """``[x_in, n(c)]`` along the channels: the retrieved neighbours' mean (``cond["neighbours"]``, (B, D)) in the
+    example's shape, as extra input channels (RDM-style concatenation); zeros for a dropped or unconditional
+    sample. Kept in ``x_in``'s memory format."""
+    B = x_in.shape[0]
+    nb = None if cond is None else cond.get("neighbours")
+    if nb is None:
+        if cond is not None and not bool(drop.all()):
+            raise ValueError("this model also takes its prompt's retrieved neighbours (cond['neighbours'])")
+        n = torch.zeros_like(x_in)
+    else:
+        if nb.ndim != 2 or nb.shape[1] != x_in[0].numel():
+            raise ValueError(f"neighbours must be (B, {x_in[0].numel()}), got {tuple(nb.shape)}")
+        n = nb.to(x_in.dtype).reshape(x_in.shape)
+        n = torch.where(drop.reshape(B, *[1] * (x_in.ndim - 1)), torch.zeros_like(n), n)
+    out = torch.cat([x_in, n], dim=1)
+    if x_in.ndim == 4 and x_in.is_contiguous(memory_format=torch.channels_last) and not x_in.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 class CondEmbedding(nn.Module):

@@ -15,7 +15,8 @@ Noise and conditioning enter as one embedding ``e = MLP(NoiseEmbedding(c_noise))
 every residual block reads its scale/shift from ONE shared projection ``Linear(SiLU(e))`` (one GEMM instead of
 one per block). Text conditioning adds cross-attention after each self-attention layer, and with
 ``model.text_pooled`` the pooled caption joins ``e`` as well (``layers.PooledText``); with ``model.text_retrieval``
-the mean of the caption's retrieved training examples does (``retrieval.py``, through ``layers.CondEmbedding``).
+the mean of the caption's retrieved training examples does (``retrieval.py``, through ``layers.CondEmbedding``), or
+joins the input as extra channels (``model.retrieval_input="channels"``).
 
 ``model.checkpoint`` recomputes each stage's activations in the backward pass instead of keeping them
 (activation checkpointing, Chen et al. 2016, ``torch.utils.checkpoint``): the same gradients for about one more
@@ -42,9 +43,11 @@ from .layers import (
     Upsample,
     cap_groups,
     conv_nd,
+    neighbour_channels,
     neighbour_dim,
     norm_act,
     text_tokens,
+    with_neighbour_channels,
     zero_,
 )
 
@@ -122,7 +125,8 @@ class UNet(nn.Module):
             )
 
         # Encoder. `skips` records the channel count of every activation the decoder will concatenate.
-        self.input_conv = conv_nd(dims, in_ch, C, 3, padding=1)
+        self.neighbour_channels = neighbour_channels(model, data_shape)  # model.retrieval_input="channels"
+        self.input_conv = conv_nd(dims, in_ch + self.neighbour_channels, C, 3, padding=1)
         self.down = nn.ModuleList()
         skips, ch, size = [C], C, min(spatial)
         for i, mult in enumerate(model.channel_mult):
@@ -186,7 +190,7 @@ class UNet(nn.Module):
         embs = iter(self.emb_proj(F.silu(e)).split(self._emb_sizes, dim=1))
 
         run = self._checkpointed if self.checkpoint and torch.is_grad_enabled() else _call
-        h = self.input_conv(x_in)
+        h = self.input_conv(with_neighbour_channels(x_in, cond, drop) if self.neighbour_channels else x_in)
         hs = [h]
         for m in self.down:
             h = m(h) if isinstance(m, Downsample) else run(m, h, next(embs), text)
