@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from net_conds import CONDS
 from test_cli_errors import assert_clean_error
 from test_training_worker import TINY, tiny_data
 from tinyruns import cli
@@ -159,28 +160,6 @@ def test_fixed_embedding_is_a_buffer_and_learned_one_a_parameter_started_from_it
     assert "pos" not in dict(fixed.named_parameters()) and "pos" not in fixed.state_dict()
     assert dict(learned.named_parameters())["pos"].shape == (1, 6, 16)
     assert torch.equal(learned.pos.detach(), fixed.pos) and torch.equal(fixed.pos[0], sincos_2d(16, 3, 2))
-
-
-CONDS = {
-    "class": (dict(num_classes=5), lambda B: {"class": torch.tensor([0, 3, 4])[:B]}),
-    "context": (dict(context_dim=4), lambda B: {"context": torch.rand(B, 4)}),
-    "text": (
-        dict(text_dim=6),
-        lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
-    ),
-    "text_pooled": (
-        dict(text_dim=6, text_pooled=True),
-        lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
-    ),
-    "text_retrieval": (  # retrieval.py: the mean of the prompt's retrieved training examples, (B, 2 * 8 * 8)
-        dict(text_dim=6, text_retrieval=2),
-        lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
-    ),
-    "text_retrieval_channels": (  # the same, as two extra input channels
-        dict(text_dim=6, text_retrieval=2, retrieval_input="channels"),
-        lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
-    ),
-}
 
 
 @pytest.mark.parametrize("kind", list(CONDS))

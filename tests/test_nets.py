@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from net_conds import CONDS
 from torchdiffusion.config import ConfigError, ModelConfig
 from torchdiffusion.nets import build_net, count_params
 from torchdiffusion.nets.layers import (
@@ -121,28 +122,6 @@ def _cond_cfg(**kw):
     return ModelConfig(
         channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), head_channels=8, groups=4, **kw
     )
-
-
-CONDS = {
-    "class": (dict(num_classes=5), lambda B: {"class": torch.tensor([0, 3, 4])[:B]}),
-    "context": (dict(context_dim=4), lambda B: {"context": torch.rand(B, 4)}),
-    "text": (
-        dict(text_dim=6),
-        lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
-    ),
-    "text_pooled": (
-        dict(text_dim=6, text_pooled=True),
-        lambda B: {"text": torch.randn(B, 3, 6), "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]).bool()},
-    ),
-    "text_retrieval": (  # retrieval.py: the mean of the prompt's retrieved training examples, (B, 2 * 8 * 8)
-        dict(text_dim=6, text_retrieval=2),
-        lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
-    ),
-    "text_retrieval_channels": (  # the same, as two extra input channels
-        dict(text_dim=6, text_retrieval=2, retrieval_input="channels"),
-        lambda B: {"text": torch.randn(B, 3, 6), "neighbours": torch.randn(B, 128)},
-    ),
-}
 
 
 @pytest.mark.parametrize("kind", list(CONDS))

@@ -32,6 +32,9 @@ def test_neighbours_are_the_mean_of_the_k_values_whose_keys_are_nearest():
     # an excluded key is never retrieved, however near
     exclude = torch.tensor([[False, True, False, False], [False, False, False, False]])
     torch.testing.assert_close(db.neighbours(q, exclude)[0], (values[2] + values[0]).float() / 2)
+    # fewer than k left after the exclusion: the mean of those there are, never an excluded one
+    only_3 = torch.tensor([[True, True, True, False]] * 2)
+    torch.testing.assert_close(db.neighbours(q, only_3), values[3].float().expand(2, 2))
 
 
 def _captioned(captions, groups) -> TensorData:

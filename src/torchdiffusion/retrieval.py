@@ -52,8 +52,11 @@ class Database:
         if exclude is not None:
             sim = sim.masked_fill(exclude, -math.inf)
         k = min(self.k, self.keys.shape[0])
-        top = sim.topk(k, dim=1).indices  # (B, k)
-        return self.values.float()[top].mean(1)
+        near, top = sim.topk(k, dim=1)  # (B, k)
+        # fewer than k examples left after the exclusion: the mean of those there are
+        w = (near > -math.inf).float()
+        w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
+        return (self.values.float()[top] * w[..., None]).sum(1) / w.sum(1, keepdim=True)
 
 
 def caption_keys(captions: Sequence[str]) -> Tensor:

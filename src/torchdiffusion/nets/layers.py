@@ -184,29 +184,29 @@ class CondEmbedding(nn.Module):
             out = self.class_emb(labels)
         if self.context_dim > 0:
             ctx = None if cond is None else cond.get("context")
-            null = self.context_null.to(self.context_mlp[0].weight.dtype).expand(batch, -1)
-            if ctx is None:
-                e = null
-            else:
-                if ctx.ndim != 2 or ctx.shape[1] != self.context_dim:
-                    raise ValueError(f"context must be (B, {self.context_dim}), got {tuple(ctx.shape)}")
-                e = self.context_mlp(ctx.to(self.context_mlp[0].weight.dtype))
-                e = torch.where(drop[:, None], null.to(e.dtype), e)
+            e = _vector_embedding(ctx, self.context_mlp, self.context_null, drop, batch, "context")
             out = e if out is None else out + e
         if self.neighbour_dim > 0:
             nb = None if cond is None else cond.get("neighbours")
-            null = self.neighbour_null.to(self.neighbour_mlp[0].weight.dtype).expand(batch, -1)
-            if nb is None:
-                if cond is not None and not bool(drop.all()):
-                    raise ValueError("this model also takes its prompt's retrieved neighbours (cond['neighbours'])")
-                e = null
-            else:
-                if nb.ndim != 2 or nb.shape[1] != self.neighbour_dim:
-                    raise ValueError(f"neighbours must be (B, {self.neighbour_dim}), got {tuple(nb.shape)}")
-                e = self.neighbour_mlp(nb.to(self.neighbour_mlp[0].weight.dtype))
-                e = torch.where(drop[:, None], null.to(e.dtype), e)
+            if nb is None and cond is not None and not bool(drop.all()):
+                raise ValueError("this model also takes its prompt's retrieved neighbours (cond['neighbours'])")
+            e = _vector_embedding(nb, self.neighbour_mlp, self.neighbour_null, drop, batch, "neighbours")
             out = e if out is None else out + e
         return out
+
+
+def _vector_embedding(
+    v: Tensor | None, mlp: nn.Sequential, null: Tensor, drop: Tensor, batch: int, name: str
+) -> Tensor:
+    """A (B, D) vector through its 2-layer MLP, ``(B, emb_dim)``; the learned ``null`` where dropped or absent."""
+    null = null.to(mlp[0].weight.dtype).expand(batch, -1)
+    if v is None:
+        return null
+    D = mlp[0].in_features
+    if v.ndim != 2 or v.shape[1] != D:
+        raise ValueError(f"{name} must be (B, {D}), got {tuple(v.shape)}")
+    e = mlp(v.to(mlp[0].weight.dtype))
+    return torch.where(drop[:, None], null.to(e.dtype), e)
 
 
 # Normalisation
