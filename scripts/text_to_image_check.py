@@ -120,9 +120,9 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
 
     cond = prompt_cond(prompts)
     if run.retrieval is not None:  # model.text_retrieval: each prompt's nearest training examples join it
-        from torchdiffusion.retrieval import prompt_neighbours
+        from torchdiffusion.retrieval import with_neighbours
 
-        cond["neighbours"] = prompt_neighbours(run.retrieval, prompts)
+        cond = with_neighbours(cond, run.retrieval)
     rep = torch.arange(len(prompts)).repeat_interleave(per_prompt)
     cond = {k: v[rep] for k, v in cond.items()}
     seeds = list(range(per_prompt)) * len(prompts)

@@ -208,11 +208,11 @@ def build_cond(
             raise CondError(f"model.text_dim = {E} does not match the MiniLM encoder's {TEXT_DIM}")
         cond.update(prompt_cond(prompts, n))
         if getattr(model_cfg, "text_retrieval", 0):
-            from .retrieval import prompt_neighbours
+            from .retrieval import with_neighbours
 
             if retrieval is None:
                 raise CondError("this model retrieves training examples for its prompts; give its run's database")
-            cond["neighbours"] = prompt_neighbours(retrieval, prompts)[idx % len(prompts)]
+            cond = with_neighbours(cond, retrieval)
     return cond or None
 
 

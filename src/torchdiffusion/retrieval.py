@@ -17,7 +17,7 @@ as an unseen caption's will be. Classifier-free dropout drops n(c) with the capt
 
 The database - every training example's query ``keys`` (N, 384) and the example ``values`` (N, D), float16 - is
 saved in the run folder as ``retrieval.safetensors``, so ``sample --prompt`` retrieves from the training set
-the run saw without the data; :func:`prompt_neighbours` does it for prompts.
+the run saw without the data; :func:`with_neighbours` does it for prompts.
 """
 
 from __future__ import annotations
@@ -132,8 +132,10 @@ def load_database(run_dir: str | Path, k: int, dim: int) -> Database:
     return Database(keys=keys, values=values, k=int(k))
 
 
-def prompt_neighbours(db: Database, prompts: Sequence[str]) -> Tensor:
-    """n(c) of each prompt, (P, D) float32: the mean of its ``k`` nearest training examples."""
-    from .text import get_encoder
+def with_neighbours(cond: dict, db: Database) -> dict:
+    """``cond`` with ``cond["neighbours"]``, (B, D) float32: n(c) of each sample's prompt, queried with q(c) of the
+    token features ``cond`` already holds (``text`` / ``text_mask``, as ``text.prompt_cond`` gives them), so the
+    text encoder runs once."""
+    from .text import pooled
 
-    return db.neighbours(get_encoder().embed(list(prompts)))
+    return {**cond, "neighbours": db.neighbours(pooled(cond["text"], cond["text_mask"]))}

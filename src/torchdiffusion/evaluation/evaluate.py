@@ -341,9 +341,9 @@ def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, guida
 
         cond = {**(cond or {}), **prompt_cond(prompts, n)}
         if run.retrieval is not None:  # model.text_retrieval: each prompt's retrieved training examples
-            from ..retrieval import prompt_neighbours
+            from ..retrieval import with_neighbours
 
-            cond["neighbours"] = prompt_neighbours(run.retrieval, prompts)[torch.arange(n) % len(prompts)]
+            cond = with_neighbours(cond, run.retrieval)
     t0 = time.time()
     log(f"sampling {n} images ({sample.sampler}, {sample.steps} steps)...")
     total = -(-n // batch_size) * sample.steps

@@ -107,14 +107,26 @@ class NoiseEmbedding(nn.Module):
 def neighbour_dim(model, data_shape: tuple[int, ...]) -> int:
     """The width of the neighbours' MLP into the noise embedding (``model.text_retrieval`` with
     ``model.retrieval_input="embedding"``; retrieval.py): one flattened example; else 0."""
-    on = getattr(model, "text_retrieval", 0) and getattr(model, "retrieval_input", "embedding") == "embedding"
+    on = model.text_retrieval and model.retrieval_input == "embedding"
     return math.prod(int(s) for s in data_shape) if on else 0
 
 
 def neighbour_channels(model, data_shape: tuple[int, ...]) -> int:
     """The input channels the neighbours add (``model.retrieval_input="channels"``): the example's C; else 0."""
-    on = getattr(model, "text_retrieval", 0) and getattr(model, "retrieval_input", "embedding") == "channels"
-    return int(data_shape[0]) if on else 0
+    return int(data_shape[0]) if model.text_retrieval and model.retrieval_input == "channels" else 0
+
+
+def retrieved_neighbours(cond: dict | None, drop: Tensor, width: int) -> Tensor | None:
+    """``cond["neighbours"]``, checked to be (B, ``width``); None when there are none and every sample is
+    unconditional or dropped (the null then stands in); a conditioned sample without them is an error."""
+    nb = None if cond is None else cond.get("neighbours")
+    if nb is None:
+        if cond is not None and not bool(drop.all()):
+            raise ValueError("this model also takes its prompt's retrieved neighbours (cond['neighbours'])")
+        return None
+    if nb.ndim != 2 or nb.shape[1] != width:
+        raise ValueError(f"neighbours must be (B, {width}), got {tuple(nb.shape)}")
+    return nb
 
 
 def with_neighbour_channels(x_in: Tensor, cond: dict | None, drop: Tensor) -> Tensor:
@@ -122,14 +134,10 @@ def with_neighbour_channels(x_in: Tensor, cond: dict | None, drop: Tensor) -> Te
     example's shape, as extra input channels (RDM-style concatenation); zeros for a dropped or unconditional
     sample. Kept in ``x_in``'s memory format."""
     B = x_in.shape[0]
-    nb = None if cond is None else cond.get("neighbours")
+    nb = retrieved_neighbours(cond, drop, x_in[0].numel())
     if nb is None:
-        if cond is not None and not bool(drop.all()):
-            raise ValueError("this model also takes its prompt's retrieved neighbours (cond['neighbours'])")
         n = torch.zeros_like(x_in)
     else:
-        if nb.ndim != 2 or nb.shape[1] != x_in[0].numel():
-            raise ValueError(f"neighbours must be (B, {x_in[0].numel()}), got {tuple(nb.shape)}")
         n = nb.to(x_in.dtype).reshape(x_in.shape)
         n = torch.where(drop.reshape(B, *[1] * (x_in.ndim - 1)), torch.zeros_like(n), n)
     out = torch.cat([x_in, n], dim=1)
@@ -187,9 +195,7 @@ class CondEmbedding(nn.Module):
             e = _vector_embedding(ctx, self.context_mlp, self.context_null, drop, batch, "context")
             out = e if out is None else out + e
         if self.neighbour_dim > 0:
-            nb = None if cond is None else cond.get("neighbours")
-            if nb is None and cond is not None and not bool(drop.all()):
-                raise ValueError("this model also takes its prompt's retrieved neighbours (cond['neighbours'])")
+            nb = retrieved_neighbours(cond, drop, self.neighbour_dim)
             e = _vector_embedding(nb, self.neighbour_mlp, self.neighbour_null, drop, batch, "neighbours")
             out = e if out is None else out + e
         return out
