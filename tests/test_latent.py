@@ -418,3 +418,29 @@ def test_text_retrieval_without_text_is_refused(retrieval_world, tmp_path):
                        *[a for s in sets for a in ("--set", s)], env=retrieval_world["env"])  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "needs a text-conditioned model" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_channel_retrieval_from_the_command_line_feeds_the_neighbours_to_the_input(retrieval_world, tmp_path):
+    """model.retrieval_input=channels: the input layer reads the latent's channels and as many more (the
+    neighbours), no neighbour MLP is built, and another database changes the samples of the same weights."""
+    import shutil
+
+    from torchdiffusion.generate import load_run
+    from torchdiffusion.retrieval import Database, load_database, save_database
+
+    run = tmp_path / "channels"
+    sets = [f"data.latents_of={retrieval_world['ae']}", *TEXT_RUN, "model.text_retrieval=2",
+            "model.retrieval_input=channels"]  # fmt: skip
+    code, _, err = cli("train", "--preset", "emoji64-ldm-text", "--out", run, "--no-progress",
+                       *[a for s in sets for a in ("--set", s)], env=retrieval_world["env"])  # fmt: skip
+    assert code == 0, err
+    state = load_run(run).model.state_dict()
+    assert state["net.input_conv.weight"].shape[1] == 2 + 2 and not any("neighbour_mlp" in k for k in state)
+    world = {**retrieval_world, "run": run}
+    x = sample_npy(world, tmp_path / "a.png", "--prompt", "red apple", "--guidance", "3")
+    other = tmp_path / "other-database"
+    shutil.copytree(run, other)
+    db = load_database(run, 2, 2 * 8 * 8)
+    save_database(Database(keys=db.keys, values=-db.values, k=2), other)
+    y = sample_npy({**world, "run": other}, tmp_path / "b.png", "--prompt", "red apple", "--guidance", "3")
+    assert np.abs(y - x).max() > 1e-3
