@@ -73,6 +73,7 @@ TRAIN_VALUES = [
     ("train.cond_drop_prob=1.5", "cond_drop_prob"),
     ("train.precision=fp8", "train.precision"),
     ("train.lr_decay=step", "train.lr_decay"),
+    ("train.balance=tokens", "train.balance"),
     ("train.lr_cooldown=0", "train.lr_cooldown"),
     ("train.lr_cooldown=1.5", "train.lr_cooldown"),
     ("train.lr_cooldown=nan", "train.lr_cooldown"),

@@ -130,6 +130,61 @@ def test_data_order_is_a_permutation_per_epoch_and_continues_across_epochs():
     assert mix_seed(1, 2) != mix_seed(2, 1)
 
 
+def test_weighted_data_order_draws_each_example_in_proportion_to_its_weight():
+    w = torch.tensor([1.0, 1.0, 2.0, 4.0])  # probabilities 1/8, 1/8, 2/8, 4/8
+    order = DataOrder(4, 8, seed=5, weights=w)
+    idx = torch.cat([order.batch(s) for s in range(2000)])  # 16,000 draws over 4,000 epochs
+    freq = torch.bincount(idx, minlength=4).double() / idx.numel()
+    p = w.double() / w.sum()
+    se = (p * (1 - p) / idx.numel()).sqrt()
+    assert ((freq - p).abs() < 5 * se).all(), (freq, p)
+    assert torch.equal(DataOrder(4, 8, seed=5, weights=w).batch(1999), order.batch(1999))  # still (seed, step) only
+    assert not torch.equal(DataOrder(4, 8, seed=6, weights=w).batch(0), order.batch(0))
+
+
+def test_balance_weights_give_every_group_and_class_the_same_share():
+    from torchdiffusion.config import ConfigError
+    from torchdiffusion.data.base import TensorData
+    from torchdiffusion.training.loop import balance_weights
+
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2, 2])  # class 0 six times as common as class 1
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 3, 4, 5])  # group sizes 3, 2, 1, 1, 1, 1
+    d = TensorData(x=torch.zeros(9, 1, 2, 2), labels=labels)
+    d.groups = groups
+    assert balance_weights(d, "none") is None
+    for key, ids in (("classes", labels), ("groups", groups)):
+        w = balance_weights(d, key)
+        share = torch.zeros(int(ids.max()) + 1, dtype=torch.float64).index_add_(0, ids, w)
+        assert torch.allclose(share, torch.ones_like(share)), (key, share)  # each group or class weighs 1
+    with pytest.raises(ConfigError, match="train.balance=groups needs a data set with groups"):
+        balance_weights(tiny_data(), "groups")
+
+
+def test_balanced_training_draws_the_rare_class_as_often_as_the_common_one(tmp_path):
+    """train.balance=classes on data with one class 7x as common: the batches the run draws are balanced."""
+    from torchdiffusion.data.base import TensorData
+    from torchdiffusion.training import Callback
+
+    labels = torch.tensor([0] * 35 + [1] * 5)
+    data = TensorData(x=tiny_data().x, labels=labels, class_names=["common", "rare"])
+
+    class Seen(Callback):
+        def __init__(self):
+            self.labels = []
+
+        def before_step(self, state, batch) -> None:
+            self.labels += [mb.cond["class"].cpu() for mb in batch.micro]
+
+    seen = {}
+    for balance in ("none", "classes"):
+        cb = Seen()
+        cfg = tiny_cfg("train.images=1600", "train.batch_size=16", f"train.balance={balance}", "model.num_classes=2")
+        train(cfg, tmp_path / balance, data=data, progress=False, callbacks=[cb])
+        seen[balance] = torch.cat(cb.labels).float().mean().item()  # the rare class's share of the draws
+        assert json.loads((tmp_path / balance / "config.json").read_text())["train"]["balance"] == balance
+    assert abs(seen["none"] - 5 / 40) < 0.04 and abs(seen["classes"] - 0.5) < 0.06, seen
+
+
 def test_cond_from_data_has_labels_and_drop_mask():
     d = tiny_data()
     cfg = tiny_cfg()
@@ -408,3 +463,12 @@ def test_vector_data_with_an_mlp(tmp_path):
     assert info["kind"] == "vector" and info["data_shape"] == [2] and info["num_classes"] == 0
     assert metrics(run)[0]["loss_by_sigma_unit"] == "log_sigma"
     assert (run / "samples" / "grid-000000064.png").is_file()  # a scatter plot for 2-D data
+
+
+def test_train_refuses_a_balance_the_data_cannot_give_in_one_line(tmp_path):
+    from tinyruns import cli
+
+    out = tmp_path / "run"
+    rc, _, err = cli("train", "--preset", "digits-test", "--out", out, "--no-progress", "--set", "train.balance=groups")
+    assert rc == 2 and err.strip().count("\n") == 0 and "train.balance=groups needs a data set with groups" in err
+    assert not out.exists()

@@ -123,6 +123,10 @@ class TrainConfig:
     # the weaker version of itself that autoguidance (sample.autoguidance) steers away from; 0 = keep none
     guide_at: float = 0.0
     cond_drop_prob: float = 0.1  # probability of dropping the conditioning (classifier-free guidance)
+    # none (every example equally often) | groups | classes: draw examples with probability 1 / the size of their
+    # group (data.groups: an emoji and its skin-tone variants) or class, so each group or class is drawn equally
+    # often (with replacement; training/loop.py DataOrder)
+    balance: str = "none"
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (autocast; loss, sigma arithmetic and EMA stay fp32) | auto (bf16 +
     # channels-last where the hardware has native bf16, else fp32; config.json records which ran: training/precision.py)
@@ -998,6 +1002,7 @@ def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
         _between(t.seed, 0, MAX_SEED, "train.seed"),
         (t.precision in ("fp32", "bf16", "auto"), "train.precision must be fp32, bf16 or auto"),
         (t.lr_decay in ("none", "cosine", "cooldown"), "train.lr_decay must be none, cosine or cooldown"),
+        (t.balance in ("none", "groups", "classes"), "train.balance must be none, groups or classes"),
         (
             0.0 < t.lr_cooldown <= 1.0,
             f"train.lr_cooldown must be in (0, 1] (a fraction of train.images), got {t.lr_cooldown!r}",

@@ -86,17 +86,27 @@ def _generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator
 
 
 class DataOrder:
-    """Example indices for each global batch: an endless stream of seeded per-epoch permutations."""
+    """Example indices for each global batch: an endless stream of seeded per-epoch permutations.
 
-    def __init__(self, num_examples: int, batch_size: int, seed: int):
+    With ``weights`` (N,) an epoch is instead N draws with replacement, example i with probability proportional
+    to ``weights[i]`` (``train.balance``: 1 / the size of its group or class, so each group or class is drawn
+    equally often, as PyTorch's WeightedRandomSampler does); still a function of (seed, step) only.
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int, weights: Tensor | None = None):
         self.N, self.B, self.seed = int(num_examples), int(batch_size), int(seed)
+        self.weights = None if weights is None else weights.to(torch.float64).reshape(self.N)
         self._cache: dict[int, Tensor] = {}
 
     def permutation(self, epoch: int) -> Tensor:
         if epoch not in self._cache:
             if len(self._cache) > 2:
                 self._cache.pop(min(self._cache))
-            self._cache[epoch] = torch.randperm(self.N, generator=_generator(mix_seed(self.seed, STREAM_DATA, epoch)))
+            g = _generator(mix_seed(self.seed, STREAM_DATA, epoch))
+            if self.weights is None:
+                self._cache[epoch] = torch.randperm(self.N, generator=g)
+            else:
+                self._cache[epoch] = torch.multinomial(self.weights, self.N, replacement=True, generator=g)
         return self._cache[epoch]
 
     def position(self, step: int) -> tuple[int, int]:
@@ -112,6 +122,24 @@ class DataOrder:
             m = epochs == e
             out[m] = self.permutation(e)[offsets[m]]
         return out
+
+
+def balance_weights(data: Any, balance: str) -> Tensor | None:
+    """``train.balance``: each example's weight 1 / (examples in its group or class), None for ``none``.
+
+    ``groups`` are the data's groups (``data.groups``: an emoji and its skin-tone variants), ``classes`` its labels.
+    """
+    if balance == "none":
+        return None
+    key = {"groups": "groups", "classes": "labels"}[balance]
+    ids = getattr(data, key, None)
+    if ids is None:
+        raise ConfigError(f"train.balance={balance} needs a data set with {key} (e.g. data.source=emoji)")
+    ids = torch.as_tensor(ids).reshape(-1).long()
+    if ids.numel() != data.x.shape[0]:
+        raise ConfigError(f"train.balance={balance}: {ids.numel()} {key} for {data.x.shape[0]} examples")
+    _, inverse, counts = ids.unique(return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse].double()
 
 
 # Conditioning checks and noise-level buckets
@@ -130,6 +158,7 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
         )
     if m.text_dim > 0 and getattr(data, "text", None) is None:
         raise ConfigError("model.text_dim > 0 but the data has no text features")
+    balance_weights(data, cfg.train.balance)  # train.balance names groups or classes the data has
 
 
 def noise_buckets(model: Precond, K: int = NUM_NOISE_BUCKETS) -> tuple[str, list[float]]:
@@ -421,7 +450,7 @@ def _setup(
         rank=dist.rank(),
         world_size=dist.world_size(),
         total_steps=total_steps,
-        order=DataOrder(X.shape[0], t.batch_size, t.seed),
+        order=DataOrder(X.shape[0], t.batch_size, t.seed, balance_weights(data, t.balance)),
         unit=unit,
         edges=edges,
         discrete_sigmas=model.process.sigmas if model.process is not None else None,
