@@ -39,7 +39,9 @@ PARAPHRASES = {
 LONG_REORDERED = "a picture of {a} {caption}"
 
 
-GRID: dict = {}  # --sigma-grid / --spacing: the sampler's grid kind and spacing in place of the run's
+# --sigma-grid / --spacing / --retrieval-guidance: the sampler's grid kind, spacing and retrieval guidance in place
+# of the run's
+SAMPLE: dict = {}
 
 
 def article(word: str) -> str:
@@ -126,7 +128,7 @@ def sample_prompts(run, prompts: list[str], per_prompt: int, guidance: float) ->
     rep = torch.arange(len(prompts)).repeat_interleave(per_prompt)
     cond = {k: v[rep] for k, v in cond.items()}
     seeds = list(range(per_prompt)) * len(prompts)
-    sample = replace(run.config.sample, guidance=guidance, batch_size=128, **GRID)
+    sample = replace(run.config.sample, guidance=guidance, batch_size=128, **SAMPLE)
     return generate(run.model, seeds, sample, run.data_shape, cond=cond, codec=run.codec)
 
 
@@ -197,6 +199,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data-from", help="without --run: a config.json whose data section names the held-out emoji")
     ap.add_argument("--guidance", type=float, default=5.0, help="the guidance scale of the full measurement")
     ap.add_argument("--sigma-grid", default="", help="sigma grid kind in place of the run's sample.grid (karras, ...)")
+    ap.add_argument(
+        "--retrieval-guidance",
+        type=float,
+        default=0.0,
+        help="sample.retrieval_guidance w_n (a run trained with train.caption_drop_prob > 0); 0 = the run's",
+    )
     ap.add_argument("--spacing", default="", help="timestep spacing in place of the run's (leading, trailing, ...)")
     ap.add_argument("--sweep", help="comma-separated guidance scales tried on the captions alone first")
     ap.add_argument("--sweep-emoji", type=int, default=0, help="the sweep uses the first N held-out emoji (0 = all)")
@@ -223,7 +231,9 @@ def main(argv=None) -> int:
     from torchdiffusion.generate import load_run
 
     t0 = time.time()
-    GRID.update({k: v for k, v in (("grid", args.sigma_grid), ("spacing", args.spacing)) if v})
+    SAMPLE.update({k: v for k, v in (("grid", args.sigma_grid), ("spacing", args.spacing)) if v})
+    if args.retrieval_guidance:
+        SAMPLE["retrieval_guidance"] = args.retrieval_guidance
     clip, _ = load_contrastive(args.clip)
     clip_cfg = json.loads((Path(args.clip) / "config.json").read_text())
     run = load_run(args.run) if args.run else None
@@ -255,6 +265,7 @@ def text_to_image_section(run, read, data, prompts, labels, idx, args, train) ->
     out = {
         "run": str(args.run),
         "sampler": f"{s.sampler}, {s.steps} steps, grid {args.sigma_grid or s.grid} ({args.spacing or s.spacing})",
+        "retrieval_guidance": SAMPLE.get("retrieval_guidance", s.retrieval_guidance),
         "per_prompt": args.per_prompt,
     }
     if args.sweep:

@@ -444,3 +444,33 @@ def test_channel_retrieval_from_the_command_line_feeds_the_neighbours_to_the_inp
     save_database(Database(keys=db.keys, values=-db.values, k=2), other)
     y = sample_npy({**world, "run": other}, tmp_path / "b.png", "--prompt", "red apple", "--guidance", "3")
     assert np.abs(y - x).max() > 1e-3
+
+
+def test_retrieval_guidance_from_the_command_line_needs_and_uses_a_caption_dropped_alone(retrieval_world, tmp_path):
+    """train.caption_drop_prob > 0 teaches D(x | neighbours); sample.retrieval_guidance then guides towards the
+    neighbours at its own scale (three network rows per step) and changes the samples; a run trained without it
+    is refused in one line."""
+    run = tmp_path / "caption-drop"
+    sets = [f"data.latents_of={retrieval_world['ae']}", *TEXT_RUN, "model.text_retrieval=2",
+            "train.caption_drop_prob=0.3"]  # fmt: skip
+    code, _, err = cli("train", "--preset", "emoji64-ldm-text", "--out", run, "--no-progress",
+                       *[a for s in sets for a in ("--set", s)], env=retrieval_world["env"])  # fmt: skip
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["train"]["caption_drop_prob"] == 0.3
+    world = {**retrieval_world, "run": run}
+    plain = sample_npy(world, tmp_path / "a.png", "--prompt", "red apple", "--guidance", "3")
+    guided = sample_npy(world, tmp_path / "b.png", "--prompt", "red apple", "--guidance", "3",
+                        "--set", "sample.retrieval_guidance=6")  # fmt: skip
+    assert np.abs(guided - plain).max() > 1e-3
+    meta = json.loads((tmp_path / "b.json").read_text())
+    assert meta["sample"]["retrieval_guidance"] == 6 and meta["network_evaluations_per_image"] == 3 * meta["nfe"]
+    # w_n = w is classifier-free guidance on caption and neighbours together
+    same = sample_npy(world, tmp_path / "c.png", "--prompt", "red apple", "--guidance", "3",
+                      "--set", "sample.retrieval_guidance=3")  # fmt: skip
+    np.testing.assert_allclose(same, plain, atol=1e-4)
+    out = tmp_path / "refused"
+    out.mkdir()
+    code, _, err = cli("sample", retrieval_world["run"], "--prompt", "red apple", "--out", out / "d.png",
+                       "--set", "sample.retrieval_guidance=6", env=retrieval_world["env"])  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "train.caption_drop_prob > 0" in err, err
+    assert not list(out.iterdir())

@@ -107,6 +107,14 @@ def test_the_retrieval_settings_are_checked():
         (["model.retrieval_input=pixels"], "model.retrieval_input must be one of embedding, channels"),
         (["model.text_dim=0"], "needs a text-conditioned model"),
         (["model.text_retrieval=-1"], "model.text_retrieval must be in [0, 1024]"),
+        (
+            ["model.text_retrieval=0", "train.caption_drop_prob=0.1"],
+            "train.caption_drop_prob needs model.text_retrieval",
+        ),
+        (["train.caption_drop_prob=0.95"], "train.cond_drop_prob + train.caption_drop_prob <= 1"),
+        (["train.caption_drop_prob=-0.1"], "train.caption_drop_prob must be >= 0"),
+        (["sample.retrieval_guidance=3"], "sample.retrieval_guidance needs a model.text_retrieval run trained with"),
+        (["train.caption_drop_prob=0.1", "sample.retrieval_guidance=-1"], "sample.retrieval_guidance must be >= 0"),
     ):
         with pytest.raises(ConfigError, match=re.escape(words)):
             validate(override(get_preset("emoji64-ldm-text"), base + bad))
@@ -128,3 +136,101 @@ def test_channel_neighbours_are_the_example_shaped_input_beside_x_and_zero_when_
     )
     with pytest.raises(ValueError, match="neighbours"):
         with_neighbour_channels(x, {"text": torch.zeros(3, 1, 384)}, torch.zeros(3, dtype=torch.bool))
+
+
+def test_a_caption_dropped_alone_keeps_its_neighbours_in_both_paths():
+    """cond["drop_neighbours"]: the neighbours' own drop mask; absent, the neighbours follow "drop"."""
+    from torchdiffusion.nets.layers import CondEmbedding, with_neighbour_channels
+
+    torch.manual_seed(0)
+    emb = CondEmbedding(8, neighbour_dim=32)
+    torch.nn.init.normal_(emb.neighbour_mlp[2].weight)
+    nb = torch.randn(3, 32)
+    drop = torch.tensor([True, True, False])
+    alone = {"neighbours": nb, "drop_neighbours": torch.tensor([False, True, False])}  # sample 0: caption only
+    e = emb(alone, drop, 3)
+    torch.testing.assert_close(e[0], emb.neighbour_mlp(nb[:1])[0])
+    torch.testing.assert_close(e[1], emb.neighbour_null.detach())
+    torch.testing.assert_close(
+        emb({"neighbours": nb, "drop_neighbours": drop}, drop, 3), emb({"neighbours": nb}, drop, 3)
+    )
+    x = torch.randn(3, 2, 4, 4)
+    out = with_neighbour_channels(x, alone, drop)
+    torch.testing.assert_close(out[0, 2:], nb[0].reshape(2, 4, 4))
+    assert torch.equal(out[1, 2:], torch.zeros(2, 4, 4))
+
+
+def _fake_model(a: float = 1.0, b: float = 2.0):
+    """D(x | c, n) = 0.5 x + a [caption kept] text + b [neighbours kept] n: affine in both conditions."""
+    from torchdiffusion.cond import drop_mask, neighbour_drop_mask
+
+    def model(x, sigma, cond):
+        B = x.shape[0]
+        drop = drop_mask(cond, B, x.device)
+        drop_n = neighbour_drop_mask(cond, drop)
+        t = cond["text"].mean((1, 2)).reshape(B, 1)
+        n = cond["neighbours"]
+        return 0.5 * x + a * (~drop).float()[:, None] * t + b * (~drop_n).float()[:, None] * n
+
+    return model
+
+
+def test_retrieval_guidance_is_the_two_scale_composition_and_plain_cfg_at_equal_scales():
+    from torchdiffusion.guidance import classifier_free, retrieval_guided
+
+    torch.manual_seed(1)
+    cond = {"text": torch.randn(4, 3, 5), "neighbours": torch.randn(4, 6)}
+    x, sigma = torch.randn(4, 6), torch.full((4,), 2.0)
+    model = _fake_model()
+    t = cond["text"].mean((1, 2))[:, None]
+    for w, w_n in ((3.0, 7.0), (1.5, 0.5), (4.0, 4.0)):
+        got = retrieval_guided(model, cond, w, w_n)(x, sigma)
+        # D_u = 0.5 x, D_n = D_u + 2 n, D_c = D_n + t:  D_u + w_n 2 n + w t
+        torch.testing.assert_close(got, 0.5 * x + w_n * 2 * cond["neighbours"] + w * t)
+    torch.testing.assert_close(
+        retrieval_guided(model, cond, 4.0, 4.0)(x, sigma), classifier_free(model, cond, 4.0)(x, sigma)
+    )
+    # outside the guidance interval: the conditional branch alone
+    torch.testing.assert_close(
+        retrieval_guided(model, cond, 3.0, 7.0, interval=(5.0, 9.0))(x, sigma), model(x, sigma, cond)
+    )
+    # a negative prompt stands for the caption's null; its own neighbours make the unconditional branch
+    neg = {"text": torch.randn(4, 3, 5), "neighbours": torch.randn(4, 6)}
+    got = retrieval_guided(model, cond, 3.0, 7.0, uncond=neg)(x, sigma)
+    t_neg = neg["text"].mean((1, 2))[:, None]
+    D_u = 0.5 * x + t_neg + 2 * neg["neighbours"]
+    D_n = 0.5 * x + t_neg + 2 * cond["neighbours"]
+    torch.testing.assert_close(got, D_u + 7.0 * (D_n - D_u) + 3.0 * (0.5 * x + t + 2 * cond["neighbours"] - D_n))
+    with pytest.raises(ValueError, match="retrieved neighbours"):
+        retrieval_guided(model, {"text": cond["text"]}, 3.0, 7.0)
+
+
+def test_the_caption_drop_draws_drop_the_caption_alone_at_its_rate_and_leave_other_runs_unchanged():
+    from torchdiffusion.config import get_preset, override
+    from torchdiffusion.training.loop import draw_batch
+
+    class S:  # the parts of a training Setup that draw_batch reads
+        def __init__(self, cfg, data):
+            from torchdiffusion.training.loop import DataOrder
+
+            self.cfg, self.data, self.device = cfg, data, torch.device("cpu")
+            self.world_size, self.rank, self.micro_batch = 1, 0, cfg.train.batch_size
+            self.data_shape, self.X = tuple(data.x.shape[1:]), data.x
+            self.order = DataOrder(len(data), cfg.train.batch_size, cfg.train.seed)
+            self.objective = type("O", (), {"draw_sigmas": lambda self, B, g, step: torch.rand(B, generator=g)})()
+
+    N = 64
+    data = TensorData(x=torch.randn(N, 2, 4, 4))
+    data.text, data.text_mask = torch.randn(N, 3, 384), torch.ones(N, 3, dtype=torch.bool)
+    data.neighbours = torch.randn(N, 32)
+    sets = ["data.latents_of=runs/ae", "model.text_retrieval=2", "train.batch_size=4096", "train.cond_drop_prob=0.2"]
+    base = draw_batch(S(override(get_preset("emoji64-ldm-text"), sets), data), 3).micro[0].cond
+    c = draw_batch(S(override(get_preset("emoji64-ldm-text"), sets + ["train.caption_drop_prob=0.3"]), data), 3)
+    c = c.micro[0].cond
+    assert "drop_neighbours" not in base and torch.equal(c["drop_neighbours"], base["drop"])  # the same joint draws
+    both = c["drop"] & c["drop_neighbours"]
+    caption_only = c["drop"] & ~c["drop_neighbours"]
+    assert not (c["drop_neighbours"] & ~c["drop"]).any()  # neighbours are never dropped without the caption
+    se = (0.3 * 0.7 / 4096) ** 0.5
+    assert abs(both.float().mean().item() - 0.2) < 5 * (0.2 * 0.8 / 4096) ** 0.5
+    assert abs(caption_only.float().mean().item() - 0.3) < 5 * se

@@ -8,6 +8,9 @@ A conditioning is ``None`` (unconditional) or a dict of per-sample tensors (:dat
     "text_mask"  (B, L) bool    True for real tokens, False for padding
     "neighbours" (B, D) float   the mean of the prompt's retrieved training examples (model.text_retrieval)
     "drop"       (B,) bool      True where a sample uses the learned null embedding (classifier-free dropout)
+    "drop_neighbours" (B,) bool the neighbours' own drop mask where it differs from "drop" (a caption dropped
+                                alone, its neighbours kept: train.caption_drop_prob, sample.retrieval_guidance);
+                                absent = "drop" (:func:`neighbour_drop_mask`)
 
 At the edges a bare tensor is also accepted and read by :func:`as_cond`. Everything here keeps the
 batch dimension first: normalise (:func:`as_cond`), its size (:func:`cond_batch`), the null twin
@@ -59,7 +62,8 @@ def unconditional(cond: Cond | Tensor) -> Cond:
         return None
     B = cond_batch(c)
     device = next(v for v in c.values() if isinstance(v, Tensor)).device
-    return {**c, "drop": torch.ones(B, dtype=torch.bool, device=device)}
+    out = {k: v for k, v in c.items() if k != "drop_neighbours"}
+    return {**out, "drop": torch.ones(B, dtype=torch.bool, device=device)}
 
 
 def drop_mask(cond: Cond, batch: int, device: torch.device) -> Tensor:
@@ -70,6 +74,12 @@ def drop_mask(cond: Cond, batch: int, device: torch.device) -> Tensor:
     if d is None:
         return torch.zeros(batch, dtype=torch.bool, device=device)
     return d.to(device=device, dtype=torch.bool).reshape(batch)
+
+
+def neighbour_drop_mask(cond: Cond, drop: Tensor) -> Tensor:
+    """(B,) bool: where the retrieved neighbours use their null - ``cond["drop_neighbours"]``, else ``drop``."""
+    d = None if cond is None else cond.get("drop_neighbours")
+    return drop if d is None else d.to(device=drop.device, dtype=torch.bool).reshape(drop.shape)
 
 
 def expand_cond(cond: Cond | Tensor, n: int) -> Cond:
@@ -105,14 +115,15 @@ def _pad_tokens(t: Tensor, L: int) -> Tensor:
 def cat_cond(a: Cond | Tensor, b: Cond | Tensor) -> dict[str, Tensor]:
     """Concatenate two cond dicts along the batch, ``[a; b]``.
 
-    ``drop`` defaults to False and ``text_mask`` to all-True where missing; text token features of different
-    lengths are padded (the padding masked out). Any other key must be present in both.
+    ``drop`` defaults to False, ``drop_neighbours`` to ``drop`` and ``text_mask`` to all-True where missing;
+    text token features of different lengths are padded (the padding masked out). Any other key must be present
+    in both.
     """
     a, b = as_cond(a), as_cond(b)
     if a is None or b is None:
         raise CondError("cat_cond needs two conditionings (use unconditional(cond) for the null branch)")
     Ba, Bb = cond_batch(a), cond_batch(b)
-    keys = (set(a) | set(b)) - {"drop", "text_mask"}
+    keys = (set(a) | set(b)) - {"drop", "drop_neighbours", "text_mask"}
     for k in keys:
         if k not in a or k not in b:
             raise CondError(f"the negative conditioning must have the same keys as the conditioning (missing {k!r})")
@@ -138,6 +149,9 @@ def cat_cond(a: Cond | Tensor, b: Cond | Tensor) -> dict[str, Tensor]:
         d = c.get("drop")
         drops.append(torch.zeros(B, dtype=torch.bool, device=device) if d is None else d.to(device, torch.bool))
     out["drop"] = torch.cat(drops)
+    if "drop_neighbours" in a or "drop_neighbours" in b:
+        parts = [c.get("drop_neighbours", d) for c, d in ((a, drops[0]), (b, drops[1]))]
+        out["drop_neighbours"] = torch.cat([p.to(device, torch.bool) for p in parts])
     return out
 
 

@@ -123,6 +123,10 @@ class TrainConfig:
     # the weaker version of itself that autoguidance (sample.autoguidance) steers away from; 0 = keep none
     guide_at: float = 0.0
     cond_drop_prob: float = 0.1  # probability of dropping the conditioning (classifier-free guidance)
+    # model.text_retrieval: the probability of dropping the caption alone, keeping its retrieved neighbours (on
+    # top of cond_drop_prob, which drops both), so the model also learns D(x | neighbours) for
+    # sample.retrieval_guidance; 0 = never
+    caption_drop_prob: float = 0.0
     # none (every example equally often) | groups | classes: draw examples with probability 1 / the size of their
     # group (data.groups: an emoji and its skin-tone variants) or class, so each group or class is drawn equally
     # often (with replacement; training/loop.py DataOrder)
@@ -188,6 +192,10 @@ class SampleConfig:
     # autoguidance weight w (Karras et al. 2024): D_guide + w (D - D_guide), D_guide the run's guide model (its
     # EMA at train.guide_at); 1 = off, > 1 steers away from the guide's errors (one more network call per step)
     autoguidance: float = 1.0
+    # a model.text_retrieval run trained with train.caption_drop_prob > 0: guide towards the retrieved neighbours at
+    # this scale and from them towards the caption at sample.guidance (guidance.retrieval_guided, one more network
+    # call per step); 0 = off (classifier-free guidance on caption and neighbours together)
+    retrieval_guidance: float = 0.0
     settings: SamplerSettings = field(default_factory=SamplerSettings)  # the sampler's own settings
     clip_denoised: bool = True  # clamp x0_hat to the data range [-1, 1] for images and volumes
 
@@ -1008,6 +1016,10 @@ def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
             f"train.lr_cooldown must be in (0, 1] (a fraction of train.images), got {t.lr_cooldown!r}",
         ),
         (0.0 <= t.cond_drop_prob <= 1.0, "train.cond_drop_prob must be in [0, 1]"),
+        (
+            0.0 <= t.caption_drop_prob and t.cond_drop_prob + t.caption_drop_prob <= 1.0,
+            "train.caption_drop_prob must be >= 0 with train.cond_drop_prob + train.caption_drop_prob <= 1",
+        ),
         _between(t.eval_n, 2, MAX_SAMPLES, "train.eval_n"),
         _between(t.keep_checkpoints, 1, 10_000, "train.keep_checkpoints"),
         _between(t.max_nonfinite, 1, MAX_IMAGES, "train.max_nonfinite"),
@@ -1022,6 +1034,10 @@ def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]
     return [
         (1 <= s.steps <= MAX_T, f"sample.steps must be >= 1 and <= {MAX_T}, got {s.steps}"),
         (0.0 <= s.guidance_rescale <= 1.0, "sample.guidance_rescale must be in [0, 1]"),
+        (
+            math.isfinite(s.retrieval_guidance) and s.retrieval_guidance >= 0,
+            f"sample.retrieval_guidance must be >= 0 (0 = off), got {s.retrieval_guidance!r}",
+        ),
         (
             math.isfinite(s.autoguidance) and s.autoguidance >= 0,
             f"sample.autoguidance must be >= 0 (1 = off), got {s.autoguidance!r}",
@@ -1107,6 +1123,20 @@ def without_guide(cfg: RunConfig) -> RunConfig:
     return replace(cfg, train=replace(cfg.train, guide_at=0.0), sample=replace(cfg.sample, autoguidance=1.0))
 
 
+def _retrieval_checks(m: ModelConfig, t: TrainConfig, s: SampleConfig) -> list[tuple[bool, str]]:
+    return [
+        (
+            t.caption_drop_prob == 0 or m.text_retrieval > 0,
+            "train.caption_drop_prob needs model.text_retrieval > 0 (it drops the caption and keeps the neighbours)",
+        ),
+        (
+            s.retrieval_guidance == 0 or t.caption_drop_prob > 0,
+            "sample.retrieval_guidance needs a model.text_retrieval run trained with train.caption_drop_prob > 0 "
+            "(a model that never saw its caption dropped alone has no D(x | neighbours))",
+        ),
+    ]
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Every field in its domain (one place for all of them); returns cfg unchanged when it is usable.
 
@@ -1119,6 +1149,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     checks += _train_checks(cfg.train) + _sample_checks(cfg.sample, cfg.diffusion)
     checks += _objective_checks(cfg.objective, cfg.diffusion, cfg.sample)
     checks += _autoguidance_checks(cfg.train, cfg.sample)
+    checks += _retrieval_checks(cfg.model, cfg.train, cfg.sample)
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)

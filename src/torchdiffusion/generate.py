@@ -490,6 +490,7 @@ def generate(
             "uncond": slice_cond(uncond, sl),
             "interval": sample.guidance_interval,
             "rescale": sample.guidance_rescale,
+            "retrieval_scale": sample.retrieval_guidance,
         }
         D = guided_denoiser(model, slice_cond(cond, sl), **guided)
         if guide is not None:  # autoguidance: the guide sees the same conditioning and CFG; both clamped first

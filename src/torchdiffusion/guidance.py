@@ -15,6 +15,15 @@ Options: a guidance *interval* (Kynkäänniemi et al. 2024: guide only for sigma
 conditional elsewhere), and *rescale* (Lin et al. 2024, Sec. 3.4: match the per-sample std of the guided
 prediction to the conditional one, blended by phi).
 
+**Retrieval guidance** (``sample.retrieval_guidance``; compositional CFG over two conditions as in
+InstructPix2Pix, Brooks et al. 2023, Eq. 3): a ``model.text_retrieval`` model conditions on the caption c and on
+its retrieved neighbours n. Trained with the caption also dropped alone (``train.caption_drop_prob``), it knows
+D(x | n) as well, and the two scales can differ:
+
+    D(x, sigma) = D(x | -) + w_n (D(x | n) - D(x | -)) + w (D(x | c, n) - D(x | n)),
+
+w_n towards the neighbours, w from them towards the caption; w_n = w is plain CFG on (c, n) together.
+
 **Autoguidance** (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", Eq. 2): the same
 extrapolation with a weaker model of the same task in place of the unconditional branch,
 
@@ -44,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cond import CondError, as_cond, cat_cond, expand_cond, unconditional
+from .cond import CondError, as_cond, cat_cond, drop_mask, expand_cond, unconditional
 from .types import Cond, Denoiser, append_dims, sigma_vector
 
 GuidanceError = CondError  # unusable guidance input (conditioning, interval, rescale); a one-line message
@@ -62,7 +71,11 @@ def cfg_combine(D_c: Tensor, D_u: Tensor, w: Tensor | float, rescale: float = 0.
     """
     if isinstance(w, Tensor):
         w = append_dims(w.to(D_c.dtype), D_c.ndim)
-    D_g = D_u + w * (D_c - D_u)
+    return _rescaled(D_u + w * (D_c - D_u), D_c, rescale)
+
+
+def _rescaled(D_g: Tensor, D_c: Tensor, rescale: float) -> Tensor:
+    """Lin et al. 2024 Sec. 3.4: ``phi * D_g std(D_c)/std(D_g) + (1 - phi) * D_g`` (per sample); phi = 0: D_g."""
     if rescale > 0:
         dims = tuple(range(1, D_c.ndim))
         ratio = D_c.std(dims, keepdim=True) / D_g.std(dims, keepdim=True).clamp_min(1e-12)
@@ -125,6 +138,56 @@ def classifier_free(
     return D
 
 
+def retrieval_guided(
+    model: ConditionalModel,
+    cond: Cond,
+    scale: float,
+    retrieval_scale: float,
+    *,
+    uncond: Cond = None,
+    interval: tuple[float, float] | None = None,
+    rescale: float = 0.0,
+) -> Denoiser:
+    """Retrieval guidance as a denoiser (module docstring): ``D_u + w_n (D_n - D_u) + w (D_c - D_n)``.
+
+    ``D_c`` sees the caption and its neighbours, ``D_n`` the neighbours with the caption dropped (or the negative
+    prompt in its place), ``D_u`` neither (or the negative prompt with its own neighbours); one forward of the
+    batch ``[c; n; u]``. ``interval`` and ``rescale`` as in :func:`classifier_free` (outside the interval the
+    conditional branch alone: both scales 1).
+    """
+    c0 = as_cond(cond)
+    if c0 is None or c0.get("neighbours") is None:
+        raise GuidanceError("retrieval guidance needs a prompt's retrieved neighbours (a model.text_retrieval run)")
+    if interval is not None:
+        lo, hi = float(interval[0]), float(interval[1])
+        if not (0 <= lo < hi):
+            raise GuidanceError(f"the guidance interval needs 0 <= sigma_lo < sigma_hi, got ({lo}, {hi})")
+    if not 0.0 <= rescale <= 1.0:
+        raise GuidanceError(f"guidance rescale must be in [0, 1], got {rescale}")
+
+    def D(x: Tensor, sigma: Tensor) -> Tensor:
+        B = x.shape[0]
+        sigma = sigma_vector(sigma, x)
+        c = expand_cond(cond, B)
+        u = unconditional(c) if uncond is None else expand_cond(uncond, B)
+        # the neighbours of the prompt beside the caption's null (or the negative prompt): D(x | n)
+        n = {**u, "neighbours": c["neighbours"], "drop_neighbours": drop_mask(c, B, x.device)}
+        w = torch.full((B,), float(scale), dtype=torch.float32, device=x.device)
+        w_n = torch.full((B,), float(retrieval_scale), dtype=torch.float32, device=x.device)
+        if interval is not None:
+            inside = (sigma >= lo) & (sigma <= hi)
+            if not bool(inside.any()):
+                return model(x, sigma, c)
+            w, w_n = (torch.where(inside, v, torch.ones_like(v)) for v in (w, w_n))
+        out = model(torch.cat([x, x, x]), torch.cat([sigma, sigma, sigma]), cat_cond(cat_cond(c, n), u))
+        D_c, D_n, D_u = out[:B], out[B : 2 * B], out[2 * B :]
+        w, w_n = append_dims(w.to(D_c.dtype), D_c.ndim), append_dims(w_n.to(D_c.dtype), D_c.ndim)
+        D_g = D_u + w_n * (D_n - D_u) + w * (D_c - D_n)
+        return _rescaled(D_g, D_c, rescale)
+
+    return D
+
+
 def guided_denoiser(
     model: ConditionalModel,
     cond: Cond | Tensor,
@@ -133,21 +196,23 @@ def guided_denoiser(
     uncond: Cond | Tensor = None,
     interval: tuple[float, float] | None = None,
     rescale: float = 0.0,
+    retrieval_scale: float = 0.0,
 ) -> Denoiser:
     """The denoiser ``generate`` samples with: CFG at ``scale`` when there is something to guide.
 
     A plain ``model.bind(cond)``-style closure when ``cond`` is None or the scale is 1 with no negative
     conditioning (one forward per step); :func:`classifier_free` (``uncond``, ``interval``, ``rescale`` as
-    there) otherwise.
+    there) otherwise; :func:`retrieval_guided` with ``retrieval_scale`` > 0.
     """
     scale = float(scale)
+    interval = tuple(interval) if interval else None
+    if retrieval_scale > 0:  # towards the retrieved neighbours at their own scale (retrieval_guided)
+        return retrieval_guided(model, cond, scale, retrieval_scale, uncond=uncond, interval=interval, rescale=rescale)
     if as_cond(cond) is None or (scale == 1.0 and uncond is None):
         if hasattr(model, "bind"):
             return model.bind(cond)
         return lambda x, sigma: model(x, sigma_vector(sigma, x), cond)
-    return classifier_free(
-        model, cond, scale, uncond=uncond, interval=tuple(interval) if interval else None, rescale=float(rescale)
-    )
+    return classifier_free(model, cond, scale, uncond=uncond, interval=interval, rescale=float(rescale))
 
 
 def autoguided(D: Denoiser, D_guide: Denoiser, w: float) -> Denoiser:

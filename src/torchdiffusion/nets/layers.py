@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cond import neighbour_drop_mask
 from . import fused
 
 # The frequency band of the noise embedding, in radians per unit of c_noise. c_noise is either a DDPM timestep
@@ -134,6 +135,7 @@ def with_neighbour_channels(x_in: Tensor, cond: dict | None, drop: Tensor) -> Te
     example's shape, as extra input channels (RDM-style concatenation); zeros for a dropped or unconditional
     sample. Kept in ``x_in``'s memory format."""
     B = x_in.shape[0]
+    drop = neighbour_drop_mask(cond, drop)  # a caption dropped alone keeps its neighbours
     nb = retrieved_neighbours(cond, drop, x_in[0].numel())
     if nb is None:
         n = torch.zeros_like(x_in)
@@ -195,8 +197,9 @@ class CondEmbedding(nn.Module):
             e = _vector_embedding(ctx, self.context_mlp, self.context_null, drop, batch, "context")
             out = e if out is None else out + e
         if self.neighbour_dim > 0:
-            nb = retrieved_neighbours(cond, drop, self.neighbour_dim)
-            e = _vector_embedding(nb, self.neighbour_mlp, self.neighbour_null, drop, batch, "neighbours")
+            drop_n = neighbour_drop_mask(cond, drop)  # a caption dropped alone keeps its neighbours
+            nb = retrieved_neighbours(cond, drop_n, self.neighbour_dim)
+            e = _vector_embedding(nb, self.neighbour_mlp, self.neighbour_null, drop_n, batch, "neighbours")
             out = e if out is None else out + e
         return out
 

@@ -492,6 +492,10 @@ def draw_batch(setup: Setup, step: int) -> Batch:
     g = _generator(mix_seed(t.seed, STREAM_DRAWS, step))
     sigma = setup.objective.draw_sigmas(B, g, step)
     drop = torch.rand(B, generator=g) < t.cond_drop_prob
+    # train.caption_drop_prob: the caption alone dropped, its retrieved neighbours kept (drawn only when asked, so
+    # other runs' draws are unchanged)
+    u = torch.rand(B, generator=g) if t.caption_drop_prob > 0 else None
+    caption_only = None if u is None else (~drop) & (u < t.caption_drop_prob / max(1.0 - t.cond_drop_prob, 1e-12))
     noise_g = _generator(mix_seed(t.seed, STREAM_NOISE, step), device)
     noise = torch.randn((B, *setup.data_shape), generator=noise_g, device=device)
     idx = setup.order.batch(step)
@@ -503,7 +507,11 @@ def draw_batch(setup: Setup, step: int) -> Batch:
         x0 = setup.X[idx[sl]].to(device, non_blocking=True)
         if t.channels_last and x0.ndim == 4:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        cond = cond_from_data(setup.data, idx[sl], drop[sl], setup.cfg.model, device)
+        if caption_only is None:
+            cond = cond_from_data(setup.data, idx[sl], drop[sl], setup.cfg.model, device)
+        else:
+            cond = cond_from_data(setup.data, idx[sl], drop[sl] | caption_only[sl], setup.cfg.model, device)
+            cond["drop_neighbours"] = drop[sl].to(device)
         micro.append(MicroBatch(x0=x0, sigma=sigma[sl].to(device), noise=noise[sl], cond=cond, index=idx[sl]))
     return Batch(step=step, micro=micro)
 
