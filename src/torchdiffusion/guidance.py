@@ -47,6 +47,7 @@ train-classifier``) supplies log p(y | x, sigma).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -83,6 +84,16 @@ def _rescaled(D_g: Tensor, D_c: Tensor, rescale: float) -> Tensor:
     return D_g
 
 
+def _checked_options(interval: tuple[float, float] | None, rescale: float) -> tuple[float, float]:
+    """The guidance interval as (sigma_lo, sigma_hi) ((0, inf) when there is none), and rescale, checked."""
+    lo, hi = (0.0, math.inf) if interval is None else (float(interval[0]), float(interval[1]))
+    if not (0 <= lo < hi):
+        raise GuidanceError(f"the guidance interval needs 0 <= sigma_lo < sigma_hi, got ({lo}, {hi})")
+    if not 0.0 <= rescale <= 1.0:
+        raise GuidanceError(f"guidance rescale must be in [0, 1], got {rescale}")
+    return lo, hi
+
+
 def classifier_free(
     model: ConditionalModel,
     cond: Cond,
@@ -106,12 +117,7 @@ def classifier_free(
         rescale: phi in [0, 1] of Lin et al. 2024 Sec. 3.4 (0 = off).
         batched: one forward of the concatenated batch ``[cond; uncond]`` (default) or two forwards.
     """
-    if interval is not None:
-        lo, hi = float(interval[0]), float(interval[1])
-        if not (0 <= lo < hi):
-            raise GuidanceError(f"the guidance interval needs 0 <= sigma_lo < sigma_hi, got ({lo}, {hi})")
-    if not 0.0 <= rescale <= 1.0:
-        raise GuidanceError(f"guidance rescale must be in [0, 1], got {rescale}")
+    lo, hi = _checked_options(interval, rescale)
     if as_cond(cond) is None:
         raise GuidanceError("classifier-free guidance needs a conditioning (a class, context or prompt)")
 
@@ -158,12 +164,7 @@ def retrieval_guided(
     c0 = as_cond(cond)
     if c0 is None or c0.get("neighbours") is None:
         raise GuidanceError("retrieval guidance needs a prompt's retrieved neighbours (a model.text_retrieval run)")
-    if interval is not None:
-        lo, hi = float(interval[0]), float(interval[1])
-        if not (0 <= lo < hi):
-            raise GuidanceError(f"the guidance interval needs 0 <= sigma_lo < sigma_hi, got ({lo}, {hi})")
-    if not 0.0 <= rescale <= 1.0:
-        raise GuidanceError(f"guidance rescale must be in [0, 1], got {rescale}")
+    lo, hi = _checked_options(interval, rescale)
 
     def D(x: Tensor, sigma: Tensor) -> Tensor:
         B = x.shape[0]
