@@ -178,7 +178,7 @@ def test_balanced_training_draws_the_rare_class_as_often_as_the_common_one(tmp_p
     seen = {}
     for balance in ("none", "classes"):
         cb = Seen()
-        cfg = tiny_cfg("train.images=1600", "train.batch_size=16", f"train.balance={balance}", "model.num_classes=2")
+        cfg = tiny_cfg("train.images=800", "train.batch_size=16", f"train.balance={balance}", "model.num_classes=2")
         train(cfg, tmp_path / balance, data=data, progress=False, callbacks=[cb])
         seen[balance] = torch.cat(cb.labels).float().mean().item()  # the rare class's share of the draws
         assert json.loads((tmp_path / balance / "config.json").read_text())["train"]["balance"] == balance
