@@ -452,15 +452,16 @@ def test_retrieval_guidance_from_the_command_line_needs_and_uses_a_caption_dropp
     is refused in one line."""
     run = tmp_path / "caption-drop"
     sets = [f"data.latents_of={retrieval_world['ae']}", *TEXT_RUN, "model.text_retrieval=2",
-            "train.caption_drop_prob=0.3"]  # fmt: skip
+            "train.caption_drop_prob=0.3", "sample.retrieval_guidance=6"]  # fmt: skip
     code, _, err = cli("train", "--preset", "emoji64-ldm-text", "--out", run, "--no-progress",
                        *[a for s in sets for a in ("--set", s)], env=retrieval_world["env"])  # fmt: skip
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["train"]["caption_drop_prob"] == 0.3
     world = {**retrieval_world, "run": run}
-    plain = sample_npy(world, tmp_path / "a.png", "--prompt", "red apple", "--guidance", "3")
-    guided = sample_npy(world, tmp_path / "b.png", "--prompt", "red apple", "--guidance", "3",
-                        "--set", "sample.retrieval_guidance=6")  # fmt: skip
+    assert list((run / "samples").glob("grid-*.png"))  # the end-of-training grid sampled with it too
+    plain = sample_npy(world, tmp_path / "a.png", "--prompt", "red apple", "--guidance", "3",
+                       "--set", "sample.retrieval_guidance=0")  # fmt: skip
+    guided = sample_npy(world, tmp_path / "b.png", "--prompt", "red apple", "--guidance", "3")  # the run's w_n
     assert np.abs(guided - plain).max() > 1e-3
     meta = json.loads((tmp_path / "b.json").read_text())
     assert meta["sample"]["retrieval_guidance"] == 6 and meta["network_evaluations_per_image"] == 3 * meta["nfe"]
