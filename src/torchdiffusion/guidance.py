@@ -94,6 +94,15 @@ def _checked_options(interval: tuple[float, float] | None, rescale: float) -> tu
     return lo, hi
 
 
+def _inside_interval(sigma: Tensor, lo: float, hi: float, *scales: Tensor) -> tuple[Tensor, ...] | None:
+    """The (B,) guidance scales where sigma lies in [lo, hi] and 1 (the conditional branch alone) elsewhere; None
+    when no sigma of the batch lies in it."""
+    inside = (sigma >= lo) & (sigma <= hi)
+    if not bool(inside.any()):
+        return None
+    return tuple(torch.where(inside, w, torch.ones_like(w)) for w in scales)
+
+
 def classifier_free(
     model: ConditionalModel,
     cond: Cond,
@@ -128,10 +137,10 @@ def classifier_free(
         u = unconditional(c) if uncond is None else expand_cond(uncond, B)
         w = torch.full((B,), float(scale), dtype=torch.float32, device=x.device)
         if interval is not None:
-            inside = (sigma >= lo) & (sigma <= hi)
-            if not bool(inside.any()):
+            scales = _inside_interval(sigma, lo, hi, w)
+            if scales is None:
                 return model(x, sigma, c)  # no guidance anywhere in this batch: one conditional forward
-            w = torch.where(inside, w, torch.ones_like(w))
+            (w,) = scales
         elif scale == 0:
             return model(x, sigma, u)  # w = 0 is the unconditional branch alone: one forward
         if batched:
@@ -176,10 +185,10 @@ def retrieval_guided(
         w = torch.full((B,), float(scale), dtype=torch.float32, device=x.device)
         w_n = torch.full((B,), float(retrieval_scale), dtype=torch.float32, device=x.device)
         if interval is not None:
-            inside = (sigma >= lo) & (sigma <= hi)
-            if not bool(inside.any()):
-                return model(x, sigma, c)
-            w, w_n = (torch.where(inside, v, torch.ones_like(v)) for v in (w, w_n))
+            scales = _inside_interval(sigma, lo, hi, w, w_n)
+            if scales is None:
+                return model(x, sigma, c)  # no guidance anywhere in this batch: one conditional forward
+            w, w_n = scales
         out = model(torch.cat([x, x, x]), torch.cat([sigma, sigma, sigma]), cat_cond(cat_cond(c, n), u))
         D_c, D_n, D_u = out[:B], out[B : 2 * B], out[2 * B :]
         w, w_n = append_dims(w.to(D_c.dtype), D_c.ndim), append_dims(w_n.to(D_c.dtype), D_c.ndim)

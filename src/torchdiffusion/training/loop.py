@@ -98,7 +98,8 @@ class DataOrder:
         self.weights = None if weights is None else weights.to(torch.float64).reshape(self.N)
         self._cache: dict[int, Tensor] = {}
 
-    def permutation(self, epoch: int) -> Tensor:
+    def epoch(self, epoch: int) -> Tensor:
+        """(N,) long: the example indices of ``epoch``, in order (a permutation, or N weighted draws)."""
         if epoch not in self._cache:
             if len(self._cache) > 2:
                 self._cache.pop(min(self._cache))
@@ -120,7 +121,7 @@ class DataOrder:
         out = torch.empty(self.B, dtype=torch.long)
         for e in epochs.unique().tolist():
             m = epochs == e
-            out[m] = self.permutation(e)[offsets[m]]
+            out[m] = self.epoch(e)[offsets[m]]
         return out
 
 
