@@ -328,16 +328,18 @@ def judged_split(run, clip_cfg: dict):
     """(pixel data section, seed) of the held-out emoji: the run's when given, else the contrastive model's; a
     contrastive model trained on other images (another holdout, set or seed) is refused."""
     from torchdiffusion.config import DataConfig, from_dict
+    from torchdiffusion.data import data_seed
 
     clip_data = from_dict(DataConfig, clip_cfg["data"])
-    clip_seed = int(clip_cfg["train"]["seed"])
+    clip_seed = data_seed(clip_data, int(clip_cfg["train"]["seed"]))
     if run is None:
         return clip_data, clip_seed
     d = replace(run.config.data, latents_of=None)
+    seed = data_seed(d, run.config.train.seed)  # data.seed when set: the split, whatever train.seed
     same = (d.emoji_set, d.holdout, d.source) == (clip_data.emoji_set, clip_data.holdout, clip_data.source)
-    if not same or run.config.train.seed != clip_seed:
+    if not same or seed != clip_seed:
         sys.exit("the contrastive model holds out other emoji than the run (data.emoji_set/holdout or seed differ)")
-    return d, run.config.train.seed
+    return d, seed
 
 
 def summary(report: dict) -> dict:

@@ -74,6 +74,7 @@ TRAIN_VALUES = [
     ("train.precision=fp8", "train.precision"),
     ("train.lr_decay=step", "train.lr_decay"),
     ("train.balance=tokens", "train.balance"),
+    ("data.seed=-1", "data.seed"),
     ("train.lr_cooldown=0", "train.lr_cooldown"),
     ("train.lr_cooldown=1.5", "train.lr_cooldown"),
     ("train.lr_cooldown=nan", "train.lr_cooldown"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -52,6 +53,35 @@ def test_mnist5k_holdout_is_disjoint_balanced_and_seeded():
     assert per_class.min() >= 25 and per_class.max() <= 80  # expected 50 +- 7 (the file is sorted by class)
     assert torch.equal(load_data(cfg, "holdout", seed=0).x, hold.x)
     assert not torch.equal(load_data(cfg, "holdout", seed=1).labels, hold.labels)
+
+
+def test_data_seed_keeps_one_split_whatever_the_run_seed():
+    held = {s: load_data(DataConfig(source="mnist5k", holdout=500), "holdout", seed=s).x for s in (0, 1)}
+    fixed = DataConfig(source="mnist5k", holdout=500, seed=0)
+    for run_seed in (0, 1, 7):  # data.seed wins over the run's train.seed
+        assert torch.equal(load_data(fixed, "holdout", seed=run_seed).x, held[0])
+    assert torch.equal(load_data(DataConfig(source="mnist5k", holdout=500, seed=1), "holdout", seed=0).x, held[1])
+    assert not torch.equal(held[0], held[1])
+    # the toy points are the data too
+    toy = DataConfig(source="toy", toy_size=64, seed=3)
+    assert torch.equal(load_data(toy, seed=0).x, load_data(DataConfig(source="toy", toy_size=64), seed=3).x)
+
+
+def test_cache_keys_of_data_name_everything_the_data_depends_on():
+    from torchdiffusion.data import data_digest
+    from torchdiffusion.latent import cache_key
+
+    base = DataConfig(source="folder", path="a", holdout=10)
+    # the seed in effect counts, not where it was set; latents_of does not change the pixels
+    assert data_digest(base, 3) == data_digest(replace(base, seed=3), 0) == data_digest(replace(base, seed=3), 5)
+    assert data_digest(replace(base, latents_of="ae"), 3) == data_digest(base, 3)
+    others = [replace(base, path="b"), replace(base, image_size=(16, 16)), replace(base, channels=3),
+              replace(base, holdout=11), replace(base, seed=4), replace(base, limit=50)]  # fmt: skip
+    digests = {data_digest(c, 3) for c in others} | {data_digest(base, 3)}
+    assert len(digests) == len(others) + 1
+    key = cache_key(base, "train", 3, "f" * 64)
+    assert key == cache_key(replace(base, seed=3), "train", 0, "f" * 64)
+    assert key != cache_key(replace(base, seed=4), "train", 3, "f" * 64) != cache_key(base, "holdout", 3, "f" * 64)
 
 
 def test_limit_takes_a_spread_of_classes_and_resize_channels_apply():

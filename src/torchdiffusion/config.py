@@ -36,6 +36,9 @@ class DataConfig:
     emoji_size: int = 16  # 16 or 32 (emoji source); 64 for the latent-diffusion presets
     emoji_set: str = "single"  # single (one code point each) | sequences (also skin tones and ZWJ sequences)
     holdout: int = 0  # images kept out of training (last ones after a seeded shuffle), for evaluation
+    # seeds the data: the train/holdout shuffle (and the toy points); None = train.seed. Set it to keep one split
+    # while train.seed varies the network's initialisation and draws (run-to-run spread on the same held-out set)
+    seed: int | None = None
     limit: int | None = None  # use only the first N training examples (tests, quick runs)
     categorical: tuple[str, ...] = ()  # table: columns read as categories besides the non-numeric ones
     target: str | None = None  # table: the categorical column train-on-synthetic models predict (sklearn: target)
@@ -889,6 +892,7 @@ def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
         _between(d.toy_size, 1, MAX_SAMPLES, "data.toy_size"),
         (d.emoji_set in ("single", "sequences"), f"data.emoji_set must be single or sequences, got {d.emoji_set!r}"),
         _between(d.holdout, 0, MAX_SAMPLES, "data.holdout"),
+        (d.seed is None or 0 <= d.seed <= MAX_SEED, f"data.seed must be in [0, 2^62] or unset, got {d.seed!r}"),
         (d.limit is None or d.limit >= 1, f"data.limit must be >= 1, got {d.limit!r}"),
         _between(d.seq_len, 2, 1_000_000, "data.seq_len"),
         _between(d.volume_count, 1, MAX_SAMPLES, "data.volume_count"),

@@ -24,7 +24,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,9 @@ class LatentData(TensorData):
 
 def cache_key(cfg: DataConfig, split: str, seed: int, sha256: str) -> str:
     """The cache file's name: a digest of everything the latents depend on (and nothing else)."""
-    what = {"data": asdict(replace(cfg, latents_of=None)), "split": split, "seed": seed}
+    from .data import data_identity
+
+    what = data_identity(cfg, seed) | {"split": split}
     what |= {"autoencoder": sha256, "format": CACHE_FORMAT}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

@@ -9,6 +9,9 @@
   they hold at least ``data.holdout`` examples (``split_groups``);
 * ``split="test"``: the source's own test split, in file order (Fashion-MNIST only).
 
+The permutation's seed is ``data.seed`` when set, else the ``seed`` passed (a run's ``train.seed``): runs of
+several ``train.seed`` hold out the same examples when ``data.seed`` is fixed (``data_seed``).
+
 Then, for images, ``data.image_size`` (scale to cover, centre-crop) and ``data.channels`` (1 or 3) apply to
 every source, and for signals ``data.signal_length`` (linear resampling). Sources (``SOURCES``): mnist5k,
 digits, fashion_mnist, emoji, folder, array, toy, the tables, sequences, volumes (shapes3d, nifti) and signals
@@ -22,8 +25,10 @@ refuses a labels file that the model would ignore.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -116,13 +121,32 @@ def split_groups(groups: torch.Tensor, holdout: int, seed: int) -> tuple[torch.T
     return idx[: len(groups) - n_out], idx[len(groups) - n_out :]
 
 
+def data_seed(cfg: DataConfig, seed: int) -> int:
+    """The seed of the data (its train/holdout split, toy points): ``data.seed`` when set, else the run's ``seed``."""
+    return seed if cfg.seed is None else cfg.seed
+
+
+def data_identity(cfg: DataConfig, seed: int) -> dict:
+    """What ``load_data(cfg, split, seed)`` depends on, for cache keys: the data section (less ``latents_of``,
+    which does not change the pixels) and the seed in effect."""
+    section = asdict(replace(cfg, latents_of=None))
+    del section["seed"]  # the seed in effect, data.seed or the run's, is "seed"
+    return {"data": section, "seed": data_seed(cfg, seed)}
+
+
+def data_digest(cfg: DataConfig, seed: int) -> str:
+    """A short digest of :func:`data_identity` (names cached reference features)."""
+    text = json.dumps(data_identity(cfg, seed), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorData:
     """The ``split`` of the source ``cfg.source`` as (N, C, H, W) images in [-1, 1] or (N, D) vectors.
 
     Args:
         cfg: the data section of the run config.
         split: "train", "holdout" or "test" (see the module docstring).
-        seed: seeds the train/holdout permutation (and the draw of toy points).
+        seed: seeds the train/holdout permutation (and the draw of toy points) unless ``cfg.seed`` is set.
 
     Raises:
         DataError: unknown source or split, bad holdout/limit, or a source that cannot be read.
@@ -139,6 +163,7 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
     if cfg.channels not in (None, 1, 3):
         raise DataError(f"data.channels must be 1 or 3, got {cfg.channels}")
     src = SOURCES[cfg.source]
+    seed = data_seed(cfg, seed)
 
     if split == "test":
         if src.load_test is None:

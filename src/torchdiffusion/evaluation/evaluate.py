@@ -406,7 +406,10 @@ def _contrastive(run, samples: Tensor | None, prompts: list[str] | None, scorer)
 def _feature_section(samples, train, heldout, features, cfg, log, **kw) -> dict:
     """feature_metrics per feature network; a network that cannot run is skipped with its reason, said on screen
     like every small-sample bias warning."""
-    key = f"{cfg.data.source}-train-seed{cfg.train.seed}-holdout{cfg.data.holdout}-n{len(train)}"
+    from ..data import data_digest
+
+    # the training images are the references: named by everything they depend on (source, size, path, seed, ...)
+    key = f"{cfg.data.source}-train-{data_digest(cfg.data, cfg.train.seed)}-n{len(train)}"
     section: dict = {}
     for feat in features:
         log(f"features {feat}...")
