@@ -222,9 +222,12 @@ def _final_report(model: ContrastiveModel, cfg: ContrastiveConfig, train, holdou
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if holdout is not None:
+        from ..data import data_seed
+
+        by = "data.seed" if cfg.data.seed is not None else "train.seed"
         report["heldout"] = heldout_report(model, holdout)
         report["heldout_split"] = (
             f"data.holdout={cfg.data.holdout} whole emoji (the last ones of a permutation seeded with "
-            f"train.seed={cfg.train.seed}), never seen in training"
+            f"{by}={data_seed(cfg.data, cfg.train.seed)}), never seen in training"
         )
     return report
