@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -67,21 +66,21 @@ def test_data_seed_keeps_one_split_whatever_the_run_seed():
     assert torch.equal(load_data(toy, seed=0).x, load_data(DataConfig(source="toy", toy_size=64), seed=3).x)
 
 
-def test_cache_keys_of_data_name_everything_the_data_depends_on():
-    from torchdiffusion.data import data_digest
+def test_caches_of_images_are_named_by_the_images_themselves():
+    from torchdiffusion.evaluation.evaluate import reference_key
+    from torchdiffusion.io import sha256_tensor
     from torchdiffusion.latent import cache_key
 
-    base = DataConfig(source="folder", path="a", holdout=10)
-    # the seed in effect counts, not where it was set; latents_of does not change the pixels
-    assert data_digest(base, 3) == data_digest(replace(base, seed=3), 0) == data_digest(replace(base, seed=3), 5)
-    assert data_digest(replace(base, latents_of="ae"), 3) == data_digest(base, 3)
-    others = [replace(base, path="b"), replace(base, image_size=(16, 16)), replace(base, channels=3),
-              replace(base, holdout=11), replace(base, seed=4), replace(base, limit=50)]  # fmt: skip
-    digests = {data_digest(c, 3) for c in others} | {data_digest(base, 3)}
-    assert len(digests) == len(others) + 1
-    key = cache_key(base, "train", 3, "f" * 64)
-    assert key == cache_key(replace(base, seed=3), "train", 0, "f" * 64)
-    assert key != cache_key(replace(base, seed=4), "train", 3, "f" * 64) != cache_key(base, "holdout", 3, "f" * 64)
+    x = load_data(DataConfig(source="digits", limit=64)).x
+    changed = x.clone()
+    changed[5, 0, 3, 3] += 1e-6  # one pixel of one image, as a file edited on disk under the same name
+    digest = sha256_tensor(x)
+    assert digest == sha256_tensor(x.clone()) == sha256_tensor(x.transpose(2, 3).contiguous().transpose(2, 3))
+    others = [changed, x[:63], x.reshape(64, 1, 64, 1), x.double()]
+    assert len({digest, *map(sha256_tensor, others)}) == 1 + len(others)  # values, count, shape and dtype count
+    # the latent cache and the evaluation's reference features follow the images
+    assert cache_key(digest, "a" * 64) != cache_key(sha256_tensor(changed), "a" * 64) != cache_key(digest, "b" * 64)
+    assert reference_key("folder", x) == reference_key("folder", x.clone()) != reference_key("folder", changed)
 
 
 def test_limit_takes_a_spread_of_classes_and_resize_channels_apply():

@@ -133,16 +133,36 @@ def restore_weights(folder: Path, old: bytes) -> None:
     (folder / WEIGHTS_FILE).write_bytes(old)
 
 
+def test_images_changed_on_disk_are_encoded_again_not_read_from_the_cache(world, cache_env, tmp_path):
+    """A folder whose files change under the same path and settings: the cache is named by the pixels."""
+    from PIL import Image
+
+    from torchdiffusion import latent
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    cfg = DataConfig(source="folder", path=str(tmp_path), latents_of=str(world["ae"]))
+    cached = sorted((Path(world["env"]["TORCHDIFFUSION_CACHE"]) / "latents").glob("*.npy"))
+    first = torch.as_tensor(np.array(latent.load_latents(cfg, progress=False).x))
+    Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(tmp_path / "3.png")  # one file edited
+    again = torch.as_tensor(np.array(latent.load_latents(cfg, progress=False).x))
+    assert len(sorted((Path(world["env"]["TORCHDIFFUSION_CACHE"]) / "latents").glob("*.npy"))) == len(cached) + 2
+    assert not torch.equal(first, again)
+
+
 def test_a_cache_that_disagrees_with_its_record_is_refused(world, cache_env):
     from torchdiffusion import latent
     from torchdiffusion.config import ConfigError
+    from torchdiffusion.data import load_data
+    from torchdiffusion.io import sha256_tensor
 
     cfg = override(get_preset("digits-test"), [f"data.latents_of={world['ae']}", *LATENT_RUN]).data
     codec = latent.open_codec(world["ae"])
     path = (
         Path(world["env"]["TORCHDIFFUSION_CACHE"])
         / "latents"
-        / f"{latent.cache_key(cfg, 'train', 0, codec.sha256)}.npy"
+        / f"{latent.cache_key(sha256_tensor(load_data(cfg, 'train', 0).x), codec.sha256)}.npy"
     )
     rec = path.with_suffix(".json")
     old = rec.read_text()

@@ -216,6 +216,16 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         watcher.written(named, path)
 
 
+def sha256_tensor(x: Tensor) -> str:
+    """The sha256 of a tensor's values (its bytes, C order), shape and dtype: names caches by the data themselves,
+    so images changed on disk under the same path and settings are never served from a stale cache."""
+    import torch
+
+    h = hashlib.sha256(f"{tuple(x.shape)} {x.dtype}".encode())
+    h.update(memoryview(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def sha256_file(path: str | Path) -> str:
     """The sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .config import ConfigError, DataConfig, RunConfig
 from .data.base import TensorData
-from .io import atomic_write, cache_dir, sha256_file
+from .io import atomic_write, cache_dir, sha256_file, sha256_tensor
 
 CACHE_FORMAT = 1  # bump when the cache's content or record changes meaning
 RECORD_KEY = "latents_of"  # run.json: {"path": autoencoder run folder, "sha256": its weights}
@@ -138,13 +138,12 @@ class LatentData(TensorData):
     codec: LatentCodec | None = None
 
 
-def cache_key(cfg: DataConfig, split: str, seed: int, sha256: str) -> str:
-    """The cache file's name: a digest of everything the latents depend on (and nothing else)."""
-    from .data import data_identity
-
-    what = data_identity(cfg, seed) | {"split": split}
-    what |= {"autoencoder": sha256, "format": CACHE_FORMAT}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+def cache_key(pixels: str, autoencoder: str) -> str:
+    """The cache file's name: a digest of everything the latents depend on (and nothing else) - the images
+    themselves (``io.sha256_tensor``: whatever source, split, seed or files on disk gave them) and the
+    autoencoder's weights (their sha256)."""
+    what = {"pixels": pixels, "autoencoder": autoencoder, "format": CACHE_FORMAT}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def load_latents(
@@ -165,7 +164,7 @@ def load_latents(
     if pixels.kind != "image":
         raise ConfigError(f"data.latents_of needs image data; {cfg.source} gives {pixels.kind} data")
     check_image_shape(codec, pixels.shape)
-    path = cache_dir("latents") / f"{cache_key(cfg, split, seed, codec.sha256)}.npy"
+    path = cache_dir("latents") / f"{cache_key(sha256_tensor(pixels.x), codec.sha256)}.npy"
     if not (path.is_file() and path.with_suffix(".json").is_file()):  # the record is written last
         _encode_to(path, codec, pixels.x, progress=progress)
     z = _read_cache(path, codec, len(pixels))

@@ -89,12 +89,11 @@ def text_features(texts: list[list[str]], pool: bool) -> tuple[Tensor, Tensor]:
 
 
 def frozen_features(tower: FrozenBackboneTower, x: Tensor, progress: bool) -> Tensor:
-    """phi(x) of a frozen backbone for images ``x``, cached per machine under the sha256 of the images' bytes."""
-    import hashlib
-
+    """phi(x) of a frozen backbone for images ``x``, cached per machine under the images' sha256 (``sha256_tensor``)."""
     from ..evaluation.features import reference_features
+    from ..io import sha256_tensor
 
-    digest = hashlib.sha256(x.float().contiguous().numpy().tobytes()).hexdigest()[:20]
+    digest = sha256_tensor(x.float())[:20]
     return reference_features(
         f"clip-images-{digest}", lambda: x.float(), tower.backbone, batch_size=64, progress=progress
     )

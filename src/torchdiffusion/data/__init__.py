@@ -25,10 +25,8 @@ refuses a labels file that the model would ignore.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -124,20 +122,6 @@ def split_groups(groups: torch.Tensor, holdout: int, seed: int) -> tuple[torch.T
 def data_seed(cfg: DataConfig, seed: int) -> int:
     """The seed of the data (its train/holdout split, toy points): ``data.seed`` when set, else the run's ``seed``."""
     return seed if cfg.seed is None else cfg.seed
-
-
-def data_identity(cfg: DataConfig, seed: int) -> dict:
-    """What ``load_data(cfg, split, seed)`` depends on, for cache keys: the data section (less ``latents_of``,
-    which does not change the pixels) and the seed in effect."""
-    section = asdict(replace(cfg, latents_of=None))
-    del section["seed"]  # the seed in effect, data.seed or the run's, is "seed"
-    return {"data": section, "seed": data_seed(cfg, seed)}
-
-
-def data_digest(cfg: DataConfig, seed: int) -> str:
-    """A short digest of :func:`data_identity` (names cached reference features)."""
-    text = json.dumps(data_identity(cfg, seed), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorData:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..io import atomic_write
+from ..io import atomic_write, sha256_tensor
 from . import features as FE
 from . import metrics as M
 from .classifier import available_classifiers, class_report, classifier_card
@@ -403,13 +403,17 @@ def _contrastive(run, samples: Tensor | None, prompts: list[str] | None, scorer)
     return out
 
 
+def reference_key(source: str, reference: Tensor) -> str:
+    """The name of the reference images' cached features: the images themselves (their sha256), so another
+    folder, size, split or file changed on disk never reuses another set's features."""
+    return f"{source}-train-{sha256_tensor(reference)[:32]}-n{len(reference)}"
+
+
 def _feature_section(samples, train, heldout, features, cfg, log, **kw) -> dict:
     """feature_metrics per feature network; a network that cannot run is skipped with its reason, said on screen
     like every small-sample bias warning."""
-    from ..data import data_digest
-
-    # the training images are the references: named by everything they depend on (source, size, path, seed, ...)
-    key = f"{cfg.data.source}-train-{data_digest(cfg.data, cfg.train.seed)}-n{len(train)}"
+    reference = _subsample(train.x, 10_000)
+    key = reference_key(cfg.data.source, reference)
     section: dict = {}
     for feat in features:
         log(f"features {feat}...")
@@ -420,7 +424,7 @@ def _feature_section(samples, train, heldout, features, cfg, log, **kw) -> dict:
                 feat,
                 heldout=heldout,
                 cache_key=key,
-                real_fn=lambda: _subsample(train.x, 10_000),
+                real_fn=lambda: reference,
                 **kw,
             )
         except FE.FeatureError as e:
