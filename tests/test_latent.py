@@ -144,9 +144,9 @@ def test_images_changed_on_disk_are_encoded_again_not_read_from_the_cache(world,
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / f"{i}.png")
     cfg = DataConfig(source="folder", path=str(tmp_path), latents_of=str(world["ae"]))
     cached = sorted((Path(world["env"]["TORCHDIFFUSION_CACHE"]) / "latents").glob("*.npy"))
-    first = torch.as_tensor(np.array(latent.load_latents(cfg, progress=False).x))
+    first = latent.load_latents(cfg, progress=False).x.clone()
     Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(tmp_path / "3.png")  # one file edited
-    again = torch.as_tensor(np.array(latent.load_latents(cfg, progress=False).x))
+    again = latent.load_latents(cfg, progress=False).x.clone()
     assert len(sorted((Path(world["env"]["TORCHDIFFUSION_CACHE"]) / "latents").glob("*.npy"))) == len(cached) + 2
     assert not torch.equal(first, again)
 
