@@ -11,8 +11,8 @@ on it unchanged, since they only call ``D(z, sigma)``. The data section of a lat
 The latents of a data set are encoded once and cached as a ``.npy`` in ``cache_dir("latents")``, memory-mapped
 when training reads it. The file name is a digest of the images themselves (their values' sha256) and the
 autoencoder's sha256, so images edited on disk or an autoencoder whose weights changed get a new file (encoded
-again) and the old one is never read for them. Beside each ``.npy`` a ``.json`` records what it holds (autoencoder sha256, shape, the
-``.npy``'s own sha256); a cache whose record disagrees is refused, never used.
+again) and the old one is never read for them. Beside each ``.npy`` a ``.json`` records what it holds
+(autoencoder sha256, shape, the ``.npy``'s own sha256); a cache whose record disagrees is refused, never used.
 
 A latent run's ``run.json`` records its autoencoder (``latents_of``: path and sha256); :func:`codec_of_run`
 reloads it and refuses a run whose autoencoder changed after training (its latents no longer decode).
