@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..config import ConfigError, DataConfig, RunConfig
+from ..config import MAX_SEED, ConfigError, DataConfig, RunConfig
 from ..io import cache_dir
 from .base import (
     KINDS,
@@ -143,7 +143,7 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
         raise DataError(f"data.holdout must be >= 0, got {cfg.holdout}")
     if cfg.limit is not None and cfg.limit < 1:
         raise DataError(f"data.limit must be >= 1, got {cfg.limit}")
-    if cfg.seed is not None and not 0 <= cfg.seed <= 2**62:
+    if cfg.seed is not None and not 0 <= cfg.seed <= MAX_SEED:
         raise DataError(f"data.seed must be in [0, 2^62] or unset, got {cfg.seed}")
     size = check_size(cfg.image_size)
     if cfg.channels not in (None, 1, 3):
