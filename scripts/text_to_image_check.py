@@ -16,6 +16,11 @@ takes their similarity-weighted majority category (``contrastive.metrics.caption
 the training split, so a held-out emoji's own caption is never in it); ``prompts`` takes the nearest category
 prompt embedding (zero-shot, ``contrastive.metrics.zero_shot_classes``). The same reader on the real held-out
 images (one per emoji, and all of them) is the reference a perfect generator would reach.
+
+``--seen N`` also samples the captions of N training emoji (their shortest caption each) and judges them the same
+way: how well the generator draws what it was trained on, apart from how it carries that to new captions (for a
+retrieval run a seen caption retrieves its own emoji among its neighbours). ``--state`` measures a training state
+of the run (its EMA weights) instead of its final weights.
 """
 
 from __future__ import annotations
@@ -218,6 +223,13 @@ def main(argv=None) -> int:
     ap.add_argument("--judge-k", type=int, default=5, help="with --judge-by captions: nearest training captions")
     ap.add_argument("--per-prompt", type=int, default=1, help="samples per prompt")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N held-out emoji (0 = all)")
+    ap.add_argument(
+        "--seen",
+        type=int,
+        default=0,
+        help="also sample the captions of N training emoji (drawn with seed 0): how well the run draws what it saw",
+    )
+    ap.add_argument("--state", type=Path, help="a training state of the run (checkpoints/state-*.pt): its EMA weights")
     ap.add_argument("--figure-rows", type=int, default=8)
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--grid", type=Path)
@@ -237,6 +249,10 @@ def main(argv=None) -> int:
     clip, _ = load_contrastive(args.clip)
     clip_cfg = json.loads((Path(args.clip) / "config.json").read_text())
     run = load_run(args.run) if args.run else None
+    if args.state is not None:
+        if run is None:
+            sys.exit("--state needs --run (the run the state belongs to)")
+        images = load_state_ema(run, args.state)
     data_cfg, seed = judged_split(run, clip_cfg)
     data = load_data(data_cfg, split="holdout", seed=seed)
     train = load_data(data_cfg, split="train", seed=seed)
@@ -251,6 +267,10 @@ def main(argv=None) -> int:
     }
     if run is not None:
         report["text_to_image"] = text_to_image_section(run, read, data, prompts, labels, idx, args, train)
+        if args.state is not None:
+            report["text_to_image"] |= {"state": str(args.state), "state_images": images}
+        if args.seen:
+            report["seen"] = seen_section(run, read, train, args)
     report["seconds"] = round(time.time() - t0, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -284,6 +304,30 @@ def text_to_image_section(run, read, data, prompts, labels, idx, args, train) ->
             args.grid, data.x[idx], kept["sets"], kept["samples"], args.guidance, rows, args.per_prompt, retrieved
         )
     return out
+
+
+def seen_section(run, read, train, args) -> dict:
+    """The captions of ``--seen`` training emoji (one prompt per emoji, a random draw with seed 0), sampled and
+    judged like the held-out ones, and the judge on those emoji's real images: the gap between the two is how far
+    the generator is from drawing even the emoji it was trained on (a fit ceiling under the held-out figure)."""
+    prompts, labels, idx = heldout_prompts(train)  # one prompt per training emoji, the same rule as held out
+    pick = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0))[: args.seen].tolist()
+    prompts, labels, idx = [prompts[i] for i in pick], [labels[i] for i in pick], [idx[i] for i in pick]
+    row, _ = measure_set(run, read, prompts, labels, args.guidance, args.per_prompt, train.class_names)
+    print(f"seen captions w={args.guidance}: {row['accuracy']:.3f} ({row['n']} samples)", file=sys.stderr)
+    return {"emoji": len(prompts), "captions": row, "judge_on_real_images": read_accuracy(read, train.x[idx], labels)}
+
+
+def load_state_ema(run, path: Path) -> int:
+    """Put the EMA weights of a training state of ``run`` into ``run.model``; the state's image count."""
+    from torchdiffusion.model import build_model
+    from torchdiffusion.training import EMA, load_state
+
+    state = load_state(path)
+    ema = EMA(build_model(run.config, run.data_shape))
+    ema.load_state_dict(state["ema"])
+    run.model.load_state_dict(ema.module.state_dict())
+    return int(state["images_seen"])
 
 
 def retrieval_section(run, read, data, train, labels, kept) -> dict:
@@ -365,6 +409,12 @@ def summary(report: dict) -> dict:
         }
     if "retrieval" in t2i:
         out["retrieval"] = t2i["retrieval"]
+    if "seen" in report:
+        seen = report["seen"]
+        out["seen captions"] = {
+            "samples": round(seen["captions"]["accuracy"], 3),
+            "real images": round(seen["judge_on_real_images"]["accuracy"], 3),
+        }
     return out
 
 
