@@ -63,7 +63,8 @@ def paraphrase(caption: str, template: str) -> str:
 
 
 def heldout_prompts(data) -> tuple[list[str], list[int], list[int]]:
-    """(prompt, category, index of its image) per held-out emoji: the group's shortest caption and its image."""
+    """(prompt, category, index of its image) per emoji of ``data`` (a group: an emoji and its skin-tone
+    variants): the group's shortest caption and its image."""
     groups = data.groups if data.groups is not None else torch.arange(len(data))
     best: dict[int, int] = {}
     for i, g in enumerate(groups.tolist()):
@@ -249,6 +250,8 @@ def main(argv=None) -> int:
     clip, _ = load_contrastive(args.clip)
     clip_cfg = json.loads((Path(args.clip) / "config.json").read_text())
     run = load_run(args.run) if args.run else None
+    if args.seen < 0:
+        sys.exit(f"--seen must be >= 0, got {args.seen}")
     if args.state is not None:
         if run is None:
             sys.exit("--state needs --run (the run the state belongs to)")
@@ -321,12 +324,19 @@ def seen_section(run, read, train, args) -> dict:
 def load_state_ema(run, path: Path) -> int:
     """Put the EMA weights of a training state of ``run`` into ``run.model``; the state's image count."""
     from torchdiffusion.model import build_model
-    from torchdiffusion.training import EMA, load_state
+    from torchdiffusion.training import EMA, CheckpointError, load_state
 
-    state = load_state(path)
-    ema = EMA(build_model(run.config, run.data_shape))
-    ema.load_state_dict(state["ema"])
-    run.model.load_state_dict(ema.module.state_dict())
+    try:
+        state = load_state(path)
+        ema = EMA(build_model(run.config, run.data_shape))
+        ema.load_state_dict(state["ema"])
+        run.model.load_state_dict(ema.module.state_dict())
+    except CheckpointError as e:
+        sys.exit(str(e))
+    except OSError as e:
+        sys.exit(f"cannot read the training state {path}: {e.strerror or e}")
+    except (KeyError, RuntimeError):
+        sys.exit(f"{path} is not a training state of {run.path} (its EMA weights do not fit the run's network)")
     return int(state["images_seen"])
 
 
