@@ -62,7 +62,7 @@ def paraphrase(caption: str, template: str) -> str:
     return template.format(a=article(caption), caption=caption, a_second=article(second), second=second, first=first)
 
 
-def heldout_prompts(data) -> tuple[list[str], list[int], list[int]]:
+def emoji_prompts(data) -> tuple[list[str], list[int], list[int]]:
     """(prompt, category, index of its image) per emoji of ``data`` (a group: an emoji and its skin-tone
     variants): the group's shortest caption and its image."""
     groups = data.groups if data.groups is not None else torch.arange(len(data))
@@ -247,20 +247,20 @@ def main(argv=None) -> int:
     SAMPLE.update({k: v for k, v in (("grid", args.sigma_grid), ("spacing", args.spacing)) if v})
     if args.retrieval_guidance:
         SAMPLE["retrieval_guidance"] = args.retrieval_guidance
+    if args.seen < 0:
+        sys.exit(f"--seen must be >= 0, got {args.seen}")
+    if args.state is not None and not args.run:
+        sys.exit("--state needs --run (the run the state belongs to)")
     clip, _ = load_contrastive(args.clip)
     clip_cfg = json.loads((Path(args.clip) / "config.json").read_text())
     run = load_run(args.run) if args.run else None
-    if args.seen < 0:
-        sys.exit(f"--seen must be >= 0, got {args.seen}")
     if args.state is not None:
-        if run is None:
-            sys.exit("--state needs --run (the run the state belongs to)")
         images = load_state_ema(run, args.state)
     data_cfg, seed = judged_split(run, clip_cfg)
     data = load_data(data_cfg, split="holdout", seed=seed)
     train = load_data(data_cfg, split="train", seed=seed)
     read, how = category_reader(clip, args, train, data.class_names)
-    prompts, labels, idx = heldout_prompts(data)
+    prompts, labels, idx = emoji_prompts(data)
     if args.limit:
         prompts, labels, idx = prompts[: args.limit], labels[: args.limit], idx[: args.limit]
     report = {
@@ -313,7 +313,7 @@ def seen_section(run, read, train, args) -> dict:
     """The captions of ``--seen`` training emoji (one prompt per emoji, a random draw with seed 0), sampled and
     judged like the held-out ones, and the judge on those emoji's real images: the gap between the two is how far
     the generator is from drawing even the emoji it was trained on (a fit ceiling under the held-out figure)."""
-    prompts, labels, idx = heldout_prompts(train)  # one prompt per training emoji, the same rule as held out
+    prompts, labels, idx = emoji_prompts(train)  # one prompt per training emoji, the rule of the held-out ones
     pick = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0))[: args.seen].tolist()
     prompts, labels, idx = [prompts[i] for i in pick], [labels[i] for i in pick], [idx[i] for i in pick]
     row, _ = measure_set(run, read, prompts, labels, args.guidance, args.per_prompt, train.class_names)
@@ -322,15 +322,13 @@ def seen_section(run, read, train, args) -> dict:
 
 
 def load_state_ema(run, path: Path) -> int:
-    """Put the EMA weights of a training state of ``run`` into ``run.model``; the state's image count."""
-    from torchdiffusion.model import build_model
-    from torchdiffusion.training import EMA, CheckpointError, load_state
+    """Put the EMA weights of a training state of ``run`` into ``run.model`` (a state's ``ema`` is the averaged
+    network's state dict, what ``ema.safetensors`` holds); the state's image count."""
+    from torchdiffusion.training import CheckpointError, load_state
 
     try:
         state = load_state(path)
-        ema = EMA(build_model(run.config, run.data_shape))
-        ema.load_state_dict(state["ema"])
-        run.model.load_state_dict(ema.module.state_dict())
+        run.model.load_state_dict(state["ema"])
     except CheckpointError as e:
         sys.exit(str(e))
     except OSError as e:
