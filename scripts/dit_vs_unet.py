@@ -1,7 +1,7 @@
 """DiT against the U-Net at matched FLOPs per image: quality against training length, from periodic evaluation.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/dit_vs_unet.py --out runs/dit-vs-unet \\
-        [--images 30000] [--eval-every 6000] [--eval-n 256] [--presets mnist-cpu,mnist-dit] [--threads 1] [--set K=V]
+        [--images 30000] [--eval-every 6000] [--eval-n 256] [--presets mnist-cpu-28,mnist-dit] [--threads 1] [--set K=V]
     .venv/bin/python scripts/dit_vs_unet.py --out runs/dit-vs-unet --table-only   # the table of the runs so far
     .venv/bin/python scripts/dit_vs_unet.py --sizes 4,32,32     # parameters and GFLOPs of the named DiT sizes
 
@@ -139,7 +139,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="folder of the run folders and the table")
     ap.add_argument("--sizes", help="C,H,W: only print the table of the named DiT sizes for this example shape")
-    ap.add_argument("--presets", default="mnist-cpu,mnist-dit", help="comma-separated presets to compare")
+    ap.add_argument("--presets", default="mnist-cpu-28,mnist-dit", help="comma-separated presets to compare")
     ap.add_argument("--images", type=int, default=30_000, help="training images per run")
     ap.add_argument("--eval-every", type=int, default=6_000, help="images between evaluations")
     ap.add_argument("--eval-n", type=int, default=256, help="samples per evaluation")

@@ -19,7 +19,8 @@ OUT/quality-per-minute.png (the two curves, the chosen candidate drawn thick and
 finished run is left as it is; Ctrl-C stops the training in progress at a checkpoint, and the same command
 resumes it.
 
-The default candidates vary one thing each from the demo preset ``mnist-cpu``: its precision and layout (bf16
+The default candidates vary one thing each from the demo preset with its 28 x 28 U-Net (``mnist-cpu-28``, the
+demo's network until space-to-depth): its precision and layout (bf16
 autocast with channels-last activations, the path ``train.precision=auto`` takes on CPUs with native bf16), its
 width, and its batch.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,17 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dit_vs_unet import curve  # noqa: E402  (the evaluation points of a run folder, with training seconds)
 
 CANDIDATES = [
-    "mnist-cpu fp32=mnist-cpu,train.precision=fp32",
-    "mnist-cpu bf16=mnist-cpu,train.precision=bf16,train.channels_last=true",
-    "wide bf16=mnist-cpu,train.precision=bf16,train.channels_last=true,model.channels=48",
-    "batch 128 bf16=mnist-cpu,train.precision=bf16,train.channels_last=true,train.batch_size=128,train.lr=3e-3",
+    "mnist-cpu fp32=mnist-cpu-28,train.precision=fp32",
+    "mnist-cpu bf16=mnist-cpu-28,train.precision=bf16,train.channels_last=true",
+    "wide bf16=mnist-cpu-28,train.precision=bf16,train.channels_last=true,model.channels=48",
+    "batch 128 bf16=mnist-cpu-28,train.precision=bf16,train.channels_last=true,train.batch_size=128,train.lr=3e-3",
 ]
 
 
 def parse(spec: str) -> tuple[str, str, list[str]]:
-    """``NAME=PRESET[,KEY=VALUE...]`` -> (name, preset, overrides)."""
+    """``NAME=PRESET[,KEY=VALUE...]`` -> (name, preset, overrides). A comma starts a new override only where a
+    ``key=`` follows it, so a tuple value keeps its commas: ``model.channel_mult=1,2,2``."""
     name, _, rest = spec.partition("=")
-    preset, *sets = rest.split(",")
+    preset, *sets = re.split(r",(?=[A-Za-z_][\w.]*=)", rest)
     if not name or not preset:
         raise SystemExit(f"error: a candidate is NAME=PRESET[,KEY=VALUE...], got {spec!r}")
     return name, preset, sets

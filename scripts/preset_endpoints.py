@@ -14,7 +14,8 @@ classifier's features against the training digits). Training time is the run's o
 ``wall_s``, its quick evaluations excluded: there are none here). Run it alone on a quiet machine: a timing.
 Writes OUT/preset-endpoints.json and OUT/preset-endpoints.md (or ``--json`` / ``--table``).
 
-The default candidates: the demo preset ``mnist-cpu`` as it is (constant learning rate after the warm-up), with
+The default candidates: the demo preset with its 28 x 28 U-Net (``mnist-cpu-28``, the demo's network until
+space-to-depth) as it is (constant learning rate after the warm-up), with
 a cosine decay over its 150,000 images, and with the last 20 % of the images cooling the learning rate
 linearly to zero (warm-up-stable-decay); then the constant and the cooldown schedules at 100,000 images (a
 third less training time), their guide models kept at 20 % of them: the same 20,000-image EMA the demo preset
@@ -38,14 +39,14 @@ from preset_curves import folder, machine, parse  # noqa: E402  (a candidate NAM
 from sampler_digit_sweep import digit_cells  # noqa: E402  (the README's digit check, one definition)
 
 CANDIDATES = [
-    "constant 150k=mnist-cpu",
-    "cosine 150k=mnist-cpu,train.lr_decay=cosine",
-    "cooldown 150k=mnist-cpu,train.lr_decay=cooldown",
-    "constant 100k=mnist-cpu,train.images=100000,train.guide_at=0.2",
-    "cooldown 100k=mnist-cpu,train.lr_decay=cooldown,train.images=100000,train.guide_at=0.2",
-    "constant 150k seed 1=mnist-cpu,train.seed=1",
-    "long EMA 150k=mnist-cpu,train.ema_warmup_ratio=0.14",
-    "long EMA 150k seed 1=mnist-cpu,train.ema_warmup_ratio=0.14,train.seed=1",
+    "constant 150k=mnist-cpu-28",
+    "cosine 150k=mnist-cpu-28,train.lr_decay=cosine",
+    "cooldown 150k=mnist-cpu-28,train.lr_decay=cooldown",
+    "constant 100k=mnist-cpu-28,train.images=100000,train.guide_at=0.2",
+    "cooldown 100k=mnist-cpu-28,train.lr_decay=cooldown,train.images=100000,train.guide_at=0.2",
+    "constant 150k seed 1=mnist-cpu-28,train.seed=1",
+    "long EMA 150k=mnist-cpu-28,train.ema_warmup_ratio=0.14",
+    "long EMA 150k seed 1=mnist-cpu-28,train.ema_warmup_ratio=0.14,train.seed=1",
 ]
 
 

@@ -68,3 +68,25 @@ def test_bench_train_compile_rows(tmp_path):
     assert_consistent(report)
     if shutil.which("cc") or shutil.which("gcc"):  # the channels_last rows ran the fused GroupNorm kernel
         assert report["fused_group_norm"] == "built"
+
+
+def test_diffusers_is_matched_and_run_on_the_folded_input_of_a_space_to_depth_unet():
+    """With ``model.space_to_depth`` = 2 our U-Net runs on (4, H/2, W/2): diffusers' UNet2DModel is matched on that
+    folded shape (its FLOPs counted there) and timed between the same pixel unshuffle and shuffle, so both take and
+    return (1, H, W); the FLOPs agree within 15 % (matched on the unfolded shape, diffusers' top level would run
+    at H x W and cost about twice ours)."""
+    pytest.importorskip("diffusers")
+    import torch
+
+    from torchdiffusion.bench.train_step import contenders
+    from torchdiffusion.config import ModelConfig
+
+    cfg = ModelConfig(channels=16, channel_mult=(1, 2), attn_resolutions=(4,), head_channels=16, space_to_depth=2)
+    models, note = contenders(cfg, (1, 16, 16), with_diffusers=True)
+    assert note.startswith("matched within"), note
+    d = models["diffusers"]
+    assert d.config["space_to_depth"] == 2 and abs(d.flops / models["torchdiffusion"].flops - 1) <= 0.15
+    net, forward = d.make()
+    assert net.config.in_channels == 4 and tuple(net.config.sample_size) == (8, 8)
+    x = torch.randn(2, 1, 16, 16)
+    assert forward(net, x, torch.rand(2) * 999).shape == x.shape

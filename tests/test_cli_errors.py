@@ -61,6 +61,28 @@ def test_train_with_auto_precision_records_and_trains_what_the_cpu_allows(tmp_pa
     assert runs["auto-fp32"][2] == runs["fp32"][2] and runs["auto-bf16"][2] != runs["fp32"][2]
 
 
+def test_space_to_depth_trains_a_folded_network_and_refuses_what_it_cannot_fold(tmp_path):
+    """``--set model.space_to_depth=2``: the run trains and samples at full size with the network's first layer
+    taking 4 channels of half the size; a size it cannot fold, or another network kind, is one line."""
+    from safetensors import safe_open
+
+    base = ["train", "--preset", "digits-test", "--no-progress", "--set", "train.images=64", "--set", "sample.n=4"]
+    for name, sets in (("plain", []), ("s2d", ["--set", "model.space_to_depth=2"])):
+        rc, _, err = cli(*base, *sets, "--out", str(tmp_path / name))
+        assert rc == 0, err
+    shapes = {}
+    for name in ("plain", "s2d"):
+        with safe_open(str(tmp_path / name / "model.safetensors"), "pt") as f:
+            shapes[name] = tuple(f.get_slice("net.input_conv.weight").get_shape())
+    assert shapes["plain"][1] == 1 and shapes["s2d"][1] == 4, shapes
+    assert json.loads((tmp_path / "s2d" / "config.json").read_text())["model"]["space_to_depth"] == 2
+    rc, _, err = cli(*base, "--set", "model.space_to_depth=3", "--out", str(tmp_path / "bad"))
+    assert_clean_error(rc, err, "not divisible")
+    assert not (tmp_path / "bad").exists()
+    rc, _, err = cli("train", "--preset", "mnist-dit", "--set", "model.space_to_depth=2", "--dry-run")
+    assert_clean_error(rc, err, "model.space_to_depth is for the U-Net")
+
+
 def test_dry_run_says_what_auto_precision_would_take_here(monkeypatch):
     import torchdiffusion.training.precision as P
 

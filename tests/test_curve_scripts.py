@@ -61,6 +61,11 @@ def test_preset_candidates_parse_and_bad_ones_are_refused():
         ["model.channels=48", "train.precision=bf16"],
     )
     assert preset_curves.parse("plain=mnist-cpu") == ("plain", "mnist-cpu", [])
+    assert preset_curves.parse("s2d=mnist-cpu,model.channel_mult=1,2,2,model.space_to_depth=1") == (
+        "s2d",
+        "mnist-cpu",
+        ["model.channel_mult=1,2,2", "model.space_to_depth=1"],
+    )
     for bad in ("mnist-cpu", "=mnist-cpu", "name="):
         with pytest.raises(SystemExit):
             preset_curves.parse(bad)

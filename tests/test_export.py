@@ -132,15 +132,17 @@ def test_ddim_pipeline_equals_ours_where_abar_T_is_near_zero(tmp_path):
     assert (theirs - ours32).abs().max() > 1e-4  # the case is sensitive to float32 rounding of the state
 
 
-@pytest.fixture(scope="module")
-def onnx_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["unet", "space-to-depth"])
+def onnx_run(tmp_path_factory, request):
     from torchdiffusion.interop.export import export
 
     # The linear table (sigma_max = 1.6): most samples stay inside [-1, 1], so the comparison is not of clamped
     # values. (On the cosine table, sigma_max = 2029 multiplies float32 rounding: heun's samples differ by 1e-4
-    # between two batch sizes in PyTorch alone.)
+    # between two batch sizes in PyTorch alone.) Also with the pixel unshuffle / shuffle of model.space_to_depth.
     settings = ["diffusion.schedule=linear", "sample.sampler=ddim", "sample.steps=6", "sample.grid=uniform_t"]
+    settings.append(f"model.space_to_depth={request.param}")
     run = tiny(tmp_path_factory, "onnx", settings)
+    assert run.config.model.space_to_depth == request.param
     folder = tmp_path_factory.mktemp("onnx") / "export"
     export(run, "onnx", folder, progress=False)
     return run, folder

@@ -59,6 +59,54 @@ def test_non_divisible_size_raises_config_error():
         build_net(ModelConfig(net="nope"), (1, 8, 8))
 
 
+@pytest.mark.parametrize("shape, neighbours", [((1, 16, 16), False), ((3, 8, 16), False), ((2, 8, 8), True)])
+def test_space_to_depth_is_the_folded_network_between_pixel_unshuffle_and_shuffle(shape, neighbours):
+    """model.space_to_depth = s: F(x) = pixel_shuffle(G(pixel_unshuffle(x))) where G is the same U-Net built for
+    (s^2 C, H/s, W/s) with the same weights - a pixel (i, j) of channel c enters as channel c s^2 + (i mod s) s +
+    (j mod s) of block (i // s, j // s), and the output is unfolded the same way - in both memory layouts."""
+    s = 2
+    cfg = replace(TINY, text_dim=6, text_retrieval=2, retrieval_input="channels") if neighbours else TINY
+    C, H, W = shape
+    folded = randomized(build_net(cfg, (C * s * s, H // s, W // s)))
+    net = build_net(replace(cfg, space_to_depth=s), shape)
+    if neighbours:  # the neighbours' channels are folded with the example's: G's input is (2 s^2 C, ...)
+        folded = randomized(build_net(replace(cfg, text_retrieval=0), (2 * C * s * s, H // s, W // s)))
+        assert folded.input_conv.weight.shape[1] == 2 * C * s * s
+        net = build_net(replace(cfg, space_to_depth=s), shape)
+        k = C * s * s  # G outputs the neighbours' channels too; F's output convolution keeps the example's
+        sd = folded.state_dict()
+        net.load_state_dict(
+            {**sd, "out_conv.weight": sd["out_conv.weight"][:k], "out_conv.bias": sd["out_conv.bias"][:k]}
+        )
+    else:
+        net.load_state_dict(folded.state_dict())
+    net.eval()
+    x, c = torch.randn(3, *shape), torch.rand(3) * 10
+    cond = {"text": torch.randn(3, 2, 6), "neighbours": torch.randn(3, C * H * W)} if neighbours else None
+    with torch.no_grad():
+        y = net(x, c, cond)
+        if neighbours:
+            xn = torch.cat([x, cond["neighbours"].reshape(x.shape)], dim=1)
+            cf = {"text": cond["text"]}
+            want = F.pixel_shuffle(folded(F.pixel_unshuffle(xn, s), c, cf)[:, :k], s)
+        else:
+            want = F.pixel_shuffle(folded(F.pixel_unshuffle(x, s), c), s)
+        torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-5)
+        # the block layout, by hand: pixel (1, 0) of block (0, 0) is input channel c s^2 + 1 * s + 0
+        assert torch.equal(F.pixel_unshuffle(x, s)[:, s, 0, 0], x[:, 0, 1, 0])
+        net_cl = net.to(memory_format=torch.channels_last)
+        y_cl = net_cl(x.contiguous(memory_format=torch.channels_last), c, cond)
+    torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-5)
+    assert y_cl.shape == x.shape
+
+
+def test_space_to_depth_size_and_kind_errors():
+    with pytest.raises(ConfigError, match="28x28 is not divisible by 8 = 2\\^\\(levels-1\\) x space_to_depth 4"):
+        build_net(replace(TINY, space_to_depth=4), (1, 28, 28))
+    with pytest.raises(ConfigError, match="for images"):
+        build_net(replace(TINY, space_to_depth=2), (3, 16))
+
+
 def test_groups_capped_to_divide_channels():
     cfg = ModelConfig(channels=6, channel_mult=(1, 2), groups=4, attn_resolutions=(), head_channels=6)
     net = build_net(cfg, (1, 8, 8))

@@ -72,6 +72,8 @@ class ModelConfig:
     vocab: int = 0  # sequence: number of symbols (set from the data at training)
     rotary: bool = False  # sequence transformer: rotary positions in attention (RoPE) in place of the learned table
     checkpoint: bool = False  # U-Net, DiT: recompute each block's activations in backward (less memory, ~1/3 more time)
+    space_to_depth: int = 1  # U-Net, images: fold each s x s pixel block into channels at the input and unfold at
+    # the output (pixel unshuffle / shuffle, as "simple diffusion" does for large images): the network runs at H/s x W/s
     # DiT (model.net=dit; width = channels, heads = channels / head_channels; sizes: DIT_SIZES)
     patch: int = 2  # DiT: patch size p (must divide H and W); N = HW / p^2 tokens
     depth: int = 12  # DiT: transformer blocks (12 for DiT-S and DiT-B)
@@ -269,7 +271,7 @@ def dit_model(size: str, patch: int = 2, **kw: Any) -> ModelConfig:
     return ModelConfig(net="dit", channels=width, depth=depth, head_channels=width // heads, patch=patch, **kw)
 
 
-# The mnist-cpu U-Net's recipe (data, diffusion, training, sampling) with a DiT in place of the U-Net
+# The mnist-cpu recipe (data, diffusion, training) with a DiT in place of the U-Net
 def _mnist_dit(preset: str, model: ModelConfig, lr: float) -> RunConfig:
     return RunConfig(
         preset=preset,
@@ -335,33 +337,49 @@ _VOLUME_EDM = DiffusionConfig(
     sigma_data=1.0,
 )
 
-PRESETS: dict[str, RunConfig] = {
-    # The demo: MNIST-5k on a 2-core CPU in minutes.
-    "mnist-cpu": RunConfig(
-        preset="mnist-cpu",
-        data=DataConfig(source="mnist5k", holdout=500),  # 500 digits kept out for evaluation and editing
-        model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
-        diffusion=_EPS_COSINE,
-        # batch 64: twice the optimizer steps of batch 128 in the same image budget; precision auto: bf16 +
-        # channels-last where the CPU has native bf16 (2x the images per minute at equal or better quality per image
-        # on the quality-per-minute curves, scripts/preset_curves.py, docs/bench-train.md), fp32 elsewhere
-        # guide_at: the EMA at 20,000 of the 150,000 images is kept as the guide model of autoguidance (below)
-        train=TrainConfig(
-            images=150_000,
-            batch_size=64,
-            lr=2e-3,
-            warmup_images=5_000,
-            ema_halflife_images=20_000,
-            precision="auto",
-            guide_at=0.1333,
-        ),
-        # sampler chosen by the digit check on the demo model (scripts/sampler_digit_sweep.py, docs/samplers.md):
-        # 73.0 % confident, classifier-feature FD 8.78, against 62.9 % / 14.34 for unipc on the same grid (fp32
-        # model); first again on the bf16 model: 82.0 %, FD 9.23, against 79.7 % for the next (dpmpp_3m_sde).
-        # Autoguidance 1.5 with the 20,000-image guide (scripts/autoguidance_check.py, docs/guidance.md): two bf16
-        # models (seeds 0, 1) go from 75.0 % / FD 7.48 and 73.0 % / 10.28 unguided to 84.8 % / 4.97 and 80.5 % / 5.69
-        sample=SampleConfig(sampler="dpmpp_2m_sde", grid="uniform_t", steps=20, n=64, autoguidance=1.5),
+# The demo preset's U-Net until 2026-12-05: three levels at 28, 14 and 7 px (32, 64, 64 channels). Kept as the preset
+# mnist-cpu-28, the network of the docs' earlier demo measurements and the FLOP reference of mnist-dit.
+_MNIST_UNET28 = ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,))
+# The demo's U-Net: 2 x 2 space-to-depth, then two levels at 14 and 7 px (48, 96 channels). 0.59x the training FLOPs
+# of _MNIST_UNET28 per image (its 28 px level is gone), 1.6x the training images per second on a 2-core AMD VM, and
+# no worse digits at the same 150,000 images: autoguided, 85.2 % confident / FD 7.53 and 84.4 % / 5.24 on seeds 0
+# and 1 against 82.0 % / 8.23 and 79.3 % / 7.99 (docs/bench-train.md, "Space-to-depth")
+_MNIST_UNET_S2D = ModelConfig(
+    channels=48, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(7,), space_to_depth=2
+)
+
+# The demo: MNIST-5k on a 2-core CPU in minutes.
+_MNIST_CPU = RunConfig(
+    preset="mnist-cpu",
+    data=DataConfig(source="mnist5k", holdout=500),  # 500 digits kept out for evaluation and editing
+    model=_MNIST_UNET_S2D,
+    diffusion=_EPS_COSINE,
+    # batch 64: twice the optimizer steps of batch 128 in the same image budget; precision auto: bf16 +
+    # channels-last where the CPU has native bf16 (2x the images per minute at equal or better quality per image
+    # on the quality-per-minute curves, scripts/preset_curves.py, docs/bench-train.md), fp32 elsewhere
+    # guide_at: the EMA at 20,000 of the 150,000 images is kept as the guide model of autoguidance (below)
+    train=TrainConfig(
+        images=150_000,
+        batch_size=64,
+        lr=2e-3,
+        warmup_images=5_000,
+        ema_halflife_images=20_000,
+        precision="auto",
+        guide_at=0.1333,
     ),
+    # sampler chosen by the digit check on the demo model of the 28 x 28 U-Net (mnist-cpu-28; scripts/
+    # sampler_digit_sweep.py, docs/samplers.md):
+    # 73.0 % confident, classifier-feature FD 8.78, against 62.9 % / 14.34 for unipc on the same grid (fp32
+    # model); first again on the bf16 model: 82.0 %, FD 9.23, against 79.7 % for the next (dpmpp_3m_sde).
+    # Autoguidance 1.5 with the 20,000-image guide (scripts/autoguidance_check.py, docs/guidance.md): two bf16
+    # models (seeds 0, 1) go from 75.0 % / FD 7.48 and 73.0 % / 10.28 unguided to 84.8 % / 4.97 and 80.5 % / 5.69
+    sample=SampleConfig(sampler="dpmpp_2m_sde", grid="uniform_t", steps=20, n=64, autoguidance=1.5),
+)
+
+PRESETS: dict[str, RunConfig] = {
+    "mnist-cpu": _MNIST_CPU,
+    # The demo preset with its earlier 28 x 28 U-Net (the network of the docs' demo measurements before space-to-depth)
+    "mnist-cpu-28": replace(_MNIST_CPU, preset="mnist-cpu-28", model=_MNIST_UNET28),
     # The settings of the DeepLearning.AI short course "How Diffusion Models Work": DDPM with T = 500, beta from
     # 1e-4 to 0.02, epsilon prediction, plain MSE.
     "course": RunConfig(
@@ -414,7 +432,7 @@ PRESETS: dict[str, RunConfig] = {
         ),
         sample=SampleConfig(sampler="heun", grid="karras", steps=18, n=2000, clip_denoised=False),
     ),
-    # DiT on MNIST-5k pixels (docs/dit.md): mnist-dit matches mnist-cpu's U-Net in forward FLOPs per image
+    # DiT on MNIST-5k pixels (docs/dit.md): mnist-dit matches mnist-cpu-28's U-Net in forward FLOPs per image
     # (W = 128, 4 blocks, 4 heads, 2x2 patches: 196 tokens); the DiT-S/2 and DiT-B/2 sizes build for GPUs.
     "mnist-dit": _mnist_dit(
         "mnist-dit", ModelConfig(net="dit", channels=128, depth=4, head_channels=32, patch=2), lr=1e-3
@@ -942,6 +960,8 @@ def _model_checks(m: ModelConfig) -> list[tuple[bool, str]]:
             "model.text_retrieval needs a text-conditioned model (model.text_dim > 0)",
         ),
         _between(m.patch, 1, MAX_PIXELS, "model.patch"),
+        _between(m.space_to_depth, 1, 64, "model.space_to_depth"),
+        (m.space_to_depth == 1 or m.net == "unet", "model.space_to_depth is for the U-Net (model.net=unet)"),
         _between(m.depth, 1, 256, "model.depth"),
         (m.pos_embedding in ("sincos", "learned"), "model.pos_embedding must be sincos or learned"),
     ]

@@ -67,6 +67,19 @@ def diffusers_forward(m, x, c):
     return m(x, c).sample
 
 
+def folded_forward(s: int) -> Forward:
+    """diffusers' forward between the pixel unshuffle and shuffle by ``s`` of our ``model.space_to_depth``: both
+    networks then run on the same folded (s^2 C, H/s, W/s) input."""
+    import torch.nn.functional as F
+
+    return lambda m, x, c: F.pixel_shuffle(m(F.pixel_unshuffle(x, s), c).sample, s)
+
+
+def folded_shape(shape, s: int) -> tuple[int, ...]:
+    """(C, H, W) -> (s^2 C, H/s, W/s)."""
+    return (shape[0] * s * s, *(n // s for n in shape[1:]))
+
+
 def train_flops(net, forward: Forward, shape, batch: int = 2) -> float:
     """FLOPs per image of one training step (forward + backward), counted by FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -141,15 +154,21 @@ def contenders(model_cfg, shape, with_diffusers: bool) -> tuple[dict[str, Conten
         from ..extras import missing
 
         return models, missing("bench", "the diffusers UNet2DModel")
-    found = match_diffusers(model_cfg, shape, params, flops)
+    # With model.space_to_depth = s, diffusers' UNet2DModel is matched and timed on the same folded input.
+    fold = getattr(model_cfg, "space_to_depth", 1)
+    dshape = folded_shape(shape, fold) if fold > 1 else tuple(shape)
+    forward = folded_forward(fold) if fold > 1 else diffusers_forward
+    found = match_diffusers(model_cfg, dshape, params, flops)
     if found is None:
         return models, "no UNet2DModel config within 30 % of our parameter count"
     err, d, p, f = found
+    if fold > 1:
+        d = {**d, "space_to_depth": fold}
 
     def make_diffusers():
         torch.manual_seed(0)
         net = diffusers_unet(
-            shape,
+            dshape,
             d["channels"],
             d["channel_mult"],
             d["layers_per_block"],
@@ -157,7 +176,7 @@ def contenders(model_cfg, shape, with_diffusers: bool) -> tuple[dict[str, Conten
             d["head"],
             d["groups"],
         )
-        return net, diffusers_forward
+        return net, forward
 
     models["diffusers"] = Contender(make_diffusers, p, f, d)
     return models, f"matched within {100 * err:.1f} %" + ("" if err <= 0.10 else " (NOT within 10 %)")
