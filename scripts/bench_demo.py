@@ -10,6 +10,7 @@ then times sampling 64 and 256 images with the preset's default sampler. Writes 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from torchdiffusion.config import get_preset, override
-from torchdiffusion.generate import generate, load_run
+from torchdiffusion.generate import generate, guide_of, load_run
 from torchdiffusion.provenance import cpu_name
 from torchdiffusion.samplers import nfe
 from torchdiffusion.training import train
@@ -58,6 +59,8 @@ def main() -> None:
             timing[n] = time.perf_counter() - t
     rep = {
         "preset": args.preset,
+        "settings": args.set,  # the --set overrides, and the network they give
+        "model": dataclasses.asdict(cfg.model),
         "batch_size": cfg.train.batch_size,
         "precision": ran.precision
         if ran.precision == cfg.train.precision
@@ -74,7 +77,8 @@ def main() -> None:
         "demo_train_minutes_estimate": round(base.train.images / statistics.median(rates) / 60, 1),
         "sampler": cfg.sample.sampler,
         "steps": cfg.sample.steps,
-        "nfe": nfe(cfg.sample.sampler, cfg.sample.steps),
+        "nfe": nfe(cfg.sample.sampler, cfg.sample.steps),  # the sampler's; autoguidance adds the guide's calls
+        "autoguidance": cfg.sample.autoguidance if guide_of(run.model) is not None else 1.0,
         "sample_64_s": round(timing[64], 2),
         "sample_256_s": round(timing[256], 2),
     }

@@ -341,7 +341,7 @@ _VOLUME_EDM = DiffusionConfig(
 # mnist-cpu-28, the network of the docs' earlier demo measurements and the FLOP reference of mnist-dit.
 _MNIST_UNET28 = ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,))
 # The demo's U-Net: 2 x 2 space-to-depth, then two levels at 14 and 7 px (48, 96 channels). 0.59x the training FLOPs
-# of _MNIST_UNET28 per image (its 28 px level is gone), 1.6x the training images per second on a 2-core AMD VM, and
+# of _MNIST_UNET28 per image (its 28 px level is gone), 1.7x the training images per second on a 2-core AMD VM, and
 # no worse digits at the same 150,000 images: autoguided, 85.2 % confident / FD 7.53 and 84.4 % / 5.24 on seeds 0
 # and 1 against 82.0 % / 8.23 and 79.3 % / 7.99 (docs/bench-train.md, "Space-to-depth")
 _MNIST_UNET_S2D = ModelConfig(
