@@ -372,7 +372,9 @@ _MNIST_CPU = RunConfig(
     # 73.0 % confident, classifier-feature FD 8.78, against 62.9 % / 14.34 for unipc on the same grid (fp32
     # model); first again on the bf16 model: 82.0 %, FD 9.23, against 79.7 % for the next (dpmpp_3m_sde).
     # Autoguidance 1.5 with the 20,000-image guide (scripts/autoguidance_check.py, docs/guidance.md): two bf16
-    # models (seeds 0, 1) go from 75.0 % / FD 7.48 and 73.0 % / 10.28 unguided to 84.8 % / 4.97 and 80.5 % / 5.69
+    # models of the 28 x 28 U-Net (seeds 0, 1) go from 75.0 % / FD 7.48 and 73.0 % / 10.28 unguided to 84.8 % / 4.97
+    # and 80.5 % / 5.69; on the space-to-depth network w = 1.5 is again the lowest FD of 1.5 / 1.7 / 2 / 2.5 on three
+    # of four models (docs/bench-train.md)
     sample=SampleConfig(sampler="dpmpp_2m_sde", grid="uniform_t", steps=20, n=64, autoguidance=1.5),
 )
 
