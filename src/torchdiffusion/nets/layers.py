@@ -143,9 +143,14 @@ def with_neighbour_channels(x_in: Tensor, cond: dict | None, drop: Tensor) -> Te
         n = nb.to(x_in.dtype).reshape(x_in.shape)
         n = torch.where(drop.reshape(B, *[1] * (x_in.ndim - 1)), torch.zeros_like(n), n)
     out = torch.cat([x_in, n], dim=1)
-    if x_in.ndim == 4 and x_in.is_contiguous(memory_format=torch.channels_last) and not x_in.is_contiguous():
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+    return out.contiguous(memory_format=torch.channels_last) if memory_format(x_in) is torch.channels_last else out
+
+
+def memory_format(x: Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a 4-D tensor laid out channels-last and not also plain contiguous (one channel
+    or a 1 x 1 image is both; it keeps the default), else ``torch.contiguous_format``."""
+    cl = x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
 
 
 class CondEmbedding(nn.Module):

@@ -49,6 +49,7 @@ from .layers import (
     Upsample,
     cap_groups,
     conv_nd,
+    memory_format,
     neighbour_channels,
     neighbour_dim,
     norm_act,
@@ -219,24 +220,16 @@ class UNet(nn.Module):
     def _fold(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, s^2 C, H/s, W/s): each s x s block of pixels becomes s^2 channels, laid out as the
         network's weights are (channels-last after ``model.to(memory_format=torch.channels_last)``)."""
-        return F.pixel_unshuffle(x, self.s2d).contiguous(memory_format=_layout(self.input_conv.weight))
+        return F.pixel_unshuffle(x, self.s2d).contiguous(memory_format=memory_format(self.input_conv.weight))
 
     def _unfold(self, out: Tensor, x_in: Tensor) -> Tensor:
         """The inverse of :meth:`_fold`, back in the input's memory format."""
-        return F.pixel_shuffle(out, self.s2d).contiguous(memory_format=_layout(x_in))
+        return F.pixel_shuffle(out, self.s2d).contiguous(memory_format=memory_format(x_in))
 
     @staticmethod
     def _checkpointed(stage: _Stage, h: Tensor, emb: Tensor, text) -> Tensor:
         """The stage without its activations kept: recomputed in the backward pass (RNG state replayed)."""
         return checkpoint(stage, h, emb, text, use_reentrant=False)
-
-
-def _layout(x: Tensor) -> torch.memory_format:
-    return (
-        torch.channels_last
-        if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
-        else torch.contiguous_format
-    )
 
 
 def _call(stage: _Stage, h: Tensor, emb: Tensor, text) -> Tensor:
