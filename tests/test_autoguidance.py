@@ -32,6 +32,28 @@ def test_autoguided_is_the_extrapolation_from_the_guide():
     assert autoguided(D1, D0, 1.0) is D1  # w = 1: the model alone, no guide call
 
 
+def test_autoguidance_interval_guides_only_inside():
+    """With an interval [lo, hi], each row is guided where its sigma lies inside and is the model alone outside;
+    a batch wholly outside never calls the guide."""
+    g = torch.Generator().manual_seed(1)
+    A, B = torch.randn(5, 5, generator=g), torch.randn(5, 5, generator=g)
+    calls = []
+    D1 = lambda x, s: x @ A  # noqa: E731
+    D0 = lambda x, s: calls.append(len(x)) or x @ B  # noqa: E731
+    x = torch.randn(4, 5, generator=g)
+    sigma = torch.tensor([0.1, 0.5, 2.0, 9.0])
+    D = autoguided(D1, D0, 2.5, interval=(0.5, 2.0))
+    inside = torch.tensor([False, True, True, False])  # both ends belong to the interval
+    expect = torch.where(inside[:, None], x @ B + 2.5 * (x @ A - x @ B), x @ A)
+    torch.testing.assert_close(D(x, sigma), expect)
+    calls.clear()
+    torch.testing.assert_close(D(x, torch.full((4,), 5.0)), x @ A)
+    assert calls == []  # outside everywhere: one forward of the model, none of the guide
+    torch.testing.assert_close(D(x, 1.0), x @ B + 2.5 * (x @ A - x @ B))  # a float sigma inside
+    with pytest.raises(ValueError, match="interval"):
+        autoguided(D1, D0, 2.0, interval=(2.0, 1.0))
+
+
 def test_gaussian_autoguidance_sharpens_toward_the_model():
     """Exact Gaussian denoisers D(x, sigma) = s^2 / (s^2 + sigma^2) x: the model of data N(0, 1) guided away from
     a guide that believes N(0, 2^2) is, for w > 1, the denoiser of a narrower Gaussian, its Tweedie gain
@@ -173,3 +195,13 @@ def test_cli_train_keeps_a_guide_and_sample_uses_it(tmp_path):
         # the guide's forward is counted: twice the network evaluations of the run alone at the same NFE
         assert meta["network_evaluations_per_image"] == meta["nfe"] * (1 if w == "1" else 2)
     assert not np.array_equal(out["1"], out["3"])
+    # sample.guidance_interval limits autoguidance as it limits CFG: other samples, fewer guide evaluations
+    png = tmp_path / "interval.png"
+    common = ["--n", "4", "--sampler", "ddim", "--steps", "4", "--save-npy", "--out", png]
+    rc, _, err = cli("sample", run_dir, "--set", "sample.autoguidance=3", "--guidance-interval", "0.5,5", *common)
+    assert rc == 0, err
+    meta = json.loads(png.with_suffix(".json").read_text())
+    assert meta["sample"]["guidance_interval"] == [0.5, 5.0]
+    assert meta["nfe"] < meta["network_evaluations_per_image"] < 2 * meta["nfe"]
+    inside = np.load(png.with_suffix(".npy"))
+    assert not np.array_equal(inside, out["3"]) and not np.array_equal(inside, out["1"])

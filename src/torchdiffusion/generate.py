@@ -495,7 +495,12 @@ def generate(
         D = guided_denoiser(model, slice_cond(cond, sl), **guided)
         if guide is not None:  # autoguidance: the guide sees the same conditioning and CFG; both clamped first
             D_0 = guided_denoiser(guide, slice_cond(cond, sl), **guided)
-            D = autoguided(clamped(D) if clip else D, clamped(D_0) if clip else D_0, sample.autoguidance)
+            D = autoguided(
+                clamped(D) if clip else D,
+                clamped(D_0) if clip else D_0,
+                sample.autoguidance,
+                interval=sample.guidance_interval,
+            )
         if clip:  # images, volumes: in [-1, 1]
             D = clamped(D)
         if wrap is not None:

@@ -225,15 +225,28 @@ def guided_denoiser(
     return classifier_free(model, cond, scale, uncond=uncond, interval=interval, rescale=float(rescale))
 
 
-def autoguided(D: Denoiser, D_guide: Denoiser, w: float) -> Denoiser:
-    """Autoguidance: ``D_guide + w (D - D_guide)`` (module docstring); ``w = 1`` is ``D`` alone."""
+def autoguided(D: Denoiser, D_guide: Denoiser, w: float, *, interval: tuple[float, float] | None = None) -> Denoiser:
+    """Autoguidance: ``D_guide + w (D - D_guide)`` (module docstring); ``w = 1`` is ``D`` alone.
+
+    ``interval = (sigma_lo, sigma_hi)`` guides only where sigma lies in it and is ``D`` alone elsewhere (the guide
+    is not evaluated for a batch wholly outside), as :func:`classifier_free`'s interval does.
+    """
     w = float(w)
     if w == 1.0:
         return D
+    lo, hi = _checked_options(interval, 0.0)
 
     def D_w(x: Tensor, sigma: Tensor | float) -> Tensor:
+        if interval is not None:
+            s = sigma_vector(sigma, x)
+            scales = _inside_interval(s, lo, hi, torch.full_like(s, w, dtype=torch.float32))
+            if scales is None:
+                return D(x, sigma)  # no sigma of the batch inside: the model alone, one forward
+            w_b = append_dims(scales[0].to(x.dtype), x.dim())
+        else:
+            w_b = w
         D_0 = D_guide(x, sigma)
-        return D_0 + w * (D(x, sigma) - D_0)
+        return D_0 + w_b * (D(x, sigma) - D_0)
 
     return D_w
 
