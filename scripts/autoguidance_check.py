@@ -61,6 +61,8 @@ def parse_interval(text: str) -> tuple[float, float] | None:
     if text.strip().lower() == "none":
         return None
     lo, hi = (float(v) for v in text.split(","))
+    if not 0 <= lo < hi:
+        raise ValueError(f"--interval needs 0 <= LO < HI, got {text}")
     return (lo, hi)
 
 

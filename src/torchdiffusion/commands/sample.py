@@ -59,7 +59,10 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
         help="classifier-free guidance scale w: 0 unconditional, 1 conditional, "
         ">1 guided (default: the run's sample.guidance)",
     )
-    g.add_argument("--guidance-interval", help="LO,HI: guide only for sigma in [LO, HI] (Kynkaanniemi et al. 2024)")
+    g.add_argument(
+        "--guidance-interval",
+        help="LO,HI: guide (CFG and autoguidance) only for sigma in [LO, HI] (Kynkaanniemi et al. 2024)",
+    )
     g.add_argument("--guidance-rescale", type=float, help="phi in [0, 1]: rescaled CFG (Lin et al. 2024)")
     g.add_argument(
         "--classifier",
