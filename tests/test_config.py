@@ -19,6 +19,16 @@ def test_text_preset_width_is_the_text_encoders():
     assert get_preset("emoji-text").model.text_dim == TEXT_DIM
 
 
+def test_demo_ema_reaches_its_named_half_life_at_the_end():
+    """The demo's EMA ramp (h = r n) meets train.ema_halflife_images at its last image, so the half-life the preset
+    names is the one it averages with at the end (and training prints no 'not reached' note)."""
+    from torchdiffusion.training.ema import ema_halflife
+
+    t = get_preset("mnist-cpu").train
+    assert ema_halflife(t.images, t.ema_halflife_images, t.ema_warmup_ratio) == pytest.approx(t.ema_halflife_images)
+    assert ema_halflife(t.images // 2, t.ema_halflife_images, t.ema_warmup_ratio) < t.ema_halflife_images
+
+
 def test_overrides_are_typed():
     cfg = override(get_preset("mnist-cpu"), ["train.lr=5e-4", "model.channel_mult=1,2", "data.image_size=32,32"])
     assert cfg.train.lr == 5e-4 and cfg.model.channel_mult == (1, 2) and cfg.data.image_size == (32, 32)
