@@ -61,8 +61,6 @@ def parse_interval(text: str) -> tuple[float, float] | None:
     if text.strip().lower() == "none":
         return None
     lo, hi = (float(v) for v in text.split(","))
-    if not 0 <= lo < hi:
-        raise ValueError(f"--interval needs 0 <= LO < HI, got {text}")
     return (lo, hi)
 
 
@@ -82,12 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from torchdiffusion.config import validate
     from torchdiffusion.generate import RunError, attach_guide, generate, load_run
 
     try:
         ws = [float(w) for w in args.w.split(",")]
         intervals = [parse_interval(i) for i in args.interval or ["none"]]
         run = load_run(args.run)
+        for i in intervals:  # the config's own check of sample.guidance_interval (0 <= LO < HI)
+            validate(replace(run.config, sample=replace(run.config.sample, guidance_interval=i)))
         guides = {spec: load_guide(run, spec) for spec in args.guide or ["own"]}
     except (ValueError, OSError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)

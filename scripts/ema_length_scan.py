@@ -52,7 +52,7 @@ class ExtraEMAs(Callback):
 
 def ratio_run(run: Path, out: Path, ema: EMA) -> Path:
     """A run folder of ``run``'s config, raw weights and guide with ``ema`` as its averaged weights."""
-    from torchdiffusion.training.checkpoint import WEIGHTS_KEY, export_weights
+    from torchdiffusion.training.checkpoint import WEIGHTS_KEY, export_weights, write_run_info
 
     out.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors", "guide.safetensors"):
@@ -60,7 +60,7 @@ def ratio_run(run: Path, out: Path, ema: EMA) -> Path:
             shutil.copy2(run / name, out / name)
     info = json.loads((run / "run.json").read_text())
     info[WEIGHTS_KEY].update(export_weights(out, {"ema.safetensors": ema.state_dict()}))
-    (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_run_info(out, info)
     return out
 
 
