@@ -1,14 +1,16 @@
 """Which sampler, grid and step count give the most recognisable digits? The digit check for each candidate.
 
     .venv/bin/python scripts/sampler_digit_sweep.py runs/demo --out runs/sweep \
-        [--candidates unipc:uniform_t:20,dpmpp_2m_sde:uniform_t:20] [--n 256] [--table docs/benchmarks/x.md]
+        [--candidates unipc:uniform_t:20,dpmpp_2m_sde:uniform_t:20:settings.eta=0.5] [--n 256] [--table FILE]
 
-For every candidate ``sampler:grid:steps`` it draws ``--n`` samples from seeds 0..n-1 (the README's digit check)
-and scores them as ``torchdiffusion evaluate --features clf:mnist5k`` does (``evaluation.evaluate`` on the
-samples): the share the MNIST-5k evaluation classifier is >= 0.9 confident about, the rarest digit's share, and
-the Fréchet distance in that classifier's features (FD-MNIST5kclf) against the run's training digits, with the
-held-out digits' own FD as the floor. The run folder is only read; reports go under ``--out``. Writes
-``sweep.json`` and a markdown table (``--table``, default ``OUT/sweep.md``), rows in the order given.
+For every candidate ``sampler:grid:steps`` (then optionally ``:key=value`` fields, each a ``sample`` setting as
+``--set sample.key=value`` takes it: ``settings.eta=0.5``, ``autoguidance=1.3``) it draws ``--n`` samples from seeds
+0..n-1 (the README's digit check) and scores them as ``torchdiffusion evaluate --features clf:mnist5k`` does
+(``evaluation.evaluate`` on the samples): the share the MNIST-5k evaluation classifier is >= 0.9 confident about,
+the rarest digit's share, and the Fréchet distance in that classifier's features (FD-MNIST5kclf) against the run's
+training digits, with the held-out digits' own FD as the floor. The run folder is only read; reports go under
+``--out``. Writes ``sweep.json`` and a markdown table (``--table``, default ``OUT/sweep.md``), rows in the order
+given.
 """
 
 from __future__ import annotations
@@ -30,12 +32,24 @@ DEFAULT_CANDIDATES = (
 )
 
 
-def parse_candidates(text: str) -> list[tuple[str, str, int]]:
+def parse_candidates(text: str) -> list[tuple[str, str, int, tuple[str, ...]]]:
+    """``sampler:grid:steps[:key=value...]`` items, comma-separated; the extra fields are ``sample`` keys."""
     out = []
     for item in text.split(","):
-        sampler, grid, steps = item.strip().split(":")
-        out.append((sampler, grid, int(steps)))
+        fields = item.strip().split(":")
+        if len(fields) < 3 or any("=" not in f for f in fields[3:]):
+            raise ValueError(f"candidate {item.strip()!r} must look like sampler:grid:steps[:key=value...]")
+        sampler, grid, steps = fields[:3]
+        try:
+            out.append((sampler, grid, int(steps), tuple(fields[3:])))
+        except ValueError:
+            raise ValueError(f"candidate {item.strip()!r}: steps {steps!r} is not a whole number") from None
     return out
+
+
+def candidate_name(sampler: str, grid: str, steps: int, extra: tuple[str, ...]) -> str:
+    """The candidate's folder name under --out: sampler-grid-steps, then its extra settings."""
+    return "-".join([sampler, grid, str(steps), *(e.replace("settings.", "") for e in extra)])
 
 
 def digit_scores(run, x, out: Path) -> dict:
@@ -53,12 +67,22 @@ def digit_scores(run, x, out: Path) -> dict:
     }
 
 
-def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
+def candidate_sample(run, sampler: str, grid: str, steps: int, extra: tuple[str, ...], n: int):
+    """The run's sample config with one candidate's sampler, grid, steps and extra ``key=value`` settings, checked
+    as ``sample --set`` checks it (a setting the sampler does not take is an error)."""
+    from torchdiffusion.config import override, validate
+
+    sample = override(replace(run.config.sample, sampler=sampler, grid=grid, steps=steps, n=n), list(extra))
+    validate(replace(run.config, sample=sample))
+    return sample
+
+
+def score(run, sampler: str, grid: str, steps: int, n: int, out: Path, extra: tuple[str, ...] = ()) -> dict:
     """Sample ``n`` digits (seeds 0..n-1) with one candidate and evaluate them; one result row."""
     from torchdiffusion.generate import generate, network_evaluations
     from torchdiffusion.samplers import nfe
 
-    sample = replace(run.config.sample, sampler=sampler, grid=grid, steps=steps, n=n)
+    sample = candidate_sample(run, sampler, grid, steps, extra, n)
     # the grid and the settings it brings, resolved once: sampled, recorded and counted alike
     plan = run.sampling_plan(sample)
     _, knobs, grid_record = plan
@@ -71,6 +95,7 @@ def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
         "grid": grid,
         "grid_used": grid_record["grid"],
         "steps": steps,
+        "settings": list(extra),
         "nfe": nfe(sampler, steps, **knobs),
         "network_evaluations_per_image": evaluated["rows"] / n,
         **digit_scores(run, x, out),
@@ -80,14 +105,16 @@ def score(run, sampler: str, grid: str, steps: int, n: int, out: Path) -> dict:
 
 def markdown(rows: list[dict], n: int) -> str:
     lines = [
-        f"| sampler | grid | steps | NFE | network evaluations / image | confident >= 0.9 (of {n}) | rarest digit "
-        "| FD-MNIST5kclf |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| sampler | grid | steps | settings | NFE | network evaluations / image | confident >= 0.9 (of {n}) "
+        "| rarest digit | FD-MNIST5kclf |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         evaluations = r.get("network_evaluations_per_image", "-")  # rows resumed from before it was counted: -
+        settings = ", ".join(r.get("settings", ())) or "-"
         lines.append(
-            f"| `{r['sampler']}` | {r['grid']} | {r['steps']} | {r['nfe']} | {evaluations} | {digit_cells(r)} |"
+            f"| `{r['sampler']}` | {r['grid']} | {r['steps']} | {settings} | {r['nfe']} | {evaluations} "
+            f"| {digit_cells(r)} |"
         )
     lines += floor_note(rows)
     return "\n".join(lines) + "\n"
@@ -110,19 +137,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="a run folder (read only)")
     ap.add_argument("--out", required=True, help="folder for the reports")
-    ap.add_argument("--candidates", default=DEFAULT_CANDIDATES, help="comma-separated sampler:grid:steps")
+    ap.add_argument(
+        "--candidates", default=DEFAULT_CANDIDATES, help="comma-separated sampler:grid:steps[:key=value...]"
+    )
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--table", help="markdown table (default OUT/sweep.md)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true", help="keep the rows OUT/sweep.json already has")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from torchdiffusion.config import ConfigError
     from torchdiffusion.generate import load_run
 
     try:
         cands = parse_candidates(args.candidates)
         run = load_run(args.run)
-    except (ValueError, OSError) as e:
+        for sampler, grid, steps, extra in cands:  # every candidate checked before the first is sampled
+            candidate_sample(run, sampler, grid, steps, extra, args.n)
+    except (ValueError, OSError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -131,14 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and (out / "sweep.json").exists():  # rows this script already wrote for the same run and n
         old = json.loads((out / "sweep.json").read_text())
         if old.get("n") == args.n and old.get("run") == str(run.path):
-            done = {(r["sampler"], r["grid"], r["steps"]): r for r in old["rows"]}
+            done = {(r["sampler"], r["grid"], r["steps"], tuple(r.get("settings", ()))): r for r in old["rows"]}
     rows = []
     try:
-        for sampler, grid, steps in tqdm(cands, desc="candidates"):
-            key = (sampler, grid, steps)
-            rows.append(done.get(key) or score(run, sampler, grid, steps, args.n, out / f"{sampler}-{grid}-{steps}"))
+        for sampler, grid, steps, extra in tqdm(cands, desc="candidates"):
+            name = candidate_name(sampler, grid, steps, extra)
+            rows.append(
+                done.get((sampler, grid, steps, extra)) or score(run, sampler, grid, steps, args.n, out / name, extra)
+            )
             r = rows[-1]
-            tqdm.write(f"{sampler}/{grid}/{steps}: {100 * r['confident_fraction']:.1f} % FD {r['FD-MNIST5kclf']:.2f}")
+            tqdm.write(f"{name}: {100 * r['confident_fraction']:.1f} % FD {r['FD-MNIST5kclf']:.2f}")
             (out / "sweep.json").write_text(json.dumps({"run": str(run.path), "n": args.n, "rows": rows}, indent=2))
     except KeyboardInterrupt:
         print("stopped; the rows so far are in sweep.json", file=sys.stderr)

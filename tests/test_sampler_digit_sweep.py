@@ -1,0 +1,47 @@
+"""scripts/sampler_digit_sweep.py: each candidate's extra ``key=value`` settings reach the samples it scores, and a
+candidate the sampler cannot take is refused before anything is sampled or written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinyruns import write_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import sampler_digit_sweep  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MNIST = ["data.source=mnist5k", "data.limit=48", "data.holdout=8", "model.channels=8"]
+
+
+def test_candidate_syntax():
+    assert sampler_digit_sweep.parse_candidates("ddpm:uniform_t:3, dpmpp_2m_sde:karras:4:settings.eta=0.5") == [
+        ("ddpm", "uniform_t", 3, ()),
+        ("dpmpp_2m_sde", "karras", 4, ("settings.eta=0.5",)),
+    ]
+    name = sampler_digit_sweep.candidate_name("dpmpp_2m_sde", "karras", 4, ("settings.eta=0.5", "autoguidance=1.3"))
+    assert name == "dpmpp_2m_sde-karras-4-eta=0.5-autoguidance=1.3"
+    for bad in ("ddpm:uniform_t", "ddpm:uniform_t:three", "ddpm:uniform_t:3:eta"):
+        with pytest.raises(ValueError, match="candidate"):
+            sampler_digit_sweep.parse_candidates(bad)
+
+
+def test_settings_reach_the_samples_and_bad_ones_are_refused(tmp_path, capsys):
+    run = write_run(tmp_path / "run", "digits-test", MNIST, (1, 28, 28))
+    out = tmp_path / "sweep"
+    for bad in ("dpmpp_2m_sde:uniform_t:3:settings.order=2", "dpmpp_2m_sde:uniform_t:3:sample.nope=1"):
+        assert sampler_digit_sweep.main([str(run), "--out", str(out), "--candidates", bad, "--n", "8"]) == 2
+        assert "error:" in capsys.readouterr().err and not out.exists()  # nothing sampled, nothing written
+    cands = "dpmpp_2m_sde:uniform_t:3,dpmpp_2m_sde:uniform_t:3:settings.eta=0,dpmpp_2m_sde:uniform_t:3"
+    assert sampler_digit_sweep.main([str(run), "--out", str(out), "--candidates", cands, "--n", "8"]) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [r["settings"] for r in rows] == [[], ["settings.eta=0"], []]
+    assert rows[0]["FD-MNIST5kclf"] == rows[2]["FD-MNIST5kclf"]  # same candidate, same seeds: the same samples
+    assert rows[1]["FD-MNIST5kclf"] != rows[0]["FD-MNIST5kclf"]  # eta 0 (the ODE) draws other samples
+    assert (out / "dpmpp_2m_sde-uniform_t-3-eta=0").is_dir()
+    assert "| settings.eta=0 |" in (out / "sweep.md").read_text()
