@@ -5,12 +5,12 @@
 
 For every candidate ``sampler:grid:steps`` (then optionally ``:key=value`` fields, each a ``sample`` setting as
 ``--set sample.key=value`` takes it: ``settings.eta=0.5``, ``autoguidance=1.3``) it draws ``--n`` samples from seeds
-0..n-1 (the README's digit check) and scores them as ``torchdiffusion evaluate --features clf:mnist5k`` does
-(``evaluation.evaluate`` on the samples): the share the MNIST-5k evaluation classifier is >= 0.9 confident about,
-the rarest digit's share, and the Fréchet distance in that classifier's features (FD-MNIST5kclf) against the run's
-training digits, with the held-out digits' own FD as the floor. The run folder is only read; reports go under
-``--out``. Writes ``sweep.json`` and a markdown table (``--table``, default ``OUT/sweep.md``), rows in the order
-given.
+0..n-1 (the README's digit check; ``--seed S`` draws seeds S..S+n-1 instead) and scores them as ``torchdiffusion
+evaluate --features clf:mnist5k`` does (``evaluation.evaluate`` on the samples): the share the MNIST-5k evaluation
+classifier is >= 0.9 confident about, the rarest digit's share, and the Fréchet distance in that classifier's
+features (FD-MNIST5kclf) against the run's training digits, with the held-out digits' own FD as the floor. The run
+folder is only read; reports go under ``--out``. Writes ``sweep.json`` and a markdown table (``--table``, default
+``OUT/sweep.md``), rows in the order given.
 """
 
 from __future__ import annotations
@@ -77,8 +77,10 @@ def candidate_sample(run, sampler: str, grid: str, steps: int, extra: tuple[str,
     return sample
 
 
-def score(run, sampler: str, grid: str, steps: int, n: int, out: Path, extra: tuple[str, ...] = ()) -> dict:
-    """Sample ``n`` digits (seeds 0..n-1) with one candidate and evaluate them; one result row."""
+def score(
+    run, sampler: str, grid: str, steps: int, n: int, out: Path, extra: tuple[str, ...] = (), seed: int = 0
+) -> dict:
+    """Sample ``n`` digits (seeds seed..seed+n-1) with one candidate and evaluate them; one result row."""
     from torchdiffusion.generate import generate, network_evaluations
     from torchdiffusion.samplers import nfe
 
@@ -88,7 +90,7 @@ def score(run, sampler: str, grid: str, steps: int, n: int, out: Path, extra: tu
     _, knobs, grid_record = plan
     t0 = time.perf_counter()
     with network_evaluations(run.model) as evaluated:  # autoguidance (the run's own setting) runs two networks
-        x = generate(run.model, range(n), sample, run.data_shape, plan=plan)
+        x = generate(run.model, range(seed, seed + n), sample, run.data_shape, plan=plan)
     seconds = time.perf_counter() - t0
     return {
         "sampler": sampler,
@@ -103,9 +105,10 @@ def score(run, sampler: str, grid: str, steps: int, n: int, out: Path, extra: tu
     }
 
 
-def markdown(rows: list[dict], n: int) -> str:
+def markdown(rows: list[dict], n: int, seed: int = 0) -> str:
     lines = [
-        f"| sampler | grid | steps | settings | NFE | network evaluations / image | confident >= 0.9 (of {n}) "
+        f"| sampler | grid | steps | settings | NFE | network evaluations / image | confident >= 0.9 (of {n}, seeds "
+        f"{seed}-{seed + n - 1}) "
         "| rarest digit | FD-MNIST5kclf |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -141,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         "--candidates", default=DEFAULT_CANDIDATES, help="comma-separated sampler:grid:steps[:key=value...]"
     )
     ap.add_argument("--n", type=int, default=256)
+    ap.add_argument(
+        "--seed", type=int, default=0, help="first seed (default 0, the README's check); another draws fresh samples"
+    )
     ap.add_argument("--table", help="markdown table (default OUT/sweep.md)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true", help="keep the rows OUT/sweep.json already has")
@@ -162,23 +168,26 @@ def main(argv: list[str] | None = None) -> int:
     done = {}
     if args.resume and (out / "sweep.json").exists():  # rows this script already wrote for the same run and n
         old = json.loads((out / "sweep.json").read_text())
-        if old.get("n") == args.n and old.get("run") == str(run.path):
+        if old.get("n") == args.n and old.get("run") == str(run.path) and old.get("seed", 0) == args.seed:
             done = {(r["sampler"], r["grid"], r["steps"], tuple(r.get("settings", ()))): r for r in old["rows"]}
     rows = []
     try:
         for sampler, grid, steps, extra in tqdm(cands, desc="candidates"):
             name = candidate_name(sampler, grid, steps, extra)
             rows.append(
-                done.get((sampler, grid, steps, extra)) or score(run, sampler, grid, steps, args.n, out / name, extra)
+                done.get((sampler, grid, steps, extra))
+                or score(run, sampler, grid, steps, args.n, out / name, extra, args.seed)
             )
             r = rows[-1]
             tqdm.write(f"{name}: {100 * r['confident_fraction']:.1f} % FD {r['FD-MNIST5kclf']:.2f}")
-            (out / "sweep.json").write_text(json.dumps({"run": str(run.path), "n": args.n, "rows": rows}, indent=2))
+            (out / "sweep.json").write_text(
+                json.dumps({"run": str(run.path), "n": args.n, "seed": args.seed, "rows": rows}, indent=2)
+            )
     except KeyboardInterrupt:
         print("stopped; the rows so far are in sweep.json", file=sys.stderr)
         return 130
     table = Path(args.table) if args.table else out / "sweep.md"
-    table.write_text(markdown(rows, args.n))
+    table.write_text(markdown(rows, args.n, args.seed))
     print(table)
     return 0
 

@@ -45,3 +45,16 @@ def test_settings_reach_the_samples_and_bad_ones_are_refused(tmp_path, capsys):
     assert rows[1]["FD-MNIST5kclf"] != rows[0]["FD-MNIST5kclf"]  # eta 0 (the ODE) draws other samples
     assert (out / "dpmpp_2m_sde-uniform_t-3-eta=0").is_dir()
     assert "| settings.eta=0 |" in (out / "sweep.md").read_text()
+
+
+def test_seed_draws_other_samples(tmp_path):
+    run = write_run(tmp_path / "run", "digits-test", MNIST, (1, 28, 28))
+    fd = {}
+    for seed in (0, 4, 0):
+        out = tmp_path / f"sweep-{seed}"
+        args = [str(run), "--out", str(out), "--candidates", "ddpm:uniform_t:3", "--n", "8", "--seed", str(seed)]
+        assert sampler_digit_sweep.main(args) == 0
+        record = json.loads((out / "sweep.json").read_text())
+        assert record["seed"] == seed and f"seeds {seed}-{seed + 7}" in (out / "sweep.md").read_text()
+        fd.setdefault(seed, []).append(record["rows"][0]["FD-MNIST5kclf"])
+    assert fd[0][0] == fd[0][1] != fd[4][0]  # seeds 0-7 again give the same samples; seeds 4-11 do not
