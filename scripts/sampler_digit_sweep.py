@@ -54,7 +54,8 @@ def candidate_name(sampler: str, grid: str, steps: int, extra: tuple[str, ...]) 
 
 def digit_scores(run, x, out: Path) -> dict:
     """The digit check of samples ``x`` of ``run``, as ``evaluate --features clf:mnist5k`` reports it: the confident
-    share, the rarest digit's share, FD-MNIST5kclf against the training digits and the held-out digits' own FD."""
+    share, the rarest digit's share, FD-MNIST5kclf against the training digits and the held-out digits' own FD; also
+    how many samples the classifier reads as each digit (``digit_counts``, 0-9)."""
     from torchdiffusion.evaluation.evaluate import evaluate
 
     rep = evaluate(run.path, ("fd",), len(x), features=["clf:mnist5k"], samples=x, out=out, log=lambda s: None)
@@ -64,6 +65,7 @@ def digit_scores(run, x, out: Path) -> dict:
         "min_class_fraction": rep["classes"]["min_class_fraction"],
         "FD-MNIST5kclf": fm["samples"]["FD-MNIST5kclf"],
         "FD-MNIST5kclf_heldout": fm.get("heldout", {}).get("FD-MNIST5kclf"),
+        "digit_counts": [round(h * len(x)) for h in rep["classes"]["histogram"]],
     }
 
 

@@ -41,6 +41,7 @@ def test_settings_reach_the_samples_and_bad_ones_are_refused(tmp_path, capsys):
     assert sampler_digit_sweep.main([str(run), "--out", str(out), "--candidates", cands, "--n", "8"]) == 0
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     assert [r["settings"] for r in rows] == [[], ["settings.eta=0"], []]
+    assert all(len(r["digit_counts"]) == 10 and sum(r["digit_counts"]) == 8 for r in rows)
     assert rows[0]["FD-MNIST5kclf"] == rows[2]["FD-MNIST5kclf"]  # same candidate, same seeds: the same samples
     assert rows[1]["FD-MNIST5kclf"] != rows[0]["FD-MNIST5kclf"]  # eta 0 (the ODE) draws other samples
     assert (out / "dpmpp_2m_sde-uniform_t-3-eta=0").is_dir()
