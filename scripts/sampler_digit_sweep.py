@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     from torchdiffusion.generate import load_run
 
     try:
+        if args.n < 2 or args.seed < 0:  # a Fréchet distance needs two samples; seeds are >= 0
+            raise ValueError(f"--n must be >= 2 and --seed >= 0, got --n {args.n} --seed {args.seed}")
         cands = parse_candidates(args.candidates)
         run = load_run(args.run)
         for sampler, grid, steps, extra in cands:  # every candidate checked before the first is sampled

@@ -34,8 +34,13 @@ def test_candidate_syntax():
 def test_settings_reach_the_samples_and_bad_ones_are_refused(tmp_path, capsys):
     run = write_run(tmp_path / "run", "digits-test", MNIST, (1, 28, 28))
     out = tmp_path / "sweep"
-    for bad in ("dpmpp_2m_sde:uniform_t:3:settings.order=2", "dpmpp_2m_sde:uniform_t:3:sample.nope=1"):
-        assert sampler_digit_sweep.main([str(run), "--out", str(out), "--candidates", bad, "--n", "8"]) == 2
+    bad_args = [
+        ["--candidates", "dpmpp_2m_sde:uniform_t:3:settings.order=2"],
+        ["--candidates", "dpmpp_2m_sde:uniform_t:3:sample.nope=1"],
+        ["--candidates", "ddpm:uniform_t:3", "--seed", "-1"],
+    ]
+    for bad in bad_args:
+        assert sampler_digit_sweep.main([str(run), "--out", str(out), *bad, "--n", "8"]) == 2
         assert "error:" in capsys.readouterr().err and not out.exists()  # nothing sampled, nothing written
     cands = "dpmpp_2m_sde:uniform_t:3,dpmpp_2m_sde:uniform_t:3:settings.eta=0,dpmpp_2m_sde:uniform_t:3"
     assert sampler_digit_sweep.main([str(run), "--out", str(out), "--candidates", cands, "--n", "8"]) == 0
