@@ -79,14 +79,13 @@ def candidate_sample(run, sampler: str, grid: str, steps: int, extra: tuple[str,
     return sample
 
 
-def score(
-    run, sampler: str, grid: str, steps: int, n: int, out: Path, extra: tuple[str, ...] = (), seed: int = 0
-) -> dict:
-    """Sample ``n`` digits (seeds seed..seed+n-1) with one candidate and evaluate them; one result row."""
+def score(run, sample, out: Path, extra: tuple[str, ...] = (), seed: int = 0) -> dict:
+    """Sample ``sample.n`` digits (seeds seed..seed+n-1) with one candidate's sample config (``candidate_sample``)
+    and evaluate them; one result row."""
     from torchdiffusion.generate import generate, network_evaluations
     from torchdiffusion.samplers import nfe
 
-    sample = candidate_sample(run, sampler, grid, steps, extra, n)
+    n = sample.n
     # the grid and the settings it brings, resolved once: sampled, recorded and counted alike
     plan = run.sampling_plan(sample)
     _, knobs, grid_record = plan
@@ -95,12 +94,12 @@ def score(
         x = generate(run.model, range(seed, seed + n), sample, run.data_shape, plan=plan)
     seconds = time.perf_counter() - t0
     return {
-        "sampler": sampler,
-        "grid": grid,
+        "sampler": sample.sampler,
+        "grid": sample.grid,
         "grid_used": grid_record["grid"],
-        "steps": steps,
+        "steps": sample.steps,
         "settings": list(extra),
-        "nfe": nfe(sampler, steps, **knobs),
+        "nfe": nfe(sample.sampler, sample.steps, **knobs),
         "network_evaluations_per_image": evaluated["rows"] / n,
         **digit_scores(run, x, out),
         "sampling_seconds_loaded": round(seconds, 1),
@@ -162,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--n must be >= 2 and --seed >= 0, got --n {args.n} --seed {args.seed}")
         cands = parse_candidates(args.candidates)
         run = load_run(args.run)
-        for sampler, grid, steps, extra in cands:  # every candidate checked before the first is sampled
-            candidate_sample(run, sampler, grid, steps, extra, args.n)
+        # every candidate built and checked before the first is sampled
+        samples = [candidate_sample(run, sampler, grid, steps, extra, args.n) for sampler, grid, steps, extra in cands]
     except (ValueError, OSError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -176,12 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             done = {(r["sampler"], r["grid"], r["steps"], tuple(r.get("settings", ()))): r for r in old["rows"]}
     rows = []
     try:
-        for sampler, grid, steps, extra in tqdm(cands, desc="candidates"):
+        for (sampler, grid, steps, extra), sample in tqdm(list(zip(cands, samples)), desc="candidates"):
             name = candidate_name(sampler, grid, steps, extra)
-            rows.append(
-                done.get((sampler, grid, steps, extra))
-                or score(run, sampler, grid, steps, args.n, out / name, extra, args.seed)
-            )
+            rows.append(done.get((sampler, grid, steps, extra)) or score(run, sample, out / name, extra, args.seed))
             r = rows[-1]
             tqdm.write(f"{name}: {100 * r['confident_fraction']:.1f} % FD {r['FD-MNIST5kclf']:.2f}")
             (out / "sweep.json").write_text(
