@@ -230,6 +230,40 @@ def build_cond(
     return cond or None
 
 
+# The second entropy word of a "random" label's generator: its stream is not the seed's noise stream
+_LABEL_STREAM = 0x1ABE1
+
+
+def seed_labels(seeds: list[int], num_classes: int, mode: str) -> Tensor | None:
+    """The class of each image of ``seeds`` when a class-conditional model is sampled without one (sample.labels).
+
+    ``none``: None (the learned null class). ``cycle``: seed mod K, so seeds 0..n-1 hold every class n / K times
+    (stratified, as ``evaluate`` draws class models). ``random``: uniform on 0..K-1 from a generator of the seed
+    alone (numpy's SeedSequence of (seed, a fixed stream word), independent of the noise the seed draws), so an
+    image's class, like its noise, depends only on its seed.
+    """
+    import numpy as np
+
+    if mode == "none" or num_classes <= 0:
+        return None
+    if mode == "cycle":
+        return torch.tensor([int(s) % num_classes for s in seeds], dtype=torch.long)
+    if mode == "random":
+        draws = [np.random.default_rng([int(s), _LABEL_STREAM]).integers(num_classes) for s in seeds]
+        return torch.tensor([int(d) for d in draws], dtype=torch.long)
+    raise CondError(f"unknown label mode {mode!r}; choose none, cycle or random")
+
+
+def with_seed_labels(cond: Cond, seeds: list[int], num_classes: int, mode: str) -> Cond:
+    """``cond`` with the classes of :func:`seed_labels` added where it names none (a given class always wins)."""
+    if isinstance(cond, dict) and "class" in cond:
+        return cond
+    labels = seed_labels(seeds, num_classes, mode)
+    if labels is None:
+        return cond
+    return {**(cond or {}), "class": labels}
+
+
 def parse_vectors(text: str) -> list[list[float]]:
     """``"1,0,0.6;0,1,0"`` -> [[1, 0, 0.6], [0, 1, 0]] (one-line CondError on anything else)."""
     out = []

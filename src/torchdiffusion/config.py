@@ -203,6 +203,10 @@ class SampleConfig:
     retrieval_guidance: float = 0.0
     settings: SamplerSettings = field(default_factory=SamplerSettings)  # the sampler's own settings
     clip_denoised: bool = True  # clamp x0_hat to the data range [-1, 1] for images and volumes
+    # The class of each image when a class-conditional model is sampled without one (no --class; cond.seed_labels):
+    # none = the learned null class (the unconditional model that train.cond_drop_prob trains); cycle = seed mod K
+    # (seeds 0..n-1: each class n / K times, as evaluate draws them); random = uniform, drawn from the image's seed
+    labels: str = "none"
 
 
 @dataclass(frozen=True)
@@ -1063,6 +1067,9 @@ def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
     ]
 
 
+SAMPLE_LABELS = ("none", "cycle", "random")  # sample.labels
+
+
 def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]]:
     from .schedules import SIGMA_GRIDS
 
@@ -1092,6 +1099,7 @@ def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]
         (1 <= s.n <= MAX_SAMPLES, f"sample.n must be >= 1 and <= {MAX_SAMPLES}, got {s.n}"),
         _between(s.seed, 0, MAX_SEED, "sample.seed"),
         _between(s.batch_size, 1, MAX_BATCH, "sample.batch_size"),
+        (s.labels in SAMPLE_LABELS, f"sample.labels must be one of {', '.join(SAMPLE_LABELS)}, got {s.labels!r}"),
     ]
 
 
@@ -1185,6 +1193,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     checks += _objective_checks(cfg.objective, cfg.diffusion, cfg.sample)
     checks += _autoguidance_checks(cfg.train, cfg.sample)
     checks += _retrieval_checks(cfg.model, cfg.train, cfg.sample)
+    checks.append(
+        (
+            cfg.sample.labels == "none" or cfg.model.num_classes > 0,
+            f"sample.labels={cfg.sample.labels} draws class labels, and this model is not class-conditional "
+            "(model.num_classes = 0); use sample.labels=none",
+        )
+    )
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .cond import slice_cond
+from .cond import as_cond, slice_cond, with_seed_labels
 from .config import ConfigError, RunConfig, SampleConfig, from_json, validate
 from .guidance import autoguided, guided_denoiser
 from .precond import Precond
@@ -442,7 +442,9 @@ def generate(
         seeds: one seed per image; image k depends only on seeds[k] (not on batch size or order).
         sample: sampler, steps, grid, clamping, batch size...
         data_shape: one example's shape, e.g. (1, 28, 28).
-        cond: conditioning for all N images (dict of (N, ...) tensors, or None); sliced per batch.
+        cond: conditioning for all N images (dict of (N, ...) tensors, or None); sliced per batch. A
+            class-conditional model given no "class" takes the classes ``sample.labels`` draws from the seeds
+            (cond.seed_labels; "none": the learned null class).
         uncond: the negative conditioning of classifier-free guidance (same keys as ``cond``, (N, ...)), or
             None for the learned null embedding; CFG runs at ``sample.guidance`` (see guidance.guided_denoiser).
         callback: receives a StepInfo per step (batch by batch).
@@ -471,6 +473,7 @@ def generate(
             f"training with train.guide_at > 0) and this model has none; use sample.autoguidance=1"
         )
     seeds = [int(s) for s in seeds]
+    cond = with_seed_labels(as_cond(cond), seeds, _num_classes(model), sample.labels)  # no class given: sample.labels
     note_sampling(
         sample,
         seeds,
@@ -515,6 +518,13 @@ def generate(
     if clip:
         x = x.clamp(-1, 1)
     return x
+
+
+def _num_classes(model: Precond) -> int:
+    """K of a class-conditional network (its CondEmbedding's class table less the null row); 0 otherwise."""
+    from .nets.layers import CondEmbedding
+
+    return next((int(m.num_classes) for m in model.modules() if isinstance(m, CondEmbedding)), 0)
 
 
 def _autocast(D: Denoiser, device: torch.device) -> Denoiser:

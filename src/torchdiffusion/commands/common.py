@@ -118,7 +118,7 @@ def sample_config_from_args(base: SampleConfig, args: argparse.Namespace) -> Sam
         base = override(base, [a.strip()[len("sample.") :]])
     updates = {
         k: getattr(args, k)
-        for k in ("sampler", "steps", "grid", "rho", "spacing", "n", "seed", "batch_size")
+        for k in ("sampler", "steps", "grid", "rho", "spacing", "n", "seed", "batch_size", "labels")
         if getattr(args, k, None) is not None
     }
     flags = [

@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   torchdiffusion sample runs/ddpm-diffusers --sampler ddim --steps 10   # a diffusers folder (save_pretrained)
   torchdiffusion sample runs/mnist-class --class 7 --guidance 3.0               # classifier-free guidance
   torchdiffusion sample runs/mnist-class --class 0,1,2,3,4,5,6,7,8,9 --n 100      # one column per digit
+  torchdiffusion sample runs/mnist-class --labels random --n 256                # classes drawn from the seeds
   torchdiffusion sample runs/emoji-context --context 1,0,0.6,0,0,0 --guidance 2
   torchdiffusion sample runs/emoji-text --prompt "red apple" --negative-prompt "green" --guidance 3
   torchdiffusion sample runs/mnist --class 3 --classifier runs/mnist/classifier --classifier-scale 2
@@ -49,6 +50,12 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
     """--class/--context/--prompt, their negatives, and the guidance knobs (see torchdiffusion.guidance)."""
     g = p.add_argument_group("conditioning and guidance")
     g.add_argument("--class", dest="classes", help="class label(s), e.g. 7 or 0,1,2 (cycled over the images)")
+    g.add_argument(
+        "--labels",
+        choices=("none", "cycle", "random"),
+        help="a class-conditional run sampled without --class: none (the null class, unconditional), cycle "
+        "(seed mod K) or random (uniform, from each image's seed); default: the run's sample.labels",
+    )
     g.add_argument("--context", help="context vector(s), e.g. 1,0,0.6,0,0; several separated by ';' (cycled)")
     g.add_argument("--prompt", action="append", help="text prompt; repeat for several (cycled over the images)")
     g.add_argument("--negative-prompt", help="the prompt classifier-free guidance steers away from")

@@ -1,0 +1,103 @@
+"""sample.labels: the classes a class-conditional model is sampled at when no class is given."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tinyruns import cli, write_run
+from torchdiffusion.cond import CondError, seed_labels, with_seed_labels
+from torchdiffusion.config import ConfigError, get_preset, override, validate
+from torchdiffusion.generate import generate, load_run
+
+
+def test_cycle_is_seed_mod_k_and_stratified():
+    labels = seed_labels(list(range(30)), 10, "cycle")
+    assert labels.tolist() == [s % 10 for s in range(30)]
+    assert torch.bincount(labels, minlength=10).tolist() == [3] * 10
+
+
+def test_random_labels_depend_on_the_seed_alone_and_are_uniform():
+    seeds = list(range(20_000))
+    labels = seed_labels(seeds, 10, "random")
+    # an image's class depends only on its seed: the same seed anywhere in the list, alone or in another order
+    assert seed_labels([123, 7], 10, "random").tolist() == [labels[123].item(), labels[7].item()]
+    assert seed_labels(seeds[::-1], 10, "random").flip(0).equal(labels)
+    # uniform: Pearson's chi-square over 10 classes (9 degrees of freedom; 27.9 is its 0.999 quantile)
+    counts = torch.bincount(labels, minlength=10).double()
+    expected = len(seeds) / 10
+    assert ((counts - expected) ** 2 / expected).sum() < 27.9
+    # not the cycle: consecutive seeds' classes agree about 1 time in K
+    same = (labels[1:] == labels[:-1]).double().mean().item()
+    assert 0.08 < same < 0.12
+    # independent of the noise the seed draws: the class is not a function of the first noise value's sign
+    first = torch.stack([torch.randn(1, generator=torch.Generator().manual_seed(s)) for s in seeds[:4000]]).flatten()
+    pos = labels[:4000][first > 0].double()
+    neg = labels[:4000][first <= 0].double()
+    assert abs(pos.mean().item() - neg.mean().item()) < 0.3  # each mean 4.5, standard error ~0.13 of the difference
+
+
+def test_none_and_a_given_class_leave_the_conditioning_alone():
+    assert seed_labels([0, 1], 10, "none") is None
+    assert with_seed_labels(None, [0, 1], 10, "none") is None
+    given = {"class": torch.tensor([3, 3])}
+    assert with_seed_labels(given, [0, 1], 10, "cycle") is given
+    assert with_seed_labels(None, [0, 1], 0, "cycle") is None  # an unconditional model
+    added = with_seed_labels({"context": torch.zeros(2, 4)}, [4, 5], 10, "cycle")
+    assert added["class"].tolist() == [4, 5] and "context" in added
+    with pytest.raises(CondError, match="unknown label mode"):
+        seed_labels([0], 10, "stratified")
+
+
+def test_config_refuses_labels_on_an_unconditional_model_and_unknown_modes():
+    cfg = get_preset("digits-test")
+    with pytest.raises(ConfigError, match="not class-conditional"):
+        validate(override(cfg, ["sample.labels=cycle"]))
+    with pytest.raises(ConfigError, match="sample.labels must be one of"):
+        validate(override(cfg, ["model.num_classes=10", "sample.labels=every"]))
+    validate(override(cfg, ["model.num_classes=10", "sample.labels=random"]))
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("labels") / "class"
+    return write_run(folder, "digits-test", ["model.num_classes=10", "sample.steps=3"], (1, 8, 8), jitter=0.2)
+
+
+def test_generate_samples_the_classes_the_labels_name(class_run):
+    run = load_run(class_run)
+    seeds = list(range(6))
+    base = replace(run.config.sample, n=len(seeds))
+
+    def draw(labels, cond=None):
+        return generate(run.model, seeds, replace(base, labels=labels), run.data_shape, cond=cond)
+
+    explicit = {"class": torch.tensor([s % 10 for s in seeds])}
+    assert draw("cycle").equal(draw("none", explicit))  # cycle = the classes seed mod K given by hand
+    assert not draw("cycle").equal(draw("none"))  # and not the null class
+    random = seed_labels(seeds, 10, "random")
+    assert draw("random").equal(draw("none", {"class": random}))
+    given = {"class": torch.full((6,), 7)}
+    assert draw("cycle", given).equal(draw("none", given))  # a given class wins over sample.labels
+    # image k depends only on seed k: the same seed sampled alone gives the same image and class
+    alone = generate(run.model, [4], replace(base, n=1, labels="random"), run.data_shape)
+    assert torch.allclose(alone, draw("random")[4:5], atol=1e-4)  # (a batch of 1: other float summation order)
+    assert not torch.allclose(alone, draw("random")[5:6], atol=1e-2)
+
+
+def test_sample_cli_labels_flag_and_its_errors(class_run, tmp_path):
+    out = tmp_path / "cycle.png"
+    code, _, err = cli("sample", class_run, "--labels", "cycle", "--n", "4", "--out", out, "--save-npy")
+    assert code == 0, err
+    none = tmp_path / "none.png"
+    code, _, err = cli("sample", class_run, "--set", "sample.labels=none", "--n", "4", "--out", none, "--save-npy")
+    assert code == 0, err
+    a, b = np.load(out.with_suffix(".npy")), np.load(none.with_suffix(".npy"))
+    assert a.shape == b.shape == (4, 1, 8, 8) and not np.array_equal(a, b)
+    # an unconditional run: one line, exit 2, nothing written
+    plain = write_run(tmp_path / "plain", "digits-test", ["sample.steps=3"], (1, 8, 8))
+    bad = tmp_path / "bad.png"
+    code, _, err = cli("sample", plain, "--labels", "random", "--n", "4", "--out", bad)
+    assert code == 2 and "not class-conditional" in err and len(err.strip().splitlines()) == 1
+    assert not bad.exists()
