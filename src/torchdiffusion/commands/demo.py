@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--preset", default="mnist-cpu", help="preset (default: mnist-cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    p.add_argument("--n", type=positive_int(MAX_COUNT), default=64, help="samples in the grid (default 64)")
+    p.add_argument("--n", type=positive_int(MAX_COUNT), help="samples in the grid (default: the preset's sample.n)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -35,14 +35,15 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     cfg = validate(override(get_preset(args.preset), args.set))
-    validate(replace(cfg, sample=replace(cfg.sample, n=args.n)))
+    n = args.n or cfg.sample.n
+    validate(replace(cfg, sample=replace(cfg.sample, n=n)))
     with output_folder(args.out) as out:
         data = load_and_check(cfg)
         print(f"[demo] training {cfg.preset} on {data.name} ({len(data)} images) -> {out}", file=sys.stderr)
         train(cfg, out, resume=True, progress=not args.no_progress, data=data, raise_on_stop=True)
     t1 = time.time()
     run_ = load_run(out)
-    sample = replace(run_.config.sample, n=args.n)
+    sample = replace(run_.config.sample, n=n)
     paths = write_samples(run_, sample, out / "samples" / "demo.png", gif=True, progress=not args.no_progress)
     t2 = time.time()
     print(f"[demo] trained in {t1 - t0:.0f} s, sampled in {t2 - t1:.0f} s", file=sys.stderr)
