@@ -139,6 +139,9 @@ def _png(path: Path, size=(28, 28), mode="L"):
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
 
 
+DEMO_CLASSES = ["model.num_classes=10", "sample.labels=cycle"]  # the mnist-cpu preset's conditioning
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A folder with runs/ (tiny versions of every run the examples name), input pictures and ~/pics."""
@@ -147,8 +150,13 @@ def world(tmp_path_factory):
     mnist = ["data.source=mnist5k", "data.limit=48", "data.holdout=8", "sample.steps=3", "model.channels=8"]
     signal = ["model.channels=8", "sample.steps=3", "sample.n=4"]  # n: the end-of-training line plots
     trained = {
-        # the demo keeps an autoguidance guide, as the real one does (distill --autoguidance needs it)
-        "demo": ["--preset", "digits-test", *[a for s in [*mnist, "train.guide_at=0.5"] for a in ("--set", s)]],
+        # the demo is class-conditional, sampled at the classes seed mod 10, and keeps an autoguidance guide, as the
+        # real one does (distill --autoguidance needs it)
+        "demo": [
+            "--preset",
+            "digits-test",
+            *[a for s in [*mnist, *DEMO_CLASSES, "train.guide_at=0.5"] for a in ("--set", s)],
+        ],
         "toy": ["--preset", "toy-2d", "--set", "data.toy_size=256", "--set", "sample.steps=3"],
         "wine": ["--preset", "table-wine", "--set", "sample.steps=3", "--set", "sample.n=8"],
         "text": ["--preset", "text-chars", "--set", "sample.steps=3", "--set", "sample.n=2"],

@@ -132,17 +132,20 @@ def test_ddim_pipeline_equals_ours_where_abar_T_is_near_zero(tmp_path):
     assert (theirs - ours32).abs().max() > 1e-4  # the case is sensitive to float32 rounding of the state
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["unet", "space-to-depth"])
+@pytest.fixture(scope="module", params=[(1, 0), (2, 0), (2, 3)], ids=["unet", "space-to-depth", "class"])
 def onnx_run(tmp_path_factory, request):
     from torchdiffusion.interop.export import export
 
     # The linear table (sigma_max = 1.6): most samples stay inside [-1, 1], so the comparison is not of clamped
     # values. (On the cosine table, sigma_max = 2029 multiplies float32 rounding: heun's samples differ by 1e-4
-    # between two batch sizes in PyTorch alone.) Also with the pixel unshuffle / shuffle of model.space_to_depth.
+    # between two batch sizes in PyTorch alone.) Also with the pixel unshuffle / shuffle of model.space_to_depth,
+    # and class-conditional as the demo preset is (3 classes, sampled at seed mod 3).
     settings = ["diffusion.schedule=linear", "sample.sampler=ddim", "sample.steps=6", "sample.grid=uniform_t"]
-    settings.append(f"model.space_to_depth={request.param}")
+    s2d, K = request.param
+    settings += [f"model.space_to_depth={s2d}", f"model.num_classes={K}"]
+    settings += ["sample.labels=cycle"] if K else []
     run = tiny(tmp_path_factory, "onnx", settings)
-    assert run.config.model.space_to_depth == request.param
+    assert run.config.model.space_to_depth == s2d and run.config.model.num_classes == K
     folder = tmp_path_factory.mktemp("onnx") / "export"
     export(run, "onnx", folder, progress=False)
     return run, folder
@@ -160,6 +163,17 @@ def test_onnx_network_equals_pytorch(onnx_run, batch):
     assert F_onnx.shape == F_torch.shape == (batch, 1, 8, 8)
     assert (F_onnx - F_torch).abs().max() < 1e-4
     assert F_torch.abs().max() > 1e-2
+    K = run.config.model.num_classes
+    if K:  # each class, and a dropped one (the null class), as the PyTorch network reads them
+        labels = torch.arange(batch) % K
+        for cond in ({"class": labels}, {"class": labels, "drop": torch.arange(batch) % 2 == 0}):
+            F_onnx, F_torch = loaded.model.net(x_in, c_noise, cond), run.model.net(x_in, c_noise, cond)
+            assert (F_onnx - F_torch).abs().max() < 1e-4
+        assert (run.model.net(x_in, c_noise, {"class": labels}) - run.model.net(x_in, c_noise)).abs().max() > 1e-3
+        with pytest.raises(ValueError, match="class labels must be in"):
+            loaded.model.net(x_in, c_noise, {"class": labels + K})
+        with pytest.raises(ValueError, match="no context conditioning"):
+            loaded.model.net(x_in, c_noise, {"context": torch.zeros(batch, 2)})
 
 
 @needs_onnx
@@ -175,6 +189,11 @@ def test_samples_through_onnx_equal_pytorch(onnx_run, sampler):
     theirs = generate(loaded.model, range(5), sample, loaded.data_shape)
     assert (ours - theirs).abs().max() < 1e-4
     assert (ours.abs() < 0.99).float().mean() > 0.3  # not a comparison of clamped values
+    if run.config.model.num_classes:  # classifier-free guidance: the class and the null class through the graph
+        guided = replace(sample, guidance=2.0)
+        ours_g = generate(run.model, range(5), guided, run.data_shape)
+        assert (ours_g - generate(loaded.model, range(5), guided, loaded.data_shape)).abs().max() < 1e-4
+        assert (ours_g - ours).abs().max() > 1e-3
 
 
 @needs_onnx
@@ -210,7 +229,7 @@ def runs(tmp_path_factory):
     write_run(root / "demo", "digits-test", [], (1, 8, 8))
     write_run(root / "edm", "mnist-edm", ["model.channels=8", "model.channel_mult=1,2", "model.groups=4"], (1, 8, 8))
     write_run(root / "toy", "toy-2d", ["model.mlp_width=8"], (2,))
-    write_run(root / "class", "digits-test", ["model.num_classes=3"], (1, 8, 8))
+    write_run(root / "context", "digits-test", ["model.context_dim=3"], (1, 8, 8))
     (root / "a-file").write_text("x")
     (root / "full").mkdir()
     (root / "full" / "keep.txt").write_text("x")
@@ -222,7 +241,7 @@ def runs(tmp_path_factory):
     [
         pytest.param("edm", "diffusers", "new", "continuous sigma", marks=needs_diffusers),
         pytest.param("toy", "diffusers", "new", "continuous sigma", marks=needs_diffusers),
-        pytest.param("class", "onnx", "new", "conditional run", marks=needs_onnx),
+        pytest.param("context", "onnx", "new", "context- or text-conditioned run", marks=needs_onnx),
         ("demo", "onnx", "a-file", "a-file"),
         ("demo", "diffusers", "full", "holds other files"),
         ("demo", "zip", "new", "invalid choice: 'zip'"),

@@ -101,3 +101,21 @@ def test_sample_cli_labels_flag_and_its_errors(class_run, tmp_path):
     code, _, err = cli("sample", plain, "--labels", "random", "--n", "4", "--out", bad)
     assert code == 2 and "not class-conditional" in err and len(err.strip().splitlines()) == 1
     assert not bad.exists()
+
+
+def test_the_class_conditional_demo_preset_on_unlabelled_images_says_how_to_train_without_classes(tmp_path):
+    from PIL import Image
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(pics / f"{k}.png")
+    out = tmp_path / "run"
+    args = ["train", "--preset", "mnist-cpu", "--set", "data.source=folder", "--set", f"data.path={pics}"]
+    code, _, err = cli(*args, "--set", "data.image_size=8,8", "--set", "data.holdout=0", "--no-progress", "--out", out)
+    hint = "--set model.num_classes=0 --set sample.labels=none"
+    assert code == 2 and "the data has no labels" in err and hint in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    # the hint's settings make the preset an unconditional one that validates
+    validate(override(get_preset("mnist-cpu"), ["model.num_classes=0", "sample.labels=none"]))

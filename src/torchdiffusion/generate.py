@@ -521,9 +521,13 @@ def generate(
 
 
 def _num_classes(model: Precond) -> int:
-    """K of a class-conditional network (its CondEmbedding's class table less the null row); 0 otherwise."""
+    """K of a class-conditional network: its own ``num_classes`` (an ONNX export's session, interop/onnx.py), else
+    its CondEmbedding's class table less the null row; 0 otherwise."""
     from .nets.layers import CondEmbedding
 
+    own = getattr(getattr(model, "net", None), "num_classes", None)
+    if isinstance(own, int):
+        return own
     return next((int(m.num_classes) for m in model.modules() if isinstance(m, CondEmbedding)), 0)
 
 

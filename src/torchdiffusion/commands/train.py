@@ -12,7 +12,7 @@ HELP = "train a diffusion model into a run folder (resumes if the folder holds a
 EXAMPLES = """examples:
   torchdiffusion train --preset mnist-cpu --out runs/mnist
   torchdiffusion train --preset toy-2d --out runs/toy --set train.images=200000
-  torchdiffusion train --preset mnist-cpu --set data.source=folder --set data.path=~/pics \\
+  torchdiffusion train --preset mnist-cpu-uncond --set data.source=folder --set data.path=~/pics \\
       --set data.image_size=32,32 --set data.channels=3 --out runs/pics
   torchdiffusion train --preset toy-2d --objective rectified_flow --out runs/toy-rf --set train.images=100000
   torchdiffusion train --preset course --dry-run          # print the resolved config and exit

@@ -5,14 +5,16 @@
     x = generate(run.model, seeds=range(16), sample=run.config.sample, data_shape=run.data_shape)
 
 What is exported is the raw network ``F(x_in, c_noise) -> (B, *data_shape)`` with a dynamic batch dimension
-(inputs ``x_in`` float32 ``(B, *data_shape)`` and ``c_noise`` float32 ``(B,)``), nothing else: the
+(inputs ``x_in`` float32 ``(B, *data_shape)`` and ``c_noise`` float32 ``(B,)``; a class-conditional run also takes
+``class_labels`` int64 ``(B,)``, 0..K-1, and K for the learned null class), nothing else: the
 preconditioning ``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise(sigma))`` (``precond.py``), the sigma grid and
 the sampler stay ours, so every sampler, guidance-free wrapper and grid works around the exported graph unchanged.
 The run's whole config.json and its data shape travel inside the file (ONNX metadata ``torchdiffusion.config``,
 ``torchdiffusion.data_shape``, ``torchdiffusion.kind``): one ``.onnx`` file is a complete model.
 
-Only unconditional runs are exported (conditioning by class, context or text would need the null-embedding logic
-of ``nets/layers.py`` in the graph); a conditional run is refused in one line.
+Unconditional and class-conditional runs are exported (the null class is one more label, so classifier-free guidance
+and ``sample.labels`` work around the graph); conditioning by context vectors or text is not (their null embeddings
+and the text encoder would have to be in the graph), and such a run is refused in one line.
 """
 
 from __future__ import annotations
@@ -48,10 +50,25 @@ class _Unconditional(nn.Module):
         return self.net(x_in, c_noise, None)
 
 
+class _ClassConditional(nn.Module):
+    """``F(x_in, c_noise, class_labels)``: labels 0..K-1 select a class, K the learned null class (``drop``)."""
+
+    def __init__(self, net: nn.Module, num_classes: int):
+        super().__init__()
+        self.net = net
+        self.num_classes = num_classes
+
+    def forward(self, x_in: Tensor, c_noise: Tensor, labels: Tensor) -> Tensor:
+        drop = labels == self.num_classes
+        return self.net(x_in, c_noise, {"class": torch.where(drop, 0, labels), "drop": drop})
+
+
 def check_exportable(run: LoadedRun) -> None:
-    if run.config.model.conditional:
+    m = run.config.model
+    if m.context_dim != 0 or m.text_dim > 0:
         raise ConfigError(
-            f"{run.path} is a conditional run (class, context or text); the ONNX export covers unconditional runs"
+            f"{run.path} is a context- or text-conditioned run; the ONNX export covers unconditional and "
+            "class-conditional runs"
         )
 
 
@@ -60,9 +77,13 @@ def write(run: LoadedRun, folder: Path, *, batch: int = 2) -> Path:
     import onnx
 
     check_exportable(run)
-    net = _Unconditional(run.model.net).eval()
+    K = run.config.model.num_classes
+    net = (_ClassConditional(run.model.net, K) if K > 0 else _Unconditional(run.model.net)).eval()
     x = torch.randn(batch, *run.data_shape)
     c_noise = run.model.c_noise(torch.linspace(run.model.sigma_max, run.model.sigma_min, batch))
+    inputs, names = (x, c_noise.float()), ["x_in", "c_noise"]
+    if K > 0:  # traced with a real class and the null class, so both paths of torch.where are in the graph
+        inputs, names = (*inputs, torch.arange(batch) % (K + 1)), [*names, "class_labels"]
     path = folder / ONNX_FILE
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -70,11 +91,11 @@ def write(run: LoadedRun, folder: Path, *, batch: int = 2) -> Path:
         # a small CPU, with the same graph and outputs (checked by the tests at batch 1 and 5).
         torch.onnx.export(
             net,
-            (x, c_noise.float()),
+            inputs,
             str(tmp),
-            input_names=["x_in", "c_noise"],
+            input_names=names,
             output_names=["F"],
-            dynamic_axes={"x_in": {0: "batch"}, "c_noise": {0: "batch"}, "F": {0: "batch"}},
+            dynamic_axes={**{n: {0: "batch"} for n in names}, "F": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -94,18 +115,32 @@ class OnnxNet(nn.Module):
     finds the CPU, where the session returns its outputs.
     """
 
-    def __init__(self, session):
+    def __init__(self, session, num_classes: int = 0):
         super().__init__()
         self.session = session
+        self.num_classes = num_classes  # K > 0: the graph takes class_labels (K = the null class)
         self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     def forward(self, x_in: Tensor, c_noise: Tensor, cond: dict | None = None) -> Tensor:
-        if cond:
-            raise ValueError("the ONNX export is of an unconditional run; it takes no conditioning")
+        B, K = x_in.shape[0], self.num_classes
+        other = sorted(k for k in (cond or {}) if k not in ("class", "drop"))
+        if other or (cond and "class" in cond and K == 0):
+            what = "an unconditional run" if K == 0 else "a class-conditional run"
+            raise ValueError(f"the ONNX export is of {what}; it takes no {', '.join(other) or 'class'} conditioning")
         feeds = {
             "x_in": x_in.detach().to("cpu", torch.float32).contiguous().numpy(),
-            "c_noise": c_noise.detach().to("cpu", torch.float32).reshape(-1).expand(x_in.shape[0]).contiguous().numpy(),
+            "c_noise": c_noise.detach().to("cpu", torch.float32).reshape(-1).expand(B).contiguous().numpy(),
         }
+        if K > 0:  # the null class where there is no label or the sample is dropped (as nets/layers.CondEmbedding)
+            labels = torch.full((B,), K, dtype=torch.long)
+            if cond and cond.get("class") is not None:
+                given = cond["class"].detach().to("cpu", torch.long).reshape(B)
+                if ((given < 0) | (given >= K)).any():
+                    raise ValueError(f"class labels must be in [0, {K})")
+                labels = given
+            if cond and cond.get("drop") is not None:
+                labels = torch.where(cond["drop"].detach().to("cpu").reshape(B), K, labels)
+            feeds["class_labels"] = labels.contiguous().numpy()
         (F,) = self.session.run(["F"], feeds)
         return torch.from_numpy(np.ascontiguousarray(F)).to(x_in.device)
 
@@ -122,10 +157,13 @@ def max_difference(run: LoadedRun, folder: Path) -> float:
     from .export import probe
 
     net = load_onnx(folder).model.net
+    K = run.config.model.num_classes
     worst = 0.0
     for batch in (1, 5):
         x_in, c_noise = probe(run, batch, seed=batch)
-        worst = max(worst, float((net(x_in, c_noise) - run.model.net(x_in, c_noise)).abs().max()))
+        conds = [None] + ([{"class": torch.arange(batch) % K}] if K > 0 else [])  # and the null class
+        for cond in conds:
+            worst = max(worst, float((net(x_in, c_noise, cond) - run.model.net(x_in, c_noise, cond)).abs().max()))
     return worst
 
 
@@ -166,7 +204,11 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> LoadedRun:
         data_shape = tuple(int(s) for s in json.loads(meta[META_SHAPE]))
     except (ConfigError, ValueError, TypeError) as e:
         raise RunError(f"{f} carries a damaged config ({e})") from None
-    model = wrap_net(cfg, OnnxNet(session)).eval()
+    inputs = {i.name for i in session.get_inputs()}
+    K = cfg.model.num_classes
+    if (K > 0) != ("class_labels" in inputs):
+        raise RunError(f"{f}: its config and its graph disagree on class conditioning (model.num_classes = {K})")
+    model = wrap_net(cfg, OnnxNet(session, K)).eval()
     info = {"data_shape": list(data_shape), "kind": meta.get(META_KIND, "image"), "onnx": f.name}
     run = LoadedRun(path=f.parent, config=cfg, model=model, data_shape=data_shape, info=info, weights_file=f.name)
     note_run(run)  # for the manifests of what a command writes from it (provenance.py)

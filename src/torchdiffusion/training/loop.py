@@ -150,7 +150,11 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
         raise ConfigError("the training data is empty")
     m = cfg.model
     if m.num_classes > 0 and getattr(data, "labels", None) is None:
-        raise ConfigError("model.num_classes > 0 but the data has no labels")
+        unset = " --set sample.labels=none" if cfg.sample.labels != "none" else ""
+        raise ConfigError(
+            f"model.num_classes={m.num_classes} but the data has no labels; for an unconditional model add "
+            f"--set model.num_classes=0{unset}"
+        )
     if m.context_dim > 0 and getattr(data, "context", None) is None:
         raise ConfigError("model.context_dim > 0 but the data has no context vectors")
     if m.context_dim > 0 and data.context.shape[-1] != m.context_dim:
