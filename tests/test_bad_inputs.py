@@ -432,7 +432,7 @@ CASES = [
     # -- export -------------------------------------------------------------------------------------------------
     (["export", "{run}", "--format", "zip", "--out", "{cwd}/x"], U, "invalid choice"),
     (["export", "{run}", "--out", "{cwd}/x"], U, "--format"),
-    (["export", "{run}", "--format", "onnx", "--out", "{cwd}/x"], U, "conditional run"),
+    (["export", "{ws}/context-run", "--format", "onnx", "--out", "{cwd}/x"], U, "context- or text-conditioned"),
     (["export", "{run}", "--format", "diffusers", "--out", "{ws}/file.txt"], U, "file.txt"),
     (["export", "{run}", "--format", "diffusers", "--out", "{ws}"], U, "holds other files"),
     (["export", "{run}", "--format", "diffusers", "--out", "{ro}/x"], E, "read-only"),
@@ -490,6 +490,7 @@ def world(tmp_path_factory):
     """The shared folder: a run, damaged runs, bad files, a read-only mount and a full tmpfs (as root)."""
     ws = tmp_path_factory.mktemp("bad-inputs")
     run = write_run(ws / "run", *CLASS_RUN)
+    write_run(ws / "context-run", "digits-test", ["model.context_dim=3"], (1, 8, 8))  # the ONNX export refuses it
     bad = ws / "bad"
     bad.mkdir()
     _make_bad_runs(run, bad)
