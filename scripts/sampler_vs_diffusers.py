@@ -9,6 +9,10 @@ timing each call (same process, same threads, one after the other). Both sets ar
 ``scripts/digit_check.py`` and ``sampler_digit_sweep.py`` score them: the share the MNIST-5k evaluation classifier
 is >= 0.9 confident about, the rarest digit's share and the Fréchet distance in that classifier's features
 (FD-MNIST5kclf) against the run's training digits. Writes OUT/report.json and OUT/report.md.
+
+A class-conditional run sampled at classes (``sample.labels`` cycle or random, as the demo is): ``DDIMPipeline``
+passes its network no labels, so the script hands the exported network the same classes ours draws for seeds
+0..n-1 (``pipe_with_labels``); without that the pipeline would sample the null class, another model.
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ def digit_scores():
     return mod.digit_scores
 
 
+def pipe_with_labels(pipe, labels: torch.Tensor | None):
+    """``pipe`` whose network gets ``class_labels = labels`` (image k: labels[k]) on every call that gives none."""
+    if labels is None:
+        return pipe
+    forward = pipe.unet.forward
+
+    def labelled(sample, timestep, class_labels=None, return_dict=True):
+        if class_labels is None:
+            class_labels = labels.to(sample.device)
+        return forward(sample, timestep, class_labels=class_labels, return_dict=return_dict)
+
+    pipe.unet.forward = labelled
+    return pipe
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
@@ -41,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from torchdiffusion.cond import seed_labels
     from torchdiffusion.generate import generate, load_run
     from torchdiffusion.interop.diffusers_out import load_pipeline, pipeline_samples
     from torchdiffusion.interop.export import export
@@ -55,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         export(run, "diffusers", Path(tmp) / "diffusers", progress=False)
         pipe = load_pipeline(Path(tmp) / "diffusers", "ddim")
+        labels = seed_labels(list(range(args.n)), run.config.model.num_classes, s.labels)  # None: unconditional
+        pipe = pipe_with_labels(pipe, labels)
         t0 = time.perf_counter()
         ours = generate(run.model, range(args.n), s, run.data_shape, grid_dir=run.path / "grids")
         ours_s = time.perf_counter() - t0
@@ -66,9 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     ours_nfe = nfe(s.sampler, s.steps)
     if s.autoguidance != 1.0:  # the guide model is one more network call per step (docs/guidance.md)
         ours_how, ours_nfe = f"{ours_how}, autoguidance {s.autoguidance:g}", 2 * ours_nfe
+    if labels is not None:
+        ours_how = f"{ours_how}, classes {s.labels}"
     for name, x, secs, n_fe, how in (
         ("torchdiffusion default", ours, ours_s, ours_nfe, ours_how),
-        ("diffusers DDIMPipeline", theirs, theirs_s, args.ddim_steps, f"eta 0, leading, {args.ddim_steps} steps"),
+        (
+            "diffusers DDIMPipeline",
+            theirs,
+            theirs_s,
+            args.ddim_steps,
+            f"eta 0, leading, {args.ddim_steps} steps" + ("" if labels is None else f", classes {s.labels}"),
+        ),
     ):
         rows.append(
             {"sampler": name, "setting": how, "nfe": n_fe, "wall_s": round(secs, 2), **scores(run, x, out / name[:5])}
