@@ -27,11 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..cond import drop_mask
 from ..config import ConfigError, from_json, to_json, validate, without_guide
 from ..extras import missing
 from ..generate import LoadedRun, RunError
 from ..io import atomic_path
 from ..model import wrap_net
+from ..nets.layers import class_rows
 from ..provenance import note_run
 
 ONNX_FILE = "denoiser.onnx"  # the file in an export folder
@@ -131,16 +133,10 @@ class OnnxNet(nn.Module):
             "x_in": x_in.detach().to("cpu", torch.float32).contiguous().numpy(),
             "c_noise": c_noise.detach().to("cpu", torch.float32).reshape(-1).expand(B).contiguous().numpy(),
         }
-        if K > 0:  # the null class where there is no label or the sample is dropped (as nets/layers.CondEmbedding)
-            labels = torch.full((B,), K, dtype=torch.long)
-            if cond and cond.get("class") is not None:
-                given = cond["class"].detach().to("cpu", torch.long).reshape(B)
-                if ((given < 0) | (given >= K)).any():
-                    raise ValueError(f"class labels must be in [0, {K})")
-                labels = given
-            if cond and cond.get("drop") is not None:
-                labels = torch.where(cond["drop"].detach().to("cpu").reshape(B), K, labels)
-            feeds["class_labels"] = labels.contiguous().numpy()
+        if K > 0:  # the class table row the PyTorch network would read: K where dropped or unlabelled
+            drop = drop_mask(cond, B, torch.device("cpu"))
+            labels = class_rows(None if cond is None else cond.get("class"), drop, K, B)
+            feeds["class_labels"] = labels.detach().contiguous().numpy()
         (F,) = self.session.run(["F"], feeds)
         return torch.from_numpy(np.ascontiguousarray(F)).to(x_in.device)
 

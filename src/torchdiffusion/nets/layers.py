@@ -188,15 +188,7 @@ class CondEmbedding(nn.Module):
         out = None
         if self.num_classes > 0:
             labels = None if cond is None else cond.get("class")
-            null = torch.full((batch,), self.num_classes, dtype=torch.long, device=drop.device)
-            if labels is None:
-                labels = null
-            else:
-                labels = labels.to(device=drop.device, dtype=torch.long).reshape(batch)
-                if not torch.compiler.is_compiling() and ((labels < 0) | (labels >= self.num_classes)).any():
-                    raise ValueError(f"class labels must be in [0, {self.num_classes})")
-                labels = torch.where(drop, null, labels)
-            out = self.class_emb(labels)
+            out = self.class_emb(class_rows(labels, drop, self.num_classes, batch))
         if self.context_dim > 0:
             ctx = None if cond is None else cond.get("context")
             e = _vector_embedding(ctx, self.context_mlp, self.context_null, drop, batch, "context")
@@ -207,6 +199,18 @@ class CondEmbedding(nn.Module):
             e = _vector_embedding(nb, self.neighbour_mlp, self.neighbour_null, drop_n, batch, "neighbours")
             out = e if out is None else out + e
         return out
+
+
+def class_rows(labels: Tensor | None, drop: Tensor, num_classes: int, batch: int) -> Tensor:
+    """(B,) long: each sample's row of a class table with a null row at ``num_classes`` - its label, or the null
+    row where ``drop`` is True or no labels are given. Labels outside [0, num_classes) are a ValueError."""
+    null = torch.full((batch,), num_classes, dtype=torch.long, device=drop.device)
+    if labels is None:
+        return null
+    labels = labels.to(device=drop.device, dtype=torch.long).reshape(batch)
+    if not torch.compiler.is_compiling() and ((labels < 0) | (labels >= num_classes)).any():
+        raise ValueError(f"class labels must be in [0, {num_classes})")
+    return torch.where(drop, null, labels)
 
 
 def _vector_embedding(
