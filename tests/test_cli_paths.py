@@ -65,6 +65,21 @@ def test_demo_stopped_during_training_checkpoints_and_samples_nothing(tmp_path):
     assert not (out / "samples" / "demo.png").exists()
 
 
+def test_demo_grid_holds_the_presets_sample_n_unless_n_is_given(tmp_path):
+    """demo --n defaults to the preset's sample.n (the demo preset: 100 = ten of each digit); --n overrides it."""
+    base = ["demo", "--preset", "digits-test", "--set", "train.images=64", "--set", "sample.steps=2", "--no-progress"]
+    rc, _, err = cli(*base, "--set", "sample.n=9", "--out", tmp_path / "nine")
+    assert rc == 0, err
+    rc, _, err = cli(*base, "--set", "sample.n=9", "--n", "4", "--out", tmp_path / "four")
+    assert rc == 0, err
+    nine, four = (_pixels(tmp_path / f / "samples" / "demo.png") for f in ("nine", "four"))
+    # square grids of ceil(sqrt(n)) columns, side = k * tile + border: 3 x 3 and 2 x 2 tiles of the same size
+    assert nine.shape[0] == nine.shape[1] and four.shape[0] == four.shape[1]
+    tile = nine.shape[0] - four.shape[0]
+    border = four.shape[0] - 2 * tile
+    assert tile > 0 and 0 <= border < tile, (nine.shape, four.shape)
+
+
 def test_end_of_training_grid_has_a_bar_and_stops_at_the_first_ctrl_c(tmp_path):
     out = tmp_path / "run"
     args = ["train", "--preset", "digits-test", "--set", "train.images=64", "--set", "sample.steps=100000"]
