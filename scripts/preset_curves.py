@@ -1,7 +1,7 @@
 """Quality per training minute of preset candidates: the digit check against wall-clock training time.
 
     .venv/bin/python scripts/preset_curves.py --out runs/preset-curves [--minutes 11] [--eval-every 15000] \\
-        [--candidate NAME=PRESET[,KEY=VALUE...] ...] [--chosen NAME] [--threads 2]
+        [--candidate NAME=PRESET[,KEY=VALUE...] ...] [--chosen NAME] [--set KEY=VALUE ...] [--threads 2]
     .venv/bin/python scripts/preset_curves.py --out runs/preset-curves --plot-only   # redraw from the runs so far
 
 Trains each candidate into OUT/<NAME> with ``torchdiffusion train`` for ``--minutes`` of wall-clock time (the
@@ -11,18 +11,20 @@ preset's sampler, read by the evaluation classifier (the share it is >= 0.9 conf
 ``scripts/digit_check.py`` report it, and the share of the rarest digit) and the Fréchet distance in its features
 against 2,000 training images. The x axis is training wall-clock minutes, evaluation excluded (the run's clock
 less its evaluations, ``scripts/dit_vs_unet.curve``), so run it alone on a quiet machine: a timing.
-A candidate with autoguidance (the demo preset since it keeps a guide at ``train.guide_at``, a fraction of
-``train.images``) is scored unguided here: the clock-stopped runs never reach that fraction of their nominal
-10,000,000 images, and the evaluations record ``eval/autoguidance`` 1 (scripts/autoguidance_check.py scores the
-guided model). Writes OUT/preset-curves.json, OUT/preset-curves.md (a table per candidate) and
-OUT/quality-per-minute.png (the two curves, the chosen candidate drawn thick and its last point starred). A
-finished run is left as it is; Ctrl-C stops the training in progress at a checkpoint, and the same command
-resumes it.
+A candidate with autoguidance (``mnist-cpu-uncond``, ``mnist-cpu-28``: they keep a guide at ``train.guide_at``,
+a fraction of ``train.images``) is scored unguided here: the clock-stopped runs never reach that fraction of
+their nominal 10,000,000 images, and the evaluations record ``eval/autoguidance`` 1
+(scripts/autoguidance_check.py scores the guided model). Writes OUT/preset-curves.json, OUT/preset-curves.md
+(a table per candidate) and OUT/quality-per-minute.png (the two curves, the chosen candidate drawn thick and
+starred). A finished run is left as it is; Ctrl-C stops the training in progress at a checkpoint, and the same
+command resumes it.
 
-The default candidates vary one thing each from the demo preset with its 28 x 28 U-Net (``mnist-cpu-28``, the
-demo's network until space-to-depth): its precision and layout (bf16
-autocast with channels-last activations, the path ``train.precision=auto`` takes on CPUs with native bf16), its
-width, and its batch.
+The default candidates are the demo preset ``mnist-cpu`` (class-conditional, ``train.precision=auto``: bf16
+autocast with channels-last activations on CPUs with native bf16, else fp32), the same in fp32, its unconditional
+twin ``mnist-cpu-uncond`` (scored unguided, see above) and the 28 x 28 U-Net ``mnist-cpu-28`` (the demo's network
+before space-to-depth). The chosen candidate's star is at its preset's own ``train.images`` (where ``make demo``
+stops), or at its last point when the curve ends before that.
+``--set KEY=VALUE`` (repeatable) is added to every candidate (e.g. ``--set train.seed=1``).
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dit_vs_unet import curve  # noqa: E402  (the evaluation points of a run folder, with training seconds)
 
 CANDIDATES = [
-    "mnist-cpu fp32=mnist-cpu-28,train.precision=fp32",
-    "mnist-cpu bf16=mnist-cpu-28,train.precision=bf16,train.channels_last=true",
-    "wide bf16=mnist-cpu-28,train.precision=bf16,train.channels_last=true,model.channels=48",
-    "batch 128 bf16=mnist-cpu-28,train.precision=bf16,train.channels_last=true,train.batch_size=128,train.lr=3e-3",
+    "mnist-cpu=mnist-cpu",
+    "mnist-cpu fp32=mnist-cpu,train.precision=fp32",
+    "mnist-cpu-uncond=mnist-cpu-uncond",
+    "mnist-cpu-28=mnist-cpu-28",
 ]
 
 
@@ -56,6 +58,16 @@ def parse(spec: str) -> tuple[str, str, list[str]]:
     if not name or not preset:
         raise SystemExit(f"error: a candidate is NAME=PRESET[,KEY=VALUE...], got {spec!r}")
     return name, preset, sets
+
+
+def preset_images(preset: str, sets: list[str]) -> int:
+    """The ``train.images`` a run of this candidate stops at outside this script (its preset's, or its override)."""
+    from torchdiffusion.config import get_preset
+
+    for s in sets:
+        if s.startswith("train.images="):
+            return int(float(s.partition("=")[2]))
+    return get_preset(preset).train.images
 
 
 def folder(name: str) -> str:
@@ -71,6 +83,7 @@ def train(name: str, preset: str, sets: list[str], out: Path, args: argparse.Nam
         f"train.log_every_images={max(1, args.eval_every // 3)}",
         f"train.threads={args.threads}",
         *sets,
+        *args.set,
     ]
     cmd = [sys.executable, "-m", "torchdiffusion", "train", "--preset", preset, "--out", str(out / folder(name))]
     for s in settings:
@@ -108,6 +121,15 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} CPUs ({why})"
 
 
+def star_index(points: list[dict], preset_images: int | None) -> int:
+    """The index of the first evaluation at or past ``preset_images`` (the last point when there is none)."""
+    if preset_images:
+        for i, p in enumerate(points):
+            if p["images"] >= preset_images:
+                return i
+    return len(points) - 1
+
+
 def plot(rows: dict, chosen: str, path: Path, where: str) -> None:
     import matplotlib
 
@@ -125,9 +147,10 @@ def plot(rows: dict, chosen: str, path: Path, where: str) -> None:
         lw, label = (3.0, f"{name} (chosen)") if name == chosen else (1.3, name)
         (line,) = a.plot(t, conf, marker="o", ms=3, lw=lw, label=label)
         b.plot(t, fd, marker="o", ms=3, lw=lw, color=line.get_color())
-        if name == chosen:
-            a.plot(t[-1], conf[-1], marker="*", ms=16, color=line.get_color())
-            b.plot(t[-1], fd[-1], marker="*", ms=16, color=line.get_color())
+        if name == chosen:  # the star: where the preset's own run stops (its train.images), else the last point
+            i = star_index(pts, r.get("preset_images"))
+            a.plot(t[i], conf[i], marker="*", ms=16, color=line.get_color())
+            b.plot(t[i], fd[i], marker="*", ms=16, color=line.get_color())
     a.set(
         xlabel="training minutes (wall clock, evaluation excluded)",
         ylabel="% of 256 samples confident >= 0.9",
@@ -152,7 +175,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder of the run folders, the table and the plot")
     ap.add_argument("--candidate", action="append", default=[], help="NAME=PRESET[,KEY=VALUE...] (repeatable)")
-    ap.add_argument("--chosen", default="mnist-cpu bf16", help="the candidate drawn as chosen")
+    ap.add_argument("--chosen", default="mnist-cpu", help="the candidate drawn as chosen")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="added to every candidate")
     ap.add_argument("--minutes", type=float, default=11.0, help="wall-clock training budget per candidate")
     ap.add_argument("--eval-every", type=int, default=15_000, help="images between evaluations")
     ap.add_argument("--eval-n", type=int, default=256, help="samples per evaluation")
@@ -175,7 +199,9 @@ def main() -> int:
     for name, preset, sets in candidates:
         run = out / folder(name)
         if (run / "metrics.jsonl").exists():
-            rows[name] = dict(preset=preset, overrides=sets, points=curve(run))
+            rows[name] = dict(
+                preset=preset, overrides=sets + args.set, preset_images=preset_images(preset, sets), points=curve(run)
+            )
     where = machine()
     (out / "preset-curves.json").write_text(
         json.dumps(dict(machine=where, chosen=args.chosen, candidates=rows), indent=2)

@@ -72,3 +72,15 @@ def test_preset_candidates_parse_and_bad_ones_are_refused():
     for spec in preset_curves.CANDIDATES:  # the default candidates name a preset and valid overrides
         _, preset, sets = preset_curves.parse(spec)
         validate(override(get_preset(preset), sets))
+
+
+def test_the_chosen_star_sits_where_the_presets_own_run_stops():
+    """The star of the chosen curve marks the evaluation where its preset's ``train.images`` is reached (what
+    ``make demo`` trains), not the end of the clock-stopped run; a curve that ends earlier is starred at its end."""
+    pts = [{"images": n} for n in (15_040, 30_016, 150_016, 165_056)]
+    assert preset_curves.star_index(pts, 150_000) == 2
+    assert preset_curves.star_index(pts, 15_040) == 0
+    assert preset_curves.star_index(pts, 500_000) == 3
+    assert preset_curves.star_index(pts, None) == 3
+    assert preset_curves.preset_images("mnist-cpu", []) == get_preset("mnist-cpu").train.images
+    assert preset_curves.preset_images("mnist-cpu", ["model.channels=48", "train.images=2e5"]) == 200_000
