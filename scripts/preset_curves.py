@@ -62,12 +62,18 @@ def parse(spec: str) -> tuple[str, str, list[str]]:
 
 def preset_images(preset: str, sets: list[str]) -> int:
     """The ``train.images`` a run of this candidate stops at outside this script (its preset's, or its override)."""
-    from torchdiffusion.config import get_preset
+    return resolved(preset, sets).train.images
 
-    for s in sets:
-        if s.startswith("train.images="):
-            return int(float(s.partition("=")[2]))
-    return get_preset(preset).train.images
+
+def autoguided(preset: str, sets: list[str]) -> bool:
+    """Whether the candidate samples with autoguidance outside this script (its curve here is unguided)."""
+    return resolved(preset, sets).sample.autoguidance != 1.0
+
+
+def resolved(preset: str, sets: list[str]):
+    from torchdiffusion.config import get_preset, override
+
+    return override(get_preset(preset), sets)
 
 
 def folder(name: str) -> str:
@@ -96,6 +102,7 @@ def markdown(rows: dict, chosen: str) -> str:
     lines = []
     for name, r in rows.items():
         mark = " (chosen)" if name == chosen else ""
+        mark += "; autoguided outside this script, scored unguided here" if r.get("autoguided") else ""
         lines += [
             f"**{name}**{mark}: `{r['preset']}` with {', '.join(r['overrides']) or 'no overrides'}",
             "",
@@ -144,7 +151,8 @@ def plot(rows: dict, chosen: str, path: Path, where: str) -> None:
         t = [p["train_seconds"] / 60 for p in pts]
         conf = [100 * (p.get("confident_fraction") or 0.0) for p in pts]
         fd = [p["fd"] for p in pts]
-        lw, label = (3.0, f"{name} (chosen)") if name == chosen else (1.3, name)
+        label = name + (" (scored unguided)" if r.get("autoguided") else "")
+        lw, label = (3.0, f"{label} (chosen)") if name == chosen else (1.3, label)
         (line,) = a.plot(t, conf, marker="o", ms=3, lw=lw, label=label)
         b.plot(t, fd, marker="o", ms=3, lw=lw, color=line.get_color())
         if name == chosen:  # the star: where the preset's own run stops (its train.images), else the last point
@@ -200,7 +208,11 @@ def main() -> int:
         run = out / folder(name)
         if (run / "metrics.jsonl").exists():
             rows[name] = dict(
-                preset=preset, overrides=sets + args.set, preset_images=preset_images(preset, sets), points=curve(run)
+                preset=preset,
+                overrides=sets + args.set,
+                preset_images=preset_images(preset, sets),
+                autoguided=autoguided(preset, sets),
+                points=curve(run),
             )
     where = machine()
     (out / "preset-curves.json").write_text(

@@ -83,4 +83,5 @@ def test_the_chosen_star_sits_where_the_presets_own_run_stops():
     assert preset_curves.star_index(pts, 500_000) == 3
     assert preset_curves.star_index(pts, None) == 3
     assert preset_curves.preset_images("mnist-cpu", []) == get_preset("mnist-cpu").train.images
-    assert preset_curves.preset_images("mnist-cpu", ["model.channels=48", "train.images=2e5"]) == 200_000
+    assert preset_curves.preset_images("mnist-cpu", ["model.channels=48", "train.images=200000"]) == 200_000
+    assert preset_curves.autoguided("mnist-cpu-uncond", []) and not preset_curves.autoguided("mnist-cpu", [])

@@ -119,3 +119,13 @@ def test_the_class_conditional_demo_preset_on_unlabelled_images_says_how_to_trai
     assert len(err.strip().splitlines()) == 1 and not out.exists()
     # the hint's settings make the preset an unconditional one that validates
     validate(override(get_preset("mnist-cpu"), ["model.num_classes=0", "sample.labels=none"]))
+
+
+def test_labels_outside_the_class_table_are_refused_before_training(tmp_path):
+    """A model with fewer classes than the data's labels (here 10 digits, 5 classes) is refused in one line that
+    names the class count the labels need, before anything is written; with that count the config validates."""
+    out = tmp_path / "run"
+    args = ["train", "--preset", "mnist-cpu", "--set", "data.source=digits", "--set", "model.num_classes=5"]
+    code, _, err = cli(*args, "--no-progress", "--out", out)
+    assert code == 2 and "labels run from 0 to 9" in err and "--set model.num_classes=10" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

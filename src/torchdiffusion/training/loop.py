@@ -155,6 +155,13 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
             f"model.num_classes={m.num_classes} but the data has no labels; for an unconditional model add "
             f"--set model.num_classes=0{unset}"
         )
+    if m.num_classes > 0 and len(data.labels):
+        lo, hi = int(data.labels.min()), int(data.labels.max())
+        if lo < 0 or hi >= m.num_classes:
+            raise ConfigError(
+                f"model.num_classes={m.num_classes} but the data's labels run from {lo} to {hi}; "
+                f"set --set model.num_classes={hi + 1}" + (" (labels must be >= 0)" if lo < 0 else "")
+            )
     if m.context_dim > 0 and getattr(data, "context", None) is None:
         raise ConfigError("model.context_dim > 0 but the data has no context vectors")
     if m.context_dim > 0 and data.context.shape[-1] != m.context_dim:
