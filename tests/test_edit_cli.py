@@ -119,3 +119,67 @@ def test_explain_schedules_and_ablation(run_dir, tmp_path):
     )
     assert_plot(tmp_path / "s.png", min_aspect=2.5, colours=(TAB_BLUE, TAB_ORANGE))  # three panels of curves
     assert_plot(tmp_path / "a.png")
+
+
+@pytest.fixture(scope="module")
+def class_run_dir(tmp_path_factory):
+    """A class-conditional run folder (10 classes, 8x8 digits) whose weights carry noise, so the class matters."""
+    from tinyruns import write_run
+
+    folder = tmp_path_factory.mktemp("edit-class") / "run"
+    return write_run(folder, "digits-test", ["model.num_classes=10", "sample.steps=3"], (1, 8, 8), jitter=0.05)
+
+
+def _cells(path, rows: int, cols: int, h: int = 8, w: int = 8):
+    """The h x w images of a grid PNG (2-px padding, shown at 4x) as a (rows, cols, 4h, 4w) int array."""
+    import numpy as np
+
+    a = np.asarray(Image.open(path).convert("L")).astype(int)
+    ys, xs = [4 * (2 + (h + 2) * r) for r in range(rows)], [4 * (2 + (w + 2) * c) for c in range(cols)]
+    return np.array([[a[y : y + 4 * h, x : x + 4 * w] for x in xs] for y in ys])
+
+
+@pytest.mark.parametrize(
+    "argv,rows,known",
+    [
+        (["inpaint", "--resample", "2", "--jump", "1"], 3, 2),
+        (["img2img", "--strength", "0.7"], 2, 1),
+        (["outpaint", "--right", "4"], 2, 1),
+    ],
+)
+def test_class_edits_follow_the_class_of_each_image(class_run_dir, tmp_path, argv, rows, known):
+    """--class k edits towards class k: the result row differs from the null class's and from another class's,
+    while the rows shown as given (originals, masked inputs) are untouched; classes are cycled over the images
+    and each image's result depends on its own class alone (--class 3,5 = the first image of --class 3 and the
+    second of --class 5); sample.guidance applies classifier-free guidance to the class."""
+    import numpy as np
+
+    def edit(*extra):
+        out = tmp_path / f"{argv[0]}{'_'.join(extra).replace(',', '-')}.png"
+        assert main([argv[0], str(class_run_dir), *argv[1:], "--n", "2", "--out", str(out), *extra]) == 0
+        return _cells(out, rows, 2, w=12 if argv[0] == "outpaint" else 8)  # outpaint: 8 x (8 + 4) canvases
+
+    null, three, five = edit(), edit("--class", "3"), edit("--class", "5")
+    both = edit("--class", "3,5")
+    assert np.array_equal(three[:known], null[:known]) and np.array_equal(five[:known], null[:known])
+    assert np.abs(three[known:] - null[known:]).max() > 0 and np.abs(three[known:] - five[known:]).max() > 0
+    assert np.array_equal(both[known:, 0], three[known:, 0]) and np.array_equal(both[known:, 1], five[known:, 1])
+    assert np.array_equal(edit("--class", "3,3"), three)
+    assert np.abs(edit("--class", "3", "--set", "sample.guidance=3")[known:] - three[known:]).max() > 0
+
+
+@pytest.mark.parametrize(
+    "which,argv,msg",
+    [
+        ("plain", ["inpaint", "--class", "3"], "not class-conditional"),
+        ("class", ["img2img", "--class", "10"], "class 10 is out of range"),
+        ("class", ["outpaint", "--right", "4", "--class", "seven"], "cannot read"),
+    ],
+)
+def test_bad_class_for_an_edit_is_one_line_and_exit_2(run_dir, class_run_dir, tmp_path, which, argv, msg, capsys):
+    run = run_dir if which == "plain" else class_run_dir
+    out = tmp_path / "x.png"
+    assert main([argv[0], str(run), *argv[1:], "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

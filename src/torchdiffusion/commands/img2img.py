@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .argtypes import unit_float
-from .inpaint import add_input_arguments
+from .inpaint import add_class_argument, add_input_arguments
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "img2img / SDEdit: partly noise images (strength in [0, 1]) and sample back from there"
@@ -18,6 +18,7 @@ Output rows: original, then one row per strength."""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_arguments(p)
+    add_class_argument(p)
     p.add_argument("--strength", type=unit_float, nargs="+", default=[0.5], help="strength(s) in [0, 1] (default 0.5)")
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_ = load_run(args.run, weights=args.weights)
     x = load_inputs(run_, args)
-    sample, D, sampler, sigmas, knobs = setup(run_, args)
+    sample, D, sampler, sigmas, knobs = setup(run_, args, n=len(x))
     for s in args.strength:
         strength_sigmas(sigmas, s)  # validate every strength before the slow part
     rows = [x]

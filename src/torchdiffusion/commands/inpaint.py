@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   torchdiffusion inpaint runs/demo --mask box:0,0,14,28 --images a.png b.png --out edits.png
   torchdiffusion inpaint runs/demo --mask hole.png --sampler ddpm --grid uniform_t --steps 100
   torchdiffusion inpaint runs/demo --pseudoinverse 1 --sampler euler_ancestral --steps 100   # guided (PiGDM)
+  torchdiffusion inpaint runs/demo --class 7 --resample 2                 # complete each digit as a 7
 masks (the region to REPAINT): box:x0,y0,x1,y1 | centre | half:bottom|top|left|right | FILE.png (white =
 repaint) | invert:SPEC.  Output rows: original, masked input (hole in grey), result."""
 
@@ -33,6 +34,17 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output PNG (default: RUN/edits/<command>-....png)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
     add_sampling_arguments(p)
+
+
+def add_class_argument(p: argparse.ArgumentParser) -> None:
+    """--class: the class(es) a class-conditional run edits towards (default: its learned null class)."""
+    p.add_argument(
+        "--class",
+        dest="classes",
+        help="class label(s) of a class-conditional run, e.g. 7 or 0,1,2 (cycled over the images); default: none, "
+        "the network's learned null class; classifier-free guided at the run's sample.guidance "
+        "(--set sample.guidance=W)",
+    )
 
 
 def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
@@ -59,19 +71,35 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
     return data.x[args.index : args.index + n].clone()
 
 
-def setup(run_, args: argparse.Namespace):
-    """(sample config, denoiser D(x, sigma), sampler, sigma grid, sampler knobs) for a loaded run."""
+def setup(run_, args: argparse.Namespace, n: int | None = None):
+    """(sample config, denoiser D(x, sigma), sampler, sigma grid, sampler knobs) for a loaded run.
+
+    ``n``: the number of images edited in one batch, for ``--class`` (the classes cycled over them); without a
+    class the denoiser is the network's unconditional (null-class) one."""
     from dataclasses import replace
 
+    from ..cond import build_cond, parse_vectors
     from ..config import validate
     from ..generate import clamped, clamps_x0, sampling_plan
+    from ..guidance import guided_denoiser
     from ..provenance import note_sampling
     from ..samplers import get_sampler
 
     default_out(run_, args, "check")  # an unusable --out (or edits folder) is refused before any sampling
     sample = sample_config_from_args(run_.config.sample, args)
     validate(replace(run_.config, sample=sample))
-    D = run_.model.bind(None)
+    if getattr(args, "classes", None):
+        classes = [int(v) for v in parse_vectors(args.classes)[0]]
+        cond = build_cond(run_.config.model, n or len(classes), classes=classes)
+        D = guided_denoiser(
+            run_.model,
+            cond,
+            scale=sample.guidance,
+            interval=sample.guidance_interval,
+            rescale=sample.guidance_rescale,
+        )
+    else:
+        D = run_.model.bind(None)
     clip = clamps_x0(sample, run_.data_shape, run_.codec)  # latents have no [-1, 1] range
     if clip:
         D = clamped(D)
@@ -83,6 +111,7 @@ def setup(run_, args: argparse.Namespace):
 
 # The flags of the editing commands that say what the edit does (recorded in the manifests).
 _EDIT_KNOBS = (
+    "classes",
     "mask",
     "resample",
     "jump",
@@ -124,6 +153,7 @@ def show_hole(x, mask, value: float = 0.0):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_arguments(p)
+    add_class_argument(p)
     from ..masks import MASK_HELP
 
     p.add_argument("--mask", default="half:bottom", help=f"{MASK_HELP} (default half:bottom)")
@@ -165,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_ = load_run(args.run, weights=args.weights)
     x = load_inputs(run_, args)
-    sample, D, sampler, sigmas, knobs = setup(run_, args)
+    sample, D, sampler, sigmas, knobs = setup(run_, args, n=len(x))
     C, H, W = run_.image_shape
     mask = make_mask(args.mask, H, W)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
@@ -186,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         f"inpaint-{args.mask}-{sample.sampler}{sample.steps}"
         + (f"-repaint{args.resample}x{jump}" if args.resample > 1 else "")
         + (f"-pigdm{args.pseudoinverse:g}" if args.pseudoinverse else "")
+        + (f"-class{args.classes}" if args.classes else "")
     )
     print(save_rows([x, show_hole(x, mask), result], default_out(run_, args, tag)))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .argtypes import MAX_PIXELS, MAX_STEPS, nonneg_int, positive_int
-from .inpaint import add_input_arguments
+from .inpaint import add_class_argument, add_input_arguments
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "grow images on any side (--left/--right/--top/--bottom pixels) and fill the new area; forecast signals"
@@ -23,6 +23,7 @@ drawn as median and 25-75 / 5-95 % bands (and written to a .npy beside the PNG):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_arguments(p)
+    add_class_argument(p)
     for side in ("left", "right", "top", "bottom"):
         p.add_argument(
             f"--{side}", type=nonneg_int(MAX_PIXELS), default=0, help=f"pixels to add on the {side} (default 0)"
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise EditError(f"outpaint works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
     x = load_inputs(run_, args)
-    sample, D, sampler, sigmas, knobs = setup(run_, args)
+    sample, D, sampler, sigmas, knobs = setup(run_, args, n=len(x))
     canvas, mask = outpaint_canvas(x, left=args.left, right=args.right, top=args.top, bottom=args.bottom)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
     D = tiled(D, tuple(run_.data_shape[1:]), args.stride)  # the network sees only windows of its own size
