@@ -83,6 +83,9 @@ def main(argv=None) -> int:
         help="a class-conditional run inpaints digit i as class (label_i + SHIFT) mod K and is scored against that "
         "requested class (0: its own digit; default: no class, the network's null class, scored against the label)",
     )
+    ap.add_argument(
+        "--cfg", type=float, default=1.0, help="classifier-free guidance w of the class asked for (default 1)"
+    )
     ap.add_argument("--out", help="JSON report (default RUN/edits/editing-check.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -90,6 +93,7 @@ def main(argv=None) -> int:
     from torchdiffusion.edit import inpaint, invert, psnr, repaint_moves
     from torchdiffusion.evaluation.classifier import classify, load_classifier, load_classifier_file
     from torchdiffusion.generate import clamped, clamps_x0, load_run, make_grid_sigmas, sampling_plan
+    from torchdiffusion.guidance import guided_denoiser
     from torchdiffusion.masks import make_mask
     from torchdiffusion.samplers import get_sampler, nfe
     from torchdiffusion.types import NoiseSource
@@ -116,7 +120,7 @@ def main(argv=None) -> int:
     def denoiser(start: int | None = None, stop: int | None = None):
         """D(x, sigma) of digits start..stop-1 at their requested class (--class-shift); else the null class."""
         cond = None if args.class_shift is None or start is None else {"class": requested[start:stop].to(device)}
-        D = run_.model.bind(cond)
+        D = guided_denoiser(run_.model, cond, scale=args.cfg)  # model.bind(cond) at w = 1 or without a class
         return clamped(D) if clip else D
 
     D = denoiser()  # the null class: the inversion round trip below
@@ -166,6 +170,7 @@ def main(argv=None) -> int:
         "guidance": args.guidance,
         "guidance_sigma_max": args.guidance_sigma_max,
         "class": "none (the null class)" if args.class_shift is None else f"(label + {args.class_shift}) mod {K}",
+        "cfg": args.cfg,
     }
     keep = mask.cpu().expand_as(x).bool()
     if not args.skip_inpaint:
@@ -190,7 +195,8 @@ def main(argv=None) -> int:
         report[name] = {
             "resample": r,
             "jump": j,
-            "nfe_per_image": sum(nfe(sample.sampler, b - a) for a, b in moves if b > a),
+            "nfe_per_image": sum(nfe(sample.sampler, b - a) for a, b in moves if b > a)
+            * (2 if args.cfg != 1.0 and args.class_shift is not None else 1),  # guided: two branches per step
             "accuracy": float(h.float().mean()),
             "known_region_mse": float(((y - x)[keep] ** 2).mean()),
             "seconds": round(secs, 1),
