@@ -160,7 +160,7 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
         if lo < 0 or hi >= m.num_classes:
             raise ConfigError(
                 f"model.num_classes={m.num_classes} but the data's labels run from {lo} to {hi}; "
-                f"set --set model.num_classes={hi + 1}" + (" (labels must be >= 0)" if lo < 0 else "")
+                f"train with --set model.num_classes={hi + 1}" + (" (labels must be >= 0)" if lo < 0 else "")
             )
     if m.context_dim > 0 and getattr(data, "context", None) is None:
         raise ConfigError("model.context_dim > 0 but the data has no context vectors")
