@@ -417,6 +417,17 @@ def sampling_plan(
     return sigmas, sampler_knobs(sample.sampler, sample, record), record
 
 
+def guidance_of(sample: SampleConfig) -> dict:
+    """:func:`~torchdiffusion.guidance.guided_denoiser`'s settings from a sample config (CFG scale, interval,
+    rescale, retrieval scale): what ``generate`` and the editing commands guide with."""
+    return {
+        "scale": sample.guidance,
+        "interval": sample.guidance_interval,
+        "rescale": sample.guidance_rescale,
+        "retrieval_scale": sample.retrieval_guidance,
+    }
+
+
 @torch.no_grad()
 def generate(
     model: Precond,
@@ -488,13 +499,7 @@ def generate(
         sl = slice(start, min(start + bs, len(seeds)))
         ns = NoiseSource(seeds[sl], data_shape, device=device, dtype=state_dtype(device))
         x = ns.initial() * float(sigmas[0])
-        guided = {
-            "scale": sample.guidance,
-            "uncond": slice_cond(uncond, sl),
-            "interval": sample.guidance_interval,
-            "rescale": sample.guidance_rescale,
-            "retrieval_scale": sample.retrieval_guidance,
-        }
+        guided = {**guidance_of(sample), "uncond": slice_cond(uncond, sl)}
         D = guided_denoiser(model, slice_cond(cond, sl), **guided)
         if guide is not None:  # autoguidance: the guide sees the same conditioning and CFG; both clamped first
             D_0 = guided_denoiser(guide, slice_cond(cond, sl), **guided)

@@ -80,7 +80,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None):
 
     from ..cond import build_cond, parse_vectors
     from ..config import validate
-    from ..generate import clamped, clamps_x0, sampling_plan
+    from ..generate import clamped, clamps_x0, guidance_of, sampling_plan
     from ..guidance import guided_denoiser
     from ..provenance import note_sampling
     from ..samplers import get_sampler
@@ -91,13 +91,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None):
     if getattr(args, "classes", None):
         classes = [int(v) for v in parse_vectors(args.classes)[0]]
         cond = build_cond(run_.config.model, n or len(classes), classes=classes)
-        D = guided_denoiser(
-            run_.model,
-            cond,
-            scale=sample.guidance,
-            interval=sample.guidance_interval,
-            rescale=sample.guidance_rescale,
-        )
+        D = guided_denoiser(run_.model, cond, **guidance_of(sample))
     else:
         D = run_.model.bind(None)
     clip = clamps_x0(sample, run_.data_shape, run_.codec)  # latents have no [-1, 1] range
