@@ -299,6 +299,22 @@ def test_explain_and_evaluate_decode(world, tmp_path, cache_env):
     assert all(np.isfinite(v) for v in rec.values())
 
 
+def test_evaluate_reads_classes_off_the_decoded_images(world, tmp_path):
+    from torchdiffusion.evaluation.classifier import ClassifierConfig, SmallClassifier, save_classifier
+
+    for channels in (1, 2):  # the images' channels, then the latents' (2 x 4 x 4)
+        net = SmallClassifier(ClassifierConfig(in_channels=channels, num_classes=10, width=8, feature_dim=16))
+        save_classifier(net, tmp_path / f"c{channels}.safetensors")
+    ev = ["evaluate", world["run"], "--metrics", "classes", "--n", "4", "--steps", "2"]
+    code, _, err = cli(*ev, "--classifier", tmp_path / "c2.safetensors", "--out", tmp_path / "e2", env=world["env"])
+    assert code == 2 and "reads 2-channel images; this run makes 1-channel ones" in err
+    assert not (tmp_path / "e2").exists()
+    code, _, err = cli(*ev, "--classifier", tmp_path / "c1.safetensors", "--out", tmp_path / "e1", env=world["env"])
+    assert code == 0, err
+    report = json.loads((tmp_path / "e1" / "report.json").read_text())
+    assert report["classes"]["n"] == 4 and sum(report["classes"]["histogram"]) == pytest.approx(1.0)
+
+
 def test_data_config_round_trips_latents_of():
     from torchdiffusion.config import from_json, to_json
 

@@ -26,11 +26,15 @@ EXAMPLES = """examples:
   torchdiffusion evaluate runs/demo --metrics fd,kid --features clf:mnist5k --n 1000   # fast: no EfficientNet
   torchdiffusion evaluate runs/toy --metrics straightness --n 256     # Liu et al.'s straightness of the ODE paths
   torchdiffusion evaluate runs/emoji-text --metrics contrastive,fd --n 1000   # scored by the shipped emoji model
+  torchdiffusion train-classifier runs/sprites --evaluation    # a classifier of your own labelled data, then:
+  torchdiffusion evaluate runs/sprites --metrics fd,classes --classifier runs/sprites/classifier --n 1000
   torchdiffusion evaluate runs/fashion --n 5000 --nll-n 256 --vlb-timesteps 0   # all T terms
   TORCHDIFFUSION_INCEPTION=inception-2015-12-05.pt torchdiffusion evaluate runs/demo --features inception
 
 Metrics are named for their features (FD-EffNetLite0, FD-MNIST5kclf); "FID" only with --features inception.
 The contrastive score is named for its weights ("torchdiffusion emoji model", from train-clip): not OpenAI's CLIP.
+classes: the share of samples a classifier is >= 0.9 sure of, the class balance, and for a class-conditional run
+the share read as the class asked for - by --classifier, or the data set's shipped classifier (MNIST, Fashion).
 Writes RUN/eval/report.json and RUN/eval/summary.html (or --out DIR). Warnings (a feature network that cannot
 run and the pip install that fixes it, the small-n bias of FD) are printed on stderr as well. --metrics nll
 alone scores real images and draws no samples."""
@@ -41,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metrics",
         default=DEFAULT_METRICS,
-        help="comma-separated: fd, kid, pr, nll, memorisation, straightness (how straight the ODE paths are), "
+        help="comma-separated: fd, kid, pr, nll, memorisation, classes (a classifier's reading of the samples; "
+        "see --classifier), straightness (how straight the ODE paths are), "
         "volume (energy / MMD in a 3-D classifier's features, slice profiles, the Gaussian baseline; the default "
         "for volume runs), contrastive (text-conditioned runs: how well samples match their prompts, by our "
         "contrastive emoji model; see --contrastive); default: fd, kid, pr, nll, memorisation",
@@ -49,8 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int_in(2, MAX_COUNT), default=5000, help="generated samples (default 5000)")
     p.add_argument(
         "--features",
-        help="comma-separated feature networks: effnet_lite0, clf:<data>, inception, raw "
-        "(default: effnet_lite0 + the data set's classifier)",
+        help="comma-separated feature networks: effnet_lite0, clf:<data>, clf:<classifier file or folder>, "
+        "inception, raw (default: effnet_lite0 + the --classifier's or the data set's classifier)",
+    )
+    p.add_argument(
+        "--classifier",
+        help="a classifier of the run's images for the classes report and the default classifier features: "
+        "'train-classifier RUN --evaluation''s eval-classifier.safetensors or its folder, or a shipped name "
+        "(default: the data set's, where one ships: mnist5k, fashion_mnist)",
     )
     p.add_argument("--out", help="output folder (default RUN/eval)")
     p.add_argument("--sampler", help="override the run's sampler")
@@ -122,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         vlb_timesteps=vlb_timesteps,
         inception_path=args.inception,
         contrastive=args.contrastive,
+        classifier=args.classifier,
         device=args.device,
         log=lambda line: print(line, file=sys.stderr),  # phases and warnings on screen; the numbers on stdout
         progress=True,
@@ -151,8 +163,10 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
     from ..viz import save_json
     from .argtypes import check_output_dir
 
-    if args.metrics != DEFAULT_METRICS or args.features:
-        raise ValueError("--metrics/--features choose image metrics; table and sequence runs report all of theirs")
+    if args.metrics != DEFAULT_METRICS or args.features or args.classifier:
+        raise ValueError(
+            "--metrics/--features/--classifier choose image metrics; table and sequence runs report all of theirs"
+        )
     out = check_output_dir(args.out or Path(args.run) / "eval")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -182,8 +196,8 @@ def evaluate_signals(args: argparse.Namespace) -> int:
     from ..viz import save_json, save_signals
     from .argtypes import check_output_dir
 
-    if args.metrics != DEFAULT_METRICS or args.features:
-        raise ValueError("--metrics/--features choose image metrics; signal runs report all of theirs")
+    if args.metrics != DEFAULT_METRICS or args.features or args.classifier:
+        raise ValueError("--metrics/--features/--classifier choose image metrics; signal runs report all of theirs")
     out = check_output_dir(args.out or Path(args.run) / "eval")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -231,10 +245,12 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     if inception and not Path(inception).is_file():
         raise FileNotFoundError(2, "No such file or directory", inception)
     for f in feats or []:
-        if f not in FE.feature_names():
+        if not FE.is_feature_name(f):
             raise EvaluateError(
                 f"--features: unknown feature network {f!r}; choose from {', '.join(FE.feature_names())}"
             )
+        if f.startswith("clf:"):
+            FE.get_features(f)  # a classifier file that is missing or not one: refused now, not skipped later
     if "inception" in (feats or []):
         FE.get_features("inception", inception_path=args.inception)  # a missing or damaged file: refused now
     if not (args.device == "cpu" or (args.device.startswith("cuda") and torch.cuda.is_available())):
@@ -270,6 +286,8 @@ def summary_lines(report: dict) -> dict:
         s["heldout_copy_fraction"] = mem.get("holdout_copy_fraction")
     if "classes" in report:
         s["confident_fraction"] = report["classes"]["confident_fraction"]
+        if "accuracy" in report["classes"]:
+            s["class_accuracy"] = report["classes"]["accuracy"]
     if "contrastive" in report:
         c = report["contrastive"]
         s["contrastive_score"] = round(c["score"], 3)

@@ -261,11 +261,46 @@ def load_classifier_file(path: str | Path) -> SmallClassifier:
     return net.eval()
 
 
+EVAL_CLASSIFIER_FILE = "eval-classifier.safetensors"  # what 'train-classifier --evaluation' writes in its folder
+
+
+def is_classifier_file_spec(spec: str) -> bool:
+    """A path (a ``.safetensors`` file, or a folder holding eval-classifier.safetensors), not a shipped name."""
+    return (
+        spec.endswith(".safetensors") or os.sep in spec or (Path(spec).is_dir() and spec not in available_classifiers())
+    )
+
+
+def classifier_file(spec: str | Path) -> Path:
+    """The weights file a path names: the file itself, or a train-classifier folder's eval-classifier.safetensors."""
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / EVAL_CLASSIFIER_FILE).is_file():
+            raise ClassifierError(
+                f"{path} holds no {EVAL_CLASSIFIER_FILE} (train one with 'torchdiffusion train-classifier RUN "
+                "--evaluation')"
+            )
+        return path / EVAL_CLASSIFIER_FILE
+    return path
+
+
 def classifier_from(spec: str) -> SmallClassifier:
-    """A shipped classifier by name (``mnist5k``) or one from a ``.safetensors`` path."""
-    if spec.endswith(".safetensors") or os.sep in spec:
-        return load_classifier_file(spec)
+    """A shipped classifier by name (``mnist5k``), one from a ``.safetensors`` path, or a train-classifier folder's
+    evaluation classifier."""
+    if is_classifier_file_spec(spec):
+        return load_classifier_file(classifier_file(spec))
     return load_classifier(spec)
+
+
+def classifier_card_of(spec: str) -> dict:
+    """The JSON card (held-out accuracy, data) of a shipped classifier or of a file's ``.json`` beside it."""
+    if not is_classifier_file_spec(spec):
+        return classifier_card(spec)
+    card = classifier_file(spec).with_suffix(".json")
+    try:
+        return json.loads(card.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 _CACHE: dict[str, SmallClassifier] = {}

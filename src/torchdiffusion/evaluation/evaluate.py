@@ -29,7 +29,7 @@ from torch import Tensor
 from ..io import atomic_write, sha256_tensor
 from . import features as FE
 from . import metrics as M
-from .classifier import available_classifiers, class_report, classifier_card
+from .classifier import ClassifierError, available_classifiers, class_report, classifier_card_of, classifier_from
 from .likelihood import DEFAULT_BIN_WIDTH, ode_bits_per_dim, vp_bound_bits_per_dim
 from .memorisation import memorisation_report, save_closest_pairs
 
@@ -40,14 +40,52 @@ class EvaluateError(ValueError):
     """Bad evaluation request (unknown metric, unusable run); one-line message."""
 
 
-def default_features(data_source: str, kind: str) -> list[str]:
-    """EfficientNet-Lite0 plus the project's classifier for the data set when one ships; raw for vectors."""
+def default_features(data_source: str, kind: str, classifier: str | None = None) -> list[str]:
+    """EfficientNet-Lite0 plus a classifier's features - ``classifier`` (a name or file), else the project's
+    classifier for the data set when one ships; raw for vectors."""
     if kind != "image":
         return ["raw"]
     feats = ["effnet_lite0"]
-    if data_source in available_classifiers():
+    if classifier is not None:
+        feats.append(f"clf:{classifier}")
+    elif data_source in available_classifiers():
         feats.append(f"clf:{data_source}")
     return feats
+
+
+def classes_classifier(run, metrics: Sequence[str], classifier: str | None = None):
+    """(spec, network) of the classifier behind the ``classes`` report, checked against the run before anything
+    is sampled: ``classifier`` (a shipped name, a train-classifier --evaluation file or its folder) when given, else
+    the data set's shipped one when it reads the run's images; (None, None) when there is none. Refused in one line:
+    ``classes`` asked for with no classifier for the data, or a given classifier that cannot read the run's images
+    or tells another number of classes apart than a class-conditional run is conditioned on."""
+    src = run.config.data.source
+    if classifier is None:
+        shipped = run.kind == "image" and src in available_classifiers()
+        if shipped and classifier_from(src).cfg.in_channels == run.image_shape[0]:
+            return src, classifier_from(src)
+        if "classes" in metrics:
+            raise EvaluateError(
+                f"--metrics classes needs a classifier of this run's images: none ships for {src!r} data; train "
+                f"one with 'torchdiffusion train-classifier {run.path} --evaluation' and pass --classifier"
+            )
+        return None, None
+    if run.kind != "image":
+        raise EvaluateError(f"--classifier reads images; {run.path} holds {run.kind} data")
+    try:
+        net = classifier_from(classifier)
+    except ClassifierError as e:
+        raise EvaluateError(str(e)) from None
+    C, K = run.image_shape[0], run.config.model.num_classes
+    if net.cfg.dims != 2 or net.cfg.in_channels != C:
+        raise EvaluateError(
+            f"--classifier {classifier} reads {net.cfg.in_channels}-channel images; this run makes {C}-channel ones"
+        )
+    if K > 0 and net.cfg.num_classes != K:
+        raise EvaluateError(
+            f"--classifier {classifier} tells {net.cfg.num_classes} classes apart; this run is conditioned on {K}"
+        )
+    return classifier, net
 
 
 def _subsample(x: Tensor, n: int, seed: int = 0) -> Tensor:
@@ -178,6 +216,7 @@ def evaluate(
     inception_path: str | None = None,
     samples: Tensor | None = None,
     contrastive: str | Path | None = None,
+    classifier: str | None = None,
     device: str = "cpu",
     log=print,
     progress: bool = False,
@@ -186,7 +225,7 @@ def evaluate(
 
     Args:
         run_path: a run folder (config.json, run.json, weights).
-        metrics: any of fd, kid, pr, nll, memorisation, classes (classes runs when a classifier ships). Samples
+        metrics: any of fd, kid, pr, nll, memorisation, classes (with ``classifier`` or a shipped one). Samples
             are drawn only for the metrics that use them (``nll`` alone scores real images only).
         n: number of generated samples (image k uses seed ``seed + k``).
         features: feature networks (default: effnet_lite0 + the data set's classifier; raw for vectors).
@@ -197,6 +236,10 @@ def evaluate(
         samples: precomputed samples (N, ...) instead of generating.
         contrastive: a train-clip run folder (or its weights) for the ``contrastive`` metric (default: the
             shipped emoji model); samples of a text-conditioned run are drawn from the held-out captions.
+        classifier: the classifier of the ``classes`` report (confidence, balance, and the share of a
+            class-conditional run's samples read as their class) and of the default classifier features: a
+            shipped name, or ``train-classifier RUN --evaluation``'s eval-classifier.safetensors or its folder
+            (default: the data set's shipped classifier, when one ships).
         log: receives one line per phase and every warning (a skipped feature network, small-n bias).
         progress: progress bars for sampling and feature extraction (progress.step_bar).
     """
@@ -210,7 +253,8 @@ def evaluate(
     run = load_run(run_path, device=device)
     cfg = run.config
     out = Path(out) if out is not None else run.path / "eval"
-    features = list(features) if features else default_features(cfg.data.source, run.kind)
+    clf_spec, clf_net = classes_classifier(run, metrics, classifier)  # refused before sampling
+    features = list(features) if features else default_features(cfg.data.source, run.kind, classifier)
     report: dict = {"run": str(run.path), "data": cfg.data.source, "n": 0, "metrics": list(metrics)}
     report.update(features=features, torch=torch.__version__)
     train, heldout = _real_sets(cfg, holdout_n or n)
@@ -231,9 +275,10 @@ def evaluate(
         if "volume" in metrics:
             log("volume metrics (a 3-D classifier's features; the Gaussian baseline beside)...")
             report["volume"] = _volume_section(run, samples, labels, train, seed, out)
-        if run.kind == "image" and cfg.data.source in available_classifiers() and samples.shape[1] == 1:
-            report["classes"] = class_report(samples, cfg.data.source, labels=labels)
-            report["classes"]["classifier_heldout_accuracy"] = classifier_card(cfg.data.source).get("heldout_accuracy")
+        if clf_net is not None:
+            report["classes"] = class_report(samples, clf_net, labels=labels)
+            report["classes"]["classifier"] = clf_spec
+            report["classes"]["classifier_heldout_accuracy"] = classifier_card_of(clf_spec).get("heldout_accuracy")
     if scorer is not None:
         log("contrastive score...")
         report["contrastive"] = _contrastive(run, samples, report.get("sampling", {}).get("prompts"), scorer)

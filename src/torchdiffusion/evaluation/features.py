@@ -8,12 +8,17 @@ name                F       what
 ``effnet_lite0``    1280    EfficientNet-Lite0 (ImageNet), pooled last conv features; grayscale repeated to
                             RGB, resized to 224 (bilinear, antialiased). Needs the ``eval`` extra.
 ``clf:<data>``      128     the project's small classifier for a built-in data set (penultimate layer)
+``clf:<file>``      128     the same network trained on your data: ``train-classifier RUN --evaluation``'s
+                            eval-classifier.safetensors (or its folder)
 ``inception``       2048    a user-supplied TorchScript Inception-v3 (``TORCHDIFFUSION_INCEPTION`` or
                             ``inception_path=``), e.g. the ``inception-2015-12-05.pt`` behind published FID
 ``raw``             C*H*W   the flattened values themselves (vector data, 2-D toys)
 ==================  ======  ===================================================================================
 
-Metric names follow the features: ``FD-EffNetLite0``, ``FD-MNIST5kclf``; only ``inception`` gives "FID".
+Metric names follow the features: ``FD-EffNetLite0``, ``FD-MNIST5kclf``, ``FD-clf(<folder>)`` for a file; only
+``inception`` gives "FID". Loaded networks and cached reference features are keyed by :func:`feature_id`, which
+names a file-backed network (a classifier file, the Inception file) by the sha256 of its bytes: a file replaced at
+the same path is never served from a stale cache.
 """
 
 from __future__ import annotations
@@ -66,10 +71,13 @@ def _effnet_lite0() -> FeatureFn:
     return f
 
 
-def _classifier(data: str) -> FeatureFn:
-    from .classifier import load_classifier
+def _classifier(spec: str) -> FeatureFn:
+    from .classifier import ClassifierError, classifier_from
 
-    net = load_classifier(data)
+    try:
+        net = classifier_from(spec)
+    except ClassifierError as e:
+        raise FeatureError(str(e)) from None
 
     @torch.no_grad()
     def f(x: Tensor) -> Tensor:
@@ -113,11 +121,39 @@ def feature_names() -> list[str]:
     return ["effnet_lite0", *[f"clf:{d}" for d in available_classifiers()], "inception", "raw"]
 
 
+def is_feature_name(name: str) -> bool:
+    """A name :func:`get_features` knows: one of :func:`feature_names`, or ``clf:`` and a classifier file's path."""
+    from .classifier import is_classifier_file_spec
+
+    return name in feature_names() or (name.startswith("clf:") and is_classifier_file_spec(name[4:]))
+
+
+def feature_id(name: str, inception_path: str | None = None) -> str:
+    """What a feature network is, for caches: its name, or for a file-backed one the sha256 of the file's bytes
+    (``clf-file-<hex>``, ``inception-<hex>``). A missing file keeps its name (loading it names the problem)."""
+    from ..io import sha256_file
+    from .classifier import classifier_file, is_classifier_file_spec
+
+    path = None
+    if name.startswith("clf:") and is_classifier_file_spec(name[4:]):
+        path, tag = classifier_file(name[4:]), "clf-file"
+    elif name == "inception":
+        path, tag = Path(inception_path or os.environ.get("TORCHDIFFUSION_INCEPTION") or ""), "inception"
+    if path is None or not path.is_file():
+        return name
+    return f"{tag}-{sha256_file(path)[:16]}"
+
+
 def metric_label(feature: str) -> str:
     """The display name of a feature set inside a metric name: FD-<label>."""
     if feature == "effnet_lite0":
         return "EffNetLite0"
     if feature.startswith("clf:"):
+        from .classifier import EVAL_CLASSIFIER_FILE, classifier_file, is_classifier_file_spec
+
+        if is_classifier_file_spec(feature[4:]):  # clf(<train-classifier folder>) or clf(<file stem>)
+            f = classifier_file(feature[4:])
+            return f"clf({f.parent.name if f.name == EVAL_CLASSIFIER_FILE else f.stem})"
         return feature[4:].replace("_", "").upper().replace("MNIST5K", "MNIST5k") + "clf"
     if feature == "inception":
         return "Inception"
@@ -126,7 +162,7 @@ def metric_label(feature: str) -> str:
 
 def get_features(name: str, inception_path: str | None = None) -> FeatureFn:
     """The feature function ``images (N, C, H, W) in [-1, 1] -> (N, F)`` named ``name`` (cached)."""
-    key = name if name != "inception" else f"inception:{inception_path}"
+    key = feature_id(name, inception_path)
     if key not in _LOADED:
         if name == "effnet_lite0":
             _LOADED[key] = _effnet_lite0()
@@ -175,7 +211,8 @@ def reference_features(key: str, images_fn: Callable[[], Tensor], feature: str, 
     """
     from safetensors.torch import load_file
 
-    path = cache_dir("refstats") / f"{key}--{feature.replace(':', '-')}.safetensors"
+    fid = feature_id(feature, kw.get("inception_path"))
+    path = cache_dir("refstats") / f"{key}--{fid.replace(':', '-')}.safetensors"
     if path.is_file():
         return load_file(str(path))["features"]
     feats = extract(images_fn(), feature, **kw).contiguous()

@@ -1,0 +1,117 @@
+"""evaluate's classes report with a classifier of the user's own data (--classifier), checked against a classifier
+whose answer is known exactly, and every way a classifier can be the wrong one for a run refused before sampling.
+
+A classifier whose last layer is a bias alone says "class 3" with confidence ~1 for every image: the report must then
+give confident share 1, all samples in class 3, and - a class-conditional run's sample k asks for class k mod 10 -
+an accuracy of exactly the share of indices k with k mod 10 = 3.
+"""
+
+import json
+
+import pytest
+import torch
+
+from tinyruns import write_run
+from torchdiffusion.cli import main
+from torchdiffusion.evaluation import features as FE
+from torchdiffusion.evaluation.classifier import ClassifierConfig, SmallClassifier, save_classifier
+from torchdiffusion.evaluation.evaluate import EvaluateError, evaluate
+
+N = 24  # samples: indices 3, 13, 23 ask for class 3
+
+
+def always(k: int, *, in_channels: int = 1, num_classes: int = 10) -> SmallClassifier:
+    """A classifier that puts every image in class ``k`` (softmax ~1): zero weights, one large bias."""
+    net = SmallClassifier(ClassifierConfig(in_channels=in_channels, num_classes=num_classes, width=8, feature_dim=16))
+    with torch.no_grad():
+        net.out.weight.zero_()
+        net.out.bias.zero_()
+        net.out.bias[k] = 30.0
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classes")
+    write_run(root / "cond", "digits-test", ["model.num_classes=10", "sample.steps=2"])
+    write_run(root / "uncond", "digits-test", ["sample.steps=2"])
+    clf = root / "clf"
+    save_classifier(always(3), clf / "eval-classifier.safetensors", {"heldout_accuracy": 0.1})
+    return root, clf
+
+
+def test_classes_report_matches_the_known_classifier(runs, tmp_path, monkeypatch, capsys):
+    root, clf = runs
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "cache"))
+    reports = []
+    for spec in (clf, clf / "eval-classifier.safetensors"):  # the train-classifier folder or its file
+        out = tmp_path / f"ev-{len(reports)}"
+        args = ["evaluate", str(root / "cond"), "--metrics", "classes", "--classifier", str(spec), "--n", str(N)]
+        assert main([*args, "--out", str(out), "--steps", "2"]) == 0
+        reports.append(json.loads((out / "report.json").read_text())["classes"])
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["class_accuracy"] == pytest.approx(3 / N) and summary["confident_fraction"] == 1.0
+    a, b = reports
+    assert a["confident_fraction"] == 1.0 and a["histogram"] == [0.0] * 3 + [1.0] + [0.0] * 6
+    assert a["accuracy"] == pytest.approx(3 / N)  # k mod 10 == 3 for k in 0..23: 3, 13, 23
+    assert a["per_class_accuracy"][3] == 1.0 and a["per_class_accuracy"][4] == 0.0
+    assert a["classifier_heldout_accuracy"] == 0.1  # from the card beside the file
+    assert {k: v for k, v in a.items() if k != "classifier"} == {k: v for k, v in b.items() if k != "classifier"}
+
+
+def test_classifier_features_are_named_and_cached_by_the_file_bytes(runs, tmp_path, monkeypatch):
+    root, _ = runs
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "mine" / "eval-classifier.safetensors"
+    feat = f"clf:{path.parent}"
+    images = torch.rand(12, 1, 8, 8) * 2 - 1
+    ids, feats = [], []
+    for seed in (0, 1):  # two different networks written to the same path, one after the other
+        torch.manual_seed(seed)
+        net = SmallClassifier(ClassifierConfig(in_channels=1, num_classes=10, width=8, feature_dim=16)).eval()
+        save_classifier(net, path)
+        ids.append(FE.feature_id(feat))
+        feats.append(FE.reference_features("digits-test-images", lambda: images, feat))
+        with torch.no_grad():
+            assert torch.allclose(feats[-1], net.features(images), atol=1e-6)  # this file's network, not a cache
+    assert ids[0] != ids[1] and all(i.startswith("clf-file-") for i in ids)
+    assert not torch.allclose(feats[0], feats[1])
+    assert FE.metric_label(feat) == "clf(mine)" and FE.metric_label("clf:mnist5k") == "MNIST5kclf"
+    rep = evaluate(root / "cond", ("fd",), 16, features=[feat], out=tmp_path / "ev", steps=2, log=lambda *a: None)
+    assert rep["feature_metrics"][feat]["samples"]["FD-clf(mine)"] >= 0
+
+
+def _refused(args: list[str], out, capsys, words: str) -> None:
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not out.exists()
+
+
+def test_a_classifier_that_does_not_fit_the_run_is_refused_before_sampling(runs, tmp_path, capsys):
+    root, clf = runs
+    cond, out = str(root / "cond"), tmp_path / "ev"
+    # no classifier ships for the 'digits' data and none is given
+    _refused(["evaluate", cond, "--metrics", "classes", "--n", "4"], out, capsys, "train-classifier")
+    rgb, five, empty, junk = tmp_path / "rgb.safetensors", tmp_path / "five.safetensors", tmp_path / "e", tmp_path / "j"
+    save_classifier(always(0, in_channels=3), rgb)
+    save_classifier(always(0, num_classes=5), five)
+    empty.mkdir()
+    (junk / "eval-classifier.safetensors").parent.mkdir()
+    (junk / "eval-classifier.safetensors").write_bytes(b"not weights")
+    base = ["evaluate", cond, "--metrics", "classes", "--n", "4", "--classifier"]
+    _refused([*base, str(rgb)], out, capsys, "reads 3-channel images; this run makes 1-channel ones")
+    _refused([*base, str(five)], out, capsys, "tells 5 classes apart; this run is conditioned on 10")
+    _refused([*base, str(empty)], out, capsys, "holds no eval-classifier.safetensors")
+    _refused([*base, str(junk)], out, capsys, "is not a safetensors weights file")
+    _refused([*base, str(tmp_path / "none.safetensors")], out, capsys, "no classifier weights at")
+    features = ["evaluate", cond, "--metrics", "fd", "--n", "4", "--features"]
+    _refused([*features, f"clf:{junk}"], out, capsys, "is not a safetensors weights file")
+    _refused([*features, f"clf:{empty}"], out, capsys, "holds no eval-classifier.safetensors")
+    # an unconditional run takes a classifier of any number of classes (no accuracy to take)
+    args = ["evaluate", str(root / "uncond"), "--metrics", "classes", "--n", "4", "--steps", "2"]
+    assert main([*args, "--classifier", str(five), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())["classes"]
+    assert report["histogram"] == [1.0, 0.0, 0.0, 0.0, 0.0] and "accuracy" not in report
+    with pytest.raises(EvaluateError, match="needs a classifier"):
+        evaluate(root / "uncond", ("classes",), 4, steps=2, log=lambda *a: None)
