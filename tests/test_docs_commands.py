@@ -4,11 +4,13 @@ cannot leave a page telling people to type something that fails at once.
 Checked without the work: every `torchdiffusion ...` line of a code block parses with the real parser; the
 training commands resolve their preset and every --set to a validated config (--dry-run); evaluate's metric and
 feature names exist; every `--set key=value` anywhere on a page names a real setting its value converts to; and
-every option given to a `python scripts/NAME.py` line is one that script defines. Lines with placeholders
+every option given to a `python scripts/NAME.py` line is one that script defines; every name a page imports from
+torchdiffusion, or calls by its dotted path, exists. Lines with placeholders
 (`...`, `<name>`, `$VAR`) are left out; `[--optional parts]` are checked with the rest.
 """
 
 import contextlib
+import importlib
 import io
 import re
 import shlex
@@ -116,6 +118,33 @@ def script_options(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def python_names(text: str) -> list[str]:
+    """Dotted names a page uses from the package: `from torchdiffusion.x import a, b` (-> x.a, x.b), `import
+    torchdiffusion.x`, and calls written out as `torchdiffusion.x.f(...)`."""
+    out = []
+    for m in re.finditer(r"^\s*from (torchdiffusion[\w.]*) import \(?([\w, ]+)", text, re.M):
+        out += [f"{m.group(1)}.{n.strip().split(' as ')[0]}" for n in m.group(2).split(",") if n.strip()]
+    out += re.findall(r"^\s*import (torchdiffusion[\w.]*)", text, re.M)
+    out += re.findall(r"\b(torchdiffusion(?:\.\w+)+)\(", text)
+    return out
+
+
+def resolves(dotted: str) -> bool:
+    """The longest importable module prefix of ``dotted``, then attributes for the rest."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
 def page_id(p: Path) -> str:
     return p.relative_to(ROOT).as_posix()
 
@@ -123,6 +152,7 @@ def page_id(p: Path) -> str:
 def test_the_pages_show_commands():
     text = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
     assert len(commands(text)) >= 100 and len(settings(text)) >= 100 and len(script_options(text)) >= 50
+    assert len(python_names(text)) >= 20
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
@@ -157,6 +187,12 @@ def test_documented_script_options_exist(page):
     assert not bad, "\n".join(bad)
 
 
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_documented_python_names_exist(page):
+    bad = [name for name in python_names(page.read_text(encoding="utf-8")) if not resolves(name)]
+    assert not bad, "\n".join(bad)
+
+
 def test_the_checker_sees_stale_commands():
     page = """
 ```bash
@@ -183,3 +219,15 @@ and in prose `--set model.no_such=1`.
     assert problem_of_setting("sample.guidance", "W") is None  # a key with a placeholder value
     assert problem_of_setting("loss.perceptual", "1") is None  # an autoencoder setting
     assert script_options(page) == [("scripts/digit_check.py", "--no-such-option")]
+    code = """
+from torchdiffusion.generate import generate, no_such_function
+import torchdiffusion.no_such_module
+x = torchdiffusion.evaluation.evaluate.no_such_call(1)
+"""
+    names = python_names(code)
+    assert [n for n in names if not resolves(n)] == [
+        "torchdiffusion.generate.no_such_function",
+        "torchdiffusion.no_such_module",
+        "torchdiffusion.evaluation.evaluate.no_such_call",
+    ]
+    assert resolves("torchdiffusion.generate.generate")
