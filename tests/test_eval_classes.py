@@ -115,3 +115,28 @@ def test_a_classifier_that_does_not_fit_the_run_is_refused_before_sampling(runs,
     assert report["histogram"] == [1.0, 0.0, 0.0, 0.0, 0.0] and "accuracy" not in report
     with pytest.raises(EvaluateError, match="needs a classifier"):
         evaluate(root / "uncond", ("classes",), 4, steps=2, log=lambda *a: None)
+
+
+def test_quick_evaluation_in_training_reads_the_samples_with_the_given_classifier(runs, tmp_path, capsys):
+    _, clf = runs
+    out = tmp_path / "run"
+    sets = ["model.num_classes=10", "train.images=64", "train.batch_size=16", "train.eval_every_images=32"]
+    sets += ["train.eval_n=20", "sample.steps=2", f"train.eval_classifier={clf}"]
+    args = ["train", "--preset", "digits-test", "--out", str(out), "--no-progress"]
+    assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
+    evals = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "eval/seconds" in r]
+    assert [r["images_seen"] for r in evals] == [32, 64]
+    for r in evals:
+        assert r["eval/confident_fraction"] == 1.0 and r["eval/min_class_fraction"] == 0.0
+        assert r["eval/class_accuracy"] == pytest.approx(2 / 20)  # samples 3 and 13 ask for class 3
+        assert r["eval/FD-clf(clf)@20"] >= 0
+    capsys.readouterr()
+    # a classifier of 3-channel images for 1-channel digits: refused before anything is written
+    rgb = tmp_path / "rgb.safetensors"
+    save_classifier(always(0, in_channels=3), rgb)
+    bad = tmp_path / "bad"
+    sets = ["model.num_classes=10", "train.eval_every_images=32", f"train.eval_classifier={rgb}"]
+    assert main(["train", "--preset", "digits-test", "--out", str(bad), *[a for s in sets for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.eval_classifier" in err[0] and "reads 3-channel images" in err[0], err
+    assert not bad.exists()

@@ -145,6 +145,9 @@ class TrainConfig:
     sample_every_images: int = 0  # sample grid cadence; 0 = only at the end
     eval_every_images: int = 0  # quick evaluation cadence (FD, confident share -> metrics.jsonl); 0 = never
     eval_n: int = 256  # samples per quick evaluation
+    # the quick evaluation's classifier (FD in its features, confident share, class accuracy): "" = the data set's
+    # shipped one where it ships; else 'train-classifier RUN --evaluation''s eval-classifier.safetensors or folder
+    eval_classifier: str = ""
     checkpoint_every_images: int = 50_000  # training-state cadence
     keep_checkpoints: int = 2  # keep the last K training states
     max_nonfinite: int = 10  # stop after this many consecutive non-finite steps

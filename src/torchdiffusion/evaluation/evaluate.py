@@ -29,7 +29,14 @@ from torch import Tensor
 from ..io import atomic_write, sha256_tensor
 from . import features as FE
 from . import metrics as M
-from .classifier import ClassifierError, available_classifiers, class_report, classifier_card_of, classifier_from
+from .classifier import (
+    ClassifierError,
+    SmallClassifier,
+    available_classifiers,
+    class_report,
+    classifier_card_of,
+    classifier_from,
+)
 from .likelihood import DEFAULT_BIN_WIDTH, ode_bits_per_dim, vp_bound_bits_per_dim
 from .memorisation import memorisation_report, save_closest_pairs
 
@@ -72,20 +79,26 @@ def classes_classifier(run, metrics: Sequence[str], classifier: str | None = Non
         return None, None
     if run.kind != "image":
         raise EvaluateError(f"--classifier reads images; {run.path} holds {run.kind} data")
+    return classifier, fitting_classifier(classifier, run.image_shape[0], run.config.model.num_classes)
+
+
+def fitting_classifier(spec: str, channels: int, num_classes: int, name: str = "--classifier") -> SmallClassifier:
+    """The classifier ``spec`` names (see :func:`classifier.classifier_from`), once it is known to read images of
+    ``channels`` channels and - for a class-conditional model, ``num_classes`` > 0 - to tell that many classes
+    apart; else EvaluateError in one line that starts with ``name``."""
     try:
-        net = classifier_from(classifier)
+        net = classifier_from(spec)
     except ClassifierError as e:
-        raise EvaluateError(str(e)) from None
-    C, K = run.image_shape[0], run.config.model.num_classes
-    if net.cfg.dims != 2 or net.cfg.in_channels != C:
+        raise EvaluateError(f"{name}: {e}") from None
+    if net.cfg.dims != 2 or net.cfg.in_channels != channels:
         raise EvaluateError(
-            f"--classifier {classifier} reads {net.cfg.in_channels}-channel images; this run makes {C}-channel ones"
+            f"{name} {spec} reads {net.cfg.in_channels}-channel images; this run makes {channels}-channel ones"
         )
-    if K > 0 and net.cfg.num_classes != K:
+    if num_classes > 0 and net.cfg.num_classes != num_classes:
         raise EvaluateError(
-            f"--classifier {classifier} tells {net.cfg.num_classes} classes apart; this run is conditioned on {K}"
+            f"{name} {spec} tells {net.cfg.num_classes} classes apart; this run is conditioned on {num_classes}"
         )
-    return classifier, net
+    return net
 
 
 def _subsample(x: Tensor, n: int, seed: int = 0) -> Tensor:
@@ -548,13 +561,16 @@ def quick_eval(
     steps: int | None = None,
     grid_dir: str | Path | None = None,
     codec=None,
+    classifier: str = "",
 ) -> dict:
     """A cheap in-training evaluation: one flat dict for a ``metrics.jsonl`` line.
 
-    Samples ``n`` images with the run's sampler, then FD in the data set's classifier features (raw values for
-    vector data or data without a shipped classifier) against at most 2000 training examples, plus the
-    classifier's confident fraction and the share of its rarest class. Meant to be called by ``train()`` every
-    ``eval_every_images``.
+    Samples ``n`` images with the run's sampler, then FD in a classifier's features - ``classifier``
+    (``train.eval_classifier``: a train-classifier --evaluation file or folder, or a shipped name), else the data
+    set's shipped one; raw values for vector data or image data with neither - against at most 2000 training
+    examples, plus the classifier's confident fraction, the share of its rarest class and, for a class-conditional
+    model (sample k asks for class k mod K), the share read as the class asked for. Meant to be called by
+    ``train()`` every ``eval_every_images``.
     ``grid_dir``: the run folder's ``grids/`` (for ``sample.grid = "tuned"``, e.g. a distilled student's grid).
     ``codec``: a latent run's autoencoder; samples and the training latents ``train_x`` are decoded (the
     reference is then the reconstructions of the training images) before the features are taken.
@@ -569,15 +585,23 @@ def quick_eval(
     seeds = list(range(seed, seed + n))
     x = generate(model, seeds, sample, data_shape, cond=cond, grid_dir=grid_dir, codec=codec).cpu()
     model.train(was_training)
-    src = cfg.data.source
-    feat = f"clf:{src}" if len(data_shape) == 3 and src in available_classifiers() else "raw"
+    src, K = cfg.data.source, cfg.model.num_classes
+    if classifier:
+        spec, net = classifier, fitting_classifier(classifier, x.shape[1], K, "train.eval_classifier")
+    elif x.ndim == 4 and src in available_classifiers() and classifier_from(src).cfg.in_channels == x.shape[1]:
+        spec, net = src, classifier_from(src)
+    else:
+        spec, net = None, None
+    feat = f"clf:{spec}" if spec else "raw"
     ref = FE.extract(as_pixels(_subsample(train_x, 2000), codec), feat)
     fd = M.frechet_distance(M.FeatureStats.of(FE.extract(x, feat)), M.FeatureStats.of(ref))
     out = {f"eval/FD-{FE.metric_label(feat)}@{n}": fd}
     if cfg.sample.autoguidance != 1.0:  # whether the run's guide model was there yet (training keeps it midway)
         out["eval/autoguidance"] = sample.autoguidance
-    if feat.startswith("clf:"):
-        rep = class_report(x, src)
+    if net is not None:
+        rep = class_report(x, net, labels=None if cond is None else cond["class"])
         out["eval/confident_fraction"] = rep["confident_fraction"]
         out["eval/min_class_fraction"] = rep["min_class_fraction"]  # a model of one class is confident too
+        if "accuracy" in rep:
+            out["eval/class_accuracy"] = rep["accuracy"]
     return out

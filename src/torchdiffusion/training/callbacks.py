@@ -283,6 +283,7 @@ class QuickEval(Callback):
                 n=s.cfg.train.eval_n,
                 grid_dir=s.out / "grids",
                 codec=getattr(s.data, "codec", None),  # a latent run: decoded samples and references
+                classifier=s.cfg.train.eval_classifier,
             )
         except Exception as e:  # reported, not raised (see above)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__

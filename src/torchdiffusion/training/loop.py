@@ -171,6 +171,17 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
     if m.text_dim > 0 and getattr(data, "text", None) is None:
         raise ConfigError("model.text_dim > 0 but the data has no text features")
     balance_weights(data, cfg.train.balance)  # train.balance names groups or classes the data has
+    if cfg.train.eval_classifier:  # a classifier that cannot read these images: refused now, not at every evaluation
+        from ..evaluation.evaluate import EvaluateError, fitting_classifier
+
+        if data.x.ndim != 4:
+            raise ConfigError(f"train.eval_classifier reads images; this run's examples are {data.x.ndim - 1}-D")
+        codec = getattr(data, "codec", None)
+        channels = codec.image_shape[0] if codec is not None else data.x.shape[1]
+        try:
+            fitting_classifier(cfg.train.eval_classifier, channels, m.num_classes, "train.eval_classifier")
+        except EvaluateError as e:
+            raise ConfigError(str(e)) from None
 
 
 def noise_buckets(model: Precond, K: int = NUM_NOISE_BUCKETS) -> tuple[str, list[float]]:
