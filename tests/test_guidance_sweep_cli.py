@@ -58,3 +58,12 @@ def test_guidance_sweep_matches_generate_and_the_classifier(tmp_path):
     assert res["scales"][0] != res["scales"][1]  # the guidance scale reaches the samples
     assert_plot(out / "sweep.png")
     assert_plot(out / "grid.png")
+    # the folder 'train-classifier --evaluation' writes names the same classifier as its file
+    (tmp_path / "clf-run").mkdir()
+    (tmp_path / "clf-run" / "eval-classifier.safetensors").write_bytes(clf.read_bytes())
+    rc, _, err = cli(
+        *("guidance-sweep", run_dir, "--scales", "2", "--n-per-class", "3", "--steps", "2"),
+        *("--classifier", tmp_path / "clf-run", "--no-reference", "--out", tmp_path / "sweep-folder"),
+    )
+    assert rc == 0, err
+    assert json.loads((tmp_path / "sweep-folder" / "sweep.json").read_text())["scales"] == [res["scales"][1]]

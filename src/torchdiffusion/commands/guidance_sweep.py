@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--classifier",
         default=None,
-        help="evaluation classifier: a shipped name (e.g. mnist5k) or a .safetensors file "
+        help="evaluation classifier: a shipped name (e.g. mnist5k), a .safetensors file or the folder "
+        "'train-classifier RUN --evaluation' wrote "
         "(default: the shipped one named like the run's data source)",
     )
     p.add_argument("--out", help="output folder (default: RUN/guidance-sweep)")
