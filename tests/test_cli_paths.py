@@ -6,6 +6,7 @@ and a missing optional import run as real processes."""
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,10 +192,12 @@ def test_guidance_sweep_on_user_data_points_to_a_classifier_command_that_works(t
     run = write_run(tmp_path / "run", "digits-test", [*data, *CLASS_RUN[1]])
     rc, _, err = cli("guidance-sweep", run, "--scales", "1", "--n-per-class", "1", "--steps", "2")
     assert rc == 2 and "train-classifier RUN --evaluation" in err, err
-    rc, out, err = cli("train-classifier", run, "--evaluation", "--epochs", "1", "--holdout", "50", "--width", "8")
+    # without --epochs: the passes --images takes over the 250 training digits, at least 10
+    rc, out, err = cli("train-classifier", run, "--evaluation", "--images", "3000", "--holdout", "50", "--width", "8")
     assert rc == 0, err[-2000:]
     clf = out.strip().splitlines()[-1]
     assert clf.endswith("eval-classifier.safetensors")
+    assert json.loads(Path(clf).with_suffix(".json").read_text())["epochs"] == 12  # ceil(3000 / 250)
     sweep = tmp_path / "sweep"
     args = ["--scales", "0,2", "--n-per-class", "1", "--steps", "2", "--classifier", clf, "--out", sweep]
     rc, _, err = cli("guidance-sweep", run, *args, "--no-reference")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--images",
         type=positive_int(MAX_IMAGES_SEEN),
         default=100_000,
-        help="training length in images seen (default 100000)",
+        help="training length in images seen (default 100000; --evaluation: rounded up to whole passes)",
     )
     p.add_argument("--batch-size", type=positive_int(MAX_BATCH), default=128)
     p.add_argument("--lr", type=positive_float, default=2e-3)
@@ -59,7 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="train the clean evaluation classifier (SmallClassifier) that guidance-sweep scores samples with",
     )
     p.add_argument(
-        "--epochs", type=positive_int(10_000), default=10, help="--evaluation: passes over the training images"
+        "--epochs",
+        type=positive_int(10_000),
+        default=None,
+        help="--evaluation: passes over the training images (default: as many as --images takes, at least 10)",
     )
 
 
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.images < 1 or args.batch_size < 1 or args.epochs < 1:
+    if args.images < 1 or args.batch_size < 1 or (args.epochs is not None and args.epochs < 1):
         raise GuidanceError("--images, --batch-size and --epochs must be >= 1")
     cfg, default_out = resolve(args.source, args.set)
     out = check_output_dir(args.out or default_out)
@@ -131,12 +135,14 @@ def _evaluation_classifier(args, cfg, data, tr, te, out: Path, card: dict) -> Pa
 
     K = int(data.labels.max()) + 1
     ccfg = ClassifierConfig(in_channels=data.x.shape[1], num_classes=K, width=args.width)
-    with step_bar(args.epochs, "evaluation classifier", "epoch") as bar:
+    # by default the length of --images (docs/evaluation.md: ten passes over a small data set are too few)
+    epochs = args.epochs or max(10, math.ceil(args.images / len(tr)))
+    with step_bar(epochs, "evaluation classifier", "epoch") as bar:
         net = train_classifier(
             data.x[tr],
             data.labels[tr],
             cfg=ccfg,
-            epochs=args.epochs,
+            epochs=epochs,
             batch_size=args.batch_size,
             lr=args.lr,
             seed=args.seed,
@@ -146,7 +152,7 @@ def _evaluation_classifier(args, cfg, data, tr, te, out: Path, card: dict) -> Pa
     if acc is not None:
         print(f"held-out accuracy: {acc:.3f} on {args.holdout} images", file=sys.stderr)
     path = out / "eval-classifier.safetensors"
-    save_classifier(net, path, {**card, "heldout_accuracy": acc, "epochs": args.epochs, "config": ccfg.__dict__})
+    save_classifier(net, path, {**card, "heldout_accuracy": acc, "epochs": epochs, "config": ccfg.__dict__})
     return path
 
 
