@@ -96,3 +96,22 @@ def test_quick_eval_for_training_logs(tiny_run):
     train_x = torch.rand(50, *run.data_shape) * 2 - 1
     out = quick_eval(run.model, run.config, run.data_shape, train_x, n=16, steps=2)
     assert list(out) == ["eval/FD-raw@16"] and out["eval/FD-raw@16"] > 0
+
+
+def test_a_later_evaluation_leaves_no_picture_of_an_earlier_one(tiny_run, tmp_path, monkeypatch):
+    """The same --out twice: the folder then holds the second evaluation's files only (and their manifests)."""
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "ev"
+    base = ["evaluate", str(tiny_run), "--features", "raw", "--n", "8", "--steps", "2", "--out", str(out)]
+    assert main([*base, "--metrics", "fd,memorisation"]) == 0
+    first = {p.name for p in out.iterdir()}
+    assert {"closest_pairs.png", "closest_pairs.png.manifest.json", "samples.png"} <= first
+    assert main([*base, "--metrics", "fd"]) == 0  # no memorisation: no closest pairs
+    second = {p.name for p in out.iterdir()}
+    assert "closest_pairs.png" not in second and "closest_pairs.png.manifest.json" not in second
+    assert "samples.png" in second and "closest_pairs" not in (out / "summary.html").read_text()
+    assert main([*base, "--metrics", "nll", "--nll-n", "2", "--ode-steps", "1", "--vlb-timesteps", "2"]) == 0
+    third = {p.name for p in out.iterdir()}  # nll alone draws no samples
+    assert "samples.png" not in third and "samples.png.manifest.json" not in third
+    assert {"report.json", "summary.html"} <= third
+    assert json.loads((out / "report.json").read_text())["metrics"] == ["nll"]

@@ -206,6 +206,11 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
     return out
 
 
+# The files an evaluation writes in its folder. Those an earlier evaluation left there that this one does not write
+# again are removed once its report is written: the folder never shows an older evaluation's picture beside a newer
+# report (until then the older evaluation stays whole, so a failed or stopped one loses nothing).
+EVAL_FILES = ("report.json", "summary.html", "samples.png", "closest_pairs.png", "gaussian_pca.png", "profiles.png")
+
 # the metrics that need generated samples
 SAMPLE_METRICS = ("fd", "kid", "pr", "memorisation", "classes", "volume", "contrastive")
 
@@ -276,6 +281,7 @@ def evaluate(
     if heldout is not None:
         report["heldout_n"] = int(heldout.shape[0])
     labels = None
+    pictures: list[str] = []  # the pictures this evaluation writes beside its report
     if samples is None and any(m in metrics for m in SAMPLE_METRICS):
         samples, labels, report["sampling"] = _draw_samples(
             run, n, seed, batch_size, steps, sampler, guidance, log, progress
@@ -288,6 +294,7 @@ def evaluate(
         if "volume" in metrics:
             log("volume metrics (a 3-D classifier's features; the Gaussian baseline beside)...")
             report["volume"] = _volume_section(run, samples, labels, train, seed, out)
+            pictures += ["samples.png", "gaussian_pca.png", "profiles.png"]
         if clf_net is not None:
             report["classes"] = class_report(samples, clf_net, labels=labels)
             report["classes"]["classifier"] = clf_spec
@@ -308,7 +315,8 @@ def evaluate(
     if "memorisation" in metrics:
         log("memorisation...")
         report["memorisation"] = _memorisation(run, samples, train, heldout, out)
-    write_report(report, samples if run.kind == "image" and samples is not None else None, out)
+        pictures += ["closest_pairs.png"] if run.kind == "image" else []
+    write_report(report, samples if run.kind == "image" and samples is not None else None, out, pictures)
     return report
 
 
@@ -525,17 +533,22 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
-def write_report(report: dict, samples: Tensor | None, out: str | Path) -> Path:
-    """report.json and a one-page summary.html (metric table, sample grid, closest pairs) under ``out``."""
+def write_report(report: dict, samples: Tensor | None, out: str | Path, pictures: Sequence[str] = ()) -> Path:
+    """report.json and a one-page summary.html (metric table, sample grid, closest pairs) under ``out``.
+
+    ``pictures``: the files this evaluation already wrote there; every other file of :data:`EVAL_FILES` (an
+    earlier evaluation's) is removed with its manifest once the new report and page are written."""
     out = Path(out)
     atomic_write(out / "report.json", json.dumps(report, indent=2) + "\n")
+    written = {"report.json", "summary.html", *pictures}
     imgs = ""
     if samples is not None:
         from ..viz import save_grid
 
         save_grid(samples[:64], out / "samples.png", nrow=8)
+        written.add("samples.png")
         imgs += '<h2>Samples (first 64)</h2><img src="samples.png">'
-    if (out / "closest_pairs.png").is_file():
+    if "closest_pairs.png" in written:
         imgs += '<h2>Closest pairs (sample, nearest training image)</h2><img src="closest_pairs.png">'
 
     def fmt(v):
@@ -548,6 +561,11 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path) -> Path:
         f"<h1>Evaluation of {html.escape(report.get('run', ''))}</h1><table>{rows}</table>{imgs}"
     )
     atomic_write(out / "summary.html", page)
+    from ..provenance import manifest_path
+
+    for name in sorted(set(EVAL_FILES) - written):
+        for stale in (out / name, manifest_path(out / name)):  # the picture and provenance.py's record of it
+            stale.unlink(missing_ok=True)
     return out
 
 
