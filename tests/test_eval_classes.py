@@ -140,3 +140,19 @@ def test_quick_evaluation_in_training_reads_the_samples_with_the_given_classifie
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.eval_classifier" in err[0] and "reads 3-channel images" in err[0], err
     assert not bad.exists()
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--metrics", "nll", "--classifier", "CLF"], "--classifier reads samples, and --metrics nll draws none"),
+        (["--metrics", "fd", "--contrastive", "CLF"], "--contrastive is the model of --metrics contrastive"),
+        (["--metrics", "fd", "--features", "raw", "--inception", "CLF"], "--inception is the network of --features"),
+    ],
+    ids=["classifier-without-samples", "contrastive-without-the-metric", "inception-without-the-features"],
+)
+def test_an_option_nothing_asked_for_reads_is_refused(runs, tmp_path, capsys, extra, words):
+    root, clf = runs
+    file = str(clf / "eval-classifier.safetensors")  # a file that exists: the refusal is about the option
+    args = ["evaluate", str(root / "cond"), "--n", "4", *[file if a == "CLF" else a for a in extra]]
+    _refused(args, tmp_path / "ev", capsys, words)

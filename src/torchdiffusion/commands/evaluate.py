@@ -219,8 +219,9 @@ def _csv(text: str | None) -> list[str]:
 def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None, int | None]:
     """(metrics, features, VP-bound timesteps) once every argument is checked - before anything is sampled.
 
-    Refuses an empty or unknown --metrics, an unknown --features name, a missing or unloadable Inception
-    file, --vlb-timesteps outside [1, T - 1] for the run's T, an unwritable --out and an unusable --device.
+    Refuses an empty or unknown --metrics, an unknown --features name, a missing or unloadable Inception or
+    classifier file, --inception / --contrastive / --classifier where nothing asked for reads them, --vlb-timesteps
+    outside [1, T - 1] for the run's T, an unwritable --out and an unusable --device.
     """
     import os
     from pathlib import Path
@@ -229,7 +230,7 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
 
     from ..config import from_json
     from ..evaluation import features as FE
-    from ..evaluation.evaluate import METRICS, EvaluateError
+    from ..evaluation.evaluate import METRICS, SAMPLE_METRICS, EvaluateError
     from .argtypes import check_output_dir
 
     metrics = _csv(args.metrics)
@@ -253,6 +254,15 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
             FE.get_features(f)  # a classifier file that is missing or not one: refused now, not skipped later
     if "inception" in (feats or []):
         FE.get_features("inception", inception_path=args.inception)  # a missing or damaged file: refused now
+    # an option for a part of the evaluation that was not asked for would be ignored without a word: refused
+    if args.inception and "inception" not in (feats or []):
+        raise EvaluateError("--inception is the network of --features inception; add inception to --features")
+    if args.contrastive and "contrastive" not in metrics:
+        raise EvaluateError("--contrastive is the model of --metrics contrastive; add contrastive to --metrics")
+    if args.classifier and not set(metrics) & set(SAMPLE_METRICS):
+        raise EvaluateError(
+            f"--classifier reads samples, and --metrics {','.join(metrics)} draws none; add classes to --metrics"
+        )
     if not (args.device == "cpu" or (args.device.startswith("cuda") and torch.cuda.is_available())):
         raise EvaluateError(f"--device must be cpu or cuda (with a GPU present), got {args.device!r}")
     run = Path(args.run)
