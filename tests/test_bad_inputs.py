@@ -190,6 +190,10 @@ CASES = [
     (["sample", "{run}", "--guidance-rescale", "1.5"], U, "guidance_rescale"),
     (["sample", "{run}", "--guidance-rescale", "nan"], U, "guidance_rescale"),
     (["sample", "{run}", "--classifier-scale", "nan"], U, "--classifier-scale"),
+    (["sample", "{run}", "--classifier-scale", "2"], U, "add --classifier"),  # read by nothing: refused
+    (["sample", "{run}", "--grid", "uniform_t", "--rho", "3"], U, "--rho shapes the karras grid"),
+    (["sample", "{run}", "--grid", "karras", "--spacing", "trailing"], U, "--spacing places the uniform_t"),
+    (["inpaint", "{run}", "--grid", "exponential", "--rho", "3"], U, "--rho shapes the karras grid"),
     (["sample", "{run}", "--sampler", "magic"], U, "unknown sampler"),
     (["sample", "{run}", "--grid", "nope"], U, "sample.grid"),
     (["sample", "{run}", "--spacing", "nope"], U, "spacing"),
@@ -593,6 +597,25 @@ def test_bad_input(case, world, tmp_path, monkeypatch, capsys):
     code, _, err = run_case(argv, capsys)
     assert_one_line_error(code, err, expected, needle, argv[0] if argv else None)
     assert snapshot(world["ws"], tmp_path) == before, "files were written, changed or left behind"
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--guidance", "3"], "--guidance needs a class-, context- or text-conditioned run"),
+        (["--guidance-rescale", "0.5"], "--guidance-rescale needs a class-, context- or text-conditioned run"),
+        (["--guidance-interval", "0.5,2"], "without autoguidance"),
+    ],
+    ids=["guidance", "rescale", "interval"],
+)
+def test_guidance_flags_for_an_unconditional_run_are_refused(tmp_path, monkeypatch, capsys, flags, needle):
+    """Nothing reads them (the run has no conditioning and no guide model): refused, not ignored."""
+    run = write_run(tmp_path / "uncond", "digits-test", ["sample.steps=2"])
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    code, _, err = run_case(["sample", str(run), "--n", "2", *flags], capsys)
+    assert_one_line_error(code, err, U, needle, "sample")
+    assert snapshot(tmp_path) == before
 
 
 def test_corpus_covers_every_command():

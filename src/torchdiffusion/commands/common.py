@@ -9,7 +9,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import SampleConfig, SamplerSettings, override
+from ..config import ConfigError, SampleConfig, SamplerSettings, override
 from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, nonneg_int, positive_float, positive_int
 
 
@@ -107,8 +107,11 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
         s.add_argument(_setting_flag(name), dest=f"setting_{name}", metavar=kind.upper(), help=about[name])
 
 
-def sample_config_from_args(base: SampleConfig, args: argparse.Namespace) -> SampleConfig:
-    """The run's SampleConfig with the sampling flags applied: --set first, then the dedicated flags."""
+def sample_config_from_args(base: SampleConfig, args: argparse.Namespace, run_=None) -> SampleConfig:
+    """The run's SampleConfig with the sampling flags applied: --set first, then the dedicated flags.
+
+    With the loaded run, --rho and --spacing are refused in one line when the grid this sampling uses (what
+    --grid auto resolves to for the run) does not read them, instead of changing nothing."""
     from dataclasses import replace
 
     for a in getattr(args, "sample_set", None) or []:
@@ -126,4 +129,14 @@ def sample_config_from_args(base: SampleConfig, args: argparse.Namespace) -> Sam
         for f in dataclasses.fields(SamplerSettings)
         if getattr(args, "setting_" + f.name, None) is not None
     ]
-    return override(replace(base, **updates), flags)
+    sample = override(replace(base, **updates), flags)
+    if run_ is not None and (getattr(args, "rho", None) is not None or getattr(args, "spacing", None) is not None):
+        grid = run_.sampling_plan(sample)[2]["grid"]
+        if args.rho is not None and grid != "karras":
+            raise ConfigError(f"--rho shapes the karras grid; this sampling uses the {grid} grid (add --grid karras)")
+        if args.spacing in ("leading", "trailing", "linspace") and grid != "uniform_t":  # else validate() names it
+            raise ConfigError(
+                f"--spacing places the uniform_t grid's timesteps; this sampling uses the {grid} grid "
+                "(add --grid uniform_t)"
+            )
+    return sample

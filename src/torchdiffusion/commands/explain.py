@@ -281,7 +281,7 @@ def _sampled(args: argparse.Namespace) -> list:
     from .common import sample_config_from_args
 
     run_ = load_run(args.run, weights=args.weights)
-    sample = sample_config_from_args(run_.config.sample, args)
+    sample = sample_config_from_args(run_.config.sample, args, run_)
     validate(replace(run_.config, sample=sample))
     out = _out(args, run_.path / "explain")
     n = args.n if args.n is not None else {3: 16, 2: 4}.get(len(run_.data_shape), 500)

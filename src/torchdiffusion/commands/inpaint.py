@@ -86,7 +86,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None):
     from ..samplers import get_sampler
 
     default_out(run_, args, "check")  # an unusable --out (or edits folder) is refused before any sampling
-    sample = sample_config_from_args(run_.config.sample, args)
+    sample = sample_config_from_args(run_.config.sample, args, run_)
     validate(replace(run_.config, sample=sample))
     if getattr(args, "classes", None):
         classes = [int(v) for v in parse_vectors(args.classes)[0]]

@@ -75,7 +75,7 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
         "--classifier",
         help="noise-aware classifier (from 'torchdiffusion train-classifier') for classifier guidance towards --class",
     )
-    g.add_argument("--classifier-scale", type=finite_float, default=1.0, help="classifier guidance scale s (default 1)")
+    g.add_argument("--classifier-scale", type=finite_float, help="classifier guidance scale s (default 1)")
 
 
 def conditioning_from_args(run_, sample, args: argparse.Namespace):
@@ -137,10 +137,29 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
         if max(classes) >= clf.cfg.num_classes:
             raise GuidanceError(f"class {max(classes)} is out of range; the classifier has {clf.cfg.num_classes}")
         y = torch.tensor(classes)[torch.arange(n) % len(classes)]
-        s = float(args.classifier_scale)
+        s = 1.0 if args.classifier_scale is None else float(args.classifier_scale)
         wrap = lambda D, sl: classifier_guidance(D, clf, y[sl], s)
         wrap.provenance = {"name": "classifier_guidance", "classifier": str(classifier), "scale": s}
     return sample, cond, uncond, wrap
+
+
+def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:
+    """Refuse, in one line, a guidance flag that nothing in this run or command line reads (it would change
+    nothing): guidance flags for an unconditional run, a classifier scale without a classifier. (The grid's flags:
+    common.sample_config_from_args.)"""
+    from ..guidance import GuidanceError
+
+    if not run_.config.model.conditional:
+        for flag, value in (("--guidance", args.guidance), ("--guidance-rescale", args.guidance_rescale)):
+            if value is not None:
+                raise GuidanceError(f"{flag} needs a class-, context- or text-conditioned run; this one is not")
+        if args.guidance_interval and sample.autoguidance == 1.0:
+            raise GuidanceError(
+                "--guidance-interval limits classifier-free guidance or autoguidance; this run is unconditional and "
+                "samples without autoguidance (sample.autoguidance = 1)"
+            )
+    if args.classifier_scale is not None and not args.classifier:
+        raise GuidanceError("--classifier-scale is the scale of classifier guidance; add --classifier")
 
 
 def list_samplers() -> str:
@@ -171,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generate import load_run
 
     run_ = load_run(args.run, weights=args.weights)
-    sample = sample_config_from_args(run_.config.sample, args)
+    sample = sample_config_from_args(run_.config.sample, args, run_)
     from ..kinds import DISCRETE_KINDS
 
     if run_.kind in DISCRETE_KINDS:
@@ -183,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
     validate(replace(run_.config, sample=sample))
     sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
     validate(replace(run_.config, sample=sample))  # the guidance interval and rescale
+    refuse_unread_options(run_, sample, args)
     tag = f"-w{sample.guidance:g}" if cond is not None else ""
     out = (
         Path(args.out)
