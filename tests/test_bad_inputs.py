@@ -280,6 +280,10 @@ CASES = [
     (["interpolate", "{run}", "--out", "{ws}/folder.png"], U, "folder.png"),
     # -- explain ------------------------------------------------------------------------------------------------
     (["explain", "nope"], U, "invalid choice"),
+    (["explain", "schedules", "--steps", "3", "--out", "{cwd}/s.png"], U, "does not read --steps"),  # read by none
+    (["explain", "schedules", "{run}", "--out", "{cwd}/s.png"], U, "reads no run folder"),
+    (["explain", "trajectory", "{run}", "--T", "50"], U, "does not read --T"),
+    (["explain", "field", "{run}", "--sampler", "heun"], U, "does not read --sampler"),
     (["explain", "schedules", "--T", "1", "--out", "{cwd}/s.png"], U, "--T"),
     (["explain", "schedules", "--T", BIG, "--out", "{cwd}/s.png"], U, "--T"),
     (["explain", "schedules", "--schedules", "quadratic", "--out", "{cwd}/s.png"], U, "quadratic"),

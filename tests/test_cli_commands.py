@@ -104,8 +104,12 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         if a == "--set" and argv[i + 1].split("=")[0] in TINY_SETTINGS:
             key = argv[i + 1].split("=")[0]
             argv[i + 1] = f"{key}={TINY_SETTINGS[key]}"
-    if argv and argv[0] in ("forward", "schedules", "trajectory", "loss", "field", "ablation"):
-        argv += ["--images", "2"]  # explain forward: images in the strip
+    if command == "explain":  # a picture refuses the options it does not read: shrink only those it reads
+        from torchdiffusion.commands.explain import options_read
+
+        numeric_flags = numeric_flags & options_read(argv[0])
+        if "--images" in numeric_flags and "--images" not in argv and argv[0] == "forward":
+            argv += ["--images", "2"]  # explain forward: images in the strip
     for flag, value in TINY_FLAGS.items():
         if flag in numeric_flags and flag not in argv:
             argv += [flag, value]

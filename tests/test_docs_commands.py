@@ -3,10 +3,10 @@ cannot leave a page telling people to type something that fails at once.
 
 Checked without the work: every `torchdiffusion ...` line of a code block parses with the real parser; the
 training commands resolve their preset and every --set to a validated config (--dry-run); evaluate's metric and
-feature names exist; every `--set key=value` anywhere on a page names a real setting its value converts to; and
-every option given to a `python scripts/NAME.py` line is one that script defines; every name a page imports from
-torchdiffusion, or calls by its dotted path, exists. Lines with placeholders
-(`...`, `<name>`, `$VAR`) are left out; `[--optional parts]` are checked with the rest.
+feature names exist; an explain picture is given only options it reads; every `--set key=value` anywhere on a
+page names a real setting its value converts to; every option given to a `python scripts/NAME.py` line is one
+that script defines; every name a page imports from torchdiffusion, or calls by its dotted path, exists. Lines
+with placeholders (`...`, `<name>`, `$VAR`) are left out; `[--optional parts]` are checked with the rest.
 """
 
 import contextlib
@@ -74,6 +74,13 @@ def problems_of_command(rest: str) -> str | None:
                 rc = main([*argv, "--dry-run"])
             if rc:
                 return err.getvalue().strip()
+    if args.command == "explain":  # a picture refuses options it does not read, before drawing anything
+        from torchdiffusion.commands.explain import _refuse_unread
+
+        try:
+            _refuse_unread(args)
+        except ConfigError as e:
+            return str(e)
     if args.command == "evaluate":
         from torchdiffusion.evaluation.evaluate import METRICS
         from torchdiffusion.evaluation.features import feature_names
@@ -203,13 +210,14 @@ torchdiffusion train --set train.images=lots
 torchdiffusion sample runs/a --no-such-flag
 torchdiffusion evaluate runs/a --metrics fd kid
 torchdiffusion evaluate runs/a --metrics fd,bogus
+torchdiffusion explain schedules --steps 3
 torchdiffusion sample runs/a --n ...        # a placeholder: left out
 python scripts/digit_check.py --no-such-option 3
 ```
 and in prose `--set model.no_such=1`.
 """
     found = commands(page)
-    assert len(found) == 7 and problems_of_command(found[0]) is None
+    assert len(found) == 8 and problems_of_command(found[0]) is None
     assert all(problems_of_command(rest) for rest in found[1:])
     assert [k for k, v in settings(page) if problem_of_setting(k, v)] == [
         "train.no_such_key",

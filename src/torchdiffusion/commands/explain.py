@@ -93,9 +93,64 @@ def _out(args: argparse.Namespace, default_dir: Path | None) -> Path:
     return check_output_file(out)
 
 
+# The options each picture reads (argparse dests; "sampling" stands for every flag of add_sampling_arguments).
+# Any other option given is refused in one line: it would change nothing in the picture.
+_READS = {
+    "forward": {"run", "weights", "data", "t", "T", "seed", "images", "schedules"},
+    "schedules": {"T", "schedules"},
+    "trajectory": {"run", "weights", "sampling"},
+    "ablation": {"run", "weights", "sampling", "ddpm_steps"},
+    "field": {"run", "weights", "steps", "grid", "rho", "spacing", "sample_set", "sigmas", "lim"},
+    "loss": {"run"},
+    "shortcuts": {"images", "seed"},
+    "table-forward": {"run", "weights", "data", "sigmas", "seed"},
+    "volume-forward": {"run", "weights", "data", "sigmas", "seed"},
+    "sequence-forward": {"run", "weights", "steps", "seed"},
+}
+_SAMPLING = {"sampler", "steps", "grid", "rho", "spacing", "n", "seed", "batch_size", "sample_set"}
+
+
+def reads_run(what: str) -> bool:
+    """Whether the picture ``what`` takes a run folder (schedules and shortcuts draw without one)."""
+    return "run" in _READS.get(what, {"run"})
+
+
+def _reads(what: str, dests) -> set[str]:
+    """The argparse dests the picture ``what`` reads, out of ``dests`` (the sampler settings' among them)."""
+    reads = set(_READS[what]) | {"out"}
+    if "sampling" in reads:
+        reads |= _SAMPLING | {d for d in dests if d.startswith("setting_")}
+    return reads
+
+
+def options_read(what: str) -> set[str]:
+    """The option strings (--t, --steps, ...) the picture ``what`` reads."""
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    reads = _reads(what, [a.dest for a in p._actions])
+    return {s for a in p._actions if a.dest in reads for s in a.option_strings}
+
+
+def _refuse_unread(args: argparse.Namespace) -> None:
+    """One line for an option (or a run folder) the picture asked for does not read."""
+    from ..config import ConfigError
+
+    reads = _reads(args.what, vars(args))
+    if args.run and "run" not in reads:
+        raise ConfigError(f"'explain {args.what}' reads no run folder; drop {args.run}")
+    if args.run and getattr(args, "data", None) not in (None, "mnist5k"):
+        raise ConfigError(f"--data is drawn without a run; 'explain {args.what} RUN' draws the run's own data")
+    parser = getattr(args, "_parser", None)
+    for action in parser._actions if parser is not None else []:
+        if action.option_strings and action.dest not in reads | {"help"}:
+            if getattr(args, action.dest, action.default) not in (action.default, None, []):
+                raise ConfigError(f"'explain {args.what}' does not read {action.option_strings[0]}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
 
+    _refuse_unread(args)
     if args.what in ("table-forward", "volume-forward"):
         files = _table_forward(args) if args.what == "table-forward" else _volume_forward(args)
     elif args.what in ("schedules", "forward"):

@@ -144,7 +144,8 @@ def parse_command(
     argv = [what] if command == "explain" else []
     if command == "explain" and not isinstance(what, str):
         raise ParamError("explain needs 'what': forward | schedules | trajectory | loss | field | ablation")
-    argv.append(str(run_dir))
+    if command != "explain" or explain.reads_run(what):  # the schedules picture reads no run (and refuses one)
+        argv.append(str(run_dir))
     for key, value in params.items():
         argv += _flag_args(parser, key, value)
     for key, paths in (files or {}).items():
