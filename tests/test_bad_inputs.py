@@ -280,6 +280,8 @@ CASES = [
     (["interpolate", "{run}", "--out", "{ws}/folder.png"], U, "folder.png"),
     # -- explain ------------------------------------------------------------------------------------------------
     (["explain", "nope"], U, "invalid choice"),
+    (["distill", "{run}", "--method", "reflow", "--levels", "20", "--out", "{cwd}/s"], U, "option of --method consis"),
+    (["distill", "{run}", "--method", "dmd", "--pairs", "64", "--out", "{cwd}/s"], U, "option of --method reflow"),
     (["explain", "schedules", "--steps", "3", "--out", "{cwd}/s.png"], U, "does not read --steps"),  # read by none
     (["explain", "schedules", "{run}", "--out", "{cwd}/s.png"], U, "reads no run folder"),
     (["explain", "trajectory", "{run}", "--T", "50"], U, "does not read --T"),

@@ -104,6 +104,12 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         if a == "--set" and argv[i + 1].split("=")[0] in TINY_SETTINGS:
             key = argv[i + 1].split("=")[0]
             argv[i + 1] = f"{key}={TINY_SETTINGS[key]}"
+    if command == "distill":  # a method refuses another method's options: shrink only its own
+        from torchdiffusion.commands.distill import METHOD_OPTIONS
+
+        method = argv[argv.index("--method") + 1] if "--method" in argv else "progressive"
+        other = {"--" + d.replace("_", "-") for d, m in METHOD_OPTIONS.items() if m != method}
+        numeric_flags = numeric_flags - other
     if command == "explain":  # a picture refuses the options it does not read: shrink only those it reads
         from torchdiffusion.commands.explain import options_read
 

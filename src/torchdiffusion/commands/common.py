@@ -77,6 +77,17 @@ def _setting_kinds() -> dict[str, str]:
     return {f.name: typing.get_args(hints[f.name])[0].__name__ for f in dataclasses.fields(SamplerSettings)}
 
 
+def given_options(args: argparse.Namespace) -> dict[str, str]:
+    """dest -> option string of every option the command line set to something other than its default (from the
+    parser cli.build_parser stores in ``args._parser``; {} without one): what a command checks is read."""
+    parser = getattr(args, "_parser", None)
+    return {
+        a.dest: a.option_strings[0]
+        for a in (parser._actions if parser is not None else [])
+        if a.option_strings and a.dest != "help" and getattr(args, a.dest, a.default) not in (a.default, None, [])
+    }
+
+
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     """--sampler/--steps/--grid/--n/--seed/... and one flag per sampler setting (--eta, --s-churn, ...),
     overriding the run's SampleConfig (None = keep the run's)."""

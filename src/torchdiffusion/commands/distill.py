@@ -76,9 +76,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# The options of one method: given with another method they would change nothing, so they are refused.
+METHOD_OPTIONS = {
+    "teacher_steps": "progressive",
+    "grid": "progressive",
+    "levels": "consistency",
+    "pairs": "reflow",
+    "fake_updates": "dmd",
+    "fake_lr": "dmd",
+}
+
+
+def check_method_options(args: argparse.Namespace) -> None:
+    """One line for an option of another --method than the one asked for."""
+    from ..config import ConfigError
+    from .common import given_options
+
+    for dest, flag in given_options(args).items():
+        if METHOD_OPTIONS.get(dest, args.method) != args.method:
+            raise ConfigError(f"{flag} is an option of --method {METHOD_OPTIONS[dest]}, not of {args.method}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..distributed import print0
     from ..shortcuts.distill import DistillSettings, distill
+
+    check_method_options(args)
 
     settings = DistillSettings(
         images=args.images,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .argtypes import MAX_STEPS, check_output_file, int_in, nonneg_int, positive_float, positive_int
-from .common import add_sampling_arguments
+from .common import add_sampling_arguments, given_options
 
 WHAT = (
     "forward",
@@ -140,11 +140,9 @@ def _refuse_unread(args: argparse.Namespace) -> None:
         raise ConfigError(f"'explain {args.what}' reads no run folder; drop {args.run}")
     if args.run and getattr(args, "data", None) not in (None, "mnist5k"):
         raise ConfigError(f"--data is drawn without a run; 'explain {args.what} RUN' draws the run's own data")
-    parser = getattr(args, "_parser", None)
-    for action in parser._actions if parser is not None else []:
-        if action.option_strings and action.dest not in reads | {"help"}:
-            if getattr(args, action.dest, action.default) not in (action.default, None, []):
-                raise ConfigError(f"'explain {args.what}' does not read {action.option_strings[0]}")
+    for dest, flag in given_options(args).items():
+        if dest not in reads:
+            raise ConfigError(f"'explain {args.what}' does not read {flag}")
 
 
 def run(args: argparse.Namespace) -> int:
