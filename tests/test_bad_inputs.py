@@ -246,6 +246,10 @@ CASES = [
     (["inpaint", "{run}", "--mask", "{ws}/missing.png"], U, "missing.png"),
     (["inpaint", "{run}", "--mask", "{ws}/rand.png"], U, "rand.png"),
     (["inpaint", "{run}", "--images", "{ws}/missing.png"], U, "missing.png"),
+    (["inpaint", "{run}", "--jump", "3"], U, "needs --resample 2"),  # options nothing would read
+    (["inpaint", "{run}", "--pseudoinverse-sigma-max", "3"], U, "add --pseudoinverse"),
+    (["img2img", "{run}", "--images", "{ws}/missing.png", "--index", "3"], U, "with --images the files"),
+    (["outpaint", "{run}", "--right", "4", "--jump", "2"], U, "needs --resample 2"),
     (["inpaint", "{run}", "--images", "{ws}/folder.png"], U, "folder.png"),
     (["inpaint", "{run}", "--images", "{ws}/rand.png"], U, "rand.png"),
     (["inpaint", "{run}", "--images", "{ws}/file.txt"], U, "file.txt"),

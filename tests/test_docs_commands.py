@@ -3,7 +3,7 @@ cannot leave a page telling people to type something that fails at once.
 
 Checked without the work: every `torchdiffusion ...` line of a code block parses with the real parser; the
 training commands resolve their preset and every --set to a validated config (--dry-run); evaluate's metric and
-feature names exist; an explain picture or a distill method is given only options it reads; every `--set
+feature names exist; an explain picture, a distill method or an edit is given only options it reads; every `--set
 key=value` anywhere on a page names a real setting its value converts to; every option given to a `python
 scripts/NAME.py` line is one that script defines; every name a page imports from torchdiffusion, or calls by its
 dotted path, exists. Lines with placeholders (`...`, `<name>`, `$VAR`) are left out; `[--optional parts]` are
@@ -88,6 +88,14 @@ def problems_of_command(rest: str) -> str | None:
         try:
             check_method_options(args)
         except ConfigError as e:
+            return str(e)
+    if args.command in ("inpaint", "outpaint", "img2img"):  # editing options nothing would read
+        from torchdiffusion.commands.inpaint import check_edit_options
+        from torchdiffusion.edit import EditError
+
+        try:
+            check_edit_options(args)
+        except EditError as e:
             return str(e)
     if args.command == "evaluate":
         from torchdiffusion.evaluation.evaluate import METRICS
@@ -220,13 +228,14 @@ torchdiffusion evaluate runs/a --metrics fd kid
 torchdiffusion evaluate runs/a --metrics fd,bogus
 torchdiffusion explain schedules --steps 3
 torchdiffusion distill runs/a --method reflow --levels 20 --out runs/b
+torchdiffusion inpaint runs/a --jump 3
 torchdiffusion sample runs/a --n ...        # a placeholder: left out
 python scripts/digit_check.py --no-such-option 3
 ```
 and in prose `--set model.no_such=1`.
 """
     found = commands(page)
-    assert len(found) == 9 and problems_of_command(found[0]) is None
+    assert len(found) == 10 and problems_of_command(found[0]) is None
     assert all(problems_of_command(rest) for rest in found[1:])
     assert [k for k, v in settings(page) if problem_of_setting(k, v)] == [
         "train.no_such_key",

@@ -26,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
     from ..edit import strength_sigmas
     from ..generate import load_run
     from ..progress import step_bar
-    from .inpaint import default_out, load_inputs, save_rows, setup
+    from .inpaint import check_edit_options, default_out, load_inputs, save_rows, setup
 
+    check_edit_options(args)
     run_ = load_run(args.run, weights=args.weights)
     x = load_inputs(run_, args)
     sample, D, sampler, sigmas, knobs = setup(run_, args, n=len(x))

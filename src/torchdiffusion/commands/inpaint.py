@@ -47,6 +47,24 @@ def add_class_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_edit_options(args: argparse.Namespace, *, jumps: bool = True) -> None:
+    """One line for an editing option nothing would read: --index beside --images (the files are the images),
+    --jump without RePaint passes (--resample 1) or where the edit makes no jumps (``jumps`` False: forecasting),
+    --pseudoinverse-sigma-max without --pseudoinverse."""
+    from ..edit import EditError
+    from .common import given_options
+
+    given = given_options(args)
+    if "index" in given and getattr(args, "images", None):
+        raise EditError("--index picks examples of the run's data; with --images the files are the images")
+    if "jump" in given and not jumps:
+        raise EditError("--jump is RePaint's jump length on images; forecasting a signal makes no jumps")
+    if "jump" in given and getattr(args, "resample", 1) == 1:
+        raise EditError("--jump is RePaint's jump length: it needs --resample 2 or more (one pass jumps nowhere)")
+    if "pseudoinverse_sigma_max" in given and not getattr(args, "pseudoinverse", 0.0):
+        raise EditError("--pseudoinverse-sigma-max limits pseudoinverse guidance: add --pseudoinverse W")
+
+
 def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
     """(N, C, H, W) images in [-1, 1]: the files of --images (resized to the run's size), or --n examples of the
     run's data starting at --index (its holdout split when the run kept one, else its training data)."""
@@ -187,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generate import load_run
     from ..masks import make_mask
 
+    check_edit_options(args)
     run_ = load_run(args.run, weights=args.weights)
     x = load_inputs(run_, args)
     sample, D, sampler, sigmas, knobs = setup(run_, args, n=len(x))

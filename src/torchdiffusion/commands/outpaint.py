@@ -48,9 +48,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..edit import outpaint_canvas, tiled
     from ..generate import load_run
-    from .inpaint import default_out, inpaint_images, load_inputs, repaint_bar, save_rows, setup, show_hole
+    from .inpaint import (
+        check_edit_options,
+        default_out,
+        inpaint_images,
+        load_inputs,
+        repaint_bar,
+        save_rows,
+        setup,
+        show_hole,
+    )
 
     run_ = load_run(args.run, weights=args.weights)
+    check_edit_options(args, jumps=run_.kind != "signal")
     if run_.kind == "signal":
         return forecast_signals(run_, args)
     if run_.codec is not None:
