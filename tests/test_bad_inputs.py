@@ -290,6 +290,7 @@ CASES = [
     (["explain", "schedules", "{run}", "--out", "{cwd}/s.png"], U, "reads no run folder"),
     (["explain", "trajectory", "{run}", "--T", "50"], U, "does not read --T"),
     (["explain", "field", "{run}", "--sampler", "heun"], U, "does not read --sampler"),
+    (["explain", "forward", "{run}", "--data", "fashion_mnist"], U, "--data is drawn without a run"),
     (["explain", "schedules", "--T", "1", "--out", "{cwd}/s.png"], U, "--T"),
     (["explain", "schedules", "--T", BIG, "--out", "{cwd}/s.png"], U, "--T"),
     (["explain", "schedules", "--schedules", "quadratic", "--out", "{cwd}/s.png"], U, "quadratic"),

@@ -135,12 +135,12 @@ def _refuse_unread(args: argparse.Namespace) -> None:
     """One line for an option (or a run folder) the picture asked for does not read."""
     from ..config import ConfigError
 
-    reads = _reads(args.what, vars(args))
+    reads, given = _reads(args.what, vars(args)), given_options(args)
     if args.run and "run" not in reads:
         raise ConfigError(f"'explain {args.what}' reads no run folder; drop {args.run}")
-    if args.run and getattr(args, "data", None) not in (None, "mnist5k"):
+    if args.run and "data" in given:
         raise ConfigError(f"--data is drawn without a run; 'explain {args.what} RUN' draws the run's own data")
-    for dest, flag in given_options(args).items():
+    for dest, flag in given.items():
         if dest not in reads:
             raise ConfigError(f"'explain {args.what}' does not read {flag}")
 
