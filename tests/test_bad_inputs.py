@@ -285,6 +285,7 @@ CASES = [
     # -- explain ------------------------------------------------------------------------------------------------
     (["explain", "nope"], U, "invalid choice"),
     (["distill", "{run}", "--method", "reflow", "--levels", "20", "--out", "{cwd}/s"], U, "option of --method consis"),
+    (["train-classifier", "{run}", "--epochs", "3", "--out", "{cwd}/c"], U, "--epochs sets the passes of --evaluation"),
     (["distill", "{run}", "--method", "dmd", "--pairs", "64", "--out", "{cwd}/s"], U, "option of --method reflow"),
     (["explain", "schedules", "--steps", "3", "--out", "{cwd}/s.png"], U, "does not read --steps"),  # read by none
     (["explain", "schedules", "{run}", "--out", "{cwd}/s.png"], U, "reads no run folder"),

@@ -104,6 +104,8 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         if a == "--set" and argv[i + 1].split("=")[0] in TINY_SETTINGS:
             key = argv[i + 1].split("=")[0]
             argv[i + 1] = f"{key}={TINY_SETTINGS[key]}"
+    if command == "train-classifier" and "--evaluation" not in argv:  # --epochs is --evaluation's alone
+        numeric_flags = numeric_flags - {"--epochs"}
     if command == "distill":  # a method refuses another method's options: shrink only its own
         from torchdiffusion.commands.distill import METHOD_OPTIONS
 

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.images < 1 or args.batch_size < 1 or (args.epochs is not None and args.epochs < 1):
         raise GuidanceError("--images, --batch-size and --epochs must be >= 1")
+    if args.epochs is not None and not args.evaluation:  # the noise-aware classifier trains for --images
+        raise GuidanceError("--epochs sets the passes of --evaluation's classifier; the noisy one trains --images")
     cfg, default_out = resolve(args.source, args.set)
     out = check_output_dir(args.out or default_out)
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
