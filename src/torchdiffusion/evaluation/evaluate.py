@@ -68,9 +68,9 @@ def classes_classifier(run, metrics: Sequence[str], classifier: str | None = Non
     or tells another number of classes apart than a class-conditional run is conditioned on."""
     src = run.config.data.source
     if classifier is None:
-        shipped = run.kind == "image" and src in available_classifiers()
-        if shipped and classifier_from(src).cfg.in_channels == run.image_shape[0]:
-            return src, classifier_from(src)
+        net = shipped_classifier(src, run.image_shape[0]) if run.kind == "image" else None
+        if net is not None:
+            return src, net
         if "classes" in metrics:
             raise EvaluateError(
                 f"--metrics classes needs a classifier of this run's images: none ships for {src!r} data; train "
@@ -80,6 +80,14 @@ def classes_classifier(run, metrics: Sequence[str], classifier: str | None = Non
     if run.kind != "image":
         raise EvaluateError(f"--classifier reads images; {run.path} holds {run.kind} data")
     return classifier, fitting_classifier(classifier, run.image_shape[0], run.config.model.num_classes)
+
+
+def shipped_classifier(data_source: str, channels: int) -> SmallClassifier | None:
+    """The classifier shipped for ``data_source`` when there is one and it reads ``channels``-channel images."""
+    if data_source not in available_classifiers():
+        return None
+    net = classifier_from(data_source)
+    return net if net.cfg.in_channels == channels else None
 
 
 def fitting_classifier(spec: str, channels: int, num_classes: int, name: str = "--classifier") -> SmallClassifier:
@@ -606,10 +614,9 @@ def quick_eval(
     src, K = cfg.data.source, cfg.model.num_classes
     if classifier:
         spec, net = classifier, fitting_classifier(classifier, x.shape[1], K, "train.eval_classifier")
-    elif x.ndim == 4 and src in available_classifiers() and classifier_from(src).cfg.in_channels == x.shape[1]:
-        spec, net = src, classifier_from(src)
     else:
-        spec, net = None, None
+        net = shipped_classifier(src, x.shape[1]) if x.ndim == 4 else None
+        spec = src if net is not None else None
     feat = f"clf:{spec}" if spec else "raw"
     ref = FE.extract(as_pixels(_subsample(train_x, 2000), codec), feat)
     fd = M.frechet_distance(M.FeatureStats.of(FE.extract(x, feat)), M.FeatureStats.of(ref))
