@@ -47,18 +47,15 @@ def add_class_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_edit_options(args: argparse.Namespace, *, jumps: bool = True) -> None:
+def check_edit_options(args: argparse.Namespace) -> None:
     """One line for an editing option nothing would read: --index beside --images (the files are the images),
-    --jump without RePaint passes (--resample 1) or where the edit makes no jumps (``jumps`` False: forecasting),
-    --pseudoinverse-sigma-max without --pseudoinverse."""
+    --jump without RePaint passes (--resample 1), --pseudoinverse-sigma-max without --pseudoinverse."""
     from ..edit import EditError
     from .common import given_options
 
     given = given_options(args)
     if "index" in given and getattr(args, "images", None):
         raise EditError("--index picks examples of the run's data; with --images the files are the images")
-    if "jump" in given and not jumps:
-        raise EditError("--jump is RePaint's jump length on images; forecasting a signal makes no jumps")
     if "jump" in given and getattr(args, "resample", 1) == 1:
         raise EditError("--jump is RePaint's jump length: it needs --resample 2 or more (one pass jumps nowhere)")
     if "pseudoinverse_sigma_max" in given and not getattr(args, "pseudoinverse", 0.0):

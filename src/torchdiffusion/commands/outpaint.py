@@ -60,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     run_ = load_run(args.run, weights=args.weights)
-    check_edit_options(args, jumps=run_.kind != "signal")
     if run_.kind == "signal":
         return forecast_signals(run_, args)
+    check_edit_options(args)
     if run_.codec is not None:
         from ..edit import EditError
 
@@ -87,13 +87,17 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     import torch
 
     from ..config import ConfigError
+    from ..edit import EditError
     from ..io import atomic_write
     from ..progress import step_bar
     from ..signals import forecast
     from ..viz import save_forecast
-    from .common import sample_config_from_args
-    from .inpaint import default_out
+    from .common import given_options, sample_config_from_args
+    from .inpaint import check_edit_options, default_out
 
+    if "jump" in given_options(args):
+        raise EditError("--jump is RePaint's jump length on images; forecasting a signal makes no jumps")
+    check_edit_options(args)
     if args.left or args.top or args.bottom or not args.right:
         raise ConfigError("signals grow to the right only: give --right N (forecasting)")
     out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}")
