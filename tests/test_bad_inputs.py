@@ -250,6 +250,8 @@ CASES = [
     (["inpaint", "{run}", "--pseudoinverse-sigma-max", "3"], U, "add --pseudoinverse"),
     (["img2img", "{run}", "--images", "{ws}/missing.png", "--index", "3"], U, "with --images the files"),
     (["outpaint", "{run}", "--right", "4", "--jump", "2"], U, "needs --resample 2"),
+    (["outpaint", "{run}", "--right", "4", "--samples", "4"], U, "outpainting an image does not read it"),
+    (["outpaint", "{run}", "--right", "4", "--cut", "2"], U, "outpainting an image does not read it"),
     (["inpaint", "{run}", "--images", "{ws}/folder.png"], U, "folder.png"),
     (["inpaint", "{run}", "--images", "{ws}/rand.png"], U, "rand.png"),
     (["inpaint", "{run}", "--images", "{ws}/file.txt"], U, "file.txt"),

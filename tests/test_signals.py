@@ -291,8 +291,10 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
     assert np.load(tmp_path / "fc.npy").shape == (2, 3, 1, 24)
     r = td("outpaint", str(run), "--left", "4", "--out", str(tmp_path / "x.png"))
     assert_clean_error(r.returncode, r.stderr, "right only")
-    r = td("outpaint", str(run), "--right", "8", "--resample", "2", "--jump", "2", "--out", str(tmp_path / "x.png"))
-    assert_clean_error(r.returncode, r.stderr, "forecasting a signal makes no jumps")
+    for image_option in (["--resample", "2", "--jump", "2"], ["--class", "1"], ["--stride", "4"]):  # read by none
+        r = td("outpaint", str(run), "--right", "8", *image_option, "--out", str(tmp_path / "x.png"))
+        assert_clean_error(r.returncode, r.stderr, f"{image_option[-2]} is an option of the other kind of run")
+        assert "forecasting a signal does not read it" in r.stderr
     (tmp_path / "ragged.csv").write_text("1,2,3\n1,2\n")
     for series, needle in (("ragged.csv", "ragged"), ("gaps.npy", "the run's are (1, 16)")):
         if series == "gaps.npy":

@@ -45,6 +45,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+# The options of one kind of outpainting: given for the other kind they would change nothing, so they are refused.
+IMAGE_OPTIONS = ("jump", "classes", "stride", "images")
+SIGNAL_OPTIONS = ("series", "samples", "cut")
+
+
+def check_kind_options(args: argparse.Namespace, signal: bool) -> None:
+    """One line for an option of image outpainting given to a signal forecast, or the other way round."""
+    from ..edit import EditError
+    from .common import given_options
+
+    given = given_options(args)
+    for dest in IMAGE_OPTIONS if signal else SIGNAL_OPTIONS:
+        if dest in given:
+            what = "forecasting a signal" if signal else "outpainting an image"
+            raise EditError(f"{given[dest]} is an option of the other kind of run; {what} does not read it")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..edit import outpaint_canvas, tiled
     from ..generate import load_run
@@ -60,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     run_ = load_run(args.run, weights=args.weights)
+    check_kind_options(args, signal=run_.kind == "signal")
     if run_.kind == "signal":
         return forecast_signals(run_, args)
     check_edit_options(args)
@@ -87,16 +105,13 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     import torch
 
     from ..config import ConfigError
-    from ..edit import EditError
     from ..io import atomic_write
     from ..progress import step_bar
     from ..signals import forecast
     from ..viz import save_forecast
-    from .common import given_options, sample_config_from_args
+    from .common import sample_config_from_args
     from .inpaint import check_edit_options, default_out
 
-    if "jump" in given_options(args):
-        raise EditError("--jump is RePaint's jump length on images; forecasting a signal makes no jumps")
     check_edit_options(args)
     if args.left or args.top or args.bottom or not args.right:
         raise ConfigError("signals grow to the right only: give --right N (forecasting)")
