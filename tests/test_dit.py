@@ -268,6 +268,31 @@ def test_flop_formula_with_context_and_text():
         assert count_flops(model, shape, cond) == 2 * (dit_flops(model, shape) + text_flops(model, shape, L))
 
 
+def test_flops_are_counted_after_a_library_swapped_torch_linspace_for_a_while():
+    """transformers (loading MiniLM, the text encoder) replaces torch.linspace by a wrapper while it builds a model
+    under torch.device("meta") (its meta_device_safe_creation_ops). When that is the process's first meta-device
+    construction, torch caches the wrapper as the constructor to redirect, and afterwards torch.linspace builds on
+    the CPU inside torch.device("meta"): the noise embedding's frequencies did, and count_flops' forward mixed
+    devices. The same sequence here, without loading the real encoder (seconds of transformers)."""
+    from torch.utils import _device
+
+    expected = count_flops(dit_model("DiT-S", 2), (4, 32, 32))
+    original = torch.linspace
+    _device._device_constructors.cache_clear()
+    torch.linspace = lambda *args, **kwargs: original(*args, **kwargs)
+    try:
+        with torch.device("meta"):
+            torch.zeros(1)  # the first meta construction: the cache now holds the wrapper
+    finally:
+        torch.linspace = original
+    try:
+        with torch.device("meta"):
+            assert torch.linspace(0, 1, 3).device.type == "cpu"  # the trap is set
+        assert count_flops(dit_model("DiT-S", 2), (4, 32, 32)) == expected
+    finally:
+        _device._device_constructors.cache_clear()
+
+
 def test_named_sizes_build_and_mnist_dit_matches_the_unet_in_flops():
     """DiT-S and DiT-B build with the paper's widths, depths and heads; the CPU preset mnist-dit costs the same
     forward FLOPs per image as mnist-cpu-28's U-Net (within 5 %; the 28 x 28 U-Net of docs/dit.md's comparison), and

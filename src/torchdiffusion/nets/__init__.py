@@ -68,7 +68,10 @@ def count_flops(model: ModelConfig, data_shape: tuple[int, ...], cond: dict | No
     if cond is not None:  # one example's conditioning, on the meta device beside the network
         cond = {k: v.to("meta") for k, v in cond.items()}
     with torch.device("meta"):
-        net = build_net(model, data_shape)
+        # .to("meta"): a constructor the device context misses stays on the CPU. torch.linspace is one once
+        # transformers has loaded a model (the text encoder): it swaps in its own linspace while loading, and
+        # torch's cached list of constructors to redirect can keep that one instead of torch.linspace.
+        net = build_net(model, data_shape).to("meta")
         x, c_noise = torch.zeros(1, *data_shape), torch.zeros(1)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             net(x, c_noise, cond)
