@@ -619,8 +619,10 @@ def test_bad_input(case, world, tmp_path, monkeypatch, capsys):
         (["--guidance", "3"], "--guidance needs a class-, context- or text-conditioned run"),
         (["--guidance-rescale", "0.5"], "--guidance-rescale needs a class-, context- or text-conditioned run"),
         (["--guidance-interval", "0.5,2"], "without autoguidance"),
+        (["--set", "sample.guidance=3"], "sample.guidance is read only by a class-, context- or text-conditioned"),
+        (["--set", "sample.guidance_interval=0.5,2"], "sample.guidance_interval is read only by"),
     ],
-    ids=["guidance", "rescale", "interval"],
+    ids=["guidance", "rescale", "interval", "set-guidance", "set-interval"],
 )
 def test_guidance_flags_for_an_unconditional_run_are_refused(tmp_path, monkeypatch, capsys, flags, needle):
     """Nothing reads them (the run has no conditioning and no guide model): refused, not ignored."""

@@ -20,6 +20,7 @@ from PIL import Image
 
 from tinyruns import write_diffusers_folder, write_run
 from torchdiffusion.cli import COMMANDS, main
+from torchdiffusion.config import unread_setting
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANT = ("--dry-run", "--list-samplers")  # examples that only print: no long work, no bar
@@ -122,8 +123,9 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         if flag in numeric_flags and flag not in argv:
             argv += [flag, value]
     if command in ("train", "demo", "train-autoencoder"):
+        example = _example_config(command, argv)  # a run refuses a setting it does not read: append only the read
         for key, value in (TINY_AE_SETTINGS if command == "train-autoencoder" else TINY_SETTINGS).items():
-            if f"--set {key}=" not in " ".join(argv):
+            if f"--set {key}=" not in " ".join(argv) and unread_setting(example, key) is None:
                 argv += ["--set", f"{key}={value}"]
     if command == "bench-train" and "model.channels=" not in " ".join(argv):
         argv += TINY_BENCH_TRAIN
@@ -131,6 +133,17 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         if flag in command_flags and flag not in argv and "--diffusers" not in argv:
             argv.append(flag)
     return argv
+
+
+def _example_config(command: str, argv: list[str]):
+    """The config an example of train, demo or train-autoencoder starts from: its preset and its --set."""
+    from torchdiffusion.autoencoder import get_autoencoder_preset
+    from torchdiffusion.cli import build_parser
+    from torchdiffusion.config import get_preset, override
+
+    args = build_parser().parse_args([command, *argv])
+    preset = (get_autoencoder_preset if command == "train-autoencoder" else get_preset)(args.preset)
+    return override(preset, args.set)
 
 
 def flags_of(name: str) -> tuple[set[str], set[str]]:

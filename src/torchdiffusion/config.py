@@ -1229,3 +1229,250 @@ def validate(cfg: RunConfig) -> RunConfig:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return cfg
+
+
+# Settings that only some runs read. Each entry: key -> (is it read by this config?, who reads it, the keys that
+# decide). Each condition is necessary for the setting to change anything, so a ``--set`` of the key where it is false
+# would be silently ignored: ``refuse_unread`` refuses it instead (``data.toy=moons`` on MNIST, ``model.patch=4`` on a
+# U-Net, ``diffusion.beta_end`` on a cosine schedule, ``train.eval_n`` without quick evaluations).
+SEQUENCE_SOURCES = ("text", "fasta", "sklearn_text", "python_docs")  # data/sequence.py
+CONSISTENCY_OBJECTIVES = ("consistency_distillation", "consistency_training")
+
+DATA_READ_WHEN: dict[str, tuple[typing.Callable[[DataConfig], bool], str, tuple[str, ...]]] = {
+    "toy": (lambda d: d.source == "toy", "the toy source (data.source=toy)", ("source",)),
+    "toy_size": (lambda d: d.source == "toy", "the toy source (data.source=toy)", ("source",)),
+    "emoji_size": (lambda d: d.source == "emoji", "the emoji source (data.source=emoji)", ("source",)),
+    "emoji_set": (lambda d: d.source == "emoji", "the emoji source (data.source=emoji)", ("source",)),
+    "layout": (lambda d: d.source == "array", "the array source (data.source=array)", ("source",)),
+    "labels_path": (lambda d: d.source == "array", "the array source (data.source=array)", ("source",)),
+    "seq_len": (
+        lambda d: d.source in SEQUENCE_SOURCES,
+        f"the sequence sources (data.source={' | '.join(SEQUENCE_SOURCES)})",
+        ("source",),
+    ),
+    "volume_size": (lambda d: d.source == "shapes3d", "the shapes3d source", ("source",)),
+    "volume_count": (lambda d: d.source == "shapes3d", "the shapes3d source", ("source",)),
+    "categorical": (lambda d: d.source == "csv", "the csv table source (data.source=csv)", ("source",)),
+    "target": (
+        lambda d: d.source in ("csv", "signal_csv") or d.source.startswith("sklearn:"),
+        "the table sources (csv, sklearn:<set>) and signal_csv",
+        ("source",),
+    ),
+}
+
+_UNET, _DIT = "the U-Net (model.net=unet)", "the DiT (model.net=dit)"
+RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[str, ...]]] = {
+    # networks (nets/, tabular.py, sequences.py)
+    "model.channels": (lambda c: c.model.net in ("unet", "dit"), "the U-Net and the DiT", ("model.net",)),
+    "model.channel_mult": (lambda c: c.model.net == "unet", _UNET, ("model.net",)),
+    "model.num_res_blocks": (lambda c: c.model.net == "unet", _UNET, ("model.net",)),
+    "model.attn_resolutions": (lambda c: c.model.net == "unet", _UNET, ("model.net",)),
+    "model.groups": (lambda c: c.model.net == "unet", _UNET, ("model.net",)),
+    "model.checkpoint": (lambda c: c.model.net in ("unet", "dit"), "the U-Net and the DiT", ("model.net",)),
+    "model.head_channels": (
+        lambda c: c.model.net in ("unet", "dit", "transformer"),
+        "the U-Net, the DiT and the sequence transformer",
+        ("model.net",),
+    ),
+    "model.patch": (lambda c: c.model.net == "dit", _DIT, ("model.net",)),
+    "model.depth": (lambda c: c.model.net == "dit", _DIT, ("model.net",)),
+    "model.pos_embedding": (lambda c: c.model.net == "dit", _DIT, ("model.net",)),
+    "model.mlp_width": (
+        lambda c: c.model.net in ("mlp", "table", "transformer"),
+        "the MLP, table and sequence networks (model.net=mlp | table | transformer)",
+        ("model.net",),
+    ),
+    "model.mlp_depth": (
+        lambda c: c.model.net in ("mlp", "table", "transformer"),
+        "the MLP, table and sequence networks (model.net=mlp | table | transformer)",
+        ("model.net",),
+    ),
+    "model.rotary": (lambda c: c.model.net == "transformer", "the sequence transformer", ("model.net",)),
+    "model.retrieval_input": (
+        lambda c: c.model.text_retrieval > 0,
+        "retrieval conditioning (model.text_retrieval > 0)",
+        ("model.text_retrieval",),
+    ),
+    # the process and the loss (model.py, losses.py, sequences.py)
+    "diffusion.schedule": (
+        lambda c: c.diffusion.process == "discrete",
+        "the discrete process",
+        ("diffusion.process",),
+    ),
+    "diffusion.T": (lambda c: c.diffusion.process == "discrete", "the discrete process", ("diffusion.process",)),
+    "diffusion.beta_start": (
+        lambda c: c.diffusion.process == "discrete" and c.diffusion.schedule == "linear",
+        "the linear schedule of the discrete process",
+        ("diffusion.process", "diffusion.schedule"),
+    ),
+    "diffusion.beta_end": (
+        lambda c: c.diffusion.process == "discrete" and c.diffusion.schedule == "linear",
+        "the linear schedule of the discrete process",
+        ("diffusion.process", "diffusion.schedule"),
+    ),
+    # a discrete model's range is its schedule's; the table model and rectified-flow draws read these
+    "diffusion.sigma_min": (
+        lambda c: (
+            c.diffusion.process != "discrete"
+            or c.diffusion.sigma_sampling == "rf_uniform"
+            or c.model.net in ("table", "transformer")
+        ),
+        "a continuous process, the table and sequence models and rectified-flow draws (a discrete process takes "
+        "its range from its schedule)",
+        ("diffusion.process", "diffusion.sigma_sampling", "model.net"),
+    ),
+    "diffusion.sigma_max": (
+        lambda c: (
+            c.diffusion.process != "discrete"
+            or c.diffusion.sigma_sampling == "rf_uniform"
+            or c.model.net in ("table", "transformer")
+        ),
+        "a continuous process, the table and sequence models and rectified-flow draws (a discrete process takes "
+        "its range from its schedule)",
+        ("diffusion.process", "diffusion.sigma_sampling", "model.net"),
+    ),
+    "diffusion.P_mean": (
+        lambda c: c.diffusion.sigma_sampling == "lognormal",
+        "log-normal noise levels (diffusion.sigma_sampling=lognormal)",
+        ("diffusion.sigma_sampling",),
+    ),
+    "diffusion.P_std": (
+        lambda c: c.diffusion.sigma_sampling == "lognormal",
+        "log-normal noise levels (diffusion.sigma_sampling=lognormal)",
+        ("diffusion.sigma_sampling",),
+    ),
+    "diffusion.min_snr_gamma": (
+        lambda c: c.diffusion.weighting == "min_snr",
+        "min-SNR weighting (diffusion.weighting=min_snr)",
+        ("diffusion.weighting",),
+    ),
+    "diffusion.discrete": (lambda c: c.model.net == "transformer", "sequence diffusion", ("model.net",)),
+    "diffusion.masked_bound": (
+        lambda c: c.model.net == "transformer" and c.diffusion.discrete == "masked",
+        "masked sequence diffusion (model.net=transformer, diffusion.discrete=masked)",
+        ("model.net", "diffusion.discrete"),
+    ),
+    # training (training/)
+    "train.lr_cooldown": (
+        lambda c: c.train.lr_decay == "cooldown",
+        "the cooldown schedule (train.lr_decay=cooldown)",
+        ("train.lr_decay",),
+    ),
+    "train.ema_warmup_ratio": (
+        lambda c: c.train.ema_halflife_images > 0,
+        "the EMA (train.ema_halflife_images > 0)",
+        ("train.ema_halflife_images",),
+    ),
+    "train.eval_n": (
+        lambda c: c.train.eval_every_images > 0,
+        "the quick evaluation (train.eval_every_images > 0)",
+        ("train.eval_every_images",),
+    ),
+    "train.eval_classifier": (
+        lambda c: c.train.eval_every_images > 0,
+        "the quick evaluation (train.eval_every_images > 0)",
+        ("train.eval_every_images",),
+    ),
+    "train.cond_drop_prob": (
+        lambda c: c.model.conditional,
+        "a class-, context- or text-conditioned model",
+        ("model.num_classes", "model.context_dim", "model.text_dim"),
+    ),
+    # sampling (generate.py; the diffusers export reads sample.spacing)
+    "sample.guidance": (
+        lambda c: c.model.conditional,
+        "a class-, context- or text-conditioned model",
+        ("model.num_classes", "model.context_dim", "model.text_dim"),
+    ),
+    "sample.guidance_rescale": (
+        lambda c: c.model.conditional,
+        "a class-, context- or text-conditioned model",
+        ("model.num_classes", "model.context_dim", "model.text_dim"),
+    ),
+    "sample.guidance_interval": (
+        lambda c: c.model.conditional or c.sample.autoguidance != 1.0,
+        "classifier-free guidance (a conditioned model) or autoguidance (sample.autoguidance != 1)",
+        ("model.num_classes", "model.context_dim", "model.text_dim", "sample.autoguidance"),
+    ),
+    "sample.rho": (lambda c: c.sample.grid == "karras", "the karras grid (sample.grid=karras)", ("sample.grid",)),
+    "sample.spacing": (
+        lambda c: c.diffusion.process == "discrete",
+        "the uniform_t grid of a discrete (DDPM-trained) model",
+        ("diffusion.process",),
+    ),
+    # objectives (training/objective.py, shortcuts/objectives.py)
+    **{
+        f"objective.{k}": (
+            lambda c: c.objective.name in TEACHER_OBJECTIVES,
+            f"the distillation objectives (objective.name={' | '.join(TEACHER_OBJECTIVES)})",
+            ("objective.name",),
+        )
+        for k in ("teacher", "guidance", "autoguidance")
+    },
+    "objective.teacher_steps": (
+        lambda c: c.objective.name == "progressive",
+        "progressive distillation (objective.name=progressive)",
+        ("objective.name",),
+    ),
+    **{
+        f"objective.{k}": (
+            lambda c: c.objective.name in CONSISTENCY_OBJECTIVES,
+            f"the consistency objectives (objective.name={' | '.join(CONSISTENCY_OBJECTIVES)})",
+            ("objective.name",),
+        )
+        for k in ("ct_steps_start", "ct_steps_end", "ct_P_mean", "ct_P_std")
+    },
+    "objective.reflow_pairs": (
+        lambda c: c.objective.name == "reflow",
+        "reflow (objective.name=reflow)",
+        ("objective.name",),
+    ),
+    **{
+        f"objective.{k}": (
+            lambda c: c.objective.name == "distribution_matching",
+            "distribution matching (objective.name=distribution_matching)",
+            ("objective.name",),
+        )
+        for k in ("dmd_fake_updates", "dmd_fake_lr")
+    },
+}
+
+
+def _value_at(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def unread_setting(cfg: Any, key: str) -> str | None:
+    """Why nothing reads the setting ``key`` (``section.name``) of ``cfg``, or None when something may: the data
+    section of any config (a diffusion, autoencoder or contrastive run), every section of a :class:`RunConfig`."""
+    section, _, name = key.partition(".")
+    if section == "data" and name in DATA_READ_WHEN and hasattr(cfg, "data"):
+        read, who, deciding = DATA_READ_WHEN[name]
+        ok, where, deciding = read(cfg.data), cfg, tuple(f"data.{k}" for k in deciding)
+    elif isinstance(cfg, RunConfig) and key in RUN_READ_WHEN:
+        read, who, deciding = RUN_READ_WHEN[key]
+        ok, where = read(cfg), cfg
+    else:
+        return None
+    if ok:
+        return None
+    has = ", ".join(f"{k}={_shown(_value_at(where, k))}" for k in deciding)
+    return f"{key} is read only by {who}, and this run has {has}"
+
+
+def _shown(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+def refuse_unread(cfg: Any, assignments: list[str]) -> Any:
+    """``cfg`` unchanged when every ``key=value`` of ``assignments`` (the user's ``--set``, already applied) sets
+    something this run reads; else a one-line ConfigError: the setting would change nothing (DATA_READ_WHEN,
+    RUN_READ_WHEN)."""
+    for a in assignments:
+        key = a.split("=", 1)[0].strip()
+        why = unread_setting(cfg, key)
+        if why is not None:
+            raise ConfigError(f"--set {a.strip()} changes nothing: {why}")
+    return cfg

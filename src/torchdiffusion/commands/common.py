@@ -9,7 +9,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import ConfigError, SampleConfig, SamplerSettings, override
+from ..config import ConfigError, SampleConfig, SamplerSettings, override, refuse_unread
 from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, nonneg_int, positive_float, positive_int
 
 
@@ -121,8 +121,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 def sample_config_from_args(base: SampleConfig, args: argparse.Namespace, run_=None) -> SampleConfig:
     """The run's SampleConfig with the sampling flags applied: --set first, then the dedicated flags.
 
-    With the loaded run, --rho and --spacing are refused in one line when the grid this sampling uses (what
-    --grid auto resolves to for the run) does not read them, instead of changing nothing."""
+    With the loaded run, a --set of a sample setting the run does not read (config.refuse_unread), and --rho or
+    --spacing when the grid this sampling uses (what --grid auto resolves to for the run) does not read them, are
+    refused in one line instead of changing nothing."""
     from dataclasses import replace
 
     for a in getattr(args, "sample_set", None) or []:
@@ -141,6 +142,8 @@ def sample_config_from_args(base: SampleConfig, args: argparse.Namespace, run_=N
         if getattr(args, "setting_" + f.name, None) is not None
     ]
     sample = override(replace(base, **updates), flags)
+    if run_ is not None:  # a --set of a sample setting this run does not read (sample.guidance when unconditional)
+        refuse_unread(replace(run_.config, sample=sample), getattr(args, "sample_set", None) or [])
     if run_ is not None and (getattr(args, "rho", None) is not None or getattr(args, "spacing", None) is not None):
         grid = run_.sampling_plan(sample)[2]["grid"]
         if args.rho is not None and grid != "karras":

@@ -27,14 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..config import get_preset, override, validate
+    from ..config import get_preset, override, refuse_unread, validate
     from ..generate import load_run
     from ..training import train
     from .sample import write_samples
     from .train import load_and_check
 
     t0 = time.time()
-    cfg = validate(override(get_preset(args.preset), args.set))
+    cfg = refuse_unread(validate(override(get_preset(args.preset), args.set)), args.set)
     n = args.n or cfg.sample.n
     validate(replace(cfg, sample=replace(cfg.sample, n=n)))
     with output_folder(args.out) as out:

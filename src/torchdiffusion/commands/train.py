@@ -43,11 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..config import TRAIN_OBJECTIVES, from_json, get_preset, override, validate
+    from ..config import TRAIN_OBJECTIVES, from_json, get_preset, override, refuse_unread, validate
 
     cfg = base_config(args, from_json, get_preset)
     objective = TRAIN_OBJECTIVES[getattr(args, "objective", None) or "denoising"]
-    return validate(override(cfg, [*objective, *args.set]))
+    return refuse_unread(validate(override(cfg, [*objective, *args.set])), args.set)
 
 
 def run(args: argparse.Namespace) -> int:

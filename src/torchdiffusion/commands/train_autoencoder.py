@@ -31,10 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace):
     from ..autoencoder import autoencoder_config_from_json, get_autoencoder_preset, validate_autoencoder_config
-    from ..config import override
+    from ..config import override, refuse_unread
 
     cfg = base_config(args, autoencoder_config_from_json, get_autoencoder_preset)
-    return validate_autoencoder_config(override(cfg, args.set))
+    return refuse_unread(validate_autoencoder_config(override(cfg, args.set)), args.set)
 
 
 def load_images(cfg):

@@ -69,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve(source: str, sets: list[str]):
     """(config, default output folder) for a run folder or a preset name."""
-    from ..config import ConfigError, from_json, get_preset, override, validate
+    from ..config import ConfigError, from_json, get_preset, override, refuse_unread, validate
 
     path = Path(source)
     if path.is_dir():
@@ -79,7 +79,7 @@ def resolve(source: str, sets: list[str]):
     else:
         cfg = get_preset(source)
         out = Path("runs") / f"classifier-{cfg.preset}"
-    return validate(override(cfg, sets)), out
+    return refuse_unread(validate(override(cfg, sets)), [s for s in sets if s.strip().startswith("data.")]), out
 
 
 def sigma_sampler(cfg):

@@ -30,13 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..config import override
+    from ..config import override, refuse_unread
     from ..contrastive.config import check_clip_config, clip_config_from_json, get_clip_preset
 
     cfg = base_config(args, clip_config_from_json, get_clip_preset)
     flags = [f"train.images={args.images}"] if args.images else []
     flags += [f"train.batch_size={args.batch_size}"] if args.batch_size else []
-    return check_clip_config(override(cfg, [*args.set, *flags]))
+    return refuse_unread(check_clip_config(override(cfg, [*args.set, *flags])), args.set)
 
 
 def run(args: argparse.Namespace) -> int:
