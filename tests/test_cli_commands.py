@@ -113,6 +113,13 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         method = argv[argv.index("--method") + 1] if "--method" in argv else "progressive"
         other = {"--" + d.replace("_", "-") for d, m in METHOD_OPTIONS.items() if m != method}
         numeric_flags = numeric_flags - other
+    if command == "bench-samplers":  # an option this benchmark does not read is refused: shrink only those it reads
+        from torchdiffusion.cli import build_parser
+        from torchdiffusion.commands.bench_samplers import READ_WHEN
+
+        example = build_parser().parse_args([command, *argv])
+        unread = {"--" + d.replace("_", "-") for d, (read, _) in READ_WHEN.items() if not read(example)}
+        numeric_flags = numeric_flags - unread
     if command == "explain":  # a picture refuses the options it does not read: shrink only those it reads
         from torchdiffusion.commands.explain import options_read
 

@@ -23,6 +23,36 @@ def _csv(s: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in s.split(",") if v.strip())
 
 
+def _tuned(a: argparse.Namespace) -> bool:
+    return "tuned" in _csv(a.grids)
+
+
+# Options one kind of benchmark reads: dest -> (does this command line read it?, what reads it). Given where it is
+# not read, the option is refused in one line (it would change nothing).
+READ_WHEN = {
+    "reference": (lambda a: bool(a.run), "a trained run (--run; an analytic case's reference is exact)"),
+    "features": (lambda a: bool(a.run), "a trained run (--run; an analytic case is compared in its own space)"),
+    "ref_steps": (
+        lambda a: bool(a.run) and a.reference == "ode",
+        "the ODE reference of a trained run (--run with --reference ode)",
+    ),
+    **{
+        dest: (_tuned, "the tuned grids (--grids with tuned)")
+        for dest in ("tuned_samplers", "tune_maxfev", "fit_n", "fit_objective", "stop_short", "grid_dir")
+    },
+    "diffusers": (lambda a: not a.no_diffusers, "diffusers' rows, which --no-diffusers drops"),
+}
+
+
+def refuse_unread(args: argparse.Namespace) -> None:
+    """ValueError (exit 2) for an option given where nothing reads it (READ_WHEN)."""
+    from .common import given_options
+
+    for dest, flag in given_options(args).items():
+        if dest in READ_WHEN and not READ_WHEN[dest][0](args):
+            raise ValueError(f"{flag} changes nothing here: it is read only by {READ_WHEN[dest][1]}")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--case", help="analytic case(s): 8gaussians, mixture64 (comma-separated)")
@@ -102,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         nfes = ()
     if not nfes:
         raise ValueError(f"--nfe needs positive integers up to {MAX_STEPS}, e.g. 5,10,20,50; got {args.nfe!r}")
+    refuse_unread(args)
     check_sources(args)
     samplers = _csv(args.samplers) if args.samplers else OUR_SAMPLERS
     for s in samplers + _csv(args.tuned_samplers):
