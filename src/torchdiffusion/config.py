@@ -934,8 +934,12 @@ def _between(v: Any, lo: float, hi: float, name: str) -> tuple[bool, str]:
 
 
 def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
+    from .data import SOURCES, TOYS
+
     size_ok = d.image_size is None or (len(d.image_size) == 2 and all(1 <= v <= MAX_PIXELS for v in d.image_size))
     return [
+        (d.source in SOURCES, f"unknown data source {d.source!r}; choose from {', '.join(SOURCES)}"),
+        (d.toy in TOYS, f"unknown toy {d.toy!r}; choose from {', '.join(TOYS)}"),
         (size_ok, f"data.image_size must be H,W with sides in [1, {MAX_PIXELS}], got {d.image_size!r}"),
         (d.channels in (None, 1, 3), f"data.channels must be 1 or 3, got {d.channels!r}"),
         _between(d.toy_size, 1, MAX_SAMPLES, "data.toy_size"),
