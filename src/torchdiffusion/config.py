@@ -1242,56 +1242,56 @@ def validate(cfg: RunConfig) -> RunConfig:
 SEQUENCE_SOURCES = ("text", "fasta", "sklearn_text", "python_docs")  # data/sequence.py
 CONSISTENCY_OBJECTIVES = ("consistency_distillation", "consistency_training")
 
+
+def _read_by_source(who: str, *sources: str) -> tuple[typing.Callable[[DataConfig], bool], str, tuple[str, ...]]:
+    """A DATA_READ_WHEN entry: read when data.source is one of ``sources`` (a name ending in ':' is a family)."""
+    return (
+        lambda d: any(d.source == s or (s.endswith(":") and d.source.startswith(s)) for s in sources),
+        who,
+        ("source",),
+    )
+
+
 DATA_READ_WHEN: dict[str, tuple[typing.Callable[[DataConfig], bool], str, tuple[str, ...]]] = {
-    "toy": (lambda d: d.source == "toy", "the toy source (data.source=toy)", ("source",)),
-    "toy_size": (lambda d: d.source == "toy", "the toy source (data.source=toy)", ("source",)),
-    "emoji_size": (lambda d: d.source == "emoji", "the emoji source (data.source=emoji)", ("source",)),
-    "emoji_set": (lambda d: d.source == "emoji", "the emoji source (data.source=emoji)", ("source",)),
-    "layout": (lambda d: d.source == "array", "the array source (data.source=array)", ("source",)),
-    "labels_path": (lambda d: d.source == "array", "the array source (data.source=array)", ("source",)),
-    "seq_len": (
-        lambda d: d.source in SEQUENCE_SOURCES,
-        f"the sequence sources (data.source={' | '.join(SEQUENCE_SOURCES)})",
-        ("source",),
-    ),
-    "volume_size": (lambda d: d.source == "shapes3d", "the shapes3d source", ("source",)),
-    "volume_count": (lambda d: d.source == "shapes3d", "the shapes3d source", ("source",)),
-    "categorical": (lambda d: d.source == "csv", "the csv table source (data.source=csv)", ("source",)),
-    "target": (
-        lambda d: d.source in ("csv", "signal_csv") or d.source.startswith("sklearn:"),
-        "the table sources (csv, sklearn:<set>) and signal_csv",
-        ("source",),
-    ),
+    "toy": _read_by_source("the toy source (data.source=toy)", "toy"),
+    "toy_size": _read_by_source("the toy source (data.source=toy)", "toy"),
+    "emoji_size": _read_by_source("the emoji source (data.source=emoji)", "emoji"),
+    "emoji_set": _read_by_source("the emoji source (data.source=emoji)", "emoji"),
+    "layout": _read_by_source("the array source (data.source=array)", "array"),
+    "labels_path": _read_by_source("the array source (data.source=array)", "array"),
+    "seq_len": _read_by_source(f"the sequence sources (data.source={' | '.join(SEQUENCE_SOURCES)})", *SEQUENCE_SOURCES),
+    "volume_size": _read_by_source("the shapes3d source", "shapes3d"),
+    "volume_count": _read_by_source("the shapes3d source", "shapes3d"),
+    "categorical": _read_by_source("the csv table source (data.source=csv)", "csv"),
+    "target": _read_by_source("the table sources (csv, sklearn:<set>) and signal_csv", "csv", "sklearn:", "signal_csv"),
 }
 
+
+def _read_by_net(who: str, *nets: str) -> tuple[typing.Callable[[RunConfig], bool], str, tuple[str, ...]]:
+    """A RUN_READ_WHEN entry: read when model.net is one of ``nets``."""
+    return (lambda c: c.model.net in nets, who, ("model.net",))
+
+
 _UNET, _DIT = "the U-Net (model.net=unet)", "the DiT (model.net=dit)"
+_UNET_DIT = "the U-Net and the DiT (model.net=unet | dit)"
+_VECTOR_NETS = "the MLP, table and sequence networks (model.net=mlp | table | transformer)"
 RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[str, ...]]] = {
     # networks (nets/, tabular.py, sequences.py)
-    "model.channels": (lambda c: c.model.net in ("unet", "dit"), "the U-Net and the DiT", ("model.net",)),
-    "model.channel_mult": (lambda c: c.model.net == "unet", _UNET, ("model.net",)),
-    "model.num_res_blocks": (lambda c: c.model.net == "unet", _UNET, ("model.net",)),
-    "model.attn_resolutions": (lambda c: c.model.net == "unet", _UNET, ("model.net",)),
-    "model.groups": (lambda c: c.model.net == "unet", _UNET, ("model.net",)),
-    "model.checkpoint": (lambda c: c.model.net in ("unet", "dit"), "the U-Net and the DiT", ("model.net",)),
-    "model.head_channels": (
-        lambda c: c.model.net in ("unet", "dit", "transformer"),
-        "the U-Net, the DiT and the sequence transformer",
-        ("model.net",),
+    "model.channels": _read_by_net(_UNET_DIT, "unet", "dit"),
+    "model.channel_mult": _read_by_net(_UNET, "unet"),
+    "model.num_res_blocks": _read_by_net(_UNET, "unet"),
+    "model.attn_resolutions": _read_by_net(_UNET, "unet"),
+    "model.groups": _read_by_net(_UNET, "unet"),
+    "model.checkpoint": _read_by_net(_UNET_DIT, "unet", "dit"),
+    "model.head_channels": _read_by_net(
+        "the U-Net, the DiT and the sequence transformer", "unet", "dit", "transformer"
     ),
-    "model.patch": (lambda c: c.model.net == "dit", _DIT, ("model.net",)),
-    "model.depth": (lambda c: c.model.net == "dit", _DIT, ("model.net",)),
-    "model.pos_embedding": (lambda c: c.model.net == "dit", _DIT, ("model.net",)),
-    "model.mlp_width": (
-        lambda c: c.model.net in ("mlp", "table", "transformer"),
-        "the MLP, table and sequence networks (model.net=mlp | table | transformer)",
-        ("model.net",),
-    ),
-    "model.mlp_depth": (
-        lambda c: c.model.net in ("mlp", "table", "transformer"),
-        "the MLP, table and sequence networks (model.net=mlp | table | transformer)",
-        ("model.net",),
-    ),
-    "model.rotary": (lambda c: c.model.net == "transformer", "the sequence transformer", ("model.net",)),
+    "model.patch": _read_by_net(_DIT, "dit"),
+    "model.depth": _read_by_net(_DIT, "dit"),
+    "model.pos_embedding": _read_by_net(_DIT, "dit"),
+    "model.mlp_width": _read_by_net(_VECTOR_NETS, "mlp", "table", "transformer"),
+    "model.mlp_depth": _read_by_net(_VECTOR_NETS, "mlp", "table", "transformer"),
+    "model.rotary": _read_by_net("the sequence transformer (model.net=transformer)", "transformer"),
     "model.retrieval_input": (
         lambda c: c.model.text_retrieval > 0,
         "retrieval conditioning (model.text_retrieval > 0)",
@@ -1350,7 +1350,7 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
         "min-SNR weighting (diffusion.weighting=min_snr)",
         ("diffusion.weighting",),
     ),
-    "diffusion.discrete": (lambda c: c.model.net == "transformer", "sequence diffusion", ("model.net",)),
+    "diffusion.discrete": _read_by_net("sequence diffusion (model.net=transformer)", "transformer"),
     "diffusion.masked_bound": (
         lambda c: c.model.net == "transformer" and c.diffusion.discrete == "masked",
         "masked sequence diffusion (model.net=transformer, diffusion.discrete=masked)",
@@ -1454,15 +1454,15 @@ def unread_setting(cfg: Any, key: str) -> str | None:
     section, _, name = key.partition(".")
     if section == "data" and name in DATA_READ_WHEN and hasattr(cfg, "data"):
         read, who, deciding = DATA_READ_WHEN[name]
-        ok, where, deciding = read(cfg.data), cfg, tuple(f"data.{k}" for k in deciding)
+        ok, deciding = read(cfg.data), tuple(f"data.{k}" for k in deciding)
     elif isinstance(cfg, RunConfig) and key in RUN_READ_WHEN:
         read, who, deciding = RUN_READ_WHEN[key]
-        ok, where = read(cfg), cfg
+        ok = read(cfg)
     else:
         return None
     if ok:
         return None
-    has = ", ".join(f"{k}={_shown(_value_at(where, k))}" for k in deciding)
+    has = ", ".join(f"{k}={_shown(_value_at(cfg, k))}" for k in deciding)
     return f"{key} is read only by {who}, and this run has {has}"
 
 
