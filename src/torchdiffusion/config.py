@@ -1272,6 +1272,11 @@ def _read_by_net(who: str, *nets: str) -> tuple[typing.Callable[[RunConfig], boo
     return (lambda c: c.model.net in nets, who, ("model.net",))
 
 
+def _read_by_objective(who: str, *names: str) -> tuple[typing.Callable[[RunConfig], bool], str, tuple[str, ...]]:
+    """A RUN_READ_WHEN entry: read when objective.name is one of ``names``."""
+    return (lambda c: c.objective.name in names, f"{who} (objective.name={' | '.join(names)})", ("objective.name",))
+
+
 _UNET, _DIT = "the U-Net (model.net=unet)", "the DiT (model.net=dit)"
 _UNET_DIT = "the U-Net and the DiT (model.net=unet | dit)"
 _VECTOR_NETS = "the MLP, table and sequence networks (model.net=mlp | table | transformer)"
@@ -1298,52 +1303,39 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
         ("model.text_retrieval",),
     ),
     # the process and the loss (model.py, losses.py, sequences.py)
-    "diffusion.schedule": (
-        lambda c: c.diffusion.process == "discrete",
-        "the discrete process",
-        ("diffusion.process",),
+    **dict.fromkeys(
+        ("diffusion.schedule", "diffusion.T"),
+        (lambda c: c.diffusion.process == "discrete", "the discrete process", ("diffusion.process",)),
     ),
-    "diffusion.T": (lambda c: c.diffusion.process == "discrete", "the discrete process", ("diffusion.process",)),
-    "diffusion.beta_start": (
-        lambda c: c.diffusion.process == "discrete" and c.diffusion.schedule == "linear",
-        "the linear schedule of the discrete process",
-        ("diffusion.process", "diffusion.schedule"),
-    ),
-    "diffusion.beta_end": (
-        lambda c: c.diffusion.process == "discrete" and c.diffusion.schedule == "linear",
-        "the linear schedule of the discrete process",
-        ("diffusion.process", "diffusion.schedule"),
+    **dict.fromkeys(
+        ("diffusion.beta_start", "diffusion.beta_end"),
+        (
+            lambda c: c.diffusion.process == "discrete" and c.diffusion.schedule == "linear",
+            "the linear schedule of the discrete process",
+            ("diffusion.process", "diffusion.schedule"),
+        ),
     ),
     # a discrete model's range is its schedule's; the table model and rectified-flow draws read these
-    "diffusion.sigma_min": (
-        lambda c: (
-            c.diffusion.process != "discrete"
-            or c.diffusion.sigma_sampling == "rf_uniform"
-            or c.model.net in ("table", "transformer")
+    **dict.fromkeys(
+        ("diffusion.sigma_min", "diffusion.sigma_max"),
+        (
+            lambda c: (
+                c.diffusion.process != "discrete"
+                or c.diffusion.sigma_sampling == "rf_uniform"
+                or c.model.net in ("table", "transformer")
+            ),
+            "a continuous process, the table and sequence models and rectified-flow draws (a discrete process takes "
+            "its range from its schedule)",
+            ("diffusion.process", "diffusion.sigma_sampling", "model.net"),
         ),
-        "a continuous process, the table and sequence models and rectified-flow draws (a discrete process takes "
-        "its range from its schedule)",
-        ("diffusion.process", "diffusion.sigma_sampling", "model.net"),
     ),
-    "diffusion.sigma_max": (
-        lambda c: (
-            c.diffusion.process != "discrete"
-            or c.diffusion.sigma_sampling == "rf_uniform"
-            or c.model.net in ("table", "transformer")
+    **dict.fromkeys(
+        ("diffusion.P_mean", "diffusion.P_std"),
+        (
+            lambda c: c.diffusion.sigma_sampling == "lognormal",
+            "log-normal noise levels (diffusion.sigma_sampling=lognormal)",
+            ("diffusion.sigma_sampling",),
         ),
-        "a continuous process, the table and sequence models and rectified-flow draws (a discrete process takes "
-        "its range from its schedule)",
-        ("diffusion.process", "diffusion.sigma_sampling", "model.net"),
-    ),
-    "diffusion.P_mean": (
-        lambda c: c.diffusion.sigma_sampling == "lognormal",
-        "log-normal noise levels (diffusion.sigma_sampling=lognormal)",
-        ("diffusion.sigma_sampling",),
-    ),
-    "diffusion.P_std": (
-        lambda c: c.diffusion.sigma_sampling == "lognormal",
-        "log-normal noise levels (diffusion.sigma_sampling=lognormal)",
-        ("diffusion.sigma_sampling",),
     ),
     "diffusion.min_snr_gamma": (
         lambda c: c.diffusion.weighting == "min_snr",
@@ -1367,32 +1359,24 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
         "the EMA (train.ema_halflife_images > 0)",
         ("train.ema_halflife_images",),
     ),
-    "train.eval_n": (
-        lambda c: c.train.eval_every_images > 0,
-        "the quick evaluation (train.eval_every_images > 0)",
-        ("train.eval_every_images",),
+    **dict.fromkeys(
+        ("train.eval_n", "train.eval_classifier"),
+        (
+            lambda c: c.train.eval_every_images > 0,
+            "the quick evaluation (train.eval_every_images > 0)",
+            ("train.eval_every_images",),
+        ),
     ),
-    "train.eval_classifier": (
-        lambda c: c.train.eval_every_images > 0,
-        "the quick evaluation (train.eval_every_images > 0)",
-        ("train.eval_every_images",),
-    ),
-    "train.cond_drop_prob": (
-        lambda c: c.model.conditional,
-        "a class-, context- or text-conditioned model",
-        ("model.num_classes", "model.context_dim", "model.text_dim"),
+    # conditioning dropout (training) and classifier-free guidance (generate.py)
+    **dict.fromkeys(
+        ("train.cond_drop_prob", "sample.guidance", "sample.guidance_rescale"),
+        (
+            lambda c: c.model.conditional,
+            "a class-, context- or text-conditioned model",
+            ("model.num_classes", "model.context_dim", "model.text_dim"),
+        ),
     ),
     # sampling (generate.py; the diffusers export reads sample.spacing)
-    "sample.guidance": (
-        lambda c: c.model.conditional,
-        "a class-, context- or text-conditioned model",
-        ("model.num_classes", "model.context_dim", "model.text_dim"),
-    ),
-    "sample.guidance_rescale": (
-        lambda c: c.model.conditional,
-        "a class-, context- or text-conditioned model",
-        ("model.num_classes", "model.context_dim", "model.text_dim"),
-    ),
     "sample.guidance_interval": (
         lambda c: c.model.conditional or c.sample.autoguidance != 1.0,
         "classifier-free guidance (a conditioned model) or autoguidance (sample.autoguidance != 1)",
@@ -1405,40 +1389,20 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
         ("diffusion.process",),
     ),
     # objectives (training/objective.py, shortcuts/objectives.py)
-    **{
-        f"objective.{k}": (
-            lambda c: c.objective.name in TEACHER_OBJECTIVES,
-            f"the distillation objectives (objective.name={' | '.join(TEACHER_OBJECTIVES)})",
-            ("objective.name",),
-        )
-        for k in ("teacher", "guidance", "autoguidance")
-    },
-    "objective.teacher_steps": (
-        lambda c: c.objective.name == "progressive",
-        "progressive distillation (objective.name=progressive)",
-        ("objective.name",),
+    **dict.fromkeys(
+        ("objective.teacher", "objective.guidance", "objective.autoguidance"),
+        _read_by_objective("the distillation objectives", *TEACHER_OBJECTIVES),
     ),
-    **{
-        f"objective.{k}": (
-            lambda c: c.objective.name in CONSISTENCY_OBJECTIVES,
-            f"the consistency objectives (objective.name={' | '.join(CONSISTENCY_OBJECTIVES)})",
-            ("objective.name",),
-        )
-        for k in ("ct_steps_start", "ct_steps_end", "ct_P_mean", "ct_P_std")
-    },
-    "objective.reflow_pairs": (
-        lambda c: c.objective.name == "reflow",
-        "reflow (objective.name=reflow)",
-        ("objective.name",),
+    "objective.teacher_steps": _read_by_objective("progressive distillation", "progressive"),
+    **dict.fromkeys(
+        ("objective.ct_steps_start", "objective.ct_steps_end", "objective.ct_P_mean", "objective.ct_P_std"),
+        _read_by_objective("the consistency objectives", *CONSISTENCY_OBJECTIVES),
     ),
-    **{
-        f"objective.{k}": (
-            lambda c: c.objective.name == "distribution_matching",
-            "distribution matching (objective.name=distribution_matching)",
-            ("objective.name",),
-        )
-        for k in ("dmd_fake_updates", "dmd_fake_lr")
-    },
+    "objective.reflow_pairs": _read_by_objective("reflow", "reflow"),
+    **dict.fromkeys(
+        ("objective.dmd_fake_updates", "objective.dmd_fake_lr"),
+        _read_by_objective("distribution matching", "distribution_matching"),
+    ),
 }
 
 
