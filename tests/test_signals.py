@@ -301,4 +301,7 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
             np.save(tmp_path / "gaps.npy", gaps[:, :, :12])
         r = td("impute", str(run), "--series", str(tmp_path / series), "--out", str(tmp_path / "never.npy"))
         assert_clean_error(r.returncode, r.stderr, needle)
+    for unread, needle in ((["--jump", "2"], "needs --resample 2"), (["--mask-char", "#"], "only for sequence runs")):
+        rc, _, err = cli("impute", run, "--series", tmp_path / "gaps.npy", *unread, "--out", tmp_path / "never.npy")
+        assert_clean_error(rc, err, needle)
     assert not (tmp_path / "never.npy").exists()

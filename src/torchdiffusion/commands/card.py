@@ -33,9 +33,16 @@ def run(args: argparse.Namespace) -> int:
     from ..cards import CardError, data_card, model_card, read_run
     from ..io import atomic_write
     from ..progress import step_bar
+    from .common import given_options
 
     if bool(args.run) == bool(args.data):
         raise CardError("give a run folder or --data NAME (one of the two)")
+    given = given_options(args)
+    if args.data and given.keys() & {"evaluate", "n", "license"}:
+        flag = next(f for d, f in given.items() if d in ("evaluate", "n", "license"))
+        raise CardError(f"{flag} is for a model card (a run folder); a data card (--data) reads none of it")
+    if "n" in given and not args.evaluate:
+        raise CardError("--n is the number of samples --evaluate draws; add --evaluate")
     out = Path(args.out) if args.out else (Path(args.run) / "MODEL_CARD.md" if args.run else None)
     out = out or Path(f"DATA_CARD-{args.data}.md")
     if out.suffix.lower() != ".md":

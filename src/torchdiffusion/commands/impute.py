@@ -36,12 +36,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
 
 
+# The options only one kind of run reads (--csv, --text, --series and --mask have their own lines below)
+KIND_OPTIONS = {"mask_char": "sequence", "resample": "signal", "jump": "signal"}
+
+
+def check_kind_options(args: argparse.Namespace, kind: str) -> None:
+    """ConfigError in one line for an option this run's kind does not read, or --jump without RePaint passes."""
+    from ..config import ConfigError
+    from .common import given_options
+
+    given = given_options(args)
+    for dest, flag in given.items():
+        if dest in KIND_OPTIONS and KIND_OPTIONS[dest] != kind:
+            raise ConfigError(f"{flag} is read only for {KIND_OPTIONS[dest]} runs; this run holds {kind} data")
+    if "jump" in given and args.resample == 1:
+        raise ConfigError("--jump is RePaint's jump length: it needs --resample 2 or more (one pass jumps nowhere)")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
     from ..generate import load_run
     from ..kinds import draw, infill_text, save, schema_of
 
     run_ = load_run(args.run, weights=args.weights)
+    check_kind_options(args, run_.kind)
     if run_.kind == "signal":
         return impute_signals(run_, args)
     if args.series or args.mask:
