@@ -25,7 +25,7 @@ from torchdiffusion.config import (
 )
 from torchdiffusion.training import train
 
-# A value for every setting of the tables: valid, and different from every preset's own.
+# A value for every setting of the tables: valid, and other than the tiny runs' own (checked where it is changed).
 CHANGED = {
     "data.toy": "moons",
     "data.toy_size": "300",
@@ -62,7 +62,7 @@ CHANGED = {
     "diffusion.P_std": "0.9",
     "diffusion.min_snr_gamma": "2.5",
     "diffusion.discrete": "uniform",
-    "diffusion.masked_bound": "weighted",
+    "diffusion.masked_bound": "anchored",
     "train.lr_cooldown": "0.45",
     "train.ema_warmup_ratio": "0.3",
     "train.eval_n": "17",
@@ -142,6 +142,7 @@ def test_settings_called_unread_change_neither_the_weights_nor_the_samples(base,
     # Checked when training starts even where nothing else reads them (a clear error, not silence): a labels file
     # for a model without conditioning, the quick evaluation's classifier on data that are not images
     unread = [k for k in unread if k not in CHECKED_AT_START]
+    assert all(override(cfg, [f"{k}={CHANGED[k]}"]) != cfg for k in unread)  # each one a change
     changed = validate(override(cfg, [f"{k}={CHANGED[k]}" for k in unread]))
     assert changed != cfg and all(unread_setting(changed, k) is not None for k in unread)
     assert len(unread) >= 15, unread  # most of the table applies to any one run
