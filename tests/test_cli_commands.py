@@ -107,6 +107,8 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
             argv[i + 1] = f"{key}={TINY_SETTINGS[key]}"
     if command == "train-classifier" and "--evaluation" not in argv:  # --epochs is --evaluation's alone
         numeric_flags = numeric_flags - {"--epochs"}
+    if command == "interpolate":  # its frames, seeds and batch are its own flags: it refuses --n, --batch-size
+        numeric_flags = numeric_flags - {"--n", "--batch-size"}
     if command == "card" and "--evaluate" not in argv:  # --n is --evaluate's alone
         numeric_flags = numeric_flags - {"--n"}
     if command == "impute" and "--series" not in argv:  # RePaint passes: the signal runs' alone

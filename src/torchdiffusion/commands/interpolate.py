@@ -42,6 +42,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sampling_arguments(p)
 
 
+# Shared sampling flags interpolate does not read: dest -> what sets that part of the path instead
+UNREAD = {
+    "n": "--frames sets the images along the path",
+    "seed": "--seeds picks the two starting noises",
+    "batch_size": "the path is one batch",
+}
+
+
+def refuse_unread(args: argparse.Namespace) -> None:
+    """EditError in one line for a sampling flag interpolate does not read (UNREAD) or a sampler setting: the path
+    is walked by --method's ODE solver, which takes none."""
+    from ..edit import EditError
+    from .common import given_options
+
+    for dest, flag in given_options(args).items():
+        if dest in UNREAD:
+            raise EditError(f"{flag} changes nothing in interpolate: {UNREAD[dest]}")
+        if dest.startswith("setting_"):
+            raise EditError(f"{flag} is a sampler setting; interpolate's ODE solver (--method) takes none")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -54,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 2:
         raise EditError(f"--frames must be >= 2, got {args.frames}")
+    refuse_unread(args)
     run_ = load_run(args.run, weights=args.weights)
     if run_.codec is not None:
         from ..edit import EditError

@@ -254,7 +254,8 @@ function editRequest() {
   const mode = $("edit-mode").value;
   const params = { steps: Number($("edit-steps").value), seed: Number($("edit-seed").value) };
   const body = { command: mode, run: state.run, params };
-  if (mode === "interpolate") {
+  if (mode === "interpolate") {  // its two noises are the seeds A and B; it reads no --seed
+    delete params.seed;
     params.seeds = [Number($("seed-a").value), Number($("seed-b").value)];
     params.frames = Number($("frames").value);
     return body;
