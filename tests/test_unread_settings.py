@@ -13,10 +13,10 @@ import torch
 
 from tinyruns import cli
 from torchdiffusion.config import (
-    DATA_READ_WHEN,
     PRESETS,
     RUN_READ_WHEN,
     ConfigError,
+    data_readers,
     get_preset,
     override,
     refuse_unread,
@@ -85,7 +85,7 @@ CHANGED = {
     "objective.dmd_fake_updates": "2",
     "objective.dmd_fake_lr": "0.0007",
 }
-KEYS = [*(f"data.{k}" for k in DATA_READ_WHEN), *RUN_READ_WHEN]
+KEYS = [*(f"data.{k}" for k in data_readers()), *RUN_READ_WHEN]
 CHECKED_AT_START = ("data.labels_path", "train.eval_classifier")
 
 

@@ -1237,34 +1237,21 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 # Settings that only some runs read. Each entry: key -> (is it read by this config?, who reads it, the keys that
 # decide). Each condition is necessary for the setting to change anything, so a ``--set`` of the key where it is false
-# would be silently ignored: ``refuse_unread`` refuses it instead (``data.toy=moons`` on MNIST, ``model.patch=4`` on a
-# U-Net, ``diffusion.beta_end`` on a cosine schedule, ``train.eval_n`` without quick evaluations).
-SEQUENCE_SOURCES = ("text", "fasta", "sklearn_text", "python_docs")  # data/sequence.py
+# would be silently ignored: ``refuse_unread`` refuses it instead (``model.patch=4`` on a U-Net, ``diffusion.beta_end``
+# on a cosine schedule, ``train.eval_n`` without quick evaluations). The data section's are declared by each source
+# beside its loader (``data.SOURCES``, ``Source.reads``: ``data.toy=moons`` on MNIST).
 CONSISTENCY_OBJECTIVES = ("consistency_distillation", "consistency_training")
 
 
-def _read_by_source(who: str, *sources: str) -> tuple[typing.Callable[[DataConfig], bool], str, tuple[str, ...]]:
-    """A DATA_READ_WHEN entry: read when data.source is one of ``sources`` (a name ending in ':' is a family)."""
-    return (
-        lambda d: any(d.source == s or (s.endswith(":") and d.source.startswith(s)) for s in sources),
-        who,
-        ("source",),
-    )
+def data_readers() -> dict[str, tuple[str, ...]]:
+    """data field -> the sources that read it, for every field only some sources read (``data.Source.reads``)."""
+    from .data import SOURCES
 
-
-DATA_READ_WHEN: dict[str, tuple[typing.Callable[[DataConfig], bool], str, tuple[str, ...]]] = {
-    "toy": _read_by_source("the toy source (data.source=toy)", "toy"),
-    "toy_size": _read_by_source("the toy source (data.source=toy)", "toy"),
-    "emoji_size": _read_by_source("the emoji source (data.source=emoji)", "emoji"),
-    "emoji_set": _read_by_source("the emoji source (data.source=emoji)", "emoji"),
-    "layout": _read_by_source("the array source (data.source=array)", "array"),
-    "labels_path": _read_by_source("the array source (data.source=array)", "array"),
-    "seq_len": _read_by_source(f"the sequence sources (data.source={' | '.join(SEQUENCE_SOURCES)})", *SEQUENCE_SOURCES),
-    "volume_size": _read_by_source("the shapes3d source", "shapes3d"),
-    "volume_count": _read_by_source("the shapes3d source", "shapes3d"),
-    "categorical": _read_by_source("the csv table source (data.source=csv)", "csv"),
-    "target": _read_by_source("the table sources (csv, sklearn:<set>) and signal_csv", "csv", "sklearn:", "signal_csv"),
-}
+    readers: dict[str, tuple[str, ...]] = {}
+    for name, source in SOURCES.items():
+        for f in source.reads:
+            readers[f] = (*readers.get(f, ()), name)
+    return readers
 
 
 def _read_by_net(who: str, *nets: str) -> tuple[typing.Callable[[RunConfig], bool], str, tuple[str, ...]]:
@@ -1416,9 +1403,9 @@ def unread_setting(cfg: Any, key: str) -> str | None:
     """Why nothing reads the setting ``key`` (``section.name``) of ``cfg``, or None when something may: the data
     section of any config (a diffusion, autoencoder or contrastive run), every section of a :class:`RunConfig`."""
     section, _, name = key.partition(".")
-    if section == "data" and name in DATA_READ_WHEN and hasattr(cfg, "data"):
-        read, who, deciding = DATA_READ_WHEN[name]
-        ok, deciding = read(cfg.data), tuple(f"data.{k}" for k in deciding)
+    readers = data_readers().get(name) if section == "data" and hasattr(cfg, "data") else None
+    if readers is not None:
+        ok, who, deciding = cfg.data.source in readers, f"data.source={' | '.join(readers)}", ("data.source",)
     elif isinstance(cfg, RunConfig) and key in RUN_READ_WHEN:
         read, who, deciding = RUN_READ_WHEN[key]
         ok = read(cfg)
@@ -1436,7 +1423,7 @@ def _shown(v: Any) -> str:
 
 def refuse_unread(cfg: Any, assignments: list[str]) -> Any:
     """``cfg`` unchanged when every ``key=value`` of ``assignments`` (the user's ``--set``, already applied) sets
-    something this run reads; else a one-line ConfigError: the setting would change nothing (DATA_READ_WHEN,
+    something this run reads; else a one-line ConfigError: the setting would change nothing (data_readers,
     RUN_READ_WHEN)."""
     for a in assignments:
         key = a.split("=", 1)[0].strip()

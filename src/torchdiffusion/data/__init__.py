@@ -75,25 +75,29 @@ __all__ = [
 class Source:
     load: Callable[[DataConfig, int], TensorData]  # the training pool; seed only matters for random toys
     load_test: Callable[[DataConfig], TensorData] | None = None  # the official test split, if the source has one
+    # the DataConfig fields of one kind of source that this one reads (a --set of such a field for a source that does
+    # not read it is refused: config.data_readers)
+    reads: tuple[str, ...] = ()
 
 
+SEQUENCE_READS = ("seq_len",)
 SOURCES: dict[str, Source] = {
     "mnist5k": Source(load_mnist5k),
     "digits": Source(load_digits),
     "fashion_mnist": Source(load_fashion_mnist, load_fashion_mnist_test),
-    "emoji": Source(load_emoji),
+    "emoji": Source(load_emoji, reads=("emoji_size", "emoji_set")),
     "folder": Source(load_folder),
-    "array": Source(load_array),
-    "toy": Source(load_toy),
-    "csv": Source(load_csv_table),
-    **{f"sklearn:{name}": Source(sklearn_loader(name)) for name in SKLEARN_TABLES},
-    "text": Source(load_text),
-    "fasta": Source(load_fasta),
-    "sklearn_text": Source(load_sklearn_text),
-    "python_docs": Source(load_python_docs),
-    "shapes3d": Source(load_shapes3d),
+    "array": Source(load_array, reads=("layout", "labels_path")),
+    "toy": Source(load_toy, reads=("toy", "toy_size")),
+    "csv": Source(load_csv_table, reads=("categorical", "target")),
+    **{f"sklearn:{name}": Source(sklearn_loader(name), reads=("target",)) for name in SKLEARN_TABLES},
+    "text": Source(load_text, reads=SEQUENCE_READS),
+    "fasta": Source(load_fasta, reads=SEQUENCE_READS),
+    "sklearn_text": Source(load_sklearn_text, reads=SEQUENCE_READS),
+    "python_docs": Source(load_python_docs, reads=SEQUENCE_READS),
+    "shapes3d": Source(load_shapes3d, reads=("volume_size", "volume_count")),
     "nifti": Source(load_nifti),
-    "signal_csv": Source(load_signal_csv),
+    "signal_csv": Source(load_signal_csv, reads=("target",)),
     **{f"ucr:{name}": Source(ucr_loader(name)) for name in UCR_SETS},
 }
 SPLITS = ("train", "holdout", "test")
