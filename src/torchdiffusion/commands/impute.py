@@ -41,16 +41,16 @@ KIND_OPTIONS = {"mask_char": "sequence", "resample": "signal", "jump": "signal"}
 
 
 def check_kind_options(args: argparse.Namespace, kind: str) -> None:
-    """ConfigError in one line for an option this run's kind does not read, or --jump without RePaint passes."""
+    """ConfigError in one line for an option this run's kind does not read; the editing commands' check of the
+    RePaint options (--jump without passes) after it."""
     from ..config import ConfigError
     from .common import given_options
+    from .inpaint import check_edit_options
 
-    given = given_options(args)
-    for dest, flag in given.items():
+    for dest, flag in given_options(args).items():
         if dest in KIND_OPTIONS and KIND_OPTIONS[dest] != kind:
             raise ConfigError(f"{flag} is read only for {KIND_OPTIONS[dest]} runs; this run holds {kind} data")
-    if "jump" in given and args.resample == 1:
-        raise ConfigError("--jump is RePaint's jump length: it needs --resample 2 or more (one pass jumps nowhere)")
+    check_edit_options(args)
 
 
 def run(args: argparse.Namespace) -> int:
