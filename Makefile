@@ -30,8 +30,10 @@ install: $(STAMP_ALL)
 demo: $(STAMP)
 	$(PY) -m torchdiffusion demo --out runs/demo
 
+# The suite runs on one pytest-xdist worker per core (at most 4), each with one intra-op thread (tests/conftest.py);
+# `$(PY) -m pytest` alone runs it in one process with two threads.
 test: $(STAMP_ALL)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4
 
 lint: $(STAMP_ALL)
 	$(VENV)/bin/ruff check src tests scripts

@@ -3,7 +3,13 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("TD_TEST_THREADS", "2")))
+# Under pytest-xdist (`make test`: one worker per core) each worker, and every process a test starts from it, runs
+# one intra-op thread, so the workers do not oversubscribe the cores (two busy two-thread processes on two cores
+# run far slower than two one-thread ones). A single pytest process keeps two threads.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ.get("TD_TEST_THREADS", "1" if WORKERS > 1 else "2")))
 
 
 @pytest.fixture(autouse=True)
