@@ -289,6 +289,7 @@ CASES = [
     (["interpolate", "{run}", "--seeds", "-1", "0"], U, "--seeds"),
     (["interpolate", "{run}", "--n", "5"], U, "--n changes nothing in interpolate"),
     (["interpolate", "{run}", "--seed", "5"], U, "--seed changes nothing in interpolate"),
+    (["interpolate", "{run}", "--sampler", "heun"], U, "--sampler changes nothing in interpolate"),
     (["interpolate", "{run}", "--eta", "0.5"], U, "--eta is a sampler setting"),
     (["interpolate", "{run}", "--data-index", "0", "100000"], U, "index"),
     (["interpolate", "{run}", "--images", "{ws}/missing.png", "{ws}/rand.png"], U, "missing.png"),

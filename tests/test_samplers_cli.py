@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tinyruns import cli, write_run
 from torchdiffusion.cli import main
@@ -92,6 +93,21 @@ def test_sample_uses_the_tuned_grid_bench_samplers_fitted(run, tmp_path):
     assert meta_other["grid_used"]["grid"] == "uniform_t"
     code, _, err = cli("sample", run, "--grid", "tuned", "--steps", 5, "--out", tmp_path / "y.png")
     assert code == 2 and "it has euler grids for 3 steps" in err
+
+    # The editing commands plan their grid as `sample` does: --grid tuned reads the run's grid, auto takes it when it
+    # matches; interpolate plans it for the ODE solver that walks its path (--method), not the run's sampler.
+    def edit(command, tag, *flags):
+        out = tmp_path / f"{command}-{tag}.png"
+        code, _, err = cli(command, run, "--steps", 3, *flags, "--out", out)
+        assert code == 0, err
+        return np.asarray(Image.open(out))
+
+    for command, flags in (("inpaint", ["--n", 2]), ("img2img", ["--n", 2]), ("interpolate", ["--frames", 3])):
+        tuned = edit(command, "tuned", *flags, "--grid", "tuned")
+        assert np.array_equal(tuned, edit(command, "auto", *flags, "--grid", "auto"))
+        assert not np.array_equal(tuned, edit(command, "karras", *flags, "--grid", "karras"))
+    code, _, err = cli("interpolate", run, "--steps", 3, "--method", "heun", "--grid", "tuned")
+    assert code == 2 and "no grid tuned for heun at 3 steps" in err
 
 
 def test_bench_samplers_builds_the_grids_sample_builds(run, tmp_path):

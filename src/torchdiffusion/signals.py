@@ -24,12 +24,11 @@ from .edit import EditError, outpaint_canvas, tiled
 
 def _editing(run, sample):
     """(denoiser D(x, sigma), sampler, sigma grid, sampler knobs) of a loaded signal run."""
-    from .generate import clamps_x0, sampling_plan
     from .samplers import get_sampler
 
     if run.kind != "signal":
         raise EditError(f"imputing and forecasting need a signal run; {run.path} holds {run.kind} data")
-    sigmas, knobs, _ = sampling_plan(run.model, sample, clamped=clamps_x0(sample, run.data_shape, run.codec))
+    sigmas, knobs, _ = run.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
     return run.model.bind(None), get_sampler(sample.sampler), sigmas, knobs
 
 

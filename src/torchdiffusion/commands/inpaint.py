@@ -86,22 +86,26 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
     return data.x[args.index : args.index + n].clone()
 
 
-def setup(run_, args: argparse.Namespace, n: int | None = None):
+def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | None = None):
     """(sample config, denoiser D(x, sigma), sampler, sigma grid, sampler knobs) for a loaded run.
 
     ``n``: the number of images edited in one batch, for ``--class`` (the classes cycled over them); without a
-    class the denoiser is the network's unconditional (null-class) one."""
+    class the denoiser is the network's unconditional (null-class) one. ``solver``: a command that walks its own
+    deterministic sampler (interpolate's --method) names it, so the grid is planned, and the manifest records,
+    that sampler with its default settings instead of the run's."""
     from dataclasses import replace
 
     from ..cond import build_cond, parse_vectors
-    from ..config import validate
-    from ..generate import clamped, clamps_x0, guidance_of, sampling_plan
+    from ..config import SamplerSettings, validate
+    from ..generate import clamped, clamps_x0, guidance_of
     from ..guidance import guided_denoiser
     from ..provenance import note_sampling
     from ..samplers import get_sampler
 
     default_out(run_, args, "check")  # an unusable --out (or edits folder) is refused before any sampling
     sample = sample_config_from_args(run_.config.sample, args, run_)
+    if solver is not None:
+        sample = replace(sample, sampler=solver, settings=SamplerSettings())
     validate(replace(run_.config, sample=sample))
     if getattr(args, "classes", None):
         classes = [int(v) for v in parse_vectors(args.classes)[0]]
@@ -114,7 +118,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None):
         D = clamped(D)
     edit = {k: v for k, v in vars(args).items() if k in _EDIT_KNOBS and v is not None}
     note_sampling(sample, [sample.seed], wrappers=[{"name": args.command, **edit}])
-    sigmas, knobs, _ = sampling_plan(run_.model, sample, clamped=clip)  # the grid generate() takes for this run
+    sigmas, knobs, _ = run_.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
     return sample, D, get_sampler(sample.sampler), sigmas, knobs
 
 

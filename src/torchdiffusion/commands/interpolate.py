@@ -14,7 +14,8 @@ EXAMPLES = """examples:
   torchdiffusion interpolate runs/demo --seeds 3 11 --frames 9
   torchdiffusion interpolate runs/demo --data-index 0 1 --steps 50          # two of the run's own images
   torchdiffusion interpolate runs/demo --images a.png b.png --method heun --gif
-Sampling uses the deterministic ODE solver --method (euler = DDIM, default; or heun) on the run's grid; with
+Sampling uses the deterministic ODE solver --method (euler = DDIM, default; or heun) on the grid the run plans
+for it (--grid auto: its tuned grid for that solver and --steps when it has one); with
 images the row starts and ends with the inputs' inversion round trips. Output: one row (+ GIF with --gif)."""
 
 
@@ -47,6 +48,7 @@ UNREAD = {
     "n": "--frames sets the images along the path",
     "seed": "--seeds picks the two starting noises",
     "batch_size": "the path is one batch",
+    "sampler": "--method picks the ODE solver that walks the path (and --grid auto plans the grid for it)",
 }
 
 
@@ -69,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     from ..edit import EditError, interpolate, interpolate_images
     from ..generate import load_run
     from ..progress import step_bar
-    from ..samplers import get_sampler
     from ..types import NoiseSource
     from .inpaint import default_out, save_rows, setup
 
@@ -81,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         from ..edit import EditError
 
         raise EditError(f"interpolate works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
-    sample, D, _, sigmas, _ = setup(run_, args)
-    sampler = get_sampler(args.method)
+    sample, D, sampler, sigmas, _ = setup(run_, args, solver=args.method)  # the grid auto plans for --method
     ts = torch.linspace(0, 1, args.frames).tolist()
     n = len(sigmas) - 1  # sampler steps (the inversion takes n - 1)
     if args.images or args.data_index:
