@@ -34,3 +34,27 @@ def test_overrides_are_typed():
     assert cfg.train.lr == 5e-4 and cfg.model.channel_mult == (1, 2) and cfg.data.image_size == (32, 32)
     with pytest.raises(ConfigError, match="train.images"):
         override(cfg, ["train.images=many"])
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["diffusion.P_mean=100"],
+        ["diffusion.P_mean=-50"],
+        ["diffusion.P_std=1e9"],
+        ["diffusion.P_mean=-30", "diffusion.P_std=2"],  # -30 - 6*2 = -42: sigma^2 = e^-84 underflows float32
+        ["objective.ct_P_mean=35"],
+        ["objective.ct_P_std=7"],
+    ],
+)
+def test_lognormal_levels_outside_float32_are_refused(sets):
+    """ln sigma ~ N(P_mean, P_std^2): P_mean +- 6 P_std must stay in [-40, 40], where sigma^2 is a finite,
+    normal float32; EDM's (-1.2, 1.2) and iCT's (-1.1, 2.0) are far inside."""
+    import math
+
+    cfg = override(get_preset("toy-2d"), sets)
+    with pytest.raises(ConfigError, match=sets[0].split("=")[0].rsplit("_", 1)[0] + "_mean"):
+        validate(cfg)
+    assert math.isfinite(math.exp(40.0) ** 2) and math.exp(-40.0) ** 2 > 1.2e-38  # the bound, in float32's range
+    edge = override(get_preset("toy-2d"), ["diffusion.P_mean=-28", "diffusion.P_std=2"])  # exactly -40
+    assert validate(edge) == edge

@@ -180,6 +180,15 @@ def test_ict_curriculum_and_level_distribution():
     assert levels[0] == pytest.approx(0.002) and levels[-1] == pytest.approx(80.0) and bool((levels.diff() > 0).all())
     p = cm.level_probabilities(levels, -1.1, 2.0)
     assert p.sum() == pytest.approx(1.0) and int(p.argmax()) not in (0, len(p) - 1)  # mass in the middle
+    from scipy.stats import norm  # the log-normal's mass between levels, normalised (iCT Sec. 3.5)
+
+    for m, s in ((-1.1, 2.0), (2.0, 0.3), (-4.0, 0.7)):
+        cdf = norm.cdf((levels.log().numpy() - m) / s)
+        want = torch.from_numpy(cdf[1:] - cdf[:-1])
+        assert torch.allclose(cm.level_probabilities(levels, m, s), want / want.sum(), rtol=1e-9, atol=1e-15)
+    for m, end in ((-30.0, 0), (30.0, len(levels) - 2)):  # centred far off the grid: all mass on the nearest pair
+        p = cm.level_probabilities(levels, m, 0.5)
+        assert bool(p.isfinite().all()) and p[end] == pytest.approx(1.0)
     a = torch.randn(4, 3, 8)
     assert torch.allclose(cm.pseudo_huber(a, a), torch.zeros(4), atol=1e-7)
 

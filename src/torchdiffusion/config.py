@@ -911,6 +911,18 @@ MAX_PIXELS = 16_384  # one side of an image
 MAX_T = 100_000  # timesteps of a discrete process, sampler steps
 MAX_SAMPLES = 10_000_000  # images to generate
 MAX_SEED = 2**62  # image k uses seed + k: room for k
+LOG_SIGMA_LIMIT = 40.0  # |ln sigma| of log-normal training levels (P_mean +- 6 P_std): sigma^2 stays finite in float32
+
+
+def _lognormal_check(P_mean: float, P_std: float, name: str) -> tuple[bool, str]:
+    """Log-normal noise levels ln sigma ~ N(P_mean, P_std^2) that float32 can hold: P_mean +- 6 P_std in +-40."""
+    lim = LOG_SIGMA_LIMIT
+    ok = math.isfinite(P_mean) and math.isfinite(P_std) and abs(P_mean) + 6 * abs(P_std) <= lim
+    return (
+        ok,
+        f"{name}_mean +- 6*{name.split('.')[-1]}_std must lie in [-{lim:g}, {lim:g}] (ln sigma of the training levels; "
+        f"sigma^2 must stay finite in float32), got {P_mean!r} +- 6*{P_std!r}",
+    )
 
 
 def _finite_numbers(cfg: Any, where: str = "") -> list[tuple[bool, str]]:
@@ -1041,6 +1053,7 @@ def _diffusion_checks(d: DiffusionConfig) -> list[tuple[bool, str]]:
         (0 < d.sigma_min < d.sigma_max, "need 0 < diffusion.sigma_min < diffusion.sigma_max"),
         (d.sigma_data > 0, f"diffusion.sigma_data must be > 0, got {d.sigma_data!r}"),
         (d.P_std > 0, f"diffusion.P_std must be > 0, got {d.P_std!r}"),
+        _lognormal_check(d.P_mean, d.P_std, "diffusion.P"),
         (d.min_snr_gamma > 0, f"diffusion.min_snr_gamma must be > 0, got {d.min_snr_gamma!r}"),
     ]
 
@@ -1154,6 +1167,7 @@ def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -
         _between(o.max_steps, 0, MAX_T, "objective.max_steps"),
         (2 <= o.ct_steps_start <= o.ct_steps_end <= MAX_T, "need 2 <= objective.ct_steps_start <= ct_steps_end"),
         (o.ct_P_std > 0, f"objective.ct_P_std must be > 0, got {o.ct_P_std!r}"),
+        _lognormal_check(o.ct_P_mean, o.ct_P_std, "objective.ct_P"),
         (o.guidance >= 0, f"objective.guidance must be >= 0, got {o.guidance!r}"),
         _between(o.autoguidance, 0, 100, "objective.autoguidance"),
         (

@@ -49,10 +49,18 @@ def level_grid(n_levels: int, sigma_min: float, sigma_max: float) -> Tensor:
 
 
 def level_probabilities(levels: Tensor, P_mean: float, P_std: float) -> Tensor:
-    """(N - 1,) p(i) for the pair (sigma_i, sigma_{i+1}) (iCT Sec. 3.5): log-normal mass between the levels."""
-    z = (levels.log() - P_mean) / (math.sqrt(2) * P_std)
-    p = torch.erf(z[1:]) - torch.erf(z[:-1])
-    return p / p.sum()
+    """(N - 1,) p(i) for the pair (sigma_i, sigma_{i+1}) (iCT Sec. 3.5): the log-normal mass between the levels,
+    Phi(b_i) - Phi(a_i) with a_i, b_i = (ln sigma_i - P_mean)/P_std, (ln sigma_{i+1} - P_mean)/P_std, normalised.
+
+    Taken in log space, and above the mean as Phi(-a_i) - Phi(-b_i), so no CDF rounds to 1: a proposal centred far
+    off the grid still gives its normalised mass (all of it on the pair nearest the mean) instead of 0/0."""
+    z = (levels.double().log() - P_mean) / P_std
+    a, b = z[:-1], z[1:]
+    upper = a > 0
+    lo, hi = torch.where(upper, -b, a), torch.where(upper, -a, b)  # Phi(hi) - Phi(lo), both CDFs away from 1
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    log_p = log_hi + torch.log1p(-torch.exp(log_lo - log_hi))
+    return torch.softmax(log_p, 0).to(levels.dtype)
 
 
 def heun_step(teacher: Denoiser, x: Tensor, sigma: Tensor, sigma_next: Tensor) -> Tensor:
