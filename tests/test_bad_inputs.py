@@ -213,6 +213,12 @@ CASES = [
     (["sample", "{run}", "--n", "2", "--steps", "1", "--gif", "--out", "{full}/x.png"], E, "space"),
     (["sample", "{run}", "--class", "99"], U, "class"),
     (["sample", "{run}", "--class", "x"], U, "'x'"),
+    (["sample", "{run}", "--class", "1.5"], U, "not a whole number"),  # not class 1
+    (["sample", "{run}", "--class", "inf"], U, "not a whole number"),
+    (["sample", "{run}", "--class", "1;2"], U, "not a whole number"),
+    (["sample", "{run}", "--class", "1,,2"], U, "whole numbers"),
+    (["inpaint", "{run}", "--class", "1e999"], U, "not a whole number"),
+    (["img2img", "{run}", "--class", "2.0"], U, "not a whole number"),
     (["sample", "{run}", "--context", "1,0"], U, "context"),
     (["sample", "{run}", "--classifier", "{ws}/missing.safetensors", "--class", "1"], U, "missing"),
     (["sample", "{run}", "--classifier", "{ws}/rand.safetensors", "--class", "1"], U, "rand.safetensors"),

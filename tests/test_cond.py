@@ -12,6 +12,7 @@ from torchdiffusion.cond import (
     cat_cond,
     drop_mask,
     expand_cond,
+    parse_classes,
     parse_vectors,
     slice_cond,
     unconditional,
@@ -69,3 +70,17 @@ def test_build_cond_cycles_each_list_and_checks_the_model():
         build_cond(m, 2, contexts=[[1.0]])
     with pytest.raises(CondError):
         parse_vectors("1,x")
+    for text in ("1,nan", "0,1;inf,0", "-inf"):  # a non-finite context makes every output NaN
+        with pytest.raises(CondError, match="not a finite number"):
+            parse_vectors(text)
+    assert parse_vectors("0.5,inf", finite=False) == [[0.5, float("inf")]]  # a sigma interval's open top
+
+
+def test_classes_are_whole_numbers():
+    assert parse_classes("7") == [7] and parse_classes(" 0, 1,2 ") == [0, 1, 2]
+    for text in ("1.5", "2.0", "inf", "1e999", "1;2", "x", "\u00b2"):  # never rounded, truncated or split
+        with pytest.raises(CondError, match="not a whole number"):
+            parse_classes(text)
+    for text in ("", ",", "1,,2"):
+        with pytest.raises(CondError, match="whole numbers separated by commas"):
+            parse_classes(text)

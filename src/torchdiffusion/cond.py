@@ -22,6 +22,8 @@ batch dimension first: normalise (:func:`as_cond`), its size (:func:`cond_batch`
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -264,8 +266,9 @@ def with_seed_labels(cond: Cond, seeds: list[int], num_classes: int, mode: str) 
     return {**(cond or {}), "class": labels}
 
 
-def parse_vectors(text: str) -> list[list[float]]:
-    """``"1,0,0.6;0,1,0"`` -> [[1, 0, 0.6], [0, 1, 0]] (one-line CondError on anything else)."""
+def parse_vectors(text: str, *, finite: bool = True) -> list[list[float]]:
+    """``"1,0,0.6;0,1,0"`` -> [[1, 0, 0.6], [0, 1, 0]] (one-line CondError on anything else, NaN and inf included
+    unless ``finite=False``: a network fed a non-finite input returns NaN)."""
     out = []
     for part in text.split(";"):
         try:
@@ -274,4 +277,21 @@ def parse_vectors(text: str) -> list[list[float]]:
             raise CondError(f"cannot read the vector {part!r}; write numbers separated by commas") from None
         if not out[-1]:
             raise CondError(f"empty vector in {text!r}")
+        if finite and not all(math.isfinite(v) for v in out[-1]):
+            raise CondError(f"the vector {part.strip()!r} has a value that is not a finite number")
+    return out
+
+
+def parse_classes(text: str) -> list[int]:
+    """``"7"`` or ``"0,1,2"`` -> [7] or [0, 1, 2]: class labels, whole numbers (one-line CondError on anything else;
+    :func:`build_cond` checks them against the model's classes)."""
+    parts = [v.strip() for v in text.split(",")]
+    if not all(parts):
+        raise CondError(f"cannot read the classes {text!r}; write whole numbers separated by commas, e.g. 7 or 0,1,2")
+    out = []
+    for v in parts:
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise CondError(f"class {v!r} is not a whole number; write classes like 7 or 0,1,2") from None
     return out

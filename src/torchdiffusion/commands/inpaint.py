@@ -95,7 +95,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     that sampler with its default settings instead of the run's."""
     from dataclasses import replace
 
-    from ..cond import build_cond, parse_vectors
+    from ..cond import build_cond, parse_classes
     from ..config import SamplerSettings, validate
     from ..generate import clamped, clamps_x0, guidance_of
     from ..guidance import guided_denoiser
@@ -108,7 +108,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
         sample = replace(sample, sampler=solver, settings=SamplerSettings())
     validate(replace(run_.config, sample=sample))
     if getattr(args, "classes", None):
-        classes = [int(v) for v in parse_vectors(args.classes)[0]]
+        classes = parse_classes(args.classes)
         cond = build_cond(run_.config.model, n or len(classes), classes=classes)
         D = guided_denoiser(run_.model, cond, **guidance_of(sample))
     else:

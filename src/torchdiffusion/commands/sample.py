@@ -84,13 +84,13 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
 
     import torch
 
-    from ..cond import build_cond, parse_vectors
+    from ..cond import build_cond, parse_classes, parse_vectors
     from ..evaluation.noisy_classifier import load_noisy_classifier
     from ..guidance import GuidanceError, classifier_guidance
 
     m = run_.config.model
     n = sample.n
-    classes = [int(v) for v in parse_vectors(args.classes)[0]] if getattr(args, "classes", None) else None
+    classes = parse_classes(args.classes) if getattr(args, "classes", None) else None
     classifier = getattr(args, "classifier", None)
     contexts = parse_vectors(args.context) if getattr(args, "context", None) else None
     prompts = getattr(args, "prompt", None)
@@ -120,7 +120,7 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
     if getattr(args, "guidance", None) is not None:
         updates["guidance"] = args.guidance
     if getattr(args, "guidance_interval", None):
-        v = parse_vectors(args.guidance_interval)[0]
+        v = parse_vectors(args.guidance_interval, finite=False)[0]  # hi = inf: no upper end (validate checks)
         if len(v) != 2:
             raise GuidanceError(f"--guidance-interval takes two sigmas LO,HI, got {args.guidance_interval!r}")
         updates["guidance_interval"] = (v[0], v[1])
