@@ -642,9 +642,9 @@ def test_bad_input(case, world, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(
     "flags, needle",
     [
-        (["--guidance", "3"], "--guidance needs a class-, context- or text-conditioned run"),
-        (["--guidance-rescale", "0.5"], "--guidance-rescale needs a class-, context- or text-conditioned run"),
-        (["--guidance-interval", "0.5,2"], "without autoguidance"),
+        (["--guidance", "3"], "--guidance changes nothing: sample.guidance is read only by a class-"),
+        (["--guidance-rescale", "0.5"], "--guidance-rescale changes nothing: sample.guidance_rescale is read"),
+        (["--guidance-interval", "0.5,2"], "--guidance-interval changes nothing: sample.guidance_interval"),
         (["--set", "sample.guidance=3"], "sample.guidance is read only by a class-, context- or text-conditioned"),
         (["--set", "sample.guidance_interval=0.5,2"], "sample.guidance_interval is read only by"),
     ],

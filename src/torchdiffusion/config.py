@@ -1431,6 +1431,13 @@ def unread_setting(cfg: Any, key: str) -> str | None:
     return f"{key} is read only by {who}, and this run has {has}"
 
 
+def unread_flag(cfg: Any, key: str, flag: str) -> str | None:
+    """The one-line refusal of a command-line ``flag`` that sets ``key`` where nothing reads it (``--guidance`` on
+    an unconditional run: the rule of :func:`unread_setting`, the same as for ``--set KEY=...``), or None."""
+    why = unread_setting(cfg, key)
+    return None if why is None else f"{flag} changes nothing: {why}"
+
+
 def _shown(v: Any) -> str:
     return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
 

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generate import load_run
     from ..guidance import GuidanceError
 
-    scales = parse_vectors(args.scales)[0]
+    scales = parse_vectors(args.scales, finite=False)[0]  # checked below, naming --scales
     if not all(math.isfinite(s) and s >= 0 for s in scales):
         raise GuidanceError(f"--scales must be finite numbers >= 0, got {args.scales!r}")
     if args.n_per_class < 1:

@@ -147,17 +147,20 @@ def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:
     """Refuse, in one line, a guidance flag that nothing in this run or command line reads (it would change
     nothing): guidance flags for an unconditional run, a classifier scale without a classifier. (The grid's flags:
     common.sample_config_from_args.)"""
+    from dataclasses import replace
+
+    from ..config import unread_flag
     from ..guidance import GuidanceError
 
-    if not run_.config.model.conditional:
-        for flag, value in (("--guidance", args.guidance), ("--guidance-rescale", args.guidance_rescale)):
-            if value is not None:
-                raise GuidanceError(f"{flag} needs a class-, context- or text-conditioned run; this one is not")
-        if args.guidance_interval and sample.autoguidance == 1.0:
-            raise GuidanceError(
-                "--guidance-interval limits classifier-free guidance or autoguidance; this run is unconditional and "
-                "samples without autoguidance (sample.autoguidance = 1)"
-            )
+    cfg = replace(run_.config, sample=sample)
+    for flag, key, given in (
+        ("--guidance", "sample.guidance", args.guidance is not None),
+        ("--guidance-rescale", "sample.guidance_rescale", args.guidance_rescale is not None),
+        ("--guidance-interval", "sample.guidance_interval", bool(args.guidance_interval)),
+    ):
+        why = unread_flag(cfg, key, flag) if given else None
+        if why:
+            raise GuidanceError(why)
     if args.classifier_scale is not None and not args.classifier:
         raise GuidanceError("--classifier-scale is the scale of classifier guidance; add --classifier")
 

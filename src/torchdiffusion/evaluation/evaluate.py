@@ -395,14 +395,14 @@ def _real_sets(cfg, cap: int):
 
 def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, guidance, log, progress: bool):
     """(samples, class labels or None, the sampling record) - class k = image index mod K for class models."""
-    from ..config import validate
+    from ..config import unread_flag, validate
     from ..generate import generate
     from ..progress import step_bar
 
     over = {"steps": steps} if steps else {}
     over.update({"sampler": sampler} if sampler else {})
-    if guidance is not None and not run.config.model.conditional:
-        raise EvaluateError("--guidance needs a class-, context- or text-conditioned run; this one is unconditional")
+    if guidance is not None and (why := unread_flag(run.config, "sample.guidance", "--guidance")):
+        raise EvaluateError(why)
     over.update({"guidance": guidance} if guidance is not None else {})
     sample = replace(run.config.sample, n=n, batch_size=batch_size, **over)
     validate(replace(run.config, sample=sample))  # e.g. a student asked for more steps than it was distilled for
