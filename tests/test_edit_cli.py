@@ -173,7 +173,7 @@ def test_class_edits_follow_the_class_of_each_image(class_run_dir, tmp_path, arg
     [
         ("plain", ["inpaint", "--class", "3"], "not class-conditional"),
         ("class", ["img2img", "--class", "10"], "class 10 is out of range"),
-        ("class", ["outpaint", "--right", "4", "--class", "seven"], "cannot read"),
+        ("class", ["outpaint", "--right", "4", "--class", "seven"], "class 'seven' is not a whole number"),
     ],
 )
 def test_bad_class_for_an_edit_is_one_line_and_exit_2(run_dir, class_run_dir, tmp_path, which, argv, msg, capsys):

@@ -304,3 +304,33 @@ def test_a_tuned_grid_runs_at_the_settings_it_was_fitted_at(tmp_path):
             )
             assert code == 2 and says in err and "unipc-nfe4.json" in err, err
             assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()
+
+
+def test_editing_commands_stop_where_a_tuned_grid_says(tmp_path):
+    """The editing commands take a tuned grid's whole plan, its stop short of 0 included (generate.stop_short):
+    interpolate's first frame from seeds A, B is the image `sample --seed A` draws on that grid, and each command's
+    output moves when only the grid's sigma_end does."""
+    from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
+    from torchdiffusion.viz import to_uint8_hwc
+
+    run = write_run(tmp_path / "run", *TINY)
+    karras = SampleConfig(sampler="euler", steps=3, grid="karras")
+    grid = make_grid_sigmas(load_run(run).model, karras, clamped=True)
+    outputs = {}
+    for end in (0.0, 0.3 * float(grid[-2])):
+        save_grid(grid_path(run, "euler", 3), grid, {"sampler": "euler", "nfe": 3, "sigma_end": end})
+        x, meta = _sample(run, tmp_path, f"sample-{end:g}", "--grid", "tuned", "--n", 1, "--seed", 5)
+        assert meta["grid_used"].get("sigma_end", 0.0) == end
+        for command, flags in (
+            ("inpaint", ["--n", 2]),
+            ("img2img", ["--n", 2, "--strength", 0.9]),
+            ("interpolate", ["--seeds", 5, 6, "--frames", 3]),
+        ):
+            out = tmp_path / f"{command}-{end:g}.png"
+            code, _, err = cli(command, run, "--steps", 3, "--grid", "tuned", *flags, "--out", out)
+            assert code == 0, err
+            outputs[command, end] = np.asarray(Image.open(out).convert("L"))
+        frame0 = outputs["interpolate", end][4 * 2 : 4 * 10 : 4, 4 * 2 : 4 * 10 : 4]  # 8x8 image, 2-px pad, 4x
+        assert np.array_equal(frame0, to_uint8_hwc(torch.from_numpy(x[:1]))[0, :, :, 0])
+    for command in ("inpaint", "img2img", "interpolate"):
+        assert not np.array_equal(outputs[command, 0.0], outputs[command, 0.3 * float(grid[-2])]), command

@@ -382,12 +382,14 @@ def interpolate_images(
     *,
     method: str = "euler",
     callback: Callback | None = None,
+    down: Denoiser | None = None,
     **knobs,
 ) -> Tensor:
     """Interpolate two images ``(1, ...)``: DDIM-invert both, slerp their noises, sample back (the endpoints are
-    the inversion round trips of the inputs). ``callback`` sees the inversion's steps, then the sampler's."""
+    the inversion round trips of the inputs). ``callback`` sees the inversion's steps, then the sampler's.
+    ``down``: the denoiser of the way back down when it differs from the inversion's (generate.stop_short)."""
     z = invert(denoise, torch.cat([xa, xb]), sigmas, method=method, callback=callback)
-    return interpolate(sampler, denoise, z[:1], z[1:], sigmas, ts, callback=callback, **knobs)
+    return interpolate(sampler, down or denoise, z[:1], z[1:], sigmas, ts, callback=callback, **knobs)
 
 
 def psnr(x: Tensor, y: Tensor, data_range: float = 2.0) -> Tensor:

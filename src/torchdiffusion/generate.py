@@ -417,6 +417,17 @@ def sampling_plan(
     return sigmas, sampler_knobs(sample.sampler, sample, record), record
 
 
+def stop_short(denoise: Denoiser, sigmas: Tensor, grid_record: dict) -> Denoiser:
+    """``denoise`` for walking ``sigmas`` down as planned: on a tuned grid that stops short of 0 (its record's
+    ``sigma_end``) the last step is the first-order one to ``sigma_end`` it was fitted with
+    (:func:`samplers.optimize_grid.final_step`); on every other plan, ``denoise`` itself. Not for walking up the grid
+    (an inversion): the wrapper changes D at the last level."""
+    from .samplers.optimize_grid import final_step
+
+    sigma_end = float(grid_record.get("sigma_end", 0.0))
+    return final_step(denoise, float(sigmas[-2]), sigma_end) if sigma_end else denoise
+
+
 def guidance_of(sample: SampleConfig) -> dict:
     """:func:`~torchdiffusion.guidance.guided_denoiser`'s settings from a sample config (CFG scale, interval,
     rescale, retrieval scale): what ``generate`` and the editing commands guide with."""
@@ -470,13 +481,11 @@ def generate(
             the grid a caller records is the grid that ran (a tuned grid file is read once).
     """
     from .latent import as_pixels
-    from .samplers.optimize_grid import final_step
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sampler = get_sampler(sample.sampler)
     clip = clamps_x0(sample, data_shape, codec)
     sigmas, knobs, grid_record = plan or sampling_plan(model, sample, clamped=clip, grid_dir=grid_dir)
-    sigma_end = grid_record.get("sigma_end", 0.0)  # a tuned grid may stop short of 0 (optimize_grid.final_step)
     guide = guide_of(model) if sample.autoguidance != 1.0 else None  # None: the model alone
     if guide is None and sample.autoguidance != 1.0:
         raise RunError(
@@ -515,8 +524,7 @@ def generate(
             D = wrap(D, sl)
         if precision == "bf16":
             D = _autocast(D, device)
-        if sigma_end:
-            D = final_step(D, float(sigmas[-2]), sigma_end)
+        D = stop_short(D, sigmas, grid_record)  # a tuned grid may stop short of 0
         x = sampler(D, x, sigmas, noise=ns, callback=callback, **knobs)
         out.append(as_pixels(x.float(), codec).cpu())
     x = torch.cat(out)

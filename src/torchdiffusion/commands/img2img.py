@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     check_edit_options(args)
     run_ = load_run(args.run, weights=args.weights)
     x = load_inputs(run_, args)
-    sample, D, sampler, sigmas, knobs = setup(run_, args, n=len(x))
+    sample, D, sampler, sigmas, knobs, _ = setup(run_, args, n=len(x))
     for s in args.strength:
         strength_sigmas(sigmas, s)  # validate every strength before the slow part
     rows = [x]

@@ -87,17 +87,20 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
 
 
 def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | None = None):
-    """(sample config, denoiser D(x, sigma), sampler, sigma grid, sampler knobs) for a loaded run.
+    """(sample config, denoiser D(x, sigma), sampler, sigma grid, sampler knobs, grid record) for a loaded run: the
+    plan `sample` takes (run.sampling_plan). D walks the grid down as planned (generate.stop_short: a tuned grid
+    that stops short of 0 ends with its first-order step); a command that also walks it up (an inversion) wraps
+    ``D`` itself with stop_short for the way down.
 
     ``n``: the number of images edited in one batch, for ``--class`` (the classes cycled over them); without a
     class the denoiser is the network's unconditional (null-class) one. ``solver``: a command that walks its own
     deterministic sampler (interpolate's --method) names it, so the grid is planned, and the manifest records,
-    that sampler with its default settings instead of the run's."""
+    that sampler with its default settings instead of the run's; D is then returned unwrapped."""
     from dataclasses import replace
 
     from ..cond import build_cond, parse_classes
     from ..config import SamplerSettings, validate
-    from ..generate import clamped, clamps_x0, guidance_of
+    from ..generate import clamped, clamps_x0, guidance_of, stop_short
     from ..guidance import guided_denoiser
     from ..provenance import note_sampling
     from ..samplers import get_sampler
@@ -118,8 +121,10 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
         D = clamped(D)
     edit = {k: v for k, v in vars(args).items() if k in _EDIT_KNOBS and v is not None}
     note_sampling(sample, [sample.seed], wrappers=[{"name": args.command, **edit}])
-    sigmas, knobs, _ = run_.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
-    return sample, D, get_sampler(sample.sampler), sigmas, knobs
+    sigmas, knobs, record = run_.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
+    if solver is None:
+        D = stop_short(D, sigmas, record)
+    return sample, D, get_sampler(sample.sampler), sigmas, knobs, record
 
 
 # The flags of the editing commands that say what the edit does (recorded in the manifests).
@@ -209,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     check_edit_options(args)
     run_ = load_run(args.run, weights=args.weights)
     x = load_inputs(run_, args)
-    sample, D, sampler, sigmas, knobs = setup(run_, args, n=len(x))
+    sample, D, sampler, sigmas, knobs, _ = setup(run_, args, n=len(x))
     C, H, W = run_.image_shape
     mask = make_mask(args.mask, H, W)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..edit import EditError, interpolate, interpolate_images
-    from ..generate import load_run
+    from ..generate import load_run, stop_short
     from ..progress import step_bar
     from ..types import NoiseSource
     from .inpaint import default_out, save_rows, setup
@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         from ..edit import EditError
 
         raise EditError(f"interpolate works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
-    sample, D, sampler, sigmas, _ = setup(run_, args, solver=args.method)  # the grid auto plans for --method
+    sample, D, sampler, sigmas, knobs, record = setup(run_, args, solver=args.method)  # planned for --method
+    D_down = stop_short(D, sigmas, record)  # the inversion walks the grid up with D itself
     ts = torch.linspace(0, 1, args.frames).tolist()
     n = len(sigmas) - 1  # sampler steps (the inversion takes n - 1)
     if args.images or args.data_index:
@@ -101,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
             x = torch.cat([xa, load_inputs(run_, args)])
             tag = f"data{i}-{j}"
         with step_bar(2 * n - 1, f"interpolate (invert, then {args.method})") as bar:
-            path = interpolate_images(sampler, D, x[:1], x[1:2], sigmas, ts, method=args.method, callback=bar.step)
+            path = interpolate_images(
+                sampler, D, x[:1], x[1:2], sigmas, ts, method=args.method, callback=bar.step, down=D_down, **knobs
+            )
         rows = [torch.cat([x[:1], path, x[1:2]])]
     else:
         a, b = args.seeds or (0, 1)
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             raise EditError("interpolate draws image rows; use an image run")
         z = NoiseSource([a, b], run_.data_shape).initial() * float(sigmas[0])
         with step_bar(n, f"interpolate ({args.method})") as bar:
-            path = interpolate(sampler, D, z[:1], z[1:], sigmas, ts, callback=bar.step)
+            path = interpolate(sampler, D_down, z[:1], z[1:], sigmas, ts, callback=bar.step, **knobs)
         rows = [path]
         tag = f"seeds{a}-{b}"
     out = default_out(run_, args, f"interpolate-{tag}-{args.method}{sample.steps}")

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise EditError(f"outpaint works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
     x = load_inputs(run_, args)
-    sample, D, sampler, sigmas, knobs = setup(run_, args, n=len(x))
+    sample, D, sampler, sigmas, knobs, _ = setup(run_, args, n=len(x))
     canvas, mask = outpaint_canvas(x, left=args.left, right=args.right, top=args.top, bottom=args.bottom)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
     D = tiled(D, tuple(run_.data_shape[1:]), args.stride)  # the network sees only windows of its own size
