@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.run) == bool(args.data):
         raise CardError("give a run folder or --data NAME (one of the two)")
     given = given_options(args)
-    if args.data and given.keys() & {"evaluate", "n", "license"}:
-        flag = next(f for d, f in given.items() if d in ("evaluate", "n", "license"))
-        raise CardError(f"{flag} is for a model card (a run folder); a data card (--data) reads none of it")
+    model_only = [flag for dest, flag in given.items() if dest in ("evaluate", "n", "license")]
+    if args.data and model_only:
+        raise CardError(f"{model_only[0]} is for a model card (a run folder); a data card (--data) reads none of it")
     if "n" in given and not args.evaluate:
         raise CardError("--n is the number of samples --evaluate draws; add --evaluate")
     out = Path(args.out) if args.out else (Path(args.run) / "MODEL_CARD.md" if args.run else None)

@@ -58,17 +58,15 @@ def refuse_unread(args: argparse.Namespace) -> None:
     from ..edit import EditError
     from .common import given_options
 
-    for dest, flag in given_options(args).items():
+    given = list(given_options(args).items())
+    for a in getattr(args, "sample_set", None) or []:  # the same settings through --set sample.KEY=VALUE
+        key = a.split("=", 1)[0].strip().removeprefix("sample.")
+        given.append((key.replace("settings.", "setting_", 1), f"--set {a.strip()}"))
+    for dest, flag in given:
         if dest in UNREAD:
             raise EditError(f"{flag} changes nothing in interpolate: {UNREAD[dest]}")
         if dest.startswith("setting_"):
             raise EditError(f"{flag} is a sampler setting; interpolate's ODE solver (--method) takes none")
-    for a in getattr(args, "sample_set", None) or []:  # the same settings through --set sample.KEY=VALUE
-        key = a.split("=", 1)[0].strip().removeprefix("sample.")
-        if key in UNREAD:
-            raise EditError(f"--set {a.strip()} changes nothing in interpolate: {UNREAD[key]}")
-        if key.startswith("settings."):
-            raise EditError(f"--set {a.strip()} is a sampler setting; interpolate's ODE solver (--method) takes none")
 
 
 def run(args: argparse.Namespace) -> int:
