@@ -14,8 +14,9 @@ training digits. w = 1 is the run without guidance. ``--interval LO,HI`` (repeat
 only for sigma in [LO, HI] (sample.guidance_interval), each interval scored at every w. Writes
 ``OUT/autoguidance.json`` and a markdown table.
 
-How the demo preset's guide (the EMA at 20,000 of 150,000 images) and w = 1.5 were chosen: two seeds of the demo
-preset, each guided by its own EMA at 10,000, 20,000, 40,000 and 60,000 images (docs/guidance.md#autoguidance).
+How the unconditional demo's guide (the EMA at 20,000 of its 150,000 images, which the presets mnist-cpu-uncond
+and mnist-cpu-28 keep) and w = 1.5 were chosen: two seeds of the demo preset of then, each guided by its own EMA
+at 10,000, 20,000, 40,000 and 60,000 images (docs/guidance.md#autoguidance).
 """
 
 from __future__ import annotations
