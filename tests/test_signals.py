@@ -305,3 +305,38 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
         rc, _, err = cli("impute", run, "--series", tmp_path / "gaps.npy", *unread, "--out", tmp_path / "never.npy")
         assert_clean_error(rc, err, needle)
     assert not (tmp_path / "never.npy").exists()
+
+
+def test_impute_takes_a_tuned_grids_stop_short_of_zero(tmp_path):
+    """impute and forecast sample by the plan `sample` takes, a tuned grid's stop short of 0 included
+    (generate.stop_short): the filled points move when only the saved grid's sigma_end does."""
+    from dataclasses import replace
+
+    from tinyruns import write_run
+    from torchdiffusion.generate import clamps_x0, load_run, make_grid_sigmas
+    from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
+    from torchdiffusion.signals import forecast, impute
+
+    tiny = ["model.channels=8", "model.attn_resolutions=4", "model.groups=4", "model.head_channels=8"]
+    run = write_run(tmp_path / "run", "signal-gunpoint", [*tiny, "sample.sampler=euler", "sample.steps=3"], (1, 16))
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "kind": "signal"}))
+    r = load_run(run)
+    karras = replace(r.config.sample, grid="karras")
+    grid = make_grid_sigmas(r.model, karras, clamped=clamps_x0(karras, r.data_shape, r.codec))
+    x = torch.sin(torch.arange(16.0) / 3)[None, None].repeat(2, 1, 1)
+    mask = torch.ones(1, 1, 16)
+    mask[..., 5:9] = 0
+    filled, continued = {}, {}
+    for end in (0.0, 0.3 * float(grid[-2])):
+        save_grid(grid_path(run, "euler", 3), grid, {"sampler": "euler", "nfe": 3, "sigma_end": end})
+        r = load_run(run)
+        tuned = replace(r.config.sample, grid="tuned")
+        assert r.sampling_plan(tuned)[2].get("sigma_end", 0.0) == end
+        filled[end] = impute(r, x, mask, tuned, seed=3)
+        continued[end] = forecast(r, x[0, :, :12], 4, tuned, samples=2, seed=3)
+        assert torch.equal(filled[end] * mask, x * mask)  # the known points are kept either way
+    a, b = filled.values()
+    assert not torch.equal(a, b)
+    a, b = continued.values()
+    assert not torch.equal(a, b)

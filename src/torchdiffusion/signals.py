@@ -23,13 +23,15 @@ from .edit import EditError, outpaint_canvas, tiled
 
 
 def _editing(run, sample):
-    """(denoiser D(x, sigma), sampler, sigma grid, sampler knobs) of a loaded signal run."""
+    """(denoiser D(x, sigma), sampler, sigma grid, sampler knobs) of a loaded signal run: the plan `sample` takes,
+    D with a tuned grid's stop short of 0 (generate.stop_short), as the image editing commands walk it."""
+    from .generate import stop_short
     from .samplers import get_sampler
 
     if run.kind != "signal":
         raise EditError(f"imputing and forecasting need a signal run; {run.path} holds {run.kind} data")
-    sigmas, knobs, _ = run.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
-    return run.model.bind(None), get_sampler(sample.sampler), sigmas, knobs
+    sigmas, knobs, record = run.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
+    return stop_short(run.model.bind(None), sigmas, record), get_sampler(sample.sampler), sigmas, knobs
 
 
 def impute(
