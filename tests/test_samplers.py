@@ -272,6 +272,10 @@ def test_a_grid_that_stops_short_restores_the_spread_the_last_denoising_step_rem
     assert torch.equal(D(x, torch.tensor(0.7)), data.denoise(x, torch.tensor(0.7)))
     d = data.denoise(x, torch.tensor(0.5))
     assert torch.allclose(D(x, torch.tensor(0.5)), d + 0.2 * (x - d))
+    mixed = torch.tensor([0.5, 0.7] * 4, dtype=torch.float32)  # per example: only the rows at the last level move
+    d = data.denoise(x, mixed)
+    want = torch.where((mixed == 0.5)[:, None], d + 0.2 * (x - d), d)
+    assert torch.allclose(D(x, mixed), want) and not torch.allclose(want, d)
     with pytest.raises(ValueError, match="stops short"):
         optimize_grid(data.denoise, "heun", 4, x_T, ref, final_step=True, **kw)  # D twice at the last level
 

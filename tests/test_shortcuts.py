@@ -87,22 +87,26 @@ def test_ddim_step_is_the_samplers_ddim():
     assert torch.allclose(ours, sample_ddim(data.denoise, x, torch.cat([grid, grid.new_zeros(1)])[:2]))
 
 
-def _teacher_grid(steps):
-    return karras_sigmas(steps, 0.01, 20.0)
+def _teacher_grid(steps, sigma_min=0.01):
+    return karras_sigmas(steps, sigma_min, 20.0)
 
 
 class ExactTeacher:
-    """A teacher with the interface objectives.Progressive/Consistency use: an exact denoiser and a grid."""
+    """A teacher with the interface objectives.Progressive/Consistency use: an exact denoiser and a grid (which,
+    with ``sigma_end``, stops short of 0 as a tuned grid's record may say)."""
 
-    def __init__(self, data):
-        self.data = data
+    def __init__(self, data, sigma_end=0.0, sigma_min=0.01):
+        self.data, self.sigma_end, self.sigma_min = data, sigma_end, sigma_min
 
     def denoiser(self, cond):
         return lambda x, sigma: self.data.denoise(x, sigma)
 
-    def grid(self, steps, kind=""):
+    def plan(self, steps, kind=""):
         assert kind == "", "the exact teacher has one grid"
-        return _teacher_grid(steps).float()
+        return _teacher_grid(steps, self.sigma_min).float(), ({"sigma_end": self.sigma_end} if self.sigma_end else {})
+
+    def grid(self, steps, kind=""):
+        return self.plan(steps, kind)[0]
 
 
 @pytest.mark.parametrize("data", [IsotropicGaussian(MU, S), eight_gaussians()], ids=["gaussian", "8gaussians"])
@@ -162,6 +166,29 @@ def test_fitted_v_student_reproduces_the_teachers_two_step_ddim_map():
         student = sample_ddim(lambda x, s: model(x, s), x, obj.student_grid.float())
     teacher_map = sample_ddim(teacher.denoiser(None), x.double(), _teacher_grid(8)).float()
     assert (student - teacher_map).abs().max() < 2e-3 * teacher_map.abs().max()
+
+
+def test_student_of_a_grid_that_stops_short_lands_where_the_teachers_sampler_does():
+    """A teacher grid whose last step stops at sigma_end (a tuned grid's record): the student, fitted with Alg. 2's
+    loss, samples on the halved grid ending in 0 what the teacher's DDIM with that last step samples - not the plain
+    teacher's map, which the same fit without the stop would give."""
+    from torchdiffusion.samplers.optimize_grid import final_step
+
+    grid = _teacher_grid(8, sigma_min=0.3)  # a last level where the data's spread is still partly noise
+    end = 0.5 * float(grid[-2])
+    teacher = ExactTeacher(IsotropicGaussian(MU, S), sigma_end=end, sigma_min=0.3)
+    obj = Progressive(teacher, 8)
+    model = Precond(LevelAffine(obj.student_grid[:-1], 2), "v", sigma_min=0.01, sigma_max=20.0)
+    _fit(obj, model, 2, 300)
+    x = 20.0 * torch.randn(256, 2, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        student = sample_ddim(lambda x, s: model(x, s), x, obj.student_grid.float())
+    D = teacher.denoiser(None)
+    short = sample_ddim(final_step(D, float(grid[-2]), end), x.double(), grid).float()
+    plain = sample_ddim(D, x.double(), grid).float()
+    scale = short.abs().max()
+    assert (short - plain).abs().max() > 0.05 * scale  # the stop matters at this sigma_end
+    assert (student - short).abs().max() < 2e-3 * scale
 
 
 def test_consistency_boundary_is_the_identity_at_sigma_min_at_init():

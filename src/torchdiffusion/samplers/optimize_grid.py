@@ -88,7 +88,8 @@ OBJECTIVES = ("rms", "sw")
 def final_step(denoise: Denoiser, sigma_last: float, sigma_end: float) -> Denoiser:
     """``denoise`` whose evaluation at ``sigma_last`` (the grid's last level before 0) returns the first-order step
     to ``sigma_end`` instead of D: D + (sigma_end / sigma_last) (x - D). For the samplers of :data:`STOPS_SHORT`
-    that makes the last step stop at ``sigma_end``; other levels are untouched."""
+    that makes the last step stop at ``sigma_end``; other levels are untouched. Per example: a batch whose rows sit
+    at different levels (a distillation target's) has only the rows at ``sigma_last`` changed."""
     if sigma_end <= 0:
         return denoise
     if not 0 < sigma_end < sigma_last:
@@ -97,9 +98,13 @@ def final_step(denoise: Denoiser, sigma_last: float, sigma_end: float) -> Denois
 
     def D(x: Tensor, sigma: Tensor) -> Tensor:
         d = denoise(x, sigma)
-        if abs(float(torch.as_tensor(sigma).flatten()[0]) - sigma_last) <= 1e-6 * sigma_last:  # float32 states too
+        s = torch.as_tensor(sigma, dtype=torch.float64).flatten()
+        last = (s - sigma_last).abs() <= 1e-6 * sigma_last  # float32 states too
+        if not bool(last.any()):
+            return d
+        if bool(last.all()):
             return d + a * (x - d)
-        return d
+        return torch.where(last.to(d.device).view(-1, *([1] * (d.ndim - 1))), d + a * (x - d), d)
 
     return D
 

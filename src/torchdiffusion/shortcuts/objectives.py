@@ -62,21 +62,28 @@ class Teacher:
             D = autoguided(clamped(D) if clip else D, clamped(D_0) if clip else D_0, self.autoguidance)
         return clamped(D) if clip else D
 
-    def grid(self, steps: int, kind: str = "") -> Tensor:
-        """The teacher's DDIM grid of ``steps`` steps: its own sample.grid (a student's grids/ file) unless ``kind``
-        names another, built as sampling builds it (a discrete model's Karras or log-SNR grid capped at sigma 80)."""
-        from ..generate import make_grid_sigmas
+    def plan(self, steps: int, kind: str = "") -> tuple[Tensor, dict]:
+        """(the teacher's DDIM grid of ``steps`` steps, its record): its own sample.grid (a student's grids/ file)
+        unless ``kind`` names another, built as sampling builds it (a discrete model's Karras or log-SNR grid capped
+        at sigma 80). A tuned grid's record may say it stops short of 0 (``sigma_end``, generate.stop_short)."""
+        from ..generate import resolve_grid
 
         sample = replace(self.run.config.sample, sampler="ddim", steps=steps, grid=kind or self.run.config.sample.grid)
-        return make_grid_sigmas(self.run.model, sample, clamped=self.clip, grid_dir=self.run.path / "grids")
+        return resolve_grid(self.run.model, sample, clamped=self.clip, grid_dir=self.run.path / "grids")
+
+    def grid(self, steps: int, kind: str = "") -> Tensor:
+        """The grid of :meth:`plan`."""
+        return self.plan(steps, kind)[0]
 
 
 class Progressive(Objective):
-    """Salimans & Ho 2022 Alg. 2 on the teacher's grid of ``teacher_steps`` steps (progressive.py)."""
+    """Salimans & Ho 2022 Alg. 2 on the teacher's grid of ``teacher_steps`` steps (progressive.py). On a tuned grid
+    that stops short of 0 the teacher's last step is the one it was fitted with (generate.stop_short), so the
+    student's single step to 0 lands where the teacher's sampler does."""
 
     def __init__(self, teacher: Teacher, teacher_steps: int, grid: str = ""):
         self.teacher = teacher
-        self.grid = teacher.grid(teacher_steps, grid)
+        self.grid, self.grid_record = teacher.plan(teacher_steps, grid)
         self.student_grid = pd.halve_grid(self.grid)
 
     def draw_sigmas(self, batch: int, generator: torch.Generator, step: int) -> Tensor:
@@ -84,12 +91,15 @@ class Progressive(Objective):
         return self.student_grid[i].float()
 
     def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
+        from ..generate import stop_short
+
         i = pd.grid_levels(self.student_grid, mb.sigma).cpu()
         dt, dev = mb.x0.dtype, mb.x0.device
         sigma, mid, nxt = (self.grid[j].to(dev, dt) for j in (2 * i, 2 * i + 1, 2 * i + 2))
         x = add_noise(mb.x0, sigma, mb.noise)
         with torch.no_grad():
-            target = pd.progressive_target(self.teacher.denoiser(mb.cond), x, sigma, mid, nxt)
+            D = stop_short(self.teacher.denoiser(mb.cond), self.grid, self.grid_record)
+            target = pd.progressive_target(D, x, sigma, mid, nxt)
         err = (model(x, sigma, mb.cond) - target).flatten(1).float().pow(2).mean(1)
         return pd.truncated_snr_weight(sigma.float()) * err
 
