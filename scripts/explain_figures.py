@@ -65,9 +65,11 @@ PICTURES = [
         "3. Denoising, step by step",
         ["explain", "trajectory", "{run}", "--n", "16", "--out", "{img}/explain-trajectory.png"],
         "run",
-        "Sampling with the run's own sampler. Top row: the sample x_t (shown in VP scale x/√(1 + σ²)); bottom row: "
-        "the model's prediction x̂₀ = D(x_t, σ) at that step. The prediction is a blurry average digit at high noise "
-        "and sharpens as σ falls; the coarse layout is decided early, the strokes late. The GIF "
+        "Sampling with the run's own sampler, each column one step (the demo model is class-conditional: sample k "
+        "is of digit k mod 10). Top row: the sample x_t (shown in VP scale x/√(1 + σ²)); bottom row: the model's "
+        "prediction x̂₀ = D(x_t, σ) at that step. At the first, largest σ an ε-prediction model's x̂₀ = x − σ ε̂ "
+        "multiplies its error in ε̂ by σ and shows noise; a few steps later it is a blurry digit of the asked class "
+        "that sharpens as σ falls: the coarse layout is decided early, the strokes late. The GIF "
         "(`explain-trajectory.gif`, x_t on the left, x̂₀ on the right) shows every step; with `imageio-ffmpeg` "
         "installed an MP4 is written too.",
     ),

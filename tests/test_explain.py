@@ -116,6 +116,37 @@ def test_ablation_without_re_added_noise_collapses_the_variance(tmp_path):
     assert_plot(tmp_path / "a.png")
 
 
+class _ClassOracle(_Oracle):
+    """Class c of K = 4: N(mu_c, 0.5^2) with mu_c = c - 1.5, its exact denoiser; no class: the null class, mean 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = type("Net", (), {"num_classes": 4})()  # what generate.num_classes reads
+
+    def forward(self, x, sigma, cond=None):
+        mu = torch.zeros(len(x), dtype=x.dtype)
+        if cond is not None and "class" in cond:
+            mu = cond["class"].to(x.dtype) - 1.5
+        mu = mu.view(-1, *([1] * (x.ndim - 1)))
+        s2 = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1))) ** 2
+        return mu + (x - mu) * 0.25 / (0.25 + s2)
+
+
+def test_every_ablation_panel_samples_each_seeds_class():
+    """A class-conditional model: the collapsed and one-shot panels end at each seed's class mean (seed mod K with
+    labels=cycle), as the two panels that go through generate do - not at the null class's."""
+    from torchdiffusion.config import SampleConfig
+
+    seeds = list(range(32))
+    sample = SampleConfig(sampler="heun", steps=20, grid="uniform_t", clip_denoised=False, labels="cycle")
+    out = ex.ablation(_ClassOracle(), sample, (1, 8, 8), seeds, ddpm_steps=250)
+    want = torch.tensor([s % 4 - 1.5 for s in seeds])
+    for label, x in out.items():
+        means = x.flatten(1).mean(1)
+        tol = 0.02 if label.startswith(("one shot", "DDPM without")) else 0.4  # collapsed panels sit at the mean
+        assert (means - want).abs().max() < tol, label
+
+
 def test_trajectory_records_every_step(tmp_path):
     from torchdiffusion.config import SampleConfig
 

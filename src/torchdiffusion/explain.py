@@ -516,8 +516,11 @@ def ablation(
     """The same seeds sampled four ways: DDPM ancestral (correct), DDPM without the re-added noise z (the
     "incorrect" sampler of the course "How Diffusion Models Work"), one-shot denoising
     x0_hat = D(sigma_max n, sigma_max), and the run's own sampler (iterative). Returns ``{label: (N, *data_shape)}``,
-    decoded images ``(N, *codec.image_shape)`` for a latent run."""
-    from .generate import clamped, clamps_x0, generate, make_grid_sigmas
+    decoded images ``(N, *codec.image_shape)`` for a latent run. All four see the conditioning ``generate`` gives
+    each seed (a class-conditional model: the class ``sample.labels`` draws from it) and its guidance."""
+    from .cond import with_seed_labels
+    from .generate import clamped, clamps_x0, generate, guidance_of, make_grid_sigmas, num_classes
+    from .guidance import guided_denoiser
     from .latent import as_pixels
     from .samplers import sample_ddpm
 
@@ -533,7 +536,8 @@ def ablation(
     image = len(data_shape) == 3
     with torch.no_grad():
         ns = NoiseSource(seeds, data_shape)
-        D = model.bind(None)
+        cond = with_seed_labels(None, [int(s) for s in seeds], num_classes(model), sample.labels)
+        D = guided_denoiser(model, cond, **guidance_of(sample))
         if clip:
             D = clamped(D)
         z = ns.initial()

@@ -493,7 +493,7 @@ def generate(
             f"training with train.guide_at > 0) and this model has none; use sample.autoguidance=1"
         )
     seeds = [int(s) for s in seeds]
-    cond = with_seed_labels(as_cond(cond), seeds, _num_classes(model), sample.labels)  # no class given: sample.labels
+    cond = with_seed_labels(as_cond(cond), seeds, num_classes(model), sample.labels)  # no class given: sample.labels
     note_sampling(
         sample,
         seeds,
@@ -533,7 +533,7 @@ def generate(
     return x
 
 
-def _num_classes(model: Precond) -> int:
+def num_classes(model: Precond) -> int:
     """K of a class-conditional network: its own ``num_classes`` (an ONNX export's session, interop/onnx.py), else
     its CondEmbedding's class table less the null row; 0 otherwise."""
     from .nets.layers import CondEmbedding
