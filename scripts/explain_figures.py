@@ -98,10 +98,12 @@ PICTURES = [
         "6. Two teaching ablations",
         ["explain", "ablation", "{run}", "--n", "16", "--out", "{img}/explain-ablation.png"],
         "run",
-        "The same 16 starting noises sampled four ways. (a) DDPM ancestral sampling as in Ho et al. Algorithm 2. "
+        "The same 16 starting noises sampled four ways, each with its class (digit k mod 10, as the demo samples). "
+        "(a) DDPM ancestral sampling as in Ho et al. Algorithm 2. "
         '(b) The same loop without the re-added noise z (the "incorrect" sampler of the DeepLearning.AI short course '
-        '"How Diffusion Models Work"): each step moves to the '
-        "posterior mean, and the samples collapse towards the average image. (c) One shot: the model's single "
+        '"How Diffusion Models Work"): each step moves to the posterior mean, and the samples collapse towards '
+        "the class's average image - one smooth, typical digit per class, whatever the starting noise (the two 0s are "
+        "the same image, as are the two 1s ...). (c) One shot: the model's single "
         "prediction x̂₀ = D(σ_max n, σ_max) from pure noise. The ideal answer is the mean of the data, a blur; an "
         "ε-prediction model at the cosine schedule's σ_max ≈ 2·10⁴ computes x̂₀ = x − σ ε̂ and so multiplies its "
         "small error in ε̂ by 2·10⁴ - noise (clamped to [-1, 1]). v- and EDM-parameterized models keep x̂₀ bounded "
