@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from torchdiffusion.io import atomic_write
+from torchdiffusion.provenance import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,6 +113,13 @@ PICTURES = [
 ]
 
 
+def _import_torch_seconds() -> float:
+    """Wall time of a fresh Python process that imports torch: the floor under every command's time."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    return time.perf_counter() - t0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="runs/demo")
@@ -163,8 +171,9 @@ def main(argv=None) -> int:
         "`torchdiffusion.explain` (`forward_strip`, `plot_schedules`, `denoising_trajectory`, "
         "`plot_loss_by_noise`, `plot_field`, `ablation`). The page itself is written by "
         "`python scripts/explain_figures.py`; the times are wall-clock seconds on a machine with "
-        f"{os.cpu_count()} CPU cores ({platform.machine()}, torch threads: "
-        f"{os.environ.get('OMP_NUM_THREADS', 'default')}), including Python start-up and loading the run.\n\n"
+        f"{os.cpu_count()} CPU cores ({cpu_name()}, {platform.machine()}, torch threads: "
+        f"{os.environ.get('OMP_NUM_THREADS', 'default')}; {time.strftime('%Y-%m-%d')}), including Python start-up "
+        f"(`import torch` alone took {_import_torch_seconds():.1f} s there) and loading the run.\n\n"
     )
     md = atomic_write(args.md, head + "\n".join(sections))
     print(md)
