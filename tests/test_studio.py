@@ -187,6 +187,29 @@ def test_one_worker_runs_jobs_in_order_and_cancels_at_the_next_step():
     assert order[:3] == ["a"] * 3 and "c" not in order and order.count("b") < 1000
 
 
+def test_a_finished_job_is_never_still_named_running():
+    """The job's last state and the queue's running slot change in one step: a client that sees the job finished
+    and asks for the queue gets it idle. The test holds the queue's lock while the job returns, the moment a worker
+    that set the state first and cleared the slot after would be caught between the two."""
+    gate = threading.Event()
+    q = JobQueue(lambda e: None)
+    job = q.submit(Job(command="t", label="a", work=lambda: (gate.wait(5), [])[1]))
+    t0 = time.monotonic()
+    while job.state != "running" and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    with q.lock:
+        gate.set()
+        t0 = time.monotonic()
+        while not job.done and time.monotonic() - t0 < 0.5:
+            time.sleep(0.01)
+        assert not job.done or q.snapshot()["running"] is None
+    t0 = time.monotonic()
+    while not job.done and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    assert job.state == "done" and q.snapshot() == {"running": None, "waiting": []}
+    q.close(5)
+
+
 # The app in-process
 
 

@@ -101,6 +101,8 @@ def wait_image(page, selector: str, status: str) -> None:
         f" || document.querySelector('{status}').textContent.startsWith('failed')"
     )
     assert page.text_content(status) == "done", (page.text_content(status), page.text_content("#message"))
+    # the header stops saying busy when the job ends, not at its next poll (every 2 s)
+    page.wait_for_function("document.querySelector('#queue').textContent.startsWith('idle')", timeout=1000)
     page.wait_for_function(
         f"(() => {{ const i = document.querySelector('{selector}');"
         " return i.src.includes('/api/file') && i.complete && i.naturalWidth > 0; })()"

@@ -189,8 +189,13 @@ class JobQueue:
             del self.jobs[j.id]
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
-        job.state, job.error, job.finished = state, error, time.time()
-        job.seq += 1
+        """The job's last state; the queue stops naming it as running in the same step, so a client that sees it
+        finished and asks for the queue never finds it still running."""
+        with self.lock:
+            if self.running is job:
+                self.running = None
+            job.state, job.error, job.finished = state, error, time.time()
+            job.seq += 1
 
     def _next(self) -> Job | None:
         with self.lock:
@@ -206,8 +211,6 @@ class JobQueue:
     def _loop(self) -> None:
         while (job := self._next()) is not None:
             self._run(job)
-            with self.lock:
-                self.running = None
 
     def _run(self, job: Job) -> None:
         from ..progress import observe_steps

@@ -132,12 +132,14 @@ async function runJob(body, { status, onPreview }) {
   try { job = await api("/api/jobs", body); } catch (e) { say(e.message); return null; }
   state.job = job;
   $("cancel-btn").disabled = false;
+  refreshQueue();  // the header shows the new job at once, not at the next poll
   const final = await follow(job, (ev) => {
     $(status).textContent = describeJob(ev);
     if (ev.preview && onPreview) onPreview(ev.preview, ev);
   });
   $("cancel-btn").disabled = true;
   state.job = null;
+  refreshQueue();  // ... and its end
   if (final.state !== "done") say(final.error || final.state);
   return final;
 }
