@@ -240,6 +240,7 @@ CASES = [
     (["sample", "{bad}/emptyweights"], U, "ema.safetensors"),
     (["sample", "{bad}/randweights", "--weights", "model"], U, "model.safetensors"),
     (["sample", "{bad}/noweights"], U, "no trained weights"),
+    (["sample", "{bad}/noema"], U, "ema.safetensors is missing, though run.json records it"),
     (["sample", "{bad}/wrongnet"], U, "does not match"),
     (["sample", "{bad}/norunjson"], U, "run.json"),
     (["sample", "{bad}/badrunjson"], U, "run.json"),
@@ -520,6 +521,10 @@ def _make_bad_runs(run: Path, bad: Path) -> None:
     whole = (run / "ema.safetensors").read_bytes()
     (copy("truncweights") / "ema.safetensors").write_bytes(whole[: len(whole) // 2])
     (copy("emptyweights") / "ema.safetensors").write_bytes(b"")
+    ne = copy("noema")  # run.json records both weights files (as training writes it); the EMA is gone
+    digests = {f: hashlib.sha256((ne / f).read_bytes()).hexdigest() for f in ("model.safetensors", "ema.safetensors")}
+    (ne / "run.json").write_text(json.dumps({**json.loads((ne / "run.json").read_text()), "weights_sha256": digests}))
+    (ne / "ema.safetensors").unlink()  # the raw weights stay: not a stand-in for the EMA
     nw = copy("noweights")
     (nw / "ema.safetensors").unlink()
     (nw / "model.safetensors").unlink()

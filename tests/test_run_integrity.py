@@ -142,6 +142,22 @@ def test_load_run_refuses_weights_files_that_run_json_does_not_vouch_for(finishe
     load_run(work)
 
 
+def test_a_missing_ema_that_run_json_records_is_refused_not_replaced_by_the_raw_weights(finished, tmp_path):
+    from torchdiffusion.generate import RunError, load_run
+
+    run, _ = finished
+    work = _copy(run, tmp_path / "run")
+    (work / "ema.safetensors").unlink()
+    with pytest.raises(RunError, match="ema.safetensors is missing.*--weights model") as e:
+        load_run(work)
+    assert "\n" not in str(e.value)
+    assert load_run(work, weights="model").weights_file == "model.safetensors"  # asked for: fine
+    info = json.loads((work / "run.json").read_text())
+    del info[WEIGHTS_KEY]["ema.safetensors"]  # a run that kept no EMA: the raw weights are its weights
+    (work / "run.json").write_text(json.dumps(info))
+    assert load_run(work).weights_file == "model.safetensors"
+
+
 @pytest.mark.parametrize("change", ["train.batch_size=8", "train.seed=7"])
 def test_a_refused_resume_leaves_the_run_folder_as_it_was(finished, tmp_path, change):
     run, _ = finished

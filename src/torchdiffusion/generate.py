@@ -185,7 +185,8 @@ def _load_weights(
 def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run folder from config.json + run.json + ``<weights>.safetensors``.
 
-    ``weights``: ``ema`` (default; falls back to ``model`` when the run kept no EMA) or ``model`` (raw).
+    ``weights``: ``ema`` (default; falls back to ``model`` when the run kept no EMA - an EMA file run.json records
+    that is missing is an error, not a fallback) or ``model`` (raw).
     A diffusers folder (``save_pretrained`` layout) loads too, as the run its U-Net and scheduler describe
     (``weights`` does not apply; see :mod:`torchdiffusion.interop.diffusers_in`); one we exported ourselves loads
     back as its run (:func:`torchdiffusion.interop.export.load_diffusers_export`); an ONNX export (a folder
@@ -224,6 +225,11 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
         raise RunError(f"weights must be 'ema' or 'model', got {weights!r}")
     wfile = path / f"{weights}.safetensors"
     if weights == "ema" and not wfile.is_file():
+        if wfile.name in (info.get(WEIGHTS_KEY) or {}):  # the run kept an EMA: its raw weights are not a stand-in
+            raise RunError(
+                f"{wfile} is missing, though run.json records it (the run's averaged weights); restore it, or "
+                "use the raw weights with --weights model"
+            )
         wfile = path / "model.safetensors"
     if not wfile.is_file():
         raise RunError(f"{path} has no trained weights yet ({wfile.name} is missing)")
