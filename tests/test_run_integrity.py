@@ -152,6 +152,12 @@ def test_a_missing_ema_that_run_json_records_is_refused_not_replaced_by_the_raw_
         load_run(work)
     assert "\n" not in str(e.value)
     assert load_run(work, weights="model").weights_file == "model.safetensors"  # asked for: fine
+    guided = _copy(run, tmp_path / "guided")  # a guide model that run.json records, gone
+    info = json.loads((guided / "run.json").read_text())
+    info[WEIGHTS_KEY]["guide.safetensors"] = info[WEIGHTS_KEY]["ema.safetensors"]
+    (guided / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RunError, match="guide.safetensors is missing, though run.json records it"):
+        load_run(guided)
     info = json.loads((work / "run.json").read_text())
     del info[WEIGHTS_KEY]["ema.safetensors"]  # a run that kept no EMA: the raw weights are its weights
     (work / "run.json").write_text(json.dumps(info))

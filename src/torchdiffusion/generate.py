@@ -166,6 +166,8 @@ def _load_weights(
 
     from .model import build_model
 
+    if not wfile.is_file():  # recorded in run.json (the guide model) but gone
+        raise RunError(f"{wfile} is missing, though run.json records it; restore it, or train the run again")
     try:
         data = wfile.read_bytes()
         info = _check_weights_digest(path, wfile, data, info)
