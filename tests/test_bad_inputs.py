@@ -196,6 +196,8 @@ CASES = [
     (["sample", "{run}", "--guidance", "inf"], U, "--guidance"),
     (["sample", "{run}", "--guidance-rescale", "1.5"], U, "guidance_rescale"),
     (["sample", "{run}", "--guidance-rescale", "nan"], U, "guidance_rescale"),
+    (["sample", "{run}", "--guidance-interval", "0.1,5;7,9"], U, "--guidance-interval takes two sigmas LO,HI"),
+    (["sample", "{run}", "--guidance-interval", "0.1"], U, "--guidance-interval takes two sigmas LO,HI"),
     (["sample", "{run}", "--classifier-scale", "nan"], U, "--classifier-scale"),
     (["sample", "{run}", "--classifier-scale", "2"], U, "add --classifier"),  # read by nothing: refused
     (["sample", "{run}", "--grid", "uniform_t", "--rho", "3"], U, "--rho shapes the karras grid"),
@@ -421,6 +423,8 @@ CASES = [
     (["guidance-sweep", "{run}", "--scales", "-1,2"], U, "scales"),
     (["guidance-sweep", "{run}", "--scales", "x"], U, "x"),
     (["guidance-sweep", "{run}", "--scales", "nan"], U, "scales"),
+    (["guidance-sweep", "{run}", "--scales", "1;2"], U, "separated by commas, got '1;2'"),
+    (["guidance-sweep", "{run}", "--scales", ","], U, "scales"),
     (["guidance-sweep", "{run}", "--n-per-class", "0"], U, "--n-per-class"),
     (["guidance-sweep", "{run}", "--n-per-class", BIG], U, "--n-per-class"),
     (["guidance-sweep", "{run}", "--steps", "0"], U, "--steps"),

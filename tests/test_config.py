@@ -34,6 +34,12 @@ def test_overrides_are_typed():
     assert cfg.train.lr == 5e-4 and cfg.model.channel_mult == (1, 2) and cfg.data.image_size == (32, 32)
     with pytest.raises(ConfigError, match="train.images"):
         override(cfg, ["train.images=many"])
+    for text in ("1,2,2", "(1,2,2)", "[1, 2, 2]", " [1,2,2] "):  # a list as Python or JSON writes it
+        assert override(cfg, [f"model.channel_mult={text}"]).model.channel_mult == (1, 2, 2), text
+    table = override(get_preset("table-wine"), ["data.categorical=price (usd),colour"])
+    assert table.data.categorical == ("price (usd)", "colour")  # brackets inside a name are the name's
+    with pytest.raises(ConfigError, match=r"expected an integer, got '\[2\]'"):
+        override(cfg, ["model.channel_mult=1,[2]"])
 
 
 @pytest.mark.parametrize(

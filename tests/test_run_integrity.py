@@ -175,6 +175,38 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(finished, tmp_path, ch
     assert after == before
 
 
+@pytest.mark.parametrize("config", ["{ not json", '{"model": 5}'])
+def test_a_damaged_config_json_refuses_the_resume_in_one_line_and_changes_nothing(finished, tmp_path, config):
+    """The states beside an unreadable config.json cannot be checked against the new run: refused before any state
+    is loaded (a state of another network would fail later with a load_state_dict message), the folder as it was;
+    --no-resume starts over."""
+    from torchdiffusion.config import ConfigError
+
+    run, _ = finished
+    work = _copy(run, tmp_path / "run")
+    (work / "config.json").write_text(config)
+    before = {p.relative_to(work): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()}
+    with pytest.raises(ConfigError, match="config.json is damaged .*--no-resume") as e:
+        train(tiny_cfg(), work, data=tiny_data(), progress=False)
+    assert "\n" not in str(e.value)
+    assert {p.relative_to(work): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()} == before
+    train(tiny_cfg(), work, data=tiny_data(), progress=False, resume=False)
+    assert json.loads((work / "config.json").read_text())["preset"] == "digits-test"
+
+
+def test_a_state_of_another_network_names_what_differs():
+    from torchdiffusion.io import state_dict_mismatch
+
+    net = torch.nn.Linear(2, 3)
+    with pytest.raises(RuntimeError) as e:
+        net.load_state_dict({"weight": torch.zeros(4, 2), "bias": torch.zeros(3)})
+    assert state_dict_mismatch(e.value).startswith("size mismatch for weight: copying a param with shape")
+    with pytest.raises(RuntimeError) as e:
+        net.load_state_dict({"weight": torch.zeros(3, 2)})
+    assert state_dict_mismatch(e.value) == 'Missing key(s) in state_dict: "bias".'
+    assert len(state_dict_mismatch(RuntimeError("x" * 1000))) == 240
+
+
 def test_a_run_in_which_every_step_is_non_finite_fails(tmp_path):
     cfg = tiny_cfg("train.images=32", "train.max_nonfinite=5")
     with pytest.raises(TrainingError, match="every one of the 2 steps") as e:

@@ -804,8 +804,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 continue
         raise ConfigError(f"{where}: cannot read {value!r}")
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip() != ""]
+        if isinstance(value, str):  # "1,2", "(1,2)" or "[1,2]"; brackets inside an element stay ("price (usd)")
+            text = value.strip()
+            if len(text) >= 2 and (text[0], text[-1]) in (("(", ")"), ("[", "]")):
+                text = text[1:-1]
+            value = [v.strip() for v in text.split(",") if v.strip() != ""]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         elem = args[0] if args else str

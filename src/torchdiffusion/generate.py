@@ -25,6 +25,7 @@ from torch import Tensor
 from .cond import as_cond, slice_cond, with_seed_labels
 from .config import ConfigError, RunConfig, SampleConfig, from_json, validate
 from .guidance import autoguided, guided_denoiser
+from .io import state_dict_mismatch
 from .precond import Precond
 from .provenance import describe_wrapper, note_run, note_sampling
 from .samplers import get_sampler
@@ -180,7 +181,7 @@ def _load_weights(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise RunError(f"{wfile} does not match the network in config.json ({str(e).splitlines()[0]})") from None
+        raise RunError(f"{wfile} does not match the network in config.json ({state_dict_mismatch(e)})") from None
     return model, info
 
 

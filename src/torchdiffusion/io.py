@@ -161,6 +161,16 @@ def append_text(path: str | Path, text: str) -> None:
         raise
 
 
+def state_dict_mismatch(e: BaseException, limit: int = 240) -> str:
+    """One line from ``load_state_dict``'s error: its first specific complaint ("size mismatch for net.conv.weight:
+    copying a param with shape ..." or "Missing key(s) in state_dict: ..."), not the heading every such error opens
+    with ("Error(s) in loading state_dict for Precond:"); cut to ``limit`` characters."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if not ln.startswith("Error(s) in loading state_dict")), None)
+    line = detail or (lines[0] if lines else type(e).__name__)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def save_safetensors(state: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Save a state_dict as safetensors, atomically (tensors detached, made contiguous, on the CPU)."""
     from safetensors.torch import save

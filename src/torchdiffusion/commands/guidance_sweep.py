@@ -50,15 +50,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..cond import parse_vectors
     from ..evaluation.classifier import classifier_from
     from ..evaluation.guidance_sweep import real_diversity, save_sweep, sweep
     from ..generate import load_run
     from ..guidance import GuidanceError
 
-    scales = parse_vectors(args.scales, finite=False)[0]  # checked below, naming --scales
-    if not all(math.isfinite(s) and s >= 0 for s in scales):
-        raise GuidanceError(f"--scales must be finite numbers >= 0, got {args.scales!r}")
+    try:
+        scales = [float(v) for v in args.scales.split(",") if v.strip()]
+    except ValueError:
+        scales = []
+    if not scales or not all(math.isfinite(s) and s >= 0 for s in scales):
+        raise GuidanceError(f"--scales must be finite numbers >= 0 separated by commas, got {args.scales!r}")
     if args.n_per_class < 1:
         raise GuidanceError("--n-per-class must be >= 1")
     run_ = load_run(args.run)

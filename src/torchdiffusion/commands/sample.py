@@ -120,8 +120,9 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
     if getattr(args, "guidance", None) is not None:
         updates["guidance"] = args.guidance
     if getattr(args, "guidance_interval", None):
-        v = parse_vectors(args.guidance_interval, finite=False)[0]  # hi = inf: no upper end (validate checks)
-        if len(v) != 2:
+        vs = parse_vectors(args.guidance_interval, finite=False)  # hi = inf: no upper end (validate checks)
+        v = vs[0]
+        if len(vs) != 1 or len(v) != 2:
             raise GuidanceError(f"--guidance-interval takes two sigmas LO,HI, got {args.guidance_interval!r}")
         updates["guidance_interval"] = (v[0], v[1])
     if getattr(args, "guidance_rescale", None) is not None:

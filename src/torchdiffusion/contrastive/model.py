@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..io import save_safetensors
+from ..io import save_safetensors, state_dict_mismatch
 from ..nets.layers import Downsample, ResBlock, cap_groups
 from ..text import TEXT_DIM, pooled
 from .config import TowerConfig
@@ -220,5 +220,5 @@ def load_contrastive(path: str | Path) -> tuple[ContrastiveModel, dict]:
         model = ContrastiveModel(cfg, int(meta["in_channels"]), int(meta["text_dim"]), int(meta.get("image_size", 0)))
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise ContrastiveError(f"{path} does not match its own config ({str(e).splitlines()[0]})") from None
+        raise ContrastiveError(f"{path} does not match its own config ({state_dict_mismatch(e)})") from None
     return model.eval(), json.loads(meta.get("card", "{}"))

@@ -23,7 +23,7 @@ import torch
 from .. import __version__ as VERSION
 from .. import distributed as dist
 from ..config import ConfigError, RunConfig, from_json, to_dict, to_json
-from ..io import atomic_write
+from ..io import atomic_write, state_dict_mismatch
 from .checkpoint import (
     DAMAGED_SUFFIX,
     DIGEST_SUFFIX,
@@ -97,9 +97,20 @@ def saved_config(out: Path) -> RunConfig | None:
 
 
 def _check_same_run(out: Path, cfg: RunConfig) -> None:
-    """Resuming is allowed when the data, model and diffusion sections match the saved config.json."""
+    """Resuming is allowed when the data, model and diffusion sections match the saved config.json. A config.json
+    that is there but unreadable cannot vouch for the states beside it: refused in one line, as a different run."""
     old = saved_config(out)
     if old is None:
+        path = out / "config.json"
+        if path.exists():
+            try:
+                from_json(path.read_text())
+            except (ConfigError, OSError, UnicodeDecodeError) as e:
+                raise ConfigError(
+                    f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}), so the training "
+                    "states beside it cannot be checked against this run; pass --no-resume to start over or choose "
+                    "another --out"
+                ) from None
         return
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
@@ -200,7 +211,7 @@ def restore(state: TrainState, path: Path, setup: Setup) -> None:
         if setup.objective.state_dict() is not None:
             setup.objective.load_state_dict(saved["objective"])
     except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{path} does not match this model ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path} does not match this model ({state_dict_mismatch(e)})") from None
     state.step, state.updates = int(saved["step"]), int(saved["updates"])
     state.skipped, state.consecutive_nonfinite = int(saved["skipped_steps"]), int(saved["consecutive_nonfinite"])
     if "window" in saved and saved["window"].shape == state.window.to_tensor().shape:
