@@ -48,6 +48,18 @@ def test_a_failure_keeps_the_old_file_and_removes_the_temporary_one(tmp_path, er
     assert p.read_bytes() == b"old" and [q.name for q in tmp_path.iterdir()] == ["grid.png"]
 
 
+def test_a_failure_to_create_the_temporary_file_names_the_file_asked_for(tmp_path):
+    """Where the temporary sibling cannot be made (a folder that takes no new files, as /proc), the error names the
+    file the caller asked for - what a user can act on - not the hidden temporary name."""
+    p = tmp_path / "card.md"
+    with pytest.raises(FileNotFoundError) as e, atomic_path(p) as tmp:
+        raise FileNotFoundError(2, "No such file or directory", str(tmp))  # what open(tmp, "xb") raises there
+    assert e.value.filename == str(p) and TMP_MARK not in str(e.value)
+    with pytest.raises(OSError) as e:
+        atomic_write("/proc/torchdiffusion-card.md", "x")  # the kernel's folder: no new files there
+    assert e.value.filename == "/proc/torchdiffusion-card.md"
+
+
 def test_atomic_path_gives_a_hidden_sibling_with_the_same_suffix(tmp_path):
     p = tmp_path / "movie.mp4"
     with atomic_path(p) as tmp:

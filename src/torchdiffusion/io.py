@@ -105,7 +105,7 @@ def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = 
     """Yield a temporary path beside ``path``; when the block ends normally, fsync it and replace ``path`` with it.
 
     On any exception in the block (or in the replace) the temporary file is removed and ``path`` is untouched;
-    an OSError that names no file (ENOSPC from a write, say) is raised again naming ``path``.
+    an OSError that names no file (ENOSPC from a write, say) or the temporary one is raised again naming ``path``.
     ``before_rename`` runs after the temporary file is complete and before the rename (a crash-test hook).
     """
     named = Path(path)
@@ -122,8 +122,8 @@ def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = 
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         _remove_empty(created)
-        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
-            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, str(tmp), tmp):
+            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None  # the file asked for, not our temp
         raise
     _fsync(path.parent, directory=True)
     if watcher is not None:
