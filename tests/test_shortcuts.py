@@ -155,15 +155,21 @@ def _fit(objective, model, dim, steps, lr=0.05, batch=256):
     return model
 
 
-def test_fitted_v_student_reproduces_the_teachers_two_step_ddim_map():
-    """One halving (8 -> 4 steps) learnt by a v-parameterised student with Alg. 2's loss, exact Gaussian teacher."""
-    teacher = ExactTeacher(IsotropicGaussian(MU, S))
+def _fitted_student_samples(teacher):
+    """(noises x, what a v-parameterised student fitted to one halving (8 -> 4 steps) with Alg. 2's loss samples
+    from them on its halved grid)."""
     obj = Progressive(teacher, 8)
     model = Precond(LevelAffine(obj.student_grid[:-1], 2), "v", sigma_min=0.01, sigma_max=20.0)
     _fit(obj, model, 2, 300)
     x = 20.0 * torch.randn(256, 2, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        student = sample_ddim(lambda x, s: model(x, s), x, obj.student_grid.float())
+        return x, sample_ddim(lambda x, s: model(x, s), x, obj.student_grid.float())
+
+
+def test_fitted_v_student_reproduces_the_teachers_two_step_ddim_map():
+    """One halving (8 -> 4 steps) learnt by a v-parameterised student with Alg. 2's loss, exact Gaussian teacher."""
+    teacher = ExactTeacher(IsotropicGaussian(MU, S))
+    x, student = _fitted_student_samples(teacher)
     teacher_map = sample_ddim(teacher.denoiser(None), x.double(), _teacher_grid(8)).float()
     assert (student - teacher_map).abs().max() < 2e-3 * teacher_map.abs().max()
 
@@ -177,12 +183,7 @@ def test_student_of_a_grid_that_stops_short_lands_where_the_teachers_sampler_doe
     grid = _teacher_grid(8, sigma_min=0.3)  # a last level where the data's spread is still partly noise
     end = 0.5 * float(grid[-2])
     teacher = ExactTeacher(IsotropicGaussian(MU, S), sigma_end=end, sigma_min=0.3)
-    obj = Progressive(teacher, 8)
-    model = Precond(LevelAffine(obj.student_grid[:-1], 2), "v", sigma_min=0.01, sigma_max=20.0)
-    _fit(obj, model, 2, 300)
-    x = 20.0 * torch.randn(256, 2, generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        student = sample_ddim(lambda x, s: model(x, s), x, obj.student_grid.float())
+    x, student = _fitted_student_samples(teacher)
     D = teacher.denoiser(None)
     short = sample_ddim(final_step(D, float(grid[-2]), end), x.double(), grid).float()
     plain = sample_ddim(D, x.double(), grid).float()
