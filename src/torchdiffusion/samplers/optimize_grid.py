@@ -98,7 +98,7 @@ def final_step(denoise: Denoiser, sigma_last: float, sigma_end: float) -> Denois
 
     def D(x: Tensor, sigma: Tensor) -> Tensor:
         d = denoise(x, sigma)
-        s = torch.as_tensor(sigma, dtype=torch.float64).flatten()
+        s = torch.as_tensor(sigma).detach().flatten().to("cpu", torch.float64)  # MPS has no float64
         last = (s - sigma_last).abs() <= 1e-6 * sigma_last  # float32 states too
         if not bool(last.any()):
             return d
