@@ -99,19 +99,16 @@ def saved_config(out: Path) -> RunConfig | None:
 def _check_same_run(out: Path, cfg: RunConfig) -> None:
     """Resuming is allowed when the data, model and diffusion sections match the saved config.json. A config.json
     that is there but unreadable cannot vouch for the states beside it: refused in one line, as a different run."""
-    old = saved_config(out)
-    if old is None:
-        path = out / "config.json"
-        if path.exists():
-            try:
-                from_json(path.read_text())
-            except (ConfigError, OSError, UnicodeDecodeError) as e:
-                raise ConfigError(
-                    f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}), so the training "
-                    "states beside it cannot be checked against this run; pass --no-resume to start over or choose "
-                    "another --out"
-                ) from None
+    path = out / "config.json"
+    if not path.exists():
         return
+    try:
+        old = from_json(path.read_text())
+    except (ConfigError, OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}), so the training states "
+            "beside it cannot be checked against this run; pass --no-resume to start over or choose another --out"
+        ) from None
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
             raise ConfigError(
