@@ -3,8 +3,9 @@
   python scripts/studio_bench.py overhead RUN [--n 16 --steps 20 --reps 5]
       time from "Sample" (POST /api/jobs) to the first preview and to the final grid, against the same sampling
       by the command line (`torchdiffusion sample RUN --n 16 --steps 20`, a fresh process, and the same command
-      run in this process, without interpreter start-up); modes interleaved, medians reported. Also the CPU time
-      of each (the server's, the child's, this process's): steadier than wall time on a loaded machine.
+      run in this process, without interpreter start-up, also with the studio's per-step preview as its step
+      observer: what the previews alone cost); modes interleaved, medians reported. Also the CPU time of each (the
+      server's, the child's, this process's): steadier than wall time on a loaded machine.
   python scripts/studio_bench.py load RUN [--clients 20 --seconds 60]
       clients that each loop over the page's requests (runs, run details, a 4-image sampling job followed to its
       end over server-sent events, job status, a refused value) for the given time; then the time the queue
@@ -138,12 +139,14 @@ def children_cpu_s() -> float:
 def overhead(args: argparse.Namespace) -> dict:
     """Wall time (first preview, final grid) and CPU time per sampling: studio, CLI process, CLI in this process."""
     from torchdiffusion.cli import main
+    from torchdiffusion.progress import observe_steps
+    from torchdiffusion.studio.jobs import step_preview
 
     run = stage(args.run)
     server = Server(run.parent)
     out = Path(tempfile.mkdtemp()) / "cli.png"
     flags = ["--n", str(args.n), "--steps", str(args.steps), "--out", str(out)]
-    keys = ["studio_first_preview", "studio_final", "cli_process", "cli_in_process"]
+    keys = ["studio_first_preview", "studio_final", "cli_process", "cli_in_process", "cli_in_process_previews"]
     times = {k: [] for k in keys} | {f"cpu_{k}": [] for k in keys[1:]}
     studio_sample(server.url, run.name, args.n, args.steps, 0)  # warm-up (imports, first load)
     main(["sample", str(run), *flags])
@@ -161,6 +164,11 @@ def overhead(args: argparse.Namespace) -> dict:
         main(["sample", str(run), *flags, "--seed", str(k)])
         times["cli_in_process"].append(time.perf_counter() - t0)
         times["cpu_cli_in_process"].append(time.process_time() - c0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with observe_steps(step_preview):  # the two preview PNGs of every step, as the studio's jobs make them
+            main(["sample", str(run), *flags, "--seed", str(k)])
+        times["cli_in_process_previews"].append(time.perf_counter() - t0)
+        times["cpu_cli_in_process_previews"].append(time.process_time() - c0)
     server.stop()
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
@@ -174,6 +182,7 @@ def overhead(args: argparse.Namespace) -> dict:
         "wall_studio_vs_cli_process": med["studio_final"] / med["cli_process"] - 1,
         "cpu_studio_vs_cli_in_process": med["cpu_studio_final"] / med["cpu_cli_in_process"] - 1,
         "cpu_studio_vs_cli_process": med["cpu_studio_final"] / med["cpu_cli_process"] - 1,
+        "wall_previews_in_process": med["cli_in_process_previews"] / med["cli_in_process"] - 1,
         "all_s": times,
     }
 
