@@ -92,7 +92,7 @@ def _teacher_grid(steps, sigma_min=0.01):
 
 
 class ExactTeacher:
-    """A teacher with the interface objectives.Progressive/Consistency use: an exact denoiser and a grid (which,
+    """A teacher with the interface objectives.Progressive/Consistency use: an exact denoiser and a grid plan (which,
     with ``sigma_end``, stops short of 0 as a tuned grid's record may say)."""
 
     def __init__(self, data, sigma_end=0.0, sigma_min=0.01):
@@ -104,9 +104,6 @@ class ExactTeacher:
     def plan(self, steps, kind=""):
         assert kind == "", "the exact teacher has one grid"
         return _teacher_grid(steps, self.sigma_min).float(), ({"sigma_end": self.sigma_end} if self.sigma_end else {})
-
-    def grid(self, steps, kind=""):
-        return self.plan(steps, kind)[0]
 
 
 @pytest.mark.parametrize("data", [IsotropicGaussian(MU, S), eight_gaussians()], ids=["gaussian", "8gaussians"])
