@@ -364,3 +364,79 @@ def test_autoguided_teacher_is_its_guide_steered_and_needs_one(teacher, tmp_path
     assert rc == 0, err
     first, last = load_run(pd / "stages" / "0004-steps").config.objective, load_run(pd).config.objective
     assert (first.autoguidance, last.autoguidance, last.teacher) == (1.5, 1.0, str(pd / "stages" / "0004-steps"))
+
+
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_student_is_never_written_into_a_folder_holding_another_run(teacher, tmp_path):
+    """--out the teacher itself, a folder holding another student (of another method, another teacher, another
+    number of teacher steps) or a run's weights without its training states: one line, exit 2, before any file is
+    written there. The same command again resumes its own student."""
+    before = _files(teacher)
+    rc, _, err = cli("distill", teacher, "--method", "progressive", "--steps", "2", "--out", teacher, *TINY)
+    _one_line_error(rc, err, "teacher's run folder")
+    assert _files(teacher) == before
+    pd = tmp_path / "pd"
+    args = ["--method", "progressive", "--steps", "2", "--teacher-steps", "8", "--out", pd, *TINY]
+    rc, _, err = cli("distill", teacher, *args)
+    assert rc == 0, err
+    rc, out, err = cli("distill", teacher, *args)  # the same command: its own finished student, resumed
+    assert rc == 0 and "resuming" in out + err, err
+    held = _files(pd)
+    twin = tmp_path / "twin"  # the same teacher in another folder: another teacher to the student
+    shutil.copytree(teacher, twin)
+    for other, words in (
+        (["--method", "consistency", "--steps", "2"], "holds a run with a different diffusion section"),
+        (["--method", "progressive", "--steps", "2", "--teacher-steps", "4"], "objective.teacher="),
+        (["--method", "progressive", "--steps", "2", "--teacher-steps", "8", "--guidance", "1"], None),
+    ):
+        for source in (teacher, twin):
+            if words is None and source == teacher:
+                continue  # --guidance 1 on an unconditional teacher is this student's own setting
+            rc, _, err = cli("distill", source, *other, "--out", pd, *TINY)
+            _one_line_error(rc, err, *([words] if words else ["objective.teacher="]))
+            assert _files(pd) == held
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "ema.safetensors").write_bytes((teacher / "ema.safetensors").read_bytes())
+    for method in ("progressive", "reflow"):
+        rc, _, err = cli("distill", teacher, "--method", method, "--steps", "2", "--out", weights, *TINY)
+        _one_line_error(rc, err, "ema.safetensors", "no training state")
+        assert sorted(p.name for p in weights.iterdir()) == ["ema.safetensors"]
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "train.images=32", "--out", weights)
+    _one_line_error(rc, err, "no training state", "--no-resume")
+    assert sorted(p.name for p in weights.iterdir()) == ["ema.safetensors"]
+
+
+def test_guidance_on_an_unconditional_teacher_is_refused(teacher, tmp_path):
+    rc, _, err = cli(
+        "distill", teacher, "--method", "reflow", "--steps", "1", "--guidance", "2", "--out", tmp_path / "s"
+    )
+    _one_line_error(rc, err, "--guidance 2 changes nothing", "unconditional")
+    assert not (tmp_path / "s").exists()
+
+
+def test_every_sampling_picture_of_a_student_walks_its_tuned_grid(teacher, tmp_path):
+    """A progressive student samples only on its tuned DDIM grid (sample.grid = tuned): explain's trajectory and
+    ablation take it as sample does, and interpolate's Euler solver walks it (DDIM with eta = 0 is the Euler step)."""
+    from torchdiffusion import explain as ex
+
+    out = tmp_path / "pd"
+    assert main(["distill", str(teacher), "--method", "progressive", "--steps", "2", "--teacher-steps", "4",
+                 "--out", str(out), *TINY]) == 0  # fmt: skip
+    student = load_run(out)
+    s, grids = student.config.sample, out / "grids"
+    want = generate(student.model, range(4), s, student.data_shape, grid_dir=grids)
+    res = ex.denoising_trajectory(student.model, s, student.data_shape, range(4), grid_dir=grids)
+    assert torch.equal(res["x"], want) and len(res["sigmas"]) == 2
+    panels = ex.ablation(student.model, s, student.data_shape, range(4), ddpm_steps=4, grid_dir=grids)
+    assert torch.equal(panels["ddim, 2 steps (iterative)"], want)
+    for what in ("trajectory", "ablation", "loss"):
+        rc, _, err = cli("explain", what, out, "--out", tmp_path / f"{what}.png")
+        assert rc == 0 and (tmp_path / f"{what}.png").is_file(), err
+    rc, _, err = cli("interpolate", out, "--seeds", "1", "2", "--frames", "3", "--out", tmp_path / "lerp.png")
+    assert rc == 0, err
+    rc, _, err = cli("interpolate", out, "--seeds", "1", "2", "--method", "heun", "--out", tmp_path / "h.png")
+    _one_line_error(rc, err, "no grid tuned for heun at 2 steps")

@@ -67,3 +67,22 @@ def test_guidance_sweep_matches_generate_and_the_classifier(tmp_path):
     )
     assert rc == 0, err
     assert json.loads((tmp_path / "sweep-folder" / "sweep.json").read_text())["scales"] == [res["scales"][1]]
+
+
+def test_sweep_samples_on_the_runs_tuned_grid(tmp_path):
+    """A run's tuned grid (grids/, taken by sample.grid = auto) is the grid every scale of the sweep samples on."""
+    from torchdiffusion.evaluation.guidance_sweep import sweep
+    from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
+
+    name, sets = CLASS_RUN
+    run_dir = write_run(tmp_path / "run", name, [*sets, "sample.sampler=ddim", "sample.steps=2", "sample.grid=auto"])
+    tuned = torch.tensor([2.5, 0.4, 0.0], dtype=torch.float64)
+    save_grid(grid_path(run_dir, "ddim", 2), tuned, {"sampler": "ddim"})
+    run = load_run(run_dir)
+    net = load_classifier_file(digits_classifier(tmp_path / "clf.safetensors"))
+    res = sweep(run, [2.0], classifier=net, n_per_class=1, mode="class", sample=run.config.sample)
+    want = torch.arange(10)
+    sample = replace(run.config.sample, guidance=2.0)
+    on_tuned = generate(run.model, range(10), sample, run.data_shape, cond={"class": want}, grid_dir=run_dir / "grids")
+    default = generate(run.model, range(10), sample, run.data_shape, cond={"class": want})
+    assert torch.equal(res["_images"][0], on_tuned) and not torch.allclose(on_tuned, default)

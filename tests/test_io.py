@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from torchdiffusion.io import TMP_MARK, atomic_path, atomic_write, save_safetensors
+from torchdiffusion.io import TMP_MARK, atomic_folder, atomic_path, atomic_write, save_safetensors
 
 
 def test_bytes_text_and_writer_function_round_trip(tmp_path):
@@ -58,6 +58,19 @@ def test_a_failure_to_create_the_temporary_file_names_the_file_asked_for(tmp_pat
     with pytest.raises(OSError) as e:
         atomic_write("/proc/torchdiffusion-card.md", "x")  # the kernel's folder: no new files there
     assert e.value.filename == "/proc/torchdiffusion-card.md"
+
+
+def test_a_folder_that_cannot_be_written_names_the_folder_asked_for(tmp_path):
+    """atomic_folder: an error at the temporary folder, or at a file being written in it, names the folder (or the
+    file under it) the caller asked for; nothing is left behind."""
+    out = tmp_path / "pipeline"
+    with pytest.raises(OSError) as e, atomic_folder(out) as tmp:
+        raise OSError(28, "No space left on device", str(tmp / "unet" / "weights.bin"))
+    assert e.value.filename == str(out / "unet" / "weights.bin") and e.value.errno == 28
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError) as e, atomic_folder("/proc/torchdiffusion-pipeline"):
+        pass  # the kernel's folder takes no new folders
+    assert e.value.filename == "/proc/torchdiffusion-pipeline" and TMP_MARK not in str(e.value)
 
 
 def test_atomic_path_gives_a_hidden_sibling_with_the_same_suffix(tmp_path):

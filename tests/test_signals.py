@@ -276,6 +276,14 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
     report = json.loads((run / "eval" / "report.json").read_text())
     assert set(report) >= {"model", "gaussian_process", "real"} and report["real"]["n_heldout"] == 12
     assert 0 <= report["model"]["tstr"] <= 1 and report["gaussian_process"]["fd"] >= 0
+    # a run that samples only on its tuned grid (sample.grid = tuned, as a distilled student) is evaluated on it
+    from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
+
+    cfg = json.loads((run / "config.json").read_text())
+    save_grid(grid_path(run, cfg["sample"]["sampler"], 2), torch.tensor([20.0, 1.0, 0.0]), {})
+    (run / "config.json").write_text(json.dumps({**cfg, "sample": {**cfg["sample"], "grid": "tuned"}}))
+    r = td("evaluate", str(run), "--n", "8", "--steps", "2", "--threads", "1", "--out", str(tmp_path / "eval-tuned"))
+    assert r.returncode == 0, r.stderr
     gaps = np.sin(np.arange(16) / 3.0)[None, None].repeat(3, 0)
     gaps[:, 0, 5:9] = np.nan
     np.save(tmp_path / "gaps.npy", gaps)

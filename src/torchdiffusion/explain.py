@@ -245,8 +245,10 @@ def denoising_trajectory(
     mp4: bool = True,
     callback=None,
     codec=None,
+    grid_dir: str | Path | None = None,
 ) -> dict:
-    """Sample ``seeds`` with ``sample`` (any sampler) recording x_t (VP scale) and x0_hat at every step.
+    """Sample ``seeds`` with ``sample`` (any sampler) recording x_t (VP scale) and x0_hat at every step
+    (``grid_dir``: the run folder's ``grids/``, for its tuned grids, e.g. a distilled student's).
 
     Writes the GIF (left x_t, right x0_hat; + an MP4 beside it when imageio-ffmpeg is installed) and a PNG strip
     of ``strip`` evenly spaced steps for the first few images (rows: x_t, x0_hat). Returns the recorded lists,
@@ -255,7 +257,9 @@ def denoising_trajectory(
     from .generate import trajectory
     from .viz import save_gif, trajectory_frames
 
-    x, xs, x0s, sig = trajectory(model, seeds, sample, data_shape, frames=frames, callback=callback, codec=codec)
+    x, xs, x0s, sig = trajectory(
+        model, seeds, sample, data_shape, frames=frames, callback=callback, codec=codec, grid_dir=grid_dir
+    )
     out = {"x": x, "xs": xs, "x0s": x0s, "sigmas": sig, "files": []}
     image, signal = len(data_shape) == 3, len(data_shape) == 2
     if gif is not None:
@@ -512,12 +516,15 @@ def ablation(
     path: str | Path | None = None,
     callback=None,
     codec=None,
+    grid_dir: str | Path | None = None,
 ) -> dict[str, Tensor]:
     """The same seeds sampled four ways: DDPM ancestral (correct), DDPM without the re-added noise z (the
     "incorrect" sampler of the course "How Diffusion Models Work"), one-shot denoising
     x0_hat = D(sigma_max n, sigma_max), and the run's own sampler (iterative). Returns ``{label: (N, *data_shape)}``,
     decoded images ``(N, *codec.image_shape)`` for a latent run. All four see the conditioning ``generate`` gives
-    each seed (a class-conditional model: the class ``sample.labels`` draws from it) and its guidance."""
+    each seed (a class-conditional model: the class ``sample.labels`` draws from it) and its guidance. The run's
+    own sampler takes its tuned grid from ``grid_dir`` where it has one; the DDPM panels, on a grid of their own
+    step count, take the default grid in place of ``grid = "tuned"`` (fitted for the run's sampler only)."""
     from .cond import with_seed_labels
     from .generate import clamped, clamps_x0, generate, guidance_of, make_grid_sigmas, num_classes
     from .guidance import guided_denoiser
@@ -525,14 +532,14 @@ def ablation(
     from .samplers import sample_ddpm
 
     sample = replace(sample, autoguidance=1.0)  # four samplers on one denoiser: the model alone, no guide
-    grid = sample.grid
+    grid = "auto" if sample.grid == "tuned" else sample.grid
     if grid == "uniform_t" and model.process is None:
         grid = "karras"
     ddpm = replace(sample, sampler="ddpm", steps=ddpm_steps, grid=grid, batch_size=len(seeds))
     ddpm_label = f"DDPM, {ddpm_steps} steps (noise re-added)"
-    out = {ddpm_label: generate(model, seeds, ddpm, data_shape, callback=callback, codec=codec)}
+    out = {ddpm_label: generate(model, seeds, ddpm, data_shape, callback=callback, codec=codec, grid_dir=grid_dir)}
     clip = clamps_x0(ddpm, data_shape, codec)
-    sigmas = make_grid_sigmas(model, ddpm, clamped=clip)  # the grid generate() took for the first picture
+    sigmas = make_grid_sigmas(model, ddpm, clamped=clip, grid_dir=grid_dir)  # the grid of the first picture
     image = len(data_shape) == 3
     with torch.no_grad():
         ns = NoiseSource(seeds, data_shape)
@@ -546,7 +553,13 @@ def ablation(
         s_max = torch.full((len(seeds),), float(sigmas[0]))
         out["one shot: D(sigma_max n, sigma_max)"] = as_pixels(D(z * float(sigmas[0]), s_max).float(), codec)
     out[f"{sample.sampler}, {sample.steps} steps (iterative)"] = generate(
-        model, seeds, replace(sample, batch_size=len(seeds)), data_shape, callback=callback, codec=codec
+        model,
+        seeds,
+        replace(sample, batch_size=len(seeds)),
+        data_shape,
+        callback=callback,
+        codec=codec,
+        grid_dir=grid_dir,
     )
     if path is not None:
         plt = _plt()

@@ -573,8 +573,10 @@ def trajectory(
     frames: int = 40,
     callback: Callback | None = None,
     codec: LatentCodec | None = None,
+    grid_dir: str | Path | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor], list[float]]:
     """Sample and record the path: returns (final x, x_t per step in VP scale, x0_hat per step, sigmas).
+    ``grid_dir``: as :func:`generate`'s (a run folder's ``grids/``, where its tuned grids are).
 
     x_t is shown divided by sqrt(1 + sigma^2) (the VP scaling) so every frame has unit-ish range; at most
     ``frames`` evenly spaced steps are kept (always the last one). A latent model's ``codec`` decodes every
@@ -600,6 +602,7 @@ def trajectory(
         uncond=uncond,
         callback=cb,
         codec=codec,
+        grid_dir=grid_dir,
     )
     keep = sorted(set(torch.linspace(0, len(xs) - 1, min(frames, len(xs))).round().long().tolist()))
     return x, [as_pixels(xs[i], codec) for i in keep], [as_pixels(x0s[i], codec) for i in keep], [sig[i] for i in keep]

@@ -185,6 +185,17 @@ def routed(path: str | Path) -> Path:
     return watcher.route(Path(path)) if watcher is not None else Path(path)
 
 
+def _as_asked(e: OSError, tmp: Path, path: Path) -> OSError:
+    """``e`` naming ``path`` (or the file under it) where it names the temporary folder ``tmp`` or a file in it."""
+    name = e.filename
+    if e.errno is None or not isinstance(name, (str, Path)):
+        return e
+    name = Path(name)
+    if name != tmp and tmp not in name.parents:
+        return e
+    return OSError(e.errno, os.strerror(e.errno), str(path / name.relative_to(tmp)) if name != tmp else str(path))
+
+
 @contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` to fill; when the block ends normally it takes the place of
@@ -199,7 +210,11 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     path = routed(named)
     created = _make_parents(path.parent)
     tmp = temp_name(path)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        _remove_empty(created)
+        raise _as_asked(e, tmp, path) from None
     old = None
     try:
         with watch_writes(None):
@@ -211,12 +226,14 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
             old = temp_name(path)
             os.replace(path, old)  # the earlier version steps aside, then the new one moves in
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if old is not None and not path.exists():
             os.replace(old, path)
             old = None
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
+        if isinstance(e, OSError):
+            raise _as_asked(e, tmp, path) from None
         raise
     finally:
         if old is not None:

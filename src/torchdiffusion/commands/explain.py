@@ -350,6 +350,7 @@ def _sampled(args: argparse.Namespace) -> list:
                 png=out,
                 callback=bar.step,
                 codec=run_.codec,
+                grid_dir=run_.path / "grids",
             )
         return res["files"]
     if args.what == "ablation":
@@ -363,6 +364,7 @@ def _sampled(args: argparse.Namespace) -> list:
                 path=out,
                 callback=bar.step,
                 codec=run_.codec,
+                grid_dir=run_.path / "grids",
             )
         return [out]
     if run_.data_shape != (2,):
@@ -373,7 +375,10 @@ def _sampled(args: argparse.Namespace) -> list:
     toy = run_.config.data.toy if run_.config.data.source == "toy" else None
     exact, label = ex.exact_denoiser_for(data, toy)
     traj_sample = replace(sample, steps=min(sample.steps, 24))
-    traj = make_grid_sigmas(run_.model, traj_sample, clamped=clamps_x0(traj_sample, run_.data_shape, run_.codec))
+    if traj_sample.steps < sample.steps and sample.grid == "tuned":  # fitted at the run's steps, not these
+        traj_sample = replace(traj_sample, grid="auto")
+    clip = clamps_x0(traj_sample, run_.data_shape, run_.codec)
+    traj = make_grid_sigmas(run_.model, traj_sample, clamped=clip, grid_dir=run_.path / "grids")
     with step_bar((len(traj) - 1) * (2 if exact is not None else 1), "explain field (Heun paths)") as bar:
         D = run_.model.bind(None)
         ex.plot_field(

@@ -81,6 +81,7 @@ def sweep(
             cond=cond,
             callback=callback,
             codec=getattr(run_, "codec", None),  # a latent run is measured on its decoded images
+            grid_dir=run_.path / "grids",  # its tuned grids, as sample takes them
         )
         probs = predict(classifier, x.clamp(-1, 1))
         pred = probs.argmax(-1)

@@ -202,6 +202,7 @@ def evaluate_signal_run(run, n: int, seed: int, steps: int | None = None, progre
             run.data_shape,
             cond={"class": y} if K else None,
             callback=bar.step,
+            grid_dir=run.path / "grids",  # its tuned grids, as sample takes them
         )
     y_eval = y if K else _nearest_class(x, train.x, ytr)
     gp = fit_gp(train.x, ytr, k_metric)

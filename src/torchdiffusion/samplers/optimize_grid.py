@@ -319,6 +319,12 @@ def grid_path(run_dir: str | Path, sampler: str, nfe: int) -> Path:
     return Path(run_dir) / "grids" / f"{sampler}-nfe{nfe}.json"
 
 
+# Grids another sampler's tuned grid serves: DDIM with eta = 0 takes the Euler step of the probability-flow ODE in
+# sigma (Karras et al. 2022 Sec. 3), so euler walks a grid tuned for ddim (interpolate's --method euler on a
+# progressive student). Not the other way: ddim may be asked for eta > 0. One evaluation per step for both.
+SAME_STEP = {"euler": ("ddim",)}
+
+
 def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int, *, with_path: bool = False):
     """The grid of ``grid_dir`` tuned for ``sampler`` with ``steps`` steps (``<sampler>-nfe<N>.json`` written
     by ``bench-samplers``, or ``save_grid`` after ``fit_grid``), with its path and metadata, ``(sigmas, path,
@@ -332,6 +338,12 @@ def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int, *, with_path
             found[len(sigmas) - 1] = (sigmas, path, meta)
     if steps in found:
         return found[steps] if with_path else found[steps][0]
+    for twin in SAME_STEP.get(sampler, ()):  # a grid fitted for the same update rule under its other name
+        path = grid_dir / f"{twin}-nfe{steps}.json"
+        if path.is_file():
+            sigmas, meta = load_grid(path)
+            if meta.get("sampler", twin) == twin and len(sigmas) - 1 == steps and not meta.get("settings"):
+                return (sigmas, path, meta) if with_path else sigmas
     have = f"it has {sampler} grids for {', '.join(map(str, sorted(found)))} steps" if found else "it has none"
     raise NoTunedGrid(
         f"no grid tuned for {sampler} at {steps} steps in {grid_dir} ({have}); fit one with "

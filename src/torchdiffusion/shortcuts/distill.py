@@ -129,6 +129,13 @@ def uniform_t_grid(steps: int, sigma_max: float) -> torch.Tensor:
     return rf_t_to_sigma(t)
 
 
+def check_out_folder(out: Path, cfg: RunConfig, **kw) -> None:
+    """Refuse an ``out`` that holds another run before writing the student's grids or pairs into it."""
+    from ..training.run_folder import check_out_folder as check
+
+    check(out, cfg, **kw)
+
+
 def _train(cfg: RunConfig, out: Path, teacher: Teacher, data, progress: bool, objective=None) -> Path:
     from ..training import train
 
@@ -147,6 +154,11 @@ def _load_teacher(path: Path, method: str, steps: int, s: DistillSettings) -> Te
     teacher = Teacher(path, 1.0, "cpu", s.autoguidance)
     check_teacher(teacher, method, steps)
     conditional = teacher.run.config.model.conditional
+    if s.guidance is not None and s.guidance != 1.0 and not conditional:
+        raise ConfigError(
+            f"--guidance {s.guidance:g} changes nothing: {path} is unconditional (classifier-free guidance needs a "
+            "conditional teacher)"
+        )
     teacher.guidance = (
         float(s.guidance) if s.guidance is not None else (teacher.run.config.sample.guidance if conditional else 1.0)
     )
@@ -193,6 +205,11 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
         obj = _objective("progressive", current, teacher, half, teacher_steps=n, teacher_grid=grid)
         cfg = student_config(teacher, obj, _student_sample(teacher, "ddim", half), s)
         stage = out if half == steps else out / "stages" / f"{half:04d}-steps"
+        if first and stage != out:  # the last stage, known before any is trained: refused before any is written
+            last = replace(obj, teacher=str(out / "stages" / f"{2 * steps:04d}-steps"), teacher_steps=2 * steps)
+            last = replace(last, teacher_grid="", guidance=1.0, autoguidance=1.0, max_steps=steps)
+            check_out_folder(out, replace(cfg, objective=last))
+        check_out_folder(stage, cfg)
         stage.mkdir(parents=True, exist_ok=True)
         from .progressive import halve_grid
 
@@ -209,6 +226,7 @@ def distill_consistency(teacher_path: Path, steps: int, out: Path, s: DistillSet
         "consistency_distillation", teacher_path, teacher, steps, ct_steps_start=s.levels, ct_steps_end=s.levels
     )
     cfg = student_config(teacher, obj, _student_sample(teacher, "consistency", steps), s, boundary="consistency")
+    check_out_folder(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     m = teacher.run.model
     grids = [consistency_grid(k, m.sigma_min, m.sigma_max) for k in range(1, steps + 1)]
@@ -228,6 +246,7 @@ def distill_dmd(teacher_path: Path, steps: int, out: Path, s: DistillSettings, p
     # DMD2's Adam betas, for both networks; the EMA of the generator over its last eighth, from the teacher's weights
     train = replace(cfg.train, betas=(0.0, 0.999), ema_halflife_images=max(1, s.images // 8), ema_warmup_ratio=0.0)
     cfg = replace(cfg, train=train)
+    check_out_folder(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     levels = teacher_levels(teacher.run.model, steps)
     grids = [torch.cat([levels[:k], levels.new_zeros(1)]) for k in range(1, steps + 1)]
@@ -271,6 +290,7 @@ def distill_reflow(teacher_path: Path, steps: int, out: Path, s: DistillSettings
     teacher = _load_teacher(teacher_path, "reflow", steps, s)
     obj = _objective("reflow", teacher_path, teacher, steps, reflow_pairs=s.pairs)
     cfg = student_config(teacher, obj, _student_sample(teacher, "euler", steps), s)
+    check_out_folder(out, cfg)  # before the pairs are drawn (minutes) and written
     x0, noise, labels = draw_pairs(teacher, s.pairs, progress)
     info = teacher.run.info
     data = TensorData(x=x0, labels=labels, class_names=info.get("class_names"), kind=teacher.run.kind)
@@ -289,6 +309,8 @@ def distill(
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if settings.grid and method != "progressive":
         raise ConfigError(f"a teacher grid (--grid) applies to progressive distillation only, not {method}")
+    if Path(out).resolve() == Path(teacher).resolve():
+        raise ConfigError(f"--out {out} is the teacher's run folder; the student needs a folder of its own")
     fn = {
         "progressive": distill_progressive,
         "consistency": distill_consistency,

@@ -62,6 +62,8 @@ def open_run_folder(out: Path, cfg: RunConfig, resume: bool) -> Path | None:
             if found is not None:
                 state_path = found[0]
                 _check_same_run(out, cfg)
+            else:
+                _refuse_weights_without_state(out, "pass --no-resume to start over there or choose another --out")
         else:
             _discard_states(out, ckpt_dir)
     resume_images = dist.broadcast_int(int(state_path.name[6:-3]) if state_path is not None else -1)
@@ -96,9 +98,53 @@ def saved_config(out: Path) -> RunConfig | None:
         return None
 
 
-def _check_same_run(out: Path, cfg: RunConfig) -> None:
-    """Resuming is allowed when the data, model and diffusion sections match the saved config.json. A config.json
-    that is there but unreadable cannot vouch for the states beside it: refused in one line, as a different run."""
+# What a run learns from and towards, besides its data, network and process: a resume that changed one of these
+# would continue another run's training (a teacher's denoising state as a distilled student, say).
+OBJECTIVE_IDENTITY = (
+    "name",
+    "teacher",
+    "teacher_steps",
+    "teacher_grid",
+    "guidance",
+    "autoguidance",
+    "max_steps",
+    "reflow_pairs",
+)
+
+
+def check_out_folder(out: Path, cfg: RunConfig) -> None:
+    """ConfigError (one line) unless ``out`` may receive the run ``cfg`` without losing another: it is new, or
+    holds this run's training states (a resume), or holds neither states nor weights. For commands that write
+    files of their own into a run folder before :func:`train` opens it (a distilled student's grids and pairs),
+    so that a refusal comes before any write."""
+    hint = "choose another --out"
+    if list_states(out / "checkpoints"):
+        _check_same_run(out, cfg, hint=hint)
+    else:
+        _refuse_weights_without_state(out, hint)
+
+
+def _refuse_weights_without_state(out: Path, hint: str) -> None:
+    """A folder with a run's weights but no training state: a fresh start there would replace those weights."""
+    held = [f for f in EXPORTS if (out / f).is_file()]
+    if held:
+        raise ConfigError(f"{out} holds a run's weights ({held[0]}) but no training state to resume from; {hint}")
+
+
+def _same_teacher(a: object, b: object) -> bool:
+    """Two teacher folders as recorded (relative to where each command ran): equal, or the same folder from here."""
+    return a == b or (isinstance(a, str) and isinstance(b, str) and Path(a).resolve() == Path(b).resolve())
+
+
+def _check_same_run(
+    out: Path,
+    cfg: RunConfig,
+    *,
+    hint: str = "pass --no-resume to start over or choose another --out",
+) -> None:
+    """Resuming is allowed when the data, model and diffusion sections and what the objective learns from
+    (OBJECTIVE_IDENTITY) match the saved config.json. A config.json that is there but unreadable cannot vouch for
+    the states beside it: refused in one line, as a different run."""
     path = out / "config.json"
     if not path.exists():
         return
@@ -107,14 +153,18 @@ def _check_same_run(out: Path, cfg: RunConfig) -> None:
     except (ConfigError, OSError, UnicodeDecodeError) as e:
         raise ConfigError(
             f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}), so the training states "
-            "beside it cannot be checked against this run; pass --no-resume to start over or choose another --out"
+            f"beside it cannot be checked against this run; {hint}"
         ) from None
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
-            raise ConfigError(
-                f"{out} holds a run with a different {section} section; pass --no-resume to start "
-                f"over or choose another --out"
+            raise ConfigError(f"{out} holds a run with a different {section} section; {hint}")
+    for key in OBJECTIVE_IDENTITY:
+        was, now = getattr(old.objective, key), getattr(cfg.objective, key)
+        if not (_same_teacher(was, now) if key == "teacher" else was == now):
+            what = (
+                f"a {was} run, not a {now} one" if key == "name" else f"a run of objective.{key}={was!r}, not {now!r}"
             )
+            raise ConfigError(f"{out} holds {what}; {hint}")
 
 
 def truncate_metrics(path: Path, images_seen: int) -> None:
