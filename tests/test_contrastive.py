@@ -272,6 +272,17 @@ def test_train_clip_bad_input_writes_nothing(tmp_path, args, needle):
     assert not (tmp_path / "a").exists()
 
 
+def test_train_clip_never_writes_into_a_folder_holding_something(tmp_path):
+    """train-clip does not resume: a folder that holds anything (a diffusion run, an earlier contrastive run) is
+    refused in one line before any work, its files unchanged."""
+    run = write_run(tmp_path / "run", "digits-test", ["model.channels=8", "model.channel_mult=1,2"], (1, 8, 8))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    rc, _, err = cli("train-clip", "--preset", "emoji16-clip-tiny", "--images", "64", "--out", run)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "is not empty; give a new or empty folder" in lines[0], err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_a_prompt_for_a_model_trained_without_text(tmp_path):
     run = write_run(tmp_path / "run", "digits-test", ["model.channels=8", "model.channel_mult=1,2"], (1, 8, 8))
     before = sorted(p.name for p in run.rglob("*"))

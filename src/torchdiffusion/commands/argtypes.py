@@ -143,6 +143,17 @@ def _check_output_dir_path(p: Path) -> None:
         raise PermissionError(13, "Permission denied", str(q))
 
 
+def new_or_empty_folder(path: str | Path) -> Path:
+    """``path`` for a command that writes a whole run folder from scratch and does not resume (train-autoencoder,
+    train-clip): a ConfigError (one line) when it holds anything already - another run would be overwritten."""
+    from ..config import ConfigError
+
+    p = check_output_dir(path)
+    if p.is_dir() and any(p.iterdir()):
+        raise ConfigError(f"{p} is not empty; give a new or empty folder with --out")
+    return p
+
+
 @contextmanager
 def output_folder(path: str | Path) -> Iterator[Path]:
     """Checked output folder (see :func:`check_output_dir`) that is removed again, with the folders created for

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .argtypes import output_folder
+from .argtypes import new_or_empty_folder, output_folder
 from .common import add_config_arguments, base_config
 
 HELP = "train a KL-regularised autoencoder (the encoder/decoder of latent diffusion) into a run folder"
@@ -57,7 +56,7 @@ def load_images(cfg):
 
 def run(args: argparse.Namespace) -> int:
     from ..autoencoder import AUTOENCODER_PRESETS, INFO_FILE, RECONSTRUCTIONS_FILE, WEIGHTS_FILE
-    from ..config import ConfigError, to_json
+    from ..config import to_json
 
     if args.list_presets:
         for name, c in AUTOENCODER_PRESETS.items():
@@ -68,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(to_json(cfg))
         return 0
-    out = Path(args.out or f"runs/{cfg.preset}")
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"{out} is not empty; give a new or empty folder with --out")
+    out = new_or_empty_folder(args.out or f"runs/{cfg.preset}")
     from ..training.state import Clock
 
     clock = Clock()  # train.cpu_minutes / train.minutes count the data loading too

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .argtypes import MAX_BATCH, MAX_IMAGES_SEEN, output_folder, positive_int
+from .argtypes import MAX_BATCH, MAX_IMAGES_SEEN, new_or_empty_folder, output_folder, positive_int
 from .common import add_config_arguments, base_config
 
 HELP = "train a small contrastive text-image model (image tower + frozen MiniLM with a projection) on captions"
@@ -56,12 +56,18 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(to_json(cfg))
         return 0
+    from ..contrastive.model import WEIGHTS_NAME
     from ..contrastive.train import load_caption_data, train_contrastive
 
-    with output_folder(args.out or f"runs/{cfg.preset}") as out:
+    with output_folder(new_or_empty_folder(args.out or f"runs/{cfg.preset}")) as out:
         data = load_caption_data(cfg)  # bad data (no captions) fails here, before anything is written
         log = lambda line: print(line, file=sys.stderr)
-        report = train_contrastive(cfg, out, data=data, progress=not args.no_progress, log=log)
+        try:
+            report = train_contrastive(cfg, out, data=data, progress=not args.no_progress, log=log)
+        except BaseException:  # Ctrl-C or a failure: the folder was empty, so it is left empty again
+            for name in ("config.json", "metrics.jsonl", WEIGHTS_NAME, "report.json"):
+                (out / name).unlink(missing_ok=True)
+            raise
     print(json.dumps(summary(report), indent=2))
     print(f"run folder: {out}", file=sys.stderr)
     return 0
