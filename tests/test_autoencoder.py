@@ -168,6 +168,16 @@ def test_train_autoencoder_command_writes_a_run_folder(tmp_path):
     assert config["preset"] == "tiny-ae" and config["train"]["images"] == 256
     ae = load_autoencoder(out)
     assert ae.data_shape == (1, 8, 8) and f"scale factor {ae.scale_factor:.4f}" in stdout
+    # the folder is an autoencoder's: a diffusion run (which would rewrite its config.json) or another autoencoder
+    # started there is refused in one line, the folder unchanged
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for argv, words in (
+        (["train", "--preset", "digits-test", "--set", "train.images=32"], "holds weights (autoencoder.safetensors)"),
+        (["train-autoencoder", "--preset", "tiny-ae"], "is not empty"),
+    ):
+        rc, _, err = cli(*argv, "--out", out, "--no-progress")
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     rc, stdout, _ = cli("train-autoencoder", "--preset", "tiny-ae", "--set", "loss.beta=0.5", "--dry-run")
     assert rc == 0 and json.loads(stdout)["loss"]["beta"] == 0.5
 

@@ -125,10 +125,15 @@ def check_out_folder(out: Path, cfg: RunConfig) -> None:
 
 
 def _refuse_weights_without_state(out: Path, hint: str) -> None:
-    """A folder with a run's weights but no training state: a fresh start there would replace those weights."""
-    held = [f for f in EXPORTS if (out / f).is_file()]
+    """A folder with weights but no training state - a run whose states were deleted, an autoencoder's or a
+    contrastive model's: a fresh start there would replace them, or the config.json that goes with them."""
+    from ..autoencoder import WEIGHTS_FILE as AUTOENCODER
+    from ..contrastive.model import WEIGHTS_NAME as CONTRASTIVE
+
+    # (not the files a run writes before its first state: a reflow student's pairs, a retrieval database)
+    held = [f for f in (*EXPORTS, GUIDE_FILE, AUTOENCODER, CONTRASTIVE) if (out / f).is_file()]
     if held:
-        raise ConfigError(f"{out} holds a run's weights ({held[0]}) but no training state to resume from; {hint}")
+        raise ConfigError(f"{out} holds weights ({held[0]}) but no training state to resume from; {hint}")
 
 
 def _same_teacher(a: object, b: object) -> bool:
