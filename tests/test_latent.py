@@ -341,6 +341,26 @@ def test_emoji64_presets_are_one_unet_on_the_autoencoders_latents_and_on_pixels(
     assert params(ldm, latent_shape) == params(pixel, (3, 64, 64))
 
 
+@pytest.mark.parametrize("method", ["progressive", "consistency", "dmd", "reflow"])
+def test_a_student_of_a_latent_teacher_is_a_latent_run_of_its_autoencoder(world, cache_env, tmp_path, method):
+    """Every distillation method learns a latent teacher on the teacher's latents (progressive, consistency and
+    DMD train on them; reflow on the teacher's latent samples): the student records the same autoencoder, does not
+    clamp x0_hat, and samples decode to images."""
+    from torchdiffusion.generate import generate, load_run
+
+    out = tmp_path / method
+    extra = ["--teacher-steps", "4"] if method == "progressive" else ["--pairs", "16"] if method == "reflow" else []
+    code, _, err = cli("distill", world["run"], "--method", method, "--steps", "2", *extra, "--images", "32",
+                       "--batch-size", "16", "--out", out, "--no-progress")  # fmt: skip
+    assert code == 0, err
+    teacher, student = load_run(world["run"]), load_run(out)
+    assert student.codec is not None and student.codec.sha256 == teacher.codec.sha256
+    assert student.data_shape == (2, 4, 4) and student.config.sample.clip_denoised is False
+    x = generate(student.model, range(3), student.config.sample, student.data_shape, codec=student.codec,
+                 grid_dir=out / "grids")  # fmt: skip
+    assert x.shape == (3, 1, 8, 8) and bool(torch.isfinite(x).all())
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

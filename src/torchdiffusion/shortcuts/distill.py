@@ -144,8 +144,15 @@ def _train(cfg: RunConfig, out: Path, teacher: Teacher, data, progress: bool, ob
 
 
 def _teacher_data(teacher: Teacher, seed: int):
+    """The teacher's training data: a latent teacher's are its autoencoder's latents (cached), with that codec, so
+    the student is a latent run of the same autoencoder (run.json records it; sampling decodes)."""
+    from .. import distributed as dist
     from ..data import load_data
 
+    if teacher.run.codec is not None:
+        from ..latent import load_latents
+
+        return load_latents(teacher.run.config.data, "train", seed, codec=teacher.run.codec, progress=dist.is_main())
     return load_data(teacher.run.config.data, split="train", seed=seed)
 
 
@@ -294,6 +301,12 @@ def distill_reflow(teacher_path: Path, steps: int, out: Path, s: DistillSettings
     x0, noise, labels = draw_pairs(teacher, s.pairs, progress)
     info = teacher.run.info
     data = TensorData(x=x0, labels=labels, class_names=info.get("class_names"), kind=teacher.run.kind)
+    if teacher.run.codec is not None:  # a latent teacher's samples are latents: the student keeps its autoencoder
+        from ..latent import LatentData
+
+        data = LatentData(
+            x=x0, labels=labels, class_names=info.get("class_names"), kind="image", codec=teacher.run.codec
+        )
     out.mkdir(parents=True, exist_ok=True)
     save_pairs(out, x0, noise, labels)
     sigma_max = teacher.run.model.sigma_max
