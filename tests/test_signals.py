@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from pictures import assert_plot
 from test_cli_errors import assert_clean_error
 from tinyruns import cli
 from torchdiffusion.config import ConfigError, DataConfig, ModelConfig, get_preset
@@ -273,6 +274,9 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
     assert r.returncode == 0, r.stderr
     r = td("evaluate", str(run), "--n", "8", "--steps", "2", "--threads", "1")
     assert r.returncode == 0, r.stderr
+    rc, _, err = cli("explain", "ablation", run, "--ddpm-steps", "3", "--out", tmp_path / "ablation.png")
+    assert rc == 0, err  # four panels of series
+    assert_plot(tmp_path / "ablation.png", min_aspect=2.0)
     report = json.loads((run / "eval" / "report.json").read_text())
     assert set(report) >= {"model", "gaussian_process", "real"} and report["real"]["n_heldout"] == 12
     assert 0 <= report["model"]["tstr"] <= 1 and report["gaussian_process"]["fd"] >= 0

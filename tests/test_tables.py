@@ -152,6 +152,8 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     for args, msg in [
         (("impute", run, "--csv", tmp_path / "x.csv", "--out", tmp_path / "g.csv"), "'c7', unseen in training"),
         (("sample", run, "--given", "kind=c9", "--out", tmp_path / "g.csv"), "'c9', unseen in training"),
+        (("explain", "trajectory", run, "--out", tmp_path / "g.png"), "holds table data (see 'explain table-forward')"),
+        (("explain", "ablation", run, "--out", tmp_path / "g.png"), "draws the sampler's path through continuous"),
         (
             (
                 "train",
@@ -170,6 +172,7 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         rc, _, err = cli(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "g.csv").exists() and not (tmp_path / "r2" / "config.json").exists()
+    assert not (tmp_path / "g.png").exists()
 
 
 def test_explain_table_forward_draws_and_refuses_other_data(tmp_path):

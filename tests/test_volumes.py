@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pictures import assert_plot
 from tinyruns import cli
 from torchdiffusion.config import ConfigError, DataConfig, ModelConfig
 from torchdiffusion.data import DataError, load_data
@@ -220,6 +221,10 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
     assert (tmp_path / "s.gif").read_bytes()[:6] == b"GIF89a"  # the middle slices' trajectory
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (4, 1, 8, 8, 8) and np.isfinite(x).all() and (tmp_path / "s.png").stat().st_size > 5_000
+    for what, extra in (("trajectory", []), ("ablation", ["--ddpm-steps", "3"])):  # the middle slices, as images
+        rc, _, err = cli("explain", what, run, "--n", "4", *extra, "--out", tmp_path / f"{what}.png")
+        assert rc == 0, err
+        assert_plot(tmp_path / f"{what}.png")
     rc, out, err = cli("evaluate", run, "--n", "8", "--steps", "3", "--out", tmp_path / "ev")
     assert rc == 0, err
     report = json.loads((tmp_path / "ev" / "report.json").read_text())["volume"]

@@ -75,11 +75,25 @@ def _show_grid(ax, images: Tensor, nrow: int, title: str = "") -> None:
         ax.set_title(title, fontsize=9)
 
 
+def _middle_slices(xs: Sequence[Tensor], data_shape: Sequence[int]) -> list[Tensor]:
+    """Volumes (N, C, D, H, W): their middle slice along D, (N, C, H, W), drawn as images (as ``sample --gif``
+    draws them); other data unchanged."""
+    if len(data_shape) != 4:
+        return list(xs)
+    return [x[:, :, data_shape[1] // 2] for x in xs]
+
+
+def _plane(x: Tensor) -> np.ndarray:
+    """The first two coordinates of (N, D) points; one coordinate is drawn against 0."""
+    p = x.float().reshape(len(x), -1).numpy()
+    return p[:, :2] if p.shape[1] >= 2 else np.concatenate([p, np.zeros_like(p)], axis=1)
+
+
 def _show_points(ax, pts: Tensor, title: str = "", lim: float = 4.0, ref: Tensor | None = None) -> None:
     if ref is not None:
-        r = ref.float().numpy()
+        r = _plane(ref)
         ax.scatter(r[:, 0], r[:, 1], s=1, c="0.75")
-    p = pts.float().numpy()
+    p = _plane(pts)
     ax.scatter(p[:, 0], p[:, 1], s=2, c="tab:blue", alpha=0.6)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
@@ -261,7 +275,8 @@ def denoising_trajectory(
         model, seeds, sample, data_shape, frames=frames, callback=callback, codec=codec, grid_dir=grid_dir
     )
     out = {"x": x, "xs": xs, "x0s": x0s, "sigmas": sig, "files": []}
-    image, signal = len(data_shape) == 3, len(data_shape) == 2
+    image, signal = len(data_shape) in (3, 4), len(data_shape) == 2
+    xs, x0s = _middle_slices(xs, data_shape), _middle_slices(x0s, data_shape)
     if gif is not None:
         if signal:
             from .viz import signal_frames
@@ -566,10 +581,15 @@ def ablation(
         fig, axes = plt.subplots(1, len(out), figsize=(3.0 * len(out), 3.4), squeeze=False)
         nrow = max(1, int(math.sqrt(len(seeds))))
         for ax, (label, x) in zip(axes[0], out.items()):
-            if image:
-                _show_grid(ax, x.clamp(-1, 1), nrow=nrow, title=label)
+            if image or len(data_shape) == 4:
+                _show_grid(ax, _middle_slices([x], data_shape)[0].clamp(-1, 1), nrow=nrow, title=label)
+            elif len(data_shape) == 2:  # signals: the first few series, channel 0
+                for k in range(min(len(x), 4)):
+                    ax.plot(x[k, 0].float().numpy(), lw=0.8)
+                ax.set_title(label, fontsize=9)
+                ax.tick_params(labelsize=6)
             else:
-                _show_points(ax, x[:, :2], title=label)
+                _show_points(ax, x, title=label)
         fig.tight_layout()
         _save_fig(fig, path)
     return out

@@ -334,10 +334,15 @@ def _sampled(args: argparse.Namespace) -> list:
     from .common import sample_config_from_args
 
     run_ = load_run(args.run, weights=args.weights)
+    if run_.kind in ("table", "sequence"):  # mixed or discrete symbols: no one continuous path to draw
+        raise ex.ExplainError(
+            f"'explain {args.what}' draws the sampler's path through continuous data (images, signals, volumes, "
+            f"points); {run_.path} holds {run_.kind} data (see 'explain {run_.kind}-forward')"
+        )
     sample = sample_config_from_args(run_.config.sample, args, run_)
     validate(replace(run_.config, sample=sample))
     out = _out(args, run_.path / "explain")
-    n = args.n if args.n is not None else {3: 16, 2: 4}.get(len(run_.data_shape), 500)
+    n = args.n if args.n is not None else {4: 16, 3: 16, 2: 4}.get(len(run_.data_shape), 500)
     seeds = list(range(sample.seed, sample.seed + n))
     if args.what == "trajectory":
         with step_bar(sample.steps, f"explain trajectory ({sample.sampler})") as bar:
