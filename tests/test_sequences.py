@@ -197,10 +197,15 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
     for args, msg in [
         (("impute", run, "--text", "abz_", "--out", tmp_path / "g.txt"), "'z', which is not in the model's"),
         (("sample", run, "--given", "a=1", "--out", tmp_path / "g.txt"), "--given fixes cells of a table"),
+        # the commands of a denoiser D(x, sigma) on continuous data
+        (("interpolate", run, "--seeds", "1", "2", "--out", tmp_path / "g.png"), "holds sequence data"),
+        (("export", run, "--format", "onnx", "--out", tmp_path / "g"), "holds sequence data"),
+        (("bench-samplers", "--run", run, "--nfe", "3", "--n", "16", "--out", tmp_path / "g"), "holds sequence data"),
+        (("explain", "trajectory", run, "--out", tmp_path / "g.png"), "see 'explain sequence-forward'"),
     ]:
         rc, _, err = cli(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
-    assert not (tmp_path / "g.txt").exists()
+    assert not (tmp_path / "g.txt").exists() and not (tmp_path / "g.png").exists() and not (tmp_path / "g").exists()
 
 
 # text-chars' sequence options, each set alone over the library's defaults (a learned position table, uniform

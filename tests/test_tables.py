@@ -154,6 +154,10 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         (("sample", run, "--given", "kind=c9", "--out", tmp_path / "g.csv"), "'c9', unseen in training"),
         (("explain", "trajectory", run, "--out", tmp_path / "g.png"), "holds table data (see 'explain table-forward')"),
         (("explain", "ablation", run, "--out", tmp_path / "g.png"), "draws the sampler's path through continuous"),
+        (("interpolate", run, "--seeds", "1", "2", "--out", tmp_path / "g.png"), "holds table data"),
+        (("export", run, "--format", "onnx", "--out", tmp_path / "g"), "holds table data"),
+        (("bench-samplers", "--run", run, "--nfe", "3", "--n", "16", "--out", tmp_path / "g"), "holds table data"),
+        (("distill", run, "--method", "reflow", "--steps", "1", "--out", tmp_path / "g"), "is a table run"),
         (
             (
                 "train",
@@ -172,7 +176,7 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         rc, _, err = cli(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "g.csv").exists() and not (tmp_path / "r2" / "config.json").exists()
-    assert not (tmp_path / "g.png").exists()
+    assert not (tmp_path / "g.png").exists() and not (tmp_path / "g").exists()
 
 
 def test_explain_table_forward_draws_and_refuses_other_data(tmp_path):

@@ -37,6 +37,11 @@ def run_trained(
     if reference not in ("ode", "data"):
         raise ValueError(f"unknown reference {reference!r}; choose ode or data")
     run = load_run(run_dir)
+    if run.kind in ("table", "sequence"):
+        raise ValueError(
+            f"bench-samplers races samplers of D(x, sigma) on continuous data; {run.path} holds {run.kind} data, "
+            "sampled by its own process"
+        )
     model = run.model
     D = model.bind(None)
     clip = clamps_x0(run.config.sample, run.data_shape, run.codec)  # as generate() samples the run

@@ -49,6 +49,13 @@ def run(args: argparse.Namespace) -> int:
         from ..config import ConfigError
 
         raise ConfigError(f"{run_.path} diffuses latents; export writes a denoiser alone, without its autoencoder")
+    if run_.kind in ("table", "sequence"):
+        from ..config import ConfigError
+
+        raise ConfigError(
+            f"export writes a denoiser D(x, sigma) of continuous data; {run_.path} holds {run_.kind} data, whose model "
+            "also draws discrete symbols (not exportable)"
+        )
     report = export(run_, args.format, out)
     print(out)
     print(report)

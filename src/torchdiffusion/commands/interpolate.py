@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         from ..edit import EditError
 
         raise EditError(f"interpolate works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
+    if run_.kind != "image":  # before the plan: a table's or sequence's model has no D(x, sigma) to walk
+        raise EditError(f"interpolate draws image rows; {run_.path} holds {run_.kind} data")
     sample, D, sampler, sigmas, knobs, record = setup(run_, args, solver=args.method)  # planned for --method
     D_down = stop_short(D, sigmas, record)  # the inversion walks the grid up with D itself
     ts = torch.linspace(0, 1, args.frames).tolist()
@@ -112,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
         rows = [torch.cat([x[:1], path, x[1:2]])]
     else:
         a, b = args.seeds or (0, 1)
-        if len(run_.data_shape) != 3:
-            raise EditError("interpolate draws image rows; use an image run")
         z = NoiseSource([a, b], run_.data_shape).initial() * float(sigmas[0])
         with step_bar(n, f"interpolate ({args.method})") as bar:
             path = interpolate(sampler, D_down, z[:1], z[1:], sigmas, ts, callback=bar.step, **knobs)

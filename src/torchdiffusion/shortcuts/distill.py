@@ -60,6 +60,11 @@ def check_teacher(teacher: Teacher, method: str, steps: int) -> None:
             f"{where} models discrete tokens (diffusion.process=categorical): it has no probability-flow ODE or "
             f"score to distil ({method})"
         )
+    if teacher.run.kind == "table":
+        raise ConfigError(
+            f"{where} is a table run: distillation takes a model that is one denoiser D(x, sigma) (images, signals, "
+            f"volumes, points), and a table's also draws its categorical columns by a process of their own ({method})"
+        )
     if cfg.model.text_dim > 0:
         raise ConfigError(
             f"{where} is text-conditioned: distillation draws no prompts, so it takes unconditional and "
