@@ -262,6 +262,33 @@ def test_a_sampling_job_streams_previews_and_writes_what_sample_writes(world):
         assert Image.open(out).tobytes() == img.tobytes()
 
 
+def test_a_sampling_job_of_a_table_run_writes_its_rows_and_their_picture(tmp_path):
+    """A table run's samples are rows (a CSV, as `sample` writes them) with their marginals drawn beside as the
+    PNG the page shows; a trajectory is refused in the command's one line."""
+    from tinyruns import cli
+
+    rows = "\n".join(f"{(i % 3) + 0.1 * (i % 7):.2f},{-(i % 3):.1f},c{i % 3}" for i in range(90))
+    (tmp_path / "t.csv").write_text("u,v,kind\n" + rows + "\n")
+    settings = ["data.source=csv", f"data.path={tmp_path / 't.csv'}", "data.target=kind", "data.holdout=10"]
+    settings += ["train.images=64", "model.mlp_width=16", "model.mlp_depth=1", "sample.steps=2", "sample.n=4"]
+    root = tmp_path / "runs"
+    rc, _, err = cli("train", "--preset", "table-iris", "--out", root / "table", "--no-progress",
+                     *[f"--set={a}" for a in settings])  # fmt: skip
+    assert rc == 0, err
+    with client(root) as c:
+        r = c.post("/api/jobs", json={"command": "sample", "run": "table", "params": {"n": 3}})
+        assert r.status_code == 202, r.text
+        final = wait_job(c, r.json()["id"])
+        assert final["state"] == "done", final
+        png = next(f for f in final["files"] if f.endswith(".png"))
+        lines = (root / png).with_suffix(".csv").read_text().splitlines()
+        assert lines[0] == "u,v,kind" and len(lines) == 4
+        assert Image.open(root / png).format == "PNG"
+        r = c.post("/api/jobs", json={"command": "explain", "run": "table", "what": "trajectory", "params": {}})
+        final = wait_job(c, r.json()["id"])
+        assert final["state"] == "failed" and "holds table data" in final["error"], final
+
+
 class _FinishesWhileRead(Job):
     """A job the worker finishes between two reads of the event stream: the first ``public()`` sees it running
     at step 2, then step 3's preview lands and the job ends before the stream looks at the previews."""

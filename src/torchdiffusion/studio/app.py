@@ -278,6 +278,18 @@ def _files(body: dict, run_dir: Path) -> dict:
     return files
 
 
+def _out_suffix(command: str, run_dir: Path) -> str:
+    """What a job writes: a PNG, but the rows of a table run's samples (CSV) and the lines of a sequence run's
+    (text), which ``sample`` draws as a PNG beside them (the picture the page shows)."""
+    if command != "sample":
+        return ".png"
+    try:
+        kind = json.loads((run_dir / "run.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None  # load_run will say what is wrong with the folder
+    return {"table": ".csv", "sequence": ".txt"}.get(kind, ".png")
+
+
 def new_job(root: Path, body: dict) -> Job:
     """A job from a request body {command, run, params, what?, images?, mask?}, validated now."""
     command = body.get("command")
@@ -291,7 +303,7 @@ def new_job(root: Path, body: dict) -> Job:
     what = body.get("what") if command == "explain" else None
     job = Job(command=command, label=name, work=lambda: [])
     stem = f"{command}-{what}-{job.id}" if what else f"{command}-{job.id}"
-    out = run_dir / "studio" / f"{stem}.png"
+    out = run_dir / "studio" / f"{stem}{_out_suffix(command, run_dir)}"
     parse_command(command, run_dir, params, out=out, what=what)  # refuse bad values before saving uploads
     args = parse_command(command, run_dir, params, out=out, what=what, files=_files(body, run_dir))
     precheck(args, run_dir)
