@@ -75,14 +75,6 @@ def _show_grid(ax, images: Tensor, nrow: int, title: str = "") -> None:
         ax.set_title(title, fontsize=9)
 
 
-def _middle_slices(xs: Sequence[Tensor], data_shape: Sequence[int]) -> list[Tensor]:
-    """Volumes (N, C, D, H, W): their middle slice along D, (N, C, H, W), drawn as images (as ``sample --gif``
-    draws them); other data unchanged."""
-    if len(data_shape) != 4:
-        return list(xs)
-    return [x[:, :, data_shape[1] // 2] for x in xs]
-
-
 def _plane(x: Tensor) -> np.ndarray:
     """The first two coordinates of (N, D) points; one coordinate is drawn against 0."""
     p = x.float().reshape(len(x), -1).numpy()
@@ -269,14 +261,14 @@ def denoising_trajectory(
     decoded to images for a latent run (its ``codec``).
     """
     from .generate import trajectory
-    from .viz import save_gif, trajectory_frames
+    from .viz import middle_slices, save_gif, trajectory_frames
 
     x, xs, x0s, sig = trajectory(
         model, seeds, sample, data_shape, frames=frames, callback=callback, codec=codec, grid_dir=grid_dir
     )
     out = {"x": x, "xs": xs, "x0s": x0s, "sigmas": sig, "files": []}
     image, signal = len(data_shape) in (3, 4), len(data_shape) == 2
-    xs, x0s = _middle_slices(xs, data_shape), _middle_slices(x0s, data_shape)
+    xs, x0s = middle_slices(xs), middle_slices(x0s)  # a volume's middle slice, drawn as an image
     if gif is not None:
         if signal:
             from .viz import signal_frames
@@ -545,6 +537,7 @@ def ablation(
     from .guidance import guided_denoiser
     from .latent import as_pixels
     from .samplers import sample_ddpm
+    from .viz import middle_slices
 
     sample = replace(sample, autoguidance=1.0)  # four samplers on one denoiser: the model alone, no guide
     grid = "auto" if sample.grid == "tuned" else sample.grid
@@ -555,7 +548,7 @@ def ablation(
     out = {ddpm_label: generate(model, seeds, ddpm, data_shape, callback=callback, codec=codec, grid_dir=grid_dir)}
     clip = clamps_x0(ddpm, data_shape, codec)
     sigmas = make_grid_sigmas(model, ddpm, clamped=clip, grid_dir=grid_dir)  # the grid of the first picture
-    image = len(data_shape) == 3
+    image = len(data_shape) in (3, 4)  # a volume: its middle slice, drawn as an image
     with torch.no_grad():
         ns = NoiseSource(seeds, data_shape)
         cond = with_seed_labels(None, [int(s) for s in seeds], num_classes(model), sample.labels)
@@ -581,8 +574,8 @@ def ablation(
         fig, axes = plt.subplots(1, len(out), figsize=(3.0 * len(out), 3.4), squeeze=False)
         nrow = max(1, int(math.sqrt(len(seeds))))
         for ax, (label, x) in zip(axes[0], out.items()):
-            if image or len(data_shape) == 4:
-                _show_grid(ax, _middle_slices([x], data_shape)[0].clamp(-1, 1), nrow=nrow, title=label)
+            if image:
+                _show_grid(ax, middle_slices([x])[0].clamp(-1, 1), nrow=nrow, title=label)
             elif len(data_shape) == 2:  # signals: the first few series, channel 0
                 for k in range(min(len(x), 4)):
                     ax.plot(x[k, 0].float().numpy(), lw=0.8)

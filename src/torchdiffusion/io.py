@@ -100,6 +100,17 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
+def _as_asked(e: OSError, tmp: Path, path: Path) -> OSError:
+    """``e`` naming ``path`` (or the file under it) where it names the temporary ``tmp`` (or a file in that
+    folder) or, with an errno, no file at all (ENOSPC from a write); ``e`` itself otherwise."""
+    if e.errno is None or not (e.filename is None or isinstance(e.filename, (str, Path))):
+        return e
+    name = Path(e.filename) if e.filename is not None else tmp
+    if name != tmp and tmp not in name.parents:
+        return e
+    return OSError(e.errno, os.strerror(e.errno), str(path / name.relative_to(tmp)) if name != tmp else str(path))
+
+
 @contextmanager
 def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends normally, fsync it and replace ``path`` with it.
@@ -122,8 +133,8 @@ def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = 
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         _remove_empty(created)
-        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, str(tmp), tmp):
-            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None  # the file asked for, not our temp
+        if isinstance(e, OSError):
+            raise _as_asked(e, tmp, path) from None  # the file asked for, not our temporary one
         raise
     _fsync(path.parent, directory=True)
     if watcher is not None:
@@ -185,23 +196,13 @@ def routed(path: str | Path) -> Path:
     return watcher.route(Path(path)) if watcher is not None else Path(path)
 
 
-def _as_asked(e: OSError, tmp: Path, path: Path) -> OSError:
-    """``e`` naming ``path`` (or the file under it) where it names the temporary folder ``tmp`` or a file in it."""
-    name = e.filename
-    if e.errno is None or not isinstance(name, (str, Path)):
-        return e
-    name = Path(name)
-    if name != tmp and tmp not in name.parents:
-        return e
-    return OSError(e.errno, os.strerror(e.errno), str(path / name.relative_to(tmp)) if name != tmp else str(path))
-
-
 @contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` to fill; when the block ends normally it takes the place of
     ``path`` (missing, an empty folder, or an earlier version of the same artefact, which is removed). On any
     exception the temporary folder is removed, with everything in it, and ``path`` is untouched: a folder of files
-    (an exported pipeline) appears whole or not at all. The folder is one write for a watcher: it is routed
+    (an exported pipeline) appears whole or not at all; an OSError is raised naming ``path`` (or the file in it),
+    never the temporary folder, as :func:`atomic_path` does. The folder is one write for a watcher: it is routed
     (:func:`routed`) and reported as a whole; the writes that fill it are not."""
     import shutil
 

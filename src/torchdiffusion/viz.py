@@ -255,6 +255,12 @@ def save_samples(
     raise ValueError(f"no picture for data kind {kind!r}")
 
 
+def middle_slices(xs: Sequence[Tensor]) -> list[Tensor]:
+    """Volumes (N, C, D, H, W): their middle slice along D, (N, C, H, W), to draw as images (the denoising GIF of
+    ``sample --gif``, ``explain trajectory`` and ``ablation``); other data unchanged."""
+    return [x[:, :, x.shape[2] // 2] if x.ndim == 5 else x for x in xs]
+
+
 def volume_panels(v: Tensor, slices: int = 6) -> list[tuple[str, np.ndarray]]:
     """(D, H, W) -> ``slices`` evenly spaced slices along D (each H x W), then the maximum-intensity projections
     along D, H and W (H x W, D x W, D x H), as (label, array) pairs."""

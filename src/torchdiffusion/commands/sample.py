@@ -330,7 +330,7 @@ class Recorder:
         import torch
 
         from ..latent import as_pixels
-        from ..viz import save_gif, save_scatter_gif, signal_frames, trajectory_frames
+        from ..viz import middle_slices, save_gif, save_scatter_gif, signal_frames, trajectory_frames
 
         n = len(self.xs)
         keep = sorted(set(torch.linspace(0, n - 1, min(self.frames, n)).round().long().tolist()))
@@ -342,10 +342,7 @@ class Recorder:
         if kind == "signal":
             return save_gif(signal_frames(xs, x0s, titles=titles), path)
         if kind == "volume":
-            mid = xs[0].shape[2] // 2
-            frames = trajectory_frames(
-                [x[:, :, mid] for x in xs], [x[:, :, mid] for x in x0s], nrow=int(self.k**0.5) or 1
-            )
+            frames = trajectory_frames(middle_slices(xs), middle_slices(x0s), nrow=int(self.k**0.5) or 1)
             return save_gif(frames, path, scale=3)
         return save_scatter_gif([x[:, :2] for x in xs], path, titles=titles)
 

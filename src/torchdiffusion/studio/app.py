@@ -28,7 +28,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .jobs import Job, JobQueue, QueueFull
 from .params import COMMANDS, ParamError, command_parser, parse_command, precheck
-from .runs import data_example, details, list_runs
+from .runs import data_example, details, list_runs, read_object
 from .security import (
     LOCAL_HOSTS,
     MAX_BODY_BYTES,
@@ -283,10 +283,7 @@ def _out_suffix(command: str, run_dir: Path) -> str:
     (text), which ``sample`` draws as a PNG beside them (the picture the page shows)."""
     if command != "sample":
         return ".png"
-    try:
-        kind = json.loads((run_dir / "run.json").read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None  # load_run will say what is wrong with the folder
+    kind = (read_object(run_dir / "run.json") or {}).get("kind")  # (load_run says what is wrong with a bad one)
     return {"table": ".csv", "sequence": ".txt"}.get(kind, ".png")
 
 

@@ -16,7 +16,8 @@ MAX_METRIC_ROWS = 2000  # evenly thinned when a run logged more
 SCAN_DEPTH = 2  # runs/<name> and runs/<group>/<name>
 
 
-def _json(path: Path) -> dict | None:
+def read_object(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -52,8 +53,8 @@ def list_runs(root: Path) -> list[dict]:
 
 def summary(root: Path, name: str) -> dict:
     d = resolve_under(root, run_name(name))
-    cfg = _json(d / "config.json") or {}
-    info = _json(d / "run.json") or {}
+    cfg = read_object(d / "config.json") or {}
+    info = read_object(d / "run.json") or {}
     has_weights = (d / "ema.safetensors").is_file() or (d / "model.safetensors").is_file()
     return {
         "name": name,
@@ -104,11 +105,11 @@ def details(root: Path, name: str) -> dict:
     d = resolve_under(root, run_name(name))
     if not (d / "config.json").is_file():
         raise FileNotFoundError(f"no run named {name!r} under the runs folder")
-    report = _json(d / "eval" / "report.json")
+    report = read_object(d / "eval" / "report.json")
     return {
         **summary(root, name),
-        "config": _json(d / "config.json"),
-        "info": _json(d / "run.json"),
+        "config": read_object(d / "config.json"),
+        "info": read_object(d / "run.json"),
         "metrics": read_metrics(d / "metrics.jsonl"),
         "pictures": pictures(root, d),
         "report": report,
@@ -127,7 +128,7 @@ def data_example(root: Path, name: str, index: int) -> bytes:
 
     d = resolve_under(root, run_name(name))
     cfg = validate(from_json((d / "config.json").read_text()))
-    info = _json(d / "run.json") or {}
+    info = read_object(d / "run.json") or {}
     shape = tuple(info.get("data_shape") or ())
     image_shape = tuple(info.get("image_shape") or shape)  # a latent run's images (latent.py)
     run_ = argparse.Namespace(
