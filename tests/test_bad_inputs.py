@@ -198,6 +198,13 @@ CASES = [
     (["sample", "{run}", "--guidance-rescale", "nan"], U, "guidance_rescale"),
     (["sample", "{run}", "--guidance-interval", "0.1,5;7,9"], U, "--guidance-interval takes two sigmas LO,HI"),
     (["sample", "{run}", "--guidance-interval", "0.1"], U, "--guidance-interval takes two sigmas LO,HI"),
+    # an output (or the settings .json, GIF or .npy written beside it) that would replace a file a run folder,
+    # an autoencoder's or a contrastive model's folder is made of
+    (["sample", "{run}", "--out", "{run}/run.png"], U, "would replace run.json of the run folder"),
+    (["sample", "{run}", "--out", "{run}/config.png", "--gif"], U, "would replace config.json of the run folder"),
+    (["sample", "{run}", "--out", "{ws}/ae/autoencoder.png"], U, "would replace autoencoder.json"),
+    (["sample", "{run}", "--out", "{ws}/ae/reconstructions.png"], U, "would replace reconstructions.png"),
+    (["sample", "{run}", "--out", "{ws}/tuned/grids/dpmpp_2m-nfe4.png"], U, "would replace grids/dpmpp_2m-nfe4.json"),
     (["sample", "{run}", "--classifier-scale", "nan"], U, "--classifier-scale"),
     (["sample", "{run}", "--classifier-scale", "2"], U, "add --classifier"),  # read by nothing: refused
     (["sample", "{run}", "--grid", "uniform_t", "--rho", "3"], U, "--rho shapes the karras grid"),
@@ -361,6 +368,7 @@ CASES = [
     (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "{ro}/eval"], E, "read-only"),
     (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "{full}/eval"], E, "space"),
     (["evaluate", "{ws}/missing"], U, "does not exist"),
+    (["evaluate", "{run}", "--n", "2", "--out", "{ws}/clip"], U, "would replace report.json of the run folder"),
     (["evaluate", "{bad}/truncweights", "--metrics", "memorisation"], U, "ema.safetensors"),
     # -- bench-train --------------------------------------------------------------------------------------------
     (["bench-train", "--shape", "1,28"], U, "--shape"),
@@ -383,6 +391,9 @@ CASES = [
     (["bench-train", "--out", "{ws}/folder.png"], U, "folder.png"),
     (["bench-train", "--out", "{ws}/file.txt/r.json"], U, "file.txt"),
     (["bench-train", "--out", "{ro}/r.json"], E, "read-only"),
+    (["bench-train", "--out", "{run}/run.json"], U, "would replace run.json of the run folder"),
+    (["bench-train", "--out", "{ws}/ae/autoencoder.json"], U, "would replace autoencoder.json"),
+    (["bench-train", "--out", "{ws}/clip/contrastive.safetensors"], U, "would replace contrastive.safetensors"),
     # -- studio (refused before the server starts) ---------------------------------------------------------------
     (["studio", "{ws}/missing"], U, "does not exist"),
     (["studio", "{ws}/folder.png", "--port", "70000"], U, "--port"),
@@ -558,6 +569,14 @@ def world(tmp_path_factory):
         (ws / name).write_bytes(rng.bytes(4096))
     (ws / "pickle.safetensors").write_bytes(pickle.dumps({"net": "not tensors"}))
     (ws / "array.json").write_text("[1, 2, 3]\n")
+    for folder, files in (  # the files an autoencoder's and a contrastive model's folders are made of
+        ("ae", ("config.json", "autoencoder.safetensors", "autoencoder.json", "reconstructions.png")),
+        ("clip", ("config.json", "contrastive.safetensors", "metrics.jsonl", "report.json")),
+        ("tuned", ("config.json", "grids/dpmpp_2m-nfe4.json")),  # a run's tuned grid, read by sample
+    ):
+        for name in files:
+            (ws / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (ws / folder / name).write_bytes(rng.bytes(64))
     np.save(ws / "full.npy", np.zeros((16, 8, 8), np.float32))
     (ws / "trunc.npy").write_bytes((ws / "full.npy").read_bytes()[:40])
     (ws / "full.npy").unlink()

@@ -106,25 +106,67 @@ def existing_file(text: str) -> str:
     return str(p)
 
 
-def check_output_file(path: str | Path) -> Path:
+def check_output_file(path: str | Path, sidecars: tuple[str, ...] = ()) -> Path:
     """Refuse an output file path that cannot be written, before any work: a folder, a parent that is a
-    file, or a read-only/unwritable place. (A full disk only shows while writing; the writers clean up.)"""
+    file, or a read-only/unwritable place. (A full disk only shows while writing; the writers clean up.)
+    ``sidecars``: the suffixes of the files written beside it (``sample``'s ``.json``, ``.gif``, ``.npy``);
+    neither it nor they may replace a file a run folder is made of (:func:`refuse_folder_record`)."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(p))
     _check_output_dir_path(p.parent)
     if p.exists() and not os.access(p, os.W_OK):
         raise PermissionError(13, "Permission denied", str(p))
+    refuse_folder_record(p)
+    for suffix in sidecars:
+        refuse_folder_record(p.with_suffix(suffix), beside=p)
     return p
 
 
-def check_output_dir(path: str | Path) -> Path:
-    """Refuse an output folder that is a file, sits under a file, or cannot be written, before any work."""
+def check_output_dir(path: str | Path, writes: tuple[str, ...] = ()) -> Path:
+    """Refuse an output folder that is a file, sits under a file, or cannot be written, before any work;
+    ``writes``: the names the command writes in it, none of which may replace a file of a run folder."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise NotADirectoryError(20, "Not a directory", str(p))
     _check_output_dir_path(p)
+    for name in writes:
+        refuse_folder_record(p / name)
     return p
+
+
+def folder_record(p: Path) -> Path | None:
+    """The folder whose record ``p`` is - weights, the config and run.json beside them, training states, tuned
+    grids, a contrastive model's report, an autoencoder's reconstructions - or None when ``p`` is no such file.
+    Other commands' outputs may sit in those folders (samples, evaluations) but never replace these files."""
+    from ..autoencoder import WEIGHTS_FILE as AUTOENCODER
+    from ..contrastive.model import WEIGHTS_NAME as CONTRASTIVE
+
+    if not p.is_file():
+        return None
+    folder = p.parent
+    if p.suffix == ".safetensors" or (p.suffix == ".json" and p.with_suffix(".safetensors").is_file()):
+        return folder
+    if folder.name in ("checkpoints", "grids") and (folder.parent / "config.json").is_file():
+        return folder.parent
+    if (folder / "config.json").is_file() and (
+        p.name in ("config.json", "run.json", "metrics.jsonl")
+        or (p.name == "report.json" and (folder / CONTRASTIVE).is_file())
+        or (p.name == "reconstructions.png" and (folder / AUTOENCODER).is_file())
+    ):
+        return folder
+    return None
+
+
+def refuse_folder_record(p: Path, beside: Path | None = None) -> None:
+    """ConfigError (one line) when writing ``p`` would replace a file a run folder is made of."""
+    from ..config import ConfigError
+
+    folder = folder_record(p)
+    if folder is not None:
+        what = f"{p} (written beside {beside})" if beside is not None else str(p)
+        part = p.relative_to(folder).as_posix()
+        raise ConfigError(f"writing {what} would replace {part} of the run folder {folder}; choose another path")
 
 
 def _check_output_dir_path(p: Path) -> None:

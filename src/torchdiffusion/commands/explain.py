@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sampling_arguments(p)
 
 
-def _out(args: argparse.Namespace, default_dir: Path | None) -> Path:
+def _out(args: argparse.Namespace, default_dir: Path | None, sidecars: tuple[str, ...] = ()) -> Path:
     from ..config import ConfigError
 
     out = (
@@ -90,7 +90,7 @@ def _out(args: argparse.Namespace, default_dir: Path | None) -> Path:
     )
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
-    return check_output_file(out)
+    return check_output_file(out, sidecars)
 
 
 # The options each picture reads (argparse dests; "sampling" stands for every flag of add_sampling_arguments).
@@ -301,7 +301,7 @@ def _shortcuts(args: argparse.Namespace) -> list:
     from ..io import atomic_write
     from ..shortcuts.toy import toy_numbers, train_toy_shortcuts
 
-    out = _out(args, None)
+    out = _out(args, None, sidecars=(".json",))
     numbers_path = out.with_suffix(".json")
     toy = train_toy_shortcuts(args.images or 300_000, seed=args.seed or 0, progress=True)
     with _figure_bar(args) as bar:
@@ -341,7 +341,7 @@ def _sampled(args: argparse.Namespace) -> list:
         )
     sample = sample_config_from_args(run_.config.sample, args, run_)
     validate(replace(run_.config, sample=sample))
-    out = _out(args, run_.path / "explain")
+    out = _out(args, run_.path / "explain", sidecars=(".gif", ".mp4"))  # the trajectory's animation
     n = args.n if args.n is not None else {4: 16, 3: 16, 2: 4}.get(len(run_.data_shape), 500)
     seeds = list(range(sample.seed, sample.seed + n))
     if args.what == "trajectory":

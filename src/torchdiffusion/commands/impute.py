@@ -123,7 +123,7 @@ def impute_signals(run_, args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_.path / "imputed" / (Path(args.series).stem + ".npy")
     if out.suffix.lower() not in (".npy", ".csv"):
         raise ConfigError(f"--out must end in .npy or .csv, got {out}")
-    check_output_file(out)
+    check_output_file(out, sidecars=(".png",))
     a, _ = read_signal_file(args.series)
     x = torch.from_numpy(a).float()
     if tuple(x.shape[1:]) != tuple(run_.data_shape):

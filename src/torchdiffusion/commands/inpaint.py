@@ -146,13 +146,13 @@ _EDIT_KNOBS = (
 )
 
 
-def default_out(run_, args: argparse.Namespace, name: str) -> Path:
+def default_out(run_, args: argparse.Namespace, name: str, sidecars: tuple[str, ...] = ()) -> Path:
     from ..config import ConfigError
 
     out = Path(args.out) if args.out else run_.path / "edits" / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", name) + ".png")
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
-    return check_output_file(out)
+    return check_output_file(out, sidecars)
 
 
 def save_rows(rows, path: Path) -> Path:

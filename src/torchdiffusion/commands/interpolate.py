@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             path = interpolate(sampler, D_down, z[:1], z[1:], sigmas, ts, callback=bar.step, **knobs)
         rows = [path]
         tag = f"seeds{a}-{b}"
-    out = default_out(run_, args, f"interpolate-{tag}-{args.method}{sample.steps}")
+    out = default_out(run_, args, f"interpolate-{tag}-{args.method}{sample.steps}", sidecars=(".gif",))
     print(save_rows(rows, out))
     if args.gif:
         from ..viz import make_grid, save_gif

@@ -115,7 +115,7 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     check_edit_options(args)
     if args.left or args.top or args.bottom or not args.right:
         raise ConfigError("signals grow to the right only: give --right N (forecasting)")
-    out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}")
+    out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}", sidecars=(".npy",))
     sample = sample_config_from_args(run_.config.sample, args, run_)
     series = _signal_inputs(run_, args)
     truth = series if args.cut else None
