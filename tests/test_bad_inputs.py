@@ -572,7 +572,7 @@ def world(tmp_path_factory):
     for folder, files in (  # the files an autoencoder's and a contrastive model's folders are made of
         ("ae", ("config.json", "autoencoder.safetensors", "autoencoder.json", "reconstructions.png")),
         ("clip", ("config.json", "contrastive.safetensors", "metrics.jsonl", "report.json")),
-        ("tuned", ("config.json", "grids/dpmpp_2m-nfe4.json")),  # a run's tuned grid, read by sample
+        ("tuned", ("config.json", "run.json", "grids/dpmpp_2m-nfe4.json")),  # a run's tuned grid, read by sample
     ):
         for name in files:
             (ws / folder / name).parent.mkdir(parents=True, exist_ok=True)

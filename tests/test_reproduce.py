@@ -116,3 +116,26 @@ def test_an_exported_folder_reproduces_bit_identically(made, tmp_path, capsys):
     assert main(["reproduce", str(folder) + P.SUFFIX]) == 0
     assert capsys.readouterr().out.startswith("onnx: bit-identical")
     assert P.artefact_digest(folder) == before  # the original folder was not rewritten
+
+
+def test_regenerated_files_never_replace_the_files_of_a_run_folder(made, tmp_path, capsys):
+    """--out may be any folder, a run folder too, but what the command writes there (the artefact and the files
+    written beside it, here sample's settings config.json) must not land on the run's own files."""
+    from torchdiffusion.commands.reproduce import Redirect
+    from torchdiffusion.config import ConfigError
+
+    run = made / "run"
+    art = tmp_path / "made" / "config.png"  # its settings go to config.json beside it: harmless in a plain folder
+    assert main(["sample", str(run), "--n", "2", "--steps", "2", "--out", str(art)]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["reproduce", str(art) + P.SUFFIX, "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("would replace config.json of the run folder " + str(run) + "; choose another path"), err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # every write is checked as it is routed, whatever the command writes
+    with pytest.raises(ConfigError, match="would replace run.json"):
+        Redirect(run, tmp_path / "made").route(tmp_path / "made" / "run.json")
+    assert Redirect(run, tmp_path / "made").route(tmp_path / "made" / "new.png") == run / "new.png"
+    # a config.json alone (sample's settings) does not make a folder a run folder: the same sample writes again
+    assert main(["sample", str(run), "--n", "2", "--steps", "2", "--out", str(art)]) == 0

@@ -147,15 +147,23 @@ def folder_record(p: Path) -> Path | None:
     folder = p.parent
     if p.suffix == ".safetensors" or (p.suffix == ".json" and p.with_suffix(".safetensors").is_file()):
         return folder
-    if folder.name in ("checkpoints", "grids") and (folder.parent / "config.json").is_file():
+    if folder.name in ("checkpoints", "grids") and _made_folder(folder.parent):
         return folder.parent
-    if (folder / "config.json").is_file() and (
+    if _made_folder(folder) and (
         p.name in ("config.json", "run.json", "metrics.jsonl")
         or (p.name == "report.json" and (folder / CONTRASTIVE).is_file())
         or (p.name == "reconstructions.png" and (folder / AUTOENCODER).is_file())
     ):
         return folder
     return None
+
+
+def _made_folder(folder: Path) -> bool:
+    """A folder a training command made: its config.json beside weights, run.json or training states (a config.json
+    alone may be any command's settings, e.g. sample's beside a picture named config.png)."""
+    return (folder / "config.json").is_file() and (
+        (folder / "run.json").is_file() or (folder / "checkpoints").is_dir() or any(folder.glob("*.safetensors"))
+    )
 
 
 def refuse_folder_record(p: Path, beside: Path | None = None) -> None:

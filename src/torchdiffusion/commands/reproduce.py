@@ -40,12 +40,14 @@ class Redirect:
         self.out, self.home, self.cache = out, home, Path(os.path.abspath(cache_dir()))
 
     def route(self, path: Path) -> Path:
+        from .argtypes import refuse_folder_record
+
         p = Path(os.path.abspath(path))
         if self.cache in p.parents:
             return path
-        if p.parent == self.home:
-            return self.out / p.name
-        return self.out / "elsewhere" / p.relative_to(p.anchor)
+        q = self.out / p.name if p.parent == self.home else self.out / "elsewhere" / p.relative_to(p.anchor)
+        refuse_folder_record(q)  # --out may be any folder: never over the files a run folder is made of
+        return q
 
     def written(self, path: Path, actual: Path) -> None:
         pass
@@ -144,7 +146,13 @@ def run(args: argparse.Namespace) -> int:
     art = m["artefact"]
     written_at = Path(str(art.get("path") or where.parent / art["name"]))
     original = where.parent / art["name"]  # beside its manifest, wherever the two were moved
-    out = check_output_dir(args.out) if args.out else Path(tempfile.mkdtemp(prefix="torchdiffusion-reproduce-"))
+    # the artefact and what sample writes beside it land in --out (checked again at every write: Redirect.route)
+    beside = (art["name"], *(Path(art["name"]).with_suffix(s).name for s in (".json", ".gif", ".npy")))
+    out = (
+        check_output_dir(args.out, writes=beside)
+        if args.out
+        else Path(tempfile.mkdtemp(prefix="torchdiffusion-reproduce-"))
+    )
     try:
         rc = rerun(m, out.resolve(), written_at.parent)
         if rc != 0:
