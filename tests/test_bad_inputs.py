@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tinyruns import CLASS_RUN, td, write_run
 from torchdiffusion.cli import COMMANDS, EXIT_ENVIRONMENT, EXIT_USAGE, main
@@ -141,6 +142,8 @@ TRAIN_VALUES = [
     ("train.lr", "section.key=value"),
 ]
 
+FOLDER_DATA = ["--set", "data.source=folder", "--set", "data.path={ws}/pics"]  # a folder of 8x8 images
+
 CASES = [
     # -- the entry point and argparse -------------------------------------------------------------------------
     ([], U, "give a command"),
@@ -175,6 +178,13 @@ CASES = [
     (["train", "--preset", "digits-test", "--set", "data.source=array", "--set", "data.path={ws}/trunc.npy"], U, ""),
     (["train", "--preset", "digits-test", "--set", "data.source=array", "--set", "data.path={ws}/rand.bin"], U, ""),
     (["train", "--preset", "digits-test", "--set", "data.source=folder", "--set", "data.path={ws}/file.txt"], U, ""),
+    # a run needs a folder of its own: not inside its image folder (its grids would become data), not a pipeline's
+    (["train", "--preset", "digits-test", *FOLDER_DATA, "--out", "{ws}/pics/runs/new"], U, "is inside the data folder"),
+    (["train", "--preset", "digits-test", *FOLDER_DATA, "--out", "{ws}/pics"], U, "is inside the data folder"),
+    (["train-autoencoder", "--preset", "tiny-ae", *FOLDER_DATA, "--out", "{ws}/pics/ae"], U, "inside the data folder"),
+    (["train", "--preset", "digits-test", "--out", "{ws}/pipeline"], U, "holds a diffusers pipeline"),
+    (["train", "--preset", "digits-test", "--out", "{ws}/pipeline", "--no-resume"], U, "holds a diffusers pipeline"),
+    (["distill", "{run}", "--method", "reflow", "--out", "{ws}/pipeline"], U, "holds a diffusers pipeline"),
     # -- sample -------------------------------------------------------------------------------------------------
     (["sample", "{run}", "--steps", "0"], U, "--steps"),
     (["sample", "{run}", "--steps", "-3"], U, "--steps"),
@@ -569,6 +579,11 @@ def world(tmp_path_factory):
         (ws / name).write_bytes(rng.bytes(4096))
     (ws / "pickle.safetensors").write_bytes(pickle.dumps({"net": "not tensors"}))
     (ws / "array.json").write_text("[1, 2, 3]\n")
+    (ws / "pics").mkdir()  # a folder of images to train on
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(ws / "pics" / f"{i}.png")
+    (ws / "pipeline").mkdir()  # what a diffusers pipeline folder is known by
+    (ws / "pipeline" / "model_index.json").write_text('{"_class_name": "DDPMPipeline"}\n')
     for folder, files in (  # the files an autoencoder's and a contrastive model's folders are made of
         ("ae", ("config.json", "autoencoder.safetensors", "autoencoder.json", "reconstructions.png")),
         ("clip", ("config.json", "contrastive.safetensors", "metrics.jsonl", "report.json")),

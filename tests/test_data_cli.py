@@ -69,12 +69,14 @@ def test_six_channel_arrays_in_either_layout(tmp_path):
 
 def test_16bit_png_and_tiff_folder_trains(tmp_path):
     rng = np.random.default_rng(1)
+    pics = tmp_path / "pics"  # the run folder goes beside the images, not among them
+    pics.mkdir()
     for i in range(4):
-        Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)).save(tmp_path / f"a{i}.tif")
-        Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)).save(tmp_path / f"b{i}.png")
+        Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)).save(pics / f"a{i}.tif")
+        Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)).save(pics / f"b{i}.png")
     out = tmp_path / "run"
     rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=folder", "--set",
-                     f"data.path={tmp_path}", "--out", str(out), *TINY)  # fmt: skip
+                     f"data.path={pics}", "--out", str(out), *TINY)  # fmt: skip
     assert rc == 0, err
     assert json.loads((out / "run.json").read_text())["data_shape"] == [1, 8, 8]
 

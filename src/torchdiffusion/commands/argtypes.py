@@ -217,7 +217,9 @@ def output_folder(path: str | Path) -> Iterator[Path]:
     try:
         yield p
     except BaseException:
-        for d in created:  # deepest first; stops at the first folder that holds something
+        for d in created:  # deepest first (those already removed, e.g. by the run lock, skipped); stops at the
+            if not d.is_dir():  # first folder that holds something
+                continue
             try:
                 d.rmdir()
             except OSError:

@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         print(to_json(cfg))
         return 0
     out = new_or_empty_folder(args.out or f"runs/{cfg.preset}")
+    from ..training.run_folder import refuse_out_in_data
+
+    refuse_out_in_data(out, cfg.data.path)
     from ..training.state import Clock
 
     clock = Clock()  # train.cpu_minutes / train.minutes count the data loading too

@@ -58,8 +58,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..contrastive.model import WEIGHTS_NAME
     from ..contrastive.train import load_caption_data, train_contrastive
+    from ..training.run_folder import refuse_out_in_data
 
-    with output_folder(new_or_empty_folder(args.out or f"runs/{cfg.preset}")) as out:
+    out = new_or_empty_folder(args.out or f"runs/{cfg.preset}")
+    refuse_out_in_data(out, cfg.data.path)
+    with output_folder(out) as out:
         data = load_caption_data(cfg)  # bad data (no captions) fails here, before anything is written
         log = lambda line: print(line, file=sys.stderr)
         try:

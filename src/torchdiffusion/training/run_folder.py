@@ -56,6 +56,7 @@ def open_run_folder(out: Path, cfg: RunConfig, resume: bool) -> Path | None:
     ckpt_dir = out / "checkpoints"
     state_path = None
     if dist.is_main():
+        _refuse_shared_folder(out, cfg)
         out.mkdir(parents=True, exist_ok=True)
         if resume:
             found = newest_intact_state(ckpt_dir, warn=dist.print0)
@@ -118,10 +119,35 @@ def check_out_folder(out: Path, cfg: RunConfig) -> None:
     files of their own into a run folder before :func:`train` opens it (a distilled student's grids and pairs),
     so that a refusal comes before any write."""
     hint = "choose another --out"
+    _refuse_shared_folder(out, cfg)
     if list_states(out / "checkpoints"):
         _check_same_run(out, cfg, hint=hint)
     else:
         _refuse_weights_without_state(out, hint)
+
+
+def refuse_out_in_data(out: Path, data_path: str | None) -> None:
+    """ConfigError (one line) when the output folder ``out`` of a training command is its data folder or inside
+    it: the data loaders read folders recursively, so what the run writes would become training data."""
+    data = Path(data_path).expanduser() if data_path else None
+    if data is not None and data.is_dir():
+        o, d = Path(out).expanduser().resolve(), data.resolve()
+        if o == d or d in o.parents:
+            raise ConfigError(
+                f"--out {out} is inside the data folder {data}: the run's pictures would be read as training data "
+                "there; choose a folder outside it"
+            )
+
+
+def _refuse_shared_folder(out: Path, cfg: RunConfig) -> None:
+    """A run needs a folder of its own: not the folder of its own training data (or one inside it), whose images
+    are read recursively - the run's sample grids would become training examples at the next resume - and not a
+    diffusers pipeline folder, which loading prefers to the run (the run would be hidden behind it)."""
+    from ..interop.diffusers_in import is_diffusers_folder
+
+    refuse_out_in_data(out, cfg.data.path)
+    if out.is_dir() and is_diffusers_folder(out):
+        raise ConfigError(f"--out {out} holds a diffusers pipeline (model_index.json); a run needs a folder of its own")
 
 
 def _refuse_weights_without_state(out: Path, hint: str) -> None:
