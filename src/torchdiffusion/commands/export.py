@@ -29,13 +29,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_out_folder(path: str) -> Path:
-    """An output folder that does not exist yet, is empty, or holds an earlier export (replaced whole); never a
-    folder with other files in it."""
-    from ..interop.export import is_export
+    """An output folder that does not exist yet, is empty, or holds an earlier export and nothing else (replaced
+    whole); never a folder with other files in it."""
+    from ..interop.export import foreign_files, is_export
 
     out = check_output_dir(path)
-    if out.is_dir() and any(out.iterdir()) and not is_export(out):
-        raise ValueError(f"--out {out} already exists and holds other files; choose a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_export(out):
+            raise ValueError(f"--out {out} already exists and holds other files; choose a new folder")
+        other = foreign_files(out)
+        if other:
+            raise ValueError(
+                f"--out {out} holds an earlier export and other files ({other[0].relative_to(out)}), which replacing "
+                "it would delete; choose a new folder"
+            )
     return out
 
 
