@@ -545,8 +545,10 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path, pictures
     """report.json and a one-page summary.html (metric table, sample grid, closest pairs) under ``out``.
 
     ``pictures``: the files this evaluation already wrote there; every other file of :data:`EVAL_FILES` (an
-    earlier evaluation's) is removed with its manifest once the new report and page are written."""
+    earlier evaluation's) is removed with its manifest once the new report and page are written - an earlier
+    evaluation's only: a picture of that name that another command wrote there stays (:func:`_of_an_evaluation`)."""
     out = Path(out)
+    evaluated_before = (out / "report.json").is_file()
     atomic_write(out / "report.json", json.dumps(report, indent=2) + "\n")
     written = {"report.json", "summary.html", *pictures}
     imgs = ""
@@ -572,9 +574,25 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path, pictures
     from ..provenance import manifest_path
 
     for name in sorted(set(EVAL_FILES) - written):
-        for stale in (out / name, manifest_path(out / name)):  # the picture and provenance.py's record of it
-            stale.unlink(missing_ok=True)
+        if _of_an_evaluation(out / name, evaluated_before):
+            for stale in (out / name, manifest_path(out / name)):  # the picture and provenance.py's record of it
+                stale.unlink(missing_ok=True)
     return out
+
+
+def _of_an_evaluation(path: Path, evaluated_before: bool) -> bool:
+    """Whether ``path`` is an earlier evaluation's file: its manifest names ``evaluate``, or, without one (the
+    library writes none), the folder held an evaluation's report.json before this one."""
+    from ..provenance import ManifestError, manifest_path, read_manifest
+
+    if not path.is_file():
+        return False
+    if not manifest_path(path).is_file():
+        return evaluated_before
+    try:
+        return read_manifest(manifest_path(path))["command"]["name"] == "evaluate"
+    except (ManifestError, KeyError, TypeError):
+        return False  # unreadable: not known to be ours, so it stays
 
 
 def quick_eval(
