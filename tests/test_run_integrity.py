@@ -3,6 +3,7 @@ lock, refused resumes that change nothing, runs that learned nothing, workers th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -331,3 +332,30 @@ def test_a_second_writer_started_during_training_is_refused(tmp_path):
     assert first.poll() is None
     _stop(first)
     _intact(run, seed=1)
+
+
+def test_starting_over_removes_the_grids_tuned_for_the_old_weights(finished, tmp_path, capfd):
+    """Sampling uses a run's tuned grids without asking (grid auto), so grids fitted to weights that --no-resume
+    discards must go with them; a resume keeps them, and other files in grids/ stay."""
+    from torchdiffusion.generate import load_run, resolve_grid
+    from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
+
+    run, _ = finished
+    work = _copy(run, tmp_path / "run")
+    tuned = torch.tensor([5.0, 1.0, 0.2, 0.0], dtype=torch.float64)
+    save_grid(grid_path(work, "euler", 3), tuned, {"sampler": "euler", "nfe": 3})
+    (work / "grids" / "notes.txt").write_text("kept\n")
+
+    def grid_used():
+        r = load_run(work)
+        sample = dataclasses.replace(r.config.sample, sampler="euler", grid="auto")
+        return resolve_grid(r.model, sample, 3, clamped=True, grid_dir=work / "grids")[1]["grid"]
+
+    assert grid_used() == "tuned"
+    train(tiny_cfg(), work, data=tiny_data(), progress=False)  # a resume (here: nothing left to train)
+    assert grid_path(work, "euler", 3).is_file()
+    capfd.readouterr()
+    train(tiny_cfg(), work, data=tiny_data(), progress=False, resume=False)
+    assert "removed the earlier run's 1 tuned grid(s)" in capfd.readouterr().err
+    assert not grid_path(work, "euler", 3).exists() and (work / "grids" / "notes.txt").is_file()
+    assert grid_used() != "tuned"

@@ -74,7 +74,9 @@ def open_run_folder(out: Path, cfg: RunConfig, resume: bool) -> Path | None:
 
 
 def _discard_states(out: Path, ckpt_dir: Path) -> None:
-    """--no-resume: delete the old training states (with their digests and damaged ones) and metrics."""
+    """--no-resume: delete the old training states (with their digests and damaged ones) and metrics, and the
+    grids tuned for the old weights (``grids/<sampler>-nfe<N>.json``), which sampling would otherwise use for
+    the new ones without asking (``generate.resolve_grid``)."""
     for _, p in list_states(ckpt_dir):
         p.unlink()
     if ckpt_dir.is_dir():
@@ -82,6 +84,11 @@ def _discard_states(out: Path, ckpt_dir: Path) -> None:
             p.unlink()
     (ckpt_dir / "latest").unlink(missing_ok=True)
     (out / "metrics.jsonl").unlink(missing_ok=True)
+    tuned = sorted((out / "grids").glob("*-nfe*.json"))
+    for p in tuned:
+        p.unlink()
+    if tuned:
+        dist.print0(f"removed the earlier run's {len(tuned)} tuned grid(s) from {out / 'grids'}: they fit its weights")
 
 
 def write_config(out: Path, cfg: RunConfig) -> None:
