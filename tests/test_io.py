@@ -105,3 +105,23 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     assert cache_dir() == tmp_path and cache_dir("kernels") == tmp_path / "kernels"
     monkeypatch.delenv("TORCHDIFFUSION_CACHE")
     assert cache_dir("refstats") == Path.home() / ".cache" / "torchdiffusion" / "refstats"
+
+
+def test_a_cache_setting_that_names_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    """$TORCHDIFFUSION_CACHE pointing at a file: the error names the setting (the user typed no such path on the
+    command line), exit code 2; a folder, or a path still to be made, is taken as it is."""
+    from tinyruns import write_run
+    from torchdiffusion.cli import main
+    from torchdiffusion.io import cache_dir
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "file"))
+    with pytest.raises(ValueError, match="TORCHDIFFUSION_CACHE=.*file is a file; point it at a folder"):
+        cache_dir("refstats")
+    run = write_run(tmp_path / "run", "digits-test", [])
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--metrics", "fd", "--features", "raw", "--n", "4", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()  # refused before sampling: the error is the only line
+    assert err.startswith("torchdiffusion evaluate: error: TORCHDIFFUSION_CACHE=") and "\n" not in err, err
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "new"))
+    assert cache_dir("a", "b") == tmp_path / "new" / "a" / "b"

@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_error("torchdiffusion: error: give a command (see 'torchdiffusion --help')", everywhere=False)
         return EXIT_USAGE
     from .heap import keep_freed_memory
+    from .io import cache_dir
     from .progress import Stopped, close_bars, stop_on_signals
     from .provenance import recording
 
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with stop_on_signals():
+            cache_dir()  # a $TORCHDIFFUSION_CACHE that cannot be the cache folder is refused before any work
             if not args._manifests:
                 return int(args._run(args) or 0)
             with recording(args.command, sys.argv[1:] if argv is None else list(argv)) as rec:

@@ -59,7 +59,9 @@ def watch_writes(watcher: WriteWatcher | None) -> Iterator[WriteWatcher | None]:
 def cache_dir(*parts: str) -> Path:
     """``$TORCHDIFFUSION_CACHE`` (default ``~/.cache/torchdiffusion``), or a sub-folder of it."""
     root = os.environ.get(CACHE_ENV)
-    return Path(root, *parts) if root else Path.home().joinpath(".cache", "torchdiffusion", *parts)
+    if root and Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():
+        raise ValueError(f"{CACHE_ENV}={root} is a file; point it at a folder for the cache (or unset it)")
+    return Path(root, *parts).expanduser() if root else Path.home().joinpath(".cache", "torchdiffusion", *parts)
 
 
 def temp_name(path: Path) -> Path:
