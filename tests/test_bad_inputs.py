@@ -441,6 +441,15 @@ CASES = [
     (["bench-samplers", "--out", "{ro}/b"], E, "read-only"),
     (["bench-samplers", "--grid-dir", "{ws}/file.txt", "--out", "{cwd}/b"], U, "file.txt"),
     # -- guidance-sweep -----------------------------------------------------------------------------------------
+    # a classifier must read the run's data and name its classes: no CNN of images for points, no classifier of
+    # another data set (its class k is another thing) - refused before anything is sampled
+    (["guidance-sweep", "{ws}/named", "--classifier", "fashion_mnist"], U, "was trained on the classes T-shirt/top"),
+    (["guidance-sweep", "{ws}/toy", "--classifier", "mnist5k"], U, "holds vector data"),
+    (["evaluate", "{ws}/named", "--metrics", "classes", "--classifier", "fashion_mnist"], U, "on the classes T-shirt"),
+    (["sample", "{ws}/named", "--class", "1", "--classifier", "{ws}/clf-fashion"], U, "on the classes T-shirt/top"),
+    (["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-rgb"], U, "reads 3-channel images"),
+    (["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-k4"], U, "tells 4 classes apart; this run has 10"),
+    (["sample", "{ws}/toy", "--class", "1", "--classifier", "{ws}/clf-rgb"], U, "holds vector data"),
     (["guidance-sweep", "{run}", "--scales", "-1,2"], U, "scales"),
     (["guidance-sweep", "{run}", "--scales", "x"], U, "x"),
     (["guidance-sweep", "{run}", "--scales", "nan"], U, "scales"),
@@ -579,6 +588,11 @@ def world(tmp_path_factory):
         (ws / name).write_bytes(rng.bytes(4096))
     (ws / "pickle.safetensors").write_bytes(pickle.dumps({"net": "not tensors"}))
     (ws / "array.json").write_text("[1, 2, 3]\n")
+    named = Path(shutil.copytree(run, ws / "named"))  # the run as training writes it: its data's class names
+    info = json.loads((named / "run.json").read_text())
+    (named / "run.json").write_text(json.dumps({**info, "class_names": [str(d) for d in range(10)]}))
+    write_run(ws / "toy", "toy-2d", ["model.mlp_width=8"], (2,))
+    _write_noisy_classifiers(ws)
     (ws / "pics").mkdir()  # a folder of images to train on
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(ws / "pics" / f"{i}.png")
@@ -602,6 +616,28 @@ def world(tmp_path_factory):
     finally:
         for m in mounts.values():
             _mount_cleanup(m)
+
+
+def _write_noisy_classifiers(ws: Path) -> None:
+    """train-classifier's files for classifiers the 8x8 one-channel, ten-class run cannot use."""
+    import torch
+
+    from torchdiffusion.data.builtin import FASHION_NAMES
+    from torchdiffusion.evaluation.noisy_classifier import (
+        FILE_NAME,
+        NoisyClassifier,
+        NoisyClassifierConfig,
+        save_noisy_classifier,
+    )
+
+    torch.manual_seed(0)
+    for folder, channels, k, card in (
+        ("clf-rgb", 3, 10, {}),
+        ("clf-k4", 1, 4, {}),
+        ("clf-fashion", 1, 10, {"data": "fashion_mnist", "classes": list(FASHION_NAMES)}),
+    ):
+        net = NoisyClassifier(NoisyClassifierConfig(in_channels=channels, num_classes=k, width=8, emb_dim=16))
+        save_noisy_classifier(net, ws / folder / FILE_NAME, card)
 
 
 def _mount_both(ws: Path, mounts: dict) -> None:

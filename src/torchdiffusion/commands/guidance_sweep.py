@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..evaluation.classifier import classifier_from
+    from ..evaluation.evaluate import EvaluateError, fitting_classifier
     from ..evaluation.guidance_sweep import real_diversity, save_sweep, sweep
     from ..generate import load_run
     from ..guidance import GuidanceError
@@ -67,7 +67,14 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out or run_.path / "guidance-sweep")
     m = run_.config.model
     mode = args.mode or ("class" if m.num_classes > 0 else "context")
-    clf = classifier_from(args.classifier or run_.config.data.source)
+    if run_.kind != "image":
+        raise GuidanceError(f"guidance-sweep scores images with a classifier; {run_.path} holds {run_.kind} data")
+    K = m.num_classes if mode == "class" else m.context_dim
+    spec = args.classifier or run_.config.data.source
+    try:  # it must read the run's images and tell its K classes (context: one-hot contexts) apart
+        clf = fitting_classifier(spec, run_.image_shape[0], K, names=run_.info.get("class_names"))
+    except EvaluateError as e:
+        raise GuidanceError(str(e)) from None
     sample = run_.config.sample
     updates = {k: getattr(args, k) for k in ("sampler", "steps", "batch_size") if getattr(args, k) is not None}
     sample = replace(sample, seed=args.seed, **updates)
@@ -77,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ..progress import step_bar
 
-    K = m.num_classes if mode == "class" else m.context_dim
     total = len(scales) * -(-args.n_per_class * max(K, 1) // max(1, sample.batch_size)) * sample.steps
     with step_bar(total, f"guidance sweep ({len(scales)} scales)") as bar:
         result = sweep(

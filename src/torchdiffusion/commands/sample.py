@@ -135,6 +135,7 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
         if not classes:
             raise GuidanceError("classifier guidance needs the wanted class: add --class")
         clf = load_noisy_classifier(classifier)
+        check_noisy_classifier(run_, clf, classifier)
         if max(classes) >= clf.cfg.num_classes:
             raise GuidanceError(f"class {max(classes)} is out of range; the classifier has {clf.cfg.num_classes}")
         y = torch.tensor(classes)[torch.arange(n) % len(classes)]
@@ -142,6 +143,38 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
         wrap = lambda D, sl: classifier_guidance(D, clf, y[sl], s)
         wrap.provenance = {"name": "classifier_guidance", "classifier": str(classifier), "scale": s}
     return sample, cond, uncond, wrap
+
+
+def check_noisy_classifier(run_, clf, spec) -> None:
+    """GuidanceError (one line) unless the noise-aware classifier ``clf`` can steer ``run_``: it reads (C, H, W)
+    images of the run's channels, tells a class-conditional run's classes apart, and - where its card
+    (``noisy-classifier.json``) and the run both name their classes - the same ones."""
+    import json
+    from pathlib import Path
+
+    from ..evaluation.evaluate import EvaluateError, refuse_other_classes
+    from ..evaluation.noisy_classifier import FILE_NAME
+    from ..guidance import GuidanceError
+
+    if run_.kind != "image" or len(run_.data_shape) != 3:
+        raise GuidanceError(f"classifier guidance steers images by a CNN; {run_.path} holds {run_.kind} data")
+    if run_.data_shape[0] != clf.cfg.in_channels:
+        raise GuidanceError(
+            f"--classifier {spec} reads {clf.cfg.in_channels}-channel images; this run makes {run_.data_shape[0]}-"
+            "channel ones"
+        )
+    k = run_.config.model.num_classes
+    if k > 0 and clf.cfg.num_classes != k:
+        raise GuidanceError(f"--classifier {spec} tells {clf.cfg.num_classes} classes apart; this run has {k}")
+    card = Path(spec) / FILE_NAME if Path(spec).is_dir() else Path(spec)
+    try:
+        theirs = json.loads(card.with_suffix(".json").read_text()).get("classes")
+    except (OSError, ValueError, AttributeError):
+        theirs = None
+    try:
+        refuse_other_classes("--classifier", str(spec), theirs, run_.info.get("class_names"))
+    except EvaluateError as e:
+        raise GuidanceError(str(e)) from None
 
 
 def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:

@@ -326,9 +326,16 @@ def load_classifier(name: str = "mnist5k") -> SmallClassifier:
 
 
 def classifier_card(name: str = "mnist5k") -> dict:
-    """The JSON card of a shipped classifier: held-out accuracy, command, data split."""
+    """The JSON card of a shipped classifier: held-out accuracy, command, data split, and the names of the
+    classes it tells apart (those of the built-in data set it was trained on)."""
+    from ..data.builtin import DIGIT_NAMES, FASHION_NAMES
+
     p = card_path(name)
-    return json.loads(p.read_text()) if p.is_file() else {}
+    card = json.loads(p.read_text()) if p.is_file() else {}
+    names = {"mnist5k": DIGIT_NAMES, "fashion_mnist": FASHION_NAMES}
+    if card.get("data") in names:
+        card.setdefault("classes", list(names[card["data"]]))
+    return card
 
 
 def _check_images(images: Tensor, net: SmallClassifier) -> Tensor:

@@ -79,7 +79,8 @@ def classes_classifier(run, metrics: Sequence[str], classifier: str | None = Non
         return None, None
     if run.kind != "image":
         raise EvaluateError(f"--classifier reads images; {run.path} holds {run.kind} data")
-    return classifier, fitting_classifier(classifier, run.image_shape[0], run.config.model.num_classes)
+    names = run.info.get("class_names")
+    return classifier, fitting_classifier(classifier, run.image_shape[0], run.config.model.num_classes, names=names)
 
 
 def shipped_classifier(data_source: str, channels: int) -> SmallClassifier | None:
@@ -90,14 +91,24 @@ def shipped_classifier(data_source: str, channels: int) -> SmallClassifier | Non
     return net if net.cfg.in_channels == channels else None
 
 
-def fitting_classifier(spec: str, channels: int, num_classes: int, name: str = "--classifier") -> SmallClassifier:
+def fitting_classifier(
+    spec: str,
+    channels: int,
+    num_classes: int,
+    name: str = "--classifier",
+    names: Sequence[str] | None = None,
+) -> SmallClassifier:
     """The classifier ``spec`` names (see :func:`classifier.classifier_from`), once it is known to read images of
     ``channels`` channels and - for a class-conditional model, ``num_classes`` > 0 - to tell that many classes
-    apart; else EvaluateError in one line that starts with ``name``."""
+    apart, and - where both its card and the run name their classes (``names``) - the same ones; else
+    EvaluateError in one line that starts with ``name``."""
+    from .classifier import classifier_card_of
+
     try:
         net = classifier_from(spec)
     except ClassifierError as e:
         raise EvaluateError(f"{name}: {e}") from None
+    refuse_other_classes(name, spec, classifier_card_of(spec).get("classes"), names)
     if net.cfg.dims != 2 or net.cfg.in_channels != channels:
         raise EvaluateError(
             f"{name} {spec} reads {net.cfg.in_channels}-channel images; this run makes {channels}-channel ones"
@@ -107,6 +118,16 @@ def fitting_classifier(spec: str, channels: int, num_classes: int, name: str = "
             f"{name} {spec} tells {net.cfg.num_classes} classes apart; this run is conditioned on {num_classes}"
         )
     return net
+
+
+def refuse_other_classes(name: str, spec: str, theirs: Sequence[str] | None, ours: Sequence[str] | None) -> None:
+    """EvaluateError (one line) when a classifier's recorded classes and the run's class names both exist and
+    differ: its class k is another thing than the run's class k (a classifier of another data set)."""
+    if theirs and ours and [str(c) for c in theirs] != [str(c) for c in ours]:
+        show = lambda cs: ", ".join(map(str, cs[:4])) + (", ..." if len(cs) > 4 else "")
+        raise EvaluateError(
+            f"{name} {spec} was trained on the classes {show(list(theirs))}; this run's are {show(list(ours))}"
+        )
 
 
 def _subsample(x: Tensor, n: int, seed: int = 0) -> Tensor:
