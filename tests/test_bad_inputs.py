@@ -144,6 +144,8 @@ TRAIN_VALUES = [
 
 FOLDER_DATA = ["--set", "data.source=folder", "--set", "data.path={ws}/pics"]  # a folder of 8x8 images
 
+FASHION_EVAL = ["--set", "train.eval_every_images=64", "--set", "train.eval_classifier=fashion_mnist"]
+
 CASES = [
     # -- the entry point and argparse -------------------------------------------------------------------------
     ([], U, "give a command"),
@@ -444,6 +446,7 @@ CASES = [
     # a classifier must read the run's data and name its classes: no CNN of images for points, no classifier of
     # another data set (its class k is another thing) - refused before anything is sampled
     (["guidance-sweep", "{ws}/named", "--classifier", "fashion_mnist"], U, "was trained on the classes T-shirt/top"),
+    (["train", "--preset", "digits-test", *FASHION_EVAL, "--out", "{cwd}/run"], U, "fashion_mnist was trained on"),
     (["guidance-sweep", "{ws}/toy", "--classifier", "mnist5k"], U, "holds vector data"),
     (["evaluate", "{ws}/named", "--metrics", "classes", "--classifier", "fashion_mnist"], U, "on the classes T-shirt"),
     (["sample", "{ws}/named", "--class", "1", "--classifier", "{ws}/clf-fashion"], U, "on the classes T-shirt/top"),

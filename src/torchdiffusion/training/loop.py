@@ -179,7 +179,8 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
         codec = getattr(data, "codec", None)
         channels = codec.image_shape[0] if codec is not None else data.x.shape[1]
         try:
-            fitting_classifier(cfg.train.eval_classifier, channels, m.num_classes, "train.eval_classifier")
+            names = getattr(data, "class_names", None)
+            fitting_classifier(cfg.train.eval_classifier, channels, m.num_classes, "train.eval_classifier", names)
         except EvaluateError as e:
             raise ConfigError(str(e)) from None
 
