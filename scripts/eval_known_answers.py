@@ -9,6 +9,7 @@ bound against the exact Gaussian log-likelihood, memorisation on copies vs fresh
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
@@ -123,6 +124,8 @@ def memorisation_checks() -> None:
 
 
 if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.parse_args()
     torch.set_num_threads(1)
     fd_checks()
     kid_checks()

@@ -4,8 +4,8 @@ kinds_figures.sh and volume_figures.sh).
 python scripts/kinds_table.py docs/benchmarks/kinds > docs/benchmarks/kinds/summary.md
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -59,5 +59,7 @@ def volumes(folder: Path) -> list[str]:
 
 
 if __name__ == "__main__":
-    folder = Path(sys.argv[1])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", help="the folder of the runs' benchmark JSON files")
+    folder = Path(p.parse_args().folder)
     print("\n".join(tables(folder) + [""] + sequences(folder) + [""] + volumes(folder)))

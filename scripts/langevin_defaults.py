@@ -9,6 +9,8 @@ directions. The printed table is the one in docs/samplers.md ("Annealed Langevin
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from torchdiffusion.bench.analytic_cases import make_case
@@ -44,4 +46,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.parse_args()
     main()

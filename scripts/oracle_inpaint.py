@@ -14,7 +14,7 @@ repainted) and prints the classifier's accuracy; resample = 1 is plain known-reg
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import torch
@@ -29,8 +29,9 @@ from torchdiffusion.types import NoiseSource
 
 
 def main(argv=None) -> int:
-    argv = argv if argv is not None else sys.argv[1:]
-    runs = argv or ["euler,20,1,20", "ddpm,20,1,20", "ddpm,20,10,2", "ddpm,20,20,2", "heun,12,10,2"]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="*", metavar="sampler,steps,resample,jump", help="settings (default: five)")
+    runs = p.parse_args(argv).runs or ["euler,20,1,20", "ddpm,20,1,20", "ddpm,20,10,2", "ddpm,20,20,2", "heun,12,10,2"]
     torch.set_num_threads(2)
     x, y = load_labelled("mnist5k")
     tr, held = balanced_split(y, 100, seed=0)

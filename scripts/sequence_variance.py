@@ -6,10 +6,10 @@ for the same bound, so their means agree and only their spread differs. Prints J
 python scripts/sequence_variance.py runs/text-chars > docs/benchmarks/kinds/variance-text-chars.json
 """
 
+import argparse
 import json
 import math
 import statistics
-import sys
 
 import torch
 
@@ -49,4 +49,6 @@ def main(path: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1]), indent=1))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="a sequence run folder")
+    print(json.dumps(main(p.parse_args().run), indent=1))

@@ -3,8 +3,8 @@
 python scripts/signals_table.py docs/benchmarks/signals > docs/benchmarks/signals/summary.md
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -44,5 +44,7 @@ def imputation(folder: Path) -> list[str]:
 
 
 if __name__ == "__main__":
-    folder = Path(sys.argv[1])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", help="the folder of the runs' benchmark JSON files")
+    folder = Path(p.parse_args().folder)
     print("\n".join(quality(folder) + [""] + imputation(folder)))

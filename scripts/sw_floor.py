@@ -9,6 +9,8 @@ about twice as high as radius 1 (the other common version of this toy). docs/sam
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from torchdiffusion.analytic import eight_gaussians
@@ -28,4 +30,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.parse_args()
     main()

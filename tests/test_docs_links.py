@@ -104,3 +104,34 @@ def test_heading_ids_follow_github(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("# Top\n## A judge (`emoji64-lit`), step 2\n```\n# not a heading\n```\n## Top\n## Top\n")
     assert anchors(page) == {"top", "a-judge-emoji64-lit-step-2", "top-1", "top-2"}
+
+
+HELP_EVERY_SCRIPT = """
+import runpy, sys
+bad = []
+for path in sys.argv[1:]:
+    sys.argv = [path, "--help"]
+    try:
+        runpy.run_path(path, run_name="__main__")
+        bad.append(f"BAD {path}: ran without --help stopping it")
+    except SystemExit as e:
+        if e.code not in (0, None):
+            bad.append(f"BAD {path}: exit {e.code}")
+    except BaseException as e:
+        bad.append(f"BAD {path}: {type(e).__name__}: {e}")
+print("\\n".join(bad))
+"""
+
+
+def test_every_script_answers_help():
+    """The scripts the docs cite to regenerate a figure or a table: each explains itself with --help (argparse,
+    its docstring) instead of starting work or failing on '--help' as an argument. One process for all."""
+    import subprocess
+    import sys
+
+    scripts = sorted(str(p) for p in (ROOT / "scripts").glob("*.py"))
+    r = subprocess.run(
+        [sys.executable, "-c", HELP_EVERY_SCRIPT, *scripts], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not [line for line in r.stdout.splitlines() if line.startswith("BAD ")], r.stdout[-3000:]
