@@ -486,6 +486,7 @@ def test_trainings_are_checked_by_the_train_command_before_they_start(world):
         ({"preset": "toy-2d", "name": "x", "data": "escape"}, PathRefused),
         ({"preset": "toy-2d", "name": "x", "images": True}, ParamError),
         ({"preset": "toy-2d", "name": "x", "images": 0}, ParamError),
+        ({"preset": "mnist-cpu-uncond", "name": "x", "data": "."}, ConfigError),  # the new run inside its data
     ]
     for params, error in refused:
         with pytest.raises(error):

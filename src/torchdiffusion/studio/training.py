@@ -34,6 +34,7 @@ class Trainer:
         checked by the train command's own parser and config validation."""
         from ..commands import train as train_command
         from ..config import validate
+        from ..training.run_folder import refuse_out_in_data
 
         if not isinstance(params, dict):
             raise ParamError("give an object with preset, name, and optionally data and images")
@@ -46,6 +47,7 @@ class Trainer:
             data = resolve_under(self.root, str(params["data"]))
             if not data.is_dir():
                 raise ParamError(f"data folder {params['data']} is not a folder under the runs folder")
+            refuse_out_in_data(out, str(data))  # the runs folder itself holds the new run: its grids would be data
             sets += ["--set", "data.source=folder", "--set", f"data.path={data}"]
         images = params.get("images")
         if images is not None:
