@@ -453,6 +453,13 @@ CASES = [
     (["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-rgb"], U, "reads 3-channel images"),
     (["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-k4"], U, "tells 4 classes apart; this run has 10"),
     (["sample", "{ws}/toy", "--class", "1", "--classifier", "{ws}/clf-rgb"], U, "holds vector data"),
+    # the two kinds of classifier file, each given where the other is needed
+    (
+        ["sample", "{run}", "--class", "1", "--classifier", "{ws}/eval-clf.safetensors"],
+        U,
+        "is an evaluation classifier",
+    ),
+    (["guidance-sweep", "{run}", "--classifier", "{ws}/clf-k4/noisy-classifier.safetensors"], U, "is a noise-aware"),
     (["guidance-sweep", "{run}", "--scales", "-1,2"], U, "scales"),
     (["guidance-sweep", "{run}", "--scales", "x"], U, "x"),
     (["guidance-sweep", "{run}", "--scales", "nan"], U, "scales"),
@@ -622,10 +629,11 @@ def world(tmp_path_factory):
 
 
 def _write_noisy_classifiers(ws: Path) -> None:
-    """train-classifier's files for classifiers the 8x8 one-channel, ten-class run cannot use."""
+    """Classifier files the 8x8 one-channel, ten-class run cannot use (and an evaluation classifier it can)."""
     import torch
 
     from torchdiffusion.data.builtin import FASHION_NAMES
+    from torchdiffusion.evaluation.classifier import ClassifierConfig, SmallClassifier, save_classifier
     from torchdiffusion.evaluation.noisy_classifier import (
         FILE_NAME,
         NoisyClassifier,
@@ -634,6 +642,7 @@ def _write_noisy_classifiers(ws: Path) -> None:
     )
 
     torch.manual_seed(0)
+    save_classifier(SmallClassifier(ClassifierConfig(width=8, feature_dim=16)), ws / "eval-clf.safetensors")
     for folder, channels, k, card in (
         ("clf-rgb", 3, 10, {}),
         ("clf-k4", 1, 4, {}),

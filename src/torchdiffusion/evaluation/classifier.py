@@ -254,9 +254,17 @@ def load_classifier_file(path: str | Path) -> SmallClassifier:
     if "config" not in meta:
         raise ClassifierError(f"{path} has no classifier config in its metadata")
     try:
-        net = SmallClassifier(ClassifierConfig(**json.loads(meta["config"])))
+        config = json.loads(meta["config"])
+        if isinstance(config, dict) and "sigma_data" in config:  # NoisyClassifierConfig's: the other kind
+            raise ClassifierError(
+                f"{path} is a noise-aware classifier (for 'sample --classifier'); this needs an evaluation "
+                "classifier of clean images ('torchdiffusion train-classifier RUN --evaluation')"
+            )
+        net = SmallClassifier(ClassifierConfig(**config))
         net.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError) as e:  # another network's weights or config
+        if isinstance(e, ClassifierError):
+            raise
         raise ClassifierError(f"{path} does not hold this classifier ({_first_line(e)})") from None
     return net.eval()
 

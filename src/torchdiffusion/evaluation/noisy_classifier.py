@@ -147,7 +147,13 @@ def load_noisy_classifier(path: str | Path, device: str | torch.device = "cpu") 
         raise ClassifierError(f"no noise-aware classifier at {path} (train one with 'torchdiffusion train-classifier')")
     try:
         meta, state = read_classifier_file(path)
-        net = NoisyClassifier(NoisyClassifierConfig(**json.loads(meta["config"])))
+        config = json.loads(meta["config"])
+        if isinstance(config, dict) and "dropout" in config and "sigma_data" not in config:  # ClassifierConfig's
+            raise ClassifierError(
+                f"{path} is an evaluation classifier of clean images; classifier guidance needs a noise-aware one "
+                "('torchdiffusion train-classifier RUN', without --evaluation)"
+            )
+        net = NoisyClassifier(NoisyClassifierConfig(**config))
         net.load_state_dict(state)
     except (SafetensorError, KeyError, TypeError, RuntimeError, json.JSONDecodeError, OSError) as e:
         raise ClassifierError(f"{path} is not a noise-aware classifier file ({type(e).__name__})") from None
