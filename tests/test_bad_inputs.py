@@ -217,6 +217,9 @@ CASES = [
     (["sample", "{run}", "--out", "{ws}/ae/autoencoder.png"], U, "would replace autoencoder.json"),
     (["sample", "{run}", "--out", "{ws}/ae/reconstructions.png"], U, "would replace reconstructions.png"),
     (["sample", "{run}", "--out", "{ws}/tuned/grids/dpmpp_2m-nfe4.png"], U, "would replace grids/dpmpp_2m-nfe4.json"),
+    # the files written beside a named output replace only a command's earlier outputs, never the user's own
+    (["sample", "{run}", "--out", "{ws}/array.png"], U, "would replace a file no torchdiffusion command wrote"),
+    (["sample", "{run}", "--out", "{ws}/trunc.png", "--save-npy"], U, "trunc.npy (beside"),
     (["sample", "{run}", "--classifier-scale", "nan"], U, "--classifier-scale"),
     (["sample", "{run}", "--classifier-scale", "2"], U, "add --classifier"),  # read by nothing: refused
     (["sample", "{run}", "--grid", "uniform_t", "--rho", "3"], U, "--rho shapes the karras grid"),

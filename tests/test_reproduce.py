@@ -2,6 +2,7 @@
 a manifest and a damaged run are refused in one line (exit 2); a changed artefact is reported as different."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,16 @@ def test_regenerated_files_never_replace_the_files_of_a_run_folder(made, tmp_pat
     assert Redirect(run, tmp_path / "made").route(tmp_path / "made" / "new.png") == run / "new.png"
     # a config.json alone (sample's settings) does not make a folder a run folder: the same sample writes again
     assert main(["sample", str(run), "--n", "2", "--steps", "2", "--out", str(art)]) == 0
+
+
+def test_the_same_command_writes_its_outputs_again(made, tmp_path):
+    """The files sample writes beside its picture (settings .json, GIF, .npy) replace an earlier command's outputs
+    (their manifests, or the picture's, say so), but not a file of the user's own of that name."""
+    import shutil
+
+    out = Path(shutil.copytree(made / "out", tmp_path / "out"))
+    argv = ["sample", str(made / "run"), "--n", "3", "--seed", "4", "--gif", "--save-npy", "--out", str(out / "g.png")]
+    assert main(argv) == 0
+    (out / "g.npy.manifest.json").unlink()  # now g.npy is not known to be an output
+    assert main(argv) == 2
+    assert main(argv[:7] + argv[8:]) == 0  # without --save-npy nothing is written over it

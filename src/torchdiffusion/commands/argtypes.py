@@ -110,7 +110,9 @@ def check_output_file(path: str | Path, sidecars: tuple[str, ...] = ()) -> Path:
     """Refuse an output file path that cannot be written, before any work: a folder, a parent that is a
     file, or a read-only/unwritable place. (A full disk only shows while writing; the writers clean up.)
     ``sidecars``: the suffixes of the files written beside it (``sample``'s ``.json``, ``.gif``, ``.npy``);
-    neither it nor they may replace a file a run folder is made of (:func:`refuse_folder_record`)."""
+    neither it nor they may replace a file a run folder is made of (:func:`refuse_folder_record`), and they -
+    which the user did not name - may replace only an earlier output of a command (the user's own data
+    ``x.npy`` stays when a picture is asked for as ``x.png``)."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(p))
@@ -119,8 +121,28 @@ def check_output_file(path: str | Path, sidecars: tuple[str, ...] = ()) -> Path:
         raise PermissionError(13, "Permission denied", str(p))
     refuse_folder_record(p)
     for suffix in sidecars:
-        refuse_folder_record(p.with_suffix(suffix), beside=p)
+        q = p.with_suffix(suffix)
+        refuse_folder_record(q, beside=p)
+        if q.is_file() and not _written_by_us(q):  # the output was named; the files beside it were not
+            from ..config import ConfigError
+
+            raise ConfigError(
+                f"writing {q} (beside {p}) would replace a file no torchdiffusion command wrote; give --out "
+                "another name"
+            )
     return p
+
+
+def _written_by_us(q: Path) -> bool:
+    """Whether ``q`` is a command's output: its manifest is beside it, or - the ``.json`` record written with a
+    picture, which has none of its own (provenance.Recording.artefacts) - beside an artefact of its stem."""
+    import glob
+
+    from ..provenance import SUFFIX, manifest_path
+
+    if manifest_path(q).is_file():
+        return True
+    return q.suffix == ".json" and any(q.parent.glob(glob.escape(q.stem) + ".*" + SUFFIX))
 
 
 def check_output_dir(path: str | Path, writes: tuple[str, ...] = ()) -> Path:

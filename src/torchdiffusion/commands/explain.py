@@ -341,7 +341,7 @@ def _sampled(args: argparse.Namespace) -> list:
         )
     sample = sample_config_from_args(run_.config.sample, args, run_)
     validate(replace(run_.config, sample=sample))
-    out = _out(args, run_.path / "explain", sidecars=(".gif", ".mp4"))  # the trajectory's animation
+    out = _out(args, run_.path / "explain", sidecars=(".gif", ".mp4") if args.what == "trajectory" else ())
     n = args.n if args.n is not None else {4: 16, 3: 16, 2: 4}.get(len(run_.data_shape), 500)
     seeds = list(range(sample.seed, sample.seed + n))
     if args.what == "trajectory":

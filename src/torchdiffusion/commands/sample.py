@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
-    check_output_file(out, sidecars=(".json", ".gif", ".npy"))
+    check_output_file(out, sidecars=(".json", *((".gif",) if args.gif else ()), *((".npy",) if args.save_npy else ())))
     paths = write_samples(run_, sample, out, gif=args.gif, save_npy=args.save_npy, cond=cond, uncond=uncond, wrap=wrap)
     for p in paths:
         print(p)
