@@ -384,6 +384,7 @@ CASES = [
     (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "{full}/eval"], E, "space"),
     (["evaluate", "{ws}/missing"], U, "does not exist"),
     (["evaluate", "{run}", "--n", "2", "--out", "{ws}/clip"], U, "would replace report.json of the run folder"),
+    (["evaluate", "{run}", "--n", "2", "--out", "{ws}/mine"], U, "would replace a file no torchdiffusion command"),
     (["evaluate", "{bad}/truncweights", "--metrics", "memorisation"], U, "ema.safetensors"),
     # -- bench-train --------------------------------------------------------------------------------------------
     (["bench-train", "--shape", "1,28"], U, "--shape"),
@@ -606,6 +607,8 @@ def world(tmp_path_factory):
     (named / "run.json").write_text(json.dumps({**info, "class_names": [str(d) for d in range(10)]}))
     write_run(ws / "toy", "toy-2d", ["model.mlp_width=8"], (2,))
     _write_noisy_classifiers(ws)
+    (ws / "mine").mkdir()  # a folder of the user's own, with a page named like an evaluation's
+    (ws / "mine" / "summary.html").write_text("<p>my notes</p>\n")
     (ws / "pics").mkdir()  # a folder of images to train on
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(ws / "pics" / f"{i}.png")

@@ -118,14 +118,17 @@ def test_a_later_evaluation_leaves_no_picture_of_an_earlier_one(tiny_run, tmp_pa
 
 
 def test_an_evaluation_removes_no_picture_another_command_wrote(tiny_run, tmp_path, monkeypatch):
-    """--out a folder that holds a picture named like an evaluation's, written by sample (its manifest says so) or
-    by no command of ours (no manifest, and no earlier report there): the evaluation leaves it as it was."""
+    """--out a folder that holds a picture named like an evaluation's, written by sample (its manifest says so):
+    the evaluation leaves it as it was; one no command wrote (no manifest): the evaluation is refused."""
     monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "figures"
     assert main(["sample", str(tiny_run), "--n", "2", "--steps", "2", "--out", str(out / "samples.png")]) == 0
-    out.joinpath("profiles.png").write_bytes(b"a figure of the user's own")
     kept = {p.name: p.read_bytes() for p in out.iterdir()}
     assert "samples.png.manifest.json" in kept
     nll = ["--metrics", "nll", "--nll-n", "2", "--ode-steps", "1", "--vlb-timesteps", "2"]
     assert main(["evaluate", str(tiny_run), *nll, "--out", str(out)]) == 0  # draws no samples: writes no pictures
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in kept} == kept
+    out.joinpath("profiles.png").write_bytes(b"a figure of the user's own")  # no command wrote it: refused outright
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["evaluate", str(tiny_run), *nll, "--out", str(out)]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept

@@ -145,15 +145,23 @@ def _written_by_us(q: Path) -> bool:
     return q.suffix == ".json" and any(q.parent.glob(glob.escape(q.stem) + ".*" + SUFFIX))
 
 
-def check_output_dir(path: str | Path, writes: tuple[str, ...] = ()) -> Path:
+def check_output_dir(path: str | Path, writes: tuple[str, ...] = (), only_ours: bool = False) -> Path:
     """Refuse an output folder that is a file, sits under a file, or cannot be written, before any work;
-    ``writes``: the names the command writes in it, none of which may replace a file of a run folder."""
+    ``writes``: the names the command writes in it, none of which may replace a file of a run folder - nor,
+    with ``only_ours`` (a command that records manifests), a file no command wrote (the user named the folder,
+    not the files)."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise NotADirectoryError(20, "Not a directory", str(p))
     _check_output_dir_path(p)
     for name in writes:
         refuse_folder_record(p / name)
+        if only_ours and (p / name).is_file() and not _written_by_us(p / name):
+            from ..config import ConfigError
+
+            raise ConfigError(
+                f"writing {p / name} would replace a file no torchdiffusion command wrote; choose another folder"
+            )
     return p
 
 
