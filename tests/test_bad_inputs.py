@@ -450,6 +450,7 @@ CASES = [
     # a classifier must read the run's data and name its classes: no CNN of images for points, no classifier of
     # another data set (its class k is another thing) - refused before anything is sampled
     (["guidance-sweep", "{ws}/named", "--classifier", "fashion_mnist"], U, "was trained on the classes T-shirt/top"),
+    (["guidance-sweep", "{run}", "--out", "{ws}/mine"], U, "would replace a file no torchdiffusion command wrote"),
     (["train", "--preset", "digits-test", *FASHION_EVAL, "--out", "{cwd}/run"], U, "fashion_mnist was trained on"),
     (["guidance-sweep", "{ws}/toy", "--classifier", "mnist5k"], U, "holds vector data"),
     (["evaluate", "{ws}/named", "--metrics", "classes", "--classifier", "fashion_mnist"], U, "on the classes T-shirt"),
@@ -609,6 +610,7 @@ def world(tmp_path_factory):
     _write_noisy_classifiers(ws)
     (ws / "mine").mkdir()  # a folder of the user's own, with a page named like an evaluation's
     (ws / "mine" / "summary.html").write_text("<p>my notes</p>\n")
+    (ws / "mine" / "grid.png").write_bytes(rng.bytes(64))
     (ws / "pics").mkdir()  # a folder of images to train on
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(ws / "pics" / f"{i}.png")

@@ -183,8 +183,12 @@ def write_json(obj: dict, path: Path) -> Path:
     return atomic_write(path, json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2) + "\n")
 
 
+SWEEP_FILES = ("sweep.json", "sweep.png", "grid.png")  # what save_sweep writes in its folder
+
+
 def save_sweep(result: dict, out: Path, title: str = "") -> list[Path]:
-    """``out``/sweep.json (the numbers), sweep.png (:func:`plot_sweep`) and grid.png (:func:`plot_grid`)."""
+    """``out``/sweep.json (the numbers), sweep.png (:func:`plot_sweep`) and grid.png (:func:`plot_grid`): the
+    :data:`SWEEP_FILES`."""
     return [
         write_json(result, out / "sweep.json"),
         plot_sweep(result, out / "sweep.png", title),
