@@ -149,7 +149,10 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     assert filled[0][0] == "1" and filled[0][2] == "c1" and filled[1][1] == "-2"  # known cells kept
     assert all(cell for row in filled for cell in row)
     _csv(tmp_path / "x.csv", ["1.0,,c7"], header="u,v,kind")
+    mine = b"a picture of the user's own"
+    (tmp_path / "mine.png").write_bytes(mine)  # where a sample --out mine.csv would draw its picture
     for args, msg in [
+        (("sample", run, "--n", "2", "--out", tmp_path / "mine.csv"), "mine.png (beside"),
         (("impute", run, "--csv", tmp_path / "x.csv", "--out", tmp_path / "g.csv"), "'c7', unseen in training"),
         (("sample", run, "--given", "kind=c9", "--out", tmp_path / "g.csv"), "'c9', unseen in training"),
         (("explain", "trajectory", run, "--out", tmp_path / "g.png"), "holds table data (see 'explain table-forward')"),
@@ -177,6 +180,7 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
     assert not (tmp_path / "g.csv").exists() and not (tmp_path / "r2" / "config.json").exists()
     assert not (tmp_path / "g.png").exists() and not (tmp_path / "g").exists()
+    assert not (tmp_path / "mine.csv").exists() and (tmp_path / "mine.png").read_bytes() == mine
 
 
 def test_explain_table_forward_draws_and_refuses_other_data(tmp_path):

@@ -41,10 +41,11 @@ alone scores real images and draws no samples."""
 
 
 def _eval_files() -> tuple[str, ...]:
-    """The files an evaluation writes in its folder (evaluation.evaluate.EVAL_FILES)."""
+    """The files an evaluation writes in its folder (evaluation.evaluate.EVAL_FILES, and a table's or sequence's
+    samples as rows or lines)."""
     from ..evaluation.evaluate import EVAL_FILES
 
-    return EVAL_FILES
+    return (*EVAL_FILES, "samples.csv", "samples.txt")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -404,7 +404,7 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_.path / "samples" / f"{run_.kind}-seed{sample.seed}{suffix}"
     if out.suffix.lower() != suffix:
         raise ConfigError(f"--out must end in {suffix} for {run_.kind} samples, got {out}")
-    check_output_file(out)
+    check_output_file(out, sidecars=(".png",))  # kinds.save draws them beside
     schema = schema_of(run_.info, run_.kind)
     known = mask = None
     if args.given:
