@@ -456,7 +456,11 @@ CASES = [
     (["evaluate", "{ws}/named", "--metrics", "classes", "--classifier", "fashion_mnist"], U, "on the classes T-shirt"),
     (["sample", "{ws}/named", "--class", "1", "--classifier", "{ws}/clf-fashion"], U, "on the classes T-shirt/top"),
     (["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-rgb"], U, "reads 3-channel images"),
-    (["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-k4"], U, "tells 4 classes apart; this run has 10"),
+    (
+        ["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-k4"],
+        U,
+        "tells 4 classes apart; this run is conditioned on 10",
+    ),
     (["sample", "{ws}/toy", "--class", "1", "--classifier", "{ws}/clf-rgb"], U, "holds vector data"),
     # the two kinds of classifier file, each given where the other is needed
     (

@@ -59,9 +59,12 @@ def watch_writes(watcher: WriteWatcher | None) -> Iterator[WriteWatcher | None]:
 def cache_dir(*parts: str) -> Path:
     """``$TORCHDIFFUSION_CACHE`` (default ``~/.cache/torchdiffusion``), or a sub-folder of it."""
     root = os.environ.get(CACHE_ENV)
-    if root and Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():
+    if not root:
+        return Path.home().joinpath(".cache", "torchdiffusion", *parts)
+    base = Path(root).expanduser()
+    if base.exists() and not base.is_dir():
         raise ValueError(f"{CACHE_ENV}={root} is a file; point it at a folder for the cache (or unset it)")
-    return Path(root, *parts).expanduser() if root else Path.home().joinpath(".cache", "torchdiffusion", *parts)
+    return base.joinpath(*parts)
 
 
 def temp_name(path: Path) -> Path:

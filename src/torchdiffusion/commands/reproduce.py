@@ -139,6 +139,7 @@ def environment_note(m: dict) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from ..provenance import artefact_digest, compare, read_manifest
     from .argtypes import check_output_dir
+    from .sample import SIDECARS
 
     where = Path(args.manifest)
     m = read_manifest(where)
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     written_at = Path(str(art.get("path") or where.parent / art["name"]))
     original = where.parent / art["name"]  # beside its manifest, wherever the two were moved
     # the artefact and what sample writes beside it land in --out (checked again at every write: Redirect.route)
-    beside = (art["name"], *(Path(art["name"]).with_suffix(s).name for s in (".json", ".gif", ".npy")))
+    beside = (art["name"], *(Path(art["name"]).with_suffix(s).name for s in SIDECARS))
     out = (
         check_output_dir(args.out, writes=beside)
         if args.out

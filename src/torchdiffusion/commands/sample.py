@@ -27,6 +27,9 @@ EXAMPLES = """examples:
   torchdiffusion sample --list-samplers"""
 
 
+SIDECARS = (".json", ".gif", ".npy")  # what write_samples puts beside its picture: settings, --gif, --save-npy
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", help="run folder written by 'torchdiffusion train', or a diffusers model folder")
     add_sampling_arguments(p)
@@ -148,31 +151,25 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
 def check_noisy_classifier(run_, clf, spec) -> None:
     """GuidanceError (one line) unless the noise-aware classifier ``clf`` can steer ``run_``: it reads (C, H, W)
     images of the run's channels, tells a class-conditional run's classes apart, and - where its card
-    (``noisy-classifier.json``) and the run both name their classes - the same ones."""
+    (``noisy-classifier.json``) and the run both name their classes - the same ones
+    (``evaluate.refuse_unfit_classifier``, as for the evaluation classifiers)."""
     import json
     from pathlib import Path
 
-    from ..evaluation.evaluate import EvaluateError, refuse_other_classes
+    from ..evaluation.evaluate import EvaluateError, refuse_unfit_classifier
     from ..evaluation.noisy_classifier import FILE_NAME
     from ..guidance import GuidanceError
 
     if run_.kind != "image" or len(run_.data_shape) != 3:
         raise GuidanceError(f"classifier guidance steers images by a CNN; {run_.path} holds {run_.kind} data")
-    if run_.data_shape[0] != clf.cfg.in_channels:
-        raise GuidanceError(
-            f"--classifier {spec} reads {clf.cfg.in_channels}-channel images; this run makes {run_.data_shape[0]}-"
-            "channel ones"
-        )
-    k = run_.config.model.num_classes
-    if k > 0 and clf.cfg.num_classes != k:
-        raise GuidanceError(f"--classifier {spec} tells {clf.cfg.num_classes} classes apart; this run has {k}")
     card = Path(spec) / FILE_NAME if Path(spec).is_dir() else Path(spec)
     try:
         theirs = json.loads(card.with_suffix(".json").read_text()).get("classes")
     except (OSError, ValueError, AttributeError):
         theirs = None
+    channels, k, names = run_.data_shape[0], run_.config.model.num_classes, run_.info.get("class_names")
     try:
-        refuse_other_classes("--classifier", str(spec), theirs, run_.info.get("class_names"))
+        refuse_unfit_classifier("--classifier", str(spec), clf.cfg, theirs, channels, k, names)
     except EvaluateError as e:
         raise GuidanceError(str(e)) from None
 
@@ -248,7 +245,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
-    check_output_file(out, sidecars=(".json", *((".gif",) if args.gif else ()), *((".npy",) if args.save_npy else ())))
+    json_, gif, npy = SIDECARS  # the settings record always, the GIF and array when asked for
+    asked = (json_, *((gif,) if args.gif else ()), *((npy,) if args.save_npy else ()))
+    check_output_file(out, sidecars=asked)
     paths = write_samples(run_, sample, out, gif=args.gif, save_npy=args.save_npy, cond=cond, uncond=uncond, wrap=wrap)
     for p in paths:
         print(p)
@@ -307,9 +306,9 @@ def write_samples(
     if run_.kind == "image" and channel_note(x.shape[1]):
         print(channel_note(x.shape[1]), file=sys.stderr)
     if save_npy:
-        paths.append(atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, x.numpy())))
+        paths.append(atomic_write(out.with_suffix(SIDECARS[2]), lambda f: np.save(f, x.numpy())))
     if recorder is not None:
-        paths.append(recorder.save(out.with_suffix(".gif"), run_.kind, codec=run_.codec))
+        paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.
     paths.append(
         save_json(
@@ -326,7 +325,7 @@ def write_samples(
                 "run_config": dataclasses.asdict(run_.config),
                 "files": [p.name for p in paths],
             },
-            out.with_suffix(".json"),
+            out.with_suffix(SIDECARS[0]),
         )
     )
     return paths

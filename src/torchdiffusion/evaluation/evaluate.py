@@ -108,25 +108,36 @@ def fitting_classifier(
         net = classifier_from(spec)
     except ClassifierError as e:
         raise EvaluateError(f"{name}: {e}") from None
-    refuse_other_classes(name, spec, classifier_card_of(spec).get("classes"), names)
-    if net.cfg.dims != 2 or net.cfg.in_channels != channels:
-        raise EvaluateError(
-            f"{name} {spec} reads {net.cfg.in_channels}-channel images; this run makes {channels}-channel ones"
-        )
-    if num_classes > 0 and net.cfg.num_classes != num_classes:
-        raise EvaluateError(
-            f"{name} {spec} tells {net.cfg.num_classes} classes apart; this run is conditioned on {num_classes}"
-        )
+    refuse_unfit_classifier(name, spec, net.cfg, classifier_card_of(spec).get("classes"), channels, num_classes, names)
     return net
 
 
-def refuse_other_classes(name: str, spec: str, theirs: Sequence[str] | None, ours: Sequence[str] | None) -> None:
-    """EvaluateError (one line) when a classifier's recorded classes and the run's class names both exist and
-    differ: its class k is another thing than the run's class k (a classifier of another data set)."""
+def refuse_unfit_classifier(
+    name: str,
+    spec: str,
+    cfg,
+    theirs: Sequence[str] | None,
+    channels: int,
+    num_classes: int,
+    ours: Sequence[str] | None,
+) -> None:
+    """EvaluateError (one line, starting with ``name``) unless a classifier - its network config ``cfg`` (an
+    evaluation or a noise-aware classifier's) and the classes its card names, ``theirs`` - fits a run: where both
+    name their classes, the run's ``ours`` (else its class k is another thing than the run's class k: a classifier
+    of another data set); images of ``channels`` channels; for a class-conditional run (``num_classes`` > 0),
+    that many classes."""
     if theirs and ours and [str(c) for c in theirs] != [str(c) for c in ours]:
         show = lambda cs: ", ".join(map(str, cs[:4])) + (", ..." if len(cs) > 4 else "")
         raise EvaluateError(
             f"{name} {spec} was trained on the classes {show(list(theirs))}; this run's are {show(list(ours))}"
+        )
+    if getattr(cfg, "dims", 2) != 2 or cfg.in_channels != channels:
+        raise EvaluateError(
+            f"{name} {spec} reads {cfg.in_channels}-channel images; this run makes {channels}-channel ones"
+        )
+    if num_classes > 0 and cfg.num_classes != num_classes:
+        raise EvaluateError(
+            f"{name} {spec} tells {cfg.num_classes} classes apart; this run is conditioned on {num_classes}"
         )
 
 

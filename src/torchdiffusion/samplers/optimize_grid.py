@@ -319,6 +319,11 @@ def grid_path(run_dir: str | Path, sampler: str, nfe: int) -> Path:
     return Path(run_dir) / "grids" / f"{sampler}-nfe{nfe}.json"
 
 
+def tuned_grid_files(grid_dir: str | Path) -> list[Path]:
+    """Every grid file of ``grid_dir`` (``<sampler>-nfe<N>.json``, :func:`grid_path`'s names), sorted."""
+    return sorted(Path(grid_dir).glob("*-nfe*.json"))
+
+
 # Grids another sampler's tuned grid serves: DDIM with eta = 0 takes the Euler step of the probability-flow ODE in
 # sigma (Karras et al. 2022 Sec. 3), so euler walks a grid tuned for ddim (interpolate's --method euler on a
 # progressive student). Not the other way: ddim may be asked for eta > 0. One evaluation per step for both.

@@ -84,7 +84,9 @@ def _discard_states(out: Path, ckpt_dir: Path) -> None:
             p.unlink()
     (ckpt_dir / "latest").unlink(missing_ok=True)
     (out / "metrics.jsonl").unlink(missing_ok=True)
-    tuned = sorted((out / "grids").glob("*-nfe*.json"))
+    from ..samplers.optimize_grid import tuned_grid_files
+
+    tuned = tuned_grid_files(out / "grids")
     for p in tuned:
         p.unlink()
     if tuned:
