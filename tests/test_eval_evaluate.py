@@ -132,3 +132,15 @@ def test_an_evaluation_removes_no_picture_another_command_wrote(tiny_run, tmp_pa
     kept = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(["evaluate", str(tiny_run), *nll, "--out", str(out)]) == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == kept
+
+
+def test_an_evaluation_without_manifests_is_evaluated_again(tiny_run, tmp_path, monkeypatch):
+    """A folder an evaluation wrote without manifests (stopped by Ctrl-C after its report, or the library) is
+    known by its report.json: the same evaluation into it again replaces its files."""
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "ev"
+    argv = ["evaluate", str(tiny_run), "--features", "raw", "--metrics", "fd", "--n", "8", "--steps", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    for m in out.glob("*.manifest.json"):
+        m.unlink()
+    assert main([*argv, "--out", str(out)]) == 0

@@ -110,9 +110,9 @@ def check_output_file(path: str | Path, sidecars: tuple[str, ...] = ()) -> Path:
     """Refuse an output file path that cannot be written, before any work: a folder, a parent that is a
     file, or a read-only/unwritable place. (A full disk only shows while writing; the writers clean up.)
     ``sidecars``: the suffixes of the files written beside it (``sample``'s ``.json``, ``.gif``, ``.npy``);
-    neither it nor they may replace a file a run folder is made of (:func:`refuse_folder_record`), and they -
-    which the user did not name - may replace only an earlier output of a command (the user's own data
-    ``x.npy`` stays when a picture is asked for as ``x.png``)."""
+    neither it nor they may replace a file a run folder is made of (:func:`refuse_folder_record`), and the
+    sidecars, which the user did not name, only a command's earlier outputs (:func:`_ours`): the user's own data
+    ``x.npy`` stays when a picture is asked for as ``x.png``."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(p))
@@ -123,46 +123,60 @@ def check_output_file(path: str | Path, sidecars: tuple[str, ...] = ()) -> Path:
     for suffix in sidecars:
         q = p.with_suffix(suffix)
         refuse_folder_record(q, beside=p)
-        if q.is_file() and not _written_by_us(q):  # the output was named; the files beside it were not
-            from ..config import ConfigError
-
-            raise ConfigError(
-                f"writing {q} (beside {p}) would replace a file no torchdiffusion command wrote; give --out "
-                "another name"
-            )
+        _refuse_foreign(q, None, f"{q} (beside {p})", "give --out another name")  # the output was named; not these
     return p
 
 
-def _written_by_us(q: Path) -> bool:
-    """Whether ``q`` is a command's output: its manifest is beside it, or - the ``.json`` record written with a
-    picture, which has none of its own (provenance.Recording.artefacts) - beside an artefact of its stem."""
-    import glob
-
-    from ..provenance import SUFFIX, manifest_path
-
-    if manifest_path(q).is_file():
-        return True
-    return q.suffix == ".json" and any(q.parent.glob(glob.escape(q.stem) + ".*" + SUFFIX))
-
-
-def check_output_dir(path: str | Path, writes: tuple[str, ...] = (), only_ours: bool = False) -> Path:
+def check_output_dir(
+    path: str | Path, writes: tuple[str, ...] = (), record: tuple[str, tuple[str, ...]] | None = None
+) -> Path:
     """Refuse an output folder that is a file, sits under a file, or cannot be written, before any work;
-    ``writes``: the names the command writes in it, none of which may replace a file of a run folder - nor,
-    with ``only_ours`` (a command that records manifests), a file no command wrote (the user named the folder,
-    not the files)."""
+    ``writes``: the names the command writes in it, none of which may replace a file of a run folder - nor, with
+    ``record`` (the name and keys of the JSON record the command writes there, e.g. evaluate's report.json), a
+    file of the user's own (the user named the folder, not the files; :func:`_ours`)."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise NotADirectoryError(20, "Not a directory", str(p))
     _check_output_dir_path(p)
     for name in writes:
         refuse_folder_record(p / name)
-        if only_ours and (p / name).is_file() and not _written_by_us(p / name):
-            from ..config import ConfigError
-
-            raise ConfigError(
-                f"writing {p / name} would replace a file no torchdiffusion command wrote; choose another folder"
-            )
+        if record is not None:
+            _refuse_foreign(p / name, record, str(p / name), "choose another folder")
     return p
+
+
+def _refuse_foreign(q: Path, record: tuple[str, tuple[str, ...]] | None, what: str, hint: str) -> None:
+    """ConfigError (one line) when ``q`` exists and is not a command's output (:func:`_ours`)."""
+    from ..config import ConfigError
+
+    if q.is_file() and not _ours(q, record):
+        raise ConfigError(f"writing {what} would replace a file no torchdiffusion command wrote; {hint}")
+
+
+def _ours(q: Path, record: tuple[str, tuple[str, ...]] | None = None) -> bool:
+    """Whether ``q`` is a command's output: its manifest is beside it; or it is the ``.json`` record written with
+    a picture, which has none of its own (provenance.Recording.artefacts), beside an artefact of its stem; or
+    ``record`` - the (name, keys) of the JSON record a command writes in its output folder - is in ``q``'s folder,
+    holds those keys and has no manifest: the folder is that command's, written by a run that wrote no manifests
+    (stopped by Ctrl-C, or the library). (Where the record has its manifest, so does every file of that run.)"""
+    import glob
+    import json
+
+    from ..provenance import SUFFIX, manifest_path
+
+    if manifest_path(q).is_file():
+        return True
+    if q.suffix == ".json" and any(q.parent.glob(glob.escape(q.stem) + ".*" + SUFFIX)):
+        return True
+    if record is None:
+        return False
+    if manifest_path(q.parent / record[0]).is_file():
+        return False
+    try:
+        doc = json.loads((q.parent / record[0]).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and all(k in doc for k in record[1])
 
 
 def folder_record(p: Path) -> Path | None:

@@ -40,6 +40,9 @@ run and the pip install that fixes it, the small-n bias of FD) are printed on st
 alone scores real images and draws no samples."""
 
 
+REPORT_RECORD = ("report.json", ("run", "metrics"))  # an evaluation's folder is known by its report
+
+
 def _eval_files() -> tuple[str, ...]:
     """The files an evaluation writes in its folder (evaluation.evaluate.EVAL_FILES, and a table's or sequence's
     samples as rows or lines)."""
@@ -175,7 +178,9 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
         raise ValueError(
             "--metrics/--features/--classifier choose image metrics; table and sequence runs report all of theirs"
         )
-    out = check_output_dir(args.out or Path(args.run) / "eval", writes=_eval_files(), only_ours=True)
+    out = check_output_dir(
+        args.out or Path(args.run) / "eval", writes=_eval_files(), record=("report.json", ("run", "metrics"))
+    )
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     run_ = load_run(args.run)
@@ -206,7 +211,9 @@ def evaluate_signals(args: argparse.Namespace) -> int:
 
     if args.metrics != DEFAULT_METRICS or args.features or args.classifier:
         raise ValueError("--metrics/--features/--classifier choose image metrics; signal runs report all of theirs")
-    out = check_output_dir(args.out or Path(args.run) / "eval", writes=_eval_files(), only_ours=True)
+    out = check_output_dir(
+        args.out or Path(args.run) / "eval", writes=_eval_files(), record=("report.json", ("run", "metrics"))
+    )
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     run_ = load_run(args.run)
@@ -276,7 +283,7 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     run = Path(args.run)
     if not (run / "config.json").is_file():
         return metrics, feats, args.vlb_timesteps or None  # evaluate() names what is missing
-    check_output_dir(args.out or run / "eval", writes=_eval_files(), only_ours=True)
+    check_output_dir(args.out or run / "eval", writes=_eval_files(), record=REPORT_RECORD)
     cfg = from_json((run / "config.json").read_text())
     T, vlb = cfg.diffusion.T, args.vlb_timesteps
     if vlb is None:

@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if args.n_per_class < 1:
         raise GuidanceError("--n-per-class must be >= 1")
     run_ = load_run(args.run)
-    out = check_output_dir(args.out or run_.path / "guidance-sweep", writes=SWEEP_FILES, only_ours=True)
+    out = check_output_dir(
+        args.out or run_.path / "guidance-sweep", writes=SWEEP_FILES, record=("sweep.json", ("run", "scales"))
+    )
     m = run_.config.model
     mode = args.mode or ("class" if m.num_classes > 0 else "context")
     if run_.kind != "image":
