@@ -142,6 +142,35 @@ def test_regenerated_files_never_replace_the_files_of_a_run_folder(made, tmp_pat
     assert main(["sample", str(run), "--n", "2", "--steps", "2", "--out", str(art)]) == 0
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError(28, "No space left on device")], ids=["ctrl-c", "disk"])
+def test_a_stopped_command_marks_what_it_wrote_and_runs_again(made, tmp_path, monkeypatch, capsys, stop):
+    """A command stopped between its outputs (Ctrl-C while the GIF is written, after the picture and the .npy)
+    leaves whole files whose manifests say it stopped; the same command again replaces them (they are its own),
+    and their manifests then say it finished."""
+    from torchdiffusion.commands import sample as S
+
+    out = tmp_path / "g.png"
+    argv = ["sample", str(made / "run"), "--n", "3", "--seed", "4", "--gif", "--save-npy", "--out", str(out)]
+
+    def stopped(*a, **k):
+        raise stop
+
+    with monkeypatch.context() as m:
+        m.setattr(S.Recorder, "save", stopped)
+        assert main(argv) != 0
+    assert out.is_file() and out.with_suffix(".npy").is_file() and not out.with_suffix(".gif").exists()
+    m_npy = json.loads(P.manifest_path(out.with_suffix(".npy")).read_text())
+    assert m_npy["stopped"] == ("Ctrl-C" if stop is KeyboardInterrupt else "OSError: No space left on device")
+    assert P.read_manifest(P.manifest_path(out))["stopped"] == m_npy["stopped"]
+    capsys.readouterr()
+    assert main(["reproduce", str(P.manifest_path(out.with_suffix(".npy")))]) == 0  # the whole command runs again
+    out_, err = capsys.readouterr()
+    assert out_.startswith("g.npy: bit-identical") and f"stopped before it finished ({m_npy['stopped']})" in err
+    assert main(argv) == 0  # its own outputs: replaced, not refused as the user's files
+    for name in ("g.png", "g.npy", "g.gif"):
+        assert "stopped" not in json.loads(P.manifest_path(tmp_path / name).read_text())
+
+
 def test_the_same_command_writes_its_outputs_again(made, tmp_path):
     """The files sample writes beside its picture (settings .json, GIF, .npy) replace an earlier command's outputs
     (their manifests, or the picture's, say so), but not a file of the user's own of that name."""

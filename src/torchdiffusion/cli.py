@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 return int(args._run(args) or 0)
             with recording(args.command, sys.argv[1:] if argv is None else list(argv)) as rec:
                 rc = int(args._run(args) or 0)
-                if rc != 0:
-                    rec.files.clear()  # a command that did not succeed vouches for nothing
+                if rc != 0:  # its manifests say the command did not finish
+                    rec.stopped = f"exit status {rc}"
             return rc
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: stop now, one line, exit 128 + signal number
         close_bars()

@@ -13,7 +13,8 @@ we write: grids, GIFs, .npy, reports, edits, explain pictures, exports)::
                    "guidance", "wrappers", "conditioning", "device", "precision"}],
      "environment": {"torchdiffusion", "torch", "numpy", "python", "platform", "git_commit", "git_dirty",
                      "device", "threads"},
-     "date": "2026-01-01T00:00:00Z", "extra": {...}}
+     "date": "2026-01-01T00:00:00Z", "extra": {...},
+     "stopped": "Ctrl-C"}                                # only where the command stopped before it finished
 
 Two ways to write one:
 
@@ -21,8 +22,9 @@ Two ways to write one:
 - automatically, for a command whose module sets ``MANIFESTS = True``: the command line runs it inside
   :func:`recording`, which sees every file the command writes through :mod:`torchdiffusion.io`, the run that
   ``load_run`` loaded and each ``generate`` call, and writes one manifest per artefact once the command has
-  succeeded (a stopped or failed command leaves none). A command that writes a folder as one artefact (an
-  export) calls :func:`note_artefact` on it: the files under it are then listed in the folder's manifest.
+  finished (a command stopped or failed after writing some files marks their manifests ``"stopped"``). A
+  command that writes a folder as one artefact (an export) calls :func:`note_artefact` on it: the files under it
+  are then listed in the folder's manifest.
 
 ``torchdiffusion reproduce MANIFEST`` (commands/reproduce.py) runs ``command.argv`` again and compares.
 """
@@ -285,6 +287,7 @@ class Recording:
         self.files: dict[Path, None] = {}  # absolute paths, in the order written
         self.folders: list[Path] = []  # folders that are one artefact each
         self.device: str | None = None
+        self.stopped: str | None = None  # set by a command that ends unsuccessfully without an exception
 
     def route(self, path: Path) -> Path:
         return path
@@ -303,8 +306,9 @@ class Recording:
         files = [p for p in files if not (p.suffix == ".json" and (p.parent, p.stem) in stems)]
         return [*files, *(f for f in folders if f.is_dir())]
 
-    def finish(self) -> list[Path]:
-        """Write one manifest per artefact; returns their paths."""
+    def finish(self, stopped: str | None = None) -> list[Path]:
+        """Write one manifest per artefact; returns their paths. ``stopped``: why the command stopped before it
+        finished ("Ctrl-C", "SIGTERM", the error), recorded in each manifest of the files it wrote until then."""
         arts = self.artefacts()
         if not arts:
             return []
@@ -316,6 +320,8 @@ class Recording:
             sampling=_dedupe(self.sampling),
             device=self.device,
         )
+        if stopped is not None:
+            base["stopped"] = stopped
         digests = {p: artefact_digest(p)[0] for p in self.files if p.is_file() and not p.name.endswith(SUFFIX)}
         out = []
         for a in arts:
@@ -348,16 +354,35 @@ _RECORDING: ContextVar[Recording | None] = ContextVar("torchdiffusion_recording"
 
 @contextlib.contextmanager
 def recording(command: str, argv: Sequence[str]) -> Iterator[Recording]:
-    """Record a command: on success, a manifest beside each artefact it wrote (see the module docstring)."""
+    """Record a command: a manifest beside each artefact it wrote (see the module docstring). A command stopped
+    or failed after writing some of its files (Ctrl-C while its GIF is written, after the picture) marks them so
+    (``"stopped"`` in their manifests): whole files, but not all the command meant to write; the same command
+    again replaces them as its own."""
     rec = Recording(command, argv)
     token = _RECORDING.set(rec)
+    rank0 = os.environ.get("RANK", "0") in ("", "0")  # under torchrun, rank 0 writes the manifests
     try:
         with watch_writes(rec):
-            yield rec
-        if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun, rank 0 writes the manifests
-            rec.finish()
+            try:
+                yield rec
+            except BaseException as e:
+                if rank0:
+                    with contextlib.suppress(Exception):  # best effort (a full disk); the stop is what is told
+                        rec.finish(stopped=stop_reason(e))
+                raise
+        if rank0:
+            rec.finish(stopped=rec.stopped)
     finally:
         _RECORDING.reset(token)
+
+
+def stop_reason(e: BaseException) -> str:
+    """How a command stopped, in a few words: "Ctrl-C", "SIGTERM", or the error's type and first line."""
+    if isinstance(e, KeyboardInterrupt):
+        return "SIGTERM" if getattr(e, "exit_code", None) == 143 else "Ctrl-C"
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    text = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def note_run(run: Any) -> None:

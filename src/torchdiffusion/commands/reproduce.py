@@ -163,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{art['name']}: different (the command no longer writes it)")
             return EXIT_DIFFERENT
         note = environment_note(m)
+        if m.get("stopped"):
+            print(f"the command that wrote {art['name']} stopped before it finished ({m['stopped']})", file=sys.stderr)
         if note:
             print(note, file=sys.stderr)
         if not original.exists():
