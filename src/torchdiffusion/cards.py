@@ -284,6 +284,8 @@ def training_data(cfg: RunConfig, info: dict) -> str:
     ]
     where = f" (`{cfg.data.path}`)" if cfg.data.path else ""
     names = info.get("class_names") or []
+    d = cfg.data
+    bounds = ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(d.scale_lo, d.scale_hi))
     return (
         "## Training data\n\n"
         f"- **data set**: {src.title}{where}; {size}"
@@ -291,6 +293,12 @@ def training_data(cfg: RunConfig, info: dict) -> str:
         + "\n"
         f"- **source**: {src.origin}\n- **licence**: {src.licence}\n"
         + (f"- **classes**: {', '.join(map(str, names))}\n" if names else "")
+        + (
+            f"- **values**: each channel's range mapped to [-1, 1] (`data.scale={d.scale}`): {bounds}; the model "
+            "works in [-1, 1], `sample --save-npy` writes the data's units\n"
+            if d.scale_lo
+            else ""
+        )
     )
 
 

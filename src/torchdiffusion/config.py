@@ -31,6 +31,11 @@ class DataConfig:
     channels: int | None = None  # 1 (grayscale) or 3 (RGB) for folders; None keeps the native channel count
     layout: str = "auto"  # auto | NCHW | NHWC | NHW (images) | NCL (1-D signals) | NCDHW | NDHW (volumes): how
     # the array source reads axes
+    # array source: map each channel's own range to [-1, 1] (data/scale.py): auto (no map; pixel rules for images)
+    # | minmax | percentile (0.5-99.5 %, clamped). The bounds are fitted on the training rows and recorded here
+    scale: str = "auto"
+    scale_lo: tuple[float, ...] = ()  # per channel; set from the data at training (or given, to fix the map)
+    scale_hi: tuple[float, ...] = ()
     toy: str = "8gaussians"  # 8gaussians | moons | swissroll | checkerboard (toy source)
     toy_size: int = 50_000  # how many toy points to draw (toy source)
     emoji_size: int = 16  # 16 or 32 (emoji source); 64 for the latent-diffusion presets
@@ -981,6 +986,26 @@ def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
         (
             d.signal_length is None or 2 <= d.signal_length <= 1_000_000,
             f"data.signal_length must be in [2, 1e6], got {d.signal_length!r}",
+        ),
+        *_scale_checks(d),
+    ]
+
+
+def _scale_checks(d: DataConfig) -> list[tuple[bool, str]]:
+    from .data.scale import SCALES
+
+    bounds = bool(d.scale_lo or d.scale_hi)
+    return [
+        (d.scale in SCALES, f"data.scale must be one of {', '.join(SCALES)}, got {d.scale!r}"),
+        (
+            d.scale == "auto" or d.source == "array",
+            f"data.scale={d.scale} maps the values of the array source; data.source={d.source} brings its own range",
+        ),
+        (not bounds or d.scale != "auto", "data.scale_lo/scale_hi need data.scale=minmax or percentile"),
+        (
+            len(d.scale_lo) == len(d.scale_hi) and all(h > lo for lo, h in zip(d.scale_lo, d.scale_hi)),
+            f"data.scale_lo and data.scale_hi need one bound per channel each, every hi above its lo; got "
+            f"{d.scale_lo!r} and {d.scale_hi!r}",
         ),
     ]
 

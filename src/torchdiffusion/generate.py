@@ -111,6 +111,22 @@ class LoadedRun:
     def kind(self) -> str:
         return self.info.get("kind", "image" if len(self.data_shape) == 3 else "vector")
 
+    def to_data_units(self, x: Tensor) -> Tensor:
+        """Outputs (the model's [-1, 1] units) in the data's own units, by the map ``data.scale`` fitted at training
+        (data/scale.py); ``x`` itself for a run without one."""
+        from .data.scale import to_data_units
+
+        d = self.config.data
+        return to_data_units(x, d.scale_lo, d.scale_hi) if d.scale_lo else x
+
+    def to_model_units(self, x: Tensor) -> Tensor:
+        """Inputs in the data's own units (series to fill in, say) in the model's units: the inverse of
+        :meth:`to_data_units`, clamped as training clamped (``data.scale=percentile``)."""
+        from .data.scale import to_model_units
+
+        d = self.config.data
+        return to_model_units(x, d.scale_lo, d.scale_hi, clamp=d.scale == "percentile") if d.scale_lo else x
+
     def sampling_plan(self, sample: SampleConfig) -> tuple[Tensor, dict, dict]:
         """:func:`sampling_plan` of this run for ``sample``: its clamping and its tuned grids (``grids/``), the
         plan :func:`generate` samples by when handed ``grid_dir=run.path / "grids"`` (or the plan itself)."""

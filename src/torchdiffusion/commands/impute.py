@@ -128,18 +128,23 @@ def impute_signals(run_, args: argparse.Namespace) -> int:
     x = torch.from_numpy(a).float()
     if tuple(x.shape[1:]) != tuple(run_.data_shape):
         raise ConfigError(f"--series holds series of shape {tuple(x.shape[1:])}; the run's are {run_.data_shape}")
+    given = x  # in the data's own units; the model's where data.scale mapped them (NaN stays NaN)
+    x = run_.to_model_units(x)
     mask = (~torch.isnan(x)).float()
     if args.mask:
         mask = mask * make_mask(args.mask, 1, x.shape[-1])[:, :, 0]
     sample = replace(run_.config.sample, steps=args.steps or run_.config.sample.steps)
     with step_bar(None, f"impute ({args.resample} pass{'es' if args.resample > 1 else ''} per segment)") as bar:
-        y = impute(run_, x, mask, sample, seed=args.seed, resample=args.resample, jump=args.jump, bar=bar)
+        y = run_.to_data_units(
+            impute(run_, x, mask, sample, seed=args.seed, resample=args.resample, jump=args.jump, bar=bar)
+        )
+        y = torch.where(mask.bool().expand_as(y), given, y)  # the given points exactly as they were
     if out.suffix.lower() == ".npy":
         atomic_write(out, lambda f: np.save(f, y.numpy()))
     else:
         rows = y[:, 0] if y.shape[1] == 1 else y.flatten(1)
         atomic_write(out, "".join(",".join(f"{v:.7g}" for v in r.tolist()) + "\n" for r in rows))
     print(out)
-    shown = torch.where(mask.bool().expand_as(x), x, torch.full_like(x, float("nan")))
+    shown = torch.where(mask.bool().expand_as(x), given, torch.full_like(x, float("nan")))
     print(save_signals(y, out.with_suffix(".png"), reference=shown, title="filled (colour) and given points (grey)"))
     return 0

@@ -129,7 +129,9 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
             runs.append(
                 forecast(run_, h, args.right, sample, samples=args.samples, seed=seed, resample=args.resample, bar=bar)
             )
-    y = torch.stack(runs)  # (N, S, C, L0 + right)
+    # in the data's own units where data.scale mapped them: (N, S, C, L0 + right)
+    y = run_.to_data_units(torch.stack(runs).flatten(0, 1)).unflatten(0, (len(runs), args.samples))
+    history, truth = run_.to_data_units(history), None if truth is None else run_.to_data_units(truth)
     atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, y.numpy()))
     print(save_forecast(history, y, out, truth=truth))
     print(out.with_suffix(".npy"))
@@ -137,7 +139,8 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
 
 
 def _signal_inputs(run_, args: argparse.Namespace):
-    """(N, C, L) series of --series, or --n (default 3) held-out series of the run from --index."""
+    """(N, C, L) series of --series (in the data's units: mapped as training mapped them), or --n (default 3)
+    held-out series of the run from --index; in the model's units."""
     import numpy as np
     import torch
 
@@ -149,7 +152,7 @@ def _signal_inputs(run_, args: argparse.Namespace):
         a, _ = read_signal_file(args.series)
         if np.isnan(a).any():
             raise ConfigError(f"{args.series} has missing values; fill them first (torchdiffusion impute)")
-        return torch.from_numpy(a).float()
+        return run_.to_model_units(torch.from_numpy(a).float())
     from ..data import load_data
 
     split = "holdout" if run_.config.data.holdout > 0 else "train"

@@ -306,7 +306,8 @@ def write_samples(
     if run_.kind == "image" and channel_note(x.shape[1]):
         print(channel_note(x.shape[1]), file=sys.stderr)
     if save_npy:
-        paths.append(atomic_write(out.with_suffix(SIDECARS[2]), lambda f: np.save(f, x.numpy())))
+        values = run_.to_data_units(x)  # in the data's own units where data.scale mapped them
+        paths.append(atomic_write(out.with_suffix(SIDECARS[2]), lambda f: np.save(f, values.numpy())))
     if recorder is not None:
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.

@@ -46,6 +46,7 @@ from .base import (
 from .builtin import load_digits, load_fashion_mnist, load_fashion_mnist_test, load_mnist5k
 from .emoji import EMOJI_CLASSES, load_emoji
 from .files import load_array, load_folder, read_image
+from .scale import scale_data
 from .sequence import load_fasta, load_python_docs, load_sklearn_text, load_text
 from .signal import UCR_SETS, load_signal_csv, resample, ucr_loader
 from .table import SKLEARN_TABLES, load_csv_table, normalise_table, sklearn_loader
@@ -175,6 +176,8 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
         idx = holdout_idx if split == "holdout" else train_idx[: cfg.limit]
         if data.kind == "table":  # quantile knots from the training rows only, for every split
             data = normalise_table(data, train_idx[: cfg.limit])
+        if cfg.scale != "auto":  # an array's own units -> [-1, 1], bounds from the training rows (or recorded)
+            data = scale_data(data, cfg, train_idx[: cfg.limit])
         data = data.select(idx)
 
     if data.kind == "image":
@@ -218,7 +221,8 @@ def fit_conditioning(cfg: RunConfig, data: TensorData) -> RunConfig:
 
 def fit_kind(cfg: RunConfig, data: TensorData) -> RunConfig:
     """``cfg`` with what the data kind decides: a table's category counts (``model.categories``) and a sequence's
-    vocabulary size (``model.vocab``), both from the data; the network must be the kind's (``NET_OF_KIND``).
+    vocabulary size (``model.vocab``), both from the data, and an array's value bounds (``data.scale_lo``,
+    ``data.scale_hi``, data/scale.py); the network must be the kind's (``NET_OF_KIND``).
 
     Raises:
         ConfigError: a table or sequence trained with another network, or a table/sequence network on other data.
@@ -228,6 +232,9 @@ def fit_kind(cfg: RunConfig, data: TensorData) -> RunConfig:
     special = ("table", "transformer")
     if (kind in ("table", "sequence") or m.net in special) and m.net != wanted:
         raise ConfigError(f"{kind} data is modelled by model.net={wanted}, not model.net={m.net}")
+    if data.value_range is not None:  # data.scale: the bounds fitted to the training rows, recorded in config.json
+        lo, hi = data.value_range
+        cfg = replace(cfg, data=replace(cfg.data, scale_lo=tuple(lo), scale_hi=tuple(hi)))
     if kind == "table":
         return replace(cfg, model=replace(m, categories=data.schema.num_categories))
     if kind == "sequence":

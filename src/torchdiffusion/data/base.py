@@ -66,6 +66,8 @@ class TensorData:
         schema: what a table's columns or a sequence's symbols are (TableSchema / Vocabulary), or None.
         groups: (N,) long ids of examples that are variants of one item (an emoji's skin tones), or None;
             the held-out split keeps each group whole.
+        value_range: ``data.scale``'s per-channel (lo, hi) that mapped an array's own units to ``x``
+            (data/scale.py), or None.
     """
 
     x: Tensor
@@ -77,6 +79,7 @@ class TensorData:
     name: str = ""
     schema: Any = None
     groups: Tensor | None = None
+    value_range: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]

@@ -26,10 +26,11 @@ Arrays (the ``array`` source, ``data.path`` a ``.npy`` or ``.npz``):
     of size <= 4, else the smaller of the two; 5-D arrays are volumes ``(N, C, D, H, W)`` (kind "volume"), and
     a 4-D array of single-channel volumes ``(N, D, H, W)`` needs ``data.layout=NDHW``.
   * Vector, signal and volume values are kept as they are (scale them to about [-1, 1], the range the noise levels
-    are made for).
+    are made for), unless ``data.scale`` maps each channel's range to [-1, 1] (data/scale.py).
   * Image values: uint8 (or any integers within 0..255) are 8-bit pixels; booleans and floats with min >= 0 and max <= 1
     are [0, 1] and mapped to [-1, 1]; other floats within [-1, 1] are kept. Anything else, NaN or inf is an
-    error. (All-nonnegative [-1, 1] data is therefore read as [0, 1]: save such data as uint8.)
+    error. (All-nonnegative [-1, 1] data is therefore read as [0, 1]: save such data as uint8.) With ``data.scale``
+    set, image values of any range are mapped per channel instead (data/scale.py).
   * Labels (the npz key or ``data.labels_path``, a ``.npy``): ``(N,)`` integers -> ``labels``; ``(N, K)``
     one-hot / multi-hot floats -> ``context`` (and also ``labels`` when every row is exactly one-hot).
 """
@@ -290,7 +291,10 @@ def array_to_images(a: np.ndarray, what: str = "array", layout: str = "auto") ->
         return from_unit(x).clamp(-1, 1)
     if lo >= -1 - tol and hi <= 1 + tol:
         return x.clamp(-1, 1)
-    raise DataError(f"{what}: float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1] or [-1, 1] (or uint8 0..255)")
+    raise DataError(
+        f"{what}: float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1] or [-1, 1] (or uint8 0..255), "
+        "or set data.scale=minmax or percentile to map each channel's range"
+    )
 
 
 def labels_from_array(a: np.ndarray, n: int, what: str) -> tuple[Tensor | None, Tensor | None]:
@@ -320,10 +324,15 @@ def load_array(cfg: DataConfig, seed: int) -> TensorData:
     arrays = _load_arrays(path)
     a = arrays["x"]
     axes = array_layout(a.shape, cfg.layout, path.name)
-    if axes in ("ND", "NCL", "NCDHW", "NDHW"):  # vectors, signals and volumes: values kept as they are
-        x = torch.from_numpy(np.ascontiguousarray(_finite(a, path.name), dtype=np.float32))
-        kind = {"ND": "vector", "NCL": "signal"}.get(axes, "volume")
-        x = x[:, None] if axes == "NDHW" else x
+    # vectors, signals and volumes: values kept as they are; any kind with data.scale: values in the array's own
+    # units, mapped to [-1, 1] by load_data (data/scale.py)
+    if axes in ("ND", "NCL", "NCDHW", "NDHW") or cfg.scale != "auto":
+        a = _finite(a, path.name)
+        if axes == "NHWC":
+            a = a.transpose(0, 3, 1, 2)
+        x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        kind = {"ND": "vector", "NCL": "signal", "NCDHW": "volume", "NDHW": "volume"}.get(axes, "image")
+        x = x[:, None] if axes in ("NDHW", "NHW") else x
         if x.shape[0] == 0:
             raise DataError(f"{path.name} holds no examples")
     else:

@@ -1,0 +1,86 @@
+"""Value ranges of user arrays (``data.scale``): from a data set's own units to the [-1, 1] the noise levels are
+made for, and back.
+
+A scientific array - temperatures, counts, fluorescence, a sensor's volts - rarely lies in [-1, 1]. With
+``data.scale`` set, the ``array`` source maps each channel c (axis 1: an image's or volume's channel, a signal's
+channel, a vector's coordinate) affinely::
+
+    x' = 2 (x - lo_c) / (hi_c - lo_c) - 1          (data units -> model units)
+    x  = lo_c + (x' + 1) (hi_c - lo_c) / 2         (model units -> data units)
+
+* ``minmax``: lo_c and hi_c are the channel's minimum and maximum over the whole array (before the held-out
+  split), so every training value lands in [-1, 1];
+* ``percentile``: its 0.5th and 99.5th percentiles, values beyond them clamped to [-1, 1] - a few outliers do not
+  squeeze the rest (the NIfTI reader's rule, data/volume.py);
+* ``auto`` (the default): no map; images follow the pixel rules of data/files.py, other kinds are kept as they are.
+
+A constant channel gets lo = v - 1, hi = v + 1 (it maps to 0). The fitted bounds are recorded in the run's
+config (``data.scale_lo``, ``data.scale_hi``) when training starts, so the held-out split, a resumed run and the
+outputs written in data units (``sample --save-npy``, ``outpaint``'s ``.npy``, ``impute``) use the same map;
+``LoadedRun.to_data_units`` applies it to what ``generate`` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import DataConfig
+from .base import DataError, TensorData
+
+SCALES = ("auto", "minmax", "percentile")
+PERCENTILES = (0.5, 99.5)  # percentile: the bounds lo_c, hi_c
+
+Bounds = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def fit_range(a: np.ndarray, how: str) -> Bounds:
+    """(lo, hi) per channel (axis 1) of ``a`` (N, C, ...): its minimum and maximum, or its PERCENTILES."""
+    if how not in SCALES[1:]:
+        raise ValueError(f"data.scale must be one of {', '.join(SCALES[1:])} to fit a range, got {how!r}")
+    per_channel = np.moveaxis(np.asarray(a, dtype=np.float64), 1, 0).reshape(a.shape[1], -1)
+    if how == "minmax":
+        lo, hi = per_channel.min(axis=1), per_channel.max(axis=1)
+    else:
+        lo, hi = np.percentile(per_channel, PERCENTILES, axis=1)
+    flat = hi <= lo  # a constant channel (or one whose percentiles meet): centred on its value, width 2
+    lo, hi = np.where(flat, lo - 1.0, lo), np.where(flat, lo + 1.0, hi)
+    return tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+
+
+def _per_channel(v: Sequence[float], x: Tensor) -> Tensor:
+    return torch.tensor(v, dtype=x.dtype, device=x.device).reshape(1, -1, *([1] * (x.ndim - 2)))
+
+
+def to_model_units(x: Tensor, lo: Sequence[float], hi: Sequence[float], clamp: bool = False) -> Tensor:
+    """x' = 2 (x - lo) / (hi - lo) - 1 per channel (axis 1); ``clamp``: to [-1, 1] (percentile bounds)."""
+    lo_, hi_ = _per_channel(lo, x), _per_channel(hi, x)
+    y = 2 * (x - lo_) / (hi_ - lo_) - 1
+    return y.clamp(-1, 1) if clamp else y
+
+
+def to_data_units(x: Tensor, lo: Sequence[float], hi: Sequence[float]) -> Tensor:
+    """x = lo + (x' + 1) (hi - lo) / 2 per channel (axis 1): the inverse of :func:`to_model_units`."""
+    lo_, hi_ = _per_channel(lo, x), _per_channel(hi, x)
+    return lo_ + (x + 1) * (hi_ - lo_) / 2
+
+
+def scale_data(data: TensorData, cfg: DataConfig, fit_on: Tensor) -> TensorData:
+    """``data`` with ``x`` in model units: by the bounds ``cfg.scale_lo``/``scale_hi`` where a run recorded them,
+    else by those :func:`fit_range` fits on the examples ``fit_on`` (the training rows); ``value_range`` set."""
+    channels = data.x.shape[1] if data.x.ndim > 1 else 1
+    if cfg.scale_lo:
+        lo, hi = tuple(cfg.scale_lo), tuple(cfg.scale_hi)
+        if len(lo) != channels:
+            raise DataError(
+                f"data.scale_lo/scale_hi hold bounds for {len(lo)} channels; the data has {channels} "
+                f"(leave them unset to fit them to the data)"
+            )
+    else:
+        lo, hi = fit_range(data.x[fit_on].numpy(), cfg.scale)
+    data.x = to_model_units(data.x, lo, hi, clamp=cfg.scale == "percentile").contiguous()
+    data.value_range = (lo, hi)
+    return data

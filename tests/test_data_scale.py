@@ -1,0 +1,167 @@
+"""data.scale: an array in its own units (kelvins, volts, counts) mapped per channel to [-1, 1] and back - the
+bounds from the training rows alone, recorded in the run's config, and every output written in data units."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from test_cli_errors import assert_clean_error
+from tinyruns import cli
+from torchdiffusion.config import ConfigError, DataConfig, RunConfig, validate
+from torchdiffusion.data import DataError, load_data, split_indices
+from torchdiffusion.data.scale import PERCENTILES, fit_range, to_data_units, to_model_units
+from torchdiffusion.generate import generate, load_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _units(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """(N, 3, ...) float32: channel 0 in kelvins (~250-320), channel 1 in millivolts (~1e-3), channel 2 constant."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(shape)
+    a[:, 0] = 285 + 12 * a[:, 0]
+    a[:, 1] = 2e-3 * a[:, 1]
+    a[:, 2] = 7.0
+    return a.astype(np.float32)
+
+
+def test_minmax_sends_each_channels_extremes_to_minus_one_and_one_and_back():
+    a = _units((40, 3, 5, 6))
+    lo, hi = fit_range(a, "minmax")
+    x = to_model_units(torch.from_numpy(a), lo, hi)
+    for c in range(2):
+        assert (lo[c], hi[c]) == (float(a[:, c].min()), float(a[:, c].max()))
+        assert float(x[:, c].min()) == pytest.approx(-1, abs=1e-6) and float(x[:, c].max()) == pytest.approx(
+            1, abs=1e-6
+        )
+    assert (lo[2], hi[2]) == (6.0, 8.0) and torch.all(x[:, 2] == 0)  # a constant channel: centred, width 2
+    back = to_data_units(x.double(), lo, hi)
+    assert torch.allclose(back, torch.from_numpy(a).double(), rtol=1e-6, atol=1e-9)
+
+
+def test_percentile_bounds_clamp_the_outliers_only():
+    a = _units((200, 3, 8))
+    a[0, 0, 0] = 1e6  # one wild reading
+    lo, hi = fit_range(a, "percentile")
+    want = np.percentile(a[:, 0].astype(np.float64).ravel(), PERCENTILES)
+    assert (lo[0], hi[0]) == pytest.approx(tuple(want)) and hi[0] < 400
+    x = to_model_units(torch.from_numpy(a), lo, hi, clamp=True)
+    assert float(x.abs().max()) == 1.0 and x[0, 0, 0] == 1.0
+    inside = (a[:, 0] > lo[0]) & (a[:, 0] < hi[0])
+    assert inside.mean() == pytest.approx(0.99, abs=0.01)  # 1 % of the values lie beyond the two bounds
+
+
+@pytest.mark.parametrize(
+    "shape, layout, kind",
+    [
+        ((30, 3, 6, 5), "auto", "image"),
+        ((30, 6, 5, 3), "NHWC", "image"),
+        ((30, 3, 40), "auto", "signal"),
+        ((30, 3, 4, 4, 4), "auto", "volume"),
+        ((30, 3), "auto", "vector"),
+    ],
+)
+def test_every_kind_of_array_is_scaled_by_its_training_rows(tmp_path, shape, layout, kind):
+    chw = (shape[0], shape[3], shape[1], shape[2]) if layout == "NHWC" else shape
+    a = _units(chw)
+    np.save(tmp_path / "a.npy", a.transpose(0, 2, 3, 1) if layout == "NHWC" else a)
+    cfg = DataConfig(source="array", path=str(tmp_path / "a.npy"), layout=layout, scale="minmax", holdout=6)
+    d = load_data(cfg, "train", seed=3)
+    train_idx, held_idx = split_indices(30, 6, 3)
+    lo, hi = d.value_range
+    assert d.kind == kind and lo[0] == float(a[train_idx, 0].min()) and hi[0] == float(a[train_idx, 0].max())
+    assert float(d.x.min()) >= -1 - 1e-6 and float(d.x.max()) <= 1 + 1e-6
+    assert torch.allclose(to_data_units(d.x, lo, hi), torch.from_numpy(a[train_idx]), rtol=1e-5, atol=1e-7)
+    held = load_data(cfg, "holdout", seed=3)  # mapped by the training rows' bounds, not its own
+    assert held.value_range == d.value_range
+    assert torch.allclose(to_data_units(held.x, lo, hi), torch.from_numpy(a[held_idx]), rtol=1e-5, atol=1e-7)
+    fixed = DataConfig(**{**cfg.__dict__, "scale_lo": (0.0, 0.0, 0.0), "scale_hi": (1000.0, 1.0, 10.0)})
+    x = load_data(fixed, "train", seed=3).x  # recorded bounds are used as they are
+    assert torch.allclose(x[:, 0], torch.from_numpy(a[train_idx, 0]) / 500 - 1, atol=1e-6)
+
+
+def test_float_images_beyond_the_pixel_ranges_name_the_setting(tmp_path):
+    np.save(tmp_path / "k.npy", _units((4, 3, 8, 8)))
+    with pytest.raises(DataError, match="set data.scale=minmax or percentile"):
+        load_data(DataConfig(source="array", path=str(tmp_path / "k.npy")))
+    cfg = DataConfig(source="array", path=str(tmp_path / "k.npy"), scale="minmax", scale_lo=(0.0,), scale_hi=(1.0,))
+    with pytest.raises(DataError, match="bounds for 1 channels; the data has 3"):
+        load_data(cfg)
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        (dict(source="mnist5k", scale="minmax"), "maps the values of the array source"),
+        (dict(source="array", scale="zscore"), "data.scale must be one of auto, minmax, percentile"),
+        (dict(source="array", scale_lo=(0.0,), scale_hi=(1.0,)), "need data.scale=minmax or percentile"),
+        (dict(source="array", scale="minmax", scale_lo=(0.0, 1.0), scale_hi=(1.0,)), "one bound per channel"),
+        (dict(source="array", scale="minmax", scale_lo=(2.0,), scale_hi=(1.0,)), "every hi above its lo"),
+    ],
+)
+def test_bad_scale_settings_are_refused(data, needle):
+    with pytest.raises(ConfigError, match=needle):
+        validate(RunConfig(data=DataConfig(**data)))
+
+
+SMALL = ["--set", "model.channels=8", "--set", "model.groups=4", "--set", "model.head_channels=8",
+         "--set", "train.images=32", "--set", "train.batch_size=8", "--set", "train.warmup_images=0",
+         "--set", "sample.n=2", "--set", "sample.steps=2", "--no-progress"]  # fmt: skip
+
+
+SIGNALS = ["--set", "data.signal_length=null", "--set", "data.holdout=4", "--set", "model.num_classes=0"]
+
+
+def test_a_run_on_an_array_in_its_own_units_writes_its_outputs_in_them(tmp_path):
+    """Signals in kelvins and millivolts: the bounds land in config.json; sample --save-npy, impute and outpaint's
+    .npy are in the data's units (the given points of impute exactly as given), not the model's [-1, 1]."""
+    t = np.arange(32) / 32
+    rng = np.random.default_rng(0)
+    a = np.stack([np.stack([285 + 12 * np.sin(2 * np.pi * (t + p)), 2e-3 * np.cos(2 * np.pi * (t + p))])
+                  for p in rng.random(24)]).astype(np.float32)  # fmt: skip
+    np.save(tmp_path / "a.npy", a)
+    run = tmp_path / "run"
+    rc, _, err = cli("train", "--preset", "signal-gunpoint", "--set", "data.source=array",
+                     "--set", f"data.path={tmp_path / 'a.npy'}", *SIGNALS, "--set", "data.scale=minmax",
+                     "--set", "model.attn_resolutions=", *SMALL, "--out", run)  # fmt: skip
+    assert rc == 0, err
+    d = json.loads((run / "config.json").read_text())["data"]
+    assert d["scale_lo"][0] == pytest.approx(273, abs=0.1) and d["scale_hi"][1] == pytest.approx(2e-3, rel=1e-3)
+    rc, _, err = cli("sample", run, "--n", "3", "--steps", "2", "--save-npy", "--out", tmp_path / "s.png")
+    assert rc == 0, err
+    s = np.load(tmp_path / "s.npy")
+    loaded = load_run(run)
+    x = generate(loaded.model, range(3), replace(loaded.config.sample, steps=2), loaded.data_shape)
+    assert s.shape == (3, 2, 32) and np.allclose(s, loaded.to_data_units(x).numpy(), rtol=1e-5)
+    assert s[:, 0].std() / s[:, 1].std() > 500  # kelvins against millivolts (about 6,000 : 1), not [-1, 1] twice
+    assert cli("card", run)[0] == 0
+    assert (
+        f"(`data.scale=minmax`): [{d['scale_lo'][0]:.4g}, {d['scale_hi'][0]:.4g}]"
+        in (run / "MODEL_CARD.md").read_text()
+    )
+    gaps = a[:2].copy()
+    gaps[:, :, 10:20] = np.nan
+    np.save(tmp_path / "gaps.npy", gaps)
+    rc, _, err = cli("impute", run, "--series", tmp_path / "gaps.npy", "--steps", "2", "--out", tmp_path / "f.npy")
+    assert rc == 0, err
+    f, known = np.load(tmp_path / "f.npy"), ~np.isnan(gaps)
+    assert np.array_equal(f[known], gaps[known]) and f[:, 0, 10:20].std() / f[:, 1, 10:20].std() > 500
+    rc, _, err = cli("outpaint", run, "--series", tmp_path / "s.npy", "--right", "8", "--samples", "2", "--steps",
+                     "2", "--out", tmp_path / "fc.png")  # fmt: skip
+    assert rc == 0, err
+    fc = np.load(tmp_path / "fc.npy")
+    assert fc.shape == (3, 2, 2, 40) and np.allclose(fc[:, :, :, :32], s[:, None], rtol=1e-4, atol=1e-6)
+    rc, _, err = cli("train", "--preset", "signal-gunpoint", "--set", "data.source=array",
+                     "--set", f"data.path={tmp_path / 'a.npy'}", *SIGNALS, "--set", "data.scale=minmax",
+                     "--set", "model.attn_resolutions=", "--set", "data.scale_lo=1,2", "--set", "data.scale_hi=3,4",
+                     *SMALL, "--out", run)  # fmt: skip
+    assert_clean_error(rc, err, "different data section")  # a resume may not change the recorded map
+    rc, _, err = cli("train", "--preset", "signal-gunpoint", "--set", "data.source=array",
+                     "--set", f"data.path={tmp_path / 'a.npy'}", *SIGNALS, "--set", "data.scale=minmax",
+                     "--set", "model.attn_resolutions=", *SMALL, "--set", "train.images=40", "--out", run)  # fmt: skip
+    assert rc == 0 and "resuming" in err, err  # the same command again: the bounds fitted again are the recorded
