@@ -107,6 +107,24 @@ def test_float_images_beyond_the_pixel_ranges_name_the_setting(tmp_path):
 def test_bad_scale_settings_are_refused(data, needle):
     with pytest.raises(ConfigError, match=needle):
         validate(RunConfig(data=DataConfig(**data)))
+    with pytest.raises(DataError, match=needle):  # and by load_data, for configs of other commands
+        load_data(DataConfig(**{"path": "never.npy", **data}))
+
+
+def test_an_autoencoder_of_an_array_in_its_own_units_records_its_bounds(tmp_path):
+    np.save(tmp_path / "k.npy", _units((48, 3, 8, 8)))
+    out = tmp_path / "ae"
+    rc, _, err = cli("train-autoencoder", "--preset", "tiny-ae", "--set", "data.source=array",
+                     "--set", f"data.path={tmp_path / 'k.npy'}", "--set", "data.image_size=null", "--set",
+                     "data.holdout=8", "--set", "data.scale=minmax", "--set", "model.in_channels=3",
+                     "--set", "train.images=32", "--out", out, "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    cfg = json.loads((out / "config.json").read_text())
+    train = load_data(
+        DataConfig(source="array", path=str(tmp_path / "k.npy"), holdout=8, scale="minmax"), seed=cfg["train"]["seed"]
+    )
+    assert (tuple(cfg["data"]["scale_lo"]), tuple(cfg["data"]["scale_hi"])) == train.value_range
+    assert cfg["data"]["scale_lo"][2] == 6.0 and 200 < cfg["data"]["scale_lo"][0] < cfg["data"]["scale_hi"][0] < 400
 
 
 SMALL = ["--set", "model.channels=8", "--set", "model.groups=4", "--set", "model.head_channels=8",

@@ -992,22 +992,9 @@ def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
 
 
 def _scale_checks(d: DataConfig) -> list[tuple[bool, str]]:
-    from .data.scale import SCALES
+    from .data.scale import scale_checks
 
-    bounds = bool(d.scale_lo or d.scale_hi)
-    return [
-        (d.scale in SCALES, f"data.scale must be one of {', '.join(SCALES)}, got {d.scale!r}"),
-        (
-            d.scale == "auto" or d.source == "array",
-            f"data.scale={d.scale} maps the values of the array source; data.source={d.source} brings its own range",
-        ),
-        (not bounds or d.scale != "auto", "data.scale_lo/scale_hi need data.scale=minmax or percentile"),
-        (
-            len(d.scale_lo) == len(d.scale_hi) and all(h > lo for lo, h in zip(d.scale_lo, d.scale_hi)),
-            f"data.scale_lo and data.scale_hi need one bound per channel each, every hi above its lo; got "
-            f"{d.scale_lo!r} and {d.scale_hi!r}",
-        ),
-    ]
+    return scale_checks(d)
 
 
 def _model_checks(m: ModelConfig) -> list[tuple[bool, str]]:

@@ -37,9 +37,13 @@ def resolve_config(args: argparse.Namespace):
 
 
 def load_images(cfg):
-    """(train, holdout or None) images of the run's data; a DataError/ConfigError for data it cannot use."""
+    """(train, holdout or None) images of the run's data, and ``cfg`` with the bounds ``data.scale`` fitted to
+    them (data/scale.py); a DataError/ConfigError for data it cannot use."""
+    from dataclasses import replace
+
     from ..config import ConfigError
     from ..data import load_data
+    from ..data.scale import recorded
 
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
     if data.kind != "image":
@@ -50,8 +54,9 @@ def load_images(cfg):
         raise ConfigError(f"the data has {C} channels but model.in_channels={cfg.model.in_channels}")
     if H % f or W % f:
         raise ConfigError(f"the images are {H}x{W}; the factor f={f} must divide both sides")
+    cfg = replace(cfg, data=recorded(cfg.data, data))
     holdout = load_data(cfg.data, split="holdout", seed=cfg.train.seed).x if cfg.data.holdout > 0 else None
-    return data.x, holdout
+    return data.x, holdout, cfg
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.state import Clock
 
     clock = Clock()  # train.cpu_minutes / train.minutes count the data loading too
-    x_train, x_holdout = load_images(cfg)
+    x_train, x_holdout, cfg = load_images(cfg)
     perceptual = None
     if cfg.loss.perceptual > 0:
         from ..nets.perceptual import EfficientNetPerceptual

@@ -46,7 +46,7 @@ from .base import (
 from .builtin import load_digits, load_fashion_mnist, load_fashion_mnist_test, load_mnist5k
 from .emoji import EMOJI_CLASSES, load_emoji
 from .files import load_array, load_folder, read_image
-from .scale import scale_data
+from .scale import recorded, scale_checks, scale_data
 from .sequence import load_fasta, load_python_docs, load_sklearn_text, load_text
 from .signal import UCR_SETS, load_signal_csv, resample, ucr_loader
 from .table import SKLEARN_TABLES, load_csv_table, normalise_table, sklearn_loader
@@ -151,6 +151,9 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
     if cfg.seed is not None and not 0 <= cfg.seed <= MAX_SEED:
         raise DataError(f"data.seed must be in [0, 2^62] or unset, got {cfg.seed}")
     size = check_size(cfg.image_size)
+    for ok, message in scale_checks(cfg):  # also for commands whose configs are not RunConfigs (train-autoencoder)
+        if not ok:
+            raise DataError(message)
     if cfg.channels not in (None, 1, 3):
         raise DataError(f"data.channels must be 1 or 3, got {cfg.channels}")
     src = SOURCES[cfg.source]
@@ -232,9 +235,7 @@ def fit_kind(cfg: RunConfig, data: TensorData) -> RunConfig:
     special = ("table", "transformer")
     if (kind in ("table", "sequence") or m.net in special) and m.net != wanted:
         raise ConfigError(f"{kind} data is modelled by model.net={wanted}, not model.net={m.net}")
-    if data.value_range is not None:  # data.scale: the bounds fitted to the training rows, recorded in config.json
-        lo, hi = data.value_range
-        cfg = replace(cfg, data=replace(cfg.data, scale_lo=tuple(lo), scale_hi=tuple(hi)))
+    cfg = replace(cfg, data=recorded(cfg.data, data))  # data.scale: the bounds fitted, recorded in config.json
     if kind == "table":
         return replace(cfg, model=replace(m, categories=data.schema.num_categories))
     if kind == "sequence":

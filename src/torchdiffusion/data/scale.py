@@ -22,6 +22,7 @@ outputs written in data units (``sample --save-npy``, ``outpaint``'s ``.npy``, `
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,6 +36,24 @@ SCALES = ("auto", "minmax", "percentile")
 PERCENTILES = (0.5, 99.5)  # percentile: the bounds lo_c, hi_c
 
 Bounds = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def scale_checks(d: DataConfig) -> list[tuple[bool, str]]:
+    """(ok, message) of each rule the data.scale settings obey (config validation and load_data both ask)."""
+    bounds = bool(d.scale_lo or d.scale_hi)
+    return [
+        (d.scale in SCALES, f"data.scale must be one of {', '.join(SCALES)}, got {d.scale!r}"),
+        (
+            d.scale == "auto" or d.source == "array",
+            f"data.scale={d.scale} maps the values of the array source; data.source={d.source} brings its own range",
+        ),
+        (not bounds or d.scale != "auto", "data.scale_lo/scale_hi need data.scale=minmax or percentile"),
+        (
+            len(d.scale_lo) == len(d.scale_hi) and all(h > lo for lo, h in zip(d.scale_lo, d.scale_hi)),
+            f"data.scale_lo and data.scale_hi need one bound per channel each, every hi above its lo; got "
+            f"{d.scale_lo!r} and {d.scale_hi!r}",
+        ),
+    ]
 
 
 def fit_range(a: np.ndarray, how: str) -> Bounds:
@@ -84,3 +103,12 @@ def scale_data(data: TensorData, cfg: DataConfig, fit_on: Tensor) -> TensorData:
     data.x = to_model_units(data.x, lo, hi, clamp=cfg.scale == "percentile").contiguous()
     data.value_range = (lo, hi)
     return data
+
+
+def recorded(cfg: DataConfig, data: TensorData) -> DataConfig:
+    """``cfg`` with the bounds ``data`` was scaled by (``data.value_range``) as ``scale_lo``/``scale_hi``: what a
+    run's config.json records; ``cfg`` itself for data that was not scaled."""
+    if data.value_range is None:
+        return cfg
+    lo, hi = data.value_range
+    return dataclasses.replace(cfg, scale_lo=tuple(lo), scale_hi=tuple(hi))
