@@ -235,7 +235,8 @@ def fit_kind(cfg: RunConfig, data: TensorData) -> RunConfig:
     special = ("table", "transformer")
     if (kind in ("table", "sequence") or m.net in special) and m.net != wanted:
         raise ConfigError(f"{kind} data is modelled by model.net={wanted}, not model.net={m.net}")
-    cfg = replace(cfg, data=recorded(cfg.data, data))  # data.scale: the bounds fitted, recorded in config.json
+    if data.value_range is not None:  # data.scale: the bounds fitted to the training rows, recorded in config.json
+        cfg = replace(cfg, data=recorded(cfg.data, data))
     if kind == "table":
         return replace(cfg, model=replace(m, categories=data.schema.num_categories))
     if kind == "sequence":
