@@ -202,12 +202,8 @@ def _paeth(a: int, b: int, c: int) -> int:
     return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
 
 
-def write_png16(path, a: np.ndarray) -> None:
-    """A reference 16-bit RGB/RGBA PNG writer, scanline y filtered with type y % 5 (None, Sub, Up, Average,
-    Paeth), written byte by byte from the PNG specification."""
-    import struct
-    import zlib
-
+def _filtered(a: np.ndarray) -> bytearray:
+    """The scanlines of (h, w, c) uint16 samples, row y filtered with type y % 5 (None, Sub, Up, Average, Paeth)."""
     h, w, c = a.shape
     rows = [a[y].astype(">u2").tobytes() for y in range(h)]
     bpp, out = 2 * c, bytearray()
@@ -220,11 +216,30 @@ def write_png16(path, a: np.ndarray) -> None:
             upleft = prev[x - bpp] if x >= bpp else 0
             pred = [0, left, up, (left + up) // 2, _paeth(left, up, upleft)][kind]
             out.append((v - pred) % 256)
+    return out
+
+
+def write_png16(path, a: np.ndarray, interlace: bool = False) -> None:
+    """A reference 16-bit RGB/RGBA PNG writer, written byte by byte from the PNG specification; ``interlace``:
+    Adam7, the seven passes' reduced images (Sec. 8.2) one after the other, each filtered on its own."""
+    import struct
+    import zlib
+
+    h, w, c = a.shape
+    if interlace:
+        passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+        out = bytearray()
+        for x0, y0, dx, dy in passes:
+            sub = a[y0::dy, x0::dx]
+            if sub.size:
+                out += _filtered(sub)
+    else:
+        out = _filtered(a)
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, int(interlace))
     data = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + data)
 
@@ -248,3 +263,21 @@ def test_16bit_colour_png_keeps_16bit_precision(tmp_path):
     (tmp_path / "t.png").write_bytes((tmp_path / "t.png").read_bytes()[:60])
     with pytest.raises(DataError, match="t.png"):
         read_image(tmp_path / "t.png")
+
+
+@pytest.mark.parametrize("h, w", [(13, 11), (1, 1), (3, 9), (8, 8), (2, 17)])
+def test_interlaced_16bit_colour_png_is_read_at_full_precision(tmp_path, h, w):
+    """Adam7: sizes that leave some of the seven passes empty (1 x 1 has only the first) read back sample for
+    sample; Pillow's own decoding of the same file (8 bits) gives the high bytes, so the pass layout is PNG's."""
+    from torchdiffusion.data.png16 import read_png16
+
+    a = np.random.default_rng(h * w).integers(0, 65536, (h, w, 4), dtype=np.uint16)
+    write_png16(tmp_path / "i.png", a, interlace=True)
+    assert np.array_equal(read_png16(tmp_path / "i.png"), a)
+    with Image.open(tmp_path / "i.png") as im:
+        assert im.info.get("interlace") == 1
+        assert np.array_equal(np.asarray(im.convert("RGBA")), (a >> 8).astype(np.uint8))
+    (tmp_path / "i.png").write_bytes((tmp_path / "i.png").read_bytes()[:-40])  # the last pass cut short
+    if h * w > 4:
+        with pytest.raises(ValueError, match="truncated|corrupt"):
+            read_png16(tmp_path / "i.png")

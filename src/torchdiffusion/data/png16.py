@@ -1,9 +1,11 @@
 """16-bit colour PNGs at full precision (Pillow decodes them to 8 bits per channel).
 
-A small reader for the one case Pillow truncates: bit depth 16, colour type 2 (RGB) or 6 (RGBA), not
-interlaced. It follows the PNG specification (W3C PNG 2nd ed., Sec. 9 "Filtering"): the IDAT stream is
+A small reader for the one case Pillow truncates: bit depth 16, colour type 2 (RGB) or 6 (RGBA), plain or
+Adam7-interlaced. It follows the PNG specification (W3C PNG 2nd ed., Sec. 9 "Filtering"): the IDAT stream is
 inflated, then each scanline's filter (None, Sub, Up, Average, Paeth) is undone byte by byte with ``bpp`` =
-bytes per pixel, and samples are big-endian.
+bytes per pixel, and samples are big-endian. An interlaced image (Sec. 8.2) is seven reduced images one after
+the other, each filtered on its own (its first row's "previous row" is zeros); pass p holds the pixels
+(y0 + i dy, x0 + j dx) of ADAM7[p] = (x0, y0, dx, dy), and a pass with no pixels takes no bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {2: 3, 6: 4}  # colour type -> samples per pixel
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
 def is_png16_colour(path: Path) -> bool:
@@ -68,7 +71,7 @@ def read_png16(path: Path) -> np.ndarray:
     """A 16-bit RGB/RGBA PNG as uint16 (H, W, 3 or 4).
 
     Raises:
-        ValueError: not such a PNG, interlaced, or corrupt (the caller names the file).
+        ValueError: not such a PNG, or corrupt (the caller names the file).
     """
     data = Path(path).read_bytes()
     if not data.startswith(SIGNATURE):
@@ -84,14 +87,29 @@ def read_png16(path: Path) -> np.ndarray:
     w, h, depth, ctype, _, _, interlace = header
     if depth != 16 or ctype not in CHANNELS:
         raise ValueError("not a 16-bit RGB/RGBA PNG")
-    if interlace:
-        raise ValueError("interlaced 16-bit colour PNGs are not supported; save it without interlacing")
+    if interlace not in (0, 1):
+        raise ValueError(f"unknown PNG interlace method {interlace}")
     bpp = 2 * CHANNELS[ctype]
-    stride = w * bpp
     try:
         raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
     except zlib.error as e:
         raise ValueError(f"corrupt PNG data ({e})") from None
+    if not interlace:
+        return _samples(_unfilter(raw, h, w, bpp)[0], h, w, CHANNELS[ctype])
+    out = np.empty((h, w, CHANNELS[ctype]), dtype=np.uint16)
+    pos = 0
+    for x0, y0, dx, dy in ADAM7:  # Sec. 8.2: seven reduced images, each filtered on its own
+        ph, pw = -(-(h - y0) // dy), -(-(w - x0) // dx)  # rows and columns of this pass (0: it takes no bytes)
+        if ph > 0 and pw > 0:
+            rows, used = _unfilter(raw[pos:], ph, pw, bpp)
+            out[y0::dy, x0::dx] = _samples(rows, ph, pw, CHANNELS[ctype])
+            pos += used
+    return out
+
+
+def _unfilter(raw: np.ndarray, h: int, w: int, bpp: int) -> tuple[np.ndarray, int]:
+    """(reconstructed (h, w * bpp) bytes, bytes consumed) of an image's h filtered scanlines at the start of raw."""
+    stride = w * bpp
     if raw.size < h * (stride + 1):
         raise ValueError("truncated PNG data")
     rows = raw[: h * (stride + 1)].reshape(h, stride + 1)
@@ -99,4 +117,9 @@ def read_png16(path: Path) -> np.ndarray:
     prev = np.zeros(stride, dtype=np.uint8)
     for y in range(h):
         prev = out[y] = _unfilter_row(int(rows[y, 0]), rows[y, 1:], prev, bpp)
-    return out.view(">u2").reshape(h, w, CHANNELS[ctype]).astype(np.uint16)
+    return out, h * (stride + 1)
+
+
+def _samples(rows: np.ndarray, h: int, w: int, channels: int) -> np.ndarray:
+    """Big-endian 16-bit samples of reconstructed scanlines as uint16 (h, w, channels)."""
+    return rows.view(">u2").reshape(h, w, channels).astype(np.uint16)
