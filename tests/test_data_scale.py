@@ -87,8 +87,12 @@ def test_every_kind_of_array_is_scaled_by_its_training_rows(tmp_path, shape, lay
 
 def test_float_images_beyond_the_pixel_ranges_name_the_setting(tmp_path):
     np.save(tmp_path / "k.npy", _units((4, 3, 8, 8)))
-    with pytest.raises(DataError, match="set data.scale=minmax or percentile"):
-        load_data(DataConfig(source="array", path=str(tmp_path / "k.npy")))
+    np.save(tmp_path / "u16.npy", np.arange(4 * 64, dtype=np.uint16).reshape(4, 8, 8) * 200)  # 16-bit counts
+    for name in ("k.npy", "u16.npy"):
+        with pytest.raises(DataError, match="set data.scale=minmax or percentile"):
+            load_data(DataConfig(source="array", path=str(tmp_path / name)))
+    d = load_data(DataConfig(source="array", path=str(tmp_path / "u16.npy"), scale="minmax"))
+    assert d.shape == (1, 8, 8) and d.value_range == ((0.0,), (51000.0,))
     cfg = DataConfig(source="array", path=str(tmp_path / "k.npy"), scale="minmax", scale_lo=(0.0,), scale_hi=(1.0,))
     with pytest.raises(DataError, match="bounds for 1 channels; the data has 3"):
         load_data(cfg)

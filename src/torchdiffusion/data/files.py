@@ -282,7 +282,10 @@ def array_to_images(a: np.ndarray, what: str = "array", layout: str = "auto") ->
     if a.dtype.kind in "biu":
         lo, hi = int(a.min()), int(a.max())
         if lo < 0 or hi > 255:
-            raise DataError(f"{what}: integer pixels must be within 0..255, got {lo}..{hi}")
+            raise DataError(
+                f"{what}: integer pixels must be within 0..255, got {lo}..{hi}; "
+                "set data.scale=minmax or percentile to map each channel's range"
+            )
         return from_uint8(a.astype(np.uint8))
     x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     lo, hi = float(x.min()), float(x.max())
