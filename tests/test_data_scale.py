@@ -85,6 +85,23 @@ def test_every_kind_of_array_is_scaled_by_its_training_rows(tmp_path, shape, lay
     assert torch.allclose(x[:, 0], torch.from_numpy(a[train_idx, 0]) / 500 - 1, atol=1e-6)
 
 
+def test_a_folder_of_float_tiffs_in_kelvins_is_scaled_by_its_training_images(tmp_path):
+    from PIL import Image
+
+    a = _units((12, 3, 6, 7))[:, 0]
+    (tmp_path / "pics").mkdir()
+    for i, im in enumerate(a):
+        Image.fromarray(im, mode="F").save(tmp_path / "pics" / f"{i:02d}.tiff")
+    with pytest.raises(DataError, match="set data.scale=minmax or percentile"):
+        load_data(DataConfig(source="folder", path=str(tmp_path / "pics")))
+    cfg = DataConfig(source="folder", path=str(tmp_path / "pics"), scale="minmax", holdout=3)
+    d = load_data(cfg, seed=1)
+    train_idx, _ = split_indices(12, 3, 1)
+    assert d.value_range == ((float(a[train_idx].min()),), (float(a[train_idx].max()),))
+    assert torch.allclose(to_data_units(d.x, *d.value_range)[:, 0], torch.from_numpy(a[train_idx]), rtol=1e-6)
+    assert float(d.x.min()) == pytest.approx(-1) and float(d.x.max()) == pytest.approx(1)
+
+
 def test_float_images_beyond_the_pixel_ranges_name_the_setting(tmp_path):
     np.save(tmp_path / "k.npy", _units((4, 3, 8, 8)))
     np.save(tmp_path / "u16.npy", np.arange(4 * 64, dtype=np.uint16).reshape(4, 8, 8) * 200)  # 16-bit counts
@@ -101,7 +118,6 @@ def test_float_images_beyond_the_pixel_ranges_name_the_setting(tmp_path):
 @pytest.mark.parametrize(
     "data, needle",
     [
-        (dict(source="mnist5k", scale="minmax"), "maps the values of the array source"),
         (dict(source="array", scale="zscore"), "data.scale must be one of auto, minmax, percentile"),
         (dict(source="array", scale_lo=(0.0,), scale_hi=(1.0,)), "need data.scale=minmax or percentile"),
         (dict(source="array", scale="minmax", scale_lo=(0.0, 1.0), scale_hi=(1.0,)), "one bound per channel"),
@@ -113,6 +129,13 @@ def test_bad_scale_settings_are_refused(data, needle):
         validate(RunConfig(data=DataConfig(**data)))
     with pytest.raises(DataError, match=needle):  # and by load_data, for configs of other commands
         load_data(DataConfig(**{"path": "never.npy", **data}))
+
+
+@pytest.mark.parametrize("command", ["train", "train-autoencoder"])
+def test_a_source_with_its_own_range_refuses_the_setting(command):
+    preset = "digits-test" if command == "train" else "tiny-ae"
+    rc, _, err = cli(command, "--preset", preset, "--set", "data.scale=minmax", "--dry-run")
+    assert_clean_error(rc, err, "data.scale is read only by data.source=folder | array")
 
 
 def test_an_autoencoder_of_an_array_in_its_own_units_records_its_bounds(tmp_path):

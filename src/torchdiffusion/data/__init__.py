@@ -82,13 +82,14 @@ class Source:
 
 
 SEQUENCE_READS = ("seq_len",)
+SCALE_READS = ("scale", "scale_lo", "scale_hi")  # data.scale: the sources whose values are in the user's units
 SOURCES: dict[str, Source] = {
     "mnist5k": Source(load_mnist5k),
     "digits": Source(load_digits),
     "fashion_mnist": Source(load_fashion_mnist, load_fashion_mnist_test),
     "emoji": Source(load_emoji, reads=("emoji_size", "emoji_set")),
-    "folder": Source(load_folder),
-    "array": Source(load_array, reads=("layout", "labels_path")),
+    "folder": Source(load_folder, reads=SCALE_READS),
+    "array": Source(load_array, reads=("layout", "labels_path", *SCALE_READS)),
     "toy": Source(load_toy, reads=("toy", "toy_size")),
     "csv": Source(load_csv_table, reads=("categorical", "target")),
     **{f"sklearn:{name}": Source(sklearn_loader(name), reads=("target",)) for name in SKLEARN_TABLES},
@@ -179,7 +180,7 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
         idx = holdout_idx if split == "holdout" else train_idx[: cfg.limit]
         if data.kind == "table":  # quantile knots from the training rows only, for every split
             data = normalise_table(data, train_idx[: cfg.limit])
-        if cfg.scale != "auto":  # an array's own units -> [-1, 1], bounds from the training rows (or recorded)
+        if cfg.scale != "auto" and "scale" in src.reads:  # the data's own units -> [-1, 1], by the training rows
             data = scale_data(data, cfg, train_idx[: cfg.limit])
         data = data.select(idx)
 

@@ -10,7 +10,7 @@ Images (``read_image`` and the ``folder`` source):
   * 16-bit grayscale PNG/TIFF (Pillow modes ``I;16*``, or ``I`` holding 16-bit values) are scaled from the
     format's range 0..65535 (whatever the values in the file), keeping their 16-bit precision, and so are
     16-bit RGB/RGBA PNGs (read by :mod:`.png16`; Pillow would keep 8 bits); float TIFF (mode ``F``) must hold
-    values in [0, 1].
+    values in [0, 1] (any range with ``data.scale``, which maps the folder's range to [-1, 1]: data/scale.py).
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
     must share one size.
   * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
@@ -57,20 +57,26 @@ GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count 
 # Single images
 
 
-def _high_depth(im) -> np.ndarray | None:
+def _high_depth(im, raw: bool = False) -> np.ndarray | None:
     """Grayscale pixels of a 16-bit or float image as float32 (H, W) in [0, 1]; None for 8-bit modes.
 
     Scaled by the true range of the format, never by the values in the file: 16-bit modes (``I;16``, ``I;16B``,
-    ``I;16L``, ``I;16N``, and ``I`` holding 16-bit data) by 65535; float (``F``) values must already be in [0, 1].
+    ``I;16L``, ``I;16N``, and ``I`` holding 16-bit data) by 65535; float (``F``) values must already be in [0, 1],
+    unless ``raw`` (``data.scale``): then they are kept as they are, to be mapped by the folder's range.
     """
     mode = im.mode
     if not (mode.startswith("I;16") or mode in ("I", "F")):
         return None
     a = np.asarray(im, dtype=np.float64)
     if mode == "F":
+        if not np.isfinite(a).all():
+            raise DataError("float pixels include NaN or infinite values")
         lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
-        if not np.isfinite(a).all() or lo < 0 or hi > 1:
-            raise DataError(f"float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1]")
+        if not raw and (lo < 0 or hi > 1):
+            raise DataError(
+                f"float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1], "
+                "or set data.scale=minmax or percentile to map the folder's range"
+            )
         return a.astype(np.float32)
     if a.min(initial=0) < 0 or a.max(initial=0) > 65535:
         raise DataError("32-bit integer pixels beyond 0..65535 are not supported; save 8- or 16-bit images")
@@ -88,9 +94,9 @@ def _colour16(a: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, raw: bool = False) -> np.ndarray:
     """Decoded pixels as float32 (H, W, 1) or (H, W, 3) in [0, 1], alpha composited over white (Pillow, and
-    :mod:`.png16` for the 16-bit colour PNGs Pillow would cut to 8 bits)."""
+    :mod:`.png16` for the 16-bit colour PNGs Pillow would cut to 8 bits); ``raw``: float TIFFs as they are."""
     from PIL import Image
 
     if path.suffix.lower() == ".png" and is_png16_colour(path):
@@ -101,7 +107,7 @@ def _decode(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            high = _high_depth(im)
+            high = _high_depth(im, raw)
             if high is not None:
                 return high[..., None]
             mode = im.mode
@@ -126,9 +132,11 @@ def _decode(path: Path) -> np.ndarray:
     return a.astype(np.float32) / 255.0
 
 
-def _decode_tensor(path: Path) -> Tensor:
-    """(1, C, H, W) in [-1, 1], C = 1 or 3, from :func:`_decode`."""
-    return from_unit(torch.from_numpy(_decode(path)).permute(2, 0, 1)[None])
+def _decode_tensor(path: Path, raw: bool = False) -> Tensor:
+    """(1, C, H, W) in [-1, 1], C = 1 or 3, from :func:`_decode`; ``raw``: its values as they are (data.scale maps
+    them afterwards: 8- and 16-bit pixels as fractions of their format's range, float TIFF values untouched)."""
+    x = torch.from_numpy(_decode(path, raw)).permute(2, 0, 1)[None]
+    return x if raw else from_unit(x)
 
 
 def read_image(path: str | Path, size: tuple[int, int] | None = None, channels: int | None = None) -> Tensor:
@@ -172,7 +180,7 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
     size = check_size(cfg.image_size)
     images = []
     for f in files:
-        images.append(resize_crop(_decode_tensor(f), size))
+        images.append(resize_crop(_decode_tensor(f, raw=cfg.scale != "auto"), size))
         if size is None and images[-1].shape[-2:] != images[0].shape[-2:]:
             h0, w0 = images[0].shape[-2:]
             h, w = images[-1].shape[-2:]

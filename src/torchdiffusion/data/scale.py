@@ -1,18 +1,20 @@
-"""Value ranges of user arrays (``data.scale``): from a data set's own units to the [-1, 1] the noise levels are
+"""Value ranges of user data (``data.scale``): from a data set's own units to the [-1, 1] the noise levels are
 made for, and back.
 
-A scientific array - temperatures, counts, fluorescence, a sensor's volts - rarely lies in [-1, 1]. With
-``data.scale`` set, the ``array`` source maps each channel c (axis 1: an image's or volume's channel, a signal's
-channel, a vector's coordinate) affinely::
+A scientific array - temperatures, counts, fluorescence, a sensor's volts - rarely lies in [-1, 1], nor does a
+folder of float TIFFs. With ``data.scale`` set, the ``array`` and ``folder`` sources map each channel c (axis 1:
+an image's or volume's channel, a signal's channel, a vector's coordinate) affinely::
 
     x' = 2 (x - lo_c) / (hi_c - lo_c) - 1          (data units -> model units)
     x  = lo_c + (x' + 1) (hi_c - lo_c) / 2         (model units -> data units)
 
-* ``minmax``: lo_c and hi_c are the channel's minimum and maximum over the whole array (before the held-out
-  split), so every training value lands in [-1, 1];
+* ``minmax``: lo_c and hi_c are the channel's minimum and maximum over the training examples (the held-out ones
+  are mapped by the same bounds), so every training value lands in [-1, 1];
 * ``percentile``: its 0.5th and 99.5th percentiles, values beyond them clamped to [-1, 1] - a few outliers do not
   squeeze the rest (the NIfTI reader's rule, data/volume.py);
 * ``auto`` (the default): no map; images follow the pixel rules of data/files.py, other kinds are kept as they are.
+
+A folder's 8- and 16-bit images enter as fractions of their format's range, its float TIFFs as they are.
 
 A constant channel gets lo = v - 1, hi = v + 1 (it maps to 0). The fitted bounds are recorded in the run's
 config (``data.scale_lo``, ``data.scale_hi``) when training starts, so the held-out split, a resumed run and the
@@ -39,14 +41,11 @@ Bounds = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def scale_checks(d: DataConfig) -> list[tuple[bool, str]]:
-    """(ok, message) of each rule the data.scale settings obey (config validation and load_data both ask)."""
+    """(ok, message) of each rule the data.scale settings obey (config validation and load_data both ask). Only
+    the sources whose ``data.Source.reads`` name them read them; the command line refuses them for the others."""
     bounds = bool(d.scale_lo or d.scale_hi)
     return [
         (d.scale in SCALES, f"data.scale must be one of {', '.join(SCALES)}, got {d.scale!r}"),
-        (
-            d.scale == "auto" or d.source == "array",
-            f"data.scale={d.scale} maps the values of the array source; data.source={d.source} brings its own range",
-        ),
         (not bounds or d.scale != "auto", "data.scale_lo/scale_hi need data.scale=minmax or percentile"),
         (
             len(d.scale_lo) == len(d.scale_hi) and all(h > lo for lo, h in zip(d.scale_lo, d.scale_hi)),
