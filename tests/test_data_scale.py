@@ -111,8 +111,13 @@ def test_float_images_beyond_the_pixel_ranges_name_the_setting(tmp_path):
     d = load_data(DataConfig(source="array", path=str(tmp_path / "u16.npy"), scale="minmax"))
     assert d.shape == (1, 8, 8) and d.value_range == ((0.0,), (51000.0,))
     cfg = DataConfig(source="array", path=str(tmp_path / "k.npy"), scale="minmax", scale_lo=(0.0,), scale_hi=(1.0,))
-    with pytest.raises(DataError, match="bounds for 1 channels; the data has 3"):
+    with pytest.raises(DataError, match="bounds for 1 channel; the data has 3"):
         load_data(cfg)
+    for lo, hi in (((1e39,) * 3, (1e40,) * 3), ((0.0,) * 3, (1e-45, 1.0, 1.0))):  # beyond float32 either way
+        with pytest.raises(DataError, match="beyond float32's range"):
+            load_data(
+                DataConfig(source="array", path=str(tmp_path / "k.npy"), scale="minmax", scale_lo=lo, scale_hi=hi)
+            )
 
 
 @pytest.mark.parametrize(

@@ -94,12 +94,17 @@ def scale_data(data: TensorData, cfg: DataConfig, fit_on: Tensor) -> TensorData:
         lo, hi = tuple(cfg.scale_lo), tuple(cfg.scale_hi)
         if len(lo) != channels:
             raise DataError(
-                f"data.scale_lo/scale_hi hold bounds for {len(lo)} channels; the data has {channels} "
-                f"(leave them unset to fit them to the data)"
+                f"data.scale_lo/scale_hi hold bounds for {len(lo)} channel{'s' * (len(lo) != 1)}; the data has "
+                f"{channels} (leave them unset to fit them to the data)"
             )
     else:
         lo, hi = fit_range(data.x[fit_on].numpy(), cfg.scale)
     data.x = to_model_units(data.x, lo, hi, clamp=cfg.scale == "percentile").contiguous()
+    if not torch.isfinite(data.x).all():  # float32 arithmetic: bounds beyond ~3e38, or hi - lo below ~1e-38
+        raise DataError(
+            f"data.scale bounds {list(lo)} .. {list(hi)} map the data to values beyond float32's range; give bounds "
+            "of the data's own magnitude (or leave data.scale_lo/scale_hi unset to fit them)"
+        )
     data.value_range = (lo, hi)
     return data
 
