@@ -31,8 +31,9 @@ class DataConfig:
     channels: int | None = None  # 1 (grayscale) or 3 (RGB) for folders; None keeps the native channel count
     layout: str = "auto"  # auto | NCHW | NHWC | NHW (images) | NCL (1-D signals) | NCDHW | NDHW (volumes): how
     # the array source reads axes
-    # array source: map each channel's own range to [-1, 1] (data/scale.py): auto (no map; pixel rules for images)
-    # | minmax | percentile (0.5-99.5 %, clamped). The bounds are fitted on the training rows and recorded here
+    # array and folder sources: map each channel's own range to [-1, 1] (data/scale.py): auto (no map; the pixel
+    # rules for images) | minmax | percentile (0.5-99.5 %, clamped). The bounds are fitted on the training examples
+    # and recorded here
     scale: str = "auto"
     scale_lo: tuple[float, ...] = ()  # per channel; set from the data at training (or given, to fix the map)
     scale_hi: tuple[float, ...] = ()
@@ -965,6 +966,7 @@ def _between(v: Any, lo: float, hi: float, name: str) -> tuple[bool, str]:
 
 def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
     from .data import SOURCES, TOYS
+    from .data.scale import scale_checks
 
     size_ok = d.image_size is None or (len(d.image_size) == 2 and all(1 <= v <= MAX_PIXELS for v in d.image_size))
     return [
@@ -987,14 +989,8 @@ def _data_checks(d: DataConfig) -> list[tuple[bool, str]]:
             d.signal_length is None or 2 <= d.signal_length <= 1_000_000,
             f"data.signal_length must be in [2, 1e6], got {d.signal_length!r}",
         ),
-        *_scale_checks(d),
+        *scale_checks(d),
     ]
-
-
-def _scale_checks(d: DataConfig) -> list[tuple[bool, str]]:
-    from .data.scale import scale_checks
-
-    return scale_checks(d)
 
 
 def _model_checks(m: ModelConfig) -> list[tuple[bool, str]]:
