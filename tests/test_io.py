@@ -50,14 +50,20 @@ def test_a_failure_keeps_the_old_file_and_removes_the_temporary_one(tmp_path, er
 
 def test_a_failure_to_create_the_temporary_file_names_the_file_asked_for(tmp_path):
     """Where the temporary sibling cannot be made (a folder that takes no new files, as /proc), the error names the
-    file the caller asked for - what a user can act on - not the hidden temporary name."""
+    file the caller asked for - what a user can act on - not the hidden temporary name, and says the folder refused
+    it (EPERM: "operation not permitted"), not that a path in a folder that exists does not exist (ENOENT)."""
+    import errno
+
+    from torchdiffusion.cli import describe_os_error
+
     p = tmp_path / "card.md"
-    with pytest.raises(FileNotFoundError) as e, atomic_path(p) as tmp:
+    with pytest.raises(PermissionError) as e, atomic_path(p) as tmp:
         raise FileNotFoundError(2, "No such file or directory", str(tmp))  # what open(tmp, "xb") raises there
-    assert e.value.filename == str(p) and TMP_MARK not in str(e.value)
+    assert e.value.filename == str(p) and TMP_MARK not in str(e.value) and e.value.errno == errno.EPERM
+    assert describe_os_error(e.value)[0] == f"{p}: operation not permitted"
     with pytest.raises(OSError) as e:
         atomic_write("/proc/torchdiffusion-card.md", "x")  # the kernel's folder: no new files there
-    assert e.value.filename == "/proc/torchdiffusion-card.md"
+    assert e.value.filename == "/proc/torchdiffusion-card.md" and e.value.errno != errno.ENOENT
 
 
 def test_a_folder_that_cannot_be_written_names_the_folder_asked_for(tmp_path):

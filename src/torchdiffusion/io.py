@@ -19,6 +19,7 @@ and the temporary file (and any folder created for it) is removed on any excepti
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -107,13 +108,16 @@ def _remove_empty(folders: list[Path]) -> None:
 
 def _as_asked(e: OSError, tmp: Path, path: Path) -> OSError:
     """``e`` naming ``path`` (or the file under it) where it names the temporary ``tmp`` (or a file in that
-    folder) or, with an errno, no file at all (ENOSPC from a write); ``e`` itself otherwise."""
+    folder) or, with an errno, no file at all (ENOSPC from a write); ``e`` itself otherwise. Creating ``tmp`` in a
+    folder that exists can fail with ENOENT only where the file system takes no new files (/proc): that is told as
+    EPERM, not as a path that does not exist."""
     if e.errno is None or not (e.filename is None or isinstance(e.filename, (str, Path))):
         return e
     name = Path(e.filename) if e.filename is not None else tmp
     if name != tmp and tmp not in name.parents:
         return e
-    return OSError(e.errno, os.strerror(e.errno), str(path / name.relative_to(tmp)) if name != tmp else str(path))
+    code = errno.EPERM if e.errno == errno.ENOENT and name == tmp and tmp.parent.is_dir() else e.errno
+    return OSError(code, os.strerror(code), str(path / name.relative_to(tmp)) if name != tmp else str(path))
 
 
 @contextmanager
