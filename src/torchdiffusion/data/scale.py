@@ -56,14 +56,15 @@ def scale_checks(d: DataConfig) -> list[tuple[bool, str]]:
 
 
 def fit_range(a: np.ndarray, how: str) -> Bounds:
-    """(lo, hi) per channel (axis 1) of ``a`` (N, C, ...): its minimum and maximum, or its PERCENTILES."""
+    """(lo, hi) per channel (axis 1) of ``a`` (N, C, ...): its minimum and maximum, or its PERCENTILES. One channel
+    at a time, in the array's own precision (a data set of gigabytes is not copied whole, nor widened)."""
     if how not in SCALES[1:]:
         raise ValueError(f"data.scale must be one of {', '.join(SCALES[1:])} to fit a range, got {how!r}")
-    per_channel = np.moveaxis(np.asarray(a, dtype=np.float64), 1, 0).reshape(a.shape[1], -1)
-    if how == "minmax":
-        lo, hi = per_channel.min(axis=1), per_channel.max(axis=1)
-    else:
-        lo, hi = np.percentile(per_channel, PERCENTILES, axis=1)
+    bounds = []
+    for c in range(a.shape[1]):
+        channel = a[:, c]
+        bounds.append((channel.min(), channel.max()) if how == "minmax" else np.percentile(channel, PERCENTILES))
+    lo, hi = (np.array([float(b[i]) for b in bounds]) for i in (0, 1))
     flat = hi <= lo  # a constant channel (or one whose percentiles meet): centred on its value, width 2
     lo, hi = np.where(flat, lo - 1.0, lo), np.where(flat, lo + 1.0, hi)
     return tuple(float(v) for v in lo), tuple(float(v) for v in hi)
@@ -73,11 +74,15 @@ def _per_channel(v: Sequence[float], x: Tensor) -> Tensor:
     return torch.tensor(v, dtype=x.dtype, device=x.device).reshape(1, -1, *([1] * (x.ndim - 2)))
 
 
-def to_model_units(x: Tensor, lo: Sequence[float], hi: Sequence[float], clamp: bool = False) -> Tensor:
-    """x' = 2 (x - lo) / (hi - lo) - 1 per channel (axis 1); ``clamp``: to [-1, 1] (percentile bounds)."""
+def to_model_units(
+    x: Tensor, lo: Sequence[float], hi: Sequence[float], clamp: bool = False, inplace: bool = False
+) -> Tensor:
+    """x' = 2 (x - lo) / (hi - lo) - 1 per channel (axis 1); ``clamp``: to [-1, 1] (percentile bounds);
+    ``inplace``: in ``x`` itself (a whole data set, mapped without a second copy)."""
     lo_, hi_ = _per_channel(lo, x), _per_channel(hi, x)
-    y = 2 * (x - lo_) / (hi_ - lo_) - 1
-    return y.clamp(-1, 1) if clamp else y
+    y = x if inplace else x.clone()
+    y.sub_(lo_).mul_(2 / (hi_ - lo_)).sub_(1)
+    return y.clamp_(-1, 1) if clamp else y
 
 
 def to_data_units(x: Tensor, lo: Sequence[float], hi: Sequence[float]) -> Tensor:
@@ -99,7 +104,7 @@ def scale_data(data: TensorData, cfg: DataConfig, fit_on: Tensor) -> TensorData:
             )
     else:
         lo, hi = fit_range(data.x[fit_on].numpy(), cfg.scale)
-    data.x = to_model_units(data.x, lo, hi, clamp=cfg.scale == "percentile").contiguous()
+    data.x = to_model_units(data.x.contiguous(), lo, hi, clamp=cfg.scale == "percentile", inplace=True)
     if not torch.isfinite(data.x).all():  # float32 arithmetic: bounds beyond ~3e38, or hi - lo below ~1e-38
         raise DataError(
             f"data.scale bounds {list(lo)} .. {list(hi)} map the data to values beyond float32's range; give bounds "
