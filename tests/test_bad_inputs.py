@@ -233,6 +233,7 @@ CASES = [
     (["sample", "{run}", "--out", "{ws}/folder.png"], U, "folder.png"),
     (["sample", "{run}", "--out", "{ws}/file.txt/x.png"], U, "file.txt"),
     (["sample", "{run}", "--out", "{ro}/x.png"], E, "read-only"),
+    (["sample", "{run}", "--out", "/proc/torchdiffusion-x.png"], E, "/proc"),
     (["sample", "{run}", "--n", "2", "--steps", "1", "--out", "{full}/x.png"], E, "space"),
     (["sample", "{run}", "--n", "2", "--steps", "1", "--gif", "--out", "{full}/x.png"], E, "space"),
     (["sample", "{run}", "--class", "99"], U, "class"),
@@ -381,6 +382,7 @@ CASES = [
     (["evaluate", "{run}", "--device", "tpu"], U, "--device"),
     (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "{ws}/file.txt"], U, "file.txt"),
     (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "{ro}/eval"], E, "read-only"),
+    (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "/proc/torchdiffusion/eval"], E, "/proc"),
     (["evaluate", "{run}", "--metrics", "memorisation", "--n", "2", "--out", "{full}/eval"], E, "space"),
     (["evaluate", "{ws}/missing"], U, "does not exist"),
     (["evaluate", "{run}", "--n", "2", "--out", "{ws}/clip"], U, "would replace report.json of the run folder"),
@@ -407,6 +409,7 @@ CASES = [
     (["bench-train", "--out", "{ws}/folder.png"], U, "folder.png"),
     (["bench-train", "--out", "{ws}/file.txt/r.json"], U, "file.txt"),
     (["bench-train", "--out", "{ro}/r.json"], E, "read-only"),
+    (["bench-train", "--out", "/proc/torchdiffusion-r.json"], E, "/proc"),  # a folder that takes no new files
     (["bench-train", "--out", "{run}/run.json"], U, "would replace run.json of the run folder"),
     (["bench-train", "--out", "{ws}/ae/autoencoder.json"], U, "would replace autoencoder.json"),
     (["bench-train", "--out", "{ws}/clip/contrastive.safetensors"], U, "would replace contrastive.safetensors"),

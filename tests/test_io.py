@@ -131,3 +131,20 @@ def test_a_cache_setting_that_names_a_file_is_one_line(tmp_path, monkeypatch, ca
     assert err.startswith("torchdiffusion evaluate: error: TORCHDIFFUSION_CACHE=") and "\n" not in err, err
     monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "new"))
     assert cache_dir("a", "b") == tmp_path / "new" / "a" / "b"
+
+
+def test_an_output_in_a_folder_that_takes_no_new_files_is_refused_before_sampling(tmp_path, monkeypatch):
+    """/proc passes a permission check for root but takes no new files: the output check creates (and removes) a
+    file there first, so the command stops before its work, not at its first write."""
+    import torchdiffusion.generate as G
+    from tinyruns import cli, write_run
+
+    run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2"])
+
+    def never(*a, **k):
+        raise AssertionError("sampled before the output folder was checked")
+
+    monkeypatch.setattr(G, "generate", never)
+    rc, _, err = cli("sample", run, "--n", "1", "--out", "/proc/torchdiffusion-x.png")
+    assert rc == 3 and err.count("\n") == 1 and "/proc" in err, err
+    assert not list(tmp_path.glob("**/*probe*"))
