@@ -150,6 +150,19 @@ def atomic_path(path: str | Path, *, before_rename: Callable[[], None] | None = 
         watcher.written(named, path)
 
 
+def check_creatable(folder: Path) -> None:
+    """Create and remove a temporary file in ``folder`` (which exists): a folder that passes a permission check
+    but takes no new files (/proc, /sys, some mounts) raises here, before a command's work, the OSError of that
+    creation naming ``folder`` (told as :func:`atomic_path` tells it: ENOENT there as EPERM)."""
+    tmp = temp_name(folder / ".torchdiffusion-probe")
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as e:
+        raise _as_asked(e, tmp, folder) from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def atomic_write(
     path: str | Path,
     data: bytes | str | Callable[[IO[bytes]], Any],

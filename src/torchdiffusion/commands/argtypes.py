@@ -235,26 +235,9 @@ def _check_output_dir_path(p: Path) -> None:
         if err.f_flag & os.ST_RDONLY:
             raise OSError(30, "Read-only file system", str(q))
         raise PermissionError(13, "Permission denied", str(q))
-    _probe_new_file(q)
+    from ..io import check_creatable
 
-
-def _probe_new_file(folder: Path) -> None:
-    """Create and remove a temporary file in ``folder``: a folder that passes the permission check but takes no new
-    files (/proc, /sys, some mounts) is refused now, before the work, not when the first output is written. Raises
-    the OSError of the creation (ENOENT there told as EPERM, as io.atomic_path does), naming the folder."""
-    import errno
-    import secrets
-
-    from ..io import TMP_MARK
-
-    probe = folder / f".torchdiffusion-probe{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except OSError as e:
-        code = errno.EPERM if e.errno == errno.ENOENT else (e.errno or errno.EPERM)
-        raise OSError(code, os.strerror(code), str(folder)) from None
-    os.close(fd)
-    os.unlink(probe)
+    check_creatable(q)  # a folder that takes no new files (/proc) is refused now, not at the first write
 
 
 def new_or_empty_folder(path: str | Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .argtypes import (
     MAX_BATCH,
@@ -12,6 +13,7 @@ from .argtypes import (
     MAX_SEED,
     MAX_STEPS,
     MAX_THREADS,
+    check_output_dir,
     float_in,
     int_in,
     nonneg_int,
@@ -43,12 +45,12 @@ alone scores real images and draws no samples."""
 REPORT_RECORD = ("report.json", ("run", "metrics"))  # an evaluation's folder is known by its report
 
 
-def _eval_files() -> tuple[str, ...]:
-    """The files an evaluation writes in its folder (evaluation.evaluate.EVAL_FILES, and a table's or sequence's
-    samples as rows or lines)."""
+def _check_eval_out(out: str | Path) -> Path:
+    """The evaluation folder ``out``, checked (argtypes.check_output_dir) for the files an evaluation writes there -
+    evaluation.evaluate.EVAL_FILES, and a table's or sequence's samples as rows or lines - known by its report."""
     from ..evaluation.evaluate import EVAL_FILES
 
-    return (*EVAL_FILES, "samples.csv", "samples.txt")
+    return check_output_dir(out, writes=(*EVAL_FILES, "samples.csv", "samples.txt"), record=REPORT_RECORD)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -172,15 +174,12 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
     from ..generate import load_run
     from ..kinds import metrics, save, schema_of
     from ..viz import save_json
-    from .argtypes import check_output_dir
 
     if args.metrics != DEFAULT_METRICS or args.features or args.classifier:
         raise ValueError(
             "--metrics/--features/--classifier choose image metrics; table and sequence runs report all of theirs"
         )
-    out = check_output_dir(
-        args.out or Path(args.run) / "eval", writes=_eval_files(), record=("report.json", ("run", "metrics"))
-    )
+    out = _check_eval_out(args.out or Path(args.run) / "eval")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     run_ = load_run(args.run)
@@ -207,13 +206,10 @@ def evaluate_signals(args: argparse.Namespace) -> int:
     from ..evaluation.signals import evaluate_signal_run
     from ..generate import load_run
     from ..viz import save_json, save_signals
-    from .argtypes import check_output_dir
 
     if args.metrics != DEFAULT_METRICS or args.features or args.classifier:
         raise ValueError("--metrics/--features/--classifier choose image metrics; signal runs report all of theirs")
-    out = check_output_dir(
-        args.out or Path(args.run) / "eval", writes=_eval_files(), record=("report.json", ("run", "metrics"))
-    )
+    out = _check_eval_out(args.out or Path(args.run) / "eval")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     run_ = load_run(args.run)
@@ -246,7 +242,6 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     from ..config import from_json
     from ..evaluation import features as FE
     from ..evaluation.evaluate import METRICS, SAMPLE_METRICS, EvaluateError
-    from .argtypes import check_output_dir
 
     metrics = _csv(args.metrics)
     if not metrics:
@@ -283,7 +278,7 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     run = Path(args.run)
     if not (run / "config.json").is_file():
         return metrics, feats, args.vlb_timesteps or None  # evaluate() names what is missing
-    check_output_dir(args.out or run / "eval", writes=_eval_files(), record=REPORT_RECORD)
+    _check_eval_out(args.out or run / "eval")
     cfg = from_json((run / "config.json").read_text())
     T, vlb = cfg.diffusion.T, args.vlb_timesteps
     if vlb is None:

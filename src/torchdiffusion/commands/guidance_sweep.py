@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..evaluation.evaluate import EvaluateError, fitting_classifier
-    from ..evaluation.guidance_sweep import SWEEP_FILES, real_diversity, save_sweep, sweep
+    from ..evaluation.guidance_sweep import SWEEP_FILES, SWEEP_RECORD, real_diversity, save_sweep, sweep
     from ..generate import load_run
     from ..guidance import GuidanceError
 
@@ -64,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_per_class < 1:
         raise GuidanceError("--n-per-class must be >= 1")
     run_ = load_run(args.run)
-    out = check_output_dir(
-        args.out or run_.path / "guidance-sweep", writes=SWEEP_FILES, record=("sweep.json", ("run", "scales"))
-    )
+    out = check_output_dir(args.out or run_.path / "guidance-sweep", writes=SWEEP_FILES, record=SWEEP_RECORD)
     m = run_.config.model
     mode = args.mode or ("class" if m.num_classes > 0 else "context")
     if run_.kind != "image":

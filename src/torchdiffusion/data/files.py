@@ -272,6 +272,14 @@ def array_layout(shape: tuple[int, ...], layout: str = "auto", what: str = "arra
     )
 
 
+def _channels_first(a: np.ndarray, axes: str) -> np.ndarray:
+    """``a`` with its channel axis second: (N, H, W) and (N, D, H, W) get one channel, (N, H, W, C) is transposed;
+    every other layout of :func:`array_layout` is channels-first already."""
+    if axes in ("NHW", "NDHW"):
+        return a[:, None]
+    return a.transpose(0, 3, 1, 2) if axes == "NHWC" else a
+
+
 def array_to_images(a: np.ndarray, what: str = "array", layout: str = "auto") -> Tensor:
     """(N, H, W), (N, H, W, C) or (N, C, H, W) pixels -> (N, C, H, W) float32 in [-1, 1] (rules above)."""
     a = _finite(a, what)
@@ -281,10 +289,7 @@ def array_to_images(a: np.ndarray, what: str = "array", layout: str = "auto") ->
     if axes in ("ND", "NCL", "NCDHW", "NDHW"):
         held = {"ND": "vectors", "NCL": "1-D signals"}.get(axes, "volumes")
         raise DataError(f"{what} of shape {a.shape} holds {held}, not images")
-    if axes == "NHW":
-        a = a[:, None]
-    elif axes == "NHWC":
-        a = a.transpose(0, 3, 1, 2)  # channels-last -> channels-first
+    a = _channels_first(a, axes)
     if a.shape[0] == 0:
         raise DataError(f"{what} holds no examples")
     if a.dtype.kind in "biu":
@@ -338,12 +343,9 @@ def load_array(cfg: DataConfig, seed: int) -> TensorData:
     # vectors, signals and volumes: values kept as they are; any kind with data.scale: values in the array's own
     # units, mapped to [-1, 1] by load_data (data/scale.py)
     if axes in ("ND", "NCL", "NCDHW", "NDHW") or cfg.scale != "auto":
-        a = _finite(a, path.name)
-        if axes == "NHWC":
-            a = a.transpose(0, 3, 1, 2)
+        a = _channels_first(_finite(a, path.name), axes)
         x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         kind = {"ND": "vector", "NCL": "signal", "NCDHW": "volume", "NDHW": "volume"}.get(axes, "image")
-        x = x[:, None] if axes in ("NDHW", "NHW") else x
         if x.shape[0] == 0:
             raise DataError(f"{path.name} holds no examples")
     else:

@@ -184,6 +184,7 @@ def write_json(obj: dict, path: Path) -> Path:
 
 
 SWEEP_FILES = ("sweep.json", "sweep.png", "grid.png")  # what save_sweep writes in its folder
+SWEEP_RECORD = ("sweep.json", ("run", "scales"))  # a sweep's folder is known by its numbers
 
 
 def save_sweep(result: dict, out: Path, title: str = "") -> list[Path]:
