@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,37 @@ def test_nifti_files_read_as_axial_volumes_scaled_to_unit_range(tmp_path):
     (tmp_path / "junk.nii").write_bytes(b"not a volume")
     with pytest.raises(DataError, match="cannot read NIfTI file junk.nii"):
         load_data(DataConfig(source="nifti", path=str(tmp_path / "junk.nii")))
+
+
+def test_nifti_scans_are_scaled_by_their_training_volumes_and_sampled_back_in_their_units(tmp_path):
+    """A scanner's intensities (here about 300-1,300): data.scale=auto means percentile for NIfTI, fitted to the
+    training volumes only and recorded in config.json; sample --save-npy writes the scanner's units again."""
+    nib = pytest.importorskip("nibabel")
+    from torchdiffusion.data import split_indices
+
+    rng = np.random.default_rng(0)
+    series = (800 + 250 * rng.standard_normal((8, 8, 8, 12))).astype(np.float32)  # (X, Y, Z, N)
+    train_idx, holdout_idx = split_indices(12, 3, seed=0)
+    series[..., int(holdout_idx[0])] += 5_000  # a bright held-out volume: it must not move the bounds
+    nib.save(nib.Nifti1Image(series, np.eye(4)), tmp_path / "scan.nii.gz")
+    rows = np.moveaxis(series, (3, 2, 1, 0), (0, 1, 2, 3))[train_idx.numpy()]  # (N, Z, Y, X), the training ones
+    cfg = DataConfig(source="nifti", path=str(tmp_path / "scan.nii.gz"), holdout=3)
+    train = load_data(cfg, split="train")
+    (lo,), (hi,) = train.value_range
+    assert np.allclose([lo, hi], np.percentile(rows, [0.5, 99.5]), rtol=1e-5) and hi < 2_000
+    assert train.x.min() == -1 and train.x.max() == 1  # clamped beyond the percentiles
+    assert load_data(replace(cfg, scale="minmax"), split="train").value_range == ((rows.min(),), (rows.max(),))
+    run = tmp_path / "run"
+    tiny = ["data.source=nifti", f"data.path={tmp_path / 'scan.nii.gz'}", "data.holdout=3", "model.num_classes=0"]
+    tiny += ["train.images=24", "model.channels=8", "model.channel_mult=1,2", "sample.steps=2", "sample.n=2"]
+    rc, _, err = cli("train", "--preset", "volume-shapes", "--out", run, "--no-progress", *[f"--set={a}" for a in tiny])
+    assert rc == 0, err
+    d = json.loads((run / "config.json").read_text())["data"]
+    assert d["scale"] == "percentile" and np.allclose([d["scale_lo"][0], d["scale_hi"][0]], [lo, hi])
+    rc, _, err = cli("sample", run, "--n", "2", "--steps", "2", "--save-npy", "--out", tmp_path / "s.png")
+    assert rc == 0, err
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == (2, 1, 8, 8, 8) and lo - 1e-3 <= s.min() and s.max() <= hi + 1e-3 and s.max() > 100
 
 
 def test_nibabels_own_functional_series_loads():

@@ -42,7 +42,7 @@ def load_images(cfg):
     from dataclasses import replace
 
     from ..config import ConfigError
-    from ..data import load_data
+    from ..data import load_data, scale_of
     from ..data.scale import recorded
 
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
@@ -54,7 +54,7 @@ def load_images(cfg):
         raise ConfigError(f"the data has {C} channels but model.in_channels={cfg.model.in_channels}")
     if H % f or W % f:
         raise ConfigError(f"the images are {H}x{W}; the factor f={f} must divide both sides")
-    cfg = replace(cfg, data=recorded(cfg.data, data))
+    cfg = replace(cfg, data=recorded(cfg.data, data, scale_of(cfg.data)))
     holdout = load_data(cfg.data, split="holdout", seed=cfg.train.seed).x if cfg.data.holdout > 0 else None
     return data.x, holdout, cfg
 

@@ -67,6 +67,7 @@ __all__ = [
     "fit_kind",
     "kind_of_shape",
     "load_data",
+    "scale_of",
     "read_image",
     "to_uint8",
 ]
@@ -79,6 +80,8 @@ class Source:
     # the DataConfig fields of one kind of source that this one reads (a --set of such a field for a source that does
     # not read it is refused: config.data_readers)
     reads: tuple[str, ...] = ()
+    # what data.scale=auto means for it (data/scale.py): "auto" (no map), or a map its values always need
+    scale: str = "auto"
 
 
 SEQUENCE_READS = ("seq_len",)
@@ -98,7 +101,7 @@ SOURCES: dict[str, Source] = {
     "sklearn_text": Source(load_sklearn_text, reads=SEQUENCE_READS),
     "python_docs": Source(load_python_docs, reads=SEQUENCE_READS),
     "shapes3d": Source(load_shapes3d, reads=("volume_size", "volume_count")),
-    "nifti": Source(load_nifti),
+    "nifti": Source(load_nifti, reads=SCALE_READS, scale="percentile"),  # a scanner's units
     "signal_csv": Source(load_signal_csv, reads=("target",)),
     **{f"ucr:{name}": Source(ucr_loader(name)) for name in UCR_SETS},
 }
@@ -128,6 +131,15 @@ def split_groups(groups: torch.Tensor, holdout: int, seed: int) -> tuple[torch.T
 def data_seed(cfg: DataConfig, seed: int) -> int:
     """The seed of the data (its train/holdout split, toy points): ``data.seed`` when set, else the run's ``seed``."""
     return seed if cfg.seed is None else cfg.seed
+
+
+def scale_of(cfg: DataConfig) -> str:
+    """The map ``data.scale`` means for the source ``cfg.source``: its setting, or for ``auto`` the source's own
+    (``Source.scale``); "auto" (no map) for a source that does not read it."""
+    src = SOURCES.get(cfg.source)
+    if src is None or "scale" not in src.reads:
+        return "auto"
+    return src.scale if cfg.scale == "auto" else cfg.scale
 
 
 def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorData:
@@ -180,8 +192,8 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
         idx = holdout_idx if split == "holdout" else train_idx[: cfg.limit]
         if data.kind == "table":  # quantile knots from the training rows only, for every split
             data = normalise_table(data, train_idx[: cfg.limit])
-        if cfg.scale != "auto" and "scale" in src.reads:  # the data's own units -> [-1, 1], by the training rows
-            data = scale_data(data, cfg, train_idx[: cfg.limit])
+        if scale_of(cfg) != "auto":  # the data's own units -> [-1, 1], by the training rows
+            data = scale_data(data, cfg, train_idx[: cfg.limit], scale_of(cfg))
         data = data.select(idx)
 
     if data.kind == "image":
@@ -237,7 +249,7 @@ def fit_kind(cfg: RunConfig, data: TensorData) -> RunConfig:
     if (kind in ("table", "sequence") or m.net in special) and m.net != wanted:
         raise ConfigError(f"{kind} data is modelled by model.net={wanted}, not model.net={m.net}")
     if data.value_range is not None:  # data.scale: the bounds fitted to the training rows, recorded in config.json
-        cfg = replace(cfg, data=recorded(cfg.data, data))
+        cfg = replace(cfg, data=recorded(cfg.data, data, scale_of(cfg.data)))
     if kind == "table":
         return replace(cfg, model=replace(m, categories=data.schema.num_categories))
     if kind == "sequence":

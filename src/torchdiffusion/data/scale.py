@@ -2,8 +2,8 @@
 made for, and back.
 
 A scientific array - temperatures, counts, fluorescence, a sensor's volts - rarely lies in [-1, 1], nor does a
-folder of float TIFFs. With ``data.scale`` set, the ``array`` and ``folder`` sources map each channel c (axis 1:
-an image's or volume's channel, a signal's channel, a vector's coordinate) affinely::
+folder of float TIFFs or a NIfTI scan. With ``data.scale`` set, the ``array``, ``folder`` and ``nifti`` sources
+map each channel c (axis 1: an image's or volume's channel, a signal's channel, a vector's coordinate) affinely::
 
     x' = 2 (x - lo_c) / (hi_c - lo_c) - 1          (data units -> model units)
     x  = lo_c + (x' + 1) (hi_c - lo_c) / 2         (model units -> data units)
@@ -11,8 +11,9 @@ an image's or volume's channel, a signal's channel, a vector's coordinate) affin
 * ``minmax``: lo_c and hi_c are the channel's minimum and maximum over the training examples (the held-out ones
   are mapped by the same bounds), so every training value lands in [-1, 1];
 * ``percentile``: its 0.5th and 99.5th percentiles, values beyond them clamped to [-1, 1] - a few outliers do not
-  squeeze the rest (the NIfTI reader's rule, data/volume.py);
-* ``auto`` (the default): no map; images follow the pixel rules of data/files.py, other kinds are kept as they are.
+  squeeze the rest;
+* ``auto`` (the default): the source's own rule (``data.Source.scale``): ``percentile`` for NIfTI volumes (a
+  scanner's units), else no map - images follow the pixel rules of data/files.py, other kinds are kept as they are.
 
 A folder's 8- and 16-bit images enter as fractions of their format's range, its float TIFFs as they are.
 
@@ -91,9 +92,10 @@ def to_data_units(x: Tensor, lo: Sequence[float], hi: Sequence[float]) -> Tensor
     return lo_ + (x + 1) * (hi_ - lo_) / 2
 
 
-def scale_data(data: TensorData, cfg: DataConfig, fit_on: Tensor) -> TensorData:
+def scale_data(data: TensorData, cfg: DataConfig, fit_on: Tensor, how: str) -> TensorData:
     """``data`` with ``x`` in model units: by the bounds ``cfg.scale_lo``/``scale_hi`` where a run recorded them,
-    else by those :func:`fit_range` fits on the examples ``fit_on`` (the training rows); ``value_range`` set."""
+    else by those :func:`fit_range` fits (``how``: minmax or percentile) on the examples ``fit_on`` (the training
+    rows); ``value_range`` set."""
     channels = data.x.shape[1] if data.x.ndim > 1 else 1
     if cfg.scale_lo:
         lo, hi = tuple(cfg.scale_lo), tuple(cfg.scale_hi)
@@ -103,8 +105,8 @@ def scale_data(data: TensorData, cfg: DataConfig, fit_on: Tensor) -> TensorData:
                 f"{channels} (leave them unset to fit them to the data)"
             )
     else:
-        lo, hi = fit_range(data.x[fit_on].numpy(), cfg.scale)
-    data.x = to_model_units(data.x.contiguous(), lo, hi, clamp=cfg.scale == "percentile", inplace=True)
+        lo, hi = fit_range(data.x[fit_on].numpy(), how)
+    data.x = to_model_units(data.x.contiguous(), lo, hi, clamp=how == "percentile", inplace=True)
     if not torch.isfinite(data.x).all():  # float32 arithmetic: bounds beyond ~3e38, or hi - lo below ~1e-38
         raise DataError(
             f"data.scale bounds {list(lo)} .. {list(hi)} map the data to values beyond float32's range; give bounds "
@@ -114,10 +116,11 @@ def scale_data(data: TensorData, cfg: DataConfig, fit_on: Tensor) -> TensorData:
     return data
 
 
-def recorded(cfg: DataConfig, data: TensorData) -> DataConfig:
-    """``cfg`` with the bounds ``data`` was scaled by (``data.value_range``) as ``scale_lo``/``scale_hi``: what a
-    run's config.json records; ``cfg`` itself for data that was not scaled."""
+def recorded(cfg: DataConfig, data: TensorData, how: str) -> DataConfig:
+    """``cfg`` with the map ``data`` was scaled by: ``how`` as ``scale`` (a source's ``auto`` made explicit) and
+    ``data.value_range`` as ``scale_lo``/``scale_hi``; what a run's config.json records. ``cfg`` itself for data
+    that was not scaled."""
     if data.value_range is None:
         return cfg
     lo, hi = data.value_range
-    return dataclasses.replace(cfg, scale_lo=tuple(lo), scale_hi=tuple(hi))
+    return dataclasses.replace(cfg, scale=how, scale_lo=tuple(lo), scale_hi=tuple(hi))

@@ -9,8 +9,10 @@
 
 ``nifti`` (``data.path``: a ``.nii``/``.nii.gz`` file or a folder of them; needs ``nibabel``, the ``volumes``
 extra): a 3-D file ``(X, Y, Z)`` is one volume, a 4-D file ``(X, Y, Z, N)`` is N volumes (a series); each is read
-as ``(1, D, H, W) = (1, Z, Y, X)`` (axial slices first). All volumes must share one size. Intensities are mapped
-to [-1, 1] by the set's 0.5 and 99.5 percentiles (clamped beyond them).
+as ``(1, D, H, W) = (1, Z, Y, X)`` (axial slices first). All volumes must share one size. Intensities are read as
+they are (float32) and mapped to [-1, 1] by ``data.scale`` (data/scale.py), whose ``auto`` is ``percentile`` for
+this source: the training volumes' 0.5 and 99.5 percentiles, clamped beyond them, recorded in the run's config so
+samples go back to the scanner's units.
 
 ``.npy``/``.npz`` volumes go through the ``array`` source: a 5-D array ``(N, C, D, H, W)``, or a 4-D
 ``(N, D, H, W)`` with ``data.layout=NDHW``; their values are kept as they are.
@@ -150,7 +152,8 @@ def read_nifti(path: Path) -> np.ndarray:
 
 
 def load_nifti(cfg: DataConfig, seed: int) -> TensorData:
-    """Volumes from NIfTI files (module docstring), intensities scaled to [-1, 1] by the set's percentiles."""
+    """Volumes from NIfTI files (module docstring), intensities as they are (float32): ``load_data`` maps them to
+    [-1, 1] by ``data.scale`` (percentile unless set), fitted to the training volumes."""
     if not cfg.path:
         raise DataError("the nifti source needs data.path=<file.nii[.gz] or a folder of them>")
     vols = []
@@ -159,8 +162,5 @@ def load_nifti(cfg: DataConfig, seed: int) -> TensorData:
         if vols and v.shape[1:] != vols[0].shape[1:]:
             raise DataError(f"{f.name} holds volumes of size {v.shape[1:]}, the first file {vols[0].shape[1:]}")
         vols.append(v)
-    a = np.concatenate(vols)
-    lo, hi = np.percentile(a, [0.5, 99.5])
-    scale = (hi - lo) if hi > lo else 1.0
-    x = torch.from_numpy(np.clip(2 * (a - lo) / scale - 1, -1, 1).astype(np.float32))[:, None].contiguous()
+    x = torch.from_numpy(np.concatenate(vols).astype(np.float32, copy=False))[:, None].contiguous()
     return TensorData(x, kind="volume", name=f"nifti:{Path(cfg.path).name}")
