@@ -139,18 +139,22 @@ def _decode_tensor(path: Path, raw: bool = False) -> Tensor:
     return x if raw else from_unit(x)
 
 
-def read_image(path: str | Path, size: tuple[int, int] | None = None, channels: int | None = None) -> Tensor:
-    """Read a PNG/JPEG as (C, H, W) float32 in [-1, 1].
+def read_image(
+    path: str | Path, size: tuple[int, int] | None = None, channels: int | None = None, raw: bool = False
+) -> Tensor:
+    """Read a PNG/JPEG/TIFF as (C, H, W) float32 in [-1, 1].
 
     Args:
         path: the image file.
         size: (H, W) to scale-to-cover and centre-crop to; None keeps the file's size.
         channels: 1 (grayscale) or 3 (RGB); None keeps the file's (1 if it has no colour, else 3).
+        raw: the values the folder source reads under ``data.scale`` instead (8- and 16-bit pixels as fractions
+            of their format's range, float TIFF values as they are), for a run's map to take to [-1, 1].
 
     Raises:
         DataError: the file is missing, unreadable or corrupt (the message names it).
     """
-    x = match_channels(_decode_tensor(Path(path)), channels)
+    x = match_channels(_decode_tensor(Path(path), raw=raw), channels)
     return resize_crop(x, check_size(size))[0].contiguous()
 
 
