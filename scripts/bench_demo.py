@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
 from torchdiffusion.generate import generate, guide_of, load_run
+from torchdiffusion.presets import get_preset
 from torchdiffusion.provenance import cpu_name
 from torchdiffusion.samplers import nfe
 from torchdiffusion.training import train

@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 
 from torchdiffusion.autoencoder import AUTOENCODER_PRESETS, Autoencoder, load_autoencoder
-from torchdiffusion.config import get_preset
 from torchdiffusion.generate import generate, load_run
 from torchdiffusion.io import atomic_write
 from torchdiffusion.latent import LatentCodec
 from torchdiffusion.model import build_model
 from torchdiffusion.nets.autoencoder import AutoencoderKL
+from torchdiffusion.presets import get_preset
 from torchdiffusion.samplers import nfe
 
 N, STEPS = 64, 20  # 64 samples, 20 Euler steps = 20 NFE

@@ -54,8 +54,8 @@ def train(preset: str, out: Path, ae: Path, images: int, threads: int) -> dict:
 
 
 def flops(preset: str, latent_shape: tuple[int, ...]) -> int:
-    from torchdiffusion.config import get_preset
     from torchdiffusion.nets import count_flops
+    from torchdiffusion.presets import get_preset
 
     shape = latent_shape if preset in LATENT else (3, 64, 64)
     return count_flops(get_preset(preset).model, shape)  # the class embedding's lookup is not a matrix product

@@ -39,8 +39,9 @@ def preset_run(preset: str, shape: tuple[int, ...], folder: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from torchdiffusion.config import get_preset, to_json
+    from torchdiffusion.config import to_json
     from torchdiffusion.model import build_model
+    from torchdiffusion.presets import get_preset
 
     cfg = get_preset(preset)
     torch.manual_seed(0)

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from damage import damage  # noqa: E402
 from test_training_worker import TINY, tiny_data  # noqa: E402
-from torchdiffusion.config import get_preset, override  # noqa: E402
+from torchdiffusion.config import override  # noqa: E402
+from torchdiffusion.presets import get_preset  # noqa: E402
 from torchdiffusion.training import train  # noqa: E402
 from torchdiffusion.training.checkpoint import verify_state  # noqa: E402
 

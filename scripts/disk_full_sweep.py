@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from test_disk_full import fill, temporaries  # noqa: E402
 from test_training_worker import TINY, tiny_data  # noqa: E402
-from torchdiffusion.config import get_preset, override  # noqa: E402
+from torchdiffusion.config import override  # noqa: E402
+from torchdiffusion.presets import get_preset  # noqa: E402
 from torchdiffusion.training import train  # noqa: E402
 
 EXPORTS = ("model.safetensors", "ema.safetensors")

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
 from torchdiffusion.nets import build_net, count_flops, count_params
+from torchdiffusion.presets import get_preset
 
 
 def train(preset: str, out: Path, args: argparse.Namespace) -> None:
@@ -115,9 +116,9 @@ def markdown(rows: dict) -> str:
 
 
 def sizes_table(shape: tuple[int, ...]) -> str:
-    """Parameters and forward GFLOPs per example of every named DiT size (config.DIT_SIZES) at patches 2, 4, 8,
+    """Parameters and forward GFLOPs per example of every named DiT size (presets.DIT_SIZES) at patches 2, 4, 8,
     counted on the meta device (Peebles & Xie's Table 4 gives half these FLOPs: multiply-adds)."""
-    from torchdiffusion.config import DIT_SIZES, dit_model
+    from torchdiffusion.presets import DIT_SIZES, dit_model
 
     lines = [
         f"| model | width | depth | heads | params | GFLOP/example (fwd) on {'x'.join(map(str, shape))} |",

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from autoguidance_check import main as check
 
-    from torchdiffusion.config import ConfigError, get_preset, override, validate
+    from torchdiffusion.config import ConfigError, override, validate
+    from torchdiffusion.presets import get_preset
     from torchdiffusion.training import train
 
     try:

@@ -46,8 +46,9 @@ def export(to: Path, size: int) -> None:
 def train_from(preset: str, out: Path, src: Path, overrides: list[str], size: int) -> None:
     from safetensors.torch import load_file
 
-    from torchdiffusion.config import get_preset, override
+    from torchdiffusion.config import override
     from torchdiffusion.data.emoji import emoji_tensor_data
+    from torchdiffusion.presets import get_preset
     from torchdiffusion.training import train
 
     torch.backends.cuda.matmul.allow_tf32 = True

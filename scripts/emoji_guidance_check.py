@@ -30,7 +30,7 @@ PROMPTS = ["red apple", "banana", "evergreen tree", "ghost", "rocket"]
 
 
 def train_run(preset: str, out: Path, data, images: int | None):
-    from torchdiffusion.config import get_preset
+    from torchdiffusion.presets import get_preset
     from torchdiffusion.training import train
 
     cfg = get_preset(preset)

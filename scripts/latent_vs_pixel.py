@@ -68,8 +68,9 @@ def train_command(preset: str, out: Path, ae: Path, cpu_minutes: float) -> list[
 
 def encode_once(out: Path, ae: Path) -> dict:
     """The latent cache of the training split, encoded here once (what every latent run then reads)."""
-    from torchdiffusion.config import get_preset, override
+    from torchdiffusion.config import override
     from torchdiffusion.latent import training_latents
+    from torchdiffusion.presets import get_preset
 
     cfg = override(get_preset(LATENT[0]), [f"data.latents_of={ae}"])
     t0, w0 = time.process_time(), time.perf_counter()
@@ -124,8 +125,8 @@ def ema_model(cfg, shape, state: dict):
 
 def real_images(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The real 64 px emoji of a split (pixels, not latents) and their categories."""
-    from torchdiffusion.config import get_preset
     from torchdiffusion.data import load_data
+    from torchdiffusion.presets import get_preset
 
     cfg = get_preset(PIXEL)
     data = load_data(cfg.data, split=split, seed=cfg.train.seed)
@@ -179,10 +180,11 @@ def contrastive_reader(clip: str, k: int):
     """x -> (N,) categories read by a train-clip run (its k nearest training captions vote,
     ``contrastive.metrics.caption_vote_classes``): a second category judge, trained on the same real 64 px emoji
     and the same holdout as the runs (a contrastive model of another holdout is refused)."""
-    from torchdiffusion.config import DataConfig, from_dict, get_preset
+    from torchdiffusion.config import DataConfig, from_dict
     from torchdiffusion.contrastive import load_contrastive
     from torchdiffusion.contrastive.metrics import caption_vote_classes
     from torchdiffusion.data import load_data
+    from torchdiffusion.presets import get_preset
 
     model, _ = load_contrastive(clip)
     ccfg = json.loads((Path(clip) / "config.json").read_text())

@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from torchdiffusion.config import get_preset
     from torchdiffusion.evaluation.classifier import class_report, load_classifier
     from torchdiffusion.evaluation.guidance_sweep import real_diversity, save_sweep, sweep
     from torchdiffusion.generate import generate, load_run
+    from torchdiffusion.presets import get_preset
     from torchdiffusion.training import train
     from torchdiffusion.viz import save_grid
 

@@ -71,7 +71,8 @@ def autoguided(preset: str, sets: list[str]) -> bool:
 
 
 def resolved(preset: str, sets: list[str]):
-    from torchdiffusion.config import get_preset, override
+    from torchdiffusion.config import override
+    from torchdiffusion.presets import get_preset
 
     return override(get_preset(preset), sets)
 

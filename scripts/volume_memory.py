@@ -19,7 +19,7 @@ import time
 STEP = """
 import json, resource, sys, time, torch
 from dataclasses import replace
-from torchdiffusion.config import get_preset
+from torchdiffusion.presets import get_preset
 from torchdiffusion.data.volume import shapes3d
 from torchdiffusion.nets import build_net
 size, batch, ckpt, steps = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from torchdiffusion.commands import bench_train
-from torchdiffusion.config import ConfigError, get_preset
+from torchdiffusion.config import ConfigError
 from torchdiffusion.model import build_model
 from torchdiffusion.nets import count_params
+from torchdiffusion.presets import get_preset
 
 TINY_BENCH = "--preset digits-test --shape 1,8,8 --batch-size 2 --warmup 0 --windows 1 --steps 1 --peak-size 64"
 

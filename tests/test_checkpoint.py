@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from test_training_worker import TINY, tiny_data
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
+from torchdiffusion.presets import get_preset
 from torchdiffusion.training import CheckpointError, latest_state, load_state, save_state, train
 from torchdiffusion.training.checkpoint import atomic_write, list_states
 

@@ -152,7 +152,8 @@ def _example_config(command: str, argv: list[str]):
     """The config an example of train, demo or train-autoencoder starts from: its preset and its --set."""
     from torchdiffusion.autoencoder import get_autoencoder_preset
     from torchdiffusion.cli import build_parser
-    from torchdiffusion.config import get_preset, override
+    from torchdiffusion.config import override
+    from torchdiffusion.presets import get_preset
 
     args = build_parser().parse_args([command, *argv])
     preset = (get_autoencoder_preset if command == "train-autoencoder" else get_preset)(args.preset)

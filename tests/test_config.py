@@ -2,7 +2,8 @@
 
 import pytest
 
-from torchdiffusion.config import PRESETS, ConfigError, from_json, get_preset, override, to_json, validate
+from torchdiffusion.config import ConfigError, from_json, override, to_json, validate
+from torchdiffusion.presets import PRESETS, get_preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -11,6 +12,20 @@ def test_every_preset_validates_and_round_trips(name):
     assert cfg.preset == name
     assert validate(cfg) == cfg
     assert from_json(to_json(cfg)) == cfg
+
+
+def test_the_preset_names_stay_importable_from_config():
+    """presets.py holds them; code written against ``torchdiffusion.config`` (and the package root) still finds them,
+    and config has no other names than its own."""
+    import torchdiffusion
+    import torchdiffusion.config as config
+    import torchdiffusion.presets as presets
+
+    for name in ("PRESETS", "DIT_SIZES", "TRAIN_OBJECTIVES", "dit_model", "get_preset"):
+        assert getattr(config, name) is getattr(presets, name)
+    assert torchdiffusion.get_preset is presets.get_preset and torchdiffusion.PRESETS is presets.PRESETS
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        config.nothing  # noqa: B018
 
 
 def test_text_preset_width_is_the_text_encoders():

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from torchdiffusion.config import get_preset, override, validate
+from torchdiffusion.config import override, validate
+from torchdiffusion.presets import get_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import dit_vs_unet  # noqa: E402

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from test_training_worker import TINY, tiny_data
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
+from torchdiffusion.presets import get_preset
 from torchdiffusion.training import train
 
 EXPORTS = ("model.safetensors", "ema.safetensors")

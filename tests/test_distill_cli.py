@@ -190,7 +190,8 @@ def test_train_objectives_resolve_to_their_settings(capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["objective"]["name"] == "consistency_training" and cfg["diffusion"]["boundary"] == "consistency"
     with pytest.raises(ConfigError, match="needs objective.teacher"):
-        from torchdiffusion.config import get_preset, override, validate
+        from torchdiffusion.config import override, validate
+        from torchdiffusion.presets import get_preset
 
         validate(override(get_preset("digits-test"), ["objective.name=reflow"]))
 

@@ -22,9 +22,10 @@ from safetensors.torch import load_file
 
 from procs import descendants, gone
 from test_training_worker import TINY, InjectNaN, tiny_data
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
 from torchdiffusion.generate import RunError, load_run
 from torchdiffusion.model import build_model
+from torchdiffusion.presets import get_preset
 from torchdiffusion.training import train
 from torchdiffusion.training.checkpoint import EXPORTS, WEIGHTS_KEY
 from torchdiffusion.training.runlock import RunLock

@@ -14,13 +14,14 @@ from test_cli_errors import assert_clean_error
 from test_training_worker import TINY, tiny_data
 from tinyruns import cli
 from torchdiffusion.analytic import IsotropicGaussian
-from torchdiffusion.config import ConfigError, ModelConfig, dit_model, get_preset, override
+from torchdiffusion.config import ConfigError, ModelConfig, override
 from torchdiffusion.generate import generate, load_run
 from torchdiffusion.losses import precond_loss
 from torchdiffusion.nets import build_net, count_flops, count_params
 from torchdiffusion.nets.dit import DiT, dit_flops, sincos_1d, sincos_2d, text_flops
 from torchdiffusion.nets.transformer import AdaLNBlock
 from torchdiffusion.precond import Precond
+from torchdiffusion.presets import dit_model, get_preset
 from torchdiffusion.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread is faster

@@ -8,8 +8,9 @@ from PIL import Image
 
 from pictures import TAB_BLUE, TAB_ORANGE, assert_plot
 from torchdiffusion.cli import main
-from torchdiffusion.config import get_preset, override, to_json
+from torchdiffusion.config import override, to_json
 from torchdiffusion.model import build_model
+from torchdiffusion.presets import get_preset
 
 
 @pytest.fixture(scope="module")

@@ -306,8 +306,9 @@ def class_run(tmp_path_factory):
 
     from safetensors.torch import save_file
 
-    from torchdiffusion.config import get_preset, to_json
+    from torchdiffusion.config import to_json
     from torchdiffusion.model import build_model
+    from torchdiffusion.presets import get_preset
 
     cfg = get_preset("digits-test")
     cfg = replace(cfg, model=replace(cfg.model, num_classes=10))

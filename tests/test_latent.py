@@ -13,8 +13,9 @@ import torch
 
 from tinyruns import cli
 from torchdiffusion.autoencoder import WEIGHTS_FILE, save_autoencoder
-from torchdiffusion.config import DataConfig, get_preset, override
+from torchdiffusion.config import DataConfig, override
 from torchdiffusion.nets.autoencoder import AutoencoderKL, AutoencoderNetConfig
+from torchdiffusion.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from torchdiffusion.config import get_preset
 from torchdiffusion.generate import clamps_x0, make_grid_sigmas
 from torchdiffusion.model import build_model
+from torchdiffusion.presets import get_preset
 
 
 @pytest.mark.parametrize("preset", ["emoji64-ldm", "emoji64-dit", "emoji64-ldm-text"])

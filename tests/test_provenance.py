@@ -7,7 +7,8 @@ import pytest
 
 from tinyruns import td, write_run
 from torchdiffusion import provenance as P
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
+from torchdiffusion.presets import get_preset
 from torchdiffusion.training.checkpoint import sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")

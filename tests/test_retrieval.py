@@ -100,7 +100,8 @@ def test_the_neighbours_reach_the_embedding_and_dropped_samples_get_the_null_vec
 
 
 def test_the_retrieval_settings_are_checked():
-    from torchdiffusion.config import ConfigError, get_preset, override, validate
+    from torchdiffusion.config import ConfigError, override, validate
+    from torchdiffusion.presets import get_preset
 
     base = ["data.latents_of=runs/ae", "model.text_retrieval=2"]
     for bad, words in (
@@ -206,7 +207,8 @@ def test_retrieval_guidance_is_the_two_scale_composition_and_plain_cfg_at_equal_
 
 
 def test_the_caption_drop_draws_drop_the_caption_alone_at_its_rate_and_leave_other_runs_unchanged():
-    from torchdiffusion.config import get_preset, override
+    from torchdiffusion.config import override
+    from torchdiffusion.presets import get_preset
     from torchdiffusion.training.loop import draw_batch
 
     class S:  # the parts of a training Setup that draw_batch reads

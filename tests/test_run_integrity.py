@@ -21,7 +21,8 @@ import torch
 from damage import KINDS, damage
 from procs import gone
 from test_training_worker import TINY, InjectNaN, tiny_data
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
+from torchdiffusion.presets import get_preset
 from torchdiffusion.training import CheckpointError, TrainingError, load_state, train
 from torchdiffusion.training.checkpoint import (
     WEIGHTS_KEY,

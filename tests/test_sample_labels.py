@@ -8,8 +8,9 @@ import torch
 
 from tinyruns import cli, write_run
 from torchdiffusion.cond import CondError, seed_labels, with_seed_labels
-from torchdiffusion.config import ConfigError, get_preset, override, validate
+from torchdiffusion.config import ConfigError, override, validate
 from torchdiffusion.generate import generate, load_run
+from torchdiffusion.presets import get_preset
 
 
 def test_cycle_is_seed_mod_k_and_stratified():

@@ -80,7 +80,8 @@ def test_diffusers_driver_on_the_gaussian_oracle():
 def test_trained_run_against_ode_and_held_out_data(tmp_path):
     from torchdiffusion.bench.harness import BenchConfig
     from torchdiffusion.bench.run_case import run_trained
-    from torchdiffusion.config import get_preset, override
+    from torchdiffusion.config import override
+    from torchdiffusion.presets import get_preset
     from torchdiffusion.training import train
 
     cfg = override(get_preset("digits-test"), ["train.images=128", "data.holdout=40"])

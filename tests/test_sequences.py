@@ -10,10 +10,11 @@ from torch import nn
 
 from tinyruns import cli, train_text_run
 from torchdiffusion.categorical import uniform_posterior
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.sequence import Vocabulary
 from torchdiffusion.evaluation.sequences import NGram, ngram_tv
+from torchdiffusion.presets import get_preset
 from torchdiffusion.sequences import SequenceDiffusion, bound_bits, sample_sequences
 
 pytestmark = pytest.mark.usefixtures("one_thread")

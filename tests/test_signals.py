@@ -16,7 +16,7 @@ import torch
 from pictures import assert_plot
 from test_cli_errors import assert_clean_error
 from tinyruns import cli
-from torchdiffusion.config import ConfigError, DataConfig, ModelConfig, get_preset
+from torchdiffusion.config import ConfigError, DataConfig, ModelConfig
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.signal import resample
 from torchdiffusion.edit import inpaint, outpaint_canvas, tiled
@@ -31,6 +31,7 @@ from torchdiffusion.evaluation.signals import (
 )
 from torchdiffusion.masks import make_mask
 from torchdiffusion.nets import build_net
+from torchdiffusion.presets import get_preset
 from torchdiffusion.samplers import get_sampler
 from torchdiffusion.schedules import karras_sigmas
 from torchdiffusion.signals import linear_fill, random_spans

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tinyruns import cli
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.table import (
     decode_rows,
@@ -18,6 +18,7 @@ from torchdiffusion.data.table import (
     read_csv,
 )
 from torchdiffusion.evaluation.tables import correlation_error, dcr, independent_marginals, tstr
+from torchdiffusion.presets import get_preset
 from torchdiffusion.tabular import TableDiffusion, sample_table
 from torchdiffusion.types import NoiseSource
 

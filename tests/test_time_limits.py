@@ -15,8 +15,9 @@ import pytest
 
 from test_training_worker import TINY, tiny_data
 from tinyruns import cli
-from torchdiffusion.config import get_preset, override
+from torchdiffusion.config import override
 from torchdiffusion.generate import load_run
+from torchdiffusion.presets import get_preset
 from torchdiffusion.training import load_state, train
 from torchdiffusion.training.callbacks import Callback
 

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from test_training_worker import TINY, InjectNaN, tiny_data
 from torchdiffusion.cond import cond_from_data
-from torchdiffusion.config import TrainConfig, get_preset, override
+from torchdiffusion.config import TrainConfig, override
+from torchdiffusion.presets import get_preset
 from torchdiffusion.training import EMA, TrainingError, ema_beta, learning_rate, load_state, train
 from torchdiffusion.training.loop import DataOrder, mix_seed
 

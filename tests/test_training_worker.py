@@ -130,7 +130,8 @@ def main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from torchdiffusion.config import get_preset, override
+    from torchdiffusion.config import override
+    from torchdiffusion.presets import get_preset
     from torchdiffusion.training import train
 
     p = argparse.ArgumentParser()

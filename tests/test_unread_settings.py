@@ -13,16 +13,15 @@ import torch
 
 from tinyruns import cli
 from torchdiffusion.config import (
-    PRESETS,
     RUN_READ_WHEN,
     ConfigError,
     data_readers,
-    get_preset,
     override,
     refuse_unread,
     unread_setting,
     validate,
 )
+from torchdiffusion.presets import PRESETS, get_preset
 from torchdiffusion.training import train
 
 # A value for every setting of the tables: valid, and other than the tiny runs' own (checked where it is changed).

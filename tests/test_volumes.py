@@ -375,9 +375,10 @@ def test_sampled_volumes_are_clamped_to_the_data_range():
     preset's EDM network (D = c_skip x + c_out F is bounded only as far as F is)."""
     from dataclasses import replace
 
-    from torchdiffusion.config import DiffusionConfig, SampleConfig, get_preset
+    from torchdiffusion.config import DiffusionConfig, SampleConfig
     from torchdiffusion.generate import generate
     from torchdiffusion.model import build_model
+    from torchdiffusion.presets import get_preset
 
     cfg = get_preset("volume-shapes")
     eps_cosine = DiffusionConfig(parameterization="eps", schedule="cosine", T=100, weighting="min_snr")

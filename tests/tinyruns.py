@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from torchdiffusion.config import get_preset, override, to_json
+from torchdiffusion.config import override, to_json
 from torchdiffusion.model import build_model
+from torchdiffusion.presets import get_preset
 
 # One thread per subprocess: tiny networks gain nothing from more, and spinning threads crawl on a busy machine.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -27,9 +27,9 @@ __all__ = [
 # Each name above -> the module that defines it, imported on first use (PEP 562): `python -m torchdiffusion` then
 # imports torch only when a command needs it, so --help and usage errors answer without those 1-2 CPU seconds.
 _HOME = {
-    "PRESETS": "config",
+    "PRESETS": "presets",
     "RunConfig": "config",
-    "get_preset": "config",
+    "get_preset": "presets",
     "Precond": "precond",
     "DiscreteVP": "process",
     "SAMPLERS": "samplers",
@@ -41,8 +41,9 @@ _HOME = {
 }
 
 if TYPE_CHECKING:
-    from .config import PRESETS, RunConfig, get_preset
+    from .config import RunConfig
     from .precond import Precond
+    from .presets import PRESETS, get_preset
     from .process import DiscreteVP
     from .samplers import SAMPLERS, get_sampler
     from .schedules import make_betas, make_sigmas

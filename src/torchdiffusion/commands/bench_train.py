@@ -52,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace):
     """The preset, example shape and (precisions, layouts) the flags ask for; ConfigError on bad flags."""
-    from ..config import ConfigError, get_preset, override, validate
+    from ..config import ConfigError, override, validate
+    from ..presets import get_preset
 
     cfg = override(get_preset(args.preset), args.set)
     try:

@@ -27,8 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..config import get_preset, override, refuse_unread, validate
+    from ..config import override, refuse_unread, validate
     from ..generate import load_run
+    from ..presets import get_preset
     from ..training import train
     from .sample import write_samples
     from .train import load_and_check

@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..config import TRAIN_OBJECTIVES, from_json, get_preset, override, refuse_unread, validate
+    from ..config import from_json, override, refuse_unread, validate
+    from ..presets import TRAIN_OBJECTIVES, get_preset
 
     cfg = base_config(args, from_json, get_preset)
     objective = TRAIN_OBJECTIVES[getattr(args, "objective", None) or "denoising"]
@@ -52,7 +53,8 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import PRESETS, to_json
+    from ..config import to_json
+    from ..presets import PRESETS
 
     if args.list_presets:
         for name, c in PRESETS.items():

@@ -69,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve(source: str, sets: list[str]):
     """(config, default output folder) for a run folder or a preset name."""
-    from ..config import ConfigError, from_json, get_preset, override, refuse_unread, validate
+    from ..config import ConfigError, from_json, override, refuse_unread, validate
+    from ..presets import get_preset
 
     path = Path(source)
     if path.is_dir():

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from ..analytic import eight_gaussians
-from ..config import ObjectiveConfig, RunConfig, get_preset, override
+from ..config import ObjectiveConfig, RunConfig, override
+from ..presets import get_preset
 from ..types import NoiseSource
 from .objectives import Consistency, Reflow
 from .reflow import PAIR_SEED, save_pairs

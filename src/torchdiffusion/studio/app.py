@@ -192,7 +192,7 @@ def _pages(app: FastAPI) -> None:
     @app.get("/api/info")
     def info():
         from .. import __version__
-        from ..config import PRESETS
+        from ..presets import PRESETS
         from ..samplers import SAMPLERS, sampler_settings
 
         samplers = {name: sampler_settings(name) for name in SAMPLERS}

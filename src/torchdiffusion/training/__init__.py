@@ -1,6 +1,6 @@
 """Training: ``train(cfg, out_dir)`` -> a run folder (config.json, run.json, weights, checkpoints, metrics).
 
-    from torchdiffusion.config import get_preset
+    from torchdiffusion.presets import get_preset
     from torchdiffusion.training import train
     run_dir = train(get_preset("mnist-cpu"), "runs/mnist")       # rerun the same call to resume
 
