@@ -176,6 +176,12 @@ _MNIST_CPU = RunConfig(
 # The unconditional presets keep the demo's training until 2026-12-06: 150,000 images, the guide at 20,000
 _MNIST_UNCOND_TRAIN = replace(_MNIST_CPU.train, images=150_000, ema_halflife_images=22_500, guide_at=0.1333)
 
+# The training of the 16 px emoji presets: conditioned on a category or a caption, dropped 10 % of the time (the
+# unconditional half of classifier-free guidance)
+_EMOJI16_TRAIN = TrainConfig(
+    images=300_000, batch_size=256, lr=2e-3, warmup_images=20_000, ema_halflife_images=100_000, cond_drop_prob=0.1
+)
+
 PRESETS: dict[str, RunConfig] = {
     "mnist-cpu": _MNIST_CPU,
     # The demo preset until 2026-12-05: the same network and sampler, unconditional and autoguided by its EMA at
@@ -290,14 +296,7 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="emoji", emoji_size=16),
         model=ModelConfig(channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), context_dim=6),
         diffusion=_EPS_COSINE,
-        train=TrainConfig(
-            images=300_000,
-            batch_size=256,
-            lr=2e-3,
-            warmup_images=20_000,
-            ema_halflife_images=100_000,
-            cond_drop_prob=0.1,
-        ),
+        train=_EMOJI16_TRAIN,
         sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=60, guidance=7.0),
     ),
     # Emoji sprites conditioned on their caption: MiniLM token features (text_dim = text.TEXT_DIM = 384) read by
@@ -307,14 +306,7 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(source="emoji", emoji_size=16),
         model=_EMOJI_TEXT_UNET,
         diffusion=_EPS_COSINE,
-        train=TrainConfig(
-            images=1_000_000,
-            batch_size=256,
-            lr=2e-3,
-            warmup_images=20_000,
-            ema_halflife_images=100_000,
-            cond_drop_prob=0.1,
-        ),
+        train=replace(_EMOJI16_TRAIN, images=1_000_000),
         sample=SampleConfig(sampler="dpmpp_2m", grid="uniform_t", steps=20, n=25, guidance=3.0),
     ),
     # The course's recipe on its sprite files (docs/course.md): 16x16 RGB sprites, (N, 5) one-hot labels whose
