@@ -281,3 +281,42 @@ def test_interlaced_16bit_colour_png_is_read_at_full_precision(tmp_path, h, w):
     if h * w > 4:
         with pytest.raises(ValueError, match="truncated|corrupt"):
             read_png16(tmp_path / "i.png")
+
+
+# EXIF orientation -> the turn that shows the stored pixels upright (np.rot90 turns counter-clockwise)
+ORIENTED = {
+    3: lambda a: np.rot90(a, 2),
+    6: lambda a: np.rot90(a, -1),
+    8: lambda a: np.rot90(a, 1),
+    2: lambda a: a[:, ::-1],
+    5: lambda a: np.rot90(a, 1)[::-1],
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTED))
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])  # (Pillow turns TIFFs by their orientation tag itself)
+def test_photos_with_an_exif_orientation_are_read_the_way_up_viewers_show_them(tmp_path, orientation, suffix):
+    """A phone stores a portrait photo sideways with an EXIF orientation tag; every viewer turns it. The folder
+    source, read_image (editing inputs), masks and studio uploads read it turned the same way."""
+    from torchdiffusion.data import read_image
+    from torchdiffusion.masks import hole_from_spec
+    from torchdiffusion.studio.security import decode_upload
+
+    stored = np.zeros((6, 10), np.uint8)  # a tall-or-wide, asymmetric picture: one bright corner block
+    stored[:2, :3] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"photo{suffix}"
+    Image.fromarray(stored).save(path, exif=exif, **({"quality": 100} if suffix == ".jpg" else {}))
+    want = ORIENTED[orientation](stored)
+    got = (read_image(path)[0].numpy() + 1) * 127.5
+    assert got.shape == want.shape and np.abs(got - want).max() < 8, (got.round(), want)
+    (tmp_path / "f").mkdir()
+    path.rename(tmp_path / "f" / path.name)
+    data = load_data(DataConfig(source="folder", path=str(tmp_path / "f")))
+    assert data.x.shape[2:] == want.shape and np.abs((data.x[0, 0].numpy() + 1) * 127.5 - want).max() < 8
+    if suffix == ".png":
+        hole = hole_from_spec(str(tmp_path / "f" / path.name), *want.shape)  # white = repaint
+        assert np.array_equal(hole.numpy(), (want >= 128).astype(np.float32))
+        img = decode_upload((tmp_path / "f" / path.name).read_bytes())
+        assert np.array_equal(np.asarray(img.convert("L")), want)

@@ -83,12 +83,14 @@ def _hole_png(path: str, H: int, W: int) -> Tensor:
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    from .data.files import upright
+
     p = Path(path).expanduser()
     if not p.is_file():
         raise MaskError(f"mask file {p} does not exist")
     try:
         with Image.open(p) as img:
-            img = img.convert("L").resize((W, H), Image.NEAREST)
+            img = upright(img).convert("L").resize((W, H), Image.NEAREST)
             arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
     except (UnidentifiedImageError, OSError) as e:
         raise MaskError(f"cannot read mask image {p} ({e})") from None

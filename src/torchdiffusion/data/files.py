@@ -3,6 +3,8 @@
 Images (``read_image`` and the ``folder`` source):
   * PNG, JPEG and TIFF (``.png .jpg .jpeg .tif .tiff``, any case); a folder is searched recursively, in sorted
     path order, skipping hidden files and folders (names starting with ``.``).
+  * An EXIF orientation tag (a phone's photo) is applied: the pixels are read the way up every viewer shows them,
+    not as stored (Pillow does so for a TIFF's orientation tag itself).
   * Transparency (RGBA, LA, palette or colour-key transparency) is composited over a white background.
   * Colour: an image "has colour" when its RGB channels differ anywhere by more than 2/255; otherwise it is
     read as grayscale (1 channel). A folder is RGB if any of its files has colour, else grayscale, unless
@@ -57,6 +59,19 @@ GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count 
 # Single images
 
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag a camera writes instead of turning the pixels (1 = as stored)
+
+
+def upright(im):
+    """``im`` turned and mirrored as its EXIF orientation tag says (2-8: how every viewer shows a phone's photo);
+    ``im`` itself when it has no such tag."""
+    from PIL import ImageOps
+
+    if im.getexif().get(EXIF_ORIENTATION, 1) in (1, None):
+        return im
+    return ImageOps.exif_transpose(im)
+
+
 def _high_depth(im, raw: bool = False) -> np.ndarray | None:
     """Grayscale pixels of a 16-bit or float image as float32 (H, W) in [0, 1]; None for 8-bit modes.
 
@@ -105,8 +120,9 @@ def _decode(path: Path, raw: bool = False) -> np.ndarray:
         except (OSError, ValueError) as e:
             raise DataError(f"cannot read image {path}: {e}") from None
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened:
+            opened.load()
+            im = upright(opened)
             high = _high_depth(im, raw)
             if high is not None:
                 return high[..., None]

@@ -99,6 +99,8 @@ def decode_upload(data: bytes):
     """A PIL image from uploaded bytes: PNG/JPEG/GIF/BMP/WebP only, at most MAX_UPLOAD_PIXELS, fully decoded."""
     from PIL import Image
 
+    from ..data.files import upright
+
     if len(data) > MAX_UPLOAD_BYTES:
         raise UploadRefused(f"image larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
     Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # Pillow refuses anything above twice this while opening
@@ -110,6 +112,7 @@ def decode_upload(data: bytes):
             if w < 1 or h < 1 or w * h > MAX_UPLOAD_PIXELS:
                 raise UploadRefused(f"image of {w}x{h} pixels is too large (at most {MAX_UPLOAD_PIXELS} pixels)")
             img.load()
+            img = upright(img)  # as the browser showed it (EXIF orientation of a phone's photo)
             return img.convert("RGBA" if "A" in img.getbands() else "RGB")
     except UploadRefused:
         raise
