@@ -11,8 +11,9 @@ Images (``read_image`` and the ``folder`` source):
     ``data.channels`` says 1 or 3.
   * 16-bit grayscale PNG/TIFF (Pillow modes ``I;16*``, or ``I`` holding 16-bit values) are scaled from the
     format's range 0..65535 (whatever the values in the file), keeping their 16-bit precision, and so are
-    16-bit RGB/RGBA PNGs (read by :mod:`.png16`; Pillow would keep 8 bits); float TIFF (mode ``F``) must hold
-    values in [0, 1] (any range with ``data.scale``, which maps the folder's range to [-1, 1]: data/scale.py).
+    16-bit RGB/RGBA PNGs and TIFFs (read by :mod:`.png16` and :mod:`.tiff16`; Pillow would keep 8 bits); float
+    TIFF (mode ``F``) must hold values in [0, 1] (any range with ``data.scale``, which maps the folder's range to
+    [-1, 1]: data/scale.py).
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
     must share one size.
   * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
@@ -48,6 +49,7 @@ from torch import Tensor
 from ..config import DataConfig
 from .base import DataError, TensorData, check_size, from_uint8, from_unit, match_channels, resize_crop
 from .png16 import is_png16_colour, read_png16
+from .tiff16 import is_tiff16_colour, read_tiff16
 
 LAYOUTS = ("auto", "NCHW", "NHWC", "NHW", "NCL", "NCDHW", "NDHW")
 SIGNAL_ASPECT = 8  # "auto" reads a 3-D array (N, A, B) as signals (N, C, L) when B >= 8 A, else as (N, H, W)
@@ -98,12 +100,13 @@ def _high_depth(im, raw: bool = False) -> np.ndarray | None:
     return (a / 65535.0).astype(np.float32)
 
 
-def _colour16(a: np.ndarray) -> np.ndarray:
-    """uint16 (H, W, 3 or 4) -> float32 (H, W, 1 or 3) in [0, 1]: alpha over white, colourless RGB as gray."""
+def _colour16(a: np.ndarray, associated: bool = False) -> np.ndarray:
+    """uint16 (H, W, 3 or 4) -> float32 (H, W, 1 or 3) in [0, 1]: alpha over white (``associated``: the colours
+    are premultiplied by it already), colourless RGB as gray."""
     x = a.astype(np.float64) / 65535.0
     if x.shape[-1] == 4:
         alpha = x[..., 3:]
-        x = x[..., :3] * alpha + (1 - alpha)
+        x = (x[..., :3] if associated else x[..., :3] * alpha) + (1 - alpha)
     if np.abs(np.diff(x, axis=-1)).max(initial=0) <= GRAY_TOLERANCE / 255:
         x = x[..., 1:2]
     return x.astype(np.float32)
@@ -111,14 +114,17 @@ def _colour16(a: np.ndarray) -> np.ndarray:
 
 def _decode(path: Path, raw: bool = False) -> np.ndarray:
     """Decoded pixels as float32 (H, W, 1) or (H, W, 3) in [0, 1], alpha composited over white (Pillow, and
-    :mod:`.png16` for the 16-bit colour PNGs Pillow would cut to 8 bits); ``raw``: float TIFFs as they are."""
+    :mod:`.png16` and :mod:`.tiff16` for the 16-bit colour PNGs and TIFFs Pillow would cut to 8 bits); ``raw``:
+    float TIFFs as they are."""
     from PIL import Image
 
-    if path.suffix.lower() == ".png" and is_png16_colour(path):
-        try:
+    try:
+        if path.suffix.lower() == ".png" and is_png16_colour(path):
             return _colour16(read_png16(path))
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read image {path}: {e}") from None
+        if path.suffix.lower() in (".tif", ".tiff") and is_tiff16_colour(path):
+            return _colour16(*read_tiff16(path))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from None
     try:
         with Image.open(path) as opened:
             opened.load()

@@ -1,0 +1,66 @@
+"""Write the 16-bit colour TIFF test files (tests/data/tiff16/) with tifffile, an independent TIFF writer.
+
+Each file holds ``np.random.default_rng(seed).integers(0, 65536, (H, W, S), dtype=np.uint16)``, stored as the
+index (tests/data/tiff16/index.json) says: compression, predictor, strips or tiles, planar configuration, byte
+order, extra samples (alpha) and orientation. tests/test_tiff16.py regenerates each array from its seed and
+compares it with what ``data.tiff16.read_tiff16`` reads. Needs ``tifffile`` and ``imagecodecs`` (for LZW and
+PackBits), which torchdiffusion itself does not: ``pip install tifffile imagecodecs``.
+
+    python scripts/tiff16_fixtures.py --out tests/data/tiff16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+CASES = [
+    dict(name="plain", shape=(11, 13, 3), rowsperstrip=3),
+    dict(name="lzw_predictor", shape=(40, 50, 3), compression="lzw", predictor=True, rowsperstrip=7),
+    dict(name="lzw_long", shape=(64, 64, 3), compression="lzw"),  # random data: the code table fills and clears
+    dict(name="deflate_bigendian", shape=(21, 17, 3), compression="zlib", predictor=True, byteorder=">"),
+    dict(name="old_deflate", shape=(9, 10, 3), compression="deflate"),  # tag value 32946
+    dict(name="packbits", shape=(12, 19, 3), compression="packbits", rowsperstrip=5),
+    dict(name="planar", shape=(23, 15, 3), compression="zlib", planarconfig="separate", rowsperstrip=8),
+    dict(name="tiles", shape=(20, 35, 3), compression="lzw", tile=(16, 16)),
+    dict(
+        name="tiles_planar",
+        shape=(18, 33, 3),
+        compression="zlib",
+        tile=(16, 16),
+        planarconfig="separate",
+        byteorder=">",
+    ),
+    dict(name="rgba", shape=(10, 12, 4), compression="zlib", extrasamples="unassalpha"),
+    dict(name="rgba_premultiplied", shape=(10, 12, 4), extrasamples="assocalpha"),
+    dict(name="orientation6", shape=(6, 10, 3), orientation=6),
+    dict(name="orientation7", shape=(6, 10, 3), orientation=7),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("tests/data/tiff16"))
+    args = p.parse_args()
+    import tifffile  # not a dependency of torchdiffusion: pip install tifffile imagecodecs
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    index = []
+    for seed, case in enumerate(CASES):
+        case = dict(case)
+        name, shape = case.pop("name"), case.pop("shape")
+        a = np.random.default_rng(seed).integers(0, 65536, shape, dtype=np.uint16)
+        orientation = case.pop("orientation", None)
+        extra = [(274, "H", 1, orientation, True)] if orientation else []
+        stored = np.moveaxis(a, 2, 0) if case.get("planarconfig") == "separate" else a  # (S, H, W) for planes
+        tifffile.imwrite(args.out / f"{name}.tif", stored, photometric="rgb", extratags=extra, metadata=None, **case)
+        index.append({"file": f"{name}.tif", "seed": seed, "shape": list(shape), **case, "orientation": orientation})
+    (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    print(f"{len(index)} files in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""16-bit colour TIFFs at full precision (Pillow decodes them to 8 bits per channel).
+
+A small reader for the one case Pillow truncates: the first image of a TIFF whose samples are 16-bit unsigned
+integers, photometric RGB, 3 samples per pixel plus an optional alpha. It follows the TIFF 6.0 specification:
+
+* the header (Sec. 2): byte order ``II`` (little-endian) or ``MM`` (big-endian), 42, the offset of the first IFD;
+  each IFD entry is (tag, type, count, value or offset), the value inline when it fits in 4 bytes;
+* the image in strips (StripOffsets, StripByteCounts, RowsPerStrip; Sec. 3) or tiles (TileWidth, TileLength,
+  TileOffsets, TileByteCounts; Sec. 15, edge tiles padded), its samples interleaved (PlanarConfiguration 1) or one
+  plane after another (2, each plane its own strips or tiles);
+* compression (Sec. 3, 9, 13): none (1), PackBits (32773), LZW (5; codes MSB first, 9 to 12 bits, the code width
+  growing one code early, Clear = 256, EndOfInformation = 257; in Python, about 3 MB of samples a second) or
+  Deflate (8, and the older 32946: zlib);
+* Predictor 2 (Sec. 14): each sample stored as the difference from the same sample of the pixel to its left,
+  undone by a cumulative sum along each row (mod 2^16);
+* ExtraSamples (Sec. 18): a 4th sample that is associated (premultiplied, 1) or unassociated (2) alpha is kept as
+  alpha; other extra samples are dropped;
+* Orientation (tag 274): the pixels turned the way up viewers show them, as Pillow does for the TIFFs it reads.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+TYPES = {1: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE, SHORT, LONG, LONG8 (BigTIFF is not read)
+SIZES = {"B": 1, "H": 2, "I": 4, "Q": 8}
+COMPRESSIONS = {1: "none", 5: "LZW", 8: "Deflate", 32946: "Deflate", 32773: "PackBits"}
+RGB = 2  # PhotometricInterpretation
+TAGS = {
+    "width": 256,
+    "height": 257,
+    "bits": 258,
+    "compression": 259,
+    "photometric": 262,
+    "strip_offsets": 273,
+    "orientation": 274,
+    "samples": 277,
+    "rows_per_strip": 278,
+    "strip_counts": 279,
+    "planar": 284,
+    "predictor": 317,
+    "tile_width": 322,
+    "tile_length": 323,
+    "tile_offsets": 324,
+    "tile_counts": 325,
+    "extra_samples": 338,
+    "sample_format": 339,
+}
+# Orientation -> the turn that shows the stored (rows, columns) upright
+ORIENT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, -1)[::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _ifd(data: bytes) -> tuple[str, dict[int, tuple]]:
+    """(byte order "<" or ">", {tag: values}) of the first IFD; ValueError for a file that is not a TIFF."""
+    if len(data) < 8 or data[:4] not in (b"II*\x00", b"MM\x00*"):
+        raise ValueError("not a TIFF file")
+    bo = "<" if data[:2] == b"II" else ">"
+    (pos,) = struct.unpack(bo + "I", data[4:8])
+    if pos + 2 > len(data):
+        raise ValueError("truncated TIFF header")
+    (n,) = struct.unpack(bo + "H", data[pos : pos + 2])
+    tags = {}
+    for k in range(n):
+        e = pos + 2 + 12 * k
+        if e + 12 > len(data):
+            raise ValueError("truncated TIFF directory")
+        tag, typ, count = struct.unpack(bo + "HHI", data[e : e + 8])
+        if typ not in TYPES:
+            continue  # rationals, ASCII and the like: no tag read here has them
+        size = SIZES[TYPES[typ]] * count
+        at = e + 8 if size <= 4 else struct.unpack(bo + "I", data[e + 8 : e + 12])[0]
+        if at + size > len(data):
+            raise ValueError(f"TIFF tag {tag} points beyond the end of the file")
+        tags[tag] = struct.unpack(f"{bo}{count}{TYPES[typ]}", data[at : at + size])
+    return bo, tags
+
+
+def is_tiff16_colour(path: Path) -> bool:
+    """Whether ``path`` is a TIFF whose first image has 16-bit unsigned RGB samples (the case Pillow cuts)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if head not in (b"II*\x00", b"MM\x00*"):
+                return False
+            data = head + f.read()
+        _, tags = _ifd(data)
+    except (OSError, ValueError, struct.error):
+        return False
+    bits = tags.get(TAGS["bits"], (1,))
+    return (
+        tags.get(TAGS["photometric"], (None,))[0] == RGB
+        and tags.get(TAGS["samples"], (1,))[0] >= 3
+        and all(b == 16 for b in bits)
+        and all(f == 1 for f in tags.get(TAGS["sample_format"], (1,)))
+    )
+
+
+def lzw_decode(data: bytes) -> bytes:
+    """TIFF LZW (Sec. 13): variable-width codes, most significant bit first, the width growing from 9 to 12 bits
+    when the table reaches 511, 1023 and 2047 entries (one code early, as every TIFF writer does)."""
+    out = bytearray()
+    padded = bytes(data) + b"\x00\x00\x00"
+    nbits = 8 * len(data)
+    table = [bytes([i]) for i in range(256)] + [b"", b""]  # 256 Clear, 257 EndOfInformation
+    width, pos, prev = 9, 0, None
+    while pos + width <= nbits:
+        p = pos >> 3
+        word = (padded[p] << 16) | (padded[p + 1] << 8) | padded[p + 2]
+        code = (word >> (24 - width - (pos & 7))) & ((1 << width) - 1)
+        pos += width
+        if code == 256:
+            del table[258:]
+            width, prev = 9, None
+            continue
+        if code == 257:
+            break
+        if prev is None:
+            if code > 255:
+                raise ValueError("corrupt LZW data")
+            entry = table[code]
+        elif code < len(table):
+            entry = table[code]
+            table.append(prev + entry[:1])
+        elif code == len(table):
+            entry = prev + prev[:1]
+            table.append(entry)
+        else:
+            raise ValueError("corrupt LZW data")
+        out += entry
+        prev = entry
+        if len(table) + 1 >= 1 << width and width < 12:
+            width += 1
+    return bytes(out)
+
+
+def packbits_decode(data: bytes) -> bytes:
+    """PackBits (Sec. 9): a header byte n, then n + 1 literal bytes (0 <= n <= 127) or one byte repeated 1 - n
+    times (-127 <= n <= -1); -128 is skipped."""
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        n = data[i] - 256 if data[i] > 127 else data[i]
+        i += 1
+        if n >= 0:
+            out += data[i : i + n + 1]
+            i += n + 1
+        elif n != -128:
+            out += data[i : i + 1] * (1 - n)
+            i += 1
+    return bytes(out)
+
+
+def _inflate(chunk: bytes, compression: int) -> bytes:
+    if compression == 1:
+        return chunk
+    if compression == 5:
+        return lzw_decode(chunk)
+    if compression in (8, 32946):
+        try:
+            return zlib.decompress(chunk)
+        except zlib.error as e:
+            raise ValueError(f"corrupt Deflate data ({e})") from None
+    return packbits_decode(chunk)
+
+
+def _blocks(data: bytes, tags: dict, bo: str, compression: int, h: int, w: int, spp: int) -> list[np.ndarray]:
+    """Each strip or tile, decompressed, as uint16 (rows, columns, spp) in the file's byte order: a tile is
+    TileLength x TileWidth (edge tiles padded), strip k of a plane RowsPerStrip rows (the last one fewer)."""
+    tiled = TAGS["tile_offsets"] in tags
+    if tiled:
+        offsets, counts = tags[TAGS["tile_offsets"]], tags.get(TAGS["tile_counts"], ())
+        th, tw = tags.get(TAGS["tile_length"], (0,))[0], tags.get(TAGS["tile_width"], (0,))[0]
+        if th < 1 or tw < 1:
+            raise ValueError("TIFF tiles without a tile size")
+    else:
+        offsets, counts = tags.get(TAGS["strip_offsets"], ()), tags.get(TAGS["strip_counts"], ())
+        rps = max(1, min(tags.get(TAGS["rows_per_strip"], (h,))[0], h))
+        per_plane = -(-h // rps)
+    if len(offsets) != len(counts) or not offsets:
+        raise ValueError("TIFF without matching strip or tile offsets and byte counts")
+    out = []
+    for k, (at, n) in enumerate(zip(offsets, counts)):
+        if at + n > len(data):
+            raise ValueError("TIFF strip or tile beyond the end of the file")
+        rows, cols = (th, tw) if tiled else (min(rps, h - rps * (k % per_plane)), w)
+        raw = _inflate(data[at : at + n], compression)
+        need = rows * cols * spp * 2
+        if len(raw) < need:
+            raise ValueError("truncated TIFF image data")
+        out.append(np.frombuffer(raw[:need], dtype=bo + "u2").reshape(rows, cols, spp))
+    return out
+
+
+def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
+    """(uint16 (H, W, 3 or 4), associated) of a 16-bit colour TIFF: RGB, then alpha when its extra sample is
+    alpha; ``associated``: that alpha is premultiplied into the colours.
+
+    Raises:
+        ValueError: not such a TIFF, a compression or predictor it does not read, or corrupt data (the caller names
+            the file).
+    """
+    data = Path(path).read_bytes()
+    bo, tags = _ifd(data)
+
+    def one(name: str, default=None):
+        v = tags.get(TAGS[name])
+        if v is None and default is None:
+            raise ValueError(f"TIFF without its {name} tag")
+        return v[0] if v is not None else default
+
+    w, h, spp = one("width"), one("height"), one("samples", 1)
+    compression, predictor, planar = one("compression", 1), one("predictor", 1), one("planar", 1)
+    if not is_tiff16_colour(Path(path)):
+        raise ValueError("not a 16-bit RGB TIFF")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"TIFF compression {compression} is not read; save with none, LZW, Deflate or PackBits")
+    if predictor not in (1, 2) or planar not in (1, 2) or w < 1 or h < 1:
+        raise ValueError(f"TIFF predictor {predictor} / planar configuration {planar} is not read")
+    blocks = _blocks(data, tags, bo, compression, h, w, spp if planar == 1 else 1)
+    planes = 1 if planar == 1 else spp
+    if len(blocks) % planes:
+        raise ValueError("TIFF strips or tiles do not divide among its sample planes")
+    per_plane = len(blocks) // planes
+    out = np.empty((h, w, spp), dtype=np.uint16)
+    for p in range(planes):
+        mine = blocks[p * per_plane : (p + 1) * per_plane]
+        channels = slice(None) if planar == 1 else slice(p, p + 1)
+        if TAGS["tile_offsets"] in tags:
+            th, tw = one("tile_length"), one("tile_width")
+            across = -(-w // tw)
+            if len(mine) < across * -(-h // th):
+                raise ValueError("TIFF with fewer tiles than its size needs")
+            for k, tile in enumerate(mine[: across * -(-h // th)]):
+                y, x = (k // across) * th, (k % across) * tw
+                out[y : y + th, x : x + tw, channels] = tile[: h - y, : w - x]
+        else:
+            img = np.concatenate(mine)
+            if img.shape[0] < h:
+                raise ValueError("TIFF strips hold fewer rows than its height")
+            out[:, :, channels] = img[:h]
+    if predictor == 2:  # horizontal differencing: a running sum along each row, per sample, mod 2^16
+        out = np.cumsum(out, axis=1, dtype=np.uint16)
+    extra = tags.get(TAGS["extra_samples"], ())
+    alpha = spp >= 4 and len(extra) >= 1 and extra[0] in (1, 2)
+    out = out[:, :, : 4 if alpha else 3]
+    return np.ascontiguousarray(ORIENT.get(one("orientation", 1), ORIENT[1])(out)), alpha and extra[0] == 1

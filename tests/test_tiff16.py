@@ -1,0 +1,112 @@
+"""16-bit colour TIFFs at full precision: files written by an independent writer (tifffile, see
+scripts/tiff16_fixtures.py) read back sample for sample, the LZW and PackBits decoders against Pillow's encoders,
+the orientations against Pillow's, and damaged files as one clear line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from test_cli_errors import assert_clean_error
+from tinyruns import cli
+from torchdiffusion.config import DataConfig
+from torchdiffusion.data import DataError, load_data, read_image
+from torchdiffusion.data.tiff16 import ORIENT, _ifd, is_tiff16_colour, lzw_decode, packbits_decode, read_tiff16
+
+FIXTURES = Path(__file__).parent / "data" / "tiff16"
+INDEX = json.loads((FIXTURES / "index.json").read_text())
+
+
+def _expected(case: dict) -> np.ndarray:
+    a = np.random.default_rng(case["seed"]).integers(0, 65536, case["shape"], dtype=np.uint16)
+    return ORIENT[case["orientation"]](a) if case["orientation"] else a
+
+
+@pytest.mark.parametrize("case", INDEX, ids=[c["file"] for c in INDEX])
+def test_every_layout_reads_back_sample_for_sample(case):
+    """Strips and tiles, interleaved and planar, both byte orders, none/LZW/Deflate/PackBits, predictor 2, alpha."""
+    path = FIXTURES / case["file"]
+    assert is_tiff16_colour(path)
+    a, associated = read_tiff16(path)
+    want = _expected(case)
+    assert a.dtype == np.uint16 and a.shape == want.shape and np.array_equal(a, want)
+    assert associated == (case.get("extrasamples") == "assocalpha")
+
+
+def test_the_folder_source_keeps_16_bits_where_pillow_keeps_8(tmp_path):
+    for case in INDEX:
+        if case["file"] in ("plain.tif", "lzw_predictor.tif", "tiles.tif"):
+            shutil.copy(FIXTURES / case["file"], tmp_path / case["file"])
+    with Image.open(tmp_path / "plain.tif") as im:  # Pillow itself keeps the high byte only
+        assert np.array_equal(np.asarray(im.convert("RGB")), (_expected(INDEX[0]) >> 8).astype(np.uint8))
+    x = read_image(tmp_path / "plain.tif").double().numpy()
+    back = np.round((x + 1) / 2 * 65535).astype(np.uint16).transpose(1, 2, 0)
+    assert np.array_equal(back, _expected(INDEX[0]))
+    d = load_data(DataConfig(source="folder", path=str(tmp_path), image_size=(8, 8)))
+    assert d.x.shape == (3, 3, 8, 8)
+
+
+def test_alpha_is_composited_over_white_premultiplied_or_not():
+    for name in ("rgba.tif", "rgba_premultiplied.tif"):
+        case = next(c for c in INDEX if c["file"] == name)
+        a = _expected(case).astype(np.float64) / 65535
+        alpha = a[..., 3:]
+        colour = a[..., :3] if name == "rgba_premultiplied.tif" else a[..., :3] * alpha
+        x = read_image(FIXTURES / name).double().numpy().transpose(1, 2, 0)
+        assert np.allclose((x + 1) / 2, colour + 1 - alpha, atol=1e-6)
+
+
+def _strips(path: Path) -> bytes:
+    """The strips of a TIFF Pillow wrote, concatenated as stored (compressed)."""
+    data = path.read_bytes()
+    _, tags = _ifd(data)
+    return [data[o : o + n] for o, n in zip(tags[273], tags[279])]
+
+
+@pytest.mark.parametrize("compression, decode", [("tiff_lzw", lzw_decode), ("packbits", packbits_decode)])
+def test_the_decoders_undo_pillows_encoders(tmp_path, compression, decode):
+    """An 8-bit RGB image large enough for LZW's table to fill and clear, with runs for PackBits."""
+    rng = np.random.default_rng(0)
+    a = np.repeat(rng.integers(0, 256, (120, 40, 3), dtype=np.uint8), 3, axis=1)  # runs of three
+    a[::7] = rng.integers(0, 256, a[::7].shape, dtype=np.uint8)  # and noise
+    Image.fromarray(a).save(tmp_path / "c.tif", compression=compression)
+    raw = b"".join(decode(s) for s in _strips(tmp_path / "c.tif"))
+    assert raw == a.tobytes()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientations_turn_as_pillows_exif_transpose(orientation):
+    a = np.arange(6 * 10, dtype=np.uint8).reshape(6, 10)
+    im = Image.fromarray(a)
+    im.getexif()[0x0112] = orientation
+    assert np.array_equal(ORIENT[orientation](a[..., None])[..., 0], np.asarray(ImageOps.exif_transpose(im)))
+
+
+def test_damaged_and_unread_files_are_one_clear_line(tmp_path):
+    data = (FIXTURES / "lzw_predictor.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cannot read image .*cut.tif: "):
+        read_image(tmp_path / "cut.tif")
+    plain = bytearray((FIXTURES / "plain.tif").read_bytes())
+    bo, tags = _ifd(bytes(plain))
+    (pos,) = struct.unpack(bo + "I", plain[4:8])
+    (n,) = struct.unpack(bo + "H", plain[pos : pos + 2])
+    for k in range(n):  # Compression = 7 (JPEG), which this reader does not decode
+        e = pos + 2 + 12 * k
+        if struct.unpack(bo + "H", plain[e : e + 2])[0] == 259:
+            plain[e + 8 : e + 10] = struct.pack(bo + "H", 7)
+    (tmp_path / "jpeg.tif").write_bytes(bytes(plain))
+    with pytest.raises(DataError, match="TIFF compression 7 is not read"):
+        read_image(tmp_path / "jpeg.tif")
+    (tmp_path / "d").mkdir()
+    shutil.copy(tmp_path / "cut.tif", tmp_path / "d" / "cut.tif")
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=folder", "--set",
+                     f"data.path={tmp_path / 'd'}", "--out", tmp_path / "run")  # fmt: skip
+    assert_clean_error(rc, err, "cut.tif")
+    assert not (tmp_path / "run").exists()
