@@ -1,10 +1,11 @@
-"""Write the 16-bit colour TIFF test files (tests/data/tiff16/) with tifffile, an independent TIFF writer.
+"""Write the 16-bit TIFF test files (tests/data/tiff16/) with tifffile, an independent TIFF writer.
 
 Each file holds ``np.random.default_rng(seed).integers(0, 65536, (H, W, S), dtype=np.uint16)``, stored as the
-index (tests/data/tiff16/index.json) says: compression, predictor, strips or tiles, planar configuration, byte
-order, extra samples (alpha) and orientation. tests/test_tiff16.py regenerates each array from its seed and
-compares it with what ``data.tiff16.read_tiff16`` reads. Needs ``tifffile`` and ``imagecodecs`` (for LZW and
-PackBits), which torchdiffusion itself does not: ``pip install tifffile imagecodecs``.
+index (tests/data/tiff16/index.json) says: photometric (RGB, or gray where 0 is black or white), compression,
+predictor, strips or tiles, planar configuration, byte order, extra samples (alpha) and orientation.
+tests/test_tiff16.py regenerates each array from its seed and compares it with what ``data.tiff16.read_tiff16``
+reads. Needs ``tifffile`` and ``imagecodecs`` (for LZW and PackBits), which torchdiffusion itself does not:
+``pip install tifffile imagecodecs``.
 
     python scripts/tiff16_fixtures.py --out tests/data/tiff16
 """
@@ -36,6 +37,9 @@ CASES = [
     ),
     dict(name="rgba", shape=(10, 12, 4), compression="zlib", extrasamples="unassalpha"),
     dict(name="rgba_premultiplied", shape=(10, 12, 4), extrasamples="assocalpha"),
+    dict(name="gray_alpha", shape=(9, 14, 2), photometric="minisblack", extrasamples="unassalpha"),
+    dict(name="white_is_zero", shape=(12, 9, 1), photometric="miniswhite", compression="lzw", predictor=True),
+    dict(name="white_is_zero_alpha", shape=(7, 8, 2), photometric="miniswhite", extrasamples="assocalpha"),
     dict(name="orientation6", shape=(6, 10, 3), orientation=6),
     dict(name="orientation7", shape=(6, 10, 3), orientation=7),
 ]
@@ -56,7 +60,10 @@ def main() -> None:
         orientation = case.pop("orientation", None)
         extra = [(274, "H", 1, orientation, True)] if orientation else []
         stored = np.moveaxis(a, 2, 0) if case.get("planarconfig") == "separate" else a  # (S, H, W) for planes
-        tifffile.imwrite(args.out / f"{name}.tif", stored, photometric="rgb", extratags=extra, metadata=None, **case)
+        if shape[2] == 1:
+            stored = a[:, :, 0]
+        case.setdefault("photometric", "rgb")
+        tifffile.imwrite(args.out / f"{name}.tif", stored, extratags=extra, metadata=None, **case)
         index.append({"file": f"{name}.tif", "seed": seed, "shape": list(shape), **case, "orientation": orientation})
     (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     print(f"{len(index)} files in {args.out}")

@@ -220,8 +220,9 @@ def _filtered(a: np.ndarray) -> bytearray:
 
 
 def write_png16(path, a: np.ndarray, interlace: bool = False) -> None:
-    """A reference 16-bit RGB/RGBA PNG writer, written byte by byte from the PNG specification; ``interlace``:
-    Adam7, the seven passes' reduced images (Sec. 8.2) one after the other, each filtered on its own."""
+    """A reference 16-bit gray + alpha, RGB or RGBA PNG writer, written byte by byte from the PNG specification;
+    ``interlace``: Adam7, the seven passes' reduced images (Sec. 8.2) one after the other, each filtered on its
+    own."""
     import struct
     import zlib
 
@@ -239,7 +240,7 @@ def write_png16(path, a: np.ndarray, interlace: bool = False) -> None:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, int(interlace))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {2: 4, 3: 2, 4: 6}[c], 0, 0, int(interlace))
     data = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + data)
 
@@ -263,6 +264,19 @@ def test_16bit_colour_png_keeps_16bit_precision(tmp_path):
     (tmp_path / "t.png").write_bytes((tmp_path / "t.png").read_bytes()[:60])
     with pytest.raises(DataError, match="t.png"):
         read_image(tmp_path / "t.png")
+
+
+def test_16bit_gray_png_with_alpha_keeps_16bit_precision(tmp_path):
+    """Colour type 4: Pillow reads it as 8-bit RGBA; composited over white at full precision here."""
+    from torchdiffusion.data import read_image
+
+    a = np.random.default_rng(6).integers(0, 65536, (5, 7, 2), dtype=np.uint16)
+    write_png16(tmp_path / "la.png", a)
+    with Image.open(tmp_path / "la.png") as im:
+        assert im.mode == "RGBA" and np.array_equal(np.asarray(im)[..., 0], (a[..., 0] >> 8).astype(np.uint8))
+    x = read_image(tmp_path / "la.png").double().numpy()
+    g, alpha = a[..., 0] / 65535, a[..., 1] / 65535
+    assert x.shape == (1, 5, 7) and np.allclose((x[0] + 1) / 2, g * alpha + 1 - alpha, atol=1e-6)
 
 
 @pytest.mark.parametrize("h, w", [(13, 11), (1, 1), (3, 9), (8, 8), (2, 17)])

@@ -17,7 +17,7 @@ from test_cli_errors import assert_clean_error
 from tinyruns import cli
 from torchdiffusion.config import DataConfig
 from torchdiffusion.data import DataError, load_data, read_image
-from torchdiffusion.data.tiff16 import ORIENT, _ifd, is_tiff16_colour, lzw_decode, packbits_decode, read_tiff16
+from torchdiffusion.data.tiff16 import ORIENT, _ifd, is_tiff16, lzw_decode, packbits_decode, read_tiff16
 
 FIXTURES = Path(__file__).parent / "data" / "tiff16"
 INDEX = json.loads((FIXTURES / "index.json").read_text())
@@ -25,14 +25,17 @@ INDEX = json.loads((FIXTURES / "index.json").read_text())
 
 def _expected(case: dict) -> np.ndarray:
     a = np.random.default_rng(case["seed"]).integers(0, 65536, case["shape"], dtype=np.uint16)
+    if case["photometric"] == "miniswhite":  # 0 is white: read back inverted, alpha as it is
+        a[:, :, 0] = 65535 - a[:, :, 0]
     return ORIENT[case["orientation"]](a) if case["orientation"] else a
 
 
 @pytest.mark.parametrize("case", INDEX, ids=[c["file"] for c in INDEX])
 def test_every_layout_reads_back_sample_for_sample(case):
-    """Strips and tiles, interleaved and planar, both byte orders, none/LZW/Deflate/PackBits, predictor 2, alpha."""
+    """Strips and tiles, interleaved and planar, both byte orders, none/LZW/Deflate/PackBits, predictor 2, alpha,
+    RGB and gray (white-is-zero inverted)."""
     path = FIXTURES / case["file"]
-    assert is_tiff16_colour(path)
+    assert is_tiff16(path)
     a, associated = read_tiff16(path)
     want = _expected(case)
     assert a.dtype == np.uint16 and a.shape == want.shape and np.array_equal(a, want)
@@ -53,13 +56,26 @@ def test_the_folder_source_keeps_16_bits_where_pillow_keeps_8(tmp_path):
 
 
 def test_alpha_is_composited_over_white_premultiplied_or_not():
-    for name in ("rgba.tif", "rgba_premultiplied.tif"):
-        case = next(c for c in INDEX if c["file"] == name)
+    for case in INDEX:
+        if case.get("extrasamples") is None:
+            continue
         a = _expected(case).astype(np.float64) / 65535
-        alpha = a[..., 3:]
-        colour = a[..., :3] if name == "rgba_premultiplied.tif" else a[..., :3] * alpha
-        x = read_image(FIXTURES / name).double().numpy().transpose(1, 2, 0)
-        assert np.allclose((x + 1) / 2, colour + 1 - alpha, atol=1e-6)
+        alpha = a[..., -1:]
+        colour = a[..., :-1] if case["extrasamples"] == "assocalpha" else a[..., :-1] * alpha
+        x = read_image(FIXTURES / case["file"]).double().numpy().transpose(1, 2, 0)
+        assert x.shape[-1] == colour.shape[-1] and np.allclose((x + 1) / 2, colour + 1 - alpha, atol=1e-6)
+
+
+def test_gray_tiffs_pillow_misreads_are_read_right():
+    """16-bit gray with alpha Pillow cannot open; 16-bit white-is-zero gray it reads as a negative."""
+    with pytest.raises(OSError):
+        Image.open(FIXTURES / "gray_alpha.tif")
+    case = next(c for c in INDEX if c["file"] == "white_is_zero.tif")
+    with Image.open(FIXTURES / "white_is_zero.tif") as im:
+        stored = np.asarray(im)
+    assert np.array_equal(stored, 65535 - _expected(case)[..., 0])  # Pillow: the stored values, not inverted
+    x = read_image(FIXTURES / "white_is_zero.tif").double().numpy()[0]
+    assert np.array_equal(np.round((x + 1) / 2 * 65535).astype(np.uint16), _expected(case)[..., 0])
 
 
 def _strips(path: Path) -> bytes:

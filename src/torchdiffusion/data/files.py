@@ -11,9 +11,10 @@ Images (``read_image`` and the ``folder`` source):
     ``data.channels`` says 1 or 3.
   * 16-bit grayscale PNG/TIFF (Pillow modes ``I;16*``, or ``I`` holding 16-bit values) are scaled from the
     format's range 0..65535 (whatever the values in the file), keeping their 16-bit precision, and so are
-    16-bit RGB/RGBA PNGs and TIFFs (read by :mod:`.png16` and :mod:`.tiff16`; Pillow would keep 8 bits); float
-    TIFF (mode ``F``) must hold values in [0, 1] (any range with ``data.scale``, which maps the folder's range to
-    [-1, 1]: data/scale.py).
+    16-bit RGB, RGBA and gray-with-alpha PNGs and TIFFs and white-is-zero gray TIFFs (read by :mod:`.png16` and
+    :mod:`.tiff16`: Pillow would keep 8 bits, or not open them, or not invert them); float TIFF (mode ``F``) must
+    hold values in [0, 1] (any range with ``data.scale``, which maps the folder's range to [-1, 1]:
+    data/scale.py).
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
     must share one size.
   * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
@@ -48,8 +49,8 @@ from torch import Tensor
 
 from ..config import DataConfig
 from .base import DataError, TensorData, check_size, from_uint8, from_unit, match_channels, resize_crop
-from .png16 import is_png16_colour, read_png16
-from .tiff16 import is_tiff16_colour, read_tiff16
+from .png16 import is_png16, read_png16
+from .tiff16 import is_tiff16, read_tiff16
 
 LAYOUTS = ("auto", "NCHW", "NHWC", "NHW", "NCL", "NCDHW", "NDHW")
 SIGNAL_ASPECT = 8  # "auto" reads a 3-D array (N, A, B) as signals (N, C, L) when B >= 8 A, else as (N, H, W)
@@ -101,13 +102,13 @@ def _high_depth(im, raw: bool = False) -> np.ndarray | None:
 
 
 def _colour16(a: np.ndarray, associated: bool = False) -> np.ndarray:
-    """uint16 (H, W, 3 or 4) -> float32 (H, W, 1 or 3) in [0, 1]: alpha over white (``associated``: the colours
-    are premultiplied by it already), colourless RGB as gray."""
+    """uint16 (H, W, C) -> float32 (H, W, 1 or 3) in [0, 1]: C = 1 (gray) or 3 (RGB), plus 1 for alpha, which is
+    composited over white (``associated``: the colours are premultiplied by it already); colourless RGB as gray."""
     x = a.astype(np.float64) / 65535.0
-    if x.shape[-1] == 4:
-        alpha = x[..., 3:]
-        x = (x[..., :3] if associated else x[..., :3] * alpha) + (1 - alpha)
-    if np.abs(np.diff(x, axis=-1)).max(initial=0) <= GRAY_TOLERANCE / 255:
+    if x.shape[-1] in (2, 4):
+        alpha = x[..., -1:]
+        x = (x[..., :-1] if associated else x[..., :-1] * alpha) + (1 - alpha)
+    if x.shape[-1] == 3 and np.abs(np.diff(x, axis=-1)).max(initial=0) <= GRAY_TOLERANCE / 255:
         x = x[..., 1:2]
     return x.astype(np.float32)
 
@@ -119,9 +120,9 @@ def _decode(path: Path, raw: bool = False) -> np.ndarray:
     from PIL import Image
 
     try:
-        if path.suffix.lower() == ".png" and is_png16_colour(path):
+        if path.suffix.lower() == ".png" and is_png16(path):
             return _colour16(read_png16(path))
-        if path.suffix.lower() in (".tif", ".tiff") and is_tiff16_colour(path):
+        if path.suffix.lower() in (".tif", ".tiff") and is_tiff16(path):
             return _colour16(*read_tiff16(path))
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None

@@ -1,7 +1,7 @@
-"""16-bit colour PNGs at full precision (Pillow decodes them to 8 bits per channel).
+"""16-bit colour and gray-with-alpha PNGs at full precision (Pillow decodes them to 8 bits per channel).
 
-A small reader for the one case Pillow truncates: bit depth 16, colour type 2 (RGB) or 6 (RGBA), plain or
-Adam7-interlaced. It follows the PNG specification (W3C PNG 2nd ed., Sec. 9 "Filtering"): the IDAT stream is
+A small reader for the cases Pillow truncates: bit depth 16, colour type 2 (RGB), 4 (gray + alpha) or 6 (RGBA),
+plain or Adam7-interlaced. It follows the PNG specification (W3C PNG 2nd ed., Sec. 9 "Filtering"): the IDAT stream is
 inflated, then each scanline's filter (None, Sub, Up, Average, Paeth) is undone byte by byte with ``bpp`` =
 bytes per pixel, and samples are big-endian. An interlaced image (Sec. 8.2) is seven reduced images one after
 the other, each filtered on its own (its first row's "previous row" is zeros); pass p holds the pixels
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CHANNELS = {2: 3, 6: 4}  # colour type -> samples per pixel
+CHANNELS = {2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel: RGB, gray + alpha, RGBA
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def is_png16_colour(path: Path) -> bool:
-    """Whether ``path`` starts like a 16-bit RGB/RGBA PNG (the IHDR chunk comes first)."""
+def is_png16(path: Path) -> bool:
+    """Whether ``path`` starts like a 16-bit RGB, gray + alpha or RGBA PNG (the IHDR chunk comes first)."""
     try:
         with open(path, "rb") as f:
             head = f.read(29)
@@ -68,7 +68,7 @@ def _unfilter_row(kind: int, line: np.ndarray, prev: np.ndarray, bpp: int) -> np
 
 
 def read_png16(path: Path) -> np.ndarray:
-    """A 16-bit RGB/RGBA PNG as uint16 (H, W, 3 or 4).
+    """A 16-bit RGB, gray + alpha or RGBA PNG as uint16 (H, W, 3, 2 or 4).
 
     Raises:
         ValueError: not such a PNG, or corrupt (the caller names the file).
@@ -86,7 +86,7 @@ def read_png16(path: Path) -> np.ndarray:
         raise ValueError("PNG without an IHDR chunk")
     w, h, depth, ctype, _, _, interlace = header
     if depth != 16 or ctype not in CHANNELS:
-        raise ValueError("not a 16-bit RGB/RGBA PNG")
+        raise ValueError("not a 16-bit RGB, gray + alpha or RGBA PNG")
     if interlace not in (0, 1):
         raise ValueError(f"unknown PNG interlace method {interlace}")
     bpp = 2 * CHANNELS[ctype]

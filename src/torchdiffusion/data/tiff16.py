@@ -1,7 +1,10 @@
-"""16-bit colour TIFFs at full precision (Pillow decodes them to 8 bits per channel).
+"""16-bit TIFFs that Pillow does not read right, at full precision.
 
-A small reader for the one case Pillow truncates: the first image of a TIFF whose samples are 16-bit unsigned
-integers, photometric RGB, 3 samples per pixel plus an optional alpha. It follows the TIFF 6.0 specification:
+Pillow decodes 16-bit RGB(A) to 8 bits per channel, cannot open 16-bit gray with alpha, and reads 16-bit
+white-is-zero gray without inverting it (a negative). This small reader takes those cases: the first image of a
+TIFF whose samples are 16-bit unsigned integers, photometric RGB (3 samples) or gray (1, PhotometricInterpretation
+0 = WhiteIsZero, inverted here, or 1 = BlackIsZero), plus an optional alpha. It follows the TIFF 6.0
+specification:
 
 * the header (Sec. 2): byte order ``II`` (little-endian) or ``MM`` (big-endian), 42, the offset of the first IFD;
   each IFD entry is (tag, type, count, value or offset), the value inline when it fits in 4 bytes;
@@ -13,8 +16,8 @@ integers, photometric RGB, 3 samples per pixel plus an optional alpha. It follow
   Deflate (8, and the older 32946: zlib);
 * Predictor 2 (Sec. 14): each sample stored as the difference from the same sample of the pixel to its left,
   undone by a cumulative sum along each row (mod 2^16);
-* ExtraSamples (Sec. 18): a 4th sample that is associated (premultiplied, 1) or unassociated (2) alpha is kept as
-  alpha; other extra samples are dropped;
+* ExtraSamples (Sec. 18): a sample after the colour ones that is associated (premultiplied, 1) or unassociated
+  (2) alpha is kept as alpha; other extra samples are dropped;
 * Orientation (tag 274): the pixels turned the way up viewers show them, as Pillow does for the TIFFs it reads.
 """
 
@@ -29,7 +32,8 @@ import numpy as np
 TYPES = {1: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE, SHORT, LONG, LONG8 (BigTIFF is not read)
 SIZES = {"B": 1, "H": 2, "I": 4, "Q": 8}
 COMPRESSIONS = {1: "none", 5: "LZW", 8: "Deflate", 32946: "Deflate", 32773: "PackBits"}
-RGB = 2  # PhotometricInterpretation
+WHITE_IS_ZERO, BLACK_IS_ZERO, RGB = 0, 1, 2  # PhotometricInterpretation
+COLOURS = {WHITE_IS_ZERO: 1, BLACK_IS_ZERO: 1, RGB: 3}  # its colour samples per pixel
 TAGS = {
     "width": 256,
     "height": 257,
@@ -88,8 +92,9 @@ def _ifd(data: bytes) -> tuple[str, dict[int, tuple]]:
     return bo, tags
 
 
-def is_tiff16_colour(path: Path) -> bool:
-    """Whether ``path`` is a TIFF whose first image has 16-bit unsigned RGB samples (the case Pillow cuts)."""
+def is_tiff16(path: Path) -> bool:
+    """Whether ``path`` is a 16-bit unsigned TIFF that Pillow does not read right and this reader does: RGB,
+    gray with alpha, or white-is-zero gray (plain black-is-zero gray Pillow reads at full precision itself)."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -99,12 +104,14 @@ def is_tiff16_colour(path: Path) -> bool:
         _, tags = _ifd(data)
     except (OSError, ValueError, struct.error):
         return False
-    bits = tags.get(TAGS["bits"], (1,))
-    return (
-        tags.get(TAGS["photometric"], (None,))[0] == RGB
-        and tags.get(TAGS["samples"], (1,))[0] >= 3
-        and all(b == 16 for b in bits)
-        and all(f == 1 for f in tags.get(TAGS["sample_format"], (1,)))
+    photometric = tags.get(TAGS["photometric"], (None,))[0]
+    spp = tags.get(TAGS["samples"], (1,))[0]
+    if photometric not in COLOURS or spp < COLOURS[photometric]:
+        return False
+    if photometric == BLACK_IS_ZERO and spp == 1:
+        return False
+    return all(b == 16 for b in tags.get(TAGS["bits"], (1,))) and all(
+        f == 1 for f in tags.get(TAGS["sample_format"], (1,))
     )
 
 
@@ -205,8 +212,8 @@ def _blocks(data: bytes, tags: dict, bo: str, compression: int, h: int, w: int, 
 
 
 def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
-    """(uint16 (H, W, 3 or 4), associated) of a 16-bit colour TIFF: RGB, then alpha when its extra sample is
-    alpha; ``associated``: that alpha is premultiplied into the colours.
+    """(uint16 (H, W, C), associated) of a 16-bit TIFF (:func:`is_tiff16`): C = 3 (RGB) or 1 (gray, white-is-zero
+    inverted), plus 1 when the next sample is alpha; ``associated``: that alpha is premultiplied into the colours.
 
     Raises:
         ValueError: not such a TIFF, a compression or predictor it does not read, or corrupt data (the caller names
@@ -223,8 +230,8 @@ def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
 
     w, h, spp = one("width"), one("height"), one("samples", 1)
     compression, predictor, planar = one("compression", 1), one("predictor", 1), one("planar", 1)
-    if not is_tiff16_colour(Path(path)):
-        raise ValueError("not a 16-bit RGB TIFF")
+    if not is_tiff16(Path(path)):
+        raise ValueError("not a 16-bit RGB, gray-with-alpha or white-is-zero TIFF")
     if compression not in COMPRESSIONS:
         raise ValueError(f"TIFF compression {compression} is not read; save with none, LZW, Deflate or PackBits")
     if predictor not in (1, 2) or planar not in (1, 2) or w < 1 or h < 1:
@@ -254,6 +261,10 @@ def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
     if predictor == 2:  # horizontal differencing: a running sum along each row, per sample, mod 2^16
         out = np.cumsum(out, axis=1, dtype=np.uint16)
     extra = tags.get(TAGS["extra_samples"], ())
-    alpha = spp >= 4 and len(extra) >= 1 and extra[0] in (1, 2)
-    out = out[:, :, : 4 if alpha else 3]
+    photometric = one("photometric")
+    colours = COLOURS[photometric]
+    alpha = spp > colours and len(extra) >= 1 and extra[0] in (1, 2)
+    out = out[:, :, : colours + alpha]
+    if photometric == WHITE_IS_ZERO:  # 0 is white: the gray sample inverted (alpha as it is)
+        out[:, :, 0] = 65535 - out[:, :, 0]
     return np.ascontiguousarray(ORIENT.get(one("orientation", 1), ORIENT[1])(out)), alpha and extra[0] == 1
