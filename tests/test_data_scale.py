@@ -103,6 +103,32 @@ def test_a_folder_of_float_tiffs_in_kelvins_is_scaled_by_its_training_images(tmp
     assert float(d.x.min()) == pytest.approx(-1) and float(d.x.max()) == pytest.approx(1)
 
 
+def test_a_folder_in_its_own_units_is_read_as_the_numbers_stored_in_it(tmp_path):
+    """Signed 16-bit TIFFs (a CT's Hounsfield units, -1000..3000), 16-bit PNG counts and 8-bit PNGs: refused or
+    read as pixels without data.scale; with it, each file's stored numbers, the range of the training ones mapped."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    hu = rng.integers(-1000, 3000, (8, 6, 7)).astype(np.int16)
+    counts = rng.integers(0, 65536, (8, 6, 7)).astype(np.uint16)
+    gray = rng.integers(0, 256, (8, 6, 7)).astype(np.uint8)
+    for name, stack in (("hu", hu), ("counts", counts), ("gray", gray)):
+        (tmp_path / name).mkdir()
+        for i, im in enumerate(stack):
+            Image.fromarray(im.astype(np.int32) if name == "hu" else im).save(
+                tmp_path / name / f"{i}.{'tif' if name == 'hu' else 'png'}"
+            )
+    with pytest.raises(DataError, match=r"integer pixels span \[-\d+, \d+\], beyond 16 bits.*set data.scale=minmax"):
+        load_data(DataConfig(source="folder", path=str(tmp_path / "hu")))
+    train_idx, _ = split_indices(8, 2, 0)
+    for name, stack in (("hu", hu), ("counts", counts), ("gray", gray)):
+        d = load_data(DataConfig(source="folder", path=str(tmp_path / name), scale="minmax", holdout=2))
+        rows = stack[train_idx.numpy()].astype(np.float64)
+        assert d.value_range == ((rows.min(),), (rows.max(),)), name
+        back = to_data_units(d.x, *d.value_range)[:, 0].double().numpy()
+        assert sorted(map(bytes, np.round(back).astype(np.int64))) == sorted(map(bytes, rows.astype(np.int64)))
+
+
 def test_float_images_beyond_the_pixel_ranges_name_the_setting(tmp_path):
     np.save(tmp_path / "k.npy", _units((4, 3, 8, 8)))
     np.save(tmp_path / "u16.npy", np.arange(4 * 64, dtype=np.uint16).reshape(4, 8, 8) * 200)  # 16-bit counts

@@ -13,8 +13,9 @@ Images (``read_image`` and the ``folder`` source):
     format's range 0..65535 (whatever the values in the file), keeping their 16-bit precision, and so are
     16-bit RGB, RGBA and gray-with-alpha PNGs and TIFFs and white-is-zero gray TIFFs (read by :mod:`.png16` and
     :mod:`.tiff16`: Pillow would keep 8 bits, or not open them, or not invert them); float TIFF (mode ``F``) must
-    hold values in [0, 1] (any range with ``data.scale``, which maps the folder's range to [-1, 1]:
-    data/scale.py).
+    hold values in [0, 1], 32-bit integer TIFF values in 0..65535. With ``data.scale`` set, every file is read as
+    the numbers stored in it (0..255, 0..65535, signed or 32-bit integers, floats of any range) and the folder's
+    range is mapped to [-1, 1] (data/scale.py).
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
     must share one size.
   * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
@@ -75,34 +76,38 @@ def upright(im):
     return ImageOps.exif_transpose(im)
 
 
-def _high_depth(im, raw: bool = False) -> np.ndarray | None:
-    """Grayscale pixels of a 16-bit or float image as float32 (H, W) in [0, 1]; None for 8-bit modes.
-
-    Scaled by the true range of the format, never by the values in the file: 16-bit modes (``I;16``, ``I;16B``,
-    ``I;16L``, ``I;16N``, and ``I`` holding 16-bit data) by 65535; float (``F``) values must already be in [0, 1],
-    unless ``raw`` (``data.scale``): then they are kept as they are, to be mapped by the folder's range.
+def _high_depth(im, raw: bool = False) -> tuple[np.ndarray, float] | None:
+    """(grayscale values as float64 (H, W), the format's full scale) of a 16-bit, 32-bit integer or float image;
+    None for 8-bit modes. ``values / full`` is the pixel's fraction in [0, 1]: scaled by the true range of the
+    format, never by the values in the file. 16-bit modes (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``) and 32-bit
+    integers (``I``) have full = 65535, floats (``F``) full = 1; an ``I`` value beyond 0..65535 or an ``F`` value
+    beyond [0, 1] is refused unless ``raw`` (``data.scale``: the stored numbers, to be mapped by the folder's
+    range).
     """
     mode = im.mode
     if not (mode.startswith("I;16") or mode in ("I", "F")):
         return None
     a = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise DataError("float pixels include NaN or infinite values")
+    lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
     if mode == "F":
-        if not np.isfinite(a).all():
-            raise DataError("float pixels include NaN or infinite values")
-        lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
         if not raw and (lo < 0 or hi > 1):
             raise DataError(
                 f"float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1], "
                 "or set data.scale=minmax or percentile to map the folder's range"
             )
-        return a.astype(np.float32)
-    if a.min(initial=0) < 0 or a.max(initial=0) > 65535:
-        raise DataError("32-bit integer pixels beyond 0..65535 are not supported; save 8- or 16-bit images")
-    return (a / 65535.0).astype(np.float32)
+        return a, 1.0
+    if not raw and (lo < 0 or hi > 65535):
+        raise DataError(
+            f"integer pixels span [{lo:.0f}, {hi:.0f}], beyond 16 bits (0..65535); save 8- or 16-bit images, "
+            "or set data.scale=minmax or percentile to map the folder's range"
+        )
+    return a, 65535.0
 
 
 def _colour16(a: np.ndarray, associated: bool = False) -> np.ndarray:
-    """uint16 (H, W, C) -> float32 (H, W, 1 or 3) in [0, 1]: C = 1 (gray) or 3 (RGB), plus 1 for alpha, which is
+    """uint16 (H, W, C) -> float64 (H, W, 1 or 3) in [0, 1]: C = 1 (gray) or 3 (RGB), plus 1 for alpha, which is
     composited over white (``associated``: the colours are premultiplied by it already); colourless RGB as gray."""
     x = a.astype(np.float64) / 65535.0
     if x.shape[-1] in (2, 4):
@@ -110,20 +115,27 @@ def _colour16(a: np.ndarray, associated: bool = False) -> np.ndarray:
         x = (x[..., :-1] if associated else x[..., :-1] * alpha) + (1 - alpha)
     if x.shape[-1] == 3 and np.abs(np.diff(x, axis=-1)).max(initial=0) <= GRAY_TOLERANCE / 255:
         x = x[..., 1:2]
-    return x.astype(np.float32)
+    return x
 
 
 def _decode(path: Path, raw: bool = False) -> np.ndarray:
     """Decoded pixels as float32 (H, W, 1) or (H, W, 3) in [0, 1], alpha composited over white (Pillow, and
-    :mod:`.png16` and :mod:`.tiff16` for the 16-bit colour PNGs and TIFFs Pillow would cut to 8 bits); ``raw``:
-    float TIFFs as they are."""
+    :mod:`.png16` and :mod:`.tiff16` for the 16-bit PNGs and TIFFs Pillow would cut to 8 bits or misread);
+    ``raw``: the numbers stored in the file instead (0..255, 0..65535, any integer or float: the fraction times
+    the format's full scale), for ``data.scale`` to map."""
+    values, full = _decoded(path, raw)
+    return (values if raw else values / full).astype(np.float32)
+
+
+def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
+    """(pixels (H, W, 1 or 3), the format's full scale) of :func:`_decode`."""
     from PIL import Image
 
     try:
         if path.suffix.lower() == ".png" and is_png16(path):
-            return _colour16(read_png16(path))
+            return _colour16(read_png16(path)) * 65535.0, 65535.0
         if path.suffix.lower() in (".tif", ".tiff") and is_tiff16(path):
-            return _colour16(*read_tiff16(path))
+            return _colour16(*read_tiff16(path)) * 65535.0, 65535.0
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     try:
@@ -132,7 +144,7 @@ def _decode(path: Path, raw: bool = False) -> np.ndarray:
             im = upright(opened)
             high = _high_depth(im, raw)
             if high is not None:
-                return high[..., None]
+                return high[0][..., None], high[1]
             mode = im.mode
             transparent = "A" in im.getbands() or "transparency" in im.info
             if transparent:
@@ -152,12 +164,12 @@ def _decode(path: Path, raw: bool = False) -> np.ndarray:
         a = a[..., None]
     elif int(np.abs(np.diff(a.astype(np.int16), axis=-1)).max(initial=0)) <= GRAY_TOLERANCE:
         a = a[..., 1:2]  # colourless RGB: keep the green channel, which the luma weights most
-    return a.astype(np.float32) / 255.0
+    return a.astype(np.float64), 255.0
 
 
 def _decode_tensor(path: Path, raw: bool = False) -> Tensor:
-    """(1, C, H, W) in [-1, 1], C = 1 or 3, from :func:`_decode`; ``raw``: its values as they are (data.scale maps
-    them afterwards: 8- and 16-bit pixels as fractions of their format's range, float TIFF values untouched)."""
+    """(1, C, H, W) in [-1, 1], C = 1 or 3, from :func:`_decode`; ``raw``: the numbers stored in the file
+    (data.scale maps them afterwards)."""
     x = torch.from_numpy(_decode(path, raw)).permute(2, 0, 1)[None]
     return x if raw else from_unit(x)
 
@@ -171,8 +183,8 @@ def read_image(
         path: the image file.
         size: (H, W) to scale-to-cover and centre-crop to; None keeps the file's size.
         channels: 1 (grayscale) or 3 (RGB); None keeps the file's (1 if it has no colour, else 3).
-        raw: the values the folder source reads under ``data.scale`` instead (8- and 16-bit pixels as fractions
-            of their format's range, float TIFF values as they are), for a run's map to take to [-1, 1].
+        raw: the values the folder source reads under ``data.scale`` instead (the numbers stored in the file:
+            0..255, 0..65535, any integer or float), for a run's map to take to [-1, 1].
 
     Raises:
         DataError: the file is missing, unreadable or corrupt (the message names it).

@@ -15,7 +15,8 @@ map each channel c (axis 1: an image's or volume's channel, a signal's channel, 
 * ``auto`` (the default): the source's own rule (``data.Source.scale``): ``percentile`` for NIfTI volumes (a
   scanner's units), else no map - images follow the pixel rules of data/files.py, other kinds are kept as they are.
 
-A folder's 8- and 16-bit images enter as fractions of their format's range, its float TIFFs as they are.
+A folder's images enter as the numbers stored in them: 0..255, 0..65535, signed or 32-bit integers (a CT's
+Hounsfield units), floats of any range.
 
 A constant channel gets lo = v - 1, hi = v + 1 (it maps to 0). The fitted bounds are recorded in the run's
 config (``data.scale_lo``, ``data.scale_hi``) when training starts, so the held-out split, a resumed run and the
