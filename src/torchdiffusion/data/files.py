@@ -12,7 +12,7 @@ Images (``read_image`` and the ``folder`` source):
   * 16-bit grayscale PNG/TIFF (Pillow modes ``I;16*``, or ``I`` holding 16-bit values) are scaled from the
     format's range 0..65535 (whatever the values in the file), keeping their 16-bit precision, and so are
     16-bit RGB, RGBA and gray-with-alpha PNGs and TIFFs and white-is-zero gray TIFFs (read by :mod:`.png16` and
-    :mod:`.tiff16`: Pillow would keep 8 bits, or not open them, or not invert them); float TIFF (mode ``F``) must
+    :mod:`.tiff`: Pillow would keep 8 bits, or not open them, or not invert them); float TIFF (mode ``F``) must
     hold values in [0, 1], 32-bit integer TIFF values in 0..65535. With ``data.scale`` set, every file is read as
     the numbers stored in it (0..255, 0..65535, signed or 32-bit integers, floats of any range) and the folder's
     range is mapped to [-1, 1] (data/scale.py).
@@ -51,7 +51,7 @@ from torch import Tensor
 from ..config import DataConfig
 from .base import DataError, TensorData, check_size, from_uint8, from_unit, match_channels, resize_crop
 from .png16 import is_png16, read_png16
-from .tiff16 import is_tiff16, read_tiff16
+from .tiff import check_tiff, is_tiff16, read_tiff16
 
 LAYOUTS = ("auto", "NCHW", "NHWC", "NHW", "NCL", "NCDHW", "NDHW")
 SIGNAL_ASPECT = 8  # "auto" reads a 3-D array (N, A, B) as signals (N, C, L) when B >= 8 A, else as (N, H, W)
@@ -120,7 +120,7 @@ def _colour16(a: np.ndarray, associated: bool = False) -> np.ndarray:
 
 def _decode(path: Path, raw: bool = False) -> np.ndarray:
     """Decoded pixels as float32 (H, W, 1) or (H, W, 3) in [0, 1], alpha composited over white (Pillow, and
-    :mod:`.png16` and :mod:`.tiff16` for the 16-bit PNGs and TIFFs Pillow would cut to 8 bits or misread);
+    :mod:`.png16` and :mod:`.tiff` for the 16-bit PNGs and TIFFs Pillow would cut to 8 bits or misread);
     ``raw``: the numbers stored in the file instead (0..255, 0..65535, any integer or float: the fraction times
     the format's full scale), for ``data.scale`` to map."""
     values, full = _decoded(path, raw)
@@ -134,8 +134,10 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
     try:
         if path.suffix.lower() == ".png" and is_png16(path):
             return _colour16(read_png16(path)) * 65535.0, 65535.0
-        if path.suffix.lower() in (".tif", ".tiff") and is_tiff16(path):
-            return _colour16(*read_tiff16(path)) * 65535.0, 65535.0
+        if path.suffix.lower() in (".tif", ".tiff"):
+            check_tiff(path)
+            if is_tiff16(path):
+                return _colour16(*read_tiff16(path)) * 65535.0, 65535.0
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     try:

@@ -1,6 +1,6 @@
-"""16-bit colour TIFFs at full precision: files written by an independent writer (tifffile, see
-scripts/tiff16_fixtures.py) read back sample for sample, the LZW and PackBits decoders against Pillow's encoders,
-the orientations against Pillow's, and damaged files as one clear line."""
+"""TIFFs: 16-bit colour and gray ones at full precision - files written by an independent writer (tifffile, see
+scripts/tiff_fixtures.py) read back sample for sample, the LZW and PackBits decoders against Pillow's encoders,
+the orientations against Pillow's; stacks and many-channel files refused; damaged files as one clear line."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from test_cli_errors import assert_clean_error
 from tinyruns import cli
 from torchdiffusion.config import DataConfig
 from torchdiffusion.data import DataError, load_data, read_image
-from torchdiffusion.data.tiff16 import ORIENT, _ifd, is_tiff16, lzw_decode, packbits_decode, read_tiff16
+from torchdiffusion.data.tiff import ORIENT, _ifd, is_tiff16, lzw_decode, packbits_decode, read_tiff16
 
-FIXTURES = Path(__file__).parent / "data" / "tiff16"
+FIXTURES = Path(__file__).parent / "data" / "tiff"
 INDEX = json.loads((FIXTURES / "index.json").read_text())
 
 
@@ -126,3 +126,25 @@ def test_damaged_and_unread_files_are_one_clear_line(tmp_path):
                      f"data.path={tmp_path / 'd'}", "--out", tmp_path / "run")  # fmt: skip
     assert_clean_error(rc, err, "cut.tif")
     assert not (tmp_path / "run").exists()
+
+
+LAYOUTS = json.loads((FIXTURES / "layouts" / "layouts.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_stacks_and_many_channel_tiffs_are_refused_previews_are_not(tmp_path, name):
+    """A z-stack read as its first slice, or 5 channels read as one, would be data lost without a word: refused,
+    pointing to the array source; a reduced-resolution preview page and an RGBX sample are read as Pillow does."""
+    path = FIXTURES / "layouts" / name
+    if LAYOUTS[name] is None:
+        x = read_image(path)
+        assert x.shape == (1, 6, 8)  # gray in RGB: one channel
+        assert np.allclose((x[0].numpy() + 1) * 127.5, np.arange(48).reshape(6, 8) * 5, atol=1e-3)
+        return
+    with pytest.raises(DataError, match=rf"{name}: {LAYOUTS[name]}.*data.source=array"):
+        read_image(path)
+    (tmp_path / "d").mkdir()
+    shutil.copy(path, tmp_path / "d" / name)
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=folder", "--set",
+                     f"data.path={tmp_path / 'd'}", "--out", tmp_path / "run")  # fmt: skip
+    assert_clean_error(rc, err, LAYOUTS[name])

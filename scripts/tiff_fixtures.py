@@ -1,13 +1,13 @@
-"""Write the 16-bit TIFF test files (tests/data/tiff16/) with tifffile, an independent TIFF writer.
+"""Write the TIFF test files (tests/data/tiff/) with tifffile, an independent TIFF writer.
 
 Each file holds ``np.random.default_rng(seed).integers(0, 65536, (H, W, S), dtype=np.uint16)``, stored as the
-index (tests/data/tiff16/index.json) says: photometric (RGB, or gray where 0 is black or white), compression,
+index (tests/data/tiff/index.json) says: photometric (RGB, or gray where 0 is black or white), compression,
 predictor, strips or tiles, planar configuration, byte order, extra samples (alpha) and orientation.
-tests/test_tiff16.py regenerates each array from its seed and compares it with what ``data.tiff16.read_tiff16``
+tests/test_tiff.py regenerates each array from its seed and compares it with what ``data.tiff.read_tiff16``
 reads. Needs ``tifffile`` and ``imagecodecs`` (for LZW and PackBits), which torchdiffusion itself does not:
 ``pip install tifffile imagecodecs``.
 
-    python scripts/tiff16_fixtures.py --out tests/data/tiff16
+    python scripts/tiff_fixtures.py --out tests/data/tiff
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ CASES = [
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("tests/data/tiff16"))
+    p.add_argument("--out", type=Path, default=Path("tests/data/tiff"))
     args = p.parse_args()
     import tifffile  # not a dependency of torchdiffusion: pip install tifffile imagecodecs
 
@@ -66,7 +66,30 @@ def main() -> None:
         tifffile.imwrite(args.out / f"{name}.tif", stored, extratags=extra, metadata=None, **case)
         index.append({"file": f"{name}.tif", "seed": seed, "shape": list(shape), **case, "orientation": orientation})
     (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-    print(f"{len(index)} files in {args.out}")
+    layouts(tifffile, args.out / "layouts")
+    print(f"{len(index)} files in {args.out}, and the layouts in {args.out / 'layouts'}")
+
+
+def layouts(tifffile, out: Path) -> None:
+    """8-bit TIFFs of the layouts the folder source refuses (a stack, many channels) and of those it reads (a
+    reduced-resolution preview after the image, an unnamed 4th sample after RGB); layouts.json says which."""
+    out.mkdir(parents=True, exist_ok=True)
+    g = (np.arange(6 * 8).reshape(6, 8) * 5).astype(np.uint8)
+    tifffile.imwrite(out / "stack.tif", np.stack([g] * 4), photometric="minisblack", metadata=None)
+    tifffile.imwrite(out / "channels5.tif", np.stack([g] * 5, -1), photometric="minisblack", planarconfig="contig")
+    tifffile.imwrite(out / "channels5_planar.tif", np.stack([g] * 5), photometric="minisblack", planarconfig="separate")
+    tifffile.imwrite(out / "rgbx.tif", np.stack([g] * 4, -1), photometric="rgb", extrasamples=["unspecified"])
+    with tifffile.TiffWriter(out / "preview.tif") as t:
+        t.write(np.stack([g] * 3, -1), photometric="rgb", metadata=None)
+        t.write(np.stack([g[:3, :4]] * 3, -1), photometric="rgb", subfiletype=1, metadata=None)  # reduced resolution
+    expect = {
+        "stack.tif": "it holds 4 images",
+        "channels5.tif": "it holds 5 samples per pixel",
+        "channels5_planar.tif": "it holds 5 samples per pixel",
+        "rgbx.tif": None,
+        "preview.tif": None,
+    }
+    (out / "layouts.json").write_text(json.dumps(expect, indent=1) + "\n")
 
 
 if __name__ == "__main__":

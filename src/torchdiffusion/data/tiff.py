@@ -1,4 +1,10 @@
-"""16-bit TIFFs that Pillow does not read right, at full precision.
+"""TIFFs: the 16-bit ones Pillow does not read right, at full precision, and the ones the folder source refuses.
+
+A TIFF can hold more than one image (a z-stack, a time series) and more than three channels (a multi-channel
+microscope's); the folder source reads one gray or colour image per file, so :func:`check_tiff` refuses a file
+with more than one full-resolution image (reduced-resolution previews and transparency masks, NewSubfileType
+bits 0 and 2, do not count) or with samples beyond gray/RGB and alpha (one unnamed sample after RGB, "RGBX", is
+let through, as Pillow reads it) - such data belongs in a .npy array (``data.source=array``).
 
 Pillow decodes 16-bit RGB(A) to 8 bits per channel, cannot open 16-bit gray with alpha, and reads 16-bit
 white-is-zero gray without inverting it (a negative). This small reader takes those cases: the first image of a
@@ -73,6 +79,11 @@ def _ifd(data: bytes) -> tuple[str, dict[int, tuple]]:
         raise ValueError("not a TIFF file")
     bo = "<" if data[:2] == b"II" else ">"
     (pos,) = struct.unpack(bo + "I", data[4:8])
+    return bo, _tags(data, bo, pos)[0]
+
+
+def _tags(data: bytes, bo: str, pos: int) -> tuple[dict[int, tuple], int]:
+    """({tag: values}, the next IFD's offset or 0) of the IFD at ``pos``."""
     if pos + 2 > len(data):
         raise ValueError("truncated TIFF header")
     (n,) = struct.unpack(bo + "H", data[pos : pos + 2])
@@ -89,7 +100,43 @@ def _ifd(data: bytes) -> tuple[str, dict[int, tuple]]:
         if at + size > len(data):
             raise ValueError(f"TIFF tag {tag} points beyond the end of the file")
         tags[tag] = struct.unpack(f"{bo}{count}{TYPES[typ]}", data[at : at + size])
-    return bo, tags
+    end = pos + 2 + 12 * n
+    return tags, (struct.unpack(bo + "I", data[end : end + 4])[0] if end + 4 <= len(data) else 0)
+
+
+def check_tiff(path: Path) -> None:
+    """A ValueError naming what the folder source cannot take from the TIFF ``path`` (module docstring): more
+    than one full-resolution image, or samples beyond gray/RGB and alpha. Files it cannot parse are left to
+    Pillow's own error."""
+    try:
+        data = Path(path).read_bytes()
+        bo, first = _ifd(data)
+    except (OSError, ValueError, struct.error):
+        return
+    photometric = first.get(TAGS["photometric"], (None,))[0]
+    spp = first.get(TAGS["samples"], (1,))[0]
+    extra = first.get(TAGS["extra_samples"], ())
+    colours = COLOURS.get(photometric, spp)
+    alpha = spp > colours and len(extra) >= 1 and extra[0] in (1, 2)
+    unnamed = spp - colours - alpha
+    if unnamed > (1 if photometric == RGB and not alpha else 0):
+        raise ValueError(
+            f"it holds {spp} samples per pixel; the folder source reads gray, RGB and alpha - save many-channel "
+            "images as one .npy array (data.source=array)"
+        )
+    full, pos, seen = 0, struct.unpack(bo + "I", data[4:8])[0], set()
+    while pos and pos not in seen and len(seen) < 100_000:
+        seen.add(pos)
+        try:
+            tags, pos = _tags(data, bo, pos)
+        except (ValueError, struct.error):
+            break
+        full += not tags.get(254, (0,))[0] & 0b101  # NewSubfileType: reduced resolution (1), mask (4)
+    if full > 1:
+        raise ValueError(
+            f"it holds {full} images (a stack or a series); the folder source reads one image per file - save "
+            "them as one .npy array (data.source=array) or as one file each"
+        )
 
 
 def is_tiff16(path: Path) -> bool:
