@@ -334,3 +334,21 @@ def test_photos_with_an_exif_orientation_are_read_the_way_up_viewers_show_them(t
         assert np.array_equal(hole.numpy(), (want >= 128).astype(np.float32))
         img = decode_upload((tmp_path / "f" / path.name).read_bytes())
         assert np.array_equal(np.asarray(img.convert("L")), want)
+
+
+def test_webp_and_bmp_files_are_read_and_an_animated_webp_is_refused(tmp_path):
+    """A folder mixing formats: every image is read (a .webp or .bmp was skipped without a word); an animation is
+    one line, not its first frame."""
+    rng = np.random.default_rng(7)
+    imgs = [rng.integers(0, 256, (6, 5, 3), dtype=np.uint8) for _ in range(3)]
+    (tmp_path / "f").mkdir()
+    Image.fromarray(imgs[0]).save(tmp_path / "f" / "a.png")
+    Image.fromarray(imgs[1]).save(tmp_path / "f" / "b.bmp")
+    Image.fromarray(imgs[2]).save(tmp_path / "f" / "c.webp", lossless=True)
+    d = load_data(DataConfig(source="folder", path=str(tmp_path / "f")))
+    back = np.round((d.x.double().numpy() + 1) * 127.5).astype(np.uint8).transpose(0, 2, 3, 1)
+    assert sorted(map(bytes, back)) == sorted(map(bytes, imgs))  # lossless WebP and BMP: exact
+    frames = [Image.fromarray(im) for im in imgs]
+    frames[0].save(tmp_path / "f" / "d.webp", save_all=True, append_images=frames[1:], lossless=True)
+    with pytest.raises(DataError, match=r"d.webp: it is an animation of 3 frames"):
+        load_data(DataConfig(source="folder", path=str(tmp_path / "f")))
