@@ -336,7 +336,7 @@ def test_photos_with_an_exif_orientation_are_read_the_way_up_viewers_show_them(t
         assert np.array_equal(np.asarray(img.convert("L")), want)
 
 
-def test_webp_and_bmp_files_are_read_and_an_animated_webp_is_refused(tmp_path):
+def test_webp_bmp_and_gif_files_are_read_and_animations_are_refused(tmp_path):
     """A folder mixing formats: every image is read (a .webp or .bmp was skipped without a word); an animation is
     one line, not its first frame."""
     rng = np.random.default_rng(7)
@@ -352,3 +352,9 @@ def test_webp_and_bmp_files_are_read_and_an_animated_webp_is_refused(tmp_path):
     frames[0].save(tmp_path / "f" / "d.webp", save_all=True, append_images=frames[1:], lossless=True)
     with pytest.raises(DataError, match=r"d.webp: it is an animation of 3 frames"):
         load_data(DataConfig(source="folder", path=str(tmp_path / "f")))
+    (tmp_path / "f" / "d.webp").unlink()
+    frames[0].save(tmp_path / "f" / "e.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(DataError, match=r"e.gif: it is an animation of 3 frames"):
+        load_data(DataConfig(source="folder", path=str(tmp_path / "f")))
+    Image.fromarray(imgs[0][..., 0]).save(tmp_path / "f" / "e.gif")  # one gray frame (a palette of grays)
+    assert len(load_data(DataConfig(source="folder", path=str(tmp_path / "f")))) == 4

@@ -1,9 +1,9 @@
-"""User files: single images, a folder of PNG/JPEG/TIFF/WebP/BMP files, and .npy/.npz arrays.
+"""User files: single images, a folder of PNG/JPEG/TIFF/WebP/BMP/GIF files, and .npy/.npz arrays.
 
 Images (``read_image`` and the ``folder`` source):
-  * PNG, JPEG, TIFF, WebP and BMP (``.png .jpg .jpeg .tif .tiff .webp .bmp``, any case); a folder is searched
-    recursively, in sorted path order, skipping hidden files and folders (names starting with ``.``). An animated
-    WebP is refused (one image per file; a TIFF stack likewise: :mod:`.tiff`).
+  * PNG, JPEG, TIFF, WebP, BMP and GIF (``.png .jpg .jpeg .tif .tiff .webp .bmp .gif``, any case); a folder is
+    searched recursively, in sorted path order, skipping hidden files and folders (names starting with ``.``). An
+    animated WebP or GIF is refused (one image per file; a TIFF stack likewise: :mod:`.tiff`).
   * An EXIF orientation tag (a phone's photo) is applied: the pixels are read the way up every viewer shows them,
     not as stored (Pillow does so for a TIFF's orientation tag itself).
   * Transparency (RGBA, LA, palette or colour-key transparency) is composited over a white background.
@@ -57,7 +57,7 @@ from .tiff import check_tiff, is_tiff16, read_tiff16
 LAYOUTS = ("auto", "NCHW", "NHWC", "NHW", "NCL", "NCDHW", "NDHW")
 SIGNAL_ASPECT = 8  # "auto" reads a 3-D array (N, A, B) as signals (N, C, L) when B >= 8 A, else as (N, H, W)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif")
 GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count as grayscale
 
 
@@ -144,7 +144,7 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
     try:
         with Image.open(path) as opened:
             opened.load()
-            if opened.format == "WEBP" and getattr(opened, "n_frames", 1) > 1:
+            if opened.format in ("WEBP", "GIF") and getattr(opened, "n_frames", 1) > 1:
                 raise DataError(
                     f"it is an animation of {opened.n_frames} frames; the folder source reads one image per file"
                 )
@@ -184,7 +184,7 @@ def _decode_tensor(path: Path, raw: bool = False) -> Tensor:
 def read_image(
     path: str | Path, size: tuple[int, int] | None = None, channels: int | None = None, raw: bool = False
 ) -> Tensor:
-    """Read a PNG/JPEG/TIFF/WebP/BMP image as (C, H, W) float32 in [-1, 1].
+    """Read a PNG/JPEG/TIFF/WebP/BMP/GIF image as (C, H, W) float32 in [-1, 1].
 
     Args:
         path: the image file.
@@ -216,13 +216,13 @@ def list_images(root: Path) -> list[Path]:
 def load_folder(cfg: DataConfig, seed: int) -> TensorData:
     """Every image file under ``cfg.path`` as (N, C, H, W); see the module docstring for the rules."""
     if not cfg.path:
-        raise DataError("the folder source needs data.path=<folder of PNG/JPEG/TIFF/WebP/BMP images>")
+        raise DataError("the folder source needs data.path=<folder of PNG/JPEG/TIFF/WebP/BMP/GIF images>")
     root = Path(cfg.path).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
     files = list_images(root)
     if not files:
-        raise DataError(f"no PNG/JPEG/TIFF/WebP/BMP images in {root}")
+        raise DataError(f"no PNG/JPEG/TIFF/WebP/BMP/GIF images in {root}")
     size = check_size(cfg.image_size)
     images = []
     for f in files:
