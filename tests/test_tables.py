@@ -111,6 +111,30 @@ def test_csv_kinds_missing_cells_and_unseen_categories(tmp_path):
         encode_rows(read_csv(bad), data.schema, "b.csv")
 
 
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("comma", "a,b,colour\n1.5,2,red\n-2.25,,blue\n"),
+        ("excel_utf8", "\ufeffa,b,colour\r\n1.5,2,red\r\n-2.25,,blue\r\n"),  # byte order mark, CRLF
+        ("european", "a;b;colour\n1,5;2;red\n-2,25;;blue\n"),  # semicolons and decimal commas
+        ("tab", "a\tb\tcolour\n1.5\t2\tred\n-2.25\t\tblue\n"),
+        ("pipe", "a|b|colour\n1.5|2|red\n-2.25|NA|blue\n"),
+        ("quoted", '"a","b","colour"\n"1.5","2","red"\n"-2.25","","blue"\n'),
+    ],
+    ids=["comma", "excel_utf8", "european", "tab", "pipe", "quoted"],
+)
+def test_csv_dialects_read_to_the_same_table(tmp_path, name, text):
+    """A spreadsheet's exports: each read as the same three columns (a tab-separated file was one text column,
+    a semicolon one refused, a byte order mark renamed the first column)."""
+    (tmp_path / "t.csv").write_bytes(text.encode("utf-8"))
+    t = read_csv(tmp_path / "t.csv")
+    assert t.columns == ["a", "b", "colour"] and t.categorical == {"colour": ["red", "blue"]}
+    assert t.numeric["a"].tolist() == [1.5, -2.25] and t.numeric["b"][0] == 2 and math.isnan(t.numeric["b"][1])
+    assert (t.delimiter, t.decimal) == {"european": (";", ","), "tab": ("\t", "."), "pipe": ("|", ".")}.get(
+        name, (",", ".")
+    )
+
+
 def test_metrics_flag_copies_and_the_baseline_loses_correlations():
     cfg = get_preset("table-wine")
     train, held = load_data(cfg.data, "train"), load_data(cfg.data, "holdout")
@@ -149,6 +173,13 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     filled = [ln.split(",") for ln in (tmp_path / "f.csv").read_text().splitlines()[1:]]
     assert filled[0][0] == "1" and filled[0][2] == "c1" and filled[1][1] == "-2"  # known cells kept
     assert all(cell for row in filled for cell in row)
+    (tmp_path / "h_eu.csv").write_text("u;v;kind\n1,5;;c1\n;-2,5;\n")  # a European spreadsheet's export
+    rc, out, err = cli("impute", run, "--csv", tmp_path / "h_eu.csv", "--out", tmp_path / "f_eu.csv")
+    assert rc == 0, err
+    lines = (tmp_path / "f_eu.csv").read_text().splitlines()
+    filled = [ln.split(";") for ln in lines[1:]]
+    assert lines[0] == "u;v;kind" and filled[0][0] == "1,5" and filled[0][2] == "c1" and filled[1][1] == "-2,5"
+    assert all(cell and "." not in cell for row in filled for cell in row)  # answered in the file's own dialect
     _csv(tmp_path / "x.csv", ["1.0,,c7"], header="u,v,kind")
     mine = b"a picture of the user's own"
     (tmp_path / "mine.png").write_bytes(mine)  # where a sample --out mine.csv would draw its picture

@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if run_.kind == "table":  # the cells given keep their values as read
         from ..data.table import decode_rows, paste_known, write_csv
 
-        print(write_csv(out, paste_known(decode_rows(x, schema), table, mask, schema), schema))
+        rows = paste_known(decode_rows(x, schema), table, mask, schema)
+        print(write_csv(out, rows, schema, table.delimiter, table.decimal))  # in the dialect of the file given
         return 0
     for p in save(x, run_.kind, schema, out, title=f"filled in, {steps} steps"):
         print(p)

@@ -3,7 +3,10 @@
 Sources:
 
 * ``csv``: ``data.path`` a CSV file with a header row. A column is categorical when any of its cells is not a
-  number, or when it is named in ``data.categorical``; every other column is numeric. Empty cells and
+  number, or when it is named in ``data.categorical``; every other column is numeric. The delimiter is the one of
+  ``, ; tab |`` that splits the header into the most cells (a tab-separated file, or a semicolon-separated export
+  of a spreadsheet set to a European locale, whose numbers then may have a decimal comma: ``1,5``); a UTF-8 byte
+  order mark (a spreadsheet's "CSV UTF-8") is dropped. Empty cells and
   ``NA``/``NaN``/``null`` are missing: training refuses them (one line naming the column); ``torchdiffusion
   impute`` fills them in.
 * ``sklearn:wine``, ``sklearn:breast_cancer``, ``sklearn:iris``, ``sklearn:diabetes``: scikit-learn's bundled
@@ -25,6 +28,7 @@ with ``Phi`` the standard normal CDF; columns that hold only integers are rounde
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -143,6 +147,8 @@ class RawTable:
     columns: list[str]
     numeric: dict[str, np.ndarray]  # (N,) float64, NaN = missing
     categorical: dict[str, list[str | None]]  # N labels, None = missing
+    delimiter: str = ","  # the file's (read_csv): what a table written back for it uses
+    decimal: str = "."  # "," for a semicolon-separated file whose numbers have a decimal comma
 
     def __len__(self) -> int:
         first = self.columns[0]
@@ -153,12 +159,26 @@ def _is_missing(cell: str) -> bool:
     return cell.strip().lower() in MISSING
 
 
-def _as_number(cell: str) -> float | None:
+def _as_number(cell: str, decimal: str = ".") -> float | None:
+    if decimal == ",":  # 1,5 -> 1.5; a cell with a point is no number in this file
+        if "." in cell or cell.count(",") > 1:
+            return None
+        cell = cell.replace(",", ".")
     try:
         v = float(cell)
     except ValueError:
         return None
     return v if math.isfinite(v) else None
+
+
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def _delimiter(header_line: str) -> str:
+    """The one of DELIMITERS that splits the header line into the most cells (quotes respected; ties: the
+    earlier one, so a one-column file is comma-separated)."""
+    counts = [len(next(csv.reader([header_line], delimiter=d), [])) for d in DELIMITERS]
+    return DELIMITERS[counts.index(max(counts))]
 
 
 def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
@@ -167,8 +187,11 @@ def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
     if not path.is_file():
         raise DataError(f"{path}: no such CSV file")
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        delimiter = _delimiter(first)
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))  # quoted line breaks kept
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path} is not a readable CSV file ({e})") from None
     rows = [r for r in rows if any(c.strip() for c in r)]
@@ -180,16 +203,25 @@ def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
     for i, r in enumerate(rows[1:], start=2):
         if len(r) != len(header):
             raise DataError(f"{path}: row {i} has {len(r)} cells but the header has {len(header)} columns")
-    table = RawTable(header, {}, {})
-    for j, name in enumerate(header):
-        cells = [r[j].strip() for r in rows[1:]]
-        values = [None if _is_missing(c) else _as_number(c) for c in cells]
+    cells_of = [[r[j].strip() for r in rows[1:]] for j in range(len(header))]
+    decimal = "," if delimiter == ";" and _decimal_comma(cells_of) else "."
+    table = RawTable(header, {}, {}, delimiter, decimal)
+    for name, cells in zip(header, cells_of):
+        values = [None if _is_missing(c) else _as_number(c, decimal) for c in cells]
         numeric = name not in categorical and all(v is not None for v, c in zip(values, cells) if not _is_missing(c))
         if numeric:
             table.numeric[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
             table.categorical[name] = [None if _is_missing(c) else c for c in cells]
     return table
+
+
+def _decimal_comma(columns: list[list[str]]) -> bool:
+    """Whether a semicolon-separated file writes its numbers with a decimal comma: some cell reads as a number
+    that way (``1,5``) and no cell is a number with a decimal point."""
+    cells = [c for col in columns for c in col if not _is_missing(c)]
+    comma = any("," in c and _as_number(c, ",") is not None for c in cells)
+    return comma and not any("." in c and _as_number(c) is not None for c in cells)
 
 
 SKLEARN_TABLES = ("wine", "breast_cancer", "iris", "diabetes")
@@ -333,17 +365,16 @@ def decode_rows(x: Tensor, schema: TableSchema) -> list[list[str | float]]:
     return [[cols[c][i] for c in schema.columns] for i in range(x.shape[0])]
 
 
-def write_csv(path: Path, rows: list[list], schema: TableSchema) -> Path:
-    """Rows of cells -> a CSV file with the schema's header (written atomically)."""
-    import io
-
+def write_csv(path: Path, rows: list[list], schema: TableSchema, delimiter: str = ",", decimal: str = ".") -> Path:
+    """Rows of cells -> a CSV file with the schema's header (written atomically); ``delimiter`` and ``decimal``:
+    those of the file it answers (``RawTable.delimiter``, ``RawTable.decimal``)."""
     from ..io import atomic_write
 
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = csv.writer(buf, delimiter=delimiter)
     w.writerow(schema.columns)
     for r in rows:
-        w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
+        w.writerow([f"{v:.6g}".replace(".", decimal) if isinstance(v, float) else v for v in r])
     return atomic_write(path, buf.getvalue())
 
 
