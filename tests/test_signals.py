@@ -353,3 +353,17 @@ def test_impute_takes_a_tuned_grids_stop_short_of_zero(tmp_path):
     assert not torch.equal(a, b)
     a, b = continued.values()
     assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("delimiter, decimal", [(",", "."), (";", ","), ("\t", "."), ("|", ".")])
+def test_signal_csvs_in_every_spreadsheet_dialect_read_alike(tmp_path, delimiter, decimal):
+    """One series per row, with a label column: comma, semicolon with decimal commas, tab or pipe, and a byte order
+    mark - the same values and labels (a tab or semicolon file was refused or read as one cell per row)."""
+    from torchdiffusion.data.signal import read_signal_file
+
+    x = np.round(np.random.default_rng(2).normal(size=(3, 9)), 3)
+    lines = [delimiter.join(["label", *(f"t{j}" for j in range(9))])]
+    lines += [delimiter.join([f"c{i}", *(f"{v}".replace(".", decimal) for v in row)]) for i, row in enumerate(x)]
+    (tmp_path / "s.csv").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    values, labels = read_signal_file(tmp_path / "s.csv")
+    assert labels == ["c0", "c1", "c2"] and np.array_equal(values[:, 0], x)

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ..config import DataConfig
 from .base import DataError, TensorData
+from .delimited import as_number, decimal_of, read_rows
 
 # the classification sets of the UCR/UEA archive inside the sktime wheel (sktime/datasets/data/<Name>/)
 UCR_SETS = ("GunPoint", "ItalyPowerDemand", "ArrowHead", "OSULeaf", "ACSF1", "BasicMotions", "JapaneseVowels", "PLAID")
@@ -157,27 +158,25 @@ def read_signal_file(path: str | Path, target: str | None = None) -> tuple[np.nd
     if p.suffix.lower() != ".csv":
         raise DataError(f"signal files are .csv, .npy or .npz, got {p.name}")
     try:
-        with open(p, newline="") as f:
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+        rows, delimiter = read_rows(p)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read {p.name} ({e})") from None
     if not rows:
         raise DataError(f"{p.name} holds no series")
-    return _parse_rows(rows, p.name, target)
+    return _parse_rows(rows, p.name, target, decimal_of([c.strip() for r in rows for c in r], delimiter))
 
 
-def _number(cell: str) -> float | None:
+def _number(cell: str, decimal: str = ".") -> float | None:
     c = cell.strip()
     if c.lower() in MISSING:
         return math.nan
-    try:
-        return float(c)
-    except ValueError:
-        return None
+    return as_number(c, decimal)
 
 
-def _parse_rows(rows: list[list[str]], name: str, target: str | None) -> tuple[np.ndarray, list[str] | None]:
-    header = None if all(_number(c) is not None for c in rows[0]) else [c.strip() for c in rows[0]]
+def _parse_rows(
+    rows: list[list[str]], name: str, target: str | None, decimal: str = "."
+) -> tuple[np.ndarray, list[str] | None]:
+    header = None if all(_number(c, decimal) is not None for c in rows[0]) else [c.strip() for c in rows[0]]
     body = rows[1:] if header else rows
     col = None
     if target is not None and (header is None or target not in header):
@@ -193,7 +192,7 @@ def _parse_rows(rows: list[list[str]], name: str, target: str | None) -> tuple[n
     values = []
     for i, r in enumerate(body, 2 if header else 1):
         cells = [c for j, c in enumerate(r) if j != col]
-        v = [_number(c) for c in cells]
+        v = [_number(c, decimal) for c in cells]
         if any(x is None for x in v):
             raise DataError(f"{name} row {i}: a cell is not a number")
         values.append(v)

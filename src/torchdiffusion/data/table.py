@@ -3,12 +3,10 @@
 Sources:
 
 * ``csv``: ``data.path`` a CSV file with a header row. A column is categorical when any of its cells is not a
-  number, or when it is named in ``data.categorical``; every other column is numeric. The delimiter is the one of
-  ``, ; tab |`` that splits the header into the most cells (a tab-separated file, or a semicolon-separated export
-  of a spreadsheet set to a European locale, whose numbers then may have a decimal comma: ``1,5``); a UTF-8 byte
-  order mark (a spreadsheet's "CSV UTF-8") is dropped. Empty cells and
-  ``NA``/``NaN``/``null`` are missing: training refuses them (one line naming the column); ``torchdiffusion
-  impute`` fills them in.
+  number, or when it is named in ``data.categorical``; every other column is numeric. Comma-, semicolon-, tab- or
+  ``|``-separated, with decimal commas in a semicolon file, as spreadsheets export them (data/delimited.py).
+  Empty cells and ``NA``/``NaN``/``null`` are missing: training refuses them (one line naming the column);
+  ``torchdiffusion impute`` fills them in.
 * ``sklearn:wine``, ``sklearn:breast_cancer``, ``sklearn:iris``, ``sklearn:diabetes``: scikit-learn's bundled
   sets; the classification sets get their class as the categorical column ``target``.
 
@@ -39,6 +37,7 @@ from torch import Tensor
 
 from ..config import DataConfig
 from .base import DataError, TensorData
+from .delimited import as_number, decimal_of, read_rows
 
 MISSING = ("", "na", "nan", "null", "none", "?")  # cell texts read as missing (case-insensitive)
 NUM_KNOTS = 1000  # at most this many quantile knots per numeric column (scikit-learn's QuantileTransformer)
@@ -159,42 +158,15 @@ def _is_missing(cell: str) -> bool:
     return cell.strip().lower() in MISSING
 
 
-def _as_number(cell: str, decimal: str = ".") -> float | None:
-    if decimal == ",":  # 1,5 -> 1.5; a cell with a point is no number in this file
-        if "." in cell or cell.count(",") > 1:
-            return None
-        cell = cell.replace(",", ".")
-    try:
-        v = float(cell)
-    except ValueError:
-        return None
-    return v if math.isfinite(v) else None
-
-
-DELIMITERS = (",", ";", "\t", "|")
-
-
-def _delimiter(header_line: str) -> str:
-    """The one of DELIMITERS that splits the header line into the most cells (quotes respected; ties: the
-    earlier one, so a one-column file is comma-separated)."""
-    counts = [len(next(csv.reader([header_line], delimiter=d), [])) for d in DELIMITERS]
-    return DELIMITERS[counts.index(max(counts))]
-
-
 def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
     """A CSV with a header row as a :class:`RawTable` (column kinds as in the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such CSV file")
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            text = f.read()
-        first = next((line for line in text.splitlines() if line.strip()), "")
-        delimiter = _delimiter(first)
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))  # quoted line breaks kept
+        rows, delimiter = read_rows(path)
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path} is not a readable CSV file ({e})") from None
-    rows = [r for r in rows if any(c.strip() for c in r)]
     if len(rows) < 2:
         raise DataError(f"{path} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
@@ -204,24 +176,16 @@ def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
         if len(r) != len(header):
             raise DataError(f"{path}: row {i} has {len(r)} cells but the header has {len(header)} columns")
     cells_of = [[r[j].strip() for r in rows[1:]] for j in range(len(header))]
-    decimal = "," if delimiter == ";" and _decimal_comma(cells_of) else "."
+    decimal = decimal_of([c for cells in cells_of for c in cells if not _is_missing(c)], delimiter)
     table = RawTable(header, {}, {}, delimiter, decimal)
     for name, cells in zip(header, cells_of):
-        values = [None if _is_missing(c) else _as_number(c, decimal) for c in cells]
+        values = [None if _is_missing(c) else as_number(c, decimal) for c in cells]
         numeric = name not in categorical and all(v is not None for v, c in zip(values, cells) if not _is_missing(c))
         if numeric:
             table.numeric[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
             table.categorical[name] = [None if _is_missing(c) else c for c in cells]
     return table
-
-
-def _decimal_comma(columns: list[list[str]]) -> bool:
-    """Whether a semicolon-separated file writes its numbers with a decimal comma: some cell reads as a number
-    that way (``1,5``) and no cell is a number with a decimal point."""
-    cells = [c for col in columns for c in col if not _is_missing(c)]
-    comma = any("," in c and _as_number(c, ",") is not None for c in cells)
-    return comma and not any("." in c and _as_number(c) is not None for c in cells)
 
 
 SKLEARN_TABLES = ("wine", "breast_cancer", "iris", "diabetes")
@@ -323,7 +287,7 @@ def encode_rows(table: RawTable, schema: TableSchema, where: str) -> tuple[Tenso
     known = np.zeros_like(x, dtype=bool)
     for j, (c, q) in enumerate(zip(schema.numeric, schema.quantiles)):
         if c not in table.numeric:
-            bad = next(v for v in table.categorical[c] if v is not None and _as_number(v) is None)
+            bad = next(v for v in table.categorical[c] if v is not None and as_number(v, table.decimal) is None)
             raise DataError(f"{where}: column {c!r} is numeric but holds {bad!r}")
         v = table.numeric[c]
         known[:, j] = ~np.isnan(v)
@@ -347,7 +311,7 @@ def encode_rows(table: RawTable, schema: TableSchema, where: str) -> tuple[Tenso
 def _number_text(v: float, cats: tuple[str, ...]) -> str:
     """The category text of a number read from a categorical column ('1' and '1.0' both match a category '1')."""
     for c in cats:
-        if _as_number(c) == v:
+        if as_number(c) == v:
             return c
     return repr(v)
 
