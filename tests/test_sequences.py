@@ -189,6 +189,25 @@ def test_text_and_fasta_sources(tmp_path):
     assert len(text) > 400_000 and "assert" in text and "\n" in docs.schema.symbols
 
 
+def test_text_files_as_editors_and_archives_write_them(tmp_path):
+    """A byte order mark, Windows line ends and gzip: the same symbols as the plain file (the mark was a symbol of
+    the vocabulary, a .fa.gz refused as not UTF-8)."""
+    import gzip
+
+    from torchdiffusion.data.sequence import read_fasta, read_text
+
+    text = "ab\nba ab\n"
+    (tmp_path / "plain.txt").write_text(text)
+    (tmp_path / "marked.txt").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    (tmp_path / "packed.txt.gz").write_bytes(gzip.compress(text.encode()))
+    assert {read_text(tmp_path / n) for n in ("plain.txt", "marked.txt", "packed.txt.gz")} == {text}
+    (tmp_path / "a.fa.gz").write_bytes(gzip.compress(b">one\nACGT\n>two\nTT\n"))
+    assert read_fasta(tmp_path / "a.fa.gz") == "ACGT*TT"
+    (tmp_path / "cut.txt.gz").write_bytes(gzip.compress(text.encode())[:-9])
+    with pytest.raises(DataError, match="cannot read .*cut.txt.gz"):
+        read_text(tmp_path / "cut.txt.gz")
+
+
 def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
     run = train_text_run(tmp_path / "run", images=256)
     rc, out, err = cli("impute", run, "--text", "ab__b ca", "--out", tmp_path / "f.txt")

@@ -2,9 +2,10 @@
 
 Sources:
 
-* ``text``: ``data.path`` a UTF-8 text file, read as characters (line breaks are the symbol ``\\n``);
-* ``fasta``: ``data.path`` a FASTA file: the residues of every record (header lines ``>...`` and line breaks
-  dropped), upper-cased, records joined by ``*`` so a window can tell where one ends;
+* ``text``: ``data.path`` a UTF-8 text file (or a ``.gz`` of one), read as characters (line breaks are the symbol
+  ``\\n``);
+* ``fasta``: ``data.path`` a FASTA file (or a ``.gz`` of one): the residues of every record (header lines
+  ``>...`` and line breaks dropped), upper-cased, records joined by ``*`` so a window can tell where one ends;
 * ``sklearn_text``: scikit-learn's data-set descriptions (``sklearn/datasets/descr/*.rst``, about 43,000
   characters of English prose under scikit-learn's BSD-3 licence): a text that installs with the package;
 * ``python_docs``: the Python language reference and library topics that ship with CPython itself
@@ -55,13 +56,26 @@ class Vocabulary:
 
 
 def read_text(path: str | Path) -> str:
+    """A UTF-8 text file (gzip-compressed when its name ends in ``.gz``), line ends as ``\n``, a byte order mark
+    dropped (it would become a symbol of the vocabulary)."""
+    import gzip
+    import io
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such text file")
     try:
-        return path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
+        with io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig") as f:  # universal newlines, as read_text
+            return f.read()
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    except (OSError, EOFError) as e:  # a damaged .gz
+        raise DataError(f"cannot read {path} ({e})") from None
 
 
 def read_fasta(path: str | Path) -> str:
