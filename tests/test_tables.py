@@ -135,6 +135,25 @@ def test_csv_dialects_read_to_the_same_table(tmp_path, name, text):
     )
 
 
+def test_gzipped_csv_files_read_as_the_plain_ones(tmp_path):
+    import gzip
+
+    from torchdiffusion.data.signal import read_signal_file
+
+    text = "a;b;colour\n1,5;2;red\n-2,25;;blue\n"
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(text.encode()))
+    t = read_csv(tmp_path / "t.csv.gz")
+    assert t.columns == ["a", "b", "colour"] and t.numeric["a"].tolist() == [1.5, -2.25]
+    (tmp_path / "s.csv.gz").write_bytes(gzip.compress(b"label,t0,t1\nc0,0.5,1\nc1,2,-1\n"))
+    values, labels = read_signal_file(tmp_path / "s.csv.gz")
+    assert labels == ["c0", "c1"] and values[:, 0].tolist() == [[0.5, 1.0], [2.0, -1.0]]
+    (tmp_path / "cut.csv.gz").write_bytes(gzip.compress(text.encode())[:-12])
+    with pytest.raises(DataError, match="cut.csv.gz is not a readable CSV file .damaged gzip data"):
+        read_csv(tmp_path / "cut.csv.gz")
+    with pytest.raises(DataError, match="cannot read cut.csv.gz .damaged gzip data"):
+        read_signal_file(tmp_path / "cut.csv.gz")
+
+
 def test_metrics_flag_copies_and_the_baseline_loses_correlations():
     cfg = get_preset("table-wine")
     train, held = load_data(cfg.data, "train"), load_data(cfg.data, "holdout")

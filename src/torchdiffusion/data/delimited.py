@@ -3,6 +3,7 @@
 * the delimiter is the one of ``DELIMITERS`` (comma, semicolon, tab, ``|``) that splits the first non-empty line
   into the most cells (quotes respected; ties: the earlier one, so a one-column file is comma-separated);
 * a UTF-8 byte order mark (a spreadsheet's "CSV UTF-8") is dropped, and quoted cells may hold line breaks;
+* a name ending in ``.gz`` is read through gzip (``data.csv.gz``);
 * a semicolon-separated file may write its numbers with a decimal comma (``1,5``, a European locale):
   :func:`decimal_of` tells, :func:`as_number` reads a cell either way.
 """
@@ -27,10 +28,18 @@ def read_rows(path: Path) -> tuple[list[list[str]], str]:
     """(the non-empty rows of ``path`` as cell texts, its delimiter).
 
     Raises:
-        OSError, UnicodeDecodeError, csv.Error: for the caller to name the file.
+        OSError, ValueError (not UTF-8, a damaged .gz), csv.Error: for the caller to name the file.
     """
-    with Path(path).open(newline="", encoding="utf-8-sig") as f:
-        text = f.read()
+    import gzip
+    import zlib
+
+    path = Path(path)
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a cut or damaged .gz
+        raise ValueError(f"damaged gzip data: {e}") from None
     first = next((line for line in text.splitlines() if line.strip()), "")
     delimiter = delimiter_of(first)
     rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)

@@ -155,11 +155,11 @@ def read_signal_file(path: str | Path, target: str | None = None) -> tuple[np.nd
         if a.dtype.kind not in "biuf" or a.ndim not in (2, 3):
             raise DataError(f"{p.name} must hold (N, L) or (N, C, L) numbers, got {a.dtype} {a.shape}")
         return (a[:, None] if a.ndim == 2 else a).astype(np.float64), None
-    if p.suffix.lower() != ".csv":
-        raise DataError(f"signal files are .csv, .npy or .npz, got {p.name}")
+    if not p.name.lower().endswith((".csv", ".csv.gz")):
+        raise DataError(f"signal files are .csv (or .csv.gz), .npy or .npz, got {p.name}")
     try:
         rows, delimiter = read_rows(p)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except (OSError, ValueError, csv.Error) as e:
         raise DataError(f"cannot read {p.name} ({e})") from None
     if not rows:
         raise DataError(f"{p.name} holds no series")

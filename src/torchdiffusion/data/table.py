@@ -165,7 +165,7 @@ def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
         raise DataError(f"{path}: no such CSV file")
     try:
         rows, delimiter = read_rows(path)
-    except (UnicodeDecodeError, csv.Error) as e:
+    except (ValueError, csv.Error) as e:  # not UTF-8 (a UnicodeDecodeError), a damaged .gz
         raise DataError(f"{path} is not a readable CSV file ({e})") from None
     if len(rows) < 2:
         raise DataError(f"{path} needs a header row and at least one data row")
