@@ -42,6 +42,7 @@ CASES = [
     dict(name="white_is_zero_alpha", shape=(7, 8, 2), photometric="miniswhite", extrasamples="assocalpha"),
     dict(name="orientation6", shape=(6, 10, 3), orientation=6),
     dict(name="orientation7", shape=(6, 10, 3), orientation=7),
+    dict(name="tiles_predictor", shape=(19, 40, 3), compression="zlib", predictor=True, tile=(16, 16)),
 ]
 
 

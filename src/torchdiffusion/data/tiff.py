@@ -151,6 +151,11 @@ def is_tiff16(path: Path) -> bool:
         _, tags = _ifd(data)
     except (OSError, ValueError, struct.error):
         return False
+    return _is16(tags)
+
+
+def _is16(tags: dict) -> bool:
+    """Whether the first IFD's ``tags`` describe an image :func:`is_tiff16` names."""
     photometric = tags.get(TAGS["photometric"], (None,))[0]
     spp = tags.get(TAGS["samples"], (1,))[0]
     if photometric not in COLOURS or spp < COLOURS[photometric]:
@@ -230,9 +235,12 @@ def _inflate(chunk: bytes, compression: int) -> bytes:
     return packbits_decode(chunk)
 
 
-def _blocks(data: bytes, tags: dict, bo: str, compression: int, h: int, w: int, spp: int) -> list[np.ndarray]:
-    """Each strip or tile, decompressed, as uint16 (rows, columns, spp) in the file's byte order: a tile is
-    TileLength x TileWidth (edge tiles padded), strip k of a plane RowsPerStrip rows (the last one fewer)."""
+def _blocks(data: bytes, tags: dict, bo: str, h: int, w: int, spp: int) -> list[np.ndarray]:
+    """Each strip or tile, decompressed and its predictor undone, as uint16 (rows, columns, spp): a tile is
+    TileLength x TileWidth (edge tiles padded), strip k of a plane RowsPerStrip rows (the last one fewer). The
+    horizontal differences of Predictor 2 start again at each block's left edge, so they are summed per block."""
+    compression = tags.get(TAGS["compression"], (1,))[0]
+    predictor = tags.get(TAGS["predictor"], (1,))[0]
     tiled = TAGS["tile_offsets"] in tags
     if tiled:
         offsets, counts = tags[TAGS["tile_offsets"]], tags.get(TAGS["tile_counts"], ())
@@ -254,7 +262,9 @@ def _blocks(data: bytes, tags: dict, bo: str, compression: int, h: int, w: int, 
         need = rows * cols * spp * 2
         if len(raw) < need:
             raise ValueError("truncated TIFF image data")
-        out.append(np.frombuffer(raw[:need], dtype=bo + "u2").reshape(rows, cols, spp))
+        block = np.frombuffer(raw[:need], dtype=bo + "u2").reshape(rows, cols, spp)
+        # Predictor 2: each sample stored as the difference from its left neighbour's, mod 2^16
+        out.append(np.cumsum(block, axis=1, dtype=np.uint16) if predictor == 2 else block.astype(np.uint16))
     return out
 
 
@@ -268,6 +278,8 @@ def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
     """
     data = Path(path).read_bytes()
     bo, tags = _ifd(data)
+    if not _is16(tags):
+        raise ValueError("not a 16-bit RGB, gray-with-alpha or white-is-zero TIFF")
 
     def one(name: str, default=None):
         v = tags.get(TAGS[name])
@@ -277,13 +289,11 @@ def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
 
     w, h, spp = one("width"), one("height"), one("samples", 1)
     compression, predictor, planar = one("compression", 1), one("predictor", 1), one("planar", 1)
-    if not is_tiff16(Path(path)):
-        raise ValueError("not a 16-bit RGB, gray-with-alpha or white-is-zero TIFF")
     if compression not in COMPRESSIONS:
         raise ValueError(f"TIFF compression {compression} is not read; save with none, LZW, Deflate or PackBits")
     if predictor not in (1, 2) or planar not in (1, 2) or w < 1 or h < 1:
         raise ValueError(f"TIFF predictor {predictor} / planar configuration {planar} is not read")
-    blocks = _blocks(data, tags, bo, compression, h, w, spp if planar == 1 else 1)
+    blocks = _blocks(data, tags, bo, h, w, spp if planar == 1 else 1)
     planes = 1 if planar == 1 else spp
     if len(blocks) % planes:
         raise ValueError("TIFF strips or tiles do not divide among its sample planes")
@@ -305,8 +315,6 @@ def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
             if img.shape[0] < h:
                 raise ValueError("TIFF strips hold fewer rows than its height")
             out[:, :, channels] = img[:h]
-    if predictor == 2:  # horizontal differencing: a running sum along each row, per sample, mod 2^16
-        out = np.cumsum(out, axis=1, dtype=np.uint16)
     extra = tags.get(TAGS["extra_samples"], ())
     photometric = one("photometric")
     colours = COLOURS[photometric]
