@@ -67,8 +67,8 @@ __all__ = [
     "fit_kind",
     "kind_of_shape",
     "load_data",
-    "scale_of",
     "read_image",
+    "scale_of",
     "to_uint8",
 ]
 
