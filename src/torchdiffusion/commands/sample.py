@@ -36,7 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output PNG (default: RUN/samples/<sampler>-<steps>-seed<seed>.png)")
     p.add_argument("--gif", action="store_true", help="also write a GIF of x_t beside x0_hat at each step")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
-    p.add_argument("--save-npy", action="store_true", help="also save the samples as .npy (float, [-1, 1])")
+    p.add_argument(
+        "--save-npy",
+        action="store_true",
+        help="also save the samples as .npy (float: in the data's own units where data.scale mapped them, else the "
+        "model's [-1, 1])",
+    )
     p.add_argument(
         "--list-samplers", action="store_true", help="list the samplers with their settings and defaults, and exit"
     )
