@@ -277,6 +277,27 @@ def test_npz_keys_and_label_files(tmp_path):
     assert d.labels is None and d.context.shape == (6, 5)
 
 
+def test_npz_of_a_keras_set_and_of_unnamed_arrays(tmp_path):
+    """Keras's files hold x_test first: its training examples and their labels are x_train and y_train, not the
+    first array and no labels; two arrays of unknown roles are refused, naming them, not guessed."""
+    rng = np.random.default_rng(3)
+    train, test = rng.integers(0, 256, (6, 4, 4), dtype=np.uint8), rng.integers(0, 256, (2, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "k.npz", x_test=test, x_train=train, y_train=np.arange(6) % 3, y_test=np.arange(2))
+    d = load_data(DataConfig(source="array", path=str(tmp_path / "k.npz")))
+    assert len(d) == 6 and sorted(d.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    for i in range(6):
+        k = next(j for j in range(6) if np.array_equal(to_uint8(d.x[i : i + 1])[0, ..., 0], train[j]))
+        assert d.labels[i] == k % 3
+    np.savez(tmp_path / "two.npz", first=train, second=train)
+    with pytest.raises(DataError, match="two.npz holds the arrays first, second; name the examples 'x'"):
+        load_data(DataConfig(source="array", path=str(tmp_path / "two.npz")))
+    np.savez(tmp_path / "one.npz", train, labels=np.arange(6) % 2)  # np.savez's arr_0 beside its labels
+    assert (
+        sorted(load_data(DataConfig(source="array", path=str(tmp_path / "one.npz"))).labels.tolist())
+        == [0] * 3 + [1] * 3
+    )
+
+
 @pytest.mark.parametrize(
     "array, match",
     [

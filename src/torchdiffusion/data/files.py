@@ -23,8 +23,9 @@ Images (``read_image`` and the ``folder`` source):
     the sub-folder names are the classes (``labels`` and ``class_names``, sorted).
 
 Arrays (the ``array`` source, ``data.path`` a ``.npy`` or ``.npz``):
-  * In a ``.npz`` the images are the key ``x`` or ``images``, else the first array; ``labels`` or ``y`` holds
-    labels, ``captions`` optional strings, ``class_names`` optional names.
+  * In a ``.npz`` the examples are the key ``x`` or ``images`` (labels: ``labels`` or ``y``), or ``x_train``
+    (labels: ``y_train``, as Keras saves its sets), or the only array beside the extras; ``captions`` holds
+    optional strings, ``class_names`` optional names. Other sets of keys are refused, naming the keys.
   * Layout (``data.layout``; "auto" reads it from the shape, see :func:`array_layout`): ``(N, D)`` vectors
     (kind "vector"); ``(N, C, L)`` 1-D signals (kind "signal") when ``L >= 8 C``, else ``(N, H, W)`` grayscale;
     4-D images of any channel count: channels-first ``(N, C, H, W)`` or channels-last ``(N, H, W, C)`` (the
@@ -260,9 +261,7 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
                 if not z.files:
                     raise DataError(f"{path} holds no arrays")
                 out = {k: z[k] for k in z.files}
-            x_key = next((k for k in ("x", "images") if k in out), next(iter(out)))
-            out["x"] = out.pop(x_key)
-            return out
+            return _named_roles(out, path)
     except DataError:
         raise
     except ValueError as e:
@@ -272,6 +271,32 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     except (OSError, EOFError) as e:
         raise DataError(f"cannot read {path}: {e}") from None
     raise DataError(f"data.path must be a .npy or .npz file, got {path.name}")
+
+
+NPZ_EXAMPLES = ("x", "images", "x_train")  # the keys an npz's examples go by, in this order
+NPZ_EXTRAS = ("labels", "y", "captions", "class_names")  # the others load_array reads
+
+
+def _named_roles(arrays: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """An npz's arrays with the examples as "x" (and their labels as "labels"): the key ``x`` or ``images``
+    (labels ``labels`` or ``y``), or ``x_train`` (labels ``y_train``: Keras's files, whose ``x_test`` is not read),
+    or the one array there is beside the known extras; anything else is refused rather than guessed."""
+    key = next((k for k in NPZ_EXAMPLES if k in arrays), None)
+    if key is None:
+        others = [k for k in arrays if k not in NPZ_EXTRAS]
+        if len(others) != 1:
+            raise DataError(
+                f"{path.name} holds the arrays {', '.join(arrays)}; name the examples 'x' (or 'images', or "
+                "'x_train') and their labels 'labels' (or 'y', or 'y_train')"
+            )
+        key = others[0]
+    arrays["x"] = arrays.pop(key)
+    if key == "x_train":  # its labels are y_train, whatever else the file holds
+        arrays.pop("labels", None)
+        arrays.pop("y", None)
+        if "y_train" in arrays:
+            arrays["labels"] = arrays.pop("y_train")
+    return arrays
 
 
 def _finite(a: np.ndarray, what: str) -> np.ndarray:
