@@ -192,6 +192,23 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     filled = [ln.split(",") for ln in (tmp_path / "f.csv").read_text().splitlines()[1:]]
     assert filled[0][0] == "1" and filled[0][2] == "c1" and filled[1][1] == "-2"  # known cells kept
     assert all(cell for row in filled for cell in row)
+    rows_eu = [ln.replace(",", ";").replace(".", ",") for ln in (tmp_path / "d.csv").read_text().splitlines()]
+    (tmp_path / "d_eu.csv").write_text("\n".join(rows_eu) + "\n")  # the same table as a European spreadsheet's
+    settings_eu = [a.replace("d.csv", "d_eu.csv") for a in settings]
+    rc, _, err = cli(
+        "train",
+        "--preset",
+        "table-iris",
+        "--out",
+        tmp_path / "run_eu",
+        "--no-progress",
+        *[f"--set={a}" for a in settings_eu],
+    )
+    assert rc == 0, err
+    rc, out, err = cli("sample", tmp_path / "run_eu", "--n", "3", "--out", tmp_path / "s_eu.csv")
+    assert rc == 0, err
+    lines = (tmp_path / "s_eu.csv").read_text().splitlines()
+    assert lines[0] == "u;v;kind" and all(len(ln.split(";")) == 3 and "." not in ln for ln in lines[1:]), lines
     (tmp_path / "h_eu.csv").write_text("u;v;kind\n1,5;;c1\n;-2,5;\n")  # a European spreadsheet's export
     rc, out, err = cli("impute", run, "--csv", tmp_path / "h_eu.csv", "--out", tmp_path / "f_eu.csv")
     assert rc == 0, err

@@ -75,7 +75,7 @@ def save(x: Tensor, kind: str, schema, out: Path, reference: Tensor | None = Non
     if kind == "table":
         from .data.table import decode_rows, write_csv
 
-        data = write_csv(out, decode_rows(x, schema), schema)
+        data = write_csv(out, decode_rows(x, schema), schema, schema.delimiter, schema.decimal)  # as trained on
     else:
         data = atomic_write(out, "".join(schema.decode(r).replace("\n", "\\n") + "\n" for r in x.round().long()))
     picture = save_samples(x, kind, out.with_suffix(".png"), reference=reference, title=title, schema=schema)

@@ -57,6 +57,7 @@ class TableSchema:
         integer: for each numeric column, whether it held only integers (rounded when decoded).
         columns: every column name in the file's order (decoded tables come back in this order).
         target: the column that train-on-synthetic models predict (a categorical column), or None.
+        delimiter, decimal: the training file's dialect (data/delimited.py), which sampled tables are written in.
     """
 
     numeric: tuple[str, ...]
@@ -67,6 +68,8 @@ class TableSchema:
     columns: tuple[str, ...]
     target: str | None = None
     fit_rows: int = 0
+    delimiter: str = ","
+    decimal: str = "."
 
     @property
     def num_numeric(self) -> int:
@@ -87,6 +90,8 @@ class TableSchema:
             "columns": list(self.columns),
             "target": self.target,
             "fit_rows": self.fit_rows,
+            "delimiter": self.delimiter,
+            "decimal": self.decimal,
         }
 
     @staticmethod
@@ -100,6 +105,8 @@ class TableSchema:
             columns=tuple(d["columns"]),
             target=d.get("target"),
             fit_rows=int(d["fit_rows"]),
+            delimiter=str(d.get("delimiter", ",")),
+            decimal=str(d.get("decimal", ".")),
         )
 
 
@@ -233,7 +240,17 @@ def raw_to_tensor(table: RawTable, name: str, target: str | None) -> TensorData:
         kind = "numeric" if target in table.numeric else "missing"
         raise DataError(f"data.target={target!r} must be a categorical column of the table (it is {kind})")
     integer = tuple(bool(np.all(np.isnan(v) | (v == np.round(v)))) for v in (table.numeric[c] for c in numeric))
-    schema = TableSchema(tuple(numeric), tuple(categorical), categories, (), integer, tuple(table.columns), target)
+    schema = TableSchema(
+        tuple(numeric),
+        tuple(categorical),
+        categories,
+        (),
+        integer,
+        tuple(table.columns),
+        target,
+        delimiter=table.delimiter,
+        decimal=table.decimal,
+    )
     return TensorData(torch.from_numpy(x), kind="table", name=name, schema=schema)
 
 
