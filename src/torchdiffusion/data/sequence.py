@@ -60,6 +60,7 @@ def read_text(path: str | Path) -> str:
     dropped (it would become a symbol of the vocabulary)."""
     import gzip
     import io
+    import zlib
 
     path = Path(path)
     if not path.is_file():
@@ -74,7 +75,7 @@ def read_text(path: str | Path) -> str:
             return f.read()
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text (byte {e.start})") from None
-    except (OSError, EOFError) as e:  # a damaged .gz
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a cut or damaged .gz (other OS errors: the system's)
         raise DataError(f"cannot read {path} ({e})") from None
 
 
