@@ -1,11 +1,11 @@
 """Write the TIFF test files (tests/data/tiff/) with tifffile, an independent TIFF writer.
 
-Each file holds ``np.random.default_rng(seed).integers(0, 65536, (H, W, S), dtype=np.uint16)``, stored as the
-index (tests/data/tiff/index.json) says: photometric (RGB, or gray where 0 is black or white), compression,
-predictor, strips or tiles, planar configuration, byte order, extra samples (alpha) and orientation.
-tests/test_tiff.py regenerates each array from its seed and compares it with what ``data.tiff.read_tiff16``
-reads. Needs ``tifffile`` and ``imagecodecs`` (for LZW and PackBits), which torchdiffusion itself does not:
-``pip install tifffile imagecodecs``.
+Each file holds ``np.random.default_rng(seed).integers(0, 65536, (H, W, S), dtype=np.uint16)`` (or ``.random``
+float32 fractions where ``dtype`` says so), stored as the index (tests/data/tiff/index.json) says: photometric (RGB,
+or gray where 0 is black or white), compression, predictor, strips or tiles, planar configuration, byte order,
+extra samples (alpha) and orientation. tests/test_tiff.py regenerates each array from its seed and compares it with
+what ``data.tiff.read_tiff`` reads (the floating-point predictor 3: refused). Needs ``tifffile`` and
+``imagecodecs`` (for LZW and PackBits), which torchdiffusion itself does not: ``pip install tifffile imagecodecs``.
 
     python scripts/tiff_fixtures.py --out tests/data/tiff
 """
@@ -43,6 +43,18 @@ CASES = [
     dict(name="orientation6", shape=(6, 10, 3), orientation=6),
     dict(name="orientation7", shape=(6, 10, 3), orientation=7),
     dict(name="tiles_predictor", shape=(19, 40, 3), compression="zlib", predictor=True, tile=(16, 16)),
+    dict(name="float_rgb", shape=(9, 11, 3), dtype="float32", compression="zlib"),
+    dict(name="float_rgba_bigendian", shape=(8, 6, 4), dtype="float32", extrasamples="unassalpha", byteorder=">"),
+    dict(
+        name="float_gray_alpha_tiles",
+        shape=(20, 18, 2),
+        dtype="float32",
+        photometric="minisblack",
+        extrasamples="unassalpha",
+        tile=(16, 16),
+    ),  # fmt: skip
+    dict(name="float_predictor3", shape=(5, 7, 3), dtype="float32", compression="zlib", predictor=3),
+    dict(name="float_kelvin", shape=(6, 5, 3), dtype="float32", units=(260.0, 50.0)),  # 260 + 50 u, in kelvins
 ]
 
 
@@ -57,14 +69,21 @@ def main() -> None:
     for seed, case in enumerate(CASES):
         case = dict(case)
         name, shape = case.pop("name"), case.pop("shape")
-        a = np.random.default_rng(seed).integers(0, 65536, shape, dtype=np.uint16)
+        rng = np.random.default_rng(seed)
+        if case.pop("dtype", "uint16") == "float32":  # fractions in [0, 1], as float TIFFs of pictures hold
+            a, case["dtype"] = rng.random(shape, dtype=np.float32), "float32"
+            if "units" in case:  # or lo + span u: a scientific image in its own units
+                a = (case["units"][0] + case["units"][1] * a).astype(np.float32)
+        else:
+            a = rng.integers(0, 65536, shape, dtype=np.uint16)
         orientation = case.pop("orientation", None)
         extra = [(274, "H", 1, orientation, True)] if orientation else []
         stored = np.moveaxis(a, 2, 0) if case.get("planarconfig") == "separate" else a  # (S, H, W) for planes
         if shape[2] == 1:
             stored = a[:, :, 0]
         case.setdefault("photometric", "rgb")
-        tifffile.imwrite(args.out / f"{name}.tif", stored, extratags=extra, metadata=None, **case)
+        written = {k: v for k, v in case.items() if k not in ("dtype", "units")}
+        tifffile.imwrite(args.out / f"{name}.tif", stored, extratags=extra, metadata=None, **written)
         index.append({"file": f"{name}.tif", "seed": seed, "shape": list(shape), **case, "orientation": orientation})
     (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     layouts(tifffile, args.out / "layouts")

@@ -17,29 +17,53 @@ from test_cli_errors import assert_clean_error
 from tinyruns import cli
 from torchdiffusion.config import DataConfig
 from torchdiffusion.data import DataError, load_data, read_image
-from torchdiffusion.data.tiff import ORIENT, _ifd, is_tiff16, lzw_decode, packbits_decode, read_tiff16
+from torchdiffusion.data.tiff import ORIENT, _ifd, lzw_decode, packbits_decode, read_tiff, tiff_kind
 
 FIXTURES = Path(__file__).parent / "data" / "tiff"
 INDEX = json.loads((FIXTURES / "index.json").read_text())
 
 
 def _expected(case: dict) -> np.ndarray:
-    a = np.random.default_rng(case["seed"]).integers(0, 65536, case["shape"], dtype=np.uint16)
+    rng = np.random.default_rng(case["seed"])
+    if case.get("dtype") == "float32":
+        lo, span = case.get("units", (0.0, 1.0))
+        return (lo + span * rng.random(case["shape"], dtype=np.float32)).astype(np.float32)
+    a = rng.integers(0, 65536, case["shape"], dtype=np.uint16)
     if case["photometric"] == "miniswhite":  # 0 is white: read back inverted, alpha as it is
         a[:, :, 0] = 65535 - a[:, :, 0]
     return ORIENT[case["orientation"]](a) if case["orientation"] else a
 
 
-@pytest.mark.parametrize("case", INDEX, ids=[c["file"] for c in INDEX])
+READ = [c for c in INDEX if c.get("predictor") != 3]
+
+
+@pytest.mark.parametrize("case", READ, ids=[c["file"] for c in READ])
 def test_every_layout_reads_back_sample_for_sample(case):
     """Strips and tiles, interleaved and planar, both byte orders, none/LZW/Deflate/PackBits, predictor 2, alpha,
-    RGB and gray (white-is-zero inverted)."""
+    RGB and gray (white-is-zero inverted), 16-bit integers and 32-bit floats."""
     path = FIXTURES / case["file"]
-    assert is_tiff16(path)
-    a, associated = read_tiff16(path)
+    assert tiff_kind(path) == ("f32" if case.get("dtype") == "float32" else "u16")
+    a, associated = read_tiff(path)
     want = _expected(case)
-    assert a.dtype == np.uint16 and a.shape == want.shape and np.array_equal(a, want)
+    assert a.dtype == want.dtype and a.shape == want.shape and np.array_equal(a, want)
     assert associated == (case.get("extrasamples") == "assocalpha")
+
+
+def test_float_colour_tiffs_pillow_cannot_open_are_read_and_bounded_as_float_gray_is(tmp_path):
+    """Float RGB(A): read (Pillow: "cannot identify image file"), composited over white; the floating-point
+    predictor is one line; values beyond [0, 1] are refused unless data.scale reads the stored numbers."""
+    case = next(c for c in INDEX if c["file"] == "float_rgb.tif")
+    with pytest.raises(OSError):
+        Image.open(FIXTURES / "float_rgb.tif")
+    x = read_image(FIXTURES / "float_rgb.tif").double().numpy().transpose(1, 2, 0)
+    assert np.allclose((x + 1) / 2, _expected(case), atol=1e-6)
+    with pytest.raises(DataError, match="float_predictor3.tif: TIFF predictor 3 .* is not read"):
+        read_image(FIXTURES / "float_predictor3.tif")
+    kelvin = next(c for c in INDEX if c["file"] == "float_kelvin.tif")
+    with pytest.raises(DataError, match=r"float pixels span \[2\d\d, 3\d\d\]; expected \[0, 1\], or set data.scale"):
+        read_image(FIXTURES / "float_kelvin.tif")
+    raw = read_image(FIXTURES / "float_kelvin.tif", raw=True).numpy().transpose(1, 2, 0)
+    assert np.array_equal(raw, _expected(kelvin))  # data.scale: the stored kelvins, to be mapped by the run
 
 
 def test_the_folder_source_keeps_16_bits_where_pillow_keeps_8(tmp_path):
@@ -59,7 +83,7 @@ def test_alpha_is_composited_over_white_premultiplied_or_not():
     for case in INDEX:
         if case.get("extrasamples") is None:
             continue
-        a = _expected(case).astype(np.float64) / 65535
+        a = _expected(case).astype(np.float64) / (1 if case.get("dtype") == "float32" else 65535)
         alpha = a[..., -1:]
         colour = a[..., :-1] if case["extrasamples"] == "assocalpha" else a[..., :-1] * alpha
         x = read_image(FIXTURES / case["file"]).double().numpy().transpose(1, 2, 0)

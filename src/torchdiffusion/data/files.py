@@ -13,10 +13,10 @@ Images (``read_image`` and the ``folder`` source):
   * 16-bit grayscale PNG/TIFF (Pillow modes ``I;16*``, or ``I`` holding 16-bit values) are scaled from the
     format's range 0..65535 (whatever the values in the file), keeping their 16-bit precision, and so are
     16-bit RGB, RGBA and gray-with-alpha PNGs and TIFFs and white-is-zero gray TIFFs (read by :mod:`.png16` and
-    :mod:`.tiff`: Pillow would keep 8 bits, or not open them, or not invert them); float TIFF (mode ``F``) must
-    hold values in [0, 1], 32-bit integer TIFF values in 0..65535. With ``data.scale`` set, every file is read as
-    the numbers stored in it (0..255, 0..65535, signed or 32-bit integers, floats of any range) and the folder's
-    range is mapped to [-1, 1] (data/scale.py).
+    :mod:`.tiff`: Pillow would keep 8 bits, or not open them, or not invert them); float TIFF (gray, Pillow's mode
+    ``F``, or colour, read by :mod:`.tiff`) must hold values in [0, 1], 32-bit integer TIFF values in 0..65535.
+    With ``data.scale`` set, every file is read as the numbers stored in it (0..255, 0..65535, signed or 32-bit
+    integers, floats of any range) and the folder's range is mapped to [-1, 1] (data/scale.py).
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
     must share one size.
   * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
@@ -53,7 +53,7 @@ from torch import Tensor
 from ..config import DataConfig
 from .base import DataError, TensorData, check_size, from_uint8, from_unit, match_channels, resize_crop
 from .png16 import is_png16, read_png16
-from .tiff import check_tiff, is_tiff16, read_tiff16
+from .tiff import check_tiff, read_tiff, tiff_kind
 
 LAYOUTS = ("auto", "NCHW", "NHWC", "NHW", "NCL", "NCDHW", "NDHW")
 SIGNAL_ASPECT = 8  # "auto" reads a 3-D array (N, A, B) as signals (N, C, L) when B >= 8 A, else as (N, H, W)
@@ -92,7 +92,7 @@ def _high_depth(im, raw: bool = False) -> tuple[np.ndarray, float] | None:
     a = np.asarray(im, dtype=np.float64)
     if not np.isfinite(a).all():
         raise DataError("float pixels include NaN or infinite values")
-    lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if mode == "F":
         if not raw and (lo < 0 or hi > 1):
             raise DataError(
@@ -109,15 +109,35 @@ def _high_depth(im, raw: bool = False) -> tuple[np.ndarray, float] | None:
 
 
 def _colour16(a: np.ndarray, associated: bool = False) -> np.ndarray:
-    """uint16 (H, W, C) -> float64 (H, W, 1 or 3) in [0, 1]: C = 1 (gray) or 3 (RGB), plus 1 for alpha, which is
-    composited over white (``associated``: the colours are premultiplied by it already); colourless RGB as gray."""
-    x = a.astype(np.float64) / 65535.0
+    """uint16 (H, W, C) -> float64 (H, W, 1 or 3) in [0, 1]: :func:`_composite` of the fractions of 65535."""
+    return _composite(a.astype(np.float64) / 65535.0, associated)
+
+
+def _composite(x: np.ndarray, associated: bool = False) -> np.ndarray:
+    """float64 (H, W, C) -> (H, W, 1 or 3): C = 1 (gray) or 3 (RGB), plus 1 for alpha (in [0, 1]), which is
+    composited over white = 1 (``associated``: the colours are premultiplied by it already); colourless RGB as
+    gray."""
     if x.shape[-1] in (2, 4):
         alpha = x[..., -1:]
         x = (x[..., :-1] if associated else x[..., :-1] * alpha) + (1 - alpha)
     if x.shape[-1] == 3 and np.abs(np.diff(x, axis=-1)).max(initial=0) <= GRAY_TOLERANCE / 255:
         x = x[..., 1:2]
     return x
+
+
+def _float_colour(a: np.ndarray, associated: bool, raw: bool) -> np.ndarray:
+    """A float colour TIFF's samples (H, W, C) composited (:func:`_composite`): like a float gray TIFF (mode ``F``),
+    its values must lie in [0, 1] unless ``raw`` (``data.scale``)."""
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError("float pixels include NaN or infinite values")
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not raw and (lo < 0 or hi > 1):
+        raise ValueError(
+            f"float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1], "
+            "or set data.scale=minmax or percentile to map the folder's range"
+        )
+    return _composite(a, associated)
 
 
 def _decode(path: Path, raw: bool = False) -> np.ndarray:
@@ -138,8 +158,11 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
             return _colour16(read_png16(path)) * 65535.0, 65535.0
         if path.suffix.lower() in (".tif", ".tiff"):
             check_tiff(path)
-            if is_tiff16(path):
-                return _colour16(*read_tiff16(path)) * 65535.0, 65535.0
+            kind = tiff_kind(path)
+            if kind == "u16":
+                return _colour16(*read_tiff(path)) * 65535.0, 65535.0
+            if kind == "f32":
+                return _float_colour(*read_tiff(path), raw), 1.0
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     try:

@@ -6,11 +6,12 @@ with more than one full-resolution image (reduced-resolution previews and transp
 bits 0 and 2, do not count) or with samples beyond gray/RGB and alpha (one unnamed sample after RGB, "RGBX", is
 let through, as Pillow reads it) - such data belongs in a .npy array (``data.source=array``).
 
-Pillow decodes 16-bit RGB(A) to 8 bits per channel, cannot open 16-bit gray with alpha, and reads 16-bit
-white-is-zero gray without inverting it (a negative). This small reader takes those cases: the first image of a
-TIFF whose samples are 16-bit unsigned integers, photometric RGB (3 samples) or gray (1, PhotometricInterpretation
-0 = WhiteIsZero, inverted here, or 1 = BlackIsZero), plus an optional alpha. It follows the TIFF 6.0
-specification:
+Pillow decodes 16-bit RGB(A) to 8 bits per channel, cannot open 16-bit gray with alpha or 32-bit float colour,
+and reads 16-bit white-is-zero gray without inverting it (a negative). This small reader takes those cases
+(:func:`tiff_kind`): the first image of a TIFF whose samples are 16-bit unsigned integers ("u16"), photometric
+RGB (3 samples) or gray (1, PhotometricInterpretation 0 = WhiteIsZero, inverted here, or 1 = BlackIsZero), plus an
+optional alpha; or 32-bit IEEE floats ("f32", SampleFormat 3), RGB or gray with alpha (plain float gray Pillow
+reads itself). It follows the TIFF 6.0 specification:
 
 * the header (Sec. 2): byte order ``II`` (little-endian) or ``MM`` (big-endian), 42, the offset of the first IFD;
   each IFD entry is (tag, type, count, value or offset), the value inline when it fits in 4 bytes;
@@ -20,8 +21,9 @@ specification:
 * compression (Sec. 3, 9, 13): none (1), PackBits (32773), LZW (5; codes MSB first, 9 to 12 bits, the code width
   growing one code early, Clear = 256, EndOfInformation = 257; in Python, about 3 MB of samples a second) or
   Deflate (8, and the older 32946: zlib);
-* Predictor 2 (Sec. 14): each sample stored as the difference from the same sample of the pixel to its left,
-  undone by a cumulative sum along each row (mod 2^16);
+* Predictor 2 (Sec. 14): each integer sample stored as the difference from the same sample of the pixel to its
+  left, undone by a cumulative sum along each row of a strip or tile (mod 2^16); the floating-point predictor (3,
+  Adobe's Technical Note 3) is refused in one line;
 * ExtraSamples (Sec. 18): a sample after the colour ones that is associated (premultiplied, 1) or unassociated
   (2) alpha is kept as alpha; other extra samples are dropped;
 * Orientation (tag 274): the pixels turned the way up viewers show them, as Pillow does for the TIFFs it reads.
@@ -139,32 +141,34 @@ def check_tiff(path: Path) -> None:
         )
 
 
-def is_tiff16(path: Path) -> bool:
-    """Whether ``path`` is a 16-bit unsigned TIFF that Pillow does not read right and this reader does: RGB,
-    gray with alpha, or white-is-zero gray (plain black-is-zero gray Pillow reads at full precision itself)."""
+def tiff_kind(path: Path) -> str | None:
+    """ "u16" or "f32" when ``path`` is a TIFF that Pillow does not read right and this reader does (module
+    docstring): 16-bit RGB, gray with alpha or white-is-zero gray; 32-bit float RGB or gray with alpha. None for
+    every other file (plain 16-bit or float gray, 8-bit images: Pillow reads them at full precision itself)."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
             if head not in (b"II*\x00", b"MM\x00*"):
-                return False
+                return None
             data = head + f.read()
         _, tags = _ifd(data)
     except (OSError, ValueError, struct.error):
-        return False
-    return _is16(tags)
+        return None
+    return _kind(tags)
 
 
-def _is16(tags: dict) -> bool:
-    """Whether the first IFD's ``tags`` describe an image :func:`is_tiff16` names."""
+def _kind(tags: dict) -> str | None:
+    """:func:`tiff_kind` of the first IFD's ``tags``."""
     photometric = tags.get(TAGS["photometric"], (None,))[0]
     spp = tags.get(TAGS["samples"], (1,))[0]
     if photometric not in COLOURS or spp < COLOURS[photometric]:
-        return False
-    if photometric == BLACK_IS_ZERO and spp == 1:
-        return False
-    return all(b == 16 for b in tags.get(TAGS["bits"], (1,))) and all(
-        f == 1 for f in tags.get(TAGS["sample_format"], (1,))
-    )
+        return None
+    bits, formats = tags.get(TAGS["bits"], (1,)), tags.get(TAGS["sample_format"], (1,))
+    if all(b == 16 for b in bits) and all(f == 1 for f in formats):
+        return None if photometric == BLACK_IS_ZERO and spp == 1 else "u16"
+    if all(b == 32 for b in bits) and all(f == 3 for f in formats):
+        return "f32" if photometric == RGB or (photometric == BLACK_IS_ZERO and spp > 1) else None
+    return None
 
 
 def lzw_decode(data: bytes) -> bytes:
@@ -235,8 +239,9 @@ def _inflate(chunk: bytes, compression: int) -> bytes:
     return packbits_decode(chunk)
 
 
-def _blocks(data: bytes, tags: dict, bo: str, h: int, w: int, spp: int) -> list[np.ndarray]:
-    """Each strip or tile, decompressed and its predictor undone, as uint16 (rows, columns, spp): a tile is
+def _blocks(data: bytes, tags: dict, bo: str, h: int, w: int, spp: int, kind: str) -> list[np.ndarray]:
+    """Each strip or tile, decompressed and its predictor undone, as uint16 or float32 (``kind``) (rows, columns,
+    spp): a tile is
     TileLength x TileWidth (edge tiles padded), strip k of a plane RowsPerStrip rows (the last one fewer). The
     horizontal differences of Predictor 2 start again at each block's left edge, so they are summed per block."""
     compression = tags.get(TAGS["compression"], (1,))[0]
@@ -259,18 +264,22 @@ def _blocks(data: bytes, tags: dict, bo: str, h: int, w: int, spp: int) -> list[
             raise ValueError("TIFF strip or tile beyond the end of the file")
         rows, cols = (th, tw) if tiled else (min(rps, h - rps * (k % per_plane)), w)
         raw = _inflate(data[at : at + n], compression)
-        need = rows * cols * spp * 2
+        dtype = np.dtype(bo + ("u2" if kind == "u16" else "f4"))
+        need = rows * cols * spp * dtype.itemsize
         if len(raw) < need:
             raise ValueError("truncated TIFF image data")
-        block = np.frombuffer(raw[:need], dtype=bo + "u2").reshape(rows, cols, spp)
-        # Predictor 2: each sample stored as the difference from its left neighbour's, mod 2^16
-        out.append(np.cumsum(block, axis=1, dtype=np.uint16) if predictor == 2 else block.astype(np.uint16))
+        block = np.frombuffer(raw[:need], dtype=dtype).reshape(rows, cols, spp)
+        if predictor == 2:  # each sample stored as the difference from its left neighbour's, mod 2^16
+            out.append(np.cumsum(block, axis=1, dtype=np.uint16))
+        else:
+            out.append(block.astype(np.uint16 if kind == "u16" else np.float32))
     return out
 
 
-def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
-    """(uint16 (H, W, C), associated) of a 16-bit TIFF (:func:`is_tiff16`): C = 3 (RGB) or 1 (gray, white-is-zero
-    inverted), plus 1 when the next sample is alpha; ``associated``: that alpha is premultiplied into the colours.
+def read_tiff(path: Path) -> tuple[np.ndarray, bool]:
+    """(uint16 or float32 (H, W, C), associated) of a TIFF :func:`tiff_kind` names: C = 3 (RGB) or 1 (gray,
+    white-is-zero inverted), plus 1 when the next sample is alpha; ``associated``: that alpha is premultiplied into
+    the colours.
 
     Raises:
         ValueError: not such a TIFF, a compression or predictor it does not read, or corrupt data (the caller names
@@ -278,8 +287,9 @@ def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
     """
     data = Path(path).read_bytes()
     bo, tags = _ifd(data)
-    if not _is16(tags):
-        raise ValueError("not a 16-bit RGB, gray-with-alpha or white-is-zero TIFF")
+    kind = _kind(tags)
+    if kind is None:
+        raise ValueError("not a 16-bit RGB, gray-with-alpha or white-is-zero TIFF, nor a float colour one")
 
     def one(name: str, default=None):
         v = tags.get(TAGS[name])
@@ -291,14 +301,16 @@ def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
     compression, predictor, planar = one("compression", 1), one("predictor", 1), one("planar", 1)
     if compression not in COMPRESSIONS:
         raise ValueError(f"TIFF compression {compression} is not read; save with none, LZW, Deflate or PackBits")
-    if predictor not in (1, 2) or planar not in (1, 2) or w < 1 or h < 1:
-        raise ValueError(f"TIFF predictor {predictor} / planar configuration {planar} is not read")
-    blocks = _blocks(data, tags, bo, h, w, spp if planar == 1 else 1)
+    if predictor not in ((1, 2) if kind == "u16" else (1,)) or planar not in (1, 2) or w < 1 or h < 1:
+        raise ValueError(
+            f"TIFF predictor {predictor} / planar configuration {planar} is not read; save without a predictor"
+        )
+    blocks = _blocks(data, tags, bo, h, w, spp if planar == 1 else 1, kind)
     planes = 1 if planar == 1 else spp
     if len(blocks) % planes:
         raise ValueError("TIFF strips or tiles do not divide among its sample planes")
     per_plane = len(blocks) // planes
-    out = np.empty((h, w, spp), dtype=np.uint16)
+    out = np.empty((h, w, spp), dtype=np.uint16 if kind == "u16" else np.float32)
     for p in range(planes):
         mine = blocks[p * per_plane : (p + 1) * per_plane]
         channels = slice(None) if planar == 1 else slice(p, p + 1)
@@ -320,6 +332,6 @@ def read_tiff16(path: Path) -> tuple[np.ndarray, bool]:
     colours = COLOURS[photometric]
     alpha = spp > colours and len(extra) >= 1 and extra[0] in (1, 2)
     out = out[:, :, : colours + alpha]
-    if photometric == WHITE_IS_ZERO:  # 0 is white: the gray sample inverted (alpha as it is)
+    if photometric == WHITE_IS_ZERO:  # 0 is white: the gray sample inverted (alpha as it is; u16 only)
         out[:, :, 0] = 65535 - out[:, :, 0]
     return np.ascontiguousarray(ORIENT.get(one("orientation", 1), ORIENT[1])(out)), alpha and extra[0] == 1
