@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pictures import assert_plot
-from tinyruns import cli
+from test_cli_errors import assert_clean_error
+from tinyruns import cli, write_run
 from torchdiffusion.config import ConfigError, DataConfig, ModelConfig
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.volume import random_rotations, shapes3d, signed_distance
@@ -163,7 +164,8 @@ def test_nifti_scans_are_scaled_by_their_training_volumes_and_sampled_back_in_th
     series = (800 + 250 * rng.standard_normal((8, 8, 8, 12))).astype(np.float32)  # (X, Y, Z, N)
     train_idx, holdout_idx = split_indices(12, 3, seed=0)
     series[..., int(holdout_idx[0])] += 5_000  # a bright held-out volume: it must not move the bounds
-    nib.save(nib.Nifti1Image(series, np.eye(4)), tmp_path / "scan.nii.gz")
+    affine = np.array([[0.9, 0, 0, -40.0], [0, 1.1, 0, 12.5], [0, 0, 2.5, 7.0], [0, 0, 0, 1]])  # voxels in mm
+    nib.save(nib.Nifti1Image(series, affine), tmp_path / "scan.nii.gz")
     rows = np.moveaxis(series, (3, 2, 1, 0), (0, 1, 2, 3))[train_idx.numpy()]  # (N, Z, Y, X), the training ones
     cfg = DataConfig(source="nifti", path=str(tmp_path / "scan.nii.gz"), holdout=3)
     train = load_data(cfg, split="train")
@@ -178,10 +180,21 @@ def test_nifti_scans_are_scaled_by_their_training_volumes_and_sampled_back_in_th
     assert rc == 0, err
     d = json.loads((run / "config.json").read_text())["data"]
     assert d["scale"] == "percentile" and np.allclose([d["scale_lo"][0], d["scale_hi"][0]], [lo, hi])
-    rc, _, err = cli("sample", run, "--n", "2", "--steps", "2", "--save-npy", "--out", tmp_path / "s.png")
+    rc, _, err = cli(
+        "sample", run, "--n", "2", "--steps", "2", "--save-npy", "--save-nifti", "--out", tmp_path / "s.png"
+    )
     assert rc == 0, err
     s = np.load(tmp_path / "s.npy")
     assert s.shape == (2, 1, 8, 8, 8) and lo - 1e-3 <= s.min() and s.max() <= hi + 1e-3 and s.max() > 100
+    back = nib.load(tmp_path / "s.nii.gz")  # the samples as a series on the scans' grid, as a viewer opens them
+    scan_affine = nib.load(tmp_path / "scan.nii.gz").affine  # as the file holds it (float32)
+    assert np.array_equal(back.affine, scan_affine) and np.allclose(scan_affine, affine) and back.shape == (8, 8, 8, 2)
+    assert np.array_equal(np.asarray(back.dataobj), s[:, 0].transpose(3, 2, 1, 0))
+    assert (tmp_path / "s.nii.gz.manifest.json").is_file()
+    image_run = write_run(tmp_path / "image", "digits-test", ["model.num_classes=0"])
+    rc, _, err = cli("sample", image_run, "--n", "1", "--steps", "1", "--save-nifti", "--out", tmp_path / "i.png")
+    assert_clean_error(rc, err, "--save-nifti writes one-channel volumes")
+    assert not (tmp_path / "i.png").exists()
 
 
 def test_nibabels_own_functional_series_loads():
@@ -248,8 +261,13 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
     tiny += ["model.channels=8", "model.channel_mult=1,2", "sample.steps=3", "sample.n=4", "model.checkpoint=true"]
     rc, _, err = cli("train", "--preset", "volume-shapes", "--out", run, "--no-progress", *[f"--set={a}" for a in tiny])
     assert rc == 0, err
-    rc, out, err = cli("sample", run, "--n", "4", "--steps", "3", "--save-npy", "--gif", "--out", tmp_path / "s.png")
+    rc, out, err = cli(
+        "sample", run, "--n", "4", "--steps", "3", "--save-npy", "--save-nifti", "--gif", "--out", tmp_path / "s.png"
+    )
     assert rc == 0, err
+    nib = pytest.importorskip("nibabel")
+    series = nib.load(tmp_path / "s.nii.gz")  # shapes3d has no scanner grid: the identity affine
+    assert np.array_equal(series.affine, np.eye(4)) and series.shape == (8, 8, 8, 4)
     assert (tmp_path / "s.gif").read_bytes()[:6] == b"GIF89a"  # the middle slices' trajectory
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (4, 1, 8, 8, 8) and np.isfinite(x).all() and (tmp_path / "s.png").stat().st_size > 5_000

@@ -27,7 +27,8 @@ EXAMPLES = """examples:
   torchdiffusion sample --list-samplers"""
 
 
-SIDECARS = (".json", ".gif", ".npy")  # what write_samples puts beside its picture: settings, --gif, --save-npy
+# what write_samples puts beside its picture: settings, --gif, --save-npy, --save-nifti
+SIDECARS = (".json", ".gif", ".npy", ".nii.gz")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also save the samples as .npy (float: in the data's own units where data.scale mapped them, else the "
         "model's [-1, 1])",
+    )
+    p.add_argument(
+        "--save-nifti",
+        action="store_true",
+        help="volume runs: also save the samples as one NIfTI series (.nii.gz, X x Y x Z x N) in the data's own "
+        "units, on the grid (affine) of the NIfTI files the run was trained on",
     )
     p.add_argument(
         "--list-samplers", action="store_true", help="list the samplers with their settings and defaults, and exit"
@@ -250,10 +257,24 @@ def run(args: argparse.Namespace) -> int:
     )
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
-    json_, gif, npy = SIDECARS  # the settings record always, the GIF and array when asked for
+    if args.save_nifti and (run_.kind != "volume" or run_.data_shape[0] != 1):
+        raise ConfigError(
+            f"--save-nifti writes one-channel volumes; {args.run} holds {run_.kind} data of shape {run_.data_shape}"
+        )
+    json_, gif, npy, nifti = SIDECARS  # the settings record always, the GIF and arrays when asked for
     asked = (json_, *((gif,) if args.gif else ()), *((npy,) if args.save_npy else ()))
-    check_output_file(out, sidecars=asked)
-    paths = write_samples(run_, sample, out, gif=args.gif, save_npy=args.save_npy, cond=cond, uncond=uncond, wrap=wrap)
+    check_output_file(out, sidecars=(*asked, *((nifti,) if args.save_nifti else ())))
+    paths = write_samples(
+        run_,
+        sample,
+        out,
+        gif=args.gif,
+        save_npy=args.save_npy,
+        save_nifti=args.save_nifti,
+        cond=cond,
+        uncond=uncond,
+        wrap=wrap,
+    )
     for p in paths:
         print(p)
     return 0
@@ -266,12 +287,13 @@ def write_samples(
     *,
     gif: bool = False,
     save_npy: bool = False,
+    save_nifti: bool = False,
     cond=None,
     uncond=None,
     wrap=None,
     progress: bool = True,
 ) -> list[Path]:
-    """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy).
+    """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy, + NIfTI).
 
     ``cond``/``uncond``/``wrap``: conditioning, negative conditioning and denoiser wrapper, as in generate().
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
@@ -310,9 +332,14 @@ def write_samples(
     paths = [save_samples(x, run_.kind, out, title=f"{sample.sampler}, {sample.steps} steps")]
     if run_.kind == "image" and channel_note(x.shape[1]):
         print(channel_note(x.shape[1]), file=sys.stderr)
+    values = run_.to_data_units(x)  # in the data's own units where data.scale mapped them
     if save_npy:
-        values = run_.to_data_units(x)  # in the data's own units where data.scale mapped them
         paths.append(atomic_write(out.with_suffix(SIDECARS[2]), lambda f: np.save(f, values.numpy())))
+    if save_nifti:  # on the training scans' grid (data/volume.py NiftiGrid), the identity for other sources
+        from ..data.volume import NiftiGrid, write_nifti
+
+        grid = NiftiGrid.from_dict(run_.info.get("schema"))
+        paths.append(write_nifti(out.with_suffix(SIDECARS[3]), values.numpy(), grid))
     if recorder is not None:
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.

@@ -20,6 +20,7 @@ samples go back to the scanner's units.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,14 +130,54 @@ def nifti_files(path: Path) -> list[Path]:
     return files
 
 
-def read_nifti(path: Path) -> np.ndarray:
-    """(N, D, H, W) float64 volumes of one file: (X, Y, Z) -> one, (X, Y, Z, N) -> N, axes as (Z, Y, X)."""
+@dataclass(frozen=True)
+class NiftiGrid:
+    """Where a NIfTI set's voxels lie: the first file's 4 x 4 affine (voxel (i, j, k) -> scanner coordinates).
+    Saved in run.json as the data's schema, so ``sample --save-nifti`` writes samples on the same grid."""
+
+    affine: tuple[tuple[float, ...], ...]
+
+    def to_dict(self) -> dict:
+        return {"nifti_affine": [list(r) for r in self.affine]}
+
+    @staticmethod
+    def from_dict(d: dict | None) -> NiftiGrid | None:
+        """The grid a run.json schema records, or None (a volume run of another source)."""
+        if not d or "nifti_affine" not in d:
+            return None
+        return NiftiGrid(tuple(tuple(float(v) for v in r) for r in d["nifti_affine"]))
+
+
+def _nibabel(what: str):
     try:
         import nibabel
     except ImportError:
         from ..extras import missing
 
-        raise DataError(missing("volumes", "reading NIfTI files")) from None
+        raise DataError(missing("volumes", what)) from None
+    return nibabel
+
+
+def write_nifti(path: Path, x: np.ndarray, grid: NiftiGrid | None) -> Path:
+    """(N, 1, D, H, W) volumes -> one NIfTI series ``(X, Y, Z, N)`` (float32; gzip for a ``.gz`` name), on
+    ``grid``'s affine (the identity without one), written atomically: the axes back as :func:`read_nifti` took
+    them, so a sample lies where the training scans did."""
+    import gzip
+
+    from ..io import atomic_write
+
+    nibabel = _nibabel("writing NIfTI files")
+    if x.ndim != 5 or x.shape[1] != 1:
+        raise DataError(f"a NIfTI series holds one-channel volumes; these are {tuple(x.shape[1:])}")
+    affine = np.array(grid.affine if grid is not None else np.eye(4), dtype=np.float64)
+    image = nibabel.Nifti1Image(np.ascontiguousarray(x[:, 0].transpose(3, 2, 1, 0), dtype=np.float32), affine)
+    data = image.to_bytes()
+    return atomic_write(path, gzip.compress(data, mtime=0) if path.name.lower().endswith(".gz") else data)
+
+
+def read_nifti(path: Path) -> np.ndarray:
+    """(N, D, H, W) float64 volumes of one file: (X, Y, Z) -> one, (X, Y, Z, N) -> N, axes as (Z, Y, X)."""
+    nibabel = _nibabel("reading NIfTI files")
     try:
         a = np.asarray(nibabel.load(str(path)).get_fdata(dtype=np.float64))
     except Exception as e:  # nibabel raises many types for a damaged file; the message is what matters
@@ -156,11 +197,13 @@ def load_nifti(cfg: DataConfig, seed: int) -> TensorData:
     [-1, 1] by ``data.scale`` (percentile unless set), fitted to the training volumes."""
     if not cfg.path:
         raise DataError("the nifti source needs data.path=<file.nii[.gz] or a folder of them>")
-    vols = []
-    for f in nifti_files(Path(cfg.path).expanduser()):
+    vols, files = [], nifti_files(Path(cfg.path).expanduser())
+    for f in files:
         v = read_nifti(f)
         if vols and v.shape[1:] != vols[0].shape[1:]:
             raise DataError(f"{f.name} holds volumes of size {v.shape[1:]}, the first file {vols[0].shape[1:]}")
         vols.append(v)
     x = torch.from_numpy(np.concatenate(vols).astype(np.float32, copy=False))[:, None].contiguous()
-    return TensorData(x, kind="volume", name=f"nifti:{Path(cfg.path).name}")
+    affine = _nibabel("reading NIfTI files").load(str(files[0])).affine  # the header only
+    grid = NiftiGrid(tuple(tuple(float(v) for v in row) for row in affine))
+    return TensorData(x, kind="volume", name=f"nifti:{Path(cfg.path).name}", schema=grid)
