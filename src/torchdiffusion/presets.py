@@ -24,17 +24,19 @@ from .config import (
 # the recipe of every CPU-minutes image preset below
 _EPS_COSINE = DiffusionConfig(parameterization="eps", schedule="cosine", T=1000, weighting="min_snr")
 
-# EDM on a table's unit-Gaussian numeric columns (tabular.py)
-_TABLE_EDM = DiffusionConfig(
+# EDM (Karras et al. 2022, Table 1): D = c_skip x + c_out F(c_in x, ln(sigma) / 4), training sigmas log-normal,
+# the loss weighted by lambda(sigma); sigma_data 0.5 (images in [-1, 1]), or 1 for data of unit scale below
+_EDM = DiffusionConfig(
     parameterization="edm",
     process="continuous",
     noise_conditioning="log_sigma",
     sigma_sampling="lognormal",
     weighting="edm",
-    sigma_data=1.0,
-    P_mean=-0.5,
-    P_std=1.5,
 )
+_EDM_UNIT = replace(_EDM, sigma_data=1.0)
+
+# EDM on a table's unit-Gaussian numeric columns (tabular.py)
+_TABLE_EDM = replace(_EDM_UNIT, P_mean=-0.5, P_std=1.5)
 
 # DiT sizes (Peebles & Xie 2023, Table 1): width W, depth, heads; 64 channels per head.
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -85,15 +87,8 @@ _EMOJI64_TRAIN = TrainConfig(
     images=200_000, batch_size=64, lr=1e-3, warmup_images=5_000, ema_halflife_images=20_000, cond_drop_prob=0.1
 )
 
-# EDM (Karras et al. 2022, Table 1) on z-normalised 1-D signals: sigma_data = 1
-_SIGNAL_EDM = DiffusionConfig(
-    parameterization="edm",
-    process="continuous",
-    noise_conditioning="log_sigma",
-    sigma_sampling="lognormal",
-    weighting="edm",
-    sigma_data=1.0,
-)
+# EDM on z-normalised 1-D signals: sigma_data = 1
+_SIGNAL_EDM = _EDM_UNIT
 _SIGNAL_TRAIN = TrainConfig(
     images=60_000,
     batch_size=32,
@@ -109,14 +104,7 @@ _SIGNAL_SAMPLE = SampleConfig(sampler="heun", grid="karras", steps=18, n=64, cli
 # EDM on the shapes3d volumes (docs/volumes.md): sigma_data = 1, the voxels' root mean square (0.96; the
 # preconditioning's c_skip and c_in assume E[x0^2] = sigma_data^2, and these voxels are not centred: mean -0.91,
 # standard deviation 0.29, the background at -1)
-_VOLUME_EDM = DiffusionConfig(
-    parameterization="edm",
-    process="continuous",
-    noise_conditioning="log_sigma",
-    sigma_sampling="lognormal",
-    weighting="edm",
-    sigma_data=1.0,
-)
+_VOLUME_EDM = _EDM_UNIT
 
 # The demo preset's U-Net until 2026-12-05: three levels at 28, 14 and 7 px (32, 64, 64 channels). Kept as the preset
 # mnist-cpu-28, the network of the docs' earlier demo measurements and the FLOP reference of mnist-dit.
@@ -218,13 +206,7 @@ PRESETS: dict[str, RunConfig] = {
         preset="mnist-edm",
         data=DataConfig(source="mnist5k"),
         model=ModelConfig(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,)),
-        diffusion=DiffusionConfig(
-            parameterization="edm",
-            process="continuous",
-            noise_conditioning="log_sigma",
-            sigma_sampling="lognormal",
-            weighting="edm",
-        ),
+        diffusion=_EDM,
         train=TrainConfig(images=120_000, batch_size=128, lr=2e-3, warmup_images=5_000, ema_halflife_images=10_000),
         sample=SampleConfig(sampler="heun", grid="karras", steps=12, n=64),
     ),
@@ -233,15 +215,7 @@ PRESETS: dict[str, RunConfig] = {
         preset="toy-2d",
         data=DataConfig(source="toy", toy="8gaussians"),
         model=ModelConfig(net="mlp", mlp_width=256, mlp_depth=4),
-        diffusion=DiffusionConfig(
-            parameterization="edm",
-            process="continuous",
-            noise_conditioning="log_sigma",
-            sigma_sampling="lognormal",
-            weighting="edm",
-            sigma_data=1.0,
-            sigma_max=40.0,
-        ),
+        diffusion=replace(_EDM_UNIT, sigma_max=40.0),
         train=TrainConfig(
             images=1_000_000,
             batch_size=1024,
