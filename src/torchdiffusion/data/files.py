@@ -90,16 +90,9 @@ def _high_depth(im, raw: bool = False) -> tuple[np.ndarray, float] | None:
     if not (mode.startswith("I;16") or mode in ("I", "F")):
         return None
     a = np.asarray(im, dtype=np.float64)
-    if not np.isfinite(a).all():
-        raise DataError("float pixels include NaN or infinite values")
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if mode == "F":
-        if not raw and (lo < 0 or hi > 1):
-            raise DataError(
-                f"float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1], "
-                "or set data.scale=minmax or percentile to map the folder's range"
-            )
-        return a, 1.0
+        return _unit_floats(a, raw), 1.0
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if not raw and (lo < 0 or hi > 65535):
         raise DataError(
             f"integer pixels span [{lo:.0f}, {hi:.0f}], beyond 16 bits (0..65535); save 8- or 16-bit images, "
@@ -125,19 +118,19 @@ def _composite(x: np.ndarray, associated: bool = False) -> np.ndarray:
     return x
 
 
-def _float_colour(a: np.ndarray, associated: bool, raw: bool) -> np.ndarray:
-    """A float colour TIFF's samples (H, W, C) composited (:func:`_composite`): like a float gray TIFF (mode ``F``),
-    its values must lie in [0, 1] unless ``raw`` (``data.scale``)."""
-    a = a.astype(np.float64)
+def _unit_floats(a: np.ndarray, raw: bool) -> np.ndarray:
+    """Float pixels (gray or colour) as float64: finite, and in [0, 1] unless ``raw`` (``data.scale`` maps the
+    folder's range instead)."""
+    a = a.astype(np.float64, copy=False)
     if not np.isfinite(a).all():
-        raise ValueError("float pixels include NaN or infinite values")
+        raise DataError("float pixels include NaN or infinite values")
     lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if not raw and (lo < 0 or hi > 1):
-        raise ValueError(
+        raise DataError(
             f"float pixels span [{lo:.3g}, {hi:.3g}]; expected [0, 1], "
             "or set data.scale=minmax or percentile to map the folder's range"
         )
-    return _composite(a, associated)
+    return a
 
 
 def _decode(path: Path, raw: bool = False) -> np.ndarray:
@@ -157,13 +150,17 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
         if path.suffix.lower() == ".png" and is_png16(path):
             return _colour16(read_png16(path)) * 65535.0, 65535.0
         if path.suffix.lower() in (".tif", ".tiff"):
-            check_tiff(path)
-            kind = tiff_kind(path)
+            data = path.read_bytes()  # read once for the checks and the reader; Pillow opens it itself
+            check_tiff(data)
+            kind = tiff_kind(data)
             if kind == "u16":
-                return _colour16(*read_tiff(path)) * 65535.0, 65535.0
+                return _colour16(*read_tiff(data)) * 65535.0, 65535.0
             if kind == "f32":
-                return _float_colour(*read_tiff(path), raw), 1.0
-    except (OSError, ValueError) as e:
+                samples, associated = read_tiff(data)
+                return _composite(_unit_floats(samples, raw), associated), 1.0
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except (OSError, ValueError) as e:  # DataError included: the file named once
         raise DataError(f"cannot read image {path}: {e}") from None
     try:
         with Image.open(path) as opened:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 
@@ -106,14 +105,13 @@ def _tags(data: bytes, bo: str, pos: int) -> tuple[dict[int, tuple], int]:
     return tags, (struct.unpack(bo + "I", data[end : end + 4])[0] if end + 4 <= len(data) else 0)
 
 
-def check_tiff(path: Path) -> None:
-    """A ValueError naming what the folder source cannot take from the TIFF ``path`` (module docstring): more
+def check_tiff(data: bytes) -> None:
+    """A ValueError naming what the folder source cannot take from the TIFF file ``data`` (module docstring): more
     than one full-resolution image, or samples beyond gray/RGB and alpha. Files it cannot parse are left to
     Pillow's own error."""
     try:
-        data = Path(path).read_bytes()
         bo, first = _ifd(data)
-    except (OSError, ValueError, struct.error):
+    except (ValueError, struct.error):
         return
     photometric = first.get(TAGS["photometric"], (None,))[0]
     spp = first.get(TAGS["samples"], (1,))[0]
@@ -141,18 +139,14 @@ def check_tiff(path: Path) -> None:
         )
 
 
-def tiff_kind(path: Path) -> str | None:
-    """ "u16" or "f32" when ``path`` is a TIFF that Pillow does not read right and this reader does (module
-    docstring): 16-bit RGB, gray with alpha or white-is-zero gray; 32-bit float RGB or gray with alpha. None for
-    every other file (plain 16-bit or float gray, 8-bit images: Pillow reads them at full precision itself)."""
+def tiff_kind(data: bytes) -> str | None:
+    """The kind, "u16" or "f32", when the file ``data`` is a TIFF that Pillow does not read right and this reader
+    does (module docstring): 16-bit RGB, gray with alpha or white-is-zero gray; 32-bit float RGB or gray with
+    alpha. None for every other file (plain 16-bit or float gray, 8-bit images: Pillow reads them at full precision
+    itself)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-            if head not in (b"II*\x00", b"MM\x00*"):
-                return None
-            data = head + f.read()
         _, tags = _ifd(data)
-    except (OSError, ValueError, struct.error):
+    except (ValueError, struct.error):
         return None
     return _kind(tags)
 
@@ -276,16 +270,15 @@ def _blocks(data: bytes, tags: dict, bo: str, h: int, w: int, spp: int, kind: st
     return out
 
 
-def read_tiff(path: Path) -> tuple[np.ndarray, bool]:
-    """(uint16 or float32 (H, W, C), associated) of a TIFF :func:`tiff_kind` names: C = 3 (RGB) or 1 (gray,
-    white-is-zero inverted), plus 1 when the next sample is alpha; ``associated``: that alpha is premultiplied into
-    the colours.
+def read_tiff(data: bytes) -> tuple[np.ndarray, bool]:
+    """(uint16 or float32 (H, W, C), associated) of the TIFF file ``data``, one :func:`tiff_kind` names: C = 3 (RGB)
+    or 1 (gray, white-is-zero inverted), plus 1 when the next sample is alpha; ``associated``: that alpha is
+    premultiplied into the colours.
 
     Raises:
         ValueError: not such a TIFF, a compression or predictor it does not read, or corrupt data (the caller names
             the file).
     """
-    data = Path(path).read_bytes()
     bo, tags = _ifd(data)
     kind = _kind(tags)
     if kind is None:
