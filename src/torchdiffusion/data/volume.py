@@ -175,11 +175,13 @@ def write_nifti(path: Path, x: np.ndarray, grid: NiftiGrid | None) -> Path:
     return atomic_write(path, gzip.compress(data, mtime=0) if path.name.lower().endswith(".gz") else data)
 
 
-def read_nifti(path: Path) -> np.ndarray:
-    """(N, D, H, W) float64 volumes of one file: (X, Y, Z) -> one, (X, Y, Z, N) -> N, axes as (Z, Y, X)."""
+def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """((N, D, H, W) float64 volumes of one file: (X, Y, Z) -> one, (X, Y, Z, N) -> N, axes as (Z, Y, X); its
+    4 x 4 affine)."""
     nibabel = _nibabel("reading NIfTI files")
     try:
-        a = np.asarray(nibabel.load(str(path)).get_fdata(dtype=np.float64))
+        image = nibabel.load(str(path))
+        a, affine = np.asarray(image.get_fdata(dtype=np.float64)), image.affine
     except Exception as e:  # nibabel raises many types for a damaged file; the message is what matters
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"cannot read NIfTI file {path.name}: {first}") from None
@@ -189,7 +191,7 @@ def read_nifti(path: Path) -> np.ndarray:
         raise DataError(f"{path.name} is {a.ndim}-D {a.shape}; a NIfTI volume must be (X, Y, Z) or (X, Y, Z, N)")
     if not np.isfinite(a).all():
         raise DataError(f"{path.name} contains NaN or infinite values")
-    return a.transpose(3, 2, 1, 0)
+    return a.transpose(3, 2, 1, 0), affine
 
 
 def load_nifti(cfg: DataConfig, seed: int) -> TensorData:
@@ -197,13 +199,13 @@ def load_nifti(cfg: DataConfig, seed: int) -> TensorData:
     [-1, 1] by ``data.scale`` (percentile unless set), fitted to the training volumes."""
     if not cfg.path:
         raise DataError("the nifti source needs data.path=<file.nii[.gz] or a folder of them>")
-    vols, files = [], nifti_files(Path(cfg.path).expanduser())
-    for f in files:
-        v = read_nifti(f)
+    vols, affines = [], []
+    for f in nifti_files(Path(cfg.path).expanduser()):
+        v, affine = read_nifti(f)
         if vols and v.shape[1:] != vols[0].shape[1:]:
             raise DataError(f"{f.name} holds volumes of size {v.shape[1:]}, the first file {vols[0].shape[1:]}")
         vols.append(v)
+        affines.append(affine)
     x = torch.from_numpy(np.concatenate(vols).astype(np.float32, copy=False))[:, None].contiguous()
-    affine = _nibabel("reading NIfTI files").load(str(files[0])).affine  # the header only
-    grid = NiftiGrid(tuple(tuple(float(v) for v in row) for row in affine))
+    grid = NiftiGrid(tuple(tuple(float(v) for v in row) for row in affines[0]))  # the first file's grid
     return TensorData(x, kind="volume", name=f"nifti:{Path(cfg.path).name}", schema=grid)
