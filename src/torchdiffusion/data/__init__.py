@@ -192,8 +192,9 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
         idx = holdout_idx if split == "holdout" else train_idx[: cfg.limit]
         if data.kind == "table":  # quantile knots from the training rows only, for every split
             data = normalise_table(data, train_idx[: cfg.limit])
-        if scale_of(cfg) != "auto":  # the data's own units -> [-1, 1], by the training rows
-            data = scale_data(data, cfg, train_idx[: cfg.limit], scale_of(cfg))
+        how = scale_of(cfg)
+        if how != "auto":  # the data's own units -> [-1, 1], by the training rows
+            data = scale_data(data, cfg, train_idx[: cfg.limit], how)
         data = data.select(idx)
 
     if data.kind == "image":

@@ -244,10 +244,12 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
     files = list_images(root)
     if not files:
         raise DataError(f"no PNG/JPEG/TIFF/WebP/BMP/GIF images in {root}")
-    size = check_size(cfg.image_size)
+    from . import scale_of  # the package's rule for data.scale (here at call time: it imports this module)
+
+    size, raw = check_size(cfg.image_size), scale_of(cfg) != "auto"
     images = []
     for f in files:
-        images.append(resize_crop(_decode_tensor(f, raw=cfg.scale != "auto"), size))
+        images.append(resize_crop(_decode_tensor(f, raw=raw), size))
         if size is None and images[-1].shape[-2:] != images[0].shape[-2:]:
             h0, w0 = images[0].shape[-2:]
             h, w = images[-1].shape[-2:]
@@ -433,7 +435,9 @@ def load_array(cfg: DataConfig, seed: int) -> TensorData:
     axes = array_layout(a.shape, cfg.layout, path.name)
     # vectors, signals and volumes: values kept as they are; any kind with data.scale: values in the array's own
     # units, mapped to [-1, 1] by load_data (data/scale.py)
-    if axes in ("ND", "NCL", "NCDHW", "NDHW") or cfg.scale != "auto":
+    from . import scale_of  # the package's rule for data.scale (here at call time: it imports this module)
+
+    if axes in ("ND", "NCL", "NCDHW", "NDHW") or scale_of(cfg) != "auto":
         a = _channels_first(_finite(a, path.name), axes)
         x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         kind = {"ND": "vector", "NCL": "signal", "NCDHW": "volume", "NDHW": "volume"}.get(axes, "image")
