@@ -1,10 +1,11 @@
 """Write the TIFF test files (tests/data/tiff/) with tifffile, an independent TIFF writer.
 
 Each file holds ``np.random.default_rng(seed).integers(0, 65536, (H, W, S), dtype=np.uint16)`` (or ``.random``
-float32 fractions where ``dtype`` says so), stored as the index (tests/data/tiff/index.json) says: photometric (RGB,
-or gray where 0 is black or white), compression, predictor, strips or tiles, planar configuration, byte order,
-extra samples (alpha) and orientation. tests/test_tiff.py regenerates each array from its seed and compares it with
-what ``data.tiff.read_tiff`` reads (the floating-point predictor 3: refused). Needs ``tifffile`` and
+float fractions of the ``dtype`` it names: float32, float64, or float32 ones rounded to float16), stored as the index
+(tests/data/tiff/index.json) says: photometric (RGB, or gray where 0 is black or white), compression, predictor (2,
+or the floating-point 3), strips or tiles, planar configuration, byte order, extra samples (alpha), orientation and
+BigTIFF. tests/test_tiff.py regenerates each array from its seed and compares it with what ``data.tiff.read_tiff``
+reads. Needs ``tifffile`` and
 ``imagecodecs`` (for LZW and PackBits), which torchdiffusion itself does not: ``pip install tifffile imagecodecs``.
 
     python scripts/tiff_fixtures.py --out tests/data/tiff
@@ -52,9 +53,49 @@ CASES = [
         photometric="minisblack",
         extrasamples="unassalpha",
         tile=(16, 16),
-    ),  # fmt: skip
+    ),
     dict(name="float_predictor3", shape=(5, 7, 3), dtype="float32", compression="zlib", predictor=3),
     dict(name="float_kelvin", shape=(6, 5, 3), dtype="float32", units=(260.0, 50.0)),  # 260 + 50 u, in kelvins
+    dict(
+        name="float_predictor3_tiles_bigendian",
+        shape=(20, 18, 3),
+        dtype="float32",
+        compression="zlib",
+        predictor=3,
+        tile=(16, 16),
+        byteorder=">",
+    ),
+    dict(
+        name="float_predictor3_planar",
+        shape=(7, 9, 3),
+        dtype="float32",
+        compression="lzw",
+        predictor=3,
+        planarconfig="separate",
+        rowsperstrip=3,
+    ),
+    dict(
+        name="float64_gray_predictor3",
+        shape=(9, 7, 1),
+        dtype="float64",
+        photometric="minisblack",
+        compression="lzw",
+        predictor=3,
+        units=(-40.0, 90.0),
+    ),
+    dict(name="float64_rgb", shape=(5, 6, 3), dtype="float64"),
+    dict(name="float16_gray", shape=(8, 5, 1), dtype="float16", photometric="minisblack"),
+    dict(name="float16_rgb_predictor3", shape=(6, 9, 3), dtype="float16", compression="zlib", predictor=3),
+    dict(name="bigtiff", shape=(12, 10, 3), compression="zlib", predictor=True, bigtiff=True),
+    dict(name="bigtiff_tiles_bigendian", shape=(20, 17, 3), tile=(16, 16), bigtiff=True, byteorder=">"),
+    dict(
+        name="bigtiff_float_gray_alpha",
+        shape=(6, 7, 2),
+        dtype="float32",
+        photometric="minisblack",
+        extrasamples="unassalpha",
+        bigtiff=True,
+    ),
 ]
 
 
@@ -70,10 +111,12 @@ def main() -> None:
         case = dict(case)
         name, shape = case.pop("name"), case.pop("shape")
         rng = np.random.default_rng(seed)
-        if case.pop("dtype", "uint16") == "float32":  # fractions in [0, 1], as float TIFFs of pictures hold
-            a, case["dtype"] = rng.random(shape, dtype=np.float32), "float32"
+        dtype = case.pop("dtype", "uint16")
+        if dtype != "uint16":  # fractions in [0, 1], as float TIFFs of pictures hold
+            a, case["dtype"] = rng.random(shape, dtype=np.float64 if dtype == "float64" else np.float32), dtype
             if "units" in case:  # or lo + span u: a scientific image in its own units
-                a = (case["units"][0] + case["units"][1] * a).astype(np.float32)
+                a = case["units"][0] + case["units"][1] * a
+            a = a.astype(dtype)
         else:
             a = rng.integers(0, 65536, shape, dtype=np.uint16)
         orientation = case.pop("orientation", None)
@@ -96,6 +139,8 @@ def layouts(tifffile, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     g = (np.arange(6 * 8).reshape(6, 8) * 5).astype(np.uint8)
     tifffile.imwrite(out / "stack.tif", np.stack([g] * 4), photometric="minisblack", metadata=None)
+    big = dict(photometric="minisblack", metadata=None, bigtiff=True)
+    tifffile.imwrite(out / "stack_bigtiff.tif", np.stack([g] * 3), **big)
     tifffile.imwrite(out / "channels5.tif", np.stack([g] * 5, -1), photometric="minisblack", planarconfig="contig")
     tifffile.imwrite(out / "channels5_planar.tif", np.stack([g] * 5), photometric="minisblack", planarconfig="separate")
     tifffile.imwrite(out / "rgbx.tif", np.stack([g] * 4, -1), photometric="rgb", extrasamples=["unspecified"])
@@ -104,6 +149,7 @@ def layouts(tifffile, out: Path) -> None:
         t.write(np.stack([g[:3, :4]] * 3, -1), photometric="rgb", subfiletype=1, metadata=None)  # reduced resolution
     expect = {
         "stack.tif": "it holds 4 images",
+        "stack_bigtiff.tif": "it holds 3 images",
         "channels5.tif": "it holds 5 samples per pixel",
         "channels5_planar.tif": "it holds 5 samples per pixel",
         "rgbx.tif": None,

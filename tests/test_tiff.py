@@ -1,6 +1,7 @@
-"""TIFFs: 16-bit colour and gray ones at full precision - files written by an independent writer (tifffile, see
-scripts/tiff_fixtures.py) read back sample for sample, the LZW and PackBits decoders against Pillow's encoders,
-the orientations against Pillow's; stacks and many-channel files refused; damaged files as one clear line."""
+"""TIFFs: 16-bit colour and gray ones at full precision, floats of 16, 32 and 64 bits, BigTIFFs - files written
+by an independent writer (tifffile, see scripts/tiff_fixtures.py) read back sample for sample, the LZW and
+PackBits decoders against Pillow's encoders, the orientations against Pillow's; stacks and many-channel files
+refused; damaged files as one clear line."""
 
 from __future__ import annotations
 
@@ -23,26 +24,29 @@ FIXTURES = Path(__file__).parent / "data" / "tiff"
 INDEX = json.loads((FIXTURES / "index.json").read_text())
 
 
+KINDS = {"uint16": "u16", "float16": "f16", "float32": "f32", "float64": "f64"}
+
+
 def _expected(case: dict) -> np.ndarray:
+    """The array the fixture's seed gives, as read_tiff returns it (float16 widened to float32)."""
     rng = np.random.default_rng(case["seed"])
-    if case.get("dtype") == "float32":
+    dtype = case.get("dtype", "uint16")
+    if dtype != "uint16":
         lo, span = case.get("units", (0.0, 1.0))
-        return (lo + span * rng.random(case["shape"], dtype=np.float32)).astype(np.float32)
+        a = lo + span * rng.random(case["shape"], dtype=np.float64 if dtype == "float64" else np.float32)
+        return a.astype(dtype).astype(np.float64 if dtype == "float64" else np.float32)
     a = rng.integers(0, 65536, case["shape"], dtype=np.uint16)
     if case["photometric"] == "miniswhite":  # 0 is white: read back inverted, alpha as it is
         a[:, :, 0] = 65535 - a[:, :, 0]
     return ORIENT[case["orientation"]](a) if case["orientation"] else a
 
 
-READ = [c for c in INDEX if c.get("predictor") != 3]
-
-
-@pytest.mark.parametrize("case", READ, ids=[c["file"] for c in READ])
+@pytest.mark.parametrize("case", INDEX, ids=[c["file"] for c in INDEX])
 def test_every_layout_reads_back_sample_for_sample(case):
-    """Strips and tiles, interleaved and planar, both byte orders, none/LZW/Deflate/PackBits, predictor 2, alpha,
-    RGB and gray (white-is-zero inverted), 16-bit integers and 32-bit floats."""
+    """Strips and tiles, interleaved and planar, both byte orders, none/LZW/Deflate/PackBits, predictors 2 and 3,
+    alpha, RGB and gray (white-is-zero inverted), 16-bit integers, 16-, 32- and 64-bit floats, TIFF and BigTIFF."""
     path = FIXTURES / case["file"]
-    assert tiff_kind(path.read_bytes()) == ("f32" if case.get("dtype") == "float32" else "u16")
+    assert tiff_kind(path.read_bytes()) == KINDS[case.get("dtype", "uint16")]
     a, associated = read_tiff(path.read_bytes())
     want = _expected(case)
     assert a.dtype == want.dtype and a.shape == want.shape and np.array_equal(a, want)
@@ -50,15 +54,14 @@ def test_every_layout_reads_back_sample_for_sample(case):
 
 
 def test_float_colour_tiffs_pillow_cannot_open_are_read_and_bounded_as_float_gray_is(tmp_path):
-    """Float RGB(A): read (Pillow: "cannot identify image file"), composited over white; the floating-point
-    predictor is one line; values beyond [0, 1] are refused unless data.scale reads the stored numbers."""
-    case = next(c for c in INDEX if c["file"] == "float_rgb.tif")
-    with pytest.raises(OSError):
-        Image.open(FIXTURES / "float_rgb.tif")
-    x = read_image(FIXTURES / "float_rgb.tif").double().numpy().transpose(1, 2, 0)
-    assert np.allclose((x + 1) / 2, _expected(case), atol=1e-6)
-    with pytest.raises(DataError, match="float_predictor3.tif: TIFF predictor 3 .* is not read"):
-        read_image(FIXTURES / "float_predictor3.tif")
+    """Float RGB(A), and gray of 16 or 64 bits: read (Pillow: "cannot identify image file"), composited over white;
+    values beyond [0, 1] are refused unless data.scale reads the stored numbers."""
+    for name in ("float_rgb.tif", "float_predictor3.tif", "float64_rgb.tif", "float16_gray.tif"):
+        case = next(c for c in INDEX if c["file"] == name)
+        with pytest.raises(OSError):
+            Image.open(FIXTURES / name)
+        x = read_image(FIXTURES / name).double().numpy().transpose(1, 2, 0)
+        assert np.allclose((x + 1) / 2, _expected(case), atol=1e-6)
     kelvin = next(c for c in INDEX if c["file"] == "float_kelvin.tif")
     with pytest.raises(DataError, match=r"float pixels span \[2\d\d, 3\d\d\]; expected \[0, 1\], or set data.scale"):
         read_image(FIXTURES / "float_kelvin.tif")
@@ -66,15 +69,18 @@ def test_float_colour_tiffs_pillow_cannot_open_are_read_and_bounded_as_float_gra
     assert np.array_equal(raw, _expected(kelvin))  # data.scale: the stored kelvins, to be mapped by the run
 
 
-def test_the_folder_source_keeps_16_bits_where_pillow_keeps_8(tmp_path):
+@pytest.mark.parametrize("name", ["plain.tif", "bigtiff.tif"])
+def test_the_folder_source_keeps_16_bits_where_pillow_keeps_8(tmp_path, name):
+    """A 16-bit RGB TIFF, classic or BigTIFF: Pillow keeps the high byte of each sample, the folder source all 16."""
     for case in INDEX:
-        if case["file"] in ("plain.tif", "lzw_predictor.tif", "tiles.tif"):
+        if case["file"] in (name, "lzw_predictor.tif", "tiles.tif"):
             shutil.copy(FIXTURES / case["file"], tmp_path / case["file"])
-    with Image.open(tmp_path / "plain.tif") as im:  # Pillow itself keeps the high byte only
-        assert np.array_equal(np.asarray(im.convert("RGB")), (_expected(INDEX[0]) >> 8).astype(np.uint8))
-    x = read_image(tmp_path / "plain.tif").double().numpy()
+    case = next(c for c in INDEX if c["file"] == name)
+    with Image.open(tmp_path / name) as im:  # Pillow itself keeps the high byte only
+        assert np.array_equal(np.asarray(im.convert("RGB")), (_expected(case) >> 8).astype(np.uint8))
+    x = read_image(tmp_path / name).double().numpy()
     back = np.round((x + 1) / 2 * 65535).astype(np.uint16).transpose(1, 2, 0)
-    assert np.array_equal(back, _expected(INDEX[0]))
+    assert np.array_equal(back, _expected(case))
     d = load_data(DataConfig(source="folder", path=str(tmp_path), image_size=(8, 8)))
     assert d.x.shape == (3, 3, 8, 8)
 
@@ -83,7 +89,7 @@ def test_alpha_is_composited_over_white_premultiplied_or_not():
     for case in INDEX:
         if case.get("extrasamples") is None:
             continue
-        a = _expected(case).astype(np.float64) / (1 if case.get("dtype") == "float32" else 65535)
+        a = _expected(case).astype(np.float64) / (65535 if case.get("dtype", "uint16") == "uint16" else 1)
         alpha = a[..., -1:]
         colour = a[..., :-1] if case["extrasamples"] == "assocalpha" else a[..., :-1] * alpha
         x = read_image(FIXTURES / case["file"]).double().numpy().transpose(1, 2, 0)
@@ -144,6 +150,16 @@ def test_damaged_and_unread_files_are_one_clear_line(tmp_path):
     (tmp_path / "jpeg.tif").write_bytes(bytes(plain))
     with pytest.raises(DataError, match="TIFF compression 7 is not read"):
         read_image(tmp_path / "jpeg.tif")
+    floats = bytearray((FIXTURES / "float_predictor3.tif").read_bytes())
+    at = floats.index(struct.pack("<HHIH", 317, 3, 1, 3))  # Predictor = 3 -> 2, meant for integers only
+    floats[at + 8 : at + 10] = struct.pack("<H", 2)
+    (tmp_path / "float_predictor2.tif").write_bytes(bytes(floats))
+    with pytest.raises(DataError, match="float_predictor2.tif: TIFF predictor 2 .* is not read for f32 samples"):
+        read_image(tmp_path / "float_predictor2.tif")
+    big = (FIXTURES / "bigtiff.tif").read_bytes()
+    (tmp_path / "big_cut.tif").write_bytes(big[: len(big) - 40])
+    with pytest.raises(DataError, match=r"cannot read image .*big_cut.tif: "):
+        read_image(tmp_path / "big_cut.tif")
     (tmp_path / "d").mkdir()
     shutil.copy(tmp_path / "cut.tif", tmp_path / "d" / "cut.tif")
     rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=folder", "--set",

@@ -155,7 +155,7 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
             kind = tiff_kind(data)
             if kind == "u16":
                 return _colour16(*read_tiff(data)) * 65535.0, 65535.0
-            if kind == "f32":
+            if kind is not None:  # floats
                 samples, associated = read_tiff(data)
                 return _composite(_unit_floats(samples, raw), associated), 1.0
     except FileNotFoundError:

@@ -10,11 +10,14 @@ Pillow decodes 16-bit RGB(A) to 8 bits per channel, cannot open 16-bit gray with
 and reads 16-bit white-is-zero gray without inverting it (a negative). This small reader takes those cases
 (:func:`tiff_kind`): the first image of a TIFF whose samples are 16-bit unsigned integers ("u16"), photometric
 RGB (3 samples) or gray (1, PhotometricInterpretation 0 = WhiteIsZero, inverted here, or 1 = BlackIsZero), plus an
-optional alpha; or 32-bit IEEE floats ("f32", SampleFormat 3), RGB or gray with alpha (plain float gray Pillow
-reads itself). It follows the TIFF 6.0 specification:
+optional alpha; or IEEE floats (SampleFormat 3), RGB or gray: 32-bit ones ("f32") in colour or with alpha (plain
+32-bit float gray Pillow reads itself), 16- and 64-bit ones ("f16", "f64"), which Pillow cannot open at all. It
+follows the TIFF 6.0 specification:
 
 * the header (Sec. 2): byte order ``II`` (little-endian) or ``MM`` (big-endian), 42, the offset of the first IFD;
-  each IFD entry is (tag, type, count, value or offset), the value inline when it fits in 4 bytes;
+  each IFD entry is (tag, type, count, value or offset), the value inline when it fits in 4 bytes; BigTIFF (43:
+  8-byte counts and offsets, 20-byte entries, values inline up to 8 bytes), which large microscope and satellite
+  images use and through which Pillow, too, cuts 16-bit colour to 8 bits;
 * the image in strips (StripOffsets, StripByteCounts, RowsPerStrip; Sec. 3) or tiles (TileWidth, TileLength,
   TileOffsets, TileByteCounts; Sec. 15, edge tiles padded), its samples interleaved (PlanarConfiguration 1) or one
   plane after another (2, each plane its own strips or tiles);
@@ -22,8 +25,10 @@ reads itself). It follows the TIFF 6.0 specification:
   growing one code early, Clear = 256, EndOfInformation = 257; in Python, about 3 MB of samples a second) or
   Deflate (8, and the older 32946: zlib);
 * Predictor 2 (Sec. 14): each integer sample stored as the difference from the same sample of the pixel to its
-  left, undone by a cumulative sum along each row of a strip or tile (mod 2^16); the floating-point predictor (3,
-  Adobe's Technical Note 3) is refused in one line;
+  left, undone by a cumulative sum along each row of a strip or tile (mod 2^16); the floating-point predictor 3
+  (Adobe's Photoshop TIFF Technical Note 3): each row's floats split into byte planes, most significant byte first
+  whatever the file's byte order, and those bytes differenced with a stride of the samples per pixel - undone by a
+  cumulative sum of the row's bytes (mod 2^8) and the planes put back together;
 * ExtraSamples (Sec. 18): a sample after the colour ones that is associated (premultiplied, 1) or unassociated
   (2) alpha is kept as alpha; other extra samples are dropped;
 * Orientation (tag 274): the pixels turned the way up viewers show them, as Pillow does for the TIFFs it reads.
@@ -36,8 +41,10 @@ import zlib
 
 import numpy as np
 
-TYPES = {1: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE, SHORT, LONG, LONG8 (BigTIFF is not read)
+TYPES = {1: "B", 3: "H", 4: "I", 16: "Q", 18: "Q"}  # BYTE, SHORT, LONG, LONG8 and IFD8 (BigTIFF)
 SIZES = {"B": 1, "H": 2, "I": 4, "Q": 8}
+FLOATS = {16: "f16", 32: "f32", 64: "f64"}  # BitsPerSample of IEEE floats -> kind
+DTYPES = {"u16": "u2", "f16": "f2", "f32": "f4", "f64": "f8"}  # kind -> the stored samples' numpy type
 COMPRESSIONS = {1: "none", 5: "LZW", 8: "Deflate", 32946: "Deflate", 32773: "PackBits"}
 WHITE_IS_ZERO, BLACK_IS_ZERO, RGB = 0, 1, 2  # PhotometricInterpretation
 COLOURS = {WHITE_IS_ZERO: 1, BLACK_IS_ZERO: 1, RGB: 3}  # its colour samples per pixel
@@ -74,35 +81,50 @@ ORIENT = {
 }
 
 
+def _header(data: bytes) -> tuple[str, bool, int]:
+    """(byte order "<" or ">", BigTIFF, the first IFD's offset); ValueError for a file that is not a TIFF."""
+    if len(data) >= 8 and data[:4] in (b"II*\x00", b"MM\x00*"):
+        bo = "<" if data[:2] == b"II" else ">"
+        return bo, False, struct.unpack(bo + "I", data[4:8])[0]
+    if len(data) >= 16 and data[:4] in (b"II+\x00", b"MM\x00+"):
+        bo = "<" if data[:2] == b"II" else ">"
+        if struct.unpack(bo + "HH", data[4:8]) != (8, 0):
+            raise ValueError("not a BigTIFF file with 8-byte offsets")
+        return bo, True, struct.unpack(bo + "Q", data[8:16])[0]
+    raise ValueError("not a TIFF file")
+
+
 def _ifd(data: bytes) -> tuple[str, dict[int, tuple]]:
     """(byte order "<" or ">", {tag: values}) of the first IFD; ValueError for a file that is not a TIFF."""
-    if len(data) < 8 or data[:4] not in (b"II*\x00", b"MM\x00*"):
-        raise ValueError("not a TIFF file")
-    bo = "<" if data[:2] == b"II" else ">"
-    (pos,) = struct.unpack(bo + "I", data[4:8])
-    return bo, _tags(data, bo, pos)[0]
+    bo, big, pos = _header(data)
+    return bo, _tags(data, bo, pos, big)[0]
 
 
-def _tags(data: bytes, bo: str, pos: int) -> tuple[dict[int, tuple], int]:
-    """({tag: values}, the next IFD's offset or 0) of the IFD at ``pos``."""
-    if pos + 2 > len(data):
+def _tags(data: bytes, bo: str, pos: int, big: bool = False) -> tuple[dict[int, tuple], int]:
+    """({tag: values}, the next IFD's offset or 0) of the IFD at ``pos`` (of a BigTIFF where ``big``)."""
+    count_of, entry, inline, offset = ("Q", 20, 8, "Q") if big else ("H", 12, 4, "I")
+    head = SIZES[count_of]
+    if pos + head > len(data):
         raise ValueError("truncated TIFF header")
-    (n,) = struct.unpack(bo + "H", data[pos : pos + 2])
+    (n,) = struct.unpack(bo + count_of, data[pos : pos + head])
     tags = {}
     for k in range(n):
-        e = pos + 2 + 12 * k
-        if e + 12 > len(data):
+        e = pos + head + entry * k
+        if e + entry > len(data):
             raise ValueError("truncated TIFF directory")
-        tag, typ, count = struct.unpack(bo + "HHI", data[e : e + 8])
+        tag, typ, count = struct.unpack(bo + ("HHQ" if big else "HHI"), data[e : e + 4 + inline])
         if typ not in TYPES:
             continue  # rationals, ASCII and the like: no tag read here has them
         size = SIZES[TYPES[typ]] * count
-        at = e + 8 if size <= 4 else struct.unpack(bo + "I", data[e + 8 : e + 12])[0]
+        at = e + 4 + inline
+        if size > inline:
+            (at,) = struct.unpack(bo + offset, data[at : at + inline])
         if at + size > len(data):
             raise ValueError(f"TIFF tag {tag} points beyond the end of the file")
         tags[tag] = struct.unpack(f"{bo}{count}{TYPES[typ]}", data[at : at + size])
-    end = pos + 2 + 12 * n
-    return tags, (struct.unpack(bo + "I", data[end : end + 4])[0] if end + 4 <= len(data) else 0)
+    end = pos + head + entry * n
+    size = SIZES[offset]
+    return tags, (struct.unpack(bo + offset, data[end : end + size])[0] if end + size <= len(data) else 0)
 
 
 def check_tiff(data: bytes) -> None:
@@ -110,7 +132,8 @@ def check_tiff(data: bytes) -> None:
     than one full-resolution image, or samples beyond gray/RGB and alpha. Files it cannot parse are left to
     Pillow's own error."""
     try:
-        bo, first = _ifd(data)
+        bo, big, pos = _header(data)
+        first = _tags(data, bo, pos, big)[0]
     except (ValueError, struct.error):
         return
     photometric = first.get(TAGS["photometric"], (None,))[0]
@@ -124,11 +147,11 @@ def check_tiff(data: bytes) -> None:
             f"it holds {spp} samples per pixel; the folder source reads gray, RGB and alpha - save many-channel "
             "images as one .npy array (data.source=array)"
         )
-    full, pos, seen = 0, struct.unpack(bo + "I", data[4:8])[0], set()
+    full, seen = 0, set()
     while pos and pos not in seen and len(seen) < 100_000:
         seen.add(pos)
         try:
-            tags, pos = _tags(data, bo, pos)
+            tags, pos = _tags(data, bo, pos, big)
         except (ValueError, struct.error):
             break
         full += not tags.get(254, (0,))[0] & 0b101  # NewSubfileType: reduced resolution (1), mask (4)
@@ -140,10 +163,10 @@ def check_tiff(data: bytes) -> None:
 
 
 def tiff_kind(data: bytes) -> str | None:
-    """The kind, "u16" or "f32", when the file ``data`` is a TIFF that Pillow does not read right and this reader
-    does (module docstring): 16-bit RGB, gray with alpha or white-is-zero gray; 32-bit float RGB or gray with
-    alpha. None for every other file (plain 16-bit or float gray, 8-bit images: Pillow reads them at full precision
-    itself)."""
+    """The kind, "u16", "f16", "f32" or "f64", when the file ``data`` is a TIFF that Pillow does not read right and
+    this reader does (module docstring): 16-bit RGB, gray with alpha or white-is-zero gray; 32-bit float RGB or
+    gray with alpha; 16- and 64-bit float RGB or gray. None for every other file (plain 16-bit or 32-bit float
+    gray, 8-bit images: Pillow reads them at full precision itself)."""
     try:
         _, tags = _ifd(data)
     except (ValueError, struct.error):
@@ -160,8 +183,9 @@ def _kind(tags: dict) -> str | None:
     bits, formats = tags.get(TAGS["bits"], (1,)), tags.get(TAGS["sample_format"], (1,))
     if all(b == 16 for b in bits) and all(f == 1 for f in formats):
         return None if photometric == BLACK_IS_ZERO and spp == 1 else "u16"
-    if all(b == 32 for b in bits) and all(f == 3 for f in formats):
-        return "f32" if photometric == RGB or (photometric == BLACK_IS_ZERO and spp > 1) else None
+    if len(set(bits)) == 1 and bits[0] in FLOATS and all(f == 3 for f in formats) and photometric != WHITE_IS_ZERO:
+        kind = FLOATS[bits[0]]
+        return None if kind == "f32" and photometric == BLACK_IS_ZERO and spp == 1 else kind
     return None
 
 
@@ -233,11 +257,21 @@ def _inflate(chunk: bytes, compression: int) -> bytes:
     return packbits_decode(chunk)
 
 
+def _float_rows(raw: bytes, rows: int, cols: int, spp: int, itemsize: int) -> np.ndarray:
+    """Predictor 3 undone: (rows, cols, spp) big-endian floats of ``itemsize`` bytes from rows whose bytes were
+    split into planes (most significant first) and differenced with a stride of ``spp`` (module docstring)."""
+    b = np.frombuffer(raw, dtype=np.uint8).reshape(rows, cols * itemsize, spp)
+    b = np.cumsum(b, axis=1, dtype=np.uint8)  # byte j += byte j - spp along each row, mod 2^8
+    planes = b.reshape(rows, itemsize, cols * spp)  # plane k: byte k of every sample, the most significant first
+    together = np.ascontiguousarray(planes.transpose(0, 2, 1))  # (rows, samples, bytes of one sample)
+    return together.view(f">f{itemsize}").reshape(rows, cols, spp)
+
+
 def _blocks(data: bytes, tags: dict, bo: str, h: int, w: int, spp: int, kind: str) -> list[np.ndarray]:
-    """Each strip or tile, decompressed and its predictor undone, as uint16 or float32 (``kind``) (rows, columns,
-    spp): a tile is
-    TileLength x TileWidth (edge tiles padded), strip k of a plane RowsPerStrip rows (the last one fewer). The
-    horizontal differences of Predictor 2 start again at each block's left edge, so they are summed per block."""
+    """Each strip or tile, decompressed and its predictor undone, as uint16 or float (``kind``) (rows, columns,
+    spp): a tile is TileLength x TileWidth (edge tiles padded), strip k of a plane RowsPerStrip rows (the last one
+    fewer). The horizontal differences of the predictors start again at each block's left edge, so they are undone
+    per block."""
     compression = tags.get(TAGS["compression"], (1,))[0]
     predictor = tags.get(TAGS["predictor"], (1,))[0]
     tiled = TAGS["tile_offsets"] in tags
@@ -258,20 +292,29 @@ def _blocks(data: bytes, tags: dict, bo: str, h: int, w: int, spp: int, kind: st
             raise ValueError("TIFF strip or tile beyond the end of the file")
         rows, cols = (th, tw) if tiled else (min(rps, h - rps * (k % per_plane)), w)
         raw = _inflate(data[at : at + n], compression)
-        dtype = np.dtype(bo + ("u2" if kind == "u16" else "f4"))
+        dtype = np.dtype(bo + DTYPES[kind])
         need = rows * cols * spp * dtype.itemsize
         if len(raw) < need:
             raise ValueError("truncated TIFF image data")
+        if predictor == 3:
+            out.append(_float_rows(raw[:need], rows, cols, spp, dtype.itemsize).astype(_out_type(kind)))
+            continue
         block = np.frombuffer(raw[:need], dtype=dtype).reshape(rows, cols, spp)
         if predictor == 2:  # each sample stored as the difference from its left neighbour's, mod 2^16
             out.append(np.cumsum(block, axis=1, dtype=np.uint16))
         else:
-            out.append(block.astype(np.uint16 if kind == "u16" else np.float32))
+            out.append(block.astype(_out_type(kind)))
     return out
 
 
+def _out_type(kind: str) -> type:
+    """What :func:`read_tiff` returns for ``kind``: uint16, float32 (16- and 32-bit floats) or float64."""
+    return {"u16": np.uint16, "f64": np.float64}.get(kind, np.float32)
+
+
 def read_tiff(data: bytes) -> tuple[np.ndarray, bool]:
-    """(uint16 or float32 (H, W, C), associated) of the TIFF file ``data``, one :func:`tiff_kind` names: C = 3 (RGB)
+    """(uint16, float32 or float64 (H, W, C), associated) of the TIFF file ``data``, one :func:`tiff_kind` names
+    (floats of 16 bits widened to 32): C = 3 (RGB)
     or 1 (gray, white-is-zero inverted), plus 1 when the next sample is alpha; ``associated``: that alpha is
     premultiplied into the colours.
 
@@ -282,7 +325,7 @@ def read_tiff(data: bytes) -> tuple[np.ndarray, bool]:
     bo, tags = _ifd(data)
     kind = _kind(tags)
     if kind is None:
-        raise ValueError("not a 16-bit RGB, gray-with-alpha or white-is-zero TIFF, nor a float colour one")
+        raise ValueError("not a 16-bit RGB, gray-with-alpha or white-is-zero TIFF, nor a float one Pillow cannot read")
 
     def one(name: str, default=None):
         v = tags.get(TAGS[name])
@@ -294,16 +337,17 @@ def read_tiff(data: bytes) -> tuple[np.ndarray, bool]:
     compression, predictor, planar = one("compression", 1), one("predictor", 1), one("planar", 1)
     if compression not in COMPRESSIONS:
         raise ValueError(f"TIFF compression {compression} is not read; save with none, LZW, Deflate or PackBits")
-    if predictor not in ((1, 2) if kind == "u16" else (1,)) or planar not in (1, 2) or w < 1 or h < 1:
+    if predictor not in ((1, 2) if kind == "u16" else (1, 3)) or planar not in (1, 2) or w < 1 or h < 1:
         raise ValueError(
-            f"TIFF predictor {predictor} / planar configuration {planar} is not read; save without a predictor"
+            f"TIFF predictor {predictor} / planar configuration {planar} is not read for {kind} samples; save "
+            "without a predictor"
         )
     blocks = _blocks(data, tags, bo, h, w, spp if planar == 1 else 1, kind)
     planes = 1 if planar == 1 else spp
     if len(blocks) % planes:
         raise ValueError("TIFF strips or tiles do not divide among its sample planes")
     per_plane = len(blocks) // planes
-    out = np.empty((h, w, spp), dtype=np.uint16 if kind == "u16" else np.float32)
+    out = np.empty((h, w, spp), dtype=_out_type(kind))
     for p in range(planes):
         mine = blocks[p * per_plane : (p + 1) * per_plane]
         channels = slice(None) if planar == 1 else slice(p, p + 1)
