@@ -219,10 +219,10 @@ def _filtered(a: np.ndarray) -> bytearray:
     return out
 
 
-def write_png16(path, a: np.ndarray, interlace: bool = False) -> None:
-    """A reference 16-bit gray + alpha, RGB or RGBA PNG writer, written byte by byte from the PNG specification;
-    ``interlace``: Adam7, the seven passes' reduced images (Sec. 8.2) one after the other, each filtered on its
-    own."""
+def write_png16(path, a: np.ndarray, interlace: bool = False, key: tuple[int, ...] | None = None) -> None:
+    """A reference 16-bit gray, gray + alpha, RGB or RGBA PNG writer, written byte by byte from the PNG
+    specification; ``interlace``: Adam7, the seven passes' reduced images (Sec. 8.2) one after the other, each
+    filtered on its own; ``key``: a tRNS chunk naming that gray level or RGB colour transparent."""
     import struct
     import zlib
 
@@ -240,8 +240,9 @@ def write_png16(path, a: np.ndarray, interlace: bool = False) -> None:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, {2: 4, 3: 2, 4: 6}[c], 0, 0, int(interlace))
-    data = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b"")
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, int(interlace))
+    trns = chunk(b"tRNS", struct.pack(f">{len(key)}H", *key)) if key is not None else b""
+    data = chunk(b"IHDR", ihdr) + trns + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + data)
 
 
@@ -277,6 +278,33 @@ def test_16bit_gray_png_with_alpha_keeps_16bit_precision(tmp_path):
     x = read_image(tmp_path / "la.png").double().numpy()
     g, alpha = a[..., 0] / 65535, a[..., 1] / 65535
     assert x.shape == (1, 5, 7) and np.allclose((x[0] + 1) / 2, g * alpha + 1 - alpha, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_16bit_png_s_transparent_colour_key_is_composited_over_white(tmp_path, channels):
+    """tRNS of a 16-bit gray or RGB PNG: the pixels of exactly that level or colour are transparent (white here,
+    as alpha 0 is); a pixel one step off the key stays as it is. Pillow drops the gray key; a 16-bit gray PNG
+    without one is still read by Pillow, at full precision."""
+    from torchdiffusion.data import read_image
+
+    rng = np.random.default_rng(channels)
+    a = rng.integers(0, 60000, (6, 9, channels), dtype=np.uint16)
+    key = tuple(int(v) for v in a[2, 3])
+    a[4, 1] = a[2, 3]
+    a[5, 5] = a[2, 3] + 1  # one step off in every sample: opaque
+    write_png16(tmp_path / "k.png", a, key=key)
+    with Image.open(tmp_path / "k.png") as im:
+        pillow = np.asarray(im.convert("I") if channels == 1 else im.convert("RGB"))
+    x = read_image(tmp_path / "k.png").double().numpy().transpose(1, 2, 0)
+    want = a / 65535
+    want[2, 3] = want[4, 1] = 1.0  # transparent over white
+    assert x.shape == want.shape and np.allclose((x + 1) / 2, want, atol=1e-6)
+    if channels == 1:
+        assert pillow[2, 3] == a[2, 3, 0]  # Pillow: the key's pixels as they are stored, not transparent
+    raw = read_image(tmp_path / "k.png", raw=True).double().numpy().transpose(1, 2, 0)
+    assert np.allclose(raw, want * 65535, atol=1e-3)  # data.scale: the stored numbers, the key's pixels white
+    write_png16(tmp_path / "plain.png", a)  # no key: nothing transparent
+    assert np.allclose((read_image(tmp_path / "plain.png").double().numpy().transpose(1, 2, 0) + 1) / 2, a / 65535)
 
 
 @pytest.mark.parametrize("h, w", [(13, 11), (1, 1), (3, 9), (8, 8), (2, 17)])

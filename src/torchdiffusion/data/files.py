@@ -12,9 +12,10 @@ Images (``read_image`` and the ``folder`` source):
     ``data.channels`` says 1 or 3.
   * 16-bit grayscale PNG/TIFF (Pillow modes ``I;16*``, or ``I`` holding 16-bit values) are scaled from the
     format's range 0..65535 (whatever the values in the file), keeping their 16-bit precision, and so are
-    16-bit RGB, RGBA and gray-with-alpha PNGs and TIFFs and white-is-zero gray TIFFs (read by :mod:`.png16` and
-    :mod:`.tiff`: Pillow would keep 8 bits, or not open them, or not invert them); float TIFF (gray, Pillow's mode
-    ``F``, or colour, read by :mod:`.tiff`) must hold values in [0, 1], 32-bit integer TIFF values in 0..65535.
+    16-bit RGB, RGBA, gray-with-alpha and colour-keyed (tRNS) PNGs, 16-bit RGB(A) and gray-with-alpha TIFFs and
+    white-is-zero gray TIFFs (read by :mod:`.png16` and :mod:`.tiff`: Pillow would keep 8 bits, drop the key, not
+    open them, or not invert them); float TIFF (gray, Pillow's mode ``F``, or colour, or of 16 or 64 bits, read by
+    :mod:`.tiff`) must hold values in [0, 1], 32-bit integer TIFF values in 0..65535.
     With ``data.scale`` set, every file is read as the numbers stored in it (0..255, 0..65535, signed or 32-bit
     integers, floats of any range) and the folder's range is mapped to [-1, 1] (data/scale.py).
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files

@@ -1,9 +1,13 @@
 """16-bit colour and gray-with-alpha PNGs at full precision (Pillow decodes them to 8 bits per channel).
 
-A small reader for the cases Pillow truncates: bit depth 16, colour type 2 (RGB), 4 (gray + alpha) or 6 (RGBA),
-plain or Adam7-interlaced. It follows the PNG specification (W3C PNG 2nd ed., Sec. 9 "Filtering"): the IDAT stream is
-inflated, then each scanline's filter (None, Sub, Up, Average, Paeth) is undone byte by byte with ``bpp`` =
-bytes per pixel, and samples are big-endian. An interlaced image (Sec. 8.2) is seven reduced images one after
+A small reader for the cases Pillow truncates or misreads: bit depth 16, colour type 2 (RGB), 4 (gray + alpha) or 6
+(RGBA), and 0 (gray) with a tRNS chunk (whose transparent colour Pillow drops for 16-bit gray); plain or
+Adam7-interlaced. A tRNS chunk of colour type 0 or 2 (Sec. 11.3.2.1) names one gray level or RGB colour, in 16-bit
+samples, whose pixels are fully transparent: it becomes an alpha channel, 0 there and 65535 elsewhere.
+
+It follows the PNG specification (W3C PNG 2nd ed., Sec. 9 "Filtering"): the IDAT stream is inflated, then each
+scanline's filter (None, Sub, Up, Average, Paeth) is undone byte by byte with ``bpp`` = bytes per pixel, and
+samples are big-endian. An interlaced image (Sec. 8.2) is seven reduced images one after
 the other, each filtered on its own (its first row's "previous row" is zeros); pass p holds the pixels
 (y0 + i dy, x0 + j dx) of ADAM7[p] = (x0, y0, dx, dy), and a pass with no pixels takes no bytes.
 """
@@ -17,20 +21,28 @@ from pathlib import Path
 import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CHANNELS = {2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel: RGB, gray + alpha, RGBA
+CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel: gray, RGB, gray + alpha, RGBA
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
 def is_png16(path: Path) -> bool:
-    """Whether ``path`` starts like a 16-bit RGB, gray + alpha or RGBA PNG (the IHDR chunk comes first)."""
+    """Whether ``path`` starts like a 16-bit RGB, gray + alpha or RGBA PNG (the IHDR chunk comes first), or a
+    16-bit gray one with a tRNS chunk (before its image data, as the specification places it)."""
     try:
         with open(path, "rb") as f:
             head = f.read(29)
+            if len(head) < 29 or head[:8] != SIGNATURE or head[12:16] != b"IHDR" or head[24] != 16:
+                return False  # bit depth
+            if head[25] != 0:
+                return head[25] in CHANNELS  # colour type
+            f.seek(33)  # after IHDR: walk the chunk headers up to the first IDAT
+            while len(top := f.read(8)) == 8 and top[4:] != b"IDAT":
+                if top[4:] == b"tRNS":
+                    return True
+                f.seek(struct.unpack(">I", top[:4])[0] + 4, 1)
     except OSError:
         return False
-    if len(head) < 29 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
-        return False
-    return head[24] == 16 and head[25] in CHANNELS  # bit depth, colour type
+    return False
 
 
 def _chunks(data: bytes):
@@ -68,7 +80,8 @@ def _unfilter_row(kind: int, line: np.ndarray, prev: np.ndarray, bpp: int) -> np
 
 
 def read_png16(path: Path) -> np.ndarray:
-    """A 16-bit RGB, gray + alpha or RGBA PNG as uint16 (H, W, 3, 2 or 4).
+    """A 16-bit RGB, gray + alpha or RGBA PNG as uint16 (H, W, 3, 2 or 4); gray or RGB with a tRNS colour key as
+    (H, W, 2 or 4), its alpha 0 on the key's pixels (gray without one: (H, W, 1)).
 
     Raises:
         ValueError: not such a PNG, or corrupt (the caller names the file).
@@ -76,12 +89,14 @@ def read_png16(path: Path) -> np.ndarray:
     data = Path(path).read_bytes()
     if not data.startswith(SIGNATURE):
         raise ValueError("not a PNG file")
-    header, idat = None, []
+    header, idat, key = None, [], None
     for kind, body in _chunks(data):
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body[:13])
         elif kind == b"IDAT":
             idat.append(body)
+        elif kind == b"tRNS":
+            key = body
     if header is None:
         raise ValueError("PNG without an IHDR chunk")
     w, h, depth, ctype, _, _, interlace = header
@@ -95,16 +110,26 @@ def read_png16(path: Path) -> np.ndarray:
     except zlib.error as e:
         raise ValueError(f"corrupt PNG data ({e})") from None
     if not interlace:
-        return _samples(_unfilter(raw, h, w, bpp)[0], h, w, CHANNELS[ctype])
-    out = np.empty((h, w, CHANNELS[ctype]), dtype=np.uint16)
-    pos = 0
-    for x0, y0, dx, dy in ADAM7:  # Sec. 8.2: seven reduced images, each filtered on its own
-        ph, pw = -(-(h - y0) // dy), -(-(w - x0) // dx)  # rows and columns of this pass (0: it takes no bytes)
-        if ph > 0 and pw > 0:
-            rows, used = _unfilter(raw[pos:], ph, pw, bpp)
-            out[y0::dy, x0::dx] = _samples(rows, ph, pw, CHANNELS[ctype])
-            pos += used
-    return out
+        out = _samples(_unfilter(raw, h, w, bpp)[0], h, w, CHANNELS[ctype])
+    else:
+        out = np.empty((h, w, CHANNELS[ctype]), dtype=np.uint16)
+        pos = 0
+        for x0, y0, dx, dy in ADAM7:  # Sec. 8.2: seven reduced images, each filtered on its own
+            ph, pw = -(-(h - y0) // dy), -(-(w - x0) // dx)  # rows and columns of this pass (0: it takes no bytes)
+            if ph > 0 and pw > 0:
+                rows, used = _unfilter(raw[pos:], ph, pw, bpp)
+                out[y0::dy, x0::dx] = _samples(rows, ph, pw, CHANNELS[ctype])
+                pos += used
+    return _keyed(out, key) if ctype in (0, 2) and key is not None else out
+
+
+def _keyed(out: np.ndarray, key: bytes) -> np.ndarray:
+    """Gray or RGB samples with the alpha channel of a tRNS colour key: 0 where every sample equals the key's."""
+    if len(key) < 2 * out.shape[-1]:
+        raise ValueError("corrupt PNG tRNS chunk")
+    colour = np.frombuffer(key[: 2 * out.shape[-1]], dtype=">u2").astype(np.uint16)
+    alpha = np.where((out == colour).all(axis=-1, keepdims=True), 0, 65535).astype(np.uint16)
+    return np.concatenate([out, alpha], axis=-1)
 
 
 def _unfilter(raw: np.ndarray, h: int, w: int, bpp: int) -> tuple[np.ndarray, int]:
