@@ -272,3 +272,69 @@ def test_editing_a_run_of_float_tiffs_in_kelvins_reads_new_tiffs_in_kelvins(tmp_
         rc, _, err = cli(command, run, "--images", tmp_path / "new.tiff", *extra, "--steps", "2",
                          "--out", tmp_path / f"{command}.png")  # fmt: skip
         assert rc == 0, err
+
+
+def test_a_latent_run_maps_its_images_by_its_autoencoders_data_scale(tmp_path, monkeypatch):
+    """An autoencoder trained on float TIFFs in kelvins (data.scale) lends a latent run its map: the run's images
+    (here a subset, without the autoencoder's hottest image) are encoded as the autoencoder saw them, the bounds
+    recorded are the autoencoder's, samples come back in kelvins by them, and editing inputs come in by them. A
+    map of the run's own is refused, as is one given to an autoencoder of pictures."""
+    from PIL import Image
+
+    from torchdiffusion.commands.inpaint import load_inputs
+
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path / "cache"))
+    a = _units((16, 3, 8, 8))[:, 0]
+    a[0] += 60  # the hottest image: only the autoencoder's data has it
+    for folder, images in (("all", a), ("cool", a[1:])):
+        (tmp_path / folder).mkdir()
+        for i, im in enumerate(images):
+            Image.fromarray(im, mode="F").save(tmp_path / folder / f"{i:02d}.tiff")
+    pixels = ["--set", "data.source=folder", "--set", "data.image_size=null", "--set", "data.holdout=4"]
+    ae = tmp_path / "ae"
+    rc, _, err = cli("train-autoencoder", "--preset", "tiny-ae", *pixels, "--set", f"data.path={tmp_path / 'all'}",
+                     "--set", "data.scale=minmax", "--set", "train.images=64", "--no-progress",
+                     "--out", ae)  # fmt: skip
+    assert rc == 0, err
+    ae_data = json.loads((ae / "config.json").read_text())["data"]
+    assert ae_data["scale"] == "minmax" and ae_data["scale_hi"][0] == pytest.approx(float(a.max()))
+    latent = [*pixels, "--set", f"data.path={tmp_path / 'cool'}", "--set", f"data.latents_of={ae}",
+              "--set", "model.num_classes=0", "--set", "model.channel_mult=1,2", "--set", "model.attn_resolutions=",
+              *SMALL]  # fmt: skip
+    run = tmp_path / "run"
+    rc, _, err = cli("train", "--preset", "digits-test", *latent, "--out", run)
+    assert rc == 0, err  # float pixels beyond [0, 1] were refused, naming a data.scale of the run's own
+    data = json.loads((run / "config.json").read_text())["data"]
+    assert (data["scale"], data["scale_lo"], data["scale_hi"]) == ("minmax", ae_data["scale_lo"], ae_data["scale_hi"])
+    assert data["scale_hi"][0] > float(a[1:].max()) + 30  # the autoencoder's bounds, not the run's own images'
+    loaded = load_run(run)
+    rc, _, err = cli("sample", run, "--n", "3", "--steps", "2", "--save-npy", "--out", tmp_path / "s.png")
+    assert rc == 0, err
+    s = np.load(tmp_path / "s.npy")
+    (lo,), (hi,) = data["scale_lo"], data["scale_hi"]
+    assert s.shape == (3, 1, 8, 8) and lo - 1e-3 <= s.min() and s.max() <= hi + 1e-3 and s.mean() > 200  # kelvins
+    new = (a[3] + 2).astype(np.float32)
+    Image.fromarray(new, mode="F").save(tmp_path / "new.tiff")
+    x = load_inputs(loaded, argparse.Namespace(images=[tmp_path / "new.tiff"]))
+    torch.testing.assert_close(x[0, 0], 2 * (torch.from_numpy(new) - lo) / (hi - lo) - 1)
+    rc, _, err = cli("img2img", run, "--images", tmp_path / "new.tiff", "--strength", "0.5", "--steps", "2",
+                     "--out", tmp_path / "edit.png")  # fmt: skip
+    assert rc == 0, err
+    for extra, words in (
+        (["--set", "data.scale=percentile"], "maps its images by data.scale=minmax"),
+        (["--set", "data.scale=minmax", "--set", "data.scale_lo=0", "--set", "data.scale_hi=1"], "leave data.scale"),
+    ):
+        rc, _, err = cli("train", "--preset", "digits-test", *latent, *extra, "--out", tmp_path / "other")
+        assert_clean_error(rc, err, words)
+        assert not (tmp_path / "other").exists()
+    rc, _, err = cli("train", "--preset", "digits-test", *latent, "--set", "data.scale=minmax",
+                     "--out", tmp_path / "same")  # fmt: skip
+    assert rc == 0, err  # the autoencoder's own scale, named: its bounds all the same
+    assert json.loads((tmp_path / "same" / "config.json").read_text())["data"]["scale_hi"] == data["scale_hi"]
+    from test_latent import make_autoencoder
+
+    pictures = make_autoencoder(tmp_path / "pictures-ae")  # weights alone: images read as pictures
+    mapped = [*latent, "--set", f"data.latents_of={pictures}", "--set", "data.scale=minmax"]
+    rc, _, err = cli("train", "--preset", "digits-test", *mapped, "--out", tmp_path / "other")
+    assert_clean_error(rc, err, "was trained on images read as pictures (no data.scale)")
+    assert not (tmp_path / "other").exists()

@@ -6,7 +6,10 @@
 
 The diffusion model only ever sees ``z``: the training loop, every sampler, guidance and editing wrapper work
 on it unchanged, since they only call ``D(z, sigma)``. The data section of a latent run still describes the
-*pixel* data (source, image size, channels, holdout); it must match the images the autoencoder was trained on.
+*pixel* data (source, image size, channels, holdout); it must match the images the autoencoder was trained on,
+and its images are mapped to [-1, 1] as the autoencoder's were: an autoencoder trained on data in its own units
+(``data.scale``, float TIFFs in kelvins say) lends the latent run its map and bounds (:func:`with_pixel_map`), so
+the run's samples go back to those units and editing inputs come in by them.
 
 The latents of a data set are encoded once and cached as a ``.npy`` in ``cache_dir("latents")``, memory-mapped
 when training reads it. The file name is a digest of the images themselves (their values' sha256) and the
@@ -24,7 +27,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,7 @@ class LatentCodec:
 
     autoencoder: Any
     path: Path
+    pixel_map: tuple[str, tuple[float, ...], tuple[float, ...]] | None = None  # its data.scale, scale_lo, scale_hi
 
     @property
     def sha256(self) -> str:
@@ -117,7 +121,57 @@ def open_codec(path: str | Path, device: str | torch.device = "cpu") -> LatentCo
     except (ValueError, OSError) as e:  # AutoencoderError: another kind of run, missing or damaged weights
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"data.latents_of: {msg}") from None
-    return LatentCodec(ae, p)
+    return LatentCodec(ae, p, _pixel_map_of(p))
+
+
+def _pixel_map_of(run: Path) -> tuple[str, tuple[float, ...], tuple[float, ...]] | None:
+    """The ``data.scale`` map an autoencoder run's config.json records (its scale and bounds), None without one
+    (images read as pictures, or weights without a run config)."""
+    try:
+        data = json.loads((run / "config.json").read_text()).get("data", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    lo, hi = data.get("scale_lo") or (), data.get("scale_hi") or ()
+    if not lo:
+        return None
+    return str(data.get("scale")), tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+
+
+def with_pixel_map(cfg: DataConfig, codec: LatentCodec) -> DataConfig:
+    """A latent run's data section with its autoencoder's pixel map: the ``data.scale`` and bounds the autoencoder
+    recorded, for the images to be encoded as the autoencoder saw them (and samples, decoded, to go back to the
+    data's units by the same bounds); ``cfg`` itself when neither maps its images.
+
+    Raises:
+        ConfigError: the run sets a map of its own (another scale or other bounds than the autoencoder's, or one
+            the autoencoder does not have), or a source that gives pictures to an autoencoder of data in its own
+            units.
+    """
+    from .data import SOURCES, scale_of
+
+    mine = scale_of(cfg)
+    if codec.pixel_map is None:
+        if mine != "auto" or cfg.scale_lo:
+            raise ConfigError(
+                f"data.latents_of={codec.path} was trained on images read as pictures (no data.scale), so this "
+                f"run's images cannot be mapped by data.scale={cfg.scale}: leave data.scale unset, or train the "
+                "autoencoder with it"
+            )
+        return cfg
+    how, lo, hi = codec.pixel_map
+    told = f"data.scale={how} with bounds {list(lo)} .. {list(hi)}"
+    src = SOURCES.get(cfg.source)
+    if src is None or "scale" not in src.reads:
+        raise ConfigError(
+            f"data.latents_of={codec.path} encodes images in their own units ({told}); data.source={cfg.source} "
+            "gives pictures: use the folder or array source the autoencoder was trained on"
+        )
+    if (cfg.scale not in ("auto", how)) or (cfg.scale_lo and (tuple(cfg.scale_lo), tuple(cfg.scale_hi)) != (lo, hi)):
+        raise ConfigError(
+            f"data.latents_of={codec.path} maps its images by {told}; a latent run reads its images by its "
+            "autoencoder's map: leave data.scale, data.scale_lo and data.scale_hi unset"
+        )
+    return replace(cfg, scale=how, scale_lo=lo, scale_hi=hi)
 
 
 def check_image_shape(codec: LatentCodec, shape: tuple[int, ...]) -> None:
@@ -160,6 +214,7 @@ def load_latents(
     if codec is None and not cfg.latents_of:
         raise ConfigError("load_latents needs data.latents_of")
     codec = codec if codec is not None else open_codec(cfg.latents_of)
+    cfg = with_pixel_map(cfg, codec)  # the images mapped to [-1, 1] as the autoencoder's were
     pixels = load_data(cfg, split=split, seed=seed)
     if pixels.kind != "image":
         raise ConfigError(f"data.latents_of needs image data; {cfg.source} gives {pixels.kind} data")

@@ -65,8 +65,9 @@ def check_edit_options(args: argparse.Namespace) -> None:
 def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
     """(N, C, H, W) images in [-1, 1]: the files of --images (resized to the run's size), or --n examples of the
     run's data starting at --index (its holdout split when the run kept one, else its training data). A run whose
-    ``data.scale`` mapped its images' own units (float TIFFs in kelvins, say) reads the files as its data was read
-    and maps them by its recorded bounds (data/scale.py)."""
+    ``data.scale`` mapped its images' own units (float TIFFs in kelvins, say; for a latent run, its autoencoder's
+    map, which it records as its own) reads the files as its data was read and maps them by its recorded bounds
+    (data/scale.py)."""
     import torch
 
     from ..edit import EditError
@@ -77,7 +78,7 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
     if args.images:
         from ..data import read_image
 
-        own_units = bool(run_.config.data.scale_lo) and run_.codec is None
+        own_units = bool(run_.config.data.scale_lo)
         x = torch.stack([read_image(f, size=(H, W), channels=C, raw=own_units) for f in args.images])
         return run_.to_model_units(x) if own_units else x
     from ..data import load_data

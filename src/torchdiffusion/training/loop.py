@@ -206,16 +206,17 @@ def bucket_index(model: Precond, sigma: Tensor, edges: list[float]) -> Tensor:
 
 
 def _fit_latents(cfg: RunConfig, data: Any, out: Path, resume: bool) -> RunConfig:
-    """A latent run: the autoencoder must be the one a resumed run was trained with, and x0_hat is not clamped
-    to [-1, 1] (latents have no such range; the decoded images are clamped)."""
+    """A latent run: the autoencoder must be the one a resumed run was trained with, the images are mapped by its
+    pixel map (``data.scale``, recorded in config.json as the run's own; latent.with_pixel_map), and x0_hat is not
+    clamped to [-1, 1] (latents have no such range; the decoded images are clamped)."""
     codec = getattr(data, "codec", None)
     if codec is None:
         return cfg
-    if resume:
-        from ..latent import check_resume
+    from ..latent import check_resume, with_pixel_map
 
+    if resume:
         check_resume(out, codec)
-    return replace(cfg, sample=replace(cfg.sample, clip_denoised=False))
+    return replace(cfg, data=with_pixel_map(cfg.data, codec), sample=replace(cfg.sample, clip_denoised=False))
 
 
 def _data_info(data: Any) -> dict:
