@@ -27,8 +27,8 @@ EXAMPLES = """examples:
   torchdiffusion sample --list-samplers"""
 
 
-# what write_samples puts beside its picture: settings, --gif, --save-npy, --save-nifti
-SIDECARS = (".json", ".gif", ".npy", ".nii.gz")
+# what write_samples puts beside its picture: settings, --gif, --save-npy, --save-nifti, --save-wav
+SIDECARS = (".json", ".gif", ".npy", ".nii.gz", ".wav")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="volume runs: also save the samples as one NIfTI series (.nii.gz, X x Y x Z x N) in the data's own "
         "units, on the grid (affine) of the NIfTI files the run was trained on",
+    )
+    p.add_argument(
+        "--save-wav",
+        action="store_true",
+        help="runs trained on WAV files (data.source=wav): also save the samples as one WAV file, at the training "
+        "files' sample rate, one after another with a quarter second of silence between them",
     )
     p.add_argument(
         "--list-samplers", action="store_true", help="list the samplers with their settings and defaults, and exit"
@@ -261,9 +267,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--save-nifti writes one-channel volumes; {args.run} holds {run_.kind} data of shape {run_.data_shape}"
         )
-    json_, gif, npy, nifti = SIDECARS  # the settings record always, the GIF and arrays when asked for
+    from ..data.wav import WavFormat
+
+    if args.save_wav and WavFormat.from_dict(run_.info.get("schema")) is None:
+        raise ConfigError(
+            f"--save-wav writes the series of a run trained on WAV files (data.source=wav); {args.run} holds "
+            f"{run_.kind} data from {run_.config.data.source}"
+        )
+    json_, gif, npy, nifti, wav = SIDECARS  # the settings record always, the GIF and arrays when asked for
     asked = (json_, *((gif,) if args.gif else ()), *((npy,) if args.save_npy else ()))
-    check_output_file(out, sidecars=(*asked, *((nifti,) if args.save_nifti else ())))
+    asked += (*((nifti,) if args.save_nifti else ()), *((wav,) if args.save_wav else ()))
+    check_output_file(out, sidecars=asked)
     paths = write_samples(
         run_,
         sample,
@@ -271,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
         gif=args.gif,
         save_npy=args.save_npy,
         save_nifti=args.save_nifti,
+        save_wav=args.save_wav,
         cond=cond,
         uncond=uncond,
         wrap=wrap,
@@ -288,12 +303,13 @@ def write_samples(
     gif: bool = False,
     save_npy: bool = False,
     save_nifti: bool = False,
+    save_wav: bool = False,
     cond=None,
     uncond=None,
     wrap=None,
     progress: bool = True,
 ) -> list[Path]:
-    """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy, + NIfTI).
+    """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy, + NIfTI, + WAV).
 
     ``cond``/``uncond``/``wrap``: conditioning, negative conditioning and denoiser wrapper, as in generate().
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
@@ -340,6 +356,11 @@ def write_samples(
 
         grid = NiftiGrid.from_dict(run_.info.get("schema"))
         paths.append(write_nifti(out.with_suffix(SIDECARS[3]), values.numpy(), grid))
+    if save_wav:  # at the rate of the training recordings (data/wav.py WavFormat)
+        from ..data.wav import WavFormat, write_wav
+
+        rate = WavFormat.from_dict(run_.info.get("schema")).sample_rate
+        paths.append(write_wav(out.with_suffix(SIDECARS[4]), values.numpy(), rate))
     if recorder is not None:
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.

@@ -260,12 +260,18 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
     channels = cfg.channels or max(x.shape[1] for x in images)
     x = torch.cat([match_channels(im, channels) for im in images])
 
-    labels = class_names = None
-    rel = [f.relative_to(root).parts for f in files]
-    if all(len(r) >= 2 for r in rel) and len({r[0] for r in rel}) >= 2:
-        class_names = sorted({r[0] for r in rel})
-        labels = torch.tensor([class_names.index(r[0]) for r in rel], dtype=torch.long)
+    labels, class_names = folder_classes(root, files)
     return TensorData(x, labels=labels, class_names=class_names, name=f"folder:{root}")
+
+
+def folder_classes(root: Path, files: list[Path]) -> tuple[Tensor | None, list[str] | None]:
+    """(labels, class names) of files under ``root`` by their first-level subfolder: classes when every file lies
+    in one and there are at least two, else (None, None)."""
+    rel = [f.relative_to(root).parts for f in files]
+    if not (all(len(r) >= 2 for r in rel) and len({r[0] for r in rel}) >= 2):
+        return None, None
+    names = sorted({r[0] for r in rel})
+    return torch.tensor([names.index(r[0]) for r in rel], dtype=torch.long), names
 
 
 # The array source
