@@ -1,6 +1,7 @@
 """WAV recordings as signals: files written by independent writers (Python's ``wave`` for integer PCM, scipy for
 floats) read back sample for sample as fractions of full scale; the ``wav`` source's folder rules and refusals;
-``sample --save-wav`` written at the recordings' rate and read back by scipy."""
+``sample --save-wav`` and ``impute --out x.wav`` written at the recordings' rate and read back by scipy, WAV
+inputs to ``impute`` and ``outpaint`` at the run's rate."""
 
 from __future__ import annotations
 
@@ -166,6 +167,21 @@ def test_a_run_on_wav_files_samples_wav_at_their_rate(tmp_path):
         if k < 2:
             assert not audio[k * (32 + gap) + 32 : (k + 1) * (32 + gap)].any()
     assert "s.wav" in json.loads((tmp_path / "s.json").read_text())["files"]
+    clip = tmp_path / "d" / "low" / "2.wav"  # a recording repaired (a stretch filled in) and continued, as WAV
+    rc, _, err = cli("impute", run, "--series", clip, "--mask", "span:0.4,0.6", "--steps", "2",
+                     "--out", tmp_path / "fixed.wav")  # fmt: skip
+    assert rc == 0, err
+    rate, fixed = wavfile.read(tmp_path / "fixed.wav")
+    given = read_wav(clip.read_bytes())[0][0]
+    kept = np.r_[0:12, 20:32]  # outside the hidden 40-60 % of 32 points
+    assert rate == 4000 and fixed.shape == (32,) and np.array_equal(fixed[kept], given[kept].astype(np.float32))
+    rc, _, err = cli("outpaint", run, "--series", clip, "--right", "8", "--samples", "2", "--steps", "2",
+                     "--out", tmp_path / "fc.png")  # fmt: skip
+    assert rc == 0, err
+    assert np.load(tmp_path / "fc.npy").shape == (1, 2, 1, 40)
+    _pcm(tmp_path / "fast.wav", np.zeros((32, 1), dtype=np.int64), 16, rate=8000)
+    rc, _, err = cli("impute", run, "--series", tmp_path / "fast.wav", "--out", tmp_path / "f.npy")
+    assert_clean_error(rc, err, "fast.wav is sampled at 8000 Hz; the run's series are at 4000 Hz")
     csv = tmp_path / "series.csv"
     csv.write_text("\n".join(",".join(str(v) for v in rng.standard_normal(16)) for _ in range(12)) + "\n")
     other = tmp_path / "csv-run"
@@ -179,3 +195,5 @@ def test_a_run_on_wav_files_samples_wav_at_their_rate(tmp_path):
     rc, _, err = cli("sample", other, "--n", "1", "--steps", "1", "--save-wav", "--out", tmp_path / "c.png")
     assert_clean_error(rc, err, "--save-wav writes the series of a run trained on WAV files")
     assert not (tmp_path / "c.png").exists()
+    rc, _, err = cli("impute", other, "--series", clip, "--out", tmp_path / "c.wav")
+    assert_clean_error(rc, err, "--out must end in .npy or .csv (.wav for a run trained on WAV files)")

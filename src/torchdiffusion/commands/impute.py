@@ -26,11 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="table with missing cells (tables)")
     p.add_argument("--text", action="append", help="text with masked symbols (sequences); repeat for several")
     p.add_argument("--mask-char", default="_", help="the symbol that marks what to fill in texts (default _)")
-    p.add_argument("--series", help="signals with missing (NaN) points: .npy, .npz or .csv (signals)")
+    p.add_argument(
+        "--series", help="signals with missing (NaN) points: .npy, .npz or .csv, or a .wav recording (signals)"
+    )
     p.add_argument("--mask", help="signals: also hide this stretch of every series, e.g. span:0.4,0.6")
     p.add_argument("--resample", type=positive_int(1000), default=1, help="signals: RePaint passes per segment")
     p.add_argument("--jump", type=positive_int(MAX_STEPS), help="signals: RePaint jump length (default steps // 4)")
-    p.add_argument("--out", help="output .csv / .txt (default RUN/imputed/<name>)")
+    p.add_argument(
+        "--out", help="output .csv / .txt; signals: .npy / .csv, or .wav for a WAV run (default RUN/imputed/<name>)"
+    )
     p.add_argument("--steps", type=positive_int(MAX_STEPS), help="sampling steps (default: the run's sample.steps)")
     p.add_argument("--seed", type=nonneg_int(MAX_SEED), default=0, help="row/text k uses seed + k (default 0)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
@@ -113,6 +117,7 @@ def impute_signals(run_, args: argparse.Namespace) -> int:
 
     from ..config import ConfigError
     from ..data.signal import read_signal_file
+    from ..data.wav import rate_of, write_wav
     from ..io import atomic_write
     from ..masks import make_mask
     from ..progress import step_bar
@@ -122,10 +127,12 @@ def impute_signals(run_, args: argparse.Namespace) -> int:
     if not args.series or args.csv or args.text:
         raise ConfigError("a signal run fills series: give --series FILE (and no --csv / --text)")
     out = Path(args.out) if args.out else run_.path / "imputed" / (Path(args.series).stem + ".npy")
-    if out.suffix.lower() not in (".npy", ".csv"):
-        raise ConfigError(f"--out must end in .npy or .csv, got {out}")
+    rate = rate_of(run_.info)  # a run trained on WAV recordings: their sample rate
+    if out.suffix.lower() not in (".npy", ".csv", *((".wav",) if rate is not None else ())):
+        wav = " (.wav for a run trained on WAV files)" if rate is None else " or .wav"
+        raise ConfigError(f"--out must end in .npy or .csv{wav}, got {out}")
     check_output_file(out, sidecars=(".png",))
-    a, _ = read_signal_file(args.series)
+    a, _ = read_signal_file(args.series, rate=rate)
     x = torch.from_numpy(a).float()
     if tuple(x.shape[1:]) != tuple(run_.data_shape):
         raise ConfigError(f"--series holds series of shape {tuple(x.shape[1:])}; the run's are {run_.data_shape}")
@@ -142,6 +149,8 @@ def impute_signals(run_, args: argparse.Namespace) -> int:
         y = torch.where(mask.bool().expand_as(y), given, y)  # the given points exactly as they were
     if out.suffix.lower() == ".npy":
         atomic_write(out, lambda f: np.save(f, y.numpy()))
+    elif out.suffix.lower() == ".wav":  # the series one after another, at the recordings' rate
+        write_wav(out, y.numpy(), rate)
     else:
         rows = y[:, 0] if y.shape[1] == 1 else y.flatten(1)
         atomic_write(out, "".join(",".join(f"{v:.7g}" for v in r.tolist()) + "\n" for r in rows))

@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--stride", type=positive_int(MAX_PIXELS), help="window step on the grown canvas (default: half the image size)"
     )
     g = p.add_argument_group("signals (forecasting)")
-    g.add_argument("--series", help="series to continue: .npy, .npz or .csv (default: the run's held-out series)")
+    g.add_argument("--series", help="series to continue: .npy, .npz, .csv or .wav (default: the run's held-out series)")
     g.add_argument("--samples", type=positive_int(MAX_PIXELS), default=32, help="continuations per series (default 32)")
     g.add_argument(
         "--cut", type=nonneg_int(MAX_PIXELS), default=0, help="drop the last CUT points first (drawn as truth)"
@@ -148,8 +148,9 @@ def _signal_inputs(run_, args: argparse.Namespace):
 
     if args.series:
         from ..data.signal import read_signal_file
+        from ..data.wav import rate_of
 
-        a, _ = read_signal_file(args.series)
+        a, _ = read_signal_file(args.series, rate=rate_of(run_.info))
         if np.isnan(a).any():
             raise ConfigError(f"{args.series} has missing values; fill them first (torchdiffusion impute)")
         return run_.to_model_units(torch.from_numpy(a).float())

@@ -267,9 +267,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--save-nifti writes one-channel volumes; {args.run} holds {run_.kind} data of shape {run_.data_shape}"
         )
-    from ..data.wav import WavFormat
+    from ..data.wav import rate_of
 
-    if args.save_wav and WavFormat.from_dict(run_.info.get("schema")) is None:
+    if args.save_wav and rate_of(run_.info) is None:
         raise ConfigError(
             f"--save-wav writes the series of a run trained on WAV files (data.source=wav); {args.run} holds "
             f"{run_.kind} data from {run_.config.data.source}"
@@ -357,10 +357,9 @@ def write_samples(
         grid = NiftiGrid.from_dict(run_.info.get("schema"))
         paths.append(write_nifti(out.with_suffix(SIDECARS[3]), values.numpy(), grid))
     if save_wav:  # at the rate of the training recordings (data/wav.py WavFormat)
-        from ..data.wav import WavFormat, write_wav
+        from ..data.wav import rate_of, write_wav
 
-        rate = WavFormat.from_dict(run_.info.get("schema")).sample_rate
-        paths.append(write_wav(out.with_suffix(SIDECARS[4]), values.numpy(), rate))
+        paths.append(write_wav(out.with_suffix(SIDECARS[4]), values.numpy(), rate_of(run_.info)))
     if recorder is not None:
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.

@@ -138,16 +138,31 @@ def ucr_loader(name: str):
     return load
 
 
-def read_signal_file(path: str | Path, target: str | None = None) -> tuple[np.ndarray, list[str] | None]:
-    """A CSV of one series per row (``signal_csv``), or a ``.npy``/``.npz`` of ``(N, C, L)`` or ``(N, L)``
-    series: (values (N, C, L) float64, NaN where missing; the label column's texts, or None).
+def read_signal_file(
+    path: str | Path, target: str | None = None, rate: float | None = None
+) -> tuple[np.ndarray, list[str] | None]:
+    """A CSV of one series per row (``signal_csv``), a ``.npy``/``.npz`` of ``(N, C, L)`` or ``(N, L)`` series,
+    or a WAV recording (one series, data/wav.py): (values (N, C, L) float64, NaN where missing; the label
+    column's texts, or None). ``rate``: the sample rate (Hz) of the run's series, which a WAV file must have.
 
     Raises:
-        DataError: a missing or unreadable file, ragged rows, a cell that is not a number.
+        DataError: a missing or unreadable file, ragged rows, a cell that is not a number, a WAV at another rate.
     """
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"{p} does not exist")
+    if p.suffix.lower() == ".wav":
+        from .wav import read_wav
+
+        try:
+            x, file_rate = read_wav(p.read_bytes())
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read {p}: {e}") from None
+        if rate is not None and abs(file_rate - rate) > 0.5:
+            raise DataError(
+                f"{p.name} is sampled at {file_rate} Hz; the run's series are at {rate:g} Hz - resample it to that rate"
+            )
+        return x[None], None
     if p.suffix.lower() in (".npy", ".npz"):
         from .files import _load_arrays
 
@@ -156,7 +171,7 @@ def read_signal_file(path: str | Path, target: str | None = None) -> tuple[np.nd
             raise DataError(f"{p.name} must hold (N, L) or (N, C, L) numbers, got {a.dtype} {a.shape}")
         return (a[:, None] if a.ndim == 2 else a).astype(np.float64), None
     if not p.name.lower().endswith((".csv", ".csv.gz")):
-        raise DataError(f"signal files are .csv (or .csv.gz), .npy or .npz, got {p.name}")
+        raise DataError(f"signal files are .csv (or .csv.gz), .npy, .npz or .wav, got {p.name}")
     try:
         rows, delimiter = read_rows(p)
     except (OSError, ValueError, csv.Error) as e:

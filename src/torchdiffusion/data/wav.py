@@ -142,6 +142,12 @@ def write_wav(path: Path, x: np.ndarray, rate: float, gap: float = 0.25) -> Path
     return atomic_write(path, wav_bytes(np.concatenate(parts, axis=1) if parts else x[0], rate))
 
 
+def rate_of(info: dict) -> float | None:
+    """The sample rate a run's run.json records (a run trained on WAV files), else None."""
+    fmt = WavFormat.from_dict(info.get("schema"))
+    return None if fmt is None else fmt.sample_rate
+
+
 def list_wavs(root: Path) -> list[Path]:
     """The ``.wav`` files under ``root``, recursively, sorted by relative path, hidden names skipped."""
     files = [
