@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (train + sample on MNIST-5k) and `make test`.
 # Both create .venv and install what they need on a fresh machine: `make demo` the package alone (training,
 # sampling, editing, explain pictures); `make test` (and `make install`, lint, docs) the package with every
-# optional extra - eval, text, video, bench, tensorboard, onnx, studio, volumes, signals: `pip install -e '.[dev,all]'` - and Debian's
+# optional extra - eval, text, video, bench, tensorboard, onnx, studio, volumes, signals, hdf5: `pip install -e '.[dev,all]'` - and Debian's
 # chromium for the studio's browser test (scripts/install_debian_browser.sh), so no test is skipped for a missing
 # extra.
 PYTHON ?= python3

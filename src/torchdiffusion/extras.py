@@ -24,6 +24,7 @@ EXTRAS = {
     "volumes": ("NIfTI volumes (data.source=nifti)", ("nibabel",)),
     "emoji": ("multi-code-point emoji and their names (data.emoji_set=sequences)", ("emoji",)),
     "signals": ("the UCR time-series sets read from the sktime wheel (data.source=ucr:<set>)", ("sktime",)),
+    "hdf5": ("HDF5 arrays (data.source=array data.path=FILE.h5)", ("h5py",)),
 }
 
 

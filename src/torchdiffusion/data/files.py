@@ -1,4 +1,4 @@
-"""User files: single images, a folder of PNG/JPEG/TIFF/WebP/BMP/GIF files, and .npy/.npz arrays.
+"""User files: single images, a folder of PNG/JPEG/TIFF/WebP/BMP/GIF files, and .npy/.npz/HDF5 arrays.
 
 Images (``read_image`` and the ``folder`` source):
   * PNG, JPEG, TIFF, WebP, BMP and GIF (``.png .jpg .jpeg .tif .tiff .webp .bmp .gif``, any case); a folder is
@@ -23,10 +23,14 @@ Images (``read_image`` and the ``folder`` source):
   * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
     the sub-folder names are the classes (``labels`` and ``class_names``, sorted).
 
-Arrays (the ``array`` source, ``data.path`` a ``.npy`` or ``.npz``):
+Arrays (the ``array`` source, ``data.path`` a ``.npy``, ``.npz``, or HDF5 ``.h5``/``.hdf5``):
   * In a ``.npz`` the examples are the key ``x`` or ``images`` (labels: ``labels`` or ``y``), or ``x_train``
     (labels: ``y_train``, as Keras saves its sets), or the only array beside the extras; ``captions`` holds
     optional strings, ``class_names`` optional names. Other sets of keys are refused, naming the keys.
+  * An HDF5 file (the ``hdf5`` extra, h5py) is read as an npz whose keys are its datasets: a dataset in a group
+    goes by its own name (``train/images`` as ``images``) unless two share it, then by its path; scalar datasets
+    (settings stored beside the data) are not arrays of examples and are left out; string datasets are read as
+    text. Only the datasets the roles take are read from disk.
   * Layout (``data.layout``; "auto" reads it from the shape, see :func:`array_layout`): ``(N, D)`` vectors
     (kind "vector"); ``(N, C, L)`` 1-D signals (kind "signal") when ``L >= 8 C``, else ``(N, H, W)`` grayscale;
     4-D images of any channel count: channels-first ``(N, C, H, W)`` or channels-last ``(N, H, W, C)`` (the
@@ -291,6 +295,8 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
                     raise DataError(f"{path} holds no arrays")
                 out = {k: z[k] for k in z.files}
             return _named_roles(out, path)
+        if path.suffix.lower() in HDF5_SUFFIXES:
+            return _load_hdf5(path)
     except DataError:
         raise
     except ValueError as e:
@@ -299,7 +305,48 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"cannot read {path}: {e}") from None
     except (OSError, EOFError) as e:
         raise DataError(f"cannot read {path}: {e}") from None
-    raise DataError(f"data.path must be a .npy or .npz file, got {path.name}")
+    raise DataError(f"data.path must be a .npy, .npz or HDF5 (.h5, .hdf5) file, got {path.name}")
+
+
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def _load_hdf5(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an HDF5 file by the npz's roles (module docstring), only the chosen datasets read."""
+    try:
+        import h5py
+    except ImportError:
+        from ..extras import missing
+
+        raise DataError(missing("hdf5", f"reading {path.name}")) from None
+    try:
+        with h5py.File(path, "r") as f:
+            found: dict[str, h5py.Dataset] = {}
+
+            def collect(name: str, obj) -> None:  # (a value returned would stop the walk)
+                if isinstance(obj, h5py.Dataset):
+                    found[name] = obj
+
+            f.visititems(collect)
+            found = {k: d for k, d in found.items() if d.ndim > 0}  # scalars: settings, not examples
+            if not found:
+                raise DataError(f"{path} holds no datasets of examples")
+            short = [k.rsplit("/", 1)[-1] for k in found]
+            named = {(s if short.count(s) == 1 else k): d for k, s, d in zip(found, short, found.values())}
+            roles = _named_roles(named, path)
+            return {k: _hdf5_values(d) for k, d in roles.items()}
+    except OSError as e:  # not an HDF5 file, or a damaged one
+        raise DataError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _hdf5_values(d) -> np.ndarray:
+    """A dataset's values; strings (variable or fixed length) as a numpy str array."""
+    if d.dtype.kind in "OS":
+        try:
+            return np.asarray(d.asstr()[()], dtype=str)
+        except (TypeError, ValueError):
+            pass  # not strings: the caller names the dtype it cannot use
+    return np.asarray(d[()])
 
 
 NPZ_EXAMPLES = ("x", "images", "x_train")  # the keys an npz's examples go by, in this order
@@ -433,9 +480,10 @@ def labels_from_array(a: np.ndarray, n: int, what: str) -> tuple[Tensor | None, 
 
 
 def load_array(cfg: DataConfig, seed: int) -> TensorData:
-    """Images, signals, vectors or volumes from ``cfg.path`` (.npy/.npz), labels from the npz or ``cfg.labels_path``."""
+    """Images, signals, vectors or volumes from ``cfg.path`` (.npy/.npz/HDF5), labels from the file or
+    ``cfg.labels_path``."""
     if not cfg.path:
-        raise DataError("the array source needs data.path=<file.npy or file.npz>")
+        raise DataError("the array source needs data.path=<file.npy, file.npz or file.h5>")
     path = Path(cfg.path).expanduser()
     arrays = _load_arrays(path)
     a = arrays["x"]

@@ -163,7 +163,7 @@ def read_signal_file(
                 f"{p.name} is sampled at {file_rate} Hz; the run's series are at {rate:g} Hz - resample it to that rate"
             )
         return x[None], None
-    if p.suffix.lower() in (".npy", ".npz"):
+    if p.suffix.lower() in (".npy", ".npz", ".h5", ".hdf5"):
         from .files import _load_arrays
 
         a = np.asarray(_load_arrays(p)["x"])
@@ -171,7 +171,7 @@ def read_signal_file(
             raise DataError(f"{p.name} must hold (N, L) or (N, C, L) numbers, got {a.dtype} {a.shape}")
         return (a[:, None] if a.ndim == 2 else a).astype(np.float64), None
     if not p.name.lower().endswith((".csv", ".csv.gz")):
-        raise DataError(f"signal files are .csv (or .csv.gz), .npy, .npz or .wav, got {p.name}")
+        raise DataError(f"signal files are .csv (or .csv.gz), .npy, .npz, .h5 or .wav, got {p.name}")
     try:
         rows, delimiter = read_rows(p)
     except (OSError, ValueError, csv.Error) as e:
