@@ -155,6 +155,8 @@ def test_a_run_on_wav_files_samples_wav_at_their_rate(tmp_path):
     assert rc == 0, err
     info = json.loads((run / "run.json").read_text())
     assert info["schema"] == {"wav_sample_rate": 4000.0} and info["class_names"] == ["high", "low"]
+    assert cli("card", run)[0] == 0
+    assert "user-provided recordings (a folder of WAV files)" in (run / "MODEL_CARD.md").read_text()
     rc, _, err = cli("sample", run, "--n", "3", "--steps", "2", "--class", "1", "--save-wav", "--save-npy",
                      "--out", tmp_path / "s.png")  # fmt: skip
     assert rc == 0, err

@@ -78,9 +78,16 @@ DATA_SOURCES: dict[str, DataSource] = {
         "",
     ),
     "array": DataSource(
-        "user-provided arrays (.npy / .npz)",
+        "user-provided arrays (.npy / .npz / HDF5)",
         "user-provided: the array file data.path (e.g. the procedural course sprites of data/sprites.py)",
         "user-provided: the licence of data.path, which torchdiffusion does not know",
+        None,
+        "",
+    ),
+    "wav": DataSource(
+        "user-provided recordings (a folder of WAV files)",
+        "user-provided: the files under data.path",
+        "user-provided: the licence of the recordings under data.path, which torchdiffusion does not know",
         None,
         "",
     ),
