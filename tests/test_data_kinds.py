@@ -45,6 +45,17 @@ def test_array_layout_by_shape(shape, layout):
     assert array_layout(shape) == layout
 
 
+@pytest.mark.parametrize("shape", [(6, 1, 0), (6, 0, 8), (5, 8, 0, 3), (4, 0)])
+def test_arrays_whose_examples_hold_no_values_are_refused(tmp_path, shape):
+    """An axis of size 0 beyond N (a series of no points, images of no channels) is one line, not a crash in the
+    network; the U-Net refuses such a shape itself, for library callers."""
+    np.save(tmp_path / "a.npy", np.zeros(shape, dtype=np.float32))
+    with pytest.raises(DataError, match=r"a.npy has an axis of size 0 .*: its examples hold no values"):
+        load_data(DataConfig(source="array", path=str(tmp_path / "a.npy"), holdout=0))
+    with pytest.raises(ConfigError, match="holds no points"):
+        build_model(RunConfig(model=ModelConfig(channels=8, groups=4, channel_mult=(1, 2))), (1, 0))
+
+
 def test_array_layout_ambiguous_and_named():
     with pytest.raises(DataError, match="data.layout=NCHW or NHWC"):
         array_layout((10, 8, 8, 8))

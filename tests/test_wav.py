@@ -129,6 +129,14 @@ def test_the_folder_takes_classes_from_subfolders_and_refuses_mixed_files(tmp_pa
     _pcm(tmp_path / "d" / "cat" / "stereo.wav", rng.integers(-9000, 9000, (64, 2)), 16)
     with pytest.raises(DataError, match=r"differ in channel count \(1 to 2\)"):
         load_data(DataConfig(source="wav", path=str(tmp_path / "d"), holdout=0, signal_length=32))
+    (tmp_path / "silent").mkdir()  # files of no frames at all
+    for i in range(2):
+        _pcm(tmp_path / "silent" / f"{i}.wav", np.zeros((0, 1), dtype=np.int64), 16)
+    for length in (None, 32):
+        with pytest.raises(DataError, match="a series has 0 points; every series needs 2 or more"):
+            load_data(DataConfig(source="wav", path=str(tmp_path / "silent"), holdout=0, signal_length=length))
+    with pytest.raises(DataError, match="is a file; the wav source reads a folder"):
+        load_data(DataConfig(source="wav", path=str(tmp_path / "silent" / "0.wav"), holdout=0))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.csv").write_text("1,2\n")
     with pytest.raises(DataError, match="no .wav files"):

@@ -487,6 +487,8 @@ def load_array(cfg: DataConfig, seed: int) -> TensorData:
     path = Path(cfg.path).expanduser()
     arrays = _load_arrays(path)
     a = arrays["x"]
+    if a.ndim >= 2 and 0 in a.shape[1:]:
+        raise DataError(f"{path.name} has an axis of size 0 (shape {tuple(a.shape)}): its examples hold no values")
     axes = array_layout(a.shape, cfg.layout, path.name)
     # vectors, signals and volumes: values kept as they are; any kind with data.scale: values in the array's own
     # units, mapped to [-1, 1] by load_data (data/scale.py)

@@ -66,6 +66,9 @@ def stack_series(series: list[np.ndarray], length: int | None, what: str) -> Ten
         if not np.isfinite(s).all():
             raise DataError(f"{what} has missing or NaN values; fill them first (torchdiffusion impute) or drop them")
     lengths = sorted({s.shape[1] for s in series})
+    if lengths[0] < 2:
+        n = lengths[0]
+        raise DataError(f"{what}: a series has {n} point{'s' * (n != 1)}; every series needs 2 or more")
     if length is None and len(lengths) > 1:
         raise DataError(
             f"{what} is ragged: series of {lengths[0]} to {lengths[-1]} points; set data.signal_length=L to "

@@ -166,6 +166,8 @@ def load_wav(cfg: DataConfig, seed: int) -> TensorData:
     if not cfg.path:
         raise DataError("the wav source needs data.path=<folder of .wav files>")
     root = Path(cfg.path).expanduser()
+    if root.is_file():
+        raise DataError(f"data.path={root} is a file; the wav source reads a folder of .wav files, one series each")
     if not root.is_dir():
         raise DataError(f"WAV folder not found: {root}")
     files = list_wavs(root)

@@ -101,6 +101,8 @@ class UNet(nn.Module):
         if self.s2d > 1 and dims != 2:
             raise ConfigError("model.space_to_depth is for images (C, H, W); use 1 for signals and volumes")
         f = 2 ** (levels - 1) * self.s2d
+        if any(s < 1 for s in spatial):
+            raise ConfigError(f"the data shape {tuple(data_shape)} holds no points: every size must be at least 1")
         if any(s % f for s in spatial):
             what, fix = {
                 1: ("signal length", "the signal length"),
