@@ -129,8 +129,8 @@ def impute_signals(run_, args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_.path / "imputed" / (Path(args.series).stem + ".npy")
     rate = rate_of(run_.info)  # a run trained on WAV recordings: their sample rate
     if out.suffix.lower() not in (".npy", ".csv", *((".wav",) if rate is not None else ())):
-        wav = " (.wav for a run trained on WAV files)" if rate is None else " or .wav"
-        raise ConfigError(f"--out must end in .npy or .csv{wav}, got {out}")
+        ends = ".npy or .csv (.wav for a run trained on WAV files)" if rate is None else ".npy, .csv or .wav"
+        raise ConfigError(f"--out must end in {ends}, got {out}")
     check_output_file(out, sidecars=(".png",))
     a, _ = read_signal_file(args.series, rate=rate)
     x = torch.from_numpy(a).float()
