@@ -130,7 +130,8 @@ def main() -> None:
         index.append({"file": f"{name}.tif", "seed": seed, "shape": list(shape), **case, "orientation": orientation})
     (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     layouts(tifffile, args.out / "layouts")
-    print(f"{len(index)} files in {args.out}, and the layouts in {args.out / 'layouts'}")
+    stacks(tifffile, args.out / "stacks")
+    print(f"{len(index)} files in {args.out}, and the layouts and stacks in its folders layouts/ and stacks/")
 
 
 def layouts(tifffile, out: Path) -> None:
@@ -156,6 +157,49 @@ def layouts(tifffile, out: Path) -> None:
         "preview.tif": None,
     }
     (out / "layouts.json").write_text(json.dumps(expect, indent=1) + "\n")
+
+
+STACKS = [  # z-stacks for the tiff_stack volume source: (D, H, W) gray, values from the seed as below
+    dict(name="u16.tif", dtype="uint16", shape=(5, 6, 8), compression="zlib"),
+    dict(name="u8_lzw.tif", dtype="uint8", shape=(4, 6, 8), compression="lzw"),
+    dict(name="i32.tif", dtype="int32", shape=(3, 6, 8)),
+    dict(name="f32_previews.tif", dtype="float32", shape=(4, 6, 8), previews=True),
+    dict(name="f64_bigtiff.tif", dtype="float64", shape=(3, 6, 8), bigtiff=True, compression="lzw", predictor=3),
+    dict(name="u16_miniswhite.tif", dtype="uint16", shape=(3, 6, 8), photometric="miniswhite"),
+    dict(name="rgb.tif", dtype="uint8", shape=(3, 6, 8, 3), photometric="rgb", error="samples per pixel"),
+    dict(name="single.tif", dtype="uint16", shape=(1, 6, 8), error="holds one image, not a stack"),
+]
+
+
+def stack_values(seed: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The values of a stack fixture: integers over the type's range (int32: +-10^6), floats in kelvins."""
+    rng = np.random.default_rng(seed)
+    if dtype.startswith("float"):
+        return (250 + 100 * rng.random(shape)).astype(dtype)
+    lo, hi = (-(10**6), 10**6) if dtype == "int32" else (0, np.iinfo(dtype).max + 1)
+    return rng.integers(lo, hi, shape).astype(dtype)
+
+
+def stacks(tifffile, out: Path) -> None:
+    """The z-stacks of STACKS (stacks.json: each file's seed, dtype, shape, photometric and expected refusal)."""
+    out.mkdir(parents=True, exist_ok=True)
+    index = {}
+    for seed, case in enumerate(STACKS, 100):
+        case = dict(case)
+        name, dtype, shape = case.pop("name"), case.pop("dtype"), tuple(case.pop("shape"))
+        error, previews = case.pop("error", None), case.pop("previews", False)
+        a = stack_values(seed, dtype, shape)
+        case.setdefault("photometric", "minisblack")
+        if previews:  # each slice followed by a reduced-resolution page, which is not a slice
+            with tifffile.TiffWriter(out / name) as t:
+                for page in a:
+                    t.write(page, metadata=None, **case)
+                    t.write(page[::2, ::2], subfiletype=1, metadata=None, **case)
+        else:
+            tifffile.imwrite(out / name, a[0] if shape[0] == 1 else a, metadata=None, **case)
+        index[name] = {"seed": seed, "dtype": dtype, "shape": list(shape), "photometric": case["photometric"],
+                       "error": error}  # fmt: skip
+    (out / "stacks.json").write_text(json.dumps(index, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -413,3 +413,80 @@ def test_sampled_volumes_are_clamped_to_the_data_range():
         assert x.shape == (2, 1, 4, 8, 8) and x.abs().max() <= 1
         wild = generate(model, [0, 1], replace(sample, clip_denoised=False), (1, 4, 8, 8), cond=cond)
         assert wild.abs().max() > 1
+
+
+TIFF_STACKS = Path(__file__).parent / "data" / "tiff" / "stacks"
+STACKS = json.loads((TIFF_STACKS / "stacks.json").read_text())
+
+
+def _stack_values(case: dict) -> np.ndarray:
+    """A stack fixture's values from its seed, as scripts/tiff_fixtures.py drew them (white-is-zero inverted)."""
+    rng = np.random.default_rng(case["seed"])
+    dtype, shape = case["dtype"], tuple(case["shape"])
+    if dtype.startswith("float"):
+        a = (250 + 100 * rng.random(shape)).astype(dtype)
+    else:
+        lo, hi = (-(10**6), 10**6) if dtype == "int32" else (0, np.iinfo(dtype).max + 1)
+        a = rng.integers(lo, hi, shape).astype(dtype)
+    a = a.astype(np.float64)
+    return 65535 - a if case["photometric"] == "miniswhite" else a
+
+
+@pytest.mark.parametrize("name", sorted(STACKS))
+def test_tiff_stacks_read_back_slice_for_slice_or_are_refused(name):
+    """z-stacks written by tifffile: 8/16/32-bit integer and 32/64-bit float pages, LZW/Deflate, the floating-point
+    predictor, BigTIFF, white-is-zero; reduced-resolution previews between the slices are not slices. A colour
+    stack or a single page is one line."""
+    from torchdiffusion.data.volume import read_tiff_stack
+
+    case = STACKS[name]
+    if case["error"]:
+        with pytest.raises(DataError, match=case["error"]):
+            read_tiff_stack(TIFF_STACKS / name)
+        return
+    v = read_tiff_stack(TIFF_STACKS / name)
+    assert v.shape == tuple(case["shape"]) and np.array_equal(v, _stack_values(case))
+
+
+def test_a_folder_of_microscope_stacks_trains_in_their_units(tmp_path):
+    """data.source=tiff_stack on 16-bit stacks Pillow writes (an independent writer): one volume per file, the
+    counts mapped by the training volumes' percentiles (data.scale=auto), recorded, and sampled back in counts;
+    stacks of two sizes, and the folder source given a stack, are one line."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "stacks").mkdir()
+    for i in range(6):
+        vol = (1_000 + 400 * rng.random((8, 8, 8))).astype(np.uint16)  # (D, H, W) counts
+        pages = [Image.fromarray(page) for page in vol]
+        pages[0].save(tmp_path / "stacks" / f"cell{i}.tif", save_all=True, append_images=pages[1:])
+        if i == 0:
+            first = vol
+    d = load_data(DataConfig(source="tiff_stack", path=str(tmp_path / "stacks"), holdout=0, scale="minmax"))
+    assert d.x.shape == (6, 1, 8, 8, 8) and d.kind == "volume"
+    (lo,), (hi,) = d.value_range
+    want = torch.from_numpy(2 * (first - lo) / (hi - lo) - 1).float()  # the first file, mapped (in a permutation)
+    assert any(torch.allclose(v[0], want, atol=1e-6) for v in d.x)
+    run = tmp_path / "run"
+    tiny = ["data.source=tiff_stack", f"data.path={tmp_path / 'stacks'}", "data.holdout=2", "model.num_classes=0"]
+    tiny += ["train.images=16", "model.channels=8", "model.channel_mult=1,2", "sample.steps=2", "sample.n=2"]
+    rc, _, err = cli("train", "--preset", "volume-shapes", "--out", run, "--no-progress", *[f"--set={a}" for a in tiny])
+    assert rc == 0, err
+    data = json.loads((run / "config.json").read_text())["data"]
+    assert data["scale"] == "percentile" and 1_000 <= data["scale_lo"][0] < data["scale_hi"][0] <= 1_400
+    assert cli("card", run)[0] == 0 and "user-provided volumes (TIFF z-stacks)" in (run / "MODEL_CARD.md").read_text()
+    rc, _, err = cli("sample", run, "--n", "2", "--steps", "2", "--save-npy", "--out", tmp_path / "s.png")
+    assert rc == 0, err
+    s = np.load(tmp_path / "s.npy")
+    (lo,), (hi,) = data["scale_lo"], data["scale_hi"]
+    assert s.shape == (2, 1, 8, 8, 8) and lo - 1e-3 <= s.min() and s.max() <= hi + 1e-3
+    pages = [Image.fromarray(np.zeros((4, 8), np.uint16))] * 8
+    pages[0].save(tmp_path / "stacks" / "flat.tif", save_all=True, append_images=pages[1:])
+    rc, _, err = cli("train", "--preset", "volume-shapes", "--out", tmp_path / "r2", "--no-progress",
+                     *[f"--set={a}" for a in tiny])  # fmt: skip
+    assert_clean_error(rc, err, "flat.tif is a volume of size (8, 4, 8), the first file (8, 8, 8)")
+    (tmp_path / "stacks" / "flat.tif").unlink()
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=folder", "--set",
+                     f"data.path={tmp_path / 'stacks'}", "--out", tmp_path / "r3")  # fmt: skip
+    assert_clean_error(rc, err, "it holds 8 images (a stack or a series); the folder source reads one image per file")
+    assert "data.source=tiff_stack" in err and not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()

@@ -14,8 +14,8 @@ several ``train.seed`` hold out the same examples when ``data.seed`` is fixed (`
 
 Then, for images, ``data.image_size`` (scale to cover, centre-crop) and ``data.channels`` (1 or 3) apply to
 every source, and for signals ``data.signal_length`` (linear resampling). Sources (``SOURCES``): mnist5k,
-digits, fashion_mnist, emoji, folder, array, toy, the tables, sequences, volumes (shapes3d, nifti) and signals
-(signal_csv, wav, ucr:<set>); see their modules for the file formats and value conventions. Every
+digits, fashion_mnist, emoji, folder, array, toy, the tables, sequences, volumes (shapes3d, nifti, tiff_stack)
+and signals (signal_csv, wav, ucr:<set>); see their modules for the file formats and value conventions. Every
 data set has a ``kind`` (``KINDS``): "image" (N, C, H, W) with any channel count, "signal" (N, C, L), "vector"
 (N, D), "table", "sequence" or "volume" (N, C, D, H, W); networks and pictures are chosen by it.
 
@@ -51,7 +51,7 @@ from .sequence import load_fasta, load_python_docs, load_sklearn_text, load_text
 from .signal import UCR_SETS, load_signal_csv, resample, ucr_loader
 from .table import SKLEARN_TABLES, load_csv_table, normalise_table, sklearn_loader
 from .toy import TOYS, load_toy
-from .volume import load_nifti, load_shapes3d
+from .volume import load_nifti, load_shapes3d, load_tiff_stacks
 from .wav import load_wav
 
 __all__ = [
@@ -103,6 +103,7 @@ SOURCES: dict[str, Source] = {
     "python_docs": Source(load_python_docs, reads=SEQUENCE_READS),
     "shapes3d": Source(load_shapes3d, reads=("volume_size", "volume_count")),
     "nifti": Source(load_nifti, reads=SCALE_READS, scale="percentile"),  # a scanner's units
+    "tiff_stack": Source(load_tiff_stacks, reads=SCALE_READS, scale="percentile"),  # a microscope's z-stacks
     "signal_csv": Source(load_signal_csv, reads=("target",)),
     "wav": Source(load_wav),
     **{f"ucr:{name}": Source(ucr_loader(name)) for name in UCR_SETS},

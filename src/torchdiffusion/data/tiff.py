@@ -132,8 +132,7 @@ def check_tiff(data: bytes) -> None:
     than one full-resolution image, or samples beyond gray/RGB and alpha. Files it cannot parse are left to
     Pillow's own error."""
     try:
-        bo, big, pos = _header(data)
-        first = _tags(data, bo, pos, big)[0]
+        _, first = _ifd(data)
     except (ValueError, struct.error):
         return
     photometric = first.get(TAGS["photometric"], (None,))[0]
@@ -147,19 +146,35 @@ def check_tiff(data: bytes) -> None:
             f"it holds {spp} samples per pixel; the folder source reads gray, RGB and alpha - save many-channel "
             "images as one .npy array (data.source=array)"
         )
-    full, seen = 0, set()
+    full = len(full_pages(data))
+    if full > 1:
+        raise ValueError(
+            f"it holds {full} images (a stack or a series); the folder source reads one image per file - read "
+            "a z-stack as a volume (data.source=tiff_stack), or save the images as one .npy array "
+            "(data.source=array) or as one file each"
+        )
+
+
+def full_pages(data: bytes) -> list[tuple[int, int, dict[int, tuple]]]:
+    """(index among the file's IFDs, as Pillow's ``seek`` counts them; the IFD's offset; its tags) of each
+    full-resolution image of the TIFF file ``data``: reduced-resolution previews and transparency masks
+    (NewSubfileType bits 0 and 2) left out. A chain of IFDs that loops or breaks ends the walk; [] for a file
+    this cannot parse."""
+    try:
+        bo, big, pos = _header(data)
+    except (ValueError, struct.error):
+        return []
+    out, seen = [], set()
     while pos and pos not in seen and len(seen) < 100_000:
         seen.add(pos)
         try:
-            tags, pos = _tags(data, bo, pos, big)
+            tags, after = _tags(data, bo, pos, big)
         except (ValueError, struct.error):
             break
-        full += not tags.get(254, (0,))[0] & 0b101  # NewSubfileType: reduced resolution (1), mask (4)
-    if full > 1:
-        raise ValueError(
-            f"it holds {full} images (a stack or a series); the folder source reads one image per file - save "
-            "them as one .npy array (data.source=array) or as one file each"
-        )
+        if not tags.get(254, (0,))[0] & 0b101:  # NewSubfileType: reduced resolution (1), mask (4)
+            out.append((len(seen) - 1, pos, tags))
+        pos = after
+    return out
 
 
 def tiff_kind(data: bytes) -> str | None:
@@ -312,17 +327,19 @@ def _out_type(kind: str) -> type:
     return {"u16": np.uint16, "f64": np.float64}.get(kind, np.float32)
 
 
-def read_tiff(data: bytes) -> tuple[np.ndarray, bool]:
+def read_tiff(data: bytes, at: int | None = None) -> tuple[np.ndarray, bool]:
     """(uint16, float32 or float64 (H, W, C), associated) of the TIFF file ``data``, one :func:`tiff_kind` names
     (floats of 16 bits widened to 32): C = 3 (RGB)
     or 1 (gray, white-is-zero inverted), plus 1 when the next sample is alpha; ``associated``: that alpha is
-    premultiplied into the colours.
+    premultiplied into the colours. ``at``: the offset of the IFD to read (a page of a stack, :func:`full_pages`);
+    the first image by default.
 
     Raises:
         ValueError: not such a TIFF, a compression or predictor it does not read, or corrupt data (the caller names
             the file).
     """
-    bo, tags = _ifd(data)
+    bo, big, first = _header(data)
+    tags = _tags(data, bo, first if at is None else at, big)[0]
     kind = _kind(tags)
     if kind is None:
         raise ValueError("not a 16-bit RGB, gray-with-alpha or white-is-zero TIFF, nor a float one Pillow cannot read")

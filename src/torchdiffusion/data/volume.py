@@ -1,4 +1,5 @@
-"""3-D volumes (data kind "volume", one example shaped ``(C, D, H, W)``): procedural shapes and NIfTI files.
+"""3-D volumes (data kind "volume", one example shaped ``(C, D, H, W)``): procedural shapes, NIfTI files and TIFF
+stacks.
 
 ``shapes3d`` (built in, installs offline): ``data.volume_count`` soft-edged solids in a ``data.volume_size`` grid
 (D, H, W; the sides may differ), one class each - sphere, cube, torus, ellipsoid - with a random rotation
@@ -13,6 +14,13 @@ as ``(1, D, H, W) = (1, Z, Y, X)`` (axial slices first). All volumes must share 
 they are (float32) and mapped to [-1, 1] by ``data.scale`` (data/scale.py), whose ``auto`` is ``percentile`` for
 this source: the training volumes' 0.5 and 99.5 percentiles, clamped beyond them, recorded in the run's config so
 samples go back to the scanner's units.
+
+``tiff_stack`` (``data.path``: a ``.tif``/``.tiff`` file or a folder of them): each file is one volume, its
+full-resolution pages the slices of a z-stack as a microscope writes it, ``(1, D, H, W)`` = (1, pages, rows,
+columns); reduced-resolution previews (NewSubfileType) are not slices. Pages are gray: 8-, 16- or 32-bit integers or
+16-, 32- or 64-bit floats, in any of the layouts data/tiff.py reads (Pillow reads the others); a colour or
+many-channel page, or a file of one page (an image, for the folder source), is refused. All volumes must share one
+size. As for NIfTI, intensities are read as they are and ``data.scale=auto`` means ``percentile``.
 
 ``.npy``/``.npz`` volumes go through the ``array`` source: a 5-D array ``(N, C, D, H, W)``, or a 4-D
 ``(N, D, H, W)`` with ``data.layout=NDHW``; their values are kept as they are.
@@ -33,6 +41,7 @@ from .base import DataError, TensorData
 SHAPES = ("sphere", "cube", "torus", "ellipsoid")
 SHAPES_SEED = 20_260_302  # the fixed seed of the shapes3d set
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def random_rotations(n: int, g: torch.Generator) -> Tensor:
@@ -109,8 +118,9 @@ def load_shapes3d(cfg: DataConfig, seed: int) -> TensorData:
     return TensorData(x, labels=labels, class_names=list(SHAPES), kind="volume", name=name)
 
 
-def nifti_files(path: Path) -> list[Path]:
-    """The NIfTI files of ``path`` (a file, or a folder searched recursively, sorted, hidden names skipped)."""
+def nifti_files(path: Path, suffixes: tuple[str, ...] = NIFTI_SUFFIXES, what: str = "NIfTI") -> list[Path]:
+    """The NIfTI files (or others of ``suffixes``, named ``what``) of ``path``: a file, or a folder searched
+    recursively, sorted, hidden names skipped."""
     if path.is_file():
         files = [path]
     elif path.is_dir():
@@ -119,14 +129,15 @@ def nifti_files(path: Path) -> list[Path]:
             for f in path.rglob("*")
             if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
         )
-        files = [f for f in files if f.name.lower().endswith(NIFTI_SUFFIXES)]
+        files = [f for f in files if f.name.lower().endswith(suffixes)]
     else:
         raise DataError(f"data.path {path} does not exist")
-    bad = [f for f in files if not f.name.lower().endswith(NIFTI_SUFFIXES)]
+    names = " or ".join(suffixes)
+    bad = [f for f in files if not f.name.lower().endswith(suffixes)]
     if bad:
-        raise DataError(f"{bad[0].name} is not a NIfTI file (.nii or .nii.gz)")
+        raise DataError(f"{bad[0].name} is not a {what} file ({names})")
     if not files:
-        raise DataError(f"no .nii or .nii.gz files under {path}")
+        raise DataError(f"no {names} files under {path}")
     return files
 
 
@@ -192,6 +203,79 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(a).all():
         raise DataError(f"{path.name} contains NaN or infinite values")
     return a.transpose(3, 2, 1, 0), affine
+
+
+def read_tiff_stack(path: Path) -> np.ndarray:
+    """The full-resolution pages of a TIFF file as one gray volume (D, H, W), float64, values as stored.
+
+    Raises:
+        DataError: not a stack of gray pages of one size, or a page that cannot be read (the message names the
+            file).
+    """
+    import io
+
+    from PIL import Image
+
+    from .tiff import TAGS, _kind, full_pages, read_tiff
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    pages = full_pages(data)
+    if not pages:
+        raise DataError(f"cannot read {path}: not a TIFF file")
+    if len(pages) < 2:
+        raise DataError(f"{path.name} holds one image, not a stack of slices; the folder source reads single images")
+    slices, im = [], None  # Pillow opens the file for the pages it reads (it cannot open some data/tiff.py reads)
+    try:
+        for index, at, tags in pages:
+            spp = tags.get(TAGS["samples"], (1,))[0]
+            if spp != 1 or tags.get(TAGS["photometric"], (1,))[0] not in (0, 1):
+                raise DataError(
+                    f"{path.name}: page {index} holds {spp} samples per pixel; the slices of a volume here are gray "
+                    "- save channels as one array (N, C, D, H, W) (data.source=array)"
+                )
+            if _kind(tags) is not None:  # pages Pillow misreads or cannot open (data/tiff.py)
+                a = read_tiff(data, at)[0][:, :, 0]
+            else:
+                im = im or Image.open(io.BytesIO(data))
+                im.seek(index)
+                if im.mode not in ("1", "L", "I", "F") and not im.mode.startswith("I;16"):
+                    raise DataError(f"{path.name}: page {index} is of Pillow mode {im.mode}, not a gray slice")
+                a = np.asarray(im)
+            if slices and a.shape != slices[0].shape:
+                size, first = "x".join(map(str, a.shape)), "x".join(map(str, slices[0].shape))
+                raise DataError(
+                    f"{path.name}: page {index} is {size}, the first page {first}; the slices of a stack share one size"
+                )
+            slices.append(a.astype(np.float64))
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally:
+        if im is not None:
+            im.close()
+    vol = np.stack(slices)
+    if not np.isfinite(vol).all():
+        raise DataError(f"{path.name} holds NaN or infinite values")
+    return vol
+
+
+def load_tiff_stacks(cfg: DataConfig, seed: int) -> TensorData:
+    """Volumes from TIFF stacks (module docstring), intensities as they are (float32): ``load_data`` maps them to
+    [-1, 1] by ``data.scale`` (percentile unless set), fitted to the training volumes."""
+    if not cfg.path:
+        raise DataError("the tiff_stack source needs data.path=<file.tif or a folder of TIFF stacks>")
+    vols = []
+    for f in nifti_files(Path(cfg.path).expanduser(), TIFF_SUFFIXES, "TIFF"):
+        v = read_tiff_stack(f)
+        if vols and v.shape != vols[0].shape:
+            raise DataError(f"{f.name} is a volume of size {v.shape}, the first file {vols[0].shape}")
+        vols.append(v)
+    x = torch.from_numpy(np.stack(vols).astype(np.float32))[:, None].contiguous()
+    return TensorData(x, kind="volume", name=f"tiff_stack:{Path(cfg.path).name}")
 
 
 def load_nifti(cfg: DataConfig, seed: int) -> TensorData:
