@@ -308,11 +308,16 @@ def test_a_latent_run_maps_its_images_by_its_autoencoders_data_scale(tmp_path, m
     assert (data["scale"], data["scale_lo"], data["scale_hi"]) == ("minmax", ae_data["scale_lo"], ae_data["scale_hi"])
     assert data["scale_hi"][0] > float(a[1:].max()) + 30  # the autoencoder's bounds, not the run's own images'
     loaded = load_run(run)
-    rc, _, err = cli("sample", run, "--n", "3", "--steps", "2", "--save-npy", "--out", tmp_path / "s.png")
+    rc, _, err = cli("sample", run, "--n", "3", "--steps", "2", "--save-npy", "--save-tiff",
+                     "--out", tmp_path / "s.png")  # fmt: skip
     assert rc == 0, err
     s = np.load(tmp_path / "s.npy")
     (lo,), (hi,) = data["scale_lo"], data["scale_hi"]
     assert s.shape == (3, 1, 8, 8) and lo - 1e-3 <= s.min() and s.max() <= hi + 1e-3 and s.mean() > 200  # kelvins
+    with Image.open(tmp_path / "s.tif") as im:  # the float TIFF in kelvins too, as the training files were
+        for k in range(3):
+            im.seek(k)
+            assert np.array_equal(np.asarray(im), s[k, 0].astype(np.float32))
     new = (a[3] + 2).astype(np.float32)
     Image.fromarray(new, mode="F").save(tmp_path / "new.tiff")
     x = load_inputs(loaded, argparse.Namespace(images=[tmp_path / "new.tiff"]))

@@ -188,3 +188,45 @@ def test_stacks_and_many_channel_tiffs_are_refused_previews_are_not(tmp_path, na
     rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=folder", "--set",
                      f"data.path={tmp_path / 'd'}", "--out", tmp_path / "run")  # fmt: skip
     assert_clean_error(rc, err, LAYOUTS[name])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (2, 1, 4, 6, 5), (1, 1, 3, 4)])
+def test_samples_written_as_a_tiff_hyperstack_read_back_page_for_page(tmp_path, shape):
+    """sample --save-tiff's writer: float32 gray pages in ImageJ's order (channel, then slice, then sample), read by
+    Pillow (an independent reader) and by the stack walker, with the description that names the counts."""
+    from torchdiffusion.data.tiff import full_pages, hyperstack_bytes
+
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32) * 300
+    (tmp_path / "s.tif").write_bytes(hyperstack_bytes(x))
+    n, c = shape[:2]
+    d = shape[2] if len(shape) == 5 else 1
+    want = x.reshape(n, c, d, *shape[-2:]).transpose(0, 2, 1, 3, 4).reshape(-1, *shape[-2:])
+    with Image.open(tmp_path / "s.tif") as im:
+        assert im.n_frames == n * c * d
+        description = im.tag_v2[270]
+        for k in range(im.n_frames):
+            im.seek(k)
+            assert im.mode == "F" and np.array_equal(np.asarray(im), want[k])
+    assert f"images={n * c * d}\nchannels={c}\nslices={d}\nframes={n}\nhyperstack=true" in description
+    assert len(full_pages((tmp_path / "s.tif").read_bytes())) == n * c * d
+
+
+def test_sample_writes_its_images_as_a_float_tiff_as_the_folder_source_reads_them(tmp_path):
+    """A picture run's samples as fractions in [0, 1] (the folder source's float TIFFs); a signal run refused."""
+    from tinyruns import write_run
+
+    run = write_run(tmp_path / "img", "digits-test", ["model.num_classes=0"])
+    rc, _, err = cli("sample", run, "--n", "3", "--steps", "2", "--save-npy", "--save-tiff",
+                     "--out", tmp_path / "s.png")  # fmt: skip
+    assert rc == 0, err
+    s = np.load(tmp_path / "s.npy")
+    with Image.open(tmp_path / "s.tif") as im:
+        pages = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            pages.append(np.asarray(im))
+    assert np.allclose(np.stack(pages), (s[:, 0] + 1) / 2, atol=1e-6) and (tmp_path / "s.tif.manifest.json").is_file()
+    signal = write_run(tmp_path / "sig", "signal-gunpoint", ["model.num_classes=0", "sample.steps=2"], (1, 16))
+    rc, _, err = cli("sample", signal, "--n", "1", "--steps", "1", "--save-tiff", "--out", tmp_path / "g.png")
+    assert_clean_error(rc, err, "--save-tiff writes images and volumes; ")
+    assert not (tmp_path / "g.png").exists()

@@ -27,8 +27,8 @@ EXAMPLES = """examples:
   torchdiffusion sample --list-samplers"""
 
 
-# what write_samples puts beside its picture: settings, --gif, --save-npy, --save-nifti, --save-wav
-SIDECARS = (".json", ".gif", ".npy", ".nii.gz", ".wav")
+# what write_samples puts beside its picture: settings, --gif, --save-npy, --save-nifti, --save-wav, --save-tiff
+SIDECARS = (".json", ".gif", ".npy", ".nii.gz", ".wav", ".tif")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="runs trained on WAV files (data.source=wav): also save the samples as one WAV file, at the training "
         "files' sample rate, one after another with a quarter second of silence between them",
+    )
+    p.add_argument(
+        "--save-tiff",
+        action="store_true",
+        help="image and volume runs: also save the samples as one 32-bit float TIFF hyperstack (N samples of C "
+        "channels, of D slices; Fiji and napari open it as such), in the data's own units where data.scale mapped "
+        "them, else as fractions in [0, 1] (how the folder source reads float TIFFs)",
     )
     p.add_argument(
         "--list-samplers", action="store_true", help="list the samplers with their settings and defaults, and exit"
@@ -274,9 +281,12 @@ def run(args: argparse.Namespace) -> int:
             f"--save-wav writes the series of a run trained on WAV files (data.source=wav); {args.run} holds "
             f"{run_.kind} data from {run_.config.data.source}"
         )
-    json_, gif, npy, nifti, wav = SIDECARS  # the settings record always, the GIF and arrays when asked for
+    if args.save_tiff and run_.kind not in ("image", "volume"):
+        raise ConfigError(f"--save-tiff writes images and volumes; {args.run} holds {run_.kind} data")
+    json_, gif, npy, nifti, wav, tif = SIDECARS  # the settings record always, the GIF and arrays when asked for
     asked = (json_, *((gif,) if args.gif else ()), *((npy,) if args.save_npy else ()))
     asked += (*((nifti,) if args.save_nifti else ()), *((wav,) if args.save_wav else ()))
+    asked += (tif,) if args.save_tiff else ()
     check_output_file(out, sidecars=asked)
     paths = write_samples(
         run_,
@@ -286,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
         save_npy=args.save_npy,
         save_nifti=args.save_nifti,
         save_wav=args.save_wav,
+        save_tiff=args.save_tiff,
         cond=cond,
         uncond=uncond,
         wrap=wrap,
@@ -304,12 +315,13 @@ def write_samples(
     save_npy: bool = False,
     save_nifti: bool = False,
     save_wav: bool = False,
+    save_tiff: bool = False,
     cond=None,
     uncond=None,
     wrap=None,
     progress: bool = True,
 ) -> list[Path]:
-    """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy, + NIfTI, + WAV).
+    """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy, + NIfTI, + WAV, + TIFF).
 
     ``cond``/``uncond``/``wrap``: conditioning, negative conditioning and denoiser wrapper, as in generate().
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
@@ -360,6 +372,11 @@ def write_samples(
         from ..data.wav import rate_of, write_wav
 
         paths.append(write_wav(out.with_suffix(SIDECARS[4]), values.numpy(), rate_of(run_.info)))
+    if save_tiff:  # in the data's units, or as the [0, 1] fractions float TIFFs of pictures hold
+        from ..data.tiff import hyperstack_bytes
+
+        own = values if run_.config.data.scale_lo else (x + 1) / 2
+        paths.append(atomic_write(out.with_suffix(SIDECARS[5]), hyperstack_bytes(own.numpy())))
     if recorder is not None:
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.

@@ -389,3 +389,44 @@ def read_tiff(data: bytes, at: int | None = None) -> tuple[np.ndarray, bool]:
     if photometric == WHITE_IS_ZERO:  # 0 is white: the gray sample inverted (alpha as it is; u16 only)
         out[:, :, 0] = 65535 - out[:, :, 0]
     return np.ascontiguousarray(ORIENT.get(one("orientation", 1), ORIENT[1])(out)), alpha and extra[0] == 1
+
+
+def hyperstack_bytes(x: np.ndarray) -> bytes:
+    """Samples (N, C, H, W) or (N, C, D, H, W) as one little-endian TIFF of 32-bit float gray pages, uncompressed,
+    in the order ImageJ reads a hyperstack - channel fastest, then slice, then sample (its "frames") - with the
+    ImageJ description that names those counts, so Fiji or napari open it as N samples of C channels (of D slices).
+
+    Each page is one IFD (Sec. 2) with its image in one strip: NewSubfileType 0, ImageWidth, ImageLength,
+    BitsPerSample 32, Compression 1, PhotometricInterpretation 1 (black is zero), ImageDescription (first page),
+    StripOffsets, SamplesPerPixel 1, RowsPerStrip, StripByteCounts, SampleFormat 3 (IEEE float).
+
+    Raises:
+        ValueError: another rank, or more than a classic TIFF's 4 GB.
+    """
+    if x.ndim not in (4, 5):
+        raise ValueError(f"a hyperstack holds (N, C, H, W) or (N, C, D, H, W) samples, not {x.shape}")
+    n, c = x.shape[:2]
+    d = x.shape[2] if x.ndim == 5 else 1
+    h, w = x.shape[-2:]
+    pages = np.ascontiguousarray(x.reshape(n, c, d, h, w).transpose(0, 2, 1, 3, 4), dtype="<f4").reshape(-1, h, w)
+    described = f"ImageJ=1.11a\nimages={len(pages)}\nchannels={c}\nslices={d}\nframes={n}\nhyperstack=true\n"
+    text = described.encode("ascii") + b"\x00"
+    strip = h * w * 4
+    if 8 + len(text) + len(pages) * (2 + 12 * 12 + 4 + strip) >= 2**32:
+        raise ValueError("the samples exceed a classic TIFF's 4 GB; save them with --save-npy")
+    out = bytearray(b"II*\x00")
+    out += struct.pack("<I", 8 + len(text) + len(text) % 2)  # the first IFD, after the description (word-aligned)
+    out += text + b"\x00" * (len(text) % 2)
+    for k, page in enumerate(pages):
+        tags = [(254, 4, 1, 0), (256, 4, 1, w), (257, 4, 1, h), (258, 3, 1, 32), (259, 3, 1, 1), (262, 3, 1, 1)]
+        tags += [(270, 2, len(text), 8)] if k == 0 else []  # the description, on the first page
+        tags += [(273, 4, 1, 0), (277, 3, 1, 1), (278, 4, 1, h), (279, 4, 1, strip), (339, 3, 1, 3)]
+        data_at = len(out) + 2 + 12 * len(tags) + 4  # the page's strip, right after its IFD
+        out += struct.pack("<H", len(tags))
+        for tag, typ, count, value in tags:
+            value = data_at if tag == 273 else value
+            field = struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value)  # SHORTs left-justified
+            out += struct.pack("<HHI", tag, typ, count) + field
+        out += struct.pack("<I", data_at + strip if k + 1 < len(pages) else 0)  # the next page's IFD, or 0
+        out += page.tobytes()
+    return bytes(out)
