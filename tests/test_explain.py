@@ -161,3 +161,46 @@ def test_trajectory_records_every_step(tmp_path):
     assert len(frames) == 6  # one frame per step: x_t beside x0_hat
     assert (frames[0] != frames[-1]).any()  # the noise is gone by the last step
     assert_plot(tmp_path / "t.png")
+
+
+def test_the_forward_pictures_draw_a_users_own_files(tmp_path):
+    """explain forward / table-forward / volume-forward --data PATH: a folder of images of two sizes and 16-bit
+    depth, a folder of WAV recordings, an array in kelvins, a CSV table and a TIFF z-stack are drawn by the source
+    their kind takes; a path that is none of these is one line."""
+    import wave
+
+    import numpy as np
+    from PIL import Image
+
+    from test_cli_errors import assert_clean_error
+    from tinyruns import cli
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(tmp_path / "photos" / "a.png")
+    Image.fromarray(rng.integers(0, 65536, (20, 50), dtype=np.uint16)).save(tmp_path / "photos" / "b.png")
+    (tmp_path / "clips").mkdir()
+    for i in range(3):
+        with wave.open(str(tmp_path / "clips" / f"{i}.wav"), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
+            w.writeframes(rng.integers(-9000, 9000, 64).astype("<i2").tobytes())
+    np.save(tmp_path / "kelvins.npy", (280 + 20 * rng.random((5, 1, 16, 16))).astype(np.float32))
+    rows = "\n".join(f"{rng.random():.3f},{rng.random():.3f},{'ab'[i % 2]}" for i in range(40))
+    (tmp_path / "table.csv").write_text("x,y,kind\n" + rows + "\n")
+    pages = [Image.fromarray(rng.integers(0, 4096, (8, 8)).astype(np.uint16)) for _ in range(8)]
+    pages[0].save(tmp_path / "cell.tif", save_all=True, append_images=pages[1:])
+    for what, data in (
+        ("forward", "photos"),
+        ("forward", "clips"),
+        ("forward", "kelvins.npy"),
+        ("table-forward", "table.csv"),
+        ("volume-forward", "cell.tif"),
+    ):
+        out = tmp_path / f"{what}-{data}.png"
+        rc, _, err = cli("explain", what, "--data", tmp_path / data, "--out", out)
+        assert rc == 0 and out.is_file(), (what, data, err)
+    rc, _, err = cli("explain", "forward", "--data", tmp_path / "nowhere", "--out", tmp_path / "n.png")
+    assert_clean_error(rc, err, "neither a data source")
+    rc, _, err = cli("explain", "volume-forward", "--data", tmp_path / "clips", "--out", tmp_path / "v.png")
+    assert_clean_error(rc, err, "a folder without the files 'explain volume-forward' reads")
+    assert not (tmp_path / "n.png").exists() and not (tmp_path / "v.png").exists()

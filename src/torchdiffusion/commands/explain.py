@@ -60,7 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="variance schedules (forward: linear cosine; schedules: linear cosine sigmoid)",
     )
     g.add_argument("--T", type=int_in(2, MAX_STEPS), default=1000, help="number of timesteps (default 1000)")
-    g.add_argument("--data", default="mnist5k", help="data source for the forward strip without a run")
+    g.add_argument(
+        "--data",
+        default="mnist5k",
+        help="the data drawn without a run: a source (mnist5k, ucr:GunPoint, sklearn:wine, shapes3d ...) or your own "
+        "files - a folder of images (shown at 64 x 64) or WAV files, an array (.npy/.npz/.h5), a CSV (a table for "
+        "table-forward, one series per row otherwise), a NIfTI file or TIFF z-stack for volume-forward",
+    )
     g.add_argument(
         "--images",
         type=positive_int(10**9),
@@ -184,10 +190,51 @@ def _schedules(args: argparse.Namespace) -> list:
     return [p]
 
 
+def data_config(spec: str, what: str):
+    """The DataConfig --data names for the picture ``what``: a source by name, or the path of the user's own files
+    read by the source their kind takes. Values in their own units (kelvins, counts) are mapped by their range
+    (``data.scale=minmax``) and images of any sizes shown at 64 x 64: a picture of the data, not a training set.
+
+    Raises:
+        ConfigError: neither a source nor an existing file or folder, or files no source reads (one line).
+    """
+    from ..config import ConfigError, DataConfig
+    from ..data import SOURCES
+    from ..data.files import HDF5_SUFFIXES, IMAGE_SUFFIXES
+    from ..data.volume import NIFTI_SUFFIXES, TIFF_SUFFIXES
+
+    if spec in SOURCES:
+        return DataConfig(source=spec, volume_count=8) if spec == "shapes3d" else DataConfig(source=spec)
+    p = Path(spec).expanduser()
+    name = p.name.lower()
+    volume = what == "volume-forward"
+    if p.is_dir():
+        names = {f.name.lower() for f in p.rglob("*") if f.is_file()}
+        if volume and any(n.endswith(NIFTI_SUFFIXES) for n in names):
+            return DataConfig(source="nifti", path=str(p))
+        if volume and any(n.endswith(TIFF_SUFFIXES) for n in names):
+            return DataConfig(source="tiff_stack", path=str(p))
+        if not volume and any(n.endswith(tuple(IMAGE_SUFFIXES)) for n in names):
+            return DataConfig(source="folder", path=str(p), image_size=(64, 64), scale="minmax")
+        if not volume and any(n.endswith(".wav") for n in names):
+            return DataConfig(source="wav", path=str(p))
+        raise ConfigError(f"--data {spec}: a folder without the files 'explain {what}' reads")
+    if p.is_file():
+        if name.endswith((".npy", ".npz", *HDF5_SUFFIXES)):
+            return DataConfig(source="array", path=str(p), scale="minmax")
+        if name.endswith((".csv", ".csv.gz")) and not volume:
+            return DataConfig(source="csv" if what == "table-forward" else "signal_csv", path=str(p))
+        if volume and name.endswith(NIFTI_SUFFIXES):
+            return DataConfig(source="nifti", path=str(p))
+        if volume and name.endswith(TIFF_SUFFIXES):
+            return DataConfig(source="tiff_stack", path=str(p))
+        raise ConfigError(f"--data {spec}: 'explain {what}' does not read {p.suffix or 'such'} files")
+    raise ConfigError(f"--data {spec}: neither a data source ({', '.join(list(SOURCES)[:4])} ...) nor a file or folder")
+
+
 def _table_forward(args: argparse.Namespace) -> list:
     """A table's marginals under the forward process, from a run's data or --data (e.g. sklearn:wine)."""
     from .. import explain as ex
-    from ..config import DataConfig
     from ..data import load_data
 
     if args.run:
@@ -196,7 +243,7 @@ def _table_forward(args: argparse.Namespace) -> list:
         run_ = load_run(args.run, weights=args.weights)
         data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
     else:
-        data, out = load_data(DataConfig(source=args.data)), _out(args, None)
+        data, out = load_data(data_config(args.data, "table-forward")), _out(args, None)
     if data.kind != "table":
         raise ex.ExplainError(f"table-forward needs table data (e.g. --data sklearn:wine), got {data.kind} data")
     with _figure_bar(args) as bar:
@@ -208,7 +255,6 @@ def _table_forward(args: argparse.Namespace) -> list:
 def _volume_forward(args: argparse.Namespace) -> list:
     """One volume of a run's data or --data (e.g. shapes3d) under the forward process, slice by slice."""
     from .. import explain as ex
-    from ..config import DataConfig
     from ..data import load_data
 
     if args.run:
@@ -217,7 +263,7 @@ def _volume_forward(args: argparse.Namespace) -> list:
         run_ = load_run(args.run, weights=args.weights)
         data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
     else:
-        data, out = load_data(DataConfig(source=args.data, volume_count=8)), _out(args, None)
+        data, out = load_data(data_config(args.data, "volume-forward")), _out(args, None)
     if data.kind != "volume":
         raise ex.ExplainError(f"volume-forward needs volume data (e.g. --data shapes3d), got {data.kind} data")
     with _figure_bar(args) as bar:
@@ -257,7 +303,6 @@ def _sequence_forward(args: argparse.Namespace) -> list:
 
 def _forward(args: argparse.Namespace) -> list:
     from .. import explain as ex
-    from ..config import DataConfig
     from ..data import load_data
 
     if args.run:
@@ -267,7 +312,7 @@ def _forward(args: argparse.Namespace) -> list:
         data = load_data(run_.config.data, seed=run_.config.train.seed)
         out = _out(args, run_.path / "explain")
     else:
-        data = load_data(DataConfig(source=args.data))
+        data = load_data(data_config(args.data, "forward"))
         out = _out(args, None)
     if data.kind == "signal":
         with _figure_bar(args) as bar:
