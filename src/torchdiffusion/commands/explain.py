@@ -205,6 +205,8 @@ def data_config(spec: str, what: str):
 
     if spec in SOURCES:
         return DataConfig(source=spec, volume_count=8) if spec == "shapes3d" else DataConfig(source=spec)
+    if not spec.strip():
+        raise ConfigError("--data is empty: name a data source (e.g. mnist5k) or a file or folder")
     p = Path(spec).expanduser()
     name = p.name.lower()
     volume = what == "volume-forward"
