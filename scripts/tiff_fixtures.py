@@ -1,7 +1,8 @@
 """Write the TIFF test files (tests/data/tiff/) with tifffile, an independent TIFF writer.
 
-Each file holds ``np.random.default_rng(seed).integers(0, 65536, (H, W, S), dtype=np.uint16)`` (or ``.random``
-float fractions of the ``dtype`` it names: float32, float64, or float32 ones rounded to float16), stored as the index
+Each file holds ``np.random.default_rng(seed).integers(0, 65536, (H, W, S), dtype=np.uint16)`` (or integers over
+the whole range of the int16, uint32 or int32 ``dtype`` it names, or ``.random`` float fractions of the float32 or
+float64 one, or float32 ones rounded to float16), stored as the index
 (tests/data/tiff/index.json) says: photometric (RGB, or gray where 0 is black or white), compression, predictor (2,
 or the floating-point 3), strips or tiles, planar configuration, byte order, extra samples (alpha), orientation and
 BigTIFF. tests/test_tiff.py regenerates each array from its seed and compares it with what ``data.tiff.read_tiff``
@@ -96,6 +97,10 @@ CASES = [
         extrasamples="unassalpha",
         bigtiff=True,
     ),
+    dict(name="int16_rgb", shape=(7, 9, 3), dtype="int16", compression="zlib", predictor=True),
+    dict(name="uint32_rgb_lzw", shape=(6, 5, 3), dtype="uint32", compression="lzw", predictor=True, byteorder=">"),
+    dict(name="int32_rgb_planar", shape=(5, 8, 3), dtype="int32", planarconfig="separate"),
+    dict(name="uint32_rgb_16bit_values", shape=(4, 6, 3), dtype="uint32", span=(0, 65536)),
 ]
 
 
@@ -112,7 +117,11 @@ def main() -> None:
         name, shape = case.pop("name"), case.pop("shape")
         rng = np.random.default_rng(seed)
         dtype = case.pop("dtype", "uint16")
-        if dtype != "uint16":  # fractions in [0, 1], as float TIFFs of pictures hold
+        if dtype in ("int16", "uint32", "int32"):  # integers over the type's whole range, or the case's span
+            lo, hi = case.pop("span", None) or (np.iinfo(dtype).min, int(np.iinfo(dtype).max) + 1)
+            a, case["dtype"] = rng.integers(lo, hi, shape, dtype=np.int64).astype(dtype), dtype
+            case["span"] = [int(lo), int(hi)]
+        elif dtype != "uint16":  # fractions in [0, 1], as float TIFFs of pictures hold
             a, case["dtype"] = rng.random(shape, dtype=np.float64 if dtype == "float64" else np.float32), dtype
             if "units" in case:  # or lo + span u: a scientific image in its own units
                 a = case["units"][0] + case["units"][1] * a
@@ -125,7 +134,7 @@ def main() -> None:
         if shape[2] == 1:
             stored = a[:, :, 0]
         case.setdefault("photometric", "rgb")
-        written = {k: v for k, v in case.items() if k not in ("dtype", "units")}
+        written = {k: v for k, v in case.items() if k not in ("dtype", "units", "span")}
         tifffile.imwrite(args.out / f"{name}.tif", stored, extratags=extra, metadata=None, **written)
         index.append({"file": f"{name}.tif", "seed": seed, "shape": list(shape), **case, "orientation": orientation})
     (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")

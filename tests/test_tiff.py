@@ -24,13 +24,17 @@ FIXTURES = Path(__file__).parent / "data" / "tiff"
 INDEX = json.loads((FIXTURES / "index.json").read_text())
 
 
-KINDS = {"uint16": "u16", "float16": "f16", "float32": "f32", "float64": "f64"}
+KINDS = {"uint16": "u16", "float16": "f16", "float32": "f32", "float64": "f64", "int16": "i16", "uint32": "u32"}
+KINDS["int32"] = "i32"
 
 
 def _expected(case: dict) -> np.ndarray:
     """The array the fixture's seed gives, as read_tiff returns it (float16 widened to float32)."""
     rng = np.random.default_rng(case["seed"])
     dtype = case.get("dtype", "uint16")
+    if dtype in ("int16", "uint32", "int32"):
+        lo, hi = case.get("span") or (np.iinfo(dtype).min, int(np.iinfo(dtype).max) + 1)
+        return rng.integers(lo, hi, case["shape"], dtype=np.int64).astype(dtype)
     if dtype != "uint16":
         lo, span = case.get("units", (0.0, 1.0))
         a = lo + span * rng.random(case["shape"], dtype=np.float64 if dtype == "float64" else np.float32)
@@ -67,6 +71,22 @@ def test_float_colour_tiffs_pillow_cannot_open_are_read_and_bounded_as_float_gra
         read_image(FIXTURES / "float_kelvin.tif")
     raw = read_image(FIXTURES / "float_kelvin.tif", raw=True).numpy().transpose(1, 2, 0)
     assert np.array_equal(raw, _expected(kelvin))  # data.scale: the stored kelvins, to be mapped by the run
+
+
+def test_signed_and_32_bit_colour_tiffs_are_16_bit_values_or_data_scale_numbers(tmp_path):
+    """RGB of int16, uint32 or int32 (Pillow: "cannot identify image file"): read as 16-bit values when they lie in
+    0..65535, refused beyond unless data.scale reads the stored numbers."""
+    for name in ("int16_rgb.tif", "uint32_rgb_lzw.tif", "int32_rgb_planar.tif"):
+        case = next(c for c in INDEX if c["file"] == name)
+        with pytest.raises(OSError):
+            Image.open(FIXTURES / name)
+        with pytest.raises(DataError, match=rf"{name}: integer pixels span .*beyond 16 bits .*data.scale"):
+            read_image(FIXTURES / name)
+        raw = read_image(FIXTURES / name, raw=True).numpy().transpose(1, 2, 0)
+        assert np.array_equal(raw, _expected(case).astype(np.float32))  # the stored numbers, as float32 holds them
+    case = next(c for c in INDEX if c["file"] == "uint32_rgb_16bit_values.tif")  # 0..65535 in 32 bits
+    x = read_image(FIXTURES / case["file"]).double().numpy().transpose(1, 2, 0)
+    assert np.allclose((x + 1) / 2 * 65535, _expected(case), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["plain.tif", "bigtiff.tif"])

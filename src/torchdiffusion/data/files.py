@@ -15,7 +15,8 @@ Images (``read_image`` and the ``folder`` source):
     16-bit RGB, RGBA, gray-with-alpha and colour-keyed (tRNS) PNGs, 16-bit RGB(A) and gray-with-alpha TIFFs and
     white-is-zero gray TIFFs (read by :mod:`.png16` and :mod:`.tiff`: Pillow would keep 8 bits, drop the key, not
     open them, or not invert them); float TIFF (gray, Pillow's mode ``F``, or colour, or of 16 or 64 bits, read by
-    :mod:`.tiff`) must hold values in [0, 1], 32-bit integer TIFF values in 0..65535.
+    :mod:`.tiff`) must hold values in [0, 1], signed or 32-bit integer TIFF values (gray, or colour read by
+    :mod:`.tiff`) in 0..65535.
     With ``data.scale`` set, every file is read as the numbers stored in it (0..255, 0..65535, signed or 32-bit
     integers, floats of any range) and the folder's range is mapped to [-1, 1] (data/scale.py).
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
@@ -97,13 +98,19 @@ def _high_depth(im, raw: bool = False) -> tuple[np.ndarray, float] | None:
     a = np.asarray(im, dtype=np.float64)
     if mode == "F":
         return _unit_floats(a, raw), 1.0
+    return _integer_pixels(a, raw), 65535.0
+
+
+def _integer_pixels(a: np.ndarray, raw: bool) -> np.ndarray:
+    """Integer pixels (float64) of a format wider than 16 bits or signed: within 0..65535 (16-bit values) unless
+    ``raw`` (``data.scale`` maps the folder's range instead)."""
     lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if not raw and (lo < 0 or hi > 65535):
         raise DataError(
             f"integer pixels span [{lo:.0f}, {hi:.0f}], beyond 16 bits (0..65535); save 8- or 16-bit images, "
             "or set data.scale=minmax or percentile to map the folder's range"
         )
-    return a, 65535.0
+    return a
 
 
 def _colour16(a: np.ndarray, associated: bool = False) -> np.ndarray:
@@ -160,6 +167,11 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
             kind = tiff_kind(data)
             if kind == "u16":
                 return _colour16(*read_tiff(data)) * 65535.0, 65535.0
+            if kind in ("i16", "u32", "i32"):  # signed or 32-bit RGB: 16-bit values, or data.scale's numbers
+                samples = read_tiff(data)[0]
+                if samples.shape[-1] != 3:
+                    raise DataError("signed or 32-bit integer colour with alpha is not read; save it without alpha")
+                return _colour16(_integer_pixels(samples.astype(np.float64), raw)) * 65535.0, 65535.0
             if kind is not None:  # floats
                 samples, associated = read_tiff(data)
                 return _composite(_unit_floats(samples, raw), associated), 1.0

@@ -11,7 +11,8 @@ and reads 16-bit white-is-zero gray without inverting it (a negative). This smal
 (:func:`tiff_kind`): the first image of a TIFF whose samples are 16-bit unsigned integers ("u16"), photometric
 RGB (3 samples) or gray (1, PhotometricInterpretation 0 = WhiteIsZero, inverted here, or 1 = BlackIsZero), plus an
 optional alpha; or IEEE floats (SampleFormat 3), RGB or gray: 32-bit ones ("f32") in colour or with alpha (plain
-32-bit float gray Pillow reads itself), 16- and 64-bit ones ("f16", "f64"), which Pillow cannot open at all. It
+32-bit float gray Pillow reads itself), 16- and 64-bit ones ("f16", "f64"), which Pillow cannot open at all; or
+RGB of signed 16-bit, or unsigned or signed 32-bit integers ("i16", "u32", "i32"), which it cannot open either. It
 follows the TIFF 6.0 specification:
 
 * the header (Sec. 2): byte order ``II`` (little-endian) or ``MM`` (big-endian), 42, the offset of the first IFD;
@@ -25,10 +26,10 @@ follows the TIFF 6.0 specification:
   growing one code early, Clear = 256, EndOfInformation = 257; in Python, about 3 MB of samples a second) or
   Deflate (8, and the older 32946: zlib);
 * Predictor 2 (Sec. 14): each integer sample stored as the difference from the same sample of the pixel to its
-  left, undone by a cumulative sum along each row of a strip or tile (mod 2^16); the floating-point predictor 3
-  (Adobe's Photoshop TIFF Technical Note 3): each row's floats split into byte planes, most significant byte first
-  whatever the file's byte order, and those bytes differenced with a stride of the samples per pixel - undone by a
-  cumulative sum of the row's bytes (mod 2^8) and the planes put back together;
+  left, undone by a cumulative sum along each row of a strip or tile (mod 2^bits, in the stored type); the
+  floating-point predictor 3 (Adobe's Photoshop TIFF Technical Note 3): each row's floats split into byte planes,
+  most significant byte first whatever the file's byte order, and those bytes differenced with a stride of the
+  samples per pixel - undone by a cumulative sum of the row's bytes (mod 2^8) and the planes put back together;
 * ExtraSamples (Sec. 18): a sample after the colour ones that is associated (premultiplied, 1) or unassociated
   (2) alpha is kept as alpha; other extra samples are dropped;
 * Orientation (tag 274): the pixels turned the way up viewers show them, as Pillow does for the TIFFs it reads.
@@ -44,7 +45,8 @@ import numpy as np
 TYPES = {1: "B", 3: "H", 4: "I", 16: "Q", 18: "Q"}  # BYTE, SHORT, LONG, LONG8 and IFD8 (BigTIFF)
 SIZES = {"B": 1, "H": 2, "I": 4, "Q": 8}
 FLOATS = {16: "f16", 32: "f32", 64: "f64"}  # BitsPerSample of IEEE floats -> kind
-DTYPES = {"u16": "u2", "f16": "f2", "f32": "f4", "f64": "f8"}  # kind -> the stored samples' numpy type
+DTYPES = {"u16": "u2", "f16": "f2", "f32": "f4", "f64": "f8", "i16": "i2", "u32": "u4", "i32": "i4"}  # kind -> type
+INTEGERS = {(16, 2): "i16", (32, 1): "u32", (32, 2): "i32"}  # (BitsPerSample, SampleFormat) of RGB Pillow cannot open
 COMPRESSIONS = {1: "none", 5: "LZW", 8: "Deflate", 32946: "Deflate", 32773: "PackBits"}
 WHITE_IS_ZERO, BLACK_IS_ZERO, RGB = 0, 1, 2  # PhotometricInterpretation
 COLOURS = {WHITE_IS_ZERO: 1, BLACK_IS_ZERO: 1, RGB: 3}  # its colour samples per pixel
@@ -198,6 +200,8 @@ def _kind(tags: dict) -> str | None:
     bits, formats = tags.get(TAGS["bits"], (1,)), tags.get(TAGS["sample_format"], (1,))
     if all(b == 16 for b in bits) and all(f == 1 for f in formats):
         return None if photometric == BLACK_IS_ZERO and spp == 1 else "u16"
+    if photometric == RGB and len(set(bits)) == 1 and len(set(formats)) == 1 and (bits[0], formats[0]) in INTEGERS:
+        return INTEGERS[(bits[0], formats[0])]
     if len(set(bits)) == 1 and bits[0] in FLOATS and all(f == 3 for f in formats) and photometric != WHITE_IS_ZERO:
         kind = FLOATS[bits[0]]
         return None if kind == "f32" and photometric == BLACK_IS_ZERO and spp == 1 else kind
@@ -316,15 +320,15 @@ def _blocks(data: bytes, tags: dict, bo: str, h: int, w: int, spp: int, kind: st
             continue
         block = np.frombuffer(raw[:need], dtype=dtype).reshape(rows, cols, spp)
         if predictor == 2:  # each sample stored as the difference from its left neighbour's, mod 2^16
-            out.append(np.cumsum(block, axis=1, dtype=np.uint16))
+            out.append(np.cumsum(block, axis=1, dtype=np.dtype(DTYPES[kind])))  # mod 2^bits, as stored
         else:
             out.append(block.astype(_out_type(kind)))
     return out
 
 
 def _out_type(kind: str) -> type:
-    """What :func:`read_tiff` returns for ``kind``: uint16, float32 (16- and 32-bit floats) or float64."""
-    return {"u16": np.uint16, "f64": np.float64}.get(kind, np.float32)
+    """What :func:`read_tiff` returns for ``kind``: float32 for 16- and 32-bit floats, else the stored type."""
+    return np.float32 if kind in ("f16", "f32") else np.dtype(DTYPES[kind]).type
 
 
 def read_tiff(data: bytes, at: int | None = None) -> tuple[np.ndarray, bool]:
@@ -354,7 +358,7 @@ def read_tiff(data: bytes, at: int | None = None) -> tuple[np.ndarray, bool]:
     compression, predictor, planar = one("compression", 1), one("predictor", 1), one("planar", 1)
     if compression not in COMPRESSIONS:
         raise ValueError(f"TIFF compression {compression} is not read; save with none, LZW, Deflate or PackBits")
-    if predictor not in ((1, 2) if kind == "u16" else (1, 3)) or planar not in (1, 2) or w < 1 or h < 1:
+    if predictor not in ((1, 3) if kind.startswith("f") else (1, 2)) or planar not in (1, 2) or w < 1 or h < 1:
         raise ValueError(
             f"TIFF predictor {predictor} / planar configuration {planar} is not read for {kind} samples; save "
             "without a predictor"
