@@ -57,8 +57,8 @@ class WavFormat:
 
 
 def _chunks(data: bytes):
-    """(id, body) of each chunk after the RIFF/WAVE header; a body cut short by the end of the file is
-    returned as it is (the caller checks the sizes it needs)."""
+    """(id, body, declared size) of each chunk after the RIFF/WAVE header; a body cut short by the end of the file
+    is returned as it is (the caller checks the sizes it needs)."""
     pos = 12
     while pos + 8 <= len(data):
         cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
