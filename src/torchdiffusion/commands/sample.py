@@ -283,11 +283,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.save_tiff and run_.kind not in ("image", "volume"):
         raise ConfigError(f"--save-tiff writes images and volumes; {args.run} holds {run_.kind} data")
-    json_, gif, npy, nifti, wav, tif = SIDECARS  # the settings record always, the GIF and arrays when asked for
-    asked = (json_, *((gif,) if args.gif else ()), *((npy,) if args.save_npy else ()))
-    asked += (*((nifti,) if args.save_nifti else ()), *((wav,) if args.save_wav else ()))
-    asked += (tif,) if args.save_tiff else ()
-    check_output_file(out, sidecars=asked)
+    json_, *others = SIDECARS  # the settings record always, the GIF and arrays when asked for
+    flags = (args.gif, args.save_npy, args.save_nifti, args.save_wav, args.save_tiff)
+    check_output_file(out, sidecars=(json_, *(s for s, on in zip(others, flags, strict=True) if on)))
     paths = write_samples(
         run_,
         sample,

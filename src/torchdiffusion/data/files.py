@@ -241,12 +241,13 @@ def read_image(
 # The folder source
 
 
-def list_images(root: Path) -> list[Path]:
-    """The image files (IMAGE_SUFFIXES) under ``root``, recursively, sorted by relative path, hidden names skipped."""
+def list_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files under ``root`` with one of ``suffixes`` (any case), recursively, sorted by relative path, hidden
+    names skipped: what a folder source reads."""
     files = []
     for p in root.rglob("*"):
         rel = p.relative_to(root)
-        if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in rel.parts) and p.is_file():
+        if p.suffix.lower() in suffixes and not any(part.startswith(".") for part in rel.parts) and p.is_file():
             files.append(rel)
     return [root / r for r in sorted(files, key=lambda r: r.as_posix())]
 
@@ -258,7 +259,7 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
     root = Path(cfg.path).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
-    files = list_images(root)
+    files = list_files(root, IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no PNG/JPEG/TIFF/WebP/BMP/GIF images in {root}")
     from . import scale_of  # the package's rule for data.scale (here at call time: it imports this module)

@@ -155,12 +155,9 @@ def read_signal_file(
     if not p.is_file():
         raise DataError(f"{p} does not exist")
     if p.suffix.lower() == ".wav":
-        from .wav import read_wav
+        from .wav import read_wav_file
 
-        try:
-            x, file_rate = read_wav(p.read_bytes())
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read {p}: {e}") from None
+        x, file_rate = read_wav_file(p)
         if rate is not None and abs(file_rate - rate) > 0.5:
             raise DataError(
                 f"{p.name} is sampled at {file_rate} Hz; the run's series are at {rate:g} Hz - resample it to that rate"

@@ -118,9 +118,9 @@ def load_shapes3d(cfg: DataConfig, seed: int) -> TensorData:
     return TensorData(x, labels=labels, class_names=list(SHAPES), kind="volume", name=name)
 
 
-def nifti_files(path: Path, suffixes: tuple[str, ...] = NIFTI_SUFFIXES, what: str = "NIfTI") -> list[Path]:
-    """The NIfTI files (or others of ``suffixes``, named ``what``) of ``path``: a file, or a folder searched
-    recursively, sorted, hidden names skipped."""
+def volume_files(path: Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
+    """The ``what`` files (NIfTI, TIFF) of ``suffixes`` that ``path`` names: itself, or those in the folder,
+    searched recursively, sorted, hidden names skipped."""
     if path.is_file():
         files = [path]
     elif path.is_dir():
@@ -269,7 +269,7 @@ def load_tiff_stacks(cfg: DataConfig, seed: int) -> TensorData:
     if not cfg.path:
         raise DataError("the tiff_stack source needs data.path=<file.tif or a folder of TIFF stacks>")
     vols = []
-    for f in nifti_files(Path(cfg.path).expanduser(), TIFF_SUFFIXES, "TIFF"):
+    for f in volume_files(Path(cfg.path).expanduser(), TIFF_SUFFIXES, "TIFF"):
         v = read_tiff_stack(f)
         if vols and v.shape != vols[0].shape:
             raise DataError(f"{f.name} is a volume of size {v.shape}, the first file {vols[0].shape}")
@@ -284,7 +284,7 @@ def load_nifti(cfg: DataConfig, seed: int) -> TensorData:
     if not cfg.path:
         raise DataError("the nifti source needs data.path=<file.nii[.gz] or a folder of them>")
     vols, affines = [], []
-    for f in nifti_files(Path(cfg.path).expanduser()):
+    for f in volume_files(Path(cfg.path).expanduser(), NIFTI_SUFFIXES, "NIfTI"):
         v, affine = read_nifti(f)
         if vols and v.shape[1:] != vols[0].shape[1:]:
             raise DataError(f"{f.name} holds volumes of size {v.shape[1:]}, the first file {vols[0].shape[1:]}")

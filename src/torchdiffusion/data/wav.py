@@ -148,19 +148,17 @@ def rate_of(info: dict) -> float | None:
     return None if fmt is None else fmt.sample_rate
 
 
-def list_wavs(root: Path) -> list[Path]:
-    """The ``.wav`` files under ``root``, recursively, sorted by relative path, hidden names skipped."""
-    files = [
-        p.relative_to(root)
-        for p in root.rglob("*")
-        if p.suffix.lower() == SUFFIX and not any(s.startswith(".") for s in p.relative_to(root).parts) and p.is_file()
-    ]
-    return [root / r for r in sorted(files, key=lambda r: r.as_posix())]
+def read_wav_file(path: Path) -> tuple[np.ndarray, int]:
+    """:func:`read_wav` of the file ``path``; a DataError naming it when it cannot be read."""
+    try:
+        return read_wav(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
 
 
 def load_wav(cfg: DataConfig, seed: int) -> TensorData:
     """The ``wav`` source: one series per file under ``data.path`` (module docstring)."""
-    from .files import folder_classes
+    from .files import folder_classes, list_files
     from .signal import stack_series
 
     if not cfg.path:
@@ -170,15 +168,12 @@ def load_wav(cfg: DataConfig, seed: int) -> TensorData:
         raise DataError(f"data.path={root} is a file; the wav source reads a folder of .wav files, one series each")
     if not root.is_dir():
         raise DataError(f"WAV folder not found: {root}")
-    files = list_wavs(root)
+    files = list_files(root, (SUFFIX,))
     if not files:
         raise DataError(f"no .wav files in {root}")
     series, rates = [], {}
     for f in files:
-        try:
-            x, rate = read_wav(f.read_bytes())
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read {f}: {e}") from None
+        x, rate = read_wav_file(f)
         series.append(x)
         rates.setdefault(rate, f.name)
     if len(rates) > 1:
