@@ -222,6 +222,13 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
         (("export", run, "--format", "onnx", "--out", tmp_path / "g"), "holds sequence data"),
         (("bench-samplers", "--run", run, "--nfe", "3", "--n", "16", "--out", tmp_path / "g"), "holds sequence data"),
         (("explain", "trajectory", run, "--out", tmp_path / "g.png"), "see 'explain sequence-forward'"),
+        # a sequence samples by its process's own reverse steps: no sampler, grid or sampler setting to choose
+        (("sample", run, "--sampler", "heun", "--out", tmp_path / "g.txt"), "--sampler changes nothing"),
+        (("sample", run, "--grid", "karras", "--out", tmp_path / "g.txt"), "--grid changes nothing"),
+        (("sample", run, "--rho", "3", "--out", tmp_path / "g.txt"), "--rho changes nothing"),
+        (("sample", run, "--eta", "1", "--out", tmp_path / "g.txt"), "--eta changes nothing"),
+        (("sample", run, "--set", "sample.sampler=heun", "--out", tmp_path / "g.txt"), "changes nothing"),
+        (("evaluate", run, "--sampler", "heun", "--out", tmp_path / "g"), "--sampler changes nothing"),
     ]:
         rc, _, err = cli(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err

@@ -257,6 +257,10 @@ def test_metrics_tell_real_series_from_noise():
     assert good["fd"] < 0.2 * bad["fd"] and good["tstr"] >= 0.9 and bad["tstr"] <= 0.7
 
 
+def cfg_sampler(run) -> str:
+    return json.loads((run / "config.json").read_text())["sample"]["sampler"]
+
+
 def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_path):
     """A tiny class-conditional run on CSV sines: evaluate reports the model, the GP baseline and the real data;
     impute fills NaN points (keeping the given ones); outpaint writes S continuations per series."""
@@ -281,6 +285,15 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
     report = json.loads((run / "eval" / "report.json").read_text())
     assert set(report) >= {"model", "gaussian_process", "real"} and report["real"]["n_heldout"] == 12
     assert 0 <= report["model"]["tstr"] <= 1 and report["gaussian_process"]["fd"] >= 0
+    r = td("evaluate", str(run), "--n", "8", "--steps", "2", "--sampler", "euler", "--batch-size", "3", "--threads",
+           "1", "--out", str(tmp_path / "eval-euler"))  # fmt: skip
+    euler = json.loads((tmp_path / "eval-euler" / "report.json").read_text())
+    assert r.returncode == 0 and (euler["sampler"], report["sampler"]) == ("euler", cfg_sampler(run)), r.stderr
+    assert euler["model"] != report["model"] and euler["gaussian_process"] == report["gaussian_process"]
+    for option in (["--nll-n", "5"], ["--ode-steps", "4"], ["--inception", "x.pt"]):  # image metrics' options
+        r = td("evaluate", str(run), "--n", "8", *option, "--out", str(tmp_path / "g"))
+        assert_clean_error(r.returncode, r.stderr, f"{option[0]} does not apply to signal runs")
+    assert not (tmp_path / "g").exists()
     # a run that samples only on its tuned grid (sample.grid = tuned, as a distilled student) is evaluated on it
     from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
 

@@ -1,13 +1,15 @@
 """Tables: the quantile map, the mixed diffusion against an exact denoiser, imputation, the metrics, the CLI."""
 
+import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from tinyruns import cli
-from torchdiffusion.config import override
+from torchdiffusion.config import SampleConfig, override
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.table import (
     decode_rows,
@@ -49,29 +51,42 @@ def _exact_model(steps_cfg="sample.steps=64"):
     return ExactTable(cfg, 2, (3,))
 
 
-def test_exact_denoiser_samples_the_data_law():
+def _plan(steps: int, sampler: str = "heun", **settings) -> SampleConfig:
+    """The table preset's sampling (Heun on the Karras grid) at ``steps``, or another sampler on that grid."""
+    base = get_preset("table-iris").sample
+    return replace(base, sampler=sampler, steps=steps, settings=replace(base.settings, **settings))
+
+
+@pytest.mark.parametrize("sampler, order, bound", [("heun", 2, 0.02), ("euler", 1, 0.2), ("dpmpp_2m", 2, 0.02)])
+def test_exact_denoiser_samples_the_data_law(sampler, order, bound):
+    """The numeric part is integrated by the sampler named, at that sampler's order of convergence."""
     m = _exact_model()
 
     def error(steps):  # vs the probability-flow ODE of N(0, 1) data solved exactly: z(0) = z(s_max)/sqrt(1 + s_max^2)
-        z = sample_table(m, range(200), steps)[:, :2]
-        z_max = NoiseSource(range(200), (2 + 2 * (steps + 1),)).initial()[:, :2] * m.sigma_max
+        z = sample_table(m, range(200), _plan(steps, sampler))[:, :2]
+        z_max = NoiseSource(range(200), (2,)).initial() * m.sigma_max
         return (z - z_max / math.sqrt(1 + m.sigma_max**2)).abs().max().item()
 
     e32, e64 = error(32), error(64)
-    assert e64 < 0.02 and e32 / e64 > 3.5  # Heun: second order
-    c = sample_table(m, range(3000), 16)[:, 2].long()
+    assert e64 < bound and 2**order * 0.85 < e32 / e64 < 2**order * 1.3, (e32, e64)  # halving h: error / 2^p
+
+
+@pytest.mark.parametrize("sampler, settings", [("heun", {}), ("euler_ancestral", {"eta": 1.0})])
+def test_categorical_cells_take_the_data_law_beside_any_sampler(sampler, settings):
+    c = sample_table(_exact_model(), range(3000), _plan(16, sampler, **settings))[:, 2].long()
     share = torch.bincount(c, minlength=3) / len(c)
     assert (share - P_CAT).abs().max() < 0.03
 
 
 def test_per_row_seeds_and_known_cells():
     m = _exact_model()
-    a = sample_table(m, [5, 6, 7], 16)
-    b = sample_table(m, [7], 16)
-    assert torch.equal(a[2], b[0])  # row k depends on seed k alone
+    for plan in (_plan(16), _plan(16, "euler_ancestral", eta=1.0)):  # stochastic steps too: row k from seed k
+        a = sample_table(m, [5, 6, 7], plan)
+        b = sample_table(m, [7], plan)
+        assert torch.equal(a[2], b[0])  # row k depends on seed k alone
     known = torch.tensor([[1.5, 0.0, 2.0]]).expand(4, -1)
     mask = torch.tensor([[True, False, True]]).expand(4, -1)
-    x = sample_table(m, range(4), 16, known=known, known_mask=mask)
+    x = sample_table(m, range(4), _plan(16), known=known, known_mask=mask)
     assert torch.equal(x[:, 0], known[:, 0]) and torch.equal(x[:, 2], known[:, 2])
 
 
@@ -186,6 +201,18 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     assert rc == 0, err
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0] == "u,v,kind" and len(lines) == 7 and all(ln.endswith(",c2") for ln in lines[1:])
+    drawn = {}  # the sampler named is the one that runs: the preset's (heun) by default, any other on request
+    for name, flags in [("default", ()), ("heun", ("--sampler", "heun")), ("euler", ("--sampler", "euler"))]:
+        rc, _, err = cli("sample", run, "--n", "5", *flags, "--out", tmp_path / f"{name}.csv")
+        assert rc == 0, err
+        drawn[name] = (tmp_path / f"{name}.csv").read_text()
+    assert drawn["default"] == drawn["heun"] != drawn["euler"]
+    rc, _, err = cli("evaluate", run, "--n", "16", "--sampler", "euler", "--steps", "3", "--out", tmp_path / "ev")
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert rc == 0 and (report["sampler"], report["steps"]) == ("euler", 3), err
+    for option in (["--nll-n", "5"], ["--contrastive", "x"], ["--metrics", "fd"]):  # image metrics' options
+        rc, _, err = cli("evaluate", run, "--n", "16", *option, "--out", tmp_path / "g")
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and option[0] in err and "table runs" in err, err
     _csv(tmp_path / "h.csv", ["1.0,,c1", ",-2.0,"], header="u,v,kind")
     rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", "--out", tmp_path / "f.csv")
     assert rc == 0, err
@@ -223,6 +250,11 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         (("sample", run, "--n", "2", "--out", tmp_path / "mine.csv"), "mine.png (beside"),
         (("impute", run, "--csv", tmp_path / "x.csv", "--out", tmp_path / "g.csv"), "'c7', unseen in training"),
         (("sample", run, "--given", "kind=c9", "--out", tmp_path / "g.csv"), "'c9', unseen in training"),
+        (("sample", run, "--guidance", "3", "--out", tmp_path / "g.csv"), "--guidance does not apply to table runs"),
+        (("sample", run, "--save-npy", "--out", tmp_path / "g.csv"), "--save-npy does not apply to table runs"),
+        (("sample", run, "--negative-prompt", "x", "--out", tmp_path / "g.csv"), "--negative-prompt does not apply"),
+        (("sample", run, "--eta", "0.5", "--out", tmp_path / "g.csv"), "sampler 'heun' has no setting 'eta'"),
+        (("sample", run, "--sampler", "nope", "--out", tmp_path / "g.csv"), "unknown sampler 'nope'"),
         (("explain", "trajectory", run, "--out", tmp_path / "g.png"), "holds table data (see 'explain table-forward')"),
         (("explain", "ablation", run, "--out", tmp_path / "g.png"), "draws the sampler's path through continuous"),
         (("interpolate", run, "--seeds", "1", "2", "--out", tmp_path / "g.png"), "holds table data"),

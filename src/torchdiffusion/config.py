@@ -751,6 +751,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     from .samplers import SAMPLERS, resolve_settings
 
     s = cfg.sample
+    if unread_setting(cfg, "sample.sampler") is not None:  # a sequence run: its own reverse steps, no sampler
+        return cfg
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {s.sampler!r}; choose from {', '.join(SAMPLERS)}")
     try:
@@ -894,7 +896,21 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
         "classifier-free guidance (a conditioned model) or autoguidance (sample.autoguidance != 1)",
         ("model.num_classes", "model.context_dim", "model.text_dim", "sample.autoguidance"),
     ),
-    "sample.rho": (lambda c: c.sample.grid == "karras", "the karras grid (sample.grid=karras)", ("sample.grid",)),
+    # a sequence model samples by its process's own reverse steps (sequences.py): no sampler, grid or settings
+    **dict.fromkeys(
+        ("sample.sampler", "sample.grid", *(f"sample.settings.{f.name}" for f in dataclasses.fields(SamplerSettings))),
+        (
+            lambda c: c.model.net != "transformer",
+            "the samplers over sigma grids (a sequence model, model.net=transformer, takes its process's own reverse "
+            "steps, sample.steps of them)",
+            ("model.net",),
+        ),
+    ),
+    "sample.rho": (
+        lambda c: c.sample.grid == "karras" and c.model.net != "transformer",
+        "the karras grid (sample.grid=karras) of the samplers over sigma grids",
+        ("sample.grid", "model.net"),
+    ),
     "sample.spacing": (
         lambda c: c.diffusion.process == "discrete",
         "the uniform_t grid of a discrete (DDPM-trained) model",

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .config import SampleConfig
+
 DISCRETE_KINDS = ("table", "sequence")
 MASK_CHAR = "_"  # the symbol to fill in, in infilling text (a vocabulary holding "_" takes --mask-char)
 
@@ -36,23 +38,39 @@ def draw(
     model,
     kind: str,
     seeds: Sequence[int],
-    steps: int,
+    sample: SampleConfig,
     *,
     known: Tensor | None = None,
     known_mask: Tensor | None = None,
     progress: bool = True,
     stop=None,
 ) -> Tensor:
-    """Encoded samples (N, D) or (N, L), sample k from seeds[k] alone, in batches of 256 with a step bar."""
+    """Encoded samples (N, D) or (N, L), sample k from seeds[k] alone, in batches of ``sample.batch_size`` with a
+    step bar: a table's numeric part by ``sample.sampler`` on ``sample.grid`` (tabular.sample_table), a sequence by
+    ``sample.steps`` reverse steps of its process (sequences.sample_sequences)."""
     from .progress import step_bar
     from .sequences import sample_sequences
-    from .tabular import sample_table
+    from .tabular import sample_table, sampling_plan_of
 
-    fn = sample_table if kind == "table" else sample_sequences
     seeds = list(seeds)
+    if kind == "table":
+        steps = len(sampling_plan_of(model, sample)[0]) - 1
+
+        def fn(model, seeds, known, known_mask, callback):
+            return sample_table(model, seeds, sample, known=known, known_mask=known_mask, callback=callback)
+
+        what = f"sampling table ({sample.sampler}, {steps} steps)"
+    else:
+        steps = sample.steps
+
+        def fn(model, seeds, known, known_mask, callback):
+            return sample_sequences(model, seeds, steps, known=known, known_mask=known_mask, callback=callback)
+
+        what = f"sampling {kind} ({steps} steps)"
     out = []
-    batches = [slice(i, min(i + 256, len(seeds))) for i in range(0, len(seeds), 256)]
-    with step_bar(len(batches) * steps, f"sampling {kind} ({steps} steps)", show=progress) as bar:
+    bs = max(1, sample.batch_size)
+    batches = [slice(i, min(i + bs, len(seeds))) for i in range(0, len(seeds), bs)]
+    with step_bar(len(batches) * steps, what, show=progress) as bar:
 
         def cb(i, x):
             if stop is not None:
@@ -62,8 +80,13 @@ def draw(
         for sl in batches:
             k = None if known is None else known[sl]
             m = None if known_mask is None else known_mask[sl]
-            out.append(fn(model, seeds[sl], steps, known=k, known_mask=m, callback=cb))
+            out.append(fn(model, seeds[sl], k, m, cb))
     return torch.cat(out).float()
+
+
+def unread_sampler_flag(flag: str, kind: str) -> str:
+    """The one-line refusal of a sampler option on a run whose kind samples by its process's own steps."""
+    return f"{flag} changes nothing: a {kind} run samples by its process's own reverse steps (sample.steps of them)"
 
 
 def save(x: Tensor, kind: str, schema, out: Path, reference: Tensor | None = None, title: str = "") -> list[Path]:
@@ -130,7 +153,7 @@ def infill_text(vocab, texts: Sequence[str], seq_len: int, mask_char: str = MASK
     return known, mask
 
 
-def metrics(run, n: int, seed: int, steps: int, progress: bool = True) -> dict:
+def metrics(run, n: int, seed: int, sample: SampleConfig, progress: bool = True) -> dict:
     """The kind's metrics (evaluation/tables.py, evaluation/sequences.py) and its baseline beside them; also the
     encoded ``samples`` and the held-out rows a table's picture draws them over (``reference``)."""
     from .data import load_data
@@ -141,7 +164,7 @@ def metrics(run, n: int, seed: int, steps: int, progress: bool = True) -> dict:
     if cfg.data.holdout == 0:
         raise ValueError("evaluating a table or sequence run needs held-out rows: train with data.holdout=N")
     held = load_data(cfg.data, "holdout", cfg.train.seed)
-    x = draw(run.model, kind, range(seed, seed + n), steps, progress=progress)
+    x = draw(run.model, kind, range(seed, seed + n), sample, progress=progress)
     if kind == "table":
         from .evaluation.tables import independent_marginals, table_metrics
 

@@ -331,7 +331,7 @@ PRESETS: dict[str, RunConfig] = {
                 log_every_images=10_000,
                 checkpoint_every_images=50_000,
             ),
-            sample=SampleConfig(sampler="euler", grid="karras", steps=64, n=1000, clip_denoised=False),
+            sample=SampleConfig(sampler="heun", grid="karras", steps=64, n=1000, clip_denoised=False),
         )
         for name, holdout in (("wine", 54), ("breast_cancer", 171), ("iris", 45))
     },

@@ -13,9 +13,10 @@ and logits per categorical column (the mask never predicted). The loss per row i
     L = lambda(sigma) mean_j (D_num - z)_j^2  +  (1/Dc) sum_{masked j} -log p(c_j | x_sigma),
 
 EDM's weighted denoising error plus the cross-entropy on masked cells (TabDDPM sums a Gaussian and a
-multinomial term the same way). Sampling walks a Karras sigma grid down to 0: a Heun step (EDM Alg. 1) on the
-numeric part, and the masked reverse step (alpha from sigma to sigma_next) on the categorical part; a known cell is
-pasted at every step (numeric: the existing ``edit.known_region`` wrapper; categorical: never masked).
+multinomial term the same way). Sampling walks the run's sigma grid down to 0 with the run's sampler on the numeric
+part (any of samplers/; the table presets: Heun, EDM Alg. 1, on the Karras grid) and, after each of its steps, the
+masked reverse step (alpha from sigma to sigma_next) on the categorical part; a known cell is pasted at every step
+(numeric: the existing ``edit.known_region`` wrapper; categorical: never masked).
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .categorical import alpha_of_sigma, mask_cells, uniform_from_normal, unmask_step
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, SampleConfig
 from .edit import known_region
 from .precond import coefficients
-from .schedules import make_sigmas
-from .types import NoiseSource
+from .types import NoiseSource, StepInfo, stream_seeds
 
 SIGMA_DATA = 1.0  # the numeric columns are unit Gaussians after the quantile map
 
@@ -99,68 +99,83 @@ class TableDiffusion(nn.Module):
         return torch.cat([D_num, *codes], 1)
 
 
-def _numeric_denoiser(model: TableDiffusion, c: Tensor, cond) -> tuple[Callable[[Tensor, Tensor], Tensor], list]:
-    """D(z, sigma) of the numeric part with the categorical cells ``c`` fixed; each call leaves the categorical
-    logits in the returned list."""
-    logits: list[Tensor] = []
+class _TableState:
+    """The categorical cells ``c`` (B, Dc) while the numeric part is sampled, and the logits that the first
+    network call of the current step gave (the categorical step of that step uses them)."""
 
-    def D(x: Tensor, sigma: Tensor) -> Tensor:
-        d, lg = model.denoise(x, c, sigma, cond)
-        logits[:] = lg
-        return d
+    def __init__(self, model: TableDiffusion, c: Tensor, cond):
+        self.model, self.c, self.cond = model, c, cond
+        self.logits: list[Tensor] | None = None
 
-    return D, logits
+    def D(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """D(z, sigma) of the numeric part with the categorical cells fixed, in the sampler's dtype."""
+        d, logits = self.model.denoise(x.float(), self.c, sigma.float(), self.cond)
+        if self.logits is None:  # the first call of this step: at sigma (a Heun step's second call is at sigma')
+            self.logits = logits
+        return d.to(x.dtype)
+
+    def unmask(self, sigma: float, sigma_next: float, u: Tensor) -> None:
+        """The masked reverse step of every categorical column from alpha(sigma) to alpha(sigma_next)."""
+        if self.logits is None:
+            return
+        a_t, a_s = alpha_of_sigma(torch.tensor(sigma)), alpha_of_sigma(torch.tensor(sigma_next))
+        for j, (lg, K) in enumerate(zip(self.logits, self.model.categories, strict=True)):
+            column = unmask_step(self.c[:, j : j + 1], lg.float().softmax(-1)[:, None], a_s, a_t, K, u[:, j : j + 1])
+            self.c[:, j] = column[:, 0]
+        self.logits = None
 
 
 @torch.no_grad()
 def sample_table(
     model: TableDiffusion,
     seeds: Sequence[int],
-    steps: int,
+    sample: SampleConfig,
     *,
     known: Tensor | None = None,
     known_mask: Tensor | None = None,
-    rho: float = 7.0,
     cond=None,
     callback: Callable[[int, Tensor], None] | None = None,
 ) -> Tensor:
     """Rows (N, D) in the encoded layout, row k from ``seeds[k]`` alone; ``known``/``known_mask`` (N, D) fix cells.
 
-    The sigma grid is Karras et al.'s (rho) from the model's sigma_max to sigma_min, then 0; at each step the
-    numeric part takes a Heun step of the probability-flow ODE (dx/dsigma = (x - D)/sigma) and the categorical
-    part the masked reverse step from alpha(sigma) to alpha(sigma_next) (module docstring)."""
-    Dn, Dc = model.num_numeric, len(model.categories)
+    The numeric part is sampled by ``sample.sampler`` on the grid ``sample.grid`` over the model's sigma range (the
+    library's samplers, :func:`generate.sampling_plan`; the table presets: Heun, EDM Alg. 1, on Karras et al.'s
+    grid); after each of the sampler's steps, from sigma to sigma', every categorical column takes the masked
+    reverse step from alpha(sigma) to alpha(sigma') with the logits of the step's first network call (module
+    docstring). Row k's numeric noise, its categorical draws and its known-cell noise are three streams of its
+    seed (:func:`types.stream_seeds`)."""
+    from .generate import state_dtype
+    from .samplers import get_sampler
+
+    Dn, Dc, N = model.num_numeric, len(model.categories), len(seeds)
     device = next(model.parameters()).device
-    sigmas = make_sigmas("karras", steps, model.sigma_min, model.sigma_max, rho=rho).float().to(device)
-    noise = NoiseSource(seeds, (Dn + 2 * Dc * (steps + 1),), device=device).initial()
-    z = noise[:, :Dn] * sigmas[0]
-    draws = uniform_from_normal(noise[:, Dn:]).view(len(seeds), steps + 1, Dc, 2)
-    c = model.mask_ids.expand(len(seeds), Dc).clone()
+    sigmas, knobs, _ = sampling_plan_of(model, sample)
+    dtype = state_dtype(device)
+    noise = NoiseSource(seeds, (Dn,), device=device, dtype=dtype)
+    draws = NoiseSource(stream_seeds(seeds, 1), (Dc, 2), device=device)
+    z = noise.initial() * float(sigmas[0])
+    state = _TableState(model, model.mask_ids.expand(N, Dc).clone(), cond)
+    D = state.D
     if known is not None:
         known, known_mask = known.to(device), known_mask.to(device)
-        kc, mc = model.split(known)[1], known_mask[:, Dn:]
-        c = torch.where(mc, kc, c)
-    for i in range(steps):
-        s, s_next = sigmas[i].expand(len(seeds)), sigmas[i + 1].expand(len(seeds))
-        D, logits = _numeric_denoiser(model, c, cond)
-        if known is not None:
-            g = NoiseSource([int(v) * 1_000_003 + i for v in seeds], (Dn,), device=device)
-            D = known_region(D, known[:, :Dn], known_mask[:, :Dn].to(z.dtype), noise=g)
-        d = (z - D(z, s)) / s[:, None]
-        first = list(logits)  # the categorical step uses the logits at sigma (the second call overwrites them)
-        z_next = z + (s_next - s)[:, None] * d  # Euler; the last step (to 0) lands on D
-        if i < steps - 1:  # Heun's correction (Karras et al. 2022, Alg. 1)
-            z_next = z + (s_next - s)[:, None] * (d + (z_next - D(z_next, s_next)) / s_next[:, None]) / 2
-        z = z_next
-        for j, lg in enumerate(first):
-            c[:, j] = unmask_step(
-                c[:, j : j + 1],
-                lg.softmax(-1)[:, None],
-                alpha_of_sigma(s_next),
-                alpha_of_sigma(s),
-                model.categories[j],
-                draws[:, i, j : j + 1],
-            )[:, 0]
+        state.c = torch.where(known_mask[:, Dn:], model.split(known)[1], state.c)
+        g = NoiseSource(stream_seeds(seeds, 2), (Dn,), device=device, dtype=dtype)
+        D = known_region(D, known[:, :Dn].to(dtype), known_mask[:, :Dn].to(dtype), noise=g)
+
+    def step(info: StepInfo) -> None:
+        state.unmask(info.sigma, info.sigma_next, uniform_from_normal(draws()))
         if callback is not None:
-            callback(i, torch.cat([z, c.to(z.dtype)], 1))
-    return torch.cat([z, c.to(z.dtype)], 1).cpu()
+            callback(info.i, torch.cat([info.x.float(), state.c.to(torch.float32)], 1))
+
+    z = get_sampler(sample.sampler)(D, z, sigmas, noise=noise, callback=step, **knobs)
+    if Dc and bool((state.c == model.mask_ids).any()):  # a grid that stops above 0 leaves cells masked: unmask all
+        state.D(z, torch.full((N,), float(sigmas[-2]), dtype=dtype, device=device))
+        state.unmask(float(sigmas[-2]), 0.0, uniform_from_normal(draws()))
+    return torch.cat([z.float(), state.c.to(torch.float32)], 1).cpu()
+
+
+def sampling_plan_of(model: TableDiffusion, sample: SampleConfig) -> tuple[Tensor, dict, dict]:
+    """(sigma grid, sampler settings, grid record) of ``sample`` on a table model: unclamped, no tuned grids."""
+    from .generate import sampling_plan
+
+    return sampling_plan(model, sample, clamped=False)

@@ -84,6 +84,14 @@ class NoiseSource:
         return self._draw()
 
 
+def stream_seeds(seeds: Sequence[int], stream: int) -> list[int]:
+    """Seeds of a second (third ...) random stream of each of ``seeds``, for draws that must not share a generator
+    with the first stream (a table's categorical draws beside its numeric noise): ``(seed M + stream) mod 2^64``
+    with M odd (the 64-bit golden ratio), a bijection of the seed for each stream, and two streams of seeds within
+    any practical range never meet."""
+    return [(int(s) * 0x9E3779B97F4A7C15 + int(stream)) % 2**64 for s in seeds]
+
+
 def default_noise(x: Tensor) -> Callable[[], Tensor]:
     """The noise source a stochastic sampler uses when none is given: the global torch RNG."""
     return lambda: torch.randn_like(x)

@@ -9,7 +9,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import ConfigError, SampleConfig, SamplerSettings, override, refuse_unread
+from ..config import ConfigError, SampleConfig, SamplerSettings, override, refuse_unread, unread_setting
 from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, nonneg_int, positive_float, positive_int
 
 
@@ -144,6 +144,17 @@ def sample_config_from_args(base: SampleConfig, args: argparse.Namespace, run_=N
     sample = override(replace(base, **updates), flags)
     if run_ is not None:  # a --set of a sample setting this run does not read (sample.guidance when unconditional)
         refuse_unread(replace(run_.config, sample=sample), getattr(args, "sample_set", None) or [])
+    if run_ is not None:  # a sampler or grid flag where nothing reads it (a sequence run's own reverse steps)
+        cfg = replace(run_.config, sample=sample)
+        given = {"--sampler": "sampler", "--grid": "grid", "--rho": "rho", "--spacing": "spacing"}
+        given = {flag: f"sample.{key}" for flag, key in given.items() if getattr(args, key, None) is not None}
+        for f in dataclasses.fields(SamplerSettings):
+            if getattr(args, "setting_" + f.name, None) is not None:
+                given[_setting_flag(f.name)] = f"sample.settings.{f.name}"
+        for flag, key in given.items():  # the grid's shape: read only where a grid is (the sampler's rule)
+            why = unread_setting(cfg, "sample.sampler" if key in ("sample.rho", "sample.spacing") else key)
+            if why:
+                raise ConfigError(f"{flag} changes nothing: {why.replace('sample.sampler', key, 1)}")
     if run_ is not None and (getattr(args, "rho", None) is not None or getattr(args, "spacing", None) is not None):
         grid = run_.sampling_plan(sample)[2]["grid"]
         if args.rho is not None and grid != "karras":

@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     kind = run_kind(args.run)
     if kind in ("table", "sequence", "signal") and args.guidance is not None:
         raise ValueError(f"--guidance applies to image and volume runs; {kind} runs are evaluated at their own")
+    if kind in KIND_READS:
+        check_kind_options(args, kind)
     if kind in ("table", "sequence"):
         return evaluate_discrete(args)
     if kind == "volume" and args.metrics == DEFAULT_METRICS:
@@ -155,6 +157,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# What evaluating a table, sequence or signal run reads beside --out, --n, --seed and --threads (their metrics are
+# fixed: --metrics and its kin choose image metrics); image and volume runs read every option
+KIND_READS = {
+    "table": ("sampler", "steps", "batch_size", "device"),
+    "sequence": ("steps", "batch_size", "device"),
+    "signal": ("sampler", "steps", "batch_size", "device"),
+}
+
+
+def check_kind_options(args: argparse.Namespace, kind: str) -> None:
+    """One line for an option that evaluating a ``kind`` run would not read (it would change nothing)."""
+    import torch
+
+    from ..evaluation.evaluate import EvaluateError
+    from ..kinds import unread_sampler_flag
+    from .common import given_options
+
+    given = given_options(args)
+    if {"metrics", "features", "classifier"} & set(given):
+        raise EvaluateError(f"--metrics/--features/--classifier choose image metrics; {kind} runs report all of theirs")
+    for dest, flag in given.items():
+        if dest == "sampler" and kind == "sequence":
+            raise EvaluateError(unread_sampler_flag(flag, kind))
+        if dest not in ("out", "n", "seed", "threads", *KIND_READS[kind]):
+            raise EvaluateError(f"{flag} does not apply to {kind} runs (their metrics and sampling are fixed)")
+    if not (args.device == "cpu" or (args.device.startswith("cuda") and torch.cuda.is_available())):
+        raise EvaluateError(f"--device must be cpu or cuda (with a GPU present), got {args.device!r}")
+
+
 def run_kind(run: str) -> str | None:
     """The data kind run.json records, or None (evaluate() then names what is wrong with the folder)."""
     from pathlib import Path
@@ -167,30 +198,33 @@ def run_kind(run: str) -> str | None:
 
 def evaluate_discrete(args: argparse.Namespace) -> int:
     """Tables and sequences: their metrics and baseline (kinds.metrics) -> OUT/report.json + the samples."""
+    from dataclasses import replace
     from pathlib import Path
 
     import torch
 
+    from ..config import validate
     from ..generate import load_run
     from ..kinds import metrics, save, schema_of
     from ..viz import save_json
 
-    if args.metrics != DEFAULT_METRICS or args.features or args.classifier:
-        raise ValueError(
-            "--metrics/--features/--classifier choose image metrics; table and sequence runs report all of theirs"
-        )
     out = _check_eval_out(args.out or Path(args.run) / "eval")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    run_ = load_run(args.run)
-    steps = args.steps or run_.config.sample.steps
-    report = metrics(run_, args.n, args.seed, steps)
+    run_ = load_run(args.run, device=args.device)
+    sample = run_.config.sample
+    sample = replace(sample, sampler=args.sampler or sample.sampler, steps=args.steps or sample.steps)
+    sample = validate(replace(run_.config, sample=replace(sample, batch_size=args.batch_size))).sample
+    steps = sample.steps
+    report = metrics(run_, args.n, args.seed, sample)
     samples, reference = report.pop("samples"), report.pop("reference")
     suffix = ".csv" if run_.kind == "table" else ".txt"
     out.mkdir(parents=True, exist_ok=True)
     schema, title = schema_of(run_.info, run_.kind), f"{args.n} samples over the held-out data (grey)"
     save(samples, run_.kind, schema, out / f"samples{suffix}", reference=reference, title=title)
     report = {"run": str(run_.path), "kind": run_.kind, "n": args.n, "steps": steps, "seed": args.seed, **report}
+    if run_.kind == "table":  # the numeric part's sampler (a sequence's steps are its process's own)
+        report = {**report, "sampler": sample.sampler, "grid": sample.grid}
     print(save_json(report, out / "report.json"), file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0
@@ -199,25 +233,29 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
 def evaluate_signals(args: argparse.Namespace) -> int:
     """Signals: FD in a classifier's features and train-on-synthetic accuracy, beside the Gaussian-process
     baseline and the real data (evaluation/signals.py) -> OUT/report.json + a picture of the samples."""
+    from dataclasses import replace
     from pathlib import Path
 
     import torch
 
+    from ..config import validate
     from ..evaluation.signals import evaluate_signal_run
     from ..generate import load_run
     from ..viz import save_json, save_signals
 
-    if args.metrics != DEFAULT_METRICS or args.features or args.classifier:
-        raise ValueError("--metrics/--features/--classifier choose image metrics; signal runs report all of theirs")
     out = _check_eval_out(args.out or Path(args.run) / "eval")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    run_ = load_run(args.run)
-    report = evaluate_signal_run(run_, args.n, args.seed, args.steps)
+    run_ = load_run(args.run, device=args.device)
+    sample = run_.config.sample
+    sample = replace(sample, sampler=args.sampler or sample.sampler, steps=args.steps or sample.steps)
+    sample = validate(replace(run_.config, sample=replace(sample, batch_size=args.batch_size))).sample
+    report = evaluate_signal_run(run_, args.n, args.seed, sample)
     samples, reference = report.pop("samples"), report.pop("reference")
     out.mkdir(parents=True, exist_ok=True)
     save_signals(samples, out / "samples.png", reference=reference, title="generated (colour) over held-out (grey)")
     report = {"run": str(run_.path), "kind": "signal", "n": args.n, "seed": args.seed, **report}
+    report = {**report, "sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid}
     print(save_json(report, out / "report.json"), file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0

@@ -58,6 +58,8 @@ def check_kind_options(args: argparse.Namespace, kind: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from ..config import ConfigError
     from ..generate import load_run
     from ..kinds import draw, infill_text, save, schema_of
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         known, mask = infill_text(schema, args.text, run_.data_shape[0], args.mask_char)
     steps = args.steps or run_.config.sample.steps
-    x = draw(run_.model, run_.kind, range(args.seed, args.seed + len(known)), steps, known=known, known_mask=mask)
+    sample = replace(run_.config.sample, steps=steps)
+    x = draw(run_.model, run_.kind, range(args.seed, args.seed + len(known)), sample, known=known, known_mask=mask)
     if run_.kind == "table":  # the cells given keep their values as read
         from ..data.table import decode_rows, paste_known, write_csv
 

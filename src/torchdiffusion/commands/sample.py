@@ -449,24 +449,21 @@ class Recorder:
 
 def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     """Tables: a CSV of sample.n rows (+ marginals picture); sequences: a text file of sample.n lines (+ picture)."""
-    from ..config import ConfigError
-    from ..kinds import draw, given_cells, save, schema_of
+    from dataclasses import replace
 
-    unused = [
-        f
-        for f, v in (
-            ("--gif", args.gif),
-            ("--class", args.classes),
-            ("--context", args.context),
-            ("--prompt", args.prompt),
-            ("--classifier", args.classifier),
-        )
-        if v
-    ]
-    if unused:
-        raise ConfigError(f"{unused[0]} does not apply to {run_.kind} runs")
+    from ..config import ConfigError, validate
+    from ..kinds import draw, given_cells, save, schema_of
+    from .common import given_options
+
+    # what a table or sequence reads (the sampler's options: sample_config_from_args refuses them for a sequence);
+    # the rest - pictures, sidecar formats, conditioning, guidance - would change nothing
+    read = {"out", "weights", "given", "sampler", "grid", "rho", "spacing", "steps", "n", "seed", "batch_size"}
+    for dest, flag in given_options(args).items():
+        if dest not in read and dest != "sample_set" and not dest.startswith("setting_"):
+            raise ConfigError(f"{flag} does not apply to {run_.kind} runs")
     if args.given and run_.kind != "table":
         raise ConfigError(f"--given fixes cells of a table; {args.run} holds {run_.kind} data")
+    validate(replace(run_.config, sample=sample))
     suffix = ".csv" if run_.kind == "table" else ".txt"
     out = Path(args.out) if args.out else run_.path / "samples" / f"{run_.kind}-seed{sample.seed}{suffix}"
     if out.suffix.lower() != suffix:
@@ -476,9 +473,8 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     known = mask = None
     if args.given:
         known, mask = given_cells(schema, args.given, sample.n)
-    x = draw(
-        run_.model, run_.kind, range(sample.seed, sample.seed + sample.n), sample.steps, known=known, known_mask=mask
-    )
-    for p in save(x, run_.kind, schema, out, title=f"{sample.n} samples, {sample.steps} steps"):
+    x = draw(run_.model, run_.kind, range(sample.seed, sample.seed + sample.n), sample, known=known, known_mask=mask)
+    how = f"{sample.sampler}, " if run_.kind == "table" else ""
+    for p in save(x, run_.kind, schema, out, title=f"{sample.n} samples, {how}{sample.steps} steps"):
         print(p)
     return 0

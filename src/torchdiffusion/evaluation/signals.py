@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..analytic import GaussianMixture
+from ..config import SampleConfig
 from .classifier import ClassifierConfig, SmallClassifier, accuracy, fit
 from .metrics import FeatureStats, frechet_distance
 
@@ -172,11 +173,10 @@ def class_labels(n: int, num_classes: int) -> Tensor:
     return torch.arange(n) % max(1, num_classes)
 
 
-def evaluate_signal_run(run, n: int, seed: int, steps: int | None = None, progress: bool = True) -> dict:
+def evaluate_signal_run(run, n: int, seed: int, sample: SampleConfig | None = None, progress: bool = True) -> dict:
     """The metrics of a signal run and of the GP baseline (module docstring), from its training and held-out
-    series; also ``samples`` (the model's, (n, C, L)) and ``reference`` (held-out series) for the picture."""
-    from dataclasses import replace
-
+    series, its samples drawn by ``sample`` (None: the run's own sampling); also ``samples`` (the model's,
+    (n, C, L)) and ``reference`` (held-out series) for the picture."""
     from ..data import DataError, load_data
     from ..generate import generate
     from ..progress import step_bar
@@ -193,7 +193,7 @@ def evaluate_signal_run(run, n: int, seed: int, steps: int | None = None, progre
     yho = held.labels if held.labels is not None else torch.zeros(len(held), dtype=torch.long)
     k_metric = int(max(ytr.max(), yho.max())) + 1
     y = class_labels(n, K)
-    sample = replace(cfg.sample, steps=steps or cfg.sample.steps)
+    sample = cfg.sample if sample is None else sample
     with step_bar(math.ceil(n / sample.batch_size) * sample.steps, f"sampling {n} series", show=progress) as bar:
         x = generate(
             run.model,
