@@ -186,9 +186,13 @@ def test_a_run_on_wav_files_samples_wav_at_their_rate(tmp_path):
     kept = np.r_[0:12, 20:32]  # outside the hidden 40-60 % of 32 points
     assert rate == 4000 and fixed.shape == (32,) and np.array_equal(fixed[kept], given[kept].astype(np.float32))
     rc, _, err = cli("outpaint", run, "--series", clip, "--right", "8", "--samples", "2", "--steps", "2",
-                     "--out", tmp_path / "fc.png")  # fmt: skip
+                     "--save-wav", "--out", tmp_path / "fc.png")  # fmt: skip
     assert rc == 0, err
-    assert np.load(tmp_path / "fc.npy").shape == (1, 2, 1, 40)
+    forecasts = np.load(tmp_path / "fc.npy")
+    rate, audio = wavfile.read(tmp_path / "fc.wav")  # the two continuations of the recording, as heard
+    assert forecasts.shape == (1, 2, 1, 40) and rate == 4000 and audio.shape == (2 * 40 + gap,)
+    assert np.array_equal(audio[:40], forecasts[0, 0, 0].astype(np.float32))
+    assert np.array_equal(audio[40 + gap :], forecasts[0, 1, 0].astype(np.float32)) and not audio[40 : 40 + gap].any()
     _pcm(tmp_path / "fast.wav", np.zeros((32, 1), dtype=np.int64), 16, rate=8000)
     rc, _, err = cli("impute", run, "--series", tmp_path / "fast.wav", "--out", tmp_path / "f.npy")
     assert_clean_error(rc, err, "fast.wav is sampled at 8000 Hz; the run's series are at 4000 Hz")
@@ -205,5 +209,8 @@ def test_a_run_on_wav_files_samples_wav_at_their_rate(tmp_path):
     rc, _, err = cli("sample", other, "--n", "1", "--steps", "1", "--save-wav", "--out", tmp_path / "c.png")
     assert_clean_error(rc, err, "--save-wav writes the series of a run trained on WAV files")
     assert not (tmp_path / "c.png").exists()
+    rc, _, err = cli("outpaint", other, "--right", "4", "--save-wav", "--out", tmp_path / "c.png")
+    assert_clean_error(rc, err, "--save-wav writes the series of a run trained on WAV files")
+    assert not (tmp_path / "c.png").exists() and not (tmp_path / "c.wav").exists()
     rc, _, err = cli("impute", other, "--series", clip, "--out", tmp_path / "c.wav")
     assert_clean_error(rc, err, "--out must end in .npy or .csv (.wav for a run trained on WAV files)")

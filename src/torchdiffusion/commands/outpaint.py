@@ -16,7 +16,8 @@ The network only knows images of its training size, so the larger canvas is deno
 that size whose estimates are averaged (MultiDiffusion); --stride sets the window step. Output rows: original
 (padded in grey), result.
 Signals (forecasting): each series grows by --right points, --samples continuations from consecutive seeds,
-drawn as median and 25-75 / 5-95 % bands (and written to a .npy beside the PNG):
+drawn as median and 25-75 / 5-95 % bands (and written to a .npy beside the PNG; --save-wav also writes a run
+trained on WAV files' continuations as one WAV):
   torchdiffusion outpaint runs/gunpoint --right 32 --cut 32 --n 3      # hide the last 32 points, then forecast
   torchdiffusion outpaint runs/gunpoint --right 64 --series history.csv --samples 64"""
 
@@ -43,11 +44,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cut", type=nonneg_int(MAX_PIXELS), default=0, help="drop the last CUT points first (drawn as truth)"
     )
+    g.add_argument(
+        "--save-wav",
+        action="store_true",
+        help="runs trained on WAV files: also write every continuation (history and forecast) as one WAV at the "
+        "training rate, series by series, a quarter second of silence between them",
+    )
 
 
 # The options of one kind of outpainting: given for the other kind they would change nothing, so they are refused.
 IMAGE_OPTIONS = ("jump", "classes", "stride", "images")
-SIGNAL_OPTIONS = ("series", "samples", "cut")
+SIGNAL_OPTIONS = ("series", "samples", "cut", "save_wav")
 
 
 def check_kind_options(args: argparse.Namespace, signal: bool) -> None:
@@ -115,7 +122,16 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     check_edit_options(args)
     if args.left or args.top or args.bottom or not args.right:
         raise ConfigError("signals grow to the right only: give --right N (forecasting)")
-    out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}", sidecars=(".npy",))
+    from ..data.wav import rate_of, write_wav
+
+    rate = rate_of(run_.info)
+    if args.save_wav and rate is None:
+        raise ConfigError(
+            f"--save-wav writes the series of a run trained on WAV files (data.source=wav); {args.run} holds signals "
+            f"from {run_.config.data.source}"
+        )
+    sidecars = (".npy", ".wav") if args.save_wav else (".npy",)
+    out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}", sidecars=sidecars)
     sample = sample_config_from_args(run_.config.sample, args, run_)
     series = _signal_inputs(run_, args)
     truth = series if args.cut else None
@@ -135,6 +151,8 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     atomic_write(out.with_suffix(".npy"), lambda f: np.save(f, y.numpy()))
     print(save_forecast(history, y, out, truth=truth))
     print(out.with_suffix(".npy"))
+    if args.save_wav:  # series i's S continuations one after another, then series i + 1's
+        print(write_wav(out.with_suffix(".wav"), y.flatten(0, 1).numpy(), rate))
     return 0
 
 
