@@ -465,6 +465,7 @@ CASES = [
         "tells 4 classes apart; this run is conditioned on 10",
     ),
     (["sample", "{ws}/toy", "--class", "1", "--classifier", "{ws}/clf-rgb"], U, "holds vector data"),
+    (["sample", "{ws}/toy", "--set", "sample.clip_denoised=true"], U, "clip_denoised is read only by images and"),
     # the two kinds of classifier file, each given where the other is needed
     (
         ["sample", "{run}", "--class", "1", "--classifier", "{ws}/eval-clf.safetensors"],

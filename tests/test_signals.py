@@ -294,6 +294,8 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
         r = td("evaluate", str(run), "--n", "8", *option, "--out", str(tmp_path / "g"))
         assert_clean_error(r.returncode, r.stderr, f"{option[0]} does not apply to signal runs")
     assert not (tmp_path / "g").exists()
+    r = td("sample", str(run), "--n", "2", "--set", "sample.clip_denoised=true", "--out", str(tmp_path / "x.png"))
+    assert_clean_error(r.returncode, r.stderr, "x0_hat is clamped only for images and volumes in pixel space")
     # a run that samples only on its tuned grid (sample.grid = tuned, as a distilled student) is evaluated on it
     from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
 

@@ -90,6 +90,7 @@ CHANGED = {
     "sample.settings.step_lr": "0.1",
     "sample.settings.rtol": "0.01",
     "sample.settings.atol": "0.01",
+    "sample.clip_denoised": "true",
     "sample.rho": "3",
     "sample.spacing": "linspace",
     "objective.teacher": "runs/no-such-teacher",

@@ -906,6 +906,13 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
             ("model.net",),
         ),
     ),
+    # generate.clamps_x0: images and volumes in pixel space (a signal's 1-D U-Net is ruled out by sample's data check)
+    "sample.clip_denoised": (
+        lambda c: c.model.net in ("unet", "dit") and not c.data.latents_of,
+        "images and volumes in pixel space (model.net=unet | dit without data.latents_of; latents, vectors, signals "
+        "and tables are never clamped)",
+        ("model.net", "data.latents_of"),
+    ),
     "sample.rho": (
         lambda c: c.sample.grid == "karras" and c.model.net != "transformer",
         "the karras grid (sample.grid=karras) of the samplers over sigma grids",

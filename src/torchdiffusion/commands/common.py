@@ -146,6 +146,14 @@ def sample_config_from_args(base: SampleConfig, args: argparse.Namespace, run_=N
         refuse_unread(replace(run_.config, sample=sample), getattr(args, "sample_set", None) or [])
     if run_ is not None:  # a sampler or grid flag where nothing reads it (a sequence run's own reverse steps)
         cfg = replace(run_.config, sample=sample)
+        clip = [
+            a for a in getattr(args, "sample_set", None) or [] if a.split("=", 1)[0].strip() == "sample.clip_denoised"
+        ]
+        if clip and len(run_.data_shape) not in (3, 4):  # the rule's data check (generate.clamps_x0)
+            raise ConfigError(
+                f"--set {clip[0].strip()} changes nothing: x0_hat is clamped only for images and volumes in pixel "
+                f"space, and {run_.path} holds {run_.kind} data"
+            )
         given = {"--sampler": "sampler", "--grid": "grid", "--rho": "rho", "--spacing": "spacing"}
         given = {flag: f"sample.{key}" for flag, key in given.items() if getattr(args, key, None) is not None}
         for f in dataclasses.fields(SamplerSettings):
