@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinyruns import train_text_run
 from torchdiffusion.cli import main
 
 CHROMIUM = os.environ.get("TORCHDIFFUSION_CHROMIUM", "/usr/bin/chromium")
@@ -37,11 +38,13 @@ def runs(tmp_path_factory):
     given = os.environ.get("TORCHDIFFUSION_STUDIO_RUN")
     if given:
         shutil.copytree(given, root / "digits", ignore=shutil.ignore_patterns("checkpoints", "studio", "edits"))
+        train_text_run(root / "text")
         return root
     sets = ["data.source=mnist5k", "data.limit=128", "data.holdout=16", "train.images=128", "train.batch_size=32"]
     sets += ["sample.steps=8", "sample.sampler=euler", "train.sample_every_images=0"]
     args = [a for s in sets for a in ("--set", s)]
     assert main(["train", "--preset", "digits-test", *args, "--no-progress", "--out", str(root / "digits")]) == 0
+    train_text_run(root / "text")  # a sequence run: the page offers it no sampler
     return root
 
 
@@ -193,3 +196,20 @@ def test_explain_draws_a_trajectory(page):
     page.wait_for_function("[...document.querySelectorAll('#explain-out img')].every((i) => i.complete)")
     assert page.text_content("#explain-status") == "done"
     shot(page, "explain")
+
+
+def test_a_sequence_run_is_sampled_without_sampler_controls(page):
+    """A sequence takes its process's own reverse steps: the sampler, grid and compare controls are hidden (the
+    command would refuse them), the rest samples it; back on the image run they are offered again."""
+    page.click("#tabs button[data-tab=sample]")
+    page.select_option("#run", "text")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('sequence')")
+    assert page.locator("#sampler").is_hidden() and page.locator("#compare-btn").is_hidden()
+    assert page.locator("#sample-form select[name=grid]").is_hidden()
+    page.fill("#sample-form input[name=steps]", "4")
+    page.fill("#sample-form input[name=n]", "3")
+    page.click("#sample-btn")
+    wait_image(page, "#result-img", "#job-status")  # the text lines, drawn as a picture beside them
+    page.select_option("#run", "digits")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
+    assert page.locator("#sampler").is_visible() and page.locator("#compare-btn").is_visible()

@@ -62,6 +62,8 @@ async function loadRun() {
   $("gallery").innerHTML = d.pictures.slice(0, 40).map((p) =>
     `<figure><img src="${fileUrl(p)}" loading="lazy" alt=""><figcaption>${escapeHtml(p)}</figcaption></figure>`).join("");
   document.querySelectorAll(".cond").forEach((l) => { l.hidden = !(d.num_classes || d.context_dim || d.text_dim); });
+  // a sequence run takes its process's own reverse steps: no sampler or grid to choose (sample refuses them)
+  document.querySelectorAll(".grid-opt").forEach((l) => { l.hidden = d.kind === "sequence"; });
 }
 
 function escapeHtml(s) {
