@@ -291,6 +291,7 @@ CASES = [
     (["outpaint", "{run}", "--right", "4", "--jump", "2"], U, "needs --resample 2"),
     (["outpaint", "{run}", "--right", "4", "--samples", "4"], U, "outpainting an image does not read it"),
     (["outpaint", "{run}", "--right", "4", "--cut", "2"], U, "outpainting an image does not read it"),
+    (["outpaint", "{ws}/toy", "--right", "4", "--samples", "4"], U, "grows images and forecasts signals; "),
     (["inpaint", "{run}", "--images", "{ws}/folder.png"], U, "folder.png"),
     (["inpaint", "{run}", "--images", "{ws}/rand.png"], U, "rand.png"),
     (["inpaint", "{run}", "--images", "{ws}/file.txt"], U, "file.txt"),

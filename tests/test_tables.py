@@ -258,6 +258,7 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         (("explain", "trajectory", run, "--out", tmp_path / "g.png"), "holds table data (see 'explain table-forward')"),
         (("explain", "ablation", run, "--out", tmp_path / "g.png"), "draws the sampler's path through continuous"),
         (("interpolate", run, "--seeds", "1", "2", "--out", tmp_path / "g.png"), "holds table data"),
+        (("outpaint", run, "--right", "4", "--save-wav", "--out", tmp_path / "g.png"), "forecasts signals; "),
         (("export", run, "--format", "onnx", "--out", tmp_path / "g"), "holds table data"),
         (("bench-samplers", "--run", run, "--nfe", "3", "--n", "16", "--out", tmp_path / "g"), "holds table data"),
         (("distill", run, "--method", "reflow", "--steps", "1", "--out", tmp_path / "g"), "is a table run"),

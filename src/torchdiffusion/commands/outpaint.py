@@ -84,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     run_ = load_run(args.run, weights=args.weights)
+    if run_.kind not in ("image", "signal"):  # before the options: they belong to one of these two kinds
+        from ..edit import EditError
+
+        raise EditError(f"outpaint grows images and forecasts signals; {run_.path} holds {run_.kind} data")
     check_kind_options(args, signal=run_.kind == "signal")
     if run_.kind == "signal":
         return forecast_signals(run_, args)
