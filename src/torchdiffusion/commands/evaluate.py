@@ -196,8 +196,9 @@ def run_kind(run: str) -> str | None:
         return None
 
 
-def evaluate_discrete(args: argparse.Namespace) -> int:
-    """Tables and sequences: their metrics and baseline (kinds.metrics) -> OUT/report.json + the samples."""
+def _open_for_evaluation(args: argparse.Namespace):
+    """(the output folder, checked; the run on --device; its sampling with --sampler, --steps and --batch-size
+    applied) of a table, sequence or signal run, whose metrics are their own; --threads set."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -205,8 +206,6 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
 
     from ..config import validate
     from ..generate import load_run
-    from ..kinds import metrics, save, schema_of
-    from ..viz import save_json
 
     out = _check_eval_out(args.out or Path(args.run) / "eval")
     if args.threads > 0:
@@ -214,7 +213,15 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
     run_ = load_run(args.run, device=args.device)
     sample = run_.config.sample
     sample = replace(sample, sampler=args.sampler or sample.sampler, steps=args.steps or sample.steps)
-    sample = validate(replace(run_.config, sample=replace(sample, batch_size=args.batch_size))).sample
+    return out, run_, validate(replace(run_.config, sample=replace(sample, batch_size=args.batch_size))).sample
+
+
+def evaluate_discrete(args: argparse.Namespace) -> int:
+    """Tables and sequences: their metrics and baseline (kinds.metrics) -> OUT/report.json + the samples."""
+    from ..kinds import metrics, save, schema_of
+    from ..viz import save_json
+
+    out, run_, sample = _open_for_evaluation(args)
     steps = sample.steps
     report = metrics(run_, args.n, args.seed, sample)
     samples, reference = report.pop("samples"), report.pop("reference")
@@ -233,23 +240,10 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
 def evaluate_signals(args: argparse.Namespace) -> int:
     """Signals: FD in a classifier's features and train-on-synthetic accuracy, beside the Gaussian-process
     baseline and the real data (evaluation/signals.py) -> OUT/report.json + a picture of the samples."""
-    from dataclasses import replace
-    from pathlib import Path
-
-    import torch
-
-    from ..config import validate
     from ..evaluation.signals import evaluate_signal_run
-    from ..generate import load_run
     from ..viz import save_json, save_signals
 
-    out = _check_eval_out(args.out or Path(args.run) / "eval")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    run_ = load_run(args.run, device=args.device)
-    sample = run_.config.sample
-    sample = replace(sample, sampler=args.sampler or sample.sampler, steps=args.steps or sample.steps)
-    sample = validate(replace(run_.config, sample=replace(sample, batch_size=args.batch_size))).sample
+    out, run_, sample = _open_for_evaluation(args)
     report = evaluate_signal_run(run_, args.n, args.seed, sample)
     samples, reference = report.pop("samples"), report.pop("reference")
     out.mkdir(parents=True, exist_ok=True)
