@@ -16,6 +16,7 @@ for preset in table-wine table-breast-cancer table-iris; do
 done
 cp "$RUNS/table-wine/eval/samples.png" docs/images/table-wine-marginals.png
 $TD explain table-forward --data sklearn:wine --out docs/images/table-forward.png
+$TD explain table-forward "$RUNS/table-wine" --sigmas 0.01 0.5 1 2 8 --out docs/images/table-forward-reverse.png
 python scripts/kinds_table.py docs/benchmarks/kinds > docs/benchmarks/kinds/summary.md
 RUNS="$RUNS" bash scripts/sequence_figures.sh  # sequences (docs/sequences.md)
 RUNS="$RUNS" bash scripts/volume_figures.sh  # volumes (docs/volumes.md); also rewrites summary.md

@@ -644,11 +644,24 @@ def plot_shortcuts(toy, path: str | Path | None = None, *, n: int = 24, seed: in
 # Tables and sequences: the forward corruption of the discrete kinds
 
 
-def table_forward(x: Tensor, schema, sigmas: Sequence[float], *, columns: int = 3, seed: int = 0, path=None):
+def table_forward(
+    x: Tensor,
+    schema,
+    sigmas: Sequence[float],
+    *,
+    columns: int = 3,
+    seed: int = 0,
+    reverse: Sequence[tuple[float, Tensor]] | None = None,
+    path=None,
+):
     """The forward process of a table's marginals (tabular.py): for a few numeric and categorical columns
     (rows), their marginal at each sigma (columns): z + sigma n for numeric ones (a histogram in VP scale,
     x / sqrt(1 + sigma^2), so every panel has unit-ish range), and for categorical ones the category shares
-    with the mask share 1 - alpha(sigma) = sigma^2 / (1 + sigma^2) beside them."""
+    with the mask share 1 - alpha(sigma) = sigma^2 / (1 + sigma^2) beside them.
+
+    ``reverse`` (tabular.reverse_states: a run's sampler seen at the grid level nearest each sigma) adds a row per
+    column below: the model's marginal there (blue) over the forward one (grey) - the same when the model is exact.
+    """
     from .categorical import alpha_of_sigma, mask_cells, uniform_from_normal
     from .viz import _marginal_panel
 
@@ -656,26 +669,36 @@ def table_forward(x: Tensor, schema, sigmas: Sequence[float], *, columns: int = 
     picked = list(range(min(columns, schema.num_numeric)))
     picked += [schema.num_numeric + j for j in range(min(columns, len(schema.categorical)))]
     g = torch.Generator().manual_seed(seed)
-    fig, axes = plt.subplots(len(picked), len(sigmas), figsize=(2.0 * len(sigmas), 1.7 * len(picked)), squeeze=False)
+    blocks = 2 if reverse is not None else 1
+    rows = blocks * len(picked)
+    fig, axes = plt.subplots(rows, len(sigmas), figsize=(2.0 * len(sigmas), 1.7 * rows), squeeze=False)
     names = [*schema.numeric, *schema.categorical]
     for i, k in enumerate(picked):
         for j, s in enumerate(sigmas):
             n = torch.randn(len(x), generator=g)
-            ax = axes[i][j]
             if k < schema.num_numeric:
                 v = (x[:, k] + s * n) / math.sqrt(1 + s**2)
-                _marginal_panel(ax, v, None, k, schema)
+                label = None
             else:
                 K = schema.num_categories[k - schema.num_numeric]
                 keep = alpha_of_sigma(torch.tensor(float(s)))
-                v = mask_cells(x[:, k].round().long(), keep, uniform_from_normal(n), K)
-                _marginal_panel(ax, v.float(), None, k, schema, mask_label="mask")
-            ax.tick_params(labelsize=5)
-            if i == 0:
-                ax.set_title(f"sigma = {s:g}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(names[k][:16], fontsize=7)
-    fig.suptitle("forward process of a table: numeric columns + Gaussian noise, categorical cells masked", fontsize=9)
+                v, label = mask_cells(x[:, k].round().long(), keep, uniform_from_normal(n), K).float(), "mask"
+            panels = [(axes[i][j], v, None, f"sigma = {s:g}")]
+            if reverse is not None:
+                s_model, states = reverse[j]
+                mine = states[:, k] / math.sqrt(1 + s_model**2) if k < schema.num_numeric else states[:, k]
+                panels.append((axes[len(picked) + i][j], mine, v, f"model at sigma = {s_model:.3g}"))
+            for b, (ax, values, ref, title) in enumerate(panels):
+                _marginal_panel(ax, values, ref, k, schema, mask_label=label)
+                ax.tick_params(labelsize=5)
+                if i == 0:
+                    ax.set_title(title, fontsize=8)
+                if j == 0:
+                    ax.set_ylabel(("" if b == 0 else "model: ") + names[k][:16], fontsize=7)
+    title = "forward process of a table: numeric columns + Gaussian noise, categorical cells masked"
+    if reverse is not None:
+        title += "\nbelow: the model's reverse process at the nearest level of its grid (blue) over the forward (grey)"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save_fig(fig, path)
 

@@ -179,3 +179,29 @@ def sampling_plan_of(model: TableDiffusion, sample: SampleConfig) -> tuple[Tenso
     from .generate import sampling_plan
 
     return sampling_plan(model, sample, clamped=False)
+
+
+@torch.no_grad()
+def reverse_states(
+    model: TableDiffusion,
+    seeds: Sequence[int],
+    sample: SampleConfig,
+    sigmas: Sequence[float],
+    on_step: Callable[[], None] | None = None,
+) -> list[tuple[float, Tensor]]:
+    """The reverse process of :func:`sample_table` seen at the levels of its grid nearest each of ``sigmas`` (in
+    log sigma; 0 is the end): [(the grid's sigma, rows (N, D) there: numeric z_sigma, categorical codes with
+    K_j for a masked cell)]. The picture of ``explain table-forward RUN`` sets them beside the forward process,
+    whose marginals at each sigma they share when the model is exact. ``on_step()`` after each step (a bar)."""
+    grid = sampling_plan_of(model, sample)[0][1:].double()  # the levels reached by steps 0, 1, ...
+    near = [int((torch.log((grid + 1e-4) / (float(s) + 1e-4))).abs().argmin()) for s in sigmas]
+    states: dict[int, Tensor] = {}
+
+    def keep(i: int, x: Tensor) -> None:
+        if i in near:
+            states[i] = x.clone()
+        if on_step is not None:
+            on_step()
+
+    sample_table(model, seeds, sample, callback=keep)
+    return [(float(grid[i]), states[i].cpu()) for i in near]

@@ -34,6 +34,7 @@ EXAMPLES = """examples:
   torchdiffusion explain field runs/toy --sigmas 0.1 0.5 2                # 2-D denoiser field, learned vs exact
   torchdiffusion explain ablation runs/demo                               # DDPM without re-added noise, one shot
   torchdiffusion explain table-forward --data sklearn:wine --sigmas 0.01 0.5 1 2 8   # a table's marginals
+  torchdiffusion explain table-forward runs/wine --sigmas 0.1 1 4         # + its sampler's reverse process
   torchdiffusion explain sequence-forward runs/text --steps 8             # text masked, then unmasked
   torchdiffusion explain volume-forward --data shapes3d --sigmas 0.1 0.5 1 2 5   # a volume's slices noised
   torchdiffusion explain shortcuts --images 300000    # curved teacher vs reflowed vs consistency jump (8 Gaussians)
@@ -234,11 +235,16 @@ def data_config(spec: str, what: str):
     raise ConfigError(f"--data {spec}: neither a data source ({', '.join(list(SOURCES)[:4])} ...) nor a file or folder")
 
 
+REVERSE_ROWS = 1000  # the model's rows drawn for the reverse block of 'explain table-forward RUN'
+
+
 def _table_forward(args: argparse.Namespace) -> list:
-    """A table's marginals under the forward process, from a run's data or --data (e.g. sklearn:wine)."""
+    """A table's marginals under the forward process, from a run's data or --data (e.g. sklearn:wine); for a run,
+    its sampler's reverse process at the same noise levels below them."""
     from .. import explain as ex
     from ..data import load_data
 
+    run_ = None
     if args.run:
         from ..generate import load_run
 
@@ -248,8 +254,18 @@ def _table_forward(args: argparse.Namespace) -> list:
         data, out = load_data(data_config(args.data, "table-forward")), _out(args, None)
     if data.kind != "table":
         raise ex.ExplainError(f"table-forward needs table data (e.g. --data sklearn:wine), got {data.kind} data")
+    reverse = None
+    if run_ is not None:  # its sampler's reverse process, seen at the same levels
+        from ..progress import step_bar
+        from ..tabular import reverse_states, sampling_plan_of
+
+        seed, sample = args.seed or 0, run_.config.sample
+        steps = len(sampling_plan_of(run_.model, sample)[0]) - 1
+        with step_bar(steps, f"explain {args.what} (the model's {sample.sampler}, {steps} steps)") as bar:
+            seeds = range(seed, seed + REVERSE_ROWS)
+            reverse = reverse_states(run_.model, seeds, sample, args.sigmas, on_step=lambda: bar.update(1))
     with _figure_bar(args) as bar:
-        ex.table_forward(data.x, data.schema, args.sigmas, seed=args.seed or 0, path=out)
+        ex.table_forward(data.x, data.schema, args.sigmas, seed=args.seed or 0, reverse=reverse, path=out)
         bar.update(1)
     return [out]
 
