@@ -21,6 +21,7 @@ masked reverse step (alpha from sigma to sigma_next) on the categorical part; a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -135,8 +136,11 @@ def sample_table(
     known_mask: Tensor | None = None,
     cond=None,
     callback: Callable[[int, Tensor], None] | None = None,
+    trace: Callable[[float, Tensor], None] | None = None,
 ) -> Tensor:
     """Rows (N, D) in the encoded layout, row k from ``seeds[k]`` alone; ``known``/``known_mask`` (N, D) fix cells.
+    ``callback(i, rows)`` after step i, ``trace(sigma, rows)`` with the level sigma the step reached (rows: numeric
+    z_sigma, categorical codes with K_j for a masked cell).
 
     The numeric part is sampled by ``sample.sampler`` on the grid ``sample.grid`` over the model's sigma range (the
     library's samplers, :func:`generate.sampling_plan`; the table presets: Heun, EDM Alg. 1, on Karras et al.'s
@@ -164,8 +168,12 @@ def sample_table(
 
     def step(info: StepInfo) -> None:
         state.unmask(info.sigma, info.sigma_next, uniform_from_normal(draws()))
-        if callback is not None:
-            callback(info.i, torch.cat([info.x.float(), state.c.to(torch.float32)], 1))
+        if callback is not None or trace is not None:
+            rows = torch.cat([info.x.float(), state.c.to(torch.float32)], 1)
+            if callback is not None:
+                callback(info.i, rows)
+            if trace is not None:
+                trace(info.sigma_next, rows)
 
     z = get_sampler(sample.sampler)(D, z, sigmas, noise=noise, callback=step, **knobs)
     if Dc and bool((state.c == model.mask_ids).any()):  # a grid that stops above 0 leaves cells masked: unmask all
@@ -189,19 +197,21 @@ def reverse_states(
     sigmas: Sequence[float],
     on_step: Callable[[], None] | None = None,
 ) -> list[tuple[float, Tensor]]:
-    """The reverse process of :func:`sample_table` seen at the levels of its grid nearest each of ``sigmas`` (in
-    log sigma; 0 is the end): [(the grid's sigma, rows (N, D) there: numeric z_sigma, categorical codes with
-    K_j for a masked cell)]. The picture of ``explain table-forward RUN`` sets them beside the forward process,
-    whose marginals at each sigma they share when the model is exact. ``on_step()`` after each step (a bar)."""
-    grid = sampling_plan_of(model, sample)[0][1:].double()  # the levels reached by steps 0, 1, ...
-    near = [int((torch.log((grid + 1e-4) / (float(s) + 1e-4))).abs().argmin()) for s in sigmas]
-    states: dict[int, Tensor] = {}
+    """The reverse process of :func:`sample_table` seen at the levels it reaches nearest each of ``sigmas`` (in log
+    sigma; 0 is the end): [(the level, rows (N, D) there: numeric z_sigma, categorical codes with K_j for a masked
+    cell)], whatever the sampler's steps (an adaptive one's included). The picture of ``explain table-forward
+    RUN`` sets them beside the forward process, whose marginals at each sigma they share when the model is exact.
+    ``on_step()`` after each step (a bar)."""
+    wanted = [float(s) for s in sigmas]
+    best: list[tuple[float, float, Tensor] | None] = [None] * len(wanted)  # (log distance, level, rows)
 
-    def keep(i: int, x: Tensor) -> None:
-        if i in near:
-            states[i] = x.clone()
+    def keep(level: float, rows: Tensor) -> None:
+        for j, s in enumerate(wanted):
+            d = abs(math.log((level + 1e-4) / (s + 1e-4)))
+            if best[j] is None or d < best[j][0]:
+                best[j] = (d, level, rows.cpu().clone())
         if on_step is not None:
             on_step()
 
-    sample_table(model, seeds, sample, callback=keep)
-    return [(float(grid[i]), states[i].cpu()) for i in near]
+    sample_table(model, seeds, sample, trace=keep)
+    return [(b[1], b[2]) for b in best if b is not None]
