@@ -285,7 +285,7 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         (("outpaint", run, "--right", "4", "--save-wav", "--out", tmp_path / "g.png"), "forecasts signals; "),
         (("export", run, "--format", "onnx", "--out", tmp_path / "g"), "holds table data"),
         (("bench-samplers", "--run", run, "--nfe", "3", "--n", "16", "--out", tmp_path / "g"), "holds table data"),
-        (("distill", run, "--method", "reflow", "--steps", "1", "--out", tmp_path / "g"), "is a table run"),
+        (("distill", run, "--method", "reflow", "--steps", "1", "--out", tmp_path / "g"), "1 categorical column(s)"),
         (
             (
                 "train",
@@ -325,3 +325,51 @@ def test_explain_table_forward_draws_and_refuses_other_data(tmp_path):
 
     forward, both = Image.open(tmp_path / "f.png"), Image.open(tmp_path / "r.png")
     assert both.width == forward.width and both.height > 1.8 * forward.height  # a second block of rows
+
+
+def test_a_consistency_table_model_is_the_identity_at_sigma_min():
+    """diffusion.boundary=consistency on a table of numeric columns: f(z, sigma_min) = z whatever the weights
+    (Song et al. 2023, Eq. 5), a float64 state answered in float64; refused where categorical columns are."""
+    from torchdiffusion.config import ConfigError
+
+    cfg = override(get_preset("table-iris"), ["diffusion.boundary=consistency", "model.mlp_width=16"])
+    m = TableDiffusion(cfg, 3, ())
+    z = torch.randn(5, 3, dtype=torch.float64)
+    out = m(z, torch.full((5,), m.sigma_min, dtype=torch.float64))
+    assert out.dtype == torch.float64 and torch.allclose(out, z, atol=1e-6)
+    assert not torch.allclose(m(z, torch.full((5,), 1.0)), z, atol=1e-3)  # elsewhere the network speaks
+    with pytest.raises(ConfigError, match="categorical column"):
+        TableDiffusion(cfg, 2, (3,))
+
+
+@pytest.mark.parametrize("method", ["progressive", "consistency", "reflow", "dmd"])
+def test_a_table_of_numeric_columns_is_distilled_and_sampled_in_few_steps(tmp_path, method):
+    """A table of numeric columns is one denoiser D(x, sigma): every distillation method makes a student run that
+    samples CSV rows in the steps it was distilled for (its grid in grids/), and refuses more."""
+    rng = np.random.default_rng(0)
+    rows = [f"{rng.normal(i % 3, 0.3):.3f},{rng.normal(-(i % 3), 0.3):.3f},{rng.exponential():.3f}" for i in range(90)]
+    data = _csv(tmp_path / "num.csv", rows, header="u,v,w")
+    teacher = tmp_path / "teacher"
+    sets = [f"data.path={data}", "data.source=csv", "train.images=256", "model.mlp_width=16", "model.mlp_depth=1"]
+    assert (
+        cli("train", "--preset", "table-iris", "--out", teacher, "--no-progress", *[f"--set={a}" for a in sets])[0] == 0
+    )
+    student = tmp_path / "student"
+    extra = ["--pairs", "32"] if method == "reflow" else []
+    rc, _, err = cli("distill", teacher, "--method", method, "--steps", "2", "--images", "64", "--batch-size", "32",
+                     *extra, "--no-progress", "--out", student)  # fmt: skip
+    assert rc == 0, err
+    cfg = json.loads((student / "config.json").read_text())
+    assert (
+        cfg["objective"]["max_steps"] == 2 and cfg["sample"]["grid"] == "tuned" and list((student / "grids").iterdir())
+    )
+    rc, _, err = cli("sample", student, "--n", "4", "--out", tmp_path / "s.csv")
+    assert rc == 0, err
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert (
+        lines[0] == "u,v,w"
+        and len(lines) == 5
+        and all(np.isfinite(float(v)) for ln in lines[1:] for v in ln.split(","))
+    )
+    rc, _, err = cli("sample", student, "--n", "4", "--steps", "3", "--out", tmp_path / "t.csv")
+    assert rc == 2 and "distilled for at most 2 sampling steps" in err and not (tmp_path / "t.csv").exists()

@@ -44,20 +44,24 @@ def draw(
     known_mask: Tensor | None = None,
     progress: bool = True,
     stop=None,
+    grid_dir: str | Path | None = None,
 ) -> Tensor:
     """Encoded samples (N, D) or (N, L), sample k from seeds[k] alone, in batches of ``sample.batch_size`` with a
-    step bar: a table's numeric part by ``sample.sampler`` on ``sample.grid`` (tabular.sample_table), a sequence by
-    ``sample.steps`` reverse steps of its process (sequences.sample_sequences)."""
+    step bar: a table's numeric part by ``sample.sampler`` on ``sample.grid`` (tabular.sample_table; ``grid_dir``:
+    the run folder's ``grids/``, where a distilled student's grid lies), a sequence by ``sample.steps`` reverse
+    steps of its process (sequences.sample_sequences)."""
     from .progress import step_bar
     from .sequences import sample_sequences
     from .tabular import sample_table, sampling_plan_of
 
     seeds = list(seeds)
     if kind == "table":
-        steps = len(sampling_plan_of(model, sample)[0]) - 1
+        steps = len(sampling_plan_of(model, sample, grid_dir)[0]) - 1
 
         def fn(model, seeds, known, known_mask, callback):
-            return sample_table(model, seeds, sample, known=known, known_mask=known_mask, callback=callback)
+            return sample_table(
+                model, seeds, sample, known=known, known_mask=known_mask, callback=callback, grid_dir=grid_dir
+            )
 
         what = f"sampling table ({sample.sampler}, {steps} steps)"
     else:
@@ -164,7 +168,7 @@ def metrics(run, n: int, seed: int, sample: SampleConfig, progress: bool = True)
     if cfg.data.holdout == 0:
         raise ValueError("evaluating a table or sequence run needs held-out rows: train with data.holdout=N")
     held = load_data(cfg.data, "holdout", cfg.train.seed)
-    x = draw(run.model, kind, range(seed, seed + n), sample, progress=progress)
+    x = draw(run.model, kind, range(seed, seed + n), sample, progress=progress, grid_dir=run.path / "grids")
     if kind == "table":
         from .evaluation.tables import independent_marginals, table_metrics
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +33,8 @@ from torch import Tensor, nn
 from .categorical import alpha_of_sigma, mask_cells, uniform_from_normal, unmask_step
 from .config import ConfigError, RunConfig, SampleConfig
 from .edit import known_region
-from .precond import coefficients
-from .types import NoiseSource, StepInfo, stream_seeds
+from .precond import coefficients, consistency_c_skip
+from .types import NoiseSource, StepInfo, sigma_vector, stream_seeds
 
 SIGMA_DATA = 1.0  # the numeric columns are unit Gaussians after the quantile map
 
@@ -60,6 +61,14 @@ class TableDiffusion(nn.Module):
         if self.num_numeric + len(self.categories) == 0:
             raise ConfigError("a table model needs at least one column")
         self.sigma_min, self.sigma_max = cfg.diffusion.sigma_min, cfg.diffusion.sigma_max
+        # a few-step student of a table of numeric columns alone (shortcuts/distill.py) may be a consistency
+        # function of its numeric part (precond.py's boundary); the categorical cells have no such function
+        self.boundary = cfg.diffusion.boundary
+        if self.boundary == "consistency" and self.categories:
+            raise ConfigError(
+                "diffusion.boundary=consistency makes a consistency function of numeric columns; this table has "
+                f"{len(self.categories)} categorical column(s)"
+            )
         in_dim = self.num_numeric + sum(k + 1 for k in self.categories)
         self.net = MLP(replace(cfg.model, net="mlp"), (in_dim,), out_dim=self.num_numeric + sum(self.categories))
         # the mask id of each categorical column is its K_j; offsets place each column's one-hot block
@@ -75,6 +84,9 @@ class TableDiffusion(nn.Module):
         onehots = [F.one_hot(c[:, j], K + 1).to(z.dtype) for j, K in enumerate(self.categories)]
         h = self.net(torch.cat([k.c_in[:, None] * z, *onehots], 1), k.c_noise, cond)
         D_num = k.c_skip[:, None] * z + k.c_out[:, None] * h[:, : self.num_numeric]
+        if self.boundary == "consistency":  # f(z, sigma_min) = z (Song et al. 2023, Eq. 5)
+            b = consistency_c_skip(sigma, self.sigma_min, SIGMA_DATA)[:, None]
+            D_num = b * z + (1 - b) * D_num
         return D_num, list(h[:, self.num_numeric :].split(self.categories, 1))
 
     def training_loss(self, x0: Tensor, sigma: Tensor, noise: Tensor, cond=None) -> Tensor:
@@ -93,11 +105,13 @@ class TableDiffusion(nn.Module):
         return loss
 
     def forward(self, x: Tensor, sigma: Tensor, cond=None) -> Tensor:
-        """x0_hat in the encoded layout (B, D): numeric D_num, categorical the most likely code."""
-        z, c = self.split(x)
-        D_num, logits = self.denoise(z, c, sigma, cond)
+        """x0_hat in the encoded layout (B, D): numeric D_num, categorical the most likely code; in ``x``'s dtype
+        around the network's (a sampler's float64 state, as Precond takes it)."""
+        dt = next(self.parameters()).dtype
+        z, c = self.split(x.to(dt))
+        D_num, logits = self.denoise(z, c, sigma_vector(sigma, x).to(dt), cond)
         codes = [lg.argmax(1, keepdim=True).to(z.dtype) for lg in logits]
-        return torch.cat([D_num, *codes], 1)
+        return torch.cat([D_num, *codes], 1).to(x.dtype)
 
 
 class _TableState:
@@ -137,6 +151,7 @@ def sample_table(
     cond=None,
     callback: Callable[[int, Tensor], None] | None = None,
     trace: Callable[[float, Tensor], None] | None = None,
+    grid_dir: str | Path | None = None,
 ) -> Tensor:
     """Rows (N, D) in the encoded layout, row k from ``seeds[k]`` alone; ``known``/``known_mask`` (N, D) fix cells.
     ``callback(i, rows)`` after step i, ``trace(sigma, rows)`` with the level sigma the step reached (rows: numeric
@@ -148,12 +163,12 @@ def sample_table(
     reverse step from alpha(sigma) to alpha(sigma') with the logits of the step's first network call (module
     docstring). Row k's numeric noise, its categorical draws and its known-cell noise are three streams of its
     seed (:func:`types.stream_seeds`)."""
-    from .generate import state_dtype
+    from .generate import state_dtype, stop_short
     from .samplers import get_sampler
 
     Dn, Dc, N = model.num_numeric, len(model.categories), len(seeds)
     device = next(model.parameters()).device
-    sigmas, knobs, _ = sampling_plan_of(model, sample)
+    sigmas, knobs, record = sampling_plan_of(model, sample, grid_dir)
     dtype = state_dtype(device)
     noise = NoiseSource(seeds, (Dn,), device=device, dtype=dtype)
     draws = NoiseSource(stream_seeds(seeds, 1), (Dc, 2), device=device)
@@ -175,6 +190,7 @@ def sample_table(
             if trace is not None:
                 trace(info.sigma_next, rows)
 
+    D = stop_short(D, sigmas, record)  # a tuned grid (a distilled student's) may stop short of 0
     z = get_sampler(sample.sampler)(D, z, sigmas, noise=noise, callback=step, **knobs)
     if Dc and bool((state.c == model.mask_ids).any()):  # a grid that stops above 0 leaves cells masked: unmask all
         state.D(z, torch.full((N,), float(sigmas[-2]), dtype=dtype, device=device))
@@ -182,11 +198,14 @@ def sample_table(
     return torch.cat([z.float(), state.c.to(torch.float32)], 1).cpu()
 
 
-def sampling_plan_of(model: TableDiffusion, sample: SampleConfig) -> tuple[Tensor, dict, dict]:
-    """(sigma grid, sampler settings, grid record) of ``sample`` on a table model: unclamped, no tuned grids."""
+def sampling_plan_of(
+    model: TableDiffusion, sample: SampleConfig, grid_dir: str | Path | None = None
+) -> tuple[Tensor, dict, dict]:
+    """(sigma grid, sampler settings, grid record) of ``sample`` on a table model: unclamped; the tuned grids of
+    ``grid_dir`` (a run folder's ``grids/``: a distilled student's) where it names one."""
     from .generate import sampling_plan
 
-    return sampling_plan(model, sample, clamped=False)
+    return sampling_plan(model, sample, clamped=False, grid_dir=grid_dir)
 
 
 @torch.no_grad()
@@ -196,6 +215,7 @@ def reverse_states(
     sample: SampleConfig,
     sigmas: Sequence[float],
     on_step: Callable[[], None] | None = None,
+    grid_dir: str | Path | None = None,
 ) -> list[tuple[float, Tensor]]:
     """The reverse process of :func:`sample_table` seen at the levels it reaches nearest each of ``sigmas`` (in log
     sigma; 0 is the end): [(the level, rows (N, D) there: numeric z_sigma, categorical codes with K_j for a masked
@@ -213,5 +233,5 @@ def reverse_states(
         if on_step is not None:
             on_step()
 
-    sample_table(model, seeds, sample, trace=keep)
+    sample_table(model, seeds, sample, trace=keep, grid_dir=grid_dir)
     return [(b[1], b[2]) for b in best if b is not None]

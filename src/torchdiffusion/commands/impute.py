@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         known, mask = infill_text(schema, args.text, run_.data_shape[0], args.mask_char)
     steps = args.steps or run_.config.sample.steps
     sample = replace(run_.config.sample, steps=steps)
-    x = draw(run_.model, run_.kind, range(args.seed, args.seed + len(known)), sample, known=known, known_mask=mask)
+    seeds, grids = range(args.seed, args.seed + len(known)), run_.path / "grids"
+    x = draw(run_.model, run_.kind, seeds, sample, known=known, known_mask=mask, grid_dir=grids)
     if run_.kind == "table":  # the cells given keep their values as read
         from ..data.table import decode_rows, paste_known, write_csv
 

@@ -473,7 +473,8 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     known = mask = None
     if args.given:
         known, mask = given_cells(schema, args.given, sample.n)
-    x = draw(run_.model, run_.kind, range(sample.seed, sample.seed + sample.n), sample, known=known, known_mask=mask)
+    seeds, grids = range(sample.seed, sample.seed + sample.n), run_.path / "grids"
+    x = draw(run_.model, run_.kind, seeds, sample, known=known, known_mask=mask, grid_dir=grids)
     how = f"{sample.sampler}, " if run_.kind == "table" else ""
     for p in save(x, run_.kind, schema, out, title=f"{sample.n} samples, {how}{sample.steps} steps"):
         print(p)

@@ -60,10 +60,11 @@ def check_teacher(teacher: Teacher, method: str, steps: int) -> None:
             f"{where} models discrete tokens (diffusion.process=categorical): it has no probability-flow ODE or "
             f"score to distil ({method})"
         )
-    if teacher.run.kind == "table":
+    if teacher.run.kind == "table" and teacher.run.model.categories:
         raise ConfigError(
-            f"{where} is a table run: distillation takes a model that is one denoiser D(x, sigma) (images, signals, "
-            f"volumes, points), and a table's also draws its categorical columns by a process of their own ({method})"
+            f"{where} is a table with {len(teacher.run.model.categories)} categorical column(s): distillation takes a "
+            "model that is one denoiser D(x, sigma) (images, signals, volumes, points, tables of numeric columns), "
+            f"and this one also draws its categorical columns by a process of their own ({method})"
         )
     if cfg.model.text_dim > 0:
         raise ConfigError(
@@ -297,6 +298,7 @@ def draw_pairs(teacher: Teacher, count: int, progress: bool):
 def distill_reflow(teacher_path: Path, steps: int, out: Path, s: DistillSettings, progress: bool) -> Path:
     """Reflow (Liu et al. 2022): pairs from the teacher's ODE, then the denoising loss with paired noise."""
     from ..data.base import TensorData
+    from ..kinds import schema_of
     from .reflow import save_pairs
 
     teacher = _load_teacher(teacher_path, "reflow", steps, s)
@@ -304,8 +306,9 @@ def distill_reflow(teacher_path: Path, steps: int, out: Path, s: DistillSettings
     cfg = student_config(teacher, obj, _student_sample(teacher, "euler", steps), s)
     check_out_folder(out, cfg)  # before the pairs are drawn (minutes) and written
     x0, noise, labels = draw_pairs(teacher, s.pairs, progress)
-    info = teacher.run.info
-    data = TensorData(x=x0, labels=labels, class_names=info.get("class_names"), kind=teacher.run.kind)
+    info, kind = teacher.run.info, teacher.run.kind
+    schema = schema_of(info, kind) if kind == "table" else None  # the columns' quantile maps, to decode samples
+    data = TensorData(x=x0, labels=labels, class_names=info.get("class_names"), kind=kind, schema=schema)
     if teacher.run.codec is not None:  # a latent teacher's samples are latents: the student keeps its autoencoder
         from ..latent import LatentData
 

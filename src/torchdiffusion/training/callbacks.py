@@ -243,7 +243,8 @@ def _sample_discrete(model, cfg: RunConfig, data: Any, info: dict, path: Path, *
     n = min(cfg.sample.n, 1000 if info["kind"] == "table" else 16)
     try:
         seeds = range(cfg.sample.seed, cfg.sample.seed + n)
-        x = draw(model, info["kind"], seeds, cfg.sample, progress=progress, stop=stop)
+        grids = path.parent.parent / "grids"  # the run folder's (a distilled student's grid)
+        x = draw(model, info["kind"], seeds, cfg.sample, progress=progress, stop=stop, grid_dir=grids)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_samples(x, info["kind"], path, reference=data.x, schema=data.schema, title=f"{n} samples")
     except Stopped:
