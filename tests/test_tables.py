@@ -373,3 +373,6 @@ def test_a_table_of_numeric_columns_is_distilled_and_sampled_in_few_steps(tmp_pa
     )
     rc, _, err = cli("sample", student, "--n", "4", "--steps", "3", "--out", tmp_path / "t.csv")
     assert rc == 2 and "distilled for at most 2 sampling steps" in err and not (tmp_path / "t.csv").exists()
+    if method == "progressive":  # its one grid is for 2 steps; the way to another is not bench-samplers (images')
+        rc, _, err = cli("sample", student, "--n", "4", "--steps", "1", "--out", tmp_path / "t.csv")
+        assert rc == 2 and "(it has steps 2); a table's grids come from distill" in err and "bench" not in err, err

@@ -204,8 +204,16 @@ def sampling_plan_of(
     """(sigma grid, sampler settings, grid record) of ``sample`` on a table model: unclamped; the tuned grids of
     ``grid_dir`` (a run folder's ``grids/``: a distilled student's) where it names one."""
     from .generate import sampling_plan
+    from .samplers.optimize_grid import NoTunedGrid
 
-    return sampling_plan(model, sample, clamped=False, grid_dir=grid_dir)
+    try:
+        return sampling_plan(model, sample, clamped=False, grid_dir=grid_dir)
+    except NoTunedGrid as e:  # bench-samplers, which fits grids for images and points, takes no table
+        have = f"steps {', '.join(map(str, e.steps_found))}" if e.steps_found else "none"
+        raise ConfigError(
+            f"no {sample.sampler} grid for {sample.steps} steps in {grid_dir} (it has {have}); a table's grids "
+            "come from distill: sample with the steps it was distilled for, or name another grid (--grid karras)"
+        ) from None
 
 
 @torch.no_grad()

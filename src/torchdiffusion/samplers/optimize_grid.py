@@ -52,7 +52,12 @@ class GridError(ValueError):
 
 class NoTunedGrid(GridError):
     """No stored grid matches the sampler and step count asked for (a ``grid = "auto"`` run then takes its default
-    grid; a damaged grid file is a :class:`GridError` either way)."""
+    grid; a damaged grid file is a :class:`GridError` either way). ``steps_found``: the step counts the folder has
+    grids for, for a caller whose hint differs (a table's grids come from distill, not bench-samplers)."""
+
+    def __init__(self, message: str, steps_found: Sequence[int] = ()):
+        super().__init__(message)
+        self.steps_found = tuple(steps_found)
 
 
 def reference_solution(
@@ -353,7 +358,8 @@ def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int, *, with_path
     raise NoTunedGrid(
         f"no grid tuned for {sampler} at {steps} steps in {grid_dir} ({have}); fit one with "
         f"'torchdiffusion bench-samplers --run RUN --samplers {sampler} --tuned-samplers {sampler} --grids tuned "
-        f"--nfe N' (N = the NFE of {steps} steps)"
+        f"--nfe N' (N = the NFE of {steps} steps)",
+        sorted(found),
     )
 
 
