@@ -109,6 +109,12 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         numeric_flags = numeric_flags - {"--epochs"}
     if command == "interpolate":  # its frames, seeds and batch are its own flags: it refuses --n, --batch-size
         numeric_flags = numeric_flags - {"--n", "--batch-size"}
+    if command == "evaluate":  # the sampling steps are read only where a metric draws samples
+        from torchdiffusion.evaluation.evaluate import SAMPLE_METRICS
+
+        metrics = argv[argv.index("--metrics") + 1].split(",") if "--metrics" in argv else list(SAMPLE_METRICS)
+        if not set(metrics) & set(SAMPLE_METRICS):
+            numeric_flags = numeric_flags - {"--steps"}
     if command == "card" and "--evaluate" not in argv:  # --n is --evaluate's alone
         numeric_flags = numeric_flags - {"--n"}
     if command == "impute" and "--series" not in argv:  # RePaint passes: the signal runs' alone

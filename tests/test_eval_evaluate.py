@@ -88,6 +88,29 @@ def test_cli_refuses_guidance_for_an_unconditional_run(tiny_run, tmp_path, capsy
     assert not out.exists()
 
 
+def test_cli_evaluates_on_the_grid_asked_for(tiny_run, tmp_path, capsys):
+    """--grid is the grid the samples are drawn on (recorded in the report, and the samples differ from the run's
+    own grid's); an unknown grid, or a sampling flag where no metric draws samples, is one line and no folder."""
+    args = ["evaluate", str(tiny_run), "--metrics", "fd", "--features", "raw", "--n", "4", "--steps", "3"]
+    reports = {}
+    for grid in ("karras", "exponential"):
+        assert main([*args, "--grid", grid, "--out", str(tmp_path / grid)]) == 0
+        reports[grid] = json.loads((tmp_path / grid / "report.json").read_text())
+    assert [reports[g]["sampling"]["grid"] for g in reports] == ["karras", "exponential"]
+    fds = [reports[g]["feature_metrics"] for g in reports]
+    assert fds[0] != fds[1]
+    capsys.readouterr()
+    nll = ["evaluate", str(tiny_run), "--metrics", "nll", "--nll-n", "2", "--vlb-timesteps", "2"]
+    for bad, needle in [
+        ([*args, "--grid", "nope"], "sample.grid must be one of"),
+        ([*nll, "--grid", "karras"], "--grid sets how samples are drawn, and --metrics nll draws none"),
+    ]:
+        assert main([*bad, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_quick_eval_for_training_logs(tiny_run):
     from torchdiffusion.evaluation.evaluate import quick_eval
     from torchdiffusion.generate import load_run
@@ -110,8 +133,9 @@ def test_a_later_evaluation_leaves_no_picture_of_an_earlier_one(tiny_run, tmp_pa
     second = {p.name for p in out.iterdir()}
     assert "closest_pairs.png" not in second and "closest_pairs.png.manifest.json" not in second
     assert "samples.png" in second and "closest_pairs" not in (out / "summary.html").read_text()
-    assert main([*base, "--metrics", "nll", "--nll-n", "2", "--ode-steps", "1", "--vlb-timesteps", "2"]) == 0
-    third = {p.name for p in out.iterdir()}  # nll alone draws no samples
+    nll = [a for a in base if a not in ("--steps", "2")]  # nll alone draws no samples: --steps would be refused
+    assert main([*nll, "--metrics", "nll", "--nll-n", "2", "--ode-steps", "1", "--vlb-timesteps", "2"]) == 0
+    third = {p.name for p in out.iterdir()}
     assert "samples.png" not in third and "samples.png.manifest.json" not in third
     assert {"report.json", "summary.html"} <= third
     assert json.loads((out / "report.json").read_text())["metrics"] == ["nll"]

@@ -80,6 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", help="override the run's sampler")
     p.add_argument("--steps", type=positive_int(MAX_STEPS), help="override the run's sampling steps")
     p.add_argument(
+        "--grid", help="override the run's sigma grid: auto | karras | exponential | uniform_t | tuned (its grids/)"
+    )
+    p.add_argument(
         "--guidance",
         type=float_in(0.0, 100.0),
         help="override the run's classifier-free guidance scale (conditional image and volume runs)",
@@ -141,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         sampler=args.sampler,
         guidance=args.guidance,
+        grid=args.grid,
         seed=args.seed,
         batch_size=args.batch_size,
         nll_n=args.nll_n,
@@ -160,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
 # What evaluating a table, sequence or signal run reads beside --out, --n, --seed and --threads (their metrics are
 # fixed: --metrics and its kin choose image metrics); image and volume runs read every option
 KIND_READS = {
-    "table": ("sampler", "steps", "batch_size", "device"),
+    "table": ("sampler", "steps", "grid", "batch_size", "device"),
     "sequence": ("steps", "batch_size", "device"),
-    "signal": ("sampler", "steps", "batch_size", "device"),
+    "signal": ("sampler", "steps", "grid", "batch_size", "device"),
 }
 
 
@@ -178,7 +182,7 @@ def check_kind_options(args: argparse.Namespace, kind: str) -> None:
     if {"metrics", "features", "classifier"} & set(given):
         raise EvaluateError(f"--metrics/--features/--classifier choose image metrics; {kind} runs report all of theirs")
     for dest, flag in given.items():
-        if dest == "sampler" and kind == "sequence":
+        if dest in ("sampler", "grid") and kind == "sequence":
             raise EvaluateError(unread_sampler_flag(flag, kind))
         if dest not in ("out", "n", "seed", "threads", *KIND_READS[kind]):
             raise EvaluateError(f"{flag} does not apply to {kind} runs (their metrics and sampling are fixed)")
@@ -213,7 +217,8 @@ def _open_for_evaluation(args: argparse.Namespace):
     run_ = load_run(args.run, device=args.device)
     sample = run_.config.sample
     sample = replace(sample, sampler=args.sampler or sample.sampler, steps=args.steps or sample.steps)
-    return out, run_, validate(replace(run_.config, sample=replace(sample, batch_size=args.batch_size))).sample
+    sample = replace(sample, grid=args.grid or sample.grid, batch_size=args.batch_size)
+    return out, run_, validate(replace(run_.config, sample=sample)).sample
 
 
 def evaluate_discrete(args: argparse.Namespace) -> int:
@@ -305,6 +310,10 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
         raise EvaluateError(
             f"--classifier reads samples, and --metrics {','.join(metrics)} draws none; add classes to --metrics"
         )
+    sampling = [args.sampler and "--sampler", args.steps and "--steps", args.grid and "--grid"]
+    if any(sampling) and not set(metrics) & set(SAMPLE_METRICS):
+        flag = next(f for f in sampling if f)
+        raise EvaluateError(f"{flag} sets how samples are drawn, and --metrics {','.join(metrics)} draws none")
     if not (args.device == "cpu" or (args.device.startswith("cuda") and torch.cuda.is_available())):
         raise EvaluateError(f"--device must be cpu or cuda (with a GPU present), got {args.device!r}")
     run = Path(args.run)

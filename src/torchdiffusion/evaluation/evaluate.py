@@ -265,6 +265,7 @@ def evaluate(
     steps: int | None = None,
     sampler: str | None = None,
     guidance: float | None = None,
+    grid: str | None = None,
     seed: int = 10_000,
     batch_size: int = 100,
     nll_n: int = 64,
@@ -287,8 +288,8 @@ def evaluate(
             are drawn only for the metrics that use them (``nll`` alone scores real images only).
         n: number of generated samples (image k uses seed ``seed + k``).
         features: feature networks (default: effnet_lite0 + the data set's classifier; raw for vectors).
-        steps, sampler, guidance: override the run's sampling settings (guidance: the classifier-free scale of
-            a conditional run's samples).
+        steps, sampler, guidance, grid: override the run's sampling settings (guidance: the classifier-free scale
+            of a conditional run's samples; grid: a sample.grid name).
         nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: all T).
         holdout_n: cap on the held-out real images used for the floor (default: n).
         samples: precomputed samples (N, ...) instead of generating.
@@ -324,7 +325,7 @@ def evaluate(
     pictures: list[str] = []  # the pictures this evaluation writes beside its report
     if samples is None and any(m in metrics for m in SAMPLE_METRICS):
         samples, labels, report["sampling"] = _draw_samples(
-            run, n, seed, batch_size, steps, sampler, guidance, log, progress
+            run, n, seed, batch_size, steps, sampler, guidance, log, progress, grid=grid
         )
     if samples is not None:
         report["n"] = int(samples.shape[0])
@@ -425,7 +426,9 @@ def _real_sets(cfg, cap: int):
     return train, (None if heldout is None else _subsample(heldout, cap, seed=1))
 
 
-def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, guidance, log, progress: bool):
+def _draw_samples(
+    run, n: int, seed: int, batch_size: int, steps, sampler, guidance, log, progress: bool, grid: str | None = None
+):
     """(samples, class labels or None, the sampling record) - class k = image index mod K for class models."""
     from ..config import unread_flag, validate
     from ..generate import generate
@@ -433,6 +436,7 @@ def _draw_samples(run, n: int, seed: int, batch_size: int, steps, sampler, guida
 
     over = {"steps": steps} if steps else {}
     over.update({"sampler": sampler} if sampler else {})
+    over.update({"grid": grid} if grid else {})
     if guidance is not None and (why := unread_flag(run.config, "sample.guidance", "--guidance")):
         raise EvaluateError(why)
     over.update({"guidance": guidance} if guidance is not None else {})
