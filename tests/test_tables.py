@@ -231,9 +231,10 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         assert rc == 0, err
         drawn[name] = (tmp_path / f"{name}.csv").read_text()
     assert drawn["default"] == drawn["heun"] != drawn["euler"]
-    rc, _, err = cli("evaluate", run, "--n", "16", "--sampler", "euler", "--steps", "3", "--out", tmp_path / "ev")
+    rc, _, err = cli("evaluate", run, "--n", "16", "--sampler", "euler", "--steps", "3", "--grid", "exponential",
+                     "--out", tmp_path / "ev")  # fmt: skip
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
-    assert rc == 0 and (report["sampler"], report["steps"]) == ("euler", 3), err
+    assert rc == 0 and (report["sampler"], report["steps"], report["grid"]) == ("euler", 3, "exponential"), err
     for option in (["--nll-n", "5"], ["--contrastive", "x"], ["--metrics", "fd"]):  # image metrics' options
         rc, _, err = cli("evaluate", run, "--n", "16", *option, "--out", tmp_path / "g")
         assert rc == 2 and len(err.strip().splitlines()) == 1 and option[0] in err and "table runs" in err, err
