@@ -144,7 +144,7 @@ def sample_config_from_args(base: SampleConfig, args: argparse.Namespace, run_=N
     sample = override(replace(base, **updates), flags)
     if run_ is not None:  # a --set of a sample setting this run does not read (sample.guidance when unconditional)
         refuse_unread(replace(run_.config, sample=sample), getattr(args, "sample_set", None) or [])
-    if run_ is not None:  # a sampler or grid flag where nothing reads it (a sequence run's own reverse steps)
+    if run_ is not None:  # clamping where nothing is clamped; a sampler or grid flag where no grid is (sequences)
         cfg = replace(run_.config, sample=sample)
         clip = [
             a for a in getattr(args, "sample_set", None) or [] if a.split("=", 1)[0].strip() == "sample.clip_denoised"
