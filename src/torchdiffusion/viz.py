@@ -393,9 +393,17 @@ def _marginal_panel(ax, v: Tensor, ref: Tensor | None, k: int, schema, mask_labe
     """One column's marginal: a histogram (numeric) or bars (categorical; a mask share if ``mask_label``)."""
     if k < schema.num_numeric:
         bins = np.linspace(-4, 4, 33)
-        if ref is not None:
-            ax.hist(ref.numpy(), bins=bins, density=True, color="0.75", label="real")
-        ax.hist(v.numpy(), bins=bins, density=True, histtype="step", color="C0", label="samples")
+
+        def shown(t: Tensor) -> np.ndarray:  # the values in the panel's range: a density of none is 0 / 0
+            a = t.numpy()
+            return a[(a >= bins[0]) & (a <= bins[-1])]
+
+        if ref is not None and shown(ref).size:
+            ax.hist(shown(ref), bins=bins, density=True, color="0.75", label="real")
+        if shown(v).size:
+            ax.hist(shown(v), bins=bins, density=True, histtype="step", color="C0", label="samples")
+        else:
+            ax.text(0.5, 0.5, "all beyond ±4", transform=ax.transAxes, ha="center", va="center", fontsize=6)
         return
     cats = list(schema.categories[k - schema.num_numeric])
     K = len(cats) + (1 if mask_label else 0)
