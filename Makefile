@@ -11,7 +11,7 @@ HASH   := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP  := $(VENV)/.installed-base-$(HASH)
 STAMP_ALL := $(VENV)/.installed-all-$(HASH)
 
-.PHONY: demo test install lint bench docs docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance docs-studio data clean
+.PHONY: demo test install lint bench docs docs-kinds docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance docs-studio data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ bench: $(STAMP_ALL)
 #   docs/benchmarks/reproduce-check.md, docs/cards/ (docs/provenance.md)   scripts/reproduce_check.py, torchdiffusion card
 #   docs/images/studio-*.png, docs/benchmarks/studio-overhead.json   tests/test_studio_browser.py with
 #     TORCHDIFFUSION_SCREENSHOTS, scripts/studio_bench.py (docs/studio.md; its load and stop figures: the same script)
+#   docs/benchmarks/kinds/, table-*.png and the tables of docs/tables.md, sequences.md, volumes.md
+#                                                        scripts/kinds_figures.sh (its sequence and volume scripts)
+#   docs/benchmarks/kinds/numeric-table/ (docs/tables.md, Few steps)   scripts/numeric_table_distill.sh
 # The tables in the .md pages quote these outputs (docs/benchmarks/, the run folders).
 TD := $(PY) -m torchdiffusion
 
@@ -71,7 +74,11 @@ runs/demo/run.json: $(STAMP)
 runs/toy/run.json: $(STAMP_ALL)
 	$(TD) train --preset toy-2d --out runs/toy
 
-docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance docs-studio docs-autoencoder
+docs: docs-explain docs-samplers docs-guidance docs-checks docs-speed docs-course docs-provenance docs-studio docs-autoencoder docs-kinds
+
+docs-kinds: $(STAMP_ALL)
+	PATH="$(VENV)/bin:$$PATH" bash scripts/kinds_figures.sh
+	PATH="$(VENV)/bin:$$PATH" bash scripts/numeric_table_distill.sh > docs/benchmarks/kinds/numeric-table/summary.md
 
 docs-autoencoder: $(STAMP_ALL)
 	PATH="$(VENV)/bin:$$PATH" bash scripts/autoencoder_figures.sh
