@@ -221,7 +221,7 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
         (("interpolate", run, "--seeds", "1", "2", "--out", tmp_path / "g.png"), "holds sequence data"),
         (("export", run, "--format", "onnx", "--out", tmp_path / "g"), "holds sequence data"),
         (("bench-samplers", "--run", run, "--nfe", "3", "--n", "16", "--out", tmp_path / "g"), "holds sequence data"),
-        (("explain", "trajectory", run, "--out", tmp_path / "g.png"), "see 'explain sequence-forward'"),
+        (("explain", "trajectory", run, "--out", tmp_path / "g.png"), f"see 'explain sequence-forward {run}'"),
         # a sequence samples by its process's own reverse steps: no sampler, grid or sampler setting to choose
         (("sample", run, "--sampler", "heun", "--out", tmp_path / "g.txt"), "--sampler changes nothing"),
         (("sample", run, "--grid", "karras", "--out", tmp_path / "g.txt"), "--grid changes nothing"),

@@ -280,7 +280,7 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         (("sample", run, "--negative-prompt", "x", "--out", tmp_path / "g.csv"), "--negative-prompt does not apply"),
         (("sample", run, "--eta", "0.5", "--out", tmp_path / "g.csv"), "sampler 'heun' has no setting 'eta'"),
         (("sample", run, "--sampler", "nope", "--out", tmp_path / "g.csv"), "unknown sampler 'nope'"),
-        (("explain", "trajectory", run, "--out", tmp_path / "g.png"), "holds table data (see 'explain table-forward')"),
+        (("explain", "trajectory", run, "--out", tmp_path / "g.png"), f"(see 'explain table-forward {run}', which"),
         (("explain", "ablation", run, "--out", tmp_path / "g.png"), "draws the sampler's path through continuous"),
         (("interpolate", run, "--seeds", "1", "2", "--out", tmp_path / "g.png"), "holds table data"),
         (("outpaint", run, "--right", "4", "--save-wav", "--out", tmp_path / "g.png"), "forecasts signals; "),

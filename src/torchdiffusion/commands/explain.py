@@ -401,7 +401,8 @@ def _sampled(args: argparse.Namespace) -> list:
     if run_.kind in ("table", "sequence"):  # mixed or discrete symbols: no one continuous path to draw
         raise ex.ExplainError(
             f"'explain {args.what}' draws the sampler's path through continuous data (images, signals, volumes, "
-            f"points); {run_.path} holds {run_.kind} data (see 'explain {run_.kind}-forward')"
+            f"points); {run_.path} holds {run_.kind} data (see 'explain {run_.kind}-forward {args.run}', which "
+            "draws its forward process and its sampler's reverse one)"
         )
     sample = sample_config_from_args(run_.config.sample, args, run_)
     validate(replace(run_.config, sample=sample))
