@@ -208,6 +208,7 @@ def test_a_sequence_run_is_sampled_without_sampler_controls(page):
     assert page.locator("#sample-form select[name=grid]").is_hidden()
     page.fill("#sample-form input[name=steps]", "4")
     page.fill("#sample-form input[name=n]", "3")
+    page.evaluate("document.querySelector('#job-status').textContent = ''")  # not the last job's 'done'
     page.click("#sample-btn")
     wait_image(page, "#result-img", "#job-status")  # the text lines, drawn as a picture beside them
     page.select_option("#run", "digits")
