@@ -170,9 +170,18 @@ KIND_READS = {
 }
 
 
+def check_device(device: str) -> None:
+    """An EvaluateError (one line) unless ``device`` is cpu, or cuda with a GPU present."""
+    import torch
+
+    from ..evaluation.evaluate import EvaluateError
+
+    if not (device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())):
+        raise EvaluateError(f"--device must be cpu or cuda (with a GPU present), got {device!r}")
+
+
 def check_kind_options(args: argparse.Namespace, kind: str) -> None:
     """One line for an option that evaluating a ``kind`` run would not read (it would change nothing)."""
-    import torch
 
     from ..evaluation.evaluate import EvaluateError
     from ..kinds import unread_sampler_flag
@@ -186,8 +195,7 @@ def check_kind_options(args: argparse.Namespace, kind: str) -> None:
             raise EvaluateError(unread_sampler_flag(flag, kind))
         if dest not in ("out", "n", "seed", "threads", *KIND_READS[kind]):
             raise EvaluateError(f"{flag} does not apply to {kind} runs (their metrics and sampling are fixed)")
-    if not (args.device == "cpu" or (args.device.startswith("cuda") and torch.cuda.is_available())):
-        raise EvaluateError(f"--device must be cpu or cuda (with a GPU present), got {args.device!r}")
+    check_device(args.device)
 
 
 def run_kind(run: str) -> str | None:
@@ -274,8 +282,6 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     import os
     from pathlib import Path
 
-    import torch
-
     from ..config import from_json
     from ..evaluation import features as FE
     from ..evaluation.evaluate import METRICS, SAMPLE_METRICS, EvaluateError
@@ -314,8 +320,7 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     if any(sampling) and not set(metrics) & set(SAMPLE_METRICS):
         flag = next(f for f in sampling if f)
         raise EvaluateError(f"{flag} sets how samples are drawn, and --metrics {','.join(metrics)} draws none")
-    if not (args.device == "cpu" or (args.device.startswith("cuda") and torch.cuda.is_available())):
-        raise EvaluateError(f"--device must be cpu or cuda (with a GPU present), got {args.device!r}")
+    check_device(args.device)
     run = Path(args.run)
     if not (run / "config.json").is_file():
         return metrics, feats, args.vlb_timesteps or None  # evaluate() names what is missing
