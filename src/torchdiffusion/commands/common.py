@@ -88,6 +88,18 @@ def given_options(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
+def check_save_wav(run_, asked: bool) -> None:
+    """A ConfigError (one line) when --save-wav is ``asked`` of a run not trained on WAV files: it has no sample rate
+    to write at (data/wav.py rate_of)."""
+    from ..data.wav import rate_of
+
+    if asked and rate_of(run_.info) is None:
+        raise ConfigError(
+            f"--save-wav writes the series of a run trained on WAV files (data.source=wav); {run_.path} holds "
+            f"{run_.kind} data from {run_.config.data.source}"
+        )
+
+
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     """--sampler/--steps/--grid/--n/--seed/... and one flag per sampler setting (--eta, --s-churn, ...),
     overriding the run's SampleConfig (None = keep the run's)."""

@@ -120,7 +120,7 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     from ..progress import step_bar
     from ..signals import forecast
     from ..viz import save_forecast
-    from .common import sample_config_from_args
+    from .common import check_save_wav, sample_config_from_args
     from .inpaint import check_edit_options, default_out
 
     check_edit_options(args)
@@ -128,12 +128,8 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
         raise ConfigError("signals grow to the right only: give --right N (forecasting)")
     from ..data.wav import rate_of, write_wav
 
+    check_save_wav(run_, args.save_wav)
     rate = rate_of(run_.info)
-    if args.save_wav and rate is None:
-        raise ConfigError(
-            f"--save-wav writes the series of a run trained on WAV files (data.source=wav); {args.run} holds signals "
-            f"from {run_.config.data.source}"
-        )
     sidecars = (".npy", ".wav") if args.save_wav else (".npy",)
     out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}", sidecars=sidecars)
     sample = sample_config_from_args(run_.config.sample, args, run_)

@@ -274,13 +274,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--save-nifti writes one-channel volumes; {args.run} holds {run_.kind} data of shape {run_.data_shape}"
         )
-    from ..data.wav import rate_of
+    from .common import check_save_wav
 
-    if args.save_wav and rate_of(run_.info) is None:
-        raise ConfigError(
-            f"--save-wav writes the series of a run trained on WAV files (data.source=wav); {args.run} holds "
-            f"{run_.kind} data from {run_.config.data.source}"
-        )
+    check_save_wav(run_, args.save_wav)
     if args.save_tiff and run_.kind not in ("image", "volume"):
         raise ConfigError(f"--save-tiff writes images and volumes; {args.run} holds {run_.kind} data")
     json_, *others = SIDECARS  # the settings record always, the GIF and arrays when asked for
