@@ -56,12 +56,11 @@ def draw(
 
     seeds = list(seeds)
     if kind == "table":
-        steps = len(sampling_plan_of(model, sample, grid_dir)[0]) - 1
+        plan = sampling_plan_of(model, sample, grid_dir)  # once for every batch
+        steps = len(plan[0]) - 1
 
         def fn(model, seeds, known, known_mask, callback):
-            return sample_table(
-                model, seeds, sample, known=known, known_mask=known_mask, callback=callback, grid_dir=grid_dir
-            )
+            return sample_table(model, seeds, sample, known=known, known_mask=known_mask, callback=callback, plan=plan)
 
         what = f"sampling table ({sample.sampler}, {steps} steps)"
     else:

@@ -152,10 +152,12 @@ def sample_table(
     callback: Callable[[int, Tensor], None] | None = None,
     trace: Callable[[float, Tensor], None] | None = None,
     grid_dir: str | Path | None = None,
+    plan: tuple[Tensor, dict, dict] | None = None,
 ) -> Tensor:
     """Rows (N, D) in the encoded layout, row k from ``seeds[k]`` alone; ``known``/``known_mask`` (N, D) fix cells.
     ``callback(i, rows)`` after step i, ``trace(sigma, rows)`` with the level sigma the step reached (rows: numeric
-    z_sigma, categorical codes with K_j for a masked cell).
+    z_sigma, categorical codes with K_j for a masked cell). ``plan``: :func:`sampling_plan_of` of ``sample`` and
+    ``grid_dir``, when the caller has resolved it already (once for all its batches).
 
     The numeric part is sampled by ``sample.sampler`` on the grid ``sample.grid`` over the model's sigma range (the
     library's samplers, :func:`generate.sampling_plan`; the table presets: Heun, EDM Alg. 1, on Karras et al.'s
@@ -168,7 +170,7 @@ def sample_table(
 
     Dn, Dc, N = model.num_numeric, len(model.categories), len(seeds)
     device = next(model.parameters()).device
-    sigmas, knobs, record = sampling_plan_of(model, sample, grid_dir)
+    sigmas, knobs, record = plan or sampling_plan_of(model, sample, grid_dir)
     dtype = state_dtype(device)
     noise = NoiseSource(seeds, (Dn,), device=device, dtype=dtype)
     draws = NoiseSource(stream_seeds(seeds, 1), (Dc, 2), device=device)
@@ -224,12 +226,13 @@ def reverse_states(
     sigmas: Sequence[float],
     on_step: Callable[[], None] | None = None,
     grid_dir: str | Path | None = None,
+    plan: tuple[Tensor, dict, dict] | None = None,
 ) -> list[tuple[float, Tensor]]:
     """The reverse process of :func:`sample_table` seen at the levels it reaches nearest each of ``sigmas`` (in log
     sigma; 0 is the end): [(the level, rows (N, D) there: numeric z_sigma, categorical codes with K_j for a masked
     cell)], whatever the sampler's steps (an adaptive one's included). The picture of ``explain table-forward
     RUN`` sets them beside the forward process, whose marginals at each sigma they share when the model is exact.
-    ``on_step()`` after each step (a bar)."""
+    ``on_step()`` after each step (a bar); ``plan`` as for :func:`sample_table`."""
     wanted = [float(s) for s in sigmas]
     best: list[tuple[float, float, Tensor] | None] = [None] * len(wanted)  # (log distance, level, rows)
 
@@ -241,5 +244,5 @@ def reverse_states(
         if on_step is not None:
             on_step()
 
-    sample_table(model, seeds, sample, trace=keep, grid_dir=grid_dir)
+    sample_table(model, seeds, sample, trace=keep, grid_dir=grid_dir, plan=plan)
     return [(b[1], b[2]) for b in best if b is not None]

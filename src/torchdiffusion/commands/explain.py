@@ -260,11 +260,11 @@ def _table_forward(args: argparse.Namespace) -> list:
         from ..tabular import reverse_states, sampling_plan_of
 
         seed, sample = args.seed or 0, run_.config.sample
-        grids = run_.path / "grids"
-        steps = len(sampling_plan_of(run_.model, sample, grids)[0]) - 1
+        plan = sampling_plan_of(run_.model, sample, run_.path / "grids")
+        steps = len(plan[0]) - 1
         with step_bar(steps, f"explain {args.what} (the model's {sample.sampler}, {steps} steps)") as bar:
             seeds = range(seed, seed + REVERSE_ROWS)
-            reverse = reverse_states(run_.model, seeds, sample, args.sigmas, lambda: bar.update(1), grids)
+            reverse = reverse_states(run_.model, seeds, sample, args.sigmas, lambda: bar.update(1), plan=plan)
     with _figure_bar(args) as bar:
         ex.table_forward(data.x, data.schema, args.sigmas, seed=args.seed or 0, reverse=reverse, path=out)
         bar.update(1)
