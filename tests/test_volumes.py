@@ -154,6 +154,21 @@ def test_nifti_files_read_as_axial_volumes_scaled_to_unit_range(tmp_path):
         load_data(DataConfig(source="nifti", path=str(tmp_path / "junk.nii")))
 
 
+def tiny_volume_settings(source: str, path: Path, *, holdout: int, images: int) -> list[str]:
+    """The settings of a tiny unconditional volume run (8 channels, 2 sampling steps) on the user's files ``path``
+    read by ``source``."""
+    tiny = [f"data.source={source}", f"data.path={path}", f"data.holdout={holdout}", "model.num_classes=0"]
+    tiny += [f"train.images={images}", "model.channels=8", "model.channel_mult=1,2", "sample.steps=2", "sample.n=2"]
+    return tiny
+
+
+def train_tiny_volume_run(run: Path, tiny: list[str]) -> Path:
+    """``train --preset volume-shapes`` with ``tiny`` (tiny_volume_settings) into ``run``."""
+    rc, _, err = cli("train", "--preset", "volume-shapes", "--out", run, "--no-progress", *[f"--set={a}" for a in tiny])
+    assert rc == 0, err
+    return run
+
+
 def test_nifti_scans_are_scaled_by_their_training_volumes_and_sampled_back_in_their_units(tmp_path):
     """A scanner's intensities (here about 300-1,300): data.scale=auto means percentile for NIfTI, fitted to the
     training volumes only and recorded in config.json; sample --save-npy writes the scanner's units again."""
@@ -173,11 +188,8 @@ def test_nifti_scans_are_scaled_by_their_training_volumes_and_sampled_back_in_th
     assert np.allclose([lo, hi], np.percentile(rows, [0.5, 99.5]), rtol=1e-5) and hi < 2_000
     assert train.x.min() == -1 and train.x.max() == 1  # clamped beyond the percentiles
     assert load_data(replace(cfg, scale="minmax"), split="train").value_range == ((rows.min(),), (rows.max(),))
-    run = tmp_path / "run"
-    tiny = ["data.source=nifti", f"data.path={tmp_path / 'scan.nii.gz'}", "data.holdout=3", "model.num_classes=0"]
-    tiny += ["train.images=24", "model.channels=8", "model.channel_mult=1,2", "sample.steps=2", "sample.n=2"]
-    rc, _, err = cli("train", "--preset", "volume-shapes", "--out", run, "--no-progress", *[f"--set={a}" for a in tiny])
-    assert rc == 0, err
+    tiny = tiny_volume_settings("nifti", tmp_path / "scan.nii.gz", holdout=3, images=24)
+    run = train_tiny_volume_run(tmp_path / "run", tiny)
     d = json.loads((run / "config.json").read_text())["data"]
     assert d["scale"] == "percentile" and np.allclose([d["scale_lo"][0], d["scale_hi"][0]], [lo, hi])
     rc, _, err = cli(
@@ -467,11 +479,8 @@ def test_a_folder_of_microscope_stacks_trains_in_their_units(tmp_path):
     (lo,), (hi,) = d.value_range
     want = torch.from_numpy(2 * (first - lo) / (hi - lo) - 1).float()  # the first file, mapped (in a permutation)
     assert any(torch.allclose(v[0], want, atol=1e-6) for v in d.x)
-    run = tmp_path / "run"
-    tiny = ["data.source=tiff_stack", f"data.path={tmp_path / 'stacks'}", "data.holdout=2", "model.num_classes=0"]
-    tiny += ["train.images=16", "model.channels=8", "model.channel_mult=1,2", "sample.steps=2", "sample.n=2"]
-    rc, _, err = cli("train", "--preset", "volume-shapes", "--out", run, "--no-progress", *[f"--set={a}" for a in tiny])
-    assert rc == 0, err
+    tiny = tiny_volume_settings("tiff_stack", tmp_path / "stacks", holdout=2, images=16)
+    run = train_tiny_volume_run(tmp_path / "run", tiny)
     data = json.loads((run / "config.json").read_text())["data"]
     assert data["scale"] == "percentile" and 1_000 <= data["scale_lo"][0] < data["scale_hi"][0] <= 1_400
     assert cli("card", run)[0] == 0 and "user-provided volumes (TIFF z-stacks)" in (run / "MODEL_CARD.md").read_text()
