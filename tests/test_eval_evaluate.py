@@ -111,6 +111,44 @@ def test_cli_evaluates_on_the_grid_asked_for(tiny_run, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+def test_cli_evaluates_with_the_grid_shape_and_sampler_settings_asked_for(tiny_run, tmp_path, capsys):
+    """--rho, --spacing, a sampler setting (--eta) and --set sample.* shape the evaluated samples as they shape
+    'sample''s (each recorded in the report's sampling record, and the samples differ); one the sampling would not
+    read, or any of them where no metric draws samples, is one line and no folder."""
+    args = ["evaluate", str(tiny_run), "--metrics", "fd", "--features", "raw", "--n", "4", "--steps", "3"]
+    asked = {
+        "rho3": ["--grid", "karras", "--rho", "3"],
+        "rho9": ["--grid", "karras", "--rho", "9"],
+        "eta0": ["--sampler", "ddim", "--eta", "0"],
+        "eta1": ["--sampler", "ddim", "--set", "sample.settings.eta=1"],
+        "leading": ["--grid", "uniform_t", "--spacing", "leading"],
+        "linspace": ["--grid", "uniform_t", "--spacing", "linspace"],
+    }
+    reports = {}
+    for name, flags in asked.items():
+        assert main([*args, *flags, "--out", str(tmp_path / name)]) == 0, name
+        reports[name] = json.loads((tmp_path / name / "report.json").read_text())
+    sampling = {name: r["sampling"] for name, r in reports.items()}
+    assert (sampling["rho3"]["rho"], sampling["rho9"]["rho"]) == (3.0, 9.0)
+    assert (sampling["eta0"]["settings"], sampling["eta1"]["settings"]) == ({"eta": 0.0}, {"eta": 1.0})
+    assert (sampling["leading"]["spacing"], sampling["linspace"]["spacing"]) == ("leading", "linspace")
+    for a, b in [("rho3", "rho9"), ("eta0", "eta1"), ("leading", "linspace")]:
+        assert reports[a]["feature_metrics"] != reports[b]["feature_metrics"], (a, b)
+    capsys.readouterr()
+    nll = ["evaluate", str(tiny_run), "--metrics", "nll", "--nll-n", "2", "--vlb-timesteps", "2"]
+    for bad, needle in [
+        ([*args, "--grid", "exponential", "--rho", "3"], "--rho shapes the karras grid"),
+        ([*args, "--sampler", "heun", "--eta", "0.5"], "sampler 'heun' has no setting 'eta'"),
+        ([*args, "--set", "train.lr=1"], "only sample settings can be changed here"),
+        ([*nll, "--rho", "3"], "--rho sets how samples are drawn, and --metrics nll draws none"),
+        ([*nll, "--eta", "1"], "--eta sets how samples are drawn, and --metrics nll draws none"),
+    ]:
+        assert main([*bad, "--out", str(tmp_path / "bad")]) == 2, bad
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_quick_eval_for_training_logs(tiny_run):
     from torchdiffusion.evaluation.evaluate import quick_eval
     from torchdiffusion.generate import load_run

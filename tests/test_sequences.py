@@ -230,6 +230,8 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
         (("sample", run, "--set", "sample.sampler=heun", "--out", tmp_path / "g.txt"), "changes nothing"),
         (("evaluate", run, "--sampler", "heun", "--out", tmp_path / "g"), "--sampler changes nothing"),
         (("evaluate", run, "--grid", "karras", "--out", tmp_path / "g"), "--grid changes nothing"),
+        (("evaluate", run, "--rho", "3", "--out", tmp_path / "g"), "--rho changes nothing"),
+        (("evaluate", run, "--eta", "1", "--out", tmp_path / "g"), "--eta changes nothing"),
     ]:
         rc, _, err = cli(*args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err

@@ -77,6 +77,18 @@ def _setting_kinds() -> dict[str, str]:
     return {f.name: typing.get_args(hints[f.name])[0].__name__ for f in dataclasses.fields(SamplerSettings)}
 
 
+def given_sampling_flags(args: argparse.Namespace) -> list[str]:
+    """The flags of add_sampling_arguments' sampler, grid and settings part that the command line gave (--sampler,
+    --steps, --grid, --rho, --spacing, --set sample.*, --eta, ...): what a command that draws no samples refuses."""
+    given = [f"--{k}" for k in ("sampler", "steps", "grid", "rho", "spacing") if getattr(args, k, None) is not None]
+    given += ["--set"] if getattr(args, "sample_set", None) else []
+    return given + [
+        _setting_flag(f.name)
+        for f in dataclasses.fields(SamplerSettings)
+        if getattr(args, "setting_" + f.name, None) is not None
+    ]
+
+
 def given_options(args: argparse.Namespace) -> dict[str, str]:
     """dest -> option string of every option the command line set to something other than its default (from the
     parser cli.build_parser stores in ``args._parser``; {} without one): what a command checks is read."""
@@ -100,9 +112,10 @@ def check_save_wav(run_, asked: bool) -> None:
         )
 
 
-def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+def add_sampling_arguments(p: argparse.ArgumentParser, counts: bool = True) -> None:
     """--sampler/--steps/--grid/--n/--seed/... and one flag per sampler setting (--eta, --s-churn, ...),
-    overriding the run's SampleConfig (None = keep the run's)."""
+    overriding the run's SampleConfig (None = keep the run's). ``counts=False`` leaves out --n, --seed and
+    --batch-size, for a command that gives them its own defaults (evaluate)."""
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", help="sampler name (see 'torchdiffusion sample --list-samplers')")
     g.add_argument("--steps", type=positive_int(MAX_STEPS), help="steps on the sigma grid")
@@ -113,9 +126,10 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--rho", type=positive_float, help="Karras grid exponent")
     g.add_argument("--spacing", help="uniform_t spacing: leading | trailing | linspace")
-    g.add_argument("--n", type=positive_int(MAX_COUNT), help="number of samples")
-    g.add_argument("--seed", type=nonneg_int(MAX_SEED), help="image k uses seed + k")
-    g.add_argument("--batch-size", type=positive_int(MAX_BATCH), help="images per network call")
+    if counts:
+        g.add_argument("--n", type=positive_int(MAX_COUNT), help="number of samples")
+        g.add_argument("--seed", type=nonneg_int(MAX_SEED), help="image k uses seed + k")
+        g.add_argument("--batch-size", type=positive_int(MAX_BATCH), help="images per network call")
     g.add_argument(
         "--set",
         dest="sample_set",

@@ -19,6 +19,7 @@ from .argtypes import (
     nonneg_int,
     positive_int,
 )
+from .common import add_sampling_arguments, given_sampling_flags, sample_config_from_args
 
 DEFAULT_METRICS = "fd,kid,pr,nll,memorisation"
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
@@ -27,6 +28,7 @@ EXAMPLES = """examples:
   torchdiffusion evaluate runs/demo --metrics fd,kid,pr,nll,memorisation --n 5000
   torchdiffusion evaluate runs/demo --metrics fd,kid --features clf:mnist5k --n 1000   # fast: no EfficientNet
   torchdiffusion evaluate runs/toy --metrics straightness --n 256     # Liu et al.'s straightness of the ODE paths
+  torchdiffusion evaluate runs/demo --metrics fd,classes --sampler dpmpp_2m_sde --eta 0.5 --grid karras --rho 5 --n 1000
   torchdiffusion evaluate runs/emoji-text --metrics contrastive,fd --n 1000   # scored by the shipped emoji model
   torchdiffusion train-classifier runs/sprites --evaluation    # a classifier of your own labelled data, then:
   torchdiffusion evaluate runs/sprites --metrics fd,classes --classifier runs/sprites/classifier --n 1000
@@ -77,11 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: the data set's, where one ships: mnist5k, fashion_mnist)",
     )
     p.add_argument("--out", help="output folder (default RUN/eval)")
-    p.add_argument("--sampler", help="override the run's sampler")
-    p.add_argument("--steps", type=positive_int(MAX_STEPS), help="override the run's sampling steps")
-    p.add_argument(
-        "--grid", help="override the run's sigma grid: auto | karras | exponential | uniform_t | tuned (its grids/)"
-    )
+    add_sampling_arguments(p, counts=False)  # the samples' sampler, grid and settings, as 'sample' takes them
     p.add_argument(
         "--guidance",
         type=float_in(0.0, 100.0),
@@ -141,10 +139,8 @@ def run(args: argparse.Namespace) -> int:
         args.n,
         features=feats,
         out=args.out,
-        steps=args.steps,
-        sampler=args.sampler,
         guidance=args.guidance,
-        grid=args.grid,
+        sampling=lambda run_, sample: sample_config_from_args(sample, args, run_),
         seed=args.seed,
         batch_size=args.batch_size,
         nll_n=args.nll_n,
@@ -163,10 +159,11 @@ def run(args: argparse.Namespace) -> int:
 
 # What evaluating a table, sequence or signal run reads beside --out, --n, --seed and --threads (their metrics are
 # fixed: --metrics and its kin choose image metrics); image and volume runs read every option
+SAMPLING_DESTS = ("sampler", "steps", "grid", "rho", "spacing", "sample_set")  # and every setting_* (--eta, ...)
 KIND_READS = {
-    "table": ("sampler", "steps", "grid", "batch_size", "device"),
-    "sequence": ("steps", "batch_size", "device"),
-    "signal": ("sampler", "steps", "grid", "batch_size", "device"),
+    "table": (*SAMPLING_DESTS, "batch_size", "device"),
+    "sequence": (*SAMPLING_DESTS, "batch_size", "device"),  # sample_config_from_args refuses its sampler's options
+    "signal": (*SAMPLING_DESTS, "batch_size", "device"),
 }
 
 
@@ -193,7 +190,7 @@ def check_kind_options(args: argparse.Namespace, kind: str) -> None:
     for dest, flag in given.items():
         if dest in ("sampler", "grid") and kind == "sequence":
             raise EvaluateError(unread_sampler_flag(flag, kind))
-        if dest not in ("out", "n", "seed", "threads", *KIND_READS[kind]):
+        if dest not in ("out", "n", "seed", "threads", *KIND_READS[kind]) and not dest.startswith("setting_"):
             raise EvaluateError(f"{flag} does not apply to {kind} runs (their metrics and sampling are fixed)")
     check_device(args.device)
 
@@ -209,7 +206,7 @@ def run_kind(run: str) -> str | None:
 
 
 def _open_for_evaluation(args: argparse.Namespace):
-    """(the output folder, checked; the run on --device; its sampling with --sampler, --steps and --batch-size
+    """(the output folder, checked; the run on --device; its sampling with the sampling flags and --batch-size
     applied) of a table, sequence or signal run, whose metrics are their own; --threads set."""
     from dataclasses import replace
     from pathlib import Path
@@ -223,14 +220,13 @@ def _open_for_evaluation(args: argparse.Namespace):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     run_ = load_run(args.run, device=args.device)
-    sample = run_.config.sample
-    sample = replace(sample, sampler=args.sampler or sample.sampler, steps=args.steps or sample.steps)
-    sample = replace(sample, grid=args.grid or sample.grid, batch_size=args.batch_size)
+    sample = sample_config_from_args(run_.config.sample, args, run_)  # --n, --seed: the metrics' own
     return out, run_, validate(replace(run_.config, sample=sample)).sample
 
 
 def evaluate_discrete(args: argparse.Namespace) -> int:
     """Tables and sequences: their metrics and baseline (kinds.metrics) -> OUT/report.json + the samples."""
+    from ..evaluation.evaluate import sampling_shape
     from ..kinds import metrics, save, schema_of
     from ..viz import save_json
 
@@ -244,7 +240,7 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
     save(samples, run_.kind, schema, out / f"samples{suffix}", reference=reference, title=title)
     report = {"run": str(run_.path), "kind": run_.kind, "n": args.n, "steps": steps, "seed": args.seed, **report}
     if run_.kind == "table":  # the numeric part's sampler (a sequence's steps are its process's own)
-        report = {**report, "sampler": sample.sampler, "grid": sample.grid}
+        report = {**report, "sampler": sample.sampler, "grid": sample.grid, **sampling_shape(sample)}
     print(save_json(report, out / "report.json"), file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0
@@ -253,6 +249,7 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
 def evaluate_signals(args: argparse.Namespace) -> int:
     """Signals: FD in a classifier's features and train-on-synthetic accuracy, beside the Gaussian-process
     baseline and the real data (evaluation/signals.py) -> OUT/report.json + a picture of the samples."""
+    from ..evaluation.evaluate import sampling_shape
     from ..evaluation.signals import evaluate_signal_run
     from ..viz import save_json, save_signals
 
@@ -262,7 +259,7 @@ def evaluate_signals(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_signals(samples, out / "samples.png", reference=reference, title="generated (colour) over held-out (grey)")
     report = {"run": str(run_.path), "kind": "signal", "n": args.n, "seed": args.seed, **report}
-    report = {**report, "sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid}
+    report = {**report, "sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, **sampling_shape(sample)}
     print(save_json(report, out / "report.json"), file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0
@@ -316,10 +313,9 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
         raise EvaluateError(
             f"--classifier reads samples, and --metrics {','.join(metrics)} draws none; add classes to --metrics"
         )
-    sampling = [args.sampler and "--sampler", args.steps and "--steps", args.grid and "--grid"]
-    if any(sampling) and not set(metrics) & set(SAMPLE_METRICS):
-        flag = next(f for f in sampling if f)
-        raise EvaluateError(f"{flag} sets how samples are drawn, and --metrics {','.join(metrics)} draws none")
+    sampling = given_sampling_flags(args)
+    if sampling and not set(metrics) & set(SAMPLE_METRICS):
+        raise EvaluateError(f"{sampling[0]} sets how samples are drawn, and --metrics {','.join(metrics)} draws none")
     check_device(args.device)
     run = Path(args.run)
     if not (run / "config.json").is_file():

@@ -19,7 +19,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -266,6 +266,7 @@ def evaluate(
     sampler: str | None = None,
     guidance: float | None = None,
     grid: str | None = None,
+    sampling: Callable | None = None,
     seed: int = 10_000,
     batch_size: int = 100,
     nll_n: int = 64,
@@ -290,6 +291,8 @@ def evaluate(
         features: feature networks (default: effnet_lite0 + the data set's classifier; raw for vectors).
         steps, sampler, guidance, grid: override the run's sampling settings (guidance: the classifier-free scale
             of a conditional run's samples; grid: a sample.grid name).
+        sampling: ``(run, SampleConfig) -> SampleConfig``, applied last to the samples' config (after n,
+            batch_size and the overrides above): any other sample setting, e.g. the CLI's sampling flags.
         nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: all T).
         holdout_n: cap on the held-out real images used for the floor (default: n).
         samples: precomputed samples (N, ...) instead of generating.
@@ -325,7 +328,7 @@ def evaluate(
     pictures: list[str] = []  # the pictures this evaluation writes beside its report
     if samples is None and any(m in metrics for m in SAMPLE_METRICS):
         samples, labels, report["sampling"] = _draw_samples(
-            run, n, seed, batch_size, steps, sampler, guidance, log, progress, grid=grid
+            run, n, seed, batch_size, steps, sampler, guidance, log, progress, grid=grid, sampling=sampling
         )
     if samples is not None:
         report["n"] = int(samples.shape[0])
@@ -427,7 +430,17 @@ def _real_sets(cfg, cap: int):
 
 
 def _draw_samples(
-    run, n: int, seed: int, batch_size: int, steps, sampler, guidance, log, progress: bool, grid: str | None = None
+    run,
+    n: int,
+    seed: int,
+    batch_size: int,
+    steps,
+    sampler,
+    guidance,
+    log,
+    progress: bool,
+    grid: str | None = None,
+    sampling: Callable | None = None,
 ):
     """(samples, class labels or None, the sampling record) - class k = image index mod K for class models."""
     from ..config import unread_flag, validate
@@ -441,6 +454,8 @@ def _draw_samples(
         raise EvaluateError(why)
     over.update({"guidance": guidance} if guidance is not None else {})
     sample = replace(run.config.sample, n=n, batch_size=batch_size, **over)
+    if sampling is not None:
+        sample = replace(sampling(run, sample), n=n, batch_size=batch_size)
     validate(replace(run.config, sample=sample))  # e.g. a student asked for more steps than it was distilled for
     K = run.config.model.num_classes
     labels = torch.arange(n) % K if K > 0 else None
@@ -470,9 +485,19 @@ def _draw_samples(
             codec=run.codec,  # a latent run's samples are decoded: every metric measures images
         )
     record = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, "guidance": sample.guidance}
+    record.update(sampling_shape(sample))
     if prompts:
         record["prompts"] = prompts
     return x, labels, {**record, "seed": seed, "seconds": round(time.time() - t0, 1)}
+
+
+def sampling_shape(sample) -> dict:
+    """The grid's shape (rho, spacing) and the sampler settings a SampleConfig sets (those not left at the
+    sampler's default): the rest of what an evaluation's sampling record names beside sampler, steps and grid."""
+    from dataclasses import asdict
+
+    settings = {k: v for k, v in asdict(sample.settings).items() if v is not None}
+    return {"rho": sample.rho, "spacing": sample.spacing, **({"settings": settings} if settings else {})}
 
 
 def eval_prompts(cfg, max_prompts: int = 256) -> list[str] | None:
