@@ -249,6 +249,13 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     filled = [ln.split(",") for ln in (tmp_path / "f.csv").read_text().splitlines()[1:]]
     assert filled[0][0] == "1" and filled[0][2] == "c1" and filled[1][1] == "-2"  # known cells kept
     assert all(cell for row in filled for cell in row)
+    for name, flags in [("euler", ("--sampler", "euler")), ("heun", ())]:  # the sampling flags of 'sample'
+        rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", *flags, "--out", tmp_path / f"f-{name}.csv")
+        assert rc == 0, err
+    assert (tmp_path / "f-heun.csv").read_text() == (tmp_path / "f.csv").read_text()
+    assert (tmp_path / "f-euler.csv").read_text() != (tmp_path / "f.csv").read_text()
+    rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", "--eta", "1", "--out", tmp_path / "g.csv")
+    assert rc == 2 and "sampler 'heun' has no setting 'eta'" in err and not (tmp_path / "g.csv").exists(), err
     rows_eu = [ln.replace(",", ";").replace(".", ",") for ln in (tmp_path / "d.csv").read_text().splitlines()]
     (tmp_path / "d_eu.csv").write_text("\n".join(rows_eu) + "\n")  # the same table as a European spreadsheet's
     settings_eu = [a.replace("d.csv", "d_eu.csv") for a in settings]

@@ -6,7 +6,8 @@ import argparse
 import math
 import sys
 
-from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, check_output_dir, nonneg_int, positive_int
+from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, check_output_dir, nonneg_int, positive_int
+from .common import add_sampling_arguments, sample_config_from_args
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "sample a conditional model over a range of guidance scales; plot class accuracy and diversity vs scale"
@@ -40,8 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: the shipped one named like the run's data source)",
     )
     p.add_argument("--out", help="output folder (default: RUN/guidance-sweep)")
-    p.add_argument("--sampler", help="sampler (default: the run's)")
-    p.add_argument("--steps", type=positive_int(MAX_STEPS), help="steps (default: the run's)")
+    add_sampling_arguments(p, counts=False)  # the sampler, grid and settings at every scale, as 'sample' takes them
     p.add_argument("--batch-size", type=positive_int(MAX_BATCH), help="images per network call")
     p.add_argument("--seed", type=nonneg_int(MAX_SEED), default=0, help="image k uses seed + k at every scale")
     p.add_argument("--no-reference", action="store_true", help="skip the diversity of real images")
@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..config import validate
     from ..evaluation.evaluate import EvaluateError, fitting_classifier
     from ..evaluation.guidance_sweep import SWEEP_FILES, SWEEP_RECORD, real_diversity, save_sweep, sweep
     from ..generate import load_run
@@ -70,14 +71,13 @@ def run(args: argparse.Namespace) -> int:
     if run_.kind != "image":
         raise GuidanceError(f"guidance-sweep scores images with a classifier; {run_.path} holds {run_.kind} data")
     K = m.num_classes if mode == "class" else m.context_dim
+    sample = sample_config_from_args(run_.config.sample, args, run_)  # --seed and --batch-size included
+    sample = validate(replace(run_.config, sample=sample)).sample  # refused before a classifier is loaded
     spec = args.classifier or run_.config.data.source
     try:  # it must read the run's images and tell its K classes (context: one-hot contexts) apart
         clf = fitting_classifier(spec, run_.image_shape[0], K, names=run_.info.get("class_names"))
     except EvaluateError as e:
         raise GuidanceError(str(e)) from None
-    sample = run_.config.sample
-    updates = {k: getattr(args, k) for k in ("sampler", "steps", "batch_size") if getattr(args, k) is not None}
-    sample = replace(sample, seed=args.seed, **updates)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr)

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from .argtypes import MAX_SEED, MAX_STEPS, check_output_file, nonneg_int, positive_int
+from .common import add_sampling_arguments, sample_config_from_args
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "fill in missing cells of a table (CSV), masked symbols of a text, or missing points of signals"
@@ -35,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", help="output .csv / .txt; signals: .npy / .csv, or .wav for a WAV run (default RUN/imputed/<name>)"
     )
-    p.add_argument("--steps", type=positive_int(MAX_STEPS), help="sampling steps (default: the run's sample.steps)")
+    add_sampling_arguments(p, counts=False)  # tables and signals: their sampler, grid and settings, as 'sample's
     p.add_argument("--seed", type=nonneg_int(MAX_SEED), default=0, help="row/text k uses seed + k (default 0)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
 
@@ -60,14 +61,15 @@ def check_kind_options(args: argparse.Namespace, kind: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..config import ConfigError
+    from ..config import ConfigError, validate
     from ..generate import load_run
     from ..kinds import draw, infill_text, save, schema_of
 
     run_ = load_run(args.run, weights=args.weights)
     check_kind_options(args, run_.kind)
+    sample = validate(replace(run_.config, sample=sample_config_from_args(run_.config.sample, args, run_))).sample
     if run_.kind == "signal":
-        return impute_signals(run_, args)
+        return impute_signals(run_, args, sample)
     if args.series or args.mask:
         raise ConfigError(f"--series and --mask fill signals; this run holds {run_.kind} data")
     if run_.kind == "table":
@@ -97,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
         known, mask = encode_rows(table, schema, args.csv)
     else:
         known, mask = infill_text(schema, args.text, run_.data_shape[0], args.mask_char)
-    steps = args.steps or run_.config.sample.steps
-    sample = replace(run_.config.sample, steps=steps)
+    steps = sample.steps
     seeds, grids = range(args.seed, args.seed + len(known)), run_.path / "grids"
     x = draw(run_.model, run_.kind, seeds, sample, known=known, known_mask=mask, grid_dir=grids)
     if run_.kind == "table":  # the cells given keep their values as read
@@ -112,10 +113,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def impute_signals(run_, args: argparse.Namespace) -> int:
-    """Missing points of the series in --series (NaN, and --mask's stretch) inpainted -> .npy or .csv + .png."""
-    from dataclasses import replace
-
+def impute_signals(run_, args: argparse.Namespace, sample) -> int:
+    """Missing points of the series in --series (NaN, and --mask's stretch) inpainted with ``sample`` (the run's
+    sampling with the command's flags) -> .npy or .csv + .png."""
     import numpy as np
     import torch
 
@@ -145,7 +145,6 @@ def impute_signals(run_, args: argparse.Namespace) -> int:
     mask = (~torch.isnan(x)).float()
     if args.mask:
         mask = mask * make_mask(args.mask, 1, x.shape[-1])[:, :, 0]
-    sample = replace(run_.config.sample, steps=args.steps or run_.config.sample.steps)
     with step_bar(None, f"impute ({args.resample} pass{'es' if args.resample > 1 else ''} per segment)") as bar:
         y = run_.to_data_units(
             impute(run_, x, mask, sample, seed=args.seed, resample=args.resample, jump=args.jump, bar=bar)

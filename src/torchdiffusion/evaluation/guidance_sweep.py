@@ -52,6 +52,7 @@ def sweep(
     from ..generate import generate
     from ..guidance import GuidanceError
     from .classifier import predict
+    from .evaluate import sampling_shape
 
     m = run_.config.model
     K = m.num_classes if mode == "class" else m.context_dim
@@ -69,6 +70,8 @@ def sweep(
         "n_per_class": n_per_class,
         "sampler": sample.sampler,
         "steps": sample.steps,
+        "grid": sample.grid,
+        **sampling_shape(sample),
         "scales": [],
         "_images": [],
     }
