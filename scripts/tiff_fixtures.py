@@ -101,6 +101,20 @@ CASES = [
     dict(name="uint32_rgb_lzw", shape=(6, 5, 3), dtype="uint32", compression="lzw", predictor=True, byteorder=">"),
     dict(name="int32_rgb_planar", shape=(5, 8, 3), dtype="int32", planarconfig="separate"),
     dict(name="uint32_rgb_16bit_values", shape=(4, 6, 3), dtype="uint32", span=(0, 65536)),
+    # integers with alpha (its full scale: the type's largest value): colours of 16-bit values, alpha over its range
+    dict(name="int16_rgba", shape=(6, 7, 4), dtype="int16", span=(0, 32768), extrasamples="unassalpha"),
+    dict(
+        name="uint32_gray_alpha_planar",
+        shape=(5, 6, 2),
+        dtype="uint32",
+        photometric="minisblack",
+        extrasamples="assocalpha",
+        planarconfig="separate",
+        span=(0, 65536),
+        alpha_span=(0, 2**32),
+    ),
+    dict(name="int32_rgba_opaque", shape=(4, 5, 4), dtype="int32", extrasamples="unassalpha", opaque=True),
+    dict(name="lzma", shape=(6, 7, 3), compression="lzma", predictor=True),
 ]
 
 
@@ -121,6 +135,11 @@ def main() -> None:
             lo, hi = case.pop("span", None) or (np.iinfo(dtype).min, int(np.iinfo(dtype).max) + 1)
             a, case["dtype"] = rng.integers(lo, hi, shape, dtype=np.int64).astype(dtype), dtype
             case["span"] = [int(lo), int(hi)]
+            if "alpha_span" in case:  # the alpha sample drawn over its own span after the colours'
+                a[..., -1] = rng.integers(*case["alpha_span"], shape[:2], dtype=np.int64).astype(dtype)
+                case["alpha_span"] = [int(v) for v in case["alpha_span"]]
+            if case.get("opaque"):  # alpha at its full scale everywhere
+                a[..., -1] = np.iinfo(dtype).max
         elif dtype != "uint16":  # fractions in [0, 1], as float TIFFs of pictures hold
             a, case["dtype"] = rng.random(shape, dtype=np.float64 if dtype == "float64" else np.float32), dtype
             if "units" in case:  # or lo + span u: a scientific image in its own units
@@ -134,7 +153,7 @@ def main() -> None:
         if shape[2] == 1:
             stored = a[:, :, 0]
         case.setdefault("photometric", "rgb")
-        written = {k: v for k, v in case.items() if k not in ("dtype", "units", "span")}
+        written = {k: v for k, v in case.items() if k not in ("dtype", "units", "span", "alpha_span", "opaque")}
         tifffile.imwrite(args.out / f"{name}.tif", stored, extratags=extra, metadata=None, **written)
         index.append({"file": f"{name}.tif", "seed": seed, "shape": list(shape), **case, "orientation": orientation})
     (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")

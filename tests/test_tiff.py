@@ -34,7 +34,12 @@ def _expected(case: dict) -> np.ndarray:
     dtype = case.get("dtype", "uint16")
     if dtype in ("int16", "uint32", "int32"):
         lo, hi = case.get("span") or (np.iinfo(dtype).min, int(np.iinfo(dtype).max) + 1)
-        return rng.integers(lo, hi, case["shape"], dtype=np.int64).astype(dtype)
+        a = rng.integers(lo, hi, case["shape"], dtype=np.int64).astype(dtype)
+        if "alpha_span" in case:
+            a[..., -1] = rng.integers(*case["alpha_span"], case["shape"][:2], dtype=np.int64).astype(dtype)
+        if case.get("opaque"):
+            a[..., -1] = np.iinfo(dtype).max
+        return a
     if dtype != "uint16":
         lo, span = case.get("units", (0.0, 1.0))
         a = lo + span * rng.random(case["shape"], dtype=np.float64 if dtype == "float64" else np.float32)
@@ -106,14 +111,33 @@ def test_the_folder_source_keeps_16_bits_where_pillow_keeps_8(tmp_path, name):
 
 
 def test_alpha_is_composited_over_white_premultiplied_or_not():
+    """Alpha is a fraction of its type's largest value (1 for floats); integer colours are 16-bit values; a
+    premultiplied colour above its alpha (random fixtures hold some) is held at white."""
+    checked = set()
     for case in INDEX:
-        if case.get("extrasamples") is None:
+        if case.get("extrasamples") is None or case.get("opaque"):
             continue
-        a = _expected(case).astype(np.float64) / (65535 if case.get("dtype", "uint16") == "uint16" else 1)
-        alpha = a[..., -1:]
-        colour = a[..., :-1] if case["extrasamples"] == "assocalpha" else a[..., :-1] * alpha
+        dtype = case.get("dtype", "uint16")
+        a = _expected(case).astype(np.float64)
+        alpha = a[..., -1:] / (np.iinfo(dtype).max if dtype.startswith(("int", "uint")) else 1)
+        a = a[..., :-1] / (65535 if dtype.startswith(("int", "uint")) else 1)
+        colour = np.minimum(a + 1 - alpha, 1) if case["extrasamples"] == "assocalpha" else a * alpha + 1 - alpha
         x = read_image(FIXTURES / case["file"]).double().numpy().transpose(1, 2, 0)
-        assert x.shape[-1] == colour.shape[-1] and np.allclose((x + 1) / 2, colour + 1 - alpha, atol=1e-6)
+        assert x.shape[-1] == colour.shape[-1] and np.allclose((x + 1) / 2, colour, atol=1e-6), case["file"]
+        checked.add(dtype)
+    assert checked == {"uint16", "float32", "int16", "uint32"}
+
+
+def test_integer_alpha_under_data_scale_is_dropped_when_opaque_and_refused_when_not():
+    """data.scale reads the stored numbers, which have no white: an alpha opaque everywhere is dropped, a
+    transparent pixel is one clear line."""
+    case = next(c for c in INDEX if c["file"] == "int32_rgba_opaque.tif")
+    raw = read_image(FIXTURES / case["file"], raw=True).numpy().transpose(1, 2, 0)
+    assert np.array_equal(raw, _expected(case)[..., :3].astype(np.float32))
+    with pytest.raises(DataError, match=r"int32_rgba_opaque.tif: integer pixels span .*beyond 16 bits"):
+        read_image(FIXTURES / case["file"])
+    with pytest.raises(DataError, match=r"int16_rgba.tif: it has transparent pixels, and data.scale reads the stored"):
+        read_image(FIXTURES / "int16_rgba.tif", raw=True)
 
 
 def test_gray_tiffs_pillow_misreads_are_read_right():
@@ -163,7 +187,7 @@ def test_damaged_and_unread_files_are_one_clear_line(tmp_path):
     bo, tags = _ifd(bytes(plain))
     (pos,) = struct.unpack(bo + "I", plain[4:8])
     (n,) = struct.unpack(bo + "H", plain[pos : pos + 2])
-    for k in range(n):  # Compression = 7 (JPEG), which this reader does not decode
+    for k in range(n):  # Compression = 7 (JPEG), which this reader does not decode (Pillow reads 8-bit ones)
         e = pos + 2 + 12 * k
         if struct.unpack(bo + "H", plain[e : e + 2])[0] == 259:
             plain[e + 8 : e + 10] = struct.pack(bo + "H", 7)

@@ -15,10 +15,12 @@ Images (``read_image`` and the ``folder`` source):
     16-bit RGB, RGBA, gray-with-alpha and colour-keyed (tRNS) PNGs, 16-bit RGB(A) and gray-with-alpha TIFFs and
     white-is-zero gray TIFFs (read by :mod:`.png16` and :mod:`.tiff`: Pillow would keep 8 bits, drop the key, not
     open them, or not invert them); float TIFF (gray, Pillow's mode ``F``, or colour, or of 16 or 64 bits, read by
-    :mod:`.tiff`) must hold values in [0, 1], signed or 32-bit integer TIFF values (gray, or colour read by
-    :mod:`.tiff`) in 0..65535.
+    :mod:`.tiff`) must hold values in [0, 1], signed or 32-bit integer TIFF values (gray, or colour or gray with
+    alpha read by :mod:`.tiff`, alpha a fraction of its type's largest value) in 0..65535.
     With ``data.scale`` set, every file is read as the numbers stored in it (0..255, 0..65535, signed or 32-bit
-    integers, floats of any range) and the folder's range is mapped to [-1, 1] (data/scale.py).
+    integers, floats of any range) and the folder's range is mapped to [-1, 1] (data/scale.py); those numbers
+    have no white, so a signed or 32-bit integer TIFF's alpha is dropped where it is opaque everywhere and its
+    transparent pixels are refused.
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
     must share one size.
   * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
@@ -113,6 +115,30 @@ def _integer_pixels(a: np.ndarray, raw: bool) -> np.ndarray:
     return a
 
 
+def _integer_tiff(samples: np.ndarray, associated: bool, raw: bool) -> np.ndarray:
+    """Signed or 32-bit integer samples (H, W, C) of a TIFF - gray or RGB, with or without alpha - as 16-bit values
+    composited over white (float64, 0..65535); ``raw``: the stored numbers (data.scale maps them).
+
+    Alpha is a fraction of its type's largest value (TIFF 6.0, ExtraSamples: 0 transparent, the largest value
+    opaque). The stored numbers of ``data.scale`` have no white to composite over, so there a transparent pixel is
+    refused and an alpha opaque everywhere is dropped."""
+    colours = samples.shape[-1] if samples.shape[-1] in (1, 3) else samples.shape[-1] - 1
+    values = _integer_pixels(samples[..., :colours].astype(np.float64), raw)
+    if colours == samples.shape[-1]:
+        return _composite(values / 65535.0) * 65535.0
+    full, alpha = float(np.iinfo(samples.dtype).max), samples[..., colours:].astype(np.float64)
+    if alpha.size and alpha.min() < 0:
+        raise DataError(f"alpha spans [{alpha.min():.0f}, {alpha.max():.0f}]; it must lie in 0..{full:.0f}")
+    if raw:
+        if (alpha < full).any():
+            raise DataError(
+                "it has transparent pixels, and data.scale reads the stored numbers, which have no white to "
+                "composite them over; save it without alpha (or flattened), or drop data.scale"
+            )
+        return _composite(values / 65535.0) * 65535.0
+    return _composite(np.concatenate([values / 65535.0, alpha / full], axis=-1), associated) * 65535.0
+
+
 def _colour16(a: np.ndarray, associated: bool = False) -> np.ndarray:
     """uint16 (H, W, C) -> float64 (H, W, 1 or 3) in [0, 1]: :func:`_composite` of the fractions of 65535."""
     return _composite(a.astype(np.float64) / 65535.0, associated)
@@ -125,6 +151,8 @@ def _composite(x: np.ndarray, associated: bool = False) -> np.ndarray:
     if x.shape[-1] in (2, 4):
         alpha = x[..., -1:]
         x = (x[..., :-1] if associated else x[..., :-1] * alpha) + (1 - alpha)
+        if associated:  # a premultiplied colour above its alpha (not a valid one) would pass white: held at white
+            x = np.minimum(x, 1.0)
     if x.shape[-1] == 3 and np.abs(np.diff(x, axis=-1)).max(initial=0) <= GRAY_TOLERANCE / 255:
         x = x[..., 1:2]
     return x
@@ -167,11 +195,8 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
             kind = tiff_kind(data)
             if kind == "u16":
                 return _colour16(*read_tiff(data)) * 65535.0, 65535.0
-            if kind in ("i16", "u32", "i32"):  # signed or 32-bit RGB: 16-bit values, or data.scale's numbers
-                samples = read_tiff(data)[0]
-                if samples.shape[-1] != 3:
-                    raise DataError("signed or 32-bit integer colour with alpha is not read; save it without alpha")
-                return _colour16(_integer_pixels(samples.astype(np.float64), raw)) * 65535.0, 65535.0
+            if kind in ("i16", "u32", "i32"):  # signed or 32-bit: 16-bit values, or data.scale's numbers
+                return _integer_tiff(*read_tiff(data), raw), 65535.0
             if kind is not None:  # floats
                 samples, associated = read_tiff(data)
                 return _composite(_unit_floats(samples, raw), associated), 1.0

@@ -12,8 +12,8 @@ and reads 16-bit white-is-zero gray without inverting it (a negative). This smal
 RGB (3 samples) or gray (1, PhotometricInterpretation 0 = WhiteIsZero, inverted here, or 1 = BlackIsZero), plus an
 optional alpha; or IEEE floats (SampleFormat 3), RGB or gray: 32-bit ones ("f32") in colour or with alpha (plain
 32-bit float gray Pillow reads itself), 16- and 64-bit ones ("f16", "f64"), which Pillow cannot open at all; or
-RGB of signed 16-bit, or unsigned or signed 32-bit integers ("i16", "u32", "i32"), which it cannot open either. It
-follows the TIFF 6.0 specification:
+RGB, or gray with alpha, of signed 16-bit, or unsigned or signed 32-bit integers ("i16", "u32", "i32"), which it
+cannot open either. It follows the TIFF 6.0 specification:
 
 * the header (Sec. 2): byte order ``II`` (little-endian) or ``MM`` (big-endian), 42, the offset of the first IFD;
   each IFD entry is (tag, type, count, value or offset), the value inline when it fits in 4 bytes; BigTIFF (43:
@@ -23,8 +23,8 @@ follows the TIFF 6.0 specification:
   TileOffsets, TileByteCounts; Sec. 15, edge tiles padded), its samples interleaved (PlanarConfiguration 1) or one
   plane after another (2, each plane its own strips or tiles);
 * compression (Sec. 3, 9, 13): none (1), PackBits (32773), LZW (5; codes MSB first, 9 to 12 bits, the code width
-  growing one code early, Clear = 256, EndOfInformation = 257; in Python, about 3 MB of samples a second) or
-  Deflate (8, and the older 32946: zlib);
+  growing one code early, Clear = 256, EndOfInformation = 257; in Python, about 3 MB of samples a second),
+  Deflate (8, and the older 32946: zlib) or LZMA (34925, as libtiff writes it: an .xz stream);
 * Predictor 2 (Sec. 14): each integer sample stored as the difference from the same sample of the pixel to its
   left, undone by a cumulative sum along each row of a strip or tile (mod 2^bits, in the stored type); the
   floating-point predictor 3 (Adobe's Photoshop TIFF Technical Note 3): each row's floats split into byte planes,
@@ -37,6 +37,7 @@ follows the TIFF 6.0 specification:
 
 from __future__ import annotations
 
+import lzma
 import struct
 import zlib
 
@@ -47,7 +48,7 @@ SIZES = {"B": 1, "H": 2, "I": 4, "Q": 8}
 FLOATS = {16: "f16", 32: "f32", 64: "f64"}  # BitsPerSample of IEEE floats -> kind
 DTYPES = {"u16": "u2", "f16": "f2", "f32": "f4", "f64": "f8", "i16": "i2", "u32": "u4", "i32": "i4"}  # kind -> type
 INTEGERS = {(16, 2): "i16", (32, 1): "u32", (32, 2): "i32"}  # (BitsPerSample, SampleFormat) of RGB Pillow cannot open
-COMPRESSIONS = {1: "none", 5: "LZW", 8: "Deflate", 32946: "Deflate", 32773: "PackBits"}
+COMPRESSIONS = {1: "none", 5: "LZW", 8: "Deflate", 32946: "Deflate", 32773: "PackBits", 34925: "LZMA"}
 WHITE_IS_ZERO, BLACK_IS_ZERO, RGB = 0, 1, 2  # PhotometricInterpretation
 COLOURS = {WHITE_IS_ZERO: 1, BLACK_IS_ZERO: 1, RGB: 3}  # its colour samples per pixel
 TAGS = {
@@ -200,7 +201,8 @@ def _kind(tags: dict) -> str | None:
     bits, formats = tags.get(TAGS["bits"], (1,)), tags.get(TAGS["sample_format"], (1,))
     if all(b == 16 for b in bits) and all(f == 1 for f in formats):
         return None if photometric == BLACK_IS_ZERO and spp == 1 else "u16"
-    if photometric == RGB and len(set(bits)) == 1 and len(set(formats)) == 1 and (bits[0], formats[0]) in INTEGERS:
+    integers = len(set(bits)) == 1 and len(set(formats)) == 1 and (bits[0], formats[0]) in INTEGERS
+    if integers and (photometric == RGB or (photometric == BLACK_IS_ZERO and spp > 1)):  # gray alone: Pillow's
         return INTEGERS[(bits[0], formats[0])]
     if len(set(bits)) == 1 and bits[0] in FLOATS and all(f == 3 for f in formats) and photometric != WHITE_IS_ZERO:
         kind = FLOATS[bits[0]]
@@ -273,6 +275,11 @@ def _inflate(chunk: bytes, compression: int) -> bytes:
             return zlib.decompress(chunk)
         except zlib.error as e:
             raise ValueError(f"corrupt Deflate data ({e})") from None
+    if compression == 34925:
+        try:
+            return lzma.decompress(chunk)
+        except lzma.LZMAError as e:
+            raise ValueError(f"corrupt LZMA data ({e})") from None
     return packbits_decode(chunk)
 
 
@@ -357,7 +364,7 @@ def read_tiff(data: bytes, at: int | None = None) -> tuple[np.ndarray, bool]:
     w, h, spp = one("width"), one("height"), one("samples", 1)
     compression, predictor, planar = one("compression", 1), one("predictor", 1), one("planar", 1)
     if compression not in COMPRESSIONS:
-        raise ValueError(f"TIFF compression {compression} is not read; save with none, LZW, Deflate or PackBits")
+        raise ValueError(f"TIFF compression {compression} is not read; save with none, LZW, Deflate, LZMA or PackBits")
     if predictor not in ((1, 3) if kind.startswith("f") else (1, 2)) or planar not in (1, 2) or w < 1 or h < 1:
         raise ValueError(
             f"TIFF predictor {predictor} / planar configuration {planar} is not read for {kind} samples; save "
