@@ -254,8 +254,12 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         assert rc == 0, err
     assert (tmp_path / "f-heun.csv").read_text() == (tmp_path / "f.csv").read_text()
     assert (tmp_path / "f-euler.csv").read_text() != (tmp_path / "f.csv").read_text()
-    rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", "--eta", "1", "--out", tmp_path / "g.csv")
-    assert rc == 2 and "sampler 'heun' has no setting 'eta'" in err and not (tmp_path / "g.csv").exists(), err
+    for flags, needle in [
+        (("--eta", "1"), "sampler 'heun' has no setting 'eta'"),
+        (("--set", "sample.seed=3"), "--set sample.seed changes nothing: impute sets it by --seed"),
+    ]:
+        rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", *flags, "--out", tmp_path / "g.csv")
+        assert rc == 2 and needle in err and not (tmp_path / "g.csv").exists(), err
     rows_eu = [ln.replace(",", ";").replace(".", ",") for ln in (tmp_path / "d.csv").read_text().splitlines()]
     (tmp_path / "d_eu.csv").write_text("\n".join(rows_eu) + "\n")  # the same table as a European spreadsheet's
     settings_eu = [a.replace("d.csv", "d_eu.csv") for a in settings]

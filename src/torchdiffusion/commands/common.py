@@ -144,18 +144,23 @@ def add_sampling_arguments(p: argparse.ArgumentParser, counts: bool = True) -> N
         s.add_argument(_setting_flag(name), dest=f"setting_{name}", metavar=kind.upper(), help=about[name])
 
 
-def sample_config_from_args(base: SampleConfig, args: argparse.Namespace, run_=None) -> SampleConfig:
+def sample_config_from_args(
+    base: SampleConfig, args: argparse.Namespace, run_=None, fixed: dict[str, str] | None = None
+) -> SampleConfig:
     """The run's SampleConfig with the sampling flags applied: --set first, then the dedicated flags.
 
     With the loaded run, a --set of a sample setting the run does not read (config.refuse_unread), and --rho or
     --spacing when the grid this sampling uses (what --grid auto resolves to for the run) does not read them, are
-    refused in one line instead of changing nothing."""
+    refused in one line instead of changing nothing. ``fixed``: the sample settings the command sets itself
+    (``{"n": "--n"}``: key -> what sets it), whose --set would be overwritten, refused the same way."""
     from dataclasses import replace
 
     for a in getattr(args, "sample_set", None) or []:
         key = a.split("=", 1)[0].strip()
         if not key.startswith("sample."):
             raise ValueError(f"--set {a!r}: only sample settings can be changed here (sample.KEY=VALUE)")
+        if key[len("sample.") :] in (fixed or {}):
+            raise ConfigError(f"--set {key} changes nothing: {args.command} sets it by {fixed[key[len('sample.') :]]}")
         base = override(base, [a.strip()[len("sample.") :]])
     updates = {
         k: getattr(args, k)

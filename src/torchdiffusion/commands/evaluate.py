@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         features=feats,
         out=args.out,
         guidance=args.guidance,
-        sampling=lambda run_, sample: sample_config_from_args(sample, args, run_),
+        sampling=lambda run_, sample: sample_config_from_args(sample, args, run_, FIXED),
         seed=args.seed,
         batch_size=args.batch_size,
         nll_n=args.nll_n,
@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
 # What evaluating a table, sequence or signal run reads beside --out, --n, --seed and --threads (their metrics are
 # fixed: --metrics and its kin choose image metrics); image and volume runs read every option
+FIXED = {"n": "--n", "seed": "--seed", "batch_size": "--batch-size"}  # what evaluate sets itself (not --set)
 SAMPLING_DESTS = ("sampler", "steps", "grid", "rho", "spacing", "sample_set")  # and every setting_* (--eta, ...)
 KIND_READS = {
     "table": (*SAMPLING_DESTS, "batch_size", "device"),
@@ -220,7 +221,7 @@ def _open_for_evaluation(args: argparse.Namespace):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     run_ = load_run(args.run, device=args.device)
-    sample = sample_config_from_args(run_.config.sample, args, run_)  # --n, --seed: the metrics' own
+    sample = sample_config_from_args(run_.config.sample, args, run_, FIXED)  # --n, --seed: the metrics' own
     return out, run_, validate(replace(run_.config, sample=sample)).sample
 
 

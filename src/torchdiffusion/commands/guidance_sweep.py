@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if run_.kind != "image":
         raise GuidanceError(f"guidance-sweep scores images with a classifier; {run_.path} holds {run_.kind} data")
     K = m.num_classes if mode == "class" else m.context_dim
-    sample = sample_config_from_args(run_.config.sample, args, run_)  # --seed and --batch-size included
+    fixed = {"n": "--n-per-class", "seed": "--seed", "guidance": "--scales"}
+    sample = sample_config_from_args(run_.config.sample, args, run_, fixed)  # --seed and --batch-size included
     sample = validate(replace(run_.config, sample=sample)).sample  # refused before a classifier is loaded
     spec = args.classifier or run_.config.data.source
     try:  # it must read the run's images and tell its K classes (context: one-hot contexts) apart

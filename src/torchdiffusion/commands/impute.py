@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
     run_ = load_run(args.run, weights=args.weights)
     check_kind_options(args, run_.kind)
-    sample = validate(replace(run_.config, sample=sample_config_from_args(run_.config.sample, args, run_))).sample
+    fixed = {"n": "the rows, texts or series given", "seed": "--seed"}
+    sample = sample_config_from_args(run_.config.sample, args, run_, fixed)
+    sample = validate(replace(run_.config, sample=sample)).sample
     if run_.kind == "signal":
         return impute_signals(run_, args, sample)
     if args.series or args.mask:

@@ -291,8 +291,8 @@ def evaluate(
         features: feature networks (default: effnet_lite0 + the data set's classifier; raw for vectors).
         steps, sampler, guidance, grid: override the run's sampling settings (guidance: the classifier-free scale
             of a conditional run's samples; grid: a sample.grid name).
-        sampling: ``(run, SampleConfig) -> SampleConfig``, applied last to the samples' config (after n,
-            batch_size and the overrides above): any other sample setting, e.g. the CLI's sampling flags.
+        sampling: ``(run, SampleConfig) -> SampleConfig``, applied to the run's sample config before n,
+            batch_size and the overrides above: any other sample setting, e.g. the CLI's sampling flags.
         nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: all T).
         holdout_n: cap on the held-out real images used for the floor (default: n).
         samples: precomputed samples (N, ...) instead of generating.
@@ -453,9 +453,8 @@ def _draw_samples(
     if guidance is not None and (why := unread_flag(run.config, "sample.guidance", "--guidance")):
         raise EvaluateError(why)
     over.update({"guidance": guidance} if guidance is not None else {})
-    sample = replace(run.config.sample, n=n, batch_size=batch_size, **over)
-    if sampling is not None:
-        sample = replace(sampling(run, sample), n=n, batch_size=batch_size)
+    sample = run.config.sample if sampling is None else sampling(run, run.config.sample)
+    sample = replace(sample, n=n, batch_size=batch_size, **over)  # the arguments above over ``sampling``'s
     validate(replace(run.config, sample=sample))  # e.g. a student asked for more steps than it was distilled for
     K = run.config.model.num_classes
     labels = torch.arange(n) % K if K > 0 else None
