@@ -267,3 +267,21 @@ def test_samples_of_our_diffusers_export_reproduce(tmp_path, capsys):
     capsys.readouterr()
     assert main(["reproduce", str(tmp_path / "s.png.manifest.json")]) == 0
     assert "bit-identical" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+def test_a_ddpm_folder_samples_with_every_kind_of_sampler(tmp_path, variance_type):
+    """A DDPMPipeline folder samples with its scheduler's variance by default (sample.settings.variance), and with
+    any other sampler asked for - which does not take that setting - at that sampler's own defaults."""
+    import diffusers
+
+    folder = tmp_path / "ddpm"
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=100, beta_end=0.002, variance_type=variance_type)
+    diffusers.DDPMPipeline(unet=EQ.make_unet("UNet2DModel", 0), scheduler=scheduler).save_pretrained(folder)
+    assert load_run(folder).config.sample.settings.variance == {"fixed_small": "posterior"}.get(variance_type, "beta")
+    for flags in ([], ["--sampler", "ddim", "--grid", "uniform_t"], ["--sampler", "dpmpp_2m"], ["--sampler", "heun"]):
+        out = tmp_path / f"{'-'.join(flags) or 'default'}.png"
+        rc, _, err = cli("sample", folder, *flags, "--n", "2", "--steps", "3", "--out", out)
+        meta = json.loads(out.with_suffix(".json").read_text())
+        want = None if flags else load_run(folder).config.sample.settings.variance
+        assert rc == 0 and meta["sample"]["settings"]["variance"] == want, err

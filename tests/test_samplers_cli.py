@@ -57,6 +57,31 @@ def test_a_run_saved_with_the_old_eta_field_keeps_it(run, tmp_path):
     assert load_run(old).config.sample.settings.eta == 0.5
 
 
+def test_another_sampler_leaves_the_settings_of_the_runs_own(tmp_path):
+    """A run whose config sets its sampler's settings (ddim at eta 0.5) sampled with --sampler heun: heun runs at its
+    defaults (the same samples as a run without those settings), and the run's own sampler keeps them; a setting
+    given on the command line is kept and named when the sampler does not take it."""
+    own = write_run(tmp_path / "own", "digits-test", [*TINY[1][:2], "sample.sampler=ddim", "sample.settings.eta=0.5"])
+    plain = write_run(tmp_path / "plain", *TINY)
+    for run, tag in [(own, "own"), (plain, "plain")]:
+        x, meta = _sample(run, tmp_path, f"{tag}-heun", "--sampler", "heun")
+        assert meta["sample"]["settings"]["eta"] is None, tag
+        if tag == "own":
+            heun_own = x
+    assert np.array_equal(heun_own, x)  # the runs share their weights (write_run's seed): heun at its defaults
+    _, meta = _sample(own, tmp_path, "own-ddim", "--sampler", "ddim")
+    assert meta["sample"]["settings"]["eta"] == 0.5
+    _, meta = _sample(own, tmp_path, "own-sde", "--sampler", "dpmpp_2m_sde")  # it takes eta: the run's value stays
+    assert meta["sample"]["settings"]["eta"] == 0.5
+    for flags in (["--eta", "0.5"], ["--set", "sample.settings.eta=0.5"]):
+        code, _, err = cli("sample", own, "--sampler", "heun", *flags, "--out", tmp_path / "x.png")
+        assert code == 2 and "has no setting 'eta'" in err and len(err.strip().splitlines()) == 1, err
+    evaluate = ["evaluate", own, "--metrics", "fd", "--features", "raw", "--n", "4", "--steps", "2"]
+    rc, _, err = cli(*evaluate, "--sampler", "heun", "--out", tmp_path / "e")
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert rc == 0 and report["sampling"]["sampler"] == "heun" and "settings" not in report["sampling"], err
+
+
 def test_list_samplers_shows_settings_defaults_and_whole_descriptions():
     code, out, _ = cli("sample", "--list-samplers")
     assert code == 0

@@ -762,6 +762,26 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def with_sampler(sample: SampleConfig, sampler: str, keep: typing.Collection[str] = ()) -> SampleConfig:
+    """``sample`` drawing with ``sampler``: the settings it holds that ``sampler`` does not take are dropped -
+    they were its own sampler's (a diffusers DDPM folder's ``variance``, a run trained with
+    ``sample.settings.eta=0.5``), and the sampler asked for instead runs at its defaults there - except those in
+    ``keep`` (the ones a command line gave, which validate then names if ``sampler`` does not take them). An
+    unknown ``sampler`` is left for validate to name."""
+    from .samplers import SAMPLERS, sampler_settings
+
+    sample = replace(sample, sampler=sampler)
+    if sampler not in SAMPLERS:
+        return sample
+    takes, held = sampler_settings(sampler), sample.settings
+    drop = {
+        f.name: None
+        for f in fields(held)
+        if getattr(held, f.name) is not None and f.name not in takes and f.name not in keep
+    }
+    return replace(sample, settings=replace(held, **drop)) if drop else sample
+
+
 # Settings that only some runs read. Each entry: key -> (is it read by this config?, who reads it, the keys that
 # decide). Each condition is necessary for the setting to change anything, so a ``--set`` of the key where it is false
 # would be silently ignored: ``refuse_unread`` refuses it instead (``model.patch=4`` on a U-Net, ``diffusion.beta_end``

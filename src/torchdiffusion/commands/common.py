@@ -155,6 +155,9 @@ def sample_config_from_args(
     (``{"n": "--n"}``: key -> what sets it), whose --set would be overwritten, refused the same way."""
     from dataclasses import replace
 
+    from ..config import with_sampler
+
+    own_sampler = base.sampler
     for a in getattr(args, "sample_set", None) or []:
         key = a.split("=", 1)[0].strip()
         if not key.startswith("sample."):
@@ -173,6 +176,15 @@ def sample_config_from_args(
         if getattr(args, "setting_" + f.name, None) is not None
     ]
     sample = override(replace(base, **updates), flags)
+    if sample.sampler != own_sampler:  # the run's settings were its own sampler's; those given here are kept
+        given = {
+            f.name for f in dataclasses.fields(SamplerSettings) if getattr(args, "setting_" + f.name, None) is not None
+        }
+        for a in getattr(args, "sample_set", None) or []:
+            key = a.split("=", 1)[0].strip()
+            if key.startswith("sample.settings."):
+                given.add(key[len("sample.settings.") :])
+        sample = with_sampler(sample, sample.sampler, keep=given)
     if run_ is not None:  # a --set of a sample setting this run does not read (sample.guidance when unconditional)
         refuse_unread(replace(run_.config, sample=sample), getattr(args, "sample_set", None) or [])
     if run_ is not None:  # clamping where nothing is clamped; a sampler or grid flag where no grid is (sequences)
