@@ -129,6 +129,28 @@ def test_a_folder_in_its_own_units_is_read_as_the_numbers_stored_in_it(tmp_path)
         assert sorted(map(bytes, np.round(back).astype(np.int64))) == sorted(map(bytes, rows.astype(np.int64)))
 
 
+def test_images_resized_in_their_own_units_are_the_pixels_resized(tmp_path):
+    """Resizing commutes with the map to pixels: an 8-bit and a 16-bit PNG read at another size as their stored
+    numbers (data.scale, and the editing commands' files of such a run) equal the pixels read at that size, mapped
+    back by the format's full scale - not clamped to the pixel range."""
+    from PIL import Image
+
+    from torchdiffusion.data import read_image
+
+    rng = np.random.default_rng(5)
+    for name, full, a in (
+        ("u8.png", 255, rng.integers(0, 256, (40, 60)).astype(np.uint8)),
+        ("u16.png", 65535, rng.integers(0, 65536, (50, 30)).astype(np.uint16)),
+    ):
+        Image.fromarray(a).save(tmp_path / name)
+        for size in ((28, 28), (80, 96)):  # down and up
+            raw = read_image(tmp_path / name, size=size, raw=True).double()
+            pixels = read_image(tmp_path / name, size=size).double()
+            assert raw.max() > 1 and torch.allclose((pixels + 1) / 2 * full, raw, rtol=1e-5, atol=1e-3 * full)
+    d = load_data(DataConfig(source="folder", path=str(tmp_path), scale="minmax", image_size=(20, 20)))
+    assert d.x.shape == (2, 1, 20, 20) and all(float(x.max() - x.min()) > 1e-4 for x in d.x)  # none one flat value
+
+
 def test_float_images_beyond_the_pixel_ranges_name_the_setting(tmp_path):
     np.save(tmp_path / "k.npy", _units((4, 3, 8, 8)))
     np.save(tmp_path / "u16.npy", np.arange(4 * 64, dtype=np.uint16).reshape(4, 8, 8) * 200)  # 16-bit counts

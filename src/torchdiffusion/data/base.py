@@ -164,7 +164,9 @@ def match_channels(x: Tensor, channels: int | None) -> Tensor:
 def resize_crop(x: Tensor, size: tuple[int, int] | None) -> Tensor:
     """(N, C, h, w) -> (N, C, H, W): scale so the image covers (H, W) (antialiased bilinear), then centre-crop.
 
-    The aspect ratio is kept; ``size=None`` or an equal size returns ``x`` unchanged.
+    The aspect ratio is kept; ``size=None`` or an equal size returns ``x`` unchanged. The values stay within the
+    input's own range (pixels in [-1, 1], or the stored numbers ``data.scale`` maps afterwards), whatever their
+    units.
     """
     if size is None or tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -172,10 +174,11 @@ def resize_crop(x: Tensor, size: tuple[int, int] | None) -> Tensor:
     h, w = x.shape[-2:]
     s = max(H / h, W / w)  # cover: the smaller scaled side equals its target
     nh, nw = max(H, round(h * s)), max(W, round(w * s))
+    lo, hi = (x.min(), x.max()) if x.numel() else (None, None)
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
     top, left = (nh - H) // 2, (nw - W) // 2
-    return x[..., top : top + H, left : left + W].clamp(-1, 1).contiguous()
+    return x[..., top : top + H, left : left + W].clamp(lo, hi).contiguous()
 
 
 def check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
