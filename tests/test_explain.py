@@ -199,6 +199,23 @@ def test_the_forward_pictures_draw_a_users_own_files(tmp_path):
         out = tmp_path / f"{what}-{data}.png"
         rc, _, err = cli("explain", what, "--data", tmp_path / data, "--out", out)
         assert rc == 0 and out.is_file(), (what, data, err)
+    from torchdiffusion.commands.explain import data_config, load_explained
+    from torchdiffusion.data import read_image
+
+    # each image by its own format's range (an 8-bit one beside a 16-bit one is not mapped to near-black), and
+    # float TIFFs in kelvins, which are not pixels, by the folder's range
+    photos = load_explained(data_config(str(tmp_path / "photos"), "forward"))
+    assert photos.value_range is None and photos.x.shape == (2, 3, 64, 64)
+    drawn = sorted(float(x.mean()) for x in photos.x)
+    alone = sorted(
+        float(read_image(tmp_path / "photos" / f, size=(64, 64), channels=3).mean()) for f in ("a.png", "b.png")
+    )
+    assert np.allclose(drawn, alone, atol=1e-5)
+    (tmp_path / "thermal").mkdir()
+    for i in range(2):
+        Image.fromarray((280 + 20 * rng.random((12, 12))).astype(np.float32)).save(tmp_path / "thermal" / f"{i}.tif")
+    thermal = load_explained(data_config(str(tmp_path / "thermal"), "forward"))
+    assert thermal.x.min() == -1 and thermal.x.max() == 1
     rc, _, err = cli("explain", "forward", "--data", tmp_path / "nowhere", "--out", tmp_path / "n.png")
     assert_clean_error(rc, err, "neither a data source")
     rc, _, err = cli("explain", "forward", "--data", "", "--out", tmp_path / "n.png")  # not the current folder

@@ -193,8 +193,9 @@ def _schedules(args: argparse.Namespace) -> list:
 
 def data_config(spec: str, what: str):
     """The DataConfig --data names for the picture ``what``: a source by name, or the path of the user's own files
-    read by the source their kind takes. Values in their own units (kelvins, counts) are mapped by their range
-    (``data.scale=minmax``) and images of any sizes shown at 64 x 64: a picture of the data, not a training set.
+    read by the source their kind takes. Arrays in their own units (kelvins, counts) are mapped by their range
+    (``data.scale=minmax``), and so are images only when they cannot be read as pixels (:func:`load_explained`);
+    images of any sizes are shown at 64 x 64: a picture of the data, not a training set.
 
     Raises:
         ConfigError: neither a source nor an existing file or folder, or files no source reads (one line).
@@ -218,7 +219,7 @@ def data_config(spec: str, what: str):
         if volume and any(n.endswith(TIFF_SUFFIXES) for n in names):
             return DataConfig(source="tiff_stack", path=str(p))
         if not volume and any(n.endswith(tuple(IMAGE_SUFFIXES)) for n in names):
-            return DataConfig(source="folder", path=str(p), image_size=(64, 64), scale="minmax")
+            return DataConfig(source="folder", path=str(p), image_size=(64, 64))
         if not volume and any(n.endswith(".wav") for n in names):
             return DataConfig(source="wav", path=str(p))
         raise ConfigError(f"--data {spec}: a folder without the files 'explain {what}' reads")
@@ -233,6 +234,22 @@ def data_config(spec: str, what: str):
             return DataConfig(source="tiff_stack", path=str(p))
         raise ConfigError(f"--data {spec}: 'explain {what}' does not read {p.suffix or 'such'} files")
     raise ConfigError(f"--data {spec}: neither a data source ({', '.join(list(SOURCES)[:4])} ...) nor a file or folder")
+
+
+def load_explained(cfg):
+    """The data of ``cfg`` (:func:`data_config`): a folder of images read as pixels - each file by its own format's
+    range, 8- and 16-bit ones side by side - or, where a file's values are not pixels (float TIFFs beyond [0, 1],
+    integers beyond 16 bits), as the numbers stored in them, mapped by the folder's range (``data.scale=minmax``)."""
+    from dataclasses import replace
+
+    from ..data import DataError, load_data
+
+    try:
+        return load_data(cfg)
+    except DataError as e:
+        if cfg.source != "folder" or cfg.scale != "auto" or "data.scale" not in str(e):
+            raise
+        return load_data(replace(cfg, scale="minmax"))
 
 
 REVERSE_ROWS = 1000  # the model's rows drawn for the reverse block of 'explain table-forward RUN'
@@ -251,7 +268,7 @@ def _table_forward(args: argparse.Namespace) -> list:
         run_ = load_run(args.run, weights=args.weights)
         data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
     else:
-        data, out = load_data(data_config(args.data, "table-forward")), _out(args, None)
+        data, out = load_explained(data_config(args.data, "table-forward")), _out(args, None)
     if data.kind != "table":
         raise ex.ExplainError(f"table-forward needs table data (e.g. --data sklearn:wine), got {data.kind} data")
     reverse = None
@@ -282,7 +299,7 @@ def _volume_forward(args: argparse.Namespace) -> list:
         run_ = load_run(args.run, weights=args.weights)
         data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
     else:
-        data, out = load_data(data_config(args.data, "volume-forward")), _out(args, None)
+        data, out = load_explained(data_config(args.data, "volume-forward")), _out(args, None)
     if data.kind != "volume":
         raise ex.ExplainError(f"volume-forward needs volume data (e.g. --data shapes3d), got {data.kind} data")
     with _figure_bar(args) as bar:
@@ -331,7 +348,7 @@ def _forward(args: argparse.Namespace) -> list:
         data = load_data(run_.config.data, seed=run_.config.train.seed)
         out = _out(args, run_.path / "explain")
     else:
-        data = load_data(data_config(args.data, "forward"))
+        data = load_explained(data_config(args.data, "forward"))
         out = _out(args, None)
     if data.kind == "signal":
         with _figure_bar(args) as bar:
