@@ -67,6 +67,17 @@ def test_guidance_sweep_matches_generate_and_the_classifier(tmp_path):
     )
     assert rc == 0, err
     assert json.loads((tmp_path / "sweep-folder" / "sweep.json").read_text())["scales"] == [res["scales"][1]]
+    # one sample per class has no within-class distance: diversity is null in strict JSON, not NaN
+    rc, _, err = cli(
+        *("guidance-sweep", run_dir, "--scales", "2", "--n-per-class", "1", "--steps", "2"),
+        *("--classifier", clf, "--no-reference", "--out", tmp_path / "sweep-one"),
+    )
+    strict = json.loads((tmp_path / "sweep-one" / "sweep.json").read_text(), parse_constant=_refuse)
+    assert rc == 0 and strict["scales"][0]["diversity"] is None and "diversity n/a" in err, err
+
+
+def _refuse(token: str):
+    raise ValueError(f"{token} is not JSON")
 
 
 def test_sweep_samples_on_the_runs_tuned_grid(tmp_path):

@@ -148,3 +148,19 @@ def test_an_output_in_a_folder_that_takes_no_new_files_is_refused_before_samplin
     rc, _, err = cli("sample", run, "--n", "1", "--out", "/proc/torchdiffusion-x.png")
     assert rc == 3 and err.count("\n") == 1 and "/proc" in err, err
     assert not list(tmp_path.glob("**/*probe*"))
+
+
+def test_json_text_writes_what_strict_readers_take():
+    """NaN and infinities (Python's json writes them as tokens no JSON reader takes) become null, at any depth;
+    finite numbers, strings and structure are kept."""
+    import json
+    import math
+
+    from torchdiffusion.io import json_text
+
+    def refuse(token):
+        raise ValueError(token)
+
+    obj = {"a": math.nan, "b": [math.inf, 1.5, {"c": -math.inf}], "d": (2, "nan"), "e": {"f": 0.1}}
+    back = json.loads(json_text(obj, indent=2), parse_constant=refuse)
+    assert back == {"a": None, "b": [None, 1.5, {"c": None}], "d": [2, "nan"], "e": {"f": 0.1}}

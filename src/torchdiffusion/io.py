@@ -180,6 +180,27 @@ def atomic_write(
     return Path(path)
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` (dicts, lists, tuples, numbers) with every non-finite float as None: JSON has no NaN or Infinity, and
+    strict readers (browsers' JSON.parse, jq, most languages' parsers) refuse the tokens Python writes for them."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps(obj, **kwargs)`` that every reader takes: non-finite numbers written as null (:func:`finite`)."""
+    import json
+
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
 def append_text(path: str | Path, text: str) -> None:
     """Append ``text`` to a log file (not atomic: a kill may leave a partial last line, which readers skip).
 

@@ -18,7 +18,6 @@ starting noise) and never see the evaluation samples; reference samples use ``re
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from torch import Tensor
 
 from ..config import ConfigError, SampleConfig
 from ..generate import sampling_plan
-from ..io import atomic_write
+from ..io import atomic_write, json_text
 from ..precond import Precond
 from ..process import DiscreteVP
 from ..samplers import DETERMINISTIC, SAMPLERS, get_sampler, steps_for_nfe
@@ -468,7 +467,7 @@ def write_results(rows: list[Row], cfg: BenchConfig, out_dir: str | Path, comman
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"command": command, "config": asdict(cfg), "rows": [asdict(r) for r in rows]}
-    atomic_write(out / "results.json", json.dumps(doc, indent=1, default=str))
+    atomic_write(out / "results.json", json_text(doc, indent=1, default=str))
     md = "\n".join(
         [
             f"Command: `{command}`",

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..io import json_text
 from .argtypes import (
     MAX_BATCH,
     MAX_COUNT,
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         log=lambda line: print(line, file=sys.stderr),  # phases and warnings on screen; the numbers on stdout
         progress=True,
     )
-    print(json.dumps(summary_lines(report), indent=2))
+    print(json_text(summary_lines(report), indent=2))
     return 0
 
 
@@ -243,7 +244,7 @@ def evaluate_discrete(args: argparse.Namespace) -> int:
     if run_.kind == "table":  # the numeric part's sampler (a sequence's steps are its process's own)
         report = {**report, "sampler": sample.sampler, "grid": sample.grid, **sampling_shape(sample)}
     print(save_json(report, out / "report.json"), file=sys.stderr)
-    print(json.dumps(report, indent=2))
+    print(json_text(report, indent=2))
     return 0
 
 
@@ -262,7 +263,7 @@ def evaluate_signals(args: argparse.Namespace) -> int:
     report = {"run": str(run_.path), "kind": "signal", "n": args.n, "seed": args.seed, **report}
     report = {**report, "sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, **sampling_shape(sample)}
     print(save_json(report, out / "report.json"), file=sys.stderr)
-    print(json.dumps(report, indent=2))
+    print(json_text(report, indent=2))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..io import json_text
 from .argtypes import MAX_STEPS, check_output_file, int_in, nonneg_int, positive_float, positive_int
 from .common import add_sampling_arguments, given_options
 
@@ -376,7 +377,6 @@ def _strip_images(args: argparse.Namespace) -> int:
 
 def _shortcuts(args: argparse.Namespace) -> list:
     """Train the toy students (reflow, consistency distillation) of the exact 8-Gaussians teacher; one figure."""
-    import json
 
     from .. import explain as ex
     from ..io import atomic_write
@@ -390,7 +390,7 @@ def _shortcuts(args: argparse.Namespace) -> list:
         ex.plot_shortcuts(toy, out, seed=args.seed or 0, numbers=numbers)
         bar.update(1)
     record = {"images_per_student": args.images or 300_000, "seed": args.seed or 0, "straightness": numbers}
-    atomic_write(numbers_path, json.dumps(record, indent=2) + "\n")
+    atomic_write(numbers_path, json_text(record, indent=2) + "\n")
     return [out, numbers_path]
 
 

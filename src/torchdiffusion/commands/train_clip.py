@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from ..io import json_text
 from .argtypes import MAX_BATCH, MAX_IMAGES_SEEN, new_or_empty_folder, output_folder, positive_int
 from .common import add_config_arguments, base_config
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             for name in ("config.json", "metrics.jsonl", WEIGHTS_NAME, "report.json"):
                 (out / name).unlink(missing_ok=True)
             raise
-    print(json.dumps(summary(report), indent=2))
+    print(json_text(summary(report), indent=2))
     print(f"run folder: {out}", file=sys.stderr)
     return 0
 

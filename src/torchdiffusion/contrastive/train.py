@@ -11,7 +11,6 @@ time (minutes on a CPU) and replaces the folder's earlier files.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ConfigError, to_dict, to_json
-from ..io import atomic_write
+from ..io import atomic_write, json_text
 from .config import ContrastiveConfig
 from .metrics import heldout_report
 from .model import WEIGHTS_NAME, ContrastiveModel, FrozenBackboneTower, info_nce, save_contrastive
@@ -186,12 +185,12 @@ def train_contrastive(
             bar.set_postfix(loss=f"{window[-1]:.3f}", tau=f"{1 / model.logit_scale().item():.4f}")
             if seen >= next_log or seen >= t.images:
                 next_log += t.log_every_images or t.images
-                lines.append(json.dumps(_log_line(model, cfg, seen, window, holdout, time.time() - t0)))
+                lines.append(json_text(_log_line(model, cfg, seen, window, holdout, time.time() - t0)))
                 atomic_write(out / "metrics.jsonl", "".join(s + "\n" for s in lines))
                 window = []
     report = _final_report(model, cfg, train, holdout, seen)
     save_contrastive(model, out / WEIGHTS_NAME, card={k: report[k] for k in ("preset", "data", "images_seen")})
-    atomic_write(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(out / "report.json", json_text(report, indent=2) + "\n")
     return report
 
 

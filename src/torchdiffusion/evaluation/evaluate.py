@@ -15,7 +15,6 @@ training set - is reported beside them when held-out images exist.
 from __future__ import annotations
 
 import html
-import json
 import math
 import time
 import warnings
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..io import atomic_write, sha256_tensor
+from ..io import atomic_write, json_text, sha256_tensor
 from . import features as FE
 from . import metrics as M
 from .classifier import (
@@ -611,7 +610,7 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path, pictures
     evaluation's only: a picture of that name that another command wrote there stays (:func:`_of_an_evaluation`)."""
     out = Path(out)
     evaluated_before = (out / "report.json").is_file()
-    atomic_write(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(out / "report.json", json_text(report, indent=2) + "\n")
     written = {"report.json", "summary.html", *pictures}
     imgs = ""
     if samples is not None:

@@ -9,13 +9,13 @@ space, beside its value on real images. ``torchdiffusion guidance-sweep`` is the
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from ..io import atomic_write
+from ..io import atomic_write, json_text
 from ..types import Callback
 
 
@@ -102,7 +102,9 @@ def sweep(
         out["_images"].append(x)
         if log is not None:
             r = out["scales"][-1]
-            log(f"  w = {w:g}: accuracy {r['accuracy']:.3f}, diversity {r['diversity']:.3f}")
+            d = r["diversity"]
+            shown = f"{d:.3f}" if math.isfinite(d) else "n/a (one sample per class)"
+            log(f"  w = {w:g}: accuracy {r['accuracy']:.3f}, diversity {shown}")
     return out
 
 
@@ -183,7 +185,7 @@ def _savefig(fig, path: Path) -> Path:
 
 def write_json(obj: dict, path: Path) -> Path:
     """``obj`` without its private ``_`` keys, as JSON, written atomically."""
-    return atomic_write(path, json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2) + "\n")
+    return atomic_write(path, json_text({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2) + "\n")
 
 
 SWEEP_FILES = ("sweep.json", "sweep.png", "grid.png")  # what save_sweep writes in its folder

@@ -10,7 +10,6 @@ and the summary appear only when training has finished.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -30,7 +29,7 @@ from ..autoencoder import (
     save_autoencoder,
 )
 from ..config import to_json
-from ..io import append_text, atomic_write
+from ..io import append_text, atomic_write, json_text
 from ..nets.autoencoder import AutoencoderKL
 from .state import LIMITS, Clock
 
@@ -95,7 +94,7 @@ def train_autoencoder(
             if seen >= next_log or seen == t.images or limit:
                 times = {"cpu_s": round(clock.cpu_s(), 3), "wall_s": round(clock.wall_s(), 3)}
                 row = {"images_seen": seen, "loss": loss, **parts, "seconds": time.perf_counter() - start, **times}
-                append_text(out / "metrics.jsonl", json.dumps(row) + "\n")
+                append_text(out / "metrics.jsonl", json_text(row) + "\n")
                 next_log += t.log_every_images
             if limit:
                 print(f"{LIMITS[limit]} reached after {seen} images: the run ends here", file=sys.stderr)
@@ -157,5 +156,5 @@ def finish(
     grid = torch.cat([originals, reconstruct(net, originals)])
     save_grid(grid, out / RECONSTRUCTIONS_FILE, nrow=nrow)
     save_autoencoder(net, out / WEIGHTS_FILE, scale, tuple(x_train.shape[1:]))
-    atomic_write(out / INFO_FILE, json.dumps(summary, indent=2) + "\n")
+    atomic_write(out / INFO_FILE, json_text(summary, indent=2) + "\n")
     return summary

@@ -17,7 +17,6 @@ callback that samples leaves the training trajectory bit-identical.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from .. import distributed as dist
 from ..cond import cond_from_data
 from ..config import RunConfig
-from ..io import append_text
+from ..io import append_text, json_text
 from ..precond import Precond
 from ..progress import Stopped, bars_enabled, step_bar
 from .lr import learning_rate
@@ -158,7 +157,7 @@ class MetricsWriter:
                     self.tb.add_scalar(key, v, seen)
 
     def _append(self, rec: dict) -> None:
-        append_text(self.path, json.dumps(rec) + "\n")
+        append_text(self.path, json_text(rec) + "\n")
 
     def close(self) -> None:
         if self.tb is not None:
