@@ -243,11 +243,12 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     for option in (["--nll-n", "5"], ["--contrastive", "x"], ["--metrics", "fd"]):  # image metrics' options
         rc, _, err = cli("evaluate", run, "--n", "16", *option, "--out", tmp_path / "g")
         assert rc == 2 and len(err.strip().splitlines()) == 1 and option[0] in err and "table runs" in err, err
-    _csv(tmp_path / "h.csv", ["1.0,,c1", ",-2.0,"], header="u,v,kind")
+    _csv(tmp_path / "h.csv", ["1.0,,c1", ",-2.0,", "13.2345678,7e-5,"], header="u,v,kind")
     rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", "--out", tmp_path / "f.csv")
     assert rc == 0, err
     filled = [ln.split(",") for ln in (tmp_path / "f.csv").read_text().splitlines()[1:]]
-    assert filled[0][0] == "1" and filled[0][2] == "c1" and filled[1][1] == "-2"  # known cells kept
+    assert filled[0][0] == "1.0" and filled[0][2] == "c1" and filled[1][1] == "-2.0"  # known cells as read
+    assert filled[2][:2] == ["13.2345678", "7e-5"]  # every digit, in the file's own form
     assert all(cell for row in filled for cell in row)
     for name, flags in [("euler", ("--sampler", "euler")), ("heun", ())]:  # the sampling flags of 'sample'
         rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", *flags, "--out", tmp_path / f"f-{name}.csv")

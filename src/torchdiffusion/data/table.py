@@ -28,7 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +155,7 @@ class RawTable:
     categorical: dict[str, list[str | None]]  # N labels, None = missing
     delimiter: str = ","  # the file's (read_csv): what a table written back for it uses
     decimal: str = "."  # "," for a semicolon-separated file whose numbers have a decimal comma
+    text: dict[str, list[str]] = field(default_factory=dict)  # numeric cells as written in the file (read_csv)
 
     def __len__(self) -> int:
         first = self.columns[0]
@@ -190,6 +191,7 @@ def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
         numeric = name not in categorical and all(v is not None for v, c in zip(values, cells) if not _is_missing(c))
         if numeric:
             table.numeric[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            table.text[name] = cells
         else:
             table.categorical[name] = [None if _is_missing(c) else c for c in cells]
     return table
@@ -360,15 +362,16 @@ def write_csv(path: Path, rows: list[list], schema: TableSchema, delimiter: str 
 
 
 def paste_known(rows: list[list], table: RawTable, known: Tensor, schema: TableSchema) -> list[list]:
-    """Decoded rows with every known cell replaced by its value as read (a number outside the training range
-    would otherwise come back clamped by the quantile map)."""
+    """Decoded rows with every known cell replaced by its value as read - a number outside the training range
+    would otherwise come back clamped by the quantile map -, as written in the file where it came from one
+    (``RawTable.text``: its digits and form, "20.0" and "13.2345678" as they were)."""
     order = [*schema.numeric, *schema.categorical]
     pos = {c: i for i, c in enumerate(schema.columns)}
     for j, c in enumerate(order):
         src = table.numeric.get(c)
-        vals = src.tolist() if src is not None else table.categorical[c]
+        vals = table.text.get(c) or (src.tolist() if src is not None else table.categorical[c])
         for i in range(len(rows)):
             if known[i, j]:
                 v = vals[i]
-                rows[i][pos[c]] = (int(v) if float(v).is_integer() else v) if src is not None else v
+                rows[i][pos[c]] = int(v) if isinstance(v, float) and v.is_integer() else v
     return rows
