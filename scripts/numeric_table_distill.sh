@@ -37,8 +37,9 @@ from torchdiffusion.samplers import nfe
 rows = ["| sampling | NFE | marginal W1 | correlation error | DCR copy share |", "|---|---|---|---|---|"]
 for f in sorted(Path(sys.argv[1]).glob("*.json"), key=lambda f: (not f.stem.startswith("teacher"), f.stem)):
     r = json.loads(f.read_text())
-    m, evals = r["model"], nfe(r["sampler"], r["steps"])
-    rows.append(f"| {f.stem} ({r['sampler']}, {r['steps']} steps) | {evals} | {m['marginal_w1']:.3f} | "
+    s = r.get("sampling", r)  # the sampling record (reports written before it held these keys at the top)
+    m, evals = r["model"], nfe(s["sampler"], s["steps"])
+    rows.append(f"| {f.stem} ({s['sampler']}, {s['steps']} steps) | {evals} | {m['marginal_w1']:.3f} | "
                 f"{m['correlation_error']:.3f} | {m['dcr_copy_share']:.3f} |")
 base = json.loads(next(Path(sys.argv[1]).glob("teacher-heun-64.json")).read_text())["independent_marginals"]
 rows.append(f"| independent marginals (baseline) | - | {base['marginal_w1']:.3f} | {base['correlation_error']:.3f} | "

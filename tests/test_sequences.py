@@ -214,6 +214,11 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
     assert rc == 0, err
     line = (tmp_path / "f.txt").read_text().splitlines()[0]
     assert len(line) == 12 and line.startswith("ab") and line[4:8] == "b ca" and set(line) <= set("abc ")
+    rc, _, err = cli("evaluate", run, "--n", "8", "--steps", "3", "--out", tmp_path / "ev")  # its own metrics
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert rc == 0 and report["kind"] == "sequence" and report["sampling"] == {"steps": 3, "seed": 10_000}, err
+    assert {"samples.txt", "samples.png"} <= {p.name for p in (tmp_path / "ev").iterdir()}
+    assert "samples.png" in (tmp_path / "ev" / "summary.html").read_text()
     for args, msg in [
         (("impute", run, "--text", "abz_", "--out", tmp_path / "g.txt"), "'z', which is not in the model's"),
         (("sample", run, "--given", "a=1", "--out", tmp_path / "g.txt"), "--given fixes cells of a table"),

@@ -288,7 +288,9 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
     r = td("evaluate", str(run), "--n", "8", "--steps", "2", "--sampler", "euler", "--batch-size", "3", "--threads",
            "1", "--out", str(tmp_path / "eval-euler"))  # fmt: skip
     euler = json.loads((tmp_path / "eval-euler" / "report.json").read_text())
-    assert r.returncode == 0 and (euler["sampler"], report["sampler"]) == ("euler", cfg_sampler(run)), r.stderr
+    sampled = (euler["sampling"]["sampler"], report["sampling"]["sampler"])
+    assert r.returncode == 0 and sampled == ("euler", cfg_sampler(run)), r.stderr
+    assert (run / "eval" / "summary.html").is_file() and "samples.png" in (run / "eval" / "summary.html").read_text()
     assert euler["model"] != report["model"] and euler["gaussian_process"] == report["gaussian_process"]
     for option in (["--nll-n", "5"], ["--ode-steps", "4"], ["--inception", "x.pt"]):  # image metrics' options
         r = td("evaluate", str(run), "--n", "8", *option, "--out", str(tmp_path / "g"))

@@ -234,11 +234,14 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     rc, _, err = cli("evaluate", run, "--n", "16", "--sampler", "euler", "--steps", "3", "--grid", "exponential",
                      "--out", tmp_path / "ev")  # fmt: skip
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
-    assert rc == 0 and (report["sampler"], report["steps"], report["grid"]) == ("euler", 3, "exponential"), err
+    sampling = report["sampling"]
+    assert rc == 0 and (sampling["sampler"], sampling["steps"], sampling["grid"]) == ("euler", 3, "exponential"), err
+    assert {p.name for p in (tmp_path / "ev").iterdir() if "manifest" not in p.name} == {
+        "report.json", "summary.html", "samples.csv", "samples.png"}  # fmt: skip
     rc, _, err = cli("evaluate", run, "--n", "16", "--steps", "3", "--grid", "karras", "--rho", "3",
                      "--sampler", "euler_ancestral", "--eta", "0.5", "--out", tmp_path / "ev-rho")  # fmt: skip
     shaped = json.loads((tmp_path / "ev-rho" / "report.json").read_text())
-    assert rc == 0 and (shaped["rho"], shaped["settings"]) == (3.0, {"eta": 0.5}), err
+    assert rc == 0 and (shaped["sampling"]["rho"], shaped["sampling"]["settings"]) == (3.0, {"eta": 0.5}), err
     assert shaped["model"] != report["model"]
     for option in (["--nll-n", "5"], ["--contrastive", "x"], ["--metrics", "fd"]):  # image metrics' options
         rc, _, err = cli("evaluate", run, "--n", "16", *option, "--out", tmp_path / "g")

@@ -227,43 +227,55 @@ def _open_for_evaluation(args: argparse.Namespace):
 
 
 def evaluate_discrete(args: argparse.Namespace) -> int:
-    """Tables and sequences: their metrics and baseline (kinds.metrics) -> OUT/report.json + the samples."""
-    from ..evaluation.evaluate import sampling_shape
+    """Tables and sequences: their metrics and baseline (kinds.metrics) -> OUT/report.json, summary.html and the
+    samples (rows or lines, and their picture)."""
     from ..kinds import metrics, save, schema_of
-    from ..viz import save_json
 
     out, run_, sample = _open_for_evaluation(args)
-    steps = sample.steps
     report = metrics(run_, args.n, args.seed, sample)
     samples, reference = report.pop("samples"), report.pop("reference")
     suffix = ".csv" if run_.kind == "table" else ".txt"
     out.mkdir(parents=True, exist_ok=True)
     schema, title = schema_of(run_.info, run_.kind), f"{args.n} samples over the held-out data (grey)"
     save(samples, run_.kind, schema, out / f"samples{suffix}", reference=reference, title=title)
-    report = {"run": str(run_.path), "kind": run_.kind, "n": args.n, "steps": steps, "seed": args.seed, **report}
-    if run_.kind == "table":  # the numeric part's sampler (a sequence's steps are its process's own)
-        report = {**report, "sampler": sample.sampler, "grid": sample.grid, **sampling_shape(sample)}
-    print(save_json(report, out / "report.json"), file=sys.stderr)
-    print(json_text(report, indent=2))
-    return 0
+    return _write_kind_report(run_, args, report, _sampling_record(run_.kind, sample, args.seed), out, suffix)
 
 
 def evaluate_signals(args: argparse.Namespace) -> int:
     """Signals: FD in a classifier's features and train-on-synthetic accuracy, beside the Gaussian-process
-    baseline and the real data (evaluation/signals.py) -> OUT/report.json + a picture of the samples."""
-    from ..evaluation.evaluate import sampling_shape
+    baseline and the real data (evaluation/signals.py) -> OUT/report.json, summary.html and a picture of the
+    samples."""
     from ..evaluation.signals import evaluate_signal_run
-    from ..viz import save_json, save_signals
+    from ..viz import save_signals
 
     out, run_, sample = _open_for_evaluation(args)
     report = evaluate_signal_run(run_, args.n, args.seed, sample)
     samples, reference = report.pop("samples"), report.pop("reference")
     out.mkdir(parents=True, exist_ok=True)
     save_signals(samples, out / "samples.png", reference=reference, title="generated (colour) over held-out (grey)")
-    report = {"run": str(run_.path), "kind": "signal", "n": args.n, "seed": args.seed, **report}
-    report = {**report, "sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, **sampling_shape(sample)}
-    print(save_json(report, out / "report.json"), file=sys.stderr)
-    print(json_text(report, indent=2))
+    return _write_kind_report(run_, args, report, _sampling_record("signal", sample, args.seed), out)
+
+
+def _sampling_record(kind: str, sample, seed: int) -> dict:
+    """The report's ``sampling`` record, as an image run's names it: a sequence's steps (its process's own reverse
+    steps, no sampler), else the sampler, its steps, grid, the grid's shape and the settings; and the seed."""
+    from ..evaluation.evaluate import sampling_shape
+
+    if kind == "sequence":
+        return {"steps": sample.steps, "seed": seed}
+    record = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, **sampling_shape(sample)}
+    return {**record, "seed": seed}
+
+
+def _write_kind_report(run_, args, metrics: dict, sampling: dict, out, suffix: str | None = None) -> int:
+    """OUT/report.json and summary.html (evaluation.evaluate.write_report) of a table, sequence or signal run,
+    beside the samples' picture (and rows or lines) already written; the report on stdout."""
+    from ..evaluation.evaluate import write_report
+
+    report = {"run": str(run_.path), "kind": run_.kind, "n": args.n, **metrics, "sampling": sampling}
+    pictures = ["samples.png", *([f"samples{suffix}"] if suffix else [])]
+    print(write_report(report, None, out, pictures) / "report.json", file=sys.stderr)
+    print(json_text(report, indent=2, default=str))
     return 0
 
 

@@ -610,7 +610,7 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path, pictures
     evaluation's only: a picture of that name that another command wrote there stays (:func:`_of_an_evaluation`)."""
     out = Path(out)
     evaluated_before = (out / "report.json").is_file()
-    atomic_write(out / "report.json", json_text(report, indent=2) + "\n")
+    atomic_write(out / "report.json", json_text(report, indent=2, default=str) + "\n")
     written = {"report.json", "summary.html", *pictures}
     imgs = ""
     if samples is not None:
@@ -619,6 +619,8 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path, pictures
         save_grid(samples[:64], out / "samples.png", nrow=8)
         written.add("samples.png")
         imgs += '<h2>Samples (first 64)</h2><img src="samples.png">'
+    elif "samples.png" in written:  # a picture of another kind's samples (rows, series, volumes), drawn already
+        imgs += '<h2>Samples</h2><img src="samples.png">'
     if "closest_pairs.png" in written:
         imgs += '<h2>Closest pairs (sample, nearest training image)</h2><img src="closest_pairs.png">'
 
