@@ -477,6 +477,8 @@ CASES = [
     (["guidance-sweep", "{run}", "--set", "sample.guidance=2"], U, "guidance-sweep sets it by --scales"),
     (["evaluate", "{run}", "--metrics", "fd", "--set", "sample.n=7"], U, "sample.n changes nothing: evaluate sets it"),
     (["evaluate", "{run}", "--metrics", "fd", "--set", "sample.seed=7"], U, "evaluate sets it by --seed"),
+    (["guidance-sweep", "{ws}/uncond"], U, "varies the guidance of a class- or context-conditional run"),
+    (["guidance-sweep", "{ws}/context-run", "--mode", "class"], U, "takes context vectors (drop --mode class)"),
     (["guidance-sweep", "{run}", "--sampler", "nope"], U, "unknown sampler 'nope'; choose from euler"),
     (["guidance-sweep", "{run}", "--grid", "exponential", "--rho", "3"], U, "--rho shapes the karras grid"),
     (["guidance-sweep", "{run}", "--set", "train.lr=1"], U, "only sample settings can be changed here"),
@@ -607,6 +609,7 @@ def world(tmp_path_factory):
     ws = tmp_path_factory.mktemp("bad-inputs")
     run = write_run(ws / "run", *CLASS_RUN)
     write_run(ws / "context-run", "digits-test", ["model.context_dim=3"], (1, 8, 8))  # the ONNX export refuses it
+    write_run(ws / "uncond", "digits-test", [], (1, 8, 8))  # no conditioning at all
     bad = ws / "bad"
     bad.mkdir()
     _make_bad_runs(run, bad)

@@ -215,6 +215,8 @@ def test_cli_samples_a_diffusers_folder(folders, tmp_path):
         (["sample", "{class}", "--n", "2", "--steps", "2"], "give class labels (--class)"),
         (["sample", "{class}", "--class", "1", "--guidance", "3", "--n", "2", "--steps", "2"], "no unconditional"),
         (["interpolate", "{weights missing}", "--steps", "2"], "diffusion_pytorch_model.safetensors is missing"),
+        (["inpaint", "{class}", "--class", "1", "--steps", "2"], "records no data of its own to edit"),
+        (["img2img", "{class}", "--class", "1", "--steps", "2"], "(a diffusers model folder): give --images"),
     ],
 )
 def test_cli_refusals_are_one_line(folders, bad_folder, tmp_path, capsys, argv, needle):

@@ -29,7 +29,7 @@ from torchdiffusion.evaluation.signals import (
     signal_metrics,
     train_signal_classifier,
 )
-from torchdiffusion.masks import make_mask
+from torchdiffusion.masks import MaskError, make_mask
 from torchdiffusion.nets import build_net
 from torchdiffusion.presets import get_preset
 from torchdiffusion.samplers import get_sampler
@@ -203,6 +203,10 @@ def test_linear_fill_and_random_spans():
     x = torch.arange(10.0).reshape(1, 1, 10) * 2
     m = make_mask("span:0.3,0.7", 1, 10)[:, :, 0]
     assert m.tolist() == [[[1, 1, 1, 0, 0, 0, 0, 1, 1, 1]]]
+    assert make_mask("span:3,7", 1, 10)[:, :, 0].tolist() == m.tolist()  # whole points: the same stretch
+    for bad in ("span:0.6,0.5", "span:4,11", "span:0.5,1.5"):  # said for the span, in its own terms
+        with pytest.raises(MaskError, match=r"span '.*' must be x0 < x1, as whole points 0 <= x0 < x1 <= 10"):
+            make_mask(bad, 1, 10)
     torch.testing.assert_close(linear_fill(x.masked_fill(m == 0, float("nan")), m), x)
     spans = random_spans(50, 40, 0.2, seed=0)
     hidden = 1 - spans[:, 0]

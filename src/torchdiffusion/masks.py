@@ -114,7 +114,13 @@ def hole_from_spec(spec: str, H: int, W: int) -> Tensor:
         if len(parts) != 2:
             raise MaskError(f"span mask needs two numbers span:x0,x1, got {spec!r}")
         frac = all("." in p for p in parts)
-        return _hole_box(",".join([parts[0], "0." if frac else "0", parts[1], "1." if frac else str(H)]), H, W)
+        try:
+            return _hole_box(",".join([parts[0], "0." if frac else "0", parts[1], "1." if frac else str(H)]), H, W)
+        except MaskError:  # the box it stands for is not the user's words: say it for the span
+            raise MaskError(
+                f"span {spec[5:]!r} must be x0 < x1, as whole points 0 <= x0 < x1 <= {W} or fractions with a "
+                "decimal point 0.0 <= x0 < x1 <= 1.0"
+            ) from None
     if low.startswith("half:"):
         return _hole_half(low[5:].strip(), H, W)
     if low in ("centre", "center"):

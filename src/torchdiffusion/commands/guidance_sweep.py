@@ -71,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
     if run_.kind != "image":
         raise GuidanceError(f"guidance-sweep scores images with a classifier; {run_.path} holds {run_.kind} data")
     K = m.num_classes if mode == "class" else m.context_dim
+    if K == 0:  # an unconditional run, or the kind of conditioning it does not take
+        takes = "class labels" if m.num_classes else "context vectors" if m.context_dim else "no conditioning"
+        raise GuidanceError(
+            f"guidance-sweep varies the guidance of a class- or context-conditional run; {run_.path} takes {takes}"
+            + (f" (drop --mode {mode})" if m.num_classes or m.context_dim else "")
+        )
     fixed = {"n": "--n-per-class", "seed": "--seed", "guidance": "--scales"}
     sample = sample_config_from_args(run_.config.sample, args, run_, fixed)  # --seed and --batch-size included
     sample = validate(replace(run_.config, sample=sample)).sample  # refused before a classifier is loaded

@@ -83,6 +83,8 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
         return run_.to_model_units(x) if own_units else x
     from ..data import load_data
 
+    if run_.config.data.source == "folder" and not run_.config.data.path:  # a diffusers folder: no data of its own
+        raise EditError(f"{run_.path} records no data of its own to edit (a diffusers model folder): give --images")
     split = "holdout" if run_.config.data.holdout > 0 else "train"
     data = load_data(run_.config.data, split=split, seed=run_.config.train.seed)
     n = args.n if args.n is not None else n_default
