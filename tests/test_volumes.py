@@ -289,7 +289,9 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
         assert_plot(tmp_path / f"{what}.png")
     rc, out, err = cli("evaluate", run, "--n", "8", "--steps", "3", "--out", tmp_path / "ev")
     assert rc == 0, err
-    report = json.loads((tmp_path / "ev" / "report.json").read_text())["volume"]
+    whole = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert not {"features", "heldout_n"} & set(whole)  # the image metrics' feature nets and floor: not measured
+    report = whole["volume"]
     assert {"model", "gaussian_pca", "training_volumes"} <= set(report) and report["model"]["n"] == 8
     assert all(math.isfinite(report[k]["energy"]) for k in ("model", "gaussian_pca", "training_volumes"))
     assert all((tmp_path / "ev" / f).is_file() for f in ("samples.png", "gaussian_pca.png", "profiles.png"))

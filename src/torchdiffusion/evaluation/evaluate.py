@@ -317,11 +317,12 @@ def evaluate(
     clf_spec, clf_net = classes_classifier(run, metrics, classifier)  # refused before sampling
     features = list(features) if features else default_features(cfg.data.source, run.kind, classifier)
     report: dict = {"run": str(run.path), "data": cfg.data.source, "n": 0, "metrics": list(metrics)}
-    report.update(features=features, torch=torch.__version__)
+    feature_metrics = any(m in metrics for m in ("fd", "kid", "pr"))  # the ones read in ``features``
+    report.update(**({"features": features} if feature_metrics else {}), torch=torch.__version__)
     train, heldout = _real_sets(cfg, holdout_n or n)
     report["train_n"] = len(train)
     scorer = _contrastive_model(run, contrastive) if "contrastive" in metrics else None  # refused before sampling
-    if heldout is not None:
+    if heldout is not None and (feature_metrics or "memorisation" in metrics):  # (volume: its own held-out set)
         report["heldout_n"] = int(heldout.shape[0])
     labels = None
     pictures: list[str] = []  # the pictures this evaluation writes beside its report
