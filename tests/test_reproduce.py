@@ -182,3 +182,10 @@ def test_the_same_command_writes_its_outputs_again(made, tmp_path):
     (out / "g.npy.manifest.json").unlink()  # now g.npy is not known to be an output
     assert main(argv) == 2
     assert main(argv[:7] + argv[8:]) == 0  # without --save-npy nothing is written over it
+
+
+def test_an_editing_manifest_records_the_images_it_drew(made):
+    """inpaint --n 2: two images, image k from seed + k (edit.inpaint_images), recorded as such."""
+    (rec,) = json.loads((made / "out" / ("e.png" + P.SUFFIX)).read_text())["sampling"]
+    assert rec["n"] == 2 and rec["seeds"] == [[0, 1]] and rec["conditioning"] is None
+    assert rec["wrappers"][0]["name"] == "inpaint"

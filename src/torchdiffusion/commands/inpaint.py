@@ -127,7 +127,9 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     if clip:
         D = clamped(D)
     edit = {k: v for k, v in vars(args).items() if k in _EDIT_KNOBS and v is not None}
-    note_sampling(sample, [sample.seed], wrappers=[{"name": args.command, **edit}])
+    seeds = list(range(sample.seed, sample.seed + n)) if n else [sample.seed]  # image k: seed + k
+    conditioning = ["class"] if getattr(args, "classes", None) else None  # guided at sample.guidance then
+    note_sampling(sample, seeds, wrappers=[{"name": args.command, **edit}], conditioning=conditioning)
     sigmas, knobs, record = run_.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
     if solver is None:
         D = stop_short(D, sigmas, record)
