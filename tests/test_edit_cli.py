@@ -184,3 +184,14 @@ def test_bad_class_for_an_edit_is_one_line_and_exit_2(run_dir, class_run_dir, tm
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_grids_of_small_images_are_enlarged_without_a_jump(tmp_path):
+    """save_grid's default enlargement: every image under 64 px is shown at least 64 px high (an outpainted 28 px
+    digit, 36 px, is not drawn at 1x beside 4x inpaintings), none shrinks, and 64 px and up stay at 1x."""
+    from torchdiffusion.viz import save_grid
+
+    for h in (8, 28, 31, 32, 36, 42, 43, 63, 64, 100):
+        w, shown = _png_size(save_grid(torch.zeros(1, 1, h, h), tmp_path / f"{h}.png", nrow=1))
+        scale = shown // (h + 4)  # one image and its 2-px padding on each side
+        assert h * scale >= min(4 * h, 64) and (scale == 1) == (h >= 64), (h, scale)
