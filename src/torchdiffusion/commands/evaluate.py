@@ -158,10 +158,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# What evaluating a table, sequence or signal run reads beside --out, --n, --seed and --threads (their metrics are
-# fixed: --metrics and its kin choose image metrics); image and volume runs read every option
 FIXED = {"n": "--n", "seed": "--seed", "batch_size": "--batch-size"}  # what evaluate sets itself (not --set)
 SAMPLING_DESTS = ("sampler", "steps", "grid", "rho", "spacing", "sample_set")  # and every setting_* (--eta, ...)
+# What evaluating a table, sequence or signal run reads beside --out, --n, --seed and --threads (their metrics are
+# fixed: --metrics and its kin choose image metrics); image and volume runs read every option
 KIND_READS = {
     "table": (*SAMPLING_DESTS, "batch_size", "device"),
     "sequence": (*SAMPLING_DESTS, "batch_size", "device"),  # sample_config_from_args refuses its sampler's options
