@@ -22,7 +22,6 @@ from .io import atomic_write, json_text
 
 def save_json(obj: dict, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON atomically (a reader never sees half a file)."""
-
     return atomic_write(path, json_text(obj, indent=2, default=str))
 
 
@@ -68,11 +67,6 @@ def _pil(arr: np.ndarray, scale: int = 1):
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     return img
-
-
-def auto_scale(height: int) -> int:
-    """Nearest-neighbour upscaling so small images (8-32 px) stay visible."""
-    return max(1, 256 // max(height, 1)) if height < 64 else 1
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int | None = None) -> Path:

@@ -77,16 +77,23 @@ def _setting_kinds() -> dict[str, str]:
     return {f.name: typing.get_args(hints[f.name])[0].__name__ for f in dataclasses.fields(SamplerSettings)}
 
 
+def given_settings(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """name -> value of each sampler-setting flag (--eta, --s-churn, ...) the command line gave."""
+    values = {f.name: getattr(args, "setting_" + f.name, None) for f in dataclasses.fields(SamplerSettings)}
+    return {name: v for name, v in values.items() if v is not None}
+
+
+def sample_sets(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(key, the whole assignment) of each ``--set sample.KEY=VALUE`` given, the key stripped."""
+    return [(a.split("=", 1)[0].strip(), a) for a in getattr(args, "sample_set", None) or []]
+
+
 def given_sampling_flags(args: argparse.Namespace) -> list[str]:
     """The flags of add_sampling_arguments' sampler, grid and settings part that the command line gave (--sampler,
     --steps, --grid, --rho, --spacing, --set sample.*, --eta, ...): what a command that draws no samples refuses."""
     given = [f"--{k}" for k in ("sampler", "steps", "grid", "rho", "spacing") if getattr(args, k, None) is not None]
-    given += ["--set"] if getattr(args, "sample_set", None) else []
-    return given + [
-        _setting_flag(f.name)
-        for f in dataclasses.fields(SamplerSettings)
-        if getattr(args, "setting_" + f.name, None) is not None
-    ]
+    given += ["--set"] if sample_sets(args) else []
+    return given + [_setting_flag(name) for name in given_settings(args)]
 
 
 def given_options(args: argparse.Namespace) -> dict[str, str]:
@@ -157,9 +164,8 @@ def sample_config_from_args(
 
     from ..config import with_sampler
 
-    own_sampler = base.sampler
-    for a in getattr(args, "sample_set", None) or []:
-        key = a.split("=", 1)[0].strip()
+    own_sampler, sets, settings = base.sampler, sample_sets(args), given_settings(args)
+    for key, a in sets:
         if not key.startswith("sample."):
             raise ValueError(f"--set {a!r}: only sample settings can be changed here (sample.KEY=VALUE)")
         if key[len("sample.") :] in (fixed or {}):
@@ -170,38 +176,23 @@ def sample_config_from_args(
         for k in ("sampler", "steps", "grid", "rho", "spacing", "n", "seed", "batch_size", "labels")
         if getattr(args, k, None) is not None
     }
-    flags = [
-        f"settings.{f.name}={getattr(args, 'setting_' + f.name)}"
-        for f in dataclasses.fields(SamplerSettings)
-        if getattr(args, "setting_" + f.name, None) is not None
-    ]
-    sample = override(replace(base, **updates), flags)
+    sample = override(replace(base, **updates), [f"settings.{name}={v}" for name, v in settings.items()])
     if sample.sampler != own_sampler:  # the run's settings were its own sampler's; those given here are kept
-        given = {
-            f.name for f in dataclasses.fields(SamplerSettings) if getattr(args, "setting_" + f.name, None) is not None
-        }
-        for a in getattr(args, "sample_set", None) or []:
-            key = a.split("=", 1)[0].strip()
-            if key.startswith("sample.settings."):
-                given.add(key[len("sample.settings.") :])
-        sample = with_sampler(sample, sample.sampler, keep=given)
+        keep = {*settings, *(k[len("sample.settings.") :] for k, _ in sets if k.startswith("sample.settings."))}
+        sample = with_sampler(sample, sample.sampler, keep=keep)
     if run_ is not None:  # a --set of a sample setting this run does not read (sample.guidance when unconditional)
-        refuse_unread(replace(run_.config, sample=sample), getattr(args, "sample_set", None) or [])
+        refuse_unread(replace(run_.config, sample=sample), [a for _, a in sets])
     if run_ is not None:  # clamping where nothing is clamped; a sampler or grid flag where no grid is (sequences)
         cfg = replace(run_.config, sample=sample)
-        clip = [
-            a for a in getattr(args, "sample_set", None) or [] if a.split("=", 1)[0].strip() == "sample.clip_denoised"
-        ]
+        clip = [a for key, a in sets if key == "sample.clip_denoised"]
         if clip and len(run_.data_shape) not in (3, 4):  # the rule's data check (generate.clamps_x0)
             raise ConfigError(
                 f"--set {clip[0].strip()} changes nothing: x0_hat is clamped only for images and volumes in pixel "
                 f"space, and {run_.path} holds {run_.kind} data"
             )
-        given = {"--sampler": "sampler", "--grid": "grid", "--rho": "rho", "--spacing": "spacing"}
-        given = {flag: f"sample.{key}" for flag, key in given.items() if getattr(args, key, None) is not None}
-        for f in dataclasses.fields(SamplerSettings):
-            if getattr(args, "setting_" + f.name, None) is not None:
-                given[_setting_flag(f.name)] = f"sample.settings.{f.name}"
+        flags = ("sampler", "grid", "rho", "spacing")
+        given = {f"--{k}": f"sample.{k}" for k in flags if getattr(args, k, None) is not None}
+        given |= {_setting_flag(name): f"sample.settings.{name}" for name in settings}
         for flag, key in given.items():  # the grid's shape: read only where a grid is (the sampler's rule)
             why = unread_setting(cfg, "sample.sampler" if key in ("sample.rho", "sample.spacing") else key)
             if why:

@@ -56,12 +56,11 @@ def refuse_unread(args: argparse.Namespace) -> None:
     """EditError in one line for a sampling flag interpolate does not read (UNREAD) or a sampler setting: the path
     is walked by --method's ODE solver, which takes none."""
     from ..edit import EditError
-    from .common import given_options
+    from .common import given_options, sample_sets
 
     given = list(given_options(args).items())
-    for a in getattr(args, "sample_set", None) or []:  # the same settings through --set sample.KEY=VALUE
-        key = a.split("=", 1)[0].strip().removeprefix("sample.")
-        given.append((key.replace("settings.", "setting_", 1), f"--set {a.strip()}"))
+    for key, a in sample_sets(args):  # the same settings through --set sample.KEY=VALUE
+        given.append((key.removeprefix("sample.").replace("settings.", "setting_", 1), f"--set {a.strip()}"))
     for dest, flag in given:
         if dest in UNREAD:
             raise EditError(f"{flag} changes nothing in interpolate: {UNREAD[dest]}")
