@@ -67,6 +67,14 @@ def test_guidance_sweep_matches_generate_and_the_classifier(tmp_path):
     )
     assert rc == 0, err
     assert json.loads((tmp_path / "sweep-folder" / "sweep.json").read_text())["scales"] == [res["scales"][1]]
+    # the sampling flags of 'sample' reach every scale's draw, and the sweep records them
+    rc, _, err = cli(
+        *("guidance-sweep", run_dir, "--scales", "2", "--n-per-class", "3", "--steps", "2", "--sampler", "heun"),
+        *("--grid", "karras", "--rho", "3", "--classifier", clf, "--no-reference", "--out", tmp_path / "sweep-heun"),
+    )
+    heun = json.loads((tmp_path / "sweep-heun" / "sweep.json").read_text())
+    assert rc == 0 and (heun["sampler"], heun["grid"], heun["rho"]) == ("heun", "karras", 3.0), err
+    assert heun["scales"][0]["diversity"] != res["scales"][1]["diversity"]
     # one sample per class has no within-class distance: diversity is null in strict JSON, not NaN
     rc, _, err = cli(
         *("guidance-sweep", run_dir, "--scales", "2", "--n-per-class", "1", "--steps", "2"),
