@@ -149,6 +149,24 @@ def test_cli_evaluates_with_the_grid_shape_and_sampler_settings_asked_for(tiny_r
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_report_that_draws_no_samples_names_no_sample_count(tiny_run, tmp_path):
+    """--metrics straightness measures its own noises' paths (its n in its section) and draws no samples: the report
+    has no top-level sample count (it read 0), while one that draws samples counts them."""
+    out = tmp_path / "st"
+    assert (
+        main(
+            ["evaluate", str(tiny_run), "--metrics", "straightness", "--n", "6", "--ode-steps", "2", "--out", str(out)]
+        )
+        == 0
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert "n" not in report and report["straightness"]["n"] == 6
+    both = ["--metrics", "straightness,fd", "--features", "raw", "--n", "4", "--steps", "2", "--ode-steps", "2"]
+    assert main(["evaluate", str(tiny_run), *both, "--out", str(tmp_path / "both")]) == 0
+    report = json.loads((tmp_path / "both" / "report.json").read_text())
+    assert report["n"] == 4 and report["straightness"]["n"] == 4
+
+
 def test_quick_eval_for_training_logs(tiny_run):
     from torchdiffusion.evaluation.evaluate import quick_eval
     from torchdiffusion.generate import load_run

@@ -346,7 +346,7 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
 
 def summary_lines(report: dict) -> dict:
     """The headline numbers of a report (what the README tables quote)."""
-    s: dict = {"n": report.get("n")}
+    s: dict = {"n": report["n"]} if "n" in report else {}
     for r in report.get("feature_metrics", {}).values():
         for which in ("samples", "heldout"):
             for k, v in r.get(which, {}).items():

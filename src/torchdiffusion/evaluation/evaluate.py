@@ -316,7 +316,8 @@ def evaluate(
     out = Path(out) if out is not None else run.path / "eval"
     clf_spec, clf_net = classes_classifier(run, metrics, classifier)  # refused before sampling
     features = list(features) if features else default_features(cfg.data.source, run.kind, classifier)
-    report: dict = {"run": str(run.path), "data": cfg.data.source, "n": 0, "metrics": list(metrics)}
+    # "n": the samples measured, set once they are drawn (straightness and nll draw none: each names its own n)
+    report: dict = {"run": str(run.path), "data": cfg.data.source, "metrics": list(metrics)}
     feature_metrics = any(m in metrics for m in ("fd", "kid", "pr"))  # the ones read in ``features``
     report.update(**({"features": features} if feature_metrics else {}), torch=torch.__version__)
     train, heldout = _real_sets(cfg, holdout_n or n)
