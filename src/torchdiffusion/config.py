@@ -762,6 +762,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def checked_sample(cfg: RunConfig, sample: SampleConfig) -> SampleConfig:
+    """``sample`` once validate has checked it as ``cfg``'s sampling (a grid, sampler and settings the run's
+    process takes; a student's steps within those it was distilled for): how a command vets the sampling its flags
+    ask for before anything loads or draws."""
+    return validate(replace(cfg, sample=sample)).sample
+
+
 def with_sampler(sample: SampleConfig, sampler: str, keep: typing.Collection[str] = ()) -> SampleConfig:
     """``sample`` drawing with ``sampler``: the settings it holds that ``sampler`` does not take are dropped -
     they were its own sampler's (a diffusers DDPM folder's ``variance``, a run trained with

@@ -210,12 +210,11 @@ def run_kind(run: str) -> str | None:
 def _open_for_evaluation(args: argparse.Namespace):
     """(the output folder, checked; the run on --device; its sampling with the sampling flags and --batch-size
     applied) of a table, sequence or signal run, whose metrics are their own; --threads set."""
-    from dataclasses import replace
     from pathlib import Path
 
     import torch
 
-    from ..config import validate
+    from ..config import checked_sample
     from ..generate import load_run
 
     out = _check_eval_out(args.out or Path(args.run) / "eval")
@@ -223,7 +222,7 @@ def _open_for_evaluation(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     run_ = load_run(args.run, device=args.device)
     sample = sample_config_from_args(run_.config.sample, args, run_, FIXED)  # --n, --seed: the metrics' own
-    return out, run_, validate(replace(run_.config, sample=sample)).sample
+    return out, run_, checked_sample(run_.config, sample)
 
 
 def evaluate_discrete(args: argparse.Namespace) -> int:

@@ -409,7 +409,7 @@ def _sampled(args: argparse.Namespace) -> list:
     from dataclasses import replace
 
     from .. import explain as ex
-    from ..config import validate
+    from ..config import checked_sample
     from ..generate import clamps_x0, load_run, make_grid_sigmas
     from ..progress import step_bar
     from .common import sample_config_from_args
@@ -422,7 +422,7 @@ def _sampled(args: argparse.Namespace) -> list:
             "draws its forward process and its sampler's reverse one)"
         )
     sample = sample_config_from_args(run_.config.sample, args, run_)
-    validate(replace(run_.config, sample=sample))
+    checked_sample(run_.config, sample)
     out = _out(args, run_.path / "explain", sidecars=(".gif", ".mp4") if args.what == "trajectory" else ())
     n = args.n if args.n is not None else {4: 16, 3: 16, 2: 4}.get(len(run_.data_shape), 500)
     seeds = list(range(sample.seed, sample.seed + n))

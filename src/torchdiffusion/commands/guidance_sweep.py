@@ -48,9 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from ..config import validate
+    from ..config import checked_sample
     from ..evaluation.evaluate import EvaluateError, fitting_classifier
     from ..evaluation.guidance_sweep import SWEEP_FILES, SWEEP_RECORD, real_diversity, save_sweep, sweep
     from ..generate import load_run
@@ -79,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         )
     fixed = {"n": "--n-per-class", "seed": "--seed", "guidance": "--scales"}
     sample = sample_config_from_args(run_.config.sample, args, run_, fixed)  # --seed and --batch-size included
-    sample = validate(replace(run_.config, sample=sample)).sample  # refused before a classifier is loaded
+    sample = checked_sample(run_.config, sample)  # refused before a classifier is loaded
     spec = args.classifier or run_.config.data.source
     try:  # it must read the run's images and tell its K classes (context: one-hot contexts) apart
         clf = fitting_classifier(spec, run_.image_shape[0], K, names=run_.info.get("class_names"))

@@ -59,9 +59,7 @@ def check_kind_options(args: argparse.Namespace, kind: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from ..config import ConfigError, validate
+    from ..config import ConfigError, checked_sample
     from ..generate import load_run
     from ..kinds import draw, infill_text, save, schema_of
 
@@ -69,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     check_kind_options(args, run_.kind)
     fixed = {"n": "the rows, texts or series given", "seed": "--seed"}
     sample = sample_config_from_args(run_.config.sample, args, run_, fixed)
-    sample = validate(replace(run_.config, sample=sample)).sample
+    sample = checked_sample(run_.config, sample)
     if run_.kind == "signal":
         return impute_signals(run_, args, sample)
     if args.series or args.mask:

@@ -106,7 +106,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     from dataclasses import replace
 
     from ..cond import build_cond, parse_classes
-    from ..config import SamplerSettings, validate
+    from ..config import SamplerSettings, checked_sample
     from ..generate import clamped, clamps_x0, guidance_of, stop_short
     from ..guidance import guided_denoiser
     from ..provenance import note_sampling
@@ -116,7 +116,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     sample = sample_config_from_args(run_.config.sample, args, run_)
     if solver is not None:
         sample = replace(sample, sampler=solver, settings=SamplerSettings())
-    validate(replace(run_.config, sample=sample))
+    checked_sample(run_.config, sample)
     if getattr(args, "classes", None):
         classes = parse_classes(args.classes)
         cond = build_cond(run_.config.model, n or len(classes), classes=classes)

@@ -239,7 +239,7 @@ def list_samplers() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, validate
+    from ..config import ConfigError, checked_sample
 
     if args.list_samplers:
         print(list_samplers())
@@ -256,11 +256,9 @@ def run(args: argparse.Namespace) -> int:
         return sample_discrete(run_, sample, args)
     if args.given:
         raise ConfigError(f"--given fixes cells of a table; {args.run} holds {run_.kind} data")
-    from dataclasses import replace
-
-    validate(replace(run_.config, sample=sample))
+    checked_sample(run_.config, sample)
     sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
-    validate(replace(run_.config, sample=sample))  # the guidance interval and rescale
+    checked_sample(run_.config, sample)  # the guidance interval and rescale
     refuse_unread_options(run_, sample, args)
     tag = f"-w{sample.guidance:g}" if cond is not None else ""
     out = (
@@ -445,9 +443,7 @@ class Recorder:
 
 def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     """Tables: a CSV of sample.n rows (+ marginals picture); sequences: a text file of sample.n lines (+ picture)."""
-    from dataclasses import replace
-
-    from ..config import ConfigError, validate
+    from ..config import ConfigError, checked_sample
     from ..kinds import draw, given_cells, save, schema_of
     from .common import given_options
 
@@ -459,7 +455,7 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} does not apply to {run_.kind} runs")
     if args.given and run_.kind != "table":
         raise ConfigError(f"--given fixes cells of a table; {args.run} holds {run_.kind} data")
-    validate(replace(run_.config, sample=sample))
+    checked_sample(run_.config, sample)
     suffix = ".csv" if run_.kind == "table" else ".txt"
     out = Path(args.out) if args.out else run_.path / "samples" / f"{run_.kind}-seed{sample.seed}{suffix}"
     if out.suffix.lower() != suffix:

@@ -444,7 +444,7 @@ def _draw_samples(
     sampling: Callable | None = None,
 ):
     """(samples, class labels or None, the sampling record) - class k = image index mod K for class models."""
-    from ..config import unread_flag, validate, with_sampler
+    from ..config import checked_sample, unread_flag, with_sampler
     from ..generate import generate
     from ..progress import step_bar
 
@@ -458,7 +458,7 @@ def _draw_samples(
     sample = replace(sample, n=n, batch_size=batch_size, **over)  # the arguments above over ``sampling``'s
     if sampler and sampler != run.config.sample.sampler:  # the run's settings were its own sampler's
         sample = with_sampler(sample, sampler)
-    validate(replace(run.config, sample=sample))  # e.g. a student asked for more steps than it was distilled for
+    checked_sample(run.config, sample)  # e.g. a student asked for more steps than it was distilled for
     K = run.config.model.num_classes
     labels = torch.arange(n) % K if K > 0 else None
     cond = None if labels is None else {"class": labels}

@@ -160,10 +160,8 @@ def parse_command(
 def precheck(args: argparse.Namespace, run_dir: Path) -> None:
     """The run's config with the sampling parameters applied must pass the config validation (as ``sample``
     checks it before sampling), so a bad setting is a 400 now rather than a failed job later."""
-    from dataclasses import replace
-
     from ..commands.common import sample_config_from_args
-    from ..config import from_json, validate
+    from ..config import checked_sample, from_json, validate
     from ..generate import RunError
 
     cfg_file = run_dir / "config.json"
@@ -173,4 +171,4 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         cfg = validate(from_json(cfg_file.read_text()))
     except UnicodeDecodeError:
         raise RunError(f"{run_dir.name}/config.json is not text") from None
-    validate(replace(cfg, sample=sample_config_from_args(cfg.sample, args)))
+    checked_sample(cfg, sample_config_from_args(cfg.sample, args))
