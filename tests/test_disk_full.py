@@ -97,7 +97,8 @@ def test_a_full_disk_during_training_then_space_again_gives_the_same_weights(ref
 
 def test_a_full_disk_when_writing_a_grid_a_gif_or_a_report_leaves_the_old_file(tmp_path):
     from torchdiffusion.evaluation.evaluate import write_report
-    from torchdiffusion.viz import save_gif, save_grid, save_json
+    from torchdiffusion.io import write_json
+    from torchdiffusion.viz import save_gif, save_grid
 
     images = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     frames = [np.random.default_rng(k).integers(0, 255, (64, 64, 3), dtype=np.uint8) for k in range(20)]
@@ -105,7 +106,7 @@ def test_a_full_disk_when_writing_a_grid_a_gif_or_a_report_leaves_the_old_file(t
         "grid.png": lambda p: save_grid(images, p),
         "denoise.gif": lambda p: save_gif(frames, p, scale=2),
         "report.json": lambda p: write_report({"x": list(range(20000))}, None, p.parent),
-        "samples.json": lambda p: save_json({"x": list(range(20000))}, p),
+        "samples.json": lambda p: write_json({"x": list(range(20000))}, p),
     }
     with small_disk(tmp_path / "disk", 4096) as disk:
         for name in writers:

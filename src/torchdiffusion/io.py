@@ -201,6 +201,12 @@ def json_text(obj: Any, **kwargs: Any) -> str:
     return json.dumps(finite(obj), allow_nan=False, **kwargs)
 
 
+def write_json(obj: Any, path: str | Path, indent: int | None = 2) -> Path:
+    """``obj`` as indented JSON (non-finite numbers as null, :func:`json_text`; anything else JSON has no type for
+    as its ``str``), written atomically: every JSON record and report a command writes goes through here."""
+    return atomic_write(path, json_text(obj, indent=indent, default=str) + "\n")
+
+
 def append_text(path: str | Path, text: str) -> None:
     """Append ``text`` to a log file (not atomic: a kill may leave a partial last line, which readers skip).
 

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .config import ConfigError, DataConfig, RunConfig
 from .data.base import TensorData
-from .io import atomic_write, cache_dir, json_text, sha256_file, sha256_tensor
+from .io import atomic_write, cache_dir, sha256_file, sha256_tensor, write_json
 
 CACHE_FORMAT = 1  # bump when the cache's content or record changes meaning
 RECORD_KEY = "latents_of"  # run.json: {"path": autoencoder run folder, "sha256": its weights}
@@ -252,7 +252,7 @@ def _encode_to(path: Path, codec: LatentCodec, x: Tensor, *, progress: bool) -> 
         z = codec.encode(x, bar=bar).numpy()
     atomic_write(path, lambda f: np.save(f, z))
     record = {"format": CACHE_FORMAT, "autoencoder": codec.record(), "shape": list(z.shape)}
-    atomic_write(path.with_suffix(".json"), json_text(record | {"npy_sha256": sha256_file(path)}) + "\n")
+    write_json(record | {"npy_sha256": sha256_file(path)}, path.with_suffix(".json"), indent=None)
 
 
 def _read_cache(path: Path, codec: LatentCodec, n: int) -> Tensor:

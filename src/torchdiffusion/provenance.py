@@ -46,7 +46,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write, cache_dir, json_text, sha256_file, watch_writes
+from .io import cache_dir, sha256_file, watch_writes, write_json
 
 FORMAT = "torchdiffusion-manifest"
 VERSION = 1
@@ -250,7 +250,7 @@ def write_manifest(artefact: str | Path, record: dict, files: dict[str, str] | N
         "files": dict(files or {}),
     }
     with watch_writes(None):  # a manifest is not itself an artefact of the command being recorded
-        return atomic_write(manifest_path(artefact), json_text(record, indent=2, default=str) + "\n")
+        return write_json(record, manifest_path(artefact))
 
 
 def read_manifest(path: str | Path) -> dict:

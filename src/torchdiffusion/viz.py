@@ -17,12 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .io import atomic_write, json_text
-
-
-def save_json(obj: dict, path: str | Path) -> Path:
-    """Write ``obj`` as indented JSON atomically (a reader never sees half a file)."""
-    return atomic_write(path, json_text(obj, indent=2, default=str))
+from .io import atomic_write
 
 
 def shown_channels(channels: int) -> int:

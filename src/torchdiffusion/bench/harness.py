@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..config import ConfigError, SampleConfig
 from ..generate import sampling_plan
-from ..io import atomic_write, json_text
+from ..io import atomic_write, write_json
 from ..precond import Precond
 from ..process import DiscreteVP
 from ..samplers import DETERMINISTIC, SAMPLERS, get_sampler, steps_for_nfe
@@ -467,7 +467,7 @@ def write_results(rows: list[Row], cfg: BenchConfig, out_dir: str | Path, comman
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"command": command, "config": asdict(cfg), "rows": [asdict(r) for r in rows]}
-    atomic_write(out / "results.json", json_text(doc, indent=1, default=str))
+    write_json(doc, out / "results.json", indent=1)
     md = "\n".join(
         [
             f"Command: `{command}`",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io import atomic_write, json_text
+from ..io import write_json
 from .argtypes import MAX_BATCH, MAX_PIXELS, MAX_THREADS, check_output_file, nonneg_int, positive_int
 
 HELP = "time U-Net training steps (fp32/bf16, channels_last on/off) against a FLOP-matched diffusers UNet2DModel"
@@ -104,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
     report = B.make_report(cfg.preset, shape, batch, models, diffusers_note, peaks, notes, results)
     print(B.markdown(report))
     if args.out:
-        atomic_write(args.out, json_text(report, indent=2))
+        write_json(report, args.out)
     return 0

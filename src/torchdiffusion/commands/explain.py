@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..io import json_text
+from ..io import write_json
 from .argtypes import MAX_STEPS, check_output_file, int_in, nonneg_int, positive_float, positive_int
 from .common import add_sampling_arguments, given_options
 
@@ -379,7 +379,6 @@ def _shortcuts(args: argparse.Namespace) -> list:
     """Train the toy students (reflow, consistency distillation) of the exact 8-Gaussians teacher; one figure."""
 
     from .. import explain as ex
-    from ..io import atomic_write
     from ..shortcuts.toy import toy_numbers, train_toy_shortcuts
 
     out = _out(args, None, sidecars=(".json",))
@@ -390,7 +389,7 @@ def _shortcuts(args: argparse.Namespace) -> list:
         ex.plot_shortcuts(toy, out, seed=args.seed or 0, numbers=numbers)
         bar.update(1)
     record = {"images_per_student": args.images or 300_000, "seed": args.seed or 0, "straightness": numbers}
-    atomic_write(numbers_path, json_text(record, indent=2) + "\n")
+    write_json(record, numbers_path)
     return [out, numbers_path]
 
 

@@ -320,10 +320,10 @@ def write_samples(
     import numpy as np
 
     from ..generate import generate, network_evaluations
-    from ..io import atomic_write
+    from ..io import atomic_write, write_json
     from ..progress import chain, step_bar
     from ..samplers import nfe
-    from ..viz import channel_note, save_json, save_samples
+    from ..viz import channel_note, save_samples
 
     seeds = list(range(sample.seed, sample.seed + sample.n))
     # the grid and the settings it brings, resolved once: counted, sampled and recorded alike
@@ -373,7 +373,7 @@ def write_samples(
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
     # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.
     paths.append(
-        save_json(
+        write_json(
             {
                 "run": str(run_.path),
                 "seeds": [seeds[0], seeds[-1]],

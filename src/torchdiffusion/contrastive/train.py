@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ConfigError, to_dict, to_json
-from ..io import atomic_write, json_text
+from ..io import atomic_write, json_text, write_json
 from .config import ContrastiveConfig
 from .metrics import heldout_report
 from .model import WEIGHTS_NAME, ContrastiveModel, FrozenBackboneTower, info_nce, save_contrastive
@@ -190,7 +190,7 @@ def train_contrastive(
                 window = []
     report = _final_report(model, cfg, train, holdout, seen)
     save_contrastive(model, out / WEIGHTS_NAME, card={k: report[k] for k in ("preset", "data", "images_seen")})
-    atomic_write(out / "report.json", json_text(report, indent=2) + "\n")
+    write_json(report, out / "report.json")
     return report
 
 

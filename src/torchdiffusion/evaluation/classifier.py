@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..io import atomic_write, json_text, save_safetensors
+from ..io import save_safetensors, write_json
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -224,7 +224,7 @@ def save_classifier(net: nn.Module, path: str | Path, card: dict | None = None) 
     path = Path(path)
     save_safetensors(net.state_dict(), path, metadata={"config": json.dumps(asdict(net.cfg))})
     if card is not None:
-        atomic_write(path.with_suffix(".json"), json_text(card, indent=2) + "\n")
+        write_json(card, path.with_suffix(".json"))
     return path
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..io import atomic_write, json_text, sha256_tensor
+from ..io import atomic_write, sha256_tensor, write_json
 from . import features as FE
 from . import metrics as M
 from .classifier import (
@@ -612,7 +612,7 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path, pictures
     evaluation's only: a picture of that name that another command wrote there stays (:func:`_of_an_evaluation`)."""
     out = Path(out)
     evaluated_before = (out / "report.json").is_file()
-    atomic_write(out / "report.json", json_text(report, indent=2, default=str) + "\n")
+    write_json(report, out / "report.json")
     written = {"report.json", "summary.html", *pictures}
     imgs = ""
     if samples is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_write, json_text
+from ..io import atomic_write, write_json
 from ..types import Callback
 
 
@@ -183,11 +183,6 @@ def _savefig(fig, path: Path) -> Path:
     return path
 
 
-def write_json(obj: dict, path: Path) -> Path:
-    """``obj`` without its private ``_`` keys, as JSON, written atomically."""
-    return atomic_write(path, json_text({k: v for k, v in obj.items() if not k.startswith("_")}, indent=2) + "\n")
-
-
 SWEEP_FILES = ("sweep.json", "sweep.png", "grid.png")  # what save_sweep writes in its folder
 SWEEP_RECORD = ("sweep.json", ("run", "scales"))  # a sweep's folder is known by its numbers
 
@@ -196,7 +191,7 @@ def save_sweep(result: dict, out: Path, title: str = "") -> list[Path]:
     """``out``/sweep.json (the numbers), sweep.png (:func:`plot_sweep`) and grid.png (:func:`plot_grid`): the
     :data:`SWEEP_FILES`."""
     return [
-        write_json(result, out / "sweep.json"),
+        write_json({k: v for k, v in result.items() if not k.startswith("_")}, out / "sweep.json"),  # not _ keys
         plot_sweep(result, out / "sweep.png", title),
         plot_grid(result, out / "grid.png"),
     ]

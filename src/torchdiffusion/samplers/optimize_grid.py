@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..io import atomic_write, json_text
+from ..io import write_json
 from ..schedules import exponential_sigmas, karras_sigmas
 from ..types import Denoiser
 from . import get_sampler, sample_adaptive, steps_for_nfe
@@ -286,7 +286,7 @@ def optimize_grid(
 def save_grid(path: str | Path, sigmas: Tensor, meta: dict) -> None:
     """Write a grid and its metadata as JSON, atomically."""
     doc = {"sigmas": [float(v) for v in sigmas], **meta}
-    atomic_write(path, json_text(doc, indent=2))
+    write_json(doc, path)
 
 
 def load_grid(path: str | Path) -> tuple[Tensor, dict]:

@@ -29,7 +29,7 @@ from ..autoencoder import (
     save_autoencoder,
 )
 from ..config import to_json
-from ..io import append_text, atomic_write, json_text
+from ..io import append_text, atomic_write, json_text, write_json
 from ..nets.autoencoder import AutoencoderKL
 from .state import LIMITS, Clock
 
@@ -156,5 +156,5 @@ def finish(
     grid = torch.cat([originals, reconstruct(net, originals)])
     save_grid(grid, out / RECONSTRUCTIONS_FILE, nrow=nrow)
     save_autoencoder(net, out / WEIGHTS_FILE, scale, tuple(x_train.shape[1:]))
-    atomic_write(out / INFO_FILE, json_text(summary, indent=2) + "\n")
+    write_json(summary, out / INFO_FILE)
     return summary

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..io import atomic_write, json_text, sha256_file
+from ..io import atomic_write, sha256_file, write_json
 
 STATE_FORMAT = "torchdiffusion-train-state"
 STATE_VERSION = 1
@@ -84,7 +84,7 @@ def export_weights(out: str | Path, states: dict[str, dict[str, Tensor]]) -> dic
 
 def write_run_info(out: str | Path, info: dict) -> Path:
     """Write run.json atomically (last of a checkpoint: it vouches for the weights files written before it)."""
-    return atomic_write(Path(out) / RUN_INFO, json_text(info, indent=2) + "\n")
+    return write_json(info, Path(out) / RUN_INFO)
 
 
 def list_states(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
