@@ -59,6 +59,16 @@ def test_a_changed_artefact_is_reported_different(made, tmp_path, capsys):
     capsys.readouterr()
     assert main(["reproduce", str(tmp_path / ("g.png" + P.SUFFIX))]) == 1
     assert "g.png: different" in capsys.readouterr().out
+    # --out in the original's own folder would write the regenerated file over it (and then call it identical)
+    changed = (tmp_path / "g.png").read_bytes()
+    for out in (tmp_path, tmp_path / "." / ""):
+        assert main(["reproduce", str(tmp_path / ("g.png" + P.SUFFIX)), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "holds the original g.png" in err[0], err
+    assert (tmp_path / "g.png").read_bytes() == changed and sorted(p.name for p in tmp_path.iterdir()) == [
+        "g.png",
+        "g.png" + P.SUFFIX,
+    ]
 
 
 def test_compare_by_content_and_tolerance(tmp_path):

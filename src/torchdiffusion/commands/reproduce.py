@@ -137,6 +137,7 @@ def environment_note(m: dict) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
     from ..provenance import artefact_digest, compare, read_manifest
     from .argtypes import check_output_dir
     from .sample import SIDECARS
@@ -149,11 +150,14 @@ def run(args: argparse.Namespace) -> int:
     original = where.parent / art["name"]  # beside its manifest, wherever the two were moved
     # the artefact and what sample writes beside it land in --out (checked again at every write: Redirect.route)
     beside = (art["name"], *(Path(art["name"]).with_suffix(s).name for s in SIDECARS))
-    out = (
-        check_output_dir(args.out, writes=beside)
-        if args.out
-        else Path(tempfile.mkdtemp(prefix="torchdiffusion-reproduce-"))
-    )
+    if args.out:
+        out = check_output_dir(args.out, writes=beside)
+        if out.resolve() in (original.parent.resolve(), written_at.parent.resolve()):  # the regenerated over the old
+            raise ConfigError(
+                f"--out {args.out} holds the original {art['name']}: choose another folder for the new files"
+            )
+    else:
+        out = Path(tempfile.mkdtemp(prefix="torchdiffusion-reproduce-"))
     try:
         rc = rerun(m, out.resolve(), written_at.parent)
         if rc != 0:
