@@ -194,6 +194,27 @@ def test_the_same_command_writes_its_outputs_again(made, tmp_path):
     assert main(argv[:7] + argv[8:]) == 0  # without --save-npy nothing is written over it
 
 
+def test_files_written_beside_a_replaced_output_go_with_it(made, tmp_path, capsys):
+    """sample --out g.png over an earlier --gif --save-npy draw of other seeds: the old g.gif and g.npy (and their
+    manifests) described the g.png that is gone and are removed; one the user changed since, a file of another stem,
+    and the companions of a draw replaced by the same picture stay."""
+    run, out = str(made / "run"), tmp_path / "out"
+    first = ["sample", run, "--n", "3", "--seed", "4", "--gif", "--save-npy", "--out", str(out / "g.png")]
+    assert main(first) == 0
+    (out / "other.npy").write_bytes((out / "g.npy").read_bytes())
+    assert main(["sample", run, "--n", "3", "--seed", "4", "--out", str(out / "g.png")]) == 0  # the same picture
+    assert (out / "g.gif").is_file() and (out / "g.npy").is_file()
+    capsys.readouterr()
+    assert main(["sample", run, "--n", "3", "--seed", "9", "--out", str(out / "g.png")]) == 0  # another picture
+    assert "removed g.gif, g.npy" in capsys.readouterr().err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["g.json", "g.png", "g.png" + P.SUFFIX, "other.npy"], names
+    assert main(first) == 0
+    np.save(out / "g.npy", np.zeros(3))  # the user's own since: kept
+    assert main(["sample", run, "--n", "3", "--seed", "9", "--out", str(out / "g.png")]) == 0
+    assert (out / "g.npy").is_file() and not (out / "g.gif").exists()
+
+
 def test_an_editing_manifest_records_the_images_it_drew(made):
     """inpaint --n 2: two images, image k from seed + k (edit.inpaint_images), recorded as such."""
     (rec,) = json.loads((made / "out" / ("e.png" + P.SUFFIX)).read_text())["sampling"]

@@ -323,11 +323,68 @@ class Recording:
         if stopped is not None:
             base["stopped"] = stopped
         digests = {p: artefact_digest(p)[0] for p in self.files if p.is_file() and not p.name.endswith(SUFFIX)}
+        earlier = {a: _earlier_manifest(a) for a in arts if a.is_file()}  # read before they are replaced
         out = []
         for a in arts:
             others = {str(_rel(p, a.parent)): d for p, d in digests.items() if p != a}
             out.append(write_manifest(a, {**base, "kind": f"{self.command}:{_kind(a)}"}, others))
+        if stopped is None:
+            self._remove_stale_companions(earlier, digests)
         return out
+
+    def _remove_stale_companions(self, earlier: dict[Path, dict | None], digests: dict[Path, str]) -> None:
+        """Remove what an earlier command wrote beside an artefact this one replaced with other content and did not
+        write again (``sample --out g.png`` after ``sample --gif --save-npy --out g.png``: the old g.gif and g.npy,
+        and their manifests, vouched for a g.png that is gone). Only files of the artefact's stem in its folder,
+        unchanged since they were written (their recorded sha256), that were written with another version of it:
+        their own manifest lists it with other content, or (the .json settings record, which has no manifest) its
+        earlier manifest lists them and it now holds other content."""
+        removed: list[Path] = []
+        for a, m in earlier.items():
+            new, gone = digests.get(a), []
+            for p, digest in _companions(a, m, new).items():
+                if p in self.files or p in removed or not p.is_file() or artefact_digest(p)[0] != digest:
+                    continue
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    manifest_path(p).unlink(missing_ok=True)
+                    gone.append(p)
+            if gone:
+                names = ", ".join(p.name for p in gone)
+                print(
+                    f"removed {names}: an earlier command wrote them beside the {a.name} this one replaced",
+                    file=sys.stderr,
+                )
+            removed += gone
+
+
+def _companions(a: Path, earlier: dict | None, new: str | None) -> dict[Path, str]:
+    """{file: its sha256 when written} of the files of ``a``'s stem an earlier command wrote beside another
+    version of ``a`` (``new``: its content now): see Recording._remove_stale_companions."""
+    found: dict[Path, str] = {}
+    if earlier and earlier.get("artefact", {}).get("sha256") != new and isinstance(earlier.get("files"), dict):
+        for name, digest in earlier["files"].items():
+            found[a.parent / str(name)] = str(digest)
+    for mf in a.parent.iterdir():
+        if not (mf.name.startswith(a.stem + ".") and mf.name.endswith(SUFFIX)) or mf == manifest_path(a):
+            continue
+        m = _earlier_manifest(mf.parent / mf.name[: -len(SUFFIX)])
+        files = m.get("files") if m else None
+        if isinstance(files, dict) and a.name in files and files[a.name] != new:
+            found[mf.parent / mf.name[: -len(SUFFIX)]] = m["artefact"]["sha256"]
+    return {
+        p: d
+        for p, d in sorted(found.items())
+        if p.parent == a.parent and p != a and p.name.startswith(a.stem + ".") and not p.name.endswith(SUFFIX)
+    }
+
+
+def _earlier_manifest(artefact: Path) -> dict | None:
+    """The manifest an earlier command left beside ``artefact``, or None (none, or not one we can read)."""
+    try:
+        return read_manifest(manifest_path(artefact))
+    except ManifestError:
+        return None
 
 
 def _rel(p: Path, root: Path) -> Path:
