@@ -92,6 +92,47 @@ def test_list_samplers_shows_settings_defaults_and_whole_descriptions():
     assert "dpmpp_2m_exact" in text and "dpmpp_2s_sde" in text
 
 
+def test_every_listed_setting_can_be_set():
+    """Each setting --list-samplers advertises is a SamplerSettings field (sample.settings.<name>) and a flag of
+    sample's (adaptive's h_init and max_steps were listed but could be set neither way)."""
+    import dataclasses
+
+    from torchdiffusion.commands.sample import add_arguments
+    from torchdiffusion.config import SamplerSettings
+    from torchdiffusion.samplers import SAMPLERS, sampler_settings
+
+    fields = {f.name for f in dataclasses.fields(SamplerSettings)}
+    parser = __import__("argparse").ArgumentParser()
+    add_arguments(parser)
+    flags = {o for a in parser._actions for o in a.option_strings}
+    for name in SAMPLERS:
+        for setting in sampler_settings(name):
+            assert setting in fields, (name, setting)
+            assert "--" + setting.replace("_", "-") in flags, (name, setting)
+
+
+def test_the_samplers_page_lists_every_sampler_with_its_settings():
+    """docs/samplers.md's table (what --list-samplers prints, for readers): a row for every sampler, naming each
+    setting it takes."""
+    import re
+    from pathlib import Path
+
+    from torchdiffusion.samplers import SAMPLERS, sampler_settings
+
+    page = (Path(__file__).parents[1] / "docs" / "samplers.md").read_text()
+    table = page.split("| name | method | settings (default) | NFE on n steps |\n")[1].split("\n\n")[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| `") and len(cells) == 4:
+            for name in re.findall(r"`(\w+)`", cells[0]):
+                rows[name] = cells[2]
+    for name in SAMPLERS:
+        assert name in rows, name
+        for setting in sampler_settings(name):
+            assert f"`{setting}`" in rows[name], (name, setting)
+
+
 def test_sample_uses_the_tuned_grid_bench_samplers_fitted(run, tmp_path):
     code, _, err = cli(
         "sample", run, "--grid", "tuned", "--steps", 3, "--sampler", "euler", "--out", tmp_path / "x.png"

@@ -179,7 +179,9 @@ DETERMINISTIC = tuple(
     or (name.startswith("dpmpp") and "sde" not in name)
 )
 
-_NOT_SETTINGS = ("noise", "callback", "stats")
+# keyword arguments of sampler functions that are not settings: a SamplerSettings field each setting is, and adaptive's
+# first trial step and step budget are the library's (a config field more would change every run's config sha256)
+_NOT_SETTINGS = ("noise", "callback", "stats", "h_init", "max_steps")
 
 # The order UniPC takes on the ``auto`` grid of an unclamped run when none is set (generate.resolve_grid): with
 # log-SNR steps of h ~ 1-1.5 (5-10 steps from sigma 80) order 3 extrapolates too far - at 5 steps it is 0.78-1.34x

@@ -56,8 +56,8 @@ def sample_adaptive(
 
     ``callback`` gets one StepInfo per accepted step (``n`` = 0 because the number of steps is not known in
     advance). ``h_init`` is the first trial step in log sigma."""
-    if rtol <= 0 or atol <= 0 or h_init <= 0:
-        raise ValueError("adaptive solver needs rtol > 0, atol > 0 and h_init > 0")
+    if not (rtol > 0 and atol > 0 and h_init > 0 and max_steps >= 1):  # (NaN fails each)
+        raise ValueError("adaptive solver needs rtol > 0, atol > 0, h_init > 0 and max_steps >= 1")
     s = check_sigmas(sigmas)
     positive = [v for v in s if v > 0]
     t, t_end = math.log(positive[0]), math.log(positive[-1])
@@ -72,7 +72,10 @@ def sample_adaptive(
     h = -h_init
     while t > t_end:
         if count["accepted"] + count["rejected"] >= max_steps:
-            raise RuntimeError(f"adaptive solver: no convergence in {max_steps} steps (rtol={rtol}, atol={atol})")
+            raise ValueError(  # the settings' doing: told in one line, as a bad setting is
+                f"adaptive solver: not done after max_steps={max_steps} trial steps (rtol={rtol:g}, atol={atol:g}); "
+                "loosen the tolerances (--rtol, --atol)"
+            )
         h = max(h, t_end - t)  # h < 0: we integrate towards smaller sigma; do not overshoot sigma_min
         ks = [k1]
         for j in range(1, 7):
