@@ -219,6 +219,11 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
     assert rc == 0 and report["kind"] == "sequence" and report["sampling"] == {"steps": 3, "seed": 10_000}, err
     assert {"samples.txt", "samples.png"} <= {p.name for p in (tmp_path / "ev").iterdir()}
     assert "samples.png" in (tmp_path / "ev" / "summary.html").read_text()
+    rc, _, err = cli("sample", run, "--n", "3", "--steps", "2", "--out", tmp_path / "s.txt")
+    record = json.loads((tmp_path / "s.json").read_text())  # the settings record: the process's own steps
+    assert rc == 0 and (record["nfe"], record["grid_used"], record["files"]) == (2, None, ["s.txt", "s.png"]), err
+    (draw,) = json.loads((tmp_path / "s.txt.manifest.json").read_text())["sampling"]
+    assert (draw["sampler"], draw["grid"], draw["steps"], draw["n"]) == (None, None, 2, 3)
     for args, msg in [
         (("impute", run, "--text", "abz_", "--out", tmp_path / "g.txt"), "'z', which is not in the model's"),
         (("sample", run, "--given", "a=1", "--out", tmp_path / "g.txt"), "--given fixes cells of a table"),

@@ -231,6 +231,17 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         assert rc == 0, err
         drawn[name] = (tmp_path / f"{name}.csv").read_text()
     assert drawn["default"] == drawn["heun"] != drawn["euler"]
+    # what made them, beside them: the settings record and each file's manifest name the draw
+    record = json.loads((tmp_path / "euler.json").read_text())
+    assert (record["sample"]["sampler"], record["seeds"], record["nfe"]) == ("euler", [0, 4], 4)
+    assert record["grid_used"]["grid"] and record["files"] == ["euler.csv", "euler.png"]
+    given = json.loads((tmp_path / "s.json").read_text())
+    assert given["given"] == ["kind=c2"] and given["nfe"] == 2 * 4 - 1  # the preset's heun
+    for name in ("euler.csv", "euler.png"):
+        (draw,) = json.loads((tmp_path / f"{name}.manifest.json").read_text())["sampling"]
+        assert (draw["sampler"], draw["steps"], draw["seeds"], draw["n"]) == ("euler", 4, [[0, 4]], 5)
+    (draw,) = json.loads((tmp_path / "s.csv.manifest.json").read_text())["sampling"]
+    assert draw["wrappers"] == [{"name": "known cells", "fixed": 6}]
     rc, _, err = cli("evaluate", run, "--n", "16", "--sampler", "euler", "--steps", "3", "--grid", "exponential",
                      "--out", tmp_path / "ev")  # fmt: skip
     report = json.loads((tmp_path / "ev" / "report.json").read_text())

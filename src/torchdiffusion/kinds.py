@@ -45,18 +45,24 @@ def draw(
     progress: bool = True,
     stop=None,
     grid_dir: str | Path | None = None,
+    plan: tuple | None = None,
 ) -> Tensor:
     """Encoded samples (N, D) or (N, L), sample k from seeds[k] alone, in batches of ``sample.batch_size`` with a
     step bar: a table's numeric part by ``sample.sampler`` on ``sample.grid`` (tabular.sample_table; ``grid_dir``:
-    the run folder's ``grids/``, where a distilled student's grid lies), a sequence by ``sample.steps`` reverse
-    steps of its process (sequences.sample_sequences)."""
+    the run folder's ``grids/``, where a distilled student's grid lies; ``plan``: its tabular.sampling_plan_of,
+    when the caller has it), a sequence by ``sample.steps`` reverse steps of its process
+    (sequences.sample_sequences). The draw is noted for the command's manifests (provenance.note_sampling)."""
     from .progress import step_bar
+    from .provenance import note_sampling
     from .sequences import sample_sequences
     from .tabular import sample_table, sampling_plan_of
 
     seeds = list(seeds)
+    known_cells = [] if known_mask is None else [{"name": "known cells", "fixed": int(known_mask.sum())}]
+    device = str(next(model.parameters()).device)
+    note_sampling(sample, seeds, wrappers=known_cells, device=device, own_process=kind != "table")
     if kind == "table":
-        plan = sampling_plan_of(model, sample, grid_dir)  # once for every batch
+        plan = plan or sampling_plan_of(model, sample, grid_dir)  # once for every batch
         steps = len(plan[0]) - 1
 
         def fn(model, seeds, known, known_mask, callback):

@@ -169,17 +169,19 @@ def sampling_record(
     conditioning: Sequence[str] | None = None,
     device: str | None = None,
     precision: str = "fp32",
+    own_process: bool = False,
 ) -> dict:
-    """Sampler, σ grid, steps, settings, seeds (as ranges), guidance and the denoiser wrappers of one draw."""
+    """Sampler, σ grid, steps, settings, seeds (as ranges), guidance and the denoiser wrappers of one draw;
+    ``own_process``: a sequence run's draw, by its process's own reverse steps (no sampler, grid or settings)."""
     settings = {k: v for k, v in dataclasses.asdict(sample.settings).items() if v is not None}
     guidance = {"scale": sample.guidance, "interval": sample.guidance_interval, "rescale": sample.guidance_rescale}
     return {
-        "sampler": sample.sampler,
+        "sampler": None if own_process else sample.sampler,
         "steps": sample.steps,
-        "grid": sample.grid,
-        "rho": sample.rho,
-        "spacing": sample.spacing,
-        "settings": settings,
+        "grid": None if own_process else sample.grid,
+        "rho": None if own_process else sample.rho,
+        "spacing": None if own_process else sample.spacing,
+        "settings": {} if own_process else settings,
         "clip_denoised": sample.clip_denoised,
         "seeds": seed_ranges(seeds) if seeds is not None else None,
         "n": len(seeds) if seeds is not None else None,

@@ -444,7 +444,10 @@ class Recorder:
 def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     """Tables: a CSV of sample.n rows (+ marginals picture); sequences: a text file of sample.n lines (+ picture)."""
     from ..config import ConfigError, checked_sample
+    from ..io import write_json
     from ..kinds import draw, given_cells, save, schema_of
+    from ..samplers import nfe
+    from ..tabular import sampling_plan_of
     from .common import given_options
 
     # what a table or sequence reads (the sampler's options: sample_config_from_args refuses them for a sequence);
@@ -460,14 +463,30 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_.path / "samples" / f"{run_.kind}-seed{sample.seed}{suffix}"
     if out.suffix.lower() != suffix:
         raise ConfigError(f"--out must end in {suffix} for {run_.kind} samples, got {out}")
-    check_output_file(out, sidecars=(".png",))  # kinds.save draws them beside
+    check_output_file(out, sidecars=(".png", SIDECARS[0]))  # kinds.save draws them beside; the settings record
     schema = schema_of(run_.info, run_.kind)
     known = mask = None
     if args.given:
         known, mask = given_cells(schema, args.given, sample.n)
-    seeds, grids = range(sample.seed, sample.seed + sample.n), run_.path / "grids"
-    x = draw(run_.model, run_.kind, seeds, sample, known=known, known_mask=mask, grid_dir=grids)
+    seeds, grids = list(range(sample.seed, sample.seed + sample.n)), run_.path / "grids"
+    plan = sampling_plan_of(run_.model, sample, grids) if run_.kind == "table" else None
+    x = draw(run_.model, run_.kind, seeds, sample, known=known, known_mask=mask, grid_dir=grids, plan=plan)
     how = f"{sample.sampler}, " if run_.kind == "table" else ""
-    for p in save(x, run_.kind, schema, out, title=f"{sample.n} samples, {how}{sample.steps} steps"):
+    paths = save(x, run_.kind, schema, out, title=f"{sample.n} samples, {how}{sample.steps} steps")
+    # what made them, as beside an image grid: a table's sampler on its grid; a sequence's own reverse steps
+    spent = nfe(sample.sampler, sample.steps, **plan[1]) if plan else sample.steps
+    record = {
+        "run": str(run_.path),
+        "seeds": [seeds[0], seeds[-1]],
+        "nfe": spent,  # network evaluations per sample
+        "network_evaluations_per_image": spent,
+        "grid_used": plan[2] if plan else None,
+        "given": list(args.given or []),
+        "sample": dataclasses.asdict(sample),
+        "run_config": dataclasses.asdict(run_.config),
+        "files": [p.name for p in paths],
+    }
+    paths.append(write_json(record, out.with_suffix(SIDECARS[0])))
+    for p in paths:
         print(p)
     return 0
