@@ -39,6 +39,21 @@ def test_bench_samplers_on_the_exact_mixture(tmp_path):
     assert_plot(out / "plot.png")
 
 
+def test_no_tuned_sampler_is_asked_for_on_standard_grids(tmp_path):
+    """--tuned-samplers '' (no sampler tuned) beside standard grids asks for what leaving it out does: accepted,
+    and no grid is fitted."""
+    out = tmp_path / "bench"
+    rc, _, err = td(
+        *("bench-samplers", "--case", "8gaussians", "--n", "100", "--nfe", "2", "--samplers", "euler"),
+        *("--grids", "karras", "--tuned-samplers", "", "--no-diffusers", "--out", out),
+    )
+    assert rc == 0, err
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    ours = {(r["sampler"], r["grid"]) for r in rows if r["family"] == "torchdiffusion" and r["sampler"] != "adaptive"}
+    assert ours == {("euler", "karras")}  # (beside the adaptive solver's reference rows)
+    assert not (out / "grids").exists() or not any((out / "grids").iterdir())
+
+
 def test_tuned_grids_that_stop_short(tmp_path):
     """--stop-short --fit-objective sw: the tuned grids of the samplers that can stop short record where their last
     step stops and what they minimised; a sampler that cannot (Heun evaluates D twice at the last level) is fitted

@@ -279,12 +279,18 @@ def _timed(c: Case, sampler: Callable, grid_first: float, *args, **kwargs) -> tu
     return out, counter.calls, time.perf_counter() - t0
 
 
+def races(name: str, kind: str, cfg: BenchConfig) -> bool:
+    """Whether our sampler ``name`` gets rows on grid ``kind``: every grid but ``tuned``, which only the
+    deterministic samplers among ``cfg.tuned_samplers`` get."""
+    return kind != "tuned" or (name in cfg.tuned_samplers and name in DETERMINISTIC)
+
+
 def our_rows(c: Case, cfg: BenchConfig, grid_dir: Path, log: Callable[[str], None]) -> list[Row]:
     """Our samplers at their default settings, on every grid and NFE budget that they fit."""
     rows, cache = [], {}
     for name in cfg.samplers:
         for kind in cfg.grids:
-            if kind == "tuned" and (name not in cfg.tuned_samplers or name not in DETERMINISTIC):
+            if not races(name, kind, cfg):
                 continue
             for budget in cfg.nfes:
                 steps = steps_for_nfe(name, budget)
@@ -410,7 +416,9 @@ def summary(rows: list[Row], nfes: tuple[int, ...]) -> str:
         for b in nfes:
             o, d = best(rs, "torchdiffusion", b), best(rs, "diffusers", b)
             lines.append(
-                f"| {b} | {o.sw:.4f} | {o.sampler} / {o.grid} | " + (f"{d.sw:.4f} | {d.sampler} |" if d else "- | - |")
+                f"| {b} | "
+                + (f"{o.sw:.4f} | {o.sampler} / {o.grid} | " if o else "- | - | ")
+                + (f"{d.sw:.4f} | {d.sampler} |" if d else "- | - |")
             )
         rank = ranking(rs, nfes, exclude_tuned=True)
         b_rec = 20 if 20 in nfes else nfes[len(nfes) // 2]

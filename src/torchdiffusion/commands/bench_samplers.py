@@ -38,8 +38,10 @@ READ_WHEN = {
     ),
     **{
         dest: (_tuned, "the tuned grids (--grids with tuned)")
-        for dest in ("tuned_samplers", "tune_maxfev", "fit_n", "fit_objective", "stop_short", "grid_dir")
+        for dest in ("tune_maxfev", "fit_n", "fit_objective", "stop_short", "grid_dir")
     },
+    # --tuned-samplers '' (no sampler tuned) asks for what every command line without tuned grids does
+    "tuned_samplers": (lambda a: _tuned(a) or not _csv(a.tuned_samplers), "the tuned grids (--grids with tuned)"),
     "diffusers": (lambda a: not a.no_diffusers, "diffusers' rows, which --no-diffusers drops"),
 }
 
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import diffusers_driver
-    from ..bench.harness import GRIDS, OUR_SAMPLERS, BenchConfig, write_results
+    from ..bench.harness import GRIDS, OUR_SAMPLERS, BenchConfig, races, write_results
     from ..samplers import SAMPLERS
 
     torch.set_num_threads(max(1, args.threads))
@@ -148,6 +150,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown diffusers scheduler {d!r}; choose from {', '.join(diffusers_driver.SCHEDULERS)}")
     if args.n < 2:
         raise ValueError("--n must be >= 2")
+    tuned = _csv(args.tuned_samplers)
+    if not dif and not any(races(s, g, BenchConfig(tuned_samplers=tuned)) for s in samplers for g in grids):
+        raise ValueError(
+            f"nothing to race: --grids {args.grids} is tuned only, and --tuned-samplers {args.tuned_samplers!r} "
+            f"tunes none of --samplers {','.join(samplers)} (deterministic ones only); add one, or another grid"
+        )
     cfg = BenchConfig(
         nfes=nfes,
         n=args.n,
