@@ -395,6 +395,7 @@ CASES = [
     (["bench-train", "--shape", "x,y,z"], U, "--shape"),
     (["bench-train", "--shape", "1,100000,100000"], U, "--shape"),
     (["bench-train", "--batch-size", "-1"], U, "--batch-size"),
+    (["bench-train", "--batch-size", "0"], U, "--batch-size"),  # not "the preset's", silently
     (["bench-train", "--batch-size", HUGE], U, "--batch-size"),
     (["bench-train", "--warmup", "-1"], U, "--warmup"),
     (["bench-train", "--windows", "0"], U, "--windows"),

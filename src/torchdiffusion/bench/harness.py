@@ -63,7 +63,7 @@ class BenchConfig:
     fit_knots: int = 4  # free knots of the log-sigma warp a tuned grid moves
     fit_tol: float = 1e-4  # tolerance of the reference ODE solve grids are fit to
     # what a tuned grid minimises (optimize_grid.grid_error): rms | sw | auto = sw for a run whose x0_hat is not
-    # clamped (vectors, tables, signals: at NFE 5 the RMS fit's samples are blurred, docs/samplers.md), rms otherwise
+    # clamped (vectors, signals, latents: at NFE 5 the RMS fit's samples are blurred, docs/samplers.md), rms otherwise
     fit_objective: str = "auto"
     # tuned grids may stop their last step short of 0 (optimize_grid.final_step); None: when x0_hat is not clamped
     stop_short: bool | None = None

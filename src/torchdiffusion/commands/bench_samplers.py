@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="what a tuned grid minimises: rms distance of each sample to its accurate ODE solution, or sliced "
         "Wasserstein-1 between the two sample sets (default auto: sw for a run whose x0_hat is not clamped - "
-        "vectors, tables, signals, latents - and rms for images and volumes)",
+        "vectors, signals, latents - and rms for images and volumes)",
     )
     p.add_argument(
         "--stop-short",

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--shape", default="1,28,28", help="one example's shape C,H,W (default 1,28,28)")
     p.add_argument(
-        "--batch-size", type=nonneg_int(MAX_BATCH), default=0, help="batch (default: the preset's train.batch_size)"
+        "--batch-size", type=positive_int(MAX_BATCH), default=None, help="batch (default: the preset's batch size)"
     )
     p.add_argument("--threads", type=nonneg_int(MAX_THREADS), default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--warmup", type=nonneg_int(10_000), default=3, help="untimed steps per setting (default 3)")
