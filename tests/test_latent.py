@@ -314,6 +314,10 @@ def test_evaluate_reads_classes_off_the_decoded_images(world, tmp_path):
     assert code == 0, err
     report = json.loads((tmp_path / "e1" / "report.json").read_text())
     assert report["classes"]["n"] == 4 and sum(report["classes"]["histogram"]) == pytest.approx(1.0)
+    # bits/dim of a latent run would be its latents': skipped beside other metrics, refused as the only one
+    code, _, err = cli("evaluate", world["run"], "--metrics", "nll", "--out", tmp_path / "nll", env=world["env"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "nothing to measure on a latent run" in err, err
+    assert not (tmp_path / "nll").exists()
 
 
 def test_data_config_round_trips_latents_of():

@@ -313,6 +313,11 @@ def evaluate(
         raise EvaluateError(f"--n must be >= 2, got {n}")
     run = load_run(run_path, device=device)
     cfg = run.config
+    if run.codec is not None and list(metrics) == ["nll"]:  # in a list of metrics it is skipped, and says why
+        raise EvaluateError(
+            "--metrics nll has nothing to measure on a latent run: its likelihood is its latents', not its images'; "
+            "choose other metrics (fd, kid, pr, classes, ...)"
+        )
     out = Path(out) if out is not None else run.path / "eval"
     clf_spec, clf_net = classes_classifier(run, metrics, classifier)  # refused before sampling
     features = list(features) if features else default_features(cfg.data.source, run.kind, classifier)
