@@ -95,6 +95,27 @@ def test_dry_run_says_what_auto_precision_would_take_here(monkeypatch):
         assert want in err, err
 
 
+def test_a_closed_stdout_ends_the_command_quietly():
+    """A command whose stdout reader has gone ('| head' having read its line) stops with 141, as a process SIGPIPE
+    ends, and nothing on stderr (it was "error: [Errno 32] Broken pipe", exit 2)."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the command writes
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "torchdiffusion", "sample", "--list-samplers"],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(w)
+    assert done.returncode == 141 and done.stderr == b"", done.stderr
+
+
 def test_sample_missing_or_damaged_run(tmp_path):
     rc, _, err = cli("sample", str(tmp_path / "missing"))
     assert_clean_error(rc, err, "does not exist")

@@ -13,6 +13,7 @@ SIGTERM stops any command at any phase: one line, exit code 130 or 143 (see prog
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
@@ -73,11 +74,12 @@ EXIT_TRAINING = 1  # training ran but could not go on (e.g. every step non-finit
 EXIT_USAGE = 2  # bad input: a flag, a value, a file that is missing, damaged or of the wrong kind
 EXIT_ENVIRONMENT = 3  # the system refused: disk full, read-only file system, permission denied, out of memory
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGTERM: 143)
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away (128 + SIGPIPE, as a shell reports a process SIGPIPE ended)
 
 EXIT_CODES_HELP = (
     "exit codes: 0 done, 1 training could not go on (non-finite steps), 2 bad input (flag, value, file),\n"
     "  3 the system refused (disk full, read-only file system, permission denied, out of memory),\n"
-    "  130 Ctrl-C, 143 SIGTERM.\n"
+    "  130 Ctrl-C, 143 SIGTERM, 141 stdout closed by its reader (quietly: '| head').\n"
     "  Every failure is one line on stderr: 'torchdiffusion <command>: error: ...'; nothing is left half-written."
 )
 
@@ -252,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
                 if rc != 0:  # its manifests say the command did not finish
                     rec.stopped = f"exit status {rc}"
             return rc
+    except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as a process SIGPIPE ends
+        close_bars()
+        with contextlib.suppress(OSError, ValueError):  # and no "Exception ignored" when Python flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: stop now, one line, exit 128 + signal number
         close_bars()
         code = e.exit_code if isinstance(e, Stopped) else EXIT_INTERRUPTED
