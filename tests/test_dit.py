@@ -311,7 +311,7 @@ def test_named_sizes_build_and_mnist_dit_matches_the_unet_in_flops():
 
 
 def test_bad_patch_sizes_raise_config_errors():
-    with pytest.raises(ConfigError, match="model.patch=3 does not divide the image size 8x12"):
+    with pytest.raises(ConfigError, match="model.patch=3 does not divide the network.s input, 8x12"):
         build_net(tiny(patch=3), (1, 8, 12))
     with pytest.raises(ConfigError, match=r"needs images \(C, H, W\)"):
         build_net(tiny(), (1, 16))
@@ -324,7 +324,7 @@ def test_cli_patch_that_does_not_divide_the_image_exits_2_and_writes_nothing(tmp
     rc, _, err = cli(
         "train", "--preset", "digits-test", "--set", "model.net=dit", "--set", "model.patch=3", "--out", str(out)
     )
-    assert_clean_error(rc, err, "model.patch=3 does not divide the image size 8x8")
+    assert_clean_error(rc, err, "model.patch=3 does not divide the network's input, 8x8")
     assert not out.exists()
     rc, _, err = cli("train", "--preset", "mnist-dit", "--set", "model.pos_embedding=random", "--dry-run")
     assert_clean_error(rc, err, "model.pos_embedding must be sincos or learned")

@@ -537,3 +537,18 @@ def test_retrieval_guidance_from_the_command_line_needs_and_uses_a_caption_dropp
                        "--set", "sample.retrieval_guidance=6", env=retrieval_world["env"])  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "train.caption_drop_prob > 0" in err, err
     assert not list(out.iterdir())
+
+
+def test_a_size_mismatch_names_the_setting_that_sizes_the_images():
+    """An autoencoder of other images than the data's: the refusal names what sizes them (emoji: data.emoji_size)."""
+    from types import SimpleNamespace
+
+    from torchdiffusion.config import ConfigError
+    from torchdiffusion.latent import check_image_shape
+
+    codec = SimpleNamespace(image_shape=(3, 64, 64), path="runs/ae")
+    with pytest.raises(ConfigError, match=r"is 3x32x32; set data.emoji_size to match"):
+        check_image_shape(codec, (3, 32, 32), "emoji")
+    with pytest.raises(ConfigError, match=r"is 1x28x28; set data.image_size / data.channels to match"):
+        check_image_shape(codec, (1, 28, 28), "folder")
+    check_image_shape(codec, (3, 64, 64), "emoji")

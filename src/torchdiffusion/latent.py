@@ -174,14 +174,16 @@ def with_pixel_map(cfg: DataConfig, codec: LatentCodec) -> DataConfig:
     return replace(cfg, scale=how, scale_lo=lo, scale_hi=hi)
 
 
-def check_image_shape(codec: LatentCodec, shape: tuple[int, ...]) -> None:
-    """The pixel data must be the images the autoencoder was trained on: same channel count and size."""
+def check_image_shape(codec: LatentCodec, shape: tuple[int, ...], source: str = "") -> None:
+    """The pixel data must be the images the autoencoder was trained on: same channel count and size; the
+    refusal names the settings that size ``source``'s images."""
     want = codec.image_shape
     if tuple(shape) != want:
         got = "x".join(map(str, shape))
+        sizes = "data.emoji_size" if source == "emoji" else "data.image_size / data.channels"
         raise ConfigError(
             f"data.latents_of={codec.path} encodes {'x'.join(map(str, want))} images (C x H x W) but this data "
-            f"is {got}; set data.image_size / data.channels to match or choose another autoencoder"
+            f"is {got}; set {sizes} to match or choose another autoencoder"
         )
 
 
@@ -218,7 +220,7 @@ def load_latents(
     pixels = load_data(cfg, split=split, seed=seed)
     if pixels.kind != "image":
         raise ConfigError(f"data.latents_of needs image data; {cfg.source} gives {pixels.kind} data")
-    check_image_shape(codec, pixels.shape)
+    check_image_shape(codec, pixels.shape, cfg.source)
     path = cache_dir("latents") / f"{cache_key(sha256_tensor(pixels.x), codec.sha256)}.npy"
     if not (path.is_file() and path.with_suffix(".json").is_file()):  # the record is written last
         _encode_to(path, codec, pixels.x, progress=progress)

@@ -65,7 +65,8 @@ def check_dit_shape(model: ModelConfig, data_shape: tuple[int, ...]) -> None:
     p, (H, W) = model.patch, data_shape[1:]
     if H % p or W % p:
         raise ConfigError(
-            f"model.patch={p} does not divide the image size {H}x{W}; choose a patch size that divides both sides"
+            f"model.patch={p} does not divide the network's input, {H}x{W} (a latent run's latents, else its images); "
+            "choose a patch size that divides both sides"
         )
     if model.channels % model.head_channels:
         raise ConfigError(

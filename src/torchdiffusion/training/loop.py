@@ -370,7 +370,7 @@ def _train(
     cfg = resolve_precision(cfg, device, saved_config(out) if state_path is not None else None)
     t = cfg.train
     h_end = ema_halflife(t.images, t.ema_halflife_images, t.ema_warmup_ratio)
-    if 0 < h_end < t.ema_halflife_images:  # the EMA's warm-up ramp still binds at the end of the run
+    if 0 < h_end and round(h_end) < t.ema_halflife_images:  # the EMA's warm-up ramp still binds at the end
         dist.print0(
             f"train.ema_halflife_images={t.ema_halflife_images:,} is not reached in this run: "
             f"train.ema_warmup_ratio={t.ema_warmup_ratio:g} caps the half-life at "
