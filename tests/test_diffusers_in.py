@@ -249,7 +249,7 @@ def test_samples_carry_a_manifest_that_reproduces(folders, tmp_path, capsys):
     out = tmp_path / "s.png"
     assert main(["sample", str(folders["eps"]), "--n", "2", "--steps", "2", "--out", str(out)]) == 0
     rec = json.loads((tmp_path / "s.png.manifest.json").read_text())["run"]
-    assert rec["path"] == str(folders["eps"].resolve())
+    assert rec["path"] == str(folders["eps"].resolve()) and rec["source"] == "diffusers"
     assert rec["weights_file"] == "unet/diffusion_pytorch_model.safetensors" and len(rec["weights_sha256"]) == 64
     capsys.readouterr()
     assert main(["reproduce", str(tmp_path / "s.png.manifest.json")]) == 0

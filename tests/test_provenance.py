@@ -45,7 +45,7 @@ def test_sample_writes_one_manifest_per_artefact(tmp_path):
         }
         assert set(m["files"]) == {"g.png", "g.npy", "g.gif", "g.json"} - {name}
         assert m["command"]["argv"][:2] == ["sample", str(run)] and m["command"]["cwd"] == str(tmp_path)
-        assert m["run"]["weights_file"] == "ema.safetensors"
+        assert m["run"]["weights_file"] == "ema.safetensors" and m["run"]["source"] == "torchdiffusion"
         assert m["run"]["weights_sha256"] == sha256_file(run / "ema.safetensors")
         assert m["run"]["config_sha256"] == P.config_sha256(override(get_preset("digits-test"), ["sample.steps=2"]))
         (s,) = m["sampling"]

@@ -150,11 +150,14 @@ def run_record(run: Any) -> dict:
 
     path = Path(run.path).resolve()
     wname = getattr(run, "weights_file", None) or ""
-    rec = {"path": str(path), "id": path.name, "config_sha256": config_sha256(run.config), "weights_file": wname}
+    info = run.info if isinstance(run.info, dict) else {}
+    source = info.get("source") or ("onnx" if "onnx" in info else "torchdiffusion")  # diffusers, our export, ONNX
+    rec = {"path": str(path), "id": path.name, "source": source, "config_sha256": config_sha256(run.config)}
+    rec["weights_file"] = wname
     wfile = path / wname
     if wname and wfile.is_file():
         digest = sha256_file(wfile)
-        recorded = (run.info.get(WEIGHTS_KEY) or {}).get(wname) if isinstance(run.info, dict) else None
+        recorded = (info.get(WEIGHTS_KEY) or {}).get(wname)
         if recorded is not None and recorded != digest:
             raise ManifestError(f"{wfile} no longer has the sha256 run.json records; the run changed while in use")
         rec.update(weights_sha256=digest, weights_verified=recorded is not None)
