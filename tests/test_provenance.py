@@ -50,6 +50,10 @@ def test_sample_writes_one_manifest_per_artefact(tmp_path):
         assert m["run"]["config_sha256"] == P.config_sha256(override(get_preset("digits-test"), ["sample.steps=2"]))
         (s,) = m["sampling"]
         assert (s["sampler"], s["steps"], s["seeds"], s["n"]) == ("euler", 2, [[5, 7]], 3)
+        # the grid it walked and the autoguidance weight, as the settings record beside the picture has them
+        record = json.loads(out.with_suffix(".json").read_text())
+        assert s["grid_used"] == record["grid_used"] and len(s["grid_used"]["sigmas"]) == 3
+        assert s["autoguidance"] == 1.0
         assert m["environment"]["threads"] == 1 and m["environment"]["torch"]
     assert not (out.with_suffix(".json").with_name("g.json" + P.SUFFIX)).exists()  # the settings record
 

@@ -526,6 +526,7 @@ def generate(
         conditioning=sorted(cond) if isinstance(cond, dict) else None,
         device=str(device),
         precision=precision,
+        grid_used=grid_record,
     )
     out = []
     bs = max(1, sample.batch_size)

@@ -60,9 +60,11 @@ def draw(
     seeds = list(seeds)
     known_cells = [] if known_mask is None else [{"name": "known cells", "fixed": int(known_mask.sum())}]
     device = str(next(model.parameters()).device)
-    note_sampling(sample, seeds, wrappers=known_cells, device=device, own_process=kind != "table")
     if kind == "table":
         plan = plan or sampling_plan_of(model, sample, grid_dir)  # once for every batch
+    grid_used = plan[2] if plan else None
+    note_sampling(sample, seeds, wrappers=known_cells, device=device, own_process=kind != "table", grid_used=grid_used)
+    if kind == "table":
         steps = len(plan[0]) - 1
 
         def fn(model, seeds, known, known_mask, callback):

@@ -173,9 +173,12 @@ def sampling_record(
     device: str | None = None,
     precision: str = "fp32",
     own_process: bool = False,
+    grid_used: dict | None = None,
 ) -> dict:
-    """Sampler, σ grid, steps, settings, seeds (as ranges), guidance and the denoiser wrappers of one draw;
-    ``own_process``: a sequence run's draw, by its process's own reverse steps (no sampler, grid or settings)."""
+    """Sampler, σ grid, steps, settings, seeds (as ranges), guidance, autoguidance and the denoiser wrappers of one
+    draw; ``grid_used``: the grid it walked (generate.sampling_plan's record: the sigmas, a tuned grid's file and
+    the settings it brought); ``own_process``: a sequence run's draw, by its process's own reverse steps (no
+    sampler, grid or settings)."""
     settings = {k: v for k, v in dataclasses.asdict(sample.settings).items() if v is not None}
     guidance = {"scale": sample.guidance, "interval": sample.guidance_interval, "rescale": sample.guidance_rescale}
     return {
@@ -189,6 +192,8 @@ def sampling_record(
         "seeds": seed_ranges(seeds) if seeds is not None else None,
         "n": len(seeds) if seeds is not None else None,
         "guidance": guidance if conditioning else None,
+        "autoguidance": sample.autoguidance,
+        **({"grid_used": grid_used} if grid_used is not None else {}),
         "conditioning": sorted(conditioning) if conditioning else None,
         "wrappers": list(wrappers),
         "device": str(device or "cpu"),
