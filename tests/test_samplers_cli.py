@@ -174,6 +174,7 @@ def test_sample_uses_the_tuned_grid_bench_samplers_fitted(run, tmp_path):
         assert not np.array_equal(tuned, edit(command, "karras", *flags, "--grid", "karras"))
     code, _, err = cli("interpolate", run, "--steps", 3, "--method", "heun", "--grid", "tuned")
     assert code == 2 and "no grid tuned for heun at 3 steps" in err
+    assert "it has none for heun; grids for euler" in err  # what the folder holds, for another sampler
 
 
 def test_bench_samplers_builds_the_grids_sample_builds(run, tmp_path):

@@ -354,7 +354,12 @@ def find_tuned_grid(grid_dir: str | Path, sampler: str, steps: int, *, with_path
             sigmas, meta = load_grid(path)
             if meta.get("sampler", twin) == twin and len(sigmas) - 1 == steps and not meta.get("settings"):
                 return (sigmas, path, meta) if with_path else sigmas
-    have = f"it has {sampler} grids for {', '.join(map(str, sorted(found)))} steps" if found else "it has none"
+    others = sorted({p.name.split("-nfe")[0] for p in grid_dir.glob("*-nfe*.json")} - {sampler})
+    have = (
+        f"it has {sampler} grids for {', '.join(map(str, sorted(found)))} steps"
+        if found
+        else (f"it has none for {sampler}; grids for {', '.join(others)}" if others else "it has none")
+    )
     raise NoTunedGrid(
         f"no grid tuned for {sampler} at {steps} steps in {grid_dir} ({have}); fit one with "
         f"'torchdiffusion bench-samplers --run RUN --samplers {sampler} --tuned-samplers {sampler} --grids tuned "
