@@ -139,4 +139,6 @@ def markdown(rows: list[dict], n: int, sample) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

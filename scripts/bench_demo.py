@@ -36,6 +36,10 @@ def main() -> None:
     ap.add_argument("--out", default="docs/benchmarks/demo-speed.json")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
+    if args.images < 4 * 1280:  # the median is over the logging windows after the first two (warm-up)
+        ap.error(
+            f"--images must be at least {4 * 1280:,} (four logging windows of 1,280: two of warm-up), got {args.images}"
+        )
     base = override(get_preset(args.preset), args.set)
     cfg = replace(
         base,
@@ -89,4 +93,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

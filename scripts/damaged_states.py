@@ -82,4 +82,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

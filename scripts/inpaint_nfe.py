@@ -134,4 +134,6 @@ def plot(points: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -143,4 +143,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

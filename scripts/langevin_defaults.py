@@ -48,4 +48,6 @@ def main() -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.parse_args()
-    main()
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -227,4 +227,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

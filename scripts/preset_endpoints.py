@@ -117,4 +117,6 @@ def markdown(rows: list[dict], cpu: str) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

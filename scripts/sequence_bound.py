@@ -19,7 +19,13 @@ if __name__ == "__main__":
     p.add_argument("times", nargs="?", type=int, default=8, help="times per window (default 8)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    run = load_run(args.run)
-    held = load_data(run.config.data, "holdout", run.config.train.seed)
-    bits = bound_bits(run.model, held.x, samples=args.times)
-    print(json.dumps({"run": args.run, "bound_bits_per_symbol": round(bits, 4), "held_out": list(held.x.shape)}))
+
+    def main() -> None:
+        run = load_run(args.run)
+        held = load_data(run.config.data, "holdout", run.config.train.seed)
+        bits = bound_bits(run.model, held.x, samples=args.times)
+        print(json.dumps({"run": args.run, "bound_bits_per_symbol": round(bits, 4), "held_out": list(held.x.shape)}))
+
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -51,4 +51,7 @@ def main(path: str) -> dict:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a sequence run folder")
-    print(json.dumps(main(p.parse_args().run), indent=1))
+    run = p.parse_args().run
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(lambda: print(json.dumps(main(run), indent=1))))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -240,8 +239,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except KeyboardInterrupt:  # a distillation in progress has saved its state: the same command resumes it
-        print("stopped; the same command resumes (finished students are reused)", file=sys.stderr)
-        raise SystemExit(130) from None
+    from torchdiffusion.cli import run_script
+
+    # a distillation in progress has saved its state on Ctrl-C: the same command resumes it
+    raise SystemExit(run_script(main, stopped="stopped; the same command resumes (finished students are reused)"))

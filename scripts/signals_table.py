@@ -47,4 +47,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="the folder of the runs' benchmark JSON files")
     folder = Path(p.parse_args().folder)
-    print("\n".join(quality(folder) + [""] + imputation(folder)))
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(lambda: print("\n".join(quality(folder) + [""] + imputation(folder)))))

@@ -427,4 +427,6 @@ def summary(report: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -231,4 +231,6 @@ def stacks(tifffile, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

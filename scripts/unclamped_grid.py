@@ -69,6 +69,8 @@ def trained(args) -> None:
     from torchdiffusion.generate import load_run
 
     run = load_run(args.run)
+    if run.config.diffusion.process != "discrete" or run.data_shape != (2,):
+        raise ValueError(f"{args.run} is not a discrete (DDPM-trained) model of 2-D points; see the docstring's run")
     mix = eight_gaussians()
     ref = mix.sample(args.n, torch.Generator().manual_seed(2))
     sliced = SlicedReference(ref, random_directions(2, 256))
@@ -146,4 +148,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from torchdiffusion.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -171,3 +171,36 @@ def test_no_help_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) > 10 and out[1:] == [], f"--help of {out[1:]} imports torch"
+
+
+def test_scripts_keep_the_command_lines_error_contract(tmp_path):
+    """Every script whose entry point is a main() runs it through cli.run_script: a missing run is one line
+    'NAME: error: ...' and exit 2, not a traceback (checked on one script in a real process)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).parents[1] / "scripts"
+    for f in sorted(scripts.glob("*.py")):
+        block = f.read_text().split('\nif __name__ == "__main__":\n')[-1]
+        if re.search(r"\bmain\(\)", block):
+            assert "run_script(main)" in block, f.name
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(scripts / "text_to_image_check.py"),
+            "--clip",
+            str(tmp_path / "none"),
+            "--run",
+            str(tmp_path / "none"),
+            "--json",
+            str(tmp_path / "x.json"),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and err[0].startswith("text_to_image_check.py: error: "), err
+    assert not (tmp_path / "x.json").exists()

@@ -225,6 +225,31 @@ def classify(e: BaseException) -> tuple[str, int, bool] | None:
     return None
 
 
+def run_script(main_fn, name: str | None = None, stopped: str | None = None) -> int:
+    """A script's ``main()`` (scripts/) under the command line's contract: a failure the user can act on - a
+    missing run, a value out of range, a damaged file (:func:`classify`) - is one line ``NAME: error: ...`` with
+    its exit code, not a traceback; Ctrl-C ends with 130 (and the line ``stopped``, if given) and a closed stdout
+    quietly with 141; a bug is raised."""
+    from pathlib import Path
+
+    name = name or Path(sys.argv[0]).name
+    try:
+        return int(main_fn() or 0)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print(stopped or f"{name}: stopped by Ctrl-C", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        known = classify(e)
+        if known is None:
+            raise
+        print(f"{name}: error: {known[0]}", file=sys.stderr)
+        return known[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     parser = build_parser(only=words[0] if words else "")  # the top level takes no option but -h: words[0] names it
