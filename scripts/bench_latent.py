@@ -98,6 +98,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     codec = codec_of(args.ae)
+    if args.ldm:  # a trained latent run decodes with its own autoencoder: time that one, not another's
+        own = load_run(args.ldm).codec
+        if own is None:
+            raise ValueError(f"--ldm {args.ldm} is not a latent run (no data.latents_of)")
+        if args.ae and own.sha256 != codec.sha256:
+            raise ValueError(f"--ae {args.ae} is not the autoencoder of --ldm {args.ldm} ({own.path}); leave --ae out")
+        codec = own
     x = torch.rand(args.encode_images, *codec.image_shape) * 2 - 1  # encoding time does not depend on content
     enc = median_seconds(lambda: codec.encode(x), args.repeats)
     ldm, ldm_cfg, ldm_shape = model_of(args.ldm, "emoji64-ldm", codec.latent_shape)
