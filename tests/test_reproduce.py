@@ -43,8 +43,11 @@ def test_artefact_reproduces_bit_identically(made, name, capsys):
 def test_regenerated_files_go_to_out_and_the_originals_stay(made, tmp_path, capsys):
     art = made / "out" / "g.npy"
     before = {p: p.stat().st_mtime_ns for p in art.parent.iterdir()}
+    capsys.readouterr()
     assert main(["reproduce", str(art) + P.SUFFIX, "--out", str(tmp_path / "again")]) == 0
     assert np.array_equal(np.load(tmp_path / "again" / "g.npy"), np.load(art))
+    said = capsys.readouterr()
+    assert str(art.parent) not in said.err and said.out.startswith("g.npy: ")  # no path the files did not go to
     assert {p: p.stat().st_mtime_ns for p in art.parent.iterdir()} == before
 
 

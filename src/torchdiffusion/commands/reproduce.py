@@ -122,7 +122,8 @@ def rerun(m: dict, out: Path, home: Path) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # the parser printed its one line
             return int(e.code or 2) if not isinstance(e.code, str) else 2
-        with watch_writes(Redirect(out, home)), contextlib.redirect_stdout(sys.stderr):  # stdout: the verdict
+        # stdout is the verdict's; the command's own lines name the paths it was told, not where its files went
+        with watch_writes(Redirect(out, home)), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
             return int(args._run(args) or 0)
 
 
