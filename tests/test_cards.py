@@ -97,8 +97,22 @@ def test_data_cards(tmp_path):
     assert front_matter(emoji)["tags"] == ["torchdiffusion", "image", "text-to-image"]
     if "Not available here" not in emoji:  # the font is installed: counts per category and captions
         assert "Example captions:" in emoji and "| food & drink |" in emoji
-    with pytest.raises(C.CardError, match="no data card"):
-        C.data_card("folder")
+    for user in ("folder", "wav", "csv", "nifti"):  # a user's data: no card of ours (there was one, of emoji's licence)
+        with pytest.raises(C.CardError, match="no data card"):
+            C.data_card(user)
+
+
+@pytest.mark.parametrize("source", ["sklearn:iris", "sklearn:diabetes", "ucr:GunPoint", "python_docs", "csv"])
+def test_every_data_source_is_described_in_model_cards(source):
+    """A model card says where its training data comes from and under which licence, for every source the data
+    module reads (an iris run's card said "not described by torchdiffusion"); a UCR set is named in its entry."""
+    from torchdiffusion.data import SOURCES
+
+    assert set(SOURCES) <= set(C.DATA_SOURCES) | {s for s in SOURCES if s.startswith("ucr:")}
+    src = C.data_source(source)
+    assert src is not None and src.licence and src.origin
+    if source.startswith("ucr:"):
+        assert "GunPoint" in src.title and "GunPoint" in src.origin and "Dau" in src.cite
 
 
 def test_bad_run_folders_are_refused_in_one_line(tmp_path, capsys):
@@ -114,3 +128,17 @@ def test_bad_run_folders_are_refused_in_one_line(tmp_path, capsys):
         rc, _, err = td("card", *args)  # the real command line: one line, exit 2, no traceback
         assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err and "Traceback" not in err, err
     assert not (run / "MODEL_CARD.md").exists() and not list(Path(run).glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    "settings, tag",
+    [([], "unconditional-image-generation"), (["model.num_classes=10"], None), (["model.text_dim=8"], "text-to-image")],
+)
+def test_the_pipeline_tag_is_huggingfaces_for_what_the_run_does(settings, tag):
+    """An unconditional image run is unconditional-image-generation, a text-conditioned one text-to-image; class
+    conditioning has no Hugging Face pipeline, so no tag (rather than a wrong one)."""
+    from torchdiffusion.config import override
+    from torchdiffusion.presets import get_preset
+
+    cfg = override(get_preset("digits-test"), settings)
+    assert front_matter(C.front_matter(cfg, {"kind": "image"}, "mit")).get("pipeline_tag") == tag
