@@ -54,6 +54,20 @@ def test_no_tuned_sampler_is_asked_for_on_standard_grids(tmp_path):
     assert not (out / "grids").exists() or not any((out / "grids").iterdir())
 
 
+def test_the_data_floor_has_as_many_images_as_each_row_has_samples(tmp_path):
+    """--reference data: the floor is --n other training images against the held-out ones, as each row is --n
+    samples against them (it was as many as the held-out set, whatever --n: another finite-sample bias)."""
+    from tinyruns import write_run
+
+    run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2", "data.holdout=40"])
+    rc, out, err = td(
+        *("bench-samplers", "--run", run, "--reference", "data", "--n", "8", "--nfe", "2", "--samplers", "euler"),
+        *("--grids", "karras", "--no-diffusers", "--out", tmp_path / "bench"),
+    )
+    assert rc == 0, err
+    assert "reference: 40 real images (holdout); floor: 8 other training images" in out + err
+
+
 def test_tuned_grids_that_stop_short(tmp_path):
     """--stop-short --fit-objective sw: the tuned grids of the samplers that can stop short record where their last
     step stops and what they minimised; a sampler that cannot (Heun evaluates D twice at the last level) is fitted

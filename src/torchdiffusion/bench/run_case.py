@@ -72,7 +72,9 @@ def run_trained(
             perm = torch.randperm(len(train), generator=g)
             split, real, pool = "train, first half", train[perm[: len(train) // 2]], train[perm[len(train) // 2 :]]
         real = real.to(torch.float32)
-        floor = pool[torch.randperm(len(pool), generator=g)[: len(real)]]
+        # the floor: as many other training images as each row has samples (--n), so that it carries the same
+        # finite-sample bias as the rows it is read against (or the pool, when it holds fewer)
+        floor = pool[torch.randperm(len(pool), generator=g)[: min(cfg.n, len(pool))]]
         refs = [real, floor]
         log(f"[run] reference: {len(real)} real images ({split}); floor: {len(floor)} other training images")
     embed = None
