@@ -375,7 +375,7 @@ def _companions(a: Path, earlier: dict | None, new: str | None) -> dict[Path, st
     if earlier and earlier.get("artefact", {}).get("sha256") != new and isinstance(earlier.get("files"), dict):
         for name, digest in earlier["files"].items():
             found[a.parent / str(name)] = str(digest)
-    for mf in a.parent.iterdir():
+    for mf in sorted(a.parent.glob("*" + SUFFIX)):
         if not (mf.name.startswith(a.stem + ".") and mf.name.endswith(SUFFIX)) or mf == manifest_path(a):
             continue
         m = _earlier_manifest(mf.parent / mf.name[: -len(SUFFIX)])
@@ -393,7 +393,7 @@ def _earlier_manifest(artefact: Path) -> dict | None:
     """The manifest an earlier command left beside ``artefact``, or None (none, or not one we can read)."""
     try:
         return read_manifest(manifest_path(artefact))
-    except ManifestError:
+    except (ManifestError, OSError):  # (an unreadable one vouches for nothing)
         return None
 
 
