@@ -62,6 +62,30 @@ def test_img2img_strength_zero_row_is_the_input(run_dir, tmp_path):
     assert np.array_equal(a[4 * 2 : 4 * 10], a[4 * 12 : 4 * 20])  # row 1 (input) == row 2 (strength 0)
 
 
+def test_edits_save_the_edited_examples_as_arrays(run_dir, tmp_path, capsys):
+    """--save-npy: the edited examples beside the PNG in the data's units - inpaint's keep the known pixels of its
+    inputs exactly, img2img's hold one row per strength (strength 0: the inputs), outpaint's the grown canvas - with
+    the .npy in the picture's manifest; a forecast, which writes its .npy anyway, refuses the flag."""
+    import numpy as np
+
+    img = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    x = img.astype(np.float32) / 127.5 - 1
+    out = tmp_path / "i.png"
+    args = ["--images", str(tmp_path / "in.png"), "--steps", "2", "--save-npy"]
+    assert main(["inpaint", str(run_dir), *args, "--mask", "half:bottom", "--out", str(out)]) == 0
+    got = np.load(out.with_suffix(".npy"))
+    assert got.shape == (1, 1, 8, 8) and np.allclose(got[0, 0, :4], x[:4], atol=1e-6)  # the known half, as read
+    assert "i.npy" in json.loads((tmp_path / "i.png.manifest.json").read_text())["files"]
+    assert main(["img2img", str(run_dir), *args, "--strength", "0", "0.5", "--out", str(tmp_path / "s.png")]) == 0
+    got = np.load(tmp_path / "s.npy")
+    assert got.shape == (2, 1, 1, 8, 8) and np.allclose(got[0, 0, 0], x, atol=1e-6)
+    assert main(["outpaint", str(run_dir), *args, "--right", "4", "--out", str(tmp_path / "o.png")]) == 0
+    assert np.load(tmp_path / "o.npy").shape == (1, 1, 8, 12)
+    assert main(["inpaint", str(run_dir), "--steps", "2", "--out", str(tmp_path / "plain.png")]) == 0
+    assert not (tmp_path / "plain.npy").exists()  # only when asked for
+
+
 def test_pseudoinverse_changes_the_repainted_rows_only(run_dir, tmp_path):
     """--pseudoinverse alters the result row; the original and masked-input rows stay as they were. The U-Net's
     zero-initialised output layer would make D(x) = x (no pixel depends on another), so its weights get noise."""

@@ -325,6 +325,8 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
     assert np.load(tmp_path / "fc.npy").shape == (2, 3, 1, 24)
     r = td("outpaint", str(run), "--left", "4", "--out", str(tmp_path / "x.png"))
     assert_clean_error(r.returncode, r.stderr, "right only")
+    r = td("outpaint", str(run), "--right", "8", "--save-npy", "--out", str(tmp_path / "x.png"))
+    assert_clean_error(r.returncode, r.stderr, "a forecast always writes its .npy")
     for image_option in (["--resample", "2", "--jump", "2"], ["--class", "1"], ["--stride", "4"]):  # read by none
         r = td("outpaint", str(run), "--right", "8", *image_option, "--out", str(tmp_path / "x.png"))
         assert_clean_error(r.returncode, r.stderr, f"{image_option[-2]} is an option of the other kind of run")

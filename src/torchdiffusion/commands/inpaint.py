@@ -33,6 +33,12 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=nonneg_int(MAX_COUNT), default=0, help="first data example to use (default 0)")
     p.add_argument("--out", help="output PNG (default: RUN/edits/<command>-....png)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
+    p.add_argument(
+        "--save-npy",
+        action="store_true",
+        help="also write the edited examples beside the PNG as .npy, in the data's own units (a data.scale run's "
+        "kelvins, counts, ...; [-1, 1] otherwise)",
+    )
     add_sampling_arguments(p)
 
 
@@ -158,6 +164,8 @@ _EDIT_KNOBS = (
 def default_out(run_, args: argparse.Namespace, name: str, sidecars: tuple[str, ...] = ()) -> Path:
     from ..config import ConfigError
 
+    sidecars = (*sidecars, ".npy") if getattr(args, "save_npy", False) else sidecars
+
     out = Path(args.out) if args.out else run_.path / "edits" / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", name) + ".png")
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out must end in .png, got {out}")
@@ -171,6 +179,20 @@ def save_rows(rows, path: Path) -> Path:
     from ..viz import save_grid
 
     return save_grid(torch.cat([r.clamp(-1, 1) for r in rows]), path, nrow=rows[0].shape[0])
+
+
+def save_edit(run_, rows, edited, path: Path, save_npy: bool) -> list[Path]:
+    """The PNG of ``rows`` and, with --save-npy, ``edited`` (the edited examples: (N, ...) or one such row per
+    setting, (S, N, ...)) beside it as .npy in the data's own units (``LoadedRun.to_data_units``)."""
+    import numpy as np
+
+    from ..io import atomic_write
+
+    paths = [save_rows(rows, path)]
+    if save_npy:
+        values = run_.to_data_units(edited.float()).numpy()
+        paths.append(atomic_write(path.with_suffix(".npy"), lambda f: np.save(f, values)))
+    return paths
 
 
 def show_hole(x, mask, value: float = 0.0):
@@ -246,7 +268,10 @@ def run(args: argparse.Namespace) -> int:
         + (f"-pigdm{args.pseudoinverse:g}" if args.pseudoinverse else "")
         + (f"-class{args.classes}" if args.classes else "")
     )
-    print(save_rows([x, show_hole(x, mask), result], default_out(run_, args, tag)))
+    for p in save_edit(
+        run_, [x, show_hole(x, mask), result], result, default_out(run_, args, tag), getattr(args, "save_npy", False)
+    ):
+        print(p)
     return 0
 
 

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         inpaint_images,
         load_inputs,
         repaint_bar,
-        save_rows,
+        save_edit,
         setup,
         show_hole,
     )
@@ -106,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
             sampler, D, canvas, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar
         )
     tag = f"outpaint-l{args.left}r{args.right}t{args.top}b{args.bottom}-{sample.sampler}{sample.steps}"
-    print(save_rows([show_hole(canvas, mask), result], default_out(run_, args, tag)))
+    for p in save_edit(
+        run_, [show_hole(canvas, mask), result], result, default_out(run_, args, tag), getattr(args, "save_npy", False)
+    ):
+        print(p)
     return 0
 
 
@@ -124,6 +127,8 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     from .inpaint import check_edit_options, default_out
 
     check_edit_options(args)
+    if getattr(args, "save_npy", False):
+        raise ConfigError("--save-npy changes nothing here: a forecast always writes its .npy beside the PNG")
     if args.left or args.top or args.bottom or not args.right:
         raise ConfigError("signals grow to the right only: give --right N (forecasting)")
     from ..data.wav import rate_of, write_wav
