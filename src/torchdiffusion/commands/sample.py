@@ -478,8 +478,7 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     record = {
         "run": str(run_.path),
         "seeds": [seeds[0], seeds[-1]],
-        "nfe": spent,  # network evaluations per sample
-        "network_evaluations_per_image": spent,
+        "nfe": spent,  # the sampler's denoiser calls per sample (a sequence: its reverse steps)
         "grid_used": plan[2] if plan else None,
         "given": list(args.given or []),
         "sample": dataclasses.asdict(sample),
