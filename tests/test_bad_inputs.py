@@ -430,6 +430,7 @@ CASES = [
     (["bench-samplers", "--samplers", "magic"], U, "magic"),
     (["bench-samplers", "--tuned-samplers", "magic"], U, "magic"),
     (["bench-samplers", "--grids", "nope"], U, "nope"),
+    (["bench-samplers", "--grids", ""], U, "--grids needs at least one"),
     (["bench-samplers", "--diffusers", "nope"], U, "nope"),
     (["bench-samplers", "--tune-maxfev", "0"], U, "--tune-maxfev"),
     (["bench-samplers", "--fit-n", "0"], U, "--fit-n"),

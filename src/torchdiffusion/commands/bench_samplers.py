@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         if s not in SAMPLERS:
             raise ValueError(f"unknown sampler {s!r}; choose from {', '.join(SAMPLERS)}")
     grids = _csv(args.grids)
+    if not grids:
+        raise ValueError(f"--grids needs at least one of {', '.join(GRIDS)}")
     for g in grids:
         if g not in GRIDS:
             raise ValueError(f"unknown grid {g!r}; choose from {', '.join(GRIDS)}")
