@@ -109,6 +109,10 @@ def test_parameters_go_through_the_command_line_parser(world):
         {"--steps": 3},
         {"prompt": ["x" * 400]},
         {"seed": -1},
+        {"set": "sample.n=200"},  # the studio's bounds hold through --set too
+        {"set": ["sample.steps=100000"]},
+        {"set": "sample.batch_size=1000"},
+        {"sampler": "langevin", "set": "sample.settings.steps_per_level=10000"},
     ]
     for params in bad:
         with pytest.raises(ParamError):
@@ -283,6 +287,14 @@ def test_a_sampling_job_of_a_table_run_writes_its_rows_and_their_picture(tmp_pat
         png = next(f for f in final["files"] if f.endswith(".png"))
         lines = (root / png).with_suffix(".csv").read_text().splitlines()
         assert lines[0] == "u,v,kind" and len(lines) == 4
+        csv = (
+            Path(png).with_suffix(".csv").as_posix()
+        )  # the rows themselves: listed and served, not only their manifest
+        assert csv in final["files"]
+        r = c.get("/api/file", params={"path": csv})
+        assert (
+            r.status_code == 200 and r.text.splitlines() == lines and r.headers["content-type"].startswith("text/csv")
+        )
         assert Image.open(root / png).format == "PNG"
         r = c.post("/api/jobs", json={"command": "explain", "run": "table", "what": "trajectory", "params": {}})
         final = wait_job(c, r.json()["id"])
@@ -399,7 +411,19 @@ def hostile_requests(rng) -> list[tuple[str, str, dict]]:
         reqs += [("POST", "/api/train", {"json": {"preset": "toy-2d", "name": t, "data": t}})]
         q = quote(t)
         reqs += [("GET", f"/static/{q}", {}), ("GET", f"/api/jobs/{q}", {}), ("POST", f"/api/jobs/{q}/cancel", {})]
-    for command in ("sample", "inpaint", "outpaint", "img2img", "interpolate", "explain", "train", 3, None):
+    for command in (
+        "sample",
+        "inpaint",
+        "outpaint",
+        "img2img",
+        "interpolate",
+        "explain",
+        "train",
+        3,
+        None,
+        ["sample"],
+        {"a": 1},
+    ):
         for _ in range(25):
             params = {keys[int(rng.integers(len(keys)))]: values[int(rng.integers(len(values)))] for _ in range(2)}
             reqs.append(("POST", "/api/jobs", {"json": {"command": command, "run": "tiny", "params": params}}))

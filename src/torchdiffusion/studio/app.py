@@ -45,7 +45,14 @@ from .training import Trainer
 
 log = logging.getLogger("torchdiffusion.studio")
 STATIC = Path(__file__).parent / "static"
-SERVED = {".png": "image/png", ".gif": "image/gif", ".json": "application/json", ".mp4": "video/mp4"}
+SERVED = {
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".json": "application/json",
+    ".mp4": "video/mp4",
+    ".csv": "text/csv; charset=utf-8",  # a table run's samples
+    ".txt": "text/plain; charset=utf-8",  # a sequence run's
+}
 MAX_UPLOADS = 8  # pictures in one request
 KEEP_UPLOADS = 200  # saved uploads per run folder (oldest removed)
 EVENT_SECONDS = 1800  # an event stream ends after this
@@ -290,7 +297,7 @@ def _out_suffix(command: str, run_dir: Path) -> str:
 def new_job(root: Path, body: dict) -> Job:
     """A job from a request body {command, run, params, what?, images?, mask?}, validated now."""
     command = body.get("command")
-    if command not in COMMANDS:
+    if not isinstance(command, str) or command not in COMMANDS:
         raise ParamError(f"command: one of {', '.join(COMMANDS)}")
     name = run_name(body.get("run"))
     run_dir = resolve_under(root, name)

@@ -48,6 +48,16 @@ LIMITS = {
     "strength": 8,
     "prompt": 16,
     "sample_set": 16,
+    "setting_steps_per_level": 20,  # langevin: network evaluations per step
+    "setting_corrector_steps": 20,  # pc: the same
+}
+# ``--set sample.KEY=VALUE`` reaches the same settings: each bounded as its flag is
+SET_LIMITS = {
+    "sample.n": "n",
+    "sample.steps": "steps",
+    "sample.batch_size": "batch_size",
+    "sample.settings.steps_per_level": "setting_steps_per_level",
+    "sample.settings.corrector_steps": "setting_corrector_steps",
 }
 MAX_TEXT = 300  # characters of one string value
 
@@ -125,6 +135,17 @@ def _check_limits(args: argparse.Namespace) -> None:
             raise ParamError(f"{dest}: the studio allows at most {hi}, got {v}")
         if dest == "t" and isinstance(v, list) and any(t > LIMITS["T"] for t in v):
             raise ParamError(f"t: the studio allows timesteps up to {LIMITS['T']}")
+    for assignment in getattr(args, "sample_set", None) or []:
+        key, _, value = str(assignment).partition("=")
+        hi = LIMITS.get(SET_LIMITS.get(key.strip(), ""))
+        if hi is None:
+            continue
+        try:
+            v = float(value)
+        except ValueError:
+            continue  # not a number: the config's own check names it
+        if v > hi:
+            raise ParamError(f"set {key.strip()}: the studio allows at most {hi}, got {value.strip()}")
 
 
 def parse_command(
@@ -143,7 +164,7 @@ def parse_command(
         raise ParamError("mask: give a spec (box:x0,y0,x1,y1 | centre | half:SIDE | invert:SPEC) or paint one")
     argv = [what] if command == "explain" else []
     if command == "explain" and not isinstance(what, str):
-        raise ParamError("explain needs 'what': forward | schedules | trajectory | loss | field | ablation")
+        raise ParamError(f"explain needs 'what': {' | '.join(explain.WHAT)}")
     if command != "explain" or explain.reads_run(what):  # the schedules picture reads no run (and refuses one)
         argv.append(str(run_dir))
     for key, value in params.items():
