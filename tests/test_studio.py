@@ -366,6 +366,16 @@ def test_inpaint_with_a_painted_mask_keeps_the_known_region(world):
     assert not torch.equal(original[4:], result[4:])
 
 
+def test_conditioning_the_run_does_not_take_is_refused_before_the_job(world):
+    """--class on an unconditional run and a prompt to a run without text: a 400 with the CLI's one line, not a
+    job accepted (202) that then fails."""
+    with client(world / "runs") as c:
+        for params, needle in [({"class": 3}, "not class-conditional"), ({"prompt": "a"}, "not text-conditioned")]:
+            r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "params": {"steps": 2, **params}})
+            assert r.status_code == 400 and needle in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs  # no job was made
+
+
 def test_token_host_and_training_switch(world):
     root = world / "runs"
     with client(root, token="s3cret") as c:

@@ -180,6 +180,17 @@ def cond_from_data(data, idx: Tensor, drop: Tensor, model_cfg, device: torch.dev
     return cond
 
 
+def check_takes_prompts(model_cfg) -> None:
+    """CondError unless a model (a ModelConfig) is conditioned on the MiniLM encoder's token features."""
+    from .text import TEXT_DIM
+
+    E = int(getattr(model_cfg, "text_dim", 0))
+    if E <= 0:
+        raise CondError("this model is not text-conditioned (model.text_dim = 0); drop --prompt")
+    if E != TEXT_DIM:
+        raise CondError(f"model.text_dim = {E} does not match the MiniLM encoder's {TEXT_DIM}")
+
+
 def build_cond(
     model_cfg,
     n: int,
@@ -215,13 +226,9 @@ def build_cond(
             raise CondError(f"a context vector has {len(bad[0])} entries; this model needs {K}")
         cond["context"] = torch.tensor(contexts, dtype=torch.float32)[idx % len(contexts)]
     if prompts:
-        from .text import TEXT_DIM, prompt_cond
+        from .text import prompt_cond
 
-        E = int(getattr(model_cfg, "text_dim", 0))
-        if E <= 0:
-            raise CondError("this model is not text-conditioned (model.text_dim = 0); drop --prompt")
-        if E != TEXT_DIM:
-            raise CondError(f"model.text_dim = {E} does not match the MiniLM encoder's {TEXT_DIM}")
+        check_takes_prompts(model_cfg)
         cond.update(prompt_cond(prompts, n))
         if getattr(model_cfg, "text_retrieval", 0):
             from .retrieval import with_neighbours

@@ -182,6 +182,7 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
     """The run's config with the sampling parameters applied must pass the config validation (as ``sample``
     checks it before sampling), so a bad setting is a 400 now rather than a failed job later."""
     from ..commands.common import sample_config_from_args
+    from ..cond import build_cond, check_takes_prompts, parse_classes
     from ..config import checked_sample, from_json, validate
     from ..generate import RunError
 
@@ -193,3 +194,8 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
     except UnicodeDecodeError:
         raise RunError(f"{run_dir.name}/config.json is not text") from None
     checked_sample(cfg, sample_config_from_args(cfg.sample, args))
+    # the conditioning asked for must be one the run takes (the prompt's text is encoded only when the job runs)
+    if getattr(args, "classes", None):
+        build_cond(cfg.model, 1, classes=parse_classes(args.classes))
+    if getattr(args, "prompt", None):
+        check_takes_prompts(cfg.model)
