@@ -39,33 +39,23 @@ def test_bench_samplers_on_the_exact_mixture(tmp_path):
     assert_plot(out / "plot.png")
 
 
-def test_no_tuned_sampler_is_asked_for_on_standard_grids(tmp_path):
-    """--tuned-samplers '' (no sampler tuned) beside standard grids asks for what leaving it out does: accepted,
-    and no grid is fitted."""
-    out = tmp_path / "bench"
-    rc, _, err = td(
-        *("bench-samplers", "--case", "8gaussians", "--n", "100", "--nfe", "2", "--samplers", "euler"),
-        *("--grids", "karras", "--tuned-samplers", "", "--no-diffusers", "--out", out),
-    )
-    assert rc == 0, err
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    ours = {(r["sampler"], r["grid"]) for r in rows if r["family"] == "torchdiffusion" and r["sampler"] != "adaptive"}
-    assert ours == {("euler", "karras")}  # (beside the adaptive solver's reference rows)
-    assert not (out / "grids").exists() or not any((out / "grids").iterdir())
-
-
 def test_the_data_floor_has_as_many_images_as_each_row_has_samples(tmp_path):
     """--reference data: the floor is --n other training images against the held-out ones, as each row is --n
-    samples against them (it was as many as the held-out set, whatever --n: another finite-sample bias)."""
+    samples against them (it was as many as the held-out set, whatever --n: another finite-sample bias). And
+    --tuned-samplers '' (no sampler tuned) beside standard grids asks for what leaving it out does: taken, no grid
+    fitted (it was refused, in the samplers page's own demo-run command)."""
     from tinyruns import write_run
 
     run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2", "data.holdout=40"])
     rc, out, err = td(
         *("bench-samplers", "--run", run, "--reference", "data", "--n", "8", "--nfe", "2", "--samplers", "euler"),
-        *("--grids", "karras", "--no-diffusers", "--out", tmp_path / "bench"),
+        *("--grids", "karras", "--tuned-samplers", "", "--no-diffusers", "--out", tmp_path / "bench"),
     )
     assert rc == 0, err
     assert "reference: 40 real images (holdout); floor: 8 other training images" in out + err
+    rows = json.loads((tmp_path / "bench" / "results.json").read_text())["rows"]
+    ours = {(r["sampler"], r["grid"]) for r in rows if r["family"] == "torchdiffusion" and r["sampler"] != "adaptive"}
+    assert ours == {("euler", "karras")}  # (beside the adaptive solver's reference rows)
 
 
 def test_tuned_grids_that_stop_short(tmp_path):
