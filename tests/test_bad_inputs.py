@@ -146,6 +146,9 @@ FOLDER_DATA = ["--set", "data.source=folder", "--set", "data.path={ws}/pics"]  #
 
 FASHION_EVAL = ["--set", "train.eval_every_images=64", "--set", "train.eval_classifier=fashion_mnist"]
 
+# bench-samplers on the exact 8-Gaussians case with tuned grids only, no diffusers rows
+TUNED_ONLY = ["bench-samplers", "--case", "8gaussians", "--no-diffusers", "--grids", "tuned", "--out", "{cwd}/b"]
+
 CASES = [
     # -- the entry point and argparse -------------------------------------------------------------------------
     ([], U, "give a command"),
@@ -449,60 +452,9 @@ CASES = [
     (["bench-samplers", "--grids", "karras", "--grid-dir", "{cwd}/g"], U, "--grid-dir changes nothing"),
     (["bench-samplers", "--no-diffusers", "--diffusers", "ddim"], U, "--diffusers changes nothing"),
     # nothing would be raced (tuned grids only, for none of the samplers asked for): refused before any work
-    (
-        [
-            "bench-samplers",
-            "--case",
-            "8gaussians",
-            "--no-diffusers",
-            "--samplers",
-            "euler",
-            "--grids",
-            "tuned",
-            "--tuned-samplers",
-            "unipc",
-            "--out",
-            "{cwd}/b",
-        ],
-        U,
-        "nothing to race",
-    ),  # fmt: skip
-    (
-        [
-            "bench-samplers",
-            "--case",
-            "8gaussians",
-            "--no-diffusers",
-            "--samplers",
-            "unipc,heun_sde",
-            "--grids",
-            "tuned",
-            "--tuned-samplers",
-            "",
-            "--out",
-            "{cwd}/b",
-        ],
-        U,
-        "nothing to race",
-    ),  # fmt: skip
-    (
-        [
-            "bench-samplers",
-            "--case",
-            "8gaussians",
-            "--no-diffusers",
-            "--samplers",
-            "heun_sde",
-            "--grids",
-            "tuned",
-            "--tuned-samplers",
-            "heun_sde",
-            "--out",
-            "{cwd}/b",
-        ],
-        U,
-        "nothing to race",
-    ),  # fmt: skip
+    ([*TUNED_ONLY, "--samplers", "euler", "--tuned-samplers", "unipc"], U, "nothing to race"),
+    ([*TUNED_ONLY, "--samplers", "unipc,heun_sde", "--tuned-samplers", ""], U, "nothing to race"),
+    ([*TUNED_ONLY, "--samplers", "heun_sde", "--tuned-samplers", "heun_sde"], U, "nothing to race"),
     (["bench-samplers", "--reference", "nope"], U, "--reference"),
     (["bench-samplers", "--out", "{ws}/file.txt"], U, "file.txt"),
     (["bench-samplers", "--out", "{ro}/b"], E, "read-only"),

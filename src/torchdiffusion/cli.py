@@ -225,6 +225,14 @@ def classify(e: BaseException) -> tuple[str, int, bool] | None:
     return None
 
 
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as a process SIGPIPE ends, with stdout pointed at
+    /dev/null so that Python's flush at exit says nothing ("Exception ignored ... BrokenPipeError")."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
 def run_script(main_fn, name: str | None = None, stopped: str | None = None) -> int:
     """A script's ``main()`` (scripts/) under the command line's contract: a failure the user can act on - a
     missing run, a value out of range, a damaged file (:func:`classify`) - is one line ``NAME: error: ...`` with
@@ -236,9 +244,7 @@ def run_script(main_fn, name: str | None = None, stopped: str | None = None) -> 
     try:
         return int(main_fn() or 0)
     except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        return _stdout_gone()
     except KeyboardInterrupt:
         print(stopped or f"{name}: stopped by Ctrl-C", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -279,11 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                 if rc != 0:  # its manifests say the command did not finish
                     rec.stopped = f"exit status {rc}"
             return rc
-    except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as a process SIGPIPE ends
+    except BrokenPipeError:
         close_bars()
-        with contextlib.suppress(OSError, ValueError):  # and no "Exception ignored" when Python flushes at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        return _stdout_gone()
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: stop now, one line, exit 128 + signal number
         close_bars()
         code = e.exit_code if isinstance(e, Stopped) else EXIT_INTERRUPTED

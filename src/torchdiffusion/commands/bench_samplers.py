@@ -152,12 +152,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown diffusers scheduler {d!r}; choose from {', '.join(diffusers_driver.SCHEDULERS)}")
     if args.n < 2:
         raise ValueError("--n must be >= 2")
-    tuned = _csv(args.tuned_samplers)
-    if not dif and not any(races(s, g, BenchConfig(tuned_samplers=tuned)) for s in samplers for g in grids):
-        raise ValueError(
-            f"nothing to race: --grids {args.grids} is tuned only, and --tuned-samplers {args.tuned_samplers!r} "
-            f"tunes none of --samplers {','.join(samplers)} (deterministic ones only); add one, or another grid"
-        )
     cfg = BenchConfig(
         nfes=nfes,
         n=args.n,
@@ -170,6 +164,11 @@ def run(args: argparse.Namespace) -> int:
         stop_short=args.stop_short,
         diffusers=dif,
     )
+    if not dif and not any(races(s, g, cfg) for s in samplers for g in grids):
+        raise ValueError(
+            f"nothing to race: --grids {args.grids} is tuned only, and --tuned-samplers {args.tuned_samplers!r} "
+            f"tunes none of --samplers {','.join(samplers)} (deterministic ones only); add one, or another grid"
+        )
     command = "torchdiffusion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     from ..progress import step_bar
 
