@@ -58,6 +58,8 @@ bench: $(STAMP_ALL)
 #   tables of docs/evaluation.md, README's digit check   scripts/eval_known_answers.py, scripts/digit_check.py
 #   docs/benchmarks/demo-speed.json (README)             scripts/bench_demo.py
 #   docs/benchmarks/train-speed*.json (docs/bench-train.md)  torchdiffusion bench-train
+#   docs/benchmarks/train-speed-*/ (one CPU family each; docs/bench-train.md)   torchdiffusion bench-train --out,
+#     scripts/profile_train_step.py (where a step's time goes), scripts/bench_demo.py --out
 #   docs/images/course-*, docs/benchmarks/course-figures.json   scripts/course_figures.py (docs/course.md's commands)
 #   docs/benchmarks/reproduce-check.md, docs/cards/ (docs/provenance.md)   scripts/reproduce_check.py, torchdiffusion card
 #   docs/images/studio-*.png, docs/benchmarks/studio-overhead.json   tests/test_studio_browser.py with
