@@ -10,7 +10,8 @@ evaluate --features clf:mnist5k`` does (``evaluation.evaluate`` on the samples):
 classifier is >= 0.9 confident about, the rarest digit's share, and the Fréchet distance in that classifier's
 features (FD-MNIST5kclf) against the run's training digits, with the held-out digits' own FD as the floor. The run
 folder is only read; reports go under ``--out``. Writes ``sweep.json`` and a markdown table (``--table``, default
-``OUT/sweep.md``), rows in the order given.
+``OUT/sweep.md``), rows in the order given. ``--precision bf16`` runs the network under bf16 autocast while sampling
+(the sampler's arithmetic stays fp32), as ``generate(..., precision="bf16")`` does.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def candidate_sample(run, sampler: str, grid: str, steps: int, extra: tuple[str,
     return sample
 
 
-def score(run, sample, out: Path, extra: tuple[str, ...] = (), seed: int = 0) -> dict:
+def score(run, sample, out: Path, extra: tuple[str, ...] = (), seed: int = 0, precision: str = "fp32") -> dict:
     """Sample ``sample.n`` digits (seeds seed..seed+n-1) with one candidate's sample config (``candidate_sample``)
     and evaluate them; one result row."""
     from torchdiffusion.generate import generate, network_evaluations
@@ -91,7 +92,7 @@ def score(run, sample, out: Path, extra: tuple[str, ...] = (), seed: int = 0) ->
     _, knobs, grid_record = plan
     t0 = time.perf_counter()
     with network_evaluations(run.model) as evaluated:  # autoguidance (the run's own setting) runs two networks
-        x = generate(run.model, range(seed, seed + n), sample, run.data_shape, plan=plan)
+        x = generate(run.model, range(seed, seed + n), sample, run.data_shape, plan=plan, precision=precision)
     seconds = time.perf_counter() - t0
     return {
         "sampler": sample.sampler,
@@ -150,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--table", help="markdown table (default OUT/sweep.md)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="the network's arithmetic in sampling (bf16: autocast)",
+    )
     ap.add_argument("--resume", action="store_true", help="keep the rows OUT/sweep.json already has")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -171,23 +178,33 @@ def main(argv: list[str] | None = None) -> int:
     done = {}
     if args.resume and (out / "sweep.json").exists():  # rows this script already wrote for the same run and n
         old = json.loads((out / "sweep.json").read_text())
-        if old.get("n") == args.n and old.get("run") == str(run.path) and old.get("seed", 0) == args.seed:
+        same = (old.get("n"), old.get("run"), old.get("seed", 0), old.get("precision", "fp32"))
+        if same == (args.n, str(run.path), args.seed, args.precision):
             done = {(r["sampler"], r["grid"], r["steps"], tuple(r.get("settings", ()))): r for r in old["rows"]}
     rows = []
     try:
         for (sampler, grid, steps, extra), sample in tqdm(list(zip(cands, samples)), desc="candidates"):
             name = candidate_name(sampler, grid, steps, extra)
-            rows.append(done.get((sampler, grid, steps, extra)) or score(run, sample, out / name, extra, args.seed))
+            rows.append(
+                done.get((sampler, grid, steps, extra))
+                or score(run, sample, out / name, extra, args.seed, args.precision)
+            )
             r = rows[-1]
             tqdm.write(f"{name}: {100 * r['confident_fraction']:.1f} % FD {r['FD-MNIST5kclf']:.2f}")
             (out / "sweep.json").write_text(
-                json.dumps({"run": str(run.path), "n": args.n, "seed": args.seed, "rows": rows}, indent=2)
+                json.dumps(
+                    {"run": str(run.path), "n": args.n, "seed": args.seed, "precision": args.precision, "rows": rows},
+                    indent=2,
+                )
             )
     except KeyboardInterrupt:
         print("stopped; the rows so far are in sweep.json", file=sys.stderr)
         return 130
     table = Path(args.table) if args.table else out / "sweep.md"
-    table.write_text(markdown(rows, args.n, args.seed))
+    text = markdown(rows, args.n, args.seed)
+    if args.precision != "fp32":
+        text += f"\nThe network sampled in {args.precision} (autocast; the sampler's own arithmetic unchanged).\n"
+    table.write_text(text)
     print(table)
     return 0
 

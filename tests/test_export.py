@@ -213,6 +213,9 @@ def test_export_cli_and_sample_from_the_onnx_folder(tmp_path):
     rc, out, err = cli("sample", tmp_path / "onnx", "--n", "2", "--sampler", "ddim")
     assert rc == 0, err[-2000:]
     assert (tmp_path / "onnx" / "samples" / "ddim-2-seed0.png").is_file()
+    rc, out, err = cli("sample", tmp_path / "onnx", "--n", "2", "--precision", "bf16", "--out", tmp_path / "b.png")
+    assert rc == 2 and "is an ONNX export: onnxruntime runs it in the precision" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "b.png").exists()  # torch's autocast would change nothing there
     # now the folder holds more than an export: replacing it would delete the samples, so a new export is refused
     rc, out, err = cli("export", run, "--format", "onnx", "--out", tmp_path / "onnx")
     assert rc == 2 and "holds an earlier export and other files (samples/ddim-2-seed0.json)" in err, err

@@ -64,3 +64,16 @@ def test_seed_draws_other_samples(tmp_path):
         assert record["seed"] == seed and f"seeds {seed}-{seed + 7}" in (out / "sweep.md").read_text()
         fd.setdefault(seed, []).append(record["rows"][0]["FD-MNIST5kclf"])
     assert fd[0][0] == fd[0][1] != fd[4][0]  # seeds 0-7 again give the same samples; seeds 4-11 do not
+
+
+def test_precision_bf16_samples_in_bf16_and_is_not_resumed_into_fp32_rows(tmp_path):
+    run = write_run(tmp_path / "run", "digits-test", MNIST, (1, 28, 28))
+    out = tmp_path / "sweep"
+    base = [str(run), "--out", str(out), "--candidates", "ddpm:uniform_t:3", "--n", "8"]
+    assert sampler_digit_sweep.main(base) == 0
+    fp32 = json.loads((out / "sweep.json").read_text())
+    assert sampler_digit_sweep.main([*base, "--precision", "bf16", "--resume"]) == 0  # fp32 rows are not kept
+    bf16 = json.loads((out / "sweep.json").read_text())
+    assert fp32["precision"] == "fp32" and bf16["precision"] == "bf16"
+    assert bf16["rows"][0]["FD-MNIST5kclf"] != fp32["rows"][0]["FD-MNIST5kclf"]  # sampled again, in bf16
+    assert "sampled in bf16" in (out / "sweep.md").read_text()

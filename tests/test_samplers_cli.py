@@ -401,3 +401,16 @@ def test_editing_commands_stop_where_a_tuned_grid_says(tmp_path):
         assert np.array_equal(frame0, to_uint8_hwc(torch.from_numpy(x[:1]))[0, :, :, 0])
     for command in ("inpaint", "img2img", "interpolate"):
         assert not np.array_equal(outputs[command, 0.0], outputs[command, 0.3 * float(grid[-2])]), command
+
+
+def test_sample_precision_bf16_runs_the_network_in_bf16_and_says_so(run, tmp_path):
+    """--precision bf16 samples the network under bf16 autocast: other bits than fp32, close to them (the sampler's
+    arithmetic stays float64), recorded in the settings record and the manifest (a table run refuses the flag:
+    test_tables)."""
+    a, meta_a = _sample(run, tmp_path, "fp32")
+    b, meta_b = _sample(run, tmp_path, "bf16", "--precision", "bf16")
+    assert meta_a["precision"] == "fp32" and meta_b["precision"] == "bf16"
+    assert not np.array_equal(a, b)
+    assert np.abs(a - b).max() < 0.25 and np.abs(a - b).mean() < 0.02  # the same images, bf16's rounding apart
+    manifest = json.loads((tmp_path / "bf16.png.manifest.json").read_text())
+    assert manifest["sampling"][0]["precision"] == "bf16"

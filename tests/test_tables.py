@@ -308,6 +308,7 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         (("sample", run, "--given", "kind=c9", "--out", tmp_path / "g.csv"), "'c9', unseen in training"),
         (("sample", run, "--guidance", "3", "--out", tmp_path / "g.csv"), "--guidance does not apply to table runs"),
         (("sample", run, "--save-npy", "--out", tmp_path / "g.csv"), "--save-npy does not apply to table runs"),
+        (("sample", run, "--precision", "bf16", "--out", tmp_path / "g.csv"), "--precision does not apply to table"),
         (("sample", run, "--negative-prompt", "x", "--out", tmp_path / "g.csv"), "--negative-prompt does not apply"),
         (("sample", run, "--eta", "0.5", "--out", tmp_path / "g.csv"), "sampler 'heun' has no setting 'eta'"),
         (("sample", run, "--sampler", "nope", "--out", tmp_path / "g.csv"), "unknown sampler 'nope'"),
