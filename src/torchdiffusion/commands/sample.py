@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("fp32", "bf16"),
         default=None,
         help="the network's arithmetic while sampling: fp32 (default) or bf16 autocast (the sampler's own arithmetic "
-        "stays float64/fp32). On CPUs with native bf16 (amx_bf16, avx512_bf16) 1.5-1.9x the images per second at the "
+        "stays float64/fp32). On CPUs with native bf16 (amx_bf16, avx512_bf16) 1.7-2.2x the images per second at the "
         "best batch, the same digit check on the demo model (docs/samplers.md); the samples then depend on the CPU",
     )
     p.add_argument(
