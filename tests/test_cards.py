@@ -142,3 +142,17 @@ def test_the_pipeline_tag_is_huggingfaces_for_what_the_run_does(settings, tag):
 
     cfg = override(get_preset("digits-test"), settings)
     assert front_matter(C.front_matter(cfg, {"kind": "image"}, "mit")).get("pipeline_tag") == tag
+
+
+def test_card_help_lists_the_data_cards_there_are():
+    """``card --data``'s help names the data sets cards.DATA_CARDS describes (written out: the parser is built
+    without importing the cards module), so the two cannot drift apart."""
+    import argparse
+
+    from torchdiffusion.cards import DATA_CARDS
+    from torchdiffusion.commands import card
+
+    p = argparse.ArgumentParser()
+    card.add_arguments(p)
+    helped = next(a.help for a in p._actions if "--data" in a.option_strings)
+    assert helped.endswith(": " + ", ".join(DATA_CARDS))
