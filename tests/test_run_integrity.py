@@ -21,7 +21,7 @@ import torch
 from damage import KINDS, damage
 from procs import gone
 from test_training_worker import TINY, InjectNaN, tiny_data
-from torchdiffusion.config import override
+from torchdiffusion.config import ConfigError, override
 from torchdiffusion.presets import get_preset
 from torchdiffusion.training import CheckpointError, TrainingError, load_state, train
 from torchdiffusion.training.checkpoint import (
@@ -175,6 +175,31 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(finished, tmp_path, ch
         train(tiny_cfg(change), work, data=tiny_data(), progress=False)
     after = {p.relative_to(work): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()}
     assert after == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["train.lr=0.001", "train.precision=bf16", "train.ema_halflife_images=64", "objective.ct_steps_end=20"],
+)
+def test_a_resume_with_other_trajectory_settings_is_refused_and_changes_nothing(finished, tmp_path, change):
+    """The rest of the run trained with another learning rate, arithmetic, EMA or objective setting, under a
+    config.json that claimed it for the whole run, would mix two runs; refused in one line, the folder as it was.
+    The length, limits, threads and cadences may change (test_training, test_time_limits)."""
+    run, _ = finished
+    work = _copy(run, tmp_path / "run")
+    before = {p.relative_to(work): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()}
+    key, value = change.split("=")
+    with pytest.raises(ConfigError, match=rf"(trained with|holds a run of) {key}=.*, not '?{value}'?;"):
+        train(tiny_cfg(change, "train.threads=2", "train.log_every_images=64"), work, data=tiny_data(), progress=False)
+    after = {p.relative_to(work): p.read_bytes() for p in sorted(work.rglob("*")) if p.is_file()}
+    assert after == before
+    train(tiny_cfg("train.threads=2", "train.log_every_images=64"), work, data=tiny_data(), progress=False)  # taken
+
+
+def test_another_length_is_refused_where_the_schedule_is_laid_out_over_it(tmp_path):
+    run = train(tiny_cfg("train.guide_at=0.5", "train.images=64"), tmp_path / "g", data=tiny_data(), progress=False)
+    with pytest.raises(ConfigError, match="train.images=64, and train.guide_at=0.5 is laid out over it"):
+        train(tiny_cfg("train.guide_at=0.5", "train.images=128"), run, data=tiny_data(), progress=False)
 
 
 @pytest.mark.parametrize("config", ["{ not json", '{"model": 5}'])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -108,17 +109,30 @@ def saved_config(out: Path) -> RunConfig | None:
         return None
 
 
-# What a run learns from and towards, besides its data, network and process: a resume that changed one of these
-# would continue another run's training (a teacher's denoising state as a distilled student, say).
-OBJECTIVE_IDENTITY = (
-    "name",
-    "teacher",
-    "teacher_steps",
-    "teacher_grid",
-    "guidance",
-    "autoguidance",
-    "max_steps",
-    "reflow_pairs",
+# A resume continues one trajectory: every objective setting (what the run learns from and towards: a teacher, its
+# grid, a consistency curriculum, DMD's fake-denoiser updates ...) and every train setting but those below must be
+# the ones the states were written with; a change would train the rest of the run otherwise and leave a config.json
+# that describes neither part. train.batch_size and train.seed are checked against the state itself (restore).
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "images",  # a longer run continues from the finished state (refused where it moves the schedule: below)
+        "cpu_minutes",
+        "minutes",
+        "threads",
+        "num_workers",
+        "compile",
+        "grad_accum",  # the same batch in smaller pieces: float order only
+        "log_every_images",
+        "sample_every_images",
+        "eval_every_images",
+        "eval_n",
+        "eval_classifier",
+        "checkpoint_every_images",
+        "keep_checkpoints",
+        "max_nonfinite",
+        "batch_size",
+        "seed",
+    }
 )
 
 
@@ -182,9 +196,9 @@ def _check_same_run(
     *,
     hint: str = "pass --no-resume to start over or choose another --out",
 ) -> None:
-    """Resuming is allowed when the data, model and diffusion sections and what the objective learns from
-    (OBJECTIVE_IDENTITY) match the saved config.json. A config.json that is there but unreadable cannot vouch for
-    the states beside it: refused in one line, as a different run."""
+    """Resuming is allowed when the data, model, diffusion and objective sections and the train settings that shape
+    the trajectory (all but RESUME_MAY_CHANGE) match the saved config.json. A config.json that is there but
+    unreadable cannot vouch for the states beside it: refused in one line, as a different run."""
     path = out / "config.json"
     if not path.exists():
         return
@@ -198,13 +212,34 @@ def _check_same_run(
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
             raise ConfigError(f"{out} holds a run with a different {section} section; {hint}")
-    for key in OBJECTIVE_IDENTITY:
+    for key in (f.name for f in fields(old.objective)):
         was, now = getattr(old.objective, key), getattr(cfg.objective, key)
         if not (_same_teacher(was, now) if key == "teacher" else was == now):
             what = (
                 f"a {was} run, not a {now} one" if key == "name" else f"a run of objective.{key}={was!r}, not {now!r}"
             )
             raise ConfigError(f"{out} holds {what}; {hint}")
+    t_old, t_new = old.train, cfg.train
+    for key in (f.name for f in fields(t_old)):
+        was, now = getattr(t_old, key), getattr(t_new, key)
+        if key in RESUME_MAY_CHANGE or was == now:
+            continue
+        if key in ("precision", "channels_last") and t_new.precision == "auto":
+            continue  # auto takes the precision and layout of the run being resumed (training/precision.py)
+        raise ConfigError(
+            f"{out} was trained with train.{key}={_shown(was)}, not {_shown(now)}; resume with the same value, "
+            f"or {hint}"
+        )
+    if t_old.images != t_new.images and (t_old.lr_decay != "none" or t_old.guide_at > 0):
+        moved = f"train.lr_decay={t_old.lr_decay}" if t_old.lr_decay != "none" else f"train.guide_at={t_old.guide_at:g}"
+        raise ConfigError(
+            f"{out} was trained for train.images={t_old.images}, and {moved} is laid out over it: another length "
+            f"would change what the first part did; {hint}"
+        )
+
+
+def _shown(v: object) -> str:
+    return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
 
 
 def truncate_metrics(path: Path, images_seen: int) -> None:
@@ -313,14 +348,16 @@ def restore(state: TrainState, path: Path, setup: Setup) -> None:
 def _check_same_trajectory(saved: dict, path: Path, state: TrainState, seed: int) -> None:
     """A resume must continue the same trajectory: the state's global batch size and seed."""
     if state.images_seen != int(saved["images_seen"]):
+        old = int(saved["images_seen"]) // max(1, int(saved["step"]))  # the global batch of every step so far
         raise CheckpointError(
-            f"{path} was written with train.batch_size != {state.batch_size}; resume with the same one"
+            f"{path} was written with train.batch_size={old}, not {state.batch_size}; resume with the same one, or "
+            "start over in another --out (train: or --no-resume)"
         )
     old_seed = saved.get("data", {}).get("seed")
     if old_seed is not None and int(old_seed) != seed:
         raise CheckpointError(
-            f"{path} was written with train.seed={int(old_seed)}, not {seed}; resume with the same one "
-            f"or pass --no-resume to start over"
+            f"{path} was written with train.seed={int(old_seed)}, not {seed}; resume with the same one, or start over "
+            "in another --out (train: or --no-resume)"
         )
 
 
