@@ -218,6 +218,25 @@ def test_files_written_beside_a_replaced_output_go_with_it(made, tmp_path, capsy
     assert (out / "g.npy").is_file() and not (out / "g.gif").exists()
 
 
+def test_a_stopped_command_takes_away_the_companions_of_what_it_replaced(made, tmp_path, monkeypatch):
+    """Ctrl-C after sample has written the new g.png and g.npy but before its GIF and settings record: the old g.gif
+    and g.json described the g.png that is gone, and go as they would at the end of a finished command."""
+    from torchdiffusion.commands import sample as sample_command
+
+    run, out = str(made / "run"), tmp_path / "out"
+    args = ["sample", run, "--n", "3", "--gif", "--save-npy", "--out", str(out / "g.png")]
+    assert main([*args, "--seed", "4"]) == 0
+
+    def stop(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample_command.Recorder, "save", stop)
+    assert main([*args, "--seed", "9"]) == 130
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["g.npy", "g.npy" + P.SUFFIX, "g.png", "g.png" + P.SUFFIX], names
+    assert json.loads((out / ("g.png" + P.SUFFIX)).read_text())["stopped"] == "Ctrl-C"
+
+
 def test_an_editing_manifest_records_the_images_it_drew(made):
     """inpaint --n 2: two images, image k from seed + k (edit.inpaint_images), recorded as such."""
     (rec,) = json.loads((made / "out" / ("e.png" + P.SUFFIX)).read_text())["sampling"]

@@ -338,8 +338,8 @@ class Recording:
         for a in arts:
             others = {str(_rel(p, a.parent)): d for p, d in digests.items() if p != a}
             out.append(write_manifest(a, {**base, "kind": f"{self.command}:{_kind(a)}"}, others))
-        if stopped is None:
-            self._remove_stale_companions(earlier, digests)
+        # stopped or not: what an earlier command wrote beside a file this one has replaced describes a file gone
+        self._remove_stale_companions(earlier, digests)
         return out
 
     def _remove_stale_companions(self, earlier: dict[Path, dict | None], digests: dict[Path, str]) -> None:
