@@ -197,9 +197,15 @@ def test_a_resume_with_other_trajectory_settings_is_refused_and_changes_nothing(
 
 
 def test_another_length_is_refused_where_the_schedule_is_laid_out_over_it(tmp_path):
+    """A longer run continues (test_training), unless the learning rate decays over the length, or the guide model
+    of autoguidance (the EMA at guide_at x images) would be kept at another point (test_autoguidance resumes one
+    whose guide stays at 48 images: 0.5 of 96, 0.375 of 128)."""
     run = train(tiny_cfg("train.guide_at=0.5", "train.images=64"), tmp_path / "g", data=tiny_data(), progress=False)
-    with pytest.raises(ConfigError, match="train.images=64, and train.guide_at=0.5 is laid out over it"):
+    with pytest.raises(ConfigError, match="keeps its guide model at 32 images .* not 64"):
         train(tiny_cfg("train.guide_at=0.5", "train.images=128"), run, data=tiny_data(), progress=False)
+    run = train(tiny_cfg("train.lr_decay=cosine", "train.images=64"), tmp_path / "c", data=tiny_data(), progress=False)
+    with pytest.raises(ConfigError, match="train.lr_decay=cosine, whose schedule is laid out"):
+        train(tiny_cfg("train.lr_decay=cosine", "train.images=96"), run, data=tiny_data(), progress=False)
 
 
 @pytest.mark.parametrize("config", ["{ not json", '{"model": 5}'])

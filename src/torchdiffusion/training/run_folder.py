@@ -14,6 +14,7 @@ Rank 0 writes every file; the other ranks read the same (shared) folder.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import fields
 from pathlib import Path
@@ -222,7 +223,7 @@ def _check_same_run(
     t_old, t_new = old.train, cfg.train
     for key in (f.name for f in fields(t_old)):
         was, now = getattr(t_old, key), getattr(t_new, key)
-        if key in RESUME_MAY_CHANGE or was == now:
+        if key in RESUME_MAY_CHANGE or key == "guide_at" or was == now:  # guide_at: its point in images, below
             continue
         if key in ("precision", "channels_last") and t_new.precision == "auto":
             continue  # auto takes the precision and layout of the run being resumed (training/precision.py)
@@ -230,11 +231,17 @@ def _check_same_run(
             f"{out} was trained with train.{key}={_shown(was)}, not {_shown(now)}; resume with the same value, "
             f"or {hint}"
         )
-    if t_old.images != t_new.images and (t_old.lr_decay != "none" or t_old.guide_at > 0):
-        moved = f"train.lr_decay={t_old.lr_decay}" if t_old.lr_decay != "none" else f"train.guide_at={t_old.guide_at:g}"
+    length = [math.ceil(t.images / t.batch_size) * t.batch_size for t in (t_old, t_new)]  # whole steps (loop.py)
+    if length[0] != length[1] and t_old.lr_decay != "none":
         raise ConfigError(
-            f"{out} was trained for train.images={t_old.images}, and {moved} is laid out over it: another length "
-            f"would change what the first part did; {hint}"
+            f"{out} was trained for train.images={t_old.images} with train.lr_decay={t_old.lr_decay}, whose schedule "
+            f"is laid out over the run's length: another length would change what the first part did; {hint}"
+        )
+    kept = [math.ceil(t.guide_at * n) if t.guide_at > 0 else 0 for t, n in zip((t_old, t_new), length, strict=True)]
+    if kept[0] != kept[1]:  # autoguidance's guide: the EMA at guide_at x images (training/loop.py)
+        raise ConfigError(
+            f"{out} keeps its guide model at {kept[0]} images (train.guide_at={t_old.guide_at:g} of "
+            f"train.images={t_old.images}), not {kept[1]}; {hint}"
         )
 
 
