@@ -988,7 +988,7 @@ def unread_setting(cfg: Any, key: str) -> str | None:
         return None
     if ok:
         return None
-    has = ", ".join(f"{k}={_shown(_value_at(cfg, k))}" for k in deciding)
+    has = ", ".join(f"{k}={shown(_value_at(cfg, k))}" for k in deciding)
     return f"{key} is read only by {who}, and this run has {has}"
 
 
@@ -999,7 +999,8 @@ def unread_flag(cfg: Any, key: str, flag: str) -> str | None:
     return None if why is None else f"{flag} changes nothing: {why}"
 
 
-def _shown(v: Any) -> str:
+def shown(v: Any) -> str:
+    """A setting's value as --set writes it (a tuple: comma-separated)."""
     return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 

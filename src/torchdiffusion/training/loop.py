@@ -57,7 +57,19 @@ from .objective import Objective, build_objective
 from .precision import resolve_precision
 from .run_folder import open_run_folder, publish, restore, saved_config, truncate_metrics, write_config
 from .runlock import hold_run_folder
-from .state import LIMITS, NUM_NOISE_BUCKETS, Batch, Clock, MicroBatch, Setup, StepStats, TrainingError, TrainState
+from .state import (
+    LIMITS,
+    NUM_NOISE_BUCKETS,
+    Batch,
+    Clock,
+    MicroBatch,
+    Setup,
+    StepStats,
+    TrainingError,
+    TrainState,
+    guide_images,
+    steps_of_run,
+)
 
 __all__ = ["DataOrder", "TrainingError", "draw_batch", "mix_seed", "train", "train_step"]
 
@@ -408,7 +420,7 @@ def _train(
         for cb in callbacks:
             cb.before_step(state, batch)
         stats = train_step(state, batch, setup)
-        state.keep_guide(math.ceil(t.guide_at * setup.total_images))  # autoguidance's guide: the EMA at train.guide_at
+        state.keep_guide(guide_images(t, setup.total_images))  # autoguidance's guide: the EMA at train.guide_at
         state.window.add(stats, t.batch_size)
         for cb in callbacks:
             cb.after_step(state, stats)
@@ -459,7 +471,7 @@ def _setup(
     cfg: RunConfig, out: Path, data: Any, device: torch.device, model: Precond, stop: StopFlag, objective: Any
 ) -> Setup:
     t = cfg.train
-    total_steps = math.ceil(t.images / t.batch_size)
+    total_steps = steps_of_run(t)
     if objective is None:
         objective = build_objective(cfg, model, total_steps, device, out)
     X = data.x.to(torch.float32)

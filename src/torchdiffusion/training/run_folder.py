@@ -14,7 +14,6 @@ Rank 0 writes every file; the other ranks read the same (shared) folder.
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import fields
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 from .. import __version__ as VERSION
 from .. import distributed as dist
-from ..config import ConfigError, RunConfig, from_json, to_dict, to_json
+from ..config import ConfigError, RunConfig, from_json, shown, to_dict, to_json
 from ..io import atomic_write, state_dict_mismatch
 from .checkpoint import (
     DAMAGED_SUFFIX,
@@ -44,7 +43,7 @@ from .checkpoint import (
     write_run_info,
 )
 from .lr import learning_rate
-from .state import Setup, TrainingError, TrainState, Window
+from .state import Setup, TrainingError, TrainState, Window, guide_images, steps_of_run
 
 
 def open_run_folder(out: Path, cfg: RunConfig, resume: bool) -> Path | None:
@@ -228,25 +227,20 @@ def _check_same_run(
         if key in ("precision", "channels_last") and t_new.precision == "auto":
             continue  # auto takes the precision and layout of the run being resumed (training/precision.py)
         raise ConfigError(
-            f"{out} was trained with train.{key}={_shown(was)}, not {_shown(now)}; resume with the same value, "
-            f"or {hint}"
+            f"{out} was trained with train.{key}={shown(was)}, not {shown(now)}; resume with the same value, or {hint}"
         )
-    length = [math.ceil(t.images / t.batch_size) * t.batch_size for t in (t_old, t_new)]  # whole steps (loop.py)
+    length = [steps_of_run(t) * t.batch_size for t in (t_old, t_new)]
     if length[0] != length[1] and t_old.lr_decay != "none":
         raise ConfigError(
             f"{out} was trained for train.images={t_old.images} with train.lr_decay={t_old.lr_decay}, whose schedule "
             f"is laid out over the run's length: another length would change what the first part did; {hint}"
         )
-    kept = [math.ceil(t.guide_at * n) if t.guide_at > 0 else 0 for t, n in zip((t_old, t_new), length, strict=True)]
-    if kept[0] != kept[1]:  # autoguidance's guide: the EMA at guide_at x images (training/loop.py)
+    kept = [guide_images(t, n) for t, n in zip((t_old, t_new), length, strict=True)]
+    if kept[0] != kept[1]:  # autoguidance's guide: the EMA kept at guide_at of the run
         raise ConfigError(
             f"{out} keeps its guide model at {kept[0]} images (train.guide_at={t_old.guide_at:g} of "
             f"train.images={t_old.images}), not {kept[1]}; {hint}"
         )
-
-
-def _shown(v: object) -> str:
-    return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
 
 
 def truncate_metrics(path: Path, images_seen: int) -> None:

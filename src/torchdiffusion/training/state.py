@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..config import RunConfig
+from ..config import RunConfig, TrainConfig
 from ..precond import Precond
 from .ema import EMA
 
@@ -29,6 +30,16 @@ if TYPE_CHECKING:
     from .objective import Objective
 
 NUM_NOISE_BUCKETS = 8  # loss_by_sigma resolution
+
+
+def steps_of_run(t: TrainConfig) -> int:
+    """Optimizer steps of a run: train.images in whole global batches (the last one full)."""
+    return math.ceil(t.images / t.batch_size)
+
+
+def guide_images(t: TrainConfig, total_images: int) -> int:
+    """Images seen when autoguidance's guide model is kept: train.guide_at of the run's length (0: none is kept)."""
+    return math.ceil(t.guide_at * total_images)
 
 
 class TrainingError(RuntimeError):
