@@ -336,7 +336,7 @@ def write_samples(
     import numpy as np
 
     from ..generate import generate, network_evaluations
-    from ..io import atomic_write, write_json
+    from ..io import atomic_write
     from ..progress import chain, step_bar
     from ..samplers import nfe
     from ..viz import channel_note, save_samples
@@ -388,27 +388,34 @@ def write_samples(
         paths.append(atomic_write(out.with_suffix(SIDECARS[5]), hyperstack_bytes(own.numpy())))
     if recorder is not None:
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
-    # What made these files, beside them: the sampling settings, the seeds and the run's resolved config.
-    paths.append(
-        write_json(
-            {
-                "run": str(run_.path),
-                "seeds": [seeds[0], seeds[-1]],
-                "nfe": spent,  # calls of the (guided) denoiser per sampler run
-                # what they cost: network evaluations per image (x2 for classifier-free guidance, x2 autoguidance)
-                "network_evaluations_per_image": evaluated["rows"] / max(1, sample.n),
-                "grid_used": grid_record,
-                "conditioning": sorted(cond) if isinstance(cond, dict) else None,
-                "wrapped": wrap is not None,
-                "precision": precision,  # of the network's arithmetic (bf16: autocast)
-                "sample": dataclasses.asdict(sample),
-                "run_config": dataclasses.asdict(run_.config),
-                "files": [p.name for p in paths],
-            },
-            out.with_suffix(SIDECARS[0]),
-        )
-    )
+    extra = {
+        # what they cost: network evaluations per image (x2 for classifier-free guidance, x2 autoguidance)
+        "network_evaluations_per_image": evaluated["rows"] / max(1, sample.n),
+        "grid_used": grid_record,
+        "conditioning": sorted(cond) if isinstance(cond, dict) else None,
+        "wrapped": wrap is not None,
+        "precision": precision,  # of the network's arithmetic (bf16: autocast)
+    }
+    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra))
     return paths
+
+
+def write_settings_record(run_, sample, seeds: list[int], spent, paths: list[Path], out: Path, extra: dict) -> Path:
+    """What made the files ``paths``, beside them as ``out``'s .json: the run, the seeds, ``spent`` (the sampler's
+    denoiser calls per sample), what the caller adds (``extra``), the sampling settings and the run's resolved
+    config."""
+    from ..io import write_json
+
+    record = {
+        "run": str(run_.path),
+        "seeds": [seeds[0], seeds[-1]],
+        "nfe": spent,
+        **extra,
+        "sample": dataclasses.asdict(sample),
+        "run_config": dataclasses.asdict(run_.config),
+        "files": [p.name for p in paths],
+    }
+    return write_json(record, out.with_suffix(SIDECARS[0]))
 
 
 class Recorder:
@@ -462,7 +469,6 @@ class Recorder:
 def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     """Tables: a CSV of sample.n rows (+ marginals picture); sequences: a text file of sample.n lines (+ picture)."""
     from ..config import ConfigError, checked_sample
-    from ..io import write_json
     from ..kinds import draw, given_cells, save, schema_of
     from ..samplers import nfe
     from ..tabular import sampling_plan_of
@@ -492,18 +498,9 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     how = f"{sample.sampler}, " if run_.kind == "table" else ""
     paths = save(x, run_.kind, schema, out, title=f"{sample.n} samples, {how}{sample.steps} steps")
     # what made them, as beside an image grid: a table's sampler on its grid; a sequence's own reverse steps
-    spent = nfe(sample.sampler, sample.steps, **plan[1]) if plan else sample.steps
-    record = {
-        "run": str(run_.path),
-        "seeds": [seeds[0], seeds[-1]],
-        "nfe": spent,  # the sampler's denoiser calls per sample (a sequence: its reverse steps)
-        "grid_used": plan[2] if plan else None,
-        "given": list(args.given or []),
-        "sample": dataclasses.asdict(sample),
-        "run_config": dataclasses.asdict(run_.config),
-        "files": [p.name for p in paths],
-    }
-    paths.append(write_json(record, out.with_suffix(SIDECARS[0])))
+    spent = nfe(sample.sampler, sample.steps, **plan[1]) if plan else sample.steps  # a sequence: its reverse steps
+    extra = {"grid_used": plan[2] if plan else None, "given": list(args.given or [])}
+    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra))
     for p in paths:
         print(p)
     return 0
