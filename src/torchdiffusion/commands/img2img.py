@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..edit import strength_sigmas
     from ..generate import load_run
     from ..progress import step_bar
-    from .inpaint import check_edit_options, default_out, load_inputs, save_edit, setup
+    from .inpaint import check_edit_options, load_inputs, save_edit, setup
 
     check_edit_options(args)
     run_ = load_run(args.run, weights=args.weights)
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(img2img_images(run_, sampler, D, x, sigmas, s, seeds=seeds, knobs=knobs, bar=bar))
     tag = f"img2img-{'_'.join(f'{s:g}' for s in args.strength)}-{sample.sampler}{sample.steps}"
     edited = torch.stack(rows[1:]) if len(rows) > 2 else rows[1]  # (S, N, ...) for several strengths
-    for p in save_edit(run_, rows, edited, default_out(run_, args, tag), getattr(args, "save_npy", False)):
+    for p in save_edit(run_, args, tag, rows, edited):
         print(p)
     return 0
 

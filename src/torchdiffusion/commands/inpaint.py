@@ -181,15 +181,17 @@ def save_rows(rows, path: Path) -> Path:
     return save_grid(torch.cat([r.clamp(-1, 1) for r in rows]), path, nrow=rows[0].shape[0])
 
 
-def save_edit(run_, rows, edited, path: Path, save_npy: bool) -> list[Path]:
-    """The PNG of ``rows`` and, with --save-npy, ``edited`` (the edited examples: (N, ...) or one such row per
-    setting, (S, N, ...)) beside it as .npy in the data's own units (``LoadedRun.to_data_units``)."""
+def save_edit(run_, args: argparse.Namespace, tag: str, rows, edited) -> list[Path]:
+    """The PNG of ``rows`` at the edit's output (:func:`default_out`) and, with --save-npy, ``edited`` (the edited
+    examples: (N, ...) or one such row per setting, (S, N, ...)) beside it as .npy in the data's own units
+    (``LoadedRun.to_data_units``)."""
     import numpy as np
 
     from ..io import atomic_write
 
+    path = default_out(run_, args, tag)
     paths = [save_rows(rows, path)]
-    if save_npy:
+    if args.save_npy:
         values = run_.to_data_units(edited.float()).numpy()
         paths.append(atomic_write(path.with_suffix(".npy"), lambda f: np.save(f, values)))
     return paths
@@ -268,9 +270,7 @@ def run(args: argparse.Namespace) -> int:
         + (f"-pigdm{args.pseudoinverse:g}" if args.pseudoinverse else "")
         + (f"-class{args.classes}" if args.classes else "")
     )
-    for p in save_edit(
-        run_, [x, show_hole(x, mask), result], result, default_out(run_, args, tag), getattr(args, "save_npy", False)
-    ):
+    for p in save_edit(run_, args, tag, [x, show_hole(x, mask), result], result):
         print(p)
     return 0
 

@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from ..generate import load_run
     from .inpaint import (
         check_edit_options,
-        default_out,
         inpaint_images,
         load_inputs,
         repaint_bar,
@@ -106,9 +105,7 @@ def run(args: argparse.Namespace) -> int:
             sampler, D, canvas, sigmas, mask, seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar
         )
     tag = f"outpaint-l{args.left}r{args.right}t{args.top}b{args.bottom}-{sample.sampler}{sample.steps}"
-    for p in save_edit(
-        run_, [show_hole(canvas, mask), result], result, default_out(run_, args, tag), getattr(args, "save_npy", False)
-    ):
+    for p in save_edit(run_, args, tag, [show_hole(canvas, mask), result], result):
         print(p)
     return 0
 
@@ -127,7 +124,7 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     from .inpaint import check_edit_options, default_out
 
     check_edit_options(args)
-    if getattr(args, "save_npy", False):
+    if args.save_npy:
         raise ConfigError("--save-npy changes nothing here: a forecast always writes its .npy beside the PNG")
     if args.left or args.top or args.bottom or not args.right:
         raise ConfigError("signals grow to the right only: give --right N (forecasting)")
