@@ -17,6 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from torchdiffusion.bench import train_step as B
+from torchdiffusion.commands.argtypes import MAX_BATCH, MAX_THREADS, int_in, positive_int
 from torchdiffusion.config import ConfigError, override, validate
 from torchdiffusion.heap import keep_freed_memory
 from torchdiffusion.presets import get_preset
@@ -46,11 +47,11 @@ def main() -> None:
     ap.add_argument("--preset", default="mnist-cpu")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--shape", default="1,28,28", help="one example's shape C,H,W")
-    ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--batch-size", type=positive_int(MAX_BATCH), default=None, help="default: the preset's")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     ap.add_argument("--layout", choices=("contiguous", "channels_last"), default="channels_last")
-    ap.add_argument("--steps", type=int, default=10, help="profiled steps (after 10 untimed and 20 timed)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int_in(1, 1000), default=10, help="profiled steps (after 10 untimed, 20 timed)")
+    ap.add_argument("--threads", type=positive_int(MAX_THREADS), default=2)
     args = ap.parse_args()
     cfg = validate(override(get_preset(args.preset), args.set))
     try:
@@ -60,8 +61,6 @@ def main() -> None:
     if len(shape) != 3 or min(shape) < 1 or cfg.model.net != "unet":
         raise ConfigError("the step profiled is the U-Net's on images: --shape C,H,W and model.net=unet")
     batch = args.batch_size or cfg.train.batch_size
-    if not (1 <= batch <= 4096 and 1 <= args.steps <= 1000 and 1 <= args.threads <= 256):
-        raise ConfigError("need --batch-size in [1, 4096], --steps in [1, 1000], --threads in [1, 256]")
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as train() and bench-train run
     models, _ = B.contenders(cfg.model, shape, with_diffusers=False)
