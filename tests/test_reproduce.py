@@ -2,6 +2,8 @@
 a manifest and a damaged run are refused in one line (exit 2); a changed artefact is reported as different."""
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +237,37 @@ def test_a_stopped_command_takes_away_the_companions_of_what_it_replaced(made, t
     names = sorted(p.name for p in out.iterdir())
     assert names == ["g.npy", "g.npy" + P.SUFFIX, "g.png", "g.png" + P.SUFFIX], names
     assert json.loads((out / ("g.png" + P.SUFFIX)).read_text())["stopped"] == "Ctrl-C"
+
+
+KILL_IN_GIF = """
+import os, signal, sys
+from torchdiffusion.commands import sample
+sample.Recorder.save = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # kill -9 while the GIF is written
+from torchdiffusion.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_killed_command_leaves_files_the_same_command_replaces(made, tmp_path):
+    """kill -9 after sample has written its picture and .npy, in its GIF: no code of the command runs again, yet
+    each file it wrote has a manifest (provisional, "unfinished"), so the same command replaces them as its own
+    instead of refusing them as the user's, and their manifests then say it finished."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "g.png"
+    argv = ["sample", str(made / "run"), "--n", "3", "--seed", "4", "--gif", "--save-npy", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", KILL_IN_GIF, *argv], capture_output=True, text=True, env=env)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert out.is_file() and out.with_suffix(".npy").is_file() and not out.with_suffix(".gif").exists()
+    for name in ("g.png", "g.npy"):
+        assert P.read_manifest(P.manifest_path(tmp_path / name))["stopped"] == P.UNFINISHED
+    assert main(argv) == 0
+    for name in ("g.png", "g.npy", "g.gif"):
+        assert "stopped" not in P.read_manifest(P.manifest_path(tmp_path / name))
+    names = sorted(p.name for p in tmp_path.iterdir())  # the settings record: listed in g.png's manifest, no own
+    assert names == sorted(["g.json", *(f"g.{e}{s}" for e in ("png", "npy", "gif") for s in ("", P.SUFFIX))])
 
 
 def test_an_editing_manifest_records_the_images_it_drew(made):

@@ -24,7 +24,9 @@ Two ways to write one:
   ``load_run`` loaded and each ``generate`` call, and writes one manifest per artefact once the command has
   finished (a command stopped or failed after writing some files marks their manifests ``"stopped"``). A
   command that writes a folder as one artefact (an export) calls :func:`note_artefact` on it: the files under it
-  are then listed in the folder's manifest.
+  are then listed in the folder's manifest. Each file gets a provisional manifest the moment it is written
+  (``"stopped"``: :data:`UNFINISHED`), replaced by the full one at the end: a command killed outright (``kill -9``,
+  a power cut) leaves no file without a manifest, so the same command again replaces its files as its own.
 
 ``torchdiffusion reproduce MANIFEST`` (commands/reproduce.py) runs ``command.argv`` again and compares.
 """
@@ -51,6 +53,9 @@ from .io import cache_dir, sha256_file, watch_writes, write_json
 FORMAT = "torchdiffusion-manifest"
 VERSION = 1
 SUFFIX = ".manifest.json"
+# what a provisional manifest says until the command's end replaces it: left behind only by a command that ended
+# without running its own code again (kill -9, a power cut)
+UNFINISHED = "unfinished: the command ended before it could finish (killed?)"
 
 
 class ManifestError(ValueError):
@@ -298,12 +303,30 @@ class Recording:
         self.folders: list[Path] = []  # folders that are one artefact each
         self.device: str | None = None
         self.stopped: str | None = None  # set by a command that ends unsuccessfully without an exception
+        self.rank0 = os.environ.get("RANK", "0") in ("", "0")  # under torchrun, rank 0 writes the manifests
+        self.earlier: dict[Path, dict | None] = {}  # a file's manifest from before this command wrote it
+        self.provisional: set[Path] = set()  # files given a provisional manifest
 
     def route(self, path: Path) -> Path:
         return path
 
     def written(self, path: Path, actual: Path) -> None:
-        self.files[Path(os.path.abspath(actual))] = None
+        p = Path(os.path.abspath(actual))
+        self.files[p] = None
+        if (
+            not self.rank0
+            or not p.is_file()
+            or p.name.endswith(SUFFIX)
+            or Path(os.path.abspath(cache_dir())) in p.parents
+        ):
+            return
+        if p not in self.earlier:  # read before the provisional manifest replaces it (stale companions, below)
+            self.earlier[p] = _earlier_manifest(p)
+        # the provisional manifest: this file is the command's own even if the process dies before its end
+        with contextlib.suppress(Exception):  # best effort (a full disk): the command's own write is what counts
+            base = manifest(None, kind=f"{self.command}:{_kind(p)}", argv=self.argv, command=self.command)
+            write_manifest(p, {**base, "stopped": UNFINISHED})
+            self.provisional.add(p)
 
     def artefacts(self) -> list[Path]:
         """Files and claimed folders that get a manifest: not manifests, not caches, not files of a claimed
@@ -320,6 +343,9 @@ class Recording:
         """Write one manifest per artefact; returns their paths. ``stopped``: why the command stopped before it
         finished ("Ctrl-C", "SIGTERM", the error), recorded in each manifest of the files it wrote until then."""
         arts = self.artefacts()
+        for p in self.provisional - set(arts):  # files that get no manifest of their own (a settings record)
+            with contextlib.suppress(OSError):
+                manifest_path(p).unlink(missing_ok=True)
         if not arts:
             return []
         base = manifest(
@@ -333,7 +359,8 @@ class Recording:
         if stopped is not None:
             base["stopped"] = stopped
         digests = {p: artefact_digest(p)[0] for p in self.files if p.is_file() and not p.name.endswith(SUFFIX)}
-        earlier = {a: _earlier_manifest(a) for a in arts if a.is_file()}  # read before they are replaced
+        # read before they were replaced (by this command's provisional manifests, or now)
+        earlier = {a: self.earlier[a] if a in self.earlier else _earlier_manifest(a) for a in arts if a.is_file()}
         out = []
         for a in arts:
             others = {str(_rel(p, a.parent)): d for p, d in digests.items() if p != a}
@@ -427,7 +454,7 @@ def recording(command: str, argv: Sequence[str]) -> Iterator[Recording]:
     again replaces them as its own."""
     rec = Recording(command, argv)
     token = _RECORDING.set(rec)
-    rank0 = os.environ.get("RANK", "0") in ("", "0")  # under torchrun, rank 0 writes the manifests
+    rank0 = rec.rank0
     try:
         with watch_writes(rec):
             try:
