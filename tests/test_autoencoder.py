@@ -182,6 +182,46 @@ def test_train_autoencoder_command_writes_a_run_folder(tmp_path):
     assert rc == 0 and json.loads(stdout)["loss"]["beta"] == 0.5
 
 
+def test_train_autoencoder_killed_runs_again_and_a_running_one_is_not_touched(tmp_path):
+    """A real train-autoencoder process: while it trains, a second one into its folder is refused in one line (the
+    run lock) and changes nothing; after kill -9 (no clean-up of its own ran) the same command starts over and
+    finishes there. A folder that holds anything besides such a run's own files stays refused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ae"
+    args = ["train-autoencoder", "--preset", "tiny-ae", "--out", str(out), "--no-progress"]
+    long = ["--set", "train.images=100000000", "--set", "train.log_every_images=64"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "torchdiffusion", *args, *long], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size):
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read().decode()[-2000:]
+            time.sleep(0.1)
+        before = {f.name: f.read_bytes() for f in out.iterdir() if f.name != "metrics.jsonl"}
+        rc, _, err = cli(*args, "--set", "train.images=64")
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "being trained by another process" in err, err
+        assert {f.name: f.read_bytes() for f in out.iterdir() if f.name != "metrics.jsonl"} == before
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+        p.stderr.close()
+    assert p.returncode == -signal.SIGKILL and (out / "config.json").is_file()
+    (out / "notes.txt").write_text("mine")  # a file of the user's: the folder is not just a killed run
+    rc, _, err = cli(*args, "--set", "train.images=64")
+    assert rc == 2 and "is not empty" in err, err
+    (out / "notes.txt").unlink()
+    rc, stdout, err = cli(*args, "--set", "train.images=64")
+    assert rc == 0 and "ended before it finished (config.json, metrics.jsonl): starting it again" in err, err
+    assert json.loads((out / "config.json").read_text())["train"]["images"] == 64
+    assert json.loads((out / "autoencoder.json").read_text())["images_seen"] == 64
+    assert [json.loads(line)["images_seen"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [64]
+
+
 @pytest.mark.parametrize(
     "settings,needle",
     [

@@ -283,6 +283,33 @@ def test_train_clip_never_writes_into_a_folder_holding_something(tmp_path):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_train_clip_starts_over_where_a_killed_run_left_its_files(tmp_path):
+    """What train-clip leaves when killed (its config.json and metrics.jsonl, the run lock's file, a half-written
+    temporary file; no report.json) is its own: the same command starts over there and says so. The same files with
+    another command's config.json are not."""
+    args = ("train-clip", "--preset", "emoji16-clip-tiny", "--images", "64", "--no-progress")
+    rc, config, _ = cli(*args, "--dry-run")
+    assert rc == 0
+    out = tmp_path / "clip"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({**json.loads(config), "sample": {}}))  # not train-clip's config
+    (out / "metrics.jsonl").write_text("")
+    rc, _, err = cli(*args, "--out", out)
+    assert rc == 2 and "is not empty" in err, err
+    (out / "config.json").write_text(config)
+    (out / ".train.lock").write_text("pid 1 on a machine\n")
+    (out / ".contrastive.safetensors.tmp-1234").write_bytes(b"half a file")
+    rc, _, err = cli(*args, "--out", out)
+    assert rc == 0, err
+    assert "(.contrastive.safetensors.tmp-1234, config.json, metrics.jsonl): starting it again" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "contrastive.safetensors",
+        "metrics.jsonl",
+        "report.json",
+    ]
+
+
 def test_a_prompt_for_a_model_trained_without_text(tmp_path):
     run = write_run(tmp_path / "run", "digits-test", ["model.channels=8", "model.channel_mult=1,2"], (1, 8, 8))
     before = sorted(p.name for p in run.rglob("*"))

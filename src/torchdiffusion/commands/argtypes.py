@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -240,15 +241,61 @@ def _check_output_dir_path(p: Path) -> None:
     check_creatable(q)  # a folder that takes no new files (/proc) is refused now, not at the first write
 
 
-def new_or_empty_folder(path: str | Path) -> Path:
+def new_or_empty_folder(path: str | Path, own: tuple[str, ...] = (), config_type: type | None = None) -> Path:
     """``path`` for a command that writes a whole run folder from scratch and does not resume (train-autoencoder,
-    train-clip): a ConfigError (one line) when it holds anything already - another run would be overwritten."""
+    train-clip): new, empty, or holding a run of the same command that ended before its end (:func:`unfinished_run`;
+    :func:`start_over` removes it under the run lock); a ConfigError (one line) when it holds anything else -
+    another run would be overwritten - and RunFolderBusy when a run of it is training there now."""
     from ..config import ConfigError
+    from ..training.runlock import RunLock
 
     p = check_output_dir(path)
     if p.is_dir() and any(p.iterdir()):
-        raise ConfigError(f"{p} is not empty; give a new or empty folder with --out")
+        if unfinished_run(p, own, config_type) is None:
+            raise ConfigError(f"{p} is not empty; give a new or empty folder with --out")
+        with RunLock(p):  # a run that is still training holds it: RunFolderBusy, one line
+            pass
     return p
+
+
+def unfinished_run(folder: Path, own: tuple[str, ...], config_type: type | None) -> list[Path] | None:
+    """The files of a run that a command writing ``own`` (its run folder's names, the one it writes last at the
+    end) left when it ended before that end - killed, so its own clean-up never ran: only names of ``own`` (the
+    last one absent), its run lock and temporary files of those names, with a config.json of ``config_type``'s
+    fields. None when the folder holds anything else, or nothing."""
+    import dataclasses
+    import json
+
+    from ..io import TMP_MARK
+    from ..training.runlock import LOCK_NAME
+
+    if not own or config_type is None or not folder.is_dir():
+        return None
+    files = list(folder.iterdir())
+    temporary = lambda f: f.name.startswith(".") and TMP_MARK in f.name and f.name[1:].split(TMP_MARK)[0] in own
+    if not files or (folder / own[-1]).exists():
+        return None
+    if not all(f.is_file() and (f.name in own or f.name == LOCK_NAME or temporary(f)) for f in files):
+        return None
+    try:
+        doc = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    fields = {f.name for f in dataclasses.fields(config_type)}
+    return files if isinstance(doc, dict) and set(doc) == fields else None
+
+
+def start_over(folder: Path, own: tuple[str, ...], config_type: type | None) -> None:
+    """Under the run lock: remove what a run of this command that ended before its end left in ``folder``
+    (:func:`unfinished_run`), saying so; the run starts again from the beginning."""
+    from ..training.runlock import LOCK_NAME
+
+    left = [f for f in unfinished_run(folder, own, config_type) or [] if f.name != LOCK_NAME]
+    if left:
+        for f in left:
+            f.unlink(missing_ok=True)
+        names = ", ".join(sorted(f.name for f in left))
+        print(f"{folder} held a run that ended before it finished ({names}): starting it again", file=sys.stderr)
 
 
 @contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .argtypes import new_or_empty_folder, output_folder
+from .argtypes import new_or_empty_folder, output_folder, start_over
 from .common import add_config_arguments, base_config
 
 HELP = "train a KL-regularised autoencoder (the encoder/decoder of latent diffusion) into a run folder"
@@ -16,8 +16,8 @@ EXAMPLES = """examples:
 presets: see 'torchdiffusion train-autoencoder --list-presets'
 The folder gets config.json, metrics.jsonl, autoencoder.safetensors (with the latent scale factor),
 autoencoder.json (scale factor, held-out PSNR) and reconstructions.png (held-out originals above, their
-reconstructions below). The output folder must be new or empty. Ctrl-C stops with exit code 130; the weights
-are written only when training has finished."""
+reconstructions below). The output folder must be new or empty, or hold what a killed run of this command left
+(it starts over there). Ctrl-C stops with exit code 130; the weights are written only when training has finished."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(to_json(cfg))
         return 0
-    out = new_or_empty_folder(args.out or f"runs/{cfg.preset}")
+    from ..autoencoder import AutoencoderRunConfig
+
+    own = ("config.json", "metrics.jsonl", RECONSTRUCTIONS_FILE, WEIGHTS_FILE, INFO_FILE)  # INFO_FILE: written last
+    out = new_or_empty_folder(args.out or f"runs/{cfg.preset}", own, AutoencoderRunConfig)
     from ..training.run_folder import refuse_out_in_data
 
     refuse_out_in_data(out, cfg.data.path)
@@ -86,14 +89,16 @@ def run(args: argparse.Namespace) -> int:
 
         perceptual = EfficientNetPerceptual(cfg.loss.perceptual_blocks)
     from ..training.autoencoder import train_autoencoder
+    from ..training.runlock import RunLock
 
-    with output_folder(out) as out:
+    with output_folder(out) as out, RunLock(out):
+        start_over(out, own, AutoencoderRunConfig)  # what a killed run of this command left
         try:
             summary = train_autoencoder(
                 cfg, out, x_train, x_holdout, progress=not args.no_progress, perceptual=perceptual, clock=clock
             )
         except BaseException:  # Ctrl-C or a failure: the folder was empty, so it is left empty again
-            for name in ("config.json", "metrics.jsonl", RECONSTRUCTIONS_FILE, WEIGHTS_FILE, INFO_FILE):
+            for name in own:
                 (out / name).unlink(missing_ok=True)
             raise
     held = f", held-out PSNR {summary['holdout_psnr_db']:.2f} dB" if "holdout_psnr_db" in summary else ""

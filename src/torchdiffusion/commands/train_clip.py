@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..io import json_text
-from .argtypes import MAX_BATCH, MAX_IMAGES_SEEN, new_or_empty_folder, output_folder, positive_int
+from .argtypes import MAX_BATCH, MAX_IMAGES_SEEN, new_or_empty_folder, output_folder, positive_int, start_over
 from .common import add_config_arguments, base_config
 
 HELP = "train a small contrastive text-image model (image tower + frozen MiniLM with a projection) on captions"
@@ -16,7 +16,8 @@ EXAMPLES = """examples:
   torchdiffusion train-clip --dry-run                                # print the resolved config and exit
 Writes OUT/config.json, OUT/metrics.jsonl, OUT/contrastive.safetensors and OUT/report.json: caption->image
 retrieval top-1/top-5 and zero-shot category accuracy on the held-out emoji (data.holdout, whole emoji never
-seen in training). Training starts over each time; Ctrl-C stops it (exit 130) leaving complete files only."""
+seen in training). Training starts over each time (also where a killed run of it left its files); Ctrl-C stops it
+(exit 130) leaving complete files only."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,21 +57,26 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(to_json(cfg))
         return 0
+    from ..contrastive.config import ContrastiveConfig
     from ..contrastive.model import WEIGHTS_NAME
     from ..contrastive.train import load_caption_data, train_contrastive
     from ..training.run_folder import refuse_out_in_data
+    from ..training.runlock import RunLock
 
-    out = new_or_empty_folder(args.out or f"runs/{cfg.preset}")
+    own = ("config.json", "metrics.jsonl", WEIGHTS_NAME, "report.json")  # report.json: written last
+    out = new_or_empty_folder(args.out or f"runs/{cfg.preset}", own, ContrastiveConfig)
     refuse_out_in_data(out, cfg.data.path)
     with output_folder(out) as out:
         data = load_caption_data(cfg)  # bad data (no captions) fails here, before anything is written
         log = lambda line: print(line, file=sys.stderr)
-        try:
-            report = train_contrastive(cfg, out, data=data, progress=not args.no_progress, log=log)
-        except BaseException:  # Ctrl-C or a failure: the folder was empty, so it is left empty again
-            for name in ("config.json", "metrics.jsonl", WEIGHTS_NAME, "report.json"):
-                (out / name).unlink(missing_ok=True)
-            raise
+        with RunLock(out):
+            start_over(out, own, ContrastiveConfig)  # what a killed run of this command left
+            try:
+                report = train_contrastive(cfg, out, data=data, progress=not args.no_progress, log=log)
+            except BaseException:  # Ctrl-C or a failure: the folder was empty, so it is left empty again
+                for name in own:
+                    (out / name).unlink(missing_ok=True)
+                raise
     print(json_text(summary(report), indent=2))
     print(f"run folder: {out}", file=sys.stderr)
     return 0
