@@ -292,6 +292,11 @@ def test_train_clip_starts_over_where_a_killed_run_left_its_files(tmp_path):
     assert rc == 0
     out = tmp_path / "clip"
     out.mkdir()
+    (out / ".train.lock").write_text("pid 1 on a machine\n")  # killed before it wrote its config
+    rc, _, err = cli(*args, "--out", out)
+    assert rc == 0 and "starting it again" not in err, err  # the lock file alone: nothing to say
+    for p in out.iterdir():
+        p.unlink()
     (out / "config.json").write_text(json.dumps({**json.loads(config), "sample": {}}))  # not train-clip's config
     (out / "metrics.jsonl").write_text("")
     rc, _, err = cli(*args, "--out", out)

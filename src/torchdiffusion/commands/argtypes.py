@@ -262,7 +262,8 @@ def unfinished_run(folder: Path, own: tuple[str, ...], config_type: type | None)
     """The files of a run that a command writing ``own`` (its run folder's names, the one it writes last at the
     end) left when it ended before that end - killed, so its own clean-up never ran: only names of ``own`` (the
     last one absent), its run lock and temporary files of those names, with a config.json of ``config_type``'s
-    fields. None when the folder holds anything else, or nothing."""
+    fields (or, killed before it wrote that, the lock file alone). None when the folder holds anything else, or
+    nothing."""
     import dataclasses
     import json
 
@@ -277,6 +278,8 @@ def unfinished_run(folder: Path, own: tuple[str, ...], config_type: type | None)
         return None
     if not all(f.is_file() and (f.name in own or f.name == LOCK_NAME or temporary(f)) for f in files):
         return None
+    if not (folder / "config.json").exists():  # killed before it wrote its config: its lock file, nothing else
+        return files if all(f.name == LOCK_NAME or temporary(f) for f in files) else None
     try:
         doc = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
