@@ -169,10 +169,12 @@ def atomic_write(
     *,
     before_rename: Callable[[], None] | None = None,
 ) -> Path:
-    """Write ``path`` atomically from ``bytes``, ``str`` (UTF-8) or ``write(file)`` on a binary file object."""
+    """Write ``path`` atomically from ``bytes``, ``str`` (UTF-8; a lone surrogate - the bytes of a file name that
+    is not UTF-8 - as its escape ``\udcff``, which JSON reads back as the same character) or ``write(file)`` on a
+    binary file object."""
     with atomic_path(path, before_rename=before_rename) as tmp, open(tmp, "xb") as f:
         if isinstance(data, str):
-            f.write(data.encode("utf-8"))
+            f.write(data.encode("utf-8", "backslashreplace"))
         elif isinstance(data, bytes | bytearray | memoryview):
             f.write(data)
         else:

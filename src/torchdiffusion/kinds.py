@@ -10,6 +10,7 @@ data kind is in ``DISCRETE_KINDS``; images, signals and vectors keep their own p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,12 @@ def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
         text = values.get(c)
         if text is not None:
             try:
-                table.numeric[c] = torch.tensor([float(text)], dtype=torch.float64).numpy()
+                value = float(text)
             except ValueError:
                 raise ValueError(f"--given {c}={text!r}: column {c!r} is numeric") from None
+            if not math.isfinite(value):  # NaN would read as "not given", infinity as the column's largest value
+                raise ValueError(f"--given {c}={text!r}: the value of a numeric column must be a finite number")
+            table.numeric[c] = torch.tensor([value], dtype=torch.float64).numpy()
             del table.categorical[c]
         else:
             table.numeric[c] = torch.tensor([float("nan")], dtype=torch.float64).numpy()

@@ -83,17 +83,19 @@ def _hole_png(path: str, H: int, W: int) -> Tensor:
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    from .data.base import decode_errors, quiet_large_images
     from .data.files import upright
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise MaskError(f"mask file {p} does not exist")
     try:
-        with Image.open(p) as img:
+        with quiet_large_images(), Image.open(p) as img:
             img = upright(img).convert("L").resize((W, H), Image.NEAREST)
             arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
-    except (UnidentifiedImageError, OSError) as e:
-        raise MaskError(f"cannot read mask image {p} ({e})") from None
+    except (UnidentifiedImageError, *decode_errors()) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MaskError(f"cannot read mask image {p} ({first})") from None
     return (arr >= 128).float()
 
 

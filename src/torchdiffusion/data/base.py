@@ -8,6 +8,8 @@ back ``u = round((x + 1) * 127.5)`` clamped to 0..255; the round trip is exact. 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,47 @@ from ..io import atomic_write
 
 class DataError(ValueError):
     """Data that cannot be used (missing, corrupt, wrong shape); the message is one line meant for the user."""
+
+
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """What decoding a damaged or hostile file raises - Pillow's errors, a bomb of a size, and the struct, index and
+    arithmetic errors of a file whose fields lie (our own PNG and TIFF readers): readers of a user's file turn
+    these into a DataError naming it."""
+    import struct
+
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, ZeroDivisionError,
+            OverflowError, Image.DecompressionBombError)  # fmt: skip
+
+
+@contextmanager
+def quiet_large_images() -> Iterator[None]:
+    """A block in which Pillow does not print its warning for images of 89-179 megapixels (those read like any
+    other; larger ones fail with ``DecompressionBombError``, one of :func:`decode_errors`)."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def refuse_beyond_float32(a: np.ndarray, what: str) -> None:
+    """DataError (one line) where float values are infinite or beyond float32's range (~3.4e38): the data become
+    float32 tensors, in which they would turn into infinities. NaN passes (the callers that refuse it say why)."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        m = float(np.nanmax(np.abs(a))) if not np.isnan(a).all() else 0.0
+    if m == float("inf"):
+        raise DataError(f"{what} holds infinite values")
+    if m > FLOAT32_MAX:
+        raise DataError(f"{what} holds values up to {m:.3g}, beyond float32's range (3.4e+38); scale them down first")
 
 
 # data kind -> dims of one example: (C, H, W), (C, L), (D,), (C, D, H, W); a table row (D,) and a sequence (L,) are

@@ -59,7 +59,18 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
-from .base import DataError, TensorData, check_size, from_uint8, from_unit, match_channels, resize_crop
+from .base import (
+    DataError,
+    TensorData,
+    check_size,
+    decode_errors,
+    from_uint8,
+    from_unit,
+    match_channels,
+    quiet_large_images,
+    refuse_beyond_float32,
+    resize_crop,
+)
 from .png16 import is_png16, read_png16
 from .tiff import check_tiff, read_tiff, tiff_kind
 
@@ -182,6 +193,10 @@ def _decode(path: Path, raw: bool = False) -> np.ndarray:
     return (values if raw else values / full).astype(np.float32)
 
 
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
     """(pixels (H, W, 1 or 3), the format's full scale) of :func:`_decode`."""
     from PIL import Image
@@ -202,10 +217,10 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
                 return _composite(_unit_floats(samples, raw), associated), 1.0
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
-    except (OSError, ValueError) as e:  # DataError included: the file named once
-        raise DataError(f"cannot read image {path}: {e}") from None
+    except decode_errors() as e:  # DataError included: the file named once
+        raise DataError(f"cannot read image {path}: {_first_line(e)}") from None
     try:
-        with Image.open(path) as opened:
+        with quiet_large_images(), Image.open(path) as opened:
             opened.load()
             if opened.format in ("WEBP", "GIF") and getattr(opened, "n_frames", 1) > 1:
                 raise DataError(
@@ -228,8 +243,8 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
         raise DataError(f"image file not found: {path}") from None
     except DataError as e:
         raise DataError(f"cannot read image {path}: {e}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except decode_errors() as e:
+        raise DataError(f"cannot read image {path}: {_first_line(e)}") from None
     if a.ndim == 2:
         a = a[..., None]
     elif int(np.abs(np.diff(a.astype(np.int16), axis=-1)).max(initial=0)) <= GRAY_TOLERANCE:
@@ -313,7 +328,10 @@ def folder_classes(root: Path, files: list[Path]) -> tuple[Tensor | None, list[s
     if not (all(len(r) >= 2 for r in rel) and len({r[0] for r in rel}) >= 2):
         return None, None
     names = sorted({r[0] for r in rel})
-    return torch.tensor([names.index(r[0]) for r in rel], dtype=torch.long), names
+    labels = torch.tensor([names.index(r[0]) for r in rel], dtype=torch.long)
+    # a folder name that is not UTF-8 (Python holds its bytes as lone surrogates) is named by its escaped bytes,
+    # "caf\xe9": text any file, card or web page can hold
+    return labels, [n.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for n in names]
 
 
 # The array source
@@ -418,6 +436,7 @@ def _finite(a: np.ndarray, what: str) -> np.ndarray:
         raise DataError(f"{what} must be numeric, got dtype {a.dtype}")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise DataError(f"{what} contains NaN or infinite values")
+    refuse_beyond_float32(a, what)
     return a
 
 

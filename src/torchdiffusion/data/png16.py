@@ -22,6 +22,7 @@ import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel: gray, RGB, gray + alpha, RGBA
+MAX_PIXELS = 178_956_970  # Pillow's limit (twice its warning size): larger declared sizes are refused, not allocated
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
@@ -92,7 +93,9 @@ def read_png16(path: Path) -> np.ndarray:
     header, idat, key = None, [], None
     for kind, body in _chunks(data):
         if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body[:13])
+            if len(body) != 13:
+                raise ValueError(f"corrupt PNG: its IHDR chunk is {len(body)} bytes, not 13")
+            header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
             idat.append(body)
         elif kind == b"tRNS":
@@ -104,6 +107,8 @@ def read_png16(path: Path) -> np.ndarray:
         raise ValueError("not a 16-bit RGB, gray + alpha or RGBA PNG")
     if interlace not in (0, 1):
         raise ValueError(f"unknown PNG interlace method {interlace}")
+    if w < 1 or h < 1 or w * h > MAX_PIXELS:
+        raise ValueError(f"a PNG of {w}x{h} pixels; this reader takes 1 to {MAX_PIXELS:,} pixels")
     bpp = 2 * CHANNELS[ctype]
     try:
         raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)

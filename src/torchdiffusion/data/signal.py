@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import DataConfig
-from .base import DataError, TensorData
+from .base import DataError, TensorData, refuse_beyond_float32
 from .delimited import as_number, decimal_of, read_rows
 
 # the classification sets of the UCR/UEA archive inside the sktime wheel (sktime/datasets/data/<Name>/)
@@ -63,8 +63,9 @@ def stack_series(series: list[np.ndarray], length: int | None, what: str) -> Ten
     if len(channels) > 1:
         raise DataError(f"{what}: series have different channel counts {sorted(channels)}")
     for s in series:
-        if not np.isfinite(s).all():
+        if not np.isfinite(s).all() and np.isnan(s).any():
             raise DataError(f"{what} has missing or NaN values; fill them first (torchdiffusion impute) or drop them")
+        refuse_beyond_float32(np.asarray(s), what)
     lengths = sorted({s.shape[1] for s in series})
     if lengths[0] < 2:
         n = lengths[0]
@@ -162,6 +163,7 @@ def read_signal_file(
             raise DataError(
                 f"{p.name} is sampled at {file_rate} Hz; the run's series are at {rate:g} Hz - resample it to that rate"
             )
+        refuse_beyond_float32(x, p.name)
         return x[None], None
     if p.suffix.lower() in (".npy", ".npz", ".h5", ".hdf5"):
         from .files import _load_arrays
@@ -169,6 +171,7 @@ def read_signal_file(
         a = np.asarray(_load_arrays(p)["x"])
         if a.dtype.kind not in "biuf" or a.ndim not in (2, 3):
             raise DataError(f"{p.name} must hold (N, L) or (N, C, L) numbers, got {a.dtype} {a.shape}")
+        refuse_beyond_float32(a, p.name)  # NaN: the missing points
         return (a[:, None] if a.ndim == 2 else a).astype(np.float64), None
     if not p.name.lower().endswith((".csv", ".csv.gz")):
         raise DataError(f"signal files are .csv (or .csv.gz), .npy, .npz, .h5 or .wav, got {p.name}")

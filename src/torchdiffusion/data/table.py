@@ -6,7 +6,8 @@ Sources:
   number, or when it is named in ``data.categorical``; every other column is numeric. Comma-, semicolon-, tab- or
   ``|``-separated, with decimal commas in a semicolon file, as spreadsheets export them (data/delimited.py).
   Empty cells and ``NA``/``NaN``/``null`` are missing: training refuses them (one line naming the column);
-  ``torchdiffusion impute`` fills them in.
+  ``torchdiffusion impute`` fills them in. An infinite cell (``inf``, ``1e400``) in a column of numbers is refused
+  (one line naming it): it is neither a number the quantile map can take nor a category.
 * ``sklearn:wine``, ``sklearn:breast_cancer``, ``sklearn:iris``, ``sklearn:diabetes``: scikit-learn's bundled
   sets; the classification sets get their class as the categorical column ``target``.
 
@@ -166,6 +167,14 @@ def _is_missing(cell: str) -> bool:
     return cell.strip().lower() in MISSING
 
 
+def _non_finite(cell: str, decimal: str) -> bool:
+    """Whether a cell reads as an infinite number ("inf", "-Infinity", "1e400"; with decimal commas too)."""
+    try:
+        return not math.isfinite(float(cell.replace(",", ".") if decimal == "," else cell))
+    except ValueError:
+        return False
+
+
 def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
     """A CSV with a header row as a :class:`RawTable` (column kinds as in the module docstring)."""
     path = Path(path)
@@ -188,6 +197,13 @@ def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
     table = RawTable(header, {}, {}, delimiter, decimal)
     for name, cells in zip(header, cells_of):
         values = [None if _is_missing(c) else as_number(c, decimal) for c in cells]
+        odd = [(i, c) for i, (v, c) in enumerate(zip(values, cells), start=2) if v is None and not _is_missing(c)]
+        if name not in categorical and odd and all(_non_finite(c, decimal) for _, c in odd):
+            i, c = odd[0]
+            raise DataError(
+                f"{path}: column {name!r} holds {c!r} in row {i}; its numbers must be finite (an empty cell is a "
+                "missing value)"
+            )
         numeric = name not in categorical and all(v is not None for v, c in zip(values, cells) if not _is_missing(c))
         if numeric:
             table.numeric[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
@@ -357,8 +373,17 @@ def write_csv(path: Path, rows: list[list], schema: TableSchema, delimiter: str 
     w = csv.writer(buf, delimiter=delimiter)
     w.writerow(schema.columns)
     for r in rows:
-        w.writerow([f"{v:.6g}".replace(".", decimal) if isinstance(v, float) else v for v in r])
+        w.writerow([_cell(v, decimal) if isinstance(v, float) else v for v in r])
     return atomic_write(path, buf.getvalue())
+
+
+def _cell(v: float, decimal: str) -> str:
+    """A number as a CSV cell: a whole number in all its digits (99678123, not 9.9678e+07), else six significant
+    digits, or as many as its whole part has (123456.7, not 1.23457e+05)."""
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    digits = len(str(int(abs(v)))) if math.isfinite(v) else 1
+    return f"{v:.{max(6, digits)}g}".replace(".", decimal)
 
 
 def paste_known(rows: list[list], table: RawTable, known: Tensor, schema: TableSchema) -> list[list]:

@@ -116,8 +116,8 @@ def _tags(data: bytes, bo: str, pos: int, big: bool = False) -> tuple[dict[int, 
         if e + entry > len(data):
             raise ValueError("truncated TIFF directory")
         tag, typ, count = struct.unpack(bo + ("HHQ" if big else "HHI"), data[e : e + 4 + inline])
-        if typ not in TYPES:
-            continue  # rationals, ASCII and the like: no tag read here has them
+        if typ not in TYPES or count == 0:
+            continue  # rationals, ASCII and the like: no tag read here has them; no values: as if absent
         size = SIZES[TYPES[typ]] * count
         at = e + 4 + inline
         if size > inline:

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
-from .base import DataError, TensorData
+from .base import DataError, TensorData, decode_errors, quiet_large_images, refuse_beyond_float32
 
 SHAPES = ("sphere", "cube", "torus", "ellipsoid")
 SHAPES_SEED = 20_260_302  # the fixed seed of the shapes3d set
@@ -202,6 +202,7 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path.name} is {a.ndim}-D {a.shape}; a NIfTI volume must be (X, Y, Z) or (X, Y, Z, N)")
     if not np.isfinite(a).all():
         raise DataError(f"{path.name} contains NaN or infinite values")
+    refuse_beyond_float32(a, path.name)
     return a.transpose(3, 2, 1, 0), affine
 
 
@@ -222,44 +223,50 @@ def read_tiff_stack(path: Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e}") from None
-    pages = full_pages(data)
+    try:
+        pages = full_pages(data)
+    except decode_errors() as e:
+        raise DataError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not pages:
         raise DataError(f"cannot read {path}: not a TIFF file")
     if len(pages) < 2:
         raise DataError(f"{path.name} holds one image, not a stack of slices; the folder source reads single images")
     slices, im = [], None  # Pillow opens the file for the pages it reads (it cannot open some data/tiff.py reads)
-    try:
-        for index, at, tags in pages:
-            spp = tags.get(TAGS["samples"], (1,))[0]
-            if spp != 1 or tags.get(TAGS["photometric"], (1,))[0] not in (0, 1):
-                raise DataError(
-                    f"{path.name}: page {index} holds {spp} samples per pixel; the slices of a volume here are gray "
-                    "- save channels as one array (N, C, D, H, W) (data.source=array)"
-                )
-            if _kind(tags) is not None:  # pages Pillow misreads or cannot open (data/tiff.py)
-                a = read_tiff(data, at)[0][:, :, 0]
-            else:
-                im = im or Image.open(io.BytesIO(data))
-                im.seek(index)
-                if im.mode not in ("1", "L", "I", "F") and not im.mode.startswith("I;16"):
-                    raise DataError(f"{path.name}: page {index} is of Pillow mode {im.mode}, not a gray slice")
-                a = np.asarray(im)
-            if slices and a.shape != slices[0].shape:
-                size, first = "x".join(map(str, a.shape)), "x".join(map(str, slices[0].shape))
-                raise DataError(
-                    f"{path.name}: page {index} is {size}, the first page {first}; the slices of a stack share one size"
-                )
-            slices.append(a.astype(np.float64))
-    except DataError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    finally:
-        if im is not None:
-            im.close()
+    with quiet_large_images():
+        try:
+            for index, at, tags in pages:
+                spp = tags.get(TAGS["samples"], (1,))[0]
+                if spp != 1 or tags.get(TAGS["photometric"], (1,))[0] not in (0, 1):
+                    raise DataError(
+                        f"{path.name}: page {index} holds {spp} samples per pixel; the slices of a volume here are "
+                        "gray - save channels as one array (N, C, D, H, W) (data.source=array)"
+                    )
+                if _kind(tags) is not None:  # pages Pillow misreads or cannot open (data/tiff.py)
+                    a = read_tiff(data, at)[0][:, :, 0]
+                else:
+                    im = im or Image.open(io.BytesIO(data))
+                    im.seek(index)
+                    if im.mode not in ("1", "L", "I", "F") and not im.mode.startswith("I;16"):
+                        raise DataError(f"{path.name}: page {index} is of Pillow mode {im.mode}, not a gray slice")
+                    a = np.asarray(im)
+                if slices and a.shape != slices[0].shape:
+                    size, first = "x".join(map(str, a.shape)), "x".join(map(str, slices[0].shape))
+                    raise DataError(
+                        f"{path.name}: page {index} is {size}, the first page {first}; the slices of a stack share "
+                        "one size"
+                    )
+                slices.append(a.astype(np.float64))
+        except DataError:
+            raise
+        except decode_errors() as e:
+            raise DataError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        finally:
+            if im is not None:
+                im.close()
     vol = np.stack(slices)
     if not np.isfinite(vol).all():
         raise DataError(f"{path.name} holds NaN or infinite values")
+    refuse_beyond_float32(vol, path.name)
     return vol
 
 

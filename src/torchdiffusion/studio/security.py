@@ -103,7 +103,8 @@ def decode_upload(data: bytes):
 
     if len(data) > MAX_UPLOAD_BYTES:
         raise UploadRefused(f"image larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
-    Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # Pillow refuses anything above twice this while opening
+    # (Pillow's own limit, Image.MAX_IMAGE_PIXELS, is left alone: it is the whole process's - the size check below,
+    # made on the header before anything is decoded, is this upload's)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
