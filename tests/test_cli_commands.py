@@ -115,6 +115,12 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         metrics = argv[argv.index("--metrics") + 1].split(",") if "--metrics" in argv else list(SAMPLE_METRICS)
         if not set(metrics) & set(SAMPLE_METRICS):
             numeric_flags = numeric_flags - {"--steps"}
+        if "nll" not in metrics:  # bits/dim's own settings; straightness reads the ODE steps too
+            numeric_flags = numeric_flags - {"--nll-n", "--vlb-timesteps"}
+            if "straightness" not in metrics:
+                numeric_flags = numeric_flags - {"--ode-steps"}
+    if command in ("inpaint", "outpaint", "img2img") and "--images" in argv:  # the files are the images: no --n
+        numeric_flags = numeric_flags - {"--n"}
     if command == "card" and "--evaluate" not in argv:  # --n is --evaluate's alone
         numeric_flags = numeric_flags - {"--n"}
     if command == "impute" and "--series" not in argv:  # RePaint passes: the signal runs' alone

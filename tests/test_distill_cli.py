@@ -94,6 +94,8 @@ def test_progressive_on_another_teacher_grid(teacher, tmp_path):
     assert torch.allclose(got, halve_grid(other), rtol=1e-6)
     assert load_run(first).config.objective.teacher_grid == "uniform_t"
     assert load_run(out).config.objective.teacher_grid == ""  # the second halving: the 4-step student's own grid
+    name = f"{load_run(teacher).config.preset}-progressive"  # the method named once, whatever the halvings
+    assert load_run(first).config.preset == load_run(out).config.preset == name
     last = torch.tensor(json.loads((out / "grids" / "ddim-nfe2.json").read_text())["sigmas"], dtype=other.dtype)
     assert torch.allclose(last, halve_grid(halve_grid(other)), rtol=1e-6)
     for bad, words in ((["--method", "reflow", "--grid", "karras"], "progressive"), (["--grid", "zigzag"], "grid")):

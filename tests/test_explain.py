@@ -219,7 +219,7 @@ def test_the_forward_pictures_draw_a_users_own_files(tmp_path):
     rc, _, err = cli("explain", "forward", "--data", tmp_path / "nowhere", "--out", tmp_path / "n.png")
     assert_clean_error(rc, err, "neither a data source")
     rc, _, err = cli("explain", "forward", "--data", "", "--out", tmp_path / "n.png")  # not the current folder
-    assert_clean_error(rc, err, "--data is empty")
+    assert_clean_error(rc, err, "--data was given an empty value")
     rc, _, err = cli("explain", "volume-forward", "--data", tmp_path / "clips", "--out", tmp_path / "v.png")
     assert_clean_error(rc, err, "a folder without the files 'explain volume-forward' reads")
     assert not (tmp_path / "n.png").exists() and not (tmp_path / "v.png").exists()

@@ -222,6 +222,31 @@ def test_export_cli_and_sample_from_the_onnx_folder(tmp_path):
     assert (tmp_path / "onnx" / "samples" / "ddim-2-seed0.png").is_file()
 
 
+@needs_onnx
+def test_an_onnx_export_is_refused_where_a_pytorch_network_is_needed_and_its_samples_reproduce(tmp_path, capsys):
+    """An ONNX export samples like a run; what needs its PyTorch weights (export again, distil from it, --weights
+    model) is one line and writes nothing; and a picture drawn from it reproduces bit for bit."""
+    run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2"], (1, 8, 8))
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
+    onnx = str(tmp_path / "onnx")
+    capsys.readouterr()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for argv, says in (
+        (["export", onnx, "--format", "onnx", "--out", str(tmp_path / "again")], "is an ONNX export"),
+        (["export", onnx, "--format", "diffusers", "--out", str(tmp_path / "again")], "is an ONNX export"),
+        (["distill", onnx, "--method", "progressive", "--steps", "2", "--images", "16", "--out", str(tmp_path / "s")],
+         "is an ONNX export"),
+        (["sample", onnx, "--n", "2", "--weights", "model", "--out", str(tmp_path / "w.png")], "holding one network"),
+    ):  # fmt: skip
+        assert says in _refused(capsys, argv)
+        assert sorted(p.name for p in tmp_path.rglob("*")) == before, argv
+    png = tmp_path / "o.png"
+    assert main(["sample", onnx, "--n", "2", "--steps", "2", "--out", str(png)]) == 0
+    capsys.readouterr()
+    assert main(["reproduce", str(png) + ".manifest.json"]) == 0
+    assert capsys.readouterr().out.startswith("o.png: bit-identical")
+
+
 def _refused(capsys, argv):
     rc = main(argv)
     err = capsys.readouterr().err

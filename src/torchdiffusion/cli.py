@@ -256,6 +256,24 @@ def run_script(main_fn, name: str | None = None, stopped: str | None = None) -> 
         return known[1]
 
 
+# options whose empty value is a value: the empty negative prompt, bench-samplers' "tune no sampler"
+EMPTY_MEANS_NONE = {"negative_prompt", "tuned_samplers"}
+
+
+def empty_option(args: argparse.Namespace) -> str | None:
+    """The first option given an empty string (alone or in a list) where no option takes one, or None."""
+    parser = getattr(args, "_parser", None)
+    for action in getattr(parser, "_actions", ()):
+        if not action.option_strings or action.dest in EMPTY_MEANS_NONE:
+            continue
+        v = getattr(args, action.dest, None)
+        if (isinstance(v, str) and not v.strip()) or (
+            isinstance(v, list) and any(isinstance(x, str) and not x.strip() for x in v)
+        ):
+            return max(action.option_strings, key=len)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     parser = build_parser(only=words[0] if words else "")  # the top level takes no option but -h: words[0] names it
@@ -268,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         _print_error("torchdiffusion: error: give a command (see 'torchdiffusion --help')", everywhere=False)
         return EXIT_USAGE
+    empty = empty_option(args)
+    if empty is not None:  # '--out ""', '--class ""': a value left empty by a script's unset variable, not a default
+        try:
+            args._parser.error(f"{empty} was given an empty value; leave the option out for its default, or give one")
+        except SystemExit:
+            return EXIT_USAGE
     from .heap import keep_freed_memory
     from .io import cache_dir
     from .progress import Stopped, close_bars, stop_on_signals

@@ -612,6 +612,7 @@ def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
 
 
 SAMPLE_LABELS = ("none", "cycle", "random")  # sample.labels
+MAX_GUIDANCE = 100.0  # classifier-free guidance scales above this only push the samples off the data
 
 
 def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]]:
@@ -619,6 +620,10 @@ def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]
 
     return [
         (1 <= s.steps <= MAX_T, f"sample.steps must be >= 1 and <= {MAX_T}, got {s.steps}"),
+        (
+            math.isfinite(s.guidance) and 0 <= s.guidance <= MAX_GUIDANCE,
+            f"sample.guidance must be in [0, {MAX_GUIDANCE:g}] (0 unconditional, 1 conditional), got {s.guidance!r}",
+        ),
         (0.0 <= s.guidance_rescale <= 1.0, "sample.guidance_rescale must be in [0, 1]"),
         (
             math.isfinite(s.retrieval_guidance) and s.retrieval_guidance >= 0,

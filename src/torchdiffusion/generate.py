@@ -43,6 +43,10 @@ if TYPE_CHECKING:
     from .latent import LatentCodec
 
 
+class SamplingError(ValueError):
+    """A draw whose values went non-finite (a step size or scale the model cannot take); one line for the user."""
+
+
 class RunError(ValueError):
     """A run folder that cannot be loaded; one line for the user."""
 
@@ -219,6 +223,14 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     from .training.checkpoint import GUIDE_FILE, WEIGHTS_KEY
 
     path = Path(path)
+    one_network = onnx_file(path) is not None or (
+        path.is_dir() and (is_diffusers_export(path) or is_diffusers_folder(path))
+    )
+    if one_network and weights != "ema":  # the default: the one network there is
+        raise RunError(
+            f"{path} is an export holding one network; --weights {weights} chooses between a run folder's raw and "
+            "EMA weights"
+        )
     if onnx_file(path) is not None:  # an ONNX export ('torchdiffusion export --format onnx'): ONNX Runtime
         return load_onnx(path)
     if not path.is_dir():
@@ -552,6 +564,12 @@ def generate(
             D = _autocast(D, device)
         D = stop_short(D, sigmas, grid_record)  # a tuned grid may stop short of 0
         x = sampler(D, x, sigmas, noise=ns, callback=callback, **knobs)
+        if not torch.isfinite(x).all():  # never pictures of NaN: the command stops before writing anything
+            raise SamplingError(
+                f"the samples became NaN or infinite while sampling ({sample.sampler}, {len(sigmas) - 1} steps): a "
+                "sampler setting (e.g. --step-lr), the guidance scale or the steps are out of this model's reach; "
+                "lower the setting or choose another sampler"
+            )
         out.append(as_pixels(x.float(), codec).cpu())
     x = torch.cat(out)
     if clip:

@@ -20,6 +20,7 @@ Add ``invert:`` in front of any spec to swap hole and known region (e.g. ``inver
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,9 @@ def _hole_box(spec: str, H: int, W: int) -> Tensor:
     try:
         vals = [float(p) for p in parts]
     except ValueError:
-        raise MaskError(f"box mask needs four numbers box:x0,y0,x1,y1, got {spec!r}") from None
+        vals = []
+    if not vals or not all(math.isfinite(v) for v in vals):
+        raise MaskError(f"box mask needs four numbers box:x0,y0,x1,y1, got {spec!r}")
     fractional = all("." in p for p in parts) and all(0.0 <= v <= 1.0 for v in vals)
     if fractional:
         x0, y0, x1, y1 = (round(v * n) for v, n in zip(vals, (W, H, W, H)))

@@ -135,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
     if not nfes:
         raise ValueError(f"--nfe needs positive integers up to {MAX_STEPS}, e.g. 5,10,20,50; got {args.nfe!r}")
     refuse_unread(args)
+    for flag, value, what in (("--case", args.case, "case"), ("--samplers", args.samplers, "sampler"),
+                              ("--diffusers", args.diffusers, "diffusers scheduler")):  # fmt: skip
+        if value is not None and not _csv(value):
+            raise ValueError(f"{flag} names no {what}; leave it out for the default, or name one")
     check_sources(args)
     samplers = _csv(args.samplers) if args.samplers else OUR_SAMPLERS
     for s in samplers + _csv(args.tuned_samplers):

@@ -20,13 +20,30 @@ nearest-neighbour grid, class balance of samples against the data. --evaluate wr
 samples). Pictures the card shows are copied beside it when it is written outside the run folder."""
 
 
+def licence_id(text: str) -> str:
+    """A licence id as the card's YAML front matter holds it bare: letters, digits and ``. _ + -``."""
+    import argparse
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a licence id (letters, digits and . _ + -, e.g. apache-2.0, mit, cc-by-4.0, other)"
+        )
+    return text
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", help="run folder written by 'torchdiffusion train'")
     p.add_argument("--data", help="write a data card instead: emoji, sprites, mnist5k, digits, fashion_mnist")
     p.add_argument("--out", help="output .md (default RUN/MODEL_CARD.md, or DATA_CARD-<data>.md)")
     p.add_argument("--evaluate", action="store_true", help="evaluate the run first (RUN/eval/report.json)")
     p.add_argument("--n", type=int_in(2, MAX_COUNT), default=1000, help="samples for --evaluate (default 1000)")
-    p.add_argument("--license", default="apache-2.0", help="licence of the weights in the front matter")
+    p.add_argument(
+        "--license",
+        type=licence_id,
+        default="apache-2.0",
+        help="licence of the weights in the front matter: a Hugging Face licence id (apache-2.0, mit, other...)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import MAX_GUIDANCE
 from .argtypes import float_in, int_in, output_folder, positive_int
 
 METHODS = ("progressive", "consistency", "dmd", "reflow")  # shortcuts/distill.py's, without importing torch here
@@ -52,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--levels", type=int_in(2, 10_000), default=40, help="consistency: discretisation levels (40)")
     p.add_argument("--pairs", type=int_in(2, 10_000_000), default=5_000, help="reflow: (noise, sample) pairs (5000)")
-    p.add_argument("--guidance", type=float_in(0.0, 100.0), default=None, help="the CFG scale distilled")
+    p.add_argument("--guidance", type=float_in(0.0, MAX_GUIDANCE), default=None, help="the CFG scale distilled")
     p.add_argument(
         "--autoguidance",
         type=float_in(0.0, 100.0),

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..config import MAX_GUIDANCE
 from ..io import json_text
 from .argtypes import (
     MAX_BATCH,
@@ -48,6 +49,9 @@ alone scores real images and draws no samples."""
 REPORT_RECORD = ("report.json", ("run", "metrics"))  # an evaluation's folder is known by its report
 
 
+NLL_N, ODE_STEPS = 64, 32  # bits/dim: held-out images, RK4 steps of the probability-flow ODE
+
+
 def _check_eval_out(out: str | Path) -> Path:
     """The evaluation folder ``out``, checked (argtypes.check_output_dir) for the files an evaluation writes there -
     evaluation.evaluate.EVAL_FILES, and a table's or sequence's samples as rows or lines - known by its report."""
@@ -83,18 +87,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sampling_arguments(p, counts=False)  # the samples' sampler, grid and settings, as 'sample' takes them
     p.add_argument(
         "--guidance",
-        type=float_in(0.0, 100.0),
+        type=float_in(0.0, MAX_GUIDANCE),
         help="override the run's classifier-free guidance scale (conditional image and volume runs)",
     )
     p.add_argument("--seed", type=nonneg_int(MAX_SEED), default=10_000, help="image k uses seed + k (default 10000)")
     p.add_argument("--batch-size", type=positive_int(MAX_BATCH), default=100, help="images per network call")
     p.add_argument(
-        "--nll-n", type=positive_int(MAX_COUNT), default=64, help="real (held-out) images for bits/dim (default 64)"
+        "--nll-n", type=positive_int(MAX_COUNT), default=None, help="real (held-out) images for bits/dim (default 64)"
     )
     p.add_argument(
         "--ode-steps",
         type=positive_int(MAX_STEPS),
-        default=32,
+        default=None,
         help="RK4 steps of the probability-flow ODE (default 32)",
     )
     p.add_argument(
@@ -144,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
         sampling=lambda run_, sample: sample_config_from_args(sample, args, run_, FIXED),
         seed=args.seed,
         batch_size=args.batch_size,
-        nll_n=args.nll_n,
-        ode_steps=args.ode_steps,
+        nll_n=args.nll_n or NLL_N,
+        ode_steps=args.ode_steps or ODE_STEPS,
         vlb_timesteps=vlb_timesteps,
         inception_path=args.inception,
         contrastive=args.contrastive,
@@ -326,6 +330,13 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
         raise EvaluateError(
             f"--classifier reads samples, and --metrics {','.join(metrics)} draws none; add classes to --metrics"
         )
+    for flag, given, readers in (
+        ("--nll-n", args.nll_n, ("nll",)),
+        ("--vlb-timesteps", args.vlb_timesteps, ("nll",)),
+        ("--ode-steps", args.ode_steps, ("nll", "straightness")),  # bits/dim's ODE, and the straightened paths'
+    ):
+        if given is not None and not set(metrics) & set(readers):
+            raise EvaluateError(f"{flag} is read by --metrics {' or '.join(readers)}; add one, or leave {flag} out")
     sampling = given_sampling_flags(args)
     if sampling and not set(metrics) & set(SAMPLE_METRICS):
         raise EvaluateError(f"{sampling[0]} sets how samples are drawn, and --metrics {','.join(metrics)} draws none")

@@ -52,6 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_out_folder(args.out)
     run_ = load_run(args.run, weights=args.weights)
+    if "onnx" in run_.info:
+        from ..config import ConfigError
+
+        raise ConfigError(
+            f"{run_.path} is an ONNX export: its network runs in ONNX Runtime, with no PyTorch weights to export "
+            "again; export the run folder it came from"
+        )
     if run_.codec is not None:
         from ..config import ConfigError
 

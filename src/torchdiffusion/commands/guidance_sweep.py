@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import checked_sample
+    from ..config import MAX_GUIDANCE, checked_sample
     from ..evaluation.evaluate import EvaluateError, fitting_classifier
     from ..evaluation.guidance_sweep import SWEEP_FILES, SWEEP_RECORD, real_diversity, save_sweep, sweep
     from ..generate import load_run
@@ -58,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
         scales = [float(v) for v in args.scales.split(",") if v.strip()]
     except ValueError:
         scales = []
-    if not scales or not all(math.isfinite(s) and s >= 0 for s in scales):
-        raise GuidanceError(f"--scales must be finite numbers >= 0 separated by commas, got {args.scales!r}")
+    if not scales or not all(math.isfinite(s) and 0 <= s <= MAX_GUIDANCE for s in scales):
+        raise GuidanceError(
+            f"--scales must be numbers in [0, {MAX_GUIDANCE:g}] separated by commas, got {args.scales!r}"
+        )
     if args.n_per_class < 1:
         raise GuidanceError("--n-per-class must be >= 1")
     run_ = load_run(args.run)

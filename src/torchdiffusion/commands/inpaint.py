@@ -60,15 +60,16 @@ def check_edit_options(args: argparse.Namespace) -> None:
     from .common import given_options
 
     given = given_options(args)
-    if "index" in given and getattr(args, "images", None):
-        raise EditError("--index picks examples of the run's data; with --images the files are the images")
+    for flag in ("index", "n"):
+        if flag in given and getattr(args, "images", None):
+            raise EditError(f"--{flag} picks examples of the run's data; with --images the files are the images")
     if "jump" in given and getattr(args, "resample", 1) == 1:
         raise EditError("--jump is RePaint's jump length: it needs --resample 2 or more (one pass jumps nowhere)")
     if "pseudoinverse_sigma_max" in given and not getattr(args, "pseudoinverse", 0.0):
         raise EditError("--pseudoinverse-sigma-max limits pseudoinverse guidance: add --pseudoinverse W")
 
 
-def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
+def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str = "--index/--n"):
     """(N, C, H, W) images in [-1, 1]: the files of --images (resized to the run's size), or --n examples of the
     run's data starting at --index (its holdout split when the run kept one, else its training data). A run whose
     ``data.scale`` mapped its images' own units (float TIFFs in kelvins, say; for a latent run, its autoencoder's
@@ -95,7 +96,12 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8):
     data = load_data(run_.config.data, split=split, seed=run_.config.train.seed)
     n = args.n if args.n is not None else n_default
     if not 0 <= args.index < len(data) or n < 1:
-        raise EditError(f"--index/--n select no images: the {split} data has {len(data)} examples")
+        raise EditError(f"{flags} select no images: the {split} data has {len(data)} examples")
+    if args.index + n > len(data) and args.n is not None:  # asked for: all of them, or a word (the default: fewer)
+        raise EditError(
+            f"{flags} ask for examples {args.index} to {args.index + n - 1}; the {split} data has {len(data)} "
+            f"(0 to {len(data) - 1})"
+        )
     return data.x[args.index : args.index + n].clone()
 
 

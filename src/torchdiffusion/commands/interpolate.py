@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
             i, j = args.data_index
             args.images, args.n = None, 1
             args.index = i
-            xa = load_inputs(run_, args)
+            xa = load_inputs(run_, args, flags="--data-index")
             args.index = j
-            x = torch.cat([xa, load_inputs(run_, args)])
+            x = torch.cat([xa, load_inputs(run_, args, flags="--data-index")])
             tag = f"data{i}-{j}"
         with step_bar(2 * n - 1, f"interpolate (invert, then {args.method})") as bar:
             path = interpolate_images(

@@ -58,17 +58,19 @@ def check_run(m: dict, where: Path) -> None:
     from ..config import ConfigError, from_json, validate
     from ..generate import load_run
     from ..interop.diffusers_in import is_diffusers_folder
+    from ..interop.onnx import onnx_file
     from ..provenance import ManifestError, config_sha256, sha256_file
 
     rec = m.get("run")
     if not rec:
         return
     run = Path(str(rec.get("path", "")))
-    if is_diffusers_folder(run):  # its RunConfig is the one load_run resolves (diffusers configs, or our export's)
+    export = "diffusers folder" if is_diffusers_folder(run) else "ONNX export" if onnx_file(run) is not None else None
+    if export is not None:  # its RunConfig is the one load_run resolves (diffusers configs, our exports' own)
         try:
             cfg = load_run(run).config
         except ValueError as e:
-            raise ManifestError(f"{where}: the diffusers folder it names no longer loads ({e})") from None
+            raise ManifestError(f"{where}: the {export} it names no longer loads ({e})") from None
     elif not (run / "config.json").is_file():
         raise ManifestError(f"{where}: the run folder it names, {run}, is missing or is not a run folder")
     else:

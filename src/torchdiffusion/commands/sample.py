@@ -7,7 +7,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from .argtypes import check_output_file, finite_float
+from ..config import MAX_GUIDANCE
+from .argtypes import check_output_file, float_in
 from .common import add_sampling_arguments, sample_config_from_args
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
@@ -98,8 +99,8 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--negative-context", help="the context vector classifier-free guidance steers away from")
     g.add_argument(
         "--guidance",
-        type=finite_float,
-        help="classifier-free guidance scale w: 0 unconditional, 1 conditional, "
+        type=float_in(0.0, MAX_GUIDANCE),
+        help="classifier-free guidance scale w in [0, 100]: 0 unconditional, 1 conditional, "
         ">1 guided (default: the run's sample.guidance)",
     )
     g.add_argument(
@@ -111,7 +112,11 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
         "--classifier",
         help="noise-aware classifier (from 'torchdiffusion train-classifier') for classifier guidance towards --class",
     )
-    g.add_argument("--classifier-scale", type=finite_float, help="classifier guidance scale s (default 1)")
+    g.add_argument(
+        "--classifier-scale",
+        type=float_in(0.0, MAX_GUIDANCE),
+        help="classifier guidance scale s in [0, 100] (default 1)",
+    )
 
 
 def conditioning_from_args(run_, sample, args: argparse.Namespace):
@@ -227,6 +232,8 @@ def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:
             raise GuidanceError(why)
     if args.classifier_scale is not None and not args.classifier:
         raise GuidanceError("--classifier-scale is the scale of classifier guidance; add --classifier")
+    if getattr(args, "labels", None) and getattr(args, "classes", None):
+        raise GuidanceError("--labels chooses classes for images sampled without --class; give one or the other")
 
 
 def list_samplers() -> str:

@@ -53,6 +53,11 @@ def check_teacher(teacher: Teacher, method: str, steps: int) -> None:
     cfg, where = teacher.run.config, teacher.run.path
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if "onnx" in teacher.run.info:
+        raise ConfigError(
+            f"{where} is an ONNX export: its network runs in ONNX Runtime, which a student cannot be trained from "
+            f"or initialised with; distil the run folder it came from ({method})"
+        )
     if not 1 <= steps <= 1024:
         raise ConfigError(f"--steps must be in [1, 1024], got {steps}")
     if cfg.diffusion.process == "categorical":
@@ -109,7 +114,8 @@ def student_config(
         threads=cfg.train.threads if s.threads is None else s.threads,
         guide_at=0.0,  # a student keeps no autoguidance guide: it learns the teacher's model alone
     )
-    name = f"{cfg.preset}-{objective.name}"
+    suffix = f"-{objective.name}"  # once: a later progressive halving's teacher is already a student
+    name = cfg.preset if cfg.preset.endswith(suffix) else cfg.preset + suffix
     return validate(replace(cfg, preset=name, diffusion=diffusion, train=train, sample=sample, objective=objective))
 
 
