@@ -113,6 +113,9 @@ def test_parameters_go_through_the_command_line_parser(world):
         {"set": ["sample.steps=100000"]},
         {"set": "sample.batch_size=1000"},
         {"sampler": "langevin", "set": "sample.settings.steps_per_level=10000"},
+        {"class": ""},  # an empty value is refused as the command line refuses it
+        {"sampler": " "},
+        {"guidance": 1e39},
     ]
     for params in bad:
         with pytest.raises(ParamError):

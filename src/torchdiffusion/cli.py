@@ -260,9 +260,10 @@ def run_script(main_fn, name: str | None = None, stopped: str | None = None) -> 
 EMPTY_MEANS_NONE = {"negative_prompt", "tuned_samplers"}
 
 
-def empty_option(args: argparse.Namespace) -> str | None:
-    """The first option given an empty string (alone or in a list) where no option takes one, or None."""
-    parser = getattr(args, "_parser", None)
+def empty_option(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> str | None:
+    """The first option given an empty string (alone or in a list) where no option takes one, or None; ``parser``:
+    the command's (default: the one the command line recorded in ``args``)."""
+    parser = parser or getattr(args, "_parser", None)
     for action in getattr(parser, "_actions", ()):
         if not action.option_strings or action.dest in EMPTY_MEANS_NONE:
             continue

@@ -174,6 +174,11 @@ def parse_command(
     argv.append(f"--out={out}")
     args = parser.parse_args(argv)
     _check_limits(args)
+    from ..cli import empty_option
+
+    empty = empty_option(args, parser)
+    if empty is not None:  # as the command line refuses it (the page sends no empty field)
+        raise ParamError(f"{empty.lstrip('-').replace('-', '_')}: an empty value; leave the parameter out")
     args.command, args.argv = command, [command, *argv]  # the command line this job equals (its manifest says it)
     return args
 
