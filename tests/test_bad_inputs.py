@@ -247,6 +247,12 @@ CASES = [
     (["inpaint", "{run}", "--index", "0", "--n", "9000"], U, "--index/--n ask for examples 0 to 8999"),
     (["interpolate", "{run}", "--data-index", "0", "90000"], U, "--data-index select no images"),
     (["inpaint", "{run}", "--mask", "box:nan,0,1,1"], U, "box mask needs four numbers"),
+    # symbols (categorical process) train with the denoising objective only: consistency needs Gaussian noise
+    (
+        ["train", "--preset", "text-chars", "--objective", "consistency", "--out", "{cwd}/r"],
+        U,
+        "diffusion.process=categorical (sequences of symbols) trains with objective.name=denoising",
+    ),
     # a draw that went NaN: refused before any picture or .npy is written
     (
         ["sample", "{run}", "--sampler", "langevin", "--step-lr", "1e6", "--save-npy", "--out", "{cwd}/g.png"],

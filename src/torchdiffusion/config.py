@@ -669,6 +669,11 @@ def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -
     consistency = o.name in ("consistency_distillation", "consistency_training")
     return [
         (o.name in OBJECTIVES, f"objective.name must be one of {OBJECTIVES}"),
+        (
+            d.process != "categorical" or (o.name == "denoising" and d.boundary != "consistency"),
+            f"diffusion.process=categorical (sequences of symbols) trains with objective.name=denoising and no "
+            f"consistency boundary; objective.name={o.name} / diffusion.boundary={d.boundary} need Gaussian noise",
+        ),
         (o.name not in TEACHER_OBJECTIVES or bool(o.teacher), f"objective.name={o.name} needs objective.teacher"),
         (not consistency or d.boundary == "consistency", f"{o.name} needs diffusion.boundary=consistency"),
         (o.name != "progressive" or o.teacher_steps >= 2, "progressive needs objective.teacher_steps >= 2"),
