@@ -391,3 +391,19 @@ def test_starting_over_removes_the_grids_tuned_for_the_old_weights(finished, tmp
     assert "removed the earlier run's 1 tuned grid(s)" in capfd.readouterr().err
     assert not grid_path(work, "euler", 3).exists() and (work / "grids" / "notes.txt").is_file()
     assert grid_used() != "tuned"
+
+
+def test_a_resume_shorter_than_what_the_run_has_seen_is_refused(tmp_path):
+    """A run that has seen 64 images resumed with train.images=32: refused in one line, its config.json unchanged
+    (it said 32 while its weights had seen 64)."""
+    from tinyruns import cli
+
+    out = tmp_path / "r"
+    base = ("train", "--preset", "digits-test", "--set", "train.batch_size=16", "--no-progress", "--out", out)
+    rc, _, err = cli(*base, "--set", "train.images=64")
+    assert rc == 0, err
+    config = (out / "config.json").read_bytes()
+    rc, _, err = cli(*base, "--set", "train.images=32")
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "has already seen 64 images; train.images=32 is shorter" in err, err
+    assert (out / "config.json").read_bytes() == config

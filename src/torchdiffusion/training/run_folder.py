@@ -230,6 +230,12 @@ def _check_same_run(
             f"{out} was trained with train.{key}={shown(was)}, not {shown(now)}; resume with the same value, or {hint}"
         )
     length = [steps_of_run(t) * t.batch_size for t in (t_old, t_new)]
+    seen = _images_seen(out)
+    if seen > length[1]:  # its weights are past the new end: config.json would name a length they do not have
+        raise ConfigError(
+            f"{out} has already seen {seen} images; train.images={t_new.images} is shorter (resume with "
+            f"train.images >= {seen}), or {hint}"
+        )
     if length[0] != length[1] and t_old.lr_decay != "none":
         raise ConfigError(
             f"{out} was trained for train.images={t_old.images} with train.lr_decay={t_old.lr_decay}, whose schedule "
@@ -241,6 +247,20 @@ def _check_same_run(
             f"{out} keeps its guide model at {kept[0]} images (train.guide_at={t_old.guide_at:g} of "
             f"train.images={t_old.images}), not {kept[1]}; {hint}"
         )
+
+
+def _images_seen(out: Path) -> int:
+    """The most images a run in ``out`` has seen: its run.json's count, or its newest training state's."""
+    seen = 0
+    try:
+        seen = int(json.loads((out / "run.json").read_text()).get("images_seen", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    for p in (out / "checkpoints").glob("state-*.pt"):
+        digits = p.stem.split("-", 1)[1]
+        if digits.isdigit():
+            seen = max(seen, int(digits))
+    return seen
 
 
 def truncate_metrics(path: Path, images_seen: int) -> None:
