@@ -223,21 +223,22 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     from .training.checkpoint import GUIDE_FILE, WEIGHTS_KEY
 
     path = Path(path)
-    one_network = onnx_file(path) is not None or (
-        path.is_dir() and (is_diffusers_export(path) or is_diffusers_folder(path))
+    onnx = onnx_file(path) is not None
+    if not onnx and not path.is_dir():
+        raise RunError(f"run folder {path} does not exist")
+    export = (
+        "onnx" if onnx else "ours" if is_diffusers_export(path) else "diffusers" if is_diffusers_folder(path) else ""
     )
-    if one_network and weights != "ema":  # the default: the one network there is
+    if export and weights != "ema":  # the default: the one network there is
         raise RunError(
             f"{path} is an export holding one network; --weights {weights} chooses between a run folder's raw and "
             "EMA weights"
         )
-    if onnx_file(path) is not None:  # an ONNX export ('torchdiffusion export --format onnx'): ONNX Runtime
+    if export == "onnx":  # an ONNX export ('torchdiffusion export --format onnx'): ONNX Runtime
         return load_onnx(path)
-    if not path.is_dir():
-        raise RunError(f"run folder {path} does not exist")
-    if is_diffusers_export(path):  # our own run, exported with 'torchdiffusion export --format diffusers'
+    if export == "ours":  # our own run, exported with 'torchdiffusion export --format diffusers'
         return load_diffusers_export(path, device=device)
-    if is_diffusers_folder(path):
+    if export == "diffusers":
         run = load_diffusers(path, device=device)
         note_run(run)
         return run

@@ -57,6 +57,11 @@ def watch_writes(watcher: WriteWatcher | None) -> Iterator[WriteWatcher | None]:
         _WATCHER.reset(token)
 
 
+def first_line(e: BaseException) -> str:
+    """An exception as one line for the user: the first line of its message, or its type where it has none."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def cache_dir(*parts: str) -> Path:
     """``$TORCHDIFFUSION_CACHE`` (default ``~/.cache/torchdiffusion``), or a sub-folder of it."""
     root = os.environ.get(CACHE_ENV)

@@ -88,6 +88,7 @@ def _hole_png(path: str, H: int, W: int) -> Tensor:
 
     from .data.base import decode_errors, quiet_large_images
     from .data.files import upright
+    from .io import first_line
 
     p = Path(path).expanduser()
     if not p.is_file():
@@ -97,8 +98,7 @@ def _hole_png(path: str, H: int, W: int) -> Tensor:
             img = upright(img).convert("L").resize((W, H), Image.NEAREST)
             arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
     except (UnidentifiedImageError, *decode_errors()) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MaskError(f"cannot read mask image {p} ({first})") from None
+        raise MaskError(f"cannot read mask image {p} ({first_line(e)})") from None
     return (arr >= 128).float()
 
 

@@ -288,6 +288,24 @@ def unfinished_run(folder: Path, own: tuple[str, ...], config_type: type | None)
     return files if isinstance(doc, dict) and set(doc) == fields else None
 
 
+@contextmanager
+def fresh_run_folder(path: str | Path, own: tuple[str, ...], config_type: type) -> Iterator[Path]:
+    """The run folder of a command that writes it whole and does not resume (train-autoencoder, train-clip; checked
+    first by :func:`new_or_empty_folder`), as :func:`output_folder` gives it and held by the run lock: what a killed
+    run of the command left is removed first (:func:`start_over`); Ctrl-C or a failure in the block removes the
+    files of ``own`` again - the folder was empty, so it is left empty."""
+    from ..training.runlock import RunLock
+
+    with output_folder(path) as out, RunLock(out):
+        start_over(out, own, config_type)
+        try:
+            yield out
+        except BaseException:
+            for name in own:
+                (out / name).unlink(missing_ok=True)
+            raise
+
+
 def start_over(folder: Path, own: tuple[str, ...], config_type: type | None) -> None:
     """Under the run lock: remove what a run of this command that ended before its end left in ``folder``
     (:func:`unfinished_run`), saying so; the run starts again from the beginning."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .argtypes import new_or_empty_folder, output_folder, start_over
+from .argtypes import fresh_run_folder, new_or_empty_folder
 from .common import add_config_arguments, base_config
 
 HELP = "train a KL-regularised autoencoder (the encoder/decoder of latent diffusion) into a run folder"
@@ -89,18 +89,11 @@ def run(args: argparse.Namespace) -> int:
 
         perceptual = EfficientNetPerceptual(cfg.loss.perceptual_blocks)
     from ..training.autoencoder import train_autoencoder
-    from ..training.runlock import RunLock
 
-    with output_folder(out) as out, RunLock(out):
-        start_over(out, own, AutoencoderRunConfig)  # what a killed run of this command left
-        try:
-            summary = train_autoencoder(
-                cfg, out, x_train, x_holdout, progress=not args.no_progress, perceptual=perceptual, clock=clock
-            )
-        except BaseException:  # Ctrl-C or a failure: the folder was empty, so it is left empty again
-            for name in own:
-                (out / name).unlink(missing_ok=True)
-            raise
+    with fresh_run_folder(out, own, AutoencoderRunConfig) as out:
+        summary = train_autoencoder(
+            cfg, out, x_train, x_holdout, progress=not args.no_progress, perceptual=perceptual, clock=clock
+        )
     held = f", held-out PSNR {summary['holdout_psnr_db']:.2f} dB" if "holdout_psnr_db" in summary else ""
     print(f"run folder: {out} (scale factor {summary['scale_factor']:.4f}{held})")
     return 0

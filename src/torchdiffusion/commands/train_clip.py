@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..io import json_text
-from .argtypes import MAX_BATCH, MAX_IMAGES_SEEN, new_or_empty_folder, output_folder, positive_int, start_over
+from .argtypes import MAX_BATCH, MAX_IMAGES_SEEN, fresh_run_folder, new_or_empty_folder, positive_int
 from .common import add_config_arguments, base_config
 
 HELP = "train a small contrastive text-image model (image tower + frozen MiniLM with a projection) on captions"
@@ -61,22 +61,14 @@ def run(args: argparse.Namespace) -> int:
     from ..contrastive.model import WEIGHTS_NAME
     from ..contrastive.train import load_caption_data, train_contrastive
     from ..training.run_folder import refuse_out_in_data
-    from ..training.runlock import RunLock
 
     own = ("config.json", "metrics.jsonl", WEIGHTS_NAME, "report.json")  # report.json: written last
     out = new_or_empty_folder(args.out or f"runs/{cfg.preset}", own, ContrastiveConfig)
     refuse_out_in_data(out, cfg.data.path)
-    with output_folder(out) as out:
-        data = load_caption_data(cfg)  # bad data (no captions) fails here, before anything is written
-        log = lambda line: print(line, file=sys.stderr)
-        with RunLock(out):
-            start_over(out, own, ContrastiveConfig)  # what a killed run of this command left
-            try:
-                report = train_contrastive(cfg, out, data=data, progress=not args.no_progress, log=log)
-            except BaseException:  # Ctrl-C or a failure: the folder was empty, so it is left empty again
-                for name in own:
-                    (out / name).unlink(missing_ok=True)
-                raise
+    data = load_caption_data(cfg)  # bad data (no captions) fails here, before anything is written
+    log = lambda line: print(line, file=sys.stderr)
+    with fresh_run_folder(out, own, ContrastiveConfig) as out:
+        report = train_contrastive(cfg, out, data=data, progress=not args.no_progress, log=log)
     print(json_text(summary(report), indent=2))
     print(f"run folder: {out}", file=sys.stderr)
     return 0

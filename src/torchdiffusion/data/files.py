@@ -59,6 +59,7 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
+from ..io import first_line
 from .base import (
     DataError,
     TensorData,
@@ -193,10 +194,6 @@ def _decode(path: Path, raw: bool = False) -> np.ndarray:
     return (values if raw else values / full).astype(np.float32)
 
 
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
 def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
     """(pixels (H, W, 1 or 3), the format's full scale) of :func:`_decode`."""
     from PIL import Image
@@ -218,7 +215,7 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
     except decode_errors() as e:  # DataError included: the file named once
-        raise DataError(f"cannot read image {path}: {_first_line(e)}") from None
+        raise DataError(f"cannot read image {path}: {first_line(e)}") from None
     try:
         with quiet_large_images(), Image.open(path) as opened:
             opened.load()
@@ -244,7 +241,7 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
     except DataError as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     except decode_errors() as e:
-        raise DataError(f"cannot read image {path}: {_first_line(e)}") from None
+        raise DataError(f"cannot read image {path}: {first_line(e)}") from None
     if a.ndim == 2:
         a = a[..., None]
     elif int(np.abs(np.diff(a.astype(np.int16), axis=-1)).max(initial=0)) <= GRAY_TOLERANCE:
