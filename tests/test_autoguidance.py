@@ -92,6 +92,29 @@ def test_run_keeps_its_ema_at_guide_at_bit_for_bit(tmp_path):
     )
 
 
+def test_a_run_a_time_limit_ends_early_keeps_its_guide_at_that_fraction_of_the_time(tmp_path, capsys):
+    """train.guide_at of train.images may never come in a run that train.minutes ends first: the guide is then kept
+    at train.guide_at of the time limit, so the run samples with the autoguidance its config asks for."""
+    run_dir = tmp_path / "run"
+    cfg = tiny_cfg("train.guide_at=0.5", "train.images=10000000", "train.minutes=0.01", "sample.autoguidance=2")
+    train(cfg, run_dir, data=tiny_data(), progress=False)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["stopped_by"] == "train.minutes" and info["images_seen"] < 5_000_000
+    assert info[WEIGHTS_KEY][GUIDE_FILE] == sha256_bytes((run_dir / GUIDE_FILE).read_bytes())
+    assert "kept the guide model (autoguidance) at" in capsys.readouterr().err
+    run = load_run(run_dir)
+    assert guide_of(run.model) is not None
+    sample = replace(run.config.sample, sampler="ddim", steps=3, n=2)
+    guided = generate(run.model, range(2), sample, run.data_shape)  # the run's own config: autoguidance 2
+    assert torch.isfinite(guided).all()
+    # without a time limit the guide still waits for train.guide_at of train.images
+    untimed = tmp_path / "untimed"
+    train(tiny_cfg("train.guide_at=0.5", "train.images=64"), untimed, data=tiny_data(), progress=False)
+    short = tmp_path / "short"
+    train(tiny_cfg("train.images=32"), short, data=tiny_data(), progress=False)
+    assert (untimed / GUIDE_FILE).read_bytes() == (short / "ema.safetensors").read_bytes()
+
+
 def test_sampling_with_the_guide(tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_cfg("train.guide_at=0.375", "train.ema_halflife_images=0"), run_dir, data=tiny_data(), progress=False)

@@ -137,6 +137,7 @@ TRAIN_VALUES = [
     ("data.limit=0", "data.limit"),
     ("data.source=mnist", "unknown data source 'mnist'"),
     ("data.toy=circles", "unknown toy 'circles'"),
+    ("data.limit=", "data.limit= was given an empty value; write data.limit=none"),  # a script's unset variable
     ("nosection.x=1", "unknown config key"),
     ("train=1", "section"),
     ("train.lr", "section.key=value"),
@@ -235,6 +236,7 @@ CASES = [
     (["sample", "{run}", "--out", ""], U, "--out was given an empty value"),
     (["evaluate", "{run}", "--out", " "], U, "--out was given an empty value"),
     (["sample", "{run}", "--sampler", "ddim", "--eta", ""], U, "--eta was given an empty value"),
+    (["sample", "{run}", "--set", "sample.settings.eta="], U, "sample.settings.eta= was given an empty value"),
     (["evaluate", "{run}", "--metrics", "fd", "--nll-n", "5"], U, "--nll-n is read by --metrics nll; add one"),
     (["evaluate", "{run}", "--metrics", "fd", "--ode-steps", "5"], U, "--ode-steps is read by --metrics nll or"),
     (["evaluate", "{run}", "--metrics", "fd", "--vlb-timesteps", "7"], U, "--vlb-timesteps is read by --metrics nll;"),
@@ -252,6 +254,61 @@ CASES = [
         ["train", "--preset", "text-chars", "--objective", "consistency", "--out", "{cwd}/r"],
         U,
         "diffusion.process=categorical (sequences of symbols) trains with objective.name=denoising",
+    ),
+    # the networks that carry their own process: sequences are categorical, a table's numeric columns continuous
+    (
+        ["train", "--preset", "text-chars", "--objective", "rectified_flow", "--out", "{cwd}/r"],
+        U,
+        "model.net=transformer (sequences of symbols) goes with diffusion.process=categorical",
+    ),
+    (
+        [
+            "train",
+            "--preset",
+            "digits-test",
+            "--set",
+            "diffusion.process=categorical",
+            "--set",
+            "diffusion.sigma_sampling=uniform",
+            "--out",
+            "{cwd}/r",
+        ],
+        U,
+        "this run has model.net=unet and diffusion.process=categorical",
+    ),
+    (
+        [
+            "train",
+            "--preset",
+            "table-iris",
+            "--set",
+            "diffusion.process=discrete",
+            "--set",
+            "diffusion.sigma_sampling=discrete",
+            "--out",
+            "{cwd}/r",
+        ],
+        U,
+        "it needs diffusion.process=continuous",
+    ),
+    (["train", "--preset", "table-iris", "--set", "diffusion.parameterization=eps"], U, "changes nothing"),
+    (["train", "--preset", "text-chars", "--set", "diffusion.weighting=min_snr"], U, "changes nothing"),
+    (["train", "--preset", "toy-2d", "--set", "train.channels_last=true"], U, "read only by the image networks"),
+    # a U-Net level of 1 x 1 with one channel per group: GroupNorm of a single value (0/0)
+    (
+        [
+            "train",
+            "--preset",
+            "digits-test",
+            "--set",
+            "model.channels=4",
+            "--set",
+            "model.channel_mult=1,1,1,1",
+            "--out",
+            "{cwd}/r",
+        ],
+        U,
+        "would normalise one value per GroupNorm group",
     ),
     # a draw that went NaN: refused before any picture or .npy is written
     (

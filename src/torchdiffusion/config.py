@@ -402,6 +402,8 @@ def _set(cfg: Any, path: list[str], value: str, full: str) -> Any:
     if len(path) == 1:
         if dataclasses.is_dataclass(hints[name]):
             raise ConfigError(f"{full!r} is a section; set one of its keys, e.g. {full}.<key>=...")
+        if value == "" and type(None) in typing.get_args(hints[name]):  # a script's unset variable, not a choice
+            raise ConfigError(f"{full.strip()}= was given an empty value; write {full.strip()}=none to unset it")
         return replace(cfg, **{name: _coerce(hints[name], value, full)})
     sub = getattr(cfg, name)
     if not dataclasses.is_dataclass(sub):
@@ -705,6 +707,24 @@ def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -
     ]
 
 
+def _process_checks(m: ModelConfig, d: DiffusionConfig) -> list[tuple[bool, str]]:
+    """The networks that carry their own process (model.build_model): the sequence transformer diffuses symbols
+    (categorical), the table model's numeric columns a continuous sigma range; every other network a Gaussian
+    process (discrete or continuous)."""
+    return [
+        (
+            (m.net == "transformer") == (d.process == "categorical"),
+            f"model.net=transformer (sequences of symbols) goes with diffusion.process=categorical, and only it; "
+            f"this run has model.net={m.net} and diffusion.process={d.process}",
+        ),
+        (
+            m.net != "table" or d.process == "continuous",
+            f"the table model (model.net=table) diffuses its numeric columns over a continuous sigma range: it needs "
+            f"diffusion.process=continuous, got {d.process}",
+        ),
+    ]
+
+
 def _autoguidance_checks(t: TrainConfig, s: SampleConfig) -> list[tuple[bool, str]]:
     return [
         (
@@ -746,6 +766,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     checks += _data_checks(cfg.data) + _model_checks(cfg.model) + _diffusion_checks(cfg.diffusion)
     checks += _train_checks(cfg.train) + _sample_checks(cfg.sample, cfg.diffusion)
     checks += _objective_checks(cfg.objective, cfg.diffusion, cfg.sample)
+    checks += _process_checks(cfg.model, cfg.diffusion)
     checks += _autoguidance_checks(cfg.train, cfg.sample)
     checks += _retrieval_checks(cfg.model, cfg.train, cfg.sample)
     checks.append(
@@ -831,6 +852,11 @@ def _read_by_objective(who: str, *names: str) -> tuple[typing.Callable[[RunConfi
 _UNET, _DIT = "the U-Net (model.net=unet)", "the DiT (model.net=dit)"
 _UNET_DIT = "the U-Net and the DiT (model.net=unet | dit)"
 _VECTOR_NETS = "the MLP, table and sequence networks (model.net=mlp | table | transformer)"
+_PRECOND_NETS = ("unet", "dit", "mlp")  # model.wrap_net: the networks that Precond turns into D(x, sigma)
+_PRECOND = (
+    "the networks wrapped by the preconditioning (model.net=unet | dit | mlp; the table and sequence models fix their "
+    "own: EDM's on the numeric columns, the categorical process's loss)"
+)
 RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[str, ...]]] = {
     # networks (nets/, tabular.py, sequences.py)
     "model.channels": _read_by_net(_UNET_DIT, "unet", "dit"),
@@ -888,10 +914,21 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
             ("diffusion.sigma_sampling",),
         ),
     ),
+    **dict.fromkeys(
+        ("diffusion.parameterization", "diffusion.sigma_data", "diffusion.weighting"),
+        _read_by_net(_PRECOND, *_PRECOND_NETS),
+    ),
+    # the table model is conditioned on log sigma (EDM's c_noise), the one value its continuous process accepts
+    "diffusion.noise_conditioning": _read_by_net(
+        "the networks conditioned on the noise level (model.net=unet | dit | mlp | table; a sequence model is told "
+        "the time of its categorical process)",
+        *_PRECOND_NETS,
+        "table",
+    ),
     "diffusion.min_snr_gamma": (
-        lambda c: c.diffusion.weighting == "min_snr",
-        "min-SNR weighting (diffusion.weighting=min_snr)",
-        ("diffusion.weighting",),
+        lambda c: c.diffusion.weighting == "min_snr" and c.model.net in _PRECOND_NETS,
+        "min-SNR weighting (diffusion.weighting=min_snr) of the preconditioned networks (model.net=unet | dit | mlp)",
+        ("diffusion.weighting", "model.net"),
     ),
     "diffusion.discrete": _read_by_net("sequence diffusion (model.net=transformer)", "transformer"),
     "diffusion.masked_bound": (
@@ -900,6 +937,7 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
         ("model.net", "diffusion.discrete"),
     ),
     # training (training/)
+    "train.channels_last": _read_by_net("the image networks (model.net=unet | dit)", "unet", "dit"),
     "train.lr_cooldown": (
         lambda c: c.train.lr_decay == "cooldown",
         "the cooldown schedule (train.lr_decay=cooldown)",

@@ -77,6 +77,26 @@ class _Stage(nn.Module):
         return h
 
 
+def _check_group_sizes(model: ModelConfig, spatial: tuple[int, ...], s2d: int) -> None:
+    """Refuse a U-Net with a GroupNorm group of one value: at a level of one pixel (1 x 1) with one channel per group,
+    GN(x) = (x - mean) / std is 0/0 (PyTorch refuses it in training; the fused kernel returns zeros). Each level's
+    norms see the level's channels C * mult[i] and, in its first block, the previous level's."""
+    import math
+
+    C, mults = model.channels, model.channel_mult
+    for i, mult in enumerate(mults):
+        pixels = math.prod(s // (s2d * 2**i) for s in spatial)
+        for ch in {C * mult, C * (mults[i - 1] if i else 1)}:
+            per_group = ch // cap_groups(model.groups, ch)
+            if per_group * pixels <= 1:
+                size = "x".join(str(s // (s2d * 2**i)) for s in spatial)
+                raise ConfigError(
+                    f"the U-Net's level {i + 1} ({size}, {ch} channels in {ch // per_group} groups) would normalise "
+                    f"one value per GroupNorm group; use fewer levels in model.channel_mult, more model.channels or "
+                    f"fewer model.groups"
+                )
+
+
 class UNet(nn.Module):
     """U-Net ``F(x_in, c_noise, cond) -> (B, C, *spatial)`` for data shaped ``(C, H, W)``, ``(C, L)`` or
     ``(C, D, H, W)``.
@@ -115,6 +135,7 @@ class UNet(nn.Module):
                 f"{what} {size} is not divisible by {by}; change {fix} or use fewer levels in model.channel_mult"
                 + (" or a smaller model.space_to_depth" if self.s2d > 1 else "")
             )
+        _check_group_sizes(model, spatial, f // 2 ** (levels - 1))
         self.dims, self.data_shape = dims, (in_ch,) + spatial
         self.text_dim = model.text_dim
         self.checkpoint = model.checkpoint

@@ -67,6 +67,7 @@ from .state import (
     StepStats,
     TrainingError,
     TrainState,
+    guide_due_by_clock,
     guide_images,
     steps_of_run,
 )
@@ -420,7 +421,13 @@ def _train(
         for cb in callbacks:
             cb.before_step(state, batch)
         stats = train_step(state, batch, setup)
-        state.keep_guide(guide_images(t, setup.total_images))  # autoguidance's guide: the EMA at train.guide_at
+        # autoguidance's guide: the EMA at train.guide_at of the run's images, or of a time limit that may end it first
+        at = guide_images(t, setup.total_images)
+        if state.keep_guide(at, by_clock=stats.guide_by_clock) and state.images_seen < at:
+            dist.print0(
+                f"kept the guide model (autoguidance) at {state.images_seen} images, not {at}: train.guide_at="
+                f"{t.guide_at:g} of the time limit came first"
+            )
         state.window.add(stats, t.batch_size)
         for cb in callbacks:
             cb.after_step(state, stats)
@@ -580,9 +587,11 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> StepStats:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     grads = [p.grad for p in state.params]
-    # [a signal, the time limit rank 0 has reached (its code; the other ranks add 0)]: every rank stops together
+    # [a signal, the time limit rank 0 has reached (its code; the other ranks add 0), whether train.guide_at of a
+    # time limit has passed on rank 0's clock]: every rank stops, and keeps the guide, together
     limit = state.clock.over(t.cpu_minutes, t.minutes) if setup.main else 0
-    stop = torch.tensor([float(setup.stop.requested), float(limit)])
+    guide_due = setup.main and state.guide is None and guide_due_by_clock(t, state.clock)
+    stop = torch.tensor([float(setup.stop.requested), float(limit), float(guide_due)])
     loss_sum, stop, sums, counts = _all_reduce_sum(grads, [loss_sum, stop, sums, counts], setup.device)
     grad_norm = torch.nn.utils.get_total_norm(grads)
     finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss_sum[0]))
@@ -611,6 +620,7 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> StepStats:
         stop=bool(stop[0] > 0),
         bucket_sums=sums,
         bucket_counts=counts,
+        guide_by_clock=bool(stop[2] > 0),
     )
 
 

@@ -42,6 +42,13 @@ def guide_images(t: TrainConfig, total_images: int) -> int:
     return math.ceil(t.guide_at * total_images)
 
 
+def guide_due_by_clock(t: TrainConfig, clock: Clock) -> bool:
+    """Whether train.guide_at of a time limit (train.cpu_minutes, train.minutes) has passed: a run that a limit ends
+    before train.images keeps its guide at that fraction of its time, so it still has the guide its config samples
+    with (sample.autoguidance)."""
+    return t.guide_at > 0 and clock.over(t.guide_at * t.cpu_minutes, t.guide_at * t.minutes) != 0
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. too many non-finite steps); the message is one line for the user."""
 
@@ -189,11 +196,14 @@ class TrainState:
     limit: str | None = None  # the time limit (a value of LIMITS) that ended the run, if one did
     guide: Precond | None = None  # the EMA model as it was at train.guide_at (autoguidance), once reached
 
-    def keep_guide(self, at_images: int) -> None:
-        """Keep a frozen copy of the EMA model as the run's guide once ``at_images`` images are seen (autoguidance,
-        Karras et al. 2024: a weaker version of the model itself)."""
-        if at_images > 0 and self.guide is None and self.images_seen >= at_images:
+    def keep_guide(self, at_images: int, by_clock: bool = False) -> bool:
+        """Keep a frozen copy of the EMA model as the run's guide once ``at_images`` images are seen, or when
+        ``by_clock`` (train.guide_at of a time limit has passed: :func:`guide_due_by_clock`), whichever comes first
+        (autoguidance, Karras et al. 2024: a weaker version of the model itself). True when it is kept now."""
+        if at_images > 0 and self.guide is None and (self.images_seen >= at_images or by_clock):
             self.set_guide(self.ema.state_dict())
+            return True
+        return False
 
     def set_guide(self, weights: dict[str, Tensor]) -> None:
         """The guide model with ``weights``, attached to the EMA module so in-training samples use it
@@ -238,3 +248,4 @@ class StepStats:
     stop: bool  # some rank was asked to stop (SIGTERM/SIGINT) during the step
     bucket_sums: Tensor  # (K,) per-example losses summed by noise-level bucket
     bucket_counts: Tensor  # (K,) examples in each bucket
+    guide_by_clock: bool = False  # train.guide_at of a time limit has passed (rank 0's clock decides for all)
