@@ -407,3 +407,29 @@ def test_a_resume_shorter_than_what_the_run_has_seen_is_refused(tmp_path):
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert "has already seen 64 images; train.images=32 is shorter" in err, err
     assert (out / "config.json").read_bytes() == config
+
+
+def test_weights_with_metadata_are_the_same_bytes_in_every_process(tmp_path):
+    """safetensors writes its metadata map in a random order per process: an autoencoder's or text encoder's
+    weights (several metadata keys) had another sha256 each time the same command ran, and a latent run keyed
+    on that sha256 refused the retrained, identical autoencoder as stale. The same tensors and metadata now give
+    the same bytes in fresh processes, which read back as saved."""
+    code = (
+        "import hashlib, sys, torch\n"
+        "from torchdiffusion.io import save_safetensors\n"
+        "meta = {k: str(i) for i, k in enumerate(['scale', 'config', 'kind', 'version', 'sha', 'caf\\u00e9'])}\n"
+        "save_safetensors({'w': torch.arange(6.0).reshape(2, 3), 'n': torch.ones(4, dtype=torch.int64)},"
+        " sys.argv[1], metadata=meta)\n"
+    )
+    blobs = []
+    for i in range(3):
+        path = tmp_path / f"w{i}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120)
+        blobs.append(path.read_bytes())
+    assert blobs[0] == blobs[1] == blobs[2]
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "w0.safetensors"), "pt") as f:
+        assert f.metadata() == {k: str(i) for i, k in enumerate(["scale", "config", "kind", "version", "sha", "café"])}
+        assert torch.equal(f.get_tensor("w"), torch.arange(6.0).reshape(2, 3))
+        assert torch.equal(f.get_tensor("n"), torch.ones(4, dtype=torch.int64))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -238,12 +239,27 @@ def state_dict_mismatch(e: BaseException, limit: int = 240) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def save_safetensors(state: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Save a state_dict as safetensors, atomically (tensors detached, made contiguous, on the CPU)."""
+def safetensors_bytes(state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A state_dict serialised as safetensors (tensors detached, made contiguous, on the CPU), the same bytes for
+    the same tensors and metadata in every process: safetensors writes its ``__metadata__`` map in a random
+    order per process (a Rust HashMap), so with two or more keys the header is written again with them sorted
+    (the tensors' entries and data untouched; offsets count from the end of the header)."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    return atomic_write(path, save(tensors, metadata=metadata))
+    blob = save({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, metadata=metadata)
+    if not metadata or len(metadata) < 2:
+        return blob
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors pads it
+    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
+
+
+def save_safetensors(state: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save a state_dict as safetensors, atomically (:func:`safetensors_bytes`: the same bytes every time)."""
+    return atomic_write(path, safetensors_bytes(state, metadata))
 
 
 def routed(path: str | Path) -> Path:

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..io import atomic_write, sha256_file, write_json
+from ..io import atomic_write, safetensors_bytes, sha256_file, write_json
 
 STATE_FORMAT = "torchdiffusion-train-state"
 STATE_VERSION = 1
@@ -63,13 +63,6 @@ def state_name(images_seen: int) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def safetensors_bytes(state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """A state_dict serialised as safetensors (tensors made contiguous, on the CPU); deterministic."""
-    from safetensors.torch import save
-
-    return save({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, metadata=metadata)
 
 
 def export_weights(out: str | Path, states: dict[str, dict[str, Tensor]]) -> dict[str, str]:
