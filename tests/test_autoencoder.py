@@ -172,11 +172,17 @@ def test_train_autoencoder_command_writes_a_run_folder(tmp_path):
     # started there is refused in one line, the folder unchanged
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     for argv, words in (
-        (["train", "--preset", "digits-test", "--set", "train.images=32"], "holds weights (autoencoder.safetensors)"),
+        (["train", "--preset", "digits-test", "--set", "train.images=32"], "holds an autoencoder (train-autoencoder)"),
+        # --no-resume (which the refusal used to suggest) wrote a diffusion run's config.json over the autoencoder's
+        (["train", "--preset", "digits-test", "--set", "train.images=32", "--no-resume"], "holds an autoencoder"),
         (["train-autoencoder", "--preset", "tiny-ae"], "is not empty"),
     ):
         rc, _, err = cli(*argv, "--out", out, "--no-progress")
         assert rc == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+    # given where a diffusion run goes, it is named for what it is (its config.json was called damaged)
+    for argv in (["sample", out, "--n", "2"], ["evaluate", out], ["card", out], ["train-classifier", out]):
+        rc, _, err = cli(*argv)
+        assert rc == 2 and "holds an autoencoder (train-autoencoder), not a diffusion run" in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     rc, stdout, _ = cli("train-autoencoder", "--preset", "tiny-ae", "--set", "loss.beta=0.5", "--dry-run")
     assert rc == 0 and json.loads(stdout)["loss"]["beta"] == 0.5

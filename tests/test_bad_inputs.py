@@ -642,6 +642,9 @@ CASES = [
     (["train-autoencoder", "--preset", "tiny-ae", "--set", "model.in_channels=3", "--out", "{cwd}/ae"], U, "channels"),
     (["train-autoencoder", "--preset", "tiny-ae", "--set", "data.image_size=7,7", "--out", "{cwd}/ae"], U, "divide"),
     (["train-autoencoder", "--preset", "tiny-ae", "--out", "{ws}"], U, "not empty"),
+    # latents are what a diffusion run reads; an autoencoder or text encoder trains on pixels
+    (["train-autoencoder", "--preset", "tiny-ae", "--set", "data.latents_of={ws}", "--out", "{cwd}/ae"], U, "by train"),
+    (["train-clip", "--preset", "emoji16-clip-tiny", "--set", "data.latents_of={ws}", "--out", "{cwd}/c"], U, "train"),
     (["train-autoencoder", "--preset", "tiny-ae", "--out", "{ws}/file.txt"], U, "file.txt"),
     (["train-autoencoder", "--preset", "tiny-ae", "--out", "{ro}/ae"], E, "read-only"),
     (["train-autoencoder", "--preset", "tiny-ae", "--out", "{full}/ae"], E, "space"),

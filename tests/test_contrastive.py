@@ -180,6 +180,12 @@ def test_train_clip_end_to_end(tmp_path):
     assert json.loads(stdout)["heldout_n"] == 64
     model, _ = load_contrastive(out)
     assert model.in_channels == 3 and model.cfg.embed_dim == 32
+    # a diffusion run into the text encoder's folder is refused, --no-resume or not, the folder unchanged
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for extra in ([], ["--no-resume"]):
+        rc, _, err = cli("train", "--preset", "digits-test", "--set", "train.images=32", "--out", out, *extra)
+        assert rc == 2 and "holds a text encoder (train-clip)" in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_train_clip_templates_are_recorded_and_change_the_training_texts(tmp_path):

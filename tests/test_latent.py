@@ -13,7 +13,7 @@ import torch
 
 from tinyruns import cli
 from torchdiffusion.autoencoder import WEIGHTS_FILE, save_autoencoder
-from torchdiffusion.config import DataConfig, override
+from torchdiffusion.config import ConfigError, DataConfig, override
 from torchdiffusion.nets.autoencoder import AutoencoderKL, AutoencoderNetConfig
 from torchdiffusion.presets import get_preset
 
@@ -56,7 +56,7 @@ def test_the_run_records_its_autoencoder_and_trains_on_latents(world):
 
     info = json.loads((world["run"] / "run.json").read_text())
     ae = load_autoencoder(world["ae"])
-    assert info["latents_of"] == {"path": str(world["ae"].resolve()), "sha256": ae.sha256}
+    assert info["latents_of"] == {"path": str(world["ae"].resolve()), "sha256": ae.sha256, "relative": "../ae"}
     assert info["data_shape"] == [2, 4, 4] and info["image_shape"] == [1, 8, 8]
     cfg = json.loads((world["run"] / "config.json").read_text())
     assert cfg["data"]["latents_of"] == str(world["ae"])
@@ -208,6 +208,74 @@ def test_bad_latents_of_is_one_line_exit_2_nothing_written(make, needle, world, 
                        "--set", f"data.latents_of={ae}", env={"TORCHDIFFUSION_CACHE": str(cache)})  # fmt: skip
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists() and not cache.exists()
+
+
+def test_a_latent_run_reads_the_images_its_autoencoder_was_trained_on_split_the_same_way(world, tmp_path):
+    """Only the image shape was checked: a latent run on its autoencoder's images with another holdout or another
+    split seed (it would train on images the autoencoder held out) passed. Each is refused in one line, nothing
+    written; the same split, or the autoencoder's split seed given as data.seed, pass - and so do other images of
+    the same shape (an autoencoder serving another data set)."""
+    import shutil
+    from dataclasses import asdict, replace
+
+    from torchdiffusion.latent import check_same_images, open_codec
+
+    ae = tmp_path / "ae"
+    shutil.copytree(world["ae"], ae)
+    run = override(get_preset("digits-test"), [f"data.latents_of={ae}", *LATENT_RUN])
+    trained = {"preset": "tiny-ae", "data": asdict(replace(run.data, latents_of=None)), "train": {"seed": 7}}
+    (ae / "config.json").write_text(json.dumps(trained))
+    codec = open_codec(ae)
+    check_same_images(override(run, ["data.seed=7"]), codec)  # the autoencoder's split, another train.seed
+    check_same_images(override(run, ["train.seed=7"]), codec)
+    check_same_images(override(run, ["data.source=mnist5k", "data.holdout=60"]), codec)  # other images
+    check_same_images(override(run, ["data.limit=20", "data.seed=7"]), codec)  # a subset of its training images
+    for sets, needle in [
+        (["data.holdout=60", "data.seed=7"], "data.holdout=60, but the autoencoder"),
+        ([], "with seed 0, its autoencoder"),  # train.seed 0 splits otherwise than the autoencoder's 7
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            check_same_images(override(run, sets), codec)
+    code, _, err = cli("train", "--preset", "digits-test", "--out", tmp_path / "run", "--no-progress",
+                       *[a for s in [f"data.latents_of={ae}", *LATENT_RUN] for a in ("--set", s)],
+                       env=world["env"])  # fmt: skip
+    assert code == 2 and "--set data.seed=7" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_latent_run_moved_with_its_autoencoder_still_samples(world, tmp_path):
+    """run.json names the autoencoder by its absolute path and by its path from the run: moved together, the run
+    finds it there (its sha256 still checked) and samples as before; moved alone, it is refused in one line."""
+    import shutil
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(world["run"], moved / "ldm")
+    shutil.copytree(world["ae"], moved / "ae")
+    rel = json.loads((moved / "ldm" / "run.json").read_text())["latents_of"]["relative"]
+    assert (moved / "ldm" / rel).resolve() == (moved / "ae").resolve()
+    info = json.loads((moved / "ldm" / "run.json").read_text())
+    info["latents_of"]["path"] = str(tmp_path / "gone")  # as if the original folders were moved away
+    (moved / "ldm" / "run.json").write_text(json.dumps(info))
+    args = ["--n", "2", "--sampler", "ddim", "--steps", "2", "--save-npy"]
+    code, _, err = cli("sample", moved / "ldm", *args, "--out", tmp_path / "a.png", env=world["env"])
+    assert code == 0, err
+    code, _, err = cli("sample", world["run"], *args, "--out", tmp_path / "b.png", env=world["env"])
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    shutil.rmtree(moved / "ae")
+    code, _, err = cli("sample", moved / "ldm", *args, "--out", tmp_path / "c.png", env=world["env"])
+    assert code == 2 and "cannot be loaded" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_card_of_a_latent_run_names_its_images_and_its_autoencoder(world, tmp_path):
+    from torchdiffusion.autoencoder import load_autoencoder
+
+    code, _, err = cli("card", world["run"], "--out", tmp_path / "CARD.md", env=world["env"])
+    assert code == 0, err
+    text = (tmp_path / "CARD.md").read_text()
+    assert "| data shape | 1 x 8 x 8 images, diffused as 2 x 4 x 4 latents |" in text
+    assert f"sha256 `{load_autoencoder(world['ae']).sha256}`), needed to sample" in text
+    assert "It draws 1 x 8 x 8 examples" in text
 
 
 def test_a_diffusion_run_is_not_an_autoencoder(world, tmp_path):
@@ -371,6 +439,8 @@ def test_a_student_of_a_latent_teacher_is_a_latent_run_of_its_autoencoder(world,
     [
         (["export", "{run}", "--format", "diffusers", "--out", "{tmp}/export"], "without its autoencoder"),
         (["sample", "{run}", "--class", "1", "--classifier", "{tmp}/c.safetensors", "--out", "{tmp}/s.png"], "pixels"),
+        # the noise-aware classifier it would train there is one sample --classifier refuses
+        (["train-classifier", "{run}", "--images", "32", "--out", "{tmp}/clf"], "this run diffuses latents"),
     ],
 )
 def test_what_a_latent_run_cannot_do_is_refused(args, needle, world, tmp_path):
@@ -378,7 +448,7 @@ def test_what_a_latent_run_cannot_do_is_refused(args, needle, world, tmp_path):
     args = [a.format(run=world["run"], tmp=tmp_path) for a in args]
     code, _, err = cli(*args, env=world["env"])
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path / "export").exists() and not (tmp_path / "s.png").exists()
+    assert not any((tmp_path / name).exists() for name in ("export", "s.png", "clf"))
 
 
 TEXT_RUN = [
@@ -423,6 +493,9 @@ def test_text_to_image_in_latents_samples_from_a_prompt_with_a_negative_prompt(t
     w1 = sample_npy(text_world, tmp_path / "d.png", *guided[:4], "--guidance", "1")
     w1_plain = sample_npy(text_world, tmp_path / "e.png", *guided[:2], "--guidance", "1")
     np.testing.assert_allclose(w1, w1_plain, atol=1e-5)
+    # guidance-sweep scores classes or contexts: a caption run is refused, naming what it does take
+    code, _, err = cli("guidance-sweep", text_world["run"], "--scales", "1,3", "--out", tmp_path / "gs")
+    assert code == 2 and "takes captions (text" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_a_prompt_for_a_latent_model_trained_without_text_is_refused(world, tmp_path):

@@ -75,6 +75,26 @@ def test_steps_for_nfe_fits_the_budget():
         nfe("nope", 3)
 
 
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_a_grid_or_setting_that_is_not_a_number_is_refused_by_every_sampler(name):
+    """A NaN or infinite sigma in the grid, or a NaN setting, passes every comparison (``b >= a``, ``eta < 0`` are
+    False for NaN) and gave NaN samples or a silently different sampler: refused, naming it."""
+    from torchdiffusion.samplers import sampler_settings
+
+    D = IsotropicGaussian(0.0, 0.7).denoise
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for bad in (float("nan"), float("inf")):
+        for grid in ([10.0, bad, 0.0], [bad, 1.0, 0.0]):
+            with pytest.raises(ValueError, match="a sigma grid must be finite"):
+                get_sampler(name)(D, x, torch.tensor(grid, dtype=torch.float64))
+    grid = karras_sigmas(4, 0.01, 10.0).double()
+    for key, default in sampler_settings(name).items():
+        bad_values = {bool: [1, "yes"], int: [2.5, float("nan"), True], float: [float("nan"), float("-inf"), "1"]}
+        for v in bad_values.get(type(default), []):
+            with pytest.raises(ValueError, match=f"{key} must be"):
+                get_sampler(name)(D, x, grid, **{key: v})
+
+
 # -- convergence orders on the Gaussian oracle -------------------------------------------------------------
 
 

@@ -43,6 +43,8 @@ class GaussianMixture:
             covs = torch.diag_embed(covs)
         self.covs = covs
         w = torch.ones(K, dtype=torch.float64) if weights is None else weights.to(torch.float64)
+        if w.shape != (K,) or not bool(torch.isfinite(w).all() & (w >= 0).all()) or not float(w.sum()) > 0:
+            raise ValueError(f"mixture weights must be {K} finite numbers >= 0, not all 0; got {w.tolist()}")
         self.weights = w / w.sum()
         # Eigen-decomposition Sigma_k = U_k diag(lam_k) U_k^T makes (Sigma_k + sigma^2 I)^{-1} cheap for any sigma.
         self.lam, self.U = torch.linalg.eigh(self.covs)

@@ -211,6 +211,9 @@ def read_run(path: str | Path) -> tuple[Path, RunConfig, dict]:
     path = Path(path)
     if not path.is_dir():
         raise CardError(f"run folder {path} does not exist")
+    from .generate import refuse_other_runs
+
+    refuse_other_runs(path)
     try:
         cfg = validate(from_json((path / "config.json").read_text()))
     except FileNotFoundError:
@@ -341,9 +344,17 @@ def model_details(run: Path, cfg: RunConfig, info: dict) -> str:
         "text" if m.text_dim else "",
     ]
     digests = info.get("weights_sha256") or {}
+    latent = info.get("latents_of") if isinstance(info.get("latents_of"), dict) else None
+    image = " x ".join(str(v) for v in info.get("image_shape", []))
+    shape = " x ".join(str(v) for v in info.get("data_shape", [])) + f" ({info.get('kind', 'image')})"
     rows = [
         ("run", f"`{run.name}` (preset `{cfg.preset}`)"),
-        ("data shape", " x ".join(str(v) for v in info.get("data_shape", [])) + f" ({info.get('kind', 'image')})"),
+        ("data shape", shape if latent is None else f"{image} images, diffused as {shape.split(' (')[0]} latents"),
+        *(
+            [("autoencoder", f"`{latent.get('path')}` (sha256 `{latent.get('sha256')}`), needed to sample")]
+            if latent is not None
+            else []
+        ),
         ("network", f"{m.net}, base width {m.channels}" + (f", {params:,} parameters" if params else "")),
         ("conditioning", ", ".join(c for c in cond if c) or "none (unconditional)"),
         ("diffusion", f"{d.parameterization}-prediction, {process}, {d.weighting} loss weighting"),
@@ -522,7 +533,7 @@ def class_balance(cfg: RunConfig, report: dict | None) -> str:
 def limitations(cfg: RunConfig, info: dict, report: dict | None) -> str:
     src = data_source(cfg.data.source)
     user = src is not None and src.origin.startswith("user-provided")
-    shape = " x ".join(str(v) for v in info.get("data_shape", []))
+    shape = " x ".join(str(v) for v in info.get("image_shape") or info.get("data_shape", []))  # latents: images
     points = [
         f"It draws {shape} examples like its training data and nothing else; its biases are those of the data"
         + (" (user-provided: unknown to torchdiffusion)." if user else f" ({src.title if src else cfg.data.source})."),

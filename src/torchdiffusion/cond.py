@@ -49,6 +49,27 @@ def as_cond(cond: Cond | Tensor) -> Cond:
     raise CondError("cond must be None, a dict, or a tensor shaped (B,) long / (B, K) / (B, L, E)")
 
 
+COND_KEYS = ("class", "context", "text", "text_mask", "neighbours", "drop", "drop_neighbours")  # the table above
+
+
+def check_cond(cond: Cond, n: int, what: str = "cond") -> Cond:
+    """``cond`` unchanged when it conditions ``n`` samples: known keys only (a misspelt one would be ignored and
+    the samples silently unconditional), every tensor with ``n`` rows (fewer were broadcast batch by batch, more
+    silently dropped), integer class labels (floats were truncated); else a one-line CondError."""
+    if cond is None:
+        return None
+    for k, v in cond.items():
+        if k not in COND_KEYS:
+            raise CondError(f"{what} has no key {k!r}; its keys are {', '.join(COND_KEYS)}")
+        if isinstance(v, Tensor) and (v.ndim == 0 or v.shape[0] != n):
+            rows = "no batch dimension" if v.ndim == 0 else f"{v.shape[0]} rows"
+            raise CondError(f"{what}[{k!r}] has {rows} for {n} samples; give one row per sample")
+    labels = cond.get("class")
+    if isinstance(labels, Tensor) and (labels.is_floating_point() or labels.is_complex()):
+        raise CondError(f"{what}['class'] must hold integer labels, got {labels.dtype}")
+    return cond
+
+
 def cond_batch(cond: dict) -> int:
     """The batch size B of a cond dict (the leading size of its first tensor)."""
     for v in cond.values():

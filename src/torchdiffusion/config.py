@@ -449,6 +449,54 @@ def _finite_numbers(cfg: Any, where: str = "") -> list[tuple[bool, str]]:
     return checks
 
 
+def _is_a(tp: Any, v: Any) -> bool:
+    """Whether ``v`` is a value of the field type ``tp`` (a number field takes an int too; bool is not a number).
+    A tuple's elements are checked, its length is left to the domain checks."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(a, v) for a in args)
+    if tp is type(None):
+        return v is None
+    if origin is tuple:
+        return isinstance(v, tuple) and all(_is_a(args[0] if args else Any, e) for e in v)
+    if tp is bool:
+        return isinstance(v, bool)
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if tp is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is str:
+        return isinstance(v, str)
+    return True
+
+
+def _kind(tp: Any) -> str:
+    """A field type in words: 'an integer', 'a number or None', 'a tuple of integers'."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_kind(a) for a in args)
+    if origin is tuple:
+        return f"a tuple of {_kind(args[0]).split(' ', 1)[-1]}s" if args else "a tuple"
+    names = {bool: "a bool", int: "an integer", float: "a number", str: "a string", type(None): "None"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def typed_fields(cfg: Any, where: str = "") -> None:
+    """A ConfigError naming the first field of ``cfg`` (a config dataclass, built in Python rather than read by
+    from_dict or --set, which convert) whose value is not of its declared type: ``train.images="32"`` would
+    otherwise fail deep inside with a TypeError that names no field, or ``train.batch_size=16.0`` in the data
+    loader after the run folder is written."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        v, tp = getattr(cfg, f.name), hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(v, tp):
+                raise ConfigError(f"{where}{f.name} must be a {tp.__name__}, got {v!r}")
+            typed_fields(v, f"{where}{f.name}.")
+        elif not _is_a(tp, v):
+            raise ConfigError(f"{where}{f.name} must be {_kind(tp)}, got {v!r} ({type(v).__name__})")
+
+
 RETRIEVAL_INPUTS = ("embedding", "channels")  # model.retrieval_input (retrieval.py)
 
 
@@ -617,7 +665,28 @@ SAMPLE_LABELS = ("none", "cycle", "random")  # sample.labels
 MAX_GUIDANCE = 100.0  # classifier-free guidance scales above this only push the samples off the data
 
 
-def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]]:
+def check_sample(s: SampleConfig) -> SampleConfig:
+    """``s`` unchanged when generate() can sample with it; else a one-line ConfigError naming the field: the checks
+    of :func:`validate` that need no run (types, finite numbers, every field in its domain, a known sampler and
+    settings it takes, each of its kind) - for a SampleConfig built in Python rather than read from a run."""
+    from .samplers import SAMPLERS, check_settings, resolve_settings
+
+    typed_fields(s, "sample.")
+    for ok, msg in _finite_numbers(s, "sample.") + _sample_checks(s, None):
+        if not ok:
+            raise ConfigError(msg)
+    if s.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {s.sampler!r}; choose from {', '.join(SAMPLERS)}")
+    try:
+        check_settings(s.sampler, resolve_settings(s.sampler, dataclasses.asdict(s.settings)))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return s
+
+
+def _sample_checks(s: SampleConfig, d: DiffusionConfig | None) -> list[tuple[bool, str]]:
+    """The sample section in its domain; ``d``: the run's process (None: a check without a run skips the grid's
+    fit to it)."""
     from .schedules import SIGMA_GRIDS
 
     return [
@@ -642,7 +711,7 @@ def _sample_checks(s: SampleConfig, d: DiffusionConfig) -> list[tuple[bool, str]
         ),
         (s.grid in SIGMA_GRIDS, f"sample.grid must be one of {SIGMA_GRIDS}"),
         (
-            not (s.grid == "uniform_t" and d.process == "continuous"),
+            not (s.grid == "uniform_t" and d is not None and d.process == "continuous"),
             "sample.grid=uniform_t needs a discrete (DDPM-trained) model",
         ),
         (s.rho > 0, f"sample.rho must be > 0, got {s.rho!r}"),
@@ -762,6 +831,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     number, a size <= 0 or absurdly large (refused before anything is allocated), a schedule parameter
     outside its domain (0 < beta < 1, rho > 0, sigma_data > 0), an unknown name.
     """
+    typed_fields(cfg)
     checks = _finite_numbers(cfg)
     checks += _data_checks(cfg.data) + _model_checks(cfg.model) + _diffusion_checks(cfg.diffusion)
     checks += _train_checks(cfg.train) + _sample_checks(cfg.sample, cfg.diffusion)
@@ -779,7 +849,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
-    from .samplers import SAMPLERS, resolve_settings
+    from .samplers import SAMPLERS, check_settings, resolve_settings
 
     s = cfg.sample
     if unread_setting(cfg, "sample.sampler") is not None:  # a sequence run: its own reverse steps, no sampler
@@ -787,7 +857,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {s.sampler!r}; choose from {', '.join(SAMPLERS)}")
     try:
-        resolve_settings(s.sampler, dataclasses.asdict(s.settings))
+        check_settings(s.sampler, resolve_settings(s.sampler, dataclasses.asdict(s.settings)))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return cfg
@@ -1026,6 +1096,8 @@ def unread_setting(cfg: Any, key: str) -> str | None:
     """Why nothing reads the setting ``key`` (``section.name``) of ``cfg``, or None when something may: the data
     section of any config (a diffusion, autoencoder or contrastive run), every section of a :class:`RunConfig`."""
     section, _, name = key.partition(".")
+    if key == "data.latents_of" and not isinstance(cfg, RunConfig):  # train-autoencoder, train-clip: pixels
+        return f"{key} is read only by train (a diffusion run on an autoencoder's latents); this one trains on pixels"
     readers = data_readers().get(name) if section == "data" and hasattr(cfg, "data") else None
     if readers is not None:
         ok, who, deciding = cfg.data.source in readers, f"data.source={' | '.join(readers)}", ("data.source",)

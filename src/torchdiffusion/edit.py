@@ -53,7 +53,7 @@ def check_mask(mask: Tensor, x: Tensor) -> Tensor:
         torch.broadcast_shapes(mask.shape, x.shape)
     except RuntimeError:
         raise EditError(f"mask of shape {tuple(mask.shape)} does not fit images of shape {tuple(x.shape)}") from None
-    if mask.numel() and (mask.min() < 0 or mask.max() > 1):
+    if mask.numel() and not bool(((mask >= 0) & (mask <= 1)).all()):  # NaN fails both comparisons
         raise EditError("mask values must lie in [0, 1] (1 = known, 0 = to generate)")
     return mask.to(x.device, x.dtype)
 
@@ -235,6 +235,8 @@ def tiled(denoise: Denoiser, tile: tuple[int, ...], stride: int | None = None) -
         inner = tiled(lambda x, sigma: denoise(x[..., 0, :], sigma)[..., None, :], (1, tile[0]), stride)
         return lambda x, sigma: inner(x[..., None, :], sigma)[..., 0, :]
     h, w = tile
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
+        raise EditError(f"the tile stride must be an integer >= 1, got {stride!r}")
     sh = stride or max(1, h // 2)
     sw = stride or max(1, w // 2)
 
@@ -244,6 +246,8 @@ def tiled(denoise: Denoiser, tile: tuple[int, ...], stride: int | None = None) -
             raise EditError(f"canvas {H}x{W} is smaller than the model's {h}x{w} images")
         if (H, W) == (h, w):
             return denoise(x, sigma)
+        if (H > h and sh > h) or (W > w and sw > w):  # pixels between windows: their mean would be 0/0
+            raise EditError(f"a tile stride of {stride} leaves gaps between {h}x{w} windows; use at most the tile size")
         acc = torch.zeros_like(x)
         count = x.new_zeros(1, 1, H, W)
         for i in _starts(H, h, sh):

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .cond import as_cond, slice_cond, with_seed_labels
-from .config import ConfigError, RunConfig, SampleConfig, from_json, validate
+from .cond import CondError, as_cond, check_cond, slice_cond, with_seed_labels
+from .config import ConfigError, RunConfig, SampleConfig, check_sample, from_json, validate
 from .guidance import autoguided, guided_denoiser
 from .io import state_dict_mismatch
 from .precond import Precond
@@ -205,6 +205,18 @@ def _load_weights(
     return model, info
 
 
+def refuse_other_runs(path: Path) -> None:
+    """A one-line RunError when the folder ``path`` holds an autoencoder's or a text encoder's run (their
+    config.json is of another kind: read as a diffusion run's it would be called damaged)."""
+    from .autoencoder import WEIGHTS_FILE as AUTOENCODER
+    from .contrastive.model import WEIGHTS_NAME as CONTRASTIVE
+
+    kinds = ((AUTOENCODER, "an autoencoder (train-autoencoder)"), (CONTRASTIVE, "a text encoder (train-clip)"))
+    for name, what in kinds:
+        if (path / name).is_file() and not (path / "run.json").is_file():
+            raise RunError(f"{path} holds {what}, not a diffusion run (train)")
+
+
 def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run folder from config.json + run.json + ``<weights>.safetensors``.
 
@@ -242,6 +254,7 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
         run = load_diffusers(path, device=device)
         note_run(run)
         return run
+    refuse_other_runs(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise RunError(f"{path} is not a run folder: config.json is missing")
@@ -520,6 +533,14 @@ def generate(
     """
     from .latent import as_pixels
 
+    check_sample(sample)  # a SampleConfig built in Python is checked as a run's is (config.validate)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("generate needs at least one seed (one per sample)")
+    cond, uncond = (check_cond(as_cond(c), len(seeds), what) for c, what in ((cond, "cond"), (uncond, "uncond")))
+    _refuse_unread_cond(model, cond)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sampler = get_sampler(sample.sampler)
     clip = clamps_x0(sample, data_shape, codec)
@@ -530,8 +551,7 @@ def generate(
             f"sample.autoguidance={sample.autoguidance:g} needs the run's guide model (guide.safetensors, kept by "
             f"training with train.guide_at > 0) and this model has none; use sample.autoguidance=1"
         )
-    seeds = [int(s) for s in seeds]
-    cond = with_seed_labels(as_cond(cond), seeds, num_classes(model), sample.labels)  # no class given: sample.labels
+    cond = with_seed_labels(cond, seeds, num_classes(model), sample.labels)  # no class given: sample.labels
     note_sampling(
         sample,
         seeds,
@@ -576,6 +596,24 @@ def generate(
     if clip:
         x = x.clamp(-1, 1)
     return x
+
+
+def _refuse_unread_cond(model: Precond, cond: Cond) -> None:
+    """A CondError for a conditioning the model's network never reads (it would sample as if none were given):
+    class labels for a model without classes, context vectors or caption features for one without them.
+    Networks whose embedding is not ours (an ONNX session) are checked for classes alone."""
+    from .nets.layers import CondEmbedding
+
+    if cond is None:
+        return
+    net = getattr(model, "net", None)
+    emb = getattr(net, "cond_emb", None)
+    reads = {"class": num_classes(model) > 0}
+    if isinstance(emb, CondEmbedding):
+        reads |= {"context": emb.context_dim > 0, "text": int(getattr(net, "text_dim", 0)) > 0}
+    for key, read in reads.items():
+        if key in cond and not read:
+            raise CondError(f"cond[{key!r}] is given, and this model does not read it (trained without {key})")
 
 
 def num_classes(model: Precond) -> int:

@@ -48,7 +48,9 @@ train-classifier``) supplies log p(y | x, sigma).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +96,16 @@ def _checked_options(interval: tuple[float, float] | None, rescale: float) -> tu
     return lo, hi
 
 
+def _checked_scale(w: Any, what: str) -> float:
+    """A guidance scale as a float: a finite real number (a NaN or infinite one gives NaN denoisers)."""
+    if isinstance(w, (bool, str)) or not isinstance(w, (numbers.Real, Tensor)) or getattr(w, "numel", lambda: 1)() != 1:
+        raise GuidanceError(f"the {what} scale must be a number, got {w!r}")
+    w = float(w)
+    if not math.isfinite(w):
+        raise GuidanceError(f"the {what} scale must be finite, got {w}")
+    return w
+
+
 def _inside_interval(sigma: Tensor, lo: float, hi: float, *scales: Tensor) -> tuple[Tensor, ...] | None:
     """The (B,) guidance scales where sigma lies in [lo, hi] and 1 (the conditional branch alone) elsewhere; None
     when no sigma of the batch lies in it."""
@@ -127,6 +139,7 @@ def classifier_free(
         batched: one forward of the concatenated batch ``[cond; uncond]`` (default) or two forwards.
     """
     lo, hi = _checked_options(interval, rescale)
+    scale = _checked_scale(scale, "classifier-free guidance")
     if as_cond(cond) is None:
         raise GuidanceError("classifier-free guidance needs a conditioning (a class, context or prompt)")
 
@@ -231,7 +244,7 @@ def autoguided(D: Denoiser, D_guide: Denoiser, w: float, *, interval: tuple[floa
     ``interval = (sigma_lo, sigma_hi)`` guides only where sigma lies in it and is ``D`` alone elsewhere (the guide
     is not evaluated for a batch wholly outside), as :func:`classifier_free`'s interval does.
     """
-    w = float(w)
+    w = _checked_scale(w, "autoguidance")
     if w == 1.0:
         return D
     lo, hi = _checked_options(interval, 0.0)
@@ -269,14 +282,20 @@ def classifier_guidance(D: Denoiser, classifier: NoisyLogits, y: Tensor | int, s
         y: the wanted class, an int or ``(B,)`` long.
         scale: s (0 = no guidance).
     """
+    scale = _checked_scale(scale, "classifier guidance")
+    wanted = torch.as_tensor(y)
+    if wanted.is_floating_point() or wanted.is_complex() or wanted.dtype == torch.bool or wanted.ndim > 1:
+        raise GuidanceError(f"classifier guidance needs an integer class or (B,) integer labels, got {y!r}")
 
     def guided(x: Tensor, sigma: Tensor) -> Tensor:
         sigma = sigma_vector(sigma, x)
         d = D(x, sigma)
-        labels = torch.as_tensor(y, device=x.device).long().expand(x.shape[0])
+        labels = wanted.to(x.device).long().expand(x.shape[0])
         with torch.enable_grad():
             xg = x.detach().float().requires_grad_(True)
             logp = F.log_softmax(classifier(xg, sigma.float()).float(), -1)
+            if ((labels < 0) | (labels >= logp.shape[1])).any():
+                raise GuidanceError(f"classifier guidance: class labels must be in [0, {logp.shape[1]})")
             chosen = logp.gather(1, labels[:, None]).sum()
             (grad,) = torch.autograd.grad(chosen, xg)
         return d + float(scale) * append_dims(sigma.to(d.dtype), x.ndim) ** 2 * grad.to(d.dtype)

@@ -40,7 +40,8 @@ from .data.base import TensorData
 from .io import atomic_write, cache_dir, sha256_file, sha256_tensor, write_json
 
 CACHE_FORMAT = 1  # bump when the cache's content or record changes meaning
-RECORD_KEY = "latents_of"  # run.json: {"path": autoencoder run folder, "sha256": its weights}
+RECORD_KEY = "latents_of"  # run.json: {"path": autoencoder run folder, "sha256": its weights, "relative": path
+# from the run folder to it (found there when "path" is gone: both folders moved together)}
 
 
 @dataclass
@@ -239,9 +240,48 @@ def training_latents(
     """The training data of a latent run (``cfg.data.latents_of`` set): its autoencoder opened, a resumed run
     (``out`` holding one) checked against it *before* anything is encoded, then :func:`load_latents`."""
     codec = open_codec(cfg.data.latents_of, device=device)
+    check_same_images(cfg, codec)
     if resume and out is not None:
         check_resume(Path(out), codec)
     return load_latents(cfg.data, "train", cfg.train.seed, codec=codec, progress=progress)
+
+
+# The data fields that choose a source's images: equal, a latent run reads the images its autoencoder was trained on
+SAME_IMAGES = ("source", "path", "emoji_size", "emoji_set")
+
+
+def check_same_images(cfg: RunConfig, codec: LatentCodec) -> None:
+    """A latent run on the images its autoencoder was trained on splits them the same way (else it would train on
+    images the autoencoder held out, or hold out images it trained on): when the fields of ``SAME_IMAGES`` equal
+    those of the autoencoder's config.json, data.holdout and, with a holdout, the split's seed (data.seed, else
+    train.seed) must too; a one-line ConfigError otherwise. Other images of the same shape (an autoencoder serving
+    another data set) pass, as does an autoencoder without a readable config.json (weights alone)."""
+    try:
+        ae = json.loads((codec.path / "config.json").read_text())
+        ae_data, ae_seed = ae["data"], ae.get("train", {}).get("seed", 0)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    d = cfg.data
+    for name in SAME_IMAGES:
+        mine, theirs = getattr(d, name), ae_data.get(name)
+        if name == "path" and mine and theirs:
+            if Path(mine).expanduser().resolve() != Path(theirs).expanduser().resolve():
+                return
+        elif mine != theirs:
+            return
+    if d.holdout != ae_data.get("holdout", 0):
+        raise ConfigError(
+            f"data.holdout={d.holdout}, but the autoencoder {codec.path} was trained on these images with "
+            f"data.holdout={ae_data.get('holdout', 0)}: a latent run on its autoencoder's images holds out the same"
+        )
+    split_seed = d.seed if d.seed is not None else cfg.train.seed
+    ae_split = ae_data.get("seed") if ae_data.get("seed") is not None else ae_seed
+    if d.holdout > 0 and split_seed != ae_split:
+        raise ConfigError(
+            f"this run splits its {d.holdout} held-out images with seed {split_seed}, its autoencoder {codec.path} "
+            f"with seed {ae_split}: it would train on images the autoencoder held out; add --set data.seed={ae_split} "
+            f"(train.seed still varies the run)"
+        )
 
 
 def _encode_to(path: Path, codec: LatentCodec, x: Tensor, *, progress: bool) -> None:
@@ -292,11 +332,15 @@ def codec_of_run(run: Path, info: dict, device: str | torch.device = "cpu") -> L
         return None
     if not isinstance(rec, dict) or "path" not in rec or "sha256" not in rec:
         raise ConfigError(f"{run / 'run.json'} is damaged ({RECORD_KEY} must hold a path and a sha256)")
+    path = rec["path"]
+    moved = Path(run) / str(rec.get("relative", ""))
+    if not Path(path).is_dir() and rec.get("relative") and moved.is_dir():  # moved together with the run
+        path = moved
     try:
-        codec = open_codec(rec["path"], device=device)
+        codec = open_codec(path, device=device)
     except ConfigError as e:
         raise ConfigError(f"{run} diffuses the latents of {rec['path']}, which cannot be loaded ({e})") from None
-    check_same_autoencoder(run, rec, codec)
+    check_same_autoencoder(run, rec, codec)  # wherever it was found: the weights it was trained on
     return codec
 
 

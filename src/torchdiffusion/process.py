@@ -122,6 +122,8 @@ class DiscreteVP:
         return vp
 
     def _set_table(self, schedule: str, betas: Tensor, alpha_bars: Tensor, steps_offset: int = 0) -> None:
+        if len(betas) < 2:  # sigma_to_t interpolates between neighbouring timesteps
+            raise ValueError(f"a discrete process needs T >= 2 timesteps, got {len(betas)}")
         self.schedule = schedule
         self.T = len(betas)
         self.betas = betas

@@ -13,6 +13,8 @@ All grids are float64 and built by pure functions.
 from __future__ import annotations
 
 import math
+import operator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -66,9 +68,14 @@ def make_betas(name: str, T: int, **kwargs) -> Tensor:
     """Look up a variance schedule by name (``linear``, ``cosine``, ``sigmoid``)."""
     if name not in BETA_SCHEDULES:
         raise ValueError(f"unknown beta schedule {name!r}; choose from {', '.join(BETA_SCHEDULES)}")
-    if T < 1:
-        raise ValueError(f"the number of timesteps T must be >= 1, got {T}")
-    return BETA_SCHEDULES[name](T, **kwargs)
+    if not _is_count(T, 1):
+        raise ValueError(f"the number of timesteps T must be an integer >= 1, got {T!r}")
+    T = operator.index(T)
+    betas = BETA_SCHEDULES[name](T, **kwargs)
+    if not bool(((betas > 0) & (betas < 1)).all()):  # each beta_t is the variance fraction a step adds
+        bad = betas[~((betas > 0) & (betas < 1))][0]
+        raise ValueError(f"the {name} schedule gives beta_t = {float(bad):g}; every beta_t must lie in (0, 1) {kwargs}")
+    return betas
 
 
 # Sampling grids: decreasing sigmas with a final 0, shape (n + 1,), float64
@@ -81,6 +88,7 @@ def _append_zero(sigmas: Tensor) -> Tensor:
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
     """Karras et al. 2022 (EDM), Eq. 5: sigma_i = (s_max^(1/rho) + i/(n-1) (s_min^(1/rho) - s_max^(1/rho)))^rho."""
     _check_n(n)
+    _check_range(sigma_min, sigma_max, rho)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
     inv_rho_max, inv_rho_min = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return _append_zero((inv_rho_max + ramp * (inv_rho_min - inv_rho_max)) ** rho)
@@ -89,14 +97,35 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
 def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
     """Uniform in log sigma, i.e. uniform in log-SNR (lambda = -log sigma); the DPM-Solver grid."""
     _check_n(n)
+    _check_range(sigma_min, sigma_max)
     if n == 1:
         return _append_zero(torch.tensor([sigma_max], dtype=torch.float64))
     return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp())
 
 
+def _is_count(n: Any, least: int) -> bool:
+    """``n`` is an integer (a Python, NumPy or 0-d integer tensor one; not a bool) >= ``least``."""
+    if isinstance(n, bool):
+        return False
+    try:
+        return operator.index(n) >= least
+    except TypeError:
+        return False
+
+
 def _check_n(n: int) -> None:
-    if n < 1:
-        raise ValueError(f"the number of steps must be >= 1, got {n}")
+    if not _is_count(n, 1):
+        raise ValueError(f"the number of steps must be an integer >= 1, got {n!r}")
+
+
+def _check_range(sigma_min: float, sigma_max: float, rho: float | None = None) -> None:
+    """0 < sigma_min < sigma_max, both finite (a reversed range gave an increasing grid, a negative sigma_min a
+    complex one, a NaN one a grid of NaN); rho > 0 and finite."""
+    lo, hi = float(sigma_min), float(sigma_max)
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise ValueError(f"a sigma grid needs 0 < sigma_min < sigma_max, both finite; got {sigma_min!r}, {sigma_max!r}")
+    if rho is not None and not (math.isfinite(float(rho)) and float(rho) > 0):
+        raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
 
 
 def timestep_indices(T: int, n: int, spacing: str = "trailing", offset: int = 0) -> Tensor:

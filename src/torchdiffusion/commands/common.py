@@ -9,7 +9,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import ConfigError, SampleConfig, SamplerSettings, override, refuse_unread, unread_setting
+from ..config import ConfigError, RunConfig, SampleConfig, SamplerSettings, override, refuse_unread, unread_setting
 from .argtypes import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_STEPS, nonneg_int, positive_float, positive_int
 
 
@@ -170,7 +170,7 @@ def sample_config_from_args(
             raise ValueError(f"--set {a!r}: only sample settings can be changed here (sample.KEY=VALUE)")
         if key[len("sample.") :] in (fixed or {}):
             raise ConfigError(f"--set {key} changes nothing: {args.command} sets it by {fixed[key[len('sample.') :]]}")
-        base = override(base, [a.strip()[len("sample.") :]])
+        base = override(RunConfig(sample=base), [a.strip()]).sample  # errors name the key as given
     updates = {
         k: getattr(args, k)
         for k in ("sampler", "steps", "grid", "rho", "spacing", "n", "seed", "batch_size", "labels")

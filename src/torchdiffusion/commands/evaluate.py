@@ -344,6 +344,9 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     run = Path(args.run)
     if not (run / "config.json").is_file():
         return metrics, feats, args.vlb_timesteps or None  # evaluate() names what is missing
+    from ..generate import refuse_other_runs
+
+    refuse_other_runs(run)
     _check_eval_out(args.out or run / "eval")
     cfg = from_json((run / "config.json").read_text())
     T, vlb = cfg.diffusion.T, args.vlb_timesteps

@@ -72,7 +72,15 @@ def run(args: argparse.Namespace) -> int:
         raise GuidanceError(f"guidance-sweep scores images with a classifier; {run_.path} holds {run_.kind} data")
     K = m.num_classes if mode == "class" else m.context_dim
     if K == 0:  # an unconditional run, or the kind of conditioning it does not take
-        takes = "class labels" if m.num_classes else "context vectors" if m.context_dim else "no conditioning"
+        takes = (
+            "class labels"
+            if m.num_classes
+            else "context vectors"
+            if m.context_dim
+            else "captions (text: sweep with sample --prompt --guidance)"
+            if m.text_dim
+            else "no conditioning"
+        )
         raise GuidanceError(
             f"guidance-sweep varies the guidance of a class- or context-conditional run; {run_.path} takes {takes}"
             + (f" (drop --mode {mode})" if m.num_classes or m.context_dim else "")

@@ -74,6 +74,9 @@ def resolve(source: str, sets: list[str]):
 
     path = Path(source)
     if path.is_dir():
+        from ..generate import refuse_other_runs
+
+        refuse_other_runs(path)
         if not (path / "config.json").is_file():
             raise ConfigError(f"{path} is not a run folder: config.json is missing")
         cfg, out = from_json((path / "config.json").read_text()), path / "classifier"
@@ -109,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and not args.evaluation:  # the noise-aware classifier trains for --images
         raise GuidanceError("--epochs sets the passes of --evaluation's classifier; the noisy one trains --images")
     cfg, default_out = resolve(args.source, args.set)
+    if cfg.data.latents_of and not args.evaluation:  # sample --classifier refuses it on a latent run
+        raise GuidanceError(
+            "a noise-aware classifier guides sampling in pixels, and this run diffuses latents (data.latents_of); "
+            "--evaluation trains the classifier that scores its decoded samples"
+        )
     out = check_output_dir(args.out or default_out)
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
     if data.labels is None:

@@ -44,7 +44,11 @@ class LikelihoodError(ValueError):
 
 def dequantisation_offset_bits(bin_width: float | None) -> float:
     """log2(1/Delta): the bits/dim added to a continuous NLL of uniformly dequantised data (0 for None)."""
-    return 0.0 if bin_width is None else -math.log2(bin_width)
+    if bin_width is None:
+        return 0.0
+    if not (math.isfinite(bin_width) and bin_width > 0):
+        raise ValueError(f"the dequantisation bin width must be a finite number > 0, got {bin_width!r}")
+    return -math.log2(bin_width)
 
 
 def bits_per_dim(nll_nats: Tensor, dims: int, bin_width: float | None = None) -> Tensor:
@@ -121,6 +125,8 @@ def ode_nll(
         xi = xi + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         integral = integral + h / 6 * (d1 + 2 * d2 + 2 * d3 + d4)
     var = sigma_max**2 if prior_var is None else prior_var
+    if not (math.isfinite(var) and var > 0):
+        raise ValueError(f"the prior's variance must be a finite number > 0, got {var!r}")
     D = xi[0].numel()
     log_prior = -0.5 * (xi.flatten(1) ** 2).sum(1) / var - 0.5 * D * math.log(2 * math.pi * var)
     return -(log_prior + integral)

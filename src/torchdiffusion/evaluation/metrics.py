@@ -24,7 +24,11 @@ def _f64(x: Tensor, name: str, min_n: int = 2) -> Tensor:
         raise MetricError(f"{name} must be a (N, F) tensor of features")
     if x.shape[0] < min_n:
         raise MetricError(f"{name} needs at least {min_n} samples, got {x.shape[0]}")
-    return x.detach().to(torch.float64).cpu()
+    x = x.detach().to(torch.float64).cpu()
+    if not bool(torch.isfinite(x).all()):  # a NaN row is in no k-NN ball and makes every mean NaN
+        rows = int((~torch.isfinite(x)).any(1).sum())
+        raise MetricError(f"{name} has {rows} row(s) with NaN or infinite features")
+    return x
 
 
 def _same_dim(a: Tensor, b: Tensor) -> None:
@@ -211,6 +215,8 @@ def precision_recall(fake: Tensor, real: Tensor, k: int = 3) -> tuple[float, flo
     k-th nearest neighbour in the set. Precision: share of ``fake`` inside the real manifold; recall: share
     of ``real`` inside the fake manifold.
     """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise MetricError(f"precision/recall needs k >= 1 nearest neighbours, got {k!r}")
     fake, real = _f64(fake, "fake", k + 1), _f64(real, "real", k + 1)
     _same_dim(fake, real)
     precision = _inside_manifold(fake, real, _kth_nn_radius(real, k)).double().mean()
@@ -265,6 +271,10 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_proj: int = 256, p: int = 2, seed
     Directions theta uniform on the sphere (``n_proj`` of them, seeded); each 1-D W_p by matching sorted
     samples (quantiles, when the sample counts differ).
     """
+    if isinstance(n_proj, bool) or not isinstance(n_proj, int) or n_proj < 1:
+        raise MetricError(f"sliced Wasserstein needs n_proj >= 1 directions, got {n_proj!r}")
+    if not (isinstance(p, (int, float)) and math.isfinite(p) and p >= 1):
+        raise MetricError(f"sliced Wasserstein needs p >= 1, got {p!r}")
     x, y = _f64(x, "x", 1), _f64(y, "y", 1)
     _same_dim(x, y)
     g = torch.Generator().manual_seed(seed)

@@ -92,27 +92,18 @@ def _apply(fn, x: Tensor, batch: int = 128) -> Tensor:
 
 def energy_distance(a: Tensor, b: Tensor) -> float:
     """2 E|X - Y| - E|X - X'| - E|Y - Y'| over rows of a (n, d) and b (m, d); within-set means over distinct
-    pairs (the unbiased U-statistics)."""
-    a, b = a.double(), b.double()
+    pairs (the unbiased U-statistics): :func:`metrics.energy_distance`."""
+    from .metrics import energy_distance as energy
 
-    def within(z: Tensor) -> Tensor:
-        n = len(z)
-        return torch.cdist(z, z).sum() / (n * (n - 1))
-
-    return float(2 * torch.cdist(a, b).mean() - within(a) - within(b))
+    return energy(a, b, unbiased=True)
 
 
 def mmd2(a: Tensor, b: Tensor, bandwidth: float) -> float:
-    """Unbiased MMD^2 with k(u, v) = exp(-|u - v|^2 / (2 h^2)) (Gretton et al. 2012, Eq. 3)."""
-    a, b = a.double(), b.double()
+    """Unbiased MMD^2 with k(u, v) = exp(-|u - v|^2 / (2 h^2)) (Gretton et al. 2012, Eq. 3):
+    :func:`metrics.mmd2_unbiased` with :func:`metrics.rbf_kernel`."""
+    from .metrics import mmd2_unbiased, rbf_kernel
 
-    def k(u: Tensor, v: Tensor) -> Tensor:
-        return torch.exp(-(torch.cdist(u, v) ** 2) / (2 * bandwidth**2))
-
-    n, m = len(a), len(b)
-    kaa = (k(a, a).sum() - n) / (n * (n - 1))
-    kbb = (k(b, b).sum() - m) / (m * (m - 1))
-    return float(kaa + kbb - 2 * k(a, b).mean())
+    return mmd2_unbiased(a, b, rbf_kernel(bandwidth))[0]
 
 
 def median_distance(z: Tensor) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,9 +199,39 @@ def _entry(name: str) -> SamplerEntry:
 
 def get_sampler(name: str) -> Callable:
     """The sampler function of a name, with the settings the name fixes bound; unknown names give a one-line
-    error listing the choices."""
+    error listing the choices. The settings it is called with are checked first (:func:`check_settings`)."""
     e = _entry(name)
-    return functools.partial(e.fn, **e.preset) if e.preset else e.fn
+    fn = functools.partial(e.fn, **e.preset) if e.preset else e.fn
+
+    @functools.wraps(e.fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check_settings(name, kwargs)
+        return fn(*args, **kwargs)
+
+    return checked
+
+
+def check_settings(name: str, settings: Mapping[str, Any]) -> None:
+    """A ValueError naming the first of ``settings`` that sampler ``name`` takes (others are left to it) whose value
+    is not of its kind: a true/false setting a bool, a count an integer, a number a real number that is not NaN and
+    is finite (``s_tmax`` may be infinite: no upper end). A NaN would pass every ``eta < 0``-style check."""
+    takes = sampler_settings(name)
+    for k, v in settings.items():
+        if k not in takes or v is None:
+            continue
+        default = takes[k]
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(default, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(default, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+            ok = ok and (math.isfinite(v) or (k == "s_tmax" and v > 0))
+        else:
+            ok = isinstance(v, type(default))
+        if not ok:
+            kind = {bool: "true or false", int: "an integer"}.get(type(default), "a finite number")
+            raise ValueError(f"sampler {name!r}: {k} must be {kind}, got {v!r}")
 
 
 def sampler_settings(name: str) -> dict[str, Any]:

@@ -63,10 +63,12 @@ def noise_fn(noise: Callable[[], Tensor] | None, x: Tensor) -> Callable[[], Tens
 
 
 def check_sigmas(sigmas: Tensor) -> list[float]:
-    """Validate a sampling grid (decreasing, >= 0, at least one step) and return it as Python floats."""
+    """Validate a sampling grid (finite, decreasing, >= 0, at least one step) and return it as Python floats."""
     s = [float(v) for v in sigmas]
     if len(s) < 2:
         raise ValueError("a sigma grid needs at least two values (one step)")
+    if not all(math.isfinite(v) for v in s):
+        raise ValueError(f"a sigma grid must be finite, got {[v for v in s if not math.isfinite(v)][0]} in it")
     if any(b >= a for a, b in zip(s[:-1], s[1:])) or s[-1] < 0:
         raise ValueError("a sigma grid must be strictly decreasing and non-negative")
     return s

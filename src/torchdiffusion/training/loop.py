@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -158,9 +159,13 @@ def balance_weights(data: Any, balance: str) -> Tensor | None:
 
 # Conditioning checks and noise-level buckets
 def _check_data(data: Any, cfg: RunConfig) -> None:
-    """Refuse an empty data set, or a conditional model whose data lacks its conditioning."""
+    """Refuse an empty data set, one with NaN or infinite values, or a conditional model whose data lacks its
+    conditioning."""
     if data.x.shape[0] == 0:
         raise ConfigError("the training data is empty")
+    if data.x.is_floating_point() and not bool(torch.isfinite(data.x).all()):  # every loss would be NaN
+        bad = int((~torch.isfinite(data.x)).flatten(1).any(1).sum())
+        raise ConfigError(f"the training data has {bad} example(s) with NaN or infinite values")
     m = cfg.model
     if m.num_classes > 0 and getattr(data, "labels", None) is None:
         unset = " --set sample.labels=none" if cfg.sample.labels != "none" else ""
@@ -232,14 +237,17 @@ def _fit_latents(cfg: RunConfig, data: Any, out: Path, resume: bool) -> RunConfi
     return replace(cfg, data=with_pixel_map(cfg.data, codec), sample=replace(cfg.sample, clip_denoised=False))
 
 
-def _data_info(data: Any) -> dict:
+def _data_info(data: Any, out: Path) -> dict:
     x = data.x
     shape = [int(s) for s in x.shape[1:]]
     labels = getattr(data, "labels", None)
     context = getattr(data, "context", None)
     class_names = getattr(data, "class_names", None)
     codec = getattr(data, "codec", None)
-    latent = {"latents_of": codec.record(), "image_shape": list(codec.image_shape)} if codec is not None else {}
+    latent = {}
+    if codec is not None:  # the autoencoder, also relative to the run: the two folders may move together
+        rel = os.path.relpath(codec.path.resolve(), Path(out).resolve())
+        latent = {"latents_of": {**codec.record(), "relative": rel}, "image_shape": list(codec.image_shape)}
     return {
         **latent,
         "data_shape": shape,
@@ -489,7 +497,7 @@ def _setup(
         out=out,
         data=data,
         X=X,
-        info=_data_info(data),
+        info=_data_info(data, out),
         device=device,
         rank=dist.rank(),
         world_size=dist.world_size(),

@@ -166,21 +166,25 @@ def _refuse_shared_folder(out: Path, cfg: RunConfig) -> None:
     """A run needs a folder of its own: not the folder of its own training data (or one inside it), whose images
     are read recursively - the run's sample grids would become training examples at the next resume - and not a
     diffusers pipeline folder, which loading prefers to the run (the run would be hidden behind it)."""
+    from ..autoencoder import WEIGHTS_FILE as AUTOENCODER
+    from ..contrastive.model import WEIGHTS_NAME as CONTRASTIVE
     from ..interop.diffusers_in import is_diffusers_folder
 
     refuse_out_in_data(out, cfg.data.path)
     if out.is_dir() and is_diffusers_folder(out):
         raise ConfigError(f"--out {out} holds a diffusers pipeline (model_index.json); a run needs a folder of its own")
+    # an autoencoder's or text encoder's folder: --no-resume would write a diffusion run over its config.json
+    kinds = ((AUTOENCODER, "an autoencoder (train-autoencoder)"), (CONTRASTIVE, "a text encoder (train-clip)"))
+    for name, what in kinds:
+        if (out / name).is_file():
+            raise ConfigError(f"--out {out} holds {what}, {name}; a diffusion run needs a folder of its own")
 
 
 def _refuse_weights_without_state(out: Path, hint: str) -> None:
-    """A folder with weights but no training state - a run whose states were deleted, an autoencoder's or a
-    contrastive model's: a fresh start there would replace them, or the config.json that goes with them."""
-    from ..autoencoder import WEIGHTS_FILE as AUTOENCODER
-    from ..contrastive.model import WEIGHTS_NAME as CONTRASTIVE
-
+    """A folder with weights but no training state - a run whose states were deleted: a fresh start there would
+    replace them (an autoencoder's or text encoder's folder is refused whatever the flags: _refuse_shared_folder)."""
     # (not the files a run writes before its first state: a reflow student's pairs, a retrieval database)
-    held = [f for f in (*EXPORTS, GUIDE_FILE, AUTOENCODER, CONTRASTIVE) if (out / f).is_file()]
+    held = [f for f in (*EXPORTS, GUIDE_FILE) if (out / f).is_file()]
     if held:
         raise ConfigError(f"{out} holds weights ({held[0]}) but no training state to resume from; {hint}")
 
