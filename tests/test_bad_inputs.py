@@ -231,6 +231,8 @@ CASES = [
     (["img2img", "{run}", "--set", "sample.guidance=-1"], U, "sample.guidance must be in [0, 100]"),
     (["guidance-sweep", "{run}", "--scales", "1,1e39"], U, "--scales must be numbers in [0, 100]"),
     (["sample", "{run}", "--class", "3", "--labels", "random"], U, "--labels chooses classes for images sampled"),
+    # the learned null class alone: CFG's two branches are one, so the scale changed nothing (and was recorded)
+    (["sample", "{run}", "--labels", "none", "--guidance", "5"], U, "--guidance changes nothing: these samples"),
     # an empty value (a script's unset variable) is refused, not taken as the default
     (["sample", "{run}", "--class", ""], U, "--class was given an empty value"),
     (["sample", "{run}", "--out", ""], U, "--out was given an empty value"),

@@ -98,7 +98,11 @@ def test_progressive_on_another_teacher_grid(teacher, tmp_path):
     assert load_run(first).config.preset == load_run(out).config.preset == name
     last = torch.tensor(json.loads((out / "grids" / "ddim-nfe2.json").read_text())["sigmas"], dtype=other.dtype)
     assert torch.allclose(last, halve_grid(halve_grid(other)), rtol=1e-6)
-    for bad, words in ((["--method", "reflow", "--grid", "karras"], "progressive"), (["--grid", "zigzag"], "grid")):
+    for bad, words in (
+        (["--method", "reflow", "--grid", "karras"], "progressive"),
+        (["--grid", "zigzag"], "grid"),
+        (["--teacher-steps", "8", "--grid", "tuned"], "no grid tuned for ddim at 8 steps"),  # left stages/ behind
+    ):
         args = ["--method", "progressive", "--steps", "2", "--out", tmp_path / "bad", *TINY, *bad]
         rc, _, err = cli("distill", teacher, *args)
         _one_line_error(rc, err, words)
@@ -443,3 +447,36 @@ def test_every_sampling_picture_of_a_student_walks_its_tuned_grid(teacher, tmp_p
     assert rc == 0, err
     rc, _, err = cli("interpolate", out, "--seeds", "1", "2", "--method", "heun", "--out", tmp_path / "h.png")
     _one_line_error(rc, err, "no grid tuned for heun at 2 steps")
+
+
+def test_a_distill_resumes_from_another_working_folder(teacher, tmp_path):
+    """The student recorded its teacher as the path given, relative to where distill ran, and a resume from another
+    folder (the same teacher by another path) was refused as another teacher: it is recorded absolute now."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(teacher, work / "teacher")
+    args = ["--method", "consistency", "--steps", "2", *TINY]
+    rc, _, err = cli("distill", "teacher", *args, "--out", "student", cwd=work)
+    assert rc == 0, err
+    assert load_run(work / "student").config.objective.teacher == str((work / "teacher").resolve())
+    rc, out, err = cli("distill", "work/teacher", *args, "--out", "work/student", cwd=tmp_path)
+    assert rc == 0 and "resuming" in out + err, err
+
+
+def test_a_student_as_teacher_is_run_within_the_steps_it_was_distilled_for(teacher, tmp_path):
+    """A 4-step progressive student, taken as a teacher, was stepped across the whole ODE (consistency distillation:
+    40 levels; DMD; a progressive --teacher-steps 16): refused in one line, nothing written - as sample refuses more
+    steps than a student was distilled for."""
+    pd = tmp_path / "pd"
+    rc, _, err = cli("distill", teacher, "--method", "progressive", "--steps", "4", "--teacher-steps", "8",
+                     "--out", pd, *TINY)  # fmt: skip
+    assert rc == 0, err
+    for args, words in [
+        (["--method", "consistency", "--steps", "2"], "distilled for at most 4 sampling steps: consistency"),
+        (["--method", "dmd", "--steps", "1"], "distilled for at most 4 sampling steps: dmd"),
+        (["--method", "progressive", "--steps", "2", "--teacher-steps", "16"], "--teacher-steps 16 asks for more"),
+    ]:
+        rc, _, err = cli("distill", pd, *args, "--out", tmp_path / "next", *TINY)
+        _one_line_error(rc, err, words)
+        assert not (tmp_path / "next").exists()

@@ -167,6 +167,39 @@ def test_a_report_that_draws_no_samples_names_no_sample_count(tiny_run, tmp_path
     assert report["n"] == 4 and report["straightness"]["n"] == 4
 
 
+def test_bits_per_dim_take_nll_n_images_whatever_n_is(tiny_run, tmp_path):
+    """--nll-n sets bits/dim's real images: --n (the samples of fd) cut them to its own count before, while the log
+    named --nll-n; --n beside nll alone, which draws no samples, is refused."""
+    out = tmp_path / "ev"
+    args = ["--metrics", "fd,nll", "--features", "raw", "--n", "4", "--steps", "2", "--nll-n", "6", "--ode-steps", "1"]
+    assert main(["evaluate", str(tiny_run), *args, "--vlb-timesteps", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 4 and report["nll"]["n"] == 6 and report["heldout_n"] == 4
+    assert main(["evaluate", str(tiny_run), "--metrics", "nll", "--n", "3", "--out", str(tmp_path / "n")]) == 2
+    assert not (tmp_path / "n").exists()
+
+
+def test_straightness_follows_guidance_and_records_it(tiny_run, tmp_path):
+    """--guidance was ignored by --metrics straightness (and recorded as used beside fd): the paths are now those
+    of the guided ODE at the scale given, recorded in the section; on an unconditional run it is refused."""
+    run = tmp_path / "cond"
+    sets = ["model.num_classes=10", "train.cond_drop_prob=0.5", "train.images=128", "train.batch_size=32"]
+    sets += ["train.warmup_images=0", "model.channels=8"]  # (conv2 starts at 0: a step at lr 0 leaves cond unread)
+    assert main(["train", "--preset", "digits-test", "--out", str(run), "--no-progress",
+                 *[a for x in sets for a in ("--set", x)]]) == 0  # fmt: skip
+    S = {}
+    for w in ("0", "5"):
+        out = tmp_path / f"st{w}"
+        args = ["--metrics", "straightness", "--n", "4", "--ode-steps", "2", "--guidance", w, "--out", str(out)]
+        assert main(["evaluate", str(run), *args]) == 0
+        section = json.loads((out / "report.json").read_text())["straightness"]
+        assert section["guidance"] == float(w)
+        S[w] = section["S"]
+    assert S["0"] != S["5"]
+    args = ["--metrics", "straightness", "--guidance", "3", "--out", str(tmp_path / "u")]
+    assert main(["evaluate", str(tiny_run), *args]) == 2
+
+
 def test_quick_eval_for_training_logs(tiny_run):
     from torchdiffusion.evaluation.evaluate import quick_eval
     from torchdiffusion.generate import load_run
@@ -189,7 +222,7 @@ def test_a_later_evaluation_leaves_no_picture_of_an_earlier_one(tiny_run, tmp_pa
     second = {p.name for p in out.iterdir()}
     assert "closest_pairs.png" not in second and "closest_pairs.png.manifest.json" not in second
     assert "samples.png" in second and "closest_pairs" not in (out / "summary.html").read_text()
-    nll = [a for a in base if a not in ("--steps", "2")]  # nll alone draws no samples: --steps would be refused
+    nll = [a for a in base if a not in ("--steps", "2", "--n", "8")]  # nll alone draws no samples: both refused
     assert main([*nll, "--metrics", "nll", "--nll-n", "2", "--ode-steps", "1", "--vlb-timesteps", "2"]) == 0
     third = {p.name for p in out.iterdir()}
     assert "samples.png" not in third and "samples.png.manifest.json" not in third

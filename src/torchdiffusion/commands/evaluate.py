@@ -299,6 +299,7 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     from ..config import from_json
     from ..evaluation import features as FE
     from ..evaluation.evaluate import METRICS, SAMPLE_METRICS, EvaluateError
+    from .common import given_options
 
     metrics = _csv(args.metrics)
     if not metrics:
@@ -337,6 +338,10 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     ):
         if given is not None and not set(metrics) & set(readers):
             raise EvaluateError(f"{flag} is read by --metrics {' or '.join(readers)}; add one, or leave {flag} out")
+    if "n" in given_options(args) and not set(metrics) & {*SAMPLE_METRICS, "straightness"}:
+        raise EvaluateError(
+            f"--n sets the samples drawn, and --metrics {','.join(metrics)} draws none (--nll-n: bits/dim's images)"
+        )
     sampling = given_sampling_flags(args)
     if sampling and not set(metrics) & set(SAMPLE_METRICS):
         raise EvaluateError(f"{sampling[0]} sets how samples are drawn, and --metrics {','.join(metrics)} draws none")

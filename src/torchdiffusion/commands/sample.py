@@ -230,6 +230,14 @@ def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:
         why = unread_flag(cfg, key, flag) if given else None
         if why:
             raise GuidanceError(why)
+    conditioned = any(getattr(args, k, None) for k in ("classes", "context", "prompt"))
+    conditioned |= run_.config.model.num_classes > 0 and sample.labels != "none"  # classes drawn from the seeds
+    for flag, given in (("--guidance", args.guidance), ("--guidance-rescale", args.guidance_rescale)):
+        if given is not None and not conditioned:  # the null conditioning alone: D_u + w (D_u - D_u) = D_u
+            raise GuidanceError(
+                f"{flag} changes nothing: these samples have no conditioning to guide toward (sample.labels=none and "
+                "no --class, --context or --prompt); add one, or --labels cycle|random"
+            )
     if args.classifier_scale is not None and not args.classifier:
         raise GuidanceError("--classifier-scale is the scale of classifier guidance; add --classifier")
     if getattr(args, "labels", None) and getattr(args, "classes", None):

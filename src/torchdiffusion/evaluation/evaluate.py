@@ -325,7 +325,8 @@ def evaluate(
     report: dict = {"run": str(run.path), "data": cfg.data.source, "metrics": list(metrics)}
     feature_metrics = any(m in metrics for m in ("fd", "kid", "pr"))  # the ones read in ``features``
     report.update(**({"features": features} if feature_metrics else {}), torch=torch.__version__)
-    train, heldout = _real_sets(cfg, holdout_n or n)
+    train, held = _real_sets(cfg)
+    heldout = None if held is None else _subsample(held, holdout_n or n, seed=1)  # the floor's real images
     report["train_n"] = len(train)
     scorer = _contrastive_model(run, contrastive) if "contrastive" in metrics else None  # refused before sampling
     if heldout is not None and (feature_metrics or "memorisation" in metrics):  # (volume: its own held-out set)
@@ -355,13 +356,18 @@ def evaluate(
     if "nll" in metrics and run.codec is not None:  # bits/dim of latents says nothing about images: not measured
         report["nll"] = {"skipped": "a latent run's likelihood is its latents', not its images'"}
     elif "nll" in metrics:
-        log(f"bits/dim on {nll_n} real images...")
-        real = heldout if heldout is not None else train.x
+        real = _subsample(held, nll_n, seed=1) if held is not None else train.x  # nll_n of them, whatever n is
+        log(f"bits/dim on {min(nll_n, len(real))} real images...")
         report["nll"] = _nll(run, real, nll_n, ode_steps, vlb_timesteps, seed)
         report["nll"]["images"] = "held-out real images" if heldout is not None else "training images (no hold-out)"
     if "straightness" in metrics:
         log(f"straightness of the probability-flow paths ({min(n, 256)} noises, {ode_steps} Heun steps)...")
-        report["straightness"] = _straightness(run, min(n, 256), seed, ode_steps, progress)
+        from ..config import unread_flag
+
+        if guidance is not None and (why := unread_flag(run.config, "sample.guidance", "--guidance")):
+            raise EvaluateError(why)
+        w = guidance if guidance is not None else run.config.sample.guidance  # --guidance, as the samples take it
+        report["straightness"] = _straightness(run, min(n, 256), seed, ode_steps, w, progress)
     if "memorisation" in metrics:
         log("memorisation...")
         report["memorisation"] = _memorisation(run, samples, train, heldout, out)
@@ -402,9 +408,9 @@ def _volume_section(run, samples: Tensor, labels, train, seed: int, out: Path) -
     return rep
 
 
-def _straightness(run, n: int, seed: int, steps: int, progress: bool = False) -> dict:
+def _straightness(run, n: int, seed: int, steps: int, guidance: float, progress: bool = False) -> dict:
     """Liu et al.'s straightness S and the path/chord length ratio of the run's ODE (shortcuts/straightness.py),
-    from the noises of seeds seed..seed+n-1 (class k = index mod K, at the run's guidance scale)."""
+    from the noises of seeds seed..seed+n-1 (class k = index mod K, at classifier-free guidance ``guidance``)."""
     from ..guidance import guided_denoiser
     from ..progress import step_bar
     from ..shortcuts.straightness import straightness
@@ -412,15 +418,16 @@ def _straightness(run, n: int, seed: int, steps: int, progress: bool = False) ->
 
     K = run.config.model.num_classes
     cond = {"class": torch.arange(n) % K} if K > 0 else None
-    D = guided_denoiser(run.model, cond, scale=run.config.sample.guidance)
+    D = guided_denoiser(run.model, cond, scale=guidance)
     noise = NoiseSource(range(seed, seed + n), run.data_shape).initial()
     with torch.no_grad(), step_bar(steps, "straightness (Heun steps)", show=progress) as bar:
         st = straightness(D, noise, run.model.sigma_max, steps, callback=bar.step)
-    return {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps}
+    out = {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps}
+    return {**out, "guidance": float(guidance)} if K > 0 else out
 
 
-def _real_sets(cfg, cap: int):
-    """(training data: the reference, held-out real images for the floor or None, at most ``cap`` of them)."""
+def _real_sets(cfg):
+    """(training data: the reference, every held-out real image or None; each metric takes its own number)."""
     from ..data import load_data
 
     train = load_data(cfg.data, split="train", seed=cfg.train.seed)
@@ -432,7 +439,7 @@ def _real_sets(cfg, cap: int):
             heldout = load_data(cfg.data, split="holdout", seed=cfg.train.seed).x
     except ValueError:
         heldout = None
-    return train, (None if heldout is None else _subsample(heldout, cap, seed=1))
+    return train, heldout
 
 
 def _draw_samples(

@@ -78,6 +78,19 @@ def check_teacher(teacher: Teacher, method: str, steps: int) -> None:
         )
     if cfg.diffusion.boundary == "consistency":
         raise ConfigError(f"{where} is a consistency model: it has no probability-flow ODE to distil ({method})")
+    limit = cfg.objective.max_steps  # a student: sampled in at most this many steps, as sample refuses more
+    if limit > 0 and method in ("consistency", "dmd"):
+        raise ConfigError(
+            f"{where} is a student distilled for at most {limit} sampling steps: {method} reads its denoiser along "
+            "the whole probability-flow ODE, which it was not trained for; distil the run it learned from"
+        )
+    from ..samplers import DETERMINISTIC
+
+    if limit > 0 and method == "reflow" and cfg.sample.sampler not in DETERMINISTIC:
+        raise ConfigError(
+            f"{where} is a student sampled by {cfg.sample.sampler} in at most {limit} steps: reflow draws its pairs "
+            "with a deterministic ODE solver, 18 Heun steps here; distil the run it learned from"
+        )
     if method == "progressive" and cfg.diffusion.parameterization == "eps" and steps == 1:
         raise ConfigError(
             f"{where} predicts eps: a one-step progressive student cannot use it (x0 = x - sigma eps is unstable at "
@@ -185,10 +198,11 @@ def _load_teacher(path: Path, method: str, steps: int, s: DistillSettings) -> Te
 
 
 def _objective(name: str, teacher_path: Path, teacher: Teacher, steps: int, **settings) -> ObjectiveConfig:
-    """A student's objective: its teacher's folder, the guidance it distils that teacher at, the steps it samples."""
+    """A student's objective: its teacher's folder (absolute: the same distill resumes from any working folder), the
+    guidance it distils that teacher at, the steps it samples."""
     return ObjectiveConfig(
         name=name,
-        teacher=str(teacher_path),
+        teacher=str(Path(teacher_path).resolve()),
         guidance=teacher.guidance,
         autoguidance=teacher.autoguidance,
         max_steps=steps,
@@ -216,6 +230,12 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
         first = data is None
         # checked for the last halving up front; a later teacher is a student: its guidance baked in, no guide model
         teacher = _load_teacher(current, "progressive", steps, s if first else replace(s, autoguidance=1.0))
+        limit = teacher.run.config.objective.max_steps  # a student as the first teacher: within its own steps
+        if first and limit > 0 and n > limit:
+            raise ConfigError(
+                f"{current} is a student distilled for at most {limit} sampling steps; --teacher-steps {n} asks for "
+                f"more (give at most {limit})"
+            )
         if first:  # the first teacher: its data for every halving, its CFG scale baked into the first student
             data = _teacher_data(teacher, s.seed)
         else:
@@ -225,14 +245,16 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
         cfg = student_config(teacher, obj, _student_sample(teacher, "ddim", half), s)
         stage = out if half == steps else out / "stages" / f"{half:04d}-steps"
         if first and stage != out:  # the last stage, known before any is trained: refused before any is written
-            last = replace(obj, teacher=str(out / "stages" / f"{2 * steps:04d}-steps"), teacher_steps=2 * steps)
+            previous = out.resolve() / "stages" / f"{2 * steps:04d}-steps"
+            last = replace(obj, teacher=str(previous), teacher_steps=2 * steps)
             last = replace(last, teacher_grid="", guidance=1.0, autoguidance=1.0, max_steps=steps)
             check_out_folder(out, replace(cfg, objective=last))
         check_out_folder(stage, cfg)
-        stage.mkdir(parents=True, exist_ok=True)
         from .progressive import halve_grid
 
-        write_grids(stage, "ddim", [halve_grid(teacher.grid(n, grid))], f"progressive distillation from {n} steps")
+        student_grid = halve_grid(teacher.grid(n, grid))  # a grid the teacher lacks is refused before any folder
+        stage.mkdir(parents=True, exist_ok=True)
+        write_grids(stage, "ddim", [student_grid], f"progressive distillation from {n} steps")
         _train(cfg, stage, teacher, data, progress)
         current, n = stage, half
     return out
