@@ -156,3 +156,44 @@ def test_card_help_lists_the_data_cards_there_are():
     card.add_arguments(p)
     helped = next(a.help for a in p._actions if "--data" in a.option_strings)
     assert helped.endswith(": " + ", ".join(DATA_CARDS))
+
+
+@pytest.mark.parametrize(
+    "preset, sets",
+    [
+        ("table-iris", ["model.mlp_width=16", "model.mlp_depth=1", "sample.steps=4", "train.images=128"]),
+        (
+            "text-chars",
+            [
+                "data.source=text",
+                "data.seq_len=12",
+                "data.holdout=8",
+                "model.mlp_width=32",
+                "model.mlp_depth=1",
+                "train.images=64",
+                "train.batch_size=32",
+                "sample.steps=4",
+            ],  # fmt: skip
+        ),
+    ],
+)
+def test_card_evaluate_on_tables_and_sequences_reports_their_own_metrics(preset, sets, tmp_path, capsys):
+    """card --evaluate asked a table or sequence run for image metrics (a traceback, exit 1), and the card's
+    Evaluation table had no rows for any run but an image one: now the kind's own evaluation, one row per metric,
+    beside the report's baselines; the Memorisation section does not send the reader to a refused command."""
+    text = tmp_path / "t.txt"
+    text.write_text("abcab cabca bcabc " * 40)
+    sets = sets + ([f"data.path={text}"] if preset == "text-chars" else [])
+    run = tmp_path / "run"
+    assert main(["train", "--preset", preset, "--out", str(run), "--no-progress",
+                 *[a for s in sets for a in ("--set", s)]]) == 0  # fmt: skip
+    assert main(["card", str(run), "--evaluate", "--n", "8"]) == 0
+    card = (run / "MODEL_CARD.md").read_text()
+    section = card.split("## Evaluation", 1)[1].split("## Memorisation", 1)[0]
+    report = json.loads((run / "eval" / "report.json").read_text())
+    if preset == "table-iris":
+        assert "| metric | model | independent marginals | training rows fed back |" in section
+        assert f"| tstr | {C._num(report['model']['tstr'])} |" in section
+    else:
+        assert f"| bound bits per symbol | {C._num(report['bound_bits_per_symbol'])} |" in section
+    assert "--metrics memorisation" not in card.split("## Memorisation", 1)[1]

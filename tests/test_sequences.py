@@ -329,3 +329,23 @@ def test_explain_sequence_forward_draws_text(tmp_path):
         exact_model("masked"), vocab, draw_data(1)[0].float(), [0, 0.5, 1], steps=4, path=tmp_path / "s.png"
     )
     assert out.stat().st_size > 5_000
+
+
+def test_sampled_lines_escape_backslashes_and_line_breaks_and_impute_reads_them_back():
+    """A line break was written as the two characters \\n but a backslash as itself: 'a<newline>b' and 'a\\nb'
+    were the same line. Both are escaped now, and impute --text reads a line back as the sequence it stands for."""
+    from torchdiffusion.kinds import escape_line, infill_text, unescape_line
+
+    texts = ["a\nb", "a\\nb", "path\\name", "end\\", "\\\\n"]
+    lines = [escape_line(t) for t in texts]
+    assert len(set(lines)) == len(texts) and all("\n" not in ln for ln in lines)
+    assert [unescape_line(ln) for ln in lines] == texts
+
+    class Vocab:
+        symbols = "ab\n\\_"
+
+        def encode(self, ch, what):
+            return [self.symbols.index(ch)]
+
+    known, mask = infill_text(Vocab(), [escape_line("a\nb\\")], 6)
+    assert known[0, :4].tolist() == [0, 2, 1, 3] and mask[0].tolist() == [True] * 4 + [False] * 2

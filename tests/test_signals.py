@@ -323,6 +323,11 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
            "--out", str(tmp_path / "fc.png"))  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path / "fc.npy").shape == (2, 3, 1, 24)
+    # --right past --cut: the truth is drawn over the points it has (the plot failed after sampling)
+    r = td("outpaint", str(run), "--right", "8", "--cut", "4", "--n", "2", "--samples", "2", "--steps", "2",
+           "--out", str(tmp_path / "fc2.png"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fc2.png").is_file() and np.load(tmp_path / "fc2.npy").shape == (2, 2, 1, 20)
     r = td("outpaint", str(run), "--left", "4", "--out", str(tmp_path / "x.png"))
     assert_clean_error(r.returncode, r.stderr, "right only")
     r = td("outpaint", str(run), "--right", "8", "--save-npy", "--out", str(tmp_path / "x.png"))

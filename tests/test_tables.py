@@ -257,13 +257,20 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     for option in (["--nll-n", "5"], ["--contrastive", "x"], ["--metrics", "fd"]):  # image metrics' options
         rc, _, err = cli("evaluate", run, "--n", "16", *option, "--out", tmp_path / "g")
         assert rc == 2 and len(err.strip().splitlines()) == 1 and option[0] in err and "table runs" in err, err
-    _csv(tmp_path / "h.csv", ["1.0,,c1", ",-2.0,", "13.2345678,7e-5,"], header="u,v,kind")
+    # a row of empty cells is a row to fill whole: it was dropped, and the rows after it answered the wrong inputs
+    _csv(tmp_path / "h.csv", ["1.0,,c1", ",-2.0,", ",,", "13.2345678,7e-5,"], header="u,v,kind")
     rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", "--out", tmp_path / "f.csv")
     assert rc == 0, err
     filled = [ln.split(",") for ln in (tmp_path / "f.csv").read_text().splitlines()[1:]]
+    assert len(filled) == 4
     assert filled[0][0] == "1.0" and filled[0][2] == "c1" and filled[1][1] == "-2.0"  # known cells as read
-    assert filled[2][:2] == ["13.2345678", "7e-5"]  # every digit, in the file's own form
+    assert filled[3][:2] == ["13.2345678", "7e-5"]  # every digit, in the file's own form
     assert all(cell for row in filled for cell in row)
+    # the answer keeps the given file's column order (it came back in the training file's)
+    _csv(tmp_path / "h2.csv", ["c1,,1.0"], header="kind,v,u")
+    rc, out, err = cli("impute", run, "--csv", tmp_path / "h2.csv", "--out", tmp_path / "f2.csv")
+    lines = (tmp_path / "f2.csv").read_text().splitlines()
+    assert rc == 0 and lines[0] == "kind,v,u" and lines[1].startswith("c1,") and lines[1].endswith(",1.0"), err
     for name, flags in [("euler", ("--sampler", "euler")), ("heun", ())]:  # the sampling flags of 'sample'
         rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", *flags, "--out", tmp_path / f"f-{name}.csv")
         assert rc == 0, err
@@ -292,6 +299,10 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     assert rc == 0, err
     lines = (tmp_path / "s_eu.csv").read_text().splitlines()
     assert lines[0] == "u;v;kind" and all(len(ln.split(";")) == 3 and "." not in ln for ln in lines[1:]), lines
+    # a value as the run writes it (a decimal comma) is read back as --given
+    rc, out, err = cli("sample", tmp_path / "run_eu", "--n", "2", "--given", "u=1,25", "--out", tmp_path / "g_eu.csv")
+    assert rc == 0, err
+    assert all(ln.split(";")[0] == "1,25" for ln in (tmp_path / "g_eu.csv").read_text().splitlines()[1:])
     (tmp_path / "h_eu.csv").write_text("u;v;kind\n1,5;;c1\n;-2,5;\n")  # a European spreadsheet's export
     rc, out, err = cli("impute", run, "--csv", tmp_path / "h_eu.csv", "--out", tmp_path / "f_eu.csv")
     assert rc == 0, err
@@ -306,6 +317,7 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         (("sample", run, "--n", "2", "--out", tmp_path / "mine.csv"), "mine.png (beside"),
         (("impute", run, "--csv", tmp_path / "x.csv", "--out", tmp_path / "g.csv"), "'c7', unseen in training"),
         (("sample", run, "--given", "kind=c9", "--out", tmp_path / "g.csv"), "'c9', unseen in training"),
+        (("sample", run, "--given", "u=1", "--given", "u=2", "--out", tmp_path / "g.csv"), "'u' twice"),
         (("sample", run, "--guidance", "3", "--out", tmp_path / "g.csv"), "--guidance does not apply to table runs"),
         (("sample", run, "--save-npy", "--out", tmp_path / "g.csv"), "--save-npy does not apply to table runs"),
         (("sample", run, "--precision", "bf16", "--out", tmp_path / "g.csv"), "--precision does not apply to table"),
@@ -425,3 +437,58 @@ def test_a_marginals_picture_of_values_beyond_its_range_draws_without_a_warning(
         warnings.simplefilter("error", RuntimeWarning)
         out = save_samples(x, "table", tmp_path / "m.png", reference=data.x, schema=data.schema)
     assert out.stat().st_size > 5_000
+
+
+def test_given_cells_refuse_a_fraction_in_a_column_of_whole_numbers():
+    """A column that held only integers is written back rounded: --given age=30.5 drew rows of age 30 (or 31)."""
+    from torchdiffusion.data.table import TableSchema
+    from torchdiffusion.kinds import given_cells
+
+    schema = TableSchema.from_dict(
+        {
+            "numeric": ["age"],
+            "categorical": [],
+            "categories": [],
+            "quantiles": [[18.0, 40.0, 90.0]],
+            "integer": [True],
+            "columns": ["age"],
+            "fit_rows": 3,
+        }  # fmt: skip
+    )
+    known, mask = given_cells(schema, ["age=30"], 2)
+    assert known.shape == (2, 1) and bool(mask.all())
+    with pytest.raises(ValueError, match="holds whole numbers"):
+        given_cells(schema, ["age=30.5"], 2)
+
+
+def test_a_category_spelled_none_is_a_category_not_a_missing_cell(tmp_path):
+    """'None' (an allergy of none, say) was read as a missing cell, and training refused the column; the missing
+    markers are the documented ones: empty, NA, NaN, null, ?."""
+    from torchdiffusion.data.table import read_csv
+
+    (tmp_path / "n.csv").write_text("x,allergy\n0.1,None\n0.2,Peanut\n0.3,none\n0.4,NA\n")
+    table = read_csv(tmp_path / "n.csv")
+    assert table.categorical["allergy"] == ["None", "Peanut", "none", None]
+
+
+def test_a_run_names_its_data_file_from_any_working_folder(tmp_path):
+    """data.path was recorded as given, relative to where training ran, and evaluate (or card --evaluate) from
+    anywhere else said the file did not exist: config.json records it absolute; a resume from the first folder,
+    whose config.json of before said it relative, is the same run."""
+    work = tmp_path / "work"
+    work.mkdir()
+    rows = [f"{i % 7 * 0.5:.2f},{(i * 3) % 5 * 0.25:.2f},c{i % 2}" for i in range(60)]
+    _csv(work / "d.csv", rows, header="u,v,kind")
+    sets = ["data.source=csv", "data.path=d.csv", "data.holdout=12", "train.images=64", "model.mlp_width=16"]
+    sets += ["model.mlp_depth=1", "sample.steps=2", "train.checkpoint_every_images=32"]
+    args = ["train", "--preset", "table-iris", "--out", "run", "--no-progress", *[f"--set={a}" for a in sets]]
+    rc, _, err = cli(*args, cwd=work)
+    assert rc == 0, err
+    config = json.loads((work / "run" / "config.json").read_text())
+    assert config["data"]["path"] == str((work / "d.csv").resolve())
+    rc, _, err = cli("evaluate", "work/run", "--n", "8", "--out", "ev", cwd=tmp_path)
+    assert rc == 0 and (tmp_path / "ev" / "report.json").is_file(), err
+    config["data"]["path"] = "d.csv"  # as runs recorded it before
+    (work / "run" / "config.json").write_text(json.dumps(config))
+    rc, out, err = cli(*args, "--set=train.images=96", cwd=work)  # resumed: the same data, from here
+    assert rc == 0 and "resum" in out + err, err

@@ -453,6 +453,8 @@ def evaluation_section(run: Path, report: dict | None) -> str:
             "## Evaluation\n\nNo evaluation report in the run folder yet. Make one with "
             f"`torchdiffusion evaluate {run}` (or `torchdiffusion card {run} --evaluate`), then write the card again.\n"
         )
+    if report.get("kind") not in (None, "image") or isinstance(report.get("model"), dict):  # tables, sequences, ...
+        return _kind_evaluation(report)
     rows = []
     for feat, fm in (report.get("feature_metrics") or {}).items():
         if "skipped" in fm:
@@ -480,8 +482,55 @@ def evaluation_section(run: Path, report: dict | None) -> str:
     )
 
 
+def _kind_evaluation(report: dict) -> str:
+    """The Evaluation section of a report of another kind than images (tables, sequences, signals, volumes): one
+    row per scalar metric of its ``model`` section, one column per baseline section of the same metrics - or,
+    without a ``model`` section (a sequence report), one row per scalar metric of the report."""
+    flat = not isinstance(report.get("model"), dict)
+    skip = {"run", "kind", "n", "seed"}
+    model = {k: v for k, v in report.items() if k not in skip} if flat else report["model"]
+    others = (
+        [] if flat else [k for k, v in report.items() if k != "model" and isinstance(v, dict) and set(v) & set(model)]
+    )
+    keys = [k for k, v in model.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"]
+
+    def row(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    head = row(["metric", "model", *(o.replace("_", " ") for o in others)]) + "\n" + "|---" * (2 + len(others))
+    rows = [
+        row([k.replace("_", " "), _num(model[k]), *(_num(report[o][k]) if k in report[o] else "" for o in others)])
+        for k in keys
+    ]
+    sampling = report.get("sampling") or {}
+    drawn = [f"{sampling[k]} {w}" for k, w in (("sampler", ""), ("steps", "steps")) if sampling.get(k) is not None]
+    drawn += [f"seeds from {sampling['seed']}"] if sampling.get("seed") is not None else []
+    how = f"{report.get('n')} samples" + (f" ({', '.join(d.strip() for d in drawn)})" if drawn else "")
+    beside = (
+        f", the model's samples beside the baselines the report measures the same way "
+        f"({', '.join(o.replace('_', ' ') for o in others)})"
+        if others
+        else ""
+    )
+    return f"## Evaluation\n\nFrom `eval/report.json` ({how}){beside}.\n\n" + head + "|\n" + "\n".join(rows) + "\n"
+
+
+def _kind_of(run: Path) -> str:
+    """The data kind run.json records (image when it names none or cannot be read)."""
+    try:
+        return str(json.loads((Path(run) / "run.json").read_text()).get("kind") or "image")
+    except (OSError, ValueError, AttributeError):
+        return "image"
+
+
 def memorisation_section(run: Path, report: dict | None, picture) -> str:
     mem = (report or {}).get("memorisation")
+    kind = (report or {}).get("kind") or _kind_of(run)
+    if not mem and kind != "image":  # evaluate --metrics memorisation is for images
+        return (
+            f"## Memorisation\n\nNo nearest-neighbour grid for a {kind} run; where its report measures distances to "
+            "the closest training example (a table's dcr rows), the Evaluation table has them.\n"
+        )
     if not mem:
         return (
             "## Memorisation\n\nNo memorisation report yet: `torchdiffusion evaluate "

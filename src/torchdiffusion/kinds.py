@@ -112,7 +112,7 @@ def save(x: Tensor, kind: str, schema, out: Path, reference: Tensor | None = Non
 
         data = write_csv(out, decode_rows(x, schema), schema, schema.delimiter, schema.decimal)  # as trained on
     else:
-        data = atomic_write(out, "".join(schema.decode(r).replace("\n", "\\n") + "\n" for r in x.round().long()))
+        data = atomic_write(out, "".join(escape_line(schema.decode(r)) + "\n" for r in x.round().long()))
     picture = save_samples(x, kind, out.with_suffix(".png"), reference=reference, title=title, schema=schema)
     return [data, picture]
 
@@ -130,6 +130,8 @@ def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
             raise ValueError(
                 f"--given names {col.strip()!r}, not a column; the columns are {', '.join(schema.columns)}"
             )
+        if col.strip() in values:  # the last one silently won
+            raise ValueError(f"--given names column {col.strip()!r} twice; give each column one value")
         values[col.strip()] = v.strip()
     table = RawTable(list(schema.columns), {}, {})
     for c in schema.columns:
@@ -137,10 +139,14 @@ def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
     for c in schema.numeric:  # numeric cells are read as numbers (a non-number is refused by encode_rows)
         text = values.get(c)
         if text is not None:
+            from .data.delimited import as_number
+
             try:
                 value = float(text)
-            except ValueError:
-                raise ValueError(f"--given {c}={text!r}: column {c!r} is numeric") from None
+            except ValueError:  # the run's own dialect: a decimal comma, as sample writes it back
+                value = as_number(text, ",") if schema.decimal == "," else None
+                if value is None:
+                    raise ValueError(f"--given {c}={text!r}: column {c!r} is numeric") from None
             if not math.isfinite(value):  # NaN would read as "not given", infinity as the column's largest value
                 raise ValueError(f"--given {c}={text!r}: the value of a numeric column must be a finite number")
             q = schema.quantiles[schema.numeric.index(c)]  # knots from the training minimum to its maximum
@@ -148,6 +154,8 @@ def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
                 raise ValueError(
                     f"--given {c}={text!r} lies outside the values the model was trained on ({q[0]:g} to {q[-1]:g})"
                 )
+            if schema.integer[schema.numeric.index(c)] and value != int(value):  # written back rounded
+                raise ValueError(f"--given {c}={text!r}: column {c!r} holds whole numbers")
             table.numeric[c] = torch.tensor([value], dtype=torch.float64).numpy()
             del table.categorical[c]
         else:
@@ -157,13 +165,35 @@ def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
     return known.expand(n, -1).clone(), mask.expand(n, -1).clone()
 
 
+def escape_line(text: str) -> str:
+    """A sequence as one line of a .txt of samples: a backslash written ``\\\\``, a line break ``\\n`` (so two
+    different sequences never read the same, and :func:`unescape_line` gives each back)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def unescape_line(line: str) -> str:
+    """The sequence a line of :func:`escape_line` stands for: ``\\n`` a line break, ``\\\\`` a backslash; any other
+    backslash is itself."""
+    out, i = [], 0
+    while i < len(line):
+        pair = line[i : i + 2]
+        if pair in ("\\n", "\\\\"):
+            out.append("\n" if pair == "\\n" else "\\")
+            i += 2
+        else:
+            out.append(line[i])
+            i += 1
+    return "".join(out)
+
+
 def infill_text(vocab, texts: Sequence[str], seq_len: int, mask_char: str = MASK_CHAR) -> tuple[Tensor, Tensor]:
-    """Texts with ``mask_char`` at the symbols to fill -> (known (N, L) long, known_mask (N, L) bool).
+    """Texts with ``mask_char`` at the symbols to fill -> (known (N, L) long, known_mask (N, L) bool); each text as
+    a line of samples writes it (:func:`unescape_line`: ``\\n`` a line break, ``\\\\`` a backslash).
 
     A text shorter than L is completed at its end; a longer one, or a symbol outside the vocabulary, is refused."""
     known = torch.zeros(len(texts), seq_len, dtype=torch.long)
     mask = torch.zeros(len(texts), seq_len, dtype=torch.bool)
-    for i, t in enumerate(texts):
+    for i, t in enumerate(unescape_line(t) for t in texts):
         if len(t) > seq_len:
             raise ValueError(f"the text to fill has {len(t)} symbols; the model's sequences have {seq_len}")
         for j, ch in enumerate(t):

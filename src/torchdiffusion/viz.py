@@ -438,7 +438,7 @@ def save_forecast(
     history: Tensor, samples: Tensor, path: str | Path, truth: Tensor | None = None, title: str = ""
 ) -> Path:
     """A forecast with uncertainty bands: ``history: (N, C, L0)`` in black, the S continuations ``samples:
-    (N, S, C, L)`` (L > L0) as their median with 25-75 % and 5-95 % bands, ``truth: (N, C, L)`` dashed if
+    (N, S, C, L)`` (L > L0) as their median with 25-75 % and 5-95 % bands, ``truth: (N, C, L')`` dashed if
     known; one panel per series (first channel)."""
     import matplotlib
 
@@ -455,7 +455,8 @@ def save_forecast(
         ax.fill_between(t, q[1], q[3], color="C0", alpha=0.4, lw=0, label="25-75 %")
         ax.plot(t, q[2], c="C0", lw=1.0, label="median")
         if truth is not None:
-            ax.plot(np.arange(L), truth[i, 0].float().numpy(), c="C3", lw=0.9, ls="--", label="truth")
+            known = truth[i, 0].float().numpy()[:L]  # the truth over the points it has (--right may pass --cut)
+            ax.plot(np.arange(len(known)), known, c="C3", lw=0.9, ls="--", label="truth")
         ax.plot(np.arange(L0), history[i, 0].float().numpy(), c="k", lw=1.0, label="history")
         ax.axvline(L0 - 0.5, c="0.6", lw=0.6)
         ax.tick_params(labelsize=6)

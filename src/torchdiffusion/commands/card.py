@@ -83,14 +83,22 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluate_for_card(run: str, n: int) -> None:
     """RUN/eval/report.json: FD, KID, precision/recall in the data set's classifier features (raw values when
-    none ships) and memorisation, on ``n`` samples."""
+    none ships) and memorisation, on ``n`` samples; for a run of another kind (table, sequence, signal, volume),
+    what ``torchdiffusion evaluate RUN --n n`` reports for it."""
     import sys
 
     from ..cards import read_run
     from ..evaluation.classifier import available_classifiers
     from ..evaluation.evaluate import evaluate
 
-    _, cfg, _ = read_run(run)
+    _, cfg, info = read_run(run)
+    if info.get("kind", "image") != "image":  # a table, sequence, signal or volume: its kind's own evaluation
+        from ..cli import build_parser
+        from .evaluate import run as evaluate_command
+
+        args = build_parser("evaluate").parse_args(["evaluate", str(run), "--n", str(n)])
+        evaluate_command(args)
+        return
     feats = [f"clf:{cfg.data.source}"] if cfg.data.source in available_classifiers() else ["raw"]
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     evaluate(run, ("fd", "kid", "pr", "memorisation"), n, features=feats, log=log, progress=True)

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if run_.kind == "table":
         from ..data.table import encode_rows, read_csv
 
-        table = read_csv(args.csv, tuple(schema.categorical))
+        table = read_csv(args.csv, tuple(schema.categorical), keep_empty=True)  # an empty row: fill all of it
         known, mask = encode_rows(table, schema, args.csv)
     else:
         known, mask = infill_text(schema, args.text, run_.data_shape[0], args.mask_char)
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         from ..data.table import decode_rows, paste_known, write_csv
 
         rows = paste_known(decode_rows(x, schema), table, mask, schema)
-        print(write_csv(out, rows, schema, table.delimiter, table.decimal))  # in the dialect of the file given
+        print(write_csv(out, rows, schema, table.delimiter, table.decimal, table.columns))  # the file's dialect, order
         return 0
     for p in save(x, run_.kind, schema, out, title=f"filled in, {steps} steps"):
         print(p)
@@ -136,7 +136,7 @@ def impute_signals(run_, args: argparse.Namespace, sample) -> int:
         ends = ".npy or .csv (.wav for a run trained on WAV files)" if rate is None else ".npy, .csv or .wav"
         raise ConfigError(f"--out must end in {ends}, got {out}")
     check_output_file(out, sidecars=(".png",))
-    a, _ = read_signal_file(args.series, rate=rate)
+    a, _ = read_signal_file(args.series, rate=rate, keep_empty=True)
     x = torch.from_numpy(a).float()
     if tuple(x.shape[1:]) != tuple(run_.data_shape):
         raise ConfigError(f"--series holds series of shape {tuple(x.shape[1:])}; the run's are {run_.data_shape}")

@@ -46,10 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     from ..config import from_json, override, refuse_unread, validate
     from ..presets import TRAIN_OBJECTIVES, get_preset
+    from ..training.run_folder import with_resolved_paths
 
     cfg = base_config(args, from_json, get_preset)
     objective = TRAIN_OBJECTIVES[getattr(args, "objective", None) or "denoising"]
-    return refuse_unread(validate(override(cfg, [*objective, *args.set])), args.set)
+    return with_resolved_paths(refuse_unread(validate(override(cfg, [*objective, *args.set])), args.set))
 
 
 def run(args: argparse.Namespace) -> int:

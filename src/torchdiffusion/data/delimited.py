@@ -24,8 +24,10 @@ def delimiter_of(first_line: str) -> str:
     return DELIMITERS[counts.index(max(counts))]
 
 
-def read_rows(path: Path) -> tuple[list[list[str]], str]:
-    """(the non-empty rows of ``path`` as cell texts, its delimiter).
+def read_rows(path: Path, keep_empty: bool = False) -> tuple[list[list[str]], str]:
+    """(the non-empty rows of ``path`` as cell texts, its delimiter). Blank lines are dropped; so are rows of empty
+    cells (``,,,``: a spreadsheet's trailing rows) unless ``keep_empty`` - the rows to fill of ``impute``, whose
+    output answers its input row for row.
 
     Raises:
         OSError, ValueError (not UTF-8, a damaged .gz), csv.Error: for the caller to name the file.
@@ -43,7 +45,7 @@ def read_rows(path: Path) -> tuple[list[list[str]], str]:
     first = next((line for line in text.splitlines() if line.strip()), "")
     delimiter = delimiter_of(first)
     rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    return [r for r in rows if any(c.strip() for c in r)], delimiter
+    return [r for r in rows if any(c.strip() for c in r) or (keep_empty and len(r) > 1)], delimiter
 
 
 def as_number(cell: str, decimal: str = ".") -> float | None:

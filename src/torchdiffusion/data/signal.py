@@ -143,7 +143,7 @@ def ucr_loader(name: str):
 
 
 def read_signal_file(
-    path: str | Path, target: str | None = None, rate: float | None = None
+    path: str | Path, target: str | None = None, rate: float | None = None, keep_empty: bool = False
 ) -> tuple[np.ndarray, list[str] | None]:
     """A CSV of one series per row (``signal_csv``), a ``.npy``/``.npz`` of ``(N, C, L)`` or ``(N, L)`` series,
     or a WAV recording (one series, data/wav.py): (values (N, C, L) float64, NaN where missing; the label
@@ -176,7 +176,7 @@ def read_signal_file(
     if not p.name.lower().endswith((".csv", ".csv.gz")):
         raise DataError(f"signal files are .csv (or .csv.gz), .npy, .npz, .h5 or .wav, got {p.name}")
     try:
-        rows, delimiter = read_rows(p)
+        rows, delimiter = read_rows(p, keep_empty)  # keep_empty: impute's all-missing rows, filled in place
     except (OSError, ValueError, csv.Error) as e:
         raise DataError(f"cannot read {p.name} ({e})") from None
     if not rows:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from ..config import DataConfig
 from .base import DataError, TensorData
 from .delimited import as_number, decimal_of, read_rows
 
-MISSING = ("", "na", "nan", "null", "none", "?")  # cell texts read as missing (case-insensitive)
+MISSING = ("", "na", "nan", "null", "?")  # cell texts read as missing (case-insensitive; "None" is a category)
 NUM_KNOTS = 1000  # at most this many quantile knots per numeric column (scikit-learn's QuantileTransformer)
 U_CLIP = 1e-7  # u is kept in [U_CLIP, 1 - U_CLIP]: z within about +-5.2
 
@@ -175,13 +176,14 @@ def _non_finite(cell: str, decimal: str) -> bool:
         return False
 
 
-def read_csv(path: str | Path, categorical: tuple[str, ...] = ()) -> RawTable:
-    """A CSV with a header row as a :class:`RawTable` (column kinds as in the module docstring)."""
+def read_csv(path: str | Path, categorical: tuple[str, ...] = (), keep_empty: bool = False) -> RawTable:
+    """A CSV with a header row as a :class:`RawTable` (column kinds as in the module docstring); ``keep_empty``:
+    rows whose cells are all empty are kept (delimited.read_rows), as ``impute`` fills them."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such CSV file")
     try:
-        rows, delimiter = read_rows(path)
+        rows, delimiter = read_rows(path, keep_empty)
     except (ValueError, csv.Error) as e:  # not UTF-8 (a UnicodeDecodeError), a damaged .gz
         raise DataError(f"{path} is not a readable CSV file ({e})") from None
     if len(rows) < 2:
@@ -239,8 +241,8 @@ def check_complete(table: RawTable, where: str) -> None:
         n = int(np.isnan(col).sum()) if col is not None else sum(v is None for v in table.categorical[name])
         if n:
             raise DataError(
-                f"{where}: column {name!r} has {n} missing cell(s) (empty or NaN); training needs complete rows "
-                f"(drop them, or fill them with 'torchdiffusion impute' on a trained run)"
+                f"{where}: column {name!r} has {n} missing cell(s) (empty, NA, NaN, null or ?); training needs "
+                f"complete rows (drop them, or fill them with 'torchdiffusion impute' on a trained run)"
             )
 
 
@@ -364,16 +366,25 @@ def decode_rows(x: Tensor, schema: TableSchema) -> list[list[str | float]]:
     return [[cols[c][i] for c in schema.columns] for i in range(x.shape[0])]
 
 
-def write_csv(path: Path, rows: list[list], schema: TableSchema, delimiter: str = ",", decimal: str = ".") -> Path:
-    """Rows of cells -> a CSV file with the schema's header (written atomically); ``delimiter`` and ``decimal``:
-    those of the file it answers (``RawTable.delimiter``, ``RawTable.decimal``)."""
+def write_csv(
+    path: Path,
+    rows: list[list],
+    schema: TableSchema,
+    delimiter: str = ",",
+    decimal: str = ".",
+    columns: Sequence[str] | None = None,
+) -> Path:
+    """Rows of cells in the schema's column order -> a CSV file (written atomically); ``delimiter``, ``decimal``
+    and ``columns`` (the header and its order; default the schema's): those of the file it answers
+    (``RawTable.delimiter``, ``RawTable.decimal``, ``RawTable.columns``)."""
     from ..io import atomic_write
 
+    order = [schema.columns.index(c) for c in (columns or schema.columns)]
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=delimiter)
-    w.writerow(schema.columns)
+    w.writerow([schema.columns[i] for i in order])
     for r in rows:
-        w.writerow([_cell(v, decimal) if isinstance(v, float) else v for v in r])
+        w.writerow([_cell(r[i], decimal) if isinstance(r[i], float) else r[i] for i in order])
     return atomic_write(path, buf.getvalue())
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +180,15 @@ def _refuse_shared_folder(out: Path, cfg: RunConfig) -> None:
             raise ConfigError(f"--out {out} holds {what}, {name}; a diffusion run needs a folder of its own")
 
 
+def with_resolved_paths(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its data files (``data.path``, ``data.labels_path``) as absolute paths: the run's config.json then
+    names them from any working folder (evaluate, card --evaluate, outpaint of the run's own data), where a path
+    relative to where training ran pointed nowhere."""
+    d = cfg.data
+    paths = {k: str(Path(v).expanduser().resolve()) for k in ("path", "labels_path") if (v := getattr(d, k))}
+    return replace(cfg, data=replace(d, **paths)) if paths else cfg
+
+
 def _refuse_weights_without_state(out: Path, hint: str) -> None:
     """A folder with weights but no training state - a run whose states were deleted: a fresh start there would
     replace them (an autoencoder's or text encoder's folder is refused whatever the flags: _refuse_shared_folder)."""
@@ -213,6 +222,7 @@ def _check_same_run(
             f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}), so the training states "
             f"beside it cannot be checked against this run; {hint}"
         ) from None
+    old, cfg = with_resolved_paths(old), with_resolved_paths(cfg)  # a path recorded relative: from here, as before
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
             raise ConfigError(f"{out} holds a run with a different {section} section; {hint}")
