@@ -257,3 +257,24 @@ def test_an_evaluation_without_manifests_is_evaluated_again(tiny_run, tmp_path, 
     for m in out.glob("*.manifest.json"):
         m.unlink()
     assert main([*argv, "--out", str(out)]) == 0
+
+
+def test_straightness_measures_the_ode_sampling_solves(tiny_run, tmp_path):
+    """Sampling an image run clamps x0_hat to [-1, 1]; straightness followed the unclamped denoiser (paths ending at
+    pixel values in the thousands on an eps model, S growing with the steps). It now measures the clamped ODE."""
+    from torchdiffusion.generate import clamped, load_run
+    from torchdiffusion.shortcuts.straightness import straightness
+    from torchdiffusion.types import NoiseSource
+
+    out = tmp_path / "st"
+    args = ["--metrics", "straightness", "--n", "4", "--ode-steps", "3", "--seed", "5", "--out", str(out)]
+    assert main(["evaluate", str(tiny_run), *args]) == 0
+    section = json.loads((out / "report.json").read_text())["straightness"]
+    run = load_run(tiny_run)
+    noise = NoiseSource(range(5, 9), run.data_shape).initial()
+    D = lambda x, s: run.model(x, s)  # noqa: E731
+    with torch.no_grad():
+        want = straightness(clamped(D), noise, run.model.sigma_max, 3)
+        raw = straightness(D, noise, run.model.sigma_max, 3)
+    assert section["clamped"] is True and section["S"] == pytest.approx(want.S, rel=1e-6)
+    assert want.S != pytest.approx(raw.S, rel=1e-3)

@@ -225,6 +225,9 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     assert rc == 0, err
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0] == "u,v,kind" and len(lines) == 7 and all(ln.endswith(",c2") for ln in lines[1:])
+    # a numeric given cell is written as given (it came back through the quantile map, to six digits)
+    rc, out, err = cli("sample", run, "--n", "3", "--given", "u=0.123456789", "--out", tmp_path / "s9.csv")
+    assert rc == 0 and all(ln.startswith("0.123456789,") for ln in (tmp_path / "s9.csv").read_text().splitlines()[1:])
     drawn = {}  # the sampler named is the one that runs: the preset's (heun) by default, any other on request
     for name, flags in [("default", ()), ("heun", ("--sampler", "heun")), ("euler", ("--sampler", "euler"))]:
         rc, _, err = cli("sample", run, "--n", "5", *flags, "--out", tmp_path / f"{name}.csv")

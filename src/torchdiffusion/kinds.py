@@ -101,16 +101,31 @@ def unread_sampler_flag(flag: str, kind: str) -> str:
     return f"{flag} changes nothing: a {kind} run samples by its process's own reverse steps (sample.steps of them)"
 
 
-def save(x: Tensor, kind: str, schema, out: Path, reference: Tensor | None = None, title: str = "") -> list[Path]:
-    """Tables: ``out`` (.csv) and a picture of the marginals beside it; sequences: ``out`` (.txt, one per line)
-    and a picture of the first lines."""
+def save(
+    x: Tensor,
+    kind: str,
+    schema,
+    out: Path,
+    reference: Tensor | None = None,
+    title: str = "",
+    given: Sequence[str] = (),
+) -> list[Path]:
+    """Tables: ``out`` (.csv) and a picture of the marginals beside it, the ``--given`` cells (``COL=VALUE``,
+    checked by :func:`given_cells`) written as given; sequences: ``out`` (.txt, one per line) and a picture of
+    the first lines."""
     from .io import atomic_write
     from .viz import save_samples
 
     if kind == "table":
         from .data.table import decode_rows, write_csv
 
-        data = write_csv(out, decode_rows(x, schema), schema, schema.delimiter, schema.decimal)  # as trained on
+        rows = decode_rows(x, schema)
+        for g in given:  # as typed (a number decoded back through the quantile map kept six digits)
+            col, text = (part.strip() for part in g.split("=", 1))
+            cell = text.replace(".", schema.decimal) if col in schema.numeric else text  # in the file's dialect
+            for r in rows:
+                r[schema.columns.index(col)] = cell
+        data = write_csv(out, rows, schema, schema.delimiter, schema.decimal)  # as trained on
     else:
         data = atomic_write(out, "".join(escape_line(schema.decode(r)) + "\n" for r in x.round().long()))
     picture = save_samples(x, kind, out.with_suffix(".png"), reference=reference, title=title, schema=schema)

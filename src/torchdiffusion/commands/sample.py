@@ -511,7 +511,8 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     plan = sampling_plan_of(run_.model, sample, grids) if run_.kind == "table" else None
     x = draw(run_.model, run_.kind, seeds, sample, known=known, known_mask=mask, grid_dir=grids, plan=plan)
     how = f"{sample.sampler}, " if run_.kind == "table" else ""
-    paths = save(x, run_.kind, schema, out, title=f"{sample.n} samples, {how}{sample.steps} steps")
+    title = f"{sample.n} samples, {how}{sample.steps} steps"
+    paths = save(x, run_.kind, schema, out, title=title, given=args.given or ())
     # what made them, as beside an image grid: a table's sampler on its grid; a sequence's own reverse steps
     spent = nfe(sample.sampler, sample.steps, **plan[1]) if plan else sample.steps  # a sequence: its reverse steps
     extra = {"grid_used": plan[2] if plan else None, "given": list(args.given or [])}

@@ -418,11 +418,15 @@ def _straightness(run, n: int, seed: int, steps: int, guidance: float, progress:
 
     K = run.config.model.num_classes
     cond = {"class": torch.arange(n) % K} if K > 0 else None
+    from ..generate import clamped, clamps_x0
+
     D = guided_denoiser(run.model, cond, scale=guidance)
+    clip = clamps_x0(run.config.sample, run.data_shape, run.codec)
+    D = clamped(D) if clip else D  # the ODE sampling solves: x0_hat clamped to [-1, 1] for images in pixels
     noise = NoiseSource(range(seed, seed + n), run.data_shape).initial()
     with torch.no_grad(), step_bar(steps, "straightness (Heun steps)", show=progress) as bar:
         st = straightness(D, noise, run.model.sigma_max, steps, callback=bar.step)
-    out = {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps}
+    out = {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps, "clamped": clip}
     return {**out, "guidance": float(guidance)} if K > 0 else out
 
 
