@@ -113,6 +113,10 @@ def test_parameters_go_through_the_command_line_parser(world):
         {"set": ["sample.steps=100000"]},
         {"set": "sample.batch_size=1000"},
         {"sampler": "langevin", "set": "sample.settings.steps_per_level=10000"},
+        # as a parameter too: the setting stayed text and passed the bound (a job that held the worker for good)
+        {"sampler": "pc", "corrector_steps": 100000},
+        {"sampler": "langevin", "steps_per_level": "1000000"},
+        {"sampler": "pc", "corrector_steps": 21},
         {"class": ""},  # an empty value is refused as the command line refuses it
         {"sampler": " "},
         {"guidance": 1e39},
@@ -120,6 +124,11 @@ def test_parameters_go_through_the_command_line_parser(world):
     for params in bad:
         with pytest.raises(ParamError):
             parse_command("sample", run, params, out=run / "x.png")
+    # the command's own checks of which options were given see them, as on the command line (they saw none)
+    from torchdiffusion.commands.common import given_options
+
+    args = parse_command("inpaint", run, {"steps": 5, "jump": 3}, out=run / "x.png")
+    assert given_options(args) == {"steps": "--steps", "jump": "--jump", "out": "--out"}  # --out: the studio's
     with pytest.raises(ParamError):
         parse_command("inpaint", run, {"mask": "../../sentinel/m.png"}, out=run / "x.png")
     with pytest.raises(ParamError):

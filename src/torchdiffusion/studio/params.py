@@ -129,6 +129,11 @@ def _flag_args(parser: argparse.ArgumentParser, key: str, value) -> list[str]:
 def _check_limits(args: argparse.Namespace) -> None:
     for dest, hi in LIMITS.items():
         v = getattr(args, dest, None)
+        if isinstance(v, str):  # a sampler setting's value stays text until the config reads it: its number here
+            try:
+                v = float(v)
+            except ValueError:
+                continue  # not a number: the config's own check names it
         if isinstance(v, list) and len(v) > hi:
             raise ParamError(f"{dest}: the studio takes at most {hi} values")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v > hi:
@@ -180,6 +185,7 @@ def parse_command(
     if empty is not None:  # as the command line refuses it (the page sends no empty field)
         raise ParamError(f"{empty.lstrip('-').replace('-', '_')}: an empty value; leave the parameter out")
     args.command, args.argv = command, [command, *argv]  # the command line this job equals (its manifest says it)
+    args._parser = parser  # as cli.main sets it: the checks of which options were given (common.given_options)
     return args
 
 
