@@ -117,6 +117,7 @@ def test_parameters_go_through_the_command_line_parser(world):
         {"sampler": "pc", "corrector_steps": 100000},
         {"sampler": "langevin", "steps_per_level": "1000000"},
         {"sampler": "pc", "corrector_steps": 21},
+        {"save_tiff": True},  # a file the studio would not serve
         {"class": ""},  # an empty value is refused as the command line refuses it
         {"sampler": " "},
         {"guidance": 1e39},
@@ -363,6 +364,9 @@ def test_inpaint_with_a_painted_mask_keeps_the_known_region(world):
     buf = io.BytesIO()
     mask.save(buf, format="PNG")
     with client(root) as c:
+        for params in ({"run": "nope", "index": "0"}, {"run": "tiny", "index": "\uff11"}):  # a missing run, a "１"
+            r = c.get("/api/example", params=params)
+            assert r.status_code in (400, 404) and str(root) not in r.text, r.text  # no server path in the answer
         src = c.get("/api/example", params={"run": "tiny", "index": "2"}).content
         body = {"command": "inpaint", "run": "tiny", "params": {"steps": 3}, "images": [data_url(src)]}
         r = c.post("/api/jobs", json={**body, "mask": data_url(buf.getvalue())})
@@ -540,3 +544,17 @@ def test_trainings_are_checked_by_the_train_command_before_they_start(world):
     with client(root, allow_train=True) as c:
         r = c.post("/api/train", json={"preset": "toy-2d", "name": "x", "data": "../sentinel"})
         assert r.status_code == 400 and "'..'" in r.json()["error"]
+
+
+def test_a_client_gone_mid_request_is_no_internal_error(world, caplog):
+    """A browser that closes the connection while sending a body raised ClientDisconnect into the handler for
+    unexpected errors (logged with a traceback as an internal error); it is answered quietly now."""
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
+    app = create_app(world / "runs")
+    handler = app.exception_handlers[ClientDisconnect]
+    with caplog.at_level("ERROR"):
+        response = asyncio.run(handler(None, ClientDisconnect()))
+    assert response.status_code == 499 and not caplog.records

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from .jobs import Job, JobQueue, QueueFull
 from .params import COMMANDS, ParamError, command_parser, parse_command, precheck
@@ -164,6 +165,10 @@ def _errors(app: FastAPI) -> None:
         known = describe(e) or one_line(e)
         return JSONResponse({"error": known}, status_code=507 if "space" in known or "quota" in known else 400)
 
+    @app.exception_handler(ClientDisconnect)  # the browser went away mid-request: nobody to answer, nothing wrong
+    async def gone(request: Request, e: ClientDisconnect):
+        return Response(status_code=499)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception):
         log.exception("studio: unexpected error on %s %s", request.method, request.url.path)
@@ -232,7 +237,7 @@ def _run_routes(app: FastAPI) -> None:
 
     @app.get("/api/example")
     def example(run: str = "", index: str = "0"):
-        if not index.isdigit() or int(index) > 10**7:
+        if not (index.isascii() and index.isdigit()) or int(index) > 10**7:  # ASCII: "１" is a digit to isdigit
             raise ParamError(f"index: expected a non-negative integer, got {index[:20]!r}")
         return Response(data_example(root, run, int(index)), media_type="image/png")
 

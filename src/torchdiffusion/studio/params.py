@@ -27,8 +27,9 @@ COMMANDS = {
     "interpolate": interpolate,
     "explain": explain,
 }
-# Flags the studio sets itself or that name files outside its control
+# Flags the studio sets itself, that name files outside its control, or that write files it does not serve
 BLOCKED = {"--out", "--images", "--classifier", "--list-samplers", "--save-npy", "--data", "--help", "-h"}
+BLOCKED |= {"--save-tiff", "--save-nifti", "--save-wav"}  # (SERVED: .png, .gif, .json, .mp4, .csv, .txt)
 # Studio bounds on top of the CLI's (dest -> largest value, or largest number of values for a list)
 LIMITS = {
     "n": 64,

@@ -127,6 +127,8 @@ def data_example(root: Path, name: str, index: int) -> bytes:
     from ..viz import _pil, to_uint8_hwc
 
     d = resolve_under(root, run_name(name))
+    if not (d / "config.json").is_file():  # as /api/run says it (the OSError named the server's absolute path)
+        raise FileNotFoundError(f"no run named {name!r} under the runs folder")
     cfg = validate(from_json((d / "config.json").read_text()))
     info = read_object(d / "run.json") or {}
     shape = tuple(info.get("data_shape") or ())
