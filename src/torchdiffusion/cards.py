@@ -515,17 +515,9 @@ def _kind_evaluation(report: dict) -> str:
     return f"## Evaluation\n\nFrom `eval/report.json` ({how}){beside}.\n\n" + head + "|\n" + "\n".join(rows) + "\n"
 
 
-def _kind_of(run: Path) -> str:
-    """The data kind run.json records (image when it names none or cannot be read)."""
-    try:
-        return str(json.loads((Path(run) / "run.json").read_text()).get("kind") or "image")
-    except (OSError, ValueError, AttributeError):
-        return "image"
-
-
-def memorisation_section(run: Path, report: dict | None, picture) -> str:
+def memorisation_section(run: Path, report: dict | None, picture, kind: str = "image") -> str:
     mem = (report or {}).get("memorisation")
-    kind = (report or {}).get("kind") or _kind_of(run)
+    kind = (report or {}).get("kind") or kind  # the report's, else run.json's
     if not mem and kind != "image":  # evaluate --metrics memorisation is for images
         return (
             f"## Memorisation\n\nNo nearest-neighbour grid for a {kind} run; where its report measures distances to "
@@ -627,7 +619,7 @@ def model_card(run: str | Path, *, licence: str = "apache-2.0", picture=lambda p
         training_data(cfg, info),
         compute_section(path, info),
         evaluation_section(path, report),
-        memorisation_section(path, report, picture),
+        memorisation_section(path, report, picture, info.get("kind") or "image"),
         limitations(cfg, info, report),
         citation(cfg),
     ]

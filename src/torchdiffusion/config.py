@@ -669,19 +669,25 @@ def check_sample(s: SampleConfig) -> SampleConfig:
     """``s`` unchanged when generate() can sample with it; else a one-line ConfigError naming the field: the checks
     of :func:`validate` that need no run (types, finite numbers, every field in its domain, a known sampler and
     settings it takes, each of its kind) - for a SampleConfig built in Python rather than read from a run."""
-    from .samplers import SAMPLERS, check_settings, resolve_settings
-
     typed_fields(s, "sample.")
     for ok, msg in _finite_numbers(s, "sample.") + _sample_checks(s, None):
         if not ok:
             raise ConfigError(msg)
+    _check_sampler(s)
+    return s
+
+
+def _check_sampler(s: SampleConfig) -> None:
+    """A ConfigError (one line) unless ``s.sampler`` is a known sampler and ``s.settings`` are settings it takes,
+    each of its kind (samplers.resolve_settings, samplers.check_settings)."""
+    from .samplers import SAMPLERS, check_settings, resolve_settings
+
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {s.sampler!r}; choose from {', '.join(SAMPLERS)}")
     try:
         check_settings(s.sampler, resolve_settings(s.sampler, dataclasses.asdict(s.settings)))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return s
 
 
 def _sample_checks(s: SampleConfig, d: DiffusionConfig | None) -> list[tuple[bool, str]]:
@@ -849,17 +855,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
-    from .samplers import SAMPLERS, check_settings, resolve_settings
-
-    s = cfg.sample
-    if unread_setting(cfg, "sample.sampler") is not None:  # a sequence run: its own reverse steps, no sampler
-        return cfg
-    if s.sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {s.sampler!r}; choose from {', '.join(SAMPLERS)}")
-    try:
-        check_settings(s.sampler, resolve_settings(s.sampler, dataclasses.asdict(s.settings)))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    if unread_setting(cfg, "sample.sampler") is None:  # (a sequence run takes its own reverse steps, no sampler)
+        _check_sampler(cfg.sample)
     return cfg
 
 

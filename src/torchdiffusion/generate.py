@@ -205,16 +205,22 @@ def _load_weights(
     return model, info
 
 
-def refuse_other_runs(path: Path) -> None:
-    """A one-line RunError when the folder ``path`` holds an autoencoder's or a text encoder's run (their
-    config.json is of another kind: read as a diffusion run's it would be called damaged)."""
+def other_run(path: Path) -> tuple[str, str] | None:
+    """(weights file, what it is) when the folder ``path`` holds an autoencoder's or a text encoder's run - whose
+    config.json is of another kind than a diffusion run's -, else None."""
     from .autoencoder import WEIGHTS_FILE as AUTOENCODER
     from .contrastive.model import WEIGHTS_NAME as CONTRASTIVE
 
     kinds = ((AUTOENCODER, "an autoencoder (train-autoencoder)"), (CONTRASTIVE, "a text encoder (train-clip)"))
-    for name, what in kinds:
-        if (path / name).is_file() and not (path / "run.json").is_file():
-            raise RunError(f"{path} holds {what}, not a diffusion run (train)")
+    return next(((name, what) for name, what in kinds if (Path(path) / name).is_file()), None)
+
+
+def refuse_other_runs(path: Path) -> None:
+    """A one-line RunError when the folder ``path`` holds an autoencoder's or a text encoder's run (:func:`other_run`;
+    read as a diffusion run's, its config.json would be called damaged)."""
+    other = other_run(path)
+    if other is not None and not (Path(path) / "run.json").is_file():
+        raise RunError(f"{path} holds {other[1]}, not a diffusion run (train)")
 
 
 def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> LoadedRun:

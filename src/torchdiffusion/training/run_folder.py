@@ -166,18 +166,15 @@ def _refuse_shared_folder(out: Path, cfg: RunConfig) -> None:
     """A run needs a folder of its own: not the folder of its own training data (or one inside it), whose images
     are read recursively - the run's sample grids would become training examples at the next resume - and not a
     diffusers pipeline folder, which loading prefers to the run (the run would be hidden behind it)."""
-    from ..autoencoder import WEIGHTS_FILE as AUTOENCODER
-    from ..contrastive.model import WEIGHTS_NAME as CONTRASTIVE
+    from ..generate import other_run
     from ..interop.diffusers_in import is_diffusers_folder
 
     refuse_out_in_data(out, cfg.data.path)
     if out.is_dir() and is_diffusers_folder(out):
         raise ConfigError(f"--out {out} holds a diffusers pipeline (model_index.json); a run needs a folder of its own")
-    # an autoencoder's or text encoder's folder: --no-resume would write a diffusion run over its config.json
-    kinds = ((AUTOENCODER, "an autoencoder (train-autoencoder)"), (CONTRASTIVE, "a text encoder (train-clip)"))
-    for name, what in kinds:
-        if (out / name).is_file():
-            raise ConfigError(f"--out {out} holds {what}, {name}; a diffusion run needs a folder of its own")
+    other = other_run(out)  # an autoencoder's or text encoder's folder: --no-resume would write over its config.json
+    if other is not None:
+        raise ConfigError(f"--out {out} holds {other[1]}, {other[0]}; a diffusion run needs a folder of its own")
 
 
 def with_resolved_paths(cfg: RunConfig) -> RunConfig:
