@@ -75,6 +75,21 @@ def test_oracle_network_gives_exact_denoiser(param, nc):
     assert torch.allclose(D, exact, rtol=1e-8, atol=1e-8), (D - exact).abs().max()
 
 
+def test_one_sigma_for_a_batch_is_each_samples_sigma():
+    """A scalar or a (1,) sigma denoises every sample at that sigma (the network sees a (B,) noise input); a
+    sigma of another length than the batch is refused rather than broadcast by accident."""
+    model = Precond(TextbookOracle("edm", "log_sigma", None), "edm")
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    each = model(x, torch.full((6,), 2.5, dtype=torch.float64))
+    for sigma in (2.5, torch.tensor(2.5), torch.tensor([2.5])):
+        assert torch.equal(model(x, sigma), each)
+    seen = []
+    Precond(lambda x_in, c_noise, cond: seen.append(c_noise.shape) or x_in, "edm")(x, torch.tensor([2.5]))
+    assert seen == [(6,)]
+    with pytest.raises(ValueError, match=r"shape \(6,\) for 6 samples, got \(3,\)"):
+        model(x, torch.ones(3))
+
+
 def test_uniform_eps_loss_is_the_simplified_elbo():
     """w = 1/c_out^2 turns the x0-space loss into ||eps - eps_hat||^2 exactly (Ho et al. Eq. 14)."""
     net = nn.Linear(3, 3, dtype=torch.float64)

@@ -98,10 +98,16 @@ def default_noise(x: Tensor) -> Callable[[], Tensor]:
 
 
 def sigma_vector(sigma: Tensor | float, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    """``sigma`` as a ``(B,)`` tensor on ``x``'s device (in ``dtype`` if given): a scalar is repeated for each of
-    the B samples of ``x``."""
+    """``sigma`` as a ``(B,)`` tensor on ``x``'s device (in ``dtype`` if given): a scalar (or a one-element
+    ``(1,)`` tensor) is repeated for each of the B samples of ``x``; any other shape than ``(B,)`` is refused."""
     sigma = torch.as_tensor(sigma, dtype=dtype, device=x.device)
-    return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+    if sigma.ndim == 0 or sigma.shape == (1,):
+        return sigma.reshape(()).expand(x.shape[0])
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(
+            f"sigma must be a number or of shape ({x.shape[0]},) for {x.shape[0]} samples, got {tuple(sigma.shape)}"
+        )
+    return sigma
 
 
 def append_dims(v: Tensor, ndim: int) -> Tensor:
