@@ -141,6 +141,21 @@ def test_training_data_with_nan_is_refused_before_training(tmp_path):
         train(tiny_cfg(), tmp_path / "r", data=TensorData(x=x, labels=data.labels), progress=False)
 
 
+def test_pixels_beyond_the_sampled_range_are_refused_before_training(tmp_path):
+    """Images are sampled with x0_hat clamped to [-1, 1]: 8-bit values handed over as floats would train a model
+    that can never be sampled. Refused (nothing written); with sample.clip_denoised=false they are the user's."""
+    data = tiny_data()
+    eight_bit = TensorData(x=(data.x + 1) * 127.5, labels=data.labels)
+    refusal = r"images run from [\d.]+ to [\d.]+, but images are sampled in \[-1, 1\].*u / 127.5 - 1"
+    with pytest.raises(ConfigError, match=refusal):
+        train(tiny_cfg(), tmp_path / "r", data=eight_bit, progress=False)
+    assert not (tmp_path / "r").exists()
+    cfg = tiny_cfg()
+    unclamped = replace(cfg, sample=replace(cfg.sample, clip_denoised=False), train=replace(cfg.train, images=16))
+    train(unclamped, tmp_path / "u", data=eight_bit, progress=False)
+    assert (tmp_path / "u" / "config.json").is_file()
+
+
 def test_schedules_and_grids_refuse_ranges_that_give_nan_or_reversed_grids():
     for kw, needle in [
         (dict(T=1), "T >= 2"),  # sigma_to_t was NaN everywhere

@@ -311,7 +311,10 @@ def test_cli_trains_samples_and_refuses_a_volume_of_the_wrong_rank(tmp_path):
     assert unguided["sampling"]["guidance"] == 0 and guided["sampling"]["guidance"] == 2
     assert unguided["volume"]["model"]["energy"] != other["model"]["energy"]
     np.save(tmp_path / "six.npy", np.zeros((4, 1, 8, 8, 8, 1), np.float32))
+    np.save(tmp_path / "counts.npy", np.tile(np.linspace(0, 10, 512, dtype=np.float32), 32).reshape(32, 1, 8, 8, 8))
     for settings, msg in [
+        # values in their own units, unmapped: sampled volumes are clamped to [-1, 1], so training is refused
+        (["data.source=array", f"data.path={tmp_path / 'counts.npy'}"], "the training volumes run from 0 to 10"),
         (["data.source=array", f"data.path={tmp_path / 'six.npy'}"], "got a 6-D array of shape (4, 1, 8, 8, 8, 1)"),
         (["data.source=array", f"data.path={tmp_path / 's.npy'}", "data.layout=NDHW"], "NDHW needs a 4-D array"),
         (["data.volume_size=8,8,5"], "volume size (D x H x W) 8x8x5 is not divisible by 2"),

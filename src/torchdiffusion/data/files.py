@@ -40,7 +40,8 @@ Arrays (the ``array`` source, ``data.path`` a ``.npy``, ``.npz``, or HDF5 ``.h5`
     sprite format of the DeepLearning.AI course "How Diffusion Models Work"), the channel axis being the one
     of size <= 4, else the smaller of the two; 5-D arrays are volumes ``(N, C, D, H, W)`` (kind "volume"), and
     a 4-D array of single-channel volumes ``(N, D, H, W)`` needs ``data.layout=NDHW``.
-  * Vector, signal and volume values are kept as they are (scale them to about [-1, 1], the range the noise levels
+  * Vector, signal and volume values are kept as they are (volumes must lie in [-1, 1], where they are sampled:
+    training.loop refuses others; scale vectors and signals to about [-1, 1], the range the noise levels
     are made for), unless ``data.scale`` maps each channel's range to [-1, 1] (data/scale.py).
   * Image values: uint8 (or any integers within 0..255) are 8-bit pixels; booleans and floats with min >= 0 and max <= 1
     are [0, 1] and mapped to [-1, 1]; other floats within [-1, 1] are kept. Anything else, NaN or inf is an
@@ -389,7 +390,7 @@ def _load_hdf5(path: Path) -> dict[str, np.ndarray]:
             roles = _named_roles(named, path)
             return {k: _hdf5_values(d) for k, d in roles.items()}
     except OSError as e:  # not an HDF5 file, or a damaged one
-        raise DataError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise DataError(f"cannot read {path}: {first_line(e)}") from None
 
 
 def _hdf5_values(d) -> np.ndarray:

@@ -158,6 +158,27 @@ def balance_weights(data: Any, balance: str) -> Tensor | None:
 
 
 # Conditioning checks and noise-level buckets
+def _check_pixel_range(data: Any, cfg: RunConfig) -> None:
+    """Images and volumes in pixel space are sampled with x0_hat clamped to [-1, 1] (generate.clamps_x0): data
+    beyond that range (8-bit values 0..255 handed to train() as floats, a volume array in its own units) would
+    be trained on and then never sampled. Refuse it, saying how to map it."""
+    from ..generate import clamps_x0
+
+    if not data.x.is_floating_point() or not clamps_x0(cfg.sample, data.x.shape[1:], getattr(data, "codec", None)):
+        return
+    lo, hi = (float(v) for v in torch.aminmax(data.x))
+    if lo < -1 - PIXEL_RANGE_SLACK or hi > 1 + PIXEL_RANGE_SLACK:
+        what = "images" if data.x.ndim == 4 else "volumes"
+        raise ConfigError(
+            f"the training {what} run from {lo:.4g} to {hi:.4g}, but {what} are sampled in [-1, 1] (x0_hat is "
+            "clamped to it): map them there (data.scale=minmax or percentile for an array; u / 127.5 - 1 for "
+            "8-bit values), or set sample.clip_denoised=false to sample them unclamped"
+        )
+
+
+PIXEL_RANGE_SLACK = 1e-4  # rounding of a map to [-1, 1] in float32
+
+
 def _check_data(data: Any, cfg: RunConfig) -> None:
     """Refuse an empty data set, one with NaN or infinite values, or a conditional model whose data lacks its
     conditioning."""
@@ -166,6 +187,7 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
     if data.x.is_floating_point() and not bool(torch.isfinite(data.x).all()):  # every loss would be NaN
         bad = int((~torch.isfinite(data.x)).flatten(1).any(1).sum())
         raise ConfigError(f"the training data has {bad} example(s) with NaN or infinite values")
+    _check_pixel_range(data, cfg)
     m = cfg.model
     if m.num_classes > 0 and getattr(data, "labels", None) is None:
         unset = " --set sample.labels=none" if cfg.sample.labels != "none" else ""
