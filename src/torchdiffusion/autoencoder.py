@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .config import ConfigError, DataConfig, from_dict, json_object, pick_preset
+from .io import first_line
 from .nets.autoencoder import AutoencoderKL, AutoencoderNetConfig
 
 WEIGHTS_FILE = "autoencoder.safetensors"
@@ -298,7 +299,7 @@ def load_autoencoder(run_dir: str | Path, device: str | torch.device = "cpu") ->
         net = AutoencoderKL(cfg)
         net.load_state_dict(state)
     except Exception as e:  # random bytes, another network's weights, missing metadata
-        what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        what = first_line(e)
         raise AutoencoderError(f"{path} does not hold an autoencoder's weights ({what})") from None
     if len(shape) != 3 or not math.isfinite(scale) or scale <= 0:
         raise AutoencoderError(f"{path} has a damaged data shape or scale factor in its metadata")

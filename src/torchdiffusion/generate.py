@@ -25,7 +25,7 @@ from torch import Tensor
 from .cond import CondError, as_cond, check_cond, slice_cond, with_seed_labels
 from .config import ConfigError, RunConfig, SampleConfig, check_sample, from_json, validate
 from .guidance import autoguided, guided_denoiser
-from .io import state_dict_mismatch
+from .io import first_line, state_dict_mismatch
 from .precond import Precond
 from .provenance import describe_wrapper, note_run, note_sampling
 from .samplers import get_sampler
@@ -196,7 +196,7 @@ def _load_weights(
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         if isinstance(e, RunError):
             raise
-        raise RunError(f"{wfile} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise RunError(f"{wfile} is damaged ({first_line(e)})") from None
     model = build_model(cfg, data_shape)
     try:
         model.load_state_dict(state, strict=True)

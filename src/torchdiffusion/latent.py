@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .config import ConfigError, DataConfig, RunConfig
 from .data.base import TensorData
-from .io import atomic_write, cache_dir, sha256_file, sha256_tensor, write_json
+from .io import atomic_write, cache_dir, first_line, sha256_file, sha256_tensor, write_json
 
 CACHE_FORMAT = 1  # bump when the cache's content or record changes meaning
 RECORD_KEY = "latents_of"  # run.json: {"path": autoencoder run folder, "sha256": its weights, "relative": path
@@ -120,7 +120,7 @@ def open_codec(path: str | Path, device: str | torch.device = "cpu") -> LatentCo
     try:
         ae = load_autoencoder(p, device=device)
     except (ValueError, OSError) as e:  # AutoencoderError: another kind of run, missing or damaged weights
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise ConfigError(f"data.latents_of: {msg}") from None
     return LatentCodec(ae, p, _pixel_map_of(p))
 

@@ -48,7 +48,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .io import cache_dir, sha256_file, watch_writes, write_json
+from .io import cache_dir, first_line, sha256_file, watch_writes, write_json
 
 FORMAT = "torchdiffusion-manifest"
 VERSION = 1
@@ -545,7 +545,7 @@ def compare(original: Path, regenerated: Path) -> Comparison:
         if suffix == ".json":
             return _compare_json(original, regenerated)
     except (OSError, ValueError) as e:
-        return Comparison("different", f"cannot decode: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        return Comparison("different", f"cannot decode: {first_line(e)}")
     return Comparison("different", "the bytes differ")
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
+from ..io import first_line
 from .base import DataError, TensorData, decode_errors, quiet_large_images, refuse_beyond_float32
 
 SHAPES = ("sphere", "cube", "torus", "ellipsoid")
@@ -194,7 +195,7 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
         image = nibabel.load(str(path))
         a, affine = np.asarray(image.get_fdata(dtype=np.float64)), image.affine
     except Exception as e:  # nibabel raises many types for a damaged file; the message is what matters
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e)
         raise DataError(f"cannot read NIfTI file {path.name}: {first}") from None
     if a.ndim == 3:
         a = a[..., None]
@@ -226,7 +227,7 @@ def read_tiff_stack(path: Path) -> np.ndarray:
     try:
         pages = full_pages(data)
     except decode_errors() as e:
-        raise DataError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise DataError(f"cannot read {path}: {first_line(e)}") from None
     if not pages:
         raise DataError(f"cannot read {path}: not a TIFF file")
     if len(pages) < 2:
@@ -259,7 +260,7 @@ def read_tiff_stack(path: Path) -> np.ndarray:
         except DataError:
             raise
         except decode_errors() as e:
-            raise DataError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise DataError(f"cannot read {path}: {first_line(e)}") from None
         finally:
             if im is not None:
                 im.close()

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import DataConfig, DiffusionConfig, ModelConfig, RunConfig, SampleConfig, SamplerSettings, validate
+from ..io import first_line
 from ..precond import Precond
 from ..process import DiscreteVP
 
@@ -58,7 +59,7 @@ def _read_json(path: Path) -> dict:
     try:
         d = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _error(f"{path} is damaged (not readable JSON: {str(e).splitlines()[0]})") from None
+        raise _error(f"{path} is damaged (not readable JSON: {first_line(e)})") from None
     if not isinstance(d, dict):
         raise _error(f"{path} is damaged (it must hold a JSON object)")
     return d
@@ -136,7 +137,7 @@ def read_scheduler(file: Path) -> tuple[DiscreteVP, dict]:
     try:
         sched = _scheduler_classes()[name].from_config(raw)
     except Exception as e:  # diffusers raises NotImplementedError, ValueError, TypeError... for a bad config
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise _error(f"{file} is not a usable {name} config ({msg})") from None
     c = dict(sched.config)
     if c.get("prediction_type") not in PREDICTION_TYPES:

@@ -15,7 +15,7 @@ import torch
 
 from ..extras import missing
 from ..generate import LoadedRun
-from ..io import atomic_folder, routed
+from ..io import atomic_folder, first_line, routed
 from ..progress import step_bar
 from ..provenance import note_artefact
 from ..types import append_dims
@@ -81,7 +81,7 @@ def load_diffusers_export(folder: Path, device: str | torch.device = "cpu") -> L
         model = build_model(cfg, data_shape)
         model.load_state_dict({k.removeprefix("denoiser."): v for k, v in state.items()}, strict=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, ConfigError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise RunError(f"{folder} is a damaged export of ours ({msg})") from None
     model.to(device).eval().requires_grad_(False)
     info = {"data_shape": list(data_shape), "kind": "image", "source": "torchdiffusion export --format diffusers"}

@@ -31,7 +31,7 @@ from ..cond import drop_mask
 from ..config import ConfigError, from_json, to_json, validate, without_guide
 from ..extras import missing
 from ..generate import LoadedRun, RunError
-from ..io import atomic_path
+from ..io import atomic_path, first_line
 from ..model import wrap_net
 from ..nets.layers import class_rows
 from ..provenance import note_run
@@ -191,7 +191,7 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> LoadedRun:
     try:
         session = ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for a damaged file
-        raise RunError(f"{f} is not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        raise RunError(f"{f} is not a readable ONNX model ({first_line(e)[:200]})") from None
     meta = session.get_modelmeta().custom_metadata_map
     if META_CONFIG not in meta or META_SHAPE not in meta:
         raise RunError(f"{f} was not written by 'torchdiffusion export' (no {META_CONFIG} metadata)")

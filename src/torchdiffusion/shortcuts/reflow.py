@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from ..io import first_line
 from ..types import NoiseSource
 
 PAIRS_FILE = "reflow_pairs.safetensors"
@@ -46,7 +47,7 @@ def load_pairs(out: Path) -> dict[str, Tensor]:
     try:
         return load(path.read_bytes())
     except Exception as e:  # a damaged file: one line
-        raise RunError(f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise RunError(f"{path} is damaged ({first_line(e)})") from None
 
 
 def reflow_noise(pairs_noise: Tensor, index: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ import torch
 from .. import distributed as dist
 from ..cond import cond_from_data
 from ..config import RunConfig
-from ..io import append_text, json_text
+from ..io import append_text, first_line, json_text
 from ..precond import Precond
 from ..progress import Stopped, bars_enabled, step_bar
 from .lr import learning_rate
@@ -231,7 +231,7 @@ def _sample_grid(
         path.parent.mkdir(parents=True, exist_ok=True)
         save_samples(x, info["kind"], path, reference=data.x[:2000] if vector else None)
     except Exception as e:  # a grid is a convenience: report it, never lose a training run over it
-        dist.print0(f"warning: could not draw {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        dist.print0(f"warning: could not draw {path.name}: {first_line(e)}")
 
 
 def _sample_discrete(model, cfg: RunConfig, data: Any, info: dict, path: Path, *, stop, progress: bool) -> None:
@@ -249,7 +249,7 @@ def _sample_discrete(model, cfg: RunConfig, data: Any, info: dict, path: Path, *
     except Stopped:
         raise
     except Exception as e:  # a picture is a convenience: report it, never lose a training run over it
-        dist.print0(f"warning: could not draw {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        dist.print0(f"warning: could not draw {path.name}: {first_line(e)}")
 
 
 class QuickEval(Callback):
@@ -286,7 +286,7 @@ class QuickEval(Callback):
                 classifier=s.cfg.train.eval_classifier,
             )
         except Exception as e:  # reported, not raised (see above)
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            msg = first_line(e)
             dist.print0(f"quick evaluation at {seen} images failed ({msg}); training continues")
             rec = {"eval/error": msg}
         rec = {"images_seen": seen, "step": state.step, **spent, **rec, "eval/seconds": time.perf_counter() - t0}

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..io import atomic_write, safetensors_bytes, sha256_file, write_json
+from ..io import atomic_write, first_line, safetensors_bytes, sha256_file, write_json
 
 STATE_FORMAT = "torchdiffusion-train-state"
 STATE_VERSION = 1
@@ -172,7 +172,7 @@ def load_state(path: str | Path, *, verify: bool = True) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise CheckpointError(f"refusing to load {path}: not a plain training state ({first})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"refusing to load {path}: not a torchdiffusion training state")

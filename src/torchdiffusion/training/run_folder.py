@@ -24,7 +24,7 @@ import torch
 from .. import __version__ as VERSION
 from .. import distributed as dist
 from ..config import ConfigError, RunConfig, from_json, shown, to_dict, to_json
-from ..io import atomic_write, state_dict_mismatch
+from ..io import atomic_write, first_line, state_dict_mismatch
 from .checkpoint import (
     DAMAGED_SUFFIX,
     DIGEST_SUFFIX,
@@ -216,7 +216,7 @@ def _check_same_run(
         old = from_json(path.read_text())
     except (ConfigError, OSError, UnicodeDecodeError) as e:
         raise ConfigError(
-            f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}), so the training states "
+            f"{path} is damaged ({first_line(e)}), so the training states "
             f"beside it cannot be checked against this run; {hint}"
         ) from None
     old, cfg = with_resolved_paths(old), with_resolved_paths(cfg)  # a path recorded relative: from here, as before
