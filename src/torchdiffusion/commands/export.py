@@ -66,9 +66,14 @@ def run(args: argparse.Namespace) -> int:
     if run_.kind in ("table", "sequence"):
         from ..config import ConfigError
 
+        categories = len(getattr(run_.model, "categories", None) or ()) if run_.kind == "table" else 0
+        if run_.kind == "sequence" or categories:
+            why = "also draws discrete symbols" + (f" ({categories} categorical column(s))" if categories else "")
+        else:
+            why = "draws rows in encoded units that only the run's table schema maps back to its columns"
         raise ConfigError(
-            f"export writes a denoiser D(x, sigma) of continuous data; {run_.path} holds {run_.kind} data, whose model "
-            "also draws discrete symbols (not exportable)"
+            f"export writes a denoiser D(x, sigma) of images, signals, volumes or points; {run_.path} holds "
+            f"{run_.kind} data, whose model {why} (not exportable)"
         )
     report = export(run_, args.format, out)
     print(out)
