@@ -392,6 +392,14 @@ def test_conditioning_the_run_does_not_take_is_refused_before_the_job(world):
         assert not c.app.state.queue.jobs  # no job was made
 
 
+def test_a_key_the_api_does_not_read_is_refused(world):
+    """A misspelt top-level key ("param" for "params") was dropped: the job ran with defaults. A 400 naming it."""
+    with client(world / "runs") as c:
+        r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "param": {"steps": 2}})
+        assert r.status_code == 400 and "unknown key 'param'" in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs
+
+
 def test_token_host_and_training_switch(world):
     root = world / "runs"
     with client(root, token="s3cret") as c:
@@ -537,10 +545,19 @@ def test_trainings_are_checked_by_the_train_command_before_they_start(world):
         ({"preset": "toy-2d", "name": "x", "images": True}, ParamError),
         ({"preset": "toy-2d", "name": "x", "images": 0}, ParamError),
         ({"preset": "mnist-cpu-uncond", "name": "x", "data": "."}, ConfigError),  # the new run inside its data
+        ({"preset": "toy-2d", "name": "x", "image": 1000}, ParamError),  # a key the trainer does not read
+        ({"preset": "toy-2d", "name": "a/b/c"}, ParamError),  # deeper than the page lists runs
+        ({"preset": "toy-2d", "name": "x", "data": "no-pictures"}, ParamError),  # started, then stopped at its data
     ]
-    for params, error in refused:
-        with pytest.raises(error):
-            t.argv(params)
+    (root / "no-pictures").mkdir()
+    (root / "no-pictures" / "notes.txt").write_text("no images here\n")
+    try:
+        for params, error in refused:
+            with pytest.raises(error):
+                t.argv(params)
+    finally:
+        (root / "no-pictures" / "notes.txt").unlink()
+        (root / "no-pictures").rmdir()
     with client(root, allow_train=True) as c:
         r = c.post("/api/train", json={"preset": "toy-2d", "name": "x", "data": "../sentinel"})
         assert r.status_code == 400 and "'..'" in r.json()["error"]

@@ -299,8 +299,14 @@ def _out_suffix(command: str, run_dir: Path) -> str:
     return {"table": ".csv", "sequence": ".txt"}.get(kind, ".png")
 
 
+JOB_KEYS = frozenset({"command", "run", "params", "what", "images", "mask"})  # what POST /api/jobs reads
+
+
 def new_job(root: Path, body: dict) -> Job:
     """A job from a request body {command, run, params, what?, images?, mask?}, validated now."""
+    unknown = sorted(set(body) - JOB_KEYS)
+    if unknown:
+        raise ParamError(f"unknown key {unknown[0]!r}; a job takes {', '.join(sorted(JOB_KEYS))}")
     command = body.get("command")
     if not isinstance(command, str) or command not in COMMANDS:
         raise ParamError(f"command: one of {', '.join(COMMANDS)}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from .params import ParamError, _Parser
 from .security import resolve_under, run_name
 
+TRAIN_KEYS = frozenset({"preset", "name", "data", "images"})  # what POST /api/train reads
 MAX_IMAGES = 10_000_000  # train.images the studio starts
 MAX_RUNNING = 1  # trainings at once (they share the cores with sampling)
 LOG_LINES = 40  # the last lines of a training's output kept for the page
@@ -34,11 +35,18 @@ class Trainer:
         checked by the train command's own parser and config validation."""
         from ..commands import train as train_command
         from ..config import validate
+        from ..data.files import IMAGE_SUFFIXES, list_files
         from ..training.run_folder import refuse_out_in_data
+        from .runs import SCAN_DEPTH
 
         if not isinstance(params, dict):
             raise ParamError("give an object with preset, name, and optionally data and images")
+        unknown = sorted(set(params) - TRAIN_KEYS)
+        if unknown:
+            raise ParamError(f"unknown key {unknown[0]!r}; a training takes {', '.join(sorted(TRAIN_KEYS))}")
         name = run_name(params.get("name", ""))
+        if name.count("/") >= SCAN_DEPTH:  # the page lists runs SCAN_DEPTH levels deep: it would never show this one
+            raise ParamError(f"run name {name!r}: at most {SCAN_DEPTH} folder levels (e.g. 'mnist/class-7')")
         out = resolve_under(self.root, name)
         if out.exists():
             raise ParamError(f"{name} exists already; choose a new run name")
@@ -48,6 +56,8 @@ class Trainer:
             if not data.is_dir():
                 raise ParamError(f"data folder {params['data']} is not a folder under the runs folder")
             refuse_out_in_data(out, str(data))  # the runs folder itself holds the new run: its grids would be data
+            if not list_files(data, IMAGE_SUFFIXES):  # the training would start, then stop at its data
+                raise ParamError(f"data folder {params['data']} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             sets += ["--set", "data.source=folder", "--set", f"data.path={data}"]
         images = params.get("images")
         if images is not None:
