@@ -383,10 +383,14 @@ def test_inpaint_with_a_painted_mask_keeps_the_known_region(world):
 
 
 def test_conditioning_the_run_does_not_take_is_refused_before_the_job(world):
-    """--class on an unconditional run and a prompt to a run without text: a 400 with the CLI's one line, not a
-    job accepted (202) that then fails."""
+    """--class on an unconditional run, a prompt to a run without text, a guidance scale with nothing to guide
+    toward: a 400 with the CLI's one line, not a job accepted (202) that then fails."""
     with client(world / "runs") as c:
-        for params, needle in [({"class": 3}, "not class-conditional"), ({"prompt": "a"}, "not text-conditioned")]:
+        for params, needle in [
+            ({"class": 3}, "not class-conditional"),
+            ({"prompt": "a"}, "not text-conditioned"),
+            ({"guidance": 3}, "--guidance changes nothing: sample.guidance is read only by a class-"),
+        ]:
             r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "params": {"steps": 2, **params}})
             assert r.status_code == 400 and needle in r.json()["error"], r.text
         assert not c.app.state.queue.jobs  # no job was made

@@ -205,9 +205,24 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         cfg = validate(from_json(cfg_file.read_text()))
     except UnicodeDecodeError:
         raise RunError(f"{run_dir.name}/config.json is not text") from None
-    checked_sample(cfg, sample_config_from_args(cfg.sample, args))
+    plan = checked_sample(cfg, sample_config_from_args(cfg.sample, args))
     # the conditioning asked for must be one the run takes (the prompt's text is encoded only when the job runs)
     if getattr(args, "classes", None):
         build_cond(cfg.model, 1, classes=parse_classes(args.classes))
     if getattr(args, "prompt", None):
         check_takes_prompts(cfg.model)
+    from ..kinds import DISCRETE_KINDS
+
+    if args.command == "sample" and _run_kind(run_dir) not in DISCRETE_KINDS:
+        from types import SimpleNamespace
+
+        from ..commands.sample import refuse_unread_options
+
+        # a guidance scale for samples with nothing to guide toward: refused as ``sample`` refuses it
+        refuse_unread_options(SimpleNamespace(config=cfg), plan, args)
+
+
+def _run_kind(run_dir: Path) -> str | None:
+    from .runs import read_object
+
+    return (read_object(run_dir / "run.json") or {}).get("kind")
