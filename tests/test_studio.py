@@ -314,6 +314,11 @@ def test_a_sampling_job_of_a_table_run_writes_its_rows_and_their_picture(tmp_pat
         assert final["state"] == "failed" and "holds table data" in final["error"], final
 
 
+def _at(k: int) -> dict:
+    """What Job.observe records beside the preview of step k of 4."""
+    return {"steps": k, "step": [k, 4], "sigma": 4.0 - k}
+
+
 class _FinishesWhileRead(Job):
     """A job the worker finishes between two reads of the event stream: the first ``public()`` sees it running
     at step 2, then step 3's preview lands and the job ends before the stream looks at the previews."""
@@ -321,7 +326,7 @@ class _FinishesWhileRead(Job):
     def public(self, position=None):
         state = super().public(position)
         if self.state == "running":
-            self.recent.append((3, {"x": "c", "x0": "c"}))
+            self.recent.append((3, {"x": "c", "x0": "c"}, _at(3)))
             self.previews, self.state, self.seq = 3, "done", self.seq + 2
         return state
 
@@ -336,10 +341,11 @@ def test_the_event_stream_ends_with_one_final_state_after_every_preview(race):
     from torchdiffusion.studio.app import _event_stream
 
     job = (_FinishesWhileRead if race else Job)(command="sample", label="tiny", work=lambda: [])
-    job.recent.extend([(1, {"x": "a", "x0": "a"}), (2, {"x": "b", "x0": "b"})])
+    job.recent.extend([(1, {"x": "a", "x0": "a"}, _at(1)), (2, {"x": "b", "x0": "b"}, _at(2))])
     job.previews, job.state, job.seq = 2, "running" if race else "done", 5
+    job.steps, job.step, job.sigma = 4, (4, 4), 0.0  # the job has gone on past every preview the stream replays
     if not race:
-        job.recent.append((3, {"x": "c", "x0": "c"}))
+        job.recent.append((3, {"x": "c", "x0": "c"}, _at(3)))
         job.previews = 3
     app = SimpleNamespace(state=SimpleNamespace(queue=SimpleNamespace(position=lambda j: None)))
 
@@ -352,6 +358,10 @@ def test_the_event_stream_ends_with_one_final_state_after_every_preview(race):
 
     events = asyncio.run(asyncio.wait_for(collect(), 10))
     assert [e["preview_index"] for e in events if "preview" in e] == [1, 2, 3]
+    # each replayed preview says the step it shows, not the step the job had reached when the stream read it
+    assert [(e["steps"], e["step"], e["sigma"]) for e in events if "preview" in e] == [
+        (k, [k, 4], 4.0 - k) for k in (1, 2, 3)
+    ]
     final = [k for k, e in enumerate(events) if e["state"] in ("done", "failed", "cancelled")]
     assert final == [len(events) - 1], [e["state"] for e in events]  # one final state, the last message
     assert events[-1]["previews"] == 3

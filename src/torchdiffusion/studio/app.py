@@ -378,21 +378,22 @@ def _job_routes(app: FastAPI) -> None:
 
 async def _event_stream(app: FastAPI, job: Job, request: Request):
     """Server-sent events: one ``data:`` line per preview (every step's, unless the client lags more than
-    RECENT_PREVIEWS behind) and per change of state, until the job ends, the client leaves, or EVENT_SECONDS pass.
-    A terminal state (done, failed, cancelled) is sent once, in the last message, after every preview: the page
-    stops reading at the first message that carries one. The worker thread changes the job while this reads it,
-    so ``done`` is read before the state and the previews: once it is seen, both are complete."""
+    RECENT_PREVIEWS behind; each with the step, steps and sigma it was taken at) and per change of state, until
+    the job ends, the client leaves, or EVENT_SECONDS pass. A terminal state (done, failed, cancelled) is sent
+    once, in the last message, after every preview: the page stops reading at the first message that carries
+    one. The worker thread changes the job while this reads it, so ``done`` is read before the state and the
+    previews: once it is seen, both are complete."""
     seq, sent, t_end = -1, 0, time.monotonic() + EVENT_SECONDS
     while time.monotonic() < t_end:
         if job.seq != seq:
             seq = job.seq
             done = job.done
             state = job.public(app.state.queue.position(job))
-            new = [(k, p) for k, p in list(job.recent) if k > sent]
-            at_step = {**state, "state": "running"} if done else state  # a preview was taken while running
-            for k, preview in new:
+            new = [entry for entry in list(job.recent) if entry[0] > sent]
+            running = {**state, "state": "running"} if done else state  # a preview was taken while running
+            for k, preview, at in new:  # each at the step it was taken at, however late the stream reads it
                 sent = k
-                yield f"data: {json.dumps({**at_step, 'preview': preview, 'preview_index': k})}\n\n"
+                yield f"data: {json.dumps({**running, **at, 'preview': preview, 'preview_index': k})}\n\n"
             if not new or done:
                 yield f"data: {json.dumps(state)}\n\n"
             if done:

@@ -52,6 +52,7 @@ class Job:
     sigma: float | None = None
     preview: dict | None = None  # {"x": PNG base64, "x0": PNG base64} of the latest step
     previews: int = 0  # previews made so far
+    # (index, preview, the step it was taken at) of the latest previews
     recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=RECENT_PREVIEWS), repr=False)
     seq: int = 0  # bumped on every change; the event stream sends a change once
     created: float = field(default_factory=time.time)
@@ -96,7 +97,8 @@ class Job:
         if preview is not None:
             self.preview = preview
             self.previews += 1
-            self.recent.append((self.previews, preview))
+            at = {"steps": self.steps, "step": list(self.step), "sigma": self.sigma}  # replayed with the preview
+            self.recent.append((self.previews, preview, at))
         self.seq += 1
 
 
