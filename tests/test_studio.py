@@ -134,6 +134,14 @@ def test_parameters_go_through_the_command_line_parser(world):
         parse_command("inpaint", run, {"mask": "../../sentinel/m.png"}, out=run / "x.png")
     with pytest.raises(ParamError):
         parse_command("rm", run, {}, out=run / "x.png")
+    # explain's list of schedule names and its --T reach the command as on the command line
+    args = parse_command(
+        "explain", run, {"schedules": ["linear", "cosine"], "T": 500}, out=run / "x.png", what="schedules"
+    )
+    assert (args.schedules, args.T) == (["linear", "cosine"], 500)
+    for params in ({"schedules": [1, 2]}, {"schedules": ["--t", "3"]}, {"T": 10**6}, {"schedules": []}):
+        with pytest.raises(ParamError):
+            parse_command("explain", run, params, out=run / "x.png", what="schedules")
 
 
 # Uploads

@@ -87,7 +87,7 @@ def command_parser(command: str) -> argparse.ArgumentParser:
 
 
 def _option(parser: argparse.ArgumentParser, key: str) -> argparse.Action:
-    if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", key):
+    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,40}", key):  # explain's --T too
         raise ParamError(f"not a parameter name: {str(key)[:40]!r}")
     flag = "--" + key.replace("_", "-")
     action = parser._option_string_actions.get(flag)
@@ -122,7 +122,10 @@ def _flag_args(parser: argparse.ArgumentParser, key: str, value) -> list[str]:
         if isinstance(value, list):
             raise ParamError(f"{key}: expected one value, got a list")
         return [f"{flag}={_text(key, value)}"]
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+    if action.type is None:  # a list of words (explain --schedules linear cosine)
+        if not values or any(not isinstance(v, str) or v.startswith("-") for v in values):
+            raise ParamError(f"{key}: expected a list of words")
+    elif not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
         raise ParamError(f"{key}: expected a list of numbers")
     return [flag, *(_text(key, v) for v in values)]
 
