@@ -132,6 +132,10 @@ def test_parameters_go_through_the_command_line_parser(world):
     assert given_options(args) == {"steps": "--steps", "jump": "--jump", "out": "--out"}  # --out: the studio's
     with pytest.raises(ParamError):
         parse_command("inpaint", run, {"mask": "../../sentinel/m.png"}, out=run / "x.png")
+    painted = {"mask": run / "studio" / "uploads" / "mask-0.png"}
+    assert parse_command("inpaint", run, {}, out=run / "x.png", files=painted).mask == str(painted["mask"])
+    with pytest.raises(ParamError, match="as a parameter and as an upload"):  # the spec was dropped for the picture
+        parse_command("inpaint", run, {"mask": "centre"}, out=run / "x.png", files=painted)
     with pytest.raises(ParamError):
         parse_command("rm", run, {}, out=run / "x.png")
     # explain's list of schedule names and its --T reach the command as on the command line

@@ -171,6 +171,9 @@ def parse_command(
     mask = params.get("mask")
     if command in ("inpaint",) and isinstance(mask, str) and ("/" in mask or "." in mask):
         raise ParamError("mask: give a spec (box:x0,y0,x1,y1 | centre | half:SIDE | invert:SPEC) or paint one")
+    for key in files or {}:
+        if params.get(key) is not None:  # one would silently replace the other (argparse keeps the last)
+            raise ParamError(f"{key}: given as a parameter and as an upload; send one")
     argv = [what] if command == "explain" else []
     if command == "explain" and not isinstance(what, str):
         raise ParamError(f"explain needs 'what': {' | '.join(explain.WHAT)}")
