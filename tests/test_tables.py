@@ -207,6 +207,30 @@ def test_metrics_flag_copies_and_the_baseline_loses_correlations():
     assert tstr(train.x, held.x, indep, s)["tstr"] < 0.7
 
 
+def test_metrics_count_the_cells_a_row_decodes_to(tmp_path):
+    """A column constant in training decodes to that constant whatever the model drew for it, so the metrics
+    (marginal W1, correlations, distances to records) must not see the drawn codes: a table equal to the held-out
+    rows in every decoded cell scores as those rows do. Values beyond the training range decode to its ends."""
+    from torchdiffusion.data.table import as_decoded, normalise_table, raw_to_tensor
+    from torchdiffusion.evaluation.tables import table_metrics
+
+    rng = np.random.default_rng(0)
+    rows = [f"{rng.normal():.4f},7,{'ab'[i % 2]}" for i in range(200)]
+    data = raw_to_tensor(read_csv(_csv(tmp_path / "k.csv", rows, header="a,k,colour")), "k", "colour")
+    data = normalise_table(data, torch.arange(150))
+    train, held, s = data.x[:150], data.x[150:], data.schema
+    drawn = held.clone()
+    drawn[:, 1] = torch.randn(50, generator=torch.Generator().manual_seed(0)) * 2  # the constant column's codes
+    assert [r[1] for r in decode_rows(drawn, s)] == [7.0] * 50
+    same, noisy = table_metrics(train, held, held, s), table_metrics(train, held, drawn, s)
+    assert noisy["marginal_by_column"]["k"] == 0.0 and noisy == same
+    assert correlation_error(held, drawn, s) > 0.05  # the encoded codes alone would count the draw as an error
+    beyond = held.clone()
+    beyond[:, 0] = 50.0  # far beyond the largest training value: decodes to it
+    top = float(train[:, 0].max())
+    assert torch.allclose(as_decoded(beyond, s)[:, 0], torch.full((50,), top), atol=1e-5)
+
+
 def test_cli_train_sample_impute_and_bad_input(tmp_path):
     rng = np.random.default_rng(0)
     rows = []
@@ -421,6 +445,8 @@ def test_a_table_of_numeric_columns_is_distilled_and_sampled_in_few_steps(tmp_pa
     )
     rc, _, err = cli("sample", student, "--n", "4", "--steps", "3", "--out", tmp_path / "t.csv")
     assert rc == 2 and "distilled for at most 2 sampling steps" in err and not (tmp_path / "t.csv").exists()
+    rc, _, err = cli("export", teacher, "--format", "onnx", "--out", tmp_path / "x")  # no symbols, but a schema
+    assert rc == 2 and "only the run's table schema maps back" in err and "symbols" not in err, err
     if method == "progressive":  # its one grid is for 2 steps; the way to another is not bench-samplers (images')
         rc, _, err = cli("sample", student, "--n", "4", "--steps", "1", "--out", tmp_path / "t.csv")
         assert rc == 2 and "(it has steps 2); a table's grids come from distill" in err and "bench" not in err, err

@@ -366,6 +366,23 @@ def decode_rows(x: Tensor, schema: TableSchema) -> list[list[str | float]]:
     return [[cols[c][i] for c in schema.columns] for i in range(x.shape[0])]
 
 
+def as_decoded(x: Tensor, schema: TableSchema) -> Tensor:
+    """(N, D) encoded rows -> the rows they decode to (:func:`decode_rows`), encoded again: numeric columns
+    z -> Phi^-1(F(v)) of the value v = F^-1(Phi(z)) (rounded for a column of whole numbers), categories as their
+    codes. Rows that decode to the same cells become equal: a column that was constant in training is constant
+    again whatever the model drew for it, and values beyond the training range sit at its ends - what a sampled
+    CSV holds, so the metrics of evaluation/tables.py measure that."""
+    a = x.detach().cpu().double().numpy().copy()
+    for j, (q, integer) in enumerate(zip(schema.quantiles, schema.integer)):
+        q = np.asarray(q)
+        v = quantile_inverse(a[:, j], q, schema.fit_rows)
+        a[:, j] = quantile_forward(np.round(v) if integer else v, q, schema.fit_rows)
+    for k, cats in enumerate(schema.categories):
+        j = schema.num_numeric + k
+        a[:, j] = np.clip(np.round(a[:, j]), 0, len(cats) - 1)
+    return torch.from_numpy(a).to(x.dtype)
+
+
 def write_csv(
     path: Path,
     rows: list[list],

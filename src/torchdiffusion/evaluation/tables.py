@@ -1,5 +1,7 @@
 """Metrics of synthetic tables against real ones (rows encoded as in data/table.py; every metric named here).
 
+Every metric sees the rows as a sampled CSV holds them (``table_metrics`` re-encodes the decoded cells).
+
 * ``marginal``: per-column marginal distance, averaged over columns - the 1-D Wasserstein-1 distance for
   numeric columns (in the quantile-normalised units, so every column weighs the same; W1 between two empirical
   distributions is the mean |difference| of their quantile functions) and the total variation
@@ -21,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from ..data.table import TableSchema
+from ..data.table import TableSchema, as_decoded
 
 TABLE_METRICS = ("marginal", "correlation", "tstr", "dcr")
 DCR_QUANTILE = 0.05  # a synthetic row closer than this quantile of the held-out rows' distances counts as a copy
@@ -147,7 +149,10 @@ def independent_marginals(train_real: Tensor, n: int, schema: TableSchema, seed:
 
 
 def table_metrics(train_real: Tensor, test_real: Tensor, synth: Tensor, schema: TableSchema, seed: int = 0) -> dict:
-    """Every metric of the module docstring for one synthetic table (marginals and correlations vs test_real)."""
+    """Every metric of the module docstring for one synthetic table (marginals and correlations vs test_real),
+    each on the rows as written to a CSV (data.table.as_decoded): a constant column's drawn codes, values beyond
+    the training range or between whole numbers count as the cells they decode to."""
+    train_real, test_real, synth = (as_decoded(t, schema) for t in (train_real, test_real, synth))
     return {
         **marginal_distances(test_real, synth, schema),
         "correlation_error": correlation_error(test_real, synth, schema),
