@@ -451,6 +451,12 @@ CASES = [
     (["explain", "field", "{run}", "--sigmas", "0", "--out", "{cwd}/f.png"], U, "--sigmas"),
     (["explain", "field", "{run}", "--sigmas", "nan", "--out", "{cwd}/f.png"], U, "--sigmas"),
     (["explain", "field", "{run}", "--lim", "-1", "--out", "{cwd}/f.png"], U, "--lim"),
+    (["explain", "field", "{run}", "--lim", "1e308", "--out", "{cwd}/f.png"], U, "--lim"),  # a blank picture
+    (["explain", "volume-forward", "--data", "shapes3d", "--sigmas", "1e200", "--out", "{cwd}/f.png"], U, "--sigmas"),
+    # a file written beside the picture, or its manifest, blocked by a folder: refused before the work
+    (["explain", "trajectory", "{run}", "--steps", "2", "--out", "{ws}/side.png"], U, "side.mp4"),
+    (["explain", "schedules", "--out", "{ws}/man.png"], U, "man.png.manifest.json"),
+    (["explain", "loss", "{run}/config.json", "--out", "{cwd}/l.png"], U, "is not a training run's metrics.jsonl"),
     (["explain", "field", "{run}", "--out", "{cwd}/f.png"], U, "2-D"),
     (["explain", "ablation", "{run}", "--ddpm-steps", "0", "--out", "{cwd}/f.png"], U, "--ddpm-steps"),
     (["explain", "trajectory"], U, "run folder"),
@@ -723,6 +729,8 @@ def world(tmp_path_factory):
     rng = np.random.default_rng(1)
     (ws / "file.txt").write_text("not a folder\n")
     (ws / "folder.png").mkdir()
+    (ws / "side.mp4").mkdir()  # where a trajectory's MP4 beside side.png would go (written after the PNG)
+    (ws / "man.png.manifest.json").mkdir()  # where man.png's manifest would go
     (ws / "folder.png" / "keep.txt").write_text("inside a folder named like a file\n")
     for name in ("rand.bin", "rand.png", "rand.safetensors"):
         (ws / name).write_bytes(rng.bytes(4096))

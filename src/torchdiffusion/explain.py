@@ -343,6 +343,10 @@ def _save_mp4(frames: Sequence[np.ndarray], path: Path, fps: int = 8) -> Path | 
 # 4. Loss by noise level
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def read_loss_by_noise(metrics: str | Path) -> dict:
     """Read ``metrics.jsonl`` (a run folder or the file): images seen, mean loss, per-bucket loss (W, K), edges."""
     p = Path(metrics)
@@ -351,20 +355,32 @@ def read_loss_by_noise(metrics: str | Path) -> dict:
     if not p.is_file():
         raise ExplainError(f"{p} does not exist (train a run first)")
     seen, loss, rows, unit, edges = [], [], [], None, None
-    for line in p.read_text().splitlines():
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise ExplainError(f"{p} is not a training run's metrics.jsonl (not text)") from None
+    for k, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue  # a line being written
+        if not isinstance(rec, dict):
+            raise ExplainError(f"{p} is not a training run's metrics.jsonl (line {k} is not a JSON object)")
         if "loss_by_sigma_edges" in rec:
             unit, edges = rec.get("loss_by_sigma_unit"), rec["loss_by_sigma_edges"]
         if rec.get("loss") is None or "loss_by_sigma" not in rec:
             continue
+        row = rec["loss_by_sigma"]
+        numbers = isinstance(row, list) and all(v is None or _is_number(v) for v in row)
+        if not (numbers and _is_number(rec.get("images_seen")) and _is_number(rec["loss"])) or (
+            rows and len(row) != len(rows[0])
+        ):
+            raise ExplainError(f"{p} is not a training run's metrics.jsonl (line {k}: loss records of another form)")
         seen.append(rec["images_seen"])
         loss.append(rec["loss"])
-        rows.append([np.nan if v is None else v for v in rec["loss_by_sigma"]])
+        rows.append([np.nan if v is None else v for v in row])
     if not rows:
         raise ExplainError(f"{p} has no loss_by_sigma records yet")
     return {

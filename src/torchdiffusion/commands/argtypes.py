@@ -121,6 +121,9 @@ def check_output_file(path: str | Path, sidecars: tuple[str, ...] = ()) -> Path:
     if p.exists() and not os.access(p, os.W_OK):
         raise PermissionError(13, "Permission denied", str(p))
     refuse_folder_record(p)
+    for q in [p.with_suffix(suffix) for suffix in sidecars] + [p.with_name(p.name + ".manifest.json")]:
+        if q.is_dir():  # found only after the work, beside the first file written
+            raise IsADirectoryError(21, "Is a directory", str(q))
     for suffix in sidecars:
         q = p.with_suffix(suffix)
         refuse_folder_record(q, beside=p)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..io import write_json
-from .argtypes import MAX_STEPS, check_output_file, int_in, nonneg_int, positive_float, positive_int
+from .argtypes import MAX_STEPS, check_output_file, float_in, int_in, nonneg_int, positive_int
 from .common import add_sampling_arguments, given_options
 
 WHAT = (
@@ -21,6 +21,8 @@ WHAT = (
     "sequence-forward",
     "volume-forward",
 )
+MAX_SIGMA = 1e6  # --sigmas: beyond any trained range (a 1000-step cosine schedule ends near 2e4); 1e200 overflowed
+MAX_LIM = 1e4  # --lim: the field's half-width (1e308 drew a blank picture)
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = (
     "pictures of the ideas: forward | schedules | trajectory | loss | field | ablation | shortcuts | table-forward"
@@ -78,9 +80,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_argument_group("field (2-D runs)")
     g.add_argument(
-        "--sigmas", type=positive_float, nargs="+", default=[0.05, 0.3, 1.0, 3.0], help="noise levels to draw"
+        "--sigmas",
+        type=float_in(0.0, MAX_SIGMA, lo_open=True),
+        nargs="+",
+        default=[0.05, 0.3, 1.0, 3.0],
+        help=f"noise levels to draw (each in (0, {MAX_SIGMA:g}])",
     )
-    g.add_argument("--lim", type=positive_float, default=4.0, help="half-width of the plotted square (default 4)")
+    g.add_argument(
+        "--lim",
+        type=float_in(0.0, MAX_LIM, lo_open=True),
+        default=4.0,
+        help=f"half-width of the plotted square (default 4, at most {MAX_LIM:g})",
+    )
     g = p.add_argument_group("ablation")
     g.add_argument(
         "--ddpm-steps", type=positive_int(MAX_STEPS), default=100, help="DDPM steps of the ablation rows (default 100)"
