@@ -220,3 +220,19 @@ def test_killing_the_launcher_stops_its_workers_and_a_held_folder_stops_every_ra
     assert "is being trained by another process" in r.stderr.decode()
     _run([*TORCHRUN, str(run), *TWO_ARGS])
     _same_bytes(run, two)
+
+
+def test_a_refusal_rank_0_alone_checks_stops_every_worker_without_a_traceback(tmp_path):
+    """The run folder is checked by rank 0 (here: weights without a training state to resume from); its refusal
+    is one line, and the other rank - which waited for rank 0's answer - stops with it instead of dying in the
+    next collective with gloo's 'Connection closed by peer' traceback."""
+    run = tmp_path / "weights-only"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"\0" * 64)
+    cmd = [*TORCHRUN[:-1], "-m", "torchdiffusion", "train", "--preset", "digits-test", "--no-progress"]
+    r = _run([*cmd, "--set", "train.images=64", "--out", str(run)], rc=None)
+    err = r.stderr.decode()
+    refusal = "weights-only holds weights (model.safetensors) but no training state to resume from"
+    assert err.count(refusal) == 1 and "torchdiffusion train: error: " in err, err[-3000:]
+    assert "[rank1]" not in err and "Connection closed by peer" not in err, err[-3000:]
+    assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]  # nothing written beside it

@@ -213,6 +213,9 @@ def classify(e: BaseException) -> tuple[str, int, bool] | None:
     loop = sys.modules.get(f"{__package__}.training.loop")  # a TrainingError exists only once it is imported:
     TrainingError = loop.TrainingError if loop is not None else ()  # earlier failures are told without importing it
 
+    ranks = sys.modules.get(f"{__package__}.distributed")
+    if ranks is not None and isinstance(e, ranks.RankFailure):  # rank 0's failure, which rank 0 prints
+        return first_line(e), e.exit_code, False
     if isinstance(e, (ValueError, *_bad_file_errors())):  # ConfigError, DataError, RunError, ...: bad input
         return first_line(e), EXIT_USAGE, False
     if isinstance(e, OSError):

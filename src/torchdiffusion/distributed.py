@@ -26,10 +26,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -226,6 +230,39 @@ def broadcast_text(text: str, src: int = 0) -> str:
     if rank() == src:
         buf.copy_(torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8))
     return bytes(broadcast_(buf, src).cpu().tolist()).decode("utf-8", errors="replace")
+
+
+class RankFailure(Exception):
+    """Raised on every other rank when a check rank 0 alone makes failed (:func:`main_decides`): rank 0's one-line
+    message and exit code (``cli.classify``), which rank 0 prints; the others exit with the code, silently."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def main_decides(fn: Callable[[], T]) -> T | None:
+    """``fn()`` on rank 0 alone - its answer there, None on the other ranks, which wait for it. When it raises,
+    every rank raises (rank 0 its own exception, the others :class:`RankFailure`), so no rank is left waiting in
+    the next collective for a rank that has gone (its peers used to fail with gloo's 'Connection closed by peer'
+    traceback). Without torchrun, just ``fn()``."""
+    result, failure, verdict = None, None, ""
+    if is_main():
+        try:
+            result = fn()
+        except Exception as e:
+            from .cli import classify
+            from .io import first_line
+
+            known = classify(e)
+            failure, verdict = e, f"{known[1]}\n{known[0]}" if known else f"1\n{first_line(e)}"
+    verdict = broadcast_text(verdict)
+    if failure is not None:
+        raise failure
+    if verdict:
+        code, _, message = verdict.partition("\n")
+        raise RankFailure(message, int(code))
+    return result
 
 
 def ranks_agree(value: float, device: torch.device | str | None = None) -> bool:

@@ -55,19 +55,21 @@ def open_run_folder(out: Path, cfg: RunConfig, resume: bool) -> Path | None:
     been accepted, so a refused resume leaves the folder as it was.
     """
     ckpt_dir = out / "checkpoints"
-    state_path = None
-    if dist.is_main():
+
+    def decide() -> Path | None:  # rank 0's checks; a refusal is raised on every rank (dist.main_decides)
         _refuse_shared_folder(out, cfg)
         out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            found = newest_intact_state(ckpt_dir, warn=dist.print0)
-            if found is not None:
-                state_path = found[0]
-                _check_same_run(out, cfg)
-            else:
-                _refuse_weights_without_state(out, "pass --no-resume to start over there or choose another --out")
-        else:
+        if not resume:
             _discard_states(out, ckpt_dir)
+            return None
+        found = newest_intact_state(ckpt_dir, warn=dist.print0)
+        if found is None:
+            _refuse_weights_without_state(out, "pass --no-resume to start over there or choose another --out")
+            return None
+        _check_same_run(out, cfg)
+        return found[0]
+
+    state_path = dist.main_decides(decide)
     resume_images = dist.broadcast_int(int(state_path.name[6:-3]) if state_path is not None else -1)
     if resume_images >= 0 and state_path is None:
         state_path = ckpt_dir / state_name(resume_images)
