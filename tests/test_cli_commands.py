@@ -384,3 +384,25 @@ def test_docs_table_says_yes_for_every_command():
     for name in COMMANDS:
         assert examples(name), f"{name} has no runnable --help example"
         assert any(not any(f in ex for f in INSTANT) for ex in examples(name)) or name == "train"
+
+
+def test_a_stop_during_an_import_lands_after_it(tmp_path, monkeypatch):
+    """SIGTERM while a module is being imported (torch and numpy load inside the commands): raising there left the
+    module half-imported (numpy then failed with ImportError or RecursionError tracebacks, or the stop was
+    swallowed). The stop waits for the import to finish, then stops the command."""
+    import time
+
+    from torchdiffusion.progress import Stopped, stop_on_signals
+
+    name = "module_stopped_while_it_loads"
+    (tmp_path / f"{name}.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(0.3)\nLOADED = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(Stopped) as stop:
+        with stop_on_signals():
+            __import__(name)
+            time.sleep(5)  # the stop lands here, after the import
+    assert stop.value.exit_code == 128 + signal.SIGTERM
+    assert sys.modules[name].LOADED
+    del sys.modules[name]

@@ -279,6 +279,19 @@ def empty_option(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .progress import Stopped, stop_on_signals
+
+    try:
+        with stop_on_signals():  # from the first moment: a stop while the command's modules load is one line too
+            return _main(argv)
+    except KeyboardInterrupt as e:  # a stop before the command's own handling below (parsing, loading)
+        code = e.exit_code if isinstance(e, Stopped) else EXIT_INTERRUPTED
+        what = "SIGTERM" if code == 143 else "Ctrl-C"
+        _print_error(f"torchdiffusion: stopped by {what}", everywhere=False, wait=False)
+        return code
+
+
+def _main(argv: list[str] | None) -> int:
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     parser = build_parser(only=words[0] if words else "")  # the top level takes no option but -h: words[0] names it
     try:

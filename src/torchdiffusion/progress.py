@@ -37,7 +37,26 @@ class Stopped(KeyboardInterrupt):
         return 128 + self.signum
 
 
+REDELIVER_S = 0.05  # a stop that arrives during an import is delivered again this much later
+
+
+def _inside_import(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _raise_stopped(signum: int, frame: Any) -> None:
+    """Raise Stopped - but not inside an import: an exception there leaves a module half-imported (numpy then
+    fails on every use with an ImportError or RecursionError traceback, or swallows the stop). The signal is
+    sent again REDELIVER_S later, until it lands outside the import."""
+    if _inside_import(frame):
+        timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
     raise Stopped(signum)
 
 
