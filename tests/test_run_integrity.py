@@ -227,6 +227,23 @@ def test_a_damaged_config_json_refuses_the_resume_in_one_line_and_changes_nothin
     assert json.loads((work / "config.json").read_text())["preset"] == "digits-test"
 
 
+def test_starting_over_keeps_nothing_the_old_run_drew(tmp_path):
+    """--no-resume: the old run's sample grids, guide model and TensorBoard events go with its states. A kept
+    grid-<images>.png was never drawn again by the new run (its name was taken), so the folder showed the old
+    run's pictures under the new run's weights."""
+    grids = lambda r: {p.name: p.read_bytes() for p in (r / "samples").glob("grid-*.png")}  # noqa: E731
+    old = tiny_cfg("train.guide_at=0.5", "train.sample_every_images=32", "train.images=64")
+    run = train(old, tmp_path / "run", data=tiny_data(), progress=False)
+    (run / "tensorboard").mkdir()
+    (run / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"old curves")
+    assert (run / "guide.safetensors").is_file() and len(grids(run)) == 2
+    new = tiny_cfg("train.images=64", "train.lr=5e-3", "train.sample_every_images=32")
+    train(new, run, data=tiny_data(), progress=False, resume=False)
+    fresh = train(new, tmp_path / "fresh", data=tiny_data(), progress=False)
+    assert grids(run) == grids(fresh) and len(grids(run)) == 2
+    assert not (run / "guide.safetensors").exists() and not any((run / "tensorboard").iterdir())
+
+
 def test_a_state_of_another_network_names_what_differs():
     from torchdiffusion.io import state_dict_mismatch
 

@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-resume",
         action="store_true",
-        help="start over: discard the folder's old training states (and the grids tuned for them) instead of "
-        "continuing them",
+        help="start over: discard the folder's old training states, metrics, sample grids and guide model (and the "
+        "grids tuned for them) instead of continuing them",
     )
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (pip install .[tensorboard])")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -77,9 +77,9 @@ def open_run_folder(out: Path, cfg: RunConfig, resume: bool) -> Path | None:
 
 
 def _discard_states(out: Path, ckpt_dir: Path) -> None:
-    """--no-resume: delete the old training states (with their digests and damaged ones) and metrics, and the
-    grids tuned for the old weights (``grids/<sampler>-nfe<N>.json``), which sampling would otherwise use for
-    the new ones without asking (``generate.resolve_grid``)."""
+    """--no-resume: delete the old training states (with their digests and damaged ones), metrics, sample grids,
+    guide model and TensorBoard events, and the grids tuned for the old weights (``grids/<sampler>-nfe<N>.json``),
+    which sampling would otherwise use for the new ones without asking (``generate.resolve_grid``)."""
     for _, p in list_states(ckpt_dir):
         p.unlink()
     if ckpt_dir.is_dir():
@@ -87,6 +87,15 @@ def _discard_states(out: Path, ckpt_dir: Path) -> None:
             p.unlink()
     (ckpt_dir / "latest").unlink(missing_ok=True)
     (out / "metrics.jsonl").unlink(missing_ok=True)
+    # what the old run drew and kept on its way: its sample grids (a grid of the new run's whose name is taken is
+    # never drawn), autoguidance's guide and TensorBoard's event files (the new curves would be drawn over them)
+    old = [
+        out / GUIDE_FILE,
+        *(out / "samples").glob("grid-*.png"),
+        *(out / "tensorboard").glob("events.out.tfevents.*"),
+    ]
+    for p in old:
+        p.unlink(missing_ok=True)
     from ..samplers.optimize_grid import tuned_grid_files
 
     tuned = tuned_grid_files(out / "grids")
