@@ -87,6 +87,9 @@ def test_counters_continue_across_a_resume_and_a_spent_limit_stays_finished(tmp_
     assert [r["images_seen"] for r in m] == [32, 64, 96, 128]
     assert m[2]["cpu_s"] > saved["cpu_s"] and m[2]["wall_s"] > saved["wall_s"]  # continued, not restarted
     assert m[3]["cpu_s"] >= m[2]["cpu_s"]
+    # the finished run again, with a time limit it has long passed: train.images ended it, and run.json says so
+    train(tiny_cfg("train.images=128", "train.cpu_minutes=0.0001"), a, data=tiny_data(), progress=False)
+    assert json.loads((a / "run.json").read_text())["stopped_by"] is None
 
     # a run ended by its limit: the same command again adds nothing; a raised limit continues it
     b = tmp_path / "b"

@@ -427,8 +427,11 @@ def _train(
     setup = _setup(cfg, out, data, device, state.model, stop, objective)
     if state_path is not None:
         restore(state, state_path, setup)
-        # a run that has used up its time limit is finished (a raised limit continues it); rank 0 decides
-        state.limit = LIMITS.get(dist.broadcast_int(state.clock.over(t.cpu_minutes, t.minutes) if setup.main else 0))
+        # a run that has used up its time limit is finished (a raised limit continues it); rank 0 decides. One that
+        # train.images ended stays ended by it, whatever limit a rerun gives (run.json's stopped_by stays null)
+        if state.step < setup.total_steps:
+            over = state.clock.over(t.cpu_minutes, t.minutes) if setup.main else 0
+            state.limit = LIMITS.get(dist.broadcast_int(over))
     write_config(out, cfg)  # only now: a refused resume leaves config.json as it was
     if setup.main and cfg.model.text_retrieval:  # the database sample --prompt retrieves from (retrieval.py)
         from ..retrieval import save_database
