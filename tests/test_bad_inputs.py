@@ -295,6 +295,7 @@ CASES = [
     ),
     (["train", "--preset", "table-iris", "--set", "diffusion.parameterization=eps"], U, "changes nothing"),
     (["train", "--preset", "text-chars", "--set", "diffusion.weighting=min_snr"], U, "changes nothing"),
+    (["train", "--preset", "digits-test", "--set", "train.num_workers=4"], U, "train.num_workers is read by nothing"),
     (["train", "--preset", "toy-2d", "--set", "train.channels_last=true"], U, "read only by the image networks"),
     # a U-Net level of 1 x 1 with one channel per group: GroupNorm of a single value (0/0)
     (

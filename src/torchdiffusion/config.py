@@ -158,7 +158,7 @@ class TrainConfig:
     checkpoint_every_images: int = 50_000  # training-state cadence
     keep_checkpoints: int = 2  # keep the last K training states
     max_nonfinite: int = 10  # stop after this many consecutive non-finite steps
-    num_workers: int = 0  # data loader worker processes
+    num_workers: int = 0  # read by nothing (READ_BY_NOTHING): kept so that config.json files that hold it load
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
 
 
@@ -1083,6 +1083,12 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
 }
 
 
+# Settings kept so that every config.json written with them still loads, but read by no code path.
+READ_BY_NOTHING = {
+    "train.num_workers": "training indexes the data set in memory, with no data loader processes",
+}
+
+
 def _value_at(cfg: Any, key: str) -> Any:
     for part in key.split("."):
         cfg = getattr(cfg, part)
@@ -1093,6 +1099,8 @@ def unread_setting(cfg: Any, key: str) -> str | None:
     """Why nothing reads the setting ``key`` (``section.name``) of ``cfg``, or None when something may: the data
     section of any config (a diffusion, autoencoder or contrastive run), every section of a :class:`RunConfig`."""
     section, _, name = key.partition(".")
+    if key in READ_BY_NOTHING and isinstance(cfg, RunConfig):
+        return f"{key} is read by nothing: {READ_BY_NOTHING[key]}"
     if key == "data.latents_of" and not isinstance(cfg, RunConfig):  # train-autoencoder, train-clip: pixels
         return f"{key} is read only by train (a diffusion run on an autoencoder's latents); this one trains on pixels"
     readers = data_readers().get(name) if section == "data" and hasattr(cfg, "data") else None
