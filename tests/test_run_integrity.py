@@ -244,6 +244,23 @@ def test_starting_over_keeps_nothing_the_old_run_drew(tmp_path):
     assert not (run / "guide.safetensors").exists() and not any((run / "tensorboard").iterdir())
 
 
+def test_tensorboard_keeps_one_point_per_step_across_a_resume(tmp_path):
+    """A run killed after logging past its last state logs those images again when resumed: metrics.jsonl is
+    truncated at the state, and TensorBoard is told to drop the killed run's points past it (purge_step)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(tiny_cfg("train.images=64"), tmp_path / "run", data=tiny_data(), progress=False, tensorboard=True)
+    for p in (run / "checkpoints").glob("state-000000064*"):  # as if killed after logging 64, before its state
+        p.unlink()
+    (run / "checkpoints" / "latest").unlink(missing_ok=True)
+    train(tiny_cfg("train.images=64"), run, data=tiny_data(), progress=False, tensorboard=True)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == [32, 64], steps
+
+
 def test_a_state_of_another_network_names_what_differs():
     from torchdiffusion.io import state_dict_mismatch
 

@@ -67,7 +67,10 @@ class LogMetrics(Callback):
         self.setup = setup
         path = setup.out / "metrics.jsonl"
         first = not path.is_file() or path.stat().st_size == 0
-        self.writer = MetricsWriter(setup, first=first, tensorboard=tensorboard) if setup.main else None
+        resumed_at = state.images_seen
+        self.writer = (
+            MetricsWriter(setup, first=first, tensorboard=tensorboard, resumed_at=resumed_at) if setup.main else None
+        )
         self.bar = None
         if setup.main and bars_enabled(progress):  # a terminal, or TORCHDIFFUSION_PROGRESS=1 (progress.py)
             from tqdm.auto import tqdm
@@ -102,7 +105,7 @@ class LogMetrics(Callback):
 class MetricsWriter:
     """metrics.jsonl (always) and TensorBoard (optional), on rank 0."""
 
-    def __init__(self, setup: Setup, *, first: bool, tensorboard: bool):
+    def __init__(self, setup: Setup, *, first: bool, tensorboard: bool, resumed_at: int = 0):
         self.path = setup.out / "metrics.jsonl"
         self.first, self.unit, self.edges = first, setup.unit, setup.edges
         self.tb = None
@@ -110,7 +113,10 @@ class MetricsWriter:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(setup.out / "tensorboard"))
+                # a resumed run logs the images after its state again: TensorBoard drops what a killed run logged
+                # past it (as metrics.jsonl is truncated there), instead of drawing those points twice
+                purge = resumed_at + 1 if resumed_at > 0 else None
+                self.tb = SummaryWriter(str(setup.out / "tensorboard"), purge_step=purge)
             except ImportError:
                 from ..extras import missing
 
