@@ -157,6 +157,8 @@ def test_trajectory_records_every_step(tmp_path):
     )
     assert len(res["xs"]) == 6 and res["sigmas"][-1] == 0.0
     assert torch.allclose(res["xs"][-1], res["x"])
+    # x0_hat of a step is D at the level the step started from: the grid's first sigma, then each x_t's
+    assert res["x0_sigmas"][1:] == pytest.approx(res["sigmas"][:-1]) and res["x0_sigmas"][0] > res["sigmas"][0]
     frames = gif_frames(tmp_path / "t.gif")
     assert len(frames) == 6  # one frame per step: x_t beside x0_hat
     assert (frames[0] != frames[-1]).any()  # the noise is gone by the last step

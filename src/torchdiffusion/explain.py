@@ -263,17 +263,18 @@ def denoising_trajectory(
     from .generate import trajectory
     from .viz import middle_slices, save_gif, trajectory_frames
 
-    x, xs, x0s, sig = trajectory(
+    x, xs, x0s, sig, sig0 = trajectory(
         model, seeds, sample, data_shape, frames=frames, callback=callback, codec=codec, grid_dir=grid_dir
     )
-    out = {"x": x, "xs": xs, "x0s": x0s, "sigmas": sig, "files": []}
+    out = {"x": x, "xs": xs, "x0s": x0s, "sigmas": sig, "x0_sigmas": sig0, "files": []}
+    both = [f"x_t at sigma = {s:.3g}, x0_hat = D(x, {s0:.3g})" for s, s0 in zip(sig, sig0)]
     image, signal = len(data_shape) in (3, 4), len(data_shape) == 2
     xs, x0s = middle_slices(xs), middle_slices(x0s)  # a volume's middle slice, drawn as an image
     if gif is not None:
         if signal:
             from .viz import signal_frames
 
-            out["files"].append(save_gif(signal_frames(xs, x0s, titles=[f"sigma = {s:.3g}" for s in sig]), gif))
+            out["files"].append(save_gif(signal_frames(xs, x0s, titles=both), gif))
         elif image:
             nrow = max(1, int(math.sqrt(len(seeds))))
             fr = trajectory_frames(xs, x0s, nrow=nrow)
@@ -295,6 +296,7 @@ def denoising_trajectory(
             for j, i in enumerate(keep):
                 _show_grid(axes[0, j], xs[i][:k], nrow=1, title=f"sigma={sig[i]:.3g}")
                 _show_grid(axes[1, j], x0s[i][:k], nrow=1)
+                axes[1, j].set_xlabel(f"D(x, {sig0[i]:.3g})", fontsize=8)  # denoised where the step began
             axes[0, 0].set_ylabel("x_t (VP scale)")
             axes[1, 0].set_ylabel("predicted x0_hat")
         elif signal:
@@ -303,7 +305,7 @@ def denoising_trajectory(
                 for k in range(min(len(seeds), 3)):
                     axes[0, j].plot(xs[i][k, 0].numpy(), c="0.75", lw=0.6)
                     axes[0, j].plot(x0s[i][k, 0].numpy(), c=f"C{k}", lw=0.9)
-                axes[0, j].set_title(f"sigma={sig[i]:.3g}", fontsize=7)
+                axes[0, j].set_title(f"sigma={sig[i]:.3g}\nx0_hat: D(x, {sig0[i]:.3g})", fontsize=7)
                 axes[0, j].tick_params(labelsize=6)
             axes[0, 0].set_ylabel("x_t grey, x0_hat colour", fontsize=7)
         else:

@@ -654,8 +654,9 @@ def trajectory(
     callback: Callback | None = None,
     codec: LatentCodec | None = None,
     grid_dir: str | Path | None = None,
-) -> tuple[Tensor, list[Tensor], list[Tensor], list[float]]:
-    """Sample and record the path: returns (final x, x_t per step in VP scale, x0_hat per step, sigmas).
+) -> tuple[Tensor, list[Tensor], list[Tensor], list[float], list[float]]:
+    """Sample and record the path: returns (final x, x_t per step in VP scale, x0_hat per step, the sigma of each
+    x_t (the level the step reached), the sigma each x0_hat was denoised at (the level the step started from)).
     ``grid_dir``: as :func:`generate`'s (a run folder's ``grids/``, where its tuned grids are).
 
     x_t is shown divided by sqrt(1 + sigma^2) (the VP scaling) so every frame has unit-ish range; at most
@@ -664,12 +665,13 @@ def trajectory(
     """
     from .latent import as_pixels
 
-    xs, x0s, sig = [], [], []
+    xs, x0s, sig, sig0 = [], [], [], []
 
     def cb(info):
         xs.append((info.x / (1 + info.sigma_next**2) ** 0.5).float().cpu())
         x0s.append(info.denoised.float().cpu())
         sig.append(info.sigma_next)
+        sig0.append(info.sigma)  # D(x, sigma) of the step's start: x0_hat belongs to this level, not sigma_next
         if callback is not None:
             callback(info)  # e.g. a progress bar
 
@@ -685,4 +687,5 @@ def trajectory(
         grid_dir=grid_dir,
     )
     keep = sorted(set(torch.linspace(0, len(xs) - 1, min(frames, len(xs))).round().long().tolist()))
-    return x, [as_pixels(xs[i], codec) for i in keep], [as_pixels(x0s[i], codec) for i in keep], [sig[i] for i in keep]
+    frames_x, frames_x0 = [as_pixels(xs[i], codec) for i in keep], [as_pixels(x0s[i], codec) for i in keep]
+    return x, frames_x, frames_x0, [sig[i] for i in keep], [float(sig0[i]) for i in keep]
