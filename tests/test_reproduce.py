@@ -132,6 +132,18 @@ def test_an_exported_folder_reproduces_bit_identically(made, tmp_path, capsys):
     assert main(["reproduce", str(folder) + P.SUFFIX]) == 0
     assert capsys.readouterr().out.startswith("onnx: bit-identical")
     assert P.artefact_digest(folder) == before  # the original folder was not rewritten
+    # --out holding a folder of that name (a run folder, say) or inside the original folder: refused, both kept
+    victim = tmp_path / "runs" / "onnx"
+    victim.mkdir(parents=True)
+    (victim / "ema.safetensors").write_bytes(b"weights")
+    for out, needle in (
+        (tmp_path / "runs", "already holds onnx, which the regenerated"),
+        (folder / "again", "holds the original"),
+    ):
+        capsys.readouterr()
+        assert main(["reproduce", str(folder) + P.SUFFIX, "--out", str(out)]) == 2
+        assert needle in capsys.readouterr().err
+    assert (victim / "ema.safetensors").read_bytes() == b"weights" and P.artefact_digest(folder) == before
 
 
 def test_regenerated_files_never_replace_the_files_of_a_run_folder(made, tmp_path, capsys):

@@ -155,9 +155,18 @@ def run(args: argparse.Namespace) -> int:
     beside = (art["name"], *(Path(art["name"]).with_suffix(s).name for s in SIDECARS))
     if args.out:
         out = check_output_dir(args.out, writes=beside)
-        if out.resolve() in (original.parent.resolve(), written_at.parent.resolve()):  # the regenerated over the old
-            raise ConfigError(
+        olds = {p.resolve() for p in (original, written_at)}
+        if out.resolve() in {p.parent for p in olds} or any(
+            p == out.resolve() or p in out.resolve().parents for p in olds
+        ):
+            raise ConfigError(  # the regenerated files over the old, or inside an original folder (an export)
                 f"--out {args.out} holds the original {art['name']}: choose another folder for the new files"
+            )
+        taken = [name for name in beside if os.path.lexists(out / name)]
+        if taken:  # a folder artefact (an export) would replace whatever sits there - a run folder, say - whole
+            raise ConfigError(
+                f"--out {args.out} already holds {taken[0]}, which the regenerated {art['name']} would replace; "
+                "choose an empty or new folder"
             )
     else:
         out = Path(tempfile.mkdtemp(prefix="torchdiffusion-reproduce-"))
