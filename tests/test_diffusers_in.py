@@ -217,6 +217,9 @@ def test_cli_samples_a_diffusers_folder(folders, tmp_path):
         (["interpolate", "{weights missing}", "--steps", "2"], "diffusion_pytorch_model.safetensors is missing"),
         (["inpaint", "{class}", "--class", "1", "--steps", "2"], "records no data of its own to edit"),
         (["img2img", "{class}", "--class", "1", "--steps", "2"], "(a diffusers model folder): give --images"),
+        # its scheduler's noise table is its own: an ONNX export rebuilt another, a diffusers one crashed
+        (["export", "{class}", "--format", "onnx"], "is a diffusers pipeline folder already"),
+        (["export", "{class}", "--format", "diffusers"], "is a diffusers pipeline folder already"),
     ],
 )
 def test_cli_refusals_are_one_line(folders, bad_folder, tmp_path, capsys, argv, needle):

@@ -291,3 +291,18 @@ def test_a_damaged_onnx_file_is_one_line(tmp_path, capsys):
     (tmp_path / "bad.onnx").write_bytes(b"not a protobuf")
     line = _refused(capsys, ["sample", str(tmp_path / "bad.onnx"), "--n", "1"])
     assert "bad.onnx" in line and ("not a readable ONNX model" in line or "'onnx' extra" in line), line
+
+
+def test_files_an_export_does_not_write_are_foreign_at_any_depth(tmp_path):
+    """A new export replaces an earlier one whole: a note inside its unet/ folder (not only beside it) is the user's
+    and must stop the replacement."""
+    from torchdiffusion.interop.export import EXPORT_FILES, foreign_files
+
+    for name in EXPORT_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert foreign_files(tmp_path) == []
+    (tmp_path / "unet" / "NOTES.md").write_text("mine\n")
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "a.png").write_bytes(b"png")
+    assert foreign_files(tmp_path) == [tmp_path / "samples" / "a.png", tmp_path / "unet" / "NOTES.md"]

@@ -59,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
             f"{run_.path} is an ONNX export: its network runs in ONNX Runtime, with no PyTorch weights to export "
             "again; export the run folder it came from"
         )
+    if run_.info.get("source") == "diffusers":
+        from ..config import ConfigError
+
+        raise ConfigError(
+            f"{run_.path} is a diffusers pipeline folder already: its scheduler's own noise table and settings are "
+            "not what an export rebuilds; use the folder as it is (sample, inpaint ... read it directly)"
+        )
     if run_.codec is not None:
         from ..config import ConfigError
 

@@ -31,15 +31,24 @@ def is_export(folder: Path) -> bool:
     return (folder / ONNX_FILE).is_file() or is_diffusers_export(folder)
 
 
-# What an export folder holds: a diffusers pipeline's save_pretrained layout, or the ONNX denoiser (with the
+# The files an export folder holds: a diffusers pipeline's save_pretrained layout, or the ONNX denoiser (with the
 # external-data file ONNX writes beside a model over 2 GB)
-EXPORT_PARTS = ("model_index.json", "scheduler", "unet", "denoiser.onnx", "denoiser.onnx.data")
+EXPORT_FILES = frozenset(
+    {
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "denoiser.onnx",
+        "denoiser.onnx.data",
+    }
+)
 
 
 def foreign_files(folder: Path) -> list[Path]:
-    """The files under ``folder`` no export writes (a run trained there, notes beside it): replacing the folder
-    with a new export would delete them."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in EXPORT_PARTS)
+    """The files under ``folder`` no export writes (a run trained there, notes beside it or inside ``unet/``):
+    replacing the folder with a new export would delete them."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in EXPORT_FILES)
 
 
 def is_diffusers_export(folder: Path) -> bool:
