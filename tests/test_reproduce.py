@@ -108,10 +108,14 @@ def test_bad_manifests_are_refused_in_one_line(made, tmp_path):
     w[-1] ^= 1  # one bit of one weight
     (run / "ema.safetensors").write_bytes(bytes(w))
     (tmp_path / "notes.json").write_text('{"hello": 1}')
+    for name, env in (("env-text", "x"), ("env-threads", {**manifest["environment"], "threads": -1})):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**manifest, "environment": env}))  # tracebacks before
     out = tmp_path / "again"
     for args, says in [
         ((m, "--out", out), "has changed since"),
         ((tmp_path / "notes.json",), "is not a manifest"),
+        ((tmp_path / "env-text.json",), "its environment section is not an object"),
+        ((tmp_path / "env-threads.json",), "its thread count -1 is not a positive integer"),
     ]:
         rc, stdout, err = cli("reproduce", *args)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, err

@@ -289,6 +289,14 @@ def read_manifest(path: str | Path) -> dict:
         raise ManifestError(f"{path} is damaged: it records no command line")
     if d.get("run") is not None and not isinstance(d["run"], dict):
         raise ManifestError(f"{path} is damaged: its run section is not an object")
+    env = d.get("environment")
+    if env is not None and not isinstance(env, dict):
+        raise ManifestError(f"{path} is damaged: its environment section is not an object")
+    threads = (env or {}).get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ManifestError(f"{path} is damaged: its thread count {threads!r} is not a positive integer")
+    if cmd.get("cwd") is not None and not isinstance(cmd["cwd"], str):
+        raise ManifestError(f"{path} is damaged: the folder its command ran in is not a path")
     return d
 
 
