@@ -93,6 +93,18 @@ def test_compare_by_content_and_tolerance(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({**report, "fd": 1.5}))
     assert P.compare(tmp_path / "a.json", tmp_path / "b.json").verdict == "identical"
     assert P.compare(tmp_path / "a.json", tmp_path / "c.json").verdict == "different"
+    # evaluate's summary.html shows the report's timings too: the page is compared without them
+    from torchdiffusion.evaluation.evaluate import write_report
+
+    for name, r in (
+        ("a", report),
+        ("b", {**report, "sampling": {"seconds": 9.0, "n": 8}}),
+        ("c", {**report, "fd": 1.5}),
+    ):
+        write_report({"run": "r", **r}, None, tmp_path / name)
+    pages = {name: tmp_path / name / "summary.html" for name in "abc"}
+    assert P.compare(pages["a"], pages["b"]).verdict == "identical"
+    assert P.compare(pages["a"], pages["c"]).verdict == "different"
 
 
 def test_bad_manifests_are_refused_in_one_line(made, tmp_path):

@@ -645,7 +645,13 @@ def write_report(report: dict, samples: Tensor | None, out: str | Path, pictures
     def fmt(v):
         return f"{v:.5g}" if isinstance(v, float) else html.escape(str(v))
 
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in _flatten(report))
+    from ..provenance import TIMING_KEYS
+
+    def row(k, v):  # a timing row is marked: reproduce compares the page without it, as report.json's timings
+        mark = " class=timing" if k.endswith(TIMING_KEYS) else ""
+        return f"<tr{mark}><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>"
+
+    rows = "".join(row(k, v) for k, v in _flatten(report))
     page = (
         f"<!doctype html><meta charset=utf-8><title>torchdiffusion evaluation</title>"
         f"<style>body{{font-family:sans-serif;max-width:60em}}td{{padding:0 1em}}</style>"
