@@ -149,6 +149,14 @@ BAD = {
         lambda f: _edit(f / "scheduler" / "scheduler_config.json", beta_schedule="zigzag"),
         "is not a usable DDIMScheduler config",
     ),
+    "dynamic thresholding": (
+        lambda f: _edit(f / "scheduler" / "scheduler_config.json", thresholding=True),
+        "thresholding=True (dynamic thresholding of x0_hat) is not supported",
+    ),
+    "clip range not 1": (
+        lambda f: _edit(f / "scheduler" / "scheduler_config.json", clip_sample=True, clip_sample_range=2.0),
+        "clip_sample_range=2.0 is not supported",
+    ),
     "unsupported model class": (
         lambda f: _edit(f / "unet" / "config.json", _class_name="UNet1DModel"),
         "model class 'UNet1DModel' is not supported",

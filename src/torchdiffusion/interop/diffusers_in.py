@@ -145,6 +145,14 @@ def read_scheduler(file: Path) -> tuple[DiscreteVP, dict]:
             f"{file}: prediction_type {c.get('prediction_type')!r} is not supported; "
             f"choose from {', '.join(PREDICTION_TYPES)}"
         )
+    # x0_hat clipping we cannot do as the scheduler does: refused rather than sampled another way without a word
+    if c.get("thresholding"):
+        raise _error(f"{file}: thresholding=True (dynamic thresholding of x0_hat) is not supported")
+    if c.get("clip_sample") and c.get("clip_sample_range", 1.0) != 1.0:
+        raise _error(
+            f"{file}: clip_sample_range={c['clip_sample_range']} is not supported (x0_hat is clipped to [-1, 1] or "
+            "not at all)"
+        )
     spacing = c.get("timestep_spacing", "leading")
     if spacing not in SPACINGS:
         raise _error(f"{file}: timestep_spacing {spacing!r} is not supported; choose from {', '.join(SPACINGS)}")
@@ -296,7 +304,7 @@ def resolved_config(
             steps=min(50, process.T),
             grid="uniform_t",
             spacing=sched["timestep_spacing"],
-            clip_denoised=bool(sched.get("clip_sample", False)) and sched.get("clip_sample_range", 1.0) == 1.0,
+            clip_denoised=bool(sched.get("clip_sample", False)),  # to [-1, 1]: other ranges are refused above
             settings=SamplerSettings(variance=variance) if sampler == "ddpm" else SamplerSettings(),
         ),
     )
