@@ -144,6 +144,26 @@ def test_the_pipeline_tag_is_huggingfaces_for_what_the_run_does(settings, tag):
     assert front_matter(C.front_matter(cfg, {"kind": "image"}, "mit")).get("pipeline_tag") == tag
 
 
+@pytest.mark.parametrize(
+    "preset, objective, network, cites",
+    [
+        ("toy-2d", "denoising", "mlp, width 256, depth 4", "karras2022elucidating"),
+        ("toy-2d", "rectified_flow", "mlp, width 256, depth 4", "liu2023flow"),
+        ("digits-test", "consistency", "unet, base width", "song2023consistency"),
+        ("digits-test", "denoising", "unet, base width", "ho2020denoising"),
+    ],
+)
+def test_the_card_names_the_networks_own_sizes_and_the_method_it_trained_by(preset, objective, network, cites):
+    """An MLP's card showed the U-Net's base width (model.channels, which it never reads), and a rectified-flow
+    run cited EDM as its method."""
+    from torchdiffusion.config import override, validate
+    from torchdiffusion.presets import TRAIN_OBJECTIVES, get_preset
+
+    cfg = validate(override(get_preset(preset), TRAIN_OBJECTIVES[objective]))
+    assert C.network_size(cfg.model).startswith(network)
+    assert cites in C.citation(cfg) and sum(k in C.citation(cfg) for k in C.METHOD_CITES.values()) == 1
+
+
 def test_card_help_lists_the_data_cards_there_are():
     """``card --data``'s help names the data sets cards.DATA_CARDS describes (written out: the parser is built
     without importing the cards module), so the two cannot drift apart."""

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, from_json, validate
+from .config import ConfigError, ModelConfig, RunConfig, from_json, validate
 
 
 class CardError(ValueError):
@@ -355,7 +355,7 @@ def model_details(run: Path, cfg: RunConfig, info: dict) -> str:
             if latent is not None
             else []
         ),
-        ("network", f"{m.net}, base width {m.channels}" + (f", {params:,} parameters" if params else "")),
+        ("network", network_size(m) + (f", {params:,} parameters" if params else "")),
         ("conditioning", ", ".join(c for c in cond if c) or "none (unconditional)"),
         ("diffusion", f"{d.parameterization}-prediction, {process}, {d.weighting} loss weighting"),
         ("default sampler", f"{s.sampler}, {s.steps} steps, {s.grid} grid"),
@@ -588,17 +588,42 @@ def limitations(cfg: RunConfig, info: dict, report: dict | None) -> str:
     )
 
 
+def network_size(m: ModelConfig) -> str:
+    """The network and the sizes it reads (the U-Net's and DiT's base width; the MLP's and the sequence
+    transformer's hidden width and depth): a width the network never reads is not shown."""
+    if m.net in ("unet", "dit"):
+        return f"{m.net}, base width {m.channels}" + (f", depth {m.depth}, patch {m.patch}" if m.net == "dit" else "")
+    return f"{m.net}, width {m.mlp_width}, depth {m.mlp_depth}"
+
+
+# The method a run's card cites: rectified flow (flow parameterization), consistency models, EDM, else DDPM
+METHOD_CITES = {
+    "flow": "@inproceedings{liu2023flow, title={Flow Straight and Fast: Learning to Generate and Transfer Data with "
+    "Rectified Flow}, author={Liu, Xingchao and Gong, Chengyue and Liu, Qiang}, booktitle={ICLR}, year={2023}}",
+    "consistency": "@inproceedings{song2023consistency, title={Consistency Models}, author={Song, Yang and Dhariwal, "
+    "Prafulla and Chen, Mark and Sutskever, Ilya}, booktitle={ICML}, year={2023}}",
+    "edm": "@inproceedings{karras2022elucidating, title={Elucidating the Design Space of Diffusion-Based Generative "
+    "Models}, author={Karras, Tero and Aittala, Miika and Aila, Timo and Laine, Samuli}, booktitle={NeurIPS}, "
+    "year={2022}}",
+    "ddpm": "@inproceedings{ho2020denoising, title={Denoising Diffusion Probabilistic Models}, author={Ho, "
+    "Jonathan and Jain, Ajay and Abbeel, Pieter}, booktitle={NeurIPS}, year={2020}}",
+}
+
+
+def method_of(cfg: RunConfig) -> str:
+    """The key of :data:`METHOD_CITES` for a run."""
+    d = cfg.diffusion
+    if d.parameterization == "flow":
+        return "flow"
+    if d.boundary == "consistency" or cfg.objective.name.startswith("consistency"):
+        return "consistency"
+    return "edm" if d.parameterization == "edm" or d.process == "continuous" else "ddpm"
+
+
 def citation(cfg: RunConfig) -> str:
     from . import __version__
 
-    method = (
-        "@inproceedings{karras2022elucidating, title={Elucidating the Design Space of Diffusion-Based Generative "
-        "Models}, author={Karras, Tero and Aittala, Miika and Aila, Timo and Laine, Samuli}, booktitle={NeurIPS}, "
-        "year={2022}}"
-        if cfg.diffusion.parameterization == "edm" or cfg.diffusion.process == "continuous"
-        else "@inproceedings{ho2020denoising, title={Denoising Diffusion Probabilistic Models}, author={Ho, "
-        "Jonathan and Jain, Ajay and Abbeel, Pieter}, booktitle={NeurIPS}, year={2020}}"
-    )
+    method = METHOD_CITES[method_of(cfg)]
     src = data_source(cfg.data.source)
     entries = [SOFTWARE_CITE.replace("{version}", __version__), method] + ([src.cite] if src and src.cite else [])
     return "## How to cite\n\nThe software, the method and the data:\n\n```bibtex\n" + "\n\n".join(entries) + "\n```\n"
