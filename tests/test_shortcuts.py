@@ -312,3 +312,14 @@ def test_fake_denoiser_skips_a_step_whose_gradient_is_not_finite():
     assert not fake.update(fake.net(x).square().mean() * float("nan"), grad_clip=1.0)
     assert all(torch.equal(before[k], v) for k, v in fake.net.state_dict().items())
     assert torch.equal(fake.opt.state_dict()["state"][0]["step"], steps)
+
+
+def test_the_toy_students_are_not_what_a_picture_of_them_came_from(tmp_path):
+    """explain shortcuts trains its two toy students in a temporary folder: its manifest named that folder as
+    its run (gone at once, so reproduce refused the picture) - nothing of that work is recorded now."""
+    from torchdiffusion.provenance import recording
+    from torchdiffusion.shortcuts.toy import train_toy_shortcuts
+
+    with recording("explain", ["explain", "shortcuts", "--images", "64"]) as rec:
+        toy = train_toy_shortcuts(64, work=tmp_path / "work")
+    assert rec.runs == [] and not rec.files and toy.reflow is not None

@@ -479,6 +479,18 @@ def recording(command: str, argv: Sequence[str]) -> Iterator[Recording]:
         _RECORDING.reset(token)
 
 
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Inside the block nothing is recorded - no run loaded, no file written: work a command does in a temporary
+    folder of its own (explain shortcuts' toy students) is not what its artefacts came from."""
+    token = _RECORDING.set(None)
+    try:
+        with watch_writes(None):
+            yield
+    finally:
+        _RECORDING.reset(token)
+
+
 def stop_reason(e: BaseException) -> str:
     """How a command stopped, in a few words: "Ctrl-C", "SIGTERM", or the error's type and first line."""
     if isinstance(e, KeyboardInterrupt):

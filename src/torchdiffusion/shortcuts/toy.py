@@ -63,9 +63,12 @@ def _pairs(teacher: ExactTeacher, count: int, sigma_max: float, progress: bool) 
 def train_toy_shortcuts(images: int = 300_000, *, work: str | Path | None = None, seed: int = 0, progress=False):
     """Train the reflowed and the consistency-distilled student of the exact 8-Gaussians teacher."""
     from ..data.base import TensorData
+    from ..provenance import unrecorded
     from ..training import train
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # the students are trained and loaded in a folder of their own: a manifest of the picture drawn from them
+    # names no run (reproduce trains them again), and none of their files
+    with tempfile.TemporaryDirectory() as tmp, unrecorded():
         root = Path(work) if work is not None else Path(tmp)
         cfg = toy_config(images, seed)
         teacher, sigma_max = ExactTeacher(), cfg.diffusion.sigma_max
