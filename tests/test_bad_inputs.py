@@ -438,6 +438,8 @@ CASES = [
     (["explain", "schedules", "{run}", "--out", "{cwd}/s.png"], U, "reads no run folder"),
     (["explain", "trajectory", "{run}", "--T", "50"], U, "does not read --T"),
     (["explain", "field", "{run}", "--sampler", "heun"], U, "does not read --sampler"),
+    (["explain", "trajectory", "{run}", "--batch-size", "2"], U, "does not read --batch-size"),  # one batch
+    (["explain", "ablation", "{run}", "--set", "sample.batch_size=2"], U, "draws its images in one batch"),
     (["explain", "forward", "{run}", "--data", "fashion_mnist"], U, "--data is drawn without a run"),
     (["explain", "schedules", "--T", "1", "--out", "{cwd}/s.png"], U, "--T"),
     (["explain", "schedules", "--T", BIG, "--out", "{cwd}/s.png"], U, "--T"),

@@ -225,3 +225,32 @@ def test_the_forward_pictures_draw_a_users_own_files(tmp_path):
     rc, _, err = cli("explain", "volume-forward", "--data", tmp_path / "clips", "--out", tmp_path / "v.png")
     assert_clean_error(rc, err, "a folder without the files 'explain volume-forward' reads")
     assert not (tmp_path / "n.png").exists() and not (tmp_path / "v.png").exists()
+
+
+def test_explain_options_are_read_or_refused(tmp_path):
+    """Options that changed nothing in the picture: --set of what the field's Heun paths do not read (a sampler,
+    its settings, seeds), steps past its 24, --weights of a picture drawn without a model, more schedules than
+    the signal strip draws (it drew the default cosine under any name), more series than it draws."""
+    from tinyruns import cli, write_run
+
+    toy = write_run(tmp_path / "toy", "toy-2d", ["data.limit=400"], (2,))
+    out = tmp_path / "f.png"
+    for args, says in [
+        (["field", toy, "--set", "sample.sampler=euler"], "'explain field' draws Heun paths and reads only"),
+        (["field", toy, "--set", "sample.settings.s_churn=40"], "reads only sample.steps"),
+        (["field", toy, "--steps", "30"], "at most 24 steps, got 30"),
+        (["field", toy, "--set", "sample.steps=30"], "at most 24 steps, got 30"),
+        (["forward", toy, "--weights", "model"], "does not read --weights"),
+        (["volume-forward", "--data", "shapes3d", "--weights", "model"], "--weights is read with a run only"),
+        (["forward", "--data", "ucr:GunPoint", "--schedules", "linear", "cosine"], "draws one schedule"),
+        (["forward", "--data", "ucr:GunPoint", "--images", "11"], "at most 10 series, got 11"),
+    ]:
+        rc, _, err = cli("explain", *args, "--out", out)
+        assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert not out.exists()
+    assert cli("explain", "field", toy, "--steps", "6", "--out", out)[0] == 0
+    digits = write_run(tmp_path / "digits", "digits-test", [])
+    assert cli("explain", "trajectory", digits, "--steps", "2", "--set", "sample.n=3", "--out", out)[0] == 0
+    manifest = json.loads((tmp_path / "f.png.manifest.json").read_text())
+    assert manifest["sampling"][0]["n"] == 3  # --set sample.n was dropped for the picture's own 16
+    assert cli("explain", "forward", "--data", "ucr:GunPoint", "--t", "0", "500", "--images", "5", "--out", out)[0] == 0

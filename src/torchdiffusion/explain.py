@@ -154,7 +154,8 @@ def signal_forward(
     cols = torch.stack([vp.q_sample(x, torch.full((len(x),), t, dtype=torch.long), n).float() for t in ts], 1)
     if path is not None:
         plt = _plt()
-        fig, axes = plt.subplots(1, len(ts), figsize=(1.9 * len(ts), 2.0), sharey=True, squeeze=False)
+        width = max(1.9 * len(ts), 6.4)  # the title is read whole with two panels too
+        fig, axes = plt.subplots(1, len(ts), figsize=(width, 2.0), sharey=True, squeeze=False)
         for j, t in enumerate(ts):
             ax = axes[0, j]
             for i in range(len(x)):
@@ -689,7 +690,8 @@ def table_forward(
     g = torch.Generator().manual_seed(seed)
     blocks = 2 if reverse is not None else 1
     rows = blocks * len(picked)
-    fig, axes = plt.subplots(rows, len(sigmas), figsize=(2.0 * len(sigmas), 1.7 * rows), squeeze=False)
+    width = max(2.0 * len(sigmas), 7.6)  # the two-line title is read whole with three levels too
+    fig, axes = plt.subplots(rows, len(sigmas), figsize=(width, 1.7 * rows), squeeze=False)
     names = [*schema.numeric, *schema.categorical]
     for i, k in enumerate(picked):
         for j, s in enumerate(sigmas):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..io import write_json
 from .argtypes import MAX_STEPS, check_output_file, float_in, int_in, nonneg_int, positive_int
-from .common import add_sampling_arguments, given_options
+from .common import add_sampling_arguments, given_options, sample_sets
 
 WHAT = (
     "forward",
@@ -22,6 +22,7 @@ WHAT = (
     "volume-forward",
 )
 MAX_SIGMA = 1e6  # --sigmas: beyond any trained range (a 1000-step cosine schedule ends near 2e4); 1e200 overflowed
+MAX_SIGNAL_SERIES = 10  # curves in each panel of the signals' forward strip (one colour each)
 MAX_LIM = 1e4  # --lim: the field's half-width (1e308 drew a blank picture)
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = (
@@ -115,7 +116,7 @@ def _out(args: argparse.Namespace, default_dir: Path | None, sidecars: tuple[str
 # The options each picture reads (argparse dests; "sampling" stands for every flag of add_sampling_arguments).
 # Any other option given is refused in one line: it would change nothing in the picture.
 _READS = {
-    "forward": {"run", "weights", "data", "t", "T", "seed", "images", "schedules"},
+    "forward": {"run", "data", "t", "T", "seed", "images", "schedules"},
     "schedules": {"T", "schedules"},
     "trajectory": {"run", "weights", "sampling"},
     "ablation": {"run", "weights", "sampling", "ddpm_steps"},
@@ -126,7 +127,9 @@ _READS = {
     "volume-forward": {"run", "weights", "data", "sigmas", "seed"},
     "sequence-forward": {"run", "weights", "steps", "seed"},
 }
-_SAMPLING = {"sampler", "steps", "grid", "rho", "spacing", "n", "seed", "batch_size", "sample_set"}
+_SAMPLING = {"sampler", "steps", "grid", "rho", "spacing", "n", "seed", "sample_set"}  # one batch: no --batch-size
+FIELD_SETS = ("sample.steps", "sample.grid", "sample.rho", "sample.spacing")  # what the field's Heun paths read
+FIELD_MAX_STEPS = 24  # the field's Heun paths: a run's longer default is shortened to this
 
 
 def reads_run(what: str) -> bool:
@@ -162,6 +165,20 @@ def _refuse_unread(args: argparse.Namespace) -> None:
     for dest, flag in given.items():
         if dest not in reads:
             raise ConfigError(f"'explain {args.what}' does not read {flag}")
+    if args.what in ("table-forward", "volume-forward") and not args.run and "weights" in given:
+        raise ConfigError(f"'explain {args.what}' without a run draws no model: --weights is read with a run only")
+    sets = sample_sets(args)
+    if args.what == "field":  # Heun paths on the run's grid: no sampler, settings, seeds or batch of its own
+        for key, a in sets:
+            if key not in FIELD_SETS:
+                raise ConfigError(
+                    f"--set {a.strip()} changes nothing: 'explain field' draws Heun paths and reads only "
+                    f"{', '.join(FIELD_SETS)}"
+                )
+    elif any(k == "sample.batch_size" for k, _ in sets) and args.what in ("trajectory", "ablation"):
+        raise ConfigError(
+            f"--set sample.batch_size changes nothing: 'explain {args.what}' draws its images in one batch"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -363,8 +380,18 @@ def _forward(args: argparse.Namespace) -> list:
         data = load_explained(data_config(args.data, "forward"))
         out = _out(args, None)
     if data.kind == "signal":
+        from ..config import ConfigError
+
+        if args.schedules and len(args.schedules) > 1:
+            raise ConfigError(f"the forward strip of signals draws one schedule, got {' '.join(args.schedules)}")
+        if args.images is not None and args.images > MAX_SIGNAL_SERIES:
+            raise ConfigError(
+                f"the forward strip of signals draws at most {MAX_SIGNAL_SERIES} series, got {args.images}"
+            )
+        schedule = args.schedules[0] if args.schedules else "cosine"
         with _figure_bar(args) as bar:
-            ex.signal_forward(data.x[: min(_strip_images(args), 3)], args.t, T=args.T, seed=args.seed or 0, path=out)
+            series = data.x[: args.images or 3]
+            ex.signal_forward(series, args.t, schedule=schedule, T=args.T, seed=args.seed or 0, path=out)
             bar.update(1)
         return [out]
     if data.kind != "image":
@@ -434,7 +461,10 @@ def _sampled(args: argparse.Namespace) -> list:
     sample = sample_config_from_args(run_.config.sample, args, run_)
     checked_sample(run_.config, sample)
     out = _out(args, run_.path / "explain", sidecars=(".gif", ".mp4") if args.what == "trajectory" else ())
-    n = args.n if args.n is not None else {4: 16, 3: 16, 2: 4}.get(len(run_.data_shape), 500)
+    if args.n is not None or any(k == "sample.n" for k, _ in sample_sets(args)):  # --n, or --set sample.n
+        n = sample.n
+    else:
+        n = {4: 16, 3: 16, 2: 4}.get(len(run_.data_shape), 500)
     seeds = list(range(sample.seed, sample.seed + n))
     if args.what == "trajectory":
         with step_bar(sample.steps, f"explain trajectory ({sample.sampler})") as bar:
@@ -471,7 +501,12 @@ def _sampled(args: argparse.Namespace) -> list:
     data = load_data(run_.config.data, seed=run_.config.train.seed).x[:3000]
     toy = run_.config.data.toy if run_.config.data.source == "toy" else None
     exact, label = ex.exact_denoiser_for(data, toy)
-    traj_sample = replace(sample, steps=min(sample.steps, 24))
+    asked = args.steps is not None or any(k == "sample.steps" for k, _ in sample_sets(args))
+    if asked and sample.steps > FIELD_MAX_STEPS:  # the run's own longer default is shortened without a word
+        raise ex.ExplainError(
+            f"'explain field' draws its Heun paths in at most {FIELD_MAX_STEPS} steps, got {sample.steps}"
+        )
+    traj_sample = replace(sample, steps=min(sample.steps, FIELD_MAX_STEPS))
     if traj_sample.steps < sample.steps and sample.grid == "tuned":  # fitted at the run's steps, not these
         traj_sample = replace(traj_sample, grid="auto")
     clip = clamps_x0(traj_sample, run_.data_shape, run_.codec)
