@@ -467,3 +467,31 @@ def test_weights_with_metadata_are_the_same_bytes_in_every_process(tmp_path):
         assert f.metadata() == {k: str(i) for i, k in enumerate(["scale", "config", "kind", "version", "sha", "café"])}
         assert torch.equal(f.get_tensor("w"), torch.arange(6.0).reshape(2, 3))
         assert torch.equal(f.get_tensor("n"), torch.ones(4, dtype=torch.int64))
+
+
+def test_a_stop_while_a_periodic_grid_is_drawn_loses_no_grid(tmp_path, monkeypatch):
+    """Ctrl-C while the grid at 32 images is drawn ends the drawing at once and the run stops a step later; the
+    resumed run draws the grid at 32 from the EMA kept for it, so the folder ends with every grid an
+    uninterrupted run has, byte for byte."""
+    import signal
+
+    from torchdiffusion.training import callbacks
+
+    cfg = tiny_cfg("train.images=96", "train.sample_every_images=32")
+    whole = train(cfg, tmp_path / "whole", data=tiny_data(), progress=False)
+    drawn = callbacks._sample_grid
+
+    def interrupted(model, cfg, data, info, path, **kw):
+        if path.name == "grid-000000032.png" and not (tmp_path / "pressed").exists():
+            (tmp_path / "pressed").touch()
+            signal.raise_signal(signal.SIGINT)  # the stop flag is set; the grid's sampler stops at its next step
+        return drawn(model, cfg, data, info, path, **kw)
+
+    monkeypatch.setattr(callbacks, "_sample_grid", interrupted)
+    run = tmp_path / "run"
+    train(cfg, run, data=tiny_data(), progress=False)
+    assert not (run / "samples" / "grid-000000032.png").exists()
+    assert (run / "samples" / ".grid-000000032.pending.safetensors").is_file()
+    train(cfg, run, data=tiny_data(), progress=False)
+    grids = lambda r: {p.name: p.read_bytes() for p in (r / "samples").iterdir()}  # noqa: E731
+    assert grids(run) == grids(whole) and len(grids(run)) == 3  # 32, 64 and the final 96

@@ -16,7 +16,6 @@ callback that samples leaves the training trajectory bit-identical.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -170,22 +169,66 @@ class MetricsWriter:
             self.tb.close()
 
 
+PENDING_GRID = ".grid-{:09d}.pending.safetensors"  # samples/: the EMA of a periodic grid a stop cut short
+
+
 class SampleGrids(Callback):
-    """``samples/grid-<images>.png`` from the EMA model every train.sample_every_images, and at the end (rank 0)."""
+    """``samples/grid-<images>.png`` from the EMA model every train.sample_every_images, and at the end (rank 0).
+
+    A stop while a periodic grid is drawn ends the drawing at once; the EMA it was drawing from is kept beside
+    the grids (:data:`PENDING_GRID`), and the resumed run draws that grid first - so an interrupted run ends with
+    the grids an uninterrupted one has."""
 
     def __init__(self, setup: Setup, progress: bool = False):
         self.setup, self.progress = setup, progress
+        self.pending_done = False
+
+    def before_step(self, state: TrainState, batch: Batch) -> None:
+        if not self.pending_done:
+            self.pending_done = True
+            self.draw_pending(state)
 
     def after_step(self, state: TrainState, stats: StepStats) -> None:
         last = self.setup.finished(state)
         if self.setup.main and crossed(state, self.setup.cfg.train.sample_every_images) and not last:
-            with contextlib.suppress(Stopped):  # a stop skips the grid; the next step checkpoints and returns
+            try:
                 self.draw(state)
+            except Stopped:  # the next step checkpoints and returns; the resumed run draws this grid first
+                from ..io import save_safetensors
+
+                pending = self.path(state).parent / PENDING_GRID.format(state.images_seen)
+                save_safetensors({k: v.detach().cpu() for k, v in state.ema.module.state_dict().items()}, pending)
 
     def end(self, state: TrainState) -> None:
         """The final grid, with a bar; a stop while it is drawn raises Stopped (the next call draws it)."""
+        if not self.setup.stop.requested:
+            self.draw_pending(state)  # a resumed run that had no step left to take
         if self.setup.main and self.setup.finished(state) and not self.path(state).is_file():
             self.draw(state, progress=self.progress)
+
+    def draw_pending(self, state: TrainState) -> None:
+        """The periodic grids a stop cut short, from the EMA kept for each (rank 0); a stop leaves them pending."""
+        import copy
+
+        from safetensors.torch import load_file
+
+        if not self.setup.main:
+            return
+        s = self.setup
+        for pending in sorted((s.out / "samples").glob(PENDING_GRID.replace("{:09d}", "*"))):
+            target = pending.parent / f"grid-{pending.name[len('.grid-') :][:9]}.png"
+            if not target.is_file():
+                ema = copy.deepcopy(state.ema.module)
+                try:
+                    ema.load_state_dict(load_file(pending))
+                except Exception as e:  # a damaged file: the grid is a convenience, the run goes on
+                    dist.print0(f"warning: could not draw {target.name} from {pending.name}: {first_line(e)}")
+                else:
+                    try:
+                        _sample_grid(ema, s.cfg, s.data, s.info, target, stop=s.stop)
+                    except Stopped:
+                        return  # still pending: the next start draws it
+            pending.unlink(missing_ok=True)
 
     def path(self, state: TrainState) -> Path:
         return self.setup.out / "samples" / f"grid-{state.images_seen:09d}.png"

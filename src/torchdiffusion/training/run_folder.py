@@ -92,6 +92,7 @@ def _discard_states(out: Path, ckpt_dir: Path) -> None:
     old = [
         out / GUIDE_FILE,
         *(out / "samples").glob("grid-*.png"),
+        *(out / "samples").glob(".grid-*.pending.safetensors"),  # the EMA of a grid a stop cut short
         *(out / "tensorboard").glob("events.out.tfevents.*"),
     ]
     for p in old:
