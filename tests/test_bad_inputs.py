@@ -439,6 +439,10 @@ CASES = [
     (["explain", "trajectory", "{run}", "--T", "50"], U, "does not read --T"),
     (["explain", "field", "{run}", "--sampler", "heun"], U, "does not read --sampler"),
     (["explain", "trajectory", "{run}", "--batch-size", "2"], U, "does not read --batch-size"),  # one batch
+    # an unread option given its default value is refused like any other value of it
+    (["explain", "forward", "{run}", "--data", "mnist5k", "--out", "{cwd}/f.png"], U, "--data is drawn without a"),
+    (["explain", "schedules", "--t", "0", "50", "100", "200", "300", "500", "700", "999"], U, "does not read --t"),
+    (["explain", "trajectory", "{run}", "--T", "1000"], U, "does not read --T"),
     (["explain", "ablation", "{run}", "--set", "sample.batch_size=2"], U, "draws its images in one batch"),
     (["explain", "forward", "{run}", "--data", "fashion_mnist"], U, "--data is drawn without a run"),
     (["explain", "schedules", "--T", "1", "--out", "{cwd}/s.png"], U, "--T"),

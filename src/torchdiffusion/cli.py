@@ -303,6 +303,9 @@ def _main(argv: list[str] | None) -> int:
     if not getattr(args, "command", None):
         _print_error("torchdiffusion: error: give a command (see 'torchdiffusion --help')", everywhere=False)
         return EXIT_USAGE
+    from .commands.common import written_options
+
+    args._written = written_options(args._parser, sys.argv[1:] if argv is None else list(argv))
     empty = empty_option(args)
     if empty is not None:  # '--out ""', '--class ""': a value left empty by a script's unset variable, not a default
         try:

@@ -96,15 +96,35 @@ def given_sampling_flags(args: argparse.Namespace) -> list[str]:
     return given + [_setting_flag(name) for name in given_settings(args)]
 
 
+def written_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the options written on a command line ``argv`` (whatever their values - the default too):
+    ``--flag``, ``--flag=value`` and single-dash ones, up to a bare ``--``."""
+    dests = set()
+    for word in argv:
+        if word == "--":
+            break
+        if word.startswith("-") and len(word) > 1 and not word[1].isdigit() and word[1] != ".":  # not -1, -.5
+            action = parser._option_string_actions.get(word.split("=", 1)[0])
+            if action is not None:
+                dests.add(action.dest)
+    return dests
+
+
 def given_options(args: argparse.Namespace) -> dict[str, str]:
-    """dest -> option string of every option the command line set to something other than its default (from the
-    parser cli.build_parser stores in ``args._parser``; {} without one): what a command checks is read."""
+    """dest -> option string of every option the command line gave (from the parser cli.build_parser stores in
+    ``args._parser``; {} without one): what a command checks is read. The options written on it where cli.main
+    recorded them (``args._written``: an unread option given its default value is refused like any other), else
+    those set to something other than their default."""
     parser = getattr(args, "_parser", None)
-    return {
-        a.dest: a.option_strings[0]
-        for a in (parser._actions if parser is not None else [])
-        if a.option_strings and a.dest != "help" and getattr(args, a.dest, a.default) not in (a.default, None, [])
-    }
+    written = getattr(args, "_written", None)
+
+    def given(a: argparse.Action) -> bool:
+        if written is not None:
+            return a.dest in written
+        return getattr(args, a.dest, a.default) not in (a.default, None, [])
+
+    actions = parser._actions if parser is not None else []
+    return {a.dest: a.option_strings[0] for a in actions if a.option_strings and a.dest != "help" and given(a)}
 
 
 def check_save_wav(run_, asked: bool) -> None:

@@ -193,6 +193,9 @@ def parse_command(
         raise ParamError(f"{empty.lstrip('-').replace('-', '_')}: an empty value; leave the parameter out")
     args.command, args.argv = command, [command, *argv]  # the command line this job equals (its manifest says it)
     args._parser = parser  # as cli.main sets it: the checks of which options were given (common.given_options)
+    from ..commands.common import written_options
+
+    args._written = written_options(parser, argv)
     return args
 
 
