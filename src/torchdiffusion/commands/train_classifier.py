@@ -67,8 +67,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve(source: str, sets: list[str]):
-    """(config, default output folder) for a run folder or a preset name."""
+def resolve(source: str, sets: list[str], evaluation: bool = False):
+    """(config, default output folder) for a run folder or a preset name. A --set of what the classifier does not
+    read - the model, training and sampling sections but train.seed; the diffusion section for --evaluation's
+    clean classifier - is refused in one line, as a data setting no source reads is."""
     from ..config import ConfigError, from_json, override, refuse_unread, validate
     from ..presets import get_preset
 
@@ -83,6 +85,16 @@ def resolve(source: str, sets: list[str]):
     else:
         cfg = get_preset(source)
         out = Path("runs") / f"classifier-{cfg.preset}"
+    read = ("data.", "train.seed") if evaluation else ("data.", "diffusion.", "train.seed")
+    for a in sets:
+        key = a.split("=", 1)[0].strip()
+        if not key.startswith(read):
+            what = (
+                "the data and train.seed"
+                if evaluation
+                else "the data, the diffusion section (its noise levels) and train.seed"
+            )
+            raise ConfigError(f"--set {a.strip()} changes nothing: train-classifier reads {what}")
     return refuse_unread(validate(override(cfg, sets)), [s for s in sets if s.strip().startswith("data.")]), out
 
 
@@ -111,13 +123,15 @@ def run(args: argparse.Namespace) -> int:
         raise GuidanceError("--images, --batch-size and --epochs must be >= 1")
     if args.epochs is not None and not args.evaluation:  # the noise-aware classifier trains for --images
         raise GuidanceError("--epochs sets the passes of --evaluation's classifier; the noisy one trains --images")
-    cfg, default_out = resolve(args.source, args.set)
+    cfg, default_out = resolve(args.source, args.set, evaluation=args.evaluation)
     if cfg.data.latents_of and not args.evaluation:  # sample --classifier refuses it on a latent run
         raise GuidanceError(
             "a noise-aware classifier guides sampling in pixels, and this run diffuses latents (data.latents_of); "
             "--evaluation trains the classifier that scores its decoded samples"
         )
-    out = check_output_dir(args.out or default_out)
+    stem = "eval-classifier" if args.evaluation else "noisy-classifier"  # its weights and the JSON card beside them
+    record = (f"{stem}.json", ("classes", "holdout", "arguments"))  # an earlier classifier's card: replaced
+    out = check_output_dir(args.out or default_out, writes=(f"{stem}.safetensors", f"{stem}.json"), record=record)
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
     if data.labels is None:
         raise GuidanceError(f"the {cfg.data.source} data has no class labels to train a classifier on")
