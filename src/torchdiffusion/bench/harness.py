@@ -470,6 +470,10 @@ def plot(rows: list[Row], path: str | Path, nfes: tuple[int, ...]) -> None:
     plt.close(fig)
 
 
+RESULT_FILES = ("results.json", "results.md", "plot.png")  # what write_results writes in its folder
+RESULT_RECORD = ("results.json", ("command", "config", "rows"))  # an earlier benchmark's folder: replaced
+
+
 def write_results(rows: list[Row], cfg: BenchConfig, out_dir: str | Path, command: str = "") -> dict:
     """results.json, results.md and plot.png in ``out_dir`` (each written to a temp name, then replaced)."""
     out = Path(out_dir)

@@ -115,7 +115,9 @@ def check_sources(args: argparse.Namespace) -> None:
         from ..evaluation.features import get_features
 
         get_features(args.features)
-    check_output_dir(args.out)
+    from ..bench.harness import RESULT_FILES, RESULT_RECORD
+
+    check_output_dir(args.out, writes=RESULT_FILES, record=RESULT_RECORD)  # never over a user's own results.md
     if args.grid_dir:
         check_output_dir(args.grid_dir)
 
