@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             f"guidance-sweep varies the guidance of a class- or context-conditional run; {run_.path} takes {takes}"
             + (f" (drop --mode {mode})" if m.num_classes or m.context_dim else "")
         )
-    fixed = {"n": "--n-per-class", "seed": "--seed", "guidance": "--scales"}
+    fixed = {"n": "--n-per-class", "seed": "--seed", "guidance": "--scales", "labels": "asking for every class"}
     sample = sample_config_from_args(run_.config.sample, args, run_, fixed)  # --seed and --batch-size included
     sample = checked_sample(run_.config, sample)  # refused before a classifier is loaded
     spec = args.classifier or run_.config.data.source
