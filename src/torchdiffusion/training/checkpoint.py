@@ -218,5 +218,7 @@ def newest_intact_state(ckpt_dir: str | Path, warn: Callable[[str], None] = prin
         return path, state
     if damaged:
         path, err = damaged[0]
-        raise CheckpointError(f"{err}; no earlier intact state to resume from: pass --no-resume to start over")
+        raise CheckpointError(
+            f"{err}; no earlier intact state to resume from: start over in another --out (train: or --no-resume)"
+        )
     return None

@@ -64,7 +64,7 @@ def open_run_folder(out: Path, cfg: RunConfig, resume: bool) -> Path | None:
             return None
         found = newest_intact_state(ckpt_dir, warn=dist.print0)
         if found is None:
-            _refuse_weights_without_state(out, "pass --no-resume to start over there or choose another --out")
+            _refuse_weights_without_state(out, "choose another --out, or start over there (train: --no-resume)")
             return None
         _check_same_run(out, cfg)
         return found[0]
@@ -216,7 +216,7 @@ def _check_same_run(
     out: Path,
     cfg: RunConfig,
     *,
-    hint: str = "pass --no-resume to start over or choose another --out",
+    hint: str = "choose another --out, or start over there (train: --no-resume)",
 ) -> None:
     """Resuming is allowed when the data, model, diffusion and objective sections and the train settings that shape
     the trajectory (all but RESUME_MAY_CHANGE) match the saved config.json. A config.json that is there but
