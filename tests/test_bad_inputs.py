@@ -572,6 +572,7 @@ CASES = [
     # another data set (its class k is another thing) - refused before anything is sampled
     (["guidance-sweep", "{ws}/named", "--classifier", "fashion_mnist"], U, "was trained on the classes T-shirt/top"),
     (["guidance-sweep", "{run}", "--out", "{ws}/mine"], U, "would replace a file no torchdiffusion command wrote"),
+    (["guidance-sweep", "{run}", "--set", "sample.labels=random"], U, "guidance-sweep sets it by asking for every"),
     (["train", "--preset", "digits-test", *FASHION_EVAL, "--out", "{cwd}/run"], U, "fashion_mnist was trained on"),
     (["guidance-sweep", "{ws}/toy", "--classifier", "mnist5k"], U, "holds vector data"),
     (["evaluate", "{ws}/named", "--metrics", "classes", "--classifier", "fashion_mnist"], U, "on the classes T-shirt"),
@@ -627,6 +628,10 @@ CASES = [
     (["train-classifier", "nope"], U, "unknown preset"),
     (["train-classifier", "{bad}/noconfig"], U, "config.json"),
     (["train-classifier", "{run}", "--images", "0"], U, "--images"),
+    (["train-classifier", "{run}", "--out", "{ws}/mine"], U, "would replace a file no torchdiffusion command wrote"),
+    (["bench-samplers", "--case", "8gaussians", "--n", "16", "--nfe", "3", "--out", "{ws}/mine"], U, "would replace"),
+    (["train-classifier", "{run}", "--set", "model.channels=64"], U, "changes nothing: train-classifier reads the"),
+    (["train-classifier", "{run}", "--evaluation", "--set", "diffusion.T=100"], U, "reads the data and train.seed"),
     (["train-classifier", "{run}", "--images", BIG + "000"], U, "--images"),
     (["train-classifier", "{run}", "--batch-size", "0"], U, "--batch-size"),
     (["train-classifier", "{run}", "--lr", "0"], U, "--lr"),
@@ -751,6 +756,8 @@ def world(tmp_path_factory):
     (ws / "mine").mkdir()  # a folder of the user's own, with a page named like an evaluation's
     (ws / "mine" / "summary.html").write_text("<p>my notes</p>\n")
     (ws / "mine" / "grid.png").write_bytes(rng.bytes(64))
+    for name in ("noisy-classifier.json", "results.md"):  # named like a classifier's card, a benchmark's table
+        (ws / "mine" / name).write_text("my notes\n")
     (ws / "pics").mkdir()  # a folder of images to train on
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(ws / "pics" / f"{i}.png")
