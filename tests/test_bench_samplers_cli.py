@@ -111,3 +111,21 @@ def test_no_stop_short_and_rms_turn_the_unclamped_default_off(tmp_path):
     assert grids["default"]["objective"].startswith("sliced Wasserstein-1") and grids["default"]["sigma_end"] > 0
     assert grids["rms"]["objective"].startswith("rms error") and grids["rms"]["sigma_end"] == 0
     assert grids["default"]["sigmas"] != grids["rms"]["sigmas"]
+
+
+def test_each_table_bolds_the_lowest_value_of_its_own_metric():
+    """The seconds table bolded the row with the lowest sliced Wasserstein, not the fastest one."""
+    from torchdiffusion.bench.harness import Row, markdown
+
+    rows = [
+        Row("c", "floor", "-", "-", 0, 0, 0.01, 0.01, 0.0),
+        Row("c", "torchdiffusion", "euler", "karras", 5, 5, sw=0.1, energy=0.3, seconds=0.002),
+        Row("c", "torchdiffusion", "heun", "karras", 5, 5, sw=0.2, energy=0.1, seconds=0.001),
+    ]
+
+    def bolded(metric):
+        lines = markdown(rows, (5,), metric).splitlines()
+        return [ln.split("|")[2].strip() for ln in lines if ln.startswith("|") and "**" in ln]
+
+    bold = {m: bolded(m) for m in ("sw", "energy", "seconds")}
+    assert bold == {"sw": ["euler"], "energy": ["heun"], "seconds": ["heun"]}

@@ -349,9 +349,10 @@ def diffusers_rows(c: Case, cfg: BenchConfig, log: Callable[[str], None]) -> lis
 # Reporting: best-of tables, markdown, JSON, plot
 
 
-def best(rows: list[Row], family: str, budget: int) -> Row | None:
+def best(rows: list[Row], family: str, budget: int, metric: str = "sw") -> Row | None:
+    """The family's row with the lowest ``metric`` at this NFE budget (sliced Wasserstein by default)."""
     cand = [r for r in rows if r.family == family and r.budget == budget and r.sampler != "adaptive"]
-    return min(cand, key=lambda r: r.sw) if cand else None
+    return min(cand, key=lambda r: getattr(r, metric)) if cand else None
 
 
 def ranking(rows: list[Row], nfes: tuple[int, ...], exclude_tuned: bool = False) -> list[tuple[str, str, float]]:
@@ -375,7 +376,7 @@ def markdown(rows: list[Row], nfes: tuple[int, ...], metric: str = "sw") -> str:
         floor = next(r for r in rs if r.family == "floor")
         lines += [
             f"**{case}** - {metric} (floor {getattr(floor, metric):.4f}); measured NFE in brackets when "
-            f"below the budget",
+            f"below the budget; in bold, each family's lowest {metric} at each budget",
             "",
             "| family | sampler | grid | " + " | ".join(f"NFE {b}" for b in nfes) + " |",
             "|---|---|---|" + "---|" * len(nfes),
@@ -383,7 +384,7 @@ def markdown(rows: list[Row], nfes: tuple[int, ...], metric: str = "sw") -> str:
         keys = list(
             dict.fromkeys((r.family, r.sampler, r.grid) for r in rs if r.family != "floor" and r.sampler != "adaptive")
         )
-        bests = {b: {f: best(rs, f, b) for f in ("torchdiffusion", "diffusers")} for b in nfes}
+        bests = {b: {f: best(rs, f, b, metric) for f in ("torchdiffusion", "diffusers")} for b in nfes}  # in bold
         for fam, s, gname in keys:
             cells = []
             for b in nfes:
