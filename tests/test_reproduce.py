@@ -51,6 +51,13 @@ def test_regenerated_files_go_to_out_and_the_originals_stay(made, tmp_path, caps
     said = capsys.readouterr()
     assert str(art.parent) not in said.err and said.out.startswith("g.npy: ")  # no path the files did not go to
     assert {p: p.stat().st_mtime_ns for p in art.parent.iterdir()} == before
+    # the same again into that folder replaces its own earlier reproduction; a file of the user's there stays
+    assert main(["reproduce", str(art) + P.SUFFIX, "--out", str(tmp_path / "again")]) == 0
+    (tmp_path / "mine").mkdir()
+    np.save(tmp_path / "mine" / "g.npy", np.zeros(3))
+    capsys.readouterr()
+    assert main(["reproduce", str(art) + P.SUFFIX, "--out", str(tmp_path / "mine")]) == 2
+    assert "already holds g.npy" in capsys.readouterr().err and np.load(tmp_path / "mine" / "g.npy").shape == (3,)
 
 
 def test_a_changed_artefact_is_reported_different(made, tmp_path, capsys):

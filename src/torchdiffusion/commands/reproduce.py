@@ -162,7 +162,18 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(  # the regenerated files over the old, or inside an original folder (an export)
                 f"--out {args.out} holds the original {art['name']}: choose another folder for the new files"
             )
-        taken = [name for name in beside if os.path.lexists(out / name)]
+        from .argtypes import _ours
+
+        def same_bytes(q: Path) -> bool:
+            try:
+                return artefact_digest(q)[0] == art["sha256"]
+            except OSError:
+                return False
+
+        # replaced: a command's output (its manifest beside it), or an earlier reproduction - the artefact's bytes
+        # again, with the files written beside it; anything else is the user's and stays
+        again = os.path.lexists(out / art["name"]) and same_bytes(out / art["name"])
+        taken = [name for name in beside if os.path.lexists(out / name) and not (again or _ours(out / name))]
         if taken:  # a folder artefact (an export) would replace whatever sits there - a run folder, say - whole
             raise ConfigError(
                 f"--out {args.out} already holds {taken[0]}, which the regenerated {art['name']} would replace; "
