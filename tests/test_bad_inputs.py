@@ -563,6 +563,13 @@ CASES = [
     ([*TUNED_ONLY, "--samplers", "euler", "--tuned-samplers", "unipc"], U, "nothing to race"),
     ([*TUNED_ONLY, "--samplers", "unipc,heun_sde", "--tuned-samplers", ""], U, "nothing to race"),
     ([*TUNED_ONLY, "--samplers", "heun_sde", "--tuned-samplers", "heun_sde"], U, "nothing to race"),
+    # beside another grid: the tuned grid's options (and rows) would change nothing
+    (
+        ["bench-samplers", "--case", "8gaussians", "--no-diffusers", "--grids", "karras,tuned", "--samplers", "euler"]
+        + ["--tuned-samplers", "unipc", "--out", "{cwd}/b"],
+        U,
+        "nothing to race on the tuned grid",
+    ),
     (["bench-samplers", "--reference", "nope"], U, "--reference"),
     (["bench-samplers", "--out", "{ws}/file.txt"], U, "file.txt"),
     (["bench-samplers", "--out", "{ro}/b"], E, "read-only"),

@@ -170,10 +170,10 @@ def run(args: argparse.Namespace) -> int:
         stop_short=args.stop_short,
         diffusers=dif,
     )
-    if not dif and not any(races(s, g, cfg) for s in samplers for g in grids):
+    if "tuned" in grids and not any(races(s, "tuned", cfg) for s in samplers):  # its options would change nothing
         raise ValueError(
-            f"nothing to race: --grids {args.grids} is tuned only, and --tuned-samplers {args.tuned_samplers!r} "
-            f"tunes none of --samplers {','.join(samplers)} (deterministic ones only); add one, or another grid"
+            f"nothing to race on the tuned grid: --tuned-samplers {args.tuned_samplers!r} tunes none of --samplers "
+            f"{','.join(samplers)} (deterministic ones only); add one, or drop tuned from --grids"
         )
     command = "torchdiffusion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     from ..progress import step_bar
