@@ -348,3 +348,20 @@ def test_ddim_inversion_is_euler_and_ddim_sampling_undoes_it():
     assert torch.allclose(a, b, atol=1e-9)  # DDIM eta = 0 is Euler in VE units
     with pytest.raises(EditError):
         invert(DATA.denoise, x0, sig, method="rk4")
+
+
+def test_a_mask_of_any_bit_depth_is_read_at_half_its_own_full_scale(tmp_path):
+    """A 16-bit mask whose known half is 30 % grey: converting to 8 bits clipped every value above 255 to white,
+    so the whole image was repainted. Grey below half of the format's full scale is kept, as in 8 bits."""
+    import numpy as np
+    from PIL import Image
+
+    from torchdiffusion.masks import hole_from_spec
+
+    for name, top, bottom in (("16.png", 20000, 65535), ("8.png", 77, 255)):
+        dtype = {"16.png": np.uint16, "8.png": np.uint8}[name]
+        a = np.full((8, 8), bottom, dtype)
+        a[:4] = top
+        Image.fromarray(a).save(tmp_path / name)
+        hole = hole_from_spec(str(tmp_path / name), 8, 8)
+        assert hole[:4].sum() == 0 and hole[4:].sum() == 32, name

@@ -93,13 +93,21 @@ def _hole_png(path: str, H: int, W: int) -> Tensor:
     p = Path(path).expanduser()
     if not p.is_file():
         raise MaskError(f"mask file {p} does not exist")
+    from .data.base import DataError
+    from .data.files import _high_depth
+
     try:
         with quiet_large_images(), Image.open(p) as img:
-            img = upright(img).convert("L").resize((W, H), Image.NEAREST)
-            arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
-    except (UnidentifiedImageError, *decode_errors()) as e:
+            img = upright(img)
+            deep = _high_depth(img)  # 16-bit, 32-bit or float: its own full scale (convert("L") clipped at 255)
+            if deep is not None:
+                values, full = deep
+                small = Image.fromarray((values / full).astype(np.float32), mode="F").resize((W, H), Image.NEAREST)
+                return torch.from_numpy((np.asarray(small) >= 0.5).astype(np.float32))
+            arr = torch.from_numpy(np.asarray(img.convert("L").resize((W, H), Image.NEAREST), dtype=np.float32).copy())
+    except (UnidentifiedImageError, DataError, *decode_errors()) as e:
         raise MaskError(f"cannot read mask image {p} ({first_line(e)})") from None
-    return (arr >= 128).float()
+    return (arr >= 128).float()  # at least half-way to white: repaint
 
 
 def hole_from_spec(spec: str, H: int, W: int) -> Tensor:
