@@ -463,6 +463,7 @@ CASES = [
     # a file written beside the picture, or its manifest, blocked by a folder: refused before the work
     (["explain", "trajectory", "{run}", "--steps", "2", "--out", "{ws}/side.png"], U, "side.mp4"),
     (["explain", "schedules", "--out", "{ws}/man.png"], U, "man.png.manifest.json"),
+    (["sample", "{run}", "--n", "2", "--steps", "2", "--out", "{ws}/notes.png"], U, "which is no manifest"),
     (["explain", "loss", "{run}/config.json", "--out", "{cwd}/l.png"], U, "is not a training run's metrics.jsonl"),
     (["explain", "field", "{run}", "--out", "{cwd}/f.png"], U, "2-D"),
     (["explain", "ablation", "{run}", "--ddpm-steps", "0", "--out", "{cwd}/f.png"], U, "--ddpm-steps"),
@@ -748,6 +749,7 @@ def world(tmp_path_factory):
     rng = np.random.default_rng(1)
     (ws / "file.txt").write_text("not a folder\n")
     (ws / "folder.png").mkdir()
+    (ws / "notes.png.manifest.json").write_text('{"my": "notes"}\n')  # the user's, where notes.png's would go
     (ws / "side.mp4").mkdir()  # where a trajectory's MP4 beside side.png would go (written after the PNG)
     (ws / "man.png.manifest.json").mkdir()  # where man.png's manifest would go
     (ws / "folder.png" / "keep.txt").write_text("inside a folder named like a file\n")

@@ -479,6 +479,11 @@ def recording(command: str, argv: Sequence[str]) -> Iterator[Recording]:
         _RECORDING.reset(token)
 
 
+def is_recording() -> bool:
+    """Whether a command is being recorded (its files get manifests)."""
+    return _RECORDING.get() is not None
+
+
 @contextlib.contextmanager
 def unrecorded() -> Iterator[None]:
     """Inside the block nothing is recorded - no run loaded, no file written: work a command does in a temporary

@@ -124,6 +124,7 @@ def check_output_file(path: str | Path, sidecars: tuple[str, ...] = ()) -> Path:
     for q in [p.with_suffix(suffix) for suffix in sidecars] + [p.with_name(p.name + ".manifest.json")]:
         if q.is_dir():  # found only after the work, beside the first file written
             raise IsADirectoryError(21, "Is a directory", str(q))
+    _refuse_foreign_manifest(p, *(p.with_suffix(suffix) for suffix in sidecars))
     for suffix in sidecars:
         q = p.with_suffix(suffix)
         refuse_folder_record(q, beside=p)
@@ -147,6 +148,25 @@ def check_output_dir(
         if record is not None:
             _refuse_foreign(p / name, record, str(p / name), "choose another folder")
     return p
+
+
+def _refuse_foreign_manifest(*outputs: Path) -> None:
+    """ConfigError (one line) when a command that writes manifests (provenance.recording is on) would write one
+    over a file of that name that is not a manifest - the user's own notes beside their picture."""
+    from ..config import ConfigError
+    from ..provenance import ManifestError, is_recording, manifest_path, read_manifest
+
+    if not is_recording():
+        return
+    for out in outputs:
+        m = manifest_path(out)
+        if m.is_file():
+            try:
+                read_manifest(m)
+            except ManifestError:
+                raise ConfigError(
+                    f"writing {out.name}'s manifest would replace {m}, which is no manifest; give --out another name"
+                ) from None
 
 
 def _refuse_foreign(q: Path, record: tuple[str, tuple[str, ...]] | None, what: str, hint: str) -> None:
