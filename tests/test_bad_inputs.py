@@ -401,6 +401,15 @@ CASES = [
     (["inpaint", "{run}", "--n", "0"], U, "--n"),
     (["inpaint", "{run}", "--out", "{cwd}/a.jpg"], U, ".png"),
     (["inpaint", "{run}", "--out", "{ws}/folder.png"], U, "folder.png"),
+    # settings the edit never reads: guidance without a class, the batch and count of its own inputs
+    (["inpaint", "{run}", "--n", "2", "--set", "sample.guidance=5", "--out", "{cwd}/e.png"], U, "without --class"),
+    (["img2img", "{run}", "--n", "2", "--batch-size", "1", "--out", "{cwd}/e.png"], U, "edits every input in one"),
+    (
+        ["outpaint", "{run}", "--right", "2", "--set", "sample.n=2", "--out", "{cwd}/e.png"],
+        U,
+        "outpaint sets it by --n",
+    ),
+    (["interpolate", "{run}", "--set", "sample.guidance=5", "--out", "{cwd}/e.png"], U, "without --class the edit"),
     (["inpaint", "{run}", "--out", "{ro}/a.png"], E, "read-only"),
     (["inpaint", "{run}", "--n", "1", "--steps", "1", "--out", "{full}/a.png"], E, "space"),
     (["inpaint", "{bad}/randweights"], U, "ema.safetensors"),

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from .argtypes import MAX_COUNT, MAX_STEPS, check_output_file, float_in, nonneg_int, positive_float, positive_int
-from .common import add_sampling_arguments, sample_config_from_args
+from .common import add_sampling_arguments, sample_config_from_args, sample_sets
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "inpaint a masked region of images (known-region replacement, or RePaint with --resample)"
@@ -60,9 +60,10 @@ def check_edit_options(args: argparse.Namespace) -> None:
     from .common import given_options
 
     given = given_options(args)
+    files = "--images" if getattr(args, "images", None) else "--series" if getattr(args, "series", None) else None
     for flag in ("index", "n"):
-        if flag in given and getattr(args, "images", None):
-            raise EditError(f"--{flag} picks examples of the run's data; with --images the files are the images")
+        if flag in given and files:
+            raise EditError(f"--{flag} picks examples of the run's data; with {files} the files are the inputs")
     if "jump" in given and getattr(args, "resample", 1) == 1:
         raise EditError("--jump is RePaint's jump length: it needs --resample 2 or more (one pass jumps nowhere)")
     if "pseudoinverse_sigma_max" in given and not getattr(args, "pseudoinverse", 0.0):
@@ -119,16 +120,25 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
 
     from ..cond import build_cond, parse_classes
     from ..config import SamplerSettings, checked_sample
+    from ..edit import EditError
     from ..generate import clamped, clamps_x0, guidance_of, stop_short
     from ..guidance import guided_denoiser
     from ..provenance import note_sampling
     from ..samplers import get_sampler
 
     default_out(run_, args, "check")  # an unusable --out (or edits folder) is refused before any sampling
-    sample = sample_config_from_args(run_.config.sample, args, run_)
+    refuse_one_batch_options(args)
+    fixed = {"n": "--n", "batch_size": "editing every image in one batch"}
+    sample = sample_config_from_args(run_.config.sample, args, run_, fixed)
     if solver is not None:
         sample = replace(sample, sampler=solver, settings=SamplerSettings())
     checked_sample(run_.config, sample)
+    guiding = [a for k, a in sample_sets(args) if k in ("sample.guidance", "sample.guidance_rescale")]
+    if guiding and not getattr(args, "classes", None):  # a valid value that would change nothing
+        raise EditError(
+            f"--set {guiding[0].strip()} changes nothing: without --class the edit draws from the network's null "
+            "class, unguided"
+        )
     if getattr(args, "classes", None):
         classes = parse_classes(args.classes)
         cond = build_cond(run_.config.model, n or len(classes), classes=classes)
@@ -146,6 +156,15 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     if solver is None:
         D = stop_short(D, sigmas, record)
     return sample, D, get_sampler(sample.sampler), sigmas, knobs, record
+
+
+def refuse_one_batch_options(args: argparse.Namespace) -> None:
+    """--batch-size changes nothing where every input is edited in one batch (the images, the series)."""
+    from ..edit import EditError
+    from .common import given_options
+
+    if "batch_size" in given_options(args):
+        raise EditError(f"--batch-size changes nothing: {args.command} edits every input in one batch")
 
 
 # The flags of the editing commands that say what the edit does (recorded in the manifests).

@@ -115,15 +115,16 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..config import ConfigError
+    from ..config import ConfigError, checked_sample
     from ..io import atomic_write
     from ..progress import step_bar
     from ..signals import forecast
     from ..viz import save_forecast
-    from .common import check_save_wav, sample_config_from_args
-    from .inpaint import check_edit_options, default_out
+    from .common import check_save_wav, sample_config_from_args, sample_sets
+    from .inpaint import check_edit_options, default_out, refuse_one_batch_options
 
     check_edit_options(args)
+    refuse_one_batch_options(args)
     if args.save_npy:
         raise ConfigError("--save-npy changes nothing here: a forecast always writes its .npy beside the PNG")
     if args.left or args.top or args.bottom or not args.right:
@@ -134,7 +135,10 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     rate = rate_of(run_.info)
     sidecars = (".npy", ".wav") if args.save_wav else (".npy",)
     out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}", sidecars=sidecars)
-    sample = sample_config_from_args(run_.config.sample, args, run_)
+    fixed = {"n": "--n or the files of --series", "batch_size": "forecasting every series in one batch"}
+    sample = checked_sample(run_.config, sample_config_from_args(run_.config.sample, args, run_, fixed))
+    if any(k in ("sample.guidance", "sample.guidance_rescale") for k, _ in sample_sets(args)):
+        raise ConfigError("--set sample.guidance changes nothing: a forecast is drawn unguided")
     series = _signal_inputs(run_, args)
     truth = series if args.cut else None
     history = series[..., : series.shape[-1] - args.cut] if args.cut else series
