@@ -207,6 +207,10 @@ def test_linear_fill_and_random_spans():
     for bad in ("span:0.6,0.5", "span:4,11", "span:0.5,1.5"):  # said for the span, in its own terms
         with pytest.raises(MaskError, match=r"span '.*' must be x0 < x1, as whole points 0 <= x0 < x1 <= 10"):
             make_mask(bad, 1, 10)
+    for side in ("top", "bottom"):  # either half of a one-row series is all of it: every point was regenerated
+        with pytest.raises(MaskError, match=f"half:{side} of a one-row series covers all of it"):
+            make_mask(f"half:{side}", 1, 10)
+    assert make_mask("half:right", 1, 10)[:, :, 0].sum() == 5
     torch.testing.assert_close(linear_fill(x.masked_fill(m == 0, float("nan")), m), x)
     spans = random_spans(50, 40, 0.2, seed=0)
     hidden = 1 - spans[:, 0]

@@ -67,6 +67,8 @@ def _hole_box(spec: str, H: int, W: int) -> Tensor:
 def _hole_half(side: str, H: int, W: int) -> Tensor:
     import torch
 
+    if H == 1 and side in ("top", "bottom"):  # a series is one row: either half of it is all of it
+        raise MaskError(f"half:{side} of a one-row series covers all of it; give half:left|right or span:x0,x1")
     hole = torch.zeros(H, W)
     if side == "bottom":
         hole[H // 2 :, :] = 1
