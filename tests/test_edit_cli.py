@@ -53,6 +53,21 @@ def test_edit_commands_write_before_after_grids(run_dir, tmp_path, argv, rows, c
     assert h == 4 * (rows * (8 + 2) + 2)  # `rows` rows of 8-px images, 2-px padding, shown at 4x
 
 
+def test_interpolates_manifest_names_the_noises_it_drew(run_dir, tmp_path):
+    """The manifest said seed 0 (n = 1) for a path between seeds 5 and 9, and seed 0 for a path between images."""
+    out = tmp_path / "i.png"
+    assert (
+        main(["interpolate", str(run_dir), "--seeds", "5", "9", "--frames", "3", "--steps", "2", "--out", str(out)])
+        == 0
+    )
+    drawn = json.loads((tmp_path / "i.png.manifest.json").read_text())["sampling"][0]
+    assert drawn["seeds"] == [[5, 5], [9, 9]] and drawn["n"] == 2 and drawn["wrappers"][0]["seeds"] == [5, 9]
+    args = ["--data-index", "0", "1", "--frames", "3", "--steps", "2", "--method", "euler"]
+    assert main(["interpolate", str(run_dir), *args, "--out", str(out)]) == 0
+    drawn = json.loads((tmp_path / "i.png.manifest.json").read_text())["sampling"][0]
+    assert drawn["seeds"] is None and drawn["wrappers"][0]["data_index"] == [0, 1]
+
+
 def test_img2img_strength_zero_row_is_the_input(run_dir, tmp_path):
     out = tmp_path / "o.png"
     assert main(["img2img", str(run_dir), "--n", "2", "--strength", "0", "--out", str(out)]) == 0

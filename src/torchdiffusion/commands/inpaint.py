@@ -106,7 +106,7 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str =
     return data.x[args.index : args.index + n].clone()
 
 
-def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | None = None):
+def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | None = None, seeds=...):
     """(sample config, denoiser D(x, sigma), sampler, sigma grid, sampler knobs, grid record) for a loaded run: the
     plan `sample` takes (run.sampling_plan). D walks the grid down as planned (generate.stop_short: a tuned grid
     that stops short of 0 ends with its first-order step); a command that also walks it up (an inversion) wraps
@@ -115,7 +115,9 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     ``n``: the number of images edited in one batch, for ``--class`` (the classes cycled over them); without a
     class the denoiser is the network's unconditional (null-class) one. ``solver``: a command that walks its own
     deterministic sampler (interpolate's --method) names it, so the grid is planned, and the manifest records,
-    that sampler with its default settings instead of the run's; D is then returned unwrapped."""
+    that sampler with its default settings instead of the run's; D is then returned unwrapped. ``seeds``: the
+    noises the command draws, for its manifest, where they are not image k's seed + k (interpolate's two seeds;
+    None for a path between given images, which draws none)."""
     from dataclasses import replace
 
     from ..cond import build_cond, parse_classes
@@ -149,7 +151,8 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     if clip:
         D = clamped(D)
     edit = {k: v for k, v in vars(args).items() if k in _EDIT_KNOBS and v is not None}
-    seeds = list(range(sample.seed, sample.seed + n)) if n else [sample.seed]  # image k: seed + k
+    if seeds is ...:
+        seeds = list(range(sample.seed, sample.seed + n)) if n else [sample.seed]  # image k: seed + k
     conditioning = ["class"] if getattr(args, "classes", None) else None  # guided at sample.guidance then
     note_sampling(sample, seeds, wrappers=[{"name": args.command, **edit}], conditioning=conditioning)
     sigmas, knobs, record = run_.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
@@ -183,6 +186,8 @@ _EDIT_KNOBS = (
     "bottom",
     "stride",
     "frames",
+    "seeds",
+    "data_index",
 )
 
 

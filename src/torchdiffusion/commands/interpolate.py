@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise EditError(f"interpolate works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
     if run_.kind != "image":  # before the plan: a table's or sequence's model has no D(x, sigma) to walk
         raise EditError(f"interpolate draws image rows; {run_.path} holds {run_.kind} data")
-    sample, D, sampler, sigmas, knobs, record = setup(run_, args, solver=args.method)  # planned for --method
+    drawn = None if args.images or args.data_index else list(args.seeds or (0, 1))  # the two noises, if any
+    sample, D, sampler, sigmas, knobs, record = setup(run_, args, solver=args.method, seeds=drawn)  # for --method
     D_down = stop_short(D, sigmas, record)  # the inversion walks the grid up with D itself
     ts = torch.linspace(0, 1, args.frames).tolist()
     n = len(sigmas) - 1  # sampler steps (the inversion takes n - 1)
