@@ -68,6 +68,16 @@ def test_interpolates_manifest_names_the_noises_it_drew(run_dir, tmp_path):
     assert drawn["seeds"] is None and drawn["wrappers"][0]["data_index"] == [0, 1]
 
 
+def test_inpaints_manifest_records_the_values_used_for_flags_left_out(run_dir, tmp_path):
+    """RePaint's jump (steps // 4) and the pseudoinverse cap (20 sigma_data) were left out of the manifest when
+    their flags were: a reader could not tell what ran."""
+    out = tmp_path / "r.png"
+    args = ["--n", "2", "--steps", "8", "--resample", "2", "--pseudoinverse", "1", "--out", str(out)]
+    assert main(["inpaint", str(run_dir), *args]) == 0
+    edit = json.loads((tmp_path / "r.png.manifest.json").read_text())["sampling"][0]["wrappers"][0]
+    assert edit["jump"] == 2 and edit["pseudoinverse_sigma_max"] > 0 and edit["resample"] == 2
+
+
 def test_img2img_strength_zero_row_is_the_input(run_dir, tmp_path):
     out = tmp_path / "o.png"
     assert main(["img2img", str(run_dir), "--n", "2", "--strength", "0", "--out", str(out)]) == 0

@@ -520,6 +520,14 @@ def note_sampling(sample: Any, seeds: Sequence[int] | None = None, **kw: Any) ->
         rec.device = rec.device or rec.sampling[-1]["device"]
 
 
+def note_edit(**values: Any) -> None:
+    """Values a command resolved after it reported its draw (RePaint's default jump, say): added to the first
+    wrapper of its latest draw, which names the command and its knobs."""
+    rec = _RECORDING.get()
+    if rec is not None and rec.sampling and rec.sampling[-1].get("wrappers"):
+        rec.sampling[-1]["wrappers"][0].update(values)
+
+
 def note_artefact(folder: str | Path) -> None:
     """Declare a folder one artefact (an export): one manifest for it, listing the files under it."""
     rec = _RECORDING.get()

@@ -280,11 +280,17 @@ def run(args: argparse.Namespace) -> int:
     sample, D, sampler, sigmas, knobs, _ = setup(run_, args, n=len(x))
     C, H, W = run_.image_shape
     mask = make_mask(args.mask, H, W)
+    from ..provenance import note_edit
+
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
+    guide = guidance_knobs(run_, args)
+    # the values used where their flags were left out, in the manifest beside the flags given
+    note_edit(
+        **({"jump": jump} if args.resample > 1 else {}),
+        **({"pseudoinverse_sigma_max": guide["guidance_sigma_max"]} if args.pseudoinverse else {}),
+    )
     with repaint_bar(len(sigmas) - 1, jump, args.resample, "inpaint") as bar:
-        kw = dict(
-            seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar, guide=guidance_knobs(run_, args)
-        )
+        kw = dict(seed=sample.seed, jump=jump, resample=args.resample, knobs=knobs, bar=bar, guide=guide)
         if run_.codec is None:
             result = inpaint_images(sampler, D, x, sigmas, mask, **kw)
         else:  # in latents, the mask on the latent grid; the known pixels pasted back at the end
