@@ -327,6 +327,10 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
            "--out", str(tmp_path / "fc.png"))  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path / "fc.npy").shape == (2, 3, 1, 24)
+    # both manifests say how the points were drawn (they held no draw at all)
+    for name, seeds, knob in (("filled.npy", [[0, 2]], "resample"), ("fc.png", [[0, 5]], "right")):
+        drawn = json.loads((tmp_path / f"{name}.manifest.json").read_text())["sampling"]
+        assert len(drawn) == 1 and drawn[0]["seeds"] == seeds and knob in drawn[0]["wrappers"][0], (name, drawn)
     # --right past --cut: the truth is drawn over the points it has (the plot failed after sampling)
     r = td("outpaint", str(run), "--right", "8", "--cut", "4", "--n", "2", "--samples", "2", "--steps", "2",
            "--out", str(tmp_path / "fc2.png"))  # fmt: skip

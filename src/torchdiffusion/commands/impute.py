@@ -145,6 +145,10 @@ def impute_signals(run_, args: argparse.Namespace, sample) -> int:
     mask = (~torch.isnan(x)).float()
     if args.mask:
         mask = mask * make_mask(args.mask, 1, x.shape[-1])[:, :, 0]
+    from ..provenance import note_sampling
+
+    edit = {"name": "impute", "mask": args.mask, "resample": args.resample, "jump": args.jump}
+    note_sampling(sample, range(args.seed, args.seed + len(x)), wrappers=[{k: v for k, v in edit.items() if v}])
     with step_bar(None, f"impute ({args.resample} pass{'es' if args.resample > 1 else ''} per segment)") as bar:
         y = run_.to_data_units(
             impute(run_, x, mask, sample, seed=args.seed, resample=args.resample, jump=args.jump, bar=bar)

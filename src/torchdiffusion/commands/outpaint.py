@@ -144,6 +144,11 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     history = series[..., : series.shape[-1] - args.cut] if args.cut else series
     if history.shape[-1] < 1:
         raise ConfigError(f"--cut {args.cut} leaves nothing of series of {series.shape[-1]} points")
+    from ..provenance import note_sampling
+
+    edit = {"name": "outpaint", "right": args.right, "cut": args.cut, "samples": args.samples}
+    edit["resample"] = args.resample
+    note_sampling(sample, range(sample.seed, sample.seed + len(history) * args.samples), wrappers=[edit])
     runs = []
     with step_bar(None, f"forecast ({args.samples} samples per series)") as bar:
         for i, h in enumerate(history):
