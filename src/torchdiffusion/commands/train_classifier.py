@@ -98,6 +98,22 @@ def resolve(source: str, sets: list[str], evaluation: bool = False):
     return refuse_unread(validate(override(cfg, sets)), [s for s in sets if s.strip().startswith("data.")]), out
 
 
+def _a_classifiers(path: Path) -> bool:
+    """Whether ``path`` is a classifier's file: weights with the network's config in their metadata, or the JSON
+    card (with that config) written beside them."""
+    import json
+
+    from ..evaluation.classifier import read_classifier_file
+
+    try:
+        if path.suffix == ".safetensors":
+            return "config" in read_classifier_file(path)[0]
+        card = json.loads(path.read_text())
+    except Exception:  # unreadable, not safetensors, not JSON: not ours
+        return False
+    return isinstance(card, dict) and "config" in card
+
+
 def sigma_sampler(cfg):
     """``(batch, generator) -> (batch,)`` sigmas from the diffusion model's own training distribution."""
     from ..losses import sample_sigmas
@@ -129,9 +145,13 @@ def run(args: argparse.Namespace) -> int:
             "a noise-aware classifier guides sampling in pixels, and this run diffuses latents (data.latents_of); "
             "--evaluation trains the classifier that scores its decoded samples"
         )
+    out = check_output_dir(args.out or default_out)
     stem = "eval-classifier" if args.evaluation else "noisy-classifier"  # its weights and the JSON card beside them
-    record = (f"{stem}.json", ("classes", "holdout", "arguments"))  # an earlier classifier's card: replaced
-    out = check_output_dir(args.out or default_out, writes=(f"{stem}.safetensors", f"{stem}.json"), record=record)
+    for name in (f"{stem}.safetensors", f"{stem}.json"):  # an earlier classifier's are replaced, nothing else
+        if (out / name).exists() and not _a_classifiers(out / name):
+            raise GuidanceError(
+                f"writing {out / name} would replace a file no torchdiffusion command wrote; choose another --out"
+            )
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
     if data.labels is None:
         raise GuidanceError(f"the {cfg.data.source} data has no class labels to train a classifier on")
