@@ -156,7 +156,7 @@ def test_gif_is_the_guided_run_itself(class_run, noisy_classifier, tmp_path):
 
 def test_evaluate_nll_alone_draws_no_samples(class_run, tmp_path):
     out = tmp_path / "eval"
-    args = ["--metrics", "nll", "--n", "5000", "--nll-n", "4", "--ode-steps", "2", "--vlb-timesteps", "2"]
+    args = ["--metrics", "nll", "--nll-n", "4", "--ode-steps", "2", "--vlb-timesteps", "2"]  # (--n: refused)
     rc, _, err = cli("evaluate", class_run, *args, "--out", out, env={"TORCHDIFFUSION_PROGRESS": "1"})
     assert rc == 0, err[-2000:]
     report = json.loads((out / "report.json").read_text())
