@@ -406,3 +406,17 @@ def test_a_stop_during_an_import_lands_after_it(tmp_path, monkeypatch):
     assert stop.value.exit_code == 128 + signal.SIGTERM
     assert sys.modules[name].LOADED
     del sys.modules[name]
+
+
+def test_an_option_is_given_when_written_whatever_its_value_and_however_abbreviated():
+    """An unread option given its default value was taken as not given; an abbreviation argparse accepts
+    (--ddpm for --ddpm-steps) must count as the option it names."""
+    from torchdiffusion.cli import build_parser
+    from torchdiffusion.commands.common import given_options, written_options
+
+    argv = ["explain", "ablation", "r", "--ddpm", "100", "--weights=ema"]  # both at their defaults
+    args = build_parser("explain").parse_args(argv)
+    args._written = written_options(args._parser, argv)
+    assert set(given_options(args)) == {"ddpm_steps", "weights"}
+    del args._written  # without the command line: the options set to other values than their defaults only
+    assert given_options(args) == {}

@@ -104,7 +104,11 @@ def written_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str
         if word == "--":
             break
         if word.startswith("-") and len(word) > 1 and not word[1].isdigit() and word[1] != ".":  # not -1, -.5
-            action = parser._option_string_actions.get(word.split("=", 1)[0])
+            key = word.split("=", 1)[0]
+            action = parser._option_string_actions.get(key)
+            if action is None and key.startswith("--"):  # an abbreviation argparse took: the one option it names
+                named = {a for s, a in parser._option_string_actions.items() if s.startswith(key)}
+                action = named.pop() if len(named) == 1 else None
             if action is not None:
                 dests.add(action.dest)
     return dests
@@ -112,15 +116,15 @@ def written_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str
 
 def given_options(args: argparse.Namespace) -> dict[str, str]:
     """dest -> option string of every option the command line gave (from the parser cli.build_parser stores in
-    ``args._parser``; {} without one): what a command checks is read. The options written on it where cli.main
-    recorded them (``args._written``: an unread option given its default value is refused like any other), else
+    ``args._parser``; {} without one): what a command checks is read - those written on it where cli.main
+    recorded them (``args._written``: an unread option given its default value is refused like any other), and
     those set to something other than their default."""
     parser = getattr(args, "_parser", None)
     written = getattr(args, "_written", None)
 
-    def given(a: argparse.Action) -> bool:
-        if written is not None:
-            return a.dest in written
+    def given(a: argparse.Action) -> bool:  # written (any value), or holding another value than the default
+        if written is not None and a.dest in written:
+            return True
         return getattr(args, a.dest, a.default) not in (a.default, None, [])
 
     actions = parser._actions if parser is not None else []
