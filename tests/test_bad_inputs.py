@@ -403,7 +403,8 @@ CASES = [
     (["inpaint", "{run}", "--out", "{ws}/folder.png"], U, "folder.png"),
     # settings the edit never reads: guidance without a class, the batch and count of its own inputs
     (["inpaint", "{run}", "--n", "2", "--set", "sample.guidance=5", "--out", "{cwd}/e.png"], U, "without --class"),
-    (["img2img", "{run}", "--n", "2", "--batch-size", "1", "--out", "{cwd}/e.png"], U, "edits every input in one"),
+    (["img2img", "{run}", "--n", "2", "--batch-size", "1", "--out", "{cwd}/e.png"], U, "unrecognized arguments"),
+    (["inpaint", "{run}", "--set", "sample.batch_size=1", "--out", "{cwd}/e.png"], U, "editing every image in one"),
     (
         ["outpaint", "{run}", "--right", "2", "--set", "sample.n=2", "--out", "{cwd}/e.png"],
         U,

@@ -119,7 +119,7 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
             numeric_flags = numeric_flags - {"--nll-n", "--vlb-timesteps"}
             if "straightness" not in metrics:
                 numeric_flags = numeric_flags - {"--ode-steps"}
-    if command in ("inpaint", "outpaint", "img2img") and "--images" in argv:  # the files are the images: no --n
+    if command in ("inpaint", "outpaint", "img2img") and ("--images" in argv or "--series" in argv):  # files: no --n
         numeric_flags = numeric_flags - {"--n"}
     if command == "card" and "--evaluate" not in argv:  # --n is --evaluate's alone
         numeric_flags = numeric_flags - {"--n"}

@@ -143,10 +143,11 @@ def check_save_wav(run_, asked: bool) -> None:
         )
 
 
-def add_sampling_arguments(p: argparse.ArgumentParser, counts: bool = True) -> None:
+def add_sampling_arguments(p: argparse.ArgumentParser, counts: bool = True, batch: bool = True) -> None:
     """--sampler/--steps/--grid/--n/--seed/... and one flag per sampler setting (--eta, --s-churn, ...),
     overriding the run's SampleConfig (None = keep the run's). ``counts=False`` leaves out --n, --seed and
-    --batch-size, for a command that gives them its own defaults (evaluate)."""
+    --batch-size, for a command that gives them its own defaults (evaluate); ``batch=False`` leaves out
+    --batch-size, for a command that edits all its inputs in one batch (inpaint, outpaint, img2img)."""
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", help="sampler name (see 'torchdiffusion sample --list-samplers')")
     g.add_argument("--steps", type=positive_int(MAX_STEPS), help="steps on the sigma grid")
@@ -160,7 +161,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser, counts: bool = True) -> N
     if counts:
         g.add_argument("--n", type=positive_int(MAX_COUNT), help="number of samples")
         g.add_argument("--seed", type=nonneg_int(MAX_SEED), help="image k uses seed + k")
-        g.add_argument("--batch-size", type=positive_int(MAX_BATCH), help="images per network call")
+        if batch:
+            g.add_argument("--batch-size", type=positive_int(MAX_BATCH), help="images per network call")
     g.add_argument(
         "--set",
         dest="sample_set",

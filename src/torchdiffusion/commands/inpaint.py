@@ -39,7 +39,7 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
         help="also write the edited examples beside the PNG as .npy, in the data's own units (a data.scale run's "
         "kelvins, counts, ...; [-1, 1] otherwise)",
     )
-    add_sampling_arguments(p)
+    add_sampling_arguments(p, batch=False)  # every input is edited in one batch
 
 
 def add_class_argument(p: argparse.ArgumentParser) -> None:
@@ -129,7 +129,6 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     from ..samplers import get_sampler
 
     default_out(run_, args, "check")  # an unusable --out (or edits folder) is refused before any sampling
-    refuse_one_batch_options(args)
     fixed = {"n": "--n", "batch_size": "editing every image in one batch"}
     sample = sample_config_from_args(run_.config.sample, args, run_, fixed)
     if solver is not None:
@@ -159,15 +158,6 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     if solver is None:
         D = stop_short(D, sigmas, record)
     return sample, D, get_sampler(sample.sampler), sigmas, knobs, record
-
-
-def refuse_one_batch_options(args: argparse.Namespace) -> None:
-    """--batch-size changes nothing where every input is edited in one batch (the images, the series)."""
-    from ..edit import EditError
-    from .common import given_options
-
-    if "batch_size" in given_options(args):
-        raise EditError(f"--batch-size changes nothing: {args.command} edits every input in one batch")
 
 
 # The flags of the editing commands that say what the edit does (recorded in the manifests).

@@ -121,10 +121,9 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     from ..signals import forecast
     from ..viz import save_forecast
     from .common import check_save_wav, sample_config_from_args, sample_sets
-    from .inpaint import check_edit_options, default_out, refuse_one_batch_options
+    from .inpaint import check_edit_options, default_out
 
     check_edit_options(args)
-    refuse_one_batch_options(args)
     if args.save_npy:
         raise ConfigError("--save-npy changes nothing here: a forecast always writes its .npy beside the PNG")
     if args.left or args.top or args.bottom or not args.right:
