@@ -149,10 +149,20 @@ def main(argv=None) -> int:
             if not Path(args.img, f"explain-{key}.png").is_file():
                 continue
         elif args.only is None or key in args.only:
+            # the page's own earlier pictures (kept in git without their manifests, which the commands would
+            # otherwise take for files of the user's and refuse to replace)
+            for suffix in (".png", ".gif", ".mp4", ".json"):
+                for p in (
+                    Path(args.img, f"explain-{key}{suffix}"),
+                    Path(args.img, f"explain-{key}{suffix}.manifest.json"),
+                ):
+                    p.unlink(missing_ok=True)
             t0 = time.time()
             subprocess.run(exe + cmd, check=True)
             timings[key] = time.time() - t0
             Path(args.img, f"explain-{key}.mp4").unlink(missing_ok=True)  # the page shows the GIF
+            for m in Path(args.img).glob(f"explain-{key}.*.manifest.json"):  # machine paths: the page says how
+                m.unlink()
             print(f"{key}: {timings[key]:.1f} s", file=sys.stderr)
         extra = ""
         if key == "trajectory" and Path(args.img, "explain-trajectory.gif").is_file():
