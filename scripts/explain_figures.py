@@ -120,6 +120,16 @@ def _import_torch_seconds() -> float:
     return time.perf_counter() - t0
 
 
+# What a section says after its command
+AFTER = {
+    "forward": "\nThe same strip of your own files, with no training: `--data` takes a folder of images (any sizes "
+    "and depths,\nshown at 64 × 64), a folder of WAV recordings, an array (`.npy`, `.npz`, `.h5`; values in their "
+    "own units mapped\nby their range) or a CSV of series (`explain table-forward --data table.csv` draws a table's "
+    "marginals, `explain\nvolume-forward --data stack.tif` a NIfTI file or TIFF z-stack slice by slice):\n\n"
+    "```\ntorchdiffusion explain forward --data my_photos/ --t 0 100 300 500 700 --out my-forward.png\n```\n",
+}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="runs/demo")
@@ -170,7 +180,7 @@ def main(argv=None) -> int:
         took = f" (took {timings[key]:.0f} s wall time here)" if key in timings else ""
         sections.append(
             f"## {title}\n\n![{key}]({rel}/explain-{key}.png)\n{extra}\n{text}\n\n"
-            f"Regenerate{took}:\n\n```\n{shown}\n```\n"
+            f"Regenerate{took}:\n\n```\n{shown}\n```\n" + AFTER.get(key, "")
         )
     atomic_write(timing_file, "".join(f"{k} {v:.1f}\n" for k, v in timings.items()))
     head = (
