@@ -353,33 +353,40 @@ def _number_text(v: float, cats: tuple[str, ...]) -> str:
     return repr(v)
 
 
+def decoded_cells(x: Tensor, schema: TableSchema) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) encoded rows -> what their cells hold: the numeric values v = F^-1(Phi(z)) (N, Dn), rounded for a
+    column of whole numbers, and the category codes (N, Dc)."""
+    a = x.detach().cpu().double().numpy()
+    values = np.empty((len(a), schema.num_numeric))
+    for j, (q, integer) in enumerate(zip(schema.quantiles, schema.integer)):
+        v = quantile_inverse(a[:, j], np.asarray(q), schema.fit_rows)
+        values[:, j] = np.round(v) if integer else v
+    codes = np.empty((len(a), len(schema.categories)), dtype=int)
+    for k, cats in enumerate(schema.categories):
+        codes[:, k] = np.clip(np.round(a[:, schema.num_numeric + k]), 0, len(cats) - 1)
+    return values, codes
+
+
 def decode_rows(x: Tensor, schema: TableSchema) -> list[list[str | float]]:
     """(N, D) encoded rows -> N rows of cells in the file's column order (numbers, or category labels)."""
-    x = x.detach().cpu().double().numpy()
-    cols: dict[str, list] = {}
-    for j, (c, q, integer) in enumerate(zip(schema.numeric, schema.quantiles, schema.integer)):
-        v = quantile_inverse(x[:, j], np.asarray(q), schema.fit_rows)
-        cols[c] = (np.round(v) if integer else v).tolist()
+    values, codes = decoded_cells(x, schema)
+    cols: dict[str, list] = {c: values[:, j].tolist() for j, c in enumerate(schema.numeric)}
     for k, (c, cats) in enumerate(zip(schema.categorical, schema.categories)):
-        codes = np.clip(np.round(x[:, schema.num_numeric + k]), 0, len(cats) - 1).astype(int)
-        cols[c] = [cats[i] for i in codes]
-    return [[cols[c][i] for c in schema.columns] for i in range(x.shape[0])]
+        cols[c] = [cats[i] for i in codes[:, k]]
+    return [[cols[c][i] for c in schema.columns] for i in range(len(values))]
 
 
 def as_decoded(x: Tensor, schema: TableSchema) -> Tensor:
-    """(N, D) encoded rows -> the rows they decode to (:func:`decode_rows`), encoded again: numeric columns
-    z -> Phi^-1(F(v)) of the value v = F^-1(Phi(z)) (rounded for a column of whole numbers), categories as their
-    codes. Rows that decode to the same cells become equal: a column that was constant in training is constant
-    again whatever the model drew for it, and values beyond the training range sit at its ends - what a sampled
-    CSV holds, so the metrics of evaluation/tables.py measure that."""
-    a = x.detach().cpu().double().numpy().copy()
-    for j, (q, integer) in enumerate(zip(schema.quantiles, schema.integer)):
-        q = np.asarray(q)
-        v = quantile_inverse(a[:, j], q, schema.fit_rows)
-        a[:, j] = quantile_forward(np.round(v) if integer else v, q, schema.fit_rows)
-    for k, cats in enumerate(schema.categories):
-        j = schema.num_numeric + k
-        a[:, j] = np.clip(np.round(a[:, j]), 0, len(cats) - 1)
+    """(N, D) encoded rows -> the rows they decode to (:func:`decoded_cells`), encoded again: numeric columns
+    z -> Phi^-1(F(v)) of the value their cell holds, categories as their codes. Rows that decode to the same cells
+    become equal: a column that was constant in training is constant again whatever the model drew for it, and
+    values beyond the training range sit at its ends - what a sampled CSV holds, so the metrics of
+    evaluation/tables.py measure that."""
+    values, codes = decoded_cells(x, schema)
+    a = np.empty((len(values), schema.num_numeric + len(schema.categories)))
+    for j, q in enumerate(schema.quantiles):
+        a[:, j] = quantile_forward(values[:, j], np.asarray(q), schema.fit_rows)
+    a[:, schema.num_numeric :] = codes
     return torch.from_numpy(a).to(x.dtype)
 
 
