@@ -66,10 +66,9 @@ class LogMetrics(Callback):
         self.setup = setup
         path = setup.out / "metrics.jsonl"
         first = not path.is_file() or path.stat().st_size == 0
-        resumed_at = state.images_seen
-        self.writer = (
-            MetricsWriter(setup, first=first, tensorboard=tensorboard, resumed_at=resumed_at) if setup.main else None
-        )
+        self.writer = None
+        if setup.main:  # rank 0 writes; a resumed run's TensorBoard drops what was logged past its state
+            self.writer = MetricsWriter(setup, first=first, tensorboard=tensorboard, resumed_at=state.images_seen)
         self.bar = None
         if setup.main and bars_enabled(progress):  # a terminal, or TORCHDIFFUSION_PROGRESS=1 (progress.py)
             from tqdm.auto import tqdm
@@ -169,7 +168,8 @@ class MetricsWriter:
             self.tb.close()
 
 
-PENDING_GRID = ".grid-{:09d}.pending.safetensors"  # samples/: the EMA of a periodic grid a stop cut short
+GRID = "grid-{:09d}.png"  # samples/: the grid drawn at that many images
+PENDING_GRID = "." + GRID.replace(".png", ".pending.safetensors")  # samples/: the EMA of a grid a stop cut short
 
 
 class SampleGrids(Callback):
@@ -216,7 +216,7 @@ class SampleGrids(Callback):
             return
         s = self.setup
         for pending in sorted((s.out / "samples").glob(PENDING_GRID.replace("{:09d}", "*"))):
-            target = pending.parent / f"grid-{pending.name[len('.grid-') :][:9]}.png"
+            target = pending.parent / pending.name[1:].replace(".pending.safetensors", ".png")
             if not target.is_file():
                 ema = copy.deepcopy(state.ema.module)
                 try:
@@ -231,7 +231,7 @@ class SampleGrids(Callback):
             pending.unlink(missing_ok=True)
 
     def path(self, state: TrainState) -> Path:
-        return self.setup.out / "samples" / f"grid-{state.images_seen:09d}.png"
+        return self.setup.out / "samples" / GRID.format(state.images_seen)
 
     def draw(self, state: TrainState, progress: bool = False) -> None:
         s = self.setup

@@ -89,12 +89,10 @@ def _discard_states(out: Path, ckpt_dir: Path) -> None:
     (out / "metrics.jsonl").unlink(missing_ok=True)
     # what the old run drew and kept on its way: its sample grids (a grid of the new run's whose name is taken is
     # never drawn), autoguidance's guide and TensorBoard's event files (the new curves would be drawn over them)
-    old = [
-        out / GUIDE_FILE,
-        *(out / "samples").glob("grid-*.png"),
-        *(out / "samples").glob(".grid-*.pending.safetensors"),  # the EMA of a grid a stop cut short
-        *(out / "tensorboard").glob("events.out.tfevents.*"),
-    ]
+    from .callbacks import GRID, PENDING_GRID  # (callbacks imports this module)
+
+    grids = [p for name in (GRID, PENDING_GRID) for p in (out / "samples").glob(name.replace("{:09d}", "*"))]
+    old = [out / GUIDE_FILE, *grids, *(out / "tensorboard").glob("events.out.tfevents.*")]
     for p in old:
         p.unlink(missing_ok=True)
     from ..samplers.optimize_grid import tuned_grid_files
