@@ -120,13 +120,15 @@ def check_output_file(path: str | Path, sidecars: tuple[str, ...] = ()) -> Path:
     _check_output_dir_path(p.parent)
     if p.exists() and not os.access(p, os.W_OK):
         raise PermissionError(13, "Permission denied", str(p))
+    from ..provenance import manifest_path
+
     refuse_folder_record(p)
-    for q in [p.with_suffix(suffix) for suffix in sidecars] + [p.with_name(p.name + ".manifest.json")]:
+    beside = [p.with_suffix(suffix) for suffix in sidecars]
+    for q in [*beside, manifest_path(p)]:
         if q.is_dir():  # found only after the work, beside the first file written
             raise IsADirectoryError(21, "Is a directory", str(q))
-    _refuse_foreign_manifest(p, *(p.with_suffix(suffix) for suffix in sidecars))
-    for suffix in sidecars:
-        q = p.with_suffix(suffix)
+    _refuse_foreign_manifest(p, *beside)
+    for q in beside:
         refuse_folder_record(q, beside=p)
         _refuse_foreign(q, None, f"{q} (beside {p})", "give --out another name")  # the output was named; not these
     return p

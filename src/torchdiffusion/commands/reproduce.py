@@ -155,10 +155,8 @@ def run(args: argparse.Namespace) -> int:
     beside = (art["name"], *(Path(art["name"]).with_suffix(s).name for s in SIDECARS))
     if args.out:
         out = check_output_dir(args.out, writes=beside)
-        olds = {p.resolve() for p in (original, written_at)}
-        if out.resolve() in {p.parent for p in olds} or any(
-            p == out.resolve() or p in out.resolve().parents for p in olds
-        ):
+        here, olds = out.resolve(), {p.resolve() for p in (original, written_at)}
+        if any(here in (p, p.parent) or p in here.parents for p in olds):
             raise ConfigError(  # the regenerated files over the old, or inside an original folder (an export)
                 f"--out {args.out} holds the original {art['name']}: choose another folder for the new files"
             )
