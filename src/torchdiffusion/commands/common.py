@@ -88,6 +88,11 @@ def sample_sets(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [(a.split("=", 1)[0].strip(), a) for a in getattr(args, "sample_set", None) or []]
 
 
+def sample_set_keys(args: argparse.Namespace) -> set[str]:
+    """The keys of the ``--set sample.KEY=VALUE`` given."""
+    return {key for key, _ in sample_sets(args)}
+
+
 def given_sampling_flags(args: argparse.Namespace) -> list[str]:
     """The flags of add_sampling_arguments' sampler, grid and settings part that the command line gave (--sampler,
     --steps, --grid, --rho, --spacing, --set sample.*, --eta, ...): what a command that draws no samples refuses."""

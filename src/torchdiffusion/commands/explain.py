@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..io import write_json
 from .argtypes import MAX_STEPS, check_output_file, float_in, int_in, nonneg_int, positive_int
-from .common import add_sampling_arguments, given_options, sample_sets
+from .common import add_sampling_arguments, given_options, sample_set_keys, sample_sets
 
 WHAT = (
     "forward",
@@ -175,7 +175,7 @@ def _refuse_unread(args: argparse.Namespace) -> None:
                     f"--set {a.strip()} changes nothing: 'explain field' draws Heun paths and reads only "
                     f"{', '.join(FIELD_SETS)}"
                 )
-    elif any(k == "sample.batch_size" for k, _ in sets) and args.what in ("trajectory", "ablation"):
+    elif "sample.batch_size" in sample_set_keys(args) and args.what in ("trajectory", "ablation"):
         raise ConfigError(
             f"--set sample.batch_size changes nothing: 'explain {args.what}' draws its images in one batch"
         )
@@ -461,7 +461,7 @@ def _sampled(args: argparse.Namespace) -> list:
     sample = sample_config_from_args(run_.config.sample, args, run_)
     checked_sample(run_.config, sample)
     out = _out(args, run_.path / "explain", sidecars=(".gif", ".mp4") if args.what == "trajectory" else ())
-    if args.n is not None or any(k == "sample.n" for k, _ in sample_sets(args)):  # --n, or --set sample.n
+    if args.n is not None or "sample.n" in sample_set_keys(args):  # --n, or --set sample.n
         n = sample.n
     else:
         n = {4: 16, 3: 16, 2: 4}.get(len(run_.data_shape), 500)
@@ -501,7 +501,7 @@ def _sampled(args: argparse.Namespace) -> list:
     data = load_data(run_.config.data, seed=run_.config.train.seed).x[:3000]
     toy = run_.config.data.toy if run_.config.data.source == "toy" else None
     exact, label = ex.exact_denoiser_for(data, toy)
-    asked = args.steps is not None or any(k == "sample.steps" for k, _ in sample_sets(args))
+    asked = args.steps is not None or "sample.steps" in sample_set_keys(args)
     if asked and sample.steps > FIELD_MAX_STEPS:  # the run's own longer default is shortened without a word
         raise ex.ExplainError(
             f"'explain field' draws its Heun paths in at most {FIELD_MAX_STEPS} steps, got {sample.steps}"

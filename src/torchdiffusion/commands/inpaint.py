@@ -122,7 +122,6 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
 
     from ..cond import build_cond, parse_classes
     from ..config import SamplerSettings, checked_sample
-    from ..edit import EditError
     from ..generate import clamped, clamps_x0, guidance_of, stop_short
     from ..guidance import guided_denoiser
     from ..provenance import note_sampling
@@ -134,12 +133,8 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     if solver is not None:
         sample = replace(sample, sampler=solver, settings=SamplerSettings())
     checked_sample(run_.config, sample)
-    guiding = [a for k, a in sample_sets(args) if k in ("sample.guidance", "sample.guidance_rescale")]
-    if guiding and not getattr(args, "classes", None):  # a valid value that would change nothing
-        raise EditError(
-            f"--set {guiding[0].strip()} changes nothing: without --class the edit draws from the network's null "
-            "class, unguided"
-        )
+    if not getattr(args, "classes", None):  # a valid value that would change nothing
+        refuse_guidance_sets(args, "without --class the edit draws from the network's null class, unguided")
     if getattr(args, "classes", None):
         classes = parse_classes(args.classes)
         cond = build_cond(run_.config.model, n or len(classes), classes=classes)
@@ -158,6 +153,15 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     if solver is None:
         D = stop_short(D, sigmas, record)
     return sample, D, get_sampler(sample.sampler), sigmas, knobs, record
+
+
+def refuse_guidance_sets(args: argparse.Namespace, why: str) -> None:
+    """One line for a ``--set sample.guidance[_rescale]`` an unguided edit never reads (``why``)."""
+    from ..edit import EditError
+
+    for key, a in sample_sets(args):
+        if key in ("sample.guidance", "sample.guidance_rescale"):
+            raise EditError(f"--set {a.strip()} changes nothing: {why}")
 
 
 # The flags of the editing commands that say what the edit does (recorded in the manifests).

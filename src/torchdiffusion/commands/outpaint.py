@@ -120,8 +120,8 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     from ..progress import step_bar
     from ..signals import forecast
     from ..viz import save_forecast
-    from .common import check_save_wav, sample_config_from_args, sample_sets
-    from .inpaint import check_edit_options, default_out
+    from .common import check_save_wav, sample_config_from_args
+    from .inpaint import check_edit_options, default_out, refuse_guidance_sets
 
     check_edit_options(args)
     if args.save_npy:
@@ -136,8 +136,7 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}", sidecars=sidecars)
     fixed = {"n": "--n or the files of --series", "batch_size": "forecasting every series in one batch"}
     sample = checked_sample(run_.config, sample_config_from_args(run_.config.sample, args, run_, fixed))
-    if any(k in ("sample.guidance", "sample.guidance_rescale") for k, _ in sample_sets(args)):
-        raise ConfigError("--set sample.guidance changes nothing: a forecast is drawn unguided")
+    refuse_guidance_sets(args, "a forecast is drawn unguided")
     series = _signal_inputs(run_, args)
     truth = series if args.cut else None
     history = series[..., : series.shape[-1] - args.cut] if args.cut else series
