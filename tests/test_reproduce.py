@@ -310,3 +310,48 @@ def test_an_editing_manifest_records_the_images_it_drew(made):
     (rec,) = json.loads((made / "out" / ("e.png" + P.SUFFIX)).read_text())["sampling"]
     assert rec["n"] == 2 and rec["seeds"] == [[0, 1]] and rec["conditioning"] is None
     assert rec["wrappers"][0]["name"] == "inpaint"
+
+
+def test_the_files_a_command_read_are_recorded_and_checked(made, tmp_path, capsys):
+    """An edited image and a mask file (img2img, inpaint) and a run's metrics (explain loss): their sha256 in the
+    manifest; reproduce refuses in one line once one has changed, and explain loss names its run."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    lines = [{"images_seen": 64 * (i + 1), "loss": 1 / (i + 1), "loss_by_sigma": [2 / (i + 1), 0.5]} for i in range(3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    image, mask = tmp_path / "a.png", tmp_path / "hole.png"
+    Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8)).save(image)
+    Image.fromarray(((np.arange(64).reshape(8, 8) % 8 < 4) * 255).astype(np.uint8)).save(mask)
+    made_by = {
+        "i.png": ["inpaint", str(run), "--images", str(image), "--mask", str(mask), "--steps", "2"],
+        "s.png": ["img2img", str(run), "--images", str(image), "--steps", "2"],
+        "l.png": ["explain", "loss", str(run)],
+    }
+    reads = {"i.png": [image, mask], "s.png": [image], "l.png": [run / "metrics.jsonl"]}
+    for name, argv in made_by.items():
+        assert main([*argv, "--out", str(tmp_path / name)]) == 0
+        m = P.read_manifest(P.manifest_path(tmp_path / name))
+        assert m["inputs"] == {str(p.resolve()): P.sha256_file(p) for p in reads[name]}, name
+        capsys.readouterr()
+        assert main(["reproduce", str(P.manifest_path(tmp_path / name))]) == 0
+        assert capsys.readouterr().out.startswith(f"{name}: bit-identical")
+    loss = P.read_manifest(P.manifest_path(tmp_path / "l.png"))["run"]
+    assert loss["path"] == str(run.resolve()) and loss["config_sha256"] == P.config_sha256(
+        __import__("torchdiffusion.config", fromlist=["x"]).from_json((run / "config.json").read_text())
+    )
+    first = image.read_bytes()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)  # the input edited after the picture was made
+    with open(run / "metrics.jsonl", "a") as f:  # the run trained on
+        f.write("\n")
+    for name in made_by:
+        rc, _, err = cli("reproduce", P.manifest_path(tmp_path / name))
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "has changed since" in err, err
+    image.write_bytes(first)
+    mask.unlink()
+    rc, _, err = cli("reproduce", P.manifest_path(tmp_path / "i.png"))
+    assert rc == 2 and "is missing" in err and "hole.png" in err, err
+    (tmp_path / "damaged.json").write_text(json.dumps({**m, "inputs": ["a.png"]}))
+    rc, _, err = cli("reproduce", tmp_path / "damaged.json")
+    assert rc == 2 and "its inputs section is not a map" in err, err

@@ -357,6 +357,9 @@ def read_loss_by_noise(metrics: str | Path) -> dict:
         p = p / "metrics.jsonl"
     if not p.is_file():
         raise ExplainError(f"{p} does not exist (train a run first)")
+    from .provenance import note_input
+
+    note_input(p)  # a command's manifest records the files it read (provenance.py)
     seen, loss, rows, unit, edges = [], [], [], None, None
     try:
         text = p.read_text()

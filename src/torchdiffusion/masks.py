@@ -95,6 +95,9 @@ def _hole_png(path: str, H: int, W: int) -> Tensor:
     p = Path(path).expanduser()
     if not p.is_file():
         raise MaskError(f"mask file {p} does not exist")
+    from .provenance import note_input
+
+    note_input(p)  # a command's manifest records the files it read (provenance.py)
     from .data.base import DataError
     from .data.files import _high_depth
 

@@ -13,6 +13,8 @@ we write: grids, GIFs, .npy, reports, edits, explain pictures, exports)::
                    "guidance", "wrappers", "conditioning", "device", "precision"}],
      "environment": {"torchdiffusion", "torch", "numpy", "python", "platform", "git_commit", "git_dirty",
                      "device", "threads"},
+     "inputs": {path: sha256},                           # the user's files it read (images, masks, CSVs,
+                                                         # series, a run's metrics.jsonl); only where it read any
      "date": "2026-01-01T00:00:00Z", "extra": {...},
      "stopped": "Ctrl-C"}                                # only where the command stopped before it finished
 
@@ -296,6 +298,11 @@ def read_manifest(path: str | Path) -> dict:
     threads = (env or {}).get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ManifestError(f"{path} is damaged: its thread count {threads!r} is not a positive integer")
+    inputs = d.get("inputs")
+    if inputs is not None and (
+        not isinstance(inputs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items())
+    ):
+        raise ManifestError(f"{path} is damaged: its inputs section is not a map of paths to sha256 digests")
     if cmd.get("cwd") is not None and not isinstance(cmd["cwd"], str):
         raise ManifestError(f"{path} is damaged: the folder its command ran in is not a path")
     return d
@@ -315,6 +322,7 @@ class Recording:
         self.rank0 = os.environ.get("RANK", "0") in ("", "0")  # under torchrun, rank 0 writes the manifests
         self.earlier: dict[Path, dict | None] = {}  # a file's manifest from before this command wrote it
         self.provisional: set[Path] = set()  # files given a provisional manifest
+        self.inputs: dict[str, str] = {}  # files the command read as its input: {absolute path: sha256 when read}
 
     def route(self, path: Path) -> Path:
         return path
@@ -365,6 +373,8 @@ class Recording:
             sampling=_dedupe(self.sampling),
             device=self.device,
         )
+        if self.inputs:
+            base["inputs"] = dict(self.inputs)
         if stopped is not None:
             base["stopped"] = stopped
         digests = {p: artefact_digest(p)[0] for p in self.files if p.is_file() and not p.name.endswith(SUFFIX)}
@@ -526,6 +536,16 @@ def note_edit(**values: Any) -> None:
     rec = _RECORDING.get()
     if rec is not None and rec.sampling and rec.sampling[-1].get("wrappers"):
         rec.sampling[-1]["wrappers"][0].update(values)
+
+
+def note_input(path: str | Path) -> None:
+    """A file the command reads as its input (an image to edit, a mask, a CSV, a series, a run's metrics): its
+    sha256 goes into the manifests, and ``reproduce`` refuses when the file has changed since (no-op outside
+    :func:`recording`)."""
+    rec = _RECORDING.get()
+    p = Path(os.path.abspath(path))
+    if rec is not None and p.is_file() and str(p) not in rec.inputs:
+        rec.inputs[str(p)] = sha256_file(p)
 
 
 def note_artefact(folder: str | Path) -> None:

@@ -435,10 +435,30 @@ def _loss(args: argparse.Namespace) -> list:
     from .. import explain as ex
 
     out = _out(args, Path(args.run) / "explain")
+    _note_run_folder(Path(args.run))
     with _figure_bar(args) as bar:
         ex.plot_loss_by_noise(args.run, out)
         bar.update(1)
     return [out]
+
+
+def _note_run_folder(path: Path) -> None:
+    """The run whose metrics a picture draws, for its manifest (path, id, config sha256; no weights: the picture
+    reads metrics.jsonl, which the manifest's inputs record). Nothing for a metrics file outside a run folder."""
+    import json
+    from types import SimpleNamespace
+
+    from ..config import ConfigError, from_json, validate
+    from ..provenance import note_run
+
+    if not (path / "config.json").is_file():
+        return
+    try:
+        cfg = validate(from_json((path / "config.json").read_text()))
+        info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
+    except (ConfigError, ValueError):  # (a damaged config: the picture needs only the metrics)
+        return
+    note_run(SimpleNamespace(path=path, config=cfg, info=info if isinstance(info, dict) else {}, weights_file=None))
 
 
 def _sampled(args: argparse.Namespace) -> list:

@@ -54,13 +54,22 @@ class Redirect:
 
 
 def check_run(m: dict, where: Path) -> None:
-    """The run the manifest names must still have the config and weights it records (sha256), else refuse."""
+    """The run the manifest names must still have the config and weights it records (sha256), and the files it read
+    as inputs their recorded sha256, else refuse."""
     from ..config import ConfigError, from_json, validate
     from ..generate import load_run
     from ..interop.diffusers_in import is_diffusers_folder
     from ..interop.onnx import onnx_file
     from ..provenance import ManifestError, config_sha256, sha256_file
 
+    for name, recorded in (m.get("inputs") or {}).items():  # the files it read: images, masks, CSVs, metrics
+        if not Path(name).is_file():
+            raise ManifestError(f"{name} is missing; the manifest needs it as an input (sha256 {recorded[:16]}...)")
+        if sha256_file(name) != recorded:
+            raise ManifestError(
+                f"{name} has changed since {where.name} was written (sha256 differs from the recorded "
+                f"{recorded[:16]}...); the artefact cannot be reproduced from it"
+            )
     rec = m.get("run")
     if not rec:
         return

@@ -272,7 +272,10 @@ def read_image(
     Raises:
         DataError: the file is missing, unreadable or corrupt (the message names it).
     """
+    from ..provenance import note_input
+
     x = match_channels(_decode_tensor(Path(path), raw=raw), channels)
+    note_input(path)  # a command's manifest records the files it read (provenance.py)
     return resize_crop(x, check_size(size))[0].contiguous()
 
 

@@ -155,6 +155,9 @@ def read_signal_file(
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"{p} does not exist")
+    from ..provenance import note_input
+
+    note_input(p)  # a command's manifest records the files it read (provenance.py)
     if p.suffix.lower() == ".wav":
         from .wav import read_wav_file
 

@@ -182,6 +182,9 @@ def read_csv(path: str | Path, categorical: tuple[str, ...] = (), keep_empty: bo
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such CSV file")
+    from ..provenance import note_input
+
+    note_input(path)  # a command's manifest records the files it read (provenance.py)
     try:
         rows, delimiter = read_rows(path, keep_empty)
     except (ValueError, csv.Error) as e:  # not UTF-8 (a UnicodeDecodeError), a damaged .gz
