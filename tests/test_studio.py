@@ -322,8 +322,7 @@ def test_a_sampling_job_of_a_table_run_writes_its_rows_and_their_picture(tmp_pat
         )
         assert Image.open(root / png).format == "PNG"
         r = c.post("/api/jobs", json={"command": "explain", "run": "table", "what": "trajectory", "params": {}})
-        final = wait_job(c, r.json()["id"])
-        assert final["state"] == "failed" and "holds table data" in final["error"], final
+        assert r.status_code == 400 and "holds table data" in r.json()["error"], r.text  # refused, not a failed job
 
 
 def _at(k: int) -> dict:
@@ -414,6 +413,22 @@ def test_conditioning_the_run_does_not_take_is_refused_before_the_job(world):
             ({"guidance": 3}, "--guidance changes nothing: sample.guidance is read only by a class-"),
         ]:
             r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "params": {"steps": 2, **params}})
+            assert r.status_code == 400 and needle in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs  # no job was made
+
+
+def test_a_picture_or_mask_the_run_cannot_give_is_refused_before_the_job(world):
+    """explain field of an image run, the table or volume forward process of one, a mask box outside its 8 x 8
+    images: a 400 with the command's one line, not a job accepted (202) that then fails."""
+    with client(world / "runs") as c:
+        for body, needle in [
+            ({"command": "explain", "what": "field"}, "the field picture needs a 2-D run"),
+            ({"command": "explain", "what": "table-forward"}, "draws table data; tiny holds image data"),
+            ({"command": "explain", "what": "volume-forward"}, "draws volume data"),
+            ({"command": "explain", "what": "sequence-forward"}, "needs a masked-diffusion sequence run"),
+            ({"command": "inpaint", "params": {"mask": "box:0,0,9,4"}}, "box"),
+        ]:
+            r = c.post("/api/jobs", json={"run": "tiny", **body})
             assert r.status_code == 400 and needle in r.json()["error"], r.text
         assert not c.app.state.queue.jobs  # no job was made
 

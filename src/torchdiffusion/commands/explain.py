@@ -204,6 +204,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_run_kind(what: str, path, kind: str | None, data_shape: tuple, discrete: str | None) -> None:
+    """ExplainError (one line) when the picture ``what`` cannot be drawn from a run of this kind (run.json's
+    ``kind`` and ``data_shape``; ``discrete``: its config's diffusion.discrete) - the command, after loading the
+    run, and the studio, before queueing the job, ask the same."""
+    from .. import explain as ex
+
+    data_shape = tuple(data_shape)
+    if what in ("trajectory", "ablation", "field") and kind in ("table", "sequence"):  # no one continuous path
+        raise ex.ExplainError(
+            f"'explain {what}' draws the sampler's path through continuous data (images, signals, volumes, "
+            f"points); {path} holds {kind} data (see 'explain {kind}-forward {path}', which draws its forward process "
+            "and its sampler's reverse one)"
+        )
+    if what == "field" and data_shape != (2,):
+        raise ex.ExplainError(f"the field picture needs a 2-D run; {path} holds data of shape {data_shape}")
+    if what == "sequence-forward" and (kind != "sequence" or discrete != "masked"):
+        raise ex.ExplainError(f"sequence-forward needs a masked-diffusion sequence run; {path} holds {kind} data")
+    needs = {"forward": ("image", "signal"), "table-forward": ("table",), "volume-forward": ("volume",)}.get(what)
+    if needs and kind not in needs:
+        raise ex.ExplainError(f"'explain {what}' draws {' or '.join(needs)} data; {path} holds {kind} data")
+
+
 def _figure_bar(args: argparse.Namespace):
     """The bar of a picture drawn without sampling: one unit per figure."""
     from ..progress import step_bar
@@ -295,6 +317,7 @@ def _table_forward(args: argparse.Namespace) -> list:
         from ..generate import load_run
 
         run_ = load_run(args.run, weights=args.weights)
+        refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
         data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
     else:
         data, out = load_explained(data_config(args.data, "table-forward")), _out(args, None)
@@ -326,6 +349,7 @@ def _volume_forward(args: argparse.Namespace) -> list:
         from ..generate import load_run
 
         run_ = load_run(args.run, weights=args.weights)
+        refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
         data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
     else:
         data, out = load_explained(data_config(args.data, "volume-forward")), _out(args, None)
@@ -346,8 +370,7 @@ def _sequence_forward(args: argparse.Namespace) -> list:
     from ..progress import step_bar
 
     run_ = load_run(args.run, weights=args.weights)
-    if run_.kind != "sequence" or run_.config.diffusion.discrete != "masked":
-        raise ex.ExplainError("sequence-forward needs a masked-diffusion sequence run")
+    refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
     cfg = run_.config
     data = load_data(cfg.data, "holdout" if cfg.data.holdout else "train", cfg.train.seed)
     out = _out(args, run_.path / "explain")
@@ -374,6 +397,7 @@ def _forward(args: argparse.Namespace) -> list:
         from ..generate import load_run
 
         run_ = load_run(args.run, weights=args.weights)
+        refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
         data = load_data(run_.config.data, seed=run_.config.train.seed)
         out = _out(args, run_.path / "explain")
     else:
@@ -472,12 +496,7 @@ def _sampled(args: argparse.Namespace) -> list:
     from .common import sample_config_from_args
 
     run_ = load_run(args.run, weights=args.weights)
-    if run_.kind in ("table", "sequence"):  # mixed or discrete symbols: no one continuous path to draw
-        raise ex.ExplainError(
-            f"'explain {args.what}' draws the sampler's path through continuous data (images, signals, volumes, "
-            f"points); {run_.path} holds {run_.kind} data (see 'explain {run_.kind}-forward {args.run}', which "
-            "draws its forward process and its sampler's reverse one)"
-        )
+    refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
     sample = sample_config_from_args(run_.config.sample, args, run_)
     checked_sample(run_.config, sample)
     out = _out(args, run_.path / "explain", sidecars=(".gif", ".mp4") if args.what == "trajectory" else ())
@@ -514,8 +533,6 @@ def _sampled(args: argparse.Namespace) -> list:
                 grid_dir=run_.path / "grids",
             )
         return [out]
-    if run_.data_shape != (2,):
-        raise ex.ExplainError(f"the field picture needs a 2-D run; {run_.path} holds data of shape {run_.data_shape}")
     from ..data import load_data
 
     data = load_data(run_.config.data, seed=run_.config.train.seed).x[:3000]

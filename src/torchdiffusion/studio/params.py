@@ -221,8 +221,20 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
     if getattr(args, "prompt", None):
         check_takes_prompts(cfg.model)
     from ..kinds import DISCRETE_KINDS
+    from ..latent import RECORD_KEY as LATENT_KEY  # run.json's record of a latent run's autoencoder
 
-    if args.command == "sample" and _run_kind(run_dir) not in DISCRETE_KINDS:
+    info = _run_info(run_dir)
+    ds = info.get("data_shape")
+    kind, shape = info.get("kind"), tuple(ds) if isinstance(ds, list) and all(type(v) is int for v in ds) else ()
+    if args.command == "explain" and args.run:  # a picture this kind of run cannot give: refused as explain does
+        from ..commands.explain import refuse_run_kind
+
+        refuse_run_kind(args.what, run_dir.name, kind, shape, cfg.diffusion.discrete)
+    if args.command == "inpaint" and kind == "image" and len(shape) == 3 and not info.get(LATENT_KEY):
+        from ..masks import make_mask
+
+        make_mask(args.mask, shape[1], shape[2])  # a box outside the image, a mask file that is no image
+    if args.command == "sample" and kind not in DISCRETE_KINDS:
         from types import SimpleNamespace
 
         from ..commands.sample import refuse_unread_options
@@ -231,7 +243,9 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         refuse_unread_options(SimpleNamespace(config=cfg), plan, args)
 
 
-def _run_kind(run_dir: Path) -> str | None:
+def _run_info(run_dir: Path) -> dict:
+    """run.json as read (an empty dict for a missing or damaged one: the job's load_run says what is wrong)."""
     from .runs import read_object
 
-    return (read_object(run_dir / "run.json") or {}).get("kind")
+    info = read_object(run_dir / "run.json")
+    return info if isinstance(info, dict) else {}
