@@ -79,3 +79,32 @@ def test_lognormal_levels_outside_float32_are_refused(sets):
     assert math.isfinite(math.exp(40.0) ** 2) and math.exp(-40.0) ** 2 > 1.2e-38  # the bound, in float32's range
     edge = override(get_preset("toy-2d"), ["diffusion.P_mean=-28", "diffusion.P_std=2"])  # exactly -40
     assert validate(edge) == edge
+
+
+@pytest.mark.parametrize(
+    "sets, says",
+    [
+        (["sample.grid=uniform_t", "sample.steps=200"], "more steps than the model's 100 timesteps"),
+        (["sample.sampler=lms", "sample.settings.order=0"], "LMS order must be >= 1"),
+        (["sample.sampler=ddim", "sample.settings.eta=2.0"], "DDIM eta must be in [0, 1]"),
+        (["sample.sampler=dpmpp_2s", "sample.settings.r=1.5"], "r must be in (0, 1)"),
+        (["sample.sampler=ddpm", "sample.settings.variance=big"], "variance must be 'posterior' or 'beta'"),
+        (["sample.sampler=euler_ancestral", "sample.settings.s_noise=-1"], "s_noise must be >= 0"),
+        (["sample.sampler=heun", "sample.settings.s_churn=1", "sample.settings.s_tmin=2", "sample.settings.s_tmax=1"],
+         "s_tmin must be <= s_tmax"),
+    ],
+)  # fmt: skip
+def test_sampling_a_run_cannot_do_is_refused_before_any_work(sets, says, tmp_path):
+    """Settings in their sampler's own domain and a uniform_t grid within the model's T are checked by validate
+    (a run trained to its end and only then failed to draw its grids); nothing of the run folder is written."""
+    import torch
+
+    from tinyruns import cli
+
+    state = torch.random.get_rng_state()
+    with pytest.raises(ConfigError, match=__import__("re").escape(says)):
+        validate(override(get_preset("digits-test"), sets))
+    assert torch.equal(state, torch.random.get_rng_state())  # the check draws from no one's random stream
+    rc, _, err = cli("train", "--preset", "digits-test", "--out", tmp_path / "r", *[f"--set={s}" for s in sets])
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    assert not (tmp_path / "r").exists()

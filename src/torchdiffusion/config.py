@@ -680,12 +680,14 @@ def check_sample(s: SampleConfig) -> SampleConfig:
 def _check_sampler(s: SampleConfig) -> None:
     """A ConfigError (one line) unless ``s.sampler`` is a known sampler and ``s.settings`` are settings it takes,
     each of its kind (samplers.resolve_settings, samplers.check_settings)."""
-    from .samplers import SAMPLERS, check_settings, resolve_settings
+    from .samplers import SAMPLERS, check_setting_values, check_settings, resolve_settings
 
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {s.sampler!r}; choose from {', '.join(SAMPLERS)}")
     try:
-        check_settings(s.sampler, resolve_settings(s.sampler, dataclasses.asdict(s.settings)))
+        settings = resolve_settings(s.sampler, dataclasses.asdict(s.settings))
+        check_settings(s.sampler, settings)
+        check_setting_values(s.sampler, settings)  # each value in the sampler's own domain (eta in [0, 1] ...)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -719,6 +721,11 @@ def _sample_checks(s: SampleConfig, d: DiffusionConfig | None) -> list[tuple[boo
         (
             not (s.grid == "uniform_t" and d is not None and d.process == "continuous"),
             "sample.grid=uniform_t needs a discrete (DDPM-trained) model",
+        ),
+        (
+            not (s.grid == "uniform_t" and d is not None and d.process == "discrete" and s.steps > d.T),
+            f"sample.steps={s.steps} on the uniform_t grid asks for more steps than the model's {d and d.T} "
+            "timesteps (diffusion.T)",
         ),
         (s.rho > 0, f"sample.rho must be > 0, got {s.rho!r}"),
         (s.spacing in ("leading", "trailing", "linspace"), "sample.spacing must be leading, trailing or linspace"),

@@ -234,6 +234,18 @@ def check_settings(name: str, settings: Mapping[str, Any]) -> None:
             raise ValueError(f"sampler {name!r}: {k} must be {kind}, got {v!r}")
 
 
+def check_setting_values(name: str, settings: Mapping[str, Any]) -> None:
+    """A ValueError (the sampler's own one line) when sampler ``name`` refuses the values of ``settings`` (DDIM's
+    eta outside [0, 1], an LMS order < 1, ...): the sampler run once on a zero denoiser over a three-point grid, so
+    its checks - written once, beside its update rule - speak before any training or loading, not at the first
+    draw. The global random state is left as it was."""
+    import torch
+
+    sigmas = torch.tensor([2.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        get_sampler(name)(lambda x, sigma, *a, **k: torch.zeros_like(x), torch.zeros(1, 2), sigmas, **settings)
+
+
 def sampler_settings(name: str) -> dict[str, Any]:
     """The settings a sampler takes, with their defaults under this name."""
     e = _entry(name)

@@ -47,8 +47,8 @@ def sample_euler_ancestral(
     """Euler-ancestral: an Euler step down to sigma_down, then fresh noise of std sigma_up back up to
     sigma_next (sigma_down^2 + sigma_up^2 = sigma_next^2; see :func:`common.ancestral_step`). eta = 0 is Euler.
     One network evaluation per step."""
-    if eta < 0:
-        raise ValueError(f"euler_ancestral eta must be >= 0, got {eta}")
+    if eta < 0 or s_noise < 0:
+        raise ValueError(f"euler_ancestral eta and s_noise must be >= 0, got {eta}, {s_noise}")
     s = check_sigmas(sigmas)
     n = len(s) - 1
     draw = noise_fn(noise, x)
@@ -85,6 +85,8 @@ def sample_heun(
     Two network evaluations per step except the last (NFE = 2n - 1)."""
     if s_churn < 0 or s_noise < 0:
         raise ValueError("heun s_churn and s_noise must be >= 0")
+    if s_tmin > s_tmax:  # an empty churn range: churn asked for and never added
+        raise ValueError(f"heun s_tmin must be <= s_tmax, got {s_tmin} > {s_tmax}")
     s = check_sigmas(sigmas)
     n = len(s) - 1
     draw = noise_fn(noise, x) if s_churn > 0 else None
