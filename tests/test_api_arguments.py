@@ -150,6 +150,10 @@ def test_pixels_beyond_the_sampled_range_are_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match=refusal):
         train(tiny_cfg(), tmp_path / "r", data=eight_bit, progress=False)
     assert not (tmp_path / "r").exists()
+    as_bytes = TensorData(x=eight_bit.x.round().to(torch.uint8), labels=data.labels)  # trained on as 0..255 before
+    with pytest.raises(ConfigError, match=refusal):
+        train(tiny_cfg(), tmp_path / "r", data=as_bytes, progress=False)
+    assert not (tmp_path / "r").exists()
     cfg = tiny_cfg()
     unclamped = replace(cfg, sample=replace(cfg.sample, clip_denoised=False), train=replace(cfg.train, images=16))
     train(unclamped, tmp_path / "u", data=eight_bit, progress=False)

@@ -160,13 +160,14 @@ def balance_weights(data: Any, balance: str) -> Tensor | None:
 # Conditioning checks and noise-level buckets
 def _check_pixel_range(data: Any, cfg: RunConfig) -> None:
     """Images and volumes in pixel space are sampled with x0_hat clamped to [-1, 1] (generate.clamps_x0): data
-    beyond that range (8-bit values 0..255 handed to train() as floats, a volume array in its own units) would
-    be trained on and then never sampled. Refuse it, saying how to map it."""
+    beyond that range (8-bit values 0..255 handed to train(), as floats or as integers; a volume array in its own
+    units) would be trained on and then never sampled. Refuse it, saying how to map it."""
     from ..generate import clamps_x0
 
-    if not data.x.is_floating_point() or not clamps_x0(cfg.sample, data.x.shape[1:], getattr(data, "codec", None)):
+    if not clamps_x0(cfg.sample, data.x.shape[1:], getattr(data, "codec", None)):
         return
-    lo, hi = (float(v) for v in torch.aminmax(data.x))
+    x = data.x if data.x.is_floating_point() else data.x.to(torch.float32)  # uint8 images trained on as 0..255
+    lo, hi = (float(v) for v in torch.aminmax(x))
     if lo < -1 - PIXEL_RANGE_SLACK or hi > 1 + PIXEL_RANGE_SLACK:
         what = "images" if data.x.ndim == 4 else "volumes"
         raise ConfigError(
