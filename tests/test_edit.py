@@ -365,3 +365,33 @@ def test_a_mask_of_any_bit_depth_is_read_at_half_its_own_full_scale(tmp_path):
         Image.fromarray(a).save(tmp_path / name)
         hole = hole_from_spec(str(tmp_path / name), 8, 8)
         assert hole[:4].sum() == 0 and hole[4:].sum() == 32, name
+
+
+def test_batches_of_interpolation_are_pairs_and_mismatches_are_refused():
+    """interpolate_images of two (2, ...) batches: row t*B + k interpolates pair k (the split took xa[0] against
+    xa[1], xb[0], xb[1]); one noise against B slerps to each; batches that do not pair are an EditError."""
+    sampler, sig = get_sampler("heun"), karras_sigmas(40, 0.002, 80.0)
+    xa, xb = _known(4).split(2)
+    both = interpolate_images(sampler, DATA.denoise, xa, xb, sig, [0.0, 1.0], method="heun")
+    assert both.shape == (4, *SHAPE)
+    for k in range(2):  # the endpoints of pair k are its own inversion round trips
+        one = interpolate_images(sampler, DATA.denoise, xa[k : k + 1], xb[k : k + 1], sig, [0.0, 1.0], method="heun")
+        assert torch.allclose(both[k], one[0], atol=1e-6) and torch.allclose(both[2 + k], one[1], atol=1e-6)
+    za, zb = 80.0 * torch.randn(1, *SHAPE, dtype=torch.float64), 80.0 * torch.randn(3, *SHAPE, dtype=torch.float64)
+    path = interpolate(sampler, DATA.denoise, za, zb, SIGMAS, [0.0, 0.5, 1.0])
+    assert path.shape == (9, *SHAPE) and torch.equal(path[0], path[1])  # t = 0: za for each of the three
+    with pytest.raises(EditError, match="two batches of one shape"):
+        interpolate_images(sampler, DATA.denoise, xa, xb[:1], sig, [0.5])
+    with pytest.raises(EditError, match="pairs or one against B"):
+        slerp(torch.randn(2, 3), torch.randn(3, 3), 0.5)
+
+
+def test_known_images_must_have_the_shape_of_x_and_bool_masks_are_taken():
+    with pytest.raises(EditError, match="x_known of shape"):
+        inpaint(get_sampler("euler"), DATA.denoise, torch.randn(2, *SHAPE), SIGMAS, torch.zeros(2, 1, 5, 5),
+                torch.ones(1, 1, 6, 6))  # fmt: skip
+    x_known, mask = _known(2), torch.zeros(1, 1, 6, 6, dtype=torch.bool)
+    mask[..., :3, :] = True
+    D = known_region(DATA.denoise, x_known, mask, noise=lambda: torch.zeros_like(x_known))
+    out = D(torch.randn(2, *SHAPE, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+    assert torch.equal(out[..., :3, :], x_known[..., :3, :])  # bool True = known, as inpaint() reads it

@@ -70,6 +70,7 @@ def known_region(denoise: Denoiser, x_known: Tensor, mask: Tensor, noise: NoiseF
     ``n = noise()`` per call (default: the global RNG). ``x_known: (B, ...)``, ``mask`` broadcastable to it.
     """
     draw = noise if noise is not None else default_noise(x_known)
+    mask = check_mask(mask, x_known)  # a bool mask, as inpaint() takes one, in x_known's dtype
 
     def D(x: Tensor, sigma: Tensor) -> Tensor:
         x_in = paste(x, add_noise(x_known, sigma.to(x.dtype), draw()), mask)
@@ -171,6 +172,8 @@ def inpaint(
     s = check_sigmas(sigmas)
     n = len(s) - 1
     mask = check_mask(mask, x)
+    if x_known.shape != x.shape:  # (a shape that merely broadcasts failed deep in the first paste)
+        raise EditError(f"x_known of shape {tuple(x_known.shape)} must have the shape of x, {tuple(x.shape)}")
     x_known = x_known.to(x.device, x.dtype)
     moves = repaint_moves(n, n if jump is None else jump, resample)
     if guidance:
@@ -350,6 +353,12 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     through low-norm (blurry) noise. Falls back to the straight line when a and b are (nearly) parallel; exact
     endpoints: t = 0 gives a, t = 1 gives b.
     """
+    try:  # one noise against B of them, or B pairs
+        a, b = torch.broadcast_tensors(a, b)
+    except RuntimeError:
+        raise EditError(
+            f"slerp needs (B, ...) pairs or one against B; got {tuple(a.shape)} and {tuple(b.shape)}"
+        ) from None
     if t == 0:
         return a.clone()
     if t == 1:
@@ -369,8 +378,8 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
 def interpolate(
     sampler: Sampler, denoise: Denoiser, za: Tensor, zb: Tensor, sigmas: Tensor, ts: Sequence[float], **knobs
 ) -> Tensor:
-    """Decode the slerp path between two noises ``za, zb: (1, ...)`` (or (B, ...) pairs) at the levels of
-    ``sigmas[0]`` (already scaled, e.g. ``sigma_max * randn`` or the output of :func:`invert`) with a
+    """Decode the slerp path between two noises ``za, zb: (1, ...)`` (or (B, ...) pairs, or one against B) at the
+    levels of ``sigmas[0]`` (already scaled, e.g. ``sigma_max * randn`` or the output of :func:`invert`) with a
     deterministic sampler. Returns ``(len(ts) * B, ...)``, ordered by t."""
     z = torch.cat([slerp(za, zb, float(t)) for t in ts])
     return sampler(denoise, z, sigmas, **knobs)
@@ -389,11 +398,17 @@ def interpolate_images(
     down: Denoiser | None = None,
     **knobs,
 ) -> Tensor:
-    """Interpolate two images ``(1, ...)``: DDIM-invert both, slerp their noises, sample back (the endpoints are
-    the inversion round trips of the inputs). ``callback`` sees the inversion's steps, then the sampler's.
-    ``down``: the denoiser of the way back down when it differs from the inversion's (generate.stop_short)."""
+    """Interpolate two images ``(1, ...)`` (or ``(B, ...)`` pairs): DDIM-invert both, slerp their noises, sample back
+    (the endpoints are the inversion round trips of the inputs); ``(len(ts) * B, ...)``, ordered by t. ``callback``
+    sees the inversion's steps, then the sampler's. ``down``: the denoiser of the way back down when it differs
+    from the inversion's (generate.stop_short)."""
+    if xa.shape != xb.shape:  # (xa's second image was paired with xb's first)
+        raise EditError(
+            f"interpolate_images needs two batches of one shape, got {tuple(xa.shape)} and {tuple(xb.shape)}"
+        )
     z = invert(denoise, torch.cat([xa, xb]), sigmas, method=method, callback=callback)
-    return interpolate(sampler, down or denoise, z[:1], z[1:], sigmas, ts, callback=callback, **knobs)
+    za, zb = z[: len(xa)], z[len(xa) :]
+    return interpolate(sampler, down or denoise, za, zb, sigmas, ts, callback=callback, **knobs)
 
 
 def psnr(x: Tensor, y: Tensor, data_range: float = 2.0) -> Tensor:
