@@ -4,6 +4,7 @@ classifier guidance / CFG on a Gaussian mixture with exact oracles (the guided s
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -378,3 +379,32 @@ def test_sample_cli_conditioning_flags(class_run, capsys):
         assert main(["sample", str(class_run), "--n", "2", "--steps", "2", *bad]) == 2, bad
         err = capsys.readouterr().err.strip()
         assert err.startswith("torchdiffusion sample: error:") and "\n" not in err, err
+
+
+def test_guidance_refuses_what_it_would_silently_misread():
+    """A misspelt cond key (the draw was unconditional), float class labels (truncated), a NaN retrieval scale
+    (plain CFG), labels of the wrong count (a torch broadcast error) and Precond's sigma_data 0 (all-zero samples):
+    one-line ValueErrors; CFG's rescale on one value per sample is the plain guided value (it was NaN)."""
+    from torchdiffusion.cond import CondError
+    from torchdiffusion.guidance import classifier_free, classifier_guidance, guided_denoiser, retrieval_guided
+
+    net = lambda x, c_noise, cond: x  # noqa: E731
+    m = Precond(net, "edm")
+    labels = torch.zeros(2, dtype=torch.long)
+    for make, says in [
+        (lambda: classifier_free(m, {"klass": torch.tensor([3])}, 3.0), "no key 'klass'"),
+        (lambda: guided_denoiser(m, {"class": labels}, uncond={"clas": labels}, scale=2.0), "no key 'clas'"),
+        (lambda: m(torch.randn(2, 3), torch.ones(2), {"class": torch.full((2,), 3.7)}), "integer labels"),
+        (lambda: guided_denoiser(m, {"class": labels}, scale=2.0, retrieval_scale=float("nan")), "finite"),
+        (lambda: retrieval_guided(m, {"class": labels, "neighbours": torch.zeros(2, 3)}, 1.0, math.inf), "finite"),
+        (lambda: classifier_guidance(m.bind(None), lambda x, s: x[:, :3], torch.tensor([0, 1, 2]), 1.0)(
+            torch.randn(5, 4), torch.ones(5)), "3 labels for 5 samples"),
+        (lambda: Precond(net, "edm", sigma_data=0.0), "sigma_data must be a finite number > 0"),
+        (lambda: Precond(net, "edm", sigma_min=5.0, sigma_max=1.0), "0 < sigma_min < sigma_max"),
+    ]:  # fmt: skip
+        with pytest.raises((CondError, ValueError), match=__import__("re").escape(says)):
+            make()
+    two = lambda x, s, c: torch.where(c["drop"][:, None], 0.2 * x, 0.5 * x)  # noqa: E731
+    x = torch.randn(4, 1)
+    out = classifier_free(two, {"class": torch.zeros(4, dtype=torch.long)}, 2.0, rescale=0.5)(x, torch.ones(4))
+    assert torch.allclose(out, 0.2 * x + 2.0 * (0.5 * x - 0.2 * x))

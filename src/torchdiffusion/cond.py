@@ -58,12 +58,25 @@ def check_cond(cond: Cond, n: int, what: str = "cond") -> Cond:
     silently dropped), integer class labels (floats were truncated); else a one-line CondError."""
     if cond is None:
         return None
+    check_cond_keys(cond, what)
     for k, v in cond.items():
-        if k not in COND_KEYS:
-            raise CondError(f"{what} has no key {k!r}; its keys are {', '.join(COND_KEYS)}")
         if isinstance(v, Tensor) and (v.ndim == 0 or v.shape[0] != n):
             rows = "no batch dimension" if v.ndim == 0 else f"{v.shape[0]} rows"
             raise CondError(f"{what}[{k!r}] has {rows} for {n} samples; give one row per sample")
+    return cond
+
+
+def check_cond_keys(cond: Cond, what: str = "cond") -> Cond:
+    """``cond`` unchanged when its keys are known ones and its class labels integers (any batch size: a batch-1
+    cond may be broadcast); else a one-line CondError - a misspelt key was ignored (an unconditional sample), a
+    float label truncated."""
+    if cond is None:
+        return None
+    if not isinstance(cond, dict):
+        raise CondError(f"{what} must be None or a dict of tensors, got {type(cond).__name__}")
+    for k in cond:
+        if k not in COND_KEYS:
+            raise CondError(f"{what} has no key {k!r}; its keys are {', '.join(COND_KEYS)}")
     labels = cond.get("class")
     if isinstance(labels, Tensor) and (labels.is_floating_point() or labels.is_complex()):
         raise CondError(f"{what}['class'] must hold integer labels, got {labels.dtype}")

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cond import CondError, as_cond, cat_cond, drop_mask, expand_cond, unconditional
+from .cond import CondError, as_cond, cat_cond, check_cond_keys, drop_mask, expand_cond, unconditional
 from .types import Cond, Denoiser, append_dims, sigma_vector
 
 GuidanceError = CondError  # unusable guidance input (conditioning, interval, rescale); a one-line message
@@ -78,8 +78,9 @@ def cfg_combine(D_c: Tensor, D_u: Tensor, w: Tensor | float, rescale: float = 0.
 
 
 def _rescaled(D_g: Tensor, D_c: Tensor, rescale: float) -> Tensor:
-    """Lin et al. 2024 Sec. 3.4: ``phi * D_g std(D_c)/std(D_g) + (1 - phi) * D_g`` (per sample); phi = 0: D_g."""
-    if rescale > 0:
+    """Lin et al. 2024 Sec. 3.4: ``phi * D_g std(D_c)/std(D_g) + (1 - phi) * D_g`` (per sample); phi = 0: D_g. Data
+    of one value per sample has no spread to match: D_g as it is (its std was NaN)."""
+    if rescale > 0 and D_c[0].numel() > 1:
         dims = tuple(range(1, D_c.ndim))
         ratio = D_c.std(dims, keepdim=True) / D_g.std(dims, keepdim=True).clamp_min(1e-12)
         D_g = rescale * (D_g * ratio) + (1 - rescale) * D_g
@@ -142,6 +143,8 @@ def classifier_free(
     scale = _checked_scale(scale, "classifier-free guidance")
     if as_cond(cond) is None:
         raise GuidanceError("classifier-free guidance needs a conditioning (a class, context or prompt)")
+    check_cond_keys(as_cond(cond))
+    check_cond_keys(as_cond(uncond), "uncond")
 
     def D(x: Tensor, sigma: Tensor) -> Tensor:
         B = x.shape[0]
@@ -186,7 +189,11 @@ def retrieval_guided(
     c0 = as_cond(cond)
     if c0 is None or c0.get("neighbours") is None:
         raise GuidanceError("retrieval guidance needs a prompt's retrieved neighbours (a model.text_retrieval run)")
+    check_cond_keys(c0)
+    check_cond_keys(as_cond(uncond), "uncond")
     lo, hi = _checked_options(interval, rescale)
+    scale = _checked_scale(scale, "classifier-free guidance")
+    retrieval_scale = _checked_scale(retrieval_scale, "retrieval guidance")
 
     def D(x: Tensor, sigma: Tensor) -> Tensor:
         B = x.shape[0]
@@ -227,7 +234,10 @@ def guided_denoiser(
     conditioning (one forward per step); :func:`classifier_free` (``uncond``, ``interval``, ``rescale`` as
     there) otherwise; :func:`retrieval_guided` with ``retrieval_scale`` > 0.
     """
-    scale = float(scale)
+    scale = _checked_scale(scale, "classifier-free guidance")
+    retrieval_scale = _checked_scale(retrieval_scale, "retrieval guidance")  # (a NaN one was plain CFG)
+    check_cond_keys(as_cond(cond))
+    check_cond_keys(as_cond(uncond), "uncond")
     interval = tuple(interval) if interval else None
     if retrieval_scale > 0:  # towards the retrieved neighbours at their own scale (retrieval_guided)
         return retrieval_guided(model, cond, scale, retrieval_scale, uncond=uncond, interval=interval, rescale=rescale)
@@ -288,6 +298,10 @@ def classifier_guidance(D: Denoiser, classifier: NoisyLogits, y: Tensor | int, s
         raise GuidanceError(f"classifier guidance needs an integer class or (B,) integer labels, got {y!r}")
 
     def guided(x: Tensor, sigma: Tensor) -> Tensor:
+        if wanted.ndim == 1 and len(wanted) not in (1, x.shape[0]):
+            raise GuidanceError(
+                f"classifier guidance: {len(wanted)} labels for {x.shape[0]} samples; give 1 or one each"
+            )
         sigma = sigma_vector(sigma, x)
         d = D(x, sigma)
         labels = wanted.to(x.device).long().expand(x.shape[0])

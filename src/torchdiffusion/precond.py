@@ -38,12 +38,14 @@ parameterization is interpreted; samplers and losses see D alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from .cond import check_cond_keys
 from .process import DiscreteVP, rf_sigma_to_t
 from .types import Cond, Denoiser, append_dims, sigma_vector
 
@@ -130,6 +132,10 @@ class Precond(nn.Module):
             raise ValueError("timestep noise conditioning needs the discrete process the model was trained on")
         if boundary not in BOUNDARIES:
             raise ValueError(f"unknown boundary {boundary!r}; choose from {', '.join(BOUNDARIES)}")
+        if not (math.isfinite(float(sigma_data)) and float(sigma_data) > 0):  # 0 gave all-zero samples
+            raise ValueError(f"sigma_data must be a finite number > 0, got {sigma_data!r}")
+        if process is None and not (0 < float(sigma_min) < float(sigma_max) < math.inf):
+            raise ValueError(f"the trained range needs 0 < sigma_min < sigma_max, finite; got {sigma_min}, {sigma_max}")
         self.net = net
         self.boundary = boundary
         self.parameterization = parameterization
@@ -156,6 +162,8 @@ class Precond(nn.Module):
         The network's inputs are cast to its weights' dtype: a float64 ``x`` gives x0_hat in float64 around a
         float32 network (where sigma ~ 1e4 makes c_skip x and c_out F nearly cancel, float32 would lose ~1e-3).
         """
+        if isinstance(cond, dict):  # a misspelt key or float labels: never a silently unconditional or cut draw
+            check_cond_keys(cond)
         dt = torch.promote_types(x.dtype, torch.float32)
         sigma = sigma_vector(sigma, x).to(dt)
         c = self.coefficients(sigma)
