@@ -229,3 +229,28 @@ def test_count_flops_takes_class_conditioning():
 
     m = replace(tiny_cfg().model, num_classes=4)
     assert count_flops(m, (1, 8, 8), {"class": torch.tensor([1])}) == count_flops(m, (1, 8, 8)) > 0
+
+
+def test_the_discrete_process_refuses_timesteps_outside_its_table_and_takes_scalar_sigmas():
+    """T = 2.5 was a 2-step process, t = -1 the last timestep, posterior at t = 0 read abar_{-1}; a float sigma
+    failed in append_dims / .to. The formulas at a scalar equal them at the same sigma for each sample."""
+    from torchdiffusion import process as P
+
+    with pytest.raises(ValueError, match="integer"):
+        DiscreteVP("linear", 2.5)
+    vp, x = DiscreteVP("linear", 1000), torch.randn(2, 3)
+    for call, says in [
+        (lambda: vp.q_sample(x, torch.tensor([-1, 5]), x), r"\[0, 999\]"),
+        (lambda: vp.q_sample(x, torch.tensor([1000, 5]), x), r"\[0, 999\]"),
+        (lambda: vp.q_step(x, torch.tensor([1.5, 2.0]), x), "integers"),
+        (lambda: vp.posterior(x, x, torch.tensor([0, 1])), r"\[1, 999\]"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            call()
+    two = torch.full((2,), 1.5)
+    for f in (P.ve_to_vp, P.vp_to_ve, P.ve_to_rf, P.rf_to_ve):
+        assert torch.equal(f(x, 1.5), f(x, two)) and torch.equal(f(x, torch.tensor(1.5)), f(x, two))
+    assert torch.equal(P.add_noise(x, 1.5, x), P.add_noise(x, two, x))
+    assert torch.equal(P.rf_velocity(x, 1.5, x), P.rf_velocity(x, two, x))
+    assert float(vp.sigma_to_t(1.0)) == float(vp.sigma_to_t(torch.tensor(1.0)))
+    assert float(vp.t_to_sigma(10)) == pytest.approx(float(vp.sigmas[10]))

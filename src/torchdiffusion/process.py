@@ -42,6 +42,14 @@ from .types import append_dims
 # -- sigma <-> abar, VE <-> VP (the one place these formulas live) ----------------------------------------
 
 
+def _levels(sigma: Tensor | float, x: Tensor) -> Tensor:
+    """``sigma`` broadcastable per sample against ``x``: a number or 0-d tensor repeated for each of its B samples
+    (a float made append_dims fail), a tensor of levels as given."""
+    if isinstance(sigma, Tensor) and sigma.ndim > 0:
+        return sigma
+    return torch.as_tensor(sigma, dtype=x.dtype if x.is_floating_point() else None, device=x.device).expand(x.shape[0])
+
+
 def sigma_to_alpha_bar(sigma: Tensor) -> Tensor:
     """abar = 1 / (1 + sigma^2)."""
     return 1.0 / (1.0 + sigma**2)
@@ -54,12 +62,12 @@ def alpha_bar_to_sigma(alpha_bar: Tensor) -> Tensor:
 
 def ve_to_vp(x: Tensor, sigma: Tensor) -> Tensor:
     """x_vp = x / sqrt(1 + sigma^2) = sqrt(abar) x."""
-    return x / append_dims((1.0 + sigma**2).sqrt(), x.ndim)
+    return x / append_dims((1.0 + _levels(sigma, x) ** 2).sqrt(), x.ndim)
 
 
 def vp_to_ve(x_vp: Tensor, sigma: Tensor) -> Tensor:
     """x = sqrt(1 + sigma^2) x_vp."""
-    return x_vp * append_dims((1.0 + sigma**2).sqrt(), x_vp.ndim)
+    return x_vp * append_dims((1.0 + _levels(sigma, x_vp) ** 2).sqrt(), x_vp.ndim)
 
 
 def rf_t_to_sigma(t: Tensor) -> Tensor:
@@ -74,12 +82,12 @@ def rf_sigma_to_t(sigma: Tensor) -> Tensor:
 
 def ve_to_rf(x: Tensor, sigma: Tensor) -> Tensor:
     """x_t = (1 - t) x = x / (1 + sigma): the point of the straight path x_t = (1 - t) x0 + t n."""
-    return x / append_dims(1.0 + sigma, x.ndim)
+    return x / append_dims(1.0 + _levels(sigma, x), x.ndim)
 
 
 def rf_to_ve(x_t: Tensor, sigma: Tensor) -> Tensor:
     """x = x_t / (1 - t) = (1 + sigma) x_t."""
-    return x_t * append_dims(1.0 + sigma, x_t.ndim)
+    return x_t * append_dims(1.0 + _levels(sigma, x_t), x_t.ndim)
 
 
 def rf_velocity(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor:
@@ -87,13 +95,13 @@ def rf_velocity(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor:
 
     With x_t = x / (1 + sigma) and t = sigma / (1 + sigma): v = (x - (1 + sigma) D) / sigma.
     """
-    s = append_dims(sigma, x.ndim)
+    s = append_dims(_levels(sigma, x), x.ndim)
     return (x - (1.0 + s) * denoised) / s
 
 
 def add_noise(x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
     """The VE forward process in one line: x = x0 + sigma * n,  sigma: (B,)."""
-    return x0 + append_dims(sigma, x0.ndim) * noise
+    return x0 + append_dims(_levels(sigma, x0), x0.ndim) * noise
 
 
 class DiscreteVP:
@@ -105,7 +113,7 @@ class DiscreteVP:
     """
 
     def __init__(self, schedule: str = "linear", T: int = 1000, **schedule_kwargs):
-        betas = make_betas(schedule, int(T), **schedule_kwargs)
+        betas = make_betas(schedule, T, **schedule_kwargs)  # (int(T) made T = 2.5 a process of 2 steps)
         self._set_table(schedule, betas, torch.cumprod(1.0 - betas, 0))
 
     @classmethod
@@ -135,18 +143,30 @@ class DiscreteVP:
 
     # -- closed form and posterior (Ho et al. Eqs. 4, 6, 7) ------------------------------------------------
 
+    def _timesteps(self, t: Tensor, lo: int = 0) -> Tensor:
+        """``t`` as integer timesteps in [lo, T - 1] (a negative one indexed the table from its end)."""
+        t = torch.as_tensor(t)
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"timesteps t must be integers, got {t.dtype}")
+        if t.numel() and not bool(((t >= lo) & (t <= self.T - 1)).all()):
+            raise ValueError(f"timesteps t must lie in [{lo}, {self.T - 1}], got {t.min().item()}..{t.max().item()}")
+        return t
+
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Sample q(x_t | x_0) = N(sqrt(abar_t) x0, (1 - abar_t) I) in VP units; ``t: (B,)`` long."""
+        t = self._timesteps(t)
         ab = self.alpha_bars.to(x0.device)[t].to(x0.dtype)
         return append_dims(ab.sqrt(), x0.ndim) * x0 + append_dims((1 - ab).sqrt(), x0.ndim) * noise
 
     def q_step(self, x_prev: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """One step of the Markov chain q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)."""
+        t = self._timesteps(t)
         b = self.betas.to(x_prev.device)[t].to(x_prev.dtype)
         return append_dims((1 - b).sqrt(), x_prev.ndim) * x_prev + append_dims(b.sqrt(), x_prev.ndim) * noise
 
     def posterior(self, x_t: Tensor, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(x_{t-1} | x_t, x_0) in VP units, ``t: (B,)`` long with t >= 1."""
+        t = self._timesteps(t, lo=1)  # (t = 0 read abar_{-1}, the table's last entry)
         dev, dt, nd = x_t.device, x_t.dtype, x_t.ndim
         ab = self.alpha_bars.to(dev)[t]
         ab_prev = self.alpha_bars.to(dev)[t - 1]
@@ -169,7 +189,7 @@ class DiscreteVP:
 
     def t_to_sigma(self, t: Tensor) -> Tensor:
         """Continuous t in [0, T-1] to sigma, interpolating log sigma linearly between table entries."""
-        t = t.to(torch.float64).clamp(0, self.T - 1)
+        t = torch.as_tensor(t).to(torch.float64).clamp(0, self.T - 1)
         lo = t.floor().long()
         hi = t.ceil().long()
         w = t - lo
@@ -181,6 +201,7 @@ class DiscreteVP:
 
         log sigma_t is increasing in t, so we locate log sigma between neighbours and interpolate.
         """
+        sigma = torch.as_tensor(sigma)  # (a float has no .to)
         log_sigma = sigma.to(torch.float64).clamp(min=1e-30).log()
         log_sigmas = self.log_sigmas.to(sigma.device)
         log_sigma = log_sigma.clamp(log_sigmas[0], log_sigmas[-1])
