@@ -69,6 +69,12 @@ def test_generate_checks_a_sample_config_built_in_python(run):
         _draw(run, base, precision="fp16")  # was silently fp32
     with pytest.raises(ValueError, match="at least one seed"):
         _draw(run, base, seeds=[])
+    for seeds, needle in [([0, 1, 2, 3.7], "seeds must be integers"), ([0, 1, 2, 2**70], r"seeds must lie in \[0, ")]:
+        with pytest.raises(ValueError, match=needle):  # 3.7 was seed 3; 2**70 an overflow inside torch
+            _draw(run, base, seeds=seeds)
+    for shape in ((), (1, 0, 8)):  # a matmul shape error or an empty draw
+        with pytest.raises(ValueError, match="data_shape must be one example's shape"):
+            generate(run.model, range(4), base, shape, cond={"class": torch.tensor([0, 1, 2, 3])})
 
 
 def test_generate_checks_its_conditioning_against_the_seeds_and_the_model(run):

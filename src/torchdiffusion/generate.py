@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -497,6 +498,26 @@ def guidance_of(sample: SampleConfig) -> dict:
 
 
 @torch.no_grad()
+def checked_seeds(seeds: Sequence[int]) -> list[int]:
+    """``seeds`` as ints: each an integer (1.7 was seed 1) in [0, config.MAX_SEED] (2**70 overflowed deep in torch),
+    at least one; else a one-line ValueError."""
+    from .config import MAX_SEED
+
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("generate needs at least one seed (one per sample)")
+    for s in seeds:
+        if (
+            isinstance(s, bool)
+            or not isinstance(s, numbers.Integral)
+            and not (isinstance(s, Tensor) and s.numel() == 1 and not s.is_floating_point())
+        ):
+            raise ValueError(f"seeds must be integers, got {s!r}")
+        if not 0 <= int(s) <= MAX_SEED:
+            raise ValueError(f"seeds must lie in [0, {MAX_SEED}], got {int(s)}")
+    return [int(s) for s in seeds]
+
+
 def generate(
     model: Precond,
     seeds: Sequence[int],
@@ -542,9 +563,13 @@ def generate(
     check_sample(sample)  # a SampleConfig built in Python is checked as a run's is (config.validate)
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("generate needs at least one seed (one per sample)")
+    seeds = checked_seeds(seeds)
+    data_shape = tuple(data_shape)
+    if not data_shape or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in data_shape
+    ):
+        raise ValueError(f"data_shape must be one example's shape, sizes >= 1, e.g. (1, 28, 28); got {data_shape!r}")
+    data_shape = tuple(int(v) for v in data_shape)
     cond, uncond = (check_cond(as_cond(c), len(seeds), what) for c, what in ((cond, "cond"), (uncond, "uncond")))
     _refuse_unread_cond(model, cond)
     device = torch.device(device) if device is not None else next(model.parameters()).device
