@@ -395,3 +395,11 @@ def test_known_images_must_have_the_shape_of_x_and_bool_masks_are_taken():
     D = known_region(DATA.denoise, x_known, mask, noise=lambda: torch.zeros_like(x_known))
     out = D(torch.randn(2, *SHAPE, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
     assert torch.equal(out[..., :3, :], x_known[..., :3, :])  # bool True = known, as inpaint() reads it
+
+
+def test_a_tensor_strength_and_fractional_margins():
+    """img2img's strength as a 0-d tensor is its number (it raised a TypeError from round()); margins of 2.0
+    pixels are refused in one line (a new_full() TypeError)."""
+    assert torch.equal(strength_sigmas(SIGMAS, torch.tensor(0.5)), strength_sigmas(SIGMAS, 0.5))
+    with pytest.raises(EditError, match="whole pixels"):
+        outpaint_canvas(torch.zeros(1, 1, 4, 4), left=2.0)

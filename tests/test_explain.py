@@ -254,3 +254,12 @@ def test_explain_options_are_read_or_refused(tmp_path):
     manifest = json.loads((tmp_path / "f.png.manifest.json").read_text())
     assert manifest["sampling"][0]["n"] == 3  # --set sample.n was dropped for the picture's own 16
     assert cli("explain", "forward", "--data", "ucr:GunPoint", "--t", "0", "500", "--images", "5", "--out", out)[0] == 0
+
+
+def test_fractional_timesteps_are_refused_not_rounded():
+    from torchdiffusion.explain import ExplainError, forward_strip, signal_forward
+
+    with pytest.raises(ExplainError, match="whole numbers"):
+        forward_strip(torch.zeros(1, 1, 8, 8), [10.5])  # drawn at t = 10 under the label 10.5
+    with pytest.raises(ExplainError, match="whole numbers"):
+        signal_forward(torch.zeros(1, 1, 16), [0, 2.5])

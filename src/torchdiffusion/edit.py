@@ -208,6 +208,8 @@ def outpaint_canvas(
         return canvas[:, :, 0], mask[:, :, 0]
     if x.ndim != 4:
         raise EditError(f"outpainting needs images (B, C, H, W), got shape {tuple(x.shape)}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (left, right, top, bottom)):
+        raise EditError(f"outpainting margins are whole pixels, got {(left, right, top, bottom)}")
     if min(left, right, top, bottom) < 0 or left + right + top + bottom == 0:
         raise EditError("outpainting margins must be >= 0 and at least one of them > 0")
     B, C, H, W = x.shape
@@ -270,6 +272,8 @@ def strength_sigmas(sigmas: Tensor, strength: float) -> Tensor:
 
     Strength 0 keeps nothing (a one-value grid ``[0]``); strength 1 keeps the whole grid.
     """
+    if isinstance(strength, Tensor) and strength.numel() == 1:  # (a 0-d tensor has no round())
+        strength = float(strength)
     if not 0.0 <= strength <= 1.0:
         raise EditError(f"strength must be in [0, 1], got {strength}")
     n = len(sigmas) - 1

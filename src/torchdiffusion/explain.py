@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -99,6 +100,14 @@ def _show_points(ax, pts: Tensor, title: str = "", lim: float = 4.0, ref: Tensor
 # 1. The forward process on real images
 
 
+def _check_timesteps(ts: Sequence[int], T: int) -> None:
+    """Whole timesteps in [0, T - 1] (10.5 was drawn as 10, under its own label)."""
+    if any(isinstance(t, bool) or not isinstance(t, numbers.Integral) for t in ts):
+        raise ExplainError(f"timesteps are whole numbers, got {list(ts)}")
+    if any(not 0 <= t < T for t in ts):
+        raise ExplainError(f"timesteps must lie in [0, {T - 1}], got {list(ts)}")
+
+
 def forward_strip(
     images: Tensor,
     ts: Sequence[int],
@@ -114,8 +123,7 @@ def forward_strip(
     only the schedule differs. Returns ``{schedule: (B, len(ts), C, H, W)}`` and draws one block per schedule
     (rows = images, columns = t, titled with alpha_bar_t).
     """
-    if any(not 0 <= t < T for t in ts):
-        raise ExplainError(f"timesteps must lie in [0, {T - 1}], got {list(ts)}")
+    _check_timesteps(ts, T)
     g = torch.Generator().manual_seed(seed)
     n = torch.randn(images.shape, generator=g)
     out = {}
@@ -147,8 +155,7 @@ def signal_forward(
     """The forward process of 1-D signals ``x: (B, C, L)``: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n (Ho et
     al. Eq. 4) at each t of ``ts``, the same noise n at every t; one panel per t with the first channel of each
     series as a curve (x_0 in grey behind). Returns (B, len(ts), C, L)."""
-    if any(not 0 <= t < T for t in ts):
-        raise ExplainError(f"timesteps must lie in [0, {T - 1}], got {list(ts)}")
+    _check_timesteps(ts, T)
     n = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
     vp = DiscreteVP(schedule, T)
     cols = torch.stack([vp.q_sample(x, torch.full((len(x),), t, dtype=torch.long), n).float() for t in ts], 1)
