@@ -245,3 +245,15 @@ def test_train_autoencoder_refuses_bad_input_in_one_line(tmp_path, settings, nee
     assert rc == 2 and stdout == "" and len(err.strip().splitlines()) == 1, err
     assert err.startswith("torchdiffusion train-autoencoder: error: ") and needle in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_larger_than_the_data_trains_the_images_asked_for():
+    """batches(): 10 images, batch 32, 100 images asked: batches of 32, 32, 32, 4, each holding every image (it
+    cut each batch to the 10 images while counting 32: the run stopped at 34 images and wrote no metrics)."""
+    from torchdiffusion.training.autoencoder import batches
+
+    drawn = list(batches(10, 32, 100, seed=0))
+    assert [len(b) for b in drawn] == [32, 32, 32, 4]
+    assert all(set(b.tolist()) == set(range(10)) for b in drawn[:3])
+    small = list(batches(10, 4, 20, seed=0))  # a batch within the data: one permutation at a time, as before
+    assert [len(b) for b in small] == [4, 4, 4, 4, 4] and len(set(torch.cat(small[:2]).tolist())) == 8

@@ -37,11 +37,17 @@ SCALE_SEED = 12345  # seeds the q(z | x) draws the scale factor is computed on
 
 
 def batches(n: int, batch_size: int, images: int, seed: int):
-    """Index batches of a new seeded permutation each epoch, until ``images`` images have been drawn."""
+    """Index batches of a new seeded permutation each epoch, until ``images`` images have been drawn. A batch larger
+    than the data is drawn from as many fresh permutations as it needs (it was cut to the data's size while counted
+    in full: the run stopped short of ``images`` and never wrote its metrics)."""
     g = torch.Generator().manual_seed(seed)
     seen, perm, pos = 0, torch.randperm(n, generator=g), 0
     while seen < images:
         b = min(batch_size, images - seen)
+        if b > n:  # every image at least once in this batch
+            yield torch.cat([torch.randperm(n, generator=g) for _ in range(-(-b // n))])[:b]
+            pos, seen = n, seen + b
+            continue
         if pos + b > n:
             perm, pos = torch.randperm(n, generator=g), 0
         yield perm[pos : pos + b]
