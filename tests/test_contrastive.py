@@ -380,6 +380,27 @@ def test_caption_templates_fill_the_caption_and_its_category():
     ]
     with pytest.raises(ValueError, match="class labels"):
         templated_captions(SimpleNamespace(captions=["x"], labels=None, class_names=None), ("{caption} {category}",))
+    short = SimpleNamespace(captions=["a", "b"], labels=torch.tensor([0, 4]), class_names=["x", "y"])
+    assert templated_captions(short, ("{caption}",)) == [["a", "b"]]  # labels beyond the names: not read here
+    with pytest.raises(ValueError, match="labels run to 4 and it names 2 classes"):  # an IndexError traceback
+        templated_captions(short, ("{caption}", "{category}"))
+
+
+def test_a_batch_larger_than_the_pairs_is_recorded_as_it_ran(tmp_path):
+    """InfoNCE needs distinct pairs: a batch of 1000 over 32 training pairs runs at 32, and config.json says 32
+    (it said 1000)."""
+    import numpy as np
+
+    r = np.random.default_rng(0)
+    x = (r.random((40, 8, 8, 3)) * 255).astype("uint8")
+    np.savez(tmp_path / "cap.npz", x=x, captions=np.array([f"thing {i}" for i in range(40)]))
+    out = tmp_path / "c"
+    sets = ["data.source=array", f"data.path={tmp_path / 'cap.npz'}", "data.holdout=8", "data.limit=none"]
+    rc, _, err = cli("train-clip", "--preset", "emoji16-clip-tiny", "--images", "64", "--batch-size", "1000",
+                     "--out", out, "--no-progress", *[a for s in sets for a in ("--set", s)])  # fmt: skip
+    assert rc == 0, err
+    assert "train.batch_size=1000 capped at the 32 training pairs" in err
+    assert json.loads((out / "config.json").read_text())["train"]["batch_size"] == 32
 
 
 def test_pooled_text_features_give_the_text_tower_the_same_output():

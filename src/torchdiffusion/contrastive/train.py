@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -62,9 +63,17 @@ def random_translate(x: Tensor, max_shift: int, g: torch.Generator) -> Tensor:
 def templated_captions(train, templates: tuple[str, ...]) -> list[list[str]]:
     """K lists of N training texts: caption n through template k ("{caption}", "{category}" filled in); a
     template naming {category} needs class labels (ConfigError otherwise)."""
-    if any("{category}" in t for t in templates) and (train.labels is None or not train.class_names):
+    if not any("{category}" in t for t in templates):  # (the class names are read only here)
+        return [[t.format(caption=c, category="") for c in train.captions] for t in templates]
+    if train.labels is None or not train.class_names:
         raise ConfigError("train.templates name {category}, but the data has no class labels")
-    names = [train.class_names[int(y)] for y in train.labels] if train.labels is not None else [""] * len(train)
+    top = int(train.labels.max()) if len(train.labels) else -1
+    if top >= len(train.class_names) or (len(train.labels) and int(train.labels.min()) < 0):
+        raise ConfigError(
+            f"train.templates name {{category}}, but the data's labels run to {top} and it names "
+            f"{len(train.class_names)} classes (class_names)"
+        )
+    names = [train.class_names[int(y)] for y in train.labels]
     return [[t.format(caption=c, category=k) for c, k in zip(train.captions, names)] for t in templates]
 
 
@@ -155,6 +164,10 @@ def train_contrastive(
         phi = frozen_features(model.image, train.x, progress)
     g = torch.Generator().manual_seed(t.seed)
     B = min(t.batch_size, len(train))
+    if B < t.batch_size:  # the config saved beside the weights says the batch that ran
+        log(f"train.batch_size={t.batch_size} capped at the {B} training pairs (InfoNCE needs distinct pairs)")
+        cfg = replace(cfg, train=replace(t, batch_size=B))
+        t = cfg.train
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.json", to_json(cfg) + "\n")
     lines: list[str] = []
