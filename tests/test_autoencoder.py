@@ -235,6 +235,7 @@ def test_train_autoencoder_killed_runs_again_and_a_running_one_is_not_touched(tm
         (["data.source=toy"], "image"),
         (["model.in_channels=3"], "channels"),
         (["data.image_size=7,7"], "f=2 must divide"),
+        (["loss.perceptual=1", "loss.perceptual_blocks=16"], "use loss.perceptual_blocks=5 or fewer"),  # a traceback
     ],
 )
 def test_train_autoencoder_refuses_bad_input_in_one_line(tmp_path, settings, needle):
@@ -257,3 +258,14 @@ def test_a_batch_larger_than_the_data_trains_the_images_asked_for():
     assert all(set(b.tolist()) == set(range(10)) for b in drawn[:3])
     small = list(batches(10, 4, 20, seed=0))  # a batch within the data: one permutation at a time, as before
     assert [len(b) for b in small] == [4, 4, 4, 4, 4] and len(set(torch.cat(small[:2]).tolist())) == 8
+
+
+def test_the_perceptual_distance_takes_rgb_or_grayscale_images_it_can_read():
+    from torchdiffusion.nets.perceptual import EfficientNetPerceptual
+
+    p = EfficientNetPerceptual(5)
+    p.check_images(1, 8, 8)
+    p.check_images(3, 8, 8)
+    for shape, says in [((2, 8, 8), "has 2 channels"), ((4, 16, 16), "has 4 channels"), ((3, 1, 1), "larger than")]:
+        with pytest.raises(ValueError, match=says):
+            p.check_images(*shape)

@@ -88,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
         from ..nets.perceptual import EfficientNetPerceptual
 
         perceptual = EfficientNetPerceptual(cfg.loss.perceptual_blocks)
+        try:
+            perceptual.check_images(*x_train.shape[1:])  # before the run folder, not at the first step
+        except ValueError as e:
+            from ..config import ConfigError
+
+            raise ConfigError(str(e)) from None
     from ..training.autoencoder import train_autoencoder
 
     with fresh_run_folder(out, own, AutoencoderRunConfig) as out:

@@ -62,6 +62,32 @@ class EfficientNetPerceptual(nn.Module):
             maps.append(h)
         return maps
 
+    def check_images(self, C: int, H: int, W: int) -> None:
+        """A ValueError (one line) unless images (C, H, W) can be compared: grayscale or RGB (the network reads
+        RGB; grayscale is repeated), large enough that every one of the ``blocks`` blocks still has its kernels'
+        worth of pixels (a block past that raised a padding error mid-training)."""
+        if C not in (1, 3):
+            raise ValueError(
+                f"loss.perceptual compares EfficientNet-Lite0 features of RGB or grayscale images; the data has {C} "
+                "channels (use loss.perceptual=0)"
+            )
+        n, h = self.net, torch.zeros(1, 3, H, W)
+        with torch.no_grad():
+            try:
+                h = n._swish(n._bn0(n._conv_stem(h)))
+            except RuntimeError:
+                raise ValueError(f"loss.perceptual needs images larger than {H}x{W}; use loss.perceptual=0") from None
+            for k, block in enumerate(n._blocks[: self.blocks]):
+                try:
+                    h = block(h)
+                except RuntimeError:
+                    raise ValueError(
+                        f"loss.perceptual_blocks={self.blocks}: {H}x{W} images have shrunk too far for block {k + 1}; "
+                        f"use loss.perceptual_blocks={k} or fewer"
+                        if k
+                        else f"loss.perceptual needs images larger than {H}x{W}; use loss.perceptual=0"
+                    ) from None
+
     def forward(self, x: Tensor, x_hat: Tensor) -> Tensor:
         if x.shape[1] == 1:  # grayscale: repeated to RGB, as the Fréchet-distance features do
             x, x_hat = x.expand(-1, 3, -1, -1), x_hat.expand(-1, 3, -1, -1)
