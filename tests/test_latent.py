@@ -5,6 +5,7 @@ Commands run through the CLI's ``main`` in this process (``tinyruns.cli``: the s
 errors as ``python -m torchdiffusion``, without a torch import each)."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -625,3 +626,28 @@ def test_a_size_mismatch_names_the_setting_that_sizes_the_images():
     with pytest.raises(ConfigError, match=r"is 1x28x28; set data.image_size / data.channels to match"):
         check_image_shape(codec, (1, 28, 28), "folder")
     check_image_shape(codec, (3, 64, 64), "emoji")
+
+
+def test_every_training_command_records_its_data_files_as_absolute_paths(world, tmp_path):
+    """train-autoencoder and train-clip recorded data.path as typed ("gray"): a latent run on the same images from
+    another working folder read it as other images and skipped its split check; data.latents_of given relative and
+    then absolute did not resume (the data sections differed)."""
+    (tmp_path / "sub").mkdir()
+    for command, preset in (("train-autoencoder", "tiny-ae"), ("train-clip", "emoji16-clip-tiny")):
+        code, out, err = cli(command, "--preset", preset, "--dry-run", "--set", "data.source=folder",
+                             "--set", "data.path=imgs", cwd=tmp_path / "sub")  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["data"]["path"] == str(tmp_path / "sub" / "imgs"), command
+    rel = Path(os.path.relpath(world["ae"], tmp_path))
+    code, out, err = cli("train", "--preset", "digits-test", "--dry-run", "--set", f"data.latents_of={rel}",
+                         cwd=tmp_path)  # fmt: skip
+    assert code == 0 and json.loads(out)["data"]["latents_of"] == str(world["ae"].resolve()), err
+    # the world's run, trained with an absolute latents_of, resumes from a relative one (same folder from here)
+    run = tmp_path / "ldm"
+    import shutil
+
+    shutil.copytree(world["run"], run)
+    sets = [f"data.latents_of={rel}", *LATENT_RUN[1:], "train.images=160"]
+    code, _, err = cli("train", "--preset", "digits-test", "--out", run, "--no-progress",
+                       *[a for s in sets for a in ("--set", s)], cwd=tmp_path, env=world["env"])  # fmt: skip
+    assert code == 0 and "different data section" not in err, err

@@ -31,9 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     from ..autoencoder import autoencoder_config_from_json, get_autoencoder_preset, validate_autoencoder_config
     from ..config import override, refuse_unread
+    from ..training.run_folder import with_resolved_paths
 
     cfg = base_config(args, autoencoder_config_from_json, get_autoencoder_preset)
-    return refuse_unread(validate_autoencoder_config(override(cfg, args.set)), args.set)
+    return with_resolved_paths(refuse_unread(validate_autoencoder_config(override(cfg, args.set)), args.set))
 
 
 def load_images(cfg):

@@ -37,7 +37,9 @@ def resolve_config(args: argparse.Namespace):
     cfg = base_config(args, clip_config_from_json, get_clip_preset)
     flags = [f"train.images={args.images}"] if args.images else []
     flags += [f"train.batch_size={args.batch_size}"] if args.batch_size else []
-    return refuse_unread(check_clip_config(override(cfg, [*args.set, *flags])), args.set)
+    from ..training.run_folder import with_resolved_paths
+
+    return with_resolved_paths(refuse_unread(check_clip_config(override(cfg, [*args.set, *flags])), args.set))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -187,12 +187,17 @@ def _refuse_shared_folder(out: Path, cfg: RunConfig) -> None:
         raise ConfigError(f"--out {out} holds {other[1]}, {other[0]}; a diffusion run needs a folder of its own")
 
 
-def with_resolved_paths(cfg: RunConfig) -> RunConfig:
-    """``cfg`` with its data files (``data.path``, ``data.labels_path``) as absolute paths: the run's config.json then
-    names them from any working folder (evaluate, card --evaluate, outpaint of the run's own data), where a path
-    relative to where training ran pointed nowhere."""
+DATA_PATHS = ("path", "labels_path", "latents_of")  # the data section's files and folders
+
+
+def with_resolved_paths(cfg):
+    """``cfg`` (a RunConfig, or an autoencoder's or text encoder's config: any with a ``data`` section) with its data
+    files and folders (:data:`DATA_PATHS`) as absolute paths: the run's config.json then names them from any working
+    folder (evaluate, card --evaluate, outpaint of the run's own data, a latent run checking that it splits its
+    autoencoder's images the same way), where a path relative to where training ran pointed nowhere - or at
+    another folder."""
     d = cfg.data
-    paths = {k: str(Path(v).expanduser().resolve()) for k in ("path", "labels_path") if (v := getattr(d, k))}
+    paths = {k: str(Path(v).expanduser().resolve()) for k in DATA_PATHS if (v := getattr(d, k, None))}
     return replace(cfg, data=replace(d, **paths)) if paths else cfg
 
 
