@@ -36,6 +36,7 @@ CHANGED = {
     "data.scale_lo": "-5",
     "data.scale_hi": "5",
     "data.seq_len": "20",
+    "data.signal_length": "20",
     "data.volume_size": "8,8,8",
     "data.volume_count": "17",
     "data.categorical": "a,b",
@@ -250,9 +251,14 @@ def test_a_config_file_keeps_its_own_values_and_only_the_sets_are_checked(tmp_pa
         ["train-clip", "--preset", "emoji32-clip", "--set", "data.seq_len=32"],
         ["demo", "--set", "model.depth=3"],
         ["train-classifier", "digits-test", "--set", "data.volume_count=10"],
+        ["train", "--preset", "digits-test", "--set", "data.signal_length=20"],  # only signals are resampled
+        ["train-autoencoder", "--preset", "tiny-ae", "--set", "loss.perceptual_blocks=1"],  # no perceptual loss
+        ["train-autoencoder", "--preset", "tiny-ae", "--set", "model.head_channels=8"],  # no attention
+        ["train-clip", "--preset", "emoji16-clip-tiny", "--set", "model.image_hidden=512"],  # the conv tower
+        ["train-clip", "--preset", "emoji64-lit", "--set", "model.width=64"],  # a frozen backbone
     ],
 )
-def test_the_other_training_commands_refuse_a_data_setting_nothing_reads(tmp_path, argv):
+def test_the_other_training_commands_refuse_a_setting_nothing_reads(tmp_path, argv):
     rc, out, err = cli(*argv, "--out", tmp_path / "out")
     assert rc == 2 and "changes nothing" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
@@ -263,3 +269,38 @@ def test_refuse_unread_passes_what_is_read_and_names_what_is_not():
     assert refuse_unread(cfg, ["data.toy=moons", "model.mlp_width=64"]) is cfg
     with pytest.raises(ConfigError, match=r"^--set model.groups=2 changes nothing: model.groups is read only by"):
         refuse_unread(cfg, ["model.groups=2"])
+
+
+def test_the_autoencoder_and_text_encoder_take_their_settings_where_read():
+    from torchdiffusion.autoencoder import get_autoencoder_preset
+    from torchdiffusion.contrastive.config import get_clip_preset
+
+    ae = override(get_autoencoder_preset("tiny-ae"), ["loss.perceptual=1", "model.attention=true"])
+    assert refuse_unread(
+        override(ae, ["loss.perceptual_blocks=2", "model.head_channels=8"]),
+        ["loss.perceptual_blocks=2", "model.head_channels=8"],
+    )
+    lit = get_clip_preset("emoji64-lit")
+    assert refuse_unread(override(lit, ["model.image_hidden=64"]), ["model.image_hidden=64"])
+    conv = get_clip_preset("emoji16-clip-tiny")
+    assert refuse_unread(override(conv, ["model.width=16"]), ["model.width=16"])
+
+
+@pytest.mark.parametrize("command", ["train", "train-autoencoder", "train-clip"])
+def test_a_preset_beside_a_config_file_or_a_flag_beside_its_set_is_refused(tmp_path, command):
+    """--preset with --config (the preset was dropped without a word), --config naming a folder, and train-clip's
+    --images / --batch-size beside --set of the same setting (the flag won): one line, exit 2."""
+    preset = {"train": "digits-test", "train-autoencoder": "tiny-ae", "train-clip": "emoji16-clip-tiny"}[command]
+    rc, out, _ = cli(command, "--preset", preset, "--dry-run")
+    (tmp_path / "config.json").write_text(out)
+    assert cli(command, "--config", tmp_path / "config.json", "--dry-run")[0] == 0
+    cases = [
+        (["--preset", preset, "--config", tmp_path / "config.json"], "both name the starting config"),
+        (["--config", tmp_path], "is a folder; give its config.json"),
+    ]
+    if command == "train-clip":
+        cases += [(["--images", "64", "--set", "train.images=200"], "--images and --set train.images both set"),
+                  (["--batch-size", "8", "--set", "train.batch_size=16"], "both set train.batch_size")]  # fmt: skip
+    for argv, says in cases:
+        rc, _, err = cli(command, *argv, "--dry-run")
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, err

@@ -79,6 +79,14 @@ class AutoencoderRunConfig:
     train: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
 
 
+# Settings only some autoencoders read (config.unread_setting; the RUN_READ_WHEN of a diffusion run): key -> (is it
+# read by this config?, who reads it, the keys that decide). A --set of one where it is not read is refused.
+AutoencoderRunConfig.READ_WHEN = {
+    "loss.perceptual_blocks": (lambda c: c.loss.perceptual > 0, "the perceptual loss", ("loss.perceptual",)),
+    "model.head_channels": (lambda c: c.model.attention, "the middle self-attention", ("model.attention",)),
+}
+
+
 # Presets: sized for a 2-core CPU. emoji64-ae: f = 4 (64 x 64 x 3 -> 16 x 16 x 3, a 16x smaller array).
 AUTOENCODER_PRESETS: dict[str, AutoencoderRunConfig] = {
     "emoji64-ae": AutoencoderRunConfig(

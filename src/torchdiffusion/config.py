@@ -1104,7 +1104,8 @@ def _value_at(cfg: Any, key: str) -> Any:
 
 def unread_setting(cfg: Any, key: str) -> str | None:
     """Why nothing reads the setting ``key`` (``section.name``) of ``cfg``, or None when something may: the data
-    section of any config (a diffusion, autoencoder or contrastive run), every section of a :class:`RunConfig`."""
+    section of any config (a diffusion, autoencoder or contrastive run), every section of a :class:`RunConfig`, and
+    the settings of an autoencoder's or text encoder's config in its class's ``READ_WHEN``."""
     section, _, name = key.partition(".")
     if key in READ_BY_NOTHING and isinstance(cfg, RunConfig):
         return f"{key} is read by nothing: {READ_BY_NOTHING[key]}"
@@ -1115,6 +1116,9 @@ def unread_setting(cfg: Any, key: str) -> str | None:
         ok, who, deciding = cfg.data.source in readers, f"data.source={' | '.join(readers)}", ("data.source",)
     elif isinstance(cfg, RunConfig) and key in RUN_READ_WHEN:
         read, who, deciding = RUN_READ_WHEN[key]
+        ok = read(cfg)
+    elif key in getattr(cfg, "READ_WHEN", {}):  # an autoencoder's or text encoder's own table
+        read, who, deciding = cfg.READ_WHEN[key]
         ok = read(cfg)
     else:
         return None

@@ -33,7 +33,11 @@ def base_config(args: argparse.Namespace, from_json: Callable[[str], typing.Any]
 
     if not args.config:
         return get_preset(args.preset)
+    if "preset" in given_options(args):  # (the preset was dropped without a word)
+        raise ConfigError(f"--preset {args.preset} and --config {args.config} both name the starting config; give one")
     path = Path(args.config)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give its config.json")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

@@ -31,10 +31,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..config import override, refuse_unread
+    from ..config import ConfigError, override, refuse_unread
     from ..contrastive.config import check_clip_config, clip_config_from_json, get_clip_preset
 
     cfg = base_config(args, clip_config_from_json, get_clip_preset)
+    for dest, flag in (("images", "--images"), ("batch_size", "--batch-size")):
+        key = f"train.{dest}"
+        if getattr(args, dest) and any(a.split("=", 1)[0].strip() == key for a in args.set):  # the flag won silently
+            raise ConfigError(f"{flag} and --set {key} both set {key}; give one")
     flags = [f"train.images={args.images}"] if args.images else []
     flags += [f"train.batch_size={args.batch_size}"] if args.batch_size else []
     from ..training.run_folder import with_resolved_paths

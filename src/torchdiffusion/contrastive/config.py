@@ -62,6 +62,20 @@ class ContrastiveConfig:
     train: ContrastiveTrainConfig = field(default_factory=ContrastiveTrainConfig)
 
 
+_CONV_TOWER = (lambda c: c.model.image_backbone == "conv", "the trained conv tower", ("model.image_backbone",))
+# Settings only some text-image models read (config.unread_setting): a --set of one where it is not read is refused.
+ContrastiveConfig.READ_WHEN = {
+    "model.image_hidden": (
+        lambda c: c.model.image_backbone != "conv",
+        "the head over a frozen backbone (model.image_backbone other than conv)",
+        ("model.image_backbone",),
+    ),
+    "model.width": _CONV_TOWER,
+    "model.channel_mult": _CONV_TOWER,
+    "model.groups": _CONV_TOWER,
+}
+
+
 # Presets: one dict literal. 200 of the ~1,350 emoji are held out whole (never seen in training).
 CLIP_PRESETS: dict[str, ContrastiveConfig] = {
     "emoji32-clip": ContrastiveConfig(preset="emoji32-clip"),
