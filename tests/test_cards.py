@@ -217,3 +217,21 @@ def test_card_evaluate_on_tables_and_sequences_reports_their_own_metrics(preset,
     else:
         assert f"| bound bits per symbol | {C._num(report['bound_bits_per_symbol'])} |" in section
     assert "--metrics memorisation" not in card.split("## Memorisation", 1)[1]
+
+
+def test_the_card_states_the_runs_own_data_facts():
+    """The 64-px emoji presets' sequences (skin tones, ZWJ, flags; CLDR names) were described as single code points
+    with Unicode names; the held-out count was data.holdout where whole emoji held out more; a 2-D toy run "trained
+    on 4,096 images" and "draws 2 examples"."""
+    from torchdiffusion.config import override
+    from torchdiffusion.presets import get_preset
+
+    emoji = override(get_preset("digits-test"), ["data.source=emoji", "data.emoji_set=sequences", "data.holdout=300"])
+    info = {"kind": "image", "data_shape": [3, 8, 8], "train_examples": 3440, "holdout_examples": 319}
+    text = C.training_data(emoji, info) + C.limitations(emoji, info, None)
+    assert "skin-tone" in text and "CLDR" in text and "single code points" in text and "319 held out" in text
+    assert "Unicode character names" not in text
+    toy = get_preset("toy-2d")
+    info = {"kind": "vector", "data_shape": [2], "images_seen": 4096, "finished": True}
+    assert C.trained_on(info) == "4,096 examples" and "2-dimensional points" in C.limitations(toy, info, None)
+    assert C.trained_on({**info, "kind": "image"}) == "4,096 images"

@@ -51,6 +51,7 @@ def test_emoji64_sequences_extend_the_single_set_and_hold_out_whole_emoji():
     train, held = load_data(cfg, "train", seed=0), load_data(cfg, "holdout", seed=0)
     assert train.x.shape[1:] == (3, 64, 64) and held.x.shape[1:] == (3, 64, 64)
     assert len(held) >= 300 and not set(train.groups.tolist()) & set(held.groups.tolist())
+    assert train.held_out == len(held)  # what run.json records for the card (not data.holdout's 300)
     assert len(train) + len(held) > 3000  # ~1,357 single code points and ~2,400 sequences with font 2.042
     # the single-code-point sprites come first, unchanged, each its own group
     single = emoji_mod.emoji_tensor_data(emoji_mod.emoji_arrays(64))

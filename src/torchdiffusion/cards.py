@@ -192,8 +192,20 @@ UCR = DataSource(
 )
 
 
-def data_source(source: str) -> DataSource | None:
-    """What :data:`DATA_SOURCES` says of ``source`` (a ``ucr:<Name>`` set: the archive's entry, named), or None."""
+EMOJI_SEQUENCES = replace(  # data.emoji_set=sequences (the 64-px presets): more emoji, other captions
+    DATA_SOURCES["emoji"],
+    title="Emoji sprites: every emoji the Noto Color Emoji font draws as one glyph - single code points, skin-tone "
+    "variants, ZWJ sequences, flags and keycaps - with captions",
+    origin="drawn by torchdiffusion (data/emoji.py) from the Noto Color Emoji font (Google; Debian package "
+    "fonts-noto-color-emoji); captions are the CLDR short names of Unicode's emoji-test data (the emoji package)",
+)
+
+
+def data_source(source: str, emoji_set: str = "single") -> DataSource | None:
+    """What :data:`DATA_SOURCES` says of ``source`` (a ``ucr:<Name>`` set: the archive's entry, named; the emoji
+    with ``emoji_set`` sequences: :data:`EMOJI_SEQUENCES`), or None."""
+    if source == "emoji" and emoji_set == "sequences":
+        return EMOJI_SEQUENCES
     if source.startswith("ucr:"):
         name = source.split(":", 1)[1]
         return replace(UCR, title=UCR.title.format(name=name), origin=UCR.origin.format(name=name))
@@ -308,7 +320,7 @@ def _yaml_list(items: list[str]) -> str:
 
 def front_matter(cfg: RunConfig, info: dict, licence: str) -> str:
     """The YAML block Hugging Face reads: licence, library, tags, data sets, pipeline."""
-    src = data_source(cfg.data.source)
+    src = data_source(cfg.data.source, cfg.data.emoji_set)
     conditional = cfg.model.conditional
     tags = ["diffusion", "torchdiffusion", f"preset-{cfg.preset}", f"{cfg.diffusion.parameterization}-prediction"]
     tags.append(
@@ -371,7 +383,8 @@ def model_details(run: Path, cfg: RunConfig, info: dict) -> str:
 def trained_on(info: dict) -> str:
     if "images_seen" not in info:
         return "not recorded in run.json"
-    return f"{int(info['images_seen']):,} images" + ("" if info.get("finished") else " (training unfinished)")
+    what = "images" if info.get("kind", "image") in ("image", "volume") else "examples"  # (a toy run: "images")
+    return f"{int(info['images_seen']):,} {what}" + ("" if info.get("finished") else " (training unfinished)")
 
 
 def shown_samples(run: Path) -> Path | None:
@@ -396,14 +409,14 @@ def intended_use(run: Path, cfg: RunConfig) -> str:
 
 
 def training_data(cfg: RunConfig, info: dict) -> str:
-    src = data_source(cfg.data.source)
+    src = data_source(cfg.data.source, cfg.data.emoji_set)
     if src is None:
         return f"## Training data\n\nSource `{cfg.data.source}`: not described by torchdiffusion.\n"
     n = info.get("train_examples")
     size = f"{int(n):,} training examples" if n else "the training examples (count not recorded in run.json)"
     extra = [
         f"limit {cfg.data.limit}" if cfg.data.limit else "",
-        f"{cfg.data.holdout} held out" if cfg.data.holdout else "",
+        f"{int(info.get('holdout_examples') or cfg.data.holdout):,} held out" if cfg.data.holdout else "",
     ]
     where = f" (`{cfg.data.path}`)" if cfg.data.path else ""
     names = info.get("class_names") or []
@@ -571,12 +584,23 @@ def class_balance(cfg: RunConfig, report: dict | None) -> str:
     )
 
 
+def _what_it_draws(info: dict, shape: str) -> str:
+    """ "1 x 28 x 28 examples"; of a one-dimensional shape its kind ("2" read as a count of examples)."""
+    n = (info.get("data_shape") or [0])[0]
+    return {
+        "vector": f"{n}-dimensional points",
+        "table": "table rows",
+        "sequence": f"sequences of {n} symbols",
+    }.get(info.get("kind"), f"{shape} examples")
+
+
 def limitations(cfg: RunConfig, info: dict, report: dict | None) -> str:
-    src = data_source(cfg.data.source)
+    src = data_source(cfg.data.source, cfg.data.emoji_set)
     user = src is not None and src.origin.startswith("user-provided")
     shape = " x ".join(str(v) for v in info.get("image_shape") or info.get("data_shape", []))  # latents: images
     points = [
-        f"It draws {shape} examples like its training data and nothing else; its biases are those of the data"
+        f"It draws {_what_it_draws(info, shape)} like its training data and nothing else; its biases are those of "
+        "the data"
         + (" (user-provided: unknown to torchdiffusion)." if user else f" ({src.title if src else cfg.data.source})."),
         "Small models trained for minutes to hours: samples can be malformed; check them before use.",
         "Metrics of a few thousand samples carry sampling noise; compare with the held-out floor, not with zero.",
@@ -624,7 +648,7 @@ def citation(cfg: RunConfig) -> str:
     from . import __version__
 
     method = METHOD_CITES[method_of(cfg)]
-    src = data_source(cfg.data.source)
+    src = data_source(cfg.data.source, cfg.data.emoji_set)
     entries = [SOFTWARE_CITE.replace("{version}", __version__), method] + ([src.cite] if src and src.cite else [])
     return "## How to cite\n\nThe software, the method and the data:\n\n```bibtex\n" + "\n\n".join(entries) + "\n```\n"
 

@@ -200,6 +200,8 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
         if how != "auto":  # the data's own units -> [-1, 1], by the training rows
             data = scale_data(data, cfg, train_idx[: cfg.limit], how)
         data = data.select(idx)
+        if split == "train":
+            data.held_out = len(holdout_idx)  # (more than data.holdout where whole groups are held out)
 
     if data.kind == "image":
         x = match_channels(resize_crop(data.x, size), cfg.channels)

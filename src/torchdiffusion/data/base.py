@@ -111,6 +111,8 @@ class TensorData:
             the held-out split keeps each group whole.
         value_range: ``data.scale``'s per-channel (lo, hi) that mapped an array's own units to ``x``
             (data/scale.py), or None.
+        held_out: of a training split, the examples held out beside it (``data.holdout``, or more where whole
+            groups are held out), else None.
     """
 
     x: Tensor
@@ -123,6 +125,7 @@ class TensorData:
     schema: Any = None
     groups: Tensor | None = None
     value_range: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    held_out: int | None = None  # the training split: how many examples load_data held out beside it
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]

@@ -279,6 +279,7 @@ def _data_info(data: Any, out: Path) -> dict:
         "num_classes": int(labels.max().item()) + 1 if labels is not None and len(labels) else 0,
         "context_dim": int(context.shape[-1]) if context is not None else 0,
         "schema": data.schema.to_dict() if getattr(data, "schema", None) is not None else None,
+        **({"holdout_examples": int(data.held_out)} if getattr(data, "held_out", None) is not None else {}),
     }
 
 
