@@ -92,6 +92,11 @@ def test_card_without_report_says_how_to_make_one(tmp_path):
 def test_data_cards(tmp_path):
     text = C.data_card("sprites")
     assert "| hero | 358 |" in text and "| side-facing | 357 |" in text and "1,788 examples" in text
+    assert "exactly balanced" not in text and "differ by at most one" in text  # 358 against 357
+    assert "16, 32 or 64" in C.data_card("emoji")
+    fashion = C.data_card("fashion_mnist")
+    if "Not available here" not in fashion:  # 60,000 training images under a title of 70,000: said which they are
+        assert "60,000 examples (the training split)" in fashion
     emoji = C.data_card("emoji")
     assert "SIL Open Font License 1.1" in emoji and "Unicode character names" in emoji
     assert front_matter(emoji)["tags"] == ["torchdiffusion", "image", "text-to-image"]

@@ -688,8 +688,10 @@ SPRITES = DataSource(
 BUILT = {
     "emoji": (
         "Each single-code-point emoji (Unicode 14.0 and earlier) is drawn with Pillow at the font's one bitmap "
-        "size, composited over white and downscaled (Lanczos) to 16 or 32 px, keeping the emoji's relative sizes. "
-        "Caption: the Unicode character name in lower case (`unicodedata.name`, e.g. 'red apple'). Category: one "
+        "size, composited over white and downscaled (Lanczos) to data.emoji_size (16, 32 or 64) px, keeping the "
+        "emoji's relative sizes; this card describes the single-code-point set (data.emoji_set=sequences adds skin "
+        "tones, ZWJ sequences, flags and keycaps with CLDR names). Caption: the Unicode character name in lower "
+        "case (`unicodedata.name`, e.g. 'red apple'). Category: one "
         "of six groups from code-point ranges merging the groups of Unicode's emoji-test.txt.",
         [
             "One font's drawing style (Noto): other platforms draw the same emoji differently.",
@@ -704,7 +706,8 @@ BUILT = {
         "(`python -m torchdiffusion.data.sprites --out sprites`).",
         [
             "Synthetic shapes: a stand-in for the course's art with the same format, not the same pictures.",
-            "Classes are exactly balanced by construction, unlike most real data.",
+            "Classes are balanced by construction (drawn in turn: their counts differ by at most one), unlike most "
+            "real data.",
         ],
     ),
 }
@@ -750,7 +753,8 @@ def data_card(name: str) -> str:
         composition = f"Not available here: the `{name}` data could not be read (see the source for how to install it)."
     else:
         names, counts, captions = comp
-        composition = f"{sum(counts):,} examples.\n\n| class | examples |\n|---|---|\n" + "".join(
+        split = " (the training split)" if name == "fashion_mnist" else ""  # its 10,000 test images: a split apart
+        composition = f"{sum(counts):,} examples{split}.\n\n| class | examples |\n|---|---|\n" + "".join(
             f"| {c} | {k:,} |\n" for c, k in zip(names, counts)
         )
         if captions:
