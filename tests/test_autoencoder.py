@@ -269,3 +269,17 @@ def test_the_perceptual_distance_takes_rgb_or_grayscale_images_it_can_read():
     for shape, says in [((2, 8, 8), "has 2 channels"), ((4, 16, 16), "has 4 channels"), ((3, 1, 1), "larger than")]:
         with pytest.raises(ValueError, match=says):
             p.check_images(*shape)
+
+
+@pytest.mark.parametrize("command, preset", [("train-autoencoder", "tiny-ae"), ("train-clip", "emoji16-clip-tiny")])
+def test_a_killed_autoencoder_or_text_encoder_folder_is_named_as_such(tmp_path, command, preset):
+    """A folder a killed train-autoencoder / train-clip left (its config.json, no weights) was called a damaged
+    diffusion run ("unknown config key 'loss'") by card and sample."""
+    out = tmp_path / "killed"
+    out.mkdir()
+    rc, cfg, err = cli(command, "--preset", preset, "--dry-run")
+    (out / "config.json").write_text(cfg)
+    for argv in (["card", out], ["sample", out], ["train", "--preset", "digits-test", "--out", out]):
+        rc, _, err = cli(*argv)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "holds an unfinished" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]

@@ -127,6 +127,10 @@ def test_bad_run_folders_are_refused_in_one_line(tmp_path, capsys):
         assert main(["card", *args]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and says in err, err
+    (run / "run.json").write_text(json.dumps({"data_shape": [1, 8, 8], "images_seen": "abc"}))
+    assert main(["card", str(run)]) == 2  # "invalid literal for int() with base 10: 'abc'"
+    err = capsys.readouterr().err
+    assert "run.json is damaged: images_seen is 'abc', not a count" in err and len(err.strip().splitlines()) == 1
     (run / "run.json").write_text("{}")
     (run / "config.json").write_text("{ damaged")
     for args, says in [((tmp_path / "nowhere",), "does not exist"), ((run,), "config.json is damaged")]:

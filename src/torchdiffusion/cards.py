@@ -240,6 +240,10 @@ def read_run(path: str | Path) -> tuple[Path, RunConfig, dict]:
         raise CardError(f"{path / 'run.json'} is damaged (not valid JSON)") from None
     if not isinstance(info, dict) or not info.get("data_shape"):
         raise CardError(f"{path / 'run.json'} is damaged: no data_shape")
+    for key in ("images_seen", "train_examples", "holdout_examples"):  # counts the card prints with int()
+        v = info.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise CardError(f"{path / 'run.json'} is damaged: {key} is {v!r}, not a count")
     return path, cfg, info
 
 

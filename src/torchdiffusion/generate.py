@@ -213,7 +213,20 @@ def other_run(path: Path) -> tuple[str, str] | None:
     from .contrastive.model import WEIGHTS_NAME as CONTRASTIVE
 
     kinds = ((AUTOENCODER, "an autoencoder (train-autoencoder)"), (CONTRASTIVE, "a text encoder (train-clip)"))
-    return next(((name, what) for name, what in kinds if (Path(path) / name).is_file()), None)
+    found = next(((name, what) for name, what in kinds if (Path(path) / name).is_file()), None)
+    if found is not None:
+        return found
+    try:  # one stopped before its weights: its config.json's sections say which (its "loss"; a tower's embed_dim)
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cfg, dict) or "diffusion" in cfg:
+        return None
+    if isinstance(cfg.get("loss"), dict):
+        return AUTOENCODER, "an unfinished autoencoder (train-autoencoder)"
+    if isinstance(cfg.get("model"), dict) and "embed_dim" in cfg["model"]:
+        return CONTRASTIVE, "an unfinished text encoder (train-clip)"
+    return None
 
 
 def refuse_other_runs(path: Path) -> None:

@@ -184,7 +184,8 @@ def _refuse_shared_folder(out: Path, cfg: RunConfig) -> None:
         raise ConfigError(f"--out {out} holds a diffusers pipeline (model_index.json); a run needs a folder of its own")
     other = other_run(out)  # an autoencoder's or text encoder's folder: --no-resume would write over its config.json
     if other is not None:
-        raise ConfigError(f"--out {out} holds {other[1]}, {other[0]}; a diffusion run needs a folder of its own")
+        held = f", {other[0]}" if (out / other[0]).is_file() else ""
+        raise ConfigError(f"--out {out} holds {other[1]}{held}; a diffusion run needs a folder of its own")
 
 
 DATA_PATHS = ("path", "labels_path", "latents_of")  # the data section's files and folders
