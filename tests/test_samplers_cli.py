@@ -414,3 +414,22 @@ def test_sample_precision_bf16_runs_the_network_in_bf16_and_says_so(run, tmp_pat
     assert np.abs(a - b).max() < 0.25 and np.abs(a - b).mean() < 0.02  # the same images, bf16's rounding apart
     manifest = json.loads((tmp_path / "bf16.png.manifest.json").read_text())
     assert manifest["sampling"][0]["precision"] == "bf16"
+
+
+def test_the_gif_recorder_keeps_each_image_in_place_when_batches_take_different_steps():
+    """The adaptive solver's batches take their own number of steps: frames were filed by step index, so a batch
+    that finished early dropped out of the last frames and shifted the images after it into its place."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from torchdiffusion.commands.sample import Recorder
+
+    rec = Recorder(k=3, batch_size=1)
+    for image, steps in enumerate((3, 2, 3)):
+        for i in range(steps):
+            x = torch.full((1, 1, 2, 2), float(10 * image + i))
+            rec(SimpleNamespace(i=i, sigma_next=0.0, x=x, denoised=x))
+    assert len(rec.sigmas) == 3
+    last = rec._frame(2, 1)[:, 0, 0, 0].tolist()
+    assert last == [2.0, 11.0, 22.0]  # image 1 holds its last state (11), image 2 stays image 2

@@ -435,28 +435,35 @@ def write_settings_record(run_, sample, seeds: list[int], spent, paths: list[Pat
 
 class Recorder:
     """A generate() callback keeping, at every step, x_t (VP scale, x / sqrt(1 + sigma^2)) and x0_hat of the
-    first ``k`` samples, across batches of ``batch_size``; ``save`` writes them as a GIF of at most ``frames``."""
+    first ``k`` samples, across batches of ``batch_size``; ``save`` writes them as a GIF of at most ``frames``.
+    Batches that took fewer steps (the adaptive solver's) hold their last state in the later frames."""
 
     def __init__(self, k: int, batch_size: int, frames: int = 40) -> None:
         self.k, self.bs, self.frames = k, max(1, batch_size), frames
-        self.batch = -1
-        self.xs: list[list] = []
-        self.x0s: list[list] = []
-        self.sigmas: list[float] = []
+        self.steps: list[list[tuple]] = []  # per batch: (x_t, x0_hat) of each step
+        self.batch_sigmas: list[list[float]] = []  # per batch: the level each step reached
 
     def __call__(self, info) -> None:
         if info.i == 0:
-            self.batch += 1
-        lo = self.batch * self.bs
+            self.steps.append([])
+            self.batch_sigmas.append([])
+        lo = (len(self.steps) - 1) * self.bs
         if lo >= self.k:
             return
-        if info.i >= len(self.xs):
-            self.xs.append([])
-            self.x0s.append([])
-            self.sigmas.append(info.sigma_next)
         take = slice(0, self.k - lo)
-        self.xs[info.i].append((info.x[take] / (1 + info.sigma_next**2) ** 0.5).float().cpu())
-        self.x0s[info.i].append(info.denoised[take].float().cpu())
+        x_t = (info.x[take] / (1 + info.sigma_next**2) ** 0.5).float().cpu()
+        self.steps[-1].append((x_t, info.denoised[take].float().cpu()))
+        self.batch_sigmas[-1].append(info.sigma_next)
+
+    @property
+    def sigmas(self) -> list[float]:
+        """The levels of the frames: those of the batch that took the most steps."""
+        return max(self.batch_sigmas, key=len, default=[])
+
+    def _frame(self, i: int, which: int):
+        import torch
+
+        return torch.cat([b[min(i, len(b) - 1)][which] for b in self.steps if b])
 
     def save(self, path: Path, kind: str, codec=None) -> Path:
         """The GIF: x_t beside x0_hat (images, decoded by a latent run's ``codec``; volumes: their middle slice
@@ -466,10 +473,10 @@ class Recorder:
         from ..latent import as_pixels
         from ..viz import middle_slices, save_gif, save_scatter_gif, signal_frames, trajectory_frames
 
-        n = len(self.xs)
+        n = len(self.sigmas)
         keep = sorted(set(torch.linspace(0, n - 1, min(self.frames, n)).round().long().tolist()))
-        xs = [as_pixels(torch.cat(self.xs[i]), codec) for i in keep]
-        x0s = [as_pixels(torch.cat(self.x0s[i]), codec) for i in keep]
+        xs = [as_pixels(self._frame(i, 0), codec) for i in keep]
+        x0s = [as_pixels(self._frame(i, 1), codec) for i in keep]
         titles = [f"sigma = {self.sigmas[i]:.3g}" for i in keep]
         if kind == "image":
             return save_gif(trajectory_frames(xs, x0s, nrow=int(self.k**0.5) or 1), path, scale=3)
