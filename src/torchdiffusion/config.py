@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -322,8 +323,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         if isinstance(value, int):
             return value
+        text = str(value).replace("_", "").strip()
+        if re.fullmatch(r"[+-]?\d+", text):  # exactly (through a float, seeds beyond 2**53 were rounded)
+            return int(text)
         try:
-            f = float(str(value).replace("_", ""))
+            f = float(text)
         except ValueError:
             raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
         if not math.isfinite(f) or f != int(f):
