@@ -168,7 +168,7 @@ CASES = [
     (["impute", "{run}", "--resample", "3"], U, "--resample is read only for signal runs"),
     (["impute", "{run}", "--mask-char", "#"], U, "--mask-char is read only for sequence runs"),
     (["train", "--config", "{ws}/missing.json"], U, "does not exist"),
-    (["train", "--config", "{ws}/folder.png"], U, "does not exist"),
+    (["train", "--config", "{ws}/folder.png"], U, "is a folder; give its config.json"),
     (["train", "--config", "{ws}/rand.bin", "--out", "{cwd}/run"], U, "config"),
     (["train", "--config", "{ws}/array.json", "--out", "{cwd}/run"], U, "object"),
     (["train", "--config", "{bad}/badvalue/config.json", "--out", "{cwd}/run"], U, "sample.rho"),

@@ -433,3 +433,48 @@ def test_the_gif_recorder_keeps_each_image_in_place_when_batches_take_different_
     assert len(rec.sigmas) == 3
     last = rec._frame(2, 1)[:, 0, 0, 0].tolist()
     assert last == [2.0, 11.0, 22.0]  # image 1 holds its last state (11), image 2 stays image 2
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--sampler", "heun", "--s-tmin", "10"], "--s-tmin changes nothing: sampler 'heun' reads s_tmin only with"),
+        (["--sampler", "heun", "--set", "sample.settings.s_noise=2"], "--set sample.settings.s_noise changes nothing"),
+        (["--sampler", "euler_ancestral", "--eta", "0", "--s-noise", "5"], "reads s_noise only with eta > 0"),
+        (["--sampler", "ddpm", "--add-noise", "false", "--variance", "beta"], "reads variance only with add_noise"),
+        (["--sampler", "pc", "--corrector-steps", "0", "--snr", "0.9"], "reads snr only with corrector_steps > 0"),
+        (["--grid", "karras", "--set", "sample.spacing=leading"], "places the uniform_t grid's timesteps"),
+        (["--grid", "exponential", "--set", "sample.rho=3"], "sample.rho is read only by the karras grid"),
+        (["--set", "sample.steps=0"], "--set sample.steps=0 and --steps both set sample.steps"),  # 3 steps ran
+        (["--sampler", "ddim", "--eta", "0.5", "--set", "sample.settings.eta=0.2"], "and --eta both set"),
+    ],
+)
+def test_settings_that_change_nothing_here_are_refused(run, tmp_path, flags, says):
+    """Each of these sampled exactly what the command without it samples (bit-identical .npy)."""
+    rc, _, err = cli("sample", run, "--n", 2, "--steps", 3, "--out", tmp_path / "x.png", *flags)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_setting_its_other_settings_switch_on_is_taken(run, tmp_path):
+    for flags in (
+        ["--sampler", "heun", "--s-churn", "1", "--s-noise", "2"],
+        ["--sampler", "heun_sde", "--s-noise", "2"],
+    ):
+        assert cli("sample", run, "--n", 2, "--steps", 3, "--out", tmp_path / "x.png", *flags)[0] == 0
+
+
+def test_guidance_options_that_change_nothing_are_refused(tmp_path):
+    """At guidance 1 the conditional branch alone is sampled (no rescale, no interval); at guidance 0 the
+    unconditional one (no class); classifier guidance at scale 0 is none."""
+    run = write_run(tmp_path / "class", "digits-test", ["model.num_classes=4"])
+    for flags, says in [
+        (["--class", "3", "--guidance-rescale", "0.7"], "--guidance-rescale changes nothing"),
+        (["--class", "3", "--guidance-interval", "0.5,10"], "--guidance-interval changes nothing"),
+        (["--class", "3", "--set", "sample.guidance_rescale=0.7"], "sample.guidance_rescale=0.7 changes nothing"),
+        (["--class", "3", "--guidance", "0"], "--class changes nothing at guidance 0"),
+    ]:
+        rc, _, err = cli("sample", run, "--n", 2, "--steps", 2, "--out", tmp_path / "x.png", *flags)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, (flags, err)
+    assert cli("sample", run, "--n", 2, "--steps", 2, "--out", tmp_path / "x.png", "--class", "3", "--guidance",
+               "2", "--guidance-rescale", "0.7", "--guidance-interval", "0.5,10")[0] == 0  # fmt: skip

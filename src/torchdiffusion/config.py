@@ -1036,18 +1036,25 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
     ),
     # conditioning dropout (training) and classifier-free guidance (generate.py)
     **dict.fromkeys(
-        ("train.cond_drop_prob", "sample.guidance", "sample.guidance_rescale"),
+        ("train.cond_drop_prob", "sample.guidance"),
         (
             lambda c: c.model.conditional,
             "a class-, context- or text-conditioned model",
             ("model.num_classes", "model.context_dim", "model.text_dim"),
         ),
     ),
+    # at guidance 1 the conditional branch alone is evaluated (guidance.guided_denoiser): nothing to rescale
+    "sample.guidance_rescale": (
+        lambda c: c.model.conditional and c.sample.guidance != 1.0,
+        "classifier-free guidance (a conditioned model at sample.guidance != 1)",
+        ("model.num_classes", "model.context_dim", "model.text_dim", "sample.guidance"),
+    ),
     # sampling (generate.py; the diffusers export reads sample.spacing)
     "sample.guidance_interval": (
-        lambda c: c.model.conditional or c.sample.autoguidance != 1.0,
-        "classifier-free guidance (a conditioned model) or autoguidance (sample.autoguidance != 1)",
-        ("model.num_classes", "model.context_dim", "model.text_dim", "sample.autoguidance"),
+        lambda c: (c.model.conditional and c.sample.guidance != 1.0) or c.sample.autoguidance != 1.0,
+        "classifier-free guidance (a conditioned model at sample.guidance != 1) or autoguidance "
+        "(sample.autoguidance != 1)",
+        ("model.num_classes", "model.context_dim", "model.text_dim", "sample.guidance", "sample.autoguidance"),
     ),
     # a sequence model samples by its process's own reverse steps (sequences.py): no sampler, grid or settings
     **dict.fromkeys(

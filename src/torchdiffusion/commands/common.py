@@ -200,21 +200,35 @@ def sample_config_from_args(
     from ..config import with_sampler
 
     own_sampler, sets, settings = base.sampler, sample_sets(args), given_settings(args)
-    for key, a in sets:
-        if not key.startswith("sample."):
-            raise ValueError(f"--set {a!r}: only sample settings can be changed here (sample.KEY=VALUE)")
-        if key[len("sample.") :] in (fixed or {}):
-            raise ConfigError(f"--set {key} changes nothing: {args.command} sets it by {fixed[key[len('sample.') :]]}")
-        base = override(RunConfig(sample=base), [a.strip()]).sample  # errors name the key as given
     updates = {
         k: getattr(args, k)
         for k in ("sampler", "steps", "grid", "rho", "spacing", "n", "seed", "batch_size", "labels")
         if getattr(args, k, None) is not None
     }
+    for key, a in sets:
+        if not key.startswith("sample."):
+            raise ValueError(f"--set {a!r}: only sample settings can be changed here (sample.KEY=VALUE)")
+        if key[len("sample.") :] in (fixed or {}):
+            raise ConfigError(f"--set {key} changes nothing: {args.command} sets it by {fixed[key[len('sample.') :]]}")
+        name = key.removeprefix("sample.settings.") if key.startswith("sample.settings.") else None
+        flag = _setting_flag(key[len("sample.") :]) if key[len("sample.") :] in updates else None
+        flag = _setting_flag(name) if name in settings else flag
+        if flag:  # the flag's value wins: the --set would change nothing
+            raise ConfigError(f"--set {a.strip()} and {flag} both set {key}; give one")
+        base = override(RunConfig(sample=base), [a.strip()]).sample  # errors name the key as given
     sample = override(replace(base, **updates), [f"settings.{name}={v}" for name, v in settings.items()])
+    keep = {*settings, *(k[len("sample.settings.") :] for k, _ in sets if k.startswith("sample.settings."))}
     if sample.sampler != own_sampler:  # the run's settings were its own sampler's; those given here are kept
-        keep = {*settings, *(k[len("sample.settings.") :] for k, _ in sets if k.startswith("sample.settings."))}
         sample = with_sampler(sample, sample.sampler, keep=keep)
+    from ..samplers import SAMPLERS, unread_settings
+
+    if sample.sampler in SAMPLERS:  # (an unknown one: validate names it) a setting its other settings switch off
+        unread = unread_settings(sample.sampler, dataclasses.asdict(sample.settings), sorted(keep))
+        if unread:
+            key, why = unread
+            raise ConfigError(
+                f"{_setting_flag(key) if key in settings else '--set sample.settings.' + key} changes nothing: {why}"
+            )
     if run_ is not None:  # a --set of a sample setting this run does not read (sample.guidance when unconditional)
         refuse_unread(replace(run_.config, sample=sample), [a for _, a in sets])
     if run_ is not None:  # clamping where nothing is clamped; a sampler or grid flag where no grid is (sequences)
@@ -232,13 +246,23 @@ def sample_config_from_args(
             why = unread_setting(cfg, "sample.sampler" if key in ("sample.rho", "sample.spacing") else key)
             if why:
                 raise ConfigError(f"{flag} changes nothing: {why.replace('sample.sampler', key, 1)}")
-    if run_ is not None and (getattr(args, "rho", None) is not None or getattr(args, "spacing", None) is not None):
+    shape_flags = {
+        "rho": "--rho" if getattr(args, "rho", None) is not None else None,
+        "spacing": "--spacing" if getattr(args, "spacing", None) is not None else None,
+    }
+    for key, a in sets:  # the same as --set
+        if key in ("sample.rho", "sample.spacing"):
+            shape_flags[key[len("sample.") :]] = f"--set {a.strip()}"
+    if run_ is not None and any(shape_flags.values()):
         grid = run_.sampling_plan(sample)[2]["grid"]
-        if args.rho is not None and grid != "karras":
-            raise ConfigError(f"--rho shapes the karras grid; this sampling uses the {grid} grid (add --grid karras)")
-        if args.spacing in ("leading", "trailing", "linspace") and grid != "uniform_t":  # else validate() names it
+        if shape_flags["rho"] and grid != "karras":
             raise ConfigError(
-                f"--spacing places the uniform_t grid's timesteps; this sampling uses the {grid} grid "
+                f"{shape_flags['rho']} shapes the karras grid; this sampling uses the {grid} grid (add --grid karras)"
+            )
+        spacing = shape_flags["spacing"] and sample.spacing in ("leading", "trailing", "linspace")
+        if spacing and grid != "uniform_t":  # else validate() names it
+            raise ConfigError(
+                f"{shape_flags['spacing']} places the uniform_t grid's timesteps; this sampling uses the {grid} grid "
                 "(add --grid uniform_t)"
             )
     return sample

@@ -238,8 +238,17 @@ def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:
                 f"{flag} changes nothing: these samples have no conditioning to guide toward (sample.labels=none and "
                 "no --class, --context or --prompt); add one, or --labels cycle|random"
             )
+    if sample.guidance == 0:  # D_u + 0 (D_c - D_u): the unconditional branch alone, the conditioning never read
+        for dest in ("classes", "context", "prompt", "labels"):
+            if getattr(args, dest, None) not in (None, "none", []):
+                flag = {"classes": "--class"}.get(dest, "--" + dest)
+                raise GuidanceError(
+                    f"{flag} changes nothing at guidance 0, which samples the unconditional branch alone"
+                )
     if args.classifier_scale is not None and not args.classifier:
         raise GuidanceError("--classifier-scale is the scale of classifier guidance; add --classifier")
+    if args.classifier and args.classifier_scale == 0:
+        raise GuidanceError("--classifier changes nothing at --classifier-scale 0 (no guidance); drop one")
     if getattr(args, "labels", None) and getattr(args, "classes", None):
         raise GuidanceError("--labels chooses classes for images sampled without --class; give one or the other")
 

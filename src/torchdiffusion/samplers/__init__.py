@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,6 +232,32 @@ def check_settings(name: str, settings: Mapping[str, Any]) -> None:
         if not ok:
             kind = {bool: "true or false", int: "an integer"}.get(type(default), "a finite number")
             raise ValueError(f"sampler {name!r}: {k} must be {kind}, got {v!r}")
+
+
+_CHURN = ("s_churn", lambda v: v > 0, "s_churn > 0")
+# Settings a sampler reads only when another of its settings allows: setting -> {sampler: (the other, test, words)}.
+# Given where the test fails, they would change nothing (:func:`unread_settings`).
+DEPENDENT_SETTINGS: dict[str, dict[str, tuple[str, Callable[[Any], bool], str]]] = {
+    "s_noise": {"euler_ancestral": ("eta", lambda v: v > 0, "eta > 0"), "heun": _CHURN, "heun_sde": _CHURN},
+    "s_tmin": {"heun": _CHURN, "heun_sde": _CHURN},
+    "s_tmax": {"heun": _CHURN, "heun_sde": _CHURN},
+    "variance": {"ddpm": ("add_noise", bool, "add_noise true")},
+    "snr": {"pc": ("corrector_steps", lambda v: v > 0, "corrector_steps > 0")},
+}
+
+
+def unread_settings(name: str, given: Mapping[str, Any], names: Collection[str]) -> tuple[str, str] | None:
+    """(setting, why) for the first of ``names`` (settings given by the user) that changes nothing for sampler
+    ``name`` with the settings ``given`` (those not None; the sampler's defaults fill in the rest), or None."""
+    full = {**sampler_settings(name), **{k: v for k, v in given.items() if v is not None}}
+    for key in names:
+        rule = DEPENDENT_SETTINGS.get(key, {}).get(name)
+        if rule is not None and not rule[1](full[rule[0]]):
+            return (
+                key,
+                f"sampler {name!r} reads {key} only with {rule[2]}, and this sampling has {rule[0]}={full[rule[0]]}",
+            )
+    return None
 
 
 def check_setting_values(name: str, settings: Mapping[str, Any]) -> None:
