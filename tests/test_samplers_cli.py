@@ -446,6 +446,7 @@ def test_the_gif_recorder_keeps_each_image_in_place_when_batches_take_different_
         (["--grid", "karras", "--set", "sample.spacing=leading"], "places the uniform_t grid's timesteps"),
         (["--grid", "exponential", "--set", "sample.rho=3"], "sample.rho is read only by the karras grid"),
         (["--set", "sample.steps=0"], "--set sample.steps=0 and --steps both set sample.steps"),  # 3 steps ran
+        (["--sampler", "adaptive"], "--steps changes nothing: the adaptive solver takes its own steps"),
         (["--sampler", "ddim", "--eta", "0.5", "--set", "sample.settings.eta=0.2"], "and --eta both set"),
     ],
 )

@@ -186,6 +186,30 @@ def add_sampling_arguments(p: argparse.ArgumentParser, counts: bool = True, batc
         s.add_argument(_setting_flag(name), dest=f"setting_{name}", metavar=kind.upper(), help=about[name])
 
 
+def _refuse_unread_by_adaptive(run_, sample: SampleConfig, args: argparse.Namespace, sets: list) -> None:
+    """The adaptive solver takes its own steps between the grid's first and last positive level: --steps or --rho
+    (or their --set) that move neither end change nothing (karras and exponential grids end at the run's sigma range
+    whatever their steps), and are refused in one line."""
+    from dataclasses import replace
+
+    def ends(s: SampleConfig) -> tuple[float, float]:
+        sigmas = run_.sampling_plan(s)[0]
+        positive = sigmas[sigmas > 0]
+        return float(positive[0]), float(positive[-1])
+
+    given = {"steps": getattr(args, "steps", None) is not None, "rho": getattr(args, "rho", None) is not None}
+    written = {k: f"--{k}" for k, v in given.items() if v}
+    written |= {key[len("sample.") :]: f"--set {a.strip()}" for key, a in sets if key in ("sample.steps", "sample.rho")}
+    here = ends(sample)
+    for name, flag in written.items():
+        other = replace(sample, **{name: sample.steps + 1 if name == "steps" else sample.rho * 2})
+        if all(abs(a - b) <= 1e-9 * b for a, b in zip(ends(other), here)):  # (rho's powers round in the last bits)
+            raise ConfigError(
+                f"{flag} changes nothing: the adaptive solver takes its own steps between the grid's first and last "
+                f"level ({here[0]:.4g} and {here[1]:.4g}), which {name} does not move on this grid"
+            )
+
+
 def sample_config_from_args(
     base: SampleConfig, args: argparse.Namespace, run_=None, fixed: dict[str, str] | None = None
 ) -> SampleConfig:
@@ -246,6 +270,8 @@ def sample_config_from_args(
             why = unread_setting(cfg, "sample.sampler" if key in ("sample.rho", "sample.spacing") else key)
             if why:
                 raise ConfigError(f"{flag} changes nothing: {why.replace('sample.sampler', key, 1)}")
+    if run_ is not None and sample.sampler == "adaptive":  # it walks only the grid's first and last level
+        _refuse_unread_by_adaptive(run_, sample, args, sets)
     shape_flags = {
         "rho": "--rho" if getattr(args, "rho", None) is not None else None,
         "spacing": "--spacing" if getattr(args, "spacing", None) is not None else None,

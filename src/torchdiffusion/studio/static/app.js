@@ -158,6 +158,12 @@ function formParams(form) {
   return p;
 }
 
+// the adaptive solver takes its own steps (sample refuses a step count it would not read)
+function forSampler(p) {
+  if (p.sampler === "adaptive") delete p.steps;
+  return p;
+}
+
 function showResult(final, img, png, json) {
   const pngFile = final.files.find((f) => f.endsWith(".png"));
   const jsonFile = final.files.find((f) => f.endsWith(".manifest.json")) || final.files.find((f) => f.endsWith(".json"));
@@ -169,7 +175,7 @@ async function sample(ev) {
   ev.preventDefault();
   $("sample-btn").disabled = true;
   let count = 0;
-  const final = await runJob({ command: "sample", run: state.run, params: formParams($("sample-form")) }, {
+  const final = await runJob({ command: "sample", run: state.run, params: forSampler(formParams($("sample-form"))) }, {
     status: "job-status",
     onPreview: (p) => {
       $("preview-x").src = `data:image/png;base64,${p.x}`;
@@ -182,7 +188,7 @@ async function sample(ev) {
 }
 
 async function compare() {
-  const params = { ...formParams($("sample-form")), sampler: $("compare-sampler").value };
+  const params = forSampler({ ...formParams($("sample-form")), sampler: $("compare-sampler").value });
   $("compare-card").hidden = false;
   $("compare-title").textContent = `${params.sampler}, same seed`;
   const final = await runJob({ command: "sample", run: state.run, params }, { status: "job-status" });
