@@ -221,6 +221,8 @@ CASES = [
     (["sample", "{run}", "--out", "{ws}/ae/autoencoder.png"], U, "would replace autoencoder.json"),
     (["sample", "{run}", "--out", "{ws}/ae/reconstructions.png"], U, "would replace reconstructions.png"),
     (["sample", "{run}", "--out", "{ws}/tuned/grids/dpmpp_2m-nfe4.png"], U, "would replace grids/dpmpp_2m-nfe4.json"),
+    # a settings record beside the weights of that name (refused only the second time, once it was there)
+    (["sample", "{run}", "--out", "{run}/model.png"], U, "would pass for the record of model.safetensors"),
     # the files written beside a named output replace only a command's earlier outputs, never the user's own
     (["sample", "{run}", "--out", "{ws}/array.png"], U, "would replace a file no torchdiffusion command wrote"),
     (["sample", "{run}", "--out", "{ws}/trunc.png", "--save-npy"], U, "trunc.npy (beside"),

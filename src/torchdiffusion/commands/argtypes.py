@@ -212,10 +212,12 @@ def folder_record(p: Path) -> Path | None:
     from ..autoencoder import WEIGHTS_FILE as AUTOENCODER
     from ..contrastive.model import WEIGHTS_NAME as CONTRASTIVE
 
+    folder = p.parent
+    if p.suffix == ".json" and p.with_suffix(".safetensors").is_file() and not p.is_dir():
+        return folder  # a weights file's record, there or not yet (sample --out run/model.png's model.json)
     if not p.is_file():
         return None
-    folder = p.parent
-    if p.suffix == ".safetensors" or (p.suffix == ".json" and p.with_suffix(".safetensors").is_file()):
+    if p.suffix == ".safetensors":
         return folder
     if folder.name in ("checkpoints", "grids") and _made_folder(folder.parent):
         return folder.parent
@@ -244,7 +246,8 @@ def refuse_folder_record(p: Path, beside: Path | None = None) -> None:
     if folder is not None:
         what = f"{p} (written beside {beside})" if beside is not None else str(p)
         part = p.relative_to(folder).as_posix()
-        raise ConfigError(f"writing {what} would replace {part} of the run folder {folder}; choose another path")
+        does = f"replace {part} of" if p.exists() else f"pass for the record of {p.with_suffix('.safetensors').name} in"
+        raise ConfigError(f"writing {what} would {does} the run folder {folder}; choose another path")
 
 
 def _check_output_dir_path(p: Path) -> None:
