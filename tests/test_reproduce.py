@@ -355,3 +355,39 @@ def test_the_files_a_command_read_are_recorded_and_checked(made, tmp_path, capsy
     (tmp_path / "damaged.json").write_text(json.dumps({**m, "inputs": ["a.png"]}))
     rc, _, err = cli("reproduce", tmp_path / "damaged.json")
     assert rc == 2 and "its inputs section is not a map" in err, err
+
+
+def test_a_command_reading_a_run_that_training_updates_records_the_weights_it_loaded(made, tmp_path, monkeypatch):
+    """Training writes new weights (and run.json) while sample draws from the ones it loaded: the sample finished,
+    then failed writing its manifest ("the run changed while in use"), leaving files marked killed. It records the
+    sha256 of the bytes it loaded; reproduce then says the weights have changed."""
+    import shutil
+
+    from torchdiffusion import generate as G
+    from torchdiffusion.training.checkpoint import RUN_INFO, WEIGHTS_KEY
+
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    loaded = P.sha256_file(run / "ema.safetensors")
+    info = json.loads((run / RUN_INFO).read_text())
+    info[WEIGHTS_KEY] = {"ema.safetensors": loaded, "model.safetensors": P.sha256_file(run / "model.safetensors")}
+    (run / RUN_INFO).write_text(json.dumps(info))
+    real = G.generate
+
+    def checkpoint_meanwhile(*a, **k):  # a training step's export: new weights, then run.json naming them
+        out = real(*a, **k)
+        w = bytearray((run / "ema.safetensors").read_bytes())
+        w[-1] ^= 1
+        (run / "ema.safetensors").write_bytes(bytes(w))
+        info[WEIGHTS_KEY]["ema.safetensors"] = P.sha256_file(run / "ema.safetensors")
+        (run / RUN_INFO).write_text(json.dumps(info))
+        return out
+
+    monkeypatch.setattr(G, "generate", checkpoint_meanwhile)
+    rc, _, err = cli("sample", run, "--n", 2, "--steps", 2, "--out", tmp_path / "s.png")
+    assert rc == 0, err
+    m = P.read_manifest(P.manifest_path(tmp_path / "s.png"))
+    assert "stopped" not in m and m["run"]["weights_sha256"] == loaded and m["run"]["weights_verified"] is True
+    monkeypatch.setattr(G, "generate", real)
+    rc, _, err = cli("reproduce", P.manifest_path(tmp_path / "s.png"))
+    assert rc == 2 and "has changed since" in err, err

@@ -104,6 +104,10 @@ class LoadedRun:
     data_shape: tuple[int, ...]
     info: dict  # run.json
     weights_file: str = ""  # the weights file loaded (ema.safetensors or model.safetensors)
+    # the sha256 of the bytes loaded, and whether run.json vouched for them (None: a run from before digests):
+    # what a manifest records, whatever training writes over the file while the command runs
+    weights_sha256: str | None = None
+    weights_verified: bool | None = None
     codec: LatentCodec | None = None  # a latent run's autoencoder (run.json latents_of; latent.py), else None
     retrieval: Any = None  # model.text_retrieval: the run's retrieval.Database (retrieval.safetensors), else None
 
@@ -181,17 +185,20 @@ def _check_weights_digest(run: Path, wfile: Path, data: bytes, info: dict) -> di
 
 def _load_weights(
     path: Path, wfile: Path, info: dict, cfg: RunConfig, data_shape: tuple[int, ...], device
-) -> tuple[Precond, dict]:
-    """The network of config.json with the weights of ``wfile`` (checked against run.json's digest)."""
+) -> tuple[Precond, dict, str]:
+    """The network of config.json with the weights of ``wfile`` (checked against run.json's digest), run.json as
+    read, and the sha256 of the bytes loaded."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     from .model import build_model
+    from .training.checkpoint import sha256_bytes
 
     if not wfile.is_file():  # recorded in run.json (the guide model) but gone
         raise RunError(f"{wfile} is missing, though run.json records it; restore it, or train the run again")
     try:
         data = wfile.read_bytes()
+        digest = sha256_bytes(data)
         info = _check_weights_digest(path, wfile, data, info)
         state = {k: v.to(device) for k, v in load(data).items()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -203,7 +210,7 @@ def _load_weights(
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise RunError(f"{wfile} does not match the network in config.json ({state_dict_mismatch(e)})") from None
-    return model, info
+    return model, info, digest
 
 
 def other_run(path: Path) -> tuple[str, str] | None:
@@ -298,9 +305,10 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
         wfile = path / "model.safetensors"
     if not wfile.is_file():
         raise RunError(f"{path} has no trained weights yet ({wfile.name} is missing)")
-    model, info = _load_weights(path, wfile, info, cfg, data_shape, device)
+    model, info, digest = _load_weights(path, wfile, info, cfg, data_shape, device)
+    verified = WEIGHTS_KEY in info or None  # (_check_weights_digest passed: run.json records these bytes)
     if GUIDE_FILE in (info.get(WEIGHTS_KEY) or {}):  # the run kept a guide model (train.guide_at)
-        guide, info = _load_weights(path, path / GUIDE_FILE, info, cfg, data_shape, device)
+        guide, info, _ = _load_weights(path, path / GUIDE_FILE, info, cfg, data_shape, device)
         attach_guide(model, guide.to(device).eval().requires_grad_(False))
     model.to(device).eval().requires_grad_(False)
     from .latent import codec_of_run
@@ -324,6 +332,8 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
         data_shape=data_shape,
         info=info,
         weights_file=wfile.name,
+        weights_sha256=digest,
+        weights_verified=verified,
         codec=codec,
         retrieval=retrieval,
     )

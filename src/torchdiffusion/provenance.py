@@ -152,8 +152,9 @@ def seed_ranges(seeds: Iterable[int]) -> list[list[int]]:
 
 
 def run_record(run: Any) -> dict:
-    """What identifies a loaded run: path, id, config hash, and the weights file with its sha256, checked
-    against the digest run.json records (``weights_verified``: None for runs from before digests)."""
+    """What identifies a loaded run: path, id, config hash, and the weights file with its sha256 - of the bytes
+    ``load_run`` loaded and checked against run.json (a run training beside the command may have replaced the file
+    since); of the file now, checked against run.json, for a run loaded otherwise (an export)."""
     from .training.checkpoint import WEIGHTS_KEY
 
     path = Path(run.path).resolve()
@@ -163,7 +164,10 @@ def run_record(run: Any) -> dict:
     rec = {"path": str(path), "id": path.name, "source": source, "config_sha256": config_sha256(run.config)}
     rec["weights_file"] = wname
     wfile = path / wname
-    if wname and wfile.is_file():
+    loaded = getattr(run, "weights_sha256", None)
+    if wname and loaded:  # the bytes the command loaded (training may have written new ones since)
+        rec.update(weights_sha256=loaded, weights_verified=bool(getattr(run, "weights_verified", None)))
+    elif wname and wfile.is_file():
         digest = sha256_file(wfile)
         recorded = (info.get(WEIGHTS_KEY) or {}).get(wname)
         if recorded is not None and recorded != digest:
