@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinyruns import cli, write_run
+from tinyruns import cli, td, write_run
 from torchdiffusion import provenance as P
 from torchdiffusion.cli import main
 
@@ -391,3 +391,27 @@ def test_a_command_reading_a_run_that_training_updates_records_the_weights_it_lo
     monkeypatch.setattr(G, "generate", real)
     rc, _, err = cli("reproduce", P.manifest_path(tmp_path / "s.png"))
     assert rc == 2 and "has changed since" in err, err
+
+
+def test_a_file_another_process_wrote_over_gets_no_manifest_from_this_one(made, tmp_path, monkeypatch, capsys):
+    """Two sample commands into one --out at once: the one that finished last described the other's picture
+    (its argv and seeds beside the other's sha256), and reproduce called it different."""
+    from torchdiffusion.commands import sample as S
+
+    out = tmp_path / "g.png"
+    real = S.Recorder.save
+
+    def the_other_writes_meanwhile(self, path, *a, **k):  # while this one draws its GIF, the other finishes
+        rc, _, err = td("sample", made / "run", "--n", "2", "--seed", "9", "--out", out)  # another process
+        assert rc == 0, err
+        return real(self, path, *a, **k)
+
+    monkeypatch.setattr(S.Recorder, "save", the_other_writes_meanwhile)
+    capsys.readouterr()
+    assert main(["sample", str(made / "run"), "--n", "2", "--seed", "1", "--gif", "--out", str(out)]) == 0
+    assert "g.png: replaced by another process while this command ran" in capsys.readouterr().err
+    m = P.read_manifest(P.manifest_path(out))
+    assert "--seed" in m["command"]["argv"] and m["command"]["argv"][m["command"]["argv"].index("--seed") + 1] == "9"
+    assert m["artefact"]["sha256"] == P.sha256_file(out)
+    gif = P.read_manifest(P.manifest_path(out.with_suffix(".gif")))  # the GIF is this command's own
+    assert gif["command"]["argv"][gif["command"]["argv"].index("--seed") + 1] == "1" and "g.png" not in gif["files"]

@@ -327,6 +327,7 @@ class Recording:
         self.earlier: dict[Path, dict | None] = {}  # a file's manifest from before this command wrote it
         self.provisional: set[Path] = set()  # files given a provisional manifest
         self.inputs: dict[str, str] = {}  # files the command read as its input: {absolute path: sha256 when read}
+        self.identity: dict[Path, tuple] = {}  # each file or folder as this command left it (_identity)
 
     def route(self, path: Path) -> Path:
         return path
@@ -334,6 +335,7 @@ class Recording:
     def written(self, path: Path, actual: Path) -> None:
         p = Path(os.path.abspath(actual))
         self.files[p] = None
+        self.identity[p] = _identity(p)
         if (
             not self.rank0
             or not p.is_file()
@@ -363,7 +365,14 @@ class Recording:
     def finish(self, stopped: str | None = None) -> list[Path]:
         """Write one manifest per artefact; returns their paths. ``stopped``: why the command stopped before it
         finished ("Ctrl-C", "SIGTERM", the error), recorded in each manifest of the files it wrote until then."""
-        arts = self.artefacts()
+        # what another process has written over since (the same command with other seeds, at the same time): its
+        # own manifest describes it; this command's would vouch for bytes it did not write
+        replaced = [p for p, was in self.identity.items() if was is not None and _identity(p) != was]
+        for p in replaced:
+            self.files.pop(p, None)
+            self.provisional.discard(p)
+            print(f"{p.name}: replaced by another process while this command ran; not described here", file=sys.stderr)
+        arts = [a for a in self.artefacts() if a not in replaced]
         for p in self.provisional - set(arts):  # files that get no manifest of their own (a settings record)
             with contextlib.suppress(OSError):
                 manifest_path(p).unlink(missing_ok=True)
@@ -445,6 +454,18 @@ def _earlier_manifest(artefact: Path) -> dict | None:
         return read_manifest(manifest_path(artefact))
     except (ManifestError, OSError):  # (an unreadable one vouches for nothing)
         return None
+
+
+def _identity(p: Path) -> tuple | None:
+    """What tells a file or folder from another written over it: device, inode, mtime and size (an atomic write
+    renames a new file into place: a new inode), or None when there is nothing there."""
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    if p.is_dir():  # (files may be added under it later by the same command: its inode alone)
+        return (st.st_dev, st.st_ino)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _rel(p: Path, root: Path) -> Path:
@@ -557,6 +578,7 @@ def note_artefact(folder: str | Path) -> None:
     rec = _RECORDING.get()
     if rec is not None:
         rec.folders.append(Path(os.path.abspath(folder)))
+        rec.identity[rec.folders[-1]] = _identity(rec.folders[-1])
 
 
 def describe_wrapper(wrap: Any) -> dict:
