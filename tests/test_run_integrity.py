@@ -400,6 +400,38 @@ def test_a_second_writer_started_during_training_is_refused(tmp_path):
     _intact(run, seed=1)
 
 
+def test_a_run_folder_deleted_while_training_stops_it_and_is_not_made_again(tmp_path):
+    """rm -rf of the folder under a training: it made the folder again without its config (exit 0), and a second
+    trainer started into the new folder was not refused (the lock had gone with the old one): both wrote into it."""
+    import shutil
+
+    run = tmp_path / "run"
+    first = _train_cli(run, seed=1)
+    while not (run / "checkpoints" / "latest").exists():
+        assert first.poll() is None, first.stderr.read()[-2000:]
+        time.sleep(0.05)
+    shutil.rmtree(run)
+    assert first.wait(timeout=300) == 1
+    err = first.stderr.read().strip().splitlines()
+    assert err[-1].endswith("was deleted or replaced while training; stopped without writing into it again"), err
+    assert not run.exists(), sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+
+
+def test_a_held_lock_knows_when_its_file_is_replaced(tmp_path):
+    from torchdiffusion.training.runlock import RunFolderGone, check_held, hold_run_folder
+
+    run = tmp_path / "run"
+    with hold_run_folder(run):
+        check_held(run)
+        (run / ".train.lock").unlink()
+        other = RunLock(run)
+        other.acquire()  # a new trainer into the recreated folder locks a new file
+        with pytest.raises(RunFolderGone, match="deleted or replaced while training"):
+            check_held(run)
+    assert (run / ".train.lock").exists()  # the other's lock file is not deleted by the first one's exit
+    other.release()
+
+
 def test_starting_over_removes_the_grids_tuned_for_the_old_weights(finished, tmp_path, capfd):
     """Sampling uses a run's tuned grids without asking (grid auto), so grids fitted to weights that --no-resume
     discards must go with them; a resume keeps them, and other files in grids/ stay."""

@@ -92,11 +92,27 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+_HELD_FOLDERS: ContextVar[tuple[Path, ...]] = ContextVar("torchdiffusion_held_folders", default=())
+
+
+@contextmanager
+def never_recreate(folder: str | Path) -> Iterator[None]:
+    """Inside the block, a write under ``folder`` finds it gone (deleted while a training held it) rather than
+    making it again: FileNotFoundError naming it. Its own subfolders are still made as needed."""
+    token = _HELD_FOLDERS.set((*_HELD_FOLDERS.get(), Path(os.path.abspath(folder))))
+    try:
+        yield
+    finally:
+        _HELD_FOLDERS.reset(token)
+
+
 def _make_parents(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing ancestors; return the folders created, deepest first."""
     created = []
     q = folder
     while not q.exists() and q.parent != q:
+        if Path(os.path.abspath(q)) in _HELD_FOLDERS.get():  # (never_recreate)
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(q))
         created.append(q)
         q = q.parent
     folder.mkdir(parents=True, exist_ok=True)

@@ -161,7 +161,13 @@ class MetricsWriter:
                     self.tb.add_scalar(key, v, seen)
 
     def _append(self, rec: dict) -> None:
-        append_text(self.path, json_text(rec) + "\n")
+        from .runlock import check_held
+
+        try:
+            append_text(self.path, json_text(rec) + "\n")
+        except FileNotFoundError:  # the run folder went away: say that, not which of its files
+            check_held(self.path.parent)
+            raise
 
     def close(self) -> None:
         if self.tb is not None:

@@ -337,10 +337,17 @@ def save_checkpoint(state: TrainState, setup: Setup, finished: bool) -> None:
     checksum = sum(float(p.detach().double().sum()) for p in state.model.parameters())
     if not dist.ranks_agree(checksum):
         raise TrainingError(f"the processes' weights diverged by step {state.step}; this is a bug, please report it")
+    from .runlock import check_held
+
+    dist.main_decides(lambda: check_held(setup.out))  # (rm -rf of the folder: never recreate it without its config)
     if setup.main:
         t = setup.cfg.train
-        save_state(setup.out / "checkpoints", state_dict(state, setup), state.images_seen, keep=t.keep_checkpoints)
-        publish(state, setup, finished)
+        try:
+            save_state(setup.out / "checkpoints", state_dict(state, setup), state.images_seen, keep=t.keep_checkpoints)
+            publish(state, setup, finished)
+        except FileNotFoundError:  # deleted meanwhile (io.never_recreate): say that, not which of its files
+            check_held(setup.out)
+            raise
 
 
 def state_dict(state: TrainState, setup: Setup) -> dict:

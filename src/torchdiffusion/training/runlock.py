@@ -24,12 +24,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import distributed as dist
+from ..io import never_recreate
+from .state import TrainingError
 
 LOCK_NAME = ".train.lock"
 
 
 class RunFolderBusy(ValueError):
     """Another process is training into this run folder; the message is one line for the user."""
+
+
+class RunFolderGone(TrainingError):
+    """The run folder or its lock file was deleted or replaced while training ran (``rm -rf`` of the folder): the
+    next checkpoint would recreate a folder without its config, beside any new trainer there. One line."""
+
+
+_HELD: dict[str, RunLock] = {}  # the run folders this process holds, by absolute path
 
 
 class RunLock:
@@ -64,6 +74,15 @@ class RunLock:
             os.close(fd)  # the holder released and deleted the file between our open and flock: try again
         self._fd = fd
         self._write_owner(fd)
+
+    def check_held(self) -> None:
+        """RunFolderGone unless the lock file this process locked is still the folder's (not deleted, not
+        replaced by a new one another trainer locked)."""
+        if self._fd is not None and not self._same_file(self._fd):
+            raise RunFolderGone(
+                f"{self.folder} (or its {LOCK_NAME}) was deleted or replaced while training; stopped without writing "
+                "into it again"
+            )
 
     def _same_file(self, fd: int) -> bool:
         try:
@@ -126,7 +145,22 @@ def hold_run_folder(folder: str | Path) -> Iterator[None]:
         raise failure
     if message:
         raise RunFolderBusy(message)
+    _HELD[os.path.abspath(folder)] = lock
     try:
-        yield
+        with never_recreate(folder):  # a folder deleted under the training stays deleted (check_held says why)
+            yield
     finally:
-        lock.release()
+        _HELD.pop(os.path.abspath(folder), None)
+        if lock._fd is not None and lock._same_file(lock._fd):
+            lock.release()
+        elif lock._fd is not None:  # the file is another's now (or gone): drop ours without deleting theirs
+            os.close(lock._fd)
+            lock._fd = None
+
+
+def check_held(folder: str | Path) -> None:
+    """RunFolderGone when this process holds ``folder``'s lock (hold_run_folder) and the folder or its lock file was
+    deleted or replaced since; nothing for a folder it does not hold."""
+    lock = _HELD.get(os.path.abspath(folder))
+    if lock is not None:
+        lock.check_held()
