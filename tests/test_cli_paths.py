@@ -227,3 +227,19 @@ def test_schedules_titles_fit_inside_the_figure(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "_save_fig", check)
     ex.plot_schedules(tmp_path / "schedules.png")
     assert seen == [3]
+
+
+def test_a_path_written_from_the_home_folder_means_it_everywhere(tmp_path, monkeypatch):
+    """'~/...' quoted past the shell: train --out expanded it, sample read it as a run folder that does not exist
+    and wrote into a folder named '~' here; reproduce of such a manifest found nothing."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    here.mkdir()
+    write_run(home / "r", "digits-test", ["sample.steps=2"])
+    monkeypatch.setenv("HOME", str(home))
+    rc, _, err = cli("sample", "~/r", "--n", 2, "--out", "~/out/g.png", cwd=here)
+    assert rc == 0 and (home / "out" / "g.png").is_file() and not list(here.iterdir()), err
+    rc, out, err = cli("reproduce", "~/out/g.png.manifest.json", cwd=here)
+    assert rc == 0 and out.startswith("g.png: bit-identical"), err
+    (here / "ff").write_text("not a run")
+    rc, _, err = cli("sample", "ff", cwd=here)
+    assert rc == 2 and "ff is a file, not a run folder" in err, err

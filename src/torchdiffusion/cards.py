@@ -220,7 +220,7 @@ SOFTWARE_CITE = (
 
 def read_run(path: str | Path) -> tuple[Path, RunConfig, dict]:
     """(folder, resolved config, run.json) of a run folder; :class:`CardError` in one line when it is not one."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_dir():
         raise CardError(f"run folder {path} does not exist")
     from .generate import refuse_other_runs

@@ -208,6 +208,18 @@ def _bad_file_errors() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+def expand_home(args: argparse.Namespace) -> None:
+    """A path written ``~/...`` (quoted, so the shell left it) means the home folder for every option and argument,
+    as it did for some: ``sample '~/runs/demo' --out '~/g.png'`` wrote into a folder named ``~`` here."""
+    for k, v in vars(args).items():
+        if k.startswith("_") or k in ("set", "prompt", "negative_prompt", "text"):
+            continue
+        if isinstance(v, str) and (v == "~" or v.startswith("~/")):
+            setattr(args, k, os.path.expanduser(v))
+        elif isinstance(v, list) and any(isinstance(w, str) and w.startswith("~/") for w in v):
+            setattr(args, k, [os.path.expanduser(w) if isinstance(w, str) and w.startswith("~/") else w for w in v])
+
+
 def classify(e: BaseException) -> tuple[str, int, bool] | None:
     """(message, exit code, print on every rank) for a failure the user can act on; None for a bug."""
     loop = sys.modules.get(f"{__package__}.training.loop")  # a TrainingError exists only once it is imported:
@@ -306,6 +318,7 @@ def _main(argv: list[str] | None) -> int:
     from .commands.common import written_options
 
     args._written = written_options(args._parser, sys.argv[1:] if argv is None else list(argv))
+    expand_home(args)
     empty = empty_option(args)
     if empty is not None:  # '--out ""', '--class ""': a value left empty by a script's unset variable, not a default
         try:

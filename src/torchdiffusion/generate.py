@@ -261,8 +261,10 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
     from .interop.onnx import load_onnx, onnx_file
     from .training.checkpoint import GUIDE_FILE, WEIGHTS_KEY
 
-    path = Path(path)
+    path = Path(path).expanduser()  # ("~/runs/demo" quoted past the shell, as --out takes it)
     onnx = onnx_file(path) is not None
+    if not onnx and path.is_file():
+        raise RunError(f"{path} is a file, not a run folder")
     if not onnx and not path.is_dir():
         raise RunError(f"run folder {path} does not exist")
     export = (

@@ -119,7 +119,7 @@ def recorded_setting(cwd: str, threads: int | None) -> Iterator[None]:
 
 def rerun(m: dict, out: Path, home: Path) -> int:
     """Run the recorded command line with its writes sent to ``out``; its exit code."""
-    from ..cli import COMMANDS, build_parser
+    from ..cli import COMMANDS, build_parser, expand_home
     from ..io import watch_writes
     from ..provenance import ManifestError
 
@@ -133,6 +133,7 @@ def rerun(m: dict, out: Path, home: Path) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # the parser printed its one line
             return int(e.code or 2) if not isinstance(e.code, str) else 2
+        expand_home(args)  # as the command line did
         # stdout is the verdict's; the command's own lines name the paths it was told, not where its files went
         with watch_writes(Redirect(out, home)), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
             return int(args._run(args) or 0)
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     from .argtypes import check_output_dir
     from .sample import SIDECARS
 
-    where = Path(args.manifest)
+    where = Path(args.manifest).expanduser()
     m = read_manifest(where)
     check_run(m, where)
     art = m["artefact"]
