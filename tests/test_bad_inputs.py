@@ -221,6 +221,10 @@ CASES = [
     (["sample", "{run}", "--out", "{ws}/ae/autoencoder.png"], U, "would replace autoencoder.json"),
     (["sample", "{run}", "--out", "{ws}/ae/reconstructions.png"], U, "would replace reconstructions.png"),
     (["sample", "{run}", "--out", "{ws}/tuned/grids/dpmpp_2m-nfe4.png"], U, "would replace grids/dpmpp_2m-nfe4.json"),
+    # an output under a symbolic link to nothing: refused before the work (it failed after it, "already exists")
+    (["sample", "{run}", "--out", "{ws}/dangling/x.png"], U, "is a symbolic link to"),
+    (["train", "--preset", "digits-test", "--out", "{ws}/dangling"], U, "which does not exist"),
+    (["evaluate", "{run}", "--metrics", "fd", "--n", "8", "--out", "{ws}/dangling"], U, "is a symbolic link to"),
     # a settings record beside the weights of that name (refused only the second time, once it was there)
     (["sample", "{run}", "--out", "{run}/model.png"], U, "would pass for the record of model.safetensors"),
     # the files written beside a named output replace only a command's earlier outputs, never the user's own
@@ -763,6 +767,7 @@ def world(tmp_path_factory):
     (ws / "folder.png").mkdir()
     (ws / "notes.png.manifest.json").write_text('{"my": "notes"}\n')  # the user's, where notes.png's would go
     (ws / "side.mp4").mkdir()  # where a trajectory's MP4 beside side.png would go (written after the PNG)
+    (ws / "dangling").symlink_to(ws / "nowhere")  # a link whose target is gone
     (ws / "man.png.manifest.json").mkdir()  # where man.png's manifest would go
     (ws / "folder.png" / "keep.txt").write_text("inside a folder named like a file\n")
     for name in ("rand.bin", "rand.png", "rand.safetensors"):
@@ -868,6 +873,9 @@ def snapshot(*roots: Path) -> dict[str, str]:
     state = {}
     for root in roots:
         for p in sorted(Path(root).rglob("*")):
+            if p.is_symlink() and not p.exists():  # a link to nothing: its target's name
+                state[str(p)] = f"link to {os.readlink(p)}"
+                continue
             state[str(p)] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
     return state
 

@@ -254,6 +254,10 @@ def _check_output_dir_path(p: Path) -> None:
     """The nearest existing ancestor of ``p`` must be a writable folder (created folders go under it)."""
     q = p
     while not q.exists():
+        if q.is_symlink():  # (a folder made there would fail with "already exists", after the work)
+            from ..config import ConfigError
+
+            raise ConfigError(f"{q} is a symbolic link to {os.readlink(q)}, which does not exist")
         if q.parent == q:
             return
         q = q.parent
