@@ -221,6 +221,9 @@ CASES = [
     (["sample", "{run}", "--out", "{ws}/ae/autoencoder.png"], U, "would replace autoencoder.json"),
     (["sample", "{run}", "--out", "{ws}/ae/reconstructions.png"], U, "would replace reconstructions.png"),
     (["sample", "{run}", "--out", "{ws}/tuned/grids/dpmpp_2m-nfe4.png"], U, "would replace grids/dpmpp_2m-nfe4.json"),
+    # a name too long for the manifest beside it: refused before the work (it failed after it, naming a temporary)
+    (["sample", "{run}", "--out", "{ws}/" + "a" * 240 + ".png"], U, "is too long by"),
+    (["explain", "schedules", "--out", "{ws}/" + "b" * 245 + ".png"], U, "is too long by"),
     # an output under a symbolic link to nothing: refused before the work (it failed after it, "already exists")
     (["sample", "{run}", "--out", "{ws}/dangling/x.png"], U, "is a symbolic link to"),
     (["train", "--preset", "digits-test", "--out", "{ws}/dangling"], U, "which does not exist"),

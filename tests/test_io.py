@@ -164,3 +164,13 @@ def test_json_text_writes_what_strict_readers_take():
     obj = {"a": math.nan, "b": [math.inf, 1.5, {"c": -math.inf}], "d": (2, "nan"), "e": {"f": 0.1}}
     back = json.loads(json_text(obj, indent=2), parse_constant=refuse)
     assert back == {"a": None, "b": [None, 1.5, {"c": None}], "d": [2, "nan"], "e": {"f": 0.1}}
+
+
+def test_temporary_names_fit_where_the_file_does(tmp_path):
+    """A legal 240-byte name took a temporary name of 270: the write failed after the work, naming the temporary."""
+    from torchdiffusion.io import NAME_MAX, atomic_write, temp_name
+
+    path = tmp_path / ("a" * 240 + ".png")
+    assert len(temp_name(path).name.encode()) <= NAME_MAX and temp_name(path).suffix == ".png"
+    atomic_write(path, b"x")
+    assert path.read_bytes() == b"x" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]

@@ -74,9 +74,18 @@ def cache_dir(*parts: str) -> Path:
     return base.joinpath(*parts)
 
 
+NAME_MAX = 255  # bytes of one file name (ext4, tmpfs, APFS ...)
+
+
 def temp_name(path: Path) -> Path:
-    """``.<name>.tmp-<pid>-<random><suffix>`` beside ``path`` (unique across processes and threads)."""
-    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    """``.<name>.tmp-<pid>-<random><suffix>`` beside ``path`` (unique across processes and threads); a name too
+    long to take the mark (a legal one of 230+ bytes) is cut short: the temporary file must fit where ``path``
+    does."""
+    mark = f"{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
+    stem = path.name
+    while len(f".{stem}{mark}".encode()) > NAME_MAX:
+        stem = stem[: max(1, len(stem) - 16)]
+    return path.with_name(f".{stem}{mark}")
 
 
 def _fsync(path: Path, directory: bool = False) -> None:

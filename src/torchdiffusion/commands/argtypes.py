@@ -117,6 +117,7 @@ def check_output_file(path: str | Path, sidecars: tuple[str, ...] = ()) -> Path:
     p = Path(path).expanduser()
     if p.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(p))
+    _check_name_length(p, sidecars)
     _check_output_dir_path(p.parent)
     if p.exists() and not os.access(p, os.W_OK):
         raise PermissionError(13, "Permission denied", str(p))
@@ -248,6 +249,25 @@ def refuse_folder_record(p: Path, beside: Path | None = None) -> None:
         part = p.relative_to(folder).as_posix()
         does = f"replace {part} of" if p.exists() else f"pass for the record of {p.with_suffix('.safetensors').name} in"
         raise ConfigError(f"writing {what} would {does} the run folder {folder}; choose another path")
+
+
+def _check_name_length(p: Path, sidecars: tuple[str, ...] = ()) -> None:
+    """ConfigError (one line) before the work when ``p``'s name, or the name of a file written beside it (its
+    ``.manifest.json``, the sidecars), is longer than a file name can be: it failed after the work, naming a
+    temporary file."""
+    from ..config import ConfigError
+    from ..io import NAME_MAX
+    from ..provenance import SUFFIX
+
+    beside = (p.with_suffix(s).name + ("" if s == ".json" else SUFFIX) for s in sidecars)  # (a settings record
+    names = [p.name + SUFFIX, *beside]  # gets no manifest of its own)
+    longest = max(names, key=lambda n: len(n.encode()))
+    if len(longest.encode()) > NAME_MAX:
+        over = len(longest.encode()) - NAME_MAX
+        raise ConfigError(
+            f"the file name {p.name[:40]}... is too long by {over} bytes for {longest[-30:]!r} written beside it "
+            f"(a name holds at most {NAME_MAX} bytes); choose a shorter one"
+        )
 
 
 def _check_output_dir_path(p: Path) -> None:
