@@ -90,6 +90,10 @@ def test_list_samplers_shows_settings_defaults_and_whole_descriptions():
     assert "inside [s_tmin, s_tmax]." in text  # heun_sde's description, to its last word
     assert "--s-churn 40.0, --s-tmin 0.05, --s-tmax 50.0, --s-noise 1.003" in text
     assert "dpmpp_2m_exact" in text and "dpmpp_2s_sde" in text
+    # heun's s_tmax default is infinite: listed as what leaving it out gives ('--s-tmax inf' could not be typed)
+    assert "--s-tmax unset (no upper end)" in text and "--s-tmax inf" not in text
+    rc, _, err = cli("sample", "r", "--rho", "inf")
+    assert rc == 2 and "must be a finite number in (0, inf)," in err, err  # it said "(0, inf]"
 
 
 def test_every_listed_setting_can_be_set():

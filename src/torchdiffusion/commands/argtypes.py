@@ -55,7 +55,7 @@ def float_in(
     lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False
 ) -> Callable[[str], float]:
     """A finite number in the interval from lo to hi (ends closed unless ``*_open``); never NaN or inf."""
-    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    left, right = "(" if lo_open else "[", ")" if hi_open or not math.isfinite(hi) else "]"  # (no "inf]")
     domain = f" in {left}{lo:g}, {hi:g}{right}" if math.isfinite(lo) or math.isfinite(hi) else ""
 
     def convert(text: str) -> float:

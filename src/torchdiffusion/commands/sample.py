@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -264,7 +265,10 @@ def list_samplers() -> str:
         lines.append(name)
         lines += textwrap.wrap(entry.about, 100, initial_indent="    ", subsequent_indent="    ")
         lines.append(f"    NFE on n steps: {entry.nfe_text}")
-        settings = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in sampler_settings(name).items())
+        settings = ", ".join(  # (an infinite default - s_tmax - is what leaving the setting out gives)
+            f"--{k.replace('_', '-')} {v if v != math.inf else 'unset (no upper end)'}"
+            for k, v in sampler_settings(name).items()
+        )
         lines.append(f"    settings (default): {settings or 'none'}")
     lines.append("Each setting is also sample.settings.<name> (train/sample --set); see docs/samplers.md.")
     return "\n".join(lines)
