@@ -72,6 +72,8 @@ def test_generate_checks_a_sample_config_built_in_python(run):
     for seeds, needle in [([0, 1, 2, 3.7], "seeds must be integers"), ([0, 1, 2, 2**70], r"seeds must lie in \[0, ")]:
         with pytest.raises(ValueError, match=needle):  # 3.7 was seed 3; 2**70 an overflow inside torch
             _draw(run, base, seeds=seeds)
+    with pytest.raises(CondError, match=r"cond\['class'\] must be a tensor with one row per sample, got int 3"):
+        generate(run.model, range(4), base, run.data_shape, cond={"class": 3})  # AttributeError: no .to
     for shape in ((), (1, 0, 8)):  # a matmul shape error or an empty draw
         with pytest.raises(ValueError, match="data_shape must be one example's shape"):
             generate(run.model, range(4), base, shape, cond={"class": torch.tensor([0, 1, 2, 3])})

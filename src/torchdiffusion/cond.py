@@ -60,6 +60,8 @@ def check_cond(cond: Cond, n: int, what: str = "cond") -> Cond:
         return None
     check_cond_keys(cond, what)
     for k, v in cond.items():
+        if v is not None and not isinstance(v, Tensor):  # (an int label failed deep inside: no .to)
+            raise CondError(f"{what}[{k!r}] must be a tensor with one row per sample, got {type(v).__name__} {v!r}")
         if isinstance(v, Tensor) and (v.ndim == 0 or v.shape[0] != n):
             rows = "no batch dimension" if v.ndim == 0 else f"{v.shape[0]} rows"
             raise CondError(f"{what}[{k!r}] has {rows} for {n} samples; give one row per sample")
