@@ -483,3 +483,11 @@ def test_guidance_options_that_change_nothing_are_refused(tmp_path):
         assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, (flags, err)
     assert cli("sample", run, "--n", 2, "--steps", 2, "--out", tmp_path / "x.png", "--class", "3", "--guidance",
                "2", "--guidance-rescale", "0.7", "--guidance-interval", "0.5,10")[0] == 0  # fmt: skip
+
+
+def test_the_default_name_of_a_guided_draw_is_not_the_plain_ones(tmp_path):
+    """sample --labels cycle --guidance 3 and plain sample wrote samples/euler-2-seed0.png, each over the other."""
+    run = write_run(tmp_path / "class", "digits-test", ["model.num_classes=4", "sample.sampler=euler"])
+    for flags in ([], ["--labels", "cycle", "--guidance", "3"]):
+        assert cli("sample", run, "--n", 2, "--steps", 2, *flags)[0] == 0
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["euler-2-seed0-w3.png", "euler-2-seed0.png"]

@@ -301,7 +301,10 @@ def run(args: argparse.Namespace) -> int:
     sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
     checked_sample(run_.config, sample)  # the guidance interval and rescale
     refuse_unread_options(run_, sample, args)
-    tag = f"-w{sample.guidance:g}" if cond is not None else ""
+    # the default name tells guided draws from plain ones (they replaced each other under one name)
+    tag = f"-w{sample.guidance:g}" if cond is not None or sample.guidance != 1.0 else ""
+    tag += f"-ag{sample.autoguidance:g}" if sample.autoguidance != 1.0 else ""
+    tag += "-classifier" if args.classifier else ""
     out = (
         Path(args.out)
         if args.out
