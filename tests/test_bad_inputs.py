@@ -357,7 +357,7 @@ CASES = [
     (["sample", "{run}", "--classifier", "{ws}/pickle.safetensors", "--class", "1"], U, "pickle.safetensors"),
     (["sample"], U, "run folder"),
     (["sample", "{ws}/missing"], U, "does not exist"),
-    (["sample", "{ws}/file.txt"], U, "does not exist"),
+    (["sample", "{ws}/file.txt"], U, "is a file, not a run folder"),
     (["distill", "{bad}/badjson", "--method", "progressive", "--out", "{cwd}/student"], U, "damaged"),
     (["distill", "{run}", "--method", "shortcut", "--out", "{cwd}/student"], U, "--method"),
     (["distill", "{run}", "--method", "reflow", "--steps", "0", "--out", "{cwd}/student"], U, "--steps"),
