@@ -171,6 +171,18 @@ def test_pseudoinverse_guidance_is_the_denoiser_plus_the_analytic_vector_jacobia
         assert torch.allclose(got, expected, atol=1e-12), sigma
     assert torch.equal(pseudoinverse_guided(D, y, mask, 0.5, weight=0.0)(x, sig), D(x, sig))
 
+    # the cutoff is per image: a batch at mixed levels (the adaptive solver's) guides each row as it would alone
+    def D_rows(x, sigma):  # the oracle at each row's own level
+        return torch.cat([D(x[i : i + 1], sigma[i : i + 1]) for i in range(len(x))])
+
+    mixed = torch.tensor([0.05, 1.0, 30.0, 1.0, 0.05], dtype=torch.float64)
+    together = pseudoinverse_guided(D_rows, y, mask, sigma_data=s, weight=w, sigma_max=10.0)(x, mixed)
+    for k in range(5):
+        one = pseudoinverse_guided(D_rows, y[k : k + 1], mask, sigma_data=s, weight=w, sigma_max=10.0)
+        alone = one(x[k : k + 1], mixed[k : k + 1])
+        assert torch.allclose(together[k], alone[0], atol=1e-12), k
+    assert torch.allclose(together[2], D_rows(x, mixed)[2], atol=1e-15)  # above sigma_max: the plain denoiser
+
 
 @pytest.mark.parametrize("name", ["ddpm", "euler", "euler_ancestral", "dpmpp_2m", "heun"])
 def test_pseudoinverse_guidance_brings_one_pass_inpainting_near_the_exact_conditional(name):

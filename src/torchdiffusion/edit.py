@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .process import add_noise
 from .samplers.common import call_denoiser, check_sigmas, to_d
-from .types import Callback, Denoiser, StepInfo, default_noise
+from .types import Callback, Denoiser, StepInfo, default_noise, sigma_vector
 
 Sampler = Callable[..., Tensor]
 NoiseFn = Callable[[], Tensor]
@@ -98,15 +98,19 @@ def pseudoinverse_guided(
     """
 
     def D(x: Tensor, sigma: Tensor) -> Tensor:
-        if float(sigma.max()) > sigma_max:
+        sigma = sigma_vector(sigma, x)
+        guided = sigma <= sigma_max  # per image (the adaptive solver's images sit at levels of their own)
+        if not bool(guided.any()):
             return denoise(x, sigma)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             d = denoise(x_in, sigma)
             residual = (mask * (x_known - d)).detach()
             (vjp,) = torch.autograd.grad((residual * d).sum(), x_in)
-        s2 = sigma.to(x.dtype).reshape(-1, *[1] * (x.ndim - 1)) ** 2
-        return (d + weight * (s2 + sigma_data**2) / sigma_data**2 * vjp).detach()
+        shape = (-1, *[1] * (x.ndim - 1))
+        s2 = sigma.to(x.dtype).reshape(shape) ** 2
+        w = weight * guided.to(x.dtype).reshape(shape)  # 0 above sigma_max: the plain denoiser there
+        return (d + w * (s2 + sigma_data**2) / sigma_data**2 * vjp).detach()
 
     return D
 
