@@ -55,6 +55,9 @@ def test_overrides_are_typed():
     assert table.data.categorical == ("price (usd)", "colour")  # brackets inside a name are the name's
     with pytest.raises(ConfigError, match=r"expected an integer, got '\[2\]'"):
         override(cfg, ["model.channel_mult=1,[2]"])
+    for text in ('{"preset": null}', '{"preset": true}', '{"data": {"source": ["mnist5k"]}}'):  # "None" -> runs/None
+        with pytest.raises(ConfigError, match="expected text, got"):
+            from_json(text)
     big = override(cfg, ["sample.seed=9007199254740993", "train.images=1e3", "train.batch_size=6_4"])
     assert big.sample.seed == 2**53 + 1 and big.train.images == 1000 and big.train.batch_size == 64  # (2**53 before)
 

@@ -342,6 +342,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return f
     if tp is str:
+        if value is None or isinstance(value, (bool, dict, list)):  # (a null preset became "None": runs/None)
+            raise ConfigError(f"{where}: expected text, got {json.dumps(value)}")
         return str(value)
     return value
 
