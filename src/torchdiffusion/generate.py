@@ -522,7 +522,6 @@ def guidance_of(sample: SampleConfig) -> dict:
     }
 
 
-@torch.no_grad()
 def checked_seeds(seeds: Sequence[int]) -> list[int]:
     """``seeds`` as ints: each an integer (1.7 was seed 1) in [0, config.MAX_SEED] (2**70 overflowed deep in torch),
     at least one; else a one-line ValueError."""
@@ -543,6 +542,7 @@ def checked_seeds(seeds: Sequence[int]) -> list[int]:
     return [int(s) for s in seeds]
 
 
+@torch.no_grad()
 def generate(
     model: Precond,
     seeds: Sequence[int],
