@@ -174,3 +174,7 @@ def test_temporary_names_fit_where_the_file_does(tmp_path):
     assert len(temp_name(path).name.encode()) <= NAME_MAX and temp_name(path).suffix == ".png"
     atomic_write(path, b"x")
     assert path.read_bytes() == b"x" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    dotted = tmp_path / ("x." + "b" * 250)  # its whole length a "suffix": the cut looped forever
+    assert len(temp_name(dotted).name.encode()) <= NAME_MAX
+    atomic_write(dotted, b"y")
+    assert dotted.read_bytes() == b"y"

@@ -81,11 +81,12 @@ def temp_name(path: Path) -> Path:
     """``.<name>.tmp-<pid>-<random><suffix>`` beside ``path`` (unique across processes and threads); a name too
     long to take the mark (a legal one of 230+ bytes) is cut short: the temporary file must fit where ``path``
     does."""
-    mark = f"{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
+    mark = f"{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    suffix = path.suffix if len(f".x{mark}{path.suffix}".encode()) <= NAME_MAX else ""  # (a "suffix" of 240 bytes)
     stem = path.name
-    while len(f".{stem}{mark}".encode()) > NAME_MAX:
-        stem = stem[: max(1, len(stem) - 16)]
-    return path.with_name(f".{stem}{mark}")
+    while len(f".{stem}{mark}{suffix}".encode()) > NAME_MAX:  # ends: one character with the mark always fits
+        stem = stem[:-16] or stem[:1]
+    return path.with_name(f".{stem}{mark}{suffix}")
 
 
 def _fsync(path: Path, directory: bool = False) -> None:
