@@ -82,9 +82,9 @@ def temp_name(path: Path) -> Path:
     long to take the mark (a legal one of 230+ bytes) is cut short: the temporary file must fit where ``path``
     does."""
     mark = f"{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    suffix = path.suffix if len(f".x{mark}{path.suffix}".encode()) <= NAME_MAX else ""  # (a "suffix" of 240 bytes)
+    suffix = path.suffix if len(f".xxxx{mark}{path.suffix}".encode()) <= NAME_MAX else ""  # room for any 1st char
     stem = path.name
-    while len(f".{stem}{mark}{suffix}".encode()) > NAME_MAX:  # ends: one character with the mark always fits
+    while len(f".{stem}{mark}{suffix}".encode()) > NAME_MAX:  # ends: one character (<= 4 bytes) always fits
         stem = stem[:-16] or stem[:1]
     return path.with_name(f".{stem}{mark}{suffix}")
 
