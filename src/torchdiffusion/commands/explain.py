@@ -209,9 +209,10 @@ def refuse_run_kind(what: str, path, kind: str | None, data_shape: tuple, discre
     ``kind`` and ``data_shape``; ``discrete``: its config's diffusion.discrete) - the command, after loading the
     run, and the studio, before queueing the job, ask the same."""
     from .. import explain as ex
+    from ..kinds import DISCRETE_KINDS
 
     data_shape = tuple(data_shape)
-    if what in ("trajectory", "ablation", "field") and kind in ("table", "sequence"):  # no one continuous path
+    if what in ("trajectory", "ablation", "field") and kind in DISCRETE_KINDS:  # no one continuous path
         raise ex.ExplainError(
             f"'explain {what}' draws the sampler's path through continuous data (images, signals, volumes, "
             f"points); {path} holds {kind} data (see 'explain {kind}-forward {path}', which draws its forward process "
@@ -224,6 +225,16 @@ def refuse_run_kind(what: str, path, kind: str | None, data_shape: tuple, discre
     needs = {"forward": ("image", "signal"), "table-forward": ("table",), "volume-forward": ("volume",)}.get(what)
     if needs and kind not in needs:
         raise ex.ExplainError(f"'explain {what}' draws {' or '.join(needs)} data; {path} holds {kind} data")
+
+
+def _load_run(args: argparse.Namespace):
+    """The run folder of ``args`` (its --weights), refused in one line where the picture asked for cannot be drawn
+    from its kind (:func:`refuse_run_kind`)."""
+    from ..generate import load_run
+
+    run_ = load_run(args.run, weights=args.weights)
+    refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
+    return run_
 
 
 def _figure_bar(args: argparse.Namespace):
@@ -314,10 +325,7 @@ def _table_forward(args: argparse.Namespace) -> list:
 
     run_ = None
     if args.run:
-        from ..generate import load_run
-
-        run_ = load_run(args.run, weights=args.weights)
-        refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
+        run_ = _load_run(args)
         data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
     else:
         data, out = load_explained(data_config(args.data, "table-forward")), _out(args, None)
@@ -346,10 +354,7 @@ def _volume_forward(args: argparse.Namespace) -> list:
     from ..data import load_data
 
     if args.run:
-        from ..generate import load_run
-
-        run_ = load_run(args.run, weights=args.weights)
-        refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
+        run_ = _load_run(args)
         data, out = load_data(run_.config.data, seed=run_.config.train.seed), _out(args, run_.path / "explain")
     else:
         data, out = load_explained(data_config(args.data, "volume-forward")), _out(args, None)
@@ -365,12 +370,10 @@ def _sequence_forward(args: argparse.Namespace) -> list:
     """A held-out sequence of a masked-diffusion run masked at several t, and a sample being unmasked."""
     from .. import explain as ex
     from ..data import load_data
-    from ..generate import load_run
     from ..kinds import schema_of
     from ..progress import step_bar
 
-    run_ = load_run(args.run, weights=args.weights)
-    refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
+    run_ = _load_run(args)
     cfg = run_.config
     data = load_data(cfg.data, "holdout" if cfg.data.holdout else "train", cfg.train.seed)
     out = _out(args, run_.path / "explain")
@@ -394,10 +397,7 @@ def _forward(args: argparse.Namespace) -> list:
     from ..data import load_data
 
     if args.run:
-        from ..generate import load_run
-
-        run_ = load_run(args.run, weights=args.weights)
-        refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
+        run_ = _load_run(args)
         data = load_data(run_.config.data, seed=run_.config.train.seed)
         out = _out(args, run_.path / "explain")
     else:
@@ -472,16 +472,16 @@ def _note_run_folder(path: Path) -> None:
     import json
     from types import SimpleNamespace
 
-    from ..config import ConfigError, from_json, validate
     from ..provenance import note_run
+    from ..training.run_folder import saved_config
 
-    if not (path / "config.json").is_file():
+    cfg = saved_config(path)  # None: no config, or a damaged one (the picture needs only the metrics)
+    if cfg is None:
         return
     try:
-        cfg = validate(from_json((path / "config.json").read_text()))
-        info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
-    except (ConfigError, ValueError):  # (a damaged config: the picture needs only the metrics)
-        return
+        info = json.loads((path / "run.json").read_text())
+    except (OSError, ValueError):
+        info = {}
     note_run(SimpleNamespace(path=path, config=cfg, info=info if isinstance(info, dict) else {}, weights_file=None))
 
 
@@ -491,12 +491,11 @@ def _sampled(args: argparse.Namespace) -> list:
 
     from .. import explain as ex
     from ..config import checked_sample
-    from ..generate import clamps_x0, load_run, make_grid_sigmas
+    from ..generate import clamps_x0, make_grid_sigmas
     from ..progress import step_bar
     from .common import sample_config_from_args
 
-    run_ = load_run(args.run, weights=args.weights)
-    refuse_run_kind(args.what, run_.path, run_.kind, run_.data_shape, run_.config.diffusion.discrete)
+    run_ = _load_run(args)
     sample = sample_config_from_args(run_.config.sample, args, run_)
     checked_sample(run_.config, sample)
     out = _out(args, run_.path / "explain", sidecars=(".gif", ".mp4") if args.what == "trajectory" else ())
