@@ -186,6 +186,14 @@ def add_sampling_arguments(p: argparse.ArgumentParser, counts: bool = True, batc
         s.add_argument(_setting_flag(name), dest=f"setting_{name}", metavar=kind.upper(), help=about[name])
 
 
+def _given_as(args: argparse.Namespace, sets: list, name: str) -> str | None:
+    """How the sample setting ``name`` was given on this command line - its flag ``--name``, or ``--set
+    sample.name=...`` - for a refusal to quote; None where it was not."""
+    if getattr(args, name, None) is not None:
+        return _setting_flag(name)
+    return next((f"--set {a.strip()}" for key, a in sets if key == f"sample.{name}"), None)
+
+
 def _refuse_unread_by_adaptive(run_, sample: SampleConfig, args: argparse.Namespace, sets: list) -> None:
     """The adaptive solver takes its own steps between the grid's first and last positive level: --steps or --rho
     (or their --set) that move neither end change nothing (karras and exponential grids end at the run's sigma range
@@ -197,9 +205,7 @@ def _refuse_unread_by_adaptive(run_, sample: SampleConfig, args: argparse.Namesp
         positive = sigmas[sigmas > 0]
         return float(positive[0]), float(positive[-1])
 
-    given = {"steps": getattr(args, "steps", None) is not None, "rho": getattr(args, "rho", None) is not None}
-    written = {k: f"--{k}" for k, v in given.items() if v}
-    written |= {key[len("sample.") :]: f"--set {a.strip()}" for key, a in sets if key in ("sample.steps", "sample.rho")}
+    written = {name: flag for name in ("steps", "rho") if (flag := _given_as(args, sets, name))}
     here = ends(sample)
     for name, flag in written.items():
         other = replace(sample, **{name: sample.steps + 1 if name == "steps" else sample.rho * 2})
@@ -272,13 +278,7 @@ def sample_config_from_args(
                 raise ConfigError(f"{flag} changes nothing: {why.replace('sample.sampler', key, 1)}")
     if run_ is not None and sample.sampler == "adaptive":  # it walks only the grid's first and last level
         _refuse_unread_by_adaptive(run_, sample, args, sets)
-    shape_flags = {
-        "rho": "--rho" if getattr(args, "rho", None) is not None else None,
-        "spacing": "--spacing" if getattr(args, "spacing", None) is not None else None,
-    }
-    for key, a in sets:  # the same as --set
-        if key in ("sample.rho", "sample.spacing"):
-            shape_flags[key[len("sample.") :]] = f"--set {a.strip()}"
+    shape_flags = {name: _given_as(args, sets, name) for name in ("rho", "spacing")}
     if run_ is not None and any(shape_flags.values()):
         grid = run_.sampling_plan(sample)[2]["grid"]
         if shape_flags["rho"] and grid != "karras":
