@@ -608,6 +608,7 @@ def generate(
             f"training with train.guide_at > 0) and this model has none; use sample.autoguidance=1"
         )
     cond = with_seed_labels(cond, seeds, num_classes(model), sample.labels)  # no class given: sample.labels
+    _refuse_guidance_without_cond(sample, cond, uncond)
     note_sampling(
         sample,
         seeds,
@@ -652,6 +653,24 @@ def generate(
     if clip:
         x = x.clamp(-1, 1)
     return x
+
+
+def _refuse_guidance_without_cond(sample: SampleConfig, cond: Cond, uncond: Cond) -> None:
+    """A CondError for classifier-free guidance with nothing to guide toward: no conditioning given, none drawn from
+    the seeds (sample.labels, class models), so the guided denoiser is D_u + w (D_u - D_u) = D_u whatever the scale,
+    rescale or negative conditioning - settings that would be recorded and change nothing."""
+    if cond is not None:
+        return
+    for key, unread in (
+        ("sample.guidance", sample.guidance != 1.0),
+        ("sample.guidance_rescale", sample.guidance_rescale != 0.0),
+        ("uncond", uncond is not None),
+    ):
+        if unread:
+            raise CondError(
+                f"{key} changes nothing: these samples have no conditioning to guide toward (no cond given and "
+                "none drawn from the seeds: an unconditional model, or sample.labels='none'); give cond or drop it"
+            )
 
 
 def _refuse_unread_cond(model: Precond, cond: Cond) -> None:
