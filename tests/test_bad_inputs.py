@@ -158,6 +158,12 @@ CASES = [
     # -- train: every config field out of its domain (refused before data is loaded) ------------------------
     *[(["train", "--preset", "digits-test", "--set", s, "--out", "{cwd}/run"], U, w) for s, w in TRAIN_VALUES],
     (["train", "--preset", "nope"], U, "unknown preset"),
+    # a listing flag reads nothing else on the line: what it would have ignored is refused
+    (["train", "--list-presets", "--preset", "digits-test"], U, "--list-presets lists and exits"),
+    (["train-autoencoder", "--list-presets", "--out", "{cwd}/ae"], U, "drop --out"),
+    (["train-clip", "--list-presets", "--set", "train.steps=3"], U, "drop --set"),
+    (["sample", "{run}", "--list-samplers"], U, "--list-samplers lists and exits"),
+    (["sample", "--list-samplers", "--steps", "3"], U, "drop --steps"),
     (["reproduce", "{ws}/rand.bin"], U, "not a manifest"),
     (["reproduce", "{ws}/array.json"], U, "not a manifest"),
     (["card", "{ws}/missing"], U, "does not exist"),

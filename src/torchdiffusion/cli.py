@@ -290,6 +290,30 @@ def empty_option(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
     return None
 
 
+LISTING_FLAGS = ("list_presets", "list_samplers")  # print a list and exit: nothing else on the line is read
+
+
+def listing_with_others(args: argparse.Namespace) -> str | None:
+    """The one-line error for a listing flag (--list-presets, --list-samplers) given beside other options or a
+    positional argument, which it would ignore; None otherwise."""
+    from .commands.common import given_options
+
+    listing = [d for d in LISTING_FLAGS if getattr(args, d, False)]
+    if not listing:
+        return None
+    given = given_options(args)
+    flag = given.get(listing[0], "--" + listing[0].replace("_", "-"))
+    others = [opt for dest, opt in given.items() if dest not in listing]
+    others += [
+        str(getattr(args, a.dest))
+        for a in getattr(args, "_parser", argparse.ArgumentParser())._actions
+        if not a.option_strings and getattr(args, a.dest, None) not in (None, a.default, [])
+    ]
+    if not others:
+        return None
+    return f"{flag} lists and exits, reading no other argument; drop {', '.join(others)} (or run without {flag})"
+
+
 def main(argv: list[str] | None = None) -> int:
     from .progress import Stopped, stop_on_signals
 
@@ -319,6 +343,12 @@ def _main(argv: list[str] | None) -> int:
 
     args._written = written_options(args._parser, sys.argv[1:] if argv is None else list(argv))
     expand_home(args)
+    alone = listing_with_others(args)
+    if alone is not None:  # 'train --list-presets --preset x' listed and ignored the rest
+        try:
+            args._parser.error(alone)
+        except SystemExit:
+            return EXIT_USAGE
     empty = empty_option(args)
     if empty is not None:  # '--out ""', '--class ""': a value left empty by a script's unset variable, not a default
         try:
