@@ -96,18 +96,12 @@ def test_generate_checks_its_conditioning_against_the_seeds_and_the_model(run):
         _draw(run, base, cond={"class": torch.tensor([1, 2, 3, 0]), "context": torch.randn(4, 5)})
     with pytest.raises(CondError, match=r"uncond\['class'\] has 1 rows"):
         _draw(run, guided, uncond={"class": torch.tensor([1])})
-    # nothing to guide toward (the null class drawn for every seed): guidance, rescale and uncond would be recorded
-    # and change nothing, D_u + w (D_u - D_u) = D_u
+    # nothing to guide toward (the null class drawn for every seed): a negative conditioning would change nothing
     null = replace(base, labels="none")
-    for sample, kw, needle in [
-        (replace(null, guidance=3.0), {}, "sample.guidance changes nothing"),
-        (replace(null, guidance=0.0), {}, "sample.guidance changes nothing"),
-        (replace(null, guidance_rescale=0.7), {}, "sample.guidance_rescale changes nothing"),
-        (null, {"uncond": {"class": torch.tensor([1, 2, 3, 0])}}, "uncond changes nothing"),
-    ]:
-        with pytest.raises(CondError, match=needle):
-            _draw(run, sample, cond=None, **kw)
-    assert _draw(run, null, cond=None).shape == (4, *run.data_shape)  # the null class at guidance 1 samples
+    for sample in (null, replace(null, guidance=3.0)):
+        with pytest.raises(CondError, match="uncond changes nothing"):
+            _draw(run, sample, cond=None, uncond={"class": torch.tensor([1, 2, 3, 0])})
+    assert _draw(run, replace(null, guidance=3.0), cond=None).shape == (4, *run.data_shape)  # a run's own default
     # the rows given, one per seed: the samples of those labels
     a = _draw(run, base, cond={"class": torch.tensor([1, 2, 3, 0])})
     b = _draw(run, base, cond=torch.tensor([1, 2, 3, 0]))

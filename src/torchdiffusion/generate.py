@@ -656,21 +656,15 @@ def generate(
 
 
 def _refuse_guidance_without_cond(sample: SampleConfig, cond: Cond, uncond: Cond) -> None:
-    """A CondError for classifier-free guidance with nothing to guide toward: no conditioning given, none drawn from
-    the seeds (sample.labels, class models), so the guided denoiser is D_u + w (D_u - D_u) = D_u whatever the scale,
-    rescale or negative conditioning - settings that would be recorded and change nothing."""
-    if cond is not None:
-        return
-    for key, unread in (
-        ("sample.guidance", sample.guidance != 1.0),
-        ("sample.guidance_rescale", sample.guidance_rescale != 0.0),
-        ("uncond", uncond is not None),
-    ):
-        if unread:
-            raise CondError(
-                f"{key} changes nothing: these samples have no conditioning to guide toward (no cond given and "
-                "none drawn from the seeds: an unconditional model, or sample.labels='none'); give cond or drop it"
-            )
+    """A CondError for a negative conditioning ``uncond`` with nothing to guide toward: no conditioning given and
+    none drawn from the seeds (sample.labels, class models), so the samples are D_u whatever ``uncond`` says. (The
+    sample config's guidance scale is not refused here: a run's own config may hold one for its conditioned draws,
+    volume-shapes' guidance 2 with labels 'none'; 'sample' refuses --guidance given for such a draw.)"""
+    if cond is None and uncond is not None:
+        raise CondError(
+            "uncond changes nothing: these samples have no conditioning to guide toward (no cond given and none "
+            "drawn from the seeds: an unconditional model, or sample.labels='none'); give cond or drop uncond"
+        )
 
 
 def _refuse_unread_cond(model: Precond, cond: Cond) -> None:
