@@ -349,3 +349,19 @@ def test_sampled_lines_escape_backslashes_and_line_breaks_and_impute_reads_them_
 
     known, mask = infill_text(Vocab(), [escape_line("a\nb\\")], 6)
     assert known[0, :4].tolist() == [0, 2, 1, 3] and mask[0].tolist() == [True] * 4 + [False] * 2
+
+
+def test_demo_of_a_text_preset_writes_its_samples_as_text(tmp_path):
+    """`demo --preset text-chars` samples the sequence's way (a text file of sample.n lines and its picture)."""
+    text = tmp_path / "t.txt"
+    text.write_text("abcab cabca bcabc " * 40)
+    sets = ["data.source=text", f"data.path={text}", "data.seq_len=12", "data.holdout=8", "train.images=64"]
+    sets += ["train.batch_size=32", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=3"]
+    out = tmp_path / "demo"
+    rc, stdout, err = cli(
+        "demo", "--preset", "text-chars", "--out", out, "--n", "3", "--no-progress", *[f"--set={a}" for a in sets]
+    )
+    assert rc == 0, err
+    lines = (out / "samples" / "demo.txt").read_text().splitlines()
+    assert len(lines) == 3 and all(len(line) == 12 and set(line) <= set("abc ") for line in lines), lines
+    assert str(out / "samples" / "demo.txt") in stdout.split()

@@ -521,3 +521,21 @@ def test_a_run_names_its_data_file_from_any_working_folder(tmp_path):
     (work / "run" / "config.json").write_text(json.dumps(config))
     rc, out, err = cli(*args, "--set=train.images=96", cwd=work)  # resumed: the same data, from here
     assert rc == 0 and "resum" in out + err, err
+
+
+def test_demo_of_a_table_preset_writes_its_samples_as_a_csv(tmp_path):
+    """`demo --preset` of a table preset trains and then samples the table's way (a CSV and its picture, as
+    `sample` writes them); the image path it took before failed inside the network on the categorical columns."""
+    out = tmp_path / "demo"
+    settings = ["train.images=64", "train.batch_size=32", "model.mlp_width=32", "model.mlp_depth=1", "sample.steps=3"]
+    rc, stdout, err = cli(
+        "demo", "--preset", "table-iris", "--out", out, "--n", "5", "--no-progress", *[f"--set={a}" for a in settings]
+    )
+    assert rc == 0, err
+    csv = out / "samples" / "demo.csv"
+    assert str(csv) in stdout.split()
+    lines = csv.read_text().splitlines()
+    schema = json.loads((out / "run.json").read_text())["schema"]
+    assert lines[0].split(",") == [*schema["numeric"], *schema["categorical"]]  # the data's own columns
+    assert len(lines) == 6 and all(row.split(",")[-1] in schema["categories"][0] for row in lines[1:]), lines
+    assert (out / "samples" / "demo.json").exists() and (out / "samples" / "demo.png").exists()

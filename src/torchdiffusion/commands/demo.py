@@ -9,6 +9,7 @@ import time
 from .argtypes import MAX_COUNT, output_folder, positive_int
 
 HELP = "train the demo model on MNIST-5k (a few CPU minutes) and sample a grid + a denoising GIF"
+# (--preset of a table or text preset: its samples as a CSV or a text file, with their picture, as 'sample' writes)
 EXAMPLES = """examples:
   torchdiffusion demo                      # runs/demo: train (or resume), then sample
   torchdiffusion demo --out runs/demo2 --set train.images=50000
@@ -29,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import override, refuse_unread, validate
     from ..generate import load_run
+    from ..kinds import DISCRETE_KINDS
     from ..presets import get_preset
     from ..training import train
-    from .sample import write_samples
+    from .sample import sample_discrete, write_samples
     from .train import load_and_check
 
     t0 = time.time()
@@ -45,6 +47,13 @@ def run(args: argparse.Namespace) -> int:
     t1 = time.time()
     run_ = load_run(out)
     sample = replace(run_.config.sample, n=n)
+    if run_.kind in DISCRETE_KINDS:  # a table's CSV or a sequence's text (+ picture), as 'sample' writes them
+        suffix = ".csv" if run_.kind == "table" else ".txt"
+        rc = sample_discrete(
+            run_, sample, argparse.Namespace(run=str(out), out=str(out / "samples" / f"demo{suffix}"), given=None)
+        )
+        print(f"[demo] trained in {t1 - t0:.0f} s, sampled in {time.time() - t1:.0f} s", file=sys.stderr)
+        return rc
     paths = write_samples(run_, sample, out / "samples" / "demo.png", gif=True, progress=not args.no_progress)
     t2 = time.time()
     print(f"[demo] trained in {t1 - t0:.0f} s, sampled in {t2 - t1:.0f} s", file=sys.stderr)
