@@ -148,6 +148,36 @@ def test_parameters_go_through_the_command_line_parser(world):
             parse_command("explain", run, params, out=run / "x.png", what="schedules")
 
 
+def test_every_option_naming_a_file_is_refused(world):
+    """An option whose value could name a file or folder is refused unless it is known to name none: outpaint's
+    --series read any file on the machine. Every free-text option of the studio's commands is sorted into
+    params.BLOCKED or params.TEXT_OPTIONS; one that is not (a new option of the CLI) is refused."""
+    import argparse
+
+    from torchdiffusion.studio import params as studio_params
+
+    run = world / "runs" / "tiny"
+    outside = world / "sentinel" / "series.npy"
+    for command, params in [
+        ("outpaint", {"series": str(outside), "right": 4}),
+        ("outpaint", {"series": "tiny/config.json"}),
+        ("explain", {"data": str(outside)}),
+        ("sample", {"classifier": "tiny"}),
+    ]:
+        with pytest.raises(ParamError, match="takes no parameter"):
+            parse_command(command, run, params, out=run / "x.png", what="forward")
+    for command in studio_params.COMMANDS:
+        parser = studio_params.command_parser(command)
+        for action in parser._actions:
+            flags = set(action.option_strings)
+            if flags and studio_params.takes_text(action):
+                assert flags & (studio_params.BLOCKED | studio_params.TEXT_OPTIONS), (command, flags)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--reference", help="a picture to follow")  # a file option the studio has not sorted
+    with pytest.raises(ParamError, match="takes no parameter 'reference'"):
+        studio_params._option(parser, "reference")
+
+
 # Uploads
 
 

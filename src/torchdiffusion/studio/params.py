@@ -6,8 +6,9 @@ Anything refused raises :class:`ParamError` with argparse's one line; the app an
     args = parse_command("sample", run_dir, {"sampler": "heun", "steps": 12, "n": 16}, out=run_dir / "studio/x.png")
 
 The studio adds its own bounds (:data:`LIMITS`) so that one request cannot hold the worker for hours, and
-refuses the flags that name files (``--out``, ``--images``, ``--classifier``): the studio sets those itself,
-under the runs root.
+refuses the flags that name files (``--out``, ``--images``, ``--classifier``, ``--series``, ``--data``): the
+studio sets ``--out`` and ``--images`` itself, under the runs root. An option that takes free text is passed on only
+when :data:`TEXT_OPTIONS` says it names no file, so an option the CLI gains later is refused until it is sorted.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ COMMANDS = {
     "explain": explain,
 }
 # Flags the studio sets itself, that name files outside its control, or that write files it does not serve
-BLOCKED = {"--out", "--images", "--classifier", "--list-samplers", "--save-npy", "--data", "--help", "-h"}
+BLOCKED = {"--out", "--images", "--classifier", "--series", "--data", "--list-samplers", "--save-npy", "--help", "-h"}
 BLOCKED |= {"--save-tiff", "--save-nifti", "--save-wav"}  # (SERVED: .png, .gif, .json, .mp4, .csv, .txt)
+# The options taking free text (no converter, no choices) that name no file; any other such option could name one
+# and is refused. --mask names a file only as FILE.png, which parse_command refuses (the page uploads a painted one)
+TEXT_OPTIONS = {"--sampler", "--grid", "--spacing", "--set", "--class", "--context", "--negative-context"}
+TEXT_OPTIONS |= {"--prompt", "--negative-prompt", "--guidance-interval", "--given", "--schedules", "--mask"}
 # Studio bounds on top of the CLI's (dest -> largest value, or largest number of values for a list)
 LIMITS = {
     "n": 64,
@@ -91,9 +96,16 @@ def _option(parser: argparse.ArgumentParser, key: str) -> argparse.Action:
         raise ParamError(f"not a parameter name: {str(key)[:40]!r}")
     flag = "--" + key.replace("_", "-")
     action = parser._option_string_actions.get(flag)
-    if action is None or flag in BLOCKED:
+    if action is None or flag in BLOCKED or (takes_text(action) and flag not in TEXT_OPTIONS):
         raise ParamError(f"{parser.prog} takes no parameter {key!r}")
     return action
+
+
+def takes_text(action: argparse.Action) -> bool:
+    """Whether an option's value reaches the command as free text (which could be a path): no converter, no
+    choices; a sampler setting (``--eta``) is text that the config reads as a number."""
+    free = action.nargs != 0 and action.type is None and not action.choices
+    return free and not action.dest.startswith("setting_")
 
 
 def _text(key: str, value) -> str:
