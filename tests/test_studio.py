@@ -447,6 +447,21 @@ def test_conditioning_the_run_does_not_take_is_refused_before_the_job(world):
         assert not c.app.state.queue.jobs  # no job was made
 
 
+def test_guidance_interval_and_rescale_with_a_guidance_scale_pass_the_check_as_on_the_command_line(tmp_path):
+    """The check before a job applies --guidance with --guidance-interval / --guidance-rescale as ``sample`` does
+    (it refused them, reading the run's guidance 1); without a guidance scale they still change nothing."""
+    from torchdiffusion.studio.params import precheck
+
+    run = write_run(tmp_path / "runs" / "cls", "digits-test", ["model.num_classes=10", "sample.guidance=1.0"])
+    out = run / "studio" / "x.png"
+    for extra in ({"guidance_interval": "0.1,10"}, {"guidance_rescale": 0.5}):
+        args = parse_command("sample", run, {"n": 4, "steps": 4, "class": "7", "guidance": 2, **extra}, out=out)
+        precheck(args, run)  # accepted, as `sample RUN --class 7 --guidance 2 --guidance-interval 0.1,10` is
+        args = parse_command("sample", run, {"n": 4, "steps": 4, "class": "7", **extra}, out=out)
+        with pytest.raises(ValueError, match="changes nothing"):
+            precheck(args, run)
+
+
 def test_a_picture_or_mask_the_run_cannot_give_is_refused_before_the_job(world):
     """explain field of an image run, the table or volume forward process of one, a mask box outside its 8 x 8
     images: a 400 with the command's one line, not a job accepted (202) that then fails."""

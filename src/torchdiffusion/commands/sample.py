@@ -122,8 +122,6 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
 
 def conditioning_from_args(run_, sample, args: argparse.Namespace):
     """(sample, cond, uncond, wrap) for generate() from the conditioning and guidance flags."""
-    from dataclasses import replace
-
     import torch
 
     from ..cond import build_cond, parse_classes, parse_vectors
@@ -158,18 +156,7 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
             retrieval=db,
         )
         uncond = {**cond, **neg}  # the negative replaces what it names; the rest of the conditioning is kept
-    updates = {}
-    if getattr(args, "guidance", None) is not None:
-        updates["guidance"] = args.guidance
-    if getattr(args, "guidance_interval", None):
-        vs = parse_vectors(args.guidance_interval, finite=False)  # hi = inf: no upper end (validate checks)
-        v = vs[0]
-        if len(vs) != 1 or len(v) != 2:
-            raise GuidanceError(f"--guidance-interval takes two sigmas LO,HI, got {args.guidance_interval!r}")
-        updates["guidance_interval"] = (v[0], v[1])
-    if getattr(args, "guidance_rescale", None) is not None:
-        updates["guidance_rescale"] = args.guidance_rescale
-    sample = replace(sample, **updates)
+    sample = guidance_from_args(sample, args)
     wrap = None
     if classifier:
         if getattr(run_, "codec", None) is not None:
@@ -185,6 +172,28 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
         wrap = lambda D, sl: classifier_guidance(D, clf, y[sl], s)
         wrap.provenance = {"name": "classifier_guidance", "classifier": str(classifier), "scale": s}
     return sample, cond, uncond, wrap
+
+
+def guidance_from_args(sample, args: argparse.Namespace):
+    """``sample`` with the guidance scale, interval and rescale of --guidance, --guidance-interval and
+    --guidance-rescale (the studio's check before a job applies them as this command does)."""
+    from dataclasses import replace
+
+    from ..cond import parse_vectors
+    from ..guidance import GuidanceError
+
+    updates = {}
+    if getattr(args, "guidance", None) is not None:
+        updates["guidance"] = args.guidance
+    if getattr(args, "guidance_interval", None):
+        vs = parse_vectors(args.guidance_interval, finite=False)  # hi = inf: no upper end (validate checks)
+        v = vs[0]
+        if len(vs) != 1 or len(v) != 2:
+            raise GuidanceError(f"--guidance-interval takes two sigmas LO,HI, got {args.guidance_interval!r}")
+        updates["guidance_interval"] = (v[0], v[1])
+    if getattr(args, "guidance_rescale", None) is not None:
+        updates["guidance_rescale"] = args.guidance_rescale
+    return replace(sample, **updates)
 
 
 def check_noisy_classifier(run_, clf, spec) -> None:

@@ -227,6 +227,10 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
     except UnicodeDecodeError:
         raise RunError(f"{run_dir.name}/config.json is not text") from None
     plan = checked_sample(cfg, sample_config_from_args(cfg.sample, args))
+    if args.command == "sample":  # the guidance flags, applied and checked as ``sample`` applies them
+        from ..commands.sample import guidance_from_args
+
+        plan = checked_sample(cfg, guidance_from_args(plan, args))
     # the conditioning asked for must be one the run takes (the prompt's text is encoded only when the job runs)
     if getattr(args, "classes", None):
         build_cond(cfg.model, 1, classes=parse_classes(args.classes))
