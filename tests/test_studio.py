@@ -483,7 +483,21 @@ def test_a_key_the_api_does_not_read_is_refused(world):
     with client(world / "runs") as c:
         r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "param": {"steps": 2}})
         assert r.status_code == 400 and "unknown key 'param'" in r.json()["error"], r.text
+        # 'what' is read by explain only: on another command it was dropped too
+        r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "what": "x", "params": {"steps": 2}})
+        assert r.status_code == 400 and "unknown key 'what'" in r.json()["error"], r.text
         assert not c.app.state.queue.jobs
+        r = c.post("/api/jobs/nosuchjob/cancel", json={"force": True})
+        assert r.status_code == 400 and "unknown key 'force'" in r.json()["error"], r.text
+        assert c.post("/api/jobs/nosuchjob/cancel", json={}).status_code == 404  # the page sends {}: no key
+        r = c.post("/api/train", json={"preset": "toy-2d", "name": "new", "epochs": 3})
+        assert r.status_code == 403  # the training routes check their keys once training is allowed:
+    with client(world / "runs", allow_train=True) as c:
+        r = c.post("/api/train", json={"preset": "toy-2d", "name": "new", "epochs": 3})
+        assert r.status_code == 400 and "unknown key 'epochs'" in r.json()["error"], r.text
+        r = c.post("/api/train/stop", json={"name": "x", "foo": 1})
+        assert r.status_code == 400 and "unknown key 'foo'" in r.json()["error"], r.text
+        assert not (world / "runs" / "new").exists()
 
 
 def test_token_host_and_training_switch(world):

@@ -194,6 +194,14 @@ async def read_json(request: Request) -> dict:
     return data
 
 
+def refuse_unread(body: dict, keys: set[str], what: str) -> None:
+    """A 400 naming the first key of ``body`` the route does not read (a misspelt key is never dropped)."""
+    unknown = sorted(set(body) - keys)
+    if unknown:
+        takes = f"takes {', '.join(sorted(keys))}" if keys else "takes no keys"
+        raise ParamError(f"unknown key {unknown[0]!r}; {what} {takes}")
+
+
 def _pages(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -315,6 +323,8 @@ def new_job(root: Path, body: dict) -> Job:
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"no run named {name!r} under the runs folder")
     params = body.get("params", {})
+    if command != "explain" and "what" in body:
+        raise ParamError(f"unknown key 'what' for {command}; only explain takes one")
     what = body.get("what") if command == "explain" else None
     job = Job(command=command, label=name, work=lambda: [])
     stem = f"{command}-{what}-{job.id}" if what else f"{command}-{job.id}"
@@ -365,7 +375,9 @@ def _job_routes(app: FastAPI) -> None:
         return out
 
     @app.post("/api/jobs/{job_id}/cancel")
-    def cancel(job_id: str):
+    async def cancel(job_id: str, request: Request):
+        if await request.body():  # the page sends {}: a key in it would be one this route does not read
+            refuse_unread(await read_json(request), set(), "a cancel")
         find(job_id)
         job = app.state.queue.cancel(job_id)
         return job.public(app.state.queue.position(job))
@@ -424,4 +436,5 @@ def _train_routes(app: FastAPI) -> None:
     async def stop(request: Request):
         trainer = allowed()
         body = await read_json(request)
+        refuse_unread(body, {"name"}, "a stop")
         return await asyncio.to_thread(trainer.stop, run_name(body.get("name")), 60.0)
