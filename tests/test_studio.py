@@ -500,6 +500,34 @@ def test_a_key_the_api_does_not_read_is_refused(world):
         assert not (world / "runs" / "new").exists()
 
 
+def test_an_upload_the_command_does_not_take_is_refused_before_anything_is_written(world):
+    """explain's --images is a count, not files: the upload was saved, then refused with argparse's line about an
+    integer. Now a 400 saying so and no file written; a refusal after the uploads are decoded leaves none either."""
+    uploads = world / "runs" / "tiny" / "studio" / "uploads"
+    before = sorted(uploads.glob("*")) if uploads.is_dir() else []
+    picture = data_url(png_bytes(value=77))
+    with client(world / "runs") as c:
+        for body, needle in [
+            ({"command": "explain", "what": "trajectory", "images": [picture]}, "explain takes no uploaded images"),
+            ({"command": "sample", "mask": picture}, "sample takes no uploaded mask"),
+            ({"command": "img2img", "images": [picture], "params": {"steps": 0}}, "--steps"),
+            ({"command": "img2img", "images": [picture], "params": {"set": "sample.sampler=nope"}}, "nope"),
+            (
+                {
+                    "command": "inpaint",
+                    "images": [picture],
+                    "mask": data_url(png_bytes(value=200)),
+                    "params": {"set": "sample.sampler=nope"},
+                },
+                "nope",
+            ),
+        ]:
+            r = c.post("/api/jobs", json={"run": "tiny", "params": {}, **body})
+            assert r.status_code == 400 and needle in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs
+    assert (sorted(uploads.glob("*")) if uploads.is_dir() else []) == before
+
+
 def test_token_host_and_training_switch(world):
     root = world / "runs"
     with client(root, token="s3cret") as c:

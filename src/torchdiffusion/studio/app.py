@@ -260,42 +260,59 @@ def _run_routes(app: FastAPI) -> None:
         return FileResponse(p, media_type=SERVED[p.suffix.lower()], filename=name)
 
 
-def save_upload(run_dir: Path, data_url, what: str) -> Path:
-    """Decode a data-URL picture with limits and keep it as PNG in RUN/studio/uploads/<sha256>.png."""
-    from ..io import atomic_write
+def decode_upload_png(data_url, what: str) -> bytes:
+    """A data-URL picture decoded with limits and encoded as PNG (a mask: its alpha, or its grey levels)."""
+    import io
 
     img = decode_upload(decode_data_url(data_url))
     if what == "mask":  # white (or painted, opaque) = repaint
         img = img.getchannel("A") if "A" in img.getbands() else img.convert("L")
-    folder = run_dir / "studio" / "uploads"
-    import io
-
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    data = buf.getvalue()
-    path = folder / f"{what}-{hashlib.sha256(data).hexdigest()[:20]}.png"
-    if not path.is_file():
-        atomic_write(path, data)
-        olds = sorted(folder.glob("*.png"), key=lambda p: p.stat().st_mtime)
-        for p in olds[: max(0, len(olds) - KEEP_UPLOADS)]:
-            p.unlink(missing_ok=True)
-    return path
+    return buf.getvalue()
 
 
-def _files(body: dict, run_dir: Path) -> dict:
+def upload_path(run_dir: Path, data: bytes, what: str) -> Path:
+    """Where a decoded upload is kept: RUN/studio/uploads/<what>-<sha256>.png (the same picture, the same file)."""
+    return run_dir / "studio" / "uploads" / f"{what}-{hashlib.sha256(data).hexdigest()[:20]}.png"
+
+
+def save_upload(path: Path, data: bytes) -> bool:
+    """Write an upload at ``path`` unless it is there already (then False); keep the KEEP_UPLOADS newest."""
+    from ..io import atomic_write
+
+    if path.is_file():
+        return False
+    atomic_write(path, data)
+    olds = sorted(path.parent.glob("*.png"), key=lambda p: p.stat().st_mtime)
+    for p in olds[: max(0, len(olds) - KEEP_UPLOADS)]:
+        p.unlink(missing_ok=True)
+    return True
+
+
+def _uploads(body: dict, run_dir: Path) -> tuple[dict[Path, bytes], dict]:
+    """The request's pictures decoded in memory (nothing written yet): their path -> PNG bytes, and the ``files``
+    parse_command passes on as --images and --mask."""
     images, mask = body.get("images"), body.get("mask")
     takes = command_parser(body["command"])._option_string_actions
     for key, value in (("images", images), ("mask", mask)):
-        if value is not None and f"--{key}" not in takes:
-            raise ParamError(f"{body['command']} takes no {key}")
-    files = {}
+        action = takes.get(f"--{key}")
+        if value is not None and (action is None or action.type is not None):  # explain's --images is a count
+            raise ParamError(f"{body['command']} takes no uploaded {key}")
+    pictures, files = {}, {}
     if images is not None:
         if not isinstance(images, list) or not 1 <= len(images) <= MAX_UPLOADS:
             raise ParamError(f"images: a list of 1 to {MAX_UPLOADS} data: URLs")
-        files["images"] = [save_upload(run_dir, im, "image") for im in images]
+        files["images"] = []
+        for im in images:
+            data = decode_upload_png(im, "image")
+            files["images"].append(upload_path(run_dir, data, "image"))
+            pictures[files["images"][-1]] = data
     if mask is not None:
-        files["mask"] = save_upload(run_dir, mask, "mask")
-    return files
+        data = decode_upload_png(mask, "mask")
+        files["mask"] = upload_path(run_dir, data, "mask")
+        pictures[files["mask"]] = data
+    return pictures, files
 
 
 def _out_suffix(command: str, run_dir: Path) -> str:
@@ -329,9 +346,18 @@ def new_job(root: Path, body: dict) -> Job:
     job = Job(command=command, label=name, work=lambda: [])
     stem = f"{command}-{what}-{job.id}" if what else f"{command}-{job.id}"
     out = run_dir / "studio" / f"{stem}{_out_suffix(command, run_dir)}"
-    parse_command(command, run_dir, params, out=out, what=what)  # refuse bad values before saving uploads
-    args = parse_command(command, run_dir, params, out=out, what=what, files=_files(body, run_dir))
-    precheck(args, run_dir)
+    # everything that can be checked is checked before an upload is written, and a refusal after that (the check
+    # of a painted mask reads its file) removes what this request wrote: a refused request leaves nothing
+    parse_command(command, run_dir, params, out=out, what=what)
+    pictures, files = _uploads(body, run_dir)
+    args = parse_command(command, run_dir, params, out=out, what=what, files=files)
+    written = [path for path, data in pictures.items() if save_upload(path, data)]
+    try:
+        precheck(args, run_dir)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
     def work() -> list[str]:
         from ..provenance import recording
