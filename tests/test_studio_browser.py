@@ -214,3 +214,16 @@ def test_a_sequence_run_is_sampled_without_sampler_controls(page):
     page.select_option("#run", "digits")
     page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
     assert page.locator("#sampler").is_visible() and page.locator("#compare-btn").is_visible()
+
+
+def test_number_fields_take_every_value_the_command_line_takes(page):
+    """The guidance field took only multiples of 0.1 (2.25 made the form invalid, so Sample did nothing) and the
+    strength slider only multiples of 0.05; a field that takes reals takes any real."""
+    for selector, value in (("#sample-form input[name=guidance]", "2.25"), ("#strength", "0.33")):
+        valid = page.eval_on_selector(
+            selector,
+            "(e, v) => { e.value = v; const ok = e.checkValidity() && e.value === v; e.value = ''; return ok; }",
+            value,
+        )
+        assert valid, selector
+    assert page.eval_on_selector("#sample-form", "(f) => f.checkValidity()")
