@@ -227,3 +227,24 @@ def test_number_fields_take_every_value_the_command_line_takes(page):
         )
         assert valid, selector
     assert page.eval_on_selector("#sample-form", "(f) => f.checkValidity()")
+
+
+def test_empty_edit_fields_are_left_out_not_sent_as_zero(page):
+    """An empty number field of the Edit tab leaves its parameter out (the command's default), as the Sample form
+    does; it was sent as 0 (an empty frames field: 'argument --frames: ... got 0', an empty margin: 0)."""
+    page.click("#tabs button[data-tab=edit]")
+    page.select_option("#run", "digits")
+    page.click("#edit-load")
+    page.wait_for_function("state.source !== null")
+    for field in ("#edit-steps", "#frames", "#out-right", "#seed-a", "#seed-b"):
+        page.eval_on_selector(field, "(e) => { e.dataset.was = e.value; e.value = ''; }")
+    try:
+        page.select_option("#edit-mode", "interpolate")
+        assert page.evaluate("editRequest().params") == {}  # the command's own steps, seeds and frames
+        page.select_option("#edit-mode", "outpaint")
+        params = page.evaluate("editRequest().params")
+        assert "right" not in params and "steps" not in params and params["bottom"] == 8, params
+    finally:
+        for field in ("#edit-steps", "#frames", "#out-right", "#seed-a", "#seed-b"):
+            page.eval_on_selector(field, "(e) => { e.value = e.dataset.was; }")
+        page.select_option("#edit-mode", "inpaint")

@@ -260,21 +260,31 @@ function setupMask() {
   };
 }
 
+// a number field's value, or undefined when it is empty: the parameter is left out (the command's default), as
+// the Sample form leaves it out (Number("") would send 0)
+function numberField(id) {
+  const v = $(id).value;
+  return v === "" ? undefined : Number(v);
+}
+
 function editRequest() {
   const mode = $("edit-mode").value;
-  const params = { steps: Number($("edit-steps").value), seed: Number($("edit-seed").value) };
+  const params = { steps: numberField("edit-steps"), seed: numberField("edit-seed") };
   const body = { command: mode, run: state.run, params };
   if (mode === "interpolate") {  // its two noises are the seeds A and B; it reads no --seed
     delete params.seed;
-    params.seeds = [Number($("seed-a").value), Number($("seed-b").value)];
-    params.frames = Number($("frames").value);
-    return body;
+    const seeds = [numberField("seed-a"), numberField("seed-b")];
+    if (seeds.some((v) => v === undefined) && seeds.some((v) => v !== undefined)) throw new Error("give both seeds A and B, or neither");
+    if (seeds[0] !== undefined) params.seeds = seeds;
+    params.frames = numberField("frames");
+  } else {
+    if (!state.source) throw new Error("load a data example or upload a picture first");
+    body.images = [state.source];
+    if (mode === "inpaint") body.mask = $("mask-canvas").toDataURL("image/png");
+    if (mode === "outpaint") for (const s of ["left", "right", "top", "bottom"]) params[s] = numberField(`out-${s}`);
+    if (mode === "img2img") params.strength = [Number($("strength").value)];
   }
-  if (!state.source) throw new Error("load a data example or upload a picture first");
-  body.images = [state.source];
-  if (mode === "inpaint") body.mask = $("mask-canvas").toDataURL("image/png");
-  if (mode === "outpaint") for (const s of ["left", "right", "top", "bottom"]) params[s] = Number($(`out-${s}`).value);
-  if (mode === "img2img") params.strength = [Number($("strength").value)];
+  for (const k of Object.keys(params)) if (params[k] === undefined) delete params[k];
   return body;
 }
 
