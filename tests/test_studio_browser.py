@@ -248,3 +248,17 @@ def test_empty_edit_fields_are_left_out_not_sent_as_zero(page):
         for field in ("#edit-steps", "#frames", "#out-right", "#seed-a", "#seed-b"):
             page.eval_on_selector(field, "(e) => { e.value = e.dataset.was; }")
         page.select_option("#edit-mode", "inpaint")
+
+
+def test_uploading_a_file_that_is_no_picture_says_so_in_one_line(page, tmp_path):
+    """A text file named .png threw an uncaught error and the page said nothing."""
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.click("#tabs button[data-tab=edit]")
+    fake = tmp_path / "notes.png"
+    fake.write_text("not a picture\n")
+    page.set_input_files("#edit-file", str(fake))
+    page.wait_for_function("document.querySelector('#message').textContent !== ''")
+    assert page.text_content("#message") == "notes.png is not a picture the page can read"
+    assert not errors, errors
+    page.set_input_files("#edit-file", [])

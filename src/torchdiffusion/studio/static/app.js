@@ -228,8 +228,12 @@ async function loadExample() {
 function uploadSource(ev) {
   const f = ev.target.files[0];
   if (!f) return;
+  say("");
   const reader = new FileReader();
-  reader.onload = async () => drawSource(await loadImage(reader.result));
+  reader.onload = async () => {
+    try { drawSource(await loadImage(reader.result)); } catch (e) { say(`${f.name} is not a picture the page can read`); }
+  };
+  reader.onerror = () => say(`could not read ${f.name}`);
   reader.readAsDataURL(f);
 }
 
