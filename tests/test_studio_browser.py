@@ -262,3 +262,33 @@ def test_uploading_a_file_that_is_no_picture_says_so_in_one_line(page, tmp_path)
     assert page.text_content("#message") == "notes.png is not a picture the page can read"
     assert not errors, errors
     page.set_input_files("#edit-file", [])
+
+
+def test_an_uploaded_picture_is_sent_as_its_file_and_shown_as_the_command_reads_it(page, runs, tmp_path):
+    """A 40 x 10 upload was stretched to the run's 28 x 28 by the page and that canvas sent; the command line
+    scales to cover and centre-crops the file. Now the file itself is sent, and the canvas the mask is painted on
+    shows what the command reads (its middle: black here; the stretched picture was white on the right)."""
+    import base64
+
+    from torchdiffusion.data import read_image
+
+    picture = tmp_path / "wide.png"
+    a = np.zeros((10, 40), np.uint8)
+    a[:, 28:] = 255  # white only outside (and 3 columns off) the 10 middle columns the command keeps
+    Image.fromarray(a).save(picture)
+    page.click("#tabs button[data-tab=edit]")
+    page.select_option("#run", "digits")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
+    loaded = int(page.get_attribute("#edit-canvas", "data-loaded") or 0)
+    page.set_input_files("#edit-file", str(picture))
+    page.wait_for_selector(f"#edit-canvas[data-loaded='{loaded + 1}']", state="attached")
+    sent = page.evaluate("editRequest().images[0]")
+    assert base64.b64decode(sent.split(",", 1)[1]) == picture.read_bytes()
+    shown = page.evaluate(
+        "() => { const c = document.querySelector('#edit-canvas'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; return Array.from(d.filter((_, k) => k % 4 === 0)); }"
+    )
+    shown = np.array(shown, np.float64).reshape(28, 28) / 255
+    read = (read_image(picture, size=(28, 28), channels=1)[0].numpy() + 1) / 2  # what inpaint --images reads
+    assert np.abs(shown - read).max() < 0.1, np.abs(shown - read).max()
+    page.set_input_files("#edit-file", [])

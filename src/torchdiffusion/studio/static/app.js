@@ -201,12 +201,35 @@ async function cancel() {
 
 // Edit: source picture, mask painting, the four edits
 
-function drawSource(img) {
-  const [C, H, W] = state.runDetails ? state.runDetails.data_shape : [1, img.height, img.width];
+// Python's round(): halves to even (the command's sizes below are computed with it)
+function roundHalfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 ? r - 1 : r;
+}
+
+// The picture as the command will read it (data/base.py resize_crop): scaled to cover the run's H x W with its
+// aspect ratio kept, then centre-cropped, transparency over white; the mask is painted over exactly that. The
+// server gets the file itself (dataUrl), which the command's own reading scales and crops.
+function drawSource(img, dataUrl) {
+  const [, H, W] = state.runDetails.data_shape;
   for (const id of ["edit-canvas", "mask-canvas"]) { $(id).width = W; $(id).height = H; }
-  $("edit-canvas").getContext("2d").drawImage(img, 0, 0, W, H);
-  state.source = $("edit-canvas").toDataURL("image/png");
+  const s = Math.max(H / img.height, W / img.width);
+  const nh = Math.max(H, roundHalfEven(img.height * s)), nw = Math.max(W, roundHalfEven(img.width * s));
+  const ctx = $("edit-canvas").getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, W, H);
+  ctx.drawImage(img, -Math.floor((nw - W) / 2), -Math.floor((nh - H) / 2), nw, nh);
+  state.source = dataUrl;
   $("edit-canvas").dataset.loaded = String(Number($("edit-canvas").dataset.loaded || 0) + 1);
+}
+
+function dataUrlOf(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error("could not read the picture"));
+    reader.readAsDataURL(blob);
+  });
 }
 
 function loadImage(src) {
@@ -222,7 +245,8 @@ async function loadExample() {
   say("");
   const r = await fetch(`/api/example?run=${encodeURIComponent(state.run)}&index=${$("edit-index").value}`);
   if (!r.ok) { say((await r.json()).error); return; }
-  drawSource(await loadImage(URL.createObjectURL(await r.blob())));
+  const url = await dataUrlOf(await r.blob());
+  drawSource(await loadImage(url), url);
 }
 
 function uploadSource(ev) {
@@ -231,7 +255,7 @@ function uploadSource(ev) {
   say("");
   const reader = new FileReader();
   reader.onload = async () => {
-    try { drawSource(await loadImage(reader.result)); } catch (e) { say(`${f.name} is not a picture the page can read`); }
+    try { drawSource(await loadImage(reader.result), reader.result); } catch (e) { say(`${f.name} is not a picture the page can read`); }
   };
   reader.onerror = () => say(`could not read ${f.name}`);
   reader.readAsDataURL(f);
