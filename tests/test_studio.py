@@ -528,6 +528,18 @@ def test_an_upload_the_command_does_not_take_is_refused_before_anything_is_writt
     assert (sorted(uploads.glob("*")) if uploads.is_dir() else []) == before
 
 
+def test_messages_name_runs_relative_to_the_runs_folder(tmp_path):
+    """A job's failure named the run by the server's absolute path ('editing needs an image run; /tmp/.../runs/toy
+    holds vector data'); the page names runs relative to the runs folder, and so do the messages now."""
+    root = tmp_path / "runs"
+    write_run(root / "toy", "toy-2d", [], data_shape=(2,))
+    with client(root) as c:
+        r = c.post("/api/jobs", json={"command": "img2img", "run": "toy", "params": {"steps": 2}})
+        assert r.status_code == 202, r.text
+        error = wait_job(c, r.json()["id"])["error"]
+    assert error == "editing needs an image run; toy holds vector data", error
+
+
 def test_token_host_and_training_switch(world):
     root = world / "runs"
     with client(root, token="s3cret") as c:

@@ -292,3 +292,23 @@ def test_an_uploaded_picture_is_sent_as_its_file_and_shown_as_the_command_reads_
     read = (read_image(picture, size=(28, 28), channels=1)[0].numpy() + 1) / 2  # what inpaint --images reads
     assert np.abs(shown - read).max() < 0.1, np.abs(shown - read).max()
     page.set_input_files("#edit-file", [])
+
+
+def test_editing_a_run_that_is_no_image_run_says_so_before_any_upload(page, tmp_path):
+    """The page read a non-image run's data_shape as C, H, W and sent a broken picture: 'not a readable picture'.
+    Now one line naming the run as the page lists it, and nothing sent."""
+    picture = tmp_path / "p.png"
+    Image.new("L", (28, 28), 128).save(picture)
+    page.click("#tabs button[data-tab=edit]")
+    page.select_option("#run", "text")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('sequence')")
+    page.evaluate("document.querySelector('#message').textContent = ''")
+    page.evaluate("document.querySelector('#edit-status').textContent = ''")  # not the last edit's 'done'
+    page.set_input_files("#edit-file", str(picture))
+    page.wait_for_function("document.querySelector('#message').textContent !== ''")
+    assert page.text_content("#message") == "editing needs an image run; text holds sequence data"
+    page.click("#edit-btn")
+    assert page.text_content("#message") == "editing needs an image run; text holds sequence data"
+    assert page.text_content("#edit-status") == ""  # no job was sent
+    page.select_option("#run", "digits")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")

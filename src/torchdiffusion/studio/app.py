@@ -83,6 +83,12 @@ def describe(e: BaseException) -> str | None:
     return known[0] if known else None
 
 
+def relative_paths(line: str | None, root: Path) -> str | None:
+    """A message with the runs folder's paths written relative to it (the page names runs so; the server's own
+    folders are not the page's business)."""
+    return line.replace(f"{root}/", "") if line else line
+
+
 def create_app(
     root: str | Path, *, token: str | None = None, allow_train: bool = False, max_pending: int = 32
 ) -> FastAPI:
@@ -93,7 +99,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.queue = JobQueue(describe, max_pending=max_pending)
+        app.state.queue = JobQueue(lambda e: relative_paths(describe(e), root), max_pending=max_pending)
         yield
         await asyncio.to_thread(app.state.queue.close)  # cancel and wait: no half-written file
         await asyncio.to_thread(app.state.trainer.close)  # SIGTERM: each trainer checkpoints
@@ -142,7 +148,7 @@ def _errors(app: FastAPI) -> None:
     def one_line(e: BaseException) -> str:
         from ..cli import first_line
 
-        return first_line(e)[:500]
+        return relative_paths(first_line(e), app.state.root)[:500]
 
     @app.exception_handler(QueueFull)
     async def busy(request: Request, e: QueueFull):
@@ -162,7 +168,7 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(OSError)  # what the CLI says of it: a path (400) or a refusal of the machine (507)
     async def os_error(request: Request, e: OSError):
-        known = describe(e) or one_line(e)
+        known = relative_paths(describe(e), app.state.root) or one_line(e)
         return JSONResponse({"error": known}, status_code=507 if "space" in known or "quota" in known else 400)
 
     @app.exception_handler(ClientDisconnect)  # the browser went away mid-request: nobody to answer, nothing wrong

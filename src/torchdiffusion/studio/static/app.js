@@ -241,8 +241,17 @@ function loadImage(src) {
   });
 }
 
+// Editing a picture needs an image run: for another kind, the one line said before anything is loaded or sent
+function notAnImageRun() {
+  const d = state.runDetails;
+  if (d && (d.kind || "image") === "image" && Array.isArray(d.data_shape) && d.data_shape.length === 3) return null;
+  return `editing needs an image run; ${state.run} holds ${d ? d.kind : "unknown"} data`;
+}
+
 async function loadExample() {
-  say("");
+  const why = notAnImageRun();
+  say(why);
+  if (why) return;
   const r = await fetch(`/api/example?run=${encodeURIComponent(state.run)}&index=${$("edit-index").value}`);
   if (!r.ok) { say((await r.json()).error); return; }
   const url = await dataUrlOf(await r.blob());
@@ -252,7 +261,9 @@ async function loadExample() {
 function uploadSource(ev) {
   const f = ev.target.files[0];
   if (!f) return;
-  say("");
+  const why = notAnImageRun();
+  say(why);
+  if (why) { ev.target.value = ""; return; }
   const reader = new FileReader();
   reader.onload = async () => {
     try { drawSource(await loadImage(reader.result), reader.result); } catch (e) { say(`${f.name} is not a picture the page can read`); }
@@ -306,6 +317,8 @@ function editRequest() {
     if (seeds[0] !== undefined) params.seeds = seeds;
     params.frames = numberField("frames");
   } else {
+    const why = notAnImageRun();
+    if (why) throw new Error(why);
     if (!state.source) throw new Error("load a data example or upload a picture first");
     body.images = [state.source];
     if (mode === "inpaint") body.mask = $("mask-canvas").toDataURL("image/png");
