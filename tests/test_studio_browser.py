@@ -312,3 +312,49 @@ def test_editing_a_run_that_is_no_image_run_says_so_before_any_upload(page, tmp_
     assert page.text_content("#edit-status") == ""  # no job was sent
     page.select_option("#run", "digits")
     page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
+
+
+def job_states(page) -> dict:
+    return page.evaluate(
+        "async () => { const q = await (await fetch('/api/jobs')).json();"
+        " return Object.fromEntries([q.running, ...q.waiting].filter(Boolean).map((j) => [j.id, j.state])); }"
+    )
+
+
+def test_cancel_stops_the_running_job_and_the_one_queued_behind_it(page):
+    """Compare pressed while Sample ran replaced the job the page followed: Cancel cancelled the queued one and
+    the running Sample could no longer be cancelled (Cancel and Sample disabled)."""
+    page.click("#tabs button[data-tab=sample]")
+    page.select_option("#run", "digits")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
+    page.fill("#sample-form input[name=steps]", "500")
+    page.fill("#sample-form input[name=n]", "64")
+    page.click("#sample-btn")
+    page.wait_for_function("document.querySelector('#job-status').textContent.startsWith('running')")
+    page.click("#compare-btn")
+    page.wait_for_function("document.querySelector('#queue').textContent.includes('1 waiting')")
+    ids = list(job_states(page))
+    assert len(ids) == 2
+    page.click("#cancel-btn")
+    for job_id in ids:
+        page.wait_for_function(
+            f"fetch('/api/jobs/{job_id}').then((r) => r.json()).then((j) => j.state === 'cancelled')", polling=200
+        )
+    page.wait_for_function("document.querySelector('#cancel-btn').disabled")
+    assert page.is_enabled("#sample-btn")
+    page.fill("#sample-form input[name=steps]", "12")
+    page.fill("#sample-form input[name=n]", "16")
+
+
+def test_a_page_reloaded_mid_job_follows_it_and_can_cancel_it(page):
+    """After a reload the header said 'busy: sample on digits' with no status and Cancel disabled."""
+    job = page.evaluate("api('/api/jobs', {command: 'sample', run: 'digits', params: {steps: 500, n: 64}})")
+    page.wait_for_function(f"fetch('/api/jobs/{job['id']}').then((r) => r.json()).then((j) => j.state === 'running')")
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_function("document.querySelector('#job-status').textContent.startsWith('running')")
+    assert page.is_enabled("#cancel-btn")
+    page.click("#tabs button[data-tab=sample]")
+    page.click("#cancel-btn")
+    page.wait_for_function("document.querySelector('#job-status').textContent === 'cancelled'")
+    page.wait_for_function("document.querySelector('#cancel-btn').disabled")

@@ -4,7 +4,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, run: null, runDetails: null, job: null, source: null };
+// jobs: the jobs this page follows (id -> job), the running one and those it queued: Cancel stops them all
+const state = { info: null, run: null, runDetails: null, jobs: new Map(), source: null };
 
 function say(text) { $("message").textContent = text || ""; }
 
@@ -128,19 +129,24 @@ function describeJob(ev) {
   return ev.state;
 }
 
-async function runJob(body, { status, onPreview }) {
+async function runJob(body, opts) {
   say("");
   let job;
   try { job = await api("/api/jobs", body); } catch (e) { say(e.message); return null; }
-  state.job = job;
+  return watchJob(job, opts);
+}
+
+// Follow a job to its end (its status line, previews); Cancel is enabled while the page follows any job
+async function watchJob(job, { status, onPreview }) {
+  state.jobs.set(job.id, job);
   $("cancel-btn").disabled = false;
   refreshQueue();  // the header shows the new job at once, not at the next poll
   const final = await follow(job, (ev) => {
     $(status).textContent = describeJob(ev);
     if (ev.preview && onPreview) onPreview(ev.preview, ev);
   });
-  $("cancel-btn").disabled = true;
-  state.job = null;
+  state.jobs.delete(job.id);
+  $("cancel-btn").disabled = state.jobs.size === 0;
   refreshQueue();  // ... and its end
   if (final.state !== "done") say(final.error || final.state);
   return final;
@@ -171,20 +177,36 @@ function showResult(final, img, png, json) {
   if (jsonFile && json) { $(json).href = fileUrl(jsonFile, true); $(json).hidden = false; }
 }
 
-async function sample(ev) {
-  ev.preventDefault();
-  $("sample-btn").disabled = true;
+function sampleView() {
   let count = 0;
-  const final = await runJob({ command: "sample", run: state.run, params: forSampler(formParams($("sample-form"))) }, {
+  return {
     status: "job-status",
     onPreview: (p) => {
       $("preview-x").src = `data:image/png;base64,${p.x}`;
       $("preview-x0").src = `data:image/png;base64,${p.x0}`;
       $("preview-count").textContent = String(++count);
     },
-  });
+  };
+}
+
+async function sample(ev) {
+  ev.preventDefault();
+  $("sample-btn").disabled = true;
+  const body = { command: "sample", run: state.run, params: forSampler(formParams($("sample-form"))) };
+  const final = await runJob(body, sampleView());
   $("sample-btn").disabled = false;
   if (final && final.state === "done") { showResult(final, "result-img", "download-png", "download-json"); loadRun(); }
+}
+
+// A page loaded while jobs run or wait (a reload mid-job) follows them: their status, and Cancel
+async function reattach() {
+  const q = await api("/api/jobs");
+  for (const job of [q.running, ...q.waiting].filter(Boolean)) {
+    const view = job.command === "sample" ? sampleView() : { status: job.command === "explain" ? "explain-status" : "edit-status" };
+    watchJob(job, view).then((final) => {
+      if (final.state === "done" && job.command === "sample") showResult(final, "result-img", "download-png", "download-json");
+    });
+  }
 }
 
 async function compare() {
@@ -195,8 +217,10 @@ async function compare() {
   if (final && final.state === "done") showResult(final, "compare-img");
 }
 
+// Cancel stops the running job and every job the page queued (a Compare queued behind a Sample included)
 async function cancel() {
-  if (state.job) await api(`/api/jobs/${state.job.id}/cancel`, {}).catch((e) => say(e.message));
+  const ids = [...state.jobs.keys()];
+  await Promise.all(ids.map((id) => api(`/api/jobs/${id}/cancel`, {}).catch((e) => say(e.message))));
 }
 
 // Edit: source picture, mask painting, the four edits
@@ -418,6 +442,7 @@ async function start() {
   showEditMode();
   await loadRuns();
   await loadRun();
+  await reattach();
   setInterval(refreshQueue, 2000);
   setInterval(() => {
     if (!$("tab-runs").hidden) loadRuns().then(loadRun).catch(() => {});
