@@ -715,3 +715,20 @@ def test_a_client_gone_mid_request_is_no_internal_error(world, caplog):
     with caplog.at_level("ERROR"):
         response = asyncio.run(handler(None, ClientDisconnect()))
     assert response.status_code == 499 and not caplog.records
+
+
+def test_the_live_preview_shows_the_batch_being_sampled_as_the_docs_say(world):
+    """docs/studio.md said the previews show the first 16 images; they show the batch being sampled (n 16 with
+    batch 4: 4 images). The page shows the images at the step and sigma it names; the docs now say so."""
+    docs = (Path(__file__).parents[1] / "docs" / "studio.md").read_text()
+    assert "x̂₀ of the batch being sampled at every step, at most its first 16 images" in docs
+    with client(world / "runs") as c:
+        params = {"n": 8, "batch_size": 4, "steps": 2, "sampler": "euler"}
+        r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "params": params})
+        job = wait_job(c, r.json()["id"])
+        assert job["state"] == "done" and job["previews"] == 4  # one per step of each batch
+        preview = c.get(f"/api/jobs/{job['id']}?preview=1").json()["preview"]
+    grid = Image.open(io.BytesIO(base64.b64decode(preview["x0"])))
+    from torchdiffusion.viz import make_grid
+
+    assert grid.size[::-1] == tuple(make_grid(torch.zeros(4, 1, 8, 8)).shape[:2])  # the 4 images of one batch
