@@ -379,6 +379,15 @@ def test_sample_cli_conditioning_flags(class_run, capsys):
         assert main(["sample", str(class_run), "--n", "2", "--steps", "2", *bad]) == 2, bad
         err = capsys.readouterr().err.strip()
         assert err.startswith("torchdiffusion sample: error:") and "\n" not in err, err
+    # a negative the model cannot read is named as given (it said 'drop --prompt' for a --negative-prompt)
+    for bad, says in [
+        (["--negative-prompt", "blue"], "drop --negative-prompt"),
+        (["--negative-context", "1,0"], "drop --negative-context"),
+    ]:
+        capsys.readouterr()
+        assert main(["sample", str(class_run), "--n", "2", "--steps", "2", "--class", "1", *bad]) == 2, bad
+        err = capsys.readouterr().err.strip()
+        assert says in err and "\n" not in err, err
 
 
 def test_guidance_refuses_what_it_would_silently_misread():

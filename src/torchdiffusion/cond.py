@@ -216,13 +216,14 @@ def cond_from_data(data, idx: Tensor, drop: Tensor, model_cfg, device: torch.dev
     return cond
 
 
-def check_takes_prompts(model_cfg) -> None:
-    """CondError unless a model (a ModelConfig) is conditioned on the MiniLM encoder's token features."""
+def check_takes_prompts(model_cfg, flag: str = "--prompt") -> None:
+    """CondError unless a model (a ModelConfig) is conditioned on the MiniLM encoder's token features (``flag``: the
+    option the prompt came from, named in the message)."""
     from .text import TEXT_DIM
 
     E = int(getattr(model_cfg, "text_dim", 0))
     if E <= 0:
-        raise CondError("this model is not text-conditioned (model.text_dim = 0); drop --prompt")
+        raise CondError(f"this model is not text-conditioned (model.text_dim = 0); drop {flag}")
     if E != TEXT_DIM:
         raise CondError(f"model.text_dim = {E} does not match the MiniLM encoder's {TEXT_DIM}")
 
@@ -235,13 +236,15 @@ def build_cond(
     contexts: list[list[float]] | None = None,
     prompts: list[str] | None = None,
     retrieval=None,
+    negative: bool = False,
 ) -> Cond:
     """The cond dict of ``n`` samples for a model (a ModelConfig), each list cycled over the samples.
 
     ``classes``: labels in [0, num_classes); ``contexts``: vectors of length context_dim; ``prompts``: strings,
     encoded by the MiniLM encoder (text_dim = 384), and for a ``model.text_retrieval`` model their neighbours
     retrieved from ``retrieval`` (a ``retrieval.Database``, the run's). Checks each against the model; None when
-    nothing is given.
+    nothing is given. ``negative``: the lists are classifier-free guidance's negatives (its messages name
+    --negative-context / --negative-prompt).
     """
     cond: dict[str, Tensor] = {}
     idx = torch.arange(n)
@@ -256,7 +259,8 @@ def build_cond(
     if contexts:
         K = int(getattr(model_cfg, "context_dim", 0))
         if K <= 0:
-            raise CondError("this model takes no context vectors (model.context_dim = 0); drop --context")
+            flag = "--negative-context" if negative else "--context"
+            raise CondError(f"this model takes no context vectors (model.context_dim = 0); drop {flag}")
         bad = [v for v in contexts if len(v) != K]
         if bad:
             raise CondError(f"a context vector has {len(bad[0])} entries; this model needs {K}")
@@ -264,7 +268,7 @@ def build_cond(
     if prompts:
         from .text import prompt_cond
 
-        check_takes_prompts(model_cfg)
+        check_takes_prompts(model_cfg, "--negative-prompt" if negative else "--prompt")
         cond.update(prompt_cond(prompts, n))
         if getattr(model_cfg, "text_retrieval", 0):
             from .retrieval import with_neighbours

@@ -154,6 +154,7 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
             contexts=parse_vectors(neg_context) if neg_context else None,
             prompts=[neg_prompt] if neg_prompt else None,
             retrieval=db,
+            negative=True,
         )
         uncond = {**cond, **neg}  # the negative replaces what it names; the rest of the conditioning is kept
     sample = guidance_from_args(sample, args)
