@@ -150,6 +150,28 @@ def test_csv_kinds_missing_cells_and_unseen_categories(tmp_path):
         encode_rows(read_csv(bad), data.schema, "b.csv")
 
 
+def test_cells_only_python_reads_as_numbers_are_text(tmp_path):
+    """A number is written in ASCII digits: codes like 39_4, full-width and Arabic-Indic digits are text (float()
+    read them as 394, 12, 12 - a column of distinct codes became numbers with repeats)."""
+    f = _csv(tmp_path / "t.csv", ["39_4,1", "\uff11\uff12,2", "\u0661\u0662,3", "12,4", " 7 ,5"], header="code,v")
+    t = read_csv(f)
+    assert t.categorical["code"] == ["39_4", "\uff11\uff12", "\u0661\u0662", "12", "7"] and list(t.numeric) == ["v"]
+    g = _csv(tmp_path / "n.csv", ["+1.5e2,1", ".5,2", "5.,3", " 7 ,4"], header="x,v")
+    assert read_csv(g).numeric["x"].tolist() == [150.0, 0.5, 5.0, 7.0]
+
+
+def test_whole_numbers_beyond_float64_are_refused_unless_read_as_categories(tmp_path):
+    """An ID column beyond 2**53 was rounded by float64: samples showed digits no row had. One line names the
+    column and the way to keep it exact; 2**53 itself and categorical reading are fine."""
+    ids = [f"{12345678901234567000 + 1000 * i},{i}" for i in range(6)]
+    f = _csv(tmp_path / "big.csv", ids, header="id,v")
+    with pytest.raises(DataError, match=r"column 'id' holds the whole number 12345678901234567000 in row 2"):
+        read_csv(f)
+    assert read_csv(f, categorical=("id",)).categorical["id"][1] == "12345678901234568000"
+    ok = _csv(tmp_path / "ok.csv", [f"{2**53 - i},{i}" for i in range(3)], header="id,v")
+    assert read_csv(ok).numeric["id"][0] == 2**53
+
+
 @pytest.mark.parametrize(
     "name, text",
     [

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -48,12 +49,20 @@ def read_rows(path: Path, keep_empty: bool = False) -> tuple[list[list[str]], st
     return [r for r in rows if any(c.strip() for c in r) or (keep_empty and len(r) > 1)], delimiter
 
 
+# A number as CSV files write one: ASCII digits, an optional sign, point and exponent. Python's float() also takes
+# "1_000", full-width and other Unicode digits ("１２", "١٢"): cells a spreadsheet keeps as text, codes like "39_4".
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
 def as_number(cell: str, decimal: str = ".") -> float | None:
-    """The finite number a cell holds (``decimal``: "," reads ``1,5`` as 1.5, and a point as no number), or None."""
+    """The finite number a cell holds (``decimal``: "," reads ``1,5`` as 1.5, and a point as no number), or None:
+    a cell not written as a plain ASCII number (:data:`NUMBER`; surrounding spaces allowed) is text."""
     if decimal == ",":
         if "." in cell or cell.count(",") > 1:
             return None
         cell = cell.replace(",", ".")
+    if not NUMBER.fullmatch(cell.strip()):
+        return None
     try:
         v = float(cell)
     except ValueError:

@@ -176,6 +176,12 @@ def _non_finite(cell: str, decimal: str) -> bool:
         return False
 
 
+def _beyond_float(value: float | None, cell: str) -> bool:
+    """Whether a numeric cell is a whole number written without a point or exponent (an integer: an ID, a count)
+    too large for float64 to hold exactly (|v| > 2**53)."""
+    return value is not None and abs(value) > 2**53 and cell.strip().lstrip("+-").isdigit()
+
+
 def read_csv(path: str | Path, categorical: tuple[str, ...] = (), keep_empty: bool = False) -> RawTable:
     """A CSV with a header row as a :class:`RawTable` (column kinds as in the module docstring); ``keep_empty``:
     rows whose cells are all empty are kept (delimited.read_rows), as ``impute`` fills them."""
@@ -211,6 +217,13 @@ def read_csv(path: str | Path, categorical: tuple[str, ...] = (), keep_empty: bo
             )
         numeric = name not in categorical and all(v is not None for v, c in zip(values, cells) if not _is_missing(c))
         if numeric:
+            big = next(((i, c) for i, (v, c) in enumerate(zip(values, cells), start=2) if _beyond_float(v, c)), None)
+            if big is not None:  # an ID column: its samples would show digits no row has (float64 rounds them)
+                raise DataError(
+                    f"{path}: column {name!r} holds the whole number {big[1]} in row {big[0]}, beyond 2**53, which "
+                    f"float64 cannot keep exactly (samples would show other digits); read it as categories "
+                    f"(--set data.categorical={name})"
+                )
             table.numeric[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
             table.text[name] = cells
         else:
