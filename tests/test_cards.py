@@ -89,6 +89,16 @@ def test_card_without_report_says_how_to_make_one(tmp_path):
     assert f"torchdiffusion evaluate {run}" in text and "not recorded in run.json" in text
 
 
+@pytest.mark.parametrize("classes", [2, 10])
+def test_the_cards_sample_command_runs_on_its_run(tmp_path, capsys, classes):
+    """The card's 'torchdiffusion sample' line named class 3 for every class model: exit 2 on one of 2 classes."""
+    run = write_run(tmp_path / "run", "digits-test", [f"model.num_classes={classes}", "sample.steps=2"])
+    line = next(ln for ln in C.model_card(run).splitlines() if ln.startswith("torchdiffusion sample "))
+    args = line.split()[2:]
+    assert "--class" in args
+    assert main(["sample", *args, "--n", "2", "--out", str(tmp_path / "s.png")]) == 0, capsys.readouterr().err
+
+
 def test_data_cards(tmp_path):
     text = C.data_card("sprites")
     assert "| hero | 358 |" in text and "| side-facing | 357 |" in text and "1,788 examples" in text

@@ -401,8 +401,11 @@ def shown_samples(run: Path) -> Path | None:
     return grids[-1] if grids else None
 
 
-def intended_use(run: Path, cfg: RunConfig) -> str:
-    cls = " --class 3 --guidance 2" if cfg.model.num_classes else ""
+def intended_use(run: Path, cfg: RunConfig, info: dict | None = None) -> str:
+    """The card's use section, with a `sample` command that runs on this run: a class model's example class is
+    one it has (class 3, or its last class when it has fewer)."""
+    K = int((info or {}).get("num_classes") or cfg.model.num_classes)
+    cls = f" --class {min(3, K - 1)} --guidance 2" if K > 0 else ""
     return (
         "## Intended use\n\n"
         f"Research and teaching: drawing samples like its training data, trying samplers, guidance and editing, "
@@ -668,7 +671,7 @@ def model_card(run: str | Path, *, licence: str = "apache-2.0", picture=lambda p
         front_matter(cfg, info, licence),
         f"# Model card: {path.name}\n{shown}",
         model_details(path, cfg, info),
-        intended_use(path, cfg),
+        intended_use(path, cfg, info),
         training_data(cfg, info),
         compute_section(path, info),
         evaluation_section(path, report),
