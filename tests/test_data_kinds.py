@@ -56,6 +56,33 @@ def test_arrays_whose_examples_hold_no_values_are_refused(tmp_path, shape):
         build_model(RunConfig(model=ModelConfig(channels=8, groups=4, channel_mult=(1, 2))), (1, 0))
 
 
+def test_class_names_of_an_array_file_name_every_class_of_its_labels(tmp_path):
+    """class_names that do not match the labels were recorded (a 3-class model's card said 'classes: a, b')."""
+    x = np.random.default_rng(0).random((12, 1, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "ok.npz", x=x, labels=np.arange(12) % 3, class_names=np.array(["a", "b", "c"]))
+    assert load_data(DataConfig(source="array", path=str(tmp_path / "ok.npz"), holdout=0)).class_names == [
+        "a",
+        "b",
+        "c",
+    ]
+    for name, extra, says in [
+        (
+            "short",
+            {"labels": np.arange(12) % 3, "class_names": np.array(["a", "b"])},
+            "has 2 names, and its labels run over 3",
+        ),
+        (
+            "long",
+            {"labels": np.arange(12) % 2, "class_names": np.array(["a", "b", "c"])},
+            "has 3 names, and its labels run over 2",
+        ),
+        ("none", {"class_names": np.array(["a", "b"])}, "has class_names and no labels"),
+    ]:
+        np.savez(tmp_path / f"{name}.npz", x=x, **extra)
+        with pytest.raises(DataError, match=says):
+            load_data(DataConfig(source="array", path=str(tmp_path / f"{name}.npz"), holdout=0))
+
+
 def test_array_layout_ambiguous_and_named():
     with pytest.raises(DataError, match="data.layout=NCHW or NHWC"):
         array_layout((10, 8, 8, 8))

@@ -580,6 +580,14 @@ def load_array(cfg: DataConfig, seed: int) -> TensorData:
         captions = [str(s) for s in c]
     if "class_names" in arrays:
         class_names = [str(s) for s in arrays["class_names"].reshape(-1)]
+        K = int(labels.max()) + 1 if labels is not None and labels.numel() else 0
+        if labels is None:  # names of classes no example has: recorded, and read by nothing
+            raise DataError(f"{path.name} has class_names and no labels; add 'labels' or leave class_names out")
+        if len(class_names) != K:  # a card or a picture would name class k by another's name, or by none
+            raise DataError(
+                f"{path.name}['class_names'] has {len(class_names)} names, and its labels run over {K} classes "
+                f"(0..{K - 1}); give one name per class"
+            )
     return TensorData(
         x,
         labels=labels,
