@@ -351,6 +351,19 @@ def test_sampled_lines_escape_backslashes_and_line_breaks_and_impute_reads_them_
     assert known[0, :4].tolist() == [0, 2, 1, 3] and mask[0].tolist() == [True] * 4 + [False] * 2
 
 
+def test_every_character_that_ends_a_line_is_escaped_in_sampled_lines():
+    """Carriage returns, form feeds, NEL, U+2028 ... were written raw: a file of 4 samples read as 18 lines to
+    str.splitlines() and to editors. Every such character is escaped and read back."""
+    from torchdiffusion.kinds import LINE_BREAKS, escape_line, unescape_line
+
+    breakers = [c for c in map(chr, range(0x3000)) if len(f"a{c}b".splitlines()) == 2]
+    assert sorted(breakers) == sorted(LINE_BREAKS)  # the set is what Python splits at
+    texts = [f"x{c}y" for c in LINE_BREAKS] + ["\\u2028", "a\\rb", "\\u00zz", "\u00e9t\u00e9"]
+    lines = [escape_line(t) for t in texts]
+    assert len("\n".join(lines).splitlines()) == len(texts) and len(set(lines)) == len(texts)
+    assert [unescape_line(ln) for ln in lines] == texts
+
+
 def test_demo_of_a_text_preset_writes_its_samples_as_text(tmp_path):
     """`demo --preset text-chars` samples the sequence's way (a text file of sample.n lines and its picture)."""
     text = tmp_path / "t.txt"

@@ -180,21 +180,34 @@ def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
     return known.expand(n, -1).clone(), mask.expand(n, -1).clone()
 
 
+# Every character str.splitlines() ends a line at (and so do many editors and readers): written escaped, so a
+# file of samples holds exactly one sequence per line whatever its symbols are.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_ESCAPED = {"\n": "\\n", "\r": "\\r", **{c: f"\\u{ord(c):04x}" for c in LINE_BREAKS[2:]}}
+_UNESCAPED = {v: k for k, v in _ESCAPED.items()}
+
+
 def escape_line(text: str) -> str:
-    """A sequence as one line of a .txt of samples: a backslash written ``\\\\``, a line break ``\\n`` (so two
-    different sequences never read the same, and :func:`unescape_line` gives each back)."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+    """A sequence as one line of a .txt of samples: a backslash written ``\\\\``, a line break ``\\n``, a carriage
+    return ``\\r``, every other character that ends a line (:data:`LINE_BREAKS`: form feed, U+2028, ...) ``\\uXXXX``
+    - so two different sequences never read the same, each is one line to any reader, and :func:`unescape_line`
+    gives each back."""
+    return "".join("\\\\" if c == "\\" else _ESCAPED.get(c, c) for c in text)
 
 
 def unescape_line(line: str) -> str:
-    """The sequence a line of :func:`escape_line` stands for: ``\\n`` a line break, ``\\\\`` a backslash; any other
-    backslash is itself."""
+    """The sequence a line of :func:`escape_line` stands for: ``\\n``, ``\\r`` and ``\\uXXXX`` of a line-breaking
+    character that character, ``\\\\`` a backslash; any other backslash is itself."""
     out, i = [], 0
     while i < len(line):
-        pair = line[i : i + 2]
-        if pair in ("\\n", "\\\\"):
-            out.append("\n" if pair == "\\n" else "\\")
+        if line[i : i + 2] == "\\\\":
+            out.append("\\")
             i += 2
+            continue
+        code = next((e for e in (line[i : i + 6], line[i : i + 2]) if e in _UNESCAPED), None)
+        if code is not None:
+            out.append(_UNESCAPED[code])
+            i += len(code)
         else:
             out.append(line[i])
             i += 1
