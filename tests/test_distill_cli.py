@@ -202,6 +202,18 @@ def test_train_objectives_resolve_to_their_settings(capsys):
         validate(override(get_preset("digits-test"), ["objective.name=reflow"]))
 
 
+@pytest.mark.parametrize("grid", ["karras", "uniform_t"])
+def test_a_teacher_grid_under_another_objective_changes_nothing(tmp_path, grid):
+    """objective.teacher_grid on a denoising run was refused as if its value were not a grid ("must be one of
+    (..., 'karras', ...), got 'karras'"): it is refused as the setting that changes nothing, as teacher_steps is."""
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "train.images=64", "--set",
+                     f"objective.teacher_grid={grid}", "--out", tmp_path / "y")  # fmt: skip
+    _one_line_error(rc, err, f"objective.teacher_grid={grid} changes nothing", "objective.name=denoising")
+    assert "must be one of" not in err and not (tmp_path / "y").exists()
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "objective.teacher_grid=bogus", "--dry-run")
+    _one_line_error(rc, err, "objective.teacher_grid must be one of", "got 'bogus'")
+
+
 def test_consistency_training_from_data_trains(tmp_path):
     """train --objective consistency (iCT) runs through the ordinary loop and writes a one-step model."""
     out = tmp_path / "ct"

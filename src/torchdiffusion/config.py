@@ -768,11 +768,16 @@ def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -
         (not consistency or d.boundary == "consistency", f"{o.name} needs diffusion.boundary=consistency"),
         (o.name != "progressive" or o.teacher_steps >= 2, "progressive needs objective.teacher_steps >= 2"),
         (
-            o.teacher_grid in ("", *SIGMA_GRIDS) and (o.name == "progressive" or not o.teacher_grid),
-            f"objective.teacher_grid (progressive only) must be one of {SIGMA_GRIDS}, got {o.teacher_grid!r}",
+            o.teacher_grid in ("", *SIGMA_GRIDS),
+            f"objective.teacher_grid must be one of {SIGMA_GRIDS}, got {o.teacher_grid!r}",
+        ),
+        (  # a grid under another objective is read by nothing: refused as such (RUN_READ_WHEN) by --set
+            o.name == "progressive" or not o.teacher_grid or o.name not in OBJECTIVES,
+            f"objective.teacher_grid={o.teacher_grid} changes nothing: objective.teacher_grid is read only by "
+            f"progressive distillation (objective.name=progressive), and this run has objective.name={o.name}",
         ),
         (
-            not (o.teacher_grid == "uniform_t" and d.process == "continuous"),
+            not (o.name == "progressive" and o.teacher_grid == "uniform_t" and d.process == "continuous"),
             "objective.teacher_grid=uniform_t needs a discrete (DDPM-trained) teacher",
         ),
         _between(o.max_steps, 0, MAX_T, "objective.max_steps"),
@@ -1090,7 +1095,10 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
         ("objective.teacher", "objective.guidance", "objective.autoguidance"),
         _read_by_objective("the distillation objectives", *TEACHER_OBJECTIVES),
     ),
-    "objective.teacher_steps": _read_by_objective("progressive distillation", "progressive"),
+    **dict.fromkeys(
+        ("objective.teacher_steps", "objective.teacher_grid"),
+        _read_by_objective("progressive distillation", "progressive"),
+    ),
     **dict.fromkeys(
         ("objective.ct_steps_start", "objective.ct_steps_end", "objective.ct_P_mean", "objective.ct_P_std"),
         _read_by_objective("the consistency objectives", *CONSISTENCY_OBJECTIVES),
