@@ -287,6 +287,31 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, capsys, case, fmt, out, 
     assert sorted(p.name for p in runs.rglob("*")) == before  # nothing written, nothing removed
 
 
+@pytest.fixture(scope="module")
+def students(tmp_path_factory):
+    """Few-step students of a tiny digits teacher: {method: run folder} (progressive: 2 DDIM steps on its halved
+    grid; consistency: 2 multistep consistency steps on its levels)."""
+    root = tmp_path_factory.mktemp("students")
+    teacher = write_run(root / "teacher", "digits-test", [], (1, 8, 8))
+    tiny = ["--images", "64", "--batch-size", "32", "--no-progress", "--steps", "2"]
+    out = {}
+    for method, extra in (("progressive", ["--teacher-steps", "4"]), ("consistency", [])):
+        out[method] = root / method
+        rc, _, err = cli("distill", teacher, "--method", method, *extra, "--out", out[method], *tiny)
+        assert rc == 0, err[-2000:]
+    return out
+
+
+@needs_diffusers
+@pytest.mark.parametrize("method", ["progressive", "consistency"])
+def test_a_student_is_refused_as_a_diffusers_pipeline(students, tmp_path, capsys, method):
+    """A diffusers pipeline of a few-step student stepped it as an ordinary 100-step model on the scheduler's
+    timesteps: refused in one line naming the ONNX export, nothing written."""
+    line = _refused(capsys, ["export", str(students[method]), "--format", "diffusers", "--out", str(tmp_path / "d")])
+    assert "is a student distilled" in line and "at most 2 steps" in line and "--format onnx" in line, line
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_damaged_onnx_file_is_one_line(tmp_path, capsys):
     (tmp_path / "bad.onnx").write_bytes(b"not a protobuf")
     line = _refused(capsys, ["sample", str(tmp_path / "bad.onnx"), "--n", "1"])

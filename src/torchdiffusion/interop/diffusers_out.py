@@ -103,6 +103,13 @@ class TorchdiffusionUNet(ModelMixin, ConfigMixin):
 def check_exportable(run: LoadedRun) -> None:
     """Refuse (one line) a run that DDPMPipeline/DDIMPipeline cannot run."""
     cfg = run.config
+    limit = cfg.objective.max_steps
+    if limit > 0:  # a student: its few steps are its own sampler on its own grid (grids/), no scheduler's timesteps
+        raise ExportError(
+            f"{run.path} is a student distilled ({cfg.objective.name}) to sample in at most {limit} steps with "
+            f"{cfg.sample.sampler} on its own grid, which diffusers' DDPM/DDIM pipelines do not carry (they would "
+            "step it like a full diffusion model); export it with --format onnx instead"
+        )
     if run.model.process is None:
         raise ExportError(
             f"{run.path} was trained on continuous sigma ({cfg.diffusion.parameterization}); diffusers' DDPM/DDIM "
