@@ -3,6 +3,7 @@ noise) and as an ONNX denoiser (ONNX Runtime computes our network; our samplers 
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -310,6 +311,30 @@ def test_a_student_is_refused_as_a_diffusers_pipeline(students, tmp_path, capsys
     line = _refused(capsys, ["export", str(students[method]), "--format", "diffusers", "--out", str(tmp_path / "d")])
     assert "is a student distilled" in line and "at most 2 steps" in line and "--format onnx" in line, line
     assert not list(tmp_path.iterdir())
+
+
+@needs_onnx
+@pytest.mark.parametrize("method", ["progressive", "consistency"])
+def test_the_onnx_export_of_a_student_samples_as_the_student(students, tmp_path, method):
+    """The export kept the student's config (sample.grid = tuned) but not its grids/, so sampling it with its own
+    settings was refused ("no grid tuned for ddim at 2 steps"): the grids travel along, named in the manifest, and
+    the export's samples are the student's."""
+    from torchdiffusion.interop.export import foreign_files
+    from torchdiffusion.provenance import read_manifest
+
+    run, onnx = students[method], tmp_path / "onnx"
+    rc, _, err = cli("export", run, "--format", "onnx", "--out", onnx)
+    assert rc == 0, err[-2000:]
+    grids = sorted(p.name for p in (run / "grids").glob("*.json"))
+    assert sorted(p.name for p in (onnx / "grids").glob("*.json")) == grids and foreign_files(onnx) == []
+    inputs = read_manifest(tmp_path / "onnx.manifest.json")["inputs"]
+    assert sorted(Path(p).name for p in inputs) == grids
+    for steps in ("1", "2") if method == "consistency" else ("2",):
+        for where, png in ((run, tmp_path / f"run{steps}.png"), (onnx, tmp_path / f"onnx{steps}.png")):
+            rc, _, err = cli("sample", where, "--n", "4", "--steps", steps, "--out", png)
+            assert rc == 0, err[-2000:]
+        assert (tmp_path / f"run{steps}.png").read_bytes() == (tmp_path / f"onnx{steps}.png").read_bytes()
+    assert main(["export", str(run), "--format", "onnx", "--out", str(onnx)]) == 0  # replaces its own export
 
 
 def test_a_damaged_onnx_file_is_one_line(tmp_path, capsys):

@@ -45,10 +45,18 @@ EXPORT_FILES = frozenset(
 )
 
 
+def is_export_file(name: str) -> bool:
+    """Whether the relative path ``name`` is one an export writes: EXPORT_FILES, or a tuned grid the ONNX export
+    copies from a run sampled on one (``grids/<sampler>-nfe<N>.json``, onnx.needed_grids)."""
+    parts = name.split("/")
+    grid = len(parts) == 2 and parts[0] == "grids" and "-nfe" in parts[1] and parts[1].endswith(".json")
+    return name in EXPORT_FILES or grid
+
+
 def foreign_files(folder: Path) -> list[Path]:
     """The files under ``folder`` no export writes (a run trained there, notes beside it or inside ``unet/``):
     replacing the folder with a new export would delete them."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in EXPORT_FILES)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not is_export_file(p.relative_to(folder).as_posix()))
 
 
 def is_diffusers_export(folder: Path) -> bool:

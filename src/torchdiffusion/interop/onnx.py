@@ -10,7 +10,9 @@ What is exported is the raw network ``F(x_in, c_noise) -> (B, *data_shape)`` wit
 preconditioning ``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise(sigma))`` (``precond.py``), the sigma grid and
 the sampler stay ours, so every sampler, guidance-free wrapper and grid works around the exported graph unchanged.
 The run's whole config.json and its data shape travel inside the file (ONNX metadata ``torchdiffusion.config``,
-``torchdiffusion.data_shape``, ``torchdiffusion.kind``): one ``.onnx`` file is a complete model.
+``torchdiffusion.data_shape``, ``torchdiffusion.kind``): one ``.onnx`` file is a complete model. A run sampled on
+tuned grids (``sample.grid = "tuned"``: a distilled student) has them copied beside it, ``grids/<sampler>-nfe<N>.json``,
+so that the export folder samples as the run does.
 
 Unconditional and class-conditional runs are exported (the null class is one more label, so classifier-free guidance
 and ``sample.labels`` work around the graph); conditioning by context vectors or text is not (their null embeddings
@@ -20,6 +22,7 @@ and the text encoder would have to be in the graph), and such a run is refused i
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -34,7 +37,7 @@ from ..generate import LoadedRun, RunError
 from ..io import atomic_path, first_line
 from ..model import wrap_net
 from ..nets.layers import class_rows
-from ..provenance import note_run
+from ..provenance import note_input, note_run
 
 ONNX_FILE = "denoiser.onnx"  # the file in an export folder
 OPSET = 18  # ONNX opset of the export (GroupNorm with per-channel affine, LayerNorm, attention ops)
@@ -107,7 +110,25 @@ def write(run: LoadedRun, folder: Path, *, batch: int = 2) -> Path:
         for k, v in meta.items():
             model.metadata_props.add(key=k, value=v)
         onnx.save_model(model, str(tmp))
+    for grid in needed_grids(run):  # a student's (sample.grid = tuned): it samples on them, so they travel along
+        dest = folder / "grids" / grid.name
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copyfile(grid, dest)
+        note_input(grid)  # the manifest names each grid the export carries, with its sha256
     return path
+
+
+def needed_grids(run: LoadedRun) -> list[Path]:
+    """The tuned grid files of the run that its config samples on (``sample.grid = "tuned"``: a distilled
+    student's, or grids fitted by bench-samplers): every step count of its sampler, and of the samplers whose
+    grids that sampler walks (``SAME_STEP``). None for a run sampled on a computed grid."""
+    from ..samplers.optimize_grid import SAME_STEP, tuned_grid_files
+
+    sample = run.config.sample
+    if sample.grid != "tuned":
+        return []
+    samplers = {sample.sampler, *SAME_STEP.get(sample.sampler, ())}
+    return [p for p in tuned_grid_files(run.path / "grids") if p.name.split("-nfe")[0] in samplers]
 
 
 class OnnxNet(nn.Module):
