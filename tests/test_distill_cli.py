@@ -202,6 +202,31 @@ def test_train_objectives_resolve_to_their_settings(capsys):
         validate(override(get_preset("digits-test"), ["objective.name=reflow"]))
 
 
+def test_a_reflow_student_is_distilled_progressively_on_its_own_euler_grid(teacher, tmp_path):
+    """Progressive distillation of a reflow student was refused for want of a DDIM grid ("it has none for ddim;
+    grids for euler"): the teacher's DDIM steps (eta = 0) are the Euler steps its grid was made for, so the halved
+    student walks every other level of that grid."""
+    from torchdiffusion.samplers.ddpm import sample_ddim
+    from torchdiffusion.samplers.euler import sample_euler
+
+    reflow = tmp_path / "reflow"
+    rc, _, err = cli("distill", teacher, "--method", "reflow", "--steps", "4", "--pairs", "16", "--out", reflow, *TINY)
+    assert rc == 0, err
+    euler = torch.tensor(json.loads((reflow / "grids" / "euler-nfe4.json").read_text())["sigmas"], dtype=torch.float64)
+    run = load_run(reflow)
+    D, x = run.model, torch.randn(3, 1, 8, 8, dtype=torch.float64) * float(euler[0])
+    with torch.no_grad():
+        assert torch.allclose(sample_ddim(D, x, euler), sample_euler(D, x, euler), atol=1e-6)  # the same steps
+    out = tmp_path / "pd"
+    rc, _, err = cli("distill", reflow, "--method", "progressive", "--steps", "2", "--teacher-steps", "4", "--out",
+                     out, *TINY)  # fmt: skip
+    assert rc == 0, err
+    student = torch.tensor(json.loads((out / "grids" / "ddim-nfe2.json").read_text())["sigmas"], dtype=torch.float64)
+    assert torch.allclose(student, euler[::2])
+    rc, _, err = cli("sample", out, "--n", "2", "--out", tmp_path / "s.png")
+    assert rc == 0, err
+
+
 @pytest.mark.parametrize("grid", ["karras", "uniform_t"])
 def test_a_teacher_grid_under_another_objective_changes_nothing(tmp_path, grid):
     """objective.teacher_grid on a denoising run was refused as if its value were not a grid ("must be one of

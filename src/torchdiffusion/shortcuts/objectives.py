@@ -65,11 +65,29 @@ class Teacher:
     def plan(self, steps: int, kind: str = "") -> tuple[Tensor, dict]:
         """(the teacher's DDIM grid of ``steps`` steps, its record): its own sample.grid (a student's grids/ file)
         unless ``kind`` names another, built as sampling builds it (a discrete model's Karras or log-SNR grid capped
-        at sigma 80). A tuned grid's record may say it stops short of 0 (``sigma_end``, generate.stop_short)."""
+        at sigma 80). A tuned grid's record may say it stops short of 0 (``sigma_end``, generate.stop_short).
+        Without a tuned DDIM grid, a tuned Euler grid fitted with no sampler settings serves (a reflow student's):
+        the teacher steps DDIM with eta = 0, which is the Euler step of the probability-flow ODE in sigma
+        (optimize_grid.SAME_STEP), so it is the very solver that grid was made for."""
         from ..generate import resolve_grid
+        from ..samplers.optimize_grid import NoTunedGrid
 
         sample = replace(self.run.config.sample, sampler="ddim", steps=steps, grid=kind or self.run.config.sample.grid)
-        return resolve_grid(self.run.model, sample, clamped=self.clip, grid_dir=self.run.path / "grids")
+        grid_dir = self.run.path / "grids"
+        try:
+            return resolve_grid(self.run.model, sample, clamped=self.clip, grid_dir=grid_dir)
+        except NoTunedGrid:
+            if sample.grid != "tuned":
+                raise
+            try:
+                plan = resolve_grid(
+                    self.run.model, replace(sample, sampler="euler"), clamped=self.clip, grid_dir=grid_dir
+                )
+            except NoTunedGrid:
+                plan = None
+            if plan is None or plan[1].get("settings"):  # none, or one fitted for a stochastic Euler
+                raise
+            return plan
 
     def grid(self, steps: int, kind: str = "") -> Tensor:
         """The grid of :meth:`plan`."""
