@@ -202,6 +202,31 @@ def test_train_objectives_resolve_to_their_settings(capsys):
         validate(override(get_preset("digits-test"), ["objective.name=reflow"]))
 
 
+def test_a_finished_student_or_run_keeps_the_config_it_ran_with(teacher, tmp_path):
+    """The finished student's command again with --eval-every added resumed, trained nothing and evaluated nothing,
+    yet rewrote config.json with eval_every_images=64: config.json stays as it ran, and a note says the setting
+    changes nothing; the same for a finished train run given another log cadence."""
+    out = tmp_path / "cd"
+    args = ["distill", teacher, "--method", "consistency", "--steps", "2", "--out", out, *TINY]
+    rc, _, err = cli(*args)
+    assert rc == 0, err
+    before = (out / "config.json").read_bytes()
+    rc, said, err = cli(*args, "--eval-every", "64")
+    assert rc == 0, err
+    assert "is finished (64 images seen): train.eval_every_images=64 changes nothing" in said + err
+    assert (out / "config.json").read_bytes() == before
+    assert not [line for line in (out / "metrics.jsonl").read_text().splitlines() if '"eval' in line]
+    run = tmp_path / "run"
+    base = ["train", "--preset", "digits-test", "--set", "train.images=64", "--set", "train.batch_size=32",
+            "--out", run, "--no-progress"]  # fmt: skip
+    rc, _, err = cli(*base)
+    assert rc == 0, err
+    before = (run / "config.json").read_bytes()
+    rc, said, err = cli(*base, "--set", "train.log_every_images=32")
+    assert rc == 0 and "train.log_every_images=32 changes nothing" in said + err, err
+    assert (run / "config.json").read_bytes() == before
+
+
 def test_a_reflow_student_is_distilled_progressively_on_its_own_euler_grid(teacher, tmp_path):
     """Progressive distillation of a reflow student was refused for want of a DDIM grid ("it has none for ddim;
     grids for euler"): the teacher's DDIM steps (eta = 0) are the Euler steps its grid was made for, so the halved

@@ -56,7 +56,15 @@ from .ema import EMA, ema_beta, ema_halflife
 from .lr import learning_rate
 from .objective import Objective, build_objective
 from .precision import resolve_precision
-from .run_folder import open_run_folder, publish, restore, saved_config, truncate_metrics, write_config
+from .run_folder import (
+    as_it_ran,
+    open_run_folder,
+    publish,
+    restore,
+    saved_config,
+    truncate_metrics,
+    write_config,
+)
 from .runlock import hold_run_folder
 from .state import (
     LIMITS,
@@ -434,6 +442,9 @@ def _train(
         if state.step < setup.total_steps:
             over = state.clock.over(t.cpu_minutes, t.minutes) if setup.main else 0
             state.limit = LIMITS.get(dist.broadcast_int(over))
+        if setup.finished(state):  # nothing left to train: config.json keeps what ran (as_it_ran)
+            cfg = as_it_ran(out, cfg, state.images_seen)
+        dist.print0(f"resuming {out} from {state_path.name} ({state.images_seen} images seen)")
     write_config(out, cfg)  # only now: a refused resume leaves config.json as it was
     if setup.main and cfg.model.text_retrieval:  # the database sample --prompt retrieves from (retrieval.py)
         from ..retrieval import save_database

@@ -146,6 +146,24 @@ RESUME_MAY_CHANGE = frozenset(
 )
 
 
+def as_it_ran(out: Path, cfg: RunConfig, images_seen: int) -> RunConfig:
+    """``cfg`` for a rerun of a finished run (no training step left to take) with the train settings a resume may
+    change (RESUME_MAY_CHANGE: cadences, limits, threads ...) as the run ran with them: no step logs, samples,
+    evaluates or checkpoints on new ones, so config.json keeps what ran. A note names those given that change
+    nothing."""
+    old = saved_config(out)
+    if old is None:
+        return cfg
+    changed = [k for k in sorted(RESUME_MAY_CHANGE) if getattr(old.train, k) != getattr(cfg.train, k)]
+    if changed:
+        given = ", ".join(f"train.{k}={shown(getattr(cfg.train, k))}" for k in changed)
+        dist.print0(
+            f"{out} is finished ({images_seen:,} images seen): {given} changes nothing, as no training step is "
+            "left; config.json keeps the settings it ran with"
+        )
+    return replace(cfg, train=replace(cfg.train, **{k: getattr(old.train, k) for k in changed}))
+
+
 def check_out_folder(out: Path, cfg: RunConfig) -> None:
     """ConfigError (one line) unless ``out`` may receive the run ``cfg`` without losing another: it is new, or
     holds this run's training states (a resume), or holds neither states nor weights. For commands that write
@@ -377,7 +395,8 @@ def state_dict(state: TrainState, setup: Setup) -> dict:
 
 
 def restore(state: TrainState, path: Path, setup: Setup) -> None:
-    """Load a training state written by :func:`save_checkpoint` into ``state`` (and the global RNGs)."""
+    """Load a training state written by :func:`save_checkpoint` into ``state`` (and the global RNGs); the caller
+    says it resumes."""
     saved = load_state(path)
     try:
         state.model.load_state_dict(saved["model"])
@@ -397,7 +416,6 @@ def restore(state: TrainState, path: Path, setup: Setup) -> None:
     state.clock.resume(clock.get("cpu_s", 0.0), clock.get("wall_s", 0.0))
     _set_rng_state(saved["rng"], setup.device)
     _check_same_trajectory(saved, path, state, setup.cfg.train.seed)
-    dist.print0(f"resuming {setup.out} from {path.name} ({state.images_seen} images seen)")
 
 
 def _check_same_trajectory(saved: dict, path: Path, state: TrainState, seed: int) -> None:
