@@ -254,3 +254,36 @@ def test_the_card_states_the_runs_own_data_facts():
     info = {"kind": "vector", "data_shape": [2], "images_seen": 4096, "finished": True}
     assert C.trained_on(info) == "4,096 examples" and "2-dimensional points" in C.limitations(toy, info, None)
     assert C.trained_on({**info, "kind": "image"}) == "4,096 images"
+
+
+def test_a_students_card_says_it_is_one_and_its_sample_command_runs(tmp_path, capsys):
+    """A student's card called it a diffusion model trained on its last stage's images, named no teacher, method
+    or step count, cited DDPM alone, counted the compute of its last halving only, and told it to sample with
+    --guidance 2, though the guidance is baked in (guidance again would read a null class it never learned)."""
+    teacher = write_run(tmp_path / "teacher", "digits-test", ["model.num_classes=10", "sample.guidance=2"])
+    tiny = ["--images", "64", "--batch-size", "32", "--no-progress"]
+    pd = tmp_path / "pd"
+    argv = ["distill", str(teacher), "--method", "progressive", "--steps", "2", "--teacher-steps", "8"]
+    assert main([*argv, "--out", str(pd), *tiny]) == 0, capsys.readouterr().err
+    text = C.model_card(pd)
+    assert "A few-step student" in text and "A diffusion model trained" not in text
+    assert f"| teacher | `{teacher.resolve()}` |" in text
+    assert "| distillation | progressive distillation (Salimans & Ho 2022), 8 -> 4 -> 2 steps |" in text
+    assert "classifier-free guidance at w = 2 baked in" in text and "at most 2 steps" in text
+    assert "128 images over its 2 training stages (64, 64)" in text
+    assert "salimans2022progressive" in text and "ho2020denoising" in text
+    both = [C.training_compute(p / "metrics.jsonl")["hours"] for p in (pd / "stages" / "0004-steps", pd)]
+    assert f"({sum(both):.2f} h wall clock" in text and "summed over its 2 distillation stages" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("torchdiffusion sample "))
+    args = line.split()[2:]
+    assert "--class" in args and "--guidance" not in args
+    assert main(["sample", *args, "--n", "2", "--out", str(tmp_path / "s.png")]) == 0, capsys.readouterr().err
+    # an unconditional teacher's consistency student, trained on labelled digits: no class to name
+    cd = tmp_path / "cd"
+    plain = write_run(tmp_path / "plain", "digits-test", [])
+    assert main(["distill", str(plain), "--method", "consistency", "--steps", "2", "--out", str(cd), *tiny]) == 0
+    text = C.model_card(cd)
+    assert "consistency distillation (Song et al. 2023), 2 steps" in text and "| guidance |" not in text
+    assert text.count("song2023consistency") == 1
+    line = next(ln for ln in text.splitlines() if ln.startswith("torchdiffusion sample "))
+    assert main(["sample", *line.split()[2:], "--n", "2", "--out", str(tmp_path / "c.png")]) == 0

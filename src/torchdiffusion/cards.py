@@ -380,8 +380,104 @@ def model_details(run: Path, cfg: RunConfig, info: dict) -> str:
         *((f"{k} sha256", f"`{v}`") for k, v in sorted(digests.items())),
         ("torchdiffusion", str(info.get("version", "?"))),
     ]
+    student = distillation_of(run, cfg)
+    intro = "A diffusion model trained with torchdiffusion."
+    if student is not None:
+        intro = (
+            f"A few-step student distilled with torchdiffusion (`torchdiffusion distill --method {student.method}`) "
+            f"from the run `{student.teacher}` by {student.what}: it samples in at most {cfg.objective.max_steps} "
+            f"steps, with {s.sampler} on its own grid (`grids/`); asking it for more is refused."
+        )
+        rows[1:1] = [
+            ("teacher", f"`{student.teacher}`"),
+            ("distillation", f"{student.what}, {' -> '.join(map(str, student.steps))} steps"),
+        ]
+        if student.baked:
+            rows.insert(3, ("guidance", student.baked))
+        if len(student.stages) > 1:  # progressive: each halving a training run of its own
+            seen = [_images_seen(stage) for stage in student.stages]
+            total = f"{sum(seen):,} images" if None not in seen else "the images of each stage"
+            each = ", ".join("?" if n is None else f"{n:,}" for n in seen)
+            rows = [(k, f"{total} over its {len(seen)} training stages ({each})" if k == "trained on" else v)
+                    for k, v in rows]  # fmt: skip
     table = "| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
-    return "## Model details\n\nA diffusion model trained with torchdiffusion.\n\n" + table
+    return f"## Model details\n\n{intro}\n\n" + table
+
+
+# A student's distillation method: what the card calls it (with the paper) and the BibTeX entries it cites
+PROGRESSIVE_CITE = (
+    "@inproceedings{salimans2022progressive, title={Progressive Distillation for Fast Sampling of Diffusion Models}, "
+    "author={Salimans, Tim and Ho, Jonathan}, booktitle={ICLR}, year={2022}}"
+)
+DMD_CITES = (
+    "@inproceedings{yin2024onestep, title={One-step Diffusion with Distribution Matching Distillation}, author={Yin, "
+    "Tianwei and Gharbi, Micha{\\\"e}l and Zhang, Richard and Shechtman, Eli and Durand, Fr{\\'e}do and Freeman, "
+    "William T. and Park, Taesung}, booktitle={CVPR}, year={2024}}",
+    "@inproceedings{yin2024improved, title={Improved Distribution Matching Distillation for Fast Image Synthesis}, "
+    'author={Yin, Tianwei and Gharbi, Micha{\\"e}l and Park, Taesung and Zhang, Richard and Shechtman, Eli and '
+    "Durand, Fr{\\'e}do and Freeman, William T.}, booktitle={NeurIPS}, year={2024}}",
+)
+DISTILLATIONS = {  # objective.name: (--method, what it is, its citations)
+    "progressive": ("progressive", "progressive distillation (Salimans & Ho 2022)", (PROGRESSIVE_CITE,)),
+    "consistency_distillation": ("consistency", "consistency distillation (Song et al. 2023)", ("consistency",)),
+    "distribution_matching": (
+        "dmd",
+        "distribution matching distillation (DMD2: Yin et al. 2024)",
+        DMD_CITES,
+    ),
+    "reflow": ("reflow", "reflow, rectified flow's straightening (Liu et al. 2023)", ("flow",)),
+}
+
+
+@dataclass(frozen=True)
+class Distillation:
+    method: str  # distill's --method
+    what: str  # the method, with its paper
+    cites: tuple[str, ...]  # its BibTeX entries, or METHOD_CITES keys
+    teacher: str  # the run it was distilled from (a progressive student's first teacher)
+    steps: tuple[int, ...]  # the teacher's steps, then each stage's (progressive: 16, 8, 4, 2)
+    baked: str  # the guidance baked in, for the card ("" when none)
+    stages: tuple[Path, ...]  # the training runs it took, in order (progressive: stages/*, then the run)
+
+
+def distillation_of(run: Path, cfg: RunConfig) -> Distillation | None:
+    """A student's distillation as its run folder records it, or None for a run that is no student. A progressive
+    student's earlier halvings are the runs under ``stages/`` that its teachers name: the first one names the
+    teacher it was distilled from, with the guidance baked into it."""
+    o = cfg.objective
+    if o.name not in DISTILLATIONS or o.max_steps <= 0:
+        return None
+    method, what, cites = DISTILLATIONS[o.name]
+    stages, first = [run], o
+    inside = (run / "stages").resolve()
+    while first.name == "progressive" and Path(first.teacher).resolve().parent == inside:
+        try:
+            earlier = from_json((Path(first.teacher) / "config.json").read_text())
+        except (OSError, ConfigError, UnicodeDecodeError):
+            break
+        stages.insert(0, Path(first.teacher))
+        first = earlier.objective
+    steps = [first.teacher_steps] if o.name == "progressive" else []
+    for stage in stages[:-1]:
+        steps.append(from_json((stage / "config.json").read_text()).objective.max_steps)
+    steps.append(o.max_steps)
+    w, ag = first.guidance, first.autoguidance
+    baked = []
+    if cfg.model.conditional and w != 1.0:
+        baked.append(f"classifier-free guidance at w = {w:g}")
+    if ag != 1.0:
+        baked.append(f"autoguidance at w = {ag:g}")
+    said = f"{' and '.join(baked)} baked in (trained without a null class, it samples at guidance 1)" if baked else ""
+    return Distillation(method, what, cites, first.teacher, tuple(steps), said, tuple(stages))
+
+
+def _images_seen(run: Path) -> int | None:
+    """images_seen of a training stage's run.json, or None where it is not readable."""
+    try:
+        n = json.loads((run / "run.json").read_text()).get("images_seen")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 def trained_on(info: dict) -> str:
@@ -404,12 +500,22 @@ def shown_samples(run: Path) -> Path | None:
 def intended_use(run: Path, cfg: RunConfig, info: dict | None = None) -> str:
     """The card's use section, with a `sample` command that runs on this run: a class model's example class is
     one it has (class 3, or its last class when it has fewer)."""
-    K = int((info or {}).get("num_classes") or cfg.model.num_classes)
-    cls = f" --class {min(3, K - 1)} --guidance 2" if K > 0 else ""
+    # run.json counts the data's classes, which an unconditional model trained on labelled data does not take
+    K = int((info or {}).get("num_classes") or cfg.model.num_classes) if cfg.model.num_classes > 0 else 0
+    student = distillation_of(run, cfg)
+    # a student samples at guidance 1, its teacher's guidance baked in (guidance again would read a null class it
+    # never learned): its command names a class alone
+    cls = f" --class {min(3, K - 1)}" + (" --guidance 2" if student is None else "") if K > 0 else ""
+    use = (
+        "trying samplers, guidance and editing, and measuring them"
+        if student is None
+        else f"sampling in few steps (at most {cfg.objective.max_steps}, with its own sampler and grid), and "
+        "measuring them against its teacher"
+    )
     return (
         "## Intended use\n\n"
-        f"Research and teaching: drawing samples like its training data, trying samplers, guidance and editing, "
-        f"and measuring them. Draw samples with\n\n```\ntorchdiffusion sample {run}{cls}\n```\n\n"
+        f"Research and teaching: drawing samples like its training data, {use}. Draw samples with\n\n"
+        f"```\ntorchdiffusion sample {run}{cls}\n```\n\n"
         "Out of scope: anything that treats its samples as real data (training sets, evidence, people's "
         "likeness); it has seen only the data below and knows nothing else.\n"
     )
@@ -445,9 +551,20 @@ def training_data(cfg: RunConfig, info: dict) -> str:
     )
 
 
-def compute_section(run: Path, info: dict) -> str:
+def compute_section(run: Path, info: dict, stages: tuple[Path, ...] = ()) -> str:
+    """The training compute; of a student distilled over several training runs (``stages``: progressive
+    distillation's halvings, the run itself last), their sum."""
     ws = int(info.get("world_size") or 1)
     c = training_compute(run / "metrics.jsonl", ws)
+    if len(stages) > 1:
+        parts = [training_compute(stage / "metrics.jsonl", ws) for stage in stages]
+        rates = sorted(r for p in parts if (r := p["median_images_per_s"]) is not None)
+        c = {
+            "hours": sum(p["hours"] for p in parts),
+            "device_hours": sum(p["device_hours"] for p in parts),
+            "attempts": 1,  # each stage's restarts are its own
+            "median_images_per_s": rates[len(rates) // 2] if rates else None,
+        }
     device = info.get("device")
     unit = {"cpu": "CPU", "cuda": "GPU"}.get(str(device), None)
     if c["median_images_per_s"] is None:
@@ -458,7 +575,10 @@ def compute_section(run: Path, info: dict) -> str:
         "## Training compute\n\n"
         f"About **{c['device_hours']:.2f} {what}** ({c['hours']:.2f} h wall clock x {ws} process(es)){note}, "
         f"estimated from metrics.jsonl: the images of each logged window over its measured throughput "
-        f"(median {c['median_images_per_s']:.0f} images/s).\n"
+        f"(median {c['median_images_per_s']:.0f} images/s)"
+        + (f", summed over its {len(stages)} distillation stages" if len(stages) > 1 else "")
+        + ("; its teacher's own training is not counted" if stages else "")
+        + ".\n"
     )
 
 
@@ -656,7 +776,11 @@ def citation(cfg: RunConfig) -> str:
 
     method = METHOD_CITES[method_of(cfg)]
     src = data_source(cfg.data.source, cfg.data.emoji_set)
-    entries = [SOFTWARE_CITE.replace("{version}", __version__), method] + ([src.cite] if src and src.cite else [])
+    student = cfg.objective.name in DISTILLATIONS and cfg.objective.max_steps > 0
+    distilled = DISTILLATIONS[cfg.objective.name][2] if student else ()
+    distilled = [METHOD_CITES.get(c, c) for c in distilled if c != method_of(cfg)]  # the method's paper: once
+    entries = [SOFTWARE_CITE.replace("{version}", __version__), method, *distilled]
+    entries += [src.cite] if src and src.cite else []
     return "## How to cite\n\nThe software, the method and the data:\n\n```bibtex\n" + "\n\n".join(entries) + "\n```\n"
 
 
@@ -673,7 +797,7 @@ def model_card(run: str | Path, *, licence: str = "apache-2.0", picture=lambda p
         model_details(path, cfg, info),
         intended_use(path, cfg, info),
         training_data(cfg, info),
-        compute_section(path, info),
+        compute_section(path, info, student.stages if (student := distillation_of(path, cfg)) else ()),
         evaluation_section(path, report),
         memorisation_section(path, report, picture, info.get("kind") or "image"),
         limitations(cfg, info, report),
