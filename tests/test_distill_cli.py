@@ -202,6 +202,36 @@ def test_train_objectives_resolve_to_their_settings(capsys):
         validate(override(get_preset("digits-test"), ["objective.name=reflow"]))
 
 
+def test_a_student_is_sampled_within_the_network_evaluations_it_was_distilled_for(teacher, tmp_path):
+    """The limit was checked against sample.steps alone: an adaptive solver (56 evaluations) or Heun (3 on 2 steps)
+    ran a 2-step student, and explain ablation drew its DDPM rows in 100 steps. Now those samplers are refused in
+    one line, and the ablation's DDPM rows walk the student's own grid."""
+    from torchdiffusion.provenance import read_manifest
+
+    out = tmp_path / "cd"
+    rc, _, err = cli("distill", teacher, "--method", "consistency", "--steps", "2", "--out", out, *TINY)
+    assert rc == 0, err
+    for args, words in [
+        (["--sampler", "adaptive", "--grid", "karras"], "sample.sampler=adaptive chooses its own steps"),
+        (["--sampler", "heun", "--grid", "karras"], "sample.sampler=heun spends 3 on sample.steps=2"),
+    ]:
+        rc, _, err = cli("sample", out, "--n", "2", *args, "--out", tmp_path / "s.png")
+        _one_line_error(rc, err, "distilled for at most 2 sampling steps", words)
+        assert not (tmp_path / "s.png").exists()
+    rc, _, err = cli("sample", out, "--n", "2", "--sampler", "heun", "--grid", "karras", "--steps", "1",
+                     "--out", tmp_path / "h.png")  # fmt: skip
+    assert rc == 0, err  # Heun on one step: one evaluation
+    rc, _, err = cli("explain", "ablation", out, "--n", "4", "--out", tmp_path / "a.png")
+    assert rc == 0, err
+    drawn = read_manifest(tmp_path / "a.png.manifest.json")["sampling"]
+    grid = json.loads((out / "grids" / "consistency-nfe2.json").read_text())["sigmas"]
+    assert [(d["sampler"], d["steps"]) for d in drawn] == [("ddpm", 2), ("consistency", 2)]
+    assert all(d["grid_used"]["sigmas"] == grid for d in drawn)
+    rc, _, err = cli("explain", "ablation", out, "--ddpm-steps", "4", "--out", tmp_path / "b.png")
+    _one_line_error(rc, err, "--ddpm-steps changes nothing", "its own grid")
+    assert not (tmp_path / "b.png").exists()
+
+
 def test_a_finished_student_or_run_keeps_the_config_it_ran_with(teacher, tmp_path):
     """The finished student's command again with --eval-every added resumed, trained nothing and evaluated nothing,
     yet rewrote config.json with eval_every_images=64: config.json stays as it ran, and a note says the setting
@@ -508,7 +538,10 @@ def test_every_sampling_picture_of_a_student_walks_its_tuned_grid(teacher, tmp_p
     rc, _, err = cli("interpolate", out, "--seeds", "1", "2", "--frames", "3", "--out", tmp_path / "lerp.png")
     assert rc == 0, err
     rc, _, err = cli("interpolate", out, "--seeds", "1", "2", "--method", "heun", "--out", tmp_path / "h.png")
-    _one_line_error(rc, err, "no grid tuned for heun at 2 steps")
+    _one_line_error(rc, err, "distilled for at most 2 sampling steps", "heun spends 3 on sample.steps=2")
+    rc, _, err = cli("interpolate", out, "--seeds", "1", "2", "--method", "heun", "--steps", "1",
+                     "--out", tmp_path / "h.png")  # fmt: skip
+    _one_line_error(rc, err, "no grid tuned for heun at 1 steps")
 
 
 def test_a_distill_resumes_from_another_working_folder(teacher, tmp_path):

@@ -793,11 +793,35 @@ def _objective_checks(o: ObjectiveConfig, d: DiffusionConfig, s: SampleConfig) -
         _between(o.dmd_fake_updates, 1, 1000, "objective.dmd_fake_updates"),
         _between(o.dmd_fake_lr, 0, 1, "objective.dmd_fake_lr"),
         _between(o.reflow_pairs, 0, MAX_SAMPLES, "objective.reflow_pairs"),
-        (
-            o.max_steps == 0 or s.steps <= o.max_steps,
-            f"this model was distilled for at most {o.max_steps} sampling steps; sample.steps={s.steps} asks for more",
-        ),
+        _within_distilled_steps(o, s),
     ]
+
+
+def _within_distilled_steps(o: ObjectiveConfig, s: SampleConfig) -> tuple[bool, str]:
+    """A student (objective.max_steps > 0) is sampled in at most max_steps network evaluations: sample.steps, and
+    what the sampler spends on them (heun's second evaluations, pc's corrector, adaptive's own steps)."""
+    from .samplers import SAMPLERS, nfe
+
+    said = f"this model was distilled for at most {o.max_steps} sampling steps"
+    if o.max_steps == 0:
+        return True, ""
+    if s.steps > o.max_steps:
+        return False, f"{said}; sample.steps={s.steps} asks for more"
+    if s.sampler not in SAMPLERS:  # named by the sampler's own check
+        return True, ""
+    try:
+        n = nfe(s.sampler, s.steps, **{k: v for k, v in dataclasses.asdict(s.settings).items() if v is not None})
+    except (TypeError, ValueError):  # settings the sampler does not take: named by their own check
+        return True, ""
+    if n is None:
+        return False, (
+            f"{said} (network evaluations); sample.sampler={s.sampler} chooses its own steps, as many as its "
+            "tolerances need: sample it with its own sampler, or one of one evaluation a step"
+        )
+    return n <= o.max_steps, (
+        f"{said} (network evaluations); sample.sampler={s.sampler} spends {n} on sample.steps={s.steps}: give fewer "
+        "steps, or a sampler of one evaluation a step"
+    )
 
 
 def _process_checks(m: ModelConfig, d: DiffusionConfig) -> list[tuple[bool, str]]:

@@ -548,7 +548,7 @@ def ablation(
     data_shape: Sequence[int],
     seeds: Sequence[int],
     *,
-    ddpm_steps: int = 100,
+    ddpm_steps: int | None = 100,
     path: str | Path | None = None,
     callback=None,
     codec=None,
@@ -560,9 +560,12 @@ def ablation(
     decoded images ``(N, *codec.image_shape)`` for a latent run. All four see the conditioning ``generate`` gives
     each seed (a class-conditional model: the class ``sample.labels`` draws from it) and its guidance. The run's
     own sampler takes its tuned grid from ``grid_dir`` where it has one; the DDPM panels, on a grid of their own
-    step count, take the default grid in place of ``grid = "tuned"`` (fitted for the run's sampler only)."""
+    step count, take the default grid in place of ``grid = "tuned"`` (fitted for the run's sampler only).
+    ``ddpm_steps=None``: the DDPM panels walk the run's own sampler's grid instead, its ``sample.steps`` steps (a
+    distilled student, whose denoiser is trained for those levels and that many evaluations only)."""
     from .cond import with_seed_labels
-    from .generate import clamped, clamps_x0, generate, guidance_of, make_grid_sigmas, num_classes
+    from .config import SamplerSettings
+    from .generate import clamped, clamps_x0, generate, guidance_of, make_grid_sigmas, num_classes, sampling_plan
     from .guidance import guided_denoiser
     from .latent import as_pixels
     from .samplers import sample_ddpm
@@ -572,11 +575,23 @@ def ablation(
     grid = "auto" if sample.grid == "tuned" else sample.grid
     if grid == "uniform_t" and model.process is None:
         grid = "karras"
-    ddpm = replace(sample, sampler="ddpm", steps=ddpm_steps, grid=grid, batch_size=len(seeds))
+    plan = None
+    if ddpm_steps is None:  # the run's own grid (a student's tuned one), walked by DDPM with its defaults
+        own, _, record = sampling_plan(model, sample, clamped=clamps_x0(sample, data_shape, codec), grid_dir=grid_dir)
+        ddpm_steps, record = len(own) - 1, {k: v for k, v in record.items() if k != "settings"}
+        ddpm = replace(sample, sampler="ddpm", steps=ddpm_steps, settings=SamplerSettings(), batch_size=len(seeds))
+        plan = (own, {}, record)
+    else:
+        ddpm = replace(sample, sampler="ddpm", steps=ddpm_steps, grid=grid, batch_size=len(seeds))
     ddpm_label = f"DDPM, {ddpm_steps} steps (noise re-added)"
-    out = {ddpm_label: generate(model, seeds, ddpm, data_shape, callback=callback, codec=codec, grid_dir=grid_dir)}
+    out = {
+        ddpm_label: generate(
+            model, seeds, ddpm, data_shape, callback=callback, codec=codec, grid_dir=grid_dir, plan=plan
+        )
+    }
     clip = clamps_x0(ddpm, data_shape, codec)
-    sigmas = make_grid_sigmas(model, ddpm, clamped=clip, grid_dir=grid_dir)  # the grid of the first picture
+    # the grid of the first picture
+    sigmas = plan[0] if plan is not None else make_grid_sigmas(model, ddpm, clamped=clip, grid_dir=grid_dir)
     image = len(data_shape) in (3, 4)  # a volume: its middle slice, drawn as an image
     with torch.no_grad():
         ns = NoiseSource(seeds, data_shape)

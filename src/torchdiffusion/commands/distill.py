@@ -19,9 +19,11 @@ EXAMPLES = """examples:
   torchdiffusion distill runs/toy --method reflow --steps 1 --out runs/toy-reflow --pairs 20000
 Then 'torchdiffusion sample runs/demo-pd4' samples with the sampler and grid the student was distilled for.
 The student is an ordinary run folder: it loads with load_run, samples through generate (asking it for more steps
-than it was distilled for is refused) and every evaluate metric applies. A class-conditional teacher is distilled
-with classifier-free guidance at a fixed scale (--guidance, default the teacher's sample.guidance): the student
-samples at guidance 1. Ctrl-C checkpoints and stops (exit 130); the same command resumes."""
+- network evaluations - than it was distilled for is refused: heun's second evaluations and adaptive's own steps
+count) and every evaluate metric applies; explain ablation's DDPM rows walk its own grid. A class-conditional
+teacher is distilled with classifier-free guidance at a fixed scale (--guidance, default the teacher's
+sample.guidance): the student samples at guidance 1. Ctrl-C checkpoints and stops (exit 130); the same command
+resumes."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

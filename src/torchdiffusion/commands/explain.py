@@ -95,7 +95,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_argument_group("ablation")
     g.add_argument(
-        "--ddpm-steps", type=positive_int(MAX_STEPS), default=100, help="DDPM steps of the ablation rows (default 100)"
+        "--ddpm-steps",
+        type=positive_int(MAX_STEPS),
+        default=100,
+        help="DDPM steps of the ablation rows (default 100; a distilled student's rows walk its own grid)",
     )
     add_sampling_arguments(p)
 
@@ -490,7 +493,7 @@ def _sampled(args: argparse.Namespace) -> list:
     from dataclasses import replace
 
     from .. import explain as ex
-    from ..config import checked_sample
+    from ..config import ConfigError, checked_sample
     from ..generate import clamps_x0, make_grid_sigmas
     from ..progress import step_bar
     from .common import sample_config_from_args
@@ -498,6 +501,12 @@ def _sampled(args: argparse.Namespace) -> list:
     run_ = _load_run(args)
     sample = sample_config_from_args(run_.config.sample, args, run_)
     checked_sample(run_.config, sample)
+    limit = run_.config.objective.max_steps
+    if args.what == "ablation" and limit > 0 and "ddpm_steps" in given_options(args):
+        raise ConfigError(
+            f"--ddpm-steps changes nothing: {args.run} is a student distilled for at most {limit} sampling steps, "
+            f"and its DDPM rows walk its own grid ({sample.steps} steps), the levels it was trained for"
+        )
     out = _out(args, run_.path / "explain", sidecars=(".gif", ".mp4") if args.what == "trajectory" else ())
     if args.n is not None or "sample.n" in sample_set_keys(args):  # --n, or --set sample.n
         n = sample.n
@@ -519,13 +528,15 @@ def _sampled(args: argparse.Namespace) -> list:
             )
         return res["files"]
     if args.what == "ablation":
-        with step_bar(2 * args.ddpm_steps + sample.steps, "explain ablation (four samplers)") as bar:
+        # a student's DDPM rows walk its own grid, within the steps it was distilled for (explain.ablation)
+        ddpm_steps = None if limit > 0 else args.ddpm_steps
+        with step_bar(2 * (ddpm_steps or sample.steps) + sample.steps, "explain ablation (four samplers)") as bar:
             ex.ablation(
                 run_.model,
                 sample,
                 run_.data_shape,
                 seeds,
-                ddpm_steps=args.ddpm_steps,
+                ddpm_steps=ddpm_steps,
                 path=out,
                 callback=bar.step,
                 codec=run_.codec,
