@@ -1,5 +1,6 @@
 """Memorisation flags a sample that copies a training image and not a fresh one."""
 
+import pytest
 import torch
 
 from torchdiffusion.evaluation.memorisation import closest_pairs, memorisation_report, nearest_neighbours
@@ -35,3 +36,27 @@ def test_copy_is_flagged_fresh_is_not(tmp_path):
     # An absolute threshold rule as well
     rep2 = memorisation_report(samples, train, threshold=0.5)
     assert rep2["copy_fraction"] == 0.5
+
+
+def test_exact_copies_of_an_image_held_twice_in_training_are_flagged():
+    x = _digits()
+    train = torch.cat([x[:50], x[:3]])  # the first three images are in the training set twice
+    rep = memorisation_report(x[:3], train)
+    assert rep["copy_fraction"] == 1.0  # d1 = 0: pixel-exact training images, whatever the duplicates
+    assert rep["nearest"] == [0, 1, 2] and rep["nn_distance"] == [0.0, 0.0, 0.0]
+    assert memorisation_report(x[:3], train, threshold=1e-9)["copy_fraction"] == 1.0
+    # the ratio test against the nearest *distinct* neighbour: a fresh image is still no copy
+    assert memorisation_report(x[100:103], train)["copy_fraction"] == 0.0
+
+
+def test_a_sample_at_numerically_zero_distance_is_a_copy():
+    a = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    train = torch.cat([a, a + 2e-8, a + 1])  # two training images far closer than any 8-bit step (2/255)
+    rep = memorisation_report(a + 1e-8, train)  # d1 = d2 = 2e-8: the ratio test alone calls it no copy
+    assert rep["nn_distance"] == [0.0] and rep["copy_fraction"] == 1.0  # RMS difference 1e-8 <= 1e-6: a copy
+
+
+def test_the_ratio_test_needs_two_distinct_training_examples():
+    a = torch.zeros(1, 1, 2, 2)
+    with pytest.raises(ValueError, match="at least 2 distinct training examples"):
+        memorisation_report(a, torch.cat([a + 1, a + 1]))

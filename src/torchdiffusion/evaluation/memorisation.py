@@ -5,9 +5,14 @@ the relative-distance test of Carlini et al. 2023 (Sec. 4.2, "Extracting trainin
 
     d(x, n_1) / d(x, n_2) < ratio       (ratio = 1/3 by default),
 
-or, when an absolute ``threshold`` is given, when d(x, n_1) < threshold. Distances are Euclidean, computed in
-pixels (flattened values) and optionally in a feature space. A fresh sample of a good model sits at about
-the distance a held-out real image sits from the training set; :func:`memorisation_report` gives both.
+or, when an absolute ``threshold`` is given, when d(x, n_1) < threshold. n_1 and n_2 are the two nearest
+*distinct* training examples: identical training rows are collapsed into one first, else a training image held
+twice would be its own second neighbour (d_1 = d_2 = 0) and hide every exact copy of it. A sample at (numerically)
+zero distance from a training example - an RMS difference per value below ``ZERO_RMS`` - is a copy whatever the
+ratio says. The test needs two distinct training examples (d_2); with fewer, :func:`memorisation_report` raises
+ValueError. Distances are Euclidean, computed in pixels (flattened values) and optionally in a feature space.
+A fresh sample of a good model sits at about the distance a held-out real image sits from the training set;
+:func:`memorisation_report` gives both.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+ZERO_RMS = 1e-6  # a sample this close to a training example per value (RMS) is that example (8-bit steps: 7.8e-3)
 
 
 def nearest_neighbours(query: Tensor, train: Tensor, k: int = 2, chunk: int = 512) -> tuple[Tensor, Tensor]:
@@ -37,11 +44,37 @@ def nearest_neighbours(query: Tensor, train: Tensor, k: int = 2, chunk: int = 51
     return torch.cat(ds), torch.cat(ids)
 
 
-def flag_copies(d: Tensor, ratio: float = 1 / 3, threshold: float | None = None) -> Tensor:
-    """``(N,)`` bool: copies by the ratio test on ``d: (N, >=2)`` (or by the absolute ``threshold`` on d[:, 0])."""
+def distinct_rows(train: Tensor) -> tuple[Tensor, Tensor]:
+    """(the distinct rows of ``train`` (M, ...) flattened, (U, D); for each, the index of its first occurrence)."""
+    t = train.reshape(train.shape[0], -1)
+    rows, inverse = torch.unique(t, dim=0, return_inverse=True)
+    first = torch.full((rows.shape[0],), t.shape[0], dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, torch.arange(t.shape[0]), reduce="amin")
+    return rows, first
+
+
+def flag_copies(d: Tensor, ratio: float = 1 / 3, threshold: float | None = None, dim: int | None = None) -> Tensor:
+    """``(N,)`` bool: copies by the ratio test of Carlini et al. 2023 (Sec. 4.2), d1 < ratio * d2, on ``d: (N, >=2)``
+    - the distances to the two nearest distinct training examples - (or by the absolute ``threshold`` on d[:, 0]);
+    given the values per example ``dim``, a sample at zero distance (RMS difference per value <= ZERO_RMS) is a copy
+    under either rule."""
+    zero = d[:, 0] <= ZERO_RMS * dim**0.5 if dim is not None else torch.zeros_like(d[:, 0], dtype=torch.bool)
     if threshold is not None:
-        return d[:, 0] < threshold
-    return d[:, 0] < ratio * d[:, 1]
+        return (d[:, 0] < threshold) | zero
+    if d.shape[1] < 2:
+        raise ValueError("the d1/d2 ratio test needs at least 2 distinct training examples")
+    return (d[:, 0] < ratio * d[:, 1]) | zero
+
+
+def _neighbours(query: Tensor, train: Tensor) -> tuple[Tensor, Tensor]:
+    """Distances (N, 2) to the two nearest distinct rows of ``train``, and the index (into ``train``) of each."""
+    rows, first = distinct_rows(train)
+    if rows.shape[0] < 2:
+        raise ValueError(
+            f"the d1/d2 ratio test needs at least 2 distinct training examples; the training set has {rows.shape[0]}"
+        )
+    d, idx = nearest_neighbours(query, rows)
+    return d, first[idx]
 
 
 def memorisation_report(
@@ -60,10 +93,12 @@ def memorisation_report(
     Keys: ``copy_fraction`` (pixels), ``nn_distance_mean``/``median`` (pixels), ``nearest`` (per-sample index of
     the nearest training example) and, given ``holdout`` real images, the same distances for them
     (``holdout_nn_distance_median``, ``holdout_copy_fraction``: the baseline a non-memorising model matches).
-    With features given, the same in feature space under ``features``.
+    With features given, the same in feature space under ``features``. Neighbours are the nearest distinct
+    training examples (see the module's note); ValueError when ``train`` holds fewer than 2 distinct ones.
     """
-    d, idx = nearest_neighbours(samples, train)
-    flags = flag_copies(d, ratio, threshold)
+    D = samples[0].numel()
+    d, idx = _neighbours(samples, train)
+    flags = flag_copies(d, ratio, threshold, D)
     out = {
         "rule": f"d1 < {threshold}" if threshold is not None else f"d1/d2 < {ratio:.4g}",
         "n": int(samples.shape[0]),
@@ -74,20 +109,21 @@ def memorisation_report(
         "nn_distance": [round(float(v), 5) for v in d[:, 0]],
     }
     if holdout is not None:
-        dh, _ = nearest_neighbours(holdout, train)
+        dh, _ = _neighbours(holdout, train)
         out["holdout_nn_distance_median"] = float(dh[:, 0].median())
-        out["holdout_copy_fraction"] = float(flag_copies(dh, ratio, threshold).double().mean())
+        out["holdout_copy_fraction"] = float(flag_copies(dh, ratio, threshold, D).double().mean())
     if sample_feats is not None and train_feats is not None:
-        df, idf = nearest_neighbours(sample_feats, train_feats)
+        F = sample_feats[0].numel()
+        df, idf = _neighbours(sample_feats, train_feats)
         feats = {
-            "copy_fraction": float(flag_copies(df, ratio).double().mean()),
+            "copy_fraction": float(flag_copies(df, ratio, dim=F).double().mean()),
             "nn_distance_median": float(df[:, 0].median()),
             "nearest": idf[:, 0].tolist(),
         }
         if holdout_feats is not None:
-            dhf, _ = nearest_neighbours(holdout_feats, train_feats)
+            dhf, _ = _neighbours(holdout_feats, train_feats)
             feats["holdout_nn_distance_median"] = float(dhf[:, 0].median())
-            feats["holdout_copy_fraction"] = float(flag_copies(dhf, ratio).double().mean())
+            feats["holdout_copy_fraction"] = float(flag_copies(dhf, ratio, dim=F).double().mean())
         out["features"] = feats
     return out
 
