@@ -278,3 +278,25 @@ def test_straightness_measures_the_ode_sampling_solves(tiny_run, tmp_path):
         raw = straightness(D, noise, run.model.sigma_max, 3)
     assert section["clamped"] is True and section["S"] == pytest.approx(want.S, rel=1e-6)
     assert want.S != pytest.approx(raw.S, rel=1e-3)
+
+
+def test_memorisation_of_one_training_image_is_refused_before_sampling(tiny_run, tmp_path, monkeypatch, capsys):
+    import importlib
+    from dataclasses import replace
+
+    E = importlib.import_module("torchdiffusion.evaluation.evaluate")
+
+    real_sets = E._real_sets
+
+    def one_image(cfg):  # the run's training set cut to its first image
+        train, held = real_sets(cfg)
+        return replace(train, x=train.x[:1], labels=train.labels[:1]), held
+
+    monkeypatch.setattr(E, "_real_sets", one_image)
+    monkeypatch.setattr(E, "_draw_samples", lambda *a, **k: pytest.fail("sampled before refusing"))
+    out = tmp_path / "eval"
+    args = ["evaluate", str(tiny_run), "--metrics", "fd,memorisation", "--features", "raw", "--n", "4"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs at least 2 distinct training examples, and this run has 1" in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -37,7 +37,7 @@ from .classifier import (
     classifier_from,
 )
 from .likelihood import DEFAULT_BIN_WIDTH, ode_bits_per_dim, vp_bound_bits_per_dim
-from .memorisation import memorisation_report, save_closest_pairs
+from .memorisation import distinct_rows, memorisation_report, save_closest_pairs
 
 METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes", "straightness", "volume", "contrastive")
 
@@ -328,6 +328,11 @@ def evaluate(
     train, held = _real_sets(cfg)
     heldout = None if held is None else _subsample(held, holdout_n or n, seed=1)  # the floor's real images
     report["train_n"] = len(train)
+    if "memorisation" in metrics and (m := distinct_rows(train.x)[0].shape[0]) < 2:  # refused before sampling
+        raise EvaluateError(
+            f"--metrics memorisation: the d1/d2 ratio test needs at least 2 distinct training examples, and this run "
+            f"has {m}; leave memorisation out of --metrics"
+        )
     scorer = _contrastive_model(run, contrastive) if "contrastive" in metrics else None  # refused before sampling
     if heldout is not None and (feature_metrics or "memorisation" in metrics):  # (volume: its own held-out set)
         report["heldout_n"] = int(heldout.shape[0])
