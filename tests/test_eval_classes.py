@@ -108,6 +108,8 @@ def test_a_classifier_that_does_not_fit_the_run_is_refused_before_sampling(runs,
     features = ["evaluate", cond, "--metrics", "fd", "--n", "4", "--features"]
     _refused([*features, f"clf:{junk}"], out, capsys, "is not a safetensors weights file")
     _refused([*features, f"clf:{empty}"], out, capsys, "holds no eval-classifier.safetensors")
+    # a classifier's features read images of its channel count, as --classifier: refused before sampling
+    _refused([*features, f"raw,clf:{rgb}"], out, capsys, "reads 3-channel images; this run makes 1-channel ones")
     # an unconditional run takes a classifier of any number of classes (no accuracy to take)
     args = ["evaluate", str(root / "uncond"), "--metrics", "classes", "--n", "4", "--steps", "2"]
     assert main([*args, "--classifier", str(five), "--out", str(out)]) == 0

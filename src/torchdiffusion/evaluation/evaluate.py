@@ -140,6 +140,22 @@ def refuse_unfit_classifier(
         )
 
 
+def refuse_unfit_features(run, features: Sequence[str]) -> None:
+    """EvaluateError (one line, naming the ``--features`` choice) for a classifier's features (``clf:...``) that
+    cannot read the run's samples: a run of other than images, or images of another channel count than the
+    classifier reads (:func:`refuse_unfit_classifier`; its classes do not matter here, only its penultimate layer)."""
+    for f in features:
+        if not f.startswith("clf:"):
+            continue
+        if run.kind != "image":
+            raise EvaluateError(f"--features {f} reads images; {run.path} holds {run.kind} data")
+        try:
+            net = classifier_from(f[4:])
+        except ClassifierError as e:
+            raise EvaluateError(f"--features {f}: {e}") from None
+        refuse_unfit_classifier(f"--features {f}:", "the classifier", net.cfg, None, run.image_shape[0], 0, None)
+
+
 def _subsample(x: Tensor, n: int, seed: int = 0) -> Tensor:
     if x.shape[0] <= n:
         return x
@@ -321,6 +337,8 @@ def evaluate(
     out = Path(out) if out is not None else run.path / "eval"
     clf_spec, clf_net = classes_classifier(run, metrics, classifier)  # refused before sampling
     features = list(features) if features else default_features(cfg.data.source, run.kind, classifier)
+    if any(m in metrics for m in ("fd", "kid", "pr")):
+        refuse_unfit_features(run, features)  # before sampling, as --classifier
     # "n": the samples measured, set once they are drawn (straightness and nll draw none: each names its own n)
     report: dict = {"run": str(run.path), "data": cfg.data.source, "metrics": list(metrics)}
     feature_metrics = any(m in metrics for m in ("fd", "kid", "pr"))  # the ones read in ``features``
