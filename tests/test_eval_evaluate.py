@@ -1,6 +1,7 @@
 """End to end: 'torchdiffusion evaluate' on a tiny run writes a complete report (raw features, few steps)."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -294,9 +295,54 @@ def test_memorisation_of_one_training_image_is_refused_before_sampling(tiny_run,
 
     monkeypatch.setattr(E, "_real_sets", one_image)
     monkeypatch.setattr(E, "_draw_samples", lambda *a, **k: pytest.fail("sampled before refusing"))
+    run = tmp_path / "run"  # a run trained on that one image, as its run.json says
+    shutil.copytree(tiny_run, run)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "train_examples": 1}))
     out = tmp_path / "eval"
-    args = ["evaluate", str(tiny_run), "--metrics", "fd,memorisation", "--features", "raw", "--n", "4"]
+    args = ["evaluate", str(run), "--metrics", "fd,memorisation", "--features", "raw", "--n", "4"]
     assert main([*args, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "needs at least 2 distinct training examples, and this run has 1" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("train_examples", 1698, "now gives 1697 training examples; the run was trained with 1698 (run.json train"),
+        ("holdout_examples", 7, "now gives 100 held-out examples; the run was trained with 7 (run.json holdout"),
+    ],
+)
+def test_data_changed_since_training_is_refused_before_sampling(tiny_run, tmp_path, capsys, key, value, words):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    info = json.loads((run / "run.json").read_text())
+    assert info[key] != value
+    (run / "run.json").write_text(json.dumps({**info, key: value}))  # as if the data had changed since training
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run), "--metrics", "fd", "--features", "raw", "--n", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_data_of_another_shape_than_trained_on_is_refused_before_sampling(tiny_run, tmp_path, monkeypatch, capsys):
+    import importlib
+    from dataclasses import replace
+
+    E = importlib.import_module("torchdiffusion.evaluation.evaluate")
+    real_sets = E._real_sets
+
+    def wider(cfg):  # the data as a folder of other-sized images would now load
+        train, held = real_sets(cfg)
+        return replace(train, x=torch.zeros(len(train), 1, 8, 9)), held
+
+    monkeypatch.setattr(E, "_real_sets", wider)
+    monkeypatch.setattr(E, "_draw_samples", lambda *a, **k: pytest.fail("sampled before refusing"))
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_run), "--metrics", "fd", "--features", "raw", "--n", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "now holds examples of shape [1, 8, 9]; the run was trained on [1, 8, 8]" in err
+    assert len(err.splitlines()) == 1
     assert not out.exists()

@@ -156,6 +156,29 @@ def refuse_unfit_features(run, features: Sequence[str]) -> None:
         refuse_unfit_classifier(f"--features {f}:", "the classifier", net.cfg, None, run.image_shape[0], 0, None)
 
 
+def refuse_changed_data(run, train) -> None:
+    """EvaluateError (one line, naming both values) when the run's data as loaded now - ``train``, its training
+    split - is not what it was trained on as run.json records it: another example shape (``image_shape`` of a
+    latent run, else ``data_shape``), another number of training examples (``train_examples``) or of held-out ones
+    (``holdout_examples``; not for a reflow student, which learnt from its teacher's samples). The data folder or
+    file changed after training; its metrics would measure other data."""
+    info = run.info
+    where = f"the run's data ({run.config.data.source}, {run.config.data.path or 'built in'})"
+    recorded = info.get("image_shape") or info.get("data_shape")
+    if recorded is not None and list(train.shape) != list(recorded):
+        raise EvaluateError(
+            f"{where} now holds examples of shape {list(train.shape)}; the run was trained on {list(recorded)} "
+            "(run.json data_shape): evaluate it on the data it was trained on"
+        )
+    counts = [("train_examples", len(train), "training"), ("holdout_examples", train.held_out, "held-out")]
+    for key, now, what in counts if run.config.objective.name != "reflow" else ():
+        if info.get(key) is not None and now is not None and int(now) != int(info[key]):
+            raise EvaluateError(
+                f"{where} now gives {int(now)} {what} examples; the run was trained with {int(info[key])} "
+                f"(run.json {key}): evaluate it on the data it was trained on"
+            )
+
+
 def _subsample(x: Tensor, n: int, seed: int = 0) -> Tensor:
     if x.shape[0] <= n:
         return x
@@ -344,6 +367,7 @@ def evaluate(
     feature_metrics = any(m in metrics for m in ("fd", "kid", "pr"))  # the ones read in ``features``
     report.update(**({"features": features} if feature_metrics else {}), torch=torch.__version__)
     train, held = _real_sets(cfg)
+    refuse_changed_data(run, train)  # before sampling: metrics against other data would say nothing of the run
     heldout = None if held is None else _subsample(held, holdout_n or n, seed=1)  # the floor's real images
     report["train_n"] = len(train)
     if "memorisation" in metrics and (m := distinct_rows(train.x)[0].shape[0]) < 2:  # refused before sampling
