@@ -300,6 +300,11 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
     assert r.returncode == 0 and sampled == ("euler", cfg_sampler(run)), r.stderr
     assert (run / "eval" / "summary.html").is_file() and "samples.png" in (run / "eval" / "summary.html").read_text()
     assert euler["model"] != report["model"] and euler["gaussian_process"] == report["gaussian_process"]
+    # --seed draws other samples; the feature network, and so the real data's floor, stays the same
+    r = td("evaluate", str(run), "--n", "8", "--steps", "2", "--seed", "5", "--threads", "1",
+           "--out", str(tmp_path / "eval-seed5"))  # fmt: skip
+    seed5 = json.loads((tmp_path / "eval-seed5" / "report.json").read_text())
+    assert r.returncode == 0 and seed5["real"] == report["real"] and seed5["model"] != report["model"], r.stderr
     for option in (["--nll-n", "5"], ["--ode-steps", "4"], ["--inception", "x.pt"]):  # image metrics' options
         r = td("evaluate", str(run), "--n", "8", *option, "--out", str(tmp_path / "g"))
         assert_clean_error(r.returncode, r.stderr, f"{option[0]} does not apply to signal runs")
