@@ -158,3 +158,22 @@ def test_an_option_nothing_asked_for_reads_is_refused(runs, tmp_path, capsys, ex
     file = str(clf / "eval-classifier.safetensors")  # a file that exists: the refusal is about the option
     args = ["evaluate", str(root / "cond"), "--n", "4", *[file if a == "CLF" else a for a in extra]]
     _refused(args, tmp_path / "ev", capsys, words)
+
+
+def test_the_sampling_record_names_every_guidance_setting_that_shaped_the_samples(runs, tmp_path):
+    """Guidance interval and rescale change the samples (and the FD): the report's sampling record says which ran."""
+    root, _ = runs
+    args = ["evaluate", str(root / "cond"), "--metrics", "fd", "--features", "raw", "--n", "4"]
+    args += ["--set", "sample.guidance=3"]
+    reports = {}
+    for name, sets in {
+        "plain": [],
+        "shaped": ["--set", "sample.guidance_interval=0.5,2", "--set", "sample.guidance_rescale=0.7"],
+    }.items():
+        assert main([*args, *sets, "--out", str(tmp_path / name)]) == 0
+        reports[name] = json.loads((tmp_path / name / "report.json").read_text())
+    plain, shaped = reports["plain"]["sampling"], reports["shaped"]["sampling"]
+    assert (plain["guidance_interval"], plain["guidance_rescale"]) == (None, 0.0)
+    assert (shaped["guidance_interval"], shaped["guidance_rescale"]) == ([0.5, 2.0], 0.7)
+    assert plain["autoguidance"] == shaped["autoguidance"] == 1.0 and plain["clip_denoised"] is True
+    assert reports["plain"]["feature_metrics"] != reports["shaped"]["feature_metrics"]

@@ -551,6 +551,7 @@ def _draw_samples(
         )
     record = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, "guidance": sample.guidance}
     record.update(sampling_shape(sample))
+    record.update(guidance_record(sample))
     if prompts:
         record["prompts"] = prompts
     return x, labels, {**record, "seed": seed, "seconds": round(time.time() - t0, 1)}
@@ -563,6 +564,19 @@ def sampling_shape(sample) -> dict:
 
     settings = {k: v for k, v in asdict(sample.settings).items() if v is not None}
     return {"rho": sample.rho, "spacing": sample.spacing, **({"settings": settings} if settings else {})}
+
+
+def guidance_record(sample) -> dict:
+    """The rest of the settings that shape a draw beside the sampler's: classifier-free guidance's interval and
+    rescale, autoguidance's weight, retrieval guidance's scale, and whether x0_hat was clamped."""
+    interval = None if sample.guidance_interval is None else [float(v) for v in sample.guidance_interval]
+    return {
+        "guidance_interval": interval,
+        "guidance_rescale": float(sample.guidance_rescale),
+        "autoguidance": float(sample.autoguidance),
+        "retrieval_guidance": float(sample.retrieval_guidance),
+        "clip_denoised": bool(sample.clip_denoised),
+    }
 
 
 def eval_prompts(cfg, max_prompts: int = 256) -> list[str] | None:
