@@ -177,3 +177,25 @@ def test_the_sampling_record_names_every_guidance_setting_that_shaped_the_sample
     assert (shaped["guidance_interval"], shaped["guidance_rescale"]) == ([0.5, 2.0], 0.7)
     assert plain["autoguidance"] == shaped["autoguidance"] == 1.0 and plain["clip_denoised"] is True
     assert reports["plain"]["feature_metrics"] != reports["shaped"]["feature_metrics"]
+
+
+def test_a_run_of_fewer_classes_than_its_network_is_sampled_over_its_data_classes(runs, tmp_path):
+    """A 10-class network trained on 2-class data (run.json num_classes 2): sample k asks for class k mod 2, never a
+    class the data never had; the record says so. The always-class-1 classifier (of 2 classes) reads half of them
+    as asked (samples 1 and 3 of 4) - 1 in 4 when they asked for k mod 10."""
+    import shutil
+
+    root, _ = runs
+    run = tmp_path / "two"
+    shutil.copytree(root / "cond", run)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "num_classes": 2, "class_names": ["a", "b"]}))
+    clf = tmp_path / "two.safetensors"
+    save_classifier(always(1, num_classes=2), clf)
+    out = tmp_path / "ev"
+    args = ["evaluate", str(run), "--metrics", "classes", "--n", "4", "--classifier", str(clf), "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["classes"]["accuracy"] == 0.5
+    assert report["sampling"]["class_labels"] == "sample k: class k mod 2"
+    assert report["sampling"]["classes"] == ["a", "b"]

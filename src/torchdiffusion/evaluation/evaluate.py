@@ -79,7 +79,24 @@ def classes_classifier(run, metrics: Sequence[str], classifier: str | None = Non
     if run.kind != "image":
         raise EvaluateError(f"--classifier reads images; {run.path} holds {run.kind} data")
     names = run.info.get("class_names")
-    return classifier, fitting_classifier(classifier, run.image_shape[0], run.config.model.num_classes, names=names)
+    return classifier, fitting_classifier(classifier, run.image_shape[0], sampled_classes(run), names=names)
+
+
+def sampled_classes(run) -> int:
+    """K, the classes a class-conditional run's samples are drawn over (sample k asks for class k mod K): the
+    classes its training data had (run.json ``num_classes``) where that is fewer than ``model.num_classes`` - a
+    label the data never had was never trained - else ``model.num_classes``; 0 for an unconditional run."""
+    K = int(run.config.model.num_classes)
+    data = run.info.get("num_classes")
+    return int(data) if K > 0 and isinstance(data, int) and 0 < data < K else K
+
+
+def class_labels_record(run, K: int) -> dict:
+    """The sampling record's account of the class labels drawn: the rule and the K classes, named where run.json
+    names them."""
+    names = run.info.get("class_names")
+    classes = [str(c) for c in names[:K]] if isinstance(names, list) and len(names) >= K else list(range(K))
+    return {"class_labels": f"sample k: class k mod {K}", "classes": classes}
 
 
 def shipped_classifier(data_source: str, channels: int) -> SmallClassifier | None:
@@ -463,7 +480,7 @@ def _straightness(run, n: int, seed: int, steps: int, guidance: float, progress:
     from ..shortcuts.straightness import straightness
     from ..types import NoiseSource
 
-    K = run.config.model.num_classes
+    K = sampled_classes(run)
     cond = {"class": torch.arange(n) % K} if K > 0 else None
     from ..generate import clamped, clamps_x0
 
@@ -506,7 +523,8 @@ def _draw_samples(
     grid: str | None = None,
     sampling: Callable | None = None,
 ):
-    """(samples, class labels or None, the sampling record) - class k = image index mod K for class models."""
+    """(samples, class labels or None, the sampling record) - class k = image index mod K for class models, K the
+    classes of the run's data (:func:`sampled_classes`)."""
     from ..config import checked_sample, unread_flag, with_sampler
     from ..generate import generate
     from ..progress import step_bar
@@ -522,7 +540,7 @@ def _draw_samples(
     if sampler and sampler != run.config.sample.sampler:  # the run's settings were its own sampler's
         sample = with_sampler(sample, sampler)
     checked_sample(run.config, sample)  # e.g. a student asked for more steps than it was distilled for
-    K = run.config.model.num_classes
+    K = sampled_classes(run)  # the data's classes: a class the data never had was never trained
     labels = torch.arange(n) % K if K > 0 else None
     cond = None if labels is None else {"class": labels}
     prompts = eval_prompts(run.config) if run.config.model.text_dim > 0 else None
@@ -552,6 +570,7 @@ def _draw_samples(
     record = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, "guidance": sample.guidance}
     record.update(sampling_shape(sample))
     record.update(guidance_record(sample))
+    record.update(class_labels_record(run, K) if K > 0 else {})
     if prompts:
         record["prompts"] = prompts
     return x, labels, {**record, "seed": seed, "seconds": round(time.time() - t0, 1)}
