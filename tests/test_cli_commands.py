@@ -113,8 +113,8 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         from torchdiffusion.evaluation.evaluate import SAMPLE_METRICS
 
         metrics = argv[argv.index("--metrics") + 1].split(",") if "--metrics" in argv else list(SAMPLE_METRICS)
-        if not set(metrics) & set(SAMPLE_METRICS):
-            numeric_flags = numeric_flags - {"--steps"}
+        if not set(metrics) & set(SAMPLE_METRICS):  # and the images per call of sampling and features
+            numeric_flags = numeric_flags - {"--steps", "--batch-size"}
         if "nll" not in metrics:  # bits/dim's own settings; straightness reads the ODE steps too
             numeric_flags = numeric_flags - {"--nll-n", "--vlb-timesteps"}
             if "straightness" not in metrics:

@@ -346,3 +346,34 @@ def test_data_of_another_shape_than_trained_on_is_refused_before_sampling(tiny_r
     assert "now holds examples of shape [1, 8, 9]; the run was trained on [1, 8, 8]" in err
     assert len(err.splitlines()) == 1
     assert not out.exists()
+
+
+EDM = [
+    "diffusion.parameterization=edm",
+    "diffusion.process=continuous",
+    "diffusion.noise_conditioning=log_sigma",
+    "diffusion.sigma_sampling=lognormal",
+    "diffusion.weighting=edm",
+]
+
+
+@pytest.mark.parametrize(
+    "preset, sets, shape, args, words",
+    [
+        ("digits-test", EDM, (1, 8, 8), ["nll", "--vlb-timesteps", "5"], "continuous process has no discrete VP chain"),
+        ("toy-2d", ["model.mlp_width=8"], (2,), ["nll", "--vlb-timesteps", "5"], "this run holds vector data"),
+        ("digits-test", ["model.num_classes=10"], (1, 8, 8), ["nll", "--guidance", "3"], "of the unguided"),
+        ("digits-test", [], (1, 8, 8), ["nll", "--batch-size", "1"], "--metrics nll draws no samples"),
+        ("digits-test", [], (1, 8, 8), ["straightness", "--batch-size", "7"], "--metrics straightness draws no samp"),
+    ],
+)
+def test_an_option_the_metrics_asked_for_do_not_read_is_refused(tmp_path, capsys, preset, sets, shape, args, words):
+    from tinyruns import write_run
+
+    run = write_run(tmp_path / "run", preset, ["diffusion.process=discrete", *sets], shape)
+    out = tmp_path / "eval"
+    small = ["--nll-n", "2"] if args[0] == "nll" else ["--n", "2"]
+    assert main(["evaluate", str(run), "--metrics", *args, *small, "--ode-steps", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -345,6 +345,17 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     sampling = given_sampling_flags(args)
     if sampling and not set(metrics) & set(SAMPLE_METRICS):
         raise EvaluateError(f"{sampling[0]} sets how samples are drawn, and --metrics {','.join(metrics)} draws none")
+    given = given_options(args)
+    if "guidance" in given and not set(metrics) & {*SAMPLE_METRICS, "straightness"}:
+        raise EvaluateError(
+            f"--guidance sets the samples' guidance, and --metrics {','.join(metrics)} draws none (bits/dim are "
+            "of the unguided model); leave --guidance out"
+        )
+    if "batch_size" in given and not set(metrics) & set(SAMPLE_METRICS):
+        raise EvaluateError(
+            f"--batch-size sets the images per network call of sampling and features, and --metrics "
+            f"{','.join(metrics)} draws no samples; leave --batch-size out"
+        )
     check_device(args.device)
     run = Path(args.run)
     if not (run / "config.json").is_file():
@@ -355,11 +366,26 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     _check_eval_out(args.out or run / "eval")
     cfg = from_json((run / "config.json").read_text())
     T, vlb = cfg.diffusion.T, args.vlb_timesteps
+    if vlb is not None and (why := no_vp_bound(cfg, run_kind(args.run))):
+        raise EvaluateError(f"--vlb-timesteps sets the VP bound's timesteps, and {why}; leave --vlb-timesteps out")
     if vlb is None:
         vlb = min(100, T - 1)
     elif vlb > T - 1 and "nll" in metrics and cfg.diffusion.process == "discrete":
         raise EvaluateError(f"--vlb-timesteps must be in [1, {T - 1}] for this run (T = {T}), or 0 for all T")
     return metrics, feats, vlb or None
+
+
+def no_vp_bound(cfg, kind: str | None) -> str | None:
+    """Why bits/dim of this run (its config, run.json's data kind) come without the discrete VP bound, or None:
+    the bound needs a discrete (DDPM) process and image data (its decoder is discretised over pixel levels);
+    a latent run's likelihood is not measured at all."""
+    if cfg.data.latents_of:
+        return "a latent run's bits/dim are not measured (its likelihood is its latents')"
+    if cfg.diffusion.process != "discrete":
+        return f"this run's {cfg.diffusion.process} process has no discrete VP chain to bound"
+    if (kind or "image") != "image":
+        return f"this run holds {kind} data (the VP bound's discretised decoder is for images)"
+    return None
 
 
 def summary_lines(report: dict) -> dict:
