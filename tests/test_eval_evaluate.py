@@ -377,3 +377,22 @@ def test_an_option_the_metrics_asked_for_do_not_read_is_refused(tmp_path, capsys
     err = capsys.readouterr().err
     assert words in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_consistency_model_has_no_bits_per_dim_or_straightness(tmp_path, capsys):
+    """Its network maps x_sigma to the ODE's end point, not the denoiser the probability-flow ODE and the VP bound
+    need: nll and straightness asked for are refused; the default metrics leave nll out and the report says why."""
+    from tinyruns import write_run
+
+    sets = ["objective.name=consistency_training", "diffusion.boundary=consistency", "sample.sampler=consistency"]
+    run = write_run(tmp_path / "cm", "digits-test", [*sets, "sample.steps=1"])
+    out = tmp_path / "eval"
+    for metrics in (["nll", "--nll-n", "2"], ["straightness", "--n", "2"]):
+        assert main(["evaluate", str(run), "--metrics", *metrics, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"--metrics {metrics[0]}: this run's network is a consistency model" in err
+        assert len(err.splitlines()) == 1 and not out.exists()
+    assert main(["evaluate", str(run), "--features", "raw", "--n", "8", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"] == ["fd", "kid", "pr", "memorisation"] and "nll" not in report
+    assert report["notes"]["nll"].startswith("left out of the default metrics: this run's network is a consistency")

@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         args.metrics = "volume"  # pixel-space image metrics do not apply; the volume metrics and their baseline
     if kind == "signal":
         return evaluate_signals(args)
+    notes = default_left_out(args)
     metrics, feats, vlb_timesteps = check_request(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -157,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         log=lambda line: print(line, file=sys.stderr),  # phases and warnings on screen; the numbers on stdout
         progress=True,
+        notes=notes,
     )
     print(json_text(summary_lines(report), indent=2))
     return 0
@@ -171,6 +173,25 @@ KIND_READS = {
     "sequence": (*SAMPLING_DESTS, "batch_size", "device"),  # sample_config_from_args refuses its sampler's options
     "signal": (*SAMPLING_DESTS, "batch_size", "device"),
 }
+
+
+def default_left_out(args: argparse.Namespace) -> dict:
+    """Without --metrics, a consistency model or a distilled student is evaluated without bits/dim (its network is
+    no denoiser: evaluation.evaluate.not_a_denoiser): ``args.metrics`` loses nll, and the report's note says why."""
+    from ..config import from_json
+    from ..evaluation.evaluate import not_a_denoiser
+    from .common import given_options
+
+    if "metrics" in given_options(args) or not (Path(args.run) / "config.json").is_file():
+        return {}
+    try:
+        why = not_a_denoiser(from_json((Path(args.run) / "config.json").read_text()))
+    except (ValueError, OSError):
+        return {}  # evaluate() names what is wrong with the run
+    if why is None or "nll" not in _csv(args.metrics):
+        return {}
+    args.metrics = ",".join(m for m in _csv(args.metrics) if m != "nll")
+    return {"nll": f"left out of the default metrics: {why}"}
 
 
 def check_device(device: str) -> None:

@@ -196,6 +196,29 @@ def refuse_changed_data(run, train) -> None:
             )
 
 
+ODE_METRICS = ("nll", "straightness")  # the metrics that read the network as the data's posterior-mean denoiser
+
+
+def not_a_denoiser(cfg) -> str | None:
+    """Why a run's network is not the posterior-mean denoiser D(x, sigma) = E[x0 | x_sigma] that the probability-flow
+    ODE (bits/dim, straightness) and the VP bound are built on - a consistency model or a distilled student, which
+    map x_sigma to the ODE's end point (or the teacher's few-step result) - or None for a denoising-trained run. A
+    reflow student is a denoiser (the denoising loss on its teacher's noise-sample pairs) whose ODE is the one its
+    sampling solves: its straightness is what reflow sets out to improve (Liu et al. 2022), so it is measured."""
+    o = cfg.objective.name
+    if o == "consistency_training":
+        what = "a consistency model (objective.name=consistency_training)"
+    elif o in ("progressive", "consistency_distillation", "distribution_matching"):
+        what = f"a student distilled by {o} (objective.name={o})"
+    else:
+        return None
+    return (
+        f"this run's network is {what}: it maps a noisy input to the ODE's end point, not the posterior-mean "
+        "denoiser the probability-flow ODE and the VP bound are built on, so bits/dim and straightness of it bound "
+        "and measure nothing"
+    )
+
+
 def _subsample(x: Tensor, n: int, seed: int = 0) -> Tensor:
     if x.shape[0] <= n:
         return x
@@ -335,6 +358,7 @@ def evaluate(
     device: str = "cpu",
     log=print,
     progress: bool = False,
+    notes: dict | None = None,
 ) -> dict:
     """Evaluate a run folder; returns the report dict and writes report.json + summary.html under ``out``.
 
@@ -359,6 +383,9 @@ def evaluate(
             (default: the data set's shipped classifier, when one ships).
         log: receives one line per phase and every warning (a skipped feature network, small-n bias).
         progress: progress bars for sampling and feature extraction (progress.step_bar).
+        notes: lines the report carries under ``notes`` (e.g. a default metric left out, and why).
+
+    ``nll`` and ``straightness`` of a consistency model or a distilled student are refused (:func:`not_a_denoiser`).
     """
     from ..generate import load_run
 
@@ -374,6 +401,8 @@ def evaluate(
             "--metrics nll has nothing to measure on a latent run: its likelihood is its latents', not its images'; "
             "choose other metrics (fd, kid, pr, classes, ...)"
         )
+    if (asked := [m for m in metrics if m in ODE_METRICS]) and (why := not_a_denoiser(cfg)):
+        raise EvaluateError(f"--metrics {asked[0]}: {why}; choose other metrics")
     out = Path(out) if out is not None else run.path / "eval"
     clf_spec, clf_net = classes_classifier(run, metrics, classifier)  # refused before sampling
     features = list(features) if features else default_features(cfg.data.source, run.kind, classifier)
@@ -381,6 +410,8 @@ def evaluate(
         refuse_unfit_features(run, features)  # before sampling, as --classifier
     # "n": the samples measured, set once they are drawn (straightness and nll draw none: each names its own n)
     report: dict = {"run": str(run.path), "data": cfg.data.source, "metrics": list(metrics)}
+    if notes:
+        report["notes"] = dict(notes)
     feature_metrics = any(m in metrics for m in ("fd", "kid", "pr"))  # the ones read in ``features``
     report.update(**({"features": features} if feature_metrics else {}), torch=torch.__version__)
     train, held = _real_sets(cfg)
