@@ -396,3 +396,44 @@ def test_a_consistency_model_has_no_bits_per_dim_or_straightness(tmp_path, capsy
     report = json.loads((out / "report.json").read_text())
     assert report["metrics"] == ["fd", "kid", "pr", "memorisation"] and "nll" not in report
     assert report["notes"]["nll"].startswith("left out of the default metrics: this run's network is a consistency")
+
+
+@pytest.mark.parametrize(
+    "values, grid, bin_width",
+    [
+        (torch.tensor([0, 1, 12345, 40001, 65535]) / 32767.5 - 1, "16-bit", 2 / 65535),
+        (torch.tensor([0, 17, 255]) / 127.5 - 1, "8-bit", 2 / 255),
+        (torch.tensor([-0.9123, 0.00017, 0.5]), None, None),
+    ],
+)
+def test_bits_per_dim_take_the_bin_of_the_data_they_measure(tiny_run, values, grid, bin_width):
+    """16-bit images are dequantised within their own bin (2/65535) and the VP bound's decoder spans their 65536
+    levels; images on no grid get the continuous density's figure and no discrete bound - each said in the report."""
+    import importlib
+
+    from torchdiffusion.evaluation.likelihood import ode_bits_per_dim
+    from torchdiffusion.generate import load_run
+
+    E = importlib.import_module("torchdiffusion.evaluation.evaluate")
+    run = load_run(tiny_run)
+    x = values.float()[torch.arange(2 * 64) % len(values)].reshape(2, 1, 8, 8)
+    rep = E._nll(run, x, 2, 1, 2, seed=7)
+    m = run.model
+    expected = ode_bits_per_dim(
+        lambda xx, s: m(xx, s),
+        x,
+        bin_width=bin_width,
+        generator=torch.Generator().manual_seed(7),
+        sigma_min=m.sigma_min,
+        sigma_max=m.sigma_max,
+        steps=1,
+        trace="hutchinson",
+    )
+    assert rep["bits_per_dim_ode"] == pytest.approx(float(expected.mean()), rel=1e-6)
+    if grid is None:
+        assert rep["dequantisation"].startswith("none: the images lie on no 8- or 16-bit grid")
+        assert "bits_per_dim_vlb" not in rep and rep["vlb"].startswith("not computed")
+    else:
+        L = round(2 / bin_width)
+        assert rep["dequantisation"].startswith(f"uniform, Delta = 2/{L} ({grid} data")
+        assert f"over the {L + 1} levels of {grid} data" in rep["vlb"] and rep["bits_per_dim_vlb"] > 0

@@ -133,3 +133,19 @@ def test_kl_and_learned_variance_formulas():
     large = fixed_variance(proc, "large")(x, t, x).log()[:, 0].double()
     assert torch.allclose(learned_log_variance(torch.zeros(3, 2, dtype=torch.float64), t, proc)[:, 0], small)
     assert torch.allclose(learned_log_variance(torch.ones(3, 2, dtype=torch.float64), t, proc)[1:, 0], large[1:])
+
+
+def test_pixel_grid_names_the_levels_the_data_lie_on():
+    v8 = torch.arange(256, dtype=torch.float32)
+    assert L.pixel_grid(v8 / 127.5 - 1) == (2 / 255, "8-bit")
+    v16 = torch.tensor([0.0, 1.0, 12345.0, 40001.0, 65535.0])  # 1, 12345, 40001: no multiple of 257 (off 8 bits)
+    assert L.pixel_grid((v16 / 32767.5 - 1).float()) == (2 / 65535, "16-bit")
+    assert L.pixel_grid(torch.arange(17.0) / 8 - 1) == (2 / 16, "17-level")  # scikit-learn's digits, 0..16
+    assert L.pixel_grid(torch.rand(500, generator=torch.Generator().manual_seed(0)) * 2 - 1) == (None, None)
+
+
+def test_sixteen_bit_data_uniform_over_their_levels_have_sixteen_bits_per_dim():
+    # as the 8-bit convention: a density uniform over 65536 bins of width 2/65535 is log(65536 Delta) nats per dim
+    D, delta = 10, 2 / 65535
+    nll = torch.tensor([D * math.log(65536 * delta)])
+    assert abs(float(L.bits_per_dim(nll, D, delta)) - 16.0) < 1e-9

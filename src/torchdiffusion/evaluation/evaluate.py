@@ -36,7 +36,7 @@ from .classifier import (
     classifier_card_of,
     classifier_from,
 )
-from .likelihood import DEFAULT_BIN_WIDTH, ode_bits_per_dim, vp_bound_bits_per_dim
+from .likelihood import ode_bits_per_dim, pixel_grid, vp_bound_bits_per_dim
 from .memorisation import distinct_rows, memorisation_report, save_closest_pairs
 
 METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes", "straightness", "volume", "contrastive")
@@ -280,47 +280,66 @@ def feature_metrics(
 
 
 def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, seed: int) -> dict:
-    """Bits/dim of real images by both estimators (uniform dequantisation, Delta = 2/255; see likelihood.py)."""
+    """Bits/dim of real images by both estimators (likelihood.py). Images on a grid of levels - 8-bit, 16-bit
+    or their own (likelihood.pixel_grid) - are dequantised uniformly within their own bin (Delta = 2/255, 2/65535
+    or 2/L) and get the VP bound with a decoder over that grid's levels; images on no grid (resized, composited or
+    float values) and vector data get the continuous density's figure, labelled so, and no discrete bound."""
     model = run.model
     x = x[:nll_n].to(next(model.parameters()).device)
     g = torch.Generator().manual_seed(seed)
     D = lambda xx, s: model(xx, s)  # unconditional, unclamped
+    bin_width, grid = pixel_grid(x) if run.kind == "image" else (None, None)
     t0 = time.time()
     ode = ode_bits_per_dim(
         D,
         x,
-        bin_width=DEFAULT_BIN_WIDTH if run.kind == "image" else None,
+        bin_width=bin_width,
         generator=g,
         sigma_min=model.sigma_min,
         sigma_max=model.sigma_max,
         steps=ode_steps,
         trace="hutchinson",
     )
+    if grid is not None:
+        L = round(2 / bin_width)
+        deq = f"uniform, Delta = 2/{L} ({grid} data, x = v/{L / 2:g} - 1): bits/dim = NLL/(D ln 2) + log2({L / 2:g})"
+    elif run.kind == "image":
+        deq = (
+            "none: the images lie on no 8- or 16-bit grid of levels (resized, composited or float values); "
+            "bits/dim of the continuous density at the values, no bound on a discrete NLL"
+        )
+    else:
+        deq = "none (continuous data)"
     out = {
         "n": int(x.shape[0]),
         "bits_per_dim_ode": float(ode.mean()),
         "bits_per_dim_ode_se": float(ode.std() / math.sqrt(len(ode))) if len(ode) > 1 else None,
         "ode": f"RK4, {ode_steps} steps in log sigma over [{model.sigma_min:.4g}, {model.sigma_max:.4g}], "
         "Hutchinson (Rademacher) trace, prior N(0, sigma_max^2 I)",
-        "dequantisation": "uniform, Delta = 2/255 (x = v/127.5 - 1): bits/dim = NLL/(D ln 2) + log2(127.5)"
-        if run.kind == "image"
-        else "none (continuous data)",
+        "dequantisation": deq,
         "ode_seconds": round(time.time() - t0, 1),
     }
-    if model.process is not None and run.kind == "image":
+    if model.process is not None and grid is not None:
         t0 = time.time()
-        vb = vp_bound_bits_per_dim(D, model.process, x, variance="small", timesteps=vlb_timesteps, generator=g)
+        vb = vp_bound_bits_per_dim(
+            D, model.process, x, variance="small", timesteps=vlb_timesteps, bin_width=bin_width, generator=g
+        )
         out.update(
             {
                 "bits_per_dim_vlb": float(vb.mean()),
                 "bits_per_dim_vlb_se": float(vb.std() / math.sqrt(len(vb))) if len(vb) > 1 else None,
-                "vlb": "discrete VP bound, variance beta~ (small), discretised decoder, "
+                "vlb": f"discrete VP bound, variance beta~ (small), decoder discretised over the {L + 1} levels of "
+                f"{grid} data, "
                 + ("all T timesteps" if vlb_timesteps is None else f"~{vlb_timesteps} log-spaced strata of timesteps"),
                 "vlb_seconds": round(time.time() - t0, 1),
             }
         )
     elif model.process is None:
         out["vlb"] = "not available: a continuous-sigma (EDM) model has no discrete VP chain"
+    elif run.kind == "image":
+        out["vlb"] = "not computed: its decoder gives probabilities of grid levels, and these images lie on none"
+    else:
+        out["vlb"] = f"not computed: its decoder gives probabilities of pixel levels, and {run.kind} data have none"
     return out
 
 

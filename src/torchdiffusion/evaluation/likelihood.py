@@ -8,8 +8,12 @@ x~ = x + Delta (u - 1/2), u ~ U[0, 1)^D, the bound (Theis et al. 2016)
 
 an offset of log2(127.5) = 6.9944 bits/dim for Delta = 2/255 (the often-quoted +7 = log2(128) is the same
 rule for data mapped with Delta = 2/256). The discrete VP bound needs no offset: its decoder (Ho et al. Eq. 13)
-gives probabilities of the 256 levels directly. For continuous (vector) data, pass ``bin_width=None``:
-no dequantisation, no offset, "bits/dim" of the density itself.
+gives probabilities of the 256 levels directly. 16-bit data (v in {0..65535}, x = v/32767.5 - 1) are the same
+with Delta = 2/65535: offset log2(32767.5) = 14.9999, a decoder over 65536 levels; data of L + 1 levels of
+their own (x = v/(L/2) - 1, v in {0..L}) with Delta = 2/L. :func:`pixel_grid` tells which grid a set of images
+lies on. For continuous data (vectors, or images on no such grid: resized, composited or float values), pass
+``bin_width=None``: no dequantisation, no offset, "bits/dim" of the density itself - no bound on a discrete NLL,
+as there are no levels to have a probability of.
 
 **(a) Probability-flow ODE** (Song et al. 2021, Sec. D.2; Chen et al. 2018). In VE units the ODE is
 dx/dsigma = (x - D(x, sigma))/sigma (EDM Eq. 4); in u = log sigma it is
@@ -36,6 +40,32 @@ from ..process import DiscreteVP
 from ..vlb import VarianceFn, fixed_variance, prior_kl, vlb_term
 
 DEFAULT_BIN_WIDTH = 2 / 255  # x = v/127.5 - 1
+
+
+GRIDS = ((255, "8-bit"), (65535, "16-bit"))  # L, name: levels x = v / (L / 2) - 1 for v in {0..L}
+
+
+def _on_grid(x: Tensor, L: int, tol: float) -> bool:
+    v = (x + 1) * (L / 2)
+    return bool(((v - v.round()).abs() <= tol).all()) and float(v.min()) > -tol and float(v.max()) < L + tol
+
+
+def pixel_grid(x: Tensor, tol: float = 1e-2) -> tuple[float | None, str | None]:
+    """(bin width 2/L, its name) of the grid of levels x = v/(L/2) - 1, v in {0..L}, that every value of ``x`` lies
+    on (within ``tol`` of a level, in level units: float32's rounding of a 16-bit value is ~2e-3): 8-bit (L = 255)
+    first, then 16-bit (L = 65535; 8-bit data lie on it too, v16 = 257 v8), then the data's own spacing (e.g.
+    scikit-learn's digits, 17 levels: L = 16) where the smallest gap between values makes one; (None, None) when
+    the values lie on no grid (resized, composited or float values)."""
+    xd = x.detach().double().cpu().flatten()
+    for L, name in GRIDS:
+        if _on_grid(xd, L, tol):
+            return 2 / L, name
+    u = xd.unique()
+    if len(u) > 1:
+        L = round(2 / float((u[1:] - u[:-1]).min()))
+        if 1 <= L <= GRIDS[-1][0] and _on_grid(xd, L, tol):
+            return 2 / L, f"{L + 1}-level"
+    return None, None
 
 
 class LikelihoodError(ValueError):
