@@ -437,3 +437,15 @@ def test_bits_per_dim_take_the_bin_of_the_data_they_measure(tiny_run, values, gr
         L = round(2 / bin_width)
         assert rep["dequantisation"].startswith(f"uniform, Delta = 2/{L} ({grid} data")
         assert f"over the {L + 1} levels of {grid} data" in rep["vlb"] and rep["bits_per_dim_vlb"] > 0
+
+
+@pytest.mark.parametrize(
+    "metrics, n, words", [("fd,kid,pr", 3, "--metrics pr: it needs at least 4"), ("kid", 2, "kid: it needs at least 3")]
+)
+def test_too_few_samples_for_a_metric_are_refused_before_sampling(tiny_run, tmp_path, capsys, metrics, n, words):
+    out = tmp_path / "eval"
+    args = ["evaluate", str(tiny_run), "--metrics", metrics, "--features", "raw", "--n", str(n), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--n {n} is too few samples for" in err and words in err and len(err.splitlines()) == 1
+    assert "sampling" not in err and not out.exists()

@@ -350,6 +350,9 @@ EVAL_FILES = ("report.json", "summary.html", "samples.png", "closest_pairs.png",
 
 # the metrics that need generated samples
 SAMPLE_METRICS = ("fd", "kid", "pr", "memorisation", "classes", "volume", "contrastive")
+# the fewest samples a metric can be computed from: KID's and the volume metrics' unbiased MMD^2 needs 3 on each
+# side, precision/recall a point and its k = 3 nearest neighbours; any other, 2
+MIN_SAMPLES = {"kid": 3, "volume": 3, "pr": 4}
 
 
 def evaluate(
@@ -413,6 +416,10 @@ def evaluate(
         raise EvaluateError(f"unknown metric {bad[0]!r}; choose from {', '.join(METRICS)}")
     if n < 2:
         raise EvaluateError(f"--n must be >= 2, got {n}")
+    drawn = [m for m in metrics if m in SAMPLE_METRICS]
+    if drawn and samples is None and n < (need := max(MIN_SAMPLES.get(m, 2) for m in drawn)):
+        first = next(m for m in drawn if MIN_SAMPLES.get(m, 2) == need)
+        raise EvaluateError(f"--n {n} is too few samples for --metrics {first}: it needs at least {need}")
     run = load_run(run_path, device=device)
     cfg = run.config
     if run.codec is not None and list(metrics) == ["nll"]:  # in a list of metrics it is skipped, and says why
