@@ -449,3 +449,15 @@ def test_too_few_samples_for_a_metric_are_refused_before_sampling(tiny_run, tmp_
     err = capsys.readouterr().err
     assert f"--n {n} is too few samples for" in err and words in err and len(err.splitlines()) == 1
     assert "sampling" not in err and not out.exists()
+
+
+def test_seeds_beyond_the_largest_are_refused_before_sampling(tiny_run, tmp_path, capsys):
+    from torchdiffusion.config import MAX_SEED
+
+    out = tmp_path / "eval"
+    seed = str(MAX_SEED - 2)  # image k takes seed + k: 4 samples reach MAX_SEED + 1
+    args = ["evaluate", str(tiny_run), "--metrics", "fd", "--features", "raw", "--n", "4", "--seed", seed]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"needs seeds up to {MAX_SEED + 1}" in err and f"take --seed <= {MAX_SEED - 3}" in err
+    assert len(err.splitlines()) == 1 and not out.exists()

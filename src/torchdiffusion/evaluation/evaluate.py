@@ -420,6 +420,14 @@ def evaluate(
     if drawn and samples is None and n < (need := max(MIN_SAMPLES.get(m, 2) for m in drawn)):
         first = next(m for m in drawn if MIN_SAMPLES.get(m, 2) == need)
         raise EvaluateError(f"--n {n} is too few samples for --metrics {first}: it needs at least {need}")
+    from ..config import MAX_SEED
+
+    used = n if drawn and samples is None else min(n, 256) if "straightness" in metrics else 0  # seeds seed + k
+    if used and seed + used - 1 > MAX_SEED:
+        raise EvaluateError(
+            f"--seed {seed} with {used} samples needs seeds up to {seed + used - 1}, beyond the largest, {MAX_SEED}: "
+            f"take --seed <= {MAX_SEED - used + 1}"
+        )
     run = load_run(run_path, device=device)
     cfg = run.config
     if run.codec is not None and list(metrics) == ["nll"]:  # in a list of metrics it is skipped, and says why
