@@ -461,3 +461,12 @@ def test_seeds_beyond_the_largest_are_refused_before_sampling(tiny_run, tmp_path
     err = capsys.readouterr().err
     assert f"needs seeds up to {MAX_SEED + 1}" in err and f"take --seed <= {MAX_SEED - 3}" in err
     assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_inception_features_without_a_file_name_the_flag_that_gives_one(tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TORCHDIFFUSION_INCEPTION", raising=False)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_run), "--metrics", "fd", "--features", "inception", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pass --inception FILE or set TORCHDIFFUSION_INCEPTION" in err and "inception_path" not in err
+    assert len(err.splitlines()) == 1 and not out.exists()

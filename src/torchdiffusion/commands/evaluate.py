@@ -342,6 +342,11 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
         if f.startswith("clf:"):
             FE.get_features(f)  # a classifier file that is missing or not one: refused now, not skipped later
     if "inception" in (feats or []):
+        if not inception:  # the library's message names its argument (inception_path); here the flag
+            raise EvaluateError(
+                "--features inception needs a TorchScript Inception-v3 file: pass --inception FILE or set "
+                "TORCHDIFFUSION_INCEPTION (none ships with torchdiffusion)"
+            )
         FE.get_features("inception", inception_path=args.inception)  # a missing or damaged file: refused now
     # an option for a part of the evaluation that was not asked for would be ignored without a word: refused
     if args.inception and "inception" not in (feats or []):
