@@ -470,3 +470,19 @@ def test_inception_features_without_a_file_name_the_flag_that_gives_one(tiny_run
     err = capsys.readouterr().err
     assert "pass --inception FILE or set TORCHDIFFUSION_INCEPTION" in err and "inception_path" not in err
     assert len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "sets, what",
+    [
+        (EDM, "a continuous-sigma (EDM) model"),
+        ([*EDM, "diffusion.parameterization=flow", "diffusion.sigma_sampling=rf_uniform"], "a rectified-flow (flow-m"),
+    ],
+)
+def test_the_report_says_what_kind_of_continuous_model_has_no_vp_bound(tmp_path, sets, what):
+    from tinyruns import write_run
+
+    run = write_run(tmp_path / "run", "digits-test", sets)
+    rep = evaluate(run, ("nll",), 2, out=tmp_path / "eval", nll_n=2, ode_steps=1, log=lambda *a: None)
+    assert rep["nll"]["vlb"].startswith(f"not available: {what}")
+    assert ("EDM" in rep["nll"]["vlb"]) == ("EDM" in what)

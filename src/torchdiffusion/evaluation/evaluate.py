@@ -335,7 +335,11 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
             }
         )
     elif model.process is None:
-        out["vlb"] = "not available: a continuous-sigma (EDM) model has no discrete VP chain"
+        p = run.config.diffusion.parameterization
+        what = {"flow": "a rectified-flow (flow-matching) model", "edm": "a continuous-sigma (EDM) model"}.get(
+            p, f"a continuous-sigma ({p}-parameterised) model"
+        )
+        out["vlb"] = f"not available: {what} has no discrete VP chain"
     elif run.kind == "image":
         out["vlb"] = "not computed: its decoder gives probabilities of grid levels, and these images lie on none"
     else:
