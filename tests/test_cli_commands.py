@@ -93,6 +93,8 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
     """The example with tiny sizes: values of TINY_FLAGS/TINY_SETTINGS replaced, missing ones appended
     (``numeric_flags``: the command's flags that take a number, ``command_flags``: all its flags)."""
     argv = list(argv)
+    if any(a in ("--list-samplers", "--list-presets") for a in argv):  # a listing reads no other option: as given
+        return argv
     for i, a in enumerate(argv[:-1]):
         if a in TINY_GIVEN and a in numeric_flags:
             argv[i + 1] = TINY_GIVEN[a]

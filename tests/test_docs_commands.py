@@ -67,7 +67,7 @@ def problems_of_command(rest: str) -> str | None:
             args = build_parser().parse_args(argv)
     except SystemExit as e:
         return err.getvalue().strip() if e.code else None  # --help, --version: fine
-    if args.command in TRAINING and not args.dry_run:
+    if args.command in TRAINING and not args.dry_run and not args.list_presets:  # (a listing takes nothing else)
         config = getattr(args, "config", None)
         if config is None or (ROOT / config).is_file():  # a run's config.json is not in the repository
             err = io.StringIO()
