@@ -379,6 +379,12 @@ def test_sample_cli_conditioning_flags(class_run, capsys):
         assert main(["sample", str(class_run), "--n", "2", "--steps", "2", *bad]) == 2, bad
         err = capsys.readouterr().err.strip()
         assert err.startswith("torchdiffusion sample: error:") and "\n" not in err, err
+    # a guidance setting given by --set is read at --guidance's scale (it was checked against the run's own, 1)
+    base = ["sample", str(class_run), "--n", "2", "--steps", "2", "--class", "1", "--out", str(out)]
+    for sets in (["--set", "sample.guidance_interval=0.1,10"], ["--set", "sample.guidance_rescale=0.5"]):
+        assert main([*base, "--guidance", "3", *sets]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        assert main([*base, *sets]) == 2 and "changes nothing" in capsys.readouterr().err
     # a negative the model cannot read is named as given (it said 'drop --prompt' for a --negative-prompt)
     for bad, says in [
         (["--negative-prompt", "blue"], "drop --negative-prompt"),

@@ -260,7 +260,9 @@ def sample_config_from_args(
                 f"{_setting_flag(key) if key in settings else '--set sample.settings.' + key} changes nothing: {why}"
             )
     if run_ is not None:  # a --set of a sample setting this run does not read (sample.guidance when unconditional)
-        refuse_unread(replace(run_.config, sample=sample), [a for _, a in sets])
+        scale = getattr(args, "guidance", None)  # read with --guidance's scale: it decides what guidance reads
+        guided = replace(sample, guidance=scale) if scale is not None else sample
+        refuse_unread(replace(run_.config, sample=guided), [a for _, a in sets])
     if run_ is not None:  # clamping where nothing is clamped; a sampler or grid flag where no grid is (sequences)
         cfg = replace(run_.config, sample=sample)
         clip = [a for key, a in sets if key == "sample.clip_denoised"]
