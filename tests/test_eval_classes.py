@@ -133,6 +133,28 @@ def test_quick_evaluation_in_training_reads_the_samples_with_the_given_classifie
         assert r["eval/class_accuracy"] == pytest.approx(2 / 20)  # samples 3 and 13 ask for class 3
         assert r["eval/FD-clf(clf)@20"] >= 0
     capsys.readouterr()
+    # a network of more classes than the data has (12 for the 10 digits) is evaluated over the data's classes, as
+    # evaluate does: samples 3, 13 and 23 ask for class 3 (k mod 12 asked 3 and 15, a class never trained)
+    wide = tmp_path / "wide"
+    sets = ["model.num_classes=12", "train.images=32", "train.batch_size=16", "train.eval_every_images=32"]
+    sets += ["train.eval_n=24", "sample.steps=2", f"train.eval_classifier={clf}"]
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "digits-test",
+                "--out",
+                str(wide),
+                "--no-progress",
+                *[a for s in sets for a in ("--set", s)],
+            ]
+        )
+        == 0
+    )
+    evals = [r for r in map(json.loads, (wide / "metrics.jsonl").read_text().splitlines()) if "eval/seconds" in r]
+    assert evals and all(r["eval/class_accuracy"] == pytest.approx(3 / 24) for r in evals), evals
+    capsys.readouterr()
     # a classifier of 3-channel images for 1-channel digits: refused before anything is written
     rgb = tmp_path / "rgb.safetensors"
     save_classifier(always(0, in_channels=3), rgb)

@@ -842,6 +842,7 @@ def quick_eval(
     grid_dir: str | Path | None = None,
     codec=None,
     classifier: str = "",
+    data_classes: int | None = None,
 ) -> dict:
     """A cheap in-training evaluation: one flat dict for a ``metrics.jsonl`` line.
 
@@ -854,18 +855,22 @@ def quick_eval(
     ``grid_dir``: the run folder's ``grids/`` (for ``sample.grid = "tuned"``, e.g. a distilled student's grid).
     ``codec``: a latent run's autoencoder; samples and the training latents ``train_x`` are decoded (the
     reference is then the reconstructions of the training images) before the features are taken.
+    ``data_classes``: the classes of the training data; where fewer than ``model.num_classes``, samples are drawn
+    over those alone (as :func:`sampled_classes`: a label the data never had was never trained).
     """
     from ..generate import before_guide, generate
     from ..latent import as_pixels
 
     sample = before_guide(replace(cfg.sample, n=n, **({"steps": steps} if steps else {})), model)
-    cond = {"class": torch.arange(n) % cfg.model.num_classes} if cfg.model.num_classes > 0 else None  # else uncond.
+    K = int(cfg.model.num_classes)
+    K = int(data_classes) if K > 0 and data_classes and 0 < data_classes < K else K
+    cond = {"class": torch.arange(n) % K} if K > 0 else None  # else unconditional
     was_training = model.training
     model.eval()
     seeds = list(range(seed, seed + n))
     x = generate(model, seeds, sample, data_shape, cond=cond, grid_dir=grid_dir, codec=codec).cpu()
     model.train(was_training)
-    src, K = cfg.data.source, cfg.model.num_classes
+    src = cfg.data.source
     if classifier:
         spec, net = classifier, fitting_classifier(classifier, x.shape[1], K, "train.eval_classifier")
     else:

@@ -339,6 +339,7 @@ class QuickEval(Callback):
                 grid_dir=s.out / "grids",
                 codec=getattr(s.data, "codec", None),  # a latent run: decoded samples and references
                 classifier=s.cfg.train.eval_classifier,
+                data_classes=s.info.get("num_classes"),  # the data's classes (run.json)
             )
         except Exception as e:  # reported, not raised (see above)
             msg = first_line(e)

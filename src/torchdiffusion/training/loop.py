@@ -229,7 +229,11 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
         channels = codec.image_shape[0] if codec is not None else data.x.shape[1]
         try:
             names = getattr(data, "class_names", None)
-            fitting_classifier(cfg.train.eval_classifier, channels, m.num_classes, "train.eval_classifier", names)
+            labels = getattr(data, "labels", None)  # the quick evaluation asks for the data's classes alone
+            K = int(labels.max()) + 1 if m.num_classes > 0 and labels is not None and len(labels) else m.num_classes
+            fitting_classifier(
+                cfg.train.eval_classifier, channels, min(K, m.num_classes), "train.eval_classifier", names
+            )
         except EvaluateError as e:
             raise ConfigError(str(e)) from None
 
