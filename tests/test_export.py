@@ -313,6 +313,22 @@ def test_a_student_is_refused_as_a_diffusers_pipeline(students, tmp_path, capsys
     assert not list(tmp_path.iterdir())
 
 
+@needs_diffusers
+def test_a_consistency_trained_model_is_refused_as_a_diffusers_pipeline(tmp_path, capsys):
+    """A consistency model trained from scratch on the discrete process was written as a DDPM pipeline, whose
+    scheduler takes the network for a denoiser; refused in one line naming the ONNX export, nothing written."""
+    run = tmp_path / "ct"
+    sets = ["--set", "train.images=32", "--set", "train.batch_size=16", "--set", "model.channels=8"]
+    rc, _, err = cli(
+        "train", "--preset", "digits-test", "--objective", "consistency", *sets, "--no-progress", "--out", run
+    )
+    assert rc == 0, err
+    out = tmp_path / "d"
+    line = _refused(capsys, ["export", str(run), "--format", "diffusers", "--out", str(out)])
+    assert "is a consistency model" in line and "--format onnx" in line, line
+    assert not out.exists()
+
+
 @needs_onnx
 @pytest.mark.parametrize("method", ["progressive", "consistency"])
 def test_the_onnx_export_of_a_student_samples_as_the_student(students, tmp_path, method):

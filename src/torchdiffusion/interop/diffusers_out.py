@@ -110,6 +110,12 @@ def check_exportable(run: LoadedRun) -> None:
             f"{cfg.sample.sampler} on its own grid, which diffusers' DDPM/DDIM pipelines do not carry (they would "
             "step it like a full diffusion model); export it with --format onnx instead"
         )
+    if cfg.objective.name == "consistency_training":  # f(x, sigma) jumps to the ODE's end: its own sampler's rule
+        raise ExportError(
+            f"{run.path} is a consistency model (consistency training), sampled by its own consistency rule "
+            f"({cfg.sample.sampler}: jump to x0, re-noise), which diffusers' DDPM/DDIM pipelines do not carry (they "
+            "would take its output for a denoiser's); export it with --format onnx instead"
+        )
     if run.model.process is None:
         raise ExportError(
             f"{run.path} was trained on continuous sigma ({cfg.diffusion.parameterization}); diffusers' DDPM/DDIM "
