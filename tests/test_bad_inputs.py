@@ -158,6 +158,12 @@ CASES = [
     # -- train: every config field out of its domain (refused before data is loaded) ------------------------
     *[(["train", "--preset", "digits-test", "--set", s, "--out", "{cwd}/run"], U, w) for s, w in TRAIN_VALUES],
     (["train", "--preset", "nope"], U, "unknown preset"),
+    # a sampling limit set by hand is named as the setting, not as a distillation that never ran
+    (
+        ["train", "--preset", "digits-test", "--set", "objective.max_steps=2", "--out", "{cwd}/r"],
+        U,
+        "objective.max_steps=2 limits sampling to at most 2 steps",
+    ),
     # a listing flag reads nothing else on the line: what it would have ignored is refused
     (["train", "--list-presets", "--preset", "digits-test"], U, "--list-presets lists and exits"),
     (["train-autoencoder", "--list-presets", "--out", "{cwd}/ae"], U, "drop --out"),

@@ -802,7 +802,11 @@ def _within_distilled_steps(o: ObjectiveConfig, s: SampleConfig) -> tuple[bool, 
     what the sampler spends on them (heun's second evaluations, pc's corrector, adaptive's own steps)."""
     from .samplers import SAMPLERS, nfe
 
-    said = f"this model was distilled for at most {o.max_steps} sampling steps"
+    said = (  # a student's limit is its distillation's; on another objective it is the setting's alone
+        f"this model was distilled for at most {o.max_steps} sampling steps"
+        if o.name in TEACHER_OBJECTIVES
+        else f"objective.max_steps={o.max_steps} limits sampling to at most {o.max_steps} steps"
+    )
     if o.max_steps == 0:
         return True, ""
     if s.steps > o.max_steps:
