@@ -129,3 +129,43 @@ def test_each_table_bolds_the_lowest_value_of_its_own_metric():
 
     bold = {m: bolded(m) for m in ("sw", "energy", "seconds")}
     assert bold == {"sw": ["euler"], "energy": ["heun"], "seconds": ["heun"]}
+
+
+def test_tuned_grids_are_reused_only_where_they_were_fit_for_the_same_case_and_settings(tmp_path):
+    """A tuned grid is reused only for the case, sampler, NFE and fit settings it records; otherwise it is refit
+    and replaced (a file of an older version without that record too), and several cases under one --grid-dir
+    get a subfolder each."""
+    tiny = ("--n", "200", "--nfe", "5", "--no-diffusers", "--samplers", "dpmpp_2m", "--grids", "karras,tuned")
+    fit = ("--tune-maxfev", "5", "--fit-n", "16")
+    out = tmp_path / "bench"
+
+    def bench(*extra):
+        rc, o, err = td("bench-samplers", *tiny, *extra, "--out", out)
+        assert rc == 0, err
+        return o
+
+    grid = out / "grids" / "dpmpp_2m-nfe5.json"
+    bench("--case", "8gaussians", *fit)
+    first = json.loads(grid.read_text())
+    assert first["fit"]["case"] == "8gaussians" and first["fit"]["fit_n"] == 16
+    assert "reused" in bench("--case", "8gaussians", *fit)  # same case and settings
+    o = bench("--case", "mixture64", *fit)
+    assert "refitting" in o and json.loads(grid.read_text())["fit"]["case"] == "mixture64"
+    o = bench("--case", "mixture64", "--tune-maxfev", "5", "--fit-n", "24", "--fit-objective", "rms")
+    meta = json.loads(grid.read_text())
+    assert "refitting" in o and meta["fit"]["fit_n"] == 24 and meta["fit"]["objective"] == "rms"
+    old = {k: v for k, v in meta.items() if k != "fit"}  # as an older version wrote it
+    grid.write_text(json.dumps(old))
+    assert "refitting" in bench("--case", "mixture64", "--tune-maxfev", "5", "--fit-n", "24", "--fit-objective", "rms")
+    moved = out / "grids" / "dpmpp_2m-nfe10.json"  # renamed to another NFE: not used for it
+    grid.rename(moved)
+    gd = tmp_path / "gd"
+    gd.mkdir()
+    (gd / "dpmpp_2m-nfe5.json").write_text(moved.read_text())
+    rc, o, err = td("bench-samplers", *tiny, *fit, "--case", "8gaussians,mixture64", "--grid-dir", gd, "--out", out)
+    assert rc == 0, err
+    for case in ("8gaussians", "mixture64"):
+        assert json.loads((gd / case / "dpmpp_2m-nfe5.json").read_text())["fit"]["case"] == case
+    from torchdiffusion.samplers.optimize_grid import find_tuned_grid
+
+    assert len(find_tuned_grid(gd / "mixture64", "dpmpp_2m", 5)) == 6  # sample's own loading reads the files

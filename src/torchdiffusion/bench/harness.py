@@ -35,6 +35,7 @@ from ..process import DiscreteVP
 from ..samplers import DETERMINISTIC, SAMPLERS, get_sampler, steps_for_nfe
 from ..samplers.optimize_grid import (
     STOPS_SHORT,
+    GridError,
     final_step,
     fit_noise,
     load_grid,
@@ -139,6 +140,22 @@ def fit_choice(cfg: BenchConfig, clamped: bool) -> tuple[str, bool]:
     return objective, (not clamped) if cfg.stop_short is None else cfg.stop_short
 
 
+def fit_identity(case: str, sampler: str, nfe: int, cfg: BenchConfig, objective: str, stop_short: bool) -> dict:
+    """What a tuned grid was fit for (saved with it as ``fit``): a grid file is reused only where all of it matches."""
+    return {
+        "case": case,
+        "sampler": sampler,
+        "nfe": nfe,
+        "objective": objective,
+        "stop_short": bool(stop_short),
+        "fit_n": cfg.fit_n,
+        "fit_seed": cfg.fit_seed,
+        "maxfev": cfg.tune_maxfev if nfe <= cfg.tune_up_to_nfe else 0,
+        "fit_knots": cfg.fit_knots,
+        "fit_tol": cfg.fit_tol,
+    }
+
+
 def tuned_grid(
     denoise: Denoiser,
     sampler: str,
@@ -150,23 +167,33 @@ def tuned_grid(
     cache: dict,
     log: Callable[[str], None],
     clamped: bool = False,
+    case: str = "",
 ) -> tuple[Tensor, float, dict]:
-    """Load ``grid_dir/<sampler>-nfe<N>.json`` or fit it on the fit seed's starting noise and save it (``clamped``:
-    whether ``denoise`` clips x0_hat; for a discrete model that does not, the fit starts where the sampler's
-    ``auto`` grid does, below ``schedules.DISCRETE_SIGMA_MAX``, since ``auto`` takes the tuned grid when one fits).
+    """Load ``grid_dir/<sampler>-nfe<N>.json`` when it was fit for ``case`` at these settings (its ``fit``:
+    :func:`fit_identity`; older files without it are refit), or fit it on the fit seed's starting noise and save
+    it (``clamped``: whether ``denoise`` clips x0_hat; for a discrete model that does not, the fit starts where the
+    sampler's ``auto`` grid does, below ``schedules.DISCRETE_SIGMA_MAX``, since ``auto`` takes the tuned grid when
+    one fits).
     The fit starts from the sampler's ``auto`` grid and runs it at the settings that grid brings (UniPC's order 2 on
     an unclamped run) and at the sampler's own (order 3), keeping the better on the fit's objective; the winning
     settings are saved with the grid (``generate`` runs a tuned grid at them).
     The objective and whether the grid may stop short: :func:`fit_choice`.
     Returns the grid, its ``sigma_end`` (where its last step stops; 0 unless it stops short) and its settings."""
     path = Path(grid_dir) / f"{sampler}-nfe{nfe}.json"
+    objective, stop_short = fit_choice(cfg, clamped)
+    fit = fit_identity(case, sampler, nfe, cfg, objective, stop_short)
     if path.exists():
-        grid, meta = load_grid(path)
-        return grid, float(meta.get("sigma_end", 0.0)), dict(meta.get("settings", {}))
+        try:
+            grid, meta = load_grid(path)
+        except GridError:
+            meta = {}
+        if meta.get("fit") == fit and meta.get("sampler") == sampler and meta.get("nfe") == nfe:
+            log(f"  tuned {sampler} nfe={nfe}: reused {path} (fit for the same case and settings)")
+            return grid, float(meta.get("sigma_end", 0.0)), dict(meta.get("settings", {}))
+        log(f"  tuned {sampler} nfe={nfe}: {path} was fit for other settings or another case; refitting it")
     sigma_min, sigma_max = model.sigma_min, model.sigma_max
     sample = SampleConfig(sampler=sampler)
     default, knobs = standard_grid("auto", steps_for_nfe(sampler, nfe), model, sample, clamped)
-    objective, stop_short = fit_choice(cfg, clamped)
     if model.process is not None and not clamped and default is not None:
         sigma_max = float(default[0])  # where this sampler's auto grid starts (below DISCRETE_SIGMA_MAX)
     if "ref" not in cache:
@@ -201,6 +228,7 @@ def tuned_grid(
             "fit_seed": cfg.fit_seed,
             "fit_n": cfg.fit_n,
             **info,
+            "fit": fit,
             "objective": {"rms": "rms error", "sw": "sliced Wasserstein-1"}[objective]
             + " to the accurate ODE solution",
         },
@@ -225,6 +253,7 @@ class Case:
     quality: Callable[[Tensor], tuple[float, float]]  # samples -> (sliced Wasserstein, energy distance)
     z: Tensor  # (n, *shape) unit starting noise of the evaluation seed, float64
     clamped: bool = False  # whether ``denoise`` clips x0_hat (generate.clamps_x0): it chooses the auto grid
+    identity: str = ""  # what tuned grids record they were fit for (default: the name; a run: its folder)
 
 
 def run_case(
@@ -240,6 +269,7 @@ def run_case(
     sample: SampleConfig | None = None,
     embed: Callable[[Tensor], Tensor] | None = None,
     clamped: bool = False,
+    identity: str = "",
 ) -> list[Row]:
     """All rows of one case: the floor, our samplers x grids x NFE, adaptive, diffusers x spacings x NFE.
 
@@ -257,7 +287,7 @@ def run_case(
         return sliced.distance(x), energy_distance(x, reference, max_n=cfg.energy_n)
 
     z = torch.randn((cfg.n, *shape), generator=torch.Generator().manual_seed(cfg.eval_seed), dtype=torch.float64)
-    c = Case(case, denoise, shape, model or analytic_model(), sample or SampleConfig(), quality, z, clamped)
+    c = Case(case, denoise, shape, model or analytic_model(), sample or SampleConfig(), quality, z, clamped, identity)
     rows = [Row(case, "floor", "reference", "-", 0, 0, *quality(reference2, embedded=True), 0.0)]
     log(f"[{case}] floor: sw {rows[0].sw:.4g}, energy {rows[0].energy:.4g}")
     rows += our_rows(c, cfg, Path(grid_dir), log)
@@ -297,7 +327,17 @@ def our_rows(c: Case, cfg: BenchConfig, grid_dir: Path, log: Callable[[str], Non
                 end = 0.0
                 if kind == "tuned":
                     grid, end, knobs = tuned_grid(
-                        c.denoise, name, budget, c.shape, cfg, c.model, grid_dir, cache, log, clamped=c.clamped
+                        c.denoise,
+                        name,
+                        budget,
+                        c.shape,
+                        cfg,
+                        c.model,
+                        grid_dir,
+                        cache,
+                        log,
+                        clamped=c.clamped,
+                        case=c.identity or c.name,
                     )
                 else:
                     grid, knobs = standard_grid(kind, steps, c.model, replace(c.sample, sampler=name), c.clamped)

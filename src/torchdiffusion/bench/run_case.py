@@ -96,4 +96,5 @@ def run_trained(
         sample=run.config.sample,
         embed=embed,
         clamped=clip,
+        identity=str(Path(run_dir).resolve()),
     )

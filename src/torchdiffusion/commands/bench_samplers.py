@@ -16,7 +16,8 @@ EXAMPLES = """examples:
   torchdiffusion bench-samplers --run runs/demo --reference data --features clf:mnist5k --n 500 --nfe 10,20,50
   torchdiffusion bench-samplers --case 8gaussians --no-diffusers --nfe 5,10
 Tuned grids are fit on their own seed and stored as <grid-dir>/<sampler>-nfe<N>.json (default: OUT/grids, or
-OUT/grids/<case> when several cases share OUT, or RUN/grids for a run folder); existing files are reused."""
+OUT/grids/<case> when several cases share OUT, or RUN/grids for a run folder; several cases under --grid-dir
+get a subfolder each); an existing file is reused only when fit for the same case and fit settings, else refit."""
 
 
 def _csv(s: str) -> tuple[str, ...]:
@@ -206,6 +207,7 @@ def _measure(args: argparse.Namespace, cfg, log) -> list:
 
         cases = _csv(args.case or "8gaussians,mixture64")
         for case in cases:  # one case: OUT/grids; several: OUT/grids/<case>
-            grid_dir = args.grid_dir or (f"{args.out}/grids/{case}" if len(cases) > 1 else f"{args.out}/grids")
+            grid_dir = args.grid_dir or f"{args.out}/grids"
+            grid_dir = f"{grid_dir}/{case}" if len(cases) > 1 else grid_dir
             rows += run_analytic(case, cfg, grid_dir, log)
     return rows
