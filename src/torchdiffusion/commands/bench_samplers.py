@@ -106,7 +106,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_sources(args: argparse.Namespace) -> None:
-    """Refuse unknown cases and feature spaces and unwritable output folders before anything is sampled."""
+    """Refuse unknown cases, feature spaces and ones that cannot read the run's samples, and unwritable output
+    folders, before anything is sampled."""
     from ..bench.analytic_cases import CASES
 
     for case in _csv(args.case or "") if not args.run else ():
@@ -116,6 +117,14 @@ def check_sources(args: argparse.Namespace) -> None:
         from ..evaluation.features import get_features
 
         get_features(args.features)
+        if args.run:  # the feature network must read the run's samples (a classifier: images of its channels)
+            from ..evaluation.evaluate import refuse_unfit_features
+            from ..generate import load_run
+
+            run = load_run(args.run)
+            if run.kind != "image" and args.features != "raw":
+                raise ValueError(f"--features {args.features} reads images; {run.path} holds {run.kind} data")
+            refuse_unfit_features(run, [args.features])
     from ..bench.harness import RESULT_FILES, RESULT_RECORD
 
     check_output_dir(args.out, writes=RESULT_FILES, record=RESULT_RECORD)  # never over a user's own results.md
