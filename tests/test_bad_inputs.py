@@ -582,6 +582,7 @@ CASES = [
     (["bench-samplers", "--case", "nope", "--out", "{cwd}/b"], U, "nope"),
     (["bench-samplers", "--run", "{run}", "--features", "nope", "--out", "{cwd}/b"], U, "nope"),
     (["bench-samplers", "--run", "{run}", "--case", "8gaussians"], U, "not allowed"),
+    (["bench-samplers", "--case", "8gaussians", "--samplers", "euler,adaptive", "--out", "{cwd}/b"], U, "own rows"),
     (["bench-samplers", "--run", "{ws}/toy", "--features", "clf:mnist5k", "--out", "{cwd}/b"], U, "reads images"),
     # options nothing in this benchmark reads
     (["bench-samplers", "--case", "8gaussians", "--ref-steps", "10", "--out", "{cwd}/b"], U, "--ref-steps changes"),

@@ -153,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} names no {what}; leave it out for the default, or name one")
     check_sources(args)
     samplers = _csv(args.samplers) if args.samplers else OUR_SAMPLERS
+    if "adaptive" in samplers:
+        raise ValueError(
+            "--samplers adaptive: the adaptive solver chooses its own steps and gets its own rows per tolerance "
+            "(not a grid per NFE budget); leave it out of --samplers"
+        )
     for s in samplers + _csv(args.tuned_samplers):
         if s not in SAMPLERS:
             raise ValueError(f"unknown sampler {s!r}; choose from {', '.join(SAMPLERS)}")
