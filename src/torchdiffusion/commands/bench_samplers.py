@@ -47,6 +47,15 @@ READ_WHEN = {
 }
 
 
+def refuse_duplicates(flag: str, values) -> None:
+    """ValueError (exit 2) for a value named twice in a comma list (it would be measured twice)."""
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{flag} names {v!r} twice; name each once")
+        seen.add(v)
+
+
 def refuse_unread(args: argparse.Namespace) -> None:
     """ValueError (exit 2) for an option given where nothing reads it (READ_WHEN)."""
     from .common import given_options
@@ -151,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
                               ("--diffusers", args.diffusers, "diffusers scheduler")):  # fmt: skip
         if value is not None and not _csv(value):
             raise ValueError(f"{flag} names no {what}; leave it out for the default, or name one")
+    refuse_duplicates("--nfe", nfes)
+    for flag, value in (("--case", args.case), ("--samplers", args.samplers), ("--grids", args.grids)):
+        refuse_duplicates(flag, _csv(value or ""))
     check_sources(args)
     samplers = _csv(args.samplers) if args.samplers else OUR_SAMPLERS
     if "adaptive" in samplers:

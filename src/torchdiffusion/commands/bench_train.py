@@ -67,6 +67,10 @@ def _settings(args: argparse.Namespace):
         raise ConfigError("--precisions takes fp32 and/or bf16")
     if not layouts or any(s not in ("contiguous", "channels_last") for s in layouts):
         raise ConfigError("--layouts takes contiguous and/or channels_last")
+    for flag, values in (("--precisions", precisions), ("--layouts", layouts)):
+        if len(set(values)) < len(values):
+            twice = next(v for i, v in enumerate(values) if v in values[:i])
+            raise ConfigError(f"{flag} names {twice!r} twice; name each once")
     if min(args.warmup, args.windows - 1, args.steps - 1) < 0:
         raise ConfigError("need --warmup >= 0, --windows >= 1, --steps >= 1")
     if not all(1 <= s <= MAX_PIXELS for s in shape):
