@@ -54,6 +54,13 @@ def _settings(args: argparse.Namespace):
     from ..config import ConfigError, override, validate
     from ..presets import get_preset
 
+    for item in args.set:  # only the model (and the batch, without --batch-size) is read
+        key = item.split("=", 1)[0].strip()
+        if not (key.startswith("model.") or (key == "train.batch_size" and args.batch_size is None)):
+            raise ConfigError(
+                f"--set {key} changes nothing here: bench-train reads model.* and train.batch_size (without "
+                "--batch-size) only"
+            )
     cfg = override(get_preset(args.preset), args.set)
     try:
         shape = tuple(int(s) for s in args.shape.split(","))
