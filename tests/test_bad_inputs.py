@@ -158,6 +158,8 @@ CASES = [
     # -- train: every config field out of its domain (refused before data is loaded) ------------------------
     *[(["train", "--preset", "digits-test", "--set", s, "--out", "{cwd}/run"], U, w) for s, w in TRAIN_VALUES],
     (["train", "--preset", "nope"], U, "unknown preset"),
+    # a RePaint jump past the grid's end ran as the whole grid, recorded as given
+    (["inpaint", "{run}", "--resample", "2", "--jump", "50", "--steps", "3"], U, "--jump 50 is longer than the 3"),
     # a sampling limit set by hand is named as the setting, not as a distillation that never ran
     (
         ["train", "--preset", "digits-test", "--set", "objective.max_steps=2", "--out", "{cwd}/r"],

@@ -326,8 +326,16 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
            "--out", str(tmp_path / "filled.npy"))  # fmt: skip
     assert r.returncode == 0, r.stderr
     filled = np.load(tmp_path / "filled.npy")
-    known = ~np.isnan(gaps)
-    assert np.isfinite(filled).all() and np.allclose(filled[known], gaps[known], atol=1e-6)
+    known = ~np.isnan(gaps)  # the given points exactly as given, in their own float type (they came back float32)
+    assert np.isfinite(filled).all() and filled.dtype == gaps.dtype and np.array_equal(filled[known], gaps[known])
+    r = td("impute", str(run), "--series", str(tmp_path / "gaps.npy"), "--steps", "2", "--out", str(tmp_path / "f.csv"))
+    assert r.returncode == 0, r.stderr  # in a CSV too: given values in digits that read back exactly (it kept 7)
+    cells = np.loadtxt(tmp_path / "f.csv", delimiter=",")
+    assert np.array_equal(cells[known[:, 0]], gaps[:, 0][known[:, 0]])
+    # a jump longer than the steps ran as the steps, and the manifest recorded the jump given
+    rc, _, err = cli("impute", run, "--series", tmp_path / "gaps.npy", "--steps", "2", "--resample", "2", "--jump", "3",
+                     "--out", tmp_path / "never.npy")  # fmt: skip
+    assert_clean_error(rc, err, "--jump 3 is longer than the 2 sampling steps")
     r = td("outpaint", str(run), "--right", "8", "--n", "2", "--samples", "3", "--steps", "2",
            "--out", str(tmp_path / "fc.png"))  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -355,7 +363,10 @@ def test_signal_run_from_the_command_line_evaluates_imputes_and_forecasts(tmp_pa
             np.save(tmp_path / "gaps.npy", gaps[:, :, :12])
         r = td("impute", str(run), "--series", str(tmp_path / series), "--out", str(tmp_path / "never.npy"))
         assert_clean_error(r.returncode, r.stderr, needle)
-    for unread, needle in ((["--jump", "2"], "needs --resample 2"), (["--mask-char", "#"], "only for sequence runs")):
+    for unread, needle in (
+        (["--jump", "2"], "needs --resample 2"),
+        (["--mask-char", "#"], "only for sequence runs"),
+    ):
         rc, _, err = cli("impute", run, "--series", tmp_path / "gaps.npy", *unread, "--out", tmp_path / "never.npy")
         assert_clean_error(rc, err, needle)
     assert not (tmp_path / "never.npy").exists()
@@ -408,3 +419,27 @@ def test_signal_csvs_in_every_spreadsheet_dialect_read_alike(tmp_path, delimiter
     (tmp_path / "s.csv").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
     values, labels = read_signal_file(tmp_path / "s.csv")
     assert labels == ["c0", "c1", "c2"] and np.array_equal(values[:, 0], x)
+
+
+def test_impute_of_a_multichannel_signal_run_refuses_a_csv_it_could_not_read_back(tmp_path):
+    """A CSV row is one series of one channel (--series reads it so): a 2-channel run's output was written with
+    its channels end to end, a file --series then refused. Refused before any work; .npy keeps the channels."""
+    x = np.sin(np.linspace(0, 6, 128))[None, None].repeat(24, 0).repeat(2, 1) + np.random.default_rng(0).normal(
+        0, 0.1, (24, 2, 128)
+    )
+    np.save(tmp_path / "two.npy", x.astype(np.float32))
+    run = tmp_path / "run"
+    sets = ["data.source=array", f"data.path={tmp_path / 'two.npy'}", "data.holdout=4", "model.num_classes=0"]
+    sets += ["model.channels=8", "model.attn_resolutions=", "model.groups=4", "train.images=32", "sample.steps=2"]
+    rc, _, err = cli(
+        "train", "--preset", "signal-gunpoint", "--out", run, "--no-progress", *[f"--set={a}" for a in sets]
+    )
+    assert rc == 0, err
+    gaps = x[:2].copy()
+    gaps[:, :, 3:7] = np.nan
+    np.save(tmp_path / "gaps.npy", gaps)
+    rc, _, err = cli("impute", run, "--series", tmp_path / "gaps.npy", "--steps", "2", "--out", tmp_path / "f.csv")
+    assert_clean_error(rc, err, "this run's series have 2 channels; write .npy")
+    assert not (tmp_path / "f.csv").exists()
+    rc, _, err = cli("impute", run, "--series", tmp_path / "gaps.npy", "--steps", "2", "--out", tmp_path / "f.npy")
+    assert rc == 0 and np.load(tmp_path / "f.npy").shape == (2, 2, 128), err

@@ -561,3 +561,28 @@ def test_demo_of_a_table_preset_writes_its_samples_as_a_csv(tmp_path):
     assert lines[0].split(",") == [*schema["numeric"], *schema["categorical"]]  # the data's own columns
     assert len(lines) == 6 and all(row.split(",")[-1] in schema["categories"][0] for row in lines[1:]), lines
     assert (out / "samples" / "demo.json").exists() and (out / "samples" / "demo.png").exists()
+
+
+def test_impute_writes_a_decimal_comma_run_s_numbers_with_its_comma_where_the_file_shows_no_mark(tmp_path):
+    """A semicolon file whose cells show no decimal mark (whole numbers, empty cells) was written with decimal
+    points beside its semicolons; it takes the training file's comma, and a file that shows its mark keeps it."""
+    rng = np.random.default_rng(0)
+    rows = [f"{i % 20};{rng.normal():.3f}".replace(".", ",") + f";c{i % 3}" for i in range(60)]
+    data = _csv(tmp_path / "d.csv", rows, header="count;x;kind")
+    run = tmp_path / "run"
+    settings = ["data.source=csv", f"data.path={data}", "data.holdout=0", "data.target=null", "train.images=64"]
+    settings += ["model.mlp_width=16", "model.mlp_depth=1", "sample.steps=2"]
+    rc, _, err = cli(
+        "train", "--preset", "table-iris", "--out", run, "--no-progress", *[f"--set={a}" for a in settings]
+    )
+    assert rc == 0, err
+    for name, text, mark in [
+        ("bare", "count;x;kind\n4;;c1\n;;\n", ","),
+        ("point", "count;x;kind\n4;;c1\n5;0.5;c2\n", "."),
+    ]:
+        (tmp_path / f"{name}.csv").write_text(text)
+        rc, _, err = cli("impute", run, "--csv", tmp_path / f"{name}.csv", "--out", tmp_path / f"{name}-out.csv")
+        assert rc == 0, err
+        filled = [line.split(";")[1] for line in (tmp_path / f"{name}-out.csv").read_text().splitlines()[1:]]
+        other = "." if mark == "," else ","
+        assert all(other not in v for v in filled) and any(mark in v for v in filled), filled

@@ -106,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
         from ..data.table import decode_rows, paste_known, write_csv
 
         rows = paste_known(decode_rows(x, schema), table, mask, schema)
-        print(write_csv(out, rows, schema, table.delimiter, table.decimal, table.columns))  # the file's dialect, order
+        # the file's dialect and column order; a semicolon file whose cells show no decimal mark (whole numbers,
+        # empty cells) writes its filled numbers with the training file's (a decimal comma run wrote 0.5 beside ;)
+        marks = any("." in c or "," in c for name in table.numeric for c in table.text.get(name, ()) if c)
+        decimal = table.decimal if marks or table.delimiter != ";" else schema.decimal
+        print(write_csv(out, rows, schema, table.delimiter, decimal, table.columns))
         return 0
     for p in save(x, run_.kind, schema, out, title=f"filled in, {steps} steps"):
         print(p)
@@ -135,32 +139,44 @@ def impute_signals(run_, args: argparse.Namespace, sample) -> int:
     if out.suffix.lower() not in (".npy", ".csv", *((".wav",) if rate is not None else ())):
         ends = ".npy or .csv (.wav for a run trained on WAV files)" if rate is None else ".npy, .csv or .wav"
         raise ConfigError(f"--out must end in {ends}, got {out}")
+    if out.suffix.lower() == ".csv" and run_.data_shape[0] > 1:  # a CSV row is one channel's series (--series reads)
+        raise ConfigError(
+            f"--out .csv holds one series per row, and this run's series have {run_.data_shape[0]} channels; write "
+            ".npy (series, channels, length)"
+        )
     check_output_file(out, sidecars=(".png",))
     a, _ = read_signal_file(args.series, rate=rate, keep_empty=True)
     x = torch.from_numpy(a).float()
     if tuple(x.shape[1:]) != tuple(run_.data_shape):
         raise ConfigError(f"--series holds series of shape {tuple(x.shape[1:])}; the run's are {run_.data_shape}")
-    given = x  # in the data's own units; the model's where data.scale mapped them (NaN stays NaN)
-    x = run_.to_model_units(x)
+    given = torch.from_numpy(np.asarray(a, dtype=np.float64))  # the given points as read, in float64 (NaN stays)
+    x = run_.to_model_units(x)  # the model's units where data.scale mapped the data's own
     mask = (~torch.isnan(x)).float()
     if args.mask:
         mask = mask * make_mask(args.mask, 1, x.shape[-1])[:, :, 0]
     from ..provenance import note_sampling
+    from .inpaint import refuse_long_jump
 
+    refuse_long_jump(args.jump, sample.steps)
     edit = {"name": "impute", "mask": args.mask, "resample": args.resample, "jump": args.jump}
     note_sampling(sample, range(args.seed, args.seed + len(x)), wrappers=[{k: v for k, v in edit.items() if v}])
     with step_bar(None, f"impute ({args.resample} pass{'es' if args.resample > 1 else ''} per segment)") as bar:
         y = run_.to_data_units(
             impute(run_, x, mask, sample, seed=args.seed, resample=args.resample, jump=args.jump, bar=bar)
         )
-        y = torch.where(mask.bool().expand_as(y), given, y)  # the given points exactly as they were
-    if out.suffix.lower() == ".npy":
-        atomic_write(out, lambda f: np.save(f, y.numpy()))
+        known = mask.bool().expand_as(y)
+        y = torch.where(known, given, y.double())  # the given points exactly as they were (float64: as read)
+    if out.suffix.lower() == ".npy":  # in the input's float type (float32 in, float32 out; else float64)
+        dtype = a.dtype if np.issubdtype(a.dtype, np.floating) and a.dtype.itemsize >= 4 else np.float64
+        atomic_write(out, lambda f: np.save(f, y.numpy().astype(dtype)))
     elif out.suffix.lower() == ".wav":  # the series one after another, at the recordings' rate
         write_wav(out, y.numpy(), rate)
-    else:
-        rows = y[:, 0] if y.shape[1] == 1 else y.flatten(1)
-        atomic_write(out, "".join(",".join(f"{v:.7g}" for v in r.tolist()) + "\n" for r in rows))
+    else:  # one series per row: a given value in the digits that read back to it exactly, a filled one to 7
+        cells = [
+            [repr(v) if k else f"{v:.7g}" for v, k in zip(r.tolist(), kr.tolist())]
+            for r, kr in zip(y[:, 0], known[:, 0])
+        ]
+        atomic_write(out, "".join(",".join(c) + "\n" for c in cells))
     print(out)
     shown = torch.where(mask.bool().expand_as(x), given, torch.full_like(x, float("nan")))
     print(save_signals(y, out.with_suffix(".png"), reference=shown, title="filled (colour) and given points (grey)"))

@@ -305,8 +305,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_long_jump(jump: int | None, steps: int) -> None:
+    """EditError (one line) for a RePaint jump longer than the steps of the grid: the segment stops at the grid's
+    end, so every jump from ``steps`` up gives the same result - a --jump 50 on 3 steps was recorded and ran as 3."""
+    from ..edit import EditError
+
+    if jump is not None and jump > steps:
+        raise EditError(
+            f"--jump {jump} is longer than the {steps} sampling steps it would jump over; give {steps} or less"
+        )
+
+
 def repaint_bar(steps: int, jump: int, resample: int, what: str):
-    """A progress bar over every sampler step of RePaint's schedule (``resample`` passes per ``jump`` steps)."""
+    """A progress bar over every sampler step of RePaint's schedule (``resample`` passes per ``jump`` steps); a
+    jump longer than the grid is refused (:func:`refuse_long_jump`)."""
+    refuse_long_jump(jump, steps)
     from ..edit import repaint_moves
     from ..progress import step_bar
 
