@@ -103,6 +103,7 @@ CHANGED = {
     "objective.guidance": "2.5",
     "objective.autoguidance": "1.5",
     "objective.teacher_steps": "16",
+    "objective.teacher_grid": "karras",
     "objective.ct_steps_start": "20",
     "objective.ct_steps_end": "640",
     "objective.ct_P_mean": "-0.8",
