@@ -82,13 +82,18 @@ def classes_classifier(run, metrics: Sequence[str], classifier: str | None = Non
     return classifier, fitting_classifier(classifier, run.image_shape[0], sampled_classes(run), names=names)
 
 
+def classes_to_sample(model_classes: int, data_classes) -> int:
+    """K, the classes a class-conditional model's samples are drawn over (sample k asks for class k mod K): the
+    classes its training data had (``data_classes``, run.json's ``num_classes``) where that is fewer than the
+    network's ``model_classes`` - a label the data never had was never trained - else ``model_classes``; 0 for an
+    unconditional model."""
+    K = int(model_classes)
+    return int(data_classes) if K > 0 and isinstance(data_classes, int) and 0 < data_classes < K else K
+
+
 def sampled_classes(run) -> int:
-    """K, the classes a class-conditional run's samples are drawn over (sample k asks for class k mod K): the
-    classes its training data had (run.json ``num_classes``) where that is fewer than ``model.num_classes`` - a
-    label the data never had was never trained - else ``model.num_classes``; 0 for an unconditional run."""
-    K = int(run.config.model.num_classes)
-    data = run.info.get("num_classes")
-    return int(data) if K > 0 and isinstance(data, int) and 0 < data < K else K
+    """:func:`classes_to_sample` of a loaded run."""
+    return classes_to_sample(run.config.model.num_classes, run.info.get("num_classes"))
 
 
 def class_labels_record(run, K: int) -> dict:
@@ -856,14 +861,13 @@ def quick_eval(
     ``codec``: a latent run's autoencoder; samples and the training latents ``train_x`` are decoded (the
     reference is then the reconstructions of the training images) before the features are taken.
     ``data_classes``: the classes of the training data; where fewer than ``model.num_classes``, samples are drawn
-    over those alone (as :func:`sampled_classes`: a label the data never had was never trained).
+    over those alone (:func:`classes_to_sample`).
     """
     from ..generate import before_guide, generate
     from ..latent import as_pixels
 
     sample = before_guide(replace(cfg.sample, n=n, **({"steps": steps} if steps else {})), model)
-    K = int(cfg.model.num_classes)
-    K = int(data_classes) if K > 0 and data_classes and 0 < data_classes < K else K
+    K = classes_to_sample(cfg.model.num_classes, data_classes)
     cond = {"class": torch.arange(n) % K} if K > 0 else None  # else unconditional
     was_training = model.training
     model.eval()

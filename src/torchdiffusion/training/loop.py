@@ -221,7 +221,7 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
         raise ConfigError("model.text_dim > 0 but the data has no text features")
     balance_weights(data, cfg.train.balance)  # train.balance names groups or classes the data has
     if cfg.train.eval_classifier:  # a classifier that cannot read these images: refused now, not at every evaluation
-        from ..evaluation.evaluate import EvaluateError, fitting_classifier
+        from ..evaluation.evaluate import EvaluateError, classes_to_sample, fitting_classifier
 
         if data.x.ndim != 4:
             raise ConfigError(f"train.eval_classifier reads images; this run's examples are {data.x.ndim - 1}-D")
@@ -229,11 +229,8 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
         channels = codec.image_shape[0] if codec is not None else data.x.shape[1]
         try:
             names = getattr(data, "class_names", None)
-            labels = getattr(data, "labels", None)  # the quick evaluation asks for the data's classes alone
-            K = int(labels.max()) + 1 if m.num_classes > 0 and labels is not None and len(labels) else m.num_classes
-            fitting_classifier(
-                cfg.train.eval_classifier, channels, min(K, m.num_classes), "train.eval_classifier", names
-            )
+            K = classes_to_sample(m.num_classes, data_classes(data))  # what the quick evaluation asks for
+            fitting_classifier(cfg.train.eval_classifier, channels, K, "train.eval_classifier", names)
         except EvaluateError as e:
             raise ConfigError(str(e)) from None
 
@@ -272,10 +269,15 @@ def _fit_latents(cfg: RunConfig, data: Any, out: Path, resume: bool) -> RunConfi
     return replace(cfg, data=with_pixel_map(cfg.data, codec), sample=replace(cfg.sample, clip_denoised=False))
 
 
+def data_classes(data: Any) -> int:
+    """The classes of the data's labels (the largest + 1; 0 without labels): run.json's ``num_classes``."""
+    labels = getattr(data, "labels", None)
+    return int(labels.max().item()) + 1 if labels is not None and len(labels) else 0
+
+
 def _data_info(data: Any, out: Path) -> dict:
     x = data.x
     shape = [int(s) for s in x.shape[1:]]
-    labels = getattr(data, "labels", None)
     context = getattr(data, "context", None)
     class_names = getattr(data, "class_names", None)
     codec = getattr(data, "codec", None)
@@ -288,7 +290,7 @@ def _data_info(data: Any, out: Path) -> dict:
         "data_shape": shape,
         "kind": getattr(data, "kind", None) or kind_of_shape(tuple(shape)),
         "class_names": list(class_names) if class_names is not None else None,
-        "num_classes": int(labels.max().item()) + 1 if labels is not None and len(labels) else 0,
+        "num_classes": data_classes(data),
         "context_dim": int(context.shape[-1]) if context is not None else 0,
         "schema": data.schema.to_dict() if getattr(data, "schema", None) is not None else None,
         **({"holdout_examples": int(data.held_out)} if getattr(data, "held_out", None) is not None else {}),
