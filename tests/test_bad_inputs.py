@@ -628,6 +628,10 @@ CASES = [
         U,
         "nothing to race on the tuned grid",
     ),
+    # a sampler named in --tuned-samplers that would get no tuned grid (others do): it would change nothing
+    ([*TUNED_ONLY, "--samplers", "unipc", "--tuned-samplers", "unipc,adaptive"], U, "adaptive chooses its own"),
+    ([*TUNED_ONLY, "--samplers", "unipc,heun_sde", "--tuned-samplers", "unipc,heun_sde"], U, "heun_sde is stoch"),
+    ([*TUNED_ONLY, "--samplers", "unipc", "--tuned-samplers", "unipc,dpmpp_2m"], U, "dpmpp_2m is not among"),
     (["bench-samplers", "--reference", "nope"], U, "--reference"),
     (["bench-samplers", "--out", "{ws}/file.txt"], U, "file.txt"),
     (["bench-samplers", "--out", "{ro}/b"], E, "read-only"),

@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import diffusers_driver
     from ..bench.harness import GRIDS, OUR_SAMPLERS, BenchConfig, races, write_results
     from ..samplers import SAMPLERS
+    from .common import given_options
 
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -202,6 +203,15 @@ def run(args: argparse.Namespace) -> int:
             f"nothing to race on the tuned grid: --tuned-samplers {args.tuned_samplers!r} tunes none of --samplers "
             f"{','.join(samplers)} (deterministic ones only); add one, or drop tuned from --grids"
         )
+    if "tuned_samplers" in given_options(args):  # each one named must get a tuned grid, or it changes nothing
+        from ..samplers import DETERMINISTIC
+
+        for s in cfg.tuned_samplers:
+            if s == "adaptive" or s not in DETERMINISTIC:
+                why = "chooses its own steps" if s == "adaptive" else "is stochastic (tuned grids fit ODE solvers)"
+                raise ValueError(f"--tuned-samplers {s}: {s} {why}, so it gets no tuned grid; leave it out")
+            if s not in samplers:
+                raise ValueError(f"--tuned-samplers {s}: {s} is not among --samplers, so its tuned grid would not race")
     command = "torchdiffusion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     from ..progress import step_bar
 
