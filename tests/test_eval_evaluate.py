@@ -486,3 +486,23 @@ def test_the_report_says_what_kind_of_continuous_model_has_no_vp_bound(tmp_path,
     rep = evaluate(run, ("nll",), 2, out=tmp_path / "eval", nll_n=2, ode_steps=1, log=lambda *a: None)
     assert rep["nll"]["vlb"].startswith(f"not available: {what}")
     assert ("EDM" in rep["nll"]["vlb"]) == ("EDM" in what)
+
+
+def test_vlb_timesteps_are_refused_for_images_on_no_grid_of_levels(tmp_path, capsys):
+    """Float images on no grid of levels get no discrete VP bound, so --vlb-timesteps would change nothing: refused
+    before anything is measured; without it bits/dim come with the continuous figure and say why no bound."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(-1, 1, (60, 1, 8, 8)).astype("float32"))
+    run = tmp_path / "run"
+    data = ["--set", "data.source=array", "--set", f"data.path={tmp_path / 'x.npy'}", "--set", "data.holdout=10"]
+    assert main(["train", "--preset", "digits-test", *data, "--out", str(run), "--set", "train.images=16"]) == 0
+    nll = ["evaluate", str(run), "--metrics", "nll", "--nll-n", "2", "--ode-steps", "1"]
+    capsys.readouterr()
+    assert main([*nll, "--vlb-timesteps", "2", "--out", str(tmp_path / "e1")]) == 2
+    err = capsys.readouterr().err
+    assert "--vlb-timesteps" in err and "lie on no 8-bit, 16-bit or own grid" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "e1").exists()
+    assert main([*nll, "--out", str(tmp_path / "e2")]) == 0
+    rep = json.loads((tmp_path / "e2" / "report.json").read_text())
+    assert rep["nll"]["vlb"].startswith("not computed") and "bits_per_dim_ode" in rep["nll"]

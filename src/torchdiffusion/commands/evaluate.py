@@ -319,7 +319,7 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
 
     from ..config import from_json
     from ..evaluation import features as FE
-    from ..evaluation.evaluate import METRICS, SAMPLE_METRICS, EvaluateError
+    from ..evaluation.evaluate import METRICS, SAMPLE_METRICS, EvaluateError, no_level_grid
     from .common import given_options
 
     metrics = _csv(args.metrics)
@@ -394,6 +394,11 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     T, vlb = cfg.diffusion.T, args.vlb_timesteps
     if vlb is not None and (why := no_vp_bound(cfg, run_kind(args.run))):
         raise EvaluateError(f"--vlb-timesteps sets the VP bound's timesteps, and {why}; leave --vlb-timesteps out")
+    if vlb is not None and "nll" in metrics and no_level_grid(cfg, args.nll_n or NLL_N):  # loads the data: if asked
+        raise EvaluateError(
+            "--vlb-timesteps sets the VP bound's timesteps, and this run's images lie on no 8-bit, 16-bit or own grid "
+            "of levels (the bound's decoder is discretised over one); leave --vlb-timesteps out"
+        )
     if vlb is None:
         vlb = min(100, T - 1)
     elif vlb > T - 1 and "nll" in metrics and cfg.diffusion.process == "discrete":

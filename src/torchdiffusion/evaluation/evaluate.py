@@ -494,7 +494,7 @@ def evaluate(
     if "nll" in metrics and run.codec is not None:  # bits/dim of latents says nothing about images: not measured
         report["nll"] = {"skipped": "a latent run's likelihood is its latents', not its images'"}
     elif "nll" in metrics:
-        real = _subsample(held, nll_n, seed=1) if held is not None else train.x  # nll_n of them, whatever n is
+        real = nll_images(train, held, nll_n)
         log(f"bits/dim on {min(nll_n, len(real))} real images...")
         report["nll"] = _nll(run, real, nll_n, ode_steps, vlb_timesteps, seed)
         report["nll"]["images"] = "held-out real images" if heldout is not None else "training images (no hold-out)"
@@ -566,6 +566,17 @@ def _straightness(run, n: int, seed: int, steps: int, guidance: float, progress:
         st = straightness(D, noise, run.model.sigma_max, steps, callback=bar.step)
     out = {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps, "clamped": clip}
     return {**out, "guidance": float(guidance)} if K > 0 else out
+
+
+def nll_images(train, held: Tensor | None, nll_n: int) -> Tensor:
+    """The real images bits/dim are measured on: ``nll_n`` held-out ones (seed 1), or the training set's."""
+    return _subsample(held, nll_n, seed=1) if held is not None else train.x[:nll_n]
+
+
+def no_level_grid(cfg, nll_n: int) -> bool:
+    """Whether the images bits/dim of a run (its config) would be measured on lie on no grid of levels
+    (likelihood.pixel_grid): the discrete VP bound is not computed for them."""
+    return pixel_grid(nll_images(*_real_sets(cfg), nll_n))[1] is None
 
 
 def _real_sets(cfg):
