@@ -169,3 +169,25 @@ def test_tuned_grids_are_reused_only_where_they_were_fit_for_the_same_case_and_s
     from torchdiffusion.samplers.optimize_grid import find_tuned_grid
 
     assert len(find_tuned_grid(gd / "mixture64", "dpmpp_2m", 5)) == 6  # sample's own loading reads the files
+
+
+def test_a_run_s_tuned_grid_follows_its_weights_not_its_folder_s_path(tmp_path):
+    """A trained run's tuned grid records the weights it was fit to: reused after the run folder is moved, refit
+    once the weights change (it recorded the folder's full path: a moved run was refit, a retrained one was not)."""
+    from tinyruns import write_run
+
+    tiny = ("--reference", "ode", "--ref-steps", "2", "--n", "40", "--nfe", "3", "--samplers", "dpmpp_2m")
+    tiny += ("--grids", "tuned", "--tuned-samplers", "dpmpp_2m", "--tune-maxfev", "4", "--fit-n", "8", "--no-diffusers")
+
+    def bench(run):
+        rc, o, err = td("bench-samplers", "--run", run, *tiny, "--out", tmp_path / "bench")
+        assert rc == 0, err
+        return o + err
+
+    run = write_run(tmp_path / "run", "toy-2d", ["sample.steps=3"], data_shape=(2,))
+    assert "reused" not in bench(run)
+    moved = run.rename(tmp_path / "moved")
+    assert "reused" in bench(moved)
+    write_run(moved, "toy-2d", ["sample.steps=3"], data_shape=(2,), jitter=0.1)  # other weights
+    out = bench(moved)
+    assert "refitting" in out and "reused" not in out

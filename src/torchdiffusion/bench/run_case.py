@@ -32,6 +32,7 @@ def run_trained(
     log=print,
 ) -> list:
     from ..generate import clamped, clamps_x0, load_run
+    from ..io import sha256_file
     from .harness import run_case
 
     if reference not in ("ode", "data"):
@@ -96,5 +97,5 @@ def run_trained(
         sample=run.config.sample,
         embed=embed,
         clamped=clip,
-        identity=str(Path(run_dir).resolve()),
+        identity=f"run weights sha256 {sha256_file(run.path / run.weights_file)}",  # the network fit to, moved or not
     )

@@ -17,7 +17,8 @@ EXAMPLES = """examples:
   torchdiffusion bench-samplers --case 8gaussians --no-diffusers --nfe 5,10
 Tuned grids are fit on their own seed and stored as <grid-dir>/<sampler>-nfe<N>.json (default: OUT/grids, or
 OUT/grids/<case> when several cases share OUT, or RUN/grids for a run folder; several cases under --grid-dir
-get a subfolder each); an existing file is reused only when fit for the same case and fit settings, else refit."""
+get a subfolder each); an existing file is reused only when fit for the same case (a run: the same weights)
+and fit settings, else refit."""
 
 
 def _csv(s: str) -> tuple[str, ...]:
