@@ -491,6 +491,10 @@ CASES = [
     (["explain", "schedules", "--t", "0", "50", "100", "200", "300", "500", "700", "999"], U, "does not read --t"),
     (["explain", "trajectory", "{run}", "--T", "1000"], U, "does not read --T"),
     (["explain", "ablation", "{run}", "--set", "sample.batch_size=2"], U, "draws its images in one batch"),
+    # guidance of images drawn with the null conditioning alone: D_u + w (D_u - D_u) = D_u
+    (["explain", "trajectory", "{run}", "--set", "sample.labels=none", "--set", "sample.guidance=3"], U, "guide"),
+    (["explain", "ablation", "{run}", "--set", "sample.labels=none", "--set", "sample.guidance=2"], U, "(sample.label"),
+    (["explain", "trajectory", "{ws}/context-run", "--set", "sample.guidance=3"], U, "without one"),
     (["explain", "forward", "{run}", "--data", "fashion_mnist"], U, "--data is drawn without a run"),
     (["explain", "schedules", "--T", "1", "--out", "{cwd}/s.png"], U, "--T"),
     (["explain", "schedules", "--T", BIG, "--out", "{cwd}/s.png"], U, "--T"),

@@ -501,6 +501,18 @@ def _sampled(args: argparse.Namespace) -> list:
     run_ = _load_run(args)
     sample = sample_config_from_args(run_.config.sample, args, run_)
     checked_sample(run_.config, sample)
+    classes = run_.config.model.num_classes > 0
+    if not (classes and sample.labels != "none"):  # every image drawn with the null conditioning
+        for key in ("sample.guidance", "sample.guidance_rescale", "sample.guidance_interval"):
+            if key in sample_set_keys(args):  # D_u + w (D_u - D_u) = D_u
+                raise ConfigError(
+                    f"--set {key} changes nothing: these images have no conditioning to guide toward "
+                    + (
+                        "(sample.labels=none); add --set sample.labels=cycle or random"
+                        if classes
+                        else f"('explain {args.what}' draws a context or text run's images without one)"
+                    )
+                )
     limit = run_.config.objective.max_steps
     if args.what == "ablation" and limit > 0 and "ddpm_steps" in given_options(args):
         raise ConfigError(
