@@ -42,3 +42,24 @@ def test_train_classifier_then_guide_towards_a_class(tmp_path):
     assert logp["guided"][:, 3].mean() > logp["plain"][:, 3].mean() + 0.5
     share = {k: float((v.argmax(-1) == 3).float().mean()) for k, v in logp.items()}
     assert share["guided"] > share["plain"] + 0.2, share
+
+
+def test_the_classifier_of_a_run_tells_its_classes_apart_though_the_data_lack_the_top_one(tmp_path):
+    # labels from {0, 1, 3} on a run conditioned on 5 classes: both classifiers tell 5 classes apart (what sample
+    # --classifier and guidance-sweep --classifier ask of them), not the 4 the labels reach
+    from tinyruns import cli
+    from torchdiffusion.evaluation.classifier import read_classifier_file
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.integers(0, 256, (40, 1, 8, 8)).astype(np.uint8))
+    np.save(tmp_path / "y.npy", np.array([0, 1, 3] * 13 + [0], dtype=np.int64))
+    data = ["data.source=array", f"data.path={tmp_path / 'x.npy'}", f"data.labels_path={tmp_path / 'y.npy'}"]
+    run = write_run(tmp_path / "run", "digits-test", [*data, "model.num_classes=5"])
+    small = ("--images", "32", "--batch-size", "16", "--width", "4", "--holdout", "8", "--threads", "1")
+    rc, _, err = cli("train-classifier", run, *small)
+    assert rc == 0, err
+    assert json.loads((run / "classifier" / "noisy-classifier.json").read_text())["config"]["num_classes"] == 5
+    rc, _, err = cli("train-classifier", run, "--evaluation", "--epochs", "1", *small)
+    assert rc == 0, err
+    meta = read_classifier_file(run / "classifier" / "eval-classifier.safetensors")[0]
+    assert json.loads(meta["config"])["num_classes"] == 5

@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         raise GuidanceError(f"the {cfg.data.source} data has no class labels to train a classifier on")
     if data.kind != "image":
         raise GuidanceError("the classifiers are CNNs for image data")
+    K = run_classes(cfg, data)
     n = len(data)
     if not 0 <= args.holdout < n:
         raise GuidanceError(f"--holdout must be in [0, {n})")
@@ -169,16 +170,30 @@ def run(args: argparse.Namespace) -> int:
         "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"},
     }
     train_one = _evaluation_classifier if args.evaluation else _noisy_classifier
-    print(train_one(args, cfg, data, tr, te, out, card))
+    print(train_one(args, cfg, data, tr, te, out, card, K))
     return 0
 
 
-def _evaluation_classifier(args, cfg, data, tr, te, out: Path, card: dict) -> Path:
+def run_classes(cfg, data) -> int:
+    """K, the classes the classifier tells apart: those of the run (model.num_classes), which 'sample --classifier'
+    and 'guidance-sweep --classifier' ask of it, whichever labels its data hold; for a run without class labels
+    (a context run) the data's (the largest label + 1)."""
+    from ..guidance import GuidanceError
+
+    top = int(data.labels.max()) + 1
+    K = cfg.model.num_classes
+    if K <= 0:
+        return top
+    if top > K:
+        raise GuidanceError(f"the data's labels go up to {top - 1}, and the run is conditioned on {K} classes")
+    return K
+
+
+def _evaluation_classifier(args, cfg, data, tr, te, out: Path, card: dict, K: int) -> Path:
     """The clean SmallClassifier of evaluation.classifier (what guidance-sweep and evaluate score samples with)."""
     from ..evaluation.classifier import ClassifierConfig, accuracy, save_classifier, train_classifier
     from ..progress import step_bar
 
-    K = int(data.labels.max()) + 1
     ccfg = ClassifierConfig(in_channels=data.x.shape[1], num_classes=K, width=args.width)
     # by default the length of --images (docs/evaluation.md: ten passes over a small data set are too few)
     epochs = args.epochs or max(10, math.ceil(args.images / len(tr)))
@@ -201,7 +216,7 @@ def _evaluation_classifier(args, cfg, data, tr, te, out: Path, card: dict) -> Pa
     return path
 
 
-def _noisy_classifier(args, cfg, data, tr, te, out: Path, card: dict) -> Path:
+def _noisy_classifier(args, cfg, data, tr, te, out: Path, card: dict, K: int) -> Path:
     """The noise-aware classifier of guidance.py, trained on the diffusion model's own sigma distribution."""
     import torch
 
@@ -213,7 +228,6 @@ def _noisy_classifier(args, cfg, data, tr, te, out: Path, card: dict) -> Path:
     )
     from ..progress import step_bar
 
-    K = int(data.labels.max()) + 1
     ncfg = NoisyClassifierConfig(
         in_channels=data.x.shape[1], num_classes=K, width=args.width, sigma_data=cfg.diffusion.sigma_data
     )
