@@ -372,6 +372,9 @@ CASES = [
     (["sample", "{run}", "--n", "2", "--steps", "1", "--out", "{full}/x.png"], E, "space"),
     (["sample", "{run}", "--n", "2", "--steps", "1", "--gif", "--out", "{full}/x.png"], E, "space"),
     (["sample", "{run}", "--class", "99"], U, "class"),
+    # the network takes 10 classes, its data held 0-2: an embedding no example trained is refused, not sampled
+    (["sample", "{ws}/few-classes", "--class", "1,4"], U, "no training example had that class; the data of"),
+    (["inpaint", "{ws}/few-classes", "--class", "7", "--steps", "3"], U, "hold classes 0-2 (of the network's 10)"),
     (["sample", "{run}", "--class", "x"], U, "'x'"),
     (["sample", "{run}", "--class", "1.5"], U, "not a whole number"),  # not class 1
     (["sample", "{run}", "--class", "inf"], U, "not a whole number"),
@@ -826,6 +829,8 @@ def world(tmp_path_factory):
     named = Path(shutil.copytree(run, ws / "named"))  # the run as training writes it: its data's class names
     info = json.loads((named / "run.json").read_text())
     (named / "run.json").write_text(json.dumps({**info, "class_names": [str(d) for d in range(10)]}))
+    few = Path(shutil.copytree(run, ws / "few-classes"))  # ten classes in the network, labels 0-2 in its data
+    (few / "run.json").write_text(json.dumps({**info, "num_classes": 3}))
     write_run(ws / "toy", "toy-2d", ["model.mlp_width=8"], (2,))
     _write_noisy_classifiers(ws)
     (ws / "mine").mkdir()  # a folder of the user's own, with a page named like an evaluation's

@@ -294,3 +294,22 @@ def sample_config_from_args(
                 "(add --grid uniform_t)"
             )
     return sample
+
+
+def refuse_untrained_classes(run_, classes) -> None:
+    """GuidanceError (one line) when a class of ``classes`` (--class) is one no training example had: a
+    class-conditional run whose data's labels (run.json's ``num_classes``, the largest + 1) stop below the
+    network's ``model.num_classes`` never trained the embeddings above them."""
+    from ..evaluation.evaluate import sampled_classes
+    from ..guidance import GuidanceError
+
+    K = run_.config.model.num_classes
+    if not classes or K <= 0:
+        return
+    held = sampled_classes(run_)
+    untrained = sorted({int(c) for c in classes if held <= int(c) < K})
+    if untrained:
+        raise GuidanceError(
+            f"--class {','.join(map(str, untrained))}: no training example had that class; the data of "
+            f"{run_.path} hold classes 0-{held - 1} (of the network's {K})"
+        )

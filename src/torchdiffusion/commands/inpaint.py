@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from .argtypes import MAX_COUNT, MAX_STEPS, check_output_file, float_in, nonneg_int, positive_float, positive_int
-from .common import add_sampling_arguments, sample_config_from_args, sample_sets
+from .common import add_sampling_arguments, refuse_untrained_classes, sample_config_from_args, sample_sets
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "inpaint a masked region of images (known-region replacement, or RePaint with --resample)"
@@ -137,6 +137,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
         refuse_guidance_sets(args, "without --class the edit draws from the network's null class, unguided")
     if getattr(args, "classes", None):
         classes = parse_classes(args.classes)
+        refuse_untrained_classes(run_, classes)
         cond = build_cond(run_.config.model, n or len(classes), classes=classes)
         D = guided_denoiser(run_.model, cond, **guidance_of(sample))
     else:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import MAX_GUIDANCE
 from .argtypes import check_output_file, float_in
-from .common import add_sampling_arguments, sample_config_from_args
+from .common import add_sampling_arguments, refuse_untrained_classes, sample_config_from_args
 
 MANIFESTS = True  # each file written gets <file>.manifest.json (provenance.py)
 HELP = "sample a trained run: a PNG grid (scatter plot for 2-D data) and, with --gif, the denoising as a GIF"
@@ -131,6 +131,7 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
     m = run_.config.model
     n = sample.n
     classes = parse_classes(args.classes) if getattr(args, "classes", None) else None
+    refuse_untrained_classes(run_, classes)
     classifier = getattr(args, "classifier", None)
     contexts = parse_vectors(args.context) if getattr(args, "context", None) else None
     prompts = getattr(args, "prompt", None)
