@@ -116,6 +116,23 @@ def _inside_interval(sigma: Tensor, lo: float, hi: float, *scales: Tensor) -> tu
     return tuple(torch.where(inside, w, torch.ones_like(w)) for w in scales)
 
 
+def refuse_interval_off_grid(interval: tuple[float, float] | None, sigmas: Tensor, what: str) -> None:
+    """GuidanceError (one line) when the guidance ``interval`` (sigma_lo, sigma_hi) holds no noise level of the grid
+    ``sigmas`` the sampler walks (its final 0 is never denoised): guided nowhere, it would change nothing.
+    ``what``: how the user set it (``--guidance-interval`` or ``--set sample.guidance_interval``). The inclusion
+    rule is the one sampling applies (:func:`_inside_interval`)."""
+    if interval is None:
+        return
+    lo, hi = float(interval[0]), float(interval[1])
+    levels = sigmas.detach().double().flatten()
+    levels = levels[levels > 0]
+    if len(levels) and _inside_interval(levels, lo, hi, torch.ones_like(levels)) is None:
+        raise GuidanceError(
+            f"{what} changes nothing: [{lo:g}, {hi:g}] holds no noise level of the grid the sampler walks "
+            f"(sigma {float(levels.min()):.4g} to {float(levels.max()):.4g})"
+        )
+
+
 def classifier_free(
     model: ConditionalModel,
     cond: Cond,

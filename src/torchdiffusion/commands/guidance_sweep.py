@@ -88,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     fixed = {"n": "--n-per-class", "seed": "--seed", "guidance": "--scales", "labels": "asking for every class"}
     sample = sample_config_from_args(run_.config.sample, args, run_, fixed)  # --seed and --batch-size included
     sample = checked_sample(run_.config, sample)  # refused before a classifier is loaded
+    if sample.guidance_interval is not None:  # an interval guiding at no level of the grid changes nothing
+        from ..guidance import refuse_interval_off_grid
+
+        refuse_interval_off_grid(sample.guidance_interval, run_.sampling_plan(sample)[0], "sample.guidance_interval")
     spec = args.classifier or run_.config.data.source
     try:  # it must read the run's images and tell its K classes (context: one-hot contexts) apart
         clf = fitting_classifier(spec, run_.image_shape[0], K, names=run_.info.get("class_names"))

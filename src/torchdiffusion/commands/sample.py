@@ -312,6 +312,11 @@ def run(args: argparse.Namespace) -> int:
     sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
     checked_sample(run_.config, sample)  # the guidance interval and rescale
     refuse_unread_options(run_, sample, args)
+    if sample.guidance_interval is not None:  # read (refuse_unread_options), but guiding at no level of the grid?
+        from ..guidance import refuse_interval_off_grid
+
+        how = "--guidance-interval" if args.guidance_interval else "sample.guidance_interval (--set or the run's)"
+        refuse_interval_off_grid(sample.guidance_interval, run_.sampling_plan(sample)[0], how)
     # the default name tells guided draws from plain ones (they replaced each other under one name)
     tag = f"-w{sample.guidance:g}" if cond is not None or sample.guidance != 1.0 else ""
     tag += f"-ag{sample.autoguidance:g}" if sample.autoguidance != 1.0 else ""
