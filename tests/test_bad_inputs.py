@@ -374,6 +374,8 @@ CASES = [
     (["sample", "{run}", "--class", "99"], U, "class"),
     # a guidance interval above sigma_max (80) guides at no level of the grid: it would change nothing
     (["sample", "{run}", "--class", "3", "--guidance", "3", "--guidance-interval", "100,200"], U, "holds no noise"),
+    (["guidance-sweep", "{run}", "--set", "sample.guidance_interval=100,200"], U, "holds no noise level of the grid"),
+    (["guidance-sweep", "{run}", "--scales", "1", "--set", "sample.guidance_rescale=0.5"], U, "changes nothing"),
     # the network takes 10 classes, its data held 0-2: an embedding no example trained is refused, not sampled
     (["sample", "{ws}/few-classes", "--class", "1,4"], U, "no training example had that class; the data of"),
     (["inpaint", "{ws}/few-classes", "--class", "7", "--steps", "3"], U, "hold classes 0-2 (of the network's 10)"),

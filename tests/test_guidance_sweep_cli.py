@@ -105,3 +105,28 @@ def test_sweep_samples_on_the_runs_tuned_grid(tmp_path):
     on_tuned = generate(run.model, range(10), sample, run.data_shape, cond={"class": want}, grid_dir=run_dir / "grids")
     default = generate(run.model, range(10), sample, run.data_shape, cond={"class": want})
     assert torch.equal(res["_images"][0], on_tuned) and not torch.allclose(on_tuned, default)
+
+
+def test_guidance_settings_are_read_at_the_swept_scales(tmp_path):
+    # the run was saved with sample.guidance=1, where rescale and interval are read by nothing; the sweep samples at
+    # --scales, and at 2 both are read: they are taken, and they change that scale's samples
+    run_dir = write_run(tmp_path / "run", *CLASS_RUN)
+    assert load_run(run_dir).config.sample.guidance == 1.0
+    clf = digits_classifier(tmp_path / "clf.safetensors")
+    common = ("--scales", "1,2", "--n-per-class", "2", "--steps", "4", "--classifier", clf, "--no-reference")
+    rows = {}
+    for name, extra in (
+        ("plain", []),
+        ("rescale", ["--set", "sample.guidance_rescale=0.7"]),
+        ("interval", ["--set", "sample.guidance_interval=0.5,5"]),
+    ):
+        rc, _, err = cli("guidance-sweep", run_dir, *common, *extra, "--out", tmp_path / name)
+        assert rc == 0, err
+        rows[name] = json.loads((tmp_path / name / "sweep.json").read_text())["scales"]
+    for name in ("rescale", "interval"):
+        assert rows[name][0] == rows["plain"][0]  # scale 1: the conditional branch alone
+        assert rows[name][1]["diversity"] != rows["plain"][1]["diversity"]
+    # at scale 1 alone nothing reads them: refused in one line
+    once = ("--scales", "1", *common[2:], "--set", "sample.guidance_rescale=0.7")
+    rc, _, err = cli("guidance-sweep", run_dir, *once, "--out", tmp_path / "once")
+    assert rc == 2 and "changes nothing" in err, err

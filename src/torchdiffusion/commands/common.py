@@ -217,14 +217,20 @@ def _refuse_unread_by_adaptive(run_, sample: SampleConfig, args: argparse.Namesp
 
 
 def sample_config_from_args(
-    base: SampleConfig, args: argparse.Namespace, run_=None, fixed: dict[str, str] | None = None
+    base: SampleConfig,
+    args: argparse.Namespace,
+    run_=None,
+    fixed: dict[str, str] | None = None,
+    scales: list[float] | None = None,
 ) -> SampleConfig:
     """The run's SampleConfig with the sampling flags applied: --set first, then the dedicated flags.
 
     With the loaded run, a --set of a sample setting the run does not read (config.refuse_unread), and --rho or
     --spacing when the grid this sampling uses (what --grid auto resolves to for the run) does not read them, are
     refused in one line instead of changing nothing. ``fixed``: the sample settings the command sets itself
-    (``{"n": "--n"}``: key -> what sets it), whose --set would be overwritten, refused the same way."""
+    (``{"n": "--n"}``: key -> what sets it), whose --set would be overwritten, refused the same way. ``scales``: the
+    guidance scales the command samples at (guidance-sweep's --scales), a --set being refused only where it is read
+    at none of them."""
     from dataclasses import replace
 
     from ..config import with_sampler
@@ -261,8 +267,11 @@ def sample_config_from_args(
             )
     if run_ is not None:  # a --set of a sample setting this run does not read (sample.guidance when unconditional)
         scale = getattr(args, "guidance", None)  # read with --guidance's scale: it decides what guidance reads
-        guided = replace(sample, guidance=scale) if scale is not None else sample
-        refuse_unread(replace(run_.config, sample=guided), [a for _, a in sets])
+        ws = sorted(set(scales), reverse=True) if scales else [scale]  # a sweep's: read at one of them is read
+        cfgs = [replace(run_.config, sample=replace(sample, guidance=w) if w is not None else sample) for w in ws]
+        for _, a in sets:
+            if all(unread_setting(c, a.split("=", 1)[0].strip()) for c in cfgs):
+                refuse_unread(cfgs[0], [a])  # its one-line refusal
     if run_ is not None:  # clamping where nothing is clamped; a sampler or grid flag where no grid is (sequences)
         cfg = replace(run_.config, sample=sample)
         clip = [a for key, a in sets if key == "sample.clip_denoised"]

@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             + (f" (drop --mode {mode})" if m.num_classes or m.context_dim else "")
         )
     fixed = {"n": "--n-per-class", "seed": "--seed", "guidance": "--scales", "labels": "asking for every class"}
-    sample = sample_config_from_args(run_.config.sample, args, run_, fixed)  # --seed and --batch-size included
+    # --seed and --batch-size included; a guidance setting is judged at the swept scales, where it is read
+    sample = sample_config_from_args(run_.config.sample, args, run_, fixed, scales=scales)
     sample = checked_sample(run_.config, sample)  # refused before a classifier is loaded
     if sample.guidance_interval is not None:  # an interval guiding at no level of the grid changes nothing
         from ..guidance import refuse_interval_off_grid
