@@ -15,6 +15,7 @@ from torchdiffusion.analytic import GaussianMixture
 from torchdiffusion.config import ModelConfig
 from torchdiffusion.evaluation.classifier import ClassifierError
 from torchdiffusion.evaluation.noisy_classifier import (
+    NoisyClassifier,
     NoisyClassifierConfig,
     load_noisy_classifier,
     save_noisy_classifier,
