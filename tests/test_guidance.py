@@ -382,7 +382,7 @@ def test_sample_cli_conditioning_flags(class_run, capsys):
         assert err.startswith("torchdiffusion sample: error:") and "\n" not in err, err
     # a guidance setting given by --set is read at --guidance's scale (it was checked against the run's own, 1)
     base = ["sample", str(class_run), "--n", "2", "--steps", "2", "--class", "1", "--out", str(out)]
-    for sets in (["--set", "sample.guidance_interval=0.1,10"], ["--set", "sample.guidance_rescale=0.5"]):
+    for sets in (["--set", "sample.guidance_interval=0.02,10"], ["--set", "sample.guidance_rescale=0.5"]):
         assert main([*base, "--guidance", "3", *sets]) == 0, capsys.readouterr().err
         capsys.readouterr()
         assert main([*base, *sets]) == 2 and "changes nothing" in capsys.readouterr().err
@@ -424,3 +424,27 @@ def test_guidance_refuses_what_it_would_silently_misread():
     x = torch.randn(4, 1)
     out = classifier_free(two, {"class": torch.zeros(4, dtype=torch.long)}, 2.0, rescale=0.5)(x, torch.ones(4))
     assert torch.allclose(out, 0.2 * x + 2.0 * (0.5 * x - 0.2 * x))
+
+
+def test_classifier_guidance_of_the_unconditional_branch_takes_its_target_class(class_run, tmp_path, capsys):
+    # --guidance 0 samples the unconditional branch alone, and --classifier steers it towards --class (Dhariwal and
+    # Nichol guide an unconditional model): --class is read, by the classifier
+    from torchdiffusion.cli import main
+
+    torch.manual_seed(0)
+    net = NoisyClassifier(NoisyClassifierConfig(in_channels=1, num_classes=10, width=8, emb_dim=16))
+    save_noisy_classifier(net, tmp_path / "clf" / "noisy-classifier.safetensors", {})
+    base = ["sample", str(class_run), "--n", "2", "--steps", "2", "--save-npy"]
+    x = {}
+    for name, extra in (
+        ("plain", []),
+        (
+            "guided",
+            ["--guidance", "0", "--class", "3", "--classifier", str(tmp_path / "clf"), "--classifier-scale", "9"],
+        ),
+    ):
+        out = tmp_path / f"{name}.png"
+        assert main([*base, *extra, "--out", str(out)]) == 0, capsys.readouterr().err
+        x[name] = np.load(out.with_suffix(".npy"))
+    assert np.abs(x["guided"] - x["plain"]).max() > 1e-4
+    assert json.loads((tmp_path / "guided.json").read_text())["wrapped"] is True

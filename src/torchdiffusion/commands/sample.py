@@ -252,6 +252,8 @@ def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:
             )
     if sample.guidance == 0:  # D_u + 0 (D_c - D_u): the unconditional branch alone, the conditioning never read
         for dest in ("classes", "context", "prompt", "labels"):
+            if dest == "classes" and args.classifier:  # classifier guidance's target (Dhariwal & Nichol)
+                continue
             if getattr(args, dest, None) not in (None, "none", []):
                 flag = {"classes": "--class"}.get(dest, "--" + dest)
                 raise GuidanceError(
