@@ -482,7 +482,7 @@ def test_guidance_options_that_change_nothing_are_refused(tmp_path):
         rc, _, err = cli("sample", run, "--n", 2, "--steps", 2, "--out", tmp_path / "x.png", *flags)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, (flags, err)
     assert cli("sample", run, "--n", 2, "--steps", 2, "--out", tmp_path / "x.png", "--class", "3", "--guidance",
-               "2", "--guidance-rescale", "0.7", "--guidance-interval", "0.5,10")[0] == 0  # fmt: skip
+               "2", "--guidance-rescale", "0.7", "--guidance-interval", "0.02,10")[0] == 0  # fmt: skip
 
 
 def test_the_default_name_of_a_guided_draw_is_not_the_plain_ones(tmp_path):
