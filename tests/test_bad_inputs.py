@@ -372,6 +372,8 @@ CASES = [
     (["sample", "{run}", "--n", "2", "--steps", "1", "--out", "{full}/x.png"], E, "space"),
     (["sample", "{run}", "--n", "2", "--steps", "1", "--gif", "--out", "{full}/x.png"], E, "space"),
     (["sample", "{run}", "--class", "99"], U, "class"),
+    # at guidance 1 the negative is never read (D_u + 1 (D_c - D_u) = D_c): refused, not sampled at twice the cost
+    (["sample", "{ws}/context-run", "--context", "1,0,0", "--negative-context", "0,1,0"], U, "changes nothing at guid"),
     # a guidance interval above sigma_max (80) guides at no level of the grid: it would change nothing
     (["sample", "{run}", "--class", "3", "--guidance", "3", "--guidance-interval", "100,200"], U, "holds no noise"),
     (["guidance-sweep", "{run}", "--set", "sample.guidance_interval=100,200"], U, "holds no noise level of the grid"),

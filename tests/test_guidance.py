@@ -448,3 +448,19 @@ def test_classifier_guidance_of_the_unconditional_branch_takes_its_target_class(
         x[name] = np.load(out.with_suffix(".npy"))
     assert np.abs(x["guided"] - x["plain"]).max() > 1e-4
     assert json.loads((tmp_path / "guided.json").read_text())["wrapped"] is True
+
+
+def test_a_negative_at_scale_1_is_one_conditional_forward():
+    # D_u + 1 (D_c - D_u) = D_c whatever the negative: the conditional branch alone, not two branches per step
+    rows = []
+
+    def model(x, sigma, cond):
+        rows.append(len(x))
+        return x * 0.5 + cond["context"][:, :1, None, None]
+
+    x = torch.randn(3, 1, 4, 4)
+    cond, neg = {"context": torch.ones(3, 2)}, {"context": torch.zeros(3, 2)}
+    D = guided_denoiser(model, cond, scale=1.0, uncond=neg, interval=(0.1, 10), rescale=0.5)
+    out = D(x, torch.full((3,), 1.0))
+    assert rows == [3]
+    assert torch.equal(out, model(x, torch.full((3,), 1.0), cond))

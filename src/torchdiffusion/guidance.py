@@ -247,9 +247,9 @@ def guided_denoiser(
 ) -> Denoiser:
     """The denoiser ``generate`` samples with: CFG at ``scale`` when there is something to guide.
 
-    A plain ``model.bind(cond)``-style closure when ``cond`` is None or the scale is 1 with no negative
-    conditioning (one forward per step); :func:`classifier_free` (``uncond``, ``interval``, ``rescale`` as
-    there) otherwise; :func:`retrieval_guided` with ``retrieval_scale`` > 0.
+    A plain ``model.bind(cond)``-style closure when ``cond`` is None or the scale is 1 (the conditional branch alone,
+    whatever ``uncond``, ``interval`` and ``rescale`` say: one forward per step); :func:`classifier_free`
+    (``uncond``, ``interval``, ``rescale`` as there) otherwise; :func:`retrieval_guided` with ``retrieval_scale`` > 0.
     """
     scale = _checked_scale(scale, "classifier-free guidance")
     retrieval_scale = _checked_scale(retrieval_scale, "retrieval guidance")  # (a NaN one was plain CFG)
@@ -258,7 +258,7 @@ def guided_denoiser(
     interval = tuple(interval) if interval else None
     if retrieval_scale > 0:  # towards the retrieved neighbours at their own scale (retrieval_guided)
         return retrieval_guided(model, cond, scale, retrieval_scale, uncond=uncond, interval=interval, rescale=rescale)
-    if as_cond(cond) is None or (scale == 1.0 and uncond is None):
+    if as_cond(cond) is None or scale == 1.0:  # D_u + 1 (D_c - D_u) = D_c, whatever the negative: one forward
         if hasattr(model, "bind"):
             return model.bind(cond)
         return lambda x, sigma: model(x, sigma_vector(sigma, x), cond)

@@ -259,6 +259,13 @@ def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:
                 raise GuidanceError(
                     f"{flag} changes nothing at guidance 0, which samples the unconditional branch alone"
                 )
+    if sample.guidance == 1 and sample.retrieval_guidance == 0:  # D_u + 1 (D_c - D_u) = D_c: the negative unread
+        for flag, dest in (("--negative-prompt", "negative_prompt"), ("--negative-context", "negative_context")):
+            if getattr(args, dest, None):
+                raise GuidanceError(
+                    f"{flag} changes nothing at guidance 1, which samples the conditional branch alone; "
+                    "guide away from it with --guidance > 1"
+                )
     if args.classifier_scale is not None and not args.classifier:
         raise GuidanceError("--classifier-scale is the scale of classifier guidance; add --classifier")
     if args.classifier and args.classifier_scale == 0:
