@@ -267,6 +267,7 @@ CASES = [
     (["sample", "{run}", "--set", "sample.guidance=1e39"], U, "sample.guidance must be in [0, 100]"),
     (["img2img", "{run}", "--set", "sample.guidance=-1"], U, "sample.guidance must be in [0, 100]"),
     (["guidance-sweep", "{run}", "--scales", "1,1e39"], U, "--scales must be numbers in [0, 100]"),
+    (["guidance-sweep", "{run}", "--scales", "1,,2"], U, "got '1,,2'"),  # an empty scale is refused, not dropped
     (["sample", "{run}", "--class", "3", "--labels", "random"], U, "--labels chooses classes for images sampled"),
     # the learned null class alone: CFG's two branches are one, so the scale changed nothing (and was recorded)
     (["sample", "{run}", "--labels", "none", "--guidance", "5"], U, "--guidance changes nothing: these samples"),

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from ..generate import load_run
     from ..guidance import GuidanceError
 
-    try:
-        scales = [float(v) for v in args.scales.split(",") if v.strip()]
+    try:  # an empty entry (1,,2) is refused, not dropped
+        scales = [float(v) for v in args.scales.split(",")]
     except ValueError:
         scales = []
     if not scales or not all(math.isfinite(s) and 0 <= s <= MAX_GUIDANCE for s in scales):
