@@ -717,6 +717,8 @@ CASES = [
     (["train-classifier", "{run}", "--evaluation", "--set", "diffusion.T=100"], U, "reads the data and train.seed"),
     (["train-classifier", "{run}", "--images", BIG + "000"], U, "--images"),
     (["train-classifier", "{run}", "--batch-size", "0"], U, "--batch-size"),
+    # a labelled table: the classifiers are image CNNs (it said the data had no class labels)
+    (["train-classifier", "table-iris", "--set", "data.target=target", "--out", "{cwd}/c"], U, "is table data"),
     (["train-classifier", "{run}", "--lr", "0"], U, "--lr"),
     (["train-classifier", "{run}", "--lr", "nan"], U, "--lr"),
     (["train-classifier", "{run}", "--width", "0"], U, "--width"),

@@ -21,7 +21,7 @@ from .argtypes import (
 
 HELP = (
     "train a noise-aware classifier p(y | x, sigma) for 'sample --classifier', or (--evaluation) a clean "
-    "classifier of any labelled data for 'guidance-sweep --classifier'"
+    "classifier of labelled image data for 'guidance-sweep --classifier'"
 )
 EXAMPLES = """examples:
   torchdiffusion train-classifier runs/mnist                    # the run's data and sigma distribution
@@ -153,10 +153,10 @@ def run(args: argparse.Namespace) -> int:
                 f"writing {out / name} would replace a file no torchdiffusion command wrote; choose another --out"
             )
     data = load_data(cfg.data, split="train", seed=cfg.train.seed)
+    if data.kind != "image":  # whatever its labels
+        raise GuidanceError(f"the classifiers are CNNs for image data; the {cfg.data.source} data is {data.kind} data")
     if data.labels is None:
         raise GuidanceError(f"the {cfg.data.source} data has no class labels to train a classifier on")
-    if data.kind != "image":
-        raise GuidanceError("the classifiers are CNNs for image data")
     K = run_classes(cfg, data)
     n = len(data)
     if not 0 <= args.holdout < n:
