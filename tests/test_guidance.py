@@ -464,3 +464,16 @@ def test_a_negative_at_scale_1_is_one_conditional_forward():
     out = D(x, torch.full((3,), 1.0))
     assert rows == [3]
     assert torch.equal(out, model(x, torch.full((3,), 1.0), cond))
+
+
+def test_a_saved_interval_off_the_grid_is_judged_only_where_guidance_reads_it(tmp_path, capsys):
+    # the run guides at 3 within [100, 200], above sigma_max: refused there; at --guidance 1 nothing reads the
+    # interval, so the conditional draw is taken
+    from tinyruns import CLASS_RUN, write_run
+    from torchdiffusion.cli import main
+
+    name, sets = CLASS_RUN
+    run = write_run(tmp_path / "run", name, [*sets, "sample.guidance=3", "sample.guidance_interval=100,200"])
+    base = ["sample", str(run), "--class", "3", "--n", "2", "--steps", "2", "--out", str(tmp_path / "x.png")]
+    assert main(base) == 2 and "holds no noise level" in capsys.readouterr().err
+    assert main([*base, "--guidance", "1"]) == 0, capsys.readouterr().err

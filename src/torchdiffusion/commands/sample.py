@@ -321,7 +321,10 @@ def run(args: argparse.Namespace) -> int:
     sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
     checked_sample(run_.config, sample)  # the guidance interval and rescale
     refuse_unread_options(run_, sample, args)
-    if sample.guidance_interval is not None:  # read (refuse_unread_options), but guiding at no level of the grid?
+    from ..config import unread_setting
+
+    interval_read = unread_setting(dataclasses.replace(run_.config, sample=sample), "sample.guidance_interval") is None
+    if sample.guidance_interval is not None and interval_read:  # read, but guiding at no level of the grid?
         from ..guidance import refuse_interval_off_grid
 
         how = "--guidance-interval" if args.guidance_interval else "sample.guidance_interval (--set or the run's)"
