@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     # --seed and --batch-size included; a guidance setting is judged at the swept scales, where it is read
     sample = sample_config_from_args(run_.config.sample, args, run_, fixed, scales=scales)
     sample = checked_sample(run_.config, sample)  # refused before a classifier is loaded
-    if sample.guidance_interval is not None:  # an interval guiding at no level of the grid changes nothing
+    guided = any(w != 1 for w in scales) or sample.autoguidance != 1  # where an interval is read at all
+    if sample.guidance_interval is not None and guided:  # one guiding at no level of the grid changes nothing
         from ..guidance import refuse_interval_off_grid
 
         refuse_interval_off_grid(sample.guidance_interval, run_.sampling_plan(sample)[0], "sample.guidance_interval")
