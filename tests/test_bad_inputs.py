@@ -730,7 +730,7 @@ CASES = [
     (["train-classifier", "{run}", "--out", "{ws}/file.txt"], U, "file.txt"),
     (["train-classifier", "{run}", "--out", "{ro}/clf"], E, "read-only"),
     (["train-classifier", "{run}", "--images", "64", "--holdout", "32", "--out", "{full}/clf"], E, "space"),
-    (["train-classifier", "toy-2d", "--out", "{cwd}/clf"], U, "labels"),
+    (["train-classifier", "toy-2d", "--out", "{cwd}/clf"], U, "CNNs for image data; the toy data is vector"),
     # -- train-autoencoder --------------------------------------------------------------------------------------
     (["train-autoencoder", "--preset", "nope"], U, "unknown autoencoder preset"),
     (["train-autoencoder", "--preset", "tiny-ae", "--set", "loss.nope=1", "--out", "{cwd}/ae"], U, "loss.nope"),
