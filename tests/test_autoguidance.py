@@ -228,3 +228,6 @@ def test_cli_train_keeps_a_guide_and_sample_uses_it(tmp_path):
     assert meta["nfe"] < meta["network_evaluations_per_image"] < 2 * meta["nfe"]
     inside = np.load(png.with_suffix(".npy"))
     assert not np.array_equal(inside, out["3"]) and not np.array_equal(inside, out["1"])
+    # an interval above sigma_max (80) holds no level of the grid: autoguided nowhere, it is refused in one line
+    rc, _, err = cli("sample", run_dir, "--set", "sample.autoguidance=3", "--guidance-interval", "100,200", *common)
+    assert rc == 2 and "holds no noise level of the grid" in err and len(err.strip().splitlines()) == 1, err
