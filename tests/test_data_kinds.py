@@ -424,3 +424,25 @@ def test_webp_bmp_and_gif_files_are_read_and_animations_are_refused(tmp_path):
         load_data(DataConfig(source="folder", path=str(tmp_path / "f")))
     Image.fromarray(imgs[0][..., 0]).save(tmp_path / "f" / "e.gif")  # one gray frame (a palette of grays)
     assert len(load_data(DataConfig(source="folder", path=str(tmp_path / "f")))) == 4
+
+
+@pytest.mark.parametrize(
+    "shape, setting, needle",
+    [
+        ((12, 5, 8, 8), {"signal_length": 16}, "data.signal_length applies to signals; this image data"),
+        ((12, 1, 4, 8, 8), {"signal_length": 16}, "data.signal_length applies to signals; this volume data"),
+        ((12, 3), {"signal_length": 16}, "data.signal_length applies to signals; this vector data"),
+        ((12, 2, 32), {"image_size": (8, 8)}, "data.image_size and data.channels apply to images; this signal data"),
+        ((12, 2, 32), {"channels": 1}, "data.image_size and data.channels apply to images; this signal data"),
+        ((12, 1, 4, 8, 8), {"channels": 3}, "data.image_size and data.channels apply to images; this volume data"),
+    ],
+)
+def test_an_array_refuses_the_settings_of_another_data_kind(tmp_path, shape, setting, needle):
+    """data.signal_length on images (or volumes, vectors) would change nothing, as data.image_size on signals."""
+    a = np.zeros(shape, np.float32)
+    np.save(tmp_path / "a.npy", a)
+    layout = "NCDHW" if len(shape) == 5 else "auto"
+    cfg = DataConfig(source="array", path=str(tmp_path / "a.npy"), layout=layout)
+    with pytest.raises(DataError, match=needle):
+        load_data(DataConfig(**{**cfg.__dict__, **setting}))
+    assert load_data(cfg).x.shape[1:] == shape[1:]

@@ -13,7 +13,8 @@ The permutation's seed is ``data.seed`` when set, else the ``seed`` passed (a ru
 several ``train.seed`` hold out the same examples when ``data.seed`` is fixed (``data_seed``).
 
 Then, for images, ``data.image_size`` (scale to cover, centre-crop) and ``data.channels`` (1 or 3) apply to
-every source, and for signals ``data.signal_length`` (linear resampling). Sources (``SOURCES``): mnist5k,
+every source, and for signals ``data.signal_length`` (linear resampling); set for data of another kind they
+would change nothing and are refused (``KIND_SETTINGS``). Sources (``SOURCES``): mnist5k,
 digits, fashion_mnist, emoji, folder, array, toy, the tables, sequences, volumes (shapes3d, nifti, tiff_stack)
 and signals (signal_csv, wav, ucr:<set>); see their modules for the file formats and value conventions. Every
 data set has a ``kind`` (``KINDS``): "image" (N, C, H, W) with any channel count, "signal" (N, C, L), "vector"
@@ -180,8 +181,10 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
         if src.load_test is None:
             raise DataError(f"the {cfg.source} source has no test split; use split=holdout with data.holdout=N")
         data = src.load_test(cfg)
+        check_kind_settings(cfg, data)
     else:
         data = src.load(cfg, seed)
+        check_kind_settings(cfg, data)
         n = len(data)
         if split == "holdout" and cfg.holdout == 0:
             raise DataError("the holdout split is empty; set data.holdout=N")
@@ -209,9 +212,22 @@ def load_data(cfg: DataConfig, split: str = "train", seed: int = 0) -> TensorDat
             data.x = x.contiguous()
     elif data.kind == "signal" and cfg.signal_length is not None:
         data.x = resample(data.x, cfg.signal_length)
-    if data.kind != "image" and (size is not None or cfg.channels is not None):
-        raise DataError(f"data.image_size and data.channels apply to images; this {data.kind} data keeps its shape")
     return data
+
+
+# The data settings that reshape one kind of data (load_data): set for data of another kind they would change
+# nothing, so they are refused (an array's kind comes from its shape, data.layout).
+KIND_SETTINGS = {"image_size": "image", "channels": "image", "signal_length": "signal"}
+_PLURAL = {"image": "images", "signal": "signals"}
+
+
+def check_kind_settings(cfg: DataConfig, data: TensorData) -> None:
+    """DataError when a setting of ``KIND_SETTINGS`` is set for data of another kind."""
+    for kind in dict.fromkeys(KIND_SETTINGS.values()):
+        names = [f"data.{k}" for k, v in KIND_SETTINGS.items() if v == kind]
+        if data.kind != kind and any(getattr(cfg, n[5:]) is not None for n in names):
+            verb = "apply" if len(names) > 1 else "applies"
+            raise DataError(f"{' and '.join(names)} {verb} to {_PLURAL[kind]}; this {data.kind} data keeps its shape")
 
 
 def fit_conditioning(cfg: RunConfig, data: TensorData) -> RunConfig:
