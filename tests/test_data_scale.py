@@ -365,3 +365,29 @@ def test_a_latent_run_maps_its_images_by_its_autoencoders_data_scale(tmp_path, m
     rc, _, err = cli("train", "--preset", "digits-test", *mapped, "--out", tmp_path / "other")
     assert_clean_error(rc, err, "was trained on images read as pictures (no data.scale)")
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("channels, shape", [(1, (12, 3, 8, 8)), (3, (12, 4, 8, 8)), (3, (12, 1, 8, 8))])
+def test_data_channels_that_would_convert_scaled_images_is_refused_before_anything_is_written(
+    tmp_path, channels, shape
+):
+    """Gray/RGB/alpha conversion is for pictures: on data in its own units (data.scale) it would mix or composite
+    kelvins and volts, and the bounds (one per input channel) would not match the channels trained on."""
+    np.save(tmp_path / "u.npy", _units(shape) if shape[1] == 3 else np.full(shape, 250.0, np.float32))
+    cfg = DataConfig(source="array", path=str(tmp_path / "u.npy"), scale="minmax", channels=channels)
+    with pytest.raises(DataError, match=f"data.channels={channels} would convert"):
+        load_data(cfg)
+    run = tmp_path / "run"
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=array",
+                     "--set", f"data.path={tmp_path / 'u.npy'}", "--set", "data.scale=minmax",
+                     "--set", f"data.channels={channels}", *SMALL, "--out", run)  # fmt: skip
+    assert_clean_error(rc, err, "data.scale=minmax keeps each channel in its own units")
+    assert not run.exists()
+    assert load_data(replace(cfg, channels=shape[1] if shape[1] in (1, 3) else None)).x.shape[1] == shape[1]
+
+
+def test_to_data_units_refuses_values_of_another_channel_count():
+    lo, hi = (0.0, 100.0, -5.0), (10.0, 200.0, 5.0)
+    with pytest.raises(DataError, match="bounds for 3 channels, but these values have 1"):
+        to_data_units(torch.zeros(2, 1, 4, 4), lo, hi)
+    assert to_data_units(torch.zeros(2, 3, 4, 4), lo, hi)[:, 1].eq(150).all()

@@ -425,10 +425,10 @@ def write_samples(
             plan=plan,
             precision=precision,
         )
+    values = run_.to_data_units(x)  # in the data's own units where data.scale mapped them (before any file)
     paths = [save_samples(x, run_.kind, out, title=f"{sample.sampler}, {sample.steps} steps")]
     if run_.kind == "image" and channel_note(x.shape[1]):
         print(channel_note(x.shape[1]), file=sys.stderr)
-    values = run_.to_data_units(x)  # in the data's own units where data.scale mapped them
     if save_npy:
         paths.append(atomic_write(out.with_suffix(SIDECARS[2]), lambda f: np.save(f, values.numpy())))
     if save_nifti:  # on the training scans' grid (data/volume.py NiftiGrid), the identity for other sources

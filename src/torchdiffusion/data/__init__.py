@@ -222,12 +222,22 @@ _PLURAL = {"image": "images", "signal": "signals"}
 
 
 def check_kind_settings(cfg: DataConfig, data: TensorData) -> None:
-    """DataError when a setting of ``KIND_SETTINGS`` is set for data of another kind."""
+    """DataError when a setting of ``KIND_SETTINGS`` is set for data of another kind, or ``data.channels`` would
+    convert the channels of scaled data (``data.scale``): gray/RGB/alpha conversion is defined for pictures'
+    values, not for a data set's own units."""
     for kind in dict.fromkeys(KIND_SETTINGS.values()):
         names = [f"data.{k}" for k, v in KIND_SETTINGS.items() if v == kind]
         if data.kind != kind and any(getattr(cfg, n[5:]) is not None for n in names):
             verb = "apply" if len(names) > 1 else "applies"
             raise DataError(f"{' and '.join(names)} {verb} to {_PLURAL[kind]}; this {data.kind} data keeps its shape")
+    how = scale_of(cfg)
+    if data.kind == "image" and how != "auto" and cfg.channels not in (None, data.x.shape[1]):
+        c = data.x.shape[1]
+        raise DataError(
+            f"data.channels={cfg.channels} would convert these {c}-channel images, but data.scale={how} keeps each "
+            f"channel in its own units (channel conversion is for pictures): drop data.channels, or convert the "
+            f"array to {cfg.channels} channel{'s' * (cfg.channels != 1)} yourself"
+        )
 
 
 def fit_conditioning(cfg: RunConfig, data: TensorData) -> RunConfig:

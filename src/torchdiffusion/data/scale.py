@@ -15,6 +15,10 @@ map each channel c (axis 1: an image's or volume's channel, a signal's channel, 
 * ``auto`` (the default): the source's own rule (``data.Source.scale``): ``percentile`` for NIfTI volumes (a
   scanner's units), else no map - images follow the pixel rules of data/files.py, other kinds are kept as they are.
 
+Channels keep their units: ``data.channels`` that would convert scaled images to another channel count (luma,
+repetition, compositing over alpha - rules for pictures, not for kelvins or counts) is refused in one line
+(``data.check_kind_settings``), and :func:`to_data_units` refuses values whose channel count is not the bounds'.
+
 A folder's images enter as the numbers stored in them: 0..255, 0..65535, signed or 32-bit integers (a CT's
 Hounsfield units), floats of any range.
 
@@ -88,7 +92,17 @@ def to_model_units(
 
 
 def to_data_units(x: Tensor, lo: Sequence[float], hi: Sequence[float]) -> Tensor:
-    """x = lo + (x' + 1) (hi - lo) / 2 per channel (axis 1): the inverse of :func:`to_model_units`."""
+    """x = lo + (x' + 1) (hi - lo) / 2 per channel (axis 1): the inverse of :func:`to_model_units`.
+
+    Raises:
+        DataError: ``x`` has another channel count than the bounds (they are not broadcast).
+    """
+    channels = x.shape[1] if x.ndim > 1 else 1
+    if len(lo) != channels or len(hi) != channels:
+        raise DataError(
+            f"data.scale_lo/scale_hi hold bounds for {len(lo)} channel{'s' * (len(lo) != 1)}, but these values have "
+            f"{channels}; they cannot be mapped back to the data's units"
+        )
     lo_, hi_ = _per_channel(lo, x), _per_channel(hi, x)
     return lo_ + (x + 1) * (hi_ - lo_) / 2
 
