@@ -225,9 +225,14 @@ def check_kind_settings(cfg: DataConfig, data: TensorData) -> None:
     """DataError when a setting of ``KIND_SETTINGS`` is set for data of another kind, or ``data.channels`` would
     convert the channels of scaled data (``data.scale``): gray/RGB/alpha conversion is defined for pictures'
     values, not for a data set's own units."""
+    src = SOURCES[cfg.source]
+    # (a setting only some sources read, data.signal_length, is the command line's to refuse for the others:
+    # config.refuse_unread; here it is checked where the source reads it, whatever kind its data turns out to be)
+    some = {k for source in SOURCES.values() for k in source.reads}
     for kind in dict.fromkeys(KIND_SETTINGS.values()):
         names = [f"data.{k}" for k, v in KIND_SETTINGS.items() if v == kind]
-        if data.kind != kind and any(getattr(cfg, n[5:]) is not None for n in names):
+        given = [n for n in names if getattr(cfg, n[5:]) is not None and (n[5:] not in some or n[5:] in src.reads)]
+        if data.kind != kind and given:
             verb = "apply" if len(names) > 1 else "applies"
             raise DataError(f"{' and '.join(names)} {verb} to {_PLURAL[kind]}; this {data.kind} data keeps its shape")
     how = scale_of(cfg)
