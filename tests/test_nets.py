@@ -315,3 +315,62 @@ def test_gradients_reach_every_parameter(cfg, shape):
     assert count_params(net) == sum(p.numel() for p in net.parameters())
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().max() > 0, name
+
+
+def _self_attentions(net: nn.Module) -> int:
+    from torchdiffusion.nets.layers import SelfAttention
+
+    return sum(isinstance(m, SelfAttention) for m in net.modules())
+
+
+@pytest.mark.parametrize(
+    "attn, shape, fitted",
+    [
+        ((4,), (1, 16, 16), (8,)),  # digits-test's size on twice its data: the same (lowest) level
+        ((7,), (1, 32, 32), (16,)),  # a 28 x 28 preset's lowest level on 32 x 32 data (levels 32, 16)
+        ((32,), (1, 256), (128,)),  # a signal of another length (levels 256, 128)
+        ((4,), (1, 8, 8), (4,)),  # matching sizes are kept
+        ((), (1, 16, 16), ()),
+    ],
+)
+def test_attention_sizes_matching_no_level_move_to_the_nearest_level(attn, shape, fitted):
+    from torchdiffusion.nets.unet import fit_attention, level_sizes, unmatched_attention
+
+    m = replace(TINY, attn_resolutions=attn)
+    assert fit_attention(m, shape) == fitted
+    assert set(fitted) <= set(level_sizes(m, shape))
+    built = _self_attentions(build_net(replace(m, attn_resolutions=fitted), shape))
+    assert built == 1 + 3 * len(fitted)  # the middle block, and 1 encoder + 2 decoder blocks per level
+    assert (unmatched_attention(m, shape) is None) == (fitted == attn)
+
+
+def test_the_bench_matches_attention_where_our_unet_builds_it():
+    from torchdiffusion.bench.train_step import _attention_levels
+
+    assert _attention_levels(replace(TINY, attn_resolutions=(7,)), (1, 32, 32)) == set()  # middle block alone
+    assert _attention_levels(replace(TINY, attn_resolutions=(8,)), (1, 16, 16)) == {1}
+    assert _self_attentions(build_net(replace(TINY, attn_resolutions=(7,)), (1, 32, 32))) == 1
+
+
+def test_a_presets_attention_follows_the_data_and_config_json_records_where_it_ran(tmp_path):
+    """digits-test attends at 4 (8 x 8 digits); on 16 x 16 data its lowest level is 8: the run attends there and
+    says so. A size the user sets that matches no level is refused, naming the levels."""
+    import json
+
+    import numpy as np
+
+    from test_cli_errors import assert_clean_error
+    from tinyruns import cli
+    from torchdiffusion.generate import load_run
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).uniform(-1, 1, (12, 1, 16, 16)).astype(np.float32))
+    base = ["train", "--preset", "digits-test", "--set", "data.source=array",
+            "--set", f"data.path={tmp_path / 'a.npy'}", "--set", "train.images=8", "--set", "train.batch_size=4",
+            "--set", "train.warmup_images=0", "--no-progress"]  # fmt: skip
+    rc, _, err = cli(*base, "--set", "model.attn_resolutions=4", "--out", tmp_path / "set")
+    assert_clean_error(rc, err, "model.attn_resolutions=4 matches no level of this U-Net for 16x16 data (levels 16, 8)")
+    assert not (tmp_path / "set").exists()
+    rc, _, err = cli(*base, "--out", tmp_path / "run")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["attn_resolutions"] == [8]
+    assert _self_attentions(load_run(tmp_path / "run").model) > 1  # not the middle block's alone

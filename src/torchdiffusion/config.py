@@ -63,7 +63,9 @@ class ModelConfig:
     channels: int = 32  # base width of the U-Net
     channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution level; len = number of levels
     num_res_blocks: int = 1  # residual blocks per level (encoder side)
-    attn_resolutions: tuple[int, ...] = (7,)  # feature-map sizes (min of H, W) that get self-attention
+    # feature-map sizes (min of H, W) that get self-attention; a preset's or config file's size matching no level
+    # for the data is moved to the nearest level's when training starts (recorded), a --set one refused (nets/unet.py)
+    attn_resolutions: tuple[int, ...] = (7,)
     head_channels: int = 32  # channels per attention head
     dropout: float = 0.0  # dropout inside residual blocks
     embedding: str = "sinusoidal"  # sinusoidal | fourier noise embedding

@@ -92,13 +92,15 @@ def train_flops(net, forward: Forward, shape, batch: int = 2) -> float:
 
 
 def _attention_levels(model_cfg, shape) -> set[int]:
-    """The U-Net levels whose resolution is in ``attn_resolutions`` (the lowest one when none is)."""
-    size, levels = min(shape[1:]), set()
-    for i in range(len(model_cfg.channel_mult)):
-        if size in model_cfg.attn_resolutions:
-            levels.add(i)
-        size //= 2
-    return levels or {len(model_cfg.channel_mult) - 1}
+    """The U-Net levels whose resolution is in ``attn_resolutions``, as our UNet builds them (nets/unet.py
+    ``level_sizes``; none when no size matches: then the middle block alone attends, in both networks).
+    ``shape``: the network's input, already folded by ``model.space_to_depth``."""
+    from dataclasses import replace
+
+    from ..nets.unet import level_sizes
+
+    sizes = level_sizes(replace(model_cfg, space_to_depth=1), shape)
+    return {i for i, size in enumerate(sizes) if size in model_cfg.attn_resolutions}
 
 
 def match_diffusers(model_cfg, shape, params: int, flops: float):

@@ -84,7 +84,19 @@ def _settings(args: argparse.Namespace):
         raise ConfigError(f"--shape sizes must be in [1, {MAX_PIXELS}], got {args.shape!r}")
     if args.out:
         check_output_file(args.out)
-    return validate(cfg), shape, precisions, layouts
+    cfg = validate(cfg)
+    # the attention the network trained on this shape would have (data.fit_kind): a preset's size moved to this
+    # shape's nearest level, a --set one that matches no level refused
+    from dataclasses import replace
+
+    from ..nets.unet import fit_attention, unmatched_attention
+
+    if any(item.split("=", 1)[0].strip() == "model.attn_resolutions" for item in args.set):
+        why = unmatched_attention(cfg.model, shape)
+        if why:
+            raise ConfigError(why)
+    cfg = replace(cfg, model=replace(cfg.model, attn_resolutions=fit_attention(cfg.model, shape)))
+    return cfg, shape, precisions, layouts
 
 
 def run(args: argparse.Namespace) -> int:

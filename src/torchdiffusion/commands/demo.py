@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     n = args.n or cfg.sample.n
     validate(replace(cfg, sample=replace(cfg.sample, n=n)))
     with output_folder(args.out) as out:
-        data = load_and_check(cfg)
+        data = load_and_check(cfg, sets=args.set)
         print(f"[demo] training {cfg.preset} on {data.name} ({len(data)} images) -> {out}", file=sys.stderr)
         train(cfg, out, resume=True, progress=not args.no_progress, data=data, raise_on_stop=True)
     t1 = time.time()

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training import train
 
     with output_folder(args.out or f"runs/{cfg.preset}") as out:
-        data = load_and_check(cfg, out, resume=not args.no_resume, progress=not args.no_progress)
+        data = load_and_check(cfg, out, resume=not args.no_resume, progress=not args.no_progress, sets=args.set)
         train(
             cfg,
             out,
@@ -93,11 +93,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_and_check(cfg, out=None, *, resume: bool = True, progress: bool = True):
+def load_and_check(cfg, out=None, *, resume: bool = True, progress: bool = True, sets=()):
     """Load the data and build the network once before anything is written, so bad input fails cleanly.
 
     A latent run (``data.latents_of``) loads its autoencoder's latents (encoded once, cached; latent.py); ``out``
-    and ``resume`` let it refuse to resume a run trained on another autoencoder's latents."""
+    and ``resume`` let it refuse to resume a run trained on another autoencoder's latents. ``sets``: the user's
+    ``--set`` assignments; a ``model.attn_resolutions`` among them that matches no level of the U-Net for this
+    data is refused (a preset's or config file's is moved to the nearest level, ``data.fit_kind``)."""
     from ..data import fit_conditioning, fit_kind, load_data
     from ..model import build_model
 
@@ -108,9 +110,15 @@ def load_and_check(cfg, out=None, *, resume: bool = True, progress: bool = True)
         data = training_latents(cfg, out, resume=resume, progress=progress and is_main())
     else:
         data = load_data(cfg.data, split="train", seed=cfg.train.seed)
-    build_model(
-        fit_kind(fit_conditioning(cfg, data), data), data.shape
-    )  # ConfigError for e.g. a size not divisible by 2^levels
+    fitted = fit_kind(fit_conditioning(cfg, data), data)
+    if fitted.model.attn_resolutions != cfg.model.attn_resolutions and any(
+        a.split("=", 1)[0].strip() == "model.attn_resolutions" for a in sets
+    ):
+        from ..config import ConfigError
+        from ..nets.unet import unmatched_attention
+
+        raise ConfigError(unmatched_attention(cfg.model, data.shape))
+    build_model(fitted, data.shape)  # ConfigError for e.g. a size not divisible by 2^levels
     if cfg.model.text_dim > 0 and getattr(data, "text", None) is None:
         data = caption_features_for(cfg, data)
     if cfg.model.text_retrieval:  # each example's nearest training examples by caption (retrieval.py)

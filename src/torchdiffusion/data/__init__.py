@@ -275,8 +275,10 @@ def fit_conditioning(cfg: RunConfig, data: TensorData) -> RunConfig:
 
 def fit_kind(cfg: RunConfig, data: TensorData) -> RunConfig:
     """``cfg`` with what the data kind decides: a table's category counts (``model.categories``) and a sequence's
-    vocabulary size (``model.vocab``), both from the data, and an array's value bounds (``data.scale_lo``,
-    ``data.scale_hi``, data/scale.py); the network must be the kind's (``NET_OF_KIND``).
+    vocabulary size (``model.vocab``), both from the data, an array's value bounds (``data.scale_lo``,
+    ``data.scale_hi``, data/scale.py) and a U-Net's attention sizes (``model.attn_resolutions``: a size matching no
+    level of the network for this data moved to the nearest level's, nets/unet.py ``fit_attention``); the network
+    must be the kind's (``NET_OF_KIND``).
 
     Raises:
         ConfigError: a table or sequence trained with another network, or a table/sequence network on other data.
@@ -288,6 +290,13 @@ def fit_kind(cfg: RunConfig, data: TensorData) -> RunConfig:
         raise ConfigError(f"{kind} data is modelled by model.net={wanted}, not model.net={m.net}")
     if data.value_range is not None:  # data.scale: the bounds fitted to the training rows, recorded in config.json
         cfg = replace(cfg, data=recorded(cfg.data, data, scale_of(cfg.data)))
+    if m.net == "unet" and len(data.shape) in (2, 3, 4):  # attention at the data's levels (a preset's on other sizes)
+        from ..nets.unet import fit_attention
+
+        attn = fit_attention(m, tuple(data.shape))
+        if attn != tuple(m.attn_resolutions):
+            m = replace(m, attn_resolutions=attn)
+            cfg = replace(cfg, model=m)
     if kind == "table":
         return replace(cfg, model=replace(m, categories=data.schema.num_categories))
     if kind == "sequence":

@@ -31,6 +31,8 @@ forward pass, and only the stage boundaries held in memory - what lets a 32^3 vo
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -95,6 +97,49 @@ def _check_group_sizes(model: ModelConfig, spatial: tuple[int, ...], s2d: int) -
                     f"one value per GroupNorm group; use fewer levels in model.channel_mult, more model.channels or "
                     f"fewer model.groups"
                 )
+
+
+def level_sizes(model: ModelConfig, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The feature-map size of each U-Net level for data shaped ``data_shape`` (C, *spatial), as :class:`UNet`
+    builds them: the smallest spatial side (after ``model.space_to_depth``), halved per level; what
+    ``model.attn_resolutions`` names."""
+    size, sizes = min(int(s) for s in data_shape[1:]) // max(1, int(model.space_to_depth)), []
+    for _ in model.channel_mult:
+        sizes.append(size)
+        size //= 2
+    return tuple(sizes)
+
+
+def fit_attention(model: ModelConfig, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``model.attn_resolutions`` for data shaped ``data_shape``: each size that matches no level of the U-Net
+    (:func:`level_sizes`; a preset's sizes on data of another size: 7 of a 28 x 28 preset on 32 x 32 data) moved to
+    the nearest level's size (by ratio; a tie to the smaller), so the network attends at the level meant; sizes
+    that match are kept. Training records the result in config.json (``data.fit_kind``)."""
+    sizes = level_sizes(model, data_shape)
+    if not sizes or min(sizes) < 1 or all(r in sizes for r in model.attn_resolutions):
+        return tuple(model.attn_resolutions)
+    fitted: list[int] = []
+    for r in model.attn_resolutions:
+        if r not in sizes:
+            r = min(sorted(sizes), key=lambda s: abs(math.log(s / r)))
+        if r not in fitted:
+            fitted.append(r)
+    return tuple(fitted)
+
+
+def unmatched_attention(model: ModelConfig, data_shape: tuple[int, ...]) -> str | None:
+    """The one-line refusal of a ``model.attn_resolutions`` that matches no level of the U-Net for data shaped
+    ``data_shape`` (None when every size matches one): for a value the user set, which is not moved."""
+    fitted = fit_attention(model, data_shape)
+    if fitted == tuple(model.attn_resolutions):
+        return None
+    sizes = level_sizes(model, data_shape)
+    missed = ",".join(str(r) for r in model.attn_resolutions if r not in sizes)
+    shape = "x".join(str(int(s)) for s in data_shape[1:])
+    return (
+        f"model.attn_resolutions={missed} matches no level of this U-Net for {shape} data (levels "
+        f"{', '.join(map(str, sizes))}): set model.attn_resolutions={','.join(map(str, fitted))}"
+    )
 
 
 class UNet(nn.Module):
