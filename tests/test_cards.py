@@ -170,6 +170,7 @@ def test_the_pipeline_tag_is_huggingfaces_for_what_the_run_does(settings, tag):
         ("toy-2d", "rectified_flow", "mlp, width 256, depth 4", "liu2023flow"),
         ("digits-test", "consistency", "unet, base width", "song2023consistency"),
         ("digits-test", "denoising", "unet, base width", "ho2020denoising"),
+        ("text-chars", None, "transformer", "sahoo2024simple"),  # masked diffusion of symbols
     ],
 )
 def test_the_card_names_the_networks_own_sizes_and_the_method_it_trained_by(preset, objective, network, cites):
@@ -178,7 +179,7 @@ def test_the_card_names_the_networks_own_sizes_and_the_method_it_trained_by(pres
     from torchdiffusion.config import override, validate
     from torchdiffusion.presets import TRAIN_OBJECTIVES, get_preset
 
-    cfg = validate(override(get_preset(preset), TRAIN_OBJECTIVES[objective]))
+    cfg = validate(override(get_preset(preset), TRAIN_OBJECTIVES[objective] if objective else []))
     assert C.network_size(cfg.model).startswith(network)
     assert cites in C.citation(cfg) and sum(k in C.citation(cfg) for k in C.METHOD_CITES.values()) == 1
 
@@ -287,3 +288,20 @@ def test_a_students_card_says_it_is_one_and_its_sample_command_runs(tmp_path, ca
     assert text.count("song2023consistency") == 1
     line = next(ln for ln in text.splitlines() if ln.startswith("torchdiffusion sample "))
     assert main(["sample", *line.split()[2:], "--n", "2", "--out", str(tmp_path / "c.png")]) == 0
+
+
+def test_a_sequence_runs_card_describes_its_discrete_diffusion(tmp_path, capsys):
+    """A masked-diffusion text run's card described a Gaussian process ("eps-prediction, continuous, sigma in
+    [0.002, 80]") and cited DDPM; uniform (D3PM) corruption cites Austin et al."""
+    from tinyruns import train_text_run
+    from torchdiffusion.config import override
+    from torchdiffusion.presets import get_preset
+
+    run = train_text_run(tmp_path / "text", images=32)
+    assert main(["card", str(run)]) == 0
+    card = (run / "MODEL_CARD.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| diffusion |"))
+    assert "categorical over symbols, absorbing-state mask" in row and "sigma" not in row and "eps" not in row
+    assert "sahoo2024simple" in card and "ho2020denoising" not in card
+    uniform = override(get_preset("text-chars"), ["diffusion.discrete=uniform"])
+    assert "austin2021structured" in C.citation(uniform) and "sahoo2024simple" not in C.citation(uniform)

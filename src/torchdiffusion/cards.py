@@ -354,6 +354,14 @@ def model_details(run: Path, cfg: RunConfig, info: dict) -> str:
         if d.process == "discrete"
         else (f"continuous, sigma in [{d.sigma_min:g}, {d.sigma_max:g}]")
     )
+    diffusion = f"{d.parameterization}-prediction, {process}, {d.weighting} loss weighting"
+    if d.process == "categorical":  # symbols: no Gaussian part (categorical.py)
+        how = "absorbing-state mask (MDLM / MD4)" if d.discrete == "masked" else "uniform replacement (D3PM)"
+        bound = f", the bound's {d.masked_bound} estimator" if d.discrete == "masked" else ""
+        diffusion = (
+            f"categorical over symbols, {how}, alpha(t) = 1 - t; the network predicts p(x0 | x_t) (cross-entropy"
+            f"{bound})"
+        )
     cond = [
         f"{m.num_classes} classes" if m.num_classes else "",
         "context vectors" if m.context_dim else "",
@@ -373,7 +381,7 @@ def model_details(run: Path, cfg: RunConfig, info: dict) -> str:
         ),
         ("network", network_size(m) + (f", {params:,} parameters" if params else "")),
         ("conditioning", ", ".join(c for c in cond if c) or "none (unconditional)"),
-        ("diffusion", f"{d.parameterization}-prediction, {process}, {d.weighting} loss weighting"),
+        ("diffusion", diffusion),
         ("default sampler", f"{s.sampler}, {s.steps} steps, {s.grid} grid"),
         ("trained on", trained_on(info)),
         ("config sha256", f"`{config_sha256(cfg)}`"),
@@ -747,7 +755,8 @@ def network_size(m: ModelConfig) -> str:
     return f"{m.net}, width {m.mlp_width}, depth {m.mlp_depth}"
 
 
-# The method a run's card cites: rectified flow (flow parameterization), consistency models, EDM, else DDPM
+# The method a run's card cites: discrete diffusion of symbols (MDLM, D3PM), rectified flow (flow parameterization),
+# consistency models, EDM, else DDPM
 METHOD_CITES = {
     "flow": "@inproceedings{liu2023flow, title={Flow Straight and Fast: Learning to Generate and Transfer Data with "
     "Rectified Flow}, author={Liu, Xingchao and Gong, Chengyue and Liu, Qiang}, booktitle={ICLR}, year={2023}}",
@@ -756,6 +765,12 @@ METHOD_CITES = {
     "edm": "@inproceedings{karras2022elucidating, title={Elucidating the Design Space of Diffusion-Based Generative "
     "Models}, author={Karras, Tero and Aittala, Miika and Aila, Timo and Laine, Samuli}, booktitle={NeurIPS}, "
     "year={2022}}",
+    "mdlm": "@inproceedings{sahoo2024simple, title={Simple and Effective Masked Diffusion Language Models}, "
+    "author={Sahoo, Subham Sekhar and Arriola, Marianne and Schiff, Yair and Gokaslan, Aaron and Marroquin, Edgar "
+    "and Chiu, Justin T. and Rush, Alexander and Kuleshov, Volodymyr}, booktitle={NeurIPS}, year={2024}}",
+    "d3pm": "@inproceedings{austin2021structured, title={Structured Denoising Diffusion Models in Discrete "
+    "State-Spaces}, author={Austin, Jacob and Johnson, Daniel D. and Ho, Jonathan and Tarlow, Daniel and van den "
+    "Berg, Rianne}, booktitle={NeurIPS}, year={2021}}",
     "ddpm": "@inproceedings{ho2020denoising, title={Denoising Diffusion Probabilistic Models}, author={Ho, "
     "Jonathan and Jain, Ajay and Abbeel, Pieter}, booktitle={NeurIPS}, year={2020}}",
 }
@@ -764,6 +779,8 @@ METHOD_CITES = {
 def method_of(cfg: RunConfig) -> str:
     """The key of :data:`METHOD_CITES` for a run."""
     d = cfg.diffusion
+    if d.process == "categorical":  # symbols: masked (MDLM) or uniform (D3PM) discrete diffusion
+        return "mdlm" if d.discrete == "masked" else "d3pm"
     if d.parameterization == "flow":
         return "flow"
     if d.boundary == "consistency" or cfg.objective.name.startswith("consistency"):
