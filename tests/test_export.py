@@ -353,6 +353,27 @@ def test_the_onnx_export_of_a_student_samples_as_the_student(students, tmp_path,
     assert main(["export", str(run), "--format", "onnx", "--out", str(onnx)]) == 0  # replaces its own export
 
 
+@needs_onnx
+def test_the_onnx_export_carries_the_tuned_grids_that_grid_auto_samples_on(tmp_path):
+    """sample.grid = auto (the default) samples on a tuned grid of the run's grids/ whenever one matches the sampler
+    and steps: the export left them behind (it copied them only under grid = tuned), and sampled on another grid."""
+    from torchdiffusion.samplers.optimize_grid import grid_path, save_grid
+
+    run = write_run(tmp_path / "run", "digits-test", ["sample.grid=auto"])
+    save_grid(grid_path(run, "dpmpp_2m", 3), torch.tensor([20.0, 3.0, 0.4, 0.0], dtype=torch.float64), {})
+    onnx = tmp_path / "onnx"
+    rc, _, err = cli("export", run, "--format", "onnx", "--out", onnx)
+    assert rc == 0, err[-2000:]
+    assert (onnx / "grids" / "dpmpp_2m-nfe3.json").is_file()
+    pngs = []
+    for where in (run, onnx):
+        pngs.append(tmp_path / f"{where.name}.png")
+        rc, _, err = cli("sample", where, "--sampler", "dpmpp_2m", "--steps", "3", "--n", "2", "--out", pngs[-1])
+        assert rc == 0, err[-2000:]
+        assert json.loads(pngs[-1].with_suffix(".json").read_text())["grid_used"]["grid"] == "tuned"
+    assert pngs[0].read_bytes() == pngs[1].read_bytes()
+
+
 def test_a_damaged_onnx_file_is_one_line(tmp_path, capsys):
     (tmp_path / "bad.onnx").write_bytes(b"not a protobuf")
     line = _refused(capsys, ["sample", str(tmp_path / "bad.onnx"), "--n", "1"])

@@ -110,7 +110,7 @@ def write(run: LoadedRun, folder: Path, *, batch: int = 2) -> Path:
         for k, v in meta.items():
             model.metadata_props.add(key=k, value=v)
         onnx.save_model(model, str(tmp))
-    for grid in needed_grids(run):  # a student's (sample.grid = tuned): it samples on them, so they travel along
+    for grid in needed_grids(run):  # sampling reads them (grid tuned or auto), so they travel along
         dest = folder / "grids" / grid.name
         dest.parent.mkdir(exist_ok=True)
         shutil.copyfile(grid, dest)
@@ -119,16 +119,13 @@ def write(run: LoadedRun, folder: Path, *, batch: int = 2) -> Path:
 
 
 def needed_grids(run: LoadedRun) -> list[Path]:
-    """The tuned grid files of the run that its config samples on (``sample.grid = "tuned"``: a distilled
-    student's, or grids fitted by bench-samplers): every step count of its sampler, and of the samplers whose
-    grids that sampler walks (``SAME_STEP``). None for a run sampled on a computed grid."""
-    from ..samplers.optimize_grid import SAME_STEP, tuned_grid_files
+    """Every tuned grid file of the run (``grids/<sampler>-nfe<N>.json``: a distilled student's, or grids fitted by
+    bench-samplers): sampling the run reads the one of its sampler and steps under ``sample.grid = "tuned"``, and
+    under ``"auto"`` (the default) whenever one matches, whichever sampler a command line names - so the export
+    carries them all, and samples as the run does."""
+    from ..samplers.optimize_grid import tuned_grid_files
 
-    sample = run.config.sample
-    if sample.grid != "tuned":
-        return []
-    samplers = {sample.sampler, *SAME_STEP.get(sample.sampler, ())}
-    return [p for p in tuned_grid_files(run.path / "grids") if p.name.split("-nfe")[0] in samplers]
+    return tuned_grid_files(run.path / "grids")
 
 
 class OnnxNet(nn.Module):
