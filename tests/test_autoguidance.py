@@ -231,3 +231,32 @@ def test_cli_train_keeps_a_guide_and_sample_uses_it(tmp_path):
     # an interval above sigma_max (80) holds no level of the grid: autoguided nowhere, it is refused in one line
     rc, _, err = cli("sample", run_dir, "--set", "sample.autoguidance=3", "--guidance-interval", "100,200", *common)
     assert rc == 2 and "holds no noise level of the grid" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["img2img", "--n", "2", "--strength", "0.7"],
+        ["inpaint", "--n", "2", "--resample", "2"],
+        ["outpaint", "--n", "2", "--right", "2"],
+        ["interpolate", "--seeds", "1", "2", "--frames", "3"],
+    ],
+)
+def test_edits_sample_with_the_guide_and_record_the_w_that_ran(tmp_path, argv):
+    """The editing commands edited with the model alone whatever sample.autoguidance said, and their manifests
+    recorded the w asked for: w = 3 and w = 1 gave the same pictures."""
+    import numpy as np
+    from PIL import Image
+
+    run_dir = tmp_path / "run"
+    train(tiny_cfg("train.guide_at=0.375", "sample.steps=3"), run_dir, data=tiny_data(), progress=False)
+    pictures = {}
+    for w in ("1", "3"):
+        png = tmp_path / f"w{w}.png"
+        rc, _, err = cli(argv[0], run_dir, *argv[1:], "--set", f"sample.autoguidance={w}", "--out", png)
+        assert rc == 0, err
+        with Image.open(png) as im:
+            pictures[w] = np.asarray(im)
+        drawn = json.loads(png.with_name(png.name + ".manifest.json").read_text())["sampling"][0]
+        assert drawn["autoguidance"] == float(w)
+    assert not np.array_equal(pictures["1"], pictures["3"])

@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -522,6 +523,40 @@ def guidance_of(sample: SampleConfig) -> dict:
     }
 
 
+def required_guide(model: Precond, sample: SampleConfig) -> Precond | None:
+    """The guide ``sample.autoguidance`` steers ``model`` away from (None at 1: the model alone); a RunError (one
+    line) when it asks for autoguidance and the model has no guide."""
+    if sample.autoguidance == 1.0:
+        return None
+    guide = guide_of(model)
+    if guide is None:
+        raise RunError(
+            f"sample.autoguidance={sample.autoguidance:g} needs the run's guide model (guide.safetensors, kept by "
+            f"training with train.guide_at > 0) and this model has none; use sample.autoguidance=1"
+        )
+    return guide
+
+
+def autoguided_denoiser(
+    model: Precond, sample: SampleConfig, denoiser_of: Callable[[Precond], Denoiser], clip: bool
+) -> Denoiser:
+    """The denoiser ``sample`` samples ``model`` with: ``denoiser_of(net)`` (its conditioning and CFG) of the model,
+    steered from the same of its guide at ``sample.autoguidance`` (:func:`required_guide`; both clamped first), and
+    clamped to [-1, 1] when ``clip`` (:func:`clamps_x0`). What `sample` draws with and the editing commands edit
+    with."""
+    guide = required_guide(model, sample)
+    D = denoiser_of(model)
+    if guide is not None:  # autoguidance: the guide sees the same conditioning and CFG; both clamped first
+        D_0 = denoiser_of(guide)
+        D = autoguided(
+            clamped(D) if clip else D,
+            clamped(D_0) if clip else D_0,
+            sample.autoguidance,
+            interval=sample.guidance_interval,
+        )
+    return clamped(D) if clip else D  # images, volumes: in [-1, 1]
+
+
 def checked_seeds(seeds: Sequence[int]) -> list[int]:
     """``seeds`` as ints: each an integer (1.7 was seed 1) in [0, config.MAX_SEED] (2**70 overflowed deep in torch),
     at least one; else a one-line ValueError."""
@@ -601,12 +636,7 @@ def generate(
     sampler = get_sampler(sample.sampler)
     clip = clamps_x0(sample, data_shape, codec)
     sigmas, knobs, grid_record = plan or sampling_plan(model, sample, clamped=clip, grid_dir=grid_dir)
-    guide = guide_of(model) if sample.autoguidance != 1.0 else None  # None: the model alone
-    if guide is None and sample.autoguidance != 1.0:
-        raise RunError(
-            f"sample.autoguidance={sample.autoguidance:g} needs the run's guide model (guide.safetensors, kept by "
-            f"training with train.guide_at > 0) and this model has none; use sample.autoguidance=1"
-        )
+    required_guide(model, sample)  # a one-line error before anything is recorded or drawn
     cond = with_seed_labels(cond, seeds, num_classes(model), sample.labels)  # no class given: sample.labels
     _refuse_guidance_without_cond(sample, cond, uncond)
     note_sampling(
@@ -625,17 +655,7 @@ def generate(
         ns = NoiseSource(seeds[sl], data_shape, device=device, dtype=state_dtype(device))
         x = ns.initial() * float(sigmas[0])
         guided = {**guidance_of(sample), "uncond": slice_cond(uncond, sl)}
-        D = guided_denoiser(model, slice_cond(cond, sl), **guided)
-        if guide is not None:  # autoguidance: the guide sees the same conditioning and CFG; both clamped first
-            D_0 = guided_denoiser(guide, slice_cond(cond, sl), **guided)
-            D = autoguided(
-                clamped(D) if clip else D,
-                clamped(D_0) if clip else D_0,
-                sample.autoguidance,
-                interval=sample.guidance_interval,
-            )
-        if clip:  # images, volumes: in [-1, 1]
-            D = clamped(D)
+        D = autoguided_denoiser(model, sample, partial(guided_denoiser, cond=slice_cond(cond, sl), **guided), clip)
         if wrap is not None:
             D = wrap(D, sl)
         if precision == "bf16":

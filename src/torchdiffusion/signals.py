@@ -24,14 +24,16 @@ from .edit import EditError, outpaint_canvas, tiled
 
 def _editing(run, sample):
     """(denoiser D(x, sigma), sampler, sigma grid, sampler knobs) of a loaded signal run: the plan `sample` takes,
-    D with a tuned grid's stop short of 0 (generate.stop_short), as the image editing commands walk it."""
-    from .generate import stop_short
+    D steered from the run's guide at ``sample.autoguidance`` as `sample` draws (generate.autoguided_denoiser), with
+    a tuned grid's stop short of 0 (generate.stop_short), as the image editing commands walk it."""
+    from .generate import autoguided_denoiser, stop_short
     from .samplers import get_sampler
 
     if run.kind != "signal":
         raise EditError(f"imputing and forecasting need a signal run; {run.path} holds {run.kind} data")
     sigmas, knobs, record = run.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
-    return stop_short(run.model.bind(None), sigmas, record), get_sampler(sample.sampler), sigmas, knobs
+    D = autoguided_denoiser(run.model, sample, lambda net: net.bind(None), clip=False)  # signals: never clamped
+    return stop_short(D, sigmas, record), get_sampler(sample.sampler), sigmas, knobs
 
 
 def impute(

@@ -122,7 +122,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
 
     from ..cond import build_cond, parse_classes
     from ..config import SamplerSettings, checked_sample
-    from ..generate import clamped, clamps_x0, guidance_of, stop_short
+    from ..generate import autoguided_denoiser, clamps_x0, guidance_of, required_guide, stop_short
     from ..guidance import guided_denoiser
     from ..provenance import note_sampling
     from ..samplers import get_sampler
@@ -134,17 +134,19 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
         sample = replace(sample, sampler=solver, settings=SamplerSettings())
     checked_sample(run_.config, sample)
     if not getattr(args, "classes", None):  # a valid value that would change nothing
-        refuse_guidance_sets(args, "without --class the edit draws from the network's null class, unguided")
+        refuse_guidance_sets(
+            args, "without --class the edit draws from the network's null class, with no classifier-free guidance"
+        )
+    required_guide(run_.model, sample)  # sample.autoguidance from a run with no guide: one line, nothing recorded
     if getattr(args, "classes", None):
         classes = parse_classes(args.classes)
         refuse_untrained_classes(run_, classes)
         cond = build_cond(run_.config.model, n or len(classes), classes=classes)
-        D = guided_denoiser(run_.model, cond, **guidance_of(sample))
+        denoiser_of = lambda net: guided_denoiser(net, cond, **guidance_of(sample))  # noqa: E731
     else:
-        D = run_.model.bind(None)
+        denoiser_of = lambda net: net.bind(None)  # noqa: E731
     clip = clamps_x0(sample, run_.data_shape, run_.codec)  # latents have no [-1, 1] range
-    if clip:
-        D = clamped(D)
+    D = autoguided_denoiser(run_.model, sample, denoiser_of, clip)  # steered from the guide as `sample` is
     edit = {k: v for k, v in vars(args).items() if k in _EDIT_KNOBS and v is not None}
     if seeds is ...:
         seeds = list(range(sample.seed, sample.seed + n)) if n else [sample.seed]  # image k: seed + k

@@ -136,7 +136,7 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     out = default_out(run_, args, f"forecast-r{args.right}-cut{args.cut}", sidecars=sidecars)
     fixed = {"n": "--n or the files of --series", "batch_size": "forecasting every series in one batch"}
     sample = checked_sample(run_.config, sample_config_from_args(run_.config.sample, args, run_, fixed))
-    refuse_guidance_sets(args, "a forecast is drawn unguided")
+    refuse_guidance_sets(args, "a forecast draws from the network's null class, with no classifier-free guidance")
     series = _signal_inputs(run_, args)
     truth = series if args.cut else None
     history = series[..., : series.shape[-1] - args.cut] if args.cut else series
