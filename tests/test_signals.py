@@ -443,3 +443,30 @@ def test_impute_of_a_multichannel_signal_run_refuses_a_csv_it_could_not_read_bac
     assert not (tmp_path / "f.csv").exists()
     rc, _, err = cli("impute", run, "--series", tmp_path / "gaps.npy", "--steps", "2", "--out", tmp_path / "f.npy")
     assert rc == 0 and np.load(tmp_path / "f.npy").shape == (2, 2, 128), err
+
+
+def _tiny_signal_run(folder):
+    """A signal-gunpoint run folder with jittered initial weights, 16-point series (50 held out), 3 Euler steps."""
+    from tinyruns import write_run
+
+    tiny = ["model.channels=8", "model.attn_resolutions=4", "model.groups=4", "model.head_channels=8"]
+    sets = [*tiny, "data.signal_length=16", "sample.sampler=euler", "sample.steps=4"]
+    run = write_run(folder, "signal-gunpoint", sets, (1, 16))
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "kind": "signal"}))
+    return run
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        # a --cut past the series' length sliced from its end (-1 points: it ran as --cut 1, recorded as asked)
+        (["--cut", "17"], "--cut 17 leaves nothing of series of 16 points"),
+    ],
+)
+def test_forecast_refuses_a_cut_or_selection_past_the_series(tmp_path, argv, needle):
+    run = _tiny_signal_run(tmp_path / "run")
+    out = tmp_path / "fc.png"
+    rc, _, err = cli("outpaint", run, "--right", "4", "--samples", "2", *argv, "--out", out)
+    assert_clean_error(rc, err, needle)
+    assert not list(tmp_path.glob("fc*"))

@@ -138,10 +138,10 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     sample = checked_sample(run_.config, sample_config_from_args(run_.config.sample, args, run_, fixed))
     refuse_guidance_sets(args, "a forecast draws from the network's null class, with no classifier-free guidance")
     series = _signal_inputs(run_, args)
+    if args.cut >= series.shape[-1]:  # before slicing: a negative end would keep the first points instead
+        raise ConfigError(f"--cut {args.cut} leaves nothing of series of {series.shape[-1]} points")
     truth = series if args.cut else None
     history = series[..., : series.shape[-1] - args.cut] if args.cut else series
-    if history.shape[-1] < 1:
-        raise ConfigError(f"--cut {args.cut} leaves nothing of series of {series.shape[-1]} points")
     from ..provenance import note_sampling
 
     edit = {"name": "outpaint", "right": args.right, "cut": args.cut, "samples": args.samples}
