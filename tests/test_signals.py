@@ -462,6 +462,8 @@ def _tiny_signal_run(folder):
     [
         # a --cut past the series' length sliced from its end (-1 points: it ran as --cut 1, recorded as asked)
         (["--cut", "17"], "--cut 17 leaves nothing of series of 16 points"),
+        # --index/--n past the held-out series forecast fewer series than asked, as the image commands refuse
+        (["--index", "49", "--n", "3"], "--index/--n ask for examples 49 to 51; the holdout data has 50 (0 to 49)"),
     ],
 )
 def test_forecast_refuses_a_cut_or_selection_past_the_series(tmp_path, argv, needle):

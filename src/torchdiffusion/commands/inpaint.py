@@ -95,15 +95,27 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str =
         raise EditError(f"{run_.path} records no data of its own to edit (a diffusers model folder): give --images")
     split = "holdout" if run_.config.data.holdout > 0 else "train"
     data = load_data(run_.config.data, split=split, seed=run_.config.train.seed)
-    n = args.n if args.n is not None else n_default
-    if not 0 <= args.index < len(data) or n < 1:
-        raise EditError(f"{flags} select no images: the {split} data has {len(data)} examples")
-    if args.index + n > len(data) and args.n is not None:  # asked for: all of them, or a word (the default: fewer)
-        raise EditError(
-            f"{flags} ask for examples {args.index} to {args.index + n - 1}; the {split} data has {len(data)} "
-            f"(0 to {len(data) - 1})"
-        )
+    n = selected_count(args, len(data), split, n_default, flags)
     return data.x[args.index : args.index + n].clone()
+
+
+def selected_count(
+    args: argparse.Namespace, count: int, split: str, n_default: int, flags: str = "--index/--n", what: str = "images"
+) -> int:
+    """How many of the ``count`` examples of the run's ``split`` data --n takes from --index (``n_default`` when
+    --n is left out: fewer where the data ends first); an EditError (one line) for an --index past the data, or an
+    --n asked for that runs past its end."""
+    from ..edit import EditError
+
+    n = args.n if args.n is not None else n_default
+    if not 0 <= args.index < count or n < 1:
+        raise EditError(f"{flags} select no {what}: the {split} data has {count} examples")
+    if args.index + n > count and args.n is not None:  # asked for: all of them, or a word (the default: fewer)
+        raise EditError(
+            f"{flags} ask for examples {args.index} to {args.index + n - 1}; the {split} data has {count} "
+            f"(0 to {count - 1})"
+        )
+    return n
 
 
 def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | None = None, seeds=...):

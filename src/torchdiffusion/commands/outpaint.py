@@ -172,6 +172,7 @@ def _signal_inputs(run_, args: argparse.Namespace):
     import torch
 
     from ..config import ConfigError
+    from .inpaint import selected_count
 
     if args.series:
         from ..data.signal import read_signal_file
@@ -185,7 +186,5 @@ def _signal_inputs(run_, args: argparse.Namespace):
 
     split = "holdout" if run_.config.data.holdout > 0 else "train"
     data = load_data(run_.config.data, split=split, seed=run_.config.train.seed)
-    n = args.n or 3
-    if not 0 <= args.index < len(data):
-        raise ConfigError(f"--index selects no series: the {split} data has {len(data)}")
+    n = selected_count(args, len(data), split, 3, what="series")  # as the image commands check it
     return data.x[args.index : args.index + n].clone()
