@@ -244,3 +244,12 @@ def test_grids_of_small_images_are_enlarged_without_a_jump(tmp_path):
         w, shown = _png_size(save_grid(torch.zeros(1, 1, h, h), tmp_path / f"{h}.png", nrow=1))
         scale = shown // (h + 4)  # one image and its 2-px padding on each side
         assert h * scale >= min(4 * h, 64) and (scale == 1) == (h >= 64), (h, scale)
+
+
+def test_outpaints_manifest_records_the_repaint_jump_that_ran(run_dir, tmp_path):
+    """outpaint --resample 2 ran with RePaint's default jump (steps // 4) and its manifest left it out."""
+    out = tmp_path / "o.png"
+    assert main(["outpaint", str(run_dir), "--n", "1", "--right", "2", "--steps", "8", "--resample", "2",
+                 "--out", str(out)]) == 0  # fmt: skip
+    edit = json.loads((tmp_path / "o.png.manifest.json").read_text())["sampling"][0]["wrappers"][0]
+    assert edit["jump"] == 2 and edit["resample"] == 2

@@ -472,3 +472,13 @@ def test_forecast_refuses_a_cut_or_selection_past_the_series(tmp_path, argv, nee
     rc, _, err = cli("outpaint", run, "--right", "4", "--samples", "2", *argv, "--out", out)
     assert_clean_error(rc, err, needle)
     assert not list(tmp_path.glob("fc*"))
+
+
+def test_forecasts_manifest_records_the_repaint_jump_that_ran(tmp_path):
+    """A forecast with --resample 2 ran with RePaint's jump steps // 4 and its manifest left the jump out."""
+    run = _tiny_signal_run(tmp_path / "run")
+    out = tmp_path / "fc.png"
+    rc, _, err = cli("outpaint", run, "--right", "4", "--n", "1", "--samples", "2", "--resample", "2", "--out", out)
+    assert rc == 0, err
+    edit = json.loads((tmp_path / "fc.png.manifest.json").read_text())["sampling"][0]["wrappers"][0]
+    assert edit["jump"] == 1 and edit["resample"] == 2  # 4 steps

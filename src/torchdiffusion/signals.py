@@ -54,10 +54,20 @@ def impute(
 
 
 def forecast(
-    run, history: Tensor, horizon: int, sample, *, samples: int = 32, seed: int = 0, resample: int = 1, bar=None
+    run,
+    history: Tensor,
+    horizon: int,
+    sample,
+    *,
+    samples: int = 32,
+    seed: int = 0,
+    resample: int = 1,
+    jump: int | None = None,
+    bar=None,
 ) -> Tensor:
     """``samples`` continuations of one series ``history: (C, L0)`` by ``horizon`` points: (samples, C, L0 +
-    horizon), the first L0 points equal to ``history``. L0 + horizon must be at least the model's length L."""
+    horizon), the first L0 points equal to ``history``. L0 + horizon must be at least the model's length L.
+    ``jump``: RePaint's jump length when ``resample`` > 1 (default steps // 4, at least 1)."""
     C, L = run.data_shape
     if history.ndim != 2 or history.shape[0] != C:
         raise EditError(f"the history must be one series ({C}, L0), got {tuple(history.shape)}")
@@ -67,7 +77,7 @@ def forecast(
 
     D, sampler, sigmas, knobs = _editing(run, sample)
     canvas, mask = outpaint_canvas(history.float()[None].expand(samples, -1, -1), right=horizon)
-    jump = max(1, sample.steps // 4)
+    jump = jump if jump is not None else max(1, sample.steps // 4)
     return inpaint_images(
         sampler, tiled(D, (L,)), canvas, sigmas, mask, seed=seed, jump=jump, resample=resample, knobs=knobs, bar=bar
     )

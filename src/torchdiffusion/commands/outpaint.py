@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     sample, D, sampler, sigmas, knobs, _ = setup(run_, args, n=len(x))
     canvas, mask = outpaint_canvas(x, left=args.left, right=args.right, top=args.top, bottom=args.bottom)
     jump = args.jump if args.jump is not None else max(1, sample.steps // 4)
+    from ..provenance import note_edit
+
+    note_edit(**({"jump": jump} if args.resample > 1 else {}))  # the jump that ran, given or not (as inpaint's)
     D = tiled(D, tuple(run_.data_shape[1:]), args.stride)  # the network sees only windows of its own size
     with repaint_bar(len(sigmas) - 1, jump, args.resample, "outpaint") as bar:
         result = inpaint_images(
@@ -146,13 +149,26 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
 
     edit = {"name": "outpaint", "right": args.right, "cut": args.cut, "samples": args.samples}
     edit["resample"] = args.resample
+    jump = max(1, sample.steps // 4)  # RePaint's default jump: a forecast takes no --jump
+    if args.resample > 1:
+        edit["jump"] = jump
     note_sampling(sample, range(sample.seed, sample.seed + len(history) * args.samples), wrappers=[edit])
     runs = []
     with step_bar(None, f"forecast ({args.samples} samples per series)") as bar:
         for i, h in enumerate(history):
             seed = sample.seed + i * args.samples  # series i's continuations: seeds seed + i S ... seed + (i + 1) S - 1
             runs.append(
-                forecast(run_, h, args.right, sample, samples=args.samples, seed=seed, resample=args.resample, bar=bar)
+                forecast(
+                    run_,
+                    h,
+                    args.right,
+                    sample,
+                    samples=args.samples,
+                    seed=seed,
+                    resample=args.resample,
+                    jump=jump,
+                    bar=bar,
+                )
             )
     # in the data's own units where data.scale mapped them: (N, S, C, L0 + right)
     y = run_.to_data_units(torch.stack(runs).flatten(0, 1)).unflatten(0, (len(runs), args.samples))
