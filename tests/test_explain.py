@@ -29,6 +29,16 @@ def test_forward_strip_follows_q_xt_given_x0(tmp_path):
         ex.forward_strip(x0, [1000], T=1000)
 
 
+def test_forward_strip_labels_sit_over_their_columns_for_wide_images(tmp_path, monkeypatch):
+    figs = []
+    monkeypatch.setattr(ex, "_save_fig", lambda fig, path: figs.append(fig))
+    ex.forward_strip(torch.zeros(2, 1, 8, 32), [0, 100, 500, 999], schedules=("linear",), path=tmp_path / "w.png")
+    ticks = list(figs[0].axes[0].get_xticks())
+    assert len(ticks) == 4
+    for k, x in enumerate(ticks):  # make_grid(pad=1): column k spans [1 + 33 k, 1 + 33 k + 32)
+        assert 1 + 33 * k <= x < 1 + 33 * k + 32, (k, x)
+
+
 def test_schedule_curves_are_consistent():
     c = ex.schedule_curves(T=200)
     for name, d in c.items():

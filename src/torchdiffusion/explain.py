@@ -25,7 +25,7 @@ import json
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .analytic import GaussianMixture
 from .io import atomic_path, atomic_write
-from .process import DiscreteVP, sigma_to_alpha_bar
+from .process import DiscreteVP, add_noise, rf_sigma_to_t, sigma_to_alpha_bar, ve_to_rf, ve_to_vp
 from .schedules import karras_sigmas
 from .types import Denoiser, NoiseSource
 from .viz import make_grid
@@ -108,57 +108,132 @@ def _check_timesteps(ts: Sequence[int], T: int) -> None:
         raise ExplainError(f"timesteps must lie in [0, {T - 1}], got {list(ts)}")
 
 
+@dataclass(frozen=True)
+class ForwardProcess:
+    """The forward process a strip draws, built from the library's own process (process.py), never re-derived:
+
+    * ``kind="discrete"``: a DiscreteVP ``vp``; levels are timesteps t (0-based, < T) and
+      x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n (Ho et al. Eq. 4, ``DiscreteVP.q_sample``);
+    * ``kind="ve"``: a continuous sigma process (EDM, VE); levels are sigma >= 0 and x = x_0 + sigma n
+      (Karras et al. Eq. 2 sampled, ``process.add_noise``), shown in VP scale x / sqrt(1 + sigma^2)
+      (``process.ve_to_vp``: the DDPM x_t of the same signal-to-noise ratio) so every column keeps a unit range;
+    * ``kind="flow"``: rectified flow; levels are sigma >= 0 and x_t = (1 - t) x_0 + t n with t = sigma/(1 + sigma)
+      (Liu et al. 2022 Eq. 1; ``process.ve_to_rf`` of x_0 + sigma n).
+    """
+
+    kind: str
+    vp: DiscreteVP | None = None
+
+    @property
+    def name(self) -> str:
+        """The schedule's name for a discrete process, else ``ve`` or ``flow``."""
+        return self.vp.schedule if self.kind == "discrete" else self.kind
+
+    @property
+    def title(self) -> str:
+        if self.kind == "discrete":
+            return f"{self.vp.schedule} schedule, T = {self.vp.T}"
+        return "rectified flow: (1 - t) x_0 + t n" if self.kind == "flow" else "x_0 + sigma n (VP scale)"
+
+    def record(self) -> dict:
+        """What a manifest keeps of the process drawn."""
+        if self.kind == "discrete":
+            return {"process": "discrete", "schedule": self.vp.schedule, "T": self.vp.T}
+        return {"process": "rectified flow" if self.kind == "flow" else "continuous (x_0 + sigma n)"}
+
+    def check(self, levels: Sequence) -> None:
+        """ExplainError (one line) for levels the process has not: timesteps outside [0, T - 1], sigmas < 0."""
+        if self.kind == "discrete":
+            _check_timesteps(levels, self.vp.T)
+        elif any(not isinstance(s, numbers.Real) or not math.isfinite(s) or s < 0 for s in levels):
+            raise ExplainError(f"noise levels sigma are finite numbers >= 0, got {list(levels)}")
+
+    def sample(self, x0: Tensor, level, n: Tensor) -> Tensor:
+        """x_0 noised to ``level`` with the noise ``n``, as drawn (see the class docstring)."""
+        if self.kind == "discrete":
+            return self.vp.q_sample(x0, torch.full((len(x0),), level, dtype=torch.long), n).float()
+        x = add_noise(x0, float(level), n)
+        return (ve_to_rf(x, float(level)) if self.kind == "flow" else ve_to_vp(x, float(level))).float()
+
+    def label(self, level, sep: str = "\n") -> str:
+        if self.kind == "discrete":
+            return f"t={level}{sep}abar={float(self.vp.alpha_bars[level]):.2f}"
+        if self.kind == "flow":
+            return f"sigma={level:.3g}{sep}t={float(rf_sigma_to_t(torch.tensor(float(level)))):.2f}"
+        return f"sigma={level:.3g}"
+
+
+def column_ticks(width: int, K: int, pad: int = 1) -> list[float]:
+    """The x positions of the centres of the K columns of a ``make_grid`` of images ``width`` pixels wide."""
+    return [pad + (width + pad) * k + (width - 1) / 2 for k in range(K)]
+
+
 def forward_strip(
     images: Tensor,
-    ts: Sequence[int],
+    ts: Sequence,
     *,
     schedules: Sequence[str] = ("linear", "cosine"),
     T: int = 1000,
     seed: int = 0,
     path: str | Path | None = None,
+    processes: Sequence[ForwardProcess] | None = None,
+    decode=None,
 ) -> dict[str, Tensor]:
-    """Noise ``images: (B, C, H, W)`` in [-1, 1] to the timesteps ``ts`` (0-based, < T) under each schedule.
+    """Noise ``images: (B, C, H, W)`` in [-1, 1] to the levels ``ts`` under each process.
 
-    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n (Ho et al. Eq. 4), the same noise n for every schedule and t so
-    only the schedule differs. Returns ``{schedule: (B, len(ts), C, H, W)}`` and draws one block per schedule
-    (rows = images, columns = t, titled with alpha_bar_t).
+    ``processes`` (default: a DiscreteVP of each of ``schedules`` with T steps, levels 0-based timesteps < T): see
+    :class:`ForwardProcess`. The same noise n for every process and level, so only the process differs. ``decode``
+    (a latent run's ``codec.decode``) turns noised latents into images before they are drawn and returned.
+    Returns ``{name: (B, len(ts), C, H, W)}`` (:attr:`ForwardProcess.name`) and draws one block per process
+    (rows = images, columns = levels).
     """
-    _check_timesteps(ts, T)
+    if processes is None:
+        processes = [ForwardProcess("discrete", DiscreteVP(name, T)) for name in schedules]
+    for proc in processes:
+        proc.check(ts)
     g = torch.Generator().manual_seed(seed)
     n = torch.randn(images.shape, generator=g)
     out = {}
-    for name in schedules:
-        vp = DiscreteVP(name, T)
-        cols = [vp.q_sample(images, torch.full((len(images),), t, dtype=torch.long), n).float() for t in ts]
-        out[name] = torch.stack(cols, 1)
+    for proc in processes:
+        cols = [proc.sample(images, t, n) for t in ts]
+        if decode is not None:
+            cols = [decode(c) for c in cols]
+        out[proc.name] = torch.stack(cols, 1)
     if path is not None:
         plt = _plt()
         B, K = images.shape[0], len(ts)
         fig, axes = plt.subplots(
-            1, len(schedules), figsize=(1.0 + 0.75 * K * len(schedules), 0.9 + 0.75 * B), squeeze=False
+            1, len(processes), figsize=(1.0 + 0.75 * K * len(processes), 0.9 + 0.75 * B), squeeze=False
         )
-        for ax, name in zip(axes[0], schedules):
-            vp = DiscreteVP(name, T)
-            _show_grid(ax, out[name].flatten(0, 1), nrow=K, title=f"{name} schedule, T = {T}")
-            H = images.shape[-2] + 1
-            ax.set_xticks([1 + H * (k + 0.5) for k in range(K)])
-            ax.set_xticklabels([f"t={t}\n{float(vp.alpha_bars[t]):.2f}" for t in ts], fontsize=7)
-        axes[0, 0].set_ylabel("x_t  (column: t, alpha_bar_t)", fontsize=8)
+        for ax, proc in zip(axes[0], processes):
+            shown = out[proc.name]
+            _show_grid(ax, shown.flatten(0, 1), nrow=K, title=proc.title)
+            ax.set_xticks(column_ticks(shown.shape[-1], K))  # columns are as wide as the images (not as high)
+            ax.set_xticklabels([proc.label(t) for t in ts], fontsize=7)
+        axes[0, 0].set_ylabel("x_t  (column: noise level)", fontsize=8)
         fig.tight_layout()
         _save_fig(fig, path)
     return out
 
 
 def signal_forward(
-    x: Tensor, ts: Sequence[int], *, schedule: str = "cosine", T: int = 1000, seed: int = 0, path=None
+    x: Tensor,
+    ts: Sequence,
+    *,
+    schedule: str = "cosine",
+    T: int = 1000,
+    seed: int = 0,
+    path=None,
+    process: ForwardProcess | None = None,
 ) -> Tensor:
-    """The forward process of 1-D signals ``x: (B, C, L)``: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n (Ho et
-    al. Eq. 4) at each t of ``ts``, the same noise n at every t; one panel per t with the first channel of each
+    """The forward process of 1-D signals ``x: (B, C, L)`` at each level of ``ts``, the same noise n at every
+    level: ``process`` (:class:`ForwardProcess`; default the DiscreteVP of ``schedule`` with T steps, x_t =
+    sqrt(abar_t) x_0 + sqrt(1 - abar_t) n, Ho et al. Eq. 4); one panel per level with the first channel of each
     series as a curve (x_0 in grey behind). Returns (B, len(ts), C, L)."""
-    _check_timesteps(ts, T)
+    process = process or ForwardProcess("discrete", DiscreteVP(schedule, T))
+    process.check(ts)
     n = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
-    vp = DiscreteVP(schedule, T)
-    cols = torch.stack([vp.q_sample(x, torch.full((len(x),), t, dtype=torch.long), n).float() for t in ts], 1)
+    cols = torch.stack([process.sample(x, t, n) for t in ts], 1)
     if path is not None:
         plt = _plt()
         width = max(1.9 * len(ts), 6.4)  # the title is read whole with two panels too
@@ -168,11 +243,9 @@ def signal_forward(
             for i in range(len(x)):
                 ax.plot(x[i, 0].numpy(), c="0.8", lw=0.7)
                 ax.plot(cols[i, j, 0].numpy(), c=f"C{i}", lw=0.8)
-            ax.set_title(f"t={t}, abar={float(vp.alpha_bars[t]):.2f}", fontsize=7)
+            ax.set_title(process.label(t, ", "), fontsize=7)
             ax.tick_params(labelsize=6)
-        fig.suptitle(
-            f"forward process of signals ({schedule} schedule, T = {T}): x_t in colour, x_0 in grey", fontsize=8
-        )
+        fig.suptitle(f"forward process of signals ({process.title}): x_t in colour, x_0 in grey", fontsize=8)
         fig.tight_layout()
         _save_fig(fig, path)
     return cols
