@@ -273,3 +273,63 @@ def test_fractional_timesteps_are_refused_not_rounded():
         forward_strip(torch.zeros(1, 1, 8, 8), [10.5])  # drawn at t = 10 under the label 10.5
     with pytest.raises(ExplainError, match="whole numbers"):
         signal_forward(torch.zeros(1, 1, 16), [0, 2.5])
+
+
+def test_forward_strip_of_a_run_draws_the_runs_own_process(tmp_path, monkeypatch):
+    """A run's strip draws the process it was trained on - its schedule and T, or its continuous process at the
+    noise levels --sigmas - and its manifest says so; an option that would draw another process is refused."""
+    from test_cli_errors import assert_clean_error
+    from tinyruns import cli, write_run
+
+    strips = []
+    real = ex.forward_strip
+    monkeypatch.setattr(ex, "forward_strip", lambda *a, **k: strips.append((a, k, real(*a, **k))) or strips[-1][2])
+    cosine = write_run(tmp_path / "cos", "digits-test", [])  # cosine schedule, T = 100
+    out = tmp_path / "f.png"
+    assert cli("explain", "forward", cosine, "--images", "2", "--out", out)[0] == 0
+    (x0, _), kw, drawn = strips[-1]
+    assert list(drawn) == ["cosine"] and kw["processes"][0].vp.T == 100
+    ts = [0, 5, 10, 20, 30, 50, 70, 99]  # the default t: fractions of the run's own T
+    assert drawn["cosine"].shape[1] == len(ts)
+    ab = DiscreteVP("cosine", 100).alpha_bars
+    n = (drawn["cosine"][:, -1] - ab[99].sqrt() * x0) / (1 - ab[99]).sqrt()
+    assert torch.allclose(drawn["cosine"][:, 3], (ab[20].sqrt() * x0 + (1 - ab[20]).sqrt() * n).float(), atol=1e-4)
+    extra = json.loads((tmp_path / "f.png.manifest.json").read_text())["extra"]["forward"]
+    assert extra == [{"process": "discrete", "schedule": "cosine", "T": 100, "levels": ts}]
+    # the run's own schedule and T may be named; another is refused, nothing written
+    assert (
+        cli("explain", "forward", cosine, "--T", "100", "--schedules", "cosine", "--t", "0", "99", "--out", out)[0] == 0
+    )
+    out.unlink()
+    for args, says in [
+        (["--schedules", "linear"], "draws its own cosine schedule; --schedules linear would draw another"),
+        (["--T", "1000"], "draws its own T = 100; --T 1000 would draw another"),
+        (["--t", "0", "999"], "[0, 99]"),
+        (["--sigmas", "1"], "its levels are timesteps --t, not --sigmas"),
+    ]:
+        rc, _, err = cli("explain", "forward", cosine, *args, "--out", out)
+        assert_clean_error(rc, err, says)
+        assert not out.exists()
+    rc, _, err = cli("explain", "forward", "--data", "digits", "--sigmas", "1", "--out", out)
+    assert_clean_error(rc, err, "--sigmas is read with a run of a continuous process")
+
+    for name, sets, scale in [  # drawn = (x_0 + sigma n) / scale(sigma): VP scale for EDM, (1 - t) x_0 + t n for flow
+        ("edm", ["diffusion.process=continuous", "diffusion.parameterization=edm"], lambda s: (1 + s * s) ** 0.5),
+        ("flow", ["diffusion.process=continuous", "diffusion.parameterization=flow"], lambda s: 1 + s),
+    ]:
+        sets += ["diffusion.noise_conditioning=log_sigma", "diffusion.sigma_sampling=lognormal"]
+        run = write_run(tmp_path / name, "digits-test", sets)
+        assert cli("explain", "forward", run, "--images", "2", "--sigmas", "0.5", "4", "--out", out)[0] == 0
+        (x0, _), kw, drawn = strips[-1]
+        kind = "ve" if name == "edm" else "flow"
+        assert list(drawn) == [kind]
+        n = (drawn[kind][:, 1] * scale(4.0) - x0) / 4.0
+        assert torch.allclose(drawn[kind][:, 0], (x0 + 0.5 * n) / scale(0.5), atol=1e-4)  # the same noise at each sigma
+        assert 0.5 < float(n.std()) < 1.5
+        extra = json.loads((tmp_path / "f.png.manifest.json").read_text())["extra"]["forward"][0]
+        assert extra["levels"] == [0.5, 4.0] and "T" not in extra and "schedule" not in extra
+        rc, _, err = cli("explain", "forward", run, "--t", "0", "10", "--out", tmp_path / "g.png")
+        assert_clean_error(rc, err, "runs a continuous process")
+        rc, _, err = cli("explain", "forward", run, "--T", "1000", "--out", tmp_path / "g.png")
+        assert_clean_error(rc, err, "drop --T")
+        assert not (tmp_path / "g.png").exists()

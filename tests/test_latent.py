@@ -369,6 +369,25 @@ def test_explain_and_evaluate_decode(world, tmp_path, cache_env):
     assert all(np.isfinite(v) for v in rec.values())
 
 
+def test_the_forward_strip_of_a_latent_run_noises_its_latents_and_decodes_them(world, tmp_path, monkeypatch):
+    from torchdiffusion import explain as ex
+    from torchdiffusion.generate import load_run
+
+    strips = []
+    real = ex.forward_strip
+    monkeypatch.setattr(ex, "forward_strip", lambda *a, **k: strips.append((a, real(*a, **k))) or strips[-1][1])
+    out = tmp_path / "f.png"
+    code, _, err = cli("explain", "forward", world["run"], "--images", "2", "--t", "0", "99", "--out", out,
+                       env=world["env"])  # fmt: skip
+    assert code == 0, err
+    (z, ts), drawn = strips[-1]
+    assert z.shape[1:] == (2, 4, 4)  # the latents are noised ...
+    assert drawn["cosine"].shape == (2, 2, 1, 8, 8)  # ... and drawn as the images they decode to
+    vp = load_run(world["run"]).model.process
+    x0 = vp.q_sample(z, torch.zeros(2, dtype=torch.long), torch.zeros_like(z))  # t = 0: sqrt(abar_0) z, nearly z
+    torch.testing.assert_close(drawn["cosine"][:, 0], load_run(world["run"]).codec.decode(x0), atol=0.05, rtol=0)
+
+
 def test_evaluate_reads_classes_off_the_decoded_images(world, tmp_path):
     from torchdiffusion.evaluation.classifier import ClassifierConfig, SmallClassifier, save_classifier
 

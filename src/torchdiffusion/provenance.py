@@ -328,6 +328,7 @@ class Recording:
         self.provisional: set[Path] = set()  # files given a provisional manifest
         self.inputs: dict[str, str] = {}  # files the command read as its input: {absolute path: sha256 when read}
         self.identity: dict[Path, tuple] = {}  # each file or folder as this command left it (_identity)
+        self.extra: dict[str, Any] = {}  # what the command resolved and drew (note_extra): the manifests' extra
 
     def route(self, path: Path) -> Path:
         return path
@@ -385,6 +386,7 @@ class Recording:
             command=self.command,
             sampling=_dedupe(self.sampling),
             device=self.device,
+            extra=self.extra,
         )
         if self.inputs:
             base["inputs"] = dict(self.inputs)
@@ -561,6 +563,14 @@ def note_edit(**values: Any) -> None:
     rec = _RECORDING.get()
     if rec is not None and rec.sampling and rec.sampling[-1].get("wrappers"):
         rec.sampling[-1]["wrappers"][0].update(values)
+
+
+def note_extra(**values: Any) -> None:
+    """What a command drew that its command line does not say (the process of a run's forward strip): kept in the
+    ``extra`` section of its manifests (no-op outside :func:`recording`)."""
+    rec = _RECORDING.get()
+    if rec is not None:
+        rec.extra.update(values)
 
 
 def note_input(path: str | Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..io import write_json
@@ -119,7 +120,7 @@ def _out(args: argparse.Namespace, default_dir: Path | None, sidecars: tuple[str
 # The options each picture reads (argparse dests; "sampling" stands for every flag of add_sampling_arguments).
 # Any other option given is refused in one line: it would change nothing in the picture.
 _READS = {
-    "forward": {"run", "data", "t", "T", "seed", "images", "schedules"},
+    "forward": {"run", "data", "t", "T", "seed", "images", "schedules", "sigmas"},
     "schedules": {"T", "schedules"},
     "trajectory": {"run", "weights", "sampling"},
     "ablation": {"run", "weights", "sampling", "ddpm_steps"},
@@ -395,41 +396,138 @@ def _sequence_forward(args: argparse.Namespace) -> list:
     return [out]
 
 
-def _forward(args: argparse.Namespace) -> list:
-    from .. import explain as ex
-    from ..data import load_data
+STRIP_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)  # a discrete run's default --t: these fractions of T, and T - 1
+STRIP_SIGMA_FLOOR = 0.01  # a continuous run's default levels start at max(sigma_min, this): lower ones look like x_0
 
+
+def run_forward_process(run_):
+    """The forward process a run was trained on (:class:`explain.ForwardProcess`): its discrete schedule and T, or
+    its continuous process - rectified flow for the flow parameterization, x_0 + sigma n otherwise."""
+    from .. import explain as ex
+
+    vp = getattr(run_.model, "process", None)
+    if vp is not None:
+        return ex.ForwardProcess("discrete", vp)
+    return ex.ForwardProcess("flow" if run_.config.diffusion.parameterization == "flow" else "ve")
+
+
+def _forward_levels(args: argparse.Namespace, proc, where: str, sigma_range=(0.002, 80.0)) -> list:
+    """The levels of the strip: timesteps --t of a discrete process (default: STRIP_FRACTIONS of its T, and T - 1),
+    noise levels --sigmas of a continuous one (default: 0, then 7 evenly spaced in log sigma up to sigma_max);
+    an option the process does not read, or one that would draw another process than ``where``'s own, in one
+    line."""
+    import torch
+
+    from ..config import ConfigError
+
+    given = given_options(args)
+    if proc.kind != "discrete":
+        for dest in ("t", "schedules", "T"):
+            if dest in given:
+                raise ConfigError(
+                    f"{where} runs a continuous process ({proc.title}): it has no timesteps, schedule or T; drop "
+                    f"{given[dest]} and give its noise levels with --sigmas"
+                )
+        if "sigmas" in given:
+            return list(args.sigmas)
+        lo, hi = max(sigma_range[0], STRIP_SIGMA_FLOOR), sigma_range[1]
+        return [0.0, *(float(s) for s in torch.logspace(math.log10(lo), math.log10(hi), 7, dtype=torch.float64))]
+    vp = proc.vp
+    if "sigmas" in given:
+        raise ConfigError(
+            f"{where} draws a discrete process ({proc.title}): its levels are timesteps --t, not --sigmas"
+        )
+    if args.schedules and list(args.schedules) != [vp.schedule]:
+        raise ConfigError(
+            f"{where} draws its own {vp.schedule} schedule; --schedules {' '.join(args.schedules)} would draw "
+            "another: drop it (or draw a schedule without a run: --data)"
+        )
+    if "T" in given and args.T != vp.T:
+        raise ConfigError(
+            f"{where} draws its own T = {vp.T}; --T {args.T} would draw another: drop it (or draw without a run: "
+            "--data)"
+        )
+    if "t" in given:
+        return list(args.t)
+    return sorted({int(f * vp.T) for f in STRIP_FRACTIONS} | {vp.T - 1})
+
+
+def _forward(args: argparse.Namespace) -> list:
+    """The forward strip: a run's data under the run's own forward process (its schedule and T, or its continuous
+    process; a latent run's latents decoded by its autoencoder), or --data under DDPM schedules (--schedules,
+    --T)."""
+    from .. import explain as ex
+    from ..config import ConfigError
+    from ..data import load_data
+    from ..provenance import note_extra
+
+    codec = None
     if args.run:
         run_ = _load_run(args)
-        data = load_data(run_.config.data, seed=run_.config.train.seed)
+        codec = getattr(run_, "codec", None)  # a latent run: its images encoded, noised, and decoded to be drawn
+        if codec is not None:
+            from ..latent import with_pixel_map
+
+            data = load_data(with_pixel_map(run_.config.data, codec), seed=run_.config.train.seed)
+        else:
+            data = load_data(run_.config.data, seed=run_.config.train.seed)
         out = _out(args, run_.path / "explain")
+        proc = run_forward_process(run_)
+        sigma_range = (float(run_.model.sigma_min), float(run_.model.sigma_max))
+        levels = _forward_levels(args, proc, str(run_.path), sigma_range)
+        processes = [proc]
     else:
+        if "sigmas" in given_options(args):
+            raise ConfigError(
+                "'explain forward' without a run draws DDPM schedules at timesteps --t; --sigmas is read with a run "
+                "of a continuous process"
+            )
         data = load_explained(data_config(args.data, "forward"))
         out = _out(args, None)
+        levels, processes = list(args.t), None
     if data.kind == "signal":
-        from ..config import ConfigError
-
         if args.schedules and len(args.schedules) > 1:
             raise ConfigError(f"the forward strip of signals draws one schedule, got {' '.join(args.schedules)}")
         if args.images is not None and args.images > MAX_SIGNAL_SERIES:
             raise ConfigError(
                 f"the forward strip of signals draws at most {MAX_SIGNAL_SERIES} series, got {args.images}"
             )
-        schedule = args.schedules[0] if args.schedules else "cosine"
+        proc = processes[0] if processes else ex.ForwardProcess("discrete", _vp(args.schedules or ["cosine"], args.T))
+        proc.check(levels)
+        note_extra(forward={**proc.record(), "levels": levels})
         with _figure_bar(args) as bar:
             series = data.x[: args.images or 3]
-            ex.signal_forward(series, args.t, schedule=schedule, T=args.T, seed=args.seed or 0, path=out)
+            ex.signal_forward(series, levels, seed=args.seed or 0, path=out, process=proc)
             bar.update(1)
         return [out]
     if data.kind != "image":
         raise ex.ExplainError("the forward strip needs image or signal data")
+    if processes is None:
+        processes = [
+            ex.ForwardProcess("discrete", _vp([name], args.T)) for name in args.schedules or ("linear", "cosine")
+        ]
+    for proc in processes:
+        proc.check(levels)
+    latents = {"latents_decoded_by": str(codec.path)} if codec is not None else {}
+    note_extra(forward=[{**proc.record(), "levels": levels, **latents} for proc in processes])
     with _figure_bar(args) as bar:
-        schedules = args.schedules or ("linear", "cosine")
-        ex.forward_strip(
-            data.x[: _strip_images(args)], args.t, schedules=schedules, T=args.T, seed=args.seed or 0, path=out
-        )
+        images = data.x[: _strip_images(args)]
+        images = codec.encode(images) if codec is not None else images  # the latents z the run diffuses
+        decode = codec.decode if codec is not None else None
+        ex.forward_strip(images, levels, seed=args.seed or 0, path=out, processes=processes, decode=decode)
         bar.update(1)
     return [out]
+
+
+def _vp(schedules, T: int):
+    """The DiscreteVP of the one schedule named (an unknown name refused in one line)."""
+    from ..config import ConfigError
+    from ..process import DiscreteVP
+
+    try:
+        return DiscreteVP(schedules[0], T)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"--schedules: {e}") from None
 
 
 def _strip_images(args: argparse.Namespace) -> int:
