@@ -126,7 +126,26 @@ AFTER = {
     "and depths,\nshown at 64 × 64), a folder of WAV recordings, an array (`.npy`, `.npz`, `.h5`; values in their "
     "own units mapped\nby their range) or a CSV of series (`explain table-forward --data table.csv` draws a table's "
     "marginals, `explain\nvolume-forward --data stack.tif` a NIfTI file or TIFF z-stack slice by slice):\n\n"
-    "```\ntorchdiffusion explain forward --data my_photos/ --t 0 100 300 500 700 --out my-forward.png\n```\n",
+    "```\ntorchdiffusion explain forward --data my_photos/ --t 0 100 300 500 700 --out my-forward.png\n```\n"
+    # a run's own forward process (commands/explain.py: _forward)
+    "\n"
+    "Given a run instead of `--data`, the strip draws the run's own data under the run's own forward process (the\n"
+    "manifest beside the picture records it in `extra.forward`: process, schedule and T, and the levels drawn):\n"
+    "\n"
+    "- a discrete run: its schedule and T, one block; `--t` counts on its own T (default 0, 5, 10, 20, 30, 50 and\n"
+    "  70 % of T, and T − 1). `--schedules` and `--T` may only repeat the run's own (another schedule or T is\n"
+    "  refused in one line: draw it without a run, with `--data`);\n"
+    "- a continuous run (EDM / VE): x = x₀ + σ n at the noise levels `--sigmas` (default 0, then 7 levels evenly\n"
+    "  spaced in log σ from max(σ_min, 0.01) to σ_max), shown in VP scale x / √(1 + σ²); a rectified-flow run\n"
+    "  (`diffusion.parameterization=flow`): x_t = (1 − t) x₀ + t n with t = σ/(1 + σ), labelled with σ and t.\n"
+    "  `--t`, `--schedules` and `--T` are refused for these runs (they have no timesteps);\n"
+    "- a latent run (`data.latents_of`): its images are encoded by the run's autoencoder, the latents noised, and\n"
+    "  each column decoded back to images.\n"
+    "\n"
+    "```\n"
+    "torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999 --out forward-demo.png\n"
+    "torchdiffusion explain forward runs/edm --sigmas 0.1 0.5 1 2 5 20 80 --out forward-edm.png\n"
+    "```\n"
 }
 
 

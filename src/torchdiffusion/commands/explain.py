@@ -31,7 +31,9 @@ HELP = (
     " | sequence-forward | volume-forward"
 )
 EXAMPLES = """examples:
-  torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999      # x0 -> noise, linear vs cosine
+  torchdiffusion explain forward --data mnist5k --t 0 100 500 999        # x0 -> noise, linear vs cosine
+  torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999      # under the run's own schedule and T
+  torchdiffusion explain forward runs/edm --sigmas 0.1 1 5 20 80          # a continuous run: x0 + sigma n
   torchdiffusion explain forward --data ucr:GunPoint --t 0 100 300 500 700 900   # signals: curves at each t
   torchdiffusion explain schedules --out schedules.png                    # alpha_bar, SNR, sigma curves
   torchdiffusion explain trajectory runs/demo --sampler heun --steps 12   # GIF (+ MP4) and PNG strip
@@ -57,15 +59,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=nonneg_int(MAX_STEPS),
         nargs="+",
         default=[0, 50, 100, 200, 300, 500, 700, 999],
-        help="timesteps of the forward strip (0-based, < T)",
+        help="timesteps of the forward strip (0-based, < T; with a discrete run, < its own T, default spread over it)",
     )
     g.add_argument(
         "--schedules",
         nargs="+",
         default=None,
-        help="variance schedules (forward: linear cosine; schedules: linear cosine sigmoid)",
+        help="variance schedules (forward: linear cosine, with a run only its own; schedules: linear cosine sigmoid)",
     )
-    g.add_argument("--T", type=int_in(2, MAX_STEPS), default=1000, help="number of timesteps (default 1000)")
+    g.add_argument(
+        "--T",
+        type=int_in(2, MAX_STEPS),
+        default=1000,
+        help="number of timesteps (default 1000; forward with a run: only its own T)",
+    )
     g.add_argument(
         "--data",
         default="mnist5k",
@@ -86,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float_in(0.0, MAX_SIGMA, lo_open=True),
         nargs="+",
         default=[0.05, 0.3, 1.0, 3.0],
-        help=f"noise levels to draw (each in (0, {MAX_SIGMA:g}])",
+        help=f"noise levels to draw (each in (0, {MAX_SIGMA:g}]; forward: of a continuous-process run, x0 + sigma n)",
     )
     g.add_argument(
         "--lim",
