@@ -32,8 +32,7 @@ HELP = (
 )
 EXAMPLES = """examples:
   torchdiffusion explain forward --data mnist5k --t 0 100 500 999        # x0 -> noise, linear vs cosine
-  torchdiffusion explain forward runs/demo --t 0 100 250 500 750 999      # under the run's own schedule and T
-  torchdiffusion explain forward runs/edm --sigmas 0.1 1 5 20 80          # a continuous run: x0 + sigma n
+  torchdiffusion explain forward runs/demo        # its own process: schedule and T (or x0 + sigma n at --sigmas)
   torchdiffusion explain forward --data ucr:GunPoint --t 0 100 300 500 700 900   # signals: curves at each t
   torchdiffusion explain schedules --out schedules.png                    # alpha_bar, SNR, sigma curves
   torchdiffusion explain trajectory runs/demo --sampler heun --steps 12   # GIF (+ MP4) and PNG strip
