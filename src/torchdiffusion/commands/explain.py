@@ -437,7 +437,10 @@ def _forward_levels(args: argparse.Namespace, proc, where: str, sigma_range=(0.0
         if "sigmas" in given:
             return list(args.sigmas)
         lo, hi = max(sigma_range[0], STRIP_SIGMA_FLOOR), sigma_range[1]
-        return [0.0, *(float(s) for s in torch.logspace(math.log10(lo), math.log10(hi), 7, dtype=torch.float64))]
+        return [
+            0.0,
+            *(float(f"{s:.4g}") for s in torch.logspace(math.log10(lo), math.log10(hi), 7, dtype=torch.float64)),
+        ]
     vp = proc.vp
     if "sigmas" in given:
         raise ConfigError(
