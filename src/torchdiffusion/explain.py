@@ -4,7 +4,8 @@ Every function returns the arrays it drew and, given ``path``, writes the pictur
 animations). The ``torchdiffusion explain`` command is a thin shell over them:
 
 * :func:`forward_strip` - the forward process q(x_t | x_0) on real images, x_0 to pure noise at chosen t, for
-  several variance schedules side by side (``process.DiscreteVP.q_sample``);
+  several variance schedules side by side (``process.DiscreteVP.q_sample``), or a run's own process
+  (:class:`ForwardProcess`: its schedule and T, x_0 + sigma n, or rectified flow's interpolation);
 * :func:`schedule_curves` / :func:`plot_schedules` - alpha_bar_t, SNR(t) = alpha_bar/(1 - alpha_bar) = 1/sigma^2
   (log scale) and sigma(t) for the linear, cosine and sigmoid schedules and EDM's sampling ramp;
 * :func:`denoising_trajectory` - x_t and the predicted x0_hat at every step of any sampler, as GIF (+ MP4 when
