@@ -89,3 +89,42 @@ def test_folder_artefact_digest_names_every_file(tmp_path):
     path = P.write_manifest(d, P.manifest(None, kind="export", argv=["export", "runs/x"]))
     assert path == tmp_path / ("export" + P.SUFFIX)
     assert P.read_manifest(path)["artefact"]["folder"] is True
+
+
+def test_a_json_beside_a_picture_gets_its_own_manifest_unless_it_is_a_settings_record(tmp_path):
+    """A command's data file of the same stem as its picture (guidance-sweep's sweep.json beside sweep.png) is an
+    artefact of its own and gets a manifest; only a declared settings record (sample's) is listed in the picture's
+    manifest instead (every .json of the picture's stem was taken for one)."""
+    from torchdiffusion.io import atomic_write, write_json
+
+    with P.recording("guidance-sweep", ["guidance-sweep", "x"]):
+        write_json({"accuracy": [0.5]}, tmp_path / "sweep.json")
+        atomic_write(tmp_path / "sweep.png", lambda f: f.write(b"png"))
+        P.note_record(tmp_path / "grid.json")
+        write_json({"seeds": [0, 1]}, tmp_path / "grid.json")
+        atomic_write(tmp_path / "grid.png", lambda f: f.write(b"png 2"))
+    m = P.read_manifest(tmp_path / ("sweep.json" + P.SUFFIX))
+    assert m["artefact"]["sha256"] == sha256_file(tmp_path / "sweep.json") and "sweep.png" in m["files"]
+    assert not (tmp_path / ("grid.json" + P.SUFFIX)).exists()
+    assert "grid.json" in P.read_manifest(tmp_path / ("grid.png" + P.SUFFIX))["files"]
+
+
+def test_a_folder_artefacts_manifest_lists_every_file_under_it(tmp_path):
+    """An export is written in a temporary folder and renamed: its manifest listed none of its files, and said
+    nothing of its format."""
+    from torchdiffusion.io import atomic_folder
+
+    folder = tmp_path / "export"
+    with P.recording("export", ["export", "x"]):
+        with atomic_folder(folder) as tmp:
+            (tmp / "unet").mkdir()
+            (tmp / "unet" / "w.bin").write_bytes(b"abc")
+            (tmp / "model_index.json").write_text("{}")
+        P.note_artefact(folder)
+        P.note_extra(format="diffusers")
+    m = P.read_manifest(tmp_path / ("export" + P.SUFFIX))
+    assert m["files"] == {
+        "export/model_index.json": sha256_file(folder / "model_index.json"),
+        "export/unet/w.bin": sha256_file(folder / "unet" / "w.bin"),
+    }
+    assert m["extra"] == {"format": "diffusers"} and m["artefact"]["folder"] is True

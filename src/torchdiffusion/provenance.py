@@ -321,6 +321,7 @@ class Recording:
         self.sampling: list[dict] = []
         self.files: dict[Path, None] = {}  # absolute paths, in the order written
         self.folders: list[Path] = []  # folders that are one artefact each
+        self.records: set[Path] = set()  # settings records listed in their artefact's manifest (note_record)
         self.device: str | None = None
         self.stopped: str | None = None  # set by a command that ends unsuccessfully without an exception
         self.rank0 = os.environ.get("RANK", "0") in ("", "0")  # under torchrun, rank 0 writes the manifests
@@ -354,13 +355,12 @@ class Recording:
 
     def artefacts(self) -> list[Path]:
         """Files and claimed folders that get a manifest: not manifests, not caches, not files of a claimed
-        folder, and not the ``.json`` settings record ``sample`` writes beside a picture of the same stem."""
+        folder, and not a settings record (:func:`note_record`: the ``.json`` ``sample`` writes beside its picture)."""
         cache = Path(os.path.abspath(cache_dir()))
         folders = list(dict.fromkeys([*self.folders, *(p for p in self.files if p.is_dir())]))  # io.atomic_folder
         files = [p for p in self.files if p.is_file() and not p.name.endswith(SUFFIX) and cache not in p.parents]
         files = [p for p in files if not any(f == p or f in p.parents for f in folders)]
-        stems = {(p.parent, p.stem) for p in files if p.suffix != ".json"}
-        files = [p for p in files if not (p.suffix == ".json" and (p.parent, p.stem) in stems)]
+        files = [p for p in files if p not in self.records]
         return [*files, *(f for f in folders if f.is_dir())]
 
     def finish(self, stopped: str | None = None) -> list[Path]:
@@ -398,7 +398,10 @@ class Recording:
         out = []
         for a in arts:
             others = {str(_rel(p, a.parent)): d for p, d in digests.items() if p != a}
-            out.append(write_manifest(a, {**base, "kind": f"{self.command}:{_kind(a)}"}, others))
+            if a.is_dir():  # a folder artefact (an export): every file under it, written in a temporary folder first
+                others.update({str(_rel(f, a.parent)): sha256_file(f) for f in sorted(a.rglob("*")) if f.is_file()})
+            record = {**base, "kind": f"{self.command}:{_kind(a)}"}
+            out.append(write_manifest(a, record, others))
         # stopped or not: what an earlier command wrote beside a file this one has replaced describes a file gone
         self._remove_stale_companions(earlier, digests)
         return out
@@ -573,6 +576,14 @@ def note_extra(**values: Any) -> None:
         rec.extra.update(values)
 
 
+def note_record(path: str | Path) -> None:
+    """Declare a file the settings record of the command's artefacts (``sample``'s ``.json`` beside its picture):
+    listed with its sha256 in their manifests rather than getting one of its own. Every other file gets its own."""
+    rec = _RECORDING.get()
+    if rec is not None:
+        rec.records.add(Path(os.path.abspath(path)))
+
+
 def note_input(path: str | Path) -> None:
     """A file the command reads as its input (an image to edit, a mask, a CSV, a series, a run's metrics): its
     sha256 goes into the manifests, and ``reproduce`` refuses when the file has changed since (no-op outside
@@ -584,7 +595,8 @@ def note_input(path: str | Path) -> None:
 
 
 def note_artefact(folder: str | Path) -> None:
-    """Declare a folder one artefact (an export): one manifest for it, listing the files under it."""
+    """Declare a folder one artefact (an export): one manifest for it, listing the files under it with their
+    sha256."""
     rec = _RECORDING.get()
     if rec is not None:
         rec.folders.append(Path(os.path.abspath(folder)))

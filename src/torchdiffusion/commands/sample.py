@@ -474,6 +474,9 @@ def write_settings_record(run_, sample, seeds: list[int], spent, paths: list[Pat
         "run_config": dataclasses.asdict(run_.config),
         "files": [p.name for p in paths],
     }
+    from ..provenance import note_record
+
+    note_record(out.with_suffix(SIDECARS[0]))  # listed in the manifests of the files it describes
     return write_json(record, out.with_suffix(SIDECARS[0]))
 
 

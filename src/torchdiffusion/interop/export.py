@@ -17,7 +17,7 @@ from ..extras import missing
 from ..generate import LoadedRun
 from ..io import atomic_folder, first_line, routed
 from ..progress import step_bar
-from ..provenance import note_artefact
+from ..provenance import note_artefact, note_extra
 from ..types import append_dims
 
 FORMATS = ("diffusers", "onnx")
@@ -144,4 +144,5 @@ def export(run: LoadedRun, fmt: str, folder: Path, *, progress: bool = True) -> 
         diff = target.max_difference(run, tmp)
         bar.update(1)
     note_artefact(routed(folder))  # under 'torchdiffusion export': one manifest beside the folder
+    note_extra(format=fmt)
     return f"read back from {folder}: {target.DIFFERENCE_OF} {diff:.2e}"
