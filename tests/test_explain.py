@@ -251,7 +251,9 @@ def test_explain_options_are_read_or_refused(tmp_path):
         (["field", toy, "--steps", "30"], "at most 24 steps, got 30"),
         (["field", toy, "--set", "sample.steps=30"], "at most 24 steps, got 30"),
         (["forward", toy, "--weights", "model"], "does not read --weights"),
-        (["volume-forward", "--data", "shapes3d", "--weights", "model"], "--weights is read with a run only"),
+        (["volume-forward", "--data", "shapes3d", "--weights", "model"], "does not read --weights"),
+        (["volume-forward", toy, "--weights", "model"], "does not read --weights"),  # the data alone: no model
+        (["table-forward", "--data", "sklearn:iris", "--weights", "model"], "--weights is read with a run only"),
         (["forward", "--data", "ucr:GunPoint", "--schedules", "linear", "cosine"], "draws one schedule"),
         (["forward", "--data", "ucr:GunPoint", "--images", "11"], "at most 10 series, got 11"),
     ]:

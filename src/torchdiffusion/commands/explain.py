@@ -134,7 +134,7 @@ _READS = {
     "loss": {"run"},
     "shortcuts": {"images", "seed"},
     "table-forward": {"run", "weights", "data", "sigmas", "seed"},
-    "volume-forward": {"run", "weights", "data", "sigmas", "seed"},
+    "volume-forward": {"run", "data", "sigmas", "seed"},  # the data alone: no model is drawn
     "sequence-forward": {"run", "weights", "steps", "seed"},
 }
 _SAMPLING = {"sampler", "steps", "grid", "rho", "spacing", "n", "seed", "sample_set"}  # one batch: no --batch-size
@@ -175,7 +175,7 @@ def _refuse_unread(args: argparse.Namespace) -> None:
     for dest, flag in given.items():
         if dest not in reads:
             raise ConfigError(f"'explain {args.what}' does not read {flag}")
-    if args.what in ("table-forward", "volume-forward") and not args.run and "weights" in given:
+    if args.what == "table-forward" and not args.run and "weights" in given:
         raise ConfigError(f"'explain {args.what}' without a run draws no model: --weights is read with a run only")
     sets = sample_sets(args)
     if args.what == "field":  # Heun paths on the run's grid: no sampler, settings, seeds or batch of its own
