@@ -261,6 +261,8 @@ def test_explain_options_are_read_or_refused(tmp_path):
         assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, (args, err)
         assert not out.exists()
     assert cli("explain", "field", toy, "--steps", "6", "--out", out)[0] == 0
+    (paths,) = json.loads((tmp_path / "f.png.manifest.json").read_text())["sampling"]  # the Heun paths it drew
+    assert (paths["sampler"], paths["steps"], paths["n"]) == ("heun", 6, 24) and len(paths["grid_used"]["sigmas"]) == 7
     digits = write_run(tmp_path / "digits", "digits-test", [])
     assert cli("explain", "trajectory", digits, "--steps", "2", "--set", "sample.n=3", "--out", out)[0] == 0
     manifest = json.loads((tmp_path / "f.png.manifest.json").read_text())

@@ -526,6 +526,9 @@ def exact_denoiser_for(points: Tensor, toy: str | None = None, max_points: int =
     return mix.denoise, f"exact ({len(pts)} data pts)"
 
 
+FIELD_PATHS = 24  # the probability-flow (Heun) paths of the field picture, from seeds 0..FIELD_PATHS - 1
+
+
 def field_data(
     denoise: Denoiser,
     sigma_levels: Sequence[float],
@@ -533,7 +536,7 @@ def field_data(
     lim: float = 4.0,
     grid: int = 17,
     traj_sigmas: Tensor | None = None,
-    n_traj: int = 24,
+    n_traj: int = FIELD_PATHS,
     seed: int = 0,
     callback=None,
 ) -> dict:

@@ -682,4 +682,9 @@ def _sampled(args: argparse.Namespace) -> list:
         ex.plot_field(
             D, exact, args.sigmas, traj, data=data, exact_label=label, lim=args.lim, path=out, callback=bar.step
         )
+    from ..config import SamplerSettings
+    from ..provenance import note_sampling
+
+    paths = replace(traj_sample, sampler="heun", settings=SamplerSettings())  # what the paths walked, on which grid
+    note_sampling(paths, range(ex.FIELD_PATHS), grid_used={"grid": traj_sample.grid, "sigmas": traj.tolist()})
     return [out]
