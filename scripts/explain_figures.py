@@ -105,7 +105,9 @@ PICTURES = [
         '"How Diffusion Models Work"): each step moves to the posterior mean, and the samples collapse towards '
         "the class's average image - one smooth, typical digit per class, whatever the starting noise (the two 0s are "
         "the same image, as are the two 1s ...). (c) One shot: the model's single "
-        "prediction x̂₀ = D(σ_max n, σ_max) from pure noise. The ideal answer is the mean of the data, a blur; an "
+        "prediction x̂₀ = D(σ n, σ) from pure noise, at the first level σ of the DDPM panels' grid (the panel names "
+        "it: the run's σ_max on its own timesteps, 80 on a Karras grid). The ideal answer is the mean of the data, a "
+        "blur; an "
         "ε-prediction model at the cosine schedule's σ_max ≈ 2·10⁴ computes x̂₀ = x − σ ε̂ and so multiplies its "
         "small error in ε̂ by 2·10⁴ - noise (clamped to [-1, 1]). v- and EDM-parameterized models keep x̂₀ bounded "
         "here. (d) The run's iterative sampler: denoising works because it is done a little at a time.",

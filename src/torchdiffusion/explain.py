@@ -16,8 +16,8 @@ animations). The ``torchdiffusion explain`` command is a thin shell over them:
   trajectories, learned beside exact (the analytic mixture, or the empirical data set's exact denoiser);
 * :func:`volume_forward` - the forward process of a 3-D volume, slice by slice (and its projections);
 * :func:`ablation` - teaching switches: DDPM with and without its re-added noise (the "incorrect" sampler of
-  the DeepLearning.AI short course "How Diffusion Models Work"), one-shot denoising D(sigma_max n, sigma_max)
-  versus iterative sampling.
+  the DeepLearning.AI short course "How Diffusion Models Work"), one-shot denoising D(sigma n, sigma) at the first
+  level of the grid versus iterative sampling.
 """
 
 from __future__ import annotations
@@ -631,15 +631,16 @@ def ablation(
     codec=None,
     grid_dir: str | Path | None = None,
 ) -> dict[str, Tensor]:
-    """The same seeds sampled four ways: DDPM ancestral (correct), DDPM without the re-added noise z (the
-    "incorrect" sampler of the course "How Diffusion Models Work"), one-shot denoising
-    x0_hat = D(sigma_max n, sigma_max), and the run's own sampler (iterative). Returns ``{label: (N, *data_shape)}``,
-    decoded images ``(N, *codec.image_shape)`` for a latent run. All four see the conditioning ``generate`` gives
-    each seed (a class-conditional model: the class ``sample.labels`` draws from it) and its guidance. The run's
-    own sampler takes its tuned grid from ``grid_dir`` where it has one; the DDPM panels, on a grid of their own
-    step count, take the default grid in place of ``grid = "tuned"`` (fitted for the run's sampler only).
+    """The same seeds sampled four ways: DDPM ancestral (correct), DDPM without the re-added noise z (the "incorrect"
+    sampler of the course "How Diffusion Models Work"), one-shot denoising x0_hat = D(sigma n, sigma) at the DDPM grid's
+    first level sigma (named in the panel), and the run's own sampler (iterative). Returns ``{label: (N,
+    *data_shape)}``, decoded images ``(N, *codec.image_shape)`` for a latent run. All four see the conditioning
+    ``generate`` gives each seed (a class-conditional model: the class ``sample.labels`` draws from it) and its
+    guidance. The run's own sampler takes its tuned grid from ``grid_dir`` where it has one; the DDPM panels, on a grid
+    of their own step count, take the default grid in place of ``grid = "tuned"`` (fitted for the run's sampler only).
     ``ddpm_steps=None``: the DDPM panels walk the run's own sampler's grid instead, its ``sample.steps`` steps (a
-    distilled student, whose denoiser is trained for those levels and that many evaluations only)."""
+    distilled student, whose denoiser is trained for those levels and that many evaluations only).
+    """
     from .cond import with_seed_labels
     from .config import SamplerSettings
     from .generate import clamped, clamps_x0, generate, guidance_of, make_grid_sigmas, num_classes, sampling_plan
@@ -679,8 +680,10 @@ def ablation(
         z = ns.initial()
         x = sample_ddpm(D, z * float(sigmas[0]), sigmas, add_noise=False, callback=callback)
         out["DDPM without re-added noise"] = as_pixels(x.float(), codec)
-        s_max = torch.full((len(seeds),), float(sigmas[0]))
-        out["one shot: D(sigma_max n, sigma_max)"] = as_pixels(D(z * float(sigmas[0]), s_max).float(), codec)
+        s0 = torch.full((len(seeds),), float(sigmas[0]))
+        # at the grid's first level, which the panel names: the run's sigma_max, or a grid's cap (Karras: 80)
+        label = f"one shot: D(sigma n, sigma), sigma = {float(sigmas[0]):.4g}"
+        out[label] = as_pixels(D(z * float(sigmas[0]), s0).float(), codec)
     out[f"{sample.sampler}, {sample.steps} steps (iterative)"] = generate(
         model,
         seeds,
