@@ -337,3 +337,17 @@ def test_forward_strip_of_a_run_draws_the_runs_own_process(tmp_path, monkeypatch
         rc, _, err = cli("explain", "forward", run, "--T", "1000", "--out", tmp_path / "g.png")
         assert_clean_error(rc, err, "drop --T")
         assert not (tmp_path / "g.png").exists()
+
+
+def test_a_loss_bucket_starting_at_zero_is_left_out_without_a_warning(tmp_path):
+    """A distilled student's metrics can hold a bucket whose first loss is 0: its ratio to its first value was 0/0,
+    a numpy RuntimeWarning on stderr; it is not drawn (no ratio on a log scale), the other buckets are."""
+    import warnings
+
+    p = tmp_path / "metrics.jsonl"
+    rows = [{"loss": 1.0, "images_seen": i, "loss_by_sigma": [0.0, 1.0 / i]} for i in (1, 2)]
+    p.write_text("\n".join(map(json.dumps, rows)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ex.plot_loss_by_noise(p, tmp_path / "loss.png")
+    assert_plot(tmp_path / "loss.png")

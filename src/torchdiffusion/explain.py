@@ -493,6 +493,7 @@ def plot_loss_by_noise(metrics: str | Path, path: str | Path | None = None) -> d
     K = d["by_noise"].shape[1]
     cmap = plt.get_cmap("viridis")
     first = np.array([col[np.isfinite(col)][0] if np.isfinite(col).any() else np.nan for col in d["by_noise"].T])
+    first[~(first > 0)] = np.nan  # a bucket whose first loss is 0 (or negative) has no ratio on a log scale: not drawn
     for k in range(K):
         if d["edges"] is not None:
             lo, hi = d["edges"][k], d["edges"][k + 1]
