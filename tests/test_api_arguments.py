@@ -89,6 +89,12 @@ def test_generate_refuses_guidance_for_a_model_that_reads_no_conditioning(tmp_pa
     sample = replace(uncond.config.sample, steps=2, n=2, **{key: value})
     with pytest.raises(CondError, match=f"sample.{key} changes nothing: classifier-free guidance needs a conditioned"):
         generate(uncond.model, range(2), sample, uncond.data_shape)
+    if key == "guidance_interval":  # it limits autoguidance too: read by an unconditional model with a guide
+        from torchdiffusion.generate import attach_guide
+
+        guided = load_run(write_run(tmp_path / "g", "digits-test", []))
+        attach_guide(guided.model, load_run(tmp_path / "u").model)  # (any network of its shape as the guide)
+        assert generate(guided.model, range(2), replace(sample, autoguidance=2.0), guided.data_shape).shape[0] == 2
     classes = load_run(write_run(tmp_path / "c", "digits-test", ["model.num_classes=3"]))
     labelled = replace(classes.config.sample, steps=2, n=2, labels="cycle", **{"guidance": 2.0, key: value})
     assert generate(classes.model, range(2), labelled, classes.data_shape).shape == (2, 1, 8, 8)
