@@ -305,3 +305,16 @@ def test_a_sequence_runs_card_describes_its_discrete_diffusion(tmp_path, capsys)
     assert "sahoo2024simple" in card and "ho2020denoising" not in card
     uniform = override(get_preset("text-chars"), ["diffusion.discrete=uniform"])
     assert "austin2021structured" in C.citation(uniform) and "sahoo2024simple" not in C.citation(uniform)
+
+
+def test_a_picture_copied_beside_a_card_keeps_its_manifest(tmp_path):
+    """A card outside its run folder shows a copy of the samples picture: the copy had no manifest beside it (every
+    artefact has one), and the picture's own says how those bytes were made - reproduce vouches for the copy."""
+    run = write_run(tmp_path / "run", "digits-test", ["sample.steps=2"])
+    assert main(["sample", str(run), "--n", "2"]) == 0
+    out = tmp_path / "docs" / "card.md"
+    assert main(["card", str(run), "--out", str(out)]) == 0
+    (copy,) = out.parent.glob("card-*.png")
+    assert f"({copy.name})" in out.read_text()
+    rc, said, err = td("reproduce", copy.with_name(copy.name + ".manifest.json"))
+    assert rc == 0 and "bit-identical" in said + err, err

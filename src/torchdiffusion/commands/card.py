@@ -108,6 +108,7 @@ def place_picture(picture: Path, card: Path) -> str:
     """The link a card at ``card`` writes for ``picture``: a relative path when the picture lies under the
     card's folder, else a copy beside the card (``<card stem>-<name>``)."""
     from ..io import atomic_write
+    from ..provenance import manifest_path
 
     folder = card.parent.resolve()
     src = picture.resolve()
@@ -115,4 +116,7 @@ def place_picture(picture: Path, card: Path) -> str:
         return src.relative_to(folder).as_posix()
     name = f"{card.stem}-{picture.name}"
     atomic_write(card.parent / name, picture.read_bytes())
+    made = manifest_path(picture)  # how those bytes were made: the copy's manifest is the picture's
+    if made.is_file():
+        atomic_write(manifest_path(card.parent / name), made.read_bytes())
     return name
