@@ -374,3 +374,29 @@ def test_a_presets_attention_follows_the_data_and_config_json_records_where_it_r
     assert rc == 0, err
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["attn_resolutions"] == [8]
     assert _self_attentions(load_run(tmp_path / "run").model) > 1  # not the middle block's alone
+
+
+def test_a_run_begun_with_attention_at_no_level_resumes_with_the_network_it_was_built_with(tmp_path, monkeypatch):
+    """A run whose config.json records a preset's attention size that matches no level (as training wrote it before
+    presets' attention followed the data: its network attends in the middle block alone) resumes as it was built,
+    its saved size kept; it was refused as "a different model section"."""
+    import json
+
+    import numpy as np
+
+    import torchdiffusion.nets.unet as U
+    from torchdiffusion.cli import main
+    from torchdiffusion.generate import load_run
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).uniform(-1, 1, (12, 1, 16, 16)).astype(np.float32))
+    data = ["--set", "data.source=array", "--set", f"data.path={tmp_path / 'a.npy'}"]
+    base = ["train", "--preset", "digits-test", *data, "--set", "train.batch_size=4", "--set", "train.warmup_images=0"]
+    base += ["--no-progress", "--out", str(tmp_path / "run")]
+    with monkeypatch.context() as m:  # the earlier version: the preset's size kept as it was
+        m.setattr(U, "fit_attention", lambda model, shape: tuple(model.attn_resolutions))
+        assert main([*base, "--set", "train.images=4"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["attn_resolutions"] == [4]
+    before = _self_attentions(load_run(tmp_path / "run").model)
+    assert main([*base, "--set", "train.images=8"]) == 0
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["images_seen"] == 8 and _self_attentions(load_run(tmp_path / "run").model) == before == 1

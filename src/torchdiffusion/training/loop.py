@@ -517,7 +517,13 @@ def _training_data(
         data = load_data(cfg.data, split="train", seed=cfg.train.seed)
     cfg = _fit_latents(cfg, data, out, resume)
     cfg = fit_conditioning(cfg, data)  # model.context_dim=-1 -> the data's width, before config.json is written
+    asked = cfg.model.attn_resolutions
     cfg = fit_kind(cfg, data)  # a table's categories, a sequence's vocabulary; the network of the data kind
+    saved = saved_config(out) if resume else None
+    if saved is not None and saved.model.attn_resolutions == asked != cfg.model.attn_resolutions:
+        # a run begun before a preset's attention size followed the data to its nearest level: resumed with the
+        # network it was built with (no attention at the unmatched size), which its config.json records
+        cfg = replace(cfg, model=replace(cfg.model, attn_resolutions=asked))
     _check_data(data, cfg)
     if cfg.model.text_retrieval and getattr(data, "retrieval", None) is None:
         from ..retrieval import attach_neighbours  # each example's neighbours by caption, from other groups
