@@ -230,9 +230,9 @@ def classify(e: BaseException) -> tuple[str, int, bool] | None:
         return first_line(e), e.exit_code, False
     if isinstance(e, (ValueError, *_bad_file_errors())):  # ConfigError, DataError, RunError, ...: bad input
         return first_line(e), EXIT_USAGE, False
-    if isinstance(e, OSError):
+    if isinstance(e, OSError):  # one rank may meet it alone - unless it says every rank meets it alike
         msg, code = describe_os_error(e)
-        return msg, code, True
+        return msg, code, not getattr(e, "same_on_every_rank", False)
     if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
         return f"out of memory ({first_line(e)}); try a smaller batch size", EXIT_ENVIRONMENT, True
     if isinstance(e, TrainingError):

@@ -143,9 +143,13 @@ def check_output_dir(
     ``record`` (the name and keys of the JSON record the command writes there, e.g. evaluate's report.json), a
     file of the user's own (the user named the folder, not the files; :func:`_ours`)."""
     p = Path(path).expanduser()
-    if p.exists() and not p.is_dir():
-        raise NotADirectoryError(20, "Not a directory", str(p))
-    _check_output_dir_path(p)
+    try:
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(p))
+        _check_output_dir_path(p)
+    except OSError as e:  # every rank names the same folder (on a shared file system): rank 0 alone prints it
+        e.same_on_every_rank = True  # type: ignore[attr-defined]  # (cli.classify)
+        raise
     for name in writes:
         refuse_folder_record(p / name)
         if record is not None:

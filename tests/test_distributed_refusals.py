@@ -1,0 +1,45 @@
+"""Real 2-process torchrun (gloo): bad input that every rank meets alike - an output path that is a file, a batch the
+processes cannot share out - is one line printed by rank 0 alone, refused before anything is written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tinyruns import write_run
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "torchdiffusion"]
+TOY = ["--preset", "toy-2d", "--no-progress", "--set", "train.images=512", "--set", "train.threads=1"]
+DISTILL = ["--steps", "1", "--images", "128", "--threads", "1", "--no-progress"]
+
+pytestmark = pytest.mark.slow
+
+
+def _refused_once(cmd: list[str], line: str) -> subprocess.CompletedProcess:
+    """Run under torchrun: it fails, rank 0 (exit code 2) prints ``line`` once and no rank prints anything else."""
+    r = subprocess.run([*TORCHRUN, *cmd], env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, timeout=300)
+    err = r.stderr.decode()
+    assert r.returncode != 0, err[-3000:]
+    ours = [x for x in err.splitlines() if "torchdiffusion " in x and ": error: " in x]
+    assert len(ours) == 1 and line in ours[0] and "[rank" not in ours[0], err[-3000:]
+    assert "exitcode  : 2" in err, err[-3000:]  # (torchrun's own report of the failed worker follows)
+    frames = [x for x in err.splitlines() if x.strip().startswith('File "')]
+    assert not any("torchdiffusion" in x for x in frames), err[-3000:]  # no traceback of a worker
+    return r
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return write_run(tmp_path_factory.mktemp("runs") / "teacher", "digits-test", ["sample.steps=3"])
+
+
+def test_an_output_path_under_a_file_is_printed_once(teacher, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    what = "afile: a part of the path is a file where a folder is expected"
+    _refused_once(["train", *TOY, "--out", str(afile)], f"torchdiffusion train: error: {afile}")
+    _refused_once(["distill", str(teacher), "--method", "dmd", *DISTILL, "--out", str(afile)], what)
+    assert afile.read_text() == "mine"
