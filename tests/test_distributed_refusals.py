@@ -43,3 +43,15 @@ def test_an_output_path_under_a_file_is_printed_once(teacher, tmp_path):
     _refused_once(["train", *TOY, "--out", str(afile)], f"torchdiffusion train: error: {afile}")
     _refused_once(["distill", str(teacher), "--method", "dmd", *DISTILL, "--out", str(afile)], what)
     assert afile.read_text() == "mine"
+
+
+def test_a_batch_the_processes_cannot_share_is_refused_before_anything_is_written(teacher, tmp_path):
+    r = _refused_once(
+        ["train", *TOY, "--set", "train.batch_size=255", "--dry-run"],
+        "train.batch_size=255 must be divisible by world size x grad_accum = 2 x 1",
+    )
+    assert not r.stdout.strip()  # no config printed as if it would train
+    out = tmp_path / "x4"
+    cmd = ["distill", str(teacher), "--method", "progressive", *DISTILL, "--batch-size", "63", "--out", str(out)]
+    _refused_once(cmd, "--batch-size 63 must be divisible by the number of processes, 2")
+    assert not out.exists()

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .argtypes import output_folder
-from .common import add_config_arguments, base_config
+from .common import add_config_arguments, base_config, check_batch_splits
 
 HELP = "train a diffusion model into a run folder (resumes if the folder holds a checkpoint)"
 EXAMPLES = """examples:
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     cfg = resolve_config(args)
+    check_batch_splits(cfg.train.batch_size, cfg.train.grad_accum)  # (under torchrun; --dry-run too)
     if args.dry_run:
         print(to_json(cfg))
         if cfg.train.precision == "auto":  # decided when training starts; say what it would be on this machine
