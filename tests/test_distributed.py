@@ -222,6 +222,29 @@ def test_killing_the_launcher_stops_its_workers_and_a_held_folder_stops_every_ra
     _same_bytes(run, two)
 
 
+def test_a_signal_to_one_worker_stops_every_rank_as_a_stop(tmp_path):
+    """SIGTERM to rank 1 alone: every rank stops at the same step (the flags are all-reduced), and rank 0 - which
+    got no signal itself - stops as a stop too (raise_on_stop: the CLI's exit 143), not as a finished run that
+    goes on (distill started its next stage on a half-trained student)."""
+    run = tmp_path / "run"
+    p = _start_slow([*TORCHRUN, str(run), *TWO_ARGS, "--raise-on-stop"], run)
+    ranks = {}
+    for pid in descendants(p.pid):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        rank = next((v[5:].decode() for v in env if v.startswith(b"RANK=")), None)
+        if rank is not None:
+            ranks[rank] = pid
+    time.sleep(0.5)
+    os.kill(ranks["1"], signal.SIGTERM)
+    p.wait(timeout=240)
+    assert 0 < _unfinished(run) < 128
+    assert not list(run.glob("returned-rank*")), "a rank returned as if the run had finished"
+    assert "stopped by a signal" in p.stderr.read().decode()
+
+
 def test_a_refusal_rank_0_alone_checks_stops_every_worker_without_a_traceback(tmp_path):
     """The run folder is checked by rank 0 (here: weights without a training state to resume from); its refusal
     is one line, and the other rank - which waited for rank 0's answer - stops with it instead of dying in the

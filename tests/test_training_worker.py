@@ -142,6 +142,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dump-ranks", action="store_true")
     p.add_argument("--crash-in-checkpoint", type=int, default=None)
     p.add_argument("--crash-at", default=None)
+    p.add_argument("--raise-on-stop", action="store_true", help="as the CLI trains: a stop raises progress.Stopped")
     a = p.parse_intermixed_args(argv)
     callbacks: list[Callback] = [InjectNaN(a.nan)]
     if a.step_delay > 0:
@@ -154,7 +155,22 @@ def main(argv: list[str]) -> int:
         crash_at(a.crash_at)
     cfg = override(get_preset("digits-test"), TINY + a.sets)
     resume = os.environ.get("TD_WORKER_RESUME", "1") == "1"
-    train(cfg, a.out, data=tiny_data(), progress=False, resume=resume, callbacks=callbacks)
+    from torchdiffusion.progress import Stopped
+
+    try:
+        train(
+            cfg,
+            a.out,
+            data=tiny_data(),
+            progress=False,
+            resume=resume,
+            callbacks=callbacks,
+            raise_on_stop=a.raise_on_stop,
+        )
+    except Stopped as e:
+        return e.exit_code
+    if a.raise_on_stop:  # train returned: this rank took the run for finished (or stopped without a signal)
+        (Path(a.out) / f"returned-rank{os.environ.get('RANK', '0')}").touch()
     return 0
 
 

@@ -485,6 +485,8 @@ def _train(
             cb.after_step(state, stats)
         if stats.stop and not setup.finished(state):
             dist.print0(f"stopped by a signal after {state.images_seen} images; rerun the same command to resume")
+            if not setup.stop.requested:  # another rank's signal (all-reduced): this rank stops as that one does
+                setup.stop.requested, setup.stop.signum = True, signal.SIGTERM
             break
     if state.limit is not None and state.step < setup.total_steps:
         c = state.clock
