@@ -245,6 +245,13 @@ def test_a_signal_to_one_worker_stops_every_rank_as_a_stop(tmp_path):
     assert "stopped by a signal" in p.stderr.read().decode()
 
 
+def test_a_dry_run_under_torchrun_prints_one_config(tmp_path):
+    """Every rank resolves the same config; each printed it, so stdout held two JSON documents no tool could read."""
+    cmd = [*TORCHRUN[:-1], "-m", "torchdiffusion", "train", "--preset", "digits-test", "--dry-run"]
+    r = _run(cmd)
+    assert json.loads(r.stdout.decode())["preset"] == "digits-test"
+
+
 def test_a_refusal_rank_0_alone_checks_stops_every_worker_without_a_traceback(tmp_path):
     """The run folder is checked by rank 0 (here: weights without a training state to resume from); its refusal
     is one line, and the other rank - which waited for rank 0's answer - stops with it instead of dying in the

@@ -66,15 +66,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cfg = resolve_config(args)
     check_batch_splits(cfg.train.batch_size, cfg.train.grad_accum)  # (under torchrun; --dry-run too)
-    if args.dry_run:
-        print(to_json(cfg))
+    if args.dry_run:  # under torchrun every rank resolves the same config; rank 0 alone prints it
+        from ..distributed import default_device, print0
+
+        print0(to_json(cfg), file=sys.stdout)
         if cfg.train.precision == "auto":  # decided when training starts; say what it would be on this machine
-            from ..distributed import default_device
             from ..training.precision import native_bf16
 
             ok, why = native_bf16(default_device())
             way = "bf16, channels-last" if ok else "fp32"
-            print(f"train.precision=auto: {way} on this machine ({why}); config.json will record it", file=sys.stderr)
+            print0(f"train.precision=auto: {way} on this machine ({why}); config.json will record it")
         return 0
     from ..distributed import print0
     from ..training import train
