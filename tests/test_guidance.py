@@ -477,3 +477,26 @@ def test_a_saved_interval_off_the_grid_is_judged_only_where_guidance_reads_it(tm
     base = ["sample", str(run), "--class", "3", "--n", "2", "--steps", "2", "--out", str(tmp_path / "x.png")]
     assert main(base) == 2 and "holds no noise level" in capsys.readouterr().err
     assert main([*base, "--guidance", "1"]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2s", "heun_sde"])
+def test_an_interval_between_the_grids_levels_is_taken_by_samplers_that_evaluate_there(tmp_path, capsys, sampler):
+    """DPM-Solver++(2S) evaluates at each step's midpoint and heun_sde at sigma raised by churn: an interval holding
+    no level of the grid still guides those evaluations (it changes the samples), so it is not refused; euler,
+    which evaluates at the levels alone, is refused."""
+    from tinyruns import CLASS_RUN, write_run
+    from torchdiffusion.cli import main
+    from torchdiffusion.generate import load_run
+
+    name, sets = CLASS_RUN
+    run = write_run(tmp_path / "run", name, [*sets, "sample.steps=4", "sample.grid=karras"])
+    grid = load_run(run).sampling_plan(load_run(run).config.sample)[0]  # 80, 13.07, 1.127, 0.0251, 0
+    lo, hi = float(grid[1]) * 1.05, float(grid[0]) * 0.95  # strictly between the first two levels
+    base = ["sample", str(run), "--class", "3", "--n", "2", "--guidance", "3"]
+    png = tmp_path / "in.png"
+    assert main([*base, "--sampler", sampler, "--guidance-interval", f"{lo},{hi}", "--out", str(png)]) == 0
+    record = json.loads(png.with_suffix(".json").read_text())
+    assert record["network_evaluations_per_image"] > record["nfe"]  # some evaluations were guided (two branches)
+    euler = [*base, "--sampler", "euler", "--guidance-interval", f"{lo},{hi}", "--out", str(tmp_path / "e.png")]
+    assert main(euler) == 2
+    assert "holds no noise level" in capsys.readouterr().err

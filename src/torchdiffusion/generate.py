@@ -691,13 +691,13 @@ def _refuse_guidance_without_cond(sample: SampleConfig, cond: Cond, uncond: Cond
 def _refuse_guidance_of_unconditional(model: Precond, sample: SampleConfig) -> None:
     """A CondError for classifier-free guidance settings on a model that reads no conditioning at all: its two
     branches are one network, D_u + w (D_u - D_u) = D_u, so they would change nothing (as 'sample' refuses
-    --guidance on such a run). The interval is read by autoguidance too."""
+    --guidance on such a run). The interval is not refused here: it limits autoguidance too, and a run's config
+    keeps one for its autoguided draws that a draw at sample.autoguidance=1 (a student's) leaves unread."""
     if _reads_conditioning(model):
         return
     for key, set_ in (
         ("guidance", sample.guidance != 1.0),
         ("guidance_rescale", sample.guidance_rescale != 0.0),
-        ("guidance_interval", sample.guidance_interval is not None and sample.autoguidance == 1.0),  # limits both
     ):
         if set_:
             raise CondError(

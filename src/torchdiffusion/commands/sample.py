@@ -324,7 +324,10 @@ def run(args: argparse.Namespace) -> int:
     from ..config import unread_setting
 
     interval_read = unread_setting(dataclasses.replace(run_.config, sample=sample), "sample.guidance_interval") is None
-    if sample.guidance_interval is not None and interval_read:  # read, but guiding at no level of the grid?
+    from ..samplers import walks_between_levels
+
+    between = walks_between_levels(sample.sampler, dataclasses.asdict(sample.settings))  # (its midpoints may be)
+    if sample.guidance_interval is not None and interval_read and not between:  # read, but guiding no level?
         from ..guidance import refuse_interval_off_grid
 
         how = "--guidance-interval" if args.guidance_interval else "sample.guidance_interval (--set or the run's)"

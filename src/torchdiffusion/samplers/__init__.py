@@ -304,6 +304,19 @@ def walks_ode_grid(name: str, settings: Mapping[str, Any]) -> bool:
     return not s.get("eta") and not s.get("s_churn")
 
 
+# Samplers that also evaluate the denoiser between the grid's levels: DPM-Solver++(2S)'s midpoint, the adaptive
+# solver's own steps; and heun with EDM's churn, at sigma raised above a level (walks_between_levels)
+BETWEEN_LEVELS = ("dpmpp_2s", "dpmpp_2s_sde", "dpmpp_2s_exact", "adaptive")
+
+
+def walks_between_levels(name: str, settings: Mapping[str, Any]) -> bool:
+    """Whether sampler ``name`` at ``settings`` (None = its default) evaluates the denoiser at noise levels other
+    than its grid's (:data:`BETWEEN_LEVELS`, or churn noise on): a guidance interval holding no grid level may
+    still guide some of its evaluations."""
+    s = {**sampler_settings(name), **{k: v for k, v in settings.items() if v is not None}}
+    return name in BETWEEN_LEVELS or bool(s.get("s_churn"))
+
+
 def nfe(name: str, steps: int, **settings) -> int | None:
     """Network evaluations a sampler spends on a grid of ``steps`` steps ending in 0 (None: adaptive)."""
     return _entry(name).nfe(steps, {**sampler_settings(name), **settings})
