@@ -336,7 +336,14 @@ def test_forward_strip_of_a_run_draws_the_runs_own_process(tmp_path, monkeypatch
         assert_clean_error(rc, err, "runs a continuous process")
         rc, _, err = cli("explain", "forward", run, "--T", "1000", "--out", tmp_path / "g.png")
         assert_clean_error(rc, err, "drop --T")
+        # levels beyond the run's own range, and more images than its data hold, were drawn without a word
+        rc, _, err = cli("explain", "forward", run, "--sigmas", "0.5", "81", "--out", tmp_path / "g.png")
+        assert_clean_error(rc, err, "--sigmas 81 lies above this run's noise range (sigma up to 80)")
         assert not (tmp_path / "g.png").exists()
+    few = write_run(tmp_path / "few", "digits-test", ["data.limit=6"])
+    rc, _, err = cli("explain", "forward", few, "--images", "7", "--out", tmp_path / "g.png")
+    assert_clean_error(rc, err, "--images 7: the data hold 6 images")
+    assert not (tmp_path / "g.png").exists()
 
 
 def test_a_loss_bucket_starting_at_zero_is_left_out_without_a_warning(tmp_path):

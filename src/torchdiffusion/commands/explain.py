@@ -92,7 +92,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float_in(0.0, MAX_SIGMA, lo_open=True),
         nargs="+",
         default=[0.05, 0.3, 1.0, 3.0],
-        help=f"noise levels to draw (each in (0, {MAX_SIGMA:g}]; forward: of a continuous-process run, x0 + sigma n)",
+        help=f"noise levels to draw (each in (0, {MAX_SIGMA:g}]; forward: of a continuous-process run, x0 + sigma n, "
+        "up to its sigma_max)",
     )
     g.add_argument(
         "--lim",
@@ -434,7 +435,13 @@ def _forward_levels(args: argparse.Namespace, proc, where: str, sigma_range=(0.0
                     f"{where} runs a continuous process ({proc.title}): it has no timesteps, schedule or T; drop "
                     f"{given[dest]} and give its noise levels with --sigmas"
                 )
-        if "sigmas" in given:
+        if "sigmas" in given:  # within the run's own range (0: the data itself, the default strip's first column)
+            above = [s for s in args.sigmas if s > sigma_range[1]]
+            if above:
+                raise ConfigError(
+                    f"--sigmas {above[0]:g} lies above this run's noise range (sigma up to {sigma_range[1]:g}); "
+                    f"its forward process ends there"
+                )
             return list(args.sigmas)
         lo, hi = max(sigma_range[0], STRIP_SIGMA_FLOOR), sigma_range[1]
         return [
@@ -503,7 +510,8 @@ def _forward(args: argparse.Namespace) -> list:
             )
         proc = processes[0] if processes else ex.ForwardProcess("discrete", _vp(args.schedules or ["cosine"], args.T))
         proc.check(levels)
-        note_extra(forward={**proc.record(), "levels": levels})
+        _refuse_more_than_held("series", args.images, len(data))
+        note_extra(forward=[{**proc.record(), "levels": levels}])  # one layout for every kind: a list of processes
         with _figure_bar(args) as bar:
             series = data.x[: args.images or 3]
             ex.signal_forward(series, levels, seed=args.seed or 0, path=out, process=proc)
@@ -519,6 +527,7 @@ def _forward(args: argparse.Namespace) -> list:
         proc.check(levels)
     latents = {"latents_decoded_by": str(codec.path)} if codec is not None else {}
     note_extra(forward=[{**proc.record(), "levels": levels, **latents} for proc in processes])
+    _refuse_more_than_held("images", _strip_images(args) if args.images is not None else None, len(data))
     with _figure_bar(args) as bar:
         images = data.x[: _strip_images(args)]
         images = codec.encode(images) if codec is not None else images  # the latents z the run diffuses
@@ -537,6 +546,14 @@ def _vp(schedules, T: int):
         return DiscreteVP(schedules[0], T)
     except (ValueError, KeyError) as e:
         raise ConfigError(f"--schedules: {e}") from None
+
+
+def _refuse_more_than_held(what: str, asked: int | None, held: int) -> None:
+    """ConfigError (one line) for --images asking the strip for more examples than the data hold (it drew fewer)."""
+    from ..config import ConfigError
+
+    if asked is not None and asked > held:
+        raise ConfigError(f"--images {asked}: the data hold {held} {what}; ask for at most {held}")
 
 
 def _strip_images(args: argparse.Namespace) -> int:
