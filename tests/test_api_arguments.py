@@ -79,25 +79,6 @@ def test_generate_checks_a_sample_config_built_in_python(run):
             generate(run.model, range(4), base, shape, cond={"class": torch.tensor([0, 1, 2, 3])})
 
 
-@pytest.mark.parametrize("key, value", [("guidance", 3.0), ("guidance_rescale", 0.5)])
-def test_generate_refuses_guidance_for_a_model_that_reads_no_conditioning(tmp_path, key, value):
-    """An unconditional model's two guidance branches are one network (D_u + w (D_u - D_u) = D_u): generate() drew
-    the same samples under any guidance setting, which 'sample' refuses; a conditioned model takes them."""
-    from tinyruns import write_run
-
-    uncond = load_run(write_run(tmp_path / "u", "digits-test", []))
-    sample = replace(uncond.config.sample, steps=2, n=2, **{key: value})
-    with pytest.raises(CondError, match=f"sample.{key} changes nothing: classifier-free guidance needs a conditioned"):
-        generate(uncond.model, range(2), sample, uncond.data_shape)
-    # a guidance interval is not refused: it limits autoguidance too, and a run's config keeps one for its autoguided
-    # draws that a draw at autoguidance 1 (a student distilled from it) leaves unread
-    kept = replace(uncond.config.sample, steps=2, n=2, guidance_interval=(0.5, 20.0), autoguidance=1.0)
-    assert generate(uncond.model, range(2), kept, uncond.data_shape).shape[0] == 2
-    classes = load_run(write_run(tmp_path / "c", "digits-test", ["model.num_classes=3"]))
-    labelled = replace(classes.config.sample, steps=2, n=2, labels="cycle", **{"guidance": 2.0, key: value})
-    assert generate(classes.model, range(2), labelled, classes.data_shape).shape == (2, 1, 8, 8)
-
-
 def test_generate_checks_its_conditioning_against_the_seeds_and_the_model(run):
     base = replace(run.config.sample, sampler="ddim", steps=2, n=4, batch_size=2)
     guided = replace(base, guidance=2.0)

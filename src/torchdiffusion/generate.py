@@ -632,7 +632,6 @@ def generate(
     data_shape = tuple(int(v) for v in data_shape)
     cond, uncond = (check_cond(as_cond(c), len(seeds), what) for c, what in ((cond, "cond"), (uncond, "uncond")))
     _refuse_unread_cond(model, cond)
-    _refuse_guidance_of_unconditional(model, sample)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sampler = get_sampler(sample.sampler)
     clip = clamps_x0(sample, data_shape, codec)
@@ -686,34 +685,6 @@ def _refuse_guidance_without_cond(sample: SampleConfig, cond: Cond, uncond: Cond
             "uncond changes nothing: these samples have no conditioning to guide toward (no cond given and none "
             "drawn from the seeds: an unconditional model, or sample.labels='none'); give cond or drop uncond"
         )
-
-
-def _refuse_guidance_of_unconditional(model: Precond, sample: SampleConfig) -> None:
-    """A CondError for classifier-free guidance settings on a model that reads no conditioning at all: its two
-    branches are one network, D_u + w (D_u - D_u) = D_u, so they would change nothing (as 'sample' refuses
-    --guidance on such a run). The interval is not refused here: it limits autoguidance too, and a run's config
-    keeps one for its autoguided draws that a draw at sample.autoguidance=1 (a student's) leaves unread."""
-    if _reads_conditioning(model):
-        return
-    for key, set_ in (
-        ("guidance", sample.guidance != 1.0),
-        ("guidance_rescale", sample.guidance_rescale != 0.0),
-    ):
-        if set_:
-            raise CondError(
-                f"sample.{key} changes nothing: classifier-free guidance needs a conditioned model, and this one "
-                "reads no classes, context or text"
-            )
-
-
-def _reads_conditioning(model: Precond) -> bool:
-    """Whether the model's network reads any conditioning (classes, context vectors, caption features)."""
-    from .nets.layers import CondEmbedding
-
-    net = getattr(model, "net", None)
-    emb = getattr(net, "cond_emb", None)
-    extra = isinstance(emb, CondEmbedding) and (emb.context_dim > 0 or int(getattr(net, "text_dim", 0)) > 0)
-    return num_classes(model) > 0 or extra
 
 
 def _refuse_unread_cond(model: Precond, cond: Cond) -> None:
