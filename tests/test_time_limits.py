@@ -163,3 +163,17 @@ def test_autoencoder_refuses_a_negative_limit_in_one_line(tmp_path, key):
     rc, _, err = cli("train-autoencoder", "--preset", "tiny-ae", "--set", f"{key}=-0.5", "--out", out, "--no-progress")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "must be >= 0" in err
     assert not out.exists()
+
+
+def test_a_rerun_of_a_finished_run_continues_the_counters_run_json_recorded(tmp_path):
+    """run.json is written after the last state (the final exports and grid come between), so it counts more CPU and
+    wall seconds than the state holds: a rerun that found nothing left to train restarted from the state's and wrote
+    smaller counters than the run had recorded (flaky on a loaded machine, where that work takes longest)."""
+    run = tmp_path / "run"
+    train(tiny_cfg("train.images=64"), run, data=tiny_data(), progress=False)
+    info = json.loads((run / "run.json").read_text())
+    info["cpu_s"], info["wall_s"] = info["cpu_s"] + 50.0, info["wall_s"] + 70.0  # the work after the last state
+    (run / "run.json").write_text(json.dumps(info))
+    train(tiny_cfg("train.images=64"), run, data=tiny_data(), progress=False)
+    again = json.loads((run / "run.json").read_text())
+    assert again["cpu_s"] >= info["cpu_s"] and again["wall_s"] >= info["wall_s"]

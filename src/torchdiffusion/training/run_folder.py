@@ -394,6 +394,17 @@ def state_dict(state: TrainState, setup: Setup) -> dict:
     }
 
 
+def _run_info_at(out: Path, images_seen: int) -> dict:
+    """run.json's clock ({"cpu_s", "wall_s"} as numbers) when it was written at ``images_seen``, else {}."""
+    try:
+        info = json.loads((Path(out) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(info, dict) or info.get("images_seen") != images_seen:
+        return {}
+    return {k: float(v) for k in ("cpu_s", "wall_s") if isinstance(v := info.get(k), (int, float)) and v >= 0}
+
+
 def restore(state: TrainState, path: Path, setup: Setup) -> None:
     """Load a training state written by :func:`save_checkpoint` into ``state`` (and the global RNGs); the caller
     says it resumes."""
@@ -413,7 +424,10 @@ def restore(state: TrainState, path: Path, setup: Setup) -> None:
     if "window" in saved and saved["window"].shape == state.window.to_tensor().shape:
         state.window = Window.from_tensor(saved["window"])
     clock = saved.get("clock", {})
-    state.clock.resume(clock.get("cpu_s", 0.0), clock.get("wall_s", 0.0))
+    cpu_s, wall_s = float(clock.get("cpu_s", 0.0)), float(clock.get("wall_s", 0.0))
+    info = _run_info_at(setup.out, state.images_seen)  # run.json of the same point counts the work after the state
+    cpu_s, wall_s = max(cpu_s, info.get("cpu_s", 0.0)), max(wall_s, info.get("wall_s", 0.0))  # (exports, a grid)
+    state.clock.resume(cpu_s, wall_s)
     _set_rng_state(saved["rng"], setup.device)
     _check_same_trajectory(saved, path, state, setup.cfg.train.seed)
 
