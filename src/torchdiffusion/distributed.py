@@ -58,6 +58,18 @@ def world_size() -> int:
     return dist.get_world_size() if is_initialized() else _env_int("WORLD_SIZE", 1)
 
 
+def check_batch_splits(batch_size: int, grad_accum: int = 1, name: str = "train.batch_size") -> None:
+    """ConfigError (one line) for a batch that the processes torchrun starts cannot share out in ``grad_accum``
+    equal micro-batches each: the training loop's own check, which the commands make before anything is written."""
+    from .config import ConfigError
+
+    w = world_size()
+    if batch_size % (w * grad_accum) != 0:
+        if grad_accum == 1 and name.startswith("--"):  # a command's own option (distill): no grad_accum to name
+            raise ConfigError(f"{name} {batch_size} must be divisible by the number of processes, {w}")
+        raise ConfigError(f"{name}={batch_size} must be divisible by world size x grad_accum = {w} x {grad_accum}")
+
+
 def local_rank() -> int:
     """This process's rank on its own machine: the CUDA device it drives."""
     return _env_int("LOCAL_RANK", 0)

@@ -47,18 +47,6 @@ def base_config(args: argparse.Namespace, from_json: Callable[[str], typing.Any]
     return from_json(text)
 
 
-def check_batch_splits(batch_size: int, grad_accum: int = 1, name: str = "train.batch_size") -> None:
-    """ConfigError (one line) for a batch that the processes torchrun starts (``WORLD_SIZE``) cannot share out in
-    ``grad_accum`` equal micro-batches each: refused before anything is written, not when training begins."""
-    from ..distributed import world_size
-
-    w = world_size()
-    if batch_size % (w * grad_accum) != 0:
-        if grad_accum == 1 and name.startswith("--"):  # a command's own option (distill): no grad_accum to name
-            raise ConfigError(f"{name} {batch_size} must be divisible by the number of processes, {w}")
-        raise ConfigError(f"{name}={batch_size} must be divisible by world size x grad_accum = {w} x {grad_accum}")
-
-
 def _setting_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -101,9 +101,8 @@ def check_method_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import print0
+    from ..distributed import check_batch_splits, print0
     from ..shortcuts.distill import DistillSettings, distill
-    from .common import check_batch_splits
 
     check_method_options(args)
     check_batch_splits(args.batch_size, name="--batch-size")  # shared out over torchrun's processes

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .argtypes import output_folder
-from .common import add_config_arguments, base_config, check_batch_splits
+from .common import add_config_arguments, base_config
 
 HELP = "train a diffusion model into a run folder (resumes if the folder holds a checkpoint)"
 EXAMPLES = """examples:
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     cfg = resolve_config(args)
+    from ..distributed import check_batch_splits
+
     check_batch_splits(cfg.train.batch_size, cfg.train.grad_accum)  # (under torchrun; --dry-run too)
     if args.dry_run:  # under torchrun every rank resolves the same config; rank 0 alone prints it
         from ..distributed import default_device, print0

@@ -411,11 +411,8 @@ def _train(
     objective: Objective | None = None,
     init_weights: dict[str, Tensor] | None = None,
 ) -> Path:
-    t, W, clock = cfg.train, dist.world_size(), Clock()  # the time limits count data loading too
-    if t.batch_size % (W * t.grad_accum) != 0:
-        raise ConfigError(
-            f"train.batch_size={t.batch_size} must be divisible by world size x grad_accum = {W} x {t.grad_accum}"
-        )
+    t, clock = cfg.train, Clock()  # the time limits count data loading too
+    dist.check_batch_splits(t.batch_size, t.grad_accum)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     keep_freed_memory()  # reuse freed activations instead of faulting in fresh pages every step (heap.py)
