@@ -249,7 +249,7 @@ DEPENDENT_SETTINGS: dict[str, dict[str, tuple[str, Callable[[Any], bool], str]]]
 def unread_settings(name: str, given: Mapping[str, Any], names: Collection[str]) -> tuple[str, str] | None:
     """(setting, why) for the first of ``names`` (settings given by the user) that changes nothing for sampler
     ``name`` with the settings ``given`` (those not None; the sampler's defaults fill in the rest), or None."""
-    full = {**sampler_settings(name), **{k: v for k, v in given.items() if v is not None}}
+    full = with_defaults(name, given)
     for key in names:
         rule = DEPENDENT_SETTINGS.get(key, {}).get(name)
         if rule is not None and not rule[1](full[rule[0]]):
@@ -280,6 +280,11 @@ def sampler_settings(name: str) -> dict[str, Any]:
     return {**out, **e.preset}
 
 
+def with_defaults(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting of sampler ``name``: those of ``settings`` that are not None, its defaults for the rest."""
+    return {**sampler_settings(name), **{k: v for k, v in settings.items() if v is not None}}
+
+
 def resolve_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings to pass to sampler ``name``: those of ``settings`` that are not None. A setting the sampler
     does not take is an error (one line naming the ones it takes), never silently ignored."""
@@ -300,7 +305,7 @@ def walks_ode_grid(name: str, settings: Mapping[str, Any]) -> bool:
     ``adaptive`` excepted (it chooses its own steps between the grid's ends)."""
     if name not in DETERMINISTIC or name == "adaptive":
         return False
-    s = {**sampler_settings(name), **{k: v for k, v in settings.items() if v is not None}}
+    s = with_defaults(name, settings)
     return not s.get("eta") and not s.get("s_churn")
 
 
@@ -313,7 +318,7 @@ def walks_between_levels(name: str, settings: Mapping[str, Any]) -> bool:
     """Whether sampler ``name`` at ``settings`` (None = its default) evaluates the denoiser at noise levels other
     than its grid's (:data:`BETWEEN_LEVELS`, or churn noise on): a guidance interval holding no grid level may
     still guide some of its evaluations."""
-    s = {**sampler_settings(name), **{k: v for k, v in settings.items() if v is not None}}
+    s = with_defaults(name, settings)
     return name in BETWEEN_LEVELS or bool(s.get("s_churn"))
 
 
