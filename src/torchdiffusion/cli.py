@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import errno
 import os
+import signal
 import sys
 import time
 
@@ -158,16 +159,41 @@ def _print_error(line: str, *, everywhere: bool, wait: bool = True) -> None:
     A rank that stays silent does not exit at once: torchrun stops every worker as soon as one fails, so a silent
     rank that got there first would take rank 0 down before its line is out (seen on a loaded machine, where rank 0
     was still importing). It waits instead - rank 0, meeting the same error, exits non-zero within seconds and
-    torchrun then ends this rank - at most ``QUIET_RANK_WAIT_S``, and exits with the same code (only under torchrun,
-    which sets ``TORCHELASTIC_RUN_ID``; a process with RANK set by other means exits at once). Not after a stop
-    (``wait=False``): every rank was told to stop and each exits as soon as it has."""
+    torchrun then ends this rank with SIGTERM, which ends the wait, not the rank - at most ``QUIET_RANK_WAIT_S``,
+    and exits with the same code as rank 0 (only under torchrun, which sets ``TORCHELASTIC_RUN_ID``; a process with
+    RANK set by other means exits at once). Not after a stop (``wait=False``): every rank was told to stop and each
+    exits as soon as it has."""
     rank = _rank()
     if rank == 0:
         print(line, file=sys.stderr, flush=True)
     elif everywhere:
         print(f"{line} [rank {rank}]", file=sys.stderr, flush=True)
     elif wait and os.environ.get("TORCHELASTIC_RUN_ID"):  # a torchrun worker (the launcher sets it)
-        time.sleep(QUIET_RANK_WAIT_S)
+        _wait_for_rank_0(QUIET_RANK_WAIT_S)
+
+
+class _WaitEnded(Exception):
+    """torchrun's SIGTERM to a silent rank waiting in :func:`_wait_for_rank_0`."""
+
+
+def _wait_for_rank_0(seconds: float) -> None:
+    """Sleep ``seconds`` or until a SIGTERM (torchrun's, once rank 0 has exited): the rank then exits with the code
+    it holds, rank 0's, instead of 143 as if it had been stopped."""
+
+    def end(signum, frame):
+        raise _WaitEnded
+
+    try:
+        before = signal.signal(signal.SIGTERM, end)
+    except ValueError:  # not the main thread: no handler can be set here
+        time.sleep(seconds)
+        return
+    try:
+        time.sleep(seconds)
+    except _WaitEnded:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def first_line(e: BaseException) -> str:
