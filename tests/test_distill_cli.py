@@ -366,18 +366,30 @@ def test_dmd_student_samples_on_the_prefixes_of_its_levels_and_resumes_exactly(t
     assert (half / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
 
 
+DMD_WORKER = str(Path(__file__).with_name("dmd_worker.py"))
+DMD_ARGS = ["--steps", "2", "--images", "96", "--batch-size", "16", "--fake-lr", "1e-3"]
+
+
+def _dmd(cmd: list[str]) -> None:
+    r = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def dmd_runs(teacher, tmp_path_factory):
+    """One DMD student distilled by one process and one by two torchrun processes, alike otherwise."""
+    root = tmp_path_factory.mktemp("dmd")
+    _dmd([sys.executable, DMD_WORKER, str(teacher), str(root / "dmd1"), *DMD_ARGS])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", DMD_WORKER]
+    _dmd([*torchrun, str(teacher), str(root / "dmd2"), *DMD_ARGS])
+    return root / "dmd1", root / "dmd2"
+
+
 @pytest.mark.slow
-def test_dmd_under_torchrun_keeps_the_fake_denoisers_of_all_ranks_identical(teacher, tmp_path):
+def test_dmd_under_torchrun_keeps_the_fake_denoisers_of_all_ranks_identical(teacher, dmd_runs):
     """Two torchrun processes distil one student: the ranks see different examples, and each rank's D_fake takes
     the gradient averaged over the ranks, so both copies end bit for bit equal, away from the teacher's weights."""
-    out = tmp_path / "dmd2"
-    worker = str(Path(__file__).with_name("dmd_worker.py"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker]
-    args = [str(teacher), str(out), "--steps", "2", "--images", "96", "--batch-size", "16", "--fake-lr", "1e-3"]
-    r = subprocess.run(
-        [*cmd, *args], env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    out = dmd_runs[1]
     f0, f1 = (load_file(out / "debug" / f"fake-{rank}.safetensors") for rank in (0, 1))
     assert f0.keys() == f1.keys() and all(torch.equal(f0[k], f1[k]) for k in f0)
     start = load_run(teacher).model.state_dict()
@@ -385,6 +397,23 @@ def test_dmd_under_torchrun_keeps_the_fake_denoisers_of_all_ranks_identical(teac
     student = load_run(out)
     x = generate(student.model, range(4), student.config.sample, student.data_shape, grid_dir=out / "grids")
     assert x.shape == (4, 1, 8, 8) and bool(torch.isfinite(x).all())
+
+
+@pytest.mark.slow
+def test_dmd_on_two_processes_distils_the_same_student_as_on_one(teacher, dmd_runs):
+    """As for train: every draw of an example (its noise, the renoising of earlier stages, the matching level and
+    noise, D_fake's stages, levels and noise) depends on its position in the global batch, never on the rank, so
+    the student and D_fake of two processes are those of one, up to float summation order."""
+    one, two = dmd_runs
+    m1, m2 = ([json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()] for run in dmd_runs)
+    assert [r["images_seen"] for r in m1] == [r["images_seen"] for r in m2]
+    assert m1[0]["loss"] == pytest.approx(m2[0]["loss"], rel=1e-4)
+    start = load_run(teacher).model.state_dict()
+    for name in ("model.safetensors", "debug/fake-0.safetensors"):
+        a, b = load_file(one / name), load_file(two / name)
+        moved = sum(((a[k] - start[k]).double() ** 2).sum() for k in a).sqrt()
+        diff = sum(((a[k] - b[k]).double() ** 2).sum() for k in a).sqrt()
+        assert diff < 1e-2 * moved, (name, float(diff), float(moved))
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -45,11 +46,11 @@ MATCH_T_RANGE = (0.02, 0.98)
 MATCH_SIGMA_LOW = 0.08  # x sigma_data
 
 
-def matching_levels(discrete_sigmas: Tensor, batch: int) -> Tensor:
+def matching_levels(discrete_sigmas: Tensor, batch: int, generator: torch.Generator | None = None) -> Tensor:
     """(batch,) sigma_t for t ~ U{ceil(0.02 T), ..., floor(0.98 T)} of a discrete teacher's T levels."""
     T = len(discrete_sigmas)
     lo, hi = math.ceil(MATCH_T_RANGE[0] * T), math.floor(MATCH_T_RANGE[1] * T)
-    return discrete_sigmas[torch.randint(lo, min(hi, T - 1) + 1, (batch,))]
+    return discrete_sigmas[torch.randint(lo, min(hi, T - 1) + 1, (batch,), generator=generator)]
 
 
 def generator_levels(steps: int, sigma_min: float, sigma_max: float) -> Tensor:
@@ -75,14 +76,17 @@ def generator_loss(x0: Tensor, g: Tensor) -> Tensor:
     return 0.5 * (x0 - (x0 - g).detach()).flatten(1).pow(2).mean(1)
 
 
-def simulate(G: Denoiser, noise: Tensor, levels: Tensor, stage: int, clip: bool) -> Tensor:
-    """The generator's input at ``stage``: noise at levels[0], then G's own earlier stages (no gradients)."""
+def simulate(
+    G: Denoiser, noise: Tensor, levels: Tensor, stage: int, clip: bool, fresh: Callable[[], Tensor] | None = None
+) -> Tensor:
+    """The generator's input at ``stage``: noise at levels[0], then G's own earlier stages (no gradients), each
+    renoised with fresh unit noise n' (``fresh()``; default: drawn like ``noise``)."""
     x = levels[0] * noise
     with torch.no_grad():
         for j in range(stage):
             x0 = G(x, levels[j].expand(x.shape[0]))
             x0 = x0.clamp(-1, 1) if clip else x0
-            x = x0 + levels[j + 1] * torch.randn_like(x0)
+            x = x0 + levels[j + 1] * (torch.randn_like(x0) if fresh is None else fresh())
     return x
 
 

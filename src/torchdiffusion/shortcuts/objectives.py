@@ -156,10 +156,37 @@ class Consistency(Objective):
         return cm.consistency_loss(lambda x, s: model(x, s, mb.cond), x_hi, hi, x_lo, lo)
 
 
+class BatchDraws:
+    """An objective's own draws at global batch ``step`` (training.loop.global_draws): each one is drawn for the whole
+    global batch of B examples, in the same order on every rank, and cut to the micro-batch's positions - as the
+    loop draws sigma and noise, so an example's draws never depend on the rank or the number of processes."""
+
+    def __init__(self, seed: int, batch: int, step: int, mb: MicroBatch):
+        from ..training.loop import global_draws
+
+        self.g, self.B = global_draws(seed, step), batch
+        self.at = slice(mb.position, mb.position + mb.x0.shape[0])
+        self.shape, self.device, self.dtype = mb.x0.shape[1:], mb.x0.device, mb.x0.dtype
+
+    def cut(self, draw) -> Tensor:
+        """This micro-batch's part of ``draw(B, generator)``, on its device."""
+        return draw(self.B, self.g)[self.at].to(self.device)
+
+    def normal(self) -> Tensor:
+        """This micro-batch's part of (B, *data_shape) unit noise."""
+        return self.cut(lambda B, g: torch.randn((B, *self.shape), generator=g)).to(self.dtype)
+
+    def stage(self, K: int) -> int:
+        """One stage in 0 .. K-1 for the whole global batch."""
+        return int(torch.randint(0, K, (), generator=self.g))
+
+
 class DistributionMatching(Objective):
     """DMD2 (dmd.py): batch ``step`` trains the generator's stage k = step mod K on inputs from its own earlier
     stages; each micro-batch also updates the fake denoiser ``objective.dmd_fake_updates`` times (its state is
-    checkpointed with the run's, so a resumed distillation continues exactly)."""
+    checkpointed with the run's, so a resumed distillation continues exactly). Its own draws (the renoising of
+    earlier stages, the matching levels and noise, D_fake's stages, levels and noise) are :class:`BatchDraws`, so
+    1 and N processes distil the same student (up to float summation order)."""
 
     def __init__(self, cfg: RunConfig, teacher: Teacher):
         from ..generate import guide_of
@@ -174,43 +201,47 @@ class DistributionMatching(Objective):
                 net.to(memory_format=torch.channels_last)
         self.fake = dmd.FakeScore(tm, o.dmd_fake_lr or cfg.train.lr, cl)
         self.grad_clip = cfg.train.grad_clip
+        self.seed, self.batch = cfg.train.seed, cfg.train.batch_size
 
     def draw_sigmas(self, batch: int, generator: torch.Generator, step: int) -> Tensor:
         return self.levels[step % len(self.levels)].expand(batch).clone()
 
-    def _teacher_sigmas(self, batch: int, device: torch.device) -> Tensor:
+    def _teacher_sigmas(self, draws: BatchDraws) -> Tensor:
         """The teacher's own training levels (what D_fake trains on)."""
         d = self.d
-        s = sample_sigmas(
-            d.sigma_sampling,
-            batch,
-            discrete_sigmas=self.discrete,
-            P_mean=d.P_mean,
-            P_std=d.P_std,
-            sigma_min=d.sigma_min,
-            sigma_max=d.sigma_max,
-        )
-        return s.to(device, torch.float32)
+        return draws.cut(
+            lambda B, g: sample_sigmas(
+                d.sigma_sampling,
+                B,
+                generator=g,
+                discrete_sigmas=self.discrete,
+                P_mean=d.P_mean,
+                P_std=d.P_std,
+                sigma_min=d.sigma_min,
+                sigma_max=d.sigma_max,
+            )
+        ).float()
 
-    def _matching_sigmas(self, batch: int, device: torch.device) -> Tensor:
+    def _matching_sigmas(self, draws: BatchDraws) -> Tensor:
         """The levels the distributions are compared at (dmd.matching_levels)."""
         if self.discrete is not None:
-            return dmd.matching_levels(self.discrete, batch).to(device, torch.float32)
-        return self._teacher_sigmas(batch, device).clamp(min=dmd.MATCH_SIGMA_LOW * self.d.sigma_data)
+            return draws.cut(lambda B, g: dmd.matching_levels(self.discrete, B, g)).float()
+        return self._teacher_sigmas(draws).clamp(min=dmd.MATCH_SIGMA_LOW * self.d.sigma_data)
 
-    def _fake_loss(self, x0: Tensor, cond) -> Tensor:
+    def _fake_loss(self, x0: Tensor, cond, draws: BatchDraws) -> Tensor:
         """The teacher's own denoising loss, for D_fake on generator outputs ``x0``."""
-        d, sigma = self.d, self._teacher_sigmas(x0.shape[0], x0.device)
-        n = torch.randn_like(x0)
+        d, sigma = self.d, self._teacher_sigmas(draws)
+        n = draws.normal()
         return model_loss(self.fake.net, x0, sigma, n, weighting=d.weighting, gamma=d.min_snr_gamma, cond=cond).mean()
 
     def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
         K, clip, cond = len(self.levels), self.teacher.clip, mb.cond
+        draws = BatchDraws(self.seed, self.batch, step, mb)  # the same on every rank, cut at this micro-batch
         levels = self.levels.to(mb.x0.device, mb.x0.dtype)
         G = lambda x, s: model(x, s, cond)  # noqa: E731
-        x0 = model(dmd.simulate(G, mb.noise, levels, step % K, clip), mb.sigma, cond)
-        sigma = self._matching_sigmas(x0.shape[0], x0.device)
-        x_s = add_noise(x0.detach(), sigma, torch.randn_like(x0))
+        x0 = model(dmd.simulate(G, mb.noise, levels, step % K, clip, draws.normal), mb.sigma, cond)
+        sigma = self._matching_sigmas(draws)
+        x_s = add_noise(x0.detach(), sigma, draws.normal())
         with torch.no_grad():  # both denoisers unclamped: a clamp on one side only would bias g at the bounds
             d_real = self.teacher.denoiser(cond, clip=False)(x_s, sigma).float()
             d_fake = self.fake.net(x_s, sigma, cond).float()
@@ -220,10 +251,11 @@ class DistributionMatching(Objective):
             if r == 0:
                 fake_x0 = x0.detach()
             else:
-                k = int(torch.randint(0, K, ()))
+                k = draws.stage(K)
                 with torch.no_grad():
-                    fake_x0 = G(dmd.simulate(G, torch.randn_like(x0), levels, k, clip), levels[k].expand(len(x0)))
-            self.fake.update(self._fake_loss(fake_x0.clamp(-1, 1) if clip else fake_x0, cond), self.grad_clip)
+                    x_k = dmd.simulate(G, draws.normal(), levels, k, clip, draws.normal)
+                    fake_x0 = G(x_k, levels[k].expand(len(x0)))
+            self.fake.update(self._fake_loss(fake_x0.clamp(-1, 1) if clip else fake_x0, cond, draws), self.grad_clip)
         return per
 
     def state_dict(self) -> dict:

@@ -16,7 +16,9 @@ Everything that makes the run trustworthy is decided by (seed, step) alone:
 * **Per-example randomness.** sigma, noise and the drop mask of the *whole global batch* are drawn from
   generators seeded by (seed, step) on every rank; each rank keeps its contiguous shard. An example's draws
   therefore depend on its position in the global batch, never on the rank or the number of processes, and a
-  1-process and a 2-process run compute the same gradient (up to float summation order).
+  1-process and a 2-process run compute the same gradient (up to float summation order). An objective that
+  draws more (distribution matching) draws it the same way: for the whole global batch from (seed, step),
+  cut at the micro-batch's ``position`` (``global_draws``).
 * **Gradient averaging.** Each rank backpropagates (sum of its per-example losses) / B, then the gradients are
   summed over ranks in one flat all-reduce, together with the loss and the loss-by-noise-level statistics.
   Every rank then sees the same bits, so the non-finite check, clipping, AdamW and the EMA stay in lockstep.
@@ -81,13 +83,13 @@ from .state import (
     steps_of_run,
 )
 
-__all__ = ["DataOrder", "TrainingError", "draw_batch", "mix_seed", "train", "train_step"]
+__all__ = ["DataOrder", "TrainingError", "draw_batch", "global_draws", "mix_seed", "train", "train_step"]
 
 
 # Deterministic randomness: one 63-bit seed per (seed, purpose, index)
 
 _MASK = (1 << 64) - 1
-STREAM_DATA, STREAM_DRAWS, STREAM_NOISE, STREAM_TORCH = 1, 2, 3, 4
+STREAM_DATA, STREAM_DRAWS, STREAM_NOISE, STREAM_TORCH, STREAM_OBJECTIVE = 1, 2, 3, 4, 5
 
 
 def mix_seed(*parts: int) -> int:
@@ -105,6 +107,12 @@ def _generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def global_draws(seed: int, step: int) -> torch.Generator:
+    """The generator of an objective's own draws at global batch ``step``: the same on every rank, so an objective
+    draws for the whole global batch (B examples) and keeps its micro-batch's slice, as :func:`draw_batch` does."""
+    return _generator(mix_seed(seed, STREAM_OBJECTIVE, step))
 
 
 class DataOrder:
@@ -613,7 +621,8 @@ def draw_batch(setup: Setup, step: int) -> Batch:
         else:
             cond = cond_from_data(setup.data, idx[sl], drop[sl] | caption_only[sl], setup.cfg.model, device)
             cond["drop_neighbours"] = drop[sl].to(device)
-        micro.append(MicroBatch(x0=x0, sigma=sigma[sl].to(device), noise=noise[sl], cond=cond, index=idx[sl]))
+        mb = MicroBatch(x0=x0, sigma=sigma[sl].to(device), noise=noise[sl], cond=cond, index=idx[sl], position=sl.start)
+        micro.append(mb)
     return Batch(step=step, micro=micro)
 
 

@@ -228,6 +228,7 @@ class MicroBatch:
     noise: Tensor  # (b, *data_shape) n ~ N(0, I)
     cond: dict | None  # cond.cond_from_data: class / context / text and the guidance drop mask
     index: Tensor | None = None  # (b,) long: the examples' positions in the data set (reflow pairs them with noise)
+    position: int = 0  # the first example's position in the global batch (an objective's own draws are cut there)
 
 
 @dataclass
