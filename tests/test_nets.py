@@ -376,6 +376,32 @@ def test_a_presets_attention_follows_the_data_and_config_json_records_where_it_r
     assert _self_attentions(load_run(tmp_path / "run").model) > 1  # not the middle block's alone
 
 
+def test_a_dry_run_prints_the_attention_size_the_run_records(tmp_path):
+    """digits-test on 16 x 16 data: the dry run prints the config as config.json records it (attention moved from 4
+    to 8), not the preset's size; a size the user sets that matches no level is refused by the dry run too."""
+    import json
+
+    import numpy as np
+
+    from test_cli_errors import assert_clean_error
+    from tinyruns import cli
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).uniform(-1, 1, (12, 1, 16, 16)).astype(np.float32))
+    base = ["train", "--preset", "digits-test", "--set", "data.source=array",
+            "--set", f"data.path={tmp_path / 'a.npy'}", "--set", "train.images=8", "--set", "train.batch_size=4",
+            "--set", "train.warmup_images=0", "--no-progress"]  # fmt: skip
+    rc, out, err = cli(*base, "--dry-run")
+    assert rc == 0, err
+    printed = json.loads(out)
+    rc, _, err = cli(*base, "--out", tmp_path / "run")
+    assert rc == 0, err
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert printed["model"] == recorded["model"] and printed["model"]["attn_resolutions"] == [8]
+    rc, out, err = cli(*base, "--set", "model.attn_resolutions=4", "--dry-run")
+    assert_clean_error(rc, err, "model.attn_resolutions=4 matches no level of this U-Net for 16x16 data (levels 16, 8)")
+    assert not out.strip()
+
+
 def test_a_run_begun_with_attention_at_no_level_resumes_with_the_network_it_was_built_with(tmp_path, monkeypatch):
     """A run whose config.json records a preset's attention size that matches no level (as training wrote it before
     presets' attention followed the data: its network attends in the middle block alone) resumes as it was built,

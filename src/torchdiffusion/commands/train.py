@@ -31,7 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "prediction) or consistency (consistency training from data, one-step sampling); applied before --set",
     )
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config as JSON and exit: fitted to the data as config.json will record it (e.g. "
+        "model.attn_resolutions moved to a U-Net level), unless the data cannot be read (it says so) or are latents "
+        "(encoded only when training starts)",
+    )
     p.add_argument(
         "--no-resume",
         action="store_true",
@@ -71,6 +77,16 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:  # under torchrun every rank resolves the same config; rank 0 alone prints it
         from ..distributed import default_device, print0
 
+        if not cfg.data.latents_of:  # fitted to the data as the run fits it (latents: encoded when training starts)
+            from ..data import DataError, load_data
+            from ..io import first_line
+
+            try:
+                data = load_data(cfg.data, split="train", seed=cfg.train.seed)
+            except (DataError, OSError) as e:  # (a documented command's placeholder path): say what is not fitted
+                print0(f"data not read ({first_line(e)}): the settings the run fits to its data are shown as given")
+            else:
+                cfg = fitted_to_data(cfg, data, args.set)
         print0(to_json(cfg), file=sys.stdout)
         if cfg.train.precision == "auto":  # decided when training starts; say what it would be on this machine
             from ..training.precision import native_bf16
@@ -104,7 +120,7 @@ def load_and_check(cfg, out=None, *, resume: bool = True, progress: bool = True,
     and ``resume`` let it refuse to resume a run trained on another autoencoder's latents. ``sets``: the user's
     ``--set`` assignments; a ``model.attn_resolutions`` among them that matches no level of the U-Net for this
     data is refused (a preset's or config file's is moved to the nearest level, ``data.fit_kind``)."""
-    from ..data import fit_conditioning, fit_kind, load_data
+    from ..data import load_data
     from ..model import build_model
 
     if cfg.data.latents_of:
@@ -114,6 +130,22 @@ def load_and_check(cfg, out=None, *, resume: bool = True, progress: bool = True,
         data = training_latents(cfg, out, resume=resume, progress=progress and is_main())
     else:
         data = load_data(cfg.data, split="train", seed=cfg.train.seed)
+    build_model(fitted_to_data(cfg, data, sets), data.shape)  # ConfigError for e.g. a size not divisible by 2^levels
+    if cfg.model.text_dim > 0 and getattr(data, "text", None) is None:
+        data = caption_features_for(cfg, data)
+    if cfg.model.text_retrieval:  # each example's nearest training examples by caption (retrieval.py)
+        from ..retrieval import attach_neighbours
+
+        data = attach_neighbours(data, cfg.model.text_retrieval)
+    return data
+
+
+def fitted_to_data(cfg, data, sets=()):
+    """``cfg`` as the run fits it to ``data`` and records it in config.json (``data.fit_conditioning``,
+    ``data.fit_kind``: e.g. a preset's ``model.attn_resolutions`` that matches no U-Net level moved to the nearest).
+    A ``model.attn_resolutions`` among the user's ``--set`` assignments ``sets`` that matches no level is refused."""
+    from ..data import fit_conditioning, fit_kind
+
     fitted = fit_kind(fit_conditioning(cfg, data), data)
     if fitted.model.attn_resolutions != cfg.model.attn_resolutions and any(
         a.split("=", 1)[0].strip() == "model.attn_resolutions" for a in sets
@@ -122,14 +154,7 @@ def load_and_check(cfg, out=None, *, resume: bool = True, progress: bool = True,
         from ..nets.unet import unmatched_attention
 
         raise ConfigError(unmatched_attention(cfg.model, data.shape))
-    build_model(fitted, data.shape)  # ConfigError for e.g. a size not divisible by 2^levels
-    if cfg.model.text_dim > 0 and getattr(data, "text", None) is None:
-        data = caption_features_for(cfg, data)
-    if cfg.model.text_retrieval:  # each example's nearest training examples by caption (retrieval.py)
-        from ..retrieval import attach_neighbours
-
-        data = attach_neighbours(data, cfg.model.text_retrieval)
-    return data
+    return fitted
 
 
 def caption_features_for(cfg, data):
