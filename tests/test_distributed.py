@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -266,3 +268,29 @@ def test_a_refusal_rank_0_alone_checks_stops_every_worker_without_a_traceback(tm
     assert err.count(refusal) == 1 and "torchdiffusion train: error: " in err, err[-3000:]
     assert "[rank1]" not in err and "Connection closed by peer" not in err, err[-3000:]
     assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]  # nothing written beside it
+
+
+def test_a_run_folder_deleted_under_two_workers_stops_both_in_one_line(tmp_path):
+    """rm -rf of the run folder under a 2-process training: rank 0, which alone writes, noticed it alone and left,
+    and rank 1 died in the next all-reduce with gloo's 'Connection closed by peer' traceback. Rank 0 now tells the
+    others in the step's all-reduce: one line, every rank exits with its code (1), nothing made again."""
+    run = tmp_path / "run"
+    cmd = [*TORCHRUN[:-1], "-m", "torchdiffusion", "train", "--preset", "toy-2d", "--no-progress"]
+    cmd += ["--set", "train.images=400000", "--set", "train.threads=1", "--out", str(run)]
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while not (run / "config.json").exists():
+            assert p.poll() is None, p.stderr.read().decode()[-3000:]
+            time.sleep(0.05)
+        time.sleep(0.5)  # training steps
+        shutil.rmtree(run)
+        p.wait(timeout=240)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    err = p.stderr.read().decode()
+    assert p.returncode != 0 and err.count("was deleted or replaced while training") == 1, err[-3000:]
+    assert "Connection closed by peer" not in err and "[rank1]" not in err, err[-3000:]
+    codes = re.findall(r"exitcode  : (\d+)", err)
+    assert codes and set(codes) == {"1"}, err[-3000:]
+    assert not run.exists()

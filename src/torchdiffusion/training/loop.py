@@ -67,7 +67,7 @@ from .run_folder import (
     truncate_metrics,
     write_config,
 )
-from .runlock import hold_run_folder
+from .runlock import check_held, held_still, hold_run_folder
 from .state import (
     LIMITS,
     NUM_NOISE_BUCKETS,
@@ -654,11 +654,16 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> StepStats:
             p.grad = torch.zeros_like(p)
     grads = [p.grad for p in state.params]
     # [a signal, the time limit rank 0 has reached (its code; the other ranks add 0), whether train.guide_at of a
-    # time limit has passed on rank 0's clock]: every rank stops, and keeps the guide, together
+    # time limit has passed on rank 0's clock]: every rank stops, and keeps the guide, together ...
     limit = state.clock.over(t.cpu_minutes, t.minutes) if setup.main else 0
     guide_due = setup.main and state.guide is None and guide_due_by_clock(t, state.clock)
-    stop = torch.tensor([float(setup.stop.requested), float(limit), float(guide_due)])
+    # ... and whether rank 0's run folder was deleted (rm -rf): rank 0 alone writes, so it alone would notice, and
+    # the others would wait in the next collective for a rank that has gone (gloo's 'Connection closed by peer')
+    gone = setup.main and not held_still(setup.out)
+    stop = torch.tensor([float(setup.stop.requested), float(limit), float(guide_due), float(gone)])
     loss_sum, stop, sums, counts = _all_reduce_sum(grads, [loss_sum, stop, sums, counts], setup.device)
+    if stop[3] > 0:  # every rank stops with rank 0's one line (RunFolderGone), before anything is written
+        dist.main_decides(lambda: check_held(setup.out))
     grad_norm = torch.nn.utils.get_total_norm(grads)
     finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss_sum[0]))
 

@@ -158,6 +158,13 @@ def hold_run_folder(folder: str | Path) -> Iterator[None]:
             lock._fd = None
 
 
+def held_still(folder: str | Path) -> bool:
+    """False when this process holds ``folder``'s lock and the folder or its lock file was deleted or replaced since
+    (what :func:`check_held` refuses); True otherwise."""
+    lock = _HELD.get(os.path.abspath(folder))
+    return lock is None or lock._fd is None or lock._same_file(lock._fd)
+
+
 def check_held(folder: str | Path) -> None:
     """RunFolderGone when this process holds ``folder``'s lock (hold_run_folder) and the folder or its lock file was
     deleted or replaced since; nothing for a folder it does not hold."""
