@@ -151,6 +151,39 @@ def test_16bit_gray_files_keep_16bit_precision(tmp_path, suffix):
     assert len(dark) == 1 and float(dark.max()) < -0.99  # 199/65535, not 199/255
 
 
+def _mixed_depths(folder, colour: bool = False) -> None:
+    """A folder of one 8-bit and one 16-bit PNG of the same picture (the 16-bit one's values 257 times the 8-bit
+    one's: the same fractions of white), gray or RGB."""
+    folder.mkdir()
+    a8 = np.random.default_rng(5).integers(0, 256, (6, 5, 3) if colour else (6, 5), dtype=np.uint8)
+    Image.fromarray(a8).save(folder / "a_8bit.png")
+    a16 = a8.astype(np.uint16) * 257
+    if colour:  # 16-bit RGB: Pillow cannot write it; a plain PNG of colour type 2, depth 16
+        import struct
+        import zlib
+
+        def chunk(kind: bytes, body: bytes) -> bytes:
+            return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+        rows = b"".join(b"\x00" + r.astype(">u2").tobytes() for r in a16)
+        head = struct.pack(">IIBBBBB", 5, 6, 16, 2, 0, 0, 0)
+        data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+        (folder / "b_16bit.png").write_bytes(data)
+    else:
+        Image.fromarray(a16).save(folder / "b_16bit.png")
+        with Image.open(folder / "b_16bit.png") as im:
+            assert im.mode.startswith("I;16")
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_a_folder_mixing_8_and_16_bit_files_scales_each_by_its_own_bit_depth(tmp_path, colour):
+    _mixed_depths(tmp_path / "mix", colour)
+    d = load_data(DataConfig(source="folder", path=str(tmp_path / "mix")))
+    assert len(d) == 2 and d.shape[0] == (3 if colour else 1)
+    torch.testing.assert_close(d.x[0], d.x[1], rtol=0, atol=1e-6)  # v / 255 = 257 v / 65535
+    assert float(d.x.max()) > 0.9 and float(d.x.min()) < -0.9  # neither squeezed by the other's range
+
+
 def test_float_tiff_in_unit_range_and_out_of_range(tmp_path):
     a = np.random.default_rng(4).random((4, 6)).astype(np.float32)
     Image.fromarray(a, "F").save(tmp_path / "f.tif")

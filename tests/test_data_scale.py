@@ -129,6 +129,22 @@ def test_a_folder_in_its_own_units_is_read_as_the_numbers_stored_in_it(tmp_path)
         assert sorted(map(bytes, np.round(back).astype(np.int64))) == sorted(map(bytes, rows.astype(np.int64)))
 
 
+def test_a_folder_mixing_8_and_16_bit_files_is_refused_under_data_scale_naming_one_of_each(tmp_path):
+    """Under data.scale each file is its stored numbers: 0..255 beside 0..65535 would be mapped by one range, the
+    8-bit pictures crushed to -1; refused in one line, naming a file of each depth."""
+    from test_data_kinds import _mixed_depths
+
+    _mixed_depths(tmp_path / "mix")
+    with pytest.raises(DataError, match=r"mixes 8-bit \(a_8bit.png\) and 16-bit or wider integer \(b_16bit.png\)"):
+        load_data(DataConfig(source="folder", path=str(tmp_path / "mix"), scale="minmax"))
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=folder",
+                     "--set", f"data.path={tmp_path / 'mix'}", "--set", "data.image_size=null",
+                     "--set", "data.scale=percentile", "--set", "data.holdout=0", "--set", "model.num_classes=0",
+                     "--out", tmp_path / "run")  # fmt: skip
+    assert_clean_error(rc, err, "a_8bit.png")
+    assert not (tmp_path / "run").exists()
+
+
 def test_images_resized_in_their_own_units_are_the_pixels_resized(tmp_path):
     """Resizing commutes with the map to pixels: an 8-bit and a 16-bit PNG read at another size as their stored
     numbers (data.scale, and the editing commands' files of such a run) equal the pixels read at that size, mapped
@@ -142,13 +158,15 @@ def test_images_resized_in_their_own_units_are_the_pixels_resized(tmp_path):
         ("u8.png", 255, rng.integers(0, 256, (40, 60)).astype(np.uint8)),
         ("u16.png", 65535, rng.integers(0, 65536, (50, 30)).astype(np.uint16)),
     ):
-        Image.fromarray(a).save(tmp_path / name)
+        folder = tmp_path / name[:-4]  # a folder of each depth (a mix is refused under data.scale)
+        folder.mkdir()
+        Image.fromarray(a).save(folder / name)
         for size in ((28, 28), (80, 96)):  # down and up
-            raw = read_image(tmp_path / name, size=size, raw=True).double()
-            pixels = read_image(tmp_path / name, size=size).double()
+            raw = read_image(folder / name, size=size, raw=True).double()
+            pixels = read_image(folder / name, size=size).double()
             assert raw.max() > 1 and torch.allclose((pixels + 1) / 2 * full, raw, rtol=1e-5, atol=1e-3 * full)
-    d = load_data(DataConfig(source="folder", path=str(tmp_path), scale="minmax", image_size=(20, 20)))
-    assert d.x.shape == (2, 1, 20, 20) and all(float(x.max() - x.min()) > 1e-4 for x in d.x)  # none one flat value
+        d = load_data(DataConfig(source="folder", path=str(folder), scale="minmax", image_size=(20, 20)))
+        assert d.x.shape == (1, 1, 20, 20) and float(d.x.max() - d.x.min()) > 1e-4  # not one flat value
 
 
 def test_float_images_beyond_the_pixel_ranges_name_the_setting(tmp_path):

@@ -17,10 +17,15 @@ Images (``read_image`` and the ``folder`` source):
     open them, or not invert them); float TIFF (gray, Pillow's mode ``F``, or colour, or of 16 or 64 bits, read by
     :mod:`.tiff`) must hold values in [0, 1], signed or 32-bit integer TIFF values (gray, or colour or gray with
     alpha read by :mod:`.tiff`, alpha a fraction of its type's largest value) in 0..65535.
+    Each file is scaled by its own format's full scale (255, 65535 or 1), so a folder may mix 8-bit and 16-bit
+    (or float) files: a pixel of 128 in an 8-bit PNG and one of 32896 (= 128 * 257) in a 16-bit PNG both read
+    as 128/255.
     With ``data.scale`` set, every file is read as the numbers stored in it (0..255, 0..65535, signed or 32-bit
     integers, floats of any range) and the folder's range is mapped to [-1, 1] (data/scale.py); those numbers
     have no white, so a signed or 32-bit integer TIFF's alpha is dropped where it is opaque everywhere and its
-    transparent pixels are refused.
+    transparent pixels are refused, and a folder mixing files of different full scales (8-bit with 16-bit or
+    wider integers, or either with floats: ``DEPTH_NAMES``) is refused, naming a file of each - their numbers
+    are on different scales, and one range fitted over both would crush the 8-bit ones to -1.
   * ``data.image_size = H,W`` scales each image to cover (H, W) and centre-crops it; without it all files
     must share one size.
   * Class labels: when every file lies inside a first-level sub-folder and there are at least two of them,
@@ -81,6 +86,8 @@ SIGNAL_ASPECT = 8  # "auto" reads a 3-D array (N, A, B) as signals (N, C, L) whe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif")
 GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count as grayscale
+# the full scales of _decoded: a file's white (the number stored for it, under data.scale)
+DEPTH_NAMES = {255.0: "8-bit", 65535.0: "16-bit or wider integer", 1.0: "float"}
 
 
 # Single images
@@ -186,13 +193,13 @@ def _unit_floats(a: np.ndarray, raw: bool) -> np.ndarray:
     return a
 
 
-def _decode(path: Path, raw: bool = False) -> np.ndarray:
-    """Decoded pixels as float32 (H, W, 1) or (H, W, 3) in [0, 1], alpha composited over white (Pillow, and
-    :mod:`.png16` and :mod:`.tiff` for the 16-bit PNGs and TIFFs Pillow would cut to 8 bits or misread);
-    ``raw``: the numbers stored in the file instead (0..255, 0..65535, any integer or float: the fraction times
-    the format's full scale), for ``data.scale`` to map."""
+def _decode(path: Path, raw: bool = False) -> tuple[np.ndarray, float]:
+    """(decoded pixels as float32 (H, W, 1) or (H, W, 3) in [0, 1], the format's full scale), alpha composited
+    over white (Pillow, and :mod:`.png16` and :mod:`.tiff` for the 16-bit PNGs and TIFFs Pillow would cut to 8
+    bits or misread); ``raw``: the numbers stored in the file instead (0..255, 0..65535, any integer or float: the
+    fraction times the format's full scale), for ``data.scale`` to map."""
     values, full = _decoded(path, raw)
-    return (values if raw else values / full).astype(np.float32)
+    return (values if raw else values / full).astype(np.float32), full
 
 
 def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
@@ -250,11 +257,12 @@ def _decoded(path: Path, raw: bool) -> tuple[np.ndarray, float]:
     return a.astype(np.float64), 255.0
 
 
-def _decode_tensor(path: Path, raw: bool = False) -> Tensor:
-    """(1, C, H, W) in [-1, 1], C = 1 or 3, from :func:`_decode`; ``raw``: the numbers stored in the file
-    (data.scale maps them afterwards)."""
-    x = torch.from_numpy(_decode(path, raw)).permute(2, 0, 1)[None]
-    return x if raw else from_unit(x)
+def _decode_tensor(path: Path, raw: bool = False) -> tuple[Tensor, float]:
+    """((1, C, H, W) in [-1, 1], C = 1 or 3, the format's full scale) from :func:`_decode`; ``raw``: the numbers
+    stored in the file (data.scale maps them afterwards)."""
+    x, full = _decode(path, raw)
+    x = torch.from_numpy(x).permute(2, 0, 1)[None]
+    return (x if raw else from_unit(x)), full
 
 
 def read_image(
@@ -274,7 +282,7 @@ def read_image(
     """
     from ..provenance import note_input
 
-    x = match_channels(_decode_tensor(Path(path), raw=raw), channels)
+    x = match_channels(_decode_tensor(Path(path), raw=raw)[0], channels)
     note_input(path)  # a command's manifest records the files it read (provenance.py)
     return resize_crop(x, check_size(size))[0].contiguous()
 
@@ -306,9 +314,19 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
     from . import scale_of  # the package's rule for data.scale (here at call time: it imports this module)
 
     size, raw = check_size(cfg.image_size), scale_of(cfg) != "auto"
-    images = []
+    images, depths = [], {}  # depths: a file of each full scale (data.scale: the stored numbers' units)
     for f in files:
-        images.append(resize_crop(_decode_tensor(f, raw=raw), size))
+        x, full = _decode_tensor(f, raw=raw)
+        images.append(resize_crop(x, size))
+        depths.setdefault(full, f)
+        if raw and len(depths) > 1:
+            (a, fa), (b, fb) = depths.items()
+            raise DataError(
+                f"data.scale reads the numbers stored in each file, and this folder mixes {DEPTH_NAMES[a]} "
+                f"({fa.relative_to(root)}) and {DEPTH_NAMES[b]} ({fb.relative_to(root)}) images, whose numbers are "
+                f"on different scales (white {a:g} and {b:g}); save them at one bit depth, or drop data.scale (each "
+                "file is then scaled by its own bit depth)"
+            )
         if size is None and images[-1].shape[-2:] != images[0].shape[-2:]:
             h0, w0 = images[0].shape[-2:]
             h, w = images[-1].shape[-2:]
