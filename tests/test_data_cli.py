@@ -152,3 +152,43 @@ def test_data_seed_sets_the_split_apart_from_the_run_seed(tmp_path):
     default, same, other = weights("a"), weights("b", 1), weights("c", 0)
     assert all(torch.equal(default[k], same[k]) for k in default)
     assert any(not torch.equal(default[k], other[k]) for k in default)
+
+
+def test_a_class_the_labels_skip_is_refused_at_sample_time_naming_the_classes_held(tmp_path):
+    """Labels 0, 1, 3: class 2's embedding was never trained, like a class above the largest label; run.json
+    records the class the labels skip, and --class 2 is refused in one line naming the classes the data hold."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "gap.npz", x=rng.integers(0, 256, (12, 8, 8), dtype=np.uint8), labels=np.tile([0, 1, 3], 4))
+    out = tmp_path / "run"
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=array", "--set",
+                     f"data.path={tmp_path / 'gap.npz'}", "--set", "data.holdout=0", "--set", "model.num_classes=5",
+                     "--out", out, *TINY)  # fmt: skip
+    assert rc == 0, err
+    info = json.loads((out / "run.json").read_text())
+    assert (info["num_classes"], info["classes_without_examples"]) == (4, [2])
+    for classes in ("2", "1,2", "4"):
+        rc, _, err = cli("sample", out, "--class", classes, "--n", "1", "--steps", "2", "--out", tmp_path / "s.png")
+        assert_clean_error(rc, err, "no training example had that class")
+        assert "hold classes 0-1, 3 (of the network's 5)" in err
+    assert not (tmp_path / "s.png").exists()
+    rc, _, err = cli("sample", out, "--class", "3", "--n", "1", "--steps", "2", "--out", tmp_path / "s.png")
+    assert rc == 0, err
+
+
+def test_a_folder_class_whose_images_are_all_held_out_is_a_class_without_examples(tmp_path):
+    """The folder's classes are its sub-folders; one whose only image the holdout takes is recorded as a class no
+    training example had (and so is a labelled array's skipped label), the classes around it kept."""
+    from torchdiffusion.config import DataConfig
+    from torchdiffusion.data import load_data, split_indices
+    from torchdiffusion.training.loop import classes_without_examples
+
+    rng = np.random.default_rng(1)
+    for name, n in (("a", 3), ("b", 1), ("c", 3)):
+        (tmp_path / "pics" / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "pics" / name / f"{i}.png")
+    seed = next(s for s in range(100) if int(split_indices(7, 1, s)[1][0]) == 3)  # file 3: b/0.png
+    d = load_data(DataConfig(source="folder", path=str(tmp_path / "pics"), holdout=1, seed=seed))
+    assert sorted(set(d.labels.tolist())) == [0, 2] and classes_without_examples(d) == [1]
+    whole = load_data(DataConfig(source="folder", path=str(tmp_path / "pics")))
+    assert classes_without_examples(whole) == []

@@ -308,7 +308,9 @@ def sample_config_from_args(
 def refuse_untrained_classes(run_, classes) -> None:
     """GuidanceError (one line) when a class of ``classes`` (--class) is one no training example had: a
     class-conditional run whose data's labels (run.json's ``num_classes``, the largest + 1) stop below the
-    network's ``model.num_classes`` never trained the embeddings above them."""
+    network's ``model.num_classes``, or skip a class below their largest (run.json's ``classes_without_examples``:
+    a folder's class whose images were all held out, an emoji subset without a category, an array's labels
+    0, 1, 3), never trained those classes' embeddings."""
     from ..evaluation.evaluate import sampled_classes
     from ..guidance import GuidanceError
 
@@ -316,9 +318,21 @@ def refuse_untrained_classes(run_, classes) -> None:
     if not classes or K <= 0:
         return
     held = sampled_classes(run_)
-    untrained = sorted({int(c) for c in classes if held <= int(c) < K})
+    missing = {int(c) for c in run_.info.get("classes_without_examples") or () if 0 <= int(c) < held}
+    untrained = sorted({int(c) for c in classes if (held <= int(c) < K) or int(c) in missing})
     if untrained:
         raise GuidanceError(
             f"--class {','.join(map(str, untrained))}: no training example had that class; the data of "
-            f"{run_.path} hold classes 0-{held - 1} (of the network's {K})"
+            f"{run_.path} hold classes {_spans(k for k in range(held) if k not in missing)} (of the network's {K})"
         )
+
+
+def _spans(ks) -> str:
+    """Whole numbers in increasing order as runs: 0-2, 4, 6-9."""
+    runs: list[list[int]] = []
+    for k in ks:
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

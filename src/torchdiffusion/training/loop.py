@@ -283,6 +283,17 @@ def data_classes(data: Any) -> int:
     return int(labels.max().item()) + 1 if labels is not None and len(labels) else 0
 
 
+def classes_without_examples(data: Any) -> list[int]:
+    """The classes below :func:`data_classes` that no example's label holds (a class of a subset, or one whose
+    examples were all held out): run.json's ``classes_without_examples``, for ``--class`` to refuse them."""
+    labels = getattr(data, "labels", None)
+    if labels is None or not len(labels):
+        return []
+    held = torch.zeros(data_classes(data), dtype=torch.bool)
+    held[labels.long()] = True
+    return [int(k) for k in torch.nonzero(~held).flatten()]
+
+
 def _data_info(data: Any, out: Path) -> dict:
     x = data.x
     shape = [int(s) for s in x.shape[1:]]
@@ -299,6 +310,7 @@ def _data_info(data: Any, out: Path) -> dict:
         "kind": getattr(data, "kind", None) or kind_of_shape(tuple(shape)),
         "class_names": list(class_names) if class_names is not None else None,
         "num_classes": data_classes(data),
+        "classes_without_examples": classes_without_examples(data),
         "context_dim": int(context.shape[-1]) if context is not None else 0,
         "schema": data.schema.to_dict() if getattr(data, "schema", None) is not None else None,
         **({"holdout_examples": int(data.held_out)} if getattr(data, "held_out", None) is not None else {}),
