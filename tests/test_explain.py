@@ -299,7 +299,8 @@ def test_forward_strip_of_a_run_draws_the_runs_own_process(tmp_path, monkeypatch
     n = (drawn["cosine"][:, -1] - ab[99].sqrt() * x0) / (1 - ab[99]).sqrt()
     assert torch.allclose(drawn["cosine"][:, 3], (ab[20].sqrt() * x0 + (1 - ab[20]).sqrt() * n).float(), atol=1e-4)
     extra = json.loads((tmp_path / "f.png.manifest.json").read_text())["extra"]["forward"]
-    assert extra == [{"process": "discrete", "schedule": "cosine", "T": 100, "levels": ts}]
+    abars = [float(ab[t]) for t in ts]  # the alpha_bar_t each column was drawn with, not only the schedule's name
+    assert extra == [{"process": "discrete", "schedule": "cosine", "T": 100, "levels": ts, "alpha_bars": abars}]
     # the run's own schedule and T may be named; another is refused, nothing written
     assert (
         cli("explain", "forward", cosine, "--T", "100", "--schedules", "cosine", "--t", "0", "99", "--out", out)[0] == 0
@@ -344,6 +345,26 @@ def test_forward_strip_of_a_run_draws_the_runs_own_process(tmp_path, monkeypatch
     rc, _, err = cli("explain", "forward", few, "--images", "7", "--out", tmp_path / "g.png")
     assert_clean_error(rc, err, "--images 7: the data hold 6 images")
     assert not (tmp_path / "g.png").exists()
+
+
+def test_forward_strip_of_a_continuous_run_draws_sigma_zero_by_default_and_on_request(tmp_path, monkeypatch):
+    """sigma = 0, the clean data, starts the default strip of a continuous run; --sigmas 0 asks for the same column
+    (it was refused by the option that the default used)."""
+    from tinyruns import cli, write_run
+
+    strips = []
+    real = ex.forward_strip
+    monkeypatch.setattr(ex, "forward_strip", lambda *a, **k: strips.append((a, k, real(*a, **k))) or strips[-1][2])
+    sets = ["diffusion.process=continuous", "diffusion.parameterization=edm", "diffusion.noise_conditioning=log_sigma"]
+    sets += ["diffusion.sigma_sampling=lognormal"]
+    run, out = write_run(tmp_path / "edm", "digits-test", sets), tmp_path / "f.png"
+    assert cli("explain", "forward", run, "--images", "2", "--out", out)[0] == 0
+    assert strips[-1][0][1][0] == 0.0
+    assert cli("explain", "forward", run, "--images", "2", "--sigmas", "0", "4", "--out", out)[0] == 0
+    (x0, levels), _, drawn = strips[-1]
+    assert levels == [0.0, 4.0] and torch.allclose(drawn["ve"][:, 0], x0, atol=1e-6)
+    extra = json.loads((tmp_path / "f.png.manifest.json").read_text())["extra"]["forward"][0]
+    assert extra["levels"] == [0.0, 4.0]
 
 
 def test_a_loss_bucket_starting_at_zero_is_left_out_without_a_warning(tmp_path):

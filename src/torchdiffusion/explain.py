@@ -136,11 +136,21 @@ class ForwardProcess:
             return f"{self.vp.schedule} schedule, T = {self.vp.T}"
         return "rectified flow: (1 - t) x_0 + t n" if self.kind == "flow" else "x_0 + sigma n (VP scale)"
 
-    def record(self) -> dict:
-        """What a manifest keeps of the process drawn."""
+    def record(self, levels: Sequence) -> dict:
+        """What a manifest keeps of the process drawn at ``levels``: for a discrete process its schedule, T, the
+        timesteps and the alpha_bar_t each column was drawn with; for a continuous one the sigmas."""
         if self.kind == "discrete":
-            return {"process": "discrete", "schedule": self.vp.schedule, "T": self.vp.T}
-        return {"process": "rectified flow" if self.kind == "flow" else "continuous (x_0 + sigma n)"}
+            return {
+                "process": "discrete",
+                "schedule": self.vp.schedule,
+                "T": self.vp.T,
+                "levels": list(levels),
+                "alpha_bars": [float(self.vp.alpha_bars[t]) for t in levels],
+            }
+        return {
+            "process": "rectified flow" if self.kind == "flow" else "continuous (x_0 + sigma n)",
+            "levels": list(levels),
+        }
 
     def check(self, levels: Sequence) -> None:
         """ExplainError (one line) for levels the process has not: timesteps outside [0, T - 1], sigmas < 0."""

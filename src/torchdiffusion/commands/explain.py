@@ -89,11 +89,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("field (2-D runs)")
     g.add_argument(
         "--sigmas",
-        type=float_in(0.0, MAX_SIGMA, lo_open=True),
+        type=float_in(0.0, MAX_SIGMA),
         nargs="+",
         default=[0.05, 0.3, 1.0, 3.0],
         help=f"noise levels to draw (each in (0, {MAX_SIGMA:g}]; forward: of a continuous-process run, x0 + sigma n, "
-        "up to its sigma_max)",
+        "in [0, its sigma_max], 0 drawing the clean data)",
     )
     g.add_argument(
         "--lim",
@@ -176,6 +176,11 @@ def _refuse_unread(args: argparse.Namespace) -> None:
     for dest, flag in given.items():
         if dest not in reads:
             raise ConfigError(f"'explain {args.what}' does not read {flag}")
+    if "sigmas" in given and args.what != "forward" and 0 in args.sigmas:  # forward: 0 is x_0, its strip's start
+        raise ConfigError(
+            f"argument --sigmas: 'explain {args.what}' draws noise levels in (0, {MAX_SIGMA:g}], got 0 (only "
+            "'explain forward' of a continuous run draws sigma = 0, the clean data)"
+        )
     if args.what == "table-forward" and not args.run and "weights" in given:
         raise ConfigError(f"'explain {args.what}' without a run draws no model: --weights is read with a run only")
     sets = sample_sets(args)
@@ -511,7 +516,7 @@ def _forward(args: argparse.Namespace) -> list:
         proc = processes[0] if processes else ex.ForwardProcess("discrete", _vp(args.schedules or ["cosine"], args.T))
         proc.check(levels)
         _refuse_more_than_held("series", args.images, len(data))
-        note_extra(forward=[{**proc.record(), "levels": levels}])  # one layout for every kind: a list of processes
+        note_extra(forward=[proc.record(levels)])  # one layout for every kind: a list of processes
         with _figure_bar(args) as bar:
             series = data.x[: args.images or 3]
             ex.signal_forward(series, levels, seed=args.seed or 0, path=out, process=proc)
@@ -526,7 +531,7 @@ def _forward(args: argparse.Namespace) -> list:
     for proc in processes:
         proc.check(levels)
     latents = {"latents_decoded_by": str(codec.path)} if codec is not None else {}
-    note_extra(forward=[{**proc.record(), "levels": levels, **latents} for proc in processes])
+    note_extra(forward=[{**proc.record(levels), **latents} for proc in processes])
     _refuse_more_than_held("images", _strip_images(args) if args.images is not None else None, len(data))
     with _figure_bar(args) as bar:
         images = data.x[: _strip_images(args)]
