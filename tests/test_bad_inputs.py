@@ -32,6 +32,7 @@ HUGE = "1e30"
 # {run} a class-conditional 8x8 run (T = 100); {bad}/<name> damaged copies of it; {ws} the shared folder of
 # bad files; {ro} a read-only mount; {full} a full tmpfs; {cwd} the case's own (empty) working folder.
 U, E = EXIT_USAGE, EXIT_ENVIRONMENT
+_IV = ["--set", "sample.guidance_interval=1,100"]  # holds sigma 4.3 and 80 of CLASS_RUN's grid, not its tail
 POSITIONAL = {
     **{c: ["{run}"] for c in ("sample", "inpaint", "outpaint", "img2img", "interpolate", "evaluate", "guidance-sweep")},
     "impute": ["{run}"],
@@ -378,6 +379,17 @@ CASES = [
     # a guidance interval above sigma_max (80) guides at no level of the grid: it would change nothing
     (["sample", "{run}", "--class", "3", "--guidance", "3", "--guidance-interval", "100,200"], U, "holds no noise"),
     (["guidance-sweep", "{run}", "--set", "sample.guidance_interval=100,200"], U, "holds no noise level of the grid"),
+    # the editing commands judge it on the grid they walk: img2img at strength 0.3 walks sigma 0.025 to 0 alone
+    (
+        ["img2img", "{run}", "--class", "3", "--set", "sample.guidance=3", *_IV, "--strength", "0.3"],
+        U,
+        "at --strength 0.3",
+    ),
+    (
+        ["inpaint", "{run}", "--class", "3", "--set", "sample.guidance=3", "--set", "sample.guidance_interval=100,200"],
+        U,
+        "holds no noise level of the grid",
+    ),
     (["guidance-sweep", "{run}", "--scales", "1", "--set", "sample.guidance_rescale=0.5"], U, "changes nothing"),
     # the network takes 10 classes, its data held 0-2: an embedding no example trained is refused, not sampled
     (["sample", "{ws}/few-classes", "--class", "1,4"], U, "no training example had that class; the data of"),

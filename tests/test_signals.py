@@ -482,3 +482,33 @@ def test_forecasts_manifest_records_the_repaint_jump_that_ran(tmp_path):
     assert rc == 0, err
     edit = json.loads((tmp_path / "fc.png.manifest.json").read_text())["sampling"][0]["wrappers"][0]
     assert edit["jump"] == 1 and edit["resample"] == 2  # 4 steps
+
+
+def test_forecast_and_impute_refuse_a_guidance_interval_off_the_grid_they_walk(tmp_path):
+    """An autoguidance interval holding no noise level of the grid a forecast or an imputation walks guided
+    nothing, without a word; refused in one line as `sample` refuses it, nothing written."""
+    import hashlib
+    import shutil
+
+    from tinyruns import write_run
+    from torchdiffusion.training.checkpoint import GUIDE_FILE, WEIGHTS_KEY
+
+    tiny = ["model.channels=8", "model.attn_resolutions=4", "model.groups=4", "model.head_channels=8"]
+    sets = [*tiny, "data.signal_length=16", "sample.sampler=euler", "sample.steps=4", "train.guide_at=0.5"]
+    run = write_run(tmp_path / "run", "signal-gunpoint", sets, (1, 16))
+    shutil.copy(run / "ema.safetensors", run / GUIDE_FILE)  # a guide: the run's own weights
+    info = {**json.loads((run / "run.json").read_text()), "kind": "signal"}
+    files = ("ema.safetensors", "model.safetensors", GUIDE_FILE)
+    info[WEIGHTS_KEY] = {f: hashlib.sha256((run / f).read_bytes()).hexdigest() for f in files}
+    (run / "run.json").write_text(json.dumps(info))
+    gaps = np.sin(np.arange(16.0) / 3)[None, None].astype(np.float32)
+    gaps[..., 5:9] = np.nan
+    np.save(tmp_path / "gaps.npy", gaps)
+    guided = ["--set", "sample.autoguidance=2", "--set", "sample.guidance_interval=100,200"]  # sigma_max is 80
+    for argv, out in [
+        (["outpaint", run, "--right", "4", "--n", "1", "--samples", "2"], tmp_path / "fc.png"),
+        (["impute", run, "--series", tmp_path / "gaps.npy"], tmp_path / "f.npy"),
+    ]:
+        rc, _, err = cli(*argv, *guided, "--out", out)
+        assert_clean_error(rc, err, "holds no noise level of the grid the sampler walks")
+        assert not list(tmp_path.glob(f"{out.stem}*"))

@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     sample = sample_config_from_args(run_.config.sample, args, run_, fixed)
     sample = checked_sample(run_.config, sample)
     if run_.kind == "signal":
+        from .inpaint import refuse_interval_off_walk
+
+        refuse_interval_off_walk(sample, run_.sampling_plan(sample)[0], cfg=False)  # autoguided on the whole grid
         return impute_signals(run_, args, sample)
     if args.series or args.mask:
         raise ConfigError(f"--series and --mask fill signals; this run holds {run_.kind} data")

@@ -165,9 +165,29 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     conditioning = ["class"] if getattr(args, "classes", None) else None  # guided at sample.guidance then
     note_sampling(sample, seeds, wrappers=[{"name": args.command, **edit}], conditioning=conditioning)
     sigmas, knobs, record = run_.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
+    refuse_interval_off_walk(sample, sigmas, cfg=bool(getattr(args, "classes", None)))
     if solver is None:
         D = stop_short(D, sigmas, record)
     return sample, D, get_sampler(sample.sampler), sigmas, knobs, record
+
+
+def refuse_interval_off_walk(sample, sigmas, *, cfg: bool, at: str = "") -> None:
+    """One line (guidance.refuse_interval_off_grid, as `sample` checks it) when ``sample.guidance_interval`` guides
+    the edit - classifier-free guidance (``cfg``: the edit is conditioned, at sample.guidance != 1) or
+    autoguidance - yet holds no noise level of the grid ``sigmas`` the edit walks (img2img: the tail of the grid
+    its strength keeps, named by ``at``): guided nowhere, it would change nothing. Samplers that also evaluate
+    between the levels (samplers.walks_between_levels) are not judged, as `sample` does not judge them."""
+    from dataclasses import asdict
+
+    from ..guidance import refuse_interval_off_grid
+    from ..samplers import walks_between_levels
+
+    guided = (cfg and sample.guidance != 1.0) or sample.autoguidance != 1.0
+    if sample.guidance_interval is None or not guided:
+        return
+    if walks_between_levels(sample.sampler, asdict(sample.settings)):
+        return
+    refuse_interval_off_grid(sample.guidance_interval, sigmas, f"sample.guidance_interval (--set or the run's){at}")
 
 
 def refuse_guidance_sets(args: argparse.Namespace, why: str) -> None:

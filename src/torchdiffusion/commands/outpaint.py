@@ -124,7 +124,7 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     from ..signals import forecast
     from ..viz import save_forecast
     from .common import check_save_wav, sample_config_from_args
-    from .inpaint import check_edit_options, default_out, refuse_guidance_sets
+    from .inpaint import check_edit_options, default_out, refuse_guidance_sets, refuse_interval_off_walk
 
     check_edit_options(args)
     if args.save_npy:
@@ -140,6 +140,7 @@ def forecast_signals(run_, args: argparse.Namespace) -> int:
     fixed = {"n": "--n or the files of --series", "batch_size": "forecasting every series in one batch"}
     sample = checked_sample(run_.config, sample_config_from_args(run_.config.sample, args, run_, fixed))
     refuse_guidance_sets(args, "a forecast draws from the network's null class, with no classifier-free guidance")
+    refuse_interval_off_walk(sample, run_.sampling_plan(sample)[0], cfg=False)  # autoguided on the whole grid
     series = _signal_inputs(run_, args)
     if args.cut >= series.shape[-1]:  # before slicing: a negative end would keep the first points instead
         raise ConfigError(f"--cut {args.cut} leaves nothing of series of {series.shape[-1]} points")
