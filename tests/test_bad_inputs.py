@@ -674,6 +674,7 @@ CASES = [
     (["evaluate", "{ws}/named", "--metrics", "classes", "--classifier", "fashion_mnist"], U, "on the classes T-shirt"),
     (["sample", "{ws}/named", "--class", "1", "--classifier", "{ws}/clf-fashion"], U, "on the classes T-shirt/top"),
     (["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-rgb"], U, "reads 3-channel images"),
+    (["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-16px"], U, "on 16x16 images; this run makes 8x8"),
     (
         ["sample", "{run}", "--class", "1", "--classifier", "{ws}/clf-k4"],
         U,
@@ -904,6 +905,7 @@ def _write_noisy_classifiers(ws: Path) -> None:
         ("clf-rgb", 3, 10, {}),
         ("clf-k4", 1, 4, {}),
         ("clf-fashion", 1, 10, {"data": "fashion_mnist", "classes": list(FASHION_NAMES)}),
+        ("clf-16px", 1, 10, {"image_shape": [1, 16, 16]}),  # its card says: trained on 16x16 images
     ):
         net = NoisyClassifier(NoisyClassifierConfig(in_channels=channels, num_classes=k, width=8, emb_dim=16))
         save_noisy_classifier(net, ws / folder / FILE_NAME, card)

@@ -17,6 +17,7 @@ def test_train_classifier_then_guide_towards_a_class(tmp_path):
     assert rc == 0, err
     card = json.loads((clf / "noisy-classifier.json").read_text())
     assert card["data"] == "digits" and card["classes"] == [str(k) for k in range(10)]
+    assert card["image_shape"] == [1, 8, 8]  # sample --classifier refuses it for a run of other images
     assert card["images"] == 3000 and card["holdout"] == 300 and card["arguments"]["width"] == 8
     acc = {float(s): a for s, a in card["heldout_accuracy_by_sigma"].items()}
     assert sorted(acc) == [0.05, 0.2, 0.5, 1.0, 2.0, 5.0]

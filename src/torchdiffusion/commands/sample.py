@@ -202,7 +202,8 @@ def check_noisy_classifier(run_, clf, spec) -> None:
     """GuidanceError (one line) unless the noise-aware classifier ``clf`` can steer ``run_``: it reads (C, H, W)
     images of the run's channels, tells a class-conditional run's classes apart, and - where its card
     (``noisy-classifier.json``) and the run both name their classes - the same ones
-    (``evaluate.refuse_unfit_classifier``, as for the evaluation classifiers)."""
+    (``evaluate.refuse_unfit_classifier``, as for the evaluation classifiers) - and where the card records the image
+    shape it was trained on, the run's image size (its pooled CNN reads any size, and misguides another)."""
     import json
     from pathlib import Path
 
@@ -214,14 +215,21 @@ def check_noisy_classifier(run_, clf, spec) -> None:
         raise GuidanceError(f"classifier guidance steers images by a CNN; {run_.path} holds {run_.kind} data")
     card = Path(spec) / FILE_NAME if Path(spec).is_dir() else Path(spec)
     try:
-        theirs = json.loads(card.with_suffix(".json").read_text()).get("classes")
+        told = json.loads(card.with_suffix(".json").read_text())
+        theirs, shape = told.get("classes"), told.get("image_shape")
     except (OSError, ValueError, AttributeError):
-        theirs = None
+        theirs, shape = None, None
     channels, k, names = run_.data_shape[0], run_.config.model.num_classes, run_.info.get("class_names")
     try:
         refuse_unfit_classifier("--classifier", str(spec), clf.cfg, theirs, channels, k, names)
     except EvaluateError as e:
         raise GuidanceError(str(e)) from None
+    size = tuple(run_.data_shape[1:])
+    if isinstance(shape, list) and len(shape) == 3 and tuple(shape[1:]) != size:
+        raise GuidanceError(
+            f"--classifier {spec} was trained on {shape[1]}x{shape[2]} images; this run makes "
+            f"{size[0]}x{size[1]} ones (train one on the run's data: 'torchdiffusion train-classifier {run_.path}')"
+        )
 
 
 def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:

@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     card = {
         "data": cfg.data.source,
         "classes": data.class_names,
+        "image_shape": list(data.x.shape[1:]),  # (C, H, W): sample --classifier refuses it for other images
         "holdout": args.holdout,
         "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"},
     }
