@@ -529,7 +529,11 @@ CASES = [
     (["explain", "forward", "{run}", "--t", "0", "5000", "--out", "{cwd}/f.png"], U, "5000"),
     (["explain", "forward", "{run}", "--images", "0", "--out", "{cwd}/f.png"], U, "--images"),
     (["explain", "field", "{run}", "--sigmas", "0", "--out", "{cwd}/f.png"], U, "--sigmas"),
-    (["explain", "volume-forward", "--data", "shapes3d", "--sigmas", "0", "1", "--out", "{cwd}/f.png"], U, "got 0"),
+    (
+        ["explain", "volume-forward", "--data", "shapes3d", "--sigmas", "0", "1", "--out", "{cwd}/f.png"],
+        U,
+        "--sigmas 0: ",
+    ),
     (["explain", "field", "{run}", "--sigmas", "nan", "--out", "{cwd}/f.png"], U, "--sigmas"),
     (["explain", "field", "{run}", "--lim", "-1", "--out", "{cwd}/f.png"], U, "--lim"),
     (["explain", "field", "{run}", "--lim", "1e308", "--out", "{cwd}/f.png"], U, "--lim"),  # a blank picture

@@ -178,8 +178,8 @@ def _refuse_unread(args: argparse.Namespace) -> None:
             raise ConfigError(f"'explain {args.what}' does not read {flag}")
     if "sigmas" in given and args.what != "forward" and 0 in args.sigmas:  # forward: 0 is x_0, its strip's start
         raise ConfigError(
-            f"argument --sigmas: 'explain {args.what}' draws noise levels in (0, {MAX_SIGMA:g}], got 0 (only "
-            "'explain forward' of a continuous run draws sigma = 0, the clean data)"
+            f"--sigmas 0: 'explain {args.what}' draws noise levels in (0, {MAX_SIGMA:g}] (only 'explain forward' of "
+            "a continuous run draws sigma = 0, the clean data)"
         )
     if args.what == "table-forward" and not args.run and "weights" in given:
         raise ConfigError(f"'explain {args.what}' without a run draws no model: --weights is read with a run only")
