@@ -283,7 +283,7 @@ def test_a_run_folder_deleted_under_two_workers_stops_both_in_one_line(tmp_path)
             assert p.poll() is None, p.stderr.read().decode()[-3000:]
             time.sleep(0.05)
         time.sleep(0.5)  # training steps
-        shutil.rmtree(run)
+        shutil.rmtree(run.rename(tmp_path / "trash"))  # rm -rf, atomic for the test (a plain rmtree races writes)
         p.wait(timeout=240)
     finally:
         if p.poll() is None:

@@ -410,7 +410,9 @@ def test_a_run_folder_deleted_while_training_stops_it_and_is_not_made_again(tmp_
     while not (run / "checkpoints" / "latest").exists():
         assert first.poll() is None, first.stderr.read()[-2000:]
         time.sleep(0.05)
-    shutil.rmtree(run)
+    # rm -rf, made atomic for the test: a plain rmtree races the trainer's writes and may itself fail (a file it
+    # listed renamed away, or one written behind it) - the folder vanishes at once here, and its files after
+    shutil.rmtree(run.rename(tmp_path / "trash"))
     assert first.wait(timeout=300) == 1
     err = first.stderr.read().strip().splitlines()
     assert err[-1].endswith("was deleted or replaced while training; stopped without writing into it again"), err
