@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         pairs=args.pairs,
         guidance=w if conditional else None,
         grid=args.grid,
-        autoguidance=args.autoguidance,
+        autoguidance=args.autoguidance if args.autoguidance != 1.0 else None,  # (distill refuses a guide-less w)
         threads=torch.get_num_threads(),  # this process's (one, below), whatever the teacher trained with
     )
     plan = {

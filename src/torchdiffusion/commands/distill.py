@@ -59,8 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--autoguidance",
         type=float_in(0.0, 100.0),
-        default=1.0,
-        help="distil the teacher steered from the guide model its run keeps at this w (default 1: the model alone)",
+        default=None,
+        help="distil the teacher steered from the guide model its run keeps at this w (default: the model alone; "
+        "refused for a teacher without a guide)",
     )
     p.add_argument(
         "--fake-updates", type=int_in(1, 1000), default=3, help="dmd: fake-denoiser updates per generator update (3)"

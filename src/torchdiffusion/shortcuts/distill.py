@@ -38,7 +38,8 @@ class DistillSettings:
     levels: int = 40  # consistency: the fixed discretisation N of consistency distillation
     pairs: int = 5_000  # reflow: (noise, teacher sample) pairs
     guidance: float | None = None  # conditional teachers: the CFG scale distilled (None: the teacher's default)
-    autoguidance: float = 1.0  # the teacher steered from its run's guide model at this w (1: the model alone)
+    # the teacher steered from its run's guide model at this w (None: the model alone; any given value needs a guide)
+    autoguidance: float | None = None
     fake_updates: int = 3  # dmd: fake-denoiser updates per generator update
     fake_lr: float = 2e-4  # dmd: the fake denoiser's learning rate
     eval_every_images: int = 0  # quick evaluation cadence, as in training
@@ -182,18 +183,23 @@ def _teacher_data(teacher: Teacher, seed: int):
 
 
 def _load_teacher(path: Path, method: str, steps: int, s: DistillSettings) -> Teacher:
-    """The teacher run, checked for the method, guided at ``s.guidance`` (a conditional teacher's default if None)."""
-    teacher = Teacher(path, 1.0, "cpu", s.autoguidance)
+    """The teacher run, checked for the method, guided at ``s.guidance`` (a conditional teacher's default if None).
+    A --guidance or --autoguidance the teacher cannot read is refused whatever its value, as sample refuses it."""
+    from ..config import unread_flag
+    from ..generate import guide_of
+
+    teacher = Teacher(path, 1.0, "cpu", 1.0 if s.autoguidance is None else s.autoguidance)
     check_teacher(teacher, method, steps)
-    conditional = teacher.run.config.model.conditional
-    if s.guidance is not None and s.guidance != 1.0 and not conditional:
+    cfg = teacher.run.config
+    if s.guidance is not None and (why := unread_flag(cfg, "sample.guidance", "--guidance")):
+        raise ConfigError(why)
+    if s.autoguidance is not None and guide_of(teacher.run.model) is None:
         raise ConfigError(
-            f"--guidance {s.guidance:g} changes nothing: {path} is unconditional (classifier-free guidance needs a "
-            "conditional teacher)"
+            f"--autoguidance changes nothing: {path} keeps no guide model (it was trained with train.guide_at=0), "
+            "and autoguidance steers the teacher away from one"
         )
-    teacher.guidance = (
-        float(s.guidance) if s.guidance is not None else (teacher.run.config.sample.guidance if conditional else 1.0)
-    )
+    conditional = cfg.model.conditional
+    teacher.guidance = float(s.guidance) if s.guidance is not None else (cfg.sample.guidance if conditional else 1.0)
     return teacher
 
 
@@ -229,7 +235,9 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
         half = n // 2
         first = data is None
         # checked for the last halving up front; a later teacher is a student: its guidance baked in, no guide model
-        teacher = _load_teacher(current, "progressive", steps, s if first else replace(s, autoguidance=1.0))
+        teacher = _load_teacher(
+            current, "progressive", steps, s if first else replace(s, guidance=None, autoguidance=None)
+        )
         limit = teacher.run.config.objective.max_steps  # a student as the first teacher: within its own steps
         if first and limit > 0 and n > limit:
             raise ConfigError(
