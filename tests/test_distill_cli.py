@@ -535,6 +535,22 @@ def test_a_student_is_never_written_into_a_folder_holding_another_run(teacher, t
     assert sorted(p.name for p in weights.iterdir()) == ["ema.safetensors"]
 
 
+def test_a_rerun_with_other_images_is_refused_by_that_option(teacher, tmp_path):
+    """The same distill command with another --images is refused naming --images (not the EMA half-life or warm-up
+    derived from it), nothing written; another difference too is named as train names it."""
+    out = tmp_path / "cd"
+    args = ["--method", "consistency", "--steps", "1", "--batch-size", "32", "--no-progress", "--out", out]
+    rc, _, err = cli("distill", teacher, *args, "--images", "64")
+    assert rc == 0, err
+    held = _files(out)
+    rc, _, err = cli("distill", teacher, *args, "--images", "128")
+    _one_line_error(rc, err, f"{out} was distilled with --images 64, not 128", "choose another --out")
+    assert "train." not in err
+    rc, _, err = cli("distill", teacher, *args, "--images", "128", "--lr", "1e-3")
+    _one_line_error(rc, err, "train.lr=")
+    assert _files(out) == held
+
+
 def test_guidance_flags_the_teacher_cannot_read_are_refused_at_any_value(teacher, tmp_path):
     """--guidance on an unconditional teacher and --autoguidance on one without a guide change nothing at any value,
     1 included: refused in one line (sample's wording for --guidance), nothing written."""

@@ -155,11 +155,31 @@ def uniform_t_grid(steps: int, sigma_max: float) -> torch.Tensor:
     return rf_t_to_sigma(t)
 
 
-def check_out_folder(out: Path, cfg: RunConfig, **kw) -> None:
-    """Refuse an ``out`` that holds another run before writing the student's grids or pairs into it."""
-    from ..training.run_folder import check_out_folder as check
+# the train settings student_config derives from --images (a resume may change train.images itself, not these)
+FROM_IMAGES = ("ema_halflife_images", "warmup_images")
 
-    check(out, cfg, **kw)
+
+def check_out_folder(out: Path, cfg: RunConfig) -> None:
+    """Refuse an ``out`` that holds another run before writing the student's grids or pairs into it. A student of
+    another --images is refused by that option's name, not by the train.* settings derived from it."""
+    from ..training.run_folder import check_out_folder as check
+    from ..training.run_folder import saved_config
+
+    try:
+        check(out, cfg)
+    except ConfigError as e:
+        old = saved_config(out)
+        if old is None or old.train.images == cfg.train.images:
+            raise
+        derived = {k: getattr(old.train, k) for k in FROM_IMAGES}
+        try:  # the same student but for --images: named so
+            check(out, replace(cfg, train=replace(cfg.train, images=old.train.images, **derived)))
+        except ConfigError:
+            raise e from None  # another difference too: the first one, as train names it
+        raise ConfigError(
+            f"{out} was distilled with --images {old.train.images}, not {cfg.train.images} (the student's EMA "
+            "half-life and warm-up are set from it); resume with the same value, or choose another --out"
+        ) from None
 
 
 def _train(cfg: RunConfig, out: Path, teacher: Teacher, data, progress: bool, objective=None) -> Path:
