@@ -93,7 +93,8 @@ def test_progressive_on_another_teacher_grid(teacher, tmp_path):
     got = torch.tensor(json.loads((first / "grids" / "ddim-nfe4.json").read_text())["sigmas"], dtype=other.dtype)
     assert torch.allclose(got, halve_grid(other), rtol=1e-6)
     assert load_run(first).config.objective.teacher_grid == "uniform_t"
-    assert load_run(out).config.objective.teacher_grid == ""  # the second halving: the 4-step student's own grid
+    # the second halving learned on the 4-step student's own grid; the record names the first teacher's
+    assert load_run(out).config.objective.teacher_grid == "uniform_t"
     name = f"{load_run(teacher).config.preset}-progressive"  # the method named once, whatever the halvings
     assert load_run(first).config.preset == load_run(out).config.preset == name
     last = torch.tensor(json.loads((out / "grids" / "ddim-nfe2.json").read_text())["sigmas"], dtype=other.dtype)
@@ -491,7 +492,13 @@ def test_autoguided_teacher_is_its_guide_steered_and_needs_one(teacher, tmp_path
     rc, _, err = cli("distill", guided, *args, *TINY)
     assert rc == 0, err
     first, last = load_run(pd / "stages" / "0004-steps").config.objective, load_run(pd).config.objective
-    assert (first.autoguidance, last.autoguidance, last.teacher) == (1.5, 1.0, str(pd / "stages" / "0004-steps"))
+    assert (first.autoguidance, first.stage_teacher) == (1.5, "")
+    # the last halving learned from the guide-less first student; its record names what the distillation started from
+    assert (last.autoguidance, last.teacher, last.stage_teacher) == (
+        1.5,
+        str(guided.resolve()),
+        str((pd / "stages" / "0004-steps").resolve()),
+    )
 
 
 def _files(folder: Path) -> dict:
@@ -533,6 +540,37 @@ def test_a_student_is_never_written_into_a_folder_holding_another_run(teacher, t
     rc, _, err = cli("train", "--preset", "digits-test", "--set", "train.images=32", "--out", weights)
     _one_line_error(rc, err, "no training state", "--no-resume")
     assert sorted(p.name for p in weights.iterdir()) == ["ema.safetensors"]
+
+
+def test_a_progressive_students_config_records_what_was_distilled(tmp_path):
+    """The last halving's objective names the teacher run, its first DDIM steps and grid and the guidance baked in,
+    and (objective.stage_teacher) the previous halving it learned from; every student records only the settings its
+    method reads. A student whose config.json was written before (its teacher the previous halving, every setting)
+    still resumes, and is recorded anew."""
+    teacher = write_run(tmp_path / "class", "digits-test", ["model.num_classes=10", "sample.guidance=3.0"])
+    pd = tmp_path / "pd"
+    args = ["--method", "progressive", "--steps", "2", "--teacher-steps", "8", "--guidance", "2", "--out", pd, *TINY]
+    rc, _, err = cli("distill", teacher, *args)
+    assert rc == 0, err
+    stage = pd / "stages" / "0004-steps"
+    recorded = json.loads((pd / "config.json").read_text())["objective"]
+    want = {"name": "progressive", "teacher": str(teacher.resolve()), "teacher_steps": 8, "teacher_grid": "",
+            "stage_teacher": str(stage.resolve()), "guidance": 2.0, "autoguidance": 1.0, "max_steps": 2}  # fmt: skip
+    assert recorded == want
+    first = json.loads((stage / "config.json").read_text())["objective"]
+    assert first == {**want, "stage_teacher": "", "max_steps": 4}
+    rc, _, err = cli("distill", teacher, "--method", "dmd", "--steps", "1", "--out", tmp_path / "dmd", *TINY)
+    assert rc == 0, err
+    dmd = json.loads((tmp_path / "dmd" / "config.json").read_text())["objective"]
+    assert set(dmd) == {"name", "teacher", "guidance", "autoguidance", "max_steps", "dmd_fake_updates", "dmd_fake_lr"}
+    # the record of an older version: the last halving's teacher the 4-step student at guidance 1, every setting
+    old = {**want, "teacher": str(stage.resolve()), "teacher_steps": 4, "guidance": 1.0, "ct_steps_start": 10}
+    del old["stage_teacher"]
+    whole = json.loads((pd / "config.json").read_text())
+    (pd / "config.json").write_text(json.dumps({**whole, "objective": old}))
+    rc, out, err = cli("distill", teacher, *args)
+    assert rc == 0 and "resuming" in out + err, err
+    assert json.loads((pd / "config.json").read_text())["objective"] == want
 
 
 def test_a_rerun_with_other_images_is_refused_by_that_option(teacher, tmp_path):

@@ -104,6 +104,7 @@ CHANGED = {
     "objective.autoguidance": "1.5",
     "objective.teacher_steps": "16",
     "objective.teacher_grid": "karras",
+    "objective.stage_teacher": "runs/no-such-stage",
     "objective.ct_steps_start": "20",
     "objective.ct_steps_end": "640",
     "objective.ct_P_mean": "-0.8",

@@ -458,12 +458,13 @@ def distillation_of(run: Path, cfg: RunConfig) -> Distillation | None:
     method, what, cites = DISTILLATIONS[o.name]
     stages, first = [run], o
     inside = (run / "stages").resolve()
-    while first.name == "progressive" and Path(first.teacher).resolve().parent == inside:
+    # (the previous halving: objective.stage_teacher; in a config.json written before that field, its teacher)
+    while first.name == "progressive" and Path(link := first.stage_teacher or first.teacher).resolve().parent == inside:
         try:
-            earlier = from_json((Path(first.teacher) / "config.json").read_text())
+            earlier = from_json((Path(link) / "config.json").read_text())
         except (OSError, ConfigError, UnicodeDecodeError):
             break
-        stages.insert(0, Path(first.teacher))
+        stages.insert(0, Path(link))
         first = earlier.objective
     steps = [first.teacher_steps] if o.name == "progressive" else []
     for stage in stages[:-1]:

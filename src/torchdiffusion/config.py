@@ -231,6 +231,10 @@ class ObjectiveConfig:
     teacher: str | None = None  # the teacher's run folder (the distillation objectives)
     teacher_steps: int = 0  # progressive: the teacher's DDIM steps on this halving (the student takes half)
     teacher_grid: str = ""  # progressive: the grid of those steps, a sample.grid name ("" = the teacher's own)
+    # progressive after its first halving: the previous halving's student this one learns from (at guidance 1, on
+    # its 2 x max_steps DDIM grid); teacher, teacher_steps, teacher_grid, guidance and autoguidance then name what
+    # the whole distillation started from (the teacher run, its first steps and grid, the guidance baked in)
+    stage_teacher: str = ""
     guidance: float = 1.0  # the classifier-free guidance scale the teacher is distilled at (conditional models)
     autoguidance: float = 1.0  # the teacher steered from its run's guide model at this w (1: the model alone)
     max_steps: int = 0  # the sampling steps a student was distilled for (more are refused); 0 = no limit
@@ -284,6 +288,15 @@ def to_dict(cfg: Any) -> dict:
 
 def to_json(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+def recorded_json(cfg: RunConfig) -> str:
+    """A run's config.json: its objective block with only the settings that objective reads (unread_setting: a DMD
+    student records no consistency curriculum, a progressive one no fake-denoiser updates); the others load at
+    their defaults."""
+    d = to_dict(cfg)
+    d["objective"] = {k: v for k, v in d["objective"].items() if unread_setting(cfg, f"objective.{k}") is None}
+    return json.dumps(d, indent=2, sort_keys=False)
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -1121,7 +1134,7 @@ RUN_READ_WHEN: dict[str, tuple[typing.Callable[[RunConfig], bool], str, tuple[st
         _read_by_objective("the distillation objectives", *TEACHER_OBJECTIVES),
     ),
     **dict.fromkeys(
-        ("objective.teacher_steps", "objective.teacher_grid"),
+        ("objective.teacher_steps", "objective.teacher_grid", "objective.stage_teacher"),
         _read_by_objective("progressive distillation", "progressive"),
     ),
     **dict.fromkeys(

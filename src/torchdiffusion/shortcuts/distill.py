@@ -264,18 +264,20 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
                 f"{current} is a student distilled for at most {limit} sampling steps; --teacher-steps {n} asks for "
                 f"more (give at most {limit})"
             )
+        grid = (s.grid or "") if current == teacher_path else ""  # later halvings: the previous student's grid
         if first:  # the first teacher: its data for every halving, its CFG scale baked into the first student
             data = _teacher_data(teacher, s.seed)
+            start = _objective("progressive", teacher_path, teacher, half, teacher_steps=n, teacher_grid=grid)
         else:
             teacher.guidance = 1.0
-        grid = (s.grid or "") if current == teacher_path else ""  # later halvings: the previous student's grid
-        obj = _objective("progressive", current, teacher, half, teacher_steps=n, teacher_grid=grid)
+        # every halving records the start (teacher run, first steps and grid, guidance baked in); a later one also
+        # the previous student it learns from (objective.stage_teacher: at guidance 1, on its own 2 x half steps)
+        obj = replace(start, max_steps=half, stage_teacher="" if first else str(Path(current).resolve()))
         cfg = student_config(teacher, obj, _student_sample(teacher, "ddim", half), s)
         stage = out if half == steps else out / "stages" / f"{half:04d}-steps"
         if first and stage != out:  # the last stage, known before any is trained: refused before any is written
             previous = out.resolve() / "stages" / f"{2 * steps:04d}-steps"
-            last = replace(obj, teacher=str(previous), teacher_steps=2 * steps)
-            last = replace(last, teacher_grid="", guidance=1.0, autoguidance=1.0, max_steps=steps)
+            last = replace(obj, stage_teacher=str(previous), max_steps=steps)
             check_out_folder(out, replace(cfg, objective=last))
         check_out_folder(stage, cfg)
         from .progressive import halve_grid

@@ -281,6 +281,8 @@ class Reflow(Denoising):
 def build(cfg: RunConfig, model: Precond, total_steps: int, device: torch.device, out: Path) -> Objective:
     """The objective ``cfg.objective.name`` names, with its teacher loaded on ``device``."""
     o = cfg.objective
+    if o.name == "progressive" and o.stage_teacher:  # a later halving: the previous student, its guidance baked in
+        return Progressive(Teacher(o.stage_teacher, 1.0, device), 2 * o.max_steps)
     teacher = Teacher(o.teacher, o.guidance, device, o.autoguidance) if o.teacher else None
     if o.name == "progressive":
         return Progressive(teacher, o.teacher_steps, o.teacher_grid)

@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__ as VERSION
 from .. import distributed as dist
-from ..config import ConfigError, RunConfig, from_json, shown, to_dict, to_json
+from ..config import ConfigError, RunConfig, from_json, recorded_json, shown, to_dict, unread_setting
 from ..io import atomic_write, first_line, state_dict_mismatch
 from .checkpoint import (
     DAMAGED_SUFFIX,
@@ -107,7 +107,7 @@ def _discard_states(out: Path, ckpt_dir: Path) -> None:
 def write_config(out: Path, cfg: RunConfig) -> None:
     """config.json (rank 0), once the start or resume has been accepted."""
     if dist.is_main():
-        atomic_write(out / "config.json", to_json(cfg) + "\n")
+        atomic_write(out / "config.json", recorded_json(cfg) + "\n")
 
 
 def saved_config(out: Path) -> RunConfig | None:
@@ -234,6 +234,21 @@ def _same_teacher(a: object, b: object) -> bool:
     return a == b or (isinstance(a, str) and isinstance(b, str) and Path(a).resolve() == Path(b).resolve())
 
 
+def _as_recorded_now(old, new):
+    """An older config.json's objective as it is recorded now: a progressive halving after the first named the
+    previous halving's student as its teacher (at guidance 1, on its 2 x max_steps grid) before objective.stage_teacher
+    held it and the teacher, steps and guidance the distillation started from; when it learned what ``new`` learns,
+    the same halving (so it resumes), with ``new``'s record of the start."""
+    first = ("teacher", "teacher_steps", "teacher_grid", "guidance", "autoguidance", "stage_teacher")
+    if not (old.name == new.name == "progressive" and new.stage_teacher and not old.stage_teacher):
+        return old
+    if not (_same_teacher(old.teacher, new.stage_teacher) and old.teacher_steps == 2 * old.max_steps):
+        return old
+    if old.teacher_grid or old.guidance != 1.0 or old.autoguidance != 1.0:
+        return old
+    return replace(old, **{k: getattr(new, k) for k in first})
+
+
 def _check_same_run(
     out: Path,
     cfg: RunConfig,
@@ -257,8 +272,11 @@ def _check_same_run(
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
             raise ConfigError(f"{out} holds a run with a different {section} section; {hint}")
+    old_objective = _as_recorded_now(old.objective, cfg.objective)
     for key in (f.name for f in fields(old.objective)):
-        was, now = getattr(old.objective, key), getattr(cfg.objective, key)
+        if unread_setting(cfg, f"objective.{key}") is not None and old.objective.name == cfg.objective.name:
+            continue  # a setting the objective never reads (config.json records it no more: recorded_json)
+        was, now = getattr(old_objective, key), getattr(cfg.objective, key)
         if not (_same_teacher(was, now) if key == "teacher" else was == now):
             what = (
                 f"a {was} run, not a {now} one" if key == "name" else f"a run of objective.{key}={was!r}, not {now!r}"
