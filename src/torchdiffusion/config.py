@@ -292,10 +292,13 @@ def to_json(cfg: Any) -> str:
 
 def recorded_json(cfg: RunConfig) -> str:
     """A run's config.json: its objective block with only the settings that objective reads (unread_setting: a DMD
-    student records no consistency curriculum, a progressive one no fake-denoiser updates); the others load at
-    their defaults."""
-    d = to_dict(cfg)
-    d["objective"] = {k: v for k, v in d["objective"].items() if unread_setting(cfg, f"objective.{k}") is None}
+    student records no consistency curriculum, a progressive one no fake-denoiser updates), and any other that is
+    not at its default (given through the Python API: a resume compares it); the left-out ones load at their
+    defaults, so a resume compares every setting as before."""
+    d, default = to_dict(cfg), to_dict(ObjectiveConfig())
+    d["objective"] = {
+        k: v for k, v in d["objective"].items() if unread_setting(cfg, f"objective.{k}") is None or v != default[k]
+    }
     return json.dumps(d, indent=2, sort_keys=False)
 
 

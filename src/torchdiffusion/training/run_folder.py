@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__ as VERSION
 from .. import distributed as dist
-from ..config import ConfigError, RunConfig, from_json, recorded_json, shown, to_dict, unread_setting
+from ..config import ConfigError, RunConfig, from_json, recorded_json, shown, to_dict
 from ..io import atomic_write, first_line, state_dict_mismatch
 from .checkpoint import (
     DAMAGED_SUFFIX,
@@ -274,8 +274,6 @@ def _check_same_run(
             raise ConfigError(f"{out} holds a run with a different {section} section; {hint}")
     old_objective = _as_recorded_now(old.objective, cfg.objective)
     for key in (f.name for f in fields(old.objective)):
-        if unread_setting(cfg, f"objective.{key}") is not None and old.objective.name == cfg.objective.name:
-            continue  # a setting the objective never reads (config.json records it no more: recorded_json)
         was, now = getattr(old_objective, key), getattr(cfg.objective, key)
         if not (_same_teacher(was, now) if key == "teacher" else was == now):
             what = (
