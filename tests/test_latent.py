@@ -244,6 +244,36 @@ def test_a_latent_run_reads_the_images_its_autoencoder_was_trained_on_split_the_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "source, leftovers",
+    [
+        ("folder", ["data.emoji_size=64", "data.emoji_set=sequences"]),  # the emoji preset's, unread by a folder
+        ("digits", ["data.path=/some/other/folder"]),  # the digits source reads no file
+    ],
+)
+def test_the_split_check_compares_only_the_fields_the_source_reads(source, leftovers, world, tmp_path):
+    """An autoencoder and a latent run started from different presets on the same images differ in fields their
+    source does not read (an emoji size under data.source=folder): they are still the same images, so another
+    holdout is refused in one line, not passed as other images."""
+    import shutil
+    from dataclasses import asdict, replace
+
+    from torchdiffusion.latent import check_same_images, open_codec
+
+    ae = tmp_path / "ae"
+    shutil.copytree(world["ae"], ae)
+    path = [f"data.path={tmp_path}"] if source == "folder" else []
+    run = override(get_preset("digits-test"), [f"data.latents_of={ae}", f"data.source={source}", *path, *LATENT_RUN])
+    theirs = override(run, leftovers)
+    trained = {"data": asdict(replace(theirs.data, latents_of=None)), "train": {"seed": 0}}
+    (ae / "config.json").write_text(json.dumps(trained))
+    codec = open_codec(ae)
+    check_same_images(run, codec)  # the same split
+    with pytest.raises(ConfigError, match="data.holdout=60, but the autoencoder"):
+        check_same_images(override(run, ["data.holdout=60"]), codec)
+    check_same_images(override(run, ["data.source=mnist5k", "data.holdout=60"]), codec)  # other images
+
+
 def test_a_latent_run_moved_with_its_autoencoder_still_samples(world, tmp_path):
     """run.json names the autoencoder by its absolute path and by its path from the run: moved together, the run
     finds it there (its sha256 still checked) and samples as before; moved alone, it is refused in one line."""

@@ -246,23 +246,34 @@ def training_latents(
     return load_latents(cfg.data, "train", cfg.train.seed, codec=codec, progress=progress)
 
 
-# The data fields that choose a source's images: equal, a latent run reads the images its autoencoder was trained on
-SAME_IMAGES = ("source", "path", "emoji_size", "emoji_set")
+# The data fields that choose a source's images, beside data.source (equal, a latent run reads the images its
+# autoencoder was trained on): only those the source reads, since every other field is a leftover of the preset the
+# run started from (the emoji size of an emoji preset under data.source=folder). A source not named here reads its
+# images from data.path.
+SAME_IMAGES: dict[str, tuple[str, ...]] = {
+    "mnist5k": (),
+    "digits": (),
+    "emoji": ("path", "emoji_size", "emoji_set"),  # path: another copy of the font
+    "array": ("path", "layout"),
+}
 
 
 def check_same_images(cfg: RunConfig, codec: LatentCodec) -> None:
     """A latent run on the images its autoencoder was trained on splits them the same way (else it would train on
-    images the autoencoder held out, or hold out images it trained on): when the fields of ``SAME_IMAGES`` equal
-    those of the autoencoder's config.json, data.holdout and, with a holdout, the split's seed (data.seed, else
-    train.seed) must too; a one-line ConfigError otherwise. Other images of the same shape (an autoencoder serving
-    another data set) pass, as does an autoencoder without a readable config.json (weights alone)."""
+    images the autoencoder held out, or hold out images it trained on): when data.source and the fields
+    ``SAME_IMAGES`` names for it equal those of the autoencoder's config.json, data.holdout and, with a holdout, the
+    split's seed (data.seed, else train.seed) must too; a one-line ConfigError otherwise. Other images of the same
+    shape (an autoencoder serving another data set) pass, as does an autoencoder without a readable config.json
+    (weights alone)."""
     try:
         ae = json.loads((codec.path / "config.json").read_text())
         ae_data, ae_seed = ae["data"], ae.get("train", {}).get("seed", 0)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return
     d = cfg.data
-    for name in SAME_IMAGES:
+    if d.source != ae_data.get("source"):
+        return
+    for name in SAME_IMAGES.get(d.source, ("path",)):
         mine, theirs = getattr(d, name), ae_data.get(name)
         if name == "path" and mine and theirs:
             if Path(mine).expanduser().resolve() != Path(theirs).expanduser().resolve():
