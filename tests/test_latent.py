@@ -298,6 +298,41 @@ def test_a_latent_run_moved_with_its_autoencoder_still_samples(world, tmp_path):
     assert code == 2 and "cannot be loaded" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_latent_run_moved_with_its_autoencoder_resumes_and_records_where_it_found_it(world, tmp_path):
+    """Moved together (mkdir mv && mv ldm ae mv/), a latent run resumes from its own config.json - the autoencoder
+    found from the run, as sampling finds it - or with data.latents_of naming the new place: the same weights
+    (sha256) are the same data. config.json and run.json then name the new place; other weights are refused."""
+    import shutil
+
+    orig, mv = tmp_path / "orig", tmp_path / "mv"
+    shutil.copytree(world["ae"], orig / "ae")
+    shutil.copytree(world["run"], orig / "ldm")
+    for name, key in (("config.json", "data"), ("run.json", "latents_of")):  # as if trained on orig/ae
+        info = json.loads((orig / "ldm" / name).read_text())
+        info[key]["latents_of" if key == "data" else "path"] = str(orig / "ae")
+        (orig / "ldm" / name).write_text(json.dumps(info))
+    orig.rename(mv)
+
+    def resume(images, *sets):
+        sets = [f"train.images={images}", *sets]
+        return cli("train", "--config", mv / "ldm" / "config.json", "--out", mv / "ldm", "--no-progress",
+                   *[a for s in sets for a in ("--set", s)], env=world["env"])  # fmt: skip
+
+    code, _, err = resume(192)
+    assert code == 0, err
+    assert json.loads((mv / "ldm" / "config.json").read_text())["data"]["latents_of"] == str((mv / "ae").resolve())
+    assert json.loads((mv / "ldm" / "run.json").read_text())["latents_of"]["path"] == str((mv / "ae").resolve())
+    assert json.loads((mv / "ldm" / "run.json").read_text())["images_seen"] == 192
+    (mv / "ldm" / "config.json").write_text(
+        (mv / "ldm" / "config.json").read_text().replace(str((mv / "ae").resolve()), str(orig / "ae"))
+    )
+    code, _, err = resume(256, f"data.latents_of={mv / 'ae'}")
+    assert code == 0, err
+    other = make_autoencoder(tmp_path / "other", seed=1)
+    code, _, err = resume(320, f"data.latents_of={other}")
+    assert code == 2 and "the latents are stale" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_the_card_of_a_latent_run_names_its_images_and_its_autoencoder(world, tmp_path):
     from torchdiffusion.autoencoder import load_autoencoder
 

@@ -239,7 +239,7 @@ def training_latents(
 ) -> LatentData:
     """The training data of a latent run (``cfg.data.latents_of`` set): its autoencoder opened, a resumed run
     (``out`` holding one) checked against it *before* anything is encoded, then :func:`load_latents`."""
-    codec = open_codec(cfg.data.latents_of, device=device)
+    codec = open_codec(resumed_latents_of(cfg.data.latents_of, out if resume else None), device=device)
     check_same_images(cfg, codec)
     if resume and out is not None:
         check_resume(Path(out), codec)
@@ -343,16 +343,50 @@ def codec_of_run(run: Path, info: dict, device: str | torch.device = "cpu") -> L
         return None
     if not isinstance(rec, dict) or "path" not in rec or "sha256" not in rec:
         raise ConfigError(f"{run / 'run.json'} is damaged ({RECORD_KEY} must hold a path and a sha256)")
-    path = rec["path"]
-    moved = Path(run) / str(rec.get("relative", ""))
-    if not Path(path).is_dir() and rec.get("relative") and moved.is_dir():  # moved together with the run
-        path = moved
     try:
-        codec = open_codec(path, device=device)
+        codec = open_codec(recorded_autoencoder(run, rec), device=device)
     except ConfigError as e:
         raise ConfigError(f"{run} diffuses the latents of {rec['path']}, which cannot be loaded ({e})") from None
     check_same_autoencoder(run, rec, codec)  # wherever it was found: the weights it was trained on
     return codec
+
+
+def recorded_autoencoder(run: Path, rec: dict) -> str | Path:
+    """Where the autoencoder a run's ``latents_of`` record names is: its path, or, that gone, its path from the run
+    (``relative``: the two folders moved together)."""
+    moved = Path(run) / str(rec.get("relative", ""))
+    if not Path(rec["path"]).is_dir() and rec.get("relative") and moved.is_dir():
+        return moved
+    return rec["path"]
+
+
+def _record_of(run: Path) -> dict | None:
+    """The ``latents_of`` record of the run.json in ``run`` (None without one, or a damaged one)."""
+    try:
+        rec = json.loads((Path(run) / "run.json").read_text()).get(RECORD_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return rec if isinstance(rec, dict) and "path" in rec and "sha256" in rec else None
+
+
+def resumed_latents_of(latents_of: str, out: str | Path | None) -> str | Path:
+    """The autoencoder a run resumed in ``out`` encodes with: ``latents_of``, or, when that folder is gone and is
+    the one the run's run.json records, where the record finds it from the run (both folders moved together, as
+    sampling finds it: :func:`recorded_autoencoder`; its sha256 is then checked by :func:`check_resume`)."""
+    rec = _record_of(Path(out)) if out is not None and not Path(latents_of).expanduser().is_dir() else None
+    if rec is None or Path(latents_of).expanduser().resolve() != Path(rec["path"]).resolve():
+        return latents_of
+    return recorded_autoencoder(Path(out), rec)
+
+
+def same_autoencoder_as_recorded(run: Path, latents_of: str) -> bool:
+    """Whether the autoencoder at ``latents_of`` has the weights (sha256) the run in ``run`` recorded it was trained
+    on: the same latents wherever the folder now is (a resume after both folders moved)."""
+    from .autoencoder import WEIGHTS_FILE
+    from .io import sha256_file
+
+    rec, weights = _record_of(run), Path(latents_of).expanduser() / WEIGHTS_FILE
+    return rec is not None and weights.is_file() and sha256_file(weights) == rec["sha256"]
 
 
 def check_same_autoencoder(run: Path, rec: dict, codec: LatentCodec) -> None:
@@ -421,5 +455,8 @@ __all__ = [
     "codec_of_run",
     "load_latents",
     "open_codec",
+    "recorded_autoencoder",
+    "resumed_latents_of",
+    "same_autoencoder_as_recorded",
     "training_latents",
 ]

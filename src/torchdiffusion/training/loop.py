@@ -264,7 +264,8 @@ def bucket_index(model: Precond, sigma: Tensor, edges: list[float]) -> Tensor:
 
 
 def _fit_latents(cfg: RunConfig, data: Any, out: Path, resume: bool) -> RunConfig:
-    """A latent run: the autoencoder must be the one a resumed run was trained with, the images are mapped by its
+    """A latent run: the autoencoder must be the one a resumed run was trained with (config.json records where it
+    was found: latent.resumed_latents_of), the images are mapped by its
     pixel map (``data.scale``, recorded in config.json as the run's own; latent.with_pixel_map), and x0_hat is not
     clamped to [-1, 1] (latents have no such range; the decoded images are clamped)."""
     codec = getattr(data, "codec", None)
@@ -274,7 +275,10 @@ def _fit_latents(cfg: RunConfig, data: Any, out: Path, resume: bool) -> RunConfi
 
     if resume:
         check_resume(out, codec)
-    return replace(cfg, data=with_pixel_map(cfg.data, codec), sample=replace(cfg.sample, clip_denoised=False))
+    data_cfg = with_pixel_map(cfg.data, codec)
+    if Path(cfg.data.latents_of).expanduser().resolve() != codec.path.resolve():  # found from the resumed run's
+        data_cfg = replace(data_cfg, latents_of=str(codec.path.resolve()))  # record: both folders moved together
+    return replace(cfg, data=data_cfg, sample=replace(cfg.sample, clip_denoised=False))
 
 
 def data_classes(data: Any) -> int:

@@ -269,6 +269,11 @@ def _check_same_run(
             f"beside it cannot be checked against this run; {hint}"
         ) from None
     old, cfg = with_resolved_paths(old), with_resolved_paths(cfg)  # a path recorded relative: from here, as before
+    from ..latent import same_autoencoder_as_recorded
+
+    now = cfg.data.latents_of
+    if now and old.data.latents_of != now and same_autoencoder_as_recorded(out, now):  # moved with its autoencoder
+        old = replace(old, data=replace(old.data, latents_of=now))  # (the weights the run recorded: the same latents)
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
             raise ConfigError(f"{out} holds a run with a different {section} section; {hint}")
