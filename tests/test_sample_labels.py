@@ -130,3 +130,26 @@ def test_labels_outside_the_class_table_are_refused_before_training(tmp_path):
     code, _, err = cli(*args, "--no-progress", "--out", out)
     assert code == 2 and "labels run from 0 to 9" in err and "--set model.num_classes=10" in err, err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_settings_record_says_which_guidance_ran_as_the_manifest_does(tmp_path):
+    """A class-conditional run whose config guides (sample.guidance=3) sampled without a class draws the null
+    class alone (sample.labels=none): no guidance runs, one network evaluation per denoiser call, and the record
+    beside the picture says guidance null, as the manifest does; with a class (given, or drawn from the seeds by
+    sample.labels) it records the guidance that ran and its two evaluations per call, and the class conditioning."""
+    import json
+
+    from torchdiffusion import provenance
+
+    run = write_run(tmp_path / "run", "digits-test", ["model.num_classes=10", "sample.steps=3", "sample.guidance=3"])
+    for args, conditioning in [([], None), (["--labels", "cycle"], ["class"]), (["--class", "2"], ["class"])]:
+        out = tmp_path / f"s{len(args)}{args[:1]}.png"
+        code, _, err = cli("sample", run, "--n", "2", "--out", out, *args)
+        assert code == 0, err
+        record = json.loads(out.with_suffix(".json").read_text())
+        (drawn,) = provenance.read_manifest(out.with_name(out.name + provenance.SUFFIX))["sampling"]
+        assert record["conditioning"] == drawn["conditioning"] == conditioning
+        assert record["guidance"] == drawn["guidance"]
+        guided = conditioning is not None
+        assert record["guidance"] == ({"scale": 3.0, "interval": None, "rescale": 0.0} if guided else None)
+        assert record["network_evaluations_per_image"] == record["nfe"] * (2 if guided else 1)

@@ -176,6 +176,14 @@ def run_record(run: Any) -> dict:
     return rec
 
 
+def guidance_record(sample: Any, conditioning: Any) -> dict | None:
+    """The classifier-free guidance a draw ran (its scale, interval and rescale), or None for a draw without a
+    conditioning: the model's unconditional prediction alone, whatever scale ``sample.guidance`` holds."""
+    if not conditioning:
+        return None
+    return {"scale": sample.guidance, "interval": sample.guidance_interval, "rescale": sample.guidance_rescale}
+
+
 def sampling_record(
     sample: Any,
     seeds: Sequence[int] | None = None,
@@ -192,7 +200,6 @@ def sampling_record(
     the settings it brought); ``own_process``: a sequence run's draw, by its process's own reverse steps (no
     sampler, grid or settings)."""
     settings = {k: v for k, v in dataclasses.asdict(sample.settings).items() if v is not None}
-    guidance = {"scale": sample.guidance, "interval": sample.guidance_interval, "rescale": sample.guidance_rescale}
     return {
         "sampler": None if own_process else sample.sampler,
         "steps": sample.steps,
@@ -203,7 +210,7 @@ def sampling_record(
         "clip_denoised": sample.clip_denoised,
         "seeds": seed_ranges(seeds) if seeds is not None else None,
         "n": len(seeds) if seeds is not None else None,
-        "guidance": guidance if conditioning else None,
+        "guidance": guidance_record(sample, conditioning),
         "autoguidance": sample.autoguidance,
         **({"grid_used": grid_used} if grid_used is not None else {}),
         "conditioning": sorted(conditioning) if conditioning else None,

@@ -405,9 +405,11 @@ def write_samples(
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
     import numpy as np
 
-    from ..generate import generate, network_evaluations
+    from ..cond import with_seed_labels
+    from ..generate import generate, network_evaluations, num_classes
     from ..io import atomic_write
     from ..progress import chain, step_bar
+    from ..provenance import guidance_record
     from ..samplers import nfe
     from ..viz import channel_note, save_samples
 
@@ -458,11 +460,16 @@ def write_samples(
         paths.append(atomic_write(out.with_suffix(SIDECARS[5]), hyperstack_bytes(own.numpy())))
     if recorder is not None:
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
+    drawn = with_seed_labels(cond, seeds, num_classes(run_.model), sample.labels)  # what generate conditioned on
+    drawn = sorted(drawn) if isinstance(drawn, dict) else None
     extra = {
         # what they cost: network evaluations per image (x2 for classifier-free guidance, x2 autoguidance)
         "network_evaluations_per_image": evaluated["rows"] / max(1, sample.n),
         "grid_used": grid_record,
-        "conditioning": sorted(cond) if isinstance(cond, dict) else None,
+        "conditioning": drawn,
+        # the classifier-free guidance that ran, as the manifest records it: None without a conditioning (the
+        # unconditional prediction alone; sample.guidance below is the setting, not applied)
+        "guidance": guidance_record(sample, drawn),
         "wrapped": wrap is not None,
         "precision": precision,  # of the network's arithmetic (bf16: autocast)
     }
