@@ -5,7 +5,7 @@ Contract (what a latent-diffusion run codes against)::
     ae = load_autoencoder("runs/emoji64-ae")      # a folder written by 'torchdiffusion train-autoencoder'
     mean, logvar = ae.encode(x)                   # x: (B, C, H, W) in [-1, 1], (C, H, W) == ae.data_shape
     z = ae.sample_latent(mean, logvar, generator) # z = mean + exp(logvar / 2) * n, n ~ N(0, I): (B, c, H/f, W/f)
-    latents = ae.scale_factor * z                 # what a diffusion model is trained on (std ~ 1)
+    latents = ae.scale_factor * mean              # what a diffusion model is trained on (latent.py; std ~ 1)
     x_hat = ae.decode(latents / ae.scale_factor)  # decode takes unscaled z; returns (B, C, H, W), about [-1, 1]
     ae.latent_shape(ae.data_shape)                # (c, H/f, W/f)
     ae.sha256                                     # of the weights file: a cache of latents keys on it
@@ -14,7 +14,8 @@ Contract (what a latent-diffusion run codes against)::
   and return float32; they accept any batch size (one network call per ``batch_size`` images).
 * ``scale_factor`` is ``1 / std(z)`` over the training images, z drawn from q(z | x) with a fixed seed: the
   "scale_factor" Stable Diffusion computes once (Rombach et al. 2022, Sec. 4.3.2 / App. G) and stores; it is
-  saved in the weights file's metadata (so ``sha256`` changes with it) and in ``autoencoder.json``.
+  saved in the weights file's metadata (so ``sha256`` changes with it) and in ``autoencoder.json``. A latent run
+  scales the posterior mean by it (encoded once and cached, deterministic), whose std is a little under that of z.
 * ``data_shape`` is the (C, H, W) the autoencoder was trained on; ``encode`` refuses other shapes (``ValueError``).
 
 Training (``train_autoencoder`` in ``training/autoencoder.py``) minimises, per image,
