@@ -612,6 +612,13 @@ CASES = [
     (["studio", "{ws}/missing"], U, "does not exist"),
     (["studio", "{ws}/folder.png", "--port", "70000"], U, "--port"),
     (["studio", "{ws}/folder.png", "--port", "x"], U, "--port"),
+    (["studio", "{ws}/file.txt"], U, "file.txt is a file, not a folder"),
+    (
+        ["studio", "{ws}/folder.png", "--check", "--port", "18650", "--host", "0.0.0.0", "--allow-train"],
+        U,
+        "--port, --host, --allow-train change nothing with --check",
+    ),  # fmt: skip
+    (["studio", "{ws}/folder.png", "--check", "--port", "8765"], U, "--port changes nothing with --check"),
     # -- bench-samplers -----------------------------------------------------------------------------------------
     (["bench-samplers", "--n", "1"], U, "--n"),
     (["bench-samplers", "--n", "0"], U, "--n"),

@@ -18,6 +18,7 @@ a running job is cancelled at its next step and trainings are checkpointed). Wit
 the start line prints a URL holding a random access token, required on every request. See docs/studio.md."""
 
 LOCAL = ("127.0.0.1", "localhost")
+CHECK_UNREAD = ("port", "host", "allow_train")  # options --check does not read
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--check",
         action="store_true",
         help="start on a free 127.0.0.1 port, sample 4 images of the first run through the HTTP API "
-        "(progress bar from the page's event stream), print the files, stop",
+        "(progress bar from the page's event stream), print the files, stop (it takes no --port, --host or "
+        "--allow-train)",
     )
 
 
@@ -71,8 +73,18 @@ def server(app, uvicorn):
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
     from ..studio.security import new_token
+    from .common import given_options
 
     root = Path(args.runs).expanduser()
+    if args.check:  # the check serves itself on a free 127.0.0.1 port, without trainings: it reads none of these
+        unread = [flag for dest, flag in given_options(args).items() if dest in CHECK_UNREAD]
+        if unread:
+            raise ConfigError(
+                f"{', '.join(unread)} {'changes' if len(unread) == 1 else 'change'} nothing with --check: it serves "
+                "itself on a free 127.0.0.1 port, without trainings"
+            )
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"runs folder {root} is a file, not a folder")
     if not root.is_dir():
         raise ConfigError(f"runs folder {root} does not exist (train a run first: torchdiffusion train --out ...)")
     uvicorn, create_app = _studio_modules()
