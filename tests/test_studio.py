@@ -535,9 +535,52 @@ def test_messages_name_runs_relative_to_the_runs_folder(tmp_path):
     write_run(root / "toy", "toy-2d", [], data_shape=(2,))
     with client(root) as c:
         r = c.post("/api/jobs", json={"command": "img2img", "run": "toy", "params": {"steps": 2}})
-        assert r.status_code == 202, r.text
-        error = wait_job(c, r.json()["id"])["error"]
+        assert r.status_code == 400, r.text  # refused before the job (it was a failed job)
+        error = r.json()["error"]
     assert error == "editing needs an image run; toy holds vector data", error
+
+
+@pytest.mark.parametrize("command", ["img2img", "inpaint", "outpaint"])
+def test_an_edit_of_a_run_that_is_no_image_run_is_refused_and_leaves_no_upload(tmp_path, command):
+    """An edit of a table or vector run with an uploaded picture was answered 202 and failed as a job, its upload
+    kept in RUN/studio/uploads (docs/studio.md: a refused request leaves no upload behind); now a 400, nothing kept."""
+    root = tmp_path / "runs"
+    write_run(root / "toy", "toy-2d", [], data_shape=(2,))
+    body = {"command": command, "run": "toy", "params": {"steps": 2}, "images": [data_url(png_bytes(value=90))]}
+    if command == "inpaint":
+        body["mask"] = data_url(png_bytes(value=255))
+    with client(root) as c:
+        r = c.post("/api/jobs", json=body)
+        assert r.status_code == 400 and r.json()["error"] == "editing needs an image run; toy holds vector data", r.text
+        assert not c.app.state.queue.jobs
+    uploads = root / "toy" / "studio" / "uploads"
+    assert not (uploads.is_dir() and any(uploads.iterdir()))
+
+
+def test_a_data_example_of_a_run_without_run_json_says_the_run_is_incomplete(tmp_path):
+    """A run folder without run.json (still starting to train) was 'editing needs an image run; X holds image
+    data'; now what sampling it says."""
+    root = tmp_path / "runs"
+    write_run(root / "new", "digits-test", [])
+    (root / "new" / "run.json").unlink()
+    with client(root) as c:
+        r = c.get("/api/example", params={"run": "new", "index": "0"})
+    assert r.status_code == 400 and r.json()["error"] == "new is not a complete run folder: run.json is missing", r.text
+
+
+def test_studio_check_says_why_the_server_refused_and_which_run(tmp_path, capsys):
+    """A 400 of the check's sampling request was 'studio check: ... HTTP Error 400: Bad Request': the server's
+    reason and the run were lost."""
+    from torchdiffusion.cli import main
+
+    root = tmp_path / "runs"
+    run = write_run(root / "odd", "digits-test", ["sample.steps=2"])
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "bogus_key": 1}))
+    assert main(["studio", str(root), "--check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "studio check: sampling odd was refused: " in err[0], err
+    assert "bogus_key" in err[0] and "HTTP Error" not in err[0], err
 
 
 def test_token_host_and_training_switch(world):

@@ -49,6 +49,11 @@ class SamplingError(ValueError):
     """A draw whose values went non-finite (a step size or scale the model cannot take); one line for the user."""
 
 
+def run_kind(info: dict, data_shape) -> str:
+    """The data kind run.json records (a run written before it recorded one: image for C, H, W, else vector)."""
+    return info.get("kind", "image" if len(data_shape) == 3 else "vector")
+
+
 class RunError(ValueError):
     """A run folder that cannot be loaded; one line for the user."""
 
@@ -119,7 +124,7 @@ class LoadedRun:
 
     @property
     def kind(self) -> str:
-        return self.info.get("kind", "image" if len(self.data_shape) == 3 else "vector")
+        return run_kind(self.info, self.data_shape)
 
     def to_data_units(self, x: Tensor) -> Tensor:
         """Outputs (the model's [-1, 1] units) in the data's own units, by the map ``data.scale`` fitted at training

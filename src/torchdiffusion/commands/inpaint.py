@@ -70,6 +70,15 @@ def check_edit_options(args: argparse.Namespace) -> None:
         raise EditError("--pseudoinverse-sigma-max limits pseudoinverse guidance: add --pseudoinverse W")
 
 
+def refuse_non_image_run(where, kind: str | None, data_shape) -> None:
+    """An EditError (one line) unless the run at ``where`` holds images (kind image, data shape C, H, W): the
+    editing commands read and write pictures (the studio checks it before it keeps an upload)."""
+    from ..edit import EditError
+
+    if kind != "image" or len(data_shape) != 3:
+        raise EditError(f"editing needs an image run; {where} holds {kind} data")
+
+
 def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str = "--index/--n"):
     """(N, C, H, W) images in [-1, 1]: the files of --images (resized to the run's size), or --n examples of the
     run's data starting at --index (its holdout split when the run kept one, else its training data). A run whose
@@ -80,8 +89,7 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str =
 
     from ..edit import EditError
 
-    if run_.kind != "image" or len(run_.data_shape) != 3:
-        raise EditError(f"editing needs an image run; {run_.path} holds {run_.kind} data")
+    refuse_non_image_run(run_.path, run_.kind, run_.data_shape)
     C, H, W = run_.image_shape  # a latent run edits images of its autoencoder's shape
     if args.images:
         from ..data import read_image

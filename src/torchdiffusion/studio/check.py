@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 
 CHECK_IMAGES = 4
@@ -17,6 +18,15 @@ def _get(url: str, data: dict | None = None, timeout: float = 60):
     body = None if data is None else json.dumps(data).encode()
     req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
     return urllib.request.urlopen(req, timeout=timeout)
+
+
+def refusal(e: urllib.error.HTTPError) -> str:
+    """The server's one line of a refused request (the "error" of its JSON body), else the HTTP status."""
+    try:
+        reason = json.loads(e.read().decode())["error"]
+    except (OSError, ValueError, KeyError, TypeError):
+        reason = None
+    return reason if isinstance(reason, str) and reason else f"HTTP {e.code} {e.reason}"
 
 
 def _first_run(base: str) -> str:
@@ -62,8 +72,11 @@ def check(root, create_app, uvicorn, bind, server) -> int:
         while not srv.started and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
         name = _first_run(base)
-        with _get(base + "/api/jobs", {"command": "sample", "run": name, "params": {"n": CHECK_IMAGES}}) as r:
-            job = json.load(r)
+        try:
+            with _get(base + "/api/jobs", {"command": "sample", "run": name, "params": {"n": CHECK_IMAGES}}) as r:
+                job = json.load(r)
+        except urllib.error.HTTPError as e:  # a 400: the server's reason, and the run it was about
+            raise RunError(f"studio check: sampling {name} was refused: {refusal(e)}") from None
         final = _follow(base, job)
         if final["state"] != "done":
             raise RunError(f"studio check: sampling {name} ended {final['state']}: {final.get('error')}")

@@ -28,6 +28,7 @@ COMMANDS = {
     "interpolate": interpolate,
     "explain": explain,
 }
+EDITS = ("inpaint", "outpaint", "img2img")  # the commands that edit pictures of an image run
 # Flags the studio sets itself, that name files outside its control, or that write files it does not serve
 BLOCKED = {"--out", "--images", "--classifier", "--series", "--data", "--list-samplers", "--save-npy", "--help", "-h"}
 BLOCKED |= {"--save-tiff", "--save-nifti", "--save-wav"}  # (SERVED: .png, .gif, .json, .mp4, .csv, .txt)
@@ -246,6 +247,11 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         from ..commands.explain import refuse_run_kind
 
         refuse_run_kind(args.what, run_dir.name, kind, shape, cfg.diffusion.discrete)
+    if args.command in EDITS and shape:  # (no data shape: the job's load_run says what is wrong with run.json)
+        from ..commands.inpaint import refuse_non_image_run
+        from ..generate import run_kind
+
+        refuse_non_image_run(run_dir, run_kind(info, shape), shape)  # a 400, and new_job removes the uploads
     if args.command == "inpaint" and kind == "image" and len(shape) == 3 and not info.get(LATENT_KEY):
         from ..masks import make_mask
 

@@ -124,18 +124,17 @@ def data_example(root: Path, name: str, index: int) -> bytes:
 
     from ..commands.inpaint import load_inputs
     from ..config import from_json, validate
+    from ..generate import _read_json, run_kind
     from ..viz import _pil, to_uint8_hwc
 
     d = resolve_under(root, run_name(name))
     if not (d / "config.json").is_file():  # as /api/run says it (the OSError named the server's absolute path)
         raise FileNotFoundError(f"no run named {name!r} under the runs folder")
     cfg = validate(from_json((d / "config.json").read_text()))
-    info = read_object(d / "run.json") or {}
+    info = _read_json(d / "run.json", "run.json")  # missing or damaged: said as sampling says it
     shape = tuple(info.get("data_shape") or ())
     image_shape = tuple(info.get("image_shape") or shape)  # a latent run's images (latent.py)
-    run_ = argparse.Namespace(
-        path=d, config=cfg, data_shape=shape, image_shape=image_shape, kind=info.get("kind", "image")
-    )
+    run_ = argparse.Namespace(path=d, config=cfg, data_shape=shape, image_shape=image_shape, kind=run_kind(info, shape))
     x = load_inputs(run_, argparse.Namespace(images=None, index=index, n=1))
     buf = io.BytesIO()
     _pil(to_uint8_hwc(x)[0]).save(buf, format="PNG")
