@@ -41,7 +41,7 @@ def runs(tmp_path_factory):
         train_text_run(root / "text")
         return root
     sets = ["data.source=mnist5k", "data.limit=128", "data.holdout=16", "train.images=128", "train.batch_size=32"]
-    sets += ["sample.steps=8", "sample.sampler=euler", "train.sample_every_images=0"]
+    sets += ["sample.steps=8", "sample.sampler=euler", "train.sample_every_images=0", "train.log_every_images=32"]
     args = [a for s in sets for a in ("--set", s)]
     assert main(["train", "--preset", "digits-test", *args, "--no-progress", "--out", str(root / "digits")]) == 0
     train_text_run(root / "text")  # a sequence run: the page offers it no sampler
@@ -248,6 +248,92 @@ def test_empty_edit_fields_are_left_out_not_sent_as_zero(page):
         for field in ("#edit-steps", "#frames", "#out-right", "#seed-a", "#seed-b"):
             page.eval_on_selector(field, "(e) => { e.value = e.dataset.was; }")
         page.select_option("#edit-mode", "inpaint")
+
+
+def type_into(page, selector: str, text: str) -> None:
+    """Type ``text`` into a field as a person does (a number field keeps text it cannot read: its badInput)."""
+    page.focus(selector)
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Backspace")
+    page.keyboard.type(text)
+
+
+def refused_without_a_job(page, button: str, status: str) -> str:
+    """Press ``button`` and return the page's message; no job may have been sent (``status`` stays empty)."""
+    page.evaluate(
+        f"document.querySelector('#message').textContent = ''; document.querySelector('{status}').textContent = ''"
+    )
+    page.click(button)
+    page.wait_for_function("document.querySelector('#message').textContent !== ''")
+    assert page.text_content(status) == "", page.text_content(status)
+    return page.text_content("#message")
+
+
+def test_text_that_is_no_number_in_a_number_field_is_refused_not_dropped(page):
+    """'1e' typed into the Edit tab's steps ('-' into its seed, '1e' into frames) read as an empty field: the
+    parameter was left out and the job ran with the command's default and said done. The Edit and Explain
+    controls are in no form the browser checks, and Compare bypasses the Sample form's check: each says so now."""
+    page.click("#tabs button[data-tab=edit]")
+    page.select_option("#run", "digits")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
+    page.click("#edit-load")
+    page.wait_for_function("state.source !== null")
+    cases = [("inpaint", "#edit-steps", "1e", "steps"), ("inpaint", "#edit-seed", "-", "seed")]
+    cases += [("interpolate", "#frames", "1e", "frames"), ("interpolate", "#seed-b", "-", "seed B")]
+    cases += [("outpaint", "#out-left", "1e", "left")]
+    for mode, field, text, name in cases:
+        page.select_option("#edit-mode", mode)
+        was = page.input_value(field)
+        type_into(page, field, text)
+        assert page.eval_on_selector(field, "(e) => e.validity.badInput"), field
+        assert refused_without_a_job(page, "#edit-btn", "#edit-status") == f"{name}: not a number"
+        page.fill(field, was)
+    page.select_option("#edit-mode", "inpaint")
+    page.click("#tabs button[data-tab=explain]")
+    page.select_option("#explain-what", "trajectory")
+    type_into(page, "#explain-steps", "1e")
+    assert refused_without_a_job(page, "#explain-btn", "#explain-status") == "steps: not a number"
+    page.fill("#explain-steps", "12")
+    page.click("#tabs button[data-tab=sample]")
+    type_into(page, "#sample-form input[name=steps]", "-")
+    assert refused_without_a_job(page, "#compare-btn", "#job-status") == "steps: not a number"
+    page.fill("#sample-form input[name=steps]", "12")
+
+
+def test_explain_sends_steps_only_to_the_pictures_that_read_them(page):
+    """An empty steps field was sent as 0 ('argument --steps: must be an integer in [1, 100000], got 0'), and the
+    field showed for pictures that never send it."""
+    page.click("#tabs button[data-tab=explain]")
+    for what in ("forward", "schedules", "loss"):
+        page.select_option("#explain-what", what)
+        assert page.locator("#explain-steps").is_hidden(), what
+        assert page.evaluate("explainRequest().params") == {}, what
+    for what in ("trajectory", "field"):  # the sampler's steps; the field's Heun paths
+        page.select_option("#explain-what", what)
+        assert page.locator("#explain-steps").is_visible(), what
+        page.fill("#explain-steps", "")
+        assert page.evaluate("explainRequest().params") == {}, what  # the run's own steps
+        page.fill("#explain-steps", "6")
+        assert page.evaluate("explainRequest().params") == {"steps": 6}, what
+    page.fill("#explain-steps", "12")
+    page.select_option("#explain-what", "trajectory")
+
+
+def test_the_loss_by_noise_level_plot_names_the_unit_of_its_buckets(page, runs):
+    """The unit of the buckets ('t' for a discrete run) is in the first metrics row only: the plot read the latest
+    and labelled every run's buckets 'sigma'. It is run.json's."""
+    unit = json.loads((runs / "digits" / "run.json").read_text())["loss_by_sigma"]["unit"]
+    rows = [json.loads(line) for line in (runs / "digits" / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "loss_by_sigma" in r]
+    assert len(rows) > 1 and "loss_by_sigma_unit" not in rows[-1]  # the case: the latest row does not say it
+    page.click("#tabs button[data-tab=runs]")
+    page.select_option("#run", "digits")
+    labels = page.evaluate(
+        "async () => { const ctx = document.querySelector('#sigma-plot').getContext('2d'), seen = [];"
+        " const f = ctx.fillText; ctx.fillText = function (t, ...a) { seen.push(t); return f.call(this, t, ...a); };"
+        " try { await loadRun(); } finally { ctx.fillText = f; } return seen; }"
+    )
+    assert f"noise-level bucket ({unit})" in labels, labels
 
 
 def test_uploading_a_file_that_is_no_picture_says_so_in_one_line(page, tmp_path):

@@ -59,7 +59,7 @@ async function loadRun() {
   $("run-config").textContent = JSON.stringify(d.config, null, 2);
   $("run-report").textContent = d.report ? JSON.stringify(d.report, null, 2) : "none";
   plotLoss(d.metrics);
-  plotSigma(d.metrics);
+  plotSigma(d.metrics, d.info);
   $("gallery").innerHTML = d.pictures.slice(0, 40).map((p) =>
     `<figure><img src="${fileUrl(p)}" loading="lazy" alt=""><figcaption>${escapeHtml(p)}</figcaption></figure>`).join("");
   document.querySelectorAll(".cond").forEach((l) => { l.hidden = !(d.num_classes || d.context_dim || d.text_dim); });
@@ -94,10 +94,14 @@ function plotLoss(metrics) {
   plotLine($("loss-plot"), rows.map((r) => r.images_seen), rows.map((r) => r.loss), "images seen");
 }
 
-function plotSigma(metrics) {
+// the buckets' unit ("t" for a discrete run, "log_sigma" else) is run.json's loss_by_sigma.unit; the metrics
+// write it in their first row only (training/callbacks.py), not in the latest
+function plotSigma(metrics, info) {
   const last = [...metrics].reverse().find((r) => Array.isArray(r.loss_by_sigma));
   const ys = last ? last.loss_by_sigma : [];
-  plotLine($("sigma-plot"), ys.map((_, k) => k), ys, last ? `noise-level bucket (${last.loss_by_sigma_unit || "sigma"})` : "");
+  const first = metrics.find((r) => typeof r.loss_by_sigma_unit === "string");
+  const unit = (info && info.loss_by_sigma && info.loss_by_sigma.unit) || (first && first.loss_by_sigma_unit);
+  plotLine($("sigma-plot"), ys.map((_, k) => k), ys, last ? `noise-level bucket${unit ? ` (${unit})` : ""}` : "");
 }
 
 // Jobs: submit, follow, cancel
@@ -157,9 +161,10 @@ async function watchJob(job, { status, onPreview }) {
 function formParams(form) {
   const p = {};
   for (const el of form.elements) {
-    if (!el.name || el.value === "" || el.closest("[hidden]")) continue;
-    const key = el.name === "class" ? "class" : el.name;
-    p[key] = el.type === "number" ? Number(el.value) : (key === "prompt" ? [el.value] : el.value);
+    if (!el.name || el.closest("[hidden]")) continue;
+    const v = el.type === "number" ? numberOf(el, el.name) : el.value;
+    if (v === undefined || v === "") continue;
+    p[el.name] = el.name === "prompt" ? [v] : v;
   }
   return p;
 }
@@ -191,8 +196,9 @@ function sampleView() {
 
 async function sample(ev) {
   ev.preventDefault();
+  let body;
+  try { body = { command: "sample", run: state.run, params: forSampler(formParams($("sample-form"))) }; } catch (e) { say(e.message); return; }
   $("sample-btn").disabled = true;
-  const body = { command: "sample", run: state.run, params: forSampler(formParams($("sample-form"))) };
   const final = await runJob(body, sampleView());
   $("sample-btn").disabled = false;
   if (final && final.state === "done") { showResult(final, "result-img", "download-png", "download-json"); loadRun(); }
@@ -210,7 +216,8 @@ async function reattach() {
 }
 
 async function compare() {
-  const params = forSampler({ ...formParams($("sample-form")), sampler: $("compare-sampler").value });
+  let params;
+  try { params = forSampler({ ...formParams($("sample-form")), sampler: $("compare-sampler").value }); } catch (e) { say(e.message); return; }
   $("compare-card").hidden = false;
   $("compare-title").textContent = `${params.sampler}, same seed`;
   const final = await runJob({ command: "sample", run: state.run, params }, { status: "job-status" });
@@ -276,7 +283,9 @@ async function loadExample() {
   const why = notAnImageRun();
   say(why);
   if (why) return;
-  const r = await fetch(`/api/example?run=${encodeURIComponent(state.run)}&index=${$("edit-index").value}`);
+  let index;
+  try { index = numberField("edit-index", "data example"); } catch (e) { say(e.message); return; }
+  const r = await fetch(`/api/example?run=${encodeURIComponent(state.run)}&index=${index === undefined ? 0 : index}`);
   if (!r.ok) { say((await r.json()).error); return; }
   const url = await dataUrlOf(await r.blob());
   drawSource(await loadImage(url), url);
@@ -324,29 +333,32 @@ function setupMask() {
 }
 
 // a number field's value, or undefined when it is empty: the parameter is left out (the command's default), as
-// the Sample form leaves it out (Number("") would send 0)
-function numberField(id) {
-  const v = $(id).value;
-  return v === "" ? undefined : Number(v);
+// the Sample form leaves it out (Number("") would send 0). Text the browser cannot read as a number ("1e", "-")
+// reads as "" too: it is refused here, in one line, not dropped (the job would run with the default and say done)
+function numberOf(el, name) {
+  if (el.validity.badInput) throw new Error(`${name}: not a number`);
+  return el.value === "" ? undefined : Number(el.value);
 }
+
+function numberField(id, name) { return numberOf($(id), name); }
 
 function editRequest() {
   const mode = $("edit-mode").value;
-  const params = { steps: numberField("edit-steps"), seed: numberField("edit-seed") };
+  const params = { steps: numberField("edit-steps", "steps"), seed: numberField("edit-seed", "seed") };
   const body = { command: mode, run: state.run, params };
   if (mode === "interpolate") {  // its two noises are the seeds A and B; it reads no --seed
     delete params.seed;
-    const seeds = [numberField("seed-a"), numberField("seed-b")];
+    const seeds = [numberField("seed-a", "seed A"), numberField("seed-b", "seed B")];
     if (seeds.some((v) => v === undefined) && seeds.some((v) => v !== undefined)) throw new Error("give both seeds A and B, or neither");
     if (seeds[0] !== undefined) params.seeds = seeds;
-    params.frames = numberField("frames");
+    params.frames = numberField("frames", "frames");
   } else {
     const why = notAnImageRun();
     if (why) throw new Error(why);
     if (!state.source) throw new Error("load a data example or upload a picture first");
     body.images = [state.source];
     if (mode === "inpaint") body.mask = $("mask-canvas").toDataURL("image/png");
-    if (mode === "outpaint") for (const s of ["left", "right", "top", "bottom"]) params[s] = numberField(`out-${s}`);
+    if (mode === "outpaint") for (const s of ["left", "right", "top", "bottom"]) params[s] = numberField(`out-${s}`, s);
     if (mode === "img2img") params.strength = [Number($("strength").value)];
   }
   for (const k of Object.keys(params)) if (params[k] === undefined) delete params[k];
@@ -375,10 +387,25 @@ function showEditMode() {
 
 // Explain
 
-async function explain() {
+// the pictures that read --steps (the sampler's, of the trajectory and of the field's paths); the field is shown
+// for them only, and left out when empty (the run's own steps)
+const EXPLAIN_STEPS = ["trajectory", "field"];
+
+function explainRequest() {
   const what = $("explain-what").value;
   const body = { command: "explain", what, run: state.run, params: {} };
-  if (what === "trajectory") body.params.steps = Number($("explain-steps").value);
+  const steps = EXPLAIN_STEPS.includes(what) ? numberField("explain-steps", "steps") : undefined;
+  if (steps !== undefined) body.params.steps = steps;
+  return body;
+}
+
+function showExplainWhat() {
+  $("explain-steps").closest("label").hidden = !EXPLAIN_STEPS.includes($("explain-what").value);
+}
+
+async function explain() {
+  let body;
+  try { body = explainRequest(); } catch (e) { say(e.message); return; }
   $("explain-btn").disabled = true;
   const final = await runJob(body, { status: "explain-status" });
   $("explain-btn").disabled = false;
@@ -393,8 +420,12 @@ async function explain() {
 async function startTraining() {
   const body = { preset: $("train-preset").value, name: $("train-name").value };
   if ($("train-data").value) body.data = $("train-data").value;
-  if ($("train-images").value) body.images = Number($("train-images").value);
-  try { await api("/api/train", body); say(""); } catch (e) { say(e.message); }
+  try {
+    const images = numberField("train-images", "images");
+    if (images !== undefined) body.images = images;
+    await api("/api/train", body);
+    say("");
+  } catch (e) { say(e.message); }
   refreshTrainings();
 }
 
@@ -437,9 +468,11 @@ async function start() {
   $("edit-mode").onchange = showEditMode;
   $("strength").oninput = () => { $("strength-value").textContent = $("strength").value; };
   $("explain-btn").onclick = explain;
+  $("explain-what").onchange = showExplainWhat;
   $("train-btn").onclick = startTraining;
   setupMask();
   showEditMode();
+  showExplainWhat();
   await loadRuns();
   await loadRun();
   await reattach();
