@@ -204,3 +204,17 @@ def test_scripts_keep_the_command_lines_error_contract(tmp_path):
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(err) == 1 and err[0].startswith("text_to_image_check.py: error: "), err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_dry_run_prints_the_config_json_the_run_records(tmp_path):
+    """--dry-run prints what config.json will hold: the settings fitted to the data, and an objective block with only
+    the settings that objective reads (a consistency run records no distillation teacher or fake-denoiser updates)."""
+    args = ["train", "--preset", "digits-test", "--objective", "consistency", "--set", "train.images=32"]
+    args += ["--set", "sample.n=4", "--set", "train.precision=fp32"]
+    rc, out, err = cli(*args, "--dry-run")
+    assert rc == 0, err
+    rc, _, err = cli(*args, "--no-progress", "--out", str(tmp_path / "run"))
+    assert rc == 0, err
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert json.loads(out) == recorded
+    assert "dmd_fake_updates" not in recorded["objective"] and "teacher" not in recorded["objective"]

@@ -60,7 +60,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import to_json
+    from ..config import recorded_json
     from ..presets import PRESETS
 
     if args.list_presets:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                 print0(f"data not read ({first_line(e)}): the settings the run fits to its data are shown as given")
             else:
                 cfg = fitted_to_data(cfg, data, args.set)
-        print0(to_json(cfg), file=sys.stdout)
+        print0(recorded_json(cfg), file=sys.stdout)  # as config.json records it
         if cfg.train.precision == "auto":  # decided when training starts; say what it would be on this machine
             from ..training.precision import native_bf16
 
