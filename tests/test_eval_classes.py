@@ -221,3 +221,26 @@ def test_a_run_of_fewer_classes_than_its_network_is_sampled_over_its_data_classe
     assert report["classes"]["accuracy"] == 0.5
     assert report["sampling"]["class_labels"] == "sample k: class k mod 2"
     assert report["sampling"]["classes"] == ["a", "b"]
+
+
+def test_a_run_whose_data_skip_a_class_is_sampled_over_the_classes_it_held(runs, tmp_path):
+    """A 10-class network trained on labels 0, 1, 3 (run.json num_classes 4, classes_without_examples [2]): sample
+    k asks for class [0, 1, 3][k mod 3], never the class no example had nor one above the data's; the record says
+    so. The always-class-3 classifier (of 4) reads 2 of 6 samples as asked (1 of 6 when they asked for k mod 4)."""
+    import shutil
+
+    root, _ = runs
+    run = tmp_path / "gap"
+    shutil.copytree(root / "cond", run)
+    info = json.loads((run / "run.json").read_text())
+    gap = {"num_classes": 4, "classes_without_examples": [2], "class_names": ["a", "b", "c", "d"]}
+    (run / "run.json").write_text(json.dumps({**info, **gap}))
+    clf = tmp_path / "four.safetensors"
+    save_classifier(always(3, num_classes=4), clf)
+    out = tmp_path / "ev"
+    args = ["evaluate", str(run), "--metrics", "classes", "--n", "6", "--classifier", str(clf), "--out", str(out)]
+    assert main([*args, "--steps", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["classes"]["accuracy"] == pytest.approx(2 / 6)
+    assert report["sampling"]["class_labels"] == "sample k: classes[k mod 3]"
+    assert report["sampling"]["classes"] == ["a", "b", "d"]

@@ -87,6 +87,35 @@ def test_generate_samples_the_classes_the_labels_name(class_run):
     assert not torch.allclose(alone, draw("random")[5:6], atol=1e-2)
 
 
+def test_labels_are_drawn_among_the_classes_the_training_data_held(class_run, tmp_path):
+    """A 10-class network whose data held labels 0, 1, 3 (run.json num_classes 4, classes_without_examples [2]):
+    cycle and random draw from [0, 1, 3] alone - never the class no example had (--class refuses it) nor one above
+    the data's - as if those classes were given; a run whose data held 0..K-1 draws as before (seed mod K)."""
+    import json
+    import shutil
+
+    gap = tmp_path / "gap"
+    shutil.copytree(class_run, gap)
+    info = json.loads((gap / "run.json").read_text())
+    (gap / "run.json").write_text(json.dumps({**info, "num_classes": 4, "classes_without_examples": [2]}))
+    run = load_run(gap)
+    seeds = list(range(9))
+    base = replace(run.config.sample, n=len(seeds))
+
+    def draw(labels, cond=None):
+        return generate(run.model, seeds, replace(base, labels=labels), run.data_shape, cond=cond)
+
+    held = torch.tensor([0, 1, 3])
+    assert draw("cycle").equal(draw("none", {"class": held[torch.arange(9) % 3]}))
+    random = seed_labels(seeds, [0, 1, 3], "random")
+    assert set(random.tolist()) <= {0, 1, 3} and random.equal(held[seed_labels(seeds, 3, "random")])
+    assert draw("random").equal(draw("none", {"class": random}))
+    # a list of all K classes draws what K draws
+    many = list(range(200))
+    for mode in ("cycle", "random"):
+        assert seed_labels(many, list(range(10)), mode).equal(seed_labels(many, 10, mode))
+
+
 def test_sample_cli_labels_flag_and_its_errors(class_run, tmp_path):
     out = tmp_path / "cycle.png"
     code, _, err = cli("sample", class_run, "--labels", "cycle", "--n", "4", "--out", out, "--save-npy")

@@ -23,6 +23,7 @@ batch dimension first: normalise (:func:`as_cond`), its size (:func:`cond_batch`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -283,31 +284,52 @@ def build_cond(
 _LABEL_STREAM = 0x1ABE1
 
 
-def seed_labels(seeds: list[int], num_classes: int, mode: str) -> Tensor | None:
+def classes_to_sample(model_classes: int, data_classes) -> int:
+    """K, the classes a class-conditional model's samples are drawn over (sample k asks for class k mod K): the
+    classes its training data had (``data_classes``, run.json's ``num_classes``) where that is fewer than the
+    network's ``model_classes`` - a label the data never had was never trained - else ``model_classes``; 0 for an
+    unconditional model."""
+    K = int(model_classes)
+    return int(data_classes) if K > 0 and isinstance(data_classes, int) and 0 < data_classes < K else K
+
+
+def trained_classes(model_classes: int, info: dict) -> list[int]:
+    """The classes a class-conditional run's training examples held, in increasing order: those below
+    :func:`classes_to_sample` of the network's ``model_classes`` and run.json's ``num_classes``, less run.json's
+    ``classes_without_examples`` (labels 0, 1, 3 -> [0, 1, 3]); [] for an unconditional model."""
+    held = classes_to_sample(model_classes, info.get("num_classes"))
+    missing = {int(c) for c in info.get("classes_without_examples") or ()}
+    return [k for k in range(held) if k not in missing]
+
+
+def seed_labels(seeds: list[int], classes: int | Sequence[int], mode: str) -> Tensor | None:
     """The class of each image of ``seeds`` when a class-conditional model is sampled without one (sample.labels).
 
-    ``none``: None (the learned null class). ``cycle``: seed mod K, so seeds 0..n-1 hold every class n / K times
-    (stratified, as ``evaluate`` draws class models). ``random``: uniform on 0..K-1 from a generator of the seed
-    alone (numpy's SeedSequence of (seed, a fixed stream word), independent of the noise the seed draws), so an
-    image's class, like its noise, depends only on its seed.
+    ``classes``: K (the classes 0..K-1), or the classes to draw from (a run's :func:`trained_classes`: a class no
+    training example had is never drawn); C below is that list. ``none``: None (the learned null class).
+    ``cycle``: C[seed mod |C|], so seeds 0..n-1 hold every class n / |C| times (stratified, as ``evaluate`` draws
+    class models). ``random``: uniform on C from a generator of the seed alone (numpy's SeedSequence of (seed, a
+    fixed stream word), independent of the noise the seed draws), so an image's class, like its noise, depends
+    only on its seed.
     """
     import numpy as np
 
-    if mode == "none" or num_classes <= 0:
+    pool = list(range(classes)) if isinstance(classes, int) else [int(c) for c in classes]
+    if mode == "none" or not pool:
         return None
     if mode == "cycle":
-        return torch.tensor([int(s) % num_classes for s in seeds], dtype=torch.long)
+        return torch.tensor([pool[int(s) % len(pool)] for s in seeds], dtype=torch.long)
     if mode == "random":
-        draws = [np.random.default_rng([int(s), _LABEL_STREAM]).integers(num_classes) for s in seeds]
-        return torch.tensor([int(d) for d in draws], dtype=torch.long)
+        draws = [np.random.default_rng([int(s), _LABEL_STREAM]).integers(len(pool)) for s in seeds]
+        return torch.tensor([pool[int(d)] for d in draws], dtype=torch.long)
     raise CondError(f"unknown label mode {mode!r}; choose none, cycle or random")
 
 
-def with_seed_labels(cond: Cond, seeds: list[int], num_classes: int, mode: str) -> Cond:
+def with_seed_labels(cond: Cond, seeds: list[int], classes: int | Sequence[int], mode: str) -> Cond:
     """``cond`` with the classes of :func:`seed_labels` added where it names none (a given class always wins)."""
     if isinstance(cond, dict) and "class" in cond:
         return cond
-    labels = seed_labels(seeds, num_classes, mode)
+    labels = seed_labels(seeds, classes, mode)
     if labels is None:
         return cond
     return {**(cond or {}), "class": labels}

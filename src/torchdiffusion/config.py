@@ -218,7 +218,8 @@ class SampleConfig:
     clip_denoised: bool = True  # clamp x0_hat to the data range [-1, 1] for images and volumes
     # The class of each image when a class-conditional model is sampled without one (no --class; cond.seed_labels):
     # none = the learned null class (the unconditional model that train.cond_drop_prob trains); cycle = seed mod K
-    # (seeds 0..n-1: each class n / K times, as evaluate draws them); random = uniform, drawn from the image's seed
+    # (seeds 0..n-1: each class n / K times, as evaluate draws them); random = uniform, drawn from the image's seed;
+    # K: the classes a run's training data held (generate.label_classes), else the network's
     labels: str = "none"
 
 

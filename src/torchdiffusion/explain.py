@@ -654,7 +654,7 @@ def ablation(
     """
     from .cond import with_seed_labels
     from .config import SamplerSettings
-    from .generate import clamped, clamps_x0, generate, guidance_of, make_grid_sigmas, num_classes, sampling_plan
+    from .generate import clamped, clamps_x0, generate, guidance_of, label_classes, make_grid_sigmas, sampling_plan
     from .guidance import guided_denoiser
     from .latent import as_pixels
     from .samplers import sample_ddpm
@@ -684,7 +684,7 @@ def ablation(
     image = len(data_shape) in (3, 4)  # a volume: its middle slice, drawn as an image
     with torch.no_grad():
         ns = NoiseSource(seeds, data_shape)
-        cond = with_seed_labels(None, [int(s) for s in seeds], num_classes(model), sample.labels)
+        cond = with_seed_labels(None, [int(s) for s in seeds], label_classes(model), sample.labels)
         D = guided_denoiser(model, cond, **guidance_of(sample))
         if clip:
             D = clamped(D)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .cond import CondError, as_cond, check_cond, slice_cond, with_seed_labels
+from .cond import CondError, as_cond, check_cond, slice_cond, trained_classes, with_seed_labels
 from .config import ConfigError, RunConfig, SampleConfig, check_sample, from_json, validate
 from .guidance import autoguided, guided_denoiser
 from .io import first_line, state_dict_mismatch
@@ -61,6 +61,22 @@ class RunError(ValueError):
 # Autoguidance's guide model travels with the model object it belongs to (load_run attaches it; training attaches
 # the one it keeps), so every caller of generate() with a run's model samples as the run's config says.
 _GUIDES: weakref.WeakKeyDictionary[Precond, Precond] = weakref.WeakKeyDictionary()
+
+
+# Likewise the classes a run's training data held (run.json, cond.trained_classes): what sample.labels draws from.
+_DATA_CLASSES: weakref.WeakKeyDictionary[Precond, list[int]] = weakref.WeakKeyDictionary()
+
+
+def attach_data_classes(model: Precond, classes: Sequence[int]) -> None:
+    """Make ``classes`` (a run's :func:`cond.trained_classes`) the classes ``sample.labels`` draws for ``model``."""
+    _DATA_CLASSES[model] = [int(c) for c in classes]
+
+
+def label_classes(model: Precond) -> int | list[int]:
+    """What ``sample.labels`` draws ``model``'s classes from (cond.seed_labels): the classes its run's training
+    data held where load_run attached them (a class no example had was never trained), else its network's K."""
+    held = _DATA_CLASSES.get(model)
+    return held if held and num_classes(model) > 0 else num_classes(model)
 
 
 def attach_guide(model: Precond, guide: Precond) -> None:
@@ -319,6 +335,8 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
         guide, info, _ = _load_weights(path, path / GUIDE_FILE, info, cfg, data_shape, device)
         attach_guide(model, guide.to(device).eval().requires_grad_(False))
     model.to(device).eval().requires_grad_(False)
+    if cfg.model.num_classes > 0:
+        attach_data_classes(model, trained_classes(cfg.model.num_classes, info))
     from .latent import codec_of_run
 
     try:
@@ -609,7 +627,8 @@ def generate(
         data_shape: one example's shape, e.g. (1, 28, 28).
         cond: conditioning for all N images (dict of (N, ...) tensors, or None); sliced per batch. A
             class-conditional model given no "class" takes the classes ``sample.labels`` draws from the seeds
-            (cond.seed_labels; "none": the learned null class).
+            (cond.seed_labels; "none": the learned null class), among the classes its run's training data held
+            (:func:`label_classes`).
         uncond: the negative conditioning of classifier-free guidance (same keys as ``cond``, (N, ...)), or
             None for the learned null embedding; CFG runs at ``sample.guidance`` (see guidance.guided_denoiser).
         callback: receives a StepInfo per step (batch by batch).
@@ -642,7 +661,7 @@ def generate(
     clip = clamps_x0(sample, data_shape, codec)
     sigmas, knobs, grid_record = plan or sampling_plan(model, sample, clamped=clip, grid_dir=grid_dir)
     required_guide(model, sample)  # a one-line error before anything is recorded or drawn
-    cond = with_seed_labels(cond, seeds, num_classes(model), sample.labels)  # no class given: sample.labels
+    cond = with_seed_labels(cond, seeds, label_classes(model), sample.labels)  # no class given: sample.labels
     _refuse_guidance_without_cond(sample, cond, uncond)
     note_sampling(
         sample,

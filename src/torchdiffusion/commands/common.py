@@ -311,19 +311,18 @@ def refuse_untrained_classes(run_, classes) -> None:
     network's ``model.num_classes``, or skip a class below their largest (run.json's ``classes_without_examples``:
     a folder's class whose images were all held out, an emoji subset without a category, an array's labels
     0, 1, 3), never trained those classes' embeddings."""
-    from ..evaluation.evaluate import sampled_classes
+    from ..evaluation.evaluate import run_classes
     from ..guidance import GuidanceError
 
     K = run_.config.model.num_classes
     if not classes or K <= 0:
         return
-    held = sampled_classes(run_)
-    missing = {int(c) for c in run_.info.get("classes_without_examples") or () if 0 <= int(c) < held}
-    untrained = sorted({int(c) for c in classes if (held <= int(c) < K) or int(c) in missing})
+    held = set(run_classes(run_))
+    untrained = sorted({int(c) for c in classes if 0 <= int(c) < K and int(c) not in held})
     if untrained:
         raise GuidanceError(
             f"--class {','.join(map(str, untrained))}: no training example had that class; the data of "
-            f"{run_.path} hold classes {_spans(k for k in range(held) if k not in missing)} (of the network's {K})"
+            f"{run_.path} hold classes {_spans(sorted(held))} (of the network's {K})"
         )
 
 

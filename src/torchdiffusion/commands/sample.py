@@ -406,7 +406,7 @@ def write_samples(
     import numpy as np
 
     from ..cond import with_seed_labels
-    from ..generate import generate, network_evaluations, num_classes
+    from ..generate import generate, label_classes, network_evaluations
     from ..io import atomic_write
     from ..progress import chain, step_bar
     from ..provenance import guidance_record
@@ -460,7 +460,7 @@ def write_samples(
         paths.append(atomic_write(out.with_suffix(SIDECARS[5]), hyperstack_bytes(own.numpy())))
     if recorder is not None:
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
-    drawn = with_seed_labels(cond, seeds, num_classes(run_.model), sample.labels)  # what generate conditioned on
+    drawn = with_seed_labels(cond, seeds, label_classes(run_.model), sample.labels)  # what generate conditioned on
     drawn = sorted(drawn) if isinstance(drawn, dict) else None
     extra = {
         # what they cost: network evaluations per image (x2 for classifier-free guidance, x2 autoguidance)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..cond import classes_to_sample, trained_classes
 from ..io import atomic_write, sha256_tensor, write_json
 from . import features as FE
 from . import metrics as M
@@ -82,26 +83,30 @@ def classes_classifier(run, metrics: Sequence[str], classifier: str | None = Non
     return classifier, fitting_classifier(classifier, run.image_shape[0], sampled_classes(run), names=names)
 
 
-def classes_to_sample(model_classes: int, data_classes) -> int:
-    """K, the classes a class-conditional model's samples are drawn over (sample k asks for class k mod K): the
-    classes its training data had (``data_classes``, run.json's ``num_classes``) where that is fewer than the
-    network's ``model_classes`` - a label the data never had was never trained - else ``model_classes``; 0 for an
-    unconditional model."""
-    K = int(model_classes)
-    return int(data_classes) if K > 0 and isinstance(data_classes, int) and 0 < data_classes < K else K
-
-
 def sampled_classes(run) -> int:
     """:func:`classes_to_sample` of a loaded run."""
     return classes_to_sample(run.config.model.num_classes, run.info.get("num_classes"))
 
 
-def class_labels_record(run, K: int) -> dict:
-    """The sampling record's account of the class labels drawn: the rule and the K classes, named where run.json
-    names them."""
+def run_classes(run) -> list[int]:
+    """The classes a class-conditional run's samples are drawn over: those its training data held
+    (cond.trained_classes: below :func:`sampled_classes`, less a class no example had)."""
+    return trained_classes(run.config.model.num_classes, run.info)
+
+
+def cycled_classes(classes: list[int], n: int) -> Tensor:
+    """The class of samples 0..n-1: sample k asks for ``classes[k mod len(classes)]``."""
+    return torch.tensor(classes, dtype=torch.long)[torch.arange(n) % len(classes)]
+
+
+def class_labels_record(run, classes: list[int]) -> dict:
+    """The sampling record's account of the class labels drawn (:func:`cycled_classes`): the rule and the
+    classes, named where run.json names them."""
     names = run.info.get("class_names")
-    classes = [str(c) for c in names[:K]] if isinstance(names, list) and len(names) >= K else list(range(K))
-    return {"class_labels": f"sample k: class k mod {K}", "classes": classes}
+    K = len(classes)
+    named = isinstance(names, list) and len(names) > max(classes)
+    rule = f"sample k: class k mod {K}" if classes == list(range(K)) else f"sample k: classes[k mod {K}]"
+    return {"class_labels": rule, "classes": [str(names[c]) for c in classes] if named else list(classes)}
 
 
 def shipped_classifier(data_source: str, channels: int) -> SmallClassifier | None:
@@ -548,14 +553,15 @@ def _volume_section(run, samples: Tensor, labels, train, seed: int, out: Path) -
 
 def _straightness(run, n: int, seed: int, steps: int, guidance: float, progress: bool = False) -> dict:
     """Liu et al.'s straightness S and the path/chord length ratio of the run's ODE (shortcuts/straightness.py),
-    from the noises of seeds seed..seed+n-1 (class k = index mod K, at classifier-free guidance ``guidance``)."""
+    from the noises of seeds seed..seed+n-1 (sample k's class: :func:`cycled_classes`, at classifier-free guidance
+    ``guidance``)."""
     from ..guidance import guided_denoiser
     from ..progress import step_bar
     from ..shortcuts.straightness import straightness
     from ..types import NoiseSource
 
-    K = sampled_classes(run)
-    cond = {"class": torch.arange(n) % K} if K > 0 else None
+    classes = run_classes(run)
+    cond = {"class": cycled_classes(classes, n)} if classes else None
     from ..generate import clamped, clamps_x0
 
     D = guided_denoiser(run.model, cond, scale=guidance)
@@ -565,7 +571,7 @@ def _straightness(run, n: int, seed: int, steps: int, guidance: float, progress:
     with torch.no_grad(), step_bar(steps, "straightness (Heun steps)", show=progress) as bar:
         st = straightness(D, noise, run.model.sigma_max, steps, callback=bar.step)
     out = {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps, "clamped": clip}
-    return {**out, "guidance": float(guidance)} if K > 0 else out
+    return {**out, "guidance": float(guidance)} if classes else out
 
 
 def nll_images(train, held: Tensor | None, nll_n: int) -> Tensor:
@@ -608,8 +614,8 @@ def _draw_samples(
     grid: str | None = None,
     sampling: Callable | None = None,
 ):
-    """(samples, class labels or None, the sampling record) - class k = image index mod K for class models, K the
-    classes of the run's data (:func:`sampled_classes`)."""
+    """(samples, class labels or None, the sampling record) - for class models, sample k asks for the class
+    :func:`cycled_classes` names among the classes of the run's data (:func:`run_classes`)."""
     from ..config import checked_sample, unread_flag, with_sampler
     from ..generate import generate
     from ..progress import step_bar
@@ -625,8 +631,8 @@ def _draw_samples(
     if sampler and sampler != run.config.sample.sampler:  # the run's settings were its own sampler's
         sample = with_sampler(sample, sampler)
     checked_sample(run.config, sample)  # e.g. a student asked for more steps than it was distilled for
-    K = sampled_classes(run)  # the data's classes: a class the data never had was never trained
-    labels = torch.arange(n) % K if K > 0 else None
+    classes = run_classes(run)  # the data's classes: a class the data never had was never trained
+    labels = cycled_classes(classes, n) if classes else None
     cond = None if labels is None else {"class": labels}
     prompts = eval_prompts(run.config) if run.config.model.text_dim > 0 else None
     if prompts:  # a text-conditioned run: image k is drawn for prompt k mod P
@@ -655,7 +661,7 @@ def _draw_samples(
     record = {"sampler": sample.sampler, "steps": sample.steps, "grid": sample.grid, "guidance": sample.guidance}
     record.update(sampling_shape(sample))
     record.update(guidance_record(sample))
-    record.update(class_labels_record(run, K) if K > 0 else {})
+    record.update(class_labels_record(run, classes) if classes else {})
     if prompts:
         record["prompts"] = prompts
     return x, labels, {**record, "seed": seed, "seconds": round(time.time() - t0, 1)}
@@ -859,6 +865,7 @@ def quick_eval(
     codec=None,
     classifier: str = "",
     data_classes: int | None = None,
+    classes_without_examples: Sequence[int] = (),
 ) -> dict:
     """A cheap in-training evaluation: one flat dict for a ``metrics.jsonl`` line.
 
@@ -866,20 +873,24 @@ def quick_eval(
     (``train.eval_classifier``: a train-classifier --evaluation file or folder, or a shipped name), else the data
     set's shipped one; raw values for vector data or image data with neither - against at most 2000 training
     examples, plus the classifier's confident fraction, the share of its rarest class and, for a class-conditional
-    model (sample k asks for class k mod K), the share read as the class asked for. Meant to be called by
+    model (sample k asks for the class :func:`cycled_classes` names), the share read as the class asked for. Meant
+    to be called by
     ``train()`` every ``eval_every_images``.
     ``grid_dir``: the run folder's ``grids/`` (for ``sample.grid = "tuned"``, e.g. a distilled student's grid).
     ``codec``: a latent run's autoencoder; samples and the training latents ``train_x`` are decoded (the
     reference is then the reconstructions of the training images) before the features are taken.
-    ``data_classes``: the classes of the training data; where fewer than ``model.num_classes``, samples are drawn
-    over those alone (:func:`classes_to_sample`).
+    ``data_classes``: the classes of the training data (run.json's ``num_classes``); where fewer than
+    ``model.num_classes``, samples are drawn over those alone (:func:`classes_to_sample`), less
+    ``classes_without_examples`` (run.json's: classes below it no example had; cond.trained_classes).
     """
     from ..generate import before_guide, generate
     from ..latent import as_pixels
 
     sample = before_guide(replace(cfg.sample, n=n, **({"steps": steps} if steps else {})), model)
     K = classes_to_sample(cfg.model.num_classes, data_classes)
-    cond = {"class": torch.arange(n) % K} if K > 0 else None  # else unconditional
+    info = {"num_classes": data_classes, "classes_without_examples": list(classes_without_examples)}
+    classes = trained_classes(cfg.model.num_classes, info)
+    cond = {"class": cycled_classes(classes, n)} if classes else None  # else unconditional
     was_training = model.training
     model.eval()
     seeds = list(range(seed, seed + n))

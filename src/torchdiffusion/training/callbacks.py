@@ -340,6 +340,7 @@ class QuickEval(Callback):
                 codec=getattr(s.data, "codec", None),  # a latent run: decoded samples and references
                 classifier=s.cfg.train.eval_classifier,
                 data_classes=s.info.get("num_classes"),  # the data's classes (run.json)
+                classes_without_examples=s.info.get("classes_without_examples") or (),
             )
         except Exception as e:  # reported, not raised (see above)
             msg = first_line(e)
