@@ -409,3 +409,46 @@ def test_to_data_units_refuses_values_of_another_channel_count():
     with pytest.raises(DataError, match="bounds for 3 channels, but these values have 1"):
         to_data_units(torch.zeros(2, 1, 4, 4), lo, hi)
     assert to_data_units(torch.zeros(2, 3, 4, 4), lo, hi)[:, 1].eq(150).all()
+
+
+def test_editing_a_data_scale_run_refuses_an_input_of_another_bit_depth_than_its_data(tmp_path):
+    """A data.scale run of 16-bit PNGs maps the numbers 0..65535 they store; run.json records that depth, and an
+    8-bit input (its numbers 0..255, crushed to about -1 by that map) is refused in one line naming both depths,
+    a 16-bit one edited. A run whose run.json records no depth reads the input as before."""
+    from PIL import Image
+
+    from torchdiffusion.commands.inpaint import load_inputs
+    from torchdiffusion.edit import EditError
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "pics").mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 65536, (8, 8)).astype(np.uint16)).save(tmp_path / "pics" / f"{i}.png")
+    a8 = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(a8).save(tmp_path / "in8.png")
+    Image.fromarray(a8.astype(np.uint16) * 257).save(tmp_path / "in16.png")
+    run = tmp_path / "run"
+    rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=folder",
+                     "--set", f"data.path={tmp_path / 'pics'}", "--set", "data.image_size=null",
+                     "--set", "data.scale=minmax", "--set", "data.holdout=0", "--set", "model.num_classes=0",
+                     "--set", "model.channel_mult=1,2", "--set", "model.attn_resolutions=", *SMALL,
+                     "--out", run)  # fmt: skip
+    assert rc == 0, err
+    info = json.loads((run / "run.json").read_text())
+    assert info["stored_depth"] == "16-bit or wider integer"
+    for command, extra in (("img2img", ["--strength", "0.5"]), ("inpaint", ["--mask", "box:0,0,4,8"])):
+        out = tmp_path / f"{command}.png"
+        rc, _, err = cli(command, run, "--images", tmp_path / "in8.png", *extra, "--steps", "2", "--out", out)
+        assert_clean_error(rc, err, "in8.png holds 8-bit pixels")
+        assert "16-bit or wider integer images it was trained on" in err and not out.exists()
+    rc, _, err = cli("img2img", run, "--images", tmp_path / "in16.png", "--strength", "0.5", "--steps", "2",
+                     "--out", tmp_path / "ok.png")  # fmt: skip
+    assert rc == 0, err
+    loaded = load_run(run)
+    with pytest.raises(EditError, match="16-bit or wider integer"):
+        load_inputs(
+            replace(loaded, info={**info, "stored_depth": "8-bit"}), argparse.Namespace(images=[tmp_path / "in16.png"])
+        )
+    del info["stored_depth"]  # a run from before the record: read as before
+    x = load_inputs(replace(loaded, info=info), argparse.Namespace(images=[tmp_path / "in8.png"]))
+    assert x.shape == (1, 1, 8, 8)

@@ -84,7 +84,8 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str =
     run's data starting at --index (its holdout split when the run kept one, else its training data). A run whose
     ``data.scale`` mapped its images' own units (float TIFFs in kelvins, say; for a latent run, its autoencoder's
     map, which it records as its own) reads the files as its data was read and maps them by its recorded bounds
-    (data/scale.py)."""
+    (data/scale.py); a file of another bit depth than that data's (run.json's ``stored_depth``: an 8-bit PNG for a
+    run of 16-bit ones) stores numbers on another scale, and is refused in one line."""
     import torch
 
     from ..edit import EditError
@@ -92,10 +93,20 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str =
     refuse_non_image_run(run_.path, run_.kind, run_.data_shape)
     C, H, W = run_.image_shape  # a latent run edits images of its autoencoder's shape
     if args.images:
-        from ..data import read_image
+        from ..data import read_stored_image
 
         own_units = bool(run_.config.data.scale_lo)
-        x = torch.stack([read_image(f, size=(H, W), channels=C, raw=own_units) for f in args.images])
+        trained = run_.info.get("stored_depth") if own_units else None  # the depth the recorded scale maps
+        images = []
+        for f in args.images:
+            x, depth = read_stored_image(f, size=(H, W), channels=C, raw=own_units)
+            if trained and depth != trained:
+                raise EditError(
+                    f"{f} holds {depth} pixels, and {run_.path} maps the numbers stored in the {trained} images it was "
+                    "trained on (data.scale), on another scale; save the input at their bit depth"
+                )
+            images.append(x)
+        x = torch.stack(images)
         return run_.to_model_units(x) if own_units else x
     from ..data import load_data
 

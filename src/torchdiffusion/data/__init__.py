@@ -46,7 +46,7 @@ from .base import (
 )
 from .builtin import load_digits, load_fashion_mnist, load_fashion_mnist_test, load_mnist5k
 from .emoji import EMOJI_CLASSES, load_emoji
-from .files import load_array, load_folder, read_image
+from .files import load_array, load_folder, read_image, read_stored_image
 from .scale import recorded, scale_checks, scale_data
 from .sequence import load_fasta, load_python_docs, load_sklearn_text, load_text
 from .signal import UCR_SETS, load_signal_csv, resample, ucr_loader
@@ -70,6 +70,7 @@ __all__ = [
     "kind_of_shape",
     "load_data",
     "read_image",
+    "read_stored_image",
     "scale_of",
     "to_uint8",
 ]

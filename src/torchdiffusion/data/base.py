@@ -113,6 +113,9 @@ class TensorData:
             (data/scale.py), or None.
         held_out: of a training split, the examples held out beside it (``data.holdout``, or more where whole
             groups are held out), else None.
+        stored_depth: the bit depth a folder's image files store (files.DEPTH_NAMES: "8-bit", "16-bit or wider
+            integer" or "float"; run.json's ``stored_depth``) where they share one - always under ``data.scale``,
+            whose map is of the stored numbers - else None.
     """
 
     x: Tensor
@@ -126,6 +129,7 @@ class TensorData:
     groups: Tensor | None = None
     value_range: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     held_out: int | None = None  # the training split: how many examples load_data held out beside it
+    stored_depth: str | None = None
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]

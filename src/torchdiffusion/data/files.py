@@ -280,11 +280,19 @@ def read_image(
     Raises:
         DataError: the file is missing, unreadable or corrupt (the message names it).
     """
+    return read_stored_image(path, size, channels, raw)[0]
+
+
+def read_stored_image(
+    path: str | Path, size: tuple[int, int] | None = None, channels: int | None = None, raw: bool = False
+) -> tuple[Tensor, str]:
+    """(:func:`read_image`'s image, the bit depth the file stores: a name of ``DEPTH_NAMES``), for a run that
+    maps the stored numbers (``data.scale``) to check a file against the depth its data had."""
     from ..provenance import note_input
 
-    x = match_channels(_decode_tensor(Path(path), raw=raw)[0], channels)
+    x, full = _decode_tensor(Path(path), raw=raw)
     note_input(path)  # a command's manifest records the files it read (provenance.py)
-    return resize_crop(x, check_size(size))[0].contiguous()
+    return resize_crop(match_channels(x, channels), check_size(size))[0].contiguous(), DEPTH_NAMES[full]
 
 
 # The folder source
@@ -337,7 +345,8 @@ def load_folder(cfg: DataConfig, seed: int) -> TensorData:
     x = torch.cat([match_channels(im, channels) for im in images])
 
     labels, class_names = folder_classes(root, files)
-    return TensorData(x, labels=labels, class_names=class_names, name=f"folder:{root}")
+    depth = DEPTH_NAMES[next(iter(depths))] if len(depths) == 1 else None  # (one under data.scale, see above)
+    return TensorData(x, labels=labels, class_names=class_names, name=f"folder:{root}", stored_depth=depth)
 
 
 def folder_classes(root: Path, files: list[Path]) -> tuple[Tensor | None, list[str] | None]:

@@ -318,6 +318,7 @@ def _data_info(data: Any, out: Path) -> dict:
         "context_dim": int(context.shape[-1]) if context is not None else 0,
         "schema": data.schema.to_dict() if getattr(data, "schema", None) is not None else None,
         **({"holdout_examples": int(data.held_out)} if getattr(data, "held_out", None) is not None else {}),
+        **({"stored_depth": data.stored_depth} if getattr(data, "stored_depth", None) else {}),
     }
 
 
