@@ -244,3 +244,19 @@ def test_a_run_whose_data_skip_a_class_is_sampled_over_the_classes_it_held(runs,
     assert report["classes"]["accuracy"] == pytest.approx(2 / 6)
     assert report["sampling"]["class_labels"] == "sample k: classes[k mod 3]"
     assert report["sampling"]["classes"] == ["a", "b", "d"]
+
+
+def test_the_quick_evaluation_in_training_asks_for_the_classes_the_data_held(runs, tmp_path):
+    """In training, as in evaluate: labels 0, 1, 3 (num_classes 4, classes_without_examples [2]) - sample k asks for
+    class [0, 1, 3][k mod 3], so the always-class-3 classifier reads 2 of 6 samples as asked."""
+    from torchdiffusion.evaluation.evaluate import quick_eval
+    from torchdiffusion.generate import load_run
+
+    root, _ = runs
+    run = load_run(root / "cond")
+    clf = tmp_path / "four.safetensors"
+    save_classifier(always(3, num_classes=4), clf)
+    train_x = torch.rand(20, *run.data_shape) * 2 - 1
+    out = quick_eval(run.model, run.config, run.data_shape, train_x, n=6, steps=2, classifier=str(clf),
+                     data_classes=4, classes_without_examples=[2])  # fmt: skip
+    assert out["eval/class_accuracy"] == pytest.approx(2 / 6)
