@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -357,12 +357,16 @@ def new_job(root: Path, body: dict) -> Job:
     parse_command(command, run_dir, params, out=out, what=what)
     pictures, files = _uploads(body, run_dir)
     args = parse_command(command, run_dir, params, out=out, what=what, files=files)
+    folders = {d for path in pictures for d in path.parents if run_dir in d.parents and not d.exists()}
     written = [path for path, data in pictures.items() if save_upload(path, data)]
     try:
         precheck(args, run_dir)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
+        for d in sorted(folders, key=lambda d: len(d.parts), reverse=True):  # the folders it made (studio/uploads)
+            with suppress(OSError):  # (one a job of another request has written into since: kept)
+                d.rmdir()
         raise
 
     def work() -> list[str]:
