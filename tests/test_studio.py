@@ -556,6 +556,44 @@ def test_an_edit_of_a_run_that_is_no_image_run_is_refused_and_leaves_no_upload(t
     assert not (root / "toy" / "studio").exists()  # no upload, and no folder made for one
 
 
+@pytest.mark.parametrize(
+    "command, params",
+    [
+        ("img2img", {"strength": [0.5], "set": ["sample.guidance=2", "sample.guidance_interval=2,100"]}),
+        ("img2img", {"strength": [1.0, 0.5], "set": ["sample.guidance=2", "sample.guidance_interval=2,100"]}),
+        ("inpaint", {"set": ["sample.guidance=2", "sample.guidance_interval=90,100"]}),
+        ("outpaint", {"right": 2, "set": ["sample.guidance=2", "sample.guidance_interval=90,100"]}),
+    ],
+)
+def test_a_guidance_interval_off_the_walk_of_an_edit_is_refused_before_the_job(tmp_path, command, params):
+    """A guidance interval holding no noise level the edit walks (img2img: the tail of the grid its strength keeps)
+    was answered 202 and failed as a job, its upload kept; now a 400 with the command's one line, nothing kept."""
+    root = tmp_path / "runs"
+    write_run(root / "cls", "digits-test", ["model.num_classes=10", "sample.steps=4"])
+    body = {"command": command, "run": "cls", "params": {"class": "3", **params}}
+    body["images"] = [data_url(png_bytes(value=90))]
+    with client(root) as c:
+        r = c.post("/api/jobs", json=body)
+        assert r.status_code == 400 and "sample.guidance_interval" in r.json()["error"], r.text
+        assert "changes nothing" in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs
+        if command == "img2img":  # walked at strength 1 (the whole grid): the strength that walks none is named
+            assert "at --strength 0.5" in r.json()["error"], r.text
+    assert not (root / "cls" / "studio").exists()  # no upload, and no folder made for one
+
+
+def test_an_edit_with_a_guidance_interval_on_its_walk_passes_the_check(tmp_path):
+    """The check before the job walks the grid the command walks: an interval holding a level of it is accepted."""
+    from torchdiffusion.studio.params import precheck
+
+    run = write_run(tmp_path / "runs" / "cls", "digits-test", ["model.num_classes=10", "sample.steps=4"])
+    out = run / "studio" / "x.png"
+    sets = ["sample.guidance=2", "sample.guidance_interval=0.001,100"]
+    for command, extra in [("img2img", {"strength": [0.5]}), ("inpaint", {}), ("outpaint", {"right": 2})]:
+        precheck(parse_command(command, run, {"class": "3", "set": sets, **extra}, out=out), run)
+    precheck(parse_command("interpolate", run, {"method": "heun"}, out=out), run)  # its --method's grid
+
+
 def test_a_data_example_of_a_run_without_run_json_says_the_run_is_incomplete(tmp_path):
     """A run folder without run.json (still starting to train) was 'editing needs an image run; X holds image
     data'; now what sampling it says."""

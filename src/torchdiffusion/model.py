@@ -17,6 +17,16 @@ def build_process(d: DiffusionConfig) -> DiscreteVP | None:
     return DiscreteVP(d.schedule, d.T, **kwargs)
 
 
+def sigma_range(d: DiffusionConfig):
+    """What a sampling grid reads of a run's model (generate.resolve_grid: ``sigma_min``, ``sigma_max``,
+    ``process``), from its config alone, without building the network: as :class:`Precond` sets them."""
+    from types import SimpleNamespace
+
+    process = build_process(d)
+    lo, hi = (process.sigma_min, process.sigma_max) if process is not None else (d.sigma_min, d.sigma_max)
+    return SimpleNamespace(sigma_min=float(lo), sigma_max=float(hi), process=process)
+
+
 def build_model(cfg: RunConfig, data_shape: tuple[int, ...]) -> Precond:
     """The network named by ``cfg.model`` for examples of ``data_shape``, wrapped as D(x, sigma, cond).
 

@@ -149,25 +149,14 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     that sampler with its default settings instead of the run's; D is then returned unwrapped. ``seeds``: the
     noises the command draws, for its manifest, where they are not image k's seed + k (interpolate's two seeds;
     None for a path between given images, which draws none)."""
-    from dataclasses import replace
-
     from ..cond import build_cond, parse_classes
-    from ..config import SamplerSettings, checked_sample
     from ..generate import autoguided_denoiser, clamps_x0, guidance_of, required_guide, stop_short
     from ..guidance import guided_denoiser
     from ..provenance import note_sampling
     from ..samplers import get_sampler
 
     default_out(run_, args, "check")  # an unusable --out (or edits folder) is refused before any sampling
-    fixed = {"n": "--n", "batch_size": "editing every image in one batch"}
-    sample = sample_config_from_args(run_.config.sample, args, run_, fixed)
-    if solver is not None:
-        sample = replace(sample, sampler=solver, settings=SamplerSettings())
-    checked_sample(run_.config, sample)
-    if not getattr(args, "classes", None):  # a valid value that would change nothing
-        refuse_guidance_sets(
-            args, "without --class the edit draws from the network's null class, with no classifier-free guidance"
-        )
+    sample = edit_sample(run_.config, args, run_, solver)
     required_guide(run_.model, sample)  # sample.autoguidance from a run with no guide: one line, nothing recorded
     if getattr(args, "classes", None):
         classes = parse_classes(args.classes)
@@ -184,10 +173,45 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     conditioning = ["class"] if getattr(args, "classes", None) else None  # guided at sample.guidance then
     note_sampling(sample, seeds, wrappers=[{"name": args.command, **edit}], conditioning=conditioning)
     sigmas, knobs, record = run_.sampling_plan(sample)  # the grid `sample` takes for this run (its tuned grids too)
-    refuse_interval_off_walk(sample, sigmas, cfg=bool(getattr(args, "classes", None)))
+    refuse_interval_off_walks(args, sample, sigmas)
     if solver is None:
         D = stop_short(D, sigmas, record)
     return sample, D, get_sampler(sample.sampler), sigmas, knobs, record
+
+
+def edit_sample(config, args: argparse.Namespace, run_=None, solver: str | None = None):
+    """The sample config an edit runs with: the run's ``config.sample`` with the sampling flags applied and checked
+    (the number of images and the batch are the edit's own), ``solver`` (interpolate's --method) in place of the
+    sampler with its default settings; a --set of the guidance refused where the edit is unconditional. With the
+    loaded ``run_`` the settings this run does not read are refused too (sample_config_from_args); the studio
+    checks a request with the run's config alone, before the job loads the network."""
+    from dataclasses import replace
+
+    from ..config import SamplerSettings, checked_sample
+
+    fixed = {"n": "--n", "batch_size": "editing every image in one batch"}
+    sample = sample_config_from_args(config.sample, args, run_, fixed)
+    if solver is not None:
+        sample = replace(sample, sampler=solver, settings=SamplerSettings())
+    checked_sample(config, sample)
+    if not getattr(args, "classes", None):  # a valid value that would change nothing
+        refuse_guidance_sets(
+            args, "without --class the edit draws from the network's null class, with no classifier-free guidance"
+        )
+    return sample
+
+
+def refuse_interval_off_walks(args: argparse.Namespace, sample, sigmas) -> None:
+    """:func:`refuse_interval_off_walk` on every walk of the grid ``sigmas`` the edit makes: img2img's tail of the
+    grid at each --strength, the whole grid for the other edits (inpaint, outpaint, interpolate)."""
+    cfg = bool(getattr(args, "classes", None))
+    if args.command != "img2img":
+        refuse_interval_off_walk(sample, sigmas, cfg=cfg)
+        return
+    from ..edit import strength_sigmas
+
+    for s in args.strength:
+        refuse_interval_off_walk(sample, strength_sigmas(sigmas, s), cfg=cfg, at=f" at --strength {s:g}")
 
 
 def refuse_interval_off_walk(sample, sigmas, *, cfg: bool, at: str = "") -> None:
