@@ -461,6 +461,9 @@ def test_autoguided_teacher_is_its_guide_steered_and_needs_one(teacher, tmp_path
     rc, _, err = cli("distill", teacher, "--method", "dmd", "--autoguidance", "1.5", "--out", tmp_path / "s", *TINY)
     _one_line_error(rc, err, "keeps no guide model")
     assert not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match="keeps no guide model") as refused:  # the API: advises no value
+        Teacher(teacher, 1.0, "cpu", autoguidance=1.5)
+    assert "use 1" not in str(refused.value) and "without autoguidance" in str(refused.value)
 
     guided = tmp_path / "guided"
     shutil.copytree(teacher, guided)
@@ -591,15 +594,19 @@ def test_a_rerun_with_other_images_is_refused_by_that_option(teacher, tmp_path):
 
 def test_guidance_flags_the_teacher_cannot_read_are_refused_at_any_value(teacher, tmp_path):
     """--guidance on an unconditional teacher and --autoguidance on one without a guide change nothing at any value,
-    1 included: refused in one line (sample's wording for --guidance), nothing written."""
+    1 included: refused in one line (sample's wording for --guidance), nothing written; the refusal of any value
+    says the same (it advised --autoguidance 1, itself refused)."""
     for method, flags, words in (
         ("reflow", ["--guidance", "2"], ["--guidance changes nothing", "class-, context- or text-conditioned"]),
         ("consistency", ["--guidance", "1"], ["--guidance changes nothing", "class-, context- or text-conditioned"]),
         ("dmd", ["--autoguidance", "1"], ["--autoguidance changes nothing", "keeps no guide model"]),
+        ("dmd", ["--autoguidance", "1.5"], ["--autoguidance changes nothing", "leave --autoguidance out"]),
         ("progressive", ["--autoguidance", "1"], ["--autoguidance changes nothing", "keeps no guide model"]),
+        ("progressive", ["--autoguidance", "2"], ["--autoguidance changes nothing", "leave --autoguidance out"]),
     ):
         rc, _, err = cli("distill", teacher, "--method", method, "--steps", "2", *flags, "--out", tmp_path / "s")
         _one_line_error(rc, err, *words)
+        assert "use 1" not in err
         assert not (tmp_path / "s").exists()
 
 

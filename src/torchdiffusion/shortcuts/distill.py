@@ -208,7 +208,7 @@ def _load_teacher(path: Path, method: str, steps: int, s: DistillSettings) -> Te
     from ..config import unread_flag
     from ..generate import guide_of
 
-    teacher = Teacher(path, 1.0, "cpu", 1.0 if s.autoguidance is None else s.autoguidance)
+    teacher = Teacher(path, 1.0, "cpu")  # its autoguidance set once --autoguidance is checked (below)
     check_teacher(teacher, method, steps)
     cfg = teacher.run.config
     if s.guidance is not None and (why := unread_flag(cfg, "sample.guidance", "--guidance")):
@@ -216,8 +216,9 @@ def _load_teacher(path: Path, method: str, steps: int, s: DistillSettings) -> Te
     if s.autoguidance is not None and guide_of(teacher.run.model) is None:
         raise ConfigError(
             f"--autoguidance changes nothing: {path} keeps no guide model (it was trained with train.guide_at=0), "
-            "and autoguidance steers the teacher away from one"
+            "and autoguidance steers the teacher away from one; leave --autoguidance out"
         )
+    teacher.autoguidance = 1.0 if s.autoguidance is None else float(s.autoguidance)
     conditional = cfg.model.conditional
     teacher.guidance = float(s.guidance) if s.guidance is not None else (cfg.sample.guidance if conditional else 1.0)
     return teacher

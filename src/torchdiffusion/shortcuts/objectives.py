@@ -45,7 +45,8 @@ class Teacher:
         if self.autoguidance != 1.0 and guide_of(self.run.model) is None:
             raise ConfigError(
                 f"{self.run.path} keeps no guide model (it was trained with train.guide_at=0): "
-                f"autoguidance {self.autoguidance:g} needs one; use 1"
+                f"autoguidance {self.autoguidance:g} needs one to steer the teacher away from; distil it without "
+                "autoguidance"
             )
 
     def denoiser(self, cond: dict | None, clip: bool | None = None) -> Denoiser:
