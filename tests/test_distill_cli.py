@@ -557,7 +557,7 @@ def test_a_progressive_students_config_records_what_was_distilled(tmp_path):
     assert rc == 0, err
     stage = pd / "stages" / "0004-steps"
     recorded = json.loads((pd / "config.json").read_text())["objective"]
-    want = {"name": "progressive", "teacher": str(teacher.resolve()), "teacher_steps": 8, "teacher_grid": "",
+    want = {"name": "progressive", "teacher": str(teacher.resolve()), "teacher_steps": 8, "teacher_grid": "karras",
             "stage_teacher": str(stage.resolve()), "guidance": 2.0, "autoguidance": 1.0, "max_steps": 2}  # fmt: skip
     assert recorded == want
     first = json.loads((stage / "config.json").read_text())["objective"]
@@ -567,7 +567,8 @@ def test_a_progressive_students_config_records_what_was_distilled(tmp_path):
     dmd = json.loads((tmp_path / "dmd" / "config.json").read_text())["objective"]
     assert set(dmd) == {"name", "teacher", "guidance", "autoguidance", "max_steps", "dmd_fake_updates", "dmd_fake_lr"}
     # the record of an older version: the last halving's teacher the 4-step student at guidance 1, every setting
-    old = {**want, "teacher": str(stage.resolve()), "teacher_steps": 4, "guidance": 1.0, "ct_steps_start": 10}
+    old = {**want, "teacher": str(stage.resolve()), "teacher_steps": 4, "teacher_grid": "", "guidance": 1.0,
+           "ct_steps_start": 10}  # fmt: skip
     del old["stage_teacher"]
     whole = json.loads((pd / "config.json").read_text())
     (pd / "config.json").write_text(json.dumps({**whole, "objective": old}))
@@ -590,6 +591,28 @@ def test_a_rerun_with_other_images_is_refused_by_that_option(teacher, tmp_path):
     rc, _, err = cli("distill", teacher, *args, "--images", "128", "--lr", "1e-3")
     _one_line_error(rc, err, "train.lr=")
     assert _files(out) == held
+
+
+def test_progressive_records_the_grid_it_walked_and_resumes_when_it_is_named(teacher, tmp_path):
+    """Without --grid the first halving walks the teacher's own sample.grid, and config.json names it: the same
+    command with --grid naming that grid resumes the run (another grid is refused). A student folder whose
+    config.json recorded "" for the teacher's own grid resumes with it named or not, and is recorded anew."""
+    out = tmp_path / "pd"
+    args = ["--method", "progressive", "--steps", "2", "--teacher-steps", "4", "--out", out, *TINY]
+    rc, _, err = cli("distill", teacher, *args)
+    assert rc == 0, err
+    assert load_run(out).config.objective.teacher_grid == "karras"  # the teacher's sample.grid
+    rc, log, err = cli("distill", teacher, *args, "--grid", "karras")
+    assert rc == 0 and "resuming" in log + err, err
+    for named in ([], ["--grid", "karras"]):
+        whole = json.loads((out / "config.json").read_text())
+        whole["objective"]["teacher_grid"] = ""  # an older record of the teacher's own grid
+        (out / "config.json").write_text(json.dumps(whole))
+        rc, log, err = cli("distill", teacher, *args, *named)
+        assert rc == 0 and "resuming" in log + err, err
+        assert json.loads((out / "config.json").read_text())["objective"]["teacher_grid"] == "karras"
+    rc, _, err = cli("distill", teacher, *args, "--grid", "exponential")
+    _one_line_error(rc, err, "objective.teacher_grid='karras', not 'exponential'")
 
 
 def test_guidance_flags_the_teacher_cannot_read_are_refused_at_any_value(teacher, tmp_path):

@@ -268,7 +268,8 @@ def distill_progressive(teacher_path: Path, steps: int, out: Path, s: DistillSet
         grid = (s.grid or "") if current == teacher_path else ""  # later halvings: the previous student's grid
         if first:  # the first teacher: its data for every halving, its CFG scale baked into the first student
             data = _teacher_data(teacher, s.seed)
-            start = _objective("progressive", teacher_path, teacher, half, teacher_steps=n, teacher_grid=grid)
+            walked = grid or teacher.run.config.sample.grid  # recorded by name: a rerun naming it resumes
+            start = _objective("progressive", teacher_path, teacher, half, teacher_steps=n, teacher_grid=walked)
         else:
             teacher.guidance = 1.0
         # every halving records the start (teacher run, first steps and grid, guidance baked in); a later one also

@@ -249,6 +249,19 @@ def _as_recorded_now(old, new):
     return replace(old, **{k: getattr(new, k) for k in first})
 
 
+def _with_teacher_grid(o):
+    """A progressive objective with ``teacher_grid`` "" (the teacher's own sample.grid: how config.json recorded the
+    grid walked when --grid was not given, before it named it) naming that grid, read from the teacher's config.json;
+    as it was when that cannot be read."""
+    if o.name != "progressive" or o.teacher_grid or not o.teacher:
+        return o
+    try:
+        grid = from_json((Path(o.teacher) / "config.json").read_text()).sample.grid
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return o
+    return replace(o, teacher_grid=grid)
+
+
 def _check_same_run(
     out: Path,
     cfg: RunConfig,
@@ -277,9 +290,10 @@ def _check_same_run(
     for section in ("data", "model", "diffusion"):
         if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
             raise ConfigError(f"{out} holds a run with a different {section} section; {hint}")
-    old_objective = _as_recorded_now(old.objective, cfg.objective)
+    old_objective = _with_teacher_grid(_as_recorded_now(old.objective, cfg.objective))
+    new_objective = _with_teacher_grid(cfg.objective)
     for key in (f.name for f in fields(old.objective)):
-        was, now = getattr(old_objective, key), getattr(cfg.objective, key)
+        was, now = getattr(old_objective, key), getattr(new_objective, key)
         if not (_same_teacher(was, now) if key == "teacher" else was == now):
             what = (
                 f"a {was} run, not a {now} one" if key == "name" else f"a run of objective.{key}={was!r}, not {now!r}"
