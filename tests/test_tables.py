@@ -131,7 +131,7 @@ def _csv(path, rows, header="a,b,colour"):
 
 
 def test_csv_kinds_missing_cells_and_unseen_categories(tmp_path):
-    f = _csv(tmp_path / "t.csv", ["1.5,2,red", "2.5,,blue", "NaN,4,red"])
+    f = _csv(tmp_path / "t.csv", ["1.5,2,red", "2.5,,blue", "NaN,1,red"])  # known cells inside g.csv's range
     t = read_csv(f)
     assert set(t.numeric) == {"a", "b"} and t.categorical["colour"] == ["red", "blue", "red"]
     assert math.isnan(t.numeric["a"][2]) and math.isnan(t.numeric["b"][1])
@@ -307,14 +307,19 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
         rc, _, err = cli("evaluate", run, "--n", "16", *option, "--out", tmp_path / "g")
         assert rc == 2 and len(err.strip().splitlines()) == 1 and option[0] in err and "table runs" in err, err
     # a row of empty cells is a row to fill whole: it was dropped, and the rows after it answered the wrong inputs
-    _csv(tmp_path / "h.csv", ["1.0,,c1", ",-2.0,", ",,", "13.2345678,7e-5,"], header="u,v,kind")
+    _csv(tmp_path / "h.csv", ["1.0,,c1", ",-2.0,", ",,", "1.2345678,7e-5,"], header="u,v,kind")
     rc, out, err = cli("impute", run, "--csv", tmp_path / "h.csv", "--out", tmp_path / "f.csv")
     assert rc == 0, err
     filled = [ln.split(",") for ln in (tmp_path / "f.csv").read_text().splitlines()[1:]]
     assert len(filled) == 4
     assert filled[0][0] == "1.0" and filled[0][2] == "c1" and filled[1][1] == "-2.0"  # known cells as read
-    assert filled[3][:2] == ["13.2345678", "7e-5"]  # every digit, in the file's own form
+    assert filled[3][:2] == ["1.2345678", "7e-5"]  # every digit, in the file's own form
     assert all(cell for row in filled for cell in row)
+    # a known cell beyond the training range: the model would answer the range's end (--given refuses it too)
+    _csv(tmp_path / "h3.csv", ["13.2345678,,c1"], header="u,v,kind")
+    rc, out, err = cli("impute", run, "--csv", tmp_path / "h3.csv", "--out", tmp_path / "f3.csv")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "outside the values the model was trained on" in err
+    assert not (tmp_path / "f3.csv").exists()
     # the answer keeps the given file's column order (it came back in the training file's)
     _csv(tmp_path / "h2.csv", ["c1,,1.0"], header="kind,v,u")
     rc, out, err = cli("impute", run, "--csv", tmp_path / "h2.csv", "--out", tmp_path / "f2.csv")
@@ -586,3 +591,33 @@ def test_impute_writes_a_decimal_comma_run_s_numbers_with_its_comma_where_the_fi
         filled = [line.split(";")[1] for line in (tmp_path / f"{name}-out.csv").read_text().splitlines()[1:]]
         other = "." if mark == "," else ","
         assert all(other not in v for v in filled) and any(mark in v for v in filled), filled
+
+
+def test_known_cells_outside_the_training_range_are_refused_by_impute_as_by_given(tmp_path):
+    """The quantile map clamps a value beyond the training minimum or maximum to that end: impute's known cells
+    (b=1000 in a column trained on 0 to 10) conditioned the row on 10 while the file written back said 1000.
+    --given refused it; impute's file took it. Both read known cells through encode_rows, which refuses it."""
+    from torchdiffusion.data.base import DataError
+    from torchdiffusion.data.table import TableSchema, encode_rows, read_csv
+    from torchdiffusion.kinds import given_cells
+
+    schema = TableSchema.from_dict(
+        {
+            "numeric": ["b"],
+            "categorical": [],
+            "categories": [],
+            "quantiles": [[0.0, 5.0, 10.0]],
+            "integer": [False],
+            "columns": ["b"],
+            "fit_rows": 3,
+        }  # fmt: skip
+    )
+    (tmp_path / "ok.csv").write_text("b\n0\n10\n2.5\n")
+    known, mask = encode_rows(read_csv(tmp_path / "ok.csv", (), keep_empty=True), schema, "ok.csv")
+    assert bool(mask.all()) and known.shape == (3, 1)  # the training minimum and maximum are inside
+    for value in ("1000", "-0.5", "10.001"):
+        (tmp_path / "bad.csv").write_text(f"b\n3\n{value}\n")
+        with pytest.raises(DataError, match=r"bad.csv: column 'b' holds .*outside the values the model was trained"):
+            encode_rows(read_csv(tmp_path / "bad.csv", (), keep_empty=True), schema, "bad.csv")
+        with pytest.raises(ValueError, match=r"--given: column 'b' holds .*outside the values the model was trained"):
+            given_cells(schema, [f"b={value}"], 2)

@@ -164,11 +164,6 @@ def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
                     raise ValueError(f"--given {c}={text!r}: column {c!r} is numeric") from None
             if not math.isfinite(value):  # NaN would read as "not given", infinity as the column's largest value
                 raise ValueError(f"--given {c}={text!r}: the value of a numeric column must be a finite number")
-            q = schema.quantiles[schema.numeric.index(c)]  # knots from the training minimum to its maximum
-            if not q[0] <= value <= q[-1]:  # the quantile map would clamp it: rows of another value, silently
-                raise ValueError(
-                    f"--given {c}={text!r} lies outside the values the model was trained on ({q[0]:g} to {q[-1]:g})"
-                )
             if schema.integer[schema.numeric.index(c)] and value != int(value):  # written back rounded
                 raise ValueError(f"--given {c}={text!r}: column {c!r} holds whole numbers")
             table.numeric[c] = torch.tensor([value], dtype=torch.float64).numpy()

@@ -328,8 +328,8 @@ def normalise_table(data: TensorData, fit_rows: Tensor) -> TensorData:
 def encode_rows(table: RawTable, schema: TableSchema, where: str) -> tuple[Tensor, Tensor]:
     """A raw table with the schema's columns -> (x (N, D) encoded, known (N, D) bool); missing cells are unknown.
 
-    Raises DataError for a missing or extra column, a number in a categorical column or a category the
-    model never saw."""
+    Raises DataError for a missing or extra column, a number in a categorical column, a category the model never
+    saw, or a number outside the column's training range (its quantile map's knots)."""
     missing = [c for c in schema.columns if c not in table.columns]
     extra = [c for c in table.columns if c not in schema.columns]
     if missing or extra:
@@ -344,6 +344,13 @@ def encode_rows(table: RawTable, schema: TableSchema, where: str) -> tuple[Tenso
             raise DataError(f"{where}: column {c!r} is numeric but holds {bad!r}")
         v = table.numeric[c]
         known[:, j] = ~np.isnan(v)
+        outside = known[:, j] & ((v < q[0]) | (v > q[-1]))  # the quantile map would clamp it: rows of another value
+        if outside.any():
+            bad = v[np.flatnonzero(outside)[0]]
+            raise DataError(
+                f"{where}: column {c!r} holds {bad:g}, outside the values the model was trained on ({q[0]:g} to "
+                f"{q[-1]:g}); conditioned on the nearest end instead, the rows would answer another value"
+            )
         x[known[:, j], j] = quantile_forward(v[known[:, j]], np.asarray(q), schema.fit_rows)
     for k, (c, cats) in enumerate(zip(schema.categorical, schema.categories)):
         j = schema.num_numeric + k
