@@ -218,3 +218,11 @@ def test_a_dry_run_prints_the_config_json_the_run_records(tmp_path):
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert json.loads(out) == recorded
     assert "dmd_fake_updates" not in recorded["objective"] and "teacher" not in recorded["objective"]
+
+
+def test_a_process_that_does_not_fit_its_noise_level_sampling_names_both_as_the_run_has_them():
+    """--set diffusion.process=continuous on a sequence preset was refused as 'diffusion.process=categorical goes
+    with ...': the line named a process the user had just replaced and not the setting that clashed."""
+    rc, _, err = cli("train", "--preset", "text-chars", "--set", "diffusion.process=continuous", "--dry-run")
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "this run has diffusion.process=continuous and diffusion.sigma_sampling=stratified" in err, err

@@ -612,7 +612,8 @@ def _diffusion_checks(d: DiffusionConfig) -> list[tuple[bool, str]]:
         (d.masked_bound in ("weighted", "anchored"), "diffusion.masked_bound must be weighted or anchored"),
         (
             (d.process == "categorical") == (d.sigma_sampling in ("uniform", "stratified")),
-            "diffusion.process=categorical goes with diffusion.sigma_sampling=uniform or stratified (and only they)",
+            "diffusion.process=categorical goes with diffusion.sigma_sampling=uniform or stratified (and only they); "
+            f"this run has diffusion.process={d.process} and diffusion.sigma_sampling={d.sigma_sampling}",
         ),
         (d.schedule in BETA_SCHEDULES, f"diffusion.schedule must be one of {tuple(BETA_SCHEDULES)}"),
         _between(d.T, 2, MAX_T, "diffusion.T"),
