@@ -96,6 +96,23 @@ def sample_sigmas(
     raise ValueError(f"unknown sigma sampling {kind!r}; choose from {', '.join(SIGMA_SAMPLINGS)}")
 
 
+def training_sigmas(
+    d, batch: int, generator: torch.Generator | None = None, discrete_sigmas: Tensor | None = None
+) -> Tensor:
+    """(B,) noise levels from a run's own training distribution: :func:`sample_sigmas` with the settings of its
+    diffusion config ``d`` (sigma_sampling, P_mean, P_std, sigma_min, sigma_max) and its process's levels."""
+    return sample_sigmas(
+        d.sigma_sampling,
+        batch,
+        generator=generator,
+        discrete_sigmas=discrete_sigmas,
+        P_mean=d.P_mean,
+        P_std=d.P_std,
+        sigma_min=d.sigma_min,
+        sigma_max=d.sigma_max,
+    )
+
+
 def denoising_loss(
     D: Callable[[Tensor, Tensor, Cond], Tensor],
     x0: Tensor,

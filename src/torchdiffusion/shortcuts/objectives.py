@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError, ObjectiveConfig, RunConfig
-from ..losses import model_loss, precond_loss, sample_sigmas
+from ..losses import model_loss, precond_loss, training_sigmas
 from ..precond import Precond
 from ..process import add_noise
 from ..training.objective import Denoising, Objective
@@ -209,19 +209,7 @@ class DistributionMatching(Objective):
 
     def _teacher_sigmas(self, draws: BatchDraws) -> Tensor:
         """The teacher's own training levels (what D_fake trains on)."""
-        d = self.d
-        return draws.cut(
-            lambda B, g: sample_sigmas(
-                d.sigma_sampling,
-                B,
-                generator=g,
-                discrete_sigmas=self.discrete,
-                P_mean=d.P_mean,
-                P_std=d.P_std,
-                sigma_min=d.sigma_min,
-                sigma_max=d.sigma_max,
-            )
-        ).float()
+        return draws.cut(lambda B, g: training_sigmas(self.d, B, g, self.discrete)).float()
 
     def _matching_sigmas(self, draws: BatchDraws) -> Tensor:
         """The levels the distributions are compared at (dmd.matching_levels)."""

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig
-from ..losses import model_loss, sample_sigmas
+from ..losses import model_loss, training_sigmas
 from ..precond import Precond
 
 if TYPE_CHECKING:
@@ -54,17 +54,7 @@ class Denoising(Objective):
         self.discrete_sigmas = discrete_sigmas
 
     def draw_sigmas(self, batch: int, generator: torch.Generator, step: int) -> Tensor:
-        d = self.d
-        return sample_sigmas(
-            d.sigma_sampling,
-            batch,
-            generator=generator,
-            discrete_sigmas=self.discrete_sigmas,
-            P_mean=d.P_mean,
-            P_std=d.P_std,
-            sigma_min=d.sigma_min,
-            sigma_max=d.sigma_max,
-        )
+        return training_sigmas(self.d, batch, generator, self.discrete_sigmas)
 
     def loss(self, model: Precond, mb: MicroBatch, step: int) -> Tensor:
         d, cond = self.d, mb.cond
