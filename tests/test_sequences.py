@@ -222,6 +222,7 @@ def test_cli_sequences_train_sample_infill_and_refusals(tmp_path):
     rc, _, err = cli("sample", run, "--n", "3", "--steps", "2", "--out", tmp_path / "s.txt")
     record = json.loads((tmp_path / "s.json").read_text())  # the settings record: the process's own steps
     assert rc == 0 and (record["nfe"], record["grid_used"], record["files"]) == (2, None, ["s.txt", "s.png"]), err
+    assert (record["guidance"], record["conditioning"]) == (None, None)  # no guidance ran, as for an unguided image
     (draw,) = json.loads((tmp_path / "s.txt.manifest.json").read_text())["sampling"]
     assert (draw["sampler"], draw["grid"], draw["steps"], draw["n"]) == (None, None, 2, 3)
     for args, msg in [

@@ -286,6 +286,8 @@ def test_cli_train_sample_impute_and_bad_input(tmp_path):
     assert record["grid_used"]["grid"] and record["files"] == ["euler.csv", "euler.png"]
     given = json.loads((tmp_path / "s.json").read_text())
     assert given["given"] == ["kind=c2"] and given["nfe"] == 2 * 4 - 1  # the preset's heun
+    # no classifier-free guidance runs on a table (given cells are fixed, not guided toward): recorded as none ran
+    assert all((r["guidance"], r["conditioning"]) == (None, None) for r in (record, given)), (record, given)
     for name in ("euler.csv", "euler.png"):
         (draw,) = json.loads((tmp_path / f"{name}.manifest.json").read_text())["sampling"]
         assert (draw["sampler"], draw["steps"], draw["seeds"], draw["n"]) == ("euler", 4, [[0, 4]], 5)

@@ -409,7 +409,6 @@ def write_samples(
     from ..generate import generate, label_classes, network_evaluations
     from ..io import atomic_write
     from ..progress import chain, step_bar
-    from ..provenance import guidance_record
     from ..samplers import nfe
     from ..viz import channel_note, save_samples
 
@@ -466,27 +465,31 @@ def write_samples(
         # what they cost: network evaluations per image (x2 for classifier-free guidance, x2 autoguidance)
         "network_evaluations_per_image": evaluated["rows"] / max(1, sample.n),
         "grid_used": grid_record,
-        "conditioning": drawn,
-        # the classifier-free guidance that ran, as the manifest records it: None without a conditioning (the
-        # unconditional prediction alone; sample.guidance below is the setting, not applied)
-        "guidance": guidance_record(sample, drawn),
         "wrapped": wrap is not None,
         "precision": precision,  # of the network's arithmetic (bf16: autocast)
     }
-    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra))
+    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra, conditioning=drawn))
     return paths
 
 
-def write_settings_record(run_, sample, seeds: list[int], spent, paths: list[Path], out: Path, extra: dict) -> Path:
+def write_settings_record(
+    run_, sample, seeds: list[int], spent, paths: list[Path], out: Path, extra: dict, *, conditioning: list | None
+) -> Path:
     """What made the files ``paths``, beside them as ``out``'s .json: the run, the seeds, ``spent`` (the sampler's
-    denoiser calls per sample), what the caller adds (``extra``), the sampling settings and the run's resolved
-    config."""
+    denoiser calls per sample), the ``conditioning`` the draw took (its keys; None for none) and the
+    classifier-free guidance that ran, what the caller adds (``extra``), the sampling settings and the run's
+    resolved config."""
     from ..io import write_json
+    from ..provenance import guidance_record
 
     record = {
         "run": str(run_.path),
         "seeds": [seeds[0], seeds[-1]],
         "nfe": spent,
+        "conditioning": conditioning,
+        # the guidance that ran, as the manifest records it: None without a conditioning (the unconditional
+        # prediction alone, and every table or sequence draw; sample.guidance below is the setting, not applied)
+        "guidance": guidance_record(sample, conditioning),
         **extra,
         "sample": dataclasses.asdict(sample),
         "run_config": dataclasses.asdict(run_.config),
@@ -588,7 +591,8 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     # what made them, as beside an image grid: a table's sampler on its grid; a sequence's own reverse steps
     spent = nfe(sample.sampler, sample.steps, **plan[1]) if plan else sample.steps  # a sequence: its reverse steps
     extra = {"grid_used": plan[2] if plan else None, "given": list(args.given or [])}
-    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra))
+    # no conditioning: a table's given cells are fixed in the draw, not a guided conditioning
+    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra, conditioning=None))
     for p in paths:
         print(p)
     return 0
