@@ -411,6 +411,54 @@ def test_to_data_units_refuses_values_of_another_channel_count():
     assert to_data_units(torch.zeros(2, 3, 4, 4), lo, hi)[:, 1].eq(150).all()
 
 
+@pytest.mark.parametrize(
+    "dtype, depth",
+    [("uint8", "8-bit"), ("uint16", "16-bit or wider integer"), ("int32", "16-bit or wider integer"),
+     ("float32", "float"), ("float64", "float"), ("int8", None), ("bool", None)],
+)  # fmt: skip
+def test_an_image_array_records_the_depth_of_the_files_that_store_its_numbers(tmp_path, dtype, depth):
+    """An image array's stored_depth is that of the image files storing numbers of its dtype, as a folder of them
+    records it; an int8 or boolean array, which no image file stores, records none (its edits are not checked)."""
+    np.save(tmp_path / "a.npy", np.ones((4, 1, 8, 8), dtype=dtype))
+    for scale in ("minmax", "auto"):
+        data = load_data(DataConfig(source="array", path=str(tmp_path / "a.npy"), scale=scale, holdout=0))
+        assert data.stored_depth == depth
+    np.save(tmp_path / "s.npy", np.ones((4, 1, 8), dtype=dtype))  # a signal: no image file's depth
+    assert load_data(DataConfig(source="array", path=str(tmp_path / "s.npy"), holdout=0)).stored_depth is None
+
+
+def test_editing_a_data_scale_run_of_an_array_refuses_an_input_of_another_bit_depth(tmp_path):
+    """A data.scale run of a uint8 array maps the numbers 0..255 an 8-bit PNG stores: a 16-bit input (0..65535) is
+    refused in one line as for a folder of 8-bit files, an 8-bit one edited; a run of a float array (kelvins, say)
+    refuses both, whose numbers are on another scale than its floats."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    u8 = rng.integers(0, 256, (8, 1, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "u8.npy", u8)
+    np.save(tmp_path / "f.npy", u8.astype(np.float32) + 250)
+    Image.fromarray(u8[0, 0]).save(tmp_path / "in8.png")
+    Image.fromarray(u8[0, 0].astype(np.uint16) * 257).save(tmp_path / "in16.png")
+    for name, depth, refused in (("u8", "8-bit", ["in16"]), ("f", "float", ["in8", "in16"])):
+        run = tmp_path / f"run-{name}"
+        rc, _, err = cli("train", "--preset", "digits-test", "--set", "data.source=array",
+                         "--set", f"data.path={tmp_path / f'{name}.npy'}", "--set", "data.image_size=null",
+                         "--set", "data.scale=minmax", "--set", "data.holdout=0", "--set", "model.num_classes=0",
+                         "--set", "model.channel_mult=1,2", "--set", "model.attn_resolutions=", *SMALL,
+                         "--out", run)  # fmt: skip
+        assert rc == 0, err
+        assert json.loads((run / "run.json").read_text())["stored_depth"] == depth
+        for given in ("in8", "in16"):
+            out = tmp_path / f"{name}-{given}.png"
+            rc, _, err = cli("img2img", run, "--images", tmp_path / f"{given}.png", "--strength", "0.5",
+                             "--steps", "2", "--out", out)  # fmt: skip
+            if given in refused:
+                assert_clean_error(rc, err, f"{given}.png holds")
+                assert f"the {depth} images it was trained on" in err and not out.exists()
+            else:
+                assert rc == 0 and out.exists(), err
+
+
 def test_editing_a_data_scale_run_refuses_an_input_of_another_bit_depth_than_its_data(tmp_path):
     """A data.scale run of 16-bit PNGs maps the numbers 0..65535 they store; run.json records that depth, and an
     8-bit input (its numbers 0..255, crushed to about -1 by that map) is refused in one line naming both depths,

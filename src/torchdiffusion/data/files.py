@@ -90,6 +90,17 @@ GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count 
 DEPTH_NAMES = {255.0: "8-bit", 65535.0: "16-bit or wider integer", 1.0: "float"}
 
 
+def array_depth(dtype: np.dtype) -> str | None:
+    """The ``DEPTH_NAMES`` name of the image files that store the numbers of an image array of ``dtype`` (its
+    ``stored_depth``): uint8 the 8-bit, wider integers the 16-bit or wider, floats the float; None where no image
+    file stores such numbers (booleans, int8)."""
+    if dtype.kind == "f":
+        return DEPTH_NAMES[1.0]
+    if dtype.kind in "iu" and dtype.itemsize > 1:
+        return DEPTH_NAMES[65535.0]
+    return DEPTH_NAMES[255.0] if dtype == np.uint8 else None
+
+
 # Single images
 
 
@@ -623,4 +634,5 @@ def load_array(cfg: DataConfig, seed: int) -> TensorData:
         class_names=class_names,
         kind=kind,
         name=f"array:{path.name}",
+        stored_depth=array_depth(arrays["x"].dtype) if kind == "image" else None,  # as a folder of such files
     )
