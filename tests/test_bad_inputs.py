@@ -32,6 +32,7 @@ HUGE = "1e30"
 # {run} a class-conditional 8x8 run (T = 100); {bad}/<name> damaged copies of it; {ws} the shared folder of
 # bad files; {ro} a read-only mount; {full} a full tmpfs; {cwd} the case's own (empty) working folder.
 U, E = EXIT_USAGE, EXIT_ENVIRONMENT
+_IV100 = ["--set", "sample.guidance_interval=100,200"]  # above sigma_max (80): at no level of the grid
 _IV = ["--set", "sample.guidance_interval=1,100"]  # holds sigma 4.3 and 80 of CLASS_RUN's grid, not its tail
 POSITIONAL = {
     **{c: ["{run}"] for c in ("sample", "inpaint", "outpaint", "img2img", "interpolate", "evaluate", "guidance-sweep")},
@@ -387,6 +388,14 @@ CASES = [
     ),
     (
         ["inpaint", "{run}", "--class", "3", "--set", "sample.guidance=3", "--set", "sample.guidance_interval=100,200"],
+        U,
+        "holds no noise level of the grid",
+    ),
+    # every command that samples judges it the same way: evaluate's report and explain's picture would record
+    # guidance never applied
+    (["evaluate", "{run}", "--metrics", "fd", "--n", "4", "--guidance", "2", *_IV100], U, "holds no noise level of"),
+    (
+        ["explain", "trajectory", "{run}", "--set", "sample.labels=cycle", "--set", "sample.guidance=2", *_IV100],
         U,
         "holds no noise level of the grid",
     ),

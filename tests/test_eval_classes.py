@@ -190,13 +190,14 @@ def test_the_sampling_record_names_every_guidance_setting_that_shaped_the_sample
     reports = {}
     for name, sets in {
         "plain": [],
-        "shaped": ["--set", "sample.guidance_interval=0.5,2", "--set", "sample.guidance_rescale=0.7"],
+        # the interval holds the last level of the 2-step grid (80, 0.025): one that guides nowhere is refused
+        "shaped": ["--set", "sample.guidance_interval=0.01,2", "--set", "sample.guidance_rescale=0.7"],
     }.items():
         assert main([*args, *sets, "--out", str(tmp_path / name)]) == 0
         reports[name] = json.loads((tmp_path / name / "report.json").read_text())
     plain, shaped = reports["plain"]["sampling"], reports["shaped"]["sampling"]
     assert (plain["guidance_interval"], plain["guidance_rescale"]) == (None, 0.0)
-    assert (shaped["guidance_interval"], shaped["guidance_rescale"]) == ([0.5, 2.0], 0.7)
+    assert (shaped["guidance_interval"], shaped["guidance_rescale"]) == ([0.01, 2.0], 0.7)
     assert plain["autoguidance"] == shaped["autoguidance"] == 1.0 and plain["clip_denoised"] is True
     assert reports["plain"]["feature_metrics"] != reports["shaped"]["feature_metrics"]
 

@@ -133,6 +133,39 @@ def refuse_interval_off_grid(interval: tuple[float, float] | None, sigmas: Tenso
         )
 
 
+INTERVAL_SET = "sample.guidance_interval (--set or the run's)"  # how a command names the interval it refuses
+
+
+def refuse_interval_off_walk(sample: Any, sigmas: Tensor, *, guided: bool, what: str = INTERVAL_SET) -> None:
+    """The one check every command that samples makes before it writes anything: GuidanceError (one line,
+    :func:`refuse_interval_off_grid`) when ``sample.guidance_interval`` is read - ``guided``: classifier-free
+    guidance or autoguidance guides the draw - yet holds no noise level of the grid ``sigmas`` the draw walks.
+    Samplers that also evaluate the denoiser between the levels (samplers.walks_between_levels) are not judged:
+    their midpoints may be guided."""
+    from dataclasses import asdict
+
+    from .samplers import walks_between_levels
+
+    if sample.guidance_interval is None or not guided:
+        return
+    if walks_between_levels(sample.sampler, asdict(sample.settings)):
+        return
+    refuse_interval_off_grid(sample.guidance_interval, sigmas, what)
+
+
+def refuse_interval_off_run_grid(run_: Any, sample: Any, what: str = INTERVAL_SET) -> None:
+    """:func:`refuse_interval_off_walk` for a draw of the loaded run ``run_`` at ``sample`` over its whole grid
+    (``run_.sampling_plan``), guided where the run's config reads the interval (config.unread_setting: a
+    conditioned model at sample.guidance != 1, or sample.autoguidance != 1)."""
+    from dataclasses import replace
+
+    from .config import unread_setting
+
+    guided = unread_setting(replace(run_.config, sample=sample), "sample.guidance_interval") is None
+    if sample.guidance_interval is not None and guided:
+        refuse_interval_off_walk(sample, run_.sampling_plan(sample)[0], guided=True, what=what)
+
+
 def classifier_free(
     model: ConditionalModel,
     cond: Cond,

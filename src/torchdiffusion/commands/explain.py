@@ -642,6 +642,11 @@ def _sampled(args: argparse.Namespace) -> list:
                         else f"('explain {args.what}' draws a context or text run's images without one)"
                     )
                 )
+    if args.what == "trajectory":  # guided as `sample` guides, on the run's grid (with no conditioning: no CFG)
+        from ..guidance import refuse_interval_off_run_grid
+
+        conditioned = classes and sample.labels != "none"
+        refuse_interval_off_run_grid(run_, sample if conditioned else replace(sample, guidance=1.0))
     limit = run_.config.objective.max_steps
     if args.what == "ablation" and limit > 0 and "ddpm_steps" in given_options(args):
         raise ConfigError(

@@ -90,15 +90,10 @@ def run(args: argparse.Namespace) -> int:
     sample = sample_config_from_args(run_.config.sample, args, run_, fixed, scales=scales)
     sample = checked_sample(run_.config, sample)  # refused before a classifier is loaded
     guided = any(w != 1 for w in scales) or sample.autoguidance != 1  # where an interval is read at all
-    from dataclasses import asdict
+    if guided and sample.guidance_interval is not None:  # guiding at no level changes nothing
+        from ..guidance import refuse_interval_off_walk
 
-    from ..samplers import walks_between_levels
-
-    between = walks_between_levels(sample.sampler, asdict(sample.settings))  # (its midpoints may be guided)
-    if sample.guidance_interval is not None and guided and not between:  # guiding at no level changes nothing
-        from ..guidance import refuse_interval_off_grid
-
-        refuse_interval_off_grid(sample.guidance_interval, run_.sampling_plan(sample)[0], "sample.guidance_interval")
+        refuse_interval_off_walk(sample, run_.sampling_plan(sample)[0], guided=True)
     spec = args.classifier or run_.config.data.source
     try:  # it must read the run's images and tell its K classes (context: one-hot contexts) apart
         clf = fitting_classifier(spec, run_.image_shape[0], K, names=run_.info.get("class_names"))

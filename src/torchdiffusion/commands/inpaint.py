@@ -215,22 +215,14 @@ def refuse_interval_off_walks(args: argparse.Namespace, sample, sigmas) -> None:
 
 
 def refuse_interval_off_walk(sample, sigmas, *, cfg: bool, at: str = "") -> None:
-    """One line (guidance.refuse_interval_off_grid, as `sample` checks it) when ``sample.guidance_interval`` guides
-    the edit - classifier-free guidance (``cfg``: the edit is conditioned, at sample.guidance != 1) or
-    autoguidance - yet holds no noise level of the grid ``sigmas`` the edit walks (img2img: the tail of the grid
-    its strength keeps, named by ``at``): guided nowhere, it would change nothing. Samplers that also evaluate
-    between the levels (samplers.walks_between_levels) are not judged, as `sample` does not judge them."""
-    from dataclasses import asdict
-
-    from ..guidance import refuse_interval_off_grid
-    from ..samplers import walks_between_levels
+    """guidance.refuse_interval_off_walk, as every command that samples checks it, for an edit guided by
+    classifier-free guidance (``cfg``: the edit is conditioned, at sample.guidance != 1) or autoguidance, over the
+    grid ``sigmas`` it walks (img2img: the tail of the grid its strength keeps, named by ``at``)."""
+    from ..guidance import INTERVAL_SET
+    from ..guidance import refuse_interval_off_walk as refuse
 
     guided = (cfg and sample.guidance != 1.0) or sample.autoguidance != 1.0
-    if sample.guidance_interval is None or not guided:
-        return
-    if walks_between_levels(sample.sampler, asdict(sample.settings)):
-        return
-    refuse_interval_off_grid(sample.guidance_interval, sigmas, f"sample.guidance_interval (--set or the run's){at}")
+    refuse(sample, sigmas, guided=guided, what=f"{INTERVAL_SET}{at}")
 
 
 def refuse_guidance_sets(args: argparse.Namespace, why: str) -> None:

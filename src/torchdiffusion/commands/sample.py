@@ -329,17 +329,9 @@ def run(args: argparse.Namespace) -> int:
     sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
     checked_sample(run_.config, sample)  # the guidance interval and rescale
     refuse_unread_options(run_, sample, args)
-    from ..config import unread_setting
+    from ..guidance import INTERVAL_SET, refuse_interval_off_run_grid
 
-    interval_read = unread_setting(dataclasses.replace(run_.config, sample=sample), "sample.guidance_interval") is None
-    from ..samplers import walks_between_levels
-
-    between = walks_between_levels(sample.sampler, dataclasses.asdict(sample.settings))  # (its midpoints may be)
-    if sample.guidance_interval is not None and interval_read and not between:  # read, but guiding no level?
-        from ..guidance import refuse_interval_off_grid
-
-        how = "--guidance-interval" if args.guidance_interval else "sample.guidance_interval (--set or the run's)"
-        refuse_interval_off_grid(sample.guidance_interval, run_.sampling_plan(sample)[0], how)
+    refuse_interval_off_run_grid(run_, sample, "--guidance-interval" if args.guidance_interval else INTERVAL_SET)
     # the default name tells guided draws from plain ones (they replaced each other under one name)
     tag = f"-w{sample.guidance:g}" if cond is not None or sample.guidance != 1.0 else ""
     tag += f"-ag{sample.autoguidance:g}" if sample.autoguidance != 1.0 else ""

@@ -631,6 +631,12 @@ def _draw_samples(
     if sampler and sampler != run.config.sample.sampler:  # the run's settings were its own sampler's
         sample = with_sampler(sample, sampler)
     checked_sample(run.config, sample)  # e.g. a student asked for more steps than it was distilled for
+    from ..guidance import GuidanceError, refuse_interval_off_run_grid
+
+    try:  # a guidance interval guiding at no level of the grid: the report would record guidance never applied
+        refuse_interval_off_run_grid(run, sample)
+    except GuidanceError as e:
+        raise EvaluateError(str(e)) from None
     classes = run_classes(run)  # the data's classes: a class the data never had was never trained
     labels = cycled_classes(classes, n) if classes else None
     cond = None if labels is None else {"class": labels}
