@@ -261,3 +261,20 @@ def test_the_quick_evaluation_in_training_asks_for_the_classes_the_data_held(run
     out = quick_eval(run.model, run.config, run.data_shape, train_x, n=6, steps=2, classifier=str(clf),
                      data_classes=4, classes_without_examples=[2])  # fmt: skip
     assert out["eval/class_accuracy"] == pytest.approx(2 / 6)
+
+
+def test_a_classifier_trained_on_another_image_size_is_refused_wherever_it_is_loaded(runs, tmp_path, capsys):
+    root, _ = runs
+    cond, out = str(root / "cond"), tmp_path / "ev"  # a run of 8x8 images
+    sized = tmp_path / "sized" / "eval-classifier.safetensors"
+    save_classifier(always(0), sized)
+    card = {"data": "array", "classes": None, "image_shape": [1, 16, 16]}  # as train-classifier writes it
+    sized.with_suffix(".json").write_text(json.dumps(card))
+    words = "was trained on 16x16 images; this run makes 8x8 ones"
+    _refused(["evaluate", cond, "--metrics", "classes", "--n", "4", "--classifier", str(sized)], out, capsys, words)
+    _refused(["evaluate", cond, "--metrics", "fd", "--n", "4", "--features", f"clf:{sized}"], out, capsys, words)
+    _refused(["guidance-sweep", cond, "--classifier", str(sized), "--n-per-class", "1"], out, capsys, words)
+    # a card that records no image shape (an older one) is still taken
+    sized.with_suffix(".json").write_text(json.dumps({k: v for k, v in card.items() if k != "image_shape"}))
+    args = ["evaluate", cond, "--metrics", "classes", "--n", "4", "--steps", "2", "--classifier", str(sized)]
+    assert main([*args, "--out", str(out)]) == 0

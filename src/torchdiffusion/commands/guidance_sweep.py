@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_interval_off_walk(sample, run_.sampling_plan(sample)[0], guided=True)
     spec = args.classifier or run_.config.data.source
     try:  # it must read the run's images and tell its K classes (context: one-hot contexts) apart
-        clf = fitting_classifier(spec, run_.image_shape[0], K, names=run_.info.get("class_names"))
+        clf = fitting_classifier(spec, run_.image_shape, K, names=run_.info.get("class_names"))
     except EvaluateError as e:
         raise GuidanceError(str(e)) from None
 

@@ -213,23 +213,16 @@ def check_noisy_classifier(run_, clf, spec) -> None:
 
     if run_.kind != "image" or len(run_.data_shape) != 3:
         raise GuidanceError(f"classifier guidance steers images by a CNN; {run_.path} holds {run_.kind} data")
-    card = Path(spec) / FILE_NAME if Path(spec).is_dir() else Path(spec)
+    card_file = Path(spec) / FILE_NAME if Path(spec).is_dir() else Path(spec)
     try:
-        told = json.loads(card.with_suffix(".json").read_text())
-        theirs, shape = told.get("classes"), told.get("image_shape")
-    except (OSError, ValueError, AttributeError):
-        theirs, shape = None, None
-    channels, k, names = run_.data_shape[0], run_.config.model.num_classes, run_.info.get("class_names")
+        told = json.loads(card_file.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        told = {}
+    k, names, card = run_.config.model.num_classes, run_.info.get("class_names"), told if isinstance(told, dict) else {}
     try:
-        refuse_unfit_classifier("--classifier", str(spec), clf.cfg, theirs, channels, k, names)
+        refuse_unfit_classifier("--classifier", str(spec), clf.cfg, card, run_.data_shape, k, names)
     except EvaluateError as e:
         raise GuidanceError(str(e)) from None
-    size = tuple(run_.data_shape[1:])
-    if isinstance(shape, list) and len(shape) == 3 and tuple(shape[1:]) != size:
-        raise GuidanceError(
-            f"--classifier {spec} was trained on {shape[1]}x{shape[2]} images; this run makes "
-            f"{size[0]}x{size[1]} ones (train one on the run's data: 'torchdiffusion train-classifier {run_.path}')"
-        )
 
 
 def refuse_unread_options(run_, sample, args: argparse.Namespace) -> None:

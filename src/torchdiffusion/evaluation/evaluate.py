@@ -80,7 +80,7 @@ def classes_classifier(run, metrics: Sequence[str], classifier: str | None = Non
     if run.kind != "image":
         raise EvaluateError(f"--classifier reads images; {run.path} holds {run.kind} data")
     names = run.info.get("class_names")
-    return classifier, fitting_classifier(classifier, run.image_shape[0], sampled_classes(run), names=names)
+    return classifier, fitting_classifier(classifier, run.image_shape, sampled_classes(run), names=names)
 
 
 def sampled_classes(run) -> int:
@@ -119,22 +119,20 @@ def shipped_classifier(data_source: str, channels: int) -> SmallClassifier | Non
 
 def fitting_classifier(
     spec: str,
-    channels: int,
+    shape: Sequence[int],
     num_classes: int,
     name: str = "--classifier",
     names: Sequence[str] | None = None,
 ) -> SmallClassifier:
-    """The classifier ``spec`` names (see :func:`classifier.classifier_from`), once it is known to read images of
-    ``channels`` channels and - for a class-conditional model, ``num_classes`` > 0 - to tell that many classes
-    apart, and - where both its card and the run name their classes (``names``) - the same ones; else
-    EvaluateError in one line that starts with ``name``."""
-    from .classifier import classifier_card_of
-
+    """The classifier ``spec`` names (see :func:`classifier.classifier_from`), once it is known to read the run's
+    (C, H, W) images of ``shape`` (:func:`refuse_unfit_classifier`) and - for a class-conditional model,
+    ``num_classes`` > 0 - to tell that many classes apart, and - where both its card and the run name their classes
+    (``names``) - the same ones; else EvaluateError in one line that starts with ``name``."""
     try:
         net = classifier_from(spec)
     except ClassifierError as e:
         raise EvaluateError(f"{name}: {e}") from None
-    refuse_unfit_classifier(name, spec, net.cfg, classifier_card_of(spec).get("classes"), channels, num_classes, names)
+    refuse_unfit_classifier(name, spec, net.cfg, classifier_card_of(spec), shape, num_classes, names)
     return net
 
 
@@ -142,16 +140,19 @@ def refuse_unfit_classifier(
     name: str,
     spec: str,
     cfg,
-    theirs: Sequence[str] | None,
-    channels: int,
+    card: dict,
+    shape: Sequence[int],
     num_classes: int,
     ours: Sequence[str] | None,
 ) -> None:
     """EvaluateError (one line, starting with ``name``) unless a classifier - its network config ``cfg`` (an
-    evaluation or a noise-aware classifier's) and the classes its card names, ``theirs`` - fits a run: where both
-    name their classes, the run's ``ours`` (else its class k is another thing than the run's class k: a classifier
-    of another data set); images of ``channels`` channels; for a class-conditional run (``num_classes`` > 0),
-    that many classes."""
+    evaluation or a noise-aware classifier's) and its card (the classes it names, the ``image_shape`` it was
+    trained on) - fits a run that makes (C, H, W) images of ``shape``: where both name their classes, the run's
+    ``ours`` (else its class k is another thing than the run's class k: a classifier of another data set); images
+    of C channels; where the card records its image shape (older cards do not), images of H x W (its pooled CNN
+    reads any size, and misreads another); for a class-conditional run (``num_classes`` > 0), that many classes."""
+    theirs, trained = card.get("classes"), card.get("image_shape")
+    channels, size = shape[0], tuple(shape[1:])
     if theirs and ours and [str(c) for c in theirs] != [str(c) for c in ours]:
         show = lambda cs: ", ".join(map(str, cs[:4])) + (", ..." if len(cs) > 4 else "")
         raise EvaluateError(
@@ -160,6 +161,11 @@ def refuse_unfit_classifier(
     if getattr(cfg, "dims", 2) != 2 or cfg.in_channels != channels:
         raise EvaluateError(
             f"{name} {spec} reads {cfg.in_channels}-channel images; this run makes {channels}-channel ones"
+        )
+    if isinstance(trained, list) and len(trained) == 3 and tuple(trained[1:]) != size:
+        raise EvaluateError(
+            f"{name} {spec} was trained on {trained[1]}x{trained[2]} images; this run makes "
+            f"{'x'.join(map(str, size))} ones (train one on the run's data: 'torchdiffusion train-classifier RUN')"
         )
     if num_classes > 0 and cfg.num_classes != num_classes:
         raise EvaluateError(
@@ -180,7 +186,8 @@ def refuse_unfit_features(run, features: Sequence[str]) -> None:
             net = classifier_from(f[4:])
         except ClassifierError as e:
             raise EvaluateError(f"--features {f}: {e}") from None
-        refuse_unfit_classifier(f"--features {f}:", "the classifier", net.cfg, None, run.image_shape[0], 0, None)
+        card = {"image_shape": classifier_card_of(f[4:]).get("image_shape")}  # its classes do not matter here
+        refuse_unfit_classifier(f"--features {f}:", "the classifier", net.cfg, card, run.image_shape, 0, None)
 
 
 def refuse_changed_data(run, train) -> None:
@@ -904,7 +911,7 @@ def quick_eval(
     model.train(was_training)
     src = cfg.data.source
     if classifier:
-        spec, net = classifier, fitting_classifier(classifier, x.shape[1], K, "train.eval_classifier")
+        spec, net = classifier, fitting_classifier(classifier, x.shape[1:], K, "train.eval_classifier")
     else:
         net = shipped_classifier(src, x.shape[1]) if x.ndim == 4 else None
         spec = src if net is not None else None

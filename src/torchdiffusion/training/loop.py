@@ -234,11 +234,11 @@ def _check_data(data: Any, cfg: RunConfig) -> None:
         if data.x.ndim != 4:
             raise ConfigError(f"train.eval_classifier reads images; this run's examples are {data.x.ndim - 1}-D")
         codec = getattr(data, "codec", None)
-        channels = codec.image_shape[0] if codec is not None else data.x.shape[1]
+        shape = codec.image_shape if codec is not None else data.x.shape[1:]  # the images the samples are
         try:
             names = getattr(data, "class_names", None)
             K = classes_to_sample(m.num_classes, data_classes(data))  # what the quick evaluation asks for
-            fitting_classifier(cfg.train.eval_classifier, channels, K, "train.eval_classifier", names)
+            fitting_classifier(cfg.train.eval_classifier, shape, K, "train.eval_classifier", names)
         except EvaluateError as e:
             raise ConfigError(str(e)) from None
 
