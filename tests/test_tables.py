@@ -517,6 +517,14 @@ def test_given_cells_refuse_a_fraction_in_a_column_of_whole_numbers():
     assert known.shape == (2, 1) and bool(mask.all())
     with pytest.raises(ValueError, match="holds whole numbers"):
         given_cells(schema, ["age=30.5"], 2)
+    # impute --csv reads its cells through the same check (it took 30.5 and answered rows of another age)
+    import numpy as np
+
+    from torchdiffusion.data.table import RawTable, encode_rows
+
+    table = RawTable(["age"], {"age": np.array([30.0, 30.5, np.nan])}, {})
+    with pytest.raises(ValueError, match="h.csv: column 'age' holds 30.5; it holds whole numbers"):
+        encode_rows(table, schema, "h.csv")
 
 
 def test_a_category_spelled_none_is_a_category_not_a_missing_cell(tmp_path):

@@ -151,7 +151,7 @@ def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
     table = RawTable(list(schema.columns), {}, {})
     for c in schema.columns:
         table.categorical[c] = [values.get(c)]
-    for c in schema.numeric:  # numeric cells are read as numbers (a non-number is refused by encode_rows)
+    for c in schema.numeric:  # read as numbers (a non-number or a fraction of a whole-number column: encode_rows)
         text = values.get(c)
         if text is not None:
             from .data.delimited import as_number
@@ -164,8 +164,6 @@ def given_cells(schema, given: Sequence[str], n: int) -> tuple[Tensor, Tensor]:
                     raise ValueError(f"--given {c}={text!r}: column {c!r} is numeric") from None
             if not math.isfinite(value):  # NaN would read as "not given", infinity as the column's largest value
                 raise ValueError(f"--given {c}={text!r}: the value of a numeric column must be a finite number")
-            if schema.integer[schema.numeric.index(c)] and value != int(value):  # written back rounded
-                raise ValueError(f"--given {c}={text!r}: column {c!r} holds whole numbers")
             table.numeric[c] = torch.tensor([value], dtype=torch.float64).numpy()
             del table.categorical[c]
         else:

@@ -329,7 +329,8 @@ def encode_rows(table: RawTable, schema: TableSchema, where: str) -> tuple[Tenso
     """A raw table with the schema's columns -> (x (N, D) encoded, known (N, D) bool); missing cells are unknown.
 
     Raises DataError for a missing or extra column, a number in a categorical column, a category the model never
-    saw, or a number outside the column's training range (its quantile map's knots)."""
+    saw, a number outside the column's training range (its quantile map's knots), or a fraction in a column of
+    whole numbers (written back rounded)."""
     missing = [c for c in schema.columns if c not in table.columns]
     extra = [c for c in table.columns if c not in schema.columns]
     if missing or extra:
@@ -351,6 +352,9 @@ def encode_rows(table: RawTable, schema: TableSchema, where: str) -> tuple[Tenso
                 f"{where}: column {c!r} holds {bad:g}, outside the values the model was trained on ({q[0]:g} to "
                 f"{q[-1]:g}); conditioned on the nearest end instead, the rows would answer another value"
             )
+        fraction = known[:, j] & (v != np.round(v)) if schema.integer[j] else np.zeros(n, dtype=bool)
+        if fraction.any():  # the column is written back rounded: the rows would answer another value
+            raise DataError(f"{where}: column {c!r} holds {v[np.flatnonzero(fraction)[0]]:g}; it holds whole numbers")
         x[known[:, j], j] = quantile_forward(v[known[:, j]], np.asarray(q), schema.fit_rows)
     for k, (c, cats) in enumerate(zip(schema.categorical, schema.categories)):
         j = schema.num_numeric + k
