@@ -588,8 +588,13 @@ def test_a_rerun_with_other_images_is_refused_by_that_option(teacher, tmp_path):
     rc, _, err = cli("distill", teacher, *args, "--images", "128")
     _one_line_error(rc, err, f"{out} was distilled with --images 64, not 128", "choose another --out")
     assert "train." not in err
-    rc, _, err = cli("distill", teacher, *args, "--images", "128", "--lr", "1e-3")
-    _one_line_error(rc, err, "train.lr=")
+    for option, value, was in (("--batch-size", "16", "32"), ("--seed", "3", "0"), ("--lr", "0.001", "0.0002")):
+        rc, _, err = cli("distill", teacher, *args, "--images", "64", option, value)
+        _one_line_error(rc, err, f"{out} was distilled with {option} {was}, not {value}", "choose another --out")
+        assert "train." not in err and "no-resume" not in err
+    rc, _, err = cli("distill", teacher, *args, "--images", "128", "--lr", "1e-3")  # the first option that differs
+    _one_line_error(rc, err, f"{out} was distilled with --images 64, not 128")
+    assert "train." not in err
     assert _files(out) == held
 
 

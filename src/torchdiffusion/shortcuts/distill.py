@@ -155,30 +155,51 @@ def uniform_t_grid(steps: int, sigma_max: float) -> torch.Tensor:
     return rf_t_to_sigma(t)
 
 
-# the train settings student_config derives from --images (a resume may change train.images itself, not these)
-FROM_IMAGES = ("ema_halflife_images", "warmup_images")
+# distill's options and the train settings student_config sets from each, the option's own first (a resume may
+# change train.images itself, not the EMA half-life and warm-up derived from it)
+FROM_OPTIONS = {
+    "--images": ("images", "ema_halflife_images", "warmup_images"),
+    "--batch-size": ("batch_size",),
+    "--seed": ("seed",),
+    "--lr": ("lr",),
+}
+WHY = {"--images": " (the student's EMA half-life and warm-up are set from it)"}
 
 
 def check_out_folder(out: Path, cfg: RunConfig) -> None:
     """Refuse an ``out`` that holds another run before writing the student's grids or pairs into it. A student of
-    another --images is refused by that option's name, not by the train.* settings derived from it."""
+    another --images, --batch-size, --seed or --lr is refused by that option's name (the first that differs), not
+    by the train.* settings set from it, which distill has no option for; any other difference as train names it.
+    (The batch size and seed, which config.json's check lets change, are held by the training states: a resume
+    of other ones is refused there, training.checkpoint.)"""
+    from ..config import shown
+    from ..training.checkpoint import list_states
     from ..training.run_folder import check_out_folder as check
     from ..training.run_folder import saved_config
 
     try:
         check(out, cfg)
+        refused = None
     except ConfigError as e:
-        old = saved_config(out)
-        if old is None or old.train.images == cfg.train.images:
-            raise
-        derived = {k: getattr(old.train, k) for k in FROM_IMAGES}
-        try:  # the same student but for --images: named so
-            check(out, replace(cfg, train=replace(cfg.train, images=old.train.images, **derived)))
+        refused = e
+    old = saved_config(out) if list_states(out / "checkpoints") else None
+    changed = lambda keys: old is not None and getattr(old.train, keys[0]) != getattr(cfg.train, keys[0])
+    differ = [o for o, keys in FROM_OPTIONS.items() if changed(keys)]
+    if refused is not None:
+        if not differ:
+            raise refused
+        kept = {k: getattr(old.train, k) for o in differ for k in FROM_OPTIONS[o]}
+        try:  # the same student but for these options: named so
+            check(out, replace(cfg, train=replace(cfg.train, **kept)))
         except ConfigError:
-            raise e from None  # another difference too: the first one, as train names it
+            raise refused from None  # another difference too: the first one, as train names it
+    differ = differ if refused is not None else [o for o in differ if FROM_OPTIONS[o][0] in ("batch_size", "seed")]
+    if differ:
+        option, key = differ[0], FROM_OPTIONS[differ[0]][0]
+        was, now = shown(getattr(old.train, key)), shown(getattr(cfg.train, key))
         raise ConfigError(
-            f"{out} was distilled with --images {old.train.images}, not {cfg.train.images} (the student's EMA "
-            "half-life and warm-up are set from it); resume with the same value, or choose another --out"
+            f"{out} was distilled with {option} {was}, not {now}{WHY.get(option, '')}; resume with the same value, "
+            "or choose another --out"
         ) from None
 
 
