@@ -594,6 +594,29 @@ def test_an_edit_with_a_guidance_interval_on_its_walk_passes_the_check(tmp_path)
     precheck(parse_command("interpolate", run, {"method": "heun"}, out=out), run)  # its --method's grid
 
 
+@pytest.mark.parametrize("command", ["sample", "img2img", "inpaint", "outpaint", "interpolate"])
+def test_autoguidance_of_a_run_without_its_guide_model_is_refused_before_the_job(tmp_path, command):
+    """sample.autoguidance on a run that was to keep a guide model (train.guide_at > 0) but has none yet (training
+    stopped before guide_at) was answered 202 and failed as a job, its upload kept; now a 400 with the command's
+    one line (generate.required_guide's), nothing kept. A run whose run.json records the guide passes."""
+    from torchdiffusion.studio.params import precheck
+
+    root = tmp_path / "runs"
+    run = write_run(root / "early", "digits-test", ["train.guide_at=0.5", "sample.steps=4"])
+    params = {"set": ["sample.autoguidance=2"], **({"right": 2} if command == "outpaint" else {})}
+    body = {"command": command, "run": "early", "params": params}
+    if command in ("img2img", "inpaint", "outpaint"):
+        body["images"] = [data_url(png_bytes(value=90))]
+    with client(root) as c:
+        r = c.post("/api/jobs", json=body)
+        assert r.status_code == 400 and "sample.autoguidance=2 needs the run's guide model" in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs
+    assert not (run / "studio").exists()  # no upload, and no folder made for one
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "weights_sha256": {"guide.safetensors": "0" * 64}}))
+    precheck(parse_command(command, run, params, out=run / "studio" / "x.png"), run)  # the guide is there
+
+
 def test_a_data_example_of_a_run_without_run_json_says_the_run_is_incomplete(tmp_path):
     """A run folder without run.json (still starting to train) was 'editing needs an image run; X holds image
     data'; now what sampling it says."""

@@ -331,7 +331,7 @@ def load_run(path: str | Path, *, weights: str = "ema", device: str | torch.devi
         raise RunError(f"{path} has no trained weights yet ({wfile.name} is missing)")
     model, info, digest = _load_weights(path, wfile, info, cfg, data_shape, device)
     verified = WEIGHTS_KEY in info or None  # (_check_weights_digest passed: run.json records these bytes)
-    if GUIDE_FILE in (info.get(WEIGHTS_KEY) or {}):  # the run kept a guide model (train.guide_at)
+    if keeps_guide(info):  # the run kept a guide model (train.guide_at)
         guide, info, _ = _load_weights(path, path / GUIDE_FILE, info, cfg, data_shape, device)
         attach_guide(model, guide.to(device).eval().requires_grad_(False))
     model.to(device).eval().requires_grad_(False)
@@ -546,18 +546,31 @@ def guidance_of(sample: SampleConfig) -> dict:
     }
 
 
-def required_guide(model: Precond, sample: SampleConfig) -> Precond | None:
-    """The guide ``sample.autoguidance`` steers ``model`` away from (None at 1: the model alone); a RunError (one
-    line) when it asks for autoguidance and the model has no guide."""
-    if sample.autoguidance == 1.0:
-        return None
-    guide = guide_of(model)
-    if guide is None:
+def keeps_guide(info: dict) -> bool:
+    """Whether a run folder's run.json records autoguidance's guide model (guide.safetensors: training reached
+    train.guide_at), which :func:`load_run` attaches to the model."""
+    from .training.checkpoint import GUIDE_FILE, WEIGHTS_KEY
+
+    weights = info.get(WEIGHTS_KEY)
+    return isinstance(weights, dict) and GUIDE_FILE in weights
+
+
+def refuse_autoguidance_without_guide(sample: SampleConfig, has_guide: bool) -> None:
+    """A RunError (one line) when ``sample`` asks for autoguidance and the model has no guide (``has_guide``: a
+    loaded model's :func:`guide_of`, or a run folder's :func:`keeps_guide` before it is loaded)."""
+    if sample.autoguidance != 1.0 and not has_guide:
         raise RunError(
             f"sample.autoguidance={sample.autoguidance:g} needs the run's guide model (guide.safetensors, kept by "
             f"training with train.guide_at > 0) and this model has none; use sample.autoguidance=1"
         )
-    return guide
+
+
+def required_guide(model: Precond, sample: SampleConfig) -> Precond | None:
+    """The guide ``sample.autoguidance`` steers ``model`` away from (None at 1: the model alone); a RunError (one
+    line) when it asks for autoguidance and the model has no guide."""
+    guide = guide_of(model)
+    refuse_autoguidance_without_guide(sample, guide is not None)
+    return guide if sample.autoguidance != 1.0 else None
 
 
 def autoguided_denoiser(

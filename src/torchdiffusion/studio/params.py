@@ -253,7 +253,7 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
 
         refuse_non_image_run(run_dir, run_kind(info, shape), shape)  # a 400, and new_job removes the uploads
     if args.command in (*EDITS, "interpolate") and kind == "image" and len(shape) == 3:
-        _check_edit_plan(args, run_dir, cfg, shape, latent=bool(info.get(LATENT_KEY)))
+        _check_edit_plan(args, run_dir, cfg, shape, info, latent=bool(info.get(LATENT_KEY)))
     if args.command == "inpaint" and kind == "image" and len(shape) == 3 and not info.get(LATENT_KEY):
         from ..masks import make_mask
 
@@ -262,21 +262,25 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         from types import SimpleNamespace
 
         from ..commands.sample import refuse_unread_options
+        from ..generate import keeps_guide, refuse_autoguidance_without_guide
 
         # a guidance scale for samples with nothing to guide toward: refused as ``sample`` refuses it
         refuse_unread_options(SimpleNamespace(config=cfg), plan, args)
+        refuse_autoguidance_without_guide(plan, keeps_guide(info))  # (a run stopped before train.guide_at)
 
 
-def _check_edit_plan(args: argparse.Namespace, run_dir: Path, cfg, shape: tuple, *, latent: bool) -> None:
+def _check_edit_plan(args: argparse.Namespace, run_dir: Path, cfg, shape: tuple, info: dict, *, latent: bool) -> None:
     """An edit's sample config and the grid it walks, checked as the command checks them before sampling
-    (inpaint.edit_sample, inpaint.refuse_interval_off_walks: a guidance interval that holds no level of a walk,
-    img2img's at each strength), from the run's config alone: the network is loaded only when the job runs."""
+    (inpaint.edit_sample, autoguidance without the run's guide model, inpaint.refuse_interval_off_walks: a guidance
+    interval that holds no level of a walk, img2img's at each strength), from the run's config and run.json alone:
+    the network is loaded only when the job runs."""
     from ..commands.inpaint import edit_sample, refuse_interval_off_walks
-    from ..generate import clamps_x0, sampling_plan
+    from ..generate import clamps_x0, keeps_guide, refuse_autoguidance_without_guide, sampling_plan
     from ..model import sigma_range
 
     solver = args.method if args.command == "interpolate" else None
     sample = edit_sample(cfg, args, solver=solver)
+    refuse_autoguidance_without_guide(sample, keeps_guide(info))  # as inpaint.setup's required_guide
     clamped = not latent and clamps_x0(sample, shape)  # (a latent run's codec: nothing clamped)
     sigmas = sampling_plan(sigma_range(cfg.diffusion), sample, clamped=clamped, grid_dir=run_dir / "grids")[0]
     refuse_interval_off_walks(args, sample, sigmas)
