@@ -617,6 +617,46 @@ def test_autoguidance_of_a_run_without_its_guide_model_is_refused_before_the_job
     precheck(parse_command(command, run, params, out=run / "studio" / "x.png"), run)  # the guide is there
 
 
+@pytest.mark.parametrize("command", ["sample", "img2img", "inpaint", "outpaint", "interpolate"])
+@pytest.mark.parametrize(
+    "run, params, needle",
+    [
+        ("cls", {"class": "3", "set": ["sample.guidance_rescale=0.5"]}, "--set sample.guidance_rescale=0.5 changes"),
+        ("tiny", {"grid": "exponential", "set": ["sample.rho=3"]}, "--set sample.rho=3 changes nothing"),
+        ("tiny", {"grid": "exponential", "rho": 3}, "--rho shapes the karras grid; this sampling uses the exp"),
+        ("tiny", {"spacing": "leading"}, "--spacing places the uniform_t grid's timesteps"),
+        ("tiny", {"sampler": "adaptive", "steps": 3}, "--steps changes nothing: the adaptive solver"),
+        ("toy", {"set": ["sample.clip_denoised=false"]}, "--set sample.clip_denoised=false changes nothing"),
+    ],
+    ids=["rescale-at-guidance-1", "set-rho-off-karras", "rho-off-karras", "spacing", "adaptive-steps", "clip-toy"],
+)
+def test_settings_the_run_does_not_read_are_refused_before_the_job(tmp_path, command, run, params, needle):
+    """A setting the run would not read (the command refuses it once it has loaded the run: a rescale at guidance
+    1, --rho off the karras grid, --steps of the adaptive solver, clamping of vectors) was answered 202 and failed
+    as a job, its upload kept; now a 400 with the command's one line, nothing kept. interpolate refuses a sampler
+    and anything of a run that holds no images first, as its command does."""
+    root = tmp_path / "runs"
+    write_run(root / "tiny", "digits-test", ["sample.steps=4"])
+    write_run(root / "cls", "digits-test", ["model.num_classes=10", "sample.steps=4"])
+    write_run(root / "toy", "toy-2d", ["sample.steps=4"], data_shape=(2,))
+    if command == "interpolate" and "class" in params:
+        needle = "torchdiffusion interpolate takes no parameter 'class'"
+    if command in ("img2img", "inpaint", "outpaint") and run == "toy":
+        needle = "editing needs an image run; toy holds vector data"
+    if command == "interpolate" and run == "toy":
+        needle = "interpolate draws image rows; toy holds vector data"
+    elif command == "interpolate" and "sampler" in params:
+        needle = "--sampler changes nothing in interpolate"
+    body = {"command": command, "run": run, "params": {**params, **({"right": 2} if command == "outpaint" else {})}}
+    if command in ("img2img", "inpaint", "outpaint"):
+        body["images"] = [data_url(png_bytes(value=90))]
+    with client(root) as c:
+        r = c.post("/api/jobs", json=body)
+        assert r.status_code == 400 and needle in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs
+    assert not (root / run / "studio").exists()  # no upload, and no folder made for one
+
+
 def test_a_data_example_of_a_run_without_run_json_says_the_run_is_incomplete(tmp_path):
     """A run folder without run.json (still starting to train) was 'editing needs an image run; X holds image
     data'; now what sampling it says."""

@@ -68,6 +68,17 @@ def refuse_unread(args: argparse.Namespace) -> None:
             raise EditError(f"{flag} is a sampler setting; interpolate's ODE solver (--method) takes none")
 
 
+def refuse_unfit_run(path, kind: str, latent: bool) -> None:
+    """EditError in one line for a run interpolate cannot walk: one that diffuses latents, or one that holds no
+    images (before the plan: a table's or sequence's model has no D(x, sigma) to walk)."""
+    from ..edit import EditError
+
+    if latent:
+        raise EditError(f"interpolate works on pixel runs; {path} diffuses latents (use inpaint or img2img)")
+    if kind != "image":
+        raise EditError(f"interpolate draws image rows; {path} holds {kind} data")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -81,12 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise EditError(f"--frames must be >= 2, got {args.frames}")
     refuse_unread(args)
     run_ = load_run(args.run, weights=args.weights)
-    if run_.codec is not None:
-        from ..edit import EditError
-
-        raise EditError(f"interpolate works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
-    if run_.kind != "image":  # before the plan: a table's or sequence's model has no D(x, sigma) to walk
-        raise EditError(f"interpolate draws image rows; {run_.path} holds {run_.kind} data")
+    refuse_unfit_run(run_.path, run_.kind, run_.codec is not None)
     drawn = None if args.images or args.data_index else list(args.seeds or (0, 1))  # the two noises, if any
     sample, D, sampler, sigmas, knobs, record = setup(run_, args, solver=args.method, seeds=drawn)  # for --method
     D_down = stop_short(D, sigmas, record)  # the inversion walks the grid up with D itself

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..commands import explain, img2img, inpaint, interpolate, outpaint, sample
@@ -227,7 +228,26 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         cfg = validate(from_json(cfg_file.read_text()))
     except UnicodeDecodeError:
         raise RunError(f"{run_dir.name}/config.json is not text") from None
-    plan = checked_sample(cfg, sample_config_from_args(cfg.sample, args))
+    from ..kinds import DISCRETE_KINDS
+    from ..latent import RECORD_KEY as LATENT_KEY  # run.json's record of a latent run's autoencoder
+
+    info = _run_info(run_dir)
+    ds = info.get("data_shape")
+    kind, shape = info.get("kind"), tuple(ds) if isinstance(ds, list) and all(type(v) is int for v in ds) else ()
+    # the settings this run does not read, refused as the command refuses them once it has loaded the run
+    outline = RunOutline(run_dir, cfg, shape, info) if shape else None  # (none: the job's load_run says why)
+    if args.command == "interpolate":  # as the command checks them, before it plans the path
+        from ..commands.interpolate import refuse_unfit_run, refuse_unread
+
+        refuse_unread(args)
+        if outline is not None:
+            refuse_unfit_run(run_dir, outline.kind, outline.latent)
+    if args.command in EDITS and outline is not None:  # as the command reads its inputs, before it plans the edit
+        from ..commands.inpaint import refuse_non_image_run
+
+        refuse_non_image_run(run_dir, outline.kind, shape)  # a 400, and new_job removes the uploads
+    read = outline if args.command != "explain" or args.run else None  # (explain schedules reads no run)
+    plan = checked_sample(cfg, sample_config_from_args(cfg.sample, args, read))
     if args.command == "sample":  # the guidance flags, applied and checked as ``sample`` applies them
         from ..commands.sample import guidance_from_args
 
@@ -237,23 +257,12 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         build_cond(cfg.model, 1, classes=parse_classes(args.classes))
     if getattr(args, "prompt", None):
         check_takes_prompts(cfg.model)
-    from ..kinds import DISCRETE_KINDS
-    from ..latent import RECORD_KEY as LATENT_KEY  # run.json's record of a latent run's autoencoder
-
-    info = _run_info(run_dir)
-    ds = info.get("data_shape")
-    kind, shape = info.get("kind"), tuple(ds) if isinstance(ds, list) and all(type(v) is int for v in ds) else ()
     if args.command == "explain" and args.run:  # a picture this kind of run cannot give: refused as explain does
         from ..commands.explain import refuse_run_kind
 
         refuse_run_kind(args.what, run_dir.name, kind, shape, cfg.diffusion.discrete)
-    if args.command in EDITS and shape:  # (no data shape: the job's load_run says what is wrong with run.json)
-        from ..commands.inpaint import refuse_non_image_run
-        from ..generate import run_kind
-
-        refuse_non_image_run(run_dir, run_kind(info, shape), shape)  # a 400, and new_job removes the uploads
     if args.command in (*EDITS, "interpolate") and kind == "image" and len(shape) == 3:
-        _check_edit_plan(args, run_dir, cfg, shape, info, latent=bool(info.get(LATENT_KEY)))
+        _check_edit_plan(args, outline)
     if args.command == "inpaint" and kind == "image" and len(shape) == 3 and not info.get(LATENT_KEY):
         from ..masks import make_mask
 
@@ -269,21 +278,51 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         refuse_autoguidance_without_guide(plan, keeps_guide(info))  # (a run stopped before train.guide_at)
 
 
-def _check_edit_plan(args: argparse.Namespace, run_dir: Path, cfg, shape: tuple, info: dict, *, latent: bool) -> None:
+def _check_edit_plan(args: argparse.Namespace, run_: RunOutline) -> None:
     """An edit's sample config and the grid it walks, checked as the command checks them before sampling
-    (inpaint.edit_sample, autoguidance without the run's guide model, inpaint.refuse_interval_off_walks: a guidance
-    interval that holds no level of a walk, img2img's at each strength), from the run's config and run.json alone:
-    the network is loaded only when the job runs."""
+    (inpaint.edit_sample with the settings the run does not read, autoguidance without the run's guide model,
+    inpaint.refuse_interval_off_walks: a guidance interval that holds no level of a walk, img2img's at each
+    strength), from the run's config and run.json alone: the network is loaded only when the job runs."""
     from ..commands.inpaint import edit_sample, refuse_interval_off_walks
-    from ..generate import clamps_x0, keeps_guide, refuse_autoguidance_without_guide, sampling_plan
-    from ..model import sigma_range
+    from ..generate import keeps_guide, refuse_autoguidance_without_guide
 
     solver = args.method if args.command == "interpolate" else None
-    sample = edit_sample(cfg, args, solver=solver)
-    refuse_autoguidance_without_guide(sample, keeps_guide(info))  # as inpaint.setup's required_guide
-    clamped = not latent and clamps_x0(sample, shape)  # (a latent run's codec: nothing clamped)
-    sigmas = sampling_plan(sigma_range(cfg.diffusion), sample, clamped=clamped, grid_dir=run_dir / "grids")[0]
-    refuse_interval_off_walks(args, sample, sigmas)
+    sample = edit_sample(run_.config, args, run_, solver=solver)
+    refuse_autoguidance_without_guide(sample, keeps_guide(run_.info))  # as inpaint.setup's required_guide
+    refuse_interval_off_walks(args, sample, run_.sampling_plan(sample)[0])
+
+
+@dataclass
+class RunOutline:
+    """A run folder as the command's checks read it (commands.common.sample_config_from_args, inpaint.edit_sample:
+    ``config``, ``data_shape``, ``kind``, ``path``, ``sampling_plan``) before the job loads its network: the
+    grid is planned from the config's sigma range (model.sigma_range), as generate.LoadedRun plans it from the
+    network's."""
+
+    path: Path
+    config: object
+    data_shape: tuple
+    info: dict
+
+    @property
+    def kind(self) -> str:
+        from ..generate import run_kind
+
+        return run_kind(self.info, self.data_shape)
+
+    @property
+    def latent(self) -> bool:
+        """Whether the run diffuses an autoencoder's latents (run.json records it; nothing is clamped then)."""
+        from ..latent import RECORD_KEY
+
+        return bool(self.info.get(RECORD_KEY))
+
+    def sampling_plan(self, sample):
+        from ..generate import clamps_x0, sampling_plan
+        from ..model import sigma_range
+
+        clamped = not self.latent and clamps_x0(sample, self.data_shape)
+        return sampling_plan(sigma_range(self.config.diffusion), sample, clamped=clamped, grid_dir=self.path / "grids")
 
 
 def _run_info(run_dir: Path) -> dict:
