@@ -76,10 +76,10 @@ def problems_of_command(rest: str) -> str | None:
             if rc:
                 return err.getvalue().strip()
     if args.command == "explain":  # a picture refuses options it does not read, before drawing anything
-        from torchdiffusion.commands.explain import _refuse_unread
+        from torchdiffusion.commands.explain import refuse_unread
 
         try:
-            _refuse_unread(args)
+            refuse_unread(args)
         except ConfigError as e:
             return str(e)
     if args.command == "distill":  # another method's options are refused before any training

@@ -657,6 +657,37 @@ def test_settings_the_run_does_not_read_are_refused_before_the_job(tmp_path, com
     assert not (root / run / "studio").exists()  # no upload, and no folder made for one
 
 
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"command": "img2img", "params": {"n": 3}}, "--n picks examples of the run's data; with --images the files"),
+        ({"command": "inpaint", "params": {"jump": 3, "mask": "centre"}}, "--jump is RePaint's jump length"),
+        ({"command": "outpaint", "params": {"right": 2, "samples": 3}}, "--samples is an option of the other kind"),
+        ({"command": "outpaint", "params": {"right": 2, "index": 1}}, "--index picks examples of the run's data"),
+        ({"command": "explain", "what": "forward", "params": {"steps": 3}}, "'explain forward' does not read --steps"),
+        (
+            {"command": "explain", "what": "trajectory", "params": {"set": "sample.batch_size=2"}},
+            "--set sample.batch_size changes nothing: 'explain trajectory' draws its images in one batch",
+        ),
+    ],
+    ids=["img2img-n", "inpaint-jump", "outpaint-signal-option", "outpaint-index", "explain-steps", "explain-batch"],
+)
+def test_an_option_the_command_does_not_read_is_refused_before_the_job(tmp_path, body, needle):
+    """An edit's option that nothing reads (--n beside uploaded images, --jump without RePaint passes, a signal
+    forecast's --samples when outpainting an image) and an option the explain picture does not read: the command's
+    own refusals (inpaint.check_edit_options, outpaint.check_kind_options, explain.refuse_unread) were made only
+    when the job ran (202, then failed, the upload kept); now a 400 with the same line, nothing kept."""
+    root = tmp_path / "runs"
+    write_run(root / "tiny", "digits-test", ["sample.steps=4"])
+    if body["command"] != "explain":
+        body = {**body, "images": [data_url(png_bytes(value=90))]}
+    with client(root) as c:
+        r = c.post("/api/jobs", json={"run": "tiny", **body})
+        assert r.status_code == 400 and needle in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs
+    assert not (root / "tiny" / "studio").exists()  # no upload, and no folder made for one
+
+
 def test_a_data_example_of_a_run_without_run_json_says_the_run_is_incomplete(tmp_path):
     """A run folder without run.json (still starting to train) was 'editing needs an image run; X holds image
     data'; now what sampling it says."""

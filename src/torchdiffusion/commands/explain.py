@@ -164,7 +164,7 @@ def options_read(what: str) -> set[str]:
     return {s for a in p._actions if a.dest in reads for s in a.option_strings}
 
 
-def _refuse_unread(args: argparse.Namespace) -> None:
+def refuse_unread(args: argparse.Namespace) -> None:
     """One line for an option (or a run folder) the picture asked for does not read."""
     from ..config import ConfigError
 
@@ -200,7 +200,7 @@ def _refuse_unread(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
 
-    _refuse_unread(args)
+    refuse_unread(args)
     if args.what in ("table-forward", "volume-forward"):
         files = _table_forward(args) if args.what == "table-forward" else _volume_forward(args)
     elif args.what in ("schedules", "forward"):

@@ -69,6 +69,14 @@ def check_kind_options(args: argparse.Namespace, signal: bool) -> None:
             raise EditError(f"{given[dest]} is an option of the other kind of run; {what} does not read it")
 
 
+def refuse_latent_run(path, latent: bool) -> None:
+    """One line for a run that diffuses latents: outpaint grows the canvas of its pixels."""
+    from ..edit import EditError
+
+    if latent:
+        raise EditError(f"outpaint works on pixel runs; {path} diffuses latents (use inpaint or img2img)")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..edit import outpaint_canvas, tiled
     from ..generate import load_run
@@ -91,10 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if run_.kind == "signal":
         return forecast_signals(run_, args)
     check_edit_options(args)
-    if run_.codec is not None:
-        from ..edit import EditError
-
-        raise EditError(f"outpaint works on pixel runs; {run_.path} diffuses latents (use inpaint or img2img)")
+    refuse_latent_run(run_.path, run_.codec is not None)
     x = load_inputs(run_, args)
     sample, D, sampler, sigmas, knobs, _ = setup(run_, args, n=len(x))
     canvas, mask = outpaint_canvas(x, left=args.left, right=args.right, top=args.top, bottom=args.bottom)

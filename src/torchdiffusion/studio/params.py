@@ -242,10 +242,22 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         refuse_unread(args)
         if outline is not None:
             refuse_unfit_run(run_dir, outline.kind, outline.latent)
+    if args.command == "explain":  # an option (or a run) the picture does not read, as explain refuses it first
+        from ..commands.explain import refuse_unread
+
+        refuse_unread(args)
+    from ..commands.inpaint import check_edit_options, refuse_non_image_run
+
+    if args.command in ("img2img", "inpaint"):  # an option nothing reads, as they refuse it before loading the run
+        check_edit_options(args)
     if args.command in EDITS and outline is not None:  # as the command reads its inputs, before it plans the edit
-        from ..commands.inpaint import refuse_non_image_run
+        from ..commands.outpaint import check_kind_options, refuse_latent_run
 
         refuse_non_image_run(run_dir, outline.kind, shape)  # a 400, and new_job removes the uploads
+        if args.command == "outpaint":  # the options of the image outpainting, then the edit's, then its pixels
+            check_kind_options(args, signal=False)
+            check_edit_options(args)
+            refuse_latent_run(run_dir, outline.latent)
     read = outline if args.command != "explain" or args.run else None  # (explain schedules reads no run)
     plan = checked_sample(cfg, sample_config_from_args(cfg.sample, args, read))
     if args.command == "sample":  # the guidance flags, applied and checked as ``sample`` applies them
