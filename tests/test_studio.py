@@ -355,6 +355,26 @@ def test_a_sampling_job_of_a_table_run_writes_its_rows_and_their_picture(tmp_pat
         assert r.status_code == 400 and "holds table data" in r.json()["error"], r.text  # refused, not a failed job
 
 
+def test_a_sampling_option_the_kind_of_run_does_not_read_is_refused_before_the_job(tmp_path):
+    """--gif or a guidance scale of a table run, --given of an image run: `sample` refuses them in one line
+    (sample.refuse_options_of_other_kinds) once it has loaded the run; the studio answered 202 and the job failed.
+    Now a 400 with the same line before any job."""
+    root = tmp_path / "runs"
+    write_run(root / "tiny", "digits-test", ["sample.steps=4"])
+    write_run(root / "table", "digits-test", ["sample.steps=4"])  # run.json says table: the check reads it alone
+    info = json.loads((root / "table" / "run.json").read_text())
+    (root / "table" / "run.json").write_text(json.dumps({**info, "kind": "table", "data_shape": [3]}))
+    with client(root) as c:
+        for run, params, needle in [
+            ("table", {"gif": True}, "--gif does not apply to table runs"),
+            ("table", {"guidance": 2}, "--guidance does not apply to table runs"),
+            ("tiny", {"given": "kind=c1"}, "--given fixes cells of a table; tiny holds image data"),
+        ]:
+            r = c.post("/api/jobs", json={"command": "sample", "run": run, "params": params})
+            assert r.status_code == 400 and r.json()["error"] == needle, r.text
+        assert not c.app.state.queue.jobs
+
+
 def _at(k: int) -> dict:
     """What Job.observe records beside the preview of step k of 4."""
     return {"steps": k, "step": [k, 4], "sigma": 4.0 - k}

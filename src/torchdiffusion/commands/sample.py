@@ -314,10 +314,9 @@ def run(args: argparse.Namespace) -> int:
     sample = sample_config_from_args(run_.config.sample, args, run_)
     from ..kinds import DISCRETE_KINDS
 
+    refuse_options_of_other_kinds(run_.kind, args.run, args)
     if run_.kind in DISCRETE_KINDS:
         return sample_discrete(run_, sample, args)
-    if args.given:
-        raise ConfigError(f"--given fixes cells of a table; {args.run} holds {run_.kind} data")
     checked_sample(run_.config, sample)
     sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
     checked_sample(run_.config, sample)  # the guidance interval and rescale
@@ -541,22 +540,31 @@ class Recorder:
         return save_scatter_gif([x[:, :2] for x in xs], path, titles=titles)
 
 
+def refuse_options_of_other_kinds(kind: str, where, args: argparse.Namespace) -> None:
+    """A ConfigError (one line) for an option a run of ``kind`` (the run at ``where``) does not read: a table or
+    sequence reads its sampler's options, the counts and --given (a table's); the rest - pictures, sidecar formats,
+    conditioning, guidance - would change nothing. --given fixes cells of a table only. (The studio checks a
+    request with it before the job.)"""
+    from ..config import ConfigError
+    from ..kinds import DISCRETE_KINDS
+    from .common import given_options
+
+    if kind in DISCRETE_KINDS:  # (the sampler's options: sample_config_from_args refuses them for a sequence)
+        read = {"out", "weights", "given", "sampler", "grid", "rho", "spacing", "steps", "n", "seed", "batch_size"}
+        for dest, flag in given_options(args).items():
+            if dest not in read and dest != "sample_set" and not dest.startswith("setting_"):
+                raise ConfigError(f"{flag} does not apply to {kind} runs")
+    if args.given and kind != "table":
+        raise ConfigError(f"--given fixes cells of a table; {where} holds {kind} data")
+
+
 def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     """Tables: a CSV of sample.n rows (+ marginals picture); sequences: a text file of sample.n lines (+ picture)."""
     from ..config import ConfigError, checked_sample
     from ..kinds import draw, given_cells, save, schema_of
     from ..samplers import nfe
     from ..tabular import sampling_plan_of
-    from .common import given_options
 
-    # what a table or sequence reads (the sampler's options: sample_config_from_args refuses them for a sequence);
-    # the rest - pictures, sidecar formats, conditioning, guidance - would change nothing
-    read = {"out", "weights", "given", "sampler", "grid", "rho", "spacing", "steps", "n", "seed", "batch_size"}
-    for dest, flag in given_options(args).items():
-        if dest not in read and dest != "sample_set" and not dest.startswith("setting_"):
-            raise ConfigError(f"{flag} does not apply to {run_.kind} runs")
-    if args.given and run_.kind != "table":
-        raise ConfigError(f"--given fixes cells of a table; {args.run} holds {run_.kind} data")
     checked_sample(run_.config, sample)
     suffix = ".csv" if run_.kind == "table" else ".txt"
     out = Path(args.out) if args.out else run_.path / "samples" / f"{run_.kind}-seed{sample.seed}{suffix}"

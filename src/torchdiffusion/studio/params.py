@@ -260,6 +260,10 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
             refuse_latent_run(run_dir, outline.latent)
     read = outline if args.command != "explain" or args.run else None  # (explain schedules reads no run)
     plan = checked_sample(cfg, sample_config_from_args(cfg.sample, args, read))
+    if args.command == "sample" and outline is not None:  # a table's --gif, an image's --given, ...
+        from ..commands.sample import refuse_options_of_other_kinds
+
+        refuse_options_of_other_kinds(outline.kind, run_dir, args)
     if args.command == "sample":  # the guidance flags, applied and checked as ``sample`` applies them
         from ..commands.sample import guidance_from_args
 
