@@ -375,6 +375,29 @@ def test_a_sampling_option_the_kind_of_run_does_not_read_is_refused_before_the_j
         assert not c.app.state.queue.jobs
 
 
+@pytest.mark.parametrize("command", ["sample", "img2img", "inpaint", "outpaint"])
+def test_a_class_without_training_examples_or_an_interval_off_the_grid_is_refused_before_the_job(tmp_path, command):
+    """--class of a class no training example had (run.json: the data held classes 0-4 of the network's 10), and
+    sample's guidance interval that holds no level of its grid: the commands refuse them in one line
+    (common.refuse_untrained_classes, sample.refuse_interval_off_plan) once the run is loaded; the studio answered
+    202 and the job failed, its upload kept. Now a 400 with the same line, nothing kept."""
+    root = tmp_path / "runs"
+    run = write_run(root / "cls", "digits-test", ["model.num_classes=10", "sample.steps=4"])
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "num_classes": 5}))
+    extra = {"images": [data_url(png_bytes(value=90))]} if command != "sample" else {}
+    sized = {"right": 2} if command == "outpaint" else {}
+    cases = [({"class": "7"}, "--class 7: no training example had that class; the data of cls hold classes 0-4")]
+    if command == "sample":
+        cases.append(({"class": "3", "guidance": 2, "guidance_interval": "90,100"}, "holds no noise level of the"))
+    with client(root) as c:
+        for params, needle in cases:
+            r = c.post("/api/jobs", json={"command": command, "run": "cls", "params": {**sized, **params}, **extra})
+            assert r.status_code == 400 and needle in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs
+    assert not (run / "studio").exists()  # no upload, and no folder made for one
+
+
 def _at(k: int) -> dict:
     """What Job.observe records beside the preview of step k of 4."""
     return {"steps": k, "step": [k, 4], "sigma": 4.0 - k}

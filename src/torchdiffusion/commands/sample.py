@@ -321,9 +321,7 @@ def run(args: argparse.Namespace) -> int:
     sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
     checked_sample(run_.config, sample)  # the guidance interval and rescale
     refuse_unread_options(run_, sample, args)
-    from ..guidance import INTERVAL_SET, refuse_interval_off_run_grid
-
-    refuse_interval_off_run_grid(run_, sample, "--guidance-interval" if args.guidance_interval else INTERVAL_SET)
+    refuse_interval_off_plan(run_, sample, args)
     # the default name tells guided draws from plain ones (they replaced each other under one name)
     tag = f"-w{sample.guidance:g}" if cond is not None or sample.guidance != 1.0 else ""
     tag += f"-ag{sample.autoguidance:g}" if sample.autoguidance != 1.0 else ""
@@ -538,6 +536,15 @@ class Recorder:
             frames = trajectory_frames(middle_slices(xs), middle_slices(x0s), nrow=int(self.k**0.5) or 1)
             return save_gif(frames, path, scale=3)
         return save_scatter_gif([x[:, :2] for x in xs], path, titles=titles)
+
+
+def refuse_interval_off_plan(run_, sample, args: argparse.Namespace) -> None:
+    """One line (guidance.refuse_interval_off_run_grid) when the guidance interval is read - something guides - yet
+    holds no noise level of the grid this sampling walks (run_.sampling_plan): guided nowhere, it would change
+    nothing. Named as the user set it; the studio's precheck asks the same."""
+    from ..guidance import INTERVAL_SET, refuse_interval_off_run_grid
+
+    refuse_interval_off_run_grid(run_, sample, "--guidance-interval" if args.guidance_interval else INTERVAL_SET)
 
 
 def refuse_options_of_other_kinds(kind: str, where, args: argparse.Namespace) -> None:

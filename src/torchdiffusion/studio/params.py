@@ -271,6 +271,10 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
     # the conditioning asked for must be one the run takes (the prompt's text is encoded only when the job runs)
     if getattr(args, "classes", None):
         build_cond(cfg.model, 1, classes=parse_classes(args.classes))
+        if outline is not None:  # a class no training example had, refused as sample and the edits refuse it
+            from ..commands.common import refuse_untrained_classes
+
+            refuse_untrained_classes(outline, parse_classes(args.classes))
     if getattr(args, "prompt", None):
         check_takes_prompts(cfg.model)
     if args.command == "explain" and args.run:  # a picture this kind of run cannot give: refused as explain does
@@ -286,11 +290,13 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
     if args.command == "sample" and kind not in DISCRETE_KINDS:
         from types import SimpleNamespace
 
-        from ..commands.sample import refuse_unread_options
+        from ..commands.sample import refuse_interval_off_plan, refuse_unread_options
         from ..generate import keeps_guide, refuse_autoguidance_without_guide
 
         # a guidance scale for samples with nothing to guide toward: refused as ``sample`` refuses it
         refuse_unread_options(SimpleNamespace(config=cfg), plan, args)
+        if outline is not None:  # a guidance interval holding no level of the grid
+            refuse_interval_off_plan(outline, plan, args)
         refuse_autoguidance_without_guide(plan, keeps_guide(info))  # (a run stopped before train.guide_at)
 
 
