@@ -949,3 +949,76 @@ def test_the_live_preview_shows_the_batch_being_sampled_as_the_docs_say(world):
     from torchdiffusion.viz import make_grid
 
     assert grid.size[::-1] == tuple(make_grid(torch.zeros(4, 1, 8, 8)).shape[:2])  # the 4 images of one batch
+
+
+def scale_run(root: Path, depth: str) -> Path:
+    """A data.scale run of a picture folder whose files stored ``depth`` pixels (run.json's stored_depth)."""
+    run = write_run(root / "f16", "digits-test", ["data.source=folder", f"data.path={root}", "data.scale=minmax"])
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"].update(scale_lo=[0.0], scale_hi=[65535.0 if depth != "8-bit" else 255.0])
+    (run / "config.json").write_text(json.dumps(cfg))
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "stored_depth": depth}))
+    return run
+
+
+@pytest.mark.parametrize("command", ["img2img", "inpaint", "outpaint", "interpolate"])
+@pytest.mark.parametrize("named", [True, False])
+def test_an_upload_of_another_bit_depth_than_a_scale_run_is_refused_before_the_job(tmp_path, command, named):
+    """An 8-bit upload to an edit of a data.scale run of 16-bit pictures was answered 202, then the job failed
+    naming the studio's own file ('f16/studio/uploads/image-....png holds 8-bit pixels') and the upload stayed.
+    Now the command's own depth check refuses it before the job (a 400, nothing kept), naming the file as the user
+    uploaded it (or its place in the request) and saying what to do: the studio keeps every upload as 8-bit."""
+    root = tmp_path / "runs"
+    run = scale_run(root, "16-bit or wider integer")
+    deep = io.BytesIO()  # a 16-bit file, as the run's were: the studio keeps it as an 8-bit picture all the same
+    Image.fromarray(np.full((8, 8), 30000, np.uint16)).save(deep, format="PNG")
+    ups = [deep.getvalue() if named else png_bytes(value=90), png_bytes(value=200)][
+        : 2 if command == "interpolate" else 1
+    ]
+    body = {"command": command, "run": "f16", "params": {"steps": 2}, "images": [data_url(u) for u in ups]}
+    if named:
+        body["names"] = ["digit.png", "other.png"][: len(ups)]
+    if command == "inpaint":
+        body["mask"] = data_url(png_bytes(value=255))
+    with client(root) as c:
+        r = c.post("/api/jobs", json=body)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert not c.app.state.queue.jobs
+    shown = "digit.png" if named else "uploaded image 1"
+    kept = "(the studio keeps every upload as an 8-bit picture)"
+    assert error.startswith(f"{shown} {kept} holds 8-bit pixels, and f16 maps the numbers stored in the 16-bit"), error
+    assert "uploads/" not in error, error
+    assert f"torchdiffusion {command} f16 --images" in error, error
+    assert not (run / "studio").exists()  # no upload, and no folder made for one
+
+
+def test_an_upload_to_a_scale_run_of_8_bit_pictures_passes_the_depth_check(tmp_path):
+    """The studio's 8-bit uploads are the depth an 8-bit data.scale run maps: checked, and taken."""
+    root = tmp_path / "runs"
+    scale_run(root, "8-bit")
+    body = {"command": "img2img", "run": "f16", "params": {"steps": 2}, "images": [data_url(png_bytes(value=90))]}
+    with client(root) as c:
+        r = c.post("/api/jobs", json={**body, "names": ["digit.png"]})
+        assert r.status_code == 202, r.text
+        assert wait_job(c, r.json()["id"])["state"] == "done"
+
+
+@pytest.mark.parametrize(
+    "names, needle",
+    [
+        (["a.png", "b.png"], "names: one file name per uploaded image"),
+        ("a.png", "names: one file name per uploaded image"),
+        ([7], "names: one file name per uploaded image"),
+        (["a\nb.png"], "names: a file name of at most"),
+    ],
+)
+def test_names_of_uploads_are_checked(tmp_path, names, needle):
+    root = tmp_path / "runs"
+    run = scale_run(root, "16-bit or wider integer")
+    body = {"command": "img2img", "run": "f16", "images": [data_url(png_bytes(value=90))], "names": names}
+    with client(root) as c:
+        r = c.post("/api/jobs", json=body)
+    assert r.status_code == 400 and needle in r.json()["error"], r.text
+    assert not (run / "studio").exists()

@@ -370,6 +370,7 @@ def test_an_uploaded_picture_is_sent_as_its_file_and_shown_as_the_command_reads_
     page.wait_for_selector(f"#edit-canvas[data-loaded='{loaded + 1}']", state="attached")
     sent = page.evaluate("editRequest().images[0]")
     assert base64.b64decode(sent.split(",", 1)[1]) == picture.read_bytes()
+    assert page.evaluate("editRequest().names") == ["wide.png"]  # what the server's refusals call it
     shown = page.evaluate(
         "() => { const c = document.querySelector('#edit-canvas'); const d = c.getContext('2d')"
         ".getImageData(0, 0, c.width, c.height).data; return Array.from(d.filter((_, k) => k % 4 === 0)); }"

@@ -79,6 +79,28 @@ def refuse_non_image_run(where, kind: str | None, data_shape) -> None:
         raise EditError(f"editing needs an image run; {where} holds {kind} data")
 
 
+def trained_depth(run_) -> str | None:
+    """The bit depth of the image files whose stored numbers a ``data.scale`` run maps by its recorded bounds
+    (run.json's ``stored_depth``: files.DEPTH_NAMES); None for a run that reads its images as pictures, or whose
+    data recorded none. ``run_``: a loaded run, or the studio's outline of one (``config``, ``info``)."""
+    return run_.info.get("stored_depth") if run_.config.data.scale_lo else None
+
+
+def refuse_other_depth(run_, name, depth: str, remedy: str = "save the input at their bit depth") -> None:
+    """An EditError (one line) for an input file ``name`` that stores ``depth`` pixels (files.DEPTH_NAMES, as
+    data.read_stored_image reads it) where the run maps the numbers of files of another depth
+    (:func:`trained_depth`): its numbers are on another scale (an 8-bit PNG's 0..255 read by a 16-bit folder's
+    bounds). ``remedy``: what the user can do (the studio, which keeps uploads as 8-bit pictures, says its own)."""
+    from ..edit import EditError
+
+    trained = trained_depth(run_)
+    if trained and depth != trained:
+        raise EditError(
+            f"{name} holds {depth} pixels, and {run_.path} maps the numbers stored in the {trained} images it was "
+            f"trained on (data.scale), on another scale; {remedy}"
+        )
+
+
 def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str = "--index/--n"):
     """(N, C, H, W) images in [-1, 1]: the files of --images (resized to the run's size), or --n examples of the
     run's data starting at --index (its holdout split when the run kept one, else its training data). A run whose
@@ -96,15 +118,10 @@ def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str =
         from ..data import read_stored_image
 
         own_units = bool(run_.config.data.scale_lo)
-        trained = run_.info.get("stored_depth") if own_units else None  # the depth the recorded scale maps
         images = []
         for f in args.images:
             x, depth = read_stored_image(f, size=(H, W), channels=C, raw=own_units)
-            if trained and depth != trained:
-                raise EditError(
-                    f"{f} holds {depth} pixels, and {run_.path} maps the numbers stored in the {trained} images it was "
-                    "trained on (data.scale), on another scale; save the input at their bit depth"
-                )
+            refuse_other_depth(run_, f, depth)
             images.append(x)
         x = torch.stack(images)
         return run_.to_model_units(x) if own_units else x

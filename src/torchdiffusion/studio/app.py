@@ -296,29 +296,49 @@ def save_upload(path: Path, data: bytes) -> bool:
     return True
 
 
-def _uploads(body: dict, run_dir: Path) -> tuple[dict[Path, bytes], dict]:
-    """The request's pictures decoded in memory (nothing written yet): their path -> PNG bytes, and the ``files``
-    parse_command passes on as --images and --mask."""
+MAX_NAME_CHARS = 200  # an upload's file name as the page sends it
+
+
+def upload_names(images, names) -> list[str]:
+    """What a refusal calls each uploaded image: the file name the page sends for it (``names``, one per image:
+    the file the user picked), else its place in the request ("uploaded image 2") - never the studio's own copy
+    under RUN/studio/uploads, which the user has never seen."""
+    count = len(images) if isinstance(images, list) else 0
+    if names is None:
+        return [f"uploaded image {k}" for k in range(1, count + 1)]
+    if not isinstance(names, list) or len(names) != count or not all(isinstance(n, str) for n in names):
+        raise ParamError(f"names: one file name per uploaded image ({count} in this request)")
+    for n in names:
+        if not 0 < len(n) <= MAX_NAME_CHARS or any(ord(ch) < 32 or ord(ch) == 127 for ch in n):
+            raise ParamError(f"names: a file name of at most {MAX_NAME_CHARS} characters, no control characters")
+    return names
+
+
+def _uploads(body: dict, run_dir: Path) -> tuple[dict[Path, bytes], dict, dict[Path, str]]:
+    """The request's pictures decoded in memory (nothing written yet): their path -> PNG bytes, the ``files``
+    parse_command passes on as --images and --mask, and the name each image's path is shown by (upload_names)."""
     images, mask = body.get("images"), body.get("mask")
     takes = command_parser(body["command"])._option_string_actions
     for key, value in (("images", images), ("mask", mask)):
         action = takes.get(f"--{key}")
         if value is not None and (action is None or action.type is not None):  # explain's --images is a count
             raise ParamError(f"{body['command']} takes no uploaded {key}")
-    pictures, files = {}, {}
+    if images is not None and (not isinstance(images, list) or not 1 <= len(images) <= MAX_UPLOADS):
+        raise ParamError(f"images: a list of 1 to {MAX_UPLOADS} data: URLs")
+    shown = upload_names(images, body.get("names"))
+    pictures, files, names = {}, {}, {}
     if images is not None:
-        if not isinstance(images, list) or not 1 <= len(images) <= MAX_UPLOADS:
-            raise ParamError(f"images: a list of 1 to {MAX_UPLOADS} data: URLs")
         files["images"] = []
-        for im in images:
+        for im, name in zip(images, shown):
             data = decode_upload_png(im, "image")
             files["images"].append(upload_path(run_dir, data, "image"))
             pictures[files["images"][-1]] = data
+            names[files["images"][-1]] = name
     if mask is not None:
         data = decode_upload_png(mask, "mask")
         files["mask"] = upload_path(run_dir, data, "mask")
         pictures[files["mask"]] = data
-    return pictures, files
+    return pictures, files, names
 
 
 def _out_suffix(command: str, run_dir: Path) -> str:
@@ -330,11 +350,11 @@ def _out_suffix(command: str, run_dir: Path) -> str:
     return {"table": ".csv", "sequence": ".txt"}.get(kind, ".png")
 
 
-JOB_KEYS = frozenset({"command", "run", "params", "what", "images", "mask"})  # what POST /api/jobs reads
+JOB_KEYS = frozenset({"command", "run", "params", "what", "images", "names", "mask"})  # what POST /api/jobs reads
 
 
 def new_job(root: Path, body: dict) -> Job:
-    """A job from a request body {command, run, params, what?, images?, mask?}, validated now."""
+    """A job from a request body {command, run, params, what?, images?, names?, mask?}, validated now."""
     unknown = sorted(set(body) - JOB_KEYS)
     if unknown:
         raise ParamError(f"unknown key {unknown[0]!r}; a job takes {', '.join(sorted(JOB_KEYS))}")
@@ -355,12 +375,12 @@ def new_job(root: Path, body: dict) -> Job:
     # everything that can be checked is checked before an upload is written, and a refusal after that (the check
     # of a painted mask reads its file) removes what this request wrote: a refused request leaves nothing
     parse_command(command, run_dir, params, out=out, what=what)
-    pictures, files = _uploads(body, run_dir)
+    pictures, files, names = _uploads(body, run_dir)
     args = parse_command(command, run_dir, params, out=out, what=what, files=files)
     folders = {d for path in pictures for d in path.parents if run_dir in d.parents and not d.exists()}
     written = [path for path, data in pictures.items() if save_upload(path, data)]
     try:
-        precheck(args, run_dir)
+        precheck(args, run_dir, names)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

@@ -213,9 +213,10 @@ def parse_command(
     return args
 
 
-def precheck(args: argparse.Namespace, run_dir: Path) -> None:
+def precheck(args: argparse.Namespace, run_dir: Path, names: dict[Path, str] | None = None) -> None:
     """The run's config with the sampling parameters applied must pass the config validation (as ``sample``
-    checks it before sampling), so a bad setting is a 400 now rather than a failed job later."""
+    checks it before sampling), so a bad setting is a 400 now rather than a failed job later. ``names``: what a
+    refusal calls each uploaded image (app.upload_names: the file the user picked), by the path of its copy."""
     from ..commands.common import sample_config_from_args
     from ..cond import build_cond, check_takes_prompts, parse_classes
     from ..config import checked_sample, from_json, validate
@@ -258,6 +259,8 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
             check_kind_options(args, signal=False)
             check_edit_options(args)
             refuse_latent_run(run_dir, outline.latent)
+    if args.command in (*EDITS, "interpolate") and outline is not None and getattr(args, "images", None):
+        _refuse_other_depths(args, outline, names or {})  # as the command reads its --images
     read = outline if args.command != "explain" or args.run else None  # (explain schedules reads no run)
     plan = checked_sample(cfg, sample_config_from_args(cfg.sample, args, read))
     if args.command == "sample" and outline is not None:  # a table's --gif, an image's --given, ...
@@ -298,6 +301,24 @@ def precheck(args: argparse.Namespace, run_dir: Path) -> None:
         if outline is not None:  # a guidance interval holding no level of the grid
             refuse_interval_off_plan(outline, plan, args)
         refuse_autoguidance_without_guide(plan, keeps_guide(info))  # (a run stopped before train.guide_at)
+
+
+def _refuse_other_depths(args: argparse.Namespace, run_: RunOutline, names: dict[Path, str]) -> None:
+    """Each uploaded image against the bit depth of the files a ``data.scale`` run maps (inpaint.refuse_other_depth,
+    as the command refuses an --images file), its depth read from the studio's copy of it. The studio keeps every
+    upload as an 8-bit picture (security.decode_upload), so a run of 16-bit or float files is edited from the
+    command line, which the refusal says."""
+    from ..commands.inpaint import refuse_other_depth, trained_depth
+    from ..data import read_stored_image
+
+    if not trained_depth(run_):
+        return
+    files = "A B" if args.command == "interpolate" else "FILE"
+    how = f"torchdiffusion {args.command} {run_.path} --images {files}"
+    remedy = f"edit the run from the command line, {how}, with the files saved at their bit depth"
+    kept = "(the studio keeps every upload as an 8-bit picture)"  # a 16-bit file uploaded is 8-bit here
+    for f in args.images:
+        refuse_other_depth(run_, f"{names.get(Path(f), f)} {kept}", read_stored_image(f, raw=True)[1], remedy)
 
 
 def _check_edit_plan(args: argparse.Namespace, run_: RunOutline) -> None:

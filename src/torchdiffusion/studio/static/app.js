@@ -241,7 +241,7 @@ function roundHalfEven(x) {
 // The picture as the command will read it (data/base.py resize_crop): scaled to cover the run's H x W with its
 // aspect ratio kept, then centre-cropped, transparency over white; the mask is painted over exactly that. The
 // server gets the file itself (dataUrl), which the command's own reading scales and crops.
-function drawSource(img, dataUrl) {
+function drawSource(img, dataUrl, name) {
   const [, H, W] = state.runDetails.data_shape;
   for (const id of ["edit-canvas", "mask-canvas"]) { $(id).width = W; $(id).height = H; }
   const s = Math.max(H / img.height, W / img.width);
@@ -251,6 +251,8 @@ function drawSource(img, dataUrl) {
   ctx.fillRect(0, 0, W, H);
   ctx.drawImage(img, -Math.floor((nw - W) / 2), -Math.floor((nh - H) / 2), nw, nh);
   state.source = dataUrl;
+  // what the server's refusals call it (at most app.MAX_NAME_CHARS, no control characters)
+  state.sourceName = name.replace(/[\x00-\x1f\x7f]/g, "?").slice(0, 200);
   $("edit-canvas").dataset.loaded = String(Number($("edit-canvas").dataset.loaded || 0) + 1);
 }
 
@@ -288,7 +290,7 @@ async function loadExample() {
   const r = await fetch(`/api/example?run=${encodeURIComponent(state.run)}&index=${index === undefined ? 0 : index}`);
   if (!r.ok) { say((await r.json()).error); return; }
   const url = await dataUrlOf(await r.blob());
-  drawSource(await loadImage(url), url);
+  drawSource(await loadImage(url), url, `data example ${index === undefined ? 0 : index} of ${state.run}`);
 }
 
 function uploadSource(ev) {
@@ -299,7 +301,7 @@ function uploadSource(ev) {
   if (why) { ev.target.value = ""; return; }
   const reader = new FileReader();
   reader.onload = async () => {
-    try { drawSource(await loadImage(reader.result), reader.result); } catch (e) { say(`${f.name} is not a picture the page can read`); }
+    try { drawSource(await loadImage(reader.result), reader.result, f.name); } catch (e) { say(`${f.name} is not a picture the page can read`); }
   };
   reader.onerror = () => say(`could not read ${f.name}`);
   reader.readAsDataURL(f);
@@ -357,6 +359,7 @@ function editRequest() {
     if (why) throw new Error(why);
     if (!state.source) throw new Error("load a data example or upload a picture first");
     body.images = [state.source];
+    body.names = [state.sourceName];
     if (mode === "inpaint") body.mask = $("mask-canvas").toDataURL("image/png");
     if (mode === "outpaint") for (const s of ["left", "right", "top", "bottom"]) params[s] = numberField(`out-${s}`, s);
     if (mode === "img2img") params.strength = [Number($("strength").value)];
