@@ -130,3 +130,49 @@ def test_guidance_settings_are_read_at_the_swept_scales(tmp_path):
     once = ("--scales", "1", *common[2:], "--set", "sample.guidance_rescale=0.7")
     rc, _, err = cli("guidance-sweep", run_dir, *once, "--out", tmp_path / "once")
     assert rc == 2 and "changes nothing" in err, err
+
+
+def test_sweep_asks_for_the_classes_the_runs_data_held(tmp_path):
+    """A 10-class network whose data held labels 0, 1, 3 (run.json num_classes 4, classes_without_examples [2]):
+    image k asks for class [0, 1, 3][k mod 3], never the class no example had nor one above the data's; the result
+    names those classes, per_class_accuracy follows them, and the command's sweep.json and grid say the same."""
+    from torchdiffusion.evaluation.classifier import SmallClassifier
+    from torchdiffusion.evaluation.guidance_sweep import sweep
+
+    run_dir = write_run(tmp_path / "run", *CLASS_RUN)
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "num_classes": 4, "classes_without_examples": [2]}))
+    run = load_run(run_dir)
+    net = SmallClassifier(ClassifierConfig(in_channels=1, num_classes=10, width=8)).eval()
+    res = sweep(run, [2.0], classifier=net, n_per_class=2, mode="class", sample=replace(run.config.sample, steps=2))
+    want = torch.tensor([0, 1, 3, 0, 1, 3])
+    x = generate(run.model, range(6), replace(run.config.sample, guidance=2.0, steps=2), run.data_shape,
+                 cond={"class": want})  # fmt: skip
+    assert torch.equal(res["_images"][0], x)
+    assert (res["classes"], res["class_labels"], len(res["scales"][0]["per_class_accuracy"])) == (3, [0, 1, 3], 3)
+    hit = (predict(net, x.clamp(-1, 1)).argmax(-1) == want).float()
+    assert res["scales"][0]["per_class_accuracy"] == [round(float(hit[want == k].mean()), 4) for k in (0, 1, 3)]
+    save_classifier(net, tmp_path / "clf.safetensors")
+    rc, _, err = cli(
+        *("guidance-sweep", run_dir, "--scales", "2", "--n-per-class", "2", "--steps", "2"),
+        *("--classifier", tmp_path / "clf.safetensors", "--no-reference", "--out", tmp_path / "sweep"),
+    )
+    assert rc == 0, err
+    saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert (saved["class_labels"], saved["scales"]) == ([0, 1, 3], res["scales"])
+    assert_plot(tmp_path / "sweep" / "grid.png")
+
+
+def test_sweep_of_a_run_whose_data_held_every_class_asks_for_k_mod_k(tmp_path):
+    from torchdiffusion.evaluation.classifier import SmallClassifier
+    from torchdiffusion.evaluation.guidance_sweep import sweep
+
+    run_dir = write_run(tmp_path / "run", *CLASS_RUN)
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "num_classes": 10, "classes_without_examples": []}))
+    run = load_run(run_dir)
+    net = SmallClassifier(ClassifierConfig(in_channels=1, num_classes=10, width=8)).eval()
+    res = sweep(run, [2.0], classifier=net, n_per_class=1, mode="class", sample=replace(run.config.sample, steps=2))
+    x = generate(run.model, range(10), replace(run.config.sample, guidance=2.0, steps=2), run.data_shape,
+                 cond={"class": torch.arange(10) % 10})  # fmt: skip
+    assert torch.equal(res["_images"][0], x) and res["classes"] == 10 and res["class_labels"] == list(range(10))

@@ -182,3 +182,78 @@ def test_the_settings_record_says_which_guidance_ran_as_the_manifest_does(tmp_pa
         guided = conditioning is not None
         assert record["guidance"] == ({"scale": 3.0, "interval": None, "rescale": 0.0} if guided else None)
         assert record["network_evaluations_per_image"] == record["nfe"] * (2 if guided else 1)
+
+
+def _gap_run(class_run, folder):
+    """``class_run`` (a 10-class network) whose run.json says its data held labels 0, 1, 3 (num_classes 4,
+    classes_without_examples [2])."""
+    import json
+    import shutil
+
+    shutil.copytree(class_run, folder)
+    info = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**info, "num_classes": 4, "classes_without_examples": [2]}))
+    return folder
+
+
+def _capture_generate(monkeypatch, seen: list):
+    """generate() that records each call's conditioning and returns zeros of the asked shape (nothing sampled)."""
+    import torchdiffusion.generate as gen
+
+    def fake(model, seeds, sample, data_shape, cond=None, **kw):
+        seen.append(cond)
+        return torch.zeros(len(list(seeds)), *data_shape)
+
+    monkeypatch.setattr(gen, "generate", fake)
+
+
+def test_run_labels_cycle_the_trained_classes_and_all_k_without_gaps():
+    from torchdiffusion.cond import cycled_classes, run_labels
+
+    gap = {"num_classes": 4, "classes_without_examples": [2]}
+    assert run_labels(10, gap, 7).tolist() == [0, 1, 3, 0, 1, 3, 0]
+    assert run_labels(10, {"num_classes": 10, "classes_without_examples": []}, 25).equal(torch.arange(25) % 10)
+    assert run_labels(10, {}, 25).equal(torch.arange(25) % 10)  # a run.json that records nothing: the network's K
+    assert run_labels(10, {"num_classes": 4}, 9).equal(torch.arange(9) % 4)  # data of fewer classes
+    assert run_labels(0, gap, 5) is None
+    assert cycled_classes([5, 2], 5).tolist() == [5, 2, 5, 2, 5]
+
+
+@pytest.mark.parametrize("gaps", [True, False])
+def test_the_training_sample_grid_asks_for_the_classes_the_data_held(class_run, tmp_path, monkeypatch, gaps):
+    """The grid train draws (and a distilled student's) asks image k for class [0, 1, 3][k mod 3] when the data
+    held labels 0, 1, 3 - never class 2 nor one above 3 - and for k mod K when the data held every class."""
+    from torchdiffusion.data.base import TensorData
+    from torchdiffusion.training.callbacks import _sample_grid
+
+    run = load_run(class_run)
+    held = [0, 1, 3] if gaps else list(range(10))
+    data = TensorData(x=torch.zeros(12, 1, 8, 8), labels=torch.tensor(held * 12)[:12])
+    info = {"kind": "image", "data_shape": [1, 8, 8], "num_classes": held[-1] + 1}
+    info["classes_without_examples"] = [2] if gaps else []
+    seen = []
+    _capture_generate(monkeypatch, seen)
+    cfg = replace(run.config, sample=replace(run.config.sample, n=16))
+    stop = type("Stop", (), {"check": lambda self: None})()
+    _sample_grid(run.model, cfg, data, info, tmp_path / "samples" / "grid.png", stop=stop)
+    assert len(seen) == 1
+    want = torch.tensor(held)[torch.arange(16) % len(held)]
+    assert seen[0]["class"].cpu().equal(want)
+    if not gaps:
+        assert seen[0]["class"].cpu().equal(torch.arange(16) % 10)  # as before: k mod K
+
+
+@pytest.mark.parametrize("gaps", [True, False])
+def test_reflow_pairs_ask_the_teacher_for_the_classes_its_data_held(class_run, tmp_path, monkeypatch, gaps):
+    """distill --method reflow: pair k's class is [0, 1, 3][k mod 3] of a teacher whose data held labels 0, 1, 3
+    (the student trains on them, and its grids and evaluations follow), k mod K of one whose data held all K."""
+    from types import SimpleNamespace
+
+    from torchdiffusion.shortcuts.distill import draw_pairs
+
+    run = load_run(_gap_run(class_run, tmp_path / "gap") if gaps else class_run)
+    seen = []
+    _capture_generate(monkeypatch, seen)
+    x0, noise, labels = draw_pairs(SimpleNamespace(run=run, guidance=1.0, autoguidance=1.0), 11, progress=False)
+    want = torch.tensor([0, 1, 3])[torch.arange(11) % 3] if gaps else torch.arange(11) % 10
+    assert labels.equal(want) and seen[0]["class"].equal(want) and x0.shape[0] == noise.shape[0] == 11

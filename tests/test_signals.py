@@ -16,13 +16,13 @@ import torch
 from pictures import assert_plot
 from test_cli_errors import assert_clean_error
 from tinyruns import cli
+from torchdiffusion.cond import cycled_classes
 from torchdiffusion.config import ConfigError, DataConfig, ModelConfig
 from torchdiffusion.data import DataError, load_data
 from torchdiffusion.data.signal import resample
 from torchdiffusion.edit import inpaint, outpaint_canvas, tiled
 from torchdiffusion.evaluation.signals import (
     GaussianProcess,
-    class_labels,
     fit_gp,
     random_time_shift,
     real_reference,
@@ -142,7 +142,7 @@ def test_class_conditional_1d_unet_shapes_and_length_check():
 
 def test_gp_fit_recovers_a_known_kernel():
     truth = gp(length=64, ell=5.0, s2=0.7, classes=2)
-    y = class_labels(4000, 2)
+    y = cycled_classes(range(2), 4000)
     x = truth.sample(y, seed=1)
     fit = fit_gp(x, y, 2)
     assert fit.length_scale.item() == pytest.approx(5.0, rel=0.05)
@@ -259,7 +259,7 @@ def test_metrics_tell_real_series_from_noise():
     net = train_signal_classifier(*train, 2, epochs=60)
     real = real_reference(net, train, held)
     assert real["trtr"] >= 0.95
-    noise = (torch.randn(120, 1, 32, generator=gen), class_labels(120, 2))
+    noise = (torch.randn(120, 1, 32, generator=gen), cycled_classes(range(2), 120))
     bad = signal_metrics(net, train, held, noise, 2, epochs=30)
     good = signal_metrics(net, train, held, sines(120, 3), 2, epochs=30)
     assert good["fd"] < 0.2 * bad["fd"] and good["tstr"] >= 0.9 and bad["tstr"] <= 0.7
@@ -512,3 +512,33 @@ def test_forecast_and_impute_refuse_a_guidance_interval_off_the_grid_they_walk(t
         rc, _, err = cli(*argv, *guided, "--out", out)
         assert_clean_error(rc, err, "holds no noise level of the grid the sampler walks")
         assert not list(tmp_path.glob(f"{out.stem}*"))
+
+
+@pytest.mark.parametrize("gaps", [True, False])
+def test_signal_evaluation_asks_for_the_classes_the_training_series_held(tmp_path, monkeypatch, gaps):
+    """evaluate on a class-conditional signal run of a 5-class network whose training series held labels 0, 1, 3
+    (run.json num_classes 4, classes_without_examples [2]): sample k asks for class [0, 1, 3][k mod 3], and the
+    Gaussian-process baseline draws the same classes; labels 0..4 (every class) keep k mod 5 for both."""
+    import torchdiffusion.generate as gen
+    from tinyruns import write_run
+    from torchdiffusion.evaluation.signals import GaussianProcess, evaluate_signal_run
+
+    held = [0, 1, 3] if gaps else [0, 1, 2, 3, 4]
+    rng = np.random.default_rng(0)
+    labels = np.tile(held, 40 // len(held) + 1)[:30]
+    x = (np.sin(np.arange(16) / (1 + labels[:, None])) + rng.normal(0, 0.1, (30, 16)))[:, None].astype(np.float32)
+    np.savez(tmp_path / "s.npz", x=x, labels=labels)
+    tiny = ["model.channels=8", "model.attn_resolutions=4", "model.groups=4", "model.head_channels=8"]
+    sets = [*tiny, "model.num_classes=5", "data.source=array", f"data.path={tmp_path / 's.npz'}", "data.holdout=6"]
+    run = write_run(tmp_path / "run", "signal-gunpoint", [*sets, "data.signal_length=null"], (1, 16))
+    info = json.loads((run / "run.json").read_text())
+    gap = {"kind": "signal", "num_classes": held[-1] + 1, "classes_without_examples": [2] if gaps else []}
+    (run / "run.json").write_text(json.dumps({**info, **gap}))
+    asked, baseline = [], []
+    monkeypatch.setattr(gen, "generate", lambda m, seeds, s, shape, cond=None, **kw: (
+        asked.append(cond["class"]), torch.randn(len(list(seeds)), *shape))[1])  # fmt: skip
+    drawn = GaussianProcess.sample
+    monkeypatch.setattr(GaussianProcess, "sample", lambda gp, y, seed=0: (baseline.append(y), drawn(gp, y, seed))[1])
+    evaluate_signal_run(gen.load_run(run), n=7, seed=0, progress=False)
+    want = torch.tensor(held)[torch.arange(7) % len(held)]
+    assert asked[0].equal(want) and baseline[0].equal(want)

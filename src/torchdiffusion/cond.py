@@ -302,6 +302,20 @@ def trained_classes(model_classes: int, info: dict) -> list[int]:
     return [k for k in range(held) if k not in missing]
 
 
+def cycled_classes(classes: Sequence[int], n: int) -> Tensor:
+    """The class of samples 0..n-1: sample k asks for ``classes[k mod len(classes)]``."""
+    return torch.tensor([int(c) for c in classes], dtype=torch.long)[torch.arange(n) % len(classes)]
+
+
+def run_labels(model_classes: int, info: dict, n: int) -> Tensor | None:
+    """The classes of a run's own samples 0..n-1 - its training grid, evaluations, guidance sweep, distillation
+    pairs: :func:`cycled_classes` over its :func:`trained_classes` (run.json ``info``), so a class no training
+    example had is never asked for, and a run whose data held every class 0..K-1 asks for k mod K; None for an
+    unconditional model."""
+    classes = trained_classes(model_classes, info)
+    return cycled_classes(classes, n) if classes else None
+
+
 def seed_labels(seeds: list[int], classes: int | Sequence[int], mode: str) -> Tensor | None:
     """The class of each image of ``seeds`` when a class-conditional model is sampled without one (sample.labels).
 

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import MAX_GUIDANCE, checked_sample
     from ..evaluation.evaluate import EvaluateError, fitting_classifier
-    from ..evaluation.guidance_sweep import SWEEP_FILES, SWEEP_RECORD, real_diversity, save_sweep, sweep
+    from ..evaluation.guidance_sweep import SWEEP_FILES, SWEEP_RECORD, real_diversity, save_sweep, sweep, swept_classes
     from ..generate import load_run
     from ..guidance import GuidanceError
 
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..progress import step_bar
 
-    total = len(scales) * -(-args.n_per_class * max(K, 1) // max(1, sample.batch_size)) * sample.steps
+    images = args.n_per_class * len(swept_classes(run_, mode))
+    total = len(scales) * -(-images // max(1, sample.batch_size)) * sample.steps
     with step_bar(total, f"guidance sweep ({len(scales)} scales)") as bar:
         result = sweep(
             run_,

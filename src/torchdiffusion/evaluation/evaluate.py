@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..cond import classes_to_sample, trained_classes
+from ..cond import classes_to_sample, run_labels, trained_classes
 from ..io import atomic_write, sha256_tensor, write_json
 from . import features as FE
 from . import metrics as M
@@ -94,13 +94,8 @@ def run_classes(run) -> list[int]:
     return trained_classes(run.config.model.num_classes, run.info)
 
 
-def cycled_classes(classes: list[int], n: int) -> Tensor:
-    """The class of samples 0..n-1: sample k asks for ``classes[k mod len(classes)]``."""
-    return torch.tensor(classes, dtype=torch.long)[torch.arange(n) % len(classes)]
-
-
 def class_labels_record(run, classes: list[int]) -> dict:
-    """The sampling record's account of the class labels drawn (:func:`cycled_classes`): the rule and the
+    """The sampling record's account of the class labels drawn (:func:`cond.run_labels`): the rule and the
     classes, named where run.json names them."""
     names = run.info.get("class_names")
     K = len(classes)
@@ -560,15 +555,15 @@ def _volume_section(run, samples: Tensor, labels, train, seed: int, out: Path) -
 
 def _straightness(run, n: int, seed: int, steps: int, guidance: float, progress: bool = False) -> dict:
     """Liu et al.'s straightness S and the path/chord length ratio of the run's ODE (shortcuts/straightness.py),
-    from the noises of seeds seed..seed+n-1 (sample k's class: :func:`cycled_classes`, at classifier-free guidance
+    from the noises of seeds seed..seed+n-1 (sample k's class: :func:`cond.run_labels`, at classifier-free guidance
     ``guidance``)."""
     from ..guidance import guided_denoiser
     from ..progress import step_bar
     from ..shortcuts.straightness import straightness
     from ..types import NoiseSource
 
-    classes = run_classes(run)
-    cond = {"class": cycled_classes(classes, n)} if classes else None
+    labels = run_labels(run.config.model.num_classes, run.info, n)
+    cond = None if labels is None else {"class": labels}
     from ..generate import clamped, clamps_x0
 
     D = guided_denoiser(run.model, cond, scale=guidance)
@@ -578,7 +573,7 @@ def _straightness(run, n: int, seed: int, steps: int, guidance: float, progress:
     with torch.no_grad(), step_bar(steps, "straightness (Heun steps)", show=progress) as bar:
         st = straightness(D, noise, run.model.sigma_max, steps, callback=bar.step)
     out = {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps, "clamped": clip}
-    return {**out, "guidance": float(guidance)} if classes else out
+    return {**out, "guidance": float(guidance)} if labels is not None else out
 
 
 def nll_images(train, held: Tensor | None, nll_n: int) -> Tensor:
@@ -622,7 +617,7 @@ def _draw_samples(
     sampling: Callable | None = None,
 ):
     """(samples, class labels or None, the sampling record) - for class models, sample k asks for the class
-    :func:`cycled_classes` names among the classes of the run's data (:func:`run_classes`)."""
+    :func:`cond.run_labels` names among the classes of the run's data (:func:`run_classes`)."""
     from ..config import checked_sample, unread_flag, with_sampler
     from ..generate import generate
     from ..progress import step_bar
@@ -645,7 +640,7 @@ def _draw_samples(
     except GuidanceError as e:
         raise EvaluateError(str(e)) from None
     classes = run_classes(run)  # the data's classes: a class the data never had was never trained
-    labels = cycled_classes(classes, n) if classes else None
+    labels = run_labels(run.config.model.num_classes, run.info, n)
     cond = None if labels is None else {"class": labels}
     prompts = eval_prompts(run.config) if run.config.model.text_dim > 0 else None
     if prompts:  # a text-conditioned run: image k is drawn for prompt k mod P
@@ -886,7 +881,7 @@ def quick_eval(
     (``train.eval_classifier``: a train-classifier --evaluation file or folder, or a shipped name), else the data
     set's shipped one; raw values for vector data or image data with neither - against at most 2000 training
     examples, plus the classifier's confident fraction, the share of its rarest class and, for a class-conditional
-    model (sample k asks for the class :func:`cycled_classes` names), the share read as the class asked for. Meant
+    model (sample k asks for the class :func:`cond.run_labels` names), the share read as the class asked for. Meant
     to be called by
     ``train()`` every ``eval_every_images``.
     ``grid_dir``: the run folder's ``grids/`` (for ``sample.grid = "tuned"``, e.g. a distilled student's grid).
@@ -902,8 +897,8 @@ def quick_eval(
     sample = before_guide(replace(cfg.sample, n=n, **({"steps": steps} if steps else {})), model)
     K = classes_to_sample(cfg.model.num_classes, data_classes)
     info = {"num_classes": data_classes, "classes_without_examples": list(classes_without_examples)}
-    classes = trained_classes(cfg.model.num_classes, info)
-    cond = {"class": cycled_classes(classes, n)} if classes else None  # else unconditional
+    labels = run_labels(cfg.model.num_classes, info, n)
+    cond = None if labels is None else {"class": labels}  # else unconditional
     was_training = model.training
     model.eval()
     seeds = list(range(seed, seed + n))

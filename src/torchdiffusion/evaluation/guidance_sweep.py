@@ -1,9 +1,10 @@
 """The guidance sweep: class accuracy and within-class diversity of a conditional model against the CFG scale.
 
-Every scale samples the same seeds (image k: class k mod K, seed ``sample.seed + k``), so the results differ only
-by the guidance. Accuracy: the share of samples the evaluation classifier (:mod:`.classifier`) assigns to the
-requested class. Diversity: the mean pairwise distance between same-class samples in the classifier's feature
-space, beside its value on real images. ``torchdiffusion guidance-sweep`` is the command;
+Every scale samples the same seeds (image k: seed ``sample.seed + k``, the (k mod K)-th class - of a class run, of
+the K classes its training data held: :func:`swept_classes`), so the results differ only by the guidance. Accuracy:
+the share of samples the evaluation classifier (:mod:`.classifier`) assigns to the requested class. Diversity: the
+mean pairwise distance between same-class samples in the classifier's feature space, beside its value on real
+images. ``torchdiffusion guidance-sweep`` is the command;
 ``scripts/mnist_guidance_check.py`` makes the figures in docs/guidance.md with it.
 """
 
@@ -30,6 +31,15 @@ def class_diversity(features, labels, K: int) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
+def swept_classes(run_, mode: str) -> list[int]:
+    """The classes a sweep asks for: of a class run those its training data held (cond.trained_classes: a class
+    no example had was never trained), of a context run its ``context_dim`` one-hot contexts."""
+    from ..cond import trained_classes
+
+    m = run_.config.model
+    return trained_classes(m.num_classes, run_.info) if mode == "class" else list(range(m.context_dim))
+
+
 def sweep(
     run_,
     scales: list[float],
@@ -41,14 +51,17 @@ def sweep(
     log: Callable[[str], None] | None = None,
     callback: Callback | None = None,
 ) -> dict:
-    """Sample ``n_per_class * K`` images at every scale (class k = image index mod K) and score them.
+    """Sample ``n_per_class * K`` images at every scale (image k asks for ``classes[k mod K]`` of the K
+    :func:`swept_classes`, as cond.cycled_classes draws them) and score them.
 
-    Returns a JSON-ready dict with, per scale, ``accuracy``, ``per_class_accuracy`` and ``diversity``, plus the
-    images themselves under ``"_images"`` (a list of (N, C, H, W) tensors, one per scale). ``log(line)`` gets
-    one line per scale; ``callback`` receives every sampler step (a progress bar).
+    Returns a JSON-ready dict with ``class_labels`` (those classes) and, per scale, ``accuracy``,
+    ``per_class_accuracy`` (in the order of ``class_labels``) and ``diversity``, plus the images themselves under
+    ``"_images"`` (a list of (N, C, H, W) tensors, one per scale). ``log(line)`` gets one line per scale;
+    ``callback`` receives every sampler step (a progress bar).
     """
     from dataclasses import replace
 
+    from ..cond import cycled_classes
     from ..generate import generate
     from ..guidance import GuidanceError
     from .classifier import predict
@@ -60,13 +73,15 @@ def sweep(
         raise GuidanceError(f"this model takes no {'class labels' if mode == 'class' else 'context vectors'}")
     if classifier.cfg.num_classes < K:
         raise GuidanceError(f"the evaluation classifier knows {classifier.cfg.num_classes} classes; the model has {K}")
-    N = n_per_class * K
-    want = torch.arange(N) % K
+    classes = swept_classes(run_, mode)
+    N = n_per_class * len(classes)
+    want = cycled_classes(classes, N)
     cond = {"class": want} if mode == "class" else {"context": torch.nn.functional.one_hot(want, K).float()}
     seeds = list(range(sample.seed, sample.seed + N))
     out = {
         "mode": mode,
-        "classes": K,
+        "classes": len(classes),
+        "class_labels": classes,
         "n_per_class": n_per_class,
         "sampler": sample.sampler,
         "steps": sample.steps,
@@ -95,7 +110,7 @@ def sweep(
             {
                 "scale": float(w),
                 "accuracy": float(hit.mean()),
-                "per_class_accuracy": [round(float(hit[want == k].mean()), 4) for k in range(K)],
+                "per_class_accuracy": [round(float(hit[want == k].mean()), 4) for k in classes],
                 "diversity": class_diversity(feats, want, K),
             }
         )

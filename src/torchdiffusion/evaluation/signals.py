@@ -170,15 +170,11 @@ def real_reference(net: SmallClassifier, train: tuple[Tensor, Tensor], held: tup
     }
 
 
-def class_labels(n: int, num_classes: int) -> Tensor:
-    """(n,) the classes of n generated series: 0, 1, ..., K-1, 0, 1, ... (balanced); zeros when unconditional."""
-    return torch.arange(n) % max(1, num_classes)
-
-
 def evaluate_signal_run(run, n: int, seed: int, sample: SampleConfig | None = None, progress: bool = True) -> dict:
     """The metrics of a signal run and of the GP baseline (module docstring), from its training and held-out
     series, its samples drawn by ``sample`` (None: the run's own sampling); also ``samples`` (the model's,
     (n, C, L)) and ``reference`` (held-out series) for the picture."""
+    from ..cond import cycled_classes, run_labels
     from ..data import DataError, load_data
     from ..generate import generate
     from ..progress import step_bar
@@ -194,7 +190,7 @@ def evaluate_signal_run(run, n: int, seed: int, sample: SampleConfig | None = No
     ytr = train.labels if train.labels is not None else torch.zeros(len(train), dtype=torch.long)
     yho = held.labels if held.labels is not None else torch.zeros(len(held), dtype=torch.long)
     k_metric = int(max(ytr.max(), yho.max())) + 1
-    y = class_labels(n, K)
+    y = run_labels(K, run.info, n)  # the classes the training series held, as every sample of the run asks for
     sample = cfg.sample if sample is None else sample
     with step_bar(math.ceil(n / sample.batch_size) * sample.steps, f"sampling {n} series", show=progress) as bar:
         x = generate(
@@ -202,13 +198,13 @@ def evaluate_signal_run(run, n: int, seed: int, sample: SampleConfig | None = No
             range(seed, seed + n),
             sample,
             run.data_shape,
-            cond={"class": y} if K else None,
+            cond=None if y is None else {"class": y},
             callback=bar.step,
             grid_dir=run.path / "grids",  # its tuned grids, as sample takes them
         )
-    y_eval = y if K else _nearest_class(x, train.x, ytr)
+    y_eval = y if y is not None else _nearest_class(x, train.x, ytr)
     gp = fit_gp(train.x, ytr, k_metric)
-    gp_y = class_labels(n, k_metric)
+    gp_y = y if y is not None else cycled_classes(torch.unique(ytr).tolist(), n)  # (a class of training series)
     # the feature network is the same for every --seed (as the volume metrics' FEATURE_SEED): a seed draws other
     # samples and baseline series, never another feature space or another floor
     net = train_signal_classifier(train.x, ytr, k_metric, seed=FEATURE_SEED)

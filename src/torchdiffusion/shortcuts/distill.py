@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..cond import run_labels
 from ..config import ConfigError, ObjectiveConfig, RunConfig, SampleConfig, validate
 from ..samplers.optimize_grid import grid_path, save_grid
 from .objectives import Teacher
@@ -359,8 +360,7 @@ def draw_pairs(teacher: Teacher, count: int, progress: bool):
     sample = replace(run.config.sample, guidance=teacher.guidance, autoguidance=teacher.autoguidance)
     if sample.sampler not in DETERMINISTIC:
         sample = replace(sample, sampler="heun", steps=18, grid="karras", settings=type(sample.settings)())
-    k = run.config.model.num_classes
-    labels = torch.arange(count) % k if k > 0 else None
+    labels = run_labels(run.config.model.num_classes, run.info, count)  # the classes the teacher was trained on
     cond = {"class": labels} if labels is not None else None
     total = -(-count // sample.batch_size) * sample.steps
     with step_bar(total, f"reflow pairs ({sample.sampler}, {count} samples)", show=progress) as bar:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .. import distributed as dist
-from ..cond import cond_from_data
+from ..cond import cond_from_data, run_labels
 from ..config import RunConfig
 from ..io import append_text, first_line, json_text
 from ..precond import Precond
@@ -266,8 +266,8 @@ def _sample_grid(
     seeds = range(cfg.sample.seed, cfg.sample.seed + n)
     device = next(model.parameters()).device
     cond = cond_from_data(data, torch.arange(n) % data.x.shape[0], torch.zeros(n, dtype=torch.bool), cfg.model, device)
-    if cond is not None and "class" in cond:
-        cond["class"] = torch.arange(n, device=device) % cfg.model.num_classes
+    if cond is not None and "class" in cond:  # the classes the training data held, as the run's samples ask for
+        cond["class"] = run_labels(cfg.model.num_classes, info, n).to(device)
     sample = before_guide(replace(cfg.sample, n=n), model)  # unguided until the run keeps its guide model
     try:
         total = -(-n // max(1, sample.batch_size)) * sample.steps
