@@ -64,3 +64,35 @@ def test_the_classifier_of_a_run_tells_its_classes_apart_though_the_data_lack_th
     assert rc == 0, err
     meta = read_classifier_file(run / "classifier" / "eval-classifier.safetensors")[0]
     assert json.loads(meta["config"])["num_classes"] == 5
+
+
+def test_the_noise_aware_classifier_trains_over_the_noise_levels_of_the_runs_model(tmp_path, monkeypatch):
+    """A rectified-flow run narrowed to sigma in [0.5, 5] (diffusion.sigma_min/sigma_max): the classifier is trained
+    on noise levels drawn as the run's model's are (losses.training_sigmas), all within that range and spread over
+    it - not over the default [0.002, 80] the model never saw."""
+    from tinyruns import cli
+    from torchdiffusion.commands.train_classifier import sigma_sampler
+    from torchdiffusion.config import override
+    from torchdiffusion.evaluation import noisy_classifier
+    from torchdiffusion.losses import training_sigmas
+    from torchdiffusion.presets import TRAIN_OBJECTIVES, get_preset
+
+    flow = [s for s in TRAIN_OBJECTIVES["rectified_flow"] if s.startswith("diffusion.")]  # what it reads
+    flow += ["diffusion.sigma_min=0.5", "diffusion.sigma_max=5"]
+    drawn, real = [], noisy_classifier.train_noisy_classifier
+
+    def recorded(x, labels, sampler, **kw):
+        return real(x, labels, lambda b, g: drawn.append(sampler(b, g)) or drawn[-1], **kw)
+
+    monkeypatch.setattr(noisy_classifier, "train_noisy_classifier", recorded)
+    sets = [a for s in flow for a in ("--set", s)]
+    small = ("--images", "256", "--batch-size", "64", "--width", "4", "--holdout", "8", "--threads", "1")
+    rc, _, err = cli("train-classifier", "digits-test", *sets, *small, "--out", tmp_path / "clf")
+    assert rc == 0, err
+    sigma = torch.cat(drawn)
+    assert len(sigma) == 256 and sigma.min() >= 0.5 - 1e-5 and sigma.max() <= 5 + 1e-5
+    assert sigma.min() < 1 and sigma.max() > 3  # over the range, not a corner of it
+    # the same draw as the run's training: one generator gives the classifier and the model the same levels
+    cfg = override(get_preset("digits-test"), flow)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert sigma_sampler(cfg)(64, g1).equal(training_sigmas(cfg.diffusion, 64, g2))

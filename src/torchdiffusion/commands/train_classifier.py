@@ -115,16 +115,15 @@ def _a_classifiers(path: Path) -> bool:
 
 
 def sigma_sampler(cfg):
-    """``(batch, generator) -> (batch,)`` sigmas from the diffusion model's own training distribution."""
-    from ..losses import sample_sigmas
+    """``(batch, generator) -> (batch,)`` sigmas drawn as the run's model is trained on them
+    (losses.training_sigmas: its diffusion config's sampling - sigma_min and sigma_max included - and its process's
+    levels)."""
+    from ..losses import training_sigmas
     from ..model import build_process
 
-    d = cfg.diffusion
-    process = build_process(d)
+    process = build_process(cfg.diffusion)
     table = process.sigmas if process is not None else None
-    return lambda b, g: sample_sigmas(
-        d.sigma_sampling, b, generator=g, discrete_sigmas=table, P_mean=d.P_mean, P_std=d.P_std
-    )
+    return lambda b, g: training_sigmas(cfg.diffusion, b, g, table)
 
 
 def run(args: argparse.Namespace) -> int:
