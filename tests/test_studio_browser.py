@@ -45,7 +45,22 @@ def runs(tmp_path_factory):
     args = [a for s in sets for a in ("--set", s)]
     assert main(["train", "--preset", "digits-test", *args, "--no-progress", "--out", str(root / "digits")]) == 0
     train_text_run(root / "text")  # a sequence run: the page offers it no sampler
+    train_scaled_run(root / "scaled")
     return root
+
+
+def train_scaled_run(folder: Path) -> Path:
+    """An 8-bit folder run whose pictures span 10..200, mapped to model units by data.scale=minmax (seconds)."""
+    pictures = folder.parent.parent / "scaled-pictures"
+    pictures.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(32):
+        Image.fromarray(rng.integers(10, 201, (8, 8), dtype=np.uint8)).save(pictures / f"{k:02d}.png")
+    sets = ["data.source=folder", f"data.path={pictures}", "data.scale=minmax", "train.images=32"]
+    sets += ["train.batch_size=32", "sample.steps=2", "train.sample_every_images=0"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert main(["train", "--preset", "digits-test", *args, "--no-progress", "--out", str(folder)]) == 0
+    return folder
 
 
 def free_port() -> int:
@@ -379,6 +394,37 @@ def test_an_uploaded_picture_is_sent_as_its_file_and_shown_as_the_command_reads_
     read = (read_image(picture, size=(28, 28), channels=1)[0].numpy() + 1) / 2  # what inpaint --images reads
     assert np.abs(shown - read).max() < 0.1, np.abs(shown - read).max()
     page.set_input_files("#edit-file", [])
+
+
+def test_a_data_example_is_edited_as_the_run_holds_it(page, runs):
+    """The page sent a loaded data example as the PNG it shows (the example in model units, 0..255), which the
+    command read as the numbers stored in a file and mapped by a data.scale run's bounds (10..200 here): the edit
+    started from another picture. Now the page sends the example's index (--index I --n 1), which the command
+    reads from the run's data exactly: at strength 0 the edit's original row is the example the page showed."""
+    page.click("#tabs button[data-tab=edit]")
+    page.select_option("#run", "scaled")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('folder')")
+    page.select_option("#edit-mode", "img2img")
+    page.fill("#edit-steps", "2")
+    page.fill("#edit-index", "3")
+    page.eval_on_selector("#strength", "(e) => { e.value = 0; e.dispatchEvent(new Event('input')); }")
+    loaded = int(page.get_attribute("#edit-canvas", "data-loaded") or 0)
+    page.click("#edit-load")
+    page.wait_for_selector(f"#edit-canvas[data-loaded='{loaded + 1}']", state="attached")
+    page.fill("#edit-index", "5")  # the field changed after loading: the example loaded is the one edited
+    body = page.evaluate("editRequest()")
+    assert "images" not in body and (body["params"]["index"], body["params"]["n"]) == (3, 1), body
+    page.click("#edit-btn")
+    wait_image(page, "#edit-result", "#edit-status")
+    base = page.url.split("?")[0].rstrip("/")
+    grid = np.asarray(Image.open(urllib.request.urlopen(base + page.get_attribute("#edit-result", "src"))))
+    s = grid.shape[1] // 12  # one 8x8 image per row, 2-pixel padding, upscaled by s
+    original = grid[2 * s : 10 * s : s, 2 * s : 10 * s : s]
+    example = np.asarray(Image.open(urllib.request.urlopen(f"{base}/api/example?run=scaled&index=3")))
+    assert np.array_equal(original, example), np.abs(original.astype(int) - example).max()
+    page.fill("#edit-index", "")
+    page.select_option("#run", "digits")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
 
 
 def test_editing_a_run_that_is_no_image_run_says_so_before_any_upload(page, tmp_path):

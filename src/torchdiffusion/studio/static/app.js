@@ -5,7 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 // jobs: the jobs this page follows (id -> job), the running one and those it queued: Cancel stops them all
-const state = { info: null, run: null, runDetails: null, jobs: new Map(), source: null };
+const state = { info: null, run: null, runDetails: null, jobs: new Map(), source: null, sourceIndex: null };
 
 function say(text) { $("message").textContent = text || ""; }
 
@@ -240,8 +240,10 @@ function roundHalfEven(x) {
 
 // The picture as the command will read it (data/base.py resize_crop): scaled to cover the run's H x W with its
 // aspect ratio kept, then centre-cropped, transparency over white; the mask is painted over exactly that. The
-// server gets the file itself (dataUrl), which the command's own reading scales and crops.
-function drawSource(img, dataUrl, name) {
+// server gets the file itself (dataUrl), which the command's own reading scales and crops; a data example
+// (``index``) is sent as its index instead, which the command reads from the run's data exactly (the PNG shown
+// is its picture in model units, which a data.scale run would map by its bounds as numbers stored in a file).
+function drawSource(img, dataUrl, name, index = null) {
   const [, H, W] = state.runDetails.data_shape;
   for (const id of ["edit-canvas", "mask-canvas"]) { $(id).width = W; $(id).height = H; }
   const s = Math.max(H / img.height, W / img.width);
@@ -251,6 +253,7 @@ function drawSource(img, dataUrl, name) {
   ctx.fillRect(0, 0, W, H);
   ctx.drawImage(img, -Math.floor((nw - W) / 2), -Math.floor((nh - H) / 2), nw, nh);
   state.source = dataUrl;
+  state.sourceIndex = index;
   // what the server's refusals call it (at most app.MAX_NAME_CHARS, no control characters)
   state.sourceName = name.replace(/[\x00-\x1f\x7f]/g, "?").slice(0, 200);
   $("edit-canvas").dataset.loaded = String(Number($("edit-canvas").dataset.loaded || 0) + 1);
@@ -290,7 +293,8 @@ async function loadExample() {
   const r = await fetch(`/api/example?run=${encodeURIComponent(state.run)}&index=${index === undefined ? 0 : index}`);
   if (!r.ok) { say((await r.json()).error); return; }
   const url = await dataUrlOf(await r.blob());
-  drawSource(await loadImage(url), url, `data example ${index === undefined ? 0 : index} of ${state.run}`);
+  const example = index === undefined ? 0 : index;
+  drawSource(await loadImage(url), url, `data example ${example} of ${state.run}`, example);
 }
 
 function uploadSource(ev) {
@@ -358,8 +362,13 @@ function editRequest() {
     const why = notAnImageRun();
     if (why) throw new Error(why);
     if (!state.source) throw new Error("load a data example or upload a picture first");
-    body.images = [state.source];
-    body.names = [state.sourceName];
+    if (state.sourceIndex !== null) {  // the example itself, as the command line's --index 3 --n 1 reads it
+      params.index = state.sourceIndex;
+      params.n = 1;
+    } else {
+      body.images = [state.source];
+      body.names = [state.sourceName];
+    }
     if (mode === "inpaint") body.mask = $("mask-canvas").toDataURL("image/png");
     if (mode === "outpaint") for (const s of ["left", "right", "top", "bottom"]) params[s] = numberField(`out-${s}`, s);
     if (mode === "img2img") params.strength = [Number($("strength").value)];
