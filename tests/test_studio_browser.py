@@ -46,7 +46,17 @@ def runs(tmp_path_factory):
     assert main(["train", "--preset", "digits-test", *args, "--no-progress", "--out", str(root / "digits")]) == 0
     train_text_run(root / "text")  # a sequence run: the page offers it no sampler
     train_scaled_run(root / "scaled")
+    latent_outline(root / "latent")
     return root
+
+
+def latent_outline(folder: Path) -> Path:
+    """What the page reads of a latent run (config.json, run.json): 1x8x8 images diffused as 2x4x4 latents."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"preset": "digits-test", "data": {"source": "folder"}}))
+    info = {"data_shape": [2, 4, 4], "kind": "image", "image_shape": [1, 8, 8], "latents_of": {"relative": "ae"}}
+    (folder / "run.json").write_text(json.dumps(info))
+    return folder
 
 
 def train_scaled_run(folder: Path) -> Path:
@@ -423,6 +433,26 @@ def test_a_data_example_is_edited_as_the_run_holds_it(page, runs):
     example = np.asarray(Image.open(urllib.request.urlopen(f"{base}/api/example?run=scaled&index=3")))
     assert np.array_equal(original, example), np.abs(original.astype(int) - example).max()
     page.fill("#edit-index", "")
+    page.select_option("#run", "digits")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
+
+
+def test_the_edit_canvas_of_a_latent_run_is_its_images_size_not_its_latents(page, tmp_path):
+    """The canvas (the picture as the command reads it, the mask painted over it) took the run's data_shape:
+    for a latent run, its latents' 4x4 grid, where the command reads the picture and the mask at the 8x8 of the
+    images its autoencoder maps (run.json's image_shape). Now the canvas is the images' size."""
+    picture = tmp_path / "eight.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(picture)
+    page.click("#tabs button[data-tab=edit]")
+    page.select_option("#run", "latent")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.includes('[2,4,4]')")
+    loaded = int(page.get_attribute("#edit-canvas", "data-loaded") or 0)
+    page.set_input_files("#edit-file", str(picture))
+    page.wait_for_selector(f"#edit-canvas[data-loaded='{loaded + 1}']", state="attached")
+    for canvas in ("#edit-canvas", "#mask-canvas"):
+        size = page.eval_on_selector(canvas, "(c) => [c.height, c.width]")
+        assert size == [8, 8], (canvas, size)
+    page.set_input_files("#edit-file", [])
     page.select_option("#run", "digits")
     page.wait_for_function("document.querySelector('#run-summary').textContent.includes('mnist5k')")
 

@@ -244,7 +244,8 @@ function roundHalfEven(x) {
 // (``index``) is sent as its index instead, which the command reads from the run's data exactly (the PNG shown
 // is its picture in model units, which a data.scale run would map by its bounds as numbers stored in a file).
 function drawSource(img, dataUrl, name, index = null) {
-  const [, H, W] = state.runDetails.data_shape;
+  // a latent run's pictures are its autoencoder's images (run.json's image_shape), not its latents' grid
+  const d = state.runDetails, [, H, W] = (d.info && d.info.image_shape) || d.data_shape;
   for (const id of ["edit-canvas", "mask-canvas"]) { $(id).width = W; $(id).height = H; }
   const s = Math.max(H / img.height, W / img.width);
   const nh = Math.max(H, roundHalfEven(img.height * s)), nw = Math.max(W, roundHalfEven(img.width * s));
