@@ -506,3 +506,24 @@ def test_vlb_timesteps_are_refused_for_images_on_no_grid_of_levels(tmp_path, cap
     assert main([*nll, "--out", str(tmp_path / "e2")]) == 0
     rep = json.loads((tmp_path / "e2" / "report.json").read_text())
     assert rep["nll"]["vlb"].startswith("not computed") and "bits_per_dim_ode" in rep["nll"]
+
+
+def test_the_library_takes_the_vp_bound_timesteps_the_command_line_takes(tiny_run, tmp_path):
+    """evaluate() without vlb_timesteps asked for 100 strata of a T = 100 run's bound and failed after the ODE's
+    bits/dim (nothing written): the default is resolved in one place, min(100, T - 1), for the library and the
+    command line alike; 0 sums all T terms, and a count beyond T - 1 is refused before anything is measured."""
+    from torchdiffusion.evaluation.evaluate import VLB_TIMESTEPS
+
+    quiet = dict(nll_n=2, ode_steps=1, log=lambda *a: None)
+    api = evaluate(tiny_run, ["nll"], out=tmp_path / "api", **quiet)["nll"]
+    assert "bits_per_dim_vlb" in api and f"~{VLB_TIMESTEPS - 1} log-spaced" in api["vlb"]
+    assert (tmp_path / "api" / "report.json").is_file()
+    every = evaluate(tiny_run, ["nll"], out=tmp_path / "all", vlb_timesteps=0, **quiet)["nll"]
+    assert "all T timesteps" in every["vlb"]
+    with pytest.raises(EvaluateError, match=r"in \[1, 99\]"):
+        evaluate(tiny_run, ["nll"], out=tmp_path / "bad", vlb_timesteps=100, **quiet)
+    assert not (tmp_path / "bad").exists()
+    cli = ["evaluate", str(tiny_run), "--metrics", "nll", "--nll-n", "2", "--ode-steps", "1"]
+    assert main([*cli, "--out", str(tmp_path / "cli")]) == 0
+    saved = json.loads((tmp_path / "cli" / "report.json").read_text())["nll"]
+    assert saved["vlb"] == api["vlb"] and saved["bits_per_dim_vlb"] == api["bits_per_dim_vlb"]

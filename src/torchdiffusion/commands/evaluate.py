@@ -49,9 +49,6 @@ alone scores real images and draws no samples."""
 REPORT_RECORD = ("report.json", ("run", "metrics"))  # an evaluation's folder is known by its report
 
 
-NLL_N, ODE_STEPS = 64, 32  # bits/dim: held-out images, RK4 steps of the probability-flow ODE
-
-
 def _check_eval_out(out: str | Path) -> Path:
     """The evaluation folder ``out``, checked (argtypes.check_output_dir) for the files an evaluation writes there -
     evaluation.evaluate.EVAL_FILES, and a table's or sequence's samples as rows or lines - known by its report."""
@@ -122,7 +119,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluation.evaluate import evaluate
+    from ..evaluation.evaluate import NLL_N, ODE_STEPS, evaluate
 
     kind = run_kind(args.run)
     if kind in ("table", "sequence", "signal") and args.guidance is not None:
@@ -136,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if kind == "signal":
         return evaluate_signals(args)
     notes = default_left_out(args)
-    metrics, feats, vlb_timesteps = check_request(args)
+    metrics, feats = check_request(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     report = evaluate(
@@ -151,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         nll_n=args.nll_n or NLL_N,
         ode_steps=args.ode_steps or ODE_STEPS,
-        vlb_timesteps=vlb_timesteps,
+        vlb_timesteps=args.vlb_timesteps,  # None: the library's default (evaluation.evaluate.vlb_timesteps_for)
         inception_path=args.inception,
         contrastive=args.contrastive,
         classifier=args.classifier,
@@ -307,8 +304,8 @@ def _csv(text: str | None) -> list[str]:
     return [v.strip() for v in (text or "").split(",") if v.strip()]
 
 
-def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None, int | None]:
-    """(metrics, features, VP-bound timesteps) once every argument is checked - before anything is sampled.
+def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """(metrics, features) once every argument is checked - before anything is sampled.
 
     Refuses an empty or unknown --metrics, an unknown --features name, a missing or unloadable Inception or
     classifier file, --inception / --contrastive / --classifier where nothing asked for reads them, --vlb-timesteps
@@ -319,7 +316,7 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
 
     from ..config import from_json
     from ..evaluation import features as FE
-    from ..evaluation.evaluate import METRICS, SAMPLE_METRICS, EvaluateError, no_level_grid
+    from ..evaluation.evaluate import METRICS, NLL_N, SAMPLE_METRICS, EvaluateError, no_level_grid, vlb_timesteps_for
     from .common import given_options
 
     metrics = _csv(args.metrics)
@@ -385,13 +382,13 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
     check_device(args.device)
     run = Path(args.run)
     if not (run / "config.json").is_file():
-        return metrics, feats, args.vlb_timesteps or None  # evaluate() names what is missing
+        return metrics, feats  # evaluate() names what is missing
     from ..generate import refuse_other_runs
 
     refuse_other_runs(run)
     _check_eval_out(args.out or run / "eval")
     cfg = from_json((run / "config.json").read_text())
-    T, vlb = cfg.diffusion.T, args.vlb_timesteps
+    vlb = args.vlb_timesteps
     if vlb is not None and (why := no_vp_bound(cfg, run_kind(args.run))):
         raise EvaluateError(f"--vlb-timesteps sets the VP bound's timesteps, and {why}; leave --vlb-timesteps out")
     if vlb is not None and "nll" in metrics and no_level_grid(cfg, args.nll_n or NLL_N):  # loads the data: if asked
@@ -399,11 +396,9 @@ def check_request(args: argparse.Namespace) -> tuple[list[str], list[str] | None
             "--vlb-timesteps sets the VP bound's timesteps, and this run's images lie on no 8-bit, 16-bit or own grid "
             "of levels (the bound's decoder is discretised over one); leave --vlb-timesteps out"
         )
-    if vlb is None:
-        vlb = min(100, T - 1)
-    elif vlb > T - 1 and "nll" in metrics and cfg.diffusion.process == "discrete":
-        raise EvaluateError(f"--vlb-timesteps must be in [1, {T - 1}] for this run (T = {T}), or 0 for all T")
-    return metrics, feats, vlb or None
+    if "nll" in metrics:
+        vlb_timesteps_for(cfg, vlb)  # the range refused before anything is loaded
+    return metrics, feats
 
 
 def no_vp_bound(cfg, kind: str | None) -> str | None:

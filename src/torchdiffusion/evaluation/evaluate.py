@@ -41,6 +41,9 @@ from .likelihood import ode_bits_per_dim, pixel_grid, vp_bound_bits_per_dim
 from .memorisation import distinct_rows, memorisation_report, save_closest_pairs
 
 METRICS = ("fd", "kid", "pr", "nll", "memorisation", "classes", "straightness", "volume", "contrastive")
+# bits/dim's defaults, the library's and the command line's: held-out images, RK4 steps of the probability-flow
+# ODE, stratified timesteps of the VP bound (at most T - 1: :func:`vlb_timesteps_for`)
+NLL_N, ODE_STEPS, VLB_TIMESTEPS = 64, 32, 100
 
 
 class EvaluateError(ValueError):
@@ -206,6 +209,21 @@ def refuse_changed_data(run, train) -> None:
                 f"{where} now gives {int(now)} {what} examples; the run was trained with {int(info[key])} "
                 f"(run.json {key}): evaluate it on the data it was trained on"
             )
+
+
+def vlb_timesteps_for(cfg, asked: int | None) -> int | None:
+    """The VP bound's timesteps for a run (its config) as likelihood.vp_bound_bits_per_dim takes them - a count of
+    log-spaced strata in [1, T - 1], or None for all T terms - from the count ``asked``: None for the default,
+    min(VLB_TIMESTEPS, T - 1); 0 for all T. EvaluateError (one line) for a count outside [1, T - 1] of a
+    discrete-process run (one of any other process has no bound to read it)."""
+    T = cfg.diffusion.T
+    if asked is None:
+        return min(VLB_TIMESTEPS, T - 1) or None
+    if asked == 0:
+        return None
+    if cfg.diffusion.process == "discrete" and not 1 <= asked <= T - 1:
+        raise EvaluateError(f"--vlb-timesteps must be in [1, {T - 1}] for this run (T = {T}), or 0 for all T")
+    return asked
 
 
 ODE_METRICS = ("nll", "straightness")  # the metrics that read the network as the data's posterior-mean denoiser
@@ -385,9 +403,9 @@ def evaluate(
     sampling: Callable | None = None,
     seed: int = 10_000,
     batch_size: int = 100,
-    nll_n: int = 64,
-    ode_steps: int = 32,
-    vlb_timesteps: int | None = 100,
+    nll_n: int = NLL_N,
+    ode_steps: int = ODE_STEPS,
+    vlb_timesteps: int | None = None,
     holdout_n: int | None = None,
     inception_path: str | None = None,
     samples: Tensor | None = None,
@@ -410,7 +428,8 @@ def evaluate(
             of a conditional run's samples; grid: a sample.grid name).
         sampling: ``(run, SampleConfig) -> SampleConfig``, applied to the run's sample config before n,
             batch_size and the overrides above: any other sample setting, e.g. the CLI's sampling flags.
-        nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: all T).
+        nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: the
+            default, min(100, T - 1); 0: all T; as the command line's --vlb-timesteps, :func:`vlb_timesteps_for`).
         holdout_n: cap on the held-out real images used for the floor (default: n).
         samples: precomputed samples (N, ...) instead of generating.
         contrastive: a train-clip run folder (or its weights) for the ``contrastive`` metric (default: the
@@ -453,6 +472,7 @@ def evaluate(
         )
     if (asked := [m for m in metrics if m in ODE_METRICS]) and (why := not_a_denoiser(cfg)):
         raise EvaluateError(f"--metrics {asked[0]}: {why}; choose other metrics")
+    vlb_timesteps = vlb_timesteps_for(cfg, vlb_timesteps) if "nll" in metrics else None  # refused before sampling
     out = Path(out) if out is not None else run.path / "eval"
     clf_spec, clf_net = classes_classifier(run, metrics, classifier)  # refused before sampling
     features = list(features) if features else default_features(cfg.data.source, run.kind, classifier)
