@@ -105,9 +105,15 @@ def _accuracy(train: Tensor, test: Tensor, schema: TableSchema, seed: int) -> fl
     y_test = _split(test, schema)[1][:, j]
     if len(np.unique(y_train)) < 2:  # one class: the model predicts it everywhere
         return float((y_test == y_train[0]).mean())
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=sklearn_seed(seed)))
     clf.fit(one_hot_rows(train, schema, drop=schema.target), y_train)
     return float(clf.score(one_hot_rows(test, schema, drop=schema.target), y_test))
+
+
+def sklearn_seed(seed: int) -> int:
+    """scikit-learn's ``random_state`` for an evaluation seed (any of [0, 2^62]): the seed mod 2^32, the range
+    scikit-learn (numpy's legacy RandomState) takes; the same seed always gives the same state."""
+    return seed % 2**32
 
 
 def tstr(train_real: Tensor, test_real: Tensor, synth: Tensor, schema: TableSchema, seed: int = 0) -> dict:
