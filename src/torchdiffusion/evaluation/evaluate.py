@@ -347,6 +347,7 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
         "ode": f"RK4, {ode_steps} steps in log sigma over [{model.sigma_min:.4g}, {model.sigma_max:.4g}], "
         "Hutchinson (Rademacher) trace, prior N(0, sigma_max^2 I)",
         "dequantisation": deq,
+        "seed": seed,  # the dequantisation noise, the Hutchinson probes and the VP bound's strata
         "ode_seconds": round(time.time() - t0, 1),
     }
     if model.process is not None and grid is not None:
@@ -567,6 +568,7 @@ def _volume_section(run, samples: Tensor, labels, train, seed: int, out: Path) -
     # baseline volumes, never another feature space
     rep = volume_metrics(train.x, train.labels, held.x, held.labels, candidates, seed=FEATURE_SEED)
     rep["profiles"].update(model=slice_profiles(samples), gaussian_pca=slice_profiles(baseline))
+    rep["seed"] = seed  # the Gaussian baseline's draws and the training volumes of the floor
     save_volumes(samples, out / "samples.png", title="samples (row k: class k mod K)")
     save_volumes(baseline, out / "gaussian_pca.png", title="Gaussian baseline (data mean and covariance)")
     save_profiles(rep["profiles"], out / "profiles.png", title="slice profiles: held-out volumes (grey) and samples")
@@ -592,7 +594,7 @@ def _straightness(run, n: int, seed: int, steps: int, guidance: float, progress:
     noise = NoiseSource(range(seed, seed + n), run.data_shape).initial()
     with torch.no_grad(), step_bar(steps, "straightness (Heun steps)", show=progress) as bar:
         st = straightness(D, noise, run.model.sigma_max, steps, callback=bar.step)
-    out = {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps, "clamped": clip}
+    out = {"S": st.S, "length_ratio": st.length_ratio, "n": n, "heun_steps": steps, "clamped": clip, "seed": seed}
     return {**out, "guidance": float(guidance)} if labels is not None else out
 
 
