@@ -542,3 +542,22 @@ def test_every_section_drawn_from_the_seed_records_it(tiny_run, tmp_path):
     assert reports[0]["nll"]["bits_per_dim_ode"] != reports[1]["nll"]["bits_per_dim_ode"]
     rep = evaluate(tiny_run, ["straightness"], 3, out=tmp_path / "st", seed=7, ode_steps=1, log=lambda *a: None)
     assert rep["straightness"]["seed"] == 7
+
+
+@pytest.mark.parametrize(
+    "shape, metrics, words",
+    [
+        ((20, 64), ("fd", "memorisation"), "shape (N, 1, 8, 8) for this run's image data, got (20, 64)"),
+        ((20, 3, 8, 8), ("fd",), "shape (N, 1, 8, 8) for this run's image data, got (20, 3, 8, 8)"),
+        ((2, 1, 8, 8), ("kid",), "samples: 2 are too few samples for --metrics kid: it needs at least 3"),
+    ],
+)
+def test_samples_given_that_do_not_fit_the_run_are_refused_before_anything_is_measured(
+    tiny_run, tmp_path, shape, metrics, words
+):
+    """Samples given to evaluate() were measured whatever their shape: flattened ones ran FD/KID/PR on other values
+    and memorisation crashed in torch.stack, three-channel ones failed late; refused in one line up front."""
+    with pytest.raises(EvaluateError) as e:
+        evaluate(tiny_run, metrics, samples=torch.rand(shape), features=["raw"], out=tmp_path / "e", log=print)
+    assert words in str(e.value) and len(str(e.value).splitlines()) == 1
+    assert not (tmp_path / "e").exists()

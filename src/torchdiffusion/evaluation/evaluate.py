@@ -188,6 +188,28 @@ def refuse_unfit_features(run, features: Sequence[str]) -> None:
         refuse_unfit_classifier(f"--features {f}:", "the classifier", net.cfg, card, run.image_shape, 0, None)
 
 
+def refuse_unfit_samples(run, samples, metrics: Sequence[str]) -> None:
+    """EvaluateError (one line, naming the shape expected and the one given) for ``samples`` given to
+    :func:`evaluate` that are not a tensor of (N, *one output's shape) - the run's data shape, a latent run's decoded
+    images' - or are too few for a metric asked for (:data:`MIN_SAMPLES`): each metric would read them as other
+    data, or fail after others were measured."""
+    want = "(N, " + ", ".join(str(v) for v in run.image_shape) + ")"
+    shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
+    if not isinstance(samples, Tensor) or tuple(samples.shape[1:]) != tuple(run.image_shape):
+        raise EvaluateError(f"samples must be a tensor of shape {want} for this run's {run.kind} data, got {shape}")
+    if why := too_few_samples(len(samples), metrics):
+        raise EvaluateError(f"samples: {len(samples)} are {why}")
+
+
+def too_few_samples(count: int, metrics: Sequence[str]) -> str | None:
+    """Why ``count`` samples are too few for a metric asked for (:data:`MIN_SAMPLES`), or None."""
+    drawn = [m for m in metrics if m in SAMPLE_METRICS]
+    if drawn and count < (need := max(MIN_SAMPLES.get(m, 2) for m in drawn)):
+        first = next(m for m in drawn if MIN_SAMPLES.get(m, 2) == need)
+        return f"too few samples for --metrics {first}: it needs at least {need}"
+    return None
+
+
 def refuse_changed_data(run, train) -> None:
     """EvaluateError (one line, naming both values) when the run's data as loaded now - ``train``, its training
     split - is not what it was trained on as run.json records it: another example shape (``image_shape`` of a
@@ -432,7 +454,8 @@ def evaluate(
         nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: the
             default, min(100, T - 1); 0: all T; as the command line's --vlb-timesteps, :func:`vlb_timesteps_for`).
         holdout_n: cap on the held-out real images used for the floor (default: n).
-        samples: precomputed samples (N, ...) instead of generating.
+        samples: precomputed samples (N, ...) instead of generating: one output's shape each (the run's data
+            shape; a latent run's decoded images), else refused before anything is measured.
         contrastive: a train-clip run folder (or its weights) for the ``contrastive`` metric (default: the
             shipped emoji model); samples of a text-conditioned run are drawn from the held-out captions.
         classifier: the classifier of the ``classes`` report (confidence, balance, and the share of a
@@ -453,9 +476,8 @@ def evaluate(
     if n < 2:
         raise EvaluateError(f"--n must be >= 2, got {n}")
     drawn = [m for m in metrics if m in SAMPLE_METRICS]
-    if drawn and samples is None and n < (need := max(MIN_SAMPLES.get(m, 2) for m in drawn)):
-        first = next(m for m in drawn if MIN_SAMPLES.get(m, 2) == need)
-        raise EvaluateError(f"--n {n} is too few samples for --metrics {first}: it needs at least {need}")
+    if samples is None and (why := too_few_samples(n, metrics)):
+        raise EvaluateError(f"--n {n} is {why}")
     from ..config import MAX_SEED
 
     used = n if drawn and samples is None else min(n, 256) if "straightness" in metrics else 0  # seeds seed + k
@@ -466,6 +488,8 @@ def evaluate(
         )
     run = load_run(run_path, device=device)
     cfg = run.config
+    if samples is not None:
+        refuse_unfit_samples(run, samples, metrics)
     if run.codec is not None and list(metrics) == ["nll"]:  # in a list of metrics it is skipped, and says why
         raise EvaluateError(
             "--metrics nll has nothing to measure on a latent run: its likelihood is its latents', not its images'; "
