@@ -38,6 +38,25 @@ def test_copy_is_flagged_fresh_is_not(tmp_path):
     assert rep2["copy_fraction"] == 0.5
 
 
+def test_each_section_names_the_rule_it_applied_and_takes_a_threshold_in_its_own_units():
+    """threshold= flagged pixel copies by d1 < threshold while the feature section kept the ratio test without a
+    word: each section now names its rule, and the features take their own threshold (a pixel distance means
+    nothing in feature units) - here features 100 times the pixels, where a pixel threshold flags nothing."""
+    x = _digits()
+    train = x[:1500]
+    g = torch.Generator().manual_seed(0)
+    copies = train[:10] + 0.01 * torch.randn(train[:10].shape, generator=g)
+    samples = torch.cat([copies, x[1500:1510]])
+    feats = dict(sample_feats=100 * samples.flatten(1), train_feats=100 * train.flatten(1))
+    rep = memorisation_report(samples, train, threshold=0.5, **feats)
+    assert rep["rule"] == "d1 < 0.5" and rep["copy_fraction"] == 0.5
+    assert rep["features"]["rule"] == "d1/d2 < 0.3333" and rep["features"]["copy_fraction"] == 0.5
+    rep = memorisation_report(samples, train, threshold=0.5, feature_threshold=50.0, **feats)
+    assert rep["features"]["rule"] == "d1 < 50.0" and rep["features"]["copy_fraction"] == 0.5
+    rep = memorisation_report(samples, train, feature_threshold=0.5, **feats, holdout=x[1520:1600])
+    assert rep["rule"] == "d1/d2 < 0.3333" and rep["features"]["copy_fraction"] == 0.0  # 0.5 in units 100x smaller
+
+
 def test_exact_copies_of_an_image_held_twice_in_training_are_flagged():
     x = _digits()
     train = torch.cat([x[:50], x[:3]])  # the first three images are in the training set twice

@@ -5,7 +5,10 @@ the relative-distance test of Carlini et al. 2023 (Sec. 4.2, "Extracting trainin
 
     d(x, n_1) / d(x, n_2) < ratio       (ratio = 1/3 by default),
 
-or, when an absolute ``threshold`` is given, when d(x, n_1) < threshold. n_1 and n_2 are the two nearest
+or, when an absolute ``threshold`` is given, when d(x, n_1) < threshold. A threshold is a distance in the units
+of the space it is applied in: :func:`memorisation_report`'s ``threshold`` is in pixels (flattened values) and
+``feature_threshold`` in the feature space; a section given none takes the ratio test, and each section names
+the rule it applied (``rule``). n_1 and n_2 are the two nearest
 *distinct* training examples: identical training rows are collapsed into one first, else a training image held
 twice would be its own second neighbour (d_1 = d_2 = 0) and hide every exact copy of it. A sample at (numerically)
 zero distance from a training example - an RMS difference per value below ``ZERO_RMS`` - is a copy whatever the
@@ -66,6 +69,11 @@ def flag_copies(d: Tensor, ratio: float = 1 / 3, threshold: float | None = None,
     return (d[:, 0] < ratio * d[:, 1]) | zero
 
 
+def copy_rule(ratio: float = 1 / 3, threshold: float | None = None) -> str:
+    """The rule :func:`flag_copies` applies for ``ratio`` and ``threshold``, as a report names it."""
+    return f"d1 < {threshold}" if threshold is not None else f"d1/d2 < {ratio:.4g}"
+
+
 def _neighbours(query: Tensor, train: Tensor) -> tuple[Tensor, Tensor]:
     """Distances (N, 2) to the two nearest distinct rows of ``train``, and the index (into ``train``) of each."""
     rows, first = distinct_rows(train)
@@ -87,6 +95,7 @@ def memorisation_report(
     sample_feats: Tensor | None = None,
     train_feats: Tensor | None = None,
     holdout_feats: Tensor | None = None,
+    feature_threshold: float | None = None,
 ) -> dict:
     """JSON-ready memorisation summary of ``samples`` against ``train`` (same per-example shape).
 
@@ -95,12 +104,15 @@ def memorisation_report(
     (``holdout_nn_distance_median``, ``holdout_copy_fraction``: the baseline a non-memorising model matches).
     With features given, the same in feature space under ``features``. Neighbours are the nearest distinct
     training examples (see the module's note); ValueError when ``train`` holds fewer than 2 distinct ones.
+    ``threshold`` (a distance in pixels) flags the pixel section's copies, ``feature_threshold`` (in the features'
+    units) the feature section's; a section without one takes the ``ratio`` test. Each section's ``rule`` names
+    the rule it applied.
     """
     D = samples[0].numel()
     d, idx = _neighbours(samples, train)
     flags = flag_copies(d, ratio, threshold, D)
     out = {
-        "rule": f"d1 < {threshold}" if threshold is not None else f"d1/d2 < {ratio:.4g}",
+        "rule": copy_rule(ratio, threshold),
         "n": int(samples.shape[0]),
         "copy_fraction": float(flags.double().mean()),
         "nn_distance_mean": float(d[:, 0].mean()),
@@ -116,14 +128,15 @@ def memorisation_report(
         F = sample_feats[0].numel()
         df, idf = _neighbours(sample_feats, train_feats)
         feats = {
-            "copy_fraction": float(flag_copies(df, ratio, dim=F).double().mean()),
+            "rule": copy_rule(ratio, feature_threshold),
+            "copy_fraction": float(flag_copies(df, ratio, feature_threshold, F).double().mean()),
             "nn_distance_median": float(df[:, 0].median()),
             "nearest": idf[:, 0].tolist(),
         }
         if holdout_feats is not None:
             dhf, _ = _neighbours(holdout_feats, train_feats)
             feats["holdout_nn_distance_median"] = float(dhf[:, 0].median())
-            feats["holdout_copy_fraction"] = float(flag_copies(dhf, ratio, dim=F).double().mean())
+            feats["holdout_copy_fraction"] = float(flag_copies(dhf, ratio, feature_threshold, F).double().mean())
         out["features"] = feats
     return out
 
