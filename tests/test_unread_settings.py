@@ -26,6 +26,7 @@ from torchdiffusion.training import train
 
 # A value for every setting of the tables: valid, and other than the tiny runs' own (checked where it is changed).
 CHANGED = {
+    "data.path": "no-such-data",
     "data.toy": "moons",
     "data.toy_size": "300",
     "data.emoji_size": "32",
@@ -135,6 +136,23 @@ def test_every_setting_of_the_tables_is_a_real_one_that_some_run_reads():
         assert any(unread_setting(c, key) is None for c in runs), key
 
 
+# The data settings every source reads (what data, how much of it, the held-out split, a kind's shape): any other
+# data setting is one some sources read, named beside their loaders (data.SOURCES, Source.reads)
+READ_BY_EVERY_SOURCE = {"source", "image_size", "channels", "holdout", "seed", "limit", "latents_of"}
+
+
+def test_every_data_setting_is_read_by_every_source_or_named_by_the_sources_that_read_it():
+    """A data setting in neither group would be taken silently by a source that never reads it (data.path on the
+    digits)."""
+    from dataclasses import fields
+
+    from torchdiffusion.config import DataConfig
+
+    named = set(data_readers())
+    assert not named & READ_BY_EVERY_SOURCE
+    assert {f.name for f in fields(DataConfig)} == named | READ_BY_EVERY_SOURCE
+
+
 TINY_TEXT = "abcab cabca bcabc " * 40
 BASES = {  # (preset, settings): one tiny run of each network kind
     "unet": ("digits-test", ["model.channels=8", "model.groups=4", "sample.grid=auto"]),
@@ -201,6 +219,7 @@ def test_a_setting_that_is_read_changes_the_run(tmp_path):
     [
         ("mnist-cpu", "model.patch=4", ("model.patch", "model.net=unet")),
         ("mnist-cpu", "data.toy=moons", ("data.toy", "data.source=mnist5k")),
+        ("digits-test", "data.path=/nonexistent/xyz", ("data.path", "data.source=digits", "folder | array")),
         ("mnist-cpu", "diffusion.beta_end=0.03", ("diffusion.beta_end", "diffusion.schedule=cosine")),
         ("mnist-cpu", "train.eval_n=64", ("train.eval_n", "train.eval_every_images=0")),
         ("mnist-cpu-uncond", "sample.guidance=3", ("sample.guidance", "model.num_classes=0")),
@@ -250,6 +269,7 @@ def test_a_config_file_keeps_its_own_values_and_only_the_sets_are_checked(tmp_pa
     "argv",
     [
         ["train-autoencoder", "--preset", "tiny-ae", "--set", "data.toy_size=100"],
+        ["train-autoencoder", "--preset", "tiny-ae", "--set", "data.path=/nonexistent"],  # the digits read no file
         ["train-clip", "--preset", "emoji32-clip", "--set", "data.seq_len=32"],
         ["demo", "--set", "model.depth=3"],
         ["train-classifier", "digits-test", "--set", "data.volume_count=10"],

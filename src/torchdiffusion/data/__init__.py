@@ -87,28 +87,31 @@ class Source:
     scale: str = "auto"
 
 
+# data.path: the user's files, or for a built-in set another copy of them (Fashion-MNIST's IDX files, the emoji font)
+PATH_READS = ("path",)
 SEQUENCE_READS = ("seq_len",)
 SCALE_READS = ("scale", "scale_lo", "scale_hi")  # data.scale: the sources whose values are in the user's units
 SIGNAL_READS = ("signal_length",)  # the sources that give 1-D signals (an array of (N, C, L) among its kinds)
 SOURCES: dict[str, Source] = {
     "mnist5k": Source(load_mnist5k),
     "digits": Source(load_digits),
-    "fashion_mnist": Source(load_fashion_mnist, load_fashion_mnist_test),
-    "emoji": Source(load_emoji, reads=("emoji_size", "emoji_set")),
-    "folder": Source(load_folder, reads=SCALE_READS),
-    "array": Source(load_array, reads=("layout", "labels_path", *SCALE_READS, *SIGNAL_READS)),
+    "fashion_mnist": Source(load_fashion_mnist, load_fashion_mnist_test, reads=PATH_READS),
+    "emoji": Source(load_emoji, reads=(*PATH_READS, "emoji_size", "emoji_set")),
+    "folder": Source(load_folder, reads=(*PATH_READS, *SCALE_READS)),
+    "array": Source(load_array, reads=(*PATH_READS, "layout", "labels_path", *SCALE_READS, *SIGNAL_READS)),
     "toy": Source(load_toy, reads=("toy", "toy_size")),
-    "csv": Source(load_csv_table, reads=("categorical", "target")),
+    "csv": Source(load_csv_table, reads=(*PATH_READS, "categorical", "target")),
     **{f"sklearn:{name}": Source(sklearn_loader(name), reads=("target",)) for name in SKLEARN_TABLES},
-    "text": Source(load_text, reads=SEQUENCE_READS),
-    "fasta": Source(load_fasta, reads=SEQUENCE_READS),
+    "text": Source(load_text, reads=(*PATH_READS, *SEQUENCE_READS)),
+    "fasta": Source(load_fasta, reads=(*PATH_READS, *SEQUENCE_READS)),
     "sklearn_text": Source(load_sklearn_text, reads=SEQUENCE_READS),
     "python_docs": Source(load_python_docs, reads=SEQUENCE_READS),
     "shapes3d": Source(load_shapes3d, reads=("volume_size", "volume_count")),
-    "nifti": Source(load_nifti, reads=SCALE_READS, scale="percentile"),  # a scanner's units
-    "tiff_stack": Source(load_tiff_stacks, reads=SCALE_READS, scale="percentile"),  # a microscope's z-stacks
-    "signal_csv": Source(load_signal_csv, reads=("target", *SIGNAL_READS)),
-    "wav": Source(load_wav, reads=SIGNAL_READS),
+    "nifti": Source(load_nifti, reads=(*PATH_READS, *SCALE_READS), scale="percentile"),  # a scanner's units
+    # a microscope's z-stacks
+    "tiff_stack": Source(load_tiff_stacks, reads=(*PATH_READS, *SCALE_READS), scale="percentile"),
+    "signal_csv": Source(load_signal_csv, reads=(*PATH_READS, "target", *SIGNAL_READS)),
+    "wav": Source(load_wav, reads=(*PATH_READS, *SIGNAL_READS)),
     **{f"ucr:{name}": Source(ucr_loader(name), reads=SIGNAL_READS) for name in UCR_SETS},
 }
 SPLITS = ("train", "holdout", "test")
