@@ -62,6 +62,53 @@ def test_overrides_are_typed():
     assert big.sample.seed == 2**53 + 1 and big.train.images == 1000 and big.train.batch_size == 64  # (2**53 before)
 
 
+def _number_fields(cls, where=""):
+    """(key, the JSON of a bool in its place) for every field of ``cls`` that holds numbers: int or float, alone,
+    optional, or inside a tuple."""
+    import dataclasses
+    import typing
+
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _number_fields(tp, f"{where}{f.name}.")
+            continue
+        kinds = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
+        elems = [e for k in kinds for e in (typing.get_args(k) if typing.get_origin(k) is tuple else ())]
+        if any(k in (int, float) for k in kinds):
+            yield f"{where}{f.name}", "true"
+        elif any(e in (int, float) for e in elems):
+            yield f"{where}{f.name}", "[1, false]"
+
+
+def test_a_json_bool_is_no_number_in_any_numeric_field():
+    """A JSON true/false in a number field (alone, optional or in a list) is refused naming the field, as --set
+    train.lr=true is; it was read as 1.0 / 0.0 (a config file's "lr": true trained at lr 1)."""
+    import json
+
+    from torchdiffusion.autoencoder import AutoencoderRunConfig, autoencoder_config_from_json
+    from torchdiffusion.config import RunConfig
+    from torchdiffusion.contrastive.config import ContrastiveConfig, clip_config_from_json
+
+    keys = []
+    for cls, read in ((RunConfig, from_json), (AutoencoderRunConfig, autoencoder_config_from_json),
+                      (ContrastiveConfig, clip_config_from_json)):  # fmt: skip
+        for key, value in _number_fields(cls):
+            *sections, name = key.split(".")
+            d = inner = {}
+            for s in sections:
+                inner = inner.setdefault(s, {})
+            inner[name] = json.loads(value)
+            with pytest.raises(ConfigError, match=rf"^{key}: "):
+                read(json.dumps(d))
+            keys.append(key)
+    assert {"train.lr", "train.images", "sample.settings.eta", "train.betas", "data.image_size"} <= set(keys)
+    assert {"data.scale_lo", "sample.guidance_interval", "model.channel_mult", "loss.beta"} <= set(keys)
+    with pytest.raises(ConfigError, match=r"^train.lr: expected a number, got true$"):  # as the file writes it
+        from_json('{"train": {"lr": true}}')
+    assert from_json('{"model": {"text_pooled": true}}').model.text_pooled is True  # a bool field takes it
+
+
 @pytest.mark.parametrize(
     "sets",
     [

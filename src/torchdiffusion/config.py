@@ -338,8 +338,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return False
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, bool):  # (a JSON true/false, as JSON writes it)
+            raise ConfigError(f"{where}: expected an integer, got {json.dumps(value)}")
         if isinstance(value, int):
             return value
         text = str(value).replace("_", "").strip()
@@ -353,6 +353,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return int(f)
     if tp is float:
+        if isinstance(value, bool):  # (float(True) is 1.0: a JSON true is no learning rate)
+            raise ConfigError(f"{where}: expected a number, got {json.dumps(value)}")
         try:
             f = float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
         except (ValueError, TypeError, OverflowError):
