@@ -248,6 +248,60 @@ def test_train_autoencoder_refuses_bad_input_in_one_line(tmp_path, settings, nee
     assert list(tmp_path.iterdir()) == []
 
 
+TRAINING_COMMANDS = (("train", "digits-test"), ("train-autoencoder", "tiny-ae"), ("train-clip", "emoji16-clip-tiny"))
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "data.channels=2",
+        "data.image_size=0,0",
+        "data.source=nope",
+        "data.holdout=-5",
+        "data.limit=0",
+        "data.seed=-1",
+        "data.toy=nope",
+        "data.scale=nope",
+    ],
+)
+def test_every_training_command_refuses_a_data_setting_as_train_does(tmp_path, setting):
+    """train-autoencoder and train-clip check the data section as train does (config._data_checks): the same
+    one-line refusal, at --dry-run as before a run, with nothing written. They printed such a config at --dry-run
+    and refused it only once the data loaded, if at all (data.channels=2)."""
+    said = set()
+    for command, preset in TRAINING_COMMANDS:
+        for extra in (["--dry-run"], ["--out", tmp_path / command, "--no-progress"]):
+            rc, out, err = cli(command, "--preset", preset, "--set", setting, *extra)
+            assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, (command, err)
+            said.add(err.split(": error: ", 1)[1].strip())
+        assert not (tmp_path / command).exists()
+    assert len(said) == 1, said
+
+
+@pytest.mark.parametrize(
+    "command, preset, setting, says",
+    [
+        ("train-autoencoder", "tiny-ae", "train.seed=99999999999999999999999", "train.seed must be in [0, "),
+        ("train-clip", "emoji16-clip-tiny", "train.seed=99999999999999999999999", "train.seed must be in [0, "),
+        ("train-autoencoder", "tiny-ae", "model.channels=100000", "model.channels must be in [1, 4096]"),
+        ("train-autoencoder", "tiny-ae", "model.channel_mult=1,1024", "model.channel_mult"),
+        ("train-autoencoder", "tiny-ae", "model.latent_channels=100000", "model.latent_channels must be in [1, 4096]"),
+        ("train-autoencoder", "tiny-ae", "model.num_res_blocks=1000", "model.num_res_blocks must be in [1, 64]"),
+        ("train-autoencoder", "tiny-ae", "train.batch_size=1000000", "train.batch_size must be in [1, 65536]"),
+        ("train-autoencoder", "tiny-ae", "train.threads=100000", "train.threads must be in [0, 4096]"),
+    ],
+)
+def test_the_autoencoder_and_text_encoder_bound_seeds_and_widths_as_train_does(
+    tmp_path, command, preset, setting, says
+):
+    """A seed past 2^62 (train.seed) or a width no machine holds is refused before anything loads: the autoencoder
+    took them until its first step ('Overflow when unpacking long long') or an allocation."""
+    for extra in (["--dry-run"], ["--out", tmp_path / "run", "--no-progress"]):
+        rc, out, err = cli(command, "--preset", preset, "--set", setting, *extra)
+        assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and says in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_batch_larger_than_the_data_trains_the_images_asked_for():
     """batches(): 10 images, batch 32, 100 images asked: batches of 32, 32, 32, 4, each holding every image (it
     cut each batch to the 10 images while counting 32: the run stopped at 34 images and wrote no metrics)."""

@@ -115,24 +115,53 @@ def autoencoder_config_from_json(text: str) -> AutoencoderRunConfig:
 
 
 def validate_autoencoder_config(cfg: AutoencoderRunConfig) -> AutoencoderRunConfig:
-    """``cfg`` unchanged, or a ConfigError naming the first value that cannot be used."""
+    """``cfg`` unchanged, or a ConfigError naming the first value that cannot be used: a value not of its field's
+    type, a number that is not finite, the data section as ``train`` checks it, and every other setting in its
+    domain, sizes within train's bounds (``config.MAX_WIDTH``, ``MAX_SEED`` ...)."""
+    from .config import (
+        MAX_BATCH,
+        MAX_IMAGES,
+        MAX_SAMPLES,
+        MAX_SEED,
+        MAX_THREADS,
+        MAX_WIDTH,
+        _between,
+        _data_checks,
+        _finite_numbers,
+        time_limit_checks,
+        typed_fields,
+    )
+
+    typed_fields(cfg)
     m, lo, t = cfg.model, cfg.loss, cfg.train
     checks = [
-        (m.in_channels >= 1 and m.latent_channels >= 1, "model.in_channels and model.latent_channels must be >= 1"),
-        (1 <= len(m.channel_mult) <= 6, "model.channel_mult needs 1 to 6 levels (f = 2^(levels - 1))"),
-        (m.channels >= 1 and all(v >= 1 for v in m.channel_mult), "model widths must be >= 1"),
-        (m.num_res_blocks >= 1 and m.groups >= 1 and m.head_channels >= 1, "model block counts must be >= 1"),
+        *_finite_numbers(cfg),
+        *_data_checks(cfg.data),
+        _between(m.in_channels, 1, MAX_WIDTH, "model.in_channels"),
+        _between(m.latent_channels, 1, MAX_WIDTH, "model.latent_channels"),
+        _between(m.channels, 1, MAX_WIDTH, "model.channels"),
+        (
+            1 <= len(m.channel_mult) <= 6 and all(1 <= v and m.channels * v <= MAX_WIDTH for v in m.channel_mult),
+            f"model.channel_mult needs 1 to 6 levels (f = 2^(levels - 1)) of multipliers >= 1 with model.channels "
+            f"times each <= {MAX_WIDTH}, got {m.channel_mult!r}",
+        ),
+        _between(m.num_res_blocks, 1, 64, "model.num_res_blocks"),
+        _between(m.groups, 1, MAX_WIDTH, "model.groups"),
+        _between(m.head_channels, 1, MAX_WIDTH, "model.head_channels"),
         (lo.reconstruction in RECONSTRUCTION, f"loss.reconstruction must be one of {', '.join(RECONSTRUCTION)}"),
         (lo.beta >= 0 and lo.perceptual >= 0, "loss.beta and loss.perceptual must be >= 0"),
         (1 <= lo.perceptual_blocks <= 16, "loss.perceptual_blocks must be in [1, 16]"),
-        (1 <= t.images <= 10**12 and 1 <= t.batch_size <= 65_536, "train.images and train.batch_size must be >= 1"),
-        (t.lr > 0 and t.warmup_images >= 0 and t.grad_clip >= 0, "train.lr must be > 0, warm-up and clip >= 0"),
-        (t.log_every_images >= 1 and t.grid_images >= 1, "train.log_every_images and grid_images must be >= 1"),
-        (t.threads >= 0 and t.seed >= 0, "train.threads and train.seed must be >= 0"),
-        (t.cpu_minutes >= 0 and t.minutes >= 0, "train.cpu_minutes and train.minutes must be >= 0 (0 = no limit)"),
+        _between(t.images, 1, MAX_IMAGES, "train.images"),
+        _between(t.batch_size, 1, MAX_BATCH, "train.batch_size"),
+        *time_limit_checks(t),
+        (t.lr > 0, f"train.lr must be > 0, got {t.lr!r}"),
+        _between(t.warmup_images, 0, MAX_IMAGES, "train.warmup_images"),
+        (t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables clipping), got {t.grad_clip!r}"),
+        _between(t.seed, 0, MAX_SEED, "train.seed"),
+        _between(t.log_every_images, 1, MAX_IMAGES, "train.log_every_images"),
+        _between(t.grid_images, 1, MAX_SAMPLES, "train.grid_images"),
+        _between(t.threads, 0, MAX_THREADS, "train.threads"),
     ]
-    finite = (lo.beta, lo.perceptual, t.lr, t.cpu_minutes, t.minutes)
-    checks += [(math.isfinite(v), "loss and train numbers must be finite") for v in finite]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

@@ -445,6 +445,7 @@ PROCESSES = ("discrete", "continuous", "categorical")
 MAX_IMAGES = 10**12  # images seen in training (and every *_images cadence)
 MAX_BATCH = 65_536  # images per optimizer step or per network call
 MAX_WIDTH = 4096  # channels, widths, embedding sizes
+MAX_THREADS = 4096  # torch intra-op threads (train.threads)
 MAX_PIXELS = 16_384  # one side of an image
 MAX_T = 100_000  # timesteps of a discrete process, sampler steps
 MAX_SAMPLES = 10_000_000  # images to generate
@@ -647,16 +648,21 @@ def _diffusion_checks(d: DiffusionConfig) -> list[tuple[bool, str]]:
     ]
 
 
+def time_limit_checks(t: Any) -> list[tuple[bool, str]]:
+    """``train.cpu_minutes`` and ``train.minutes`` of a training section (train's, an autoencoder's): >= 0."""
+    return [
+        (math.isfinite(v) and v >= 0, f"train.{k} must be >= 0 (0 = no limit), got {v!r}")
+        for k, v in (("cpu_minutes", t.cpu_minutes), ("minutes", t.minutes))
+    ]
+
+
 def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
     cadences = ("warmup_images", "ema_halflife_images", "log_every_images", "sample_every_images")
     cadences += ("eval_every_images", "checkpoint_every_images")
     return [
         _between(t.images, 1, MAX_IMAGES, "train.images"),
         _between(t.batch_size, 1, MAX_BATCH, "train.batch_size"),
-        *(
-            (math.isfinite(v) and v >= 0, f"train.{k} must be >= 0 (0 = no limit), got {v!r}")
-            for k, v in (("cpu_minutes", t.cpu_minutes), ("minutes", t.minutes))
-        ),
+        *time_limit_checks(t),
         (
             t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
             "train.batch_size must be a multiple of train.grad_accum",
@@ -685,7 +691,7 @@ def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
         _between(t.keep_checkpoints, 1, 10_000, "train.keep_checkpoints"),
         _between(t.max_nonfinite, 1, MAX_IMAGES, "train.max_nonfinite"),
         _between(t.num_workers, 0, 256, "train.num_workers"),
-        _between(t.threads, 0, 4096, "train.threads"),
+        _between(t.threads, 0, MAX_THREADS, "train.threads"),
     ]
 
 

@@ -129,11 +129,13 @@ def get_clip_preset(name: str) -> ContrastiveConfig:
 
 def check_clip_config(cfg: ContrastiveConfig) -> ContrastiveConfig:
     """``cfg`` itself when every value can be used; else ConfigError naming the first bad one."""
-    from ..config import _finite_numbers
+    from ..config import MAX_SEED, MAX_THREADS, _between, _data_checks, _finite_numbers, typed_fields
 
+    typed_fields(cfg)
     m, t = cfg.model, cfg.train
     checks = [
         *_finite_numbers(cfg),
+        *_data_checks(cfg.data),  # as train checks it
         (1 <= m.embed_dim <= MAX_WIDTH, f"model.embed_dim must be in [1, {MAX_WIDTH}], got {m.embed_dim}"),
         (1 <= m.width <= MAX_WIDTH, f"model.width must be in [1, {MAX_WIDTH}], got {m.width}"),
         (
@@ -170,10 +172,9 @@ def check_clip_config(cfg: ContrastiveConfig) -> ContrastiveConfig:
             "train.templates must hold 1 to 16 strings, each naming {caption} and no field but {caption} and "
             f"{{category}}, got {t.templates}",
         ),
-        (0 <= t.seed < 2**62, f"train.seed must be in [0, 2^62), got {t.seed}"),
+        _between(t.seed, 0, MAX_SEED, "train.seed"),
         (0 <= t.log_every_images <= MAX_IMAGES, f"train.log_every_images must be >= 0, got {t.log_every_images}"),
-        (0 <= t.threads <= 1024, f"train.threads must be in [0, 1024], got {t.threads}"),
-        (cfg.data.holdout >= 0, f"data.holdout must be >= 0, got {cfg.data.holdout}"),
+        _between(t.threads, 0, MAX_THREADS, "train.threads"),
     ]
     for ok, msg in checks:
         if not ok:
