@@ -326,3 +326,28 @@ def test_a_preset_beside_a_config_file_or_a_flag_beside_its_set_is_refused(tmp_p
     for argv, says in cases:
         rc, _, err = cli(command, *argv, "--dry-run")
         assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+
+
+@pytest.mark.parametrize("command", ["train", "train-autoencoder", "train-clip"])
+def test_the_preset_a_config_started_from_is_named_by_preset_never_by_set(tmp_path, command):
+    """--set preset=... is refused in one line: it named the default run folder (runs/../../evil) and a preset in
+    config.json and the model card that did not run. A config file whose preset is a path (or no name at all) is
+    refused too, nothing written; one naming a preset of its own (a distilled student's mnist-cpu-progressive, an
+    experiment's name) keeps it."""
+    import json
+
+    preset = {"train": "digits-test", "train-autoencoder": "tiny-ae", "train-clip": "emoji16-clip-tiny"}[command]
+    for value in ("../../evil", preset, "custom"):
+        rc, out, err = cli(command, "--preset", preset, "--set", f"preset={value}", "--dry-run")
+        assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "--preset NAME" in err, err
+    rc, out, _ = cli(command, "--preset", preset, "--dry-run")
+    cfg, path = json.loads(out), tmp_path / "config.json"
+    for bad in ("../../evil", "/tmp/evil", "a/b", "a\\b", "..", ".", "", "-x", "two words"):
+        path.write_text(json.dumps({**cfg, "preset": bad}))
+        for extra in (["--dry-run"], ["--no-progress"]):
+            rc, out, err = cli(command, "--config", path, *extra, cwd=tmp_path)
+            assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "preset" in err, (bad, err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"], bad
+    path.write_text(json.dumps({**cfg, "preset": "mnist-cpu-progressive"}))
+    rc, out, err = cli(command, "--config", path, "--dry-run")
+    assert rc == 0 and json.loads(out)["preset"] == "mnist-cpu-progressive", err

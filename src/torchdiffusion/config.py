@@ -272,6 +272,21 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# A preset's name as config.json and the model card record it and as it names the default run folder (runs/<preset>):
+# one plain name, never a path (a config file's own, unknown to the presets, is kept: a distilled student's
+# "mnist-cpu-progressive", an experiment's name)
+PRESET_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}"
+
+
+def check_preset_name(name: str, where: str) -> None:
+    """A ConfigError (one line) unless ``name`` is a plain :data:`PRESET_NAME`; ``where`` names what holds it."""
+    if not re.fullmatch(PRESET_NAME, name):
+        raise ConfigError(
+            f"{where} records preset {name!r}, which is no preset name (letters, digits and . _ + -, not a path): "
+            "write the preset it started from, or custom"
+        )
+
+
 def pick_preset(presets: dict, name: str, what: str = "preset"):
     """``presets[name]``, or a ConfigError that lists the names (train, train-autoencoder, train-clip)."""
     if name not in presets:
@@ -417,6 +432,11 @@ def override(cfg: Any, assignments: list[str]) -> Any:
         if "=" not in a:
             raise ConfigError(f"override {a!r} must look like section.key=value")
         key, value = a.split("=", 1)
+        if key.strip() == "preset" and hasattr(cfg, "preset"):  # (it named runs/<preset> and what the card records)
+            raise ConfigError(
+                f"{a.strip()}: preset is no setting but the named preset the config started from; start from "
+                "another with --preset NAME"
+            )
         cfg = _set(cfg, key.strip().split("."), value.strip(), key)
     return cfg
 

@@ -28,8 +28,9 @@ def add_config_arguments(p: argparse.ArgumentParser, preset: str, config_help: s
 
 
 def base_config(args: argparse.Namespace, from_json: Callable[[str], typing.Any], get_preset: Callable):
-    """The config --config names (read by ``from_json``), else the --preset's; --set is applied by the caller."""
-    from ..config import ConfigError
+    """The config --config names (read by ``from_json``; its preset a plain name), else the --preset's; --set is
+    applied by the caller."""
+    from ..config import ConfigError, check_preset_name
 
     if not args.config:
         return get_preset(args.preset)
@@ -44,7 +45,9 @@ def base_config(args: argparse.Namespace, from_json: Callable[[str], typing.Any]
         text = path.read_text()
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not JSON text") from None
-    return from_json(text)
+    cfg = from_json(text)
+    check_preset_name(cfg.preset, f"config file {path}")
+    return cfg
 
 
 def _setting_flag(name: str) -> str:
