@@ -77,3 +77,81 @@ def test_caption_retrieval_reads_nearest_captions():
     assert r["accuracy"] == 1.0 and r["chance"] == pytest.approx(1 / 3)
     wrong = caption_retrieval(samples, torch.tensor([1, 2, 0]), prompts, real, caps)
     assert wrong["accuracy"] == 0.0
+
+
+# Prompts longer than the encoder reads: refused (a user's prompt) or cut and counted (a data set's captions)
+
+LONG = "a small red apple on a wooden table beside a green leaf, a blue cup of tea and a yellow lemon, " * 2
+
+
+def test_a_prompt_longer_than_the_encoder_reads_is_refused_not_cut(enc):
+    """Two prompts that differ only after the encoder's MAX_TOKENS gave the same features, silently: refused."""
+    from torchdiffusion.text import MAX_TOKENS, prompt_cond, token_counts
+
+    n = token_counts([LONG])[0]
+    assert n > MAX_TOKENS
+    for call in (lambda: prompt_cond([LONG], 2), lambda: enc.encode(["red apple", LONG]), lambda: enc.embed([LONG])):
+        with pytest.raises(TextError, match=rf"is {n} tokens long; the text encoder reads at most {MAX_TOKENS} "):
+            call()
+    # one at the limit is read whole
+    words = "apple " * (MAX_TOKENS - 2)
+    assert token_counts([words]) == [MAX_TOKENS]
+    assert prompt_cond([words])["text_mask"].sum() == MAX_TOKENS
+
+
+def test_captions_longer_than_the_encoder_reads_are_cut_and_counted(tmp_path, monkeypatch, capsys):
+    """A data set's captions are data: one too long is cut to the encoder's tokens (not refused), and how many
+    were is said once on stderr."""
+    from torchdiffusion.text import MAX_TOKENS
+
+    monkeypatch.setenv("TORCHDIFFUSION_CACHE", str(tmp_path))
+    capsys.readouterr()
+    text, mask = caption_features(["red apple", LONG, LONG + " more", "rocket"])
+    assert text.shape[1] == MAX_TOKENS and mask[1].all()
+    torch.testing.assert_close(text[1], text[2])  # the same after the cut
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"2 of 4 captions are longer than the text encoder's {MAX_TOKENS} tokens" in err
+    caption_features(["red apple", "rocket"])
+    assert capsys.readouterr().err == ""  # nothing said where none is cut
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    from tinyruns import write_run
+
+    return write_run(tmp_path_factory.mktemp("text") / "emoji-text", "emoji-text", ["model.channels=16"], (3, 16, 16))
+
+
+def test_sample_refuses_a_prompt_or_negative_prompt_longer_than_the_encoder_reads(text_run, tmp_path):
+    from tinyruns import cli
+    from torchdiffusion.text import MAX_TOKENS, token_counts
+
+    n = token_counts([LONG])[0]
+    base = ["sample", text_run, "--n", "2", "--steps", "2", "--out", tmp_path / "g.png"]
+    for flag, given in (
+        ("--prompt", ["--prompt", LONG]),
+        ("--negative-prompt", ["--prompt", "a", "--negative-prompt", LONG]),
+    ):
+        code, _, err = cli(*base, *given, "--guidance", "3")
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{flag} " in err and f"is {n} tokens long" in err and f"at most {MAX_TOKENS}" in err, err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_sample_help_states_the_prompt_limit():
+    from tinyruns import cli
+    from torchdiffusion.text import MAX_TOKENS
+
+    code, out, _ = cli("sample", "--help")
+    assert code == 0 and f"text prompt of at most {MAX_TOKENS} MiniLM tokens" in " ".join(out.split())
+
+
+def test_the_studio_refuses_a_prompt_longer_than_the_encoder_reads_before_the_job(text_run):
+    from torchdiffusion.studio.params import parse_command, precheck
+
+    out = text_run / "studio" / "x.png"
+    for params in ({"prompt": [LONG]}, {"prompt": ["a"], "negative_prompt": LONG, "guidance": 3}):
+        args = parse_command("sample", text_run, {"n": 2, "steps": 2, **params}, out=out)
+        with pytest.raises(TextError, match="tokens long"):
+            precheck(args, text_run)
+    precheck(parse_command("sample", text_run, {"n": 2, "steps": 2, "prompt": ["red apple"]}, out=out), text_run)

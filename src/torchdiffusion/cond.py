@@ -269,8 +269,9 @@ def build_cond(
     if prompts:
         from .text import prompt_cond
 
-        check_takes_prompts(model_cfg, "--negative-prompt" if negative else "--prompt")
-        cond.update(prompt_cond(prompts, n))
+        flag = "--negative-prompt" if negative else "--prompt"
+        check_takes_prompts(model_cfg, flag)
+        cond.update(prompt_cond(prompts, n, what=flag))
         if getattr(model_cfg, "text_retrieval", 0):
             from .retrieval import with_neighbours
 

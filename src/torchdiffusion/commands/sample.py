@@ -95,8 +95,16 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
         "(seed mod K) or random (uniform, from each image's seed); default: the run's sample.labels",
     )
     g.add_argument("--context", help="context vector(s), e.g. 1,0,0.6,0,0; several separated by ';' (cycled)")
-    g.add_argument("--prompt", action="append", help="text prompt; repeat for several (cycled over the images)")
-    g.add_argument("--negative-prompt", help="the prompt classifier-free guidance steers away from")
+    g.add_argument(
+        "--prompt",
+        action="append",
+        help="text prompt of at most 32 MiniLM tokens, [CLS] and [SEP] included (a longer one is refused, not cut); "
+        "repeat for several (cycled over the images)",
+    )
+    g.add_argument(
+        "--negative-prompt",
+        help="the prompt classifier-free guidance steers away from (at most 32 tokens, as --prompt)",
+    )
     g.add_argument("--negative-context", help="the context vector classifier-free guidance steers away from")
     g.add_argument(
         "--guidance",

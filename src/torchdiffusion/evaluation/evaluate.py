@@ -690,9 +690,11 @@ def _draw_samples(
     cond = None if labels is None else {"class": labels}
     prompts = eval_prompts(run.config) if run.config.model.text_dim > 0 else None
     if prompts:  # a text-conditioned run: image k is drawn for prompt k mod P
-        from ..text import prompt_cond
+        from ..text import caption_features
 
-        cond = {**(cond or {}), **prompt_cond(prompts, n)}
+        text, mask = caption_features(prompts, cache=False)  # captions of the data: cut to the encoder's tokens
+        k = torch.arange(n) % len(prompts)
+        cond = {**(cond or {}), "text": text[k], "text_mask": mask[k]}
         if run.retrieval is not None:  # model.text_retrieval: each prompt's retrieved training examples
             from ..retrieval import with_neighbours
 
