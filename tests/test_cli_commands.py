@@ -95,11 +95,15 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
     argv = list(argv)
     if any(a in ("--list-samplers", "--list-presets") for a in argv):  # a listing reads no other option: as given
         return argv
+    # as few images, yet no fewer than the example's classes, contexts or prompts (more than images are refused)
+    given = [len(v.split(",")) for a, v in zip(argv, argv[1:]) if a == "--class"] + [argv.count("--prompt")]
+    given += [len(v.split(";")) for a, v in zip(argv, argv[1:]) if a == "--context"]
+    sizes = {**TINY_FLAGS, "--n": str(max(int(TINY_FLAGS["--n"]), *given))}
     for i, a in enumerate(argv[:-1]):
         if a in TINY_GIVEN and a in numeric_flags:
             argv[i + 1] = TINY_GIVEN[a]
-        if a in TINY_FLAGS and a in numeric_flags:
-            argv[i + 1] = TINY_FLAGS[a]
+        if a in sizes and a in numeric_flags:
+            argv[i + 1] = sizes[a]
             j = i + 2
             while j < len(argv) and re.fullmatch(r"[\d.]+", argv[j]) and a not in ("--n", "--steps"):
                 j += 1  # nargs="+" flags: keep one value
@@ -146,7 +150,7 @@ def tiny(command: str, argv: list[str], numeric_flags: set[str], command_flags: 
         numeric_flags = numeric_flags & options_read(argv[0])
         if "--images" in numeric_flags and "--images" not in argv and argv[0] == "forward":
             argv += ["--images", "2"]  # explain forward: images in the strip
-    for flag, value in TINY_FLAGS.items():
+    for flag, value in sizes.items():
         if flag in numeric_flags and flag not in argv:
             argv += [flag, value]
     if command in ("train", "demo", "train-autoencoder"):

@@ -500,3 +500,27 @@ def test_an_interval_between_the_grids_levels_is_taken_by_samplers_that_evaluate
     euler = [*base, "--sampler", "euler", "--guidance-interval", f"{lo},{hi}", "--out", str(tmp_path / "e.png")]
     assert main(euler) == 2
     assert "holds no noise level" in capsys.readouterr().err
+
+
+def test_more_classes_than_images_is_refused_and_the_record_names_each_images_class(class_run, tmp_path):
+    """`--class 0,1,2 --n 1` drew class 0 alone and said nothing, and the settings record did not say which class
+    made which image."""
+    import json
+
+    from tinyruns import cli
+    from torchdiffusion.cond import CondError
+    from torchdiffusion.studio.params import parse_command, precheck
+
+    out = tmp_path / "out" / "g.png"
+    base = ["sample", class_run, "--steps", "2", "--out", out]
+    code, _, err = cli(*base, "--n", "1", "--class", "0,1,2")
+    assert code == 2 and err.count("\n") == 1 and "3 --class classes for 1 image" in err, err
+    assert not out.parent.exists()
+    args = parse_command("sample", class_run, {"n": 2, "steps": 2, "class": "0,1,2"}, out=class_run / "s.png")
+    with pytest.raises(CondError, match="3 --class classes for 2 images"):  # the studio, before the job
+        precheck(args, class_run)
+    for flags, classes in ((["--class", "4,7"], [4, 7, 4]), (["--labels", "cycle"], [0, 1, 2])):
+        code, _, err = cli(*base, "--n", "3", *flags)
+        assert code == 0, err
+        rec = json.loads(out.with_suffix(".json").read_text())
+        assert rec["classes"] == classes and "prompts" not in rec and "negative_prompt" not in rec

@@ -155,3 +155,32 @@ def test_the_studio_refuses_a_prompt_longer_than_the_encoder_reads_before_the_jo
         with pytest.raises(TextError, match="tokens long"):
             precheck(args, text_run)
     precheck(parse_command("sample", text_run, {"n": 2, "steps": 2, "prompt": ["red apple"]}, out=out), text_run)
+
+
+def test_more_prompts_than_images_is_refused_and_the_record_names_each_images_prompt(text_run, tmp_path):
+    """`--n 1 --prompt a --prompt b --prompt c` drew "a" alone and said nothing, and the settings record did not
+    say which prompt made which image, nor the negative prompt."""
+    import json
+
+    from tinyruns import cli
+    from torchdiffusion.cond import CondError
+    from torchdiffusion.studio.params import parse_command, precheck
+    from torchdiffusion.text import prompt_cond
+
+    out = tmp_path / "out" / "g.png"
+    base = ["sample", text_run, "--steps", "2", "--out", out]
+    code, _, err = cli(*base, "--n", "1", "--prompt", "a", "--prompt", "b", "--prompt", "c")
+    assert code == 2 and err.count("\n") == 1 and "3 --prompt prompts for 1 image" in err, err
+    assert not out.parent.exists()
+    with pytest.raises(CondError, match="2 prompts for 1 image"):  # the Python API's path
+        prompt_cond(["a", "b"], 1)
+    args = parse_command("sample", text_run, {"n": 1, "steps": 2, "prompt": ["a", "b"]}, out=text_run / "s.png")
+    with pytest.raises(CondError, match="2 --prompt prompts for 1 image"):  # the studio, before the job
+        precheck(args, text_run)
+    # as many or fewer: cycled, image k takes prompt k mod P, and the record says which
+    guided = ["--negative-prompt", "green", "--guidance", "3"]
+    code, _, err = cli(*base, "--n", "3", "--prompt", "red apple", "--prompt", "rocket", *guided)
+    assert code == 0, err
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["prompts"] == ["red apple", "rocket", "red apple"] and rec["negative_prompt"] == "green"
+    assert "classes" not in rec

@@ -217,6 +217,19 @@ def cond_from_data(data, idx: Tensor, drop: Tensor, model_cfg, device: torch.dev
     return cond
 
 
+def cycled(count: int, n: int, what: str) -> Tensor:
+    """Which of ``count`` given items (classes, context vectors, prompts) samples 0..n-1 take: sample k takes item
+    k mod count. More items than samples is a CondError (one line, both counts): the extra ones would make no
+    sample, silently. ``what`` names the items (``classes``, ``--prompt prompts``)."""
+    if count > n:
+        images = "image" if n == 1 else "images"
+        raise CondError(
+            f"{count} {what} for {n} {images}: image k takes item k mod {count}, so {count - n} would make none; "
+            f"ask for at least {count} images (--n) or give fewer"
+        )
+    return torch.arange(n) % count
+
+
 def check_takes_prompts(model_cfg, flag: str = "--prompt") -> None:
     """CondError unless a model (a ModelConfig) is conditioned on the MiniLM encoder's token features (``flag``: the
     option the prompt came from, named in the message)."""
@@ -239,7 +252,8 @@ def build_cond(
     retrieval=None,
     negative: bool = False,
 ) -> Cond:
-    """The cond dict of ``n`` samples for a model (a ModelConfig), each list cycled over the samples.
+    """The cond dict of ``n`` samples for a model (a ModelConfig), each list cycled over the samples (:func:`cycled`:
+    more items than samples is refused).
 
     ``classes``: labels in [0, num_classes); ``contexts``: vectors of length context_dim; ``prompts``: strings,
     encoded by the MiniLM encoder (text_dim = 384), and for a ``model.text_retrieval`` model their neighbours
@@ -248,7 +262,6 @@ def build_cond(
     --negative-context / --negative-prompt).
     """
     cond: dict[str, Tensor] = {}
-    idx = torch.arange(n)
     if classes:
         K = int(getattr(model_cfg, "num_classes", 0))
         if K <= 0:
@@ -256,16 +269,17 @@ def build_cond(
         bad = [c for c in classes if not 0 <= int(c) < K]
         if bad:
             raise CondError(f"class {bad[0]} is out of range; this model has classes 0..{K - 1}")
-        cond["class"] = torch.tensor([int(c) for c in classes], dtype=torch.long)[idx % len(classes)]
+        labels = torch.tensor([int(c) for c in classes], dtype=torch.long)
+        cond["class"] = labels[cycled(len(classes), n, "--class classes")]
     if contexts:
         K = int(getattr(model_cfg, "context_dim", 0))
+        flag = "--negative-context" if negative else "--context"
         if K <= 0:
-            flag = "--negative-context" if negative else "--context"
             raise CondError(f"this model takes no context vectors (model.context_dim = 0); drop {flag}")
         bad = [v for v in contexts if len(v) != K]
         if bad:
             raise CondError(f"a context vector has {len(bad[0])} entries; this model needs {K}")
-        cond["context"] = torch.tensor(contexts, dtype=torch.float32)[idx % len(contexts)]
+        cond["context"] = torch.tensor(contexts, dtype=torch.float32)[cycled(len(contexts), n, f"{flag} vectors")]
     if prompts:
         from .text import prompt_cond
 

@@ -229,13 +229,15 @@ def encode_captions(data: Any) -> Any:
 
 
 def prompt_cond(prompts: Sequence[str], n: int | None = None, *, what: str = "a prompt") -> dict:
-    """The cond dict ``{"text", "text_mask"}`` of prompts; with ``n``, the prompts are cycled over n samples. A
-    prompt longer than the encoder reads is refused (:func:`check_lengths`; ``what`` names it, e.g. ``--prompt``)."""
+    """The cond dict ``{"text", "text_mask"}`` of prompts; with ``n``, the prompts are cycled over n samples
+    (``cond.cycled``: more prompts than samples is refused). A prompt longer than the encoder reads is refused
+    (:func:`check_lengths`; ``what`` names it, e.g. ``--prompt``)."""
+    from .cond import cycled
+
+    prompts = _check_texts(prompts)
+    idx = None if n is None else cycled(len(prompts), n, f"{what} prompts" if what.startswith("-") else "prompts")
     text, mask = get_encoder().encode(prompts, what=what)
-    if n is not None:
-        idx = torch.arange(n) % text.shape[0]
-        text, mask = text[idx], mask[idx]
-    return {"text": text, "text_mask": mask}
+    return {"text": text, "text_mask": mask} if idx is None else {"text": text[idx], "text_mask": mask[idx]}
 
 
 # Caption retrieval: does a sample look like its prompt?

@@ -87,7 +87,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
     """--class/--context/--prompt, their negatives, and the guidance knobs (see torchdiffusion.guidance)."""
     g = p.add_argument_group("conditioning and guidance")
-    g.add_argument("--class", dest="classes", help="class label(s), e.g. 7 or 0,1,2 (cycled over the images)")
+    g.add_argument(
+        "--class",
+        dest="classes",
+        help="class label(s), e.g. 7 or 0,1,2 (cycled over the images: image k takes the (k mod count)-th; no more "
+        "classes than images)",
+    )
     g.add_argument(
         "--labels",
         choices=("none", "cycle", "random"),
@@ -99,7 +104,7 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
         "--prompt",
         action="append",
         help="text prompt of at most 32 MiniLM tokens, [CLS] and [SEP] included (a longer one is refused, not cut); "
-        "repeat for several (cycled over the images)",
+        "repeat for several (cycled over the images; no more prompts than images)",
     )
     g.add_argument(
         "--negative-prompt",
@@ -129,10 +134,12 @@ def add_guidance_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def conditioning_from_args(run_, sample, args: argparse.Namespace):
-    """(sample, cond, uncond, wrap) for generate() from the conditioning and guidance flags."""
+    """(sample, cond, uncond, wrap, said) for generate() from the conditioning and guidance flags; ``said``: the
+    prompts of the images (image k's, cycled as ``cond`` cycles them) and the negatives, for the settings record
+    (:func:`conditioning_record`)."""
     import torch
 
-    from ..cond import build_cond, parse_classes, parse_vectors
+    from ..cond import build_cond, cycled, parse_classes, parse_vectors
     from ..evaluation.noisy_classifier import load_noisy_classifier
     from ..guidance import GuidanceError, classifier_guidance
 
@@ -152,6 +159,9 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
         prompts=prompts,
         retrieval=db,
     )
+    said: dict = {}
+    if prompts:  # (build_cond refused more prompts than images)
+        said["prompts"] = [prompts[i] for i in cycled(len(prompts), n, "--prompt prompts").tolist()]
     uncond = None
     neg_prompt, neg_context = getattr(args, "negative_prompt", None), getattr(args, "negative_context", None)
     if neg_prompt or neg_context:
@@ -166,6 +176,8 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
             negative=True,
         )
         uncond = {**cond, **neg}  # the negative replaces what it names; the rest of the conditioning is kept
+        said.update({"negative_prompt": neg_prompt} if neg_prompt else {})
+        said.update({"negative_contexts": parse_vectors(neg_context)} if neg_context else {})
     sample = guidance_from_args(sample, args)
     wrap = None
     if classifier:
@@ -177,11 +189,13 @@ def conditioning_from_args(run_, sample, args: argparse.Namespace):
         check_noisy_classifier(run_, clf, classifier)
         if max(classes) >= clf.cfg.num_classes:
             raise GuidanceError(f"class {max(classes)} is out of range; the classifier has {clf.cfg.num_classes}")
-        y = torch.tensor(classes)[torch.arange(n) % len(classes)]
+        y = torch.tensor(classes)[cycled(len(classes), n, "--class classes")]
+        if cond is None or "class" not in cond:  # an unconditional model steered to a class: the record says which
+            said["classes"] = y.tolist()
         s = 1.0 if args.classifier_scale is None else float(args.classifier_scale)
         wrap = lambda D, sl: classifier_guidance(D, clf, y[sl], s)
         wrap.provenance = {"name": "classifier_guidance", "classifier": str(classifier), "scale": s}
-    return sample, cond, uncond, wrap
+    return sample, cond, uncond, wrap, said
 
 
 def guidance_from_args(sample, args: argparse.Namespace):
@@ -326,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
     if run_.kind in DISCRETE_KINDS:
         return sample_discrete(run_, sample, args)
     checked_sample(run_.config, sample)
-    sample, cond, uncond, wrap = conditioning_from_args(run_, sample, args)
+    sample, cond, uncond, wrap, said = conditioning_from_args(run_, sample, args)
     checked_sample(run_.config, sample)  # the guidance interval and rescale
     refuse_unread_options(run_, sample, args)
     refuse_interval_off_plan(run_, sample, args)
@@ -366,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
         uncond=uncond,
         wrap=wrap,
         precision=args.precision or "fp32",
+        said=said,
     )
     for p in paths:
         print(p)
@@ -387,11 +402,13 @@ def write_samples(
     wrap=None,
     progress: bool = True,
     precision: str = "fp32",
+    said: dict | None = None,
 ) -> list[Path]:
     """Generate ``sample.n`` samples of a loaded run and write the grid (+ GIF, + npy, + NIfTI, + WAV, + TIFF).
 
     ``cond``/``uncond``/``wrap``: conditioning, negative conditioning and denoiser wrapper, and ``precision`` (fp32 or
-    bf16 autocast of the network), as in generate().
+    bf16 autocast of the network), as in generate(); ``said``: the prompts and negatives as given
+    (:func:`conditioning_from_args`), for the settings record.
     The GIF is recorded from the same single run (the sampler callback), guidance and all."""
     import numpy as np
 
@@ -450,7 +467,6 @@ def write_samples(
     if recorder is not None:
         paths.append(recorder.save(out.with_suffix(SIDECARS[1]), run_.kind, codec=run_.codec))
     drawn = with_seed_labels(cond, seeds, label_classes(run_.model), sample.labels)  # what generate conditioned on
-    drawn = sorted(drawn) if isinstance(drawn, dict) else None
     extra = {
         # what they cost: network evaluations per image (x2 for classifier-free guidance, x2 autoguidance)
         "network_evaluations_per_image": evaluated["rows"] / max(1, sample.n),
@@ -458,25 +474,37 @@ def write_samples(
         "wrapped": wrap is not None,
         "precision": precision,  # of the network's arithmetic (bf16: autocast)
     }
-    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra, conditioning=drawn))
+    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra, cond=drawn, said=said))
     return paths
 
 
 def write_settings_record(
-    run_, sample, seeds: list[int], spent, paths: list[Path], out: Path, extra: dict, *, conditioning: list | None
+    run_,
+    sample,
+    seeds: list[int],
+    spent,
+    paths: list[Path],
+    out: Path,
+    extra: dict,
+    *,
+    cond: dict | None,
+    said: dict | None = None,
 ) -> Path:
     """What made the files ``paths``, beside them as ``out``'s .json: the run, the seeds, ``spent`` (the sampler's
-    denoiser calls per sample), the ``conditioning`` the draw took (its keys; None for none) and the
+    denoiser calls per sample), the conditioning the draw took (``cond``, the dict generate() conditioned on, or
+    None: its keys, and per image what :func:`conditioning_record` reads from it and ``said``) and the
     classifier-free guidance that ran, what the caller adds (``extra``), the sampling settings and the run's
     resolved config."""
     from ..io import write_json
     from ..provenance import guidance_record
 
+    conditioning = sorted(cond) if isinstance(cond, dict) else None
     record = {
         "run": str(run_.path),
         "seeds": [seeds[0], seeds[-1]],
         "nfe": spent,
         "conditioning": conditioning,
+        **conditioning_record(cond, said),
         # the guidance that ran, as the manifest records it: None without a conditioning (the unconditional
         # prediction alone, and every table or sequence draw; sample.guidance below is the setting, not applied)
         "guidance": guidance_record(sample, conditioning),
@@ -489,6 +517,18 @@ def write_settings_record(
 
     note_record(out.with_suffix(SIDECARS[0]))  # listed in the manifests of the files it describes
     return write_json(record, out.with_suffix(SIDECARS[0]))
+
+
+def conditioning_record(cond: dict | None, said: dict | None = None) -> dict:
+    """What conditioned each image of a draw, item k for the image of seed first + k: ``classes`` (a class run's,
+    given by --class or drawn from the seeds by sample.labels), ``contexts``, ``prompts`` (a text run's, from
+    ``said``), and the negatives classifier-free guidance steered away from (``negative_prompt``,
+    ``negative_contexts``) - those the draw had."""
+    record = {}
+    for key, name in (("class", "classes"), ("context", "contexts")):
+        if isinstance(cond, dict) and cond.get(key) is not None:
+            record[name] = cond[key].tolist()
+    return {**record, **(said or {})}
 
 
 class Recorder:
@@ -600,7 +640,7 @@ def sample_discrete(run_, sample, args: argparse.Namespace) -> int:
     spent = nfe(sample.sampler, sample.steps, **plan[1]) if plan else sample.steps  # a sequence: its reverse steps
     extra = {"grid_used": plan[2] if plan else None, "given": list(args.given or [])}
     # no conditioning: a table's given cells are fixed in the draw, not a guided conditioning
-    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra, conditioning=None))
+    paths.append(write_settings_record(run_, sample, seeds, spent, paths, out, extra, cond=None))
     for p in paths:
         print(p)
     return 0

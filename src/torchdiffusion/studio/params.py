@@ -271,21 +271,26 @@ def precheck(args: argparse.Namespace, run_dir: Path, names: dict[Path, str] | N
         from ..commands.sample import guidance_from_args
 
         plan = checked_sample(cfg, guidance_from_args(plan, args))
-    # the conditioning asked for must be one the run takes, and prompts the encoder reads whole (their text is
-    # encoded only when the job runs: here they are counted in tokens alone)
+    # the conditioning asked for must be one the run takes, no more classes or prompts than a draw's images (an
+    # edit's images are counted when it runs), and prompts the encoder reads whole (their text is encoded only
+    # when the job runs: here they are counted in tokens alone)
     if getattr(args, "classes", None):
-        build_cond(cfg.model, 1, classes=parse_classes(args.classes))
+        classes = parse_classes(args.classes)
+        build_cond(cfg.model, plan.n if args.command == "sample" else len(classes), classes=classes)
         if outline is not None:  # a class no training example had, refused as sample and the edits refuse it
             from ..commands.common import refuse_untrained_classes
 
-            refuse_untrained_classes(outline, parse_classes(args.classes))
+            refuse_untrained_classes(outline, classes)
     negative = getattr(args, "negative_prompt", None)
     for flag, given in (("--prompt", getattr(args, "prompt", None)), ("--negative-prompt", negative and [negative])):
         if given:
+            from ..cond import cycled
             from ..text import check_lengths
 
             check_takes_prompts(cfg.model, flag)
             check_lengths(given, flag)
+            if args.command == "sample":
+                cycled(len(given), plan.n, f"{flag} prompts")
     if args.command == "explain" and args.run:  # a picture this kind of run cannot give: refused as explain does
         from ..commands.explain import refuse_run_kind
 
