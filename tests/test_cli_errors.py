@@ -226,3 +226,22 @@ def test_a_process_that_does_not_fit_its_noise_level_sampling_names_both_as_the_
     rc, _, err = cli("train", "--preset", "text-chars", "--set", "diffusion.process=continuous", "--dry-run")
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert "this run has diffusion.process=continuous and diffusion.sigma_sampling=stratified" in err, err
+
+
+def test_every_command_but_the_distributed_ones_is_refused_under_torchrun(tmp_path):
+    """WORLD_SIZE > 1 (torchrun's environment): a command that runs in one process is refused in one line naming
+    those that run under torchrun, before it reads its arguments or writes anything (each rank used to run it whole,
+    into the same files). test_distributed_refusals.py runs one under a real torchrun."""
+    from torchdiffusion.cli import COMMANDS, DISTRIBUTED_COMMANDS, build_parser
+
+    assert set(DISTRIBUTED_COMMANDS) == {"train", "distill"}
+    for name in COMMANDS.keys() - set(DISTRIBUTED_COMMANDS):
+        sub = build_parser(only=name)._subparsers._group_actions[0].choices[name]
+        argv = [name]
+        for a in sub._actions:  # a value for each positional argument and required option
+            if a.required:
+                argv += [*a.option_strings[:1], str(next(iter(a.choices)) if a.choices else tmp_path / "x")]
+        argv += ["--out", str(tmp_path / name)] if "--out" in sub._option_string_actions else []
+        rc, out, err = cli(*argv, env={"WORLD_SIZE": "2", "RANK": "0"})
+        assert_clean_error(rc, err, f"torchdiffusion {name}: error: {name} runs in one process: start it without")
+        assert "train and distill" in err and not out and not (tmp_path / name).exists(), argv

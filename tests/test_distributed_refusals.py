@@ -59,3 +59,14 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_anything_is_writte
     cmd = ["distill", str(teacher), "--method", "progressive", *DISTILL, "--batch-size", "63", "--out", str(out)]
     _refused_once(cmd, "--batch-size 63 must be divisible by the number of processes, 2")
     assert not out.exists()
+
+
+def test_a_command_that_runs_in_one_process_is_refused_under_torchrun(tmp_path):
+    """train-autoencoder under torchrun: its rank 1 held the run lock, so rank 0 refused the folder as 'being
+    trained by another process' (exit 2) and rank 1 exited 143; train-classifier trained twice into the same
+    files. Every command but train and distill is now refused by rank 0 in one line, nothing written."""
+    out = tmp_path / "ae2"
+    cmd = ["train-autoencoder", "--preset", "tiny-ae", "--out", str(out), "--set", "train.images=256", "--no-progress"]
+    r = _refused_once(cmd, "train-autoencoder runs in one process: start it without torchrun")
+    assert "train and distill" in r.stderr.decode() and not r.stdout.strip()
+    assert not out.exists()

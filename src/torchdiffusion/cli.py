@@ -6,8 +6,9 @@ A thin shell over the library: each command lives in ``commands/<name>.py`` with
 
 Every failure the user can act on ends in one line on stderr, ``torchdiffusion <command>: error: ...``, and
 one of the exit codes below - never a traceback. Under ``torchrun`` only rank 0 prints a bad value (every rank
-sees the same one) and every rank exits with the same code. Only genuine bugs raise. Ctrl-C (SIGINT) or
-SIGTERM stops any command at any phase: one line, exit code 130 or 143 (see progress.py).
+sees the same one) and every rank exits with the same code; only ``DISTRIBUTED_COMMANDS`` run under it, any other
+command is refused so. Only genuine bugs raise. Ctrl-C (SIGINT) or SIGTERM stops any command at any phase: one
+line, exit code 130 or 143 (see progress.py).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ COMMANDS = {
     "export": export,
     "studio": studio,
 }
+# The commands that run under torchrun, one process per rank (distributed.py); every other one runs in one process
+# and is refused under torchrun's WORLD_SIZE > 1, where each rank would run it whole into the same files
+DISTRIBUTED_COMMANDS = ("train", "distill")
 
 
 EXIT_OK = 0
@@ -142,11 +146,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _rank() -> int:
+def _env_int(name: str, default: int) -> int:
     try:
-        return int(os.environ.get("RANK", "0"))
+        return int(os.environ.get(name, default))
     except ValueError:
-        return 0
+        return default
 
 
 # How long a silent rank waits for rank 0 to print an error every rank meets alike (seconds; see _print_error)
@@ -163,7 +167,7 @@ def _print_error(line: str, *, everywhere: bool, wait: bool = True) -> None:
     and exits with the same code as rank 0 (only under torchrun, which sets ``TORCHELASTIC_RUN_ID``; a process with
     RANK set by other means exits at once). Not after a stop (``wait=False``): every rank was told to stop and each
     exits as soon as it has."""
-    rank = _rank()
+    rank = _env_int("RANK", 0)
     if rank == 0:
         print(line, file=sys.stderr, flush=True)
     elif everywhere:
@@ -364,6 +368,14 @@ def _main(argv: list[str] | None) -> int:
         return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     if not getattr(args, "command", None):
         _print_error("torchdiffusion: error: give a command (see 'torchdiffusion --help')", everywhere=False)
+        return EXIT_USAGE
+    if args.command not in DISTRIBUTED_COMMANDS and _env_int("WORLD_SIZE", 1) > 1:  # torchrun's workers
+        what = " and ".join(DISTRIBUTED_COMMANDS)
+        _print_error(
+            f"torchdiffusion {args.command}: error: {args.command} runs in one process: start it without torchrun "
+            f"(only {what} run under torchrun)",
+            everywhere=False,
+        )
         return EXIT_USAGE
     from .commands.common import written_options
 
