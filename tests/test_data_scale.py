@@ -412,18 +412,26 @@ def test_to_data_units_refuses_values_of_another_channel_count():
 
 
 @pytest.mark.parametrize(
-    "dtype, depth",
-    [("uint8", "8-bit"), ("uint16", "16-bit or wider integer"), ("int32", "16-bit or wider integer"),
-     ("float32", "float"), ("float64", "float"), ("int8", None), ("bool", None)],
+    "dtype, values, depth",
+    [("uint8", (0, 255), "8-bit"), ("int64", (0, 255), "8-bit"), ("uint16", (0, 255), "8-bit"),
+     ("int8", (0, 127), "8-bit"), ("uint16", (0, 65535), "16-bit or wider integer"),
+     ("int64", (0, 256), "16-bit or wider integer"), ("int32", (0, 70000), "16-bit or wider integer"),
+     ("int16", (-5, 5), "16-bit or wider integer"), ("int8", (-1, 1), "16-bit or wider integer"),
+     ("float32", (0, 1), "float"), ("float64", (0, 255), "float"), ("bool", (0, 1), None)],
 )  # fmt: skip
-def test_an_image_array_records_the_depth_of_the_files_that_store_its_numbers(tmp_path, dtype, depth):
-    """An image array's stored_depth is that of the image files storing numbers of its dtype, as a folder of them
-    records it; an int8 or boolean array, which no image file stores, records none (its edits are not checked)."""
-    np.save(tmp_path / "a.npy", np.ones((4, 1, 8, 8), dtype=dtype))
-    for scale in ("minmax", "auto"):
+def test_an_image_array_records_the_depth_of_the_files_that_store_its_numbers(tmp_path, dtype, values, depth):
+    """An image array's stored_depth is that of the image files storing its numbers, as a folder of them records
+    it, by the rule that reads integer pixels without data.scale: integers within 0..255 are 8-bit (an 8-bit PNG
+    stores them, whatever the dtype: numpy's default int64 included), other integers 16-bit or wider (a 16-bit
+    PNG, or a signed or 32-bit TIFF), floats float; a boolean array, which no image file stores, records none."""
+    lo, hi = values
+    a = np.full((4, 1, 8, 8), lo, dtype=dtype)
+    a[-1, 0, 0, 0] = hi
+    np.save(tmp_path / "a.npy", a)
+    for scale in ("minmax", "auto") if depth in ("8-bit", None) or dtype == "float32" else ("minmax",):
         data = load_data(DataConfig(source="array", path=str(tmp_path / "a.npy"), scale=scale, holdout=0))
         assert data.stored_depth == depth
-    np.save(tmp_path / "s.npy", np.ones((4, 1, 8), dtype=dtype))  # a signal: no image file's depth
+    np.save(tmp_path / "s.npy", a[:, :, 0])  # a signal: no image file's depth
     assert load_data(DataConfig(source="array", path=str(tmp_path / "s.npy"), holdout=0)).stored_depth is None
 
 

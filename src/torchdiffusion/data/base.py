@@ -116,7 +116,7 @@ class TensorData:
         stored_depth: the bit depth a folder's image files store (files.DEPTH_NAMES: "8-bit", "16-bit or wider
             integer" or "float"; run.json's ``stored_depth``) where they share one - always under ``data.scale``,
             whose map is of the stored numbers - or that of the files storing an image array's numbers
-            (files.array_depth of its dtype), else None (a built-in set, read by no ``data.scale``).
+            (files.array_depth: integers by their values), else None (a built-in set, read by no ``data.scale``).
     """
 
     x: Tensor

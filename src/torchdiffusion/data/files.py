@@ -48,10 +48,10 @@ Arrays (the ``array`` source, ``data.path`` a ``.npy``, ``.npz``, or HDF5 ``.h5`
   * Vector, signal and volume values are kept as they are (volumes must lie in [-1, 1], where they are sampled:
     training.loop refuses others; scale vectors and signals to about [-1, 1], the range the noise levels
     are made for), unless ``data.scale`` maps each channel's range to [-1, 1] (data/scale.py).
-  * Image values: uint8 (or any integers within 0..255) are 8-bit pixels; booleans and floats with min >= 0 and max <= 1
-    are [0, 1] and mapped to [-1, 1]; other floats within [-1, 1] are kept. Anything else, NaN or inf is an
-    error. (All-nonnegative [-1, 1] data is therefore read as [0, 1]: save such data as uint8.) With ``data.scale``
-    set, image values of any range are mapped per channel instead (data/scale.py).
+  * Image values: uint8 (or integers of any dtype within 0..255) are 8-bit pixels; booleans and floats with
+    min >= 0 and max <= 1 are [0, 1] and mapped to [-1, 1]; other floats within [-1, 1] are kept. Anything else,
+    NaN or inf is an error. (All-nonnegative [-1, 1] data is therefore read as [0, 1]: save such data as uint8.)
+    With ``data.scale`` set, image values of any range are mapped per channel instead (data/scale.py).
   * Labels (the npz key or ``data.labels_path``, a ``.npy``): ``(N,)`` integers -> ``labels``; ``(N, K)``
     one-hot / multi-hot floats -> ``context`` (and also ``labels`` when every row is exactly one-hot).
 """
@@ -90,15 +90,21 @@ GRAY_TOLERANCE = 2  # max |R - G|, |G - B| (in 0..255) for an RGB file to count 
 DEPTH_NAMES = {255.0: "8-bit", 65535.0: "16-bit or wider integer", 1.0: "float"}
 
 
-def array_depth(dtype: np.dtype) -> str | None:
-    """The ``DEPTH_NAMES`` name of the image files that store the numbers of an image array of ``dtype`` (its
-    ``stored_depth``): uint8 the 8-bit, wider integers the 16-bit or wider, floats the float; None where no image
-    file stores such numbers (booleans, int8)."""
-    if dtype.kind == "f":
+def integer_full_scale(lo: int, hi: int) -> float:
+    """The full scale (a ``DEPTH_NAMES`` key) of the image files that store integers ``lo..hi``: 255 within
+    0..255 (8-bit, whatever the array's dtype), else 65535 (a 16-bit PNG, or a signed or 32-bit TIFF)."""
+    return 255.0 if lo >= 0 and hi <= 255 else 65535.0
+
+
+def array_depth(a: np.ndarray) -> str | None:
+    """The ``DEPTH_NAMES`` name of the image files that store the numbers of the image array ``a`` (its
+    ``stored_depth``): integers by their values (:func:`integer_full_scale`), floats the float; None for booleans,
+    which no image file stores."""
+    if a.dtype.kind == "f":
         return DEPTH_NAMES[1.0]
-    if dtype.kind in "iu" and dtype.itemsize > 1:
-        return DEPTH_NAMES[65535.0]
-    return DEPTH_NAMES[255.0] if dtype == np.uint8 else None
+    if a.dtype.kind in "iu":
+        return DEPTH_NAMES[integer_full_scale(int(a.min(initial=0)), int(a.max(initial=0)))]
+    return None
 
 
 # Single images
@@ -537,7 +543,7 @@ def array_to_images(a: np.ndarray, what: str = "array", layout: str = "auto") ->
         raise DataError(f"{what} holds no examples")
     if a.dtype.kind in "biu":
         lo, hi = int(a.min()), int(a.max())
-        if lo < 0 or hi > 255:
+        if integer_full_scale(lo, hi) != 255.0:
             raise DataError(
                 f"{what}: integer pixels must be within 0..255, got {lo}..{hi}; "
                 "set data.scale=minmax or percentile to map each channel's range"
@@ -634,5 +640,5 @@ def load_array(cfg: DataConfig, seed: int) -> TensorData:
         class_names=class_names,
         kind=kind,
         name=f"array:{path.name}",
-        stored_depth=array_depth(arrays["x"].dtype) if kind == "image" else None,  # as a folder of such files
+        stored_depth=array_depth(arrays["x"]) if kind == "image" else None,  # as a folder of such files
     )
