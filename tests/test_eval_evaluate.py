@@ -561,3 +561,33 @@ def test_samples_given_that_do_not_fit_the_run_are_refused_before_anything_is_me
         evaluate(tiny_run, metrics, samples=torch.rand(shape), features=["raw"], out=tmp_path / "e", log=print)
     assert words in str(e.value) and len(str(e.value).splitlines()) == 1
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize(
+    "samples, n, words",
+    [
+        (torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8), None, "torch.uint8 values"),
+        (torch.linspace(0, 255, 1280).reshape(20, 1, 8, 8), None, "span [0, 255]"),
+        (torch.linspace(-1.01, 0.99, 1280, dtype=torch.float64).reshape(20, 1, 8, 8), None, "span [-1.01, 0.99]"),
+        (torch.full((20, 1, 8, 8), float("nan")), None, "NaN or infinite"),
+        (torch.rand(20, 1, 8, 8), 30, "n=30 beside 20 samples"),
+    ],
+)
+def test_samples_given_in_other_units_or_beside_another_n_are_refused(tiny_run, tmp_path, samples, n, words):
+    """Samples given to evaluate() were measured in whatever units they came: 8-bit pixels (integers, or floats
+    0..255) sat thousands from every real image in model units [-1, 1] (nearest-neighbour distance ~4069 against
+    ~19). Samples that are not floating point, or lie outside [-1, 1] where generate() clips its samples there
+    (this run's images), and an n given beside samples that is not their count, are refused in one line."""
+    with pytest.raises(EvaluateError) as e:
+        evaluate(tiny_run, ["fd"], n, samples=samples, features=["raw"], out=tmp_path / "e", log=print)
+    assert words in str(e.value) and len(str(e.value).splitlines()) == 1
+    assert not (tmp_path / "e").exists()
+
+
+def test_samples_in_model_units_are_measured_with_or_without_their_n(tiny_run, tmp_path):
+    """Samples within [-1, 1] (up to a rounding's 1e-3), in float32 or float64, are measured, n omitted or their
+    count."""
+    x = (torch.rand(20, 1, 8, 8) * 2 - 1) * (1 + 5e-4)
+    for i, (samples, n) in enumerate(((x, None), (x.double(), 20))):
+        rep = evaluate(tiny_run, ["fd"], n, samples=samples, features=["raw"], out=tmp_path / f"e{i}", log=print)
+        assert rep["n"] == 20

@@ -188,15 +188,41 @@ def refuse_unfit_features(run, features: Sequence[str]) -> None:
         refuse_unfit_classifier(f"--features {f}:", "the classifier", net.cfg, card, run.image_shape, 0, None)
 
 
-def refuse_unfit_samples(run, samples, metrics: Sequence[str]) -> None:
-    """EvaluateError (one line, naming the shape expected and the one given) for ``samples`` given to
+SAMPLE_TOL = 1e-3  # how far given samples may stray outside [-1, 1] (a rounding) where generate() clips them there
+
+
+def refuse_unfit_samples(run, samples, metrics: Sequence[str], n: int | None = None) -> None:
+    """EvaluateError (one line, naming what is expected and what was given) for ``samples`` given to
     :func:`evaluate` that are not a tensor of (N, *one output's shape) - the run's data shape, a latent run's decoded
-    images' - or are too few for a metric asked for (:data:`MIN_SAMPLES`): each metric would read them as other
-    data, or fail after others were measured."""
+    images' - or not in the units generate() returns (model units: floating point, finite, and within [-1, 1]
+    where it clips its samples there, :func:`generate.clamps_x0`, and for a latent run's decoded images; other
+    kinds' samples are in their data's units), or are too few for a metric asked for (:data:`MIN_SAMPLES`), or
+    come beside an ``n`` that is not their count: each metric would read them as other data (8-bit pixels sit
+    thousands from every real image), or fail after others were measured."""
+    from ..generate import clamps_x0
+
     want = "(N, " + ", ".join(str(v) for v in run.image_shape) + ")"
     shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
     if not isinstance(samples, Tensor) or tuple(samples.shape[1:]) != tuple(run.image_shape):
         raise EvaluateError(f"samples must be a tensor of shape {want} for this run's {run.kind} data, got {shape}")
+    if not samples.is_floating_point():
+        raise EvaluateError(
+            f"samples must be floating point in model units, as generate() returns them; got {samples.dtype} values "
+            "(8-bit pixels? map them to [-1, 1]: x / 127.5 - 1)"
+        )
+    if not torch.isfinite(samples).all():
+        raise EvaluateError("samples hold NaN or infinite values")
+    clipped = run.codec is not None or clamps_x0(run.config.sample, run.data_shape, run.codec)
+    lo, hi = float(samples.amin()), float(samples.amax())
+    if clipped and (lo < -1 - SAMPLE_TOL or hi > 1 + SAMPLE_TOL):
+        raise EvaluateError(
+            f"samples span [{lo:.4g}, {hi:.4g}]; this run's samples are in model units [-1, 1], as generate() "
+            "clips them (pixels 0..255: x / 127.5 - 1; 0..1: 2 x - 1)"
+        )
+    if n is not None and n != len(samples):
+        raise EvaluateError(
+            f"n={n} beside {len(samples)} samples: n is their count; leave it out or give {len(samples)}"
+        )
     if why := too_few_samples(len(samples), metrics):
         raise EvaluateError(f"samples: {len(samples)} are {why}")
 
@@ -403,6 +429,7 @@ def _nll(run, x: Tensor, nll_n: int, ode_steps: int, vlb_timesteps: int | None, 
 # The files an evaluation writes in its folder. Those an earlier evaluation left there that this one does not write
 # again are removed once its report is written: the folder never shows an older evaluation's picture beside a newer
 # report (until then the older evaluation stays whole, so a failed or stopped one loses nothing).
+DEFAULT_N = 5000  # the samples drawn where evaluate() is given no n
 EVAL_FILES = ("report.json", "summary.html", "samples.png", "closest_pairs.png", "gaussian_pca.png", "profiles.png")
 
 # the metrics that need generated samples
@@ -415,7 +442,7 @@ MIN_SAMPLES = {"kid": 3, "volume": 3, "pr": 4}
 def evaluate(
     run_path: str | Path,
     metrics: Sequence[str] = ("fd", "kid", "pr", "nll", "memorisation"),
-    n: int = 5000,
+    n: int | None = None,
     *,
     features: Sequence[str] | None = None,
     out: str | Path | None = None,
@@ -445,7 +472,8 @@ def evaluate(
         run_path: a run folder (config.json, run.json, weights).
         metrics: any of fd, kid, pr, nll, memorisation, classes (with ``classifier`` or a shipped one). Samples
             are drawn only for the metrics that use them (``nll`` alone scores real images only).
-        n: number of generated samples (image k uses seed ``seed + k``).
+        n: number of generated samples (image k uses seed ``seed + k``; None: :data:`DEFAULT_N`); beside
+            ``samples``, their count or None.
         features: feature networks (default: effnet_lite0 + the data set's classifier; raw for vectors).
         steps, sampler, guidance, grid: override the run's sampling settings (guidance: the classifier-free scale
             of a conditional run's samples; grid: a sample.grid name).
@@ -454,8 +482,10 @@ def evaluate(
         nll_n, ode_steps, vlb_timesteps: real images used for bits/dim, RK4 steps, VP-bound timesteps (None: the
             default, min(100, T - 1); 0: all T; as the command line's --vlb-timesteps, :func:`vlb_timesteps_for`).
         holdout_n: cap on the held-out real images used for the floor (default: n).
-        samples: precomputed samples (N, ...) instead of generating: one output's shape each (the run's data
-            shape; a latent run's decoded images), else refused before anything is measured.
+        samples: precomputed samples (N, ...) instead of generating, in the units generate() returns: model units,
+            floating point - images and volumes within [-1, 1] where the run clips its samples (sample.clip_denoised),
+            a latent run's decoded images within [-1, 1], other kinds their data's units - and one output's shape
+            each (the run's data shape; a latent run's decoded images'), else refused before anything is measured.
         contrastive: a train-clip run folder (or its weights) for the ``contrastive`` metric (default: the
             shipped emoji model); samples of a text-conditioned run are drawn from the held-out captions.
         classifier: the classifier of the ``classes`` report (confidence, balance, and the share of a
@@ -473,6 +503,7 @@ def evaluate(
     bad = [m for m in metrics if m not in METRICS]
     if bad:
         raise EvaluateError(f"unknown metric {bad[0]!r}; choose from {', '.join(METRICS)}")
+    asked_n, n = n, DEFAULT_N if n is None else n  # beside samples, an n asked for must be their count
     if n < 2:
         raise EvaluateError(f"--n must be >= 2, got {n}")
     drawn = [m for m in metrics if m in SAMPLE_METRICS]
@@ -489,7 +520,7 @@ def evaluate(
     run = load_run(run_path, device=device)
     cfg = run.config
     if samples is not None:
-        refuse_unfit_samples(run, samples, metrics)
+        refuse_unfit_samples(run, samples, metrics, asked_n)
     if run.codec is not None and list(metrics) == ["nll"]:  # in a list of metrics it is skipped, and says why
         raise EvaluateError(
             "--metrics nll has nothing to measure on a latent run: its likelihood is its latents', not its images'; "
