@@ -79,3 +79,34 @@ def test_the_ratio_test_needs_two_distinct_training_examples():
     a = torch.zeros(1, 1, 2, 2)
     with pytest.raises(ValueError, match="at least 2 distinct training examples"):
         memorisation_report(a, torch.cat([a + 1, a + 1]))
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(feature_threshold=0.5), "feature_threshold=0.5 without features"),
+        (dict(threshold=-1.0), "threshold=-1.0: a distance"),
+        (dict(threshold=0.0), "threshold=0.0: a distance"),
+        (dict(threshold=float("nan")), "threshold=nan: a distance"),
+        (dict(threshold=float("inf")), "threshold=inf: a distance"),
+        (
+            dict(feature_threshold=-2.0, sample_feats=torch.zeros(1, 3), train_feats=torch.eye(3)),
+            "feature_threshold=-2.0",
+        ),
+        (dict(ratio=0.0), "ratio=0.0: d1/d2"),
+        (dict(ratio=1.5), "ratio=1.5: d1/d2"),
+        (dict(sample_feats=torch.zeros(1, 3)), "sample_feats without train_feats"),
+        (dict(train_feats=torch.eye(3)), "train_feats without sample_feats"),
+        (dict(holdout_feats=torch.eye(3)), "holdout_feats without"),
+    ],
+)
+def test_a_rule_that_cannot_flag_as_asked_is_refused(kw, words):
+    """feature_threshold without features was ignored without a word, and threshold=-1.0 reported the rule
+    'd1 < -1.0', flagging nothing (a distance is never negative); a threshold that is not a positive finite
+    distance, a ratio outside (0, 1] (d1/d2 never exceeds 1), and features given by halves, are refused in one
+    line."""
+    a = torch.zeros(1, 1, 2, 2)
+    train = torch.cat([a + 1, a + 2, a + 3])
+    with pytest.raises(ValueError) as e:
+        memorisation_report(a, train, **kw)
+    assert words in str(e.value) and len(str(e.value).splitlines()) == 1

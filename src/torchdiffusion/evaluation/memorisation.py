@@ -20,6 +20,7 @@ A fresh sample of a good model sits at about the distance a held-out real image 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -74,6 +75,27 @@ def copy_rule(ratio: float = 1 / 3, threshold: float | None = None) -> str:
     return f"d1 < {threshold}" if threshold is not None else f"d1/d2 < {ratio:.4g}"
 
 
+def refuse_unfit_rules(ratio, threshold, feature_threshold, sample_feats, train_feats, holdout_feats) -> None:
+    """ValueError (one line) for :func:`memorisation_report` settings no rule applies as asked: a threshold that is
+    not a positive finite distance (``d1 < -1`` flags nothing: a distance is never negative), a ratio outside
+    (0, 1] (d1/d2 never exceeds 1: a larger one flags everything), a ``feature_threshold`` without features, and
+    features given by halves (each is ignored without them)."""
+    for name, t in (("threshold", threshold), ("feature_threshold", feature_threshold)):
+        if t is not None and not (math.isfinite(t) and t > 0):
+            raise ValueError(f"{name}={t}: a distance d1 is flagged below it, so it must be positive and finite")
+    if not (math.isfinite(ratio) and 0 < ratio <= 1):
+        raise ValueError(f"ratio={ratio}: d1/d2 is flagged below it and lies in [0, 1]; take a ratio in (0, 1]")
+    given = {"sample_feats": sample_feats is not None, "train_feats": train_feats is not None}
+    if given["sample_feats"] != given["train_feats"]:
+        has, lacks = sorted(given, key=lambda k: not given[k])
+        raise ValueError(f"{has} without {lacks}: the feature section needs both")
+    if not given["sample_feats"]:
+        for name, value in (("feature_threshold", feature_threshold), ("holdout_feats", holdout_feats)):
+            if value is not None:
+                shown = f"{name}={value}" if name == "feature_threshold" else name
+                raise ValueError(f"{shown} without features (sample_feats, train_feats): there is no feature section")
+
+
 def _neighbours(query: Tensor, train: Tensor) -> tuple[Tensor, Tensor]:
     """Distances (N, 2) to the two nearest distinct rows of ``train``, and the index (into ``train``) of each."""
     rows, first = distinct_rows(train)
@@ -106,8 +128,10 @@ def memorisation_report(
     training examples (see the module's note); ValueError when ``train`` holds fewer than 2 distinct ones.
     ``threshold`` (a distance in pixels) flags the pixel section's copies, ``feature_threshold`` (in the features'
     units) the feature section's; a section without one takes the ``ratio`` test. Each section's ``rule`` names
-    the rule it applied.
+    the rule it applied. A rule that cannot flag as asked is refused (ValueError, one line): see
+    :func:`refuse_unfit_rules`.
     """
+    refuse_unfit_rules(ratio, threshold, feature_threshold, sample_feats, train_feats, holdout_feats)
     D = samples[0].numel()
     d, idx = _neighbours(samples, train)
     flags = flag_copies(d, ratio, threshold, D)
