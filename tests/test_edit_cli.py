@@ -235,6 +235,38 @@ def test_bad_class_for_an_edit_is_one_line_and_exit_2(run_dir, class_run_dir, tm
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["inpaint", "outpaint", "img2img"])
+def test_more_classes_than_images_advises_what_the_mode_takes(class_run_dir, tmp_path, command, capsys):
+    """More classes than the images edited is refused in one line; its advice was --n, which an edit of --images
+    files refuses: with files it asks for more files, from the run's data for a larger --n. The --class help says
+    the rule, as sample's does."""
+    from torchdiffusion.studio.params import command_parser
+
+    picture = tmp_path / "in.png"
+    Image.new("L", (8, 8), 90).save(picture)
+    out = tmp_path / "x.png"
+    sized = ["--right", "2"] if command == "outpaint" else []
+    for inputs, advice in (
+        (
+            ["--images", str(picture)],
+            "2 --class classes for 1 image: image k takes item k mod 2, so 1 would make "
+            "none; edit at least 2 files (--images) or give fewer",
+        ),
+        (
+            ["--n", "1"],
+            "2 --class classes for 1 image: image k takes item k mod 2, so 1 would make none; ask for "
+            "at least 2 images (--n) or give fewer",
+        ),
+    ):
+        argv = [command, str(class_run_dir), *sized, *inputs, "--class", "0,1", "--steps", "2", "--out", str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(advice) and len(err.splitlines()) == 1, err
+        assert not out.exists()
+    help_text = command_parser(command)._option_string_actions["--class"].help
+    assert "no more classes than images" in help_text, help_text
+
+
 def test_grids_of_small_images_are_enlarged_without_a_jump(tmp_path):
     """save_grid's default enlargement: every image under 64 px is shown at least 64 px high (an outpainted 28 px
     digit, 36 px, is not drawn at 1x beside 4x inpaintings), none shrinks, and 64 px and up stay at 1x."""

@@ -217,15 +217,20 @@ def cond_from_data(data, idx: Tensor, drop: Tensor, model_cfg, device: torch.dev
     return cond
 
 
-def cycled(count: int, n: int, what: str) -> Tensor:
+MORE_IMAGES = "ask for at least {count} images (--n)"  # how a draw gets more images (cycled's advice)
+MORE_FILES = "edit at least {count} files (--images)"  # an edit of given files: --n picks none of them
+
+
+def cycled(count: int, n: int, what: str, more: str = MORE_IMAGES) -> Tensor:
     """Which of ``count`` given items (classes, context vectors, prompts) samples 0..n-1 take: sample k takes item
     k mod count. More items than samples is a CondError (one line, both counts): the extra ones would make no
-    sample, silently. ``what`` names the items (``classes``, ``--prompt prompts``)."""
+    sample, silently. ``what`` names the items (``classes``, ``--prompt prompts``); ``more``: how the user asks for
+    more images (:data:`MORE_IMAGES`, :data:`MORE_FILES` for an edit of files), ``{count}`` filled in."""
     if count > n:
         images = "image" if n == 1 else "images"
         raise CondError(
             f"{count} {what} for {n} {images}: image k takes item k mod {count}, so {count - n} would make none; "
-            f"ask for at least {count} images (--n) or give fewer"
+            f"{more.format(count=count)} or give fewer"
         )
     return torch.arange(n) % count
 
@@ -251,6 +256,7 @@ def build_cond(
     prompts: list[str] | None = None,
     retrieval=None,
     negative: bool = False,
+    more: str = MORE_IMAGES,
 ) -> Cond:
     """The cond dict of ``n`` samples for a model (a ModelConfig), each list cycled over the samples (:func:`cycled`:
     more items than samples is refused).
@@ -259,7 +265,7 @@ def build_cond(
     encoded by the MiniLM encoder (text_dim = 384), and for a ``model.text_retrieval`` model their neighbours
     retrieved from ``retrieval`` (a ``retrieval.Database``, the run's). Checks each against the model; None when
     nothing is given. ``negative``: the lists are classifier-free guidance's negatives (its messages name
-    --negative-context / --negative-prompt).
+    --negative-context / --negative-prompt). ``more``: :func:`cycled`'s advice when a list is longer than ``n``.
     """
     cond: dict[str, Tensor] = {}
     if classes:
@@ -270,7 +276,7 @@ def build_cond(
         if bad:
             raise CondError(f"class {bad[0]} is out of range; this model has classes 0..{K - 1}")
         labels = torch.tensor([int(c) for c in classes], dtype=torch.long)
-        cond["class"] = labels[cycled(len(classes), n, "--class classes")]
+        cond["class"] = labels[cycled(len(classes), n, "--class classes", more)]
     if contexts:
         K = int(getattr(model_cfg, "context_dim", 0))
         flag = "--negative-context" if negative else "--context"
@@ -279,7 +285,8 @@ def build_cond(
         bad = [v for v in contexts if len(v) != K]
         if bad:
             raise CondError(f"a context vector has {len(bad[0])} entries; this model needs {K}")
-        cond["context"] = torch.tensor(contexts, dtype=torch.float32)[cycled(len(contexts), n, f"{flag} vectors")]
+        rows = cycled(len(contexts), n, f"{flag} vectors", more)
+        cond["context"] = torch.tensor(contexts, dtype=torch.float32)[rows]
     if prompts:
         from .text import prompt_cond
 

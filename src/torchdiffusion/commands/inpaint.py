@@ -47,7 +47,8 @@ def add_class_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--class",
         dest="classes",
-        help="class label(s) of a class-conditional run, e.g. 7 or 0,1,2 (cycled over the images); default: none, "
+        help="class label(s) of a class-conditional run, e.g. 7 or 0,1,2 (cycled over the images: image k takes "
+        "the (k mod count)-th; no more classes than images: --n, or the --images files); default: none, "
         "the network's learned null class; classifier-free guided at the run's sample.guidance "
         "(--set sample.guidance=W)",
     )
@@ -99,6 +100,13 @@ def refuse_other_depth(run_, name, depth: str, remedy: str = "save the input at 
             f"{name} holds {depth} pixels, and {run_.path} maps the numbers stored in the {trained} images it was "
             f"trained on (data.scale), on another scale; {remedy}"
         )
+
+
+def more_images(args: argparse.Namespace) -> str:
+    """How an edit asks for more images (cond.cycled's advice): more --images files, else a larger --n."""
+    from ..cond import MORE_FILES, MORE_IMAGES
+
+    return MORE_FILES if getattr(args, "images", None) else MORE_IMAGES
 
 
 def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str = "--index/--n"):
@@ -178,7 +186,7 @@ def setup(run_, args: argparse.Namespace, n: int | None = None, solver: str | No
     if getattr(args, "classes", None):
         classes = parse_classes(args.classes)
         refuse_untrained_classes(run_, classes)
-        cond = build_cond(run_.config.model, n or len(classes), classes=classes)
+        cond = build_cond(run_.config.model, n or len(classes), classes=classes, more=more_images(args))
         denoiser_of = lambda net: guided_denoiser(net, cond, **guidance_of(sample))  # noqa: E731
     else:
         denoiser_of = lambda net: net.bind(None)  # noqa: E731
