@@ -1022,3 +1022,74 @@ def test_names_of_uploads_are_checked(tmp_path, names, needle):
         r = c.post("/api/jobs", json=body)
     assert r.status_code == 400 and needle in r.json()["error"], r.text
     assert not (run / "studio").exists()
+
+
+@pytest.mark.parametrize(
+    "command, params, uploads, needle",
+    [
+        (
+            "img2img",
+            {"class": "0,1"},
+            1,
+            "2 --class classes for 1 image: image k takes item k mod 2, so 1 would make "
+            "none; upload at least 2 images or give fewer",
+        ),
+        ("inpaint", {"class": "0,1,2"}, 2, "3 --class classes for 2 images"),
+        ("outpaint", {"class": "0,1", "right": 2}, 1, "2 --class classes for 1 image"),
+        (
+            "img2img",
+            {"class": "0,1,2", "n": 2, "index": 3},
+            0,
+            "3 --class classes for 2 images: image k takes item "
+            "k mod 3, so 1 would make none; ask for at least 3 images (--n) or give fewer",
+        ),
+        ("inpaint", {"class": ",".join("0" * 9)}, 0, "9 --class classes for 8 images"),  # the default n: at most 8
+        ("sample", {"context": "1,0,0;0,1,0;0,0,1", "n": 2}, 0, "3 --context vectors for 2 images"),
+        ("sample", {"context": "1,0", "n": 2}, 0, "a context vector has 2 entries; this model needs 3"),
+        ("sample", {"context": "1,0,0", "negative_context": "1,0", "guidance": 2}, 0, "a context vector has 2"),
+        (
+            "sample",
+            {"context": "1,0,0", "negative_context": "1,0,0;0,1,0;0,0,1", "n": 2, "guidance": 2},
+            0,
+            "3 --negative-context vectors for 2 images",
+        ),
+    ],
+)
+def test_more_conditioning_than_the_images_a_request_fixes_is_refused_before_the_job(
+    tmp_path, command, params, uploads, needle
+):
+    """More classes than an edit's uploads (or its n examples of the run's data), more context vectors than a
+    draw's images, or a context vector of the wrong length: the commands refuse them in one line (cond.cycled,
+    cond.build_cond); the studio counted an edit's images as its classes and never checked contexts, so it answered
+    202, the job failed and the uploads were kept. Now a 400 with the command's line, nothing kept."""
+    root = tmp_path / "runs"
+    run = write_run(root / "cc", "digits-test", ["model.num_classes=10", "model.context_dim=3", "sample.steps=4"])
+    body = {"command": command, "run": "cc", "params": {"steps": 4, **params}}
+    if uploads:
+        body["images"] = [data_url(png_bytes(value=90 + k)) for k in range(uploads)]
+    with client(root) as c:
+        r = c.post("/api/jobs", json=body)
+        assert r.status_code == 400 and needle in r.json()["error"], r.text
+        assert not c.app.state.queue.jobs
+    assert not (run / "studio").exists()  # no upload, and no folder made for one
+
+
+def test_a_context_to_a_run_that_takes_none_is_refused_before_the_job(world):
+    """--context of a run without context vectors was accepted (202) and failed as a job; now the CLI's line, a 400."""
+    with client(world / "runs") as c:
+        for key, flag in (("context", "--context"), ("negative_context", "--negative-context")):
+            r = c.post("/api/jobs", json={"command": "sample", "run": "tiny", "params": {"steps": 2, key: "1,0"}})
+            needle = f"this model takes no context vectors (model.context_dim = 0); drop {flag}"
+            assert r.status_code == 400 and r.json()["error"] == needle, r.text
+        assert not c.app.state.queue.jobs
+
+
+def test_an_edit_with_as_many_classes_as_images_passes_the_check(tmp_path):
+    """The count an edit's classes are checked against is the images it makes: n, or at most 8 without it."""
+    root = tmp_path / "runs"
+    write_run(root / "cls", "digits-test", ["model.num_classes=10", "sample.steps=4"])
+    from torchdiffusion.studio.params import precheck
+
+    for params in ({"class": "0,1", "n": 2}, {"class": "0,1,2,3,4,5,6,7"}):
+        args = parse_command("img2img", root / "cls", {"steps": 2, **params}, out=root / "cls" / "x.png")
+        precheck(args, root / "cls")

@@ -102,6 +102,15 @@ def refuse_other_depth(run_, name, depth: str, remedy: str = "save the input at 
         )
 
 
+N_DEFAULT = 8  # the data examples an edit takes from --index without --n (fewer where the data ends first)
+
+
+def edit_count(args: argparse.Namespace) -> int:
+    """The images an edit makes, as its request fixes them: one per --images file, else --n examples of the run's
+    data (at most :data:`N_DEFAULT` without --n: fewer where the data ends first)."""
+    return len(args.images) if getattr(args, "images", None) else args.n if args.n is not None else N_DEFAULT
+
+
 def more_images(args: argparse.Namespace) -> str:
     """How an edit asks for more images (cond.cycled's advice): more --images files, else a larger --n."""
     from ..cond import MORE_FILES, MORE_IMAGES
@@ -109,7 +118,7 @@ def more_images(args: argparse.Namespace) -> str:
     return MORE_FILES if getattr(args, "images", None) else MORE_IMAGES
 
 
-def load_inputs(run_, args: argparse.Namespace, n_default: int = 8, flags: str = "--index/--n"):
+def load_inputs(run_, args: argparse.Namespace, n_default: int = N_DEFAULT, flags: str = "--index/--n"):
     """(N, C, H, W) images in [-1, 1]: the files of --images (resized to the run's size), or --n examples of the
     run's data starting at --index (its holdout split when the run kept one, else its training data). A run whose
     ``data.scale`` mapped its images' own units (float TIFFs in kelvins, say; for a latent run, its autoencoder's

@@ -68,6 +68,7 @@ SET_LIMITS = {
     "sample.settings.corrector_steps": "setting_corrector_steps",
 }
 MAX_TEXT = 300  # characters of one string value
+UPLOAD_MORE = "upload at least {count} images"  # cond.cycled's advice where an edit's uploads are its images
 
 
 class ParamError(ValueError):
@@ -218,7 +219,8 @@ def precheck(args: argparse.Namespace, run_dir: Path, names: dict[Path, str] | N
     checks it before sampling), so a bad setting is a 400 now rather than a failed job later. ``names``: what a
     refusal calls each uploaded image (app.upload_names: the file the user picked), by the path of its copy."""
     from ..commands.common import sample_config_from_args
-    from ..cond import build_cond, check_takes_prompts, parse_classes
+    from ..commands.inpaint import edit_count
+    from ..cond import MORE_IMAGES, build_cond, check_takes_prompts, cycled, parse_classes, parse_vectors
     from ..config import checked_sample, from_json, validate
     from ..generate import RunError
 
@@ -271,26 +273,31 @@ def precheck(args: argparse.Namespace, run_dir: Path, names: dict[Path, str] | N
         from ..commands.sample import guidance_from_args
 
         plan = checked_sample(cfg, guidance_from_args(plan, args))
-    # the conditioning asked for must be one the run takes, no more classes or prompts than a draw's images (an
-    # edit's images are counted when it runs), and prompts the encoder reads whole (their text is encoded only
-    # when the job runs: here they are counted in tokens alone)
-    if getattr(args, "classes", None):
-        classes = parse_classes(args.classes)
-        build_cond(cfg.model, plan.n if args.command == "sample" else len(classes), classes=classes)
+    # the conditioning asked for must be one the run takes (classes in range, context vectors of its length), no more
+    # classes, context vectors or prompts than the images the request fixes (a draw's n; an edit's uploads, or its n
+    # examples of the run's data), and prompts the encoder reads whole (their text is encoded only when the job
+    # runs: here they are counted in tokens alone)
+    images = plan.n if args.command == "sample" else edit_count(args) if args.command in EDITS else None
+    more = UPLOAD_MORE if getattr(args, "images", None) else MORE_IMAGES  # the uploads are the edit's images
+    classes = parse_classes(args.classes) if getattr(args, "classes", None) else None
+    if classes:
+        build_cond(cfg.model, images or len(classes), classes=classes, more=more)
         if outline is not None:  # a class no training example had, refused as sample and the edits refuse it
             from ..commands.common import refuse_untrained_classes
 
             refuse_untrained_classes(outline, classes)
+    for flag, negative in (("context", False), ("negative_context", True)):
+        if getattr(args, flag, None):  # the vectors' length against the run's, as sample's build_cond checks them
+            build_cond(cfg.model, images, contexts=parse_vectors(getattr(args, flag)), negative=negative)
     negative = getattr(args, "negative_prompt", None)
     for flag, given in (("--prompt", getattr(args, "prompt", None)), ("--negative-prompt", negative and [negative])):
         if given:
-            from ..cond import cycled
             from ..text import check_lengths
 
             check_takes_prompts(cfg.model, flag)
             check_lengths(given, flag)
-            if args.command == "sample":
-                cycled(len(given), plan.n, f"{flag} prompts")
+            if images:
+                cycled(len(given), images, f"{flag} prompts")
     if args.command == "explain" and args.run:  # a picture this kind of run cannot give: refused as explain does
         from ..commands.explain import refuse_run_kind
 
